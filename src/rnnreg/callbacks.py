@@ -1,0 +1,66 @@
+"""Callbacks: words/s and epoch timing, and a rich progress bar that shows them."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+
+
+class SpeedMonitor(L.Callback):
+    """Training words/s and seconds per epoch, timed over the training windows only (no validation).
+
+    Reads only host clocks per step (no device sync); the totals feed `metrics.json`.
+    """
+
+    def __init__(self) -> None:
+        self.train_seconds = 0.0
+        self.train_words = 0
+        self.epoch_start = self.last_batch_end = time.perf_counter()
+        self.epoch_words = 0
+
+    @property
+    def words_per_second(self) -> float:
+        return self.train_words / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def epoch_words_per_second(self) -> float:
+        elapsed = self.last_batch_end - self.epoch_start
+        return self.epoch_words / elapsed if elapsed > 0 else 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch_words = 0
+        self.epoch_start = self.last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.epoch_words += batch[1].numel() * trainer.world_size
+        self.last_batch_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.train_seconds += self.last_batch_end - self.epoch_start
+        self.train_words += self.epoch_words
+        pl_module.log_dict({"train/words_per_sec": self.epoch_words_per_second,
+                            "train/epoch_seconds": self.last_batch_end - self.epoch_start,
+                            "train/grad_norm": pl_module.grad_norm.float()})
+
+    def state_dict(self) -> dict:
+        return {"train_seconds": self.train_seconds, "train_words": self.train_words}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train_seconds, self.train_words = state_dict["train_seconds"], state_dict["train_words"]
+
+
+class LMProgressBar(RichProgressBar):
+    """Rich progress bar with the running training loss, perplexity and words/s."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        if trainer.training:
+            speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
+            loss = float(pl_module.last_loss)
+            metrics.update({"loss": f"{loss:.3f}", "ppl": f"{min(2.718281828 ** loss, 1e9):.1f}"})
+            if speed is not None:
+                metrics["wps"] = f"{speed.epoch_words_per_second:,.0f}"
+        return metrics

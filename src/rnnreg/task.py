@@ -1,0 +1,126 @@
+"""The LightningModule: the paper's objective, SGD + clipping, lr schedule, carried hidden state, perplexity."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from rnnreg.model import LSTMLanguageModel, State
+
+
+class Perplexity(MeanMetric):
+    """exp(total NLL / predicted tokens) over a whole split: update(mean_nll, num_tokens), token-weighted.
+
+    Accumulates in float64; under DDP the sums of NLL and token counts are reduced exactly across ranks.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.set_dtype(torch.float64)
+
+    def compute(self) -> torch.Tensor:
+        return super().compute().exp()
+
+
+def paper_lr_factor(epoch: int, decay: float, decay_start: int) -> float:
+    """lr multiplier of 1-based `epoch`: 1 / decay^max(0, epoch - decay_start) (paper / TensorFlow rule)."""
+    return decay ** -max(0, epoch - decay_start)
+
+
+class LanguageModelTask(L.LightningModule):
+    def __init__(self, vocab_size: int, model: dict, dropout: dict, optim: dict):
+        super().__init__()
+        self.save_hyperparameters()
+        if optim["lr"] <= 0:
+            raise ValueError(f"optim.lr={optim['lr']} must be positive (the paper uses 1.0)")
+        self.net = LSTMLanguageModel(
+            vocab_size, model["hidden_size"], model["num_layers"], model["init_scale"],
+            dropout_input=dropout["input"], dropout_between=dropout["between"],
+            dropout_output=dropout["output"])
+        self.train_ppl, self.val_ppl = Perplexity(), Perplexity()
+        self.test_ppl, self.test_ppl_batched = Perplexity(), Perplexity()
+        # Each split carries its own (h, c) across windows; None means zeros (start of a pass).
+        self.train_state: State | None = None
+        self.eval_states: dict[int, State | None] = {}
+        self.last_loss = torch.zeros(())
+        self.grad_norm = torch.zeros(())
+        self.vocab: list[str] | None = None
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    # -- objective ----------------------------------------------------------------------------------
+    def window_nll(self, batch, state: State | None) -> tuple[torch.Tensor, State]:
+        """Mean NLL per predicted token of one window, and the carried state."""
+        x, y = batch
+        logits, state = self.net(x, state)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)), state
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        nll, self.train_state = self.window_nll(batch, self.train_state)
+        self.train_ppl.update(nll.detach(), batch[1].numel())
+        self.last_loss = nll.detach()
+        # The paper's objective: the SUM over the window's time steps of the batch-mean NLL (the token
+        # mean times the window length), so lr 1.0 and the clip norm mean what they meant in the paper.
+        return nll * batch[0].size(0)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.hparams.optim["clip"],
+                                                        foreach=True)
+
+    def configure_optimizers(self):
+        optim = self.hparams.optim
+        optimizer = torch.optim.SGD(self.parameters(), lr=optim["lr"], momentum=optim.get("momentum", 0.0),
+                                    weight_decay=optim.get("weight_decay", 0.0), foreach=True)
+        # LambdaLR counts completed epochs from 0; the paper counts epochs from 1.
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda done: paper_lr_factor(done + 1, optim["decay"], optim["decay_start"]))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    # -- hidden state: zeroed at the start of every pass, separate per split -----------------------
+    def on_train_epoch_start(self) -> None:
+        self.train_state = None
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_states = {}
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_states = {}
+
+    def eval_step(self, batch, dataloader_idx: int) -> torch.Tensor:
+        nll, self.eval_states[dataloader_idx] = self.window_nll(batch, self.eval_states.get(dataloader_idx))
+        return nll
+
+    # -- logging ------------------------------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        self.log("train/ppl", self.train_ppl)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.val_ppl.update(self.eval_step(batch, 0), batch[1].numel())
+        self.log("val/ppl", self.val_ppl, on_step=False, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        metric = self.test_ppl if dataloader_idx == 0 else self.test_ppl_batched
+        metric.update(self.eval_step(batch, dataloader_idx), batch[1].numel())
+        name = "test/ppl" if dataloader_idx == 0 else "test/ppl_batched"
+        self.log(name, metric, on_step=False, on_epoch=True, add_dataloader_idx=False)
+
+    # -- the vocabulary travels with the checkpoint (eval / generate need it) ------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and datamodule.corpus is not None:
+            self.vocab = datamodule.corpus.itos
+        checkpoint["vocab"] = self.vocab
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.vocab = checkpoint.get("vocab")
+
+
+def perplexity(total_nll: float, tokens: int) -> float:
+    return math.exp(total_nll / tokens)

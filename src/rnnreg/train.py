@@ -1,0 +1,67 @@
+"""rnnreg-train: compose the config, train, test both protocols, write metrics.json."""
+
+from __future__ import annotations
+
+import time
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from rnnreg import CONF_DIR
+from rnnreg.callbacks import SpeedMonitor
+from rnnreg.runtime import (instantiate_callbacks, instantiate_loggers, log, plain, user_errors_as_one_line,
+                            write_json_atomic)
+from rnnreg.task import LanguageModelTask
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
+    datamodule = hydra.utils.instantiate(cfg.data)
+    task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), plain(cfg.optim))
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg),
+                                      logger=instantiate_loggers(cfg) or False)
+    return datamodule, task, trainer
+
+
+def train(cfg: DictConfig) -> dict:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, task, trainer = build(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(plain(cfg))
+    log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}",
+             datamodule.vocab_size)
+    start = time.perf_counter()
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - start
+    val_ppl = float(trainer.callback_metrics["val/ppl"])
+    metrics = {"val_ppl": val_ppl}
+    if cfg.get("test"):
+        results = trainer.test(task, datamodule=datamodule)
+        metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
+    speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
+    checkpoint = trainer.checkpoint_callback
+    metrics |= {
+        "best_val_ppl": float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score
+        is not None else val_ppl,
+        "epochs": trainer.current_epoch,
+        "train_seconds": round(train_seconds, 2),
+        "words_per_second": round(speed.words_per_second, 1),
+        "params": task.num_params,
+        "experiment": cfg.experiment_name,
+        "status": "completed",
+    }
+    for logger in trainer.loggers:
+        logger.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+    write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
+    log.info("metrics: %s", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@user_errors_as_one_line
+def main(cfg: DictConfig) -> float:
+    return train(cfg)["val_ppl"]
+
+
+if __name__ == "__main__":
+    main()
