@@ -6,6 +6,7 @@ import time
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from rnnreg import CONF_DIR
@@ -18,8 +19,10 @@ from rnnreg.task import LanguageModelTask
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
     datamodule = hydra.utils.instantiate(cfg.data)
     task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), plain(cfg.optim))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg),
-                                      logger=instantiate_loggers(cfg) or False)
+    loggers = instantiate_loggers(cfg)
+    # LearningRateMonitor has nowhere to write without a logger (logger=none)
+    callbacks = [c for c in instantiate_callbacks(cfg) if loggers or not isinstance(c, LearningRateMonitor)]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, task, trainer
 
 

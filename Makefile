@@ -1,0 +1,33 @@
+# make install: .venv with the project (editable) and torch pinned: our machines take the local CPU
+# build of torch 2.13.0; elsewhere pip takes PyPI's CUDA build of the same version (TORCH=... to change).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.install.stamp
+ARGS ?=
+
+.PHONY: install train test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# The main job: the paper's medium model on PTB (39 epochs), on a GPU when there is one.
+train: install
+	$(BIN)/rnnreg-train trainer.accelerator=auto $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/bench_speed.py $(ARGS)
+
+clean:
+	rm -rf outputs/train outputs/eval outputs/generate outputs/report .pytest_cache bench_results
+	find . -name __pycache__ -prune -exec rm -rf {} +

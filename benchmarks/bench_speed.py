@@ -1,0 +1,77 @@
+"""make bench: words/s of `rnnreg-train` against the plain PyTorch loop, same machine, same run.
+
+Each pair is run `--repeats` times, alternating, in fresh processes; the best of each side is compared
+(the least disturbed measurement). Both time the same number of training windows from the first step.
+
+    python benchmarks/bench_speed.py [--sizes small medium] [--out bench_results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+# Architecture and recipe per size: (hidden, bptt, dropout, init, clip, steps timed on CPU).
+SIZES = {"small": (200, 20, 0.0, 0.1, 5.0, 300), "medium": (650, 35, 0.5, 0.05, 5.0, 30),
+         "large": (1500, 35, 0.65, 0.04, 10.0, 10)}
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("RNNREG_DATA_DIR", Path.home() / ".cache/rnnreg")) / "ptb"
+
+
+def plain(size: str, steps: int) -> float:
+    hidden, bptt, dropout, init, clip, _ = SIZES[size]
+    out = subprocess.run([sys.executable, str(HERE / "plain_loop.py"), "--data-dir", str(data_dir()),
+                          "--hidden", str(hidden), "--bptt", str(bptt), "--dropout", str(dropout),
+                          "--init", str(init), "--clip", str(clip), "--steps", str(steps)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["words_per_second"]
+
+
+def rnnreg(size: str, steps: int, *overrides: str) -> float:
+    with tempfile.TemporaryDirectory() as run_dir:
+        subprocess.run([str(BIN / "rnnreg-train"), f"experiment=paper_{size}", "trainer.max_epochs=1",
+                        f"trainer.limit_train_batches={steps}", "trainer.limit_val_batches=1",
+                        "trainer.num_sanity_val_steps=0", "test=false", "logger=none",
+                        f"hydra.run.dir={run_dir}", *overrides],
+                       check=True, capture_output=True, text=True)
+        return json.loads((Path(run_dir) / "metrics.json").read_text())["words_per_second"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=list(SIZES))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench_results"))
+    args = parser.parse_args()
+    results = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "sizes": {}}
+    for size in args.sizes:
+        steps = SIZES[size][-1]
+        runs = {"plain": [], "rnnreg": []}
+        for _ in range(args.repeats):
+            runs["plain"].append(plain(size, steps))
+            runs["rnnreg"].append(rnnreg(size, steps))
+        best = {k: max(v) for k, v in runs.items()}
+        ratio = best["rnnreg"] / best["plain"]
+        results["sizes"][size] = {"steps": steps, "words_per_second": runs, "ratio": ratio}
+        print(f"{size:>6}: plain {best['plain']:8,.0f} words/s  rnnreg {best['rnnreg']:8,.0f} words/s  "
+              f"ratio {ratio:.3f}  (target >= 0.97; {steps} windows, best of {args.repeats})", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_speed.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out / 'bench_speed.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The console scripts as a user runs them: real processes, real PTB, real Hydra run folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def run(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run([str(BIN / script), *overrides], capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_run(ptb_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke")
+    run("rnnreg-train", "experiment=smoke", f"hydra.run.dir={out}", "callbacks.progress_bar.refresh_rate=0")
+    return out
+
+
+@pytest.mark.slow
+def test_smoke_experiment_end_to_end(smoke_run: Path):
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert metrics["experiment"] == "smoke" and metrics["epochs"] == 2 and metrics["params"] == 4_653_200
+    for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
+        assert math.isfinite(metrics[key]) and 1 < metrics[key] < 1000, key  # learned well below 10,000
+    assert metrics["words_per_second"] > 0 and metrics["train_seconds"] > 0
+    assert (smoke_run / "checkpoints" / "last.ckpt").is_file()
+    assert (smoke_run / ".hydra" / "config.yaml").is_file()
+    assert "val/ppl" in (smoke_run / "csv" / "metrics.csv").read_text()
+
+
+@pytest.mark.slow
+def test_eval_reproduces_the_checkpoint_metrics(smoke_run: Path, tmp_path: Path):
+    run("rnnreg-eval", f"ckpt_path={smoke_run}/checkpoints/last.ckpt", f"hydra.run.dir={tmp_path}",
+        "data.bptt=20", "trainer.enable_progress_bar=false")
+    trained = json.loads((smoke_run / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    assert evaluated["test_ppl"] == pytest.approx(trained["test_ppl"], rel=1e-6)
+    assert evaluated["test_ppl_batched"] == pytest.approx(trained["test_ppl_batched"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_generate_is_seeded(smoke_run: Path):
+    ckpt = f"ckpt_path={smoke_run}/checkpoints/last.ckpt"
+    a = run("rnnreg-generate", ckpt, "prompt=the market", "num_words=30", "seed=3").stdout
+    b = run("rnnreg-generate", ckpt, "prompt=the market", "num_words=30", "seed=3").stdout
+    c = run("rnnreg-generate", ckpt, "prompt=the market", "num_words=30", "seed=4").stdout
+    assert a == b and a != c and a.startswith("the market")
+    assert len(a.split()) >= 30
+
+
+def test_bad_input_is_one_line_error(tmp_path: Path):
+    proc = run("rnnreg-train", "experiment=smoke", "data.bptt=0", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: data.batch_size (20), data.bptt (0)")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "metrics.json").exists()
+    proc = run("rnnreg-eval", f"ckpt_path={tmp_path}/missing.ckpt", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "is not a file" in proc.stderr

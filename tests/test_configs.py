@@ -1,0 +1,50 @@
+"""Every experiment composes from the real config tree and runs a few real steps (fast_dev_run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rnnreg import CONF_DIR
+from rnnreg.train import build
+from conftest import compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+def test_default_is_the_paper_medium_recipe(tmp_path):
+    cfg = compose_config([], tmp_path)
+    assert cfg.experiment_name == "paper_medium"
+    assert (cfg.model.hidden_size, cfg.model.dropout_rate, cfg.model.init_scale) == (650, 0.5, 0.05)
+    assert (cfg.data.bptt, cfg.data.batch_size, cfg.trainer.max_epochs) == (35, 20, 39)
+    assert (cfg.optim.lr, cfg.optim.decay, cfg.optim.decay_start, cfg.optim.clip) == (1.0, 1.2, 6, 5.0)
+    assert cfg.dropout == {"input": 0.5, "between": 0.5, "output": 0.5}
+    assert cfg.trainer.accelerator == "auto"
+
+
+@pytest.mark.parametrize("name,recipe", [
+    ("paper_small", (200, 20, 13, 2.0, 4, 5.0, 0.1, 0.0)),
+    ("paper_large", (1500, 35, 55, 1.15, 14, 10.0, 0.04, 0.65)),
+])
+def test_paper_recipes(name, recipe, tmp_path):
+    cfg = compose_config([f"experiment={name}"], tmp_path)
+    got = (cfg.model.hidden_size, cfg.data.bptt, cfg.trainer.max_epochs, cfg.optim.decay,
+           cfg.optim.decay_start, cfg.optim.clip, cfg.model.init_scale, cfg.dropout.output)
+    assert got == recipe
+
+
+def test_model_override_keeps_the_experiment_recipe(tmp_path):
+    cfg = compose_config(["model=large"], tmp_path)
+    assert cfg.model.hidden_size == 1500 and cfg.dropout.input == 0.65 and cfg.data.bptt == 35
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_fast_dev_run(experiment, ptb_dir, tmp_path):
+    cfg = compose_config([f"experiment={experiment}", "trainer.fast_dev_run=1", "trainer.accelerator=cpu",
+                          "logger=csv"], tmp_path)
+    datamodule, task, trainer = build(cfg)
+    trainer.fit(task, datamodule=datamodule)
+    results = trainer.test(task, datamodule=datamodule, verbose=False)
+    assert trainer.global_step == 1
+    assert results[0]["test/ppl"] > 1 and results[1]["test/ppl_batched"] > 1

@@ -1,0 +1,147 @@
+"""Corpus, BPTT batching on real PTB, and the download path over a real loopback HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnreg.data import BPTTWindows, Corpus, DataError, LMDataModule, batchify, ensure_files
+from conftest import SHARED_PTB, compose_config
+
+PTB_FILES = {s: {"name": f"ptb.{s}.txt"} for s in ("train", "valid", "test")}
+
+
+@pytest.fixture(scope="module")
+def ptb(ptb_dir: Path) -> Corpus:
+    return Corpus(ensure_files(ptb_dir, PTB_FILES))
+
+
+def test_ptb_corpus_sizes(ptb: Corpus):
+    assert len(ptb) == 10_000
+    assert {s: ids.numel() for s, ids in ptb.ids.items()} == {"train": 929_589, "valid": 73_760, "test": 82_430}
+    assert ptb.itos[ptb.ids["train"][-1]] == "<eos>"
+
+
+@pytest.mark.parametrize("bptt,windows", [(20, 2323), (35, 1327)])
+def test_ptb_train_windows_per_epoch(ptb: Corpus, bptt: int, windows: int):
+    train = BPTTWindows(batchify(ptb.ids["train"], 20), bptt, drop_last=True)
+    assert len(train) == windows
+    x, y = train[len(train) - 1]
+    assert x.shape == y.shape == (bptt, 20)
+
+
+def test_batching_layout_is_contiguous_streams_walked_in_order(ptb: Corpus):
+    ids = ptb.ids["train"]
+    streams = batchify(ids, 20)
+    steps = ids.numel() // 20
+    assert streams.shape == (steps, 20)
+    for col in (0, 7, 19):  # column j is the j-th contiguous slice of the token stream
+        assert torch.equal(streams[:, col], ids[col * steps : (col + 1) * steps])
+    windows = BPTTWindows(streams, 35, drop_last=True)
+    x0, y0 = windows[0]
+    x1, _ = windows[1]
+    assert torch.equal(y0[:-1], x0[1:]) and torch.equal(y0[-1], x1[0])  # target = next token, no gap
+    assert torch.equal(torch.cat([windows[i][0] for i in range(3)]), streams[:105])
+
+
+def test_eval_windows_predict_every_token_once(ptb: Corpus):
+    one_stream = BPTTWindows(batchify(ptb.ids["test"], 1), 35, drop_last=False)
+    assert sum(one_stream[i][1].numel() for i in range(len(one_stream))) == 82_429
+    valid = BPTTWindows(batchify(ptb.ids["valid"], 20), 35, drop_last=False)
+    assert sum(valid[i][1].numel() for i in range(len(valid))) == (73_760 // 20 - 1) * 20
+
+
+def test_datamodule_test_loaders_are_one_stream_then_batched(ptb_dir: Path, tmp_path: Path):
+    cfg = compose_config(["experiment=paper_medium"], tmp_path)
+    dm = LMDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    stream, batched = dm.test_dataloader()
+    assert next(iter(stream))[0].shape == (35, 1)
+    assert next(iter(batched))[0].shape == (35, 20)
+    assert len(dm.train_dataloader()) == 1327
+
+
+def test_vocabulary_from_train_and_unknown_words(tmp_path: Path):
+    (tmp_path / "train.txt").write_text("a b <unk>\nb c\n")
+    (tmp_path / "valid.txt").write_text("a z\n")
+    (tmp_path / "test.txt").write_text("c\n")
+    files = {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}
+    corpus = Corpus(ensure_files(tmp_path, files))
+    assert corpus.itos == ["a", "b", "<unk>", "<eos>", "c"]
+    assert corpus.ids["valid"].tolist() == [0, 2, 3]  # z -> <unk>
+    (tmp_path / "train.txt").write_text("a b\n")
+    with pytest.raises(DataError, match=r"not in the training vocabulary \(e.g. z\)"):
+        Corpus(ensure_files(tmp_path, files))
+
+
+# -- download path over a real HTTP server on loopback ---------------------------------------------------
+
+@pytest.fixture
+def http_root(tmp_path: Path):
+    """Serve a folder over HTTP on 127.0.0.1; yields (folder, base url)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def pinned_files(tmp_path: Path) -> dict:
+    sums = dict(line.split()[::-1] for line in (SHARED_PTB / "SHA256SUMS").read_text().splitlines())
+    return {s: {"name": f"ptb.{s}.txt", "sha256": sums[f"ptb.{s}.txt"]} for s in ("train", "valid", "test")}
+
+
+def test_download_verifies_and_caches(http_root, tmp_path: Path):
+    root, url = http_root
+    for f in SHARED_PTB.glob("ptb.*.txt"):
+        (root / f.name).write_bytes(f.read_bytes())
+    cache = tmp_path / "cache"
+    paths = ensure_files(cache, pinned_files(tmp_path), url)
+    assert all(p.read_bytes() == (SHARED_PTB / p.name).read_bytes() for p in paths.values())
+    assert sorted(p.name for p in cache.iterdir()) == ["ptb.test.txt", "ptb.train.txt", "ptb.valid.txt"]
+    for f in root.iterdir():  # cached: a second call needs no server files
+        f.unlink()
+    assert ensure_files(cache, pinned_files(tmp_path), url) == paths
+
+
+def test_download_checksum_mismatch_keeps_nothing(http_root, tmp_path: Path):
+    root, url = http_root
+    for f in SHARED_PTB.glob("ptb.*.txt"):
+        (root / f.name).write_bytes(f.read_bytes())
+    (root / "ptb.valid.txt").write_bytes(b"tampered\n")
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"checksum mismatch for ptb.valid.txt .*not used"):
+        ensure_files(cache, pinned_files(tmp_path), url)
+    assert sorted(p.name for p in cache.iterdir()) == ["ptb.train.txt"]  # no partial or bad file left
+
+
+def test_offline_error_names_urls_and_folder(tmp_path: Path):
+    cache = tmp_path / "cache"
+    url = "http://127.0.0.1:9"  # discard port: connection refused
+    with pytest.raises(DataError) as err:
+        ensure_files(cache, pinned_files(tmp_path), url)
+    message = str(err.value)
+    assert f"{url}/ptb.train.txt" in message and f"{url}/ptb.test.txt" in message
+    assert str(cache) in message and "\n" not in message
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_cached_file_with_wrong_checksum_is_rejected(tmp_path: Path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for f in SHARED_PTB.glob("ptb.*.txt"):
+        (cache / f.name).write_bytes(f.read_bytes())
+    (cache / "ptb.test.txt").write_bytes(b"truncated")
+    with pytest.raises(DataError, match=r"checksum mismatch for .*ptb.test.txt"):
+        ensure_files(cache, pinned_files(tmp_path), None)
+    assert hashlib.sha256((cache / "ptb.test.txt").read_bytes()).hexdigest() != pinned_files(tmp_path)["test"]["sha256"]

@@ -1,0 +1,179 @@
+"""The training recipe: objective scale, lr schedule, carried hidden state, perplexity protocol."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnreg.task import LanguageModelTask, Perplexity, paper_lr_factor
+from rnnreg.train import build, train
+
+OPTIM = {"lr": 1.0, "decay": 2.0, "decay_start": 4, "clip": 5.0}
+NO_DROPOUT = {"input": 0.0, "between": 0.0, "output": 0.0}
+
+
+def tiny_task(seed: int = 0, **optim) -> LanguageModelTask:
+    torch.manual_seed(seed)
+    model = {"hidden_size": 12, "num_layers": 2, "init_scale": 0.1}
+    return LanguageModelTask(30, model, NO_DROPOUT, OPTIM | optim)
+
+
+def test_objective_is_sum_over_steps_of_batch_mean_nll():
+    task = tiny_task()
+    x, y = torch.randint(30, (7, 4)), torch.randint(30, (7, 4))
+    task.zero_grad()
+    task.training_step((x, y), 0).backward()
+    ours = [p.grad.clone() for p in task.parameters()]
+
+    task.zero_grad()
+    logits, _ = task.net(x)  # the definition, spelled out: sum_t mean_b NLL(t, b)
+    torch.stack([F.cross_entropy(logits[t], y[t]) for t in range(7)]).sum().backward()
+    for a, p in zip(ours, task.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_summed_objective_equals_mean_objective_with_scaled_lr_and_clip():
+    """One SGD step on the summed loss with (lr, clip) = the mean loss with (lr * T, clip / T)."""
+    steps = 7
+    x, y = torch.randint(30, (steps, 4)), torch.randint(30, (steps, 4))
+    params = []
+    for scale, lr, clip in ((steps, 1.0, 0.05), (1, float(steps), 0.05 / steps)):
+        task = tiny_task()
+        task.train_state = None
+        nll, _ = task.window_nll((x, y), None)
+        (nll * scale).backward()
+        torch.nn.utils.clip_grad_norm_(task.parameters(), clip)  # active: the norm is far above 0.05
+        with torch.no_grad():
+            for p in task.parameters():
+                p -= lr * p.grad
+        params.append([p.detach().clone() for p in task.parameters()])
+    for a, b in zip(*params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("decay,k,expected", [
+    (2.0, 4, [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 2 ** -6, 2 ** -7, 2 ** -8, 2 ** -9]),
+    (1.2, 6, [1] * 6 + [1.2 ** -i for i in range(1, 34)]),
+    (1.15, 14, [1] * 14 + [1.15 ** -i for i in range(1, 42)]),
+])
+def test_lr_schedule_factor(decay: float, k: int, expected: list[float]):
+    assert [paper_lr_factor(e, decay, k) for e in range(1, len(expected) + 1)] == pytest.approx(expected)
+
+
+class RecordLR(L.Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_trainer_applies_schedule_per_epoch(tiny_cfg):
+    cfg = tiny_cfg("trainer.max_epochs=7", "optim.decay_start=3", "trainer.limit_train_batches=2",
+                   "trainer.limit_val_batches=1", "test=false")
+    dm, task, trainer = build(cfg)
+    record = RecordLR()
+    trainer.callbacks.append(record)
+    trainer.fit(task, datamodule=dm)
+    assert record.lrs == pytest.approx([1, 1, 1, 0.5, 0.25, 0.125, 0.0625])
+
+
+def test_hidden_state_is_carried_between_windows():
+    """Two windows with the carried state compute exactly what one long window computes."""
+    task = tiny_task().eval()
+    x = torch.randint(30, (10, 3))
+    y = torch.randint(30, (10, 3))
+    whole, (h, c) = task.net(x)
+    task.train_state = None
+    first, state = task.net(x[:4])
+    second, (h2, c2) = task.net(x[4:], state)
+    torch.testing.assert_close(torch.cat([first, second]), whole)
+    torch.testing.assert_close(h2, h)
+    # training_step carries it too, detached (the graph ends at the window boundary)
+    task.train()
+    task.training_step((x[:4], y[:4]), 0)
+    assert task.train_state is not None and not task.train_state[0].requires_grad
+    carried = task.train_state[0].clone()
+    _, expected = task.net.eval()(x[:4])
+    torch.testing.assert_close(carried, expected[0])
+
+
+def test_state_reset_per_epoch_and_split(tiny_cfg):
+    cfg = tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+                   "test=false")
+    dm, task, trainer = build(cfg)
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(("train", batch_idx, pl_module.train_state is None))
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            seen.append(("val", batch_idx, pl_module.eval_states.get(0) is None))
+
+    trainer.callbacks.append(Probe())
+    trainer.fit(task, datamodule=dm)
+    # zero state exactly at the first window of every pass, carried everywhere else
+    assert seen == [("train", 0, True), ("train", 1, False), ("train", 2, False),
+                    ("val", 0, True), ("val", 1, False)] * 2
+
+
+def test_sanity_check_changes_nothing(tiny_cfg):
+    """Lightning's sanity validation must not touch the training state, the RNG or the results."""
+    results = []
+    for sanity in (0, 2):
+        cfg = tiny_cfg(f"trainer.num_sanity_val_steps={sanity}", "trainer.max_epochs=2",
+                       "model.dropout_rate=0.3", "dropout=non_recurrent",
+                       "trainer.limit_train_batches=4")
+        L.seed_everything(0)
+        dm, task, trainer = build(cfg)
+        trainer.fit(task, datamodule=dm)
+        results.append((float(trainer.callback_metrics["val/ppl"]), [p.detach().clone() for p in task.parameters()]))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_perplexity_is_exp_of_token_weighted_mean_nll():
+    metric = Perplexity()
+    metric.update(torch.tensor(2.0), 3)  # 3 tokens at mean NLL 2
+    metric.update(torch.tensor(5.0), 1)  # 1 token at NLL 5
+    assert metric.compute().item() == pytest.approx(math.exp((2 * 3 + 5) / 4))
+    # not the mean of per-batch perplexities
+    assert metric.compute().item() != pytest.approx((math.exp(2) + math.exp(5)) / 2)
+
+
+def test_test_protocols_match_a_manual_evaluation(tiny_cfg):
+    """trainer.test: loader 0 = one stream carried over the whole split, loader 1 = batched streams; both
+    equal exp(sum NLL / tokens) computed by hand over every predicted token."""
+    cfg = tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=5", "test=false")
+    dm, task, trainer = build(cfg)
+    trainer.fit(task, datamodule=dm)
+    results = trainer.test(task, datamodule=dm, verbose=False)
+    ids = dm.corpus.ids["test"]
+    task.eval()
+    with torch.no_grad():
+        logits, _ = task.net(ids[:-1].view(-1, 1))
+        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), ids[1:], reduction="sum").item()
+        stream_ppl = math.exp(nll / (ids.numel() - 1))
+        cols = ids[: ids.numel() // 4 * 4].view(4, -1).t()
+        logits, _ = task.net(cols[:-1])
+        nll_b = F.cross_entropy(logits.reshape(-1, logits.size(-1)), cols[1:].reshape(-1), reduction="sum")
+        batched_ppl = math.exp(nll_b.item() / cols[1:].numel())
+    assert results[0]["test/ppl"] == pytest.approx(stream_ppl, rel=1e-5)
+    assert results[1]["test/ppl_batched"] == pytest.approx(batched_ppl, rel=1e-5)
+
+
+def test_train_writes_metrics_json(tiny_cfg, tmp_path):
+    import json
+    cfg = tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=5")
+    metrics = train(cfg)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written == metrics
+    for key in ("val_ppl", "test_ppl", "test_ppl_batched", "epochs", "train_seconds", "words_per_second", "params"):
+        assert key in written
+    assert written["epochs"] == 2 and math.isfinite(written["test_ppl"]) and written["words_per_second"] > 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
