@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -41,7 +40,10 @@ class LanguageModelTask(L.LightningModule):
         self.net = LSTMLanguageModel(
             vocab_size, model["hidden_size"], model["num_layers"], model["init_scale"],
             dropout_input=dropout["input"], dropout_between=dropout["between"],
-            dropout_output=dropout["output"])
+            dropout_output=dropout["output"], dropout_recurrent=dropout.get("recurrent", 0.0),
+            variational=dropout.get("variational", False), weight_drop=dropout.get("weight_drop", 0.0),
+            embedding_dropout=model.get("embedding_dropout", 0.0), layer_norm=model.get("layer_norm", False),
+            tie_weights=model.get("tie_weights", False), lstm=model.get("lstm", "auto"))
         self.train_ppl, self.val_ppl = Perplexity(), Perplexity()
         self.test_ppl, self.test_ppl_batched = Perplexity(), Perplexity()
         # Each split carries its own (h, c) across windows; None means zeros (start of a pass).
@@ -120,7 +122,3 @@ class LanguageModelTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.vocab = checkpoint.get("vocab")
-
-
-def perplexity(total_nll: float, tokens: int) -> float:
-    return math.exp(total_nll / tokens)

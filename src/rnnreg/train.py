@@ -39,7 +39,9 @@ def train(cfg: DictConfig) -> dict:
     val_ppl = float(trainer.callback_metrics["val/ppl"])
     metrics = {"val_ppl": val_ppl}
     if cfg.get("test"):
-        results = trainer.test(task, datamodule=datamodule)
+        # "last": the final weights, as the paper reports; "best": the best validation checkpoint.
+        best = cfg.get("test_ckpt") == "best"
+        results = trainer.test(task, datamodule=datamodule, ckpt_path="best" if best else None)
         metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
     checkpoint = trainer.checkpoint_callback

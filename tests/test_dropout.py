@@ -1,0 +1,155 @@
+"""Each dropout placement does what its name says (conf/dropout/*), on both LSTM paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnreg.model as model_module
+from rnnreg.model import LSTMLanguageModel
+from conftest import compose_config
+
+V, H = 40, 16
+
+
+def make(placement: str, layers: int = 2, p: float = 0.5, **kwargs) -> LSTMLanguageModel:
+    """The model exactly as rnnreg-train builds it for `dropout=<placement>`."""
+    d = compose_config([f"dropout={placement}", f"model.dropout_rate={p}"], "unused").dropout
+    torch.manual_seed(0)
+    return LSTMLanguageModel(V, H, layers, 0.1, dropout_input=d.input, dropout_between=d.between,
+                             dropout_output=d.output, dropout_recurrent=d.recurrent, variational=d.variational,
+                             weight_drop=d.weight_drop, **kwargs)
+
+
+class Recorder:
+    """Records every dropout applied: `drop` sites (what they multiply) and recurrent masks."""
+
+    def __init__(self, monkeypatch):
+        self.sites, self.masks = [], []
+        drop, mask = model_module.drop, model_module.dropout_mask
+
+        def recording_drop(x, p, training, per_window):
+            if training and p:
+                self.sites.append((tuple(x.shape), per_window))
+            return drop(x, p, training, per_window)
+
+        def recording_mask(shape, p, like):
+            m = mask(shape, p, like)
+            self.masks.append(m)
+            return m
+
+        monkeypatch.setattr(model_module, "drop", recording_drop)
+        monkeypatch.setattr(model_module, "dropout_mask", recording_mask)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("steps", [1, 7, 35])
+def test_non_recurrent_path_meets_L_plus_1_masks_and_none_on_h(monkeypatch, layers, steps):
+    net = make("non_recurrent", layers, lstm="step").train()  # step path: every site is visible
+    rec = Recorder(monkeypatch)
+    net(torch.randint(V, (steps, 3)))
+    assert len(rec.sites) == layers + 1  # embedding output, L-1 between layers, top output
+    assert all(shape == (steps, 3, H) and not per_window for shape, per_window in rec.sites)
+    assert rec.masks == []  # nothing ever multiplies h_{t-1}
+
+
+def test_non_recurrent_fused_path_keeps_the_recurrence_clean():
+    """On the fused path, a different random stream changes the outputs but, with between-layer
+    dropout off, never the recurrence of layer 1: its state only sees the (fixed) input."""
+    net = make("non_recurrent", layers=1).train()
+    assert net.fused
+    x = torch.randint(V, (10, 2))
+    net.dropout_input = 0.0  # fix the input; only the output site stays random
+    torch.manual_seed(1)
+    out1, (h1, c1) = net(x)
+    torch.manual_seed(2)
+    out2, (h2, c2) = net(x)
+    assert not torch.equal(out1, out2)
+    assert torch.equal(h1, h2) and torch.equal(c1, c2)
+
+
+def test_recurrent_masks_h_with_a_fresh_mask_every_step(monkeypatch):
+    net = make("recurrent").train()
+    assert not net.fused
+    rec = Recorder(monkeypatch)
+    steps = 6
+    net(torch.randint(V, (steps, 3)))
+    assert rec.sites == []  # only the recurrent connection is dropped
+    assert len(rec.masks) == steps * 2  # one per step per layer
+    assert all(m.shape == (3, H) for m in rec.masks)
+    assert all(not torch.equal(a, b) for a, b in zip(rec.masks, rec.masks[1:]))
+
+
+def test_variational_mask_fixed_within_a_window_new_across_windows(monkeypatch):
+    net = make("variational").train()
+    rec = Recorder(monkeypatch)
+    x = torch.full((8, 3), 5)  # the same token at every step
+    net(x)
+    recurrent = [m for m in rec.masks if m.dim() == 2]  # (streams, units): multiplies h_{t-1}
+    assert len(recurrent) == 2  # one recurrent mask per layer for the whole window
+    assert all(per_window for _, per_window in rec.sites) and len(rec.sites) == 3
+    assert sum(m.shape == (1, 3, H) for m in rec.masks) == 3  # one (1, streams, units) mask per site
+    # the input mask is the same at every step: the dropped units of a repeated token never change
+    embedded = model_module.drop(net.embedding(x), 0.5, True, per_window=True)
+    zeros = embedded == 0
+    assert all(torch.equal(zeros[0], zeros[t]) for t in range(8))
+    rec.masks.clear()
+    net(x)
+    assert not torch.equal(recurrent[0], [m for m in rec.masks if m.dim() == 2][0])  # new window, new mask
+
+
+def test_weight_drop_masks_W_hh_once_per_window_and_restores_it():
+    net = make("weight_drop", p=0.5).train()
+    plain = make("none")
+    plain.load_state_dict(net.state_dict())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randint(V, (6, 2))
+    net.dropout_input = net.dropout_output = 0.0
+    net.lstm.dropout = 0.0  # isolate the weight drop
+    out_a, _ = net(x)
+    out_b, _ = net(x)
+    assert not torch.equal(out_a, out_b)  # a new W_hh mask per window
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # weights untouched
+    # one mask for the whole window: a step-by-step run with the same dropped W_hh gives the same result
+    torch.manual_seed(7)
+    out_c, _ = net(x)
+    torch.manual_seed(7)
+    dropped = torch.nn.functional.dropout(net.lstm.weight_hh_l0, 0.5, training=True)
+    dropped1 = torch.nn.functional.dropout(net.lstm.weight_hh_l1, 0.5, training=True)
+    with torch.no_grad():
+        plain.lstm.weight_hh_l0.copy_(dropped)
+        plain.lstm.weight_hh_l1.copy_(dropped1)
+    torch.testing.assert_close(out_c, plain.eval()(x)[0])
+    net.eval()
+    plain.load_state_dict(net.state_dict())
+    assert torch.equal(net(x)[0], plain(x)[0])  # evaluation uses the real weights
+
+
+@pytest.mark.parametrize("placement", ["none", "non_recurrent", "recurrent", "both", "variational", "weight_drop"])
+def test_every_placement_is_identity_in_eval(placement):
+    net = make(placement).eval()
+    reference = make("none", lstm="step").eval()
+    reference.load_state_dict(net.state_dict())
+    x = torch.randint(V, (9, 3))
+    torch.testing.assert_close(net(x)[0], reference(x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_fused_and_step_paths_compute_the_same_function_and_gradients():
+    fused = make("none", lstm="fused")
+    step = make("none", lstm="step")
+    step.load_state_dict(fused.state_dict())
+    x = torch.randint(V, (12, 4))
+    state = (torch.randn(2, 4, H) * 0.1, torch.randn(2, 4, H) * 0.1)
+    (out_f, (h_f, c_f)), (out_s, (h_s, c_s)) = fused(x, state), step(x, state)
+    torch.testing.assert_close(out_s, out_f, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close((h_s, c_s), (h_f, c_f), rtol=1e-5, atol=1e-6)
+    out_f.square().mean().backward()
+    out_s.square().mean().backward()
+    grads_f = dict((n, p.grad) for n, p in fused.named_parameters())
+    for n, p in step.named_parameters():
+        torch.testing.assert_close(p.grad, grads_f[n], rtol=1e-4, atol=1e-7)
+
+
+def test_fused_cannot_run_recurrent_dropout():
+    with pytest.raises(ValueError, match="model.lstm=fused"):
+        make("recurrent", lstm="fused")

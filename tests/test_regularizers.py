@@ -1,0 +1,80 @@
+"""conf/regularizer/*: each one changes what it should, selected together through Hydra."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from rnnreg.evaluate import load_task
+from rnnreg.train import build, train
+
+
+def fit(cfg):
+    L.seed_everything(0)
+    dm, task, trainer = build(cfg)
+    trainer.fit(task, datamodule=dm)
+    return task, trainer
+
+
+def test_regularizers_combine(tiny_cfg):
+    cfg = tiny_cfg("regularizer=[layer_norm,weight_decay,tied_embeddings,embedding_dropout]")
+    assert cfg.model.layer_norm and cfg.model.tie_weights and cfg.model.embedding_dropout == 0.1
+    assert cfg.optim.weight_decay > 0
+
+
+def test_weight_decay_shrinks_weights(tiny_cfg):
+    norms = {}
+    for decay in (0.0, 0.05):
+        task, _ = fit(tiny_cfg("trainer.max_epochs=2", f"optim.weight_decay={decay}", "test=false"))
+        norms[decay] = torch.cat([p.detach().flatten() for p in task.parameters()]).norm().item()
+    assert norms[0.05] < 0.9 * norms[0.0]
+
+
+def test_tied_embeddings_remove_vocab_times_units_parameters(tiny_cfg):
+    dm, untied, _ = build(tiny_cfg())
+    _, tied, _ = build(tiny_cfg("regularizer=tied_embeddings"))
+    assert untied.num_params - tied.num_params == dm.vocab_size * 16
+    assert tied.net.decoder.weight is tied.net.embedding.weight
+
+
+def test_layer_norm_normalises_gates_and_cell(tiny_cfg):
+    _, task, _ = build(tiny_cfg("regularizer=layer_norm"))
+    net = task.net.eval()
+    assert not net.fused
+    outputs = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: outputs.append(out))
+             for m in net.lstm.norms.modules() if isinstance(m, torch.nn.LayerNorm)]
+    net(torch.randint(10, (5, 3)))
+    for h in hooks:
+        h.remove()
+    assert len(outputs) == 2 * (1 + 5 + 5)  # per layer: input gates once, recurrent gates and cell per step
+    for out in outputs:
+        flat = out.reshape(-1, out.size(-1))
+        torch.testing.assert_close(flat.mean(-1), torch.zeros(flat.size(0)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(flat.std(-1, unbiased=False), torch.ones(flat.size(0)), atol=1e-2, rtol=0)
+
+
+def test_embedding_dropout_drops_whole_words(tiny_cfg):
+    _, task, _ = build(tiny_cfg("regularizer=embedding_dropout", "model.embedding_dropout=0.5"))
+    net = task.net.train()
+    tokens = torch.tensor([[3, 3, 3, 4, 4, 4]]).t()
+    torch.manual_seed(0)
+    rows = [net.embed(tokens)[:, 0] for _ in range(20)]
+    for emb in rows:  # a word is dropped everywhere in the window or nowhere
+        for word in (slice(0, 3), slice(3, 6)):
+            zero = (emb[word] == 0).all(-1)
+            assert zero.all() or not zero.any()
+    assert any((emb[0] == 0).all() for emb in rows) and any((emb[0] != 0).any() for emb in rows)
+
+
+def test_early_stopping_stops_and_tests_the_best(tiny_cfg, tmp_path):
+    # lr grows 10x per epoch after the first: validation gets worse and the run must stop early
+    cfg = tiny_cfg("regularizer=early_stopping", "callbacks.early_stopping.patience=1", "trainer.max_epochs=20",
+                   "optim.decay=0.1", "optim.decay_start=1", "optim.clip=100")
+    metrics = train(cfg)
+    assert metrics["epochs"] < 20
+    assert metrics["best_val_ppl"] < metrics["val_ppl"]  # it stopped after getting worse
+    best = load_task(str(tmp_path / "run" / "checkpoints" / "best.ckpt"))
+    dm, _, trainer = build(cfg)
+    retest = trainer.test(best, datamodule=dm, verbose=False)
+    assert metrics["test_ppl"] == retest[0]["test/ppl"]  # the test used the best checkpoint
