@@ -53,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=list(SIZES))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--step-lstm", nargs="*", default=["medium"], choices=list(SIZES),
+                        help="sizes at which to also time the step-loop LSTM against the fused one")
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     args = parser.parse_args()
     results = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -68,6 +70,12 @@ def main() -> None:
         results["sizes"][size] = {"steps": steps, "words_per_second": runs, "ratio": ratio}
         print(f"{size:>6}: plain {best['plain']:8,.0f} words/s  rnnreg {best['rnnreg']:8,.0f} words/s  "
               f"ratio {ratio:.3f}  (target >= 0.97; {steps} windows, best of {args.repeats})", flush=True)
+        if size in args.step_lstm:  # our step-loop LSTM (recurrent/variational/layer-norm path), same model
+            step = max(rnnreg(size, steps, "model.lstm=step") for _ in range(args.repeats))
+            results["sizes"][size]["step_lstm_words_per_second"] = step
+            results["sizes"][size]["step_vs_fused"] = step / best["rnnreg"]
+            print(f"{size:>6}: step-loop LSTM {step:8,.0f} words/s  vs fused nn.LSTM: ratio "
+                  f"{step / best['rnnreg']:.3f}  (target >= 0.5)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_speed.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out / 'bench_speed.json'}")

@@ -119,6 +119,16 @@ class LanguageModelTask(L.LightningModule):
         if datamodule is not None and datamodule.corpus is not None:
             self.vocab = datamodule.corpus.itos
         checkpoint["vocab"] = self.vocab
+        # Dropout masks after a resume continue the uninterrupted run's random stream exactly.
+        checkpoint["rng"] = {"torch": torch.get_rng_state(),
+                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.vocab = checkpoint.get("vocab")
+        if self.trainer_attached() and "rng" in checkpoint:
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+            if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+
+    def trainer_attached(self) -> bool:
+        return self._trainer is not None

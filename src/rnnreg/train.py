@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -11,7 +12,8 @@ from omegaconf import DictConfig
 
 from rnnreg import CONF_DIR
 from rnnreg.callbacks import SpeedMonitor
-from rnnreg.runtime import (instantiate_callbacks, instantiate_loggers, log, plain, user_errors_as_one_line,
+from rnnreg.loggers import finish_wandb
+from rnnreg.runtime import (ConfigError, instantiate_callbacks, instantiate_loggers, log, plain, user_errors_as_one_line,
                             write_json_atomic)
 from rnnreg.task import LanguageModelTask
 
@@ -26,6 +28,23 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.
     return datamodule, task, trainer
 
 
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path=last`: the newest checkpoints/last.ckpt of an earlier run of this experiment."""
+    path = cfg.get("ckpt_path")
+    if path is None or path != "last":
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"ckpt_path={path} is not a file: give a checkpoint, or ckpt_path=last to resume "
+                              f"the newest run of this experiment")
+        return path
+    root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
+    here = Path(cfg.paths.output_dir).resolve()
+    found = [p for p in root.glob("*/checkpoints/last.ckpt") if here not in p.resolve().parents]
+    if not found:
+        raise ConfigError(f"ckpt_path=last: no earlier run of {cfg.experiment_name} with checkpoints/last.ckpt "
+                          f"under {root}; give the checkpoint's path instead")
+    return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
 def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, task, trainer = build(cfg)
@@ -34,7 +53,10 @@ def train(cfg: DictConfig) -> dict:
     log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}",
              datamodule.vocab_size)
     start = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - start
     val_ppl = float(trainer.callback_metrics["val/ppl"])
     metrics = {"val_ppl": val_ppl}
@@ -55,9 +77,8 @@ def train(cfg: DictConfig) -> dict:
         "experiment": cfg.experiment_name,
         "status": "completed",
     }
-    for logger in trainer.loggers:
-        logger.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
     write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
+    finish_wandb(trainer.loggers, metrics)
     log.info("metrics: %s", metrics)
     return metrics
 
@@ -65,7 +86,7 @@ def train(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> float:
-    return train(cfg)["val_ppl"]
+    return train(cfg)["best_val_ppl"]  # what hparams_search minimises
 
 
 if __name__ == "__main__":
