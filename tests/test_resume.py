@@ -20,7 +20,7 @@ def test_resume_is_exact(tiny_cfg, tmp_path):
         assert resumed[key] == whole[key], key
     a = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=False)
     b = torch.load(tmp_path / "second/checkpoints/last.ckpt", weights_only=False)
-    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
+    assert a["epoch"] == b["epoch"] == 1 and a["global_step"] == b["global_step"]  # last.ckpt = after epoch 2
     assert a["lr_schedulers"][0]["_last_lr"] == b["lr_schedulers"][0]["_last_lr"]
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), name

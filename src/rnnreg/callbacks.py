@@ -42,7 +42,7 @@ class SpeedMonitor(L.Callback):
         self.train_words += self.epoch_words
         pl_module.log_dict({"train/words_per_sec": self.epoch_words_per_second,
                             "train/epoch_seconds": self.last_batch_end - self.epoch_start,
-                            "train/grad_norm": pl_module.grad_norm.float()})
+                            "train/grad_norm": pl_module.grad_norm.float()}, rank_zero_only=True)
 
     def state_dict(self) -> dict:
         return {"train_seconds": self.train_seconds, "train_words": self.train_words}

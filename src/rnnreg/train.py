@@ -77,8 +77,9 @@ def train(cfg: DictConfig) -> dict:
         "experiment": cfg.experiment_name,
         "status": "completed",
     }
-    write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
-    finish_wandb(trainer.loggers, metrics)
+    if trainer.is_global_zero:
+        write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
+        finish_wandb(trainer.loggers, metrics)
     log.info("metrics: %s", metrics)
     return metrics
 
