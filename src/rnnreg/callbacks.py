@@ -1,11 +1,16 @@
-"""Callbacks: words/s and epoch timing, and a rich progress bar that shows them."""
+"""Callbacks: words/s and epoch timing, progress bar, and never losing a run (NaN guard, interrupts)."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import lightning as L
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class SpeedMonitor(L.Callback):
@@ -64,3 +69,52 @@ class LMProgressBar(RichProgressBar):
             if speed is not None:
                 metrics["wps"] = f"{speed.epoch_words_per_second:,.0f}"
         return metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+# Above this mean NLL per word the perplexity exp(NLL) overflows float64: the run has diverged.
+MAX_NLL = 700.0
+
+
+class NonFiniteLossGuard(L.Callback):
+    """Stop at the first non-finite (or overflowing) training loss, naming the epoch and step. The failing
+    epoch is never checkpointed, so checkpoints/last.ckpt stays the last good state."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = pl_module.last_loss
+        if not torch.isfinite(loss) or loss > MAX_NLL:
+            raise TrainingDiverged(
+                f"training loss became {loss.item()} at epoch {trainer.current_epoch + 1}, step {batch_idx + 1} "
+                f"(global step {trainer.global_step}): lower optim.lr or optim.clip; {self.last_good(trainer)}")
+
+    @staticmethod
+    def last_good(trainer) -> str:
+        path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        return f"the last good checkpoint is {path}" if path.exists() else "no epoch completed, no checkpoint"
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Ctrl-C or SIGTERM (pre-emption): save a resumable checkpoints/last.ckpt before exiting. Other
+    exceptions (a diverged loss, a bug) leave the last good checkpoint alone. (Lightning's
+    OnExceptionCheckpoint saves on every exception and makes fit resume from "last" implicitly.)"""
+
+    def __init__(self, dirpath: str, filename: str = "last") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            trainer.save_checkpoint(self.path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file and renamed: a crash mid-write never leaves a
+    truncated .ckpt where a good one was."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)

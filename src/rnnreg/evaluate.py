@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from rnnreg import CONF_DIR
 from rnnreg.callbacks import LMProgressBar
-from rnnreg.runtime import ConfigError, log, user_errors_as_one_line, write_json_atomic
+from rnnreg.runtime import ConfigError, instantiate, log, user_errors_as_one_line, write_json_atomic
 from rnnreg.task import LanguageModelTask, Perplexity
 
 
@@ -67,13 +67,13 @@ class EnsembleTask(LanguageModelTask):
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
     tasks = [load_task(path, datamodule.load().itos) for path in paths]
     mc_samples = cfg.get("mc_samples", 1)
     task = tasks[0] if len(tasks) == 1 and mc_samples == 1 else EnsembleTask(tasks, mc_samples)
     callbacks = [LMProgressBar()] if cfg.trainer.enable_progress_bar else []
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=callbacks)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks)
     val = trainer.validate(task, datamodule=datamodule, verbose=False)
     test = trainer.test(task, datamodule=datamodule)
     metrics = {"val_ppl": val[0]["val/ppl"], "test_ppl": test[0]["test/ppl"],

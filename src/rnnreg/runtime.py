@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from rnnreg.callbacks import TrainingDiverged
 from rnnreg.data import DataError
 
 log = logging.getLogger("rnnreg")
@@ -27,7 +29,7 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and a valid value."""
 
 
-USER_ERRORS = (DataError, ConfigError, ValueError, FileNotFoundError)
+USER_ERRORS = (DataError, ConfigError, ValueError, FileNotFoundError, TrainingDiverged)
 
 
 def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -54,12 +56,22 @@ def write_json_atomic(path: str | Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with our own errors (bad data or config) passed through unwrapped."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, USER_ERRORS):
+            raise err.__cause__ from None
+        raise
+
+
 def instantiate_loggers(cfg: DictConfig) -> list:
-    return [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
 
 def instantiate_callbacks(cfg: DictConfig) -> list:
-    return [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
 
 
 def plain(cfg: DictConfig) -> dict:

@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from rnnreg import CONF_DIR
 from rnnreg.callbacks import SpeedMonitor
 from rnnreg.loggers import finish_wandb
-from rnnreg.runtime import (ConfigError, instantiate_callbacks, instantiate_loggers, log, plain, user_errors_as_one_line,
-                            write_json_atomic)
+from rnnreg.runtime import (ConfigError, instantiate, instantiate_callbacks, instantiate_loggers, log, plain,
+                            user_errors_as_one_line, write_json_atomic)
 from rnnreg.task import LanguageModelTask
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)
     task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), plain(cfg.optim))
     loggers = instantiate_loggers(cfg)
     # LearningRateMonitor has nowhere to write without a logger (logger=none)
     callbacks = [c for c in instantiate_callbacks(cfg) if loggers or not isinstance(c, LearningRateMonitor)]
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, task, trainer
 
 
@@ -56,7 +58,18 @@ def train(cfg: DictConfig) -> dict:
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    except BaseException as err:  # say in metrics.json that (and why) the run did not complete
+        if trainer.is_global_zero:
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+            write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", {
+                "status": "interrupted" if interrupted else "failed",
+                "error": str(err) or type(err).__name__, "epochs": trainer.current_epoch,
+                "resume": f"rnnreg-train ... ckpt_path={cfg.paths.output_dir}/checkpoints/last.ckpt"})
+        if isinstance(err, SIGTERMException):  # Lightning exits 0 on SIGTERM; a scheduler must see it
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
     train_seconds = time.perf_counter() - start
     val_ppl = float(trainer.callback_metrics["val/ppl"])
     metrics = {"val_ppl": val_ppl}

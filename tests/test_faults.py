@@ -1,0 +1,101 @@
+"""Never lose a run: divergence, SIGTERM, and bad input stopping before training with a clear message."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnreg.data import DataError
+from rnnreg.evaluate import evaluate, load_task
+from rnnreg.runtime import ConfigError
+from rnnreg.train import train
+from conftest import TINY, compose_config, write_corpus
+from test_cli import BIN, run
+
+
+def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path):
+    # epoch 1 trains normally; from epoch 2 the lr is 1e20
+    proc = run("rnnreg-train", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=3",
+               "optim.decay=1e-20", "optim.decay_start=1", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: training loss became") and "at epoch 2, step " in line
+    assert f"last good checkpoint is {tmp_path}/checkpoints/last.ckpt" in line
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "at epoch 2" in metrics["error"]
+    good = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
+    assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_resumable_checkpoint(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", lines=(3000, 60, 60))
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", "trainer.max_epochs=30"]
+    first = tmp_path / "first"
+    proc = subprocess.Popen([str(BIN / "rnnreg-train"), *args, f"hydra.run.dir={first}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (first / "checkpoints" / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)  # during epoch 2
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs"] < 30
+    interrupted = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
+    assert interrupted["global_step"] > 0
+    run("rnnreg-train", *args, f"ckpt_path={first}/checkpoints/last.ckpt", f"hydra.run.dir={tmp_path / 'second'}")
+    resumed = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    assert resumed["status"] == "completed" and resumed["epochs"] == 30
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (lambda d: (d / "valid.txt").unlink(), r"missing valid file .*valid.txt: put the valid text file there"),
+    (lambda d: (d / "test.txt").write_text(""), r"test.txt is empty"),
+    (lambda d: (d / "train.txt").write_bytes(b"caf\xe9 au lait\n"), r"train.txt is not UTF-8 text \(byte 3\)"),
+])
+def test_bad_data_stops_before_training(tiny_cfg, tiny_corpus, tmp_path, corrupt, message):
+    corrupt(tiny_corpus)
+    with pytest.raises(DataError, match=message):
+        train(tiny_cfg())
+    assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("dropout.input=1.0", r"dropout.input=1.0 is outside \[0, 1\)"),
+    ("dropout.recurrent=-0.1", r"dropout.recurrent=-0.1 is outside \[0, 1\)"),
+    ("data.bptt=0", r"data.bptt \(0\)"),
+    ("data.batch_size=-2", r"data.batch_size \(-2\)"),
+    ("model.init_scale=0", r"model.init_scale=0 must be positive"),
+    ("optim.lr=0", r"optim.lr=0 must be positive"),
+])
+def test_bad_config_values_stop_before_training(tiny_cfg, tmp_path, override, message):
+    with pytest.raises((ValueError, DataError), match=message):
+        train(tiny_cfg(override))
+    assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_group_option_is_reported(tmp_path):
+    proc = run("rnnreg-train", "dropout=sideways", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode != 0 and "Could not find 'dropout/sideways'" in proc.stderr
+    assert "non_recurrent" in proc.stderr  # Hydra lists the available options
+    assert not tmp_path.exists() or not (tmp_path / "metrics.json").exists()
+
+
+def test_checkpoint_from_another_vocabulary_is_refused(tiny_cfg, tmp_path):
+    train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    other = write_corpus(tmp_path / "other", vocab=25, seed=3)
+    cfg = compose_config(["data=text", f"data.data_dir={other}", f"ckpt_path={ckpt}",
+                          "trainer.enable_progress_bar=false"], tmp_path / "eval", config_name="eval")
+    with pytest.raises(ConfigError, match="was trained on another vocabulary"):
+        evaluate(cfg)
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+    assert load_task(str(ckpt)).vocab  # the checkpoint itself is untouched and loads
