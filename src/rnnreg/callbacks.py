@@ -24,6 +24,8 @@ class SpeedMonitor(L.Callback):
         self.train_words = 0
         self.epoch_start = self.last_batch_end = time.perf_counter()
         self.epoch_words = 0
+        self.step_seconds: list[float] = []  # batch end to batch end: the whole loop, hooks included
+        self.words_per_step = 0
 
     @property
     def words_per_second(self) -> float:
@@ -34,13 +36,23 @@ class SpeedMonitor(L.Callback):
         elapsed = self.last_batch_end - self.epoch_start
         return self.epoch_words / elapsed if elapsed > 0 else 0.0
 
+    @property
+    def median_words_per_second(self) -> float:
+        """Robust to bursts of machine noise: words per step over the median step time."""
+        steps = sorted(self.step_seconds)
+        return self.words_per_step / steps[len(steps) // 2] if steps else 0.0
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.epoch_words = 0
+        self.step_seconds = []
         self.epoch_start = self.last_batch_end = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.epoch_words += batch[1].numel() * trainer.world_size
-        self.last_batch_end = time.perf_counter()
+        self.words_per_step = batch[1].numel() * trainer.world_size
+        self.epoch_words += self.words_per_step
+        now = time.perf_counter()
+        self.step_seconds.append(now - self.last_batch_end)
+        self.last_batch_end = now
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.train_seconds += self.last_batch_end - self.epoch_start

@@ -15,8 +15,6 @@ import hydra
 import matplotlib
 import yaml
 from omegaconf import DictConfig
-from rich.console import Console
-from rich.markdown import Markdown
 
 from rnnreg import CONF_DIR
 from rnnreg.runtime import ConfigError, user_errors_as_one_line
@@ -114,8 +112,7 @@ def report(path: str | Path, paper: dict) -> str:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
 @user_errors_as_one_line
 def main(cfg: DictConfig) -> None:
-    table = report(cfg.path, dict(cfg.paper_test_ppl))
-    Console().print(Markdown(table))
+    print(report(cfg.path, dict(cfg.paper_test_ppl)))
     print(f"wrote {Path(cfg.path) / 'report.md'}, val_ppl.png, test_ppl.png")
 
 

@@ -86,6 +86,7 @@ def train(cfg: DictConfig) -> dict:
         "epochs": trainer.current_epoch,
         "train_seconds": round(train_seconds, 2),
         "words_per_second": round(speed.words_per_second, 1),
+        "words_per_second_median_step": round(speed.median_words_per_second, 1),  # last epoch
         "params": task.num_params,
         "experiment": cfg.experiment_name,
         "status": "completed",
