@@ -19,7 +19,8 @@ def test_default_is_the_paper_medium_recipe(tmp_path):
     assert (cfg.model.hidden_size, cfg.model.dropout_rate, cfg.model.init_scale) == (650, 0.5, 0.05)
     assert (cfg.data.bptt, cfg.data.batch_size, cfg.trainer.max_epochs) == (35, 20, 39)
     assert (cfg.optim.lr, cfg.optim.decay, cfg.optim.decay_start, cfg.optim.clip) == (1.0, 1.2, 6, 5.0)
-    assert cfg.dropout == {"input": 0.5, "between": 0.5, "output": 0.5}
+    assert cfg.dropout == {"input": 0.5, "between": 0.5, "output": 0.5, "recurrent": 0.0, "variational": False,
+                           "weight_drop": 0.0}
     assert cfg.trainer.accelerator == "auto"
 
 
@@ -48,3 +49,17 @@ def test_every_experiment_runs_fast_dev_run(experiment, ptb_dir, tmp_path):
     results = trainer.test(task, datamodule=datamodule, verbose=False)
     assert trainer.global_step == 1
     assert results[0]["test/ppl"] > 1 and results[1]["test/ppl_batched"] > 1
+
+
+def test_tensorboard_logger_writes_events(tiny_cfg, tmp_path):
+    datamodule, task, trainer = build(tiny_cfg("logger=tensorboard", "trainer.max_epochs=1",
+                                               "trainer.limit_train_batches=3"))
+    trainer.fit(task, datamodule=datamodule)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_slurm_launcher_composes(tmp_path):
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from rnnreg import CONF_DIR
 from rnnreg.callbacks import SpeedMonitor
+from rnnreg.data import DataError
 from rnnreg.loggers import finish_wandb
 from rnnreg.runtime import (ConfigError, instantiate, instantiate_callbacks, instantiate_loggers, log, plain,
                             user_errors_as_one_line, write_json_atomic)
@@ -27,6 +28,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.
     # LearningRateMonitor has nowhere to write without a logger (logger=none)
     callbacks = [c for c in instantiate_callbacks(cfg) if loggers or not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    processes = trainer.num_devices * trainer.num_nodes
+    if datamodule.batch_size % processes:
+        raise DataError(f"batch size {datamodule.batch_size} is not divisible by the {processes} DDP processes: "
+                        f"set data.batch_size to a multiple of trainer.devices x trainer.num_nodes")
     return datamodule, task, trainer
 
 
