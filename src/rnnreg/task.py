@@ -68,6 +68,11 @@ class LanguageModelTask(L.LightningModule):
         nll, self.train_state = self.window_nll(batch, self.train_state)
         self.train_ppl.update(nll.detach(), batch[1].numel())
         self.last_loss = nll.detach()
+        # per-window loss curve (written every trainer.log_every_n_steps); under DDP the mean over ranks,
+        # which is the global batch's loss since every rank holds the same number of streams
+        if self.trainer_attached():
+            self.log("train/loss", self.last_loss, on_step=True, on_epoch=False,
+                     sync_dist=self.trainer.world_size > 1)
         # The paper's objective: the SUM over the window's time steps of the batch-mean NLL (the token
         # mean times the window length), so lr 1.0 and the clip norm mean what they meant in the paper.
         return nll * batch[0].size(0)
