@@ -31,11 +31,11 @@ def data_dir() -> Path:
     return Path(os.environ.get("RNNREG_DATA_DIR", Path.home() / ".cache/rnnreg")) / "ptb"
 
 
-def plain(size: str, steps: int) -> dict:
+def plain(size: str, steps: int, *flags: str) -> dict:
     hidden, bptt, dropout, init, clip, _ = SIZES[size]
     out = subprocess.run([sys.executable, str(HERE / "plain_loop.py"), "--data-dir", str(data_dir()),
                           "--hidden", str(hidden), "--bptt", str(bptt), "--dropout", str(dropout),
-                          "--init", str(init), "--clip", str(clip), "--steps", str(steps)],
+                          "--init", str(init), "--clip", str(clip), "--steps", str(steps), *flags],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -56,23 +56,36 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--step-lstm", nargs="*", default=["medium"], choices=list(SIZES),
                         help="sizes at which to also time the step-loop LSTM against the fused one")
+    parser.add_argument("--fast-step", nargs="*", default=["small"], choices=list(SIZES),
+                        help="sizes at which to also time speed.fast_step=true (off by default on CPU)")
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     args = parser.parse_args()
     results = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                "torch": torch.__version__, "threads": torch.get_num_threads(), "sizes": {}}
     for size in args.sizes:
         steps = SIZES[size][-1]
-        runs = {"plain": [], "rnnreg": []}
+        # "plain_same_malloc": the plain loop given rnnreg's allocator setting (speed.keep_freed_memory),
+        # so the table separates that gain from the cost of the framework itself
+        runs = {"plain": [], "plain_same_malloc": [], "rnnreg": []}
         for _ in range(args.repeats):
             runs["plain"].append(plain(size, steps))
+            runs["plain_same_malloc"].append(plain(size, steps, "--keep-freed-memory"))
             runs["rnnreg"].append(rnnreg(size, steps))
         entry = {"steps": steps, "runs": runs}
         for measure in ("words_per_second", "words_per_second_median_step"):
             best = {side: max(r[measure] for r in rs) for side, rs in runs.items()}
             entry[f"ratio_{measure}"] = best["rnnreg"] / best["plain"]
+            entry[f"ratio_same_malloc_{measure}"] = best["rnnreg"] / best["plain_same_malloc"]
             print(f"{size:>6} [{measure}]: plain {best['plain']:8,.0f}  rnnreg {best['rnnreg']:8,.0f}  "
                   f"ratio {entry[f'ratio_{measure}']:.3f}  (target >= 0.97; {steps} windows, best of "
-                  f"{args.repeats})", flush=True)
+                  f"{args.repeats}); plain with rnnreg's allocator setting {best['plain_same_malloc']:8,.0f}: "
+                  f"ratio {entry[f'ratio_same_malloc_{measure}']:.3f}", flush=True)
+        if size in args.fast_step:  # speed.fast_step=true: the static-buffer step (eager on CPU)
+            fast = max(rnnreg(size, steps, "speed.fast_step=true")["words_per_second"] for _ in range(args.repeats))
+            entry |= {"fast_step_words_per_second": fast,
+                      "fast_step_ratio": fast / max(r["words_per_second"] for r in runs["plain"])}
+            print(f"{size:>6}: speed.fast_step=true {fast:8,.0f} words/s: ratio to plain "
+                  f"{entry['fast_step_ratio']:.3f}", flush=True)
         if size in args.step_lstm:  # our step-loop LSTM (recurrent/variational/layer-norm path), same model
             fused = max(r["words_per_second"] for r in runs["rnnreg"])
             step = max(rnnreg(size, steps, "model.lstm=step")["words_per_second"] for _ in range(args.repeats))

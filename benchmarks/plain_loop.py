@@ -82,6 +82,12 @@ if __name__ == "__main__":
     parser.add_argument("--clip", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="apply rnnreg's glibc allocator setting (speed.keep_freed_memory) to this loop too")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from rnnreg.runtime import keep_freed_memory
+
+        keep_freed_memory()
     print(json.dumps(run(args.data_dir, args.hidden, args.bptt, args.dropout, args.init, args.clip, args.steps,
                          device=args.device)))

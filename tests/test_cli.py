@@ -14,8 +14,8 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
-def run(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
+def run(script: str, *overrides: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"} | (env or {})
     proc = subprocess.run([str(BIN / script), *overrides], capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -38,6 +40,41 @@ def test_two_process_ddp_matches_one_process(tiny_cfg, tiny_corpus, tmp_path):
     assert a["global_step"] == b["global_step"] == 60  # every window of the 4 streams, split 2 + 2
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(value, b["state_dict"][name], rtol=1e-4, atol=1e-5)
+
+
+class SaveAt(L.Callback):
+    """Saves a mid-epoch checkpoint `path` on every rank just before window `window` + 1 of the first epoch."""
+
+    def __init__(self, path: str, window: int):
+        self.path, self.window = path, window
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0 and batch_idx == self.window:
+            trainer.save_checkpoint(self.path)
+
+
+@pytest.mark.slow
+def test_ddp_mid_epoch_checkpoint_resumes_exactly(tiny_corpus, tmp_path):
+    """A checkpoint taken after window 7 by 2 DDP processes gathers the carried state of all 4 streams from
+    both ranks; 2 processes resumed from it = the 2 processes that went on (per-step losses, weights).
+    (The checkpoint is saved by a callback, not a signal: Lightning's SIGTERM handler itself broadcasts
+    between ranks, which can deadlock a local 2-process run; single-process stops are tested with signals.)"""
+    from conftest import TINY
+    args = ("experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *COMMON, "trainer=ddp",
+            "trainer.accelerator=cpu", "trainer.devices=2")
+    whole, resumed, mid = tmp_path / "whole", tmp_path / "resumed", tmp_path / "mid.ckpt"
+    run("rnnreg-train", *args, "+callbacks.save_at._target_=test_ddp.SaveAt", f"+callbacks.save_at.path={mid}",
+        "+callbacks.save_at.window=7", f"hydra.run.dir={whole}", env={"PYTHONPATH": str(Path(__file__).parent)})
+    carry = torch.load(mid, weights_only=False)["train_carry"]
+    assert carry["state"][0].shape == (2, 4, 16) and carry["tokens"] == 7 * 5 * 4  # both ranks' streams and sums
+    run("rnnreg-train", *args, f"ckpt_path={mid}", f"hydra.run.dir={resumed}")
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, resumed))
+    for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
+        assert b[key] == pytest.approx(a[key], rel=1e-6), key
+    assert step_losses(resumed) == pytest.approx(step_losses(whole)[7:], rel=1e-6)
+    a, b = (torch.load(d / "checkpoints/last.ckpt", weights_only=False) for d in (whole, resumed))
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):

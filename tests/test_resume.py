@@ -1,7 +1,13 @@
-"""Resume: 1 epoch + resume to 2 equals 2 uninterrupted epochs (weights, lr, metrics), dropout on."""
+"""Resume: 1 epoch + resume to 2, or a stop mid-epoch + resume, equals 2 uninterrupted epochs, dropout on."""
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+import signal
+
+import lightning as L
 import pytest
 import torch
 
@@ -25,6 +31,50 @@ def test_resume_is_exact(tiny_cfg, tmp_path):
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), name
     assert (tmp_path / "first/checkpoints/last.ckpt").is_file()  # the earlier run is left as it was
+
+
+class SignalAt(L.Callback):
+    """Sends this process `signum` at the end of training window `window` of the first epoch."""
+
+    def __init__(self, signum: int, window: int):
+        self.signum, self.window = signum, window
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0 and batch_idx + 1 == self.window:
+            os.kill(os.getpid(), self.signum)
+
+
+def train_ppl_rows(run) -> list[str]:
+    with open(run / "csv" / "metrics.csv") as f:
+        return [row["train/ppl"] for row in csv.DictReader(f) if row.get("train/ppl")]
+
+
+@pytest.mark.parametrize("signum,status,fast", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False),
+                                               (signal.SIGTERM, 143, True)], ids=["SIGTERM", "Ctrl-C", "fast-step"])
+def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast):
+    """Stopped after window 7 of epoch 1 and resumed: the stream continues at window 8 with the carried
+    state, the RNG and the epoch's training sums, so everything equals an uninterrupted run."""
+    common = (*DROPOUT, "trainer.max_epochs=2", "logger=csv", f"speed.fast_step={fast}")
+    whole = train(tiny_cfg(*common, run="whole"))
+    stop = ("+callbacks.signal_at._target_=test_resume.SignalAt", f"+callbacks.signal_at.signum={int(signum)}",
+            "+callbacks.signal_at.window=7")
+    with pytest.raises(SystemExit) as exit_:
+        train(tiny_cfg(*common, *stop, run="first"))
+    assert exit_.value.code == status
+    first = tmp_path / "first"
+    assert json.loads((first / "metrics.json").read_text())["status"] == "interrupted"
+    ckpt = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["global_step"] == 7 and ckpt["LMDataModule"]["train_window"] == 7
+    assert ckpt["train_carry"]["tokens"] == 7 * 5 * 4  # windows x bptt x streams
+    resumed = train(tiny_cfg(*common, f"ckpt_path={first}/checkpoints/last.ckpt", run="second"))
+    for key in ("val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
+        assert resumed[key] == whole[key], key
+    assert train_ppl_rows(tmp_path / "second") == train_ppl_rows(tmp_path / "whole")
+    a = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "second/checkpoints/last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"]
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), name
 
 
 def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path):

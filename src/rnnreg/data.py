@@ -11,11 +11,12 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -141,6 +142,28 @@ class BPTTWindows(Dataset):
         return self.streams[start:end], self.streams[start + 1 : end + 1]
 
 
+class StartAt(Sampler[int]):
+    """Window indices in order; the first pass starts at `start` (resuming mid-epoch), later ones at 0."""
+
+    def __init__(self, length: int, start: int = 0):
+        self.length, self.start = length, start
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(range(start, self.length))
+
+
+def windows_done(trainer) -> int:
+    """Training windows completed in this epoch when a checkpoint is taken mid-epoch (SIGTERM, Ctrl-C), else 0."""
+    if trainer is None or trainer.state.fn != "fit":
+        return 0
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    return done if 0 < done < trainer.num_training_batches else 0
+
+
 class LMDataModule(L.LightningDataModule):
     """Train/valid on `batch_size` streams; test both on one stream (the paper) and on `batch_size`."""
 
@@ -155,6 +178,7 @@ class LMDataModule(L.LightningDataModule):
         self.eval_bptt = eval_bptt or bptt
         self.test_batch_size = test_batch_size
         self.corpus: Corpus | None = None
+        self.resume_window = 0  # set from a mid-epoch checkpoint: the training stream continues there
 
     def prepare_data(self) -> None:
         ensure_files(self.data_dir, self.files, self.url_base)
@@ -182,13 +206,24 @@ class LMDataModule(L.LightningDataModule):
 
     def loader(self, split: str, num_streams: int, bptt: int, drop_last: bool) -> DataLoader:
         windows = BPTTWindows(self.streams(split, num_streams), bptt, drop_last)
-        return DataLoader(windows, batch_size=None, shuffle=False)
+        return DataLoader(windows, batch_size=None, shuffle=False, generator=torch.Generator())
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train", self.batch_size, self.bptt, drop_last=True)
+        windows = BPTTWindows(self.streams("train", self.batch_size), self.bptt, drop_last=True)
+        sampler, self.resume_window = StartAt(len(windows), self.resume_window), 0
+        # its own generator: starting an epoch's iterator draws no number from the global RNG, so dropout
+        # masks after a mid-epoch resume continue the uninterrupted run's random stream exactly
+        return DataLoader(windows, batch_size=None, sampler=sampler, generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("valid", self.batch_size, self.eval_bptt, drop_last=False)
+
+    # A checkpoint taken mid-epoch records where the training stream stopped; resuming continues there.
+    def state_dict(self) -> dict:
+        return {"train_window": windows_done(self.trainer)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.resume_window = state_dict.get("train_window", 0)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self.loader("test", self.test_batch_size, self.eval_bptt, drop_last=False),

@@ -10,15 +10,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from rnnreg import CONF_DIR
 from rnnreg.callbacks import LMProgressBar
-from rnnreg.runtime import ConfigError, instantiate, log, user_errors_as_one_line, write_json_atomic
+from rnnreg.runtime import ConfigError, hydra_entry, instantiate, log, write_json_atomic
 from rnnreg.task import LanguageModelTask, Perplexity
 
 
@@ -84,8 +82,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
-@user_errors_as_one_line
+@hydra_entry("eval")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import warnings
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from rnnreg import CONF_DIR
 from rnnreg.data import EOS, UNK
 from rnnreg.evaluate import load_task
-from rnnreg.runtime import ConfigError, user_errors_as_one_line
+from rnnreg.runtime import ConfigError, hydra_entry
 
 
 @torch.no_grad()
@@ -49,8 +47,7 @@ def render(words: list[str]) -> str:
     return " ".join(words).replace(f" {EOS} ", "\n").replace(f" {EOS}", "\n").replace(EOS, "\n")
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="generate")
-@user_errors_as_one_line
+@hydra_entry("generate")
 def main(cfg: DictConfig) -> None:
     print(render(generate(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)))
 

@@ -11,13 +11,11 @@ import json
 import math
 from pathlib import Path
 
-import hydra
 import matplotlib
 import yaml
 from omegaconf import DictConfig
 
-from rnnreg import CONF_DIR
-from rnnreg.runtime import ConfigError, user_errors_as_one_line
+from rnnreg.runtime import ConfigError, hydra_entry
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -109,8 +107,7 @@ def report(path: str | Path, paper: dict) -> str:
     return table
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
-@user_errors_as_one_line
+@hydra_entry("report")
 def main(cfg: DictConfig) -> None:
     print(report(cfg.path, dict(cfg.paper_test_ppl)))
     print(f"wrote {Path(cfg.path) / 'report.md'}, val_ppl.png, test_ppl.png")

@@ -6,24 +6,24 @@ import signal
 import time
 from pathlib import Path
 
-import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from rnnreg import CONF_DIR
 from rnnreg.callbacks import SpeedMonitor
 from rnnreg.data import DataError
 from rnnreg.loggers import finish_wandb
-from rnnreg.runtime import (ConfigError, instantiate, instantiate_callbacks, instantiate_loggers, log, plain,
-                            user_errors_as_one_line, write_json_atomic)
+from rnnreg.runtime import (ConfigError, hydra_entry, instantiate, instantiate_callbacks, instantiate_loggers,
+                            keep_freed_memory, log, plain, write_json_atomic)
 from rnnreg.task import LanguageModelTask
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
     datamodule = instantiate(cfg.data)
-    task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), plain(cfg.optim))
+    task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), plain(cfg.optim),
+                             plain(cfg.speed))
     loggers = instantiate_loggers(cfg)
     # LearningRateMonitor has nowhere to write without a logger (logger=none)
     callbacks = [c for c in instantiate_callbacks(cfg) if loggers or not isinstance(c, LearningRateMonitor)]
@@ -53,6 +53,10 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 
 def train(cfg: DictConfig) -> dict:
+    if cfg.speed.keep_freed_memory:
+        keep_freed_memory()
+    if cfg.speed.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, task, trainer = build(cfg)
     for logger in trainer.loggers:
@@ -73,7 +77,8 @@ def train(cfg: DictConfig) -> dict:
                 "error": str(err) or type(err).__name__, "epochs": trainer.current_epoch,
                 "resume": f"rnnreg-train ... ckpt_path={cfg.paths.output_dir}/checkpoints/last.ckpt"})
         if isinstance(err, SIGTERMException):  # Lightning exits 0 on SIGTERM; a scheduler must see it
-            raise SystemExit(128 + signal.SIGTERM) from None
+            ctrl_c = any(getattr(c, "ctrl_c", False) for c in trainer.callbacks)
+            raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None
         raise
     train_seconds = time.perf_counter() - start
     val_ppl = float(trainer.callback_metrics["val/ppl"])
@@ -103,8 +108,7 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-@user_errors_as_one_line
+@hydra_entry("train")
 def main(cfg: DictConfig) -> float:
     return train(cfg)["best_val_ppl"]  # what hparams_search minimises
 

@@ -1,0 +1,55 @@
+"""A full paper reproduction run with its wall time: valid/test perplexity against the paper's numbers.
+
+    python benchmarks/reproduce.py --out gpu_results                       # paper_medium on the GPU
+    python benchmarks/reproduce.py --out results --experiment paper_small --accelerator cpu
+
+Runs `rnnreg-train experiment=<experiment>` in full (paper_medium: 39 epochs) with its defaults (on a GPU:
+the fast step in a CUDA graph), prints valid/test perplexity beside the paper's, the training time and the
+wall time of the whole command (start-up, validation and both tests included), and writes
+<out>/reproduce_<experiment>.json; the run's own folder (metrics.json, checkpoints) is kept under <out>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ("paper_small", "paper_medium", "paper_large")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--experiment", default="paper_medium", choices=EXPERIMENTS)
+    parser.add_argument("--accelerator", default="gpu")
+    parser.add_argument("overrides", nargs="*", help="extra rnnreg-train overrides")
+    args = parser.parse_args()
+    paper = OmegaConf.load(REPO / "conf" / "report.yaml")  # the paper's numbers
+    key = next(k for k in paper.paper_test_ppl if k.startswith(args.experiment.removeprefix("paper_")))
+    paper_valid, paper_test = paper.paper_valid_ppl[key], paper.paper_test_ppl[key]
+    run_dir = (args.out / f"run_{args.experiment}").resolve()
+    start = time.perf_counter()
+    subprocess.run([str(BIN / "rnnreg-train"), f"experiment={args.experiment}",
+                    f"trainer.accelerator={args.accelerator}", f"hydra.run.dir={run_dir}", *args.overrides],
+                   check=True)
+    wall = time.perf_counter() - start
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    result = {"experiment": args.experiment, "accelerator": args.accelerator, "overrides": args.overrides,
+              "wall_seconds": round(wall, 1), "metrics": metrics,
+              "paper": {"val_ppl": paper_valid, "test_ppl": paper_test}}
+    print(f"{args.experiment}: valid {metrics['val_ppl']:.2f} (paper {paper_valid}), test "
+          f"{metrics['test_ppl']:.2f} (paper {paper_test}), training {metrics['train_seconds']:.0f} s, "
+          f"wall {wall:.0f} s for the whole command")
+    (args.out / f"reproduce_{args.experiment}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""speed.fast_step: the static-buffer step (a CUDA graph on a GPU; eager here) computes the plain step."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import pytest
+import torch
+
+from rnnreg.callbacks import TrainingDiverged
+from rnnreg.train import build, train
+
+LOGGED = ("logger=csv", "trainer.log_every_n_steps=1", "trainer.max_epochs=2", "trainer.limit_train_batches=25")
+PLACEMENTS = {
+    "non_recurrent": ("dropout=non_recurrent", "model.dropout_rate=0.3"),  # fused nn.LSTM
+    "variational+wd": ("dropout=variational", "model.dropout_rate=0.3", "optim.weight_decay=1e-3"),  # StepLSTM
+    "weight_drop+ln": ("dropout=weight_drop", "model.dropout_rate=0.3", "regularizer=layer_norm"),
+}
+
+
+def logged(run_dir, key: str) -> list[float]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+@pytest.mark.parametrize("placement", list(PLACEMENTS))
+def test_fast_step_computes_the_plain_step(tiny_cfg, tmp_path, placement):
+    """Same seed, so the same dropout masks in the same order: per-window losses, grad norms, the epoch
+    perplexities, lr and final weights agree to float32 tolerance."""
+    runs = {}
+    for fast in (False, True):
+        runs[fast] = train(tiny_cfg(*PLACEMENTS[placement], *LOGGED, f"speed.fast_step={fast}", run=f"fast={fast}"))
+    plain_dir, fast_dir = tmp_path / "fast=False", tmp_path / "fast=True"
+    assert len(logged(fast_dir, "train/loss")) == 50
+    assert logged(fast_dir, "train/loss") == pytest.approx(logged(plain_dir, "train/loss"), rel=1e-5)
+    for key in ("train/ppl", "train/grad_norm", "lr-SGD"):
+        assert logged(fast_dir, key) == pytest.approx(logged(plain_dir, key), rel=1e-5), key
+    for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
+        assert runs[True][key] == pytest.approx(runs[False][key], rel=1e-5), key
+    a = torch.load(plain_dir / "checkpoints/last.ckpt", weights_only=False)
+    b = torch.load(fast_dir / "checkpoints/last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 50
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-4, atol=1e-6)
+
+
+class RecordState(L.Callback):
+    def __init__(self):
+        self.states = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.states.append(tuple(t.clone() for t in pl_module.train_state))
+
+
+def test_carried_state_matches_step_by_step(tiny_cfg):
+    recorded = {}
+    for fast in (False, True):
+        L.seed_everything(0, verbose=False)
+        datamodule, task, trainer = build(tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=10",
+                                                   "dropout=non_recurrent", "model.dropout_rate=0.3", "test=false",
+                                                   f"speed.fast_step={fast}", run=f"fast={fast}"))
+        trainer.callbacks.append(recorder := RecordState())
+        trainer.fit(task, datamodule=datamodule)
+        assert task.automatic_optimization is not fast
+        recorded[fast] = recorder.states
+    assert len(recorded[True]) == len(recorded[False]) == 20
+    for (h, c), (h2, c2) in zip(recorded[False], recorded[True]):
+        torch.testing.assert_close(h2, h, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(c2, c, rtol=1e-5, atol=1e-6)
+    # every epoch starts from zeros: the state after window 1 of epoch 2 equals that of a fresh start's
+    assert not torch.equal(recorded[True][10][0], recorded[True][9][0])
+
+
+def test_divergence_is_reported_at_the_same_window(tiny_cfg):
+    """The fast step checks the device-side record at log intervals, yet names the window that diverged."""
+    messages = []
+    for fast in (False, True):
+        with pytest.raises(TrainingDiverged) as err:
+            train(tiny_cfg("trainer.max_epochs=3", "optim.decay=1e-20", "optim.decay_start=1",
+                           "trainer.log_every_n_steps=50", f"speed.fast_step={fast}", run=f"fast={fast}"))
+        messages.append(str(err.value).split(":")[0])
+    assert messages[0].startswith("training loss became") and "at epoch 2, step" in messages[0]
+    assert messages[1] == messages[0]
+
+
+def test_fast_step_auto_is_off_on_cpu_and_refuses_momentum(tiny_cfg):
+    datamodule, task, trainer = build(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"))
+    trainer.fit(task, datamodule=datamodule)
+    assert task.automatic_optimization and task.fast is None
+    with pytest.raises(ValueError, match="speed.fast_step=true needs one process and optim.momentum=0"):
+        train(tiny_cfg("speed.fast_step=true", "optim.momentum=0.9", run="momentum"))
+    with pytest.raises(ValueError, match="speed.fast_step=sometimes must be auto, true or false"):
+        train(tiny_cfg("speed.fast_step=sometimes", run="bad"))
