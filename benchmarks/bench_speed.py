@@ -1,8 +1,9 @@
 """make bench: words/s of `rnnreg-train` against the plain PyTorch loop, same machine, same run.
 
-Each pair is run `--repeats` times, alternating, in fresh processes; the best of each side is compared
-(the least disturbed measurement). Both time the same training windows from the first step, as total
-words / total time and as words per step / median step time (robust to bursts of noise on shared VMs).
+Each side is run `--repeats` times (default 3, medium 5), alternating, in fresh processes; the best of
+each side is compared (the least disturbed measurement). Both time the same training windows from the
+first step, as total words / total time and as words per step / median step time (robust to bursts of
+noise on shared VMs).
 
     python benchmarks/bench_speed.py [--sizes small medium] [--out bench_results]
 """
@@ -25,6 +26,8 @@ BIN = Path(sys.executable).parent
 # Architecture and recipe per size: (hidden, bptt, dropout, init, clip, steps timed on CPU).
 SIZES = {"small": (200, 20, 0.0, 0.1, 5.0, 300), "medium": (650, 35, 0.5, 0.05, 5.0, 30),
          "large": (1500, 35, 0.65, 0.04, 10.0, 10)}
+# Runs per side: more where each run is short against the VM's drift (medium: 30 windows of 0.4 s).
+REPEATS = {"small": 3, "medium": 5, "large": 3}
 
 
 def data_dir() -> Path:
@@ -53,7 +56,7 @@ def rnnreg(size: str, steps: int, *overrides: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=list(SIZES))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help=f"runs per side (default {REPEATS})")
     parser.add_argument("--step-lstm", nargs="*", default=["medium"], choices=list(SIZES),
                         help="sizes at which to also time the step-loop LSTM against the fused one")
     parser.add_argument("--fast-step", nargs="*", default=["small"], choices=list(SIZES),
@@ -63,11 +66,11 @@ def main() -> None:
     results = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                "torch": torch.__version__, "threads": torch.get_num_threads(), "sizes": {}}
     for size in args.sizes:
-        steps = SIZES[size][-1]
+        steps, repeats = SIZES[size][-1], args.repeats or REPEATS[size]
         # "plain_same_malloc": the plain loop given rnnreg's allocator setting (speed.keep_freed_memory),
         # so the table separates that gain from the cost of the framework itself
         runs = {"plain": [], "plain_same_malloc": [], "rnnreg": []}
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             runs["plain"].append(plain(size, steps))
             runs["plain_same_malloc"].append(plain(size, steps, "--keep-freed-memory"))
             runs["rnnreg"].append(rnnreg(size, steps))
@@ -78,17 +81,17 @@ def main() -> None:
             entry[f"ratio_same_malloc_{measure}"] = best["rnnreg"] / best["plain_same_malloc"]
             print(f"{size:>6} [{measure}]: plain {best['plain']:8,.0f}  rnnreg {best['rnnreg']:8,.0f}  "
                   f"ratio {entry[f'ratio_{measure}']:.3f}  (target >= 0.97; {steps} windows, best of "
-                  f"{args.repeats}); plain with rnnreg's allocator setting {best['plain_same_malloc']:8,.0f}: "
+                  f"{repeats}); plain with rnnreg's allocator setting {best['plain_same_malloc']:8,.0f}: "
                   f"ratio {entry[f'ratio_same_malloc_{measure}']:.3f}", flush=True)
         if size in args.fast_step:  # speed.fast_step=true: the static-buffer step (eager on CPU)
-            fast = max(rnnreg(size, steps, "speed.fast_step=true")["words_per_second"] for _ in range(args.repeats))
+            fast = max(rnnreg(size, steps, "speed.fast_step=true")["words_per_second"] for _ in range(repeats))
             entry |= {"fast_step_words_per_second": fast,
                       "fast_step_ratio": fast / max(r["words_per_second"] for r in runs["plain"])}
             print(f"{size:>6}: speed.fast_step=true {fast:8,.0f} words/s: ratio to plain "
                   f"{entry['fast_step_ratio']:.3f}", flush=True)
         if size in args.step_lstm:  # our step-loop LSTM (recurrent/variational/layer-norm path), same model
             fused = max(r["words_per_second"] for r in runs["rnnreg"])
-            step = max(rnnreg(size, steps, "model.lstm=step")["words_per_second"] for _ in range(args.repeats))
+            step = max(rnnreg(size, steps, "model.lstm=step")["words_per_second"] for _ in range(repeats))
             entry |= {"step_lstm_words_per_second": step, "step_vs_fused": step / fused}
             print(f"{size:>6}: step-loop LSTM {step:8,.0f} words/s vs fused nn.LSTM {fused:8,.0f}: ratio "
                   f"{step / fused:.3f}  (target >= 0.5)", flush=True)
