@@ -11,11 +11,12 @@ ARGS ?=
 
 install: $(STAMP)
 
+# (pyproject.toml maps conf/ into the package; setuptools then warns about editable installs in general)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 # The main job: the paper's medium model on PTB (39 epochs), on a GPU when there is one.

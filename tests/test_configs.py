@@ -63,3 +63,13 @@ def test_slurm_launcher_composes(tmp_path):
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_every_config_folder_ships_in_the_package():
+    """pyproject.toml maps conf/ into the package (rnnreg/conf) folder by folder: none may be missing."""
+    import tomllib
+
+    root = Path(CONF_DIR)
+    packages = set(tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(("rnnreg", "conf", *d.relative_to(root).parts)) for d in [root, *root.rglob("*")] if d.is_dir()}
+    assert folders <= packages, f"add to pyproject.toml packages: {sorted(folders - packages)}"

@@ -4,5 +4,7 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-# The Hydra config tree lives at the repository top (installed editable: `make install`).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The Hydra config tree: conf/ at the repository top (editable install: `make install`), shipped as
+# rnnreg/conf in a wheel.
+_HERE = Path(__file__).resolve().parent
+CONF_DIR = str(next((p for p in (_HERE / "conf", _HERE.parents[1] / "conf") if p.is_dir()), _HERE / "conf"))

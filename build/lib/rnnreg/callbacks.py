@@ -1,0 +1,179 @@
+"""Callbacks: words/s and epoch timing, progress bar, and never losing a run (NaN guard, interrupts)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+
+class SpeedMonitor(L.Callback):
+    """Training words/s and seconds per epoch, timed over the training windows only (no validation).
+
+    Reads only host clocks per step; on a GPU it waits for the device once, at the epoch's last window,
+    so the epoch time includes all queued work. The totals feed `metrics.json`.
+    """
+
+    def __init__(self) -> None:
+        self.train_seconds = 0.0
+        self.train_words = 0
+        self.epoch_start = self.last_batch_end = time.perf_counter()
+        self.epoch_words = 0
+        self.step_seconds: list[float] = []  # batch end to batch end: the whole loop, hooks included
+        self.words_per_step = 0
+
+    @property
+    def words_per_second(self) -> float:
+        return self.train_words / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def epoch_words_per_second(self) -> float:
+        elapsed = self.last_batch_end - self.epoch_start
+        return self.epoch_words / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def median_words_per_second(self) -> float:
+        """Robust to bursts of machine noise: words per step over the median step time."""
+        steps = sorted(self.step_seconds)
+        return self.words_per_step / steps[len(steps) // 2] if steps else 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:  # a mid-epoch resume has no epoch start
+        self.epoch_start = self.last_batch_end = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch_words = 0
+        self.step_seconds = []
+        self.epoch_start = self.last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.words_per_step = batch[1].numel() * trainer.world_size
+        self.epoch_words += self.words_per_step
+        if batch_idx + 1 >= trainer.num_training_batches and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the epoch's queued GPU work counts in its time
+        now = time.perf_counter()
+        self.step_seconds.append(now - self.last_batch_end)
+        self.last_batch_end = now
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.train_seconds += self.last_batch_end - self.epoch_start
+        self.train_words += self.epoch_words
+        pl_module.log_dict({"train/words_per_sec": self.epoch_words_per_second,
+                            "train/epoch_seconds": self.last_batch_end - self.epoch_start,
+                            "train/grad_norm": pl_module.grad_norm.float()}, rank_zero_only=True)
+
+    def state_dict(self) -> dict:
+        return {"train_seconds": self.train_seconds, "train_words": self.train_words}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train_seconds, self.train_words = state_dict["train_seconds"], state_dict["train_words"]
+
+
+class LMProgressBar(RichProgressBar):
+    """Rich progress bar with the running training loss, perplexity and words/s. The loss is read from the
+    device only every `trainer.log_every_n_steps` windows (a read is a host sync on a GPU)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_text: dict[str, str] = {}
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        if trainer.training:
+            if not self.loss_text or trainer.global_step % trainer.log_every_n_steps == 0:
+                loss = float(pl_module.last_loss)
+                self.loss_text = {"loss": f"{loss:.3f}", "ppl": f"{min(math.exp(min(loss, 700.0)), 1e9):.1f}"}
+            metrics.update(self.loss_text)
+            speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
+            if speed is not None:
+                metrics["wps"] = f"{speed.epoch_words_per_second:,.0f}"
+        return metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class NonFiniteLossGuard(L.Callback):
+    """Stop at the first non-finite (or overflowing) training loss, naming the epoch and step. The failing
+    epoch is never checkpointed, so checkpoints/last.ckpt stays the last good state.
+
+    The plain step is checked every window; the fast step (no host sync per window) records the first bad
+    window on the device and is checked every `trainer.log_every_n_steps` windows and at the epoch's end."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.fast is not None and not (trainer.global_step % trainer.log_every_n_steps == 0
+                                               or batch_idx + 1 >= trainer.num_training_batches):
+            return
+        bad = pl_module.divergence(batch_idx)
+        if bad is not None:
+            step, loss = bad
+            raise TrainingDiverged(
+                f"training loss became {loss} at epoch {trainer.current_epoch + 1}, step {step} "
+                f"(global step {trainer.global_step - (batch_idx + 1 - step)}): lower optim.lr or optim.clip; "
+                f"{self.last_good(trainer)}")
+
+    @staticmethod
+    def last_good(trainer) -> str:
+        path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        return f"the last good checkpoint is {path}" if path.exists() else "no epoch completed, no checkpoint"
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Ctrl-C or SIGTERM (pre-emption): save a resumable checkpoints/last.ckpt before exiting.
+
+    The first Ctrl-C is turned into Lightning's SIGTERM stop: training ends after the current window and
+    the checkpoint holds an exact mid-epoch position (weights, stream position, carried state, RNG); a
+    second Ctrl-C interrupts at once. Other exceptions (a diverged loss, a bug) leave the last good
+    checkpoint alone. (Lightning's OnExceptionCheckpoint saves on every exception and makes fit resume
+    from "last" implicitly.)"""
+
+    def __init__(self, dirpath: str, filename: str = "last") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self.ctrl_c = False  # the run was stopped by Ctrl-C (exit status 130 rather than 143)
+        self.previous_handler = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.stop_after_this_window)
+
+    def stop_after_this_window(self, signum, frame) -> None:
+        self.restore_handler()  # a second Ctrl-C raises KeyboardInterrupt at once
+        self.ctrl_c = True
+        rank_zero_info("\nCtrl-C: stopping after this window and saving a resumable checkpoint "
+                       "(Ctrl-C again to abort at once)")
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own graceful stop at the next window boundary
+
+    def restore_handler(self) -> None:
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.restore_handler()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.restore_handler()
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            trainer.save_checkpoint(self.path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file and renamed: a crash mid-write never leaves a
+    truncated .ckpt where a good one was."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)

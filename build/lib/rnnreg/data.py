@@ -1,0 +1,230 @@
+"""Corpus loading (download + checksums), BPTT batching and the LightningDataModule.
+
+Layout follows the paper: each split is one token stream (newline -> <eos>), cut into `batch_size`
+contiguous streams (columns) and walked in order in windows of `bptt` steps; the target is the next token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+EOS = "<eos>"
+UNK = "<unk>"
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message says what was wrong and how to fix it."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_file(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) -> None:
+    """Download `url` to `dest` atomically: a checksum mismatch or broken download leaves nothing behind."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            while block := response.read(1 << 20):
+                out.write(block)
+        if sha256 and (got := sha256_of(Path(tmp))) != sha256:
+            raise DataError(f"checksum mismatch for {dest.name} downloaded from {url}: sha256 {got}, "
+                            f"expected {sha256}; the file was not used")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def ensure_files(data_dir: str | Path, files: dict, url_base: str | None = None) -> dict[str, Path]:
+    """Return the path of every split, downloading missing files and verifying pinned checksums."""
+    data_dir = Path(data_dir).expanduser()
+    paths = {}
+    for split in SPLITS:
+        spec = files[split]
+        path = data_dir / spec["name"]
+        sha256 = spec.get("sha256")
+        if not path.exists():
+            if not url_base:
+                raise DataError(f"missing {split} file {path}: put the {split} text file there "
+                                f"(or set data.data_dir to the folder holding it)")
+            urls = ", ".join(f"{url_base.rstrip('/')}/{files[s]['name']}" for s in SPLITS)
+            try:
+                fetch_file(f"{url_base.rstrip('/')}/{spec['name']}", path, sha256)
+            except (urllib.error.URLError, OSError) as err:
+                raise DataError(f"could not download {spec['name']} ({err}); download {urls} "
+                                f"by hand into {data_dir} (or set RNNREG_DATA_DIR)") from None
+        elif sha256 and (got := sha256_of(path)) != sha256:
+            raise DataError(f"checksum mismatch for {path}: sha256 {got}, expected {sha256}; "
+                            f"delete the file to download it again")
+        paths[split] = path
+    return paths
+
+
+def read_words(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start}): re-encode it as UTF-8") from None
+    words = [w for line in text.splitlines() for w in line.split() + [EOS]]
+    if not words:
+        raise DataError(f"{path} is empty: a split needs at least one line of text")
+    return words
+
+
+class Corpus:
+    """Vocabulary from the training split (first-seen order) and the token ids of each split."""
+
+    def __init__(self, paths: dict[str, Path]):
+        train = read_words(paths["train"])
+        self.itos = list(dict.fromkeys(train))
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.ids = {"train": self.encode(train, paths["train"])}
+        for split in ("valid", "test"):
+            self.ids[split] = self.encode(read_words(paths[split]), paths[split])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, words: list[str], path: Path) -> torch.Tensor:
+        unk = self.stoi.get(UNK)
+        unknown = [w for w in words if w not in self.stoi]
+        if unknown and unk is None:
+            examples = ", ".join(list(dict.fromkeys(unknown))[:5])
+            raise DataError(f"{path} has {len(unknown)} words not in the training vocabulary "
+                            f"(e.g. {examples}) and the corpus has no {UNK} token: add {UNK} to train "
+                            f"or map rare words to it")
+        return torch.tensor([self.stoi.get(w, unk) for w in words], dtype=torch.long)
+
+
+def batchify(ids: torch.Tensor, num_streams: int) -> torch.Tensor:
+    """Cut one token stream into `num_streams` contiguous columns: shape (steps, num_streams)."""
+    steps = ids.numel() // num_streams
+    if steps < 2:
+        raise DataError(f"a split of {ids.numel()} tokens is too short for {num_streams} streams")
+    return ids[: steps * num_streams].view(num_streams, steps).t().contiguous()
+
+
+class BPTTWindows(Dataset):
+    """Windows (x, y) of `bptt` steps over the columns, in order; y is x shifted by one token.
+
+    With `drop_last` the final partial window is dropped (training, as in the paper's code: 2,323 windows
+    at bptt 20); evaluation keeps it so every token after the first is predicted exactly once.
+    """
+
+    def __init__(self, streams: torch.Tensor, bptt: int, drop_last: bool):
+        self.streams, self.bptt = streams, bptt
+        predictions = streams.size(0) - 1
+        self.length = predictions // bptt if drop_last else -(-predictions // bptt)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = i * self.bptt
+        end = min(start + self.bptt, self.streams.size(0) - 1)
+        return self.streams[start:end], self.streams[start + 1 : end + 1]
+
+
+class StartAt(Sampler[int]):
+    """Window indices in order; the first pass starts at `start` (resuming mid-epoch), later ones at 0."""
+
+    def __init__(self, length: int, start: int = 0):
+        self.length, self.start = length, start
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(range(start, self.length))
+
+
+def windows_done(trainer) -> int:
+    """Training windows completed in this epoch when a checkpoint is taken mid-epoch (SIGTERM, Ctrl-C), else 0."""
+    if trainer is None or trainer.state.fn != "fit":
+        return 0
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    return done if 0 < done < trainer.num_training_batches else 0
+
+
+class LMDataModule(L.LightningDataModule):
+    """Train/valid on `batch_size` streams; test both on one stream (the paper) and on `batch_size`."""
+
+    def __init__(self, data_dir: str, files: dict, url_base: str | None = None, batch_size: int = 20,
+                 bptt: int = 35, eval_bptt: int | None = None, test_batch_size: int = 1):
+        super().__init__()
+        if batch_size <= 0 or bptt <= 0 or test_batch_size <= 0:
+            raise DataError(f"data.batch_size ({batch_size}), data.bptt ({bptt}) and "
+                            f"data.test_batch_size ({test_batch_size}) must be positive integers")
+        self.data_dir, self.files, self.url_base = data_dir, files, url_base
+        self.batch_size, self.bptt = batch_size, bptt
+        self.eval_bptt = eval_bptt or bptt
+        self.test_batch_size = test_batch_size
+        self.corpus: Corpus | None = None
+        self.resume_window = 0  # set from a mid-epoch checkpoint: the training stream continues there
+
+    def prepare_data(self) -> None:
+        ensure_files(self.data_dir, self.files, self.url_base)
+
+    def load(self) -> Corpus:
+        if self.corpus is None:
+            self.corpus = Corpus(ensure_files(self.data_dir, self.files, self.url_base))
+        return self.corpus
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.load())
+
+    def streams(self, split: str, num_streams: int) -> torch.Tensor:
+        """This rank's columns: the global streams are split across DDP ranks, never reshuffled."""
+        columns = batchify(self.load().ids[split], num_streams)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        if num_streams % world:
+            if num_streams == 1:
+                return columns  # the one-stream test runs whole on every rank
+            raise DataError(f"batch size {num_streams} is not divisible by the {world} DDP processes")
+        per_rank = num_streams // world
+        return columns[:, rank * per_rank : (rank + 1) * per_rank]
+
+    def loader(self, split: str, num_streams: int, bptt: int, drop_last: bool) -> DataLoader:
+        windows = BPTTWindows(self.streams(split, num_streams), bptt, drop_last)
+        return DataLoader(windows, batch_size=None, shuffle=False, generator=torch.Generator())
+
+    def train_dataloader(self) -> DataLoader:
+        windows = BPTTWindows(self.streams("train", self.batch_size), self.bptt, drop_last=True)
+        sampler, self.resume_window = StartAt(len(windows), self.resume_window), 0
+        # its own generator: starting an epoch's iterator draws no number from the global RNG, so dropout
+        # masks after a mid-epoch resume continue the uninterrupted run's random stream exactly
+        return DataLoader(windows, batch_size=None, sampler=sampler, generator=torch.Generator())
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("valid", self.batch_size, self.eval_bptt, drop_last=False)
+
+    # A checkpoint taken mid-epoch records where the training stream stopped; resuming continues there.
+    def state_dict(self) -> dict:
+        return {"train_window": windows_done(self.trainer)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.resume_window = state_dict.get("train_window", 0)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self.loader("test", self.test_batch_size, self.eval_bptt, drop_last=False),
+                self.loader("test", self.batch_size, self.eval_bptt, drop_last=False)]

@@ -1,0 +1,56 @@
+"""rnnreg-generate: sample text from a trained checkpoint (the paper's Figure 4)."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from omegaconf import DictConfig
+
+from rnnreg.data import EOS, UNK
+from rnnreg.evaluate import load_task
+from rnnreg.runtime import ConfigError, hydra_entry
+
+
+@torch.no_grad()
+def generate(ckpt_path: str, prompt: str, num_words: int, temperature: float = 1.0, seed: int = 0,
+             device: str = "cpu") -> list[str]:
+    """The prompt's words followed by `num_words` sampled words; unknown prompt words become <unk>."""
+    if temperature <= 0:
+        raise ConfigError(f"temperature={temperature} must be positive (1.0 samples the model as trained)")
+    if num_words < 0:
+        raise ConfigError(f"num_words={num_words} must be >= 0")
+    task = load_task(ckpt_path)
+    if not task.vocab:
+        raise ConfigError(f"{ckpt_path} holds no vocabulary: it was not written by rnnreg-train")
+    stoi = {w: i for i, w in enumerate(task.vocab)}
+    words = prompt.split() or [EOS]
+    unknown = [w for w in words if w not in stoi]
+    if unknown:
+        if UNK not in stoi:
+            raise ConfigError(f"prompt words {unknown} are not in the vocabulary, which has no {UNK}")
+        warnings.warn(f"prompt words not in the vocabulary, read as {UNK}: {', '.join(unknown)}", stacklevel=2)
+        words = [w if w in stoi else UNK for w in words]
+    net = task.net.to(device).eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    logits, state = net(torch.tensor([[stoi[w]] for w in words], device=device))
+    out = list(words)
+    for _ in range(num_words):
+        probs = torch.softmax(logits[-1, 0].double() / temperature, dim=-1)
+        token = torch.multinomial(probs, 1, generator=generator)
+        out.append(task.vocab[token.item()])
+        logits, state = net(token.view(1, 1), state)
+    return out
+
+
+def render(words: list[str]) -> str:
+    return " ".join(words).replace(f" {EOS} ", "\n").replace(f" {EOS}", "\n").replace(EOS, "\n")
+
+
+@hydra_entry("generate")
+def main(cfg: DictConfig) -> None:
+    print(render(generate(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)))
+
+
+if __name__ == "__main__":
+    main()

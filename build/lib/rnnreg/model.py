@@ -1,0 +1,169 @@
+"""The language model: embedding -> L LSTM layers -> linear decoder, with configurable dropout placement.
+
+Dropout sites (each rate separately configurable, see conf/dropout/):
+- `input`, `between`, `output`: the non-recurrent connections (embedding output, between layers, top output).
+  Zaremba et al. (2014) use exactly these, with a fresh mask at every time step.
+- `recurrent`: h_{t-1} entering the recurrence, the placement the paper argues against (fresh mask per step).
+- `variational`: Gal & Ghahramani (2016): every mask above is drawn once per window and reused at every step.
+- `weight_drop`: DropConnect on the hidden-to-hidden weights W_hh, one mask per window (AWD-LSTM).
+
+Whatever nn.LSTM can express (input/between/output dropout, weight drop) runs on the fused cuDNN/oneDNN
+kernel; recurrent or variational dropout and layer normalisation run on `StepLSTM`, a step loop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
+    """A {0, 1/(1-p)} mask (inverted dropout)."""
+    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+
+
+def drop(x: torch.Tensor, p: float, training: bool, per_window: bool) -> torch.Tensor:
+    """Dropout on (time, batch, units): a fresh mask per element, or one (batch, units) mask for all steps."""
+    if not training or p == 0:
+        return x
+    if per_window:
+        return x * dropout_mask((1, *x.shape[1:]), p, x)
+    return F.dropout(x, p, training=True)
+
+
+class StepLSTM(nn.Module):
+    """A multi-layer LSTM as an explicit step loop, for what the fused kernel cannot do.
+
+    Parameters are named and shaped as in nn.LSTM (weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, ...)
+    and the gate order is nn.LSTM's (i, f, g, o), so weights move between the two unchanged and, with all
+    dropout off and no layer norm, both compute the same function. The input projection of every step is
+    one matmul per layer; only the recurrent matmul and the cell run per step.
+    """
+
+    def __init__(self, hidden_size: int, num_layers: int, between: float = 0.0, recurrent: float = 0.0,
+                 variational: bool = False, layer_norm: bool = False):
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.between, self.recurrent, self.variational = between, recurrent, variational
+        self.layer_norm = layer_norm
+        for k in range(num_layers):
+            for kind in ("ih", "hh"):
+                self.register_parameter(f"weight_{kind}_l{k}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size)))
+                self.register_parameter(f"bias_{kind}_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
+        if layer_norm:  # Ba et al. (2016): normalise both gate pre-activations and the cell
+            self.norms = nn.ModuleList(
+                nn.ModuleList([nn.LayerNorm(4 * hidden_size), nn.LayerNorm(4 * hidden_size),
+                               nn.LayerNorm(hidden_size)]) for _ in range(num_layers))
+
+    def layer(self, k: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+              weight_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        gates_x = F.linear(x, getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}"))
+        bias_hh = getattr(self, f"bias_hh_l{k}")
+        if self.layer_norm:
+            norm_x, norm_h, norm_c = self.norms[k]
+            gates_x = norm_x(gates_x)
+        p = self.recurrent if self.training else 0.0
+        window_mask = dropout_mask(h.shape, p, h) if p and self.variational else None
+        outputs = []
+        for t in range(x.size(0)):
+            h_in = h
+            if p:  # dropout on h_{t-1} -> h_t: the recurrent connection
+                h_in = h * (window_mask if window_mask is not None else dropout_mask(h.shape, p, h))
+            gates_h = F.linear(h_in, weight_hh, bias_hh)
+            gates = gates_x[t] + (norm_h(gates_h) if self.layer_norm else gates_h)
+            i, f, g, o = gates.chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(norm_c(c) if self.layer_norm else c)
+            outputs.append(h)
+        return torch.stack(outputs), h, c
+
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                weights_hh: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, State]:
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, x.size(1), self.hidden_size)
+            state = (zeros, zeros)
+        hs, cs = [], []
+        for k in range(self.num_layers):
+            if k > 0:
+                x = drop(x, self.between, self.training, self.variational)
+            name = f"weight_hh_l{k}"
+            weight_hh = weights_hh[name] if weights_hh else getattr(self, name)
+            x, h, c = self.layer(k, x, state[0][k], state[1][k], weight_hh)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.stack(hs), torch.stack(cs))
+
+
+class LSTMLanguageModel(nn.Module):
+    """Embedding -> dropout -> L-layer LSTM -> dropout -> decoder.
+
+    With the defaults of conf/dropout/non_recurrent.yaml this is Zaremba et al. (2014): L+1 dropout sites
+    on the non-recurrent connections, each drawing an independent mask element per (time step, stream,
+    unit) - a fresh mask at every step - while h_{t-1} -> h_t and the cell are never dropped.
+    """
+
+    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, init_scale: float,
+                 dropout_input: float = 0.0, dropout_between: float = 0.0, dropout_output: float = 0.0,
+                 dropout_recurrent: float = 0.0, variational: bool = False, weight_drop: float = 0.0,
+                 embedding_dropout: float = 0.0, layer_norm: bool = False, tie_weights: bool = False,
+                 lstm: str = "auto"):
+        super().__init__()
+        rates = {"dropout.input": dropout_input, "dropout.between": dropout_between,
+                 "dropout.output": dropout_output, "dropout.recurrent": dropout_recurrent,
+                 "dropout.weight_drop": weight_drop, "model.embedding_dropout": embedding_dropout}
+        for name, p in rates.items():
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name}={p} is outside [0, 1): use a drop probability like 0.5")
+        if init_scale <= 0:
+            raise ValueError(f"model.init_scale={init_scale} must be positive (the paper uses 0.1/0.05/0.04)")
+        self.dropout_input, self.dropout_output = dropout_input, dropout_output
+        self.variational, self.weight_drop, self.embedding_dropout = variational, weight_drop, embedding_dropout
+        self.embedding = nn.Embedding(vocab_size, hidden_size)
+        needs_step = bool(dropout_recurrent or variational or layer_norm)
+        if lstm not in ("auto", "fused", "step") or (lstm == "fused" and needs_step):
+            raise ValueError(f"model.lstm={lstm} must be auto, fused or step (recurrent or variational "
+                             f"dropout and layer norm need step or auto)")
+        self.fused = lstm == "fused" or (lstm == "auto" and not needs_step)
+        if self.fused:
+            self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers, dropout=dropout_between)
+        else:
+            self.lstm = StepLSTM(hidden_size, num_layers, dropout_between, dropout_recurrent, variational,
+                                 layer_norm)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+        for param in self.parameters():  # every tensor, biases and embedding included, as in the paper
+            nn.init.uniform_(param, -init_scale, init_scale)
+        if layer_norm:
+            for norm in self.lstm.norms.modules():
+                if isinstance(norm, nn.LayerNorm):
+                    nn.init.ones_(norm.weight)
+                    nn.init.zeros_(norm.bias)
+        if tie_weights:  # Press & Wolf (2017): decoder weight = embedding (embedding size = hidden size)
+            self.decoder.weight = self.embedding.weight
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        weight = self.embedding.weight
+        if self.training and self.embedding_dropout:  # whole-word dropout: drop vocabulary rows per window
+            weight = weight * dropout_mask((weight.size(0), 1), self.embedding_dropout, weight)
+        return F.embedding(tokens, weight)
+
+    def run_lstm(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        if not (self.training and self.weight_drop):
+            return self.lstm(x, state)
+        # DropConnect on W_hh: one mask per window, applied to a copy; the parameters stay intact, so
+        # evaluation (and the optimiser) always see the real weights.
+        dropped = {n: F.dropout(p, self.weight_drop, training=True)
+                   for n, p in self.lstm.named_parameters() if n.startswith("weight_hh")}
+        if self.fused:
+            return functional_call(self.lstm, dropped, (x, state), strict=False)
+        return self.lstm(x, state, dropped)
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """tokens: (time, streams) ids -> logits (time, streams, vocab) and the final (h, c), detached."""
+        x = drop(self.embed(tokens), self.dropout_input, self.training, self.variational)
+        hidden, (h, c) = self.run_lstm(x, state)
+        logits = self.decoder(drop(hidden, self.dropout_output, self.training, self.variational))
+        return logits, (h.detach(), c.detach())

@@ -1,0 +1,117 @@
+"""rnnreg-report: one row per run of a run or multirun folder, as markdown, plus PNG plots.
+
+Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`; a job without
+`metrics.json` (crashed or killed) is listed as failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+import yaml
+from omegaconf import DictConfig
+
+from rnnreg.runtime import ConfigError, hydra_entry
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def find_runs(root: Path) -> list[Path]:
+    runs = sorted({p.parent.parent for p in root.rglob(".hydra/config.yaml")},
+                  key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(root).parts])
+    if not runs:
+        raise ConfigError(f"no runs under {root}: give a run folder or a multirun folder (with .hydra/ inside)")
+    return runs
+
+
+def val_history(run: Path) -> list[float]:
+    path = run / "csv" / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [float(row["val/ppl"]) for row in csv.DictReader(f) if row.get("val/ppl")]
+
+
+def collect(root: Path) -> list[dict]:
+    rows = []
+    for run in find_runs(root):
+        overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+        metrics_path = run / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        history = val_history(run)
+        rows.append({"run": str(run.relative_to(root)) if run != root else run.name,
+                     "overrides": [o for o in overrides if not o.startswith("hydra.")],
+                     "status": metrics.get("status", "completed") if metrics else "failed",
+                     "best_val_ppl": metrics.get("best_val_ppl", min(history, default=math.nan)),
+                     "test_ppl": metrics.get("test_ppl", math.nan),
+                     "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
+                     "epochs": metrics.get("epochs", len(history)), "train_seconds": metrics.get("train_seconds"),
+                     "words_per_second": metrics.get("words_per_second"), "val_history": history})
+    common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
+    for r in rows:
+        r["differs"] = " ".join(o for o in r["overrides"] if o not in common) or "(same)"
+    return rows
+
+
+def fmt(value, spec: str = ".1f") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| run | overrides | status | best val ppl | test ppl (1 stream) | test ppl (batched) | epochs "
+             "| train s | words/s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['differs']} | {r['status']} | {fmt(r['best_val_ppl'], '.2f')} | "
+                     f"{fmt(r['test_ppl'], '.2f')} | {fmt(r['test_ppl_batched'], '.2f')} | {r['epochs']} | "
+                     f"{fmt(r['train_seconds'], '.0f')} | {fmt(r['words_per_second'], ',.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], out: Path, paper: dict) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        if r["val_history"]:
+            ax.plot(range(1, len(r["val_history"]) + 1), r["val_history"], marker=".", label=r["differs"])
+    ax.set(xlabel="epoch", ylabel="validation perplexity", yscale="log", title="Validation perplexity")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "val_ppl.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = [r["differs"] if r["status"] == "completed" else f"{r['differs']} (failed)" for r in rows]
+    ax.bar(range(len(rows)), [0 if math.isnan(r["test_ppl"]) else r["test_ppl"] for r in rows], color="tab:blue")
+    for (name, value), style in zip(paper.items(), ("--", "-.", ":")):
+        ax.axhline(value, color="tab:red", linestyle=style, label=f"paper {name}: {value}")
+    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="test perplexity (one stream)", title="Final test perplexity")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "test_ppl.png", dpi=100)
+    plt.close(fig)
+
+
+def report(path: str | Path, paper: dict) -> str:
+    root = Path(path)
+    if not root.is_dir():
+        raise ConfigError(f"path={path} is not a folder: give a run or multirun folder under outputs/")
+    rows = collect(root)
+    table = markdown_table(rows)
+    (root / "report.md").write_text(table)
+    plot(rows, root, paper)
+    return table
+
+
+@hydra_entry("report")
+def main(cfg: DictConfig) -> None:
+    print(report(cfg.path, dict(cfg.paper_test_ppl)))
+    print(f"wrote {Path(cfg.path) / 'report.md'}, val_ppl.png, test_ppl.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""rnnreg-train: compose the config, train, test both protocols, write metrics.json."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from rnnreg.callbacks import SpeedMonitor
+from rnnreg.data import DataError
+from rnnreg.loggers import finish_wandb
+from rnnreg.runtime import (ConfigError, hydra_entry, instantiate, instantiate_callbacks, instantiate_loggers,
+                            keep_freed_memory, log, plain, write_json_atomic)
+from rnnreg.task import LanguageModelTask
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
+    datamodule = instantiate(cfg.data)
+    task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), plain(cfg.optim),
+                             plain(cfg.speed))
+    loggers = instantiate_loggers(cfg)
+    # LearningRateMonitor has nowhere to write without a logger (logger=none)
+    callbacks = [c for c in instantiate_callbacks(cfg) if loggers or not isinstance(c, LearningRateMonitor)]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    processes = trainer.num_devices * trainer.num_nodes
+    if datamodule.batch_size % processes:
+        raise DataError(f"batch size {datamodule.batch_size} is not divisible by the {processes} DDP processes: "
+                        f"set data.batch_size to a multiple of trainer.devices x trainer.num_nodes")
+    return datamodule, task, trainer
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path=last`: the newest checkpoints/last.ckpt of an earlier run of this experiment."""
+    path = cfg.get("ckpt_path")
+    if path is None or path != "last":
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"ckpt_path={path} is not a file: give a checkpoint, or ckpt_path=last to resume "
+                              f"the newest run of this experiment")
+        return path
+    root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
+    here = Path(cfg.paths.output_dir).resolve()
+    found = [p for p in root.glob("*/checkpoints/last.ckpt") if here not in p.resolve().parents]
+    if not found:
+        raise ConfigError(f"ckpt_path=last: no earlier run of {cfg.experiment_name} with checkpoints/last.ckpt "
+                          f"under {root}; give the checkpoint's path instead")
+    return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def train(cfg: DictConfig) -> dict:
+    if cfg.speed.keep_freed_memory:
+        keep_freed_memory()
+    if cfg.speed.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, task, trainer = build(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(plain(cfg))
+    log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}",
+             datamodule.vocab_size)
+    start = time.perf_counter()
+    ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    except BaseException as err:  # say in metrics.json that (and why) the run did not complete
+        if trainer.is_global_zero:
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+            write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", {
+                "status": "interrupted" if interrupted else "failed",
+                "error": str(err) or type(err).__name__, "epochs": trainer.current_epoch,
+                "resume": f"rnnreg-train ... ckpt_path={cfg.paths.output_dir}/checkpoints/last.ckpt"})
+        if isinstance(err, SIGTERMException):  # Lightning exits 0 on SIGTERM; a scheduler must see it
+            ctrl_c = any(getattr(c, "ctrl_c", False) for c in trainer.callbacks)
+            raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None
+        raise
+    train_seconds = time.perf_counter() - start
+    val_ppl = float(trainer.callback_metrics["val/ppl"])
+    metrics = {"val_ppl": val_ppl}
+    if cfg.get("test"):
+        # "last": the final weights, as the paper reports; "best": the best validation checkpoint.
+        best = cfg.get("test_ckpt") == "best"
+        results = trainer.test(task, datamodule=datamodule, ckpt_path="best" if best else None)
+        metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
+    speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
+    checkpoint = trainer.checkpoint_callback
+    metrics |= {
+        "best_val_ppl": float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score
+        is not None else val_ppl,
+        "epochs": trainer.current_epoch,
+        "train_seconds": round(train_seconds, 2),
+        "words_per_second": round(speed.words_per_second, 1),
+        "words_per_second_median_step": round(speed.median_words_per_second, 1),  # last epoch
+        "params": task.num_params,
+        "experiment": cfg.experiment_name,
+        "status": "completed",
+    }
+    if trainer.is_global_zero:
+        write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
+        finish_wandb(trainer.loggers, metrics)
+    log.info("metrics: %s", metrics)
+    return metrics
+
+
+@hydra_entry("train")
+def main(cfg: DictConfig) -> float:
+    return train(cfg)["best_val_ppl"]  # what hparams_search minimises
+
+
+if __name__ == "__main__":
+    main()
