@@ -30,12 +30,13 @@ SIDES = {"rnnreg": (), "rnnreg_no_graph": ("speed.cuda_graph=false",),
 TARGETS = {"medium": 2.0, "large": 1.5}
 
 
-def concurrent(jobs: int, steps: int) -> dict:
+def concurrent(jobs: int, steps: int, accelerator: str) -> dict:
     """`jobs` medium runs at once on the one GPU (Hydra multirun, joblib launcher): aggregate words/s."""
     with tempfile.TemporaryDirectory() as sweep_dir:
         start = time.perf_counter()
-        subprocess.run([str(BIN / "rnnreg-train"), "-m", "experiment=paper_medium", "trainer.accelerator=gpu",
-                        f"seed={','.join(str(s) for s in range(jobs))}", "hydra/launcher=joblib",
+        subprocess.run([str(BIN / "rnnreg-train"), "-m", "experiment=paper_medium",
+                        f"trainer.accelerator={accelerator}", f"seed={','.join(str(s) for s in range(jobs))}",
+                        "hydra/launcher=joblib",
                         f"hydra.launcher.n_jobs={jobs}", "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
                         "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "test=false", "logger=none",
                         f"hydra.sweep.dir={sweep_dir}"], check=True, capture_output=True, text=True)
@@ -52,16 +53,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="training windows timed per run")
     parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=list(SIDES))
     parser.add_argument("--concurrent", type=int, default=0, help="also run N medium jobs at once (0: skip)")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: a dry run of this script on a machine without a GPU (figures meaningless)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("error: no CUDA device: this benchmark needs a GPU (make bench measures the CPU)")
-    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
-               "steps": args.steps, "sizes": {}}
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: no CUDA device: this benchmark needs a GPU (make bench measures the CPU; "
+                 "--device cpu dry-runs this script)")
+    accelerator = "gpu" if args.device == "cuda" else "cpu"
+    results = {"gpu": torch.cuda.get_device_name() if args.device == "cuda" else "none (dry run)",
+               "torch": torch.__version__, "cuda": torch.version.cuda, "steps": args.steps, "sizes": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     for size in args.sizes:
-        entry = {"plain": plain(size, args.steps, "--device", "cuda")}
+        entry = {"plain": plain(size, args.steps, "--device", args.device)}
         for side in args.sides:
-            entry[side] = rnnreg(size, args.steps, "trainer.accelerator=gpu", *SIDES[side])
+            entry[side] = rnnreg(size, args.steps, f"trainer.accelerator={accelerator}", *SIDES[side])
         base, words = entry["plain"]["words_per_second"], SIZES[size][1] * 20  # words per window: bptt x 20
         print(f"{size}: plain loop {1000 * words / base:.2f} ms/window, {base:,.0f} words/s", flush=True)
         for side in args.sides:
@@ -72,8 +77,8 @@ def main() -> None:
         results["sizes"][size] = entry
         (args.out / "bench_gpu.json").write_text(json.dumps(results, indent=2) + "\n")
     if args.concurrent:
-        one = rnnreg("medium", args.steps, "trainer.accelerator=gpu")["words_per_second"]
-        many = concurrent(args.concurrent, args.steps)
+        one = rnnreg("medium", args.steps, f"trainer.accelerator={accelerator}")["words_per_second"]
+        many = concurrent(args.concurrent, args.steps, accelerator)
         results["concurrent"] = many | {"one_job_words_per_second": one,
                                         "aggregate_vs_one": many["aggregate_words_per_second"] / one}
         print(f"{args.concurrent} medium jobs on one GPU: aggregate {many['aggregate_words_per_second']:,.0f} "
