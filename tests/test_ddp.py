@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -10,16 +9,12 @@ import lightning as L
 import pytest
 import torch
 
+from rnnreg.report import history
 from rnnreg.train import train
 from test_cli import run
 
 COMMON = ("trainer.max_epochs=2", "trainer.limit_train_batches=30", "dropout=none", "logger=csv",
           "trainer.log_every_n_steps=1")
-
-
-def step_losses(run_dir) -> list[float]:
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        return [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
 
 
 @pytest.mark.slow
@@ -32,7 +27,7 @@ def test_two_process_ddp_matches_one_process(tiny_cfg, tiny_corpus, tmp_path):
     single = train(tiny_cfg(*COMMON, run="single"))
     for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
         assert ddp[key] == pytest.approx(single[key], rel=1e-5), key
-    ddp_losses, single_losses = step_losses(ddp_dir), step_losses(tmp_path / "single")
+    ddp_losses, single_losses = history(ddp_dir, "train/loss"), history(tmp_path / "single", "train/loss")
     assert len(ddp_losses) == len(single_losses) == 60
     assert ddp_losses == pytest.approx(single_losses, rel=1e-5)  # every step, not just the end
     a = torch.load(ddp_dir / "checkpoints/last.ckpt", weights_only=False)
@@ -71,7 +66,7 @@ def test_ddp_mid_epoch_checkpoint_resumes_exactly(tiny_corpus, tmp_path):
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, resumed))
     for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
         assert b[key] == pytest.approx(a[key], rel=1e-6), key
-    assert step_losses(resumed) == pytest.approx(step_losses(whole)[7:], rel=1e-6)
+    assert history(resumed, "train/loss") == pytest.approx(history(whole, "train/loss")[7:], rel=1e-6)
     a, b = (torch.load(d / "checkpoints/last.ckpt", weights_only=False) for d in (whole, resumed))
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-5, atol=1e-6)

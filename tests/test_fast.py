@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-
 import lightning as L
 import pytest
 import torch
 
 from rnnreg.callbacks import TrainingDiverged
+from rnnreg.report import history
 from rnnreg.train import build, train
 
 LOGGED = ("logger=csv", "trainer.log_every_n_steps=1", "trainer.max_epochs=2", "trainer.limit_train_batches=25")
@@ -19,11 +18,6 @@ PLACEMENTS = {
 }
 
 
-def logged(run_dir, key: str) -> list[float]:
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
-
-
 @pytest.mark.parametrize("placement", list(PLACEMENTS))
 def test_fast_step_computes_the_plain_step(tiny_cfg, tmp_path, placement):
     """Same seed, so the same dropout masks in the same order: per-window losses, grad norms, the epoch
@@ -32,10 +26,10 @@ def test_fast_step_computes_the_plain_step(tiny_cfg, tmp_path, placement):
     for fast in (False, True):
         runs[fast] = train(tiny_cfg(*PLACEMENTS[placement], *LOGGED, f"speed.fast_step={fast}", run=f"fast={fast}"))
     plain_dir, fast_dir = tmp_path / "fast=False", tmp_path / "fast=True"
-    assert len(logged(fast_dir, "train/loss")) == 50
-    assert logged(fast_dir, "train/loss") == pytest.approx(logged(plain_dir, "train/loss"), rel=1e-5)
+    assert len(history(fast_dir, "train/loss")) == 50
+    assert history(fast_dir, "train/loss") == pytest.approx(history(plain_dir, "train/loss"), rel=1e-5)
     for key in ("train/ppl", "train/grad_norm", "lr-SGD"):
-        assert logged(fast_dir, key) == pytest.approx(logged(plain_dir, key), rel=1e-5), key
+        assert history(fast_dir, key) == pytest.approx(history(plain_dir, key), rel=1e-5), key
     for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
         assert runs[True][key] == pytest.approx(runs[False][key], rel=1e-5), key
     a = torch.load(plain_dir / "checkpoints/last.ckpt", weights_only=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from rnnreg.evaluate import load_task
+from rnnreg.report import history
 from rnnreg.train import train
 
 DROPOUT = ("dropout=non_recurrent", "model.dropout_rate=0.3")
@@ -44,11 +44,6 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def train_ppl_rows(run) -> list[str]:
-    with open(run / "csv" / "metrics.csv") as f:
-        return [row["train/ppl"] for row in csv.DictReader(f) if row.get("train/ppl")]
-
-
 @pytest.mark.parametrize("signum,status,fast", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False),
                                                (signal.SIGTERM, 143, True)], ids=["SIGTERM", "Ctrl-C", "fast-step"])
 def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast):
@@ -69,7 +64,7 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
     resumed = train(tiny_cfg(*common, f"ckpt_path={first}/checkpoints/last.ckpt", run="second"))
     for key in ("val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
         assert resumed[key] == whole[key], key
-    assert train_ppl_rows(tmp_path / "second") == train_ppl_rows(tmp_path / "whole")
+    assert history(tmp_path / "second", "train/ppl") == history(tmp_path / "whole", "train/ppl")
     a = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=False)
     b = torch.load(tmp_path / "second/checkpoints/last.ckpt", weights_only=False)
     assert a["global_step"] == b["global_step"]

@@ -16,6 +16,8 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from rnnreg.fast import MAX_NLL
+
 
 class SpeedMonitor(L.Callback):
     """Training words/s and seconds per epoch, timed over the training windows only (no validation).
@@ -92,7 +94,7 @@ class LMProgressBar(RichProgressBar):
         if trainer.training:
             if not self.loss_text or trainer.global_step % trainer.log_every_n_steps == 0:
                 loss = float(pl_module.last_loss)
-                self.loss_text = {"loss": f"{loss:.3f}", "ppl": f"{min(math.exp(min(loss, 700.0)), 1e9):.1f}"}
+                self.loss_text = {"loss": f"{loss:.3f}", "ppl": f"{min(math.exp(min(loss, MAX_NLL)), 1e9):.1f}"}
             metrics.update(self.loss_text)
             speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
             if speed is not None:

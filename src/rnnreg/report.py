@@ -29,12 +29,13 @@ def find_runs(root: Path) -> list[Path]:
     return runs
 
 
-def val_history(run: Path) -> list[float]:
+def history(run: Path, key: str = "val/ppl") -> list[float]:
+    """Every value of `key` the run's CSV logger wrote (csv/metrics.csv), in order; [] without that file."""
     path = run / "csv" / "metrics.csv"
     if not path.exists():
         return []
     with open(path) as f:
-        return [float(row["val/ppl"]) for row in csv.DictReader(f) if row.get("val/ppl")]
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
 def collect(root: Path) -> list[dict]:
@@ -43,15 +44,15 @@ def collect(root: Path) -> list[dict]:
         overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
         metrics_path = run / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        history = val_history(run)
+        curve = history(run)
         rows.append({"run": str(run.relative_to(root)) if run != root else run.name,
                      "overrides": [o for o in overrides if not o.startswith("hydra.")],
                      "status": metrics.get("status", "completed") if metrics else "failed",
-                     "best_val_ppl": metrics.get("best_val_ppl", min(history, default=math.nan)),
+                     "best_val_ppl": metrics.get("best_val_ppl", min(curve, default=math.nan)),
                      "test_ppl": metrics.get("test_ppl", math.nan),
                      "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
-                     "epochs": metrics.get("epochs", len(history)), "train_seconds": metrics.get("train_seconds"),
-                     "words_per_second": metrics.get("words_per_second"), "val_history": history})
+                     "epochs": metrics.get("epochs", len(curve)), "train_seconds": metrics.get("train_seconds"),
+                     "words_per_second": metrics.get("words_per_second"), "val_history": curve})
     common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
     for r in rows:
         r["differs"] = " ".join(o for o in r["overrides"] if o not in common) or "(same)"
