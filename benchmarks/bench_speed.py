@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
+# rnnreg-train, as `python -m` (also where the project is on PYTHONPATH rather than installed)
+TRAIN = [sys.executable, "-m", "rnnreg.train"]
 # Architecture and recipe per size: (hidden, bptt, dropout, init, clip, steps timed on CPU).
 SIZES = {"small": (200, 20, 0.0, 0.1, 5.0, 300), "medium": (650, 35, 0.5, 0.05, 5.0, 30),
          "large": (1500, 35, 0.65, 0.04, 10.0, 10)}
@@ -43,9 +44,10 @@ def plain(size: str, steps: int, *flags: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def rnnreg(size: str, steps: int, *overrides: str) -> dict:
+def rnnreg(size: str, steps: int, *overrides: str, epochs: int = 1) -> dict:
+    """rnnreg-train over `epochs` x `steps` training windows; its metrics.json."""
     with tempfile.TemporaryDirectory() as run_dir:
-        subprocess.run([str(BIN / "rnnreg-train"), f"experiment=paper_{size}", "trainer.max_epochs=1",
+        subprocess.run([*TRAIN, f"experiment=paper_{size}", f"trainer.max_epochs={epochs}",
                         f"trainer.limit_train_batches={steps}", "trainer.limit_val_batches=1",
                         "trainer.num_sanity_val_steps=0", "test=false", "logger=none",
                         f"hydra.run.dir={run_dir}", *overrides],

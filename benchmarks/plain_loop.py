@@ -41,7 +41,7 @@ class PlainLM(nn.Module):
 
 
 def run(data_dir: Path, hidden: int, bptt: int, dropout: float, init: float, clip: float, steps: int,
-        batch: int = 20, layers: int = 2, device: str = "cpu", seed: int = 0) -> dict:
+        batch: int = 20, layers: int = 2, device: str = "cpu", seed: int = 0, warmup: int = 0) -> dict:
     torch.manual_seed(seed)
     ids, vocab = ptb_train_ids(data_dir)
     n = ids.numel() // batch
@@ -51,7 +51,9 @@ def run(data_dir: Path, hidden: int, bptt: int, dropout: float, init: float, cli
     state = None
     start = last = time.perf_counter()
     step_seconds = []
+    windows = (n - 1) // bptt
     for i in range(steps):
+        i %= windows  # past the end of the data: start over (the state carries on, as across epochs)
         x, y = data[i * bptt : (i + 1) * bptt], data[i * bptt + 1 : (i + 1) * bptt + 1]
         state = None if state is None else tuple(s.detach() for s in state)
         logits, state = model(x, state)
@@ -68,8 +70,10 @@ def run(data_dir: Path, hidden: int, bptt: int, dropout: float, init: float, cli
         last = now
     seconds = time.perf_counter() - start
     median = sorted(step_seconds)[steps // 2]
+    steady = sum(step_seconds[warmup:])  # after the first `warmup` steps (cuDNN/cuBLAS set-up, allocator)
     return {"words_per_second": steps * bptt * batch / seconds, "ms_per_step": 1000 * seconds / steps,
-            "words_per_second_median_step": bptt * batch / median, "steps": steps}
+            "words_per_second_median_step": bptt * batch / median, "steps": steps,
+            "words_per_second_steady": (steps - warmup) * bptt * batch / steady, "warmup_steps": warmup}
 
 
 if __name__ == "__main__":
@@ -82,6 +86,7 @@ if __name__ == "__main__":
     parser.add_argument("--clip", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--warmup", type=int, default=0, help="steps left out of words_per_second_steady")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="apply rnnreg's glibc allocator setting (speed.keep_freed_memory) to this loop too")
     args = parser.parse_args()
@@ -90,4 +95,4 @@ if __name__ == "__main__":
 
         keep_freed_memory()
     print(json.dumps(run(args.data_dir, args.hidden, args.bptt, args.dropout, args.init, args.clip, args.steps,
-                         device=args.device)))
+                         device=args.device, warmup=args.warmup)))

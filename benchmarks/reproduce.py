@@ -20,7 +20,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("paper_small", "paper_medium", "paper_large")
 
@@ -37,7 +36,7 @@ def main() -> None:
     paper_valid, paper_test = paper.paper_valid_ppl[key], paper.paper_test_ppl[key]
     run_dir = (args.out / f"run_{args.experiment}").resolve()
     start = time.perf_counter()
-    subprocess.run([str(BIN / "rnnreg-train"), f"experiment={args.experiment}",
+    subprocess.run([sys.executable, "-m", "rnnreg.train", f"experiment={args.experiment}",
                     f"trainer.accelerator={args.accelerator}", f"hydra.run.dir={run_dir}", *args.overrides],
                    check=True)
     wall = time.perf_counter() - start

@@ -52,10 +52,13 @@ class FastWindowStep:
         with torch.no_grad():
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             self.grad_norm.copy_(norm)
-            torch._foreach_mul_(grads, (self.clip / (norm + 1e-6)).clamp(max=1.0))  # as clip_grad_norm_
+            clip_coef = (self.clip / (norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
             if self.weight_decay:
+                torch._foreach_mul_(grads, clip_coef)
                 torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
-            torch._foreach_mul_(grads, self.lr)
+                torch._foreach_mul_(grads, self.lr)
+            else:  # one pass over the gradients fewer
+                torch._foreach_mul_(grads, clip_coef * self.lr)
             torch._foreach_sub_(self.params, grads)
             self.h.copy_(h)
             self.c.copy_(c)

@@ -97,6 +97,7 @@ def train(cfg: DictConfig) -> dict:
         "train_seconds": round(train_seconds, 2),
         "words_per_second": round(speed.words_per_second, 1),
         "words_per_second_median_step": round(speed.median_words_per_second, 1),  # last epoch
+        "words_per_second_last_epoch": round(speed.epoch_words_per_second, 1),  # warm-up (graph capture) excluded
         "params": task.num_params,
         "experiment": cfg.experiment_name,
         "status": "completed",
@@ -114,4 +115,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    # python -m rnnreg.train: run the importable module's main, which launchers (joblib) pickle by reference
+    from rnnreg.train import main as importable_main
+
+    importable_main()

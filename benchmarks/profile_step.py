@@ -1,0 +1,178 @@
+"""One training window on the GPU without Lightning: what each step variant costs, where the time goes,
+and whether the CUDA graph computes what the eager steps compute.
+
+    python benchmarks/profile_step.py --out gpu_results [--sizes medium large] [--windows 200]
+
+For each size (the paper's model, 20 streams, random tokens): ms per window (host clock, device synchronised) after
+warm-up, of the plain eager step (backward, clip_grad_norm_, foreach SGD; no host sync), the fast step run
+eagerly, and the fast step replayed as a CUDA graph; the graph also with TF32 and with bf16 autocast. Then
+the eager fast step's top CUDA kernels (torch.profiler), and a check with dropout off: the graph, the eager
+fast step and the plain step, from the same weights over the same windows, give the same losses and
+weights (float32 tolerance). Writes <out>/profile_step.json and <out>/profile_step_kernels.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench_speed import SIZES
+from rnnreg.fast import FastWindowStep
+from rnnreg.model import LSTMLanguageModel
+
+VOCAB, STREAMS = 10_000, 20
+DEVICE = torch.device("cuda")  # --device cpu: a dry run of this script (no graph, figures meaningless)
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build(size: str, dropout: bool, seed: int = 0) -> tuple[LSTMLanguageModel, list[tuple[torch.Tensor, ...]]]:
+    hidden, bptt, p, init, _, _ = SIZES[size]
+    p = p if dropout else 0.0
+    torch.manual_seed(seed)
+    net = LSTMLanguageModel(VOCAB, hidden, 2, init, dropout_input=p, dropout_between=p, dropout_output=p)
+    net = net.to(DEVICE).train()
+    ids = torch.randint(VOCAB, (8, bptt + 1, STREAMS), device=DEVICE)
+    return net, [(w[:-1].contiguous(), w[1:].contiguous()) for w in ids]
+
+
+def plain_stepper(net: LSTMLanguageModel, clip: float):
+    """The plain step as Lightning's automatic optimisation runs it, minus Lightning and the NaN check."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=1.0, foreach=True)
+    state = None
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        nonlocal state
+        logits, state = net(x, state)
+        nll = F.cross_entropy(logits.view(-1, VOCAB), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        (nll * x.size(0)).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip, foreach=True)
+        optimizer.step()
+        return nll.detach()
+    return step
+
+
+def fast_stepper(net: LSTMLanguageModel, clip: float, bptt: int, graph: bool):
+    fast = FastWindowStep(net, (bptt, STREAMS), clip, 0.0, DEVICE, graph=graph)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fast(x, y, 1.0)
+        return fast.loss
+    return step
+
+
+def ms_per_window(step, windows: list, count: int, warmup: int = 10) -> float:
+    for i in range(warmup):
+        step(*windows[i % len(windows)])
+    sync()
+    start = time.perf_counter()
+    for i in range(count):
+        step(*windows[i % len(windows)])
+    sync()
+    return 1000 * (time.perf_counter() - start) / count
+
+
+def timings(size: str, count: int) -> dict:
+    _, bptt, _, _, clip, _ = SIZES[size]
+    result = {}
+    variants = {"plain_eager": lambda net: plain_stepper(net, clip),
+                "fast_eager": lambda net: fast_stepper(net, clip, bptt, graph=False),
+                "fast_graph": lambda net: fast_stepper(net, clip, bptt, graph=True)}
+    for name, make in variants.items():
+        net, windows = build(size, dropout=True)
+        result[name] = ms_per_window(make(net), windows, count)
+    for name, flags in {"fast_graph_tf32": "tf32", "fast_graph_bf16": "bf16"}.items():
+        net, windows = build(size, dropout=True)
+        try:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = flags == "tf32"
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=flags == "bf16"):
+                result[name] = ms_per_window(fast_stepper(net, clip, bptt, graph=True), windows, count)
+        except Exception as err:  # noqa: BLE001 - a diagnostic: record and go on
+            result[name] = f"failed: {type(err).__name__}: {err}"[:300]
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = True  # PyTorch's defaults
+    for name, ms in result.items():
+        print(f"{size}: {name:<16} " + (f"{ms:.3f} ms/window" if isinstance(ms, float) else ms), flush=True)
+    return result
+
+
+def kernels(size: str) -> str:
+    _, bptt, _, _, clip, _ = SIZES[size]
+    net, windows = build(size, dropout=True)
+    step = fast_stepper(net, clip, bptt, graph=False)
+    ms_per_window(step, windows, 5)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if DEVICE.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for i in range(10):
+            step(*windows[i % len(windows)])
+        sync()
+    events = prof.key_averages()
+    for key in ("self_device_time_total", "self_cuda_time_total"):
+        try:
+            return f"== {size}: eager fast step, 10 windows ==\n" + events.table(sort_by=key, row_limit=25)
+        except Exception:  # noqa: BLE001 - the key's name differs between torch versions
+            continue
+    return events.table(row_limit=25)
+
+
+def same_update(size: str, windows_run: int = 6) -> dict:
+    """Dropout off: graph vs eager fast step vs plain step from the same weights over the same windows."""
+    _, bptt, _, _, clip, _ = SIZES[size]
+    runs = {}
+    for name, make in {"plain": lambda net: plain_stepper(net, clip),
+                       "fast_eager": lambda net: fast_stepper(net, clip, bptt, graph=False),
+                       "fast_graph": lambda net: fast_stepper(net, clip, bptt, graph=True)}.items():
+        net, windows = build(size, dropout=False, seed=1)
+        step = make(net)
+        losses = [float(step(*windows[i % len(windows)])) for i in range(windows_run)]
+        runs[name] = (losses, [p.detach().clone() for p in net.parameters()])
+    ref_losses, ref_params = runs["plain"]
+    check = {}
+    for name in ("fast_eager", "fast_graph"):
+        losses, params = runs[name]
+        check[name] = {"max_loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses)),
+                       "max_weight_diff": max(float((a - b).abs().max()) for a, b in zip(params, ref_params))}
+    check["losses_plain"] = ref_losses
+    print(f"{size}: same update as the plain step (dropout off, {windows_run} windows): {check}", flush=True)
+    return check
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sizes", nargs="+", default=["medium", "large"], choices=list(SIZES))
+    parser.add_argument("--windows", type=int, default=200, help="windows timed per variant")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: a dry run of this script on a machine without a GPU (figures meaningless)")
+    args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: no CUDA device: profile_step.py needs a GPU (--device cpu dry-runs it)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {"gpu": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "none (dry run)",
+               "torch": torch.__version__, "sizes": {}}
+    tables = []
+    for size in args.sizes:
+        results["sizes"][size] = {"check": same_update(size), "ms_per_window": timings(size, args.windows)}
+        tables.append(kernels(size))
+        (args.out / "profile_step.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "profile_step_kernels.txt").write_text("\n\n".join(tables) + "\n")
+    print(tables[0][:4000])
+
+
+if __name__ == "__main__":
+    main()
