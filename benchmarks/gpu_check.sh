@@ -70,6 +70,7 @@ case $what in
         stage bench_large 80 $PY "${bench[@]}" --sizes large --sides rnnreg
         stage bench_concurrent 45 $PY "${bench[@]}" --sizes --concurrent 4
         stage bench_precision 0 $PY "${bench[@]}" --sizes medium --sides rnnreg_tf32 rnnreg_bf16
+        stage bench_step_lstm 0 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph
         stage bench_large_more 0 $PY "${bench[@]}" --sizes large --sides rnnreg_no_graph rnnreg_tf32 rnnreg_bf16 ;;
     cpu)
         stage profile 0 $PY benchmarks/profile_step.py --out "$out" --device cpu --sizes medium --windows 2

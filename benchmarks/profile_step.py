@@ -6,9 +6,9 @@ and whether the CUDA graph computes what the eager steps compute.
 For each size (the paper's model, 20 streams, random tokens): ms per window (host clock, device synchronised) after
 warm-up, of the plain eager step (backward, clip_grad_norm_, foreach SGD; no host sync), the fast step run
 eagerly, and the fast step replayed as a CUDA graph; the graph also with TF32 and with bf16 autocast. Then
-the eager fast step's top CUDA kernels (torch.profiler), and a check with dropout off: the graph, the eager
-fast step and the plain step, from the same weights over the same windows, give the same losses and
-weights (float32 tolerance). Writes <out>/profile_step.json and <out>/profile_step_kernels.txt.
+the eager fast step's top CUDA kernels (torch.profiler), and a check with dropout off, for the fused LSTM
+and for our step-loop LSTM: the graph, the eager fast step and the plain step, from the same weights over
+the same windows, give the same losses and weights (float32 tolerance). Writes <out>/profile_step.json and <out>/profile_step_kernels.txt.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def build(size: str, dropout: bool, seed: int = 0) -> tuple[LSTMLanguageModel, list[tuple[torch.Tensor, ...]]]:
+def build(size: str, dropout: bool, seed: int = 0, lstm: str = "fused") -> tuple[LSTMLanguageModel, list]:
+    """The paper's model (fused nn.LSTM, or our step-loop LSTM) and 8 windows of random tokens."""
     hidden, bptt, p, init, _, _ = SIZES[size]
     p = p if dropout else 0.0
     torch.manual_seed(seed)
-    net = LSTMLanguageModel(VOCAB, hidden, 2, init, dropout_input=p, dropout_between=p, dropout_output=p)
+    net = LSTMLanguageModel(VOCAB, hidden, 2, init, dropout_input=p, dropout_between=p, dropout_output=p, lstm=lstm)
     net = net.to(DEVICE).train()
     ids = torch.randint(VOCAB, (8, bptt + 1, STREAMS), device=DEVICE)
     return net, [(w[:-1].contiguous(), w[1:].contiguous()) for w in ids]
@@ -128,14 +129,14 @@ def kernels(size: str) -> str:
     return events.table(row_limit=25)
 
 
-def same_update(size: str, windows_run: int = 6) -> dict:
+def same_update(size: str, windows_run: int = 6, lstm: str = "fused") -> dict:
     """Dropout off: graph vs eager fast step vs plain step from the same weights over the same windows."""
     _, bptt, _, _, clip, _ = SIZES[size]
     runs = {}
     for name, make in {"plain": lambda net: plain_stepper(net, clip),
                        "fast_eager": lambda net: fast_stepper(net, clip, bptt, graph=False),
                        "fast_graph": lambda net: fast_stepper(net, clip, bptt, graph=True)}.items():
-        net, windows = build(size, dropout=False, seed=1)
+        net, windows = build(size, dropout=False, seed=1, lstm=lstm)
         step = make(net)
         losses = [float(step(*windows[i % len(windows)])) for i in range(windows_run)]
         runs[name] = (losses, [p.detach().clone() for p in net.parameters()])
@@ -146,7 +147,8 @@ def same_update(size: str, windows_run: int = 6) -> dict:
         check[name] = {"max_loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses)),
                        "max_weight_diff": max(float((a - b).abs().max()) for a, b in zip(params, ref_params))}
     check["losses_plain"] = ref_losses
-    print(f"{size}: same update as the plain step (dropout off, {windows_run} windows): {check}", flush=True)
+    print(f"{size}, {lstm} LSTM: same update as the plain step (dropout off, {windows_run} windows): {check}",
+          flush=True)
     return check
 
 
@@ -167,7 +169,8 @@ def main() -> None:
                "torch": torch.__version__, "sizes": {}}
     tables = []
     for size in args.sizes:
-        results["sizes"][size] = {"check": same_update(size), "ms_per_window": timings(size, args.windows)}
+        results["sizes"][size] = {"check": same_update(size), "check_step_lstm": same_update(size, lstm="step"),
+                                  "ms_per_window": timings(size, args.windows)}
         tables.append(kernels(size))
         (args.out / "profile_step.json").write_text(json.dumps(results, indent=2) + "\n")
         (args.out / "profile_step_kernels.txt").write_text("\n\n".join(tables) + "\n")

@@ -49,8 +49,9 @@ def test_profile_step_dry_run(ptb_dir, tmp_path):
     small = json.loads((tmp_path / "profile_step.json").read_text())["sizes"]["small"]
     # dropout off, same weights and windows: the fast step (eager; the graph path falls back to eager on
     # the CPU) updates exactly as the plain autograd + clip + SGD step
-    for name in ("fast_eager", "fast_graph"):
-        assert small["check"][name]["max_loss_diff"] < 1e-5 and small["check"][name]["max_weight_diff"] < 1e-5
+    for check in ("check", "check_step_lstm"):  # the fused nn.LSTM and our step-loop LSTM
+        for name in ("fast_eager", "fast_graph"):
+            assert small[check][name]["max_loss_diff"] < 1e-5 and small[check][name]["max_weight_diff"] < 1e-5
     assert set(small["ms_per_window"]) == {"plain_eager", "fast_eager", "fast_graph", "fast_graph_tf32",
                                            "fast_graph_bf16"}
     assert (tmp_path / "profile_step_kernels.txt").read_text().count("eager fast step") == 1
