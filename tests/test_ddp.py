@@ -79,3 +79,19 @@ def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
                check=False)
     assert proc.returncode != 0 and "batch size 3 is not divisible by the 2 DDP processes" in proc.stderr
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_ddp_divergence_stops_every_process(tiny_corpus, tmp_path):
+    """The ranks agree on a diverged loss before stopping: both stop with the error, none hangs in a collective."""
+    from conftest import TINY
+    proc = run("rnnreg-train", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=3",
+               "optim.decay=1e-20", "optim.decay_start=1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+               f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: training loss became") and "at epoch 2, step " in line
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "at epoch 2" in metrics["error"]
+    good = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
+    assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())

@@ -110,20 +110,22 @@ class NonFiniteLossGuard(L.Callback):
     """Stop at the first non-finite (or overflowing) training loss, naming the epoch and step. The failing
     epoch is never checkpointed, so checkpoints/last.ckpt stays the last good state.
 
-    The plain step is checked every window; the fast step (no host sync per window) records the first bad
-    window on the device and is checked every `trainer.log_every_n_steps` windows and at the epoch's end."""
+    Both steps record the first bad window on the device (no host sync per window, rnnreg.fast.LossWatch);
+    the record is read every `trainer.log_every_n_steps` windows and at the epoch's end, and under DDP the
+    ranks agree before stopping (all stop together: none is left waiting in a collective)."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if pl_module.fast is not None and not (trainer.global_step % trainer.log_every_n_steps == 0
-                                               or batch_idx + 1 >= trainer.num_training_batches):
+        if not (trainer.global_step % trainer.log_every_n_steps == 0 or batch_idx + 1 >= trainer.num_training_batches):
             return
         bad = pl_module.divergence(batch_idx)
+        if not trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+            return
+        where = "on another DDP process"
         if bad is not None:
             step, loss = bad
-            raise TrainingDiverged(
-                f"training loss became {loss} at epoch {trainer.current_epoch + 1}, step {step} "
-                f"(global step {trainer.global_step - (batch_idx + 1 - step)}): lower optim.lr or optim.clip; "
-                f"{self.last_good(trainer)}")
+            where = (f"{loss} at epoch {trainer.current_epoch + 1}, step {step} "
+                     f"(global step {trainer.global_step - (batch_idx + 1 - step)})")
+        raise TrainingDiverged(f"training loss became {where}: lower optim.lr or optim.clip; {self.last_good(trainer)}")
 
     @staticmethod
     def last_good(trainer) -> str:

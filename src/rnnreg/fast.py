@@ -5,7 +5,7 @@ What it computes is the plain step's (LanguageModelTask.training_step + Lightnin
 summed-over-time objective, global-norm clipping, lr (a device tensor, set from the optimiser's lr, so
 the scheduler still drives it) and weight decay, the carried (h, c) detached between windows. Training
 NLL and token sums stay on the device and reach the Perplexity metric once per epoch; a non-finite or
-overflowing loss is recorded on the device (first window and value) and checked at log intervals.
+overflowing loss is recorded on the device (LossWatch: first window and value) and checked at log intervals.
 
 On CUDA the step is captured in a CUDA graph after `warmup` eager windows (real training windows, run
 on a side stream as graph capture requires); `replay()` then launches the whole step at once. Without
@@ -20,6 +20,27 @@ from torch import nn
 
 # Above this mean NLL per word exp(NLL) overflows float64: the run has diverged.
 MAX_NLL = 700.0
+
+
+class LossWatch:
+    """The first non-finite or overflowing training loss, recorded on the device: no host sync per window
+    (capturable in a CUDA graph). Read at log intervals; windows count from the run's (or resume's) start."""
+
+    def __init__(self, device: torch.device):
+        self.windows = torch.zeros((), dtype=torch.long, device=device)
+        self.bad_window = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+
+    def record(self, loss: torch.Tensor) -> None:
+        self.windows.add_(1)
+        bad = (~torch.isfinite(loss) | (loss > MAX_NLL)) & (self.bad_window < 0)
+        self.bad_window.copy_(torch.where(bad, self.windows, self.bad_window))
+        self.bad_loss.copy_(torch.where(bad, loss.float(), self.bad_loss))
+
+    def first(self) -> tuple[int, float] | None:
+        """(window, loss) of the first bad loss, or None. Syncs."""
+        window = int(self.bad_window)
+        return None if window < 0 else (window, float(self.bad_loss))
 
 
 class FastWindowStep:
@@ -40,8 +61,7 @@ class FastWindowStep:
         # on-device accounting, read only at log intervals and at the end of the epoch
         self.loss, self.grad_norm = zeros(), zeros()
         self.nll_sum, self.tokens = zeros(dtype=torch.float64), zeros(dtype=torch.float64)
-        self.window = zeros(dtype=torch.long)  # windows trained since the run (or resume) began
-        self.bad_window, self.bad_loss = torch.full((), -1, dtype=torch.long, device=device), zeros()
+        self.watch = LossWatch(device)
 
     # -- the step ----------------------------------------------------------------------------------
     def step(self) -> None:
@@ -66,10 +86,7 @@ class FastWindowStep:
             self.loss.copy_(loss)
             self.nll_sum.add_(loss.double() * self.y.numel())
             self.tokens.add_(self.y.numel())
-            self.window.add_(1)
-            bad = (~torch.isfinite(loss) | (loss > MAX_NLL)) & (self.bad_window < 0)
-            self.bad_window.copy_(torch.where(bad, self.window, self.bad_window))
-            self.bad_loss.copy_(torch.where(bad, loss, self.bad_loss))
+            self.watch.record(loss)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
         self.x.copy_(x, non_blocking=True)
@@ -116,8 +133,3 @@ class FastWindowStep:
         self.nll_sum.zero_()
         self.tokens.zero_()
         return sums
-
-    def divergence(self) -> tuple[int, float] | None:
-        """(window, loss) of the first non-finite or overflowing loss since the run began, or None. Syncs."""
-        window = int(self.bad_window)
-        return None if window < 0 else (window, float(self.bad_loss))

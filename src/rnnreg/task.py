@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from rnnreg.data import windows_done
-from rnnreg.fast import MAX_NLL, FastWindowStep
+from rnnreg.fast import FastWindowStep, LossWatch
 from rnnreg.model import LSTMLanguageModel, State
 
 
@@ -65,6 +64,8 @@ class LanguageModelTask(L.LightningModule):
         self.grad_norm = torch.zeros(())
         self.vocab: list[str] | None = None
         self.fast: FastWindowStep | None = None  # built at the first window when speed.fast_step is on
+        self.loss_watch: LossWatch | None = None  # the plain step's divergence record (the fast step has its own)
+        self.plain_windows = 0  # windows the plain step trained since the run (or resume) began
 
     def setup(self, stage: str) -> None:
         """speed.fast_step: auto = on for a single-GPU run; true = on wherever it can run (CPU: eager)."""
@@ -96,6 +97,10 @@ class LanguageModelTask(L.LightningModule):
         nll, self.train_state = self.window_nll(batch, self.train_state)
         self.train_ppl.update(nll.detach(), batch[1].numel())
         self.last_loss = nll.detach()
+        if self.loss_watch is None:
+            self.loss_watch = LossWatch(self.device)
+        self.loss_watch.record(self.last_loss)
+        self.plain_windows += 1
         # per-window loss curve (written every trainer.log_every_n_steps); under DDP the mean over ranks,
         # which is the global batch's loss since every rank holds the same number of streams
         if self.trainer_attached():
@@ -130,12 +135,10 @@ class LanguageModelTask(L.LightningModule):
                 self.train_ppl.update(nll_sum / tokens, tokens)
 
     def divergence(self, batch_idx: int) -> tuple[int, float] | None:
-        """(step in this epoch, loss) of the first non-finite or overflowing training loss, or None."""
-        if self.fast is None:
-            loss = float(self.last_loss)
-            return (batch_idx + 1, loss) if not math.isfinite(loss) or loss > MAX_NLL else None
-        bad = self.fast.divergence()  # counted in windows since the fast step was built
-        return None if bad is None else (batch_idx + 1 - (self.fast.windows_run - bad[0]), bad[1])
+        """(step in this epoch, loss) of the first non-finite or overflowing training loss, or None. Syncs."""
+        watch, windows = (self.fast.watch, self.fast.windows_run) if self.fast else (self.loss_watch, self.plain_windows)
+        bad = watch.first() if watch is not None else None  # counted in windows since the run (or resume) began
+        return None if bad is None else (batch_idx + 1 - (windows - bad[0]), bad[1])
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.hparams.optim["clip"],
