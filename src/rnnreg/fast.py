@@ -24,7 +24,7 @@ MAX_NLL = 700.0
 
 class LossWatch:
     """The first non-finite or overflowing training loss, recorded on the device: no host sync per window
-    (capturable in a CUDA graph). Read at log intervals; windows count from the run's (or resume's) start."""
+    (capturable in a CUDA graph), read at log intervals. One per run, shared by the plain and the fast step."""
 
     def __init__(self, device: torch.device):
         self.windows = torch.zeros((), dtype=torch.long, device=device)
@@ -38,14 +38,14 @@ class LossWatch:
         self.bad_loss.copy_(torch.where(bad, loss.float(), self.bad_loss))
 
     def first(self) -> tuple[int, float] | None:
-        """(window, loss) of the first bad loss, or None. Syncs."""
+        """(windows before the latest one, loss) of the first bad loss, or None. Syncs."""
         window = int(self.bad_window)
-        return None if window < 0 else (window, float(self.bad_loss))
+        return None if window < 0 else (int(self.windows) - window, float(self.bad_loss))
 
 
 class FastWindowStep:
     def __init__(self, net: nn.Module, window: tuple[int, int], clip: float, weight_decay: float,
-                 device: torch.device, graph: bool, warmup: int = 3):
+                 device: torch.device, graph: bool, warmup: int = 3, watch: LossWatch | None = None):
         self.net, self.clip, self.weight_decay = net, clip, weight_decay
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.graph = graph and device.type == "cuda"
@@ -61,7 +61,7 @@ class FastWindowStep:
         # on-device accounting, read only at log intervals and at the end of the epoch
         self.loss, self.grad_norm = zeros(), zeros()
         self.nll_sum, self.tokens = zeros(dtype=torch.float64), zeros(dtype=torch.float64)
-        self.watch = LossWatch(device)
+        self.watch = watch or LossWatch(device)
 
     # -- the step ----------------------------------------------------------------------------------
     def step(self) -> None:

@@ -64,8 +64,7 @@ class LanguageModelTask(L.LightningModule):
         self.grad_norm = torch.zeros(())
         self.vocab: list[str] | None = None
         self.fast: FastWindowStep | None = None  # built at the first window when speed.fast_step is on
-        self.loss_watch: LossWatch | None = None  # the plain step's divergence record (the fast step has its own)
-        self.plain_windows = 0  # windows the plain step trained since the run (or resume) began
+        self.loss_watch: LossWatch | None = None  # first diverged training loss, on the device (on_train_start)
 
     def setup(self, stage: str) -> None:
         """speed.fast_step: auto = on for a single-GPU run; true = on wherever it can run (CPU: eager)."""
@@ -97,10 +96,8 @@ class LanguageModelTask(L.LightningModule):
         nll, self.train_state = self.window_nll(batch, self.train_state)
         self.train_ppl.update(nll.detach(), batch[1].numel())
         self.last_loss = nll.detach()
-        if self.loss_watch is None:
-            self.loss_watch = LossWatch(self.device)
-        self.loss_watch.record(self.last_loss)
-        self.plain_windows += 1
+        if self.loss_watch is not None:  # None only when called outside a Trainer (tests)
+            self.loss_watch.record(self.last_loss)
         # per-window loss curve (written every trainer.log_every_n_steps); under DDP the mean over ranks,
         # which is the global batch's loss since every rank holds the same number of streams
         if self.trainer_attached():
@@ -116,7 +113,7 @@ class LanguageModelTask(L.LightningModule):
         if self.fast is None:
             optim, speed = self.hparams.optim, self.hparams.get("speed") or {}
             self.fast = FastWindowStep(self.net, tuple(x.shape), optim["clip"], optim.get("weight_decay", 0.0),
-                                       self.device, graph=speed.get("cuda_graph", True))
+                                       self.device, graph=speed.get("cuda_graph", True), watch=self.loss_watch)
         if self.train_state is None:  # start of an epoch
             self.fast.reset_state()
         elif self.train_state[0] is not self.fast.h:  # restored from a mid-epoch checkpoint
@@ -136,9 +133,8 @@ class LanguageModelTask(L.LightningModule):
 
     def divergence(self, batch_idx: int) -> tuple[int, float] | None:
         """(step in this epoch, loss) of the first non-finite or overflowing training loss, or None. Syncs."""
-        watch, windows = (self.fast.watch, self.fast.windows_run) if self.fast else (self.loss_watch, self.plain_windows)
-        bad = watch.first() if watch is not None else None  # counted in windows since the run (or resume) began
-        return None if bad is None else (batch_idx + 1 - (windows - bad[0]), bad[1])
+        bad = self.loss_watch.first() if self.loss_watch is not None else None
+        return None if bad is None else (batch_idx + 1 - bad[0], bad[1])
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.hparams.optim["clip"],
@@ -222,6 +218,7 @@ class LanguageModelTask(L.LightningModule):
                 self.train_ppl.update(carry["nll_sum"] / carry["tokens"], carry["tokens"])
 
     def on_train_start(self) -> None:
+        self.loss_watch = LossWatch(self.device)
         if self.train_state is not None:  # restored from a mid-epoch checkpoint
             self.train_state = tuple(t.to(self.device) for t in self.train_state)
 
