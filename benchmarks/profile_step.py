@@ -72,6 +72,14 @@ def fast_stepper(net: LSTMLanguageModel, clip: float, bptt: int, graph: bool):
     return step
 
 
+def steppers(size: str) -> dict:
+    """The three steps compared throughout, each as a function of a fresh model."""
+    _, bptt, _, _, clip, _ = SIZES[size]
+    return {"plain": lambda net: plain_stepper(net, clip),
+            "fast_eager": lambda net: fast_stepper(net, clip, bptt, graph=False),
+            "fast_graph": lambda net: fast_stepper(net, clip, bptt, graph=True)}
+
+
 def ms_per_window(step, windows: list, count: int, warmup: int = 10) -> float:
     for i in range(warmup):
         step(*windows[i % len(windows)])
@@ -86,12 +94,9 @@ def ms_per_window(step, windows: list, count: int, warmup: int = 10) -> float:
 def timings(size: str, count: int) -> dict:
     _, bptt, _, _, clip, _ = SIZES[size]
     result = {}
-    variants = {"plain_eager": lambda net: plain_stepper(net, clip),
-                "fast_eager": lambda net: fast_stepper(net, clip, bptt, graph=False),
-                "fast_graph": lambda net: fast_stepper(net, clip, bptt, graph=True)}
-    for name, make in variants.items():
+    for name, make in steppers(size).items():
         net, windows = build(size, dropout=True)
-        result[name] = ms_per_window(make(net), windows, count)
+        result["plain_eager" if name == "plain" else name] = ms_per_window(make(net), windows, count)
     for name, flags in {"fast_graph_tf32": "tf32", "fast_graph_bf16": "bf16"}.items():
         net, windows = build(size, dropout=True)
         try:
@@ -131,11 +136,8 @@ def kernels(size: str) -> str:
 
 def same_update(size: str, windows_run: int = 6, lstm: str = "fused") -> dict:
     """Dropout off: graph vs eager fast step vs plain step from the same weights over the same windows."""
-    _, bptt, _, _, clip, _ = SIZES[size]
     runs = {}
-    for name, make in {"plain": lambda net: plain_stepper(net, clip),
-                       "fast_eager": lambda net: fast_stepper(net, clip, bptt, graph=False),
-                       "fast_graph": lambda net: fast_stepper(net, clip, bptt, graph=True)}.items():
+    for name, make in steppers(size).items():
         net, windows = build(size, dropout=False, seed=1, lstm=lstm)
         step = make(net)
         losses = [float(step(*windows[i % len(windows)])) for i in range(windows_run)]
