@@ -2,13 +2,16 @@
 # The GPU checks of the speed issue as one prepared command, most important first, each stage in its own
 # time box so that a slow or failing stage never costs the ones after it. Results and logs go to OUT_DIR.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [all|profile|bench|reproduce|cpu] [rnnreg-train overrides for reproduce]
+#   benchmarks/gpu_check.sh OUT_DIR [all|next|profile|bench|reproduce|cpu] [rnnreg-train overrides for reproduce]
 #
 #   profile    profile_step.py: graph vs eager vs plain step without Lightning, same-update check  (~30 s)
 #   bench      bench_gpu.py: plain loop vs rnnreg, medium and large, TF32/bf16 sides, 4 jobs at once (~4 min)
 #   reproduce  reproduce.py: paper_medium in full, 39 epochs                         (~3.5 min; bf16 2.5 min)
 #   all        the three, in the order profile, bench medium, reproduce, the rest of bench: 9 min on an
 #              H200 (2026-11-27), which BUDGET_S=540 fits
+#   next       what the first GPU session (2026-11-27) left open, in 9 min: profile (incl. the step-loop
+#              LSTM's same-update check), the step-loop LSTM (variational) with and without the graph, and
+#              paper_large in full with TF32 (est. 6 min: the table's missing row and TF32's first full run)
 #   cpu        a dry run of profile, bench and reproduce on the CPU (tiny runs; checks the script, not speed)
 #
 # BUDGET_S=540 bounds the whole script (seconds; 0 = no bound): each stage gets what is left minus what
@@ -20,7 +23,7 @@
 # project's src/ (nothing is installed into the system). PTB: $RNNREG_DATA_DIR/ptb must hold the three
 # files when nothing can be downloaded.
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|profile|bench|reproduce|cpu]}
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|profile|bench|reproduce|cpu]}
 what=${2:-all}
 shift $(( $# < 2 ? $# : 2 ))  # the rest: overrides for the reproduce stage (trainer.precision=bf16-mixed, ...)
 budget=${BUDGET_S:-0}
@@ -72,10 +75,14 @@ case $what in
         stage bench_precision 0 $PY "${bench[@]}" --sizes medium --sides rnnreg_tf32 rnnreg_bf16
         stage bench_step_lstm 0 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph
         stage bench_large_more 0 $PY "${bench[@]}" --sizes large --sides rnnreg_no_graph rnnreg_tf32 rnnreg_bf16 ;;
+    next)
+        stage profile 430 $PY benchmarks/profile_step.py --out "$out"
+        stage bench_step_lstm 380 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph
+        stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$out" --experiment paper_large speed.tf32=true ;;
     cpu)
         stage profile 0 $PY benchmarks/profile_step.py --out "$out" --device cpu --sizes medium --windows 2
         stage bench 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium --concurrent 2
         stage reproduce 0 $PY benchmarks/reproduce.py --out "$out" --accelerator cpu trainer.max_epochs=1 \
             trainer.limit_train_batches=4 trainer.limit_val_batches=2 trainer.limit_test_batches=2 ;;
-    *) echo "unknown stage $what: all, profile, bench, reproduce or cpu" >&2; exit 2 ;;
+    *) echo "unknown stage $what: all, next, profile, bench, reproduce or cpu" >&2; exit 2 ;;
 esac

@@ -60,8 +60,9 @@ def test_datamodule_test_loaders_are_one_stream_then_batched(ptb_dir: Path, tmp_
     cfg = compose_config(["experiment=paper_medium"], tmp_path)
     dm = LMDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
     stream, batched = dm.test_dataloader()
-    assert next(iter(stream))[0].shape == (35, 1)
-    assert next(iter(batched))[0].shape == (35, 20)
+    assert next(iter(stream))[0].shape == (200, 1)  # evaluation windows: data.eval_bptt steps
+    assert next(iter(batched))[0].shape == (200, 20)
+    assert next(iter(dm.train_dataloader()))[0].shape == (35, 20)
     assert len(dm.train_dataloader()) == 1327
 
 

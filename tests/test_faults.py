@@ -9,14 +9,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
+from lightning.pytorch.loggers import CSVLogger
 import torch
 
 from rnnreg import CONF_DIR
 from rnnreg.data import DataError
 from rnnreg.evaluate import evaluate, load_task
 from rnnreg.runtime import ConfigError
-from rnnreg.train import train
+from rnnreg.train import build, train
 from conftest import TINY, compose_config, write_corpus
 from test_cli import BIN, run
 
@@ -33,6 +35,39 @@ def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoi
     assert metrics["status"] == "failed" and "at epoch 2" in metrics["error"]
     good = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
     assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
+
+
+def test_last_checkpoint_links_best_when_both_hold_one_state_and_never_changes_it(tiny_cfg, tmp_path):
+    # epoch 1 is the best so far: best.ckpt and last.ckpt are one file; lr x10 after it: epoch 2 is worse,
+    # and last.ckpt alone is rewritten
+    class AtEpochStart(L.Callback):
+        seen = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            files = [tmp_path / "run/checkpoints" / f"{name}.ckpt" for name in ("best", "last")]
+            if files[0].exists():
+                self.seen.append((os.path.samefile(*files), os.stat(files[0]).st_nlink))
+
+    class SavesSeen(CSVLogger):  # loggers hear of every save, a link included (W&B's log_model uploads them)
+        saved = []
+
+        def after_save_checkpoint(self, checkpoint_callback):
+            self.saved.append(Path(checkpoint_callback._last_checkpoint_saved).name)
+
+    cfg = tiny_cfg("trainer.max_epochs=2", "optim.decay=0.1", "optim.decay_start=1", "optim.clip=100", "test=false")
+    datamodule, task, trainer = build(cfg)
+    trainer.callbacks.insert(0, AtEpochStart())
+    trainer.loggers = [SavesSeen(tmp_path / "csv")]
+    trainer.fit(task, datamodule=datamodule)
+    assert AtEpochStart.seen == [(True, 2)]  # after epoch 1: one file, two names
+    assert SavesSeen.saved == ["best.ckpt", "last.ckpt", "last.ckpt"]
+    best, last = (torch.load(tmp_path / f"run/checkpoints/{name}.ckpt", weights_only=False) for name in ("best", "last"))
+    assert best["epoch"] == 0 and last["epoch"] == 1 and last["global_step"] == 2 * best["global_step"]
+    assert trainer.checkpoint_callback.best_model_score < trainer.callback_metrics["val/ppl"]  # epoch 2 was worse
+    assert not os.path.samefile(tmp_path / "run/checkpoints/best.ckpt", tmp_path / "run/checkpoints/last.ckpt")
+    assert not list((tmp_path / "run/checkpoints").glob(".*"))  # no temporary file left behind
+    weights = {k: v for k, v in best["state_dict"].items()}
+    assert any(not torch.equal(weights[k], last["state_dict"][k]) for k in weights)
 
 
 @pytest.mark.slow

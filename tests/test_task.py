@@ -104,7 +104,7 @@ def test_hidden_state_is_carried_between_windows():
 
 def test_state_reset_per_epoch_and_split(tiny_cfg):
     cfg = tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-                   "test=false")
+                   "data.eval_bptt=5", "test=false")
     dm, task, trainer = build(cfg)
     seen = []
 

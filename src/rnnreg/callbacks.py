@@ -8,11 +8,12 @@ import signal
 import threading
 import time
 from pathlib import Path
+from weakref import proxy
 
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
@@ -170,6 +171,38 @@ class CheckpointOnInterrupt(L.Callback):
         self.restore_handler()
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             trainer.save_checkpoint(self.path)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """checkpoints/last.ckpt after every epoch, written once per state: when another checkpoint callback
+    (best.ckpt) has just saved this same step, last.ckpt becomes a hard link to that file instead of a
+    second copy of the model (half the checkpoint writes in an improving epoch: 80 MB medium, 264 MB
+    large). Every write goes to a new file that is renamed into place (AtomicCheckpointIO), so a later
+    write of either name leaves the other's contents as they were. Where the filesystem has no hard
+    links it writes its own copy."""
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        saved = [c._last_checkpoint_saved for c in trainer.checkpoint_callbacks if c is not self
+                 and c._last_global_step_saved == trainer.global_step and c._last_checkpoint_saved]
+        if not saved or not self.link(trainer, saved[0], filepath):
+            return super()._save_checkpoint(trainer, filepath)
+        self._last_global_step_saved, self._last_checkpoint_saved = trainer.global_step, filepath
+        if trainer.is_global_zero:  # as after a write (W&B's log_model uploads it)
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    @staticmethod
+    def link(trainer, source: str, filepath: str) -> bool:
+        linked = True
+        if trainer.is_global_zero:
+            tmp = Path(filepath).with_name(f".{Path(filepath).name}.tmp")
+            try:
+                tmp.unlink(missing_ok=True)
+                os.link(source, tmp)
+                os.replace(tmp, filepath)
+            except OSError:
+                linked = False
+        return trainer.strategy.broadcast(linked)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
