@@ -182,8 +182,9 @@ class LastCheckpoint(ModelCheckpoint):
     links it writes its own copy."""
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        saved = [c._last_checkpoint_saved for c in trainer.checkpoint_callbacks if c is not self
-                 and c._last_global_step_saved == trainer.global_step and c._last_checkpoint_saved]
+        saved = [path for c in trainer.checkpoint_callbacks if c is not self
+                 and getattr(c, "_last_global_step_saved", None) == trainer.global_step
+                 and (path := getattr(c, "_last_checkpoint_saved", ""))]
         if not saved or not self.link(trainer, saved[0], filepath):
             return super()._save_checkpoint(trainer, filepath)
         self._last_global_step_saved, self._last_checkpoint_saved = trainer.global_step, filepath
