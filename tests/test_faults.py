@@ -70,6 +70,14 @@ def test_last_checkpoint_links_best_when_both_hold_one_state_and_never_changes_i
     assert any(not torch.equal(weights[k], last["state_dict"][k]) for k in weights)
 
 
+def test_no_link_when_checkpoints_are_written_in_place(tiny_cfg, tmp_path):
+    # without the atomic checkpoint IO, a write into one name of a linked pair would change the other
+    train(tiny_cfg("trainer.max_epochs=1", "~trainer.plugins", "test=false"))
+    ckpts = tmp_path / "run/checkpoints"
+    assert not os.path.samefile(ckpts / "best.ckpt", ckpts / "last.ckpt")
+    assert os.stat(ckpts / "last.ckpt").st_nlink == 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
 def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):

@@ -177,15 +177,17 @@ class LastCheckpoint(ModelCheckpoint):
     """checkpoints/last.ckpt after every epoch, written once per state: when another checkpoint callback
     (best.ckpt) has just saved this same step, last.ckpt becomes a hard link to that file instead of a
     second copy of the model (half the checkpoint writes in an improving epoch: 80 MB medium, 264 MB
-    large). Every write goes to a new file that is renamed into place (AtomicCheckpointIO), so a later
-    write of either name leaves the other's contents as they were. Where the filesystem has no hard
-    links it writes its own copy."""
+    large). It links only when every write goes to a new file that is renamed into place
+    (AtomicCheckpointIO, the default), so that a later write of either name leaves the other's contents
+    as they were; with another checkpoint IO, or where the filesystem has no hard links, it writes its
+    own copy."""
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         saved = [path for c in trainer.checkpoint_callbacks if c is not self
                  and getattr(c, "_last_global_step_saved", None) == trainer.global_step
                  and (path := getattr(c, "_last_checkpoint_saved", ""))]
-        if not saved or not self.link(trainer, saved[0], filepath):
+        atomic = isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+        if not (saved and atomic and self.link(trainer, saved[0], filepath)):
             return super()._save_checkpoint(trainer, filepath)
         self._last_global_step_saved, self._last_checkpoint_saved = trainer.global_step, filepath
         if trainer.is_global_zero:  # as after a write (W&B's log_model uploads it)
