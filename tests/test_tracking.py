@@ -118,6 +118,26 @@ def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
     assert "failed" in report
 
 
+def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
+    sweep = tmp_path / "seeds"
+    run("rnnreg-train", "-m", *tiny_cli, "trainer.max_epochs=1", "model.init_scale=0.1,0.05", "seed=1,2",
+        f"hydra.sweep.dir={sweep}")
+    run("rnnreg-report", f"path={sweep}")
+    table = (sweep / "report.md").read_text().split("Over seeds:")[1].strip().splitlines()
+    assert len(table) == 2 + 2  # one row per init scale, over its two seeds
+    jobs = [p for p in sweep.iterdir() if (p / "metrics.json").exists()]
+    for line in table[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        mine = [json.loads((j / "metrics.json").read_text()) for j in jobs
+                if cells[0] in yaml.safe_load((j / ".hydra/overrides.yaml").read_text())]
+        assert cells[0].startswith("model.init_scale=") and cells[1] == "2" and len(mine) == 2
+        for cell, key in zip(cells[2:], ("best_val_ppl", "test_ppl", "test_ppl_batched")):
+            values = [m[key] for m in mine]
+            assert values[0] != values[1]  # the seed changed the run
+            mean, sd = (sum(values) / 2, abs(values[0] - values[1]) / 2 ** 0.5)
+            assert cell == f"{mean:.2f} ± {sd:.2f}"
+
+
 def test_optuna_search_runs_three_trials(tiny_cli, tmp_path):
     sweep = tmp_path / "optuna"
     run("rnnreg-train", *tiny_cli, "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",

@@ -1,7 +1,8 @@
 """rnnreg-report: one row per run of a run or multirun folder, as markdown, plus PNG plots.
 
 Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`; a job without
-`metrics.json` (crashed or killed) is listed as failed.
+`metrics.json` (crashed or killed) is listed as failed. When completed runs differ only in their seed
+(`-m ... seed=1,2,3`), a second table gives each configuration's mean and standard deviation over seeds.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -56,7 +58,24 @@ def collect(root: Path) -> list[dict]:
     common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
     for r in rows:
         r["differs"] = " ".join(o for o in r["overrides"] if o not in common) or "(same)"
+        r["seedless"] = " ".join(o for o in r["overrides"] if o not in common and not o.startswith("seed=")) or "(same)"
     return rows
+
+
+PPL_COLUMNS = {"best_val_ppl": "best val ppl", "test_ppl": "test ppl (1 stream)", "test_ppl_batched": "test ppl (batched)"}
+
+
+def over_seeds(rows: list[dict]) -> list[dict]:
+    """Completed runs grouped by their overrides other than `seed`, where a group has 2 or more runs:
+    the number of seeds and each perplexity's mean and sample standard deviation."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "completed":
+            groups.setdefault(r["seedless"], []).append(r)
+    return [{"config": config, "seeds": len(runs)} | {
+                key: (statistics.mean(r[key] for r in runs), statistics.stdev(r[key] for r in runs))
+                for key in PPL_COLUMNS}
+            for config, runs in groups.items() if len(runs) > 1 and len({r["differs"] for r in runs}) == len(runs)]
 
 
 def fmt(value, spec: str = ".1f") -> str:
@@ -70,6 +89,15 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(f"| {r['run']} | {r['differs']} | {r['status']} | {fmt(r['best_val_ppl'], '.2f')} | "
                      f"{fmt(r['test_ppl'], '.2f')} | {fmt(r['test_ppl_batched'], '.2f')} | {r['epochs']} | "
                      f"{fmt(r['train_seconds'], '.0f')} | {fmt(r['words_per_second'], ',.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def seeds_table(groups: list[dict]) -> str:
+    lines = ["| overrides (seed aside) | seeds | " + " | ".join(f"{c}, mean ± sd" for c in PPL_COLUMNS.values())
+             + " |", "|---|---|" + "---|" * len(PPL_COLUMNS)]
+    for g in groups:
+        cells = " | ".join(f"{fmt(g[key][0], '.2f')} ± {fmt(g[key][1], '.2f')}" for key in PPL_COLUMNS)
+        lines.append(f"| {g['config']} | {g['seeds']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -103,6 +131,9 @@ def report(path: str | Path, paper: dict) -> str:
         raise ConfigError(f"path={path} is not a folder: give a run or multirun folder under outputs/")
     rows = collect(root)
     table = markdown_table(rows)
+    groups = over_seeds(rows)
+    if groups:
+        table += "\nOver seeds:\n\n" + seeds_table(groups)
     (root / "report.md").write_text(table)
     plot(rows, root, paper)
     return table
