@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from omegaconf import open_dict
 
 from rnnreg.callbacks import TrainingDiverged
 from rnnreg.report import history
@@ -78,11 +79,32 @@ def test_divergence_is_reported_at_the_same_window(tiny_cfg):
     assert messages[1] == messages[0]
 
 
-def test_fast_step_auto_is_off_on_cpu_and_refuses_momentum(tiny_cfg):
+def test_fast_step_refuses_fp16_loss_scaling(tiny_cfg, tmp_path):
+    """trainer.precision=16-mixed on a GPU brings a GradScaler; the fast step updates the weights itself and
+    would leave the scaler without gradients (an AssertionError mid-step). True says so before training;
+    auto keeps Lightning's step, which scales and unscales (here: a real GradScaler on the CPU)."""
+    def with_scaler(*overrides, run):
+        cfg = tiny_cfg("~trainer.precision", "model.lstm=step", "trainer.max_epochs=1", "test=false", *overrides, run=run)
+        with open_dict(cfg):
+            cfg.trainer.plugins.append({"_target_": "lightning.pytorch.plugins.precision.MixedPrecision",
+                                        "precision": "16-mixed", "device": "cpu",
+                                        "scaler": {"_target_": "torch.amp.GradScaler", "device": "cpu"}})
+        return cfg
+
+    with pytest.raises(ValueError, match=r"no fp16 loss scaling \(trainer.precision=16-mixed\)"):
+        train(with_scaler("speed.fast_step=true", run="true"))
+    assert not (tmp_path / "true" / "metrics.json").exists() and not (tmp_path / "true" / "checkpoints").exists()
+    datamodule, task, trainer = build(with_scaler("speed.fast_step=auto", run="auto"))
+    trainer.fit(task, datamodule=datamodule)
+    assert task.automatic_optimization and trainer.precision_plugin.scaler._scale is not None  # it scaled
+
+
+def test_fast_step_auto_is_off_on_cpu_and_refuses_momentum(tiny_cfg, tmp_path):
     datamodule, task, trainer = build(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"))
     trainer.fit(task, datamodule=datamodule)
     assert task.automatic_optimization and task.fast is None
-    with pytest.raises(ValueError, match="speed.fast_step=true needs one process and optim.momentum=0"):
+    with pytest.raises(ValueError, match="speed.fast_step=true needs one process, optim.momentum=0 and no fp16"):
         train(tiny_cfg("speed.fast_step=true", "optim.momentum=0.9", run="momentum"))
+    assert not (tmp_path / "momentum" / "metrics.json").exists()  # stopped before training
     with pytest.raises(ValueError, match="speed.fast_step=sometimes must be auto, true or false"):
         train(tiny_cfg("speed.fast_step=sometimes", run="bad"))

@@ -67,17 +67,23 @@ class LanguageModelTask(L.LightningModule):
         self.loss_watch: LossWatch | None = None  # first diverged training loss, on the device (on_train_start)
 
     def setup(self, stage: str) -> None:
-        """speed.fast_step: auto = on for a single-GPU run; true = on wherever it can run (CPU: eager)."""
+        """speed.fast_step: auto = on for a single-GPU run; true = on wherever it can run (CPU: eager). It runs
+        plain SGD in one process, without fp16 loss scaling; elsewhere auto keeps Lightning's plain step."""
         mode = (self.hparams.get("speed") or {}).get("fast_step", False)
-        if stage != "fit" or mode is False:
-            return
-        single = self.trainer.world_size == 1
-        plain_sgd = self.hparams.optim.get("momentum", 0.0) == 0
-        if mode is True and not (single and plain_sgd):
-            raise ValueError("speed.fast_step=true needs one process and optim.momentum=0: set speed.fast_step=auto "
-                             "(it falls back to the plain step) or false")
-        self.automatic_optimization = not (single and plain_sgd and (
-            mode is True or self.trainer.strategy.root_device.type == "cuda"))
+        if stage == "fit" and mode is not False:
+            on = mode is True or self.trainer.strategy.root_device.type == "cuda"
+            self.automatic_optimization = not (self.fast_step_can_run(self.trainer) and on)
+
+    def fast_step_can_run(self, trainer: L.Trainer) -> bool:
+        """One process, plain SGD, no fp16 loss scaling; speed.fast_step=true elsewhere is an error (train.build
+        asks before any output is written)."""
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # trainer.precision=16-mixed
+        can = trainer.world_size == 1 and self.hparams.optim.get("momentum", 0.0) == 0 and not scaled
+        if (self.hparams.get("speed") or {}).get("fast_step") is True and not can:
+            raise ValueError("speed.fast_step=true needs one process, optim.momentum=0 and no fp16 loss scaling "
+                             "(trainer.precision=16-mixed): set speed.fast_step=auto (it falls back to the plain "
+                             "step) or false")
+        return can
 
     @property
     def num_params(self) -> int:

@@ -32,6 +32,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.
     if datamodule.batch_size % processes:
         raise DataError(f"batch size {datamodule.batch_size} is not divisible by the {processes} DDP processes: "
                         f"set data.batch_size to a multiple of trainer.devices x trainer.num_nodes")
+    task.fast_step_can_run(trainer)  # speed.fast_step=true where it cannot run: the error comes now
     return datamodule, task, trainer
 
 
