@@ -48,6 +48,19 @@ class RecordState(L.Callback):
         self.states.append(tuple(t.clone() for t in pl_module.train_state))
 
 
+def test_fast_step_with_bf16_weights(tiny_cfg, tmp_path):
+    """trainer.precision=bf16-true: the weights, and so the carried state, are bf16; the fast step still
+    computes the plain step."""
+    for fast in (False, True):
+        train(tiny_cfg("trainer.precision=bf16-true", *LOGGED, f"speed.fast_step={fast}", run=f"fast={fast}"))
+    plain, fast = (history(tmp_path / f"fast={f}", "train/loss") for f in (False, True))
+    assert len(fast) == 50 and fast == pytest.approx(plain, rel=1e-3)
+    a, b = (torch.load(tmp_path / f"fast={f}/checkpoints/last.ckpt", weights_only=False) for f in (False, True))
+    for name, weight in a["state_dict"].items():
+        assert weight.dtype == b["state_dict"][name].dtype == torch.bfloat16
+        torch.testing.assert_close(b["state_dict"][name], weight)  # bf16 tolerance
+
+
 def test_carried_state_matches_step_by_step(tiny_cfg):
     recorded = {}
     for fast in (False, True):

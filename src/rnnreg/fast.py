@@ -55,7 +55,8 @@ class FastWindowStep:
         zeros = lambda *shape, dtype=torch.float32: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
         self.x, self.y = zeros(*window, dtype=torch.long), zeros(*window, dtype=torch.long)
         layers, units = net.lstm.num_layers, net.lstm.hidden_size
-        self.h, self.c = zeros(layers, window[1], units), zeros(layers, window[1], units)
+        state_dtype = next(net.lstm.parameters()).dtype  # the weights' (bf16 under trainer.precision=bf16-true)
+        self.h, self.c = (zeros(layers, window[1], units, dtype=state_dtype) for _ in range(2))
         self.lr = zeros()
         self.lr_value: float | None = None
         # on-device accounting, read only at log intervals and at the end of the epoch
