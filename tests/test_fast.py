@@ -116,8 +116,10 @@ def test_fast_step_auto_is_off_on_cpu_and_refuses_momentum(tiny_cfg, tmp_path):
     datamodule, task, trainer = build(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"))
     trainer.fit(task, datamodule=datamodule)
     assert task.automatic_optimization and task.fast is None
-    with pytest.raises(ValueError, match="speed.fast_step=true needs one process, optim.momentum=0 and no fp16"):
+    with pytest.raises(ValueError, match="speed.fast_step=true needs one process, optim.momentum=0, no fp16"):
         train(tiny_cfg("speed.fast_step=true", "optim.momentum=0.9", run="momentum"))
     assert not (tmp_path / "momentum" / "metrics.json").exists()  # stopped before training
+    with pytest.raises(ValueError, match="and trainer.accumulate_grad_batches=1"):
+        train(tiny_cfg("speed.fast_step=true", "+trainer.accumulate_grad_batches=2", run="accumulate"))
     with pytest.raises(ValueError, match="speed.fast_step=sometimes must be auto, true or false"):
         train(tiny_cfg("speed.fast_step=sometimes", run="bad"))

@@ -122,6 +122,7 @@ def test_bad_data_stops_before_training(tiny_cfg, tiny_corpus, tmp_path, corrupt
     ("data.batch_size=-2", r"data.batch_size \(-2\)"),
     ("model.init_scale=0", r"model.init_scale=0 must be positive"),
     ("optim.lr=0", r"optim.lr=0 must be positive"),
+    ("+trainer.gradient_clip_val=5", r"trainer.gradient_clip_val=5 is not used here: the clip is optim.clip"),
 ])
 def test_bad_config_values_stop_before_training(tiny_cfg, tmp_path, override, message):
     with pytest.raises((ValueError, DataError), match=message):

@@ -75,14 +75,15 @@ class LanguageModelTask(L.LightningModule):
             self.automatic_optimization = not (self.fast_step_can_run(self.trainer) and on)
 
     def fast_step_can_run(self, trainer: L.Trainer) -> bool:
-        """One process, plain SGD, no fp16 loss scaling; speed.fast_step=true elsewhere is an error (train.build
-        asks before any output is written)."""
+        """One process, plain SGD, one window per update, no fp16 loss scaling; speed.fast_step=true elsewhere
+        is an error (train.build asks before any output is written)."""
         scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # trainer.precision=16-mixed
-        can = trainer.world_size == 1 and self.hparams.optim.get("momentum", 0.0) == 0 and not scaled
+        can = (trainer.world_size == 1 and self.hparams.optim.get("momentum", 0.0) == 0 and not scaled
+               and trainer.accumulate_grad_batches == 1)
         if (self.hparams.get("speed") or {}).get("fast_step") is True and not can:
-            raise ValueError("speed.fast_step=true needs one process, optim.momentum=0 and no fp16 loss scaling "
-                             "(trainer.precision=16-mixed): set speed.fast_step=auto (it falls back to the plain "
-                             "step) or false")
+            raise ValueError("speed.fast_step=true needs one process, optim.momentum=0, no fp16 loss scaling "
+                             "(trainer.precision=16-mixed) and trainer.accumulate_grad_batches=1: set "
+                             "speed.fast_step=auto (it falls back to the plain step) or false")
         return can
 
     @property

@@ -32,6 +32,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.
     if datamodule.batch_size % processes:
         raise DataError(f"batch size {datamodule.batch_size} is not divisible by the {processes} DDP processes: "
                         f"set data.batch_size to a multiple of trainer.devices x trainer.num_nodes")
+    if trainer.gradient_clip_val is not None:
+        raise ConfigError(f"trainer.gradient_clip_val={trainer.gradient_clip_val} is not used here: the clip is "
+                          f"optim.clip (the global L2 norm of the paper's summed objective), e.g. optim.clip=5")
     task.fast_step_can_run(trainer)  # speed.fast_step=true where it cannot run: the error comes now
     return datamodule, task, trainer
 
