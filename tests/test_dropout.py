@@ -150,6 +150,28 @@ def test_fused_and_step_paths_compute_the_same_function_and_gradients():
         torch.testing.assert_close(p.grad, grads_f[n], rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("masks", ["none", "fresh", "window"])
+def test_lstm_layer_function_backward_is_the_gradient(masks):
+    """The step-loop layer's hand-written backward (model.LSTMLayerFunction) against finite differences
+    (float64 gradcheck) and its forward against the LSTM equations, h_{t-1} dropped by fixed masks."""
+    torch.manual_seed(0)
+    T, B, units = 5, 3, 4
+    gates_x = torch.randn(T, B, 4 * units, dtype=torch.float64, requires_grad=True)
+    h, c = (torch.randn(B, units, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    weight = torch.randn(4 * units, units, dtype=torch.float64, requires_grad=True)
+    mask = {"none": None, "fresh": (torch.rand(T, B, units) > 0.5).double() * 2,
+            "window": ((torch.rand(B, units) > 0.5).double() * 2).expand(T, B, units)}[masks]
+    args = (gates_x, h, c, weight, mask)
+    assert torch.autograd.gradcheck(model_module.LSTMLayerFunction.apply, args)
+    outputs, h_end, c_end = model_module.LSTMLayerFunction.apply(*args)
+    for t in range(T):  # the equations, step by step
+        i, f, g, o = (gates_x[t] + (h if mask is None else h * mask[t]) @ weight.t()).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        torch.testing.assert_close(outputs[t], h)
+    torch.testing.assert_close((h_end, c_end), (h, c))
+
+
 def test_fused_cannot_run_recurrent_dropout():
     with pytest.raises(ValueError, match="model.lstm=fused"):
         make("recurrent", lstm="fused")

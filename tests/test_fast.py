@@ -16,6 +16,8 @@ PLACEMENTS = {
     "non_recurrent": ("dropout=non_recurrent", "model.dropout_rate=0.3"),  # fused nn.LSTM
     "variational+wd": ("dropout=variational", "model.dropout_rate=0.3", "optim.weight_decay=1e-3"),  # StepLSTM
     "weight_drop+ln": ("dropout=weight_drop", "model.dropout_rate=0.3", "regularizer=layer_norm"),
+    # the step-loop layer's biases share one gradient tensor (rnnreg.fast.unshared); clipping on every window
+    "recurrent+clipped": ("dropout=recurrent", "model.dropout_rate=0.3", "optim.clip=0.05"),
 }
 
 

@@ -43,6 +43,18 @@ class LossWatch:
         return None if window < 0 else (int(self.windows) - window, float(self.bad_loss))
 
 
+def unshared(grads: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """The gradients, each in its own memory. autograd.grad may hand two parameters one tensor (b_ih and
+    b_hh of the step-loop LSTM share their sum's gradient); the in-place clip and update below would then
+    scale it twice. (.backward() gives each parameter its own .grad.)"""
+    seen: set[int] = set()
+    out = []
+    for g in grads:
+        out.append(g.clone() if g.data_ptr() in seen else g)
+        seen.add(g.data_ptr())
+    return out
+
+
 class FastWindowStep:
     def __init__(self, net: nn.Module, window: tuple[int, int], clip: float, weight_decay: float,
                  device: torch.device, graph: bool, warmup: int = 3, watch: LossWatch | None = None):
@@ -69,7 +81,7 @@ class FastWindowStep:
         """One window on the static buffers. Only device work, no host sync: capturable."""
         logits, (h, c) = self.net(self.x, (self.h, self.c))
         nll = F.cross_entropy(logits.view(-1, logits.size(-1)), self.y.view(-1))
-        grads = torch.autograd.grad(nll * self.x.size(0), self.params)
+        grads = unshared(torch.autograd.grad(nll * self.x.size(0), self.params))
         with torch.no_grad():
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             self.grad_norm.copy_(norm)

@@ -35,13 +35,65 @@ def drop(x: torch.Tensor, p: float, training: bool, per_window: bool) -> torch.T
     return F.dropout(x, p, training=True)
 
 
+class LSTMLayerFunction(torch.autograd.Function):
+    """One LSTM layer over a window, h_{t-1} optionally multiplied by a dropout mask, with a hand-written
+    backward: no autograd graph per time step, and the recurrent weight's gradient is one matmul over the
+    whole window instead of one small matmul per step.
+
+    gates_x: (T, B, 4H) input projections with both biases; h, c: (B, H); masks: (T, B, H) or None.
+    Returns the outputs (T, B, H) and the final h, c. Gate order (i, f, g, o) as nn.LSTM.
+    """
+
+    @staticmethod
+    def forward(ctx, gates_x, h, c, weight_hh, masks):
+        units = h.size(1)
+        acts = torch.empty_like(gates_x)  # sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
+        inputs, cells, tanh_cells = (h.new_empty(gates_x.size(0), *h.shape) for _ in range(3))
+        outputs = torch.empty_like(inputs)
+        c_prev = c
+        for t in range(gates_x.size(0)):
+            h_in = h if masks is None else h * masks[t]
+            inputs[t] = h_in
+            gates = torch.addmm(gates_x[t], h_in, weight_hh.t())
+            torch.sigmoid(gates, out=acts[t])
+            torch.tanh(gates[:, 2 * units : 3 * units], out=acts[t, :, 2 * units : 3 * units])
+            i, f, g, o = acts[t].chunk(4, 1)
+            c = torch.addcmul(f * c, i, g, out=cells[t])
+            h = torch.mul(o, torch.tanh(c, out=tanh_cells[t]), out=outputs[t])
+        ctx.save_for_backward(acts, inputs, c_prev, cells, tanh_cells, weight_hh, masks)
+        return outputs, h.clone(), c.clone()
+
+    @staticmethod
+    def backward(ctx, d_outputs, d_h, d_c):
+        acts, inputs, c0, cells, tanh_cells, weight_hh, masks = ctx.saved_tensors
+        d_gates = torch.empty_like(acts)
+        dh, dc = d_h, d_c
+        for t in reversed(range(acts.size(0))):
+            i, f, g, o = acts[t].chunk(4, 1)
+            di, df, dg, do = d_gates[t].chunk(4, 1)
+            dh = dh + d_outputs[t]
+            tc = tanh_cells[t]
+            torch.mul(dh * tc, o * (1 - o), out=do)
+            dc = dc + dh * o * (1 - tc * tc)
+            torch.mul(dc * g, i * (1 - i), out=di)
+            torch.mul(dc * (cells[t - 1] if t else c0), f * (1 - f), out=df)
+            torch.mul(dc * i, 1 - g * g, out=dg)
+            dc = dc * f
+            dh = d_gates[t] @ weight_hh  # the gradient of h_in
+            if masks is not None:
+                dh = dh * masks[t]
+        d_weight = d_gates.flatten(0, 1).t() @ inputs.flatten(0, 1)
+        return d_gates, dh, dc, d_weight, None
+
+
 class StepLSTM(nn.Module):
     """A multi-layer LSTM as an explicit step loop, for what the fused kernel cannot do.
 
     Parameters are named and shaped as in nn.LSTM (weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, ...)
     and the gate order is nn.LSTM's (i, f, g, o), so weights move between the two unchanged and, with all
     dropout off and no layer norm, both compute the same function. The input projection of every step is
-    one matmul per layer; only the recurrent matmul and the cell run per step.
+    one matmul per layer; only the recurrent matmul and the cell run per step. Without layer norm or
+    autocast a layer runs as LSTMLayerFunction (its own backward); otherwise as plain autograd ops.
     """
 
     def __init__(self, hidden_size: int, num_layers: int, between: float = 0.0, recurrent: float = 0.0,
@@ -61,13 +113,20 @@ class StepLSTM(nn.Module):
 
     def layer(self, k: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
               weight_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        gates_x = F.linear(x, getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}"))
-        bias_hh = getattr(self, f"bias_hh_l{k}")
+        weight_ih, bias_ih, bias_hh = (getattr(self, f"{name}_l{k}") for name in ("weight_ih", "bias_ih", "bias_hh"))
+        p = self.recurrent if self.training else 0.0
+        window_mask = dropout_mask(h.shape, p, h) if p and self.variational else None
+        if not (self.layer_norm or torch.is_autocast_enabled(x.device.type)):
+            masks = None
+            if p:  # dropout on h_{t-1} -> h_t: a fresh mask every step, or the window's mask at every step
+                masks = (window_mask.expand(x.size(0), *h.shape) if window_mask is not None
+                         else torch.stack([dropout_mask(h.shape, p, h) for _ in range(x.size(0))]))
+            return LSTMLayerFunction.apply(F.linear(x, weight_ih, bias_ih + bias_hh), h, c, weight_hh, masks)
+        # layer norm (of the two gate pre-activations apart, and of the cell) or autocast: autograd, step by step
+        gates_x = F.linear(x, weight_ih, bias_ih)
         if self.layer_norm:
             norm_x, norm_h, norm_c = self.norms[k]
             gates_x = norm_x(gates_x)
-        p = self.recurrent if self.training else 0.0
-        window_mask = dropout_mask(h.shape, p, h) if p and self.variational else None
         outputs = []
         for t in range(x.size(0)):
             h_in = h
