@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 from weakref import proxy
 
 import lightning as L
@@ -196,13 +197,14 @@ class LastCheckpoint(ModelCheckpoint):
 
     @staticmethod
     def link(trainer, source: str, filepath: str) -> bool:
+        def hard_link(tmp: Path) -> None:
+            tmp.unlink(missing_ok=True)
+            os.link(source, tmp)
+
         linked = True
         if trainer.is_global_zero:
-            tmp = Path(filepath).with_name(f".{Path(filepath).name}.tmp")
             try:
-                tmp.unlink(missing_ok=True)
-                os.link(source, tmp)
-                os.replace(tmp, filepath)
+                replace_atomically(filepath, hard_link)
             except OSError:
                 linked = False
         return trainer.strategy.broadcast(linked)
@@ -213,7 +215,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     truncated .ckpt where a good one was."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        save = super().save_checkpoint
+        replace_atomically(path, lambda tmp: save(checkpoint, tmp, storage_options))
+
+
+def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
+    """`write` a temporary file beside `path`, then rename it to `path`: whoever opens `path` finds the
+    old file or the whole new one, never a part (a crash mid-write leaves the old one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)

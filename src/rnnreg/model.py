@@ -48,24 +48,23 @@ class LSTMLayerFunction(torch.autograd.Function):
     def forward(ctx, gates_x, h, c, weight_hh, masks):
         units = h.size(1)
         acts = torch.empty_like(gates_x)  # sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
-        inputs, cells, tanh_cells = (h.new_empty(gates_x.size(0), *h.shape) for _ in range(3))
-        outputs = torch.empty_like(inputs)
-        c_prev = c
+        outputs, cells, tanh_cells = (h.new_empty(gates_x.size(0), *h.shape) for _ in range(3))
+        inputs = None if masks is None else torch.empty_like(outputs)  # h_{t-1} after its mask
+        h0, c0 = h, c
         for t in range(gates_x.size(0)):
-            h_in = h if masks is None else h * masks[t]
-            inputs[t] = h_in
+            h_in = h if masks is None else torch.mul(h, masks[t], out=inputs[t])
             gates = torch.addmm(gates_x[t], h_in, weight_hh.t())
             torch.sigmoid(gates, out=acts[t])
             torch.tanh(gates[:, 2 * units : 3 * units], out=acts[t, :, 2 * units : 3 * units])
             i, f, g, o = acts[t].chunk(4, 1)
             c = torch.addcmul(f * c, i, g, out=cells[t])
             h = torch.mul(o, torch.tanh(c, out=tanh_cells[t]), out=outputs[t])
-        ctx.save_for_backward(acts, inputs, c_prev, cells, tanh_cells, weight_hh, masks)
+        ctx.save_for_backward(acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs)
         return outputs, h.clone(), c.clone()
 
     @staticmethod
     def backward(ctx, d_outputs, d_h, d_c):
-        acts, inputs, c0, cells, tanh_cells, weight_hh, masks = ctx.saved_tensors
+        acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs = ctx.saved_tensors
         d_gates = torch.empty_like(acts)
         dh, dc = d_h, d_c
         for t in reversed(range(acts.size(0))):
@@ -82,6 +81,8 @@ class LSTMLayerFunction(torch.autograd.Function):
             dh = d_gates[t] @ weight_hh  # the gradient of h_in
             if masks is not None:
                 dh = dh * masks[t]
+        if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
+            inputs = torch.cat([h0[None], outputs[:-1]])
         d_weight = d_gates.flatten(0, 1).t() @ inputs.flatten(0, 1)
         return d_gates, dh, dc, d_weight, None
 

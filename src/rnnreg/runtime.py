@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.callbacks import TrainingDiverged
+from rnnreg.callbacks import TrainingDiverged, replace_atomically
 from rnnreg.data import DataError
 
 log = logging.getLogger("rnnreg")
@@ -98,9 +98,7 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
 def write_json_atomic(path: str | Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
