@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 import torch
 
 from rnnreg import CONF_DIR
+from rnnreg.callbacks import replace_atomically
 from rnnreg.data import DataError
 from rnnreg.evaluate import evaluate, load_task
 from rnnreg.runtime import ConfigError
@@ -68,6 +69,21 @@ def test_last_checkpoint_links_best_when_both_hold_one_state_and_never_changes_i
     assert not list((tmp_path / "run/checkpoints").glob(".*"))  # no temporary file left behind
     weights = {k: v for k, v in best["state_dict"].items()}
     assert any(not torch.equal(weights[k], last["state_dict"][k]) for k in weights)
+
+
+def test_a_write_that_fails_part_way_leaves_the_old_file(tmp_path):
+    """What checkpoints (AtomicCheckpointIO, LastCheckpoint's link) and metrics.json are written with."""
+    target = tmp_path / "last.ckpt"
+    target.write_text("the good one")
+
+    def dies_half_way(tmp: Path) -> None:
+        tmp.write_text("the ne")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        replace_atomically(target, dies_half_way)
+    assert target.read_text() == "the good one"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left beside it
 
 
 def test_no_link_when_checkpoints_are_written_in_place(tiny_cfg, tmp_path):

@@ -221,8 +221,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
     """`write` a temporary file beside `path`, then rename it to `path`: whoever opens `path` finds the
-    old file or the whole new one, never a part (a crash mid-write leaves the old one)."""
+    old file or the whole new one, never a part (a failed or killed write leaves the old one)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
