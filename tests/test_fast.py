@@ -8,6 +8,7 @@ import torch
 from omegaconf import open_dict
 
 from rnnreg.callbacks import TrainingDiverged
+from rnnreg.fast import unshared
 from rnnreg.report import history
 from rnnreg.train import build, train
 
@@ -40,6 +41,20 @@ def test_fast_step_computes_the_plain_step(tiny_cfg, tmp_path, placement):
     assert a["global_step"] == b["global_step"] == 50
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_unshared_copies_only_overlapping_gradients():
+    """A gradient that overlaps an earlier one in memory (the same tensor, or a view into it) gets its own
+    copy, or the in-place update would change it twice; disjoint views of one buffer (how cuDNN hands over
+    its LSTM weight gradients) are used as they are, with no copy."""
+    flat, bias = torch.arange(12.0), torch.arange(10.0)
+    grads = (flat[:4], flat[4:8].view(2, 2), flat[8:], bias, bias, bias[3:5], flat[2:6], flat[::2][1:])
+    out = unshared(grads)
+    assert [o.data_ptr() == g.data_ptr() for o, g in zip(out, grads)] == [True] * 4 + [False] * 4
+    assert all(torch.equal(o, g) for o, g in zip(out, grads))
+    for o in out:  # scaling each in place once scales every element once
+        o.mul_(2)
+    assert torch.equal(flat, torch.arange(12.0) * 2) and torch.equal(bias, torch.arange(10.0) * 2)
 
 
 class RecordState(L.Callback):

@@ -44,14 +44,21 @@ class LossWatch:
 
 
 def unshared(grads: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-    """The gradients, each in its own memory. autograd.grad may hand two parameters one tensor (b_ih and
-    b_hh of the step-loop LSTM share their sum's gradient); the in-place clip and update below would then
-    scale it twice. (.backward() gives each parameter its own .grad.)"""
-    seen: set[int] = set()
+    """The gradients, none overlapping another in memory. autograd.grad may hand two parameters one tensor
+    (b_ih and b_hh of the step-loop LSTM share their sum's gradient); the in-place clip and update below
+    would then scale it twice. (.backward() gives each parameter its own .grad.) Disjoint views of one
+    buffer (cuDNN's LSTM weight gradients) are left as they are: no copy."""
+    taken: list[tuple[int, int, int]] = []  # (storage, first byte, last byte + 1) of each kept gradient
     out = []
     for g in grads:
-        out.append(g.clone() if g.data_ptr() in seen else g)
-        seen.add(g.data_ptr())
+        storage, first = g.untyped_storage().data_ptr(), g.storage_offset() * g.element_size()
+        extent = 1 + sum((size - 1) * stride for size, stride in zip(g.shape, g.stride())) if g.numel() else 0
+        span = (storage, first, first + extent * g.element_size())
+        if any(s == span[0] and lo < span[2] and span[1] < hi for s, lo, hi in taken):
+            g = g.clone()
+            span = (g.untyped_storage().data_ptr(), 0, g.numel() * g.element_size())
+        taken.append(span)
+        out.append(g)
     return out
 
 
@@ -90,9 +97,11 @@ class FastWindowStep:
                 torch._foreach_mul_(grads, clip_coef)
                 torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
                 torch._foreach_mul_(grads, self.lr)
-            else:  # one pass over the gradients fewer
-                torch._foreach_mul_(grads, clip_coef * self.lr)
-            torch._foreach_sub_(self.params, grads)
+                torch._foreach_sub_(self.params, grads)
+            else:  # p -= (clip_coef * lr) * g in one pass: reads p and g once, writes p (no rescaled g)
+                step = clip_coef * self.lr
+                for p, g in zip(self.params, grads):
+                    p.addcmul_(g, step, value=-1)
             self.h.copy_(h)
             self.c.copy_(c)
             loss = nll.detach()
