@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import TINY
+from rnnreg.report import collect, plot_groups
 from test_cli import run
 
 
@@ -116,6 +117,9 @@ def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
         image = matplotlib.image.imread(sweep / png)
         assert image.ndim == 3 and image.shape[0] > 100
     assert "failed" in report
+    # no seeds repeat: the plots draw each run on its own, the failed one marked
+    assert list(plot_groups(collect(sweep))) == ["model.init_scale=0.1", "model.init_scale=0.05",
+                                                "model.init_scale=-1 (failed)"]
 
 
 def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
@@ -136,6 +140,10 @@ def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
             assert values[0] != values[1]  # the seed changed the run
             mean, sd = (sum(values) / 2, abs(values[0] - values[1]) / 2 ** 0.5)
             assert cell == f"{mean:.2f} ± {sd:.2f}"
+    # the plots draw one mean curve and one bar per init scale, over its two seeds
+    groups = plot_groups(collect(sweep))
+    assert sorted(groups) == ["model.init_scale=0.05 (2 seeds)", "model.init_scale=0.1 (2 seeds)"]
+    assert all(len({r["differs"] for r in runs}) == 2 for runs in groups.values())
 
 
 def test_optuna_search_runs_three_trials(tiny_cli, tmp_path):

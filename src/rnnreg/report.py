@@ -1,4 +1,5 @@
-"""rnnreg-report: one row per run of a run or multirun folder, as markdown, plus PNG plots.
+"""rnnreg-report: one row per run of a run or multirun folder, as markdown, plus PNG plots (validation
+curves, test bars; a configuration run with several seeds is drawn once, as their mean).
 
 Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`; a job without
 `metrics.json` (crashed or killed) is listed as failed. When completed runs differ only in their seed
@@ -101,24 +102,46 @@ def seeds_table(groups: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], out: Path, paper: dict) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
+def plot_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """What the plots show, label -> runs: one entry per configuration (its overrides other than `seed`),
+    so that the seeds of one configuration are drawn as one mean curve and one bar; failed runs apart."""
+    groups: dict[str, list[dict]] = {}
     for r in rows:
-        if r["val_history"]:
-            ax.plot(range(1, len(r["val_history"]) + 1), r["val_history"], marker=".", label=r["differs"])
-    ax.set(xlabel="epoch", ylabel="validation perplexity", yscale="log", title="Validation perplexity")
+        key = r["seedless"] if r["status"] == "completed" else f"{r['differs']} (failed)"
+        groups.setdefault(key, []).append(r)
+    return {(f"{key} ({len(runs)} seeds)" if len(runs) > 1 else key if runs[0]["status"] != "completed"
+             else runs[0]["differs"]): runs for key, runs in groups.items()}
+
+
+def plot(rows: list[dict], out: Path, paper: dict) -> None:
+    groups = plot_groups(rows)
+    seeded = any(len(runs) > 1 for runs in groups.values())
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, runs in groups.items():
+        curves = [r["val_history"] for r in runs if r["val_history"]]
+        if not curves:
+            continue
+        epochs = list(zip(*curves))  # the epochs every seed reached
+        line, = ax.plot(range(1, len(epochs) + 1), [statistics.mean(e) for e in epochs], marker=".", label=label)
+        if len(curves) > 1:  # mean of the seeds, their range shaded
+            ax.fill_between(range(1, len(epochs) + 1), [min(e) for e in epochs], [max(e) for e in epochs],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set(xlabel="epoch", ylabel="validation perplexity", yscale="log",
+           title="Validation perplexity" + (" (mean over seeds, range shaded)" if seeded else ""))
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "val_ppl.png", dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    labels = [r["differs"] if r["status"] == "completed" else f"{r['differs']} (failed)" for r in rows]
-    ax.bar(range(len(rows)), [0 if math.isnan(r["test_ppl"]) else r["test_ppl"] for r in rows], color="tab:blue")
+    tests = [[0 if math.isnan(r["test_ppl"]) else r["test_ppl"] for r in runs] for runs in groups.values()]
+    ax.bar(range(len(groups)), [statistics.mean(t) for t in tests], color="tab:blue", capsize=3,
+           yerr=[statistics.stdev(t) if len(t) > 1 else 0 for t in tests] if seeded else None)
     for (name, value), style in zip(paper.items(), ("--", "-.", ":")):
         ax.axhline(value, color="tab:red", linestyle=style, label=f"paper {name}: {value}")
-    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=7)
-    ax.set(ylabel="test perplexity (one stream)", title="Final test perplexity")
+    ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="test perplexity (one stream)",
+           title="Final test perplexity" + (" (mean ± sd over seeds)" if seeded else ""))
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "test_ppl.png", dpi=100)
