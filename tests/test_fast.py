@@ -43,6 +43,23 @@ def test_fast_step_computes_the_plain_step(tiny_cfg, tmp_path, placement):
         torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-4, atol=1e-6)
 
 
+def test_fast_step_rounds_as_the_plain_step_at_lr_one(tiny_cfg, tmp_path):
+    """At lr 1 (the paper's first epochs) without weight decay the fast step rounds exactly as the plain
+    step, clipping included: the same losses and weights to the last bit. (SGD at lr 1 grows a last-bit
+    difference into a different run within tens of windows, so float32 tolerance alone would let the two
+    runs part.)"""
+    for fast in (False, True):
+        train(tiny_cfg("dropout=non_recurrent", "model.dropout_rate=0.3", "optim.clip=0.05", *LOGGED,
+                       f"speed.fast_step={fast}", run=f"fast={fast}"))
+    plain, fast = (history(tmp_path / f"fast={f}", "train/loss") for f in (False, True))
+    assert len(fast) == 50 and fast == plain
+    assert history(tmp_path / "fast=True", "lr-SGD") == [1.0, 1.0]
+    assert min(history(tmp_path / "fast=True", "train/grad_norm")) > 0.05  # clipped
+    a, b = (torch.load(tmp_path / f"fast={f}/checkpoints/last.ckpt", weights_only=False) for f in (False, True))
+    for name, value in a["state_dict"].items():
+        assert torch.equal(b["state_dict"][name], value), name
+
+
 def test_unshared_copies_only_overlapping_gradients():
     """A gradient that overlaps an earlier one in memory (the same tensor, or a view into it) gets its own
     copy, or the in-place update would change it twice; disjoint views of one buffer (how cuDNN hands over
