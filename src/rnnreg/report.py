@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def find_runs(root: Path) -> list[Path]:
     runs = sorted({p.parent.parent for p in root.rglob(".hydra/config.yaml")},
-                  key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(root).parts])
+                  key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.relative_to(root).parts])
     if not runs:
         raise ConfigError(f"no runs under {root}: give a run folder or a multirun folder (with .hydra/ inside)")
     return runs
