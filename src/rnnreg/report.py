@@ -66,17 +66,24 @@ def collect(root: Path) -> list[dict]:
 PPL_COLUMNS = {"best_val_ppl": "best val ppl", "test_ppl": "test ppl (1 stream)", "test_ppl_batched": "test ppl (batched)"}
 
 
-def over_seeds(rows: list[dict]) -> list[dict]:
-    """Completed runs grouped by their overrides other than `seed`, where a group has 2 or more runs:
-    the number of seeds and each perplexity's mean and sample standard deviation."""
+def by_config(rows: list[dict]) -> dict[str, list[dict]]:
+    """Runs grouped by their overrides other than `seed` (a configuration and its seeds); failed runs
+    apart, keyed "<overrides> (failed)"."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        if r["status"] == "completed":
-            groups.setdefault(r["seedless"], []).append(r)
+        key = r["seedless"] if r["status"] == "completed" else f"{r['differs']} (failed)"
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
+def over_seeds(rows: list[dict]) -> list[dict]:
+    """Configurations completed with 2 or more seeds: the number of seeds and each perplexity's mean and
+    sample standard deviation."""
     return [{"config": config, "seeds": len(runs)} | {
                 key: (statistics.mean(r[key] for r in runs), statistics.stdev(r[key] for r in runs))
                 for key in PPL_COLUMNS}
-            for config, runs in groups.items() if len(runs) > 1 and len({r["differs"] for r in runs}) == len(runs)]
+            for config, runs in by_config(rows).items()
+            if runs[0]["status"] == "completed" and len(runs) > 1 and len({r["differs"] for r in runs}) == len(runs)]
 
 
 def fmt(value, spec: str = ".1f") -> str:
@@ -103,14 +110,10 @@ def seeds_table(groups: list[dict]) -> str:
 
 
 def plot_groups(rows: list[dict]) -> dict[str, list[dict]]:
-    """What the plots show, label -> runs: one entry per configuration (its overrides other than `seed`),
-    so that the seeds of one configuration are drawn as one mean curve and one bar; failed runs apart."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        key = r["seedless"] if r["status"] == "completed" else f"{r['differs']} (failed)"
-        groups.setdefault(key, []).append(r)
+    """What the plots show, label -> runs: one entry per configuration (by_config), so that the seeds of
+    one configuration are drawn as one mean curve and one bar."""
     return {(f"{key} ({len(runs)} seeds)" if len(runs) > 1 else key if runs[0]["status"] != "completed"
-             else runs[0]["differs"]): runs for key, runs in groups.items()}
+             else runs[0]["differs"]): runs for key, runs in by_config(rows).items()}
 
 
 def plot(rows: list[dict], out: Path, paper: dict) -> None:
