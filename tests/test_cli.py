@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
-
-
-def run(script: str, *overrides: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"HYDRA_FULL_ERROR": "0"} | (env or {})
-    proc = subprocess.run([str(BIN / script), *overrides], capture_output=True, text=True, env=env, timeout=900)
-    if check and proc.returncode:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+from helpers import run
 
 
 @pytest.fixture(scope="module")

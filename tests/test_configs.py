@@ -8,7 +8,7 @@ import pytest
 
 from rnnreg import CONF_DIR
 from rnnreg.train import build
-from conftest import compose_config
+from helpers import compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
@@ -16,11 +16,11 @@ EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yam
 def test_default_is_the_paper_medium_recipe(tmp_path):
     cfg = compose_config([], tmp_path)
     assert cfg.experiment_name == "paper_medium"
-    assert (cfg.model.hidden_size, cfg.model.dropout_rate, cfg.model.init_scale) == (650, 0.5, 0.05)
+    assert (cfg.model.hidden_size, cfg.dropout.p, cfg.model.init_scale) == (650, 0.5, 0.05)
     assert (cfg.data.bptt, cfg.data.batch_size, cfg.trainer.max_epochs) == (35, 20, 39)
-    assert (cfg.optim.lr, cfg.optim.decay, cfg.optim.decay_start, cfg.optim.clip) == (1.0, 1.2, 6, 5.0)
-    assert cfg.dropout == {"input": 0.5, "between": 0.5, "output": 0.5, "recurrent": 0.0, "variational": False,
-                           "weight_drop": 0.0}
+    assert (cfg.optim.lr, cfg.optim.decay, cfg.optim.decay_start, cfg.trainer.gradient_clip_val) == (1.0, 1.2, 6, 5.0)
+    assert cfg.dropout == {"p": 0.5, "input": 0.5, "between": 0.5, "output": 0.5, "recurrent": 0.0,
+                           "variational": False, "weight_drop": 0.0, "embedding": 0.0}
     assert cfg.trainer.accelerator == "auto"
 
 
@@ -31,13 +31,15 @@ def test_default_is_the_paper_medium_recipe(tmp_path):
 def test_paper_recipes(name, recipe, tmp_path):
     cfg = compose_config([f"experiment={name}"], tmp_path)
     got = (cfg.model.hidden_size, cfg.data.bptt, cfg.trainer.max_epochs, cfg.optim.decay,
-           cfg.optim.decay_start, cfg.optim.clip, cfg.model.init_scale, cfg.dropout.output)
+           cfg.optim.decay_start, cfg.trainer.gradient_clip_val, cfg.model.init_scale, cfg.dropout.output)
     assert got == recipe
 
 
 def test_model_override_keeps_the_experiment_recipe(tmp_path):
+    """The model group is the architecture; the recipe (p, bptt, schedule, clip) is the experiment's."""
     cfg = compose_config(["model=large"], tmp_path)
-    assert cfg.model.hidden_size == 1500 and cfg.dropout.input == 0.65 and cfg.data.bptt == 35
+    assert cfg.model.hidden_size == 1500 and cfg.model.init_scale == 0.04
+    assert cfg.dropout.input == cfg.dropout.p == 0.5 and cfg.data.bptt == 35 and cfg.trainer.max_epochs == 39
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

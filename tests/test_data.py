@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rnnreg.data import BPTTWindows, Corpus, DataError, LMDataModule, batchify, ensure_files
-from conftest import SHARED_PTB, compose_config
+from helpers import compose_config
 
 PTB_FILES = {s: {"name": f"ptb.{s}.txt"} for s in ("train", "valid", "test")}
 
@@ -96,52 +96,53 @@ def http_root(tmp_path: Path):
     server.server_close()
 
 
-def pinned_files(tmp_path: Path) -> dict:
-    sums = dict(line.split()[::-1] for line in (SHARED_PTB / "SHA256SUMS").read_text().splitlines())
-    return {s: {"name": f"ptb.{s}.txt", "sha256": sums[f"ptb.{s}.txt"]} for s in ("train", "valid", "test")}
+@pytest.fixture
+def pinned_files(ptb_config) -> dict:
+    """The split files with the sha256 sums pinned in conf/data/ptb.yaml."""
+    return ptb_config.files
 
 
-def test_download_verifies_and_caches(http_root, tmp_path: Path):
+def test_download_verifies_and_caches(http_root, ptb_dir: Path, pinned_files, tmp_path: Path):
     root, url = http_root
-    for f in SHARED_PTB.glob("ptb.*.txt"):
+    for f in ptb_dir.glob("ptb.*.txt"):
         (root / f.name).write_bytes(f.read_bytes())
     cache = tmp_path / "cache"
-    paths = ensure_files(cache, pinned_files(tmp_path), url)
-    assert all(p.read_bytes() == (SHARED_PTB / p.name).read_bytes() for p in paths.values())
+    paths = ensure_files(cache, pinned_files, url)
+    assert all(p.read_bytes() == (ptb_dir / p.name).read_bytes() for p in paths.values())
     assert sorted(p.name for p in cache.iterdir()) == ["ptb.test.txt", "ptb.train.txt", "ptb.valid.txt"]
     for f in root.iterdir():  # cached: a second call needs no server files
         f.unlink()
-    assert ensure_files(cache, pinned_files(tmp_path), url) == paths
+    assert ensure_files(cache, pinned_files, url) == paths
 
 
-def test_download_checksum_mismatch_keeps_nothing(http_root, tmp_path: Path):
+def test_download_checksum_mismatch_keeps_nothing(http_root, ptb_dir: Path, pinned_files, tmp_path: Path):
     root, url = http_root
-    for f in SHARED_PTB.glob("ptb.*.txt"):
+    for f in ptb_dir.glob("ptb.*.txt"):
         (root / f.name).write_bytes(f.read_bytes())
     (root / "ptb.valid.txt").write_bytes(b"tampered\n")
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match=r"checksum mismatch for ptb.valid.txt .*not used"):
-        ensure_files(cache, pinned_files(tmp_path), url)
+        ensure_files(cache, pinned_files, url)
     assert sorted(p.name for p in cache.iterdir()) == ["ptb.train.txt"]  # no partial or bad file left
 
 
-def test_offline_error_names_urls_and_folder(tmp_path: Path):
+def test_offline_error_names_urls_and_folder(pinned_files, tmp_path: Path):
     cache = tmp_path / "cache"
     url = "http://127.0.0.1:9"  # discard port: connection refused
     with pytest.raises(DataError) as err:
-        ensure_files(cache, pinned_files(tmp_path), url)
+        ensure_files(cache, pinned_files, url)
     message = str(err.value)
     assert f"{url}/ptb.train.txt" in message and f"{url}/ptb.test.txt" in message
     assert str(cache) in message and "\n" not in message
     assert not cache.exists() or not any(cache.iterdir())
 
 
-def test_cached_file_with_wrong_checksum_is_rejected(tmp_path: Path):
+def test_cached_file_with_wrong_checksum_is_rejected(ptb_dir: Path, pinned_files, tmp_path: Path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    for f in SHARED_PTB.glob("ptb.*.txt"):
+    for f in ptb_dir.glob("ptb.*.txt"):
         (cache / f.name).write_bytes(f.read_bytes())
     (cache / "ptb.test.txt").write_bytes(b"truncated")
     with pytest.raises(DataError, match=r"checksum mismatch for .*ptb.test.txt"):
-        ensure_files(cache, pinned_files(tmp_path), None)
+        ensure_files(cache, pinned_files, None)
     assert (cache / "ptb.test.txt").read_bytes() == b"truncated"  # reported, not silently replaced

@@ -11,7 +11,7 @@ import torch
 
 from rnnreg.report import history
 from rnnreg.train import train
-from test_cli import run
+from helpers import run
 
 COMMON = ("trainer.max_epochs=2", "trainer.limit_train_batches=30", "dropout=none", "logger=csv",
           "trainer.log_every_n_steps=1")
@@ -19,7 +19,7 @@ COMMON = ("trainer.max_epochs=2", "trainer.limit_train_batches=30", "dropout=non
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_cfg, tiny_corpus, tmp_path):
-    from conftest import TINY
+    from helpers import TINY
     ddp_dir = tmp_path / "ddp"
     run("rnnreg-train", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *COMMON,
         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
@@ -54,7 +54,7 @@ def test_ddp_mid_epoch_checkpoint_resumes_exactly(tiny_corpus, tmp_path):
     both ranks; 2 processes resumed from it = the 2 processes that went on (per-step losses, weights).
     (The checkpoint is saved by a callback, not a signal: Lightning's SIGTERM handler itself broadcasts
     between ranks, which can deadlock a local 2-process run; single-process stops are tested with signals.)"""
-    from conftest import TINY
+    from helpers import TINY
     args = ("experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *COMMON, "trainer=ddp",
             "trainer.accelerator=cpu", "trainer.devices=2")
     whole, resumed, mid = tmp_path / "whole", tmp_path / "resumed", tmp_path / "mid.ckpt"
@@ -73,7 +73,7 @@ def test_ddp_mid_epoch_checkpoint_resumes_exactly(tiny_corpus, tmp_path):
 
 
 def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
-    from conftest import TINY
+    from helpers import TINY
     proc = run("rnnreg-train", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "data.batch_size=3",
                "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path}",
                check=False)
@@ -84,7 +84,7 @@ def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
 @pytest.mark.slow
 def test_ddp_divergence_stops_every_process(tiny_corpus, tmp_path):
     """The ranks agree on a diverged loss before stopping: both stop with the error, none hangs in a collective."""
-    from conftest import TINY
+    from helpers import TINY
     proc = run("rnnreg-train", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=3",
                "optim.decay=1e-20", "optim.decay_start=1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                f"hydra.run.dir={tmp_path}", check=False)

@@ -7,14 +7,14 @@ import torch
 
 import rnnreg.model as model_module
 from rnnreg.model import LSTMLanguageModel
-from conftest import compose_config
+from helpers import compose_config
 
 V, H = 40, 16
 
 
 def make(placement: str, layers: int = 2, p: float = 0.5, **kwargs) -> LSTMLanguageModel:
     """The model exactly as rnnreg-train builds it for `dropout=<placement>`."""
-    d = compose_config([f"dropout={placement}", f"model.dropout_rate={p}"], "unused").dropout
+    d = compose_config([f"dropout={placement}", f"dropout.p={p}"], "unused").dropout
     torch.manual_seed(0)
     return LSTMLanguageModel(V, H, layers, 0.1, dropout_input=d.input, dropout_between=d.between,
                              dropout_output=d.output, dropout_recurrent=d.recurrent, variational=d.variational,

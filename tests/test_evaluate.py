@@ -10,19 +10,19 @@ import pytest
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
 from rnnreg.train import train
-from conftest import compose_config
+from helpers import compose_config
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """Two different small models trained on the same tiny corpus (different seeds and epochs)."""
-    from conftest import TINY, write_corpus
+    from helpers import TINY, write_corpus
     root = tmp_path_factory.mktemp("ens")
     corpus = write_corpus(root / "corpus")
     paths = []
     for seed, epochs in ((1, 3), (2, 1)):
         cfg = compose_config(["experiment=paper_small", *TINY, f"data.data_dir={corpus}", f"seed={seed}",
-                              f"trainer.max_epochs={epochs}", "dropout=non_recurrent", "model.dropout_rate=0.2",
+                              f"trainer.max_epochs={epochs}", "dropout=non_recurrent", "dropout.p=0.2",
                               "test=false"], root / f"run{seed}")
         train(cfg)
         paths.append(str(root / f"run{seed}" / "checkpoints" / "last.ckpt"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from rnnreg.model import LSTMLanguageModel
-from conftest import compose_config
+from helpers import compose_config
 
 
 @pytest.mark.parametrize("name,params", [("small", 4_653_200), ("medium", 19_780_400), ("large", 66_034_000)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from rnnreg.evaluate import load_task
+from rnnreg.task import load_task
 from rnnreg.train import build, train
 
 
@@ -18,7 +18,7 @@ def fit(cfg):
 
 def test_regularizers_combine(tiny_cfg):
     cfg = tiny_cfg("regularizer=[layer_norm,weight_decay,tied_embeddings,embedding_dropout]")
-    assert cfg.model.layer_norm and cfg.model.tie_weights and cfg.model.embedding_dropout == 0.1
+    assert cfg.model.layer_norm and cfg.model.tie_weights and cfg.dropout.embedding == 0.1
     assert cfg.optim.weight_decay > 0
 
 
@@ -55,7 +55,7 @@ def test_layer_norm_normalises_gates_and_cell(tiny_cfg):
 
 
 def test_embedding_dropout_drops_whole_words(tiny_cfg):
-    _, task, _ = build(tiny_cfg("regularizer=embedding_dropout", "model.embedding_dropout=0.5"))
+    _, task, _ = build(tiny_cfg("regularizer=embedding_dropout", "dropout.embedding=0.5"))
     net = task.net.train()
     tokens = torch.tensor([[3, 3, 3, 4, 4, 4]]).t()
     torch.manual_seed(0)
@@ -70,7 +70,7 @@ def test_embedding_dropout_drops_whole_words(tiny_cfg):
 def test_early_stopping_stops_and_tests_the_best(tiny_cfg, tmp_path):
     # lr grows 10x per epoch after the first: validation gets worse and the run must stop early
     cfg = tiny_cfg("regularizer=early_stopping", "callbacks.early_stopping.patience=1", "trainer.max_epochs=20",
-                   "optim.decay=0.1", "optim.decay_start=1", "optim.clip=100")
+                   "optim.decay=0.1", "optim.decay_start=1", "trainer.gradient_clip_val=100")
     metrics = train(cfg)
     assert metrics["epochs"] < 20
     assert metrics["best_val_ppl"] < metrics["val_ppl"]  # it stopped after getting worse

@@ -10,11 +10,11 @@ import lightning as L
 import pytest
 import torch
 
-from rnnreg.evaluate import load_task
+from rnnreg.task import load_task
 from rnnreg.report import history
 from rnnreg.train import train
 
-DROPOUT = ("dropout=non_recurrent", "model.dropout_rate=0.3")
+DROPOUT = ("dropout=non_recurrent", "dropout.p=0.3")
 
 
 def test_resume_is_exact(tiny_cfg, tmp_path):
@@ -33,17 +33,6 @@ def test_resume_is_exact(tiny_cfg, tmp_path):
     assert (tmp_path / "first/checkpoints/last.ckpt").is_file()  # the earlier run is left as it was
 
 
-class SignalAt(L.Callback):
-    """Sends this process `signum` at the end of training window `window` of the first epoch."""
-
-    def __init__(self, signum: int, window: int):
-        self.signum, self.window = signum, window
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.current_epoch == 0 and batch_idx + 1 == self.window:
-            os.kill(os.getpid(), self.signum)
-
-
 @pytest.mark.parametrize("signum,status,fast", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False),
                                                (signal.SIGTERM, 143, True)], ids=["SIGTERM", "Ctrl-C", "fast-step"])
 def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast):
@@ -51,7 +40,7 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
     state, the RNG and the epoch's training sums, so everything equals an uninterrupted run."""
     common = (*DROPOUT, "trainer.max_epochs=2", "logger=csv", f"speed.fast_step={fast}")
     whole = train(tiny_cfg(*common, run="whole"))
-    stop = ("+callbacks.signal_at._target_=test_resume.SignalAt", f"+callbacks.signal_at.signum={int(signum)}",
+    stop = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signum)}",
             "+callbacks.signal_at.window=7")
     with pytest.raises(SystemExit) as exit_:
         train(tiny_cfg(*common, *stop, run="first"))
@@ -59,7 +48,7 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
     first = tmp_path / "first"
     assert json.loads((first / "metrics.json").read_text())["status"] == "interrupted"
     ckpt = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
-    assert ckpt["epoch"] == 0 and ckpt["global_step"] == 7 and ckpt["LMDataModule"]["train_window"] == 7
+    assert ckpt["epoch"] == 0 and ckpt["global_step"] == 7 and ckpt["train_window"] == 7
     assert ckpt["train_carry"]["tokens"] == 7 * 5 * 4  # windows x bptt x streams
     resumed = train(tiny_cfg(*common, f"ckpt_path={first}/checkpoints/last.ckpt", run="second"))
     for key in ("val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
@@ -84,6 +73,6 @@ def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path):
 
 
 def test_resume_last_without_earlier_run_is_a_clear_error(tiny_cfg, tmp_path):
-    from rnnreg.runtime import ConfigError
+    from rnnreg.errors import ConfigError
     with pytest.raises(ConfigError, match="ckpt_path=last: no earlier run of paper_small"):
         train(tiny_cfg(f"paths.output_root={tmp_path}/empty", "ckpt_path=last"))

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnreg.task import LanguageModelTask, Perplexity, paper_lr_factor
+from rnnreg.metrics import Perplexity
+from rnnreg.task import LanguageModelTask
 from rnnreg.train import build, train
 
 OPTIM = {"lr": 1.0, "decay": 2.0, "decay_start": 4, "clip": 5.0}
@@ -53,15 +54,6 @@ def test_summed_objective_equals_mean_objective_with_scaled_lr_and_clip():
         params.append([p.detach().clone() for p in task.parameters()])
     for a, b in zip(*params):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("decay,k,expected", [
-    (2.0, 4, [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 2 ** -6, 2 ** -7, 2 ** -8, 2 ** -9]),
-    (1.2, 6, [1] * 6 + [1.2 ** -i for i in range(1, 34)]),
-    (1.15, 14, [1] * 14 + [1.15 ** -i for i in range(1, 42)]),
-])
-def test_lr_schedule_factor(decay: float, k: int, expected: list[float]):
-    assert [paper_lr_factor(e, decay, k) for e in range(1, len(expected) + 1)] == pytest.approx(expected)
 
 
 class RecordLR(L.Callback):
@@ -127,7 +119,7 @@ def test_sanity_check_changes_nothing(tiny_cfg):
     results = []
     for sanity in (0, 2):
         cfg = tiny_cfg(f"trainer.num_sanity_val_steps={sanity}", "trainer.max_epochs=2",
-                       "model.dropout_rate=0.3", "dropout=non_recurrent",
+                       "dropout.p=0.3", "dropout=non_recurrent",
                        "trainer.limit_train_batches=4")
         L.seed_everything(0)
         dm, task, trainer = build(cfg)

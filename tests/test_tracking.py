@@ -9,9 +9,8 @@ import matplotlib.image
 import pytest
 import yaml
 
-from conftest import TINY
+from helpers import TINY, run
 from rnnreg.report import collect, find_runs, plot_groups
-from test_cli import run
 
 
 @pytest.fixture
@@ -74,7 +73,7 @@ def read_wandb_run(run_dir: Path) -> dict:
 def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credentials):
     sweep = tmp_path / "sweep"
     proc = run("rnnreg-train", "-m", *tiny_cli, "logger=wandb", "hydra/launcher=joblib",
-               "hydra.launcher.n_jobs=2", "dropout=none,non_recurrent", "model.dropout_rate=0.3",
+               "hydra.launcher.n_jobs=2", "dropout=none,non_recurrent", "dropout.p=0.3",
                f"hydra.sweep.dir={sweep}")
     assert proc.stdout.count("wandb sync") == 2
     dropouts = set()
@@ -89,7 +88,7 @@ def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credent
         history = wandb_run["history"]
         val = [row["val/ppl"] for row in history if "val/ppl" in row]
         assert len(val) == 2 and val[-1] == pytest.approx(metrics["val_ppl"])
-        assert any("train/words_per_sec" in row for row in history) and any("lr-SGD" in row for row in history)
+        assert any("train/words_per_sec" in row for row in history) and any("train/lr" in row for row in history)
         dropouts.add(wandb_run["config"]["dropout"]["input"])
     assert dropouts == {0.0, 0.3}  # each job's own resolved config
 
@@ -162,7 +161,7 @@ def test_optuna_search_runs_three_trials(tiny_cli, tmp_path):
         "trainer.max_epochs=1")
     jobs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").exists())
     assert len(jobs) == 3
-    rates = {yaml.safe_load((j / ".hydra/config.yaml").read_text())["model"]["dropout_rate"] for j in jobs}
+    rates = {yaml.safe_load((j / ".hydra/config.yaml").read_text())["dropout"]["p"] for j in jobs}
     assert len(rates) == 3 and all(0.2 <= r <= 0.7 for r in rates)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     best_val = min(json.loads((j / "metrics.json").read_text())["best_val_ppl"] for j in jobs)

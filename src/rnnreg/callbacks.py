@@ -8,17 +8,17 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
 from weakref import proxy
 
 import lightning as L
 import torch
-from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from rnnreg.fast import MAX_NLL
+from rnnreg.errors import OutputError, TrainingDiverged
+from rnnreg.io import AtomicCheckpointIO, replace_atomically
+from rnnreg.signals import MAX_NLL
 
 
 class SpeedMonitor(L.Callback):
@@ -73,7 +73,7 @@ class SpeedMonitor(L.Callback):
         self.train_words += self.epoch_words
         pl_module.log_dict({"train/words_per_sec": self.epoch_words_per_second,
                             "train/epoch_seconds": self.last_batch_end - self.epoch_start,
-                            "train/grad_norm": pl_module.grad_norm.float()}, rank_zero_only=True)
+                            "train/grad_norm": pl_module.signals.grad_norm.float()}, rank_zero_only=True)
 
     def state_dict(self) -> dict:
         return {"train_seconds": self.train_seconds, "train_words": self.train_words}
@@ -95,7 +95,7 @@ class LMProgressBar(RichProgressBar):
         metrics.pop("v_num", None)
         if trainer.training:
             if not self.loss_text or trainer.global_step % trainer.log_every_n_steps == 0:
-                loss = float(pl_module.last_loss)
+                loss = float(pl_module.signals.loss)
                 self.loss_text = {"loss": f"{loss:.3f}", "ppl": f"{min(math.exp(min(loss, MAX_NLL)), 1e9):.1f}"}
             metrics.update(self.loss_text)
             speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
@@ -104,22 +104,18 @@ class LMProgressBar(RichProgressBar):
         return metrics
 
 
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
 class NonFiniteLossGuard(L.Callback):
     """Stop at the first non-finite (or overflowing) training loss, naming the epoch and step. The failing
     epoch is never checkpointed, so checkpoints/last.ckpt stays the last good state.
 
-    Both steps record the first bad window on the device (no host sync per window, rnnreg.fast.LossWatch);
+    Both steps record the first bad window on the device (no host sync per window, rnnreg.signals);
     the record is read every `trainer.log_every_n_steps` windows and at the epoch's end, and under DDP the
     ranks agree before stopping (all stop together: none is left waiting in a collective)."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not (trainer.global_step % trainer.log_every_n_steps == 0 or batch_idx + 1 >= trainer.num_training_batches):
             return
-        bad = pl_module.divergence(batch_idx)
+        bad = pl_module.signals.divergence(batch_idx)
         if not trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
             return
         where = "on another DDP process"
@@ -205,27 +201,6 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             try:
                 replace_atomically(filepath, hard_link)
-            except OSError:
+            except OutputError:
                 linked = False
         return trainer.strategy.broadcast(linked)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints are written to a temporary file and renamed: a crash mid-write never leaves a
-    truncated .ckpt where a good one was."""
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        save = super().save_checkpoint
-        replace_atomically(path, lambda tmp: save(checkpoint, tmp, storage_options))
-
-
-def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
-    """`write` a temporary file beside `path`, then rename it to `path`: whoever opens `path` finds the
-    old file or the whole new one, never a part (a failed or killed write leaves the old one)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -18,13 +18,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rnnreg.errors import DataError
+
 EOS = "<eos>"
 UNK = "<unk>"
 SPLITS = ("train", "valid", "test")
-
-
-class DataError(ValueError):
-    """Bad or missing data; the message says what was wrong and how to fix it."""
 
 
 def sha256_of(path: Path) -> str:
@@ -156,14 +154,6 @@ class StartAt(Sampler[int]):
         return iter(range(start, self.length))
 
 
-def windows_done(trainer) -> int:
-    """Training windows completed in this epoch when a checkpoint is taken mid-epoch (SIGTERM, Ctrl-C), else 0."""
-    if trainer is None or trainer.state.fn != "fit":
-        return 0
-    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-    return done if 0 < done < trainer.num_training_batches else 0
-
-
 class LMDataModule(L.LightningDataModule):
     """Train/valid on `batch_size` streams; test both on one stream (the paper) and on `batch_size`."""
 
@@ -178,7 +168,7 @@ class LMDataModule(L.LightningDataModule):
         self.eval_bptt = eval_bptt or bptt
         self.test_batch_size = test_batch_size
         self.corpus: Corpus | None = None
-        self.resume_window = 0  # set from a mid-epoch checkpoint: the training stream continues there
+        self.resume_window = 0  # set by rnnreg.resume from a mid-epoch checkpoint: the stream continues there
 
     def prepare_data(self) -> None:
         ensure_files(self.data_dir, self.files, self.url_base)
@@ -217,13 +207,6 @@ class LMDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("valid", self.batch_size, self.eval_bptt, drop_last=False)
-
-    # A checkpoint taken mid-epoch records where the training stream stopped; resuming continues there.
-    def state_dict(self) -> dict:
-        return {"train_window": windows_done(self.trainer)}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.resume_window = state_dict.get("train_window", 0)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self.loader("test", self.test_batch_size, self.eval_bptt, drop_last=False),

@@ -1,15 +1,12 @@
-"""The fast training step (`speed.fast_step`): one window's forward, backward, clip, SGD update and state
-carry as one function of static buffers, with no host synchronisation, replayed as a CUDA graph.
+"""The fast training step (`speed.fast_step`): one window's forward, backward, update and state carry on
+static buffers with no host synchronisation, replayed as a CUDA graph on a GPU.
 
-What it computes is the plain step's (LanguageModelTask.training_step + Lightning's clip + SGD): the
-summed-over-time objective, global-norm clipping, lr (a device tensor, set from the optimiser's lr, so
-the scheduler still drives it) and weight decay, the carried (h, c) detached between windows. Training
-NLL and token sums stay on the device and reach the Perplexity metric once per epoch; a non-finite or
-overflowing loss is recorded on the device (LossWatch: first window and value) and checked at log intervals.
-
-On CUDA the step is captured in a CUDA graph after `warmup` eager windows (real training windows, run
-on a side stream as graph capture requires); `replay()` then launches the whole step at once. Without
-CUDA (`graph=False`, or the CPU tests) the same function runs eagerly on the same static buffers.
+It computes the plain step: the same objective, and the optimiser's own update rule (ClippedSGD.update,
+with the lr as a device tensor that the scheduler's value is copied into). Training NLL and token sums
+stay on the device and reach the Perplexity metric once per epoch; the loss, the gradient norm and the
+divergence record go to the task's TrainingSignals in place. On CUDA the step is captured after
+`warmup` eager windows (real training windows, on a side stream as capture requires); without CUDA the
+same program runs eagerly.
 """
 
 from __future__ import annotations
@@ -18,98 +15,61 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Above this mean NLL per word exp(NLL) overflows float64: the run has diverged.
-MAX_NLL = 700.0
+from rnnreg.errors import ConfigError
+from rnnreg.optim import ClippedSGD
+from rnnreg.signals import TrainingSignals
+
+MODES = ("auto", True, False)
 
 
-class LossWatch:
-    """The first non-finite or overflowing training loss, recorded on the device: no host sync per window
-    (capturable in a CUDA graph), read at log intervals. One per run, shared by the plain and the fast step."""
-
-    def __init__(self, device: torch.device):
-        self.windows = torch.zeros((), dtype=torch.long, device=device)
-        self.bad_window = torch.full((), -1, dtype=torch.long, device=device)
-        self.bad_loss = torch.zeros((), device=device)
-
-    def record(self, loss: torch.Tensor) -> None:
-        self.windows.add_(1)
-        bad = (~torch.isfinite(loss) | (loss > MAX_NLL)) & (self.bad_window < 0)
-        self.bad_window.copy_(torch.where(bad, self.windows, self.bad_window))
-        self.bad_loss.copy_(torch.where(bad, loss.float(), self.bad_loss))
-
-    def first(self) -> tuple[int, float] | None:
-        """(windows before the latest one, loss) of the first bad loss, or None. Syncs."""
-        window = int(self.bad_window)
-        return None if window < 0 else (int(self.windows) - window, float(self.bad_loss))
+def fast_step_wanted(mode, trainer) -> bool:
+    """auto: on for a single-GPU run; true: wherever it can run (CPU: eager); false: never. It needs one
+    process, one window per update and no fp16 loss scaling; true where it cannot run is an error."""
+    if mode not in MODES:
+        raise ConfigError(f"speed.fast_step={mode} must be auto, true or false")
+    scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # trainer.precision=16-mixed
+    can = trainer.world_size == 1 and not scaled and trainer.accumulate_grad_batches == 1
+    if mode is True and not can:
+        raise ConfigError("speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision="
+                          "16-mixed) and trainer.accumulate_grad_batches=1: set speed.fast_step=auto (it falls "
+                          "back to the plain step) or false")
+    return can and (mode is True or (mode == "auto" and trainer.strategy.root_device.type == "cuda"))
 
 
-def unshared(grads: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-    """The gradients, none overlapping another in memory. autograd.grad may hand two parameters one tensor
-    (b_ih and b_hh of the step-loop LSTM share their sum's gradient); the in-place clip and update below
-    would then scale it twice. (.backward() gives each parameter its own .grad.) Disjoint views of one
-    buffer (cuDNN's LSTM weight gradients) are left as they are: no copy."""
-    taken: list[tuple[int, int, int]] = []  # (storage, first byte, last byte + 1) of each kept gradient
-    out = []
-    for g in grads:
-        storage, first = g.untyped_storage().data_ptr(), g.storage_offset() * g.element_size()
-        extent = 1 + sum((size - 1) * stride for size, stride in zip(g.shape, g.stride())) if g.numel() else 0
-        span = (storage, first, first + extent * g.element_size())
-        if any(s == span[0] and lo < span[2] and span[1] < hi for s, lo, hi in taken):
-            g = g.clone()
-            span = (g.untyped_storage().data_ptr(), 0, g.numel() * g.element_size())
-        taken.append(span)
-        out.append(g)
-    return out
-
-
-class FastWindowStep:
-    def __init__(self, net: nn.Module, window: tuple[int, int], clip: float, weight_decay: float,
-                 device: torch.device, graph: bool, warmup: int = 3, watch: LossWatch | None = None):
-        self.net, self.clip, self.weight_decay = net, clip, weight_decay
-        self.params = [p for p in net.parameters() if p.requires_grad]
+class FastStep:
+    def __init__(self, net: nn.Module, optimizer: ClippedSGD, window: tuple[int, int], signals: TrainingSignals,
+                 device: torch.device, graph: bool, warmup: int = 3):
+        self.net, self.optimizer, self.signals = net, optimizer, signals
         self.graph = graph and device.type == "cuda"
         self.warmup = warmup
         self.cuda_graph: torch.cuda.CUDAGraph | None = None
         self.windows_run = 0
-        zeros = lambda *shape, dtype=torch.float32: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
+
+        def zeros(*shape, dtype=torch.float32):
+            return torch.zeros(shape, dtype=dtype, device=device)
+
         self.x, self.y = zeros(*window, dtype=torch.long), zeros(*window, dtype=torch.long)
         layers, units = net.lstm.num_layers, net.lstm.hidden_size
         state_dtype = next(net.lstm.parameters()).dtype  # the weights' (bf16 under trainer.precision=bf16-true)
         self.h, self.c = (zeros(layers, window[1], units, dtype=state_dtype) for _ in range(2))
         self.lr = zeros()
         self.lr_value: float | None = None
-        # on-device accounting, read only at log intervals and at the end of the epoch
-        self.loss, self.grad_norm = zeros(), zeros()
+        # the epoch's training NLL and token sums, read once per epoch
         self.nll_sum, self.tokens = zeros(dtype=torch.float64), zeros(dtype=torch.float64)
-        self.watch = watch or LossWatch(device)
 
-    # -- the step ----------------------------------------------------------------------------------
-    def step(self) -> None:
+    def program(self) -> None:
         """One window on the static buffers. Only device work, no host sync: capturable."""
         logits, (h, c) = self.net(self.x, (self.h, self.c))
         nll = F.cross_entropy(logits.view(-1, logits.size(-1)), self.y.view(-1))
-        grads = unshared(torch.autograd.grad(nll * self.x.size(0), self.params))
+        (nll * self.x.size(0)).backward()  # the paper's objective: summed over the window's steps
+        norm = self.optimizer.update(lr=self.lr)
         with torch.no_grad():
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            self.grad_norm.copy_(norm)
-            clip_coef = (self.clip / (norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
-            if self.weight_decay:
-                torch._foreach_mul_(grads, clip_coef)
-                torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
-                torch._foreach_mul_(grads, self.lr)
-            else:  # one pass over the gradients fewer
-                torch._foreach_mul_(grads, clip_coef * self.lr)
-            # p - g as a separate op: at lr 1 this rounds as the plain step (clip, then SGD) does, to the last
-            # bit. A fused p - coef * g (addcmul_) rounds once instead; SGD at lr 1 amplifies that last-bit
-            # difference into another run (7 % of the final perplexity of a 300-window smoke run).
-            torch._foreach_sub_(self.params, grads)
             self.h.copy_(h)
             self.c.copy_(c)
             loss = nll.detach()
-            self.loss.copy_(loss)
+            self.signals.record(loss, norm)
             self.nll_sum.add_(loss.double() * self.y.numel())
             self.tokens.add_(self.y.numel())
-            self.watch.record(loss)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
         self.x.copy_(x, non_blocking=True)
@@ -117,6 +77,8 @@ class FastWindowStep:
         if lr != self.lr_value:  # once per epoch: a fill, no sync
             self.lr.fill_(lr)
             self.lr_value = lr
+        if self.cuda_graph is None:
+            self.optimizer.zero_grad(set_to_none=True)  # captured: the graph then rewrites the same grads
         if self.cuda_graph is not None:
             self.cuda_graph.replay()
         elif self.graph and self.windows_run >= self.warmup:
@@ -126,10 +88,10 @@ class FastWindowStep:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self.step()
+                self.program()
             torch.cuda.current_stream().wait_stream(side)
         else:
-            self.step()
+            self.program()
         self.windows_run += 1
 
     def capture(self) -> None:
@@ -138,17 +100,19 @@ class FastWindowStep:
         # under trainer.precision=bf16-mixed: autocast's weight-cast cache must be off while capturing
         autocast = torch.is_autocast_enabled("cuda")
         with torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=autocast, cache_enabled=False):
-            with torch.cuda.graph(self.cuda_graph):  # records the step; replay() runs it
-                self.step()
+            with torch.cuda.graph(self.cuda_graph):  # records the program; replay() runs it
+                self.program()
 
-    # -- state and accounting ----------------------------------------------------------------------
-    def reset_state(self) -> None:
-        self.h.zero_()
-        self.c.zero_()
-
-    def load_state(self, state: tuple[torch.Tensor, torch.Tensor]) -> None:
-        self.h.copy_(state[0])
-        self.c.copy_(state[1])
+    def carry(self, state: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task's carried state as the static buffers: zeros at the start of an epoch (None), the
+        checkpoint's after a mid-epoch resume."""
+        if state is None:
+            self.h.zero_()
+            self.c.zero_()
+        elif state[0] is not self.h:
+            self.h.copy_(state[0])
+            self.c.copy_(state[1])
+        return self.h, self.c
 
     def take_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The training NLL and token sums since the last call (then zeroed)."""

@@ -8,8 +8,9 @@ import torch
 from omegaconf import DictConfig
 
 from rnnreg.data import EOS, UNK
-from rnnreg.evaluate import load_task
-from rnnreg.runtime import ConfigError, hydra_entry
+from rnnreg.errors import ConfigError
+from rnnreg.runtime import hydra_entry
+from rnnreg.task import load_task
 
 
 @torch.no_grad()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 import logging
 import os
 import sys
@@ -19,8 +18,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.callbacks import TrainingDiverged, replace_atomically
-from rnnreg.data import DataError
+from rnnreg.errors import ConfigError, UserError
 
 log = logging.getLogger("rnnreg")
 
@@ -31,13 +29,6 @@ warnings.filterwarnings("ignore", ".*`srun` command is available.*")
 warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and a valid value."""
-
-
-USER_ERRORS = (DataError, ConfigError, ValueError, FileNotFoundError, TrainingDiverged)
-
-
 def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback."""
 
@@ -45,7 +36,7 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictCo
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return fn(cfg)
-        except USER_ERRORS as err:
+        except UserError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"error: {err}", file=sys.stderr)
@@ -88,17 +79,11 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
             continue
         value = override.value()
         choices = value.list if isinstance(value, ChoiceSweep) else value if isinstance(value, list) else [value]
-        known = sorted(p.stem for p in group.glob("*.yaml"))
+        known = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))  # _x: shared parts
         for choice in choices:
             if isinstance(choice, str) and choice not in known:
                 raise ConfigError(f"{override.key_or_group}={choice} is not an option: choose one of "
                                   f"{', '.join(known)} (files in {group})")
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -106,7 +91,7 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as err:
-        if isinstance(err.__cause__, USER_ERRORS):
+        if isinstance(err.__cause__, UserError):
             raise err.__cause__ from None
         raise
 

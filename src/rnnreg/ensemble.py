@@ -1,0 +1,35 @@
+"""Model averaging (the paper's ensemble rows) and Monte-Carlo dropout, as one language model.
+
+`AveragedModel` predicts the average of the distributions of several models and/or of `mc_samples`
+stochastic (dropout on) passes per model (Gal & Ghahramani 2016). Each pass carries its own hidden state.
+It returns log-probabilities, which the task's cross-entropy reads as logits (they are normalised already).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnreg.errors import ConfigError
+
+
+class AveragedModel(nn.Module):
+    def __init__(self, nets: list[nn.Module], mc_samples: int = 1):
+        super().__init__()
+        if mc_samples < 1:
+            raise ConfigError(f"mc_samples={mc_samples} must be >= 1 (1 = deterministic evaluation)")
+        self.members = nn.ModuleList(nets)
+        self.passes = [(k, mc_samples > 1) for k in range(len(nets)) for _ in range(mc_samples)]
+
+    def forward(self, tokens: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
+        state = state or [None] * len(self.passes)
+        log_probs, carried = [], []
+        for (k, stochastic), pass_state in zip(self.passes, state):
+            net = self.members[k].train(stochastic)  # dropout on for Monte-Carlo passes only
+            logits, new_state = net(tokens, pass_state)
+            log_probs.append(F.log_softmax(logits.float(), dim=-1))
+            carried.append(new_state)
+        return torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs)), carried

@@ -1,0 +1,76 @@
+"""Exact resume: what a checkpoint holds beyond weights, optimiser and loops, and how it is restored.
+
+- the vocabulary (rnnreg-eval and rnnreg-generate need it; training refuses another vocabulary's checkpoint),
+- the RNG state (dropout masks after a resume continue the uninterrupted run's random stream),
+- mid-epoch (SIGTERM, Ctrl-C): the window reached, every stream's carried (h, c) gathered from all DDP
+  ranks in stream order, and the epoch's training NLL and token sums so far.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rnnreg.errors import CheckpointError
+
+
+def windows_done(trainer) -> int:
+    """Training windows completed in this epoch when a checkpoint is taken mid-epoch, else 0."""
+    if trainer is None or trainer.state.fn != "fit":
+        return 0
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    return done if 0 < done < trainer.num_training_batches else 0
+
+
+def save_resume_state(task, trainer, checkpoint: dict) -> None:
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    if datamodule is not None and getattr(datamodule, "corpus", None) is not None:
+        task.vocab = datamodule.corpus.itos
+    checkpoint["vocab"] = task.vocab
+    checkpoint["rng"] = {"torch": torch.get_rng_state(),
+                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    window = windows_done(trainer)
+    checkpoint["train_window"] = window
+    if window:
+        checkpoint["train_carry"] = mid_epoch_carry(task, trainer)
+
+
+def mid_epoch_carry(task, trainer) -> dict:
+    task.flush_train_sums()
+    h, c = task.train_state
+    total, tokens = task.train_ppl.mean_value.clone(), task.train_ppl.weight.clone()
+    if trainer.world_size > 1:  # (world, layers, streams per rank, units) -> (layers, streams, units)
+        h, c = (torch.cat(list(task.all_gather(t)), dim=1) for t in (h, c))
+        total, tokens = task.all_gather(total).sum(), task.all_gather(tokens).sum()
+    return {"state": (h.cpu(), c.cpu()), "nll_sum": total.cpu(), "tokens": tokens.cpu()}
+
+
+def restore_resume_state(task, trainer, checkpoint: dict) -> None:
+    """Before training resumes: the RNG, the stream position and this rank's share of the carried state."""
+    task.vocab = checkpoint.get("vocab")
+    if trainer is None:  # loaded for evaluation
+        return
+    datamodule = getattr(trainer, "datamodule", None)
+    corpus = getattr(datamodule, "load", None)
+    if task.vocab is not None and corpus is not None and task.vocab != corpus().itos:
+        raise CheckpointError(f"the checkpoint was trained on another vocabulary ({len(task.vocab)} words) than "
+                              f"this data ({len(corpus().itos)} words): resume it on the data it was trained on")
+    ours = task.state_dict()
+    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    if theirs != {k: tuple(v.shape) for k, v in ours.items()}:
+        differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != tuple(getattr(ours.get(k), "shape", ())))
+        raise CheckpointError(f"the checkpoint holds another model shape ({differ[0]}: {theirs.get(differ[0])} vs "
+                              f"{tuple(ours[differ[0]].shape) if differ[0] in ours else None} here): resume it with "
+                              f"the model config it was trained with")
+    if "rng" in checkpoint:
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    if datamodule is not None:
+        datamodule.resume_window = checkpoint.get("train_window", 0)
+    if "train_carry" in checkpoint:
+        carry = checkpoint["train_carry"]
+        streams = carry["state"][0].size(1) // trainer.world_size
+        rank = trainer.global_rank
+        task.train_state = tuple(t[:, rank * streams : (rank + 1) * streams] for t in carry["state"])
+        if rank == 0 and carry["tokens"] > 0:  # the epoch's sums so far (reduced over ranks at its end)
+            task.train_ppl.update(carry["nll_sum"] / carry["tokens"], carry["tokens"])

@@ -1,0 +1,71 @@
+"""What tests share beyond fixtures: running the console scripts, composing the real config, a tiny corpus."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from rnnreg import CONF_DIR
+
+BIN = Path(sys.executable).parent
+
+TINY = ["data=text", "data.bptt=5", "data.batch_size=4", "model=small", "model.hidden_size=16",
+        "logger=none", "callbacks.progress_bar=null", "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0"]
+
+
+def run(script: str, *overrides: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A console script as a user runs it: a real process."""
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"} | (env or {})
+    proc = subprocess.run([str(BIN / script), *overrides], capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """The real composed config (as rnnreg-train sees it), writing into `output_dir`."""
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def write_corpus(folder: Path, vocab: int = 40, lines: tuple[int, int, int] = (400, 60, 60), seed: int = 0,
+                 unk: bool = True) -> Path:
+    """A small train/valid/test corpus with learnable structure (each word tends to follow its predecessor)."""
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(vocab)] + (["<unk>"] if unk else [])
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in zip(("train", "valid", "test"), lines):
+        out = []
+        for _ in range(count):
+            w = rng.randrange(vocab)
+            line = []
+            for _ in range(rng.randint(3, 12)):
+                w = (w + 1) % vocab if rng.random() < 0.7 else rng.randrange(vocab)
+                line.append(words[w])
+            out.append(" ".join(line))
+        if name == "train" and unk:
+            out.append("<unk>")
+        (folder / f"{name}.txt").write_text("\n".join(out) + "\n")
+    return folder
+
+
+class SignalAt(L.Callback):
+    """Sends this process `signum` at the end of training window `window` of the first epoch."""
+
+    def __init__(self, signum: int, window: int):
+        self.signum, self.window = signum, window
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0 and batch_idx + 1 == self.window:
+            os.kill(os.getpid(), self.signum)
