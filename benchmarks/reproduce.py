@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra rnnreg-train overrides")
     args = parser.parse_args()
     paper = OmegaConf.load(REPO / "conf" / "report.yaml")  # the paper's numbers
-    key = next(k for k in paper.paper_test_ppl if k.startswith(args.experiment.removeprefix("paper_")))
-    paper_valid, paper_test = paper.paper_valid_ppl[key], paper.paper_test_ppl[key]
+    size = paper.paper[args.experiment.removeprefix("paper_")]
+    paper_valid, paper_test = size.valid_ppl, size.test_ppl
     run_dir = (args.out / f"run_{args.experiment}").resolve()
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "rnnreg.train", f"experiment={args.experiment}",

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from helpers import TINY, run
-from rnnreg.report import collect, find_runs, plot_groups
+from rnnreg.report import collect, plot_groups
 
 
 @pytest.fixture
@@ -119,16 +119,6 @@ def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
     # no seeds repeat: the plots draw each run on its own, the failed one marked
     assert list(plot_groups(collect(sweep))) == ["model.init_scale=0.1", "model.init_scale=0.05",
                                                 "model.init_scale=-1 (failed)"]
-
-
-def test_report_finds_runs_in_nested_multirun_folders(tmp_path):
-    """Job folders in numeric order, a later multirun's folder beside the first one's jobs (as when more
-    seeds are added to a sweep: hydra.sweep.dir=<first sweep>/more_seeds)."""
-    jobs = ["0", "1", "2", "10", "more_seeds/0", "more_seeds/1"]
-    for job in reversed(jobs):
-        (tmp_path / job / ".hydra").mkdir(parents=True)
-        (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
-    assert [str(p.relative_to(tmp_path)) for p in find_runs(tmp_path)] == jobs
 
 
 def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):

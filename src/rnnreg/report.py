@@ -1,5 +1,7 @@
-"""rnnreg-report: one row per run of a run or multirun folder, as markdown, plus PNG plots (validation
-curves, test bars; a configuration run with several seeds is drawn once, as their mean).
+"""rnnreg-report: one row per run of a run or multirun folder, as markdown, plus figures (validation curves,
+test perplexity per configuration) as PNG (300 dpi) and PDF; a configuration run with several seeds is drawn
+once, as their mean with the seeds' spread. Each dropout placement has one colour in every figure
+(PLACEMENT_COLOURS); the paper's perplexities are drawn only beside runs of the paper's full recipe.
 
 Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`; a job without
 `metrics.json` (crashed or killed) is listed as failed. When completed runs differ only in their seed
@@ -16,17 +18,18 @@ from pathlib import Path
 
 import matplotlib
 import yaml
-from omegaconf import DictConfig
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.runtime import ConfigError, hydra_entry
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 
 def find_runs(root: Path) -> list[Path]:
-    runs = sorted({p.parent.parent for p in root.rglob(".hydra/config.yaml")},
-                  key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.relative_to(root).parts])
+    runs = sorted(
+        {p.parent.parent for p in root.rglob(".hydra/config.yaml")},
+        key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.relative_to(root).parts],
+    )
     if not runs:
         raise ConfigError(f"no runs under {root}: give a run folder or a multirun folder (with .hydra/ inside)")
     return runs
@@ -41,21 +44,44 @@ def history(run: Path, key: str = "val/ppl") -> list[float]:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
+def read_yaml(path: Path) -> dict:
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def choice(choices: dict, overrides: list[str], group: str) -> str | None:
+    """The option of a config group a job ran with: hydra.yaml's runtime choices, else a `group=` override."""
+    return choices.get(group) or next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")), None)
+
+
 def collect(root: Path) -> list[dict]:
+    """One row per job: its overrides, status, perplexities, validation curve, and what the figures need
+    (dropout placement, model size, experiment, trainer budget)."""
     rows = []
     for run in find_runs(root):
         overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+        choices = read_yaml(run / ".hydra" / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices") or {}
+        trainer = read_yaml(run / ".hydra" / "config.yaml").get("trainer") or {}
         metrics_path = run / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         curve = history(run)
-        rows.append({"run": str(run.relative_to(root)) if run != root else run.name,
-                     "overrides": [o for o in overrides if not o.startswith("hydra.")],
-                     "status": metrics.get("status", "completed") if metrics else "failed",
-                     "best_val_ppl": metrics.get("best_val_ppl", min(curve, default=math.nan)),
-                     "test_ppl": metrics.get("test_ppl", math.nan),
-                     "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
-                     "epochs": metrics.get("epochs", len(curve)), "train_seconds": metrics.get("train_seconds"),
-                     "words_per_second": metrics.get("words_per_second"), "val_history": curve})
+        rows.append(
+            {
+                "run": str(run.relative_to(root)) if run != root else run.name,
+                "overrides": [o for o in overrides if not o.startswith("hydra.")],
+                "status": metrics.get("status", "completed") if metrics else "failed",
+                "best_val_ppl": metrics.get("best_val_ppl", min(curve, default=math.nan)),
+                "test_ppl": metrics.get("test_ppl", math.nan),
+                "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
+                "epochs": metrics.get("epochs", len(curve)),
+                "train_seconds": metrics.get("train_seconds"),
+                "words_per_second": metrics.get("words_per_second"),
+                "val_history": curve,
+                "placement": choice(choices, overrides, "dropout") or "config",
+                "model": choice(choices, overrides, "model"),
+                "experiment": choice(choices, overrides, "experiment"),
+                "trainer": {k: trainer.get(k) for k in ("max_epochs", "limit_train_batches", "limit_val_batches")},
+            }
+        )
     common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
     for r in rows:
         r["differs"] = " ".join(o for o in r["overrides"] if o not in common) or "(same)"
@@ -63,7 +89,11 @@ def collect(root: Path) -> list[dict]:
     return rows
 
 
-PPL_COLUMNS = {"best_val_ppl": "best val ppl", "test_ppl": "test ppl (1 stream)", "test_ppl_batched": "test ppl (batched)"}
+PPL_COLUMNS = {
+    "best_val_ppl": "best val ppl",
+    "test_ppl": "test ppl (1 stream)",
+    "test_ppl_batched": "test ppl (batched)",
+}
 
 
 def by_config(rows: list[dict]) -> dict[str, list[dict]]:
@@ -79,11 +109,12 @@ def by_config(rows: list[dict]) -> dict[str, list[dict]]:
 def over_seeds(rows: list[dict]) -> list[dict]:
     """Configurations completed with 2 or more seeds: the number of seeds and each perplexity's mean and
     sample standard deviation."""
-    return [{"config": config, "seeds": len(runs)} | {
-                key: (statistics.mean(r[key] for r in runs), statistics.stdev(r[key] for r in runs))
-                for key in PPL_COLUMNS}
-            for config, runs in by_config(rows).items()
-            if runs[0]["status"] == "completed" and len(runs) > 1 and len({r["differs"] for r in runs}) == len(runs)]
+    return [
+        {"config": config, "seeds": len(runs)}
+        | {key: (statistics.mean(r[key] for r in runs), statistics.stdev(r[key] for r in runs)) for key in PPL_COLUMNS}
+        for config, runs in by_config(rows).items()
+        if runs[0]["status"] == "completed" and len(runs) > 1 and len({r["differs"] for r in runs}) == len(runs)
+    ]
 
 
 def fmt(value, spec: str = ".1f") -> str:
@@ -91,18 +122,27 @@ def fmt(value, spec: str = ".1f") -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| run | overrides | status | best val ppl | test ppl (1 stream) | test ppl (batched) | epochs "
-             "| train s | words/s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| run | overrides | status | best val ppl | test ppl (1 stream) | test ppl (batched) | epochs "
+            "| train s | words/s |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['differs']} | {r['status']} | {fmt(r['best_val_ppl'], '.2f')} | "
-                     f"{fmt(r['test_ppl'], '.2f')} | {fmt(r['test_ppl_batched'], '.2f')} | {r['epochs']} | "
-                     f"{fmt(r['train_seconds'], '.0f')} | {fmt(r['words_per_second'], ',.0f')} |")
+        lines.append(
+            f"| {r['run']} | {r['differs']} | {r['status']} | {fmt(r['best_val_ppl'], '.2f')} | "
+            f"{fmt(r['test_ppl'], '.2f')} | {fmt(r['test_ppl_batched'], '.2f')} | {r['epochs']} | "
+            f"{fmt(r['train_seconds'], '.0f')} | {fmt(r['words_per_second'], ',.0f')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def seeds_table(groups: list[dict]) -> str:
-    lines = ["| overrides (seed aside) | seeds | " + " | ".join(f"{c}, mean ± sd" for c in PPL_COLUMNS.values())
-             + " |", "|---|---|" + "---|" * len(PPL_COLUMNS)]
+    lines = [
+        "| overrides (seed aside) | seeds | " + " | ".join(f"{c}, mean ± sd" for c in PPL_COLUMNS.values()) + " |",
+        "|---|---|" + "---|" * len(PPL_COLUMNS),
+    ]
     for g in groups:
         cells = " | ".join(f"{fmt(g[key][0], '.2f')} ± {fmt(g[key][1], '.2f')}" for key in PPL_COLUMNS)
         lines.append(f"| {g['config']} | {g['seeds']} | {cells} |")
@@ -111,47 +151,316 @@ def seeds_table(groups: list[dict]) -> str:
 
 def plot_groups(rows: list[dict]) -> dict[str, list[dict]]:
     """What the plots show, label -> runs: one entry per configuration (by_config), so that the seeds of
-    one configuration are drawn as one mean curve and one bar."""
-    return {(f"{key} ({len(runs)} seeds)" if len(runs) > 1 else key if runs[0]["status"] != "completed"
-             else runs[0]["differs"]): runs for key, runs in by_config(rows).items()}
+    one configuration are drawn as one mean curve and one test point."""
+    return {
+        (
+            f"{key} ({len(runs)} seeds)"
+            if len(runs) > 1
+            else key
+            if runs[0]["status"] != "completed"
+            else runs[0]["differs"]
+        ): runs
+        for key, runs in by_config(rows).items()
+    }
 
 
-def plot(rows: list[dict], out: Path, paper: dict) -> None:
-    groups = plot_groups(rows)
-    seeded = any(len(runs) > 1 for runs in groups.values())
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, runs in groups.items():
-        curves = [r["val_history"] for r in runs if r["val_history"]]
-        if not curves:
-            continue
-        epochs = list(zip(*curves))  # the epochs every seed reached
-        line, = ax.plot(range(1, len(epochs) + 1), [statistics.mean(e) for e in epochs], marker=".", label=label)
-        if len(curves) > 1:  # mean of the seeds, their range shaded
-            ax.fill_between(range(1, len(epochs) + 1), [min(e) for e in epochs], [max(e) for e in epochs],
-                            color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set(xlabel="epoch", ylabel="validation perplexity", yscale="log",
-           title="Validation perplexity" + (" (mean over seeds, range shaded)" if seeded else ""))
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "val_ppl.png", dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    tests = [[0 if math.isnan(r["test_ppl"]) else r["test_ppl"] for r in runs] for runs in groups.values()]
-    ax.bar(range(len(groups)), [statistics.mean(t) for t in tests], color="tab:blue", capsize=3,
-           yerr=[statistics.stdev(t) if len(t) > 1 else 0 for t in tests] if seeded else None)
-    for (name, value), style in zip(paper.items(), ("--", "-.", ":")):
-        ax.axhline(value, color="tab:red", linestyle=style, label=f"paper {name}: {value}")
-    ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right", fontsize=7)
-    ax.set(ylabel="test perplexity (one stream)",
-           title="Final test perplexity" + (" (mean ± sd over seeds)" if seeded else ""))
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "test_ppl.png", dpi=100)
-    plt.close(fig)
+# One colour per dropout placement, the same in every figure and every report (Okabe-Ito, colour-blind
+# safe): no dropout a neutral grey, the paper's non-recurrent dropout the strong blue.
+PLACEMENT_COLOURS = {
+    "none": "#7F7F7F",  # grey
+    "non_recurrent": "#0072B2",  # blue: the paper
+    "recurrent": "#D55E00",  # vermillion
+    "both": "#CC79A7",  # reddish purple
+    "variational": "#009E73",  # bluish green
+    "weight_drop": "#E69F00",  # orange
+    "config": "#000000",  # placement not known (no dropout choice, no dropout= override)
+}
+# Configurations of one placement that differ in something else (rates, sizes): one marker and line style each.
+MARKERS = ("o", "s", "^", "D", "v", "P")
+LINESTYLES = ("-", "--", ":", "-.")
+FIGURES = ("val_ppl", "test_ppl")
+# Each figure as PNG (300 dpi, for screens and the README) and PDF (vector, for papers), cropped to its contents.
+FORMATS = {"png": {"dpi": 300}, "pdf": {"metadata": {"CreationDate": None}}}
 
 
-def report(path: str | Path, paper: dict) -> str:
+def placement_colour(placement: str) -> str:
+    """The colour of a dropout placement in every figure; an unknown name gets the colour of 'config'."""
+    return PLACEMENT_COLOURS.get(placement, PLACEMENT_COLOURS["config"])
+
+
+def short_override(override: str) -> str:
+    """model.dropout_rate=0.3 -> dropout_rate=0.3: the last part of the key is enough in a label."""
+    key, sep, value = override.partition("=")
+    return key.rsplit(".", 1)[-1] + sep + value
+
+
+def configurations(rows: list[dict]) -> list[dict]:
+    """What the figures draw, one entry per configuration (plot_groups), in the order of PLACEMENT_COLOURS
+    then of the jobs: its placement, a short horizontal label (the placement, plus what else differs
+    between the configurations: `both, dropout_rate=0.3`), colour, marker, line style and runs."""
+    order = list(PLACEMENT_COLOURS)
+    entries = []
+    for key, runs in plot_groups(rows).items():
+        placement = runs[0]["placement"]
+        failed = runs[0]["status"] != "completed"
+        extra = [
+            short_override(o)
+            for o in (runs[0]["differs"] if failed else runs[0]["seedless"]).split()
+            if o != "(same)" and not o.startswith(("dropout=", "seed="))
+        ]
+        entries.append(
+            {
+                "key": key,
+                "placement": placement,
+                "runs": runs,
+                "failed": failed,
+                "label": ", ".join([placement, *extra]) + (" (failed)" if failed else ""),
+            }
+        )
+    entries.sort(key=lambda e: order.index(e["placement"]) if e["placement"] in order else len(order))
+    for placement in {e["placement"] for e in entries}:
+        for i, entry in enumerate(e for e in entries if e["placement"] == placement):
+            entry |= {
+                "colour": placement_colour(placement),
+                "marker": MARKERS[i % len(MARKERS)],
+                "linestyle": LINESTYLES[i % len(LINESTYLES)],
+            }
+    return entries
+
+
+def full_budget(limit) -> bool:
+    """A trainer.limit_*_batches that leaves every batch in: null, or the fraction 1.0."""
+    return limit is None or (isinstance(limit, float) and limit == 1.0)
+
+
+def paper_recipe(row: dict, paper: dict | None) -> str | None:
+    """The paper's model size whose full recipe this run is (model=<size> or experiment=paper_<size>, the
+    paper's number of epochs, no limit on the train or validation batches), else None: only then do the
+    paper's perplexities mean something beside the run's."""
+    experiment = row.get("experiment") or ""
+    size = row.get("model") or (experiment.removeprefix("paper_") if experiment.startswith("paper_") else None)
+    if not paper or size not in paper or (experiment.startswith("paper_") and experiment != f"paper_{size}"):
+        return None
+    trainer = row.get("trainer") or {}
+    if trainer.get("max_epochs") != paper[size]["max_epochs"]:
+        return None
+    if not (full_budget(trainer.get("limit_train_batches")) and full_budget(trainer.get("limit_val_batches"))):
+        return None
+    return size
+
+
+def references(rows: list[dict], paper: dict | None) -> dict[str, dict]:
+    """The paper's numbers for the sizes whose full recipe some completed run is, size -> paper entry."""
+    sizes = {paper_recipe(r, paper) for r in rows if r["status"] == "completed"} - {None}
+    return {size: paper[size] for size in paper or {} if size in sizes}
+
+
+def seed_counts(entries: list[dict], key: str) -> list[int]:
+    return [sum(1 for r in e["runs"] if not math.isnan(r[key])) for e in entries]
+
+
+def interval_text(counts: list[int]) -> str:
+    """What a point and its error bar are, for the axis label: the statistic and the number of seeds."""
+    n = sorted(set(counts))
+    seeds = f"{n[0]} seeds" if len(n) == 1 else f"{n[0]}–{n[-1]} seeds (n per row)"
+    if n[-1] <= 1:
+        return "one seed per configuration"
+    return f"point: mean ± sample sd over {seeds}; dots: each seed"
+
+
+def log_ticks(lo: float, hi: float, most: int = 10) -> list[float]:
+    """Plain-number ticks for a log axis from lo to hi: round values (1, 1.2, 1.5, 2, 2.5, 3, ..., 9 x 10^k)
+    spread evenly on the log scale, at least 4 of them (linear steps when the range is narrow)."""
+    candidates = [
+        m * 10.0**k
+        for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        for m in (1, 1.2, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9)
+    ]
+    inside = [t for t in candidates if lo <= t <= hi]
+    if len(inside) < 4:
+        inside = [t for t in MaxNLocator(nbins=6, min_n_ticks=4).tick_values(lo, hi) if lo <= t <= hi]
+    gap = math.log(hi / lo) / most
+    ticks = []
+    for t in inside:
+        if not ticks or math.log(t / ticks[-1]) >= gap:
+            ticks.append(t)
+    return ticks
+
+
+def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
+    """Validation perplexity per epoch: one curve per configuration, the mean over its seeds with their
+    min–max range shaded, in its placement's colour; the paper's validation perplexity as a dashed line
+    when the runs are its full recipe."""
+    entries = [e for e in configurations(rows) if any(r["val_history"] for r in e["runs"])]
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    values = []
+    counts = [sum(1 for r in e["runs"] if r["val_history"]) for e in entries]
+    for e, n in zip(entries, counts):
+        curves = [r["val_history"] for r in e["runs"] if r["val_history"]]
+        per_epoch = list(zip(*curves))  # the epochs every seed reached
+        epochs = range(1, len(per_epoch) + 1)
+        mean = [statistics.mean(v) for v in per_epoch]
+        ax.plot(
+            epochs,
+            mean,
+            color=e["colour"],
+            marker=e["marker"],
+            markersize=4,
+            markevery=max(1, math.ceil(len(epochs) / 12)),
+            linestyle=e["linestyle"],
+            linewidth=1.6,
+            label=e["label"] + (f" (n={n})" if len(set(counts)) > 1 else ""),
+        )
+        if len(curves) > 1:
+            ax.fill_between(
+                epochs,
+                [min(v) for v in per_epoch],
+                [max(v) for v in per_epoch],
+                color=e["colour"],
+                alpha=0.18,
+                linewidth=0,
+            )
+        values += [v for epoch in per_epoch for v in epoch]
+    for size, ref in references(rows, paper).items():
+        ax.axhline(
+            ref["valid_ppl"],
+            color="0.25",
+            linestyle=(0, (4, 3)),
+            linewidth=1,
+            label=f"paper {size} ({ref['dropout']}): {ref['valid_ppl']}",
+        )
+        values.append(ref["valid_ppl"])
+    if not values:
+        ax.text(0.5, 0.5, "no validation perplexity logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    lo, hi = min(values) / 1.03, max(values) * 1.03
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    ax.yaxis.set_major_locator(FixedLocator(log_ticks(lo, hi)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="major", color="0.9", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.set(xlabel="epoch", ylabel="validation perplexity (log scale)")
+    ax.set_title("Validation perplexity per epoch", fontsize=11)
+    n = sorted(set(counts))
+    seeds = f"{n[0]} seeds" if len(n) == 1 else f"{n[0]}–{n[-1]} seeds (n)"
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        fontsize=8,
+        frameon=False,
+        title="dropout placement" + (f"\nline: mean over {seeds}\nshaded: min–max over seeds" if n[-1] > 1 else ""),
+        title_fontsize=8,
+        alignment="left",
+    )
+    return fig
+
+
+def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
+    """Test perplexity (one stream) per configuration, configurations down the y axis: the mean over seeds
+    as a marker with ± sample sd as an error bar and each seed as a small dot, the mean written beside it;
+    the x axis spans the data (not from 0); the paper's test perplexity as a dashed line when the runs are
+    its full recipe."""
+    entries = [e for e in configurations(rows) if any(not math.isnan(r["test_ppl"]) for r in e["runs"])]
+    fig = Figure(figsize=(6.5, 1.4 + 0.42 * max(len(entries), 1)), layout="constrained")
+    ax = fig.subplots()
+    if not entries:
+        ax.text(0.5, 0.5, "no completed run with a test perplexity", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    counts = seed_counts(entries, "test_ppl")
+    values, ends = [], []
+    for y, e in enumerate(entries):
+        tests = [r["test_ppl"] for r in e["runs"] if not math.isnan(r["test_ppl"])]
+        mean = statistics.mean(tests)
+        sd = statistics.stdev(tests) if len(tests) > 1 else 0.0
+        ax.errorbar(
+            mean,
+            y,
+            xerr=sd if len(tests) > 1 else None,
+            fmt=e["marker"],
+            color=e["colour"],
+            markersize=7,
+            capsize=3,
+            elinewidth=1.4,
+            label=e["label"],
+            zorder=3,
+        )
+        if len(tests) > 1:
+            ax.scatter(tests, [y + 0.22] * len(tests), s=10, color=e["colour"], alpha=0.7, linewidths=0, zorder=2)
+        ax.annotate(
+            f"{mean:.1f}",
+            (max(mean + sd, *tests), y),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            color="0.2",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
+        )
+        values += tests
+        ends.append(max(mean + sd, *tests))
+    refs = references(rows, paper)
+    for size, ref in refs.items():
+        ax.axvline(
+            ref["test_ppl"],
+            color="0.25",
+            linestyle=(0, (4, 3)),
+            linewidth=1,
+            label=f"paper {size} ({ref['dropout']}): {ref['test_ppl']}",
+            zorder=1,
+        )
+        ax.annotate(
+            f"paper {size}: {ref['test_ppl']}",
+            (ref["test_ppl"], 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="0.25",
+        )
+        values.append(ref["test_ppl"])
+    lo, hi = min(values), max(values + ends)
+    span = max(hi - lo, 0.02 * hi)
+    ax.set_xlim(lo - 0.08 * span, hi + 0.16 * span)  # room for the written means on the right
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
+    ax.set_ylim(len(entries) - 0.5, -0.6)  # first configuration on top
+    labels = [e["label"] + (f" (n={n})" if len(set(counts)) > 1 else "") for e, n in zip(entries, counts)]
+    ax.set_yticks(range(len(entries)), labels)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(True, axis="x", color="0.9", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_xlabel(f"test perplexity (one stream; lower is better)\n{interval_text(counts)}", fontsize=9)
+    ax.set_title("Test perplexity by dropout placement", fontsize=11, pad=16 if refs else 6)
+    return fig
+
+
+def save(fig: Figure, out: Path, name: str) -> list[Path]:
+    """The figure as <name>.png (300 dpi) and <name>.pdf (vector, text kept as text)."""
+    written = []
+    with matplotlib.rc_context({"pdf.fonttype": 42}):
+        for ext, options in FORMATS.items():
+            fig.savefig(out / f"{name}.{ext}", bbox_inches="tight", **options)
+            written.append(out / f"{name}.{ext}")
+    return written
+
+
+def plot(rows: list[dict], out: Path, paper: dict | None = None) -> list[Path]:
+    """val_ppl.{png,pdf} and test_ppl.{png,pdf} in `out`; the paths written."""
+    return [*save(figure_val_ppl(rows, paper), out, "val_ppl"), *save(figure_test_ppl(rows, paper), out, "test_ppl")]
+
+
+def report(path: str | Path, paper: dict | None = None) -> str:
+    """report.md and the figures in the folder `path`; the markdown returned. `paper`: conf/report.yaml's
+    `paper` (the paper's perplexities by model size), drawn only beside runs of that size's full recipe."""
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"path={path} is not a folder: give a run or multirun folder under outputs/")
@@ -165,10 +474,15 @@ def report(path: str | Path, paper: dict) -> str:
     return table
 
 
+def written_files(root: Path) -> list[Path]:
+    """What report() writes in `root`."""
+    return [root / "report.md", *(root / f"{name}.{ext}" for name in FIGURES for ext in FORMATS)]
+
+
 @hydra_entry("report")
 def main(cfg: DictConfig) -> None:
-    print(report(cfg.path, dict(cfg.paper_test_ppl)))
-    print(f"wrote {Path(cfg.path) / 'report.md'}, val_ppl.png, test_ppl.png")
+    print(report(cfg.path, OmegaConf.to_container(cfg.paper, resolve=True)))
+    print("wrote " + ", ".join(str(p) for p in written_files(Path(cfg.path))))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,253 @@
+"""rnnreg-report's figures and tables, from run folders written by hand as Hydra and the CSV logger write them
+(.hydra/config.yaml, overrides.yaml, hydra.yaml, metrics.json, csv/metrics.csv)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import yaml
+from matplotlib.colors import to_hex
+from omegaconf import OmegaConf
+
+from rnnreg import CONF_DIR
+from rnnreg.report import (
+    PLACEMENT_COLOURS,
+    collect,
+    configurations,
+    figure_test_ppl,
+    figure_val_ppl,
+    find_runs,
+    paper_recipe,
+    report,
+)
+
+PAPER = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "report.yaml").paper)
+# The placement ablation as run (README): test perplexity per seed (1234, 1, 2)
+ABLATION = {
+    "none": (467.53, 417.26, 456.16),
+    "non_recurrent": (409.28, 404.40, 402.89),
+    "recurrent": (435.78, 431.69, 428.12),
+    "both": (402.56, 416.60, 417.16),
+    "variational": (411.66, 417.65, 408.50),
+}
+TOY = {"max_epochs": 6, "limit_train_batches": 80, "limit_val_batches": 40}
+FULL_MEDIUM = {"max_epochs": 39, "limit_train_batches": None, "limit_val_batches": None}
+
+
+def write_job(
+    job: Path, overrides: list[str], choices: dict, trainer: dict, test_ppl: float | None, epochs: int = 6
+) -> None:
+    """One job folder as Hydra, the CSV logger and rnnreg-train leave it; test_ppl None: the job crashed."""
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "hydra": {
+                    "mode": "MULTIRUN",
+                    "runtime": {
+                        "choices": {"hydra/launcher": "basic", "dropout": "non_recurrent", "model": "medium"} | choices
+                    },
+                }
+            }
+        )
+    )
+    (job / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"seed": 1, "trainer": {"max_epochs": epochs} | trainer, "model": {"hidden_size": 650}})
+    )
+    final = test_ppl if test_ppl is not None else 900.0
+    val = [final * (1.0 + 1.2 * math.exp(-0.8 * e)) + 5 for e in range(epochs if test_ppl is not None else 2)]
+    (job / "csv").mkdir()
+    lines = ["epoch,step,train/loss,val/ppl"]
+    for epoch, ppl in enumerate(val):
+        lines += [f"{epoch},{epoch * 80 + 49},6.1,", f"{epoch},{epoch * 80 + 79},,{ppl}"]
+    (job / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
+    if test_ppl is not None:
+        (job / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "val_ppl": val[-1],
+                    "best_val_ppl": min(val),
+                    "test_ppl": test_ppl,
+                    "test_ppl_batched": test_ppl + 0.1,
+                    "epochs": epochs,
+                    "train_seconds": 210.0,
+                    "words_per_second": 1800.0,
+                    "status": "completed",
+                }
+            )
+        )
+
+
+def ablation(
+    root: Path, placements: dict = ABLATION, experiment: str = "ablation_placement", trainer: dict = TOY
+) -> Path:
+    """A multirun of experiment=<experiment> over placements x seeds, jobs numbered as Hydra numbers them."""
+    job = 0
+    for placement, tests in placements.items():
+        for seed, test in zip((1234, 1, 2), tests):
+            write_job(
+                root / str(job),
+                [f"dropout={placement}", f"seed={seed}"],
+                {"dropout": placement, "experiment": experiment},
+                trainer,
+                test,
+                epochs=trainer["max_epochs"],
+            )
+            job += 1
+    return root
+
+
+def colours(ax) -> dict[str, str]:
+    """label -> colour of each configuration's line or marker in a figure's axes."""
+    found = {
+        line.get_label(): to_hex(line.get_color())
+        for line in ax.get_lines()
+        if not line.get_label().startswith(("_", "paper"))
+    }
+    for container in ax.containers:  # errorbar: the marker line
+        found[container.get_label()] = to_hex(container.lines[0].get_color())
+    return found
+
+
+def test_report_writes_png_and_pdf_figures(tmp_path):
+    root = ablation(tmp_path / "sweep")
+    table = report(root, PAPER)
+    assert "Over seeds:" in table and (root / "report.md").read_text() == table
+    for name in ("val_ppl", "test_ppl"):
+        image = matplotlib.image.imread(root / f"{name}.png")
+        assert image.ndim == 3 and image.shape[1] >= 6 * 200  # >= 200 dpi on a figure >= 6 inches wide
+        assert (root / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_placement_has_one_colour_in_every_figure_and_report(tmp_path):
+    first = collect(ablation(tmp_path / "a"))
+    # another report: other placements, in another order, with a rate swept beside them
+    other = tmp_path / "b"
+    for job, (placement, rate) in enumerate([("variational", 0.3), ("none", 0.5), ("variational", 0.5)]):
+        write_job(
+            other / str(job),
+            [f"dropout={placement}", f"model.dropout_rate={rate}"],
+            {"dropout": placement},
+            TOY,
+            420.0 + job,
+        )
+    second = collect(other)
+    seen: dict[str, set] = {}
+    for rows in (first, second):
+        for make in (figure_val_ppl, figure_test_ppl):
+            found = colours(make(rows, PAPER).axes[0])
+            assert len(found) == len(configurations(rows))
+            for e in configurations(rows):
+                seen.setdefault(e["placement"], set()).add(found[e["label"]])
+    assert {p: c.pop() for p, c in seen.items() if len(c) == 1} == {p: PLACEMENT_COLOURS[p].lower() for p in seen}
+    assert len(set(PLACEMENT_COLOURS.values())) == len(PLACEMENT_COLOURS)  # no two placements alike
+    # configurations of one placement that differ in the rate: the same colour, another marker and line
+    variational = [e for e in configurations(second) if e["placement"] == "variational"]
+    assert [e["label"] for e in variational] == ["variational, dropout_rate=0.3", "variational, dropout_rate=0.5"]
+    assert variational[0]["marker"] != variational[1]["marker"]
+    assert variational[0]["linestyle"] != variational[1]["linestyle"]
+
+
+def test_test_axis_spans_the_data_not_zero(tmp_path):
+    rows = collect(ablation(tmp_path))
+    ax = figure_test_ppl(rows, PAPER).axes[0]
+    lo, hi = ax.get_xlim()
+    tests = [t for ts in ABLATION.values() for t in ts]
+    assert min(tests) - 0.2 * (max(tests) - min(tests)) < lo < min(tests) and hi > max(tests)
+    # horizontal labels, one per configuration, placement first
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == list(ABLATION) and all(t.get_rotation() == 0 for t in ax.get_yticklabels())
+
+
+def test_interval_names_its_statistic_and_seeds(tmp_path):
+    ax = figure_test_ppl(collect(ablation(tmp_path / "three")), PAPER).axes[0]
+    assert "mean ± sample sd over 3 seeds" in ax.get_xlabel()
+    # the error bar is that sd, the dots each seed
+    bar = next(c for c in ax.containers if c.get_label() == "non_recurrent")
+    segment = bar.lines[2][0].get_segments()[0]
+    assert segment[1][0] - segment[0][0] == pytest.approx(2 * statistics.stdev(ABLATION["non_recurrent"]))
+    assert sorted(ax.collections[-1].get_offsets()[:, 0]) == sorted(ABLATION["variational"])
+    one = ax = figure_test_ppl(collect(ablation(tmp_path / "one", {p: t[:1] for p, t in ABLATION.items()})), PAPER)
+    ax = one.axes[0]
+    assert "one seed" in ax.get_xlabel() and "sd" not in ax.get_xlabel()
+    assert all(c.has_xerr is False for c in ax.containers)
+
+
+def test_paper_lines_only_beside_the_paper_recipe_in_full(tmp_path):
+    def paper_lines(figure) -> list[str]:
+        return [line.get_label() for line in figure.axes[0].get_lines() if line.get_label().startswith("paper")]
+
+    full = collect(ablation(tmp_path / "full", experiment="ablation_placement_full", trainer=FULL_MEDIUM))
+    assert paper_lines(figure_test_ppl(full, PAPER)) == ["paper medium (non_recurrent): 82.7"]
+    assert paper_lines(figure_val_ppl(full, PAPER)) == ["paper medium (non_recurrent): 86.2"]
+    assert figure_test_ppl(full, PAPER).axes[0].get_xlim()[0] < 82.7  # the line is inside the axis
+    toy = collect(ablation(tmp_path / "toy"))
+    assert paper_lines(figure_test_ppl(toy, PAPER)) == [] and paper_lines(figure_val_ppl(toy, PAPER)) == []
+    # experiment=paper_medium but a shorter or limited budget is not the paper's recipe
+    short = collect(
+        ablation(tmp_path / "short", {"non_recurrent": (100.0,)}, "paper_medium", FULL_MEDIUM | {"max_epochs": 6})
+    )
+    limited = collect(
+        ablation(
+            tmp_path / "limited", {"non_recurrent": (100.0,)}, "paper_medium", FULL_MEDIUM | {"limit_val_batches": 40}
+        )
+    )
+    assert paper_lines(figure_test_ppl(short, PAPER)) == paper_lines(figure_test_ppl(limited, PAPER)) == []
+    assert paper_recipe(full[0], PAPER) == "medium" and paper_recipe(toy[0], PAPER) is None
+    assert paper_recipe(full[0], None) is None
+
+
+def test_paper_recipes_in_report_yaml_match_the_experiments():
+    for size, paper in PAPER.items():
+        experiment = OmegaConf.load(Path(CONF_DIR) / "experiment" / f"paper_{size}.yaml")
+        assert experiment.trainer.max_epochs == paper["max_epochs"]
+        assert {"override /model": size} in experiment.defaults
+        assert {"override /dropout": paper["dropout"]} in experiment.defaults
+
+
+def test_validation_axis_has_readable_ticks(tmp_path):
+    ax = figure_val_ppl(collect(ablation(tmp_path)), PAPER).axes[0]
+    ax.figure.canvas.draw()
+    labelled = [
+        t for t in ax.get_yticklabels() if t.get_text() and ax.get_ylim()[0] <= t.get_position()[1] <= ax.get_ylim()[1]
+    ]
+    assert len(labelled) >= 4 and all(float(t.get_text()) > 0 for t in labelled)  # plain numbers, no 10^k
+    assert all(float(t.get_text()) == int(float(t.get_text())) for t in ax.get_xticklabels() if t.get_text())
+    assert "mean over 3 seeds" in ax.get_legend().get_title().get_text()
+    assert "shaded: min–max over seeds" in ax.get_legend().get_title().get_text()
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1  # beside the axes, not over the data
+
+
+def test_failed_jobs_listed_and_left_out_of_the_test_figure(tmp_path):
+    root = ablation(tmp_path, {"none": (450.0,), "recurrent": (430.0,)})
+    write_job(tmp_path / "2", ["dropout=both"], {"dropout": "both"}, TOY, None)
+    table = report(root, PAPER)
+    assert "| 2 | dropout=both | failed |" in table
+    labels = [t.get_text() for t in figure_test_ppl(collect(root), PAPER).axes[0].get_yticklabels()]
+    assert labels == ["none", "recurrent"]
+    assert "both (failed)" in colours(figure_val_ppl(collect(root), PAPER).axes[0])
+
+
+def test_placement_without_hydra_choices_falls_back_to_the_override(tmp_path):
+    write_job(tmp_path / "0", ["dropout=recurrent"], {}, TOY, 430.0)
+    (tmp_path / "0" / ".hydra" / "hydra.yaml").unlink()
+    write_job(tmp_path / "1", ["model.init_scale=0.1"], {}, TOY, 440.0)
+    (tmp_path / "1" / ".hydra" / "hydra.yaml").unlink()
+    assert [r["placement"] for r in collect(tmp_path)] == ["recurrent", "config"]
+
+
+def test_report_finds_runs_in_nested_multirun_folders(tmp_path):
+    """Job folders in numeric order, a later multirun's folder beside the first one's jobs (as when more
+    seeds are added to a sweep: hydra.sweep.dir=<first sweep>/more_seeds)."""
+    jobs = ["0", "1", "2", "10", "more_seeds/0", "more_seeds/1"]
+    for job in reversed(jobs):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
+    assert [str(p.relative_to(tmp_path)) for p in find_runs(tmp_path)] == jobs
