@@ -29,12 +29,16 @@ import torch
 
 from bench_speed import SIZES, TRAIN, plain, rnnreg
 
-SIDES = {"rnnreg": (), "rnnreg_no_graph": ("speed.cuda_graph=false",),
-         "rnnreg_plain_step": ("speed.fast_step=false",), "rnnreg_tf32": ("speed.tf32=true",),
-         "rnnreg_bf16": ("trainer.precision=bf16-mixed",),
-         # our step-loop LSTM (variational dropout), with and without the graph
-         "rnnreg_variational": ("dropout=variational",),
-         "rnnreg_variational_no_graph": ("dropout=variational", "speed.cuda_graph=false")}
+SIDES = {
+    "rnnreg": (),
+    "rnnreg_no_graph": ("speed.cuda_graph=false",),
+    "rnnreg_plain_step": ("speed.fast_step=false",),
+    "rnnreg_tf32": ("speed.tf32=true",),
+    "rnnreg_bf16": ("trainer.precision=bf16-mixed",),
+    # our step-loop LSTM (variational dropout), with and without the graph
+    "rnnreg_variational": ("dropout=variational",),
+    "rnnreg_variational_no_graph": ("dropout=variational", "speed.cuda_graph=false"),
+}
 DEFAULT_SIDES = ["rnnreg", "rnnreg_no_graph", "rnnreg_plain_step"]
 TARGETS = {"medium": 2.0, "large": 1.5}
 
@@ -53,16 +57,36 @@ def concurrent(jobs: int, steps: int, accelerator: str) -> dict:
     """`jobs` medium runs at once on the one GPU (Hydra multirun, joblib launcher): summed words/s."""
     with tempfile.TemporaryDirectory() as sweep_dir:
         start = time.perf_counter()
-        subprocess.run([*TRAIN, "-m", "experiment=paper_medium", f"trainer.accelerator={accelerator}",
-                        f"seed={','.join(str(s) for s in range(jobs))}", "hydra/launcher=joblib",
-                        f"hydra.launcher.n_jobs={jobs}", "trainer.max_epochs=2", f"trainer.limit_train_batches={steps // 2}",
-                        "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "test=false", "logger=none",
-                        f"hydra.sweep.dir={sweep_dir}"], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [
+                *TRAIN,
+                "-m",
+                "experiment=paper_medium",
+                f"trainer.accelerator={accelerator}",
+                f"seed={','.join(str(s) for s in range(jobs))}",
+                "hydra/launcher=joblib",
+                f"hydra.launcher.n_jobs={jobs}",
+                "trainer.max_epochs=2",
+                f"trainer.limit_train_batches={steps // 2}",
+                "trainer.limit_val_batches=1",
+                "trainer.num_sanity_val_steps=0",
+                "test=false",
+                "logger=none",
+                f"hydra.sweep.dir={sweep_dir}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - start
         runs = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("*/metrics.json"))]
     steady = [r["words_per_second_last_epoch"] for r in runs]
-    return {"jobs": jobs, "per_job_words_per_second_steady": steady, "sum_words_per_second_steady": sum(steady),
-            "wall_seconds": round(wall, 1)}
+    return {
+        "jobs": jobs,
+        "per_job_words_per_second_steady": steady,
+        "sum_words_per_second_steady": sum(steady),
+        "wall_seconds": round(wall, 1),
+    }
 
 
 def main() -> None:
@@ -72,17 +96,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="training windows per run (half of them timed)")
     parser.add_argument("--sides", nargs="+", default=DEFAULT_SIDES, choices=list(SIDES))
     parser.add_argument("--concurrent", type=int, default=0, help="also run N medium jobs at once (0: skip)")
-    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
-                        help="cpu: a dry run of this script on a machine without a GPU (figures meaningless)")
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        choices=["cuda", "cpu"],
+        help="cpu: a dry run of this script on a machine without a GPU (figures meaningless)",
+    )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: no CUDA device: this benchmark needs a GPU (make bench measures the CPU; "
-                 "--device cpu dry-runs this script)")
+        sys.exit(
+            "error: no CUDA device: this benchmark needs a GPU (make bench measures the CPU; "
+            "--device cpu dry-runs this script)"
+        )
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     out = args.out / "bench_gpu.json"
     results = json.loads(out.read_text()) if out.exists() else {}  # several calls add to one file
-    results |= {"gpu": torch.cuda.get_device_name() if args.device == "cuda" else "none (dry run)",
-                "torch": torch.__version__, "cuda": torch.version.cuda, "steps": args.steps}
+    results |= {
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else "none (dry run)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "steps": args.steps,
+    }
     results.setdefault("sizes", {})
     args.out.mkdir(parents=True, exist_ok=True)
     half = args.steps // 2
@@ -95,30 +129,41 @@ def main() -> None:
         words = SIZES[size][1] * 20  # words per window: bptt x 20 streams
         base = entry["plain"].get("words_per_second_steady")
         if base:
-            print(f"{size}: plain loop          {1000 * words / base:.2f} ms/window steady, {base:,.0f} words/s "
-                  f"(whole run {entry['plain']['words_per_second']:,.0f})", flush=True)
+            print(
+                f"{size}: plain loop          {1000 * words / base:.2f} ms/window steady, {base:,.0f} words/s "
+                f"(whole run {entry['plain']['words_per_second']:,.0f})",
+                flush=True,
+            )
         for side in args.sides:
             wps = entry[side].get("words_per_second_last_epoch")
             if not (base and wps):
                 continue
             entry[f"ratio_{side}"] = wps / base
             entry[f"ratio_{side}_whole"] = entry[side]["words_per_second"] / entry["plain"]["words_per_second"]
-            print(f"{size}: {side:<18} {1000 * words / wps:.2f} ms/window steady, {wps:,.0f} words/s, ratio "
-                  f"{wps / base:.2f}" + (f" (target >= {TARGETS[size]})" if side == "rnnreg" and size in TARGETS else "")
-                  + f"; whole run ratio {entry[f'ratio_{side}_whole']:.2f}", flush=True)
+            print(
+                f"{size}: {side:<18} {1000 * words / wps:.2f} ms/window steady, {wps:,.0f} words/s, ratio "
+                f"{wps / base:.2f}"
+                + (f" (target >= {TARGETS[size]})" if side == "rnnreg" and size in TARGETS else "")
+                + f"; whole run ratio {entry[f'ratio_{side}_whole']:.2f}",
+                flush=True,
+            )
         out.write_text(json.dumps(results, indent=2) + "\n")
     if args.concurrent:
         one = results["sizes"].get("medium", {}).get("rnnreg", {}).get("words_per_second_last_epoch")
         if not one:
             one = attempt(rnnreg, "medium", half, f"trainer.accelerator={accelerator}", epochs=2).get(
-                "words_per_second_last_epoch")
+                "words_per_second_last_epoch"
+            )
         many = attempt(concurrent, args.concurrent, args.steps, accelerator)
         results["concurrent"] = many | {"one_job_words_per_second_steady": one}
         if one and "error" not in many:
             results["concurrent"]["sum_vs_one"] = many["sum_words_per_second_steady"] / one
-            print(f"{args.concurrent} medium jobs on one GPU: {many['sum_words_per_second_steady']:,.0f} words/s "
-                  f"together vs one job alone {one:,.0f} ({results['concurrent']['sum_vs_one']:.2f}x); per job "
-                  f"{', '.join(f'{w:,.0f}' for w in many['per_job_words_per_second_steady'])}", flush=True)
+            print(
+                f"{args.concurrent} medium jobs on one GPU: {many['sum_words_per_second_steady']:,.0f} words/s "
+                f"together vs one job alone {one:,.0f} ({results['concurrent']['sum_vs_one']:.2f}x); per job "
+                f"{', '.join(f'{w:,.0f}' for w in many['per_job_words_per_second_steady'])}",
+                flush=True,
+            )
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 

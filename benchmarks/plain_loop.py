@@ -40,8 +40,20 @@ class PlainLM(nn.Module):
         return self.decoder(self.drop(out)), state
 
 
-def run(data_dir: Path, hidden: int, bptt: int, dropout: float, init: float, clip: float, steps: int,
-        batch: int = 20, layers: int = 2, device: str = "cpu", seed: int = 0, warmup: int = 0) -> dict:
+def run(
+    data_dir: Path,
+    hidden: int,
+    bptt: int,
+    dropout: float,
+    init: float,
+    clip: float,
+    steps: int,
+    batch: int = 20,
+    layers: int = 2,
+    device: str = "cpu",
+    seed: int = 0,
+    warmup: int = 0,
+) -> dict:
     torch.manual_seed(seed)
     ids, vocab = ptb_train_ids(data_dir)
     n = ids.numel() // batch
@@ -71,9 +83,14 @@ def run(data_dir: Path, hidden: int, bptt: int, dropout: float, init: float, cli
     seconds = time.perf_counter() - start
     median = sorted(step_seconds)[steps // 2]
     steady = sum(step_seconds[warmup:])  # after the first `warmup` steps (cuDNN/cuBLAS set-up, allocator)
-    return {"words_per_second": steps * bptt * batch / seconds, "ms_per_step": 1000 * seconds / steps,
-            "words_per_second_median_step": bptt * batch / median, "steps": steps,
-            "words_per_second_steady": (steps - warmup) * bptt * batch / steady, "warmup_steps": warmup}
+    return {
+        "words_per_second": steps * bptt * batch / seconds,
+        "ms_per_step": 1000 * seconds / steps,
+        "words_per_second_median_step": bptt * batch / median,
+        "steps": steps,
+        "words_per_second_steady": (steps - warmup) * bptt * batch / steady,
+        "warmup_steps": warmup,
+    }
 
 
 if __name__ == "__main__":
@@ -87,12 +104,28 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--warmup", type=int, default=0, help="steps left out of words_per_second_steady")
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="apply rnnreg's glibc allocator setting (speed.keep_freed_memory) to this loop too")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="apply rnnreg's glibc allocator setting (speed.keep_freed_memory) to this loop too",
+    )
     args = parser.parse_args()
     if args.keep_freed_memory:
         from rnnreg.runtime import keep_freed_memory
 
         keep_freed_memory()
-    print(json.dumps(run(args.data_dir, args.hidden, args.bptt, args.dropout, args.init, args.clip, args.steps,
-                         device=args.device, warmup=args.warmup)))
+    print(
+        json.dumps(
+            run(
+                args.data_dir,
+                args.hidden,
+                args.bptt,
+                args.dropout,
+                args.init,
+                args.clip,
+                args.steps,
+                device=args.device,
+                warmup=args.warmup,
+            )
+        )
+    )

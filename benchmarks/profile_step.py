@@ -8,7 +8,8 @@ warm-up, of the plain eager step (backward, clip_grad_norm_, foreach SGD; no hos
 eagerly, and the fast step replayed as a CUDA graph; the graph also with TF32 and with bf16 autocast. Then
 the eager fast step's top CUDA kernels (torch.profiler), and a check with dropout off, for the fused LSTM
 and for our step-loop LSTM: the graph, the eager fast step and the plain step, from the same weights over
-the same windows, give the same losses and weights (float32 tolerance). Writes <out>/profile_step.json and <out>/profile_step_kernels.txt.
+the same windows, give the same losses and weights (float32 tolerance).
+Writes <out>/profile_step.json and <out>/profile_step_kernels.txt.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from bench_speed import SIZES
-from rnnreg.fast import FastWindowStep
+from rnnreg.fast import FastStep
 from rnnreg.model import LSTMLanguageModel
+from rnnreg.optim import ClippedSGD
+from rnnreg.signals import TrainingSignals
 
 VOCAB, STREAMS = 10_000, 20
 DEVICE = torch.device("cuda")  # --device cpu: a dry run of this script (no graph, figures meaningless)
@@ -48,7 +51,7 @@ def build(size: str, dropout: bool, seed: int = 0, lstm: str = "fused") -> tuple
 
 def plain_stepper(net: LSTMLanguageModel, clip: float):
     """The plain step as Lightning's automatic optimisation runs it, minus Lightning and the NaN check."""
-    optimizer = torch.optim.SGD(net.parameters(), lr=1.0, foreach=True)
+    optimizer = ClippedSGD(net.parameters(), lr=1.0, clip=clip)
     state = None
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -57,27 +60,31 @@ def plain_stepper(net: LSTMLanguageModel, clip: float):
         nll = F.cross_entropy(logits.view(-1, VOCAB), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         (nll * x.size(0)).backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), clip, foreach=True)
         optimizer.step()
         return nll.detach()
+
     return step
 
 
 def fast_stepper(net: LSTMLanguageModel, clip: float, bptt: int, graph: bool):
-    fast = FastWindowStep(net, (bptt, STREAMS), clip, 0.0, DEVICE, graph=graph)
+    signals = TrainingSignals(DEVICE)
+    fast = FastStep(net, ClippedSGD(net.parameters(), lr=1.0, clip=clip), (bptt, STREAMS), signals, DEVICE, graph)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         fast(x, y, 1.0)
-        return fast.loss
+        return signals.loss
+
     return step
 
 
 def steppers(size: str) -> dict:
     """The three steps compared throughout, each as a function of a fresh model."""
     _, bptt, _, _, clip, _ = SIZES[size]
-    return {"plain": lambda net: plain_stepper(net, clip),
-            "fast_eager": lambda net: fast_stepper(net, clip, bptt, graph=False),
-            "fast_graph": lambda net: fast_stepper(net, clip, bptt, graph=True)}
+    return {
+        "plain": lambda net: plain_stepper(net, clip),
+        "fast_eager": lambda net: fast_stepper(net, clip, bptt, graph=False),
+        "fast_graph": lambda net: fast_stepper(net, clip, bptt, graph=True),
+    }
 
 
 def ms_per_window(step, windows: list, count: int, warmup: int = 10) -> float:
@@ -146,11 +153,14 @@ def same_update(size: str, windows_run: int = 6, lstm: str = "fused") -> dict:
     check = {}
     for name in ("fast_eager", "fast_graph"):
         losses, params = runs[name]
-        check[name] = {"max_loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses)),
-                       "max_weight_diff": max(float((a - b).abs().max()) for a, b in zip(params, ref_params))}
+        check[name] = {
+            "max_loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses)),
+            "max_weight_diff": max(float((a - b).abs().max()) for a, b in zip(params, ref_params)),
+        }
     check["losses_plain"] = ref_losses
-    print(f"{size}, {lstm} LSTM: same update as the plain step (dropout off, {windows_run} windows): {check}",
-          flush=True)
+    print(
+        f"{size}, {lstm} LSTM: same update as the plain step (dropout off, {windows_run} windows): {check}", flush=True
+    )
     return check
 
 
@@ -159,20 +169,30 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sizes", nargs="+", default=["medium", "large"], choices=list(SIZES))
     parser.add_argument("--windows", type=int, default=200, help="windows timed per variant")
-    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
-                        help="cpu: a dry run of this script on a machine without a GPU (figures meaningless)")
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        choices=["cuda", "cpu"],
+        help="cpu: a dry run of this script on a machine without a GPU (figures meaningless)",
+    )
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
     if DEVICE.type == "cuda" and not torch.cuda.is_available():
         sys.exit("error: no CUDA device: profile_step.py needs a GPU (--device cpu dry-runs it)")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"gpu": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "none (dry run)",
-               "torch": torch.__version__, "sizes": {}}
+    results = {
+        "gpu": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "none (dry run)",
+        "torch": torch.__version__,
+        "sizes": {},
+    }
     tables = []
     for size in args.sizes:
-        results["sizes"][size] = {"check": same_update(size), "check_step_lstm": same_update(size, lstm="step"),
-                                  "ms_per_window": timings(size, args.windows)}
+        results["sizes"][size] = {
+            "check": same_update(size),
+            "check_step_lstm": same_update(size, lstm="step"),
+            "ms_per_window": timings(size, args.windows),
+        }
         tables.append(kernels(size))
         (args.out / "profile_step.json").write_text(json.dumps(results, indent=2) + "\n")
         (args.out / "profile_step_kernels.txt").write_text("\n\n".join(tables) + "\n")

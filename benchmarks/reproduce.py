@@ -36,17 +36,33 @@ def main() -> None:
     paper_valid, paper_test = size.valid_ppl, size.test_ppl
     run_dir = (args.out / f"run_{args.experiment}").resolve()
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rnnreg.train", f"experiment={args.experiment}",
-                    f"trainer.accelerator={args.accelerator}", f"hydra.run.dir={run_dir}", *args.overrides],
-                   check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnreg.train",
+            f"experiment={args.experiment}",
+            f"trainer.accelerator={args.accelerator}",
+            f"hydra.run.dir={run_dir}",
+            *args.overrides,
+        ],
+        check=True,
+    )
     wall = time.perf_counter() - start
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    result = {"experiment": args.experiment, "accelerator": args.accelerator, "overrides": args.overrides,
-              "wall_seconds": round(wall, 1), "metrics": metrics,
-              "paper": {"val_ppl": paper_valid, "test_ppl": paper_test}}
-    print(f"{args.experiment}: valid {metrics['val_ppl']:.2f} (paper {paper_valid}), test "
-          f"{metrics['test_ppl']:.2f} (paper {paper_test}), training {metrics['train_seconds']:.0f} s, "
-          f"wall {wall:.0f} s for the whole command")
+    result = {
+        "experiment": args.experiment,
+        "accelerator": args.accelerator,
+        "overrides": args.overrides,
+        "wall_seconds": round(wall, 1),
+        "metrics": metrics,
+        "paper": {"val_ppl": paper_valid, "test_ppl": paper_test},
+    }
+    print(
+        f"{args.experiment}: valid {metrics['val_ppl']:.2f} (paper {paper_valid}), test "
+        f"{metrics['test_ppl']:.2f} (paper {paper_test}), training {metrics['train_seconds']:.0f} s, "
+        f"wall {wall:.0f} s for the whole command"
+    )
     (args.out / f"reproduce_{args.experiment}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -25,8 +25,9 @@ def tiny_cfg(tiny_corpus: Path, tmp_path: Path):
     """A factory of configs for a tiny model on the tiny corpus (extra overrides appended)."""
 
     def make(*overrides: str, run: str = "run") -> DictConfig:
-        return compose_config(["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *overrides],
-                              tmp_path / run)
+        return compose_config(
+            ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *overrides], tmp_path / run
+        )
 
     return make
 

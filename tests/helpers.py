@@ -16,9 +16,18 @@ from rnnreg import CONF_DIR
 
 BIN = Path(sys.executable).parent
 
-TINY = ["data=text", "data.bptt=5", "data.batch_size=4", "model=small", "model.hidden_size=16",
-        "logger=none", "callbacks.progress_bar=null", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0"]
+TINY = [
+    "data=text",
+    "data.bptt=5",
+    "data.batch_size=4",
+    "model=small",
+    "model.hidden_size=16",
+    "logger=none",
+    "callbacks.progress_bar=null",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.num_sanity_val_steps=0",
+]
 
 
 def run(script: str, *overrides: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -39,8 +48,9 @@ def compose_config(overrides: list[str], output_dir: Path, config_name: str = "t
     return cfg
 
 
-def write_corpus(folder: Path, vocab: int = 40, lines: tuple[int, int, int] = (400, 60, 60), seed: int = 0,
-                 unk: bool = True) -> Path:
+def write_corpus(
+    folder: Path, vocab: int = 40, lines: tuple[int, int, int] = (400, 60, 60), seed: int = 0, unk: bool = True
+) -> Path:
     """A small train/valid/test corpus with learnable structure (each word tends to follow its predecessor)."""
     rng = random.Random(seed)
     words = [f"w{i}" for i in range(vocab)] + (["<unk>"] if unk else [])

@@ -16,42 +16,87 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def bench(script: str, *args: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"RNNREG_DATA_DIR": str(data_dir.parent)}
-    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc
 
 
 @pytest.mark.slow
 def test_bench_gpu_dry_run(ptb_dir, tmp_path):
-    bench("bench_gpu.py", "--out", str(tmp_path), "--device", "cpu", "--sizes", "small", "--steps", "4",
-          "--sides", "rnnreg", "rnnreg_plain_step", "--concurrent", "2", data_dir=ptb_dir)
+    bench(
+        "bench_gpu.py",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--sizes",
+        "small",
+        "--steps",
+        "4",
+        "--sides",
+        "rnnreg",
+        "rnnreg_plain_step",
+        "--concurrent",
+        "2",
+        data_dir=ptb_dir,
+    )
     results = json.loads((tmp_path / "bench_gpu.json").read_text())
     small = results["sizes"]["small"]
     assert small["plain"]["warmup_steps"] == 2 and small["plain"]["words_per_second_steady"] > 0
     for side in ("rnnreg", "rnnreg_plain_step"):
         assert small[side]["epochs"] == 2 and small[side]["status"] == "completed"  # 2 epochs of steps/2
-        assert small[f"ratio_{side}"] == small[side]["words_per_second_last_epoch"] / small["plain"][
-            "words_per_second_steady"]
+        assert (
+            small[f"ratio_{side}"]
+            == small[side]["words_per_second_last_epoch"] / small["plain"]["words_per_second_steady"]
+        )
     # the concurrent jobs ran through Hydra's joblib launcher (pickling the task of `python -m rnnreg.train`)
     concurrent = results["concurrent"]
     assert "error" not in concurrent and len(concurrent["per_job_words_per_second_steady"]) == 2
     # a second call adds a side to the same file and reuses the plain baseline
-    bench("bench_gpu.py", "--out", str(tmp_path), "--device", "cpu", "--sizes", "small", "--steps", "4",
-          "--sides", "rnnreg_no_graph", data_dir=ptb_dir)
+    bench(
+        "bench_gpu.py",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--sizes",
+        "small",
+        "--steps",
+        "4",
+        "--sides",
+        "rnnreg_no_graph",
+        data_dir=ptb_dir,
+    )
     again = json.loads((tmp_path / "bench_gpu.json").read_text())["sizes"]["small"]
     assert again["plain"] == small["plain"] and {"rnnreg", "rnnreg_no_graph"} <= set(again)
 
 
 def test_profile_step_dry_run(ptb_dir, tmp_path):
-    bench("profile_step.py", "--out", str(tmp_path), "--device", "cpu", "--sizes", "small", "--windows", "2",
-          data_dir=ptb_dir)
+    bench(
+        "profile_step.py",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--sizes",
+        "small",
+        "--windows",
+        "2",
+        data_dir=ptb_dir,
+    )
     small = json.loads((tmp_path / "profile_step.json").read_text())["sizes"]["small"]
     # dropout off, same weights and windows: the fast step (eager; the graph path falls back to eager on
     # the CPU) updates exactly as the plain autograd + clip + SGD step
     for check in ("check", "check_step_lstm"):  # the fused nn.LSTM and our step-loop LSTM
         for name in ("fast_eager", "fast_graph"):
             assert small[check][name]["max_loss_diff"] < 1e-5 and small[check][name]["max_weight_diff"] < 1e-5
-    assert set(small["ms_per_window"]) == {"plain_eager", "fast_eager", "fast_graph", "fast_graph_tf32",
-                                           "fast_graph_bf16"}
+    assert set(small["ms_per_window"]) == {
+        "plain_eager",
+        "fast_eager",
+        "fast_graph",
+        "fast_graph_tf32",
+        "fast_graph_bf16",
+    }
     assert (tmp_path / "profile_step_kernels.txt").read_text().count("eager fast step") == 1

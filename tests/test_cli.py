@@ -32,8 +32,13 @@ def test_smoke_experiment_end_to_end(smoke_run: Path):
 
 @pytest.mark.slow
 def test_eval_reproduces_the_checkpoint_metrics(smoke_run: Path, tmp_path: Path):
-    run("rnnreg-eval", f"ckpt_path={smoke_run}/checkpoints/last.ckpt", f"hydra.run.dir={tmp_path}",
-        "data.eval_bptt=200", "trainer.enable_progress_bar=false")  # trained with 20-step windows
+    run(
+        "rnnreg-eval",
+        f"ckpt_path={smoke_run}/checkpoints/last.ckpt",
+        f"hydra.run.dir={tmp_path}",
+        "data.eval_bptt=200",
+        "trainer.enable_progress_bar=false",
+    )  # trained with 20-step windows
     trained = json.loads((smoke_run / "metrics.json").read_text())
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     assert evaluated["test_ppl"] == pytest.approx(trained["test_ppl"], rel=1e-6)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import compose_config
 from rnnreg import CONF_DIR
 from rnnreg.train import build
-from helpers import compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
@@ -19,19 +19,38 @@ def test_default_is_the_paper_medium_recipe(tmp_path):
     assert (cfg.model.hidden_size, cfg.dropout.p, cfg.model.init_scale) == (650, 0.5, 0.05)
     assert (cfg.data.bptt, cfg.data.batch_size, cfg.trainer.max_epochs) == (35, 20, 39)
     assert (cfg.optim.lr, cfg.optim.decay, cfg.optim.decay_start, cfg.trainer.gradient_clip_val) == (1.0, 1.2, 6, 5.0)
-    assert cfg.dropout == {"p": 0.5, "input": 0.5, "between": 0.5, "output": 0.5, "recurrent": 0.0,
-                           "variational": False, "weight_drop": 0.0, "embedding": 0.0}
+    assert cfg.dropout == {
+        "p": 0.5,
+        "input": 0.5,
+        "between": 0.5,
+        "output": 0.5,
+        "recurrent": 0.0,
+        "variational": False,
+        "weight_drop": 0.0,
+        "embedding": 0.0,
+    }
     assert cfg.trainer.accelerator == "auto"
 
 
-@pytest.mark.parametrize("name,recipe", [
-    ("paper_small", (200, 20, 13, 2.0, 4, 5.0, 0.1, 0.0)),
-    ("paper_large", (1500, 35, 55, 1.15, 14, 10.0, 0.04, 0.65)),
-])
+@pytest.mark.parametrize(
+    "name,recipe",
+    [
+        ("paper_small", (200, 20, 13, 2.0, 4, 5.0, 0.1, 0.0)),
+        ("paper_large", (1500, 35, 55, 1.15, 14, 10.0, 0.04, 0.65)),
+    ],
+)
 def test_paper_recipes(name, recipe, tmp_path):
     cfg = compose_config([f"experiment={name}"], tmp_path)
-    got = (cfg.model.hidden_size, cfg.data.bptt, cfg.trainer.max_epochs, cfg.optim.decay,
-           cfg.optim.decay_start, cfg.trainer.gradient_clip_val, cfg.model.init_scale, cfg.dropout.output)
+    got = (
+        cfg.model.hidden_size,
+        cfg.data.bptt,
+        cfg.trainer.max_epochs,
+        cfg.optim.decay,
+        cfg.optim.decay_start,
+        cfg.trainer.gradient_clip_val,
+        cfg.model.init_scale,
+        cfg.dropout.output,
+    )
     assert got == recipe
 
 
@@ -44,8 +63,9 @@ def test_model_override_keeps_the_experiment_recipe(tmp_path):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_fast_dev_run(experiment, ptb_dir, tmp_path):
-    cfg = compose_config([f"experiment={experiment}", "trainer.fast_dev_run=1", "trainer.accelerator=cpu",
-                          "logger=csv"], tmp_path)
+    cfg = compose_config(
+        [f"experiment={experiment}", "trainer.fast_dev_run=1", "trainer.accelerator=cpu", "logger=csv"], tmp_path
+    )
     datamodule, task, trainer = build(cfg)
     trainer.fit(task, datamodule=datamodule)
     results = trainer.test(task, datamodule=datamodule, verbose=False)
@@ -54,14 +74,16 @@ def test_every_experiment_runs_fast_dev_run(experiment, ptb_dir, tmp_path):
 
 
 def test_tensorboard_logger_writes_events(tiny_cfg, tmp_path):
-    datamodule, task, trainer = build(tiny_cfg("logger=tensorboard", "trainer.max_epochs=1",
-                                               "trainer.limit_train_batches=3"))
+    datamodule, task, trainer = build(
+        tiny_cfg("logger=tensorboard", "trainer.max_epochs=1", "trainer.limit_train_batches=3")
+    )
     trainer.fit(task, datamodule=datamodule)
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_slurm_launcher_composes(tmp_path):
     from hydra import compose, initialize_config_dir
+
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnreg.data import BPTTWindows, Corpus, DataError, LMDataModule, batchify, ensure_files
 from helpers import compose_config
+from rnnreg.data import BPTTWindows, Corpus, DataError, LMDataModule, batchify, ensure_files
 
 PTB_FILES = {s: {"name": f"ptb.{s}.txt"} for s in ("train", "valid", "test")}
 
@@ -80,6 +80,7 @@ def test_vocabulary_from_train_and_unknown_words(tmp_path: Path):
 
 
 # -- download path over a real HTTP server on loopback ---------------------------------------------------
+
 
 @pytest.fixture
 def http_root(tmp_path: Path):

@@ -9,20 +9,35 @@ import lightning as L
 import pytest
 import torch
 
+from helpers import run
 from rnnreg.report import history
 from rnnreg.train import train
-from helpers import run
 
-COMMON = ("trainer.max_epochs=2", "trainer.limit_train_batches=30", "dropout=none", "logger=csv",
-          "trainer.log_every_n_steps=1")
+COMMON = (
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=30",
+    "dropout=none",
+    "logger=csv",
+    "trainer.log_every_n_steps=1",
+)
 
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_cfg, tiny_corpus, tmp_path):
     from helpers import TINY
+
     ddp_dir = tmp_path / "ddp"
-    run("rnnreg-train", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *COMMON,
-        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={ddp_dir}")
+    run(
+        "rnnreg-train",
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        *COMMON,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"hydra.run.dir={ddp_dir}",
+    )
     ddp = json.loads((ddp_dir / "metrics.json").read_text())
     single = train(tiny_cfg(*COMMON, run="single"))
     for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
@@ -55,11 +70,26 @@ def test_ddp_mid_epoch_checkpoint_resumes_exactly(tiny_corpus, tmp_path):
     (The checkpoint is saved by a callback, not a signal: Lightning's SIGTERM handler itself broadcasts
     between ranks, which can deadlock a local 2-process run; single-process stops are tested with signals.)"""
     from helpers import TINY
-    args = ("experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *COMMON, "trainer=ddp",
-            "trainer.accelerator=cpu", "trainer.devices=2")
+
+    args = (
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        *COMMON,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+    )
     whole, resumed, mid = tmp_path / "whole", tmp_path / "resumed", tmp_path / "mid.ckpt"
-    run("rnnreg-train", *args, "+callbacks.save_at._target_=test_ddp.SaveAt", f"+callbacks.save_at.path={mid}",
-        "+callbacks.save_at.window=7", f"hydra.run.dir={whole}", env={"PYTHONPATH": str(Path(__file__).parent)})
+    run(
+        "rnnreg-train",
+        *args,
+        "+callbacks.save_at._target_=test_ddp.SaveAt",
+        f"+callbacks.save_at.path={mid}",
+        "+callbacks.save_at.window=7",
+        f"hydra.run.dir={whole}",
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    )
     carry = torch.load(mid, weights_only=False)["train_carry"]
     assert carry["state"][0].shape == (2, 4, 16) and carry["tokens"] == 7 * 5 * 4  # both ranks' streams and sums
     run("rnnreg-train", *args, f"ckpt_path={mid}", f"hydra.run.dir={resumed}")
@@ -74,9 +104,19 @@ def test_ddp_mid_epoch_checkpoint_resumes_exactly(tiny_corpus, tmp_path):
 
 def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
     from helpers import TINY
-    proc = run("rnnreg-train", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "data.batch_size=3",
-               "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path}",
-               check=False)
+
+    proc = run(
+        "rnnreg-train",
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        "data.batch_size=3",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
     assert proc.returncode != 0 and "batch size 3 is not divisible by the 2 DDP processes" in proc.stderr
     assert not (tmp_path / "metrics.json").exists()
 
@@ -85,9 +125,21 @@ def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
 def test_ddp_divergence_stops_every_process(tiny_corpus, tmp_path):
     """The ranks agree on a diverged loss before stopping: both stop with the error, none hangs in a collective."""
     from helpers import TINY
-    proc = run("rnnreg-train", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=3",
-               "optim.decay=1e-20", "optim.decay_start=1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-               f"hydra.run.dir={tmp_path}", check=False)
+
+    proc = run(
+        "rnnreg-train",
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        "trainer.max_epochs=3",
+        "optim.decay=1e-20",
+        "optim.decay_start=1",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error: training loss became") and "at epoch 2, step " in line

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import rnnreg.model as model_module
-from rnnreg.model import LSTMLanguageModel
 from helpers import compose_config
+from rnnreg.model import LSTMLanguageModel
 
 V, H = 40, 16
 
@@ -16,9 +16,19 @@ def make(placement: str, layers: int = 2, p: float = 0.5, **kwargs) -> LSTMLangu
     """The model exactly as rnnreg-train builds it for `dropout=<placement>`."""
     d = compose_config([f"dropout={placement}", f"dropout.p={p}"], "unused").dropout
     torch.manual_seed(0)
-    return LSTMLanguageModel(V, H, layers, 0.1, dropout_input=d.input, dropout_between=d.between,
-                             dropout_output=d.output, dropout_recurrent=d.recurrent, variational=d.variational,
-                             weight_drop=d.weight_drop, **kwargs)
+    return LSTMLanguageModel(
+        V,
+        H,
+        layers,
+        0.1,
+        dropout_input=d.input,
+        dropout_between=d.between,
+        dropout_output=d.output,
+        dropout_recurrent=d.recurrent,
+        variational=d.variational,
+        weight_drop=d.weight_drop,
+        **kwargs,
+    )
 
 
 class Recorder:
@@ -159,8 +169,11 @@ def test_lstm_layer_function_backward_is_the_gradient(masks):
     gates_x = torch.randn(T, B, 4 * units, dtype=torch.float64, requires_grad=True)
     h, c = (torch.randn(B, units, dtype=torch.float64, requires_grad=True) for _ in range(2))
     weight = torch.randn(4 * units, units, dtype=torch.float64, requires_grad=True)
-    mask = {"none": None, "fresh": (torch.rand(T, B, units) > 0.5).double() * 2,
-            "window": ((torch.rand(B, units) > 0.5).double() * 2).expand(T, B, units)}[masks]
+    mask = {
+        "none": None,
+        "fresh": (torch.rand(T, B, units) > 0.5).double() * 2,
+        "window": ((torch.rand(B, units) > 0.5).double() * 2).expand(T, B, units),
+    }[masks]
     args = (gates_x, h, c, weight, mask)
     assert torch.autograd.gradcheck(model_module.LSTMLayerFunction.apply, args)
     outputs, h_end, c_end = model_module.LSTMLayerFunction.apply(*args)

@@ -7,32 +7,54 @@ from collections import Counter
 
 import pytest
 
+from helpers import compose_config
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
 from rnnreg.train import train
-from helpers import compose_config
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """Two different small models trained on the same tiny corpus (different seeds and epochs)."""
     from helpers import TINY, write_corpus
+
     root = tmp_path_factory.mktemp("ens")
     corpus = write_corpus(root / "corpus")
     paths = []
     for seed, epochs in ((1, 3), (2, 1)):
-        cfg = compose_config(["experiment=paper_small", *TINY, f"data.data_dir={corpus}", f"seed={seed}",
-                              f"trainer.max_epochs={epochs}", "dropout=non_recurrent", "dropout.p=0.2",
-                              "test=false"], root / f"run{seed}")
+        cfg = compose_config(
+            [
+                "experiment=paper_small",
+                *TINY,
+                f"data.data_dir={corpus}",
+                f"seed={seed}",
+                f"trainer.max_epochs={epochs}",
+                "dropout=non_recurrent",
+                "dropout.p=0.2",
+                "test=false",
+            ],
+            root / f"run{seed}",
+        )
         train(cfg)
         paths.append(str(root / f"run{seed}" / "checkpoints" / "last.ckpt"))
     return corpus, paths, root
 
 
 def eval_cfg(corpus, root, ckpt, *extra):
-    return compose_config(["data=text", f"data.data_dir={corpus}", "data.bptt=5", "data.batch_size=4",
-                           "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
-                           f"ckpt_path={ckpt}", *extra], root / "eval", config_name="eval")
+    return compose_config(
+        [
+            "data=text",
+            f"data.data_dir={corpus}",
+            "data.bptt=5",
+            "data.batch_size=4",
+            "trainer.enable_progress_bar=false",
+            "trainer.accelerator=cpu",
+            f"ckpt_path={ckpt}",
+            *extra,
+        ],
+        root / "eval",
+        config_name="eval",
+    )
 
 
 def test_ensemble_of_one_equals_the_model(checkpoints):

@@ -49,8 +49,16 @@ def test_fast_step_rounds_as_the_plain_step_at_lr_one(tiny_cfg, tmp_path):
     difference into a different run within tens of windows, so float32 tolerance alone would let the two
     runs part.)"""
     for fast in (False, True):
-        train(tiny_cfg("dropout=non_recurrent", "dropout.p=0.3", "trainer.gradient_clip_val=0.05", *LOGGED,
-                       f"speed.fast_step={fast}", run=f"fast={fast}"))
+        train(
+            tiny_cfg(
+                "dropout=non_recurrent",
+                "dropout.p=0.3",
+                "trainer.gradient_clip_val=0.05",
+                *LOGGED,
+                f"speed.fast_step={fast}",
+                run=f"fast={fast}",
+            )
+        )
     plain, fast = (history(tmp_path / f"fast={f}", "train/loss") for f in (False, True))
     assert len(fast) == 50 and fast == plain
     assert history(tmp_path / "fast=True", "train/lr") == [1.0, 1.0]
@@ -85,9 +93,17 @@ def test_carried_state_matches_step_by_step(tiny_cfg):
     recorded = {}
     for fast in (False, True):
         L.seed_everything(0, verbose=False)
-        datamodule, task, trainer = build(tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=10",
-                                                   "dropout=non_recurrent", "dropout.p=0.3", "test=false",
-                                                   f"speed.fast_step={fast}", run=f"fast={fast}"))
+        datamodule, task, trainer = build(
+            tiny_cfg(
+                "trainer.max_epochs=2",
+                "trainer.limit_train_batches=10",
+                "dropout=non_recurrent",
+                "dropout.p=0.3",
+                "test=false",
+                f"speed.fast_step={fast}",
+                run=f"fast={fast}",
+            )
+        )
         trainer.callbacks.append(recorder := RecordState())
         trainer.fit(task, datamodule=datamodule)
         assert task.automatic_optimization is not fast
@@ -105,8 +121,16 @@ def test_divergence_is_reported_at_the_same_window(tiny_cfg):
     messages = []
     for fast in (False, True):
         with pytest.raises(TrainingDiverged) as err:
-            train(tiny_cfg("trainer.max_epochs=3", "optim.decay=1e-20", "optim.decay_start=1",
-                           "trainer.log_every_n_steps=50", f"speed.fast_step={fast}", run=f"fast={fast}"))
+            train(
+                tiny_cfg(
+                    "trainer.max_epochs=3",
+                    "optim.decay=1e-20",
+                    "optim.decay_start=1",
+                    "trainer.log_every_n_steps=50",
+                    f"speed.fast_step={fast}",
+                    run=f"fast={fast}",
+                )
+            )
         messages.append(str(err.value).split(":")[0])
     assert messages[0].startswith("training loss became") and "at epoch 2, step" in messages[0]
     assert messages[1] == messages[0]
@@ -116,12 +140,20 @@ def test_fast_step_refuses_fp16_loss_scaling(tiny_cfg, tmp_path):
     """trainer.precision=16-mixed on a GPU brings a GradScaler; the fast step updates the weights itself and
     would leave the scaler without gradients (an AssertionError mid-step). True says so before training;
     auto keeps Lightning's step, which scales and unscales (here: a real GradScaler on the CPU)."""
+
     def with_scaler(*overrides, run):
-        cfg = tiny_cfg("~trainer.precision", "model.lstm=step", "trainer.max_epochs=1", "test=false", *overrides, run=run)
+        cfg = tiny_cfg(
+            "~trainer.precision", "model.lstm=step", "trainer.max_epochs=1", "test=false", *overrides, run=run
+        )
         with open_dict(cfg):
-            cfg.trainer.plugins.append({"_target_": "lightning.pytorch.plugins.precision.MixedPrecision",
-                                        "precision": "16-mixed", "device": "cpu",
-                                        "scaler": {"_target_": "torch.amp.GradScaler", "device": "cpu"}})
+            cfg.trainer.plugins.append(
+                {
+                    "_target_": "lightning.pytorch.plugins.precision.MixedPrecision",
+                    "precision": "16-mixed",
+                    "device": "cpu",
+                    "scaler": {"_target_": "torch.amp.GradScaler", "device": "cpu"},
+                }
+            )
         return cfg
 
     with pytest.raises(ValueError, match=r"no fp16 loss scaling \(trainer.precision=16-mixed\)"):

@@ -11,22 +11,31 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from lightning.pytorch.loggers import CSVLogger
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
+from helpers import BIN, TINY, compose_config, run, write_corpus
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.evaluate import evaluate
-from rnnreg.task import load_task
 from rnnreg.io import replace_atomically
+from rnnreg.task import load_task
 from rnnreg.train import build, train
-from helpers import BIN, TINY, compose_config, run, write_corpus
 
 
 def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path):
     # epoch 1 trains normally; from epoch 2 the lr is 1e20
-    proc = run("rnnreg-train", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=3",
-               "optim.decay=1e-20", "optim.decay_start=1", f"hydra.run.dir={tmp_path}", check=False)
+    proc = run(
+        "rnnreg-train",
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        "trainer.max_epochs=3",
+        "optim.decay=1e-20",
+        "optim.decay_start=1",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error: training loss became") and "at epoch 2, step " in line
@@ -54,14 +63,18 @@ def test_last_checkpoint_links_best_when_both_hold_one_state_and_never_changes_i
         def after_save_checkpoint(self, checkpoint_callback):
             self.saved.append(Path(checkpoint_callback._last_checkpoint_saved).name)
 
-    cfg = tiny_cfg("trainer.max_epochs=2", "optim.decay=0.1", "optim.decay_start=1", "trainer.gradient_clip_val=100", "test=false")
+    cfg = tiny_cfg(
+        "trainer.max_epochs=2", "optim.decay=0.1", "optim.decay_start=1", "trainer.gradient_clip_val=100", "test=false"
+    )
     datamodule, task, trainer = build(cfg)
     trainer.callbacks.insert(0, AtEpochStart())
     trainer.loggers = [SavesSeen(tmp_path / "csv")]
     trainer.fit(task, datamodule=datamodule)
     assert AtEpochStart.seen == [(True, 2)]  # after epoch 1: one file, two names
     assert SavesSeen.saved == ["best.ckpt", "last.ckpt", "last.ckpt"]
-    best, last = (torch.load(tmp_path / f"run/checkpoints/{name}.ckpt", weights_only=False) for name in ("best", "last"))
+    best, last = (
+        torch.load(tmp_path / f"run/checkpoints/{name}.ckpt", weights_only=False) for name in ("best", "last")
+    )
     assert best["epoch"] == 0 and last["epoch"] == 1 and last["global_step"] == 2 * best["global_step"]
     assert trainer.checkpoint_callback.best_model_score < trainer.callback_metrics["val/ppl"]  # epoch 2 was worse
     assert not os.path.samefile(tmp_path / "run/checkpoints/best.ckpt", tmp_path / "run/checkpoints/last.ckpt")
@@ -99,8 +112,12 @@ def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):
     corpus = write_corpus(tmp_path / "corpus", lines=(3000, 60, 60))
     args = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}"]
     first = tmp_path / "first"
-    proc = subprocess.Popen([str(BIN / "rnnreg-train"), *args, "trainer.max_epochs=30", f"hydra.run.dir={first}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "rnnreg-train"), *args, "trainer.max_epochs=30", f"hydra.run.dir={first}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (first / "checkpoints" / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -112,17 +129,25 @@ def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):
     interrupted = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
     assert interrupted["global_step"] > 0
     # resumed with a shorter schedule to keep the test short: it continues from epoch 2 to the end of epoch 3
-    run("rnnreg-train", *args, "trainer.max_epochs=3", f"ckpt_path={first}/checkpoints/last.ckpt",
-        f"hydra.run.dir={tmp_path / 'second'}")
+    run(
+        "rnnreg-train",
+        *args,
+        "trainer.max_epochs=3",
+        f"ckpt_path={first}/checkpoints/last.ckpt",
+        f"hydra.run.dir={tmp_path / 'second'}",
+    )
     resumed = json.loads((tmp_path / "second" / "metrics.json").read_text())
     assert resumed["status"] == "completed" and resumed["epochs"] == 3
 
 
-@pytest.mark.parametrize("corrupt,message", [
-    (lambda d: (d / "valid.txt").unlink(), r"missing valid file .*valid.txt: put the valid text file there"),
-    (lambda d: (d / "test.txt").write_text(""), r"test.txt is empty"),
-    (lambda d: (d / "train.txt").write_bytes(b"caf\xe9 au lait\n"), r"train.txt is not UTF-8 text \(byte 3\)"),
-])
+@pytest.mark.parametrize(
+    "corrupt,message",
+    [
+        (lambda d: (d / "valid.txt").unlink(), r"missing valid file .*valid.txt: put the valid text file there"),
+        (lambda d: (d / "test.txt").write_text(""), r"test.txt is empty"),
+        (lambda d: (d / "train.txt").write_bytes(b"caf\xe9 au lait\n"), r"train.txt is not UTF-8 text \(byte 3\)"),
+    ],
+)
 def test_bad_data_stops_before_training(tiny_cfg, tiny_corpus, tmp_path, corrupt, message):
     corrupt(tiny_corpus)
     with pytest.raises(DataError, match=message):
@@ -130,29 +155,34 @@ def test_bad_data_stops_before_training(tiny_cfg, tiny_corpus, tmp_path, corrupt
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("override,message", [
-    ("dropout.input=1.0", r"dropout.input=1.0 is outside \[0, 1\)"),
-    ("dropout.recurrent=-0.1", r"dropout.recurrent=-0.1 is outside \[0, 1\)"),
-    ("data.bptt=0", r"data.bptt \(0\)"),
-    ("data.batch_size=-2", r"data.batch_size \(-2\)"),
-    ("model.init_scale=0", r"model.init_scale=0 must be positive"),
-    ("optim.lr=0", r"optim.lr=0 must be positive"),
-    ("trainer.gradient_clip_algorithm=value", r"trainer.gradient_clip_algorithm=value: only norm"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("dropout.input=1.0", r"dropout.input=1.0 is outside \[0, 1\)"),
+        ("dropout.recurrent=-0.1", r"dropout.recurrent=-0.1 is outside \[0, 1\)"),
+        ("data.bptt=0", r"data.bptt \(0\)"),
+        ("data.batch_size=-2", r"data.batch_size \(-2\)"),
+        ("model.init_scale=0", r"model.init_scale=0 must be positive"),
+        ("optim.lr=0", r"optim.lr=0 must be positive"),
+        ("trainer.gradient_clip_algorithm=value", r"trainer.gradient_clip_algorithm=value: only norm"),
+    ],
+)
 def test_bad_config_values_stop_before_training(tiny_cfg, tmp_path, override, message):
     with pytest.raises((ValueError, DataError), match=message):
         train(tiny_cfg(override))
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("args", [["dropout=sideways"], ["-m", "dropout=none,sideways"],
-                                  ["regularizer=[layer_norm,sideways]"]])
+@pytest.mark.parametrize(
+    "args", [["dropout=sideways"], ["-m", "dropout=none,sideways"], ["regularizer=[layer_norm,sideways]"]]
+)
 def test_unknown_group_option_is_one_line(tmp_path, args):
     proc = run("rnnreg-train", *args, f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={tmp_path}", check=False)
     group = args[-1].split("=")[0]
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: {group}=sideways is not an option: choose one of "
-        f"{', '.join(sorted(p.stem for p in (Path(CONF_DIR) / group).glob('*.yaml')))} (files in {CONF_DIR}/{group})"]
+        f"{', '.join(sorted(p.stem for p in (Path(CONF_DIR) / group).glob('*.yaml')))} (files in {CONF_DIR}/{group})"
+    ]
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
@@ -160,8 +190,11 @@ def test_checkpoint_from_another_vocabulary_is_refused(tiny_cfg, tmp_path):
     train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     other = write_corpus(tmp_path / "other", vocab=25, seed=3)
-    cfg = compose_config(["data=text", f"data.data_dir={other}", f"ckpt_path={ckpt}",
-                          "trainer.enable_progress_bar=false"], tmp_path / "eval", config_name="eval")
+    cfg = compose_config(
+        ["data=text", f"data.data_dir={other}", f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false"],
+        tmp_path / "eval",
+        config_name="eval",
+    )
     with pytest.raises(ConfigError, match="was trained on another vocabulary"):
         evaluate(cfg)
     assert not (tmp_path / "eval" / "metrics.json").exists()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rnnreg.model import LSTMLanguageModel
+
 from helpers import compose_config
+from rnnreg.model import LSTMLanguageModel
 
 
 @pytest.mark.parametrize("name,params", [("small", 4_653_200), ("medium", 19_780_400), ("large", 66_034_000)])

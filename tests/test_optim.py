@@ -17,8 +17,9 @@ def params_and_grads(seed: int = 0):
 
 
 @pytest.mark.parametrize("clip", [0.5, 100.0], ids=["clipped", "unclipped"])
-@pytest.mark.parametrize("lr,weight_decay,momentum", [(1.0, 0.0, 0.0), (0.37, 0.0, 0.0), (0.5, 1e-2, 0.0),
-                                                       (0.5, 1e-2, 0.9)])
+@pytest.mark.parametrize(
+    "lr,weight_decay,momentum", [(1.0, 0.0, 0.0), (0.37, 0.0, 0.0), (0.5, 1e-2, 0.0), (0.5, 1e-2, 0.9)]
+)
 def test_clipped_sgd_computes_torch_clip_and_sgd(clip, lr, weight_decay, momentum):
     """Three steps of ClippedSGD equal clip_grad_norm_ + torch.optim.SGD (float rounding aside)."""
     ours, theirs = ([p.clone().requires_grad_() for p in params_and_grads()[0]] for _ in range(2))
@@ -48,10 +49,13 @@ def test_at_lr_one_the_rule_subtracts_the_clipped_gradient_exactly():
         assert torch.equal(a, p - g * coef) and torch.equal(b, a)
 
 
-@pytest.mark.parametrize("decay,k,expected", [
-    (2.0, 4, [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 2 ** -6, 2 ** -7, 2 ** -8, 2 ** -9]),
-    (1.2, 6, [1] * 6 + [1.2 ** -i for i in range(1, 34)]),
-    (1.15, 14, [1] * 14 + [1.15 ** -i for i in range(1, 42)]),
-])
+@pytest.mark.parametrize(
+    "decay,k,expected",
+    [
+        (2.0, 4, [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 2**-6, 2**-7, 2**-8, 2**-9]),
+        (1.2, 6, [1] * 6 + [1.2**-i for i in range(1, 34)]),
+        (1.15, 14, [1] * 14 + [1.15**-i for i in range(1, 42)]),
+    ],
+)
 def test_lr_schedule_factor(decay: float, k: int, expected: list[float]):
     assert [paper_lr_factor(e, decay, k) for e in range(1, len(expected) + 1)] == pytest.approx(expected)

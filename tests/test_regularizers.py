@@ -42,8 +42,11 @@ def test_layer_norm_normalises_gates_and_cell(tiny_cfg):
     net = task.net.eval()
     assert not net.fused
     outputs = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: outputs.append(out))
-             for m in net.lstm.norms.modules() if isinstance(m, torch.nn.LayerNorm)]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: outputs.append(out))
+        for m in net.lstm.norms.modules()
+        if isinstance(m, torch.nn.LayerNorm)
+    ]
     net(torch.randint(10, (5, 3)))
     for h in hooks:
         h.remove()
@@ -69,8 +72,14 @@ def test_embedding_dropout_drops_whole_words(tiny_cfg):
 
 def test_early_stopping_stops_and_tests_the_best(tiny_cfg, tmp_path):
     # lr grows 10x per epoch after the first: validation gets worse and the run must stop early
-    cfg = tiny_cfg("regularizer=early_stopping", "callbacks.early_stopping.patience=1", "trainer.max_epochs=20",
-                   "optim.decay=0.1", "optim.decay_start=1", "trainer.gradient_clip_val=100")
+    cfg = tiny_cfg(
+        "regularizer=early_stopping",
+        "callbacks.early_stopping.patience=1",
+        "trainer.max_epochs=20",
+        "optim.decay=0.1",
+        "optim.decay_start=1",
+        "trainer.gradient_clip_val=100",
+    )
     metrics = train(cfg)
     assert metrics["epochs"] < 20
     assert metrics["best_val_ppl"] < metrics["val_ppl"]  # it stopped after getting worse

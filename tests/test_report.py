@@ -132,7 +132,7 @@ def test_a_placement_has_one_colour_in_every_figure_and_report(tmp_path):
     for job, (placement, rate) in enumerate([("variational", 0.3), ("none", 0.5), ("variational", 0.5)]):
         write_job(
             other / str(job),
-            [f"dropout={placement}", f"model.dropout_rate={rate}"],
+            [f"dropout={placement}", f"dropout.p={rate}"],
             {"dropout": placement},
             TOY,
             420.0 + job,
@@ -149,7 +149,7 @@ def test_a_placement_has_one_colour_in_every_figure_and_report(tmp_path):
     assert len(set(PLACEMENT_COLOURS.values())) == len(PLACEMENT_COLOURS)  # no two placements alike
     # configurations of one placement that differ in the rate: the same colour, another marker and line
     variational = [e for e in configurations(second) if e["placement"] == "variational"]
-    assert [e["label"] for e in variational] == ["variational, dropout_rate=0.3", "variational, dropout_rate=0.5"]
+    assert [e["label"] for e in variational] == ["variational, p=0.3", "variational, p=0.5"]
     assert variational[0]["marker"] != variational[1]["marker"]
     assert variational[0]["linestyle"] != variational[1]["linestyle"]
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 
-import lightning as L
 import pytest
 import torch
 
-from rnnreg.task import load_task
 from rnnreg.report import history
+from rnnreg.task import load_task
 from rnnreg.train import train
 
 DROPOUT = ("dropout=non_recurrent", "dropout.p=0.3")
@@ -20,8 +18,9 @@ DROPOUT = ("dropout=non_recurrent", "dropout.p=0.3")
 def test_resume_is_exact(tiny_cfg, tmp_path):
     whole = train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", run="whole"))
     train(tiny_cfg(*DROPOUT, "trainer.max_epochs=1", "test=false", run="first"))
-    resumed = train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt",
-                             run="second"))
+    resumed = train(
+        tiny_cfg(*DROPOUT, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt", run="second")
+    )
     for key in ("val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
         assert resumed[key] == whole[key], key
     a = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=False)
@@ -33,15 +32,21 @@ def test_resume_is_exact(tiny_cfg, tmp_path):
     assert (tmp_path / "first/checkpoints/last.ckpt").is_file()  # the earlier run is left as it was
 
 
-@pytest.mark.parametrize("signum,status,fast", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False),
-                                               (signal.SIGTERM, 143, True)], ids=["SIGTERM", "Ctrl-C", "fast-step"])
+@pytest.mark.parametrize(
+    "signum,status,fast",
+    [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGTERM, 143, True)],
+    ids=["SIGTERM", "Ctrl-C", "fast-step"],
+)
 def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast):
     """Stopped after window 7 of epoch 1 and resumed: the stream continues at window 8 with the carried
     state, the RNG and the epoch's training sums, so everything equals an uninterrupted run."""
     common = (*DROPOUT, "trainer.max_epochs=2", "logger=csv", f"speed.fast_step={fast}")
     whole = train(tiny_cfg(*common, run="whole"))
-    stop = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signum)}",
-            "+callbacks.signal_at.window=7")
+    stop = (
+        "+callbacks.signal_at._target_=helpers.SignalAt",
+        f"+callbacks.signal_at.signum={int(signum)}",
+        "+callbacks.signal_at.window=7",
+    )
     with pytest.raises(SystemExit) as exit_:
         train(tiny_cfg(*common, *stop, run="first"))
     assert exit_.value.code == status
@@ -65,8 +70,9 @@ def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path):
     overrides = ("trainer.max_epochs=1", "test=false", f"paths.output_root={tmp_path}")
     cfg = tiny_cfg(*overrides, run="train/paper_small/2026-01-01")
     train(cfg)
-    resumed = train(tiny_cfg(*overrides[1:], "trainer.max_epochs=2", "ckpt_path=last",
-                             run="train/paper_small/2026-01-02"))
+    resumed = train(
+        tiny_cfg(*overrides[1:], "trainer.max_epochs=2", "ckpt_path=last", run="train/paper_small/2026-01-02")
+    )
     assert resumed["epochs"] == 2
     task = load_task(str(tmp_path / "train/paper_small/2026-01-02/checkpoints/last.ckpt"))
     assert task.vocab is not None
@@ -74,5 +80,6 @@ def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path):
 
 def test_resume_last_without_earlier_run_is_a_clear_error(tiny_cfg, tmp_path):
     from rnnreg.errors import ConfigError
+
     with pytest.raises(ConfigError, match="ckpt_path=last: no earlier run of paper_small"):
         train(tiny_cfg(f"paths.output_root={tmp_path}/empty", "ckpt_path=last"))

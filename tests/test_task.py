@@ -65,8 +65,13 @@ class RecordLR(L.Callback):
 
 
 def test_trainer_applies_schedule_per_epoch(tiny_cfg):
-    cfg = tiny_cfg("trainer.max_epochs=7", "optim.decay_start=3", "trainer.limit_train_batches=2",
-                   "trainer.limit_val_batches=1", "test=false")
+    cfg = tiny_cfg(
+        "trainer.max_epochs=7",
+        "optim.decay_start=3",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+    )
     dm, task, trainer = build(cfg)
     record = RecordLR()
     trainer.callbacks.append(record)
@@ -95,8 +100,13 @@ def test_hidden_state_is_carried_between_windows():
 
 
 def test_state_reset_per_epoch_and_split(tiny_cfg):
-    cfg = tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-                   "data.eval_bptt=5", "test=false")
+    cfg = tiny_cfg(
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "data.eval_bptt=5",
+        "test=false",
+    )
     dm, task, trainer = build(cfg)
     seen = []
 
@@ -110,17 +120,22 @@ def test_state_reset_per_epoch_and_split(tiny_cfg):
     trainer.callbacks.append(Probe())
     trainer.fit(task, datamodule=dm)
     # zero state exactly at the first window of every pass, carried everywhere else
-    assert seen == [("train", 0, True), ("train", 1, False), ("train", 2, False),
-                    ("val", 0, True), ("val", 1, False)] * 2
+    assert (
+        seen == [("train", 0, True), ("train", 1, False), ("train", 2, False), ("val", 0, True), ("val", 1, False)] * 2
+    )
 
 
 def test_sanity_check_changes_nothing(tiny_cfg):
     """Lightning's sanity validation must not touch the training state, the RNG or the results."""
     results = []
     for sanity in (0, 2):
-        cfg = tiny_cfg(f"trainer.num_sanity_val_steps={sanity}", "trainer.max_epochs=2",
-                       "dropout.p=0.3", "dropout=non_recurrent",
-                       "trainer.limit_train_batches=4")
+        cfg = tiny_cfg(
+            f"trainer.num_sanity_val_steps={sanity}",
+            "trainer.max_epochs=2",
+            "dropout.p=0.3",
+            "dropout=non_recurrent",
+            "trainer.limit_train_batches=4",
+        )
         L.seed_everything(0)
         dm, task, trainer = build(cfg)
         trainer.fit(task, datamodule=dm)
@@ -161,6 +176,7 @@ def test_test_protocols_match_a_manual_evaluation(tiny_cfg):
 
 def test_train_writes_metrics_json(tiny_cfg, tmp_path):
     import json
+
     cfg = tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=5")
     metrics = train(cfg)
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -15,8 +15,13 @@ from rnnreg.report import collect, plot_groups
 
 @pytest.fixture
 def tiny_cli(tiny_corpus: Path) -> list[str]:
-    return ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=2",
-            "trainer.limit_train_batches=20"]
+    return [
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=20",
+    ]
 
 
 @pytest.fixture
@@ -72,9 +77,17 @@ def read_wandb_run(run_dir: Path) -> dict:
 
 def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credentials):
     sweep = tmp_path / "sweep"
-    proc = run("rnnreg-train", "-m", *tiny_cli, "logger=wandb", "hydra/launcher=joblib",
-               "hydra.launcher.n_jobs=2", "dropout=none,non_recurrent", "dropout.p=0.3",
-               f"hydra.sweep.dir={sweep}")
+    proc = run(
+        "rnnreg-train",
+        "-m",
+        *tiny_cli,
+        "logger=wandb",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "dropout=none,non_recurrent",
+        "dropout.p=0.3",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert proc.stdout.count("wandb sync") == 2
     dropouts = set()
     for job in ("0", "1"):
@@ -96,8 +109,7 @@ def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credent
 def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
     sweep = tmp_path / "sweep"
     # the third job has an invalid init scale: it fails, and the sweep stops there
-    proc = run("rnnreg-train", "-m", *tiny_cli, "model.init_scale=0.1,0.05,-1", f"hydra.sweep.dir={sweep}",
-               check=False)
+    proc = run("rnnreg-train", "-m", *tiny_cli, "model.init_scale=0.1,0.05,-1", f"hydra.sweep.dir={sweep}", check=False)
     assert proc.returncode != 0 and "model.init_scale=-1" in proc.stderr
     report = run("rnnreg-report", f"path={sweep}").stdout
     table = (sweep / "report.md").read_text().strip().splitlines()
@@ -117,27 +129,40 @@ def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
         assert image.ndim == 3 and image.shape[0] > 100
     assert "failed" in report
     # no seeds repeat: the plots draw each run on its own, the failed one marked
-    assert list(plot_groups(collect(sweep))) == ["model.init_scale=0.1", "model.init_scale=0.05",
-                                                "model.init_scale=-1 (failed)"]
+    assert list(plot_groups(collect(sweep))) == [
+        "model.init_scale=0.1",
+        "model.init_scale=0.05",
+        "model.init_scale=-1 (failed)",
+    ]
 
 
 def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
     sweep = tmp_path / "seeds"
-    run("rnnreg-train", "-m", *tiny_cli, "trainer.max_epochs=1", "model.init_scale=0.1,0.05", "seed=1,2",
-        f"hydra.sweep.dir={sweep}")
+    run(
+        "rnnreg-train",
+        "-m",
+        *tiny_cli,
+        "trainer.max_epochs=1",
+        "model.init_scale=0.1,0.05",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+    )
     run("rnnreg-report", f"path={sweep}")
     table = (sweep / "report.md").read_text().split("Over seeds:")[1].strip().splitlines()
     assert len(table) == 2 + 2  # one row per init scale, over its two seeds
     jobs = [p for p in sweep.iterdir() if (p / "metrics.json").exists()]
     for line in table[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        mine = [json.loads((j / "metrics.json").read_text()) for j in jobs
-                if cells[0] in yaml.safe_load((j / ".hydra/overrides.yaml").read_text())]
+        mine = [
+            json.loads((j / "metrics.json").read_text())
+            for j in jobs
+            if cells[0] in yaml.safe_load((j / ".hydra/overrides.yaml").read_text())
+        ]
         assert cells[0].startswith("model.init_scale=") and cells[1] == "2" and len(mine) == 2
         for cell, key in zip(cells[2:], ("best_val_ppl", "test_ppl", "test_ppl_batched")):
             values = [m[key] for m in mine]
             assert values[0] != values[1]  # the seed changed the run
-            mean, sd = (sum(values) / 2, abs(values[0] - values[1]) / 2 ** 0.5)
+            mean, sd = (sum(values) / 2, abs(values[0] - values[1]) / 2**0.5)
             assert cell == f"{mean:.2f} ± {sd:.2f}"
     # the plots draw one mean curve and one bar per init scale, over its two seeds
     groups = plot_groups(collect(sweep))
@@ -147,8 +172,14 @@ def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
 
 def test_optuna_search_runs_three_trials(tiny_cli, tmp_path):
     sweep = tmp_path / "optuna"
-    run("rnnreg-train", *tiny_cli, "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",
-        "trainer.max_epochs=1")
+    run(
+        "rnnreg-train",
+        *tiny_cli,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweep.dir={sweep}",
+        "trainer.max_epochs=1",
+    )
     jobs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").exists())
     assert len(jobs) == 3
     rates = {yaml.safe_load((j / ".hydra/config.yaml").read_text())["dropout"]["p"] for j in jobs}
@@ -160,6 +191,14 @@ def test_optuna_search_runs_three_trials(tiny_cli, tmp_path):
 
 def test_submitit_local_launcher(tiny_cli, tmp_path):
     sweep = tmp_path / "submitit"
-    run("rnnreg-train", "-m", *tiny_cli, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-        "trainer.max_epochs=1", "seed=1", f"hydra.sweep.dir={sweep}")
+    run(
+        "rnnreg-train",
+        "-m",
+        *tiny_cli,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "trainer.max_epochs=1",
+        "seed=1",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 1

@@ -71,9 +71,14 @@ class SpeedMonitor(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.train_seconds += self.last_batch_end - self.epoch_start
         self.train_words += self.epoch_words
-        pl_module.log_dict({"train/words_per_sec": self.epoch_words_per_second,
-                            "train/epoch_seconds": self.last_batch_end - self.epoch_start,
-                            "train/grad_norm": pl_module.signals.grad_norm.float()}, rank_zero_only=True)
+        pl_module.log_dict(
+            {
+                "train/words_per_sec": self.epoch_words_per_second,
+                "train/epoch_seconds": self.last_batch_end - self.epoch_start,
+                "train/grad_norm": pl_module.signals.grad_norm.float(),
+            },
+            rank_zero_only=True,
+        )
 
     def state_dict(self) -> dict:
         return {"train_seconds": self.train_seconds, "train_words": self.train_words}
@@ -121,9 +126,11 @@ class NonFiniteLossGuard(L.Callback):
         where = "on another DDP process"
         if bad is not None:
             step, loss = bad
-            where = (f"{loss} at epoch {trainer.current_epoch + 1}, step {step} "
-                     f"(global step {trainer.global_step - (batch_idx + 1 - step)})")
-        raise TrainingDiverged(f"training loss became {where}: lower optim.lr or optim.clip; {self.last_good(trainer)}")
+            where = (
+                f"{loss} at epoch {trainer.current_epoch + 1}, step {step} "
+                f"(global step {trainer.global_step - (batch_idx + 1 - step)})"
+            )
+        raise TrainingDiverged(f"training loss became {where}: lower optim.lr or trainer.gradient_clip_val; {self.last_good(trainer)}")
 
     @staticmethod
     def last_good(trainer) -> str:
@@ -152,8 +159,9 @@ class CheckpointOnInterrupt(L.Callback):
     def stop_after_this_window(self, signum, frame) -> None:
         self.restore_handler()  # a second Ctrl-C raises KeyboardInterrupt at once
         self.ctrl_c = True
-        rank_zero_info("\nCtrl-C: stopping after this window and saving a resumable checkpoint "
-                       "(Ctrl-C again to abort at once)")
+        rank_zero_info(
+            "\nCtrl-C: stopping after this window and saving a resumable checkpoint (Ctrl-C again to abort at once)"
+        )
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own graceful stop at the next window boundary
 
     def restore_handler(self) -> None:
@@ -180,9 +188,13 @@ class LastCheckpoint(ModelCheckpoint):
     own copy."""
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        saved = [path for c in trainer.checkpoint_callbacks if c is not self
-                 and getattr(c, "_last_global_step_saved", None) == trainer.global_step
-                 and (path := getattr(c, "_last_checkpoint_saved", ""))]
+        saved = [
+            path
+            for c in trainer.checkpoint_callbacks
+            if c is not self
+            and getattr(c, "_last_global_step_saved", None) == trainer.global_step
+            and (path := getattr(c, "_last_checkpoint_saved", ""))
+        ]
         atomic = isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
         if not (saved and atomic and self.link(trainer, saved[0], filepath)):
             return super()._save_checkpoint(trainer, filepath)

@@ -42,8 +42,10 @@ def fetch_file(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) 
             while block := response.read(1 << 20):
                 out.write(block)
         if sha256 and (got := sha256_of(Path(tmp))) != sha256:
-            raise DataError(f"checksum mismatch for {dest.name} downloaded from {url}: sha256 {got}, "
-                            f"expected {sha256}; the file was not used")
+            raise DataError(
+                f"checksum mismatch for {dest.name} downloaded from {url}: sha256 {got}, "
+                f"expected {sha256}; the file was not used"
+            )
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -60,17 +62,22 @@ def ensure_files(data_dir: str | Path, files: dict, url_base: str | None = None)
         sha256 = spec.get("sha256")
         if not path.exists():
             if not url_base:
-                raise DataError(f"missing {split} file {path}: put the {split} text file there "
-                                f"(or set data.data_dir to the folder holding it)")
+                raise DataError(
+                    f"missing {split} file {path}: put the {split} text file there "
+                    f"(or set data.data_dir to the folder holding it)"
+                )
             urls = ", ".join(f"{url_base.rstrip('/')}/{files[s]['name']}" for s in SPLITS)
             try:
                 fetch_file(f"{url_base.rstrip('/')}/{spec['name']}", path, sha256)
             except (urllib.error.URLError, OSError) as err:
-                raise DataError(f"could not download {spec['name']} ({err}); download {urls} "
-                                f"by hand into {data_dir} (or set RNNREG_DATA_DIR)") from None
+                raise DataError(
+                    f"could not download {spec['name']} ({err}); download {urls} "
+                    f"by hand into {data_dir} (or set RNNREG_DATA_DIR)"
+                ) from None
         elif sha256 and (got := sha256_of(path)) != sha256:
-            raise DataError(f"checksum mismatch for {path}: sha256 {got}, expected {sha256}; "
-                            f"delete the file to download it again")
+            raise DataError(
+                f"checksum mismatch for {path}: sha256 {got}, expected {sha256}; delete the file to download it again"
+            )
         paths[split] = path
     return paths
 
@@ -105,9 +112,11 @@ class Corpus:
         unknown = [w for w in words if w not in self.stoi]
         if unknown and unk is None:
             examples = ", ".join(list(dict.fromkeys(unknown))[:5])
-            raise DataError(f"{path} has {len(unknown)} words not in the training vocabulary "
-                            f"(e.g. {examples}) and the corpus has no {UNK} token: add {UNK} to train "
-                            f"or map rare words to it")
+            raise DataError(
+                f"{path} has {len(unknown)} words not in the training vocabulary "
+                f"(e.g. {examples}) and the corpus has no {UNK} token: add {UNK} to train "
+                f"or map rare words to it"
+            )
         return torch.tensor([self.stoi.get(w, unk) for w in words], dtype=torch.long)
 
 
@@ -157,12 +166,22 @@ class StartAt(Sampler[int]):
 class LMDataModule(L.LightningDataModule):
     """Train/valid on `batch_size` streams; test both on one stream (the paper) and on `batch_size`."""
 
-    def __init__(self, data_dir: str, files: dict, url_base: str | None = None, batch_size: int = 20,
-                 bptt: int = 35, eval_bptt: int | None = None, test_batch_size: int = 1):
+    def __init__(
+        self,
+        data_dir: str,
+        files: dict,
+        url_base: str | None = None,
+        batch_size: int = 20,
+        bptt: int = 35,
+        eval_bptt: int | None = None,
+        test_batch_size: int = 1,
+    ):
         super().__init__()
         if batch_size <= 0 or bptt <= 0 or test_batch_size <= 0:
-            raise DataError(f"data.batch_size ({batch_size}), data.bptt ({bptt}) and "
-                            f"data.test_batch_size ({test_batch_size}) must be positive integers")
+            raise DataError(
+                f"data.batch_size ({batch_size}), data.bptt ({bptt}) and "
+                f"data.test_batch_size ({test_batch_size}) must be positive integers"
+            )
         self.data_dir, self.files, self.url_base = data_dir, files, url_base
         self.batch_size, self.bptt = batch_size, bptt
         self.eval_bptt = eval_bptt or bptt
@@ -209,5 +228,7 @@ class LMDataModule(L.LightningDataModule):
         return self.loader("valid", self.batch_size, self.eval_bptt, drop_last=False)
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self.loader("test", self.test_batch_size, self.eval_bptt, drop_last=False),
-                self.loader("test", self.batch_size, self.eval_bptt, drop_last=False)]
+        return [
+            self.loader("test", self.test_batch_size, self.eval_bptt, drop_last=False),
+            self.loader("test", self.batch_size, self.eval_bptt, drop_last=False),
+        ]

@@ -1,8 +1,8 @@
 """rnnreg-eval: validation and test perplexity (both protocols) of a checkpoint, into metrics.json.
 
-    rnnreg-eval ckpt_path=run/checkpoints/last.ckpt
-    rnnreg-eval 'ckpt_path=[a.ckpt,b.ckpt]'          # average of the models' distributions
-    rnnreg-eval ckpt_path=a.ckpt mc_samples=10       # Monte-Carlo dropout
+rnnreg-eval ckpt_path=run/checkpoints/last.ckpt
+rnnreg-eval 'ckpt_path=[a.ckpt,b.ckpt]'          # average of the models' distributions
+rnnreg-eval ckpt_path=a.ckpt mc_samples=10       # Monte-Carlo dropout
 """
 
 from __future__ import annotations
@@ -31,9 +31,14 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks)
     val = trainer.validate(task, datamodule=datamodule, verbose=False)
     test = trainer.test(task, datamodule=datamodule)
-    metrics = {"val_ppl": val[0]["val/ppl"], "test_ppl": test[0]["test/ppl"],
-               "test_ppl_batched": test[1]["test/ppl_batched"], "params": task.num_params,
-               "ckpt_path": [str(Path(p).resolve()) for p in paths], "mc_samples": mc_samples}
+    metrics = {
+        "val_ppl": val[0]["val/ppl"],
+        "test_ppl": test[0]["test/ppl"],
+        "test_ppl_batched": test[1]["test/ppl_batched"],
+        "params": task.num_params,
+        "ckpt_path": [str(Path(p).resolve()) for p in paths],
+        "mc_samples": mc_samples,
+    }
     write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
     log.info("metrics: %s", metrics)
     return metrics

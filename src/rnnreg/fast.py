@@ -30,15 +30,25 @@ def fast_step_wanted(mode, trainer) -> bool:
     scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # trainer.precision=16-mixed
     can = trainer.world_size == 1 and not scaled and trainer.accumulate_grad_batches == 1
     if mode is True and not can:
-        raise ConfigError("speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision="
-                          "16-mixed) and trainer.accumulate_grad_batches=1: set speed.fast_step=auto (it falls "
-                          "back to the plain step) or false")
+        raise ConfigError(
+            "speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision="
+            "16-mixed) and trainer.accumulate_grad_batches=1: set speed.fast_step=auto (it falls "
+            "back to the plain step) or false"
+        )
     return can and (mode is True or (mode == "auto" and trainer.strategy.root_device.type == "cuda"))
 
 
 class FastStep:
-    def __init__(self, net: nn.Module, optimizer: ClippedSGD, window: tuple[int, int], signals: TrainingSignals,
-                 device: torch.device, graph: bool, warmup: int = 3):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: ClippedSGD,
+        window: tuple[int, int],
+        signals: TrainingSignals,
+        device: torch.device,
+        graph: bool,
+        warmup: int = 3,
+    ):
         self.net, self.optimizer, self.signals = net, optimizer, signals
         self.graph = graph and device.type == "cuda"
         self.warmup = warmup

@@ -14,8 +14,9 @@ from rnnreg.task import load_task
 
 
 @torch.no_grad()
-def generate(ckpt_path: str, prompt: str, num_words: int, temperature: float = 1.0, seed: int = 0,
-             device: str = "cpu") -> list[str]:
+def generate(
+    ckpt_path: str, prompt: str, num_words: int, temperature: float = 1.0, seed: int = 0, device: str = "cpu"
+) -> list[str]:
     """The prompt's words followed by `num_words` sampled words; unknown prompt words become <unk>."""
     if temperature <= 0:
         raise ConfigError(f"temperature={temperature} must be positive (1.0 samples the model as trained)")

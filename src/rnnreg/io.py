@@ -8,8 +8,9 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
@@ -30,8 +31,10 @@ def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
         write(tmp)
         os.replace(tmp, path)
     except OSError as err:
-        raise OutputError(f"could not write {path.name} in {path.parent}: {err.strerror or err}; free space or "
-                          f"fix the folder's permissions (the previous {path.name}, if any, is intact)") from err
+        raise OutputError(
+            f"could not write {path.name} in {path.parent}: {err.strerror or err}; free space or "
+            f"fix the folder's permissions (the previous {path.name}, if any, is intact)"
+        ) from err
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -46,19 +49,27 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     build nothing else, so a crafted file cannot run code). Refusals are one-line CheckpointErrors."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"ckpt_path={path} is not a file: give a checkpoint, e.g. "
-                              f"outputs/train/<experiment>/<time>/checkpoints/last.ckpt")
+        raise CheckpointError(
+            f"ckpt_path={path} is not a file: give a checkpoint, e.g. "
+            f"outputs/train/<experiment>/<time>/checkpoints/last.ckpt"
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} is not a rnnreg checkpoint: it contains objects that are not allowed "
-                              f"(only tensors and plain data are loaded; nothing in it was run)") from None
+        raise CheckpointError(
+            f"{path} is not a rnnreg checkpoint: it contains objects that are not allowed "
+            f"(only tensors and plain data are loaded; nothing in it was run)"
+        ) from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or another format: "
-                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or another format: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
-        raise CheckpointError(f"{path} is not a rnnreg checkpoint (no state_dict and hyper_parameters): give a "
-                              f"checkpoint written by rnnreg-train")
+        raise CheckpointError(
+            f"{path} is not a rnnreg checkpoint (no state_dict and hyper_parameters): give a "
+            f"checkpoint written by rnnreg-train"
+        )
     return checkpoint
 
 

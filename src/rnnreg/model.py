@@ -97,8 +97,15 @@ class StepLSTM(nn.Module):
     autocast a layer runs as LSTMLayerFunction (its own backward); otherwise as plain autograd ops.
     """
 
-    def __init__(self, hidden_size: int, num_layers: int, between: float = 0.0, recurrent: float = 0.0,
-                 variational: bool = False, layer_norm: bool = False):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_layers: int,
+        between: float = 0.0,
+        recurrent: float = 0.0,
+        variational: bool = False,
+        layer_norm: bool = False,
+    ):
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.between, self.recurrent, self.variational = between, recurrent, variational
@@ -109,19 +116,24 @@ class StepLSTM(nn.Module):
                 self.register_parameter(f"bias_{kind}_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
         if layer_norm:  # Ba et al. (2016): normalise both gate pre-activations and the cell
             self.norms = nn.ModuleList(
-                nn.ModuleList([nn.LayerNorm(4 * hidden_size), nn.LayerNorm(4 * hidden_size),
-                               nn.LayerNorm(hidden_size)]) for _ in range(num_layers))
+                nn.ModuleList([nn.LayerNorm(4 * hidden_size), nn.LayerNorm(4 * hidden_size), nn.LayerNorm(hidden_size)])
+                for _ in range(num_layers)
+            )
 
-    def layer(self, k: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
-              weight_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def layer(
+        self, k: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, weight_hh: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         weight_ih, bias_ih, bias_hh = (getattr(self, f"{name}_l{k}") for name in ("weight_ih", "bias_ih", "bias_hh"))
         p = self.recurrent if self.training else 0.0
         window_mask = dropout_mask(h.shape, p, h) if p and self.variational else None
         if not (self.layer_norm or torch.is_autocast_enabled(x.device.type)):
             masks = None
             if p:  # dropout on h_{t-1} -> h_t: a fresh mask every step, or the window's mask at every step
-                masks = (window_mask.expand(x.size(0), *h.shape) if window_mask is not None
-                         else torch.stack([dropout_mask(h.shape, p, h) for _ in range(x.size(0))]))
+                masks = (
+                    window_mask.expand(x.size(0), *h.shape)
+                    if window_mask is not None
+                    else torch.stack([dropout_mask(h.shape, p, h) for _ in range(x.size(0))])
+                )
             return LSTMLayerFunction.apply(F.linear(x, weight_ih, bias_ih + bias_hh), h, c, weight_hh, masks)
         # layer norm (of the two gate pre-activations apart, and of the cell) or autocast: autograd, step by step
         gates_x = F.linear(x, weight_ih, bias_ih)
@@ -141,8 +153,9 @@ class StepLSTM(nn.Module):
             outputs.append(h)
         return torch.stack(outputs), h, c
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                weights_hh: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, State]:
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, weights_hh: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, State]:
         if state is None:
             zeros = x.new_zeros(self.num_layers, x.size(1), self.hidden_size)
             state = (zeros, zeros)
@@ -166,15 +179,32 @@ class LSTMLanguageModel(nn.Module):
     unit) - a fresh mask at every step - while h_{t-1} -> h_t and the cell are never dropped.
     """
 
-    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, init_scale: float,
-                 dropout_input: float = 0.0, dropout_between: float = 0.0, dropout_output: float = 0.0,
-                 dropout_recurrent: float = 0.0, variational: bool = False, weight_drop: float = 0.0,
-                 embedding_dropout: float = 0.0, layer_norm: bool = False, tie_weights: bool = False,
-                 lstm: str = "auto"):
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        num_layers: int,
+        init_scale: float,
+        dropout_input: float = 0.0,
+        dropout_between: float = 0.0,
+        dropout_output: float = 0.0,
+        dropout_recurrent: float = 0.0,
+        variational: bool = False,
+        weight_drop: float = 0.0,
+        embedding_dropout: float = 0.0,
+        layer_norm: bool = False,
+        tie_weights: bool = False,
+        lstm: str = "auto",
+    ):
         super().__init__()
-        rates = {"dropout.input": dropout_input, "dropout.between": dropout_between,
-                 "dropout.output": dropout_output, "dropout.recurrent": dropout_recurrent,
-                 "dropout.weight_drop": weight_drop, "model.embedding_dropout": embedding_dropout}
+        rates = {
+            "dropout.input": dropout_input,
+            "dropout.between": dropout_between,
+            "dropout.output": dropout_output,
+            "dropout.recurrent": dropout_recurrent,
+            "dropout.weight_drop": weight_drop,
+            "model.embedding_dropout": embedding_dropout,
+        }
         for name, p in rates.items():
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name}={p} is outside [0, 1): use a drop probability like 0.5")
@@ -185,14 +215,15 @@ class LSTMLanguageModel(nn.Module):
         self.embedding = nn.Embedding(vocab_size, hidden_size)
         needs_step = bool(dropout_recurrent or variational or layer_norm)
         if lstm not in ("auto", "fused", "step") or (lstm == "fused" and needs_step):
-            raise ValueError(f"model.lstm={lstm} must be auto, fused or step (recurrent or variational "
-                             f"dropout and layer norm need step or auto)")
+            raise ValueError(
+                f"model.lstm={lstm} must be auto, fused or step (recurrent or variational "
+                f"dropout and layer norm need step or auto)"
+            )
         self.fused = lstm == "fused" or (lstm == "auto" and not needs_step)
         if self.fused:
             self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers, dropout=dropout_between)
         else:
-            self.lstm = StepLSTM(hidden_size, num_layers, dropout_between, dropout_recurrent, variational,
-                                 layer_norm)
+            self.lstm = StepLSTM(hidden_size, num_layers, dropout_between, dropout_recurrent, variational, layer_norm)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         for param in self.parameters():  # every tensor, biases and embedding included, as in the paper
             nn.init.uniform_(param, -init_scale, init_scale)
@@ -215,8 +246,11 @@ class LSTMLanguageModel(nn.Module):
             return self.lstm(x, state)
         # DropConnect on W_hh: one mask per window, applied to a copy; the parameters stay intact, so
         # evaluation (and the optimiser) always see the real weights.
-        dropped = {n: F.dropout(p, self.weight_drop, training=True)
-                   for n, p in self.lstm.named_parameters() if n.startswith("weight_hh")}
+        dropped = {
+            n: F.dropout(p, self.weight_drop, training=True)
+            for n, p in self.lstm.named_parameters()
+            if n.startswith("weight_hh")
+        }
         if self.fused:
             return functional_call(self.lstm, dropped, (x, state), strict=False)
         return self.lstm(x, state, dropped)

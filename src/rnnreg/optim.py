@@ -15,9 +15,15 @@ def paper_lr_factor(epoch: int, decay: float, decay_start: int) -> float:
 
 
 @torch.no_grad()
-def clip_and_sgd_(params: list[torch.Tensor], grads: list[torch.Tensor], lr: float | torch.Tensor, clip: float,
-                  weight_decay: float = 0.0, momentum: float = 0.0,
-                  buffers: list[torch.Tensor] | None = None) -> torch.Tensor:
+def clip_and_sgd_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    lr: float | torch.Tensor,
+    clip: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    buffers: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Clip the gradients to global L2 norm `clip` (as clip_grad_norm_), add coupled weight decay and
     momentum (as torch.optim.SGD, no dampening), and step: p -= lr * g. Overwrites `grads`; no host sync
     (capturable). Returns the norm before clipping."""
@@ -70,8 +76,15 @@ class ClippedSGD(torch.optim.Optimizer):
         buffers = None
         if group["momentum"]:
             buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
-        self.grad_norm = clip_and_sgd_(params, [p.grad for p in params], group["lr"] if lr is None else lr,
-                                       group["clip"], group["weight_decay"], group["momentum"], buffers)
+        self.grad_norm = clip_and_sgd_(
+            params,
+            [p.grad for p in params],
+            group["lr"] if lr is None else lr,
+            group["clip"],
+            group["weight_decay"],
+            group["momentum"],
+            buffers,
+        )
         return self.grad_norm
 
 

@@ -189,7 +189,7 @@ def placement_colour(placement: str) -> str:
 
 
 def short_override(override: str) -> str:
-    """model.dropout_rate=0.3 -> dropout_rate=0.3: the last part of the key is enough in a label."""
+    """dropout.p=0.3 -> p=0.3: the last part of the key is enough in a label."""
     key, sep, value = override.partition("=")
     return key.rsplit(".", 1)[-1] + sep + value
 
@@ -197,7 +197,7 @@ def short_override(override: str) -> str:
 def configurations(rows: list[dict]) -> list[dict]:
     """What the figures draw, one entry per configuration (plot_groups), in the order of PLACEMENT_COLOURS
     then of the jobs: its placement, a short horizontal label (the placement, plus what else differs
-    between the configurations: `both, dropout_rate=0.3`), colour, marker, line style and runs."""
+    between the configurations: `both, p=0.3`), colour, marker, line style and runs."""
     order = list(PLACEMENT_COLOURS)
     entries = []
     for key, runs in plot_groups(rows).items():

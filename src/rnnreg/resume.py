@@ -26,8 +26,10 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
     if datamodule is not None and getattr(datamodule, "corpus", None) is not None:
         task.vocab = datamodule.corpus.itos
     checkpoint["vocab"] = task.vocab
-    checkpoint["rng"] = {"torch": torch.get_rng_state(),
-                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    checkpoint["rng"] = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
     window = windows_done(trainer)
     checkpoint["train_window"] = window
     if window:
@@ -52,15 +54,21 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     datamodule = getattr(trainer, "datamodule", None)
     corpus = getattr(datamodule, "load", None)
     if task.vocab is not None and corpus is not None and task.vocab != corpus().itos:
-        raise CheckpointError(f"the checkpoint was trained on another vocabulary ({len(task.vocab)} words) than "
-                              f"this data ({len(corpus().itos)} words): resume it on the data it was trained on")
+        raise CheckpointError(
+            f"the checkpoint was trained on another vocabulary ({len(task.vocab)} words) than "
+            f"this data ({len(corpus().itos)} words): resume it on the data it was trained on"
+        )
     ours = task.state_dict()
     theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
     if theirs != {k: tuple(v.shape) for k, v in ours.items()}:
-        differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != tuple(getattr(ours.get(k), "shape", ())))
-        raise CheckpointError(f"the checkpoint holds another model shape ({differ[0]}: {theirs.get(differ[0])} vs "
-                              f"{tuple(ours[differ[0]].shape) if differ[0] in ours else None} here): resume it with "
-                              f"the model config it was trained with")
+        differ = sorted(
+            k for k in theirs.keys() | ours.keys() if theirs.get(k) != tuple(getattr(ours.get(k), "shape", ()))
+        )
+        raise CheckpointError(
+            f"the checkpoint holds another model shape ({differ[0]}: {theirs.get(differ[0])} vs "
+            f"{tuple(ours[differ[0]].shape) if differ[0] in ours else None} here): resume it with "
+            f"the model config it was trained with"
+        )
     if "rng" in checkpoint:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():

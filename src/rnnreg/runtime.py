@@ -8,8 +8,9 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -51,7 +52,8 @@ def hydra_entry(config_name: str) -> Callable:
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(
-            user_errors_as_one_line(fn))
+            user_errors_as_one_line(fn)
+        )
 
         @functools.wraps(fn)
         def main() -> Any:
@@ -82,8 +84,10 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
         known = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))  # _x: shared parts
         for choice in choices:
             if isinstance(choice, str) and choice not in known:
-                raise ConfigError(f"{override.key_or_group}={choice} is not an option: choose one of "
-                                  f"{', '.join(known)} (files in {group})")
+                raise ConfigError(
+                    f"{override.key_or_group}={choice} is not an option: choose one of "
+                    f"{', '.join(known)} (files in {group})"
+                )
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:

@@ -19,19 +19,35 @@ from rnnreg.signals import TrainingSignals
 
 def build_net(vocab_size: int, model: dict, dropout: dict) -> LSTMLanguageModel:
     return LSTMLanguageModel(
-        vocab_size, model["hidden_size"], model["num_layers"], model["init_scale"],
-        dropout_input=dropout["input"], dropout_between=dropout["between"], dropout_output=dropout["output"],
-        dropout_recurrent=dropout.get("recurrent", 0.0), variational=dropout.get("variational", False),
-        weight_drop=dropout.get("weight_drop", 0.0), embedding_dropout=dropout.get("embedding", 0.0),
-        layer_norm=model.get("layer_norm", False), tie_weights=model.get("tie_weights", False),
-        lstm=model.get("lstm", "auto"))
+        vocab_size,
+        model["hidden_size"],
+        model["num_layers"],
+        model["init_scale"],
+        dropout_input=dropout["input"],
+        dropout_between=dropout["between"],
+        dropout_output=dropout["output"],
+        dropout_recurrent=dropout.get("recurrent", 0.0),
+        variational=dropout.get("variational", False),
+        weight_drop=dropout.get("weight_drop", 0.0),
+        embedding_dropout=dropout.get("embedding", 0.0),
+        layer_norm=model.get("layer_norm", False),
+        tie_weights=model.get("tie_weights", False),
+        lstm=model.get("lstm", "auto"),
+    )
 
 
 class LanguageModelTask(L.LightningModule):
     """`net` (optional): evaluate this module instead of building one (model averaging, rnnreg.ensemble)."""
 
-    def __init__(self, vocab_size: int, model: dict, dropout: dict, optim: dict, speed: dict | None = None,
-                 net: nn.Module | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        model: dict,
+        dropout: dict,
+        optim: dict,
+        speed: dict | None = None,
+        net: nn.Module | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         if not optim["lr"] > 0:
@@ -78,8 +94,9 @@ class LanguageModelTask(L.LightningModule):
         optimizer = self.optimizers()
         if self.fast is None:
             graph = (self.hparams.get("speed") or {}).get("cuda_graph", True)
-            self.fast = FastStep(self.net, optimizer.optimizer, tuple(batch[0].shape), self.signals, self.device,
-                                 graph=graph)
+            self.fast = FastStep(
+                self.net, optimizer.optimizer, tuple(batch[0].shape), self.signals, self.device, graph=graph
+            )
         self.train_state = self.fast.carry(self.train_state)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step(closure=lambda: self.fast(*batch, lr=lr), update=False)  # the program holds the update
@@ -87,11 +104,19 @@ class LanguageModelTask(L.LightningModule):
 
     def configure_optimizers(self):
         optim = self.hparams.optim
-        optimizer = ClippedSGD(self.parameters(), lr=optim["lr"], clip=optim["clip"],
-                               momentum=optim.get("momentum", 0.0), weight_decay=optim.get("weight_decay", 0.0))
+        optimizer = ClippedSGD(
+            self.parameters(),
+            lr=optim["lr"],
+            clip=optim["clip"],
+            momentum=optim.get("momentum", 0.0),
+            weight_decay=optim.get("weight_decay", 0.0),
+        )
         schedule = paper_schedule(optimizer, optim["decay"], optim["decay_start"])
         # "name": the lr's key in the logs (LearningRateMonitor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch", "name": "train/lr"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": schedule, "interval": "epoch", "name": "train/lr"},
+        }
 
     # -- which step: speed.fast_step (auto: on for a single-GPU run) ---------------------------------
     def setup(self, stage: str) -> None:
@@ -160,14 +185,19 @@ def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTa
     checkpoint = load_checkpoint(ckpt_path)
     try:
         hparams = checkpoint["hyper_parameters"]
-        task = LanguageModelTask(hparams["vocab_size"], hparams["model"], hparams["dropout"], hparams["optim"],
-                                 hparams.get("speed"))
+        task = LanguageModelTask(
+            hparams["vocab_size"], hparams["model"], hparams["dropout"], hparams["optim"], hparams.get("speed")
+        )
         task.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError) as err:
-        raise CheckpointError(f"{ckpt_path} is not a rnnreg checkpoint of this version "
-                              f"({str(err).splitlines()[0]}): give a checkpoint written by rnnreg-train") from None
+        raise CheckpointError(
+            f"{ckpt_path} is not a rnnreg checkpoint of this version "
+            f"({str(err).splitlines()[0]}): give a checkpoint written by rnnreg-train"
+        ) from None
     task.on_load_checkpoint(checkpoint)
     if vocab is not None and task.vocab is not None and task.vocab != vocab:
-        raise ConfigError(f"{ckpt_path} was trained on another vocabulary ({len(task.vocab)} words) than "
-                          f"this data ({len(vocab)} words): evaluate it on the data it was trained on")
+        raise ConfigError(
+            f"{ckpt_path} was trained on another vocabulary ({len(task.vocab)} words) than "
+            f"this data ({len(vocab)} words): evaluate it on the data it was trained on"
+        )
     return task
