@@ -130,7 +130,9 @@ class NonFiniteLossGuard(L.Callback):
                 f"{loss} at epoch {trainer.current_epoch + 1}, step {step} "
                 f"(global step {trainer.global_step - (batch_idx + 1 - step)})"
             )
-        raise TrainingDiverged(f"training loss became {where}: lower optim.lr or trainer.gradient_clip_val; {self.last_good(trainer)}")
+        raise TrainingDiverged(
+            f"training loss became {where}: lower optim.lr or trainer.gradient_clip_val; {self.last_good(trainer)}"
+        )
 
     @staticmethod
     def last_good(trainer) -> str:
@@ -181,8 +183,7 @@ class CheckpointOnInterrupt(L.Callback):
 class LastCheckpoint(ModelCheckpoint):
     """checkpoints/last.ckpt after every epoch, written once per state: when another checkpoint callback
     (best.ckpt) has just saved this same step, last.ckpt becomes a hard link to that file instead of a
-    second copy of the model (half the checkpoint writes in an improving epoch: 80 MB medium, 264 MB
-    large). It links only when every write goes to a new file that is renamed into place
+    second copy of the model (half the checkpoint writes in an improving epoch). It links only when every write goes to a new file that is renamed into place
     (AtomicCheckpointIO, the default), so that a later write of either name leaves the other's contents
     as they were; with another checkpoint IO, or where the filesystem has no hard links, it writes its
     own copy."""

@@ -115,7 +115,7 @@ def plain(cfg: DictConfig) -> dict:
 def keep_freed_memory(max_chunk: int = 32 << 20) -> bool:
     """glibc only: serve tensors up to `max_chunk` bytes from the heap and never trim it, so the large
     activation and gradient buffers freed every step are reused instead of being returned to the OS and
-    page-faulted back in (thousands of page faults per small-model CPU step). Returns whether
+    page-faulted back in on the next step. Returns whether
     the setting took effect (False on other C libraries, where nothing changes)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
