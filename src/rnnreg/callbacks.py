@@ -183,10 +183,10 @@ class CheckpointOnInterrupt(L.Callback):
 class LastCheckpoint(ModelCheckpoint):
     """checkpoints/last.ckpt after every epoch, written once per state: when another checkpoint callback
     (best.ckpt) has just saved this same step, last.ckpt becomes a hard link to that file instead of a
-    second copy of the model (half the checkpoint writes in an improving epoch). It links only when every write goes to a new file that is renamed into place
-    (AtomicCheckpointIO, the default), so that a later write of either name leaves the other's contents
-    as they were; with another checkpoint IO, or where the filesystem has no hard links, it writes its
-    own copy."""
+    second copy of the model. It links only when every write goes to a new file that is renamed into
+    place (AtomicCheckpointIO, the default), so that a later write of either name leaves the other's
+    contents as they were; with another checkpoint IO, or where the filesystem has no hard links, it
+    writes its own copy."""
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         saved = [
