@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.install.stamp
 ARGS ?=
 
-.PHONY: install train test bench clean
+.PHONY: install train test lint format bench clean
 
 install: $(STAMP)
 
@@ -23,8 +23,17 @@ $(STAMP): pyproject.toml Makefile
 train: install
 	$(BIN)/rnnreg-train trainer.accelerator=auto $(ARGS)
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# ruff (pyproject.toml): lint and formatting, checked by make test and CI; `make format` applies both.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: install
 	$(BIN)/python benchmarks/bench_speed.py $(ARGS)

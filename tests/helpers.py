@@ -79,3 +79,10 @@ class SignalAt(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.current_epoch == 0 and batch_idx + 1 == self.window:
             os.kill(os.getpid(), self.signum)
+
+
+class RaiseAtFirstWindow(L.Callback):
+    """A bug inside training: raises ValueError after the first training window."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        raise ValueError("a bug in a callback, not a user error")

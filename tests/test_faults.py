@@ -199,3 +199,34 @@ def test_checkpoint_from_another_vocabulary_is_refused(tiny_cfg, tmp_path):
         evaluate(cfg)
     assert not (tmp_path / "eval" / "metrics.json").exists()
     assert load_task(str(ckpt)).vocab  # the checkpoint itself is untouched and loads
+
+
+def test_a_bug_inside_training_keeps_its_traceback(tiny_corpus, tmp_path):
+    """Only rnnreg's own UserErrors are one-line errors: a ValueError from a bug is not shown as if the
+    user had mistyped something."""
+    proc = run(
+        "rnnreg-train",
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        "trainer.max_epochs=1",
+        "+callbacks.bug._target_=helpers.RaiseAtFirstWindow",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+        env={"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert "ValueError: a bug in a callback, not a user error" in proc.stderr
+    assert not proc.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_fast_dev_run_works_with_early_stopping(tiny_cfg):
+    """Lightning's debug flag with every option: early stopping tests best.ckpt, which fast_dev_run never
+    writes; the debug test then uses the final weights."""
+    metrics = train(tiny_cfg("regularizer=[early_stopping]", "trainer.fast_dev_run=true"))
+    assert metrics["status"] == "completed" and metrics["epochs"] == 1 and metrics["test_ppl"] > 1
+
+
+def test_runs_without_the_speed_monitor(tiny_cfg):
+    metrics = train(tiny_cfg("callbacks.speed_monitor=null", "trainer.max_epochs=1", "trainer.limit_train_batches=3"))
+    assert metrics["status"] == "completed" and "words_per_second" not in metrics
