@@ -54,6 +54,23 @@ def member_mask(shape: tuple[int, ...], p: float, generator: torch.Generator, li
     return like.new_empty(shape).bernoulli_(1 - p, generator=generator).div_(1 - p)
 
 
+class StackedLinearFunction(torch.autograd.Function):
+    """F.linear of K members: x (K, N, in), weight (K, out, in), bias (K, out) -> (K, N, out). Written out so
+    that the weight's gradient is contiguous, as F.linear's (autograd's bmm hands back a transposed view):
+    each member's gradient norm then reduces its elements in the single model's order, to the last bit."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, d_out):
+        x, weight = ctx.saved_tensors
+        d_x = torch.bmm(d_out, weight) if ctx.needs_input_grad[0] else None
+        return d_x, torch.bmm(d_out.transpose(1, 2), x), d_out.sum(1)
+
+
 class StackedLSTMLayerFunction(torch.autograd.Function):
     """One LSTM layer of K members over a window: model.LSTMLayerFunction with a leading member dimension.
     Each step is one batched matmul for all members; the hand-written backward keeps no autograd graph per
@@ -244,9 +261,7 @@ class StackedLanguageModel(nn.Module):
             masks = self.site_masks("weight_drop", weight_hh.shape[1:], weight_hh)  # DropConnect, one per window
             if masks is not None:  # on a copy: the parameters stay intact
                 weight_hh = weight_hh * masks
-            gates_x = torch.baddbmm(
-                (bias_ih + bias_hh).unsqueeze(1), x.reshape(members, -1, units), weight_ih.transpose(1, 2)
-            )
+            gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh)
             recurrent = self.site_masks("dropout_recurrent", (steps, streams, units), x, over_time=True)
             x, h, c = StackedLSTMLayerFunction.apply(
                 gates_x.view(members, steps, streams, -1), state[0][:, layer], state[1][:, layer], weight_hh, recurrent
@@ -254,9 +269,7 @@ class StackedLanguageModel(nn.Module):
             hs.append(h)
             cs.append(c)
         x = self.drop(x, "dropout_output")
-        logits = torch.baddbmm(
-            self.decoder_bias.unsqueeze(1), x.reshape(members, -1, units), self.decoder_weight.transpose(1, 2)
-        )
+        logits = StackedLinearFunction.apply(x.reshape(members, -1, units), self.decoder_weight, self.decoder_bias)
         return logits.view(members, steps, streams, vocab), (torch.stack(hs, 1).detach(), torch.stack(cs, 1).detach())
 
 
@@ -292,8 +305,13 @@ def stacked_clip_and_sgd_(
     members, so a non-finite gradient of one member never reaches another's weights.
     """
     grads = unshared(tuple(grads))
-    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
-    clip_coef = (clip / (norms + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
+    members = grads[0].size(0)
+    # each member's slices' norms in one foreach call, then the norm of each member's norms: clip_grad_norm_'s
+    # reduction per member, so the norm (and with it the clipped update) rounds as the single model's
+    slice_norms = torch._foreach_norm([g[k] for k in range(members) for g in grads])
+    norms = torch.linalg.vector_norm(torch.stack(slice_norms).view(members, -1), dim=1)
+    # as clip_grad_norm_, whose float / tensor is Tensor.__rtruediv__: reciprocal, then times the float
+    clip_coef = ((norms + 1e-6).reciprocal() * clip).clamp(max=1.0)
     if weight_decay is None:
         scale = clip_coef * lr
         for g in grads:
