@@ -319,8 +319,10 @@ def stacked_clip_and_sgd_(
     else:  # coupled: the clipped gradient plus wd * p, then times lr
         for g, p in zip(grads, params):
             g.mul_(per_member(clip_coef, g)).addcmul_(p, per_member(weight_decay, p)).mul_(per_member(lr, g))
+    inactive = ~active
     for p, g in zip(params, grads):
-        # p - g as a separate op rounds as the single model's step (see rnnreg.fast); an inactive member
-        # subtracts an exact 0, selected (not multiplied: NaN * 0 is NaN) so its weights stay bitwise
-        p.sub_(torch.where(per_member(active, g), g, 0.0))
+        # an inactive member subtracts an exact 0, filled in (not multiplied: NaN * 0 is NaN): bitwise unchanged
+        g.masked_fill_(per_member(inactive, g), 0.0)
+        # p - g as a separate op rounds as the single model's step (see rnnreg.fast)
+        p.sub_(g)
     return norms
