@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import rnnreg.model as model_module
 import rnnreg.stacked as stacked_module
 from rnnreg.model import LSTMLanguageModel, LSTMLayerFunction
 from rnnreg.stacked import (
@@ -385,6 +386,43 @@ def test_each_member_gets_its_own_placement_in_one_group(monkeypatch):
         assert torch.equal(weight_hh[member["none"]], getattr(net, f"lstm_weight_hh_l{layer}")[member["none"]])
     # embedding dropout: whole vocabulary rows, once per window
     assert rec.shapes(member["embedding"]) == [(V, 1)]
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_a_members_masks_sit_where_the_single_model_puts_them(monkeypatch, variational):
+    """Member 1's masks, replayed into the single model's dropout sites (model.drop, model.dropout_mask) in
+    the order it meets them, give member 1's logits and gradients: every mask sits at the single model's site.
+    (Weight drop, drawn by F.dropout there, is checked on W_hh above.)"""
+    rates = {"dropout_input": 0.2, "dropout_between": 0.3, "dropout_output": 0.4, "dropout_recurrent": 0.25}
+    spec = MemberSpec(3, embedding_dropout=0.1, variational=variational, **rates)  # a site's rate shows in its mask
+    net = StackedLanguageModel(V, H, L, [MemberSpec(1, **EVERYWHERE), spec]).train()
+    rec = Recorder(monkeypatch, net)
+    x, y = windows(1)[0]
+    logits, _ = net(x)
+    (member_nll(logits, y) * T).sum().backward()
+    queue, steps = iter([m for k, _, m in rec.draws if k == 1]), []
+
+    def next_mask(p: float) -> torch.Tensor:
+        mask = next(queue)
+        assert set(mask.unique().tolist()) == {0.0, torch.tensor(1 / (1 - p)).item()}  # this site's rate
+        return mask
+
+    def replay_mask(shape, p, like):  # embedding rows, h_{t-1}: a fresh recurrent mask is served step by step
+        if not steps:
+            mask = next_mask(p)
+            if mask.shape != (T, B, H):
+                return mask
+            steps.extend(mask.unbind(0))
+        return steps.pop(0)
+
+    monkeypatch.setattr(model_module, "dropout_mask", replay_mask)
+    monkeypatch.setattr(model_module, "drop", lambda x, p, training, per_window: x * next_mask(p) if p else x)
+    alone = single(spec).train()
+    logits_k, _ = alone(x)
+    torch.nn.functional.cross_entropy(logits_k.view(-1, V), y.reshape(-1)).mul(T).backward()
+    assert next(queue, None) is None and steps == []  # every mask used
+    torch.testing.assert_close(logits[1], logits_k, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads_of(net, 1), {n: p.grad for n, p in alone.named_parameters()}, rtol=1e-5, atol=1e-7)
 
 
 def test_placements_draw_new_masks_every_window_and_keep_the_weights(monkeypatch):
