@@ -191,6 +191,7 @@ class StackedLanguageModel(nn.Module):
 
     # -- dropout masks ---------------------------------------------------------------------------------
     def generators(self, device: torch.device) -> list[torch.Generator]:
+        """The members' mask generators, made on `device` when first needed (masks are drawn where they are used)."""
         if self.mask_generators is None:
             self.mask_generators = [
                 torch.Generator(device=device).manual_seed(m.seed + MASK_SEED_OFFSET) for m in self.members
