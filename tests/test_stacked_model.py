@@ -1,0 +1,488 @@
+"""The stacked model (rnnreg.stacked): each of K members computes what a single LSTMLanguageModel with its
+hyperparameters computes, with its own masks, and no member can change another."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnreg.model as model_module
+import rnnreg.stacked as stacked_module
+from rnnreg.model import LSTMLanguageModel, LSTMLayerFunction
+from rnnreg.stacked import (
+    MemberSpec,
+    StackedLanguageModel,
+    StackedLinearFunction,
+    StackedLSTMLayerFunction,
+    member_nll,
+    stacked_clip_and_sgd_,
+)
+
+V, H, L, T, B = 40, 12, 2, 5, 4
+P = 0.5
+PLACEMENTS = {  # as conf/dropout/*, one site at a time where the placement allows
+    "none": {},
+    "non_recurrent": {"dropout_input": P, "dropout_between": P, "dropout_output": P},
+    "recurrent": {"dropout_recurrent": P},
+    "variational": {
+        "dropout_input": P,
+        "dropout_between": P,
+        "dropout_output": P,
+        "dropout_recurrent": P,
+        "variational": True,
+    },
+    "weight_drop": {"weight_drop": P},
+    "embedding": {"embedding_dropout": P},
+}
+EVERYWHERE = {
+    "dropout_input": 0.3,
+    "dropout_between": 0.3,
+    "dropout_output": 0.3,
+    "dropout_recurrent": 0.3,
+    "weight_drop": 0.3,
+    "embedding_dropout": 0.2,
+}
+
+
+def single(spec: MemberSpec, lstm: str = "step") -> LSTMLanguageModel:
+    torch.manual_seed(spec.seed)
+    return LSTMLanguageModel(V, H, L, lstm=lstm, **spec.model_kwargs())
+
+
+def windows(count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive (input, target) windows of one token stream, as the data module cuts them."""
+    data = torch.randint(V, (count * T + 1, B), generator=torch.Generator().manual_seed(seed))
+    return [(data[i * T : (i + 1) * T], data[i * T + 1 : (i + 1) * T + 1]) for i in range(count)]
+
+
+def vec(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def train_stacked(net, data, lr, clip, weight_decay=None, active=None, state=None):
+    """Windows of stacked training as the launcher will run them: per-window (losses, norms), final state."""
+    active = torch.ones(net.num_members, dtype=torch.bool) if active is None else active
+    params = list(net.parameters())
+    history = []
+    for x, y in data:
+        logits, state = net(x, state)
+        nll = member_nll(logits, y)
+        grads = torch.autograd.grad((nll * x.size(-2)).sum(), params)
+        norms = stacked_clip_and_sgd_(params, grads, lr, clip, weight_decay, active)
+        history.append((nll.detach(), norms))
+    return history, state
+
+
+def train_single(net, data, lr, clip, weight_decay=0.0):
+    """The plain step: summed-over-time objective, clip_grad_norm_, torch SGD; per-window (loss, norm)."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, weight_decay=weight_decay)
+    history, state = [], None
+    for x, y in data:
+        logits, state = net(x, state)
+        nll = torch.nn.functional.cross_entropy(logits.view(-1, V), y.reshape(-1))
+        optimizer.zero_grad()
+        (nll * x.size(0)).backward()
+        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip, foreach=True)
+        optimizer.step()
+        history.append((nll.detach(), norm))
+    return history
+
+
+def grads_of(net: StackedLanguageModel, k: int) -> dict[str, torch.Tensor]:
+    return {net.single_names[n]: p.grad[k] for n, p in net.named_parameters()}
+
+
+# -- the layer function ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("masks", ["none", "mixed"])
+def test_stacked_layer_function_backward_is_the_gradient(masks):
+    """float64 gradcheck of the hand-written backward; "mixed": one member drops h_{t-1} fresh per step,
+    the other multiplies it by ones (no recurrent dropout)."""
+    gen = torch.Generator().manual_seed(0)
+    K, steps, streams, units = 2, 4, 3, 3
+    randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    gates_x, h, c, weight = (
+        randn(K, steps, streams, 4 * units),
+        randn(K, streams, units),
+        randn(K, streams, units),
+        randn(K, 4 * units, units),
+    )
+    mask = None
+    if masks == "mixed":
+        mask = torch.ones(K, steps, streams, units, dtype=torch.float64)
+        mask[0] = (torch.rand(steps, streams, units, generator=gen) > 0.5).double() * 2
+    assert torch.autograd.gradcheck(StackedLSTMLayerFunction.apply, (gates_x, h, c, weight, mask))
+
+
+def test_stacked_linear_function_backward_is_the_gradient():
+    gen = torch.Generator().manual_seed(2)
+    x, weight, bias = (
+        torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((3, 4, 5), (3, 6, 5), (3, 6))
+    )
+    assert torch.autograd.gradcheck(StackedLinearFunction.apply, tuple(t.requires_grad_() for t in (x, weight, bias)))
+    out = StackedLinearFunction.apply(x, weight, bias)
+    torch.testing.assert_close(out, torch.stack([torch.nn.functional.linear(*args) for args in zip(x, weight, bias)]))
+    out.sum().backward()
+    assert weight.grad.is_contiguous()  # so a member's gradient norm reduces in the single model's order
+
+
+def test_stacked_layer_function_is_the_single_layer_function_per_member():
+    """Forward and backward of every member equal model.LSTMLayerFunction on its slice."""
+    gen = torch.Generator().manual_seed(1)
+    K, units = 3, 5
+    gates_x, h, c = (
+        torch.randn(K, T, B, 4 * units, generator=gen),
+        torch.randn(K, B, units, generator=gen),
+        torch.randn(K, B, units, generator=gen),
+    )
+    weight = torch.randn(K, 4 * units, units, generator=gen) * 0.3
+    masks = (torch.rand(K, T, B, units, generator=gen) > 0.3).float() / 0.7
+    inputs = [t.requires_grad_() for t in (gates_x, h, c, weight)]
+    outs = StackedLSTMLayerFunction.apply(*inputs, masks)
+    seeds = [torch.randn(o.shape, generator=gen) for o in outs]
+    grads = torch.autograd.grad(sum((o * s).sum() for o, s in zip(outs, seeds)), inputs)
+    for k in range(K):
+        alone = [t[k].detach().requires_grad_() for t in (gates_x, h, c, weight)]
+        outs_k = LSTMLayerFunction.apply(*alone, masks[k])
+        grads_k = torch.autograd.grad(sum((o * s[k]).sum() for o, s in zip(outs_k, seeds)), alone)
+        torch.testing.assert_close([o[k] for o in outs], list(outs_k), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close([g[k] for g in grads], list(grads_k), rtol=1e-5, atol=1e-6)
+
+
+# -- members are single models -------------------------------------------------------------------------
+def test_member_k_starts_as_the_single_model_seeded_with_its_seed():
+    specs = [MemberSpec(3, 0.1), MemberSpec(11, 0.05), MemberSpec(3, 0.2, **PLACEMENTS["variational"])]
+    rng = torch.get_rng_state()
+    net = StackedLanguageModel(V, H, L, specs)
+    assert torch.equal(torch.get_rng_state(), rng)  # building the group leaves the global stream alone
+    for k, spec in enumerate(specs):
+        expected = single(spec).state_dict()
+        got = net.member_state_dict(k)
+        assert list(got) == list(expected)
+        assert all(torch.equal(got[n], v) for n, v in expected.items())
+
+
+def test_group_without_dropout_computes_each_members_logits_and_gradients():
+    """Three seeds and init scales: the first window's logits and gradients are each member's alone."""
+    specs = [MemberSpec(1, 0.1), MemberSpec(2, 0.3), MemberSpec(5, 0.05)]
+    x, y = windows(1)[0]
+    net = StackedLanguageModel(V, H, L, specs).train()
+    logits, _ = net(x)
+    (member_nll(logits, y) * T).sum().backward()
+    for k, spec in enumerate(specs):
+        alone = single(spec).train()
+        logits_k, _ = alone(x)
+        torch.nn.functional.cross_entropy(logits_k.view(-1, V), y.reshape(-1)).mul(T).backward()
+        torch.testing.assert_close(logits[k], logits_k, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            grads_of(net, k), {n: p.grad for n, p in alone.named_parameters()}, rtol=1e-5, atol=1e-7
+        )
+
+
+SCHEDULES = {  # lr, clip (member 1 clipped on every window), weight decay
+    "lr_one": ([1.0, 1.0, 1.0], [5.0, 0.05, 1.0], None),
+    "per_member_lr": ([1.0, 0.7, 1.3], [5.0, 0.05, 1.0], None),
+    "weight_decay": ([1.0, 0.7, 1.3], [5.0, 0.05, 1.0], [0.0, 1e-3, 1e-2]),
+}
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_group_without_dropout_trains_as_each_member_alone(schedule):
+    """Ten windows with carried state: each member's losses, gradient norms and weights are those of the
+    single model trained alone (clip_grad_norm_ + torch SGD). At lr 1 without weight decay the update rounds
+    as the single model's (rnnreg.fast): norms and weights to the last bit, clipping included."""
+    specs = [MemberSpec(1, 0.1), MemberSpec(2, 0.3), MemberSpec(5, 0.05)]
+    lr, clip, weight_decay = SCHEDULES[schedule]
+    data = windows(10)
+    net = StackedLanguageModel(V, H, L, specs).train()
+    history, _ = train_stacked(net, data, vec(lr), vec(clip), None if weight_decay is None else vec(weight_decay))
+    assert all(norms[1] > 0.05 for _, norms in history)  # clipping at work on member 1
+    for k, spec in enumerate(specs):
+        alone = single(spec).train()
+        expected = train_single(alone, data, lr[k], clip[k], weight_decay[k] if weight_decay else 0.0)
+        torch.testing.assert_close([nll[k] for nll, _ in history], [nll for nll, _ in expected], rtol=1e-5, atol=0)
+        got = net.member_state_dict(k)
+        if schedule == "lr_one":
+            assert [n[k].item() for _, n in history] == [n.item() for _, n in expected]
+            assert all(torch.equal(got[name], value) for name, value in alone.state_dict().items())
+            continue
+        torch.testing.assert_close([n[k] for _, n in history], [n for _, n in expected], rtol=1e-5, atol=0)
+        for name, value in alone.state_dict().items():
+            torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_one_member_is_the_single_model():
+    spec = MemberSpec(4, 0.1)
+    data = windows(6, seed=2)
+    net = StackedLanguageModel(V, H, L, [spec]).train()
+    history, _ = train_stacked(net, data, vec([1.0]), vec([0.5]))
+    alone = single(spec).train()
+    expected = train_single(alone, data, 1.0, 0.5)
+    torch.testing.assert_close([nll[0] for nll, _ in history], [nll for nll, _ in expected], rtol=1e-5, atol=0)
+    got = net.member_state_dict(0)
+    assert all(torch.equal(got[name], value) for name, value in alone.state_dict().items())
+
+
+@pytest.mark.parametrize("lstm", ["step", "fused"])
+def test_member_weights_load_into_a_single_model_and_back(lstm):
+    specs = [MemberSpec(1), MemberSpec(2, 0.2)]
+    net = StackedLanguageModel(V, H, L, specs).train()
+    train_stacked(net, windows(2), vec([1.0, 1.0]), vec([5.0, 5.0]))  # weights no initialisation explains
+    x = windows(1, seed=3)[0][0]
+    logits = net.eval()(x)[0]
+    for k in range(2):
+        alone = LSTMLanguageModel(V, H, L, 0.1, lstm=lstm)
+        alone.load_state_dict(net.member_state_dict(k))
+        torch.testing.assert_close(alone.eval()(x)[0], logits[k], rtol=1e-5, atol=1e-6)
+    other = single(MemberSpec(9), lstm).state_dict()
+    net.load_member(0, other)
+    assert all(torch.equal(net.member_state_dict(0)[n], v) for n, v in other.items())
+    assert torch.equal(net.eval()(x)[0][1], logits[1])  # member 1 untouched
+    with pytest.raises(KeyError, match="missing"):
+        net.load_member(0, {n: v for n, v in other.items() if n != "decoder.bias"})
+
+
+def test_bad_member_specs_rejected():
+    with pytest.raises(ValueError, match=r"dropout.input=1.5 is outside \[0, 1\)"):
+        StackedLanguageModel(V, H, L, [MemberSpec(1), MemberSpec(2, dropout_input=1.5)])
+    with pytest.raises(ValueError, match="model.init_scale=0"):
+        StackedLanguageModel(V, H, L, [{"seed": 1, "init_scale": 0}])
+
+
+# -- members are independent ----------------------------------------------------------------------------
+def run_group(specs, data, lr, clip, active=None, member1=None, per_member_tokens=None):
+    net = StackedLanguageModel(V, H, L, specs).train()
+    if member1 is not None:
+        net.load_member(1, member1)
+    if per_member_tokens is not None:  # member 1 reads other data
+        data = [(torch.stack([x, x2, x]), torch.stack([y, y2, y])) for (x, y), (x2, y2) in zip(data, per_member_tokens)]
+    history, _ = train_stacked(net, data, lr, clip, active=active)
+    return net, history
+
+
+def assert_members_equal(a, b, members):
+    (net_a, hist_a), (net_b, hist_b) = a, b
+    for k in members:
+        assert all(
+            torch.equal(ha[0][k], hb[0][k]) and torch.equal(ha[1][k], hb[1][k]) for ha, hb in zip(hist_a, hist_b)
+        )
+        sa, sb = net_a.member_state_dict(k), net_b.member_state_dict(k)
+        assert all(torch.equal(sa[n], sb[n]) for n in sa), k
+
+
+@pytest.mark.parametrize("change", ["data", "lr", "weights", "dropout"])
+def test_changing_member_1_leaves_members_0_and_2_bitwise_unchanged(change):
+    specs = [MemberSpec(1, **EVERYWHERE), MemberSpec(2), MemberSpec(3, 0.05, **PLACEMENTS["variational"])]
+    data, lr, clip = windows(4), vec([1.0, 1.0, 0.5]), vec([0.5, 5.0, 5.0])
+    base = run_group(specs, data, lr, clip)
+    changed = {
+        "data": {"per_member_tokens": windows(4, seed=9)},
+        "lr": {"lr": vec([1.0, 0.01, 0.5])},
+        "weights": {"member1": single(MemberSpec(8, 0.3)).state_dict()},
+        "dropout": {},
+    }[change]
+    if change == "dropout":
+        specs[1] = MemberSpec(2, **EVERYWHERE)
+    other = run_group(specs, data, changed.pop("lr", lr), clip, **changed)
+    assert_members_equal(base, other, [0, 2])
+    assert not torch.equal(base[1][-1][0][1], other[1][-1][0][1])  # member 1 did change
+
+
+@pytest.mark.parametrize("how", ["nan_weights", "inf_weights", "huge_lr"])
+def test_a_diverging_member_leaves_the_others_bitwise_unchanged(how):
+    specs = [MemberSpec(1, **PLACEMENTS["non_recurrent"]), MemberSpec(2), MemberSpec(3)]
+    data, lr, clip = windows(4), vec([1.0, 1.0, 0.5]), vec([0.5, 5.0, 1e9])  # member 2 unclipped
+    base = run_group(specs, data, lr, clip)
+    bad = single(specs[1]).state_dict()
+    if how != "huge_lr":
+        bad["decoder.bias"][3] = float("nan") if how == "nan_weights" else float("inf")
+    if how == "huge_lr":  # unclipped, the first update overflows member 1's weights
+        lr, clip = vec([1.0, 1e38, 0.5]), vec([0.5, 1e9, 1e9])
+    diverging = run_group(specs, data, lr, clip, member1=bad)
+    nll, norms = diverging[1][-1]
+    assert not torch.isfinite(nll[1]) and not torch.isfinite(norms[1])
+    assert_members_equal(base, diverging, [0, 2])
+
+
+def test_an_inactive_member_keeps_its_weights_even_with_non_finite_gradients():
+    specs = [MemberSpec(1), MemberSpec(2), MemberSpec(3)]
+    bad = single(specs[1]).state_dict()
+    bad["decoder.weight"][0, 0] = float("nan")
+    active = torch.tensor([True, False, True])
+    net, history = run_group(specs, windows(3), vec([1.0, 1.0, 1.0]), vec([5.0, 5.0, 5.0]), active, member1=bad)
+    assert not torch.isfinite(history[0][1][1])
+    after = net.member_state_dict(1)
+    assert all(torch.equal(after[n].view(torch.int32), v.view(torch.int32)) for n, v in bad.items())  # NaN too
+    fresh = StackedLanguageModel(V, H, L, specs).member_state_dict(0)
+    assert not torch.equal(net.member_state_dict(0)["decoder.weight"], fresh["decoder.weight"])  # 0 trained
+
+
+# -- dropout placements ---------------------------------------------------------------------------------
+class Recorder:
+    """Records every mask a member draws (per member, from its generator) and what each layer multiplies."""
+
+    def __init__(self, monkeypatch, net: StackedLanguageModel):
+        self.net, self.draws, self.layers = net, [], []
+        draw, function = stacked_module.member_mask, stacked_module.StackedLSTMLayerFunction
+        recorder = self
+
+        def recording_mask(shape, p, generator, like):
+            m = draw(shape, p, generator, like)
+            recorder.draws.append((recorder.member_of(generator), tuple(shape), m))
+            return m
+
+        class RecordingFunction:
+            @staticmethod
+            def apply(gates_x, h, c, weight_hh, masks):
+                recorder.layers.append((weight_hh.detach().clone(), masks))
+                return function.apply(gates_x, h, c, weight_hh, masks)
+
+        monkeypatch.setattr(stacked_module, "member_mask", recording_mask)
+        monkeypatch.setattr(stacked_module, "StackedLSTMLayerFunction", RecordingFunction)
+
+    def member_of(self, generator) -> int:
+        return next(k for k, g in enumerate(self.net.mask_generators) if g is generator)
+
+    def shapes(self, k: int) -> list[tuple[int, ...]]:
+        return [shape for member, shape, _ in self.draws if member == k]
+
+    def recurrent(self, k: int) -> list[torch.Tensor | None]:
+        """Member k's mask on h_{t-1} in each layer, (T, B, H), None where no member had one."""
+        return [None if masks is None else masks[k] for _, masks in self.layers]
+
+
+def placement_group() -> tuple[StackedLanguageModel, list[str]]:
+    names = list(PLACEMENTS)
+    return StackedLanguageModel(V, H, L, [MemberSpec(k, **PLACEMENTS[n]) for k, n in enumerate(names)]), names
+
+
+def test_each_member_gets_its_own_placement_in_one_group(monkeypatch):
+    net, names = placement_group()
+    rec = Recorder(monkeypatch, net.train())
+    net(windows(1)[0][0])
+    member = {n: k for k, n in enumerate(names)}
+    ones = torch.ones(T, B, H)
+    # no dropout: nothing drawn, h_{t-1} multiplied by ones
+    assert rec.shapes(member["none"]) == []
+    assert all(m is None or torch.equal(m, ones) for m in rec.recurrent(member["none"]))
+    # the paper: L+1 sites on the non-recurrent connections, a fresh mask element per step, nothing on h_{t-1}
+    assert rec.shapes(member["non_recurrent"]) == [(T, B, H)] * (L + 1)
+    assert all(torch.equal(m, ones) for m in rec.recurrent(member["non_recurrent"]))
+    # recurrent: one fresh mask per step on h_{t-1} in every layer, nothing elsewhere
+    assert rec.shapes(member["recurrent"]) == [(T, B, H)] * L
+    drawn = [d for k, _, d in rec.draws if k == member["recurrent"]]
+    for m, mask in zip(rec.recurrent(member["recurrent"]), drawn):
+        assert torch.equal(m, mask) and set(m.unique().tolist()) == {0.0, 1 / (1 - P)}
+        assert all(not torch.equal(m[t], m[t + 1]) for t in range(T - 1))
+    # variational: one (B, H) mask per site for the whole window, the recurrent one included
+    assert rec.shapes(member["variational"]) == [(B, H)] * (2 * L + 1)
+    for m in rec.recurrent(member["variational"]):
+        assert all(torch.equal(m[0], m[t]) for t in range(T)) and not torch.equal(m[0], torch.ones(B, H))
+    # weight drop: one (4H, H) DropConnect mask per layer per window, on a copy of W_hh
+    assert rec.shapes(member["weight_drop"]) == [(4 * H, H)] * L
+    w_masks = [d for k, _, d in rec.draws if k == member["weight_drop"]]
+    for layer, ((weight_hh, _), mask) in enumerate(zip(rec.layers, w_masks)):
+        real = getattr(net, f"lstm_weight_hh_l{layer}")[member["weight_drop"]]
+        assert torch.equal(weight_hh[member["weight_drop"]], real * mask)
+        assert torch.equal(weight_hh[member["none"]], getattr(net, f"lstm_weight_hh_l{layer}")[member["none"]])
+    # embedding dropout: whole vocabulary rows, once per window
+    assert rec.shapes(member["embedding"]) == [(V, 1)]
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_a_members_masks_sit_where_the_single_model_puts_them(monkeypatch, variational):
+    """Member 1's masks, replayed into the single model's dropout sites (model.drop, model.dropout_mask) in
+    the order it meets them, give member 1's logits and gradients: every mask sits at the single model's site.
+    (Weight drop, drawn by F.dropout there, is checked on W_hh above.)"""
+    rates = {"dropout_input": 0.2, "dropout_between": 0.3, "dropout_output": 0.4, "dropout_recurrent": 0.25}
+    spec = MemberSpec(3, embedding_dropout=0.1, variational=variational, **rates)  # a site's rate shows in its mask
+    net = StackedLanguageModel(V, H, L, [MemberSpec(1, **EVERYWHERE), spec]).train()
+    rec = Recorder(monkeypatch, net)
+    x, y = windows(1)[0]
+    logits, _ = net(x)
+    (member_nll(logits, y) * T).sum().backward()
+    queue, steps = iter([m for k, _, m in rec.draws if k == 1]), []
+
+    def next_mask(p: float) -> torch.Tensor:
+        mask = next(queue)
+        assert set(mask.unique().tolist()) == {0.0, torch.tensor(1 / (1 - p)).item()}  # this site's rate
+        return mask
+
+    def replay_mask(shape, p, like):  # embedding rows, h_{t-1}: a fresh recurrent mask is served step by step
+        if not steps:
+            mask = next_mask(p)
+            if mask.shape != (T, B, H):
+                return mask
+            steps.extend(mask.unbind(0))
+        return steps.pop(0)
+
+    monkeypatch.setattr(model_module, "dropout_mask", replay_mask)
+    monkeypatch.setattr(model_module, "drop", lambda x, p, training, per_window: x * next_mask(p) if p else x)
+    alone = single(spec).train()
+    logits_k, _ = alone(x)
+    torch.nn.functional.cross_entropy(logits_k.view(-1, V), y.reshape(-1)).mul(T).backward()
+    assert next(queue, None) is None and steps == []  # every mask used
+    torch.testing.assert_close(logits[1], logits_k, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads_of(net, 1), {n: p.grad for n, p in alone.named_parameters()}, rtol=1e-5, atol=1e-7)
+
+
+def test_placements_draw_new_masks_every_window_and_keep_the_weights(monkeypatch):
+    net, names = placement_group()
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    rec = Recorder(monkeypatch, net.train())
+    x = windows(1)[0][0]
+    first, _ = net(x)
+    first_draws = list(rec.draws)
+    rec.draws.clear()
+    second, _ = net(x)
+    assert [(k, s) for k, s, _ in first_draws] == [(k, s) for k, s, _ in rec.draws]
+    assert all(not torch.equal(a, b) for (_, _, a), (_, _, b) in zip(first_draws, rec.draws))
+    assert all(torch.equal(before[n], p) for n, p in net.named_parameters())  # weight drop on copies only
+    # the member without dropout computes the same in both windows; every other member does not
+    assert torch.equal(first[names.index("none")], second[names.index("none")])
+    assert all(not torch.equal(first[k], second[k]) for k, n in enumerate(names) if n != "none")
+
+
+def test_eval_drops_nothing(monkeypatch):
+    net, names = placement_group()
+    rec = Recorder(monkeypatch, net.eval())
+    x = windows(1)[0][0]
+    logits, _ = net(x)
+    assert rec.draws == [] and all(masks is None for _, masks in rec.layers)
+    for k in range(len(names)):
+        alone = LSTMLanguageModel(V, H, L, 0.1, lstm="step").eval()
+        alone.load_state_dict(net.member_state_dict(k))
+        torch.testing.assert_close(logits[k], alone(x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_members_masks_do_not_depend_on_its_group():
+    """Seed 5 with dropout everywhere, in [5, a] and in [5, b, c]: the same outputs, gradients and state
+    over two windows in training mode (its masks come from its own generator only)."""
+    member = MemberSpec(5, **EVERYWHERE)
+    groups = [
+        [member, MemberSpec(6, **PLACEMENTS["variational"])],
+        [member, MemberSpec(7, **EVERYWHERE), MemberSpec(8, **PLACEMENTS["recurrent"])],
+    ]
+    results = []
+    for specs in groups:
+        net = StackedLanguageModel(V, H, L, specs).train()
+        state, seen = None, []
+        for x, y in windows(2):
+            logits, state = net(x, state)
+            (member_nll(logits, y) * T).sum().backward()
+            seen.append((logits[0].detach(), state[0][0], state[1][0], grads_of(net, 0)))
+            net.zero_grad()
+        results.append(seen)
+    for a, b in zip(*results):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+        assert all(torch.equal(a[3][n], b[3][n]) for n in a[3])
+
+
+def test_generator_states_restore_every_members_masks():
+    net = StackedLanguageModel(V, H, L, [MemberSpec(1, **EVERYWHERE), MemberSpec(2, **PLACEMENTS["variational"])])
+    x = windows(1)[0][0]
+    net.train()(x)
+    states = net.generator_states()
+    expected, _ = net(x)
+    net(x)  # the streams move on
+    net.set_generator_states(states)
+    assert torch.equal(net(x)[0], expected)
