@@ -99,7 +99,10 @@ def test_stacked_layer_function_backward_is_the_gradient(masks):
     the other multiplies it by ones (no recurrent dropout)."""
     gen = torch.Generator().manual_seed(0)
     K, steps, streams, units = 2, 4, 3, 3
-    randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+
     gates_x, h, c, weight = (
         randn(K, steps, streams, 4 * units),
         randn(K, streams, units),
