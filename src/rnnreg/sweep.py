@@ -3,11 +3,12 @@ about its sweep (which keys it sweeps, for run names).
 
 SweepCallback (hydra.callbacks in conf/hydra/default.yaml) writes <sweep dir>/sweep.yaml when the multirun
 starts (the swept keys: sweep overrides on the command line and hydra.sweeper.params), and when it ends
-lists the jobs of this multirun whose metrics.json does not say `completed` on one line and exits 1.
+lists the jobs of this multirun that failed (failed_jobs) on one line and exits 1.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 SWEEP_FILE = "sweep.yaml"
+ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
 
 
 def in_multirun() -> bool:
@@ -69,19 +71,19 @@ def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
 
 
 def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str]]]:
-    """(job folder, overrides) of each job under `sweep_dir` started at or after `since` whose metrics.json
-    is missing or does not say completed."""
+    """(job folder, overrides) of each job under `sweep_dir` started at or after `since` that failed: it
+    left error.txt (a UserError, rnnreg.runtime) or a metrics.json saying failed or interrupted."""
     failed = []
-    for config in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+    for config in sweep_dir.rglob(".hydra/config.yaml"):
         job = config.parent.parent
         if config.stat().st_mtime < since:
             continue
         metrics = job / "metrics.json"
-        status = yaml.safe_load(metrics.read_text()).get("status") if metrics.exists() else None
-        if status != "completed":
+        status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
+        if (job / ERROR_FILE).exists() or status in ("failed", "interrupted"):
             overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
             failed.append((str(job.relative_to(sweep_dir)), overrides))
-    return sorted(failed, key=lambda f: [int(p) if p.isdigit() else p for p in Path(f[0]).parts])
+    return sorted(failed, key=lambda f: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in Path(f[0]).parts])
 
 
 class SweepCallback(Callback):
