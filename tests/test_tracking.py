@@ -52,14 +52,15 @@ def wandb_log_records(raw: bytes):
 
 
 def read_wandb_run(run_dir: Path) -> dict:
-    """Config, metric history, summary and exit status, read back from the run's own .wandb file with
-    wandb's reader (offline runs keep them there until `wandb sync`)."""
+    """Config, metric history, summary, exit status, the run's name, group, job type and tags, and its
+    artifacts, read back from the run's own .wandb file with wandb's reader (offline runs keep them there
+    until `wandb sync`)."""
     from wandb.proto import wandb_internal_pb2
 
     def key(item) -> str:
         return item.key or ".".join(item.nested_key)
 
-    run = {"config": {}, "history": [], "summary": {}, "exit_code": None}
+    run = {"config": {}, "history": [], "summary": {}, "exit_code": None, "artifacts": []}
     for data in wandb_log_records(next(run_dir.glob("*.wandb")).read_bytes()):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(data)
@@ -72,7 +73,27 @@ def read_wandb_run(run_dir: Path) -> dict:
             run["summary"] |= {key(item): json.loads(item.value_json) for item in record.summary.update}
         elif kind == "exit":
             run["exit_code"] = record.exit.exit_code
+        elif kind == "run":
+            info = record.run
+            run |= {"name": info.display_name, "group": info.run_group, "job_type": info.job_type}
+            run["tags"] = list(info.tags)
+        elif kind == "artifact":
+            files = [(entry.local_path, entry.size) for entry in record.artifact.manifest.contents]
+            run["artifacts"].append(
+                {"name": record.artifact.name, "type": record.artifact.type, "aliases": list(record.artifact.aliases)}
+                | {"files": files}
+            )
     return run
+
+
+def wandb_runs(sweep: Path) -> dict[str, dict]:
+    """Each job's one offline W&B run, read back, by job number."""
+    runs = {}
+    for job in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+        found = list((job / "wandb").glob("offline-run-*"))
+        assert len(found) == 1, job
+        runs[job.name] = read_wandb_run(found[0])
+    return runs
 
 
 def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credentials):
@@ -108,7 +129,8 @@ def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credent
 
 def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
     sweep = tmp_path / "sweep"
-    # the third job has an invalid init scale: it fails, and the sweep stops there
+    # the third job has an invalid init scale (the model's ValueError, not a UserError: Hydra ends the sweep
+    # with its traceback after the batch); it leaves no metrics.json
     proc = run("rnnreg-train", "-m", *tiny_cli, "model.init_scale=0.1,0.05,-1", f"hydra.sweep.dir={sweep}", check=False)
     assert proc.returncode != 0 and "model.init_scale=-1" in proc.stderr
     report = run("rnnreg-report", f"path={sweep}").stdout
@@ -202,3 +224,109 @@ def test_submitit_local_launcher(tiny_cli, tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_a_diverged_job_fails_alone_and_the_sweep_goes_on(tiny_cli, tmp_path, no_wandb_credentials):
+    """Job 1's lr becomes 1e20 after epoch 1: it fails (metrics.json, W&B exit code 1), jobs 0 and 2 still
+    run; the sweep ends with one line naming the failed job and exit 1. W&B alone still feeds the report."""
+    sweep = tmp_path / "sweep"
+    proc = run(
+        "rnnreg-train",
+        "-m",
+        *tiny_cli,
+        "logger=wandb",
+        "optim.decay=1.2,1e-20,1.5",
+        "optim.decay_start=1",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors[0].startswith("error: job 1 (optim.decay=1e-20) failed: training loss became")
+    assert errors[-1] == f"error: 1 job(s) of the multirun in {sweep} failed: 1 (optim.decay=1e-20)"
+    status = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in "012"}
+    assert [status[job]["status"] for job in "012"] == ["completed", "failed", "completed"]
+    assert [(sweep / job / "error.txt").exists() for job in "012"] == [False, True, False]
+    # the resume hint names the checkpoint left by epoch 1, which exists
+    checkpoint = sweep / "1" / "checkpoints" / "last.ckpt"
+    assert status["1"]["resume"] == f"rnnreg-train ... ckpt_path={checkpoint}" and checkpoint.is_file()
+    runs = wandb_runs(sweep)
+    assert [runs[job]["exit_code"] for job in "012"] == [0, 1, 0]
+    assert runs["1"]["summary"]["status"] == "failed" and "training loss became" in runs["1"]["summary"]["error"]
+    # logger=wandb keeps the CSV logger: the report draws every job's validation curve
+    rows = collect(sweep)
+    assert [len(r["val_history"]) for r in rows] == [2, 1, 2]
+    assert [r["status"] for r in rows] == ["completed", "failed", "completed"]
+
+
+def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
+    """A trial that diverges is a FAIL trial (the sweeper logs `Failed experiment: <why>` as it tells Optuna),
+    the next trials run, and the best value comes from the completed ones."""
+    sweep = tmp_path / "optuna"
+    proc = run(
+        "rnnreg-train",
+        *tiny_cli,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.params={optim.decay:'choice(1.2,1e-20)'}",  # merged into the default search space
+        "optim.decay_start=1",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
+    statuses = {
+        job.name: json.loads((job / "metrics.json").read_text())["status"] for job in sweep.iterdir() if job.is_dir()
+    }
+    assert len(statuses) == 3 and "failed" in statuses.values() and "completed" in statuses.values()
+    failed = sorted(job for job, status in statuses.items() if status == "failed")
+    for job in failed:
+        assert yaml.safe_load((sweep / job / ".hydra/config.yaml").read_text())["optim"]["decay"] == 1e-20
+    assert proc.stdout.count("Failed experiment: training loss became") == len(failed)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(f"error: {len(failed)} job(s)")
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    completed = [j for j, s in statuses.items() if s == "completed"]
+    best_val = min(json.loads((sweep / j / "metrics.json").read_text())["best_val_ppl"] for j in completed)
+    assert best["best_value"] == pytest.approx(best_val) and best["best_params"]["optim.decay"] == 1.2
+
+
+def test_wandb_workspace_answers_recurrent_vs_non_recurrent(tiny_cli, tmp_path, no_wandb_credentials):
+    """One group per sweep, the placement as job type, Hydra's choices and tags in the config, names from the
+    swept overrides only; offline, log_model keeps the checkpoints as the run's model artifact."""
+    sweep = tmp_path / "placements"
+    run(
+        "rnnreg-train",
+        "-m",
+        *tiny_cli,
+        "trainer.max_epochs=1",
+        "logger=wandb",
+        "logger.wandb.log_model=true",
+        "tags=[ablation,tiny]",
+        "dropout=none,non_recurrent,recurrent",
+        "dropout.p=0.3",
+        f"hydra.sweep.dir={sweep}",
+    )
+    runs = wandb_runs(sweep)
+    assert len(runs) == 3 and {r["group"] for r in runs.values()} == {"paper_small/placements"}
+    placements = ["none", "non_recurrent", "recurrent"]
+    assert [runs[job]["job_type"] for job in "012"] == placements
+    assert [runs[job]["name"] for job in "012"] == [f"dropout={p}" for p in placements]
+    for job, placement in zip("012", placements):
+        wandb_run = runs[job]
+        assert wandb_run["tags"] == ["ablation", "tiny"] and wandb_run["config"]["tags"] == ["ablation", "tiny"]
+        choices = wandb_run["config"]["choices"]
+        assert choices["dropout"] == placement and choices["model"] == "small" and choices["data"] == "text"
+        assert choices["experiment"] == "paper_small" and choices["regularizer"] == "none"
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert wandb_run["summary"]["status"] == "completed"
+        assert wandb_run["summary"]["test_ppl"] == pytest.approx(metrics["test_ppl"])
+        assert any("val/ppl" in row for row in wandb_run["history"])
+        # epoch 1 is both the best and the last model: one file, one artifact version (W&B adds latest),
+        # stored in place
+        (artifact,) = wandb_run["artifacts"]
+        assert artifact["type"] == "model" and sorted(artifact["aliases"]) == ["best", "last", "latest"]
+        ((path, size),) = artifact["files"]
+        assert Path(path).parent == sweep / job / "checkpoints" and size == Path(path).stat().st_size
+        # the CSV logger gets the tags and choices too
+        hparams = yaml.safe_load((sweep / job / "csv" / "hparams.yaml").read_text())
+        assert hparams["tags"] == ["ablation", "tiny"] and hparams["choices"]["dropout"] == placement
+    # the placements differ: dropout.p=0.3 reaches where each one puts dropout
+    assert len({runs[job]["summary"]["test_ppl"] for job in "012"}) == 3

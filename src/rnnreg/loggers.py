@@ -1,4 +1,5 @@
-"""Weights & Biases: online when credentials are configured, otherwise offline with real run files."""
+"""Weights & Biases: online when credentials are configured, otherwise offline with real run files; one
+group per sweep, run names from the swept overrides, the checkpoint kept as an artifact offline too."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import netrc
 import os
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import WandbLogger
+
+from rnnreg.sweep import differing, in_multirun, job_swept_keys
 
 
 def has_wandb_credentials() -> bool:
@@ -19,22 +23,69 @@ def has_wandb_credentials() -> bool:
         return False
 
 
-def wandb_logger(offline: bool | None = None, **kwargs) -> WandbLogger:
-    """Lightning's WandbLogger; `offline: null` means offline exactly when no credentials are configured."""
+def run_name(fallback: str | None) -> str | None:
+    """What tells this run apart from the other jobs of its sweep (`dropout=recurrent,seed=2`); outside a
+    sweep, its overrides that change what is computed; `fallback` when there are none."""
+    if not HydraConfig.initialized():
+        return fallback
+    return ",".join(differing(list(HydraConfig.get().overrides.task), job_swept_keys())) or fallback
+
+
+def wandb_logger(
+    offline: bool | None = None,
+    group: str | None = None,
+    group_by_sweep: bool = True,
+    name: str | None = None,
+    log_model: bool | str = False,
+    **kwargs,
+) -> WandbLogger:
+    """Lightning's WandbLogger; `offline: null` means offline exactly when no credentials are configured.
+    In a multirun (group_by_sweep) the group is `<group>/<multirun folder>`: one group per sweep.
+    `name: null`: run_name. Offline, `log_model` is kept for finish_wandb (WandbLogger refuses it)."""
     if offline is None:
         offline = os.environ.get("WANDB_MODE") == "offline" or not has_wandb_credentials()
+    if group_by_sweep and in_multirun():
+        group = f"{group}/{Path(HydraConfig.get().sweep.dir).name}" if group else Path(HydraConfig.get().sweep.dir).name
     Path(kwargs.get("save_dir", ".")).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(offline=offline, **kwargs)
+    name = name or run_name(group if not in_multirun() else None)
+    logger = WandbLogger(offline=offline, group=group, name=name, log_model=log_model and not offline, **kwargs)
+    logger.offline_log_model = bool(log_model) and offline
+    return logger
 
 
-def finish_wandb(loggers: list, summary: dict) -> None:
-    """Put the final metrics in each W&B run's summary and close it (one finished run per job)."""
+def log_checkpoints(run, best: str | None, last: str | None) -> None:
+    """The best and the last checkpoint as versions of the run's `model-<run id>` artifact (Lightning's
+    name), aliases best and last (W&B adds latest to the last one logged); one version when they are the
+    same file. The files are referenced in
+    place (policy immutable: no copy in W&B's staging folder); `wandb sync` uploads them from the run folder."""
+    import wandb
+
+    versions: list[tuple[Path, list[str]]] = []
+    for path, alias in ((best, "best"), (last, "last")):
+        if not path or not Path(path).is_file():
+            continue
+        same = next((v for v in versions if v[0].samefile(path)), None)
+        if same:
+            same[1].append(alias)
+        else:
+            versions.append((Path(path), [alias]))
+    for path, aliases in versions:
+        artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata={"file": path.name})
+        artifact.add_file(str(path), name="model.ckpt", policy="immutable")
+        run.log_artifact(artifact, aliases=aliases)
+
+
+def finish_wandb(loggers: list, summary: dict, exit_code: int = 0, checkpoints: tuple = (None, None)) -> None:
+    """Put the final metrics in each W&B run's summary and close it (one finished run per job); exit_code 1
+    marks the run failed. Offline runs asked to log the model keep `checkpoints` (best, last) as artifacts."""
     for logger in loggers:
         if not isinstance(logger, WandbLogger):
             continue
         run = logger.experiment
         run.summary.update(summary)
+        if exit_code == 0 and getattr(logger, "offline_log_model", False):
+            log_checkpoints(run, *checkpoints)
         run_dir = Path(run.dir).parent
-        run.finish()
+        run.finish(exit_code=exit_code)
         if logger._offline:
             print(f"W&B run saved offline; upload it with: wandb sync {run_dir}")

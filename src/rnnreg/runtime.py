@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import InstantiationException
@@ -20,8 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, UserError
+from rnnreg.sweep import ERROR_FILE, differing, in_multirun, job_swept_keys
 
 log = logging.getLogger("rnnreg")
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 # Expected here, and said once in the README: the stream windows are cheap and in order on one worker.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -30,8 +33,16 @@ warnings.filterwarnings("ignore", ".*`srun` command is available.*")
 warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
 
 
+class JobFailed(Exception):
+    """A multirun job ended by a UserError (already reported on one line): the sweeper records the job as
+    failed (Optuna: a FAIL trial) and goes on."""
+
+
 def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback."""
+    """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback.
+    In a multirun the job fails and the sweep goes on (rnnreg.sweep lists the failed jobs at its end):
+    Hydra's basic sweeper gets None (a raised error would end the sweep), any other sweeper JobFailed
+    (Optuna marks the trial FAIL; a NaN return crashes hydra-optuna-sweeper 1.3 with optuna 2.10)."""
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
@@ -40,8 +51,19 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictCo
         except UserError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            if not in_multirun():
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(2)
+            hydra_cfg = HydraConfig.get()
+            what = " ".join(differing(list(hydra_cfg.overrides.task), job_swept_keys()))
+            print(f"error: job {hydra_cfg.job.num} ({what}) failed: {err}", file=sys.stderr)
+            try:  # how the sweep's end (rnnreg.sweep) knows, also for jobs that failed before writing anything
+                Path(hydra_cfg.runtime.output_dir, ERROR_FILE).write_text(f"{err}\n")
+            except OSError:
+                pass
+            if HydraConfig.get().sweeper._target_ == BASIC_SWEEPER:
+                return None
+            raise JobFailed(str(err)) from None
 
     return wrapper
 

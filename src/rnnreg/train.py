@@ -8,6 +8,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
@@ -86,6 +88,28 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     return "best" if choice == "best" and not trainer.fast_dev_run and trainer.checkpoint_callback else None
 
 
+def hyperparameters(cfg: DictConfig) -> dict:
+    """What every logger records as the run's config: the resolved config (with `tags`) and Hydra's group
+    choices under `choices` (dropout, model, regularizer, experiment, data, ...), one column each in W&B."""
+    params = plain(cfg)
+    if HydraConfig.initialized():
+        params["choices"] = group_choices(HydraConfig.get())
+    return params
+
+
+def group_choices(hydra_cfg: DictConfig) -> dict:
+    """Hydra's runtime choices of our config groups; a list group (regularizer=[a,b], which Hydra leaves
+    out) as `a+b`, `none` when empty."""
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k != "hydra" and not k.startswith("hydra/")}
+    if not choices.get("regularizer"):
+        overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+        given = [o for o in overrides if o.key_or_group == "regularizer"]
+        value = given[-1].value() if given else []
+        choices["regularizer"] = "+".join(map(str, value)) if isinstance(value, list) else str(value or "")
+        choices["regularizer"] = choices["regularizer"] or "none"
+    return choices
+
+
 def train(cfg: DictConfig) -> dict:
     if cfg.speed.keep_freed_memory:
         keep_freed_memory()
@@ -95,7 +119,7 @@ def train(cfg: DictConfig) -> dict:
     datamodule, task, trainer = build(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
     for logger in trainer.loggers:
-        logger.log_hyperparams(plain(cfg))
+        logger.log_hyperparams(hyperparameters(cfg))
     log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
@@ -109,17 +133,22 @@ def train(cfg: DictConfig) -> dict:
             metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
         if trainer.is_global_zero:
-            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+            status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+            error = str(err) or type(err).__name__
             last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
             write_json_atomic(
                 f"{cfg.paths.output_dir}/metrics.json",
                 {
-                    "status": "interrupted" if interrupted else "failed",
-                    "error": str(err) or type(err).__name__,
+                    "status": status,
+                    "error": error,
                     "epochs": trainer.current_epoch,
                     "resume": f"rnnreg-train ... ckpt_path={last}" if last.exists() else "no checkpoint was written",
                 },
             )
+            try:  # the W&B run ends marked failed (exit code 1), with the reason in its summary
+                finish_wandb(trainer.loggers, {"status": status, "error": error}, exit_code=1)
+            except Exception as wandb_err:  # never hide the run's own error
+                log.warning("could not close the W&B run: %s", wandb_err)
         if isinstance(err, SIGTERMException):  # Lightning exits 0 on SIGTERM; a scheduler must see it
             ctrl_c = any(getattr(c, "ctrl_c", False) for c in trainer.callbacks)
             raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None
@@ -142,7 +171,9 @@ def train(cfg: DictConfig) -> dict:
     metrics |= {"params": task.num_params, "experiment": cfg.experiment_name, "status": "completed"}
     if trainer.is_global_zero:
         write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
-        finish_wandb(trainer.loggers, metrics)
+        best = checkpoint.best_model_path if checkpoint and checkpoint.monitor else None
+        last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+        finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
     log.info("metrics: %s", metrics)
     return metrics
 

@@ -1,0 +1,107 @@
+"""Multiruns that go on past a failed job and say at the end which jobs failed; what a job needs to know
+about its sweep (which keys it sweeps, for run names).
+
+SweepCallback (hydra.callbacks in conf/hydra/default.yaml) writes <sweep dir>/sweep.yaml when the multirun
+starts (the swept keys: sweep overrides on the command line and hydra.sweeper.params), and when it ends
+lists the jobs of this multirun that failed (failed_jobs) on one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+SWEEP_FILE = "sweep.yaml"
+ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def swept_keys(hydra_cfg: DictConfig) -> list[str]:
+    """The keys a multirun varies: sweep overrides (`dropout=none,recurrent`, `seed=range(3)`) and the
+    sweeper's search space (hydra.sweeper.params: the basic sweeper's and Optuna's)."""
+    keys = []
+    try:
+        overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+        keys += [o.key_or_group for o in overrides if o.is_sweep_override()]
+    except Exception:  # an override Hydra's parser rejects: Hydra says so itself
+        pass
+    params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
+    return list(dict.fromkeys(keys + list(params)))
+
+
+def job_swept_keys() -> list[str] | None:
+    """Inside a multirun job: the keys its sweep varies (None outside a multirun, or without sweep.yaml)."""
+    if not in_multirun():
+        return None
+    path = Path(HydraConfig.get().sweep.dir, SWEEP_FILE)
+    try:
+        return list((yaml.safe_load(path.read_text()) or {}).get("swept") or [])
+    except FileNotFoundError:
+        return swept_keys(HydraConfig.get())  # the search space at least (sweep.yaml written elsewhere)
+
+
+# Overrides that say how a run is tracked or budgeted, not what it computes: never in a run's name.
+NOT_IN_NAMES = ("logger", "hydra", "paths", "tags", "ckpt_path", "trainer.limit_", "trainer.enable_progress_bar")
+NOT_IN_NAMES += ("callbacks.progress_bar", "data.data_dir")
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
+    """The overrides that tell a sweep's jobs apart: the swept ones (all of them outside a sweep), less
+    those in NOT_IN_NAMES."""
+    keys = [override_key(o) for o in overrides]
+    return [
+        o for o, key in zip(overrides, keys) if (swept is None or key in swept) and not key.startswith(NOT_IN_NAMES)
+    ]
+
+
+def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str]]]:
+    """(job folder, overrides) of each job under `sweep_dir` started at or after `since` that failed: it
+    left error.txt (a UserError, rnnreg.runtime) or a metrics.json saying failed or interrupted."""
+    failed = []
+    for config in sweep_dir.rglob(".hydra/config.yaml"):
+        job = config.parent.parent
+        if config.stat().st_mtime < since:
+            continue
+        metrics = job / "metrics.json"
+        status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
+        if (job / ERROR_FILE).exists() or status in ("failed", "interrupted"):
+            overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+            failed.append((str(job.relative_to(sweep_dir)), overrides))
+    return sorted(failed, key=lambda f: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in Path(f[0]).parts])
+
+
+class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time() - 1  # file times can be coarser than time.time()
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = failed_jobs(sweep_dir, self.started)
+        if not failed:
+            return
+        swept = swept_keys(config.hydra) or None
+        jobs = ", ".join(f"{job} ({' '.join(differing(overrides, swept))})" for job, overrides in failed)
+        print(f"error: {len(failed)} job(s) of the multirun in {sweep_dir} failed: {jobs}", file=sys.stderr)
+        sys.exit(1)
