@@ -129,8 +129,8 @@ def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credent
 
 def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
     sweep = tmp_path / "sweep"
-    # the third job has an invalid init scale (the model's ValueError, not a UserError: Hydra ends the sweep
-    # with its traceback after the batch); it leaves no metrics.json
+    # the third job has an invalid init scale: a one-line ConfigError before training, so it leaves no
+    # metrics.json; the sweep lists it as failed at the end and exits 1
     proc = run("rnnreg-train", "-m", *tiny_cli, "model.init_scale=0.1,0.05,-1", f"hydra.sweep.dir={sweep}", check=False)
     assert proc.returncode != 0 and "model.init_scale=-1" in proc.stderr
     report = run("rnnreg-report", f"path={sweep}").stdout

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from rnnreg.errors import ConfigError
+
 State = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -203,19 +205,19 @@ class LSTMLanguageModel(nn.Module):
             "dropout.output": dropout_output,
             "dropout.recurrent": dropout_recurrent,
             "dropout.weight_drop": weight_drop,
-            "model.embedding_dropout": embedding_dropout,
+            "dropout.embedding": embedding_dropout,
         }
         for name, p in rates.items():
             if not 0.0 <= p < 1.0:
-                raise ValueError(f"{name}={p} is outside [0, 1): use a drop probability like 0.5")
+                raise ConfigError(f"{name}={p} is outside [0, 1): use a drop probability like 0.5")
         if init_scale <= 0:
-            raise ValueError(f"model.init_scale={init_scale} must be positive (the paper uses 0.1/0.05/0.04)")
+            raise ConfigError(f"model.init_scale={init_scale} must be positive (the paper uses 0.1/0.05/0.04)")
         self.dropout_input, self.dropout_output = dropout_input, dropout_output
         self.variational, self.weight_drop, self.embedding_dropout = variational, weight_drop, embedding_dropout
         self.embedding = nn.Embedding(vocab_size, hidden_size)
         needs_step = bool(dropout_recurrent or variational or layer_norm)
         if lstm not in ("auto", "fused", "step") or (lstm == "fused" and needs_step):
-            raise ValueError(
+            raise ConfigError(
                 f"model.lstm={lstm} must be auto, fused or step (recurrent or variational "
                 f"dropout and layer norm need step or auto)"
             )
