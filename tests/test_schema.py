@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from helpers import BIN
 from rnnreg import CONF_DIR
-from rnnreg.errors import ConfigError, DataError
+from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.schema import SCHEMAS, Rule, check_job, rules, validate_args
 from rnnreg.train import train
 
@@ -305,3 +305,11 @@ def test_train_validates_a_config_it_is_given(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"^optim.decay=-1.2 must be a number > 0"):
         train(tiny_cfg("optim.decay=-1.2"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_file_that_is_no_rnnreg_checkpoint_writes_nothing_in_the_run_folder(tiny_cfg, tmp_path):
+    """Found by Lightning's restore, after start-up: still no metrics.json, logger file or checkpoint."""
+    with pytest.raises(CheckpointError):
+        train(tiny_cfg(f"ckpt_path={fake_checkpoint()}", "logger=csv"))
+    run = tmp_path / "run"
+    assert not run.exists() or not [p for p in run.rglob("*") if p.is_file()], list(run.rglob("*"))

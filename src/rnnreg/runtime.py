@@ -71,6 +71,8 @@ def hydra_entry(config_name: str) -> Callable:
                     raise
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
+            except Exception:  # a command line the pre-check cannot compose: Hydra says what is wrong with it
+                log.debug("config pre-check skipped", exc_info=True)
             return hydra_main()
 
         return main
