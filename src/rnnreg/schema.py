@@ -220,11 +220,11 @@ class Trainer:
 
     _target_: str = text()
     default_root_dir: str = text(required=False)
-    accelerator: str = choice("auto", "cpu", "gpu", "cuda", "mps")
+    accelerator: str = choice("auto", "cpu", "gpu", "cuda", "mps", required=False)
     strategy: str = rule("choice", choices=(), required=False)  # choices: Lightning's registry (_trainer_rules)
-    devices: Any = rule("devices")
+    devices: Any = rule("devices", required=False)
     num_nodes: int = integer(1, required=False)
-    precision: Any = rule("choice", choices=())  # Lightning's precisions (_trainer_rules)
+    precision: Any = rule("choice", choices=(), required=False)  # Lightning's precisions (_trainer_rules)
     max_epochs: int = integer(1)
     gradient_clip_val: float = positive(null=True, hint="the global-norm clip; the paper uses 5 or 10")
     gradient_clip_algorithm: str = choice("norm", null=True, hint="the paper's global L2 norm")
@@ -556,7 +556,7 @@ def _check_trainer(cfg: DictConfig) -> None:
     import torch
 
     trainer = cfg.trainer
-    accelerator = trainer.accelerator
+    accelerator = trainer.get("accelerator", "auto")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none: "
@@ -564,7 +564,7 @@ def _check_trainer(cfg: DictConfig) -> None:
         )
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.accelerator=mps needs an Apple GPU and this machine has none: use cpu or auto")
-    devices = trainer.devices
+    devices = trainer.get("devices", "auto")
     gpus = torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else 0
     if gpus and _is_int(devices) and devices > gpus:
         raise ConfigError(
@@ -577,7 +577,7 @@ def _check_trainer(cfg: DictConfig) -> None:
                 f"data.batch_size={cfg.data.batch_size} is not divisible by the {processes} DDP processes "
                 f"(trainer.devices x trainer.num_nodes): set data.batch_size to a multiple of {processes}"
             )
-    precision = str(trainer.precision)
+    precision = str(trainer.get("precision", "32-true"))
     if precision in ("16", "16-mixed") and (accelerator == "cpu" or (accelerator == "auto" and not gpus)):
         raise ConfigError(
             f"trainer.precision={precision} needs a GPU (fp16 on CPU is not supported): use bf16-mixed or 32-true"
