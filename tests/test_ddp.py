@@ -114,11 +114,14 @@ def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
-        f"hydra.run.dir={tmp_path}",
+        f"hydra.run.dir={tmp_path}/run",
         check=False,
     )
-    assert proc.returncode != 0 and "batch size 3 is not divisible by the 2 DDP processes" in proc.stderr
-    assert not (tmp_path / "metrics.json").exists()
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: data.batch_size=3 is not divisible by the 2 DDP processes (trainer.devices x trainer.num_nodes): "
+        "set data.batch_size to a multiple of 2"
+    ]
+    assert not (tmp_path / "run").exists()  # refused before Hydra created anything
 
 
 @pytest.mark.slow

@@ -171,5 +171,5 @@ def test_fast_step_auto_is_off_on_cpu_and_true_refuses_what_it_cannot_run(tiny_c
     with pytest.raises(ValueError, match="and trainer.accumulate_grad_batches=1"):
         train(tiny_cfg("speed.fast_step=true", "+trainer.accumulate_grad_batches=2", run="accumulate"))
     assert not (tmp_path / "accumulate" / "metrics.json").exists()  # stopped before training
-    with pytest.raises(ValueError, match="speed.fast_step=sometimes must be auto, true or false"):
+    with pytest.raises(ValueError, match="speed.fast_step=sometimes must be one of auto, true, false"):
         train(tiny_cfg("speed.fast_step=sometimes", run="bad"))

@@ -129,10 +129,10 @@ def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credent
 
 def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
     sweep = tmp_path / "sweep"
-    # the third job has an invalid init scale: a one-line ConfigError before training, so it leaves no
-    # metrics.json; the sweep lists it as failed at the end and exits 1
-    proc = run("rnnreg-train", "-m", *tiny_cli, "model.init_scale=0.1,0.05,-1", f"hydra.sweep.dir={sweep}", check=False)
-    assert proc.returncode != 0 and "model.init_scale=-1" in proc.stderr
+    # the third job's lr makes training diverge: it fails alone (one line), the sweep ends and says so (exit 1);
+    # an impossible value would stop the whole sweep before its first job (rnnreg.schema)
+    proc = run("rnnreg-train", "-m", *tiny_cli, "optim.lr=1.0,0.5,1e+30", f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 1 and "training loss became" in proc.stderr
     report = run("rnnreg-report", f"path={sweep}").stdout
     table = (sweep / "report.md").read_text().strip().splitlines()
     assert len(table) == 2 + 3
@@ -143,7 +143,7 @@ def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
             assert cells[2] == "failed" and cells[4] == "—"
             continue
         metrics = json.loads((sweep / job / "metrics.json").read_text())
-        assert cells[1] == f"model.init_scale={[0.1, 0.05][int(job)]}"
+        assert cells[1] == f"optim.lr={['1.0', '0.5'][int(job)]}"
         assert cells[3] == f"{metrics['best_val_ppl']:.2f}" and cells[4] == f"{metrics['test_ppl']:.2f}"
         assert cells[5] == f"{metrics['test_ppl_batched']:.2f}" and cells[6] == "2"
     for png in ("val_ppl.png", "test_ppl.png"):
@@ -152,9 +152,9 @@ def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
     assert "failed" in report
     # no seeds repeat: the plots draw each run on its own, the failed one marked
     assert list(plot_groups(collect(sweep))) == [
-        "model.init_scale=0.1",
-        "model.init_scale=0.05",
-        "model.init_scale=-1 (failed)",
+        "optim.lr=1.0",
+        "optim.lr=0.5",
+        "optim.lr=1e+30 (failed)",
     ]
 
 

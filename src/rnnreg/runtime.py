@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, UserError
+from rnnreg.schema import validate, validate_args
 from rnnreg.sweep import ERROR_FILE, differing, in_multirun, job_swept_keys
 
 log = logging.getLogger("rnnreg")
@@ -38,15 +39,18 @@ class JobFailed(Exception):
     failed (Optuna: a FAIL trial) and goes on."""
 
 
-def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+def user_errors_as_one_line(fn: Callable[[DictConfig], Any], schema: str | None = None) -> Callable[[DictConfig], Any]:
     """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback.
-    In a multirun the job fails and the sweep goes on (rnnreg.sweep lists the failed jobs at its end):
-    Hydra's basic sweeper gets None (a raised error would end the sweep), any other sweeper JobFailed
-    (Optuna marks the trial FAIL; a NaN return crashes hydra-optuna-sweeper 1.3 with optuna 2.10)."""
+    With `schema`, the config is validated against it first (rnnreg.schema). In a multirun the job fails
+    and the sweep goes on (rnnreg.sweep lists the failed jobs at its end): Hydra's basic sweeper gets None
+    (a raised error would end the sweep), any other sweeper JobFailed (Optuna marks the trial FAIL; a NaN
+    return crashes hydra-optuna-sweeper 1.3 with optuna 2.10)."""
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
         try:
+            if schema is not None:
+                validate(cfg, schema)
             return fn(cfg)
         except UserError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -69,21 +73,28 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictCo
 
 
 def hydra_entry(config_name: str) -> Callable:
-    """hydra.main for a console script, with our one-line errors, and one more check before Hydra starts:
-    a config group option that does not exist (Hydra's own message is a page long)."""
+    """hydra.main for a console script, with our one-line errors, and the whole config checked before Hydra
+    starts (and creates the run folder): every config the command line composes, each job of a sweep
+    included, against its schema (rnnreg.schema), and first the config group options (Hydra's own message
+    for an unknown one is a page long). The task function checks its config again (a -cn/--config-dir run)."""
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(
-            user_errors_as_one_line(fn)
+            user_errors_as_one_line(fn, config_name)
         )
 
         @functools.wraps(fn)
         def main() -> Any:
             try:
                 check_group_options(sys.argv[1:])
+                validate_args(config_name, sys.argv[1:])
             except ConfigError as err:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
+            except Exception:  # a command line the pre-check cannot compose: Hydra says what is wrong with it
+                log.debug("config pre-check skipped", exc_info=True)
             return hydra_main()
 
         return main

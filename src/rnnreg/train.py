@@ -15,7 +15,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
-from rnnreg.errors import ConfigError, DataError
+from rnnreg.data import batchify
+from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.fast import fast_step_wanted
 from rnnreg.io import write_json_atomic
 from rnnreg.loggers import finish_wandb
@@ -28,18 +29,18 @@ from rnnreg.runtime import (
     log,
     plain,
 )
+from rnnreg.schema import validate
 from rnnreg.task import LanguageModelTask
+
+# Errors in the input, found before training starts: the run folder gets no metrics.json (a run that started
+# and stopped, by divergence, a signal or a bug, says why in metrics.json)
+BAD_INPUT = (ConfigError, DataError, CheckpointError)
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
     datamodule = instantiate(cfg.data)
     # The clip is part of the update rule (rnnreg.optim), so Lightning's own clipping stays off.
     optim = plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val}
-    if cfg.trainer.get("gradient_clip_algorithm", "norm") != "norm":
-        raise ConfigError(
-            f"trainer.gradient_clip_algorithm={cfg.trainer.gradient_clip_algorithm}: only norm (the "
-            f"paper's global L2 norm) is supported"
-        )
     task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), optim, plain(cfg.speed))
     loggers = instantiate_loggers(cfg)
     # LearningRateMonitor has nowhere to write without a logger (logger=none)
@@ -54,7 +55,25 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.
             f"set data.batch_size to a multiple of trainer.devices x trainer.num_nodes"
         )
     fast_step_wanted(cfg.speed.fast_step, trainer)  # true where it cannot run: the error comes before any output
+    # every split cut into its streams now: a split too short for them stops here, before anything is written
+    streams = {"train": [datamodule.batch_size], "valid": [datamodule.batch_size]}
+    streams["test"] = [datamodule.batch_size, datamodule.test_batch_size]
+    for split, counts in streams.items():
+        for count in counts:
+            batchify(datamodule.load().ids[split], count)
     return datamodule, task, trainer
+
+
+class LogConfig(L.Callback):
+    """The whole config to every logger once fit has started and a resumed checkpoint has loaded: bad input
+    found before then (a checkpoint that is not rnnreg's) leaves no logger file behind."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.log_hyperparams(self.config)
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -111,6 +130,7 @@ def group_choices(hydra_cfg: DictConfig) -> dict:
 
 
 def train(cfg: DictConfig) -> dict:
+    validate(cfg, "train")  # rnnreg-train did before Hydra started; a caller of train() has not
     if cfg.speed.keep_freed_memory:
         keep_freed_memory()
     if cfg.speed.tf32:
@@ -118,8 +138,7 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, task, trainer = build(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(hyperparameters(cfg))
+    trainer.callbacks.append(LogConfig(hyperparameters(cfg)))
     log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
@@ -132,7 +151,7 @@ def train(cfg: DictConfig) -> dict:
             results = trainer.test(task, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer))
             metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not isinstance(err, BAD_INPUT):  # bad input writes nothing
             status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
             error = str(err) or type(err).__name__
             last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")

@@ -1,0 +1,765 @@
+"""The typed schema of every config an entry point composes, and the one check against it.
+
+A dataclass per config group (Data, Model, Dropout, Optim, Trainer, Speed, Paths) and per entry point
+(Train, Eval, Generate, Report); each field's metadata holds a `Rule`: its type, range or choices, whether
+null is allowed, and a hint for the message. `validate(cfg, schema)` walks the composed config against it
+(every key is checked, an unknown key is refused with the closest known one), then applies the rules that
+involve several keys (`cross_checks`). Every refusal is one ConfigError line naming the key, the value and
+what would be valid.
+
+`validate_args(config_name, argv)` composes the config a command line asks for, each job of a sweep
+included, and validates it: rnnreg.runtime.hydra_entry calls it before Hydra creates any folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import itertools
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+from rnnreg import CONF_DIR
+from rnnreg.errors import ConfigError
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one key accepts. kind: int | float | bool | text | choice | ckpt | devices | any | node | nodes."""
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    bounds: str = "[]"  # "[)" etc.: whether lo and hi themselves are allowed
+    choices: tuple = ()
+    null: bool = False
+    required: bool = True
+    hint: str = ""
+    node: type | None = None  # kind node: the nested schema; kind nodes: the schema of each entry (None: _target_)
+
+    def describe(self) -> str:
+        """What a valid value is, for the message."""
+        if self.kind in ("int", "float"):
+            noun = "an integer" if self.kind == "int" else "a number"
+            lo = "-inf" if self.lo is None else _show(self.lo)
+            hi = "inf" if self.hi is None else _show(self.hi)
+            if self.hi is None and self.lo is not None:
+                what = f"{noun} > {lo}" if self.bounds[0] == "(" else f"{noun} >= {lo}"
+            else:
+                what = f"{noun} in {self.bounds[0]}{lo}, {hi}{self.bounds[1]}"
+        elif self.kind == "limit":
+            what = "a count of windows >= 1, a fraction in (0, 1]"
+        elif self.kind == "bool":
+            what = "true or false"
+        elif self.kind == "choice":
+            shown = [_show(c) for c in self.choices]
+            what = "one of " + ", ".join(shown if len(shown) <= 10 else [*shown[:8], "..."])
+        elif self.kind == "text":
+            what = "a non-empty string"
+        elif self.kind == "ckpt":
+            what = "the path of a checkpoint file written by rnnreg-train"
+        elif self.kind == "devices":
+            what = "auto, a number of devices >= 1, -1 (all) or a list of device indices"
+        elif self.kind in ("node", "nodes"):
+            what = "a mapping"
+        else:
+            what = "a value"
+        what += " or null" if self.null else ""
+        return what + (f" ({self.hint})" if self.hint else "")
+
+
+def rule(kind: str, **kw: Any) -> Any:
+    return field(default=None, metadata={"rule": Rule(kind, **kw)})
+
+
+def integer(lo: float | None = None, hi: float | None = None, **kw: Any) -> Any:
+    return rule("int", lo=lo, hi=hi, **kw)
+
+
+def number(lo: float | None = None, hi: float | None = None, bounds: str = "[]", **kw: Any) -> Any:
+    return rule("float", lo=lo, hi=hi, bounds=bounds, **kw)
+
+
+def positive(**kw: Any) -> Any:
+    return number(0, None, "()", **kw)
+
+
+def rate(**kw: Any) -> Any:
+    return number(0, 1, "[)", **kw)
+
+
+def flag(**kw: Any) -> Any:
+    return rule("bool", **kw)
+
+
+def choice(*choices: Any, **kw: Any) -> Any:
+    return rule("choice", choices=choices, **kw)
+
+
+def text(**kw: Any) -> Any:
+    return rule("text", **kw)
+
+
+def anything(**kw: Any) -> Any:
+    return rule("any", null=True, **kw)
+
+
+def node(schema: type, **kw: Any) -> Any:
+    return rule("node", node=schema, **kw)
+
+
+def nodes(schema: type | None = None, **kw: Any) -> Any:
+    """A mapping of free names to nodes: of `schema`, or (None) instantiable nodes (_target_) or null."""
+    return rule("nodes", node=schema, null=True, **kw)
+
+
+# -- the groups ---------------------------------------------------------------------------------------
+@dataclass
+class DataFile:
+    name: str = text()
+    sha256: str = text(null=True, hint="the file's pinned sum, or null not to check it")
+
+
+@dataclass
+class DataFiles:
+    train: DataFile = node(DataFile)
+    valid: DataFile = node(DataFile)
+    test: DataFile = node(DataFile)
+
+
+@dataclass
+class Data:
+    _target_: str = text()
+    data_dir: str = text(hint="the folder holding the train/valid/test files")
+    url_base: str = text(null=True, hint="where to download missing files from, or null")
+    files: DataFiles = node(DataFiles)
+    batch_size: int = integer(1, hint="parallel streams; the paper uses 20")
+    bptt: int = integer(1, hint="unroll length; the paper uses 20 or 35")
+    eval_bptt: int = integer(1, null=True, hint="evaluation window; null = data.bptt")
+    test_batch_size: int = integer(1, hint="1 is the paper's test protocol")
+
+
+@dataclass
+class Model:
+    num_layers: int = integer(1)
+    hidden_size: int = integer(1, hint="the paper uses 200, 650 or 1500")
+    init_scale: float = positive(hint="every parameter ~ U(-init_scale, init_scale); the paper uses 0.1/0.05/0.04")
+    layer_norm: bool = flag()
+    tie_weights: bool = flag()
+    lstm: str = choice("auto", "fused", "step")
+
+
+@dataclass
+class Dropout:
+    p: float = rate(hint="a drop probability such as 0.5")
+    input: float = rate(hint="a drop probability such as 0.5")
+    between: float = rate(hint="a drop probability such as 0.5")
+    output: float = rate(hint="a drop probability such as 0.5")
+    recurrent: float = rate(hint="a drop probability such as 0.5")
+    variational: bool = flag()
+    weight_drop: float = rate(hint="a drop probability such as 0.5")
+    embedding: float = rate(hint="a drop probability such as 0.1")
+
+
+@dataclass
+class Optim:
+    lr: float = positive(hint="the paper uses 1.0")
+    decay: float = positive(hint="the lr is divided by it every epoch after decay_start; the paper uses 1.2 to 2")
+    decay_start: int = integer(0, hint="epochs at the full lr")
+    momentum: float = number(0, 1, "[)")
+    weight_decay: float = number(0, None)
+
+
+@dataclass
+class Speed:
+    keep_freed_memory: bool = flag()
+    fast_step: Any = choice("auto", True, False)
+    cuda_graph: bool = flag()
+    tf32: bool = flag()
+
+
+@dataclass
+class Paths:
+    output_root: str = text()
+    data_root: str = text()
+    output_dir: str = text()
+
+
+def _precisions() -> tuple:
+    import typing
+
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    return tuple(v for arg in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(arg))
+
+
+def _strategies() -> tuple:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    return ("auto", *StrategyRegistry.available_strategies())
+
+
+def _limit(**kw: Any) -> Any:
+    return rule("limit", lo=0, hi=1, bounds="(]", null=True, required=False)
+
+
+@dataclass
+class Trainer:
+    """The Lightning Trainer keys rnnreg's configs set; any other argument of lightning.pytorch.Trainer may be
+    added (+trainer.KEY=...) and is passed on unchecked."""
+
+    _target_: str = text()
+    default_root_dir: str = text(required=False)
+    accelerator: str = choice("auto", "cpu", "gpu", "cuda", "mps", required=False)
+    strategy: str = rule("choice", choices=(), required=False)  # choices: Lightning's registry (_trainer_rules)
+    devices: Any = rule("devices", required=False)
+    num_nodes: int = integer(1, required=False)
+    precision: Any = rule("choice", choices=(), required=False)  # Lightning's precisions (_trainer_rules)
+    max_epochs: int = integer(1)
+    gradient_clip_val: float = positive(null=True, hint="the global-norm clip; the paper uses 5 or 10")
+    gradient_clip_algorithm: str = choice("norm", null=True, hint="the paper's global L2 norm")
+    check_val_every_n_epoch: int = integer(1, required=False)
+    num_sanity_val_steps: int = integer(-1, required=False)
+    log_every_n_steps: int = integer(1, required=False)
+    use_distributed_sampler: bool = flag(required=False)
+    deterministic: Any = choice(True, False, "warn", required=False)
+    enable_model_summary: bool = flag(required=False)
+    enable_progress_bar: bool = flag(required=False)
+    plugins: Any = anything(required=False)
+    limit_train_batches: Any = _limit()
+    limit_val_batches: Any = _limit()
+    limit_test_batches: Any = _limit()
+    fast_dev_run: Any = integer(0, choices=(True, False), required=False, hint="or true/false")
+    sync_batchnorm: bool = flag(required=False)
+    accumulate_grad_batches: int = integer(1, required=False)
+
+
+@dataclass
+class TrainTrainer(Trainer):
+    gradient_clip_val: float = positive(hint="the global-norm clip; the paper uses 5 or 10")
+
+
+@dataclass
+class PaperResult:
+    dropout: str = text()
+    max_epochs: int = integer(1)
+    valid_ppl: float = positive()
+    test_ppl: float = positive()
+
+
+# -- the entry points ---------------------------------------------------------------------------------
+@dataclass
+class Train:
+    task_name: str = text()
+    experiment_name: str = text()
+    seed: int = integer(0, 2**32 - 1)
+    ckpt_path: str = rule("ckpt", null=True, hint="or last: the newest run of this experiment")
+    test: bool = flag()
+    test_ckpt: str = choice("auto", "last", "best")
+    optim: Optim = node(Optim)
+    speed: Speed = node(Speed)
+    paths: Paths = node(Paths)
+    data: Data = node(Data)
+    model: Model = node(Model)
+    dropout: Dropout = node(Dropout)
+    trainer: TrainTrainer = node(TrainTrainer)
+    callbacks: Any = nodes()
+    logger: Any = nodes(required=False)
+
+
+@dataclass
+class Eval:
+    task_name: str = text()
+    experiment_name: str = text()
+    ckpt_path: Any = rule("ckpt", hint="or a list of them: their average")
+    mc_samples: int = integer(1, hint="1 = deterministic evaluation")
+    paths: Paths = node(Paths)
+    data: Data = node(Data)
+    trainer: Trainer = node(Trainer)
+
+
+@dataclass
+class Generate:
+    task_name: str = text()
+    experiment_name: str = text()
+    ckpt_path: str = rule("ckpt")
+    prompt: str = rule("any", hint="words, separated by spaces")
+    num_words: int = integer(0)
+    temperature: float = positive(hint="1.0 samples the model as trained")
+    seed: int = integer(0, 2**32 - 1)
+    device: str = rule("device", hint="cpu, cuda, cuda:N or mps")
+    paths: Paths = node(Paths)
+
+
+@dataclass
+class Report:
+    path: str = text(hint="a run folder or a multirun folder")
+    paper: Any = nodes(PaperResult)
+    paths: Paths = node(Paths)
+
+
+SCHEMAS: dict[str, type] = {"train": Train, "eval": Eval, "generate": Generate, "report": Report}
+
+
+@functools.cache
+def rules(schema: type) -> dict[str, Rule]:
+    """The schema's fields and their rules, in order."""
+    found = {f.name: f.metadata["rule"] for f in dataclasses.fields(schema)}
+    if schema in (Trainer, TrainTrainer):
+        found = _trainer_rules(found)
+    return found
+
+
+def _trainer_rules(found: dict[str, Rule]) -> dict[str, Rule]:
+    found = dict(found)
+    found["strategy"] = dataclasses.replace(found["strategy"], choices=_strategies())
+    found["precision"] = dataclasses.replace(found["precision"], choices=_precisions())
+    return found
+
+
+@functools.cache
+def trainer_arguments() -> frozenset[str]:
+    """Every keyword lightning.pytorch.Trainer takes (a key of trainer may be any of them)."""
+    from lightning.pytorch import Trainer as LightningTrainer
+
+    return frozenset(inspect.signature(LightningTrainer.__init__).parameters) - {"self", "logger", "callbacks"}
+
+
+# -- one value against its rule -----------------------------------------------------------------------
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, (DictConfig, ListConfig)):
+        return str(OmegaConf.to_container(value))
+    return str(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _in_range(value: float, r: Rule) -> bool:
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if r.lo is not None and (value < r.lo or (value == r.lo and r.bounds[0] == "(")):
+        return False
+    return not (r.hi is not None and (value > r.hi or (value == r.hi and r.bounds[1] == ")")))
+
+
+def is_checkpoint_file(path: str) -> bool:
+    """What torch.save writes: a zip archive (or, before PyTorch 1.6, a pickle)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def check_value(value: Any, r: Rule) -> str | None:
+    """None when `value` is valid, else what is wrong (after 'key=value')."""
+    if value is None:
+        return None if r.null else f"must be {r.describe()}, not null"
+    kind = r.kind
+    if kind == "any":
+        return None
+    if kind == "int":
+        if (_is_int(value) and _in_range(value, r)) or (r.choices == (True, False) and isinstance(value, bool)):
+            return None
+    elif kind == "limit":  # trainer.limit_*: a count of windows, or a fraction in (0, 1]
+        if (_is_int(value) and value >= 1) or (isinstance(value, float) and _in_range(value, r)):
+            return None
+    elif kind == "float":
+        if _is_number(value) and _in_range(value, r):
+            return None
+    elif kind == "bool":
+        if isinstance(value, bool):
+            return None
+    elif kind == "choice":
+        if any(value == c and type(value) is type(c) for c in r.choices):
+            return None
+    elif kind == "text":
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value):
+            return None
+    elif kind == "devices":
+        if value == "auto" or value == -1 or (_is_int(value) and value >= 1):
+            return None
+        if isinstance(value, ListConfig) and len(value) and all(_is_int(v) and v >= 0 for v in value):
+            return None
+    elif kind == "device":
+        return _check_device(value)
+    elif kind == "ckpt":
+        return _check_ckpt(value, r)
+    return f"must be {r.describe()}"
+
+
+def _check_device(value: Any) -> str | None:
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        return "must be cpu, cuda, cuda:N or mps"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "needs a CUDA GPU and this machine has none: use device=cpu"
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        return f"names a GPU this machine does not have ({torch.cuda.device_count()} visible)"
+    if device.type not in ("cpu", "cuda", "mps"):
+        return "must be cpu, cuda, cuda:N or mps"
+    return None
+
+
+def _check_ckpt(value: Any, r: Rule) -> str | None:
+    if isinstance(value, ListConfig) and "list" in r.hint:
+        if not len(value):
+            return "is an empty list: give at least one checkpoint"
+        return next((f"({_show(v)}) {p}" for v in value if (p := _check_ckpt(v, Rule("ckpt")))), None)
+    if not isinstance(value, str) or not value:
+        return f"must be {r.describe()}"
+    if value == "last" and "last" in r.hint:
+        return None  # resolved (and checked) by rnnreg.train.resolve_ckpt_path
+    path = Path(value).expanduser()
+    if not path.is_file():
+        if "last" in r.hint:
+            return "is not a file: give a checkpoint, or ckpt_path=last to resume the newest run of this experiment"
+        return "is not a file: give a checkpoint written by rnnreg-train"
+    try:
+        if not is_checkpoint_file(str(path)):
+            return "is not a checkpoint (not a file torch.save wrote): give a .ckpt written by rnnreg-train"
+    except OSError as err:
+        return f"cannot be read ({err.strerror}): give a readable checkpoint"
+    return None
+
+
+# -- the whole config ---------------------------------------------------------------------------------
+def _get(cfg: DictConfig, key: str, name: str) -> Any:
+    """The resolved value at `key`; ??? and what refers to `${hydra:...}` (known once Hydra runs) come back as
+    markers."""
+    try:
+        return cfg[key]
+    except (MissingMandatoryValue, InterpolationResolutionError) as err:
+        raw = cfg._get_node(key)._value()
+        if "HydraConfig was not set" in str(err) or (isinstance(raw, str) and "${hydra:" in raw):
+            return UNKNOWN
+        if isinstance(err, MissingMandatoryValue):
+            return MISSING
+        raise ConfigError(f"{name}={raw} cannot be resolved ({str(err).splitlines()[0]})") from None
+
+
+MISSING, UNKNOWN = object(), object()
+
+
+def _unknown_key(prefix: str, key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    name = f"{prefix}{key}"
+    if close:
+        return ConfigError(f"{name} is not a key of {where}: did you mean {prefix}{close[0]}?")
+    return ConfigError(f"{name} is not a key of {where}: the keys are {', '.join(known)}")
+
+
+def validate(cfg: DictConfig, schema: type | str, choices: Any = None) -> None:
+    """Every key of `cfg` against `schema` (a dataclass, or an entry point's name), then the cross-key rules.
+    Raises ConfigError (one line) at the first problem. `choices`: the option of each config group (Hydra's
+    hydra.runtime.choices), for messages that name one; by default Hydra's, when it runs."""
+    schema = SCHEMAS[schema] if isinstance(schema, str) else schema
+    _validate_node(cfg, schema, "")
+    cross_checks(cfg, schema, choices)
+
+
+def _validate_node(cfg: DictConfig, schema: type, prefix: str) -> None:
+    known = rules(schema)
+    extra = trainer_arguments() if issubclass(schema, Trainer) else set()
+    where = prefix[:-1] if prefix else f"the {_entry_name(schema)} config"
+    for key in cfg:
+        if key == "hydra" and not prefix:
+            continue
+        if key not in known and key not in extra:
+            raise _unknown_key(prefix, str(key), sorted(set(known) | extra), where)
+    for key, r in known.items():
+        name = f"{prefix}{key}"
+        if key not in cfg.keys():
+            if r.required:
+                raise ConfigError(f"{name} is missing: it must be {r.describe()}")
+            continue
+        value = _get(cfg, key, name)
+        if value is UNKNOWN:
+            continue
+        if value is MISSING:
+            raise ConfigError(f"{name} is required (???): set {name}=... to {r.describe()}")
+        if r.kind in ("node", "nodes"):
+            if value is None and r.null:
+                continue
+            if not isinstance(value, DictConfig):
+                raise ConfigError(f"{name}={_show(value)} must be a mapping of keys")
+            if r.kind == "node":
+                _validate_node(value, r.node, name + ".")
+            else:
+                _validate_entries(value, r.node, name)
+            continue
+        problem = check_value(value, r)
+        if problem:
+            raise ConfigError(f"{name}={_show(value)} {problem}")
+
+
+def _validate_entries(cfg: DictConfig, schema: type | None, name: str) -> None:
+    for key in cfg:
+        value = _get(cfg, key, f"{name}.{key}")
+        if value is None or value is UNKNOWN:
+            continue
+        if schema is not None and isinstance(value, DictConfig):
+            _validate_node(value, schema, f"{name}.{key}.")
+        elif not isinstance(value, DictConfig) or "_target_" not in value:
+            raise ConfigError(
+                f"{name}.{key}={_show(value)} must be null or a mapping with _target_ (the class to instantiate)"
+            )
+
+
+def _entry_name(schema: type) -> str:
+    return next((k for k, v in SCHEMAS.items() if v is schema), schema.__name__.lower())
+
+
+# -- rules across keys --------------------------------------------------------------------------------
+SITES = ("input", "between", "output", "recurrent", "weight_drop", "embedding")
+
+
+def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
+    if "trainer" in cfg and cfg.trainer is not None:
+        _check_trainer(cfg)
+    if "dropout" in cfg and "model" in cfg:
+        _check_dropout(cfg, choices)
+    if "data" in cfg:
+        data = cfg.data
+        if data.get("url_base") is None and not Path(str(data.data_dir)).expanduser().is_dir():
+            raise ConfigError(
+                f"data.data_dir={data.data_dir} is not a folder: give the folder holding the "
+                f"{', '.join(data.files[s].name for s in ('train', 'valid', 'test'))} files"
+            )
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    import torch
+
+    trainer = cfg.trainer
+    accelerator = trainer.get("accelerator", "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none: "
+            f"use trainer.accelerator=cpu (or auto)"
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps needs an Apple GPU and this machine has none: use cpu or auto")
+    devices = trainer.get("devices", "auto")
+    gpus = torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else 0
+    if gpus and _is_int(devices) and devices > gpus:
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine has {gpus} GPU(s): set trainer.devices to at most {gpus}"
+        )
+    if _is_int(devices) and devices >= 1 and "data" in cfg:
+        processes = devices * trainer.get("num_nodes", 1)
+        if cfg.data.batch_size % processes:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} is not divisible by the {processes} DDP processes "
+                f"(trainer.devices x trainer.num_nodes): set data.batch_size to a multiple of {processes}"
+            )
+    precision = str(trainer.get("precision", "32-true"))
+    if precision in ("16", "16-mixed") and (accelerator == "cpu" or (accelerator == "auto" and not gpus)):
+        raise ConfigError(
+            f"trainer.precision={precision} needs a GPU (fp16 on CPU is not supported): use bf16-mixed or 32-true"
+        )
+
+
+def _check_dropout(cfg: DictConfig, choices: Any) -> None:
+    dropout, model = cfg.dropout, cfg.model
+    step_only = [f"dropout.recurrent={dropout.recurrent}"] if dropout.recurrent else []
+    step_only += ["dropout.variational=true"] if dropout.variational else []
+    step_only += ["model.layer_norm=true"] if model.layer_norm else []
+    if model.lstm == "fused" and step_only:
+        raise ConfigError(
+            f"model.lstm=fused cannot run {', '.join(step_only)} (they need the step loop): set model.lstm=auto or step"
+        )
+    # a placement that promises dropout (its sites read dropout.p) but drops nothing: p is 0
+    uses_p = [k for k in SITES if OmegaConf.to_container(dropout, resolve=False).get(k) == "${.p}"]
+    if uses_p and dropout.p == 0 and not any(dropout[k] for k in SITES):
+        placement = _choice(choices, "dropout")
+        raise ConfigError(
+            f"dropout={placement or '...'} drops nothing: its sites ({', '.join('dropout.' + k for k in uses_p)}) "
+            f"use dropout.p, which is 0 here: set dropout.p (e.g. dropout.p=0.5) or use dropout=none"
+        )
+
+
+def _choice(choices: Any, group: str) -> str | None:
+    """The option of `group` this config was composed with, where known."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if choices is None and HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+    return None if choices is None else choices.get(group)
+
+
+# -- a command line: compose every job it would run, validate each ------------------------------------
+# Hydra's own flags that do not run the task (or pick another config): nothing to check before Hydra
+_NO_RUN_FLAGS = {
+    *("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"),
+    *("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"),
+}
+MAX_JOBS_CHECKED = 256
+
+
+def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> int:
+    """Compose the config of every job `argv` asks for (each value of a sweep) and validate it, before Hydra
+    runs (and creates any folder). Returns the number of configs checked (0: a flag that runs nothing)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+
+    if any(a.split("=")[0] in _NO_RUN_FLAGS for a in argv):
+        return 0
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    parser = OverridesParser.create()
+    try:
+        overrides = parser.parse_overrides([a for a in argv if not a.startswith("-")])
+    except HydraException as err:
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+    groups = [o for o in overrides if _is_group(o, conf_dir)]
+    values = [o for o in overrides if not _is_group(o, conf_dir)]
+    with initialize_config_dir(conf_dir, version_base="1.3"):
+
+        def compose_groups(group_lines: tuple[str, ...]) -> DictConfig:
+            try:
+                return compose(config_name, overrides=list(group_lines), return_hydra_config=True)
+            except HydraException as err:
+                raise ConfigError(" ".join(str(err).split("\n")[:1]).strip()) from None
+
+        plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
+        first = tuple(f"{o.get_key_element()}={_first(o)}" for o in groups if o.is_sweep_override())
+        base_groups = plain_groups + first
+        base = compose_groups(base_groups)
+        apply_overrides(base, [o for o in values if _is_hydra(o) and not o.is_sweep_override()])
+        multirun = multirun or base.hydra.mode == RunMode.MULTIRUN
+        sweeps = {o.get_key_element(): o for o in values + groups if o.is_sweep_override() and not _is_hydra(o)}
+        if sweeps and not multirun:
+            line = next(iter(sweeps.values())).input_line
+            raise ConfigError(
+                f"{line} is a sweep: add -m (--multirun) to run one job per value, or quote it ('{line}') for a string"
+            )
+        if multirun:  # the sweeper's own params (an experiment's), the command line's win
+            for key, spec in (OmegaConf.select(base, "hydra.sweeper.params") or {}).items():
+                if key not in sweeps:
+                    (parsed,) = parser.parse_overrides([f"{key}={spec}"])
+                    sweeps[key] = parsed
+        group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, conf_dir)}
+        value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, conf_dir)}
+        fixed_values = [o for o in values if not o.is_sweep_override()]
+        checked = 0
+        group_jobs = _product({k: _sweep_lines(o) for k, o in group_sweeps.items()})
+        value_jobs = _product({k: _sweep_lines(o) for k, o in value_sweeps.items()})
+        for group_job in group_jobs:
+            cfg = base if not group_sweeps else compose_groups(plain_groups + tuple(group_job))
+            for value_job in value_jobs:
+                where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""
+                try:
+                    check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)))
+                except ConfigError as err:
+                    raise ConfigError(f"{err}{where}") from None
+                checked += 1
+    return checked
+
+
+def check_job(composed: DictConfig, config_name: str, overrides: list) -> None:
+    """One job: `composed` (the config of its group options, with Hydra's node) with its `key=value`
+    overrides applied as Hydra applies them (hydra.* ones aside), validated."""
+    job = OmegaConf.create({k: composed._get_node(k) for k in composed.keys() if k != "hydra"})
+    OmegaConf.set_struct(job, True)
+    apply_overrides(job, [o for o in overrides if not _is_hydra(o)], config_name)
+    validate(job, config_name, choices=composed.hydra.runtime.choices)
+
+
+def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> None:
+    """Hydra's own application of `key=value` overrides, with an unknown key refused in one line."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.errors import HydraException
+
+    for override in overrides:
+        key = override.key_or_group
+        if not override.is_add() and not override.is_force_add() and not key.startswith("hydra."):
+            _check_key_exists(cfg, key, override, config_name)
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
+        except HydraException as err:
+            raise ConfigError(f"{override.input_line}: {str(err).strip().splitlines()[0]}") from None
+
+
+def _check_key_exists(cfg: DictConfig, key: str, override: Any, config_name: str) -> None:
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return  # a list index or a value: Hydra says what is wrong
+        if part not in node.keys():
+            prefix = ".".join(parts[:i])
+            known = sorted(str(k) for k in node.keys())
+            if prefix == "trainer" and part in trainer_arguments():
+                raise ConfigError(
+                    f"trainer.{part} is not in the config yet: add it with +{override.input_line.lstrip('+')}"
+                )
+            where = prefix or f"the {config_name} config"
+            if override.is_delete():
+                raise ConfigError(f"~{key}: {key} is not in the config, nothing to delete")
+            raise _unknown_key(f"{prefix}." if prefix else "", part, known, where)
+        node = node._get_node(part)
+
+
+def _is_hydra(override: Any) -> bool:
+    return override.key_or_group.startswith("hydra.")
+
+
+def _is_group(override: Any, conf_dir: str) -> bool:
+    key = override.key_or_group
+    return "/" in key or override.package is not None or Path(conf_dir, key).is_dir()
+
+
+def _sweep_lines(override: Any) -> list[str]:
+    from hydra.core.override_parser.types import IntervalSweep
+
+    key = override.get_key_element()
+    value = override.value()
+    if isinstance(value, IntervalSweep):  # optuna's interval(a, b): both ends
+        return [f"{key}={value.start}", f"{key}={value.end}"]
+    if not override.is_sweep_override():
+        return [override.input_line]
+    return [f"{key}={v}" for v in override.sweep_string_iterator()]
+
+
+def _first(override: Any) -> str:
+    return _sweep_lines(override)[0].split("=", 1)[1]
+
+
+def _product(options: dict[str, list[str]]) -> list[tuple[str, ...]]:
+    """Every combination, or (past MAX_JOBS_CHECKED) each value once with the others at their first."""
+    if not options:
+        return [()]
+    lists = list(options.values())
+    if math.prod(len(v) for v in lists) <= MAX_JOBS_CHECKED:
+        return list(itertools.product(*lists))
+    jobs = {tuple(v[0] for v in lists)}
+    for i, values in enumerate(lists):
+        for value in values[1:]:
+            jobs.add(tuple(value if j == i else v[0] for j, v in enumerate(lists)))
+    return sorted(jobs)

@@ -1,0 +1,315 @@
+"""Every impossible value is refused before anything is written: a table of bad values generated from the
+schema (every key of every group of every entry point), the configs a user can compose validating clean,
+and a few real console-script runs stopping with one line, exit 2 and no folder created."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from helpers import BIN
+from rnnreg import CONF_DIR
+from rnnreg.errors import CheckpointError, ConfigError, DataError
+from rnnreg.schema import SCHEMAS, Rule, check_job, rules, validate_args
+from rnnreg.train import train
+
+CUDA = torch.cuda.is_available()
+FAKE = Path(tempfile.mkdtemp(prefix="rnnreg-schema-")) / "fake.ckpt"  # a zip, as torch.save writes
+NOT_A_CKPT = Path(__file__)  # a text file
+
+
+def fake_checkpoint() -> str:
+    if not FAKE.exists():
+        with zipfile.ZipFile(FAKE, "w") as z:
+            z.writestr("archive/data.pkl", b"\x80")
+    return str(FAKE)
+
+
+def base_args(name: str) -> list[str]:
+    """A valid command line of each entry point, the starting point of every bad value."""
+    return {
+        "train": ["experiment=smoke"],
+        "eval": [f"ckpt_path={fake_checkpoint()}"],
+        "generate": [f"ckpt_path={fake_checkpoint()}"],
+        "report": ["path=."],
+    }[name]
+
+
+# -- the table, generated from the schema -------------------------------------------------------------
+def show(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ",".join(map(show, value)) + "]"
+    if value == "":
+        return "''"
+    return str(value)
+
+
+def bad_values(r: Rule) -> list:
+    """Values `r` must refuse: the wrong type, each side of its range, nan/inf, null where not allowed."""
+    out = [] if r.null or r.kind in ("node", "nodes") else [None]
+    if r.kind in ("int", "float", "limit"):
+        out += ["abc", [1, 2]]
+        if r.kind != "limit" and r.choices != (True, False):
+            out.append(True)
+        if r.kind == "int":
+            out.append(1.5)
+        if r.lo is not None:
+            out.append(r.lo - 1 if r.kind == "int" else (r.lo if r.bounds[0] == "(" else r.lo - 0.5))
+        if r.hi is not None:
+            out.append(r.hi + 1 if r.kind == "int" else (r.hi if r.bounds[1] == ")" else r.hi + 0.5))
+        if r.kind in ("float", "limit"):
+            out += [math.nan, math.inf, -math.inf]
+    elif r.kind == "bool":
+        out += ["abc", 2, 0.5]
+    elif r.kind == "choice":
+        out += ["sideways", 1.5]
+    elif r.kind == "text":
+        out += ["", [1, 2]]
+    elif r.kind == "devices":
+        out += ["abc", 0, -2, 1.5]
+    elif r.kind == "ckpt":
+        out += ["/nonexistent/last.ckpt", str(NOT_A_CKPT), 3]
+    elif r.kind == "device":
+        out += ["sideways", "cuda:99"]
+    elif r.kind in ("node", "nodes"):
+        out += ["abc", 3]
+    return out
+
+
+def typo(key: str) -> str:
+    """A mistyped key: one letter dropped from the middle (model.hiddn_size for model.hidden_size)."""
+    return key[: len(key) // 2] + key[len(key) // 2 + 1 :]
+
+
+def fields(schema: type, cfg: DictConfig, prefix: str = ""):
+    """(key, rule) for every field of `schema` and of its nested groups, as far as `cfg` holds them."""
+    for name, r in rules(schema).items():
+        key = prefix + name
+        yield key, r
+        value = OmegaConf.select(cfg, key, throw_on_missing=False) if name in (cfg or {}) else None
+        if r.kind == "node" and isinstance(value, DictConfig):
+            yield from fields(r.node, value, key + ".")
+        elif r.kind == "nodes" and r.node is not None and isinstance(value, DictConfig):
+            for entry in value:
+                yield from fields(r.node, value[entry], f"{key}.{entry}.")
+
+
+def group_dir(key: str) -> bool:
+    return (Path(CONF_DIR) / key).is_dir()
+
+
+def has_key(cfg: DictConfig, key: str) -> bool:
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            return False
+        node = node._get_node(part)
+    return True
+
+
+def table() -> list[tuple[str, str, str]]:
+    """(entry point, override, the key the message must name) for every bad value of every key."""
+    cases = []
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        for name, schema in SCHEMAS.items():
+            cfg = compose(name, overrides=base_args(name))
+            nodes = {""}
+            for key, r in fields(schema, cfg):
+                exists = has_key(cfg, key)
+                if r.kind in ("node", "nodes") and group_dir(key):
+                    continue  # a config group: `data=abc` is an unknown option (test_faults)
+                for value in bad_values(r):
+                    cases.append((name, f"{'' if exists else '+'}{key}={show(value)}", key))
+                if r.kind == "node":
+                    nodes.add(key + ".")
+                parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+                if exists and len(key.rsplit(".", 1)[-1]) > 3:
+                    cases.append((name, f"{parent}{typo(key.rsplit('.', 1)[-1])}=1", key))
+            for node in sorted(nodes):
+                if node and OmegaConf.select(cfg, node[:-1]) is None:
+                    continue
+                cases.append((name, f"+{node}zzz_unknown=1", f"{node}zzz_unknown"))
+    return cases
+
+
+TABLE = table()
+
+
+@pytest.fixture(scope="module")
+def composed() -> dict[str, DictConfig]:
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return {name: compose(name, overrides=base_args(name), return_hydra_config=True) for name in SCHEMAS}
+
+
+def test_the_table_covers_every_key_of_every_schema():
+    keys = {(name, key) for name, _, key in TABLE}
+    assert len(keys) > 100 and len(TABLE) > 500, (len(keys), len(TABLE))
+    for must in ["dropout.input", "optim.decay", "trainer.gradient_clip_val", "data.bptt", "model.hidden_size"]:
+        assert ("train", must) in keys
+    assert (
+        ("generate", "num_words") in keys
+        and ("eval", "mc_samples") in keys
+        and ("report", "paper.small.test_ppl") in keys
+    )
+
+
+def test_every_bad_value_is_refused_in_one_line_naming_the_key(composed):
+    parser = OverridesParser.create()
+    accepted = []
+    for name, line, key in TABLE:
+        try:
+            check_job(composed[name], name, parser.parse_overrides([line]))
+        except ConfigError as err:
+            message = str(err)
+            assert "\n" not in message and key.split(".")[0] in message, (line, message)
+            if "zzz_unknown" not in line and "=1" != line[-2:]:
+                assert key in message, (line, message)
+            continue
+        accepted.append(f"{name} {line}")
+    assert not accepted, f"accepted {len(accepted)} bad values: {accepted}"
+
+
+def test_a_typo_names_the_key_meant(composed):
+    parser = OverridesParser.create()
+    with pytest.raises(ConfigError, match=r"^model.hiddn is not a key of model: did you mean model.hidden_size\?$"):
+        check_job(composed["train"], "train", parser.parse_overrides(["model.hiddn=3"]))
+    with pytest.raises(ConfigError, match=r"^foo is not a key of the train config: the keys are callbacks, "):
+        check_job(composed["train"], "train", parser.parse_overrides(["+foo=1"]))
+    with pytest.raises(ConfigError, match=r"add it with \+trainer.accumulate_grad_batches=2$"):
+        check_job(composed["train"], "train", parser.parse_overrides(["trainer.accumulate_grad_batches=2"]))
+
+
+# -- rules across keys, and sweeps ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["experiment=smoke", "dropout=non_recurrent"], r"^dropout=non_recurrent drops nothing: .* set dropout.p"),
+        (["-m", "experiment=smoke", "dropout=none,variational"], r"^dropout=variational drops nothing.*\(sweep job"),
+        (["-m", "dropout=both", "dropout.p=0.5,0.0"], r"drops nothing.*\(sweep job dropout.p=0.0\)$"),
+        (["-m", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
+        (["seed=1,2"], r"^seed=1,2 is a sweep: add -m"),
+        (["-m", "hparams_search=optuna", "optim.lr=interval(0.0,1.0)"], r"^optim.lr=0.0 must be a number > 0"),
+        (["dropout=recurrent", "model.lstm=fused"], r"^model.lstm=fused cannot run dropout.recurrent=0.5"),
+        (["regularizer=layer_norm", "model.lstm=fused"], r"^model.lstm=fused cannot run model.layer_norm=true"),
+        (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"], r"^data.batch_size=20 is not divisible"),
+        (["trainer.accelerator=cpu", "trainer.precision=16-mixed"], r"^trainer.precision=16-mixed needs a GPU"),
+        (["data=text", "data.data_dir=/nonexistent"], r"^data.data_dir=/nonexistent is not a folder"),
+        (["ckpt_path=/nonexistent.ckpt"], r"^ckpt_path=/nonexistent.ckpt is not a file: .*ckpt_path=last"),
+        ([f"ckpt_path={NOT_A_CKPT}"], r"is not a checkpoint \(not a file torch.save wrote\)"),
+    ],
+)
+def test_cross_key_rules_and_sweeps(args, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_args("train", args)
+
+
+@pytest.mark.skipif(CUDA, reason="a GPU is present")
+def test_a_gpu_accelerator_without_a_gpu_is_refused():
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu needs a CUDA GPU and this machine has none"):
+        validate_args("train", ["trainer=gpu"])
+    with pytest.raises(ConfigError, match=r"^device=cuda needs a CUDA GPU"):
+        validate_args("generate", [f"ckpt_path={fake_checkpoint()}", "device=cuda"])
+
+
+# -- everything a user can compose is accepted ----------------------------------------------------------
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def test_every_config_a_user_can_compose_validates(tmp_path):
+    jobs = 0
+    for experiment in options("experiment"):
+        jobs += validate_args("train", [f"experiment={experiment}"])
+    for dropout in options("dropout"):
+        jobs += validate_args("train", [f"dropout={dropout}"])  # paper_medium: p = 0.5
+    jobs += validate_args("train", ["experiment=smoke", "dropout=none"])  # the small recipe, p = 0
+    jobs += validate_args("train", ["dropout=none", "dropout.p=0.7"])  # p unused by none: fine
+    jobs += validate_args("train", [f"regularizer=[{','.join(options('regularizer'))}]"])
+    for group in ("regularizer", "logger", "callbacks", "model", "trainer"):
+        for option in options(group):
+            if option != "gpu" or CUDA:
+                jobs += validate_args("train", [f"{group}={option}"])
+    jobs += validate_args("train", ["data=text", f"data.data_dir={tmp_path}", "trainer.accelerator=cpu"])
+    jobs += validate_args("train", ["experiment=smoke", "hparams_search=optuna"])
+    jobs += validate_args("train", ["+trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=0.5"])
+    jobs += validate_args("train", ["-m", "seed=1,2,3", "dropout=none,non_recurrent"])
+    jobs += validate_args("eval", [f"ckpt_path=[{fake_checkpoint()},{fake_checkpoint()}]", "mc_samples=4"])
+    jobs += validate_args("generate", [f"ckpt_path={fake_checkpoint()}", "prompt=the market", "num_words=0"])
+    jobs += validate_args("report", ["path=outputs"])
+    assert jobs >= 60
+
+
+# -- real processes: one line, exit 2, nothing created ----------------------------------------------------
+@pytest.mark.parametrize(
+    "script,args,starts",
+    [
+        (
+            "rnnreg-train",
+            ["experiment=smoke", "dropout.input=abc"],
+            "error: dropout.input=abc must be a number in [0, 1)",
+        ),
+        (
+            "rnnreg-train",
+            ["model.hiddn=3"],
+            "error: model.hiddn is not a key of model: did you mean model.hidden_size?",
+        ),
+        (
+            "rnnreg-train",
+            ["-m", "experiment=smoke", "dropout=none,non_recurrent"],
+            "error: dropout=non_recurrent drops",
+        ),
+        (
+            "rnnreg-generate",
+            ["num_words=-1", f"ckpt_path={NOT_A_CKPT}"],
+            f"error: ckpt_path={NOT_A_CKPT} is not a checkpoint",
+        ),
+        ("rnnreg-eval", ["ckpt_path=[]"], "error: ckpt_path=[] is an empty list"),
+    ],
+)
+def test_console_scripts_stop_before_creating_anything(tmp_path, script, args, starts):
+    cwd, out = tmp_path / "cwd", tmp_path / "out"
+    cwd.mkdir()
+    dirs = [f"hydra.run.dir={out}/run", f"hydra.sweep.dir={out}/sweep", f"paths.output_root={out}"]
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run([str(BIN / script), *args, *dirs], capture_output=True, text=True, env=env, cwd=cwd)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(starts), proc.stderr
+    assert not out.exists() and not any(cwd.iterdir())
+
+
+def test_a_split_too_short_stops_before_any_file(tiny_cfg, tiny_corpus, tmp_path):
+    (tiny_corpus / "valid.txt").write_text("w1\n")  # 2 tokens for 4 streams
+    with pytest.raises(DataError, match="too short for 4 streams"):
+        train(tiny_cfg())
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_validates_a_config_it_is_given(tiny_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"^optim.decay=-1.2 must be a number > 0"):
+        train(tiny_cfg("optim.decay=-1.2"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_file_that_is_no_rnnreg_checkpoint_writes_nothing_in_the_run_folder(tiny_cfg, tmp_path):
+    """Found by Lightning's restore, after start-up: still no metrics.json, logger file or checkpoint."""
+    with pytest.raises(CheckpointError):
+        train(tiny_cfg(f"ckpt_path={fake_checkpoint()}", "logger=csv"))
+    run = tmp_path / "run"
+    assert not run.exists() or not [p for p in run.rglob("*") if p.is_file()], list(run.rglob("*"))
