@@ -16,7 +16,7 @@ import hydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, UserError
@@ -30,17 +30,47 @@ warnings.filterwarnings("ignore", ".*`srun` command is available.*")
 warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
 
 
-def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback."""
+# Examples for a mandatory key (??? in the config) left unset, by key; other keys get `<key>=<value>`.
+MISSING_EXAMPLES = {
+    "ckpt_path": "outputs/train/paper_small/<time>/checkpoints/last.ckpt",
+    "path": "outputs/train/multirun/<experiment>/<time>",
+}
+
+
+def missing_key(err: BaseException) -> str | None:
+    """The full key of the mandatory value (???) behind `err` (or its causes), or None."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, MissingMandatoryValue):
+            return str(err.full_key or getattr(err, "key", "") or "") or "a ??? value"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def missing_message(key: str, script: str) -> str:
+    example = MISSING_EXAMPLES.get(key.rsplit(".", 1)[-1], "<value>")
+    return f"{key} is required (??? in the config) and was not given: e.g. {script} {key}={example}"
+
+
+def user_errors_as_one_line(fn: Callable[[DictConfig], Any], script: str = "rnnreg-train") -> Callable:
+    """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback.
+    Bad input is a UserError, or a mandatory config value (???) that was not given."""
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
         try:
+            missing = sorted(OmegaConf.missing_keys(cfg))
+            if missing:  # before any work (loading data, building a model)
+                raise ConfigError(missing_message(missing[0], script))
             return fn(cfg)
-        except UserError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except Exception as err:
+            key = None if isinstance(err, UserError) else missing_key(err)
+            if (key is None and not isinstance(err, UserError)) or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {err if key is None else missing_message(key, script)}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
@@ -48,11 +78,15 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any]) -> Callable[[DictCo
 
 def hydra_entry(config_name: str) -> Callable:
     """hydra.main for a console script, with our one-line errors, and one more check before Hydra starts:
-    a config group option that does not exist (Hydra's own message is a page long)."""
+    a config group option that does not exist (Hydra's own message is a page long).
+
+    The module holding the entry should import torch and Lightning inside the task function only, so that
+    `--help` and shell completion, which Hydra answers before calling it, stay fast."""
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        script = f"rnnreg-{config_name}"
         hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(
-            user_errors_as_one_line(fn)
+            user_errors_as_one_line(fn, script)
         )
 
         @functools.wraps(fn)
@@ -90,6 +124,19 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
                 )
 
 
+def route_lightning_logs() -> None:
+    """Lightning's messages once each, through the root logger's handlers when it has some (Hydra's: the
+    console and the run's train.log). Lightning, imported after Hydra has set up logging (the entry
+    modules import it lazily), would print each one twice: on its own stderr handler and through root."""
+    if not logging.getLogger().hasHandlers():
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
     """hydra.utils.instantiate, with our own errors (bad data or config) passed through unwrapped."""
     try:
@@ -124,3 +171,28 @@ def keep_freed_memory(max_chunk: int = 32 << 20) -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, max_chunk)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+# The config tree's top-level keys in this order first (the rest follow in the config's order).
+CONFIG_TREE_ORDER = ("experiment_name", "data", "model", "dropout", "optim", "trainer", "callbacks", "logger")
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = True) -> None:
+    """The composed config as a rich tree on the console (and as text in `save_to`), one branch per
+    top-level key, as the lightning-hydra-template's print_config_tree. Call it on rank 0 only."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in CONFIG_TREE_ORDER if k in cfg] + [k for k in cfg if k not in CONFIG_TREE_ORDER]
+    for key in keys:
+        value = cfg[key]
+        branch = tree.add(str(key), style="dim", guide_style="dim")
+        text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig | ListConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text.rstrip(), "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        with open(save_to, "w") as f:
+            rich.print(tree, file=f)
