@@ -25,6 +25,7 @@ from rnnreg.callbacks import (
     estimate_run_seconds,
     format_duration,
     run_seconds_left,
+    validation_seconds,
 )
 from rnnreg.errors import ConfigError
 from rnnreg.runtime import missing_key
@@ -59,15 +60,15 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
         "experiment=paper_small",
         *TINY,
         f"data.data_dir={tiny_corpus}",
-        "trainer.max_epochs=2",
-        "trainer.limit_train_batches=14",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=13",
         "test=false",
         "callbacks.run_plan.cpu_hint_minutes=0",
         f"hydra.run.dir={out}",
     )
     log = (out / "train.log").read_text()
     assert "rnnreg: training paper_small (LSTM 2 x 16, 5,738 parameters, no dropout) on cpu" in log
-    assert "2 epochs x 14 windows per epoch" in log
+    assert "1 epochs x 13 windows per epoch" in log
     assert log.count("estimated total:") == 1 and "(over 10 windows after warm-up)" in log
     per_window = float(re.search(r"measured: ([0-9.e+-]+) s per window", log).group(1))
     assert 0 < per_window < 30
@@ -77,12 +78,12 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     tree = (out / "config_tree.log").read_text()
     assert "CONFIG" in proc.stdout and "CONFIG" in tree and "hidden_size: 16" in tree and "optim" in tree
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    assert metrics["status"] == "completed" and metrics["epochs"] == 1
 
 
 # -- the progress bar ------------------------------------------------------------------------------
 class ReadBar(L.Callback):
-    """After every window (as Lightning does), what the progress bar shows."""
+    """After every window (as Lightning does), what the progress bar shows and what the ETA is made of."""
 
     def __init__(self, bar: LMProgressBar):
         self.bar, self.shown = bar, []
@@ -90,32 +91,35 @@ class ReadBar(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
         metrics = self.bar.get_metrics(trainer, pl_module)
-        self.shown.append((trainer.current_epoch, batch_idx, metrics, run_seconds_left(trainer, speed)))
+        per_window = speed.seconds_per_window
+        val = validation_seconds(trainer, speed, per_window) if per_window else None
+        left = run_seconds_left(trainer, speed)
+        self.shown.append((trainer.current_epoch, batch_idx, metrics, left, per_window, val))
 
 
 def test_progress_bar_loss_is_fresh_and_eta_covers_the_run(tiny_cfg):
     from rnnreg.training import build
 
-    cfg = tiny_cfg(
-        "trainer.max_epochs=2", "trainer.limit_train_batches=12", "trainer.log_every_n_steps=50", "test=false"
-    )
+    budget = ("trainer.max_epochs=2", "trainer.limit_train_batches=12", "trainer.log_every_n_steps=50", "test=false")
+    cfg = tiny_cfg(*budget)
     datamodule, task, trainer = build(cfg)
-    bar = LMProgressBar(refresh_rate=2)
-    reader = ReadBar(bar)
+    reader = ReadBar(LMProgressBar(refresh_rate=2))
     trainer.callbacks.append(reader)
     trainer.fit(task, datamodule=datamodule)
-    first_epoch = [m["loss"] for epoch, _, m, _ in reader.shown if epoch == 0]
+    first_epoch = [shown[2]["loss"] for shown in reader.shown if shown[0] == 0]
     assert len(first_epoch) == 12
     # re-read every 2 windows (refresh_rate), not once per log_every_n_steps (50) windows
     changes = sum(a != b for a, b in zip(first_epoch, first_epoch[1:]))
     assert 4 <= changes <= 6, first_epoch
-    # the whole run's ETA: shown once measured, falling across epochs, near zero at the end
-    etas = [(epoch, i, m.get("run ETA"), left) for epoch, i, m, left in reader.shown]
-    assert all(eta for epoch, i, eta, _ in etas if epoch == 1)
-    early = next(left for epoch, i, _, left in etas if epoch == 0 and i == 6)
-    late = next(left for epoch, i, _, left in etas if epoch == 1 and i == 10)
-    assert early > late >= 0
-    assert etas[-1][3] < early / 3
+    # the ETA is the whole run's: every window left in this and later epochs, and every validation left
+    for epoch, i, metrics, left, per_window, val in reader.shown:
+        if epoch == 0 and i < 4:  # the first 3 windows are warm-up: nothing measured yet
+            assert left is None and "run ETA" not in metrics
+            continue
+        windows_left = 2 * 12 - (epoch * 12 + i + 1)
+        assert left == pytest.approx(windows_left * per_window + (2 - epoch) * val)
+        assert metrics["run ETA"]
+    assert reader.shown[-1][4] > 0 and reader.shown[-1][5] > 0  # measured: a window, the first validation
 
 
 # -- console scripts: fast --help, one-line errors -------------------------------------------------
@@ -231,6 +235,8 @@ def test_library_trains_in_a_few_lines(tiny_corpus, tmp_path):
     trainer = L.Trainer(
         max_epochs=1,
         limit_train_batches=3,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -248,24 +254,12 @@ def test_example_compare_placements(ptb_dir, tmp_path):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     out = tmp_path / "compare"
-    args = [
-        "--windows",
-        "3",
-        "--val-windows",
-        "2",
-        "--hidden",
-        "16",
-        "--epochs",
-        "2",
-        "--quiet",
-        "--accelerator",
-        "cpu",
-    ]
+    args = "--windows 3 --val-windows 2 --hidden 16 --epochs 1 --quiet --accelerator cpu".split()
     table = example.main([*args, "--out", str(out)])
     assert table.count("| completed |") == 3
     for placement in example.PLACEMENTS:
         assert f"dropout={placement} " in table
-        assert json.loads((out / placement / "metrics.json").read_text())["epochs"] == 2
+        assert json.loads((out / placement / "metrics.json").read_text())["epochs"] == 1
     assert all((out / f"{name}.{ext}").stat().st_size > 0 for name in ("val_ppl", "test_ppl") for ext in ("png", "pdf"))
 
 

@@ -281,14 +281,14 @@ class RunPlan(L.Callback):
             self.start, self.start_windows = self.clock(pl_module), self.windows
         elif self.windows >= self.warmup_windows + self.measure_windows or last:
             measured = self.windows - self.start_windows
-            self.report(trainer, pl_module, (self.clock(pl_module) - self.start) / measured, measured)
+            self.report(trainer, pl_module, (self.clock(pl_module) - self.start) / measured, measured, batch_idx)
 
     def clock(self, pl_module) -> float:
         if pl_module.device.type == "cuda":  # twice per run: the measured windows include their queued work
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
-    def report(self, trainer, pl_module, seconds_per_window: float, measured: int) -> None:
+    def report(self, trainer, pl_module, seconds_per_window: float, measured: int, batch_idx: int = -1) -> None:
         self.done = True
         speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None) or SpeedMonitor()
         if not speed.words_per_step:
@@ -298,8 +298,11 @@ class RunPlan(L.Callback):
         if epochs is None or not math.isfinite(windows):
             return
         val = validation_seconds(trainer, speed, seconds_per_window) if trainer.limit_val_batches else 0.0
+        # a fresh run: the whole run from its start; resumed from a checkpoint: what is left of it
+        fresh = trainer.current_epoch == 0 and batch_idx + 1 == self.windows
+        epoch, done = (0, 0) if fresh else (trainer.current_epoch, batch_idx + 1)
         train, val = estimate_run_seconds(
-            seconds_per_window, windows, epochs, val, trainer.check_val_every_n_epoch or 1
+            seconds_per_window, windows, epochs, val, trainer.check_val_every_n_epoch or 1, epoch, done
         )
         device = device_name(pl_module.device)
         lines = [
@@ -308,8 +311,8 @@ class RunPlan(L.Callback):
             f"  plan: {self.plan(trainer, epochs)}, validation every {trainer.check_val_every_n_epoch or 1} epoch(s)",
             f"  measured: {seconds_per_window:.3g} s per window (over {measured} windows"
             f"{' after warm-up' if self.start_windows else ', warm-up included'})",
-            f"  estimated total: {format_duration(train + val)} (training {format_duration(train)} + validation "
-            f"{format_duration(val)}; the final test comes on top)",
+            f"  estimated {'total' if fresh else 'time left'}: {format_duration(train + val)} "
+            f"(training {format_duration(train)} + validation {format_duration(val)}; the final test comes on top)",
         ]
         if pl_module.device.type == "cpu" and train + val > self.cpu_hint_minutes * 60:
             lines.append(
