@@ -284,7 +284,7 @@ class RunPlan(L.Callback):
             self.report(trainer, pl_module, (self.clock(pl_module) - self.start) / measured, measured, batch_idx)
 
     def clock(self, pl_module) -> float:
-        if pl_module.device.type == "cuda":  # twice per run: the measured windows include their queued work
+        if pl_module.device.type == "cuda":  # three times per run: the timed windows include their queued work
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
