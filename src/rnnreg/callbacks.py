@@ -28,13 +28,29 @@ class SpeedMonitor(L.Callback):
     so the epoch time includes all queued work. The totals feed `metrics.json`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, warmup_windows: int = 3) -> None:
         self.train_seconds = 0.0
         self.train_words = 0
         self.epoch_start = self.last_batch_end = time.perf_counter()
         self.epoch_words = 0
         self.step_seconds: list[float] = []  # batch end to batch end: the whole loop, hooks included
         self.words_per_step = 0
+        # seconds per window for the run's ETA: the windows of this epoch after its first `warmup_windows`
+        # (graph capture, allocator warm-up), else the last whole epoch's
+        self.warmup_windows = warmup_windows
+        self.epoch_windows = 0
+        self.warm_start: float | None = None
+        self.last_epoch_seconds_per_window: float | None = None
+        self.val_start = 0.0
+        self.val_seconds: float | None = None  # the latest validation pass (sanity check excluded)
+
+    @property
+    def seconds_per_window(self) -> float | None:
+        """Measured seconds per training window (None before any measurement)."""
+        warm = self.epoch_windows - self.warmup_windows
+        if self.warm_start is not None and warm >= 2:
+            return (self.last_batch_end - self.warm_start) / warm
+        return self.last_epoch_seconds_per_window
 
     @property
     def words_per_second(self) -> float:
@@ -56,6 +72,8 @@ class SpeedMonitor(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.epoch_words = 0
+        self.epoch_windows = 0
+        self.warm_start = None
         self.step_seconds = []
         self.epoch_start = self.last_batch_end = time.perf_counter()
 
@@ -67,10 +85,15 @@ class SpeedMonitor(L.Callback):
         now = time.perf_counter()
         self.step_seconds.append(now - self.last_batch_end)
         self.last_batch_end = now
+        self.epoch_windows += 1
+        if self.epoch_windows == self.warmup_windows:
+            self.warm_start = now
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.train_seconds += self.last_batch_end - self.epoch_start
         self.train_words += self.epoch_words
+        if self.epoch_windows:
+            self.last_epoch_seconds_per_window = (self.last_batch_end - self.epoch_start) / self.epoch_windows
         pl_module.log_dict(
             {
                 "train/words_per_sec": self.epoch_words_per_second,
@@ -80,6 +103,13 @@ class SpeedMonitor(L.Callback):
             rank_zero_only=True,
         )
 
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.val_seconds = time.perf_counter() - self.val_start
+
     def state_dict(self) -> dict:
         return {"train_seconds": self.train_seconds, "train_words": self.train_words}
 
@@ -88,25 +118,222 @@ class SpeedMonitor(L.Callback):
 
 
 class LMProgressBar(RichProgressBar):
-    """Rich progress bar with the running training loss, perplexity and words/s. The loss is read from the
-    device only every `trainer.log_every_n_steps` windows (a read is a host sync on a GPU)."""
+    """Rich progress bar with the running training loss, perplexity, words/s and the whole run's ETA
+    (training and validation of every remaining epoch, from SpeedMonitor's measured times).
+
+    Lightning asks for the metrics after every window; the loss is read from the device (a host sync on a
+    GPU) at most every `refresh_rate` windows, and at the latest after `log_every_n_steps` windows."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.loss_text: dict[str, str] = {}
+        self.loss_step = -1  # trainer.global_step when loss_text was read
+
+    def read_interval(self, trainer) -> int:
+        return max(1, min(self.refresh_rate or trainer.log_every_n_steps, trainer.log_every_n_steps))
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         if trainer.training:
-            if not self.loss_text or trainer.global_step % trainer.log_every_n_steps == 0:
+            if not self.loss_text or trainer.global_step - self.loss_step >= self.read_interval(trainer):
                 loss = float(pl_module.signals.loss)
                 self.loss_text = {"loss": f"{loss:.3f}", "ppl": f"{min(math.exp(min(loss, MAX_NLL)), 1e9):.1f}"}
+                self.loss_step = trainer.global_step
+                speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
+                if speed is not None:
+                    self.loss_text["wps"] = f"{speed.epoch_words_per_second:,.0f}"
+                    left = run_seconds_left(trainer, speed)
+                    if left is not None:
+                        self.loss_text["run ETA"] = format_duration(left)
             metrics.update(self.loss_text)
-            speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
-            if speed is not None:
-                metrics["wps"] = f"{speed.epoch_words_per_second:,.0f}"
         return metrics
+
+
+# Validation runs the forward pass only: per word, about a third of a training window's forward + backward.
+VALIDATION_COST = 1 / 3
+
+
+def format_duration(seconds: float) -> str:
+    """3 h 05 min, 12 min 30 s, 45 s."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def estimate_run_seconds(
+    seconds_per_window: float,
+    windows_per_epoch: int,
+    epochs: int,
+    val_seconds: float = 0.0,
+    val_every: int = 1,
+    epoch: int = 0,
+    windows_done: int = 0,
+) -> tuple[float, float]:
+    """(training, validation) seconds left of a run of `epochs` x `windows_per_epoch` windows at
+    `seconds_per_window`, with a validation pass of `val_seconds` after every `val_every`-th epoch, when
+    `windows_done` windows of epoch `epoch` (counted from 0) are done; from the start by default."""
+    windows_left = max(0, (epochs - epoch) * windows_per_epoch - windows_done)
+    validations_left = sum(1 for e in range(epoch + 1, epochs + 1) if e % max(1, val_every) == 0)
+    return windows_left * seconds_per_window, validations_left * val_seconds
+
+
+def planned_epochs(trainer) -> int | None:
+    """The epochs this fit will run: max_epochs, or fewer when max_steps ends it first (None: unbounded)."""
+    windows = trainer.num_training_batches
+    epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
+    if trainer.max_steps is not None and trainer.max_steps > 0 and windows and math.isfinite(windows):
+        by_steps = math.ceil(trainer.max_steps / windows)
+        epochs = by_steps if epochs is None else min(epochs, by_steps)
+    return epochs
+
+
+def validation_words(trainer) -> int | None:
+    """Words in one validation pass (limit_val_batches applied), for an LMDataModule; else None."""
+    data = trainer.datamodule
+    if data is None or not hasattr(data, "load") or trainer.limit_val_batches == 0:
+        return None
+    words = data.load().ids["valid"].numel() - 1
+    limit = trainer.limit_val_batches
+    if isinstance(limit, int):
+        return min(words, limit * data.eval_bptt * data.batch_size)
+    return int(words * limit)
+
+
+def validation_seconds(trainer, speed: SpeedMonitor, seconds_per_window: float) -> float:
+    """The measured latest validation pass, else an estimate from the training speed per word."""
+    if speed.val_seconds is not None:
+        return speed.val_seconds
+    words = validation_words(trainer)
+    if not words or not speed.words_per_step:
+        return 0.0
+    return words * seconds_per_window / (speed.words_per_step / trainer.world_size) * VALIDATION_COST
+
+
+def run_seconds_left(trainer, speed: SpeedMonitor) -> float | None:
+    """The whole run's remaining seconds (training and validation), or None before any measurement."""
+    per_window, epochs, windows = speed.seconds_per_window, planned_epochs(trainer), trainer.num_training_batches
+    if per_window is None or epochs is None or not windows or not math.isfinite(windows):
+        return None
+    train, val = estimate_run_seconds(
+        per_window,
+        windows,
+        epochs,
+        validation_seconds(trainer, speed, per_window),
+        trainer.check_val_every_n_epoch or 1,
+        trainer.current_epoch,
+        speed.epoch_windows,
+    )
+    return train + val
+
+
+class RunPlan(L.Callback):
+    """Says up front what will run and for how long: when training starts, the experiment, model, device and
+    number of windows; after the first `measure_windows` windows past `warmup_windows` (graph capture and
+    warm-up), the measured seconds per window and the whole run's estimated time. On a CPU, when that is
+    over `cpu_hint_minutes`, a hint to the CPU-sized experiments. Logged once, on rank 0 (train.log too)."""
+
+    def __init__(
+        self, experiment: str = "", warmup_windows: int = 2, measure_windows: int = 10, cpu_hint_minutes: float = 30
+    ) -> None:
+        self.experiment = experiment
+        self.warmup_windows, self.measure_windows = warmup_windows, measure_windows
+        self.cpu_hint_minutes = cpu_hint_minutes
+        self.windows = 0
+        self.start, self.start_windows = 0.0, 0
+        self.done = False
+        self.message = ""  # the estimate block, once logged
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.done or trainer.fast_dev_run:
+            self.done = True
+            return
+        rank_zero_info(
+            f"rnnreg: training {self.describe(trainer, pl_module)} on {device_name(pl_module.device)}: "
+            f"{self.plan(trainer, planned_epochs(trainer))}; estimating the run's time from the first windows ..."
+        )
+        self.start, self.start_windows = self.clock(pl_module), 0
+
+    def describe(self, trainer, pl_module) -> str:
+        model = pl_module.hparams.get("model") or {}
+        dropout = pl_module.hparams.get("dropout") or {}
+        size = f"LSTM {model.get('num_layers', '?')} x {model.get('hidden_size', '?')}"
+        sites = [k for k in ("input", "between", "output", "recurrent", "weight_drop", "embedding") if dropout.get(k)]
+        drop = f"dropout {dropout.get('p', 0)} on {'/'.join(sites)}" if sites else "no dropout"
+        name = f"{self.experiment} " if self.experiment else ""
+        return f"{name}({size}, {pl_module.num_params:,} parameters, {drop})"
+
+    @staticmethod
+    def plan(trainer, epochs: int | None) -> str:
+        windows = trainer.num_training_batches
+        shown = f"{windows:,}" if math.isfinite(windows) else "all"
+        return f"{'?' if epochs is None else epochs} epochs x {shown} windows per epoch"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.done:
+            return
+        self.windows += 1
+        last = batch_idx + 1 >= trainer.num_training_batches  # an epoch shorter than the measurement
+        if self.windows == self.warmup_windows and not last:
+            self.start, self.start_windows = self.clock(pl_module), self.windows
+        elif self.windows >= self.warmup_windows + self.measure_windows or last:
+            measured = self.windows - self.start_windows
+            self.report(trainer, pl_module, (self.clock(pl_module) - self.start) / measured, measured, batch_idx)
+
+    def clock(self, pl_module) -> float:
+        if pl_module.device.type == "cuda":  # three times per run: the timed windows include their queued work
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def report(self, trainer, pl_module, seconds_per_window: float, measured: int, batch_idx: int = -1) -> None:
+        self.done = True
+        speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None) or SpeedMonitor()
+        if not speed.words_per_step:
+            speed.words_per_step = self.words_per_window(trainer)
+        epochs = planned_epochs(trainer)
+        windows = trainer.num_training_batches
+        if epochs is None or not math.isfinite(windows):
+            return
+        val = validation_seconds(trainer, speed, seconds_per_window) if trainer.limit_val_batches else 0.0
+        # a fresh run: the whole run from its start; resumed from a checkpoint: what is left of it
+        fresh = trainer.current_epoch == 0 and batch_idx + 1 == self.windows
+        epoch, done = (0, 0) if fresh else (trainer.current_epoch, batch_idx + 1)
+        train, val = estimate_run_seconds(
+            seconds_per_window, windows, epochs, val, trainer.check_val_every_n_epoch or 1, epoch, done
+        )
+        device = device_name(pl_module.device)
+        lines = [
+            f"rnnreg: {self.describe(trainer, pl_module)}",
+            f"  device: {device}",
+            f"  plan: {self.plan(trainer, epochs)}, validation every {trainer.check_val_every_n_epoch or 1} epoch(s)",
+            f"  measured: {seconds_per_window:.3g} s per window (over {measured} windows"
+            f"{' after warm-up' if self.start_windows else ', warm-up included'})",
+            f"  estimated {'total' if fresh else 'time left'}: {format_duration(train + val)} "
+            f"(training {format_duration(train)} + validation {format_duration(val)}; the final test comes on top)",
+        ]
+        if pl_module.device.type == "cpu" and train + val > self.cpu_hint_minutes * 60:
+            lines.append(
+                "  hint: this is long for a CPU: try rnnreg-train experiment=smoke (1-2 min) or "
+                "experiment=paper_small (the paper's small model), or run on a GPU"
+            )
+        self.message = "\n".join(lines)
+        rank_zero_info(self.message)
+
+    @staticmethod
+    def words_per_window(trainer) -> int:
+        data = trainer.datamodule
+        return getattr(data, "batch_size", 0) * getattr(data, "bptt", 0)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
 
 
 class NonFiniteLossGuard(L.Callback):

@@ -11,14 +11,17 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rnnreg.callbacks import LMProgressBar
-from rnnreg.ensemble import AveragedModel
-from rnnreg.io import write_json_atomic
-from rnnreg.runtime import hydra_entry, instantiate, log
-from rnnreg.task import LanguageModelTask, load_task
+from rnnreg.runtime import hydra_entry, instantiate, log, route_lightning_logs
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    # here, not at the top: `rnnreg-eval --help` answers without loading torch
+    from rnnreg.callbacks import LMProgressBar
+    from rnnreg.ensemble import AveragedModel
+    from rnnreg.io import write_json_atomic
+    from rnnreg.task import LanguageModelTask, load_task
+
+    route_lightning_logs()
     datamodule = instantiate(cfg.data)
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
     tasks = [load_task(path, datamodule.load().itos) for path in paths]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import warnings
 
-import torch
 from omegaconf import DictConfig
 
-from rnnreg.data import EOS, UNK
 from rnnreg.errors import ConfigError
 from rnnreg.runtime import hydra_entry
-from rnnreg.task import load_task
+
+# as rnnreg.data's, which imports Lightning: this module stays light for `rnnreg-generate --help`
+EOS = "<eos>"
+UNK = "<unk>"
 
 
-@torch.no_grad()
 def generate(
     ckpt_path: str, prompt: str, num_words: int, temperature: float = 1.0, seed: int = 0, device: str = "cpu"
 ) -> list[str]:
@@ -22,7 +22,17 @@ def generate(
         raise ConfigError(f"temperature={temperature} must be positive (1.0 samples the model as trained)")
     if num_words < 0:
         raise ConfigError(f"num_words={num_words} must be >= 0")
-    task = load_task(ckpt_path)
+    import torch
+
+    from rnnreg.task import load_task
+
+    with torch.no_grad():
+        return sample(load_task(ckpt_path), ckpt_path, prompt, num_words, temperature, seed, device)
+
+
+def sample(task, ckpt_path: str, prompt: str, num_words: int, temperature: float, seed: int, device: str) -> list[str]:
+    import torch
+
     if not task.vocab:
         raise ConfigError(f"{ckpt_path} holds no vocabulary: it was not written by rnnreg-train")
     stoi = {w: i for i, w in enumerate(task.vocab)}
@@ -31,7 +41,7 @@ def generate(
     if unknown:
         if UNK not in stoi:
             raise ConfigError(f"prompt words {unknown} are not in the vocabulary, which has no {UNK}")
-        warnings.warn(f"prompt words not in the vocabulary, read as {UNK}: {', '.join(unknown)}", stacklevel=2)
+        warnings.warn(f"prompt words not in the vocabulary, read as {UNK}: {', '.join(unknown)}", stacklevel=3)
         words = [w if w in stoi else UNK for w in words]
     net = task.net.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)

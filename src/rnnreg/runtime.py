@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, UserError
@@ -39,44 +39,82 @@ class JobFailed(Exception):
     failed (Optuna: a FAIL trial) and goes on."""
 
 
-def user_errors_as_one_line(fn: Callable[[DictConfig], Any], schema: str | None = None) -> Callable[[DictConfig], Any]:
+# Examples for a mandatory key (??? in the config) left unset, by key; other keys get `<key>=<value>`.
+MISSING_EXAMPLES = {
+    "ckpt_path": "outputs/train/paper_small/<time>/checkpoints/last.ckpt",
+    "path": "outputs/train/multirun/<experiment>/<time>",
+}
+
+
+def missing_key(err: BaseException) -> str | None:
+    """The full key of the mandatory value (???) behind `err` (or its causes), or None."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, MissingMandatoryValue):
+            return str(err.full_key or getattr(err, "key", "") or "") or "a ??? value"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def missing_message(key: str, script: str) -> str:
+    example = MISSING_EXAMPLES.get(key.rsplit(".", 1)[-1], "<value>")
+    return f"{key} is required (??? in the config) and was not given: e.g. {script} {key}={example}"
+
+
+def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = "train") -> Callable:
     """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback.
-    With `schema`, the config is validated against it first (rnnreg.schema). In a multirun the job fails
-    and the sweep goes on (rnnreg.sweep lists the failed jobs at its end): Hydra's basic sweeper gets None
-    (a raised error would end the sweep), any other sweeper JobFailed (Optuna marks the trial FAIL; a NaN
-    return crashes hydra-optuna-sweeper 1.3 with optuna 2.10)."""
+    Bad input is a UserError, or a mandatory config value (???) that was not given; the config is first
+    validated against its schema (rnnreg.schema). In a multirun the job fails and the sweep goes on
+    (rnnreg.sweep lists the failed jobs at its end): Hydra's basic sweeper gets None (a raised error would
+    end the sweep), any other sweeper JobFailed (Optuna marks the trial FAIL; a NaN return crashes
+    hydra-optuna-sweeper 1.3 with optuna 2.10)."""
+    script = f"rnnreg-{config_name}"
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
         try:
-            if schema is not None:
-                validate(cfg, schema)
+            missing = sorted(OmegaConf.missing_keys(cfg))
+            if missing:  # before any work (loading data, building a model)
+                raise ConfigError(missing_message(missing[0], script))
+            validate(cfg, config_name)
             return fn(cfg)
-        except UserError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except Exception as err:
+            key = None if isinstance(err, UserError) else missing_key(err)
+            if (key is None and not isinstance(err, UserError)) or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
+            message = err if key is None else missing_message(key, script)
             if not in_multirun():
-                print(f"error: {err}", file=sys.stderr)
+                print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
             hydra_cfg = HydraConfig.get()
             what = " ".join(differing(list(hydra_cfg.overrides.task), job_swept_keys()))
-            print(f"error: job {hydra_cfg.job.num} ({what}) failed: {err}", file=sys.stderr)
+            print(f"error: job {hydra_cfg.job.num} ({what}) failed: {message}", file=sys.stderr)
             try:  # how the sweep's end (rnnreg.sweep) knows, also for jobs that failed before writing anything
-                Path(hydra_cfg.runtime.output_dir, ERROR_FILE).write_text(f"{err}\n")
+                Path(hydra_cfg.runtime.output_dir, ERROR_FILE).write_text(f"{message}\n")
             except OSError:
                 pass
             if HydraConfig.get().sweeper._target_ == BASIC_SWEEPER:
                 return None
-            raise JobFailed(str(err)) from None
+            raise JobFailed(str(message)) from None
 
     return wrapper
+
+
+# Hydra answers these itself, before the task function: no config check (and no torch import) for them.
+HYDRA_SELF_ANSWERED = ("--help", "-h", "--hydra-help", "--shell-completion", "-sc", "--info", "-i", "--cfg", "-c")
 
 
 def hydra_entry(config_name: str) -> Callable:
     """hydra.main for a console script, with our one-line errors, and the whole config checked before Hydra
     starts (and creates the run folder): every config the command line composes, each job of a sweep
     included, against its schema (rnnreg.schema), and first the config group options (Hydra's own message
-    for an unknown one is a page long). The task function checks its config again (a -cn/--config-dir run)."""
+    for an unknown one is a page long). The task function checks its config again (a -cn/--config-dir run).
+
+    The module holding the entry imports torch and Lightning inside the task function only, so that
+    `--help` and shell completion, which Hydra answers before calling it, stay fast."""
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(
@@ -85,9 +123,11 @@ def hydra_entry(config_name: str) -> Callable:
 
         @functools.wraps(fn)
         def main() -> Any:
+            args = sys.argv[1:]
             try:
-                check_group_options(sys.argv[1:])
-                validate_args(config_name, sys.argv[1:])
+                check_group_options(args)
+                if not any(a.split("=")[0] in HYDRA_SELF_ANSWERED for a in args):
+                    validate_args(config_name, args)
             except ConfigError as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
@@ -121,6 +161,19 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
                     f"{override.key_or_group}={choice} is not an option: choose one of "
                     f"{', '.join(known)} (files in {group})"
                 )
+
+
+def route_lightning_logs() -> None:
+    """Lightning's messages once each, through the root logger's handlers when it has some (Hydra's: the
+    console and the run's train.log). Lightning, imported after Hydra has set up logging (the entry
+    modules import it lazily), would print each one twice: on its own stderr handler and through root."""
+    if not logging.getLogger().hasHandlers():
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -157,3 +210,28 @@ def keep_freed_memory(max_chunk: int = 32 << 20) -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, max_chunk)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+# The config tree's top-level keys in this order first (the rest follow in the config's order).
+CONFIG_TREE_ORDER = ("experiment_name", "data", "model", "dropout", "optim", "trainer", "callbacks", "logger")
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = True) -> None:
+    """The composed config as a rich tree on the console (and as text in `save_to`), one branch per
+    top-level key, as the lightning-hydra-template's print_config_tree. Call it on rank 0 only."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in CONFIG_TREE_ORDER if k in cfg] + [k for k in cfg if k not in CONFIG_TREE_ORDER]
+    for key in keys:
+        value = cfg[key]
+        branch = tree.add(str(key), style="dim", guide_style="dim")
+        text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig | ListConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text.rstrip(), "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        with open(save_to, "w") as f:
+            rich.print(tree, file=f)

@@ -259,6 +259,11 @@ class PaperResult:
 
 # -- the entry points ---------------------------------------------------------------------------------
 @dataclass
+class Extras:
+    print_config: bool = flag()
+
+
+@dataclass
 class Train:
     task_name: str = text()
     experiment_name: str = text()
@@ -275,6 +280,9 @@ class Train:
     trainer: TrainTrainer = node(TrainTrainer)
     callbacks: Any = nodes()
     logger: Any = nodes(required=False)
+    tags: Any = rule("any", required=False, hint="a list of labels, e.g. tags=[a,b]")
+    optimized_metric: str = choice("best_val_ppl", "val_ppl", "test_ppl", "test_ppl_batched", null=True, required=False)
+    extras: Extras = node(Extras, required=False)
 
 
 @dataclass

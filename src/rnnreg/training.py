@@ -1,0 +1,205 @@
+"""Training as rnnreg-train runs it: build the pieces from the config, train, test both protocols, write
+metrics.json. (The console script's entry is rnnreg.train, which imports this module only once Hydra has
+parsed the command line.)"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
+
+from rnnreg.callbacks import SpeedMonitor
+from rnnreg.data import batchify
+from rnnreg.errors import CheckpointError, ConfigError, DataError
+from rnnreg.fast import fast_step_wanted
+from rnnreg.io import write_json_atomic
+from rnnreg.loggers import finish_wandb
+from rnnreg.runtime import (
+    instantiate,
+    instantiate_callbacks,
+    instantiate_loggers,
+    keep_freed_memory,
+    log,
+    plain,
+    print_config_tree,
+    route_lightning_logs,
+)
+from rnnreg.schema import validate
+from rnnreg.task import LanguageModelTask
+
+# Errors in the input, found before training starts: the run folder gets no metrics.json (a run that started
+# and stopped, by divergence, a signal or a bug, says why in metrics.json)
+BAD_INPUT = (ConfigError, DataError, CheckpointError)
+
+
+route_lightning_logs()
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
+    datamodule = instantiate(cfg.data)
+    # The clip is part of the update rule (rnnreg.optim), so Lightning's own clipping stays off.
+    optim = plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val}
+    task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), optim, plain(cfg.speed))
+    loggers = instantiate_loggers(cfg)
+    # LearningRateMonitor has nowhere to write without a logger (logger=none)
+    callbacks = [c for c in instantiate_callbacks(cfg) if loggers or not isinstance(c, LearningRateMonitor)]
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, gradient_clip_val=None, gradient_clip_algorithm=None
+    )
+    processes = trainer.num_devices * trainer.num_nodes
+    if datamodule.batch_size % processes:
+        raise DataError(
+            f"batch size {datamodule.batch_size} is not divisible by the {processes} DDP processes: "
+            f"set data.batch_size to a multiple of trainer.devices x trainer.num_nodes"
+        )
+    fast_step_wanted(cfg.speed.fast_step, trainer)  # true where it cannot run: the error comes before any output
+    # every split cut into its streams now: a split too short for them stops here, before anything is written
+    streams = {"train": [datamodule.batch_size], "valid": [datamodule.batch_size]}
+    streams["test"] = [datamodule.batch_size, datamodule.test_batch_size]
+    for split, counts in streams.items():
+        for count in counts:
+            batchify(datamodule.load().ids[split], count)
+    return datamodule, task, trainer
+
+
+class LogConfig(L.Callback):
+    """The whole config to every logger once fit has started and a resumed checkpoint has loaded: bad input
+    found before then (a checkpoint that is not rnnreg's) leaves no logger file behind."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.log_hyperparams(self.config)
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path=last`: the newest checkpoints/last.ckpt of an earlier run of this experiment."""
+    path = cfg.get("ckpt_path")
+    if path is None or path != "last":
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(
+                f"ckpt_path={path} is not a file: give a checkpoint, or ckpt_path=last to resume "
+                f"the newest run of this experiment"
+            )
+        return path
+    root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
+    here = Path(cfg.paths.output_dir).resolve()
+    found = [p for p in root.glob("*/checkpoints/last.ckpt") if here not in p.resolve().parents]
+    if not found:
+        raise ConfigError(
+            f"ckpt_path=last: no earlier run of {cfg.experiment_name} with checkpoints/last.ckpt "
+            f"under {root}; give the checkpoint's path instead"
+        )
+    return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+    """Which weights the final test uses: the final ones (None, as the paper reports) or the best
+    validation checkpoint ("best"); test_ckpt=auto is best exactly when early stopping is on."""
+    choice = cfg.get("test_ckpt", "last")
+    if choice == "auto":
+        choice = "best" if any(isinstance(c, EarlyStopping) for c in trainer.callbacks) else "last"
+    # fast_dev_run writes no checkpoint: its (debug) test runs on the final weights
+    return "best" if choice == "best" and not trainer.fast_dev_run and trainer.checkpoint_callback else None
+
+
+def hyperparameters(cfg: DictConfig) -> dict:
+    """What every logger records as the run's config: the resolved config (with `tags`) and Hydra's group
+    choices under `choices` (dropout, model, regularizer, experiment, data, ...), one column each in W&B."""
+    params = plain(cfg)
+    if HydraConfig.initialized():
+        params["choices"] = group_choices(HydraConfig.get())
+    return params
+
+
+def group_choices(hydra_cfg: DictConfig) -> dict:
+    """Hydra's runtime choices of our config groups; a list group (regularizer=[a,b], which Hydra leaves
+    out) as `a+b`, `none` when empty."""
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k != "hydra" and not k.startswith("hydra/")}
+    if not choices.get("regularizer"):
+        overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+        given = [o for o in overrides if o.key_or_group == "regularizer"]
+        value = given[-1].value() if given else []
+        choices["regularizer"] = "+".join(map(str, value)) if isinstance(value, list) else str(value or "")
+        choices["regularizer"] = choices["regularizer"] or "none"
+    return choices
+
+
+def train(cfg: DictConfig) -> dict:
+    validate(cfg, "train")  # rnnreg-train did before Hydra started; a caller of train() has not
+    if (cfg.get("extras") or {}).get("print_config"):
+        rank_zero_only(print_config_tree)(cfg, Path(cfg.paths.output_dir, "config_tree.log"))
+    if cfg.speed.keep_freed_memory:
+        keep_freed_memory()
+    if cfg.speed.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, task, trainer = build(cfg)
+    ckpt_path = resolve_ckpt_path(cfg)
+    trainer.callbacks.append(LogConfig(hyperparameters(cfg)))
+    log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    start = time.perf_counter()
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        train_seconds = time.perf_counter() - start
+        metrics = {"val_ppl": float(trainer.callback_metrics["val/ppl"])}
+        if cfg.get("test"):
+            results = trainer.test(task, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer))
+            metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
+    except BaseException as err:  # say in metrics.json that (and why) the run did not complete
+        if trainer.is_global_zero and not isinstance(err, BAD_INPUT):  # bad input writes nothing
+            status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+            error = str(err) or type(err).__name__
+            last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+            write_json_atomic(
+                f"{cfg.paths.output_dir}/metrics.json",
+                {
+                    "status": status,
+                    "error": error,
+                    "epochs": trainer.current_epoch,
+                    "resume": f"rnnreg-train ... ckpt_path={last}" if last.exists() else "no checkpoint was written",
+                },
+            )
+            try:  # the W&B run ends marked failed (exit code 1), with the reason in its summary
+                finish_wandb(trainer.loggers, {"status": status, "error": error}, exit_code=1)
+            except Exception as wandb_err:  # never hide the run's own error
+                log.warning("could not close the W&B run: %s", wandb_err)
+        if isinstance(err, SIGTERMException):  # Lightning exits 0 on SIGTERM; a scheduler must see it
+            ctrl_c = any(getattr(c, "ctrl_c", False) for c in trainer.callbacks)
+            raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None
+        raise
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_score if checkpoint else None
+    metrics |= {
+        "best_val_ppl": float(best) if best is not None else metrics["val_ppl"],
+        "epochs": trainer.current_epoch,
+        "train_seconds": round(train_seconds, 2),
+    }
+    speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
+    if speed is not None:
+        metrics |= {
+            "words_per_second": round(speed.words_per_second, 1),
+            "words_per_second_median_step": round(speed.median_words_per_second, 1),  # last epoch
+            # the last epoch alone: warm-up (graph capture) excluded
+            "words_per_second_last_epoch": round(speed.epoch_words_per_second, 1),
+        }
+    metrics |= {"params": task.num_params, "experiment": cfg.experiment_name, "status": "completed"}
+    if trainer.is_global_zero:
+        write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
+        best = checkpoint.best_model_path if checkpoint and checkpoint.monitor else None
+        last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+        finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
+    log.info("metrics: %s", metrics)
+    return metrics

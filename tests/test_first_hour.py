@@ -1,0 +1,273 @@
+"""A newcomer's first hour: what will run and for how long, a progress bar that tells the truth, fast
+--help, one-line errors for missing values, the config tree, debug presets, rnnreg as a library, and the
+example that uses it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+from omegaconf.errors import MissingMandatoryValue
+
+import rnnreg
+from helpers import BIN, TINY, compose_config, run
+from rnnreg.callbacks import (
+    LMProgressBar,
+    SpeedMonitor,
+    estimate_run_seconds,
+    format_duration,
+    run_seconds_left,
+    validation_seconds,
+)
+from rnnreg.errors import ConfigError
+from rnnreg.runtime import missing_key
+from rnnreg.train import optimized_metric, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the estimate ------------------------------------------------------------------------------------
+def test_estimate_from_measured_window_times():
+    # from the start: 3 epochs x 100 windows at 0.5 s, a 10 s validation after each epoch
+    assert estimate_run_seconds(0.5, 100, 3, val_seconds=10.0) == (150.0, 30.0)
+    # 50 windows into the second epoch: 150 windows and the validations of epochs 2 and 3 left
+    assert estimate_run_seconds(0.5, 100, 3, 10.0, epoch=1, windows_done=50) == (75.0, 20.0)
+    # validation every second epoch: only after epoch 2 of 3
+    assert estimate_run_seconds(0.5, 100, 3, 10.0, val_every=2) == (150.0, 10.0)
+    assert estimate_run_seconds(1.0, 10, 2, 5.0, epoch=2) == (0.0, 0.0)  # done
+    assert [format_duration(s) for s in (45, 750, 3725, 6 * 3600)] == [
+        "45 s",
+        "12 min 30 s",
+        "1 h 02 min",
+        "6 h 00 min",
+    ]
+
+
+def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
+    """A real rnnreg-train: the plan when training starts, then the measured estimate (and, over the CPU
+    threshold, the hint) in train.log; the config tree on the console and in config_tree.log."""
+    out = tmp_path / "run"
+    proc = run(
+        "rnnreg-train",
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=13",
+        "test=false",
+        "callbacks.run_plan.cpu_hint_minutes=0",
+        f"hydra.run.dir={out}",
+    )
+    log = (out / "train.log").read_text()
+    assert "rnnreg: training paper_small (LSTM 2 x 16, 5,738 parameters, no dropout) on cpu" in log
+    assert "1 epochs x 13 windows per epoch" in log
+    assert log.count("estimated total:") == 1 and "(over 10 windows after warm-up)" in log
+    per_window = float(re.search(r"measured: ([0-9.e+-]+) s per window", log).group(1))
+    assert 0 < per_window < 30
+    assert "hint: this is long for a CPU: try rnnreg-train experiment=smoke (1-2 min)" in log
+    assert "experiment=paper_small" in log
+    assert "estimated total:" not in proc.stderr  # said once, through the log (console + train.log)
+    tree = (out / "config_tree.log").read_text()
+    assert "CONFIG" in proc.stdout and "CONFIG" in tree and "hidden_size: 16" in tree and "optim" in tree
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 1
+
+
+# -- the progress bar ------------------------------------------------------------------------------
+class ReadBar(L.Callback):
+    """After every window (as Lightning does), what the progress bar shows and what the ETA is made of."""
+
+    def __init__(self, bar: LMProgressBar):
+        self.bar, self.shown = bar, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
+        metrics = self.bar.get_metrics(trainer, pl_module)
+        per_window = speed.seconds_per_window
+        val = validation_seconds(trainer, speed, per_window) if per_window else None
+        left = run_seconds_left(trainer, speed)
+        self.shown.append((trainer.current_epoch, batch_idx, metrics, left, per_window, val))
+
+
+def test_progress_bar_loss_is_fresh_and_eta_covers_the_run(tiny_cfg):
+    from rnnreg.training import build
+
+    budget = ("trainer.max_epochs=2", "trainer.limit_train_batches=12", "trainer.log_every_n_steps=50", "test=false")
+    cfg = tiny_cfg(*budget)
+    datamodule, task, trainer = build(cfg)
+    reader = ReadBar(LMProgressBar(refresh_rate=2))
+    trainer.callbacks.append(reader)
+    trainer.fit(task, datamodule=datamodule)
+    first_epoch = [shown[2]["loss"] for shown in reader.shown if shown[0] == 0]
+    assert len(first_epoch) == 12
+    # re-read every 2 windows (refresh_rate), not once per log_every_n_steps (50) windows
+    changes = sum(a != b for a, b in zip(first_epoch, first_epoch[1:]))
+    assert 4 <= changes <= 6, first_epoch
+    # the ETA is the whole run's: every window left in this and later epochs, and every validation left
+    for epoch, i, metrics, left, per_window, val in reader.shown:
+        if epoch == 0 and i < 4:  # the first 3 windows are warm-up: nothing measured yet
+            assert left is None and "run ETA" not in metrics
+            continue
+        windows_left = 2 * 12 - (epoch * 12 + i + 1)
+        assert left == pytest.approx(windows_left * per_window + (2 - epoch) * val)
+        assert metrics["run ETA"]
+    assert reader.shown[-1][4] > 0 and reader.shown[-1][5] > 0  # measured: a window, the first validation
+
+
+# -- console scripts: fast --help, one-line errors -------------------------------------------------
+def test_help_and_completion_do_not_import_torch():
+    proc = run("rnnreg-train", "--help")
+    assert proc.returncode == 0 and "debug: default, fast_dev_run, limit, overfit" in proc.stdout
+    check = """
+import os, sys
+import rnnreg, rnnreg.train, rnnreg.evaluate, rnnreg.generate
+assert rnnreg.__version__ and "paper_recipe" in dir(rnnreg)
+for argv in (["rnnreg-train", "--help"], ["rnnreg-train", "-sc", "query=bash"]):
+    sys.argv = argv
+    os.environ["COMP_LINE"] = "rnnreg-train debug=fa"
+    try:
+        rnnreg.train.main()
+    except SystemExit as err:
+        assert not err.code, err.code
+heavy = sorted(m for m in ("torch", "lightning") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "debug=fast_dev_run" in proc.stdout  # the completion answered
+    assert "HEAVY []" in proc.stdout
+
+
+@pytest.mark.parametrize("script", ["rnnreg-generate", "rnnreg-eval"])
+def test_missing_ckpt_path_is_one_line(script, tmp_path):
+    proc = run(script, f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: ckpt_path is required (??? in the config) and was not given: e.g. {script} "
+        "ckpt_path=outputs/train/paper_small/<time>/checkpoints/last.ckpt"
+    ]
+
+
+def test_missing_value_found_behind_other_errors():
+    try:
+        try:
+            raise MissingMandatoryValue("Missing mandatory value: data.bptt")
+        except MissingMandatoryValue as inner:
+            inner.full_key = "data.bptt"
+            raise RuntimeError("while instantiating") from inner
+    except RuntimeError as err:
+        assert missing_key(err) == "data.bptt"
+    assert missing_key(ValueError("other")) is None
+
+
+def test_optimized_metric_is_a_known_key(tmp_path):
+    cfg = compose_config([], tmp_path)
+    assert optimized_metric(cfg) == "best_val_ppl"
+    assert optimized_metric(compose_config(["optimized_metric=test_ppl"], tmp_path)) == "test_ppl"
+    assert optimized_metric(compose_config(["optimized_metric=null"], tmp_path)) is None
+    with pytest.raises(ConfigError, match="optimized_metric=val_loss is not a metric of metrics.json"):
+        optimized_metric(compose_config(["optimized_metric=val_loss"], tmp_path))
+    with pytest.raises(ConfigError, match="needs the final test"):
+        optimized_metric(compose_config(["optimized_metric=test_ppl", "test=false"], tmp_path))
+
+
+# -- debug presets ---------------------------------------------------------------------------------
+def test_debug_presets_compose(tmp_path):
+    presets = {
+        name: compose_config([f"debug={name}"], tmp_path) for name in ("default", "fast_dev_run", "overfit", "limit")
+    }
+    for cfg in presets.values():
+        assert cfg.task_name == "debug" and cfg.trainer.accelerator == "cpu" and not cfg.logger
+        assert cfg.experiment_name == "paper_medium"  # the experiment's recipe, debugged
+    assert presets["fast_dev_run"].trainer.fast_dev_run is True
+    assert presets["overfit"].trainer.overfit_batches == 3
+    limit = presets["limit"].trainer
+    assert (limit.max_epochs, limit.limit_train_batches, limit.limit_val_batches, limit.limit_test_batches) == (
+        3,
+        20,
+        5,
+        5,
+    )
+
+
+def test_debug_fast_dev_run_trains(tiny_cfg, tmp_path):
+    metrics = train(tiny_cfg("debug=fast_dev_run", "test=false"))  # the test loop: test_every_experiment_runs_...
+    assert metrics["epochs"] == 1 and math.isfinite(metrics["val_ppl"])
+    assert (tmp_path / "run" / "config_tree.log").is_file()
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # fast_dev_run writes none
+
+
+# -- rnnreg as a library ----------------------------------------------------------------------------
+def test_paper_recipe_is_the_config_files(tmp_path):
+    recipe = rnnreg.paper_recipe("small")
+    cfg = compose_config(["experiment=paper_small"], tmp_path)
+    assert recipe["model"]["hidden_size"] == cfg.model.hidden_size == 200
+    assert recipe["optim"] == {**cfg.optim, "clip": cfg.trainer.gradient_clip_val}
+    assert recipe["data"] == {"batch_size": 20, "bptt": 20, "eval_bptt": 200, "test_batch_size": 1}
+    assert recipe["trainer"] == {"max_epochs": 13} and recipe["dropout"]["output"] == 0.0
+    medium = rnnreg.paper_recipe("medium", "dropout=recurrent")
+    assert medium["dropout"]["recurrent"] == 0.5 and medium["dropout"]["output"] == 0.0
+    with pytest.raises(ConfigError, match="choose one of small, medium, large"):
+        rnnreg.paper_recipe("huge")
+    data = rnnreg.ptb_datamodule(batch_size=10, bptt=35)  # not loaded: no download here
+    assert (data.batch_size, data.bptt, data.eval_bptt) == (10, 35, 200)
+    assert data.files == cfg.data.files and data.data_dir == cfg.data.data_dir and data.url_base
+
+
+def test_library_trains_in_a_few_lines(tiny_corpus, tmp_path):
+    recipe = rnnreg.paper_recipe("small", "dropout=non_recurrent", "dropout.p=0.3", "model.hidden_size=16")
+    data = rnnreg.LMDataModule(
+        str(tiny_corpus),
+        {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")},
+        batch_size=4,
+        bptt=5,
+    )
+    task = rnnreg.LanguageModelTask(data.vocab_size, recipe["model"], recipe["dropout"], recipe["optim"])
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(task, datamodule=data)
+    assert isinstance(task.net, rnnreg.LSTMLanguageModel) and task.hparams.optim["clip"] == 5.0
+    assert 1 < float(trainer.callback_metrics["val/ppl"]) < 1000
+
+
+def test_example_compare_placements(ptb_dir, tmp_path):
+    """examples/compare_placements.py at a tiny budget, end to end: three runs, the report and figures."""
+    spec = importlib.util.spec_from_file_location("compare_placements", ROOT / "examples" / "compare_placements.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "compare"
+    args = "--windows 3 --val-windows 2 --hidden 16 --epochs 1 --quiet --accelerator cpu".split()
+    table = example.main([*args, "--out", str(out)])
+    assert table.count("| completed |") == 3
+    for placement in example.PLACEMENTS:
+        assert f"dropout={placement} " in table
+        assert json.loads((out / placement / "metrics.json").read_text())["epochs"] == 1
+    assert all((out / f"{name}.{ext}").stat().st_size > 0 for name in ("val_ppl", "test_ppl") for ext in ("png", "pdf"))
+
+
+def test_generate_keeps_the_data_tokens():
+    from rnnreg import data, generate
+
+    assert (generate.EOS, generate.UNK) == (data.EOS, data.UNK)
+
+
+def test_console_scripts_exist():
+    assert all((BIN / s).exists() for s in ("rnnreg-train", "rnnreg-eval", "rnnreg-generate", "rnnreg-report"))
