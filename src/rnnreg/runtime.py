@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, UserError
-from rnnreg.schema import validate, validate_args
+from rnnreg.schema import missing_message, validate, validate_args
 from rnnreg.sweep import ERROR_FILE, differing, in_multirun, job_swept_keys
 
 log = logging.getLogger("rnnreg")
@@ -39,13 +39,6 @@ class JobFailed(Exception):
     failed (Optuna: a FAIL trial) and goes on."""
 
 
-# Examples for a mandatory key (??? in the config) left unset, by key; other keys get `<key>=<value>`.
-MISSING_EXAMPLES = {
-    "ckpt_path": "outputs/train/paper_small/<time>/checkpoints/last.ckpt",
-    "path": "outputs/train/multirun/<experiment>/<time>",
-}
-
-
 def missing_key(err: BaseException) -> str | None:
     """The full key of the mandatory value (???) behind `err` (or its causes), or None."""
     from omegaconf.errors import MissingMandatoryValue
@@ -57,11 +50,6 @@ def missing_key(err: BaseException) -> str | None:
             return str(err.full_key or getattr(err, "key", "") or "") or "a ??? value"
         err = err.__cause__ or err.__context__
     return None
-
-
-def missing_message(key: str, script: str) -> str:
-    example = MISSING_EXAMPLES.get(key.rsplit(".", 1)[-1], "<value>")
-    return f"{key} is required (??? in the config) and was not given: e.g. {script} {key}={example}"
 
 
 def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = "train") -> Callable:
@@ -216,10 +204,10 @@ def keep_freed_memory(max_chunk: int = 32 << 20) -> bool:
 CONFIG_TREE_ORDER = ("experiment_name", "data", "model", "dropout", "optim", "trainer", "callbacks", "logger")
 
 
-def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = True) -> None:
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = True) -> str:
     """The composed config as a rich tree on the console (and as text in `save_to`), one branch per
-    top-level key, as the lightning-hydra-template's print_config_tree. Call it on rank 0 only."""
-    import rich
+    top-level key, as the lightning-hydra-template's print_config_tree; returns the text. Rank 0 only."""
+    import rich.console
     import rich.syntax
     import rich.tree
 
@@ -230,8 +218,10 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolv
         branch = tree.add(str(key), style="dim", guide_style="dim")
         text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig | ListConfig) else str(value)
         branch.add(rich.syntax.Syntax(text.rstrip(), "yaml"))
-    rich.print(tree)
+    console = rich.console.Console(record=True)
+    console.print(tree)
+    text = console.export_text()
     if save_to is not None:
         Path(save_to).parent.mkdir(parents=True, exist_ok=True)
-        with open(save_to, "w") as f:
-            rich.print(tree, file=f)
+        Path(save_to).write_text(text)
+    return text

@@ -481,11 +481,38 @@ def _unknown_key(prefix: str, key: str, known: list[str], where: str) -> ConfigE
     return ConfigError(f"{name} is not a key of {where}: the keys are {', '.join(known)}")
 
 
+# Examples for a mandatory key (??? in the config) left unset, by key; other keys get `<key>=<value>`.
+MISSING_EXAMPLES = {
+    "ckpt_path": "outputs/train/paper_small/<time>/checkpoints/last.ckpt",
+    "path": "outputs/train/multirun/<experiment>/<time>",
+}
+
+
+def missing_message(key: str, script: str) -> str:
+    example = MISSING_EXAMPLES.get(key.rsplit(".", 1)[-1], "<value>")
+    return f"{key} is required (??? in the config) and was not given: e.g. {script} {key}={example}"
+
+
+def _missing_keys(cfg: DictConfig, prefix: str = ""):
+    """The keys still ??? (not resolving anything: ${hydra:...} is unknown before Hydra runs)."""
+    for key in cfg.keys():
+        if prefix == "" and key == "hydra":
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            yield f"{prefix}{key}"
+        elif isinstance(node := cfg._get_node(key), DictConfig):
+            yield from _missing_keys(node, f"{prefix}{key}.")
+
+
 def validate(cfg: DictConfig, schema: type | str, choices: Any = None) -> None:
     """Every key of `cfg` against `schema` (a dataclass, or an entry point's name), then the cross-key rules.
     Raises ConfigError (one line) at the first problem. `choices`: the option of each config group (Hydra's
     hydra.runtime.choices), for messages that name one; by default Hydra's, when it runs."""
-    schema = SCHEMAS[schema] if isinstance(schema, str) else schema
+    if isinstance(schema, str):
+        missing = sorted(_missing_keys(cfg))
+        if missing:
+            raise ConfigError(missing_message(missing[0], f"rnnreg-{schema}"))
+        schema = SCHEMAS[schema]
     _validate_node(cfg, schema, "")
     cross_checks(cfg, schema, choices)
 

@@ -43,6 +43,7 @@ BAD_INPUT = (ConfigError, DataError, CheckpointError)
 
 route_lightning_logs()
 
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
     datamodule = instantiate(cfg.data)
     # The clip is part of the update rule (rnnreg.optim), so Lightning's own clipping stays off.
@@ -71,15 +72,19 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.
 
 
 class LogConfig(L.Callback):
-    """The whole config to every logger once fit has started and a resumed checkpoint has loaded: bad input
-    found before then (a checkpoint that is not rnnreg's) leaves no logger file behind."""
+    """The whole config to every logger, and the printed config tree to `tree_file`, once fit has started
+    and a resumed checkpoint has loaded: bad input found before then (a checkpoint that is not rnnreg's)
+    leaves no file behind."""
 
-    def __init__(self, config: dict):
-        self.config = config
+    def __init__(self, config: dict, tree_text: str | None = None, tree_file: str | Path | None = None):
+        self.config, self.tree_text, self.tree_file = config, tree_text, tree_file
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for logger in trainer.loggers:
             logger.log_hyperparams(self.config)
+        if self.tree_text is not None and self.tree_file is not None and trainer.is_global_zero:
+            Path(self.tree_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.tree_file).write_text(self.tree_text)
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -137,8 +142,6 @@ def group_choices(hydra_cfg: DictConfig) -> dict:
 
 def train(cfg: DictConfig) -> dict:
     validate(cfg, "train")  # rnnreg-train did before Hydra started; a caller of train() has not
-    if (cfg.get("extras") or {}).get("print_config"):
-        rank_zero_only(print_config_tree)(cfg, Path(cfg.paths.output_dir, "config_tree.log"))
     if cfg.speed.keep_freed_memory:
         keep_freed_memory()
     if cfg.speed.tf32:
@@ -146,7 +149,10 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, task, trainer = build(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
-    trainer.callbacks.append(LogConfig(hyperparameters(cfg)))
+    tree = None
+    if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
+        tree = rank_zero_only(print_config_tree)(cfg)
+    trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
     log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
