@@ -186,6 +186,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         for job in group:
             print(f"    #{job.idx} : {' '.join(filter_overrides(job.overrides))}", flush=True)
     returns: dict[int, JobReturn] = {}
+    ignored = sorted({name for job in jobs for name in (job.plain.get("logger") or {}) if name != "csv"})
+    if ignored:
+        print(f"warning: hydra/launcher=stacked writes csv/metrics.csv only; logger {ignored} not used", flush=True)
     for i, group in enumerate(groups, first):
         print(describe(group, i), flush=True)
         try:
