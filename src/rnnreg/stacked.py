@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnreg.fast import unshared
 from rnnreg.model import LSTMLanguageModel
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -282,6 +281,24 @@ def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     targets = targets.expand(logits.shape[:-1])
     nll = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none")
     return nll.view(members, -1).mean(1)
+
+
+def unshared(grads: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """The gradients, none overlapping another in memory (the in-place clip and update would otherwise scale
+    a shared one twice). Disjoint views of one buffer are left as they are: no copy. (Was rnnreg.fast's,
+    removed there by the restructure; the stacked update still guards against it.)"""
+    taken: list[tuple[int, int, int]] = []  # (storage, first byte, last byte + 1) of each kept gradient
+    out = []
+    for g in grads:
+        storage, first = g.untyped_storage().data_ptr(), g.storage_offset() * g.element_size()
+        extent = 1 + sum((size - 1) * stride for size, stride in zip(g.shape, g.stride())) if g.numel() else 0
+        span = (storage, first, first + extent * g.element_size())
+        if any(s == span[0] and lo < span[2] and span[1] < hi for s, lo, hi in taken):
+            g = g.clone()
+            span = (g.untyped_storage().data_ptr(), 0, g.numel() * g.element_size())
+        taken.append(span)
+        out.append(g)
+    return out
 
 
 def per_member(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

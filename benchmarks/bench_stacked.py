@@ -1,0 +1,127 @@
+"""Stacked sweep vs the same jobs one after another: training words/s of K members on one device.
+
+The same training step as rnnreg-train and hydra/launcher=stacked (forward, the summed-over-time objective,
+backward, clipped SGD, state carried), on random token windows, timed over `--windows` windows after
+`--warmup`. "sequential" trains K single models (LSTMLanguageModel, model.lstm=step and the fused nn.LSTM)
+one after another; "stacked" trains them as one StackedLanguageModel. Words/s counts every member's words.
+
+    python benchmarks/bench_stacked.py --members 1 4 8 --hidden 200 --bptt 20 --batch 20 --windows 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rnnreg.model import LSTMLanguageModel
+from rnnreg.optim import clip_and_sgd_
+from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll, stacked_clip_and_sgd_
+
+
+def windows(vocab: int, bptt: int, batch: int, count: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    data = torch.randint(vocab, (count * bptt + 1, batch), generator=torch.Generator().manual_seed(0)).to(device)
+    return [(data[i * bptt : (i + 1) * bptt], data[i * bptt + 1 : (i + 1) * bptt + 1]) for i in range(count)]
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_single(args, lstm: str, data, device) -> float:
+    """Seconds for K single models trained one after another over the timed windows."""
+    total = 0.0
+    for k in range(args.members_now):
+        torch.manual_seed(k)
+        net = LSTMLanguageModel(args.vocab, args.hidden, args.layers, 0.1, lstm=lstm).to(device)
+        params = list(net.parameters())
+        state = None
+        for i, (x, y) in enumerate(data):
+            if i == args.warmup:
+                sync(device)
+                start = time.perf_counter()
+            logits, state = net(x, state)
+            state = tuple(s.detach() for s in state)
+            nll = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+            (nll * x.size(0)).backward()
+            clip_and_sgd_(params, [p.grad for p in params], 1.0, 5.0)
+            for p in params:
+                p.grad = None
+        sync(device)
+        total += time.perf_counter() - start
+    return total
+
+
+def time_stacked(args, data, device) -> float:
+    k = args.members_now
+    model = StackedLanguageModel(args.vocab, args.hidden, args.layers, [MemberSpec(seed=i) for i in range(k)])
+    model.to(device)
+    params = list(model.parameters())
+    lr, clip = torch.ones(k, device=device), torch.full((k,), 5.0, device=device)
+    active = torch.ones(k, dtype=torch.bool, device=device)
+    state = None
+    for i, (x, y) in enumerate(data):
+        if i == args.warmup:
+            sync(device)
+            start = time.perf_counter()
+        logits, state = model(x, state)
+        (member_nll(logits, y) * x.size(0)).sum().backward()
+        stacked_clip_and_sgd_(params, [p.grad for p in params], lr, clip, None, active)
+        for p in params:
+            p.grad = None
+    sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--vocab", type=int, default=10000)
+    parser.add_argument("--hidden", type=int, default=200)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--bptt", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--windows", type=int, default=20, help="timed windows per model")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="bench_stacked.json")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data = windows(args.vocab, args.bptt, args.batch, args.warmup + args.windows, device)
+    words = args.windows * args.bptt * args.batch
+    rows = []
+    print(f"{'K':>3} | {'sequential step w/s':>20} | {'sequential fused w/s':>20} | {'stacked w/s':>12} | speed-up")
+    for k in args.members:
+        args.members_now = k
+        step = time_single(args, "step", data, device)
+        fused = time_single(args, "fused", data, device)
+        stacked = time_stacked(args, data, device)
+        row = {
+            "members": k,
+            "sequential_step_wps": k * words / step,
+            "sequential_fused_wps": k * words / fused,
+            "stacked_wps": k * words / stacked,
+        }
+        best = max(row["sequential_step_wps"], row["sequential_fused_wps"])
+        row["speedup_vs_best_sequential"] = row["stacked_wps"] / best
+        rows.append(row)
+        print(
+            f"{k:>3} | {row['sequential_step_wps']:>20,.0f} | {row['sequential_fused_wps']:>20,.0f} | "
+            f"{row['stacked_wps']:>12,.0f} | {row['speedup_vs_best_sequential']:.2f}x"
+        )
+    config = {k: v for k, v in vars(args).items() if k != "members_now"}
+    result = {"config": config, "threads": torch.get_num_threads(), "rows": rows}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Hydra finds launchers only in the hydra_plugins namespace: this is rnnreg.stacked_launcher's launcher
+under that name (`hydra/launcher=stacked`). Hydra imports every plugin module at start-up, so this one
+imports nothing heavy until a sweep is launched."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class StackedLauncher(Launcher):
+    def __init__(self, max_members: int = 16, resume: bool = False, stop_after_windows: int | None = None) -> None:
+        super().__init__()
+        self.max_members, self.resume, self.stop_after_windows = max_members, resume, stop_after_windows
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+        self.launched_groups = 0  # group numbers continue over the sweeper's batches
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from rnnreg.stacked_launcher import launch
+
+        return launch(self, job_overrides, initial_job_idx)

@@ -1,0 +1,225 @@
+"""`rnnreg-train -m hydra/launcher=stacked <sweep>`: the multirun's jobs grouped by what a stacked model's
+members must share, each group trained at once as one StackedLanguageModel (rnnreg.stacked_train).
+
+Every job gets its folder exactly as Hydra's basic launcher makes it (`<sweep dir>/<subdir>/.hydra/
+{config,hydra,overrides}.yaml`) and, after training, the outputs of a separate run (metrics.json,
+csv/metrics.csv, train.log, checkpoints/{best,last}.ckpt). The launcher class Hydra instantiates lives in
+hydra_plugins.rnnreg_stacked_launcher (Hydra's rule for plugins); the work is here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, filter_overrides, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from rnnreg.errors import ConfigError, UserError
+
+log = logging.getLogger("rnnreg")
+
+# What may differ between the members of one group (each member holds its own): removed from a job's
+# resolved config to make its group key. Everything else must be equal within a group.
+MEMBER_KEYS = (
+    "seed",
+    "dropout",
+    "model.init_scale",
+    "optim.lr",
+    "optim.decay",
+    "optim.decay_start",
+    "optim.weight_decay",
+    "trainer.gradient_clip_val",
+    "callbacks.early_stopping",
+    "experiment_name",
+    "test_ckpt",
+)
+OUTPUT_DIR = "<job folder>"  # stands for each job's own folder in the group key
+
+
+@dataclass
+class Job:
+    """One multirun job: number, overrides, its composed config (task part) and its folder."""
+
+    idx: int
+    overrides: list[str]
+    cfg: DictConfig  # the task config, as the task function would receive it
+    hydra_cfg: DictConfig
+    output_dir: Path
+    key: str = ""
+    plain: dict = field(default_factory=dict)  # cfg resolved
+
+
+def check_stackable(cfg: DictConfig) -> None:
+    """A one-line ConfigError naming the first setting a stacked member cannot hold."""
+    model, trainer = cfg.model, cfg.trainer
+    unsupported = [
+        ("model.layer_norm", model.get("layer_norm", False), "false"),
+        ("model.tie_weights", model.get("tie_weights", False), "false"),
+        ("optim.momentum", cfg.optim.get("momentum", 0.0), "0"),
+        ("ckpt_path", cfg.get("ckpt_path"), "null (resume a stacked sweep with hydra.launcher.resume=true)"),
+        ("trainer.fast_dev_run", trainer.get("fast_dev_run", False), "false"),
+    ]
+    for key, value, valid in unsupported:
+        if value:
+            raise ConfigError(
+                f"{key}={value} is not supported by hydra/launcher=stacked: set {valid}, or drop "
+                f"hydra/launcher=stacked to run these jobs one by one"
+            )
+    if str(trainer.get("precision", "32-true")) not in ("32", "32-true"):
+        raise ConfigError(
+            f"trainer.precision={trainer.precision} is not supported by hydra/launcher=stacked (float32 only): "
+            f"set trainer.precision=32-true, or drop hydra/launcher=stacked"
+        )
+    if trainer.get("gradient_clip_algorithm", "norm") != "norm":
+        raise ConfigError(f"trainer.gradient_clip_algorithm={trainer.gradient_clip_algorithm}: only norm is supported")
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    if "ddp" in str(trainer.get("strategy", "auto")) or nodes != 1 or devices not in (1, "1", "auto"):
+        raise ConfigError(
+            f"trainer.devices={devices} / trainer.strategy={trainer.get('strategy', 'auto')}: a stacked group runs "
+            f"on one device; use trainer=default (or trainer=gpu)"
+        )
+
+
+def drop_key(tree: dict, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        tree = tree.get(part)
+        if not isinstance(tree, dict):
+            return
+    tree.pop(last, None)
+
+
+def group_key(cfg: DictConfig) -> str:
+    """The job's resolved config without what a member holds (MEMBER_KEYS), its folder replaced by a
+    placeholder: jobs with equal keys can be trained as one stacked model."""
+    cfg = copy.deepcopy(cfg)
+    with read_write(cfg), open_dict(cfg):
+        cfg.paths.output_dir = OUTPUT_DIR
+        cfg.pop("hydra", None)
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in MEMBER_KEYS:
+        drop_key(tree, key)
+    return json.dumps(tree, sort_keys=True, default=str)
+
+
+def group_jobs(jobs: Sequence, max_members: int) -> list[list]:
+    """Jobs with one group key together (in job order), groups of at most `max_members`, in the order of
+    their first job. `jobs`: anything with a `key`."""
+    if max_members < 1:
+        raise ConfigError(f"hydra.launcher.max_members={max_members} must be at least 1")
+    by_key: dict[str, list] = {}
+    for job in jobs:
+        by_key.setdefault(job.key, []).append(job)
+    return [members[i : i + max_members] for members in by_key.values() for i in range(0, len(members), max_members)]
+
+
+def describe(group: Sequence[Job], index: int) -> str:
+    cfg = group[0].cfg
+    return (
+        f"group {index}: jobs {[j.idx for j in group]}, {len(group)} members, "
+        f"{cfg.model.num_layers} x {cfg.model.hidden_size} LSTM, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}"
+    )
+
+
+def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
+    """Compose the job's config and make its folder as hydra.core.utils.run_job does (without running it)."""
+    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = idx
+        sweep_config.hydra.job.num = idx
+    original = HydraConfig.instance().cfg
+    try:
+        HydraConfig.instance().set_config(sweep_config)
+        output_dir = os.path.join(
+            str(OmegaConf.select(sweep_config, "hydra.sweep.dir")),
+            str(OmegaConf.select(sweep_config, "hydra.sweep.subdir")),
+        )
+        with read_write(sweep_config.hydra.runtime), open_dict(sweep_config.hydra.runtime):
+            sweep_config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+        HydraConfig.instance().set_config(sweep_config)
+        task_cfg = copy.deepcopy(sweep_config)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
+        hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        if sweep_config.hydra.output_subdir is not None:
+            hydra_output = Path(sweep_config.hydra.runtime.output_dir, sweep_config.hydra.output_subdir)
+            _save_config(task_cfg, "config.yaml", hydra_output)
+            _save_config(hydra_cfg, "hydra.yaml", hydra_output)
+            _save_config(sweep_config.hydra.overrides.task, "overrides.yaml", hydra_output)
+        # resolved now, while the job's Hydra config is set (${hydra:runtime.output_dir})
+        key = group_key(task_cfg)
+        plain = OmegaConf.to_container(task_cfg, resolve=True)
+        resolved = OmegaConf.create(plain)
+        check_stackable(resolved)
+        return Job(idx, list(overrides), resolved, hydra_cfg, Path(output_dir).resolve(), key=key, plain=plain)
+    finally:
+        HydraConfig.instance().cfg = original
+
+
+def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    from rnnreg.stacked_train import train_group  # torch and Lightning: only once a sweep runs
+
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        jobs = [prepare_job(launcher, initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
+        groups = group_jobs(jobs, launcher.max_members)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    first = launcher.launched_groups
+    launcher.launched_groups += len(groups)
+    print(f"Stacked launcher: {len(jobs)} jobs in {len(groups)} groups", flush=True)
+    for i, group in enumerate(groups, first):
+        print(f"  {describe(group, i)}", flush=True)
+        for job in group:
+            print(f"    #{job.idx} : {' '.join(filter_overrides(job.overrides))}", flush=True)
+    returns: dict[int, JobReturn] = {}
+    ignored = sorted({name for job in jobs for name in (job.plain.get("logger") or {}) if name != "csv"})
+    if ignored:
+        print(f"warning: hydra/launcher=stacked writes csv/metrics.csv only; logger {ignored} not used", flush=True)
+    for i, group in enumerate(groups, first):
+        print(describe(group, i), flush=True)
+        try:
+            results = train_group(
+                group,
+                i,
+                sweep_dir / ".stacked" / f"group_{i}.pt",
+                resume=launcher.resume,
+                stop_after_windows=launcher.stop_after_windows,
+            )
+        except UserError as err:
+            print(f"error: {describe(group, i)}: {err}", file=sys.stderr)
+            sys.exit(2)
+        for job, (status, value) in zip(group, results):
+            returns[job.idx] = job_return(launcher, job, status, value)
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    return [returns[job.idx] for job in jobs]
+
+
+def job_return(launcher, job: Job, status: str, value) -> JobReturn:
+    """What run_job hands the sweeper: the best validation perplexity (what hparams_search reads), or the
+    error of a failed member (the sweeper raises it after the batch, as for a failed basic job)."""
+    ret = JobReturn(
+        overrides=job.overrides,
+        cfg=job.cfg,
+        hydra_cfg=job.hydra_cfg,
+        working_dir=os.getcwd(),
+        task_name=str(job.hydra_cfg.hydra.job.name),
+    )
+    ret.status = JobStatus.COMPLETED if status == "completed" else JobStatus.FAILED
+    ret.return_value = value
+    if status != "completed":
+        print(f"error: job #{job.idx} ({' '.join(job.overrides)}): {value}", file=sys.stderr)
+    return ret

@@ -1,0 +1,220 @@
+"""hydra/launcher=stacked as users run it: real `rnnreg-train -m` processes on the tiny corpus. Each member of a
+stacked group computes what its job run alone computes (basic launcher, model.lstm=step), writes the same
+outputs, stops alone when it diverges, and an interrupted sweep resumes exactly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from helpers import TINY, compose_config, run, write_corpus
+from rnnreg.errors import ConfigError
+from rnnreg.io import load_checkpoint
+from rnnreg.stacked_launcher import check_stackable, group_jobs, group_key
+
+# Members differ in everything a member can hold: seed, lr, clip, weight decay, schedule, early stopping.
+MEMBERS = {
+    "a": "seed: 1\noptim: {lr: 1.0}\ntrainer: {gradient_clip_val: 5.0}\n",
+    "b": "seed: 2\noptim: {lr: 0.5}\ntrainer: {gradient_clip_val: 0.25}\n",
+    "c": "seed: 3\noptim: {lr: 2.0, weight_decay: 0.001, decay_start: 1}\ntrainer: {gradient_clip_val: 1.0}\n",
+    "es": "defaults:\n  - override /callbacks: early_stopping\nseed: 4\ncallbacks: {early_stopping: {patience: 1}}\n",
+    "diverge": "seed: 5\noptim: {lr: 1000.0}\n",
+}
+GOOD = ["a", "b", "c", "es"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("stacked")
+    corpus = write_corpus(root / "corpus")
+    conf = root / "conf" / "member"
+    conf.mkdir(parents=True)
+    for name, text in MEMBERS.items():
+        (conf / f"{name}.yaml").write_text("# @package _global_\n" + text)
+    cli = [
+        "experiment=paper_small",
+        *TINY,
+        "logger=csv",
+        f"data.data_dir={corpus}",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=6",
+        "trainer.log_every_n_steps=1",
+        "model.lstm=step",
+        f"hydra.searchpath=[file://{root / 'conf'}]",
+    ]
+    return SimpleNamespace(root=root, corpus=corpus, cli=cli)
+
+
+@pytest.fixture(scope="module")
+def stacked(setup) -> Path:
+    """The reference: one stacked group of five members, one of which diverges."""
+    sweep = setup.root / "stacked"
+    proc = run(
+        "rnnreg-train", "-m", *setup.cli, "hydra/launcher=stacked", "+member=a,b,c,es,diverge",
+        f"hydra.sweep.dir={sweep}", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0, "a failed member fails the sweep, as a failed basic job does"
+    assert "1 groups" in proc.stdout and "group 0: jobs [0, 1, 2, 3, 4], 5 members" in proc.stdout
+    assert "training loss became" in proc.stderr
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def alone(setup) -> Path:
+    """The same good jobs, each run alone by the basic launcher."""
+    sweep = setup.root / "alone"
+    run("rnnreg-train", "-m", *setup.cli, f"+member={','.join(GOOD)}", f"hydra.sweep.dir={sweep}")
+    return sweep
+
+
+def metrics(job: Path) -> dict:
+    return json.loads((job / "metrics.json").read_text())
+
+
+def losses(job: Path, key: str = "train/loss") -> list[float]:
+    with open(job / "csv" / "metrics.csv") as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+def weights(job: Path, name: str = "last.ckpt") -> dict[str, torch.Tensor]:
+    return load_checkpoint(job / "checkpoints" / name)["state_dict"]
+
+
+# -- grouping (in process) --------------------------------------------------------------------------------
+def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
+    def job(*overrides: str, run_dir: str = "job"):
+        cfg = compose_config(["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *overrides],
+                             tmp_path / run_dir)  # fmt: skip
+        return SimpleNamespace(key=group_key(cfg), cfg=cfg)
+
+    sweep = [
+        job(f"seed={seed}", f"dropout={placement}", "dropout.p=0.3", f"optim.lr={lr}", run_dir=f"{seed}{placement}{lr}")
+        for seed in (1, 2)
+        for placement in ("none", "non_recurrent", "variational", "weight_drop")
+        for lr in (0.5, 1.0)
+    ]
+    sweep += [job("model.init_scale=0.05", "trainer.gradient_clip_val=1", "callbacks=early_stopping")]
+    assert len(sweep) == 17 and len(group_jobs(sweep, 32)) == 1  # everything a member holds may differ
+    wider = [job("model.hidden_size=24", f"seed={s}") for s in (1, 2)]
+    groups = group_jobs(sweep + wider, 32)
+    assert [len(g) for g in groups] == [17, 2] and groups[1] == wider
+    assert [len(g) for g in group_jobs(sweep + wider, 16)] == [16, 1, 2]
+    assert [len(g) for g in group_jobs(sweep + wider, 5)] == [5, 5, 5, 2, 2]
+    for other in ("data.bptt=7", "data.batch_size=2", "trainer.max_epochs=3", "model.num_layers=1"):
+        assert job(other).key != sweep[0].key, other
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.layer_norm=true", "model.layer_norm"),
+        ("model.tie_weights=true", "model.tie_weights"),
+        ("optim.momentum=0.9", "optim.momentum"),
+        ("trainer.precision=16-mixed", "trainer.precision"),
+    ],
+)
+def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key):
+    with pytest.raises(ConfigError, match=key):
+        check_stackable(tiny_cfg(override))
+
+
+# -- each member is its job run alone ------------------------------------------------------------------------
+@pytest.mark.parametrize("index", range(len(GOOD)))
+def test_member_equals_its_job_run_alone(stacked, alone, index):
+    mine, theirs = metrics(stacked / str(index)), metrics(alone / str(index))
+    assert mine["status"] == theirs["status"] == "completed"
+    assert mine["stacked"] == {"group": 0, "members": 5, "member": index}
+    assert mine["epochs"] == theirs["epochs"]
+    for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
+        assert mine[key] == pytest.approx(theirs[key], rel=1e-5), key
+    assert losses(stacked / str(index)) == pytest.approx(losses(alone / str(index)), rel=1e-5)
+    for name in ("last.ckpt", "best.ckpt"):
+        ours, single = weights(stacked / str(index), name), weights(alone / str(index), name)
+        assert ours.keys() == single.keys()
+        for key in ours:
+            torch.testing.assert_close(ours[key], single[key], rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_member_tested_on_its_best_weights(stacked, alone):
+    es = GOOD.index("es")
+    history = losses(stacked / str(es), "val/ppl")
+    assert len(history) == metrics(stacked / str(es))["epochs"] == metrics(alone / str(es))["epochs"]
+    assert metrics(stacked / str(es))["best_val_ppl"] == min(history)
+    assert losses(stacked / "0", "train/lr") == [1.0, 1.0, 1.0] and losses(stacked / "2", "train/lr") == [2.0, 1.0, 0.5]
+
+
+def test_diverged_member_fails_alone(stacked):
+    failed = metrics(stacked / "4")
+    assert failed["status"] == "failed" and failed["error"].startswith("training loss became")
+    assert "at epoch 1, step" in failed["error"]
+    assert all(metrics(stacked / str(i))["status"] == "completed" for i in range(4))  # and are their runs alone
+
+
+# -- outputs as separate runs ---------------------------------------------------------------------------------
+def test_outputs_eval_and_report(stacked, setup, tmp_path):
+    for i in range(4):
+        job = stacked / str(i)
+        for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "metrics.json",
+                     "csv/metrics.csv", "train.log", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):  # fmt: skip
+            assert (job / name).is_file(), (job, name)
+        assert f"+member={GOOD[i]}" in yaml.safe_load((job / ".hydra/overrides.yaml").read_text())
+        assert yaml.safe_load((job / ".hydra/hydra.yaml").read_text())["hydra"]["job"]["num"] == i
+    job = stacked / "1"  # tested on its final weights (no early stopping)
+    run(
+        "rnnreg-eval", f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}", "data=text", f"data.data_dir={setup.corpus}",
+        "data.batch_size=4",
+        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'eval'}",
+    )  # fmt: skip
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
+        assert evaluated[key] == pytest.approx(metrics(job)[key], rel=1e-5), key
+    run("rnnreg-report", f"path={stacked}")
+    rows = (stacked / "report.md").read_text().split("Over seeds:")[0].strip().splitlines()[2:]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [c[2] for c in cells] == ["completed"] * 4 + ["failed"]
+    assert cells[0][3] == f"{metrics(stacked / '0')['best_val_ppl']:.2f}"
+
+
+# -- interrupt and exact resume -------------------------------------------------------------------------------
+def test_interrupt_and_resume_is_exact(stacked, setup):
+    sweep = setup.root / "interrupted"
+    # two shapes and max_members=2: groups [0, 1], [2] (hidden 16), [3, 4], [5] (hidden 8); SIGTERM after
+    # 8 windows: mid-way through the second epoch of group 0
+    args = [
+        "rnnreg-train", "-m", *setup.cli, "hydra/launcher=stacked", "hydra.launcher.max_members=2",
+        "model.hidden_size=16,8", "+member=a,c,diverge", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    proc = run(*args, "hydra.launcher.stop_after_windows=8", check=False)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    assert "6 jobs in 4 groups" in proc.stdout and "group 1: jobs [2], 1 members, 2 x 16 LSTM" in proc.stdout
+    assert "group 2: jobs [3, 4], 2 members, 2 x 8 LSTM" in proc.stdout
+    assert (sweep / ".stacked" / "group_0.pt").is_file()
+    for i in range(2):
+        stopped = metrics(sweep / str(i))
+        assert stopped["status"] == "interrupted" and stopped["epochs"] == 1
+        assert (sweep / str(i) / "checkpoints" / "last.ckpt").is_file()
+    assert not (sweep / "2" / "metrics.json").exists()  # the later groups had not started
+    proc = run(*args, "hydra.launcher.resume=true", check=False)
+    assert proc.returncode != 0 and "training loss became" in proc.stderr  # the diverging member, as before
+    assert not (sweep / ".stacked" / "group_0.pt").exists()
+    for i, name in enumerate(["a", "c", "diverge"]):
+        mine, reference = metrics(sweep / str(i)), metrics(stacked / str(list(MEMBERS).index(name)))
+        assert mine["status"] == reference["status"], i
+        if mine["status"] != "completed":
+            # alone in its group here (K=1 vs 5): the same window, its huge loss not to the last bit
+            assert mine["error"].split(" at ")[1] == reference["error"].split(" at ")[1]
+            continue
+        for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
+            assert mine[key] == reference[key], (i, key)
+        reference_job = stacked / str(list(MEMBERS).index(name))
+        assert losses(sweep / str(i)) == losses(reference_job)
+        ours, uninterrupted = weights(sweep / str(i)), weights(reference_job)
+        assert all(torch.equal(ours[k], uninterrupted[k]) for k in ours), i
+    assert metrics(sweep / "4")["status"] == "completed" and metrics(sweep / "5")["status"] == "failed"
