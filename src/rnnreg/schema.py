@@ -666,6 +666,8 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
 
     if any(a.split("=")[0] in _NO_RUN_FLAGS for a in argv):
         return 0
+    if any(a.startswith(("hydra.searchpath", "--config-dir", "-cd", "--config-path", "-cp")) for a in argv):
+        return 0  # config groups from elsewhere: the task function (or the stacked launcher) validates each job
     multirun = any(a in ("-m", "--multirun") for a in argv)
     parser = OverridesParser.create()
     try:
