@@ -19,7 +19,8 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.errors import ConfigError, UserError
+from rnnreg.errors import ConfigError, OutputError, UserError
+from rnnreg.io import RunLock
 
 log = logging.getLogger("rnnreg")
 
@@ -59,7 +60,8 @@ def hydra_entry(config_name: str) -> Callable:
         def main() -> Any:
             try:
                 check_group_options(sys.argv[1:])
-            except ConfigError as err:
+                check_run_dir_free(sys.argv[1:])
+            except UserError as err:
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
             return hydra_main()
@@ -88,6 +90,17 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
                     f"{override.key_or_group}={choice} is not an option: choose one of "
                     f"{', '.join(known)} (files in {group})"
                 )
+
+
+def check_run_dir_free(args: list[str]) -> None:
+    """An explicit hydra.run.dir that a live run holds (rnnreg.io.RunLock): stop before Hydra writes .hydra/ and
+    the log there (training checks again, and takes the lock, when it starts)."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "hydra.run.dir" and value and "${" not in value:
+            message = RunLock.in_use(os.path.abspath(value))  # as Hydra makes it
+            if message:
+                raise OutputError(message)
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:

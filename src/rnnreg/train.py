@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
-from rnnreg.errors import ConfigError, DataError
+from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
-from rnnreg.io import write_json_atomic
+from rnnreg.io import RunLock, load_checkpoint, write_json_atomic
 from rnnreg.loggers import finish_wandb
 from rnnreg.runtime import (
     hydra_entry,
@@ -86,43 +89,89 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     return "best" if choice == "best" and not trainer.fast_dev_run and trainer.checkpoint_callback else None
 
 
+class Preemption:
+    """SIGTERM (pre-emption) at any point of a run stops it like inside Lightning's loops: metrics.json says
+    so and the exit status is 143. Inside fit and test Lightning's own handler runs first and stops at the
+    next window (a resumable checkpoint); outside them (building, data loading, between fit and test) this
+    raises at once."""
+
+    def __init__(self) -> None:
+        self.trainer: L.Trainer | None = None
+        self.previous = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.trainer is not None and self.trainer.received_sigterm:
+            return  # Lightning's handler ran first: its loop stops at the next window
+        raise SIGTERMException()
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def check(self) -> None:
+        """A SIGTERM Lightning noted but did not act on (during the last window or test batch): stop now."""
+        if self.trainer is not None and self.trainer.received_sigterm:
+            raise SIGTERMException()
+
+
+def launched_as_rank_zero() -> bool:
+    """The process that owns the run folder: not a DDP child process nor another node's."""
+    return not _get_rank() and os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("GROUP_RANK", "0") == "0"
+
+
 def train(cfg: DictConfig) -> dict:
-    if cfg.speed.keep_freed_memory:
-        keep_freed_memory()
-    if cfg.speed.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule, task, trainer = build(cfg)
-    ckpt_path = resolve_ckpt_path(cfg)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(plain(cfg))
-    log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-    start = time.perf_counter()
+    lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
+    if lock is not None:
+        lock.acquire()  # before this run writes anything: a second run in a live run's folder stops here
     try:
+        with Preemption() as preemption:
+            return run_training(cfg, preemption)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
+    trainer, started = None, False
+    try:
+        if cfg.speed.keep_freed_memory:
+            keep_freed_memory()
+        if cfg.speed.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        ckpt_path = resolve_ckpt_path(cfg)
+        if ckpt_path:
+            load_checkpoint(ckpt_path)  # read as data only, whatever the checkpoint IO: refused before any output
+        datamodule, task, trainer = build(cfg)
+        preemption.trainer = trainer
+        for logger in trainer.loggers:
+            logger.log_hyperparams(plain(cfg))
+        log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+        start, started = time.perf_counter(), True
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        preemption.check()
         train_seconds = time.perf_counter() - start
         metrics = {"val_ppl": float(trainer.callback_metrics["val/ppl"])}
         if cfg.get("test"):
             results = trainer.test(task, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer))
+            preemption.check()
             metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
-        if trainer.is_global_zero:
-            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
-            last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
-            write_json_atomic(
-                f"{cfg.paths.output_dir}/metrics.json",
-                {
-                    "status": "interrupted" if interrupted else "failed",
-                    "error": str(err) or type(err).__name__,
-                    "epochs": trainer.current_epoch,
-                    "resume": f"rnnreg-train ... ckpt_path={last}" if last.exists() else "no checkpoint was written",
-                },
-            )
-        if isinstance(err, SIGTERMException):  # Lightning exits 0 on SIGTERM; a scheduler must see it
-            ctrl_c = any(getattr(c, "ctrl_c", False) for c in trainer.callbacks)
-            raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None
+        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+        ctrl_c = isinstance(err, KeyboardInterrupt) or any(
+            getattr(c, "ctrl_c", False) for c in (trainer.callbacks if trainer is not None else [])
+        )
+        if (started or interrupted) and (trainer.is_global_zero if trainer is not None else not _get_rank()):
+            record_failure(cfg, trainer, err, interrupted)
+        if isinstance(err, (SIGTERMException, KeyboardInterrupt)):  # Lightning exits 0 on SIGTERM: a scheduler
+            raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None  # must see it
         raise
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint else None
@@ -145,6 +194,25 @@ def train(cfg: DictConfig) -> dict:
         finish_wandb(trainer.loggers, metrics)
     log.info("metrics: %s", metrics)
     return metrics
+
+
+def record_failure(cfg: DictConfig, trainer: L.Trainer | None, err: BaseException, interrupted: bool) -> None:
+    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    error = str(err) or type(err).__name__
+    if isinstance(err, SIGTERMException):
+        error = "SIGTERM (pre-empted or stopped)"
+    try:
+        write_json_atomic(
+            f"{cfg.paths.output_dir}/metrics.json",
+            {
+                "status": "interrupted" if interrupted else "failed",
+                "error": error,
+                "epochs": trainer.current_epoch if trainer is not None else 0,
+                "resume": f"rnnreg-train ... ckpt_path={last}" if last.exists() else "no checkpoint was written",
+            },
+        )
+    except OutputError as write_err:  # the folder itself may be what failed: the original error is the one to show
+        log.warning("%s", write_err)
 
 
 @hydra_entry("train")
