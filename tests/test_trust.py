@@ -186,7 +186,7 @@ WORSE_LATER = (  # lr x10 after epoch 1: epochs 2 and 3 are worse than epoch 1 (
     "optim.decay=0.1",
     "optim.decay_start=1",
     "trainer.gradient_clip_val=100",
-    "trainer.limit_train_batches=30",
+    "trainer.limit_train_batches=10",
     "callbacks=early_stopping",
     "callbacks.early_stopping.patience=2",
     "test_ckpt=best",
@@ -214,9 +214,9 @@ def test_resume_in_a_new_folder_keeps_the_best_checkpoint_and_early_stopping(tin
     assert a["epoch"] == b["epoch"] == 0
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), name
-    best = b["callbacks"][next(k for k in b["callbacks"] if k.startswith("BestCheckpoint"))]
-    assert best["best_model_path"] == str(tmp_path / "second/checkpoints/best.ckpt")
     last = torch.load(tmp_path / "second/checkpoints/last.ckpt", weights_only=True)
+    best = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("BestCheckpoint"))]
+    assert best["best_model_path"] == str(tmp_path / "second/checkpoints/best.ckpt")
     stopping = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("EarlyStopping"))]
     assert stopping["wait_count"] == 2 and float(stopping["best_score"]) == whole["best_val_ppl"]
 
