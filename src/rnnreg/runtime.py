@@ -16,6 +16,7 @@ import hydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import InstantiationException
+from lightning.fabric.utilities.rank_zero import _get_rank
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
@@ -95,12 +96,20 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
 def check_run_dir_free(args: list[str]) -> None:
     """An explicit hydra.run.dir that a live run holds (rnnreg.io.RunLock): stop before Hydra writes .hydra/ and
     the log there (training checks again, and takes the lock, when it starts)."""
+    if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
+        return
     for arg in args:
         key, _, value = arg.partition("=")
         if key.lstrip("+") == "hydra.run.dir" and value and "${" not in value:
             message = RunLock.in_use(os.path.abspath(value))  # as Hydra makes it
             if message:
                 raise OutputError(message)
+
+
+def launched_as_rank_zero() -> bool:
+    """The process that owns the run folder: not a DDP process started by another (Lightning sets LOCAL_RANK),
+    nor another node's or SLURM task's."""
+    return not _get_rank() and os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("GROUP_RANK", "0") == "0"
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
@@ -26,6 +24,7 @@ from rnnreg.runtime import (
     instantiate_callbacks,
     instantiate_loggers,
     keep_freed_memory,
+    launched_as_rank_zero,
     log,
     plain,
 )
@@ -119,11 +118,6 @@ class Preemption:
             raise SIGTERMException()
 
 
-def launched_as_rank_zero() -> bool:
-    """The process that owns the run folder: not a DDP child process nor another node's."""
-    return not _get_rank() and os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("GROUP_RANK", "0") == "0"
-
-
 def train(cfg: DictConfig) -> dict:
     lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
     if lock is not None:
@@ -168,7 +162,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         ctrl_c = isinstance(err, KeyboardInterrupt) or any(
             getattr(c, "ctrl_c", False) for c in (trainer.callbacks if trainer is not None else [])
         )
-        if (started or interrupted) and (trainer.is_global_zero if trainer is not None else not _get_rank()):
+        if (started or interrupted) and (trainer.is_global_zero if trainer is not None else launched_as_rank_zero()):
             record_failure(cfg, trainer, err, interrupted)
         if isinstance(err, (SIGTERMException, KeyboardInterrupt)):  # Lightning exits 0 on SIGTERM: a scheduler
             raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None  # must see it
