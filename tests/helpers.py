@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -86,3 +88,47 @@ class RaiseAtFirstWindow(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         raise ValueError("a bug in a callback, not a user error")
+
+
+class SignalInTest(L.Callback):
+    """Sends this process `signum` at the end of test batch `batch` of the first test dataloader."""
+
+    def __init__(self, signum: int, batch: int = 1):
+        self.signum, self.batch = signum, batch
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if dataloader_idx == 0 and batch_idx + 1 == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+class SignalWhileBuilding(L.Callback):
+    """Sends this process `signum` when built, i.e. while the run is still being set up (before training)."""
+
+    def __init__(self, signum: int):
+        os.kill(os.getpid(), signum)
+
+
+class PauseAtEpoch(L.Callback):
+    """At the start of epoch `epoch` (0-based): create the file `paused`, then wait until the file `go` exists."""
+
+    def __init__(self, paused: str, go: str, epoch: int = 1, timeout: float = 300):
+        self.paused, self.go, self.epoch, self.timeout = Path(paused), Path(go), epoch, timeout
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            self.paused.touch()
+            deadline = time.time() + self.timeout
+            while not self.go.exists() and time.time() < deadline:
+                time.sleep(0.05)
+
+
+class FileSizeLimitFromEpoch(L.Callback):
+    """From the start of epoch `epoch` (0-based), no file of this process may grow beyond `limit` bytes
+    (RLIMIT_FSIZE; Python ignores SIGXFSZ, so a write past it fails with EFBIG: "File too large")."""
+
+    def __init__(self, limit: int, epoch: int = 1):
+        self.limit, self.epoch = limit, epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -13,8 +14,9 @@ from weakref import proxy
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from rnnreg.errors import OutputError, TrainingDiverged
 from rnnreg.io import AtomicCheckpointIO, replace_atomically
@@ -403,8 +405,56 @@ class CheckpointOnInterrupt(L.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.restore_handler()
-        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+        # during fit only: a stop in the final test (whose weights may be best.ckpt's) must not replace last.ckpt
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == TrainerFn.FITTING:
             trainer.save_checkpoint(self.path)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """checkpoints/best.ckpt, kept across a resume into another folder. Lightning forgets the best score when
+    the run folder changes ("dirpath has changed ... won't be reloaded"), so a resumed run would report
+    another best and test another model than the uninterrupted run. Here the earlier run's best checkpoint
+    file(s) are copied into this run's checkpoints/ and the score and paths restored pointing at the copies:
+    best_val_ppl and test_ckpt=best are those of the uninterrupted run. When the earlier files are gone, it
+    warns and starts a new best (as Lightning does)."""
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._resuming_trainer = trainer  # load_state_dict, called next, is not given the trainer
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        trainer = getattr(self, "_resuming_trainer", None)
+        old = state_dict.get("dirpath")
+        if (
+            trainer is None
+            or old is None
+            or self.dirpath is None
+            or os.path.abspath(old) == os.path.abspath(self.dirpath)
+        ):
+            return super().load_state_dict(state_dict)
+
+        def moved(path: str) -> str:
+            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+        sources = [p for p in state_dict.get("best_k_models", {}) if p] or [state_dict.get("best_model_path", "")]
+        sources = [p for p in sources if p]
+        found = all(os.path.isfile(p) for p in sources)
+        if trainer.is_global_zero and found:
+            for source in sources:
+                replace_atomically(moved(source), lambda tmp, source=source: shutil.copyfile(source, tmp))
+        found = trainer.strategy.broadcast(found)
+        trainer.strategy.barrier("best_checkpoint_copied")
+        if not found:
+            rank_zero_warn(
+                f"the resumed run's best checkpoint ({', '.join(sources)}) is gone: best_val_ppl and "
+                f"test_ckpt=best will only count the epochs from here on"
+            )
+            return
+        self.best_model_score = state_dict["best_model_score"]
+        self.best_model_path = moved(state_dict["best_model_path"])
+        self.best_k_models = {moved(p): v for p, v in state_dict.get("best_k_models", {}).items()}
+        self.kth_best_model_path = moved(state_dict.get("kth_best_model_path", ""))
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
+        self.current_score = state_dict.get("current_score")
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -430,6 +480,12 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:  # as after a write (W&B's log_model uploads it)
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old = state_dict.get("dirpath")
+        if old is None or self.dirpath is None or os.path.abspath(old) == os.path.abspath(self.dirpath):
+            super().load_state_dict(state_dict)
+        # resumed into another folder: nothing to keep (last.ckpt is written again at the next epoch's end)
 
     @staticmethod
     def link(trainer, source: str, filepath: str) -> bool:

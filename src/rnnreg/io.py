@@ -3,11 +3,13 @@ checkpoints loaded as data only (a checkpoint from someone else must never run c
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
+import socket
 import tempfile
-import zipfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,11 @@ def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
         tmp = Path(name)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())  # as open() would create it (mkstemp's is 0600)
+        finally:
+            os.close(fd)
         write(tmp)
         os.replace(tmp, path)
     except OSError as err:
@@ -38,6 +43,18 @@ def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    try:  # Linux: read without changing it (os.umask to read it races with other threads creating files)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> None:
@@ -55,15 +72,16 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except Exception as err:  # garbage makes the data-only unpickler fail in many ways (KeyError, EOFError, ...)
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            raise CheckpointError(
+                f"{path} is not a rnnreg checkpoint: it contains objects that are not allowed "
+                f"(only tensors and plain data are loaded; nothing in it was run)"
+            ) from None
+        first = str(err).splitlines()[0] if str(err) else ""
         raise CheckpointError(
-            f"{path} is not a rnnreg checkpoint: it contains objects that are not allowed "
-            f"(only tensors and plain data are loaded; nothing in it was run)"
-        ) from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or another format: "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__})"
+            f"{path} is not a readable checkpoint (truncated or another format: {type(err).__name__}"
+            f"{': ' + first if first else ''})"
         ) from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
         raise CheckpointError(
@@ -78,7 +96,98 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     was, nothing left in $TMPDIR), and read as data only."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        replace_atomically(path, lambda tmp: torch.save(checkpoint, tmp))
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                try:
+                    torch.save(checkpoint, f)
+                except RuntimeError as err:  # torch's zip writer hides the OS error ("unexpected pos ..."):
+                    cause = err.__cause__ or err.__context__  # the real cause (disk full, EFBIG) is the message
+                    if isinstance(cause, OSError):
+                        raise cause from None
+                    raise
+                f.flush()
+                os.fsync(f.fileno())  # on disk before it replaces the previous checkpoint
+
+        replace_atomically(path, write)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return load_checkpoint(path, map_location if map_location is not None else "cpu")
+
+
+class RunLock:
+    """`<run dir>/.rnnreg.lock`: one live run per folder. A second run in the folder of a live one stops with a
+    one-line OutputError before it writes anything of its own. The lock is an flock held on the file for the
+    run's lifetime, so the kernel releases it however the owner ends (even SIGKILL): a lock file left by a
+    dead run is taken over. The file names the owner (pid@host) for the message; it is removed at the end."""
+
+    NAME = ".rnnreg.lock"
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / self.NAME
+        self.fd: int | None = None
+
+    @classmethod
+    def in_use(cls, folder: str | Path) -> str | None:
+        """The message to stop with when a live run holds `folder`'s lock (checked without taking it), else None."""
+        path = Path(folder) / cls.NAME
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None  # nobody holds it: a dead run's file (closing fd releases our shared lock)
+        except BlockingIOError:
+            return cls.message(path, fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def message(path: Path, fd: int) -> str:
+        owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        return (
+            f"{path.parent} is in use by another live rnnreg run ({owner}): give this run another folder "
+            f"(hydra.run.dir=...), or wait for that run to end"
+        )
+
+    def acquire(self, tries: int = 20) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    tries -= 1
+                    if tries <= 0:  # held all along (a check by in_use holds it for microseconds)
+                        message = self.message(self.path, fd)
+                        os.close(fd)
+                        raise OutputError(message) from None
+                    os.close(fd)
+                    time.sleep(0.025)
+                    continue
+                try:  # the owner may have removed the file between our open and our flock: then retry
+                    same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                os.close(fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+            self.fd = fd
+        except OSError as err:
+            raise OutputError(f"could not lock {self.path.parent}: {err.strerror or err}") from err
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: nobody takes an unlinked lock (see acquire)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

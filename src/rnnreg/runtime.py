@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.errors import ConfigError, UserError
+from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.schema import missing_message, validate, validate_args
 from rnnreg.sweep import ERROR_FILE, differing, in_multirun, job_swept_keys
 
@@ -116,7 +116,8 @@ def hydra_entry(config_name: str) -> Callable:
                 check_group_options(args)
                 if not any(a.split("=")[0] in HYDRA_SELF_ANSWERED for a in args):
                     validate_args(config_name, args)
-            except ConfigError as err:
+                    check_run_dir_free(args)
+            except UserError as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
                 print(f"error: {err}", file=sys.stderr)
@@ -162,6 +163,28 @@ def route_lightning_logs() -> None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
+
+
+def check_run_dir_free(args: list[str]) -> None:
+    """An explicit hydra.run.dir that a live run holds (rnnreg.io.RunLock): stop before Hydra writes .hydra/ and
+    the log there (training checks again, and takes the lock, when it starts)."""
+    if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
+        return
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "hydra.run.dir" and value and "${" not in value:
+            from rnnreg.io import RunLock  # torch: only once a run is asked for, not for --help
+
+            message = RunLock.in_use(os.path.abspath(value))  # as Hydra makes it
+            if message:
+                raise OutputError(message)
+
+
+def launched_as_rank_zero() -> bool:
+    """The process that owns the run folder: not a DDP process started by another (Lightning sets LOCAL_RANK),
+    nor another node's or SLURM task's."""
+    ranks = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK")
+    return all(os.environ.get(key, "0") == "0" for key in ranks)
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:

@@ -5,6 +5,7 @@ parsed the command line.)"""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -19,15 +20,16 @@ from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
 from rnnreg.data import batchify
-from rnnreg.errors import CheckpointError, ConfigError, DataError
+from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
-from rnnreg.io import write_json_atomic
+from rnnreg.io import RunLock, load_checkpoint, write_json_atomic
 from rnnreg.loggers import finish_wandb
 from rnnreg.runtime import (
     instantiate,
     instantiate_callbacks,
     instantiate_loggers,
     keep_freed_memory,
+    launched_as_rank_zero,
     log,
     plain,
     print_config_tree,
@@ -140,51 +142,88 @@ def group_choices(hydra_cfg: DictConfig) -> dict:
     return choices
 
 
+class Preemption:
+    """SIGTERM (pre-emption) at any point of a run stops it like inside Lightning's loops: metrics.json says
+    so and the exit status is 143. Inside fit and test Lightning's own handler runs first and stops at the
+    next window (a resumable checkpoint); outside them (building, data loading, between fit and test) this
+    raises at once."""
+
+    def __init__(self) -> None:
+        self.trainer: L.Trainer | None = None
+        self.previous = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.trainer is not None and self.trainer.received_sigterm:
+            return  # Lightning's handler ran first: its loop stops at the next window
+        raise SIGTERMException()
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def check(self) -> None:
+        """A SIGTERM Lightning noted but did not act on (during the last window or test batch): stop now."""
+        if self.trainer is not None and self.trainer.received_sigterm:
+            raise SIGTERMException()
+
+
 def train(cfg: DictConfig) -> dict:
     validate(cfg, "train")  # rnnreg-train did before Hydra started; a caller of train() has not
-    if cfg.speed.keep_freed_memory:
-        keep_freed_memory()
-    if cfg.speed.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule, task, trainer = build(cfg)
-    ckpt_path = resolve_ckpt_path(cfg)
-    tree = None
-    if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
-        tree = rank_zero_only(print_config_tree)(cfg)
-    trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
-    log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-    start = time.perf_counter()
+    lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
+    if lock is not None:
+        lock.acquire()  # before this run writes anything: a second run in a live run's folder stops here
     try:
+        with Preemption() as preemption:
+            return run_training(cfg, preemption)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
+    trainer, started = None, False
+    try:
+        if cfg.speed.keep_freed_memory:
+            keep_freed_memory()
+        if cfg.speed.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        ckpt_path = resolve_ckpt_path(cfg)
+        if ckpt_path:
+            load_checkpoint(ckpt_path)  # read as data only, whatever the checkpoint IO: refused before any output
+        datamodule, task, trainer = build(cfg)
+        preemption.trainer = trainer
+        tree = None
+        if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
+            tree = rank_zero_only(print_config_tree)(cfg)
+        trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
+        log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+        start, started = time.perf_counter(), True
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        preemption.check()
         train_seconds = time.perf_counter() - start
         metrics = {"val_ppl": float(trainer.callback_metrics["val/ppl"])}
         if cfg.get("test"):
             results = trainer.test(task, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer))
+            preemption.check()
             metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
-        if trainer.is_global_zero and not isinstance(err, BAD_INPUT):  # bad input writes nothing
-            status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
-            error = str(err) or type(err).__name__
-            last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
-            write_json_atomic(
-                f"{cfg.paths.output_dir}/metrics.json",
-                {
-                    "status": status,
-                    "error": error,
-                    "epochs": trainer.current_epoch,
-                    "resume": f"rnnreg-train ... ckpt_path={last}" if last.exists() else "no checkpoint was written",
-                },
-            )
-            try:  # the W&B run ends marked failed (exit code 1), with the reason in its summary
-                finish_wandb(trainer.loggers, {"status": status, "error": error}, exit_code=1)
-            except Exception as wandb_err:  # never hide the run's own error
-                log.warning("could not close the W&B run: %s", wandb_err)
-        if isinstance(err, SIGTERMException):  # Lightning exits 0 on SIGTERM; a scheduler must see it
-            ctrl_c = any(getattr(c, "ctrl_c", False) for c in trainer.callbacks)
-            raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None
+        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+        ctrl_c = isinstance(err, KeyboardInterrupt) or any(
+            getattr(c, "ctrl_c", False) for c in (trainer.callbacks if trainer is not None else [])
+        )
+        rank_zero = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
+        if (started or interrupted) and rank_zero and not isinstance(err, BAD_INPUT):  # bad input writes nothing
+            record_failure(cfg, trainer, err, interrupted)
+        if isinstance(err, (SIGTERMException, KeyboardInterrupt)):  # Lightning exits 0 on SIGTERM: a scheduler
+            raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None  # must see it
         raise
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint else None
@@ -209,3 +248,27 @@ def train(cfg: DictConfig) -> dict:
         finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
     log.info("metrics: %s", metrics)
     return metrics
+
+
+def record_failure(cfg: DictConfig, trainer: L.Trainer | None, err: BaseException, interrupted: bool) -> None:
+    """metrics.json says that (and why) the run did not complete; the W&B run ends marked failed."""
+    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    status = "interrupted" if interrupted else "failed"
+    error = "SIGTERM (pre-empted or stopped)" if isinstance(err, SIGTERMException) else str(err) or type(err).__name__
+    try:
+        write_json_atomic(
+            f"{cfg.paths.output_dir}/metrics.json",
+            {
+                "status": status,
+                "error": error,
+                "epochs": trainer.current_epoch if trainer is not None else 0,
+                "resume": f"rnnreg-train ... ckpt_path={last}" if last.exists() else "no checkpoint was written",
+            },
+        )
+    except OutputError as write_err:  # the folder itself may be what failed: the original error is the one to show
+        log.warning("%s", write_err)
+    if trainer is not None:
+        try:  # the W&B run ends marked failed (exit code 1), with the reason in its summary
+            finish_wandb(trainer.loggers, {"status": status, "error": error}, exit_code=1)
+        except Exception as wandb_err:  # never hide the run's own error
+            log.warning("could not close the W&B run: %s", wandb_err)

@@ -1,0 +1,360 @@
+"""Issue 14 (sections 1-3): a checkpoint never runs code, resume keeps the best checkpoint and refuses a foreign
+one, pre-emption is always recorded, and concurrent runs, full disks and file-size limits lose nothing.
+
+The command-line refusals run as real processes, started together (one fixture) to keep the file short."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import BIN, TINY, compose_config, write_corpus
+from rnnreg.errors import CheckpointError, OutputError
+from rnnreg.evaluate import evaluate
+from rnnreg.io import RunLock, replace_atomically
+from rnnreg.task import load_task
+from rnnreg.train import train
+
+
+class RunsCode:
+    """Unpickling this (torch.load with weights_only=False) writes `marker`: a stand-in for any payload."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+def popen(script: str, *args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"} | (env or {})
+    return subprocess.Popen(
+        [str(BIN / script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300, error: bool = True) -> tuple[int, list[str]]:
+    """The exit status and the error: the one `error:` line, the last on stderr (Lightning's info lines before
+    it, if training started), no traceback."""
+    _, err = proc.communicate(timeout=timeout)
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error")]
+    assert "Traceback" not in err and errors == (lines[-1:] if error else []), err[-3000:]
+    return proc.returncode, errors
+
+
+def train_args(corpus: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", f"hydra.run.dir={run_dir}", *overrides]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A real (tiny) checkpoint of rnnreg-train, and attacks on / foreign uses of it."""
+    root = tmp_path_factory.mktemp("trust")
+    corpus = write_corpus(root / "corpus")
+    cfg = compose_config(
+        ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", "trainer.max_epochs=1"]
+        + ["trainer.limit_train_batches=3", "test=false"],
+        root / "run",
+    )
+    train(cfg)
+    good = root / "run/checkpoints/last.ckpt"
+    files = {"good": good, "corpus": corpus, "root": root, "marker": root / "pwned"}
+    checkpoint = torch.load(good, weights_only=True)  # our own checkpoint is plain data
+    checkpoint["callbacks"]["evil"] = RunsCode(files["marker"])
+    torch.save(checkpoint, root / "evil.ckpt")
+    raw = good.read_bytes()
+    (root / "truncated.ckpt").write_bytes(raw[: len(raw) // 2])
+    (root / "text.ckpt").write_text("this is not a checkpoint\n")
+    torch.save(torch.zeros(3), root / "tensor.ckpt")
+    # the same words in another order (another vocabulary of the same size), and another model shape
+    write_corpus(root / "reordered", seed=5)
+    procs = {
+        "eval": popen(
+            "rnnreg-eval",
+            "data=text",
+            f"data.data_dir={corpus}",
+            f"ckpt_path={root}/evil.ckpt",
+            f"hydra.run.dir={root}/eval",
+        ),
+        "generate": popen("rnnreg-generate", f"ckpt_path={root}/evil.ckpt"),
+        "train": popen("rnnreg-train", *train_args(corpus, root / "train", f"ckpt_path={root}/evil.ckpt")),
+        "truncated": popen("rnnreg-generate", f"ckpt_path={root}/truncated.ckpt"),
+        "vocab": popen("rnnreg-train", *train_args(root / "reordered", root / "vocab", f"ckpt_path={good}")),
+        "shape": popen(
+            "rnnreg-train", *train_args(corpus, root / "shape", f"ckpt_path={good}", "model.hidden_size=24")
+        ),
+    }
+    files["cli"] = {name: finish(proc) for name, proc in procs.items()}
+    files["ran_code"] = files["marker"].exists()
+    torch.load(root / "evil.ckpt", weights_only=False)  # the attack is real: the old loader runs the payload
+    files["payload_is_live"] = files["marker"].exists()
+    files["marker"].unlink(missing_ok=True)
+    return files
+
+
+NOT_ALLOWED = "is not a rnnreg checkpoint: it contains objects that are not allowed"
+
+
+@pytest.mark.parametrize("script", ["eval", "generate", "train"])
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_of_it_runs(trained, script):
+    assert trained["payload_is_live"]
+    status, stderr = trained["cli"][script]
+    assert status == 2 and len(stderr) == 1, stderr
+    assert (
+        stderr[0] == f"error: {trained['root']}/evil.ckpt {NOT_ALLOWED} (only tensors and plain data are loaded; "
+        "nothing in it was run)"
+    )
+    assert not trained["ran_code"]
+    if script == "train":  # refused before anything was written
+        assert not (trained["root"] / "train/checkpoints").exists()
+        assert not (trained["root"] / "train/metrics.json").exists()
+
+
+def test_model_averaging_and_a_resume_whatever_the_checkpoint_io_load_data_only(trained, tmp_path):
+    root = trained["root"]
+    cfg = compose_config(
+        ["data=text", f"data.data_dir={trained['corpus']}", f"ckpt_path=[{trained['good']},{root}/evil.ckpt]"],
+        tmp_path / "eval",
+        config_name="eval",
+    )
+    with pytest.raises(CheckpointError, match=NOT_ALLOWED):
+        evaluate(cfg)
+    # without rnnreg's checkpoint IO (Lightning's own loader), ckpt_path= is still read as data only first
+    cfg = compose_config(
+        ["experiment=paper_small", *TINY, f"data.data_dir={trained['corpus']}", f"ckpt_path={root}/evil.ckpt"]
+        + ["~trainer.plugins"],
+        tmp_path / "train",
+    )
+    with pytest.raises(CheckpointError, match=NOT_ALLOWED):
+        train(cfg)
+    assert not trained["marker"].exists() and not (tmp_path / "train/checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("truncated", r"is not a readable checkpoint \(truncated or another format"),
+        ("text", r"is not a readable checkpoint \(truncated or another format"),
+        ("tensor", r"is not a rnnreg checkpoint \(no state_dict and hyper_parameters\)"),
+    ],
+    ids=["truncated", "text", "tensor"],
+)
+def test_unreadable_or_foreign_files_are_one_line_errors(trained, name, message):
+    with pytest.raises(CheckpointError, match=message):
+        load_task(str(trained["root"] / f"{name}.ckpt"))
+
+
+def test_a_truncated_checkpoint_is_one_line_on_the_command_line(trained):
+    status, stderr = trained["cli"]["truncated"]
+    assert status == 2 and len(stderr) == 1, stderr
+    assert stderr[0].startswith(f"error: {trained['root']}/truncated.ckpt is not a readable checkpoint (truncated")
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("vocab", r"the checkpoint was trained on another vocabulary \((\d+) words\) than this data \(\1 words\)"),
+        ("shape", r"the checkpoint holds another model shape \(.*: \(.*16\) vs \(.*24\) here\)"),
+    ],
+)
+def test_resume_refuses_another_vocabulary_or_model_shape(trained, case, message):
+    root = trained["root"]
+    if case == "vocab":  # the same words in another order: the same size, other ids
+        ours = (trained["corpus"] / "train.txt").read_text().split()
+        theirs = (root / "reordered/train.txt").read_text().split()
+        assert set(ours) == set(theirs) and list(dict.fromkeys(ours)) != list(dict.fromkeys(theirs))
+    status, stderr = trained["cli"][case]
+    assert status == 2 and len(stderr) == 1, stderr
+    assert re.fullmatch(f"error: {message}: resume it .*", stderr[0]), stderr[0]
+    assert not list((root / case).rglob("*.ckpt"))  # nothing trained
+    metrics = json.loads((root / case / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["epochs"] == 0
+
+
+# -- resume into a new folder equals the uninterrupted run: best score, best model, early stopping ---------------
+WORSE_LATER = (  # lr x10 after epoch 1: epochs 2 and 3 are worse than epoch 1 (and 3 worse than 2)
+    "optim.decay=0.1",
+    "optim.decay_start=1",
+    "trainer.gradient_clip_val=100",
+    "trainer.limit_train_batches=10",
+    "callbacks=early_stopping",
+    "callbacks.early_stopping.patience=2",
+    "test_ckpt=best",
+)
+SIGTERM = int(signal.SIGTERM)
+TIMING = {"train_seconds", "words_per_second", "words_per_second_median_step", "words_per_second_last_epoch"}
+
+
+def test_resume_in_a_new_folder_keeps_the_best_checkpoint_and_early_stopping(tiny_cfg, tmp_path):
+    whole = train(tiny_cfg(*WORSE_LATER, "trainer.max_epochs=4", run="whole"))
+    assert whole["epochs"] == 3 and whole["best_val_ppl"] < whole["val_ppl"]  # stopped: 2 epochs worse than 1
+    train(tiny_cfg(*WORSE_LATER, "trainer.max_epochs=1", "test=false", run="first"))
+    resumed = train(
+        tiny_cfg(
+            *WORSE_LATER, "trainer.max_epochs=4", f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt", run="second"
+        )
+    )
+    assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in whole.items() if k not in TIMING}
+    on_disk = json.loads((tmp_path / "second/metrics.json").read_text())
+    assert {k: v for k, v in on_disk.items() if k not in TIMING} == {
+        k: v for k, v in json.loads((tmp_path / "whole/metrics.json").read_text()).items() if k not in TIMING
+    }
+    # the best model is in the new folder (a copy: the earlier run may be deleted), and it is epoch 1's
+    a, b = (torch.load(tmp_path / f"{run}/checkpoints/best.ckpt", weights_only=True) for run in ("whole", "second"))
+    assert a["epoch"] == b["epoch"] == 0
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), name
+    last = torch.load(tmp_path / "second/checkpoints/last.ckpt", weights_only=True)
+    best = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("BestCheckpoint"))]
+    assert best["best_model_path"] == str(tmp_path / "second/checkpoints/best.ckpt")
+    stopping = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("EarlyStopping"))]
+    assert stopping["wait_count"] == 2 and float(stopping["best_score"]) == whole["best_val_ppl"]
+
+
+# -- pre-emption at any point: a non-zero exit and metrics.json saying what happened --------------------------
+def test_sigterm_while_the_run_is_being_set_up_is_recorded(tiny_cfg, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        train(tiny_cfg("+callbacks.stop._target_=helpers.SignalWhileBuilding", f"+callbacks.stop.signum={SIGTERM}"))
+    assert exit_.value.code == 143
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["resume"] == "no checkpoint was written"
+    assert not (tmp_path / "run" / RunLock.NAME).exists()
+
+
+# -- one live run per folder ------------------------------------------------------------------------------------
+def test_a_second_run_in_a_live_runs_folder_stops_and_sigterm_during_the_test_is_recorded(tiny_corpus, tmp_path):
+    """Two real processes on one hydra.run.dir: the first (paused at the start of epoch 2) owns it, the second
+    stops at once with one line and writes nothing there. The first then gets SIGTERM during its final test:
+    exit 143 and metrics.json "interrupted" (it used to exit 0 without metrics.json)."""
+    run_dir, paused, go = tmp_path / "run", tmp_path / "paused", tmp_path / "go"
+    first = popen(
+        "rnnreg-train",
+        *train_args(tiny_corpus, run_dir, "trainer.max_epochs=2", "trainer.limit_train_batches=3"),
+        "+callbacks.pause._target_=helpers.PauseAtEpoch",
+        f"+callbacks.pause.paused={paused}",
+        f"+callbacks.pause.go={go}",
+        "+callbacks.stop._target_=helpers.SignalInTest",
+        f"+callbacks.stop.signum={SIGTERM}",
+    )
+    try:
+        deadline = time.time() + 240
+        while not paused.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert paused.exists(), first.communicate()[1][-3000:]
+        before = snapshot(run_dir)
+        assert (run_dir / RunLock.NAME).read_text().startswith(f"pid {first.pid}@")
+        for where in (run_dir, f"{run_dir}/sub/.."):  # the folder as given, and another spelling of it
+            status, stderr = finish(popen("rnnreg-train", *train_args(tiny_corpus, where, "trainer.max_epochs=1")))
+            assert status == 2 and stderr == [
+                f"error: {run_dir} is in use by another live rnnreg run (pid {first.pid}@{os.uname().nodename}): give "
+                f"this run another folder (hydra.run.dir=...), or wait for that run to end"
+            ]
+        assert snapshot(run_dir) == before  # nothing of the second run there (not even Hydra's .hydra/ or log)
+    finally:
+        go.touch()
+    status, _ = finish(first, error=False)
+    assert status == 143
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["error"].startswith("SIGTERM") and metrics["epochs"] == 2
+    assert torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
+    assert not (run_dir / RunLock.NAME).exists()  # released at the end, on failure too
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over_and_a_live_one_is_refused(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / RunLock.NAME).write_text("pid 999999@elsewhere\n")  # a run killed with SIGKILL leaves its file
+    metrics = train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"))
+    assert metrics["status"] == "completed" and not (run_dir / RunLock.NAME).exists()
+    with RunLock(tmp_path / "live"):  # a live owner (this process, through another open file)
+        in_use = f"{tmp_path}/live is in use by another live rnnreg run \\(pid {os.getpid()}@"
+        with pytest.raises(OutputError, match=in_use):
+            train(tiny_cfg("trainer.max_epochs=1", run="live"))
+        assert sorted(p.name for p in (tmp_path / "live").iterdir()) == [RunLock.NAME]
+    with pytest.raises(ValueError, match="optim.lr=0 must be positive"):  # a failed run releases it too
+        train(tiny_cfg("optim.lr=0", run="failed"))
+    assert not (tmp_path / "failed" / RunLock.NAME).exists()
+
+
+def test_concurrent_writers_of_one_file_never_tear_it_nor_fail(tmp_path):
+    target, stop, seen, errors = tmp_path / "metrics.json", threading.Event(), set(), []
+    contents = {name: name * 200_000 for name in "ab"}
+
+    def writer(name: str) -> None:
+        def slowly(tmp: Path) -> None:
+            with open(tmp, "w") as f:
+                for i in range(0, len(contents[name]), 20_000):
+                    f.write(contents[name][i : i + 20_000])
+                    f.flush()
+
+        try:
+            for _ in range(40):
+                replace_atomically(target, slowly)
+        except Exception as err:  # a rename of a temporary file the other writer took, with a shared name
+            errors.append(err)
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(target.read_text())
+            except FileNotFoundError:
+                pass
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in "ab"]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+    assert not errors and seen <= set(contents.values()) and seen
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+# -- a write that fails: one line naming the folder and the cause, the previous checkpoint intact --------------
+def test_a_file_size_limit_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path):
+    """From epoch 2 no file may grow past 16 KiB (RLIMIT_FSIZE: writes fail with EFBIG, as on a full disk or
+    over a quota): the epoch-2 checkpoint cannot be written. Checkpoints are written beside their final name,
+    never in $TMPDIR (an empty folder here, still empty after), and no temporary file is left."""
+    run_dir, tmpdir = tmp_path / "run", tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    proc = popen(
+        "rnnreg-train",
+        *train_args(tiny_corpus, run_dir, "trainer.max_epochs=2", "trainer.limit_train_batches=3", "test=false"),
+        "+callbacks.limit._target_=helpers.FileSizeLimitFromEpoch",
+        "+callbacks.limit.limit=16384",
+        env={"TMPDIR": str(tmpdir)},
+        preexec_fn=lambda: os.umask(0o022),
+    )
+    status, stderr = finish(proc)
+    assert status == 2
+    assert re.fullmatch(
+        rf"error: could not write (best|last)\.ckpt in {run_dir}/checkpoints: File too large; free space or fix the "
+        rf"folder's permissions \(the previous \1\.ckpt, if any, is intact\)",
+        stderr[0],
+    ), stderr
+    for name in ("best", "last"):
+        good = torch.load(run_dir / f"checkpoints/{name}.ckpt", weights_only=True)
+        assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "File too large" in metrics["error"]
+    assert not any(tmpdir.iterdir())
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    for path in (run_dir / "metrics.json", run_dir / "checkpoints/last.ckpt"):  # as open() makes them (umask)
+        assert path.stat().st_mode & 0o777 == 0o644, path
