@@ -12,6 +12,10 @@
 #   next       what the first GPU session (2026-11-27) left open, in 9 min: profile (incl. the step-loop
 #              LSTM's same-update check), the step-loop LSTM (variational) with and without the graph, and
 #              paper_large in full with TF32 (est. 6 min: the table's missing row and TF32's first full run)
+#   stacked    issue 15 on a GPU, in 9 min: bench_stacked.py (K = 1, 4, 8, 15 medium members stacked vs one
+#              after another), the fused fast-step single run for reference, then the paper-scale placement
+#              ablation (ablation_placement_full: 5 placements x 3 seeds, medium, 39 epochs) stacked, in the
+#              time left (it saves a resumable group file every epoch: hydra.launcher.resume=true continues)
 #   cpu        a dry run of profile, bench and reproduce on the CPU (tiny runs; checks the script, not speed)
 #
 # BUDGET_S=540 bounds the whole script (seconds; 0 = no bound): each stage gets what is left minus what
@@ -79,10 +83,18 @@ case $what in
         stage profile 430 $PY benchmarks/profile_step.py --out "$out"
         stage bench_step_lstm 380 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph
         stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$out" --experiment paper_large speed.tf32=true ;;
+    stacked)
+        stage bench_stacked 400 $PY benchmarks/bench_stacked.py --device cuda --members 1 4 8 15 --hidden 650 \
+            --bptt 35 --batch 20 --windows 20 --out "$out/bench_stacked.json"
+        stage bench_fused_single 360 $PY "${bench[@]}" --sizes medium --sides rnnreg
+        stage ablation_full_stacked 0 $PY -m rnnreg.train -m experiment=ablation_placement_full hydra/launcher=stacked \
+            trainer.accelerator=gpu "hydra.sweep.dir=$out/ablation_full" ;;
     cpu)
+        stage bench_stacked 0 $PY benchmarks/bench_stacked.py --members 1 2 --hidden 16 --vocab 50 --windows 2 \
+            --warmup 1 --out "$out/bench_stacked.json"
         stage profile 0 $PY benchmarks/profile_step.py --out "$out" --device cpu --sizes medium --windows 2
         stage bench 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium --concurrent 2
         stage reproduce 0 $PY benchmarks/reproduce.py --out "$out" --accelerator cpu trainer.max_epochs=1 \
             trainer.limit_train_batches=4 trainer.limit_val_batches=2 trainer.limit_test_batches=2 ;;
-    *) echo "unknown stage $what: all, next, profile, bench, reproduce or cpu" >&2; exit 2 ;;
+    *) echo "unknown stage $what: all, next, stacked, profile, bench, reproduce or cpu" >&2; exit 2 ;;
 esac

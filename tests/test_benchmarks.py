@@ -100,3 +100,28 @@ def test_profile_step_dry_run(ptb_dir, tmp_path):
         "fast_graph_bf16",
     }
     assert (tmp_path / "profile_step_kernels.txt").read_text().count("eager fast step") == 1
+
+
+def test_bench_stacked_dry_run(ptb_dir, tmp_path):
+    """The stacked-sweep benchmark (gpu_check.sh stacked) runs and writes one row per K."""
+    out = tmp_path / "bench_stacked.json"
+    bench(
+        "bench_stacked.py",
+        "--members",
+        "1",
+        "2",
+        "--hidden",
+        "8",
+        "--vocab",
+        "30",
+        "--windows",
+        "2",
+        "--warmup",
+        "1",
+        "--out",
+        str(out),
+        data_dir=ptb_dir,
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["members"] for row in rows] == [1, 2]
+    assert all(row["stacked_wps"] > 0 and row["sequential_step_wps"] > 0 for row in rows)
