@@ -13,6 +13,8 @@ from helpers import TINY, compose_config, write_corpus
 from rnnreg.data import ensure_files
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Console scripts started by tests find the tests' helper callbacks (+callbacks.x._target_=helpers.X).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture

@@ -132,3 +132,32 @@ class FileSizeLimitFromEpoch(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch:
             resource.setrlimit(resource.RLIMIT_FSIZE, (self.limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+class ReadOnlyFromEpoch(L.Callback):
+    """From the start of epoch `epoch` (0-based) `folder` takes no new files: `chattr +i` (immutable, refused
+    even to root, who ignores permission bits). The test undoes it."""
+
+    def __init__(self, folder: str, epoch: int = 1):
+        self.folder, self.epoch = folder, epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            subprocess.run(["chattr", "+i", self.folder], check=True)
+
+
+class FillDiskFromEpoch(L.Callback):
+    """From the start of epoch `epoch` (0-based) the filesystem holding `filler` is full: one file takes all
+    the space left (the test mounts a small tmpfs there)."""
+
+    def __init__(self, filler: str, epoch: int = 1):
+        self.filler, self.epoch = filler, epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            with open(self.filler, "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 16))
+                except OSError:  # ENOSPC: full
+                    pass

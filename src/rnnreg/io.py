@@ -125,6 +125,7 @@ class RunLock:
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / self.NAME
         self.fd: int | None = None
+        self.made_folder = False  # removed again at release when the run left nothing in it (bad input)
 
     @classmethod
     def in_use(cls, folder: str | Path) -> str | None:
@@ -152,6 +153,7 @@ class RunLock:
 
     def acquire(self, tries: int = 20) -> None:
         try:
+            self.made_folder = not self.path.parent.exists()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             while True:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -184,6 +186,11 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # while still held: nobody takes an unlinked lock (see acquire)
             os.close(self.fd)
             self.fd = None
+            if self.made_folder:
+                try:
+                    self.path.parent.rmdir()  # only if empty
+                except OSError:
+                    pass
 
     def __enter__(self) -> RunLock:
         self.acquire()

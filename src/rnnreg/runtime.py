@@ -111,6 +111,7 @@ def hydra_entry(config_name: str) -> Callable:
 
         @functools.wraps(fn)
         def main() -> Any:
+            find_our_hydra_plugins()
             args = sys.argv[1:]
             try:
                 check_group_options(args)
@@ -129,6 +130,18 @@ def hydra_entry(config_name: str) -> Callable:
         return main
 
     return decorate
+
+
+def find_our_hydra_plugins() -> None:
+    """Hydra finds launchers in the `hydra_plugins` namespace package. An editable install (make install)
+    maps our src/ folders through an import hook that Hydra's plugin scan does not see, so our plugins
+    (hydra/launcher=stacked) are added to the namespace's path here; a wheel installs them where they are
+    found anyway."""
+    import hydra_plugins
+
+    ours = Path(__file__).resolve().parents[1] / "hydra_plugins"
+    if ours.is_dir() and str(ours) not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(str(ours))
 
 
 def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
