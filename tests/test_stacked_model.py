@@ -67,8 +67,10 @@ def train_stacked(net, data, lr, clip, weight_decay=None, active=None, state=Non
     for x, y in data:
         logits, state = net(x, state)
         nll = member_nll(logits, y)
-        grads = torch.autograd.grad((nll * x.size(-2)).sum(), params)
-        norms = stacked_clip_and_sgd_(params, grads, lr, clip, weight_decay, active)
+        (nll * x.size(-2)).sum().backward()  # each parameter its own .grad, as the launcher's loop
+        norms = stacked_clip_and_sgd_(params, [p.grad for p in params], lr, clip, weight_decay, active)
+        for p in params:
+            p.grad = None
         history.append((nll.detach(), norms))
     return history, state
 

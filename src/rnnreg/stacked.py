@@ -283,24 +283,6 @@ def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nll.view(members, -1).mean(1)
 
 
-def unshared(grads: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-    """The gradients, none overlapping another in memory (the in-place clip and update would otherwise scale
-    a shared one twice). Disjoint views of one buffer are left as they are: no copy. (Was rnnreg.fast's,
-    removed there by the restructure; the stacked update still guards against it.)"""
-    taken: list[tuple[int, int, int]] = []  # (storage, first byte, last byte + 1) of each kept gradient
-    out = []
-    for g in grads:
-        storage, first = g.untyped_storage().data_ptr(), g.storage_offset() * g.element_size()
-        extent = 1 + sum((size - 1) * stride for size, stride in zip(g.shape, g.stride())) if g.numel() else 0
-        span = (storage, first, first + extent * g.element_size())
-        if any(s == span[0] and lo < span[2] and span[1] < hi for s, lo, hi in taken):
-            g = g.clone()
-            span = (g.untyped_storage().data_ptr(), 0, g.numel() * g.element_size())
-        taken.append(span)
-        out.append(g)
-    return out
-
-
 def per_member(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A (K,) value as (K, 1, ...) to broadcast against the stacked tensor `like`."""
     return value.view(-1, *[1] * (like.dim() - 1))
@@ -317,12 +299,12 @@ def stacked_clip_and_sgd_(
 ) -> torch.Tensor:
     """Each member's clip_grad_norm_ + SGD step, as tensor ops with no host sync (capturable in a CUDA graph).
 
-    params, grads: stacked (K, ...) tensors; the grads are scaled in place. lr, clip, weight_decay: (K,)
+    params, grads: stacked (K, ...) tensors; the grads are scaled in place, so none may share memory with
+    another (each parameter's own .grad, as backward() gives them). lr, clip, weight_decay: (K,)
     (weight_decay None: none for anyone, one pass fewer); active: (K,) bool, an inactive member (diverged,
     stopped) keeps its weights exactly. Returns each member's global gradient norm (K,). Nothing mixes
     members, so a non-finite gradient of one member never reaches another's weights.
     """
-    grads = unshared(tuple(grads))
     members = grads[0].size(0)
     # each member's slices' norms in one foreach call, then the norm of each member's norms: clip_grad_norm_'s
     # reduction per member, so the norm (and with it the clipped update) rounds as the single model's
