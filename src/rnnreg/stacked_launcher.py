@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, filter_overrides, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -189,6 +190,13 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     ignored = sorted({name for job in jobs for name in (job.plain.get("logger") or {}) if name != "csv"})
     if ignored:
         print(f"warning: hydra/launcher=stacked writes csv/metrics.csv only; logger {ignored} not used", flush=True)
+    accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        print(
+            "warning: on a CPU a stacked group trains slower than its jobs one after another "
+            "(docs/measurements.md); the default launcher is the faster choice there",
+            flush=True,
+        )
     for i, group in enumerate(groups, first):
         print(describe(group, i), flush=True)
         try:
