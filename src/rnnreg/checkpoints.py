@@ -1,0 +1,153 @@
+"""Checkpoint callbacks: best.ckpt carried over a resume into a new folder, last.ckpt written once per
+state (a hard link to best.ckpt when both hold it), and a resumable last.ckpt on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+from weakref import proxy
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+from rnnreg.errors import OutputError
+from rnnreg.io import AtomicCheckpointIO, replace_atomically
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Ctrl-C or SIGTERM (pre-emption): save a resumable checkpoints/last.ckpt before exiting.
+
+    The first Ctrl-C is turned into Lightning's SIGTERM stop: training ends after the current window and
+    the checkpoint holds an exact mid-epoch position (weights, stream position, carried state, RNG); a
+    second Ctrl-C interrupts at once. Other exceptions (a diverged loss, a bug) leave the last good
+    checkpoint alone. (Lightning's OnExceptionCheckpoint saves on every exception and makes fit resume
+    from "last" implicitly.)"""
+
+    def __init__(self, dirpath: str, filename: str = "last") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self.ctrl_c = False  # the run was stopped by Ctrl-C (exit status 130 rather than 143)
+        self.previous_handler = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.stop_after_this_window)
+
+    def stop_after_this_window(self, signum, frame) -> None:
+        self.restore_handler()  # a second Ctrl-C raises KeyboardInterrupt at once
+        self.ctrl_c = True
+        rank_zero_info(
+            "\nCtrl-C: stopping after this window and saving a resumable checkpoint (Ctrl-C again to abort at once)"
+        )
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own graceful stop at the next window boundary
+
+    def restore_handler(self) -> None:
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.restore_handler()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.restore_handler()
+        # during fit only: a stop in the final test (whose weights may be best.ckpt's) must not replace last.ckpt
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == TrainerFn.FITTING:
+            trainer.save_checkpoint(self.path)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """checkpoints/best.ckpt, kept across a resume into another folder. Lightning forgets the best score when
+    the run folder changes ("dirpath has changed ... won't be reloaded"), so a resumed run would report
+    another best and test another model than the uninterrupted run. Here the earlier run's best checkpoint
+    file(s) are copied into this run's checkpoints/ and the score and paths restored pointing at the copies:
+    best_val_ppl and test_ckpt=best are those of the uninterrupted run. When the earlier files are gone, it
+    warns and starts a new best (as Lightning does)."""
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._resuming_trainer = trainer  # load_state_dict, called next, is not given the trainer
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        trainer = getattr(self, "_resuming_trainer", None)
+        old = state_dict.get("dirpath")
+        if (
+            trainer is None
+            or old is None
+            or self.dirpath is None
+            or os.path.abspath(old) == os.path.abspath(self.dirpath)
+        ):
+            return super().load_state_dict(state_dict)
+
+        def moved(path: str) -> str:
+            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+        sources = [p for p in state_dict.get("best_k_models", {}) if p] or [state_dict.get("best_model_path", "")]
+        sources = [p for p in sources if p]
+        found = all(os.path.isfile(p) for p in sources)
+        if trainer.is_global_zero and found:
+            for source in sources:
+                replace_atomically(moved(source), lambda tmp, source=source: shutil.copyfile(source, tmp))
+        found = trainer.strategy.broadcast(found)
+        trainer.strategy.barrier("best_checkpoint_copied")
+        if not found:
+            rank_zero_warn(
+                f"the resumed run's best checkpoint ({', '.join(sources)}) is gone: best_val_ppl and "
+                f"test_ckpt=best will only count the epochs from here on"
+            )
+            return
+        self.best_model_score = state_dict["best_model_score"]
+        self.best_model_path = moved(state_dict["best_model_path"])
+        self.best_k_models = {moved(p): v for p, v in state_dict.get("best_k_models", {}).items()}
+        self.kth_best_model_path = moved(state_dict.get("kth_best_model_path", ""))
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
+        self.current_score = state_dict.get("current_score")
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """checkpoints/last.ckpt after every epoch, written once per state: when another checkpoint callback
+    (best.ckpt) has just saved this same step, last.ckpt becomes a hard link to that file instead of a
+    second copy of the model. It links only when every write goes to a new file that is renamed into
+    place (AtomicCheckpointIO, the default), so that a later write of either name leaves the other's
+    contents as they were; with another checkpoint IO, or where the filesystem has no hard links, it
+    writes its own copy."""
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        saved = [
+            path
+            for c in trainer.checkpoint_callbacks
+            if c is not self
+            and getattr(c, "_last_global_step_saved", None) == trainer.global_step
+            and (path := getattr(c, "_last_checkpoint_saved", ""))
+        ]
+        atomic = isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+        if not (saved and atomic and self.link(trainer, saved[0], filepath)):
+            return super()._save_checkpoint(trainer, filepath)
+        self._last_global_step_saved, self._last_checkpoint_saved = trainer.global_step, filepath
+        if trainer.is_global_zero:  # as after a write (W&B's log_model uploads it)
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old = state_dict.get("dirpath")
+        if old is None or self.dirpath is None or os.path.abspath(old) == os.path.abspath(self.dirpath):
+            super().load_state_dict(state_dict)
+        # resumed into another folder: nothing to keep (last.ckpt is written again at the next epoch's end)
+
+    @staticmethod
+    def link(trainer, source: str, filepath: str) -> bool:
+        def hard_link(tmp: Path) -> None:
+            tmp.unlink(missing_ok=True)
+            os.link(source, tmp)
+
+        linked = True
+        if trainer.is_global_zero:
+            try:
+                replace_atomically(filepath, hard_link)
+            except OutputError:
+                linked = False
+        return trainer.strategy.broadcast(linked)
