@@ -115,8 +115,9 @@ class LMProgressBar(RichProgressBar):
     """Rich progress bar with the running training loss, perplexity, words/s and the whole run's ETA
     (training and validation of every remaining epoch, from SpeedMonitor's measured times).
 
-    Lightning asks for the metrics after every window; the loss is read from the device (a host sync on a
-    GPU) at most every `refresh_rate` windows, and at the latest after `log_every_n_steps` windows."""
+    Lightning asks for the metrics after every window; the loss is read every `refresh_rate` windows on a
+    CPU, and on a GPU (where a read is a host sync that drains the queued windows) every
+    `log_every_n_steps` windows, as the logger reads it."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -124,6 +125,8 @@ class LMProgressBar(RichProgressBar):
         self.loss_step = -1  # trainer.global_step when loss_text was read
 
     def read_interval(self, trainer) -> int:
+        if trainer.strategy.root_device.type != "cpu":
+            return max(1, trainer.log_every_n_steps)
         return max(1, min(self.refresh_rate or trainer.log_every_n_steps, trainer.log_every_n_steps))
 
     def get_metrics(self, trainer, pl_module) -> dict:
