@@ -3,7 +3,8 @@
 The same training step as rnnreg-train and hydra/launcher=stacked (forward, the summed-over-time objective,
 backward, clipped SGD, state carried), on random token windows, timed over `--windows` windows after
 `--warmup`. "sequential" trains K single models (LSTMLanguageModel, model.lstm=step and the fused nn.LSTM)
-one after another; "stacked" trains them as one StackedLanguageModel. Words/s counts every member's words.
+one after another; "stacked" trains them as one StackedLanguageModel with the launcher's
+step (rnnreg.stacked_step: a CUDA graph on a GPU). Words/s counts every member's words.
 
     python benchmarks/bench_stacked.py --members 1 4 8 --hidden 200 --bptt 20 --batch 20 --windows 20
 """
@@ -20,7 +21,9 @@ import torch.nn.functional as F
 
 from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import clip_and_sgd_
-from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll, stacked_clip_and_sgd_
+from rnnreg.runtime import keep_freed_memory
+from rnnreg.stacked import MemberSpec, StackedLanguageModel
+from rnnreg.stacked_step import StackedStep
 
 
 def windows(vocab: int, bptt: int, batch: int, count: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -61,19 +64,14 @@ def time_stacked(args, data, device) -> float:
     k = args.members_now
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, [MemberSpec(seed=i) for i in range(k)])
     model.to(device)
-    params = list(model.parameters())
-    lr, clip = torch.ones(k, device=device), torch.full((k,), 5.0, device=device)
-    active = torch.ones(k, dtype=torch.bool, device=device)
-    state = None
+    clip = torch.full((k,), 5.0, device=device)
+    step = StackedStep(model, (args.bptt, args.batch), clip, None, device, graph=not args.no_graph)
+    lrs = [1.0] * k
     for i, (x, y) in enumerate(data):
         if i == args.warmup:
             sync(device)
             start = time.perf_counter()
-        logits, state = model(x, state)
-        (member_nll(logits, y) * x.size(0)).sum().backward()
-        stacked_clip_and_sgd_(params, [p.grad for p in params], lr, clip, None, active)
-        for p in params:
-            p.grad = None
+        step(x, y, lrs)
     sync(device)
     return time.perf_counter() - start
 
@@ -90,10 +88,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-graph", action="store_true", help="on CUDA: the stacked step eagerly, no CUDA graph")
     parser.add_argument("--out", default="bench_stacked.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # as hydra/launcher=stacked (speed.keep_freed_memory): every buffer from the heap, none page-faulted back in
+    # each window (for the single models, measured the same as rnnreg-train's 32 MiB threshold)
+    keep_freed_memory(any_size=True)
     device = torch.device(args.device)
     data = windows(args.vocab, args.bptt, args.batch, args.warmup + args.windows, device)
     words = args.windows * args.bptt * args.batch

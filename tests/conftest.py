@@ -47,3 +47,10 @@ def ptb_dir(ptb_config) -> Path:
     folder = Path(ptb_config.data_dir)
     ensure_files(folder, ptb_config.files, ptb_config.url_base)
     return folder
+
+
+@pytest.fixture
+def no_wandb_credentials(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))

@@ -122,6 +122,17 @@ def test_progress_bar_loss_is_fresh_and_eta_covers_the_run(tiny_cfg):
     assert reader.shown[-1][4] > 0 and reader.shown[-1][5] > 0  # measured: a window, the first validation
 
 
+def test_progress_bar_can_be_switched_off(tiny_corpus, tmp_path, capsys):
+    # Lightning refuses a progress bar callback under enable_progress_bar=false: ours is then left out
+    tiny = [o for o in TINY if o != "callbacks.progress_bar=null"]
+    overrides = ["experiment=paper_small", *tiny, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    cfg = compose_config(overrides, tmp_path / "run")
+    assert cfg.callbacks.progress_bar and not cfg.trainer.enable_progress_bar  # what a user's command gives
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and math.isfinite(metrics["val_ppl"])
+    assert "loss=" not in capsys.readouterr().err
+
+
 # -- console scripts: fast --help, one-line errors -------------------------------------------------
 def test_help_and_completion_do_not_import_torch():
     proc = run("rnnreg-train", "--help")

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import TINY, compose_config, run, write_corpus
+from helpers import TINY, compose_config, run, wandb_runs, write_corpus
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint
 from rnnreg.stacked_launcher import check_stackable, group_jobs, group_key
@@ -142,6 +142,67 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
             torch.testing.assert_close(ours[key], single[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("index", range(len(GOOD)))
+def test_member_checkpoint_holds_its_jobs_training_state(stacked, alone, index):
+    """A member's last.ckpt holds what its job run alone saves: loops, optimiser, schedule, callbacks."""
+    ours, theirs = (load_checkpoint(sweep / str(index) / "checkpoints" / "last.ckpt") for sweep in (stacked, alone))
+    assert ours.keys() - {"stacked"} == theirs.keys() - {"rng"}  # the masks' stream is the group's, not a run's
+    for key in ("epoch", "global_step", "loops", "lr_schedulers", "hparams_name", "train_window"):
+        assert ours[key] == theirs[key], key
+    assert ours["optimizer_states"][0]["param_groups"] == theirs["optimizer_states"][0]["param_groups"]
+    assert ours["callbacks"].keys() == theirs["callbacks"].keys()
+    for key, state in theirs["callbacks"].items():
+        for name, value in state.items():
+            if isinstance(value, str) and value.startswith(str(alone)):  # paths: each in its own job folder
+                assert ours["callbacks"][key][name] == value.replace(str(alone), str(stacked)), (key, name)
+            elif isinstance(value, torch.Tensor):
+                torch.testing.assert_close(ours["callbacks"][key][name], value, rtol=1e-5, atol=0), (key, name)
+            elif name not in ("train_seconds", "best_k_models"):
+                assert ours["callbacks"][key][name] == value, (key, name)
+
+
+def test_member_checkpoint_continues_as_a_separate_run(stacked, setup, tmp_path):
+    """ckpt_path= a member's checkpoint: its job goes on as a single run, from the member's epoch."""
+    job = stacked / "1"
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())  # the job's, +member=b
+    run(
+        "rnnreg-train", *overrides, f"hydra.searchpath=[file://{setup.root / 'conf'}]", "trainer.max_epochs=4",
+        f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'continued'}",
+    )  # fmt: skip
+    continued = json.loads((tmp_path / "continued" / "metrics.json").read_text())
+    assert continued["status"] == "completed" and continued["epochs"] == 4
+    lrs = losses(tmp_path / "continued", "train/lr")
+    assert lrs == [0.5]  # the member's lr for its 4th epoch, the schedule restored (lr 0.5, no decay yet)
+    assert continued["best_val_ppl"] <= metrics(job)["best_val_ppl"]  # the member's best score carried over
+
+
+def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup):
+    """SIGTERM after window 2: the member's last.ckpt holds what its job run alone saves there (loops, the
+    window reached, the carried state and NLL sums), so ckpt_path= resumes it mid-epoch."""
+    stacked, alone = setup.root / "sigterm_stacked", setup.root / "sigterm_alone"
+    args = ["rnnreg-train", *setup.cli, "+member=a"]
+    proc = run(args[0], "-m", *args[1:], "hydra/launcher=stacked", "hydra.launcher.stop_after_windows=2",
+               f"hydra.sweep.dir={stacked}", check=False)  # fmt: skip
+    assert proc.returncode == 128 + signal.SIGTERM
+    proc = run(*args, "+callbacks.signal_at._target_=helpers.SignalAt", "+callbacks.signal_at.window=2",
+               f"+callbacks.signal_at.signum={int(signal.SIGTERM)}", f"hydra.run.dir={alone}", check=False)  # fmt: skip
+    assert proc.returncode == 128 + signal.SIGTERM
+    ours, theirs = (
+        load_checkpoint(stacked / "0/checkpoints/last.ckpt"),
+        load_checkpoint(alone / "checkpoints/last.ckpt"),
+    )
+    assert ours["train_window"] == theirs["train_window"] == 2
+    for key in ("epoch", "global_step", "loops", "lr_schedulers"):
+        assert ours[key] == theirs[key], key
+    for mine, single in zip(ours["train_carry"]["state"], theirs["train_carry"]["state"]):
+        torch.testing.assert_close(mine, single, rtol=1e-5, atol=1e-6)
+    for key in ("nll_sum", "tokens"):
+        torch.testing.assert_close(
+            ours["train_carry"][key].double(), theirs["train_carry"][key].double(), rtol=1e-5, atol=0
+        )
+
+
 def test_early_stopping_member_tested_on_its_best_weights(stacked, alone):
     es = GOOD.index("es")
     history = losses(stacked / str(es), "val/ppl")
@@ -218,3 +279,37 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
         ours, uninterrupted = weights(sweep / str(i)), weights(reference_job)
         assert all(torch.equal(ours[k], uninterrupted[k]) for k in ours), i
     assert metrics(sweep / "4")["status"] == "completed" and metrics(sweep / "5")["status"] == "failed"
+
+
+# -- W&B: one run per job, as the basic launcher's ----------------------------------------------------------
+def test_wandb_one_run_per_member(setup, no_wandb_credentials):
+    sweep = setup.root / "wandb"
+    run(
+        "rnnreg-train", "-m", *setup.cli, "hydra/launcher=stacked", "logger=wandb", "logger.wandb.log_model=true",
+        "trainer.max_epochs=2", "tags=[stacked]", "dropout=none,non_recurrent,recurrent", "dropout.p=0.3",
+        f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    runs = wandb_runs(sweep)  # exactly one offline run in each job's folder
+    placements = ["none", "non_recurrent", "recurrent"]
+    assert {r["group"] for r in runs.values()} == {"paper_small/wandb"}  # one group per sweep
+    assert [runs[job]["job_type"] for job in "012"] == placements
+    assert [runs[job]["name"] for job in "012"] == [f"dropout={p}" for p in placements]
+    for job, placement in zip("012", placements):
+        wandb_run, result = runs[job], metrics(sweep / job)
+        assert wandb_run["exit_code"] == 0 and wandb_run["summary"]["status"] == "completed"
+        assert wandb_run["config"]["choices"]["dropout"] == placement and wandb_run["config"]["tags"] == ["stacked"]
+        dropout = wandb_run["config"]["dropout"]  # the job's own resolved config
+        expected = {"none": (0.0, 0.0), "non_recurrent": (0.3, 0.0), "recurrent": (0.0, 0.3)}[placement]
+        assert (dropout["output"], dropout["recurrent"]) == expected
+        assert wandb_run["summary"]["test_ppl"] == result["test_ppl"]
+        val = [row["val/ppl"] for row in wandb_run["history"] if "val/ppl" in row]
+        assert val == losses(sweep / job, "val/ppl") and len(val) == 2  # the member's own, as in its csv
+        assert [row["train/lr"] for row in wandb_run["history"] if "train/lr" in row] == [1.0, 1.0]
+        # offline, log_model keeps the member's checkpoints: one version when last is best, else two
+        artifacts = wandb_run["artifacts"]
+        assert {a["type"] for a in artifacts} == {"model"} and len({a["name"] for a in artifacts}) == 1
+        aliases = [alias for a in artifacts for alias in a["aliases"]]
+        assert "best" in aliases and "last" in aliases
+        same = (sweep / job / "checkpoints/best.ckpt").samefile(sweep / job / "checkpoints/last.ckpt")
+        assert len(artifacts) == (1 if same else 2)
+    assert len({runs[job]["summary"]["test_ppl"] for job in "012"}) == 3

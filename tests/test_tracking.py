@@ -9,7 +9,7 @@ import matplotlib.image
 import pytest
 import yaml
 
-from helpers import TINY, run
+from helpers import TINY, read_wandb_run, run, wandb_runs
 from rnnreg.report import collect, plot_groups
 
 
@@ -22,78 +22,6 @@ def tiny_cli(tiny_corpus: Path) -> list[str]:
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=20",
     ]
-
-
-@pytest.fixture
-def no_wandb_credentials(tmp_path, monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-
-
-def wandb_log_records(raw: bytes):
-    """Payloads of a .wandb transaction log: a 7-byte header (":W&B", magic, version), then 32 KiB blocks of
-    records (crc32, little-endian u16 length, type 1 full / 2 first / 3 middle / 4 last)."""
-    assert raw[:4] == b":W&B", "not a W&B transaction log"
-    pos, block, pending = 7, 32 * 1024, b""
-    while pos + 7 <= len(raw):
-        if block - pos % block < 7:  # the block's tail is padding
-            pos += block - pos % block
-            continue
-        length, kind = int.from_bytes(raw[pos + 4 : pos + 6], "little"), raw[pos + 6]
-        payload = raw[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 0:
-            continue
-        pending = payload if kind in (1, 2) else pending + payload
-        if kind in (1, 4):
-            yield pending
-            pending = b""
-
-
-def read_wandb_run(run_dir: Path) -> dict:
-    """Config, metric history, summary, exit status, the run's name, group, job type and tags, and its
-    artifacts, read back from the run's own .wandb file with wandb's reader (offline runs keep them there
-    until `wandb sync`)."""
-    from wandb.proto import wandb_internal_pb2
-
-    def key(item) -> str:
-        return item.key or ".".join(item.nested_key)
-
-    run = {"config": {}, "history": [], "summary": {}, "exit_code": None, "artifacts": []}
-    for data in wandb_log_records(next(run_dir.glob("*.wandb")).read_bytes()):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            run["history"].append({key(item): json.loads(item.value_json) for item in record.history.item})
-        elif kind == "config":
-            run["config"] |= {key(item): json.loads(item.value_json) for item in record.config.update}
-        elif kind == "summary":
-            run["summary"] |= {key(item): json.loads(item.value_json) for item in record.summary.update}
-        elif kind == "exit":
-            run["exit_code"] = record.exit.exit_code
-        elif kind == "run":
-            info = record.run
-            run |= {"name": info.display_name, "group": info.run_group, "job_type": info.job_type}
-            run["tags"] = list(info.tags)
-        elif kind == "artifact":
-            files = [(entry.local_path, entry.size) for entry in record.artifact.manifest.contents]
-            run["artifacts"].append(
-                {"name": record.artifact.name, "type": record.artifact.type, "aliases": list(record.artifact.aliases)}
-                | {"files": files}
-            )
-    return run
-
-
-def wandb_runs(sweep: Path) -> dict[str, dict]:
-    """Each job's one offline W&B run, read back, by job number."""
-    runs = {}
-    for job in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
-        found = list((job / "wandb").glob("offline-run-*"))
-        assert len(found) == 1, job
-        runs[job.name] = read_wandb_run(found[0])
-    return runs
 
 
 def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credentials):

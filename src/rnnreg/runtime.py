@@ -222,18 +222,20 @@ def plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def keep_freed_memory(max_chunk: int = 32 << 20) -> bool:
-    """glibc only: serve tensors up to `max_chunk` bytes from the heap and never trim it, so the large
-    activation and gradient buffers freed every step are reused instead of being returned to the OS and
-    page-faulted back in on the next step. Returns whether
+def keep_freed_memory(max_chunk: int = 32 << 20, any_size: bool = False) -> bool:
+    """glibc only: serve tensors up to `max_chunk` bytes (glibc's largest threshold) from the heap and never
+    trim it, so the large activation and gradient buffers freed every step are reused instead of being
+    returned to the OS and page-faulted back in on the next step. any_size: every size from the heap (no
+    mmap at all), for a stacked group whose logits and gradients are K times a single run's. Returns whether
     the setting took effect (False on other C libraries, where nothing changes)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, max_chunk)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4
+    ok = bool(mallopt(m_mmap_threshold, max_chunk)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    return ok and (not any_size or bool(mallopt(m_mmap_max, 0)))
 
 
 # The config tree's top-level keys in this order first (the rest follow in the config's order).

@@ -187,9 +187,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         for job in group:
             print(f"    #{job.idx} : {' '.join(filter_overrides(job.overrides))}", flush=True)
     returns: dict[int, JobReturn] = {}
-    ignored = sorted({name for job in jobs for name in (job.plain.get("logger") or {}) if name != "csv"})
+    ignored = sorted({name for job in jobs for name in (job.plain.get("logger") or {}) if name not in ("csv", "wandb")})
     if ignored:
-        print(f"warning: hydra/launcher=stacked writes csv/metrics.csv only; logger {ignored} not used", flush=True)
+        print(f"warning: hydra/launcher=stacked logs to csv and wandb only; logger {ignored} not used", flush=True)
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
     if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
         print(

@@ -2,34 +2,35 @@
 
 Per member, exactly what its job run alone computes (rnnreg.train with model.lstm=step): the paper's
 objective, its own lr schedule, clip and weight decay, perplexities, best/last checkpoints, early stopping
-and divergence guard, the test in both protocols; written into the job's folder as a separate run would.
-A member that diverges or stops early stops changing; the others go on. SIGTERM / Ctrl-C stop the group
-at a window boundary with a resume file from which `hydra.launcher.resume=true` continues exactly.
+and divergence guard, the test in both protocols; written into the job's folder as a separate run would
+(rnnreg.stacked_outputs). A member that diverges or stops early stops changing; the others go on. The
+window itself is rnnreg.stacked_step (a CUDA graph on a GPU). SIGTERM / Ctrl-C stop the group at a window
+boundary with a resume file from which `hydra.launcher.resume=true` continues exactly.
 """
 
 from __future__ import annotations
 
-import csv
+import json
 import math
 import os
 import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
-import lightning as L
 import torch
-from omegaconf import OmegaConf
+from lightning.pytorch.callbacks import EarlyStopping
 
-from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
-from rnnreg.io import replace_atomically, write_json_atomic
+from rnnreg.errors import CheckpointError, ConfigError, TrainingDiverged
+from rnnreg.io import replace_atomically
+from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.runtime import instantiate, keep_freed_memory
-from rnnreg.signals import MAX_NLL
-from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll, stacked_clip_and_sgd_
+from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll
 from rnnreg.stacked_launcher import Job
+from rnnreg.stacked_outputs import JobFolder
+from rnnreg.stacked_step import StackedStep
 
 
 def limit_batches(count: int, limit) -> int:
@@ -56,6 +57,12 @@ def member_spec(cfg) -> MemberSpec:
     )
 
 
+def early_stopping(cfg) -> EarlyStopping | None:
+    """The job's EarlyStopping (callbacks=early_stopping), or None."""
+    spec = (cfg.get("callbacks") or {}).get("early_stopping")
+    return instantiate(spec) if spec and spec.get("_target_") else None
+
+
 @dataclass
 class Member:
     """One member's bookkeeping (plain data: it goes into the group's resume file as it is)."""
@@ -65,8 +72,7 @@ class Member:
     epochs: int = 0
     val_ppl: float | None = None
     best_val: float = math.inf
-    es_best: float = math.inf
-    es_wait: int = 0
+    early_stopping: dict | None = None  # its EarlyStopping's state_dict after the last epoch
     words: int = 0
     rows: list = field(default_factory=list)  # csv/metrics.csv rows, as Lightning's CSVLogger writes them
 
@@ -74,6 +80,7 @@ class Member:
 class GroupTrainer:
     def __init__(self, jobs: list[Job], group: int, resume_file: Path, stop_after_windows: int | None = None):
         self.jobs, self.group, self.resume_file = jobs, group, resume_file
+        self.folders = [JobFolder(job) for job in jobs]
         self.stop_after_windows = stop_after_windows
         cfg = self.cfg = jobs[0].cfg  # what every member shares
         for job in jobs:
@@ -89,20 +96,23 @@ class GroupTrainer:
         ).to(self.device)
         self.params = list(self.model.parameters())
         self.names = [name for name, _ in self.model.named_parameters()]
-        k = len(jobs)
 
-        def vec(values, dtype=torch.float32):
-            return torch.tensor(values, dtype=dtype, device=self.device)
+        def per_member(values):
+            return torch.tensor(values, dtype=torch.float32, device=self.device)
 
-        self.clip = vec([j.cfg.trainer.gradient_clip_val for j in jobs])
         decays = [j.cfg.optim.get("weight_decay", 0.0) for j in jobs]
-        self.weight_decay = vec(decays) if any(decays) else None
-        self.active = torch.ones(k, dtype=torch.bool, device=self.device)
+        self.step = StackedStep(
+            self.model,
+            (cfg.data.bptt, cfg.data.batch_size),
+            clip=per_member([j.cfg.trainer.gradient_clip_val for j in jobs]),
+            weight_decay=per_member(decays) if any(decays) else None,
+            device=self.device,
+            graph=bool(cfg.speed.get("cuda_graph", True)),
+        )
         self.members = [Member() for _ in jobs]
+        self.stoppers = [early_stopping(job.cfg) for job in jobs]
         self.best_params = [p.detach().clone() for p in self.params]  # each member's best validation weights
         self.epoch, self.window, self.global_step = 0, 0, 0
-        self.state = None
-        self.nll_sum = torch.zeros(k, dtype=torch.float64, device=self.device)
         self.tokens = 0
         self.train_seconds = self.fit_seconds = 0.0
         self.last_epoch_words_per_second = 0.0
@@ -122,6 +132,14 @@ class GroupTrainer:
             j.cfg.optim.lr * paper_lr_factor(epoch + 1, j.cfg.optim.decay, j.cfg.optim.decay_start) for j in self.jobs
         ]
 
+    def record(self, k: int, row: dict) -> None:
+        """A row of member k's csv/metrics.csv (written at the epoch's end), and to its W&B run."""
+        self.members[k].rows.append(row)
+        self.folders[k].log_metrics(row)
+
+    def running(self) -> list[bool]:
+        return [m.status == "running" for m in self.members]
+
     # -- training -------------------------------------------------------------------------------------
     def fit(self) -> None:
         cfg = self.cfg
@@ -131,52 +149,43 @@ class GroupTrainer:
         val, n_val = self.windows("valid", data.batch_size, eval_bptt, False, cfg.trainer.limit_val_batches)
         if n_train < 1 or n_val < 1:
             raise ConfigError("trainer.limit_train_batches / limit_val_batches leave no window: raise them")
+        self.n_train, self.n_val = n_train, n_val
+        check_every = 1 if self.device.type == "cpu" else self.log_every  # reading the device is a sync on CUDA
         fit_start = time.perf_counter() - self.fit_seconds
-        while self.epoch < cfg.trainer.max_epochs and bool(self.active.any()):
+        while self.epoch < cfg.trainer.max_epochs and any(self.running()):
             epoch, lrs = self.epoch, self.lrs(self.epoch)
-            lr = torch.tensor(lrs, dtype=torch.float32, device=self.device)
             if self.window == 0:
-                self.state = None
-                self.nll_sum.zero_()
+                self.step.carry(None)
+                self.step.nll_sum.zero_()
                 self.tokens = 0
                 for k, m in enumerate(self.members):
                     if m.status == "running":  # LearningRateMonitor's row at the epoch's start
-                        m.rows.append({"epoch": "", "step": self.global_step, "train/lr": lrs[k]})
+                        self.record(k, {"epoch": "", "step": self.global_step, "train/lr": lrs[k]})
             start = time.perf_counter()
             self.model.train()
             while self.window < n_train:
-                x, y = (t.to(self.device) for t in train[self.window])
-                logits, self.state = self.model(x, self.state)
-                nll = member_nll(logits, y)
-                (nll * x.size(0)).sum().backward()
-                loss = nll.detach()
-                bad = (~torch.isfinite(loss) | (loss > MAX_NLL)) & self.active
-                if bool(bad.any()):  # such a member stops before this update: its weights stay the last finite
-                    self.diverged(bad, loss)
-                stacked_clip_and_sgd_(
-                    self.params, [p.grad for p in self.params], lr, self.clip, self.weight_decay, self.active
-                )
-                for p in self.params:
-                    p.grad = None
-                self.nll_sum += loss.double() * y.numel()
+                x, y = train[self.window]
+                self.step(x.to(self.device), y.to(self.device), lrs)
                 self.tokens += y.numel()
                 self.window += 1
                 self.global_step += 1
+                if self.global_step % check_every == 0:
+                    self.check_failures()
                 if self.global_step % self.log_every == 0:
-                    values = loss.tolist()
+                    values = self.step.loss.tolist()
                     for k, m in enumerate(self.members):
                         if m.status == "running":
-                            m.rows.append({"epoch": epoch, "step": self.global_step - 1, "train/loss": values[k]})
+                            self.record(k, {"epoch": epoch, "step": self.global_step - 1, "train/loss": values[k]})
                 if self.stop_after_windows and self.global_step == self.stop_after_windows:
                     os.kill(os.getpid(), signal.SIGTERM)  # tests: a real signal, handled as a scheduler's
                 if self.stop_signal is not None and self.window < n_train:
+                    self.check_failures()
                     self.seconds(start)
                     self.fit_seconds = time.perf_counter() - fit_start
                     return
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
+            self.check_failures()  # a host sync: the epoch's windows are done
             epoch_seconds = self.seconds(start)
-            val_ppl = self.evaluate(val, n_val, data.batch_size)
+            val_ppl = self.evaluate(val, n_val)
             self.end_epoch(val_ppl, epoch_seconds)
             self.fit_seconds = time.perf_counter() - fit_start
             self.save_resume()
@@ -189,24 +198,25 @@ class GroupTrainer:
         self.train_seconds += elapsed
         return elapsed
 
-    def diverged(self, bad: torch.Tensor, loss: torch.Tensor) -> None:
-        for k in bad.nonzero().flatten().tolist():
-            m, job = self.members[k], self.jobs[k]
-            last = job.output_dir / "checkpoints" / "last.ckpt"
-            good = f"the last good checkpoint is {last}" if last.exists() else "no epoch completed, no checkpoint"
-            m.status, m.error = (
-                "failed",
-                (
-                    f"training loss became {float(loss[k])} at epoch {self.epoch + 1}, step {self.window + 1} "
-                    f"(global step {self.global_step}): lower optim.lr or trainer.gradient_clip_val; {good}"
-                ),
+    def check_failures(self) -> None:
+        """Members that diverged on the device since the last check: failed, with the window and loss."""
+        epoch_start = self.global_step - self.window
+        for k, (step, loss) in self.step.failures(self.running()).items():
+            folder = self.folders[k]
+            last = folder.last_checkpoint()
+            good = f"the last good checkpoint is {last}" if last else "no epoch completed, no checkpoint"
+            m = self.members[k]
+            m.status = "failed"
+            m.error = (
+                f"training loss became {loss} at epoch {self.epoch + 1}, step {step - epoch_start + 1} "
+                f"(global step {step}): lower optim.lr or trainer.gradient_clip_val; {good}"
             )
-            self.log(k, m.error)
-        self.active &= ~bad
+            folder.log(m.error)
 
     @torch.no_grad()
-    def evaluate(self, windows, count: int, streams: int, params: list[torch.Tensor] | None = None) -> list[float]:
-        """Every member's perplexity over `count` windows, the state carried from zeros."""
+    def evaluate(self, windows, count: int, params: list[torch.Tensor] | None = None) -> list[float]:
+        """Every member's perplexity over `count` windows, the state carried from zeros (on `params`, in
+        place of the trained weights, when given)."""
         saved = None
         if params is not None:
             saved = [p.detach().clone() for p in self.params]
@@ -227,108 +237,79 @@ class GroupTrainer:
         return (total / tokens).exp().tolist()
 
     def end_epoch(self, val_ppl: list[float], epoch_seconds: float) -> None:
-        train_ppl = (self.nll_sum / max(self.tokens, 1)).exp().tolist()
+        train_ppl = (self.step.nll_sum / max(self.tokens, 1)).exp().tolist()
         step = self.global_step - 1
         words = self.tokens
         self.last_epoch_words_per_second = words / epoch_seconds if epoch_seconds > 0 else 0.0
-        for k, (m, job) in enumerate(zip(self.members, self.jobs)):
+        for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             if m.status != "running":
                 continue
             m.epochs, m.val_ppl, m.words = self.epoch + 1, val_ppl[k], m.words + words
-            m.rows.append({"epoch": self.epoch, "step": step, "val/ppl": val_ppl[k]})
-            m.rows.append(
+            self.record(k, {"epoch": self.epoch, "step": step, "val/ppl": val_ppl[k]})
+            self.record(
+                k,
                 {
                     "epoch": self.epoch,
                     "step": step,
                     "train/epoch_seconds": epoch_seconds,
                     "train/ppl": train_ppl[k],
                     "train/words_per_sec": self.last_epoch_words_per_second,
-                }
+                },
             )
-            self.log(k, f"epoch {self.epoch + 1}: train ppl {train_ppl[k]:.2f}, val ppl {val_ppl[k]:.2f}")
+            folder.log(f"epoch {self.epoch + 1}: train ppl {train_ppl[k]:.2f}, val ppl {val_ppl[k]:.2f}")
             improved = val_ppl[k] < m.best_val  # ModelCheckpoint(mode=min): strictly better
             if improved:
                 m.best_val = val_ppl[k]
                 for p, b in zip(self.params, self.best_params):
                     b[k].copy_(p[k])
-                self.save_member(k, "best.ckpt")
-            self.save_member(k, "last.ckpt", link_to="best.ckpt" if improved else None)
-            es = job.cfg.get("callbacks", {}).get("early_stopping")
-            if es and es.get("_target_"):  # Lightning's EarlyStopping(monitor=val/ppl, mode=min)
-                if not math.isfinite(val_ppl[k]):
+            stopper = self.stoppers[k]
+            if stopper is not None:  # Lightning's EarlyStopping itself, before the checkpoints as in Lightning
+                if m.early_stopping is not None:
+                    stopper.load_state_dict(m.early_stopping)
+                stop, reason = stopper._evaluate_stopping_criteria(torch.tensor(val_ppl[k], dtype=torch.float64))
+                if stop:
+                    stopper.stopped_epoch, stopper.stopping_reason_message = self.epoch, reason
                     m.status = "stopped"
-                elif val_ppl[k] < m.es_best - abs(es.get("min_delta", 0.0)):
-                    m.es_best, m.es_wait = val_ppl[k], 0
-                else:
-                    m.es_wait += 1
-                    if m.es_wait >= es.get("patience", 3):
-                        m.status = "stopped"
-                if m.status == "stopped":
-                    self.log(k, f"early stopping after epoch {self.epoch + 1}: best val ppl {m.best_val:.2f}")
-                    self.active[k] = False
-            self.write_csv(k)
+                m.early_stopping = stopper.state_dict()
+            make = lambda k=k: self.checkpoint(k)  # noqa: E731
+            if improved:
+                folder.save_checkpoint("best.ckpt", make)
+            folder.save_checkpoint("last.ckpt", make, link_to="best.ckpt" if improved else None)
+            if m.status == "stopped":
+                folder.log(f"early stopping after epoch {self.epoch + 1}: best val ppl {m.best_val:.2f}")
+                self.step.stop(k)
+            folder.write_csv(m.rows)
         self.epoch += 1
         self.window = 0
-        self.state = None
 
-    # -- outputs --------------------------------------------------------------------------------------
-    def log(self, k: int, message: str) -> None:
-        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
-        with open(self.jobs[k].output_dir / "train.log", "a") as f:
-            f.write(f"[{stamp}][rnnreg][INFO] - {message}\n")
-
-    def write_csv(self, k: int) -> None:
-        rows = self.members[k].rows
-        if "csv" not in (self.jobs[k].cfg.get("logger") or {}):
-            return
-        keys = sorted({key for row in rows for key in row} - {"epoch", "step"})
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, ["epoch", "step", *keys], restval="")
-                writer.writeheader()
-                writer.writerows(rows)
-
-        replace_atomically(self.jobs[k].output_dir / "csv" / "metrics.csv", write)
-
-    def checkpoint(self, k: int, params: list[torch.Tensor] | None = None) -> dict:
-        """Member k as an ordinary single-run checkpoint (rnnreg.task.load_task: rnnreg-eval, rnnreg-generate)."""
-        cfg = self.jobs[k].cfg
-        params = self.params if params is None else params
-        state = {
-            "net." + self.model.single_names[name]: p[k].detach().cpu().clone() for name, p in zip(self.names, params)
-        }
-        plain = OmegaConf.to_container(cfg, resolve=True)
-        return {
-            "state_dict": state,
-            "hyper_parameters": {
-                "vocab_size": len(self.vocab),
-                "model": plain["model"],
-                "dropout": plain["dropout"],
-                "optim": plain["optim"] | {"clip": cfg.trainer.gradient_clip_val},
-                "speed": plain["speed"],
-            },
-            "vocab": self.vocab,
-            "epoch": self.members[k].epochs,
-            "global_step": self.global_step,
-            "pytorch-lightning_version": L.__version__,
-            "stacked": {"group": self.group, "member": k, "members": len(self.jobs)},
-        }
-
-    def save_member(self, k: int, name: str, link_to: str | None = None) -> None:
-        folder = self.jobs[k].output_dir / "checkpoints"
-        if link_to is not None:  # the same state: a hard link, as LastCheckpoint does
-
-            def hard_link(tmp: Path) -> None:
-                tmp.unlink(missing_ok=True)
-                os.link(folder / link_to, tmp)
-
-            try:
-                return replace_atomically(folder / name, hard_link)
-            except OutputError:
-                pass
-        checkpoint = self.checkpoint(k)
-        replace_atomically(folder / name, lambda tmp: torch.save(checkpoint, tmp))
+    def checkpoint(self, k: int) -> dict:
+        """Member k's current weights as an ordinary single-run checkpoint, with the training state of its job
+        run alone at this point (rnnreg.member_checkpoint): ckpt_path= continues it as a separate run."""
+        state = {self.model.single_names[n]: p[k].detach().cpu().clone() for n, p in zip(self.names, self.params)}
+        m, folder = self.members[k], self.folders[k]
+        best = folder.path / "checkpoints" / "best.ckpt"
+        window = self.window if self.window < self.n_train else 0  # n_train: at the epoch's end
+        progress = Progress(
+            epochs=m.epochs,
+            window=window,
+            windows_per_epoch=self.n_train,
+            val_windows=self.n_val,
+            best_val=m.best_val,
+            best_path=str(best) if math.isfinite(m.best_val) else "",
+            early_stopping=m.early_stopping,
+            words=m.words,
+            seconds=self.train_seconds,
+        )
+        carry = None
+        if window:  # mid-epoch: the member's carried state and its epoch's NLL sums so far
+            carry = {
+                "state": (self.step.h[k].cpu().clone(), self.step.c[k].cpu().clone()),
+                "nll_sum": self.step.nll_sum[k].cpu().clone(),
+                "tokens": torch.tensor(float(self.tokens), dtype=torch.float64),
+            }
+        extra = training_state(self.jobs[k].cfg, len(state), progress, carry)
+        extra["stacked"] = {"group": self.group, "member": k, "members": len(self.jobs)}
+        return folder.checkpoint(state, self.vocab, **extra)
 
     # -- exact resume ---------------------------------------------------------------------------------
     def fingerprint(self) -> list:
@@ -341,13 +322,13 @@ class GroupTrainer:
             "best_params": [b.cpu() for b in self.best_params],
             "generators": [g.cpu() for g in self.model.generator_states()],
             "rng": torch.get_rng_state(),
-            "active": self.active.cpu(),
+            "active": self.step.active.cpu(),
             "members": [asdict(m) for m in self.members],
             "epoch": self.epoch,
             "window": self.window,
             "global_step": self.global_step,
-            "state": None if self.state is None else tuple(t.cpu() for t in self.state),
-            "nll_sum": self.nll_sum.cpu(),
+            "state": None if self.window == 0 else tuple(t.cpu() for t in self.step.state()),
+            "nll_sum": self.step.nll_sum.cpu(),
             "tokens": self.tokens,
             "train_seconds": self.train_seconds,
             "fit_seconds": self.fit_seconds,
@@ -371,11 +352,12 @@ class GroupTrainer:
                 b.copy_(saved)
         self.model.set_generator_states(state["generators"])
         torch.set_rng_state(state["rng"])
-        self.active = state["active"].to(self.device)
         self.members = [Member(**m) for m in state["members"]]
         self.epoch, self.window, self.global_step = state["epoch"], state["window"], state["global_step"]
-        self.state = None if state["state"] is None else tuple(t.to(self.device) for t in state["state"])
-        self.nll_sum = state["nll_sum"].to(self.device)
+        self.step.active.copy_(state["active"])
+        self.step.step.fill_(self.global_step)
+        self.step.carry(state["state"])
+        self.step.nll_sum.copy_(state["nll_sum"])
         self.tokens = state["tokens"]
         self.train_seconds, self.fit_seconds = state["train_seconds"], state["fit_seconds"]
 
@@ -383,16 +365,17 @@ class GroupTrainer:
     def run(self, resume: bool) -> list[tuple[str, object]]:
         if resume and self.resume_file.exists():
             self.load_resume()
-            for k in range(len(self.jobs)):
-                self.log(k, f"resuming the stacked group {self.group} at epoch {self.epoch + 1}, window {self.window}")
+            for folder in self.folders:
+                folder.log(f"resuming the stacked group {self.group} at epoch {self.epoch + 1}, window {self.window}")
         else:
             per_member = sum(p[0].numel() for p in self.params)
-            for k, job in enumerate(self.jobs):
-                self.log(
-                    k,
+            for k, (job, folder) in enumerate(zip(self.jobs, self.folders)):
+                folder.log(
                     f"{job.cfg.experiment_name}: {per_member:,} parameters, vocabulary {len(self.vocab)} "
-                    f"(stacked group {self.group}, member {k} of {len(self.jobs)})",
+                    f"(stacked group {self.group}, member {k} of {len(self.jobs)})"
                 )
+        for folder in self.folders:
+            folder.open_wandb()
         handlers = self.install_handlers()
         try:
             self.fit()
@@ -425,59 +408,61 @@ class GroupTrainer:
     def interrupted(self) -> None:
         self.save_resume()
         reason = signal.Signals(self.stop_signal).name
-        for k, (m, job) in enumerate(zip(self.members, self.jobs)):
+        for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             if m.status == "running":  # a failed member keeps its last good checkpoint
-                self.save_member(k, "last.ckpt")
-            self.write_csv(k)
-            self.log(k, f"{reason}: stopped at epoch {self.epoch + 1}, window {self.window}")
-            write_json_atomic(
-                job.output_dir / "metrics.json",
+                folder.save_checkpoint("last.ckpt", lambda k=k: self.checkpoint(k))
+            folder.write_csv(m.rows)
+            folder.log(f"{reason}: stopped at epoch {self.epoch + 1}, window {self.window}")
+            folder.write_metrics(
                 {
                     "status": "interrupted" if m.status == "running" else m.status,
                     "error": reason if m.status == "running" else m.error,
                     "epochs": m.epochs,
                     "resume": f"rnnreg-train -m ... hydra/launcher=stacked hydra.launcher.resume=true "
-                    f"hydra.sweep.dir={job.output_dir.parent}",
+                    f"hydra.sweep.dir={folder.path.parent}",
                     "stacked": {"group": self.group, "members": len(self.jobs), "member": k},
-                },
+                }
             )
+
+    def test_params(self) -> list[torch.Tensor] | None:
+        """The weights each member is tested on: its best validation weights where its job's test_ckpt
+        says best (auto: with early stopping), else its final ones; None when every member's are final."""
+        use_best = []
+        for job in self.jobs:
+            choice = job.cfg.get("test_ckpt", "last")
+            if choice == "auto":
+                choice = "best" if early_stopping(job.cfg) is not None else "last"
+            use_best.append(choice == "best")
+        if not any(use_best):
+            return None
+        params = [p.detach().clone() for p in self.params]
+        for k in (k for k, best in enumerate(use_best) if best):
+            for p, b in zip(params, self.best_params):
+                p[k].copy_(b[k])
+        return params
 
     def finish(self) -> list[tuple[str, object]]:
         """Test both protocols (all members at once, each on its final or best weights), write metrics.json."""
         cfg = self.cfg
         tests = {}
         if cfg.get("test"):
-            use_best = []
-            for job in self.jobs:
-                choice = job.cfg.get("test_ckpt", "last")
-                if choice == "auto":
-                    es = (job.cfg.get("callbacks") or {}).get("early_stopping")
-                    choice = "best" if es and es.get("_target_") else "last"
-                use_best.append(choice == "best")
-            params = None
-            if any(use_best):
-                params = [p.detach().clone() for p in self.params]
-                for k, best in enumerate(use_best):
-                    if best:
-                        for p, b in zip(params, self.best_params):
-                            p[k].copy_(b[k])
+            params = self.test_params()
             data = cfg.data
             eval_bptt = data.get("eval_bptt") or data.bptt
-            limit = cfg.trainer.limit_test_batches
             for name, streams in (("test_ppl", data.get("test_batch_size", 1)), ("test_ppl_batched", data.batch_size)):
-                windows, count = self.windows("test", streams, eval_bptt, False, limit)
-                tests[name] = self.evaluate(windows, count, streams, params)
+                windows, count = self.windows("test", streams, eval_bptt, False, cfg.trainer.limit_test_batches)
+                tests[name] = self.evaluate(windows, count, params)
         results = []
         per_member = sum(p[0].numel() for p in self.params)
-        for k, (m, job) in enumerate(zip(self.members, self.jobs)):
+        for k, (m, job, folder) in enumerate(zip(self.members, self.jobs, self.folders)):
             stacked = {"group": self.group, "members": len(self.jobs), "member": k}
             if m.status == "failed":
-                last = job.output_dir / "checkpoints" / "last.ckpt"
+                last = folder.last_checkpoint()
                 metrics = {
                     "status": "failed",
                     "error": m.error,
                     "epochs": m.epochs,
-                    "resume": f"rnnreg-train ... ckpt_path={last}" if last.exists() else "no checkpoint was written",
+                    "resume": f"rnnreg-train ... ckpt_path={last}" if last else "no checkpoint was written",
                     "stacked": stacked,
                 }
                 results.append(("failed", TrainingDiverged(m.error)))
@@ -499,24 +484,23 @@ class GroupTrainer:
                 }
                 results.append(("completed", m.best_val))
                 if tests:
-                    m.rows.append(
+                    self.record(
+                        k,
                         {
                             "epoch": m.epochs,
                             "step": self.global_step,
                             "test/ppl": tests["test_ppl"][k],
                             "test/ppl_batched": tests["test_ppl_batched"][k],
-                        }
+                        },
                     )
-                    self.write_csv(k)
-            write_json_atomic(job.output_dir / "metrics.json", metrics)
-            self.log(k, f"metrics: {metrics}")
+                    folder.write_csv(m.rows)
+            folder.write_metrics(metrics)
+            folder.log(f"metrics: {metrics}")
         return results
 
 
 def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
     """A group whose every member finished in an earlier run of the sweep (resume): their results."""
-    import json
-
     results = []
     for job in jobs:
         path = job.output_dir / "metrics.json"
@@ -539,7 +523,7 @@ def train_group(
         return done
     cfg = jobs[0].cfg
     if cfg.speed.get("keep_freed_memory"):
-        keep_freed_memory()
+        keep_freed_memory(any_size=True)  # a group's buffers are K times a single run's
     if cfg.speed.get("tf32"):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if not resume:

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
@@ -52,8 +52,14 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.
     optim = plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val}
     task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), optim, plain(cfg.speed))
     loggers = instantiate_loggers(cfg)
-    # LearningRateMonitor has nowhere to write without a logger (logger=none)
-    callbacks = [c for c in instantiate_callbacks(cfg) if loggers or not isinstance(c, LearningRateMonitor)]
+    # LearningRateMonitor has nowhere to write without a logger (logger=none); Lightning refuses a progress
+    # bar callback under trainer.enable_progress_bar=false
+    bar = cfg.trainer.get("enable_progress_bar", True)
+    callbacks = [
+        c
+        for c in instantiate_callbacks(cfg)
+        if (loggers or not isinstance(c, LearningRateMonitor)) and (bar or not isinstance(c, ProgressBar))
+    ]
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, gradient_clip_val=None, gradient_clip_algorithm=None
     )

@@ -1,0 +1,133 @@
+"""A stacked member's checkpoint with the training state of a separate run: the loops' progress, the
+optimiser and lr schedule, the callbacks' states (best checkpoint and score, early stopping) and, mid-epoch,
+the window reached and its carried state, as Lightning and rnnreg.resume write them for the job run alone.
+So `rnnreg-train ckpt_path=<member checkpoint>` continues the job as a single run (its dropout masks then
+come from the run's own random stream: the same recipe, not the same masks as the stacked group's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig
+
+from rnnreg.callbacks import SpeedMonitor
+from rnnreg.optim import ClippedSGD, paper_schedule
+from rnnreg.runtime import instantiate_callbacks
+
+
+@dataclass
+class Progress:
+    """Where a member stands: `epochs` completed, `window` windows into the next (0 at an epoch's end)."""
+
+    epochs: int
+    window: int
+    windows_per_epoch: int
+    val_windows: int
+    best_val: float
+    best_path: str
+    early_stopping: dict | None  # the member's EarlyStopping state (rnnreg.stacked_train runs Lightning's)
+    words: int
+    seconds: float
+
+
+def counts(total: int, current: int, *fields: str) -> dict:
+    return {"total": dict.fromkeys(fields, total), "current": dict.fromkeys(fields, current)}
+
+
+ALL = ("ready", "completed", "started", "processed")
+
+
+def loops_state(p: Progress) -> dict:
+    """The loops' progress as Lightning saves it at that point: after validation at an epoch's end (the epoch
+    processed, not yet completed), or after `window` windows of the next epoch."""
+    template = L.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    loops = {
+        "fit_loop": template.fit_loop.state_dict(),
+        "validate_loop": template.validate_loop.state_dict(),
+        "test_loop": template.test_loop.state_dict(),
+        "predict_loop": template.predict_loop.state_dict(),
+    }
+    fit = loops["fit_loop"]
+    mid = p.window > 0
+    current = p.window if mid else p.windows_per_epoch
+    steps = p.epochs * p.windows_per_epoch + p.window
+    fit["epoch_loop.state_dict"]["_batches_that_stepped"] = steps
+    fit["epoch_loop.batch_progress"] = counts(steps, current, *ALL) | {"is_last_batch": not mid}
+    scheduler = p.epochs
+    fit["epoch_loop.scheduler_progress"] = counts(scheduler, 1 if p.epochs and not mid else 0, "ready", "completed")
+    optim = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
+    optim["step"] = counts(steps, current, "ready", "completed")
+    optim["zero_grad"] = counts(steps, current, "ready", "completed", "started")
+    val_done = p.val_windows if p.epochs else 0
+    fit["epoch_loop.val_loop.batch_progress"] = counts(val_done, val_done, *ALL) | {"is_last_batch": bool(val_done)}
+    epochs = p.epochs + 1 if mid else p.epochs  # the epoch under way counts as ready and started
+    processed = p.epochs
+    completed = p.epochs if mid else p.epochs - 1
+    fit["epoch_progress"] = {
+        part: {"ready": epochs, "completed": completed, "started": epochs, "processed": processed}
+        for part in ("total", "current")
+    }
+    return loops
+
+
+def optimizer_states(cfg: DictConfig, num_params: int, epochs: int) -> tuple[dict, dict]:
+    """ClippedSGD's and the paper schedule's state dicts after `epochs` epochs, from the real classes."""
+    optim = cfg.optim
+    params = [torch.zeros(1, requires_grad=True) for _ in range(num_params)]
+    optimizer = ClippedSGD(
+        params,
+        lr=optim.lr,
+        clip=cfg.trainer.gradient_clip_val,
+        momentum=optim.get("momentum", 0.0),
+        weight_decay=optim.get("weight_decay", 0.0),
+    )
+    schedule = paper_schedule(optimizer, optim.decay, optim.decay_start)
+    for _ in range(epochs):
+        optimizer.step(update=False)  # no weights move: the schedule's step count after an update, as in training
+        schedule.step()
+    return optimizer.state_dict(), schedule.state_dict()
+
+
+def callback_states(cfg: DictConfig, p: Progress) -> dict:
+    """The job's callbacks (from its config), set to the member's state, under their own state keys."""
+    states = {}
+    for callback in instantiate_callbacks(cfg):
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and p.best_path:
+            best = torch.tensor(p.best_val, dtype=torch.float64)  # val/ppl is logged in float64
+            callback.best_model_score, callback.best_model_path = best, p.best_path
+            callback.best_k_models = {p.best_path: best}
+            callback.kth_best_model_path, callback.kth_value = p.best_path, best
+            callback.current_score = best  # set when it last saved: at the best score (save_top_k=1)
+        elif isinstance(callback, ModelCheckpoint) and p.best_path:
+            callback.best_model_path = p.best_path.replace("best.ckpt", "last.ckpt")
+        elif isinstance(callback, EarlyStopping) and p.early_stopping is not None:
+            callback.load_state_dict(p.early_stopping)
+        elif isinstance(callback, SpeedMonitor):
+            callback.train_seconds, callback.train_words = p.seconds, p.words
+        state = callback.state_dict()
+        if state:
+            states[callback.state_key] = state
+    return states
+
+
+def training_state(cfg: DictConfig, num_params: int, p: Progress, carry: dict | None = None) -> dict:
+    """What a separate run's checkpoint holds beyond weights, vocabulary and hyperparameters."""
+    optimizer, schedule = optimizer_states(cfg, num_params, p.epochs)
+    state = {
+        "epoch": p.epochs if p.window else max(p.epochs - 1, 0),
+        "global_step": p.epochs * p.windows_per_epoch + p.window,
+        "loops": loops_state(p),
+        "callbacks": callback_states(cfg, p),
+        "optimizer_states": [optimizer],
+        "lr_schedulers": [schedule],
+        "hparams_name": "kwargs",
+        "train_window": p.window,
+    }
+    if p.window:
+        state["train_carry"] = carry
+    return state

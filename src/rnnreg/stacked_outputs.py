@@ -1,0 +1,136 @@
+"""A stacked member's outputs, written into its job's folder as a separate run writes them: train.log lines,
+csv/metrics.csv (as Lightning's CSVLogger), checkpoints/{best,last}.ckpt (ordinary single-run checkpoints),
+metrics.json, and under logger=wandb its own W&B run. Every file is replaced atomically."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from rnnreg.errors import OutputError
+from rnnreg.io import replace_atomically, write_json_atomic
+from rnnreg.loggers import finish_wandb
+from rnnreg.runtime import instantiate
+from rnnreg.stacked_launcher import Job
+
+
+@contextmanager
+def job_hydra_config(job: Job):
+    """Hydra's config as it is inside the job (its sweep folder, overrides, group choices), for what reads it:
+    the W&B run's group and name, the group choices in its config."""
+    instance = HydraConfig.instance()
+    original = instance.cfg
+    instance.cfg = job.hydra_cfg
+    try:
+        yield
+    finally:
+        instance.cfg = original
+
+
+class JobFolder:
+    def __init__(self, job: Job):
+        self.job, self.path = job, job.output_dir
+        self.wandb = None  # the job's WandbLogger under logger=wandb
+
+    # -- W&B ---------------------------------------------------------------------------------------------
+    def open_wandb(self) -> None:
+        """The job's W&B run when its config asks for one (logger=wandb), made as its run alone makes it: one
+        group per sweep, the swept overrides as its name, the placement as its job type, the config with
+        Hydra's group choices. The members' runs are open at once (wandb's reinit="create_new")."""
+        from rnnreg.training import hyperparameters
+
+        spec = (self.job.cfg.get("logger") or {}).get("wandb")
+        if not spec or "_target_" not in spec:
+            return
+        with job_hydra_config(self.job):
+            self.wandb = instantiate(spec, reinit="create_new")
+            self.wandb.log_hyperparams(hyperparameters(self.job.cfg))
+
+    def log_metrics(self, row: dict) -> None:
+        """A csv row's metrics to the W&B run, at its step (epoch as Lightning logs it, beside the metrics)."""
+        if self.wandb is None:
+            return
+        metrics = {key: value for key, value in row.items() if key != "step" and value != ""}
+        self.wandb.log_metrics(metrics, step=row["step"])
+
+    def close_wandb(self, summary: dict, failed: bool = False) -> None:
+        """The run's summary (metrics.json), its checkpoints as an artifact where asked, then finished (exit
+        code 1 when the job failed or was interrupted)."""
+        if self.wandb is None:
+            return
+        checkpoints = (self.path / "checkpoints" / "best.ckpt", self.path / "checkpoints" / "last.ckpt")
+        finish_wandb([self.wandb], summary, exit_code=int(failed), checkpoints=tuple(map(str, checkpoints)))
+        self.wandb = None
+
+    def log(self, message: str) -> None:
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+        with open(self.path / "train.log", "a") as f:
+            f.write(f"[{stamp}][rnnreg][INFO] - {message}\n")
+
+    def write_csv(self, rows: list[dict]) -> None:
+        if "csv" not in (self.job.cfg.get("logger") or {}):
+            return
+        keys = sorted({key for row in rows for key in row} - {"epoch", "step"})
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, ["epoch", "step", *keys], restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+
+        replace_atomically(self.path / "csv" / "metrics.csv", write)
+
+    def checkpoint(self, state_dict: dict[str, torch.Tensor], vocab: list[str], **training_state) -> dict:
+        """An ordinary single-run checkpoint of the member (rnnreg.task.load_task: rnnreg-eval, rnnreg-generate,
+        ckpt_path=): `state_dict` under LSTMLanguageModel's names, `training_state` (epoch, global_step, loops,
+        optimiser, callbacks: rnnreg.member_checkpoint) beside it."""
+        cfg = self.job.cfg
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        return {
+            "state_dict": {"net." + name: tensor for name, tensor in state_dict.items()},
+            "hyper_parameters": {
+                "vocab_size": len(vocab),
+                "model": plain["model"],
+                "dropout": plain["dropout"],
+                "optim": plain["optim"] | {"clip": cfg.trainer.gradient_clip_val},
+                "speed": plain["speed"],
+            },
+            "vocab": vocab,
+            "pytorch-lightning_version": L.__version__,
+            **training_state,
+        }
+
+    def save_checkpoint(self, name: str, make: Callable[[], dict], link_to: str | None = None) -> None:
+        """checkpoints/<name>: the checkpoint `make()` builds, or a hard link to checkpoints/<link_to> when it
+        holds the same state (as LastCheckpoint links last.ckpt to best.ckpt); a copy where links fail."""
+        folder = self.path / "checkpoints"
+        if link_to is not None:
+
+            def hard_link(tmp: Path) -> None:
+                tmp.unlink(missing_ok=True)
+                os.link(folder / link_to, tmp)
+
+            try:
+                return replace_atomically(folder / name, hard_link)
+            except OutputError:
+                pass
+        checkpoint = make()
+        replace_atomically(folder / name, lambda tmp: torch.save(checkpoint, tmp))
+
+    def last_checkpoint(self) -> Path | None:
+        last = self.path / "checkpoints" / "last.ckpt"
+        return last if last.exists() else None
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json_atomic(self.path / "metrics.json", metrics)
+        if metrics.get("status") != "running":
+            self.close_wandb(metrics, failed=metrics.get("status") != "completed")
