@@ -76,6 +76,45 @@ def time_stacked(args, data, device) -> float:
     return time.perf_counter() - start
 
 
+# --check: one member per placement, so that every mask site draws from a member generator inside the graph
+CHECK_MEMBERS = [
+    MemberSpec(seed=1),
+    MemberSpec(seed=2, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5),
+    MemberSpec(seed=3, dropout_recurrent=0.5),
+    MemberSpec(seed=4, dropout_input=0.3, dropout_recurrent=0.3, variational=True),
+    MemberSpec(seed=5, weight_drop=0.5, embedding_dropout=0.1),
+]
+
+
+def check_graph(args, data, device) -> dict:
+    """The stacked step replayed as a CUDA graph against the same program run eagerly, from the same weights
+    and mask generators: per-window losses, final weights, generator states after (each member's masks
+    advanced as eagerly). Without CUDA both runs are eager (checks the script only)."""
+    runs = {}
+    for graph in (False, True):
+        model = StackedLanguageModel(args.vocab, args.hidden, args.layers, CHECK_MEMBERS).to(device)
+        clip = torch.full((len(CHECK_MEMBERS),), 5.0, device=device)
+        step = StackedStep(model, (args.bptt, args.batch), clip, None, device, graph=graph, warmup=args.warmup)
+        losses = []
+        for x, y in data:
+            step(x, y, [1.0] * len(CHECK_MEMBERS))
+            losses.append(step.loss.clone())
+        sync(device)
+        runs[graph] = (torch.stack(losses).cpu(), [p.detach().cpu() for p in model.parameters()], step.cuda_graph)
+        runs[graph] += ([g.cpu() for g in model.generator_states()],)
+    (eager_loss, eager_w, _, eager_g), (graph_loss, graph_w, captured, graph_g) = runs[False], runs[True]
+    result = {
+        "captured": captured is not None,
+        "max_loss_difference": float((eager_loss - graph_loss).abs().max()),
+        "max_weight_difference": max(float((a - b).abs().max()) for a, b in zip(eager_w, graph_w)),
+        "generators_equal": all(torch.equal(a, b) for a, b in zip(eager_g, graph_g)),
+        "windows": len(data),
+    }
+    result["same"] = result["generators_equal"] and result["max_loss_difference"] <= 1e-4
+    print(f"graph vs eager: {result}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 8])
@@ -89,6 +128,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-graph", action="store_true", help="on CUDA: the stacked step eagerly, no CUDA graph")
+    parser.add_argument("--check", action="store_true", help="first: the CUDA graph against the eager step")
     parser.add_argument("--out", default="bench_stacked.json")
     args = parser.parse_args()
     if args.threads:
@@ -99,6 +139,7 @@ def main() -> None:
     device = torch.device(args.device)
     data = windows(args.vocab, args.bptt, args.batch, args.warmup + args.windows, device)
     words = args.windows * args.bptt * args.batch
+    check = check_graph(args, data, device) if args.check else None
     rows = []
     print(f"{'K':>3} | {'sequential step w/s':>20} | {'sequential fused w/s':>20} | {'stacked w/s':>12} | speed-up")
     for k in args.members:
@@ -120,9 +161,11 @@ def main() -> None:
             f"{row['stacked_wps']:>12,.0f} | {row['speedup_vs_best_sequential']:.2f}x"
         )
     config = {k: v for k, v in vars(args).items() if k != "members_now"}
-    result = {"config": config, "threads": torch.get_num_threads(), "rows": rows}
+    result = {"config": config, "threads": torch.get_num_threads(), "check": check, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+    if check is not None and not check["same"]:
+        raise SystemExit("the CUDA graph's stacked step differs from the eager one (see check in the JSON)")
 
 
 if __name__ == "__main__":

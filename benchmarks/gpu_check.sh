@@ -12,7 +12,8 @@
 #   next       what the first GPU session (2026-11-27) left open, in 9 min: profile (incl. the step-loop
 #              LSTM's same-update check), the step-loop LSTM (variational) with and without the graph, and
 #              paper_large in full with TF32 (est. 6 min: the table's missing row and TF32's first full run)
-#   stacked    issue 15 on a GPU, in 9 min: bench_stacked.py (K = 1, 4, 8, 15 medium members stacked vs one
+#   stacked    issue 15 on a GPU, in 9 min: bench_stacked.py (--check: the stacked step's CUDA graph against
+#              the eager step, one member per placement; then K = 1, 4, 8, 15 medium members stacked vs one
 #              after another), the fused fast-step single run for reference, then the paper-scale placement
 #              ablation (ablation_placement_full: 5 placements x 3 seeds, medium, 39 epochs) stacked, in the
 #              time left (it saves a resumable group file every epoch: hydra.launcher.resume=true continues)
@@ -84,14 +85,17 @@ case $what in
         stage bench_step_lstm 380 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph
         stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$out" --experiment paper_large speed.tf32=true ;;
     stacked)
-        stage bench_stacked 400 $PY benchmarks/bench_stacked.py --device cuda --members 1 4 8 15 --hidden 650 \
-            --bptt 35 --batch 20 --windows 20 --out "$out/bench_stacked.json"
+        stage bench_stacked 400 $PY benchmarks/bench_stacked.py --device cuda --check --members 1 4 8 15 \
+            --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$out/bench_stacked.json"
         stage bench_fused_single 360 $PY "${bench[@]}" --sizes medium --sides rnnreg
+        # the graph only where the check found it capturable and equal to the eager step
+        graph=$($PY -c "import json; c = json.load(open('$out/bench_stacked.json'))['check']
+print('true' if c and c['captured'] and c['same'] else 'false')" 2>/dev/null || echo false)
         stage ablation_full_stacked 0 $PY -m rnnreg.train -m experiment=ablation_placement_full hydra/launcher=stacked \
-            trainer.accelerator=gpu "hydra.sweep.dir=$out/ablation_full" ;;
+            trainer.accelerator=gpu speed.cuda_graph=$graph "hydra.sweep.dir=$out/ablation_full" ;;
     cpu)
-        stage bench_stacked 0 $PY benchmarks/bench_stacked.py --members 1 2 --hidden 16 --vocab 50 --windows 2 \
-            --warmup 1 --out "$out/bench_stacked.json"
+        stage bench_stacked 0 $PY benchmarks/bench_stacked.py --check --members 1 2 --hidden 16 --vocab 50 \
+            --windows 2 --warmup 1 --out "$out/bench_stacked.json"
         stage profile 0 $PY benchmarks/profile_step.py --out "$out" --device cpu --sizes medium --windows 2
         stage bench 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium --concurrent 2
         stage reproduce 0 $PY benchmarks/reproduce.py --out "$out" --accelerator cpu trainer.max_epochs=1 \

@@ -118,10 +118,13 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
         "2",
         "--warmup",
         "1",
+        "--check",
         "--out",
         str(out),
         data_dir=ptb_dir,
     )
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    assert result["check"]["same"] and result["check"]["windows"] == 3  # on a CPU both runs eager
+    rows = result["rows"]
     assert [row["members"] for row in rows] == [1, 2]
     assert all(row["stacked_wps"] > 0 and row["sequential_step_wps"] > 0 for row in rows)

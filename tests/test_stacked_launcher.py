@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import signal
+import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import TINY, compose_config, run, wandb_runs, write_corpus
+from helpers import BIN, TINY, compose_config, run, wandb_runs, write_corpus
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint
 from rnnreg.stacked_launcher import check_stackable, group_jobs, group_key
@@ -313,3 +315,31 @@ def test_wandb_one_run_per_member(setup, no_wandb_credentials):
         same = (sweep / job / "checkpoints/best.ckpt").samefile(sweep / job / "checkpoints/last.ckpt")
         assert len(artifacts) == (1 if same else 2)
     assert len({runs[job]["summary"]["test_ppl"] for job in "012"}) == 3
+
+
+def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path):
+    """A real Ctrl-C (SIGINT from outside) during the second epoch: every member saved and `interrupted`,
+    exit 130; the same command with hydra.launcher.resume=true finishes every member."""
+    sweep = tmp_path / "ctrl_c"
+    args = [str(BIN / "rnnreg-train"), "-m", *setup.cli, "hydra/launcher=stacked", "+member=a,b",
+            "trainer.limit_train_batches=null", "trainer.max_epochs=5", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = sweep / "0" / "train.log"
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and "epoch 1:" in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the group ended before its first epoch"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "SIGINT: stopping the stacked group after this window" in out
+    for job in ("0", "1"):
+        stopped = metrics(sweep / job)
+        assert stopped["status"] == "interrupted" and stopped["error"] == "SIGINT" and stopped["epochs"] < 5
+        assert "hydra.launcher.resume=true" in stopped["resume"]
+        assert load_checkpoint(sweep / job / "checkpoints" / "last.ckpt")["stacked"]["member"] == int(job)
+    run("rnnreg-train", *args[1:], "hydra.launcher.resume=true")
+    for job in ("0", "1"):
+        done = metrics(sweep / job)
+        assert done["status"] == "completed" and done["epochs"] == 5
+        assert len(losses(sweep / job, "val/ppl")) == 5  # every epoch once, across the interruption

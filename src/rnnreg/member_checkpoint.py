@@ -6,6 +6,8 @@ come from the run's own random stream: the same recipe, not the same masks as th
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass
 
 import lightning as L
@@ -15,7 +17,6 @@ from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
 from rnnreg.optim import ClippedSGD, paper_schedule
-from rnnreg.runtime import instantiate_callbacks
 
 
 @dataclass
@@ -40,18 +41,24 @@ def counts(total: int, current: int, *fields: str) -> dict:
 ALL = ("ready", "completed", "started", "processed")
 
 
-def loops_state(p: Progress) -> dict:
-    """The loops' progress as Lightning saves it at that point: after validation at an epoch's end (the epoch
-    processed, not yet completed), or after `window` windows of the next epoch."""
+@functools.cache
+def fresh_loops() -> dict:
+    """The loops' state dicts of a trainer that has run nothing (a Trainer takes a while to make: once)."""
     template = L.Trainer(
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )
-    loops = {
+    return {
         "fit_loop": template.fit_loop.state_dict(),
         "validate_loop": template.validate_loop.state_dict(),
         "test_loop": template.test_loop.state_dict(),
         "predict_loop": template.predict_loop.state_dict(),
     }
+
+
+def loops_state(p: Progress) -> dict:
+    """The loops' progress as Lightning saves it at that point: after validation at an epoch's end (the epoch
+    processed, not yet completed), or after `window` windows of the next epoch."""
+    loops = copy.deepcopy(fresh_loops())
     fit = loops["fit_loop"]
     mid = p.window > 0
     current = p.window if mid else p.windows_per_epoch
@@ -93,10 +100,10 @@ def optimizer_states(cfg: DictConfig, num_params: int, epochs: int) -> tuple[dic
     return optimizer.state_dict(), schedule.state_dict()
 
 
-def callback_states(cfg: DictConfig, p: Progress) -> dict:
-    """The job's callbacks (from its config), set to the member's state, under their own state keys."""
+def callback_states(callbacks: list, p: Progress) -> dict:
+    """The job's callbacks (instantiated from its config), set to the member's state, under their own keys."""
     states = {}
-    for callback in instantiate_callbacks(cfg):
+    for callback in callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor and p.best_path:
             best = torch.tensor(p.best_val, dtype=torch.float64)  # val/ppl is logged in float64
             callback.best_model_score, callback.best_model_path = best, p.best_path
@@ -115,14 +122,15 @@ def callback_states(cfg: DictConfig, p: Progress) -> dict:
     return states
 
 
-def training_state(cfg: DictConfig, num_params: int, p: Progress, carry: dict | None = None) -> dict:
-    """What a separate run's checkpoint holds beyond weights, vocabulary and hyperparameters."""
+def training_state(cfg: DictConfig, callbacks: list, num_params: int, p: Progress, carry: dict | None = None) -> dict:
+    """What a separate run's checkpoint holds beyond weights, vocabulary and hyperparameters; `callbacks`:
+    instantiate_callbacks(cfg), made once per member."""
     optimizer, schedule = optimizer_states(cfg, num_params, p.epochs)
     state = {
         "epoch": p.epochs if p.window else max(p.epochs - 1, 0),
         "global_step": p.epochs * p.windows_per_epoch + p.window,
         "loops": loops_state(p),
-        "callbacks": callback_states(cfg, p),
+        "callbacks": callback_states(callbacks, p),
         "optimizer_states": [optimizer],
         "lr_schedulers": [schedule],
         "hparams_name": "kwargs",

@@ -26,7 +26,7 @@ from rnnreg.errors import CheckpointError, ConfigError, TrainingDiverged
 from rnnreg.io import replace_atomically
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
-from rnnreg.runtime import instantiate, keep_freed_memory
+from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll
 from rnnreg.stacked_launcher import Job
 from rnnreg.stacked_outputs import JobFolder
@@ -111,6 +111,7 @@ class GroupTrainer:
         )
         self.members = [Member() for _ in jobs]
         self.stoppers = [early_stopping(job.cfg) for job in jobs]
+        self.callbacks: list[list | None] = [None] * len(jobs)  # each job's callbacks, for its checkpoints
         self.best_params = [p.detach().clone() for p in self.params]  # each member's best validation weights
         self.epoch, self.window, self.global_step = 0, 0, 0
         self.tokens = 0
@@ -307,7 +308,9 @@ class GroupTrainer:
                 "nll_sum": self.step.nll_sum[k].cpu().clone(),
                 "tokens": torch.tensor(float(self.tokens), dtype=torch.float64),
             }
-        extra = training_state(self.jobs[k].cfg, len(state), progress, carry)
+        if self.callbacks[k] is None:  # what a run of the job would have, to hold the member's state
+            self.callbacks[k] = instantiate_callbacks(self.jobs[k].cfg)
+        extra = training_state(self.jobs[k].cfg, self.callbacks[k], len(state), progress, carry)
         extra["stacked"] = {"group": self.group, "member": k, "members": len(self.jobs)}
         return folder.checkpoint(state, self.vocab, **extra)
 
