@@ -39,9 +39,10 @@ def sync(device) -> None:
 def time_single(args, lstm: str, data, device) -> float:
     """Seconds for K single models trained one after another over the timed windows."""
     total = 0.0
-    for k in range(args.members_now):
+    for k, spec in enumerate(member_specs(args)):
         torch.manual_seed(k)
-        net = LSTMLanguageModel(args.vocab, args.hidden, args.layers, 0.1, lstm=lstm).to(device)
+        net = LSTMLanguageModel(args.vocab, args.hidden, args.layers, lstm=lstm, **spec.model_kwargs()).to(device)
+        net.train()
         params = list(net.parameters())
         state = None
         for i, (x, y) in enumerate(data):
@@ -60,9 +61,28 @@ def time_single(args, lstm: str, data, device) -> float:
     return total
 
 
+# --placements: the ablation's members in turn (experiment=ablation_placement: p = 0.5)
+PLACEMENTS = {
+    "none": {},
+    "non_recurrent": {"dropout_input": 0.5, "dropout_between": 0.5, "dropout_output": 0.5},
+    "recurrent": {"dropout_recurrent": 0.5},
+    "both": {"dropout_input": 0.5, "dropout_between": 0.5, "dropout_output": 0.5, "dropout_recurrent": 0.5},
+    "variational": {
+        "dropout_input": 0.5, "dropout_between": 0.5, "dropout_output": 0.5, "dropout_recurrent": 0.5,
+        "variational": True,
+    },
+}  # fmt: skip
+
+
+def member_specs(args) -> list[MemberSpec]:
+    """K members, no dropout; with --placements the ablation's placements in turn."""
+    names = list(PLACEMENTS) if args.placements else ["none"]
+    return [MemberSpec(seed=k, init_scale=0.05, **PLACEMENTS[names[k % len(names)]]) for k in range(args.members_now)]
+
+
 def time_stacked(args, data, device) -> float:
     k = args.members_now
-    model = StackedLanguageModel(args.vocab, args.hidden, args.layers, [MemberSpec(seed=i) for i in range(k)])
+    model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args))
     model.to(device)
     clip = torch.full((k,), 5.0, device=device)
     step = StackedStep(model, (args.bptt, args.batch), clip, None, device, graph=not args.no_graph)
@@ -128,6 +148,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-graph", action="store_true", help="on CUDA: the stacked step eagerly, no CUDA graph")
+    parser.add_argument(
+        "--placements",
+        action="store_true",
+        help="members in turn none, non_recurrent, recurrent, both, variational (p 0.5); sequential: each with "
+        "the LSTM rnnreg-train picks (auto: fused where the placement allows)",
+    )
     parser.add_argument("--check", action="store_true", help="first: the CUDA graph against the eager step")
     parser.add_argument("--out", default="bench_stacked.json")
     args = parser.parse_args()
@@ -145,12 +171,12 @@ def main() -> None:
     for k in args.members:
         args.members_now = k
         step = time_single(args, "step", data, device)
-        fused = time_single(args, "fused", data, device)
+        fused = time_single(args, "auto" if args.placements else "fused", data, device)
         stacked = time_stacked(args, data, device)
         row = {
             "members": k,
             "sequential_step_wps": k * words / step,
-            "sequential_fused_wps": k * words / fused,
+            "sequential_fused_wps": k * words / fused,  # --placements: fused where the placement allows
             "stacked_wps": k * words / stacked,
         }
         best = max(row["sequential_step_wps"], row["sequential_fused_wps"])

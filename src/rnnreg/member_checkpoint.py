@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from dataclasses import dataclass
 
 import lightning as L
@@ -44,9 +45,15 @@ ALL = ("ready", "completed", "started", "processed")
 @functools.cache
 def fresh_loops() -> dict:
     """The loops' state dicts of a trainer that has run nothing (a Trainer takes a while to make: once)."""
-    template = L.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
-    )
+    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # no "GPU available" lines mid-sweep
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        template = L.Trainer(
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+        )
+    finally:
+        quiet.setLevel(level)
     return {
         "fit_loop": template.fit_loop.state_dict(),
         "validate_loop": template.validate_loop.state_dict(),

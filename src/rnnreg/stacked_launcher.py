@@ -193,7 +193,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
     if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
         print(
-            "warning: on a CPU a stacked group trains slower than its jobs one after another "
+            "warning: on a CPU a stacked group trains at 0.8-0.9x the speed of its jobs one after another "
             "(docs/measurements.md); the default launcher is the faster choice there",
             flush=True,
         )
