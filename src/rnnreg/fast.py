@@ -11,6 +11,8 @@ same program runs eagerly.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,7 +40,57 @@ def fast_step_wanted(mode, trainer) -> bool:
     return can and (mode is True or (mode == "auto" and trainer.strategy.root_device.type == "cuda"))
 
 
-class FastStep:
+class GraphedStep:
+    """A training window as `program()` on static buffers: run eagerly, or on CUDA captured as one CUDA graph
+    after `warmup` eager windows (run on a side stream, as capture requires) and replayed from then on.
+    Subclasses give the program, how their gradients are cleared and what capture needs around it."""
+
+    def __init__(self, device: torch.device, graph: bool, warmup: int):
+        self.graph = graph and device.type == "cuda"
+        self.warmup = warmup
+        self.cuda_graph: torch.cuda.CUDAGraph | None = None
+        self.windows_run = 0
+
+    def program(self) -> None:
+        raise NotImplementedError
+
+    def clear_grads(self) -> None:
+        raise NotImplementedError
+
+    def before_capture(self, graph: torch.cuda.CUDAGraph) -> None:
+        """What the graph must know before recording (random generators it advances)."""
+
+    def capture_context(self):
+        return contextlib.nullcontext()
+
+    def run(self) -> None:
+        """One window: eager, a warm-up window, the capture, or a replay."""
+        if self.cuda_graph is None:
+            self.clear_grads()  # captured: the graph then rewrites the same grads
+        if self.cuda_graph is not None:
+            self.cuda_graph.replay()
+        elif self.graph and self.windows_run >= self.warmup:
+            self.capture()
+            self.cuda_graph.replay()
+        elif self.graph:  # warm-up windows: eager, on a side stream (cuDNN and autograd set up there)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.program()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            self.program()
+        self.windows_run += 1
+
+    def capture(self) -> None:
+        torch.cuda.synchronize()
+        self.cuda_graph = torch.cuda.CUDAGraph()
+        self.before_capture(self.cuda_graph)
+        with self.capture_context(), torch.cuda.graph(self.cuda_graph):  # records the program; replay() runs it
+            self.program()
+
+
+class FastStep(GraphedStep):
     def __init__(
         self,
         net: nn.Module,
@@ -49,11 +101,8 @@ class FastStep:
         graph: bool,
         warmup: int = 3,
     ):
+        super().__init__(device, graph, warmup)
         self.net, self.optimizer, self.signals = net, optimizer, signals
-        self.graph = graph and device.type == "cuda"
-        self.warmup = warmup
-        self.cuda_graph: torch.cuda.CUDAGraph | None = None
-        self.windows_run = 0
 
         def zeros(*shape, dtype=torch.float32):
             return torch.zeros(shape, dtype=dtype, device=device)
@@ -87,31 +136,15 @@ class FastStep:
         if lr != self.lr_value:  # once per epoch: a fill, no sync
             self.lr.fill_(lr)
             self.lr_value = lr
-        if self.cuda_graph is None:
-            self.optimizer.zero_grad(set_to_none=True)  # captured: the graph then rewrites the same grads
-        if self.cuda_graph is not None:
-            self.cuda_graph.replay()
-        elif self.graph and self.windows_run >= self.warmup:
-            self.capture()
-            self.cuda_graph.replay()
-        elif self.graph:  # warm-up windows: eager, on a side stream (cuDNN and autograd set up there)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.program()
-            torch.cuda.current_stream().wait_stream(side)
-        else:
-            self.program()
-        self.windows_run += 1
+        self.run()
 
-    def capture(self) -> None:
-        torch.cuda.synchronize()
-        self.cuda_graph = torch.cuda.CUDAGraph()
+    def clear_grads(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def capture_context(self):
         # under trainer.precision=bf16-mixed: autocast's weight-cast cache must be off while capturing
         autocast = torch.is_autocast_enabled("cuda")
-        with torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=autocast, cache_enabled=False):
-            with torch.cuda.graph(self.cuda_graph):  # records the program; replay() runs it
-                self.program()
+        return torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=autocast, cache_enabled=False)
 
     def carry(self, state: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The task's carried state as the static buffers: zeros at the start of an epoch (None), the

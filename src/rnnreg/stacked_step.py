@@ -1,7 +1,7 @@
 """One training window of a stacked group on static buffers, with no host synchronisation: the stacked
 model's forward, the members' summed objective, backward, each member's divergence check and clipped SGD
 update, the carried state. On CUDA it is captured as one CUDA graph after `warmup` eager windows, as
-rnnreg.fast does for a single model; on a CPU the same program runs eagerly.
+rnnreg.fast.FastStep does for a single model (both are a GraphedStep); on a CPU the same program runs eagerly.
 
 A member whose loss is non-finite or above MAX_NLL is switched off on the device before the update (its
 weights stay the last finite ones); the window and the loss at which it happened are recorded on the
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import torch
 
+from rnnreg.fast import GraphedStep
 from rnnreg.signals import MAX_NLL
 from rnnreg.stacked import StackedLanguageModel, member_nll, stacked_clip_and_sgd_
 
 
-class StackedStep:
+class StackedStep(GraphedStep):
     def __init__(
         self,
         model: StackedLanguageModel,
@@ -27,12 +28,9 @@ class StackedStep:
         graph: bool,
         warmup: int = 3,
     ):
+        super().__init__(device, graph, warmup)
         self.model, self.clip, self.weight_decay = model, clip, weight_decay
         self.params = list(model.parameters())
-        self.graph = graph and device.type == "cuda"
-        self.warmup = warmup
-        self.cuda_graph: torch.cuda.CUDAGraph | None = None
-        self.windows_run = 0
         members = model.num_members
 
         def zeros(*shape, dtype=torch.float32):
@@ -75,32 +73,16 @@ class StackedStep:
         if lrs != self.lr_values:  # once per epoch
             self.lr.copy_(torch.tensor(lrs, dtype=torch.float32))
             self.lr_values = list(lrs)
-        if self.cuda_graph is None:
-            for p in self.params:  # captured: the graph then rewrites the same grads
-                p.grad = None
-        if self.cuda_graph is not None:
-            self.cuda_graph.replay()
-        elif self.graph and self.windows_run >= self.warmup:
-            self.capture()
-            self.cuda_graph.replay()
-        elif self.graph:  # warm-up windows: eager, on a side stream as capture requires
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.program()
-            torch.cuda.current_stream().wait_stream(side)
-        else:
-            self.program()
-        self.windows_run += 1
+        self.run()
 
-    def capture(self) -> None:
-        torch.cuda.synchronize()
-        self.cuda_graph = torch.cuda.CUDAGraph()
+    def clear_grads(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def before_capture(self, graph: torch.cuda.CUDAGraph) -> None:
         # each member's mask generator advances on every replay as it would eagerly
         for generator in self.model.generators(self.x.device):
-            self.cuda_graph.register_generator_state(generator)
-        with torch.cuda.graph(self.cuda_graph):
-            self.program()
+            graph.register_generator_state(generator)
 
     # -- what the host sets and reads between windows -------------------------------------------------------
     def carry(self, state: tuple[torch.Tensor, torch.Tensor] | None) -> None:
