@@ -16,8 +16,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from rnnreg.errors import OutputError
-from rnnreg.io import AtomicCheckpointIO, replace_atomically
+from rnnreg.io import AtomicCheckpointIO, link_atomically, replace_atomically
 
 
 class CheckpointOnInterrupt(L.Callback):
@@ -140,14 +139,5 @@ class LastCheckpoint(ModelCheckpoint):
 
     @staticmethod
     def link(trainer, source: str, filepath: str) -> bool:
-        def hard_link(tmp: Path) -> None:
-            tmp.unlink(missing_ok=True)
-            os.link(source, tmp)
-
-        linked = True
-        if trainer.is_global_zero:
-            try:
-                replace_atomically(filepath, hard_link)
-            except OutputError:
-                linked = False
+        linked = link_atomically(source, filepath) if trainer.is_global_zero else True
         return trainer.strategy.broadcast(linked)

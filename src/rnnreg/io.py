@@ -61,6 +61,21 @@ def write_json_atomic(path: str | Path, payload: dict) -> None:
     replace_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2) + "\n"))
 
 
+def link_atomically(source: str | Path, path: str | Path) -> bool:
+    """`path` replaced by a hard link to `source` (the same file, no second copy), atomically; False where
+    the filesystem refuses hard links (the caller then writes a copy)."""
+
+    def hard_link(tmp: Path) -> None:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+
+    try:
+        replace_atomically(path, hard_link)
+    except OutputError:
+        return False
+    return True
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """A checkpoint's contents as tensors and plain data (torch's weights_only loader: unpickling can
     build nothing else, so a crafted file cannot run code). Refusals are one-line CheckpointErrors."""

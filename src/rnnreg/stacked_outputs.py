@@ -5,7 +5,6 @@ metrics.json, and under logger=wandb its own W&B run. Every file is replaced ato
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
@@ -16,8 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from rnnreg.errors import OutputError
-from rnnreg.io import replace_atomically, write_json_atomic
+from rnnreg.io import link_atomically, replace_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb
 from rnnreg.runtime import instantiate
 from rnnreg.stacked_launcher import Job
@@ -113,16 +111,8 @@ class JobFolder:
         """checkpoints/<name>: the checkpoint `make()` builds, or a hard link to checkpoints/<link_to> when it
         holds the same state (as LastCheckpoint links last.ckpt to best.ckpt); a copy where links fail."""
         folder = self.path / "checkpoints"
-        if link_to is not None:
-
-            def hard_link(tmp: Path) -> None:
-                tmp.unlink(missing_ok=True)
-                os.link(folder / link_to, tmp)
-
-            try:
-                return replace_atomically(folder / name, hard_link)
-            except OutputError:
-                pass
+        if link_to is not None and link_atomically(folder / link_to, folder / name):
+            return
         checkpoint = make()
         replace_atomically(folder / name, lambda tmp: torch.save(checkpoint, tmp))
 
