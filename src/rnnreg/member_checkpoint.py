@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.callbacks import SpeedMonitor
-from rnnreg.optim import ClippedSGD, paper_schedule
+from rnnreg.optim import paper_optimizer
 
 
 @dataclass
@@ -91,16 +91,9 @@ def loops_state(p: Progress) -> dict:
 
 def optimizer_states(cfg: DictConfig, num_params: int, epochs: int) -> tuple[dict, dict]:
     """ClippedSGD's and the paper schedule's state dicts after `epochs` epochs, from the real classes."""
-    optim = cfg.optim
     params = [torch.zeros(1, requires_grad=True) for _ in range(num_params)]
-    optimizer = ClippedSGD(
-        params,
-        lr=optim.lr,
-        clip=cfg.trainer.gradient_clip_val,
-        momentum=optim.get("momentum", 0.0),
-        weight_decay=optim.get("weight_decay", 0.0),
-    )
-    schedule = paper_schedule(optimizer, optim.decay, optim.decay_start)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True) | {"clip": cfg.trainer.gradient_clip_val}
+    optimizer, schedule = paper_optimizer(params, optim)
     for _ in range(epochs):
         optimizer.step(update=False)  # no weights move: the schedule's step count after an update, as in training
         schedule.step()

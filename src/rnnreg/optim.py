@@ -91,3 +91,16 @@ class ClippedSGD(torch.optim.Optimizer):
 def paper_schedule(optimizer: torch.optim.Optimizer, decay: float, decay_start: int):
     """lr = lr0 / decay^max(0, epoch - decay_start), stepped once per epoch (LambdaLR counts from 0)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: paper_lr_factor(done + 1, decay, decay_start))
+
+
+def paper_optimizer(params, optim: dict) -> tuple[ClippedSGD, torch.optim.lr_scheduler.LambdaLR]:
+    """The recipe's optimiser and lr schedule from the optim config (with `clip`, trainer.gradient_clip_val):
+    what a run trains with, and what a stacked member's checkpoint records."""
+    optimizer = ClippedSGD(
+        params,
+        lr=optim["lr"],
+        clip=optim["clip"],
+        momentum=optim.get("momentum", 0.0),
+        weight_decay=optim.get("weight_decay", 0.0),
+    )
+    return optimizer, paper_schedule(optimizer, optim["decay"], optim["decay_start"])

@@ -12,7 +12,7 @@ from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
 from rnnreg.model import LSTMLanguageModel, State
-from rnnreg.optim import ClippedSGD, paper_schedule
+from rnnreg.optim import paper_optimizer
 from rnnreg.resume import restore_resume_state, save_resume_state
 from rnnreg.signals import TrainingSignals
 
@@ -103,15 +103,7 @@ class LanguageModelTask(L.LightningModule):
         self.log("train/loss", self.signals.loss.clone(), on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
-        optim = self.hparams.optim
-        optimizer = ClippedSGD(
-            self.parameters(),
-            lr=optim["lr"],
-            clip=optim["clip"],
-            momentum=optim.get("momentum", 0.0),
-            weight_decay=optim.get("weight_decay", 0.0),
-        )
-        schedule = paper_schedule(optimizer, optim["decay"], optim["decay_start"])
+        optimizer, schedule = paper_optimizer(self.parameters(), self.hparams.optim)
         # "name": the lr's key in the logs (LearningRateMonitor)
         return {
             "optimizer": optimizer,
