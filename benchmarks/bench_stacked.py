@@ -5,6 +5,8 @@ backward, clipped SGD, state carried), on random token windows, timed over `--wi
 `--warmup`. "sequential" trains K single models (LSTMLanguageModel, model.lstm=step and the fused nn.LSTM)
 one after another; "stacked" trains them as one StackedLanguageModel with the launcher's
 step (rnnreg.stacked_step: a CUDA graph on a GPU). Words/s counts every member's words.
+Each timing runs in a fresh process, the three in a rotated order on each of `--repeats` rounds, and the
+median counts: in one process the later timings ran up to 5 % slower on our 2-core VM, whichever they were.
 
     python benchmarks/bench_stacked.py --members 1 4 8 --hidden 200 --bptt 20 --batch 20 --windows 20
 """
@@ -13,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -135,6 +140,29 @@ def check_graph(args, data, device) -> dict:
     return result
 
 
+KINDS = ["step", "fused", "stacked"]
+
+
+def time_kind(args, kind: str, data, device) -> float:
+    if kind == "stacked":
+        return time_stacked(args, data, device)
+    return time_single(args, "step" if kind == "step" else "auto" if args.placements else "fused", data, device)
+
+
+def fresh_timing(kind: str, members: int) -> float:
+    """One timing (seconds) in a fresh process: this command line with --only kind --members members."""
+    argv, skip = [], False
+    for arg in sys.argv[1:]:  # drop --members's values and --check
+        if skip and not arg.startswith("--"):
+            continue
+        skip = arg == "--members"
+        if not skip and arg != "--check":
+            argv.append(arg)
+    command = [sys.executable, __file__, *argv, "--members", str(members), "--only", kind]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["seconds"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 8])
@@ -155,6 +183,8 @@ def main() -> None:
         "the LSTM rnnreg-train picks (auto: fused where the placement allows)",
     )
     parser.add_argument("--check", action="store_true", help="first: the CUDA graph against the eager step")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the three timings (the median counts)")
+    parser.add_argument("--only", choices=KINDS, help=argparse.SUPPRESS)  # one timing: what each fresh process runs
     parser.add_argument("--out", default="bench_stacked.json")
     args = parser.parse_args()
     if args.threads:
@@ -164,20 +194,26 @@ def main() -> None:
     keep_freed_memory(any_size=True)
     device = torch.device(args.device)
     data = windows(args.vocab, args.bptt, args.batch, args.warmup + args.windows, device)
+    if args.only:
+        args.members_now = args.members[0]
+        print(json.dumps({"seconds": time_kind(args, args.only, data, device)}))
+        return
     words = args.windows * args.bptt * args.batch
     check = check_graph(args, data, device) if args.check else None
     rows = []
     print(f"{'K':>3} | {'sequential step w/s':>20} | {'sequential fused w/s':>20} | {'stacked w/s':>12} | speed-up")
     for k in args.members:
-        args.members_now = k
-        step = time_single(args, "step", data, device)
-        fused = time_single(args, "auto" if args.placements else "fused", data, device)
-        stacked = time_stacked(args, data, device)
+        seconds = {kind: [] for kind in KINDS}
+        for round_ in range(args.repeats):
+            for kind in KINDS[round_ % 3 :] + KINDS[: round_ % 3]:
+                seconds[kind].append(fresh_timing(kind, k))
+        step, fused, stacked = (statistics.median(seconds[kind]) for kind in KINDS)
         row = {
             "members": k,
             "sequential_step_wps": k * words / step,
             "sequential_fused_wps": k * words / fused,  # --placements: fused where the placement allows
             "stacked_wps": k * words / stacked,
+            "seconds": seconds,
         }
         best = max(row["sequential_step_wps"], row["sequential_fused_wps"])
         row["speedup_vs_best_sequential"] = row["stacked_wps"] / best

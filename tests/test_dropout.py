@@ -7,6 +7,7 @@ import torch
 
 import rnnreg.model as model_module
 from helpers import compose_config
+from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
 
 V, H = 40, 16
@@ -162,7 +163,7 @@ def test_fused_and_step_paths_compute_the_same_function_and_gradients():
 
 @pytest.mark.parametrize("masks", ["none", "fresh", "window"])
 def test_lstm_layer_function_backward_is_the_gradient(masks):
-    """The step-loop layer's hand-written backward (model.LSTMLayerFunction) against finite differences
+    """The step-loop layer's hand-written backward (lstm_layer.LSTMLayerFunction) against finite differences
     (float64 gradcheck) and its forward against the LSTM equations, h_{t-1} dropped by fixed masks."""
     torch.manual_seed(0)
     T, B, units = 5, 3, 4
@@ -175,8 +176,8 @@ def test_lstm_layer_function_backward_is_the_gradient(masks):
         "window": ((torch.rand(B, units) > 0.5).double() * 2).expand(T, B, units),
     }[masks]
     args = (gates_x, h, c, weight, mask)
-    assert torch.autograd.gradcheck(model_module.LSTMLayerFunction.apply, args)
-    outputs, h_end, c_end = model_module.LSTMLayerFunction.apply(*args)
+    assert torch.autograd.gradcheck(LSTMLayerFunction.apply, args)
+    outputs, h_end, c_end = LSTMLayerFunction.apply(*args)
     for t in range(T):  # the equations, step by step
         i, f, g, o = (gates_x[t] + (h if mask is None else h * mask[t]) @ weight.t()).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)

@@ -8,7 +8,8 @@ import torch
 
 import rnnreg.model as model_module
 import rnnreg.stacked as stacked_module
-from rnnreg.model import LSTMLanguageModel, LSTMLayerFunction
+from rnnreg.lstm_layer import LSTMLayerFunction
+from rnnreg.model import LSTMLanguageModel
 from rnnreg.stacked import (
     MemberSpec,
     StackedLanguageModel,
@@ -95,8 +96,10 @@ def grads_of(net: StackedLanguageModel, k: int) -> dict[str, torch.Tensor]:
 
 
 # -- the layer function ----------------------------------------------------------------------------------
+# all_at_once: batched, as on a GPU; otherwise member by member, as on a CPU (rnnreg.stacked.batched)
+@pytest.mark.parametrize("all_at_once", [True, False])
 @pytest.mark.parametrize("masks", ["none", "mixed"])
-def test_stacked_layer_function_backward_is_the_gradient(masks):
+def test_stacked_layer_function_backward_is_the_gradient(masks, all_at_once):
     """float64 gradcheck of the hand-written backward; "mixed": one member drops h_{t-1} fresh per step,
     the other multiplies it by ones (no recurrent dropout)."""
     gen = torch.Generator().manual_seed(0)
@@ -115,23 +118,27 @@ def test_stacked_layer_function_backward_is_the_gradient(masks):
     if masks == "mixed":
         mask = torch.ones(K, steps, streams, units, dtype=torch.float64)
         mask[0] = (torch.rand(steps, streams, units, generator=gen) > 0.5).double() * 2
-    assert torch.autograd.gradcheck(StackedLSTMLayerFunction.apply, (gates_x, h, c, weight, mask))
+    assert torch.autograd.gradcheck(StackedLSTMLayerFunction.apply, (gates_x, h, c, weight, mask, all_at_once))
 
 
-def test_stacked_linear_function_backward_is_the_gradient():
+@pytest.mark.parametrize("all_at_once", [True, False])
+def test_stacked_linear_function_backward_is_the_gradient(all_at_once):
     gen = torch.Generator().manual_seed(2)
     x, weight, bias = (
         torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((3, 4, 5), (3, 6, 5), (3, 6))
     )
-    assert torch.autograd.gradcheck(StackedLinearFunction.apply, tuple(t.requires_grad_() for t in (x, weight, bias)))
-    out = StackedLinearFunction.apply(x, weight, bias)
+    args = (*(t.requires_grad_() for t in (x, weight, bias)), all_at_once)
+    assert torch.autograd.gradcheck(StackedLinearFunction.apply, args)
+    out = StackedLinearFunction.apply(*args)
     torch.testing.assert_close(out, torch.stack([torch.nn.functional.linear(*args) for args in zip(x, weight, bias)]))
     out.sum().backward()
     assert weight.grad.is_contiguous()  # so a member's gradient norm reduces in the single model's order
 
 
-def test_stacked_layer_function_is_the_single_layer_function_per_member():
-    """Forward and backward of every member equal model.LSTMLayerFunction on its slice."""
+@pytest.mark.parametrize("all_at_once", [True, False])
+def test_stacked_layer_function_is_the_single_layer_function_per_member(all_at_once):
+    """Forward and backward of every member equal lstm_layer.LSTMLayerFunction on its slice: to float32
+    tolerance batched, bit for bit member by member (the same GEMMs)."""
     gen = torch.Generator().manual_seed(1)
     K, units = 3, 5
     gates_x, h, c = (
@@ -142,15 +149,20 @@ def test_stacked_layer_function_is_the_single_layer_function_per_member():
     weight = torch.randn(K, 4 * units, units, generator=gen) * 0.3
     masks = (torch.rand(K, T, B, units, generator=gen) > 0.3).float() / 0.7
     inputs = [t.requires_grad_() for t in (gates_x, h, c, weight)]
-    outs = StackedLSTMLayerFunction.apply(*inputs, masks)
+    outs = StackedLSTMLayerFunction.apply(*inputs, masks, all_at_once)
     seeds = [torch.randn(o.shape, generator=gen) for o in outs]
     grads = torch.autograd.grad(sum((o * s).sum() for o, s in zip(outs, seeds)), inputs)
     for k in range(K):
         alone = [t[k].detach().requires_grad_() for t in (gates_x, h, c, weight)]
         outs_k = LSTMLayerFunction.apply(*alone, masks[k])
         grads_k = torch.autograd.grad(sum((o * s[k]).sum() for o, s in zip(outs_k, seeds)), alone)
-        torch.testing.assert_close([o[k] for o in outs], list(outs_k), rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close([g[k] for g in grads], list(grads_k), rtol=1e-5, atol=1e-6)
+        exact = {"rtol": 0, "atol": 0}
+        torch.testing.assert_close(
+            [o[k] for o in outs], list(outs_k), **({"rtol": 1e-6, "atol": 1e-7} if all_at_once else exact)
+        )
+        torch.testing.assert_close(
+            [g[k] for g in grads], list(grads_k), **({"rtol": 1e-5, "atol": 1e-6} if all_at_once else exact)
+        )
 
 
 # -- members are single models -------------------------------------------------------------------------
@@ -337,9 +349,9 @@ class Recorder:
 
         class RecordingFunction:
             @staticmethod
-            def apply(gates_x, h, c, weight_hh, masks):
+            def apply(gates_x, h, c, weight_hh, masks, all_at_once):
                 recorder.layers.append((weight_hh.detach().clone(), masks))
-                return function.apply(gates_x, h, c, weight_hh, masks)
+                return function.apply(gates_x, h, c, weight_hh, masks, all_at_once)
 
         monkeypatch.setattr(stacked_module, "member_mask", recording_mask)
         monkeypatch.setattr(stacked_module, "StackedLSTMLayerFunction", RecordingFunction)

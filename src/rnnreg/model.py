@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from rnnreg.errors import ConfigError
+from rnnreg.lstm_layer import LSTMLayerFunction
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -37,58 +38,6 @@ def drop(x: torch.Tensor, p: float, training: bool, per_window: bool) -> torch.T
     return F.dropout(x, p, training=True)
 
 
-class LSTMLayerFunction(torch.autograd.Function):
-    """One LSTM layer over a window, h_{t-1} optionally multiplied by a dropout mask, with a hand-written
-    backward: no autograd graph per time step, and the recurrent weight's gradient is one matmul over the
-    whole window instead of one small matmul per step.
-
-    gates_x: (T, B, 4H) input projections with both biases; h, c: (B, H); masks: (T, B, H) or None.
-    Returns the outputs (T, B, H) and the final h, c. Gate order (i, f, g, o) as nn.LSTM.
-    """
-
-    @staticmethod
-    def forward(ctx, gates_x, h, c, weight_hh, masks):
-        units = h.size(1)
-        acts = torch.empty_like(gates_x)  # sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
-        outputs, cells, tanh_cells = (h.new_empty(gates_x.size(0), *h.shape) for _ in range(3))
-        inputs = None if masks is None else torch.empty_like(outputs)  # h_{t-1} after its mask
-        h0, c0 = h, c
-        for t in range(gates_x.size(0)):
-            h_in = h if masks is None else torch.mul(h, masks[t], out=inputs[t])
-            gates = torch.addmm(gates_x[t], h_in, weight_hh.t())
-            torch.sigmoid(gates, out=acts[t])
-            torch.tanh(gates[:, 2 * units : 3 * units], out=acts[t, :, 2 * units : 3 * units])
-            i, f, g, o = acts[t].chunk(4, 1)
-            c = torch.addcmul(f * c, i, g, out=cells[t])
-            h = torch.mul(o, torch.tanh(c, out=tanh_cells[t]), out=outputs[t])
-        ctx.save_for_backward(acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs)
-        return outputs, h.clone(), c.clone()
-
-    @staticmethod
-    def backward(ctx, d_outputs, d_h, d_c):
-        acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs = ctx.saved_tensors
-        d_gates = torch.empty_like(acts)
-        dh, dc = d_h, d_c
-        for t in reversed(range(acts.size(0))):
-            i, f, g, o = acts[t].chunk(4, 1)
-            di, df, dg, do = d_gates[t].chunk(4, 1)
-            dh = dh + d_outputs[t]
-            tc = tanh_cells[t]
-            torch.mul(dh * tc, o * (1 - o), out=do)
-            dc = dc + dh * o * (1 - tc * tc)
-            torch.mul(dc * g, i * (1 - i), out=di)
-            torch.mul(dc * (cells[t - 1] if t else c0), f * (1 - f), out=df)
-            torch.mul(dc * i, 1 - g * g, out=dg)
-            dc = dc * f
-            dh = d_gates[t] @ weight_hh  # the gradient of h_in
-            if masks is not None:
-                dh = dh * masks[t]
-        if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
-            inputs = torch.cat([h0[None], outputs[:-1]])
-        d_weight = d_gates.flatten(0, 1).t() @ inputs.flatten(0, 1)
-        return d_gates, dh, dc, d_weight, None
-
-
 class StepLSTM(nn.Module):
     """A multi-layer LSTM as an explicit step loop, for what the fused kernel cannot do.
 
@@ -96,7 +45,7 @@ class StepLSTM(nn.Module):
     and the gate order is nn.LSTM's (i, f, g, o), so weights move between the two unchanged and, with all
     dropout off and no layer norm, both compute the same function. The input projection of every step is
     one matmul per layer; only the recurrent matmul and the cell run per step. Without layer norm or
-    autocast a layer runs as LSTMLayerFunction (its own backward); otherwise as plain autograd ops.
+    autocast a layer runs as rnnreg.lstm_layer.LSTMLayerFunction (its own backward); otherwise as plain autograd ops.
     """
 
     def __init__(

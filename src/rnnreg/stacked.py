@@ -1,6 +1,7 @@
 """K same-shape language models trained as one program: a hyperparameter sweep (seeds, dropout placements,
-rates) stacked along a leading member dimension, so that every matmul runs once for all members (one batched
-GEMM per time step and layer) instead of once per member.
+rates) stacked along a leading member dimension. On a GPU every matmul runs once for all members (one batched
+GEMM per time step and layer) instead of once per member; on a CPU the same ops run member by member
+(`batched`), each at a single run's size.
 
 Member k computes exactly what a single `LSTMLanguageModel(lstm="step")` with its hyperparameters computes:
 the same initial weights (drawn from its own generator seeded with its seed, in the single model's order),
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnreg.lstm_layer import layer_backward, layer_forward
 from rnnreg.model import LSTMLanguageModel
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -53,76 +55,91 @@ def member_mask(shape: tuple[int, ...], p: float, generator: torch.Generator, li
     return like.new_empty(shape).bernoulli_(1 - p, generator=generator).div_(1 - p)
 
 
+def batched(device: torch.device) -> bool:
+    """How a stacked op runs its members. On a GPU as one batched kernel for all of them: a step's kernels are
+    small and launch-bound. On a CPU member by member, each at the single model's size: the work is
+    compute-bound, MKL's batched GEMM runs 15-30 % below its plain GEMM at our shapes, and one member's
+    weights stay in cache through its time steps (docs/measurements.md)."""
+    return device.type != "cpu"
+
+
+def member_matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None, all_at_once: bool) -> torch.Tensor:
+    """Each member's a[k] @ b[k] (+ add[k]): (K, n, m) @ (K, m, p) -> (K, n, p), contiguous; one batched GEMM
+    (all_at_once) or one GEMM per member."""
+    if all_at_once:
+        return torch.bmm(a, b) if add is None else torch.baddbmm(add, a, b)
+    out = a.new_empty(a.size(0), a.size(1), b.size(2))
+    for k in range(a.size(0)):
+        if add is None:
+            torch.mm(a[k], b[k], out=out[k])
+        else:
+            torch.addmm(add[k], a[k], b[k], out=out[k])
+    return out
+
+
 class StackedLinearFunction(torch.autograd.Function):
-    """F.linear of K members: x (K, N, in), weight (K, out, in), bias (K, out) -> (K, N, out). Written out so
+    """F.linear of K members: x (K, N, in), weight (K, out, in), bias (K, out) -> (K, N, out), batched or member
+    by member (all_at_once, see `batched`). Written out so
     that the weight's gradient is contiguous, as F.linear's (autograd's bmm hands back a transposed view):
     each member's gradient norm then reduces its elements in the single model's order, to the last bit."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, all_at_once):
         ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        ctx.all_at_once = all_at_once
+        return member_matmul(x, weight.transpose(1, 2), bias.unsqueeze(1), all_at_once)
 
     @staticmethod
     def backward(ctx, d_out):
         x, weight = ctx.saved_tensors
-        d_x = torch.bmm(d_out, weight) if ctx.needs_input_grad[0] else None
-        return d_x, torch.bmm(d_out.transpose(1, 2), x), d_out.sum(1)
+        d_x = member_matmul(d_out, weight, None, ctx.all_at_once) if ctx.needs_input_grad[0] else None
+        return d_x, member_matmul(d_out.transpose(1, 2), x, None, ctx.all_at_once), d_out.sum(1), None
 
 
 class StackedLSTMLayerFunction(torch.autograd.Function):
-    """One LSTM layer of K members over a window: model.LSTMLayerFunction with a leading member dimension.
-    Each step is one batched matmul for all members; the hand-written backward keeps no autograd graph per
-    step and gets each member's recurrent weight gradient from one batched matmul over the whole window.
+    """One LSTM layer of K members over a window: rnnreg.lstm_layer's step loop with a leading member
+    dimension, batched (one batched GEMM per step for all members) or member by member (see `batched`).
 
     gates_x: (K, T, B, 4H) input projections with both biases; h, c: (K, B, H); weight_hh: (K, 4H, H);
-    masks: (K, T, B, H) multiplying h_{t-1} (ones for a member without recurrent dropout) or None.
-    Returns the outputs (K, T, B, H) and the final h, c. Gate order (i, f, g, o) as nn.LSTM.
+    masks: (K, T, B, H) multiplying h_{t-1} (ones for a member without recurrent dropout) or None;
+    all_at_once: batched, or member by member. Returns the outputs (K, T, B, H) and the final h, c.
     """
 
     @staticmethod
-    def forward(ctx, gates_x, h, c, weight_hh, masks):
-        units, steps = h.size(-1), gates_x.size(1)
-        acts = torch.empty_like(gates_x)  # sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
-        outputs, cells, tanh_cells = (h.new_empty(h.size(0), steps, *h.shape[1:]) for _ in range(3))
-        inputs = None if masks is None else torch.empty_like(outputs)  # h_{t-1} after its mask
-        weight_t = weight_hh.transpose(1, 2)
-        h0, c0 = h, c
-        for t in range(steps):
-            h_in = h if masks is None else torch.mul(h, masks[:, t], out=inputs[:, t])
-            gates = torch.baddbmm(gates_x[:, t], h_in, weight_t)
-            act = acts[:, t]
-            torch.sigmoid(gates, out=act)
-            torch.tanh(gates[..., 2 * units : 3 * units], out=act[..., 2 * units : 3 * units])
-            i, f, g, o = act.chunk(4, -1)
-            c = torch.addcmul(f * c, i, g, out=cells[:, t])
-            h = torch.mul(o, torch.tanh(c, out=tanh_cells[:, t]), out=outputs[:, t])
-        ctx.save_for_backward(acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs)
-        return outputs, h.clone(), c.clone()
+    def forward(ctx, gates_x, h, c, weight_hh, masks, all_at_once):
+        ctx.all_at_once = all_at_once
+        if all_at_once:
+            saved = layer_forward(gates_x, h, c, weight_hh, masks)
+            ctx.save_for_backward(*saved)
+            outputs, cells = saved[3], saved[4]
+            return outputs, outputs[:, -1].clone(), cells[:, -1].clone()
+        outputs = h.new_empty(h.size(0), gates_x.size(1), *h.shape[1:])
+        saved = [
+            layer_forward(gates_x[k], h[k], c[k], weight_hh[k], None if masks is None else masks[k], outputs[k])
+            for k in range(h.size(0))
+        ]
+        # the outputs once, whole (autograd refuses views of a function's output saved from inside it)
+        ctx.save_for_backward(outputs, *(t for member in saved for t in (*member[:3], None, *member[4:])))
+        return outputs, outputs[:, -1].clone(), torch.stack([member[4][-1] for member in saved])
 
     @staticmethod
     def backward(ctx, d_outputs, d_h, d_c):
-        acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs = ctx.saved_tensors
-        d_gates = torch.empty_like(acts)
-        dh, dc = d_h, d_c
-        for t in reversed(range(acts.size(1))):
-            i, f, g, o = acts[:, t].chunk(4, -1)
-            di, df, dg, do = d_gates[:, t].chunk(4, -1)
-            dh = dh + d_outputs[:, t]
-            tc = tanh_cells[:, t]
-            torch.mul(dh * tc, o * (1 - o), out=do)
-            dc = dc + dh * o * (1 - tc * tc)
-            torch.mul(dc * g, i * (1 - i), out=di)
-            torch.mul(dc * (cells[:, t - 1] if t else c0), f * (1 - f), out=df)
-            torch.mul(dc * i, 1 - g * g, out=dg)
-            dc = dc * f
-            dh = torch.bmm(d_gates[:, t], weight_hh)  # the gradient of h_in
-            if masks is not None:
-                dh = dh * masks[:, t]
-        if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
-            inputs = torch.cat([h0[:, None], outputs[:, :-1]], 1)
-        d_weight = torch.bmm(d_gates.flatten(1, 2).transpose(1, 2), inputs.flatten(1, 2))
-        return d_gates, dh, dc, d_weight, None
+        saved = ctx.saved_tensors
+        if ctx.all_at_once:
+            return *layer_backward(saved, d_outputs, d_h, d_c), None, None
+        outputs, saved = saved[0], saved[1:]
+        members = d_h.size(0)
+        count = len(saved) // members  # tensors saved per member
+        d_gates = d_outputs.new_empty(*d_outputs.shape[:-1], 4 * d_outputs.size(-1))
+        d_weight = d_outputs.new_empty(members, *saved[6].shape)
+        dh, dc = [], []
+        for k in range(members):
+            member = list(saved[k * count : (k + 1) * count])
+            member[3] = outputs[k]
+            _, dh_k, dc_k, _ = layer_backward(member, d_outputs[k], d_h[k], d_c[k], d_gates[k], d_weight[k])
+            dh.append(dh_k)
+            dc.append(dc_k)
+        return d_gates, torch.stack(dh), torch.stack(dc), d_weight, None, None
 
 
 class StackedLanguageModel(nn.Module):
@@ -242,6 +259,7 @@ class StackedLanguageModel(nn.Module):
         if tokens.dim() == 2:
             tokens = tokens.expand(members, *tokens.shape)
         steps, streams = tokens.shape[1:]
+        all_at_once = batched(tokens.device)
         weight = self.embedding_weight
         masks = self.site_masks("embedding_dropout", (vocab, 1), weight)  # whole-word dropout: rows per window
         if masks is not None:
@@ -261,15 +279,20 @@ class StackedLanguageModel(nn.Module):
             masks = self.site_masks("weight_drop", weight_hh.shape[1:], weight_hh)  # DropConnect, one per window
             if masks is not None:  # on a copy: the parameters stay intact
                 weight_hh = weight_hh * masks
-            gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh)
+            gates_x = StackedLinearFunction.apply(
+                x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh, all_at_once
+            )
             recurrent = self.site_masks("dropout_recurrent", (steps, streams, units), x, over_time=True)
+            gates_x = gates_x.view(members, steps, streams, -1)
             x, h, c = StackedLSTMLayerFunction.apply(
-                gates_x.view(members, steps, streams, -1), state[0][:, layer], state[1][:, layer], weight_hh, recurrent
+                gates_x, state[0][:, layer], state[1][:, layer], weight_hh, recurrent, all_at_once
             )
             hs.append(h)
             cs.append(c)
         x = self.drop(x, "dropout_output")
-        logits = StackedLinearFunction.apply(x.reshape(members, -1, units), self.decoder_weight, self.decoder_bias)
+        logits = StackedLinearFunction.apply(
+            x.reshape(members, -1, units), self.decoder_weight, self.decoder_bias, all_at_once
+        )
         return logits.view(members, steps, streams, vocab), (torch.stack(hs, 1).detach(), torch.stack(cs, 1).detach())
 
 
@@ -279,6 +302,10 @@ def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     member's own objective's gradient."""
     members, vocab = logits.size(0), logits.size(-1)
     targets = targets.expand(logits.shape[:-1])
+    if not batched(logits.device):  # each member's logits at a single run's size: they stay in cache
+        # unbind: its backward stacks the members' gradients (indexing would add K logits-sized zero tensors)
+        pairs = zip(logits.unbind(0), targets.unbind(0))
+        return torch.stack([F.cross_entropy(x.view(-1, vocab), y.reshape(-1)) for x, y in pairs])
     nll = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none")
     return nll.view(members, -1).mean(1)
 
@@ -320,9 +347,11 @@ def stacked_clip_and_sgd_(
         for g, p in zip(grads, params):
             g.mul_(per_member(clip_coef, g)).addcmul_(p, per_member(weight_decay, p)).mul_(per_member(lr, g))
     inactive = ~active
+    # a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves a pass
+    fill = active.device.type != "cpu" or bool(inactive.any())
     for p, g in zip(params, grads):
-        # an inactive member subtracts an exact 0, filled in (not multiplied: NaN * 0 is NaN): bitwise unchanged
-        g.masked_fill_(per_member(inactive, g), 0.0)
+        if fill:  # an inactive member subtracts an exact 0, filled in (not multiplied: NaN * 0 is NaN)
+            g.masked_fill_(per_member(inactive, g), 0.0)
         # p - g as a separate op rounds as the single model's step (see rnnreg.fast)
         p.sub_(g)
     return norms

@@ -1,0 +1,95 @@
+"""One LSTM layer over a window as a step loop with a hand-written backward: no autograd graph per time step,
+and the recurrent weight's gradient is one matmul over the whole window instead of one small matmul per step.
+h_{t-1} is optionally multiplied by a dropout mask (recurrent or variational dropout).
+
+The arithmetic is written once, for a single layer (gates_x (T, B, 4H)) and for K members' layers stacked
+along a leading dimension (gates_x (K, T, B, 4H)): time is dim -3 in both, and a matmul is a GEMM or a
+batched GEMM. `LSTMLayerFunction` is the single model's layer, rnnreg.stacked's StackedLSTMLayerFunction
+the stacked one. Gate order (i, f, g, o) as nn.LSTM.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def layer_forward(
+    gates_x: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor,
+    weight_hh: torch.Tensor,
+    masks: torch.Tensor | None,
+    outputs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """gates_x: ([K,] T, B, 4H) input projections with both biases; h, c: ([K,] B, H); weight_hh: ([K,] 4H, H);
+    masks: ([K,] T, B, H) multiplying h_{t-1}, or None; outputs: where to write the outputs (a new tensor if
+    None). Returns what backward needs: (acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs);
+    the final h, c are outputs[..., -1, :, :] and cells[..., -1, :, :]."""
+    units, steps = h.size(-1), gates_x.size(-3)
+    shape = (*h.shape[:-2], steps, *h.shape[-2:])
+    acts = torch.empty_like(gates_x)  # sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
+    outputs = h.new_empty(shape) if outputs is None else outputs
+    cells, tanh_cells = h.new_empty(shape), h.new_empty(shape)
+    inputs = None if masks is None else h.new_empty(shape)  # h_{t-1} after its mask
+    addmm = torch.addmm if h.dim() == 2 else torch.baddbmm
+    weight_t = weight_hh.transpose(-1, -2)
+    h0, c0 = h, c
+    for t in range(steps):
+        h_in = h if masks is None else torch.mul(h, masks.select(-3, t), out=inputs.select(-3, t))
+        gates = addmm(gates_x.select(-3, t), h_in, weight_t)
+        act = acts.select(-3, t)
+        torch.sigmoid(gates, out=act)
+        torch.tanh(gates[..., 2 * units : 3 * units], out=act[..., 2 * units : 3 * units])
+        i, f, g, o = act.chunk(4, -1)
+        c = torch.addcmul(f * c, i, g, out=cells.select(-3, t))
+        h = torch.mul(o, torch.tanh(c, out=tanh_cells.select(-3, t)), out=outputs.select(-3, t))
+    return acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs
+
+
+def layer_backward(
+    saved: tuple[torch.Tensor, ...],
+    d_outputs: torch.Tensor,
+    d_h: torch.Tensor,
+    d_c: torch.Tensor,
+    d_gates: torch.Tensor | None = None,
+    d_weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of gates_x, h, c and weight_hh from layer_forward's `saved` and the gradients of the
+    outputs and the final h, c; d_gates, d_weight: where to write those two (new tensors if None)."""
+    acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs = saved
+    d_gates = torch.empty_like(acts) if d_gates is None else d_gates
+    dh, dc = d_h, d_c
+    for t in reversed(range(acts.size(-3))):
+        i, f, g, o = acts.select(-3, t).chunk(4, -1)
+        di, df, dg, do = d_gates.select(-3, t).chunk(4, -1)
+        dh = dh + d_outputs.select(-3, t)
+        tc = tanh_cells.select(-3, t)
+        torch.mul(dh * tc, o * (1 - o), out=do)
+        dc = dc + dh * o * (1 - tc * tc)
+        torch.mul(dc * g, i * (1 - i), out=di)
+        torch.mul(dc * (cells.select(-3, t - 1) if t else c0), f * (1 - f), out=df)
+        torch.mul(dc * i, 1 - g * g, out=dg)
+        dc = dc * f
+        dh = torch.matmul(d_gates.select(-3, t), weight_hh)  # the gradient of h_in
+        if masks is not None:
+            dh = dh * masks.select(-3, t)
+    if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
+        inputs = torch.cat([h0.unsqueeze(-3), outputs.narrow(-3, 0, outputs.size(-3) - 1)], -3)
+    d_weight = torch.matmul(d_gates.flatten(-3, -2).transpose(-1, -2), inputs.flatten(-3, -2), out=d_weight)
+    return d_gates, dh, dc, d_weight
+
+
+class LSTMLayerFunction(torch.autograd.Function):
+    """One LSTM layer over a window: gates_x (T, B, 4H) input projections with both biases; h, c: (B, H);
+    masks: (T, B, H) or None. Returns the outputs (T, B, H) and the final h, c."""
+
+    @staticmethod
+    def forward(ctx, gates_x, h, c, weight_hh, masks):
+        saved = layer_forward(gates_x, h, c, weight_hh, masks)
+        ctx.save_for_backward(*saved)
+        outputs, cells = saved[3], saved[4]
+        return outputs, outputs[-1].clone(), cells[-1].clone()
+
+    @staticmethod
+    def backward(ctx, d_outputs, d_h, d_c):
+        return *layer_backward(ctx.saved_tensors, d_outputs, d_h, d_c), None
