@@ -128,3 +128,12 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     rows = result["rows"]
     assert [row["members"] for row in rows] == [1, 2]
     assert all(row["stacked_wps"] > 0 and row["sequential_step_wps"] > 0 for row in rows)
+
+
+def test_bench_member_gemm_dry_run(ptb_dir, tmp_path):
+    """The GEMM benchmark behind rnnreg.stacked.batched runs and writes one row per GEMM of a window."""
+    out = tmp_path / "gemm.json"
+    args = ("--members", "2", "--hidden", "8", "--vocab", "30", "--tokens", "12", "--batch", "3", "--repeats", "1")
+    bench("bench_member_gemm.py", *args, "--out", str(out), data_dir=ptb_dir)
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 7 and all(row["bmm_gflops"] > 0 and row["mm_gflops"] > 0 for row in rows)

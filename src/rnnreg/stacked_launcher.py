@@ -193,8 +193,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
     if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
         print(
-            "warning: on a CPU a stacked group trains at 0.8-0.9x the speed of its jobs one after another "
-            "(docs/measurements.md); the default launcher is the faster choice there",
+            "note: on a CPU a stacked group trains at about the speed of its jobs one after another on the "
+            "step-loop LSTM, a few % below the fused LSTM some of them would get alone (docs/measurements.md); "
+            "stacking pays on a GPU",
             flush=True,
         )
     for i, group in enumerate(groups, first):
