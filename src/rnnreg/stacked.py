@@ -58,8 +58,8 @@ def member_mask(shape: tuple[int, ...], p: float, generator: torch.Generator, li
 def batched(device: torch.device) -> bool:
     """How a stacked op runs its members. On a GPU as one batched kernel for all of them: a step's kernels are
     small and launch-bound. On a CPU member by member, each at the single model's size: the work is
-    compute-bound, MKL's batched GEMM runs 15-30 % below its plain GEMM at our shapes, and one member's
-    weights stay in cache through its time steps (docs/measurements.md)."""
+    compute-bound, MKL's batched GEMM runs below its plain GEMM at our shapes (benchmarks/bench_member_gemm.py),
+    and one member's weights stay in cache through its time steps."""
     return device.type != "cpu"
 
 
@@ -79,9 +79,9 @@ def member_matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None, al
 
 class StackedLinearFunction(torch.autograd.Function):
     """F.linear of K members: x (K, N, in), weight (K, out, in), bias (K, out) -> (K, N, out), batched or member
-    by member (all_at_once, see `batched`). Written out so
-    that the weight's gradient is contiguous, as F.linear's (autograd's bmm hands back a transposed view):
-    each member's gradient norm then reduces its elements in the single model's order, to the last bit."""
+    by member (all_at_once, see `batched`). Written out so that the weight's gradient is contiguous, as
+    F.linear's (autograd's bmm hands back a transposed view): each member's gradient norm then reduces its
+    elements in the single model's order, to the last bit."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, all_at_once):
