@@ -13,17 +13,16 @@ import time
 
 import torch
 
+from rnnreg.stacked import member_matmul
 
-def seconds(fn, a: torch.Tensor, b: torch.Tensor, repeats: int) -> float:
-    fn(a, b)
+
+def seconds(a: torch.Tensor, b: torch.Tensor, all_at_once: bool, repeats: int) -> float:
+    """Seconds of the stacked model's own member_matmul, batched or member by member."""
+    member_matmul(a, b, None, all_at_once)
     start = time.perf_counter()
     for _ in range(repeats):
-        fn(a, b)
+        member_matmul(a, b, None, all_at_once)
     return (time.perf_counter() - start) / repeats
-
-
-def per_member(a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
-    return [torch.mm(x, y) for x, y in zip(a, b)]
 
 
 def main() -> None:
@@ -54,8 +53,8 @@ def main() -> None:
     for name, (m, k, p) in shapes.items():
         a, c = torch.randn(args.members, m, k), torch.randn(args.members, k, p)
         flops = 2 * args.members * m * k * p
-        batched = flops / seconds(torch.bmm, a, c, args.repeats) / 1e9
-        looped = flops / seconds(per_member, a, c, args.repeats) / 1e9
+        batched = flops / seconds(a, c, True, args.repeats) / 1e9
+        looped = flops / seconds(a, c, False, args.repeats) / 1e9
         rows.append({"gemm": name, "shape": [m, k, p], "bmm_gflops": batched, "mm_gflops": looped})
         print(f"{name:28s} | {batched:>12.1f} | {looped:>22.1f}")
     if args.out:
