@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.install.stamp
 ARGS ?=
+# make test runs the tests on pytest-xdist workers, one per core, each test module on one worker (its
+# module-scoped runs made once); TEST_WORKERS=0: one process, in order
+TEST_WORKERS ?= auto
 
 .PHONY: install train test lint format bench clean
 
@@ -26,7 +29,7 @@ train: install
 	$(BIN)/rnnreg-train trainer.accelerator=auto $(ARGS)
 
 test: install lint
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(ARGS)
 
 # ruff (pyproject.toml): lint and formatting, checked by make test and CI; `make format` applies both.
 lint: install

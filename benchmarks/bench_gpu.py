@@ -9,8 +9,9 @@ Each side runs in a fresh process over `--steps` training windows: rnnreg as two
 plain loop as one run of `--steps`. "steady" times the second half only (rnnreg's second epoch, the plain
 loop's second half), after warm-up and graph capture; "whole" times every window. ratio = rnnreg
 words/s / plain words/s, steady (targets: >= 2.0 medium, >= 1.5 large). With `--concurrent N`, N medium
-jobs share the GPU through the joblib launcher (Hydra multirun) and the sum of their steady words/s is
-compared with one job's. A side that fails is recorded with its error and the others still run.
+jobs (`--concurrent-size`) share the GPU through the joblib launcher (Hydra multirun) and the sum of their
+steady words/s is compared with one job's. A side that fails is recorded with its error and the others
+still run.
 
     python benchmarks/bench_gpu.py --out gpu_results [--sizes medium large] [--steps 1000] [--concurrent 4]
 """
@@ -53,15 +54,15 @@ def attempt(fn, *args, **kwargs) -> dict:
         return {"error": "\n".join(tail)}
 
 
-def concurrent(jobs: int, steps: int, accelerator: str) -> dict:
-    """`jobs` medium runs at once on the one GPU (Hydra multirun, joblib launcher): summed words/s."""
+def concurrent(jobs: int, size: str, steps: int, accelerator: str) -> dict:
+    """`jobs` runs of `size` at once on the one GPU (Hydra multirun, joblib launcher): summed words/s."""
     with tempfile.TemporaryDirectory() as sweep_dir:
         start = time.perf_counter()
         subprocess.run(
             [
                 *TRAIN,
                 "-m",
-                "experiment=paper_medium",
+                f"experiment=paper_{size}",
                 f"trainer.accelerator={accelerator}",
                 f"seed={','.join(str(s) for s in range(jobs))}",
                 "hydra/launcher=joblib",
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="training windows per run (half of them timed)")
     parser.add_argument("--sides", nargs="+", default=DEFAULT_SIDES, choices=list(SIDES))
     parser.add_argument("--concurrent", type=int, default=0, help="also run N medium jobs at once (0: skip)")
+    parser.add_argument("--concurrent-size", default="medium", choices=list(SIZES), help="the size of those jobs")
     parser.add_argument(
         "--device",
         default="cuda",
@@ -149,17 +151,18 @@ def main() -> None:
             )
         out.write_text(json.dumps(results, indent=2) + "\n")
     if args.concurrent:
-        one = results["sizes"].get("medium", {}).get("rnnreg", {}).get("words_per_second_last_epoch")
+        size = args.concurrent_size
+        one = results["sizes"].get(size, {}).get("rnnreg", {}).get("words_per_second_last_epoch")
         if not one:
-            one = attempt(rnnreg, "medium", half, f"trainer.accelerator={accelerator}", epochs=2).get(
+            one = attempt(rnnreg, size, half, f"trainer.accelerator={accelerator}", epochs=2).get(
                 "words_per_second_last_epoch"
             )
-        many = attempt(concurrent, args.concurrent, args.steps, accelerator)
-        results["concurrent"] = many | {"one_job_words_per_second_steady": one}
+        many = attempt(concurrent, args.concurrent, size, args.steps, accelerator)
+        results["concurrent"] = many | {"size": size, "one_job_words_per_second_steady": one}
         if one and "error" not in many:
             results["concurrent"]["sum_vs_one"] = many["sum_words_per_second_steady"] / one
             print(
-                f"{args.concurrent} medium jobs on one GPU: {many['sum_words_per_second_steady']:,.0f} words/s "
+                f"{args.concurrent} {size} jobs on one GPU: {many['sum_words_per_second_steady']:,.0f} words/s "
                 f"together vs one job alone {one:,.0f} ({results['concurrent']['sum_vs_one']:.2f}x); per job "
                 f"{', '.join(f'{w:,.0f}' for w in many['per_job_words_per_second_steady'])}",
                 flush=True,

@@ -12,7 +12,13 @@ from omegaconf import DictConfig
 from helpers import TINY, compose_config, write_corpus
 from rnnreg.data import ensure_files
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# On pytest-xdist workers (make test) the cores are shared out: each worker, and every process it starts,
+# gets cores / workers threads (OpenMP threads beyond the cores spin against each other and crawl).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 # Console scripts started by tests find the tests' helper callbacks (+callbacks.x._target_=helpers.X).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
 

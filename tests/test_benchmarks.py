@@ -37,24 +37,31 @@ def test_bench_gpu_dry_run(ptb_dir, tmp_path):
         "4",
         "--sides",
         "rnnreg",
-        "rnnreg_plain_step",
         "--concurrent",
         "2",
+        "--concurrent-size",
+        "small",
         data_dir=ptb_dir,
     )
     results = json.loads((tmp_path / "bench_gpu.json").read_text())
     small = results["sizes"]["small"]
     assert small["plain"]["warmup_steps"] == 2 and small["plain"]["words_per_second_steady"] > 0
-    for side in ("rnnreg", "rnnreg_plain_step"):
-        assert small[side]["epochs"] == 2 and small[side]["status"] == "completed"  # 2 epochs of steps/2
+
+    def check_side(entry: dict, side: str) -> None:
+        assert entry[side]["epochs"] == 2 and entry[side]["status"] == "completed"  # 2 epochs of steps/2
         assert (
-            small[f"ratio_{side}"]
-            == small[side]["words_per_second_last_epoch"] / small["plain"]["words_per_second_steady"]
+            entry[f"ratio_{side}"]
+            == entry[side]["words_per_second_last_epoch"] / entry["plain"]["words_per_second_steady"]
         )
+
+    check_side(small, "rnnreg")
     # the concurrent jobs ran through Hydra's joblib launcher (pickling the task of `python -m rnnreg.train`)
     concurrent = results["concurrent"]
     assert "error" not in concurrent and len(concurrent["per_job_words_per_second_steady"]) == 2
-    # a second call adds a side to the same file and reuses the plain baseline
+    # one job of that size alone: the rnnreg side just measured, not a run of its own
+    assert concurrent["size"] == "small"
+    assert concurrent["one_job_words_per_second_steady"] == small["rnnreg"]["words_per_second_last_epoch"]
+    # a second call adds a side (here without the fast step) to the same file and reuses the plain baseline
     bench(
         "bench_gpu.py",
         "--out",
@@ -66,11 +73,12 @@ def test_bench_gpu_dry_run(ptb_dir, tmp_path):
         "--steps",
         "4",
         "--sides",
-        "rnnreg_no_graph",
+        "rnnreg_plain_step",
         data_dir=ptb_dir,
     )
     again = json.loads((tmp_path / "bench_gpu.json").read_text())["sizes"]["small"]
-    assert again["plain"] == small["plain"] and {"rnnreg", "rnnreg_no_graph"} <= set(again)
+    assert again["plain"] == small["plain"] and again["rnnreg"] == small["rnnreg"]
+    check_side(again, "rnnreg_plain_step")
 
 
 def test_profile_step_dry_run(ptb_dir, tmp_path):
