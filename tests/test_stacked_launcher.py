@@ -1,5 +1,5 @@
 """hydra/launcher=stacked as users run it: real `rnnreg-train -m` processes on the tiny corpus. Each member of a
-stacked group computes what its job run alone computes (basic launcher, model.lstm=step), writes the same
+stacked group computes what its job run alone computes (basic launcher), writes the same
 outputs, stops alone when it diverges, and an interrupted sweep resumes exactly."""
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint
 from rnnreg.stacked_launcher import check_stackable, group_jobs, group_key
 
-# Members differ in everything a member can hold: seed, lr, clip, weight decay, schedule, early stopping.
+# Members differ in everything a member can hold: seed, lr, clip, weight decay, schedule, early stopping, and
+# the LSTM kernel (b runs the step loop, the others oneDNN's fused LSTM, as each job alone on a CPU).
 MEMBERS = {
     "a": "seed: 1\noptim: {lr: 1.0}\ntrainer: {gradient_clip_val: 5.0}\n",
-    "b": "seed: 2\noptim: {lr: 0.5}\ntrainer: {gradient_clip_val: 0.25}\n",
+    "b": "seed: 2\noptim: {lr: 0.5}\ntrainer: {gradient_clip_val: 0.25}\nmodel: {lstm: step}\n",
     "c": "seed: 3\noptim: {lr: 2.0, weight_decay: 0.001, decay_start: 1}\ntrainer: {gradient_clip_val: 1.0}\n",
     "es": "defaults:\n  - override /callbacks: early_stopping\nseed: 4\ncallbacks: {early_stopping: {patience: 1}}\n",
     "diverge": "seed: 5\noptim: {lr: 1000.0}\n",
@@ -48,7 +49,6 @@ def setup(tmp_path_factory) -> SimpleNamespace:
         "trainer.max_epochs=3",
         "trainer.limit_train_batches=6",
         "trainer.log_every_n_steps=1",
-        "model.lstm=step",
         f"hydra.searchpath=[file://{root / 'conf'}]",
     ]
     return SimpleNamespace(root=root, corpus=corpus, cli=cli)
@@ -102,7 +102,9 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
         for placement in ("none", "non_recurrent", "variational", "weight_drop")
         for lr in (0.5, 1.0)
     ]
-    sweep += [job("model.init_scale=0.05", "trainer.gradient_clip_val=1", "callbacks=early_stopping")]
+    sweep += [
+        job("model.init_scale=0.05", "trainer.gradient_clip_val=1", "callbacks=early_stopping", "model.lstm=step")
+    ]
     assert len(sweep) == 17 and len(group_jobs(sweep, 32)) == 1  # everything a member holds may differ
     wider = [job("model.hidden_size=24", f"seed={s}") for s in (1, 2)]
     groups = group_jobs(sweep + wider, 32)
@@ -130,8 +132,9 @@ def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key
 # -- each member is its job run alone ------------------------------------------------------------------------
 @pytest.mark.parametrize("index", range(len(GOOD)))
 def test_member_equals_its_job_run_alone(stacked, alone, index):
-    """On a CPU a member runs its job's GEMMs and objective member by member (rnnreg.stacked.batched), so with
-    no dropout it is its job run alone (model.lstm=step) bit for bit: losses, perplexities and weights."""
+    """On a CPU a member runs its job's GEMMs, LSTM kernel (fused or step loop) and objective member by member
+    (rnnreg.stacked.batched), so with no dropout it is its job run alone bit for bit: losses, perplexities
+    and weights."""
     mine, theirs = metrics(stacked / str(index)), metrics(alone / str(index))
     assert mine["status"] == theirs["status"] == "completed"
     assert mine["stacked"] == {"group": 0, "members": 5, "member": index}

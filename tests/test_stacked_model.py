@@ -45,9 +45,10 @@ EVERYWHERE = {
 }
 
 
-def single(spec: MemberSpec, lstm: str = "step") -> LSTMLanguageModel:
+def single(spec: MemberSpec, lstm: str | None = None) -> LSTMLanguageModel:
+    """The member's job run alone: its LSTM is the spec's (model.lstm) unless `lstm` says otherwise."""
     torch.manual_seed(spec.seed)
-    return LSTMLanguageModel(V, H, L, lstm=lstm, **spec.model_kwargs())
+    return LSTMLanguageModel(V, H, L, **(spec.model_kwargs() | ({"lstm": lstm} if lstm else {})))
 
 
 def windows(count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -69,7 +70,8 @@ def train_stacked(net, data, lr, clip, weight_decay=None, active=None, state=Non
         logits, state = net(x, state)
         nll = member_nll(logits, y)
         (nll * x.size(-2)).sum().backward()  # each parameter its own .grad, as the launcher's loop
-        norms = stacked_clip_and_sgd_(params, [p.grad for p in params], lr, clip, weight_decay, active)
+        grads = [p.grad for p in params]
+        norms = stacked_clip_and_sgd_(params, grads, lr, clip, weight_decay, active, net.member_orders)
         for p in params:
             p.grad = None
         history.append((nll.detach(), norms))
@@ -95,11 +97,15 @@ def grads_of(net: StackedLanguageModel, k: int) -> dict[str, torch.Tensor]:
     return {net.single_names[n]: p.grad[k] for n, p in net.named_parameters()}
 
 
-# -- the layer function ----------------------------------------------------------------------------------
-# all_at_once: batched, as on a GPU; otherwise member by member, as on a CPU (rnnreg.stacked.batched)
-@pytest.mark.parametrize("all_at_once", [True, False])
+@pytest.fixture
+def all_at_once(monkeypatch):
+    """The group's ops batched, as on a GPU (rnnreg.stacked.batched), on this CPU."""
+    monkeypatch.setattr(stacked_module, "batched", lambda device: True)
+
+
+# -- the layer functions (the GPU's path) ----------------------------------------------------------------
 @pytest.mark.parametrize("masks", ["none", "mixed"])
-def test_stacked_layer_function_backward_is_the_gradient(masks, all_at_once):
+def test_stacked_layer_function_backward_is_the_gradient(masks):
     """float64 gradcheck of the hand-written backward; "mixed": one member drops h_{t-1} fresh per step,
     the other multiplies it by ones (no recurrent dropout)."""
     gen = torch.Generator().manual_seed(0)
@@ -118,10 +124,10 @@ def test_stacked_layer_function_backward_is_the_gradient(masks, all_at_once):
     if masks == "mixed":
         mask = torch.ones(K, steps, streams, units, dtype=torch.float64)
         mask[0] = (torch.rand(steps, streams, units, generator=gen) > 0.5).double() * 2
-    assert torch.autograd.gradcheck(StackedLSTMLayerFunction.apply, (gates_x, h, c, weight, mask, all_at_once))
+    assert torch.autograd.gradcheck(StackedLSTMLayerFunction.apply, (gates_x, h, c, weight, mask))
 
 
-@pytest.mark.parametrize("all_at_once", [True, False])
+@pytest.mark.parametrize("all_at_once", [True, False])  # the decoder's matmuls, batched or member by member
 def test_stacked_linear_function_backward_is_the_gradient(all_at_once):
     gen = torch.Generator().manual_seed(2)
     x, weight, bias = (
@@ -135,10 +141,9 @@ def test_stacked_linear_function_backward_is_the_gradient(all_at_once):
     assert weight.grad.is_contiguous()  # so a member's gradient norm reduces in the single model's order
 
 
-@pytest.mark.parametrize("all_at_once", [True, False])
-def test_stacked_layer_function_is_the_single_layer_function_per_member(all_at_once):
-    """Forward and backward of every member equal lstm_layer.LSTMLayerFunction on its slice: to float32
-    tolerance batched, bit for bit member by member (the same GEMMs)."""
+def test_stacked_layer_function_is_the_single_layer_function_per_member():
+    """Forward and backward of every member equal lstm_layer.LSTMLayerFunction on its slice (to float32
+    tolerance: a batched GEMM rounds as it likes)."""
     gen = torch.Generator().manual_seed(1)
     K, units = 3, 5
     gates_x, h, c = (
@@ -149,20 +154,15 @@ def test_stacked_layer_function_is_the_single_layer_function_per_member(all_at_o
     weight = torch.randn(K, 4 * units, units, generator=gen) * 0.3
     masks = (torch.rand(K, T, B, units, generator=gen) > 0.3).float() / 0.7
     inputs = [t.requires_grad_() for t in (gates_x, h, c, weight)]
-    outs = StackedLSTMLayerFunction.apply(*inputs, masks, all_at_once)
+    outs = StackedLSTMLayerFunction.apply(*inputs, masks)
     seeds = [torch.randn(o.shape, generator=gen) for o in outs]
     grads = torch.autograd.grad(sum((o * s).sum() for o, s in zip(outs, seeds)), inputs)
     for k in range(K):
         alone = [t[k].detach().requires_grad_() for t in (gates_x, h, c, weight)]
         outs_k = LSTMLayerFunction.apply(*alone, masks[k])
         grads_k = torch.autograd.grad(sum((o * s[k]).sum() for o, s in zip(outs_k, seeds)), alone)
-        exact = {"rtol": 0, "atol": 0}
-        torch.testing.assert_close(
-            [o[k] for o in outs], list(outs_k), **({"rtol": 1e-6, "atol": 1e-7} if all_at_once else exact)
-        )
-        torch.testing.assert_close(
-            [g[k] for g in grads], list(grads_k), **({"rtol": 1e-5, "atol": 1e-6} if all_at_once else exact)
-        )
+        torch.testing.assert_close([o[k] for o in outs], list(outs_k), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close([g[k] for g in grads], list(grads_k), rtol=1e-5, atol=1e-6)
 
 
 # -- members are single models -------------------------------------------------------------------------
@@ -178,9 +178,27 @@ def test_member_k_starts_as_the_single_model_seeded_with_its_seed():
         assert all(torch.equal(got[n], v) for n, v in expected.items())
 
 
-def test_group_without_dropout_computes_each_members_logits_and_gradients():
-    """Three seeds and init scales: the first window's logits and gradients are each member's alone."""
-    specs = [MemberSpec(1, 0.1), MemberSpec(2, 0.3), MemberSpec(5, 0.05)]
+MIXED_KERNELS = [MemberSpec(1, 0.1), MemberSpec(2, 0.3, lstm="step"), MemberSpec(5, 0.05)]  # fused, step, fused
+
+
+def test_member_by_member_runs_each_members_own_lstm_kernel():
+    """On a CPU a member runs the LSTM its job runs alone: nn.LSTM's fused kernel for model.lstm=auto without
+    recurrent dropout, the step loop for model.lstm=step or dropout on h_{t-1}."""
+    specs = [*MIXED_KERNELS, MemberSpec(3, **PLACEMENTS["recurrent"]), MemberSpec(4, **PLACEMENTS["non_recurrent"])]
+    net = StackedLanguageModel(V, H, L, specs)
+    assert net.fused == (True, False, True, False, True) == tuple(single(s).fused for s in specs)
+    with pytest.raises(ValueError, match="model.lstm=fused must be auto, fused or step"):
+        StackedLanguageModel(V, H, L, [MemberSpec(1, lstm="fused", **PLACEMENTS["recurrent"])])
+
+
+@pytest.mark.parametrize("path", ["member_by_member", "all_at_once"])
+def test_group_without_dropout_computes_each_members_logits_and_gradients(path, request):
+    """Three seeds and init scales, fused and step members: the first window's logits and gradients are each
+    member's alone; bit for bit member by member (a CPU), to float32 tolerance batched (a GPU's path, where
+    every member runs the step loop)."""
+    if path == "all_at_once":
+        request.getfixturevalue("all_at_once")
+    specs = MIXED_KERNELS
     x, y = windows(1)[0]
     net = StackedLanguageModel(V, H, L, specs).train()
     logits, _ = net(x)
@@ -189,10 +207,9 @@ def test_group_without_dropout_computes_each_members_logits_and_gradients():
         alone = single(spec).train()
         logits_k, _ = alone(x)
         torch.nn.functional.cross_entropy(logits_k.view(-1, V), y.reshape(-1)).mul(T).backward()
-        torch.testing.assert_close(logits[k], logits_k, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(
-            grads_of(net, k), {n: p.grad for n, p in alone.named_parameters()}, rtol=1e-5, atol=1e-7
-        )
+        tolerance = {"rtol": 1e-5, "atol": 1e-6} if path == "all_at_once" else {"rtol": 0, "atol": 0}
+        torch.testing.assert_close(logits[k], logits_k, **tolerance)
+        torch.testing.assert_close(grads_of(net, k), {n: p.grad for n, p in alone.named_parameters()}, **tolerance)
 
 
 SCHEDULES = {  # lr, clip (member 1 clipped on every window), weight decay
@@ -204,10 +221,11 @@ SCHEDULES = {  # lr, clip (member 1 clipped on every window), weight decay
 
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_group_without_dropout_trains_as_each_member_alone(schedule):
-    """Ten windows with carried state: each member's losses, gradient norms and weights are those of the
-    single model trained alone (clip_grad_norm_ + torch SGD). At lr 1 without weight decay the update rounds
-    as the single model's (rnnreg.fast): norms and weights to the last bit, clipping included."""
-    specs = [MemberSpec(1, 0.1), MemberSpec(2, 0.3), MemberSpec(5, 0.05)]
+    """Ten windows with carried state, fused and step members: each member's losses, gradient norms and
+    weights are those of the single model trained alone (clip_grad_norm_ + torch SGD). At lr 1 without weight
+    decay the update rounds as the single model's (rnnreg.fast): norms and weights to the last bit, clipping
+    included."""
+    specs = MIXED_KERNELS
     lr, clip, weight_decay = SCHEDULES[schedule]
     data = windows(10)
     net = StackedLanguageModel(V, H, L, specs).train()
@@ -339,7 +357,7 @@ class Recorder:
 
     def __init__(self, monkeypatch, net: StackedLanguageModel):
         self.net, self.draws, self.layers = net, [], []
-        draw, function = stacked_module.member_mask, stacked_module.StackedLSTMLayerFunction
+        draw, layer = stacked_module.member_mask, net.lstm_layer
         recorder = self
 
         def recording_mask(shape, p, generator, like):
@@ -347,14 +365,12 @@ class Recorder:
             recorder.draws.append((recorder.member_of(generator), tuple(shape), m))
             return m
 
-        class RecordingFunction:
-            @staticmethod
-            def apply(gates_x, h, c, weight_hh, masks, all_at_once):
-                recorder.layers.append((weight_hh.detach().clone(), masks))
-                return function.apply(gates_x, h, c, weight_hh, masks, all_at_once)
+        def recording_layer(x, h, c, weights, recurrent):
+            recorder.layers.append((weights[2].detach().clone(), recurrent))  # W_hh as used, masks on h_{t-1}
+            return layer(x, h, c, weights, recurrent)
 
         monkeypatch.setattr(stacked_module, "member_mask", recording_mask)
-        monkeypatch.setattr(stacked_module, "StackedLSTMLayerFunction", RecordingFunction)
+        monkeypatch.setattr(net, "lstm_layer", recording_layer)
 
     def member_of(self, generator) -> int:
         return next(k for k, g in enumerate(self.net.mask_generators) if g is generator)

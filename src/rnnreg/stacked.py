@@ -1,13 +1,14 @@
 """K same-shape language models trained as one program: a hyperparameter sweep (seeds, dropout placements,
 rates) stacked along a leading member dimension. On a GPU every matmul runs once for all members (one batched
-GEMM per time step and layer) instead of once per member; on a CPU the same ops run member by member
-(`batched`), each at a single run's size.
+GEMM per time step and layer, every member on the step-loop LSTM) instead of once per member; on a CPU the
+ops run member by member (`batched`), each at a single run's size, and each member's LSTM layers run as its
+single model runs them (oneDNN's fused kernel, or the step loop for recurrent and variational dropout).
 
-Member k computes exactly what a single `LSTMLanguageModel(lstm="step")` with its hyperparameters computes:
-the same initial weights (drawn from its own generator seeded with its seed, in the single model's order),
-the same dropout placements (masks from its own generator, so they do not depend on the other members), the
-same objective and the same clipped SGD update (`stacked_clip_and_sgd_`, per member lr, clip and weight
-decay). Members share no parameters and no reduction, so a member that diverges never touches another.
+Member k computes what a single `LSTMLanguageModel` with its hyperparameters computes: the same initial
+weights (drawn from its own generator seeded with its seed, in the single model's order), the same dropout
+placements (masks from its own generator, so they do not depend on the other members), the same objective
+and the same clipped SGD update (`stacked_clip_and_sgd_`, per member lr, clip and weight decay). Members
+share no parameters and no reduction, so a member that diverges never touches another.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnreg.lstm_layer import layer_backward, layer_forward
+from rnnreg.lstm_layer import LSTMLayerFunction, layer_backward, layer_forward
 from rnnreg.model import LSTMLanguageModel
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -31,7 +32,8 @@ MASK_SEED_OFFSET = 7_919_000
 
 @dataclass(frozen=True)
 class MemberSpec:
-    """One member's hyperparameters; the fields after `seed` are LSTMLanguageModel's keyword arguments."""
+    """One member's hyperparameters; the fields after `seed` are LSTMLanguageModel's keyword arguments.
+    `lstm` (model.lstm) picks the member's LSTM kernel on a CPU; on a GPU every member runs the step loop."""
 
     seed: int
     init_scale: float = 0.1
@@ -42,6 +44,7 @@ class MemberSpec:
     variational: bool = False
     weight_drop: float = 0.0
     embedding_dropout: float = 0.0
+    lstm: str = "auto"
 
     def model_kwargs(self) -> dict:
         """The keyword arguments of the equivalent single LSTMLanguageModel."""
@@ -59,7 +62,8 @@ def batched(device: torch.device) -> bool:
     """How a stacked op runs its members. On a GPU as one batched kernel for all of them: a step's kernels are
     small and launch-bound. On a CPU member by member, each at the single model's size: the work is
     compute-bound, MKL's batched GEMM runs below its plain GEMM at our shapes (benchmarks/bench_member_gemm.py),
-    and one member's weights stay in cache through its time steps."""
+    one member's weights stay in cache through its time steps, and a member without recurrent dropout can
+    take oneDNN's fused LSTM, as its job run alone does."""
     return device.type != "cpu"
 
 
@@ -97,49 +101,24 @@ class StackedLinearFunction(torch.autograd.Function):
 
 
 class StackedLSTMLayerFunction(torch.autograd.Function):
-    """One LSTM layer of K members over a window: rnnreg.lstm_layer's step loop with a leading member
-    dimension, batched (one batched GEMM per step for all members) or member by member (see `batched`).
+    """One LSTM layer of K members over a window, all at once: rnnreg.lstm_layer's step loop with a leading
+    member dimension (one batched GEMM per step for all members).
 
     gates_x: (K, T, B, 4H) input projections with both biases; h, c: (K, B, H); weight_hh: (K, 4H, H);
-    masks: (K, T, B, H) multiplying h_{t-1} (ones for a member without recurrent dropout) or None;
-    all_at_once: batched, or member by member. Returns the outputs (K, T, B, H) and the final h, c.
+    masks: (K, T, B, H) multiplying h_{t-1} (ones for a member without recurrent dropout) or None.
+    Returns the outputs (K, T, B, H) and the final h, c.
     """
 
     @staticmethod
-    def forward(ctx, gates_x, h, c, weight_hh, masks, all_at_once):
-        ctx.all_at_once = all_at_once
-        if all_at_once:
-            saved = layer_forward(gates_x, h, c, weight_hh, masks)
-            ctx.save_for_backward(*saved)
-            outputs, cells = saved[3], saved[4]
-            return outputs, outputs[:, -1].clone(), cells[:, -1].clone()
-        outputs = h.new_empty(h.size(0), gates_x.size(1), *h.shape[1:])
-        saved = [
-            layer_forward(gates_x[k], h[k], c[k], weight_hh[k], None if masks is None else masks[k], outputs[k])
-            for k in range(h.size(0))
-        ]
-        # the outputs once, whole (autograd refuses views of a function's output saved from inside it)
-        ctx.save_for_backward(outputs, *(t for member in saved for t in (*member[:3], None, *member[4:])))
-        return outputs, outputs[:, -1].clone(), torch.stack([member[4][-1] for member in saved])
+    def forward(ctx, gates_x, h, c, weight_hh, masks):
+        saved = layer_forward(gates_x, h, c, weight_hh, masks)
+        ctx.save_for_backward(*saved)
+        outputs, cells = saved[3], saved[4]
+        return outputs, outputs[:, -1].clone(), cells[:, -1].clone()
 
     @staticmethod
     def backward(ctx, d_outputs, d_h, d_c):
-        saved = ctx.saved_tensors
-        if ctx.all_at_once:
-            return *layer_backward(saved, d_outputs, d_h, d_c), None, None
-        outputs, saved = saved[0], saved[1:]
-        members = d_h.size(0)
-        count = len(saved) // members  # tensors saved per member
-        d_gates = d_outputs.new_empty(*d_outputs.shape[:-1], 4 * d_outputs.size(-1))
-        d_weight = d_outputs.new_empty(members, *saved[6].shape)
-        dh, dc = [], []
-        for k in range(members):
-            member = list(saved[k * count : (k + 1) * count])
-            member[3] = outputs[k]
-            _, dh_k, dc_k, _ = layer_backward(member, d_outputs[k], d_h[k], d_c[k], d_gates[k], d_weight[k])
-            dh.append(dh_k)
-            dc.append(dc_k)
-        return d_gates, torch.stack(dh), torch.stack(dc), d_weight, None, None
+        return *layer_backward(ctx.saved_tensors, d_outputs, d_h, d_c), None
 
 
 class StackedLanguageModel(nn.Module):
@@ -149,6 +128,8 @@ class StackedLanguageModel(nn.Module):
     one parameter here with a leading member dimension, named with `_` for `.` (`lstm_weight_ih_l0`:
     (K, 4H, H)). Dropout follows each member's own spec exactly as LSTMLanguageModel places it; its masks
     come from the member's own generator (seed + MASK_SEED_OFFSET, on the device of the first mask drawn).
+    `fused[k]`: member k's single model runs nn.LSTM's fused kernel (model.lstm=auto without recurrent or
+    variational dropout, or fused), which member k then also runs on a CPU.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, members: Sequence[MemberSpec | dict]):
@@ -157,16 +138,20 @@ class StackedLanguageModel(nn.Module):
             raise ValueError("a stacked model needs at least one member")
         self.members = tuple(m if isinstance(m, MemberSpec) else MemberSpec(**m) for m in members)
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
-        with torch.device("meta"):  # the single model's names, shapes and init order; checks every spec
-            singles = [
-                LSTMLanguageModel(vocab_size, hidden_size, num_layers, lstm="step", **m.model_kwargs())
-                for m in self.members
-            ]
+        with torch.device("meta"):  # the single model's names, shapes, init order and LSTM; checks every spec
+            singles = [LSTMLanguageModel(vocab_size, hidden_size, num_layers, **m.model_kwargs()) for m in self.members]
+        self.fused = tuple(single.fused for single in singles)
         self.single_names = {}  # stacked parameter name -> the single model's name
         for name, param in singles[0].named_parameters():
             stacked = name.replace(".", "_")
             self.single_names[stacked] = name
             self.register_parameter(stacked, nn.Parameter(torch.empty(len(self.members), *param.shape)))
+        # member k's parameters (indices into self.parameters()) in its single model's order, which its
+        # initialisation draws in and its gradient norm sums in: nn.LSTM and StepLSTM order theirs apart
+        index = {name: i for i, name in enumerate(self.single_names)}
+        self.member_orders = tuple(
+            tuple(index[name.replace(".", "_")] for name, _ in single.named_parameters()) for single in singles
+        )
         self.mask_generators: list[torch.Generator] | None = None  # created with the first mask
         with torch.no_grad():
             for k, spec in enumerate(self.members):
@@ -177,21 +162,29 @@ class StackedLanguageModel(nn.Module):
         return len(self.members)
 
     def initialise_member(self, k: int, spec: MemberSpec) -> None:
-        """Member k's weights as `torch.manual_seed(seed); LSTMLanguageModel(..., lstm="step")` draws them,
-        from the member's own generator: the modules' default initialisations first (the single model draws
-        them, then overwrites them), then U(-init_scale, init_scale) for every parameter in its order."""
+        """Member k's weights as `torch.manual_seed(seed); LSTMLanguageModel(...)` draws them, from the member's
+        own generator: the modules' default initialisations first (the single model draws them, then
+        overwrites them; nn.LSTM draws, StepLSTM does not), then U(-init_scale, init_scale) for every parameter
+        in its order."""
         generator = torch.Generator().manual_seed(spec.seed)
         vocab, units = self.vocab_size, self.hidden_size
+        params = [(name, getattr(self, name)[k]) for name in self.single_names]
+        params = [params[i] for i in self.member_orders[k]]
         torch.empty(vocab, units).normal_(generator=generator)  # nn.Embedding
+        if self.fused[k]:  # nn.LSTM's reset_parameters: U(-1/sqrt(H), 1/sqrt(H)) for each of its parameters
+            for name, param in params:
+                if name.startswith("lstm_"):
+                    torch.empty_like(param).uniform_(-1 / math.sqrt(units), 1 / math.sqrt(units), generator=generator)
         nn.init.kaiming_uniform_(torch.empty(vocab, units), a=math.sqrt(5), generator=generator)  # nn.Linear
         torch.empty(vocab).uniform_(generator=generator)  # nn.Linear's bias
-        for param in self.parameters():
-            param[k].uniform_(-spec.init_scale, spec.init_scale, generator=generator)
+        for _, param in params:
+            param.uniform_(-spec.init_scale, spec.init_scale, generator=generator)
 
     # -- members' weights under the single model's names ---------------------------------------------
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Member k's weights (copies) under LSTMLanguageModel's names, for its load_state_dict."""
-        return {single: getattr(self, name)[k].detach().clone() for name, single in self.single_names.items()}
+        """Member k's weights (copies) under LSTMLanguageModel's names, in its order, for its load_state_dict."""
+        names = list(self.single_names.items())
+        return {names[i][1]: getattr(self, names[i][0])[k].detach().clone() for i in self.member_orders[k]}
 
     def load_member(self, k: int, state_dict: dict[str, torch.Tensor]) -> None:
         """Set member k's weights from a single LSTMLanguageModel's state dict (step or fused LSTM)."""
@@ -252,6 +245,39 @@ class StackedLanguageModel(nn.Module):
         return x if masks is None else x * masks
 
     # -- the window ----------------------------------------------------------------------------------
+    def lstm_layer(
+        self,
+        x: torch.Tensor,
+        h: torch.Tensor,
+        c: torch.Tensor,
+        weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        recurrent: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One LSTM layer of every member: x (K, T, B, H); h, c (K, B, H); weights: (weight_ih, bias_ih,
+        weight_hh, bias_hh), each (K, ...); recurrent: (K, T, B, H) masks on h_{t-1} (ones for a member without
+        them) or None. Returns the outputs (K, T, B, H) and the final h, c (K, B, H)."""
+        weight_ih, bias_ih, weight_hh, bias_hh = weights
+        members, steps, streams, units = x.shape
+        if batched(x.device):  # one step loop for all members
+            gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh, True)
+            return StackedLSTMLayerFunction.apply(gates_x.view(members, steps, streams, -1), h, c, weight_hh, recurrent)
+        # member by member, each as its single model runs the layer (unbind: the gradients come back stacked)
+        outputs, hs, cs = [], [], []
+        tensors = (x, h, c, weight_ih, bias_ih, weight_hh, bias_hh)
+        for k, (x_k, h_k, c_k, w_ih, b_ih, w_hh, b_hh) in enumerate(zip(*(t.unbind(0) for t in tensors))):
+            if self.fused[k]:  # nn.LSTM's kernel, one layer (as nn.LSTM runs its layers, to the last bit)
+                out, h_k, c_k = torch.lstm(
+                    x_k, (h_k[None], c_k[None]), (w_ih, w_hh, b_ih, b_hh), True, 1, 0.0, self.training, False, False
+                )
+                h_k, c_k = h_k[0], c_k[0]
+            else:  # StepLSTM's layer
+                masks = recurrent[k] if recurrent is not None and self.members[k].dropout_recurrent else None
+                out, h_k, c_k = LSTMLayerFunction.apply(F.linear(x_k, w_ih, b_ih + b_hh), h_k, c_k, w_hh, masks)
+            outputs.append(out)
+            hs.append(h_k)
+            cs.append(c_k)
+        return torch.stack(outputs), torch.stack(hs), torch.stack(cs)
+
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens: (T, B) ids shared by all members, or (K, T, B) -> logits (K, T, B, V) and the final (h, c),
         each (K, L, B, H), detached."""
@@ -279,13 +305,9 @@ class StackedLanguageModel(nn.Module):
             masks = self.site_masks("weight_drop", weight_hh.shape[1:], weight_hh)  # DropConnect, one per window
             if masks is not None:  # on a copy: the parameters stay intact
                 weight_hh = weight_hh * masks
-            gates_x = StackedLinearFunction.apply(
-                x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh, all_at_once
-            )
             recurrent = self.site_masks("dropout_recurrent", (steps, streams, units), x, over_time=True)
-            gates_x = gates_x.view(members, steps, streams, -1)
-            x, h, c = StackedLSTMLayerFunction.apply(
-                gates_x, state[0][:, layer], state[1][:, layer], weight_hh, recurrent, all_at_once
+            x, h, c = self.lstm_layer(
+                x, state[0][:, layer], state[1][:, layer], (weight_ih, bias_ih, weight_hh, bias_hh), recurrent
             )
             hs.append(h)
             cs.append(c)
@@ -323,19 +345,22 @@ def stacked_clip_and_sgd_(
     clip: torch.Tensor,
     weight_decay: torch.Tensor | None,
     active: torch.Tensor,
+    orders: Sequence[Sequence[int]] | None = None,
 ) -> torch.Tensor:
     """Each member's clip_grad_norm_ + SGD step, as tensor ops with no host sync (capturable in a CUDA graph).
 
     params, grads: stacked (K, ...) tensors; the grads are scaled in place, so none may share memory with
     another (each parameter's own .grad, as backward() gives them). lr, clip, weight_decay: (K,)
     (weight_decay None: none for anyone, one pass fewer); active: (K,) bool, an inactive member (diverged,
-    stopped) keeps its weights exactly. Returns each member's global gradient norm (K,). Nothing mixes
-    members, so a non-finite gradient of one member never reaches another's weights.
+    stopped) keeps its weights exactly. orders: member k's grads (indices) in its single model's parameter
+    order (StackedLanguageModel.member_orders), None: as given. Returns each member's global gradient norm
+    (K,). Nothing mixes members, so a non-finite gradient of one member never reaches another's weights.
     """
     members = grads[0].size(0)
+    orders = orders or [range(len(grads))] * members
     # each member's slices' norms in one foreach call, then the norm of each member's norms: clip_grad_norm_'s
-    # reduction per member, so the norm (and with it the clipped update) rounds as the single model's
-    slice_norms = torch._foreach_norm([g[k] for k in range(members) for g in grads])
+    # reduction per member in its order, so the norm (and with it the clipped update) rounds as the single model's
+    slice_norms = torch._foreach_norm([grads[i][k] for k in range(members) for i in orders[k]])
     norms = torch.linalg.vector_norm(torch.stack(slice_norms).view(members, -1), dim=1)
     # as clip_grad_norm_, whose float / tensor is Tensor.__rtruediv__: reciprocal, then times the float
     clip_coef = ((norms + 1e-6).reciprocal() * clip).clamp(max=1.0)

@@ -33,6 +33,7 @@ MEMBER_KEYS = (
     "seed",
     "dropout",
     "model.init_scale",
+    "model.lstm",  # the member's LSTM kernel on a CPU (on a GPU every member runs the step loop)
     "optim.lr",
     "optim.decay",
     "optim.decay_start",

@@ -58,8 +58,10 @@ class StackedStep(GraphedStep):
             self.active.logical_and_(~bad)  # before the update: a diverged member keeps its last finite weights
             self.failed_step.copy_(torch.where(bad, self.step, self.failed_step))
             self.failed_loss.copy_(torch.where(bad, loss, self.failed_loss))
-        params = self.params
-        stacked_clip_and_sgd_(params, [p.grad for p in params], self.lr, self.clip, self.weight_decay, self.active)
+        params, orders = self.params, self.model.member_orders
+        stacked_clip_and_sgd_(
+            params, [p.grad for p in params], self.lr, self.clip, self.weight_decay, self.active, orders
+        )
         with torch.no_grad():
             self.h.copy_(h)
             self.c.copy_(c)

@@ -1,6 +1,6 @@
 """Train one group of a stacked sweep: K jobs of one shape as one StackedLanguageModel, in a plain loop.
 
-Per member, exactly what its job run alone computes (rnnreg.train with model.lstm=step): the paper's
+Per member, exactly what its job run alone computes (rnnreg.train; on a GPU with model.lstm=step): the paper's
 objective, its own lr schedule, clip and weight decay, perplexities, best/last checkpoints, early stopping
 and divergence guard, the test in both protocols; written into the job's folder as a separate run would
 (rnnreg.stacked_outputs). A member that diverges or stops early stops changing; the others go on. The
@@ -54,6 +54,7 @@ def member_spec(cfg) -> MemberSpec:
         variational=dropout.get("variational", False),
         weight_drop=dropout.get("weight_drop", 0.0),
         embedding_dropout=dropout.get("embedding", 0.0),
+        lstm=cfg.model.get("lstm", "auto"),
     )
 
 
