@@ -46,7 +46,8 @@ def time_single(args, lstm: str, data, device) -> float:
     total = 0.0
     for k, spec in enumerate(member_specs(args)):
         torch.manual_seed(k)
-        net = LSTMLanguageModel(args.vocab, args.hidden, args.layers, lstm=lstm, **spec.model_kwargs()).to(device)
+        net = LSTMLanguageModel(args.vocab, args.hidden, args.layers, **(spec.model_kwargs() | {"lstm": lstm}))
+        net.to(device)
         net.train()
         params = list(net.parameters())
         state = None
