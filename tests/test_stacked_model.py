@@ -165,6 +165,23 @@ def test_stacked_layer_function_is_the_single_layer_function_per_member():
         torch.testing.assert_close([g[k] for g in grads], list(grads_k), rtol=1e-5, atol=1e-6)
 
 
+def test_member_nll_function_is_each_members_cross_entropy():
+    """The CPU's objective: each member's F.cross_entropy and its gradient, bit for bit; gradcheck."""
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 7, V, generator=gen, requires_grad=True)
+    targets = torch.randint(V, (3, 7), generator=gen)
+    scale = torch.tensor([2.0, -1.0, 0.5])
+    (stacked_module.MemberNLLFunction.apply(logits, targets) * scale).sum().backward()
+    for k in range(3):
+        alone = logits[k].detach().requires_grad_()
+        nll = torch.nn.functional.cross_entropy(alone, targets[k])
+        (nll * scale[k]).backward()
+        assert torch.equal(stacked_module.MemberNLLFunction.apply(logits, targets)[k], nll)
+        assert torch.equal(logits.grad[k], alone.grad)
+    double = logits.detach().double().requires_grad_()
+    assert torch.autograd.gradcheck(stacked_module.MemberNLLFunction.apply, (double, targets))
+
+
 # -- members are single models -------------------------------------------------------------------------
 def test_member_k_starts_as_the_single_model_seeded_with_its_seed():
     specs = [MemberSpec(3, 0.1), MemberSpec(11, 0.05), MemberSpec(3, 0.2, **PLACEMENTS["variational"])]

@@ -318,6 +318,35 @@ class StackedLanguageModel(nn.Module):
         return logits.view(members, steps, streams, vocab), (torch.stack(hs, 1).detach(), torch.stack(cs, 1).detach())
 
 
+class MemberNLLFunction(torch.autograd.Function):
+    """Member by member: each member's F.cross_entropy (mean over its tokens) as the aten calls autograd makes
+    for it (log_softmax, nll_loss and their backwards, so to the last bit), every member's gradient written
+    into one (K, N, V) tensor (unbind + stack would copy K logits-sized gradients). logits (K, N, V), targets
+    (K, N) -> (K,)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        log_probs, nll, total_weights = torch.empty_like(logits), logits.new_empty(logits.size(0)), []
+        for k in range(logits.size(0)):
+            torch._log_softmax(logits[k], 1, False, out=log_probs[k])
+            nll_k, weight = torch.ops.aten.nll_loss_forward(log_probs[k], targets[k], None, 1, -100)  # 1: mean
+            nll[k] = nll_k
+            total_weights.append(weight)
+        ctx.save_for_backward(log_probs, targets, *total_weights)
+        return nll
+
+    @staticmethod
+    def backward(ctx, d_nll):
+        log_probs, targets, *total_weights = ctx.saved_tensors
+        d_logits = torch.empty_like(log_probs)
+        for k, weight in enumerate(total_weights):
+            d_log_probs = torch.ops.aten.nll_loss_backward(d_nll[k], log_probs[k], targets[k], None, 1, -100, weight)
+            torch.ops.aten._log_softmax_backward_data.out(
+                d_log_probs, log_probs[k], 1, log_probs.dtype, out=d_logits[k]
+            )
+        return d_logits, None
+
+
 def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean NLL per predicted token of each member: logits (K, T, B, V), targets (T, B) or (K, T, B) -> (K,).
     The training objective is (member_nll * T).sum(): members share no parameter, so its gradient is every
@@ -325,9 +354,7 @@ def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     members, vocab = logits.size(0), logits.size(-1)
     targets = targets.expand(logits.shape[:-1])
     if not batched(logits.device):  # each member's logits at a single run's size: they stay in cache
-        # unbind: its backward stacks the members' gradients (indexing would add K logits-sized zero tensors)
-        pairs = zip(logits.unbind(0), targets.unbind(0))
-        return torch.stack([F.cross_entropy(x.view(-1, vocab), y.reshape(-1)) for x, y in pairs])
+        return MemberNLLFunction.apply(logits.view(members, -1, vocab), targets.reshape(members, -1))
     nll = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none")
     return nll.view(members, -1).mean(1)
 
