@@ -19,17 +19,15 @@ def layer_forward(
     c: torch.Tensor,
     weight_hh: torch.Tensor,
     masks: torch.Tensor | None,
-    outputs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """gates_x: ([K,] T, B, 4H) input projections with both biases; h, c: ([K,] B, H); weight_hh: ([K,] 4H, H);
-    masks: ([K,] T, B, H) multiplying h_{t-1}, or None; outputs: where to write the outputs (a new tensor if
-    None). Returns what backward needs: (acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs);
-    the final h, c are outputs[..., -1, :, :] and cells[..., -1, :, :]."""
+    masks: ([K,] T, B, H) multiplying h_{t-1}, or None. Returns what backward needs: (acts, h0, c0, outputs,
+    cells, tanh_cells, weight_hh, masks, inputs); the final h, c are outputs[..., -1, :, :] and
+    cells[..., -1, :, :]."""
     units, steps = h.size(-1), gates_x.size(-3)
     shape = (*h.shape[:-2], steps, *h.shape[-2:])
     acts = torch.empty_like(gates_x)  # sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
-    outputs = h.new_empty(shape) if outputs is None else outputs
-    cells, tanh_cells = h.new_empty(shape), h.new_empty(shape)
+    outputs, cells, tanh_cells = h.new_empty(shape), h.new_empty(shape), h.new_empty(shape)
     inputs = None if masks is None else h.new_empty(shape)  # h_{t-1} after its mask
     addmm = torch.addmm if h.dim() == 2 else torch.baddbmm
     weight_t = weight_hh.transpose(-1, -2)
@@ -51,13 +49,11 @@ def layer_backward(
     d_outputs: torch.Tensor,
     d_h: torch.Tensor,
     d_c: torch.Tensor,
-    d_gates: torch.Tensor | None = None,
-    d_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradients of gates_x, h, c and weight_hh from layer_forward's `saved` and the gradients of the
-    outputs and the final h, c; d_gates, d_weight: where to write those two (new tensors if None)."""
+    outputs and the final h, c."""
     acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs = saved
-    d_gates = torch.empty_like(acts) if d_gates is None else d_gates
+    d_gates = torch.empty_like(acts)
     dh, dc = d_h, d_c
     for t in reversed(range(acts.size(-3))):
         i, f, g, o = acts.select(-3, t).chunk(4, -1)
@@ -75,7 +71,7 @@ def layer_backward(
             dh = dh * masks.select(-3, t)
     if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
         inputs = torch.cat([h0.unsqueeze(-3), outputs.narrow(-3, 0, outputs.size(-3) - 1)], -3)
-    d_weight = torch.matmul(d_gates.flatten(-3, -2).transpose(-1, -2), inputs.flatten(-3, -2), out=d_weight)
+    d_weight = torch.matmul(d_gates.flatten(-3, -2).transpose(-1, -2), inputs.flatten(-3, -2))
     return d_gates, dh, dc, d_weight
 
 

@@ -194,9 +194,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
     if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
         print(
-            "note: on a CPU a stacked group trains at about the speed of its jobs one after another on the "
-            "step-loop LSTM, a few % below the fused LSTM some of them would get alone (docs/measurements.md); "
-            "stacking pays on a GPU",
+            "note: on a CPU a stacked group trains at about the speed of its jobs one after another, each member "
+            "on the LSTM its job would use alone (docs/measurements.md); stacking pays on a GPU",
             flush=True,
         )
     for i, group in enumerate(groups, first):
