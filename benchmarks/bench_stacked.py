@@ -4,7 +4,8 @@ The same training step as rnnreg-train and hydra/launcher=stacked (forward, the 
 backward, clipped SGD, state carried), on random token windows, timed over `--windows` windows after
 `--warmup`. "sequential" trains K single models (LSTMLanguageModel, model.lstm=step and the fused nn.LSTM)
 one after another; "stacked" trains them as one StackedLanguageModel with the launcher's
-step (rnnreg.stacked_step: a CUDA graph on a GPU). Words/s counts every member's words.
+step (rnnreg.stacked_step: a CUDA graph on a GPU; on a CPU each member on the LSTM model.lstm=auto picks for
+it, as the launcher runs them). Words/s counts every member's words.
 Each timing runs in a fresh process, the three in a rotated order on each of `--repeats` rounds, and the
 median counts: in one process the later timings ran up to 5 % slower on our 2-core VM, whichever they were.
 
