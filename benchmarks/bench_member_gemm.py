@@ -1,6 +1,7 @@
 """K members' GEMMs as one batched GEMM (torch.bmm) or one GEMM per member (torch.mm): GFLOP/s at the shapes
-of a stacked window (medium model: 2 x 650, vocabulary 10,000, batch 20 x bptt 35). rnnreg.stacked.batched
-chooses per device from what this measures (docs/measurements.md).
+of a stacked window (medium model: 2 x 650, vocabulary 10,000, batch 20 x bptt 35). Behind rnnreg.stacked_step's
+choice of program per device: on a CPU the members train in turn, each at a single run's GEMM sizes
+(docs/measurements.md).
 
     python benchmarks/bench_member_gemm.py --members 5 --threads 2
 """
@@ -13,15 +14,22 @@ import time
 
 import torch
 
-from rnnreg.stacked import member_matmul
+
+def member_matmul(a: torch.Tensor, b: torch.Tensor, all_at_once: bool) -> torch.Tensor:
+    """Each member's a[k] @ b[k]: one batched GEMM (the stacked model's) or one GEMM per member (a CPU's)."""
+    if all_at_once:
+        return torch.bmm(a, b)
+    out = a.new_empty(a.size(0), a.size(1), b.size(2))
+    for k in range(a.size(0)):
+        torch.mm(a[k], b[k], out=out[k])
+    return out
 
 
 def seconds(a: torch.Tensor, b: torch.Tensor, all_at_once: bool, repeats: int) -> float:
-    """Seconds of the stacked model's own member_matmul, batched or member by member."""
-    member_matmul(a, b, None, all_at_once)
+    member_matmul(a, b, all_at_once)
     start = time.perf_counter()
     for _ in range(repeats):
-        member_matmul(a, b, None, all_at_once)
+        member_matmul(a, b, all_at_once)
     return (time.perf_counter() - start) / repeats
 
 

@@ -4,8 +4,8 @@ The same training step as rnnreg-train and hydra/launcher=stacked (forward, the 
 backward, clipped SGD, state carried), on random token windows, timed over `--windows` windows after
 `--warmup`. "sequential" trains K single models (LSTMLanguageModel, model.lstm=step and the fused nn.LSTM)
 one after another; "stacked" trains them as one StackedLanguageModel with the launcher's
-step (rnnreg.stacked_step: a CUDA graph on a GPU; on a CPU each member on the LSTM model.lstm=auto picks for
-it, as the launcher runs them). Words/s counts every member's words.
+step (rnnreg.stacked_step.group_step: a CUDA graph on a GPU; on a CPU the members in turn, each as its single
+model with the LSTM model.lstm=auto picks for it). Words/s counts every member's words.
 Each timing runs in a fresh process, the three in a rotated order on each of `--repeats` rounds, and the
 median counts: in one process the later timings ran up to 5 % slower on our 2-core VM, whichever they were.
 
@@ -29,7 +29,7 @@ from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import clip_and_sgd_
 from rnnreg.runtime import keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
-from rnnreg.stacked_step import StackedStep
+from rnnreg.stacked_step import StackedStep, group_step
 
 
 def windows(vocab: int, bptt: int, batch: int, count: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -92,7 +92,7 @@ def time_stacked(args, data, device) -> float:
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args))
     model.to(device)
     clip = torch.full((k,), 5.0, device=device)
-    step = StackedStep(model, (args.bptt, args.batch), clip, None, device, graph=not args.no_graph)
+    step = group_step(model, (args.bptt, args.batch), clip, None, device, graph=not args.no_graph)
     lrs = [1.0] * k
     for i, (x, y) in enumerate(data):
         if i == args.warmup:

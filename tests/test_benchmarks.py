@@ -139,7 +139,7 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
 
 
 def test_bench_member_gemm_dry_run(ptb_dir, tmp_path):
-    """The GEMM benchmark behind rnnreg.stacked.batched runs and writes one row per GEMM of a window."""
+    """The GEMM benchmark behind the CPU's program (members in turn) runs and writes one row per GEMM."""
     out = tmp_path / "gemm.json"
     args = ("--members", "2", "--hidden", "8", "--vocab", "30", "--tokens", "12", "--batch", "3", "--repeats", "1")
     bench("bench_member_gemm.py", *args, "--out", str(out), data_dir=ptb_dir)

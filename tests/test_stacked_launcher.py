@@ -132,9 +132,9 @@ def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key
 # -- each member is its job run alone ------------------------------------------------------------------------
 @pytest.mark.parametrize("index", range(len(GOOD)))
 def test_member_equals_its_job_run_alone(stacked, alone, index):
-    """On a CPU a member runs its job's GEMMs, LSTM kernel (fused or step loop) and objective member by member
-    (rnnreg.stacked.batched), so with no dropout it is its job run alone bit for bit: losses, perplexities
-    and weights."""
+    """On a CPU the members train in turn, each as its single model with its job's LSTM (fused or step loop),
+    objective and update rule (rnnreg.stacked_step.InTurnStep), so with no dropout a member is its job run
+    alone bit for bit: losses, perplexities and weights."""
     mine, theirs = metrics(stacked / str(index)), metrics(alone / str(index))
     assert mine["status"] == theirs["status"] == "completed"
     assert mine["stacked"] == {"group": 0, "members": 5, "member": index}

@@ -3,6 +3,8 @@ hyperparameters computes, with its own masks, and no member can change another."
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -10,7 +12,9 @@ import rnnreg.model as model_module
 import rnnreg.stacked as stacked_module
 from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
+from rnnreg.optim import ClippedSGD
 from rnnreg.stacked import (
+    MASK_SEED_OFFSET,
     MemberSpec,
     StackedLanguageModel,
     StackedLinearFunction,
@@ -18,6 +22,7 @@ from rnnreg.stacked import (
     member_nll,
     stacked_clip_and_sgd_,
 )
+from rnnreg.stacked_step import InTurnStep
 
 V, H, L, T, B = 40, 12, 2, 5, 4
 P = 0.5
@@ -97,10 +102,28 @@ def grads_of(net: StackedLanguageModel, k: int) -> dict[str, torch.Tensor]:
     return {net.single_names[n]: p.grad[k] for n, p in net.named_parameters()}
 
 
-@pytest.fixture
-def all_at_once(monkeypatch):
-    """The group's ops batched, as on a GPU (rnnreg.stacked.batched), on this CPU."""
-    monkeypatch.setattr(stacked_module, "batched", lambda device: True)
+def train_in_turn(net, data, lr, clip, weight_decay=None):
+    """Windows of the CPU's program (InTurnStep), as the launcher runs it: per-window losses, the step."""
+    step = InTurnStep(net, (T, B), clip, weight_decay, torch.device("cpu"))
+    losses = []
+    for x, y in data:
+        step(x, y, lr.tolist())
+        losses.append(step.loss.clone())
+    return losses, step
+
+
+def train_clipped(net, data, lr, clip, weight_decay=0.0):
+    """A job's plain step (rnnreg.task): the summed-over-time objective, then ClippedSGD; per-window losses."""
+    optimizer = ClippedSGD(net.parameters(), lr=lr, clip=clip, weight_decay=weight_decay)
+    losses, state = [], None
+    for x, y in data:
+        optimizer.zero_grad()
+        logits, state = net(x, state)
+        nll = torch.nn.functional.cross_entropy(logits.view(-1, V), y.reshape(-1))
+        (nll * x.size(0)).backward()
+        optimizer.step()
+        losses.append(nll.detach())
+    return losses
 
 
 # -- the layer functions (the GPU's path) ----------------------------------------------------------------
@@ -127,13 +150,12 @@ def test_stacked_layer_function_backward_is_the_gradient(masks):
     assert torch.autograd.gradcheck(StackedLSTMLayerFunction.apply, (gates_x, h, c, weight, mask))
 
 
-@pytest.mark.parametrize("all_at_once", [True, False])  # the decoder's matmuls, batched or member by member
-def test_stacked_linear_function_backward_is_the_gradient(all_at_once):
+def test_stacked_linear_function_backward_is_the_gradient():
     gen = torch.Generator().manual_seed(2)
     x, weight, bias = (
         torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((3, 4, 5), (3, 6, 5), (3, 6))
     )
-    args = (*(t.requires_grad_() for t in (x, weight, bias)), all_at_once)
+    args = tuple(t.requires_grad_() for t in (x, weight, bias))
     assert torch.autograd.gradcheck(StackedLinearFunction.apply, args)
     out = StackedLinearFunction.apply(*args)
     torch.testing.assert_close(out, torch.stack([torch.nn.functional.linear(*args) for args in zip(x, weight, bias)]))
@@ -165,23 +187,6 @@ def test_stacked_layer_function_is_the_single_layer_function_per_member():
         torch.testing.assert_close([g[k] for g in grads], list(grads_k), rtol=1e-5, atol=1e-6)
 
 
-def test_member_nll_function_is_each_members_cross_entropy():
-    """The CPU's objective: each member's F.cross_entropy and its gradient, bit for bit; gradcheck."""
-    gen = torch.Generator().manual_seed(3)
-    logits = torch.randn(3, 7, V, generator=gen, requires_grad=True)
-    targets = torch.randint(V, (3, 7), generator=gen)
-    scale = torch.tensor([2.0, -1.0, 0.5])
-    (stacked_module.MemberNLLFunction.apply(logits, targets) * scale).sum().backward()
-    for k in range(3):
-        alone = logits[k].detach().requires_grad_()
-        nll = torch.nn.functional.cross_entropy(alone, targets[k])
-        (nll * scale[k]).backward()
-        assert torch.equal(stacked_module.MemberNLLFunction.apply(logits, targets)[k], nll)
-        assert torch.equal(logits.grad[k], alone.grad)
-    double = logits.detach().double().requires_grad_()
-    assert torch.autograd.gradcheck(stacked_module.MemberNLLFunction.apply, (double, targets))
-
-
 # -- members are single models -------------------------------------------------------------------------
 def test_member_k_starts_as_the_single_model_seeded_with_its_seed():
     specs = [MemberSpec(3, 0.1), MemberSpec(11, 0.05), MemberSpec(3, 0.2, **PLACEMENTS["variational"])]
@@ -198,23 +203,31 @@ def test_member_k_starts_as_the_single_model_seeded_with_its_seed():
 MIXED_KERNELS = [MemberSpec(1, 0.1), MemberSpec(2, 0.3, lstm="step"), MemberSpec(5, 0.05)]  # fused, step, fused
 
 
-def test_member_by_member_runs_each_members_own_lstm_kernel():
-    """On a CPU a member runs the LSTM its job runs alone: nn.LSTM's fused kernel for model.lstm=auto without
-    recurrent dropout, the step loop for model.lstm=step or dropout on h_{t-1}."""
+def test_member_model_is_the_single_model_on_views_of_its_slices():
+    """On a CPU member k trains as member_model(k): its job's LSTM (fused for model.lstm=auto without recurrent
+    dropout, the step loop otherwise), its single model's outputs bit for bit, and parameters that are member
+    k's slices (a change to one is a change to the other)."""
     specs = [*MIXED_KERNELS, MemberSpec(3, **PLACEMENTS["recurrent"]), MemberSpec(4, **PLACEMENTS["non_recurrent"])]
     net = StackedLanguageModel(V, H, L, specs)
     assert net.fused == (True, False, True, False, True) == tuple(single(s).fused for s in specs)
+    x = windows(1)[0][0]
+    for k, spec in enumerate(specs):
+        member = net.member_model(k)
+        assert member.fused == net.fused[k] and member.training is net.training
+        member.eval()
+        assert [n for n, _ in member.named_parameters()] == [n for n, _ in single(spec).named_parameters()]
+        assert torch.equal(member(x)[0], single(spec).eval()(x)[0])
+        with torch.no_grad():
+            member.decoder.bias[0] = 7.0 + k
+        assert [j for j in range(len(specs)) if net.decoder_bias[j, 0] == 7.0 + k] == [k]
     with pytest.raises(ValueError, match="model.lstm=fused must be auto, fused or step"):
         StackedLanguageModel(V, H, L, [MemberSpec(1, lstm="fused", **PLACEMENTS["recurrent"])])
 
 
-@pytest.mark.parametrize("path", ["member_by_member", "all_at_once"])
-def test_group_without_dropout_computes_each_members_logits_and_gradients(path, request):
-    """Three seeds and init scales, fused and step members: the first window's logits and gradients are each
-    member's alone; bit for bit member by member (a CPU), to float32 tolerance batched (a GPU's path, where
-    every member runs the step loop)."""
-    if path == "all_at_once":
-        request.getfixturevalue("all_at_once")
+def test_group_without_dropout_computes_each_members_logits_and_gradients():
+    """Three seeds and init scales, members whose jobs run the fused or the step LSTM: the stacked forward's
+    (a GPU's program, every member on the step loop) first-window logits and gradients are each member's
+    alone, to float32 tolerance (a batched GEMM rounds as it likes)."""
     specs = MIXED_KERNELS
     x, y = windows(1)[0]
     net = StackedLanguageModel(V, H, L, specs).train()
@@ -224,7 +237,7 @@ def test_group_without_dropout_computes_each_members_logits_and_gradients(path, 
         alone = single(spec).train()
         logits_k, _ = alone(x)
         torch.nn.functional.cross_entropy(logits_k.view(-1, V), y.reshape(-1)).mul(T).backward()
-        tolerance = {"rtol": 1e-5, "atol": 1e-6} if path == "all_at_once" else {"rtol": 0, "atol": 0}
+        tolerance = {"rtol": 1e-5, "atol": 1e-6}
         torch.testing.assert_close(logits[k], logits_k, **tolerance)
         torch.testing.assert_close(grads_of(net, k), {n: p.grad for n, p in alone.named_parameters()}, **tolerance)
 
@@ -238,10 +251,9 @@ SCHEDULES = {  # lr, clip (member 1 clipped on every window), weight decay
 
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_group_without_dropout_trains_as_each_member_alone(schedule):
-    """Ten windows with carried state, fused and step members: each member's losses, gradient norms and
-    weights are those of the single model trained alone (clip_grad_norm_ + torch SGD). At lr 1 without weight
-    decay the update rounds as the single model's (rnnreg.fast): norms and weights to the last bit, clipping
-    included."""
+    """A GPU's program (the stacked forward, stacked_clip_and_sgd_): ten windows with carried state, members
+    whose jobs run the fused or the step LSTM; each member's losses, gradient norms and weights are those of
+    the single model trained alone (clip_grad_norm_ + torch SGD), to float32 tolerance."""
     specs = MIXED_KERNELS
     lr, clip, weight_decay = SCHEDULES[schedule]
     data = windows(10)
@@ -252,17 +264,33 @@ def test_group_without_dropout_trains_as_each_member_alone(schedule):
         alone = single(spec).train()
         expected = train_single(alone, data, lr[k], clip[k], weight_decay[k] if weight_decay else 0.0)
         torch.testing.assert_close([nll[k] for nll, _ in history], [nll for nll, _ in expected], rtol=1e-5, atol=0)
-        got = net.member_state_dict(k)
-        if schedule == "lr_one":
-            assert [n[k].item() for _, n in history] == [n.item() for _, n in expected]
-            assert all(torch.equal(got[name], value) for name, value in alone.state_dict().items())
-            continue
         torch.testing.assert_close([n[k] for _, n in history], [n for _, n in expected], rtol=1e-5, atol=0)
+        got = net.member_state_dict(k)
         for name, value in alone.state_dict().items():
             torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_members_in_turn_train_as_each_member_alone_bit_for_bit(schedule):
+    """A CPU's program (InTurnStep): each member's losses and weights after ten windows with carried state are
+    its job's plain step (ClippedSGD) to the last bit, for every schedule, clipping and weight decay included."""
+    specs = MIXED_KERNELS
+    lr, clip, weight_decay = SCHEDULES[schedule]
+    data = windows(10)
+    net = StackedLanguageModel(V, H, L, specs).train()
+    losses, step = train_in_turn(net, data, vec(lr), vec(clip), None if weight_decay is None else vec(weight_decay))
+    assert step.step.item() == 10 and step.active.all()
+    for k, spec in enumerate(specs):
+        alone = single(spec).train()
+        expected = train_clipped(alone, data, lr[k], clip[k], weight_decay[k] if weight_decay else 0.0)
+        assert [loss[k].item() for loss in losses] == [loss.item() for loss in expected]
+        got = net.member_state_dict(k)
+        assert list(got) == list(alone.state_dict())
+        assert all(torch.equal(got[name], value) for name, value in alone.state_dict().items())
+
+
 def test_one_member_is_the_single_model():
+    """A group of one on a GPU's program: the single model trained alone, to float32 tolerance."""
     spec = MemberSpec(4, 0.1)
     data = windows(6, seed=2)
     net = StackedLanguageModel(V, H, L, [spec]).train()
@@ -271,7 +299,8 @@ def test_one_member_is_the_single_model():
     expected = train_single(alone, data, 1.0, 0.5)
     torch.testing.assert_close([nll[0] for nll, _ in history], [nll for nll, _ in expected], rtol=1e-5, atol=0)
     got = net.member_state_dict(0)
-    assert all(torch.equal(got[name], value) for name, value in alone.state_dict().items())
+    for name, value in alone.state_dict().items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("lstm", ["step", "fused"])
@@ -368,7 +397,75 @@ def test_an_inactive_member_keeps_its_weights_even_with_non_finite_gradients():
     assert not torch.equal(net.member_state_dict(0)["decoder.weight"], fresh["decoder.weight"])  # 0 trained
 
 
-# -- dropout placements ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("change", ["lr", "weights", "dropout", "diverge"])
+def test_members_in_turn_are_independent(change):
+    """A CPU's program: changing member 1 (its lr, its weights, its dropout, or NaN weights that make it
+    diverge) leaves members 0 and 2 bitwise unchanged; a diverging member is switched off as failed at its
+    first window and keeps its weights."""
+    specs = [MemberSpec(1, **EVERYWHERE), MemberSpec(2), MemberSpec(3, 0.05, **PLACEMENTS["variational"])]
+    data, lr, clip = windows(4), vec([1.0, 1.0, 0.5]), vec([0.5, 5.0, 5.0])
+
+    def run(specs, lr, member1=None):
+        net = StackedLanguageModel(V, H, L, specs).train()
+        if member1 is not None:
+            net.load_member(1, member1)
+        losses, step = train_in_turn(net, data, lr, clip)
+        return net, losses, step
+
+    base_net, base_losses, _ = run(specs, lr)
+    member1 = None
+    if change == "lr":
+        lr = vec([1.0, 0.01, 0.5])
+    elif change == "weights":
+        member1 = single(MemberSpec(8, 0.3)).state_dict()
+    elif change == "dropout":
+        specs[1] = MemberSpec(2, **EVERYWHERE)
+    else:
+        member1 = single(specs[1]).state_dict()
+        member1["decoder.bias"][3] = float("nan")
+    net, losses, step = run(specs, lr, member1)
+    for k in (0, 2):
+        assert [loss[k].item() for loss in losses] == [loss[k].item() for loss in base_losses]
+        ours, theirs = net.member_state_dict(k), base_net.member_state_dict(k)
+        assert all(torch.equal(ours[n], theirs[n]) for n in ours)
+    if change == "diverge":
+        assert step.active.tolist() == [True, False, True]
+        ((member, (window, loss)),) = step.failures([True] * 3).items()
+        assert member == 1 and window == 0 and math.isnan(loss)
+        kept = net.member_state_dict(1)
+        assert all(torch.equal(kept[n].view(torch.int32), v.view(torch.int32)) for n, v in member1.items())
+    else:
+        assert losses[-1][1] != base_losses[-1][1]  # member 1 did change
+
+
+def test_members_in_turn_drop_as_their_single_models_from_their_own_streams():
+    """A CPU's program: a member's masks are its single model's (the sites and draws of rnnreg.model), drawn
+    from its own stream, seed + MASK_SEED_OFFSET, in place of the global one: each member with dropout
+    (fused: non_recurrent and weight drop; step: everywhere, variational) trains as its single model trained
+    alone after torch.manual_seed(seed + MASK_SEED_OFFSET), to the last bit, whatever its group. The global
+    stream is left as it was."""
+    specs = [
+        MemberSpec(1, **EVERYWHERE),
+        MemberSpec(2, 0.05, **PLACEMENTS["variational"]),
+        MemberSpec(3, **PLACEMENTS["non_recurrent"], weight_drop=0.2),
+        MemberSpec(4),
+    ]
+    data, lr, clip = windows(4), vec([1.0, 0.7, 1.0, 1.0]), vec([0.5, 5.0, 5.0, 5.0])
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    net = StackedLanguageModel(V, H, L, specs).train()
+    losses, _ = train_in_turn(net, data, lr, clip)
+    assert torch.equal(torch.get_rng_state(), before)
+    for k, spec in enumerate(specs):
+        alone = single(spec).train()
+        torch.manual_seed(spec.seed + MASK_SEED_OFFSET)
+        expected = train_clipped(alone, data, lr[k].item(), clip[k].item())
+        assert [loss[k].item() for loss in losses] == [loss.item() for loss in expected], k
+        got = net.member_state_dict(k)
+        assert all(torch.equal(got[name], value) for name, value in alone.state_dict().items()), k
+
+
+# -- dropout placements (the stacked forward: a GPU's program) -------------------------------------------
 class Recorder:
     """Records every mask a member draws (per member, from its generator) and what each layer multiplies."""
 

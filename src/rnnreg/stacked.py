@@ -1,8 +1,9 @@
 """K same-shape language models trained as one program: a hyperparameter sweep (seeds, dropout placements,
 rates) stacked along a leading member dimension. On a GPU every matmul runs once for all members (one batched
-GEMM per time step and layer, every member on the step-loop LSTM) instead of once per member; on a CPU the
-ops run member by member (`batched`), each at a single run's size, and each member's LSTM layers run as its
-single model runs them (oneDNN's fused kernel, or the step loop for recurrent and variational dropout).
+GEMM per time step and layer, every member on the step-loop LSTM) instead of once per member: a step's kernels
+are small and launch-bound. On a CPU the work is compute-bound and a batched GEMM runs below a plain one at
+our shapes (benchmarks/bench_member_gemm.py), so there the members train in turn, each as its own single model
+on views of its slices (`member_model`, rnnreg.stacked_in_turn).
 
 Member k computes what a single `LSTMLanguageModel` with its hyperparameters computes: the same initial
 weights (drawn from its own generator seeded with its seed, in the single model's order), the same dropout
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnreg.lstm_layer import LSTMLayerFunction, layer_backward, layer_forward
+from rnnreg.lstm_layer import layer_backward, layer_forward
 from rnnreg.model import LSTMLanguageModel
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -33,7 +34,8 @@ MASK_SEED_OFFSET = 7_919_000
 @dataclass(frozen=True)
 class MemberSpec:
     """One member's hyperparameters; the fields after `seed` are LSTMLanguageModel's keyword arguments.
-    `lstm` (model.lstm) picks the member's LSTM kernel on a CPU; on a GPU every member runs the step loop."""
+    `lstm` (model.lstm) picks the member's LSTM on a CPU, where it runs as its single model; on a GPU every
+    member runs the stacked step loop."""
 
     seed: int
     init_scale: float = 0.1
@@ -58,46 +60,21 @@ def member_mask(shape: tuple[int, ...], p: float, generator: torch.Generator, li
     return like.new_empty(shape).bernoulli_(1 - p, generator=generator).div_(1 - p)
 
 
-def batched(device: torch.device) -> bool:
-    """How a stacked op runs its members. On a GPU as one batched kernel for all of them: a step's kernels are
-    small and launch-bound. On a CPU member by member, each at the single model's size: the work is
-    compute-bound, MKL's batched GEMM runs below its plain GEMM at our shapes (benchmarks/bench_member_gemm.py),
-    one member's weights stay in cache through its time steps, and a member without recurrent dropout can
-    take oneDNN's fused LSTM, as its job run alone does."""
-    return device.type != "cpu"
-
-
-def member_matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None, all_at_once: bool) -> torch.Tensor:
-    """Each member's a[k] @ b[k] (+ add[k]): (K, n, m) @ (K, m, p) -> (K, n, p), contiguous; one batched GEMM
-    (all_at_once) or one GEMM per member."""
-    if all_at_once:
-        return torch.bmm(a, b) if add is None else torch.baddbmm(add, a, b)
-    out = a.new_empty(a.size(0), a.size(1), b.size(2))
-    for k in range(a.size(0)):
-        if add is None:
-            torch.mm(a[k], b[k], out=out[k])
-        else:
-            torch.addmm(add[k], a[k], b[k], out=out[k])
-    return out
-
-
 class StackedLinearFunction(torch.autograd.Function):
-    """F.linear of K members: x (K, N, in), weight (K, out, in), bias (K, out) -> (K, N, out), batched or member
-    by member (all_at_once, see `batched`). Written out so that the weight's gradient is contiguous, as
-    F.linear's (autograd's bmm hands back a transposed view): each member's gradient norm then reduces its
-    elements in the single model's order, to the last bit."""
+    """F.linear of K members as batched GEMMs: x (K, N, in), weight (K, out, in), bias (K, out) -> (K, N, out).
+    Written out so that the weight's gradient is contiguous, as F.linear's (autograd's bmm hands back a
+    transposed view): each member's gradient norm then reduces its elements in the single model's order."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, all_at_once):
+    def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
-        ctx.all_at_once = all_at_once
-        return member_matmul(x, weight.transpose(1, 2), bias.unsqueeze(1), all_at_once)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, d_out):
         x, weight = ctx.saved_tensors
-        d_x = member_matmul(d_out, weight, None, ctx.all_at_once) if ctx.needs_input_grad[0] else None
-        return d_x, member_matmul(d_out.transpose(1, 2), x, None, ctx.all_at_once), d_out.sum(1), None
+        d_x = torch.bmm(d_out, weight) if ctx.needs_input_grad[0] else None
+        return d_x, torch.bmm(d_out.transpose(1, 2), x), d_out.sum(1)
 
 
 class StackedLSTMLayerFunction(torch.autograd.Function):
@@ -129,7 +106,7 @@ class StackedLanguageModel(nn.Module):
     (K, 4H, H)). Dropout follows each member's own spec exactly as LSTMLanguageModel places it; its masks
     come from the member's own generator (seed + MASK_SEED_OFFSET, on the device of the first mask drawn).
     `fused[k]`: member k's single model runs nn.LSTM's fused kernel (model.lstm=auto without recurrent or
-    variational dropout, or fused), which member k then also runs on a CPU.
+    variational dropout, or fused), and member k starts from nn.LSTM's draws (and runs it on a CPU).
     """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, members: Sequence[MemberSpec | dict]):
@@ -198,6 +175,21 @@ class StackedLanguageModel(nn.Module):
             for name, single in self.single_names.items():
                 getattr(self, name)[k].copy_(state_dict[single])
 
+    def member_model(self, k: int) -> LSTMLanguageModel:
+        """Member k as its own LSTMLanguageModel (its spec, its LSTM) whose parameters are views of member k's
+        slices: training it trains member k in place, and what it computes is its single model's, bit for bit.
+        Its dropout draws from the global generator, as a single model's does (see rnnreg.stacked_in_turn)."""
+        with torch.device("meta"):  # no storage of its own: every parameter is replaced below
+            single = LSTMLanguageModel(
+                self.vocab_size, self.hidden_size, self.num_layers, **self.members[k].model_kwargs()
+            )
+        for stacked, name in self.single_names.items():
+            *path, attr = name.split(".")
+            module = single.get_submodule(".".join(path))
+            # setattr: nn.LSTM's __setattr__ also points its kernel's weight list at the view
+            setattr(module, attr, nn.Parameter(getattr(self, stacked).detach()[k]))
+        return single.train(self.training)
+
     # -- dropout masks ---------------------------------------------------------------------------------
     def generators(self, device: torch.device) -> list[torch.Generator]:
         """The members' mask generators, made on `device` when first needed (masks are drawn where they are used)."""
@@ -253,30 +245,13 @@ class StackedLanguageModel(nn.Module):
         weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
         recurrent: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One LSTM layer of every member: x (K, T, B, H); h, c (K, B, H); weights: (weight_ih, bias_ih,
-        weight_hh, bias_hh), each (K, ...); recurrent: (K, T, B, H) masks on h_{t-1} (ones for a member without
-        them) or None. Returns the outputs (K, T, B, H) and the final h, c (K, B, H)."""
+        """One LSTM layer of every member, one step loop for all: x (K, T, B, H); h, c (K, B, H); weights:
+        (weight_ih, bias_ih, weight_hh, bias_hh), each (K, ...); recurrent: (K, T, B, H) masks on h_{t-1} (ones
+        for a member without them) or None. Returns the outputs (K, T, B, H) and the final h, c (K, B, H)."""
         weight_ih, bias_ih, weight_hh, bias_hh = weights
         members, steps, streams, units = x.shape
-        if batched(x.device):  # one step loop for all members
-            gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh, True)
-            return StackedLSTMLayerFunction.apply(gates_x.view(members, steps, streams, -1), h, c, weight_hh, recurrent)
-        # member by member, each as its single model runs the layer (unbind: the gradients come back stacked)
-        outputs, hs, cs = [], [], []
-        tensors = (x, h, c, weight_ih, bias_ih, weight_hh, bias_hh)
-        for k, (x_k, h_k, c_k, w_ih, b_ih, w_hh, b_hh) in enumerate(zip(*(t.unbind(0) for t in tensors))):
-            if self.fused[k]:  # nn.LSTM's kernel, one layer (as nn.LSTM runs its layers, to the last bit)
-                out, h_k, c_k = torch.lstm(
-                    x_k, (h_k[None], c_k[None]), (w_ih, w_hh, b_ih, b_hh), True, 1, 0.0, self.training, False, False
-                )
-                h_k, c_k = h_k[0], c_k[0]
-            else:  # StepLSTM's layer
-                masks = recurrent[k] if recurrent is not None and self.members[k].dropout_recurrent else None
-                out, h_k, c_k = LSTMLayerFunction.apply(F.linear(x_k, w_ih, b_ih + b_hh), h_k, c_k, w_hh, masks)
-            outputs.append(out)
-            hs.append(h_k)
-            cs.append(c_k)
-        return torch.stack(outputs), torch.stack(hs), torch.stack(cs)
+        gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh)
+        return StackedLSTMLayerFunction.apply(gates_x.view(members, steps, streams, -1), h, c, weight_hh, recurrent)
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens: (T, B) ids shared by all members, or (K, T, B) -> logits (K, T, B, V) and the final (h, c),
@@ -285,7 +260,6 @@ class StackedLanguageModel(nn.Module):
         if tokens.dim() == 2:
             tokens = tokens.expand(members, *tokens.shape)
         steps, streams = tokens.shape[1:]
-        all_at_once = batched(tokens.device)
         weight = self.embedding_weight
         masks = self.site_masks("embedding_dropout", (vocab, 1), weight)  # whole-word dropout: rows per window
         if masks is not None:
@@ -312,39 +286,8 @@ class StackedLanguageModel(nn.Module):
             hs.append(h)
             cs.append(c)
         x = self.drop(x, "dropout_output")
-        logits = StackedLinearFunction.apply(
-            x.reshape(members, -1, units), self.decoder_weight, self.decoder_bias, all_at_once
-        )
+        logits = StackedLinearFunction.apply(x.reshape(members, -1, units), self.decoder_weight, self.decoder_bias)
         return logits.view(members, steps, streams, vocab), (torch.stack(hs, 1).detach(), torch.stack(cs, 1).detach())
-
-
-class MemberNLLFunction(torch.autograd.Function):
-    """Member by member: each member's F.cross_entropy (mean over its tokens) as the aten calls autograd makes
-    for it (log_softmax, nll_loss and their backwards, so to the last bit), every member's gradient written
-    into one (K, N, V) tensor (unbind + stack would copy K logits-sized gradients). logits (K, N, V), targets
-    (K, N) -> (K,)."""
-
-    @staticmethod
-    def forward(ctx, logits, targets):
-        log_probs, nll, total_weights = torch.empty_like(logits), logits.new_empty(logits.size(0)), []
-        for k in range(logits.size(0)):
-            torch._log_softmax(logits[k], 1, False, out=log_probs[k])
-            nll_k, weight = torch.ops.aten.nll_loss_forward(log_probs[k], targets[k], None, 1, -100)  # 1: mean
-            nll[k] = nll_k
-            total_weights.append(weight)
-        ctx.save_for_backward(log_probs, targets, *total_weights)
-        return nll
-
-    @staticmethod
-    def backward(ctx, d_nll):
-        log_probs, targets, *total_weights = ctx.saved_tensors
-        d_logits = torch.empty_like(log_probs)
-        for k, weight in enumerate(total_weights):
-            d_log_probs = torch.ops.aten.nll_loss_backward(d_nll[k], log_probs[k], targets[k], None, 1, -100, weight)
-            torch.ops.aten._log_softmax_backward_data.out(
-                d_log_probs, log_probs[k], 1, log_probs.dtype, out=d_logits[k]
-            )
-        return d_logits, None
 
 
 def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -353,8 +296,6 @@ def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     member's own objective's gradient."""
     members, vocab = logits.size(0), logits.size(-1)
     targets = targets.expand(logits.shape[:-1])
-    if not batched(logits.device):  # each member's logits at a single run's size: they stay in cache
-        return MemberNLLFunction.apply(logits.view(members, -1, vocab), targets.reshape(members, -1))
     nll = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none")
     return nll.view(members, -1).mean(1)
 

@@ -1,20 +1,36 @@
-"""One training window of a stacked group on static buffers, with no host synchronisation: the stacked
-model's forward, the members' summed objective, backward, each member's divergence check and clipped SGD
-update, the carried state. On CUDA it is captured as one CUDA graph after `warmup` eager windows, as
-rnnreg.fast.FastStep does for a single model (both are a GraphedStep); on a CPU the same program runs eagerly.
+"""One training window of a stacked group, and its evaluation pass; `group_step` picks the program.
 
-A member whose loss is non-finite or above MAX_NLL is switched off on the device before the update (its
-weights stay the last finite ones); the window and the loss at which it happened are recorded on the
-device, for the host to read when it next looks (`failures`).
+`StackedStep` (a GPU): on static buffers with no host synchronisation, the stacked model's forward, the
+members' summed objective, backward, each member's divergence check and clipped SGD update, the carried
+state. On CUDA it is captured as one CUDA graph after `warmup` eager windows, as rnnreg.fast.FastStep does
+for a single model (both are a GraphedStep).
+
+`InTurnStep` (a CPU): the same window member by member, each member trained as its job alone trains it, on
+its single model (StackedLanguageModel.member_model): its forward, the paper's objective (rnnreg.task) and
+ClippedSGD's rule (rnnreg.optim.clip_and_sgd_) with its lr, clip and weight decay. A member's window runs from
+forward to update before the next member's starts, so one single run's activations are live at a time, and
+a stopped or failed member costs nothing. Its masks come from its own generator, swapped in for the global one.
+
+A member whose loss is non-finite or above MAX_NLL is switched off before the update (its weights stay the
+last finite ones); the window and the loss at which it happened are recorded (on the device: the host reads
+them when it next looks, `failures`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterable, Iterator
+
 import torch
+import torch.nn.functional as F
 
 from rnnreg.fast import GraphedStep
+from rnnreg.optim import clip_and_sgd_
 from rnnreg.signals import MAX_NLL
-from rnnreg.stacked import StackedLanguageModel, member_nll, stacked_clip_and_sgd_
+from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll, stacked_clip_and_sgd_
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 class StackedStep(GraphedStep):
@@ -81,6 +97,18 @@ class StackedStep(GraphedStep):
         for p in self.params:
             p.grad = None
 
+    @torch.no_grad()
+    def nll_sums(self, batches: Batches) -> torch.Tensor:
+        """Every member's summed NLL (K,) float64 over the (input, target) windows, in eval mode, the state
+        carried from zeros: a window's mean NLL times its tokens, as the Perplexity metric sums it."""
+        self.model.eval()
+        total, state = torch.zeros(self.model.num_members, dtype=torch.float64, device=self.x.device), None
+        for x, y in batches:
+            logits, state = self.model(x, state)
+            total += member_nll(logits, y).double() * y.numel()
+        self.model.train()
+        return total
+
     def before_capture(self, graph: torch.cuda.CUDAGraph) -> None:
         # each member's mask generator advances on every replay as it would eagerly
         for generator in self.model.generators(self.x.device):
@@ -112,3 +140,102 @@ class StackedStep(GraphedStep):
             return {}
         steps, losses = self.failed_step.tolist(), self.failed_loss.tolist()
         return {k: (steps[k], losses[k]) for k in failed}
+
+
+def has_dropout(spec: MemberSpec) -> bool:
+    return any(
+        (spec.dropout_input, spec.dropout_between, spec.dropout_output, spec.dropout_recurrent)
+        + (spec.weight_drop, spec.embedding_dropout)
+    )
+
+
+@contextlib.contextmanager
+def drawing_from(generator: torch.Generator) -> Iterator[None]:
+    """The global CPU generator draws from `generator`'s stream (which advances); its own stream is restored."""
+    default = torch.default_generator
+    saved = default.get_state()
+    default.set_state(generator.get_state())
+    try:
+        yield
+    finally:
+        generator.set_state(default.get_state())
+        default.set_state(saved)
+
+
+class InTurnStep(StackedStep):
+    """The window on a CPU, member by member (see the module's docstring); StackedStep's buffers and host
+    interface, with the host's floats for the lr, the clip and the weight decay, as ClippedSGD has them."""
+
+    def __init__(
+        self,
+        model: StackedLanguageModel,
+        window: tuple[int, int],
+        clip: torch.Tensor,
+        weight_decay: torch.Tensor | None,
+        device: torch.device,
+    ):
+        super().__init__(model, window, clip, weight_decay, device, graph=False)
+        self.nets = [model.member_model(k) for k in range(model.num_members)]
+        self.clips = clip.tolist()
+        self.decays = [0.0] * model.num_members if weight_decay is None else weight_decay.tolist()
+        self.drops = [has_dropout(spec) for spec in model.members]
+
+    def masks_of(self, k: int) -> contextlib.AbstractContextManager:
+        """Member k's dropout draws from its own generator (nothing to swap without dropout)."""
+        return drawing_from(self.model.generators(self.x.device)[k]) if self.drops[k] else contextlib.nullcontext()
+
+    def program(self) -> None:
+        x, y, steps = self.x, self.y, self.x.size(0)
+        active = self.active.tolist()  # a CPU tensor: no sync
+        for k, net in enumerate(self.nets):
+            if not active[k]:  # stopped or failed: its weights stay as they are
+                continue
+            with self.masks_of(k):
+                logits, (h, c) = net(x, (self.h[k], self.c[k]))
+            nll = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+            loss = nll.item()
+            if not math.isfinite(loss) or loss > MAX_NLL:  # before the update: it keeps its last finite weights
+                self.active[k] = False
+                self.failed_step[k], self.failed_loss[k] = self.step, loss
+                continue
+            (nll * steps).backward()  # the paper's objective: summed over the window's time steps
+            params = list(net.parameters())
+            clip_and_sgd_(params, [p.grad for p in params], self.lr_values[k], self.clips[k], self.decays[k])
+            for p in params:
+                p.grad = None
+            self.h[k].copy_(h)
+            self.c[k].copy_(c)
+            self.loss[k] = nll.detach()
+            self.nll_sum[k] += nll.detach().double() * y.numel()
+        self.step.add_(1)
+
+    def clear_grads(self) -> None:
+        """Each member's gradients live only within its turn."""
+
+    @torch.no_grad()
+    def nll_sums(self, batches: Batches) -> torch.Tensor:
+        """StackedStep.nll_sums, member by member, each member's windows as its single model evaluates them."""
+        batches = list(batches)
+        total = torch.zeros(len(self.nets), dtype=torch.float64)
+        for k, net in enumerate(self.nets):
+            net.eval()
+            state = None
+            for x, y in batches:
+                logits, state = net(x, state)
+                total[k] += F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)).double() * y.numel()
+            net.train()
+        return total
+
+
+def group_step(
+    model: StackedLanguageModel,
+    window: tuple[int, int],
+    clip: torch.Tensor,
+    weight_decay: torch.Tensor | None,
+    device: torch.device,
+    graph: bool = True,
+) -> StackedStep:
+    """The group's window: the members in turn on a CPU, the stacked program (a CUDA graph) elsewhere."""
+    if device.type == "cpu":
+        return InTurnStep(model, window, clip, weight_decay, device)
+    return StackedStep(model, window, clip, weight_decay, device, graph)

@@ -27,10 +27,10 @@ from rnnreg.io import replace_atomically
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
-from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll
+from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job
 from rnnreg.stacked_outputs import JobFolder
-from rnnreg.stacked_step import StackedStep
+from rnnreg.stacked_step import group_step
 
 
 def limit_batches(count: int, limit) -> int:
@@ -102,7 +102,7 @@ class GroupTrainer:
             return torch.tensor(values, dtype=torch.float32, device=self.device)
 
         decays = [j.cfg.optim.get("weight_decay", 0.0) for j in jobs]
-        self.step = StackedStep(
+        self.step = group_step(
             self.model,
             (cfg.data.bptt, cfg.data.batch_size),
             clip=per_member([j.cfg.trainer.gradient_clip_val for j in jobs]),
@@ -224,15 +224,9 @@ class GroupTrainer:
             saved = [p.detach().clone() for p in self.params]
             for p, q in zip(self.params, params):
                 p.copy_(q)
-        self.model.eval()
-        total = torch.zeros(self.model.num_members, dtype=torch.float64, device=self.device)
-        tokens, state = 0, None
-        for i in range(count):
-            x, y = (t.to(self.device) for t in windows[i])
-            logits, state = self.model(x, state)
-            total += member_nll(logits, y).double() * y.numel()
-            tokens += y.numel()
-        self.model.train()
+        batches = ((x.to(self.device), y.to(self.device)) for x, y in (windows[i] for i in range(count)))
+        total = self.step.nll_sums(batches)
+        tokens = sum(windows[i][1].numel() for i in range(count))
         if saved is not None:
             for p, q in zip(self.params, saved):
                 p.copy_(q)
