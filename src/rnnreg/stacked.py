@@ -3,7 +3,7 @@ rates) stacked along a leading member dimension. On a GPU every matmul runs once
 GEMM per time step and layer, every member on the step-loop LSTM) instead of once per member: a step's kernels
 are small and launch-bound. On a CPU the work is compute-bound and a batched GEMM runs below a plain one at
 our shapes (benchmarks/bench_member_gemm.py), so there the members train in turn, each as its own single model
-on views of its slices (`member_model`, rnnreg.stacked_in_turn).
+on views of its slices (`member_model`, rnnreg.stacked_step.InTurnStep).
 
 Member k computes what a single `LSTMLanguageModel` with its hyperparameters computes: the same initial
 weights (drawn from its own generator seeded with its seed, in the single model's order), the same dropout
@@ -47,6 +47,12 @@ class MemberSpec:
     weight_drop: float = 0.0
     embedding_dropout: float = 0.0
     lstm: str = "auto"
+
+    @property
+    def drops(self) -> bool:
+        """Whether the member draws any dropout mask in training."""
+        rates = (self.dropout_input, self.dropout_between, self.dropout_output, self.dropout_recurrent)
+        return any(rates + (self.weight_drop, self.embedding_dropout))
 
     def model_kwargs(self) -> dict:
         """The keyword arguments of the equivalent single LSTMLanguageModel."""
@@ -178,7 +184,8 @@ class StackedLanguageModel(nn.Module):
     def member_model(self, k: int) -> LSTMLanguageModel:
         """Member k as its own LSTMLanguageModel (its spec, its LSTM) whose parameters are views of member k's
         slices: training it trains member k in place, and what it computes is its single model's, bit for bit.
-        Its dropout draws from the global generator, as a single model's does (see rnnreg.stacked_in_turn)."""
+        Its dropout draws from the global generator, as a single model's does; rnnreg.stacked_step.InTurnStep
+        swaps the member's own generator in around its forward."""
         with torch.device("meta"):  # no storage of its own: every parameter is replaced below
             single = LSTMLanguageModel(
                 self.vocab_size, self.hidden_size, self.num_layers, **self.members[k].model_kwargs()

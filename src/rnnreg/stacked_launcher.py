@@ -33,7 +33,7 @@ MEMBER_KEYS = (
     "seed",
     "dropout",
     "model.init_scale",
-    "model.lstm",  # the member's LSTM kernel on a CPU (on a GPU every member runs the step loop)
+    "model.lstm",  # the member's LSTM on a CPU, where it runs as its single model (on a GPU: the step loop)
     "optim.lr",
     "optim.decay",
     "optim.decay_start",
@@ -194,8 +194,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
     if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
         print(
-            "note: on a CPU a stacked group trains at about the speed of its jobs one after another, each member "
-            "on the LSTM its job would use alone (docs/measurements.md); stacking pays on a GPU",
+            "note: on a CPU a stacked group trains its members in turn, each as its job would run alone, at about "
+            "the speed of its jobs one after another (docs/measurements.md); stacking pays on a GPU",
             flush=True,
         )
     for i, group in enumerate(groups, first):

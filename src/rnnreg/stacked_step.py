@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from rnnreg.fast import GraphedStep
 from rnnreg.optim import clip_and_sgd_
 from rnnreg.signals import MAX_NLL
-from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll, stacked_clip_and_sgd_
+from rnnreg.stacked import StackedLanguageModel, member_nll, stacked_clip_and_sgd_
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -142,13 +142,6 @@ class StackedStep(GraphedStep):
         return {k: (steps[k], losses[k]) for k in failed}
 
 
-def has_dropout(spec: MemberSpec) -> bool:
-    return any(
-        (spec.dropout_input, spec.dropout_between, spec.dropout_output, spec.dropout_recurrent)
-        + (spec.weight_drop, spec.embedding_dropout)
-    )
-
-
 @contextlib.contextmanager
 def drawing_from(generator: torch.Generator) -> Iterator[None]:
     """The global CPU generator draws from `generator`'s stream (which advances); its own stream is restored."""
@@ -178,11 +171,12 @@ class InTurnStep(StackedStep):
         self.nets = [model.member_model(k) for k in range(model.num_members)]
         self.clips = clip.tolist()
         self.decays = [0.0] * model.num_members if weight_decay is None else weight_decay.tolist()
-        self.drops = [has_dropout(spec) for spec in model.members]
 
     def masks_of(self, k: int) -> contextlib.AbstractContextManager:
         """Member k's dropout draws from its own generator (nothing to swap without dropout)."""
-        return drawing_from(self.model.generators(self.x.device)[k]) if self.drops[k] else contextlib.nullcontext()
+        if not self.model.members[k].drops:
+            return contextlib.nullcontext()
+        return drawing_from(self.model.generators(self.x.device)[k])
 
     def program(self) -> None:
         x, y, steps = self.x, self.y, self.x.size(0)
