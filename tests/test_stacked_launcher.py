@@ -21,12 +21,15 @@ from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint
 from rnnreg.stacked_launcher import check_stackable, group_jobs, group_key
 
-# Members differ in everything a member can hold: seed, lr, clip, weight decay, schedule, early stopping, and
-# the LSTM kernel (b runs the step loop, the others oneDNN's fused LSTM, as each job alone on a CPU).
+# Members differ in everything a member can hold: seed, lr, clip, weight decay, schedule, early stopping,
+# dropout and the LSTM (a: the paper's dropout on oneDNN's fused LSTM; b: no dropout on the step loop; c:
+# dropout on h_{t-1}, the step loop; es: no dropout, fused; each as its job alone runs it on a CPU).
 MEMBERS = {
-    "a": "seed: 1\noptim: {lr: 1.0}\ntrainer: {gradient_clip_val: 5.0}\n",
+    "a": "defaults:\n  - override /dropout: non_recurrent\nseed: 1\ndropout: {p: 0.3}\noptim: {lr: 1.0}\n"
+    "trainer: {gradient_clip_val: 5.0}\n",
     "b": "seed: 2\noptim: {lr: 0.5}\ntrainer: {gradient_clip_val: 0.25}\nmodel: {lstm: step}\n",
-    "c": "seed: 3\noptim: {lr: 2.0, weight_decay: 0.001, decay_start: 1}\ntrainer: {gradient_clip_val: 1.0}\n",
+    "c": "defaults:\n  - override /dropout: recurrent\nseed: 3\ndropout: {p: 0.2}\n"
+    "optim: {lr: 2.0, weight_decay: 0.001, decay_start: 1}\ntrainer: {gradient_clip_val: 1.0}\n",
     "es": "defaults:\n  - override /callbacks: early_stopping\nseed: 4\ncallbacks: {early_stopping: {patience: 1}}\n",
     "diverge": "seed: 5\noptim: {lr: 1000.0}\n",
 }
@@ -133,8 +136,8 @@ def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key
 @pytest.mark.parametrize("index", range(len(GOOD)))
 def test_member_equals_its_job_run_alone(stacked, alone, index):
     """On a CPU the members train in turn, each as its single model with its job's LSTM (fused or step loop),
-    objective and update rule (rnnreg.stacked_step.InTurnStep), so with no dropout a member is its job run
-    alone bit for bit: losses, perplexities and weights."""
+    objective and update rule (rnnreg.stacked_step.InTurnStep), its masks drawn from its job's own stream: a
+    member, with dropout or without, is its job run alone bit for bit: losses, perplexities and weights."""
     mine, theirs = metrics(stacked / str(index)), metrics(alone / str(index))
     assert mine["status"] == theirs["status"] == "completed"
     assert mine["stacked"] == {"group": 0, "members": 5, "member": index}
@@ -153,7 +156,8 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
 def test_member_checkpoint_holds_its_jobs_training_state(stacked, alone, index):
     """A member's last.ckpt holds what its job run alone saves: loops, optimiser, schedule, callbacks."""
     ours, theirs = (load_checkpoint(sweep / str(index) / "checkpoints" / "last.ckpt") for sweep in (stacked, alone))
-    assert ours.keys() - {"stacked"} == theirs.keys() - {"rng"}  # the masks' stream is the group's, not a run's
+    assert ours.keys() - {"stacked"} == theirs.keys()
+    assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])  # the masks' stream where the job's stands
     for key in ("epoch", "global_step", "loops", "lr_schedulers", "hparams_name", "train_window"):
         assert ours[key] == theirs[key], key
     assert ours["optimizer_states"][0]["param_groups"] == theirs["optimizer_states"][0]["param_groups"]

@@ -14,7 +14,6 @@ from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import ClippedSGD
 from rnnreg.stacked import (
-    MASK_SEED_OFFSET,
     MemberSpec,
     StackedLanguageModel,
     StackedLinearFunction,
@@ -438,12 +437,12 @@ def test_members_in_turn_are_independent(change):
         assert losses[-1][1] != base_losses[-1][1]  # member 1 did change
 
 
-def test_members_in_turn_drop_as_their_single_models_from_their_own_streams():
+def test_members_in_turn_are_their_jobs_dropout_and_all():
     """A CPU's program: a member's masks are its single model's (the sites and draws of rnnreg.model), drawn
-    from its own stream, seed + MASK_SEED_OFFSET, in place of the global one: each member with dropout
-    (fused: non_recurrent and weight drop; step: everywhere, variational) trains as its single model trained
-    alone after torch.manual_seed(seed + MASK_SEED_OFFSET), to the last bit, whatever its group. The global
-    stream is left as it was."""
+    from its job's own stream (seeded with its seed, after its model's initial draws) in place of the global
+    one: each member with dropout (fused: non_recurrent and weight drop; step: everywhere, variational)
+    trains as its job alone (torch.manual_seed(seed), build, train), to the last bit, whatever its group.
+    The global stream is left as it was."""
     specs = [
         MemberSpec(1, **EVERYWHERE),
         MemberSpec(2, 0.05, **PLACEMENTS["variational"]),
@@ -457,12 +456,12 @@ def test_members_in_turn_drop_as_their_single_models_from_their_own_streams():
     losses, _ = train_in_turn(net, data, lr, clip)
     assert torch.equal(torch.get_rng_state(), before)
     for k, spec in enumerate(specs):
-        alone = single(spec).train()
-        torch.manual_seed(spec.seed + MASK_SEED_OFFSET)
+        alone = single(spec).train()  # its job: seeded, built, trained on the global stream
         expected = train_clipped(alone, data, lr[k].item(), clip[k].item())
         assert [loss[k].item() for loss in losses] == [loss.item() for loss in expected], k
         got = net.member_state_dict(k)
         assert all(torch.equal(got[name], value) for name, value in alone.state_dict().items()), k
+        assert torch.equal(net.generator_states()[k], torch.get_rng_state()), k  # the job's stream, where it stands
 
 
 # -- dropout placements (the stacked forward: a GPU's program) -------------------------------------------

@@ -1,8 +1,9 @@
 """A stacked member's checkpoint with the training state of a separate run: the loops' progress, the
 optimiser and lr schedule, the callbacks' states (best checkpoint and score, early stopping) and, mid-epoch,
 the window reached and its carried state, as Lightning and rnnreg.resume write them for the job run alone.
-So `rnnreg-train ckpt_path=<member checkpoint>` continues the job as a single run (its dropout masks then
-come from the run's own random stream: the same recipe, not the same masks as the stacked group's)."""
+So `rnnreg-train ckpt_path=<member checkpoint>` continues the job as a single run: from a CPU group with the
+masks the member would have drawn next (rnnreg.stacked_train adds its stream's state), from a GPU group with
+masks from the run's own stream (the same recipe, not the same masks)."""
 
 from __future__ import annotations
 

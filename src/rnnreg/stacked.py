@@ -27,7 +27,7 @@ from rnnreg.model import LSTMLanguageModel
 
 State = tuple[torch.Tensor, torch.Tensor]
 
-# A member's masks come from a generator seeded with seed + this, away from the stream that drew its weights.
+# On a GPU a member's masks come from a CUDA generator seeded with seed + this.
 MASK_SEED_OFFSET = 7_919_000
 
 
@@ -110,7 +110,7 @@ class StackedLanguageModel(nn.Module):
     Every parameter of the single model (`embedding.weight`, `lstm.weight_ih_l0`, ..., `decoder.bias`) is
     one parameter here with a leading member dimension, named with `_` for `.` (`lstm_weight_ih_l0`:
     (K, 4H, H)). Dropout follows each member's own spec exactly as LSTMLanguageModel places it; its masks
-    come from the member's own generator (seed + MASK_SEED_OFFSET, on the device of the first mask drawn).
+    come from the member's own generator (`generators`: on a CPU its job's stream).
     `fused[k]`: member k's single model runs nn.LSTM's fused kernel (model.lstm=auto without recurrent or
     variational dropout, or fused), and member k starts from nn.LSTM's draws (and runs it on a CPU).
     """
@@ -136,19 +136,18 @@ class StackedLanguageModel(nn.Module):
             tuple(index[name.replace(".", "_")] for name, _ in single.named_parameters()) for single in singles
         )
         self.mask_generators: list[torch.Generator] | None = None  # created with the first mask
-        with torch.no_grad():
-            for k, spec in enumerate(self.members):
-                self.initialise_member(k, spec)
+        with torch.no_grad():  # each member's stream after its initialisation: its masks' on a CPU
+            self.job_streams = [self.initialise_member(k, spec) for k, spec in enumerate(self.members)]
 
     @property
     def num_members(self) -> int:
         return len(self.members)
 
-    def initialise_member(self, k: int, spec: MemberSpec) -> None:
+    def initialise_member(self, k: int, spec: MemberSpec) -> torch.Generator:
         """Member k's weights as `torch.manual_seed(seed); LSTMLanguageModel(...)` draws them, from the member's
         own generator: the modules' default initialisations first (the single model draws them, then
         overwrites them; nn.LSTM draws, StepLSTM does not), then U(-init_scale, init_scale) for every parameter
-        in its order."""
+        in its order. Returns the generator, where its job's global stream stands once the model is built."""
         generator = torch.Generator().manual_seed(spec.seed)
         vocab, units = self.vocab_size, self.hidden_size
         params = [(name, getattr(self, name)[k]) for name in self.single_names]
@@ -162,6 +161,7 @@ class StackedLanguageModel(nn.Module):
         torch.empty(vocab).uniform_(generator=generator)  # nn.Linear's bias
         for _, param in params:
             param.uniform_(-spec.init_scale, spec.init_scale, generator=generator)
+        return generator
 
     # -- members' weights under the single model's names ---------------------------------------------
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
@@ -199,11 +199,18 @@ class StackedLanguageModel(nn.Module):
 
     # -- dropout masks ---------------------------------------------------------------------------------
     def generators(self, device: torch.device) -> list[torch.Generator]:
-        """The members' mask generators, made on `device` when first needed (masks are drawn where they are used)."""
+        """The members' mask generators, on `device` from the first mask on (masks are drawn where they are used).
+        On a CPU member k's job run alone draws its masks from the global stream, seeded with its seed, after
+        its model's initial draws: member k's generator is that stream (`job_streams`), so its masks are its
+        job's. On a GPU a CUDA generator seeded with seed + MASK_SEED_OFFSET (the stacked program draws its masks
+        in its own order, so no seed would give the job's)."""
         if self.mask_generators is None:
-            self.mask_generators = [
-                torch.Generator(device=device).manual_seed(m.seed + MASK_SEED_OFFSET) for m in self.members
-            ]
+            if torch.device(device).type == "cpu":
+                self.mask_generators = self.job_streams
+            else:
+                self.mask_generators = [
+                    torch.Generator(device=device).manual_seed(m.seed + MASK_SEED_OFFSET) for m in self.members
+                ]
         elif self.mask_generators[0].device != torch.device(device):
             raise RuntimeError(
                 f"the members' mask generators live on {self.mask_generators[0].device}, the "

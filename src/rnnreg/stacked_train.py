@@ -308,6 +308,9 @@ class GroupTrainer:
             self.callbacks[k] = instantiate_callbacks(self.jobs[k].cfg)
         extra = training_state(self.jobs[k].cfg, self.callbacks[k], len(state), progress, carry)
         extra["stacked"] = {"group": self.group, "member": k, "members": len(self.jobs)}
+        generator = self.model.generators(self.device)[k]
+        if generator.device.type == "cpu":  # its job's stream (StackedLanguageModel.generators): ckpt_path= goes on
+            extra["rng"] = {"torch": generator.get_state(), "cuda": None}  # with the masks the group would draw
         return folder.checkpoint(state, self.vocab, **extra)
 
     # -- exact resume ---------------------------------------------------------------------------------
