@@ -188,30 +188,36 @@ def test_member_checkpoint_continues_as_a_separate_run(stacked, setup, tmp_path)
     assert continued["best_val_ppl"] <= metrics(job)["best_val_ppl"]  # the member's best score carried over
 
 
-def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup):
-    """SIGTERM after window 2: the member's last.ckpt holds what its job run alone saves there (loops, the
-    window reached, the carried state and NLL sums), so ckpt_path= resumes it mid-epoch."""
-    stacked, alone = setup.root / "sigterm_stacked", setup.root / "sigterm_alone"
+def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, alone, tmp_path):
+    """SIGTERM after window 2: the member's last.ckpt (member a: dropout on) holds what its job run alone saves
+    there, to the last bit (loops, the window reached, the carried state, NLL sums, the masks' random state),
+    so ckpt_path= continues it alone exactly as its job runs uninterrupted."""
+    stacked, solo = setup.root / "sigterm_stacked", setup.root / "sigterm_alone"
     args = ["rnnreg-train", *setup.cli, "+member=a"]
     proc = run(args[0], "-m", *args[1:], "hydra/launcher=stacked", "hydra.launcher.stop_after_windows=2",
                f"hydra.sweep.dir={stacked}", check=False)  # fmt: skip
     assert proc.returncode == 128 + signal.SIGTERM
     proc = run(*args, "+callbacks.signal_at._target_=helpers.SignalAt", "+callbacks.signal_at.window=2",
-               f"+callbacks.signal_at.signum={int(signal.SIGTERM)}", f"hydra.run.dir={alone}", check=False)  # fmt: skip
+               f"+callbacks.signal_at.signum={int(signal.SIGTERM)}", f"hydra.run.dir={solo}", check=False)  # fmt: skip
     assert proc.returncode == 128 + signal.SIGTERM
     ours, theirs = (
         load_checkpoint(stacked / "0/checkpoints/last.ckpt"),
-        load_checkpoint(alone / "checkpoints/last.ckpt"),
+        load_checkpoint(solo / "checkpoints/last.ckpt"),
     )
     assert ours["train_window"] == theirs["train_window"] == 2
     for key in ("epoch", "global_step", "loops", "lr_schedulers"):
         assert ours[key] == theirs[key], key
     for mine, single in zip(ours["train_carry"]["state"], theirs["train_carry"]["state"]):
-        torch.testing.assert_close(mine, single, rtol=1e-5, atol=1e-6)
+        assert torch.equal(mine, single)
     for key in ("nll_sum", "tokens"):
-        torch.testing.assert_close(
-            ours["train_carry"][key].double(), theirs["train_carry"][key].double(), rtol=1e-5, atol=0
-        )
+        assert ours["train_carry"][key].double().item() == theirs["train_carry"][key].double().item(), key
+    assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])
+    assert all(torch.equal(ours["state_dict"][k], v) for k, v in theirs["state_dict"].items())
+    continued = tmp_path / "continued"
+    run(*args, f"ckpt_path={stacked / '0/checkpoints/last.ckpt'}", f"hydra.run.dir={continued}")
+    uninterrupted = metrics(alone / "0")  # member a's job, run alone without a stop
+    for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
+        assert metrics(continued)[key] == uninterrupted[key], key
 
 
 def test_early_stopping_member_tested_on_its_best_weights(stacked, alone):
