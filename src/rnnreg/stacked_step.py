@@ -9,7 +9,8 @@ for a single model (both are a GraphedStep).
 its single model (StackedLanguageModel.member_model): its forward, the paper's objective (rnnreg.task) and
 ClippedSGD's rule (rnnreg.optim.clip_and_sgd_) with its lr, clip and weight decay. A member's window runs from
 forward to update before the next member's starts, so one single run's activations are live at a time, and
-a stopped or failed member costs nothing. Its masks come from its own generator, swapped in for the global one.
+a stopped or failed member costs nothing. Its masks come from its job's own stream (StackedLanguageModel.
+generators), swapped in for the global generator around its forward: a member is its job run alone, bit for bit.
 
 A member whose loss is non-finite or above MAX_NLL is switched off before the update (its weights stay the
 last finite ones); the window and the loss at which it happened are recorded (on the device: the host reads
