@@ -464,6 +464,28 @@ def test_members_in_turn_are_their_jobs_dropout_and_all():
         assert torch.equal(net.generator_states()[k], torch.get_rng_state()), k  # the job's stream, where it stands
 
 
+def test_members_in_turn_evaluate_as_their_single_models():
+    """The CPU's evaluation pass: each member's summed NLL is its single model's in eval mode, the state carried
+    over the windows, to the last bit; a member that is not wanted (stopped, failed) is skipped (NaN)."""
+    specs = [MemberSpec(1, **EVERYWHERE), MemberSpec(2), MemberSpec(3, 0.05, **PLACEMENTS["variational"])]
+    net = StackedLanguageModel(V, H, L, specs).train()
+    _, step = train_in_turn(net, windows(2), vec([1.0] * 3), vec([5.0] * 3))
+    data = windows(3, seed=4)
+    totals = step.nll_sums(data)
+    for k in range(3):
+        alone = LSTMLanguageModel(V, H, L, **specs[k].model_kwargs()).eval()
+        alone.load_state_dict(net.member_state_dict(k))
+        state, expected = None, torch.zeros((), dtype=torch.float64)
+        with torch.no_grad():
+            for x, y in data:
+                logits, state = alone(x, state)
+                expected += torch.nn.functional.cross_entropy(logits.view(-1, V), y.reshape(-1)).double() * y.numel()
+        assert totals[k].item() == expected.item()
+    some = step.nll_sums(data, [True, False, True])
+    assert math.isnan(some[1]) and some[0] == totals[0] and some[2] == totals[2]
+    assert all(net.training for net in step.nets)  # back in training mode
+
+
 # -- dropout placements (the stacked forward: a GPU's program) -------------------------------------------
 class Recorder:
     """Records every mask a member draws (per member, from its generator) and what each layer multiplies."""

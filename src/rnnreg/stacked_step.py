@@ -99,9 +99,10 @@ class StackedStep(GraphedStep):
             p.grad = None
 
     @torch.no_grad()
-    def nll_sums(self, batches: Batches) -> torch.Tensor:
+    def nll_sums(self, batches: Batches, members: list[bool] | None = None) -> torch.Tensor:
         """Every member's summed NLL (K,) float64 over the (input, target) windows, in eval mode, the state
-        carried from zeros: a window's mean NLL times its tokens, as the Perplexity metric sums it."""
+        carried from zeros: a window's mean NLL times its tokens, as the Perplexity metric sums it. All members
+        at once; `members` (which are wanted) matters to InTurnStep."""
         self.model.eval()
         total, state = torch.zeros(self.model.num_members, dtype=torch.float64, device=self.x.device), None
         for x, y in batches:
@@ -208,11 +209,15 @@ class InTurnStep(StackedStep):
         """Each member's gradients live only within its turn."""
 
     @torch.no_grad()
-    def nll_sums(self, batches: Batches) -> torch.Tensor:
-        """StackedStep.nll_sums, member by member, each member's windows as its single model evaluates them."""
+    def nll_sums(self, batches: Batches, members: list[bool] | None = None) -> torch.Tensor:
+        """StackedStep.nll_sums, member by member, each member's windows as its single model evaluates them;
+        a member `members` does not want (stopped, failed) costs nothing and gets NaN."""
         batches = list(batches)
-        total = torch.zeros(len(self.nets), dtype=torch.float64)
+        total = torch.full((len(self.nets),), math.nan, dtype=torch.float64)
         for k, net in enumerate(self.nets):
+            if members is not None and not members[k]:
+                continue
+            total[k] = 0.0
             net.eval()
             state = None
             for x, y in batches:

@@ -188,7 +188,7 @@ class GroupTrainer:
                     return
             self.check_failures()  # a host sync: the epoch's windows are done
             epoch_seconds = self.seconds(start)
-            val_ppl = self.evaluate(val, n_val)
+            val_ppl = self.evaluate(val, n_val, members=self.running())
             self.end_epoch(val_ppl, epoch_seconds)
             self.fit_seconds = time.perf_counter() - fit_start
             self.save_resume()
@@ -217,16 +217,19 @@ class GroupTrainer:
             folder.log(m.error)
 
     @torch.no_grad()
-    def evaluate(self, windows, count: int, params: list[torch.Tensor] | None = None) -> list[float]:
+    def evaluate(
+        self, windows, count: int, params: list[torch.Tensor] | None = None, members: list[bool] | None = None
+    ) -> list[float]:
         """Every member's perplexity over `count` windows, the state carried from zeros (on `params`, in
-        place of the trained weights, when given)."""
+        place of the trained weights, when given); `members`: the ones whose perplexity is wanted (the others'
+        may be skipped: NaN)."""
         saved = None
         if params is not None:
             saved = [p.detach().clone() for p in self.params]
             for p, q in zip(self.params, params):
                 p.copy_(q)
         batches = ((x.to(self.device), y.to(self.device)) for x, y in (windows[i] for i in range(count)))
-        total = self.step.nll_sums(batches)
+        total = self.step.nll_sums(batches, members)
         tokens = sum(windows[i][1].numel() for i in range(count))
         if saved is not None:
             for p, q in zip(self.params, saved):
@@ -453,7 +456,7 @@ class GroupTrainer:
             eval_bptt = data.get("eval_bptt") or data.bptt
             for name, streams in (("test_ppl", data.get("test_batch_size", 1)), ("test_ppl_batched", data.batch_size)):
                 windows, count = self.windows("test", streams, eval_bptt, False, cfg.trainer.limit_test_batches)
-                tests[name] = self.evaluate(windows, count, params)
+                tests[name] = self.evaluate(windows, count, params, [m.status != "failed" for m in self.members])
         results = []
         per_member = sum(p[0].numel() for p in self.params)
         for k, (m, job, folder) in enumerate(zip(self.members, self.jobs, self.folders)):
