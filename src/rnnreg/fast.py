@@ -14,10 +14,10 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rnnreg.errors import ConfigError
+from rnnreg.model import mean_nll
 from rnnreg.optim import ClippedSGD
 from rnnreg.signals import TrainingSignals
 
@@ -119,7 +119,7 @@ class FastStep(GraphedStep):
     def program(self) -> None:
         """One window on the static buffers. Only device work, no host sync: capturable."""
         logits, (h, c) = self.net(self.x, (self.h, self.c))
-        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), self.y.view(-1))
+        nll = mean_nll(logits, self.y)
         (nll * self.x.size(0)).backward()  # the paper's objective: summed over the window's steps
         norm = self.optimizer.update(lr=self.lr)
         with torch.no_grad():

@@ -24,6 +24,12 @@ from rnnreg.lstm_layer import LSTMLayerFunction
 State = tuple[torch.Tensor, torch.Tensor]
 
 
+def mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean NLL per predicted token of a window: logits (T, B, V), targets (T, B). The paper's objective is this
+    times the window's length T (the sum over its time steps of the batch-mean NLL)."""
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
 def dropout_mask(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
     """A {0, 1/(1-p)} mask (inverted dropout)."""
     return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)

@@ -24,9 +24,9 @@ import math
 from collections.abc import Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from rnnreg.fast import GraphedStep
+from rnnreg.model import mean_nll
 from rnnreg.optim import clip_and_sgd_
 from rnnreg.signals import MAX_NLL
 from rnnreg.stacked import StackedLanguageModel, member_nll, stacked_clip_and_sgd_
@@ -171,6 +171,7 @@ class InTurnStep(StackedStep):
     ):
         super().__init__(model, window, clip, weight_decay, device, graph=False)
         self.nets = [model.member_model(k) for k in range(model.num_members)]
+        self.net_params = [list(net.parameters()) for net in self.nets]  # ClippedSGD's order
         self.clips = clip.tolist()
         self.decays = [0.0] * model.num_members if weight_decay is None else weight_decay.tolist()
 
@@ -188,14 +189,14 @@ class InTurnStep(StackedStep):
                 continue
             with self.masks_of(k):
                 logits, (h, c) = net(x, (self.h[k], self.c[k]))
-            nll = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+            nll = mean_nll(logits, y)
             loss = nll.item()
             if not math.isfinite(loss) or loss > MAX_NLL:  # before the update: it keeps its last finite weights
                 self.active[k] = False
                 self.failed_step[k], self.failed_loss[k] = self.step, loss
                 continue
             (nll * steps).backward()  # the paper's objective: summed over the window's time steps
-            params = list(net.parameters())
+            params = self.net_params[k]
             clip_and_sgd_(params, [p.grad for p in params], self.lr_values[k], self.clips[k], self.decays[k])
             for p in params:
                 p.grad = None
@@ -222,7 +223,7 @@ class InTurnStep(StackedStep):
             state = None
             for x, y in batches:
                 logits, state = net(x, state)
-                total[k] += F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)).double() * y.numel()
+                total[k] += mean_nll(logits, y).double() * y.numel()
             net.train()
         return total
 

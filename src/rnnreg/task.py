@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
-from rnnreg.model import LSTMLanguageModel, State
+from rnnreg.model import LSTMLanguageModel, State, mean_nll
 from rnnreg.optim import paper_optimizer
 from rnnreg.resume import restore_resume_state, save_resume_state
 from rnnreg.signals import TrainingSignals
@@ -71,7 +70,7 @@ class LanguageModelTask(L.LightningModule):
         """Mean NLL per predicted token of one window, and the carried state."""
         x, y = batch
         logits, state = self.net(x, state)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1)), state
+        return mean_nll(logits, y), state
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         if self.fast_step_on:
