@@ -17,7 +17,8 @@
 #              after another), the fused fast-step single run for reference, then the paper-scale placement
 #              ablation (ablation_placement_full: 5 placements x 3 seeds, medium, 39 epochs) stacked, in the
 #              time left (it saves a resumable group file every epoch: hydra.launcher.resume=true continues)
-#   cpu        a dry run of profile, bench and reproduce on the CPU (tiny runs; checks the script, not speed)
+#   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~3.5 min; checks the script, not speed;
+#              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
 #
 # BUDGET_S=540 bounds the whole script (seconds; 0 = no bound): each stage gets what is left minus what
 # the stages after it need at least, and is skipped when too little is left.
@@ -63,6 +64,11 @@ stage() {
                                                       torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"; } \
     2>&1 | tee "$out/gpu.txt"
 bench=(benchmarks/bench_gpu.py --out "$out")
+# whether the stacked step's CUDA graph passed bench_stacked.py --check (captured, and equal to the eager step)
+graph_checked() {
+    $PY -c "import json; c = json.load(open('$out/bench_stacked.json'))['check']
+print('true' if c and c['captured'] and c['same'] else 'false')" 2>/dev/null || echo false
+}
 case $what in
     profile) stage profile 0 $PY benchmarks/profile_step.py --out "$out" ;;
     bench) stage bench 0 $PY "${bench[@]}" --concurrent 4 --sides rnnreg rnnreg_no_graph rnnreg_plain_step \
@@ -88,17 +94,24 @@ case $what in
         stage bench_stacked 400 $PY benchmarks/bench_stacked.py --device cuda --check --members 1 4 8 15 \
             --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$out/bench_stacked.json"
         stage bench_fused_single 360 $PY "${bench[@]}" --sizes medium --sides rnnreg
-        # the graph only where the check found it capturable and equal to the eager step
-        graph=$($PY -c "import json; c = json.load(open('$out/bench_stacked.json'))['check']
-print('true' if c and c['captured'] and c['same'] else 'false')" 2>/dev/null || echo false)
         stage ablation_full_stacked 0 $PY -m rnnreg.train -m experiment=ablation_placement_full hydra/launcher=stacked \
-            trainer.accelerator=gpu speed.cuda_graph=$graph "hydra.sweep.dir=$out/ablation_full" ;;
+            trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" "hydra.sweep.dir=$out/ablation_full" ;;
     cpu)
         stage bench_stacked 0 $PY benchmarks/bench_stacked.py --check --members 1 2 --hidden 16 --vocab 50 \
             --windows 2 --warmup 1 --out "$out/bench_stacked.json"
+        stage ablation_full_stacked 0 $PY -m rnnreg.train -m experiment=ablation_placement_full hydra/launcher=stacked \
+            hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
+            model.hidden_size=16 trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
+            trainer.limit_test_batches=2 "hydra.sweep.dir=$out/ablation_full"
         stage profile 0 $PY benchmarks/profile_step.py --out "$out" --device cpu --sizes medium --windows 2
         stage bench 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium --concurrent 2
         stage reproduce 0 $PY benchmarks/reproduce.py --out "$out" --accelerator cpu trainer.max_epochs=1 \
-            trainer.limit_train_batches=4 trainer.limit_val_batches=2 trainer.limit_test_batches=2 ;;
+            trainer.limit_train_batches=4 trainer.limit_val_batches=2 trainer.limit_test_batches=2
+        # next's own commands: the step-loop LSTM sides and paper_large
+        stage bench_step_lstm 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium \
+            --sides rnnreg_variational rnnreg_variational_no_graph
+        stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$out" --accelerator cpu --experiment paper_large \
+            speed.tf32=true trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
+            trainer.limit_test_batches=2 ;;
     *) echo "unknown stage $what: all, next, stacked, profile, bench, reproduce or cpu" >&2; exit 2 ;;
 esac

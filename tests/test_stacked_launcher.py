@@ -358,3 +358,90 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path):
         done = metrics(sweep / job)
         assert done["status"] == "completed" and done["epochs"] == 5
         assert len(losses(sweep / job, "val/ppl")) == 5  # every epoch once, across the interruption
+
+
+# -- the GPU's program on this CPU (hydra.launcher.program=batched) ----------------------------------------
+# What a GPU runs (rnnreg.stacked_step.StackedStep: batched GEMMs, every member on the stacked step loop,
+# stacked_clip_and_sgd_, the members' state read at log intervals, a sync on CUDA), driven by the same
+# launcher and group loop. Log every 5 windows: the member that diverges (window 3) is read two windows late.
+BATCHED_LOG_EVERY = 5
+
+
+def batched_args(setup, sweep: Path) -> list[str]:
+    cli = [arg for arg in setup.cli if not arg.startswith("trainer.log_every_n_steps=")]
+    return [
+        "rnnreg-train", "-m", *cli, f"trainer.log_every_n_steps={BATCHED_LOG_EVERY}", "hydra/launcher=stacked",
+        "hydra.launcher.program=batched", "+member=a,b,c,es,diverge", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def batched(setup) -> Path:
+    sweep = setup.root / "batched"
+    proc = run(*batched_args(setup, sweep), check=False)
+    assert proc.returncode != 0 and "training loss became" in proc.stderr
+    assert "runs the GPU's stacked program on a CPU" in proc.stdout
+    return sweep
+
+
+def logged_losses(job: Path) -> dict[int, float]:
+    with open(job / "csv" / "metrics.csv") as f:
+        return {int(row["step"]): float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")}
+
+
+@pytest.mark.parametrize("index", range(len(GOOD)))
+def test_batched_program_member_equals_its_job_to_float32_rounding(batched, alone, index):
+    """The batched program computes each member's job (its masks too: on a CPU they come from its job's
+    stream, drawn in its single model's order) with other float32 rounding: batched GEMMs, the step loop where
+    the job ran oneDNN's fused LSTM."""
+    mine, theirs = metrics(batched / str(index)), metrics(alone / str(index))
+    assert mine["status"] == theirs["status"] == "completed"
+    assert mine["epochs"] == theirs["epochs"]
+    for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
+        assert mine[key] == pytest.approx(theirs[key], rel=1e-5), key
+    ours, single = logged_losses(batched / str(index)), logged_losses(alone / str(index))
+    assert list(ours) == [s for s in single if (s + 1) % BATCHED_LOG_EVERY == 0]
+    assert list(ours.values()) == pytest.approx([single[s] for s in ours], rel=1e-5)
+    for name in ("last.ckpt", "best.ckpt"):
+        ours, single = weights(batched / str(index), name), weights(alone / str(index), name)
+        for key in single:
+            torch.testing.assert_close(ours[key], single[key], rtol=1e-4, atol=1e-5), key
+
+
+def test_batched_program_diverged_member_fails_at_its_window(batched, stacked):
+    """Read two windows late, the member's failure still names the window where its loss went bad, the one its
+    job run alone stops at; it keeps its last finite weights (no checkpoint: no epoch completed)."""
+    failed, reference = metrics(batched / "4"), metrics(stacked / "4")
+    assert failed["status"] == "failed" and failed["error"].startswith("training loss became")
+    assert failed["error"].split(" at ")[1] == reference["error"].split(" at ")[1]
+    assert "at epoch 1, step 4 (global step 3)" in failed["error"]  # read at global step 5
+    assert not (batched / "4" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_batched_program_interrupt_and_resume_is_exact(batched, setup):
+    """SIGTERM mid-way through the second epoch, then the same command with hydra.launcher.resume=true:
+    every member's perplexities, logged losses and weights equal the uninterrupted batched run's to the last
+    bit. Resuming with the other program is one line, exit 2, and leaves the group's file as it was."""
+    sweep = setup.root / "batched_interrupted"
+    args = batched_args(setup, sweep)
+    proc = run(*args, "hydra.launcher.stop_after_windows=8", check=False)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    group_file = sweep / ".stacked" / "group_0.pt"
+    saved = group_file.read_bytes()
+    proc = run(*args, "hydra.launcher.resume=true", "hydra.launcher.program=in_turn", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "written by the batched program" in proc.stderr and "hydra.launcher.program=batched" in proc.stderr
+    assert "Traceback" not in proc.stderr and group_file.read_bytes() == saved
+    proc = run(*args, "hydra.launcher.resume=true", check=False)
+    assert proc.returncode != 0 and "training loss became" in proc.stderr
+    for i in range(5):
+        mine, reference = metrics(sweep / str(i)), metrics(batched / str(i))
+        assert mine["status"] == reference["status"], i
+        if mine["status"] == "failed":
+            assert mine["error"] == reference["error"]
+            continue
+        for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
+            assert mine[key] == reference[key], (i, key)
+        assert logged_losses(sweep / str(i)) == logged_losses(batched / str(i))
+        ours, uninterrupted = weights(sweep / str(i)), weights(batched / str(i))
+        assert all(torch.equal(ours[k], uninterrupted[k]) for k in ours), i

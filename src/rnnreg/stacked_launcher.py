@@ -168,7 +168,8 @@ def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    from rnnreg.stacked_train import train_group  # torch and Lightning: only once a sweep runs
+    from rnnreg.stacked_step import PROGRAMS  # torch and Lightning: only once a sweep runs
+    from rnnreg.stacked_train import train_group
 
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
@@ -177,6 +178,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     try:
         jobs = [prepare_job(launcher, initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
         groups = group_jobs(jobs, launcher.max_members)
+        if launcher.program not in PROGRAMS:
+            raise ConfigError(f"hydra.launcher.program={launcher.program} must be one of {', '.join(PROGRAMS)}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -192,7 +195,14 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     if ignored:
         print(f"warning: hydra/launcher=stacked logs to csv and wandb only; logger {ignored} not used", flush=True)
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
-    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and launcher.program == "batched":
+        print(
+            "note: hydra.launcher.program=batched runs the GPU's stacked program on a CPU, to check it without a GPU: "
+            "slower than the members in turn, and its members match their jobs to float32 rounding, not bit for bit",
+            flush=True,
+        )
+    elif on_cpu:
         print(
             "note: on a CPU a stacked group trains its members in turn, each as its job would run alone, at about "
             "the speed of its jobs one after another (docs/measurements.md); stacking pays on a GPU",
@@ -207,6 +217,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 sweep_dir / ".stacked" / f"group_{i}.pt",
                 resume=launcher.resume,
                 stop_after_windows=launcher.stop_after_windows,
+                program=launcher.program,
             )
         except UserError as err:
             print(f"error: {describe(group, i)}: {err}", file=sys.stderr)

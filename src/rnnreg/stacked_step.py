@@ -1,4 +1,5 @@
-"""One training window of a stacked group, and its evaluation pass; `group_step` picks the program.
+"""One training window of a stacked group, and its evaluation pass; `group_step` picks the program
+(hydra.launcher.program: auto = in turn on a CPU, batched elsewhere).
 
 `StackedStep` (a GPU): on static buffers with no host synchronisation, the stacked model's forward, the
 members' summed objective, backward, each member's divergence check and clipped SGD update, the carried
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from rnnreg.errors import ConfigError
 from rnnreg.fast import GraphedStep
 from rnnreg.model import mean_nll
 from rnnreg.optim import clip_and_sgd_
@@ -35,6 +37,9 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 class StackedStep(GraphedStep):
+    name = "batched"  # hydra.launcher.program
+    host_reads_are_free = False  # on a GPU reading a member's state is a sync: the host reads at log intervals
+
     def __init__(
         self,
         model: StackedLanguageModel,
@@ -161,6 +166,9 @@ class InTurnStep(StackedStep):
     """The window on a CPU, member by member (see the module's docstring); StackedStep's buffers and host
     interface, with the host's floats for the lr, the clip and the weight decay, as ClippedSGD has them."""
 
+    name = "in_turn"
+    host_reads_are_free = True
+
     def __init__(
         self,
         model: StackedLanguageModel,
@@ -228,6 +236,9 @@ class InTurnStep(StackedStep):
         return total
 
 
+PROGRAMS = ("auto", "batched", "in_turn")
+
+
 def group_step(
     model: StackedLanguageModel,
     window: tuple[int, int],
@@ -235,8 +246,16 @@ def group_step(
     weight_decay: torch.Tensor | None,
     device: torch.device,
     graph: bool = True,
+    program: str = "auto",
 ) -> StackedStep:
-    """The group's window: the members in turn on a CPU, the stacked program (a CUDA graph) elsewhere."""
-    if device.type == "cpu":
+    """The group's window: `program` auto is the members in turn on a CPU and the stacked program (a CUDA
+    graph) elsewhere; batched on a CPU runs the GPU's program there (slower: to check it without a GPU)."""
+    if program not in PROGRAMS:
+        raise ConfigError(f"hydra.launcher.program={program} must be one of {', '.join(PROGRAMS)}")
+    if program == "in_turn" and device.type != "cpu":
+        raise ConfigError(
+            f"hydra.launcher.program=in_turn runs on a CPU only, this group is on {device.type}: use auto or batched"
+        )
+    if program == "in_turn" or (program == "auto" and device.type == "cpu"):
         return InTurnStep(model, window, clip, weight_decay, device)
     return StackedStep(model, window, clip, weight_decay, device, graph)

@@ -80,7 +80,14 @@ class Member:
 
 
 class GroupTrainer:
-    def __init__(self, jobs: list[Job], group: int, resume_file: Path, stop_after_windows: int | None = None):
+    def __init__(
+        self,
+        jobs: list[Job],
+        group: int,
+        resume_file: Path,
+        stop_after_windows: int | None = None,
+        program: str = "auto",
+    ):
         self.jobs, self.group, self.resume_file = jobs, group, resume_file
         self.folders = [JobFolder(job) for job in jobs]
         self.stop_after_windows = stop_after_windows
@@ -110,6 +117,7 @@ class GroupTrainer:
             weight_decay=per_member(decays) if any(decays) else None,
             device=self.device,
             graph=bool(cfg.speed.get("cuda_graph", True)),
+            program=program,
         )
         self.members = [Member() for _ in jobs]
         self.stoppers = [early_stopping(job.cfg) for job in jobs]
@@ -153,7 +161,7 @@ class GroupTrainer:
         if n_train < 1 or n_val < 1:
             raise ConfigError("trainer.limit_train_batches / limit_val_batches leave no window: raise them")
         self.n_train, self.n_val = n_train, n_val
-        check_every = 1 if self.device.type == "cpu" else self.log_every  # reading the device is a sync on CUDA
+        check_every = 1 if self.step.host_reads_are_free else self.log_every  # on CUDA a read is a sync
         fit_start = time.perf_counter() - self.fit_seconds
         while self.epoch < cfg.trainer.max_epochs and any(self.running()):
             epoch, lrs = self.epoch, self.lrs(self.epoch)
@@ -323,6 +331,7 @@ class GroupTrainer:
     def save_resume(self) -> None:
         state = {
             "fingerprint": self.fingerprint(),
+            "program": self.step.name,
             "params": {n: p.detach().cpu() for n, p in zip(self.names, self.params)},
             "best_params": [b.cpu() for b in self.best_params],
             "generators": [g.cpu() for g in self.model.generator_states()],
@@ -349,6 +358,12 @@ class GroupTrainer:
             raise ConfigError(
                 f"{self.resume_file} was written by another sweep (other jobs or settings in group {self.group}): "
                 f"resume with the same command and hydra.sweep.dir, or start a new sweep"
+            )
+        if state.get("program", self.step.name) != self.step.name:  # the other program would not go on exactly
+            raise ConfigError(
+                f"{self.resume_file} was written by the {state['program']} program and this run would go on with "
+                f"{self.step.name}, not exactly: resume with hydra.launcher.program={state['program']} "
+                "(in_turn: on a CPU)"
             )
         with torch.no_grad():
             for name, p in zip(self.names, self.params):
@@ -520,7 +535,12 @@ def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
 
 
 def train_group(
-    jobs: list[Job], group: int, resume_file: Path, resume: bool = False, stop_after_windows: int | None = None
+    jobs: list[Job],
+    group: int,
+    resume_file: Path,
+    resume: bool = False,
+    stop_after_windows: int | None = None,
+    program: str = "auto",
 ) -> list[tuple[str, object]]:
     """Train one group; returns each member's ("completed", best val ppl) or ("failed", error)."""
     if resume and not resume_file.exists() and (done := group_done(jobs)) is not None:
@@ -534,5 +554,5 @@ def train_group(
     if not resume:
         for job in jobs:  # a fresh run: nothing of an earlier sweep in these folders
             (job.output_dir / "train.log").unlink(missing_ok=True)
-    trainer = GroupTrainer(jobs, group, resume_file, stop_after_windows if not resume else None)
+    trainer = GroupTrainer(jobs, group, resume_file, stop_after_windows if not resume else None, program)
     return trainer.run(resume)

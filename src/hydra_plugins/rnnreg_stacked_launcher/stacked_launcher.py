@@ -13,9 +13,16 @@ from omegaconf import DictConfig
 
 
 class StackedLauncher(Launcher):
-    def __init__(self, max_members: int = 16, resume: bool = False, stop_after_windows: int | None = None) -> None:
+    def __init__(
+        self,
+        max_members: int = 16,
+        resume: bool = False,
+        program: str = "auto",
+        stop_after_windows: int | None = None,
+    ) -> None:
         super().__init__()
-        self.max_members, self.resume, self.stop_after_windows = max_members, resume, stop_after_windows
+        self.max_members, self.resume, self.program = max_members, resume, program
+        self.stop_after_windows = stop_after_windows
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
