@@ -91,8 +91,7 @@ def time_stacked(args, data, device) -> float:
     k = args.members_now
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args))
     model.to(device)
-    clip = torch.full((k,), 5.0, device=device)
-    step = group_step(model, (args.bptt, args.batch), clip, None, device, graph=not args.no_graph)
+    step = group_step(model, (args.bptt, args.batch), [5.0] * k, None, device, graph=not args.no_graph)
     lrs = [1.0] * k
     for i, (x, y) in enumerate(data):
         if i == args.warmup:

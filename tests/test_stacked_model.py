@@ -103,7 +103,8 @@ def grads_of(net: StackedLanguageModel, k: int) -> dict[str, torch.Tensor]:
 
 def train_in_turn(net, data, lr, clip, weight_decay=None):
     """Windows of the CPU's program (InTurnStep), as the launcher runs it: per-window losses, the step."""
-    step = InTurnStep(net, (T, B), clip, weight_decay, torch.device("cpu"))
+    decays = None if weight_decay is None else weight_decay.tolist()
+    step = InTurnStep(net, (T, B), clip.tolist(), decays, torch.device("cpu"))
     losses = []
     for x, y in data:
         step(x, y, lr.tolist())

@@ -1,6 +1,8 @@
 """One training window of a stacked group, and its evaluation pass; `group_step` picks the program
 (hydra.launcher.program: auto = in turn on a CPU, batched elsewhere).
 
+Both are a `GroupStep`: the buffers and methods the group's loop (rnnreg.stacked_train) sets and reads.
+
 `StackedStep` (a GPU): on static buffers with no host synchronisation, the stacked model's forward, the
 members' summed objective, backward, each member's divergence check and clipped SGD update, the carried
 state. On CUDA it is captured as one CUDA graph after `warmup` eager windows, as rnnreg.fast.FastStep does
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
@@ -36,23 +38,19 @@ from rnnreg.stacked import StackedLanguageModel, member_nll, stacked_clip_and_sg
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-class StackedStep(GraphedStep):
-    name = "batched"  # hydra.launcher.program
+class GroupStep(GraphedStep):
+    """What the group's loop sets and reads between windows, whichever program runs the window: the window's
+    tokens, every member's carried state, whether it still trains, its last loss, its epoch's NLL sum, and
+    where and how it failed. `__call__` runs one window with each member's lr."""
+
+    name = ""  # hydra.launcher.program
     host_reads_are_free = False  # on a GPU reading a member's state is a sync: the host reads at log intervals
 
     def __init__(
-        self,
-        model: StackedLanguageModel,
-        window: tuple[int, int],
-        clip: torch.Tensor,
-        weight_decay: torch.Tensor | None,
-        device: torch.device,
-        graph: bool,
-        warmup: int = 3,
+        self, model: StackedLanguageModel, window: tuple[int, int], device: torch.device, graph: bool, warmup: int
     ):
         super().__init__(device, graph, warmup)
-        self.model, self.clip, self.weight_decay = model, clip, weight_decay
-        self.params = list(model.parameters())
+        self.model = model
         members = model.num_members
 
         def zeros(*shape, dtype=torch.float32):
@@ -60,7 +58,6 @@ class StackedStep(GraphedStep):
 
         self.x, self.y = zeros(*window, dtype=torch.long), zeros(*window, dtype=torch.long)
         self.h, self.c = (zeros(members, model.num_layers, window[1], model.hidden_size) for _ in range(2))
-        self.lr = zeros(members)
         self.lr_values: list[float] | None = None
         self.active = torch.ones(members, dtype=torch.bool, device=device)  # training and not failed
         self.loss = zeros(members)  # the last window's NLL per member
@@ -69,59 +66,23 @@ class StackedStep(GraphedStep):
         self.failed_step = torch.full((members,), -1, dtype=torch.long, device=device)
         self.failed_loss = zeros(members)
 
-    def program(self) -> None:
-        """One window on the static buffers. Only device work, no host sync: capturable."""
-        logits, (h, c) = self.model(self.x, (self.h, self.c))
-        nll = member_nll(logits, self.y)
-        (nll * self.x.size(0)).sum().backward()  # each member's own objective: summed over the window's steps
-        with torch.no_grad():
-            loss = nll.detach()
-            bad = (~torch.isfinite(loss) | (loss > MAX_NLL)) & self.active
-            self.active.logical_and_(~bad)  # before the update: a diverged member keeps its last finite weights
-            self.failed_step.copy_(torch.where(bad, self.step, self.failed_step))
-            self.failed_loss.copy_(torch.where(bad, loss, self.failed_loss))
-        params, orders = self.params, self.model.member_orders
-        stacked_clip_and_sgd_(
-            params, [p.grad for p in params], self.lr, self.clip, self.weight_decay, self.active, orders
-        )
-        with torch.no_grad():
-            self.h.copy_(h)
-            self.c.copy_(c)
-            self.loss.copy_(loss)
-            self.nll_sum.add_(loss.double() * self.y.numel())
-            self.step.add_(1)
-
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lrs: list[float]) -> None:
         self.x.copy_(x, non_blocking=True)
         self.y.copy_(y, non_blocking=True)
         if lrs != self.lr_values:  # once per epoch
-            self.lr.copy_(torch.tensor(lrs, dtype=torch.float32))
             self.lr_values = list(lrs)
+            self.lrs_changed()
         self.run()
 
-    def clear_grads(self) -> None:
-        for p in self.params:
-            p.grad = None
+    def lrs_changed(self) -> None:
+        """The members' lrs (`lr_values`) changed: what the program reads them from follows."""
 
-    @torch.no_grad()
     def nll_sums(self, batches: Batches, members: list[bool] | None = None) -> torch.Tensor:
         """Every member's summed NLL (K,) float64 over the (input, target) windows, in eval mode, the state
-        carried from zeros: a window's mean NLL times its tokens, as the Perplexity metric sums it. All members
-        at once; `members` (which are wanted) matters to InTurnStep."""
-        self.model.eval()
-        total, state = torch.zeros(self.model.num_members, dtype=torch.float64, device=self.x.device), None
-        for x, y in batches:
-            logits, state = self.model(x, state)
-            total += member_nll(logits, y).double() * y.numel()
-        self.model.train()
-        return total
+        carried from zeros: a window's mean NLL times its tokens, as the Perplexity metric sums it. `members`:
+        the ones whose sums are wanted (the others may be skipped: NaN)."""
+        raise NotImplementedError
 
-    def before_capture(self, graph: torch.cuda.CUDAGraph) -> None:
-        # each member's mask generator advances on every replay as it would eagerly
-        for generator in self.model.generators(self.x.device):
-            graph.register_generator_state(generator)
-
-    # -- what the host sets and reads between windows -------------------------------------------------------
     def carry(self, state: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         """The carried state: zeros at an epoch's start (None), a resume file's mid-epoch."""
         if state is None:
@@ -149,6 +110,72 @@ class StackedStep(GraphedStep):
         return {k: (steps[k], losses[k]) for k in failed}
 
 
+class StackedStep(GroupStep):
+    """The batched program (a GPU's; see the module's docstring)."""
+
+    name = "batched"
+
+    def __init__(
+        self,
+        model: StackedLanguageModel,
+        window: tuple[int, int],
+        clip: torch.Tensor,
+        weight_decay: torch.Tensor | None,
+        device: torch.device,
+        graph: bool,
+        warmup: int = 3,
+    ):
+        super().__init__(model, window, device, graph, warmup)
+        self.clip, self.weight_decay = clip, weight_decay
+        self.params = list(model.parameters())
+        self.lr = torch.zeros(model.num_members, device=device)
+
+    def program(self) -> None:
+        """One window on the static buffers. Only device work, no host sync: capturable."""
+        logits, (h, c) = self.model(self.x, (self.h, self.c))
+        nll = member_nll(logits, self.y)
+        (nll * self.x.size(0)).sum().backward()  # each member's own objective: summed over the window's steps
+        with torch.no_grad():
+            loss = nll.detach()
+            bad = (~torch.isfinite(loss) | (loss > MAX_NLL)) & self.active
+            self.active.logical_and_(~bad)  # before the update: a diverged member keeps its last finite weights
+            self.failed_step.copy_(torch.where(bad, self.step, self.failed_step))
+            self.failed_loss.copy_(torch.where(bad, loss, self.failed_loss))
+        params, orders = self.params, self.model.member_orders
+        stacked_clip_and_sgd_(
+            params, [p.grad for p in params], self.lr, self.clip, self.weight_decay, self.active, orders
+        )
+        with torch.no_grad():
+            self.h.copy_(h)
+            self.c.copy_(c)
+            self.loss.copy_(loss)
+            self.nll_sum.add_(loss.double() * self.y.numel())
+            self.step.add_(1)
+
+    def lrs_changed(self) -> None:
+        self.lr.copy_(torch.tensor(self.lr_values, dtype=torch.float32))
+
+    def clear_grads(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def nll_sums(self, batches: Batches, members: list[bool] | None = None) -> torch.Tensor:
+        """All members at once (`members` does not matter)."""
+        self.model.eval()
+        total, state = torch.zeros(self.model.num_members, dtype=torch.float64, device=self.x.device), None
+        for x, y in batches:
+            logits, state = self.model(x, state)
+            total += member_nll(logits, y).double() * y.numel()
+        self.model.train()
+        return total
+
+    def before_capture(self, graph: torch.cuda.CUDAGraph) -> None:
+        # each member's mask generator advances on every replay as it would eagerly
+        for generator in self.model.generators(self.x.device):
+            graph.register_generator_state(generator)
+
+
 @contextlib.contextmanager
 def drawing_from(generator: torch.Generator) -> Iterator[None]:
     """The global CPU generator draws from `generator`'s stream (which advances); its own stream is restored."""
@@ -162,9 +189,9 @@ def drawing_from(generator: torch.Generator) -> Iterator[None]:
         default.set_state(saved)
 
 
-class InTurnStep(StackedStep):
-    """The window on a CPU, member by member (see the module's docstring); StackedStep's buffers and host
-    interface, with the host's floats for the lr, the clip and the weight decay, as ClippedSGD has them."""
+class InTurnStep(GroupStep):
+    """The window on a CPU, member by member (see the module's docstring), with each member's lr, clip and
+    weight decay as host floats, as ClippedSGD has them."""
 
     name = "in_turn"
     host_reads_are_free = True
@@ -173,15 +200,15 @@ class InTurnStep(StackedStep):
         self,
         model: StackedLanguageModel,
         window: tuple[int, int],
-        clip: torch.Tensor,
-        weight_decay: torch.Tensor | None,
+        clips: Sequence[float],
+        weight_decays: Sequence[float] | None,
         device: torch.device,
     ):
-        super().__init__(model, window, clip, weight_decay, device, graph=False)
+        super().__init__(model, window, device, graph=False, warmup=0)
         self.nets = [model.member_model(k) for k in range(model.num_members)]
         self.net_params = [list(net.parameters()) for net in self.nets]  # ClippedSGD's order
-        self.clips = clip.tolist()
-        self.decays = [0.0] * model.num_members if weight_decay is None else weight_decay.tolist()
+        self.clips = list(clips)
+        self.decays = [0.0] * model.num_members if weight_decays is None else list(weight_decays)
 
     def masks_of(self, k: int) -> contextlib.AbstractContextManager:
         """Member k's dropout draws from its own generator (nothing to swap without dropout)."""
@@ -219,8 +246,8 @@ class InTurnStep(StackedStep):
 
     @torch.no_grad()
     def nll_sums(self, batches: Batches, members: list[bool] | None = None) -> torch.Tensor:
-        """StackedStep.nll_sums, member by member, each member's windows as its single model evaluates them;
-        a member `members` does not want (stopped, failed) costs nothing and gets NaN."""
+        """Member by member, each member's windows as its single model evaluates them; a member `members`
+        does not want (stopped, failed) costs nothing and gets NaN."""
         batches = list(batches)
         total = torch.full((len(self.nets),), math.nan, dtype=torch.float64)
         for k, net in enumerate(self.nets):
@@ -242,14 +269,15 @@ PROGRAMS = ("auto", "batched", "in_turn")
 def group_step(
     model: StackedLanguageModel,
     window: tuple[int, int],
-    clip: torch.Tensor,
-    weight_decay: torch.Tensor | None,
+    clips: Sequence[float],
+    weight_decays: Sequence[float] | None,
     device: torch.device,
     graph: bool = True,
     program: str = "auto",
-) -> StackedStep:
-    """The group's window: `program` auto is the members in turn on a CPU and the stacked program (a CUDA
-    graph) elsewhere; batched on a CPU runs the GPU's program there (slower: to check it without a GPU)."""
+) -> GroupStep:
+    """The group's window, each member with its clip and weight decay (None: none has one): `program` auto is
+    the members in turn on a CPU and the stacked program (a CUDA graph) elsewhere; batched on a CPU runs the
+    GPU's program there (slower: to check it without a GPU)."""
     if program not in PROGRAMS:
         raise ConfigError(f"hydra.launcher.program={program} must be one of {', '.join(PROGRAMS)}")
     if program == "in_turn" and device.type != "cpu":
@@ -257,5 +285,10 @@ def group_step(
             f"hydra.launcher.program=in_turn runs on a CPU only, this group is on {device.type}: use auto or batched"
         )
     if program == "in_turn" or (program == "auto" and device.type == "cpu"):
-        return InTurnStep(model, window, clip, weight_decay, device)
-    return StackedStep(model, window, clip, weight_decay, device, graph)
+        return InTurnStep(model, window, clips, weight_decays, device)
+
+    def per_member(values):
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
+    decays = None if weight_decays is None else per_member(weight_decays)
+    return StackedStep(model, window, per_member(clips), decays, device, graph)

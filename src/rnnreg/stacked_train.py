@@ -106,15 +106,12 @@ class GroupTrainer:
         self.params = list(self.model.parameters())
         self.names = [name for name, _ in self.model.named_parameters()]
 
-        def per_member(values):
-            return torch.tensor(values, dtype=torch.float32, device=self.device)
-
-        decays = [j.cfg.optim.get("weight_decay", 0.0) for j in jobs]
+        decays = [float(j.cfg.optim.get("weight_decay", 0.0)) for j in jobs]
         self.step = group_step(
             self.model,
             (cfg.data.bptt, cfg.data.batch_size),
-            clip=per_member([j.cfg.trainer.gradient_clip_val for j in jobs]),
-            weight_decay=per_member(decays) if any(decays) else None,
+            clips=[float(j.cfg.trainer.gradient_clip_val) for j in jobs],
+            weight_decays=decays if any(decays) else None,
             device=self.device,
             graph=bool(cfg.speed.get("cuda_graph", True)),
             program=program,
