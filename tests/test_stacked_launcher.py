@@ -118,6 +118,20 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
         assert job(other).key != sweep[0].key, other
 
 
+def test_paper_table_sweep_is_one_group_per_size(tmp_path):
+    """The paper's table with 3 seeds (README): experiment=paper_small,paper_medium,paper_large seed=1234,1,2
+    is three groups, each a size's three seeds with its recipe (dropout p, clip, schedule)."""
+    jobs = []
+    for size in ("small", "medium", "large"):
+        for seed in (1234, 1, 2):
+            cfg = compose_config([f"experiment=paper_{size}", f"seed={seed}"], tmp_path / f"{size}{seed}")
+            jobs.append(SimpleNamespace(key=group_key(cfg), cfg=cfg))
+    groups = group_jobs(jobs, 16)
+    assert [[job.cfg.seed for job in group] for group in groups] == [[1234, 1, 2]] * 3
+    assert [group[0].cfg.model.hidden_size for group in groups] == [200, 650, 1500]
+    assert [group[0].cfg.dropout.p for group in groups] == [0.0, 0.5, 0.65]
+
+
 @pytest.mark.parametrize(
     "override, key",
     [
