@@ -145,3 +145,15 @@ def test_bench_member_gemm_dry_run(ptb_dir, tmp_path):
     bench("bench_member_gemm.py", *args, "--out", str(out), data_dir=ptb_dir)
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 7 and all(row["bmm_gflops"] > 0 and row["mm_gflops"] > 0 for row in rows)
+
+
+def test_count_ops(ptb_dir, tmp_path):
+    """count_ops.py counts a stacked window's device ops: each step and layer has its recurrent GEMMs (one
+    forward, one backward) and elementwise work, and a mask site adds its draws."""
+    out = tmp_path / "ops.json"
+    bench("count_ops.py", "--bptt", "4", "--layers", "2", "--out", str(out), data_dir=ptb_dir)
+    windows = json.loads(out.read_text())["windows"]
+    assert set(windows) == {"none", "non_recurrent", "five placements"}
+    none, five = windows["none"], windows["five placements"]
+    assert none["by_op"]["aten::baddbmm"] >= 2 * 4 and none["ops"] > 2 * 4 * 6  # 2 layers x 4 steps: GEMM, cell
+    assert "aten::bernoulli_" not in none["by_op"] and five["ops"] > windows["non_recurrent"]["ops"] > none["ops"]
