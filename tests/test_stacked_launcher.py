@@ -19,7 +19,9 @@ import yaml
 from helpers import BIN, TINY, compose_config, run, wandb_runs, write_corpus
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint
+from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import check_stackable, group_jobs, group_key
+from rnnreg.stacked_step import group_step
 
 # Members differ in everything a member can hold: seed, lr, clip, weight decay, schedule, early stopping,
 # dropout and the LSTM (a: the paper's dropout on oneDNN's fused LSTM; b: no dropout on the step loop; c:
@@ -459,3 +461,15 @@ def test_batched_program_interrupt_and_resume_is_exact(batched, setup):
         assert logged_losses(sweep / str(i)) == logged_losses(batched / str(i))
         ours, uninterrupted = weights(sweep / str(i)), weights(batched / str(i))
         assert all(torch.equal(ours[k], uninterrupted[k]) for k in ours), i
+
+
+def test_unknown_program_is_one_line_error(setup, tmp_path):
+    proc = run("rnnreg-train", "-m", *setup.cli, "hydra/launcher=stacked", "hydra.launcher.program=fast",
+               "+member=b", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "hydra.launcher.program=fast must be one of auto, batched, in_turn" in errors[0]
+    assert not (tmp_path / "sweep" / "0" / "metrics.json").exists()
+    model = StackedLanguageModel(10, 4, 1, [MemberSpec(seed=1)])
+    with pytest.raises(ConfigError, match="in_turn runs on a CPU only, this group is on meta: use auto or batched"):
+        group_step(model, (3, 2), [5.0], None, torch.device("meta"), program="in_turn")

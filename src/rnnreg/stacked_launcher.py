@@ -168,8 +168,7 @@ def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    from rnnreg.stacked_step import PROGRAMS  # torch and Lightning: only once a sweep runs
-    from rnnreg.stacked_train import train_group
+    from rnnreg.stacked_train import train_group  # torch and Lightning: only once a sweep runs
 
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
@@ -178,8 +177,6 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     try:
         jobs = [prepare_job(launcher, initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
         groups = group_jobs(jobs, launcher.max_members)
-        if launcher.program not in PROGRAMS:
-            raise ConfigError(f"hydra.launcher.program={launcher.program} must be one of {', '.join(PROGRAMS)}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
