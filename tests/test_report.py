@@ -251,3 +251,17 @@ def test_report_finds_runs_in_nested_multirun_folders(tmp_path):
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
     assert [str(p.relative_to(tmp_path)) for p in find_runs(tmp_path)] == jobs
+
+
+def test_runs_that_differ_only_in_where_they_wrote_are_one_configuration(tmp_path):
+    """Seeds of one recipe from two multiruns (one with another output root, one with W&B) are one row over
+    seeds; a budget still tells configurations apart."""
+    write_job(tmp_path / "a/0", ["dropout=none", "seed=1234", "paths.output_root=/elsewhere"], {}, TOY, 440.0)
+    write_job(tmp_path / "b/0", ["dropout=none", "seed=1", "logger=wandb", "tags=[rerun]"], {}, TOY, 450.0)
+    write_job(tmp_path / "b/1", ["dropout=recurrent", "seed=1234"], {}, TOY, 430.0)
+    write_job(tmp_path / "b/2", ["dropout=recurrent", "seed=1", "trainer.limit_train_batches=40"], {}, TOY, 470.0)
+    text = report(tmp_path)
+    assert "paths.output_root" not in text and "logger=" not in text and "tags=" not in text
+    over_seeds = text.split("Over seeds:")[1]
+    assert "| dropout=none | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in over_seeds
+    assert "dropout=recurrent | 2" not in over_seeds  # 40 windows is another budget: not a second seed
