@@ -5,7 +5,8 @@ the count says how far a stacked window is launch-bound before a GPU is at hand.
 one window of rnnreg.stacked_step.StackedStep (the batched program, eager on the CPU); the lowest aten op
 that does work counts (not a view, not a cast of a Python scalar, which CUDA passes as a kernel argument),
 and every GEMM.
-The count does not depend on K or the sizes, only on bptt, the layers and which dropout sites are used.
+Without dropout the count depends on neither K nor the sizes, only on bptt and the layers; each member
+with dropout adds its own mask draws.
 
     python benchmarks/count_ops.py --bptt 35 --layers 2 [--out ops.json]
 """
