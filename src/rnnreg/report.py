@@ -23,7 +23,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.runtime import ConfigError, hydra_entry
-from rnnreg.sweep import override_key
+from rnnreg.sweep import NOT_COMPARED, override_key
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -43,11 +43,6 @@ def history(run: Path, key: str = "val/ppl") -> list[float]:
         return []
     with open(path) as f:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
-
-
-# Overrides that say where a run wrote or how it was watched, never what it computed: runs that differ only
-# in these are one configuration (seeds of one recipe run into two output roots, one with W&B).
-NOT_COMPARED = ("hydra.", "paths.", "logger", "tags", "callbacks.progress_bar", "trainer.enable_progress_bar")
 
 
 def read_yaml(path: Path) -> dict:

@@ -1,7 +1,7 @@
 """Train one group of a stacked sweep: K jobs of one shape as one StackedLanguageModel, in a plain loop.
 
-Per member, what its job run alone computes (rnnreg.train; on a CPU as its single model, without dropout bit
-for bit; on a GPU on the stacked step loop): the paper's objective, its own lr schedule, clip and weight
+Per member, what its job run alone computes (rnnreg.train; on a CPU as its single model, bit for bit, dropout
+included; on a GPU on the stacked step loop): the paper's objective, its own lr schedule, clip and weight
 decay, perplexities, best/last checkpoints, early stopping and divergence guard, the test in both protocols;
 written into the job's folder as a separate run would (rnnreg.stacked_outputs). A member that diverges or
 stops early stops changing; the others go on. The window itself is rnnreg.stacked_step (a CUDA graph on a

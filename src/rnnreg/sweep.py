@@ -52,9 +52,11 @@ def job_swept_keys() -> list[str] | None:
         return swept_keys(HydraConfig.get())  # the search space at least (sweep.yaml written elsewhere)
 
 
-# Overrides that say how a run is tracked or budgeted, not what it computes: never in a run's name.
-NOT_IN_NAMES = ("logger", "hydra", "paths", "tags", "ckpt_path", "trainer.limit_", "trainer.enable_progress_bar")
-NOT_IN_NAMES += ("callbacks.progress_bar", "data.data_dir")
+# Overrides that say where a run wrote or how it was watched, never what it computed: runs that differ only in
+# these are one configuration (rnnreg-report: seeds of one recipe run into two output roots, one with W&B).
+NOT_COMPARED = ("hydra", "paths", "logger", "tags", "callbacks.progress_bar", "trainer.enable_progress_bar")
+# ... nor, in a run's name, how it was budgeted, resumed or where its data lay.
+NOT_IN_NAMES = NOT_COMPARED + ("ckpt_path", "trainer.limit_", "data.data_dir")
 
 
 def override_key(override: str) -> str:
