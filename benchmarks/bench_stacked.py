@@ -184,12 +184,20 @@ def main() -> None:
         "the LSTM rnnreg-train picks (auto: fused where the placement allows)",
     )
     parser.add_argument("--check", action="store_true", help="first: the CUDA graph against the eager step")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=KINDS, help="what to time (default: all three)")
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="TF32 matmuls and cuDNN (speed.tf32=true); without it PyTorch's defaults: float32 matmuls, TF32 cuDNN",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the three timings (the median counts)")
     parser.add_argument("--only", choices=KINDS, help=argparse.SUPPRESS)  # one timing: what each fresh process runs
     parser.add_argument("--out", default="bench_stacked.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tf32:  # as rnnreg-train speed.tf32=true
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # as hydra/launcher=stacked (speed.keep_freed_memory): every buffer from the heap, none page-faulted back in
     # each window (for the single models, measured the same as rnnreg-train's 32 MiB threshold)
     keep_freed_memory(any_size=True)
@@ -201,31 +209,32 @@ def main() -> None:
         return
     words = args.windows * args.bptt * args.batch
     check = check_graph(args, data, device) if args.check else None
+    if check is not None:  # in the JSON before any timing: a timing that runs out of time cannot lose it
+        Path(args.out).write_text(json.dumps({"config": vars(args), "check": check, "rows": []}, indent=2) + "\n")
     rows = []
-    print(f"{'K':>3} | {'sequential step w/s':>20} | {'sequential fused w/s':>20} | {'stacked w/s':>12} | speed-up")
-    for k in args.members:
-        seconds = {kind: [] for kind in KINDS}
-        for round_ in range(args.repeats):
-            for kind in KINDS[round_ % 3 :] + KINDS[: round_ % 3]:
-                seconds[kind].append(fresh_timing(kind, k))
-        step, fused, stacked = (statistics.median(seconds[kind]) for kind in KINDS)
-        row = {
-            "members": k,
-            "sequential_step_wps": k * words / step,
-            "sequential_fused_wps": k * words / fused,  # --placements: fused where the placement allows
-            "stacked_wps": k * words / stacked,
-            "seconds": seconds,
-        }
-        best = max(row["sequential_step_wps"], row["sequential_fused_wps"])
-        row["speedup_vs_best_sequential"] = row["stacked_wps"] / best
-        rows.append(row)
-        print(
-            f"{k:>3} | {row['sequential_step_wps']:>20,.0f} | {row['sequential_fused_wps']:>20,.0f} | "
-            f"{row['stacked_wps']:>12,.0f} | {row['speedup_vs_best_sequential']:.2f}x"
-        )
     config = {k: v for k, v in vars(args).items() if k != "members_now"}
-    result = {"config": config, "threads": torch.get_num_threads(), "check": check, "rows": rows}
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    kinds = [kind for kind in KINDS if kind in args.kinds]
+    print(" | ".join([f"{'K':>3}", *(f"{kind + ' w/s':>14}" for kind in kinds), "speed-up"]))
+    for k in args.members:
+        seconds = {kind: [] for kind in kinds}
+        for round_ in range(args.repeats):
+            for kind in kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]:
+                seconds[kind].append(fresh_timing(kind, k))
+        row = {"members": k, "seconds": seconds}
+        for kind in kinds:  # sequential_step_wps, sequential_fused_wps (--placements: fused where it can), stacked_wps
+            name = kind if kind == "stacked" else f"sequential_{kind}"
+            row[f"{name}_wps"] = k * words / statistics.median(seconds[kind])
+        sequential = [row[f"sequential_{kind}_wps"] for kind in kinds if kind != "stacked"]
+        if "stacked" in kinds and sequential:
+            row["speedup_vs_best_sequential"] = row["stacked_wps"] / max(sequential)
+        rows.append(row)
+        speedup = row.get("speedup_vs_best_sequential")
+        names = [kind if kind == "stacked" else f"sequential_{kind}" for kind in kinds]
+        print(" | ".join([f"{k:>3}", *(f"{row[name + '_wps']:>14,.0f}" for name in names),
+                          f"{speedup:.2f}x" if speedup else "-"]))  # fmt: skip
+        # after every K: a run stopped at its time limit keeps the rows it has
+        result = {"config": config, "threads": torch.get_num_threads(), "tf32": args.tf32, "check": check, "rows": rows}
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     if check is not None and not check["same"]:
         raise SystemExit("the CUDA graph's stacked step differs from the eager one (see check in the JSON)")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of the speed issue as one prepared command, most important first, each stage in its own
-# time box so that a slow or failing stage never costs the ones after it. Results and logs go to OUT_DIR.
+# time box so that a slow or failing stage never costs the ones after it.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [all|next|profile|bench|reproduce|cpu] [rnnreg-train overrides for reproduce]
+#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|profile|bench|reproduce|cpu] [overrides for reproduce]
 #
 #   profile    profile_step.py: graph vs eager vs plain step without Lightning, same-update check  (~30 s)
 #   bench      bench_gpu.py: plain loop vs rnnreg, medium and large, TF32/bf16 sides, 4 jobs at once (~4 min)
@@ -13,29 +13,38 @@
 #              LSTM's same-update check), the step-loop LSTM (variational) with and without the graph, and
 #              paper_large in full with TF32 (est. 6 min: the table's missing row and TF32's first full run)
 #   stacked    issue 15 on a GPU, in 9 min: bench_stacked.py (--check: the stacked step's CUDA graph against
-#              the eager step, one member per placement; then K = 1, 4, 8, 15 medium members stacked vs one
-#              after another), the fused fast-step single run for reference, then the paper-scale placement
-#              ablation (ablation_placement_full: 5 placements x 3 seeds, medium, 39 epochs) stacked, in the
-#              time left (it saves a resumable group file every epoch: hydra.launcher.resume=true continues)
-#   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~3.5 min; checks the script, not speed;
+#              the eager step, one member per placement; then K = 15, 1, 4, 8 medium members stacked, TF32,
+#              and K = 15 in strict float32), the fused fast-step single run for reference, then the
+#              paper-scale placement ablation (ablation_placement_full: 5 placements x 3 seeds, medium, 39
+#              epochs, TF32) stacked in the time left
+#   ablation   the paper-scale ablation alone, in the time given (BUDGET_S=590 for a whole call), going on
+#              from where an earlier call on the same machine stopped (it is interrupted at its time limit
+#              with SIGTERM, which writes an exact resume file), then rnnreg-report of its folder
+#   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~4 min; checks the script, not speed;
 #              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
 #
+# What comes back from a device machine is a few files (8 at most, 16 MiB each), so every stage writes into
+# WORK_DIR (default outputs/gpu_check: ignored by git, and kept between calls on a warm machine), and after
+# each stage OUT_DIR gets stages.txt, gpu.txt and results.tgz: everything in WORK_DIR but checkpoints,
+# resume files and anything over 4 MB (left_out.txt in the archive lists those).
 # BUDGET_S=540 bounds the whole script (seconds; 0 = no bound): each stage gets what is left minus what
 # the stages after it need at least, and is skipped when too little is left.
 # Needs a CUDA torch and the project importable. On a machine with internet: `make install TORCH=torch`
-# first. On an offline GPU box that has torch, lightning, torchmetrics, rich and joblib: WHEELS=<folder>
-# with wheels of hydra-core 1.3, omegaconf 2.3, antlr4-python3-runtime 4.9.3 (pure Python; `pip wheel
-# --no-deps` builds one) and hydra-joblib-launcher; they go to a private folder on PYTHONPATH with the
-# project's src/ (nothing is installed into the system). PTB: $RNNREG_DATA_DIR/ptb must hold the three
-# files when nothing can be downloaded.
+# first. On an offline GPU box that has torch, lightning, torchmetrics, rich and joblib (our device
+# machines): benchmarks/device_kit.sh here first, which puts the wheels Hydra needs and PTB into .device/
+# and prints the command to run there (WHEELS=.device/wheels RNNREG_DATA_DIR=.device/data ...); the
+# wheels go to a private folder on PYTHONPATH with the project's src/ (nothing is installed into the system).
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|profile|bench|reproduce|cpu]}
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|profile|bench|reproduce|cpu]}
 what=${2:-all}
 shift $(( $# < 2 ? $# : 2 ))  # the rest: overrides for the reproduce stage (trainer.precision=bf16-mixed, ...)
 budget=${BUDGET_S:-0}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
+work=${WORK_DIR:-outputs/gpu_check}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 if [[ -n "${WHEELS:-}" ]]; then
@@ -44,6 +53,18 @@ if [[ -n "${WHEELS:-}" ]]; then
     export PYTHONPATH="$site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
+# pack: OUT_DIR's few files from WORK_DIR (see the header)
+pack() {
+    (
+        cd "$work" || exit 1
+        find . -type f \( -name '*.ckpt' -o -name '*.pt' -o -size +4M \) | sort >left_out.txt
+        find . -type f ! -name '*.ckpt' ! -name '*.pt' ! -size +4M | sort >"$out/.packed"
+        tar -czf "$out/.results.tgz" -T "$out/.packed" && mv "$out/.results.tgz" "$out/results.tgz"
+        rm -f "$out/.packed"
+        cp stages.txt gpu.txt "$out/" 2>/dev/null
+    )
+}
+
 # stage NAME SECONDS_RESERVED_FOR_LATER COMMAND...: run COMMAND in the time that is left, log to NAME.log
 stage() {
     local name=$1 reserve=$2 limit=0
@@ -51,35 +72,47 @@ stage() {
     if (( budget > 0 )); then
         limit=$(( budget - SECONDS - reserve ))
         if (( limit < 30 )); then
-            echo "== $name: skipped ($(( budget - SECONDS )) s left)" | tee -a "$out/stages.txt"
+            echo "== $name: skipped ($(( budget - SECONDS )) s left)" | tee -a "$work/stages.txt"
             return
         fi
     fi
-    echo "== $name (t=${SECONDS}s, limit ${limit}s): $*" | tee -a "$out/stages.txt"
-    timeout --kill-after=15 "$limit" "$@" 2>&1 | tee "$out/$name.log"
-    echo "== $name: exit ${PIPESTATUS[0]} at t=${SECONDS}s" | tee -a "$out/stages.txt"
+    echo "== $name (t=${SECONDS}s, limit ${limit}s): $*" | tee -a "$work/stages.txt"
+    timeout --kill-after=20 "$limit" "$@" 2>&1 | tee "$work/$name.log"
+    echo "== $name: exit ${PIPESTATUS[0]} at t=${SECONDS}s" | tee -a "$work/stages.txt"
+    pack
 }
 
-{ nvidia-smi -L; $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__,
+{ date -u; nvidia-smi -L; $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__,
                                                       torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"; } \
-    2>&1 | tee "$out/gpu.txt"
-bench=(benchmarks/bench_gpu.py --out "$out")
+    2>&1 | tee "$work/gpu.txt"
+pack
+bench=(benchmarks/bench_gpu.py --out "$work")
 # whether the stacked step's CUDA graph passed bench_stacked.py --check (captured, and equal to the eager step)
 graph_checked() {
-    $PY -c "import json; c = json.load(open('$out/bench_stacked.json'))['check']
+    $PY -c "import json; c = json.load(open('$work/bench_stacked.json'))['check']
 print('true' if c and c['captured'] and c['same'] else 'false')" 2>/dev/null || echo false
 }
+ablation=$work/ablation_full
+# the paper-scale ablation stacked, going on from an earlier call's resume file; then its report
+ablation() {
+    local reserve=$1 resume=false
+    shift
+    [[ -d $ablation/.stacked ]] && resume=true
+    stage ablation_full_stacked $(( reserve + 60 )) $PY -m rnnreg.train -m experiment=ablation_placement_full \
+        hydra/launcher=stacked "hydra.sweep.dir=$ablation" hydra.launcher.resume=$resume "$@"
+    [[ -d $ablation ]] && stage ablation_report "$reserve" $PY -m rnnreg.report "path=$ablation"
+}
 case $what in
-    profile) stage profile 0 $PY benchmarks/profile_step.py --out "$out" ;;
+    profile) stage profile 0 $PY benchmarks/profile_step.py --out "$work" ;;
     bench) stage bench 0 $PY "${bench[@]}" --concurrent 4 --sides rnnreg rnnreg_no_graph rnnreg_plain_step \
                                               rnnreg_tf32 rnnreg_bf16 ;;
-    reproduce) stage reproduce 0 $PY benchmarks/reproduce.py --out "$out" "$@" ;;
+    reproduce) stage reproduce 0 $PY benchmarks/reproduce.py --out "$work" "$@" ;;
     all)
-        stage profile 440 $PY benchmarks/profile_step.py --out "$out"
+        stage profile 440 $PY benchmarks/profile_step.py --out "$work"
         stage bench_medium 330 $PY "${bench[@]}" --sizes medium
-        stage reproduce 120 $PY benchmarks/reproduce.py --out "$out"
-        if [[ ! -f $out/reproduce_paper_medium.json ]]; then  # failed early: once more without the graph
-            stage reproduce_no_graph 120 $PY benchmarks/reproduce.py --out "$out/no_graph" speed.cuda_graph=false
+        stage reproduce 120 $PY benchmarks/reproduce.py --out "$work"
+        if [[ ! -f $work/reproduce_paper_medium.json ]]; then  # failed early: once more without the graph
+            stage reproduce_no_graph 120 $PY benchmarks/reproduce.py --out "$work/no_graph" speed.cuda_graph=false
         fi
         stage bench_large 80 $PY "${bench[@]}" --sizes large --sides rnnreg
         stage bench_concurrent 45 $PY "${bench[@]}" --sizes --concurrent 4
@@ -87,31 +120,42 @@ case $what in
         stage bench_step_lstm 0 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph
         stage bench_large_more 0 $PY "${bench[@]}" --sizes large --sides rnnreg_no_graph rnnreg_tf32 rnnreg_bf16 ;;
     next)
-        stage profile 430 $PY benchmarks/profile_step.py --out "$out"
+        stage profile 430 $PY benchmarks/profile_step.py --out "$work"
         stage bench_step_lstm 380 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph
-        stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$out" --experiment paper_large speed.tf32=true ;;
+        stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$work" --experiment paper_large speed.tf32=true ;;
     stacked)
-        stage bench_stacked 400 $PY benchmarks/bench_stacked.py --device cuda --check --members 1 4 8 15 \
-            --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$out/bench_stacked.json"
-        stage bench_fused_single 360 $PY "${bench[@]}" --sizes medium --sides rnnreg
-        stage ablation_full_stacked 0 $PY -m rnnreg.train -m experiment=ablation_placement_full hydra/launcher=stacked \
-            trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" "hydra.sweep.dir=$out/ablation_full" ;;
+        stage bench_stacked 390 $PY benchmarks/bench_stacked.py --device cuda --check --kinds stacked --tf32 \
+            --members 15 1 4 8 --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked.json"
+        stage bench_stacked_fp32 360 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked --members 15 \
+            --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked_fp32.json"
+        stage bench_fused_single 300 $PY "${bench[@]}" --sizes medium --sides rnnreg
+        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" ;;
+    ablation)
+        ablation 0 trainer.accelerator=gpu ;;
     cpu)
-        stage bench_stacked 0 $PY benchmarks/bench_stacked.py --check --members 1 2 --hidden 16 --vocab 50 \
-            --windows 2 --warmup 1 --out "$out/bench_stacked.json"
-        stage ablation_full_stacked 0 $PY -m rnnreg.train -m experiment=ablation_placement_full hydra/launcher=stacked \
-            hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
-            model.hidden_size=16 trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
-            trainer.limit_test_batches=2 "hydra.sweep.dir=$out/ablation_full"
-        stage profile 0 $PY benchmarks/profile_step.py --out "$out" --device cpu --sizes medium --windows 2
+        stage bench_stacked 0 $PY benchmarks/bench_stacked.py --check --tf32 --members 2 1 --hidden 16 --vocab 50 \
+            --windows 2 --warmup 1 --out "$work/bench_stacked.json"
+        stage bench_stacked_fp32 0 $PY benchmarks/bench_stacked.py --kinds stacked --members 2 --hidden 16 --vocab 50 \
+            --windows 2 --warmup 1 --out "$work/bench_stacked_fp32.json"
+        # the ablation on the GPU's program, interrupted at its time limit, then gone on with as `ablation` does
+        budget=$(( SECONDS + 110 ))  # its first call: stopped by SIGTERM during its epochs
+        ablation 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
+            model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
+            trainer.limit_test_batches=2
+        budget=0
+        ablation 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
+            model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
+            trainer.limit_test_batches=2
+        stage profile 0 $PY benchmarks/profile_step.py --out "$work" --device cpu --sizes medium --windows 2
         stage bench 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium --concurrent 2
-        stage reproduce 0 $PY benchmarks/reproduce.py --out "$out" --accelerator cpu trainer.max_epochs=1 \
+        stage reproduce 0 $PY benchmarks/reproduce.py --out "$work" --accelerator cpu trainer.max_epochs=1 \
             trainer.limit_train_batches=4 trainer.limit_val_batches=2 trainer.limit_test_batches=2
         # next's own commands: the step-loop LSTM sides and paper_large
         stage bench_step_lstm 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium \
             --sides rnnreg_variational rnnreg_variational_no_graph
-        stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$out" --accelerator cpu --experiment paper_large \
+        stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$work" --accelerator cpu --experiment paper_large \
             speed.tf32=true trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2 ;;
-    *) echo "unknown stage $what: all, next, stacked, profile, bench, reproduce or cpu" >&2; exit 2 ;;
+    *) echo "unknown stage $what: all, next, stacked, ablation, profile, bench, reproduce or cpu" >&2; exit 2 ;;
 esac
+pack

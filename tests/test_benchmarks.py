@@ -136,6 +136,11 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     rows = result["rows"]
     assert [row["members"] for row in rows] == [1, 2]
     assert all(row["stacked_wps"] > 0 and row["sequential_step_wps"] > 0 for row in rows)
+    # what a GPU session times: the stacked step alone, with TF32 asked for (no effect on a CPU)
+    args = ("--members", "2", "--hidden", "8", "--vocab", "30", "--windows", "2", "--warmup", "1")
+    bench("bench_stacked.py", *args, "--kinds", "stacked", "--tf32", "--out", str(out), data_dir=ptb_dir)
+    result = json.loads(out.read_text())
+    assert result["tf32"] and [set(row) for row in result["rows"]] == [{"members", "seconds", "stacked_wps"}]
 
 
 def test_bench_member_gemm_dry_run(ptb_dir, tmp_path):
