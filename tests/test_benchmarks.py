@@ -158,7 +158,9 @@ def test_count_ops(ptb_dir, tmp_path):
     out = tmp_path / "ops.json"
     bench("count_ops.py", "--bptt", "4", "--layers", "2", "--out", str(out), data_dir=ptb_dir)
     windows = json.loads(out.read_text())["windows"]
-    assert set(windows) == {"none", "non_recurrent", "five placements"}
+    assert set(windows) == {"none", "non_recurrent", "five placements", "the paper-scale ablation (15)"}
+    # one draw per site and member that drops there: 3 x (3 non-recurrent + 2 recurrent + 5 both + 5 variational)
+    assert windows["the paper-scale ablation (15)"]["by_op"]["aten::bernoulli_"] == 3 * (3 + 2 + 5 + 5)
     none, five = windows["none"], windows["five placements"]
     assert none["by_op"]["aten::baddbmm"] >= 2 * 4 and none["ops"] > 2 * 4 * 6  # 2 layers x 4 steps: GEMM, cell
     assert "aten::bernoulli_" not in none["by_op"] and five["ops"] > windows["non_recurrent"]["ops"] > none["ops"]

@@ -496,9 +496,9 @@ class Recorder:
         draw, layer = stacked_module.member_mask, net.lstm_layer
         recorder = self
 
-        def recording_mask(shape, p, generator, like):
-            m = draw(shape, p, generator, like)
-            recorder.draws.append((recorder.member_of(generator), tuple(shape), m))
+        def recording_mask(out, p, generator):
+            m = draw(out, p, generator)
+            recorder.draws.append((recorder.member_of(generator), tuple(m.shape), m.clone()))
             return m
 
         def recording_layer(x, h, c, weights, recurrent):

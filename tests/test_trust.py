@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import torch
 from helpers import BIN, TINY, compose_config, write_corpus
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
-from rnnreg.io import RunLock, replace_atomically
+from rnnreg.io import RunLock, load_checkpoint, replace_atomically
 from rnnreg.task import load_task
 from rnnreg.train import train
 
@@ -359,6 +360,44 @@ def test_a_file_size_limit_stops_with_one_line_and_keeps_the_last_good_checkpoin
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     for path in (run_dir / "metrics.json", run_dir / "checkpoints/last.ckpt"):  # as open() makes them (umask)
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_a_stacked_group_that_cannot_write_stops_with_one_line_and_keeps_what_it_wrote(tiny_corpus, tmp_path):
+    """A stacked group's checkpoints and resume file are written in the background while training goes on.
+    A write that fails there still stops the sweep with one line and exit 2, at the next epoch's end. Here the
+    group's resume file (every member's weights, twice) is over a file-size limit that the members'
+    checkpoints stay under. The checkpoints written before the failure are intact. Each member's
+    metrics.json says it failed, and why. No temporary file is left."""
+    sweep, limit = tmp_path / "sweep", 96 * 1024
+
+    def file_size_limit() -> None:  # in the child: writes past the limit fail with EFBIG (SIGXFSZ ignored)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = popen(
+        "rnnreg-train",
+        "-m",
+        "hydra/launcher=stacked",
+        *train_args(tiny_corpus, tmp_path / "run", "seed=1,2,3,4", "trainer.max_epochs=3", "test=false"),
+        "trainer.limit_train_batches=3",
+        f"hydra.sweep.dir={sweep}",
+        preexec_fn=file_size_limit,
+    )
+    status, stderr = finish(proc)
+    assert status == 2
+    assert re.fullmatch(
+        rf"error: group 0: jobs \[0, 1, 2, 3\], .*: could not write group_0\.pt in {sweep}/\.stacked: File too "
+        rf"large; free space or fix the folder's permissions \(the previous group_0\.pt, if any, is intact\)",
+        stderr[0],
+    ), stderr
+    for k in range(4):
+        job = sweep / str(k)
+        best = load_checkpoint(job / "checkpoints/best.ckpt")
+        assert best["epoch"] == 0 and all(torch.isfinite(v).all() for v in best["state_dict"].values())
+        assert os.path.samefile(job / "checkpoints/best.ckpt", job / "checkpoints/last.ckpt")
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["status"] == "failed" and "File too large" in metrics["error"] and metrics["epochs"] == 1
+    assert not list(sweep.rglob("*.tmp")) and not (sweep / ".stacked" / "group_0.pt").exists()
 
 
 def root_can(*command: str) -> bool:

@@ -61,9 +61,9 @@ class MemberSpec:
         return kwargs
 
 
-def member_mask(shape: tuple[int, ...], p: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """A {0, 1/(1-p)} mask (inverted dropout) drawn from one member's generator."""
-    return like.new_empty(shape).bernoulli_(1 - p, generator=generator).div_(1 - p)
+def member_mask(out: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """`out` filled with a {0, 1/(1-p)} mask (inverted dropout) drawn from one member's generator."""
+    return out.bernoulli_(1 - p, generator=generator).div_(1 - p)
 
 
 class StackedLinearFunction(torch.autograd.Function):
@@ -239,10 +239,16 @@ class StackedLanguageModel(nn.Module):
         if not (self.training and any(rates)):
             return None
         generators = self.generators(like.device)
-        masks = like.new_ones(len(rates), *shape)
+        # ones for a member that does not drop here; the others' masks drawn in place (on a GPU: no copy kernel)
+        masks = like.new_empty(len(rates), *shape) if all(rates) else like.new_ones(len(rates), *shape)
         for k, (member, p) in enumerate(zip(self.members, rates)):
-            if p:  # a member draws only for its own sites: its masks do not depend on the other members
-                masks[k] = member_mask(shape[1:] if over_time and member.variational else shape, p, generators[k], like)
+            if not p:  # a member draws only for its own sites: its masks do not depend on the other members
+                continue
+            if over_time and member.variational:  # one mask for every step of the window
+                member_mask(masks[k, 0], p, generators[k])
+                masks[k, 1:] = masks[k, 0]
+            else:
+                member_mask(masks[k], p, generators[k])
         return masks
 
     def drop(self, x: torch.Tensor, rate: str) -> torch.Tensor:

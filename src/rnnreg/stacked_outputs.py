@@ -5,7 +5,6 @@ metrics.json, and under logger=wandb its own W&B run. Every file is replaced ato
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from rnnreg.io import link_atomically, replace_atomically, write_json_atomic
+from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb
 from rnnreg.runtime import instantiate
 from rnnreg.stacked_launcher import Job
@@ -107,14 +106,13 @@ class JobFolder:
             **training_state,
         }
 
-    def save_checkpoint(self, name: str, make: Callable[[], dict], link_to: str | None = None) -> None:
-        """checkpoints/<name>: the checkpoint `make()` builds, or a hard link to checkpoints/<link_to> when it
-        holds the same state (as LastCheckpoint links last.ckpt to best.ckpt); a copy where links fail."""
+    def save_checkpoint(self, name: str, checkpoint: dict, link_to: str | None = None) -> None:
+        """checkpoints/<name>: `checkpoint`, or a hard link to checkpoints/<link_to> when that holds the same
+        checkpoint (as LastCheckpoint links last.ckpt to best.ckpt); a copy where links fail."""
         folder = self.path / "checkpoints"
         if link_to is not None and link_atomically(folder / link_to, folder / name):
             return
-        checkpoint = make()
-        replace_atomically(folder / name, lambda tmp: torch.save(checkpoint, tmp))
+        save_atomically(checkpoint, folder / name)
 
     def last_checkpoint(self) -> Path | None:
         last = self.path / "checkpoints" / "last.ckpt"

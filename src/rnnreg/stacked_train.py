@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from rnnreg.errors import CheckpointError, ConfigError, TrainingDiverged
-from rnnreg.io import replace_atomically
+from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
+from rnnreg.io import BackgroundWriter, save_atomically
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
@@ -126,6 +126,7 @@ class GroupTrainer:
         self.last_epoch_words_per_second = 0.0
         self.stop_signal: int | None = None
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
+        self.writer = BackgroundWriter()  # checkpoints and the resume file, written while training goes on
 
     # -- windows --------------------------------------------------------------------------------------
     def windows(self, split: str, streams: int, bptt: int, drop_last: bool, limit):
@@ -194,9 +195,11 @@ class GroupTrainer:
             self.check_failures()  # a host sync: the epoch's windows are done
             epoch_seconds = self.seconds(start)
             val_ppl = self.evaluate(val, n_val, members=self.running())
-            self.end_epoch(val_ppl, epoch_seconds)
+            self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
+            weights = self.weights_on_host()
+            self.end_epoch(val_ppl, epoch_seconds, weights)
             self.fit_seconds = time.perf_counter() - fit_start
-            self.save_resume()
+            self.save_resume(weights)
             if self.stop_signal is not None:
                 return
         self.fit_seconds = time.perf_counter() - fit_start
@@ -209,7 +212,10 @@ class GroupTrainer:
     def check_failures(self) -> None:
         """Members that diverged on the device since the last check: failed, with the window and loss."""
         epoch_start = self.global_step - self.window
-        for k, (step, loss) in self.step.failures(self.running()).items():
+        failures = self.step.failures(self.running())
+        if failures:
+            self.writer.wait()  # the message names the last checkpoint written
+        for k, (step, loss) in failures.items():
             folder = self.folders[k]
             last = folder.last_checkpoint()
             good = f"the last good checkpoint is {last}" if last else "no epoch completed, no checkpoint"
@@ -241,7 +247,12 @@ class GroupTrainer:
                 p.copy_(q)
         return (total / tokens).exp().tolist()
 
-    def end_epoch(self, val_ppl: list[float], epoch_seconds: float) -> None:
+    def weights_on_host(self) -> list[torch.Tensor]:
+        """Copies of the members' weights on the host (one device-to-host copy for their checkpoints and the
+        resume file, which the background writer then writes while training goes on)."""
+        return [p.detach().to("cpu", copy=True) for p in self.params]
+
+    def end_epoch(self, val_ppl: list[float], epoch_seconds: float, weights: list[torch.Tensor]) -> None:
         train_ppl = (self.step.nll_sum / max(self.tokens, 1)).exp().tolist()
         step = self.global_step - 1
         words = self.tokens
@@ -276,10 +287,10 @@ class GroupTrainer:
                     stopper.stopped_epoch, stopper.stopping_reason_message = self.epoch, reason
                     m.status = "stopped"
                 m.early_stopping = stopper.state_dict()
-            make = lambda k=k: self.checkpoint(k)  # noqa: E731
+            checkpoint = self.checkpoint(k, weights)
             if improved:
-                folder.save_checkpoint("best.ckpt", make)
-            folder.save_checkpoint("last.ckpt", make, link_to="best.ckpt" if improved else None)
+                self.writer.submit(folder.save_checkpoint, "best.ckpt", checkpoint)
+            self.writer.submit(folder.save_checkpoint, "last.ckpt", checkpoint, "best.ckpt" if improved else None)
             if m.status == "stopped":
                 folder.log(f"early stopping after epoch {self.epoch + 1}: best val ppl {m.best_val:.2f}")
                 self.step.stop(k)
@@ -287,10 +298,12 @@ class GroupTrainer:
         self.epoch += 1
         self.window = 0
 
-    def checkpoint(self, k: int) -> dict:
-        """Member k's current weights as an ordinary single-run checkpoint, with the training state of its job
-        run alone at this point (rnnreg.member_checkpoint): ckpt_path= continues it as a separate run."""
-        state = {self.model.single_names[n]: p[k].detach().cpu().clone() for n, p in zip(self.names, self.params)}
+    def checkpoint(self, k: int, weights: list[torch.Tensor]) -> dict:
+        """Member k's current weights (`weights`: weights_on_host()) as an ordinary single-run checkpoint, with
+        the training state of its job run alone at this point (rnnreg.member_checkpoint): ckpt_path= continues
+        it as a separate run. Its own copies throughout: the background writer writes it later."""
+        # clone: a slice alone (torch.save of a view writes its whole storage: every member's weights)
+        state = {self.model.single_names[n]: w[k].clone() for n, w in zip(self.names, weights)}
         m, folder = self.members[k], self.folders[k]
         best = folder.path / "checkpoints" / "best.ckpt"
         window = self.window if self.window < self.n_train else 0  # n_train: at the epoch's end
@@ -325,26 +338,32 @@ class GroupTrainer:
     def fingerprint(self) -> list:
         return [self.jobs[0].key, [j.overrides for j in self.jobs]]
 
-    def save_resume(self) -> None:
+    def save_resume(self, weights: list[torch.Tensor]) -> None:
+        """The group's resume file, handed to the background writer: copies of everything (`weights`:
+        weights_on_host()), since training goes on while it is written."""
+
+        def host(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.detach().to("cpu", copy=True)
+
         state = {
             "fingerprint": self.fingerprint(),
             "program": self.step.name,
-            "params": {n: p.detach().cpu() for n, p in zip(self.names, self.params)},
-            "best_params": [b.cpu() for b in self.best_params],
-            "generators": [g.cpu() for g in self.model.generator_states()],
+            "params": dict(zip(self.names, weights)),
+            "best_params": [host(b) for b in self.best_params],
+            "generators": [host(g) for g in self.model.generator_states()],
             "rng": torch.get_rng_state(),
-            "active": self.step.active.cpu(),
+            "active": host(self.step.active),
             "members": [asdict(m) for m in self.members],
             "epoch": self.epoch,
             "window": self.window,
             "global_step": self.global_step,
-            "state": None if self.window == 0 else tuple(t.cpu() for t in self.step.state()),
-            "nll_sum": self.step.nll_sum.cpu(),
+            "state": None if self.window == 0 else tuple(host(t) for t in self.step.state()),
+            "nll_sum": host(self.step.nll_sum),
             "tokens": self.tokens,
             "train_seconds": self.train_seconds,
             "fit_seconds": self.fit_seconds,
         }
-        replace_atomically(self.resume_file, lambda tmp: torch.save(state, tmp))
+        self.writer.submit(save_atomically, state, self.resume_file)
 
     def load_resume(self) -> None:
         try:
@@ -395,13 +414,19 @@ class GroupTrainer:
             folder.open_wandb()
         handlers = self.install_handlers()
         try:
-            self.fit()
+            try:
+                self.fit()
+            finally:
+                self.restore_handlers(handlers)
+            if self.stop_signal is not None:
+                self.interrupted()
+                raise SystemExit(128 + self.stop_signal)
+            results = self.finish()
+        except OutputError as err:
+            self.output_failed(err)
+            raise
         finally:
-            self.restore_handlers(handlers)
-        if self.stop_signal is not None:
-            self.interrupted()
-            raise SystemExit(128 + self.stop_signal)
-        results = self.finish()
+            self.writer.close()  # whatever happened: the files handed over are written before we go
         self.resume_file.unlink(missing_ok=True)
         return results
 
@@ -423,11 +448,15 @@ class GroupTrainer:
             signal.signal(s, h)
 
     def interrupted(self) -> None:
-        self.save_resume()
+        self.writer.wait()
+        weights = self.weights_on_host()
+        self.save_resume(weights)
+        for k, m in enumerate(self.members):
+            if m.status == "running":  # a failed member keeps its last good checkpoint
+                self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", self.checkpoint(k, weights))
+        self.writer.wait()  # every file written before the members' metrics.json say interrupted
         reason = signal.Signals(self.stop_signal).name
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
-            if m.status == "running":  # a failed member keeps its last good checkpoint
-                folder.save_checkpoint("last.ckpt", lambda k=k: self.checkpoint(k))
             folder.write_csv(m.rows)
             folder.log(f"{reason}: stopped at epoch {self.epoch + 1}, window {self.window}")
             folder.write_metrics(
@@ -440,6 +469,24 @@ class GroupTrainer:
                     "stacked": {"group": self.group, "members": len(self.jobs), "member": k},
                 }
             )
+
+    def output_failed(self, err: OutputError) -> None:
+        """A file could not be written (disk full, ...): every member still training is failed with the error,
+        where its folder can still take it; the files written before are intact."""
+        resume = "no resume file was written: run the sweep again"
+        if self.resume_file.exists():
+            resume = (
+                f"rnnreg-train -m ... hydra/launcher=stacked hydra.launcher.resume=true "
+                f"hydra.sweep.dir={self.resume_file.parent.parent} (from the group's last resume file)"
+            )
+        for m, folder in zip(self.members, self.folders):
+            if m.status not in ("running", "stopped"):
+                continue
+            try:
+                folder.log(f"stopped: {err}")
+                folder.write_metrics({"status": "failed", "error": str(err), "epochs": m.epochs, "resume": resume})
+            except OutputError:
+                pass
 
     def test_params(self) -> list[torch.Tensor] | None:
         """The weights each member is tested on: its best validation weights where its job's test_ckpt
@@ -469,6 +516,7 @@ class GroupTrainer:
             for name, streams in (("test_ppl", data.get("test_batch_size", 1)), ("test_ppl_batched", data.batch_size)):
                 windows, count = self.windows("test", streams, eval_bptt, False, cfg.trainer.limit_test_batches)
                 tests[name] = self.evaluate(windows, count, params, [m.status != "failed" for m in self.members])
+        self.writer.wait()  # the checkpoints metrics.json and a W&B run's artifact point to
         results = []
         per_member = sum(p[0].numel() for p in self.params)
         for k, (m, job, folder) in enumerate(zip(self.members, self.jobs, self.folders)):
