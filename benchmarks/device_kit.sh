@@ -12,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-next}
 budget=${2:-540}
+if (( budget > 550 )); then  # a device call runs 600 s at most: the script's stages, a stopped stage's 20 s, packing
+    echo "BUDGET_S=$budget leaves no room in a 600 s device call: 550 at most" >&2
+    exit 2
+fi
 PY=${PYTHON:-.venv/bin/python}
 kit=.device
 rm -rf "$kit/wheels"

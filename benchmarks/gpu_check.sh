@@ -17,7 +17,7 @@
 #              and K = 15 in strict float32), the fused fast-step single run for reference, then the
 #              paper-scale placement ablation (ablation_placement_full: 5 placements x 3 seeds, medium, 39
 #              epochs, TF32) stacked in the time left
-#   ablation   the paper-scale ablation alone, in the time given (BUDGET_S=590 for a whole call), going on
+#   ablation   the paper-scale ablation alone, in the time given (BUDGET_S=550 in a 600 s call), going on
 #              from where an earlier call on the same machine stopped (it is interrupted at its time limit
 #              with SIGTERM, which writes an exact resume file), then rnnreg-report of its folder
 #   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~4 min; checks the script, not speed;

@@ -8,6 +8,7 @@ import csv
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,10 +18,11 @@ import torch
 import yaml
 
 from helpers import BIN, TINY, compose_config, run, wandb_runs, write_corpus
+from rnnreg import stacked_outputs, stacked_train
 from rnnreg.errors import ConfigError
-from rnnreg.io import load_checkpoint
+from rnnreg.io import load_checkpoint, save_atomically
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
-from rnnreg.stacked_launcher import check_stackable, group_jobs, group_key
+from rnnreg.stacked_launcher import Job, check_stackable, group_jobs, group_key
 from rnnreg.stacked_step import group_step
 
 # Members differ in everything a member can hold: seed, lr, clip, weight decay, schedule, early stopping,
@@ -118,6 +120,53 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
     assert [len(g) for g in group_jobs(sweep + wider, 5)] == [5, 5, 5, 2, 2]
     for other in ("data.bptt=7", "data.batch_size=2", "trainer.max_epochs=3", "model.num_layers=1"):
         assert job(other).key != sweep[0].key, other
+
+
+def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_path, tiny_corpus, monkeypatch):
+    """The batched (GPU's) program writes the members' checkpoints and the group's resume file in the
+    background while the next epoch trains. What lands on disk is the state when they were handed over, not
+    what training has made of it since. The writes are held here until every tensor of the group has changed."""
+    jobs = []
+    for k in range(2):
+        folder = tmp_path / str(k)
+        cfg = compose_config(["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", f"seed={k}"], folder)
+        jobs.append(Job(idx=k, overrides=[f"seed={k}"], cfg=cfg, hydra_cfg=None, output_dir=folder, key="0"))
+    gate, written = threading.Event(), []
+
+    def held(obj, path):  # the writer thread waits until training "went on"
+        assert gate.wait(timeout=60)
+        save_atomically(obj, path)
+        written.append(Path(path).name)
+
+    monkeypatch.setattr(stacked_train, "save_atomically", held)
+    monkeypatch.setattr(stacked_outputs, "save_atomically", held)
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt", program="batched")
+    assert trainer.writer.copies  # the batched program writes in the background
+    trainer.n_train, trainer.n_val = 3, 1
+    before = [p.detach().clone() for p in trainer.params]
+    best_before = [b.clone() for b in trainer.best_params]
+    weights = trainer.host_weights()
+    for k, folder in enumerate(trainer.folders):
+        trainer.writer.submit(folder.save_checkpoint, "last.ckpt", trainer.checkpoint(k, weights))
+    trainer.save_resume(weights)
+    with torch.no_grad():  # the next epoch trains: every tensor the files hold changes in place
+        for t in [*trainer.params, *trainer.best_params, trainer.step.nll_sum]:
+            t.add_(1.0)
+        trainer.step.active.fill_(False)
+    gate.set()
+    trainer.writer.wait()
+    trainer.writer.close()
+    assert sorted(written) == ["group_0.pt", "last.ckpt", "last.ckpt"]
+    resume = torch.load(tmp_path / ".stacked" / "group_0.pt", weights_only=True)
+    assert all(torch.equal(resume["params"][n], b) for n, b in zip(trainer.names, before))
+    assert all(torch.equal(saved, b) for saved, b in zip(resume["best_params"], best_before))
+    assert resume["active"].all() and not resume["nll_sum"].any()
+    for k in range(2):
+        state = load_checkpoint(tmp_path / str(k) / "checkpoints" / "last.ckpt")["state_dict"]
+        for name, b in zip(trainer.names, before):
+            assert torch.equal(state["net." + trainer.model.single_names[name]], b[k])
+        # its own weights only: a view of the stack would have saved every member's
+        assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in state.values())
 
 
 def test_paper_table_sweep_is_one_group_per_size(tmp_path):

@@ -362,9 +362,11 @@ def test_a_file_size_limit_stops_with_one_line_and_keeps_the_last_good_checkpoin
         assert path.stat().st_mode & 0o777 == 0o644, path
 
 
-def test_a_stacked_group_that_cannot_write_stops_with_one_line_and_keeps_what_it_wrote(tiny_corpus, tmp_path):
-    """A stacked group's checkpoints and resume file are written in the background while training goes on.
-    A write that fails there still stops the sweep with one line and exit 2, at the next epoch's end. Here the
+@pytest.mark.parametrize("program", ["in_turn", "batched"])
+def test_a_stacked_group_that_cannot_write_stops_with_one_line_and_keeps_what_it_wrote(tiny_corpus, tmp_path, program):
+    """A stacked group's checkpoints and resume file: the batched (GPU's) program writes them in the background
+    while training goes on, the members in turn at once. A write that fails stops the sweep with one line and
+    exit 2 (in the background: at the next epoch's end). Here the
     group's resume file (every member's weights, twice) is over a file-size limit that the members'
     checkpoints stay under. The checkpoints written before the failure are intact. Each member's
     metrics.json says it failed, and why. No temporary file is left."""
@@ -381,6 +383,7 @@ def test_a_stacked_group_that_cannot_write_stops_with_one_line_and_keeps_what_it
         *train_args(tiny_corpus, tmp_path / "run", "seed=1,2,3,4", "trainer.max_epochs=3", "test=false"),
         "trainer.limit_train_batches=3",
         f"hydra.sweep.dir={sweep}",
+        f"hydra.launcher.program={program}",
         preexec_fn=file_size_limit,
     )
     status, stderr = finish(proc)

@@ -46,19 +46,28 @@ def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-class BackgroundWriter:
-    """Files written by one background thread, in the order given, while the caller goes on (a stacked
-    group's 3.6 GB of checkpoints and resume file per epoch at 15 medium members, which took 4-12 s on our
-    VM's disk, then overlap the next epoch's training). torch.save to a path releases the GIL while it
-    writes, so the training loop keeps launching its windows. What is handed over must not change later:
-    give it copies. A failed write's error (an OutputError: disk full, ...) is raised by the next `wait`."""
+class FileWriter:
+    """Files written in the order given: by one background thread while the caller goes on, or at once.
+    In the background, a stacked group's 3.6 GB of checkpoints and resume file per epoch at 15 medium members
+    (4-12 s on our VM's disk) overlap the next epoch's training; torch.save to a path releases the GIL while
+    it writes, so the training loop keeps launching its windows. What is handed over must not change later:
+    give it copies (`copies`). A failed write's error (an OutputError: disk full, ...) is raised by the next
+    `wait`, or at once when written at once."""
 
-    def __init__(self):
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnreg-writer")
+    def __init__(self, background: bool):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnreg-writer") if background else None
         self.pending: list[Future] = []
 
+    @property
+    def copies(self) -> bool:
+        """Whether what is handed over must be a copy (it is written later)."""
+        return self.pool is not None
+
     def submit(self, write: Callable[..., Any], *args: Any) -> None:
-        self.pending.append(self.pool.submit(write, *args))
+        if self.pool is None:
+            write(*args)
+        else:
+            self.pending.append(self.pool.submit(write, *args))
 
     def wait(self) -> None:
         """Until every file handed over is written; raises the first failed write's error."""
@@ -68,7 +77,8 @@ class BackgroundWriter:
 
     def close(self) -> None:
         """Once every file handed over is written (their errors are `wait`'s to raise)."""
-        self.pool.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def current_umask() -> int:

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
-from rnnreg.io import BackgroundWriter, save_atomically
+from rnnreg.io import FileWriter, save_atomically
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
@@ -126,7 +126,10 @@ class GroupTrainer:
         self.last_epoch_words_per_second = 0.0
         self.stop_signal: int | None = None
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
-        self.writer = BackgroundWriter()  # checkpoints and the resume file, written while training goes on
+        # checkpoints and the resume file: the GPU's program writes them while the next epoch trains (the host
+        # is idle); in turn on a CPU every core trains, where a writer thread only competed with training
+        # (docs/measurements.md) and held a second copy of the weights, so they are written at once
+        self.writer = FileWriter(background=self.step.name == "batched")
 
     # -- windows --------------------------------------------------------------------------------------
     def windows(self, split: str, streams: int, bptt: int, drop_last: bool, limit):
@@ -196,7 +199,7 @@ class GroupTrainer:
             epoch_seconds = self.seconds(start)
             val_ppl = self.evaluate(val, n_val, members=self.running())
             self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
-            weights = self.weights_on_host()
+            weights = self.host_weights()
             self.end_epoch(val_ppl, epoch_seconds, weights)
             self.fit_seconds = time.perf_counter() - fit_start
             self.save_resume(weights)
@@ -247,10 +250,13 @@ class GroupTrainer:
                 p.copy_(q)
         return (total / tokens).exp().tolist()
 
-    def weights_on_host(self) -> list[torch.Tensor]:
-        """Copies of the members' weights on the host (one device-to-host copy for their checkpoints and the
-        resume file, which the background writer then writes while training goes on)."""
-        return [p.detach().to("cpu", copy=True) for p in self.params]
+    def host(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` on the host for a file: a copy where the writer writes later (self.writer.copies)."""
+        return tensor.detach().to("cpu", copy=self.writer.copies)
+
+    def host_weights(self) -> list[torch.Tensor]:
+        """The members' weights on the host, once for their checkpoints and the resume file."""
+        return [self.host(p) for p in self.params]
 
     def end_epoch(self, val_ppl: list[float], epoch_seconds: float, weights: list[torch.Tensor]) -> None:
         train_ppl = (self.step.nll_sum / max(self.tokens, 1)).exp().tolist()
@@ -299,9 +305,9 @@ class GroupTrainer:
         self.window = 0
 
     def checkpoint(self, k: int, weights: list[torch.Tensor]) -> dict:
-        """Member k's current weights (`weights`: weights_on_host()) as an ordinary single-run checkpoint, with
+        """Member k's current weights (`weights`: host_weights()) as an ordinary single-run checkpoint, with
         the training state of its job run alone at this point (rnnreg.member_checkpoint): ckpt_path= continues
-        it as a separate run. Its own copies throughout: the background writer writes it later."""
+        it as a separate run. Its own copies throughout: the writer may write it later."""
         # clone: a slice alone (torch.save of a view writes its whole storage: every member's weights)
         state = {self.model.single_names[n]: w[k].clone() for n, w in zip(self.names, weights)}
         m, folder = self.members[k], self.folders[k]
@@ -339,12 +345,8 @@ class GroupTrainer:
         return [self.jobs[0].key, [j.overrides for j in self.jobs]]
 
     def save_resume(self, weights: list[torch.Tensor]) -> None:
-        """The group's resume file, handed to the background writer: copies of everything (`weights`:
-        weights_on_host()), since training goes on while it is written."""
-
-        def host(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.detach().to("cpu", copy=True)
-
+        """The group's resume file, handed to the writer (`weights`: host_weights())."""
+        host = self.host
         state = {
             "fingerprint": self.fingerprint(),
             "program": self.step.name,
@@ -449,7 +451,7 @@ class GroupTrainer:
 
     def interrupted(self) -> None:
         self.writer.wait()
-        weights = self.weights_on_host()
+        weights = self.host_weights()
         self.save_resume(weights)
         for k, m in enumerate(self.members):
             if m.status == "running":  # a failed member keeps its last good checkpoint
