@@ -15,6 +15,7 @@ median counts: in one process the later timings ran up to 5 % slower on our 2-co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -24,12 +25,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
+from rnnreg import CONF_DIR
 from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import clip_and_sgd_
+from rnnreg.recipes import compose_config
 from rnnreg.runtime import keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_step import StackedStep, group_step
+from rnnreg.stacked_train import member_spec
 
 
 def windows(vocab: int, bptt: int, batch: int, count: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -68,23 +73,25 @@ def time_single(args, lstm: str, data, device) -> float:
     return total
 
 
-# --placements: the ablation's members in turn (experiment=ablation_placement: p = 0.5)
-PLACEMENTS = {
-    "none": {},
-    "non_recurrent": {"dropout_input": 0.5, "dropout_between": 0.5, "dropout_output": 0.5},
-    "recurrent": {"dropout_recurrent": 0.5},
-    "both": {"dropout_input": 0.5, "dropout_between": 0.5, "dropout_output": 0.5, "dropout_recurrent": 0.5},
-    "variational": {
-        "dropout_input": 0.5, "dropout_between": 0.5, "dropout_output": 0.5, "dropout_recurrent": 0.5,
-        "variational": True,
-    },
-}  # fmt: skip
+def ablation_members(experiment: str = "ablation_placement_full") -> list[MemberSpec]:
+    """The members of an ablation experiment's sweep (its conf/experiment file's hydra.sweeper.params:
+    placements x seeds, placement-major), as the stacked launcher makes them from each job's composed config."""
+    params = OmegaConf.load(Path(CONF_DIR) / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    return [
+        member_spec(compose_config(f"experiment={experiment}", f"dropout={placement}", f"seed={seed}"))
+        for placement in str(params.dropout).split(",")
+        for seed in str(params.seed).split(",")
+    ]
 
 
 def member_specs(args) -> list[MemberSpec]:
-    """K members, no dropout; with --placements the ablation's placements in turn."""
-    names = list(PLACEMENTS) if args.placements else ["none"]
-    return [MemberSpec(seed=k, init_scale=0.05, **PLACEMENTS[names[k % len(names)]]) for k in range(args.members_now)]
+    """K members, no dropout; with --placements the ablation's placements (experiment=ablation_placement:
+    p = 0.5) in turn, member k with seed k."""
+    if not args.placements:
+        return [MemberSpec(seed=k, init_scale=0.05) for k in range(args.members_now)]
+    ablation = ablation_members("ablation_placement")
+    placements = ablation[:: len(ablation) // 5]  # one member per placement
+    return [dataclasses.replace(placements[k % len(placements)], seed=k) for k in range(args.members_now)]
 
 
 def time_stacked(args, data, device) -> float:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from bench_stacked import ablation_members
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_step import StackedStep
 
@@ -37,18 +38,6 @@ NO_KERNEL = {
 
 GEMMS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"}
 
-# experiment=ablation_placement_full's members (conf/dropout, p = 0.5), each placement for three seeds
-ABLATION = {
-    "none": {},
-    "non_recurrent": {"dropout_input": 0.5, "dropout_between": 0.5, "dropout_output": 0.5},
-    "recurrent": {"dropout_recurrent": 0.5},
-    "both": {"dropout_input": 0.5, "dropout_between": 0.5, "dropout_output": 0.5, "dropout_recurrent": 0.5},
-    "variational": {
-        "dropout_input": 0.5, "dropout_between": 0.5, "dropout_output": 0.5, "dropout_recurrent": 0.5,
-        "variational": True,
-    },
-}  # fmt: skip
-
 PLACEMENTS = {
     "none": [MemberSpec(seed=k) for k in range(3)],
     "non_recurrent": [MemberSpec(seed=k, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5) for k in range(3)],
@@ -59,9 +48,7 @@ PLACEMENTS = {
         MemberSpec(seed=4, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5, dropout_recurrent=0.5),
         MemberSpec(seed=5, dropout_input=0.3, dropout_recurrent=0.3, variational=True),
     ],
-    "the paper-scale ablation (15)": [
-        MemberSpec(seed=seed, **spec) for spec in ABLATION.values() for seed in (1234, 1, 2)
-    ],
+    "the paper-scale ablation (15)": ablation_members("ablation_placement_full"),
 }
 
 
