@@ -487,7 +487,7 @@ class GroupTrainer:
             try:
                 folder.log(f"stopped: {err}")
                 folder.write_metrics({"status": "failed", "error": str(err), "epochs": m.epochs, "resume": resume})
-            except OutputError:
+            except (OutputError, OSError):  # the folder takes nothing more (train.log's append is a plain write)
                 pass
 
     def test_params(self) -> list[torch.Tensor] | None:
