@@ -173,7 +173,7 @@ def fresh_timing(kind: str, members: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--members", type=int, nargs="*", default=[1, 4, 8], help="K to time (none: --check only)")
     parser.add_argument("--vocab", type=int, default=10000)
     parser.add_argument("--hidden", type=int, default=200)
     parser.add_argument("--layers", type=int, default=2)

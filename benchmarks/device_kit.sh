@@ -7,10 +7,10 @@
 #   .device/data    PTB, the three files the project downloads, checked against conf/data/ptb.yaml's sums
 # then prints the command to run there, carrying .device. About 10 MB.
 #
-#   benchmarks/device_kit.sh [MODE [BUDGET_S]]     (gpu_check.sh's MODE, default next; BUDGET_S default 540)
+#   benchmarks/device_kit.sh [MODE [BUDGET_S]]     (gpu_check.sh's MODE, default ablation; BUDGET_S default 540)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:-next}
+mode=${1:-ablation}
 budget=${2:-540}
 if (( budget > 550 )); then  # a device call runs 600 s at most: the script's stages, a stopped stage's 20 s, packing
     echo "BUDGET_S=$budget leaves no room in a 600 s device call: 550 at most" >&2
