@@ -135,7 +135,8 @@ class GroupTrainer:
     def windows(self, split: str, streams: int, bptt: int, drop_last: bool, limit):
         from rnnreg.data import BPTTWindows
 
-        windows = BPTTWindows(self.datamodule.streams(split, streams), bptt, drop_last)
+        # the split on the device once: a window copied from pageable host memory waits for the GPU's queue
+        windows = BPTTWindows(self.datamodule.streams(split, streams).to(self.device), bptt, drop_last)
         return windows, limit_batches(len(windows), limit)
 
     def lrs(self, epoch: int) -> list[float]:
@@ -177,7 +178,7 @@ class GroupTrainer:
             self.model.train()
             while self.window < n_train:
                 x, y = train[self.window]
-                self.step(x.to(self.device), y.to(self.device), lrs)
+                self.step(x, y, lrs)
                 self.tokens += y.numel()
                 self.window += 1
                 self.global_step += 1
@@ -242,7 +243,7 @@ class GroupTrainer:
             saved = [p.detach().clone() for p in self.params]
             for p, q in zip(self.params, params):
                 p.copy_(q)
-        batches = ((x.to(self.device), y.to(self.device)) for x, y in (windows[i] for i in range(count)))
+        batches = (windows[i] for i in range(count))
         total = self.step.nll_sums(batches, members)
         tokens = sum(windows[i][1].numel() for i in range(count))
         if saved is not None:
