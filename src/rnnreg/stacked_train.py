@@ -135,7 +135,7 @@ class GroupTrainer:
     def windows(self, split: str, streams: int, bptt: int, drop_last: bool, limit):
         from rnnreg.data import BPTTWindows
 
-        # the split on the device once: a window copied from pageable host memory waits for the GPU's queue
+        # the split on the device once: a blocking host-to-device copy per window waits for the GPU's queue
         windows = BPTTWindows(self.datamodule.streams(split, streams).to(self.device), bptt, drop_last)
         return windows, limit_batches(len(windows), limit)
 
