@@ -330,6 +330,18 @@ def test_concurrent_writers_of_one_file_never_tear_it_nor_fail(tmp_path):
 
 
 # -- a write that fails: one line naming the folder and the cause, the previous checkpoint intact --------------
+CHECKPOINT = r"(?:best|last)\.ckpt"
+
+
+def write_error(name: str, folder: Path, cause: str, where: str = "") -> str:
+    """The one line a failed write stops with (rnnreg.io.replace_atomically), as a regex; `name`: a regex of
+    the file's name, `where`: of what comes before "could not write" (a stacked group's description)."""
+    return (
+        rf"error: {where}could not write ({name}) in {re.escape(str(folder))}: {cause}; free space or fix the "
+        rf"folder's permissions \(the previous \1, if any, is intact\)"
+    )
+
+
 def test_a_file_size_limit_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path):
     """From epoch 2 no file may grow past 16 KiB (RLIMIT_FSIZE: writes fail with EFBIG, as on a full disk or
     over a quota): the epoch-2 checkpoint cannot be written. Checkpoints are written beside their final name,
@@ -346,11 +358,7 @@ def test_a_file_size_limit_stops_with_one_line_and_keeps_the_last_good_checkpoin
     )
     status, stderr = finish(proc)
     assert status == 2
-    assert re.fullmatch(
-        rf"error: could not write (best|last)\.ckpt in {run_dir}/checkpoints: File too large; free space or fix the "
-        rf"folder's permissions \(the previous \1\.ckpt, if any, is intact\)",
-        stderr[0],
-    ), stderr
+    assert re.fullmatch(write_error(CHECKPOINT, run_dir / "checkpoints", "File too large"), stderr[0]), stderr
     for name in ("best", "last"):
         good = torch.load(run_dir / f"checkpoints/{name}.ckpt", weights_only=True)
         assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
@@ -388,11 +396,8 @@ def test_a_stacked_group_that_cannot_write_stops_with_one_line_and_keeps_what_it
     )
     status, stderr = finish(proc)
     assert status == 2
-    assert re.fullmatch(
-        rf"error: group 0: jobs \[0, 1, 2, 3\], .*: could not write group_0\.pt in {sweep}/\.stacked: File too "
-        rf"large; free space or fix the folder's permissions \(the previous group_0\.pt, if any, is intact\)",
-        stderr[0],
-    ), stderr
+    group = r"group 0: jobs \[0, 1, 2, 3\], .*: "
+    assert re.fullmatch(write_error(r"group_0\.pt", sweep / ".stacked", "File too large", group), stderr[0]), stderr
     for k in range(4):
         job = sweep / str(k)
         best = load_checkpoint(job / "checkpoints/best.ckpt")
@@ -423,11 +428,7 @@ def test_a_read_only_checkpoint_folder_stops_with_one_line_and_keeps_the_last_go
     finally:
         subprocess.run(["chattr", "-i", str(checkpoints)], check=False)
     assert status == 2
-    assert re.fullmatch(
-        rf"error: could not write (best|last)\.ckpt in {checkpoints}: Operation not permitted; free space or fix "
-        rf"the folder's permissions \(the previous \1\.ckpt, if any, is intact\)",
-        stderr[0],
-    ), stderr
+    assert re.fullmatch(write_error(CHECKPOINT, checkpoints, "Operation not permitted"), stderr[0]), stderr
     good = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert good["epoch"] == 0 and sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
@@ -456,11 +457,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny
     )
     status, stderr = finish(proc)
     assert status == 2
-    assert re.fullmatch(
-        rf"error: could not write (best|last)\.ckpt in {run_dir}/checkpoints: No space left on device; free space "
-        rf"or fix the folder's permissions \(the previous \1\.ckpt, if any, is intact\)",
-        stderr[0],
-    ), stderr
+    assert re.fullmatch(write_error(CHECKPOINT, run_dir / "checkpoints", "No space left on device"), stderr[0]), stderr
     good = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
     assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
