@@ -45,6 +45,10 @@ class GroupStep(GraphedStep):
 
     name = ""  # hydra.launcher.program
     host_reads_are_free = False  # on a GPU reading a member's state is a sync: the host reads at log intervals
+    # the group's checkpoints and resume file written by a thread while the next epoch trains (rnnreg.io.FileWriter):
+    # on a GPU the host is idle then; on a CPU every core trains, a writer thread only competed with training
+    # (docs/measurements.md) and held a second copy of the weights
+    files_in_background = True
 
     def __init__(
         self, model: StackedLanguageModel, window: tuple[int, int], device: torch.device, graph: bool, warmup: int
@@ -195,6 +199,7 @@ class InTurnStep(GroupStep):
 
     name = "in_turn"
     host_reads_are_free = True
+    files_in_background = False
 
     def __init__(
         self,

@@ -126,10 +126,7 @@ class GroupTrainer:
         self.last_epoch_words_per_second = 0.0
         self.stop_signal: int | None = None
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
-        # checkpoints and the resume file: the GPU's program writes them while the next epoch trains (the host
-        # is idle); in turn on a CPU every core trains, where a writer thread only competed with training
-        # (docs/measurements.md) and held a second copy of the weights, so they are written at once
-        self.writer = FileWriter(background=self.step.name == "batched")
+        self.writer = FileWriter(background=self.step.files_in_background)  # checkpoints and the resume file
 
     # -- windows --------------------------------------------------------------------------------------
     def windows(self, split: str, streams: int, bptt: int, drop_last: bool, limit):
