@@ -5,7 +5,9 @@ backward, clipped SGD, state carried), on random token windows, timed over `--wi
 `--warmup`. "sequential" trains K single models (LSTMLanguageModel, model.lstm=step and the fused nn.LSTM)
 one after another; "stacked" trains them as one StackedLanguageModel with the launcher's
 step (rnnreg.stacked_step.group_step: a CUDA graph on a GPU; on a CPU the members in turn, each as its single
-model with the LSTM model.lstm=auto picks for it). Words/s counts every member's words.
+model with the LSTM model.lstm=auto picks for it); "stacked_triton" the same on the batched program with
+speed.triton_cell=true (the cell as rnnreg.triton_cell's kernels; asked for, not by default). Words/s counts
+every member's words.
 Each timing runs in a fresh process, the three in a rotated order on each of `--repeats` rounds, and the
 median counts: in one process the later timings ran up to 5 % slower on our 2-core VM, whichever they were.
 
@@ -28,6 +30,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from rnnreg import CONF_DIR
+from rnnreg.errors import ConfigError
+from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import clip_and_sgd_
 from rnnreg.recipes import compose_config
@@ -94,11 +98,13 @@ def member_specs(args) -> list[MemberSpec]:
     return [dataclasses.replace(placements[k % len(placements)], seed=k) for k in range(args.members_now)]
 
 
-def time_stacked(args, data, device) -> float:
+def time_stacked(args, data, device, triton_cell: bool = False) -> float:
     k = args.members_now
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args))
     model.to(device)
-    step = group_step(model, (args.bptt, args.batch), [5.0] * k, None, device, graph=not args.no_graph)
+    model.triton_cell = triton_cell
+    program = "batched" if triton_cell else "auto"  # on a CPU too: the members-in-turn program has no stacked cell
+    step = group_step(model, (args.bptt, args.batch), [5.0] * k, None, device, not args.no_graph, program)
     lrs = [1.0] * k
     for i, (x, y) in enumerate(data):
         if i == args.warmup:
@@ -119,13 +125,15 @@ CHECK_MEMBERS = [
 ]
 
 
-def check_graph(args, data, device) -> dict:
+def check_graph(args, data, device, triton_cell: bool = False) -> tuple[dict, torch.Tensor]:
     """The stacked step replayed as a CUDA graph against the same program run eagerly, from the same weights
     and mask generators: per-window losses, final weights, generator states after (each member's masks
-    advanced as eagerly). Without CUDA both runs are eager (checks the script only)."""
+    advanced as eagerly). Without CUDA both runs are eager (checks the script only). Returns the result and
+    the eager run's losses."""
     runs = {}
     for graph in (False, True):
         model = StackedLanguageModel(args.vocab, args.hidden, args.layers, CHECK_MEMBERS).to(device)
+        model.triton_cell = triton_cell
         clip = torch.full((len(CHECK_MEMBERS),), 5.0, device=device)
         step = StackedStep(model, (args.bptt, args.batch), clip, None, device, graph=graph, warmup=args.warmup)
         losses = []
@@ -144,16 +152,27 @@ def check_graph(args, data, device) -> dict:
         "windows": len(data),
     }
     result["same"] = result["generators_equal"] and result["max_loss_difference"] <= 1e-4
-    print(f"graph vs eager: {result}")
+    print(f"graph vs eager{' (Triton cell)' if triton_cell else ''}: {result}")
+    return result, eager_loss
+
+
+def check_triton_cell(args, data, device, torch_losses: torch.Tensor) -> dict:
+    """check_graph on the Triton cell, and its eager losses against the torch ops' (float32 rounding apart;
+    the same masks: drawing them does not depend on the cell)."""
+    result, losses = check_graph(args, data, device, triton_cell=True)
+    result["max_loss_difference_vs_torch_cell"] = float((losses - torch_losses).abs().max())
+    result["same"] = result["same"] and result["max_loss_difference_vs_torch_cell"] <= 1e-3
+    print(f"Triton cell vs torch ops, eager: {result['max_loss_difference_vs_torch_cell']:.3g}")
     return result
 
 
-KINDS = ["step", "fused", "stacked"]
+KINDS = ["step", "fused", "stacked", "stacked_triton"]
+DEFAULT_KINDS = KINDS[:3]
 
 
 def time_kind(args, kind: str, data, device) -> float:
-    if kind == "stacked":
-        return time_stacked(args, data, device)
+    if kind.startswith("stacked"):
+        return time_stacked(args, data, device, triton_cell=kind == "stacked_triton")
     return time_single(args, "step" if kind == "step" else "auto" if args.placements else "fused", data, device)
 
 
@@ -191,7 +210,9 @@ def main() -> None:
         "the LSTM rnnreg-train picks (auto: fused where the placement allows)",
     )
     parser.add_argument("--check", action="store_true", help="first: the CUDA graph against the eager step")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=KINDS, help="what to time (default: all three)")
+    parser.add_argument(
+        "--kinds", nargs="+", choices=KINDS, default=DEFAULT_KINDS, help="what to time (default: step fused stacked)"
+    )
     parser.add_argument(
         "--tf32",
         action="store_true",
@@ -215,12 +236,22 @@ def main() -> None:
         print(json.dumps({"seconds": time_kind(args, args.only, data, device)}))
         return
     words = args.windows * args.bptt * args.batch
-    check = check_graph(args, data, device) if args.check else None
+    kinds = [kind for kind in KINDS if kind in args.kinds]
+    if "stacked_triton" in kinds:
+        try:
+            require_triton_cell(device)
+        except ConfigError as error:  # no Triton here: the other timings still run
+            print(f"stacked_triton left out: {error}")
+            kinds.remove("stacked_triton")
+    check = None
+    if args.check:
+        check, torch_losses = check_graph(args, data, device)
+        if "stacked_triton" in kinds:
+            check["triton"] = check_triton_cell(args, data, device, torch_losses)
     if check is not None:  # in the JSON before any timing: a timing that runs out of time cannot lose it
         Path(args.out).write_text(json.dumps({"config": vars(args), "check": check, "rows": []}, indent=2) + "\n")
     rows = []
     config = {k: v for k, v in vars(args).items() if k != "members_now"}
-    kinds = [kind for kind in KINDS if kind in args.kinds]
     print(" | ".join([f"{'K':>3}", *(f"{kind + ' w/s':>14}" for kind in kinds), "speed-up"]))
     for k in args.members:
         seconds = {kind: [] for kind in kinds}
@@ -228,15 +259,17 @@ def main() -> None:
             for kind in kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]:
                 seconds[kind].append(fresh_timing(kind, k))
         row = {"members": k, "seconds": seconds}
-        for kind in kinds:  # sequential_step_wps, sequential_fused_wps (--placements: fused where it can), stacked_wps
-            name = kind if kind == "stacked" else f"sequential_{kind}"
+        names = [kind if kind.startswith("stacked") else f"sequential_{kind}" for kind in kinds]
+        # sequential_step_wps, sequential_fused_wps (--placements: fused where it can), stacked_wps, stacked_triton_wps
+        for kind, name in zip(kinds, names):
             row[f"{name}_wps"] = k * words / statistics.median(seconds[kind])
-        sequential = [row[f"sequential_{kind}_wps"] for kind in kinds if kind != "stacked"]
+        sequential = [row[f"{name}_wps"] for name in names if name.startswith("sequential")]
         if "stacked" in kinds and sequential:
             row["speedup_vs_best_sequential"] = row["stacked_wps"] / max(sequential)
+        if "stacked" in kinds and "stacked_triton" in kinds:
+            row["triton_cell_speedup"] = row["stacked_triton_wps"] / row["stacked_wps"]
         rows.append(row)
         speedup = row.get("speedup_vs_best_sequential")
-        names = [kind if kind == "stacked" else f"sequential_{kind}" for kind in kinds]
         print(" | ".join([f"{k:>3}", *(f"{row[name + '_wps']:>14,.0f}" for name in names),
                           f"{speedup:.2f}x" if speedup else "-"]))  # fmt: skip
         # after every K: a run stopped at its time limit keeps the rows it has
@@ -245,6 +278,8 @@ def main() -> None:
     print(f"wrote {args.out}")
     if check is not None and not check["same"]:
         raise SystemExit("the CUDA graph's stacked step differs from the eager one (see check in the JSON)")
+    if check is not None and not check.get("triton", {"same": True})["same"]:
+        raise SystemExit("the stacked step on the Triton cell differs from the torch ops' (see check.triton)")
 
 
 if __name__ == "__main__":

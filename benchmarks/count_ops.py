@@ -6,20 +6,23 @@ one window of rnnreg.stacked_step.StackedStep (the batched program, eager on the
 that does work counts (not a view, not a cast of a Python scalar, which CUDA passes as a kernel argument),
 and every GEMM.
 Without dropout the count depends on neither K nor the sizes, only on bptt and the layers; each member
-with dropout adds its own mask draws.
+with dropout adds its own mask draws. --triton-cell: with speed.triton_cell=true, each Triton kernel launch
+counted as one op (triton::cell_forward, triton::cell_backward; TRITON_INTERPRET=1 runs them here).
 
-    python benchmarks/count_ops.py --bptt 35 --layers 2 [--out ops.json]
+    python benchmarks/count_ops.py --bptt 35 --layers 2 [--triton-cell] [--out ops.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from bench_stacked import ablation_members
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
@@ -52,13 +55,39 @@ PLACEMENTS = {
 }
 
 
-def count(members: list[MemberSpec], bptt: int, layers: int) -> collections.Counter:
+@contextlib.contextmanager
+def marking_triton_launches():
+    """Every launch of rnnreg.triton_cell's kernels as a profiler range named triton::<function>: one kernel on
+    a GPU, whatever torch ops Triton's interpreter runs inside it here."""
+    import rnnreg.triton_cell as cell
+
+    originals = {name: getattr(cell, name) for name in ("cell_forward", "cell_backward")}
+
+    def counted(name):
+        def launch(*args, **kwargs):
+            with record_function(f"triton::{name}"):
+                return originals[name](*args, **kwargs)
+
+        return launch
+
+    for name in originals:
+        setattr(cell, name, counted(name))
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(cell, name, function)
+
+
+def count(members: list[MemberSpec], bptt: int, layers: int, triton_cell: bool = False) -> collections.Counter:
     vocab, batch = 50, 4  # the count does not depend on the sizes
     model = StackedLanguageModel(vocab, 8, layers, members)
+    model.triton_cell = triton_cell
     step = StackedStep(model, (bptt, batch), torch.full((len(members),), 5.0), None, torch.device("cpu"), graph=False)
     x, y = torch.randint(vocab, (bptt, batch)), torch.randint(vocab, (bptt, batch))
     step(x, y, [1.0] * len(members))  # the first window allocates; count the second
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    marking = marking_triton_launches() if triton_cell else contextlib.nullcontext()
+    with marking, profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step(x, y, [1.0] * len(members))
 
     def works(event) -> bool:  # an aten op that is not a view and not a Python scalar's cast
@@ -72,8 +101,15 @@ def count(members: list[MemberSpec], bptt: int, layers: int) -> collections.Coun
             yield from descendants(child)
 
     ops = collections.Counter()
+    inside_triton = set()  # the interpreter's own ops
+    for event in prof.events():
+        if event.name.startswith("triton::"):
+            ops[event.name] += 1
+            inside_triton.update(id(d) for d in descendants(event))
     for event in prof.events():
         # the lowest working op is the kernel (a GEMM is one even where it first copies its addend)
+        if id(event) in inside_triton:
+            continue
         if works(event) and (event.name in GEMMS or not any(works(d) for d in descendants(event))):
             ops[event.name] += 1
     return ops
@@ -83,11 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bptt", type=int, default=35)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--triton-cell", action="store_true", help="speed.triton_cell=true (sets TRITON_INTERPRET=1)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.triton_cell:  # before rnnreg.triton_cell imports Triton
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     result = {"bptt": args.bptt, "layers": args.layers, "torch": torch.__version__, "windows": {}}
+    result["triton_cell"] = args.triton_cell
     for name, members in PLACEMENTS.items():
-        ops = count(members, args.bptt, args.layers)
+        ops = count(members, args.bptt, args.layers, args.triton_cell)
         total = sum(ops.values())
         result["windows"][name] = {"ops": total, "per_step_and_layer": total / (args.bptt * args.layers),
                                    "by_op": dict(ops.most_common())}  # fmt: skip

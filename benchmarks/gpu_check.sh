@@ -13,13 +13,14 @@
 #              LSTM's same-update check), the step-loop LSTM (variational) with and without the graph, and
 #              paper_large in full with TF32 (est. 6 min: the table's missing row and TF32's first full run)
 #   stacked    issue 15 on a GPU, in 9 min: bench_stacked.py (--check: the stacked step's CUDA graph against
-#              the eager step, one member per placement; then K = 15, 1, 4, 8 medium members stacked, TF32,
-#              and K = 15 in strict float32), the fused fast-step single run for reference, then the
-#              paper-scale placement ablation (ablation_placement_full: 5 placements x 3 seeds, medium, 39
-#              epochs, TF32) stacked in the time left
+#              the eager step, one member per placement, on the torch ops and on the Triton cell; then K = 15,
+#              1, 4, 8 medium members stacked, TF32, each on both cells, and K = 15 in strict float32), the
+#              fused fast-step single run for reference, then the paper-scale placement ablation
+#              (ablation_placement_full: 5 placements x 3 seeds, medium, 39 epochs, TF32) stacked in the time left
 #   ablation   the paper-scale ablation, in the time given (BUDGET_S=550 in a 600 s call): the stacked
-#              step's graph check (as in stacked, ~30 s), then the ablation with the graph if it passed, then
-#              rnnreg-report of its folder. A second call on the same machine goes on from where the first
+#              step's graph check and K = 15 timed on both cells (~1-2 min), then the ablation with the graph
+#              if it passed and with speed.triton_cell=true if the Triton cell passed and ran >= 5 % faster,
+#              then rnnreg-report of its folder. A second call on the same machine goes on from where the first
 #              stopped (at its time limit it gets SIGTERM, which writes an exact resume file). Its
 #              csv/metrics.csv files hold the stacked group's words/s per epoch at K = 15.
 #   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~4 min; checks the script, not speed;
@@ -94,6 +95,12 @@ graph_checked() {
     $PY -c "import json; c = json.load(open('$work/${1:-bench_stacked}.json'))['check']
 print('true' if c and c['captured'] and c['same'] else 'false')" 2>/dev/null || echo false
 }
+# speed.triton_cell for the ablation: true when the Triton cell passed its check and ran >= 5 % faster at K = 15
+triton_cell_pays() {
+    $PY -c "import json; d = json.load(open('$work/${1:-bench_stacked}.json')); c = d['check'] or {}
+fast = [r['triton_cell_speedup'] >= 1.05 for r in d['rows'] if r['members'] == 15 and 'triton_cell_speedup' in r]
+print('true' if c.get('triton', {}).get('same') and any(fast) else 'false')" 2>/dev/null || echo false
+}
 ablation=$work/ablation_full
 # the paper-scale ablation stacked, going on from an earlier call's resume file; then its report
 ablation() {
@@ -126,33 +133,36 @@ case $what in
         stage bench_step_lstm 380 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph
         stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$work" --experiment paper_large speed.tf32=true ;;
     stacked)
-        stage bench_stacked 390 $PY benchmarks/bench_stacked.py --device cuda --check --kinds stacked --tf32 \
-            --members 15 1 4 8 --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked.json"
-        stage bench_stacked_fp32 360 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked --members 15 \
+        stage bench_stacked 330 $PY benchmarks/bench_stacked.py --device cuda --check --kinds stacked stacked_triton \
+            --tf32 --members 15 1 4 8 --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked.json"
+        stage bench_stacked_fp32 310 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked --members 15 \
             --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked_fp32.json"
-        stage bench_fused_single 300 $PY "${bench[@]}" --sizes medium --sides rnnreg
-        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" ;;
+        stage bench_fused_single 260 $PY "${bench[@]}" --sizes medium --sides rnnreg
+        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" speed.triton_cell="$(triton_cell_pays)" ;;
     ablation)
         if [[ ! -f $work/graph_check.json ]]; then  # a later call on the same machine goes on as the first began
-            stage graph_check 200 $PY benchmarks/bench_stacked.py --device cuda --check --members --tf32 \
-                --hidden 650 --bptt 35 --batch 20 --out "$work/graph_check.json"
+            stage graph_check 200 $PY benchmarks/bench_stacked.py --device cuda --check --members 15 --tf32 \
+                --kinds stacked stacked_triton --hidden 650 --bptt 35 --batch 20 --windows 10 \
+                --out "$work/graph_check.json"
         fi
-        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check)" ;;
+        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check)" \
+            speed.triton_cell="$(triton_cell_pays graph_check)" ;;
     cpu)
-        stage graph_check 0 $PY benchmarks/bench_stacked.py --check --members --tf32 --hidden 16 --vocab 50 \
-            --windows 2 --warmup 1 --out "$work/graph_check.json"
+        export TRITON_INTERPRET=1  # the Triton cell's kernels in Triton's interpreter
+        stage graph_check 0 $PY benchmarks/bench_stacked.py --check --members 2 --tf32 --kinds stacked stacked_triton \
+            --hidden 16 --vocab 50 --windows 2 --warmup 1 --out "$work/graph_check.json"
         stage bench_stacked 0 $PY benchmarks/bench_stacked.py --check --tf32 --members 2 1 --hidden 16 --vocab 50 \
-            --windows 2 --warmup 1 --out "$work/bench_stacked.json"
+            --kinds step fused stacked stacked_triton --windows 2 --warmup 1 --out "$work/bench_stacked.json"
         stage bench_stacked_fp32 0 $PY benchmarks/bench_stacked.py --kinds stacked --members 2 --hidden 16 --vocab 50 \
             --windows 2 --warmup 1 --out "$work/bench_stacked_fp32.json"
         # the ablation on the GPU's program, interrupted at its time limit, then gone on with as `ablation` does
         budget=$(( SECONDS + 110 ))  # its first call: stopped by SIGTERM during its epochs
         ablation 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked graph_check)" \
-            model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
+            speed.triton_cell="$(triton_cell_pays graph_check)" model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2
         budget=0
         ablation 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
-            model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
+            speed.triton_cell="$(triton_cell_pays)" model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2
         stage profile 0 $PY benchmarks/profile_step.py --out "$work" --device cpu --sizes medium --windows 2
         stage bench 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium --concurrent 2

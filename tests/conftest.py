@@ -19,6 +19,10 @@ THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
 torch.set_num_threads(THREADS)
 if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(THREADS)
+# Without a GPU, Triton's kernels (speed.triton_cell) run in its interpreter, on the CPU: set before
+# rnnreg.triton_cell is imported, in this process and the ones it starts.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 # Console scripts started by tests find the tests' helper callbacks (+callbacks.x._target_=helpers.X).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
 

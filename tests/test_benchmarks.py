@@ -141,6 +141,25 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     bench("bench_stacked.py", *args, "--kinds", "stacked", "--tf32", "--out", str(out), data_dir=ptb_dir)
     result = json.loads(out.read_text())
     assert result["tf32"] and [set(row) for row in result["rows"]] == [{"members", "seconds", "stacked_wps"}]
+    # gpu_check.sh ablation's choice of speed.triton_cell: both cells checked and timed (the interpreter here)
+    bench(
+        "bench_stacked.py",
+        *args,
+        "--check",
+        "--kinds",
+        "stacked",
+        "stacked_triton",
+        "--out",
+        str(out),
+        data_dir=ptb_dir,
+    )
+    result = json.loads(out.read_text())
+    assert result["check"]["same"] and result["check"]["triton"]["same"]
+    assert result["check"]["triton"]["max_loss_difference_vs_torch_cell"] <= 1e-3
+    (row,) = result["rows"]
+    assert (
+        row["stacked_triton_wps"] > 0 and row["triton_cell_speedup"] == row["stacked_triton_wps"] / row["stacked_wps"]
+    )
 
 
 def test_bench_member_gemm_dry_run(ptb_dir, tmp_path):
@@ -164,3 +183,12 @@ def test_count_ops(ptb_dir, tmp_path):
     none, five = windows["none"], windows["five placements"]
     assert none["by_op"]["aten::baddbmm"] >= 2 * 4 and none["ops"] > 2 * 4 * 6  # 2 layers x 4 steps: GEMM, cell
     assert "aten::bernoulli_" not in none["by_op"] and five["ops"] > windows["non_recurrent"]["ops"] > none["ops"]
+    # speed.triton_cell: per step and layer one cell kernel each way and no elementwise op of the cell's
+    bench("count_ops.py", "--bptt", "4", "--layers", "2", "--triton-cell", "--out", str(out), data_dir=ptb_dir)
+    triton = json.loads(out.read_text())["windows"]
+    for name, window in triton.items():
+        ops = window["by_op"]
+        assert ops["triton::cell_forward"] == ops["triton::cell_backward"] == 2 * 4, name
+        assert not {"aten::sigmoid", "aten::tanh", "aten::addcmul"} & set(ops), name
+        assert windows[name]["ops"] - window["ops"] >= 10 * 2 * 4, name  # 10 fewer a step and layer, at least
+    assert triton["the paper-scale ablation (15)"]["by_op"]["aten::bernoulli_"] == 3 * (3 + 2 + 5 + 5)

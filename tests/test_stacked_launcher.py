@@ -473,6 +473,34 @@ def test_batched_program_member_equals_its_job_to_float32_rounding(batched, alon
             torch.testing.assert_close(ours[key], single[key], rtol=1e-4, atol=1e-5), key
 
 
+@pytest.fixture(scope="module")
+def batched_triton(setup) -> Path:
+    """The GPU's program with speed.triton_cell=true: the stacked step loop's cell as Triton kernels (in
+    Triton's interpreter on this CPU: conftest)."""
+    sweep = setup.root / "batched_triton"
+    proc = run(*batched_args(setup, sweep), "speed.triton_cell=true", check=False)
+    assert proc.returncode != 0 and "training loss became" in proc.stderr
+    return sweep
+
+
+@pytest.mark.parametrize("index", range(len(GOOD)))
+def test_batched_program_on_the_triton_cell_member_equals_its_job(batched_triton, batched, alone, index):
+    """Every member on the Triton cell computes its job to float32 rounding, as on the torch ops, and differs
+    from the torch ops' batched run in the last bits (the Triton cell ran)."""
+    mine, theirs = metrics(batched_triton / str(index)), metrics(alone / str(index))
+    assert mine["status"] == theirs["status"] == "completed"
+    assert mine["epochs"] == theirs["epochs"]
+    for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
+        assert mine[key] == pytest.approx(theirs[key], rel=1e-5), key
+    ours, single = logged_losses(batched_triton / str(index)), logged_losses(alone / str(index))
+    assert list(ours.values()) == pytest.approx([single[s] for s in ours], rel=1e-5)
+    ours, single = weights(batched_triton / str(index)), weights(alone / str(index))
+    for key in single:
+        torch.testing.assert_close(ours[key], single[key], rtol=1e-4, atol=1e-5), key
+    torch_ops = weights(batched / str(index))
+    assert any(not torch.equal(ours[key], torch_ops[key]) for key in ours)
+
+
 def test_batched_program_diverged_member_fails_at_its_window(batched, stacked):
     """Read two windows late, the member's failure still names the window where its loss went bad, the one its
     job run alone stops at; it keeps its last finite weights (no checkpoint: no epoch completed)."""

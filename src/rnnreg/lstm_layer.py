@@ -5,12 +5,34 @@ h_{t-1} is optionally multiplied by a dropout mask (recurrent or variational dro
 The arithmetic is written once, for a single layer (gates_x (T, B, 4H)) and for K members' layers stacked
 along a leading dimension (gates_x (K, T, B, 4H)): time is dim -3 in both, and a matmul is a GEMM or a
 batched GEMM. `LSTMLayerFunction` is the single model's layer, rnnreg.stacked's StackedLSTMLayerFunction
-the stacked one. Gate order (i, f, g, o) as nn.LSTM.
+the stacked one. Gate order (i, f, g, o) as nn.LSTM. `triton_cell`: a step's elementwise work as one Triton
+kernel each way (rnnreg.triton_cell; a CUDA device or TRITON_INTERPRET=1), the same arithmetic rounded otherwise.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import torch
+
+from rnnreg.errors import ConfigError
+
+
+def require_triton_cell(device: torch.device) -> None:
+    """speed.triton_cell=true where its kernels cannot run: a one-line ConfigError before anything is written."""
+    if importlib.util.find_spec("triton") is None:
+        raise ConfigError(
+            "speed.triton_cell=true needs Triton, which is not installed (PyTorch's CUDA wheels bring it; "
+            "pip install triton): set speed.triton_cell=false"
+        )
+    interpreted = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    if torch.device(device).type != "cuda" and not interpreted:
+        raise ConfigError(
+            f"speed.triton_cell=true runs Triton kernels on a CUDA device and this run is on "
+            f"{torch.device(device).type}: set speed.triton_cell=false (TRITON_INTERPRET=1 runs them on a CPU, "
+            f"slowly, for tests)"
+        )
 
 
 def layer_forward(
@@ -19,20 +41,28 @@ def layer_forward(
     c: torch.Tensor,
     weight_hh: torch.Tensor,
     masks: torch.Tensor | None,
+    triton_cell: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """gates_x: ([K,] T, B, 4H) input projections with both biases; h, c: ([K,] B, H); weight_hh: ([K,] 4H, H);
     masks: ([K,] T, B, H) multiplying h_{t-1}, or None. Returns what backward needs: (acts, h0, c0, outputs,
     cells, tanh_cells, weight_hh, masks, inputs); the final h, c are outputs[..., -1, :, :] and
     cells[..., -1, :, :]."""
-    units, steps = h.size(-1), gates_x.size(-3)
-    shape = (*h.shape[:-2], steps, *h.shape[-2:])
+    shape = (*h.shape[:-2], gates_x.size(-3), *h.shape[-2:])
     acts = torch.empty_like(gates_x)  # sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
     outputs, cells, tanh_cells = h.new_empty(shape), h.new_empty(shape), h.new_empty(shape)
     inputs = None if masks is None else h.new_empty(shape)  # h_{t-1} after its mask
+    saved = acts, h, c, outputs, cells, tanh_cells, weight_hh, masks, inputs
+    (steps_triton if triton_cell else steps)(gates_x, saved)
+    return saved
+
+
+def steps(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> None:
+    """The window step by step in torch ops, into layer_forward's buffers."""
+    acts, h, c, outputs, cells, tanh_cells, weight_hh, masks, inputs = saved
+    units = h.size(-1)
     addmm = torch.addmm if h.dim() == 2 else torch.baddbmm
     weight_t = weight_hh.transpose(-1, -2)
-    h0, c0 = h, c
-    for t in range(steps):
+    for t in range(gates_x.size(-3)):
         h_in = h if masks is None else torch.mul(h, masks.select(-3, t), out=inputs.select(-3, t))
         gates = addmm(gates_x.select(-3, t), h_in, weight_t)
         act = acts.select(-3, t)
@@ -41,7 +71,26 @@ def layer_forward(
         i, f, g, o = act.chunk(4, -1)
         c = torch.addcmul(f * c, i, g, out=cells.select(-3, t))
         h = torch.mul(o, torch.tanh(c, out=tanh_cells.select(-3, t)), out=outputs.select(-3, t))
-    return acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs
+
+
+def steps_triton(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> None:
+    """`steps` with a step's elementwise work as one Triton kernel (rnnreg.triton_cell): two kernels a step, the
+    GEMM and the cell's, which adds gates_x and masks h for the next step."""
+    from rnnreg.triton_cell import cell_forward  # imports Triton: only when asked for
+
+    acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs = saved
+    count = gates_x.size(-3)
+    weight_t = weight_hh.transpose(-1, -2)
+    h_in = h0 if masks is None else torch.mul(h0, masks.select(-3, 0), out=inputs.select(-3, 0))
+    for t in range(count):
+        gates_h = torch.matmul(h_in, weight_t)
+        ahead = masks is not None and t + 1 < count
+        cell_forward(
+            gates_x.select(-3, t), gates_h, c0 if t == 0 else cells.select(-3, t - 1), acts.select(-3, t),
+            cells.select(-3, t), tanh_cells.select(-3, t), outputs.select(-3, t),
+            masks.select(-3, t + 1) if ahead else None, inputs.select(-3, t + 1) if ahead else None,
+        )  # fmt: skip
+        h_in = inputs.select(-3, t + 1) if ahead else outputs.select(-3, t)
 
 
 def layer_backward(
@@ -49,10 +98,25 @@ def layer_backward(
     d_outputs: torch.Tensor,
     d_h: torch.Tensor,
     d_c: torch.Tensor,
+    triton_cell: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradients of gates_x, h, c and weight_hh from layer_forward's `saved` and the gradients of the
-    outputs and the final h, c. Only dh and dc go step by step: every factor that multiplies them is computed
-    for the whole window first, so a step is six kernels on a GPU (seven with masks), not two dozen."""
+    outputs and the final h, c. Only dh and dc go step by step; the recurrent weight's gradient is one matmul
+    over the window."""
+    d_gates, dh, dc = (steps_back_triton if triton_cell else steps_back)(saved, d_outputs, d_h, d_c)
+    _, h0, _, outputs, _, _, _, _, inputs = saved
+    if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
+        inputs = torch.cat([h0.unsqueeze(-3), outputs.narrow(-3, 0, outputs.size(-3) - 1)], -3)
+    d_weight = torch.matmul(d_gates.flatten(-3, -2).transpose(-1, -2), inputs.flatten(-3, -2))
+    return d_gates, dh, dc, d_weight
+
+
+def steps_back(
+    saved: tuple[torch.Tensor, ...], d_outputs: torch.Tensor, d_h: torch.Tensor, d_c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The window's gate gradients and the initial h's and c's, step by step back, in torch ops: every factor
+    that multiplies dh and dc is computed for the whole window first, so a step is six kernels on a GPU (seven
+    with masks), not two dozen."""
     acts, h0, c0, outputs, cells, tanh_cells, weight_hh, masks, inputs = saved
     units, steps = h0.size(-1), acts.size(-3)
     i, f, g, o = acts.chunk(4, -1)
@@ -81,23 +145,46 @@ def layer_backward(
         dh = torch.matmul(d_gates_t, weight_hh)  # the gradient of h_in
         if masks is not None:
             dh = dh * masks.select(-3, t)
-    if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
-        inputs = torch.cat([h0.unsqueeze(-3), outputs.narrow(-3, 0, outputs.size(-3) - 1)], -3)
-    d_weight = torch.matmul(d_gates.flatten(-3, -2).transpose(-1, -2), inputs.flatten(-3, -2))
-    return d_gates, dh, dc, d_weight
+    return d_gates, dh, dc
+
+
+def steps_back_triton(
+    saved: tuple[torch.Tensor, ...], d_outputs: torch.Tensor, d_h: torch.Tensor, d_c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """steps_back with a step's elementwise work as one Triton kernel (rnnreg.triton_cell): two kernels a step,
+    the GEMM and the cell's; step t's kernel masks the gradient coming back from step t + 1."""
+    from rnnreg.triton_cell import cell_backward
+
+    acts, _, c0, _, cells, tanh_cells, weight_hh, masks, _ = saved
+    steps = acts.size(-3)
+    d_outputs = d_outputs.contiguous()
+    d_gates = torch.empty_like(acts)
+    dh, dc = d_h.contiguous(), d_c.clone(memory_format=torch.contiguous_format)  # dc: updated in place
+    for t in reversed(range(steps)):
+        ahead = masks is not None and t + 1 < steps
+        cell_backward(
+            dh, masks.select(-3, t + 1) if ahead else None, d_outputs.select(-3, t), dc, acts.select(-3, t),
+            c0 if t == 0 else cells.select(-3, t - 1), tanh_cells.select(-3, t), d_gates.select(-3, t),
+        )  # fmt: skip
+        dh = torch.matmul(d_gates.select(-3, t), weight_hh)  # the gradient of h_in
+    if masks is not None:
+        dh = dh * masks.select(-3, 0)
+    return d_gates, dh, dc
 
 
 class LSTMLayerFunction(torch.autograd.Function):
     """One LSTM layer over a window: gates_x (T, B, 4H) input projections with both biases; h, c: (B, H);
-    masks: (T, B, H) or None. Returns the outputs (T, B, H) and the final h, c."""
+    masks: (T, B, H) or None; triton_cell: the cell as rnnreg.triton_cell's kernels. Returns the outputs
+    (T, B, H) and the final h, c."""
 
     @staticmethod
-    def forward(ctx, gates_x, h, c, weight_hh, masks):
-        saved = layer_forward(gates_x, h, c, weight_hh, masks)
+    def forward(ctx, gates_x, h, c, weight_hh, masks, triton_cell=False):
+        saved = layer_forward(gates_x, h, c, weight_hh, masks, triton_cell)
         ctx.save_for_backward(*saved)
+        ctx.triton_cell = triton_cell
         outputs, cells = saved[3], saved[4]
         return outputs, outputs[-1].clone(), cells[-1].clone()
 
     @staticmethod
     def backward(ctx, d_outputs, d_h, d_c):
-        return *layer_backward(ctx.saved_tensors, d_outputs, d_h, d_c), None
+        return *layer_backward(ctx.saved_tensors, d_outputs, d_h, d_c, ctx.triton_cell), None, None

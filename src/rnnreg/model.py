@@ -66,6 +66,7 @@ class StepLSTM(nn.Module):
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.between, self.recurrent, self.variational = between, recurrent, variational
+        self.triton_cell = False  # speed.triton_cell (training only): the cell as rnnreg.triton_cell's kernels
         self.layer_norm = layer_norm
         for k in range(num_layers):
             for kind in ("ih", "hh"):
@@ -91,7 +92,8 @@ class StepLSTM(nn.Module):
                     if window_mask is not None
                     else torch.stack([dropout_mask(h.shape, p, h) for _ in range(x.size(0))])
                 )
-            return LSTMLayerFunction.apply(F.linear(x, weight_ih, bias_ih + bias_hh), h, c, weight_hh, masks)
+            gates_x = F.linear(x, weight_ih, bias_ih + bias_hh)
+            return LSTMLayerFunction.apply(gates_x, h, c, weight_hh, masks, self.triton_cell)
         # layer norm (of the two gate pre-activations apart, and of the cell) or autocast: autograd, step by step
         gates_x = F.linear(x, weight_ih, bias_ih)
         if self.layer_norm:

@@ -186,6 +186,7 @@ class Speed:
     fast_step: Any = choice("auto", True, False)
     cuda_graph: bool = flag()
     tf32: bool = flag()
+    triton_cell: bool = flag()
 
 
 @dataclass

@@ -88,20 +88,21 @@ class StackedLSTMLayerFunction(torch.autograd.Function):
     member dimension (one batched GEMM per step for all members).
 
     gates_x: (K, T, B, 4H) input projections with both biases; h, c: (K, B, H); weight_hh: (K, 4H, H);
-    masks: (K, T, B, H) multiplying h_{t-1} (ones for a member without recurrent dropout) or None.
-    Returns the outputs (K, T, B, H) and the final h, c.
+    masks: (K, T, B, H) multiplying h_{t-1} (ones for a member without recurrent dropout) or None;
+    triton_cell: the cell as rnnreg.triton_cell's kernels. Returns the outputs (K, T, B, H) and the final h, c.
     """
 
     @staticmethod
-    def forward(ctx, gates_x, h, c, weight_hh, masks):
-        saved = layer_forward(gates_x, h, c, weight_hh, masks)
+    def forward(ctx, gates_x, h, c, weight_hh, masks, triton_cell=False):
+        saved = layer_forward(gates_x, h, c, weight_hh, masks, triton_cell)
         ctx.save_for_backward(*saved)
+        ctx.triton_cell = triton_cell
         outputs, cells = saved[3], saved[4]
         return outputs, outputs[:, -1].clone(), cells[:, -1].clone()
 
     @staticmethod
     def backward(ctx, d_outputs, d_h, d_c):
-        return *layer_backward(ctx.saved_tensors, d_outputs, d_h, d_c), None
+        return *layer_backward(ctx.saved_tensors, d_outputs, d_h, d_c, ctx.triton_cell), None, None
 
 
 class StackedLanguageModel(nn.Module):
@@ -136,6 +137,7 @@ class StackedLanguageModel(nn.Module):
             tuple(index[name.replace(".", "_")] for name, _ in single.named_parameters()) for single in singles
         )
         self.mask_generators: list[torch.Generator] | None = None  # created with the first mask
+        self.triton_cell = False  # speed.triton_cell: the step loop's cell as rnnreg.triton_cell's kernels
         with torch.no_grad():  # each member's stream after its initialisation: its masks' on a CPU
             self.job_streams = [self.initialise_member(k, spec) for k, spec in enumerate(self.members)]
 
@@ -271,7 +273,9 @@ class StackedLanguageModel(nn.Module):
         weight_ih, bias_ih, weight_hh, bias_hh = weights
         members, steps, streams, units = x.shape
         gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh)
-        return StackedLSTMLayerFunction.apply(gates_x.view(members, steps, streams, -1), h, c, weight_hh, recurrent)
+        return StackedLSTMLayerFunction.apply(
+            gates_x.view(members, steps, streams, -1), h, c, weight_hh, recurrent, self.triton_cell
+        )
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens: (T, B) ids shared by all members, or (K, T, B) -> logits (K, T, B, V) and the final (h, c),

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from rnnreg.io import FileWriter, save_atomically
+from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
@@ -103,6 +104,9 @@ class GroupTrainer:
         self.model = StackedLanguageModel(
             len(self.vocab), cfg.model.hidden_size, cfg.model.num_layers, [member_spec(j.cfg) for j in jobs]
         ).to(self.device)
+        if cfg.speed.get("triton_cell"):  # the stacked step loop's cell as Triton kernels (the batched program)
+            require_triton_cell(self.device)
+            self.model.triton_cell = True
         self.params = list(self.model.parameters())
         self.names = [name for name, _ in self.model.named_parameters()]
 

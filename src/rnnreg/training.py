@@ -24,6 +24,8 @@ from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
 from rnnreg.io import RunLock, load_checkpoint, write_json_atomic
 from rnnreg.loggers import finish_wandb
+from rnnreg.lstm_layer import require_triton_cell
+from rnnreg.model import StepLSTM
 from rnnreg.runtime import (
     instantiate,
     instantiate_callbacks,
@@ -70,6 +72,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.
             f"set data.batch_size to a multiple of trainer.devices x trainer.num_nodes"
         )
     fast_step_wanted(cfg.speed.fast_step, trainer)  # true where it cannot run: the error comes before any output
+    if cfg.speed.triton_cell and isinstance(task.net.lstm, StepLSTM):  # nn.LSTM has its own kernels
+        require_triton_cell(trainer.strategy.root_device)
+        task.net.lstm.triton_cell = True
     # every split cut into its streams now: a split too short for them stops here, before anything is written
     streams = {"train": [datamodule.batch_size], "valid": [datamodule.batch_size]}
     streams["test"] = [datamodule.batch_size, datamodule.test_batch_size]
