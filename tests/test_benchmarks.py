@@ -162,6 +162,18 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     )
 
 
+def test_check_triton_cell_dry_run(ptb_dir, tmp_path):
+    """The Triton cell against the torch ops with the ablation's 15 members (small here): the same losses and
+    weights to float32 rounding, window by window."""
+    out = tmp_path / "check.json"
+    args = ("--windows", "2", "--vocab", "30", "--hidden", "8", "--bptt", "4", "--batch", "3", "--out", str(out))
+    bench("check_triton_cell.py", *args, data_dir=ptb_dir)
+    result = json.loads(out.read_text())
+    assert len(result["losses_triton_cell"]) == 2 and len(result["losses_triton_cell"][0]) == 15
+    assert result["max_rel_loss_difference"] < 1e-5 and result["max_abs_weight_difference"] < 1e-5
+    assert len(result["seconds_per_window_triton_cell"]) == 2
+
+
 def test_bench_member_gemm_dry_run(ptb_dir, tmp_path):
     """The GEMM benchmark behind the CPU's program (members in turn) runs and writes one row per GEMM."""
     out = tmp_path / "gemm.json"
