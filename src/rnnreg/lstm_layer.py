@@ -52,11 +52,11 @@ def layer_forward(
     outputs, cells, tanh_cells = h.new_empty(shape), h.new_empty(shape), h.new_empty(shape)
     inputs = None if masks is None else h.new_empty(shape)  # h_{t-1} after its mask
     saved = acts, h, c, outputs, cells, tanh_cells, weight_hh, masks, inputs
-    (steps_triton if triton_cell else steps)(gates_x, saved)
+    (steps_forward_triton if triton_cell else steps_forward)(gates_x, saved)
     return saved
 
 
-def steps(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> None:
+def steps_forward(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> None:
     """The window step by step in torch ops, into layer_forward's buffers."""
     acts, h, c, outputs, cells, tanh_cells, weight_hh, masks, inputs = saved
     units = h.size(-1)
@@ -73,8 +73,8 @@ def steps(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> None:
         h = torch.mul(o, torch.tanh(c, out=tanh_cells.select(-3, t)), out=outputs.select(-3, t))
 
 
-def steps_triton(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> None:
-    """`steps` with a step's elementwise work as one Triton kernel (rnnreg.triton_cell): two kernels a step, the
+def steps_forward_triton(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> None:
+    """`steps_forward` with a step's elementwise work as one Triton kernel (rnnreg.triton_cell): two kernels a step, the
     GEMM and the cell's, which adds gates_x and masks h for the next step."""
     from rnnreg.triton_cell import cell_forward  # imports Triton: only when asked for
 
