@@ -142,17 +142,8 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     result = json.loads(out.read_text())
     assert result["tf32"] and [set(row) for row in result["rows"]] == [{"members", "seconds", "stacked_wps"}]
     # gpu_check.sh ablation's choice of speed.triton_cell: both cells checked and timed (the interpreter here)
-    bench(
-        "bench_stacked.py",
-        *args,
-        "--check",
-        "--kinds",
-        "stacked",
-        "stacked_triton",
-        "--out",
-        str(out),
-        data_dir=ptb_dir,
-    )
+    both_cells = ("--kinds", "stacked", "stacked_triton")
+    bench("bench_stacked.py", *args, "--check", *both_cells, "--out", str(out), data_dir=ptb_dir)
     result = json.loads(out.read_text())
     assert result["check"]["same"] and result["check"]["triton"]["same"]
     assert result["check"]["triton"]["max_loss_difference_vs_torch_cell"] <= 1e-3

@@ -459,18 +459,24 @@ def test_batched_program_member_equals_its_job_to_float32_rounding(batched, alon
     """The batched program computes each member's job (its masks too: on a CPU they come from its job's
     stream, drawn in its single model's order) with other float32 rounding: batched GEMMs, the step loop where
     the job ran oneDNN's fused LSTM."""
-    mine, theirs = metrics(batched / str(index)), metrics(alone / str(index))
+    assert_member_is_its_job_to_float32_rounding(batched / str(index), alone / str(index))
+
+
+def assert_member_is_its_job_to_float32_rounding(member: Path, job: Path) -> None:
+    """A batched member's perplexities, logged losses (every BATCHED_LOG_EVERY windows) and checkpoints equal its
+    job's to float32 rounding."""
+    mine, theirs = metrics(member), metrics(job)
     assert mine["status"] == theirs["status"] == "completed"
     assert mine["epochs"] == theirs["epochs"]
     for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
         assert mine[key] == pytest.approx(theirs[key], rel=1e-5), key
-    ours, single = logged_losses(batched / str(index)), logged_losses(alone / str(index))
+    ours, single = logged_losses(member), logged_losses(job)
     assert list(ours) == [s for s in single if (s + 1) % BATCHED_LOG_EVERY == 0]
     assert list(ours.values()) == pytest.approx([single[s] for s in ours], rel=1e-5)
     for name in ("last.ckpt", "best.ckpt"):
-        ours, single = weights(batched / str(index), name), weights(alone / str(index), name)
+        ours, single = weights(member, name), weights(job, name)
         for key in single:
-            torch.testing.assert_close(ours[key], single[key], rtol=1e-4, atol=1e-5), key
+            torch.testing.assert_close(ours[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 @pytest.fixture(scope="module")
@@ -487,17 +493,8 @@ def batched_triton(setup) -> Path:
 def test_batched_program_on_the_triton_cell_member_equals_its_job(batched_triton, batched, alone, index):
     """Every member on the Triton cell computes its job to float32 rounding, as on the torch ops, and differs
     from the torch ops' batched run in the last bits (the Triton cell ran)."""
-    mine, theirs = metrics(batched_triton / str(index)), metrics(alone / str(index))
-    assert mine["status"] == theirs["status"] == "completed"
-    assert mine["epochs"] == theirs["epochs"]
-    for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
-        assert mine[key] == pytest.approx(theirs[key], rel=1e-5), key
-    ours, single = logged_losses(batched_triton / str(index)), logged_losses(alone / str(index))
-    assert list(ours.values()) == pytest.approx([single[s] for s in ours], rel=1e-5)
-    ours, single = weights(batched_triton / str(index)), weights(alone / str(index))
-    for key in single:
-        torch.testing.assert_close(ours[key], single[key], rtol=1e-4, atol=1e-5), key
-    torch_ops = weights(batched / str(index))
+    assert_member_is_its_job_to_float32_rounding(batched_triton / str(index), alone / str(index))
+    ours, torch_ops = weights(batched_triton / str(index)), weights(batched / str(index))
     assert any(not torch.equal(ours[key], torch_ops[key]) for key in ours)
 
 
