@@ -176,8 +176,9 @@ def time_kind(args, kind: str, data, device) -> float:
     return time_single(args, "step" if kind == "step" else "auto" if args.placements else "fused", data, device)
 
 
-def fresh_timing(kind: str, members: int) -> float:
-    """One timing (seconds) in a fresh process: this command line with --only kind --members members."""
+def fresh_timing(kind: str, members: int) -> float | None:
+    """One timing (seconds) in a fresh process: this command line with --only kind --members members. None
+    where the Triton cell failed (the other kinds' failures stop the benchmark)."""
     argv, skip = [], False
     for arg in sys.argv[1:]:  # drop --members's values and --check
         if skip and not arg.startswith("--"):
@@ -186,8 +187,11 @@ def fresh_timing(kind: str, members: int) -> float:
         if not skip and arg != "--check":
             argv.append(arg)
     command = [sys.executable, __file__, *argv, "--members", str(members), "--only", kind]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["seconds"]
+    proc = subprocess.run(command, check=kind != "stacked_triton", capture_output=True, text=True)
+    if proc.returncode:
+        print(f"{kind} failed at K = {members}:\n{proc.stderr[-2000:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def main() -> None:
@@ -244,12 +248,22 @@ def main() -> None:
             print(f"stacked_triton left out: {error}")
             kinds.remove("stacked_triton")
     check = None
+
+    def write_check() -> None:  # in the JSON before what may fail or run out of time: it cannot lose the check
+        Path(args.out).write_text(json.dumps({"config": vars(args), "check": check, "rows": []}, indent=2) + "\n")
+
     if args.check:
         check, torch_losses = check_graph(args, data, device)
+        write_check()
         if "stacked_triton" in kinds:
-            check["triton"] = check_triton_cell(args, data, device, torch_losses)
-    if check is not None:  # in the JSON before any timing: a timing that runs out of time cannot lose it
-        Path(args.out).write_text(json.dumps({"config": vars(args), "check": check, "rows": []}, indent=2) + "\n")
+            try:
+                check["triton"] = check_triton_cell(args, data, device, torch_losses)
+            except Exception as error:  # a Triton that cannot compile here: the torch ops' check and timings stand
+                check["triton"] = {"same": False, "error": f"{type(error).__name__}: {error}"[:2000]}
+                print(f"the Triton cell failed its check: {check['triton']['error']}")
+            write_check()
+            if not check["triton"]["same"]:
+                kinds.remove("stacked_triton")
     rows = []
     config = {k: v for k, v in vars(args).items() if k != "members_now"}
     print(" | ".join([f"{'K':>3}", *(f"{kind + ' w/s':>14}" for kind in kinds), "speed-up"]))
@@ -259,6 +273,10 @@ def main() -> None:
             for kind in kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]:
                 seconds[kind].append(fresh_timing(kind, k))
         row = {"members": k, "seconds": seconds}
+        if any(s is None for s in seconds.get("stacked_triton", [])):  # it failed: timed no further
+            kinds.remove("stacked_triton")
+            del seconds["stacked_triton"]
+            row["stacked_triton_failed"] = True
         names = [kind if kind.startswith("stacked") else f"sequential_{kind}" for kind in kinds]
         # sequential_step_wps, sequential_fused_wps (--placements: fused where it can), stacked_wps, stacked_triton_wps
         for kind, name in zip(kinds, names):
@@ -279,7 +297,7 @@ def main() -> None:
     if check is not None and not check["same"]:
         raise SystemExit("the CUDA graph's stacked step differs from the eager one (see check in the JSON)")
     if check is not None and not check.get("triton", {"same": True})["same"]:
-        raise SystemExit("the stacked step on the Triton cell differs from the torch ops' (see check.triton)")
+        raise SystemExit("the stacked step on the Triton cell failed its check (see check.triton in the JSON)")
 
 
 if __name__ == "__main__":

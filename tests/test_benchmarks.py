@@ -153,6 +153,28 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     )
 
 
+def test_bench_stacked_keeps_the_torch_check_when_the_triton_cell_fails(tmp_path, monkeypatch):
+    """A Triton cell that fails on the device (no C compiler, a Triton built for another GPU) costs only its own
+    check and timing: the JSON keeps the torch ops' graph check, which gpu_check.sh reads for speed.cuda_graph,
+    and says the Triton cell failed and why, which gives the ablation speed.triton_cell=false."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import bench_stacked
+    import rnnreg.triton_cell
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Failed to find C compiler")
+
+    monkeypatch.setattr(rnnreg.triton_cell, "cell_forward", no_compiler)
+    out = tmp_path / "check.json"
+    args = ["--members", "--check", "--kinds", "stacked", "stacked_triton", "--hidden", "8", "--vocab", "30"]
+    monkeypatch.setattr(sys, "argv", ["bench_stacked.py", *args, "--windows", "2", "--warmup", "1", "--out", str(out)])
+    with pytest.raises(SystemExit, match="the Triton cell failed its check"):
+        bench_stacked.main()
+    check = json.loads(out.read_text())["check"]
+    assert check["same"] and check["generators_equal"]
+    assert check["triton"] == {"same": False, "error": "RuntimeError: Failed to find C compiler"}
+
+
 def test_check_triton_cell_dry_run(ptb_dir, tmp_path):
     """The Triton cell against the torch ops with the ablation's 15 members (small here): the same losses and
     weights to float32 rounding, window by window."""
