@@ -4,7 +4,8 @@ For medium and large: the plain loop (benchmarks/plain_loop.py: cuDNN nn.LSTM, o
 and rnnreg with its defaults (speed.fast_step=auto: the whole step in a CUDA graph, no per-step sync),
 then optional sides: without the graph (speed.cuda_graph=false), without the fast step
 (speed.fast_step=false), with TF32 (speed.tf32=true), with bf16 autocast (trainer.precision=bf16-mixed),
-and variational dropout on our step-loop LSTM with and without the graph (not the plain loop's model).
+and variational dropout on our step-loop LSTM with and without the graph and with its cell as Triton kernels
+(speed.triton_cell=true; not the plain loop's model).
 Each side runs in a fresh process over `--steps` training windows: rnnreg as two epochs of steps/2, the
 plain loop as one run of `--steps`. "steady" times the second half only (rnnreg's second epoch, the plain
 loop's second half), after warm-up and graph capture; "whole" times every window. ratio = rnnreg
@@ -36,9 +37,10 @@ SIDES = {
     "rnnreg_plain_step": ("speed.fast_step=false",),
     "rnnreg_tf32": ("speed.tf32=true",),
     "rnnreg_bf16": ("trainer.precision=bf16-mixed",),
-    # our step-loop LSTM (variational dropout), with and without the graph
+    # our step-loop LSTM (variational dropout), with and without the graph, and its cell as Triton kernels
     "rnnreg_variational": ("dropout=variational",),
     "rnnreg_variational_no_graph": ("dropout=variational", "speed.cuda_graph=false"),
+    "rnnreg_variational_triton": ("dropout=variational", "speed.triton_cell=true"),
 }
 DEFAULT_SIDES = ["rnnreg", "rnnreg_no_graph", "rnnreg_plain_step"]
 TARGETS = {"medium": 2.0, "large": 1.5}

@@ -10,7 +10,8 @@
 #   all        the three, in the order profile, bench medium, reproduce, the rest of bench: 9 min on an
 #              H200 (2026-11-27), which BUDGET_S=540 fits
 #   next       what the first GPU session (2026-11-27) left open, in 9 min: profile (incl. the step-loop
-#              LSTM's same-update check), the step-loop LSTM (variational) with and without the graph, and
+#              LSTM's same-update check), the step-loop LSTM (variational) with and without the graph and
+#              with the Triton cell (speed.triton_cell), and
 #              paper_large in full with TF32 (est. 6 min: the table's missing row and TF32's first full run)
 #   stacked    issue 15 on a GPU, in 9 min: bench_stacked.py (--check: the stacked step's CUDA graph against
 #              the eager step, one member per placement, on the torch ops and on the Triton cell; then K = 15,
@@ -130,7 +131,8 @@ case $what in
         stage bench_large_more 0 $PY "${bench[@]}" --sizes large --sides rnnreg_no_graph rnnreg_tf32 rnnreg_bf16 ;;
     next)
         stage profile 430 $PY benchmarks/profile_step.py --out "$work"
-        stage bench_step_lstm 380 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph
+        stage bench_step_lstm 380 $PY "${bench[@]}" --sizes medium --sides rnnreg_variational rnnreg_variational_no_graph \
+            rnnreg_variational_triton
         stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$work" --experiment paper_large speed.tf32=true ;;
     stacked)
         stage bench_stacked 330 $PY benchmarks/bench_stacked.py --device cuda --check --kinds stacked stacked_triton \
@@ -171,6 +173,7 @@ case $what in
         # next's own commands: the step-loop LSTM sides and paper_large
         stage bench_step_lstm 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium \
             --sides rnnreg_variational rnnreg_variational_no_graph
+        # (next's rnnreg_variational_triton side is left out here: interpreted, medium takes minutes a window)
         stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$work" --accelerator cpu --experiment paper_large \
             speed.tf32=true trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2 ;;
