@@ -3,6 +3,7 @@ reading offline W&B runs back."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -32,6 +34,10 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "trainer.num_sanity_val_steps=0",
 ]
+
+
+# speed.triton_cell's tests: Triton is a dev dependency on Linux only, where its wheels are
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 
 
 def run(script: str, *overrides: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

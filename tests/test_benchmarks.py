@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import needs_triton
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -141,7 +143,13 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     bench("bench_stacked.py", *args, "--kinds", "stacked", "--tf32", "--out", str(out), data_dir=ptb_dir)
     result = json.loads(out.read_text())
     assert result["tf32"] and [set(row) for row in result["rows"]] == [{"members", "seconds", "stacked_wps"}]
-    # gpu_check.sh ablation's choice of speed.triton_cell: both cells checked and timed (the interpreter here)
+
+
+@needs_triton
+def test_bench_stacked_checks_and_times_both_cells(ptb_dir, tmp_path):
+    """gpu_check.sh ablation's choice of speed.triton_cell: both cells checked and timed (the interpreter here)."""
+    out = tmp_path / "bench_stacked.json"
+    args = ("--members", "2", "--hidden", "8", "--vocab", "30", "--windows", "2", "--warmup", "1")
     both_cells = ("--kinds", "stacked", "stacked_triton")
     bench("bench_stacked.py", *args, "--check", *both_cells, "--out", str(out), data_dir=ptb_dir)
     result = json.loads(out.read_text())
@@ -153,6 +161,7 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     )
 
 
+@needs_triton
 def test_bench_stacked_keeps_the_torch_check_when_the_triton_cell_fails(tmp_path, monkeypatch):
     """A Triton cell that fails on the device (no C compiler, a Triton built for another GPU) costs only its own
     check and timing: the JSON keeps the torch ops' graph check, which gpu_check.sh reads for speed.cuda_graph,
@@ -175,6 +184,7 @@ def test_bench_stacked_keeps_the_torch_check_when_the_triton_cell_fails(tmp_path
     assert check["triton"] == {"same": False, "error": "RuntimeError: Failed to find C compiler"}
 
 
+@needs_triton
 def test_check_triton_cell_dry_run(ptb_dir, tmp_path):
     """The Triton cell against the torch ops with the ablation's 15 members (small here): the same losses and
     weights to float32 rounding, window by window."""
@@ -196,19 +206,31 @@ def test_bench_member_gemm_dry_run(ptb_dir, tmp_path):
     assert len(rows) == 7 and all(row["bmm_gflops"] > 0 and row["mm_gflops"] > 0 for row in rows)
 
 
-def test_count_ops(ptb_dir, tmp_path):
+@pytest.fixture(scope="module")
+def op_counts(ptb_dir, tmp_path_factory) -> dict:
+    """count_ops.py's windows on the torch ops, bptt 4, 2 layers."""
+    out = tmp_path_factory.mktemp("count_ops") / "ops.json"
+    bench("count_ops.py", "--bptt", "4", "--layers", "2", "--out", str(out), data_dir=ptb_dir)
+    return json.loads(out.read_text())["windows"]
+
+
+def test_count_ops(op_counts):
     """count_ops.py counts a stacked window's device ops: each step and layer has its recurrent GEMMs (one
     forward, one backward) and elementwise work, and a mask site adds its draws."""
-    out = tmp_path / "ops.json"
-    bench("count_ops.py", "--bptt", "4", "--layers", "2", "--out", str(out), data_dir=ptb_dir)
-    windows = json.loads(out.read_text())["windows"]
+    windows = op_counts
     assert set(windows) == {"none", "non_recurrent", "five placements", "the paper-scale ablation (15)"}
     # one draw per site and member that drops there: 3 x (3 non-recurrent + 2 recurrent + 5 both + 5 variational)
     assert windows["the paper-scale ablation (15)"]["by_op"]["aten::bernoulli_"] == 3 * (3 + 2 + 5 + 5)
     none, five = windows["none"], windows["five placements"]
     assert none["by_op"]["aten::baddbmm"] >= 2 * 4 and none["ops"] > 2 * 4 * 6  # 2 layers x 4 steps: GEMM, cell
     assert "aten::bernoulli_" not in none["by_op"] and five["ops"] > windows["non_recurrent"]["ops"] > none["ops"]
-    # speed.triton_cell: per step and layer one cell kernel each way and no elementwise op of the cell's
+
+
+@needs_triton
+def test_count_ops_triton_cell(op_counts, ptb_dir, tmp_path):
+    """With speed.triton_cell: per step and layer one cell kernel each way, no elementwise op of the cell's,
+    the same mask draws."""
+    windows, out = op_counts, tmp_path / "ops.json"
     bench("count_ops.py", "--bptt", "4", "--layers", "2", "--triton-cell", "--out", str(out), data_dir=ptb_dir)
     triton = json.loads(out.read_text())["windows"]
     for name, window in triton.items():

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import BIN, TINY, compose_config, run, wandb_runs, write_corpus
+from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_runs, write_corpus
 from rnnreg import stacked_outputs, stacked_train
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint, save_atomically
@@ -489,6 +489,7 @@ def batched_triton(setup) -> Path:
     return sweep
 
 
+@needs_triton
 @pytest.mark.parametrize("index", range(len(GOOD)))
 def test_batched_program_on_the_triton_cell_member_equals_its_job(batched_triton, batched, alone, index):
     """Every member on the Triton cell computes its job to float32 rounding, as on the torch ops, and differs

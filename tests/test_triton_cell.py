@@ -9,11 +9,13 @@ import json
 import pytest
 import torch
 
-from helpers import TINY, run
+from helpers import TINY, needs_triton, run
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint
 from rnnreg.lstm_layer import LSTMLayerFunction, layer_backward, layer_forward, require_triton_cell
 from rnnreg.stacked import MemberSpec, StackedLanguageModel, StackedLSTMLayerFunction, member_nll
+
+pytestmark = needs_triton
 
 SHAPES = {"single": (), "stacked": (3,)}
 
