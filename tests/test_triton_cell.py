@@ -34,11 +34,10 @@ def layer_inputs(lead: tuple[int, ...], masked: str, dtype: torch.dtype, size: t
     masks = None
     if masked == "fresh":
         masks = (torch.rand(*lead, steps, streams, units, generator=gen) > 0.4).to(dtype) / 0.6
-    elif masked == "per_window":  # variational: one mask repeated over the window
+    elif masked == "per_window":  # variational: one mask expanded over the window (stride 0), as StepLSTM's
         masks = ((torch.rand(*lead, 1, streams, units, generator=gen) > 0.4).to(dtype) / 0.6).expand(
             *lead, steps, streams, units
         )
-        masks = masks.contiguous()
     return randn(*lead, steps, streams, 4 * units), h, c, randn(*lead, 4 * units, units) * 0.4, masks
 
 
