@@ -8,7 +8,7 @@ step (rnnreg.stacked_step.group_step: a CUDA graph on a GPU; on a CPU the member
 model with the LSTM model.lstm=auto picks for it); "stacked_triton" the same on the batched program with
 speed.triton_cell=true (the cell as rnnreg.triton_cell's kernels; asked for, not by default). Words/s counts
 every member's words.
-Each timing runs in a fresh process, the three in a rotated order on each of `--repeats` rounds, and the
+Each timing runs in a fresh process, the kinds in a rotated order on each of `--repeats` rounds, and the
 median counts: in one process the later timings ran up to 5 % slower on our 2-core VM, whichever they were.
 
     python benchmarks/bench_stacked.py --members 1 4 8 --hidden 200 --bptt 20 --batch 20 --windows 20
@@ -222,7 +222,7 @@ def main() -> None:
         action="store_true",
         help="TF32 matmuls and cuDNN (speed.tf32=true); without it PyTorch's defaults: float32 matmuls, TF32 cuDNN",
     )
-    parser.add_argument("--repeats", type=int, default=1, help="rounds of the three timings (the median counts)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the timings (the median counts)")
     parser.add_argument("--only", choices=KINDS, help=argparse.SUPPRESS)  # one timing: what each fresh process runs
     parser.add_argument("--out", default="bench_stacked.json")
     args = parser.parse_args()
