@@ -33,7 +33,7 @@ from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import LSTMLanguageModel
-from rnnreg.optim import clip_and_sgd_
+from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.recipes import compose_config
 from rnnreg.runtime import keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
@@ -69,7 +69,7 @@ def time_single(args, lstm: str, data, device) -> float:
             state = tuple(s.detach() for s in state)
             nll = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
             (nll * x.size(0)).backward()
-            clip_and_sgd_(params, [p.grad for p in params], 1.0, 5.0)
+            clip_and_sgd_(one_member(params), one_member([p.grad for p in params]), 1.0, 5.0)
             for p in params:
                 p.grad = None
         sync(device)

@@ -1,11 +1,12 @@
-"""The one update rule (rnnreg.optim): what torch's clip_grad_norm_ + SGD compute, and the lr schedule."""
+"""The one update rule (rnnreg.optim): what torch's clip_grad_norm_ + SGD compute, for one model and for a
+stack of members each with its own values, and the lr schedule."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rnnreg.optim import ClippedSGD, clip_and_sgd_, paper_lr_factor
+from rnnreg.optim import ClippedSGD, clip_and_sgd_, one_member, paper_lr_factor
 
 
 def params_and_grads(seed: int = 0):
@@ -42,11 +43,70 @@ def test_at_lr_one_the_rule_subtracts_the_clipped_gradient_exactly():
     difference, whether lr is a float (plain step) or a device tensor (the fast step's graph)."""
     params, grads = params_and_grads()
     by_float, by_tensor = [p.clone() for p in params], [p.clone() for p in params]
-    norm = clip_and_sgd_(by_float, [g.clone() for g in grads], 1.0, 0.5)
-    clip_and_sgd_(by_tensor, [g.clone() for g in grads], torch.tensor(1.0), 0.5)
+    (norm,) = clip_and_sgd_(one_member(by_float), one_member([g.clone() for g in grads]), 1.0, 0.5)
+    clip_and_sgd_(one_member(by_tensor), one_member([g.clone() for g in grads]), torch.tensor(1.0), 0.5)
     coef = (0.5 / (norm + 1e-6)).clamp(max=1.0)
     for p, a, b, g in zip(params, by_float, by_tensor, grads):
         assert torch.equal(a, p - g * coef) and torch.equal(b, a)
+
+
+MEMBERS = {  # (lr, clip, weight decay) of three members: clipped, unclipped, clipped and decayed
+    "lr": [1.0, 0.37, 0.5],
+    "clip": [0.5, 100.0, 0.25],
+    "weight_decay": [0.0, 0.0, 1e-2],
+}
+
+
+def stack_of(seeds: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Members' params and grads stacked (K, ...): member k is params_and_grads(seeds[k])."""
+    members = [params_and_grads(seed) for seed in seeds]
+    return [torch.stack(ts) for ts in zip(*(m[0] for m in members))], [
+        torch.stack(ts) for ts in zip(*(m[1] for m in members))
+    ]
+
+
+@pytest.mark.parametrize("decays", [True, False], ids=["weight_decay", "none_decays"])
+def test_each_member_of_a_stack_steps_as_it_would_alone_to_the_bit(decays):
+    """K members with their own lr, clip and weight decay in one call: each member's norm and new weights
+    are exactly those of its own call with its values as floats (as ClippedSGD and the in-turn program make
+    it), so the batched program's update rounds as its jobs' runs do."""
+    seeds = [3, 4, 5]
+    params, grads = stack_of(seeds)
+    wd = torch.tensor(MEMBERS["weight_decay"]) if decays else 0.0
+    norms = clip_and_sgd_(params, grads, torch.tensor(MEMBERS["lr"]), torch.tensor(MEMBERS["clip"]), wd)
+    for k, seed in enumerate(seeds):
+        alone, alone_grads = params_and_grads(seed)
+        decay = MEMBERS["weight_decay"][k] if decays else 0.0
+        (norm,) = clip_and_sgd_(one_member(alone), one_member(alone_grads), MEMBERS["lr"][k], MEMBERS["clip"][k], decay)
+        assert torch.equal(norms[k], norm)
+        for p, q in zip(params, alone):
+            assert torch.equal(p[k], q)
+
+
+def test_an_inactive_member_keeps_its_weights_and_a_nan_stays_in_its_member():
+    """active=False keeps a member's weights exactly, even with a NaN gradient; the others step as alone."""
+    params, grads = stack_of([3, 4, 5])
+    before = [p.clone() for p in params]
+    grads[0][1].view(-1)[0] = float("nan")
+    active = torch.tensor([True, False, True])
+    norms = clip_and_sgd_(params, grads, 1.0, 0.5, active=active)
+    assert norms[1].isnan() and norms[[0, 2]].isfinite().all()
+    for p, b in zip(params, before):
+        assert torch.equal(p[1], b[1])
+    for k, seed in ((0, 3), (2, 5)):
+        alone, alone_grads = params_and_grads(seed)
+        clip_and_sgd_(one_member(alone), one_member(alone_grads), 1.0, 0.5)
+        assert all(torch.equal(p[k], q) for p, q in zip(params, alone))
+
+
+def test_orders_reduce_each_member_in_its_own_order():
+    """orders: member k's norm reduces its slices in its order, as its single model's clip would."""
+    params, grads = stack_of([3, 4])
+    order = [2, 0, 1]
+    norms = clip_and_sgd_([p.clone() for p in params], [g.clone() for g in grads], 1.0, 0.5, orders=[order, order])
+    for k in range(2):
+        expected = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(grads[i][k]) for i in order]))
+        torch.testing.assert_close(norms[k], expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -427,7 +427,7 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path):
 
 # -- the GPU's program on this CPU (hydra.launcher.program=batched) ----------------------------------------
 # What a GPU runs (rnnreg.stacked_step.StackedStep: batched GEMMs, every member on the stacked step loop,
-# stacked_clip_and_sgd_, the members' state read at log intervals, a sync on CUDA), driven by the same
+# clip_and_sgd_ over the members, the members' state read at log intervals, a sync on CUDA), driven by the same
 # launcher and group loop. Log every 5 windows: the member that diverges (window 3) is read two windows late.
 BATCHED_LOG_EVERY = 5
 

@@ -12,14 +12,13 @@ import rnnreg.model as model_module
 import rnnreg.stacked as stacked_module
 from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
-from rnnreg.optim import ClippedSGD
+from rnnreg.optim import ClippedSGD, clip_and_sgd_
 from rnnreg.stacked import (
     MemberSpec,
     StackedLanguageModel,
     StackedLinearFunction,
     StackedLSTMLayerFunction,
     member_nll,
-    stacked_clip_and_sgd_,
 )
 from rnnreg.stacked_step import InTurnStep
 
@@ -65,7 +64,7 @@ def vec(values) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def train_stacked(net, data, lr, clip, weight_decay=None, active=None, state=None):
+def train_stacked(net, data, lr, clip, weight_decay=0.0, active=None, state=None):
     """Windows of stacked training as the launcher will run them: per-window (losses, norms), final state."""
     active = torch.ones(net.num_members, dtype=torch.bool) if active is None else active
     params = list(net.parameters())
@@ -75,7 +74,7 @@ def train_stacked(net, data, lr, clip, weight_decay=None, active=None, state=Non
         nll = member_nll(logits, y)
         (nll * x.size(-2)).sum().backward()  # each parameter its own .grad, as the launcher's loop
         grads = [p.grad for p in params]
-        norms = stacked_clip_and_sgd_(params, grads, lr, clip, weight_decay, active, net.member_orders)
+        norms = clip_and_sgd_(params, grads, lr, clip, weight_decay, active=active, orders=net.member_orders)
         for p in params:
             p.grad = None
         history.append((nll.detach(), norms))
@@ -251,14 +250,14 @@ SCHEDULES = {  # lr, clip (member 1 clipped on every window), weight decay
 
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_group_without_dropout_trains_as_each_member_alone(schedule):
-    """A GPU's program (the stacked forward, stacked_clip_and_sgd_): ten windows with carried state, members
+    """A GPU's program (the stacked forward, clip_and_sgd_ over the members): ten windows with carried state, members
     whose jobs run the fused or the step LSTM; each member's losses, gradient norms and weights are those of
     the single model trained alone (clip_grad_norm_ + torch SGD), to float32 tolerance."""
     specs = MIXED_KERNELS
     lr, clip, weight_decay = SCHEDULES[schedule]
     data = windows(10)
     net = StackedLanguageModel(V, H, L, specs).train()
-    history, _ = train_stacked(net, data, vec(lr), vec(clip), None if weight_decay is None else vec(weight_decay))
+    history, _ = train_stacked(net, data, vec(lr), vec(clip), 0.0 if weight_decay is None else vec(weight_decay))
     assert all(norms[1] > 0.05 for _, norms in history)  # clipping at work on member 1
     for k, spec in enumerate(specs):
         alone = single(spec).train()

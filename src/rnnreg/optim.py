@@ -1,10 +1,14 @@
 """The paper's optimisation: plain SGD on the clipped gradient, lr decayed per epoch.
 
-`clip_and_sgd_` is the one update rule: the plain step (Lightning calls `ClippedSGD.step`) and the fast
-step (its CUDA graph calls `ClippedSGD.update` with a device lr) both run it, so they round alike.
+`clip_and_sgd_` is the one update rule, for K models at once, each with its own lr, clip and weight decay:
+the plain step (Lightning calls `ClippedSGD.step`), the fast step (its CUDA graph calls `ClippedSGD.update`
+with a device lr), a stacked group's members trained in turn (K = 1 each) and its batched program (K members)
+all run it, so they round alike.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -14,37 +18,82 @@ def paper_lr_factor(epoch: int, decay: float, decay_start: int) -> float:
     return decay ** -max(0, epoch - decay_start)
 
 
+def one_member(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A single model's tensors as the one member of a stack: views (1, ...) of them."""
+    return [t[None] for t in tensors]
+
+
+def per_member(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (K,) value as (K, 1, ...) to broadcast against the stacked tensor `like`."""
+    return value.view(-1, *[1] * (like.dim() - 1))
+
+
+def members_times(value: float | torch.Tensor, tensors: Sequence[torch.Tensor]):
+    """`value` as a foreach op's other operand for the stacked `tensors`: a float or a one-element tensor as one
+    scalar (a single multi-tensor launch on CUDA), a (K,) tensor as each member's value for each tensor."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.numel() == 1:
+        return value.view(())
+    return [per_member(value, t) for t in tensors]
+
+
 @torch.no_grad()
 def clip_and_sgd_(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
     lr: float | torch.Tensor,
-    clip: float,
-    weight_decay: float = 0.0,
+    clip: float | torch.Tensor,
+    weight_decay: float | torch.Tensor = 0.0,
     momentum: float = 0.0,
-    buffers: list[torch.Tensor] | None = None,
+    buffers: Sequence[torch.Tensor] | None = None,
+    active: torch.Tensor | None = None,
+    orders: Sequence[Sequence[int]] | None = None,
 ) -> torch.Tensor:
-    """Clip the gradients to global L2 norm `clip` (as clip_grad_norm_), add coupled weight decay and
-    momentum (as torch.optim.SGD, no dampening), and step: p -= lr * g. Overwrites `grads`; no host sync
-    (capturable). Returns the norm before clipping."""
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    clip_coef = (clip / (norm + 1e-6)).clamp(max=1.0)
-    if not (weight_decay or momentum):  # the paper's recipe: one pass over the gradients fewer
-        torch._foreach_mul_(grads, clip_coef * lr)
+    """Each member's clip_grad_norm_ (its global L2 norm clipped to `clip`), coupled weight decay and momentum
+    (as torch.optim.SGD, no dampening), and step p -= lr * g. As tensor ops with no host sync: capturable in a
+    CUDA graph. Returns each member's gradient norm before clipping (K,).
+
+    params, grads: (K, ...) tensors, member k's part at [k]; a single model is one member (`one_member`). The
+    grads are overwritten, so none may share memory with another (each parameter's own .grad). lr, clip,
+    weight_decay: floats (every member the same) or (K,) tensors. momentum (a float) needs `buffers` like
+    params. active: (K,) bool or None; an inactive member (diverged, stopped) keeps its weights exactly.
+    orders: member k's grads (indices) in its single model's parameter order, None: as given. Nothing mixes
+    members, so a non-finite gradient of one member never reaches another's weights.
+    """
+    members = grads[0].size(0)
+    orders = orders or [range(len(grads))] * members
+    # each member's slices' norms in one foreach call, then the norm of each member's norms: clip_grad_norm_'s
+    # reduction per member in its order, so the norm (and with it the clipped update) rounds as a single model's
+    slice_norms = torch._foreach_norm([grads[i][k] for k in range(members) for i in orders[k]])
+    norms = torch.linalg.vector_norm(torch.stack(slice_norms).view(members, -1), dim=1)
+    # as clip_grad_norm_, whose float / tensor is Tensor.__rtruediv__: reciprocal, then times the clip
+    clip_coef = ((norms + 1e-6).reciprocal() * clip).clamp(max=1.0)
+    decays = isinstance(weight_decay, torch.Tensor) or weight_decay != 0.0
+    if not (decays or momentum):  # the paper's recipe: one pass over the gradients fewer
+        torch._foreach_mul_(grads, members_times(clip_coef * lr, grads))
         steps = grads
     else:
-        torch._foreach_mul_(grads, clip_coef)
-        if weight_decay:
+        torch._foreach_mul_(grads, members_times(clip_coef, grads))
+        if isinstance(weight_decay, torch.Tensor):  # g + p * wd: one fused multiply-add, as alpha= below
+            torch._foreach_addcmul_(grads, params, [per_member(weight_decay, p) for p in params])
+        elif weight_decay:
             torch._foreach_add_(grads, params, alpha=weight_decay)
         if momentum:
             torch._foreach_mul_(buffers, momentum)
             torch._foreach_add_(buffers, grads)
             grads = buffers
-        steps = torch._foreach_mul(grads, lr)
+        steps = torch._foreach_mul(grads, members_times(lr, grads))
+    if active is not None and (active.device.type != "cpu" or not bool(active.all())):
+        # (a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves a pass)
+        # an inactive member subtracts an exact 0, filled in (not multiplied: NaN * 0 is NaN)
+        inactive = ~active
+        for step in steps:
+            step.masked_fill_(per_member(inactive, step), 0.0)
     # p - g as its own op: a fused p - lr * g rounds once instead of twice, and SGD at lr 1 grows that
     # last-bit difference into another run within tens of windows
     torch._foreach_sub_(params, steps)
-    return norm
+    return norms
 
 
 class ClippedSGD(torch.optim.Optimizer):
@@ -77,14 +126,14 @@ class ClippedSGD(torch.optim.Optimizer):
         if group["momentum"]:
             buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
         self.grad_norm = clip_and_sgd_(
-            params,
-            [p.grad for p in params],
+            one_member(params),
+            one_member([p.grad for p in params]),
             group["lr"] if lr is None else lr,
             group["clip"],
             group["weight_decay"],
             group["momentum"],
-            buffers,
-        )
+            None if buffers is None else one_member(buffers),
+        )[0]
         return self.grad_norm
 
 

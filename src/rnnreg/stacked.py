@@ -8,7 +8,7 @@ on views of its slices (`member_model`, rnnreg.stacked_step.InTurnStep).
 Member k computes what a single `LSTMLanguageModel` with its hyperparameters computes: the same initial
 weights (drawn from its own generator seeded with its seed, in the single model's order), the same dropout
 placements (masks from its own generator, so they do not depend on the other members), the same objective
-and the same clipped SGD update (`stacked_clip_and_sgd_`, per member lr, clip and weight decay). Members
+and the same clipped SGD update (rnnreg.optim.clip_and_sgd_, per member lr, clip and weight decay). Members
 share no parameters and no reduction, so a member that diverges never touches another.
 """
 
@@ -322,53 +322,3 @@ def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     targets = targets.expand(logits.shape[:-1])
     nll = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none")
     return nll.view(members, -1).mean(1)
-
-
-def per_member(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A (K,) value as (K, 1, ...) to broadcast against the stacked tensor `like`."""
-    return value.view(-1, *[1] * (like.dim() - 1))
-
-
-@torch.no_grad()
-def stacked_clip_and_sgd_(
-    params: Sequence[torch.Tensor],
-    grads: Sequence[torch.Tensor],
-    lr: torch.Tensor,
-    clip: torch.Tensor,
-    weight_decay: torch.Tensor | None,
-    active: torch.Tensor,
-    orders: Sequence[Sequence[int]] | None = None,
-) -> torch.Tensor:
-    """Each member's clip_grad_norm_ + SGD step, as tensor ops with no host sync (capturable in a CUDA graph).
-
-    params, grads: stacked (K, ...) tensors; the grads are scaled in place, so none may share memory with
-    another (each parameter's own .grad, as backward() gives them). lr, clip, weight_decay: (K,)
-    (weight_decay None: none for anyone, one pass fewer); active: (K,) bool, an inactive member (diverged,
-    stopped) keeps its weights exactly. orders: member k's grads (indices) in its single model's parameter
-    order (StackedLanguageModel.member_orders), None: as given. Returns each member's global gradient norm
-    (K,). Nothing mixes members, so a non-finite gradient of one member never reaches another's weights.
-    """
-    members = grads[0].size(0)
-    orders = orders or [range(len(grads))] * members
-    # each member's slices' norms in one foreach call, then the norm of each member's norms: clip_grad_norm_'s
-    # reduction per member in its order, so the norm (and with it the clipped update) rounds as the single model's
-    slice_norms = torch._foreach_norm([grads[i][k] for k in range(members) for i in orders[k]])
-    norms = torch.linalg.vector_norm(torch.stack(slice_norms).view(members, -1), dim=1)
-    # as clip_grad_norm_, whose float / tensor is Tensor.__rtruediv__: reciprocal, then times the float
-    clip_coef = ((norms + 1e-6).reciprocal() * clip).clamp(max=1.0)
-    if weight_decay is None:
-        scale = clip_coef * lr
-        for g in grads:
-            g.mul_(per_member(scale, g))
-    else:  # coupled: the clipped gradient plus wd * p, then times lr
-        for g, p in zip(grads, params):
-            g.mul_(per_member(clip_coef, g)).addcmul_(p, per_member(weight_decay, p)).mul_(per_member(lr, g))
-    inactive = ~active
-    # a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves a pass
-    fill = active.device.type != "cpu" or bool(inactive.any())
-    for p, g in zip(params, grads):
-        if fill:  # an inactive member subtracts an exact 0, filled in (not multiplied: NaN * 0 is NaN)
-            g.masked_fill_(per_member(inactive, g), 0.0)
-        # p - g as a separate op rounds as the single model's step (see rnnreg.fast)
-        p.sub_(g)
-    return norms

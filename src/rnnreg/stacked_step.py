@@ -31,9 +31,9 @@ import torch
 from rnnreg.errors import ConfigError
 from rnnreg.fast import GraphedStep
 from rnnreg.model import mean_nll
-from rnnreg.optim import clip_and_sgd_
+from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.signals import MAX_NLL
-from rnnreg.stacked import StackedLanguageModel, member_nll, stacked_clip_and_sgd_
+from rnnreg.stacked import StackedLanguageModel, member_nll
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -124,7 +124,7 @@ class StackedStep(GroupStep):
         model: StackedLanguageModel,
         window: tuple[int, int],
         clip: torch.Tensor,
-        weight_decay: torch.Tensor | None,
+        weight_decay: torch.Tensor | float,
         device: torch.device,
         graph: bool,
         warmup: int = 3,
@@ -146,9 +146,8 @@ class StackedStep(GroupStep):
             self.failed_step.copy_(torch.where(bad, self.step, self.failed_step))
             self.failed_loss.copy_(torch.where(bad, loss, self.failed_loss))
         params, orders = self.params, self.model.member_orders
-        stacked_clip_and_sgd_(
-            params, [p.grad for p in params], self.lr, self.clip, self.weight_decay, self.active, orders
-        )
+        grads = [p.grad for p in params]
+        clip_and_sgd_(params, grads, self.lr, self.clip, self.weight_decay, active=self.active, orders=orders)
         with torch.no_grad():
             self.h.copy_(h)
             self.c.copy_(c)
@@ -237,7 +236,8 @@ class InTurnStep(GroupStep):
                 continue
             (nll * steps).backward()  # the paper's objective: summed over the window's time steps
             params = self.net_params[k]
-            clip_and_sgd_(params, [p.grad for p in params], self.lr_values[k], self.clips[k], self.decays[k])
+            grads = one_member([p.grad for p in params])
+            clip_and_sgd_(one_member(params), grads, self.lr_values[k], self.clips[k], self.decays[k])
             for p in params:
                 p.grad = None
             self.h[k].copy_(h)
@@ -292,8 +292,8 @@ def group_step(
     if program == "in_turn" or (program == "auto" and device.type == "cpu"):
         return InTurnStep(model, window, clips, weight_decays, device)
 
-    def per_member(values):
+    def each_member(values):
         return torch.tensor(values, dtype=torch.float32, device=device)
 
-    decays = None if weight_decays is None else per_member(weight_decays)
-    return StackedStep(model, window, per_member(clips), decays, device, graph)
+    decays = 0.0 if weight_decays is None else each_member(weight_decays)  # 0.0: one pass over the grads fewer
+    return StackedStep(model, window, each_member(clips), decays, device, graph)
