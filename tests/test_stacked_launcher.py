@@ -366,11 +366,13 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
 # -- W&B: one run per job, as the basic launcher's ----------------------------------------------------------
 def test_wandb_one_run_per_member(setup, no_wandb_credentials):
     sweep = setup.root / "wandb"
-    run(
+    proc = run(
         "rnnreg-train", "-m", *setup.cli, "hydra/launcher=stacked", "logger=wandb", "logger.wandb.log_model=true",
         "trainer.max_epochs=2", "tags=[stacked]", "dropout=none,non_recurrent,recurrent", "dropout.p=0.3",
         f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
+    # the jobs' W&B runs differ (name, job type: the placement), their training does not: one program
+    assert "3 jobs in 1 groups" in proc.stdout
     runs = wandb_runs(sweep)  # exactly one offline run in each job's folder
     placements = ["none", "non_recurrent", "recurrent"]
     assert {r["group"] for r in runs.values()} == {"paper_small/wandb"}  # one group per sweep

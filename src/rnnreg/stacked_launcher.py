@@ -24,6 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.errors import ConfigError, UserError
+from rnnreg.sweep import NOT_COMPARED
 
 log = logging.getLogger("rnnreg")
 
@@ -43,6 +44,9 @@ MEMBER_KEYS = (
     "experiment_name",
     "test_ckpt",
 )
+# Where a job writes and how it is watched (its loggers: the W&B run's name, group and job type; tags; the
+# progress bar), never what it computes: each job's own too, as its outputs are (rnnreg.stacked_outputs).
+OUTPUT_KEYS = NOT_COMPARED
 OUTPUT_DIR = "<job folder>"  # stands for each job's own folder in the group key
 
 
@@ -100,14 +104,15 @@ def drop_key(tree: dict, dotted: str) -> None:
 
 
 def group_key(cfg: DictConfig) -> str:
-    """The job's resolved config without what a member holds (MEMBER_KEYS), its folder replaced by a
-    placeholder: jobs with equal keys can be trained as one stacked model."""
+    """The job's resolved config without what a member holds (MEMBER_KEYS) and its outputs' settings
+    (OUTPUT_KEYS), its folder replaced by a placeholder: jobs with equal keys can be trained as one stacked
+    model."""
     cfg = copy.deepcopy(cfg)
     with read_write(cfg), open_dict(cfg):
         cfg.paths.output_dir = OUTPUT_DIR
         cfg.pop("hydra", None)
     tree = OmegaConf.to_container(cfg, resolve=True)
-    for key in MEMBER_KEYS:
+    for key in MEMBER_KEYS + OUTPUT_KEYS:
         drop_key(tree, key)
     return json.dumps(tree, sort_keys=True, default=str)
 
