@@ -193,7 +193,7 @@ def wandb_log_records(raw: bytes):
 
 
 def read_wandb_run(run_dir: Path) -> dict:
-    """Config, metric history, summary, exit status, the run's name, group, job type and tags, and its
+    """Config, metric history, summary, exit status, the run's id, name, group, job type and tags, and its
     artifacts, read back from the run's own .wandb file with wandb's reader (offline runs keep them there
     until `wandb sync`)."""
     from wandb.proto import wandb_internal_pb2
@@ -216,7 +216,7 @@ def read_wandb_run(run_dir: Path) -> dict:
             run["exit_code"] = record.exit.exit_code
         elif kind == "run":
             info = record.run
-            run |= {"name": info.display_name, "group": info.run_group, "job_type": info.job_type}
+            run |= {"id": info.run_id, "name": info.display_name, "group": info.run_group, "job_type": info.job_type}
             run["tags"] = list(info.tags)
         elif kind == "artifact":
             files = [(entry.local_path, entry.size) for entry in record.artifact.manifest.contents]
@@ -225,6 +225,13 @@ def read_wandb_run(run_dir: Path) -> dict:
                 | {"files": files}
             )
     return run
+
+
+def wandb_run_parts(folder: Path) -> list[dict]:
+    """The offline W&B run folders under a run's folder, read back, oldest first (a resumed run adds one)."""
+    return [
+        read_wandb_run(p) for p in sorted((folder / "wandb").glob("offline-run-*"), key=lambda p: p.stat().st_mtime)
+    ]
 
 
 def wandb_runs(sweep: Path) -> dict[str, dict]:

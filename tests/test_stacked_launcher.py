@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_runs, write_corpus
+from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_run_parts, wandb_runs, write_corpus
 from rnnreg import stacked_outputs, stacked_train
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint, save_atomically
@@ -399,11 +399,12 @@ def test_wandb_one_run_per_member(setup, no_wandb_credentials):
     assert len({runs[job]["summary"]["test_ppl"] for job in "012"}) == 3
 
 
-def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path):
+def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb_credentials):
     """A real Ctrl-C (SIGINT from outside) during the second epoch: every member saved and `interrupted`,
-    exit 130; the same command with hydra.launcher.resume=true finishes every member."""
+    exit 130; the same command with hydra.launcher.resume=true finishes every member, each logging on into
+    its job's W&B run."""
     sweep = tmp_path / "ctrl_c"
-    args = [str(BIN / "rnnreg-train"), "-m", *setup.cli, "hydra/launcher=stacked", "+member=a,b",
+    args = [str(BIN / "rnnreg-train"), "-m", *setup.cli, "hydra/launcher=stacked", "+member=a,b", "logger=wandb",
             "trainer.limit_train_batches=null", "trainer.max_epochs=5", f"hydra.sweep.dir={sweep}"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = sweep / "0" / "train.log"
@@ -421,10 +422,24 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path):
         assert "hydra.launcher.resume=true" in stopped["resume"]
         assert load_checkpoint(sweep / job / "checkpoints" / "last.ckpt")["stacked"]["member"] == int(job)
     run("rnnreg-train", *args[1:], "hydra.launcher.resume=true")
+    ids = set()
     for job in ("0", "1"):
         done = metrics(sweep / job)
         assert done["status"] == "completed" and done["epochs"] == 5
         assert len(losses(sweep / job, "val/ppl")) == 5  # every epoch once, across the interruption
+        # one W&B run per job: the resumed group went on in it (offline: a second part with the run's id)
+        stopped_part, done_part = wandb_run_parts(sweep / job)
+        assert (
+            stopped_part["id"] == done_part["id"]
+            and stopped_part["name"] == done_part["name"] == f"+member={'ab'[int(job)]}"
+        )
+        assert (stopped_part["exit_code"], stopped_part["summary"]["status"]) == (1, "interrupted")
+        assert (done_part["exit_code"], done_part["summary"]["status"]) == (0, "completed")
+        val = [row["val/ppl"] for part in (stopped_part, done_part) for row in part["history"] if "val/ppl" in row]
+        assert val == losses(sweep / job, "val/ppl")
+        assert load_checkpoint(sweep / job / "checkpoints" / "last.ckpt")["wandb_run_id"] == done_part["id"]
+        ids.add(done_part["id"])
+    assert len(ids) == 2  # each job its own run
 
 
 # -- the GPU's program on this CPU (hydra.launcher.program=batched) ----------------------------------------

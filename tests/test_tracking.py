@@ -7,10 +7,11 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 import yaml
 
-from helpers import TINY, read_wandb_run, run, wandb_runs
-from rnnreg.report import collect, plot_groups
+from helpers import TINY, read_wandb_run, run, wandb_run_parts, wandb_runs
+from rnnreg.report import collect, history, plot_groups
 
 
 @pytest.fixture
@@ -53,6 +54,28 @@ def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credent
         assert any("train/words_per_sec" in row for row in history) and any("train/lr" in row for row in history)
         dropouts.add(wandb_run["config"]["dropout"]["input"])
     assert dropouts == {0.0, 0.3}  # each job's own resolved config
+
+
+def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
+    """The checkpoint keeps the W&B run's id; a run resumed from it logs on into that run (offline: a second
+    run folder with the same id, which `wandb sync` uploads into the one run after the first), from the
+    step where the first part stopped: one W&B run per job, not one per attempt."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    run("rnnreg-train", *tiny_cli, "logger=wandb", "trainer.max_epochs=1", "test=false", f"hydra.run.dir={first}")
+    (part1,) = wandb_run_parts(first)
+    assert torch.load(first / "checkpoints/last.ckpt", weights_only=True)["wandb_run_id"] == part1["id"]
+    resume = f"ckpt_path={first}/checkpoints/last.ckpt"
+    run("rnnreg-train", *tiny_cli, "logger=wandb", resume, f"hydra.run.dir={second}")
+    (part2,) = wandb_run_parts(second)
+    assert part2["id"] == part1["id"] and part1["exit_code"] == part2["exit_code"] == 0
+    assert torch.load(second / "checkpoints/last.ckpt", weights_only=True)["wandb_run_id"] == part1["id"]
+    val = [[row["val/ppl"] for row in part["history"] if "val/ppl" in row] for part in (part1, part2)]
+    assert val == [history(first, "val/ppl"), history(second, "val/ppl")]
+    assert len(val[0]) == len(val[1]) == 1  # epoch 1 in the first part, epoch 2 in the second
+    # the x-axis (Lightning's trainer/global_step) of the second part follows the first's
+    steps = [[row["trainer/global_step"] for row in part["history"]] for part in (part1, part2)]
+    assert max(steps[0]) < min(steps[1])
+    assert part2["summary"]["test_ppl"] == pytest.approx(json.loads((second / "metrics.json").read_text())["test_ppl"])
 
 
 def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):

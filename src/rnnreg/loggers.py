@@ -1,5 +1,6 @@
 """Weights & Biases: online when credentials are configured, otherwise offline with real run files; one
-group per sweep, run names from the swept overrides, the checkpoint kept as an artifact offline too."""
+group per sweep, run names from the swept overrides, the checkpoint kept as an artifact offline too; a
+resumed run goes on in its W&B run (its id is kept in the checkpoints)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,16 @@ def wandb_logger(
     logger = WandbLogger(offline=offline, group=group, name=name, log_model=log_model and not offline, **kwargs)
     logger.offline_log_model = bool(log_model) and offline
     return logger
+
+
+def wandb_run_id(loggers) -> str | None:
+    """The id of the W&B run among `loggers`, or None. Checkpoints keep it (`wandb_run_id`), so that a run
+    resumed from one logs on into the same W&B run: one run per job however often it was interrupted (offline,
+    each part is a run folder with that id, and `wandb sync` uploads the parts into one run in order)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            return logger.version
+    return None
 
 
 def log_checkpoints(run, best: str | None, last: str | None) -> None:

@@ -210,8 +210,14 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def instantiate_loggers(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+def instantiate_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list:
+    """The config's loggers; `wandb_id`: the W&B run a resumed run goes on in (Lightning's WandbLogger
+    resumes a run with that id, or starts one)."""
+    loggers = []
+    for name, spec in (cfg.get("logger") or {}).items():
+        if spec and "_target_" in spec:
+            loggers.append(instantiate(spec, id=wandb_id) if name == "wandb" and wandb_id else instantiate(spec))
+    return loggers
 
 
 def instantiate_callbacks(cfg: DictConfig) -> list:

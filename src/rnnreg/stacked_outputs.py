@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
-from rnnreg.loggers import finish_wandb
+from rnnreg.loggers import finish_wandb, wandb_run_id
 from rnnreg.runtime import instantiate
 from rnnreg.stacked_launcher import Job
 
@@ -39,18 +39,23 @@ class JobFolder:
         self.wandb = None  # the job's WandbLogger under logger=wandb
 
     # -- W&B ---------------------------------------------------------------------------------------------
-    def open_wandb(self) -> None:
+    def open_wandb(self, run_id: str | None = None) -> None:
         """The job's W&B run when its config asks for one (logger=wandb), made as its run alone makes it: one
         group per sweep, the swept overrides as its name, the placement as its job type, the config with
-        Hydra's group choices. The members' runs are open at once (wandb's reinit="create_new")."""
+        Hydra's group choices. The members' runs are open at once (wandb's reinit="create_new"). `run_id`: the
+        run a resumed group goes on in (one W&B run per job, however often it was interrupted)."""
         from rnnreg.training import hyperparameters
 
         spec = (self.job.cfg.get("logger") or {}).get("wandb")
         if not spec or "_target_" not in spec:
             return
         with job_hydra_config(self.job):
-            self.wandb = instantiate(spec, reinit="create_new")
+            self.wandb = instantiate(spec, reinit="create_new", **({"id": run_id} if run_id else {}))
             self.wandb.log_hyperparams(hyperparameters(self.job.cfg))
+
+    @property
+    def wandb_id(self) -> str | None:
+        return wandb_run_id([self.wandb] if self.wandb is not None else [])
 
     def log_metrics(self, row: dict) -> None:
         """A csv row's metrics to the W&B run, at its step (epoch as Lightning logs it, beside the metrics)."""

@@ -91,6 +91,7 @@ class GroupTrainer:
     ):
         self.jobs, self.group, self.resume_file = jobs, group, resume_file
         self.folders = [JobFolder(job) for job in jobs]
+        self.wandb_runs: list[str | None] = [None] * len(jobs)  # the W&B runs a resumed group goes on in
         self.stop_after_windows = stop_after_windows
         cfg = self.cfg = jobs[0].cfg  # what every member shares
         for job in jobs:
@@ -337,6 +338,8 @@ class GroupTrainer:
             self.callbacks[k] = instantiate_callbacks(self.jobs[k].cfg)
         extra = training_state(self.jobs[k].cfg, self.callbacks[k], len(state), progress, carry)
         extra["stacked"] = {"group": self.group, "member": k, "members": len(self.jobs)}
+        if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
+            extra["wandb_run_id"] = folder.wandb_id
         generator = self.model.generators(self.device)[k]
         if generator.device.type == "cpu":  # its job's stream (StackedLanguageModel.generators): ckpt_path= goes on
             extra["rng"] = {"torch": generator.get_state(), "cuda": None}  # with the masks the group would draw
@@ -366,6 +369,7 @@ class GroupTrainer:
             "tokens": self.tokens,
             "train_seconds": self.train_seconds,
             "fit_seconds": self.fit_seconds,
+            "wandb_runs": [folder.wandb_id for folder in self.folders],  # a resumed group logs on into them
         }
         self.writer.submit(save_atomically, state, self.resume_file)
 
@@ -400,6 +404,7 @@ class GroupTrainer:
         self.step.nll_sum.copy_(state["nll_sum"])
         self.tokens = state["tokens"]
         self.train_seconds, self.fit_seconds = state["train_seconds"], state["fit_seconds"]
+        self.wandb_runs = state.get("wandb_runs") or [None] * len(self.jobs)
 
     # -- the group's run ------------------------------------------------------------------------------
     def run(self, resume: bool) -> list[tuple[str, object]]:
@@ -414,8 +419,8 @@ class GroupTrainer:
                     f"{job.cfg.experiment_name}: {per_member:,} parameters, vocabulary {len(self.vocab)} "
                     f"(stacked group {self.group}, member {k} of {len(self.jobs)})"
                 )
-        for folder in self.folders:
-            folder.open_wandb()
+        for folder, run_id in zip(self.folders, self.wandb_runs):
+            folder.open_wandb(run_id)
         handlers = self.install_handlers()
         try:
             try:

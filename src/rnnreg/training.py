@@ -48,12 +48,13 @@ BAD_INPUT = (ConfigError, DataError, CheckpointError)
 route_lightning_logs()
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
+def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
+    """`wandb_id`: the W&B run of the checkpoint a run resumes (it logs on into that run)."""
     datamodule = instantiate(cfg.data)
     # The clip is part of the update rule (rnnreg.optim), so Lightning's own clipping stays off.
     optim = plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val}
     task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), optim, plain(cfg.speed))
-    loggers = instantiate_loggers(cfg)
+    loggers = instantiate_loggers(cfg, wandb_id)
     # LearningRateMonitor has nowhere to write without a logger (logger=none); Lightning refuses a progress
     # bar callback under trainer.enable_progress_bar=false
     bar = cfg.trainer.get("enable_progress_bar", True)
@@ -205,9 +206,10 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         ckpt_path = resolve_ckpt_path(cfg)
-        if ckpt_path:
-            load_checkpoint(ckpt_path)  # read as data only, whatever the checkpoint IO: refused before any output
-        datamodule, task, trainer = build(cfg)
+        wandb_id = None
+        if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
+            wandb_id = load_checkpoint(ckpt_path).get("wandb_run_id")
+        datamodule, task, trainer = build(cfg, wandb_id)
         preemption.trainer = trainer
         tree = None
         if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
