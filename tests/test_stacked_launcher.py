@@ -197,6 +197,25 @@ def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key
         check_stackable(tiny_cfg(override))
 
 
+def test_optuna_batch_of_trials_is_one_group(setup):
+    """hparams_search=optuna with hydra.sweeper.n_jobs=3: each batch of trials the sampler proposes (other
+    dropout rates, lr decays, init scales: all member settings) trains as one group, and the study reads each
+    trial's best validation perplexity from its member."""
+    sweep = setup.root / "optuna"
+    proc = run(
+        "rnnreg-train", *setup.cli, "hydra/launcher=stacked", "hparams_search=optuna", "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=3", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.stdout.count("3 jobs in 1 groups") == 2  # two batches of three trials
+    jobs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").exists())
+    results = [metrics(job) for job in jobs]
+    assert len(jobs) == 6 and {r["status"] for r in results} == {"completed"}
+    rates = {yaml.safe_load((job / ".hydra/config.yaml").read_text())["dropout"]["p"] for job in jobs}
+    assert len(rates) == 6
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(r["best_val_ppl"] for r in results))
+
+
 # -- each member is its job run alone ------------------------------------------------------------------------
 @pytest.mark.parametrize("index", range(len(GOOD)))
 def test_member_equals_its_job_run_alone(stacked, alone, index):
