@@ -79,11 +79,13 @@ def clip_and_sgd_(
             torch._foreach_addcmul_(grads, params, [per_member(weight_decay, p) for p in params])
         elif weight_decay:
             torch._foreach_add_(grads, params, alpha=weight_decay)
-        if momentum:
+        if momentum:  # the buffers carry on unscaled: the step is a new tensor
             torch._foreach_mul_(buffers, momentum)
             torch._foreach_add_(buffers, grads)
-            grads = buffers
-        steps = torch._foreach_mul(grads, members_times(lr, grads))
+            steps = torch._foreach_mul(buffers, members_times(lr, buffers))
+        else:  # in place: no second copy of K members' gradients
+            torch._foreach_mul_(grads, members_times(lr, grads))
+            steps = grads
     if active is not None and (active.device.type != "cpu" or not bool(active.all())):
         # (a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves a pass)
         # an inactive member subtracts an exact 0, filled in (not multiplied: NaN * 0 is NaN)
