@@ -28,14 +28,14 @@ def per_member(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return value.view(-1, *[1] * (like.dim() - 1))
 
 
-def members_times(value: float | torch.Tensor, tensors: Sequence[torch.Tensor]):
-    """`value` as a foreach op's other operand for the stacked `tensors`: a float or a one-element tensor as one
-    scalar (a single multi-tensor launch on CUDA), a (K,) tensor as each member's value for each tensor."""
-    if not isinstance(value, torch.Tensor):
-        return value
-    if value.numel() == 1:
-        return value.view(())
-    return [per_member(value, t) for t in tensors]
+def scale_(tensors: Sequence[torch.Tensor], value: float | torch.Tensor) -> None:
+    """Stacked `tensors` times each member's `value` in place: a float or a one-element tensor in one foreach
+    call (one multi-tensor launch on CUDA), a (K,) tensor broadcast over each tensor's member dimension."""
+    if isinstance(value, torch.Tensor) and value.numel() > 1:
+        for t in tensors:
+            t.mul_(per_member(value, t))
+    else:
+        torch._foreach_mul_(tensors, value.view(()) if isinstance(value, torch.Tensor) else value)
 
 
 @torch.no_grad()
@@ -70,22 +70,21 @@ def clip_and_sgd_(
     # as clip_grad_norm_, whose float / tensor is Tensor.__rtruediv__: reciprocal, then times the clip
     clip_coef = ((norms + 1e-6).reciprocal() * clip).clamp(max=1.0)
     decays = isinstance(weight_decay, torch.Tensor) or weight_decay != 0.0
+    steps = grads
     if not (decays or momentum):  # the paper's recipe: one pass over the gradients fewer
-        torch._foreach_mul_(grads, members_times(clip_coef * lr, grads))
-        steps = grads
+        scale_(grads, clip_coef * lr)
     else:
-        torch._foreach_mul_(grads, members_times(clip_coef, grads))
+        scale_(grads, clip_coef)
         if isinstance(weight_decay, torch.Tensor):  # g + p * wd: one fused multiply-add, as alpha= below
-            torch._foreach_addcmul_(grads, params, [per_member(weight_decay, p) for p in params])
+            for g, p in zip(grads, params):
+                g.addcmul_(p, per_member(weight_decay, p))
         elif weight_decay:
             torch._foreach_add_(grads, params, alpha=weight_decay)
-        if momentum:  # the buffers carry on unscaled: the step is a new tensor
+        if momentum:  # the buffers carry on unscaled: the step is a copy
             torch._foreach_mul_(buffers, momentum)
             torch._foreach_add_(buffers, grads)
-            steps = torch._foreach_mul(buffers, members_times(lr, buffers))
-        else:  # in place: no second copy of K members' gradients
-            torch._foreach_mul_(grads, members_times(lr, grads))
-            steps = grads
+            steps = [b.clone() for b in buffers]
+        scale_(steps, lr)  # in place without momentum: no second copy of K members' gradients
     if active is not None and (active.device.type != "cpu" or not bool(active.all())):
         # (a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves a pass)
         # an inactive member subtracts an exact 0, filled in (not multiplied: NaN * 0 is NaN)
