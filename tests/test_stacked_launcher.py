@@ -112,12 +112,15 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
     sweep += [
         job("model.init_scale=0.05", "trainer.gradient_clip_val=1", "callbacks=early_stopping", "model.lstm=step")
     ]
-    assert len(sweep) == 17 and len(group_jobs(sweep, 32)) == 1  # everything a member holds may differ
+    # ... and what only names a job or says where it writes: its experiment name (the run plan's title),
+    # tags, its loggers (logger=wandb: test_wandb_one_run_per_member)
+    sweep += [job("experiment_name=another_name", "tags=[x]", "logger=tensorboard")]
+    assert len(sweep) == 18 and len(group_jobs(sweep, 32)) == 1  # everything a member holds may differ
     wider = [job("model.hidden_size=24", f"seed={s}") for s in (1, 2)]
     groups = group_jobs(sweep + wider, 32)
-    assert [len(g) for g in groups] == [17, 2] and groups[1] == wider
-    assert [len(g) for g in group_jobs(sweep + wider, 16)] == [16, 1, 2]
-    assert [len(g) for g in group_jobs(sweep + wider, 5)] == [5, 5, 5, 2, 2]
+    assert [len(g) for g in groups] == [18, 2] and groups[1] == wider
+    assert [len(g) for g in group_jobs(sweep + wider, 16)] == [16, 2, 2]
+    assert [len(g) for g in group_jobs(sweep + wider, 5)] == [5, 5, 5, 3, 2]
     for other in ("data.bptt=7", "data.batch_size=2", "trainer.max_epochs=3", "model.num_layers=1"):
         assert job(other).key != sweep[0].key, other
 

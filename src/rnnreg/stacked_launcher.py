@@ -47,7 +47,9 @@ MEMBER_KEYS = (
 # Where a job writes and how it is watched (its loggers: the W&B run's name, group and job type; tags; the
 # progress bar), never what it computes: each job's own too, as its outputs are (rnnreg.stacked_outputs).
 OUTPUT_KEYS = NOT_COMPARED
-OUTPUT_DIR = "<job folder>"  # stands for each job's own folder in the group key
+# stand for each job's own folder and experiment name in the group key, and in what interpolates them (the
+# checkpoint folder, the run plan's title)
+OUTPUT_DIR, EXPERIMENT_NAME = "<job folder>", "<job experiment>"
 
 
 @dataclass
@@ -105,11 +107,12 @@ def drop_key(tree: dict, dotted: str) -> None:
 
 def group_key(cfg: DictConfig) -> str:
     """The job's resolved config without what a member holds (MEMBER_KEYS) and its outputs' settings
-    (OUTPUT_KEYS), its folder replaced by a placeholder: jobs with equal keys can be trained as one stacked
-    model."""
+    (OUTPUT_KEYS), its folder and experiment name replaced by placeholders: jobs with equal keys can be
+    trained as one stacked model."""
     cfg = copy.deepcopy(cfg)
     with read_write(cfg), open_dict(cfg):
         cfg.paths.output_dir = OUTPUT_DIR
+        cfg.experiment_name = EXPERIMENT_NAME
         cfg.pop("hydra", None)
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in MEMBER_KEYS + OUTPUT_KEYS:
