@@ -78,6 +78,9 @@ def trained(tmp_path_factory) -> dict:
     (root / "truncated.ckpt").write_bytes(raw[: len(raw) // 2])
     (root / "text.ckpt").write_text("this is not a checkpoint\n")
     torch.save(torch.zeros(3), root / "tensor.ckpt")
+    foreign = torch.load(good, weights_only=True)
+    foreign["wandb_run_id"] = "../../elsewhere"  # not a W&B run id: a path out of the run folder
+    torch.save(foreign, root / "run_id.ckpt")
     # the same words in another order (another vocabulary of the same size), and another model shape
     write_corpus(root / "reordered", seed=5)
     procs = {
@@ -94,6 +97,11 @@ def trained(tmp_path_factory) -> dict:
         "vocab": popen("rnnreg-train", *train_args(root / "reordered", root / "vocab", f"ckpt_path={good}")),
         "shape": popen(
             "rnnreg-train", *train_args(corpus, root / "shape", f"ckpt_path={good}", "model.hidden_size=24")
+        ),
+        "run_id": popen(
+            "rnnreg-train",
+            *train_args(corpus, root / "run_id", f"ckpt_path={root}/run_id.ckpt", "logger=wandb"),
+            env={"WANDB_MODE": "offline"},
         ),
     }
     files["cli"] = {name: finish(proc) for name, proc in procs.items()}
@@ -154,6 +162,21 @@ def test_model_averaging_and_a_resume_whatever_the_checkpoint_io_load_data_only(
 def test_unreadable_or_foreign_files_are_one_line_errors(trained, name, message):
     with pytest.raises(CheckpointError, match=message):
         load_task(str(trained["root"] / f"{name}.ckpt"))
+
+
+def test_a_checkpoints_w_and_b_run_id_is_checked_before_anything_is_written(trained):
+    """The id a resumed run goes on in (logger=wandb) comes from the checkpoint: one that is no W&B run id is
+    one line and exit 2, before anything of the run's or of W&B's is written."""
+    status, stderr = trained["cli"]["run_id"]
+    assert status == 2 and len(stderr) == 1, stderr
+    assert stderr[0] == (
+        f"error: {trained['root']}/run_id.ckpt holds '../../elsewhere' as its W&B run id, which is not one "
+        "(1-128 printable characters, none of :;,#?/'\\): resume it without logger=wandb, or from a checkpoint "
+        "rnnreg-train wrote"
+    )
+    run = trained["root"] / "run_id"  # Hydra's own files only (.hydra/, train.log), as for any bad input
+    assert not list(run.rglob("*.ckpt")) and not (run / "metrics.json").exists() and not (run / "wandb").exists()
+    assert not (trained["root"] / "elsewhere").exists()
 
 
 def test_a_truncated_checkpoint_is_one_line_on_the_command_line(trained):

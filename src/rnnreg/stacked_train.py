@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from rnnreg.io import FileWriter, save_atomically
+from rnnreg.loggers import checked_run_id
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
@@ -404,7 +405,7 @@ class GroupTrainer:
         self.step.nll_sum.copy_(state["nll_sum"])
         self.tokens = state["tokens"]
         self.train_seconds, self.fit_seconds = state["train_seconds"], state["fit_seconds"]
-        self.wandb_runs = state.get("wandb_runs") or [None] * len(self.jobs)
+        self.wandb_runs = [checked_run_id(run, self.resume_file) for run in state.get("wandb_runs") or self.wandb_runs]
 
     # -- the group's run ------------------------------------------------------------------------------
     def run(self, resume: bool) -> list[tuple[str, object]]:

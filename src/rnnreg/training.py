@@ -23,7 +23,7 @@ from rnnreg.data import batchify
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
 from rnnreg.io import RunLock, load_checkpoint, write_json_atomic
-from rnnreg.loggers import finish_wandb
+from rnnreg.loggers import checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
 from rnnreg.runtime import (
@@ -208,7 +208,10 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         ckpt_path = resolve_ckpt_path(cfg)
         wandb_id = None
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
-            wandb_id = load_checkpoint(ckpt_path).get("wandb_run_id")
+            checkpoint = load_checkpoint(ckpt_path)
+            if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in
+                wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
+            del checkpoint
         datamodule, task, trainer = build(cfg, wandb_id)
         preemption.trainer = trainer
         tree = None
