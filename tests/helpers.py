@@ -193,7 +193,7 @@ def wandb_log_records(raw: bytes):
 
 
 def read_wandb_run(run_dir: Path) -> dict:
-    """Config, metric history, summary, exit status, the run's id, name, group, job type and tags, and its
+    """Config, metric history, summary, exit status, the run's id, name, group, job type, tags and start, and its
     artifacts, read back from the run's own .wandb file with wandb's reader (offline runs keep them there
     until `wandb sync`)."""
     from wandb.proto import wandb_internal_pb2
@@ -217,6 +217,7 @@ def read_wandb_run(run_dir: Path) -> dict:
         elif kind == "run":
             info = record.run
             run |= {"id": info.run_id, "name": info.display_name, "group": info.run_group, "job_type": info.job_type}
+            run["start"] = info.start_time.ToNanoseconds()
             run["tags"] = list(info.tags)
         elif kind == "artifact":
             files = [(entry.local_path, entry.size) for entry in record.artifact.manifest.contents]
@@ -228,10 +229,9 @@ def read_wandb_run(run_dir: Path) -> dict:
 
 
 def wandb_run_parts(folder: Path) -> list[dict]:
-    """The offline W&B run folders under a run's folder, read back, oldest first (a resumed run adds one)."""
-    return [
-        read_wandb_run(p) for p in sorted((folder / "wandb").glob("offline-run-*"), key=lambda p: p.stat().st_mtime)
-    ]
+    """The offline W&B run folders under a run's folder, read back, in the order they started (a resumed run
+    adds one)."""
+    return sorted((read_wandb_run(p) for p in (folder / "wandb").glob("offline-run-*")), key=lambda run: run["start"])
 
 
 def wandb_runs(sweep: Path) -> dict[str, dict]:
