@@ -211,7 +211,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             checkpoint = load_checkpoint(ckpt_path)
             if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in
                 wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
-            del checkpoint
+            del checkpoint  # fit loads it again: its weights are not held twice
         datamodule, task, trainer = build(cfg, wandb_id)
         preemption.trainer = trainer
         tree = None
