@@ -216,7 +216,7 @@ def instantiate_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list:
     loggers = []
     for name, spec in (cfg.get("logger") or {}).items():
         if spec and "_target_" in spec:
-            loggers.append(instantiate(spec, id=wandb_id) if name == "wandb" and wandb_id else instantiate(spec))
+            loggers.append(instantiate(spec, id=wandb_id) if name == "wandb" else instantiate(spec))
     return loggers
 
 

@@ -50,7 +50,7 @@ class JobFolder:
         if not spec or "_target_" not in spec:
             return
         with job_hydra_config(self.job):
-            self.wandb = instantiate(spec, reinit="create_new", **({"id": run_id} if run_id else {}))
+            self.wandb = instantiate(spec, reinit="create_new", id=run_id)
             self.wandb.log_hyperparams(hyperparameters(self.job.cfg))
 
     @property
