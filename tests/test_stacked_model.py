@@ -17,7 +17,6 @@ from rnnreg.stacked import (
     MemberSpec,
     StackedLanguageModel,
     StackedLinearFunction,
-    StackedLSTMLayerFunction,
     member_nll,
 )
 from rnnreg.stacked_step import InTurnStep
@@ -146,7 +145,7 @@ def test_stacked_layer_function_backward_is_the_gradient(masks):
     if masks == "mixed":
         mask = torch.ones(K, steps, streams, units, dtype=torch.float64)
         mask[0] = (torch.rand(steps, streams, units, generator=gen) > 0.5).double() * 2
-    assert torch.autograd.gradcheck(StackedLSTMLayerFunction.apply, (gates_x, h, c, weight, mask))
+    assert torch.autograd.gradcheck(LSTMLayerFunction.apply, (gates_x, h, c, weight, mask))
 
 
 def test_stacked_linear_function_backward_is_the_gradient():
@@ -162,8 +161,8 @@ def test_stacked_linear_function_backward_is_the_gradient():
     assert weight.grad.is_contiguous()  # so a member's gradient norm reduces in the single model's order
 
 
-def test_stacked_layer_function_is_the_single_layer_function_per_member():
-    """Forward and backward of every member equal lstm_layer.LSTMLayerFunction on its slice (to float32
+def test_stacked_layer_is_the_single_layer_per_member():
+    """Forward and backward of K stacked members equal LSTMLayerFunction on each member's slice (to float32
     tolerance: a batched GEMM rounds as it likes)."""
     gen = torch.Generator().manual_seed(1)
     K, units = 3, 5
@@ -175,7 +174,7 @@ def test_stacked_layer_function_is_the_single_layer_function_per_member():
     weight = torch.randn(K, 4 * units, units, generator=gen) * 0.3
     masks = (torch.rand(K, T, B, units, generator=gen) > 0.3).float() / 0.7
     inputs = [t.requires_grad_() for t in (gates_x, h, c, weight)]
-    outs = StackedLSTMLayerFunction.apply(*inputs, masks)
+    outs = LSTMLayerFunction.apply(*inputs, masks)
     seeds = [torch.randn(o.shape, generator=gen) for o in outs]
     grads = torch.autograd.grad(sum((o * s).sum() for o, s in zip(outs, seeds)), inputs)
     for k in range(K):

@@ -13,7 +13,7 @@ from helpers import TINY, needs_triton, run
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint
 from rnnreg.lstm_layer import LSTMLayerFunction, layer_backward, layer_forward, require_triton_cell
-from rnnreg.stacked import MemberSpec, StackedLanguageModel, StackedLSTMLayerFunction, member_nll
+from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll
 
 pytestmark = needs_triton
 
@@ -73,8 +73,7 @@ def test_triton_cell_backward_is_the_gradient(shape):
     lead = (2,) if shape == "stacked" else ()
     gates_x, h, c, weight, masks = layer_inputs(lead, "fresh", torch.float64, size=(3, 2, 2))
     inputs = tuple(t.detach().clone().requires_grad_() for t in (gates_x, h, c, weight))
-    function = StackedLSTMLayerFunction if shape == "stacked" else LSTMLayerFunction
-    assert torch.autograd.gradcheck(lambda *args: function.apply(*args, masks, True), inputs)
+    assert torch.autograd.gradcheck(lambda *args: LSTMLayerFunction.apply(*args, masks, True), inputs)
 
 
 def test_triton_cell_leaves_the_callers_gradients_alone():

@@ -4,9 +4,9 @@ h_{t-1} is optionally multiplied by a dropout mask (recurrent or variational dro
 
 The arithmetic is written once, for a single layer (gates_x (T, B, 4H)) and for K members' layers stacked
 along a leading dimension (gates_x (K, T, B, 4H)): time is dim -3 in both, and a matmul is a GEMM or a
-batched GEMM. `LSTMLayerFunction` is the single model's layer, rnnreg.stacked's StackedLSTMLayerFunction
-the stacked one. Gate order (i, f, g, o) as nn.LSTM. `triton_cell`: a step's elementwise work as one Triton
-kernel each way (rnnreg.triton_cell; a CUDA device or TRITON_INTERPRET=1), the same arithmetic rounded otherwise.
+batched GEMM, and one `LSTMLayerFunction` serves both. Gate order (i, f, g, o) as nn.LSTM. `triton_cell`: a
+step's elementwise work as one Triton kernel each way (rnnreg.triton_cell; a CUDA device or
+TRITON_INTERPRET=1), the same arithmetic rounded otherwise.
 """
 
 from __future__ import annotations
@@ -173,9 +173,10 @@ def steps_back_triton(
 
 
 class LSTMLayerFunction(torch.autograd.Function):
-    """One LSTM layer over a window: gates_x (T, B, 4H) input projections with both biases; h, c: (B, H);
-    masks: (T, B, H) or None; triton_cell: the cell as rnnreg.triton_cell's kernels. Returns the outputs
-    (T, B, H) and the final h, c."""
+    """One LSTM layer over a window, or K members' layers at once: gates_x ([K,] T, B, 4H) input projections
+    with both biases; h, c: ([K,] B, H); weight_hh: ([K,] 4H, H); masks: ([K,] T, B, H) multiplying h_{t-1}
+    (ones for a member without them), or None; triton_cell: the cell as rnnreg.triton_cell's kernels.
+    Returns the outputs ([K,] T, B, H) and the final h, c."""
 
     @staticmethod
     def forward(ctx, gates_x, h, c, weight_hh, masks, triton_cell=False):
@@ -183,7 +184,7 @@ class LSTMLayerFunction(torch.autograd.Function):
         ctx.save_for_backward(*saved)
         ctx.triton_cell = triton_cell
         outputs, cells = saved[3], saved[4]
-        return outputs, outputs[-1].clone(), cells[-1].clone()
+        return outputs, outputs.select(-3, -1).clone(), cells.select(-3, -1).clone()
 
     @staticmethod
     def backward(ctx, d_outputs, d_h, d_c):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnreg.lstm_layer import layer_backward, layer_forward
+from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -81,28 +81,6 @@ class StackedLinearFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         d_x = torch.bmm(d_out, weight) if ctx.needs_input_grad[0] else None
         return d_x, torch.bmm(d_out.transpose(1, 2), x), d_out.sum(1)
-
-
-class StackedLSTMLayerFunction(torch.autograd.Function):
-    """One LSTM layer of K members over a window, all at once: rnnreg.lstm_layer's step loop with a leading
-    member dimension (one batched GEMM per step for all members).
-
-    gates_x: (K, T, B, 4H) input projections with both biases; h, c: (K, B, H); weight_hh: (K, 4H, H);
-    masks: (K, T, B, H) multiplying h_{t-1} (ones for a member without recurrent dropout) or None;
-    triton_cell: the cell as rnnreg.triton_cell's kernels. Returns the outputs (K, T, B, H) and the final h, c.
-    """
-
-    @staticmethod
-    def forward(ctx, gates_x, h, c, weight_hh, masks, triton_cell=False):
-        saved = layer_forward(gates_x, h, c, weight_hh, masks, triton_cell)
-        ctx.save_for_backward(*saved)
-        ctx.triton_cell = triton_cell
-        outputs, cells = saved[3], saved[4]
-        return outputs, outputs[:, -1].clone(), cells[:, -1].clone()
-
-    @staticmethod
-    def backward(ctx, d_outputs, d_h, d_c):
-        return *layer_backward(ctx.saved_tensors, d_outputs, d_h, d_c, ctx.triton_cell), None, None
 
 
 class StackedLanguageModel(nn.Module):
@@ -273,7 +251,7 @@ class StackedLanguageModel(nn.Module):
         weight_ih, bias_ih, weight_hh, bias_hh = weights
         members, steps, streams, units = x.shape
         gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh)
-        return StackedLSTMLayerFunction.apply(
+        return LSTMLayerFunction.apply(
             gates_x.view(members, steps, streams, -1), h, c, weight_hh, recurrent, self.triton_cell
         )
 
