@@ -48,11 +48,11 @@ def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
 
 class FileWriter:
     """Files written in the order given: by one background thread while the caller goes on, or at once.
-    In the background, a stacked group's 3.6 GB of checkpoints and resume file per epoch at 15 medium members
-    (4-12 s on our VM's disk) overlap the next epoch's training; torch.save to a path releases the GIL while
-    it writes, so the training loop keeps launching its windows. What is handed over must not change later:
-    give it copies (`copies`). A failed write's error (an OutputError: disk full, ...) is raised by the next
-    `wait`, or at once when written at once."""
+    In the background, a stacked group's checkpoints and resume file (gigabytes an epoch at 15 medium members)
+    overlap the next epoch's training; torch.save to a path releases the GIL while it writes, so the training
+    loop keeps launching its windows (docs/measurements.md). What is handed over must not change later: give it
+    copies (`copies`). A failed write's error (an OutputError: disk full, ...) is raised by the next `wait`, or
+    at once when written at once."""
 
     def __init__(self, background: bool):
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnreg-writer") if background else None

@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 from omegaconf import DictConfig, OmegaConf
 
-from rnnreg.runtime import ConfigError, hydra_entry
+from rnnreg.errors import ConfigError
+from rnnreg.runtime import hydra_entry
 from rnnreg.sweep import NOT_COMPARED, override_key
 
 
