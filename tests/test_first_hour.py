@@ -75,6 +75,8 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     assert "hint: this is long for a CPU: try rnnreg-train experiment=smoke (1-2 min)" in log
     assert "experiment=paper_small" in log
     assert "estimated total:" not in proc.stderr  # said once, through the log (console + train.log)
+    # nothing a user cannot act on: Lightning's deprecation noise and its cloud advertisements
+    assert "is deprecated" not in proc.stderr and "Tip:" not in proc.stdout + proc.stderr + log
     tree = (out / "config_tree.log").read_text()
     assert "CONFIG" in proc.stdout and "CONFIG" in tree and "hidden_size: 16" in tree and "optim" in tree
     metrics = json.loads((out / "metrics.json").read_text())

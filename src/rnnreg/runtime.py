@@ -32,6 +32,12 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*`srun` command is available.*")
 # LMDataModule itself records and restores the stream position of a mid-epoch checkpoint.
 warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+# Lightning 2.6 on torch 2.13, inside Lightning: nothing a user can act on, said at every run.
+warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
+# Lightning's advertisements for its cloud services, at every run and into train.log.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip:")
+)
 
 
 class JobFailed(Exception):
