@@ -328,7 +328,7 @@ class RunPlan(L.Callback):
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":  # its thread count changes how float32 GEMMs round: a CPU run's digits
+    if device.type == "cpu":  # its thread count changes how a float32 sum rounds: a CPU run's digits
         threads = torch.get_num_threads()
         return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
     return str(device)
