@@ -178,20 +178,22 @@ class StackedLanguageModel(nn.Module):
         return single.train(self.training)
 
     # -- dropout masks ---------------------------------------------------------------------------------
-    def generators(self, device: torch.device) -> list[torch.Generator]:
-        """The members' mask generators, on `device` from the first mask on (masks are drawn where they are used).
-        On a CPU member k's job run alone draws its masks from the global stream, seeded with its seed, after
-        its model's initial draws: member k's generator is that stream (`job_streams`), so its masks are its
+    def generators(self) -> list[torch.Generator]:
+        """The members' mask generators, on the model's device from the first mask on (masks are drawn where they
+        are used). On a CPU member k's job run alone draws its masks from the global stream, seeded with its seed,
+        after its model's initial draws: member k's generator is that stream (`job_streams`), so its masks are its
         job's. On a GPU a CUDA generator seeded with seed + MASK_SEED_OFFSET (the stacked program draws its masks
         in its own order, so no seed would give the job's)."""
+        # the parameters' device names its index (cuda:0); torch.device("cuda") would compare unequal to it
+        device = self.decoder_bias.device
         if self.mask_generators is None:
-            if torch.device(device).type == "cpu":
+            if device.type == "cpu":
                 self.mask_generators = self.job_streams
             else:
                 self.mask_generators = [
                     torch.Generator(device=device).manual_seed(m.seed + MASK_SEED_OFFSET) for m in self.members
                 ]
-        elif self.mask_generators[0].device != torch.device(device):
+        elif self.mask_generators[0].device != device:
             raise RuntimeError(
                 f"the members' mask generators live on {self.mask_generators[0].device}, the "
                 f"model on {device}: move the model before its first training window"
@@ -200,10 +202,10 @@ class StackedLanguageModel(nn.Module):
 
     def generator_states(self) -> list[torch.Tensor]:
         """Every member's mask generator state (for an exact resume)."""
-        return [g.get_state() for g in self.generators(self.decoder_bias.device)]
+        return [g.get_state() for g in self.generators()]
 
     def set_generator_states(self, states: Sequence[torch.Tensor]) -> None:
-        generators = self.generators(self.decoder_bias.device)
+        generators = self.generators()
         if len(states) != len(generators):
             raise ValueError(f"{len(states)} generator states for {len(generators)} members")
         for generator, state in zip(generators, states):
@@ -218,7 +220,7 @@ class StackedLanguageModel(nn.Module):
         rates = [getattr(m, rate) for m in self.members]
         if not (self.training and any(rates)):
             return None
-        generators = self.generators(like.device)
+        generators = self.generators()
         # ones for a member that does not drop here; the others' masks drawn in place (on a GPU: no copy kernel)
         masks = like.new_empty(len(rates), *shape) if all(rates) else like.new_ones(len(rates), *shape)
         for k, (member, p) in enumerate(zip(self.members, rates)):

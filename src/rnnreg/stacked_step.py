@@ -175,7 +175,7 @@ class StackedStep(GroupStep):
 
     def before_capture(self, graph: torch.cuda.CUDAGraph) -> None:
         # each member's mask generator advances on every replay as it would eagerly
-        for generator in self.model.generators(self.x.device):
+        for generator in self.model.generators():
             graph.register_generator_state(generator)
 
 
@@ -218,7 +218,7 @@ class InTurnStep(GroupStep):
         """Member k's dropout draws from its own generator (nothing to swap without dropout)."""
         if not self.model.members[k].drops:
             return contextlib.nullcontext()
-        return drawing_from(self.model.generators(self.x.device)[k])
+        return drawing_from(self.model.generators()[k])
 
     def program(self) -> None:
         x, y, steps = self.x, self.y, self.x.size(0)

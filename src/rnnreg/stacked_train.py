@@ -102,10 +102,10 @@ class GroupTrainer:
         self.vocab = self.datamodule.load().itos
         accelerator = str(cfg.trainer.get("accelerator", "auto"))
         cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        self.device = torch.device("cuda" if cuda else "cpu")
         self.model = StackedLanguageModel(
             len(self.vocab), cfg.model.hidden_size, cfg.model.num_layers, [member_spec(j.cfg) for j in jobs]
-        ).to(self.device)
+        ).to("cuda" if cuda else "cpu")
+        self.device = self.model.decoder_bias.device  # with its index (cuda:0), as every tensor's device names it
         if cfg.speed.get("triton_cell"):  # the stacked step loop's cell as Triton kernels (the batched program)
             require_triton_cell(self.device)
             self.model.triton_cell = True
@@ -341,7 +341,7 @@ class GroupTrainer:
         extra["stacked"] = {"group": self.group, "member": k, "members": len(self.jobs)}
         if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
             extra["wandb_run_id"] = folder.wandb_id
-        generator = self.model.generators(self.device)[k]
+        generator = self.model.generators()[k]
         if generator.device.type == "cpu":  # its job's stream (StackedLanguageModel.generators): ckpt_path= goes on
             extra["rng"] = {"torch": generator.get_state(), "cuda": None}  # with the masks the group would draw
         return folder.checkpoint(state, self.vocab, **extra)
