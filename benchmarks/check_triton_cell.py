@@ -29,7 +29,7 @@ def train(args, data, device, triton_cell: bool) -> tuple[torch.Tensor, list[tor
     model = StackedLanguageModel(args.vocab, args.hidden, 2, members).to(device)
     model.triton_cell = triton_cell
     clip = torch.full((len(members),), 5.0, device=device)
-    step = StackedStep(model, (args.bptt, args.batch), clip, None, device, graph=False)
+    step = StackedStep(model, (args.bptt, args.batch), clip, 0.0, device, graph=False)  # 0.0: as group_step
     losses, seconds = [], []
     for x, y in data:
         start = time.perf_counter()

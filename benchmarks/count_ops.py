@@ -83,7 +83,8 @@ def count(members: list[MemberSpec], bptt: int, layers: int, triton_cell: bool =
     vocab, batch = 50, 4  # the count does not depend on the sizes
     model = StackedLanguageModel(vocab, 8, layers, members)
     model.triton_cell = triton_cell
-    step = StackedStep(model, (bptt, batch), torch.full((len(members),), 5.0), None, torch.device("cpu"), graph=False)
+    clip = torch.full((len(members),), 5.0)
+    step = StackedStep(model, (bptt, batch), clip, 0.0, torch.device("cpu"), graph=False)  # 0.0: as group_step
     x, y = torch.randint(vocab, (bptt, batch)), torch.randint(vocab, (bptt, batch))
     step(x, y, [1.0] * len(members))  # the first window allocates; count the second
     marking = marking_triton_launches() if triton_cell else contextlib.nullcontext()
