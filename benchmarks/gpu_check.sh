@@ -23,7 +23,8 @@
 #              if it passed and with speed.triton_cell=true if the Triton cell passed and ran >= 5 % faster,
 #              then rnnreg-report of its folder. A second call on the same machine goes on from where the first
 #              stopped (at its time limit it gets SIGTERM, which writes an exact resume file). Its
-#              csv/metrics.csv files hold the stacked group's words/s per epoch at K = 15.
+#              csv/metrics.csv files hold the stacked group's words/s per epoch at K = 15. If the stacked
+#              sweep crashes (a bug only a GPU shows), paper_large runs in the time left instead.
 #   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~4 min; checks the script, not speed;
 #              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
 #
@@ -82,12 +83,17 @@ stage() {
     fi
     echo "== $name (t=${SECONDS}s, limit ${limit}s): $*" | tee -a "$work/stages.txt"
     timeout --kill-after=20 "$limit" "$@" 2>&1 | tee "$work/$name.log"
-    echo "== $name: exit ${PIPESTATUS[0]} at t=${SECONDS}s" | tee -a "$work/stages.txt"
+    last_exit=${PIPESTATUS[0]}
+    echo "== $name: exit $last_exit at t=${SECONDS}s" | tee -a "$work/stages.txt"
     pack
 }
+last_exit=0
 
 { date -u; nvidia-smi -L; $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__,
-                                                      torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"; } \
+                                                      torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+  # Triton builds its launcher with a C compiler and Python's headers at first use: without them the Triton cell fails
+  $PY -c "import os, shutil, sysconfig; print('C compiler:', shutil.which('cc') or shutil.which('gcc'), '| Python.h:',
+          os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; } \
     2>&1 | tee "$work/gpu.txt"
 pack
 bench=(benchmarks/bench_gpu.py --out "$work")
@@ -110,7 +116,16 @@ ablation() {
     [[ -d $ablation/.stacked ]] && resume=true
     stage ablation_full_stacked $(( reserve + 60 )) $PY -m rnnreg.train -m experiment=ablation_placement_full \
         hydra/launcher=stacked "hydra.sweep.dir=$ablation" hydra.launcher.resume=$resume "$@"
+    local ablation_exit=$last_exit
     [[ -d $ablation ]] && stage ablation_report "$reserve" $PY -m rnnreg.report "path=$ablation"
+    last_exit=$ablation_exit
+}
+# when the stacked sweep crashed (not done, not stopped at its time limit: 124/137/143), the time left goes to the
+# large model, so that a bug on the GPU does not cost the session's remaining minutes
+large_if_crashed() {
+    case $last_exit in 0 | 124 | 137 | 143) return ;; esac
+    echo "== the stacked sweep exited $last_exit: paper_large in the time left" | tee -a "$work/stages.txt"
+    stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$work" --experiment paper_large "$@" speed.tf32=true
 }
 case $what in
     profile) stage profile 0 $PY benchmarks/profile_step.py --out "$work" ;;
@@ -140,7 +155,8 @@ case $what in
         stage bench_stacked_fp32 310 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked --members 15 \
             --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked_fp32.json"
         stage bench_fused_single 260 $PY "${bench[@]}" --sizes medium --sides rnnreg
-        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" speed.triton_cell="$(triton_cell_pays)" ;;
+        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" speed.triton_cell="$(triton_cell_pays)"
+        large_if_crashed ;;
     ablation)
         if [[ ! -f $work/graph_check.json ]]; then  # a later call on the same machine goes on as the first began
             stage graph_check 200 $PY benchmarks/bench_stacked.py --device cuda --check --members 15 --tf32 \
@@ -148,7 +164,8 @@ case $what in
                 --out "$work/graph_check.json"
         fi
         ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check)" \
-            speed.triton_cell="$(triton_cell_pays graph_check)" ;;
+            speed.triton_cell="$(triton_cell_pays graph_check)"
+        large_if_crashed ;;
     cpu)
         export TRITON_INTERPRET=1  # the Triton cell's kernels in Triton's interpreter
         stage graph_check 0 $PY benchmarks/bench_stacked.py --check --members 2 --tf32 --kinds stacked stacked_triton \
@@ -174,8 +191,8 @@ case $what in
         stage bench_step_lstm 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium \
             --sides rnnreg_variational rnnreg_variational_no_graph
         # (next's rnnreg_variational_triton side is left out here: interpreted, medium takes minutes a window)
-        stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$work" --accelerator cpu --experiment paper_large \
-            speed.tf32=true trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
+        last_exit=1  # next's paper_large, as after a stacked sweep that crashed
+        large_if_crashed --accelerator cpu trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2 ;;
     *) echo "unknown stage $what: all, next, stacked, ablation, profile, bench, reproduce or cpu" >&2; exit 2 ;;
 esac
