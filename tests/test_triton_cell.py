@@ -67,6 +67,30 @@ def test_triton_cell_computes_the_torch_steps(shape, masked, dtype):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("masked", ["none", "fresh", "per_window"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_cell_computes_16_bit_tensors(shape, masked, dtype):
+    """bf16 / fp16 tensors (trainer.precision=bf16-true): the kernels compute in float32 and store in the
+    tensors' type, so the saved tensors and the gradients are the float64 computation from the same inputs to a
+    few roundings of that type, as the torch ops' are."""
+    inputs = layer_inputs(SHAPES[shape], masked, dtype)
+    wide = [None if t is None else t.double() for t in inputs]
+    exact = layer_forward(*wide)
+    gen = torch.Generator().manual_seed(1)
+    grads = [torch.randn(t.shape, generator=gen, dtype=dtype) for t in (exact[3], inputs[1], inputs[2])]
+    exact += layer_backward(exact, *(g.double() for g in grads))
+    bound = 6 * torch.finfo(dtype).eps  # relative to |exact| + 1: a few roundings of the type
+    for triton_cell in (True, False):
+        saved = layer_forward(*inputs, triton_cell=triton_cell)
+        got = saved + layer_backward(saved, *grads, triton_cell=triton_cell)
+        for ours, theirs in zip(got, exact):
+            if theirs is not None:
+                assert ours.dtype == dtype
+                error = ((ours.double() - theirs).abs() / (theirs.abs() + 1)).max()
+                assert error <= bound, f"triton_cell={triton_cell}: {error / torch.finfo(dtype).eps:.1f} eps"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 def test_triton_cell_backward_is_the_gradient(shape):
     """float64 gradcheck of the layer functions on the Triton cell, h_{t-1} dropped (small: every kernel call
     is interpreted)."""

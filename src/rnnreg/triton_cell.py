@@ -3,7 +3,8 @@
 rnnreg.lstm_layer's step loop runs, per step and layer, one GEMM and 6-7 small elementwise kernels forward
 (mask, gate activations, the cell, tanh, h) and 5-6 backward. At our shapes a GPU finishes each in a few
 microseconds, so launches set the pace; here a step is the GEMM and one kernel each way. The arithmetic is the
-torch path's (gate order i, f, g, o), rounded differently: float32 rounding, not bit for bit.
+torch path's (gate order i, f, g, o), rounded differently: float32 rounding, not bit for bit. bf16 and fp16
+tensors (trainer.precision=bf16-true) are computed in float32 and rounded to their type once, at the store.
 
 Tensors are one step's slices: ([K,] B, W) with rows of W = H or 4H contiguous, members `stride(0)` apart
 (a member stride of 0 for a single layer). `TRITON_INTERPRET=1` runs the kernels on a CPU (slowly: for tests);
@@ -35,11 +36,17 @@ def _tanh(x):
 
 
 @triton.jit
+def _load(pointer, live, COMPUTE: tl.constexpr):
+    # bf16/fp16 tensors are computed in float32 (tl.exp takes no 16-bit type) and rounded once, at the store
+    return tl.load(pointer, mask=live).to(COMPUTE)
+
+
+@triton.jit
 def _cell_forward(
     gates_x, gates_h, c_prev, acts, cells, tanh_cells, outputs, mask_next, inputs_next,
     n, per_member, units,
     s_gates_x, s_gates_h, s_c_prev, s_acts, s_state, s_mask,
-    MASKED: tl.constexpr, BLOCK: tl.constexpr,
+    MASKED: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = offs < n
@@ -48,11 +55,11 @@ def _cell_forward(
     quarter = (r // units) * 4 * units + r % units  # the unit's i gate in a row of 4H
     at_x, at_h, at_acts = k * s_gates_x + quarter, k * s_gates_h + quarter, k * s_acts + quarter
     # the pre-activations: the input projection (with both biases) plus the recurrent GEMM's product
-    i = _sigmoid(tl.load(gates_x + at_x, mask=live) + tl.load(gates_h + at_h, mask=live))
-    f = _sigmoid(tl.load(gates_x + at_x + units, mask=live) + tl.load(gates_h + at_h + units, mask=live))
-    g = _tanh(tl.load(gates_x + at_x + 2 * units, mask=live) + tl.load(gates_h + at_h + 2 * units, mask=live))
-    o = _sigmoid(tl.load(gates_x + at_x + 3 * units, mask=live) + tl.load(gates_h + at_h + 3 * units, mask=live))
-    c = f * tl.load(c_prev + k * s_c_prev + r, mask=live) + i * g
+    i = _sigmoid(_load(gates_x + at_x, live, COMPUTE) + _load(gates_h + at_h, live, COMPUTE))
+    f = _sigmoid(_load(gates_x + at_x + units, live, COMPUTE) + _load(gates_h + at_h + units, live, COMPUTE))
+    g = _tanh(_load(gates_x + at_x + 2 * units, live, COMPUTE) + _load(gates_h + at_h + 2 * units, live, COMPUTE))
+    o = _sigmoid(_load(gates_x + at_x + 3 * units, live, COMPUTE) + _load(gates_h + at_h + 3 * units, live, COMPUTE))
+    c = f * _load(c_prev + k * s_c_prev + r, live, COMPUTE) + i * g
     tanh_c = _tanh(c)
     h = o * tanh_c
     tl.store(acts + at_acts, i, mask=live)
@@ -64,7 +71,7 @@ def _cell_forward(
     tl.store(tanh_cells + at_state, tanh_c, mask=live)
     tl.store(outputs + at_state, h, mask=live)
     if MASKED:  # the next step's h_{t-1} after its recurrent dropout mask
-        tl.store(inputs_next + at_state, h * tl.load(mask_next + k * s_mask + r, mask=live), mask=live)
+        tl.store(inputs_next + at_state, h * _load(mask_next + k * s_mask + r, live, COMPUTE), mask=live)
 
 
 @triton.jit
@@ -72,30 +79,35 @@ def _cell_backward(
     dh_next, mask_next, d_out, dc, acts, c_prev, tanh_cells, d_gates,
     n, per_member, units,
     s_dh, s_mask, s_d_out, s_dc, s_acts, s_c_prev, s_tanh, s_d_gates,
-    MASKED: tl.constexpr, BLOCK: tl.constexpr,
+    MASKED: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = offs < n
     k = (offs // per_member).to(tl.int64)
     r = offs % per_member
     quarter = (r // units) * 4 * units + r % units
-    dh = tl.load(dh_next + k * s_dh + r, mask=live)  # the gradient of the next step's h_{t-1}
+    dh = _load(dh_next + k * s_dh + r, live, COMPUTE)  # the gradient of the next step's h_{t-1}
     if MASKED:
-        dh = dh * tl.load(mask_next + k * s_mask + r, mask=live)
-    dh = dh + tl.load(d_out + k * s_d_out + r, mask=live)
+        dh = dh * _load(mask_next + k * s_mask + r, live, COMPUTE)
+    dh = dh + _load(d_out + k * s_d_out + r, live, COMPUTE)
     at_acts = k * s_acts + quarter
-    i = tl.load(acts + at_acts, mask=live)
-    f = tl.load(acts + at_acts + units, mask=live)
-    g = tl.load(acts + at_acts + 2 * units, mask=live)
-    o = tl.load(acts + at_acts + 3 * units, mask=live)
-    tanh_c = tl.load(tanh_cells + k * s_tanh + r, mask=live)
-    d_c = tl.load(dc + k * s_dc + r, mask=live) + dh * o * (1.0 - tanh_c * tanh_c)
+    i = _load(acts + at_acts, live, COMPUTE)
+    f = _load(acts + at_acts + units, live, COMPUTE)
+    g = _load(acts + at_acts + 2 * units, live, COMPUTE)
+    o = _load(acts + at_acts + 3 * units, live, COMPUTE)
+    tanh_c = _load(tanh_cells + k * s_tanh + r, live, COMPUTE)
+    d_c = _load(dc + k * s_dc + r, live, COMPUTE) + dh * o * (1.0 - tanh_c * tanh_c)
     at = k * s_d_gates + quarter
     tl.store(d_gates + at, d_c * g * i * (1.0 - i), mask=live)
-    tl.store(d_gates + at + units, d_c * tl.load(c_prev + k * s_c_prev + r, mask=live) * f * (1.0 - f), mask=live)
+    tl.store(d_gates + at + units, d_c * _load(c_prev + k * s_c_prev + r, live, COMPUTE) * f * (1.0 - f), mask=live)
     tl.store(d_gates + at + 2 * units, d_c * i * (1.0 - g * g), mask=live)
     tl.store(d_gates + at + 3 * units, dh * tanh_c * o * (1.0 - o), mask=live)
     tl.store(dc + k * s_dc + r, d_c * f, mask=live)  # the gradient of c_{t-1}
+
+
+def compute_type(x: torch.Tensor):
+    """The kernels' arithmetic type for tensors of x's dtype: float64 stays float64, anything else is float32."""
+    return tl.float64 if x.dtype == torch.float64 else tl.float32
 
 
 def member_stride(x: torch.Tensor, width: int) -> int:
@@ -135,7 +147,7 @@ def cell_forward(
         member_stride(gates_x, 4 * units), member_stride(gates_h, 4 * units), member_stride(c_prev, units),
         member_stride(act, 4 * units), state,
         member_stride(mask_next, units) if masked else 0,
-        MASKED=masked, BLOCK=BLOCK,
+        MASKED=masked, COMPUTE=compute_type(output), BLOCK=BLOCK,
     )  # fmt: skip
 
 
@@ -161,5 +173,5 @@ def cell_backward(
         member_stride(dh_next, units), member_stride(mask_next, units) if masked else 0,
         member_stride(d_output, units), member_stride(dc, units), member_stride(act, 4 * units),
         member_stride(c_prev, units), member_stride(tanh_cell, units), member_stride(d_gates, 4 * units),
-        MASKED=masked, BLOCK=BLOCK,
+        MASKED=masked, COMPUTE=compute_type(dc), BLOCK=BLOCK,
     )  # fmt: skip
