@@ -19,6 +19,14 @@ class Perplexity(MeanMetric):
         super().__init__(**kwargs)
         self.set_dtype(torch.float64)
 
+    def _apply(self, fn, exclude_state=""):
+        # Module.to(dtype) (Lightning's trainer.precision=bf16-true) narrows metric states too, and bf16 counts
+        # tokens exactly only up to 256: the sums move with the module and stay float64
+        this = super()._apply(fn, exclude_state)
+        if not self._dtype_convert and this.mean_value.dtype != torch.float64:
+            this.set_dtype(torch.float64)
+        return this
+
     def update(self, value: torch.Tensor | float, weight: torch.Tensor | float) -> None:
         value = torch.as_tensor(value, dtype=torch.float64, device=self.mean_value.device)
         weight = torch.as_tensor(weight, dtype=torch.float64, device=self.mean_value.device)
