@@ -70,7 +70,7 @@ def stacked(setup) -> Path:
         f"hydra.sweep.dir={sweep}", check=False,
     )  # fmt: skip
     assert proc.returncode != 0, "a failed member fails the sweep, as a failed basic job does"
-    assert "1 groups" in proc.stdout and "group 0: jobs [0, 1, 2, 3, 4], 5 members" in proc.stdout
+    assert "5 jobs in 1 group\n" in proc.stdout and "group 0: jobs [0, 1, 2, 3, 4], 5 members" in proc.stdout
     assert "training loss became" in proc.stderr
     return sweep
 
@@ -209,7 +209,7 @@ def test_optuna_batch_of_trials_is_one_group(setup):
         "rnnreg-train", *setup.cli, "hydra/launcher=stacked", "hparams_search=optuna", "hydra.sweeper.n_trials=6",
         "hydra.sweeper.n_jobs=3", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
-    assert proc.stdout.count("3 jobs in 1 groups") == 2  # two batches of three trials
+    assert proc.stdout.count("3 jobs in 1 group\n") == 2  # two batches of three trials
     jobs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").exists())
     results = [metrics(job) for job in jobs]
     assert len(jobs) == 6 and {r["status"] for r in results} == {"completed"}
@@ -358,7 +358,7 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
     ]  # fmt: skip
     proc = run(*args, "hydra.launcher.stop_after_windows=8", check=False)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
-    assert "6 jobs in 4 groups" in proc.stdout and "group 1: jobs [2], 1 members, 2 x 16 LSTM" in proc.stdout
+    assert "6 jobs in 4 groups" in proc.stdout and "group 1: jobs [2], 1 member, 2 x 16 LSTM" in proc.stdout
     assert "group 2: jobs [3, 4], 2 members, 2 x 8 LSTM" in proc.stdout
     assert (sweep / ".stacked" / "group_0.pt").is_file()
     for i in range(2):
@@ -394,7 +394,7 @@ def test_wandb_one_run_per_member(setup, no_wandb_credentials):
         f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     # the jobs' W&B runs differ (name, job type: the placement), their training does not: one program
-    assert "3 jobs in 1 groups" in proc.stdout
+    assert "3 jobs in 1 group\n" in proc.stdout
     runs = wandb_runs(sweep)  # exactly one offline run in each job's folder
     placements = ["none", "non_recurrent", "recurrent"]
     assert {r["group"] for r in runs.values()} == {"paper_small/wandb"}  # one group per sweep

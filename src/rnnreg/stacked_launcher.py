@@ -131,10 +131,15 @@ def group_jobs(jobs: Sequence, max_members: int) -> list[list]:
     return [members[i : i + max_members] for members in by_key.values() for i in range(0, len(members), max_members)]
 
 
+def counted(n: int, noun: str) -> str:
+    """3 jobs, 1 group."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def describe(group: Sequence[Job], index: int) -> str:
     cfg = group[0].cfg
     return (
-        f"group {index}: jobs {[j.idx for j in group]}, {len(group)} members, "
+        f"group {index}: jobs {[j.idx for j in group]}, {counted(len(group), 'member')}, "
         f"{cfg.model.num_layers} x {cfg.model.hidden_size} LSTM, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}"
     )
 
@@ -190,7 +195,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         sys.exit(2)
     first = launcher.launched_groups
     launcher.launched_groups += len(groups)
-    print(f"Stacked launcher: {len(jobs)} jobs in {len(groups)} groups", flush=True)
+    print(f"Stacked launcher: {counted(len(jobs), 'job')} in {counted(len(groups), 'group')}", flush=True)
     for i, group in enumerate(groups, first):
         print(f"  {describe(group, i)}", flush=True)
         for job in group:
