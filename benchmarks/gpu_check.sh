@@ -82,7 +82,7 @@ stage() {
         fi
     fi
     echo "== $name (t=${SECONDS}s, limit ${limit}s): $*" | tee -a "$work/stages.txt"
-    timeout --kill-after=20 "$limit" "$@" 2>&1 | tee "$work/$name.log"
+    timeout --kill-after="${grace:-20}" "$limit" "$@" 2>&1 | tee "$work/$name.log"
     last_exit=${PIPESTATUS[0]}
     echo "== $name: exit $last_exit at t=${SECONDS}s" | tee -a "$work/stages.txt"
     pack
@@ -112,6 +112,8 @@ ablation=$work/ablation_full
 # the paper-scale ablation stacked, going on from an earlier call's resume file; then its report
 ablation() {
     local reserve=$1 resume=false
+    # SIGTERM's grace (stage() reads it): the group's resume file and 15 checkpoints, 2.4 GB, are written then
+    local grace=60
     shift
     [[ -d $ablation/.stacked ]] && resume=true
     stage ablation_full_stacked $(( reserve + 60 )) $PY -m rnnreg.train -m experiment=ablation_placement_full \

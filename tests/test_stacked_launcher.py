@@ -125,15 +125,23 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
         assert job(other).key != sweep[0].key, other
 
 
+def group_jobs_here(tmp_path: Path, tiny_corpus: Path, *overrides: str, members: int = 2) -> list[Job]:
+    """`members` jobs of one group (seeds 0, 1, ...) on the tiny corpus, composed as the launcher composes them."""
+    jobs = []
+    for k in range(members):
+        folder = tmp_path / str(k)
+        folder.mkdir(parents=True, exist_ok=True)  # as the launcher makes it
+        cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", f"seed={k}", *overrides]
+        jobs.append(Job(idx=k, overrides=[f"seed={k}"], cfg=compose_config(cli, folder), hydra_cfg=None,
+                        output_dir=folder, key="0"))  # fmt: skip
+    return jobs
+
+
 def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_path, tiny_corpus, monkeypatch):
     """The batched (GPU's) program writes the members' checkpoints and the group's resume file in the
     background while the next epoch trains. What lands on disk is the state when they were handed over, not
     what training has made of it since. The writes are held here until every tensor of the group has changed."""
-    jobs = []
-    for k in range(2):
-        folder = tmp_path / str(k)
-        cfg = compose_config(["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", f"seed={k}"], folder)
-        jobs.append(Job(idx=k, overrides=[f"seed={k}"], cfg=cfg, hydra_cfg=None, output_dir=folder, key="0"))
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "test_ckpt=best")  # tested on their best weights: kept
     gate, written = threading.Event(), []
 
     def held(obj, path):  # the writer thread waits until training "went on"
@@ -170,6 +178,64 @@ def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_pat
             assert torch.equal(state["net." + trainer.model.single_names[name]], b[k])
         # its own weights only: a view of the stack would have saved every member's
         assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in state.values())
+
+
+def test_best_weights_are_kept_only_for_a_test_on_them(tmp_path, tiny_corpus):
+    """A copy of every member's best validation weights (K models' memory, and half of each resume file) is
+    kept only when some member's test uses them: test_ckpt=best, or auto with early stopping."""
+    for overrides, kept in (((), False), (("test_ckpt=auto",), False), (("test_ckpt=best",), True),
+                            (("test_ckpt=auto", "callbacks=early_stopping"), True)):  # fmt: skip
+        trainer = stacked_train.GroupTrainer(
+            group_jobs_here(tmp_path, tiny_corpus, *overrides), 0, tmp_path / "group_0.pt", program="batched"
+        )
+        assert (trainer.best_params is not None) == kept, overrides
+        trainer.save_resume(trainer.host_weights())
+        trainer.writer.close()
+        assert (torch.load(tmp_path / "group_0.pt", weights_only=True)["best_params"] is not None) == kept
+
+
+def test_resume_file_from_another_device_is_one_line(tmp_path, tiny_corpus):
+    """A resume file holds its device's mask generators: one from a GPU, resumed on a CPU, is refused with the
+    fix, and left as it was."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus)
+    resume_file = tmp_path / "group_0.pt"
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
+    trainer.save_resume(trainer.host_weights())
+    trainer.writer.close()
+    state = torch.load(resume_file, weights_only=True)
+    torch.save(state | {"device": "cuda"}, resume_file)  # as a GPU's group writes it
+    saved = resume_file.read_bytes()
+    with pytest.raises(ConfigError, match="was written on cuda and this run is on cpu: resume with "
+                                          "trainer.accelerator=gpu"):  # fmt: skip
+        stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()
+    assert resume_file.read_bytes() == saved
+
+
+def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monkeypatch):
+    """SIGTERM in an epoch's last window: the epoch's end writes the resume file and the members' checkpoints,
+    and the stop writes them no second time (at paper scale, gigabytes within the scheduler's grace period)."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "trainer.limit_train_batches=3", "trainer.max_epochs=2")
+    written = []
+
+    def counted(obj, path):
+        save_atomically(obj, path)
+        written.append(Path(path).relative_to(tmp_path).as_posix())
+
+    monkeypatch.setattr(stacked_train, "save_atomically", counted)
+    monkeypatch.setattr(stacked_outputs, "save_atomically", counted)
+    resume_file = tmp_path / ".stacked" / "group_0.pt"
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, stop_after_windows=3, program="batched")
+    with pytest.raises(SystemExit) as stopped:
+        trainer.run(resume=False)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    # best.ckpt written, last.ckpt its hard link: one write per member, one resume file
+    assert sorted(written) == [".stacked/group_0.pt", "0/checkpoints/best.ckpt", "1/checkpoints/best.ckpt"]
+    state = torch.load(resume_file, weights_only=True)
+    assert (state["epoch"], state["window"], state["device"]) == (1, 0, "cpu")
+    for k in range(2):
+        assert metrics(tmp_path / str(k))["status"] == "interrupted"
+        last = tmp_path / str(k) / "checkpoints" / "last.ckpt"
+        assert last.stat().st_ino == (tmp_path / str(k) / "checkpoints" / "best.ckpt").stat().st_ino
 
 
 def test_paper_table_sweep_is_one_group_per_size(tmp_path):
@@ -548,13 +614,15 @@ def test_batched_program_diverged_member_fails_at_its_window(batched, stacked):
     assert not (batched / "4" / "checkpoints" / "last.ckpt").exists()
 
 
-def test_batched_program_interrupt_and_resume_is_exact(batched, setup):
-    """SIGTERM mid-way through the second epoch, then the same command with hydra.launcher.resume=true:
-    every member's perplexities, logged losses and weights equal the uninterrupted batched run's to the last
-    bit. Resuming with the other program is one line, exit 2, and leaves the group's file as it was."""
-    sweep = setup.root / "batched_interrupted"
+@pytest.mark.parametrize("stop", [8, 6], ids=["mid_epoch", "at_an_epochs_end"])
+def test_batched_program_interrupt_and_resume_is_exact(batched, setup, stop):
+    """SIGTERM mid-way through the second epoch, or in the first epoch's last window (the epoch's own files are
+    the resume point), then the same command with hydra.launcher.resume=true: every member's perplexities,
+    logged losses and weights equal the uninterrupted batched run's to the last bit. Resuming with the other
+    program is one line, exit 2, and leaves the group's file as it was."""
+    sweep = setup.root / f"batched_interrupted_{stop}"
     args = batched_args(setup, sweep)
-    proc = run(*args, "hydra.launcher.stop_after_windows=8", check=False)
+    proc = run(*args, f"hydra.launcher.stop_after_windows={stop}", check=False)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
     group_file = sweep / ".stacked" / "group_0.pt"
     saved = group_file.read_bytes()

@@ -67,6 +67,14 @@ def early_stopping(cfg) -> EarlyStopping | None:
     return instantiate(spec) if spec and spec.get("_target_") else None
 
 
+def tests_on_best(cfg) -> bool:
+    """Whether the job's test uses its best validation weights (test_ckpt=best, or auto with early stopping)."""
+    choice = cfg.get("test_ckpt", "last")
+    if choice == "auto":
+        choice = "best" if early_stopping(cfg) is not None else "last"
+    return choice == "best"
+
+
 @dataclass
 class Member:
     """One member's bookkeeping (plain data: it goes into the group's resume file as it is)."""
@@ -125,7 +133,10 @@ class GroupTrainer:
         self.members = [Member() for _ in jobs]
         self.stoppers = [early_stopping(job.cfg) for job in jobs]
         self.callbacks: list[list | None] = [None] * len(jobs)  # each job's callbacks, for its checkpoints
-        self.best_params = [p.detach().clone() for p in self.params]  # each member's best validation weights
+        # each member's best validation weights, kept only for a test that uses them (K models' worth of memory,
+        # and of every resume file)
+        self.tests_on_best = [tests_on_best(job.cfg) for job in jobs]
+        self.best_params = [p.detach().clone() for p in self.params] if any(self.tests_on_best) else None
         self.epoch, self.window, self.global_step = 0, 0, 0
         self.tokens = 0
         self.train_seconds = self.fit_seconds = 0.0
@@ -286,8 +297,9 @@ class GroupTrainer:
             improved = val_ppl[k] < m.best_val  # ModelCheckpoint(mode=min): strictly better
             if improved:
                 m.best_val = val_ppl[k]
-                for p, b in zip(self.params, self.best_params):
-                    b[k].copy_(p[k])
+                if self.tests_on_best[k]:
+                    for p, b in zip(self.params, self.best_params):
+                        b[k].copy_(p[k])
             stopper = self.stoppers[k]
             if stopper is not None:  # Lightning's EarlyStopping itself, before the checkpoints as in Lightning
                 if m.early_stopping is not None:
@@ -356,8 +368,9 @@ class GroupTrainer:
         state = {
             "fingerprint": self.fingerprint(),
             "program": self.step.name,
+            "device": self.device.type,
             "params": dict(zip(self.names, weights)),
-            "best_params": [host(b) for b in self.best_params],
+            "best_params": None if self.best_params is None else [host(b) for b in self.best_params],
             "generators": [host(g) for g in self.model.generator_states()],
             "rng": torch.get_rng_state(),
             "active": host(self.step.active),
@@ -390,10 +403,15 @@ class GroupTrainer:
                 f"{self.step.name}, not exactly: resume with hydra.launcher.program={state['program']} "
                 "(in_turn: on a CPU)"
             )
+        if state.get("device", self.device.type) != self.device.type:  # its masks' generators are that device's
+            raise ConfigError(
+                f"{self.resume_file} was written on {state['device']} and this run is on {self.device.type}: resume "
+                f"with trainer.accelerator={'gpu' if state['device'] == 'cuda' else state['device']}"
+            )
         with torch.no_grad():
             for name, p in zip(self.names, self.params):
                 p.copy_(state["params"][name])
-            for b, saved in zip(self.best_params, state["best_params"]):
+            for b, saved in zip(self.best_params or [], state["best_params"] or []):
                 b.copy_(saved)
         self.model.set_generator_states(state["generators"])
         torch.set_rng_state(state["rng"])
@@ -459,11 +477,12 @@ class GroupTrainer:
 
     def interrupted(self) -> None:
         self.writer.wait()
-        weights = self.host_weights()
-        self.save_resume(weights)
-        for k, m in enumerate(self.members):
-            if m.status == "running":  # a failed member keeps its last good checkpoint
-                self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", self.checkpoint(k, weights))
+        if self.window > 0:  # at an epoch's end its checkpoints and resume file are this very state: written once
+            weights = self.host_weights()
+            self.save_resume(weights)
+            for k, m in enumerate(self.members):
+                if m.status == "running":  # a failed member keeps its last good checkpoint
+                    self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", self.checkpoint(k, weights))
         self.writer.wait()  # every file written before the members' metrics.json say interrupted
         reason = signal.Signals(self.stop_signal).name
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
@@ -501,16 +520,10 @@ class GroupTrainer:
     def test_params(self) -> list[torch.Tensor] | None:
         """The weights each member is tested on: its best validation weights where its job's test_ckpt
         says best (auto: with early stopping), else its final ones; None when every member's are final."""
-        use_best = []
-        for job in self.jobs:
-            choice = job.cfg.get("test_ckpt", "last")
-            if choice == "auto":
-                choice = "best" if early_stopping(job.cfg) is not None else "last"
-            use_best.append(choice == "best")
-        if not any(use_best):
+        if self.best_params is None:
             return None
         params = [p.detach().clone() for p in self.params]
-        for k in (k for k, best in enumerate(use_best) if best):
+        for k in (k for k, best in enumerate(self.tests_on_best) if best):
             for p, b in zip(params, self.best_params):
                 p[k].copy_(b[k])
         return params
