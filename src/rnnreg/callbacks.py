@@ -151,6 +151,11 @@ class LMProgressBar(RichProgressBar):
 VALIDATION_COST = 1 / 3
 
 
+def counted(n: int, noun: str) -> str:
+    """1 thread, 2 threads; 3 jobs, 1 group."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def format_duration(seconds: float) -> str:
     """3 h 05 min, 12 min 30 s, 45 s."""
     seconds = max(0, round(seconds))
@@ -329,8 +334,7 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":  # its thread count changes how a float32 sum rounds: a CPU run's digits
-        threads = torch.get_num_threads()
-        return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+        return f"cpu ({counted(torch.get_num_threads(), 'thread')})"
     return str(device)
 
 

@@ -19,6 +19,12 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from rnnreg.io import AtomicCheckpointIO, link_atomically, replace_atomically
 
 
+def tests_best(test_ckpt: str, early_stopping: bool) -> bool:
+    """Whether a run's final test takes its best validation weights rather than its final ones (the paper's
+    choice): test_ckpt=best, or test_ckpt=auto with early stopping on."""
+    return test_ckpt == "best" or (test_ckpt == "auto" and early_stopping)
+
+
 class CheckpointOnInterrupt(L.Callback):
     """Ctrl-C or SIGTERM (pre-emption): save a resumable checkpoints/last.ckpt before exiting.
 

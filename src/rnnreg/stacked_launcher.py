@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, filter_overrides, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from rnnreg.callbacks import counted
 from rnnreg.errors import ConfigError, UserError
 from rnnreg.sweep import NOT_COMPARED
 
@@ -129,11 +130,6 @@ def group_jobs(jobs: Sequence, max_members: int) -> list[list]:
     for job in jobs:
         by_key.setdefault(job.key, []).append(job)
     return [members[i : i + max_members] for members in by_key.values() for i in range(0, len(members), max_members)]
-
-
-def counted(n: int, noun: str) -> str:
-    """3 jobs, 1 group."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def describe(group: Sequence[Job], index: int) -> str:

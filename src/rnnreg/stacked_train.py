@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
+from rnnreg.checkpoints import tests_best
 from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from rnnreg.io import FileWriter, save_atomically
 from rnnreg.loggers import checked_run_id
@@ -65,14 +66,6 @@ def early_stopping(cfg) -> EarlyStopping | None:
     """The job's EarlyStopping (callbacks=early_stopping), or None."""
     spec = (cfg.get("callbacks") or {}).get("early_stopping")
     return instantiate(spec) if spec and spec.get("_target_") else None
-
-
-def tests_on_best(cfg) -> bool:
-    """Whether the job's test uses its best validation weights (test_ckpt=best, or auto with early stopping)."""
-    choice = cfg.get("test_ckpt", "last")
-    if choice == "auto":
-        choice = "best" if early_stopping(cfg) is not None else "last"
-    return choice == "best"
 
 
 @dataclass
@@ -135,7 +128,10 @@ class GroupTrainer:
         self.callbacks: list[list | None] = [None] * len(jobs)  # each job's callbacks, for its checkpoints
         # each member's best validation weights, kept only for a test that uses them (K models' worth of memory,
         # and of every resume file)
-        self.tests_on_best = [tests_on_best(job.cfg) for job in jobs]
+        self.tests_on_best = [
+            tests_best(job.cfg.get("test_ckpt", "last"), early_stopping=stopper is not None)
+            for job, stopper in zip(jobs, self.stoppers)
+        ]
         self.best_params = [p.detach().clone() for p in self.params] if any(self.tests_on_best) else None
         self.epoch, self.window, self.global_step = 0, 0, 0
         self.tokens = 0

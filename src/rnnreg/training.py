@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
+from rnnreg.checkpoints import tests_best
 from rnnreg.data import batchify
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
@@ -125,11 +126,9 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     """Which weights the final test uses: the final ones (None, as the paper reports) or the best
     validation checkpoint ("best"); test_ckpt=auto is best exactly when early stopping is on."""
-    choice = cfg.get("test_ckpt", "last")
-    if choice == "auto":
-        choice = "best" if any(isinstance(c, EarlyStopping) for c in trainer.callbacks) else "last"
+    best = tests_best(cfg.get("test_ckpt", "last"), any(isinstance(c, EarlyStopping) for c in trainer.callbacks))
     # fast_dev_run writes no checkpoint: its (debug) test runs on the final weights
-    return "best" if choice == "best" and not trainer.fast_dev_run and trainer.checkpoint_callback else None
+    return "best" if best and not trainer.fast_dev_run and trainer.checkpoint_callback else None
 
 
 def hyperparameters(cfg: DictConfig) -> dict:
