@@ -509,7 +509,7 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
         assert stopped["status"] == "interrupted" and stopped["error"] == "SIGINT" and stopped["epochs"] < 5
         assert "hydra.launcher.resume=true" in stopped["resume"]
         assert load_checkpoint(sweep / job / "checkpoints" / "last.ckpt")["stacked"]["member"] == int(job)
-    run("rnnreg-train", *args[1:], "hydra.launcher.resume=true")
+    resumed = run("rnnreg-train", *args[1:], "hydra.launcher.resume=true")
     ids = set()
     for job in ("0", "1"):
         done = metrics(sweep / job)
@@ -525,7 +525,12 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
         assert (done_part["exit_code"], done_part["summary"]["status"]) == (0, "completed")
         val = [row["val/ppl"] for part in (stopped_part, done_part) for row in part["history"] if "val/ppl" in row]
         assert val == losses(sweep / job, "val/ppl")
-        assert load_checkpoint(sweep / job / "checkpoints" / "last.ckpt")["wandb_run_id"] == done_part["id"]
+        checkpoint = load_checkpoint(sweep / job / "checkpoints" / "last.ckpt")
+        assert checkpoint["wandb_run_id"] == done_part["id"]
+        # the command printed uploads both parts into the one run, in the order they ran
+        folders = sorted(str(path) for path in (sweep / job / "wandb").glob("offline-run-*"))
+        assert checkpoint["wandb_parts"] == folders and len(folders) == 2
+        assert f"wandb sync {folders[0]} {folders[1]}\n" in resumed.stdout
         ids.add(done_part["id"])
     assert len(ids) == 2  # each job its own run
 

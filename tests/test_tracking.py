@@ -65,10 +65,19 @@ def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_crede
     (part1,) = wandb_run_parts(first)
     assert torch.load(first / "checkpoints/last.ckpt", weights_only=True)["wandb_run_id"] == part1["id"]
     resume = f"ckpt_path={first}/checkpoints/last.ckpt"
-    run("rnnreg-train", *tiny_cli, "logger=wandb", resume, f"hydra.run.dir={second}")
+    proc = run("rnnreg-train", *tiny_cli, "logger=wandb", resume, f"hydra.run.dir={second}")
     (part2,) = wandb_run_parts(second)
     assert part2["id"] == part1["id"] and part1["exit_code"] == part2["exit_code"] == 0
-    assert torch.load(second / "checkpoints/last.ckpt", weights_only=True)["wandb_run_id"] == part1["id"]
+    checkpoint = torch.load(second / "checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["wandb_run_id"] == part1["id"]
+    # the command printed uploads both parts, in one call and in the order they ran (the first part's folder
+    # came from its checkpoint); the checkpoint names both, for a resume from it
+    folders = [str(next((folder / "wandb").glob("offline-run-*"))) for folder in (first, second)]
+    assert checkpoint["wandb_parts"] == folders
+    assert (
+        f"W&B run {part1['id']} saved offline in 2 parts (it was resumed); upload them into the one run" in proc.stdout
+    )
+    assert f"wandb sync {folders[0]} {folders[1]}\n" in proc.stdout
     val = [[row["val/ppl"] for row in part["history"] if "val/ppl" in row] for part in (part1, part2)]
     assert val == [history(first, "val/ppl"), history(second, "val/ppl")]
     assert len(val[0]) == len(val[1]) == 1  # epoch 1 in the first part, epoch 2 in the second

@@ -81,6 +81,9 @@ def trained(tmp_path_factory) -> dict:
     foreign = torch.load(good, weights_only=True)
     foreign["wandb_run_id"] = "../../elsewhere"  # not a W&B run id: a path out of the run folder
     torch.save(foreign, root / "run_id.ckpt")
+    foreign = torch.load(good, weights_only=True)
+    foreign["wandb_parts"] = "$(touch pwned)"  # the earlier parts' folders: a list of paths, not a string
+    torch.save(foreign, root / "parts.ckpt")
     # the same words in another order (another vocabulary of the same size), and another model shape
     write_corpus(root / "reordered", seed=5)
     procs = {
@@ -101,6 +104,11 @@ def trained(tmp_path_factory) -> dict:
         "run_id": popen(
             "rnnreg-train",
             *train_args(corpus, root / "run_id", f"ckpt_path={root}/run_id.ckpt", "logger=wandb"),
+            env={"WANDB_MODE": "offline"},
+        ),
+        "parts": popen(
+            "rnnreg-train",
+            *train_args(corpus, root / "parts", f"ckpt_path={root}/parts.ckpt", "logger=wandb"),
             env={"WANDB_MODE": "offline"},
         ),
     }
@@ -177,6 +185,19 @@ def test_a_checkpoints_w_and_b_run_id_is_checked_before_anything_is_written(trai
     run = trained["root"] / "run_id"  # Hydra's own files only (.hydra/, train.log), as for any bad input
     assert not list(run.rglob("*.ckpt")) and not (run / "metrics.json").exists() and not (run / "wandb").exists()
     assert not (trained["root"] / "elsewhere").exists()
+
+
+def test_a_checkpoints_w_and_b_parts_are_checked_before_anything_is_written(trained):
+    """Offline, a checkpoint names the folders of its W&B run's parts so far (for the resumed run's `wandb sync`
+    command): anything but a list of paths is one line and exit 2, before anything is written."""
+    status, stderr = trained["cli"]["parts"]
+    assert status == 2 and len(stderr) == 1, stderr
+    assert stderr[0] == (
+        f"error: {trained['root']}/parts.ckpt holds '$(touch pwned)' as its W&B run's offline folders, which is "
+        "not a list of paths: resume it without logger=wandb, or from a checkpoint rnnreg-train wrote"
+    )
+    run = trained["root"] / "parts"
+    assert not list(run.rglob("*.ckpt")) and not (run / "metrics.json").exists() and not (run / "wandb").exists()
 
 
 def test_a_truncated_checkpoint_is_one_line_on_the_command_line(trained):

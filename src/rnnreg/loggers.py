@@ -4,8 +4,10 @@ resumed run goes on in its W&B run (its id is kept in the checkpoints)."""
 
 from __future__ import annotations
 
+import glob
 import netrc
 import os
+import shlex
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -88,6 +90,44 @@ def checked_run_id(value, source: str | Path) -> str | None:
     return value
 
 
+def checked_parts(value, source: str | Path) -> list[str]:
+    """A checkpoint's `wandb_parts` (the folders of its offline W&B run's earlier parts; untrusted input, like
+    the whole file): a list of paths, or a one-line CheckpointError naming the file, before anything is written."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(part, str) and 0 < len(part) <= 4096 and part.isprintable() for part in value
+    ):
+        raise CheckpointError(
+            f"{source} holds {str(value)[:80]!r} as its W&B run's offline folders, which is not a list of paths: "
+            f"resume it without logger=wandb, or from a checkpoint rnnreg-train wrote"
+        )
+    return value
+
+
+def offline_parts(run_dir: str | Path, run_id: str, earlier: list[str] | tuple = ()) -> list[Path]:
+    """Every folder of an offline W&B run, in the order its parts started: the earlier parts a resumed run's
+    checkpoint named (a resume into another run folder) and each `offline-run-<start>-<id>` beside `run_dir`
+    (a resume in the same folder); those that no longer exist are left out. `wandb sync` given them all
+    uploads them into the one run, in that order."""
+    here = Path(run_dir).parent.glob(f"offline-run-*-{glob.escape(run_id)}")
+    parts = {path.resolve(): path for path in (*map(Path, earlier), Path(run_dir), *here) if path.is_dir()}
+    return sorted(parts.values(), key=lambda path: path.name)  # offline-run-<YYYYMMDD_HHMMSS>-<id>
+
+
+def offline_run_parts(loggers) -> list[Path] | None:
+    """The folders of the offline W&B run among `loggers`, its earlier parts first; None if it has none."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._offline:
+            run = logger.experiment
+            return offline_parts(Path(run.dir).parent, run.id, getattr(logger, "earlier_parts", ()))
+    return None
+
+
+def sync_command(parts: list[Path]) -> str:
+    return "wandb sync " + " ".join(shlex.quote(str(part)) for part in parts)
+
+
 def log_checkpoints(run, best: str | None, last: str | None) -> None:
     """The best and the last checkpoint as versions of the run's `model-<run id>` artifact (Lightning's
     name), aliases best and last (W&B adds latest to the last one logged); one version when they are the
@@ -120,7 +160,15 @@ def finish_wandb(loggers: list, summary: dict, exit_code: int = 0, checkpoints: 
         run.summary.update(summary)
         if exit_code == 0 and getattr(logger, "offline_log_model", False):
             log_checkpoints(run, *checkpoints)
-        run_dir = Path(run.dir).parent
+        run_dir, run_id = Path(run.dir).parent, run.id
         run.finish(exit_code=exit_code)
-        if logger._offline:
-            print(f"W&B run saved offline; upload it with: wandb sync {run_dir}")
+        if not logger._offline:
+            continue
+        parts = offline_parts(run_dir, run_id, getattr(logger, "earlier_parts", ()))
+        if len(parts) == 1:
+            print(f"W&B run saved offline; upload it with: {sync_command(parts)}")
+        else:  # given together, wandb sync uploads a run's parts one after another, in the order they started
+            print(
+                f"W&B run {run_id} saved offline in {len(parts)} parts (it was resumed); upload them into the one run, "
+                f"in order, with: {sync_command(parts)}"
+            )

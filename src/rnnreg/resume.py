@@ -2,7 +2,7 @@
 
 - the vocabulary (rnnreg-eval and rnnreg-generate need it; training refuses another vocabulary's checkpoint),
 - the RNG state (dropout masks after a resume continue the uninterrupted run's random stream),
-- the W&B run's id (a resumed run logs on into the same W&B run),
+- the W&B run's id (a resumed run logs on into the same W&B run) and, offline, the folders of its parts,
 - mid-epoch (SIGTERM, Ctrl-C): the window reached, every stream's carried (h, c) gathered from all DDP
   ranks in stream order, and the epoch's training NLL and token sums so far.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from rnnreg.errors import CheckpointError
-from rnnreg.loggers import wandb_run_id
+from rnnreg.loggers import offline_run_parts, wandb_run_id
 
 
 def windows_done(trainer) -> int:
@@ -31,6 +31,9 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
     run_id = wandb_run_id(trainer.loggers) if trainer is not None else None
     if run_id is not None:
         checkpoint["wandb_run_id"] = run_id
+        parts = offline_run_parts(trainer.loggers) if trainer.is_global_zero else None
+        if parts:  # offline: a resume from here names every part in its `wandb sync` command
+            checkpoint["wandb_parts"] = [str(part) for part in parts]
     checkpoint["rng"] = {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from rnnreg.checkpoints import tests_best
 from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from rnnreg.io import FileWriter, save_atomically
-from rnnreg.loggers import checked_run_id
+from rnnreg.loggers import checked_run_id, offline_run_parts
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
@@ -349,6 +349,8 @@ class GroupTrainer:
         extra["stacked"] = {"group": self.group, "member": k, "members": len(self.jobs)}
         if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
             extra["wandb_run_id"] = folder.wandb_id
+            if parts := offline_run_parts([folder.wandb]):
+                extra["wandb_parts"] = [str(part) for part in parts]
         generator = self.model.generators()[k]
         if generator.device.type == "cpu":  # its job's stream (StackedLanguageModel.generators): ckpt_path= goes on
             extra["rng"] = {"torch": generator.get_state(), "cuda": None}  # with the masks the group would draw

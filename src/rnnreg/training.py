@@ -24,7 +24,7 @@ from rnnreg.data import batchify
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
 from rnnreg.io import RunLock, load_checkpoint, write_json_atomic
-from rnnreg.loggers import checked_run_id, finish_wandb
+from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
 from rnnreg.runtime import (
@@ -49,13 +49,16 @@ BAD_INPUT = (ConfigError, DataError, CheckpointError)
 route_lightning_logs()
 
 
-def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
-    """`wandb_id`: the W&B run of the checkpoint a run resumes (it logs on into that run)."""
+def build(
+    cfg: DictConfig, wandb_id: str | None = None, wandb_parts: list[str] | None = None
+) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
+    """`wandb_id`: the W&B run of the checkpoint a run resumes (it logs on into that run); `wandb_parts`: the
+    folders of that run's offline parts so far."""
     datamodule = instantiate(cfg.data)
     # The clip is part of the update rule (rnnreg.optim), so Lightning's own clipping stays off.
     optim = plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val}
     task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), optim, plain(cfg.speed))
-    loggers = instantiate_loggers(cfg, wandb_id)
+    loggers = instantiate_loggers(cfg, wandb_id, wandb_parts)
     # LearningRateMonitor has nowhere to write without a logger (logger=none); Lightning refuses a progress
     # bar callback under trainer.enable_progress_bar=false
     bar = cfg.trainer.get("enable_progress_bar", True)
@@ -205,13 +208,14 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         ckpt_path = resolve_ckpt_path(cfg)
-        wandb_id = None
+        wandb_id, wandb_parts = None, None
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
             checkpoint = load_checkpoint(ckpt_path)
-            if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in
+            if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
                 wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
+                wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
             del checkpoint  # fit loads it again: its weights are not held twice
-        datamodule, task, trainer = build(cfg, wandb_id)
+        datamodule, task, trainer = build(cfg, wandb_id, wandb_parts)
         preemption.trainer = trainer
         tree = None
         if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
