@@ -87,6 +87,28 @@ def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_crede
     assert part2["summary"]["test_ppl"] == pytest.approx(json.loads((second / "metrics.json").read_text())["test_ppl"])
 
 
+def test_sync_command_names_only_the_runs_own_parts(tmp_path):
+    """The earlier parts come from a checkpoint (untrusted): a folder it names that is not a part of this run
+    (another name, or no `run-<id>.wandb` in it) never gets into the printed `wandb sync` command."""
+    from rnnreg.loggers import offline_parts
+
+    def part(where: str, stamp: str, run_id: str = "abc", wandb_file: bool = True) -> Path:
+        folder = tmp_path / where / "wandb" / f"offline-run-{stamp}-{run_id}"
+        folder.mkdir(parents=True)
+        if wandb_file:
+            (folder / f"run-{run_id}.wandb").write_bytes(b"")
+        return folder
+
+    first, second, third = part("a", "20261129_101010"), part("b", "20261129_111111"), part("b", "20261129_121212")
+    other_run = part("c", "20261129_090909", run_id="xyz")
+    no_log = part("d", "20261129_080808", wandb_file=False)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    earlier = [str(p) for p in (first, other_run, no_log, secrets, tmp_path / "gone", Path("/etc"))]
+    # the current part is `third`; `second` (beside it, the same run) is found without the checkpoint's help
+    assert offline_parts(third, "abc", earlier) == [first, second, third]
+
+
 def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
     sweep = tmp_path / "sweep"
     # the third job's lr makes training diverge: it fails alone (one line), the sweep ends and says so (exit 1);

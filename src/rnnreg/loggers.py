@@ -108,11 +108,25 @@ def checked_parts(value, source: str | Path) -> list[str]:
 def offline_parts(run_dir: str | Path, run_id: str, earlier: list[str] | tuple = ()) -> list[Path]:
     """Every folder of an offline W&B run, in the order its parts started: the earlier parts a resumed run's
     checkpoint named (a resume into another run folder) and each `offline-run-<start>-<id>` beside `run_dir`
-    (a resume in the same folder); those that no longer exist are left out. `wandb sync` given them all
-    uploads them into the one run, in that order."""
+    (a resume in the same folder). Only folders that are parts of this run (named so, holding its
+    `run-<id>.wandb`) are kept: a checkpoint from elsewhere cannot put another folder into the sync command.
+    `wandb sync` given them all uploads them into the one run, in that order."""
     here = Path(run_dir).parent.glob(f"offline-run-*-{glob.escape(run_id)}")
-    parts = {path.resolve(): path for path in (*map(Path, earlier), Path(run_dir), *here) if path.is_dir()}
+    found = (*map(Path, earlier), Path(run_dir), *here)
+    parts = {path.resolve(): path for path in found if is_offline_part(path, run_id)}
     return sorted(parts.values(), key=lambda path: path.name)  # offline-run-<YYYYMMDD_HHMMSS>-<id>
+
+
+def is_offline_part(path: Path, run_id: str) -> bool:
+    name = path.name
+    stamp = name.removeprefix("offline-run-").removesuffix(f"-{run_id}")
+    return (
+        name == f"offline-run-{stamp}-{run_id}"
+        and len(stamp) == 15
+        and stamp[8] == "_"
+        and stamp.replace("_", "", 1).isdigit()
+        and (path / f"run-{run_id}.wandb").is_file()
+    )
 
 
 def offline_run_parts(loggers) -> list[Path] | None:
