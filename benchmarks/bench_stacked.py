@@ -38,7 +38,6 @@ from rnnreg.recipes import compose_config
 from rnnreg.runtime import keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_step import StackedStep, group_step
-from rnnreg.stacked_train import member_spec
 
 
 def windows(vocab: int, bptt: int, batch: int, count: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -82,7 +81,7 @@ def ablation_members(experiment: str = "ablation_placement_full") -> list[Member
     placements x seeds, placement-major), as the stacked launcher makes them from each job's composed config."""
     params = OmegaConf.load(Path(CONF_DIR) / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
     return [
-        member_spec(compose_config(f"experiment={experiment}", f"dropout={placement}", f"seed={seed}"))
+        MemberSpec.from_config(compose_config(f"experiment={experiment}", f"dropout={placement}", f"seed={seed}"))
         for placement in str(params.dropout).split(",")
         for seed in str(params.seed).split(",")
     ]

@@ -54,6 +54,23 @@ class MemberSpec:
         rates = (self.dropout_input, self.dropout_between, self.dropout_output, self.dropout_recurrent)
         return any(rates + (self.weight_drop, self.embedding_dropout))
 
+    @classmethod
+    def from_config(cls, cfg) -> MemberSpec:
+        """The member a job's composed config (its seed, model and dropout groups) trains as."""
+        dropout = cfg.dropout
+        return cls(
+            seed=cfg.seed,
+            init_scale=cfg.model.init_scale,
+            dropout_input=dropout.input,
+            dropout_between=dropout.between,
+            dropout_output=dropout.output,
+            dropout_recurrent=dropout.get("recurrent", 0.0),
+            variational=dropout.get("variational", False),
+            weight_drop=dropout.get("weight_drop", 0.0),
+            embedding_dropout=dropout.get("embedding", 0.0),
+            lstm=cfg.model.get("lstm", "auto"),
+        )
+
     def model_kwargs(self) -> dict:
         """The keyword arguments of the equivalent single LSTMLanguageModel."""
         kwargs = asdict(self)

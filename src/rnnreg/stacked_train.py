@@ -46,22 +46,6 @@ def limit_batches(count: int, limit) -> int:
     return min(count, int(limit))
 
 
-def member_spec(cfg) -> MemberSpec:
-    dropout = cfg.dropout
-    return MemberSpec(
-        seed=cfg.seed,
-        init_scale=cfg.model.init_scale,
-        dropout_input=dropout.input,
-        dropout_between=dropout.between,
-        dropout_output=dropout.output,
-        dropout_recurrent=dropout.get("recurrent", 0.0),
-        variational=dropout.get("variational", False),
-        weight_drop=dropout.get("weight_drop", 0.0),
-        embedding_dropout=dropout.get("embedding", 0.0),
-        lstm=cfg.model.get("lstm", "auto"),
-    )
-
-
 def early_stopping(cfg) -> EarlyStopping | None:
     """The job's EarlyStopping (callbacks=early_stopping), or None."""
     spec = (cfg.get("callbacks") or {}).get("early_stopping")
@@ -104,7 +88,7 @@ class GroupTrainer:
         accelerator = str(cfg.trainer.get("accelerator", "auto"))
         cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         self.model = StackedLanguageModel(
-            len(self.vocab), cfg.model.hidden_size, cfg.model.num_layers, [member_spec(j.cfg) for j in jobs]
+            len(self.vocab), cfg.model.hidden_size, cfg.model.num_layers, [MemberSpec.from_config(j.cfg) for j in jobs]
         ).to("cuda" if cuda else "cpu")
         self.device = self.model.decoder_bias.device  # with its index (cuda:0), as every tensor's device names it
         if cfg.speed.get("triton_cell"):  # the stacked step loop's cell as Triton kernels (the batched program)
