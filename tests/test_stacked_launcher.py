@@ -629,12 +629,13 @@ def test_batched_program_interrupt_and_resume_is_exact(batched, setup, stop):
     args = batched_args(setup, sweep)
     proc = run(*args, f"hydra.launcher.stop_after_windows={stop}", check=False)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
-    group_file = sweep / ".stacked" / "group_0.pt"
-    saved = group_file.read_bytes()
-    proc = run(*args, "hydra.launcher.resume=true", "hydra.launcher.program=in_turn", check=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "written by the batched program" in proc.stderr and "hydra.launcher.program=batched" in proc.stderr
-    assert "Traceback" not in proc.stderr and group_file.read_bytes() == saved
+    if stop == 8:  # checked once: the refusal does not depend on where the run stopped
+        group_file = sweep / ".stacked" / "group_0.pt"
+        saved = group_file.read_bytes()
+        proc = run(*args, "hydra.launcher.resume=true", "hydra.launcher.program=in_turn", check=False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "written by the batched program" in proc.stderr and "hydra.launcher.program=batched" in proc.stderr
+        assert "Traceback" not in proc.stderr and group_file.read_bytes() == saved
     proc = run(*args, "hydra.launcher.resume=true", check=False)
     assert proc.returncode != 0 and "training loss became" in proc.stderr
     for i in range(5):
