@@ -4,8 +4,10 @@ and a few real console-script runs stopping with one line, exit 2 and no folder 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import shutil
 import subprocess
 import tempfile
 import zipfile
@@ -24,15 +26,25 @@ from rnnreg.schema import SCHEMAS, Rule, check_job, rules, validate_args
 from rnnreg.train import train
 
 CUDA = torch.cuda.is_available()
-FAKE = Path(tempfile.mkdtemp(prefix="rnnreg-schema-")) / "fake.ckpt"  # a zip, as torch.save writes
 NOT_A_CKPT = Path(__file__)  # a text file
 
 
+@functools.cache
 def fake_checkpoint() -> str:
-    if not FAKE.exists():
-        with zipfile.ZipFile(FAKE, "w") as z:
-            z.writestr("archive/data.pkl", b"\x80")
-    return str(FAKE)
+    """A zip as torch.save writes, with nothing loadable in it: enough for the checks before loading."""
+    path = Path(tempfile.mkdtemp(prefix="rnnreg-schema-")) / "fake.ckpt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80")
+    return str(path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_fake_checkpoint():
+    """Its folder goes with this module's tests (it was left in /tmp by every test run)."""
+    yield
+    if fake_checkpoint.cache_info().currsize:
+        shutil.rmtree(Path(fake_checkpoint()).parent, ignore_errors=True)
+        fake_checkpoint.cache_clear()
 
 
 def base_args(name: str) -> list[str]:
