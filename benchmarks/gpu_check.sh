@@ -25,7 +25,7 @@
 #              stopped (at its time limit it gets SIGTERM, which writes an exact resume file). Its
 #              csv/metrics.csv files hold the stacked group's words/s per epoch at K = 15. If the stacked
 #              sweep crashes (a bug only a GPU shows), paper_large runs in the time left instead.
-#   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~4 min; checks the script, not speed;
+#   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~7 min on 2 cores; checks the script, not speed;
 #              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
 #
 # What comes back from a device machine is a few files (8 at most, 16 MiB each), so every stage writes into
