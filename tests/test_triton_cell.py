@@ -146,7 +146,8 @@ def test_single_run_on_the_triton_cell_is_the_torch_run(tmp_path, tiny_corpus):
     bits (the Triton cell ran)."""
     common = [*TINY, "experiment=paper_small", f"data.data_dir={tiny_corpus}", "dropout=recurrent", "dropout.p=0.3"]
     common += ["trainer.max_epochs=2", "trainer.limit_train_batches=8", "model.lstm=step"]
-    common += ["trainer.limit_test_batches=1"]  # one test window a stream: the interpreter runs each step in Python
+    # one test window a stream, two validation windows: the interpreter runs each step in Python
+    common += ["trainer.limit_test_batches=1", "trainer.limit_val_batches=2"]
     results, weights = {}, {}
     for flag in ("false", "true"):
         out = tmp_path / flag
