@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from helpers import run
 
+# The smoke run as a user starts it, tested on the first 1,000 words of the test set (one stream: 50 windows of
+# 20; batched: 50 windows of 20 x 20 streams), not all 82,430: the test sets cost more than its training here.
+TEST_WINDOWS = 50
+
 
 @pytest.fixture(scope="module")
 def smoke_run(ptb_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smoke")
-    run("rnnreg-train", "experiment=smoke", f"hydra.run.dir={out}", "callbacks.progress_bar.refresh_rate=0")
+    run("rnnreg-train", "experiment=smoke", f"hydra.run.dir={out}", "callbacks.progress_bar.refresh_rate=0",
+        f"trainer.limit_test_batches={TEST_WINDOWS}")  # fmt: skip
     return out
 
 
@@ -37,6 +44,8 @@ def test_eval_reproduces_the_checkpoint_metrics(smoke_run: Path, tmp_path: Path)
         f"ckpt_path={smoke_run}/checkpoints/last.ckpt",
         f"hydra.run.dir={tmp_path}",
         "data.eval_bptt=200",
+        f"trainer.limit_test_batches={TEST_WINDOWS // 10}",  # the same words in windows of 200
+        "trainer.limit_val_batches=2",
         "trainer.enable_progress_bar=false",
     )  # trained with 20-step windows
     trained = json.loads((smoke_run / "metrics.json").read_text())
@@ -47,10 +56,15 @@ def test_eval_reproduces_the_checkpoint_metrics(smoke_run: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_generate_is_seeded(smoke_run: Path):
-    ckpt = f"ckpt_path={smoke_run}/checkpoints/last.ckpt"
-    a = run("rnnreg-generate", ckpt, "prompt=the market", "num_words=30", "seed=3").stdout
-    b = run("rnnreg-generate", ckpt, "prompt=the market", "num_words=30", "seed=3").stdout
-    c = run("rnnreg-generate", ckpt, "prompt=the market", "num_words=30", "seed=4").stdout
+    ckpt = f"{smoke_run}/checkpoints/last.ckpt"
+    a = run("rnnreg-generate", f"ckpt_path={ckpt}", "prompt=the market", "num_words=30", "seed=3").stdout
+    c = run("rnnreg-generate", f"ckpt_path={ckpt}", "prompt=the market", "num_words=30", "seed=4").stdout
+    # the same seed again, through the Python API in a process that never imports Lightning (5 s of imports)
+    code = (
+        "import sys; from rnnreg.generate import generate, render; "
+        f"print(render(generate({ckpt!r}, 'the market', 30, seed=3))); assert 'lightning' not in sys.modules"
+    )
+    b = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True).stdout
     assert a == b and a != c and a.startswith("the market")
     assert len(a.replace("\n", " <eos> ").split()) >= 32  # prompt + 30 words (<eos> prints as a line break)
 

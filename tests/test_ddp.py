@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
 
-from helpers import run
+from helpers import TINY, run, write_corpus
 from rnnreg.report import history
 from rnnreg.train import train
 
@@ -20,36 +21,6 @@ COMMON = (
     "logger=csv",
     "trainer.log_every_n_steps=1",
 )
-
-
-@pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tiny_cfg, tiny_corpus, tmp_path):
-    from helpers import TINY
-
-    ddp_dir = tmp_path / "ddp"
-    run(
-        "rnnreg-train",
-        "experiment=paper_small",
-        *TINY,
-        f"data.data_dir={tiny_corpus}",
-        *COMMON,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        f"hydra.run.dir={ddp_dir}",
-    )
-    ddp = json.loads((ddp_dir / "metrics.json").read_text())
-    single = train(tiny_cfg(*COMMON, run="single"))
-    for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
-        assert ddp[key] == pytest.approx(single[key], rel=1e-5), key
-    ddp_losses, single_losses = history(ddp_dir, "train/loss"), history(tmp_path / "single", "train/loss")
-    assert len(ddp_losses) == len(single_losses) == 60
-    assert ddp_losses == pytest.approx(single_losses, rel=1e-5)  # every step, not just the end
-    a = torch.load(ddp_dir / "checkpoints/last.ckpt", weights_only=False)
-    b = torch.load(tmp_path / "single/checkpoints/last.ckpt", weights_only=False)
-    assert a["global_step"] == b["global_step"] == 60  # every window of the 4 streams, split 2 + 2
-    for name, value in a["state_dict"].items():
-        torch.testing.assert_close(value, b["state_dict"][name], rtol=1e-4, atol=1e-5)
 
 
 class SaveAt(L.Callback):
@@ -63,36 +34,54 @@ class SaveAt(L.Callback):
             trainer.save_checkpoint(self.path)
 
 
-@pytest.mark.slow
-def test_ddp_mid_epoch_checkpoint_resumes_exactly(tiny_corpus, tmp_path):
-    """A checkpoint taken after window 7 by 2 DDP processes gathers the carried state of all 4 streams from
-    both ranks; 2 processes resumed from it = the 2 processes that went on (per-step losses, weights).
-    (The checkpoint is saved by a callback, not a signal: Lightning's SIGTERM handler itself broadcasts
-    between ranks, which can deadlock a local 2-process run; single-process stops are tested with signals.)"""
-    from helpers import TINY
+def ddp_args(corpus: Path) -> list[str]:
+    return ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", *COMMON, "trainer=ddp", "trainer.devices=2"]
 
-    args = (
-        "experiment=paper_small",
-        *TINY,
-        f"data.data_dir={tiny_corpus}",
-        *COMMON,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-    )
-    whole, resumed, mid = tmp_path / "whole", tmp_path / "resumed", tmp_path / "mid.ckpt"
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> SimpleNamespace:
+    """Two DDP processes (gloo) on the tiny corpus, which also save a checkpoint after window 7 (a callback:
+    the run goes on unchanged); both tests below read this one run."""
+    root = tmp_path_factory.mktemp("ddp")
+    corpus, whole, mid = write_corpus(root / "corpus"), root / "whole", root / "mid.ckpt"
     run(
         "rnnreg-train",
-        *args,
+        *ddp_args(corpus),
         "+callbacks.save_at._target_=test_ddp.SaveAt",
         f"+callbacks.save_at.path={mid}",
         "+callbacks.save_at.window=7",
         f"hydra.run.dir={whole}",
-        env={"PYTHONPATH": str(Path(__file__).parent)},
     )
+    return SimpleNamespace(corpus=corpus, whole=whole, mid=mid)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(ddp_run, tiny_cfg, tmp_path):
+    ddp_dir = ddp_run.whole
+    ddp = json.loads((ddp_dir / "metrics.json").read_text())
+    single = train(tiny_cfg(*COMMON, run="single"))  # the same corpus (write_corpus is seeded), one process
+    for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
+        assert ddp[key] == pytest.approx(single[key], rel=1e-5), key
+    ddp_losses, single_losses = history(ddp_dir, "train/loss"), history(tmp_path / "single", "train/loss")
+    assert len(ddp_losses) == len(single_losses) == 60
+    assert ddp_losses == pytest.approx(single_losses, rel=1e-5)  # every step, not just the end
+    a = torch.load(ddp_dir / "checkpoints/last.ckpt", weights_only=False)
+    b = torch.load(tmp_path / "single/checkpoints/last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 60  # every window of the 4 streams, split 2 + 2
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(value, b["state_dict"][name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_mid_epoch_checkpoint_resumes_exactly(ddp_run, tmp_path):
+    """A checkpoint taken after window 7 by 2 DDP processes gathers the carried state of all 4 streams from
+    both ranks; 2 processes resumed from it = the 2 processes that went on (per-step losses, weights).
+    (The checkpoint is saved by a callback, not a signal: Lightning's SIGTERM handler itself broadcasts
+    between ranks, which can deadlock a local 2-process run; single-process stops are tested with signals.)"""
+    whole, resumed, mid = ddp_run.whole, tmp_path / "resumed", ddp_run.mid
     carry = torch.load(mid, weights_only=False)["train_carry"]
     assert carry["state"][0].shape == (2, 4, 16) and carry["tokens"] == 7 * 5 * 4  # both ranks' streams and sums
-    run("rnnreg-train", *args, f"ckpt_path={mid}", f"hydra.run.dir={resumed}")
+    run("rnnreg-train", *ddp_args(ddp_run.corpus), f"ckpt_path={mid}", f"hydra.run.dir={resumed}")
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, resumed))
     for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
         assert b[key] == pytest.approx(a[key], rel=1e-6), key
@@ -103,8 +92,6 @@ def test_ddp_mid_epoch_checkpoint_resumes_exactly(tiny_corpus, tmp_path):
 
 
 def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
-    from helpers import TINY
-
     proc = run(
         "rnnreg-train",
         "experiment=paper_small",
@@ -127,8 +114,6 @@ def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
 @pytest.mark.slow
 def test_ddp_divergence_stops_every_process(tiny_corpus, tmp_path):
     """The ranks agree on a diverged loss before stopping: both stop with the error, none hangs in a collective."""
-    from helpers import TINY
-
     proc = run(
         "rnnreg-train",
         "experiment=paper_small",

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import TINY, read_wandb_run, run, wandb_run_parts, wandb_runs
+from helpers import TINY, run, wandb_run_parts, wandb_runs
 from rnnreg.report import collect, history, plot_groups
 
 
@@ -25,35 +25,62 @@ def tiny_cli(tiny_corpus: Path) -> list[str]:
     ]
 
 
-def test_wandb_offline_multirun_with_joblib(tiny_cli, tmp_path, no_wandb_credentials):
-    sweep = tmp_path / "sweep"
+def test_wandb_offline_multirun_with_joblib_answers_recurrent_vs_non_recurrent(
+    tiny_cli, tmp_path, no_wandb_credentials
+):
+    """Three placements through the joblib launcher (two jobs at once, each in a process of its own), each job
+    one offline W&B run with its resolved config, every epoch's metrics and its summary. One group per sweep,
+    the placement as job type, Hydra's choices and tags in the config, names from the swept overrides only;
+    offline, log_model keeps the checkpoints as the run's model artifact."""
+    sweep = tmp_path / "placements"
     proc = run(
         "rnnreg-train",
         "-m",
         *tiny_cli,
         "logger=wandb",
+        "logger.wandb.log_model=true",
+        "tags=[ablation,tiny]",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
-        "dropout=none,non_recurrent",
+        "dropout=none,non_recurrent,recurrent",
         "dropout.p=0.3",
         f"hydra.sweep.dir={sweep}",
     )
-    assert proc.stdout.count("wandb sync") == 2
-    dropouts = set()
-    for job in ("0", "1"):
-        runs = list((sweep / job / "wandb").glob("offline-run-*"))
-        assert len(runs) == 1, job  # one W&B run per job
-        wandb_run = read_wandb_run(runs[0])
-        assert wandb_run["exit_code"] == 0  # finished cleanly
+    assert proc.stdout.count("wandb sync") == 3
+    runs = wandb_runs(sweep)  # exactly one offline run in each job's folder
+    assert len(runs) == 3 and {r["group"] for r in runs.values()} == {"paper_small/placements"}
+    placements = ["none", "non_recurrent", "recurrent"]
+    assert [runs[job]["job_type"] for job in "012"] == placements
+    assert [runs[job]["name"] for job in "012"] == [f"dropout={p}" for p in placements]
+    for job, placement in zip("012", placements):
+        wandb_run = runs[job]
+        assert wandb_run["exit_code"] == 0 and wandb_run["summary"]["status"] == "completed"
         assert wandb_run["config"]["model"]["hidden_size"] == 16  # the resolved Hydra config is the run config
+        assert wandb_run["tags"] == ["ablation", "tiny"] and wandb_run["config"]["tags"] == ["ablation", "tiny"]
+        choices = wandb_run["config"]["choices"]
+        assert choices["dropout"] == placement and choices["model"] == "small" and choices["data"] == "text"
+        assert choices["experiment"] == "paper_small" and choices["regularizer"] == "none"
         metrics = json.loads((sweep / job / "metrics.json").read_text())
         assert wandb_run["summary"]["test_ppl"] == pytest.approx(metrics["test_ppl"])
         history = wandb_run["history"]
         val = [row["val/ppl"] for row in history if "val/ppl" in row]
         assert len(val) == 2 and val[-1] == pytest.approx(metrics["val_ppl"])
         assert any("train/words_per_sec" in row for row in history) and any("train/lr" in row for row in history)
-        dropouts.add(wandb_run["config"]["dropout"]["input"])
-    assert dropouts == {0.0, 0.3}  # each job's own resolved config
+        # the checkpoints, stored in place: one version when the last model is the best (W&B adds latest), else two
+        checkpoints = sweep / job / "checkpoints"
+        artifacts = wandb_run["artifacts"]
+        assert {a["type"] for a in artifacts} == {"model"} and len({a["name"] for a in artifacts}) == 1
+        aliases = [alias for a in artifacts for alias in a["aliases"]]
+        assert aliases.count("best") == aliases.count("last") == 1 and "latest" in aliases
+        assert len(artifacts) == (1 if (checkpoints / "best.ckpt").samefile(checkpoints / "last.ckpt") else 2)
+        for artifact in artifacts:
+            ((path, size),) = artifact["files"]
+            assert Path(path).parent == checkpoints and size == Path(path).stat().st_size
+        # the CSV logger gets the tags and choices too
+        hparams = yaml.safe_load((sweep / job / "csv" / "hparams.yaml").read_text())
+        assert hparams["tags"] == ["ablation", "tiny"] and hparams["choices"]["dropout"] == placement
+    # the placements differ: dropout.p=0.3 reaches where each one puts dropout
+    assert len({runs[job]["summary"]["test_ppl"] for job in "012"}) == 3
 
 
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
@@ -109,37 +136,6 @@ def test_sync_command_names_only_the_runs_own_parts(tmp_path):
     assert offline_parts(third, "abc", earlier) == [first, second, third]
 
 
-def test_multirun_report_lists_runs_and_failures(tiny_cli, tmp_path):
-    sweep = tmp_path / "sweep"
-    # the third job's lr makes training diverge: it fails alone (one line), the sweep ends and says so (exit 1);
-    # an impossible value would stop the whole sweep before its first job (rnnreg.schema)
-    proc = run("rnnreg-train", "-m", *tiny_cli, "optim.lr=1.0,0.5,1e+30", f"hydra.sweep.dir={sweep}", check=False)
-    assert proc.returncode == 1 and "training loss became" in proc.stderr
-    report = run("rnnreg-report", f"path={sweep}").stdout
-    table = (sweep / "report.md").read_text().strip().splitlines()
-    assert len(table) == 2 + 3
-    for job, line in zip("012", table[2:]):
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[0] == job
-        if job == "2":
-            assert cells[2] == "failed" and cells[4] == "—"
-            continue
-        metrics = json.loads((sweep / job / "metrics.json").read_text())
-        assert cells[1] == f"optim.lr={['1.0', '0.5'][int(job)]}"
-        assert cells[3] == f"{metrics['best_val_ppl']:.2f}" and cells[4] == f"{metrics['test_ppl']:.2f}"
-        assert cells[5] == f"{metrics['test_ppl_batched']:.2f}" and cells[6] == "2"
-    for png in ("val_ppl.png", "test_ppl.png"):
-        image = matplotlib.image.imread(sweep / png)
-        assert image.ndim == 3 and image.shape[0] > 100
-    assert "failed" in report
-    # no seeds repeat: the plots draw each run on its own, the failed one marked
-    assert list(plot_groups(collect(sweep))) == [
-        "optim.lr=1.0",
-        "optim.lr=0.5",
-        "optim.lr=1e+30 (failed)",
-    ]
-
-
 def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
     sweep = tmp_path / "seeds"
     run(
@@ -174,25 +170,6 @@ def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
     assert all(len({r["differs"] for r in runs}) == 2 for runs in groups.values())
 
 
-def test_optuna_search_runs_three_trials(tiny_cli, tmp_path):
-    sweep = tmp_path / "optuna"
-    run(
-        "rnnreg-train",
-        *tiny_cli,
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=3",
-        f"hydra.sweep.dir={sweep}",
-        "trainer.max_epochs=1",
-    )
-    jobs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").exists())
-    assert len(jobs) == 3
-    rates = {yaml.safe_load((j / ".hydra/config.yaml").read_text())["dropout"]["p"] for j in jobs}
-    assert len(rates) == 3 and all(0.2 <= r <= 0.7 for r in rates)
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    best_val = min(json.loads((j / "metrics.json").read_text())["best_val_ppl"] for j in jobs)
-    assert best["best_value"] == pytest.approx(best_val)
-
-
 def test_submitit_local_launcher(tiny_cli, tmp_path):
     sweep = tmp_path / "submitit"
     run(
@@ -208,9 +185,10 @@ def test_submitit_local_launcher(tiny_cli, tmp_path):
     assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 1
 
 
-def test_a_diverged_job_fails_alone_and_the_sweep_goes_on(tiny_cli, tmp_path, no_wandb_credentials):
+def test_a_diverged_job_fails_alone_the_sweep_goes_on_and_the_report_lists_it(tiny_cli, tmp_path, no_wandb_credentials):
     """Job 1's lr becomes 1e20 after epoch 1: it fails (metrics.json, W&B exit code 1), jobs 0 and 2 still
-    run; the sweep ends with one line naming the failed job and exit 1. W&B alone still feeds the report."""
+    run; the sweep ends with one line naming the failed job and exit 1. W&B alone still feeds the report,
+    which lists every job, the failed one as failed."""
     sweep = tmp_path / "sweep"
     proc = run(
         "rnnreg-train",
@@ -239,6 +217,24 @@ def test_a_diverged_job_fails_alone_and_the_sweep_goes_on(tiny_cli, tmp_path, no
     rows = collect(sweep)
     assert [len(r["val_history"]) for r in rows] == [2, 1, 2]
     assert [r["status"] for r in rows] == ["completed", "failed", "completed"]
+    report = run("rnnreg-report", f"path={sweep}").stdout
+    assert "failed" in report
+    table = (sweep / "report.md").read_text().strip().splitlines()
+    assert len(table) == 2 + 3
+    for job, line in zip("012", table[2:]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[:2] == [job, f"optim.decay={['1.2', '1e-20', '1.5'][int(job)]}"]
+        if job == "1":
+            assert cells[2] == "failed" and cells[4] == "—"
+            continue
+        metrics = status[job]
+        assert cells[3] == f"{metrics['best_val_ppl']:.2f}" and cells[4] == f"{metrics['test_ppl']:.2f}"
+        assert cells[5] == f"{metrics['test_ppl_batched']:.2f}" and cells[6] == "2"
+    for png in ("val_ppl.png", "test_ppl.png"):
+        image = matplotlib.image.imread(sweep / png)
+        assert image.ndim == 3 and image.shape[0] > 100
+    # no seeds repeat: the plots draw each run on its own, the failed one marked
+    assert list(plot_groups(rows)) == ["optim.decay=1.2", "optim.decay=1e-20 (failed)", "optim.decay=1.5"]
 
 
 def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
@@ -259,6 +255,9 @@ def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
         job.name: json.loads((job / "metrics.json").read_text())["status"] for job in sweep.iterdir() if job.is_dir()
     }
     assert len(statuses) == 3 and "failed" in statuses.values() and "completed" in statuses.values()
+    # each trial its own dropout rate from the default search space, into which the decay choice merged
+    rates = {yaml.safe_load((sweep / job / ".hydra/config.yaml").read_text())["dropout"]["p"] for job in statuses}
+    assert len(rates) == 3 and all(0.2 <= r <= 0.7 for r in rates)
     failed = sorted(job for job, status in statuses.items() if status == "failed")
     for job in failed:
         assert yaml.safe_load((sweep / job / ".hydra/config.yaml").read_text())["optim"]["decay"] == 1e-20
@@ -268,47 +267,3 @@ def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
     completed = [j for j, s in statuses.items() if s == "completed"]
     best_val = min(json.loads((sweep / j / "metrics.json").read_text())["best_val_ppl"] for j in completed)
     assert best["best_value"] == pytest.approx(best_val) and best["best_params"]["optim.decay"] == 1.2
-
-
-def test_wandb_workspace_answers_recurrent_vs_non_recurrent(tiny_cli, tmp_path, no_wandb_credentials):
-    """One group per sweep, the placement as job type, Hydra's choices and tags in the config, names from the
-    swept overrides only; offline, log_model keeps the checkpoints as the run's model artifact."""
-    sweep = tmp_path / "placements"
-    run(
-        "rnnreg-train",
-        "-m",
-        *tiny_cli,
-        "trainer.max_epochs=1",
-        "logger=wandb",
-        "logger.wandb.log_model=true",
-        "tags=[ablation,tiny]",
-        "dropout=none,non_recurrent,recurrent",
-        "dropout.p=0.3",
-        f"hydra.sweep.dir={sweep}",
-    )
-    runs = wandb_runs(sweep)
-    assert len(runs) == 3 and {r["group"] for r in runs.values()} == {"paper_small/placements"}
-    placements = ["none", "non_recurrent", "recurrent"]
-    assert [runs[job]["job_type"] for job in "012"] == placements
-    assert [runs[job]["name"] for job in "012"] == [f"dropout={p}" for p in placements]
-    for job, placement in zip("012", placements):
-        wandb_run = runs[job]
-        assert wandb_run["tags"] == ["ablation", "tiny"] and wandb_run["config"]["tags"] == ["ablation", "tiny"]
-        choices = wandb_run["config"]["choices"]
-        assert choices["dropout"] == placement and choices["model"] == "small" and choices["data"] == "text"
-        assert choices["experiment"] == "paper_small" and choices["regularizer"] == "none"
-        metrics = json.loads((sweep / job / "metrics.json").read_text())
-        assert wandb_run["summary"]["status"] == "completed"
-        assert wandb_run["summary"]["test_ppl"] == pytest.approx(metrics["test_ppl"])
-        assert any("val/ppl" in row for row in wandb_run["history"])
-        # epoch 1 is both the best and the last model: one file, one artifact version (W&B adds latest),
-        # stored in place
-        (artifact,) = wandb_run["artifacts"]
-        assert artifact["type"] == "model" and sorted(artifact["aliases"]) == ["best", "last", "latest"]
-        ((path, size),) = artifact["files"]
-        assert Path(path).parent == sweep / job / "checkpoints" and size == Path(path).stat().st_size
-        # the CSV logger gets the tags and choices too
-        hparams = yaml.safe_load((sweep / job / "csv" / "hparams.yaml").read_text())
-        assert hparams["tags"] == ["ablation", "tiny"] and hparams["choices"]["dropout"] == placement
-    # the placements differ: dropout.p=0.3 reaches where each one puts dropout
-    assert len({runs[job]["summary"]["test_ppl"] for job in "012"}) == 3

@@ -1,5 +1,6 @@
 """Checkpoint callbacks: best.ckpt carried over a resume into a new folder, last.ckpt written once per
-state (a hard link to best.ckpt when both hold it), and a resumable last.ckpt on Ctrl-C or SIGTERM."""
+state (a hard link to best.ckpt when both hold it), and a resumable last.ckpt on Ctrl-C or SIGTERM; and
+the trainer's checkpoint IO (atomic writes, data-only reads)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,24 @@ from pathlib import Path
 from weakref import proxy
 
 import lightning as L
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from rnnreg.io import AtomicCheckpointIO, link_atomically, replace_atomically
+from rnnreg.io import link_atomically, load_checkpoint, replace_atomically, save_atomically
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their final name and renamed (never a truncated .ckpt where a good one
+    was, nothing left in $TMPDIR), and read as data only (rnnreg.io)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        save_atomically(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_checkpoint(path, map_location if map_location is not None else "cpu")
 
 
 def tests_best(test_ckpt: str, early_stopping: bool) -> bool:

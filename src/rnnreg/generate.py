@@ -22,20 +22,27 @@ def generate(
         raise ConfigError(f"temperature={temperature} must be positive (1.0 samples the model as trained)")
     if num_words < 0:
         raise ConfigError(f"num_words={num_words} must be >= 0")
+    # without Lightning (rnnreg.task, seconds to import): the network and its vocabulary are all a sample needs
     import torch
 
-    from rnnreg.task import load_task
+    from rnnreg.io import load_checkpoint
+    from rnnreg.model import trained_net
 
+    checkpoint = load_checkpoint(ckpt_path)
+    net, vocab = trained_net(checkpoint, ckpt_path), checkpoint.get("vocab")
     with torch.no_grad():
-        return sample(load_task(ckpt_path), ckpt_path, prompt, num_words, temperature, seed, device)
+        return sample(net, vocab, ckpt_path, prompt, num_words, temperature, seed, device)
 
 
-def sample(task, ckpt_path: str, prompt: str, num_words: int, temperature: float, seed: int, device: str) -> list[str]:
+def sample(
+    net, vocab: list[str] | None, ckpt_path: str, prompt: str, num_words: int, temperature: float, seed: int,
+    device: str,
+) -> list[str]:  # fmt: skip
     import torch
 
-    if not task.vocab:
+    if not vocab:
         raise ConfigError(f"{ckpt_path} holds no vocabulary: it was not written by rnnreg-train")
-    stoi = {w: i for i, w in enumerate(task.vocab)}
+    stoi = {w: i for i, w in enumerate(vocab)}
     words = prompt.split() or [EOS]
     unknown = [w for w in words if w not in stoi]
     if unknown:
@@ -43,14 +50,14 @@ def sample(task, ckpt_path: str, prompt: str, num_words: int, temperature: float
             raise ConfigError(f"prompt words {unknown} are not in the vocabulary, which has no {UNK}")
         warnings.warn(f"prompt words not in the vocabulary, read as {UNK}: {', '.join(unknown)}", stacklevel=3)
         words = [w if w in stoi else UNK for w in words]
-    net = task.net.to(device).eval()
+    net = net.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     logits, state = net(torch.tensor([[stoi[w]] for w in words], device=device))
     out = list(words)
     for _ in range(num_words):
         probs = torch.softmax(logits[-1, 0].double() / temperature, dim=-1)
         token = torch.multinomial(probs, 1, generator=generator)
-        out.append(task.vocab[token.item()])
+        out.append(vocab[token.item()])
         logits, state = net(token.view(1, 1), state)
     return out
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins import TorchCheckpointIO
 
 from rnnreg.errors import CheckpointError, OutputError
 
@@ -160,17 +159,6 @@ def save_atomically(obj: Any, path: str | Path) -> None:
             os.fsync(f.fileno())
 
     replace_atomically(path, write)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written beside their final name and renamed (never a truncated .ckpt where a good one
-    was, nothing left in $TMPDIR), and read as data only."""
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        save_atomically(checkpoint, path)
-
-    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        return load_checkpoint(path, map_location if map_location is not None else "cpu")
 
 
 class RunLock:

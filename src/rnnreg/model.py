@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rnnreg.errors import ConfigError
+from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.lstm_layer import LSTMLayerFunction
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -224,3 +224,37 @@ class LSTMLanguageModel(nn.Module):
         hidden, (h, c) = self.run_lstm(x, state)
         logits = self.decoder(drop(hidden, self.dropout_output, self.training, self.variational))
         return logits, (h.detach(), c.detach())
+
+
+def build_net(vocab_size: int, model: dict, dropout: dict) -> LSTMLanguageModel:
+    return LSTMLanguageModel(
+        vocab_size,
+        model["hidden_size"],
+        model["num_layers"],
+        model["init_scale"],
+        dropout_input=dropout["input"],
+        dropout_between=dropout["between"],
+        dropout_output=dropout["output"],
+        dropout_recurrent=dropout.get("recurrent", 0.0),
+        variational=dropout.get("variational", False),
+        weight_drop=dropout.get("weight_drop", 0.0),
+        embedding_dropout=dropout.get("embedding", 0.0),
+        layer_norm=model.get("layer_norm", False),
+        tie_weights=model.get("tie_weights", False),
+        lstm=model.get("lstm", "auto"),
+    )
+
+
+def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
+    """The network of a checkpoint (rnnreg.io.load_checkpoint's data) with its trained weights; without
+    Lightning, for rnnreg-generate. `source` names the file in the error."""
+    try:
+        hparams = checkpoint["hyper_parameters"]
+        net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
+        net.load_state_dict({key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()})
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{source} is not a rnnreg checkpoint of this version "
+            f"({str(err).splitlines()[0]}): give a checkpoint written by rnnreg-train"
+        ) from None
+    return net

@@ -10,29 +10,10 @@ from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
-from rnnreg.model import LSTMLanguageModel, State, mean_nll
+from rnnreg.model import State, build_net, mean_nll, trained_net
 from rnnreg.optim import paper_optimizer
 from rnnreg.resume import restore_resume_state, save_resume_state
 from rnnreg.signals import TrainingSignals
-
-
-def build_net(vocab_size: int, model: dict, dropout: dict) -> LSTMLanguageModel:
-    return LSTMLanguageModel(
-        vocab_size,
-        model["hidden_size"],
-        model["num_layers"],
-        model["init_scale"],
-        dropout_input=dropout["input"],
-        dropout_between=dropout["between"],
-        dropout_output=dropout["output"],
-        dropout_recurrent=dropout.get("recurrent", 0.0),
-        variational=dropout.get("variational", False),
-        weight_drop=dropout.get("weight_drop", 0.0),
-        embedding_dropout=dropout.get("embedding", 0.0),
-        layer_norm=model.get("layer_norm", False),
-        tie_weights=model.get("tie_weights", False),
-        lstm=model.get("lstm", "auto"),
-    )
 
 
 class LanguageModelTask(L.LightningModule):
@@ -174,13 +155,12 @@ def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTa
     """A trained task from a checkpoint, loaded as data only (rnnreg.io); with `vocab`, refuse a checkpoint
     trained on another vocabulary."""
     checkpoint = load_checkpoint(ckpt_path)
+    net = trained_net(checkpoint, ckpt_path)
+    hparams = checkpoint["hyper_parameters"]
     try:
-        hparams = checkpoint["hyper_parameters"]
-        task = LanguageModelTask(
-            hparams["vocab_size"], hparams["model"], hparams["dropout"], hparams["optim"], hparams.get("speed")
-        )
-        task.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as err:
+        task = LanguageModelTask(hparams["vocab_size"], hparams["model"], hparams["dropout"], hparams["optim"],
+                                 hparams.get("speed"), net=net)  # fmt: skip
+    except (KeyError, TypeError) as err:
         raise CheckpointError(
             f"{ckpt_path} is not a rnnreg checkpoint of this version "
             f"({str(err).splitlines()[0]}): give a checkpoint written by rnnreg-train"
