@@ -30,18 +30,16 @@ def generate(
 
     checkpoint = load_checkpoint(ckpt_path)
     net, vocab = trained_net(checkpoint, ckpt_path), checkpoint.get("vocab")
-    with torch.no_grad():
-        return sample(net, vocab, ckpt_path, prompt, num_words, temperature, seed, device)
-
-
-def sample(
-    net, vocab: list[str] | None, ckpt_path: str, prompt: str, num_words: int, temperature: float, seed: int,
-    device: str,
-) -> list[str]:  # fmt: skip
-    import torch
-
     if not vocab:
         raise ConfigError(f"{ckpt_path} holds no vocabulary: it was not written by rnnreg-train")
+    with torch.no_grad():
+        return sample(net, vocab, prompt, num_words, temperature, seed, device)
+
+
+def sample(net, vocab: list[str], prompt: str, num_words: int, temperature: float, seed: int, device: str) -> list[str]:
+    """The prompt's words, then `num_words` words drawn one at a time from the network at `temperature`."""
+    import torch
+
     stoi = {w: i for i, w in enumerate(vocab)}
     words = prompt.split() or [EOS]
     unknown = [w for w in words if w not in stoi]
