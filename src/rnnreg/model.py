@@ -253,8 +253,13 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
         net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
         net.load_state_dict({key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()})
     except (KeyError, TypeError, RuntimeError) as err:
-        raise CheckpointError(
-            f"{source} is not a rnnreg checkpoint of this version "
-            f"({str(err).splitlines()[0]}): give a checkpoint written by rnnreg-train"
-        ) from None
+        raise not_this_version(source, err) from None
     return net
+
+
+def not_this_version(source: str, err: Exception) -> CheckpointError:
+    """A checkpoint whose contents are not what this version of rnnreg writes (a key missing, a shape off)."""
+    return CheckpointError(
+        f"{source} is not a rnnreg checkpoint of this version ({str(err).splitlines()[0]}): give a checkpoint "
+        "written by rnnreg-train"
+    )

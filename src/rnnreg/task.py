@@ -6,11 +6,11 @@ import lightning as L
 import torch
 from torch import nn
 
-from rnnreg.errors import CheckpointError, ConfigError
+from rnnreg.errors import ConfigError
 from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
-from rnnreg.model import State, build_net, mean_nll, trained_net
+from rnnreg.model import State, build_net, mean_nll, not_this_version, trained_net
 from rnnreg.optim import paper_optimizer
 from rnnreg.resume import restore_resume_state, save_resume_state
 from rnnreg.signals import TrainingSignals
@@ -161,10 +161,7 @@ def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTa
         task = LanguageModelTask(hparams["vocab_size"], hparams["model"], hparams["dropout"], hparams["optim"],
                                  hparams.get("speed"), net=net)  # fmt: skip
     except (KeyError, TypeError) as err:
-        raise CheckpointError(
-            f"{ckpt_path} is not a rnnreg checkpoint of this version "
-            f"({str(err).splitlines()[0]}): give a checkpoint written by rnnreg-train"
-        ) from None
+        raise not_this_version(ckpt_path, err) from None
     task.on_load_checkpoint(checkpoint)
     if vocab is not None and task.vocab is not None and task.vocab != vocab:
         raise ConfigError(
