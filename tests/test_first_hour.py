@@ -23,10 +23,10 @@ from rnnreg.callbacks import (
     LMProgressBar,
     SpeedMonitor,
     estimate_run_seconds,
-    format_duration,
     run_seconds_left,
     validation_seconds,
 )
+from rnnreg.console import format_duration
 from rnnreg.errors import ConfigError
 from rnnreg.runtime import missing_key
 from rnnreg.train import optimized_metric, train

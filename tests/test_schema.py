@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from helpers import BIN
 from rnnreg import CONF_DIR
+from rnnreg.command_line import check_job, validate_args
 from rnnreg.errors import CheckpointError, ConfigError, DataError
-from rnnreg.schema import SCHEMAS, Rule, check_job, rules, validate_args
+from rnnreg.schema import SCHEMAS, Rule, rules
 from rnnreg.train import train
 
 CUDA = torch.cuda.is_available()

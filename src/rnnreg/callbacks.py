@@ -1,4 +1,5 @@
-"""Callbacks: words/s and epoch timing, progress bar, and never losing a run (NaN guard, interrupts)."""
+"""Callbacks: words/s and epoch timing, the run's plan and time estimate, progress bar, and never losing a
+run (NaN guard, interrupts)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from rnnreg.console import counted, format_duration
 from rnnreg.errors import TrainingDiverged
 from rnnreg.signals import MAX_NLL
 
@@ -149,21 +151,6 @@ class LMProgressBar(RichProgressBar):
 
 # Validation runs the forward pass only: per word, about a third of a training window's forward + backward.
 VALIDATION_COST = 1 / 3
-
-
-def counted(n: int, noun: str) -> str:
-    """1 thread, 2 threads; 3 jobs, 1 group."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def format_duration(seconds: float) -> str:
-    """3 h 05 min, 12 min 30 s, 45 s."""
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def estimate_run_seconds(

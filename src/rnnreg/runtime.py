@@ -20,8 +20,9 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
+from rnnreg.command_line import validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
-from rnnreg.schema import missing_message, validate, validate_args
+from rnnreg.schema import missing_message, validate
 from rnnreg.sweep import ERROR_FILE, differing, in_multirun, job_swept_keys
 
 log = logging.getLogger("rnnreg")

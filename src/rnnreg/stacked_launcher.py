@@ -18,12 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, filter_overrides, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from rnnreg.callbacks import counted
+from rnnreg.console import counted
 from rnnreg.errors import ConfigError, UserError
 from rnnreg.sweep import NOT_COMPARED
 
@@ -177,8 +176,6 @@ def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    from rnnreg.stacked_train import train_group  # torch and Lightning: only once a sweep runs
-
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
@@ -201,6 +198,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     if ignored:
         print(f"warning: hydra/launcher=stacked logs to csv and wandb only; logger {ignored} not used", flush=True)
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
+    # torch and Lightning once the groups are printed: a refused sweep is answered without them (seconds)
+    import torch
+
+    from rnnreg.stacked_train import train_group
+
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu and launcher.program == "batched":
         print(

@@ -1,0 +1,170 @@
+"""A command line, checked before Hydra runs: compose the config of every job it asks for (each value of a
+sweep, an experiment's own sweep included) and validate each against rnnreg.schema, so that a bad value is
+one line before any folder is created or any job has run. rnnreg.runtime.hydra_entry calls `validate_args`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnnreg import CONF_DIR
+from rnnreg.errors import ConfigError
+from rnnreg.schema import trainer_arguments, unknown_key, validate
+
+# Hydra's own flags that do not run the task (or pick another config): nothing to check before Hydra
+_NO_RUN_FLAGS = {
+    *("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"),
+    *("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"),
+}
+MAX_JOBS_CHECKED = 256
+
+
+def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> int:
+    """Compose the config of every job `argv` asks for (each value of a sweep) and validate it, before Hydra
+    runs (and creates any folder). Returns the number of configs checked (0: a flag that runs nothing)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+
+    if any(a.split("=")[0] in _NO_RUN_FLAGS for a in argv):
+        return 0
+    if any(a.startswith(("hydra.searchpath", "--config-dir", "-cd", "--config-path", "-cp")) for a in argv):
+        return 0  # config groups from elsewhere: the task function (or the stacked launcher) validates each job
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    parser = OverridesParser.create()
+    try:
+        overrides = parser.parse_overrides([a for a in argv if not a.startswith("-")])
+    except HydraException as err:
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+    groups = [o for o in overrides if _is_group(o, conf_dir)]
+    values = [o for o in overrides if not _is_group(o, conf_dir)]
+    with initialize_config_dir(conf_dir, version_base="1.3"):
+
+        def compose_groups(group_lines: tuple[str, ...]) -> DictConfig:
+            try:
+                return compose(config_name, overrides=list(group_lines), return_hydra_config=True)
+            except HydraException as err:
+                raise ConfigError(" ".join(str(err).split("\n")[:1]).strip()) from None
+
+        plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
+        first = tuple(f"{o.get_key_element()}={_first(o)}" for o in groups if o.is_sweep_override())
+        base_groups = plain_groups + first
+        base = compose_groups(base_groups)
+        apply_overrides(base, [o for o in values if _is_hydra(o) and not o.is_sweep_override()])
+        multirun = multirun or base.hydra.mode == RunMode.MULTIRUN
+        sweeps = {o.get_key_element(): o for o in values + groups if o.is_sweep_override() and not _is_hydra(o)}
+        if sweeps and not multirun:
+            line = next(iter(sweeps.values())).input_line
+            raise ConfigError(
+                f"{line} is a sweep: add -m (--multirun) to run one job per value, or quote it ('{line}') for a string"
+            )
+        if multirun:  # the sweeper's own params (an experiment's), the command line's win
+            for key, spec in (OmegaConf.select(base, "hydra.sweeper.params") or {}).items():
+                if key not in sweeps:
+                    (parsed,) = parser.parse_overrides([f"{key}={spec}"])
+                    sweeps[key] = parsed
+        group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, conf_dir)}
+        value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, conf_dir)}
+        fixed_values = [o for o in values if not o.is_sweep_override()]
+        checked = 0
+        group_jobs = _product({k: _sweep_lines(o) for k, o in group_sweeps.items()})
+        value_jobs = _product({k: _sweep_lines(o) for k, o in value_sweeps.items()})
+        for group_job in group_jobs:
+            cfg = base if not group_sweeps else compose_groups(plain_groups + tuple(group_job))
+            for value_job in value_jobs:
+                where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""
+                try:
+                    check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)))
+                except ConfigError as err:
+                    raise ConfigError(f"{err}{where}") from None
+                checked += 1
+    return checked
+
+
+def check_job(composed: DictConfig, config_name: str, overrides: list) -> None:
+    """One job: `composed` (the config of its group options, with Hydra's node) with its `key=value`
+    overrides applied as Hydra applies them (hydra.* ones aside), validated."""
+    job = OmegaConf.create({k: composed._get_node(k) for k in composed.keys() if k != "hydra"})
+    OmegaConf.set_struct(job, True)
+    apply_overrides(job, [o for o in overrides if not _is_hydra(o)], config_name)
+    validate(job, config_name, choices=composed.hydra.runtime.choices)
+
+
+def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> None:
+    """Hydra's own application of `key=value` overrides, with an unknown key refused in one line."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.errors import HydraException
+
+    for override in overrides:
+        key = override.key_or_group
+        if not override.is_add() and not override.is_force_add() and not key.startswith("hydra."):
+            _check_key_exists(cfg, key, override, config_name)
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
+        except HydraException as err:
+            raise ConfigError(f"{override.input_line}: {str(err).strip().splitlines()[0]}") from None
+
+
+def _check_key_exists(cfg: DictConfig, key: str, override: Any, config_name: str) -> None:
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return  # a list index or a value: Hydra says what is wrong
+        if part not in node.keys():
+            prefix = ".".join(parts[:i])
+            known = sorted(str(k) for k in node.keys())
+            if prefix == "trainer" and part in trainer_arguments():
+                raise ConfigError(
+                    f"trainer.{part} is not in the config yet: add it with +{override.input_line.lstrip('+')}"
+                )
+            where = prefix or f"the {config_name} config"
+            if override.is_delete():
+                raise ConfigError(f"~{key}: {key} is not in the config, nothing to delete")
+            raise unknown_key(f"{prefix}." if prefix else "", part, known, where)
+        node = node._get_node(part)
+
+
+def _is_hydra(override: Any) -> bool:
+    return override.key_or_group.startswith("hydra.")
+
+
+def _is_group(override: Any, conf_dir: str) -> bool:
+    key = override.key_or_group
+    return "/" in key or override.package is not None or Path(conf_dir, key).is_dir()
+
+
+def _sweep_lines(override: Any) -> list[str]:
+    from hydra.core.override_parser.types import IntervalSweep
+
+    key = override.get_key_element()
+    value = override.value()
+    if isinstance(value, IntervalSweep):  # optuna's interval(a, b): both ends
+        return [f"{key}={value.start}", f"{key}={value.end}"]
+    if not override.is_sweep_override():
+        return [override.input_line]
+    return [f"{key}={v}" for v in override.sweep_string_iterator()]
+
+
+def _first(override: Any) -> str:
+    return _sweep_lines(override)[0].split("=", 1)[1]
+
+
+def _product(options: dict[str, list[str]]) -> list[tuple[str, ...]]:
+    """Every combination, or (past MAX_JOBS_CHECKED) each value once with the others at their first."""
+    if not options:
+        return [()]
+    lists = list(options.values())
+    if math.prod(len(v) for v in lists) <= MAX_JOBS_CHECKED:
+        return list(itertools.product(*lists))
+    jobs = {tuple(v[0] for v in lists)}
+    for i, values in enumerate(lists):
+        for value in values[1:]:
+            jobs.add(tuple(value if j == i else v[0] for j, v in enumerate(lists)))
+    return sorted(jobs)
