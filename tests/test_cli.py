@@ -20,8 +20,13 @@ TEST_WINDOWS = 50
 @pytest.fixture(scope="module")
 def smoke_run(ptb_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smoke")
-    run("rnnreg-train", "experiment=smoke", f"hydra.run.dir={out}", "callbacks.progress_bar.refresh_rate=0",
-        f"trainer.limit_test_batches={TEST_WINDOWS}")  # fmt: skip
+    run(
+        "rnnreg-train",
+        "experiment=smoke",
+        f"hydra.run.dir={out}",
+        "callbacks.progress_bar.refresh_rate=0",
+        f"trainer.limit_test_batches={TEST_WINDOWS}",
+    )
     return out
 
 

@@ -66,9 +66,14 @@ def stacked(setup) -> Path:
     """The reference: one stacked group of five members, one of which diverges."""
     sweep = setup.root / "stacked"
     proc = run(
-        "rnnreg-train", "-m", *setup.cli, "hydra/launcher=stacked", "+member=a,b,c,es,diverge",
-        f"hydra.sweep.dir={sweep}", check=False,
-    )  # fmt: skip
+        "rnnreg-train",
+        "-m",
+        *setup.cli,
+        "hydra/launcher=stacked",
+        "+member=a,b,c,es,diverge",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
     assert proc.returncode != 0, "a failed member fails the sweep, as a failed basic job does"
     assert "5 jobs in 1 group\n" in proc.stdout and "group 0: jobs [0, 1, 2, 3, 4], 5 members" in proc.stdout
     assert "training loss became" in proc.stderr
@@ -99,8 +104,9 @@ def weights(job: Path, name: str = "last.ckpt") -> dict[str, torch.Tensor]:
 # -- grouping (in process) --------------------------------------------------------------------------------
 def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
     def job(*overrides: str, run_dir: str = "job"):
-        cfg = compose_config(["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *overrides],
-                             tmp_path / run_dir)  # fmt: skip
+        cfg = compose_config(
+            ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *overrides], tmp_path / run_dir
+        )
         return SimpleNamespace(key=group_key(cfg), cfg=cfg)
 
     sweep = [
@@ -132,8 +138,16 @@ def group_jobs_here(tmp_path: Path, tiny_corpus: Path, *overrides: str, members:
         folder = tmp_path / str(k)
         folder.mkdir(parents=True, exist_ok=True)  # as the launcher makes it
         cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", f"seed={k}", *overrides]
-        jobs.append(Job(idx=k, overrides=[f"seed={k}"], cfg=compose_config(cli, folder), hydra_cfg=None,
-                        output_dir=folder, key="0"))  # fmt: skip
+        jobs.append(
+            Job(
+                idx=k,
+                overrides=[f"seed={k}"],
+                cfg=compose_config(cli, folder),
+                hydra_cfg=None,
+                output_dir=folder,
+                key="0",
+            )
+        )
     return jobs
 
 
@@ -183,8 +197,12 @@ def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_pat
 def test_best_weights_are_kept_only_for_a_test_on_them(tmp_path, tiny_corpus):
     """A copy of every member's best validation weights (K models' memory, and half of each resume file) is
     kept only when some member's test uses them: test_ckpt=best, or auto with early stopping."""
-    for overrides, kept in (((), False), (("test_ckpt=auto",), False), (("test_ckpt=best",), True),
-                            (("test_ckpt=auto", "callbacks=early_stopping"), True)):  # fmt: skip
+    for overrides, kept in (
+        ((), False),
+        (("test_ckpt=auto",), False),
+        (("test_ckpt=best",), True),
+        (("test_ckpt=auto", "callbacks=early_stopping"), True),
+    ):
         trainer = stacked_train.GroupTrainer(
             group_jobs_here(tmp_path, tiny_corpus, *overrides), 0, tmp_path / "group_0.pt", program="batched"
         )
@@ -204,15 +222,19 @@ def test_resume_file_from_another_program_or_device_is_one_line(tmp_path, tiny_c
     trainer.save_resume(trainer.host_weights())
     trainer.writer.close()
     saved = resume_file.read_bytes()
-    with pytest.raises(ConfigError, match="written by the batched program and this run would go on with in_turn, "
-                                          "not exactly: resume with hydra.launcher.program=batched"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match="written by the batched program and this run would go on with in_turn, "
+        "not exactly: resume with hydra.launcher.program=batched",
+    ):
         stacked_train.GroupTrainer(jobs, 0, resume_file, program="in_turn").load_resume()
     assert resume_file.read_bytes() == saved
     state = torch.load(resume_file, weights_only=True)
     torch.save(state | {"device": "cuda"}, resume_file)  # as a GPU's group writes it
     saved = resume_file.read_bytes()
-    with pytest.raises(ConfigError, match="was written on cuda and this run is on cpu: resume with "
-                                          "trainer.accelerator=gpu"):  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="was written on cuda and this run is on cpu: resume with trainer.accelerator=gpu"
+    ):
         stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()
     assert resume_file.read_bytes() == saved
 
@@ -278,9 +300,15 @@ def test_optuna_batch_of_trials_is_one_group(setup):
     trial's best validation perplexity from its member."""
     sweep = setup.root / "optuna"
     proc = run(
-        "rnnreg-train", *setup.cli, "hydra/launcher=stacked", "hparams_search=optuna", "hydra.sweeper.n_trials=6",
-        "hydra.sweeper.n_jobs=3", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
-    )  # fmt: skip
+        "rnnreg-train",
+        *setup.cli,
+        "hydra/launcher=stacked",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=3",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert proc.stdout.count("3 jobs in 1 group\n") == 2  # two batches of three trials
     jobs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").exists())
     results = [metrics(job) for job in jobs]
@@ -336,10 +364,13 @@ def test_member_checkpoint_continues_as_a_separate_run(stacked, setup, tmp_path)
     job = stacked / "1"
     overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())  # the job's, +member=b
     run(
-        "rnnreg-train", *overrides, f"hydra.searchpath=[file://{setup.root / 'conf'}]", "trainer.max_epochs=4",
+        "rnnreg-train",
+        *overrides,
+        f"hydra.searchpath=[file://{setup.root / 'conf'}]",
+        "trainer.max_epochs=4",
         f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}",
         f"hydra.run.dir={tmp_path / 'continued'}",
-    )  # fmt: skip
+    )
     continued = json.loads((tmp_path / "continued" / "metrics.json").read_text())
     assert continued["status"] == "completed" and continued["epochs"] == 4
     lrs = losses(tmp_path / "continued", "train/lr")
@@ -353,11 +384,24 @@ def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, a
     so ckpt_path= continues it alone exactly as its job runs uninterrupted."""
     stacked, solo = setup.root / "sigterm_stacked", setup.root / "sigterm_alone"
     args = ["rnnreg-train", *setup.cli, "+member=a"]
-    proc = run(args[0], "-m", *args[1:], "hydra/launcher=stacked", "hydra.launcher.stop_after_windows=2",
-               f"hydra.sweep.dir={stacked}", check=False)  # fmt: skip
+    proc = run(
+        args[0],
+        "-m",
+        *args[1:],
+        "hydra/launcher=stacked",
+        "hydra.launcher.stop_after_windows=2",
+        f"hydra.sweep.dir={stacked}",
+        check=False,
+    )
     assert proc.returncode == 128 + signal.SIGTERM
-    proc = run(*args, "+callbacks.signal_at._target_=helpers.SignalAt", "+callbacks.signal_at.window=2",
-               f"+callbacks.signal_at.signum={int(signal.SIGTERM)}", f"hydra.run.dir={solo}", check=False)  # fmt: skip
+    proc = run(
+        *args,
+        "+callbacks.signal_at._target_=helpers.SignalAt",
+        "+callbacks.signal_at.window=2",
+        f"+callbacks.signal_at.signum={int(signal.SIGTERM)}",
+        f"hydra.run.dir={solo}",
+        check=False,
+    )
     assert proc.returncode == 128 + signal.SIGTERM
     ours, theirs = (
         load_checkpoint(stacked / "0/checkpoints/last.ckpt"),
@@ -398,17 +442,30 @@ def test_diverged_member_fails_alone(stacked):
 def test_outputs_eval_and_report(stacked, setup, tmp_path):
     for i in range(4):
         job = stacked / str(i)
-        for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "metrics.json",
-                     "csv/metrics.csv", "train.log", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):  # fmt: skip
+        for name in (
+            ".hydra/config.yaml",
+            ".hydra/hydra.yaml",
+            ".hydra/overrides.yaml",
+            "metrics.json",
+            "csv/metrics.csv",
+            "train.log",
+            "checkpoints/best.ckpt",
+            "checkpoints/last.ckpt",
+        ):
             assert (job / name).is_file(), (job, name)
         assert f"+member={GOOD[i]}" in yaml.safe_load((job / ".hydra/overrides.yaml").read_text())
         assert yaml.safe_load((job / ".hydra/hydra.yaml").read_text())["hydra"]["job"]["num"] == i
     job = stacked / "1"  # tested on its final weights (no early stopping)
     run(
-        "rnnreg-eval", f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}", "data=text", f"data.data_dir={setup.corpus}",
+        "rnnreg-eval",
+        f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}",
+        "data=text",
+        f"data.data_dir={setup.corpus}",
         "data.batch_size=4",
-        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'eval'}",
-    )  # fmt: skip
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
         assert evaluated[key] == pytest.approx(metrics(job)[key], rel=1e-5), key
@@ -425,9 +482,15 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
     # two shapes and max_members=2: groups [0, 1], [2] (hidden 16), [3, 4], [5] (hidden 8); SIGTERM after
     # 8 windows: mid-way through the second epoch of group 0
     args = [
-        "rnnreg-train", "-m", *setup.cli, "hydra/launcher=stacked", "hydra.launcher.max_members=2",
-        "model.hidden_size=16,8", "+member=a,c,diverge", f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
+        "rnnreg-train",
+        "-m",
+        *setup.cli,
+        "hydra/launcher=stacked",
+        "hydra.launcher.max_members=2",
+        "model.hidden_size=16,8",
+        "+member=a,c,diverge",
+        f"hydra.sweep.dir={sweep}",
+    ]
     proc = run(*args, "hydra.launcher.stop_after_windows=8", check=False)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
     assert "6 jobs in 4 groups" in proc.stdout and "group 1: jobs [2], 1 member, 2 x 16 LSTM" in proc.stdout
@@ -461,10 +524,18 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
 def test_wandb_one_run_per_member(setup, no_wandb_credentials):
     sweep = setup.root / "wandb"
     proc = run(
-        "rnnreg-train", "-m", *setup.cli, "hydra/launcher=stacked", "logger=wandb", "logger.wandb.log_model=true",
-        "trainer.max_epochs=2", "tags=[stacked]", "dropout=none,non_recurrent,recurrent", "dropout.p=0.3",
+        "rnnreg-train",
+        "-m",
+        *setup.cli,
+        "hydra/launcher=stacked",
+        "logger=wandb",
+        "logger.wandb.log_model=true",
+        "trainer.max_epochs=2",
+        "tags=[stacked]",
+        "dropout=none,non_recurrent,recurrent",
+        "dropout.p=0.3",
         f"hydra.sweep.dir={sweep}",
-    )  # fmt: skip
+    )
     # the jobs' W&B runs differ (name, job type: the placement), their training does not: one program
     assert "3 jobs in 1 group\n" in proc.stdout
     runs = wandb_runs(sweep)  # exactly one offline run in each job's folder
@@ -498,8 +569,17 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
     exit 130; the same command with hydra.launcher.resume=true finishes every member, each logging on into
     its job's W&B run."""
     sweep = tmp_path / "ctrl_c"
-    args = [str(BIN / "rnnreg-train"), "-m", *setup.cli, "hydra/launcher=stacked", "+member=a,b", "logger=wandb",
-            "trainer.limit_train_batches=null", "trainer.max_epochs=5", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    args = [
+        str(BIN / "rnnreg-train"),
+        "-m",
+        *setup.cli,
+        "hydra/launcher=stacked",
+        "+member=a,b",
+        "logger=wandb",
+        "trainer.limit_train_batches=null",
+        "trainer.max_epochs=5",
+        f"hydra.sweep.dir={sweep}",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = sweep / "0" / "train.log"
     deadline = time.monotonic() + 300
@@ -551,9 +631,15 @@ BATCHED_LOG_EVERY = 5
 def batched_args(setup, sweep: Path) -> list[str]:
     cli = [arg for arg in setup.cli if not arg.startswith("trainer.log_every_n_steps=")]
     return [
-        "rnnreg-train", "-m", *cli, f"trainer.log_every_n_steps={BATCHED_LOG_EVERY}", "hydra/launcher=stacked",
-        "hydra.launcher.program=batched", "+member=a,b,c,es,diverge", f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
+        "rnnreg-train",
+        "-m",
+        *cli,
+        f"trainer.log_every_n_steps={BATCHED_LOG_EVERY}",
+        "hydra/launcher=stacked",
+        "hydra.launcher.program=batched",
+        "+member=a,b,c,es,diverge",
+        f"hydra.sweep.dir={sweep}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -651,8 +737,16 @@ def test_batched_program_interrupt_and_resume_is_exact(batched, setup, stop):
 
 
 def test_unknown_program_is_one_line_error(setup, tmp_path):
-    proc = run("rnnreg-train", "-m", *setup.cli, "hydra/launcher=stacked", "hydra.launcher.program=fast",
-               "+member=b", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=False)  # fmt: skip
+    proc = run(
+        "rnnreg-train",
+        "-m",
+        *setup.cli,
+        "hydra/launcher=stacked",
+        "hydra.launcher.program=fast",
+        "+member=b",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "hydra.launcher.program=fast must be one of auto, batched, in_turn" in errors[0]

@@ -86,10 +86,16 @@ def steps_forward_triton(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...])
         gates_h = torch.matmul(h_in, weight_t)
         ahead = masks is not None and t + 1 < count
         cell_forward(
-            gates_x.select(-3, t), gates_h, c0 if t == 0 else cells.select(-3, t - 1), acts.select(-3, t),
-            cells.select(-3, t), tanh_cells.select(-3, t), outputs.select(-3, t),
-            masks.select(-3, t + 1) if ahead else None, inputs.select(-3, t + 1) if ahead else None,
-        )  # fmt: skip
+            gates_x.select(-3, t),
+            gates_h,
+            c0 if t == 0 else cells.select(-3, t - 1),
+            acts.select(-3, t),
+            cells.select(-3, t),
+            tanh_cells.select(-3, t),
+            outputs.select(-3, t),
+            masks.select(-3, t + 1) if ahead else None,
+            inputs.select(-3, t + 1) if ahead else None,
+        )
         h_in = inputs.select(-3, t + 1) if ahead else outputs.select(-3, t)
 
 
@@ -163,9 +169,15 @@ def steps_back_triton(
     for t in reversed(range(steps)):
         ahead = masks is not None and t + 1 < steps
         cell_backward(
-            dh, masks.select(-3, t + 1) if ahead else None, d_outputs.select(-3, t), dc, acts.select(-3, t),
-            c0 if t == 0 else cells.select(-3, t - 1), tanh_cells.select(-3, t), d_gates.select(-3, t),
-        )  # fmt: skip
+            dh,
+            masks.select(-3, t + 1) if ahead else None,
+            d_outputs.select(-3, t),
+            dc,
+            acts.select(-3, t),
+            c0 if t == 0 else cells.select(-3, t - 1),
+            tanh_cells.select(-3, t),
+            d_gates.select(-3, t),
+        )
         dh = torch.matmul(d_gates.select(-3, t), weight_hh)  # the gradient of h_in
     if masks is not None:
         dh = dh * masks.select(-3, 0)

@@ -158,8 +158,9 @@ def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTa
     net = trained_net(checkpoint, ckpt_path)
     hparams = checkpoint["hyper_parameters"]
     try:
-        task = LanguageModelTask(hparams["vocab_size"], hparams["model"], hparams["dropout"], hparams["optim"],
-                                 hparams.get("speed"), net=net)  # fmt: skip
+        task = LanguageModelTask(
+            hparams["vocab_size"], hparams["model"], hparams["dropout"], hparams["optim"], hparams.get("speed"), net=net
+        )
     except (KeyError, TypeError) as err:
         raise not_this_version(ckpt_path, err) from None
     task.on_load_checkpoint(checkpoint)

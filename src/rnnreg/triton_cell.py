@@ -43,11 +43,32 @@ def _load(pointer, live, COMPUTE: tl.constexpr):
 
 @triton.jit
 def _cell_forward(
-    gates_x, gates_h, c_prev, acts, cells, tanh_cells, outputs, mask_next, inputs_next,
-    n, per_member, units,
-    s_gates_x, s_gates_h, s_c_prev, s_acts, s_state, s_mask,
-    MASKED: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
+    # the step's tensors ([K,] B, 4H or H; the masked pair only when MASKED)
+    gates_x,
+    gates_h,
+    c_prev,
+    acts,
+    cells,
+    tanh_cells,
+    outputs,
+    mask_next,
+    inputs_next,
+    # elements in all, per member, hidden units
+    n,
+    per_member,
+    units,
+    # each tensor's distance between members (0: one model)
+    s_gates_x,
+    s_gates_h,
+    s_c_prev,
+    s_acts,
+    s_state,
+    s_mask,
+    # compile-time: a masked h_{t-1} to write, the arithmetic type, elements per program
+    MASKED: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = offs < n
     k = (offs // per_member).to(tl.int64)  # the member
@@ -76,11 +97,30 @@ def _cell_forward(
 
 @triton.jit
 def _cell_backward(
-    dh_next, mask_next, d_out, dc, acts, c_prev, tanh_cells, d_gates,
-    n, per_member, units,
-    s_dh, s_mask, s_d_out, s_dc, s_acts, s_c_prev, s_tanh, s_d_gates,
-    MASKED: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
+    # the step's tensors (as in _cell_forward), sizes, member strides, compile-time switches
+    dh_next,
+    mask_next,
+    d_out,
+    dc,
+    acts,
+    c_prev,
+    tanh_cells,
+    d_gates,
+    n,
+    per_member,
+    units,
+    s_dh,
+    s_mask,
+    s_d_out,
+    s_dc,
+    s_acts,
+    s_c_prev,
+    s_tanh,
+    s_d_gates,
+    MASKED: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = offs < n
     k = (offs // per_member).to(tl.int64)
@@ -141,14 +181,28 @@ def cell_forward(
     if masked and member_stride(input_next, units) != state:
         raise ValueError("the masked h_{t-1} must be a slice of a tensor of the cells' shape")
     _cell_forward[(triton.cdiv(n, BLOCK),)](
-        gates_x, gates_h, c_prev, act, cell, tanh_cell, output,
-        mask_next if masked else output, input_next if masked else output,
-        n, output.size(-2) * units, units,
-        member_stride(gates_x, 4 * units), member_stride(gates_h, 4 * units), member_stride(c_prev, units),
-        member_stride(act, 4 * units), state,
+        gates_x,
+        gates_h,
+        c_prev,
+        act,
+        cell,
+        tanh_cell,
+        output,
+        mask_next if masked else output,
+        input_next if masked else output,
+        n,
+        output.size(-2) * units,
+        units,
+        member_stride(gates_x, 4 * units),
+        member_stride(gates_h, 4 * units),
+        member_stride(c_prev, units),
+        member_stride(act, 4 * units),
+        state,
         member_stride(mask_next, units) if masked else 0,
-        MASKED=masked, COMPUTE=compute_type(output), BLOCK=BLOCK,
-    )  # fmt: skip
+        MASKED=masked,
+        COMPUTE=compute_type(output),
+        BLOCK=BLOCK,
+    )
 
 
 def cell_backward(
@@ -168,10 +222,26 @@ def cell_backward(
     n = dc.numel()
     masked = mask_next is not None
     _cell_backward[(triton.cdiv(n, BLOCK),)](
-        dh_next, mask_next if masked else dh_next, d_output, dc, act, c_prev, tanh_cell, d_gates,
-        n, dc.size(-2) * units, units,
-        member_stride(dh_next, units), member_stride(mask_next, units) if masked else 0,
-        member_stride(d_output, units), member_stride(dc, units), member_stride(act, 4 * units),
-        member_stride(c_prev, units), member_stride(tanh_cell, units), member_stride(d_gates, 4 * units),
-        MASKED=masked, COMPUTE=compute_type(dc), BLOCK=BLOCK,
-    )  # fmt: skip
+        dh_next,
+        mask_next if masked else dh_next,
+        d_output,
+        dc,
+        act,
+        c_prev,
+        tanh_cell,
+        d_gates,
+        n,
+        dc.size(-2) * units,
+        units,
+        member_stride(dh_next, units),
+        member_stride(mask_next, units) if masked else 0,
+        member_stride(d_output, units),
+        member_stride(dc, units),
+        member_stride(act, 4 * units),
+        member_stride(c_prev, units),
+        member_stride(tanh_cell, units),
+        member_stride(d_gates, 4 * units),
+        MASKED=masked,
+        COMPUTE=compute_type(dc),
+        BLOCK=BLOCK,
+    )
