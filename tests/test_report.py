@@ -22,6 +22,7 @@ from rnnreg.report import (
     figure_test_ppl,
     figure_val_ppl,
     find_runs,
+    log_ticks,
     paper_recipe,
     report,
 )
@@ -225,6 +226,15 @@ def test_validation_axis_has_readable_ticks(tmp_path):
     assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1  # beside the axes, not over the data
 
 
+@pytest.mark.parametrize("lo, hi", [(103.5, 203.0), (98.0, 125.0), (400.0, 1000.0), (80.0, 1200.0), (75.0, 180.0)])
+def test_validation_axis_labels_the_bottom_where_the_curves_end(lo, hi):
+    """The final perplexities sit at the bottom of the validation axis: a labelled tick within its lowest
+    15 % (the small recipe's 103.5-203 once had none below 120)."""
+    ticks = log_ticks(lo, hi)
+    assert len(ticks) >= 4 and all(lo <= t <= hi for t in ticks)
+    assert math.log(ticks[0] / lo) <= 0.15 * math.log(hi / lo)
+
+
 def test_failed_jobs_listed_and_left_out_of_the_test_figure(tmp_path):
     root = ablation(tmp_path, {"none": (450.0,), "recurrent": (430.0,)})
     write_job(tmp_path / "2", ["dropout=both"], {"dropout": "both"}, TOY, None)
@@ -251,6 +261,21 @@ def test_report_finds_runs_in_nested_multirun_folders(tmp_path):
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "config.yaml").write_text("{}")
     assert [str(p.relative_to(tmp_path)) for p in find_runs(tmp_path)] == jobs
+
+
+def test_report_follows_links_to_other_sweeps_and_reads_each_run_once(tmp_path):
+    """A folder of links to sweeps kept elsewhere is one comparison; a link back up or a second link to a
+    sweep already linked reads no run twice (and ends)."""
+    write_job(tmp_path / "sweeps/a/0", ["dropout=none", "seed=1234"], {}, TOY, 440.0)
+    write_job(tmp_path / "sweeps/b/0", ["dropout=none", "seed=1"], {}, TOY, 450.0)
+    compare = tmp_path / "compare"
+    compare.mkdir()
+    (compare / "a").symlink_to(tmp_path / "sweeps/a")
+    (compare / "b").symlink_to(tmp_path / "sweeps/b")
+    (compare / "b_again").symlink_to(tmp_path / "sweeps/b")
+    (compare / "up").symlink_to(compare)
+    assert [str(p.relative_to(compare)) for p in find_runs(compare)] == ["a/0", "b/0"]
+    assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in report(compare).split("Over seeds:")[1]
 
 
 def test_runs_that_differ_only_in_where_they_wrote_are_one_configuration(tmp_path):

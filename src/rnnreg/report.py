@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -28,9 +29,21 @@ from rnnreg.sweep import NOT_COMPARED, override_key
 
 
 def find_runs(root: Path) -> list[Path]:
+    """Every run folder (one with .hydra/config.yaml) under `root`, in numeric order. Links to folders are
+    followed, so runs from several sweeps can be compared through a folder of links to them; a folder reached
+    twice (two links, or a link back up) is read once."""
+    found, seen = set(), set()
+    for folder, subfolders, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders.sort()  # of two links to one folder, the first by name is the one shown
+        if Path(folder, ".hydra", "config.yaml").is_file():
+            found.add(Path(folder))
     runs = sorted(
-        {p.parent.parent for p in root.rglob(".hydra/config.yaml")},
-        key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.relative_to(root).parts],
+        found, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.relative_to(root).parts]
     )
     if not runs:
         raise ConfigError(f"no runs under {root}: give a run folder or a multirun folder (with .hydra/ inside)")
@@ -272,14 +285,15 @@ def interval_text(counts: list[int]) -> str:
 
 def log_ticks(lo: float, hi: float, most: int = 10) -> list[float]:
     """Plain-number ticks for a log axis from lo to hi: round values (1, 1.2, 1.5, 2, 2.5, 3, ..., 9 x 10^k)
-    spread evenly on the log scale, at least 4 of them (linear steps when the range is narrow)."""
-    candidates = [
-        m * 10.0**k
-        for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-        for m in (1, 1.2, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9)
-    ]
-    inside = [t for t in candidates if lo <= t <= hi]
-    if len(inside) < 4:
+    spread evenly on the log scale, at least 4 of them (with 1.1 x 10^k too, then linear steps, when the range
+    is narrow)."""
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    inside: list[float] = []
+    for mantissas in ((1, 1.2, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9), (1.1,)):
+        inside = sorted(inside + [t for k in decades for m in mantissas if lo <= (t := round(m * 10.0**k, 6)) <= hi])
+        if len(inside) >= 4:
+            break
+    else:
         inside = [t for t in MaxNLocator(nbins=6, min_n_ticks=4).tick_values(lo, hi) if lo <= t <= hi]
     gap = math.log(hi / lo) / most
     ticks = []
