@@ -77,6 +77,7 @@ def stacked(setup) -> Path:
     assert proc.returncode != 0, "a failed member fails the sweep, as a failed basic job does"
     assert "5 jobs in 1 group\n" in proc.stdout and "group 0: jobs [0, 1, 2, 3, 4], 5 members" in proc.stdout
     assert "training loss became" in proc.stderr
+    (setup.root / "stacked_stdout.txt").write_text(proc.stdout)
     return sweep
 
 
@@ -317,6 +318,24 @@ def test_optuna_batch_of_trials_is_one_group(setup):
     assert len(rates) == 6
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(r["best_val_ppl"] for r in results))
+
+
+def test_group_says_its_estimate_and_each_epoch_on_the_console(stacked, setup):
+    """A stacked sweep's console: the group's estimated time once its first windows are timed, then after every
+    epoch each member's validation perplexity (labelled by the override that tells it apart) and the time left."""
+    lines = (setup.root / "stacked_stdout.txt").read_text().splitlines()
+    (estimate,) = [line for line in lines if " s per window (over " in line]
+    assert estimate.startswith("group 0: ") and "estimated total " in estimate
+    assert "for 3 epochs x 6 windows" in estimate
+    epochs = [line for line in lines if line.startswith("group 0, epoch ")]
+    assert [line.split(" in ")[0] for line in epochs] == [f"group 0, epoch {e}/3" for e in (1, 2, 3)]
+    assert all("left" in line for line in epochs[:2]) and "left" not in epochs[2]
+    for e, line in enumerate(epochs):
+        for k, name in enumerate(GOOD):
+            if e < len(losses(stacked / str(k), "val/ppl")):
+                assert f"+member={name} {losses(stacked / str(k), 'val/ppl')[e]:.2f}" in line
+        assert "+member=diverge failed" in line  # it diverged in epoch 1
+    assert metrics(stacked / "3")["epochs"] < 3 and "(stopped early)" in epochs[metrics(stacked / "3")["epochs"] - 1]
 
 
 # -- each member is its job run alone ------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job
 from rnnreg.stacked_outputs import JobFolder
+from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_step import group_step
 
 
@@ -67,6 +68,8 @@ class Member:
 
 
 class GroupTrainer:
+    """One group's training loop: its members' windows, epochs, checkpoints, resume file and results."""
+
     def __init__(
         self,
         jobs: list[Job],
@@ -158,6 +161,16 @@ class GroupTrainer:
             raise ConfigError("trainer.limit_train_batches / limit_val_batches leave no window: raise them")
         self.n_train, self.n_val = n_train, n_val
         check_every = 1 if self.step.host_reads_are_free else self.log_every  # on CUDA a read is a sync
+        progress = GroupProgress(
+            self.group,
+            member_labels([j.overrides for j in self.jobs], [j.idx for j in self.jobs]),
+            cfg.trainer.max_epochs,
+            n_train,
+            n_val * eval_bptt / data.bptt,
+            self.device,
+            warmup_windows=self.step.warmup + 2,
+        )
+        progress.started()
         fit_start = time.perf_counter() - self.fit_seconds
         while self.epoch < cfg.trainer.max_epochs and any(self.running()):
             epoch, lrs = self.epoch, self.lrs(self.epoch)
@@ -169,6 +182,7 @@ class GroupTrainer:
                     if m.status == "running":  # LearningRateMonitor's row at the epoch's start
                         self.record(k, {"epoch": "", "step": self.global_step, "train/lr": lrs[k]})
             start = time.perf_counter()
+            first_window, first_tokens = self.window, self.tokens  # mid-epoch after a resume
             self.model.train()
             while self.window < n_train:
                 x, y = train[self.window]
@@ -176,6 +190,7 @@ class GroupTrainer:
                 self.tokens += y.numel()
                 self.window += 1
                 self.global_step += 1
+                progress.window_done(epoch, self.window)
                 if self.global_step % check_every == 0:
                     self.check_failures()
                 if self.global_step % self.log_every == 0:
@@ -192,10 +207,16 @@ class GroupTrainer:
                     return
             self.check_failures()  # a host sync: the epoch's windows are done
             epoch_seconds = self.seconds(start)
-            val_ppl = self.evaluate(val, n_val, members=self.running())
+            val_start = time.perf_counter()
+            val_ppl = self.evaluate(val, n_val, members=self.running())  # a host sync: its perplexities
+            val_seconds = time.perf_counter() - val_start
             self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
             weights = self.host_weights()
-            self.end_epoch(val_ppl, epoch_seconds, weights)
+            self.end_epoch(val_ppl, epoch_seconds, self.tokens - first_tokens, weights)
+            full_epoch_seconds = epoch_seconds * n_train / (n_train - first_window)
+            statuses = [m.status for m in self.members]
+            words_per_second = self.last_epoch_words_per_second
+            progress.epoch_done(epoch, full_epoch_seconds, val_seconds, words_per_second, val_ppl, statuses)
             self.fit_seconds = time.perf_counter() - fit_start
             self.save_resume(weights)
             if self.stop_signal is not None:
@@ -253,11 +274,14 @@ class GroupTrainer:
         """The members' weights on the host, once for their checkpoints and the resume file."""
         return [self.host(p) for p in self.params]
 
-    def end_epoch(self, val_ppl: list[float], epoch_seconds: float, weights: list[torch.Tensor]) -> None:
+    def end_epoch(
+        self, val_ppl: list[float], epoch_seconds: float, timed_words: int, weights: list[torch.Tensor]
+    ) -> None:
+        """`timed_words`: the words trained in `epoch_seconds` (after a resume, the epoch's rest only)."""
         train_ppl = (self.step.nll_sum / max(self.tokens, 1)).exp().tolist()
         step = self.global_step - 1
         words = self.tokens
-        self.last_epoch_words_per_second = words / epoch_seconds if epoch_seconds > 0 else 0.0
+        self.last_epoch_words_per_second = timed_words / epoch_seconds if epoch_seconds > 0 else 0.0
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             if m.status != "running":
                 continue

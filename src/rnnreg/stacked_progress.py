@@ -1,0 +1,115 @@
+"""What a stacked group says on the console while it trains (each job's train.log has the details): once the
+first windows past warm-up are timed, the group's estimated time; after every epoch, each member's validation
+perplexity, labelled by the overrides that tell it from the group's other members, and the time left.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+
+from rnnreg.callbacks import VALIDATION_COST, estimate_run_seconds
+from rnnreg.console import format_duration
+
+
+def member_labels(overrides: Sequence[Sequence[str]], indices: Sequence[int]) -> list[str]:
+    """Each member's overrides that not every member of the group shares (`dropout=both seed=2`), else its job
+    number (`#3`)."""
+    shared = set.intersection(*(set(o) for o in overrides)) if overrides else set()
+    labels = []
+    for own, idx in zip(overrides, indices):
+        differing = [o for o in own if o not in shared and not o.startswith("hydra")]
+        labels.append(" ".join(differing) or f"#{idx}")
+    return labels
+
+
+class GroupProgress:
+    """The console lines of one group's training (the stacked counterpart of rnnreg.callbacks.RunPlan and the
+    progress bar); `warmup_windows`: windows before the timing starts (graph capture and first calls)."""
+
+    def __init__(
+        self,
+        group: int,
+        labels: list[str],
+        epochs: int,
+        windows_per_epoch: int,
+        validation_windows: float,
+        device: torch.device,
+        warmup_windows: int,
+        measure_windows: int = 10,
+    ):
+        """`validation_windows`: one validation pass in training windows' worth of words (its windows' words
+        over a training window's)."""
+        self.group, self.labels, self.epochs = group, labels, epochs
+        self.windows_per_epoch, self.validation_windows = windows_per_epoch, validation_windows
+        self.device = device
+        self.warmup_windows, self.measure_windows = warmup_windows, measure_windows
+        self.windows = 0  # trained in this process
+        self.run_start = self.start = 0.0
+        self.start_windows = 0
+        self.estimated = False
+
+    def clock(self) -> float:
+        if self.device.type == "cuda":  # three times per run: the timed windows include their queued work
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def started(self) -> None:
+        self.run_start = self.clock()
+
+    def window_done(self, epoch: int, window: int) -> None:
+        """After a training window: `window` windows of 0-based `epoch` done."""
+        if self.estimated:
+            return
+        self.windows += 1
+        last = window >= self.windows_per_epoch  # an epoch shorter than the measurement
+        if self.windows == self.warmup_windows and not last:
+            self.start, self.start_windows = self.clock(), self.windows
+        elif self.windows >= self.warmup_windows + self.measure_windows or last:
+            start = self.start if self.start_windows else self.run_start
+            timed = self.windows - self.start_windows
+            self.estimate((self.clock() - start) / timed, timed, epoch, window)
+
+    def estimate(self, seconds_per_window: float, timed: int, epoch: int, window: int) -> None:
+        self.estimated = True
+        val_seconds = self.validation_windows * seconds_per_window * VALIDATION_COST
+        fresh = epoch == 0 and window == self.windows  # else resumed: what is left of the run
+        epoch, window = (0, 0) if fresh else (epoch, window)
+        train, val = estimate_run_seconds(
+            seconds_per_window, self.windows_per_epoch, self.epochs, val_seconds, 1, epoch, window
+        )
+        print(
+            f"group {self.group}: {seconds_per_window:.3g} s per window (over {timed} windows"
+            f"{' after warm-up' if self.start_windows else ', warm-up included'}): "
+            f"estimated {'total' if fresh else 'time left'} {format_duration(train + val)} for "
+            f"{self.epochs} epochs x {self.windows_per_epoch:,} windows (training {format_duration(train)} + "
+            f"validation {format_duration(val)}; the test comes on top)",
+            flush=True,
+        )
+
+    def epoch_done(
+        self,
+        epoch: int,
+        train_seconds: float,
+        val_seconds: float,
+        words_per_second: float,
+        val_ppl: list[float],
+        statuses: list[str],
+    ) -> None:
+        """After 0-based `epoch`'s validation; `statuses`: each member's after it (running, stopped, failed)."""
+        members = []
+        for label, ppl, status in zip(self.labels, val_ppl, statuses):
+            if status == "failed" or not math.isfinite(ppl):
+                members.append(f"{label} {status}")
+            else:
+                members.append(f"{label} {ppl:.2f}" + (" (stopped early)" if status == "stopped" else ""))
+        left = (self.epochs - epoch - 1) * (train_seconds + val_seconds)
+        print(
+            f"group {self.group}, epoch {epoch + 1}/{self.epochs} in {format_duration(train_seconds)} "
+            f"({words_per_second:,.0f} words/s a member) + validation {format_duration(val_seconds)}: val ppl "
+            f"{' | '.join(members)}" + (f"; about {format_duration(left)} left" if left > 0 else ""),
+            flush=True,
+        )
