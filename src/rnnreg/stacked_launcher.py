@@ -198,7 +198,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     if ignored:
         print(f"warning: hydra/launcher=stacked logs to csv and wandb only; logger {ignored} not used", flush=True)
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
-    # torch and Lightning once the groups are printed: a refused sweep is answered without them (seconds)
+    # torch and Lightning only here, for training: grouping and its refusals above are plain Hydra and OmegaConf
     import torch
 
     from rnnreg.stacked_train import train_group
