@@ -325,7 +325,7 @@ def test_group_says_its_estimate_and_each_epoch_on_the_console(stacked, setup):
     epoch each member's validation perplexity (labelled by the override that tells it apart) and the time left."""
     lines = (setup.root / "stacked_stdout.txt").read_text().splitlines()
     (estimate,) = [line for line in lines if " s per window (over " in line]
-    assert estimate.startswith("group 0: ") and "estimated total " in estimate
+    assert estimate.startswith("group 0: ") and "estimated total " in estimate and "the test comes on top" in estimate
     assert "for 3 epochs x 6 windows" in estimate
     epochs = [line for line in lines if line.startswith("group 0, epoch ")]
     assert [line.split(" in ")[0] for line in epochs] == [f"group 0, epoch {e}/3" for e in (1, 2, 3)]

@@ -40,6 +40,7 @@ class GroupProgress:
         device: torch.device,
         warmup_windows: int,
         measure_windows: int = 10,
+        tested: bool = True,
     ):
         """`validation_windows`: one validation pass in training windows' worth of words (its windows' words
         over a training window's)."""
@@ -47,6 +48,7 @@ class GroupProgress:
         self.windows_per_epoch, self.validation_windows = windows_per_epoch, validation_windows
         self.device = device
         self.warmup_windows, self.measure_windows = warmup_windows, measure_windows
+        self.tested = tested  # a test follows the training (cfg.test)
         self.windows = 0  # trained in this process
         self.run_start = self.start = 0.0
         self.start_windows = 0
@@ -86,7 +88,7 @@ class GroupProgress:
             f"{' after warm-up' if self.start_windows else ', warm-up included'}): "
             f"estimated {'total' if fresh else 'time left'} {format_duration(train + val)} for "
             f"{self.epochs} epochs x {self.windows_per_epoch:,} windows (training {format_duration(train)} + "
-            f"validation {format_duration(val)}; the test comes on top)",
+            f"validation {format_duration(val)}{'; the test comes on top' if self.tested else ''})",
             flush=True,
         )
 

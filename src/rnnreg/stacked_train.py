@@ -169,6 +169,7 @@ class GroupTrainer:
             n_val * eval_bptt / data.bptt,
             self.device,
             warmup_windows=self.step.warmup + 2,
+            tested=bool(cfg.get("test")),
         )
         progress.started()
         fit_start = time.perf_counter() - self.fit_seconds
