@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -219,6 +220,41 @@ def run_seconds_left(trainer, speed: SpeedMonitor) -> float | None:
     return train + val
 
 
+class FirstWindows:
+    """Times a run's first `measure` windows after `warmup` (graph capture, first calls), once; an epoch that
+    ends sooner is timed whole, from `begin`, warm-up included. `clock` waits for the device where it must.
+    Shared by a run's plan (RunPlan) and a stacked group's (rnnreg.stacked_progress)."""
+
+    def __init__(self, warmup: int, measure: int, clock: Callable[[], float]) -> None:
+        self.warmup, self.measure, self.clock = warmup, measure, clock
+        self.windows = 0  # trained since `begin`
+        self.start, self.start_windows = 0.0, 0
+        self.done = False
+
+    def begin(self) -> None:
+        self.start, self.start_windows = self.clock(), 0
+
+    def window_done(self, last: bool) -> float | None:
+        """After a window (`last`: its epoch's last): the seconds per window when the timing ends, else None."""
+        if self.done:
+            return None
+        self.windows += 1
+        if self.windows == self.warmup and not last:
+            self.start, self.start_windows = self.clock(), self.windows
+        elif self.windows >= self.warmup + self.measure or last:
+            self.done = True
+            return (self.clock() - self.start) / self.timed
+        return None
+
+    @property
+    def timed(self) -> int:
+        return self.windows - self.start_windows
+
+    @property
+    def after_warmup(self) -> str:
+        return " after warm-up" if self.start_windows else ", warm-up included"
+
+
 class RunPlan(L.Callback):
     """Says up front what will run and for how long: when training starts, the experiment, model, device and
     number of windows; after the first `measure_windows` windows past `warmup_windows` (graph capture and
@@ -231,8 +267,7 @@ class RunPlan(L.Callback):
         self.experiment = experiment
         self.warmup_windows, self.measure_windows = warmup_windows, measure_windows
         self.cpu_hint_minutes = cpu_hint_minutes
-        self.windows = 0
-        self.start, self.start_windows = 0.0, 0
+        self.timer: FirstWindows | None = None
         self.done = False
         self.message = ""  # the estimate block, once logged
 
@@ -244,7 +279,8 @@ class RunPlan(L.Callback):
             f"rnnreg: training {self.describe(trainer, pl_module)} on {device_name(pl_module.device)}: "
             f"{self.plan(trainer, planned_epochs(trainer))}; estimating the run's time from the first windows ..."
         )
-        self.start, self.start_windows = self.clock(pl_module), 0
+        self.timer = FirstWindows(self.warmup_windows, self.measure_windows, lambda: self.clock(pl_module))
+        self.timer.begin()
 
     def describe(self, trainer, pl_module) -> str:
         model = pl_module.hparams.get("model") or {}
@@ -264,20 +300,16 @@ class RunPlan(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.done:
             return
-        self.windows += 1
-        last = batch_idx + 1 >= trainer.num_training_batches  # an epoch shorter than the measurement
-        if self.windows == self.warmup_windows and not last:
-            self.start, self.start_windows = self.clock(pl_module), self.windows
-        elif self.windows >= self.warmup_windows + self.measure_windows or last:
-            measured = self.windows - self.start_windows
-            self.report(trainer, pl_module, (self.clock(pl_module) - self.start) / measured, measured, batch_idx)
+        seconds_per_window = self.timer.window_done(last=batch_idx + 1 >= trainer.num_training_batches)
+        if seconds_per_window is not None:
+            self.report(trainer, pl_module, seconds_per_window, batch_idx)
 
     def clock(self, pl_module) -> float:
         if pl_module.device.type == "cuda":  # three times per run: the timed windows include their queued work
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
-    def report(self, trainer, pl_module, seconds_per_window: float, measured: int, batch_idx: int = -1) -> None:
+    def report(self, trainer, pl_module, seconds_per_window: float, batch_idx: int = -1) -> None:
         self.done = True
         speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None) or SpeedMonitor()
         if not speed.words_per_step:
@@ -288,7 +320,7 @@ class RunPlan(L.Callback):
             return
         val = validation_seconds(trainer, speed, seconds_per_window) if trainer.limit_val_batches else 0.0
         # a fresh run: the whole run from its start; resumed from a checkpoint: what is left of it
-        fresh = trainer.current_epoch == 0 and batch_idx + 1 == self.windows
+        fresh = trainer.current_epoch == 0 and batch_idx + 1 == self.timer.windows
         epoch, done = (0, 0) if fresh else (trainer.current_epoch, batch_idx + 1)
         train, val = estimate_run_seconds(
             seconds_per_window, windows, epochs, val, trainer.check_val_every_n_epoch or 1, epoch, done
@@ -298,8 +330,8 @@ class RunPlan(L.Callback):
             f"rnnreg: {self.describe(trainer, pl_module)}",
             f"  device: {device}",
             f"  plan: {self.plan(trainer, epochs)}, validation every {trainer.check_val_every_n_epoch or 1} epoch(s)",
-            f"  measured: {seconds_per_window:.3g} s per window (over {measured} windows"
-            f"{' after warm-up' if self.start_windows else ', warm-up included'})",
+            f"  measured: {seconds_per_window:.3g} s per window "
+            f"(over {self.timer.timed} windows{self.timer.after_warmup})",
             f"  estimated {'total' if fresh else 'time left'}: {format_duration(train + val)} "
             f"(training {format_duration(train)} + validation {format_duration(val)}; the final test comes on top)",
         ]

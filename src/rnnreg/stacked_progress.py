@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnreg.callbacks import VALIDATION_COST, estimate_run_seconds
+from rnnreg.callbacks import VALIDATION_COST, FirstWindows, estimate_run_seconds
 from rnnreg.console import format_duration
 
 
@@ -47,12 +47,8 @@ class GroupProgress:
         self.group, self.labels, self.epochs = group, labels, epochs
         self.windows_per_epoch, self.validation_windows = windows_per_epoch, validation_windows
         self.device = device
-        self.warmup_windows, self.measure_windows = warmup_windows, measure_windows
         self.tested = tested  # a test follows the training (cfg.test)
-        self.windows = 0  # trained in this process
-        self.run_start = self.start = 0.0
-        self.start_windows = 0
-        self.estimated = False
+        self.timer = FirstWindows(warmup_windows, measure_windows, self.clock)
 
     def clock(self) -> float:
         if self.device.type == "cuda":  # three times per run: the timed windows include their queued work
@@ -60,32 +56,24 @@ class GroupProgress:
         return time.perf_counter()
 
     def started(self) -> None:
-        self.run_start = self.clock()
+        self.timer.begin()
 
     def window_done(self, epoch: int, window: int) -> None:
         """After a training window: `window` windows of 0-based `epoch` done."""
-        if self.estimated:
-            return
-        self.windows += 1
-        last = window >= self.windows_per_epoch  # an epoch shorter than the measurement
-        if self.windows == self.warmup_windows and not last:
-            self.start, self.start_windows = self.clock(), self.windows
-        elif self.windows >= self.warmup_windows + self.measure_windows or last:
-            start = self.start if self.start_windows else self.run_start
-            timed = self.windows - self.start_windows
-            self.estimate((self.clock() - start) / timed, timed, epoch, window)
+        seconds_per_window = self.timer.window_done(last=window >= self.windows_per_epoch)
+        if seconds_per_window is not None:
+            self.estimate(seconds_per_window, epoch, window)
 
-    def estimate(self, seconds_per_window: float, timed: int, epoch: int, window: int) -> None:
-        self.estimated = True
+    def estimate(self, seconds_per_window: float, epoch: int, window: int) -> None:
         val_seconds = self.validation_windows * seconds_per_window * VALIDATION_COST
-        fresh = epoch == 0 and window == self.windows  # else resumed: what is left of the run
+        fresh = epoch == 0 and window == self.timer.windows  # else resumed: what is left of the run
         epoch, window = (0, 0) if fresh else (epoch, window)
         train, val = estimate_run_seconds(
             seconds_per_window, self.windows_per_epoch, self.epochs, val_seconds, 1, epoch, window
         )
         print(
-            f"group {self.group}: {seconds_per_window:.3g} s per window (over {timed} windows"
-            f"{' after warm-up' if self.start_windows else ', warm-up included'}): "
+            f"group {self.group}: {seconds_per_window:.3g} s per window (over {self.timer.timed} windows"
+            f"{self.timer.after_warmup}): "
             f"estimated {'total' if fresh else 'time left'} {format_duration(train + val)} for "
             f"{self.epochs} epochs x {self.windows_per_epoch:,} windows (training {format_duration(train)} + "
             f"validation {format_duration(val)}{'; the test comes on top' if self.tested else ''})",
