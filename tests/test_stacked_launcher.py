@@ -128,7 +128,13 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
     assert [len(g) for g in groups] == [18, 2] and groups[1] == wider
     assert [len(g) for g in group_jobs(sweep + wider, 16)] == [16, 2, 2]
     assert [len(g) for g in group_jobs(sweep + wider, 5)] == [5, 5, 5, 3, 2]
-    for other in ("data.bptt=7", "data.batch_size=2", "trainer.max_epochs=3", "model.num_layers=1"):
+    for other in (
+        "data.bptt=7",
+        "data.batch_size=2",
+        "trainer.max_epochs=3",
+        "model.num_layers=1",
+        "model.layer_norm=true",
+    ):
         assert job(other).key != sweep[0].key, other
 
 
@@ -284,7 +290,6 @@ def test_paper_table_sweep_is_one_group_per_size(tmp_path):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("model.layer_norm=true", "model.layer_norm"),
         ("model.tie_weights=true", "model.tie_weights"),
         ("optim.momentum=0.9", "optim.momentum"),
         ("trainer.precision=16-mixed", "trainer.precision"),
@@ -339,6 +344,27 @@ def test_group_says_its_estimate_and_each_epoch_on_the_console(stacked, setup):
 
 
 # -- each member is its job run alone ------------------------------------------------------------------------
+def test_layer_norm_members_are_their_jobs_run_alone(setup, alone):
+    """model.layer_norm=true is a group's shape (its own group: test_grouping_by_shape_and_max_members): two
+    layer-norm members, one with the paper's dropout and one with dropout on h_{t-1}, each equal its job run
+    alone bit for bit (losses, perplexities, weights: the layer norms' gains and shifts too)."""
+    stacked, single = setup.root / "layer_norm_stacked", setup.root / "layer_norm_alone"
+    sweep = [*setup.cli, "+member=a,c", "model.layer_norm=true"]
+    proc = run("rnnreg-train", "-m", *sweep, "hydra/launcher=stacked", f"hydra.sweep.dir={stacked}")
+    assert "group 0: jobs [0, 1], 2 members" in proc.stdout
+    run("rnnreg-train", "-m", *sweep, f"hydra.sweep.dir={single}")
+    for index in range(2):
+        mine, theirs = metrics(stacked / str(index)), metrics(single / str(index))
+        assert mine["status"] == theirs["status"] == "completed"
+        for key in ("val_ppl", "test_ppl", "epochs"):
+            assert mine[key] == theirs[key], key
+        assert losses(stacked / str(index)) == losses(single / str(index))
+        ours, alone_weights = weights(stacked / str(index)), weights(single / str(index))
+        assert ours.keys() == alone_weights.keys() and any(".norms." in key for key in ours)
+        assert all(torch.equal(ours[key], alone_weights[key]) for key in ours)
+        assert mine["test_ppl"] != metrics(alone / str(GOOD.index("ac"[index])))["test_ppl"]  # layer norm ran
+
+
 @pytest.mark.parametrize("index", range(len(GOOD)))
 def test_member_equals_its_job_run_alone(stacked, alone, index):
     """On a CPU the members train in turn, each as its single model with its job's LSTM (fused or step loop),

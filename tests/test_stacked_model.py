@@ -3,6 +3,7 @@ hyperparameters computes, with its own masks, and no member can change another."
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -47,10 +48,11 @@ EVERYWHERE = {
 }
 
 
-def single(spec: MemberSpec, lstm: str | None = None) -> LSTMLanguageModel:
+def single(spec: MemberSpec, lstm: str | None = None, layer_norm: bool = False) -> LSTMLanguageModel:
     """The member's job run alone: its LSTM is the spec's (model.lstm) unless `lstm` says otherwise."""
     torch.manual_seed(spec.seed)
-    return LSTMLanguageModel(V, H, L, **(spec.model_kwargs() | ({"lstm": lstm} if lstm else {})))
+    kwargs = spec.model_kwargs() | ({"lstm": lstm} if lstm else {})
+    return LSTMLanguageModel(V, H, L, layer_norm=layer_norm, **kwargs)
 
 
 def windows(count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -60,7 +62,17 @@ def windows(count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]
 
 
 def vec(values) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32)
+    return torch.tensor(values, dtype=torch.get_default_dtype())
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
 
 
 def train_stacked(net, data, lr, clip, weight_decay=0.0, active=None, state=None):
@@ -186,13 +198,15 @@ def test_stacked_layer_is_the_single_layer_per_member():
 
 
 # -- members are single models -------------------------------------------------------------------------
-def test_member_k_starts_as_the_single_model_seeded_with_its_seed():
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer_norm"])
+def test_member_k_starts_as_the_single_model_seeded_with_its_seed(layer_norm):
     specs = [MemberSpec(3, 0.1), MemberSpec(11, 0.05), MemberSpec(3, 0.2, **PLACEMENTS["variational"])]
     rng = torch.get_rng_state()
-    net = StackedLanguageModel(V, H, L, specs)
+    net = StackedLanguageModel(V, H, L, specs, layer_norm=layer_norm)
     assert torch.equal(torch.get_rng_state(), rng)  # building the group leaves the global stream alone
+    assert any("norms" in name for name in net.single_names.values()) == layer_norm
     for k, spec in enumerate(specs):
-        expected = single(spec).state_dict()
+        expected = single(spec, layer_norm=layer_norm).state_dict()
         got = net.member_state_dict(k)
         assert list(got) == list(expected)
         assert all(torch.equal(got[n], v) for n, v in expected.items())
@@ -247,39 +261,52 @@ SCHEDULES = {  # lr, clip (member 1 clipped on every window), weight decay
 }
 
 
+LAYER_NORM = pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer_norm"])
+
+
+@LAYER_NORM
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
-def test_group_without_dropout_trains_as_each_member_alone(schedule):
+def test_group_without_dropout_trains_as_each_member_alone(schedule, layer_norm):
     """A GPU's program (the stacked forward, clip_and_sgd_ over the members): ten windows with carried state, members
-    whose jobs run the fused or the step LSTM; each member's losses, gradient norms and weights are those of
-    the single model trained alone (clip_grad_norm_ + torch SGD), to float32 tolerance."""
+    whose jobs run the fused or the step LSTM (with layer norm: all the step loop, on autograd); each member's
+    losses, gradient norms and weights are those of the single model trained alone (clip_grad_norm_ + torch
+    SGD), to float32 tolerance. Layer norm divides by a spread that can be small, which lifts rounding that
+    ten windows of training grow past that tolerance (1.3e-6 in one weight): its group and its single models
+    run in float64 here, where the two agree to 1e-14, and are compared at 1e-10."""
     specs = MIXED_KERNELS
     lr, clip, weight_decay = SCHEDULES[schedule]
+    tolerance = {"rtol": 1e-10, "atol": 1e-12} if layer_norm else {"rtol": 1e-5, "atol": 1e-6}
     data = windows(10)
-    net = StackedLanguageModel(V, H, L, specs).train()
-    history, _ = train_stacked(net, data, vec(lr), vec(clip), 0.0 if weight_decay is None else vec(weight_decay))
-    assert all(norms[1] > 0.05 for _, norms in history)  # clipping at work on member 1
-    for k, spec in enumerate(specs):
-        alone = single(spec).train()
-        expected = train_single(alone, data, lr[k], clip[k], weight_decay[k] if weight_decay else 0.0)
-        torch.testing.assert_close([nll[k] for nll, _ in history], [nll for nll, _ in expected], rtol=1e-5, atol=0)
-        torch.testing.assert_close([n[k] for _, n in history], [n for _, n in expected], rtol=1e-5, atol=0)
-        got = net.member_state_dict(k)
-        for name, value in alone.state_dict().items():
-            torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
+    with default_dtype(torch.float64 if layer_norm else torch.float32):
+        net = StackedLanguageModel(V, H, L, specs, layer_norm=layer_norm).train()
+        assert net.decoder_bias.dtype == torch.get_default_dtype()
+        history, _ = train_stacked(net, data, vec(lr), vec(clip), 0.0 if weight_decay is None else vec(weight_decay))
+        assert all(norms[1] > 0.05 for _, norms in history)  # clipping at work on member 1
+        for k, spec in enumerate(specs):
+            alone = single(spec, layer_norm=layer_norm).train()
+            expected = train_single(alone, data, lr[k], clip[k], weight_decay[k] if weight_decay else 0.0)
+            losses = [nll[k] for nll, _ in history], [nll for nll, _ in expected]
+            torch.testing.assert_close(*losses, rtol=tolerance["rtol"], atol=0)
+            norms = [n[k] for _, n in history], [n for _, n in expected]
+            torch.testing.assert_close(*norms, rtol=tolerance["rtol"], atol=0)
+            got = net.member_state_dict(k)
+            for name, value in alone.state_dict().items():
+                torch.testing.assert_close(got[name], value, **tolerance)
 
 
+@LAYER_NORM
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
-def test_members_in_turn_train_as_each_member_alone_bit_for_bit(schedule):
+def test_members_in_turn_train_as_each_member_alone_bit_for_bit(schedule, layer_norm):
     """A CPU's program (InTurnStep): each member's losses and weights after ten windows with carried state are
     its job's plain step (ClippedSGD) to the last bit, for every schedule, clipping and weight decay included."""
     specs = MIXED_KERNELS
     lr, clip, weight_decay = SCHEDULES[schedule]
     data = windows(10)
-    net = StackedLanguageModel(V, H, L, specs).train()
+    net = StackedLanguageModel(V, H, L, specs, layer_norm=layer_norm).train()
     losses, step = train_in_turn(net, data, vec(lr), vec(clip), None if weight_decay is None else vec(weight_decay))
     assert step.step.item() == 10 and step.active.all()
     for k, spec in enumerate(specs):
-        alone = single(spec).train()
+        alone = single(spec, layer_norm=layer_norm).train()
         expected = train_clipped(alone, data, lr[k], clip[k], weight_decay[k] if weight_decay else 0.0)
         assert [loss[k].item() for loss in losses] == [loss.item() for loss in expected]
         got = net.member_state_dict(k)
@@ -436,7 +463,8 @@ def test_members_in_turn_are_independent(change):
         assert losses[-1][1] != base_losses[-1][1]  # member 1 did change
 
 
-def test_members_in_turn_are_their_jobs_dropout_and_all():
+@LAYER_NORM
+def test_members_in_turn_are_their_jobs_dropout_and_all(layer_norm):
     """A CPU's program: a member's masks are its single model's (the sites and draws of rnnreg.model), drawn
     from its job's own stream (seeded with its seed, after its model's initial draws) in place of the global
     one: each member with dropout (fused: non_recurrent and weight drop; step: everywhere, variational)
@@ -451,11 +479,11 @@ def test_members_in_turn_are_their_jobs_dropout_and_all():
     data, lr, clip = windows(4), vec([1.0, 0.7, 1.0, 1.0]), vec([0.5, 5.0, 5.0, 5.0])
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    net = StackedLanguageModel(V, H, L, specs).train()
+    net = StackedLanguageModel(V, H, L, specs, layer_norm=layer_norm).train()
     losses, _ = train_in_turn(net, data, lr, clip)
     assert torch.equal(torch.get_rng_state(), before)
     for k, spec in enumerate(specs):
-        alone = single(spec).train()  # its job: seeded, built, trained on the global stream
+        alone = single(spec, layer_norm=layer_norm).train()  # its job: seeded, built, trained on the global stream
         expected = train_clipped(alone, data, lr[k].item(), clip[k].item())
         assert [loss[k].item() for loss in losses] == [loss.item() for loss in expected], k
         got = net.member_state_dict(k)
@@ -499,9 +527,9 @@ class Recorder:
             recorder.draws.append((recorder.member_of(generator), tuple(m.shape), m.clone()))
             return m
 
-        def recording_layer(x, h, c, weights, recurrent):
+        def recording_layer(x, h, c, weights, recurrent, norms=None):
             recorder.layers.append((weights[2].detach().clone(), recurrent))  # W_hh as used, masks on h_{t-1}
-            return layer(x, h, c, weights, recurrent)
+            return layer(x, h, c, weights, recurrent, norms)
 
         monkeypatch.setattr(stacked_module, "member_mask", recording_mask)
         monkeypatch.setattr(net, "lstm_layer", recording_layer)
@@ -555,14 +583,16 @@ def test_each_member_gets_its_own_placement_in_one_group(monkeypatch):
     assert rec.shapes(member["embedding"]) == [(V, 1)]
 
 
+@LAYER_NORM
 @pytest.mark.parametrize("variational", [False, True])
-def test_a_members_masks_sit_where_the_single_model_puts_them(monkeypatch, variational):
+def test_a_members_masks_sit_where_the_single_model_puts_them(monkeypatch, variational, layer_norm):
     """Member 1's masks, replayed into the single model's dropout sites (model.drop, model.dropout_mask) in
-    the order it meets them, give member 1's logits and gradients: every mask sits at the single model's site.
-    (Weight drop, drawn by F.dropout there, is checked on W_hh above.)"""
+    the order it meets them, give member 1's logits and gradients: every mask sits at the single model's site,
+    with layer norm too (its step loop masks h_{t-1} itself). (Weight drop, drawn by F.dropout there, is
+    checked on W_hh above.)"""
     rates = {"dropout_input": 0.2, "dropout_between": 0.3, "dropout_output": 0.4, "dropout_recurrent": 0.25}
     spec = MemberSpec(3, embedding_dropout=0.1, variational=variational, **rates)  # a site's rate shows in its mask
-    net = StackedLanguageModel(V, H, L, [MemberSpec(1, **EVERYWHERE), spec]).train()
+    net = StackedLanguageModel(V, H, L, [MemberSpec(1, **EVERYWHERE), spec], layer_norm=layer_norm).train()
     rec = Recorder(monkeypatch, net)
     x, y = windows(1)[0]
     logits, _ = net(x)
@@ -584,7 +614,7 @@ def test_a_members_masks_sit_where_the_single_model_puts_them(monkeypatch, varia
 
     monkeypatch.setattr(model_module, "dropout_mask", replay_mask)
     monkeypatch.setattr(model_module, "drop", lambda x, p, training, per_window: x * next_mask(p) if p else x)
-    alone = single(spec).train()
+    alone = single(spec, layer_norm=layer_norm).train()
     logits_k, _ = alone(x)
     torch.nn.functional.cross_entropy(logits_k.view(-1, V), y.reshape(-1)).mul(T).backward()
     assert next(queue, None) is None and steps == []  # every mask used

@@ -101,7 +101,8 @@ class StackedLinearFunction(torch.autograd.Function):
 
 
 class StackedLanguageModel(nn.Module):
-    """K language models of one shape (vocab_size, hidden_size, num_layers), each with its own MemberSpec.
+    """K language models of one shape (vocab_size, hidden_size, num_layers, layer_norm), each with its own
+    MemberSpec.
 
     Every parameter of the single model (`embedding.weight`, `lstm.weight_ih_l0`, ..., `decoder.bias`) is
     one parameter here with a leading member dimension, named with `_` for `.` (`lstm_weight_ih_l0`:
@@ -109,16 +110,26 @@ class StackedLanguageModel(nn.Module):
     come from the member's own generator (`generators`: on a CPU its job's stream).
     `fused[k]`: member k's single model runs nn.LSTM's fused kernel (model.lstm=auto without recurrent or
     variational dropout, or fused), and member k starts from nn.LSTM's draws (and runs it on a CPU).
+    `layer_norm` (model.layer_norm, the group's: it adds parameters): every member's LSTM normalises its gate
+    pre-activations and its cell as StepLSTM does, with its own gains and shifts (`lstm_norms_0_0_weight`, ...).
     """
 
-    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int, members: Sequence[MemberSpec | dict]):
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        num_layers: int,
+        members: Sequence[MemberSpec | dict],
+        layer_norm: bool = False,
+    ):
         super().__init__()
         if not members:
             raise ValueError("a stacked model needs at least one member")
         self.members = tuple(m if isinstance(m, MemberSpec) else MemberSpec(**m) for m in members)
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
+        self.layer_norm = layer_norm
         with torch.device("meta"):  # the single model's names, shapes, init order and LSTM; checks every spec
-            singles = [LSTMLanguageModel(vocab_size, hidden_size, num_layers, **m.model_kwargs()) for m in self.members]
+            singles = [self.single_model(spec) for spec in self.members]
         self.fused = tuple(single.fused for single in singles)
         self.single_names = {}  # stacked parameter name -> the single model's name
         for name, param in singles[0].named_parameters():
@@ -140,11 +151,18 @@ class StackedLanguageModel(nn.Module):
     def num_members(self) -> int:
         return len(self.members)
 
+    def single_model(self, spec: MemberSpec) -> LSTMLanguageModel:
+        """The member's job's model (built on the current device: `meta` for its names and shapes only)."""
+        return LSTMLanguageModel(
+            self.vocab_size, self.hidden_size, self.num_layers, layer_norm=self.layer_norm, **spec.model_kwargs()
+        )
+
     def initialise_member(self, k: int, spec: MemberSpec) -> torch.Generator:
         """Member k's weights as `torch.manual_seed(seed); LSTMLanguageModel(...)` draws them, from the member's
         own generator: the modules' default initialisations first (the single model draws them, then
         overwrites them; nn.LSTM draws, StepLSTM does not), then U(-init_scale, init_scale) for every parameter
-        in its order. Returns the generator, where its job's global stream stands once the model is built."""
+        in its order, then the layer norms' gains 1 and shifts 0. Returns the generator, where its job's global
+        stream stands once the model is built."""
         generator = torch.Generator().manual_seed(spec.seed)
         vocab, units = self.vocab_size, self.hidden_size
         params = [(name, getattr(self, name)[k]) for name in self.single_names]
@@ -156,8 +174,10 @@ class StackedLanguageModel(nn.Module):
                     torch.empty_like(param).uniform_(-1 / math.sqrt(units), 1 / math.sqrt(units), generator=generator)
         nn.init.kaiming_uniform_(torch.empty(vocab, units), a=math.sqrt(5), generator=generator)  # nn.Linear
         torch.empty(vocab).uniform_(generator=generator)  # nn.Linear's bias
-        for _, param in params:
+        for name, param in params:
             param.uniform_(-spec.init_scale, spec.init_scale, generator=generator)
+            if name.startswith("lstm_norms_"):  # drawn as every parameter is, then set (no draw)
+                param.fill_(1.0 if name.endswith("_weight") else 0.0)
         return generator
 
     # -- members' weights under the single model's names ---------------------------------------------
@@ -184,9 +204,7 @@ class StackedLanguageModel(nn.Module):
         Its dropout draws from the global generator, as a single model's does; rnnreg.stacked_step.InTurnStep
         swaps the member's own generator in around its forward."""
         with torch.device("meta"):  # no storage of its own: every parameter is replaced below
-            single = LSTMLanguageModel(
-                self.vocab_size, self.hidden_size, self.num_layers, **self.members[k].model_kwargs()
-            )
+            single = self.single_model(self.members[k])
         for stacked, name in self.single_names.items():
             *path, attr = name.split(".")
             module = single.get_submodule(".".join(path))
@@ -263,16 +281,41 @@ class StackedLanguageModel(nn.Module):
         c: torch.Tensor,
         weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
         recurrent: torch.Tensor | None,
+        norms: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One LSTM layer of every member, one step loop for all: x (K, T, B, H); h, c (K, B, H); weights:
         (weight_ih, bias_ih, weight_hh, bias_hh), each (K, ...); recurrent: (K, T, B, H) masks on h_{t-1} (ones
-        for a member without them) or None. Returns the outputs (K, T, B, H) and the final h, c (K, B, H)."""
+        for a member without them) or None; norms: the layer norms' (gain, shift) of the input gates, the
+        recurrent gates and the cell, each (K, N), or None. Returns the outputs (K, T, B, H) and the final h, c
+        (K, B, H)."""
+        if norms is not None:
+            return self.normalised_layer(x, h, c, weights, recurrent, norms)
         weight_ih, bias_ih, weight_hh, bias_hh = weights
         members, steps, streams, units = x.shape
         gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh)
         return LSTMLayerFunction.apply(
             gates_x.view(members, steps, streams, -1), h, c, weight_hh, recurrent, self.triton_cell
         )
+
+    @staticmethod
+    def normalised_layer(x, h, c, weights, recurrent, norms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`lstm_layer` with layer norm, as StepLSTM computes it (the two gate pre-activations apart, and the
+        cell), each member with its own gains and shifts: autograd step by step, on torch ops (no hand-written
+        backward, no Triton cell), as the single model runs it."""
+        weight_ih, bias_ih, weight_hh, bias_hh = weights
+        gain_x, shift_x, gain_h, shift_h, gain_c, shift_c = norms
+        members, steps, streams, units = x.shape
+        gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih)
+        gates_x = member_layer_norm(gates_x, gain_x, shift_x).view(members, steps, streams, -1)
+        outputs = []
+        for t in range(steps):
+            h_in = h if recurrent is None else h * recurrent[:, t]  # dropout on h_{t-1}: the recurrent connection
+            gates_h = member_layer_norm(StackedLinearFunction.apply(h_in, weight_hh, bias_hh), gain_h, shift_h)
+            i, f, g, o = (gates_x[:, t] + gates_h).chunk(4, -1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(member_layer_norm(c, gain_c, shift_c))
+            outputs.append(h)
+        return torch.stack(outputs, 1), h, c
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens: (T, B) ids shared by all members, or (K, T, B) -> logits (K, T, B, V) and the final (h, c),
@@ -301,14 +344,26 @@ class StackedLanguageModel(nn.Module):
             if masks is not None:  # on a copy: the parameters stay intact
                 weight_hh = weight_hh * masks
             recurrent = self.site_masks("dropout_recurrent", (steps, streams, units), x, over_time=True)
+            norms = None
+            if self.layer_norm:  # (gain, shift) of the input gates', the recurrent gates' and the cell's norms
+                norms = tuple(
+                    getattr(self, f"lstm_norms_{layer}_{site}_{name}")
+                    for site in range(3)
+                    for name in ("weight", "bias")
+                )
             x, h, c = self.lstm_layer(
-                x, state[0][:, layer], state[1][:, layer], (weight_ih, bias_ih, weight_hh, bias_hh), recurrent
+                x, state[0][:, layer], state[1][:, layer], (weight_ih, bias_ih, weight_hh, bias_hh), recurrent, norms
             )
             hs.append(h)
             cs.append(c)
         x = self.drop(x, "dropout_output")
         logits = StackedLinearFunction.apply(x.reshape(members, -1, units), self.decoder_weight, self.decoder_bias)
         return logits.view(members, steps, streams, vocab), (torch.stack(hs, 1).detach(), torch.stack(cs, 1).detach())
+
+
+def member_layer_norm(x: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Each member's nn.LayerNorm over the last dimension: x (K, N, F), gain and shift (K, F)."""
+    return torch.addcmul(shift.unsqueeze(1), F.layer_norm(x, x.shape[-1:]), gain.unsqueeze(1))
 
 
 def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

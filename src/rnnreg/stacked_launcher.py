@@ -69,7 +69,6 @@ def check_stackable(cfg: DictConfig) -> None:
     """A one-line ConfigError naming the first setting a stacked member cannot hold."""
     model, trainer = cfg.model, cfg.trainer
     unsupported = [
-        ("model.layer_norm", model.get("layer_norm", False), "false"),
         ("model.tie_weights", model.get("tie_weights", False), "false"),
         ("optim.momentum", cfg.optim.get("momentum", 0.0), "0"),
         ("ckpt_path", cfg.get("ckpt_path"), "null (resume a stacked sweep with hydra.launcher.resume=true)"),

@@ -91,7 +91,11 @@ class GroupTrainer:
         accelerator = str(cfg.trainer.get("accelerator", "auto"))
         cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         self.model = StackedLanguageModel(
-            len(self.vocab), cfg.model.hidden_size, cfg.model.num_layers, [MemberSpec.from_config(j.cfg) for j in jobs]
+            len(self.vocab),
+            cfg.model.hidden_size,
+            cfg.model.num_layers,
+            [MemberSpec.from_config(j.cfg) for j in jobs],
+            layer_norm=bool(cfg.model.get("layer_norm", False)),
         ).to("cuda" if cuda else "cpu")
         self.device = self.model.decoder_bias.device  # with its index (cuda:0), as every tensor's device names it
         if cfg.speed.get("triton_cell"):  # the stacked step loop's cell as Triton kernels (the batched program)
