@@ -134,6 +134,7 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
         "trainer.max_epochs=3",
         "model.num_layers=1",
         "model.layer_norm=true",
+        "model.tie_weights=true",
     ):
         assert job(other).key != sweep[0].key, other
 
@@ -290,7 +291,6 @@ def test_paper_table_sweep_is_one_group_per_size(tmp_path):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("model.tie_weights=true", "model.tie_weights"),
         ("optim.momentum=0.9", "optim.momentum"),
         ("trainer.precision=16-mixed", "trainer.precision"),
     ],
@@ -344,14 +344,16 @@ def test_group_says_its_estimate_and_each_epoch_on_the_console(stacked, setup):
 
 
 # -- each member is its job run alone ------------------------------------------------------------------------
-def test_layer_norm_members_are_their_jobs_run_alone(setup, alone):
-    """model.layer_norm=true is a group's shape (its own group: test_grouping_by_shape_and_max_members): two
-    layer-norm members, one with the paper's dropout and one with dropout on h_{t-1}, each equal its job run
-    alone bit for bit (losses, perplexities, weights: the layer norms' gains and shifts too)."""
-    stacked, single = setup.root / "layer_norm_stacked", setup.root / "layer_norm_alone"
-    sweep = [*setup.cli, "+member=a,c", "model.layer_norm=true"]
+def test_layer_norm_and_tied_members_are_their_jobs_run_alone(setup, alone):
+    """Layer norm and tied embeddings are a group's shape (its own group: test_grouping_by_shape_and_max_members):
+    two members with both, one with the paper's dropout and one with dropout on h_{t-1}, each equal its job run
+    alone bit for bit: losses, perplexities, weights (the layer norms' gains and shifts, the decoder weight
+    as the embedding under its own name) and the training state its checkpoint holds (the optimiser's
+    parameters: one fewer, tied)."""
+    stacked, single = setup.root / "shape_stacked", setup.root / "shape_alone"
+    sweep = [*setup.cli, "+member=a,c", "regularizer=[layer_norm,tied_embeddings]"]
     proc = run("rnnreg-train", "-m", *sweep, "hydra/launcher=stacked", f"hydra.sweep.dir={stacked}")
-    assert "group 0: jobs [0, 1], 2 members" in proc.stdout
+    assert "2 members, 2 x 16 LSTM with layer norm, tied embedding, batch 4 x bptt 5" in proc.stdout
     run("rnnreg-train", "-m", *sweep, f"hydra.sweep.dir={single}")
     for index in range(2):
         mine, theirs = metrics(stacked / str(index)), metrics(single / str(index))
@@ -359,10 +361,16 @@ def test_layer_norm_members_are_their_jobs_run_alone(setup, alone):
         for key in ("val_ppl", "test_ppl", "epochs"):
             assert mine[key] == theirs[key], key
         assert losses(stacked / str(index)) == losses(single / str(index))
-        ours, alone_weights = weights(stacked / str(index)), weights(single / str(index))
-        assert ours.keys() == alone_weights.keys() and any(".norms." in key for key in ours)
-        assert all(torch.equal(ours[key], alone_weights[key]) for key in ours)
-        assert mine["test_ppl"] != metrics(alone / str(GOOD.index("ac"[index])))["test_ppl"]  # layer norm ran
+        assert mine["test_ppl"] != metrics(alone / str(GOOD.index("ac"[index])))["test_ppl"]  # another model
+        ours, its_job = (
+            load_checkpoint(sweep / str(index) / "checkpoints" / "last.ckpt") for sweep in (stacked, single)
+        )
+        assert ours.keys() - {"stacked"} == its_job.keys()
+        assert ours["optimizer_states"][0]["param_groups"] == its_job["optimizer_states"][0]["param_groups"]
+        state, expected = ours["state_dict"], its_job["state_dict"]
+        assert list(state) == list(expected) and any(".norms." in key for key in state)
+        assert all(torch.equal(state[key], expected[key]) for key in state)
+        assert torch.equal(state["net.decoder.weight"], state["net.embedding.weight"])
 
 
 @pytest.mark.parametrize("index", range(len(GOOD)))

@@ -48,11 +48,17 @@ EVERYWHERE = {
 }
 
 
-def single(spec: MemberSpec, lstm: str | None = None, layer_norm: bool = False) -> LSTMLanguageModel:
-    """The member's job run alone: its LSTM is the spec's (model.lstm) unless `lstm` says otherwise."""
+def single(spec: MemberSpec, lstm: str | None = None, shape: dict | None = None) -> LSTMLanguageModel:
+    """The member's job run alone: its LSTM is the spec's (model.lstm) unless `lstm` says otherwise; `shape`:
+    the group's (one of SHAPES)."""
     torch.manual_seed(spec.seed)
     kwargs = spec.model_kwargs() | ({"lstm": lstm} if lstm else {})
-    return LSTMLanguageModel(V, H, L, layer_norm=layer_norm, **kwargs)
+    return LSTMLanguageModel(V, H, L, **kwargs, **(shape or {}))
+
+
+# what a group's members share beyond their sizes: layer norm adds parameters, tied weights take one away
+SHAPES = {"plain": {}, "layer_norm": {"layer_norm": True}, "tied": {"tie_weights": True}}
+EVERY_SHAPE = pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
 
 
 def windows(count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -198,15 +204,16 @@ def test_stacked_layer_is_the_single_layer_per_member():
 
 
 # -- members are single models -------------------------------------------------------------------------
-@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer_norm"])
-def test_member_k_starts_as_the_single_model_seeded_with_its_seed(layer_norm):
+@EVERY_SHAPE
+def test_member_k_starts_as_the_single_model_seeded_with_its_seed(shape):
     specs = [MemberSpec(3, 0.1), MemberSpec(11, 0.05), MemberSpec(3, 0.2, **PLACEMENTS["variational"])]
     rng = torch.get_rng_state()
-    net = StackedLanguageModel(V, H, L, specs, layer_norm=layer_norm)
+    net = StackedLanguageModel(V, H, L, specs, **shape)
     assert torch.equal(torch.get_rng_state(), rng)  # building the group leaves the global stream alone
-    assert any("norms" in name for name in net.single_names.values()) == layer_norm
+    assert any("norms" in name for name in net.single_names.values()) == ("layer_norm" in shape)
+    assert hasattr(net, "decoder_weight") != ("tie_weights" in shape)
     for k, spec in enumerate(specs):
-        expected = single(spec, layer_norm=layer_norm).state_dict()
+        expected = single(spec, shape=shape).state_dict()
         got = net.member_state_dict(k)
         assert list(got) == list(expected)
         assert all(torch.equal(got[n], v) for n, v in expected.items())
@@ -261,12 +268,9 @@ SCHEDULES = {  # lr, clip (member 1 clipped on every window), weight decay
 }
 
 
-LAYER_NORM = pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer_norm"])
-
-
-@LAYER_NORM
+@EVERY_SHAPE
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
-def test_group_without_dropout_trains_as_each_member_alone(schedule, layer_norm):
+def test_group_without_dropout_trains_as_each_member_alone(schedule, shape):
     """A GPU's program (the stacked forward, clip_and_sgd_ over the members): ten windows with carried state, members
     whose jobs run the fused or the step LSTM (with layer norm: all the step loop, on autograd); each member's
     losses, gradient norms and weights are those of the single model trained alone (clip_grad_norm_ + torch
@@ -275,15 +279,16 @@ def test_group_without_dropout_trains_as_each_member_alone(schedule, layer_norm)
     run in float64 here, where the two agree to 1e-14, and are compared at 1e-10."""
     specs = MIXED_KERNELS
     lr, clip, weight_decay = SCHEDULES[schedule]
+    layer_norm = "layer_norm" in shape
     tolerance = {"rtol": 1e-10, "atol": 1e-12} if layer_norm else {"rtol": 1e-5, "atol": 1e-6}
     data = windows(10)
     with default_dtype(torch.float64 if layer_norm else torch.float32):
-        net = StackedLanguageModel(V, H, L, specs, layer_norm=layer_norm).train()
+        net = StackedLanguageModel(V, H, L, specs, **shape).train()
         assert net.decoder_bias.dtype == torch.get_default_dtype()
         history, _ = train_stacked(net, data, vec(lr), vec(clip), 0.0 if weight_decay is None else vec(weight_decay))
         assert all(norms[1] > 0.05 for _, norms in history)  # clipping at work on member 1
         for k, spec in enumerate(specs):
-            alone = single(spec, layer_norm=layer_norm).train()
+            alone = single(spec, shape=shape).train()
             expected = train_single(alone, data, lr[k], clip[k], weight_decay[k] if weight_decay else 0.0)
             losses = [nll[k] for nll, _ in history], [nll for nll, _ in expected]
             torch.testing.assert_close(*losses, rtol=tolerance["rtol"], atol=0)
@@ -294,19 +299,19 @@ def test_group_without_dropout_trains_as_each_member_alone(schedule, layer_norm)
                 torch.testing.assert_close(got[name], value, **tolerance)
 
 
-@LAYER_NORM
+@EVERY_SHAPE
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
-def test_members_in_turn_train_as_each_member_alone_bit_for_bit(schedule, layer_norm):
+def test_members_in_turn_train_as_each_member_alone_bit_for_bit(schedule, shape):
     """A CPU's program (InTurnStep): each member's losses and weights after ten windows with carried state are
     its job's plain step (ClippedSGD) to the last bit, for every schedule, clipping and weight decay included."""
     specs = MIXED_KERNELS
     lr, clip, weight_decay = SCHEDULES[schedule]
     data = windows(10)
-    net = StackedLanguageModel(V, H, L, specs, layer_norm=layer_norm).train()
+    net = StackedLanguageModel(V, H, L, specs, **shape).train()
     losses, step = train_in_turn(net, data, vec(lr), vec(clip), None if weight_decay is None else vec(weight_decay))
     assert step.step.item() == 10 and step.active.all()
     for k, spec in enumerate(specs):
-        alone = single(spec, layer_norm=layer_norm).train()
+        alone = single(spec, shape=shape).train()
         expected = train_clipped(alone, data, lr[k], clip[k], weight_decay[k] if weight_decay else 0.0)
         assert [loss[k].item() for loss in losses] == [loss.item() for loss in expected]
         got = net.member_state_dict(k)
@@ -328,18 +333,21 @@ def test_one_member_is_the_single_model():
         torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("lstm", ["step", "fused"])
-def test_member_weights_load_into_a_single_model_and_back(lstm):
+@pytest.mark.parametrize(
+    "lstm, shape", [("step", "plain"), ("fused", "plain"), ("step", "layer_norm"), ("step", "tied")]
+)
+def test_member_weights_load_into_a_single_model_and_back(lstm, shape):
+    shape = SHAPES[shape]
     specs = [MemberSpec(1), MemberSpec(2, 0.2)]
-    net = StackedLanguageModel(V, H, L, specs).train()
+    net = StackedLanguageModel(V, H, L, specs, **shape).train()
     train_stacked(net, windows(2), vec([1.0, 1.0]), vec([5.0, 5.0]))  # weights no initialisation explains
     x = windows(1, seed=3)[0][0]
     logits = net.eval()(x)[0]
     for k in range(2):
-        alone = LSTMLanguageModel(V, H, L, 0.1, lstm=lstm)
+        alone = LSTMLanguageModel(V, H, L, 0.1, lstm=lstm, **shape)
         alone.load_state_dict(net.member_state_dict(k))
         torch.testing.assert_close(alone.eval()(x)[0], logits[k], rtol=1e-5, atol=1e-6)
-    other = single(MemberSpec(9), lstm).state_dict()
+    other = single(MemberSpec(9), lstm, shape).state_dict()
     net.load_member(0, other)
     assert all(torch.equal(net.member_state_dict(0)[n], v) for n, v in other.items())
     assert torch.equal(net.eval()(x)[0][1], logits[1])  # member 1 untouched
@@ -463,8 +471,8 @@ def test_members_in_turn_are_independent(change):
         assert losses[-1][1] != base_losses[-1][1]  # member 1 did change
 
 
-@LAYER_NORM
-def test_members_in_turn_are_their_jobs_dropout_and_all(layer_norm):
+@EVERY_SHAPE
+def test_members_in_turn_are_their_jobs_dropout_and_all(shape):
     """A CPU's program: a member's masks are its single model's (the sites and draws of rnnreg.model), drawn
     from its job's own stream (seeded with its seed, after its model's initial draws) in place of the global
     one: each member with dropout (fused: non_recurrent and weight drop; step: everywhere, variational)
@@ -479,11 +487,11 @@ def test_members_in_turn_are_their_jobs_dropout_and_all(layer_norm):
     data, lr, clip = windows(4), vec([1.0, 0.7, 1.0, 1.0]), vec([0.5, 5.0, 5.0, 5.0])
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    net = StackedLanguageModel(V, H, L, specs, layer_norm=layer_norm).train()
+    net = StackedLanguageModel(V, H, L, specs, **shape).train()
     losses, _ = train_in_turn(net, data, lr, clip)
     assert torch.equal(torch.get_rng_state(), before)
     for k, spec in enumerate(specs):
-        alone = single(spec, layer_norm=layer_norm).train()  # its job: seeded, built, trained on the global stream
+        alone = single(spec, shape=shape).train()  # its job: seeded, built, trained on the global stream
         expected = train_clipped(alone, data, lr[k].item(), clip[k].item())
         assert [loss[k].item() for loss in losses] == [loss.item() for loss in expected], k
         got = net.member_state_dict(k)
@@ -583,16 +591,16 @@ def test_each_member_gets_its_own_placement_in_one_group(monkeypatch):
     assert rec.shapes(member["embedding"]) == [(V, 1)]
 
 
-@LAYER_NORM
+@EVERY_SHAPE
 @pytest.mark.parametrize("variational", [False, True])
-def test_a_members_masks_sit_where_the_single_model_puts_them(monkeypatch, variational, layer_norm):
+def test_a_members_masks_sit_where_the_single_model_puts_them(monkeypatch, variational, shape):
     """Member 1's masks, replayed into the single model's dropout sites (model.drop, model.dropout_mask) in
     the order it meets them, give member 1's logits and gradients: every mask sits at the single model's site,
     with layer norm too (its step loop masks h_{t-1} itself). (Weight drop, drawn by F.dropout there, is
     checked on W_hh above.)"""
     rates = {"dropout_input": 0.2, "dropout_between": 0.3, "dropout_output": 0.4, "dropout_recurrent": 0.25}
     spec = MemberSpec(3, embedding_dropout=0.1, variational=variational, **rates)  # a site's rate shows in its mask
-    net = StackedLanguageModel(V, H, L, [MemberSpec(1, **EVERYWHERE), spec], layer_norm=layer_norm).train()
+    net = StackedLanguageModel(V, H, L, [MemberSpec(1, **EVERYWHERE), spec], **shape).train()
     rec = Recorder(monkeypatch, net)
     x, y = windows(1)[0]
     logits, _ = net(x)
@@ -614,7 +622,7 @@ def test_a_members_masks_sit_where_the_single_model_puts_them(monkeypatch, varia
 
     monkeypatch.setattr(model_module, "dropout_mask", replay_mask)
     monkeypatch.setattr(model_module, "drop", lambda x, p, training, per_window: x * next_mask(p) if p else x)
-    alone = single(spec, layer_norm=layer_norm).train()
+    alone = single(spec, shape=shape).train()
     logits_k, _ = alone(x)
     torch.nn.functional.cross_entropy(logits_k.view(-1, V), y.reshape(-1)).mul(T).backward()
     assert next(queue, None) is None and steps == []  # every mask used

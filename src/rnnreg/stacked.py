@@ -101,8 +101,8 @@ class StackedLinearFunction(torch.autograd.Function):
 
 
 class StackedLanguageModel(nn.Module):
-    """K language models of one shape (vocab_size, hidden_size, num_layers, layer_norm), each with its own
-    MemberSpec.
+    """K language models of one shape (vocab_size, hidden_size, num_layers, layer_norm, tie_weights), each with
+    its own MemberSpec.
 
     Every parameter of the single model (`embedding.weight`, `lstm.weight_ih_l0`, ..., `decoder.bias`) is
     one parameter here with a leading member dimension, named with `_` for `.` (`lstm_weight_ih_l0`:
@@ -112,6 +112,9 @@ class StackedLanguageModel(nn.Module):
     variational dropout, or fused), and member k starts from nn.LSTM's draws (and runs it on a CPU).
     `layer_norm` (model.layer_norm, the group's: it adds parameters): every member's LSTM normalises its gate
     pre-activations and its cell as StepLSTM does, with its own gains and shifts (`lstm_norms_0_0_weight`, ...).
+    `tie_weights` (model.tie_weights, the group's: it removes one): every member's decoder weight is its
+    embedding; there is no `decoder_weight`, and a member's state dict has `decoder.weight` as a single tied
+    model's has it, the embedding under a second name.
     """
 
     def __init__(
@@ -121,13 +124,14 @@ class StackedLanguageModel(nn.Module):
         num_layers: int,
         members: Sequence[MemberSpec | dict],
         layer_norm: bool = False,
+        tie_weights: bool = False,
     ):
         super().__init__()
         if not members:
             raise ValueError("a stacked model needs at least one member")
         self.members = tuple(m if isinstance(m, MemberSpec) else MemberSpec(**m) for m in members)
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
-        self.layer_norm = layer_norm
+        self.layer_norm, self.tie_weights = layer_norm, tie_weights
         with torch.device("meta"):  # the single model's names, shapes, init order and LSTM; checks every spec
             singles = [self.single_model(spec) for spec in self.members]
         self.fused = tuple(single.fused for single in singles)
@@ -142,6 +146,8 @@ class StackedLanguageModel(nn.Module):
         self.member_orders = tuple(
             tuple(index[name.replace(".", "_")] for name, _ in single.named_parameters()) for single in singles
         )
+        # the single model's state dict keys, in its order: its parameters' names and, tied, decoder.weight
+        self.state_names = tuple(tuple(single.state_dict()) for single in singles)
         self.mask_generators: list[torch.Generator] | None = None  # created with the first mask
         self.triton_cell = False  # speed.triton_cell: the step loop's cell as rnnreg.triton_cell's kernels
         with torch.no_grad():  # each member's stream after its initialisation: its masks' on a CPU
@@ -154,15 +160,20 @@ class StackedLanguageModel(nn.Module):
     def single_model(self, spec: MemberSpec) -> LSTMLanguageModel:
         """The member's job's model (built on the current device: `meta` for its names and shapes only)."""
         return LSTMLanguageModel(
-            self.vocab_size, self.hidden_size, self.num_layers, layer_norm=self.layer_norm, **spec.model_kwargs()
+            self.vocab_size,
+            self.hidden_size,
+            self.num_layers,
+            layer_norm=self.layer_norm,
+            tie_weights=self.tie_weights,
+            **spec.model_kwargs(),
         )
 
     def initialise_member(self, k: int, spec: MemberSpec) -> torch.Generator:
         """Member k's weights as `torch.manual_seed(seed); LSTMLanguageModel(...)` draws them, from the member's
         own generator: the modules' default initialisations first (the single model draws them, then
         overwrites them; nn.LSTM draws, StepLSTM does not), then U(-init_scale, init_scale) for every parameter
-        in its order, then the layer norms' gains 1 and shifts 0. Returns the generator, where its job's global
-        stream stands once the model is built."""
+        in its order (tied, the decoder weight's too, before it is tied), then the layer norms' gains 1 and
+        shifts 0. Returns the generator, where its job's global stream stands once the model is built."""
         generator = torch.Generator().manual_seed(spec.seed)
         vocab, units = self.vocab_size, self.hidden_size
         params = [(name, getattr(self, name)[k]) for name in self.single_names]
@@ -175,6 +186,8 @@ class StackedLanguageModel(nn.Module):
         nn.init.kaiming_uniform_(torch.empty(vocab, units), a=math.sqrt(5), generator=generator)  # nn.Linear
         torch.empty(vocab).uniform_(generator=generator)  # nn.Linear's bias
         for name, param in params:
+            if name == "decoder_bias" and self.tie_weights:  # the decoder weight, drawn then tied to the embedding
+                torch.empty(vocab, units).uniform_(-spec.init_scale, spec.init_scale, generator=generator)
             param.uniform_(-spec.init_scale, spec.init_scale, generator=generator)
             if name.startswith("lstm_norms_"):  # drawn as every parameter is, then set (no draw)
                 param.fill_(1.0 if name.endswith("_weight") else 0.0)
@@ -182,13 +195,19 @@ class StackedLanguageModel(nn.Module):
 
     # -- members' weights under the single model's names ---------------------------------------------
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Member k's weights (copies) under LSTMLanguageModel's names, in its order, for its load_state_dict."""
-        names = list(self.single_names.items())
-        return {names[i][1]: getattr(self, names[i][0])[k].detach().clone() for i in self.member_orders[k]}
+        """Member k's weights (copies) under LSTMLanguageModel's names, in its state dict's order, for its
+        load_state_dict (tied: decoder.weight is the embedding's copy, one tensor under two names, as a single
+        tied model's state dict has it)."""
+        weights = {single: getattr(self, name)[k].detach().clone() for name, single in self.single_names.items()}
+        return {name: weights[self.weight_of(name)] for name in self.state_names[k]}
+
+    def weight_of(self, state_name: str) -> str:
+        """The parameter a single model's state dict key names: tied, decoder.weight is the embedding."""
+        return "embedding.weight" if self.tie_weights and state_name == "decoder.weight" else state_name
 
     def load_member(self, k: int, state_dict: dict[str, torch.Tensor]) -> None:
         """Set member k's weights from a single LSTMLanguageModel's state dict (step or fused LSTM)."""
-        expected = set(self.single_names.values())
+        expected = set(self.state_names[k])
         if set(state_dict) != expected:
             raise KeyError(
                 f"member state dict keys differ: missing {sorted(expected - set(state_dict))}, "
@@ -210,6 +229,8 @@ class StackedLanguageModel(nn.Module):
             module = single.get_submodule(".".join(path))
             # setattr: nn.LSTM's __setattr__ also points its kernel's weight list at the view
             setattr(module, attr, nn.Parameter(getattr(self, stacked).detach()[k]))
+        if self.tie_weights:
+            single.decoder.weight = single.embedding.weight
         return single.train(self.training)
 
     # -- dropout masks ---------------------------------------------------------------------------------
@@ -357,7 +378,8 @@ class StackedLanguageModel(nn.Module):
             hs.append(h)
             cs.append(c)
         x = self.drop(x, "dropout_output")
-        logits = StackedLinearFunction.apply(x.reshape(members, -1, units), self.decoder_weight, self.decoder_bias)
+        decoder = self.embedding_weight if self.tie_weights else self.decoder_weight  # the weight, not its dropped rows
+        logits = StackedLinearFunction.apply(x.reshape(members, -1, units), decoder, self.decoder_bias)
         return logits.view(members, steps, streams, vocab), (torch.stack(hs, 1).detach(), torch.stack(cs, 1).detach())
 
 

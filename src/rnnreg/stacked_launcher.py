@@ -67,9 +67,8 @@ class Job:
 
 def check_stackable(cfg: DictConfig) -> None:
     """A one-line ConfigError naming the first setting a stacked member cannot hold."""
-    model, trainer = cfg.model, cfg.trainer
+    trainer = cfg.trainer
     unsupported = [
-        ("model.tie_weights", model.get("tie_weights", False), "false"),
         ("optim.momentum", cfg.optim.get("momentum", 0.0), "0"),
         ("ckpt_path", cfg.get("ckpt_path"), "null (resume a stacked sweep with hydra.launcher.resume=true)"),
         ("trainer.fast_dev_run", trainer.get("fast_dev_run", False), "false"),
@@ -134,7 +133,8 @@ def describe(group: Sequence[Job], index: int) -> str:
     cfg = group[0].cfg
     return (
         f"group {index}: jobs {[j.idx for j in group]}, {counted(len(group), 'member')}, "
-        f"{cfg.model.num_layers} x {cfg.model.hidden_size} LSTM, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}"
+        f"{cfg.model.num_layers} x {cfg.model.hidden_size} LSTM{' with layer norm' if cfg.model.layer_norm else ''}"
+        f"{', tied embedding' if cfg.model.tie_weights else ''}, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}"
     )
 
 

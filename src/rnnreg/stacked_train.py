@@ -96,6 +96,7 @@ class GroupTrainer:
             cfg.model.num_layers,
             [MemberSpec.from_config(j.cfg) for j in jobs],
             layer_norm=bool(cfg.model.get("layer_norm", False)),
+            tie_weights=bool(cfg.model.get("tie_weights", False)),
         ).to("cuda" if cuda else "cpu")
         self.device = self.model.decoder_bias.device  # with its index (cuda:0), as every tensor's device names it
         if cfg.speed.get("triton_cell"):  # the stacked step loop's cell as Triton kernels (the batched program)
@@ -335,6 +336,7 @@ class GroupTrainer:
         it as a separate run. Its own copies throughout: the writer may write it later."""
         # clone: a slice alone (torch.save of a view writes its whole storage: every member's weights)
         state = {self.model.single_names[n]: w[k].clone() for n, w in zip(self.names, weights)}
+        state = {name: state[self.model.weight_of(name)] for name in self.model.state_names[k]}  # tied: both names
         m, folder = self.members[k], self.folders[k]
         best = folder.path / "checkpoints" / "best.ckpt"
         window = self.window if self.window < self.n_train else 0  # n_train: at the epoch's end
@@ -358,7 +360,7 @@ class GroupTrainer:
             }
         if self.callbacks[k] is None:  # what a run of the job would have, to hold the member's state
             self.callbacks[k] = instantiate_callbacks(self.jobs[k].cfg)
-        extra = training_state(self.jobs[k].cfg, self.callbacks[k], len(state), progress, carry)
+        extra = training_state(self.jobs[k].cfg, self.callbacks[k], len(self.names), progress, carry)
         extra["stacked"] = {"group": self.group, "member": k, "members": len(self.jobs)}
         if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
             extra["wandb_run_id"] = folder.wandb_id
