@@ -127,14 +127,17 @@ CHECK_MEMBERS = [
 ]
 
 
-def check_graph(args, data, device, triton_cell: bool = False) -> tuple[dict, torch.Tensor]:
+SHAPE_CHECK = {"layer_norm": True, "tie_weights": True}
+
+
+def check_graph(args, data, device, triton_cell: bool = False, shape: dict | None = None) -> tuple[dict, torch.Tensor]:
     """The stacked step replayed as a CUDA graph against the same program run eagerly, from the same weights
     and mask generators: per-window losses, final weights, generator states after (each member's masks
-    advanced as eagerly). Without CUDA both runs are eager (checks the script only). Returns the result and
-    the eager run's losses."""
+    advanced as eagerly). Without CUDA both runs are eager (checks the script only). `shape`: the group's
+    layer_norm / tie_weights. Returns the result and the eager run's losses."""
     runs = {}
     for graph in (False, True):
-        model = StackedLanguageModel(args.vocab, args.hidden, args.layers, CHECK_MEMBERS).to(device)
+        model = StackedLanguageModel(args.vocab, args.hidden, args.layers, CHECK_MEMBERS, **(shape or {})).to(device)
         model.triton_cell = triton_cell
         clip = torch.full((len(CHECK_MEMBERS),), 5.0, device=device)
         # weight decay 0.0, as group_step passes it: the training's update path (one pass over the gradients)
@@ -155,7 +158,7 @@ def check_graph(args, data, device, triton_cell: bool = False) -> tuple[dict, to
         "windows": len(data),
     }
     result["same"] = result["generators_equal"] and result["max_loss_difference"] <= 1e-4
-    print(f"graph vs eager{' (Triton cell)' if triton_cell else ''}: {result}")
+    print(f"graph vs eager{' (Triton cell)' if triton_cell else ''}{f' {shape}' if shape else ''}: {result}")
     return result, eager_loss
 
 
@@ -257,6 +260,12 @@ def main() -> None:
 
     if args.check:
         check, torch_losses = check_graph(args, data, device)
+        write_check()
+        try:  # a group with layer norm (its cell on autograd ops) and tied embeddings; apart from "same", which
+            # says whether the ablation's groups may use the graph
+            check["layer_norm_tied"], _ = check_graph(args, data, device, shape=SHAPE_CHECK)
+        except Exception as error:
+            check["layer_norm_tied"] = {"same": False, "error": f"{type(error).__name__}: {error}"[:2000]}
         write_check()
         if "stacked_triton" in kinds:
             try:

@@ -14,7 +14,8 @@
 #              with the Triton cell (speed.triton_cell), and
 #              paper_large in full with TF32 (est. 6 min: the table's missing row and TF32's first full run)
 #   stacked    issue 15 on a GPU, in 9 min: bench_stacked.py (--check: the stacked step's CUDA graph against
-#              the eager step, one member per placement, on the torch ops and on the Triton cell; then K = 15,
+#              the eager step, one member per placement, on the torch ops and on the Triton cell, and a
+#              group with layer norm and tied embeddings (recorded apart: it decides nothing); then K = 15,
 #              1, 4, 8 medium members stacked, TF32, each on both cells, and K = 15 in strict float32), the
 #              fused fast-step single run for reference, then the paper-scale placement ablation
 #              (ablation_placement_full: 5 placements x 3 seeds, medium, 39 epochs, TF32) stacked in the time left

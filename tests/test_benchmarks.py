@@ -120,6 +120,7 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     bench("bench_stacked.py", "--members", "2", *args, "--check", "--out", str(out), data_dir=ptb_dir)
     result = json.loads(out.read_text())
     assert result["check"]["same"] and result["check"]["windows"] == 3  # on a CPU both runs eager
+    assert result["check"]["layer_norm_tied"]["same"]  # a group of the other shapes, checked apart
     rows = result["rows"]
     assert [row["members"] for row in rows] == [2]
     assert all(row[f"{kind}_wps"] > 0 for row in rows for kind in ("stacked", "sequential_step", "sequential_fused"))
