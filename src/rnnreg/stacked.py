@@ -194,16 +194,16 @@ class StackedLanguageModel(nn.Module):
         return generator
 
     # -- members' weights under the single model's names ---------------------------------------------
-    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+    def member_state_dict(self, k: int, values: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Member k's weights (copies) under LSTMLanguageModel's names, in its state dict's order, for its
         load_state_dict (tied: decoder.weight is the embedding's copy, one tensor under two names, as a single
-        tied model's state dict has it)."""
-        weights = {single: getattr(self, name)[k].detach().clone() for name, single in self.single_names.items()}
-        return {name: weights[self.weight_of(name)] for name in self.state_names[k]}
-
-    def weight_of(self, state_name: str) -> str:
-        """The parameter a single model's state dict key names: tied, decoder.weight is the embedding."""
-        return "embedding.weight" if self.tie_weights and state_name == "decoder.weight" else state_name
+        tied model's state dict has it). `values`: the stacked parameters' values in their order (host copies
+        for a checkpoint); by default the parameters."""
+        values = [p.detach() for p in self.parameters()] if values is None else values
+        # clone: member k's slice alone (torch.save of a view writes its whole storage: every member's weights)
+        weights = {single: value[k].clone() for single, value in zip(self.single_names.values(), values)}
+        tied = {"decoder.weight": "embedding.weight"} if self.tie_weights else {}
+        return {name: weights[tied.get(name, name)] for name in self.state_names[k]}
 
     def load_member(self, k: int, state_dict: dict[str, torch.Tensor]) -> None:
         """Set member k's weights from a single LSTMLanguageModel's state dict (step or fused LSTM)."""

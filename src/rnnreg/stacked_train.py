@@ -334,9 +334,7 @@ class GroupTrainer:
         """Member k's current weights (`weights`: host_weights()) as an ordinary single-run checkpoint, with
         the training state of its job run alone at this point (rnnreg.member_checkpoint): ckpt_path= continues
         it as a separate run. Its own copies throughout: the writer may write it later."""
-        # clone: a slice alone (torch.save of a view writes its whole storage: every member's weights)
-        state = {self.model.single_names[n]: w[k].clone() for n, w in zip(self.names, weights)}
-        state = {name: state[self.model.weight_of(name)] for name in self.model.state_names[k]}  # tied: both names
+        state = self.model.member_state_dict(k, weights)
         m, folder = self.members[k], self.folders[k]
         best = folder.path / "checkpoints" / "best.ckpt"
         window = self.window if self.window < self.n_train else 0  # n_train: at the epoch's end
