@@ -98,3 +98,13 @@ def test_every_config_folder_ships_in_the_package():
     packages = set(tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     folders = {".".join(("rnnreg", "conf", *d.relative_to(root).parts)) for d in [root, *root.rglob("*")] if d.is_dir()}
     assert folders <= packages, f"add to pyproject.toml packages: {sorted(folders - packages)}"
+
+
+def test_configs_saved_before_the_checkpoint_io_moved_still_instantiate():
+    """Runs saved before b55f571 name `rnnreg.io.AtomicCheckpointIO` in trainer.plugins: it is still the class."""
+    from hydra.utils import instantiate
+
+    from rnnreg.checkpoints import AtomicCheckpointIO
+
+    old, new = (instantiate({"_target_": f"rnnreg.{module}.AtomicCheckpointIO"}) for module in ("io", "checkpoints"))
+    assert type(old) is type(new) is AtomicCheckpointIO

@@ -99,6 +99,43 @@ def test_an_inactive_member_keeps_its_weights_and_a_nan_stays_in_its_member():
         assert all(torch.equal(p[k], q) for p, q in zip(params, alone))
 
 
+def test_each_members_momentum_carries_as_it_would_alone_to_the_bit():
+    """Per-member momentum (a (K,) tensor, one member at 0) over three steps: each member's weights and
+    momentum buffers are exactly those of its own calls with its values as floats (ClippedSGD's), the member
+    without momentum's weights too."""
+    seeds, momentum = [3, 4, 5], [0.9, 0.5, 0.0]
+    lr, clip, wd = (torch.tensor(MEMBERS[key]) for key in ("lr", "clip", "weight_decay"))
+    params = stack_of(seeds)[0]
+    buffers = [torch.zeros_like(p) for p in params]
+    alone = [params_and_grads(seed)[0] for seed in seeds]
+    alone_buffers = [[torch.zeros_like(p) for p in member] for member in alone]
+    for step in range(3):
+        grads = stack_of([s + 10 * (step + 1) for s in seeds])[1]
+        clip_and_sgd_(params, grads, lr, clip, wd, torch.tensor(momentum), buffers)
+        for k, seed in enumerate(seeds):
+            alone_grads = params_and_grads(seed + 10 * (step + 1))[1]
+            values = (MEMBERS[key][k] for key in ("lr", "clip", "weight_decay"))
+            clip_and_sgd_(
+                one_member(alone[k]), one_member(alone_grads), *values, momentum[k], one_member(alone_buffers[k])
+            )
+    for k in range(len(seeds)):
+        assert all(torch.equal(p[k], q) for p, q in zip(params, alone[k])), k
+        if momentum[k]:  # (member 2 has none: alone it keeps no buffer, and its slice here is never read)
+            assert all(torch.equal(b[k], c) for b, c in zip(buffers, alone_buffers[k])), k
+            assert all(c.abs().sum() > 0 for c in alone_buffers[k])
+
+
+def test_an_inactive_member_keeps_its_momentum_buffers():
+    """A stopped member's buffers stay as they were (its checkpoint holds them), its weights too."""
+    params, grads = stack_of([3, 4])
+    buffers = [torch.rand_like(p) for p in params]
+    before, before_params = [b.clone() for b in buffers], [p.clone() for p in params]
+    clip_and_sgd_(params, grads, 1.0, 0.5, 0.0, torch.tensor([0.9, 0.9]), buffers, active=torch.tensor([True, False]))
+    for b, old, p, old_p in zip(buffers, before, params, before_params):
+        assert torch.equal(b[1], old[1]) and torch.equal(p[1], old_p[1])
+        assert not torch.equal(b[0], old[0])
+
+
 def test_orders_reduce_each_member_in_its_own_order():
     """orders: member k's norm reduces its slices in its order, as its single model's clip would."""
     params, grads = stack_of([3, 4])

@@ -25,12 +25,13 @@ from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, check_stackable, group_jobs, group_key
 from rnnreg.stacked_step import group_step
 
-# Members differ in everything a member can hold: seed, lr, clip, weight decay, schedule, early stopping,
-# dropout and the LSTM (a: the paper's dropout on oneDNN's fused LSTM; b: no dropout on the step loop; c:
-# dropout on h_{t-1}, the step loop; es: no dropout, fused; each as its job alone runs it on a CPU).
+# Members differ in everything a member can hold: seed, lr, clip, weight decay, momentum, schedule, early
+# stopping, dropout and the LSTM (a: the paper's dropout on oneDNN's fused LSTM, with momentum; b: no dropout on
+# the step loop; c: dropout on h_{t-1}, the step loop; es: no dropout, fused; each as its job alone runs it on a
+# CPU).
 MEMBERS = {
-    "a": "defaults:\n  - override /dropout: non_recurrent\nseed: 1\ndropout: {p: 0.3}\noptim: {lr: 1.0}\n"
-    "trainer: {gradient_clip_val: 5.0}\n",
+    "a": "defaults:\n  - override /dropout: non_recurrent\nseed: 1\ndropout: {p: 0.3}\n"
+    "optim: {lr: 1.0, momentum: 0.5}\ntrainer: {gradient_clip_val: 5.0}\n",
     "b": "seed: 2\noptim: {lr: 0.5}\ntrainer: {gradient_clip_val: 0.25}\nmodel: {lstm: step}\n",
     "c": "defaults:\n  - override /dropout: recurrent\nseed: 3\ndropout: {p: 0.2}\n"
     "optim: {lr: 2.0, weight_decay: 0.001, decay_start: 1}\ntrainer: {gradient_clip_val: 1.0}\n",
@@ -102,6 +103,16 @@ def weights(job: Path, name: str = "last.ckpt") -> dict[str, torch.Tensor]:
     return load_checkpoint(job / "checkpoints" / name)["state_dict"]
 
 
+def assert_same_optimizer_state(ours: dict, theirs: dict) -> None:
+    """Two checkpoints' optimiser states are equal to the bit: param groups and momentum buffers."""
+    ours, theirs = ours["optimizer_states"][0], theirs["optimizer_states"][0]
+    assert ours["param_groups"] == theirs["param_groups"]
+    assert ours["state"].keys() == theirs["state"].keys()
+    for index, state in theirs["state"].items():
+        assert state.keys() == ours["state"][index].keys() == {"momentum_buffer"}, index
+        assert torch.equal(ours["state"][index]["momentum_buffer"], state["momentum_buffer"]), index
+
+
 # -- grouping (in process) --------------------------------------------------------------------------------
 def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
     def job(*overrides: str, run_dir: str = "job"):
@@ -117,7 +128,13 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
         for lr in (0.5, 1.0)
     ]
     sweep += [
-        job("model.init_scale=0.05", "trainer.gradient_clip_val=1", "callbacks=early_stopping", "model.lstm=step")
+        job(
+            "model.init_scale=0.05",
+            "trainer.gradient_clip_val=1",
+            "callbacks=early_stopping",
+            "model.lstm=step",
+            "optim.momentum=0.9",
+        )
     ]
     # ... and what only names a job or says where it writes: its experiment name (the run plan's title),
     # tags, its loggers (logger=wandb: test_wandb_one_run_per_member)
@@ -163,7 +180,8 @@ def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_pat
     """The batched (GPU's) program writes the members' checkpoints and the group's resume file in the
     background while the next epoch trains. What lands on disk is the state when they were handed over, not
     what training has made of it since. The writes are held here until every tensor of the group has changed."""
-    jobs = group_jobs_here(tmp_path, tiny_corpus, "test_ckpt=best")  # tested on their best weights: kept
+    # tested on their best weights (kept), with momentum (its buffers written too)
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "test_ckpt=best", "optim.momentum=0.9")
     gate, written = threading.Event(), []
 
     def held(obj, path):  # the writer thread waits until training "went on"
@@ -176,14 +194,18 @@ def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_pat
     trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt", program="batched")
     assert trainer.writer.copies  # the batched program writes in the background
     trainer.n_train, trainer.n_val = 3, 1
+    with torch.no_grad():
+        for b in trainer.step.buffers:
+            b.uniform_()
     before = [p.detach().clone() for p in trainer.params]
     best_before = [b.clone() for b in trainer.best_params]
-    weights = trainer.host_weights()
+    buffers_before = [b.clone() for b in trainer.step.buffers]
+    copies = trainer.host_copies()
     for k, folder in enumerate(trainer.folders):
-        trainer.writer.submit(folder.save_checkpoint, "last.ckpt", trainer.checkpoint(k, weights))
-    trainer.save_resume(weights)
+        trainer.writer.submit(folder.save_checkpoint, "last.ckpt", trainer.checkpoint(k, copies))
+    trainer.save_resume(copies)
     with torch.no_grad():  # the next epoch trains: every tensor the files hold changes in place
-        for t in [*trainer.params, *trainer.best_params, trainer.step.nll_sum]:
+        for t in [*trainer.params, *trainer.best_params, *trainer.step.buffers, trainer.step.nll_sum]:
             t.add_(1.0)
         trainer.step.active.fill_(False)
     gate.set()
@@ -193,13 +215,19 @@ def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_pat
     resume = torch.load(tmp_path / ".stacked" / "group_0.pt", weights_only=True)
     assert all(torch.equal(resume["params"][n], b) for n, b in zip(trainer.names, before))
     assert all(torch.equal(saved, b) for saved, b in zip(resume["best_params"], best_before))
+    assert all(torch.equal(resume["momentum_buffers"][n], b) for n, b in zip(trainer.names, buffers_before))
     assert resume["active"].all() and not resume["nll_sum"].any()
     for k in range(2):
-        state = load_checkpoint(tmp_path / str(k) / "checkpoints" / "last.ckpt")["state_dict"]
+        checkpoint = load_checkpoint(tmp_path / str(k) / "checkpoints" / "last.ckpt")
+        state = checkpoint["state_dict"]
         for name, b in zip(trainer.names, before):
             assert torch.equal(state["net." + trainer.model.single_names[name]], b[k])
-        # its own weights only: a view of the stack would have saved every member's
-        assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in state.values())
+        momentum = checkpoint["optimizer_states"][0]["state"]
+        for j, i in enumerate(trainer.model.member_orders[k]):  # its optimiser's order: its single model's
+            assert torch.equal(momentum[j]["momentum_buffer"], buffers_before[i][k])
+        # its own weights and buffers only: a view of the stack would have saved every member's
+        tensors = [*state.values(), *(m["momentum_buffer"] for m in momentum.values())]
+        assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in tensors)
 
 
 def test_best_weights_are_kept_only_for_a_test_on_them(tmp_path, tiny_corpus):
@@ -215,7 +243,7 @@ def test_best_weights_are_kept_only_for_a_test_on_them(tmp_path, tiny_corpus):
             group_jobs_here(tmp_path, tiny_corpus, *overrides), 0, tmp_path / "group_0.pt", program="batched"
         )
         assert (trainer.best_params is not None) == kept, overrides
-        trainer.save_resume(trainer.host_weights())
+        trainer.save_resume(trainer.host_copies())
         trainer.writer.close()
         assert (torch.load(tmp_path / "group_0.pt", weights_only=True)["best_params"] is not None) == kept
 
@@ -227,7 +255,7 @@ def test_resume_file_from_another_program_or_device_is_one_line(tmp_path, tiny_c
     jobs = group_jobs_here(tmp_path, tiny_corpus)
     resume_file = tmp_path / "group_0.pt"
     trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
-    trainer.save_resume(trainer.host_weights())
+    trainer.save_resume(trainer.host_copies())
     trainer.writer.close()
     saved = resume_file.read_bytes()
     with pytest.raises(
@@ -291,7 +319,6 @@ def test_paper_table_sweep_is_one_group_per_size(tmp_path):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("optim.momentum=0.9", "optim.momentum"),
         ("trainer.precision=16-mixed", "trainer.precision"),
     ],
 )
@@ -349,7 +376,7 @@ def test_layer_norm_and_tied_members_are_their_jobs_run_alone(setup, alone):
     two members with both, one with the paper's dropout and one with dropout on h_{t-1}, each equal its job run
     alone bit for bit: losses, perplexities, weights (the layer norms' gains and shifts, the decoder weight
     as the embedding under its own name) and the training state its checkpoint holds (the optimiser's
-    parameters: one fewer, tied)."""
+    parameters: one fewer, tied; member a's momentum buffers)."""
     stacked, single = setup.root / "shape_stacked", setup.root / "shape_alone"
     sweep = [*setup.cli, "+member=a,c", "regularizer=[layer_norm,tied_embeddings]"]
     proc = run("rnnreg-train", "-m", *sweep, "hydra/launcher=stacked", f"hydra.sweep.dir={stacked}")
@@ -366,7 +393,9 @@ def test_layer_norm_and_tied_members_are_their_jobs_run_alone(setup, alone):
             load_checkpoint(sweep / str(index) / "checkpoints" / "last.ckpt") for sweep in (stacked, single)
         )
         assert ours.keys() - {"stacked"} == its_job.keys()
-        assert ours["optimizer_states"][0]["param_groups"] == its_job["optimizer_states"][0]["param_groups"]
+        assert_same_optimizer_state(ours, its_job)
+        # member a has momentum: a buffer per parameter (the tied decoder weight is the embedding, one parameter)
+        assert len(ours["optimizer_states"][0]["state"]) == (len(ours["state_dict"]) - 1 if index == 0 else 0)
         state, expected = ours["state_dict"], its_job["state_dict"]
         assert list(state) == list(expected) and any(".norms." in key for key in state)
         assert all(torch.equal(state[key], expected[key]) for key in state)
@@ -394,13 +423,15 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
 
 @pytest.mark.parametrize("index", range(len(GOOD)))
 def test_member_checkpoint_holds_its_jobs_training_state(stacked, alone, index):
-    """A member's last.ckpt holds what its job run alone saves: loops, optimiser, schedule, callbacks."""
+    """A member's last.ckpt holds what its job run alone saves: loops, optimiser (member a: its momentum
+    buffers), schedule, callbacks."""
     ours, theirs = (load_checkpoint(sweep / str(index) / "checkpoints" / "last.ckpt") for sweep in (stacked, alone))
     assert ours.keys() - {"stacked"} == theirs.keys()
     assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])  # the masks' stream where the job's stands
     for key in ("epoch", "global_step", "loops", "lr_schedulers", "hparams_name", "train_window"):
         assert ours[key] == theirs[key], key
-    assert ours["optimizer_states"][0]["param_groups"] == theirs["optimizer_states"][0]["param_groups"]
+    assert_same_optimizer_state(ours, theirs)
+    assert bool(ours["optimizer_states"][0]["state"]) == (GOOD[index] == "a")  # momentum: member a only
     assert ours["callbacks"].keys() == theirs["callbacks"].keys()
     for key, state in theirs["callbacks"].items():
         for name, value in state.items():
@@ -432,8 +463,9 @@ def test_member_checkpoint_continues_as_a_separate_run(stacked, setup, tmp_path)
 
 
 def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, alone, tmp_path):
-    """SIGTERM after window 2: the member's last.ckpt (member a: dropout on) holds what its job run alone saves
-    there, to the last bit (loops, the window reached, the carried state, NLL sums, the masks' random state),
+    """SIGTERM after window 2: the member's last.ckpt (member a: dropout and momentum on) holds what its job run
+    alone saves there, to the last bit (loops, the window reached, the carried state, NLL sums, the masks' random
+    state, the momentum buffers),
     so ckpt_path= continues it alone exactly as its job runs uninterrupted."""
     stacked, solo = setup.root / "sigterm_stacked", setup.root / "sigterm_alone"
     args = ["rnnreg-train", *setup.cli, "+member=a"]
@@ -463,6 +495,7 @@ def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, a
     assert ours["train_window"] == theirs["train_window"] == 2
     for key in ("epoch", "global_step", "loops", "lr_schedulers"):
         assert ours[key] == theirs[key], key
+    assert_same_optimizer_state(ours, theirs)  # member a's momentum buffers mid-epoch
     for mine, single in zip(ours["train_carry"]["state"], theirs["train_carry"]["state"]):
         assert torch.equal(mine, single)
     for key in ("nll_sum", "tokens"):

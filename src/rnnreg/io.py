@@ -245,3 +245,13 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def __getattr__(name: str):
+    """`rnnreg.io.AtomicCheckpointIO`, the name configs saved before it moved to rnnreg.checkpoints (b55f571)
+    give as `trainer.plugins`' _target_: the class itself, imported on first use (it imports Lightning)."""
+    if name == "AtomicCheckpointIO":
+        from rnnreg.checkpoints import AtomicCheckpointIO
+
+        return AtomicCheckpointIO
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

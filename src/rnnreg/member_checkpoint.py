@@ -90,14 +90,19 @@ def loops_state(p: Progress) -> dict:
     return loops
 
 
-def optimizer_states(cfg: DictConfig, num_params: int, epochs: int) -> tuple[dict, dict]:
-    """ClippedSGD's and the paper schedule's state dicts after `epochs` epochs, from the real classes."""
+def optimizer_states(
+    cfg: DictConfig, num_params: int, epochs: int, momentum_buffers: list[torch.Tensor] | None = None
+) -> tuple[dict, dict]:
+    """ClippedSGD's and the paper schedule's state dicts after `epochs` epochs, from the real classes, with
+    `momentum_buffers` (one per parameter, in the optimiser's order) as its state."""
     params = [torch.zeros(1, requires_grad=True) for _ in range(num_params)]
     optim = OmegaConf.to_container(cfg.optim, resolve=True) | {"clip": cfg.trainer.gradient_clip_val}
     optimizer, schedule = paper_optimizer(params, optim)
     for _ in range(epochs):
         optimizer.step(update=False)  # no weights move: the schedule's step count after an update, as in training
         schedule.step()
+    for p, buffer in zip(params, momentum_buffers or []):
+        optimizer.state[p]["momentum_buffer"] = buffer
     return optimizer.state_dict(), schedule.state_dict()
 
 
@@ -123,10 +128,18 @@ def callback_states(callbacks: list, p: Progress) -> dict:
     return states
 
 
-def training_state(cfg: DictConfig, callbacks: list, num_params: int, p: Progress, carry: dict | None = None) -> dict:
+def training_state(
+    cfg: DictConfig,
+    callbacks: list,
+    num_params: int,
+    p: Progress,
+    carry: dict | None = None,
+    momentum_buffers: list[torch.Tensor] | None = None,
+) -> dict:
     """What a separate run's checkpoint holds beyond weights, vocabulary and hyperparameters; `callbacks`:
-    instantiate_callbacks(cfg), made once per member."""
-    optimizer, schedule = optimizer_states(cfg, num_params, p.epochs)
+    instantiate_callbacks(cfg), made once per member; `momentum_buffers`: the member's, in its single model's
+    parameter order (None: it has no momentum)."""
+    optimizer, schedule = optimizer_states(cfg, num_params, p.epochs, momentum_buffers)
     state = {
         "epoch": p.epochs if p.window else max(p.epochs - 1, 0),
         "global_step": p.epochs * p.windows_per_epoch + p.window,

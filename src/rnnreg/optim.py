@@ -45,7 +45,7 @@ def clip_and_sgd_(
     lr: float | torch.Tensor,
     clip: float | torch.Tensor,
     weight_decay: float | torch.Tensor = 0.0,
-    momentum: float = 0.0,
+    momentum: float | torch.Tensor = 0.0,
     buffers: Sequence[torch.Tensor] | None = None,
     active: torch.Tensor | None = None,
     orders: Sequence[Sequence[int]] | None = None,
@@ -56,8 +56,9 @@ def clip_and_sgd_(
 
     params, grads: (K, ...) tensors, member k's part at [k]; a single model is one member (`one_member`). The
     grads are overwritten, so none may share memory with another (each parameter's own .grad). lr, clip,
-    weight_decay: floats (every member the same) or (K,) tensors. momentum (a float) needs `buffers` like
-    params. active: (K,) bool or None; an inactive member (diverged, stopped) keeps its weights exactly.
+    weight_decay, momentum: floats (every member the same) or (K,) tensors; momentum needs `buffers` like
+    params. active: (K,) bool or None; an inactive member (diverged, stopped) keeps its weights and its
+    momentum buffers exactly.
     orders: member k's grads (indices) in its single model's parameter order, None: as given. Nothing mixes
     members, so a non-finite gradient of one member never reaches another's weights.
     """
@@ -70,8 +71,11 @@ def clip_and_sgd_(
     # as clip_grad_norm_, whose float / tensor is Tensor.__rtruediv__: reciprocal, then times the clip
     clip_coef = ((norms + 1e-6).reciprocal() * clip).clamp(max=1.0)
     decays = isinstance(weight_decay, torch.Tensor) or weight_decay != 0.0
+    moves = isinstance(momentum, torch.Tensor) or momentum != 0.0
+    # (a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves passes)
+    frozen = None if active is None or (active.device.type == "cpu" and bool(active.all())) else ~active
     steps = grads
-    if not (decays or momentum):  # the paper's recipe: one pass over the gradients fewer
+    if not (decays or moves):  # the paper's recipe: one pass over the gradients fewer
         scale_(grads, clip_coef * lr)
     else:
         scale_(grads, clip_coef)
@@ -80,17 +84,19 @@ def clip_and_sgd_(
                 g.addcmul_(p, per_member(weight_decay, p))
         elif weight_decay:
             torch._foreach_add_(grads, params, alpha=weight_decay)
-        if momentum:  # the buffers carry on unscaled: the step is a copy
-            torch._foreach_mul_(buffers, momentum)
+        if moves:  # the buffers carry on unscaled: the step is a copy
+            if frozen is not None:  # an inactive member's buffer times 1 plus an exact 0: unchanged
+                momentum = torch.where(active, momentum, 1.0)
+                for g in grads:
+                    g.masked_fill_(per_member(frozen, g), 0.0)
+            scale_(buffers, momentum)
             torch._foreach_add_(buffers, grads)
             steps = [b.clone() for b in buffers]
         scale_(steps, lr)  # in place without momentum: no second copy of K members' gradients
-    if active is not None and (active.device.type != "cpu" or not bool(active.all())):
-        # (a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves a pass)
+    if frozen is not None:
         # an inactive member subtracts an exact 0, filled in (not multiplied: NaN * 0 is NaN)
-        inactive = ~active
         for step in steps:
-            step.masked_fill_(per_member(inactive, step), 0.0)
+            step.masked_fill_(per_member(frozen, step), 0.0)
     # p - g as its own op: a fused p - lr * g rounds once instead of twice, and SGD at lr 1 grows that
     # last-bit difference into another run within tens of windows
     torch._foreach_sub_(params, steps)

@@ -39,6 +39,7 @@ MEMBER_KEYS = (
     "optim.decay",
     "optim.decay_start",
     "optim.weight_decay",
+    "optim.momentum",
     "trainer.gradient_clip_val",
     "callbacks.early_stopping",
     "experiment_name",
@@ -69,7 +70,6 @@ def check_stackable(cfg: DictConfig) -> None:
     """A one-line ConfigError naming the first setting a stacked member cannot hold."""
     trainer = cfg.trainer
     unsupported = [
-        ("optim.momentum", cfg.optim.get("momentum", 0.0), "0"),
         ("ckpt_path", cfg.get("ckpt_path"), "null (resume a stacked sweep with hydra.launcher.resume=true)"),
         ("trainer.fast_dev_run", trainer.get("fast_dev_run", False), "false"),
     ]

@@ -10,9 +10,9 @@ for a single model (both are a GraphedStep).
 
 `InTurnStep` (a CPU): the same window member by member, each member trained as its job alone trains it, on
 its single model (StackedLanguageModel.member_model): its forward, the paper's objective (rnnreg.task) and
-ClippedSGD's rule (rnnreg.optim.clip_and_sgd_) with its lr, clip and weight decay. A member's window runs from
-forward to update before the next member's starts, so one single run's activations are live at a time, and
-a stopped or failed member costs nothing. Its masks come from its job's own stream (StackedLanguageModel.
+ClippedSGD's rule (rnnreg.optim.clip_and_sgd_) with its lr, clip, weight decay and momentum. A member's window
+runs from forward to update before the next member's starts, so one single run's activations are live at a
+time, and a stopped or failed member costs nothing. Its masks come from its job's own stream (StackedLanguageModel.
 generators), swapped in for the global generator around its forward: a member is its job run alone, bit for bit.
 
 A member whose loss is non-finite or above MAX_NLL is switched off before the update (its weights stay the
@@ -40,8 +40,8 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 class GroupStep(GraphedStep):
     """What the group's loop sets and reads between windows, whichever program runs the window: the window's
-    tokens, every member's carried state, whether it still trains, its last loss, its epoch's NLL sum, and
-    where and how it failed. `__call__` runs one window with each member's lr."""
+    tokens, every member's carried state, whether it still trains, its last loss, its epoch's NLL sum, its
+    momentum buffers, and where and how it failed. `__call__` runs one window with each member's lr."""
 
     name = ""  # hydra.launcher.program
     host_reads_are_free = False  # on a GPU reading a member's state is a sync: the host reads at log intervals
@@ -51,11 +51,21 @@ class GroupStep(GraphedStep):
     files_in_background = True
 
     def __init__(
-        self, model: StackedLanguageModel, window: tuple[int, int], device: torch.device, graph: bool, warmup: int
+        self,
+        model: StackedLanguageModel,
+        window: tuple[int, int],
+        device: torch.device,
+        graph: bool,
+        warmup: int,
+        momentums: Sequence[float] | None = None,
     ):
         super().__init__(device, graph, warmup)
         self.model = model
         members = model.num_members
+        # each member's SGD momentum buffers, laid out as the stacked parameters (None: no member has momentum);
+        # a member without momentum has zeros here that nothing reads
+        self.momentums = [0.0] * members if momentums is None else list(momentums)
+        self.buffers = None if momentums is None else [torch.zeros_like(p) for p in model.parameters()]
 
         def zeros(*shape, dtype=torch.float32):
             return torch.zeros(shape, dtype=dtype, device=device)
@@ -128,9 +138,11 @@ class StackedStep(GroupStep):
         device: torch.device,
         graph: bool,
         warmup: int = 3,
+        momentums: Sequence[float] | None = None,
     ):
-        super().__init__(model, window, device, graph, warmup)
+        super().__init__(model, window, device, graph, warmup, momentums)
         self.clip, self.weight_decay = clip, weight_decay
+        self.momentum = 0.0 if momentums is None else torch.tensor(momentums, dtype=torch.float32, device=device)
         self.params = list(model.parameters())
         self.lr = torch.zeros(model.num_members, device=device)
 
@@ -147,7 +159,17 @@ class StackedStep(GroupStep):
             self.failed_loss.copy_(torch.where(bad, loss, self.failed_loss))
         params, orders = self.params, self.model.member_orders
         grads = [p.grad for p in params]
-        clip_and_sgd_(params, grads, self.lr, self.clip, self.weight_decay, active=self.active, orders=orders)
+        clip_and_sgd_(
+            params,
+            grads,
+            self.lr,
+            self.clip,
+            self.weight_decay,
+            self.momentum,
+            self.buffers,
+            active=self.active,
+            orders=orders,
+        )
         with torch.no_grad():
             self.h.copy_(h)
             self.c.copy_(c)
@@ -193,8 +215,8 @@ def drawing_from(generator: torch.Generator) -> Iterator[None]:
 
 
 class InTurnStep(GroupStep):
-    """The window on a CPU, member by member (see the module's docstring), with each member's lr, clip and
-    weight decay as host floats, as ClippedSGD has them."""
+    """The window on a CPU, member by member (see the module's docstring), with each member's lr, clip,
+    weight decay and momentum as host floats, as ClippedSGD has them."""
 
     name = "in_turn"
     host_reads_are_free = True
@@ -207,12 +229,18 @@ class InTurnStep(GroupStep):
         clips: Sequence[float],
         weight_decays: Sequence[float] | None,
         device: torch.device,
+        momentums: Sequence[float] | None = None,
     ):
-        super().__init__(model, window, device, graph=False, warmup=0)
+        super().__init__(model, window, device, graph=False, warmup=0, momentums=momentums)
         self.nets = [model.member_model(k) for k in range(model.num_members)]
         self.net_params = [list(net.parameters()) for net in self.nets]  # ClippedSGD's order
         self.clips = list(clips)
         self.decays = [0.0] * model.num_members if weight_decays is None else list(weight_decays)
+        # member k's momentum buffers as ClippedSGD's state holds them: views of its slices, in its params' order
+        self.net_buffers = [
+            None if not self.momentums[k] else [self.buffers[i][k] for i in model.member_orders[k]]
+            for k in range(model.num_members)
+        ]
 
     def masks_of(self, k: int) -> contextlib.AbstractContextManager:
         """Member k's dropout draws from its own generator (nothing to swap without dropout)."""
@@ -237,7 +265,9 @@ class InTurnStep(GroupStep):
             (nll * steps).backward()  # the paper's objective: summed over the window's time steps
             params = self.net_params[k]
             grads = one_member([p.grad for p in params])
-            clip_and_sgd_(one_member(params), grads, self.lr_values[k], self.clips[k], self.decays[k])
+            buffers = None if self.net_buffers[k] is None else one_member(self.net_buffers[k])
+            lr, clip, decay, momentum = self.lr_values[k], self.clips[k], self.decays[k], self.momentums[k]
+            clip_and_sgd_(one_member(params), grads, lr, clip, decay, momentum, buffers)
             for p in params:
                 p.grad = None
             self.h[k].copy_(h)
@@ -279,10 +309,11 @@ def group_step(
     device: torch.device,
     graph: bool = True,
     program: str = "auto",
+    momentums: Sequence[float] | None = None,
 ) -> GroupStep:
-    """The group's window, each member with its clip and weight decay (None: none has one): `program` auto is
-    the members in turn on a CPU and the stacked program (a CUDA graph) elsewhere; batched on a CPU runs the
-    GPU's program there (slower: to check it without a GPU)."""
+    """The group's window, each member with its clip, weight decay and momentum (None: no member has one):
+    `program` auto is the members in turn on a CPU and the stacked program (a CUDA graph) elsewhere; batched on
+    a CPU runs the GPU's program there (slower: to check it without a GPU)."""
     if program not in PROGRAMS:
         raise ConfigError(f"hydra.launcher.program={program} must be one of {', '.join(PROGRAMS)}")
     if program == "in_turn" and device.type != "cpu":
@@ -290,10 +321,10 @@ def group_step(
             f"hydra.launcher.program=in_turn runs on a CPU only, this group is on {device.type}: use auto or batched"
         )
     if program == "in_turn" or (program == "auto" and device.type == "cpu"):
-        return InTurnStep(model, window, clips, weight_decays, device)
+        return InTurnStep(model, window, clips, weight_decays, device, momentums)
 
     def each_member(values):
         return torch.tensor(values, dtype=torch.float32, device=device)
 
     decays = 0.0 if weight_decays is None else each_member(weight_decays)  # 0.0: one pass over the grads fewer
-    return StackedStep(model, window, each_member(clips), decays, device, graph)
+    return StackedStep(model, window, each_member(clips), decays, device, graph, momentums=momentums)

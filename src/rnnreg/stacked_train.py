@@ -1,9 +1,9 @@
 """Train one group of a stacked sweep: K jobs of one shape as one StackedLanguageModel, in a plain loop.
 
 Per member, what its job run alone computes (rnnreg.train; on a CPU as its single model, bit for bit, dropout
-included; on a GPU on the stacked step loop): the paper's objective, its own lr schedule, clip and weight
-decay, perplexities, best/last checkpoints, early stopping and divergence guard, the test in both protocols;
-written into the job's folder as a separate run would (rnnreg.stacked_outputs). A member that diverges or
+included; on a GPU on the stacked step loop): the paper's objective, its own lr schedule, clip, weight decay
+and momentum, perplexities, best/last checkpoints, early stopping and divergence guard, the test in both
+protocols; written into the job's folder as a separate run would (rnnreg.stacked_outputs). A member that diverges or
 stops early stops changing; the others go on. The window itself is rnnreg.stacked_step (a CUDA graph on a
 GPU, the members in turn on a CPU). SIGTERM / Ctrl-C stop the group at a window boundary with a resume file
 from which `hydra.launcher.resume=true` continues exactly.
@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
@@ -67,6 +68,14 @@ class Member:
     rows: list = field(default_factory=list)  # csv/metrics.csv rows, as Lightning's CSVLogger writes them
 
 
+class HostCopies(NamedTuple):
+    """The members' stacked weights and momentum buffers (None: no member has momentum) on the host, in the
+    stacked parameters' order: what an epoch's checkpoints and the resume file are written from."""
+
+    weights: list[torch.Tensor]
+    buffers: list[torch.Tensor] | None
+
+
 class GroupTrainer:
     """One group's training loop: its members' windows, epochs, checkpoints, resume file and results."""
 
@@ -106,6 +115,7 @@ class GroupTrainer:
         self.names = [name for name, _ in self.model.named_parameters()]
 
         decays = [float(j.cfg.optim.get("weight_decay", 0.0)) for j in jobs]
+        momentums = [float(j.cfg.optim.get("momentum", 0.0)) for j in jobs]
         self.step = group_step(
             self.model,
             (cfg.data.bptt, cfg.data.batch_size),
@@ -114,6 +124,7 @@ class GroupTrainer:
             device=self.device,
             graph=bool(cfg.speed.get("cuda_graph", True)),
             program=program,
+            momentums=momentums if any(momentums) else None,
         )
         self.members = [Member() for _ in jobs]
         self.stoppers = [early_stopping(job.cfg) for job in jobs]
@@ -217,14 +228,14 @@ class GroupTrainer:
             val_ppl = self.evaluate(val, n_val, members=self.running())  # a host sync: its perplexities
             val_seconds = time.perf_counter() - val_start
             self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
-            weights = self.host_weights()
-            self.end_epoch(val_ppl, epoch_seconds, self.tokens - first_tokens, weights)
+            copies = self.host_copies()
+            self.end_epoch(val_ppl, epoch_seconds, self.tokens - first_tokens, copies)
             full_epoch_seconds = epoch_seconds * n_train / (n_train - first_window)
             statuses = [m.status for m in self.members]
             words_per_second = self.last_epoch_words_per_second
             progress.epoch_done(epoch, full_epoch_seconds, val_seconds, words_per_second, val_ppl, statuses)
             self.fit_seconds = time.perf_counter() - fit_start
-            self.save_resume(weights)
+            self.save_resume(copies)
             if self.stop_signal is not None:
                 return
         self.fit_seconds = time.perf_counter() - fit_start
@@ -276,13 +287,12 @@ class GroupTrainer:
         """`tensor` on the host for a file: a copy where the writer writes later (self.writer.copies)."""
         return tensor.detach().to("cpu", copy=self.writer.copies)
 
-    def host_weights(self) -> list[torch.Tensor]:
-        """The members' weights on the host, once for their checkpoints and the resume file."""
-        return [self.host(p) for p in self.params]
+    def host_copies(self) -> HostCopies:
+        """The members' weights and momentum buffers on the host, once for their checkpoints and the resume file."""
+        buffers = None if self.step.buffers is None else [self.host(b) for b in self.step.buffers]
+        return HostCopies([self.host(p) for p in self.params], buffers)
 
-    def end_epoch(
-        self, val_ppl: list[float], epoch_seconds: float, timed_words: int, weights: list[torch.Tensor]
-    ) -> None:
+    def end_epoch(self, val_ppl: list[float], epoch_seconds: float, timed_words: int, copies: HostCopies) -> None:
         """`timed_words`: the words trained in `epoch_seconds` (after a resume, the epoch's rest only)."""
         train_ppl = (self.step.nll_sum / max(self.tokens, 1)).exp().tolist()
         step = self.global_step - 1
@@ -319,7 +329,7 @@ class GroupTrainer:
                     stopper.stopped_epoch, stopper.stopping_reason_message = self.epoch, reason
                     m.status = "stopped"
                 m.early_stopping = stopper.state_dict()
-            checkpoint = self.checkpoint(k, weights)
+            checkpoint = self.checkpoint(k, copies)
             if improved:
                 self.writer.submit(folder.save_checkpoint, "best.ckpt", checkpoint)
             self.writer.submit(folder.save_checkpoint, "last.ckpt", checkpoint, "best.ckpt" if improved else None)
@@ -330,11 +340,12 @@ class GroupTrainer:
         self.epoch += 1
         self.window = 0
 
-    def checkpoint(self, k: int, weights: list[torch.Tensor]) -> dict:
-        """Member k's current weights (`weights`: host_weights()) as an ordinary single-run checkpoint, with
-        the training state of its job run alone at this point (rnnreg.member_checkpoint): ckpt_path= continues
-        it as a separate run. Its own copies throughout: the writer may write it later."""
-        state = self.model.member_state_dict(k, weights)
+    def checkpoint(self, k: int, copies: HostCopies) -> dict:
+        """Member k's current weights (`copies`: host_copies()) as an ordinary single-run checkpoint, with
+        the training state of its job run alone at this point (rnnreg.member_checkpoint), its momentum buffers
+        included: ckpt_path= continues it as a separate run. Its own copies throughout: the writer may write it
+        later."""
+        state = self.model.member_state_dict(k, copies.weights)
         m, folder = self.members[k], self.folders[k]
         best = folder.path / "checkpoints" / "best.ckpt"
         window = self.window if self.window < self.n_train else 0  # n_train: at the epoch's end
@@ -358,7 +369,10 @@ class GroupTrainer:
             }
         if self.callbacks[k] is None:  # what a run of the job would have, to hold the member's state
             self.callbacks[k] = instantiate_callbacks(self.jobs[k].cfg)
-        extra = training_state(self.jobs[k].cfg, self.callbacks[k], len(self.names), progress, carry)
+        buffers = None
+        if self.step.momentums[k]:  # ClippedSGD's state: member k's slices (copies) in its parameters' order
+            buffers = [copies.buffers[i][k].clone() for i in self.model.member_orders[k]]
+        extra = training_state(self.jobs[k].cfg, self.callbacks[k], len(self.names), progress, carry, buffers)
         extra["stacked"] = {"group": self.group, "member": k, "members": len(self.jobs)}
         if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
             extra["wandb_run_id"] = folder.wandb_id
@@ -373,14 +387,15 @@ class GroupTrainer:
     def fingerprint(self) -> list:
         return [self.jobs[0].key, [j.overrides for j in self.jobs]]
 
-    def save_resume(self, weights: list[torch.Tensor]) -> None:
-        """The group's resume file, handed to the writer (`weights`: host_weights())."""
+    def save_resume(self, copies: HostCopies) -> None:
+        """The group's resume file, handed to the writer (`copies`: host_copies())."""
         host = self.host
         state = {
             "fingerprint": self.fingerprint(),
             "program": self.step.name,
             "device": self.device.type,
-            "params": dict(zip(self.names, weights)),
+            "params": dict(zip(self.names, copies.weights)),
+            "momentum_buffers": None if copies.buffers is None else dict(zip(self.names, copies.buffers)),
             "best_params": None if self.best_params is None else [host(b) for b in self.best_params],
             "generators": [host(g) for g in self.model.generator_states()],
             "rng": torch.get_rng_state(),
@@ -424,6 +439,8 @@ class GroupTrainer:
                 p.copy_(state["params"][name])
             for b, saved in zip(self.best_params or [], state["best_params"] or []):
                 b.copy_(saved)
+            for name, b in zip(self.names, self.step.buffers or []):
+                b.copy_(state["momentum_buffers"][name])
         self.model.set_generator_states(state["generators"])
         torch.set_rng_state(state["rng"])
         self.members = [Member(**m) for m in state["members"]]
@@ -489,11 +506,11 @@ class GroupTrainer:
     def interrupted(self) -> None:
         self.writer.wait()
         if self.window > 0:  # at an epoch's end its checkpoints and resume file are this very state: written once
-            weights = self.host_weights()
-            self.save_resume(weights)
+            copies = self.host_copies()
+            self.save_resume(copies)
             for k, m in enumerate(self.members):
                 if m.status == "running":  # a failed member keeps its last good checkpoint
-                    self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", self.checkpoint(k, weights))
+                    self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", self.checkpoint(k, copies))
         self.writer.wait()  # every file written before the members' metrics.json say interrupted
         reason = signal.Signals(self.stop_signal).name
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
