@@ -2,7 +2,7 @@
 # The GPU checks of the speed issue as one prepared command, most important first, each stage in its own
 # time box so that a slow or failing stage never costs the ones after it.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|profile|bench|reproduce|cpu] [overrides for reproduce]
+#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|table|profile|bench|reproduce|cpu] [overrides for reproduce]
 #
 #   profile    profile_step.py: graph vs eager vs plain step without Lightning, same-update check  (~30 s)
 #   bench      bench_gpu.py: plain loop vs rnnreg, medium and large, TF32/bf16 sides, 4 jobs at once (~4 min)
@@ -26,6 +26,11 @@
 #              stopped (at its time limit it gets SIGTERM, which writes an exact resume file). Its
 #              csv/metrics.csv files hold the stacked group's words/s per epoch at K = 15. If the stacked
 #              sweep crashes (a bug only a GPU shows), paper_large runs in the time left instead.
+#   table      the paper's table with 3 seeds per size (issue 15's later device session), in the time given: the
+#              stacked step's graph check at the large model's shape, then `experiment=paper_large,paper_medium,
+#              paper_small seed=1234,1,2` stacked (three groups of three, large first: the row never run), TF32,
+#              then rnnreg-report of its folder; as `ablation`, a second call on the same machine goes on from
+#              where the first stopped (est. large x3 ~12 min, medium x3 ~5 min, small x3 ~2 min: two or three calls)
 #   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~7 min on 2 cores; checks the script, not speed;
 #              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
 #
@@ -103,25 +108,39 @@ graph_checked() {
     $PY -c "import json; c = json.load(open('$work/${1:-bench_stacked}.json'))['check']
 print('true' if c and c['captured'] and c['same'] else 'false')" 2>/dev/null || echo false
 }
-# speed.triton_cell for the ablation: true when the Triton cell passed its check and ran >= 5 % faster at K = 15
+# speed.triton_cell for a stacked sweep: true when the Triton cell passed its check and ran >= 5 % faster at K
+# members (${2:-15})
 triton_cell_pays() {
     $PY -c "import json; d = json.load(open('$work/${1:-bench_stacked}.json')); c = d['check'] or {}
-fast = [r['triton_cell_speedup'] >= 1.05 for r in d['rows'] if r['members'] == 15 and 'triton_cell_speedup' in r]
+fast = [r['triton_cell_speedup'] >= 1.05 for r in d['rows'] if r['members'] == ${2:-15} and 'triton_cell_speedup' in r]
 print('true' if c.get('triton', {}).get('same') and any(fast) else 'false')" 2>/dev/null || echo false
 }
-ablation=$work/ablation_full
-# the paper-scale ablation stacked, going on from an earlier call's resume file; then its report
-ablation() {
-    local reserve=$1 resume=false
-    # SIGTERM's grace (stage() reads it): the group's resume file and 15 checkpoints, 2.4 GB, are written then
+# stacked_sweep NAME RESERVE OVERRIDES...: a stacked multirun into $work/NAME, going on from an earlier call's
+# resume file; then its report
+stacked_sweep() {
+    local name=$1 reserve=$2 resume=false
+    local folder=$work/$name
+    # SIGTERM's grace (stage() reads it): a group's resume file and its checkpoints (15 medium: 2.4 GB) are written then
     local grace=60
+    shift 2
+    [[ -d $folder/.stacked ]] && resume=true
+    stage "${name}_stacked" $(( reserve + 60 )) $PY -m rnnreg.train -m hydra/launcher=stacked "hydra.sweep.dir=$folder" \
+        hydra.launcher.resume=$resume "$@"
+    local sweep_exit=$last_exit
+    [[ -d $folder ]] && stage "${name}_report" "$reserve" $PY -m rnnreg.report "path=$folder"
+    last_exit=$sweep_exit
+}
+# the paper-scale ablation (5 placements x 3 seeds, medium, 39 epochs)
+ablation() {
+    local reserve=$1
     shift
-    [[ -d $ablation/.stacked ]] && resume=true
-    stage ablation_full_stacked $(( reserve + 60 )) $PY -m rnnreg.train -m experiment=ablation_placement_full \
-        hydra/launcher=stacked "hydra.sweep.dir=$ablation" hydra.launcher.resume=$resume "$@"
-    local ablation_exit=$last_exit
-    [[ -d $ablation ]] && stage ablation_report "$reserve" $PY -m rnnreg.report "path=$ablation"
-    last_exit=$ablation_exit
+    stacked_sweep ablation_full "$reserve" experiment=ablation_placement_full "$@"
+}
+# the paper's table, 3 seeds per size: three groups, large first
+table() {
+    local reserve=$1
+    shift
+    stacked_sweep paper_table "$reserve" experiment=paper_large,paper_medium,paper_small seed=1234,1,2 speed.tf32=true "$@"
 }
 # when the stacked sweep crashed (not done, not stopped at its time limit: 124/137/143), the time left goes to the
 # large model, so that a bug on the GPU does not cost the session's remaining minutes
@@ -169,6 +188,14 @@ case $what in
         ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check)" \
             speed.triton_cell="$(triton_cell_pays graph_check)"
         large_if_crashed ;;
+    table)
+        if [[ ! -f $work/table_graph_check.json ]]; then  # a later call on the same machine goes on as the first began
+            stage table_graph_check 200 $PY benchmarks/bench_stacked.py --device cuda --check --members 3 --tf32 \
+                --kinds stacked stacked_triton --hidden 1500 --bptt 35 --batch 20 --windows 10 \
+                --out "$work/table_graph_check.json"
+        fi
+        table 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked table_graph_check)" \
+            speed.triton_cell="$(triton_cell_pays table_graph_check 3)" ;;
     cpu)
         export TRITON_INTERPRET=1  # the Triton cell's kernels in Triton's interpreter
         stage graph_check 0 $PY benchmarks/bench_stacked.py --check --members 2 --tf32 --kinds stacked stacked_triton \
@@ -186,6 +213,13 @@ case $what in
         ablation 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
             speed.triton_cell="$(triton_cell_pays)" model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2
+        # table's commands: its graph check and its three groups, tiny
+        stage table_graph_check 0 $PY benchmarks/bench_stacked.py --check --members 3 --tf32 --kinds stacked \
+            stacked_triton --hidden 16 --vocab 50 --windows 2 --warmup 1 --out "$work/table_graph_check.json"
+        table 0 hydra.launcher.program=batched trainer.accelerator=cpu \
+            speed.cuda_graph="$(graph_checked table_graph_check)" speed.triton_cell="$(triton_cell_pays table_graph_check 3)" \
+            model.hidden_size=16 trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
+            trainer.limit_test_batches=2
         stage profile 0 $PY benchmarks/profile_step.py --out "$work" --device cpu --sizes medium --windows 2
         stage bench 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium --concurrent 2
         stage reproduce 0 $PY benchmarks/reproduce.py --out "$work" --accelerator cpu trainer.max_epochs=1 \
@@ -197,6 +231,6 @@ case $what in
         last_exit=1  # next's paper_large, as after a stacked sweep that crashed
         large_if_crashed --accelerator cpu trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2 ;;
-    *) echo "unknown stage $what: all, next, stacked, ablation, profile, bench, reproduce or cpu" >&2; exit 2 ;;
+    *) echo "unknown stage $what: all, next, stacked, ablation, table, profile, bench, reproduce or cpu" >&2; exit 2 ;;
 esac
 pack
