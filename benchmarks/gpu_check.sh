@@ -31,7 +31,7 @@
 #              paper_small seed=1234,1,2` stacked (three groups of three, large first: the row never run), TF32,
 #              then rnnreg-report of its folder; as `ablation`, a second call on the same machine goes on from
 #              where the first stopped (est. large x3 ~12 min, medium x3 ~5 min, small x3 ~2 min: two or three calls)
-#   cpu        a dry run of every mode's commands on the CPU (tiny runs, ~7 min on 2 cores; checks the script, not speed;
+#   cpu        a dry run of every mode's commands on the CPU (tiny runs, 5-10 min on 2 cores; checks the script, not speed;
 #              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
 #
 # What comes back from a device machine is a few files (8 at most, 16 MiB each), so every stage writes into
