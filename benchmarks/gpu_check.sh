@@ -115,6 +115,14 @@ triton_cell_pays() {
 fast = [r['triton_cell_speedup'] >= 1.05 for r in d['rows'] if r['members'] == ${2:-15} and 'triton_cell_speedup' in r]
 print('true' if c.get('triton', {}).get('same') and any(fast) else 'false')" 2>/dev/null || echo false
 }
+# check_graph_once NAME K HIDDEN: the stacked step's CUDA graph against its eager step (both cells), K members of
+# width HIDDEN at bptt 35, into $work/NAME.json; skipped when a call on this machine already ran it (a later call
+# goes on as the first began)
+check_graph_once() {
+    [[ -f $work/$1.json ]] && return
+    stage "$1" 200 $PY benchmarks/bench_stacked.py --device cuda --check --members "$2" --tf32 \
+        --kinds stacked stacked_triton --hidden "$3" --bptt 35 --batch 20 --windows 10 --out "$work/$1.json"
+}
 # stacked_sweep NAME RESERVE OVERRIDES...: a stacked multirun into $work/NAME, going on from an earlier call's
 # resume file; then its report
 stacked_sweep() {
@@ -180,20 +188,12 @@ case $what in
         ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" speed.triton_cell="$(triton_cell_pays)"
         large_if_crashed ;;
     ablation)
-        if [[ ! -f $work/graph_check.json ]]; then  # a later call on the same machine goes on as the first began
-            stage graph_check 200 $PY benchmarks/bench_stacked.py --device cuda --check --members 15 --tf32 \
-                --kinds stacked stacked_triton --hidden 650 --bptt 35 --batch 20 --windows 10 \
-                --out "$work/graph_check.json"
-        fi
+        check_graph_once graph_check 15 650
         ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check)" \
             speed.triton_cell="$(triton_cell_pays graph_check)"
         large_if_crashed ;;
     table)
-        if [[ ! -f $work/table_graph_check.json ]]; then  # a later call on the same machine goes on as the first began
-            stage table_graph_check 200 $PY benchmarks/bench_stacked.py --device cuda --check --members 3 --tf32 \
-                --kinds stacked stacked_triton --hidden 1500 --bptt 35 --batch 20 --windows 10 \
-                --out "$work/table_graph_check.json"
-        fi
+        check_graph_once table_graph_check 3 1500
         table 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked table_graph_check)" \
             speed.triton_cell="$(triton_cell_pays table_graph_check 3)" ;;
     cpu)
