@@ -7,10 +7,10 @@
 #   .device/data    PTB, the three files the project downloads, checked against conf/data/ptb.yaml's sums
 # then prints the command to run there, carrying .device. About 10 MB.
 #
-#   benchmarks/device_kit.sh [MODE [BUDGET_S]]     (gpu_check.sh's MODE, default ablation; BUDGET_S default 540)
+#   benchmarks/device_kit.sh [MODE [BUDGET_S]]     (gpu_check.sh's MODE, default ablation_seed; BUDGET_S default 540)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:-ablation}
+mode=${1:-ablation_seed}
 budget=${2:-540}
 if (( budget > 550 )); then  # a device call runs 600 s at most: the script's stages, a stopped stage's 20 s, packing
     echo "BUDGET_S=$budget leaves no room in a 600 s device call: 550 at most" >&2
@@ -44,5 +44,7 @@ cat <<EOT
 
 On the device machine (run: carry [".device"], timeout_s $(( budget + 50 ))):
   BUDGET_S=$budget WHEELS=.device/wheels RNNREG_DATA_DIR=\$PWD/.device/data benchmarks/gpu_check.sh \$OUT $mode
-Its results come back as \$OUT/results.tgz, stages.txt and gpu.txt.
+Its results come back as \$OUT/results.tgz, stages.txt and gpu.txt. ablation, ablation_seed (ABLATION_SEED=1234,
+1 or 2 in front picks the seed) and table go on in a second call made at once, while the machine is warm, with
+BUDGET_S = the device seconds left minus 40.
 EOT

@@ -2,7 +2,8 @@
 # The GPU checks of the speed issue as one prepared command, most important first, each stage in its own
 # time box so that a slow or failing stage never costs the ones after it.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|table|profile|bench|reproduce|cpu] [overrides for reproduce]
+#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu]
+#                               [overrides for reproduce]
 #
 #   profile    profile_step.py: graph vs eager vs plain step without Lightning, same-update check  (~30 s)
 #   bench      bench_gpu.py: plain loop vs rnnreg, medium and large, TF32/bf16 sides, 4 jobs at once (~4 min)
@@ -31,6 +32,15 @@
 #              paper_small seed=1234,1,2` stacked (three groups of three, large first: the row never run), TF32,
 #              then rnnreg-report of its folder; as `ablation`, a second call on the same machine goes on from
 #              where the first stopped (est. large x3 ~12 min, medium x3 ~5 min, small x3 ~2 min: two or three calls)
+#   ablation_seed  one seed of the paper-scale ablation (ABLATION_SEED, default 1234): its five placements as one
+#              group of 5 (K = 5), the stacked step's graph check at K = 5 first; as `ablation`, a second call on the
+#              same machine goes on from where the first stopped. The whole 15-member ablation takes about 24 min on an
+#              H200 (2026-11-30: 37 s an epoch), more than a session's 15 device minutes, and its resume file (1.2-2.4
+#              GB) cannot come back to go on in a later session; one seed's five members (est. 10-11 min: two calls)
+#              can finish in one session, and three sessions give the three seeds
+#   probe      what the 2026-11-30 session's second call ran: the kernels of a K = 15 window (bench_stacked.py
+#              --profile), a 15-member medium group stopped by SIGTERM mid-epoch, K = 1, 4, 8 on both cells; then,
+#              as after ablation_seed, bench_gemm_layouts.py (the window's GEMMs padded, transposed, in bf16/fp16)
 #   cpu        a dry run of every mode's commands on the CPU (tiny runs, 5-10 min on 2 cores; checks the script, not speed;
 #              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
 #
@@ -46,7 +56,7 @@
 # and prints the command to run there (WHEELS=.device/wheels RNNREG_DATA_DIR=.device/data ...); the
 # wheels go to a private folder on PYTHONPATH with the project's src/ (nothing is installed into the system).
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|profile|bench|reproduce|cpu]}
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu]}
 what=${2:-all}
 shift $(( $# < 2 ? $# : 2 ))  # the rest: overrides for the reproduce stage (trainer.precision=bf16-mixed, ...)
 budget=${BUDGET_S:-0}
@@ -128,11 +138,12 @@ check_graph_once() {
 stacked_sweep() {
     local name=$1 reserve=$2 resume=false
     local folder=$work/$name
-    # SIGTERM's grace (stage() reads it): a group's resume file and its checkpoints (15 medium: 2.4 GB) are written then
-    local grace=60
+    # SIGTERM's grace (stage() reads it; the sweep's stage leaves it free after its limit): a group's resume file and
+    # its checkpoints (15 medium: 2.4 GB) are written then
+    local grace=${sweep_grace:-60}
     shift 2
     [[ -d $folder/.stacked ]] && resume=true
-    stage "${name}_stacked" $(( reserve + 60 )) $PY -m rnnreg.train -m hydra/launcher=stacked "hydra.sweep.dir=$folder" \
+    stage "${name}_stacked" $(( reserve + grace )) $PY -m rnnreg.train -m hydra/launcher=stacked "hydra.sweep.dir=$folder" \
         hydra.launcher.resume=$resume "$@"
     local sweep_exit=$last_exit
     [[ -d $folder ]] && stage "${name}_report" "$reserve" $PY -m rnnreg.report "path=$folder"
@@ -143,6 +154,18 @@ ablation() {
     local reserve=$1
     shift
     stacked_sweep ablation_full "$reserve" experiment=ablation_placement_full "$@"
+}
+# one seed's five placements of the paper-scale ablation (a group of 5)
+ablation_seed() {
+    local seed=$1 reserve=$2
+    local sweep_grace=20  # 5 medium members' files (about 1.2 GB) take seconds: the rest of the time trains
+    shift 2
+    stacked_sweep "ablation_seed_$seed" "$reserve" experiment=ablation_placement_full "seed=$seed" "$@"
+}
+# the stacked window's GEMMs in other layouts and precisions (~20 s), in whatever time is left
+gemm_layouts() {
+    stage gemm_layouts 0 $PY benchmarks/bench_gemm_layouts.py --device "${1:-cuda}" --members 15 --out "$work/gemm_layouts.json" \
+        "${@:2}"
 }
 # the paper's table, 3 seeds per size: three groups, large first
 table() {
@@ -192,10 +215,27 @@ case $what in
         ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check)" \
             speed.triton_cell="$(triton_cell_pays graph_check)"
         large_if_crashed ;;
+    ablation_seed)
+        check_graph_once graph_check_k5 5 650
+        ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check_k5)" \
+            speed.triton_cell="$(triton_cell_pays graph_check_k5 5)"
+        large_if_crashed
+        gemm_layouts ;;
     table)
         check_graph_once table_graph_check 3 1500
         table 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked table_graph_check)" \
             speed.triton_cell="$(triton_cell_pays table_graph_check 3)" ;;
+    probe)  # after a first ablation call (2026-11-30): where a K = 15 window's time goes, SIGTERM on a GPU, K = 1-8
+        stage profile_stacked 140 $PY benchmarks/bench_stacked.py --device cuda --tf32 --placements --members 15 \
+            --hidden 650 --bptt 35 --batch 20 --kinds stacked stacked_triton --profile "$work/profile_stacked.txt"
+        # a 15-member medium group stopped by timeout's SIGTERM mid-epoch: its exit, files and statuses
+        stage sigterm 40 bash -c "free -m | head -2; timeout --preserve-status -k 40 45 $PY -m rnnreg.train -m \
+            hydra/launcher=stacked hydra.sweep.dir=$work/sigterm experiment=ablation_placement_full ${PROBE_ARGS:-trainer.accelerator=gpu}; \
+            echo exit \$?; free -m | head -2; cat $work/sigterm/0/train.log $work/sigterm/0/metrics.json; \
+            ls -la $work/sigterm/.stacked $work/sigterm/0/checkpoints; dmesg 2>&1 | tail -5"
+        stage bench_stacked 0 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked stacked_triton --tf32 \
+            --members 1 4 8 --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked.json"
+        gemm_layouts ;;
     cpu)
         export TRITON_INTERPRET=1  # the Triton cell's kernels in Triton's interpreter
         stage graph_check 0 $PY benchmarks/bench_stacked.py --check --members 2 --tf32 --kinds stacked stacked_triton \
@@ -213,6 +253,10 @@ case $what in
         ablation 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
             speed.triton_cell="$(triton_cell_pays)" model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2
+        # ablation_seed's sweep: one seed's five placements (the seed given overrides the experiment's three)
+        ablation_seed 1 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
+            speed.triton_cell="$(triton_cell_pays)" model.hidden_size=16 trainer.max_epochs=2 trainer.limit_train_batches=3 \
+            trainer.limit_val_batches=2 trainer.limit_test_batches=2
         # table's commands: its graph check and its three groups, tiny
         stage table_graph_check 0 $PY benchmarks/bench_stacked.py --check --members 3 --tf32 --kinds stacked \
             stacked_triton --hidden 16 --vocab 50 --windows 2 --warmup 1 --out "$work/table_graph_check.json"
@@ -220,6 +264,7 @@ case $what in
             speed.cuda_graph="$(graph_checked table_graph_check)" speed.triton_cell="$(triton_cell_pays table_graph_check 3)" \
             model.hidden_size=16 trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2
+        gemm_layouts cpu --hidden 16 --vocab 50 --repeats 1
         stage profile 0 $PY benchmarks/profile_step.py --out "$work" --device cpu --sizes medium --windows 2
         stage bench 0 $PY "${bench[@]}" --device cpu --steps 6 --sizes medium --concurrent 2
         stage reproduce 0 $PY benchmarks/reproduce.py --out "$work" --accelerator cpu trainer.max_epochs=1 \
@@ -231,6 +276,6 @@ case $what in
         last_exit=1  # next's paper_large, as after a stacked sweep that crashed
         large_if_crashed --accelerator cpu trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2 ;;
-    *) echo "unknown stage $what: all, next, stacked, ablation, table, profile, bench, reproduce or cpu" >&2; exit 2 ;;
+    *) echo "unknown stage $what: all, next, stacked, ablation, ablation_seed, table, probe, profile, bench, reproduce or cpu" >&2; exit 2 ;;
 esac
 pack
