@@ -25,7 +25,7 @@ PRECISIONS = {"tf32": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat
 
 
 def gemms(k: int, h: int, vocab: int, tokens: int, batch: int, dtype, device) -> dict:
-    """name -> (a, b, transposed weight: whether b is held transposed, weight bytes read) for each GEMM."""
+    """name -> (a, b, bytes of W_hh the GEMM reads: 0 where that is not the point) for each GEMM a @ b."""
 
     def rand(*shape):
         return torch.randn(*shape, device=device).mul_(0.05).to(dtype)

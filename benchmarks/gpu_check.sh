@@ -230,7 +230,7 @@ case $what in
             --hidden 650 --bptt 35 --batch 20 --kinds stacked stacked_triton --profile "$work/profile_stacked.txt"
         # a 15-member medium group stopped by timeout's SIGTERM mid-epoch: its exit, files and statuses
         stage sigterm 40 bash -c "free -m | head -2; timeout --preserve-status -k 40 45 $PY -m rnnreg.train -m \
-            hydra/launcher=stacked hydra.sweep.dir=$work/sigterm experiment=ablation_placement_full ${PROBE_ARGS:-trainer.accelerator=gpu}; \
+            hydra/launcher=stacked hydra.sweep.dir=$work/sigterm experiment=ablation_placement_full trainer.accelerator=gpu; \
             echo exit \$?; free -m | head -2; cat $work/sigterm/0/train.log $work/sigterm/0/metrics.json; \
             ls -la $work/sigterm/.stacked $work/sigterm/0/checkpoints; dmesg 2>&1 | tail -5"
         stage bench_stacked 0 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked stacked_triton --tf32 \
