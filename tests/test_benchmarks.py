@@ -209,11 +209,14 @@ def test_bench_member_gemm_dry_run(ptb_dir, tmp_path):
 def test_bench_gemm_layouts_dry_run(ptb_dir, tmp_path):
     """The GEMM-layout benchmark (a GPU session's) runs every GEMM of a window in every variant asked for."""
     out = tmp_path / "gemm.json"
-    args = ("--members", "2", "--hidden", "8", "10", "--vocab", "30", "--bptt", "4", "--batch", "3", "--repeats", "1")
-    bench("bench_gemm_layouts.py", *args, "--precisions", "tf32", "bf16", "--out", str(out), data_dir=ptb_dir)
+    args = ("--members", "2", "--hidden", "8", "10", "--row-width", "12", "--vocab", "30", "--bptt", "4")
+    args += ("--batch", "3", "--repeats", "1", "--precisions", "tf32", "bf16")
+    bench("bench_gemm_layouts.py", *args, "--out", str(out), data_dir=ptb_dir)
     rows = json.loads(out.read_text())["rows"]
-    assert {(r["hidden"], r["precision"]) for r in rows} == {(8, "tf32"), (10, "tf32"), (8, "bf16"), (10, "bf16")}
-    assert len(rows) == 4 * 9 and all(r["us"] > 0 and r["tflops"] > 0 for r in rows)
+    # each precision: hidden 8, 10, and 8 in rows 12 wide (a view into padded storage)
+    layouts = {(r["hidden"], r["row_width"], r["precision"]) for r in rows}
+    assert layouts == {(h, w, p) for h, w in ((8, 8), (10, 10), (8, 12)) for p in ("tf32", "bf16")}
+    assert len(rows) == 6 * 9 and all(r["us"] > 0 and r["tflops"] > 0 for r in rows)
     # the recurrent step's rows also say how fast they read the members' W_hh
     assert all((r["weight_tbps"] is not None) == r["gemm"].startswith("recurrent step") for r in rows)
 
