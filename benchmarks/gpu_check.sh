@@ -143,9 +143,13 @@ stacked_sweep() {
     local grace=${sweep_grace:-60}
     shift 2
     [[ -d $folder/.stacked ]] && resume=true
-    stage "${name}_stacked" $(( reserve + grace )) $PY -m rnnreg.train -m hydra/launcher=stacked "hydra.sweep.dir=$folder" \
-        hydra.launcher.resume=$resume "$@"
+    # how_it_ended.py: how the sweep ended (a signal or an exit) and whether its SIGTERM handler was there
+    stage "${name}_stacked" $(( reserve + grace )) $PY benchmarks/how_it_ended.py $PY -m rnnreg.train -m \
+        hydra/launcher=stacked "hydra.sweep.dir=$folder" hydra.launcher.resume=$resume "$@"
     local sweep_exit=$last_exit
+    if (( sweep_exit != 0 )); then  # the kernel's word on a kill (out of memory), and the memory then
+        { echo "== dmesg, free after exit $sweep_exit"; dmesg 2>&1 | tail -5; free -m | head -2; } >>"$work/${name}_stacked.log"
+    fi
     [[ -d $folder ]] && stage "${name}_report" "$reserve" $PY -m rnnreg.report "path=$folder"
     last_exit=$sweep_exit
 }

@@ -221,6 +221,21 @@ def test_bench_gemm_layouts_dry_run(ptb_dir, tmp_path):
     assert all((r["weight_tbps"] is not None) == r["gemm"].startswith("recurrent step") for r in rows)
 
 
+@pytest.mark.parametrize("handled", [False, True])
+def test_how_it_ended_tells_a_handled_sigterm_from_a_kill(tmp_path, handled):
+    """gpu_check.sh's sweep wrapper under `timeout` (SIGTERM to the whole process group): a command without a
+    SIGTERM handler is killed by it, one with a handler exits 143; bash's $? is 143 for both, the line is not."""
+    handler = "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n" if handled else ""
+    script = f"import signal, sys, time\n{handler}open(sys.argv[1], 'w').close()\ntime.sleep(60)\n"
+    ready = tmp_path / "ready"
+    command = ["timeout", "-k", "20", "3", sys.executable, str(BENCH / "how_it_ended.py"), sys.executable, "-c"]
+    proc = subprocess.run([*command, script, str(ready)], capture_output=True, text=True, timeout=60, check=False)
+    assert ready.exists() and proc.returncode == 124  # timeout's own status: it sent SIGTERM
+    ended = proc.stdout.splitlines()[-1]
+    assert ended.startswith("how_it_ended: exit 143" if handled else "how_it_ended: killed by SIGTERM"), ended
+    assert f"s before: SigCgt {'yes' if handled else 'no'}, SigIgn no, SigBlk no)" in ended
+
+
 @pytest.fixture(scope="module")
 def op_counts(ptb_dir, tmp_path_factory) -> dict:
     """count_ops.py's windows on the torch ops, bptt 4, 2 layers."""

@@ -26,6 +26,7 @@ from rnnreg.report import (
     paper_recipe,
     report,
 )
+from rnnreg.run_lock import RunLock
 
 PAPER = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "report.yaml").paper)
 # The placement ablation as run (README): test perplexity per seed (1234, 1, 2)
@@ -235,14 +236,49 @@ def test_validation_axis_labels_the_bottom_where_the_curves_end(lo, hi):
     assert math.log(ticks[0] / lo) <= 0.15 * math.log(hi / lo)
 
 
-def test_failed_jobs_listed_and_left_out_of_the_test_figure(tmp_path):
+def test_jobs_not_completed_listed_and_left_out_of_the_test_figure(tmp_path):
+    """A job whose metrics.json says failed is failed; one without metrics.json is running while a live process
+    holds its folder (or its stacked sweep's), else unfinished, with the command that goes on from what it left."""
     root = ablation(tmp_path, {"none": (450.0,), "recurrent": (430.0,)})
     write_job(tmp_path / "2", ["dropout=both"], {"dropout": "both"}, TOY, None)
-    table = report(root, PAPER)
+    failed = {"status": "failed", "error": "training loss became nan at epoch 1, step 5", "epochs": 0}
+    (tmp_path / "2" / "metrics.json").write_text(json.dumps(failed))
+    write_job(tmp_path / "3", ["dropout=variational"], {"dropout": "variational"}, TOY, None)
+    (tmp_path / "3" / "checkpoints").mkdir()
+    (tmp_path / "3" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    write_job(tmp_path / "4", ["dropout=weight_drop"], {"dropout": "weight_drop"}, TOY, None)
+    with RunLock(tmp_path / "4"):  # a live run's folder
+        table = report(root, PAPER)
     assert "| 2 | dropout=both | failed |" in table
+    assert "| 3 | dropout=variational | unfinished |" in table and "| 4 | dropout=weight_drop | running |" in table
+    assert table.endswith(
+        "\nUnfinished (no metrics.json and no live process): how each goes on\n\n"
+        f"- 3: its command with `ckpt_path={tmp_path / '3' / 'checkpoints' / 'last.ckpt'}`\n"
+    )
+    assert report(root, PAPER).count("| unfinished |") == 2  # the lock released: no process holds job 4
     labels = [t.get_text() for t in figure_test_ppl(collect(root), PAPER).axes[0].get_yticklabels()]
     assert labels == ["none", "recurrent"]
-    assert "both (failed)" in colours(figure_val_ppl(collect(root), PAPER).axes[0])
+    lines = colours(figure_val_ppl(collect(root), PAPER).axes[0])
+    assert {"both (failed)", "variational (unfinished)", "weight_drop (unfinished)"} <= set(lines)
+
+
+def test_unfinished_stacked_sweep_goes_on_with_its_resume_switch(tmp_path):
+    """Members of a stacked sweep killed hard: one line for the sweep, the resume switch and where it goes on
+    from; while the sweep's process lives (it holds the sweep folder) its members are running."""
+    sweep = tmp_path / "sweep"
+    for job, placement in enumerate(("non_recurrent", "recurrent")):
+        write_job(
+            sweep / str(job), [f"dropout={placement}"], {"dropout": placement, "hydra/launcher": "stacked"}, TOY, None
+        )
+    with RunLock(sweep, "hydra.sweep.dir"):
+        assert report(sweep, PAPER).count("| running |") == 2
+    assert report(sweep, PAPER).endswith(
+        f"- 0, 1: the stacked sweep's command with `hydra.launcher.resume=true hydra.sweep.dir={sweep}` "
+        "(from the start: no epoch had ended)\n"
+    )
+    (sweep / ".stacked").mkdir()
+    (sweep / ".stacked" / "group_0.pt").write_bytes(b"")
+    assert report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (each group from its last epoch's end)\n")
 
 
 def test_placement_without_hydra_choices_falls_back_to_the_override(tmp_path):

@@ -606,6 +606,53 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
     assert metrics(sweep / "4")["status"] == "completed" and metrics(sweep / "5")["status"] == "failed"
 
 
+def test_killed_group_resumes_from_its_last_epoch_exactly(setup, tmp_path):
+    """SIGKILL mid-epoch (the OOM killer, a lost node, a scheduler's hard kill): no handler runs and nothing is
+    written then. The members' folders say so (`rnnreg-report`: unfinished, not failed); the group's resume
+    file from its last epoch's end is intact, and the same command with hydra.launcher.resume=true ends every
+    member where the sweep run without the kill ends, to the bit. While the sweep lives, its folder is its
+    own: a resume started too soon stops with one line and writes nothing, and the report says running."""
+    args = [*setup.cli, "hydra/launcher=stacked", "+member=a,b", "trainer.limit_train_batches=null"]
+    reference = tmp_path / "uninterrupted"
+    run("rnnreg-train", "-m", *args, f"hydra.sweep.dir={reference}")
+    sweep = tmp_path / "killed"
+    command = [str(BIN / "rnnreg-train"), "-m", *args, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    resume_file, log = sweep / ".stacked" / "group_0.pt", sweep / "1" / "train.log"
+    deadline = time.monotonic() + 300
+    while not (resume_file.is_file() and log.is_file() and "epoch 1:" in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the group ended before its first epoch"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGSTOP)  # alive, holding its sweep folder, while we look
+    multirun_yaml = (sweep / "multirun.yaml").read_bytes()
+    too_soon = run("rnnreg-train", *command[1:], "hydra.launcher.resume=true", check=False)
+    assert too_soon.returncode == 2 and too_soon.stderr.count("\n") == 1, too_soon.stderr
+    assert too_soon.stderr.startswith(f"error: {sweep} is in use by another live rnnreg run (pid {proc.pid}@")
+    assert "(hydra.sweep.dir=...)" in too_soon.stderr
+    assert (sweep / "multirun.yaml").read_bytes() == multirun_yaml
+    assert run("rnnreg-report", f"path={sweep}").stdout.count("| running |") == 2
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    for job in ("0", "1"):
+        assert not (sweep / job / "metrics.json").exists()
+        assert "epoch 3:" not in (sweep / job / "train.log").read_text()  # killed before the end
+    report = run("rnnreg-report", f"path={sweep}").stdout
+    assert report.count("| unfinished |") == 2 and "failed" not in report
+    assert f"hydra.launcher.resume=true hydra.sweep.dir={sweep}" in report  # how to go on
+    run("rnnreg-train", *command[1:], "hydra.launcher.resume=true")
+    assert not resume_file.exists()
+    for job in ("0", "1"):
+        mine, uninterrupted = metrics(sweep / job), metrics(reference / job)
+        assert mine["status"] == "completed"
+        for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
+            assert mine[key] == uninterrupted[key], (job, key)
+        assert losses(sweep / job) == losses(reference / job)
+        assert losses(sweep / job, "val/ppl") == losses(reference / job, "val/ppl")  # each epoch once
+        for name in ("last.ckpt", "best.ckpt"):
+            ours, theirs = weights(sweep / job, name), weights(reference / job, name)
+            assert all(torch.equal(ours[k], theirs[k]) for k in theirs), (job, name)
+
+
 # -- W&B: one run per job, as the basic launcher's ----------------------------------------------------------
 def test_wandb_one_run_per_member(setup, no_wandb_credentials):
     sweep = setup.root / "wandb"

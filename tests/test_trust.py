@@ -22,7 +22,8 @@ import torch
 from helpers import BIN, TINY, compose_config, write_corpus
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
-from rnnreg.io import RunLock, load_checkpoint, replace_atomically
+from rnnreg.io import load_checkpoint, replace_atomically
+from rnnreg.run_lock import RunLock
 from rnnreg.task import load_task
 from rnnreg.train import train
 

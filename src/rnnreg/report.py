@@ -3,8 +3,9 @@ test perplexity per configuration) as PNG (300 dpi) and PDF; a configuration run
 once, as their mean with the seeds' spread. Each dropout placement has one colour in every figure
 (PLACEMENT_COLOURS); the paper's perplexities are drawn only beside runs of the paper's full recipe.
 
-Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`; a job without
-`metrics.json` (crashed or killed) is listed as failed. When completed runs differ only in their seed
+Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`. A job without `metrics.json`
+is `running` while a live rnnreg process holds its folder (rnnreg.run_lock), else `unfinished` (killed hard,
+or lost with its machine), and the report says how it goes on. When completed runs differ only in their seed
 (`-m ... seed=1,2,3`), a second table gives each configuration's mean and standard deviation over seeds.
 """
 
@@ -24,6 +25,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.errors import ConfigError
+from rnnreg.run_lock import RunLock
 from rnnreg.runtime import hydra_entry
 from rnnreg.sweep import NOT_COMPARED, override_key
 
@@ -48,6 +50,39 @@ def find_runs(root: Path) -> list[Path]:
     if not runs:
         raise ConfigError(f"no runs under {root}: give a run folder or a multirun folder (with .hydra/ inside)")
     return runs
+
+
+def status_without_metrics(run: Path) -> str:
+    """A run that has not written metrics.json: `running` while a live rnnreg process holds its folder, or its
+    sweep's (a stacked group holds the sweep folder), else `unfinished`: its process was killed hard (SIGKILL,
+    out of memory, its machine lost) or is gone without a word."""
+    return "running" if RunLock.in_use(run) or RunLock.in_use(run.parent) else "unfinished"
+
+
+def how_to_go_on(rows: list[dict]) -> str:
+    """For the unfinished runs: the command that goes on with each, from what it left (a stacked sweep's
+    members: one line for the sweep)."""
+    lines, sweeps = [], {}
+    for r in rows:
+        if r["status"] != "unfinished":
+            continue
+        run = r["path"]
+        if r["launcher"] == "stacked":
+            sweeps.setdefault(run.parent, []).append(r["run"])
+        elif (run / "checkpoints" / "last.ckpt").is_file():
+            lines.append(f"- {r['run']}: its command with `ckpt_path={run / 'checkpoints' / 'last.ckpt'}`")
+        else:
+            lines.append(f"- {r['run']}: no checkpoint was written: run it again")
+    for sweep, runs in sweeps.items():
+        saved = any((sweep / ".stacked").glob("group_*.pt"))
+        where = "each group from its last epoch's end" if saved else "from the start: no epoch had ended"
+        lines.append(
+            f"- {', '.join(runs)}: the stacked sweep's command with `hydra.launcher.resume=true "
+            f"hydra.sweep.dir={sweep}` ({where})"
+        )
+    if not lines:
+        return ""
+    return "\nUnfinished (no metrics.json and no live process): how each goes on\n\n" + "\n".join(lines) + "\n"
 
 
 def history(run: Path, key: str = "val/ppl") -> list[float]:
@@ -82,8 +117,9 @@ def collect(root: Path) -> list[dict]:
         rows.append(
             {
                 "run": str(run.relative_to(root)) if run != root else run.name,
+                "path": run,
                 "overrides": [o for o in overrides if not override_key(o).startswith(NOT_COMPARED)],
-                "status": metrics.get("status", "completed") if metrics else "failed",
+                "status": metrics.get("status", "completed") if metrics else status_without_metrics(run),
                 "best_val_ppl": metrics.get("best_val_ppl", min(curve, default=math.nan)),
                 "test_ppl": metrics.get("test_ppl", math.nan),
                 "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
@@ -94,6 +130,7 @@ def collect(root: Path) -> list[dict]:
                 "placement": choice(choices, overrides, "dropout") or "config",
                 "model": choice(choices, overrides, "model"),
                 "experiment": choice(choices, overrides, "experiment"),
+                "launcher": choices.get("hydra/launcher"),
                 "trainer": {k: trainer.get(k) for k in ("max_epochs", "limit_train_batches", "limit_val_batches")},
             }
         )
@@ -112,11 +149,11 @@ PPL_COLUMNS = {
 
 
 def by_config(rows: list[dict]) -> dict[str, list[dict]]:
-    """Runs grouped by their overrides other than `seed` (a configuration and its seeds); failed runs
-    apart, keyed "<overrides> (failed)"."""
+    """Runs grouped by their overrides other than `seed` (a configuration and its seeds); runs not completed
+    apart, keyed "<overrides> (<status>)"."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        key = r["seedless"] if r["status"] == "completed" else f"{r['differs']} (failed)"
+        key = r["seedless"] if r["status"] == "completed" else f"{r['differs']} ({r['status']})"
         groups.setdefault(key, []).append(r)
     return groups
 
@@ -217,10 +254,10 @@ def configurations(rows: list[dict]) -> list[dict]:
     entries = []
     for key, runs in plot_groups(rows).items():
         placement = runs[0]["placement"]
-        failed = runs[0]["status"] != "completed"
+        status = runs[0]["status"]
         extra = [
             short_override(o)
-            for o in (runs[0]["differs"] if failed else runs[0]["seedless"]).split()
+            for o in (runs[0]["differs"] if status != "completed" else runs[0]["seedless"]).split()
             if o != "(same)" and not o.startswith(("dropout=", "seed="))
         ]
         entries.append(
@@ -228,8 +265,7 @@ def configurations(rows: list[dict]) -> list[dict]:
                 "key": key,
                 "placement": placement,
                 "runs": runs,
-                "failed": failed,
-                "label": ", ".join([placement, *extra]) + (" (failed)" if failed else ""),
+                "label": ", ".join([placement, *extra]) + (f" ({status})" if status != "completed" else ""),
             }
         )
     entries.sort(key=lambda e: order.index(e["placement"]) if e["placement"] in order else len(order))
@@ -485,6 +521,7 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     groups = over_seeds(rows)
     if groups:
         table += "\nOver seeds:\n\n" + seeds_table(groups)
+    table += how_to_go_on(rows)
     (root / "report.md").write_text(table)
     plot(rows, root, paper)
     return table

@@ -186,16 +186,18 @@ def route_lightning_logs() -> None:
 
 
 def check_run_dir_free(args: list[str]) -> None:
-    """An explicit hydra.run.dir that a live run holds (rnnreg.io.RunLock): stop before Hydra writes .hydra/ and
-    the log there (training checks again, and takes the lock, when it starts)."""
+    """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a stacked
+    sweep holds its sweep folder): stop before Hydra writes .hydra/, multirun.yaml or the log there (training
+    checks again, and takes the lock, when it starts)."""
     if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
         return
     for arg in args:
         key, _, value = arg.partition("=")
-        if key.lstrip("+") == "hydra.run.dir" and value and "${" not in value:
-            from rnnreg.io import RunLock  # torch: only once a run is asked for, not for --help
+        key = key.lstrip("+")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            from rnnreg.run_lock import RunLock
 
-            message = RunLock.in_use(os.path.abspath(value))  # as Hydra makes it
+            message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
                 raise OutputError(message)
 

@@ -23,10 +23,11 @@ from rnnreg.checkpoints import tests_best
 from rnnreg.data import batchify
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
-from rnnreg.io import RunLock, load_checkpoint, write_json_atomic
+from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
+from rnnreg.run_lock import RunLock
 from rnnreg.runtime import (
     instantiate,
     instantiate_callbacks,
