@@ -98,7 +98,8 @@ stage() {
         fi
     fi
     echo "== $name (t=${SECONDS}s, limit ${limit}s): $*" | tee -a "$work/stages.txt"
-    timeout --kill-after="${grace:-20}" "$limit" "$@" 2>&1 | tee "$work/$name.log"
+    # tee -a: a stage run again (a later call on the same machine goes on) keeps the first call's log above
+    timeout --kill-after="${grace:-20}" "$limit" "$@" 2>&1 | tee -a "$work/$name.log"
     last_exit=${PIPESTATUS[0]}
     echo "== $name: exit $last_exit at t=${SECONDS}s" | tee -a "$work/stages.txt"
     pack
