@@ -48,6 +48,9 @@
 # WORK_DIR (default outputs/gpu_check: ignored by git, and kept between calls on a warm machine), and after
 # each stage OUT_DIR gets stages.txt, gpu.txt and results.tgz: everything in WORK_DIR but checkpoints,
 # resume files and anything over 4 MB (left_out.txt in the archive lists those).
+# A stacked sweep runs under benchmarks/how_it_ended.py: its log ends with how the sweep ended (an exit status or
+# the signal that killed it) and whether its SIGTERM handler was installed then; a sweep that does not exit 0
+# also logs dmesg and free (2026-11-30: a sweep gone within a second of its SIGTERM, cause not found).
 # BUDGET_S=540 bounds the whole script (seconds; 0 = no bound): each stage gets what is left minus what
 # the stages after it need at least, and is skipped when too little is left.
 # Needs a CUDA torch and the project importable. On a machine with internet: `make install TORCH=torch`
