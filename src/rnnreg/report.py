@@ -130,7 +130,7 @@ def collect(root: Path) -> list[dict]:
                 "placement": choice(choices, overrides, "dropout") or "config",
                 "model": choice(choices, overrides, "model"),
                 "experiment": choice(choices, overrides, "experiment"),
-                "launcher": choices.get("hydra/launcher"),
+                "launcher": choice(choices, overrides, "hydra/launcher"),
                 "trainer": {k: trainer.get(k) for k in ("max_epochs", "limit_train_batches", "limit_val_batches")},
             }
         )
