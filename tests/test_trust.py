@@ -23,6 +23,7 @@ from helpers import BIN, TINY, compose_config, write_corpus
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
+from rnnreg.report import status_without_metrics
 from rnnreg.run_lock import RunLock
 from rnnreg.task import load_task
 from rnnreg.train import train
@@ -315,6 +316,47 @@ def test_a_second_run_in_a_live_runs_folder_stops_and_sigterm_during_the_test_is
     assert metrics["status"] == "interrupted" and metrics["error"].startswith("SIGTERM") and metrics["epochs"] == 2
     assert torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
     assert not (run_dir / RunLock.NAME).exists()  # released at the end, on failure too
+
+
+def test_a_multirun_owns_its_sweep_folder_whatever_its_launcher(tiny_corpus, tmp_path):
+    """A basic-launcher multirun (two real jobs, the first paused at the start of epoch 2) holds its sweep folder:
+    a second multirun there, named through an interpolation the command-line check does not resolve, stops with
+    one line before Hydra writes multirun.yaml or sweep.yaml; rnnreg-report says the paused job is running (it
+    said unfinished: only a stacked sweep held its folder). At the end the lock is released."""
+    sweep, paused, go = tmp_path / "sweep", tmp_path / "paused", tmp_path / "go"
+    common = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false"]
+    first = popen(
+        "rnnreg-train",
+        *common,
+        "seed=1,2",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        f"hydra.sweep.dir={sweep}",
+        "+callbacks.pause._target_=helpers.PauseAtEpoch",
+        f"+callbacks.pause.paused={paused}",
+        f"+callbacks.pause.go={go}",
+    )
+    try:
+        deadline = time.time() + 240
+        while not paused.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert paused.exists(), first.communicate()[1][-3000:]
+        before = snapshot(sweep)
+        assert (sweep / RunLock.NAME).read_text().startswith(f"pid {first.pid}@")
+        interpolated = ("seed=3", f"paths.output_root={tmp_path}", "hydra.sweep.dir=${paths.output_root}/sweep")
+        status, stderr = finish(popen("rnnreg-train", *common, *interpolated))
+        assert status == 2 and stderr == [
+            f"error: {sweep} is in use by another live rnnreg run (pid {first.pid}@{os.uname().nodename}): give "
+            f"this run another folder (hydra.sweep.dir=...), or wait for that run to end"
+        ]
+        assert snapshot(sweep) == before  # its multirun.yaml and sweep.yaml not written over, no job folder
+        assert status_without_metrics(sweep / "0") == "running"
+    finally:
+        go.touch()
+    status, _ = finish(first, error=False)
+    assert status == 0 and not (sweep / RunLock.NAME).exists()
+    assert [json.loads((sweep / job / "metrics.json").read_text())["status"] for job in "01"] == ["completed"] * 2
+    assert not (sweep / "2").exists()
 
 
 def snapshot(folder: Path) -> dict:

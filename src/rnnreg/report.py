@@ -54,7 +54,7 @@ def find_runs(root: Path) -> list[Path]:
 
 def status_without_metrics(run: Path) -> str:
     """A run that has not written metrics.json: `running` while a live rnnreg process holds its folder, or its
-    sweep's (a stacked group holds the sweep folder), else `unfinished`: its process was killed hard (SIGKILL,
+    sweep's (a multirun holds its sweep folder), else `unfinished`: its process was killed hard (SIGKILL,
     out of memory, its machine lost) or is gone without a word."""
     return "running" if RunLock.in_use(run) or RunLock.in_use(run.parent) else "unfinished"
 

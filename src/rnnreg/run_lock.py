@@ -1,5 +1,6 @@
-"""`<run dir>/.rnnreg.lock`: which folder a live rnnreg run owns. Plain files and flock, no torch: rnnreg-report
-asks it whether a run without metrics.json is still running."""
+"""`<run dir>/.rnnreg.lock`: which folder a live rnnreg run owns (a run its run folder, a multirun its sweep
+folder). Plain files and flock, no torch: rnnreg-report asks it whether a run without metrics.json is still
+running."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import time
 from pathlib import Path
 
 from rnnreg.errors import OutputError
+
+
+def launched_as_rank_zero() -> bool:
+    """The process that owns the run folder: not a DDP process started by another (Lightning sets LOCAL_RANK),
+    nor another node's or SLURM task's."""
+    ranks = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK")
+    return all(os.environ.get(key, "0") == "0" for key in ranks)
 
 
 class RunLock:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rnnreg import CONF_DIR
 from rnnreg.command_line import validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
+from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
 from rnnreg.sweep import ERROR_FILE, differing, in_multirun, job_swept_keys
 
@@ -195,18 +196,9 @@ def check_run_dir_free(args: list[str]) -> None:
         key, _, value = arg.partition("=")
         key = key.lstrip("+")
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
-            from rnnreg.run_lock import RunLock
-
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
                 raise OutputError(message)
-
-
-def launched_as_rank_zero() -> bool:
-    """The process that owns the run folder: not a DDP process started by another (Lightning sets LOCAL_RANK),
-    nor another node's or SLURM task's."""
-    ranks = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK")
-    return all(os.environ.get(key, "0") == "0" for key in ranks)
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:

@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, UserError
-from rnnreg.run_lock import RunLock
 from rnnreg.sweep import NOT_COMPARED
 
 log = logging.getLogger("rnnreg")
@@ -178,20 +177,9 @@ def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))  # locked by rnnreg.sweep.SweepCallback while it runs
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    # the sweep folder is this process's while it trains: a second stacked sweep there (a resume started too
-    # soon) stops before it writes a job's file, and rnnreg-report tells running members from killed ones
-    lock = RunLock(sweep_dir, "hydra.sweep.dir")
-    try:
-        lock.acquire()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        return launch_groups(launcher, sweep_dir, job_overrides, initial_job_idx)
-    finally:
-        lock.release()
+    return launch_groups(launcher, sweep_dir, job_overrides, initial_job_idx)
 
 
 def launch_groups(

@@ -1,9 +1,10 @@
 """Multiruns that go on past a failed job and say at the end which jobs failed; what a job needs to know
 about its sweep (which keys it sweeps, for run names).
 
-SweepCallback (hydra.callbacks in conf/hydra/default.yaml) writes <sweep dir>/sweep.yaml when the multirun
-starts (the swept keys: sweep overrides on the command line and hydra.sweeper.params), and when it ends
-lists the jobs of this multirun that failed (failed_jobs) on one line and exits 1.
+SweepCallback (hydra.callbacks in conf/hydra/default.yaml) holds the sweep folder's RunLock while the multirun
+runs, writes <sweep dir>/sweep.yaml when it starts (the swept keys: sweep overrides on the command line and
+hydra.sweeper.params), and when it ends lists the jobs of this multirun that failed (failed_jobs) on one line
+and exits 1.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from rnnreg.errors import UserError
+from rnnreg.run_lock import RunLock, launched_as_rank_zero
 
 SWEEP_FILE = "sweep.yaml"
 ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
@@ -91,14 +95,26 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.started = 0.0
+        self.lock: RunLock | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time() - 1  # file times can be coarser than time.time()
         sweep_dir = Path(config.hydra.sweep.dir)
+        # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
+        # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one
+        if launched_as_rank_zero():  # not a DDP process that Lightning started with rank 0's command line
+            self.lock = RunLock(sweep_dir, "hydra.sweep.dir")
+            try:
+                self.lock.acquire()
+            except UserError as err:
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(2)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if self.lock is not None:  # a multirun that raised keeps it until the process ends (the kernel frees it)
+            self.lock.release()
         sweep_dir = Path(config.hydra.sweep.dir)
         failed = failed_jobs(sweep_dir, self.started)
         if not failed:

@@ -27,13 +27,12 @@ from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
-from rnnreg.run_lock import RunLock
+from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.runtime import (
     instantiate,
     instantiate_callbacks,
     instantiate_loggers,
     keep_freed_memory,
-    launched_as_rank_zero,
     log,
     plain,
     print_config_tree,
