@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import statistics
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from rnnreg.report import (
     log_ticks,
     paper_recipe,
     report,
+    resume_command,
 )
 from rnnreg.run_lock import RunLock
 
@@ -253,13 +255,24 @@ def test_jobs_not_completed_listed_and_left_out_of_the_test_figure(tmp_path):
     assert "| 3 | dropout=variational | unfinished |" in table and "| 4 | dropout=weight_drop | running |" in table
     assert table.endswith(
         "\nUnfinished (no metrics.json and no live process): how each goes on\n\n"
-        f"- 3: its command with `ckpt_path={tmp_path / '3' / 'checkpoints' / 'last.ckpt'}`\n"
+        f"- 3: `rnnreg-train dropout=variational ckpt_path={tmp_path / '3' / 'checkpoints' / 'last.ckpt'}`\n"
     )
     assert report(root, PAPER).count("| unfinished |") == 2  # the lock released: no process holds job 4
     labels = [t.get_text() for t in figure_test_ppl(collect(root), PAPER).axes[0].get_yticklabels()]
     assert labels == ["none", "recurrent"]
     lines = colours(figure_val_ppl(collect(root), PAPER).axes[0])
     assert {"both (failed)", "variational (unfinished)", "weight_drop (unfinished)"} <= set(lines)
+
+
+def test_an_unfinished_runs_command_goes_on_from_its_last_checkpoint(tmp_path):
+    """The go-on command is the job's own overrides as one run, ready to paste: an earlier ckpt_path (the job was
+    itself a resumed run) replaced by its own last.ckpt, a value with brackets or spaces quoted for the shell."""
+    overrides = ["experiment=paper_small", "seed=2", "ckpt_path=/old/run/checkpoints/last.ckpt", "tags=[a, b]"]
+    write_job(tmp_path / "run", overrides, {}, TOY, None)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    command = resume_command(tmp_path / "run")
+    assert command == f"rnnreg-train experiment=paper_small seed=2 'tags=[a, b]' ckpt_path={last}"
+    assert shlex.split(command)[1:] == [*overrides[:2], overrides[3], f"ckpt_path={last}"]
 
 
 def test_unfinished_stacked_sweep_goes_on_with_its_resume_switch(tmp_path):

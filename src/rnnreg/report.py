@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import statistics
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def how_to_go_on(rows: list[dict]) -> str:
         if r["launcher"] == "stacked":
             sweeps.setdefault(run.parent, []).append(r["run"])
         elif (run / "checkpoints" / "last.ckpt").is_file():
-            lines.append(f"- {r['run']}: its command with `ckpt_path={run / 'checkpoints' / 'last.ckpt'}`")
+            lines.append(f"- {r['run']}: `{resume_command(run)}`")
         else:
             lines.append(f"- {r['run']}: no checkpoint was written: run it again")
     for sweep, runs in sweeps.items():
@@ -83,6 +84,14 @@ def how_to_go_on(rows: list[dict]) -> str:
     if not lines:
         return ""
     return "\nUnfinished (no metrics.json and no live process): how each goes on\n\n" + "\n".join(lines) + "\n"
+
+
+def resume_command(run: Path) -> str:
+    """The command that goes on exactly from `run`'s last checkpoint, in a new run folder: its overrides (a multirun
+    job's own values, without Hydra's), less the checkpoint it may itself have resumed from."""
+    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+    kept = [o for o in overrides if override_key(o) != "ckpt_path"]
+    return shlex.join(["rnnreg-train", *kept, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
 
 
 def history(run: Path, key: str = "val/ppl") -> list[float]:
