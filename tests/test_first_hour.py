@@ -26,7 +26,7 @@ from rnnreg.callbacks import (
     run_seconds_left,
     validation_seconds,
 )
-from rnnreg.console import format_duration
+from rnnreg.console import cpu_model, format_duration
 from rnnreg.errors import ConfigError
 from rnnreg.runtime import missing_key
 from rnnreg.train import optimized_metric, train
@@ -68,8 +68,9 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
         env={"OMP_NUM_THREADS": "1"},
     )
     log = (out / "train.log").read_text()
-    # the thread count, which changes a CPU run's float32 rounding
-    assert "rnnreg: training paper_small (LSTM 2 x 16, 5,738 parameters, no dropout) on cpu (1 thread):" in log
+    # the CPU's model and thread count, which change a CPU run's float32 rounding
+    device = f"on cpu ({cpu_model()}, 1 thread):"
+    assert f"rnnreg: training paper_small (LSTM 2 x 16, 5,738 parameters, no dropout) {device}" in log
     assert "1 epochs x 13 windows per epoch" in log
     assert log.count("estimated total:") == 1 and "(over 10 windows after warm-up)" in log
     per_window = float(re.search(r"measured: ([0-9.e+-]+) s per window", log).group(1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -19,6 +20,7 @@ import yaml
 
 from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_run_parts, wandb_runs, write_corpus
 from rnnreg import stacked_outputs, stacked_train
+from rnnreg.console import cpu_model
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint, save_atomically
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
@@ -541,6 +543,10 @@ def test_outputs_eval_and_report(stacked, setup, tmp_path):
             assert (job / name).is_file(), (job, name)
         assert f"+member={GOOD[i]}" in yaml.safe_load((job / ".hydra/overrides.yaml").read_text())
         assert yaml.safe_load((job / ".hydra/hydra.yaml").read_text())["hydra"]["job"]["num"] == i
+        # where it ran, as a run alone says it: the CPU's model and thread count change a CPU run's digits
+        first = (job / "train.log").read_text().splitlines()[0]
+        where = re.escape(f"(stacked group 0, member {i} of 5) on cpu ({cpu_model()}, ") + r"\d+ threads?\)$"
+        assert re.search(where, first), first
     job = stacked / "1"  # tested on its final weights (no early stopping)
     run(
         "rnnreg-eval",

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from rnnreg.console import counted, format_duration
+from rnnreg.console import device_name, format_duration
 from rnnreg.errors import TrainingDiverged
 from rnnreg.signals import MAX_NLL
 
@@ -347,14 +347,6 @@ class RunPlan(L.Callback):
     def words_per_window(trainer) -> int:
         data = trainer.datamodule
         return getattr(data, "batch_size", 0) * getattr(data, "bptt", 0)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":  # its thread count changes how a float32 sum rounds: a CPU run's digits
-        return f"cpu ({counted(torch.get_num_threads(), 'thread')})"
-    return str(device)
 
 
 class NonFiniteLossGuard(L.Callback):

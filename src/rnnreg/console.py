@@ -3,6 +3,8 @@ launcher prints its groups with these before anything heavy is imported)."""
 
 from __future__ import annotations
 
+import platform
+
 
 def counted(n: int, noun: str) -> str:
     """1 thread, 2 threads; 3 jobs, 1 group."""
@@ -17,3 +19,27 @@ def format_duration(seconds: float) -> str:
     if hours:
         return f"{hours} h {minutes:02d} min"
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def device_name(device) -> str:
+    """A torch.device as a run's log names it: the GPU's model, or the CPU's model and thread count (both change
+    how a float32 sum rounds, so a CPU run's digits: MKL picks its kernels by CPU)."""
+    import torch  # called where torch is loaded already
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({cpu_model()}, {counted(torch.get_num_threads(), 'thread')})"
+    return str(device)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo's, on Linux), else the platform's word for it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

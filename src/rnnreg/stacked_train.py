@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from rnnreg.checkpoints import tests_best
+from rnnreg.console import device_name
 from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from rnnreg.io import FileWriter, save_atomically
 from rnnreg.loggers import checked_run_id, offline_run_parts
@@ -464,7 +465,7 @@ class GroupTrainer:
             for k, (job, folder) in enumerate(zip(self.jobs, self.folders)):
                 folder.log(
                     f"{job.cfg.experiment_name}: {per_member:,} parameters, vocabulary {len(self.vocab)} "
-                    f"(stacked group {self.group}, member {k} of {len(self.jobs)})"
+                    f"(stacked group {self.group}, member {k} of {len(self.jobs)}) on {device_name(self.device)}"
                 )
         for folder, run_id in zip(self.folders, self.wandb_runs):
             folder.open_wandb(run_id)
