@@ -650,6 +650,12 @@ def test_killed_group_resumes_from_its_last_epoch_exactly(setup, tmp_path):
     for job in ("0", "1"):
         mine, uninterrupted = metrics(sweep / job), metrics(reference / job)
         assert mine["status"] == "completed"
+        # where the resumed part ran: another machine's CPU would give other digits
+        text = (sweep / job / "train.log").read_text()
+        resumed = re.search(
+            r"resuming the stacked group 0 at epoch \d+, window \d+, on cpu \((.+), \d+ threads?\)\n", text
+        )
+        assert resumed and resumed.group(1) == cpu_model()
         for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
             assert mine[key] == uninterrupted[key], (job, key)
         assert losses(sweep / job) == losses(reference / job)

@@ -459,7 +459,10 @@ class GroupTrainer:
         if resume and self.resume_file.exists():
             self.load_resume()
             for folder in self.folders:
-                folder.log(f"resuming the stacked group {self.group} at epoch {self.epoch + 1}, window {self.window}")
+                folder.log(
+                    f"resuming the stacked group {self.group} at epoch {self.epoch + 1}, window {self.window}, "
+                    f"on {device_name(self.device)}"
+                )
         else:
             per_member = sum(p[0].numel() for p in self.params)
             for k, (job, folder) in enumerate(zip(self.jobs, self.folders)):
