@@ -14,6 +14,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,28 @@ def finish(proc: subprocess.Popen, timeout: float = 300, error: bool = True) -> 
 
 def train_args(corpus: Path, run_dir: Path, *overrides: str) -> list[str]:
     return ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", f"hydra.run.dir={run_dir}", *overrides]
+
+
+@contextmanager
+def paused_at_its_second_epoch(tmp_path: Path, *args: str) -> Iterator[subprocess.Popen]:
+    """A real `rnnreg-train *args` process, held at the start of its second epoch while the block runs (its
+    run folder locked, its first epoch's files written); it goes on when the block ends, however it ends."""
+    paused, go = tmp_path / "paused", tmp_path / "go"
+    proc = popen(
+        "rnnreg-train",
+        *args,
+        "+callbacks.pause._target_=helpers.PauseAtEpoch",
+        f"+callbacks.pause.paused={paused}",
+        f"+callbacks.pause.go={go}",
+    )
+    try:
+        deadline = time.time() + 240
+        while not paused.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert paused.exists(), proc.communicate()[1][-3000:]
+        yield proc
+    finally:
+        go.touch()
 
 
 @pytest.fixture(scope="module")
@@ -284,21 +308,13 @@ def test_a_second_run_in_a_live_runs_folder_stops_and_sigterm_during_the_test_is
     """Two real processes on one hydra.run.dir: the first (paused at the start of epoch 2) owns it, the second
     stops at once with one line and writes nothing there. The first then gets SIGTERM during its final test:
     exit 143 and metrics.json "interrupted" (it used to exit 0 without metrics.json)."""
-    run_dir, paused, go = tmp_path / "run", tmp_path / "paused", tmp_path / "go"
-    first = popen(
-        "rnnreg-train",
+    run_dir = tmp_path / "run"
+    with paused_at_its_second_epoch(
+        tmp_path,
         *train_args(tiny_corpus, run_dir, "trainer.max_epochs=2", "trainer.limit_train_batches=3"),
-        "+callbacks.pause._target_=helpers.PauseAtEpoch",
-        f"+callbacks.pause.paused={paused}",
-        f"+callbacks.pause.go={go}",
         "+callbacks.stop._target_=helpers.SignalInTest",
         f"+callbacks.stop.signum={SIGTERM}",
-    )
-    try:
-        deadline = time.time() + 240
-        while not paused.exists() and first.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert paused.exists(), first.communicate()[1][-3000:]
+    ) as first:
         before = snapshot(run_dir)
         assert (run_dir / RunLock.NAME).read_text().startswith(f"pid {first.pid}@")
         for where in (run_dir, f"{run_dir}/sub/.."):  # the folder as given, and another spelling of it
@@ -308,8 +324,6 @@ def test_a_second_run_in_a_live_runs_folder_stops_and_sigterm_during_the_test_is
                 f"this run another folder (hydra.run.dir=...), or wait for that run to end"
             ]
         assert snapshot(run_dir) == before  # nothing of the second run there (not even Hydra's .hydra/ or log)
-    finally:
-        go.touch()
     status, _ = finish(first, error=False)
     assert status == 143
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -323,24 +337,16 @@ def test_a_multirun_owns_its_sweep_folder_whatever_its_launcher(tiny_corpus, tmp
     a second multirun there, named through an interpolation the command-line check does not resolve, stops with
     one line before Hydra writes multirun.yaml or sweep.yaml; rnnreg-report says the paused job is running (it
     said unfinished: only a stacked sweep held its folder). At the end the lock is released."""
-    sweep, paused, go = tmp_path / "sweep", tmp_path / "paused", tmp_path / "go"
+    sweep = tmp_path / "sweep"
     common = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false"]
-    first = popen(
-        "rnnreg-train",
+    with paused_at_its_second_epoch(
+        tmp_path,
         *common,
         "seed=1,2",
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=3",
         f"hydra.sweep.dir={sweep}",
-        "+callbacks.pause._target_=helpers.PauseAtEpoch",
-        f"+callbacks.pause.paused={paused}",
-        f"+callbacks.pause.go={go}",
-    )
-    try:
-        deadline = time.time() + 240
-        while not paused.exists() and first.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert paused.exists(), first.communicate()[1][-3000:]
+    ) as first:
         before = snapshot(sweep)
         assert (sweep / RunLock.NAME).read_text().startswith(f"pid {first.pid}@")
         interpolated = ("seed=3", f"paths.output_root={tmp_path}", "hydra.sweep.dir=${paths.output_root}/sweep")
@@ -351,8 +357,6 @@ def test_a_multirun_owns_its_sweep_folder_whatever_its_launcher(tiny_corpus, tmp
         ]
         assert snapshot(sweep) == before  # its multirun.yaml and sweep.yaml not written over, no job folder
         assert status_without_metrics(sweep / "0") == "running"
-    finally:
-        go.touch()
     status, _ = finish(first, error=False)
     assert status == 0 and not (sweep / RunLock.NAME).exists()
     assert [json.loads((sweep / job / "metrics.json").read_text())["status"] for job in "01"] == ["completed"] * 2
