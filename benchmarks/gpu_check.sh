@@ -146,7 +146,9 @@ stacked_sweep() {
     # its checkpoints (15 medium: 2.4 GB) are written then
     local grace=${sweep_grace:-60}
     shift 2
-    [[ -d $folder/.stacked ]] && resume=true
+    # an earlier call's sweep there: go on with it (a new multirun would be refused in a folder with its results; one
+    # stopped before its first window has no resume file and starts again)
+    [[ -d $folder ]] && resume=true
     # how_it_ended.py: how the sweep ended (a signal or an exit) and whether its SIGTERM handler was there
     stage "${name}_stacked" $(( reserve + grace )) $PY benchmarks/how_it_ended.py $PY -m rnnreg.train -m \
         hydra/launcher=stacked "hydra.sweep.dir=$folder" hydra.launcher.resume=$resume "$@"

@@ -6,7 +6,8 @@
 Runs `rnnreg-train experiment=<experiment>` in full (paper_medium: 39 epochs) with its defaults (on a GPU:
 the fast step in a CUDA graph), prints valid/test perplexity beside the paper's, the training time and the
 wall time of the whole command (start-up, validation and both tests included), and writes
-<out>/reproduce_<experiment>.json; the run's own folder (metrics.json, checkpoints) is kept under <out>.
+<out>/reproduce_<experiment>.json; the run's own folder (metrics.json, checkpoints) is kept under <out>:
+run_<experiment>, or run_<experiment>_2, ... when an earlier call's run is there.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from rnnreg.run_lock import earlier_results
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("paper_small", "paper_medium", "paper_large")
@@ -35,6 +38,10 @@ def main() -> None:
     size = paper.paper[args.experiment.removeprefix("paper_")]
     paper_valid, paper_test = size.valid_ppl, size.test_ppl
     run_dir = (args.out / f"run_{args.experiment}").resolve()
+    tries = 1
+    while earlier_results(run_dir):  # a run never writes over another's results: a later call gets its own folder
+        tries += 1
+        run_dir = (args.out / f"run_{args.experiment}_{tries}").resolve()
     start = time.perf_counter()
     subprocess.run(
         [

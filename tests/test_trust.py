@@ -58,7 +58,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300, error: bool = True) -> 
     return proc.returncode, errors
 
 
-def train_args(corpus: Path, run_dir: Path, *overrides: str) -> list[str]:
+def train_args(corpus: Path, run_dir: Path | str, *overrides: str) -> list[str]:
     return ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", f"hydra.run.dir={run_dir}", *overrides]
 
 
@@ -361,6 +361,84 @@ def test_a_multirun_owns_its_sweep_folder_whatever_its_launcher(tiny_corpus, tmp
     assert status == 0 and not (sweep / RunLock.NAME).exists()
     assert [json.loads((sweep / job / "metrics.json").read_text())["status"] for job in "01"] == ["completed"] * 2
     assert not (sweep / "2").exists()
+
+
+# -- an ended run's folder stays its own ------------------------------------------------------------------------
+def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, tmp_path):
+    """A run into the folder of an ended one stops with one line (exit 2) and changes nothing there: on the command
+    line before Hydra writes .hydra/ when hydra.run.dir is explicit, in training when it is interpolated (Hydra
+    has rewritten .hydra/ by then; metrics.json and the checkpoints are kept). An interrupted run's line says how
+    to go on from it, and going on from its own last.ckpt in its folder is allowed (before: both wrote over).
+    rnnreg-eval, which writes metrics.json, is refused there too."""
+    run_dir = tmp_path / "run"
+    stop = (
+        "+callbacks.stop._target_=helpers.SignalAt",
+        f"+callbacks.stop.signum={int(SIGTERM)}",
+        "+callbacks.stop.window=2",
+    )
+    with pytest.raises(SystemExit):
+        train(tiny_cfg("trainer.max_epochs=1", "test=false", *stop))
+    last = run_dir / "checkpoints/last.ckpt"
+    refused = (
+        f"error: {run_dir} holds an earlier run's results (in checkpoints/last.ckpt, metrics.json), which this run "
+        f"would write over: give it another folder (hydra.run.dir=...), go on from that run with ckpt_path={last}, "
+        f"or remove that folder first"
+    )
+    before = snapshot(run_dir)
+    status, stderr = finish(popen("rnnreg-train", *train_args(tiny_corpus, run_dir, "trainer.max_epochs=1")))
+    assert status == 2 and stderr == [refused]
+    assert snapshot(run_dir) == before  # .hydra/ too: refused before Hydra started
+    interpolated = train_args(tiny_corpus, "${paths.output_root}/run", f"paths.output_root={tmp_path}")
+    status, stderr = finish(popen("rnnreg-train", *interpolated, "trainer.max_epochs=1"))
+    assert status == 2 and stderr == [refused]
+    after = snapshot(run_dir)  # as it was, Hydra's own files aside (.hydra/ rewritten, an empty log begun)
+    assert all(after[k] == v for k, v in before.items() if not k.startswith(".hydra"))
+    assert {k for k in after.keys() - before.keys() if not k.startswith(".hydra")} == {"train.log"}
+    assert after["train.log"][0] == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    before = snapshot(run_dir)
+    status, stderr = finish(popen("rnnreg-eval", f"ckpt_path={last}", f"hydra.run.dir={run_dir}"))  # its metrics.json
+    assert status == 2 and stderr == [refused.replace(f", go on from that run with ckpt_path={last}", "")]
+    assert snapshot(run_dir) == before
+    metrics = train(tiny_cfg("trainer.max_epochs=1", "test=false", f"ckpt_path={last}"))  # going on from it: its own
+    assert metrics["status"] == "completed"
+    with pytest.raises(OutputError) as err:  # a completed run: nothing to go on with
+        train(tiny_cfg("trainer.max_epochs=1", "test=false"))
+    assert str(err.value) == (
+        f"{run_dir} holds an earlier run's results (in checkpoints/best.ckpt, checkpoints/last.ckpt, metrics.json), "
+        f"which this run would write over: give it another folder (hydra.run.dir=...), or remove that folder first"
+    )
+
+
+def test_a_multirun_never_writes_over_an_earlier_multiruns_results(tiny_corpus, tmp_path):
+    """The same multirun command twice into one sweep folder (Hydra numbers the jobs from 0 again): the second
+    stops with one line, whatever its launcher, before the sweeper writes multirun.yaml; a stacked sweep's line
+    says how to go on instead. Jobs that would share one folder (hydra.sweep.subdir without the job in it) are
+    refused before anything is made."""
+    sweep = tmp_path / "sweep"
+    common = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false", "seed=1,2"]
+    common += ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    assert finish(popen("rnnreg-train", *common, f"hydra.sweep.dir={sweep}"), error=False)[0] == 0
+    before = snapshot(sweep)
+    for launcher in ("basic", "stacked"):
+        status, stderr = finish(
+            popen("rnnreg-train", *common, f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}")
+        )
+        go_on = ", go on with the same command and hydra.launcher.resume=true" if launcher == "stacked" else ""
+        assert status == 2 and stderr == [
+            f"error: {sweep} holds an earlier multirun's results (in 0, 1), which this multirun would write over: "
+            f"give it another folder (hydra.sweep.dir=...){go_on}, or remove that folder first"
+        ]
+        assert snapshot(sweep) == before
+    for subdir in ("", "."):
+        status, stderr = finish(
+            popen("rnnreg-train", *common, f"hydra.sweep.dir={tmp_path}/other", f"hydra.sweep.subdir={subdir}")
+        )
+        assert status == 2 and stderr == [
+            f"error: hydra.sweep.subdir={subdir} puts every job of the multirun in one folder, each writing over the "
+            "last one's files: give each job its own (the default is hydra.sweep.subdir=${hydra.job.num})"
+        ]
+        assert not (tmp_path / "other").exists()
 
 
 def snapshot(folder: Path) -> dict:

@@ -19,9 +19,11 @@ def evaluate(cfg: DictConfig) -> dict:
     from rnnreg.callbacks import LMProgressBar
     from rnnreg.ensemble import AveragedModel
     from rnnreg.io import write_json_atomic
+    from rnnreg.run_lock import check_no_earlier_results
     from rnnreg.task import LanguageModelTask, load_task
 
     route_lightning_logs()
+    check_no_earlier_results(cfg.paths.output_dir, "hydra.run.dir", trains=False)  # its metrics.json is kept
     datamodule = instantiate(cfg.data)
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
     tasks = [load_task(path, datamodule.load().itos) for path in paths]

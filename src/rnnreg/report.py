@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnreg.errors import ConfigError
 from rnnreg.run_lock import RunLock
 from rnnreg.runtime import hydra_entry
-from rnnreg.sweep import NOT_COMPARED, override_key
+from rnnreg.sweep import NOT_COMPARED, job_order, override_key
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -45,9 +45,7 @@ def find_runs(root: Path) -> list[Path]:
         subfolders.sort()  # of two links to one folder, the first by name is the one shown
         if Path(folder, ".hydra", "config.yaml").is_file():
             found.add(Path(folder))
-    runs = sorted(
-        found, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.relative_to(root).parts]
-    )
+    runs = sorted(found, key=lambda p: job_order(str(p.relative_to(root))))
     if not runs:
         raise ConfigError(f"no runs under {root}: give a run folder or a multirun folder (with .hydra/ inside)")
     return runs

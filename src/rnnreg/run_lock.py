@@ -1,10 +1,11 @@
 """`<run dir>/.rnnreg.lock`: which folder a live rnnreg run owns (a run its run folder, a multirun its sweep
-folder). Plain files and flock, no torch: rnnreg-report asks it whether a run without metrics.json is still
-running."""
+folder); and what an ended run left in a folder, which a new run there would write over (earlier_results).
+Plain files and flock, no torch: rnnreg-report asks it whether a run without metrics.json is still running."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import time
@@ -18,6 +19,54 @@ def launched_as_rank_zero() -> bool:
     nor another node's or SLURM task's."""
     ranks = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK")
     return all(os.environ.get(key, "0") == "0" for key in ranks)
+
+
+# What an ended run leaves that a new run in its folder would write over: its outcome and its weights (a stacked
+# sweep's resume files too). Hydra's .hydra/ and the log are not counted: a run refused for bad input leaves them.
+RESULT_FILES = ("metrics.json", "checkpoints/*.ckpt", ".stacked/*.pt")
+
+
+def earlier_results(folder: str | Path, below: bool = False) -> list[str]:
+    """The result files of an earlier run in `folder` (relative paths, sorted); `below`: in its subfolders too
+    (a sweep folder's jobs)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = {p for pattern in RESULT_FILES for p in folder.glob(f"**/{pattern}" if below else pattern)}
+    return sorted(str(p.relative_to(folder)) for p in found if p.is_file())
+
+
+def results_message(folder: str | Path, found: list[str], key: str, go_on: str = "", what: str = "run") -> str:
+    """The one line a `what` (run, multirun) stops with when `folder` holds the `found` results of an earlier one
+    (`key`: the setting that gives it another folder; `go_on`: ", <how to continue that one instead>", or "")."""
+    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+    return (
+        f"{folder} holds an earlier {what}'s results (in {shown}), which this {what} would write over: give it another "
+        f"folder ({key}=...){go_on}, or remove that folder first"
+    )
+
+
+def check_no_earlier_results(folder: str | Path, key: str, ckpt_path: str | None = None, trains: bool = True) -> None:
+    """An OutputError when `folder` holds an earlier run's results, unless this run goes on from a checkpoint in
+    it (`ckpt_path`): a run never writes over another's metrics.json and checkpoints. `trains`: the message may
+    offer going on from that run (not to an evaluation)."""
+    found = earlier_results(folder)
+    if not found:
+        return
+    folder = Path(os.path.abspath(folder))
+    if ckpt_path and folder.resolve() in Path(ckpt_path).resolve().parents:
+        return
+    last = folder / "checkpoints" / "last.ckpt"
+    unfinished = trains and last.is_file() and not completed(folder)
+    go_on = f", go on from that run with ckpt_path={last}" if unfinished else ""
+    raise OutputError(results_message(folder, found, key, go_on))
+
+
+def completed(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "metrics.json").read_text()).get("status") == "completed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class RunLock:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rnnreg import CONF_DIR
 from rnnreg.command_line import validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
-from rnnreg.run_lock import RunLock, launched_as_rank_zero
+from rnnreg.run_lock import RunLock, check_no_earlier_results, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
 from rnnreg.sweep import ERROR_FILE, differing, in_multirun, job_swept_keys
 
@@ -125,7 +125,7 @@ def hydra_entry(config_name: str) -> Callable:
                 check_group_options(args)
                 if not any(a.split("=")[0] in HYDRA_SELF_ANSWERED for a in args):
                     validate_args(config_name, args)
-                    check_run_dir_free(args)
+                    check_run_dir_free(args, config_name)
             except UserError as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
@@ -186,12 +186,16 @@ def route_lightning_logs() -> None:
         logger.propagate = True
 
 
-def check_run_dir_free(args: list[str]) -> None:
-    """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a stacked
-    sweep holds its sweep folder): stop before Hydra writes .hydra/, multirun.yaml or the log there (training
-    checks again, and takes the lock, when it starts)."""
+def check_run_dir_free(args: list[str], config_name: str = "train") -> None:
+    """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
+    holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
+    training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json): stop
+    before Hydra writes .hydra/, multirun.yaml or the log there (training and evaluation check again when they
+    start, training takes the lock; a multirun checks its sweep folder in rnnreg.sweep)."""
     if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
         return
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    ckpt_paths = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("ckpt_path=")]
     for arg in args:
         key, _, value = arg.partition("=")
         key = key.lstrip("+")
@@ -199,6 +203,12 @@ def check_run_dir_free(args: list[str]) -> None:
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
                 raise OutputError(message)
+            if key != "hydra.run.dir" or multirun or config_name not in ("train", "eval"):
+                continue
+            if config_name == "eval":  # its checkpoint's folder is no exception: eval writes no checkpoint
+                check_no_earlier_results(value, key, trains=False)
+            elif "last" not in ckpt_paths:  # ckpt_path=last is found when training starts (it checks then)
+                check_no_earlier_results(value, key, ckpt_paths[-1] if ckpt_paths else None)
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:

@@ -21,8 +21,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rnnreg.errors import UserError
-from rnnreg.run_lock import RunLock, launched_as_rank_zero
+from rnnreg.errors import ConfigError, OutputError, UserError
+from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, results_message
 
 SWEEP_FILE = "sweep.yaml"
 ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
@@ -89,7 +89,35 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
         if (job / ERROR_FILE).exists() or status in ("failed", "interrupted"):
             overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
             failed.append((str(job.relative_to(sweep_dir)), overrides))
-    return sorted(failed, key=lambda f: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in Path(f[0]).parts])
+    return sorted(failed, key=lambda f: job_order(f[0]))
+
+
+def job_order(folder: str) -> list:
+    """Sorts job folders by number: 2 before 10 (and named folders after numbered ones)."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in Path(folder).parts]
+
+
+def check_sweep_folder(config: DictConfig) -> None:
+    """A ConfigError or OutputError, before the sweeper writes anything, when this multirun would write over
+    results: jobs that share one folder (a hydra.sweep.subdir that names no job), or a sweep folder with an
+    earlier multirun's results (its job numbers start at 0 again), unless a stacked sweep goes on
+    (hydra.launcher.resume=true: its finished groups are kept, the others resumed)."""
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+    if "${" not in str(subdir or ""):
+        raise ConfigError(
+            f"hydra.sweep.subdir={subdir or ''} puts every job of the multirun in one folder, each writing over the "
+            f"last one's files: give each job its own (the default is hydra.sweep.subdir=${{hydra.job.num}})"
+        )
+    if OmegaConf.select(config, "hydra.launcher.resume", default=False):
+        return
+    sweep_dir = Path(config.hydra.sweep.dir).absolute()
+    # the folders that hold them: jobs (their metrics.json, their checkpoints/) and a stacked group's .stacked/
+    files = [Path(f) for f in earlier_results(sweep_dir, below=True)]
+    found = sorted({str(f.parent.parent if f.parent.name == "checkpoints" else f.parent) for f in files}, key=job_order)
+    if found:
+        stacked = "stacked" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        go_on = ", go on with the same command and hydra.launcher.resume=true" if stacked else ""
+        raise OutputError(results_message(sweep_dir, found, "hydra.sweep.dir", go_on, what="multirun"))
 
 
 class SweepCallback(Callback):
@@ -106,7 +134,9 @@ class SweepCallback(Callback):
             self.lock = RunLock(sweep_dir, "hydra.sweep.dir")
             try:
                 self.lock.acquire()
+                check_sweep_folder(config)
             except UserError as err:
+                self.lock.release()
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
         sweep_dir.mkdir(parents=True, exist_ok=True)

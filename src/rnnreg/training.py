@@ -27,7 +27,7 @@ from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
-from rnnreg.run_lock import RunLock, launched_as_rank_zero
+from rnnreg.run_lock import RunLock, check_no_earlier_results, launched_as_rank_zero
 from rnnreg.runtime import (
     instantiate,
     instantiate_callbacks,
@@ -39,6 +39,7 @@ from rnnreg.runtime import (
     route_lightning_logs,
 )
 from rnnreg.schema import validate
+from rnnreg.sweep import in_multirun
 from rnnreg.task import LanguageModelTask
 
 # Errors in the input, found before training starts: the run folder gets no metrics.json (a run that started
@@ -208,6 +209,9 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         ckpt_path = resolve_ckpt_path(cfg)
+        if launched_as_rank_zero():  # DDP's other processes are given rank 0's folder
+            key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
+            check_no_earlier_results(cfg.paths.output_dir, key, ckpt_path)
         wandb_id, wandb_parts = None, None
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
             checkpoint = load_checkpoint(ckpt_path)
