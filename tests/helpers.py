@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -47,6 +48,32 @@ def run(script: str, *overrides: str, check: bool = True, env: dict | None = Non
     if check and proc.returncode:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def assert_diverges_in_epoch_2(corpus: Path, run_dir: Path, *overrides: str) -> str:
+    """rnnreg-train on a tiny corpus whose epoch 1 trains normally and whose lr is 1e20 from epoch 2 on: it stops
+    with one line and exit 2, metrics.json says failed at epoch 2, and last.ckpt holds epoch 1's finite weights.
+    Returns the error line."""
+    proc = run(
+        "rnnreg-train",
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={corpus}",
+        "trainer.max_epochs=3",
+        "optim.decay=1e-20",
+        "optim.decay_start=1",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: training loss became") and "at epoch 2, step " in line
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "at epoch 2" in metrics["error"]
+    good = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
+    assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
+    return line
 
 
 def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:

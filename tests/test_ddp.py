@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from helpers import TINY, run, write_corpus
+from helpers import TINY, assert_diverges_in_epoch_2, run, write_corpus
 from rnnreg.report import history
 from rnnreg.train import train
 
@@ -114,24 +114,4 @@ def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
 @pytest.mark.slow
 def test_ddp_divergence_stops_every_process(tiny_corpus, tmp_path):
     """The ranks agree on a diverged loss before stopping: both stop with the error, none hangs in a collective."""
-    proc = run(
-        "rnnreg-train",
-        "experiment=paper_small",
-        *TINY,
-        f"data.data_dir={tiny_corpus}",
-        "trainer.max_epochs=3",
-        "optim.decay=1e-20",
-        "optim.decay_start=1",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        f"hydra.run.dir={tmp_path}",
-        check=False,
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: training loss became") and "at epoch 2, step " in line
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["status"] == "failed" and "at epoch 2" in metrics["error"]
-    good = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
-    assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
+    assert_diverges_in_epoch_2(tiny_corpus, tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from helpers import BIN, TINY, compose_config, run, write_corpus
+from helpers import BIN, TINY, assert_diverges_in_epoch_2, compose_config, run, write_corpus
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.evaluate import evaluate
@@ -24,26 +24,8 @@ from rnnreg.train import build, train
 
 
 def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path):
-    # epoch 1 trains normally; from epoch 2 the lr is 1e20
-    proc = run(
-        "rnnreg-train",
-        "experiment=paper_small",
-        *TINY,
-        f"data.data_dir={tiny_corpus}",
-        "trainer.max_epochs=3",
-        "optim.decay=1e-20",
-        "optim.decay_start=1",
-        f"hydra.run.dir={tmp_path}",
-        check=False,
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: training loss became") and "at epoch 2, step " in line
+    line = assert_diverges_in_epoch_2(tiny_corpus, tmp_path)
     assert f"last good checkpoint is {tmp_path}/checkpoints/last.ckpt" in line
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["status"] == "failed" and "at epoch 2" in metrics["error"]
-    good = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False)
-    assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
 
 
 def test_last_checkpoint_links_best_when_both_hold_one_state_and_never_changes_it(tiny_cfg, tmp_path):
