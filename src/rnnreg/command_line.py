@@ -87,6 +87,19 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
     return checked
 
 
+def resolved_run_dir(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> str | None:
+    """The folder a single run's `hydra.run.dir=...${...}` names, its interpolations resolved as Hydra will resolve
+    them (None when the command line does not compose: Hydra says why)."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(conf_dir, version_base="1.3"):
+            cfg = compose(config_name, overrides=[a for a in argv if not a.startswith("-")], return_hydra_config=True)
+        return str(OmegaConf.select(cfg, "hydra.run.dir"))
+    except Exception:
+        return None
+
+
 def check_job(composed: DictConfig, config_name: str, overrides: list) -> None:
     """One job: `composed` (the config of its group options, with Hydra's node) with its `key=value`
     overrides applied as Hydra applies them (hydra.* ones aside), validated."""

@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.command_line import validate_args
+from rnnreg.command_line import resolved_run_dir, validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.run_lock import RunLock, check_no_earlier_results, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
@@ -199,6 +199,8 @@ def check_run_dir_free(args: list[str], config_name: str = "train") -> None:
     for arg in args:
         key, _, value = arg.partition("=")
         key = key.lstrip("+")
+        if key == "hydra.run.dir" and "${" in value and not multirun:  # ${paths.output_root}/run: as Hydra resolves it
+            value = resolved_run_dir(config_name, args) or ""
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
