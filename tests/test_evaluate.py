@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -40,7 +41,12 @@ def checkpoints(tmp_path_factory):
     return corpus, paths, root
 
 
+EVALUATIONS = itertools.count()
+
+
 def eval_cfg(corpus, root, ckpt, *extra):
+    """An rnnreg-eval config of `ckpt`, writing into a folder of its own (an evaluation refuses a folder where one
+    has written metrics.json)."""
     return compose_config(
         [
             "data=text",
@@ -52,7 +58,7 @@ def eval_cfg(corpus, root, ckpt, *extra):
             f"ckpt_path={ckpt}",
             *extra,
         ],
-        root / "eval",
+        root / f"eval_{next(EVALUATIONS)}",
         config_name="eval",
     )
 
