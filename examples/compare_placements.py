@@ -24,7 +24,9 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 import rnnreg
+from rnnreg.errors import OutputError
 from rnnreg.report import history, report
+from rnnreg.run_lock import check_no_earlier_results
 
 PLACEMENTS = ("none", "non_recurrent", "recurrent")
 
@@ -81,6 +83,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, default=Path("outputs/examples/compare_placements"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    for placement in PLACEMENTS:  # as rnnreg-train: never over an earlier run's results
+        try:
+            check_no_earlier_results(args.out / placement, "--out", trains=False)
+        except OutputError as err:
+            parser.exit(2, f"error: {err}\n")
 
     recipe = rnnreg.paper_recipe("small")
     # one-stream test over the whole test set is slow at batch size 1: batched windows of 35 steps when limited

@@ -264,7 +264,7 @@ def test_library_trains_in_a_few_lines(tiny_corpus, tmp_path):
     assert 1 < float(trainer.callback_metrics["val/ppl"]) < 1000
 
 
-def test_example_compare_placements(ptb_dir, tmp_path):
+def test_example_compare_placements(ptb_dir, tmp_path, capsys):
     """examples/compare_placements.py at a tiny budget, end to end: three runs, the report and figures."""
     spec = importlib.util.spec_from_file_location("compare_placements", ROOT / "examples" / "compare_placements.py")
     example = importlib.util.module_from_spec(spec)
@@ -277,6 +277,13 @@ def test_example_compare_placements(ptb_dir, tmp_path):
         assert f"dropout={placement} " in table
         assert json.loads((out / placement / "metrics.json").read_text())["epochs"] == 1
     assert all((out / f"{name}.{ext}").stat().st_size > 0 for name in ("val_ppl", "test_ppl") for ext in ("png", "pdf"))
+    with pytest.raises(SystemExit) as exit_:  # run again into the same --out: refused, its runs kept
+        example.main([*args, "--out", str(out)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {out / 'none'} holds an earlier run's results (in metrics.json), which this run would write over: "
+        f"give it another folder (--out=...), or remove that folder first"
+    )
 
 
 def test_generate_keeps_the_data_tokens():
