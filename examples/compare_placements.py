@@ -4,10 +4,10 @@ Trains the paper's small model (2 layers; --hidden units) on Penn Treebank three
 and budget: no dropout, dropout on the non-recurrent connections (the paper) and dropout on the recurrent
 connection h_{t-1} -> h_t (what the paper argues against), each with dropout probability --p. Each run
 writes a run folder that rnnreg-report reads (metrics.json, csv/metrics.csv, .hydra/), then the report
-(report.md, val_ppl.png/pdf, test_ppl.png/pdf) is written into --out.
+(report.md, val_ppl.png/pdf, test_ppl.png/pdf) is written into --out, which must not hold an earlier comparison.
 
     python examples/compare_placements.py                          # a few minutes on a CPU
-    python examples/compare_placements.py --windows 3 --hidden 16  # seconds: does it still run?
+    python examples/compare_placements.py --windows 3 --hidden 16 --out outputs/examples/quick  # seconds
 
 At this budget the ranking of the placements is noise-prone (one seed, a slice of an epoch); the paper's
 recipes are `rnnreg-train experiment=paper_medium` and `experiment=ablation_placement`.
