@@ -22,8 +22,9 @@ def format_duration(seconds: float) -> str:
 
 
 def device_name(device) -> str:
-    """A torch.device as a run's log names it: the GPU's model, or the CPU's model and thread count (both change
-    how a float32 sum rounds, so a CPU run's digits: MKL picks its kernels by CPU)."""
+    """A torch.device as a run's log names it: the GPU's model, or the CPU's model and thread count (the thread
+    count changes how a float32 sum rounds; the CPU's model, most likely through the kernels MKL picks for it,
+    changed a run's digits too: docs/measurements.md)."""
     import torch  # called where torch is loaded already
 
     if device.type == "cuda":
