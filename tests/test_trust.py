@@ -444,6 +444,49 @@ def test_a_multirun_never_writes_over_an_earlier_multiruns_results(tiny_corpus, 
         assert not (tmp_path / "other").exists()
 
 
+def test_jobs_whose_subdir_would_share_a_folder_are_refused_before_any_is_made(tiny_corpus, tmp_path):
+    """A hydra.sweep.subdir that does not tell two jobs apart (a key they share; Hydra's override_dirname without
+    the swept key) is refused with both jobs named, as Hydra would resolve it, whatever the launcher; one that
+    does not resolve is one line too. One that tells the jobs apart runs, each job in its folder."""
+    common = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false", "seed=1,2"]
+    common += ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    sweep = tmp_path / "sweep"
+    shared = {  # the folder's name after the sweep folder: the model's size; every override but the seed
+        "${model.hidden_size}": ["hydra/launcher=basic"],
+        "${hydra.job.override_dirname}": [
+            "hydra/launcher=stacked",
+            "hydra.job.config.override_dirname.exclude_keys=[seed]",
+        ],
+    }
+    for subdir, args in shared.items():
+        status, stderr = finish(
+            popen("rnnreg-train", *common, *args, f"hydra.sweep.dir={sweep}", f"hydra.sweep.subdir={subdir}")
+        )
+        assert status == 2 and len(stderr) == 1
+        assert re.fullmatch(
+            re.escape(f"error: hydra.sweep.subdir={subdir} gives jobs 0 (seed=1) and 1 (seed=2) one folder, {sweep}/")
+            + (r"16" if "hidden" in subdir else r".*experiment=paper_small.*")
+            + re.escape(", each writing over the other's files: name each job's folder apart (with the keys it ")
+            + re.escape("sweeps, or ${hydra.job.num})"),
+            stderr[0],
+        ), stderr[0]
+        assert not sweep.exists()
+    for key, value in (("hydra.sweep.subdir", "${hydra.job.num}_${nope}"), ("hydra.sweep.dir", f"{sweep}/${{nope}}")):
+        status, stderr = finish(popen("rnnreg-train", *common, f"hydra.sweep.dir={sweep}", f"{key}={value}"))
+        prefix = f"{key}={value}" if key.endswith("subdir") else key
+        assert status == 2 and stderr == [f"error: {prefix}: Interpolation key 'nope' not found"]
+        assert not sweep.exists()
+    status, stderr = finish(popen("rnnreg-train", *common[1:-3], f"hydra.run.dir={tmp_path}/${{nope}}"))
+    assert status == 2 and stderr == ["error: hydra.run.dir: Interpolation key 'nope' not found"]
+    status, _ = finish(
+        popen("rnnreg-train", *common, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=seed_${seed}"), error=False
+    )
+    assert status == 0
+    for seed in (1, 2):
+        assert json.loads((sweep / f"seed_{seed}" / "metrics.json").read_text())["status"] == "completed"
+        assert f"seed={seed}" in (sweep / f"seed_{seed}" / ".hydra" / "overrides.yaml").read_text()
+
+
 def snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 

@@ -91,13 +91,22 @@ def resolved_run_dir(config_name: str, argv: list[str], conf_dir: str = CONF_DIR
     """The folder a single run's `hydra.run.dir=...${...}` names, its interpolations resolved as Hydra will resolve
     them (None when the command line does not compose: Hydra says why)."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(conf_dir, version_base="1.3"):
             cfg = compose(config_name, overrides=[a for a in argv if not a.startswith("-")], return_hydra_config=True)
-        return str(OmegaConf.select(cfg, "hydra.run.dir"))
     except Exception:
         return None
+    original = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in it, as Hydra resolves it
+    try:
+        return str(OmegaConf.select(cfg, "hydra.run.dir"))
+    except OmegaConfBaseException as err:  # Hydra would stop with a traceback
+        raise ConfigError(f"hydra.run.dir: {str(err).splitlines()[0]}") from None
+    finally:
+        HydraConfig.instance().cfg = original
 
 
 def check_job(composed: DictConfig, config_name: str, overrides: list) -> None:

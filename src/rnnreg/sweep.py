@@ -10,6 +10,7 @@ and exits 1.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, results_message
@@ -99,15 +101,17 @@ def job_order(folder: str) -> list:
 
 def check_sweep_folder(config: DictConfig) -> None:
     """A ConfigError or OutputError, before the sweeper writes anything, when this multirun would write over
-    results: jobs that share one folder (a hydra.sweep.subdir that names no job), or a sweep folder with an
-    earlier multirun's results (its job numbers start at 0 again), unless a stacked sweep goes on
-    (hydra.launcher.resume=true: its finished groups are kept, the others resumed)."""
+    results: jobs that share one folder (a hydra.sweep.subdir that names no job, or does not tell two apart:
+    check_job_folders), or a sweep folder with an earlier multirun's results (its job numbers start at 0
+    again), unless a stacked sweep goes on (hydra.launcher.resume=true: its finished groups are kept, the
+    others resumed)."""
     subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
     if "${" not in str(subdir or ""):
         raise ConfigError(
             f"hydra.sweep.subdir={subdir or ''} puts every job of the multirun in one folder, each writing over the "
             f"last one's files: give each job its own (the default is hydra.sweep.subdir=${{hydra.job.num}})"
         )
+    check_job_folders(config, str(subdir))
     if OmegaConf.select(config, "hydra.launcher.resume", default=False):
         return
     sweep_dir = Path(config.hydra.sweep.dir).absolute()
@@ -120,6 +124,60 @@ def check_sweep_folder(config: DictConfig) -> None:
         raise OutputError(results_message(sweep_dir, found, "hydra.sweep.dir", go_on, what="multirun"))
 
 
+def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], Path]] | None:
+    """Each job's overrides and folder (or the first job's only), in job order, as Hydra's basic sweeper and
+    launcher will make them (its config composed as theirs is, hydra.job.num set); None for another sweeper
+    (Optuna's jobs come one by one)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+
+    if OmegaConf.select(config, "hydra.sweeper._target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        return None
+    loader = GlobalHydra.instance().config_loader()
+    params = [f"{key}={value}" for key, value in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + list(config.hydra.overrides.task))
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    jobs = jobs[:1] if first_only else jobs
+    original = HydraConfig.instance().cfg
+    folders = []
+    try:
+        for num, overrides in enumerate(jobs):
+            job_config = loader.load_sweep_config(config, list(overrides))
+            with open_dict(job_config):
+                job_config.hydra.job.id = num
+                job_config.hydra.job.num = num
+            HydraConfig.instance().set_config(job_config)  # for ${hydra:...} in the subdir
+            folder = Path(str(job_config.hydra.sweep.dir), str(job_config.hydra.sweep.subdir))
+            folders.append((list(overrides), Path(os.path.abspath(folder))))
+    finally:
+        HydraConfig.instance().cfg = original
+    return folders
+
+
+def check_job_folders(config: DictConfig, subdir: str) -> None:
+    """A ConfigError, before any job's folder is made, when a hydra.sweep.subdir gives two jobs one folder
+    (`${seed}` while sweeping dropout, an override_dirname that excludes a swept key) or does not resolve. A
+    subdir with the job's number names every job apart: only the first job's is resolved."""
+    numbered = "hydra.job.num" in subdir or "hydra.job.id" in subdir
+    try:
+        folders = job_folders(config, first_only=numbered)
+    except OmegaConfBaseException as err:  # Hydra would stop at the first job with a traceback
+        raise ConfigError(f"hydra.sweep.subdir={subdir}: {str(err).splitlines()[0]}") from None
+    if folders is None:
+        return  # another sweeper: a job that finds another's results in its folder stops there (rnnreg.training)
+    seen: dict[Path, int] = {}
+    swept = swept_keys(config.hydra) or None
+    for num, (_, folder) in enumerate(folders):
+        if folder in seen:
+            first = seen[folder]
+            jobs = [f"{n} ({' '.join(differing(folders[n][0], swept))})" for n in (first, num)]
+            raise ConfigError(
+                f"hydra.sweep.subdir={subdir} gives jobs {jobs[0]} and {jobs[1]} one folder, {folder}, each writing "
+                f"over the other's files: name each job's folder apart (with the keys it sweeps, or ${{hydra.job.num}})"
+            )
+        seen[folder] = num
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.started = 0.0
@@ -127,7 +185,11 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time() - 1  # file times can be coarser than time.time()
-        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            sweep_dir = Path(config.hydra.sweep.dir)
+        except OmegaConfBaseException as err:  # Hydra would warn here and stop at the sweep with a traceback
+            print(f"error: hydra.sweep.dir: {str(err).splitlines()[0]}", file=sys.stderr)
+            sys.exit(2)
         # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
         # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one
         if launched_as_rank_zero():  # not a DDP process that Lightning started with rank 0's command line
