@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import yaml
@@ -186,21 +187,27 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time() - 1  # file times can be coarser than time.time()
         try:
-            sweep_dir = Path(config.hydra.sweep.dir)
-        except OmegaConfBaseException as err:  # Hydra would warn here and stop at the sweep with a traceback
-            print(f"error: hydra.sweep.dir: {str(err).splitlines()[0]}", file=sys.stderr)
+            self.claim_sweep_folder(config)
+        except UserError as err:
+            if self.lock is not None:
+                self.lock.release()
+            print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except Exception:  # Hydra would only warn and run the sweep without the lock and the checks
+            traceback.print_exc()
+            sys.exit(1)
+
+    def claim_sweep_folder(self, config: DictConfig) -> None:
+        try:
+            sweep_dir = Path(config.hydra.sweep.dir)
+        except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
+            raise ConfigError(f"hydra.sweep.dir: {str(err).splitlines()[0]}") from None
         # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
         # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one
         if launched_as_rank_zero():  # not a DDP process that Lightning started with rank 0's command line
             self.lock = RunLock(sweep_dir, "hydra.sweep.dir")
-            try:
-                self.lock.acquire()
-                check_sweep_folder(config)
-            except UserError as err:
-                self.lock.release()
-                print(f"error: {err}", file=sys.stderr)
-                sys.exit(2)
+            self.lock.acquire()
+            check_sweep_folder(config)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
 
