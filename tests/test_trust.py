@@ -376,7 +376,7 @@ def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, 
     writes .hydra/ (hydra.run.dir given, or through an interpolation, resolved as Hydra will), or when training
     starts (a config composed by a library user). An interrupted run's line says how to go on from it, and going
     on from its own last.ckpt in its folder is allowed (before: both wrote over). rnnreg-eval, which writes
-    metrics.json, is refused there too."""
+    metrics.json, is refused there too; a multirun experiment, which does not use hydra.run.dir, is not."""
     run_dir = tmp_path / "run"
     stop = (
         "+callbacks.stop._target_=helpers.SignalAt",
@@ -403,6 +403,12 @@ def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, 
     status, stderr = finish(popen("rnnreg-eval", f"ckpt_path={last}", f"hydra.run.dir={run_dir}"))  # its metrics.json
     assert status == 2 and stderr == [refused.replace(f", go on from that run with ckpt_path={last}", "")]
     assert snapshot(run_dir) == before
+    # an experiment that is a multirun by itself does not use hydra.run.dir: its jobs go under hydra.sweep.dir
+    sweep = [f"hydra.sweep.dir={tmp_path}/sweep", "hydra/launcher=stacked", "hydra.sweeper.params.dropout='none,both'"]
+    tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false", *sweep]
+    multirun = train_args(tiny_corpus, run_dir, *tiny)
+    assert finish(popen("rnnreg-train", "experiment=ablation_placement_small", *multirun[1:]), error=False)[0] == 0
+    assert snapshot(run_dir) == before and (tmp_path / "sweep/1/metrics.json").exists()
     metrics = train(tiny_cfg("trainer.max_epochs=1", "test=false", f"ckpt_path={last}"))  # going on from it: its own
     assert metrics["status"] == "completed"
     with pytest.raises(OutputError) as err:  # a completed run: nothing to go on with

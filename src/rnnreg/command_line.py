@@ -87,16 +87,25 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
     return checked
 
 
-def resolved_run_dir(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> str | None:
-    """The folder a single run's `hydra.run.dir=...${...}` names, its interpolations resolved as Hydra will resolve
-    them (None when the command line does not compose: Hydra says why)."""
-    from hydra import compose, initialize_config_dir
+def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: str = CONF_DIR) -> str | None:
+    """The folder a run's `hydra.run.dir=...` names, its interpolations resolved as Hydra will resolve them; ""
+    when the config is a multirun by itself (an experiment's hydra.mode: MULTIRUN: its jobs go under
+    hydra.sweep.dir); None when the command line does not compose (Hydra says why)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf.errors import OmegaConfBaseException
 
+    overrides = [a for a in argv if not a.startswith("-")]
     try:
-        with initialize_config_dir(conf_dir, version_base="1.3"):
-            cfg = compose(config_name, overrides=[a for a in argv if not a.startswith("-")], return_hydra_config=True)
+        with initialize_config_dir(conf_dir, version_base="1.3", job_name=job_name):
+            hydra = GlobalHydra.instance().hydra
+            # composed as Hydra's main composes it to learn the mode: an experiment's sweep is no error here
+            cfg = hydra.compose_config(config_name, overrides, RunMode.MULTIRUN, validate_sweep_overrides=False)
+            if cfg.hydra.mode == RunMode.MULTIRUN:
+                return ""
+            cfg = hydra.compose_config(config_name, overrides, RunMode.RUN)
     except Exception:
         return None
     original = HydraConfig.instance().cfg

@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.command_line import resolved_run_dir, validate_args
+from rnnreg.command_line import single_run_dir, validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.run_lock import RunLock, check_no_earlier_results, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
@@ -113,9 +113,11 @@ def hydra_entry(config_name: str) -> Callable:
     `--help` and shell completion, which Hydra answers before calling it, stay fast."""
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-        hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(
-            user_errors_as_one_line(fn, config_name)
-        )
+        from hydra._internal.utils import detect_calling_file_or_module_from_task_function, detect_task_name
+
+        task = user_errors_as_one_line(fn, config_name)
+        hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(task)
+        job_name = detect_task_name(*detect_calling_file_or_module_from_task_function(task))  # Hydra's hydra.job.name
 
         @functools.wraps(fn)
         def main() -> Any:
@@ -125,7 +127,7 @@ def hydra_entry(config_name: str) -> Callable:
                 check_group_options(args)
                 if not any(a.split("=")[0] in HYDRA_SELF_ANSWERED for a in args):
                     validate_args(config_name, args)
-                    check_run_dir_free(args, config_name)
+                    check_run_dir_free(args, config_name, job_name)
             except UserError as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
@@ -186,7 +188,7 @@ def route_lightning_logs() -> None:
         logger.propagate = True
 
 
-def check_run_dir_free(args: list[str], config_name: str = "train") -> None:
+def check_run_dir_free(args: list[str], config_name: str = "train", job_name: str = "train") -> None:
     """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
     holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
     training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json): stop
@@ -199,8 +201,9 @@ def check_run_dir_free(args: list[str], config_name: str = "train") -> None:
     for arg in args:
         key, _, value = arg.partition("=")
         key = key.lstrip("+")
-        if key == "hydra.run.dir" and "${" in value and not multirun:  # ${paths.output_root}/run: as Hydra resolves it
-            value = resolved_run_dir(config_name, args) or ""
+        if key == "hydra.run.dir" and not multirun:  # as Hydra resolves it (${paths.output_root}/run), if it is used
+            resolved = single_run_dir(config_name, args, job_name)
+            value = value if resolved is None else resolved
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
