@@ -217,6 +217,14 @@ def test_a_typo_names_the_key_meant(composed):
         (["-m", "dropout=both", "dropout.p=0.5,0.0"], r"drops nothing.*\(sweep job dropout.p=0.0\)$"),
         (["-m", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
         (["seed=1,2"], r"^seed=1,2 is a sweep: add -m"),
+        (
+            ["hydra.run.dir=a,b"],
+            r"^hydra.run.dir=a,b: Hydra's own settings cannot be swept: .*\(hydra.run.dir='a,b'\)$",
+        ),
+        (
+            ["experiment=ablation_placement_small", "hydra.sweeper.params.dropout=none,both"],
+            r"swept: .*\(hydra.sweeper.params.dropout='none,both'\), or sweep the key itself: dropout=none,both$",
+        ),
         (["-m", "hparams_search=optuna", "optim.lr=interval(0.0,1.0)"], r"^optim.lr=0.0 must be a number > 0"),
         (["dropout=recurrent", "model.lstm=fused"], r"^model.lstm=fused cannot run dropout.recurrent=0.5"),
         (["regularizer=layer_norm", "model.lstm=fused"], r"^model.lstm=fused cannot run model.layer_norm=true"),
@@ -262,6 +270,7 @@ def test_every_config_a_user_can_compose_validates(tmp_path):
     jobs += validate_args("train", ["experiment=smoke", "hparams_search=optuna"])
     jobs += validate_args("train", ["+trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=0.5"])
     jobs += validate_args("train", ["-m", "seed=1,2,3", "dropout=none,non_recurrent"])
+    jobs += validate_args("train", ["experiment=ablation_placement_small", "hydra.sweeper.params.dropout='none,both'"])
     jobs += validate_args("eval", [f"ckpt_path=[{fake_checkpoint()},{fake_checkpoint()}]", "mc_samples=4"])
     jobs += validate_args("generate", [f"ckpt_path={fake_checkpoint()}", "prompt=the market", "num_words=0"])
     jobs += validate_args("report", ["path=outputs"])

@@ -58,6 +58,17 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
         base = compose_groups(base_groups)
         apply_overrides(base, [o for o in values if _is_hydra(o) and not o.is_sweep_override()])
         multirun = multirun or base.hydra.mode == RunMode.MULTIRUN
+        hydra_sweeps = [o for o in values if _is_hydra(o) and o.is_sweep_override()]
+        if hydra_sweeps:  # Hydra's own lines ("Sweeping over Hydra's configuration"; "Ambiguous value") say no more
+            line = hydra_sweeps[0].input_line
+            key, _, value = line.partition("=")
+            key = key.lstrip("+")
+            param = key.removeprefix("hydra.sweeper.params.")
+            itself = f", or sweep the key itself: {param}={value}" if param != key else ""
+            raise ConfigError(
+                f"{line}: Hydra's own settings cannot be swept: quote a value that holds a comma ({key}='{value}')"
+                f"{itself}"
+            )
         sweeps = {o.get_key_element(): o for o in values + groups if o.is_sweep_override() and not _is_hydra(o)}
         if sweeps and not multirun:
             line = next(iter(sweeps.values())).input_line
