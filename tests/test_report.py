@@ -327,6 +327,17 @@ def test_report_follows_links_to_other_sweeps_and_reads_each_run_once(tmp_path):
     assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in report(compare).split("Over seeds:")[1]
 
 
+def test_seeds_run_without_a_test_have_a_mean_validation_and_no_test(tmp_path):
+    """test=false leaves no test perplexity: the row over seeds has the validation's mean ± sd and a dash for
+    the test (before: rnnreg-report stopped with a traceback from statistics.stdev)."""
+    for job, seed, ppl in (("0", 1234, 440.0), ("1", 1, 450.0)):
+        write_job(tmp_path / job, ["dropout=none", f"seed={seed}", "test=false"], {}, TOY, ppl)
+        metrics = json.loads((tmp_path / job / "metrics.json").read_text())
+        del metrics["test_ppl"], metrics["test_ppl_batched"]
+        (tmp_path / job / "metrics.json").write_text(json.dumps(metrics))
+    assert "| (same) | 2 | 459.78 ± 7.23 | — | — |" in report(tmp_path).split("Over seeds:")[1]
+
+
 def test_runs_that_differ_only_in_where_they_wrote_are_one_configuration(tmp_path):
     """Seeds of one recipe from two multiruns (one with another output root, one with W&B) are one row over
     seeds; a budget still tells configurations apart."""

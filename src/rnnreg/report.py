@@ -165,12 +165,18 @@ def by_config(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation; nan for both when a run lacks the value (test=false: no test)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
+    return statistics.mean(values), statistics.stdev(values)
+
+
 def over_seeds(rows: list[dict]) -> list[dict]:
     """Configurations completed with 2 or more seeds: the number of seeds and each perplexity's mean and
     sample standard deviation."""
     return [
-        {"config": config, "seeds": len(runs)}
-        | {key: (statistics.mean(r[key] for r in runs), statistics.stdev(r[key] for r in runs)) for key in PPL_COLUMNS}
+        {"config": config, "seeds": len(runs)} | {key: mean_sd([r[key] for r in runs]) for key in PPL_COLUMNS}
         for config, runs in by_config(rows).items()
         if runs[0]["status"] == "completed" and len(runs) > 1 and len({r["differs"] for r in runs}) == len(runs)
     ]
@@ -203,7 +209,9 @@ def seeds_table(groups: list[dict]) -> str:
         "|---|---|" + "---|" * len(PPL_COLUMNS),
     ]
     for g in groups:
-        cells = " | ".join(f"{fmt(g[key][0], '.2f')} ± {fmt(g[key][1], '.2f')}" for key in PPL_COLUMNS)
+        cells = " | ".join(
+            fmt(g[key][0]) if math.isnan(g[key][0]) else f"{g[key][0]:.2f} ± {g[key][1]:.2f}" for key in PPL_COLUMNS
+        )
         lines.append(f"| {g['config']} | {g['seeds']} | {cells} |")
     return "\n".join(lines) + "\n"
 
