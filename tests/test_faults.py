@@ -168,8 +168,10 @@ def test_unknown_group_option_is_one_line(tmp_path, args):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-def test_checkpoint_from_another_vocabulary_is_refused(tiny_cfg, tmp_path):
-    train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"))
+def test_checkpoint_from_another_vocabulary_is_refused(tiny_corpus, tmp_path):
+    """... with the data its run was trained on named, from the run's .hydra/overrides.yaml."""
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    run("rnnreg-train", *tiny, "trainer.limit_train_batches=2", "test=false", f"hydra.run.dir={tmp_path}/run")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     other = write_corpus(tmp_path / "other", vocab=25, seed=3)
     cfg = compose_config(
@@ -177,8 +179,13 @@ def test_checkpoint_from_another_vocabulary_is_refused(tiny_cfg, tmp_path):
         tmp_path / "eval",
         config_name="eval",
     )
-    with pytest.raises(ConfigError, match="was trained on another vocabulary"):
+    with pytest.raises(ConfigError) as err:
         evaluate(cfg)
+    assert str(err.value) == (
+        f"{ckpt} was trained on another vocabulary (42 words) than this data (27 words): evaluate it on the data it "
+        f"was trained on (data=text data.bptt=5 data.batch_size=4 data.data_dir={tiny_corpus}, from its run's "
+        ".hydra/overrides.yaml)"
+    )
     assert not (tmp_path / "eval" / "metrics.json").exists()
     assert load_task(str(ckpt)).vocab  # the checkpoint itself is untouched and loads
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 from torch import nn
@@ -165,8 +167,21 @@ def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTa
         raise not_this_version(ckpt_path, err) from None
     task.on_load_checkpoint(checkpoint)
     if vocab is not None and task.vocab is not None and task.vocab != vocab:
+        data = data_overrides(ckpt_path)
         raise ConfigError(
             f"{ckpt_path} was trained on another vocabulary ({len(task.vocab)} words) than "
             f"this data ({len(vocab)} words): evaluate it on the data it was trained on"
+            + (f" ({data}, from its run's .hydra/overrides.yaml)" if data else "")
         )
     return task
+
+
+def data_overrides(ckpt_path: str) -> str:
+    """The data=... overrides of the run a checkpoint was written by (<run>/checkpoints/x.ckpt), or ""."""
+    import yaml
+
+    try:
+        overrides = yaml.safe_load((Path(ckpt_path).parent.parent / ".hydra" / "overrides.yaml").read_text())
+        return " ".join(o for o in overrides if isinstance(o, str) and o.startswith(("data=", "data.")))
+    except (OSError, yaml.YAMLError, TypeError):
+        return ""
