@@ -66,7 +66,7 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
         assert torch.equal(value, b["state_dict"][name]), name
 
 
-def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path):
+def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path, caplog):
     overrides = ("trainer.max_epochs=1", "test=false", f"paths.output_root={tmp_path}")
     cfg = tiny_cfg(*overrides, run="train/paper_small/2026-01-01")
     train(cfg)
@@ -76,6 +76,13 @@ def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path):
     assert resumed["epochs"] == 2
     task = load_task(str(tmp_path / "train/paper_small/2026-01-02/checkpoints/last.ckpt"))
     assert task.vocab is not None
+    # given its own folder again (an explicit hydra.run.dir), a run goes on there: its own last.ckpt, not the newest
+    again = train(
+        tiny_cfg(*overrides[1:], "trainer.max_epochs=3", "ckpt_path=last", run="train/paper_small/2026-01-01")
+    )
+    own = tmp_path / "train/paper_small/2026-01-01"
+    restored = [m for m in caplog.messages if m.startswith("Restored all states from the checkpoint at ")]
+    assert again["epochs"] == 3 and restored[-1].endswith(f" at {own}/checkpoints/last.ckpt")
 
 
 def test_resume_last_without_earlier_run_is_a_clear_error(tiny_cfg, tmp_path):

@@ -107,7 +107,8 @@ class LogConfig(L.Callback):
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """`ckpt_path=last`: the newest checkpoints/last.ckpt of an earlier run of this experiment."""
+    """`ckpt_path=last`: this run's folder's own checkpoints/last.ckpt (a run given its folder again goes on
+    there), else the newest checkpoints/last.ckpt of an earlier run of this experiment."""
     path = cfg.get("ckpt_path")
     if path is None or path != "last":
         if path is not None and not Path(path).is_file():
@@ -118,11 +119,13 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         return path
     root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
     here = Path(cfg.paths.output_dir).resolve()
+    if (here / "checkpoints" / "last.ckpt").is_file():
+        return str(here / "checkpoints" / "last.ckpt")
     found = [p for p in root.glob("*/checkpoints/last.ckpt") if here not in p.resolve().parents]
     if not found:
         raise ConfigError(
             f"ckpt_path=last: no earlier run of {cfg.experiment_name} with checkpoints/last.ckpt "
-            f"under {root}; give the checkpoint's path instead"
+            f"under {root} nor in {here}; give the checkpoint's path instead"
         )
     return str(max(found, key=lambda p: p.stat().st_mtime))
 
