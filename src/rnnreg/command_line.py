@@ -80,6 +80,13 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
                 if key not in sweeps:
                     (parsed,) = parser.parse_overrides([f"{key}={spec}"])
                     sweeps[key] = parsed
+        if "BasicSweeper" in str(OmegaConf.select(base, "hydra.sweeper._target_")):
+            for o in sweeps.values():
+                if not o.is_discrete_sweep():  # interval(a, b): Hydra's basic sweeper would stop at the sweep
+                    raise ConfigError(
+                        f"{o.input_line} is a range to search, which needs a search sweeper (hparams_search=optuna): "
+                        f"give the basic sweeper a list of values ({o.get_key_element()}=a,b,c) instead"
+                    )
         group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, conf_dir)}
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, conf_dir)}
         fixed_values = [o for o in values if not o.is_sweep_override()]

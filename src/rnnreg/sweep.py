@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -136,8 +137,13 @@ def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list
         return None
     loader = GlobalHydra.instance().config_loader()
     params = [f"{key}={value}" for key, value in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + list(config.hydra.overrides.task))
-    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    try:
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(
+            params + list(config.hydra.overrides.task)
+        )
+        (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    except HydraException as err:  # what the sweeper would stop on: said in one line
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
     jobs = jobs[:1] if first_only else jobs
     original = HydraConfig.instance().cfg
     folders = []
