@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
 from rnnreg.schema import trainer_arguments, unknown_key, validate
+from rnnreg.sweep import basic_sweeper
 
 # Hydra's own flags that do not run the task (or pick another config): nothing to check before Hydra
 _NO_RUN_FLAGS = {
@@ -80,7 +81,7 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
                 if key not in sweeps:
                     (parsed,) = parser.parse_overrides([f"{key}={spec}"])
                     sweeps[key] = parsed
-        if "BasicSweeper" in str(OmegaConf.select(base, "hydra.sweeper._target_")):
+        if basic_sweeper(base):
             for o in sweeps.values():
                 if not o.is_discrete_sweep():  # interval(a, b): Hydra's basic sweeper would stop at the sweep
                     raise ConfigError(

@@ -126,6 +126,13 @@ def check_sweep_folder(config: DictConfig) -> None:
         raise OutputError(results_message(sweep_dir, found, "hydra.sweep.dir", go_on, what="multirun"))
 
 
+def basic_sweeper(config: DictConfig) -> bool:
+    """Whether the multirun's sweeper is Hydra's basic one (every job known before the first runs)."""
+    return (
+        OmegaConf.select(config, "hydra.sweeper._target_") == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    )
+
+
 def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], Path]] | None:
     """Each job's overrides and folder (or the first job's only), in job order, as Hydra's basic sweeper and
     launcher will make them (its config composed as theirs is, hydra.job.num set); None for another sweeper
@@ -133,7 +140,7 @@ def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
 
-    if OmegaConf.select(config, "hydra.sweeper._target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+    if not basic_sweeper(config):
         return None
     loader = GlobalHydra.instance().config_loader()
     params = [f"{key}={value}" for key, value in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
