@@ -404,10 +404,19 @@ def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, 
     assert status == 2 and stderr == [refused.replace(f", go on from that run with ckpt_path={last}", "")]
     assert snapshot(run_dir) == before
     # an experiment that is a multirun by itself does not use hydra.run.dir: its jobs go under hydra.sweep.dir
-    sweep = [f"hydra.sweep.dir={tmp_path}/sweep", "hydra/launcher=stacked", "hydra.sweeper.params.dropout='none,both'"]
-    tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false", *sweep]
-    multirun = train_args(tiny_corpus, run_dir, *tiny)
-    assert finish(popen("rnnreg-train", "experiment=ablation_placement_small", *multirun[1:]), error=False)[0] == 0
+    multirun = [
+        "experiment=ablation_placement_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    multirun += [
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        "hydra/launcher=stacked",
+        "hydra.sweeper.params.dropout='none,both'",
+    ]
+    multirun += ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    assert finish(popen("rnnreg-train", *multirun), error=False)[0] == 0
     assert snapshot(run_dir) == before and (tmp_path / "sweep/1/metrics.json").exists()
     metrics = train(tiny_cfg("trainer.max_epochs=1", "test=false", f"ckpt_path={last}"))  # going on from it: its own
     assert metrics["status"] == "completed"
@@ -482,8 +491,16 @@ def test_jobs_whose_subdir_would_share_a_folder_are_refused_before_any_is_made(t
         prefix = f"{key}={value}" if key.endswith("subdir") else key
         assert status == 2 and stderr == [f"error: {prefix}: Interpolation key 'nope' not found"]
         assert not sweep.exists()
-    status, stderr = finish(popen("rnnreg-train", *common[1:-3], f"hydra.run.dir={tmp_path}/${{nope}}"))
+    single = [a for a in common if a not in ("-m", "seed=1,2")]
+    status, stderr = finish(popen("rnnreg-train", *single, f"hydra.run.dir={tmp_path}/${{nope}}"))
     assert status == 2 and stderr == ["error: hydra.run.dir: Interpolation key 'nope' not found"]
+    # ${hydra:job.name} is the command's own name (train) before Hydra starts too: an ended run there is kept as it was
+    ended = tmp_path / "train"
+    ended.mkdir()
+    (ended / "metrics.json").write_text('{"status": "completed"}')
+    status, stderr = finish(popen("rnnreg-train", *single, f"hydra.run.dir={tmp_path}/${{hydra:job.name}}"))
+    assert status == 2 and stderr[0].startswith(f"error: {ended} holds an earlier run's results (in metrics.json)")
+    assert sorted(p.name for p in ended.iterdir()) == ["metrics.json"]  # no .hydra/ written into it
     status, _ = finish(
         popen("rnnreg-train", *common, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=seed_${seed}"), error=False
     )
