@@ -77,9 +77,13 @@ def stacked(setup) -> Path:
         f"hydra.sweep.dir={sweep}",
         check=False,
     )
-    assert proc.returncode != 0, "a failed member fails the sweep, as a failed basic job does"
     assert "5 jobs in 1 group\n" in proc.stdout and "group 0: jobs [0, 1, 2, 3, 4], 5 members" in proc.stdout
-    assert "training loss became" in proc.stderr
+    # a failed member fails the sweep as a failed basic job does: its line, the others go on, the list at the end
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0].startswith("error: job 4 (+member=diverge) failed: training loss became")
+    assert errors[1] == f"error: 1 job(s) of the multirun in {sweep} failed: 4 (+member=diverge)"
+    assert (sweep / "4" / "error.txt").read_text() == errors[0].split(" failed: ", 1)[1] + "\n"
     (setup.root / "stacked_stdout.txt").write_text(proc.stdout)
     return sweep
 
@@ -156,6 +160,21 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
         "model.tie_weights=true",
     ):
         assert job(other).key != sweep[0].key, other
+
+
+def test_a_bad_launcher_setting_is_one_line_before_anything_is_written(tmp_path, tiny_corpus):
+    """hydra.launcher's values are checked when the multirun starts, before its sweep folder is made."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "hydra/launcher=stacked", "seed=1,2"]
+    for setting, line in (
+        ("max_members=abc", "max_members=abc must be a whole number of at least 1 (the most jobs trained as one "),
+        ("resume=maybe", "resume=maybe must be true or false"),
+        ("program=gpu", "program=gpu must be one of auto, batched, in_turn"),
+    ):
+        proc = run("rnnreg-train", *args, f"hydra.launcher.{setting}", f"hydra.sweep.dir={sweep}", check=False)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"error: hydra.launcher.{line}"), proc.stderr
+        assert not sweep.exists()
 
 
 def group_jobs_here(tmp_path: Path, tiny_corpus: Path, *overrides: str, members: int = 2) -> list[Job]:
@@ -519,11 +538,14 @@ def test_early_stopping_member_tested_on_its_best_weights(stacked, alone):
     assert losses(stacked / "0", "train/lr") == [1.0, 1.0, 1.0] and losses(stacked / "2", "train/lr") == [2.0, 1.0, 0.5]
 
 
-def test_diverged_member_fails_alone(stacked):
+def test_diverged_member_fails_alone(stacked, setup, tmp_path):
     failed = metrics(stacked / "4")
     assert failed["status"] == "failed" and failed["error"].startswith("training loss became")
-    assert "at epoch 1, step" in failed["error"]
     assert all(metrics(stacked / str(i))["status"] == "completed" for i in range(4))  # and are their runs alone
+    alone = run("rnnreg-train", *setup.cli, "+member=diverge", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert alone.returncode == 2, alone.stderr[-2000:]
+    # its job run alone stops at the same window, counted alike, and says so in the same words
+    assert alone.stderr.strip().splitlines()[-1] == f"error: {failed['error']}"
 
 
 # -- outputs as separate runs ---------------------------------------------------------------------------------
@@ -593,6 +615,17 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
         assert stopped["status"] == "interrupted" and stopped["epochs"] == 1
         assert (sweep / str(i) / "checkpoints" / "last.ckpt").is_file()
     assert not (sweep / "2" / "metrics.json").exists()  # the later groups had not started
+    # going on with other jobs than the sweep's own: one line before anything is written, each job's record kept
+    records = {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")}
+    other = run(
+        *[a if a != "+member=a,c,diverge" else "+member=a,c,b" for a in args], "hydra.launcher.resume=true", check=False
+    )
+    assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
+    assert other.stderr.startswith(
+        f"error: hydra.launcher.resume=true goes on with the sweep in {sweep} as it was started, and its job 2 ran "
+        "with +member=diverge where this command has +member=b: resume with the sweep's own command"
+    ), other.stderr
+    assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == records
     proc = run(*args, "hydra.launcher.resume=true", check=False)
     assert proc.returncode != 0 and "training loss became" in proc.stderr  # the diverging member, as before
     assert not (sweep / ".stacked" / "group_0.pt").exists()
@@ -852,7 +885,7 @@ def test_batched_program_diverged_member_fails_at_its_window(batched, stacked):
     failed, reference = metrics(batched / "4"), metrics(stacked / "4")
     assert failed["status"] == "failed" and failed["error"].startswith("training loss became")
     assert failed["error"].split(" at ")[1] == reference["error"].split(" at ")[1]
-    assert "at epoch 1, step 4 (global step 3)" in failed["error"]  # read at global step 5
+    assert "at epoch 1, step 4 (global step 4)" in failed["error"]  # as a run alone counts it; read at step 5
     assert not (batched / "4" / "checkpoints" / "last.ckpt").exists()
 
 

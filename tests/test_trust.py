@@ -430,24 +430,33 @@ def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, 
 
 def test_a_multirun_never_writes_over_an_earlier_multiruns_results(tiny_corpus, tmp_path):
     """The same multirun command twice into one sweep folder (Hydra numbers the jobs from 0 again): the second
-    stops with one line, whatever its launcher, before the sweeper writes multirun.yaml; a stacked sweep's line
-    says how to go on instead. Jobs that would share one folder (hydra.sweep.subdir without the job in it) are
-    refused before anything is made."""
+    stops with one line, whatever its launcher, before the sweeper writes multirun.yaml. Going on with
+    hydra.launcher.resume=true is a stacked sweep's own: over jobs that Hydra's basic launcher ran it stops too
+    (a stacked group would train them again from their start). Jobs that would share one folder
+    (hydra.sweep.subdir without the job in it) are refused before anything is made."""
     sweep = tmp_path / "sweep"
     common = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false", "seed=1,2"]
     common += ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
     assert finish(popen("rnnreg-train", *common, f"hydra.sweep.dir={sweep}"), error=False)[0] == 0
     before = snapshot(sweep)
-    for launcher in ("basic", "stacked"):
+    for launcher in ("basic", "stacked"):  # the earlier sweep was not stacked: no offer to go on with it so
         status, stderr = finish(
             popen("rnnreg-train", *common, f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}")
         )
-        go_on = ", go on with the same command and hydra.launcher.resume=true" if launcher == "stacked" else ""
         assert status == 2 and stderr == [
             f"error: {sweep} holds an earlier multirun's results (in 0, 1), which this multirun would write over: "
-            f"give it another folder (hydra.sweep.dir=...){go_on}, or remove that folder first"
+            f"give it another folder (hydra.sweep.dir=...), or remove that folder first"
         ]
         assert snapshot(sweep) == before
+    resume = ["hydra/launcher=stacked", "hydra.launcher.resume=true", f"hydra.sweep.dir={sweep}"]
+    status, stderr = finish(popen("rnnreg-train", *common, *resume))
+    assert status == 2 and len(stderr) == 1
+    assert stderr[0].startswith(
+        f"error: {sweep}/0 holds the results of job 0 run by BasicLauncher (in checkpoints/best.ckpt, "
+        "checkpoints/last.ckpt, metrics.json), which a stacked sweep would train again from its start, writing "
+        f"over them: go on with that job alone (rnnreg-train <its overrides> ckpt_path={sweep}/0/checkpoints/last.ckpt"
+    ), stderr[0]
+    assert snapshot(sweep) == before
     for subdir in ("", "."):
         status, stderr = finish(
             popen("rnnreg-train", *common, f"hydra.sweep.dir={tmp_path}/other", f"hydra.sweep.subdir={subdir}")

@@ -24,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, UserError
-from rnnreg.sweep import NOT_COMPARED
+from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, differing, swept_keys
+
+PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
 
 log = logging.getLogger("rnnreg")
 
@@ -64,6 +66,25 @@ class Job:
     output_dir: Path
     key: str = ""
     plain: dict = field(default_factory=dict)  # cfg resolved
+    task_cfg: DictConfig | None = None  # cfg as composed (unresolved), for its .hydra/config.yaml
+
+
+def check_launcher_settings(launcher: DictConfig) -> None:
+    """hydra.launcher's values (conf/hydra/launcher/stacked.yaml), checked before anything is written: a one-line
+    ConfigError naming the key and what it takes."""
+    max_members, resume = launcher.get("max_members"), launcher.get("resume")
+    program, stop = launcher.get("program"), launcher.get("stop_after_windows")
+    if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
+        raise ConfigError(
+            f"hydra.launcher.max_members={max_members} must be a whole number of at least 1 (the most jobs trained "
+            f"as one program; 16 by default)"
+        )
+    if not isinstance(resume, bool):
+        raise ConfigError(f"hydra.launcher.resume={resume} must be true or false")
+    if program not in PROGRAMS:
+        raise ConfigError(f"hydra.launcher.program={program} must be one of {', '.join(PROGRAMS)}")
+    if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop < 1):
+        raise ConfigError(f"hydra.launcher.stop_after_windows={stop} must be null or a whole number of at least 1")
 
 
 def check_stackable(cfg: DictConfig) -> None:
@@ -139,7 +160,8 @@ def describe(group: Sequence[Job], index: int) -> str:
 
 
 def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
-    """Compose the job's config and make its folder as hydra.core.utils.run_job does (without running it)."""
+    """Compose the job's config as hydra.core.utils.run_job does, and check it: nothing is written yet
+    (write_job_config makes its folder once every job of the batch is checked)."""
     sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
     with open_dict(sweep_config):
         sweep_config.hydra.job.id = idx
@@ -158,20 +180,27 @@ def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
         with read_write(task_cfg), open_dict(task_cfg):
             del task_cfg["hydra"]
         hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        if sweep_config.hydra.output_subdir is not None:
-            hydra_output = Path(sweep_config.hydra.runtime.output_dir, sweep_config.hydra.output_subdir)
-            _save_config(task_cfg, "config.yaml", hydra_output)
-            _save_config(hydra_cfg, "hydra.yaml", hydra_output)
-            _save_config(sweep_config.hydra.overrides.task, "overrides.yaml", hydra_output)
         # resolved now, while the job's Hydra config is set (${hydra:runtime.output_dir})
         key = group_key(task_cfg)
         plain = OmegaConf.to_container(task_cfg, resolve=True)
         resolved = OmegaConf.create(plain)
         check_stackable(resolved)
-        return Job(idx, list(overrides), resolved, hydra_cfg, Path(output_dir).resolve(), key=key, plain=plain)
+        job = Job(idx, list(overrides), resolved, hydra_cfg, Path(output_dir).resolve(), key=key, plain=plain)
+        job.task_cfg = task_cfg
+        return job
     finally:
         HydraConfig.instance().cfg = original
+
+
+def write_job_config(job: Job) -> None:
+    """The job's folder and `.hydra/{config,hydra,overrides}.yaml`, as Hydra's basic launcher writes them."""
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    hydra = job.hydra_cfg.hydra
+    if hydra.output_subdir is not None:
+        hydra_output = Path(hydra.runtime.output_dir, hydra.output_subdir)
+        _save_config(job.task_cfg, "config.yaml", hydra_output)
+        _save_config(job.hydra_cfg, "hydra.yaml", hydra_output)
+        _save_config(hydra.overrides.task, "overrides.yaml", hydra_output)
 
 
 def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
@@ -191,6 +220,9 @@ def launch_groups(
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    for job in jobs:  # every job composed, checked and grouped: now their folders
+        if not (launcher.resume and (job.output_dir / ".hydra" / "overrides.yaml").exists()):
+            write_job_config(job)  # (a resumed job keeps the record of the sweep that made it: the same overrides)
     first = launcher.launched_groups
     launcher.launched_groups += len(groups)
     print(f"Stacked launcher: {counted(len(jobs), 'job')} in {counted(len(groups), 'group')}", flush=True)
@@ -242,8 +274,12 @@ def launch_groups(
 
 
 def job_return(launcher, job: Job, status: str, value) -> JobReturn:
-    """What run_job hands the sweeper: the best validation perplexity (what hparams_search reads), or the
-    error of a failed member (the sweeper raises it after the batch, as for a failed basic job)."""
+    """What run_job hands the sweeper: the best validation perplexity (what hparams_search reads); for a failed
+    member what a failed basic job hands it (rnnreg.runtime.user_errors_as_one_line): the same line on stderr,
+    and to Hydra's basic sweeper None (the sweep goes on; rnnreg.sweep lists the failed jobs at its end), to any
+    other a failure (Optuna: a FAIL trial)."""
+    from rnnreg.runtime import JobFailed  # (rnnreg.runtime imports this module's checks)
+
     ret = JobReturn(
         overrides=job.overrides,
         cfg=job.cfg,
@@ -251,8 +287,13 @@ def job_return(launcher, job: Job, status: str, value) -> JobReturn:
         working_dir=os.getcwd(),
         task_name=str(job.hydra_cfg.hydra.job.name),
     )
-    ret.status = JobStatus.COMPLETED if status == "completed" else JobStatus.FAILED
-    ret.return_value = value
+    ret.status, ret.return_value = JobStatus.COMPLETED, value
     if status != "completed":
-        print(f"error: job #{job.idx} ({' '.join(job.overrides)}): {value}", file=sys.stderr)
+        what = " ".join(differing(job.overrides, swept_keys(launcher.config.hydra) or None))
+        print(f"error: job {job.idx} ({what}) failed: {value}", file=sys.stderr)
+        (job.output_dir / ERROR_FILE).write_text(f"{value}\n")
+        if basic_sweeper(launcher.config):
+            ret.return_value = None
+        else:
+            ret.status, ret.return_value = JobStatus.FAILED, JobFailed(str(value))
     return ret

@@ -34,6 +34,7 @@ from rnnreg.model import mean_nll
 from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.signals import MAX_NLL
 from rnnreg.stacked import StackedLanguageModel, member_nll
+from rnnreg.stacked_launcher import PROGRAMS
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -296,9 +297,6 @@ class InTurnStep(GroupStep):
                 total[k] += mean_nll(logits, y).double() * y.numel()
             net.train()
         return total
-
-
-PROGRAMS = ("auto", "batched", "in_turn")
 
 
 def group_step(

@@ -260,7 +260,7 @@ class GroupTrainer:
             m.status = "failed"
             m.error = (
                 f"training loss became {loss} at epoch {self.epoch + 1}, step {step - epoch_start + 1} "
-                f"(global step {step}): lower optim.lr or trainer.gradient_clip_val; {good}"
+                f"(global step {step + 1}): lower optim.lr or trainer.gradient_clip_val; {good}"
             )
             folder.log(m.error)
 

@@ -30,6 +30,7 @@ from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, res
 
 SWEEP_FILE = "sweep.yaml"
 ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
+STACKED_LAUNCHER = "hydra_plugins.rnnreg_stacked_launcher.stacked_launcher.StackedLauncher"  # hydra/launcher=stacked
 
 
 def in_multirun() -> bool:
@@ -62,7 +63,7 @@ def job_swept_keys() -> list[str] | None:
 
 # Overrides that say where a run wrote or how it was watched, never what it computed: runs that differ only in
 # these are one configuration (rnnreg-report: seeds of one recipe run into two output roots, one with W&B).
-NOT_COMPARED = ("hydra", "paths", "logger", "tags", "callbacks.progress_bar", "trainer.enable_progress_bar")
+NOT_COMPARED = ("hydra", "paths", "logger", "tags", "extras", "callbacks.progress_bar", "trainer.enable_progress_bar")
 # ... nor, in a run's name, how it was budgeted, resumed or where its data lay.
 NOT_IN_NAMES = NOT_COMPARED + ("ckpt_path", "trainer.limit_", "data.data_dir")
 
@@ -81,12 +82,14 @@ def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
 
 
 def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str]]]:
-    """(job folder, overrides) of each job under `sweep_dir` started at or after `since` that failed: it
-    left error.txt (a UserError, rnnreg.runtime) or a metrics.json saying failed or interrupted."""
+    """(job folder, overrides) of each job under `sweep_dir` run at or after `since` (its config, metrics.json or
+    error.txt written since: a resumed stacked sweep keeps its jobs' configs) that failed: it left error.txt (a
+    UserError, rnnreg.runtime) or a metrics.json saying failed or interrupted."""
     failed = []
     for config in sweep_dir.rglob(".hydra/config.yaml"):
         job = config.parent.parent
-        if config.stat().st_mtime < since:
+        written = [p.stat().st_mtime for p in (config, job / "metrics.json", job / ERROR_FILE) if p.exists()]
+        if max(written) < since:
             continue
         metrics = job / "metrics.json"
         status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
@@ -115,15 +118,61 @@ def check_sweep_folder(config: DictConfig) -> None:
         )
     check_job_folders(config, str(subdir))
     if OmegaConf.select(config, "hydra.launcher.resume", default=False):
+        check_resumed_jobs(config)
         return
     sweep_dir = Path(config.hydra.sweep.dir).absolute()
     # the folders that hold them: jobs (their metrics.json, their checkpoints/) and a stacked group's .stacked/
     files = [Path(f) for f in earlier_results(sweep_dir, below=True)]
     found = sorted({str(f.parent.parent if f.parent.name == "checkpoints" else f.parent) for f in files}, key=job_order)
     if found:
-        stacked = "stacked" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-        go_on = ", go on with the same command and hydra.launcher.resume=true" if stacked else ""
+        stacked = OmegaConf.select(config, "hydra.launcher._target_", default="") == STACKED_LAUNCHER
+        made_by = [recorded_launcher(sweep_dir / folder) for folder in found]
+        go_on = ""
+        if stacked and all(launcher == STACKED_LAUNCHER for launcher in made_by if launcher):
+            go_on = ", go on with the same command and hydra.launcher.resume=true"
         raise OutputError(results_message(sweep_dir, found, "hydra.sweep.dir", go_on, what="multirun"))
+
+
+def recorded_launcher(job_dir: Path) -> str | None:
+    """The launcher (its _target_) a job's `.hydra/hydra.yaml` says ran it; None without one."""
+    try:
+        hydra = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        return str(hydra["launcher"]["_target_"])
+    except (OSError, TypeError, KeyError, yaml.YAMLError):
+        return None
+
+
+def check_resumed_jobs(config: DictConfig) -> None:
+    """hydra.launcher.resume=true goes on with a stacked sweep's own jobs. A ConfigError or OutputError, before
+    anything is written, when a job's folder holds a job of other overrides (its .hydra/ and its results would
+    be another job's), or the results of a job that another launcher ran (a stacked group would train it again
+    from its start, writing over them)."""
+    folders = job_folders(config)
+    if folders is None:
+        return  # another sweeper's jobs come one by one: its group's resume file holds their fingerprint
+    for num, (overrides, folder) in enumerate(folders):
+        recorded_file = folder / ".hydra" / "overrides.yaml"
+        if not recorded_file.is_file():
+            continue
+        recorded = list(yaml.safe_load(recorded_file.read_text()) or [])
+        if recorded != overrides:
+            before = " ".join(o for o in recorded if o not in overrides) or "nothing"
+            now = " ".join(o for o in overrides if o not in recorded) or "nothing"
+            raise ConfigError(
+                f"hydra.launcher.resume=true goes on with the sweep in {config.hydra.sweep.dir} as it was started, and "
+                f"its job {num} ran with {before} where this command has {now}: resume with the sweep's own command "
+                f"(its overrides are in {recorded_file}), or start another sweep (hydra.sweep.dir=...)"
+            )
+        found = earlier_results(folder)
+        launcher = recorded_launcher(folder)
+        if found and launcher != STACKED_LAUNCHER:
+            name = (launcher or "another launcher").rsplit(".", 1)[-1]
+            raise OutputError(
+                f"{folder} holds the results of job {num} run by {name} (in {', '.join(found[:3])}), which a stacked "
+                f"sweep would train again from its start, writing over them: go on with that job alone (rnnreg-train "
+                f"<its overrides> ckpt_path={folder / 'checkpoints' / 'last.ckpt'}; rnnreg-report path="
+                f"{config.hydra.sweep.dir} prints the command), or give this sweep another folder (hydra.sweep.dir=...)"
+            )
 
 
 def basic_sweeper(config: DictConfig) -> bool:
@@ -215,6 +264,10 @@ class SweepCallback(Callback):
             sweep_dir = Path(config.hydra.sweep.dir)
         except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
             raise ConfigError(f"hydra.sweep.dir: {str(err).splitlines()[0]}") from None
+        if OmegaConf.select(config, "hydra.launcher._target_", default=None) == STACKED_LAUNCHER:
+            from rnnreg.stacked_launcher import check_launcher_settings  # (it imports this module)
+
+            check_launcher_settings(config.hydra.launcher)
         # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
         # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one
         if launched_as_rank_zero():  # not a DDP process that Lightning started with rank 0's command line
