@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from rnnreg.callbacks import VALIDATION_COST, FirstWindows, estimate_run_seconds
-from rnnreg.console import format_duration
+from rnnreg.console import counted, format_duration
 
 
 def member_labels(overrides: Sequence[Sequence[str]], indices: Sequence[int]) -> list[str]:
@@ -75,8 +75,9 @@ class GroupProgress:
             f"group {self.group}: {seconds_per_window:.3g} s per window (over {self.timer.timed} windows"
             f"{self.timer.after_warmup}): "
             f"estimated {'total' if fresh else 'time left'} {format_duration(train + val)} for "
-            f"{self.epochs} epochs x {self.windows_per_epoch:,} windows (training {format_duration(train)} + "
-            f"validation {format_duration(val)}{'; the test comes on top' if self.tested else ''})",
+            f"{counted(self.epochs, 'epoch')} x {self.windows_per_epoch:,} windows "
+            f"(training {format_duration(train)} + validation {format_duration(val)}"
+            f"{'; the test comes on top' if self.tested else ''})",
             flush=True,
         )
 
