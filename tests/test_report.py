@@ -55,14 +55,27 @@ def write_job(
                 "hydra": {
                     "mode": "MULTIRUN",
                     "runtime": {
-                        "choices": {"hydra/launcher": "basic", "dropout": "non_recurrent", "model": "medium"} | choices
+                        "choices": {
+                            "hydra/launcher": "basic",
+                            "dropout": "non_recurrent",
+                            "model": "medium",
+                            "data": "ptb",
+                        }
+                        | choices
                     },
                 }
             }
         )
     )
     (job / ".hydra" / "config.yaml").write_text(
-        yaml.safe_dump({"seed": 1, "trainer": {"max_epochs": epochs} | trainer, "model": {"hidden_size": 650}})
+        yaml.safe_dump(
+            {
+                "seed": 1,
+                "trainer": {"max_epochs": epochs} | trainer,
+                "model": {"hidden_size": 650, "num_layers": 2},  # the medium model on PTB, as paper_medium
+                "data": {"batch_size": 20, "bptt": 35},
+            }
+        )
     )
     final = test_ppl if test_ppl is not None else 900.0
     val = [final * (1.0 + 1.2 * math.exp(-0.8 * e)) + 5 for e in range(epochs if test_ppl is not None else 2)]
@@ -254,8 +267,8 @@ def test_jobs_not_completed_listed_and_left_out_of_the_test_figure(tmp_path):
     assert "| 2 | dropout=both | failed |" in table
     assert "| 3 | dropout=variational | unfinished |" in table and "| 4 | dropout=weight_drop | running |" in table
     assert table.endswith(
-        "\nUnfinished (no metrics.json and no live process): how each goes on\n\n"
-        f"- 3: `rnnreg-train dropout=variational ckpt_path={tmp_path / '3' / 'checkpoints' / 'last.ckpt'}`\n"
+        f"how each goes on\n\n- 3 (unfinished): `rnnreg-train dropout=variational "
+        f"ckpt_path={tmp_path / '3' / 'checkpoints' / 'last.ckpt'}`\n"
     )
     assert report(root, PAPER).count("| unfinished |") == 2  # the lock released: no process holds job 4
     labels = [t.get_text() for t in figure_test_ppl(collect(root), PAPER).axes[0].get_yticklabels()]
@@ -350,3 +363,122 @@ def test_runs_that_differ_only_in_where_they_wrote_are_one_configuration(tmp_pat
     over_seeds = text.split("Over seeds:")[1]
     assert "| dropout=none | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in over_seeds
     assert "dropout=recurrent | 2" not in over_seeds  # 40 windows is another budget: not a second seed
+
+
+def test_validation_is_drawn_at_its_logged_epochs_after_a_resume(tmp_path):
+    """A run resumed from another folder's checkpoint logs from its resumed epoch on (csv/metrics.csv's epoch
+    column): its values are drawn at those epochs, not from epoch 1 by row, and the report says which are missing."""
+    write_job(tmp_path / "0", ["dropout=none"], {"dropout": "none"}, TOY, 440.0)
+    csv_file = tmp_path / "0" / "csv" / "metrics.csv"
+    header, *lines = csv_file.read_text().splitlines()
+    csv_file.write_text("\n".join([header, *(line for line in lines if int(line.split(",")[0]) >= 2)]) + "\n")
+    write_job(tmp_path / "1", ["dropout=recurrent"], {"dropout": "recurrent"}, TOY, 430.0)
+    rows = collect(tmp_path)
+    assert list(rows[0]["val_history"]) == [3, 4, 5, 6] and list(rows[1]["val_history"]) == [1, 2, 3, 4, 5, 6]
+    lines = {line.get_label(): line for line in figure_val_ppl(rows, PAPER).axes[0].get_lines()}
+    assert list(lines["none"].get_xdata()) == [3, 4, 5, 6] and list(lines["recurrent"].get_xdata())[0] == 1
+    assert list(lines["none"].get_ydata()) == list(rows[0]["val_history"].values())
+    assert "- 0: csv/metrics.csv has no validation perplexity for epoch(s) 1–2" in report(tmp_path, PAPER)
+
+
+def test_a_seed_run_twice_is_counted_once_in_the_table_and_the_figures(tmp_path):
+    """One sweep linked twice under two names, or the same jobs rerun (a basic and a stacked sweep): a seed
+    that ran twice is one seed in the table over seeds and in the figures (its first run), and a note says so."""
+    ablation(tmp_path / "sweeps/basic", {"none": ABLATION["none"]})
+    ablation(tmp_path / "sweeps/stacked", {"none": tuple(t + 30.0 for t in ABLATION["none"])})
+    compare = tmp_path / "compare"
+    compare.mkdir()
+    (compare / "basic").symlink_to(tmp_path / "sweeps/basic")
+    (compare / "stacked").symlink_to(tmp_path / "sweeps/stacked")
+    table = report(compare, PAPER)
+    mean, sd = statistics.mean(ABLATION["none"]), statistics.stdev(ABLATION["none"])
+    assert "| (same) | 3 | " in table and f"{mean:.2f} ± {sd:.2f}" in table.split("Over seeds:")[1]
+    assert "configuration `(same)`: seed 1234 ran 2 times (basic/0, stacked/0); counted once, from basic/0" in table
+    (entry,) = configurations(collect(compare))
+    assert entry["key"] == "(same) (3 seeds)" and [r["run"] for r in entry["runs"]] == ["basic/0", "basic/1", "basic/2"]
+    ax = figure_test_ppl(collect(compare), PAPER).axes[0]
+    assert sorted(ax.collections[-1].get_offsets()[:, 0]) == sorted(ABLATION["none"])
+    assert "over 3 seeds" in ax.get_xlabel()
+
+
+def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path):
+    """A basic sweep stopped by SIGTERM: an interrupted job goes on from its last checkpoint, one without a
+    checkpoint (only .hydra/) runs again, and one that never got a folder is listed from multirun.yaml; a stacked
+    sweep's interrupted jobs go on with its resume switch. One row alone shows its overrides."""
+    sweep = tmp_path / "sweep"
+    multirun = {
+        "hydra": {
+            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+            "sweep": {"dir": str(sweep), "subdir": "${hydra.job.num}"},
+            "overrides": {"task": ["experiment=paper_small", "dropout=none,recurrent", "seed=1,2"]},
+        }
+    }
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    jobs = [["experiment=paper_small", f"dropout={p}", f"seed={s}"] for p in ("none", "recurrent") for s in (1, 2)]
+    write_job(sweep / "0", jobs[0], {}, TOY, 440.0)
+    write_job(sweep / "1", jobs[1], {}, TOY, None)
+    (sweep / "1" / "metrics.json").write_text(json.dumps({"status": "interrupted", "error": "SIGTERM", "epochs": 1}))
+    (sweep / "1" / "checkpoints").mkdir()
+    (sweep / "1" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (sweep / "2" / ".hydra").mkdir(parents=True)  # started, then stopped before it wrote anything
+    (sweep / "2" / ".hydra" / "config.yaml").write_text("{}")
+    (sweep / "2" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(jobs[2]))
+    table = report(sweep, PAPER)
+    assert "| 1 | dropout=none seed=2 | interrupted |" in table
+    assert table.endswith(
+        "how each goes on\n\n"
+        f"- 1 (interrupted): `rnnreg-train experiment=paper_small dropout=none seed=2 "
+        f"ckpt_path={sweep / '1' / 'checkpoints' / 'last.ckpt'}`\n"
+        "- 2 (unfinished): no checkpoint was written: run it again, "
+        "`rnnreg-train experiment=paper_small dropout=recurrent seed=1`\n"
+        "- 3 (never started: no folder): `rnnreg-train experiment=paper_small dropout=recurrent seed=2`\n"
+    )
+    with RunLock(sweep, "hydra.sweep.dir"):  # a live sweep: job 3 is yet to come
+        assert "never started" not in report(sweep, PAPER)
+    stacked = tmp_path / "stacked"
+    for job, placement in enumerate(("none", "recurrent")):
+        write_job(stacked / str(job), [f"dropout={placement}"], {"hydra/launcher": "stacked"}, TOY, None)
+        (stacked / str(job) / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 1}))
+    assert report(stacked, PAPER).endswith(
+        f"- 0, 1: the stacked sweep's command with `hydra.launcher.resume=true hydra.sweep.dir={stacked}` "
+        "(from the start: no epoch had ended)\n"
+    )
+    assert "| 0 | experiment=paper_small dropout=none seed=1 | completed |" in report(sweep / "0", PAPER)
+
+
+def test_labels_round_floats_and_figures_fit_long_labels(tmp_path, recwarn):
+    """Optuna's trials differ in floats of 16 digits: a label has 4 significant digits (exact where rounding
+    would make two alike), and a figure grows to hold its labels (no constrained_layout warning)."""
+    for job, (rate, lr) in enumerate([(0.41234567890123456, 1.0), (0.2871234567812345, 1.2871234567812345)]):
+        write_job(tmp_path / str(job), [f"dropout.p={rate!r}", f"optim.lr={lr!r}"], {}, TOY, 420.0 + job)
+    for job, rate in enumerate([0.41236, 0.41237], start=2):  # alike at 4 digits
+        write_job(tmp_path / str(job), [f"dropout.p={rate!r}", "optim.lr=1.0"], {}, TOY, 420.0 + job)
+    labels = [e["label"] for e in configurations(collect(tmp_path))]
+    assert labels == [
+        "non_recurrent, p=0.4123, lr=1.0",
+        "non_recurrent, p=0.2871, lr=1.287",
+        "non_recurrent, p=0.41236, lr=1.0",
+        "non_recurrent, p=0.41237, lr=1.0",
+    ]
+    long = tmp_path / "long"
+    for job in range(12):
+        overrides = [f"dropout.p={0.2 + job / 100!r}", *(f"optim.key{k}=value-{job}-{k}" for k in range(5))]
+        write_job(long / str(job), overrides, {}, TOY, 420.0 + job)
+    report(long, PAPER)
+    assert not [w for w in recwarn if "constrained_layout" in str(w.message)]
+
+
+def test_report_piped_into_head_exits_quietly(tmp_path):
+    """`rnnreg-report ... | head -1`: the pipe may close before the report is printed (`| true` closes it at
+    once); no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    ablation(tmp_path)
+    command = f"{shlex.quote(str(Path(sys.executable).parent / 'rnnreg-report'))} path={shlex.quote(str(tmp_path))}"
+    head = subprocess.run(f"{command} | head -1", shell=True, capture_output=True, text=True)
+    assert head.stdout.startswith("| run |") and head.stdout.count("\n") == 1
+    closed = subprocess.run(f"{command} | true", shell=True, capture_output=True, text=True)
+    for proc in (head, closed):
+        assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from helpers import TINY, run, wandb_run_parts, wandb_runs
-from rnnreg.report import collect, history, plot_groups
+from rnnreg.report import by_epoch, collect, history, plot_groups
 
 
 @pytest.fixture
@@ -108,6 +108,7 @@ def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_crede
     val = [[row["val/ppl"] for row in part["history"] if "val/ppl" in row] for part in (part1, part2)]
     assert val == [history(first, "val/ppl"), history(second, "val/ppl")]
     assert len(val[0]) == len(val[1]) == 1  # epoch 1 in the first part, epoch 2 in the second
+    assert list(by_epoch(second)) == [2]  # the report draws the second part at its epoch, not at epoch 1
     # the x-axis (Lightning's trainer/global_step) of the second part follows the first's
     steps = [[row["trainer/global_step"] for row in part["history"]] for part in (part1, part2)]
     assert max(steps[0]) < min(steps[1])
@@ -267,3 +268,52 @@ def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
     completed = [j for j, s in statuses.items() if s == "completed"]
     best_val = min(json.loads((sweep / j / "metrics.json").read_text())["best_val_ppl"] for j in completed)
     assert best["best_value"] == pytest.approx(best_val) and best["best_params"]["optim.decay"] == 1.2
+
+
+def test_a_run_resumed_in_its_folder_keeps_its_earlier_csv_rows(tiny_cli, tmp_path):
+    """SIGTERM in epoch 1, then `ckpt_path=last` in the same folder: csv/metrics.csv keeps the rows logged before
+    the stop (Lightning's CSVLogger deleted them) and no row twice; the report has every epoch's validation."""
+    job, overrides = tmp_path / "job", [*tiny_cli, "logger=csv", "trainer.log_every_n_steps=10", "test=false"]
+    signal = ["+callbacks.stop._target_=helpers.SignalAt", "+callbacks.stop.signum=15", "+callbacks.stop.window=15"]
+    stopped = run("rnnreg-train", *overrides, *signal, f"hydra.run.dir={job}", check=False)
+    assert stopped.returncode == 143 and json.loads((job / "metrics.json").read_text())["status"] == "interrupted"
+    before = (job / "csv" / "metrics.csv").read_text().splitlines()
+    assert len(before) > 2  # rows of the stopped part
+    run("rnnreg-train", *overrides, f"hydra.run.dir={job}", "ckpt_path=last")
+    after = (job / "csv" / "metrics.csv").read_text().splitlines()
+    rows = [dict(zip(after[0].split(","), line.split(","))) for line in after[1:]]
+    kept = [dict(zip(before[0].split(","), line.split(","))) for line in before[1:]]
+    assert [row["train/loss"] for row in rows[: len(kept)]] == [row["train/loss"] for row in kept]
+    steps = [int(row["step"]) for row in rows if row["train/loss"]]
+    assert steps == sorted(set(steps)) and steps[0] == 9  # from the first window on, none twice
+    assert list(by_epoch(job)) == [1, 2] and collect(job)[0]["status"] == "completed"
+
+
+def test_stacked_seeds_added_in_a_sweep_join_its_wandb_group_named_and_tagged_in_csv(
+    tiny_cli, tmp_path, no_wandb_credentials
+):
+    """More seeds in a folder inside a sweep (hydra.sweep.dir=<sweep>/more_seeds) join that sweep's W&B group,
+    not a `more_seeds` group that another study shares; a multirun that sweeps no key (`-m seed=3`) still names
+    its run (its overrides); a stacked job's csv/hparams.yaml has the tags and choices, as a job run alone."""
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "sweep.yaml").write_text("swept: [seed]\n")  # the sweep the seeds are added to
+    sweep = study / "more_seeds"
+    run(
+        "rnnreg-train",
+        "-m",
+        *tiny_cli,
+        "hydra/launcher=stacked",
+        "logger=wandb",
+        "tags=[ablation,tiny]",
+        "trainer.max_epochs=1",
+        "test=false",
+        "seed=3",
+        f"hydra.sweep.dir={sweep}",
+    )
+    (wandb_run,) = wandb_runs(sweep).values()
+    assert wandb_run["group"] == "paper_small/study"
+    assert wandb_run["name"] and "seed=3" in wandb_run["name"].split(",") and "hydra" not in wandb_run["name"]
+    hparams = yaml.safe_load((sweep / "0" / "csv" / "hparams.yaml").read_text())
+    assert hparams["tags"] == ["ablation", "tiny"] and hparams["choices"]["dropout"] == "none"
+    assert hparams["seed"] == 3 and hparams["vocab_size"] > 0 and hparams["optim"]["clip"] == 5.0

@@ -1,9 +1,11 @@
 """Weights & Biases: online when credentials are configured, otherwise offline with real run files; one
-group per sweep, run names from the swept overrides, the checkpoint kept as an artifact offline too; a
-resumed run goes on in its W&B run (its id is kept in the checkpoints)."""
+group per sweep (seeds added in a folder inside it join it), run names from the swept overrides, the checkpoint
+kept as an artifact offline too; a resumed run goes on in its W&B run (its id is kept in the checkpoints).
+The CSV logger: Lightning's, keeping the rows an earlier part of a run resumed in its own folder wrote."""
 
 from __future__ import annotations
 
+import csv
 import glob
 import netrc
 import os
@@ -11,10 +13,61 @@ import shlex
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import WandbLogger
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from rnnreg.errors import CheckpointError
-from rnnreg.sweep import differing, in_multirun, job_swept_keys
+from rnnreg.sweep import SWEEP_FILE, differing, in_multirun, job_swept_keys
+
+
+class KeptRowsWriter(ExperimentWriter):
+    """Lightning's CSV writer, which deletes an existing metrics.csv, except that given `keep` it keeps that
+    file's rows logged before this run's first step (those after it, the resumed part redoes) and writes
+    them first, when it first saves: until then the file is left as it was."""
+
+    def __init__(self, log_dir: str, keep: bool) -> None:
+        self.earlier: list[dict] | None = None
+        path = Path(log_dir, self.NAME_METRICS_FILE)
+        if keep and path.is_file():
+            with open(path, newline="") as f:
+                self.earlier = list(csv.DictReader(f))
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        if self.earlier is None:
+            super()._check_log_dir_exists()
+
+    def save(self) -> None:
+        if self.earlier is not None and self.metrics:
+            first = min(row["step"] for row in self.metrics)
+            kept = [
+                {key: value for key, value in row.items() if value not in ("", None)}
+                for row in self.earlier
+                if (row.get("step") or "").isdigit() and int(row["step"]) < first
+            ]
+            self.earlier, self.metrics = None, kept + self.metrics
+            Path(self.metrics_file_path).unlink(missing_ok=True)  # written anew, kept rows first
+        super().save()
+
+
+class KeptRowsCSVLogger(CSVLogger):
+    """Lightning's CSVLogger (conf/logger/csv.yaml). A run resumed in its own folder (its checkpoints/ holds
+    the checkpoint it goes on from: ckpt_path=last) keeps the csv/metrics.csv rows of its earlier part, which
+    Lightning's writer deletes: the file holds every epoch, as rnnreg-report draws it."""
+
+    def __init__(self, save_dir, *args, **kwargs) -> None:
+        super().__init__(save_dir, *args, **kwargs)
+        # a run starts in a folder with checkpoints only to go on from one of them (rnnreg.runtime refuses others)
+        self.resumed_here = any(Path(save_dir, "checkpoints").glob("*.ckpt"))
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = KeptRowsWriter(self.log_dir, keep=self.resumed_here)
+        return self._experiment
 
 
 def has_wandb_credentials() -> bool:
@@ -29,10 +82,30 @@ def has_wandb_credentials() -> bool:
 
 def run_name(fallback: str | None) -> str | None:
     """What tells this run apart from the other jobs of its sweep (`dropout=recurrent,seed=2`); outside a
-    sweep, its overrides that change what is computed; `fallback` when there are none."""
+    sweep, or in one that sweeps no key (`-m seed=3`), its overrides that change what is computed; `fallback`
+    when there are none (an empty name would make W&B draw a random one)."""
     if not HydraConfig.initialized():
         return fallback
-    return ",".join(differing(list(HydraConfig.get().overrides.task), job_swept_keys())) or fallback
+    overrides = list(HydraConfig.get().overrides.task)
+    return ",".join(differing(overrides, job_swept_keys()) or differing(overrides, None)) or fallback
+
+
+def is_sweep_folder(folder: Path) -> bool:
+    """A multirun's folder: Hydra's multirun.yaml or rnnreg's sweep.yaml in it."""
+    return (folder / "multirun.yaml").is_file() or (folder / SWEEP_FILE).is_file()
+
+
+def sweep_group(sweep_dir: str | Path) -> str:
+    """The part of a multirun's W&B group after `<group>/`: the folder's name; a sweep run into a folder inside
+    another sweep (more seeds: hydra.sweep.dir=<sweep>/more_seeds) joins that sweep's group (the outermost
+    one's), and one inside a folder that is no sweep but holds runs (a run folder) is `<that folder>/<name>`,
+    so that two studies' `more_seeds` never share a group."""
+    folder = Path(os.path.abspath(sweep_dir))
+    while is_sweep_folder(folder.parent) and folder.parent != folder:
+        folder = folder.parent
+    parent = folder.parent
+    holds_runs = (parent / ".hydra").is_dir() or any((child / ".hydra").is_dir() for child in parent.glob("*/"))
+    return f"{parent.name}/{folder.name}" if holds_runs and parent.name else folder.name
 
 
 def wandb_logger(
@@ -44,14 +117,17 @@ def wandb_logger(
     **kwargs,
 ) -> WandbLogger:
     """Lightning's WandbLogger; `offline: null` means offline exactly when no credentials are configured.
-    In a multirun (group_by_sweep) the group is `<group>/<multirun folder>`: one group per sweep.
-    `name: null`: run_name. Offline, `log_model` is kept for finish_wandb (WandbLogger refuses it)."""
+    In a multirun (group_by_sweep) the group is `<group>/<multirun folder>` (sweep_group): one group per sweep.
+    `name: null`: run_name, else `group` (the experiment). Offline, `log_model` is kept for finish_wandb
+    (WandbLogger refuses it)."""
     if offline is None:
         offline = os.environ.get("WANDB_MODE") == "offline" or not has_wandb_credentials()
+    experiment = group
     if group_by_sweep and in_multirun():
-        group = f"{group}/{Path(HydraConfig.get().sweep.dir).name}" if group else Path(HydraConfig.get().sweep.dir).name
+        sweep = sweep_group(HydraConfig.get().sweep.dir)
+        group = f"{group}/{sweep}" if group else sweep
     Path(kwargs.get("save_dir", ".")).mkdir(parents=True, exist_ok=True)
-    name = name or run_name(group if not in_multirun() else None)
+    name = name or run_name(experiment or group)
     logger = WandbLogger(offline=offline, group=group, name=name, log_model=log_model and not offline, **kwargs)
     logger.offline_log_model = bool(log_model) and offline
     return logger

@@ -5,18 +5,22 @@ once, as their mean with the seeds' spread. Each dropout placement has one colou
 
 Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`. A job without `metrics.json`
 is `running` while a live rnnreg process holds its folder (rnnreg.run_lock), else `unfinished` (killed hard,
-or lost with its machine), and the report says how it goes on. When completed runs differ only in their seed
-(`-m ... seed=1,2,3`), a second table gives each configuration's mean and standard deviation over seeds.
+or lost with its machine), and the report says how it goes on, as for a job `interrupted` (SIGTERM, Ctrl-C) and
+a basic sweep's jobs that never started. When completed runs differ only in their seed (`-m ... seed=1,2,3`), a
+second table gives each configuration's mean and standard deviation over seeds, each seed counted once.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
+import re
 import shlex
 import statistics
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -58,20 +62,27 @@ def status_without_metrics(run: Path) -> str:
     return "running" if RunLock.in_use(run) or RunLock.in_use(run.parent) else "unfinished"
 
 
-def how_to_go_on(rows: list[dict]) -> str:
-    """For the unfinished runs: the command that goes on with each, from what it left (a stacked sweep's
-    members: one line for the sweep)."""
+GOES_ON = ("interrupted", "unfinished")  # stopped by a signal, or killed hard: what they left goes on
+
+
+def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
+    """For the interrupted and unfinished runs: the command that goes on with each, from what it left (a
+    stacked sweep's members: one line for the sweep); under `root`, the jobs of a basic sweep that never
+    started (never_started)."""
     lines, sweeps = [], {}
     for r in rows:
-        if r["status"] != "unfinished":
+        if r["status"] not in GOES_ON:
             continue
         run = r["path"]
         if r["launcher"] == "stacked":
             sweeps.setdefault(run.parent, []).append(r["run"])
         elif (run / "checkpoints" / "last.ckpt").is_file():
-            lines.append(f"- {r['run']}: `{resume_command(run)}`")
+            lines.append(f"- {r['run']} ({r['status']}): `{resume_command(run)}`")
         else:
-            lines.append(f"- {r['run']}: no checkpoint was written: run it again")
+            again = again_command(run)
+            lines.append(f"- {r['run']} ({r['status']}): no checkpoint was written: run it again, `{again}`")
+    if root is not None:
+        lines += [f"- {job} (never started: no folder): `{command}`" for job, command in never_started(rows, root)]
     for sweep, runs in sweeps.items():
         saved = any((sweep / ".stacked").glob("group_*.pt"))
         where = "each group from its last epoch's end" if saved else "from the start: no epoch had ended"
@@ -81,7 +92,10 @@ def how_to_go_on(rows: list[dict]) -> str:
         )
     if not lines:
         return ""
-    return "\nUnfinished (no metrics.json and no live process): how each goes on\n\n" + "\n".join(lines) + "\n"
+    return (
+        "\nNot completed (interrupted: stopped by SIGTERM or Ctrl-C; unfinished: no metrics.json and no live "
+        "process): how each goes on\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def resume_command(run: Path) -> str:
@@ -90,6 +104,43 @@ def resume_command(run: Path) -> str:
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
     return shlex.join(["rnnreg-train", *kept, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+
+
+def again_command(run: Path) -> str:
+    """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept)."""
+    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+    return shlex.join(["rnnreg-train", *overrides])
+
+
+def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
+    """(job, command) of each job of a basic sweep under `root` that has no folder: the sweep was stopped
+    (SIGTERM, Ctrl-C) before it. Its jobs are recomputed from its multirun.yaml as Hydra's basic sweeper
+    splits them (numbered folders); nothing for a live sweep, another sweeper, or overrides that need
+    the config to expand."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found = []
+    sweeps = {root, *(r["path"].parent for r in rows)}
+    for sweep in sorted((s for s in sweeps if s == root or root in s.parents), key=lambda p: job_order(str(p))):
+        hydra = read_yaml(sweep / "multirun.yaml").get("hydra") or {}
+        sweeper, subdir = (hydra.get("sweeper") or {}), (hydra.get("sweep") or {}).get("subdir")
+        if not sweeper.get("_target_", "").endswith(".BasicSweeper") or subdir != "${hydra.job.num}":
+            continue
+        if str((hydra.get("launcher") or {}).get("_target_")).endswith(".StackedLauncher"):  # its resume switch
+            continue
+        if RunLock.in_use(sweep):  # still running: the jobs to come have not started yet
+            continue
+        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+        try:
+            parsed = OverridesParser.create().parse_overrides(params + list(hydra.get("overrides", {}).get("task", [])))
+            (jobs,) = BasicSweeper.split_arguments(parsed, None)
+        except Exception:  # a glob over config options needs the config: the report cannot list them
+            continue
+        for num, overrides in enumerate(jobs):
+            if not (sweep / str(num) / ".hydra" / "config.yaml").is_file():
+                found.append((str((sweep / str(num)).relative_to(root)), shlex.join(["rnnreg-train", *overrides])))
+    return found
 
 
 def history(run: Path, key: str = "val/ppl") -> list[float]:
@@ -101,6 +152,19 @@ def history(run: Path, key: str = "val/ppl") -> list[float]:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
+def by_epoch(run: Path, key: str = "val/ppl") -> dict[int, float]:
+    """Each value of `key` in the run's csv/metrics.csv at its logged epoch (1-based; the CSV's epoch column),
+    never at its row: a run resumed into another folder logs from its resumed epoch on, and a value drawn by
+    row would be drawn epochs early. {} without that file."""
+    path = run / "csv" / "metrics.csv"
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        rows = [row for row in csv.DictReader(f) if row.get(key) and row.get("epoch")]
+    values = {int(float(row["epoch"])) + 1: float(row[key]) for row in rows}
+    return dict(sorted(values.items()))
+
+
 def read_yaml(path: Path) -> dict:
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
@@ -110,27 +174,41 @@ def choice(choices: dict, overrides: list[str], group: str) -> str | None:
     return choices.get(group) or next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")), None)
 
 
+# Overrides that never make another configuration: where a job wrote or how it was watched (sweep.NOT_COMPARED),
+# and the checkpoint it went on from (a resume goes on exactly: the same configuration).
+SAME_CONFIGURATION = (*NOT_COMPARED, "ckpt_path")
+
+
+def seed_of(overrides: list[str], config: dict) -> str:
+    """The seed a job ran with: its `seed=` override, else its config's."""
+    given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "seed"]
+    return given[-1] if given else str(config.get("seed"))
+
+
 def collect(root: Path) -> list[dict]:
-    """One row per job: its overrides, status, perplexities, validation curve, and what the figures need
-    (dropout placement, model size, experiment, trainer budget)."""
+    """One row per job: its overrides, seed, status, perplexities, validation curve (epoch -> value), and
+    what the figures need (dropout placement, model size, experiment, trainer budget, the recipe's data,
+    sizes and batches)."""
     rows = []
     for run in find_runs(root):
         overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
         choices = read_yaml(run / ".hydra" / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices") or {}
-        trainer = read_yaml(run / ".hydra" / "config.yaml").get("trainer") or {}
+        config = read_yaml(run / ".hydra" / "config.yaml")
+        trainer, model, data = (config.get(key) or {} for key in ("trainer", "model", "data"))
         metrics_path = run / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        curve = history(run)
+        curve = by_epoch(run)
         rows.append(
             {
                 "run": str(run.relative_to(root)) if run != root else run.name,
                 "path": run,
-                "overrides": [o for o in overrides if not override_key(o).startswith(NOT_COMPARED)],
+                "overrides": [o for o in overrides if not override_key(o).startswith(SAME_CONFIGURATION)],
+                "seed": seed_of(overrides, config),
                 "status": metrics.get("status", "completed") if metrics else status_without_metrics(run),
-                "best_val_ppl": metrics.get("best_val_ppl", min(curve, default=math.nan)),
+                "best_val_ppl": metrics.get("best_val_ppl", min(curve.values(), default=math.nan)),
                 "test_ppl": metrics.get("test_ppl", math.nan),
                 "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
-                "epochs": metrics.get("epochs", len(curve)),
+                "epochs": metrics.get("epochs", max(curve, default=0)),
                 "train_seconds": metrics.get("train_seconds"),
                 "words_per_second": metrics.get("words_per_second"),
                 "val_history": curve,
@@ -139,9 +217,17 @@ def collect(root: Path) -> list[dict]:
                 "experiment": choice(choices, overrides, "experiment"),
                 "launcher": choice(choices, overrides, "hydra/launcher"),
                 "trainer": {k: trainer.get(k) for k in ("max_epochs", "limit_train_batches", "limit_val_batches")},
+                "recipe": {
+                    "data": choice(choices, overrides, "data"),
+                    "hidden_size": model.get("hidden_size"),
+                    "num_layers": model.get("num_layers"),
+                    "batch_size": data.get("batch_size"),
+                    "bptt": data.get("bptt"),
+                },
             }
         )
-    common = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
+    # what all rows share is left out of each; one row alone shares with nothing: its overrides are shown
+    common = set.intersection(*(set(r["overrides"]) for r in rows)) if len(rows) > 1 else set()
     for r in rows:
         r["differs"] = " ".join(o for o in r["overrides"] if o not in common) or "(same)"
         r["seedless"] = " ".join(o for o in r["overrides"] if o not in common and not o.startswith("seed=")) or "(same)"
@@ -155,14 +241,70 @@ PPL_COLUMNS = {
 }
 
 
-def by_config(rows: list[dict]) -> dict[str, list[dict]]:
+def with_repeats(rows: list[dict]) -> dict[str, list[dict]]:
     """Runs grouped by their overrides other than `seed` (a configuration and its seeds); runs not completed
-    apart, keyed "<overrides> (<status>)"."""
+    apart, keyed "<overrides> (<status>)". A seed may come more than once (one sweep linked twice under two
+    names, or rerun with other tags): by_config keeps it once."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         key = r["seedless"] if r["status"] == "completed" else f"{r['differs']} ({r['status']})"
         groups.setdefault(key, []).append(r)
     return groups
+
+
+def by_config(rows: list[dict]) -> dict[str, list[dict]]:
+    """with_repeats, each seed of a configuration once (its first run, in job order): a run repeated with
+    the same seed is not another seed, and would narrow the spread and weigh that seed twice."""
+    groups = {}
+    for key, runs in with_repeats(rows).items():
+        once: dict[str, dict] = {}
+        for r in runs:
+            once.setdefault(r["seed"], r)
+        groups[key] = list(once.values())
+    return groups
+
+
+def repeated_seeds(rows: list[dict]) -> list[str]:
+    """One note per seed that a configuration ran more than once: its runs, and the one counted."""
+    notes = []
+    for key, runs in with_repeats(rows).items():
+        seeds: dict[str, list[str]] = {}
+        for r in runs:
+            seeds.setdefault(r["seed"], []).append(r["run"])
+        notes += [
+            f"configuration `{key}`: seed {seed} ran {len(found)} times ({', '.join(found)}); counted once, "
+            f"from {found[0]}"
+            for seed, found in seeds.items()
+            if len(found) > 1
+        ]
+    return notes
+
+
+def partial_curves(rows: list[dict]) -> list[str]:
+    """One note per run whose csv/metrics.csv lacks validation for epochs it trained (it was resumed into its
+    folder from another's checkpoint): its curve is drawn at the epochs it has."""
+    notes = []
+    for r in rows:
+        epochs = r["val_history"]
+        missing = sorted(set(range(1, max(epochs, default=0) + 1)) - set(epochs))
+        if missing:
+            notes.append(
+                f"{r['run']}: csv/metrics.csv has no validation perplexity for epoch(s) {spans(missing)} (a resumed "
+                f"run: those rows are in the folder it resumed from, or were lost): its curve is drawn at the epochs "
+                f"it has"
+            )
+    return notes
+
+
+def spans(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1–3, 5'."""
+    parts, start = [], None
+    for i, n in enumerate(numbers):
+        start = n if start is None else start
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            parts.append(str(n) if n == start else f"{start}–{n}")
+            start = None
+    return ", ".join(parts)
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -173,12 +315,12 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def over_seeds(rows: list[dict]) -> list[dict]:
-    """Configurations completed with 2 or more seeds: the number of seeds and each perplexity's mean and
-    sample standard deviation."""
+    """Configurations completed with 2 or more seeds: the number of seeds (each counted once: by_config) and
+    each perplexity's mean and sample standard deviation."""
     return [
         {"config": config, "seeds": len(runs)} | {key: mean_sd([r[key] for r in runs]) for key in PPL_COLUMNS}
         for config, runs in by_config(rows).items()
-        if runs[0]["status"] == "completed" and len(runs) > 1 and len({r["differs"] for r in runs}) == len(runs)
+        if runs[0]["status"] == "completed" and len(runs) > 1
     ]
 
 
@@ -255,9 +397,15 @@ def placement_colour(placement: str) -> str:
     return PLACEMENT_COLOURS.get(placement, PLACEMENT_COLOURS["config"])
 
 
-def short_override(override: str) -> str:
-    """dropout.p=0.3 -> p=0.3: the last part of the key is enough in a label."""
+FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][-+]?\d+)?")
+
+
+def short_override(override: str, digits: int | None = 4) -> str:
+    """dropout.p=0.3 -> p=0.3: the last part of the key is enough in a label; a float to `digits`
+    significant digits (Optuna's 0.41234567890123456 -> 0.4123)."""
     key, sep, value = override.partition("=")
+    if digits is not None and FLOAT.fullmatch(value) and float(f"{float(value):.{digits}g}") != float(value):
+        value = f"{float(value):.{digits}g}"  # only a value longer than that: 1.0 stays 1.0
     return key.rsplit(".", 1)[-1] + sep + value
 
 
@@ -267,22 +415,22 @@ def configurations(rows: list[dict]) -> list[dict]:
     between the configurations: `both, p=0.3`), colour, marker, line style and runs."""
     order = list(PLACEMENT_COLOURS)
     entries = []
-    for key, runs in plot_groups(rows).items():
-        placement = runs[0]["placement"]
-        status = runs[0]["status"]
+
+    def label(runs: list[dict], digits: int | None) -> str:
+        placement, status = runs[0]["placement"], runs[0]["status"]
         extra = [
-            short_override(o)
+            short_override(o, digits)
             for o in (runs[0]["differs"] if status != "completed" else runs[0]["seedless"]).split()
-            if o != "(same)" and not o.startswith(("dropout=", "seed="))
+            if o not in ("(same)", "(none)") and not o.startswith(("dropout=", "seed="))
         ]
-        entries.append(
-            {
-                "key": key,
-                "placement": placement,
-                "runs": runs,
-                "label": ", ".join([placement, *extra]) + (f" ({status})" if status != "completed" else ""),
-            }
-        )
+        return ", ".join([placement, *extra]) + (f" ({status})" if status != "completed" else "")
+
+    for key, runs in plot_groups(rows).items():
+        entries.append({"key": key, "placement": runs[0]["placement"], "runs": runs, "label": label(runs, 4)})
+    rounded = [e["label"] for e in entries]
+    for e in entries:  # two configurations that rounding makes look alike keep their exact values
+        if rounded.count(e["label"]) > 1:
+            e["label"] = label(e["runs"], None)
     entries.sort(key=lambda e: order.index(e["placement"]) if e["placement"] in order else len(order))
     for placement in {e["placement"] for e in entries}:
         for i, entry in enumerate(e for e in entries if e["placement"] == placement):
@@ -299,13 +447,33 @@ def full_budget(limit) -> bool:
     return limit is None or (isinstance(limit, float) and limit == 1.0)
 
 
+@functools.cache
+def recipe_of(size: str) -> dict | None:
+    """What, beside its epochs and whole budget, makes a run the paper's recipe for `size`: the hidden size,
+    layers, batch size and bptt of conf/experiment/paper_<size>.yaml as composed (rnnreg.recipes); None for
+    a size the paper has not."""
+    from rnnreg.recipes import SIZES
+    from rnnreg.recipes import paper_recipe as composed
+
+    if size not in SIZES:
+        return None
+    recipe = composed(size)
+    return {key: recipe["model"][key] for key in ("hidden_size", "num_layers")} | {
+        key: recipe["data"][key] for key in ("batch_size", "bptt")
+    }
+
+
 def paper_recipe(row: dict, paper: dict | None) -> str | None:
-    """The paper's model size whose full recipe this run is (model=<size> or experiment=paper_<size>, the
-    paper's number of epochs, no limit on the train or validation batches), else None: only then do the
-    paper's perplexities mean something beside the run's."""
+    """The paper's model size whose full recipe this run is (model=<size> or experiment=paper_<size>, on PTB
+    (data=ptb), with that size's hidden size, layers, data.batch_size and data.bptt, the paper's number of
+    epochs, no limit on the train or validation batches), else None: only then do the paper's perplexities
+    mean something beside the run's."""
     experiment = row.get("experiment") or ""
     size = row.get("model") or (experiment.removeprefix("paper_") if experiment.startswith("paper_") else None)
     if not paper or size not in paper or (experiment.startswith("paper_") and experiment != f"paper_{size}"):
+        return None
+    recipe, paper_sizes = row.get("recipe") or {}, recipe_of(size)
+    if recipe.get("data") != "ptb" or paper_sizes is None or any(recipe.get(k) != v for k, v in paper_sizes.items()):
         return None
     trainer = row.get("trainer") or {}
     if trainer.get("max_epochs") != paper[size]["max_epochs"]:
@@ -359,14 +527,21 @@ def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
     min–max range shaded, in its placement's colour; the paper's validation perplexity as a dashed line
     when the runs are its full recipe."""
     entries = [e for e in configurations(rows) if any(r["val_history"] for r in e["runs"])]
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    # room for the legend beside the axes (8 pt: ~0.06 inch a character, 0.17 a line): a legend wider than the
+    # figure collapses constrained layout's axes (a warning, and the layout not applied)
+    longest = max((len(e["label"]) + 6 for e in entries), default=0)
+    fig = Figure(figsize=(max(7.5, 5.2 + 0.062 * longest), max(4.2, 1.4 + 0.17 * len(entries))), layout="constrained")
     ax = fig.subplots()
     values = []
     counts = [sum(1 for r in e["runs"] if r["val_history"]) for e in entries]
     for e, n in zip(entries, counts):
         curves = [r["val_history"] for r in e["runs"] if r["val_history"]]
-        per_epoch = list(zip(*curves))  # the epochs every seed reached
-        epochs = range(1, len(per_epoch) + 1)
+        reached = set.intersection(*(set(c) for c in curves))  # the epochs every seed logged
+        if not reached:
+            continue
+        # each value at its logged epoch; an epoch missing in between is a gap in the line (nan), not joined
+        epochs = range(min(reached), max(reached) + 1)
+        per_epoch = [[c[epoch] for c in curves] if epoch in reached else [math.nan] for epoch in epochs]
         mean = [statistics.mean(v) for v in per_epoch]
         ax.plot(
             epochs,
@@ -388,7 +563,7 @@ def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
                 alpha=0.18,
                 linewidth=0,
             )
-        values += [v for epoch in per_epoch for v in epoch]
+        values += [v for epoch in per_epoch for v in epoch if not math.isnan(v)]
     for size, ref in references(rows, paper).items():
         ax.axhline(
             ref["valid_ppl"],
@@ -433,7 +608,9 @@ def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
     the x axis spans the data (not from 0); the paper's test perplexity as a dashed line when the runs are
     its full recipe."""
     entries = [e for e in configurations(rows) if any(not math.isnan(r["test_ppl"]) for r in e["runs"])]
-    fig = Figure(figsize=(6.5, 1.4 + 0.42 * max(len(entries), 1)), layout="constrained")
+    # room for the labels left of the axes (10 pt: ~0.075 inch a character), as in figure_val_ppl
+    longest = max((len(e["label"]) + 6 for e in entries), default=0)
+    fig = Figure(figsize=(max(6.5, 4.2 + 0.075 * longest), 1.4 + 0.42 * max(len(entries), 1)), layout="constrained")
     ax = fig.subplots()
     if not entries:
         ax.text(0.5, 0.5, "no completed run with a test perplexity", ha="center", va="center", transform=ax.transAxes)
@@ -536,7 +713,10 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     groups = over_seeds(rows)
     if groups:
         table += "\nOver seeds:\n\n" + seeds_table(groups)
-    table += how_to_go_on(rows)
+    notes = repeated_seeds(rows) + partial_curves(rows)
+    if notes:
+        table += "\nNotes:\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
+    table += how_to_go_on(rows, root)
     (root / "report.md").write_text(table)
     plot(rows, root, paper)
     return table
@@ -549,8 +729,12 @@ def written_files(root: Path) -> list[Path]:
 
 @hydra_entry("report")
 def main(cfg: DictConfig) -> None:
-    print(report(cfg.path, OmegaConf.to_container(cfg.paper, resolve=True)))
-    print("wrote " + ", ".join(str(p) for p in written_files(Path(cfg.path))))
+    text = report(cfg.path, OmegaConf.to_container(cfg.paper, resolve=True))
+    try:
+        print(text)
+        print("wrote " + ", ".join(str(p) for p in written_files(Path(cfg.path))), flush=True)
+    except BrokenPipeError:  # `| head` read what it wanted: the rest goes nowhere, without a traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

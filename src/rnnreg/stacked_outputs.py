@@ -1,6 +1,6 @@
 """A stacked member's outputs, written into its job's folder as a separate run writes them: train.log lines,
-csv/metrics.csv (as Lightning's CSVLogger), checkpoints/{best,last}.ckpt (ordinary single-run checkpoints),
-metrics.json, and under logger=wandb its own W&B run. Every file is replaced atomically."""
+csv/metrics.csv and csv/hparams.yaml (as Lightning's CSVLogger), checkpoints/{best,last}.ckpt (ordinary single-run
+checkpoints), metrics.json, and under logger=wandb its own W&B run. Every file is replaced atomically."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from omegaconf import OmegaConf
 
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
@@ -37,6 +38,7 @@ class JobFolder:
     def __init__(self, job: Job):
         self.job, self.path = job, job.output_dir
         self.wandb = None  # the job's WandbLogger under logger=wandb
+        self.vocab_size: int | None = None  # known from the first checkpoint on (csv/hparams.yaml's vocab_size)
 
     # -- W&B ---------------------------------------------------------------------------------------------
     def open_wandb(self, run_id: str | None = None) -> None:
@@ -46,6 +48,7 @@ class JobFolder:
         run a resumed group goes on in (one W&B run per job, however often it was interrupted)."""
         from rnnreg.training import hyperparameters
 
+        self.write_hparams()  # the loggers open: the CSV logger's hparams.yaml too, as at a run's fit start
         spec = (self.job.cfg.get("logger") or {}).get("wandb")
         if not spec or "_target_" not in spec:
             return
@@ -78,9 +81,29 @@ class JobFolder:
         with open(self.path / "train.log", "a") as f:
             f.write(f"[{stamp}][rnnreg][INFO] - {message}\n")
 
+    def hparams(self) -> dict:
+        """What a run's CSVLogger writes to csv/hparams.yaml: the config with Hydra's choices (rnnreg.training's
+        LogConfig), then the task's own hyperparameters (LanguageModelTask's: vocab_size once known)."""
+        from rnnreg.training import hyperparameters
+
+        with job_hydra_config(self.job):
+            params = hyperparameters(self.job.cfg)
+        task = self.task_hyperparameters(self.vocab_size)
+        if self.vocab_size is None:  # before the first checkpoint: the vocabulary is the group's, not yet told
+            del task["vocab_size"]
+        return params | task
+
+    def write_hparams(self) -> None:
+        if "csv" not in (self.job.cfg.get("logger") or {}):
+            return
+        params = self.hparams()
+        replace_atomically(self.path / "csv" / "hparams.yaml", lambda tmp: save_hparams_to_yaml(tmp, params))
+
     def write_csv(self, rows: list[dict]) -> None:
         if "csv" not in (self.job.cfg.get("logger") or {}):
             return
+        if self.vocab_size is not None:  # written at the start without it
+            self.write_hparams()
         keys = sorted({key for row in rows for key in row} - {"epoch", "step"})
 
         def write(tmp: Path) -> None:
@@ -95,20 +118,25 @@ class JobFolder:
         """An ordinary single-run checkpoint of the member (rnnreg.task.load_task: rnnreg-eval, rnnreg-generate,
         ckpt_path=): `state_dict` under LSTMLanguageModel's names, `training_state` (epoch, global_step, loops,
         optimiser, callbacks: rnnreg.member_checkpoint) beside it."""
-        cfg = self.job.cfg
-        plain = OmegaConf.to_container(cfg, resolve=True)
+        self.vocab_size = len(vocab)
         return {
             "state_dict": {"net." + name: tensor for name, tensor in state_dict.items()},
-            "hyper_parameters": {
-                "vocab_size": len(vocab),
-                "model": plain["model"],
-                "dropout": plain["dropout"],
-                "optim": plain["optim"] | {"clip": cfg.trainer.gradient_clip_val},
-                "speed": plain["speed"],
-            },
+            "hyper_parameters": self.task_hyperparameters(len(vocab)),
             "vocab": vocab,
             "pytorch-lightning_version": L.__version__,
             **training_state,
+        }
+
+    def task_hyperparameters(self, vocab_size: int | None) -> dict:
+        """LanguageModelTask's hyperparameters for this job, as its checkpoint holds them."""
+        cfg = self.job.cfg
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        return {
+            "vocab_size": vocab_size,
+            "model": plain["model"],
+            "dropout": plain["dropout"],
+            "optim": plain["optim"] | {"clip": cfg.trainer.gradient_clip_val},
+            "speed": plain["speed"],
         }
 
     def save_checkpoint(self, name: str, checkpoint: dict, link_to: str | None = None) -> None:
