@@ -96,16 +96,13 @@ def is_sweep_folder(folder: Path) -> bool:
 
 
 def sweep_group(sweep_dir: str | Path) -> str:
-    """The part of a multirun's W&B group after `<group>/`: the folder's name; a sweep run into a folder inside
-    another sweep (more seeds: hydra.sweep.dir=<sweep>/more_seeds) joins that sweep's group (the outermost
-    one's), and one inside a folder that is no sweep but holds runs (a run folder) is `<that folder>/<name>`,
-    so that two studies' `more_seeds` never share a group."""
+    """The part of a multirun's W&B group after `<group>/`: the sweep folder's name; a sweep run into a folder
+    inside another sweep (more seeds: hydra.sweep.dir=<sweep>/more_seeds) joins that sweep's group (the
+    outermost one's), so two studies' `more_seeds` never share a group."""
     folder = Path(os.path.abspath(sweep_dir))
     while is_sweep_folder(folder.parent) and folder.parent != folder:
         folder = folder.parent
-    parent = folder.parent
-    holds_runs = (parent / ".hydra").is_dir() or any((child / ".hydra").is_dir() for child in parent.glob("*/"))
-    return f"{parent.name}/{folder.name}" if holds_runs and parent.name else folder.name
+    return folder.name
 
 
 def wandb_logger(
