@@ -1,42 +1,52 @@
-"""Ensembles, Monte-Carlo dropout and generation on small trained checkpoints."""
+"""Ensembles, Monte-Carlo dropout and generation on small trained checkpoints; what rnnreg-eval and
+rnnreg-generate refuse, and how an evaluation stops on a signal."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import math
+import os
+import shutil
+import signal
+import subprocess
+import time
 from collections import Counter
 
 import pytest
+import torch
 
-from helpers import compose_config
+from helpers import BIN, TINY, compose_config, run, write_corpus
+from rnnreg.errors import CheckpointError
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
+from rnnreg.run_lock import earlier_results
 from rnnreg.train import train
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Two different small models trained on the same tiny corpus (different seeds and epochs)."""
-    from helpers import TINY, write_corpus
-
+    """Two different small models trained on the same tiny corpus (different seeds and epochs); the first by
+    rnnreg-train itself, whose run folder (.hydra/ included) rnnreg-eval reads the run's batch size from."""
     root = tmp_path_factory.mktemp("ens")
     corpus = write_corpus(root / "corpus")
     paths = []
     for seed, epochs in ((1, 3), (2, 1)):
-        cfg = compose_config(
-            [
-                "experiment=paper_small",
-                *TINY,
-                f"data.data_dir={corpus}",
-                f"seed={seed}",
-                f"trainer.max_epochs={epochs}",
-                "dropout=non_recurrent",
-                "dropout.p=0.2",
-                "test=false",
-            ],
-            root / f"run{seed}",
-        )
-        train(cfg)
+        overrides = [
+            "experiment=paper_small",
+            *TINY,
+            f"data.data_dir={corpus}",
+            f"seed={seed}",
+            f"trainer.max_epochs={epochs}",
+            "dropout=non_recurrent",
+            "dropout.p=0.2",
+            "test=false",
+        ]
+        if seed == 1:
+            run("rnnreg-train", *overrides, f"hydra.run.dir={root / 'run1'}")
+        else:
+            train(compose_config(overrides, root / f"run{seed}"))
         paths.append(str(root / f"run{seed}" / "checkpoints" / "last.ckpt"))
     return corpus, paths, root
 
@@ -108,3 +118,180 @@ def test_generation_maps_unknown_words_and_renders_eos(checkpoints):
         words = generate(a, "w1 zebra", 0)
     assert words == ["w1", "<unk>"]
     assert render(["a", "<eos>", "b", "<eos>"]) == "a\nb\n"
+
+
+def test_mc_dropout_is_reproducible_from_its_seed(checkpoints):
+    corpus, (a, _), root = checkpoints
+    first, again, other = (evaluate(eval_cfg(corpus, root, a, "mc_samples=3", f"seed={seed}")) for seed in (7, 7, 8))
+    assert first == again and first["seed"] == 7
+    assert first["test_ppl"] != other["test_ppl"] and other["seed"] == 8
+
+
+def test_eval_records_its_batch_size_and_names_its_runs(checkpoints, caplog):
+    """val_ppl and test_ppl_batched depend on the number of streams: metrics.json records it, and an evaluation
+    with another one than the checkpoint's run says which data.batch_size reproduces the run's numbers."""
+    corpus, (a, _), root = checkpoints
+    trained = json.loads((root / "run1" / "metrics.json").read_text())
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        same = evaluate(eval_cfg(corpus, root, a, "data.eval_bptt=3"))
+        assert not [r for r in caplog.records if r.name == "rnnreg"]
+        other = evaluate(eval_cfg(corpus, root, a, "data.batch_size=2"))
+    assert (same["batch_size"], same["eval_bptt"], other["batch_size"], other["eval_bptt"]) == (4, 3, 2, 200)
+    assert same["val_ppl"] == pytest.approx(trained["val_ppl"], rel=1e-5) and other["val_ppl"] != same["val_ppl"]
+    assert other["test_ppl"] == pytest.approx(same["test_ppl"], rel=1e-5)  # one stream either way
+    [note] = [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
+    assert note.startswith(f"{a} was trained with data.batch_size=4 and is evaluated with 2: ")
+    assert note.endswith("add data.batch_size=4 to reproduce them")
+
+
+def test_a_checkpoint_path_under_home_is_found(checkpoints, monkeypatch):
+    """ckpt_path='~/...' quoted (the shell leaves ~ to us), as the schema's check reads it."""
+    corpus, (a, _), root = checkpoints
+    monkeypatch.setenv("HOME", str(root))
+    home = "~/run1/checkpoints/last.ckpt"
+    assert evaluate(eval_cfg(corpus, root, f"'{home}'"))["ckpt_path"] == [str(root / "run1/checkpoints/last.ckpt")]
+    assert generate(home, "w1", 5, seed=1) == generate(a, "w1", 5, seed=1)
+
+
+def damaged(checkpoint: dict, change) -> dict:
+    checkpoint = dict(checkpoint, state_dict=dict(checkpoint["state_dict"]))
+    change(checkpoint)
+    return checkpoint
+
+
+def set_weight(checkpoint: dict, key: str, value: float) -> None:
+    tensor = checkpoint["state_dict"][key].clone()
+    tensor.view(-1)[5] = value
+    checkpoint["state_dict"][key] = tensor
+
+
+def nested(checkpoint: dict, group: str, key: str, value) -> None:
+    hparams = checkpoint["hyper_parameters"] = dict(checkpoint["hyper_parameters"])
+    hparams[group] = dict(hparams[group], **{key: value})
+
+
+BAD_CHECKPOINTS = {
+    "nan": (
+        lambda c: set_weight(c, "net.lstm.weight_hh_l0", math.nan),
+        "holds non-finite weights (net.lstm.weight_hh_l0): it is damaged, or from a run that diverged",
+    ),
+    "inf": (lambda c: set_weight(c, "net.decoder.bias", -math.inf), "holds non-finite weights (net.decoder.bias)"),
+    "no_vocab": (
+        lambda c: c.pop("vocab"),
+        "is not a checkpoint rnnreg-train wrote: it holds no vocabulary (its 'vocab' entry, a list of words)",
+    ),
+    "short_vocab": (
+        lambda c: c.update(vocab=c["vocab"][:-1]),
+        "is not a checkpoint rnnreg-train wrote: its vocabulary has 41 words, its model 42",
+    ),
+    "no_layers": (
+        lambda c: nested(c, "model", "num_layers", 0),
+        "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (model.num_layers=0 must be",
+    ),
+    "bad_rate": (
+        lambda c: nested(c, "dropout", "input", 1.5),
+        "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (dropout.input=1.5 is outside",
+    ),
+    "shape": (
+        lambda c: nested(c, "model", "hidden_size", 24),
+        "is not a rnnreg checkpoint of this version (net.embedding.weight has shape (42, 16) where its "
+        "hyper_parameters give (42, 24)): give a checkpoint written by rnnreg-train",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(checkpoints):
+    _, (a, _), root = checkpoints
+    good = torch.load(a, weights_only=True)
+    paths = {}
+    for name, (change, _) in BAD_CHECKPOINTS.items():
+        paths[name] = root / f"{name}.ckpt"
+        torch.save(damaged(good, change), paths[name])
+    return paths
+
+
+@pytest.mark.parametrize("name", BAD_CHECKPOINTS)
+def test_a_damaged_or_foreign_checkpoint_is_refused_by_eval_and_generate(checkpoints, bad_checkpoints, name):
+    corpus, (a, _), root = checkpoints
+    path, message = str(bad_checkpoints[name]), BAD_CHECKPOINTS[name][1]
+    with pytest.raises(CheckpointError) as refused:
+        generate(path, "w1", 5)
+    assert str(refused.value).startswith(f"{path} {message}")
+    cfg = eval_cfg(corpus, root, f"[{a},{path}]")  # one bad member of an ensemble is enough
+    with pytest.raises(CheckpointError) as refused:
+        evaluate(cfg)
+    assert str(refused.value).startswith(f"{path} {message}")
+    assert not os.path.exists(f"{cfg.paths.output_dir}/metrics.json")
+
+
+@pytest.mark.parametrize("script", ["rnnreg-eval", "rnnreg-generate"])
+def test_a_checkpoint_with_nan_weights_is_one_line_error(checkpoints, bad_checkpoints, script, tmp_path):
+    """Before: rnnreg-eval wrote val_ppl NaN (a bare NaN in metrics.json) and exited 0, rnnreg-generate crashed."""
+    corpus, _, _ = checkpoints
+    args = ["data=text", f"data.data_dir={corpus}", f"hydra.run.dir={tmp_path}"] if script == "rnnreg-eval" else []
+    proc = run(script, f"ckpt_path={bad_checkpoints['nan']}", *args, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {bad_checkpoints['nan']} holds non-finite weights (net.lstm.weight_hh_l0): it is damaged, or from "
+        "a run that diverged; give another checkpoint (an earlier one of that run)"
+    )
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_generate_prints_clean_lines(checkpoints):
+    """An unknown prompt word is one `warning:` line (not Python's two-line warning with its source line); text
+    without a prompt starts with its first word (no blank line, no space)."""
+    _, (a, _), _ = checkpoints
+    proc = run("rnnreg-generate", f"ckpt_path={a}", "prompt=w1 zebra", "num_words=3", "seed=2")
+    assert proc.stderr.strip().splitlines() == ["warning: prompt words not in the vocabulary, read as <unk>: zebra"]
+    assert proc.stdout.startswith("w1 <unk> ")
+    text = render(generate(a, "", 30, seed=2))
+    assert text == text.lstrip() and not any(line != line.strip() for line in text.splitlines())
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_a_live_evaluation_holds_its_folder_and_a_signal_stops_it_writing_nothing(
+    checkpoints, tmp_path, signum, status
+):
+    """A second evaluation into the folder of a live one stops with RunLock's line (before: it ran and replaced
+    the first's metrics.json). SIGTERM or Ctrl-C during the evaluation: one line, exit 143 or 130 (before:
+    Lightning's exit 0 on SIGTERM, 1 on Ctrl-C, and nothing said), and nothing written that would stop a rerun
+    there."""
+    corpus, (a, _), _ = checkpoints
+    long = tmp_path / "corpus"  # the same vocabulary, a validation split of many short windows: seconds
+    long.mkdir()
+    for split in ("train", "test"):
+        shutil.copy(corpus / f"{split}.txt", long / f"{split}.txt")
+    shutil.copy(write_corpus(tmp_path / "long", lines=(1, 3000, 1)) / "valid.txt", long / "valid.txt")
+    folder = tmp_path / "eval"
+    args = ["data=text", f"data.data_dir={long}", "data.batch_size=4", "data.eval_bptt=2", "seed=3"]
+    args += [f"ckpt_path={a}", f"hydra.run.dir={folder}", "trainer.enable_progress_bar=false"]
+    proc = subprocess.Popen(
+        [str(BIN / "rnnreg-eval"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        for line in proc.stdout:  # Lightning's first line: the trainer is built, validation starts
+            if "GPU available" in line:
+                break
+        if signum == signal.SIGTERM:  # once: a second process is seconds, held off while the first is stopped
+            proc.send_signal(signal.SIGSTOP)  # alive, holding its folder, however slowly the second starts
+            second = run("rnnreg-eval", *args, check=False)
+            proc.send_signal(signal.SIGCONT)
+            assert second.returncode == 2 and second.stderr.strip().splitlines() == [
+                f"error: {folder} is in use by another live rnnreg run (pid {proc.pid}@{os.uname().nodename}): give "
+                "this run another folder (hydra.run.dir=...), or wait for that run to end"
+            ]
+        assert proc.poll() is None, "the evaluation ended before it was interrupted: make it longer"
+        time.sleep(0.5)
+        os.kill(proc.pid, signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    what = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    assert proc.returncode == status and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: rnnreg-eval stopped by {what} before it finished; it wrote no metrics.json in {folder} "
+        "(run it again)"
+    )
+    assert earlier_results(folder) == [] and not (folder / ".rnnreg.lock").exists()

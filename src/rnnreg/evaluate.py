@@ -2,11 +2,13 @@
 
 rnnreg-eval ckpt_path=run/checkpoints/last.ckpt
 rnnreg-eval 'ckpt_path=[a.ckpt,b.ckpt]'          # average of the models' distributions
-rnnreg-eval ckpt_path=a.ckpt mc_samples=10       # Monte-Carlo dropout
+rnnreg-eval ckpt_path=a.ckpt mc_samples=10       # Monte-Carlo dropout (its masks drawn from `seed`, default 0)
 """
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -15,27 +17,78 @@ from rnnreg.runtime import hydra_entry, instantiate, log, route_lightning_logs
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    """The checkpoint's (or checkpoints') perplexities, written to metrics.json. Holds its run folder's lock
+    (rnnreg.run_lock) while it runs. Interrupted (SIGTERM, Ctrl-C), it writes nothing, says so in one line and
+    exits 143 or 130 (Lightning would exit 0 on SIGTERM, 1 on Ctrl-C)."""
     # here, not at the top: `rnnreg-eval --help` answers without loading torch
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from rnnreg.run_lock import RunLock, launched_as_rank_zero
+    from rnnreg.training import Preemption
+
+    lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
+    if lock is not None:
+        lock.acquire()  # a second evaluation (or a run) in this folder stops here, before it writes anything
+    try:
+        with Preemption() as preemption:
+            return run_evaluation(cfg, preemption)
+    except (SIGTERMException, KeyboardInterrupt, SystemExit) as err:
+        # Lightning ends a Ctrl-C in its loops with exit(1), raised while handling the KeyboardInterrupt
+        ctrl_c = isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt)
+        if not (ctrl_c or isinstance(err, SIGTERMException)):
+            raise
+        print(
+            f"interrupted: rnnreg-eval stopped by {'Ctrl-C' if ctrl_c else 'SIGTERM'} before it finished; it "
+            f"wrote no metrics.json in {cfg.paths.output_dir} (run it again)",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_evaluation(cfg: DictConfig, preemption) -> dict:
+    import torch
+
     from rnnreg.callbacks import LMProgressBar
     from rnnreg.ensemble import AveragedModel
     from rnnreg.io import write_json_atomic
     from rnnreg.run_lock import check_no_earlier_results
-    from rnnreg.task import LanguageModelTask, load_task
+    from rnnreg.task import LanguageModelTask, load_task, trained_batch_size
 
     route_lightning_logs()
     check_no_earlier_results(cfg.paths.output_dir, "hydra.run.dir", trains=False)  # its metrics.json is kept
     datamodule = instantiate(cfg.data)
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
+    paths = [str(Path(p).expanduser()) for p in paths]
     tasks = [load_task(path, datamodule.load().itos) for path in paths]
+    for path in paths:  # val_ppl and test_ppl_batched depend on the number of streams (test_ppl's is 1)
+        trained = trained_batch_size(path)
+        if trained is not None and trained != datamodule.batch_size:
+            log.warning(
+                "%s was trained with data.batch_size=%d and is evaluated with %d: val_ppl and test_ppl_batched differ "
+                "from its run's metrics.json (test_ppl does not); add data.batch_size=%d to reproduce them",
+                path,
+                trained,
+                datamodule.batch_size,
+                trained,
+            )
     mc_samples = cfg.get("mc_samples", 1)
+    seed = cfg.get("seed", 0)
     task = tasks[0]
     if len(tasks) > 1 or mc_samples > 1:
         averaged = AveragedModel([t.net for t in tasks], mc_samples)
         task = LanguageModelTask(**tasks[0].hparams, net=averaged)
     callbacks = [LMProgressBar()] if cfg.trainer.enable_progress_bar else []
     trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks)
+    preemption.trainer = trainer
+    torch.manual_seed(seed)  # the Monte-Carlo dropout masks; each split's from the seed, whatever ran before
     val = trainer.validate(task, datamodule=datamodule, verbose=False)
+    preemption.check()  # a SIGTERM in the last window, which Lightning notes but does not act on
+    torch.manual_seed(seed)
     test = trainer.test(task, datamodule=datamodule)
+    preemption.check()
     metrics = {
         "val_ppl": val[0]["val/ppl"],
         "test_ppl": test[0]["test/ppl"],
@@ -43,6 +96,9 @@ def evaluate(cfg: DictConfig) -> dict:
         "params": task.num_params,
         "ckpt_path": [str(Path(p).resolve()) for p in paths],
         "mc_samples": mc_samples,
+        "seed": seed,
+        "batch_size": datamodule.batch_size,  # the streams of val_ppl and test_ppl_batched
+        "eval_bptt": datamodule.eval_bptt,
     }
     write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
     log.info("metrics: %s", metrics)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -28,12 +30,11 @@ def generate(
     from rnnreg.io import load_checkpoint
     from rnnreg.model import trained_net
 
+    ckpt_path = str(Path(ckpt_path).expanduser())
     checkpoint = load_checkpoint(ckpt_path)
-    net, vocab = trained_net(checkpoint, ckpt_path), checkpoint.get("vocab")
-    if not vocab:
-        raise ConfigError(f"{ckpt_path} holds no vocabulary: it was not written by rnnreg-train")
+    net = trained_net(checkpoint, ckpt_path)  # checks the vocabulary too
     with torch.no_grad():
-        return sample(net, vocab, prompt, num_words, temperature, seed, device)
+        return sample(net, checkpoint["vocab"], prompt, num_words, temperature, seed, device)
 
 
 def sample(net, vocab: list[str], prompt: str, num_words: int, temperature: float, seed: int, device: str) -> list[str]:
@@ -41,7 +42,7 @@ def sample(net, vocab: list[str], prompt: str, num_words: int, temperature: floa
     import torch
 
     stoi = {w: i for i, w in enumerate(vocab)}
-    words = prompt.split() or [EOS]
+    words = prompt.split() or [EOS]  # no prompt: start as after a sentence (the <eos> is not part of the text)
     unknown = [w for w in words if w not in stoi]
     if unknown:
         if UNK not in stoi:
@@ -51,7 +52,7 @@ def sample(net, vocab: list[str], prompt: str, num_words: int, temperature: floa
     net = net.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     logits, state = net(torch.tensor([[stoi[w]] for w in words], device=device))
-    out = list(words)
+    out = list(words) if prompt.split() else []
     for _ in range(num_words):
         probs = torch.softmax(logits[-1, 0].double() / temperature, dim=-1)
         token = torch.multinomial(probs, 1, generator=generator)
@@ -61,12 +62,24 @@ def sample(net, vocab: list[str], prompt: str, num_words: int, temperature: floa
 
 
 def render(words: list[str]) -> str:
-    return " ".join(words).replace(f" {EOS} ", "\n").replace(f" {EOS}", "\n").replace(EOS, "\n")
+    """The words as text: <eos> ends a line (no space around the line break)."""
+    lines, line = [], []
+    for word in words:
+        if word == EOS:
+            lines.append(" ".join(line))
+            line = []
+        else:
+            line.append(word)
+    return "\n".join([*lines, " ".join(line)])
 
 
 @hydra_entry("generate")
 def main(cfg: DictConfig) -> None:
-    print(render(generate(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)))
+    with warnings.catch_warnings(record=True) as caught:  # as `warning: ...` lines, not Python's two-line form
+        words = generate(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    print(render(words))
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def link_atomically(source: str | Path, path: str | Path) -> bool:
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """A checkpoint's contents as tensors and plain data (torch's weights_only loader: unpickling can
     build nothing else, so a crafted file cannot run code). Refusals are one-line CheckpointErrors."""
-    path = Path(path)
+    path = Path(path).expanduser()  # a quoted ckpt_path='~/x.ckpt' reaches us unexpanded (the schema expands it)
     if not path.is_file():
         raise CheckpointError(
             f"ckpt_path={path} is not a file: give a checkpoint, e.g. "

@@ -13,6 +13,8 @@ kernel; recurrent or variational dropout and layer normalisation run on `StepLST
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -171,6 +173,13 @@ class LSTMLanguageModel(nn.Module):
         for name, p in rates.items():
             if not 0.0 <= p < 1.0:
                 raise ConfigError(f"{name}={p} is outside [0, 1): use a drop probability like 0.5")
+        for name, size in (
+            ("vocab_size", vocab_size),
+            ("model.hidden_size", hidden_size),
+            ("model.num_layers", num_layers),
+        ):
+            if not isinstance(size, numbers.Integral) or size < 1:  # nn.LSTM checks two of them, StepLSTM none
+                raise ConfigError(f"{name}={size} must be an integer >= 1")
         if init_scale <= 0:
             raise ConfigError(f"model.init_scale={init_scale} must be positive (the paper uses 0.1/0.05/0.04)")
         self.dropout_input, self.dropout_output = dropout_input, dropout_output
@@ -246,20 +255,71 @@ def build_net(vocab_size: int, model: dict, dropout: dict) -> LSTMLanguageModel:
 
 
 def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
-    """The network of a checkpoint (rnnreg.io.load_checkpoint's data) with its trained weights; without
-    Lightning, for rnnreg-generate. `source` names the file in the error."""
+    """The network of a checkpoint (rnnreg.io.load_checkpoint's data) with its trained weights, once the checkpoint
+    is checked to hold what rnnreg-train writes: hyper_parameters that build a model, weights of that model's
+    shapes, all finite, and a vocabulary of its size (rnnreg.io.load_checkpoint checks only its two main entries).
+    Without Lightning, for rnnreg-generate. `source` names the file in the errors."""
     try:
         hparams = checkpoint["hyper_parameters"]
         net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
-        net.load_state_dict({key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()})
-    except (KeyError, TypeError, RuntimeError) as err:
+    except (KeyError, TypeError) as err:
         raise not_this_version(source, err) from None
+    except ValueError as err:  # model.num_layers=0, a rate of 2 (a ConfigError): the file's, not the command line's
+        raise not_written_by_train(source, f"its hyper_parameters are not valid ({first_line(err)})") from None
+    weights = checkpoint["state_dict"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise not_written_by_train(source, "its state_dict is not a mapping of names to tensors")
+    state = {key.removeprefix("net."): value for key, value in weights.items()}
+    mismatch = state_mismatch(state, net.state_dict())
+    if mismatch:
+        raise not_this_version(source, mismatch)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise not_this_version(source, err) from None
+    # NaN/inf weights evaluate to a NaN perplexity and sample nothing (torch.multinomial refuses NaN)
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(
+            f"{source} holds non-finite weights ({bad}): it is damaged, or from a run that diverged; give another "
+            "checkpoint (an earlier one of that run)"
+        )
+    vocab = checkpoint.get("vocab")
+    if not isinstance(vocab, list) or not all(isinstance(word, str) for word in vocab):
+        raise not_written_by_train(source, "it holds no vocabulary (its 'vocab' entry, a list of words)")
+    if len(vocab) != net.embedding.num_embeddings:
+        raise not_written_by_train(
+            source, f"its vocabulary has {len(vocab)} words, its model {net.embedding.num_embeddings}"
+        )
     return net
 
 
-def not_this_version(source: str, err: Exception) -> CheckpointError:
+def state_mismatch(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> str | None:
+    """The first difference between a checkpoint's weights and the model its hyper_parameters build (names as
+    the checkpoint has them), or None. load_state_dict's own message puts the detail below its first line."""
+    for key, tensor in ours.items():
+        if key not in theirs:
+            return f"no net.{key}"
+        if theirs[key].shape != tensor.shape:
+            return (
+                f"net.{key} has shape {tuple(theirs[key].shape)} where its hyper_parameters give {tuple(tensor.shape)}"
+            )
+    extra = next((key for key in theirs if key not in ours), None)
+    return None if extra is None else f"net.{extra} is not in the model its hyper_parameters give"
+
+
+def first_line(err: Exception | str) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def not_this_version(source: str, err: Exception | str) -> CheckpointError:
     """A checkpoint whose contents are not what this version of rnnreg writes (a key missing, a shape off)."""
     return CheckpointError(
-        f"{source} is not a rnnreg checkpoint of this version ({str(err).splitlines()[0]}): give a checkpoint "
+        f"{source} is not a rnnreg checkpoint of this version ({first_line(err)}): give a checkpoint "
         "written by rnnreg-train"
     )
+
+
+def not_written_by_train(source: str, why: str) -> CheckpointError:
+    """A checkpoint whose contents rnnreg-train never writes (no vocabulary, impossible hyper_parameters)."""
+    return CheckpointError(f"{source} is not a checkpoint rnnreg-train wrote: {why}; give a checkpoint it wrote")

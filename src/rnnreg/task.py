@@ -12,7 +12,7 @@ from rnnreg.errors import ConfigError
 from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
-from rnnreg.model import State, build_net, mean_nll, not_this_version, trained_net
+from rnnreg.model import State, build_net, first_line, mean_nll, not_this_version, not_written_by_train, trained_net
 from rnnreg.optim import paper_optimizer
 from rnnreg.resume import restore_resume_state, save_resume_state
 from rnnreg.signals import TrainingSignals
@@ -156,8 +156,9 @@ class LanguageModelTask(L.LightningModule):
 def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTask:
     """A trained task from a checkpoint, loaded as data only (rnnreg.io); with `vocab`, refuse a checkpoint
     trained on another vocabulary."""
+    ckpt_path = str(Path(ckpt_path).expanduser())
     checkpoint = load_checkpoint(ckpt_path)
-    net = trained_net(checkpoint, ckpt_path)
+    net = trained_net(checkpoint, ckpt_path)  # its hyper_parameters, weights and vocabulary checked
     hparams = checkpoint["hyper_parameters"]
     try:
         task = LanguageModelTask(
@@ -165,8 +166,10 @@ def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTa
         )
     except (KeyError, TypeError) as err:
         raise not_this_version(ckpt_path, err) from None
+    except ValueError as err:  # optim.lr=0 (a ConfigError): the file's, not the command line's
+        raise not_written_by_train(ckpt_path, f"its hyper_parameters are not valid ({first_line(err)})") from None
     task.on_load_checkpoint(checkpoint)
-    if vocab is not None and task.vocab is not None and task.vocab != vocab:
+    if vocab is not None and task.vocab != vocab:
         data = data_overrides(ckpt_path)
         raise ConfigError(
             f"{ckpt_path} was trained on another vocabulary ({len(task.vocab)} words) than "
@@ -185,3 +188,16 @@ def data_overrides(ckpt_path: str) -> str:
         return " ".join(o for o in overrides if isinstance(o, str) and o.startswith(("data=", "data.")))
     except (OSError, yaml.YAMLError, TypeError):
         return ""
+
+
+def trained_batch_size(ckpt_path: str) -> int | None:
+    """The data.batch_size of the run a checkpoint was written by, from its run's .hydra/config.yaml (the
+    checkpoint does not hold it), or None where that is not there."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((Path(ckpt_path).parent.parent / ".hydra" / "config.yaml").read_text())
+        size = config["data"]["batch_size"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        return None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
