@@ -24,16 +24,20 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 import rnnreg
-from rnnreg.errors import OutputError
+from rnnreg.errors import ConfigError, OutputError
 from rnnreg.report import history, report
 from rnnreg.run_lock import check_no_earlier_results
 
 PLACEMENTS = ("none", "non_recurrent", "recurrent")
 
 
-def train_one(placement: str, args: argparse.Namespace, data, out: Path) -> dict:
+def recipe_of(placement: str, args: argparse.Namespace) -> tuple[list[str], dict]:
     overrides = [f"dropout={placement}", f"dropout.p={args.p}"]
-    recipe = rnnreg.paper_recipe("small", *overrides, f"model.hidden_size={args.hidden}")
+    return overrides, rnnreg.paper_recipe("small", *overrides, f"model.hidden_size={args.hidden}")
+
+
+def train_one(placement: str, args: argparse.Namespace, data, out: Path) -> dict:
+    overrides, recipe = recipe_of(placement, args)
     L.seed_everything(recipe["seed"], verbose=False)
     task = rnnreg.LanguageModelTask(data.vocab_size, recipe["model"], recipe["dropout"], recipe["optim"])
     folder = out / placement
@@ -72,13 +76,35 @@ def train_one(placement: str, args: argparse.Namespace, data, out: Path) -> dict
     return metrics
 
 
+def count(text: str) -> int:
+    """An integer >= 1 (argparse type): a bad one is refused before anything is trained or written."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def probability(text: str) -> float:
+    """A drop probability in (0, 1) (argparse type): at 0 the dropout placements would not differ."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a drop probability in (0, 1), such as 0.3")
+    return value
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--windows", type=int, default=300, help="training windows per epoch (PTB has 2,323)")
-    parser.add_argument("--val-windows", type=int, default=None, help="validation and test windows (default: all)")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--hidden", type=int, default=200, help="LSTM units (the paper's small model: 200)")
-    parser.add_argument("--p", type=float, default=0.3, help="dropout probability of every dropped connection")
+    parser.add_argument("--windows", type=count, default=300, help="training windows per epoch (PTB has 2,323)")
+    parser.add_argument("--val-windows", type=count, default=None, help="validation and test windows (default: all)")
+    parser.add_argument("--epochs", type=count, default=2)
+    parser.add_argument("--hidden", type=count, default=200, help="LSTM units (the paper's small model: 200)")
+    parser.add_argument("--p", type=probability, default=0.3, help="dropout probability of every dropped connection")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--out", type=Path, default=Path("outputs/examples/compare_placements"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -87,6 +113,10 @@ def main(argv: list[str] | None = None) -> str:
         try:
             check_no_earlier_results(args.out / placement, "--out", trains=False)
         except OutputError as err:
+            parser.exit(2, f"error: {err}\n")
+        try:  # every run's recipe, checked before the first one trains
+            recipe_of(placement, args)
+        except ConfigError as err:
             parser.exit(2, f"error: {err}\n")
 
     recipe = rnnreg.paper_recipe("small")

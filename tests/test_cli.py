@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -84,3 +85,24 @@ def test_bad_input_is_one_line_error(tmp_path: Path):
     assert not run_dir.exists()  # stopped before Hydra created the run folder
     proc = run("rnnreg-eval", f"ckpt_path={tmp_path}/missing.ckpt", f"hydra.run.dir={run_dir}", check=False)
     assert proc.returncode == 2 and "is not a file" in proc.stderr and not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["--p", "abc"], "argument --p: 'abc' is not a drop probability in (0, 1)"),
+        (["--p", "0"], "argument --p: '0' is not a drop probability in (0, 1)"),  # every placement alike
+        (["--windows", "0"], "argument --windows: '0' is not an integer >= 1"),
+        (["--hidden", "0"], "argument --hidden: '0' is not an integer >= 1"),
+    ],
+)
+def test_compare_placements_refuses_bad_arguments_before_anything(tmp_path, capsys, args, says):
+    """Refused up front, not after a first run has left a partial --out that blocks the rerun."""
+    path = Path(__file__).parents[1] / "examples" / "compare_placements.py"
+    spec = importlib.util.spec_from_file_location("compare_placements", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    with pytest.raises(SystemExit) as exit_:
+        example.main([*args, "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

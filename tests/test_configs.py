@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import rnnreg
 from helpers import compose_config
 from rnnreg import CONF_DIR
+from rnnreg.callbacks import RunPlan
+from rnnreg.errors import ConfigError
 from rnnreg.train import build
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -72,6 +76,49 @@ def test_every_experiment_runs_fast_dev_run(experiment, ptb_dir, tmp_path):
     results = trainer.test(task, datamodule=datamodule, verbose=False)
     assert trainer.global_step == 1
     assert results[0]["test/ppl"] > 1 and results[1]["test/ppl_batched"] > 1
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["dropout.p=abc"], r"^dropout.p=abc must be a number in \[0, 1\)"),  # rnnreg-train's own lines
+        (["data.bptt=0"], r"^data.bptt=0 must be an integer >= 1"),
+        (["logger=tensorboard"], r"^paper_recipe cannot carry logger=tensorboard \(it sets logger.tensorboard\)"),
+        (
+            ["dropout.p=0.3", "regularizer=early_stopping"],
+            r"^paper_recipe cannot carry regularizer=early_stopping \(it sets callbacks.early_stopping\): ",
+        ),
+    ],
+)
+def test_paper_recipe_refuses_what_rnnreg_train_refuses_and_what_it_cannot_carry(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        rnnreg.paper_recipe("small", *overrides)
+
+
+def test_paper_recipe_carries_data_and_trainer_overrides(tiny_corpus):
+    trainer = ["trainer.limit_train_batches=3", "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1"]
+    recipe = rnnreg.paper_recipe("small", "data=text", f"data.data_dir={tiny_corpus}", "data.bptt=5", *trainer)
+    assert recipe["trainer"] == {"max_epochs": 13, "limit_train_batches": 3, "precision": "bf16-mixed"}
+    assert recipe["optim"]["clip"] == 1 and recipe["data"]["bptt"] == 5
+    data = rnnreg.ptb_datamodule(**recipe["data"])  # the text corpus, not PTB
+    assert data.data_dir == str(tiny_corpus) and len(data.load()) == 42 and data.url_base is None
+
+
+@pytest.mark.parametrize(
+    "overrides,says",
+    [
+        (
+            ["dropout=non_recurrent", "dropout.p=0.5", "dropout.output=0.3"],
+            "dropout input 0.5, between 0.5, output 0.3)",
+        ),
+        (["regularizer=embedding_dropout"], "dropout 0.1 on embedding)"),  # dropout.p is 0 here
+        (["dropout=non_recurrent", "dropout.p=0.5", "model.num_layers=1"], "dropout 0.5 on input/output)"),
+    ],
+)
+def test_the_run_plan_names_each_dropout_sites_own_rate(tiny_cfg, overrides, says):
+    _, task, trainer = build(tiny_cfg(*overrides))
+    assert RunPlan("paper_small").describe(trainer, task).endswith(says)
+    assert RunPlan.plan(SimpleNamespace(num_training_batches=168), 1) == "1 epoch x 168 windows per epoch"
 
 
 def test_tensorboard_logger_writes_events(tiny_cfg, tmp_path):

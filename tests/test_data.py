@@ -75,8 +75,30 @@ def test_vocabulary_from_train_and_unknown_words(tmp_path: Path):
     assert corpus.itos == ["a", "b", "<unk>", "<eos>", "c"]
     assert corpus.ids["valid"].tolist() == [0, 2, 3]  # z -> <unk>
     (tmp_path / "train.txt").write_text("a b\n")
-    with pytest.raises(DataError, match=r"not in the training vocabulary \(e.g. z\)"):
+    with pytest.raises(DataError, match=r"valid.txt has 1 word not in the training vocabulary \(e.g. z\)"):
         Corpus(ensure_files(tmp_path, files))
+
+
+def test_lines_end_at_newlines_only_and_a_byte_order_mark_is_no_word(tmp_path: Path):
+    """As PyTorch's word_language_model reads a file: \r\n is a newline; a form feed, \x85, U+2028 or a lone
+    \r inside a line separates words, not lines (str.splitlines would add an <eos> at each)."""
+    (tmp_path / "train.txt").write_bytes("\ufeffa b\x0cc\r\nd\u2028e\x85f\rg\x1ch\n".encode())
+    for split in ("valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("a\n")
+    files = {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}
+    corpus = Corpus(ensure_files(tmp_path, files))
+    assert corpus.itos == ["a", "b", "c", "<eos>", "d", "e", "f", "g", "h"]
+    assert corpus.ids["train"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 3]
+
+
+def test_a_folder_where_a_file_belongs_is_one_clear_error(pinned_files, tmp_path: Path):
+    cache = tmp_path / "cache"
+    (cache / "ptb.valid.txt").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"ptb.valid.txt is not a file \(a folder\?\): the valid split must be"):
+        ensure_files(cache, pinned_files, "http://127.0.0.1:9")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match=r"^data.data_dir=\S*file is a file, not a folder: .*ptb.train.txt"):
+        ensure_files(tmp_path / "file", pinned_files, "http://127.0.0.1:9")
 
 
 # -- download path over a real HTTP server on loopback ---------------------------------------------------

@@ -128,6 +128,7 @@ def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):
         (lambda d: (d / "valid.txt").unlink(), r"missing valid file .*valid.txt: put the valid text file there"),
         (lambda d: (d / "test.txt").write_text(""), r"test.txt is empty"),
         (lambda d: (d / "train.txt").write_bytes(b"caf\xe9 au lait\n"), r"train.txt is not UTF-8 text \(byte 3\)"),
+        (lambda d: ((d / "valid.txt").unlink(), (d / "valid.txt").mkdir()), r"valid.txt is not a file \(a folder\?\)"),
     ],
 )
 def test_bad_data_stops_before_training(tiny_cfg, tiny_corpus, tmp_path, corrupt, message):
@@ -147,6 +148,8 @@ def test_bad_data_stops_before_training(tiny_cfg, tiny_corpus, tmp_path, corrupt
         ("model.init_scale=0", r"^model.init_scale=0 must be a number > 0"),
         ("optim.lr=0", r"^optim.lr=0 must be a number > 0"),
         ("trainer.gradient_clip_algorithm=value", r"^trainer.gradient_clip_algorithm=value must be one of norm"),
+        # an argument the schema passes on to Lightning, which refuses it: one line, not Hydra's page
+        ("+trainer.max_steps=-5", r"^trainer.max_steps=-5 is refused by Lightning's Trainer: `max_steps` must be a "),
     ],
 )
 def test_bad_config_values_stop_before_training(tiny_cfg, tmp_path, override, message):
@@ -214,6 +217,28 @@ def test_fast_dev_run_works_with_early_stopping(tiny_cfg):
     writes; the debug test then uses the final weights."""
     metrics = train(tiny_cfg("regularizer=[early_stopping]", "trainer.fast_dev_run=true"))
     assert metrics["status"] == "completed" and metrics["epochs"] == 1 and metrics["test_ppl"] > 1
+
+
+@pytest.mark.parametrize(
+    "overrides,val_epoch,steps",
+    [
+        (["trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2", "test=false"], 2, 12),
+        # nothing validated: early stopping's best.ckpt never exists, the test takes the final weights
+        (["trainer.max_epochs=2", "trainer.check_val_every_n_epoch=3", "regularizer=[early_stopping]"], None, 8),
+        (["trainer.max_epochs=2", "+trainer.max_steps=3", "test=false"], None, 3),
+    ],
+    ids=["every-2nd-epoch", "never", "max-steps"],
+)
+def test_a_run_that_skips_validation_saves_its_final_model_and_says_what_was_validated(
+    tiny_cfg, tmp_path, overrides, val_epoch, steps
+):
+    metrics = train(tiny_cfg("trainer.limit_train_batches=4", *overrides))
+    assert json.loads((tmp_path / "run/metrics.json").read_text()) == metrics and metrics["status"] == "completed"
+    assert metrics.get("val_epoch") == val_epoch
+    assert ("val_ppl" in metrics) == ("best_val_ppl" in metrics) == bool(val_epoch)  # none when none ran
+    last = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)
+    assert last["global_step"] == steps  # the final weights, not those of the last validated epoch
+    assert (tmp_path / "run/checkpoints/best.ckpt").exists() == bool(val_epoch)
 
 
 def test_runs_without_the_speed_monitor(tiny_cfg):

@@ -71,7 +71,7 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     # the CPU's model and thread count, which change a CPU run's float32 rounding
     device = f"on cpu ({cpu_model()}, 1 thread):"
     assert f"rnnreg: training paper_small (LSTM 2 x 16, 5,738 parameters, no dropout) {device}" in log
-    assert "1 epochs x 13 windows per epoch" in log
+    assert "1 epoch x 13 windows per epoch" in log
     assert log.count("estimated total:") == 1 and "(over 10 windows after warm-up)" in log
     per_window = float(re.search(r"measured: ([0-9.e+-]+) s per window", log).group(1))
     assert 0 < per_window < 30

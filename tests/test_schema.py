@@ -216,14 +216,30 @@ def test_a_typo_names_the_key_meant(composed):
         (["-m", "experiment=smoke", "dropout=none,variational"], r"^dropout=variational drops nothing.*\(sweep job"),
         (["-m", "dropout=both", "dropout.p=0.5,0.0"], r"drops nothing.*\(sweep job dropout.p=0.0\)$"),
         (["-m", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
-        (["seed=1,2"], r"^seed=1,2 is a sweep: add -m"),
+        # every quoting hint as a shell passes it to Hydra: the inner quotes in the outer ones
+        (["seed=1,2"], r"^seed=1,2 is a sweep: add -m .*\(\"seed='1,2'\"\) for a string$"),
         (
             ["hydra.run.dir=a,b"],
-            r"^hydra.run.dir=a,b: Hydra's own settings cannot be swept: .*\(hydra.run.dir='a,b'\)$",
+            r"^hydra.run.dir=a,b: Hydra's own settings cannot be swept: .*\(\"hydra.run.dir='a,b'\"\)$",
         ),
         (
             ["experiment=ablation_placement_small", "hydra.sweeper.params.dropout=none,both"],
-            r"swept: .*\(hydra.sweeper.params.dropout='none,both'\), or sweep the key itself: dropout=none,both$",
+            r"swept: .*\(\"hydra.sweeper.params.dropout='none,both'\"\), or sweep the key itself: dropout=none,both$",
+        ),
+        (
+            ["data.data_dir=/tmp/corpusé"],
+            r"^data.data_dir=/tmp/corpusé is not an override Hydra can read \(LexerNoViableAltException\): quote the "
+            r"value inside the override, e.g. \"data.data_dir='/tmp/corpusé'\" \(the outer quotes for the shell",
+        ),
+        (["data.data_dir=/tmp/a=b"], r"^data.data_dir=/tmp/a=b is not an override .*e.g. \"data.data_dir='/tmp/a=b'\""),
+        (
+            ["debug=null"],
+            r"^debug=null: debug is a config group and null is not one of its options: choose one of def",
+        ),
+        (["data=null"], r"^data=null: .*choose one of ptb, text, or leave data= out to keep its default$"),
+        (
+            ["optimized_metric=test_ppl", "test=false"],
+            r"^optimized_metric=test_ppl needs the final test",
         ),
         (["-m", "hparams_search=optuna", "optim.lr=interval(0.0,1.0)"], r"^optim.lr=0.0 must be a number > 0"),
         (["-m", "optim.lr=interval(0.1,1.0)"], r"^optim.lr=interval\(0.1,1.0\) is a range to search, .*optuna\)"),
@@ -232,6 +248,8 @@ def test_a_typo_names_the_key_meant(composed):
         (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"], r"^data.batch_size=20 is not divisible"),
         (["trainer.accelerator=cpu", "trainer.precision=16-mixed"], r"^trainer.precision=16-mixed needs a GPU"),
         (["data=text", "data.data_dir=/nonexistent"], r"^data.data_dir=/nonexistent is not a folder"),
+        (["data=text"], r"^data.data_dir is required \(\?\?\? in the config\)"),  # not PTB's folder, unnoticed
+        ([f"data.data_dir={NOT_A_CKPT}"], r"^data.data_dir=\S+ is not a folder: .*ptb.train.txt"),  # PTB: a file
         (["ckpt_path=/nonexistent.ckpt"], r"^ckpt_path=/nonexistent.ckpt is not a file: .*ckpt_path=last"),
         ([f"ckpt_path={NOT_A_CKPT}"], r"is not a checkpoint \(not a file torch.save wrote\)"),
     ],
@@ -303,6 +321,9 @@ def test_every_config_a_user_can_compose_validates(tmp_path):
             f"error: ckpt_path={NOT_A_CKPT} is not a checkpoint",
         ),
         ("rnnreg-eval", ["ckpt_path=[]"], "error: ckpt_path=[] is an empty list"),
+        ("rnnreg-train", ["data=text"], "error: data.data_dir is required"),
+        ("rnnreg-train", ["debug=null"], "error: debug=null: debug is a config group"),
+        ("rnnreg-generate", ["prompt=he does n't know"], "error: prompt=he does n't know is not an override Hydra"),
     ],
 )
 def test_console_scripts_stop_before_creating_anything(tmp_path, script, args, starts):
@@ -317,10 +338,38 @@ def test_console_scripts_stop_before_creating_anything(tmp_path, script, args, s
     assert not out.exists() and not any(cwd.iterdir())
 
 
-def test_a_split_too_short_stops_before_any_file(tiny_cfg, tiny_corpus, tmp_path):
-    (tiny_corpus / "valid.txt").write_text("w1\n")  # 2 tokens for 4 streams
-    with pytest.raises(DataError, match="too short for 4 streams"):
-        train(tiny_cfg())
+@pytest.mark.parametrize(
+    "split,text,override,message",
+    [
+        (
+            "valid",
+            "w1\n",
+            "data.batch_size=4",
+            r"^the valid split \S*valid.txt of 2 tokens is too short for 4 streams "
+            r"\(data.batch_size=4\): ",
+        ),
+        (
+            "test",
+            "w1\n" * 4,
+            "data.test_batch_size=5",
+            r"^the test split \S*test.txt of 8 tokens is too short for 5 "
+            r"streams \(data.test_batch_size=5\)",
+        ),
+        # 18 tokens: 4 steps per stream, and a window of data.bptt=4 needs 5 (it predicts the next token)
+        (
+            "train",
+            "<unk>\n" + "w1 w2 w3 w4 w5 w6 w7\n" * 2,
+            "data.bptt=4",
+            r"^the train split \S*train.txt is shorter "
+            r"than one training window: 4 steps per stream \(data.batch_size=4 streams\) for data.bptt=4: set "
+            r"data.bptt=3 or less, or data.batch_size=3 or less",
+        ),
+    ],
+)
+def test_a_split_too_short_stops_before_any_file(tiny_cfg, tiny_corpus, tmp_path, split, text, override, message):
+    (tiny_corpus / f"{split}.txt").write_text(text)
+    with pytest.raises(DataError, match=message):
+        train(tiny_cfg(override))
     assert not (tmp_path / "run").exists()
 
 

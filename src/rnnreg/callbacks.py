@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from rnnreg.console import device_name, format_duration
+from rnnreg.console import counted, device_name, format_duration
 from rnnreg.errors import TrainingDiverged
 from rnnreg.signals import MAX_NLL
 
@@ -287,7 +287,15 @@ class RunPlan(L.Callback):
         dropout = pl_module.hparams.get("dropout") or {}
         size = f"LSTM {model.get('num_layers', '?')} x {model.get('hidden_size', '?')}"
         sites = [k for k in ("input", "between", "output", "recurrent", "weight_drop", "embedding") if dropout.get(k)]
-        drop = f"dropout {dropout.get('p', 0)} on {'/'.join(sites)}" if sites else "no dropout"
+        if model.get("num_layers") == 1:  # no layer above another: nothing between them is dropped
+            sites = [k for k in sites if k != "between"]
+        # each site's own rate (dropout.p is only what the placement's sites default to)
+        rates = {dropout[k] for k in sites}
+        if len(rates) == 1:
+            drop = f"dropout {rates.pop()} on {'/'.join(sites)}"
+        else:
+            drop = ("dropout " + ", ".join(f"{k} {dropout[k]}" for k in sites)) if sites else "no dropout"
+        drop += " (variational)" if sites and dropout.get("variational") else ""
         name = f"{self.experiment} " if self.experiment else ""
         return f"{name}({size}, {pl_module.num_params:,} parameters, {drop})"
 
@@ -295,7 +303,7 @@ class RunPlan(L.Callback):
     def plan(trainer, epochs: int | None) -> str:
         windows = trainer.num_training_batches
         shown = f"{windows:,}" if math.isfinite(windows) else "all"
-        return f"{'?' if epochs is None else epochs} epochs x {shown} windows per epoch"
+        return f"{'? epochs' if epochs is None else counted(epochs, 'epoch')} x {shown} windows per epoch"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.done:
@@ -329,7 +337,7 @@ class RunPlan(L.Callback):
         lines = [
             f"rnnreg: {self.describe(trainer, pl_module)}",
             f"  device: {device}",
-            f"  plan: {self.plan(trainer, epochs)}, validation every {trainer.check_val_every_n_epoch or 1} epoch(s)",
+            f"  plan: {self.plan(trainer, epochs)}, validation every {every(trainer.check_val_every_n_epoch or 1)}",
             f"  measured: {seconds_per_window:.3g} s per window "
             f"(over {self.timer.timed} windows{self.timer.after_warmup})",
             f"  estimated {'total' if fresh else 'time left'}: {format_duration(train + val)} "
@@ -347,6 +355,11 @@ class RunPlan(L.Callback):
     def words_per_window(trainer) -> int:
         data = trainer.datamodule
         return getattr(data, "batch_size", 0) * getattr(data, "bptt", 0)
+
+
+def every(epochs: int) -> str:
+    """every epoch, every 2 epochs."""
+    return "epoch" if epochs == 1 else f"{epochs} epochs"
 
 
 class NonFiniteLossGuard(L.Callback):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,23 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
     try:
         overrides = parser.parse_overrides([a for a in argv if not a.startswith("-")])
     except HydraException as err:
-        raise ConfigError(str(err).strip().splitlines()[0]) from None
+        raise ConfigError(parse_error([a for a in argv if not a.startswith("-")], err)) from None
     groups = [o for o in overrides if _is_group(o, conf_dir)]
     values = [o for o in overrides if not _is_group(o, conf_dir)]
+    for o in groups:  # Hydra's own answer is a ValueError traceback
+        if o.value() is None and not o.is_delete() and not o.key_or_group.startswith("hydra"):
+            group = o.key_or_group
+            known = ", ".join(sorted(p.stem for p in Path(conf_dir, group).glob("*.yaml") if p.stem[0] != "_"))
+            raise ConfigError(
+                f"{o.input_line}: {group} is a config group and null is not one of its options: choose one of "
+                f"{known}, or leave {group}= out to keep its default"
+            )
     with initialize_config_dir(conf_dir, version_base="1.3"):
 
         def compose_groups(group_lines: tuple[str, ...]) -> DictConfig:
             try:
                 return compose(config_name, overrides=list(group_lines), return_hydra_config=True)
-            except HydraException as err:
+            except (HydraException, ValueError) as err:  # ValueError: a group override Hydra cannot take
                 raise ConfigError(" ".join(str(err).split("\n")[:1]).strip()) from None
 
         plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
@@ -67,14 +76,16 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
             param = key.removeprefix("hydra.sweeper.params.")
             itself = f", or sweep the key itself: {param}={value}" if param != key else ""
             raise ConfigError(
-                f"{line}: Hydra's own settings cannot be swept: quote a value that holds a comma ({key}='{value}')"
-                f"{itself}"
+                f"{line}: Hydra's own settings cannot be swept: quote a value that holds a comma "
+                f"({quoted_override(key, value)}){itself}"
             )
         sweeps = {o.get_key_element(): o for o in values + groups if o.is_sweep_override() and not _is_hydra(o)}
         if sweeps and not multirun:
             line = next(iter(sweeps.values())).input_line
+            key, _, value = line.partition("=")
             raise ConfigError(
-                f"{line} is a sweep: add -m (--multirun) to run one job per value, or quote it ('{line}') for a string"
+                f"{line} is a sweep: add -m (--multirun) to run one job per value, or quote the value "
+                f"({quoted_override(key, value)}) for a string"
             )
         if multirun:  # the sweeper's own params (an experiment's), the command line's win
             for key, spec in (OmegaConf.select(base, "hydra.sweeper.params") or {}).items():
@@ -104,6 +115,37 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
                     raise ConfigError(f"{err}{where}") from None
                 checked += 1
     return checked
+
+
+def quoted_override(key: str, value: str) -> str:
+    """`key=value` with the value quoted for Hydra, the whole in double quotes for a shell: "key='a,b'" (a
+    shell takes unquoted or single quotes away before Hydra sees them)."""
+    value = value.strip("'") if value[:1] == value[-1:] == "'" else value
+    inner = f"'{value}'" if "'" not in value else '"' + value.replace('"', '\\"') + '"'
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", f"{key}={inner}") + '"'
+
+
+def parse_error(args: list[str], err: Exception) -> str:
+    """One line for an override Hydra's grammar refuses (characters outside it, an `=` in the value), with
+    the quoting that passes it through a shell."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    reason = str(err).strip().splitlines()[0]
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            parser.parse_overrides([arg])
+        except HydraException:
+            key, equals, value = arg.partition("=")
+            if not equals:
+                return f"{arg}: {reason}"
+            reason = reason.split(":")[0] if reason.endswith(arg) else reason
+            return (
+                f"{arg} is not an override Hydra can read ({reason}): quote the value inside the override, "
+                f"e.g. {quoted_override(key, value)} (the outer quotes for the shell, the inner ones for Hydra)"
+            )
+    return reason
 
 
 def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: str = CONF_DIR) -> str | None:

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rnnreg.console import counted
 from rnnreg.errors import DataError
 
 EOS = "<eos>"
@@ -55,6 +56,15 @@ def fetch_file(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) 
 def ensure_files(data_dir: str | Path, files: dict, url_base: str | None = None) -> dict[str, Path]:
     """Return the path of every split, downloading missing files and verifying pinned checksums."""
     data_dir = Path(data_dir).expanduser()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(
+            f"data.data_dir={data_dir} is a file, not a folder: set data.data_dir to the folder holding "
+            f"{', '.join(files[s]['name'] for s in SPLITS)}"
+        )
+    for split in SPLITS:  # before any download
+        path = data_dir / files[split]["name"]
+        if path.exists() and not path.is_file():
+            raise DataError(f"{path} is not a file (a folder?): the {split} split must be a text file; move it away")
     paths = {}
     for split in SPLITS:
         spec = files[split]
@@ -83,11 +93,20 @@ def ensure_files(data_dir: str | Path, files: dict, url_base: str | None = None)
 
 
 def read_words(path: Path) -> list[str]:
+    """The file's words, each line ended by <eos>. Lines end at \n only (\r\n too), as PyTorch's
+    word_language_model reads them: str.splitlines would also end them at \x0c, \x85, U+2028, ...; a
+    UTF-8 byte-order mark is no part of the first word."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8-sig", newline="") as f:  # newline="": a lone \r stays in its line
+            text = f.read()
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not UTF-8 text (byte {err.start}): re-encode it as UTF-8") from None
-    words = [w for line in text.splitlines() for w in line.split() + [EOS]]
+    except OSError as err:
+        raise DataError(f"cannot read {path} ({err.strerror}): make it a readable text file") from None
+    lines = text.split("\n")
+    if lines[-1] == "":  # the final newline ends the last line, it starts no other
+        lines.pop()
+    words = [w for line in lines for w in line.split() + [EOS]]
     if not words:
         raise DataError(f"{path} is empty: a split needs at least one line of text")
     return words
@@ -97,6 +116,7 @@ class Corpus:
     """Vocabulary from the training split (first-seen order) and the token ids of each split."""
 
     def __init__(self, paths: dict[str, Path]):
+        self.paths = paths
         train = read_words(paths["train"])
         self.itos = list(dict.fromkeys(train))
         self.stoi = {w: i for i, w in enumerate(self.itos)}
@@ -113,18 +133,24 @@ class Corpus:
         if unknown and unk is None:
             examples = ", ".join(list(dict.fromkeys(unknown))[:5])
             raise DataError(
-                f"{path} has {len(unknown)} words not in the training vocabulary "
+                f"{path} has {counted(len(unknown), 'word')} not in the training vocabulary "
                 f"(e.g. {examples}) and the corpus has no {UNK} token: add {UNK} to train "
                 f"or map rare words to it"
             )
         return torch.tensor([self.stoi.get(w, unk) for w in words], dtype=torch.long)
 
 
-def batchify(ids: torch.Tensor, num_streams: int) -> torch.Tensor:
-    """Cut one token stream into `num_streams` contiguous columns: shape (steps, num_streams)."""
+def batchify(ids: torch.Tensor, num_streams: int, split: str = "a split", key: str = "") -> torch.Tensor:
+    """Cut one token stream into `num_streams` contiguous columns: shape (steps, num_streams). `split` and
+    `key` (the setting of `num_streams`) name them in the error."""
     steps = ids.numel() // num_streams
     if steps < 2:
-        raise DataError(f"a split of {ids.numel()} tokens is too short for {num_streams} streams")
+        setting = f" ({key}={num_streams})" if key else ""
+        fix = f"lower {key} or give a longer file" if key else "use fewer streams or a longer split"
+        raise DataError(
+            f"{split} of {counted(ids.numel(), 'token')} is too short for {num_streams} streams{setting}: "
+            f"each stream needs 2 tokens or more; {fix}"
+        )
     return ids[: steps * num_streams].view(num_streams, steps).t().contiguous()
 
 
@@ -200,6 +226,24 @@ class LMDataModule(L.LightningDataModule):
     @property
     def vocab_size(self) -> int:
         return len(self.load())
+
+    def check_splits(self) -> None:
+        """Every split cut into its streams, and the training split into at least one window of data.bptt
+        steps: a split too short stops here (without it Lightning trains no window and says little)."""
+        corpus = self.load()
+        streams = [("train", "batch_size"), ("valid", "batch_size"), ("test", "batch_size")]
+        for split, key in [*streams, ("test", "test_batch_size")]:
+            batchify(corpus.ids[split], getattr(self, key), f"the {split} split {corpus.paths[split]}", f"data.{key}")
+        tokens = corpus.ids["train"].numel()
+        steps = tokens // self.batch_size
+        if steps - 1 < self.bptt:  # a window predicts bptt next tokens: bptt + 1 steps per stream
+            fewer = tokens // (self.bptt + 1)
+            fix = f"data.bptt={steps - 1} or less" + (f", or data.batch_size={fewer} or less" if fewer else "")
+            raise DataError(
+                f"the train split {corpus.paths['train']} is shorter than one training window: "
+                f"{counted(steps, 'step')} per stream (data.batch_size={self.batch_size} streams) for "
+                f"data.bptt={self.bptt}: set {fix}, or give a longer train file"
+            )
 
     def streams(self, split: str, num_streams: int) -> torch.Tensor:
         """This rank's columns: the global streams are split across DDP ranks, never reshuffled."""

@@ -6,6 +6,8 @@ through Hydra's compose API, `ptb_datamodule` takes conf/data/ptb.yaml's pinned 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,22 +17,68 @@ from rnnreg.errors import ConfigError
 
 SIZES = ("small", "medium", "large")
 DATA_KEYS = ("batch_size", "bptt", "eval_bptt", "test_batch_size")
+# the clip is optim's (rnnreg's update rule), max_epochs always in the recipe
+TRAINER_NOT_PASSED = {"gradient_clip_val", "gradient_clip_algorithm", "max_epochs"}
 
 
-def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
-    """The config rnnreg-train (or `config_name`) would run with these command-line overrides, composed
-    without a run: `paths.output_dir` (Hydra's run folder) stays unresolved. Works inside a Hydra app too."""
-    from hydra import compose, initialize_config_dir
+@contextlib.contextmanager
+def _own_hydra() -> Iterator[None]:
+    """Hydra's global state for a compose of ours, the caller's (a Hydra app's) put back after it."""
     from hydra.core.global_hydra import GlobalHydra
 
     outer = GlobalHydra.instance()
     saved = outer.hydra if outer.is_initialized() else None
     outer.clear()
     try:
-        with initialize_config_dir(CONF_DIR, version_base="1.3"):
-            return compose(config_name, overrides=list(overrides))
+        yield
     finally:
         GlobalHydra.instance().hydra = saved
+
+
+def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
+    """The config rnnreg-train (or `config_name`) would run with these command-line overrides, composed
+    without a run: `paths.output_dir` (Hydra's run folder) stays unresolved. Works inside a Hydra app too."""
+    from hydra import compose, initialize_config_dir
+
+    with _own_hydra(), initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+def checked_config(*overrides: str) -> DictConfig:
+    """compose_config, after the checks rnnreg-train makes of its command line: a bad value is the same
+    one-line ConfigError."""
+    from rnnreg.command_line import validate_args
+    from rnnreg.runtime import check_group_options
+
+    check_group_options(list(overrides))
+    with _own_hydra():
+        validate_args("train", list(overrides))
+    return compose_config(*overrides)
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A plain container's values by dotted key (a list is one value)."""
+    if not isinstance(node, dict) or not node:
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+
+
+def _carried(key: str) -> bool:
+    """Whether a recipe holds the config key: the task's model, dropout and optim (the clip: optim's), the
+    data module's and the Trainer's plain arguments, the seed."""
+    top = key.split(".")[0]
+    if top in ("model", "dropout", "optim", "seed", "experiment_name"):
+        return True
+    if top == "data":
+        return key != "data._target_"
+    return top == "trainer" and key not in ("trainer._target_", "trainer.plugins", "trainer.default_root_dir")
+
+
+def _changed(cfg: DictConfig, base: DictConfig) -> dict[str, Any]:
+    """The keys whose value `cfg` changes from `base` (or adds, or removes)."""
+    a, b = (_leaves(OmegaConf.to_container(c, resolve=False)) for c in (cfg, base))
+    gone = object()
+    return {k: a.get(k) for k in a.keys() | b.keys() if a.get(k, gone) != b.get(k, gone)}
 
 
 def plain(node: DictConfig) -> dict:
@@ -41,24 +89,51 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     """The paper's recipe for `size` (small, medium, large), as keyword arguments:
 
     - `model`, `dropout`, `optim` (the clip included): LanguageModelTask(vocab_size, model, dropout, optim)
-    - `data`: ptb_datamodule(**data) (batch size, bptt, evaluation window, test streams)
-    - `trainer`: lightning.Trainer(**trainer) (max_epochs)
+    - `data`: ptb_datamodule(**data) (batch size, bptt, evaluation window, test streams; and the folder and
+      files an override sets)
+    - `trainer`: lightning.Trainer(**trainer) (max_epochs, and the Trainer arguments an override sets)
     - `experiment`, `seed`
 
-    `overrides` are rnnreg-train's, e.g. paper_recipe("small", "dropout=recurrent", "dropout.p=0.3")."""
+    `overrides` are rnnreg-train's, e.g. paper_recipe("small", "dropout=recurrent", "dropout.p=0.3"), checked
+    as rnnreg-train checks them (ConfigError). Those of data (data=text data.data_dir=...) come in `data`, those
+    of the Trainer (trainer.limit_train_batches=10) in `trainer`; an override of what a recipe has no place
+    for (logger, callbacks, regularizer=early_stopping, test, speed, paths, hydra) is refused (ConfigError)."""
     if size not in SIZES:
         raise ConfigError(f"paper_recipe({size!r}): choose one of {', '.join(SIZES)}")
-    cfg = compose_config(f"experiment=paper_{size}", *overrides)
+    base_args = (f"experiment=paper_{size}",)
+    cfg = checked_config(*base_args, *overrides)
+    base = compose_config(*base_args)
+    changed = _changed(cfg, base)
+    hydra = [o for o in overrides if o.lstrip("+~").startswith("hydra")]
+    if hydra or any(not _carried(k) for k in changed):
+        refused = hydra + [
+            o
+            for o in overrides
+            if o not in hydra and any(not _carried(k) for k in _changed(compose_config(*base_args, o), base))
+        ]
+        keys = sorted({".".join(k.split(".")[:2]) for k in changed if not _carried(k)})
+        sets = f" (it sets {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})" if keys else ""
+        raise ConfigError(
+            f"paper_recipe cannot carry {' '.join(refused or overrides)}{sets}: a recipe holds model, dropout, "
+            f"optim, data, trainer and seed; set the rest on the objects you build from it, or run rnnreg-train"
+        )
+    data, trainer = ({k.split(".")[1] for k in changed if k.startswith(group)} for group in ("data.", "trainer."))
     return {
         "experiment": cfg.experiment_name,
         "model": plain(cfg.model),
         "dropout": plain(cfg.dropout),
         # the clip is part of rnnreg's update rule (rnnreg.optim): Lightning's own clipping stays off
         "optim": plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val},
-        "data": {key: cfg.data[key] for key in DATA_KEYS},
-        "trainer": {"max_epochs": cfg.trainer.max_epochs},
+        # ptb_datamodule(**data): another corpus's folder and files (data=text) come with it
+        "data": {key: _plain(cfg.data[key]) for key in (*DATA_KEYS, *sorted(data - set(DATA_KEYS)))},
+        "trainer": {"max_epochs": cfg.trainer.max_epochs}
+        | {key: _plain(cfg.trainer[key]) for key in sorted(trainer - TRAINER_NOT_PASSED)},
         "seed": cfg.seed,
     }
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def ptb_datamodule(batch_size: int = 20, bptt: int = 20, **kwargs: Any):

@@ -289,6 +289,7 @@ class Eval:
     experiment_name: str = text()
     ckpt_path: Any = rule("ckpt", hint="or a list of them: their average")
     mc_samples: int = integer(1, hint="1 = deterministic evaluation")
+    seed: int = integer(0, 2**32 - 1)
     paths: Paths = node(Paths)
     data: Data = node(Data)
     trainer: Trainer = node(Trainer)
@@ -572,13 +573,18 @@ SITES = ("input", "between", "output", "recurrent", "weight_drop", "embedding")
 
 
 def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
+    metric = cfg.get("optimized_metric") if schema is Train else None
+    if isinstance(metric, str) and metric.startswith("test") and not cfg.get("test"):  # before any run folder
+        raise ConfigError(f"optimized_metric={metric} needs the final test: set test=true or choose best_val_ppl")
     if "trainer" in cfg and cfg.trainer is not None:
         _check_trainer(cfg)
     if "dropout" in cfg and "model" in cfg:
         _check_dropout(cfg, choices)
     if "data" in cfg:
         data = cfg.data
-        if data.get("url_base") is None and not Path(str(data.data_dir)).expanduser().is_dir():
+        folder = Path(str(data.data_dir)).expanduser()
+        # a missing folder is fine where the files are downloaded into it; a file in its place never is
+        if (data.get("url_base") is None or folder.exists()) and not folder.is_dir():
             raise ConfigError(
                 f"data.data_dir={data.data_dir} is not a folder: give the folder holding the "
                 f"{', '.join(data.files[s].name for s in ('train', 'valid', 'test'))} files"

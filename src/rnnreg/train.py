@@ -38,7 +38,8 @@ def main(cfg: DictConfig) -> float | None:
     from rnnreg.training import train
 
     metrics = train(cfg)
-    return metrics[key] if key else None  # what hparams_search minimises
+    # what hparams_search minimises; a run that validated no epoch has no val_ppl (the trial fails)
+    return metrics.get(key) if key else None
 
 
 def __getattr__(name: str) -> Any:  # rnnreg.train.build etc.: rnnreg.training, imported on first use

@@ -4,6 +4,7 @@ parsed the command line.)"""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -13,14 +14,15 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ProgressBar
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
 from rnnreg.checkpoints import tests_best
-from rnnreg.data import batchify
+from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
 from rnnreg.io import load_checkpoint, write_json_atomic
@@ -68,9 +70,18 @@ def build(
         for c in instantiate_callbacks(cfg)
         if (loggers or not isinstance(c, LearningRateMonitor)) and (bar or not isinstance(c, ProgressBar))
     ]
-    trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, gradient_clip_val=None, gradient_clip_algorithm=None
-    )
+    try:
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            gradient_clip_val=None,
+            gradient_clip_algorithm=None,
+        )
+    except InstantiationException as err:
+        if not isinstance(err.__cause__, MisconfigurationException):
+            raise
+        raise trainer_refused(cfg.trainer, err.__cause__) from None
     processes = trainer.num_devices * trainer.num_nodes
     if datamodule.batch_size % processes:
         raise DataError(
@@ -82,12 +93,31 @@ def build(
         require_triton_cell(trainer.strategy.root_device)
         task.net.lstm.triton_cell = True
     # every split cut into its streams now: a split too short for them stops here, before anything is written
-    streams = {"train": [datamodule.batch_size], "valid": [datamodule.batch_size]}
-    streams["test"] = [datamodule.batch_size, datamodule.test_batch_size]
-    for split, counts in streams.items():
-        for count in counts:
-            batchify(datamodule.load().ids[split], count)
+    datamodule.check_splits()
     return datamodule, task, trainer
+
+
+def trainer_refused(trainer_cfg: DictConfig, err: Exception) -> ConfigError:
+    """Lightning's refusal of a Trainer argument the schema passes on unchecked (+trainer.max_steps=-5), as
+    one line naming the key where the message does."""
+    message = " ".join(str(err).split())
+    named = [(m.start(), k) for k in trainer_cfg.keys() if (m := re.search(rf"\b{re.escape(str(k))}\b", message))]
+    if not named:
+        return ConfigError(f"Lightning's Trainer refuses a trainer.* setting: {message}")
+    key = min(named)[1]
+    return ConfigError(f"trainer.{key}={trainer_cfg.get(key)} is refused by Lightning's Trainer: {message}")
+
+
+class LastValidation(L.Callback):
+    """The epoch (from 1) of the fit's latest validation, None before any: with validation every n epochs
+    (or none at all) the final model's epoch is not the one val/ppl was measured at."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.epoch = trainer.current_epoch + 1
 
 
 class LogConfig(L.Callback):
@@ -135,7 +165,12 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     validation checkpoint ("best"); test_ckpt=auto is best exactly when early stopping is on."""
     best = tests_best(cfg.get("test_ckpt", "last"), any(isinstance(c, EarlyStopping) for c in trainer.callbacks))
     # fast_dev_run writes no checkpoint: its (debug) test runs on the final weights
-    return "best" if best and not trainer.fast_dev_run and trainer.checkpoint_callback else None
+    if not (best and not trainer.fast_dev_run and trainer.checkpoint_callback):
+        return None
+    if not trainer.checkpoint_callback.best_model_path:  # no epoch was validated: there is no best
+        log.warning("no validation ran, so there is no best checkpoint: testing the final weights")
+        return None
+    return "best"
 
 
 def hyperparameters(cfg: DictConfig) -> dict:
@@ -228,6 +263,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
             tree = rank_zero_only(print_config_tree)(cfg)
         trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
+        validation = LastValidation()
+        trainer.callbacks.append(validation)
         log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
@@ -235,7 +272,16 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         preemption.check()
         train_seconds = time.perf_counter() - start
-        metrics = {"val_ppl": float(trainer.callback_metrics["val/ppl"])}
+        metrics = {}
+        if validation.epoch is not None:  # its epoch said: with validation every n epochs it may not be the last
+            metrics = {"val_ppl": float(trainer.callback_metrics["val/ppl"]), "val_epoch": validation.epoch}
+        else:
+            log.warning(
+                "no validation ran (%s trained, trainer.check_val_every_n_epoch=%s): metrics.json has no val_ppl "
+                "and no best_val_ppl",
+                counted(trainer.current_epoch, "epoch"),
+                trainer.check_val_every_n_epoch,
+            )
         if cfg.get("test"):
             results = trainer.test(task, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer))
             preemption.check()
@@ -253,8 +299,9 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         raise
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint else None
+    if best is not None or "val_ppl" in metrics:  # absent with no validation (rnnreg-report shows none)
+        metrics["best_val_ppl"] = float(best) if best is not None else metrics["val_ppl"]
     metrics |= {
-        "best_val_ppl": float(best) if best is not None else metrics["val_ppl"],
         "epochs": trainer.current_epoch,
         "train_seconds": round(train_seconds, 2),
     }
