@@ -243,6 +243,11 @@ def test_a_typo_names_the_key_meant(composed):
         ),
         (["-m", "hparams_search=optuna", "optim.lr=interval(0.0,1.0)"], r"^optim.lr=0.0 must be a number > 0"),
         (["-m", "optim.lr=interval(0.1,1.0)"], r"^optim.lr=interval\(0.1,1.0\) is a range to search, .*optuna\)"),
+        (  # a stacked sweep's setting without the stacked launcher (Hydra: "Could not override", nothing more)
+            ["-m", "seed=1,2", "hydra.launcher.resume=true"],
+            r"^hydra.launcher.resume=true: hydra.launcher.resume is a setting of hydra/launcher=stacked, and this "
+            r"command's launcher is basic: add hydra/launcher=stacked, or leave hydra.launcher.resume out$",
+        ),
         (["dropout=recurrent", "model.lstm=fused"], r"^model.lstm=fused cannot run dropout.recurrent=0.5"),
         (["regularizer=layer_norm", "model.lstm=fused"], r"^model.lstm=fused cannot run model.layer_norm=true"),
         (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"], r"^data.batch_size=20 is not divisible"),

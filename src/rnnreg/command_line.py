@@ -197,10 +197,29 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
         key = override.key_or_group
         if not override.is_add() and not override.is_force_add() and not key.startswith("hydra."):
             _check_key_exists(cfg, key, override, config_name)
+        if key.startswith("hydra.launcher.") and OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+            raise ConfigError(f"{override.input_line}: {not_a_launcher_setting(cfg, key)}")
         try:
             ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
         except HydraException as err:
             raise ConfigError(f"{override.input_line}: {str(err).strip().splitlines()[0]}") from None
+
+
+def not_a_launcher_setting(cfg: DictConfig, key: str) -> str:
+    """Why a hydra.launcher.* key is not in the config: the launchers of conf/hydra/launcher/ that have it."""
+    launcher = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get("hydra/launcher", "basic")
+    setting = key.split(".", 2)[2].split(".")[0]
+    owners = [
+        f"hydra/launcher={p.stem}"
+        for p in sorted(Path(CONF_DIR, "hydra", "launcher").glob("*.yaml"))
+        if setting in (OmegaConf.load(p) or {})
+    ]
+    if not owners:
+        return f"{key} is not a setting of this command's launcher ({launcher}): leave it out, or pick its launcher"
+    return (
+        f"{key} is a setting of {' and '.join(owners)}, and this command's launcher is {launcher}: add {owners[0]}, "
+        f"or leave {key} out"
+    )
 
 
 def _check_key_exists(cfg: DictConfig, key: str, override: Any, config_name: str) -> None:
