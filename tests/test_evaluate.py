@@ -239,6 +239,20 @@ def test_a_checkpoint_with_nan_weights_is_one_line_error(checkpoints, bad_checkp
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_an_evaluation_sweep_names_a_failed_job_by_its_checkpoint(checkpoints, bad_checkpoints, tmp_path):
+    """rnnreg-eval -m ckpt_path=a,b: a job that fails is named by the checkpoint it was given (a path is no part
+    of a run's name elsewhere, which left `job 1 ()`), the other job is evaluated, the sweep exits 1."""
+    corpus, (a, _), _ = checkpoints
+    bad, sweep = bad_checkpoints["nan"], tmp_path / "sweep"
+    args = ["-m", "data=text", f"data.data_dir={corpus}", "data.batch_size=4", "trainer.enable_progress_bar=false"]
+    proc = run("rnnreg-eval", *args, f"ckpt_path={a},{bad}", f"hydra.sweep.dir={sweep}", check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 1 and len(errors) == 2, proc.stderr[-3000:]
+    assert errors[0].startswith(f"error: job 1 (ckpt_path={bad}) failed: {bad} holds non-finite weights")
+    assert errors[1] == f"error: 1 job(s) of the multirun in {sweep} failed: 1 (ckpt_path={bad})"
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["test_ppl"] > 1
+
+
 def test_generate_prints_clean_lines(checkpoints):
     """An unknown prompt word is one `warning:` line (not Python's two-line warning with its source line); text
     without a prompt starts with its first word (no blank line, no space)."""

@@ -24,7 +24,7 @@ from rnnreg.command_line import single_run_dir, validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.run_lock import RunLock, check_no_earlier_results, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
-from rnnreg.sweep import ERROR_FILE, differing, in_multirun, job_swept_keys
+from rnnreg.sweep import ERROR_FILE, in_multirun, job_label, job_swept_keys
 
 log = logging.getLogger("rnnreg")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -86,7 +86,7 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
                 print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
             hydra_cfg = HydraConfig.get()
-            what = " ".join(differing(list(hydra_cfg.overrides.task), job_swept_keys()))
+            what = job_label(list(hydra_cfg.overrides.task), job_swept_keys())
             print(f"error: job {hydra_cfg.job.num} ({what}) failed: {message}", file=sys.stderr)
             try:  # how the sweep's end (rnnreg.sweep) knows, also for jobs that failed before writing anything
                 Path(hydra_cfg.runtime.output_dir, ERROR_FILE).write_text(f"{message}\n")

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, UserError
-from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, differing, swept_keys
+from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
 
 PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
 
@@ -289,7 +289,7 @@ def job_return(launcher, job: Job, status: str, value) -> JobReturn:
     )
     ret.status, ret.return_value = JobStatus.COMPLETED, value
     if status != "completed":
-        what = " ".join(differing(job.overrides, swept_keys(launcher.config.hydra) or None))
+        what = job_label(job.overrides, swept_keys(launcher.config.hydra) or None)
         print(f"error: job {job.idx} ({what}) failed: {value}", file=sys.stderr)
         (job.output_dir / ERROR_FILE).write_text(f"{value}\n")
         if basic_sweeper(launcher.config):

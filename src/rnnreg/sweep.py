@@ -72,6 +72,13 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def job_label(overrides: list[str], swept: list[str] | None) -> str:
+    """A sweep's job in a message: the overrides that tell it apart (differing), or, where those are all of a kind
+    that names no run (an evaluation sweep over ckpt_path=a,b), the swept ones as they are."""
+    told_apart = differing(overrides, swept) or [o for o in overrides if swept is None or override_key(o) in swept]
+    return " ".join(told_apart)
+
+
 def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
     """The overrides that tell a sweep's jobs apart: the swept ones (all of them outside a sweep), less
     those in NOT_IN_NAMES."""
@@ -233,7 +240,7 @@ def check_job_folders(config: DictConfig, subdir: str) -> None:
     for num, (_, folder) in enumerate(folders):
         if folder in seen:
             first = seen[folder]
-            jobs = [f"{n} ({' '.join(differing(folders[n][0], swept))})" for n in (first, num)]
+            jobs = [f"{n} ({job_label(folders[n][0], swept)})" for n in (first, num)]
             raise ConfigError(
                 f"hydra.sweep.subdir={subdir} gives jobs {jobs[0]} and {jobs[1]} one folder, {folder}, each writing "
                 f"over the other's files: name each job's folder apart (with the keys it sweeps, or ${{hydra.job.num}})"
@@ -285,6 +292,6 @@ class SweepCallback(Callback):
         if not failed:
             return
         swept = swept_keys(config.hydra) or None
-        jobs = ", ".join(f"{job} ({' '.join(differing(overrides, swept))})" for job, overrides in failed)
+        jobs = ", ".join(f"{job} ({job_label(overrides, swept)})" for job, overrides in failed)
         print(f"error: {len(failed)} job(s) of the multirun in {sweep_dir} failed: {jobs}", file=sys.stderr)
         sys.exit(1)
