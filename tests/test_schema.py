@@ -243,6 +243,12 @@ def test_a_typo_names_the_key_meant(composed):
         ),
         (["-m", "hparams_search=optuna", "optim.lr=interval(0.0,1.0)"], r"^optim.lr=0.0 must be a number > 0"),
         (["-m", "optim.lr=interval(0.1,1.0)"], r"^optim.lr=interval\(0.1,1.0\) is a range to search, .*optuna\)"),
+        (  # a study over a rate that no site uses: every trial the same model in that respect
+            ["experiment=smoke", "hparams_search=optuna"],
+            r"^dropout.p=interval\(0.2, 0.7\): the sweep varies dropout.p, which no site of its jobs' dropout uses .*"
+            r"pick a placement that drops \(dropout=non_recurrent\), or leave dropout.p out of the sweep$",
+        ),
+        (["-m", "experiment=smoke", "dropout.p=0.3,0.5"], r"^dropout.p=0.3,0.5: the sweep varies dropout.p, "),
         (  # a stacked sweep's setting without the stacked launcher (Hydra: "Could not override", nothing more)
             ["-m", "seed=1,2", "hydra.launcher.resume=true"],
             r"^hydra.launcher.resume=true: hydra.launcher.resume is a setting of hydra/launcher=stacked, and this "
@@ -291,7 +297,7 @@ def test_every_config_a_user_can_compose_validates(tmp_path):
             if option != "gpu" or CUDA:
                 jobs += validate_args("train", [f"{group}={option}"])
     jobs += validate_args("train", ["data=text", f"data.data_dir={tmp_path}", "trainer.accelerator=cpu"])
-    jobs += validate_args("train", ["experiment=smoke", "hparams_search=optuna"])
+    jobs += validate_args("train", ["experiment=smoke", "hparams_search=optuna", "dropout=non_recurrent"])
     jobs += validate_args("train", ["+trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=0.5"])
     jobs += validate_args("train", ["-m", "seed=1,2,3", "dropout=none,non_recurrent"])
     jobs += validate_args("train", ["experiment=ablation_placement_small", "hydra.sweeper.params.dropout='none,both'"])

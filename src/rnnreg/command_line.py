@@ -102,7 +102,7 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
         group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, conf_dir)}
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, conf_dir)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
-        checked = 0
+        checked, rate_used = 0, False
         group_jobs = _product({k: _sweep_lines(o) for k, o in group_sweeps.items()})
         value_jobs = _product({k: _sweep_lines(o) for k, o in value_sweeps.items()})
         for group_job in group_jobs:
@@ -110,11 +110,24 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
             for value_job in value_jobs:
                 where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""
                 try:
-                    check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)))
+                    job = check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)))
                 except ConfigError as err:
                     raise ConfigError(f"{err}{where}") from None
+                rate_used = rate_used or uses_dropout_p(job)
                 checked += 1
+    if "dropout.p" in sweeps and checked and not rate_used:  # an Optuna study over p with dropout=none, say
+        raise ConfigError(
+            f"{sweeps['dropout.p'].input_line}: the sweep varies dropout.p, which no site of its jobs' dropout uses "
+            f"(dropout=none, or every site's rate set): each value would train the same model; pick a placement "
+            f"that drops (dropout=non_recurrent), or leave dropout.p out of the sweep"
+        )
     return checked
+
+
+def uses_dropout_p(job: DictConfig) -> bool:
+    """Whether a job's dropout sites take their rate from dropout.p (the placements' ${.p})."""
+    sites = OmegaConf.to_container(job.dropout, resolve=False) if "dropout" in job else {}
+    return any(isinstance(v, str) and v.replace(" ", "") in ("${.p}", "${dropout.p}") for v in sites.values())
 
 
 def quoted_override(key: str, value: str) -> str:
@@ -179,13 +192,14 @@ def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: s
         HydraConfig.instance().cfg = original
 
 
-def check_job(composed: DictConfig, config_name: str, overrides: list) -> None:
+def check_job(composed: DictConfig, config_name: str, overrides: list) -> DictConfig:
     """One job: `composed` (the config of its group options, with Hydra's node) with its `key=value`
-    overrides applied as Hydra applies them (hydra.* ones aside), validated."""
+    overrides applied as Hydra applies them (hydra.* ones aside), validated; returned."""
     job = OmegaConf.create({k: composed._get_node(k) for k in composed.keys() if k != "hydra"})
     OmegaConf.set_struct(job, True)
     apply_overrides(job, [o for o in overrides if not _is_hydra(o)], config_name)
     validate(job, config_name, choices=composed.hydra.runtime.choices)
+    return job
 
 
 def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> None:
