@@ -389,6 +389,8 @@ def test_group_says_its_estimate_and_each_epoch_on_the_console(stacked, setup):
                 assert f"+member={name} {losses(stacked / str(k), 'val/ppl')[e]:.2f}" in line
         assert "+member=diverge failed" in line  # it diverged in epoch 1
     assert metrics(stacked / "3")["epochs"] < 3 and "(stopped early)" in epochs[metrics(stacked / "3")["epochs"] - 1]
+    # its time is the group's until it stopped, not the group's whole time (which made its words/s fall)
+    assert metrics(stacked / "3")["train_seconds"] < metrics(stacked / "0")["train_seconds"]
 
 
 # -- each member is its job run alone ------------------------------------------------------------------------

@@ -67,6 +67,8 @@ class Member:
     early_stopping: dict | None = None  # its EarlyStopping's state_dict after the last epoch
     words: int = 0
     rows: list = field(default_factory=list)  # csv/metrics.csv rows, as Lightning's CSVLogger writes them
+    train_seconds: float = 0.0  # the group's time while the member trained (an early-stopped one's stops)
+    fit_seconds: float = 0.0
 
 
 class HostCopies(NamedTuple):
@@ -231,6 +233,9 @@ class GroupTrainer:
             self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
             copies = self.host_copies()
             self.end_epoch(val_ppl, epoch_seconds, self.tokens - first_tokens, copies)
+            for m in self.members:
+                if m.epochs == epoch + 1:  # it trained this epoch
+                    m.train_seconds, m.fit_seconds = self.train_seconds, time.perf_counter() - fit_start
             full_epoch_seconds = epoch_seconds * n_train / (n_train - first_window)
             statuses = [m.status for m in self.members]
             words_per_second = self.last_epoch_words_per_second
@@ -593,9 +598,9 @@ class GroupTrainer:
                 metrics |= {
                     "best_val_ppl": m.best_val,
                     "epochs": m.epochs,
-                    "train_seconds": round(self.fit_seconds, 2),
-                    # the member's words per second of the group's time (the group's words/s over K)
-                    "words_per_second": round(m.words / self.train_seconds, 1) if self.train_seconds else 0.0,
+                    "train_seconds": round(m.fit_seconds, 2),
+                    # the member's words per second of the group's time while it trained (the group's words/s over K)
+                    "words_per_second": round(m.words / m.train_seconds, 1) if m.train_seconds else 0.0,
                     "words_per_second_last_epoch": round(self.last_epoch_words_per_second, 1),
                     "params": per_member,
                     "experiment": job.cfg.experiment_name,
