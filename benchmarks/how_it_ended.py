@@ -69,7 +69,7 @@ def main(command: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        print("usage: how_it_ended.py COMMAND...", file=sys.stderr)
-        sys.exit(2)
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__ if len(sys.argv) > 1 else "usage: how_it_ended.py COMMAND...", file=sys.stderr)
+        sys.exit(0 if len(sys.argv) > 1 else 2)
     sys.exit(main(sys.argv[1:]))

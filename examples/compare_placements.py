@@ -7,7 +7,8 @@ writes a run folder that rnnreg-report reads (metrics.json, csv/metrics.csv, .hy
 (report.md, val_ppl.png/pdf, test_ppl.png/pdf) is written into --out, which must not hold an earlier comparison.
 
     python examples/compare_placements.py                          # a few minutes on a CPU
-    python examples/compare_placements.py --windows 3 --hidden 16 --out outputs/examples/quick  # seconds
+    python examples/compare_placements.py --windows 3 --val-windows 2 --epochs 1 --hidden 16 \
+        --out outputs/examples/quick                               # a quick check (the tests run it)
 
 At this budget the ranking of the placements is noise-prone (one seed, a slice of an epoch); the paper's
 recipes are `rnnreg-train experiment=paper_medium` and `experiment=ablation_placement`.

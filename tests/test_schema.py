@@ -335,6 +335,11 @@ def test_every_config_a_user_can_compose_validates(tmp_path):
         ("rnnreg-train", ["data=text"], "error: data.data_dir is required"),
         ("rnnreg-train", ["debug=null"], "error: debug=null: debug is a config group"),
         ("rnnreg-generate", ["prompt=he does n't know"], "error: prompt=he does n't know is not an override Hydra"),
+        (
+            "rnnreg-train",
+            ["speed.fast_step=true", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"],
+            "error: speed.fast_step=true needs one process",  # was found once the trainer was built
+        ),
     ],
 )
 def test_console_scripts_stop_before_creating_anything(tmp_path, script, args, starts):

@@ -621,6 +621,18 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.precision={precision} needs a GPU (fp16 on CPU is not supported): use bf16-mixed or 32-true"
         )
+    if (cfg.get("speed") or {}).get("fast_step") is True:  # what rnnreg.fast.fast_step_wanted finds once built
+        many = (_is_int(devices) and devices > 1) or trainer.get("num_nodes", 1) != 1
+        blocked = [f"trainer.devices={devices}"] if many else []
+        blocked += [f"trainer.precision={precision}"] if precision in ("16", "16-mixed") else []
+        accumulate = trainer.get("accumulate_grad_batches", 1)
+        blocked += [f"trainer.accumulate_grad_batches={accumulate}"] if accumulate != 1 else []
+        if blocked:
+            raise ConfigError(
+                f"speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision=16-mixed) and "
+                f"trainer.accumulate_grad_batches=1, and this run has {', '.join(blocked)}: set speed.fast_step=auto "
+                "(it falls back to the plain step) or false"
+            )
 
 
 def _check_dropout(cfg: DictConfig, choices: Any) -> None:
