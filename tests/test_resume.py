@@ -8,6 +8,7 @@ import signal
 import pytest
 import torch
 
+from rnnreg.errors import ConfigError, OutputError
 from rnnreg.report import history
 from rnnreg.task import load_task
 from rnnreg.train import train
@@ -90,3 +91,25 @@ def test_resume_last_without_earlier_run_is_a_clear_error(tiny_cfg, tmp_path):
 
     with pytest.raises(ConfigError, match="ckpt_path=last: no earlier run of paper_small"):
         train(tiny_cfg(f"paths.output_root={tmp_path}/empty", "ckpt_path=last"))
+
+
+def test_a_resume_that_would_not_do_what_it_says_is_refused(tiny_cfg, tmp_path):
+    """Going on in a completed run's folder would write over its results; an lr the checkpoint's optimiser state
+    would replace (before: ignored, yet recorded as used); a run early stopping ended (before: Lightning trained
+    another epoch, and in place rewrote its metrics.json). Each is one line before anything is trained."""
+    train(tiny_cfg(*DROPOUT, "trainer.max_epochs=1", "test=false", run="first"))
+    first = tmp_path / "first"
+    before = (first / "metrics.json").read_bytes()
+    with pytest.raises(OutputError, match=f"^{first} holds a completed run .* another folder"):
+        train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", "ckpt_path=last", run="first"))
+    assert (first / "metrics.json").read_bytes() == before
+    ckpt = first / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"^optim.lr=0.5 where .* was trained with 1.0: .* optim.lr=1.0$"):
+        train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", f"ckpt_path={ckpt}", "optim.lr=0.5", run="lr"))
+    assert not (tmp_path / "lr" / "checkpoints").exists()
+    stops = ["regularizer=early_stopping", "callbacks.early_stopping.patience=1", "optim.lr=6", "optim.decay_start=10"]
+    stops += ["dropout=recurrent", "dropout.p=0.2", "test=false"]
+    assert train(tiny_cfg(*stops, "trainer.max_epochs=5", run="es"))["epochs"] < 5  # it stopped early
+    with pytest.raises(ConfigError, match=r"is from a run that early stopping ended after epoch \d: nothing is left"):
+        train(tiny_cfg(*stops, "trainer.max_epochs=5", f"ckpt_path={tmp_path}/es/checkpoints/last.ckpt", run="on"))
+    assert not (tmp_path / "on" / "checkpoints").exists()

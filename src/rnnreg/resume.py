@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnreg.errors import CheckpointError
+from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.loggers import offline_run_parts, wandb_run_id
 
 
@@ -52,6 +52,33 @@ def mid_epoch_carry(task, trainer) -> dict:
         h, c = (torch.cat(list(task.all_gather(t)), dim=1) for t in (h, c))
         total, tokens = task.all_gather(total).sum(), task.all_gather(tokens).sum()
     return {"state": (h.cpu(), c.cpu()), "nll_sum": total.cpu(), "tokens": tokens.cpu()}
+
+
+# optimiser settings a resume takes from the checkpoint's optimiser state, not from the command line
+SAVED_WITH_THE_OPTIMISER = ("lr", "momentum", "weight_decay")
+
+
+def check_resume_settings(optim: dict, checkpoint: dict, ckpt_path: str) -> None:
+    """A ConfigError before anything is written when resuming from `checkpoint` would not do what the command
+    says: a run early stopping ended (Lightning would train on), or optim values that the checkpoint's
+    optimiser state would silently replace (the new run's records would name values it did not use)."""
+    for name, state in (checkpoint.get("callbacks") or {}).items():
+        if name.startswith("EarlyStopping") and isinstance(state, dict):
+            stopped = state.get("stopping_reason") or 0
+            if stopped if "stopping_reason" in state else (state.get("stopped_epoch") or 0) > 0:
+                raise ConfigError(
+                    f"{ckpt_path} is from a run that early stopping ended after epoch {state['stopped_epoch'] + 1}: "
+                    "nothing is left to train (a resume would train on): evaluate it with rnnreg-eval, or start a "
+                    "new run"
+                )
+    saved = (checkpoint.get("hyper_parameters") or {}).get("optim") or {}
+    for key in SAVED_WITH_THE_OPTIMISER:
+        if key in saved and key in optim and float(saved[key]) != float(optim[key]):
+            raise ConfigError(
+                f"optim.{key}={optim[key]} where {ckpt_path} was trained with {saved[key]}: a resumed run goes on "
+                f"with the optimiser state it saved, so the new value would not be used: resume with "
+                f"optim.{key}={saved[key]}"
+            )
 
 
 def restore_resume_state(task, trainer, checkpoint: dict) -> None:

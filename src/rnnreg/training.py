@@ -29,6 +29,7 @@ from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
+from rnnreg.resume import check_resume_settings
 from rnnreg.run_lock import RunLock, check_no_earlier_results, launched_as_rank_zero
 from rnnreg.runtime import (
     instantiate,
@@ -253,6 +254,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         wandb_id, wandb_parts = None, None
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
             checkpoint = load_checkpoint(ckpt_path)
+            check_resume_settings(plain(cfg.optim), checkpoint, ckpt_path)
             if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
                 wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
                 wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
