@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 
-from rnnreg.errors import ConfigError, OutputError
+from rnnreg.errors import ConfigError
 from rnnreg.report import history
 from rnnreg.task import load_task
 from rnnreg.train import train
@@ -94,14 +94,15 @@ def test_resume_last_without_earlier_run_is_a_clear_error(tiny_cfg, tmp_path):
 
 
 def test_a_resume_that_would_not_do_what_it_says_is_refused(tiny_cfg, tmp_path):
-    """Going on in a completed run's folder would write over its results; an lr the checkpoint's optimiser state
-    would replace (before: ignored, yet recorded as used); a run early stopping ended (before: Lightning trained
-    another epoch, and in place rewrote its metrics.json). Each is one line before anything is trained."""
+    """A finished run given nothing more to train (before: in its folder, its metrics.json rewritten without its
+    validation); an lr the checkpoint's optimiser state would replace (before: ignored, yet recorded as used); a
+    run early stopping ended (before: Lightning trained another epoch). Each is one line before anything is
+    trained."""
     train(tiny_cfg(*DROPOUT, "trainer.max_epochs=1", "test=false", run="first"))
     first = tmp_path / "first"
     before = (first / "metrics.json").read_bytes()
-    with pytest.raises(OutputError, match=f"^{first} holds a completed run .* another folder"):
-        train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", "ckpt_path=last", run="first"))
+    with pytest.raises(ConfigError, match=r"holds 1 trained epoch and trainer.max_epochs=1: nothing is left to train"):
+        train(tiny_cfg(*DROPOUT, "trainer.max_epochs=1", "ckpt_path=last", run="first"))
     assert (first / "metrics.json").read_bytes() == before
     ckpt = first / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match=r"^optim.lr=0.5 where .* was trained with 1.0: .* optim.lr=1.0$"):

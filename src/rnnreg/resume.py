@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.loggers import offline_run_parts, wandb_run_id
 
@@ -58,10 +59,17 @@ def mid_epoch_carry(task, trainer) -> dict:
 SAVED_WITH_THE_OPTIMISER = ("lr", "momentum", "weight_decay")
 
 
-def check_resume_settings(optim: dict, checkpoint: dict, ckpt_path: str) -> None:
+def check_resume_settings(optim: dict, max_epochs: int, checkpoint: dict, ckpt_path: str) -> None:
     """A ConfigError before anything is written when resuming from `checkpoint` would not do what the command
-    says: a run early stopping ended (Lightning would train on), or optim values that the checkpoint's
+    says: nothing left to train (the run's last epoch done: in its folder it rewrote metrics.json without its
+    validation), a run early stopping ended (Lightning would train on), or optim values that the checkpoint's
     optimiser state would silently replace (the new run's records would name values it did not use)."""
+    done = int(checkpoint.get("epoch", -1)) + 1  # epochs trained, at an epoch's end (no window of the next)
+    if checkpoint.get("train_window", 0) == 0 and "train_carry" not in checkpoint and done >= max_epochs:
+        raise ConfigError(
+            f"{ckpt_path} holds {counted(done, 'trained epoch')} and trainer.max_epochs={max_epochs}: nothing is "
+            f"left to train: raise trainer.max_epochs to train on, or evaluate it with rnnreg-eval"
+        )
     for name, state in (checkpoint.get("callbacks") or {}).items():
         if name.startswith("EarlyStopping") and isinstance(state, dict):
             stopped = state.get("stopping_reason") or 0

@@ -55,13 +55,7 @@ def check_no_earlier_results(folder: str | Path, key: str, ckpt_path: str | None
         return
     folder = Path(os.path.abspath(folder))
     if ckpt_path and folder.resolve() in Path(ckpt_path).resolve().parents:
-        if not completed(folder):
-            return
-        raise OutputError(  # going on in place would write over a completed run's metrics.json and checkpoints
-            f"{folder} holds a completed run (its metrics.json), which going on from {ckpt_path} there would write "
-            f"over: to train it further, give the resumed run another folder (hydra.run.dir=...) and a larger "
-            f"trainer.max_epochs; to score it again, rnnreg-eval"
-        )
+        return
     last = folder / "checkpoints" / "last.ckpt"
     unfinished = trains and last.is_file() and not completed(folder)
     go_on = f", go on from that run with ckpt_path={last}" if unfinished else ""
