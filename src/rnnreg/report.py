@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnreg.errors import ConfigError
 from rnnreg.run_lock import RunLock
 from rnnreg.runtime import hydra_entry
-from rnnreg.sweep import NOT_COMPARED, job_order, override_key
+from rnnreg.sweep import BASIC_SWEEPER, NOT_COMPARED, STACKED_LAUNCHER, job_order, override_key
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -125,9 +125,9 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
     for sweep in sorted((s for s in sweeps if s == root or root in s.parents), key=lambda p: job_order(str(p))):
         hydra = read_yaml(sweep / "multirun.yaml").get("hydra") or {}
         sweeper, subdir = (hydra.get("sweeper") or {}), (hydra.get("sweep") or {}).get("subdir")
-        if not sweeper.get("_target_", "").endswith(".BasicSweeper") or subdir != "${hydra.job.num}":
+        if sweeper.get("_target_") != BASIC_SWEEPER or subdir != "${hydra.job.num}":
             continue
-        if str((hydra.get("launcher") or {}).get("_target_")).endswith(".StackedLauncher"):  # its resume switch
+        if (hydra.get("launcher") or {}).get("_target_") == STACKED_LAUNCHER:  # its resume switch
             continue
         if RunLock.in_use(sweep):  # still running: the jobs to come have not started yet
             continue

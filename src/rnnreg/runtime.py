@@ -24,10 +24,9 @@ from rnnreg.command_line import single_run_dir, validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.run_lock import RunLock, check_no_earlier_results, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
-from rnnreg.sweep import ERROR_FILE, in_multirun, job_label, job_swept_keys
+from rnnreg.sweep import BASIC_SWEEPER, ERROR_FILE, in_multirun, job_label, job_swept_keys
 
 log = logging.getLogger("rnnreg")
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 # Expected here, and said once in the README: the stream windows are cheap and in order on one worker.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")

@@ -185,9 +185,8 @@ def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
         plain = OmegaConf.to_container(task_cfg, resolve=True)
         resolved = OmegaConf.create(plain)
         check_stackable(resolved)
-        job = Job(idx, list(overrides), resolved, hydra_cfg, Path(output_dir).resolve(), key=key, plain=plain)
-        job.task_cfg = task_cfg
-        return job
+        output = Path(output_dir).resolve()
+        return Job(idx, list(overrides), resolved, hydra_cfg, output, key=key, plain=plain, task_cfg=task_cfg)
     finally:
         HydraConfig.instance().cfg = original
 

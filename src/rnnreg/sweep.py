@@ -31,6 +31,7 @@ from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, res
 SWEEP_FILE = "sweep.yaml"
 ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
 STACKED_LAUNCHER = "hydra_plugins.rnnreg_stacked_launcher.stacked_launcher.StackedLauncher"  # hydra/launcher=stacked
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default sweeper
 
 
 def in_multirun() -> bool:
@@ -184,9 +185,7 @@ def check_resumed_jobs(config: DictConfig) -> None:
 
 def basic_sweeper(config: DictConfig) -> bool:
     """Whether the multirun's sweeper is Hydra's basic one (every job known before the first runs)."""
-    return (
-        OmegaConf.select(config, "hydra.sweeper._target_") == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-    )
+    return OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER
 
 
 def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], Path]] | None:
