@@ -91,6 +91,25 @@ def test_ddp_mid_epoch_checkpoint_resumes_exactly(ddp_run, tmp_path):
         torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_a_ddp_evaluation_logs_and_writes_its_metrics_once(ddp_run, tmp_path):
+    """rnnreg-eval trainer=ddp says its batch-size warning and its metrics once, as one process does (before: every
+    process said both and wrote metrics.json), and its one-stream test perplexity is the run's."""
+    folder, last = tmp_path / "eval", ddp_run.whole / "checkpoints" / "last.ckpt"
+    args = ["data=text", f"data.data_dir={ddp_run.corpus}", "data.batch_size=2", "trainer.enable_progress_bar=false"]
+    args += ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"ckpt_path={last}"]
+    proc = run("rnnreg-eval", *args, f"hydra.run.dir={folder}")
+    ours = [line.split(" - ", 1)[1] for line in proc.stdout.splitlines() if "][rnnreg][" in line]
+    assert [line.split(":")[0] for line in ours] == [
+        f"{last} was trained with data.batch_size=4 and is evaluated with 2",
+        "metrics",
+    ]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert ours[1] == f"metrics: {metrics}"
+    trained = json.loads((ddp_run.whole / "metrics.json").read_text())
+    assert metrics["test_ppl"] == pytest.approx(trained["test_ppl"], rel=1e-5)  # one stream: any batch size
+
+
 def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
     proc = run(
         "rnnreg-train",

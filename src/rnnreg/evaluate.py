@@ -54,8 +54,8 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     from rnnreg.callbacks import LMProgressBar
     from rnnreg.ensemble import AveragedModel
     from rnnreg.io import write_json_atomic
-    from rnnreg.run_lock import check_no_earlier_results
-    from rnnreg.task import LanguageModelTask, load_task, trained_batch_size
+    from rnnreg.run_lock import check_no_earlier_results, launched_as_rank_zero
+    from rnnreg.task import LanguageModelTask, load_task
 
     route_lightning_logs()
     check_no_earlier_results(cfg.paths.output_dir, "hydra.run.dir", trains=False)  # its metrics.json is kept
@@ -63,17 +63,8 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
     paths = [str(Path(p).expanduser()) for p in paths]
     tasks = [load_task(path, datamodule.load().itos) for path in paths]
-    for path in paths:  # val_ppl and test_ppl_batched depend on the number of streams (test_ppl's is 1)
-        trained = trained_batch_size(path)
-        if trained is not None and trained != datamodule.batch_size:
-            log.warning(
-                "%s was trained with data.batch_size=%d and is evaluated with %d: val_ppl and test_ppl_batched differ "
-                "from its run's metrics.json (test_ppl does not); add data.batch_size=%d to reproduce them",
-                path,
-                trained,
-                datamodule.batch_size,
-                trained,
-            )
+    if launched_as_rank_zero():  # said once: DDP's other processes run this function too
+        warn_other_batch_size(paths, datamodule.batch_size)
     mc_samples = cfg.get("mc_samples", 1)
     seed = cfg.get("seed", 0)
     task = tasks[0]
@@ -100,9 +91,28 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
         "batch_size": datamodule.batch_size,  # the streams of val_ppl and test_ppl_batched
         "eval_bptt": datamodule.eval_bptt,
     }
-    write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
-    log.info("metrics: %s", metrics)
+    if trainer.is_global_zero:  # as a single process: DDP's other processes have the same (reduced) numbers
+        write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
+        log.info("metrics: %s", metrics)
     return metrics
+
+
+def warn_other_batch_size(paths: list[str], batch_size: int) -> None:
+    """A warning for each checkpoint trained with another data.batch_size: val_ppl and test_ppl_batched depend on
+    the number of streams (test_ppl's is 1)."""
+    from rnnreg.task import trained_batch_size
+
+    for path in paths:
+        trained = trained_batch_size(path)
+        if trained is not None and trained != batch_size:
+            log.warning(
+                "%s was trained with data.batch_size=%d and is evaluated with %d: val_ppl and test_ppl_batched differ "
+                "from its run's metrics.json (test_ppl does not); add data.batch_size=%d to reproduce them",
+                path,
+                trained,
+                batch_size,
+                trained,
+            )
 
 
 @hydra_entry("eval")
