@@ -18,10 +18,11 @@ import pytest
 import torch
 
 from helpers import BIN, TINY, compose_config, run, write_corpus
-from rnnreg.errors import CheckpointError
+from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
 from rnnreg.run_lock import earlier_results
+from rnnreg.runtime import check_run_dir_free
 from rnnreg.train import train
 
 
@@ -151,6 +152,31 @@ def test_a_checkpoint_path_under_home_is_found(checkpoints, monkeypatch):
     home = "~/run1/checkpoints/last.ckpt"
     assert evaluate(eval_cfg(corpus, root, f"'{home}'"))["ckpt_path"] == [str(root / "run1/checkpoints/last.ckpt")]
     assert generate(home, "w1", 5, seed=1) == generate(a, "w1", 5, seed=1)
+
+
+def test_an_evaluation_into_a_folder_of_checkpoints_is_refused(checkpoints):
+    """rnnreg-eval hydra.run.dir=<run>/checkpoints: one line, exit 2, nothing written (before: its metrics.json, log
+    and .hydra/ went among the run's checkpoints, and rnnreg-report listed it as a second run of that run's); a
+    folder inside it, a multirun's sweep folder there and evaluate()'s folder too. A new folder stays allowed."""
+    corpus, (a, _), root = checkpoints
+    run1 = root / "run1"
+    folder, inside, before = run1 / "checkpoints", run1 / "checkpoints" / "eval", sorted(run1.rglob("*"))
+    proc = run(
+        "rnnreg-eval", f"ckpt_path={a}", "data=text", f"data.data_dir={corpus}", f"hydra.run.dir={folder}", check=False
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: hydra.run.dir={folder} is a folder of checkpoints, and rnnreg-eval writes its metrics.json, log and "
+        ".hydra/ there: give the evaluation a folder of its own (hydra.run.dir=<a new folder>, or leave "
+        "hydra.run.dir out)"
+    ]
+    with pytest.raises(OutputError, match=f"^hydra.run.dir={inside} is inside {folder}, a folder of checkpoints, "):
+        check_run_dir_free([f"ckpt_path={a}", f"hydra.run.dir={inside}"], "eval", "evaluate")
+    with pytest.raises(OutputError, match=f"^hydra.sweep.dir={folder} is a folder of checkpoints, "):
+        check_run_dir_free(["-m", f"ckpt_path={a}", f"hydra.sweep.dir={folder}"], "eval", "evaluate")
+    with pytest.raises(OutputError, match=f"^hydra.run.dir={inside} is inside {folder}, "):
+        evaluate(compose_config(["data=text", f"data.data_dir={corpus}", f"ckpt_path={a}"], inside, "eval"))
+    assert sorted(run1.rglob("*")) == before
+    check_run_dir_free([f"ckpt_path={a}", f"hydra.run.dir={root / 'new' / 'checkpoints'}"], "eval", "evaluate")
 
 
 def damaged(checkpoint: dict, change) -> dict:

@@ -54,10 +54,11 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     from rnnreg.callbacks import LMProgressBar
     from rnnreg.ensemble import AveragedModel
     from rnnreg.io import write_json_atomic
-    from rnnreg.run_lock import check_no_earlier_results, launched_as_rank_zero
+    from rnnreg.run_lock import check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
     from rnnreg.task import LanguageModelTask, load_task
 
     route_lightning_logs()
+    check_not_in_checkpoints(cfg.paths.output_dir, "hydra.run.dir")  # a caller of evaluate() was not checked before
     check_no_earlier_results(cfg.paths.output_dir, "hydra.run.dir", trains=False)  # its metrics.json is kept
     datamodule = instantiate(cfg.data)
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)

@@ -62,6 +62,39 @@ def check_no_earlier_results(folder: str | Path, key: str, ckpt_path: str | None
     raise OutputError(results_message(folder, found, key, go_on))
 
 
+def checkpoints_folder(folder: str | Path) -> Path | None:
+    """The folder of checkpoints that `folder` is or lies in, else None: `folder` itself when it holds checkpoints
+    (*.ckpt), or a run's checkpoints/ at or above it (one that holds checkpoints, or beside a run's .hydra/ or
+    metrics.json)."""
+    folder = Path(os.path.abspath(folder))
+    if holds_checkpoints(folder):
+        return folder
+    for above in (folder, *folder.parents):
+        run = above.parent
+        if above.name == "checkpoints" and (
+            holds_checkpoints(above) or (run / ".hydra").is_dir() or (run / "metrics.json").is_file()
+        ):
+            return above
+    return None
+
+
+def holds_checkpoints(folder: Path) -> bool:
+    return any(p.is_file() for p in folder.glob("*.ckpt"))
+
+
+def check_not_in_checkpoints(folder: str | Path, key: str) -> None:
+    """An OutputError when an evaluation's `folder` (`key`) is or lies in a folder of checkpoints: its metrics.json,
+    log and .hydra/ would lie among a run's checkpoints (rnnreg-report would read them as another run of it)."""
+    found = checkpoints_folder(folder)
+    if found is None:
+        return
+    where = "" if found == Path(os.path.abspath(folder)) else f"inside {found}, "
+    raise OutputError(
+        f"{key}={folder} is {where}a folder of checkpoints, and rnnreg-eval writes its metrics.json, log and .hydra/ "
+        f"there: give the evaluation a folder of its own ({key}=<a new folder>, or leave {key} out)"
+    )
+
+
 def completed(folder: Path) -> bool:
     try:
         return json.loads((folder / "metrics.json").read_text()).get("status") == "completed"

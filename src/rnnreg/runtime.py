@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rnnreg import CONF_DIR
 from rnnreg.command_line import single_run_dir, validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
-from rnnreg.run_lock import RunLock, check_no_earlier_results, launched_as_rank_zero
+from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
 from rnnreg.sweep import BASIC_SWEEPER, ERROR_FILE, in_multirun, job_label, job_swept_keys
 
@@ -190,9 +190,10 @@ def route_lightning_logs() -> None:
 def check_run_dir_free(args: list[str], config_name: str = "train", job_name: str = "train") -> None:
     """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
     holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
-    training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json): stop
-    before Hydra writes .hydra/, multirun.yaml or the log there (training and evaluation check again when they
-    start, training takes the lock; a multirun checks its sweep folder in rnnreg.sweep)."""
+    training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json), or an
+    rnnreg-eval folder in a folder of checkpoints: stop before Hydra writes .hydra/, multirun.yaml or the log there
+    (training and evaluation check again when they start, training takes the lock; a multirun checks its sweep
+    folder in rnnreg.sweep)."""
     if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
@@ -207,6 +208,8 @@ def check_run_dir_free(args: list[str], config_name: str = "train", job_name: st
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
                 raise OutputError(message)
+            if config_name == "eval" and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra will use
+                check_not_in_checkpoints(value, key)
             if key != "hydra.run.dir" or multirun or config_name not in ("train", "eval"):
                 continue
             if config_name == "eval":  # its checkpoint's folder is no exception: eval writes no checkpoint
