@@ -50,6 +50,15 @@ def run(script: str, *overrides: str, check: bool = True, env: dict | None = Non
     return proc
 
 
+def strict_json(text: str):
+    """`text` read as strict readers (jq, JavaScript) read JSON: a bare NaN or Infinity is an error."""
+
+    def refuse(constant: str):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def assert_diverges_in_epoch_2(corpus: Path, run_dir: Path, *overrides: str) -> str:
     """rnnreg-train on a tiny corpus whose epoch 1 trains normally and whose lr is 1e20 from epoch 2 on: it stops
     with one line and exit 2, metrics.json says failed at epoch 2, and last.ckpt holds epoch 1's finite weights.

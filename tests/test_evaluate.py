@@ -13,11 +13,12 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import BIN, TINY, compose_config, run, write_corpus
+from helpers import BIN, TINY, compose_config, run, strict_json, write_corpus
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
@@ -263,6 +264,20 @@ def test_a_checkpoint_with_nan_weights_is_one_line_error(checkpoints, bad_checkp
         "a run that diverged; give another checkpoint (an earlier one of that run)"
     )
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_perplexity_that_overflows_is_null_in_metrics_json(checkpoints):
+    """Finite weights whose perplexity overflows (one word's decoder bias -1e30): metrics.json is strict JSON with
+    null perplexities (before: a bare Infinity, which jq and JavaScript refuse); evaluate() returns them as floats."""
+    corpus, (a, _), root = checkpoints
+    path = root / "overflow.ckpt"
+    torch.save(damaged(torch.load(a, weights_only=True), lambda c: set_weight(c, "net.decoder.bias", -1e30)), path)
+    cfg = eval_cfg(corpus, root, path)
+    returned = evaluate(cfg)
+    written = strict_json((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    ppls = ("val_ppl", "test_ppl", "test_ppl_batched")
+    assert not any(math.isfinite(returned[key]) for key in ppls)
+    assert written == returned | dict.fromkeys(ppls)
 
 
 def test_an_evaluation_sweep_names_a_failed_job_by_its_checkpoint(checkpoints, bad_checkpoints, tmp_path):

@@ -15,7 +15,9 @@ import yaml
 from matplotlib.colors import to_hex
 from omegaconf import OmegaConf
 
+from helpers import strict_json
 from rnnreg import CONF_DIR
+from rnnreg.io import write_json_atomic
 from rnnreg.report import (
     PLACEMENT_COLOURS,
     collect,
@@ -275,6 +277,23 @@ def test_jobs_not_completed_listed_and_left_out_of_the_test_figure(tmp_path):
     assert labels == ["none", "recurrent"]
     lines = colours(figure_val_ppl(collect(root), PAPER).axes[0])
     assert {"both (failed)", "variational (unfinished)", "weight_drop (unfinished)"} <= set(lines)
+
+
+def test_a_non_finite_perplexity_is_written_as_null_and_reported_as_none(tmp_path):
+    """metrics.json (rnnreg.io) writes a NaN or infinite number as null, nested ones too (before: a bare NaN or
+    Infinity, which strict readers refuse); rnnreg-report shows it as — and leaves it out of the test figure."""
+    root = ablation(tmp_path, {"none": (450.0,), "recurrent": (430.0,)})
+    metrics = json.loads((root / "1" / "metrics.json").read_text())
+    write_json_atomic(
+        root / "1" / "metrics.json",
+        metrics | {"test_ppl": math.inf, "test_ppl_batched": math.nan, "stacked": {"spread": [-math.inf, 1.5]}},
+    )
+    written = strict_json((root / "1" / "metrics.json").read_text())
+    assert written == metrics | {"test_ppl": None, "test_ppl_batched": None, "stacked": {"spread": [None, 1.5]}}
+    row = next(line for line in report(root, PAPER).splitlines() if line.startswith("| 1 |"))
+    assert row.split(" | ")[2:6] == ["completed", f"{metrics['best_val_ppl']:.2f}", "—", "—"]
+    labels = [t.get_text() for t in figure_test_ppl(collect(root), PAPER).axes[0].get_yticklabels()]
+    assert labels == ["none"]
 
 
 def test_an_unfinished_runs_command_goes_on_from_its_last_checkpoint(tmp_path):

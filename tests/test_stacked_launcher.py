@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_run_part
 from rnnreg import stacked_outputs, stacked_train
 from rnnreg.console import cpu_model
 from rnnreg.errors import ConfigError
-from rnnreg.io import load_checkpoint, save_atomically
+from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, check_stackable, group_jobs, group_key
 from rnnreg.stacked_step import group_step
@@ -321,6 +322,16 @@ def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monk
         assert metrics(tmp_path / str(k))["status"] == "interrupted"
         last = tmp_path / str(k) / "checkpoints" / "last.ckpt"
         assert last.stat().st_ino == (tmp_path / str(k) / "checkpoints" / "best.ckpt").stat().st_ino
+
+
+def test_a_resumed_sweep_reads_a_null_best_of_a_completed_member_as_nan(tmp_path):
+    """A completed member whose best_val_ppl was NaN has null in its metrics.json (rnnreg.io: JSON has no NaN); a
+    resumed sweep that finds its group done hands it on as NaN, as the run that wrote it did (not None)."""
+    jobs = [SimpleNamespace(output_dir=tmp_path / str(k)) for k in range(2)]
+    for job, best in zip(jobs, (math.nan, 120.5)):
+        write_json_atomic(job.output_dir / "metrics.json", {"best_val_ppl": best, "status": "completed"})
+    [(status, best), second] = stacked_train.group_done(jobs)
+    assert status == "completed" and math.isnan(best) and second == ("completed", 120.5)
 
 
 def test_paper_table_sweep_is_one_group_per_size(tmp_path):

@@ -4,6 +4,7 @@ checkpoints loaded as data only (a checkpoint from someone else must never run c
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -90,7 +91,22 @@ def current_umask() -> int:
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> None:
-    replace_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2) + "\n"))
+    """`payload` as JSON, replaced atomically; a NaN or infinite number (a perplexity that overflowed, a damaged
+    model's) as null: JSON has neither, and the bare NaN json.dumps writes is refused by strict readers (jq,
+    JavaScript)."""
+    text = json.dumps(finite_or_null(payload), indent=2, allow_nan=False) + "\n"
+    replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every NaN or infinite float, in lists and dicts too, as None (null, as JavaScript writes them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def link_atomically(source: str | Path, path: str | Path) -> bool:

@@ -195,8 +195,7 @@ def collect(root: Path) -> list[dict]:
         choices = read_yaml(run / ".hydra" / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices") or {}
         config = read_yaml(run / ".hydra" / "config.yaml")
         trainer, model, data = (config.get(key) or {} for key in ("trainer", "model", "data"))
-        metrics_path = run / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        metrics = read_metrics(run / "metrics.json")
         curve = by_epoch(run)
         rows.append(
             {
@@ -232,6 +231,13 @@ def collect(root: Path) -> list[dict]:
         r["differs"] = " ".join(o for o in r["overrides"] if o not in common) or "(same)"
         r["seedless"] = " ".join(o for o in r["overrides"] if o not in common and not o.startswith("seed=")) or "(same)"
     return rows
+
+
+def read_metrics(path: Path) -> dict:
+    """A run's metrics.json ({} without one), a null number as nan: rnnreg.io writes NaN and infinities as null."""
+    if not path.exists():
+        return {}
+    return {key: math.nan if value is None else value for key, value in json.loads(path.read_text()).items()}
 
 
 PPL_COLUMNS = {

@@ -630,8 +630,9 @@ def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
     for job in jobs:
         path = job.output_dir / "metrics.json"
         metrics = json.loads(path.read_text()) if path.exists() else {}
-        if metrics.get("status") == "completed":
-            results.append(("completed", metrics["best_val_ppl"]))
+        if metrics.get("status") == "completed":  # a NaN best, written as null (rnnreg.io), is handed on as NaN
+            best = metrics["best_val_ppl"]
+            results.append(("completed", math.nan if best is None else best))
         elif metrics.get("status") == "failed":
             results.append(("failed", TrainingDiverged(metrics.get("error", "failed"))))
         else:
