@@ -314,11 +314,13 @@ def test_a_live_evaluation_holds_its_folder_and_a_signal_stops_it_writing_nothin
     Lightning's exit 0 on SIGTERM, 1 on Ctrl-C, and nothing said), and nothing written that would stop a rerun
     there."""
     corpus, (a, _), _ = checkpoints
-    long = tmp_path / "corpus"  # the same vocabulary, a validation split of many short windows: seconds
+    # the same vocabulary, a validation split of 30,000 lines of short windows (at 3,000 lines, on a loaded machine
+    # the evaluation once ended before the signal came, and exited 0)
+    long = tmp_path / "corpus"
     long.mkdir()
     for split in ("train", "test"):
         shutil.copy(corpus / f"{split}.txt", long / f"{split}.txt")
-    shutil.copy(write_corpus(tmp_path / "long", lines=(1, 3000, 1)) / "valid.txt", long / "valid.txt")
+    shutil.copy(write_corpus(tmp_path / "long", lines=(1, 30000, 1)) / "valid.txt", long / "valid.txt")
     folder = tmp_path / "eval"
     args = ["data=text", f"data.data_dir={long}", "data.batch_size=4", "data.eval_bptt=2", "seed=3"]
     args += [f"ckpt_path={a}", f"hydra.run.dir={folder}", "trainer.enable_progress_bar=false"]
