@@ -117,14 +117,17 @@ def write_corpus(
 
 
 class SignalAt(L.Callback):
-    """Sends this process `signum` at the end of training window `window` of the first epoch."""
+    """Sends this process `signum` at the end of training window `window` of the first epoch, `times` times
+    (Ctrl-C twice: the second aborts at once)."""
 
-    def __init__(self, signum: int, window: int):
-        self.signum, self.window = signum, window
+    def __init__(self, signum: int, window: int, times: int = 1):
+        self.signum, self.window, self.times = signum, window, times
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.current_epoch == 0 and batch_idx + 1 == self.window:
-            os.kill(os.getpid(), self.signum)
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signum)
+                time.sleep(0.01)  # its handler runs before the next one is sent
 
 
 class RaiseAtFirstWindow(L.Callback):

@@ -14,6 +14,8 @@ from rnnreg.task import load_task
 from rnnreg.train import train
 
 DROPOUT = ("dropout=non_recurrent", "dropout.p=0.3")
+# metrics.json's `error` for a run a signal stopped
+STOPPED_BY = {signal.SIGTERM: "SIGTERM (pre-empted or stopped)", signal.SIGINT: "Ctrl-C (stopped by the user)"}
 
 
 def test_resume_is_exact(tiny_cfg, tmp_path):
@@ -52,7 +54,8 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
         train(tiny_cfg(*common, *stop, run="first"))
     assert exit_.value.code == status
     first = tmp_path / "first"
-    assert json.loads((first / "metrics.json").read_text())["status"] == "interrupted"
+    stopped = json.loads((first / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signum]
     ckpt = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["global_step"] == 7 and ckpt["train_window"] == 7
     assert ckpt["train_carry"]["tokens"] == 7 * 5 * 4  # windows x bptt x streams
@@ -65,6 +68,17 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
     assert a["global_step"] == b["global_step"]
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), name
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_says_ctrl_c(tiny_cfg, tmp_path):
+    """Lightning ends the second Ctrl-C with exit(1) (before: exit 1 and `"error": "1"` in metrics.json)."""
+    twice = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signal.SIGINT)}")
+    twice += ("+callbacks.signal_at.window=2", "+callbacks.signal_at.times=2")
+    with pytest.raises(SystemExit) as exit_:
+        train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false", *twice))
+    assert exit_.value.code == 130
+    stopped = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGINT]
 
 
 def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path, caplog):

@@ -290,14 +290,12 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
-        ctrl_c = isinstance(err, KeyboardInterrupt) or any(
-            getattr(c, "ctrl_c", False) for c in (trainer.callbacks if trainer is not None else [])
-        )
+        stop = stop_signal(err, trainer)
         rank_zero = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
         if (started or interrupted) and rank_zero and not isinstance(err, BAD_INPUT):  # bad input writes nothing
-            record_failure(cfg, trainer, err, interrupted)
-        if isinstance(err, (SIGTERMException, KeyboardInterrupt)):  # Lightning exits 0 on SIGTERM: a scheduler
-            raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None  # must see it
+            record_failure(cfg, trainer, err, interrupted, stop)
+        if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
+            raise SystemExit(128 + stop) from None
         raise
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint else None
@@ -325,11 +323,14 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     return metrics
 
 
-def record_failure(cfg: DictConfig, trainer: L.Trainer | None, err: BaseException, interrupted: bool) -> None:
-    """metrics.json says that (and why) the run did not complete; the W&B run ends marked failed."""
+def record_failure(
+    cfg: DictConfig, trainer: L.Trainer | None, err: BaseException, interrupted: bool, stop: int | None = None
+) -> None:
+    """metrics.json says that (and why) the run did not complete; the W&B run ends marked failed. `stop`: the
+    signal that stopped it (stop_signal)."""
     last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
     status = "interrupted" if interrupted else "failed"
-    error = "SIGTERM (pre-empted or stopped)" if isinstance(err, SIGTERMException) else str(err) or type(err).__name__
+    error = STOPPED_BY.get(stop) or str(err) or type(err).__name__
     try:
         write_json_atomic(
             f"{cfg.paths.output_dir}/metrics.json",
@@ -347,3 +348,21 @@ def record_failure(cfg: DictConfig, trainer: L.Trainer | None, err: BaseExceptio
             finish_wandb(trainer.loggers, {"status": status, "error": error}, exit_code=1)
         except Exception as wandb_err:  # never hide the run's own error
             log.warning("could not close the W&B run: %s", wandb_err)
+
+
+# metrics.json's `error` for a run a signal stopped
+STOPPED_BY = {signal.SIGINT: "Ctrl-C (stopped by the user)", signal.SIGTERM: "SIGTERM (pre-empted or stopped)"}
+
+
+def stop_signal(err: BaseException, trainer: L.Trainer | None) -> int | None:
+    """SIGINT when `err` ends a run stopped by Ctrl-C, SIGTERM when by SIGTERM, else None. The first Ctrl-C stops
+    by Lightning's SIGTERM stop (rnnreg.checkpoints notes that it was a Ctrl-C); Lightning ends any other Ctrl-C
+    inside its loops (the second) with sys.exit(1), raised while handling the KeyboardInterrupt."""
+    if isinstance(err, SIGTERMException):
+        pressed = any(getattr(c, "ctrl_c", False) for c in (trainer.callbacks if trainer is not None else []))
+        return signal.SIGINT if pressed else signal.SIGTERM
+    if isinstance(err, KeyboardInterrupt) or (
+        isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
+    ):
+        return signal.SIGINT
+    return None
