@@ -148,6 +148,17 @@ class SignalInTest(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class SignalInValidation(L.Callback):
+    """Sends this process `signum` at the end of validation batch `batch` of epoch `epoch` (0-based)."""
+
+    def __init__(self, signum: int, batch: int = 1, epoch: int = 0):
+        self.signum, self.batch, self.epoch = signum, batch, epoch
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == self.epoch and batch_idx + 1 == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
 class SignalWhileBuilding(L.Callback):
     """Sends this process `signum` when built, i.e. while the run is still being set up (before training)."""
 

@@ -70,6 +70,33 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
         assert torch.equal(value, b["state_dict"][name]), name
 
 
+def test_a_stop_in_validation_resumes_with_that_validation(tiny_cfg, tmp_path):
+    """SIGTERM inside epoch 1's validation: the checkpoint holds the epoch's training sums and that its validation
+    is still to run, so the resumed run validates epoch 1 (before: Lightning took the checkpoint for one written
+    after that validation and skipped it: another best_val_ppl and best.ckpt, and a NaN train/ppl for epoch 1)."""
+    common = (*DROPOUT, "trainer.max_epochs=2", "trainer.limit_train_batches=6", "data.eval_bptt=5", "logger=csv")
+    common += ("test=false",)
+    whole = train(tiny_cfg(*common, run="whole"))
+    stop = ("+callbacks.stop._target_=helpers.SignalInValidation", f"+callbacks.stop.signum={int(signal.SIGTERM)}")
+    with pytest.raises(SystemExit):
+        train(tiny_cfg(*common, *stop, "+callbacks.stop.batch=3", run="first"))
+    first = tmp_path / "first"
+    ckpt = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6 and ckpt["validation_pending"] and ckpt["train_carry"]["tokens"] == 6 * 5 * 4
+    resumed = train(tiny_cfg(*common, f"ckpt_path={first}/checkpoints/last.ckpt", run="second"))
+    for key in ("val_ppl", "val_epoch", "best_val_ppl", "epochs"):
+        assert resumed[key] == whole[key], key
+    for key in ("val/ppl", "train/ppl"):
+        assert history(tmp_path / "second", key) == history(tmp_path / "whole", key), key
+    for name in ("best", "last"):
+        a, b = (
+            torch.load(tmp_path / run / f"checkpoints/{name}.ckpt", weights_only=False) for run in ("whole", "second")
+        )
+        assert a["global_step"] == b["global_step"] and a["loops"] == b["loops"], name
+        for key, value in a["state_dict"].items():
+            assert torch.equal(value, b["state_dict"][key]), (name, key)
+
+
 def test_a_second_ctrl_c_aborts_at_once_and_says_ctrl_c(tiny_cfg, tmp_path):
     """Lightning ends the second Ctrl-C with exit(1) (before: exit 1 and `"error": "1"` in metrics.json)."""
     twice = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signal.SIGINT)}")

@@ -4,7 +4,8 @@
 - the RNG state (dropout masks after a resume continue the uninterrupted run's random stream),
 - the W&B run's id (a resumed run logs on into the same W&B run) and, offline, the folders of its parts,
 - mid-epoch (SIGTERM, Ctrl-C): the window reached, every stream's carried (h, c) gathered from all DDP
-  ranks in stream order, and the epoch's training NLL and token sums so far.
+  ranks in stream order, and the epoch's training NLL and token sums so far,
+- stopped inside an epoch's validation: the epoch's training sums and that its validation is still to run.
 """
 
 from __future__ import annotations
@@ -41,8 +42,40 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
     }
     window = windows_done(trainer)
     checkpoint["train_window"] = window
-    if window:
+    validating = in_validation(trainer)
+    if window or validating:  # the epoch's training sums (its train/ppl) go on in the resumed run
         checkpoint["train_carry"] = mid_epoch_carry(task, trainer)
+    if validating:
+        checkpoint["validation_pending"] = True
+        # none of its validation batches counts (their sums are not saved): the resumed run validates from the first
+        checkpoint["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"] = validation_not_started()
+
+
+def in_validation(trainer) -> bool:
+    """The checkpoint is taken inside a training epoch's validation, before its last batch (a stop, SIGTERM or
+    Ctrl-C): the epoch's windows are all done (windows_done says 0), its validation and its end are not."""
+    if trainer is None or trainer.state.fn != "fit" or not trainer.validating or trainer.sanity_checking:
+        return False
+    return not trainer.fit_loop.epoch_loop.val_loop.batch_progress.is_last_batch
+
+
+def validation_not_started() -> dict:
+    """Lightning's progress of a validation that has not started (its loop's batch_progress state dict)."""
+    counts = {part: dict.fromkeys(("ready", "started", "processed", "completed"), 0) for part in ("total", "current")}
+    return counts | {"is_last_batch": False}
+
+
+def validate_again(trainer) -> None:
+    """Resumed from a checkpoint taken inside an epoch's validation (validation_pending): Lightning takes a checkpoint
+    whose epoch has all its windows done for one taken after its validation, and skips that; restarted as if in the
+    middle of an evaluation, its epoch loop runs the validation (from its first batch) before ending the epoch. Called
+    once the loops have set their restart stages (on_train_start). Lightning before 2.5 has no restart stages and
+    runs the validation of a restarted epoch whose windows are done in any case."""
+    val_loop = trainer.fit_loop.epoch_loop.val_loop
+    if hasattr(val_loop, "_restart_stage"):
+        from lightning.pytorch.loops.evaluation_loop import RestartStage  # Lightning 2.5 on
+
+        val_loop._restart_stage = RestartStage.RESTARTED_MID_EVALUATION
 
 
 def mid_epoch_carry(task, trainer) -> dict:
@@ -118,6 +151,7 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
     if datamodule is not None:
         datamodule.resume_window = checkpoint.get("train_window", 0)
+    task.validation_pending = bool(checkpoint.get("validation_pending"))
     if "train_carry" in checkpoint:
         carry = checkpoint["train_carry"]
         streams = carry["state"][0].size(1) // trainer.world_size

@@ -14,7 +14,7 @@ from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
 from rnnreg.model import State, build_net, first_line, mean_nll, not_this_version, not_written_by_train, trained_net
 from rnnreg.optim import paper_optimizer
-from rnnreg.resume import restore_resume_state, save_resume_state
+from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
 from rnnreg.signals import TrainingSignals
 
 
@@ -43,6 +43,7 @@ class LanguageModelTask(L.LightningModule):
         self.vocab: list[str] | None = None
         self.signals = TrainingSignals()  # what callbacks read of the step (rnnreg.signals)
         self.fast: FastStep | None = None  # speed.fast_step: built at the first window
+        self.validation_pending = False  # resumed from a stop inside an epoch's validation (rnnreg.resume)
 
     @property
     def num_params(self) -> int:
@@ -114,6 +115,11 @@ class LanguageModelTask(L.LightningModule):
         self.signals = TrainingSignals(self.device)
         if self.train_state is not None:  # restored from a mid-epoch checkpoint
             self.train_state = tuple(t.to(self.device) for t in self.train_state)
+
+    def on_train_start(self) -> None:
+        if self.validation_pending:  # the stopped validation runs again before its epoch ends
+            validate_again(self.trainer)
+            self.validation_pending = False
 
     def on_train_epoch_start(self) -> None:
         self.train_state = None
