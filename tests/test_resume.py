@@ -97,6 +97,20 @@ def test_a_stop_in_validation_resumes_with_that_validation(tiny_cfg, tmp_path):
             assert torch.equal(value, b["state_dict"][key]), (name, key)
 
 
+def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_is_refused(tiny_cfg, tmp_path):
+    """Its carried (h, c) holds the old number of streams (before: a traceback from the LSTM, and a failed
+    metrics.json in the new run's folder)."""
+    common = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false")
+    stop = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signal.SIGTERM)}")
+    with pytest.raises(SystemExit):
+        train(tiny_cfg(*common, *stop, "+callbacks.signal_at.window=2", run="first"))
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    refused = r"^data.batch_size=8 where .*last.ckpt was stopped inside an epoch trained with data.batch_size=4 "
+    with pytest.raises(ConfigError, match=refused + r"\(.*\): resume with data.batch_size=4$"):
+        train(tiny_cfg(*common, "data.batch_size=8", f"ckpt_path={ckpt}", run="second"))
+    assert not (tmp_path / "second" / "metrics.json").exists() and not (tmp_path / "second" / "checkpoints").exists()
+
+
 def test_a_second_ctrl_c_aborts_at_once_and_says_ctrl_c(tiny_cfg, tmp_path):
     """Lightning ends the second Ctrl-C with exit(1) (before: exit 1 and `"error": "1"` in metrics.json)."""
     twice = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signal.SIGINT)}")

@@ -92,11 +92,14 @@ def mid_epoch_carry(task, trainer) -> dict:
 SAVED_WITH_THE_OPTIMISER = ("lr", "momentum", "weight_decay")
 
 
-def check_resume_settings(optim: dict, max_epochs: int, checkpoint: dict, ckpt_path: str) -> None:
+def check_resume_settings(
+    optim: dict, max_epochs: int, checkpoint: dict, ckpt_path: str, batch_size: int | None = None
+) -> None:
     """A ConfigError before anything is written when resuming from `checkpoint` would not do what the command
     says: nothing left to train (the run's last epoch done: in its folder it rewrote metrics.json without its
-    validation), a run early stopping ended (Lightning would train on), or optim values that the checkpoint's
-    optimiser state would silently replace (the new run's records would name values it did not use)."""
+    validation), a run early stopping ended (Lightning would train on), optim values that the checkpoint's
+    optimiser state would silently replace (the new run's records would name values it did not use), or, stopped
+    inside an epoch, another data.batch_size than the streams its carried state holds."""
     done = int(checkpoint.get("epoch", -1)) + 1  # epochs trained, at an epoch's end (no window of the next)
     if checkpoint.get("train_window", 0) == 0 and "train_carry" not in checkpoint and done >= max_epochs:
         raise ConfigError(
@@ -112,6 +115,14 @@ def check_resume_settings(optim: dict, max_epochs: int, checkpoint: dict, ckpt_p
                     "nothing is left to train (a resume would train on): evaluate it with rnnreg-eval, or start a "
                     "new run"
                 )
+    carry = checkpoint.get("train_carry")
+    streams = carry["state"][0].size(1) if carry else None
+    if batch_size is not None and streams is not None and streams != batch_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size} where {ckpt_path} was stopped inside an epoch trained with "
+            f"data.batch_size={streams} (its carried state holds {streams} streams): resume with "
+            f"data.batch_size={streams}"
+        )
     saved = (checkpoint.get("hyper_parameters") or {}).get("optim") or {}
     for key in SAVED_WITH_THE_OPTIMISER:
         if key in saved and key in optim and float(saved[key]) != float(optim[key]):
