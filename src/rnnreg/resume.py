@@ -6,6 +6,9 @@
 - mid-epoch (SIGTERM, Ctrl-C): the window reached, every stream's carried (h, c) gathered from all DDP
   ranks in stream order, and the epoch's training NLL and token sums so far,
 - stopped inside an epoch's validation: the epoch's training sums and that its validation is still to run.
+
+The optimiser's state (momentum buffers) is restored by parameter name, so that a run may resume with
+another LSTM implementation (model.lstm).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.loggers import offline_run_parts, wandb_run_id
+from rnnreg.model import build_net
 
 
 def windows_done(trainer) -> int:
@@ -156,6 +160,7 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
             f"{tuple(ours[differ[0]].shape) if differ[0] in ours else None} here): resume it with "
             f"the model config it was trained with"
         )
+    optimizer_state_by_name(task, checkpoint)
     if "rng" in checkpoint:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
@@ -170,3 +175,41 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
         task.train_state = tuple(t[:, rank * streams : (rank + 1) * streams] for t in carry["state"])
         if rank == 0 and carry["tokens"] > 0:  # the epoch's sums so far (reduced over ranks at its end)
             task.train_ppl.update(carry["nll_sum"] / carry["tokens"], carry["tokens"])
+
+
+def optimizer_state_by_name(task, checkpoint: dict) -> None:
+    """The saved optimiser state (momentum buffers) put in this model's parameter order. An optimiser keeps it by
+    position, and nn.LSTM (weight_ih, weight_hh, bias_ih, bias_hh per layer) and StepLSTM (weight_ih, bias_ih,
+    weight_hh, bias_hh) order the same parameters differently: resumed with another model.lstm, each parameter
+    would be given another one's buffer."""
+    theirs, ours = trained_parameter_order(checkpoint), [name for name, _ in task.named_parameters()]
+    if theirs is None or theirs == ours:
+        return
+    if sorted(theirs) != sorted(ours):  # model.tie_weights: the decoder's weight is a parameter of its own or not
+        name = sorted(set(theirs) ^ set(ours))[0]
+        tied = str(checkpoint["hyper_parameters"]["model"].get("tie_weights", False)).lower()
+        raise CheckpointError(
+            f"the checkpoint's optimiser holds another model's parameters ({name} is a parameter of its own "
+            f"{'there, not here' if name in theirs else 'here, not there'}): resume it with the model config it "
+            f"was trained with (model.tie_weights={tied})"
+        )
+    position = {name: i for i, name in enumerate(theirs)}
+    for saved in checkpoint.get("optimizer_states") or []:
+        ids = [i for group in saved["param_groups"] for i in group["params"]]  # the ids its state is keyed by
+        state = saved["state"]
+        moved = {ids[i]: ids[position[name]] for i, name in enumerate(ours)}
+        saved["state"] = {new: state[old] for new, old in moved.items() if old in state}
+
+
+def trained_parameter_order(checkpoint: dict) -> list[str] | None:
+    """The parameter names of the model a checkpoint was trained with, in its optimiser's order (the model built
+    from its hyper_parameters on the meta device: no memory, no initialisation); None when they build none."""
+    if not checkpoint.get("optimizer_states"):
+        return None
+    hparams = checkpoint.get("hyper_parameters") or {}
+    try:
+        with torch.device("meta"):
+            net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return [f"net.{name}" for name, _ in net.named_parameters()]
