@@ -73,13 +73,11 @@ def validate_again(trainer) -> None:
     """Resumed from a checkpoint taken inside an epoch's validation (validation_pending): Lightning takes a checkpoint
     whose epoch has all its windows done for one taken after its validation, and skips that; restarted as if in the
     middle of an evaluation, its epoch loop runs the validation (from its first batch) before ending the epoch. Called
-    once the loops have set their restart stages (on_train_start). Lightning before 2.5 has no restart stages and
-    runs the validation of a restarted epoch whose windows are done in any case."""
-    val_loop = trainer.fit_loop.epoch_loop.val_loop
-    if hasattr(val_loop, "_restart_stage"):
-        from lightning.pytorch.loops.evaluation_loop import RestartStage  # Lightning 2.5 on
+    once the loops have set their restart stages (on_train_start). Lightning's restart stages are private (2.5 on,
+    hence the pin in pyproject.toml); tests/test_resume.py checks that the validation runs."""
+    from lightning.pytorch.loops.evaluation_loop import RestartStage
 
-        val_loop._restart_stage = RestartStage.RESTARTED_MID_EVALUATION
+    trainer.fit_loop.epoch_loop.val_loop._restart_stage = RestartStage.RESTARTED_MID_EVALUATION
 
 
 def mid_epoch_carry(task, trainer) -> dict:
