@@ -13,7 +13,6 @@ run_<experiment>, or run_<experiment>_2, ... when an earlier call's run is there
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from rnnreg.io import write_json_atomic
+from rnnreg.report import read_metrics
 from rnnreg.run_lock import earlier_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def main() -> None:
         check=True,
     )
     wall = time.perf_counter() - start
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir / "metrics.json")  # an overflowed perplexity is null there: nan here
     result = {
         "experiment": args.experiment,
         "accelerator": args.accelerator,
@@ -70,7 +71,7 @@ def main() -> None:
         f"{metrics['test_ppl']:.2f} (paper {paper_test}), training {metrics['train_seconds']:.0f} s, "
         f"wall {wall:.0f} s for the whole command"
     )
-    (args.out / f"reproduce_{args.experiment}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(args.out / f"reproduce_{args.experiment}.json", result)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ recipes are `rnnreg-train experiment=paper_medium` and `experiment=ablation_plac
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 import rnnreg
 from rnnreg.errors import ConfigError, OutputError
+from rnnreg.io import write_json_atomic
 from rnnreg.report import history, report
 from rnnreg.run_lock import check_no_earlier_results
 
@@ -73,7 +73,7 @@ def train_one(placement: str, args: argparse.Namespace, data, out: Path) -> dict
     (folder / ".hydra").mkdir(parents=True, exist_ok=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"trainer": budget, "model": recipe["model"]}))
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(folder / "metrics.json", metrics)  # strict JSON: a NaN perplexity as null
     return metrics
 
 
