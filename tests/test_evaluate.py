@@ -180,6 +180,26 @@ def test_an_evaluation_into_a_folder_of_checkpoints_is_refused(checkpoints):
     check_run_dir_free([f"ckpt_path={a}", f"hydra.run.dir={root / 'new' / 'checkpoints'}"], "eval", "evaluate")
 
 
+def test_a_training_run_into_a_folder_of_checkpoints_is_refused(checkpoints):
+    """rnnreg-train hydra.run.dir=<run>/checkpoints (e.g. resuming a run "in" its checkpoints folder) is refused as
+    rnnreg-eval's is, before anything is written (before: checkpoints/checkpoints/, .hydra/ and metrics.json among
+    the run's checkpoints); train() checks too. The run's own folder (going on in place) stays allowed."""
+    corpus, (a, _), root = checkpoints
+    run1 = root / "run1"
+    folder, before = run1 / "checkpoints", sorted(run1.rglob("*"))
+    with pytest.raises(OutputError) as refused:
+        check_run_dir_free([f"ckpt_path={a}", f"hydra.run.dir={folder}"], "train", "train")
+    assert str(refused.value) == (
+        f"hydra.run.dir={folder} is a folder of checkpoints, and rnnreg-train writes its checkpoints/, metrics.json, "
+        "log and .hydra/ there: give the run a folder of its own (hydra.run.dir=<a new folder>, or leave "
+        "hydra.run.dir out)"
+    )
+    with pytest.raises(OutputError, match=f"^hydra.run.dir={folder / 'again'} is inside {folder}, a folder of "):
+        train(compose_config([*TINY, "data=text", f"data.data_dir={corpus}", f"ckpt_path={a}"], folder / "again"))
+    assert sorted(run1.rglob("*")) == before
+    check_run_dir_free([f"ckpt_path={a}", f"hydra.run.dir={run1}"], "train", "train")
+
+
 def damaged(checkpoint: dict, change) -> dict:
     checkpoint = dict(checkpoint, state_dict=dict(checkpoint["state_dict"]))
     change(checkpoint)

@@ -82,16 +82,24 @@ def holds_checkpoints(folder: Path) -> bool:
     return any(p.is_file() for p in folder.glob("*.ckpt"))
 
 
-def check_not_in_checkpoints(folder: str | Path, key: str) -> None:
-    """An OutputError when an evaluation's `folder` (`key`) is or lies in a folder of checkpoints: its metrics.json,
-    log and .hydra/ would lie among a run's checkpoints (rnnreg-report would read them as another run of it)."""
+# what each program writes in its folder, and what the folder is for
+WRITES = {
+    "rnnreg-eval": ("its metrics.json, log and .hydra/", "the evaluation"),
+    "rnnreg-train": ("its checkpoints/, metrics.json, log and .hydra/", "the run"),
+}
+
+
+def check_not_in_checkpoints(folder: str | Path, key: str, program: str = "rnnreg-eval") -> None:
+    """An OutputError when `program`'s `folder` (`key`) is or lies in a folder of checkpoints: its results would lie
+    among a run's checkpoints (rnnreg-report would read them as another run of it)."""
     found = checkpoints_folder(folder)
     if found is None:
         return
     where = "" if found == Path(os.path.abspath(folder)) else f"inside {found}, "
+    writes, what = WRITES[program]
     raise OutputError(
-        f"{key}={folder} is {where}a folder of checkpoints, and rnnreg-eval writes its metrics.json, log and .hydra/ "
-        f"there: give the evaluation a folder of its own ({key}=<a new folder>, or leave {key} out)"
+        f"{key}={folder} is {where}a folder of checkpoints, and {program} writes {writes} there: give {what} a "
+        f"folder of its own ({key}=<a new folder>, or leave {key} out)"
     )
 
 

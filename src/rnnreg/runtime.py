@@ -190,8 +190,8 @@ def route_lightning_logs() -> None:
 def check_run_dir_free(args: list[str], config_name: str = "train", job_name: str = "train") -> None:
     """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
     holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
-    training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json), or an
-    rnnreg-eval folder in a folder of checkpoints: stop before Hydra writes .hydra/, multirun.yaml or the log there
+    training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json), or a
+    folder of checkpoints: stop before Hydra writes .hydra/, multirun.yaml or the log there
     (training and evaluation check again when they start, training takes the lock; a multirun checks its sweep
     folder in rnnreg.sweep)."""
     if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
@@ -208,8 +208,8 @@ def check_run_dir_free(args: list[str], config_name: str = "train", job_name: st
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
                 raise OutputError(message)
-            if config_name == "eval" and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra will use
-                check_not_in_checkpoints(value, key)
+            if config_name in ("train", "eval") and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra uses
+                check_not_in_checkpoints(value, key, f"rnnreg-{config_name}")
             if key != "hydra.run.dir" or multirun or config_name not in ("train", "eval"):
                 continue
             if config_name == "eval":  # its checkpoint's folder is no exception: eval writes no checkpoint

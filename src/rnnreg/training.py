@@ -30,7 +30,7 @@ from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
 from rnnreg.resume import check_resume_settings
-from rnnreg.run_lock import RunLock, check_no_earlier_results, launched_as_rank_zero
+from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
 from rnnreg.runtime import (
     instantiate,
     instantiate_callbacks,
@@ -250,6 +250,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         ckpt_path = resolve_ckpt_path(cfg)
         if launched_as_rank_zero():  # DDP's other processes are given rank 0's folder
             key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
+            check_not_in_checkpoints(cfg.paths.output_dir, key, "rnnreg-train")
             check_no_earlier_results(cfg.paths.output_dir, key, ckpt_path)
         wandb_id, wandb_parts = None, None
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
