@@ -1,8 +1,14 @@
-"""DDP on CPU (gloo), two real processes: the same training as one process over the same global batch."""
+"""DDP on CPU (gloo), two real processes: the same training as one process over the same global batch, and a
+SIGTERM stops every process after the same window with a checkpoint that resumes exactly."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +16,7 @@ import lightning as L
 import pytest
 import torch
 
-from helpers import TINY, assert_diverges_in_epoch_2, run, write_corpus
+from helpers import BIN, TINY, assert_diverges_in_epoch_2, run, write_corpus
 from rnnreg.report import history
 from rnnreg.train import train
 
@@ -34,6 +40,27 @@ class SaveAt(L.Callback):
             trainer.save_checkpoint(self.path)
 
 
+class HoldRankZero(L.Callback):
+    """Each rank writes its pid to `folder`/rank<r> when training starts; after window `window` of the first
+    epoch rank 0 writes `folder`/held and waits for `folder`/go, while rank 1 goes on into its next
+    collective: a signal then finds the ranks in different places, as a scheduler's does."""
+
+    def __init__(self, folder: str, window: int, timeout: float = 120):
+        self.folder, self.window, self.timeout = Path(folder), window, timeout
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        (self.folder / f"rank{trainer.global_rank}").write_text(str(os.getpid()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == 0 and trainer.current_epoch == 0 and batch_idx + 1 == self.window:
+            (self.folder / "held").touch()
+            deadline = time.monotonic() + self.timeout
+            while not (self.folder / "go").exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.folder}/go never came")
+                time.sleep(0.05)
+
+
 def ddp_args(corpus: Path) -> list[str]:
     return ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", *COMMON, "trainer=ddp", "trainer.devices=2"]
 
@@ -41,7 +68,7 @@ def ddp_args(corpus: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> SimpleNamespace:
     """Two DDP processes (gloo) on the tiny corpus, which also save a checkpoint after window 7 (a callback:
-    the run goes on unchanged); both tests below read this one run."""
+    the run goes on unchanged); the tests below read this one run."""
     root = tmp_path_factory.mktemp("ddp")
     corpus, whole, mid = write_corpus(root / "corpus"), root / "whole", root / "mid.ckpt"
     run(
@@ -76,8 +103,7 @@ def test_two_process_ddp_matches_one_process(ddp_run, tiny_cfg, tmp_path):
 def test_ddp_mid_epoch_checkpoint_resumes_exactly(ddp_run, tmp_path):
     """A checkpoint taken after window 7 by 2 DDP processes gathers the carried state of all 4 streams from
     both ranks; 2 processes resumed from it = the 2 processes that went on (per-step losses, weights).
-    (The checkpoint is saved by a callback, not a signal: Lightning's SIGTERM handler itself broadcasts
-    between ranks, which can deadlock a local 2-process run; single-process stops are tested with signals.)"""
+    (The checkpoint is saved by a callback; the SIGTERM tests below stop the same run at the same window.)"""
     whole, resumed, mid = ddp_run.whole, tmp_path / "resumed", ddp_run.mid
     carry = torch.load(mid, weights_only=False)["train_carry"]
     assert carry["state"][0].shape == (2, 4, 16) and carry["tokens"] == 7 * 5 * 4  # both ranks' streams and sums
@@ -108,6 +134,99 @@ def test_a_ddp_evaluation_logs_and_writes_its_metrics_once(ddp_run, tmp_path):
     assert ours[1] == f"metrics: {metrics}"
     trained = json.loads((ddp_run.whole / "metrics.json").read_text())
     assert metrics["test_ppl"] == pytest.approx(trained["test_ppl"], rel=1e-5)  # one stream: any batch size
+
+
+# a hung DDP run fails its test after this long (both processes killed) instead of hanging CI
+HANG_SECONDS = 300
+
+
+def signal_when_held(hold: Path, ranks: tuple[int, ...]) -> None:
+    """Once rank 0 holds, SIGTERM to `ranks` (their pids from `hold`), then rank 0 goes on."""
+    deadline = time.monotonic() + HANG_SECONDS
+    while not (hold / "held").exists():
+        if time.monotonic() > deadline:
+            return  # the run never got there: its own output says why
+        time.sleep(0.05)
+    time.sleep(1)  # rank 1 is blocked in its next collective, where a Python signal handler cannot run
+    for rank in ranks:
+        os.kill(int((hold / f"rank{rank}").read_text()), signal.SIGTERM)
+    (hold / "go").touch()
+
+
+def stop_with_sigterm(corpus: Path, run_dir: Path, ranks: tuple[int, ...]) -> subprocess.CompletedProcess:
+    """Two DDP processes sent SIGTERM (to `ranks`) after window 7 of epoch 1; fails (both killed) if they hang."""
+    hold = run_dir.parent / f"{run_dir.name}-hold"
+    hold.mkdir(parents=True)
+    command = [
+        str(BIN / "rnnreg-train"),
+        *ddp_args(corpus),
+        "+callbacks.hold._target_=test_ddp.HoldRankZero",
+        f"+callbacks.hold.folder={hold}",
+        "+callbacks.hold.window=7",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
+    # its own session: on a hang the whole group (rank 1 is rank 0's child) is killed; the pipes close when
+    # both processes have exited
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    threading.Thread(target=signal_when_held, args=(hold, ranks), daemon=True).start()
+    try:
+        out, err = proc.communicate(timeout=HANG_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"SIGTERM to ranks {ranks} hung the DDP run:\n{out[-2000:]}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def assert_stopped_after_window_7(ddp_run: SimpleNamespace, run_dir: Path, proc: subprocess.CompletedProcess) -> None:
+    """Exit status 143, metrics.json says interrupted, and last.ckpt holds what the uninterrupted run held after
+    window 7: the weights and the carried state of all 4 streams, gathered from both ranks."""
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    stopped = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
+    mid = torch.load(ddp_run.mid, weights_only=False)
+    assert stopped["epoch"] == 0 and stopped["global_step"] == 7 and stopped["train_window"] == 7
+    assert stopped["train_carry"]["state"][0].shape == (2, 4, 16) and stopped["train_carry"]["tokens"] == 7 * 5 * 4
+    for a, b in zip(
+        (*stopped["train_carry"]["state"], stopped["train_carry"]["nll_sum"]),
+        (*mid["train_carry"]["state"], mid["train_carry"]["nll_sum"]),
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for name, value in mid["state_dict"].items():
+        torch.testing.assert_close(stopped["state_dict"][name], value, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_ddp_sigterm_to_every_rank_stops_together_and_resumes_exactly(ddp_run, tmp_path):
+    """A scheduler's SIGTERM (SLURM signals every process of the step) reaching rank 0 while it holds after window
+    7 and rank 1 already waits in its next collective: both agree to stop after window 7 (Lightning's own handler
+    broadcast from inside the signal handler and hung), and 2 processes resumed from last.ckpt = the uninterrupted
+    run."""
+    stopped, resumed = tmp_path / "stopped", tmp_path / "resumed"
+    assert_stopped_after_window_7(ddp_run, stopped, stop_with_sigterm(ddp_run.corpus, stopped, ranks=(0, 1)))
+    run(
+        "rnnreg-train",
+        *ddp_args(ddp_run.corpus),
+        f"ckpt_path={stopped}/checkpoints/last.ckpt",
+        f"hydra.run.dir={resumed}",
+    )
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (ddp_run.whole, resumed))
+    for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
+        assert b[key] == pytest.approx(a[key], rel=1e-6), key
+    assert history(resumed, "train/loss") == pytest.approx(history(ddp_run.whole, "train/loss")[7:], rel=1e-6)
+    a, b = (torch.load(d / "checkpoints/last.ckpt", weights_only=False) for d in (ddp_run.whole, resumed))
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_sigterm_to_rank_zero_stops_every_rank(ddp_run, tmp_path):
+    """`kill <pid of rank 0>` by hand: rank 1 gets no signal, yet stops after the same window (the ranks agree)."""
+    stopped = tmp_path / "stopped"
+    assert_stopped_after_window_7(ddp_run, stopped, stop_with_sigterm(ddp_run.corpus, stopped, ranks=(0,)))
 
 
 def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):

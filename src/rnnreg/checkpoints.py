@@ -62,7 +62,7 @@ class CheckpointOnInterrupt(L.Callback):
         rank_zero_info(
             "\nCtrl-C: stopping after this window and saving a resumable checkpoint (Ctrl-C again to abort at once)"
         )
-        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own graceful stop at the next window boundary
+        os.kill(os.getpid(), signal.SIGTERM)  # the graceful stop every rank agrees on (rnnreg.preemption)
 
     def restore_handler(self) -> None:
         if self.previous_handler is not None:

@@ -23,8 +23,8 @@ def evaluate(cfg: DictConfig) -> dict:
     # here, not at the top: `rnnreg-eval --help` answers without loading torch
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from rnnreg.preemption import Preemption
     from rnnreg.run_lock import RunLock, launched_as_rank_zero
-    from rnnreg.training import Preemption
 
     lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
     if lock is not None:
@@ -74,10 +74,10 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
         task = LanguageModelTask(**tasks[0].hparams, net=averaged)
     callbacks = [LMProgressBar()] if cfg.trainer.enable_progress_bar else []
     trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks)
-    preemption.trainer = trainer
+    preemption.watch(trainer)
     torch.manual_seed(seed)  # the Monte-Carlo dropout masks; each split's from the seed, whatever ran before
     val = trainer.validate(task, datamodule=datamodule, verbose=False)
-    preemption.check()  # a SIGTERM in the last window, which Lightning notes but does not act on
+    preemption.check()  # a SIGTERM noted in the last batch, after the ranks last agreed
     torch.manual_seed(seed)
     test = trainer.test(task, datamodule=datamodule)
     preemption.check()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
+from rnnreg.preemption import Preemption
 from rnnreg.resume import check_resume_settings
 from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
 from rnnreg.runtime import (
@@ -196,36 +196,6 @@ def group_choices(hydra_cfg: DictConfig) -> dict:
     return choices
 
 
-class Preemption:
-    """SIGTERM (pre-emption) at any point of a run stops it like inside Lightning's loops: metrics.json says
-    so and the exit status is 143. Inside fit and test Lightning's own handler runs first and stops at the
-    next window (a resumable checkpoint); outside them (building, data loading, between fit and test) this
-    raises at once."""
-
-    def __init__(self) -> None:
-        self.trainer: L.Trainer | None = None
-        self.previous = None
-
-    def __call__(self, signum, frame) -> None:
-        if self.trainer is not None and self.trainer.received_sigterm:
-            return  # Lightning's handler ran first: its loop stops at the next window
-        raise SIGTERMException()
-
-    def __enter__(self) -> Preemption:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-    def check(self) -> None:
-        """A SIGTERM Lightning noted but did not act on (during the last window or test batch): stop now."""
-        if self.trainer is not None and self.trainer.received_sigterm:
-            raise SIGTERMException()
-
-
 def train(cfg: DictConfig) -> dict:
     validate(cfg, "train")  # rnnreg-train did before Hydra started; a caller of train() has not
     lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
@@ -261,7 +231,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
                 wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
             del checkpoint  # fit loads it again: its weights are not held twice
         datamodule, task, trainer = build(cfg, wandb_id, wandb_parts)
-        preemption.trainer = trainer
+        preemption.watch(trainer)
         tree = None
         if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
             tree = rank_zero_only(print_config_tree)(cfg)
