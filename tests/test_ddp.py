@@ -71,7 +71,7 @@ def ddp_run(tmp_path_factory) -> SimpleNamespace:
     the run goes on unchanged); the tests below read this one run."""
     root = tmp_path_factory.mktemp("ddp")
     corpus, whole, mid = write_corpus(root / "corpus"), root / "whole", root / "mid.ckpt"
-    run(
+    proc = run(
         "rnnreg-train",
         *ddp_args(corpus),
         "+callbacks.save_at._target_=test_ddp.SaveAt",
@@ -79,7 +79,17 @@ def ddp_run(tmp_path_factory) -> SimpleNamespace:
         "+callbacks.save_at.window=7",
         f"hydra.run.dir={whole}",
     )
-    return SimpleNamespace(corpus=corpus, whole=whole, mid=mid)
+    return SimpleNamespace(corpus=corpus, whole=whole, mid=mid, stdout=proc.stdout)
+
+
+@pytest.mark.slow
+def test_a_ddp_run_says_its_lines_once(ddp_run):
+    """The run's own lines (its size, its metrics) come once, from rank 0 (before: every process said them)."""
+    ours = [line.split(" - ", 1)[1] for line in ddp_run.stdout.splitlines() if "][rnnreg][" in line]
+    assert [line for line in ours if line.startswith("metrics: ")] == [
+        f"metrics: {json.loads((ddp_run.whole / 'metrics.json').read_text())}"
+    ]
+    assert sum(" parameters, vocabulary " in line for line in ours) == 1
 
 
 @pytest.mark.slow

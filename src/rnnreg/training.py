@@ -49,6 +49,9 @@ from rnnreg.task import LanguageModelTask
 # and stopped, by divergence, a signal or a bug, says why in metrics.json)
 BAD_INPUT = (ConfigError, DataError, CheckpointError)
 
+# the run's lines, said once under DDP (every process runs this module, each with the same numbers)
+say, warn = rank_zero_only(log.info), rank_zero_only(log.warning)
+
 
 route_lightning_logs()
 
@@ -169,7 +172,7 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     if not (best and not trainer.fast_dev_run and trainer.checkpoint_callback):
         return None
     if not trainer.checkpoint_callback.best_model_path:  # no epoch was validated: there is no best
-        log.warning("no validation ran, so there is no best checkpoint: testing the final weights")
+        warn("no validation ran, so there is no best checkpoint: testing the final weights")
         return None
     return "best"
 
@@ -238,9 +241,9 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
         validation = LastValidation()
         trainer.callbacks.append(validation)
-        log.info("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
+        say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
         if ckpt_path:
-            log.info("resuming from %s", ckpt_path)
+            say("resuming from %s", ckpt_path)
         start, started = time.perf_counter(), True
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         preemption.check()
@@ -249,7 +252,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if validation.epoch is not None:  # its epoch said: with validation every n epochs it may not be the last
             metrics = {"val_ppl": float(trainer.callback_metrics["val/ppl"]), "val_epoch": validation.epoch}
         else:
-            log.warning(
+            warn(
                 "no validation ran (%s trained, trainer.check_val_every_n_epoch=%s): metrics.json has no val_ppl "
                 "and no best_val_ppl",
                 counted(trainer.current_epoch, "epoch"),
@@ -290,7 +293,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         best = checkpoint.best_model_path if checkpoint and checkpoint.monitor else None
         last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
         finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
-    log.info("metrics: %s", metrics)
+    say("metrics: %s", metrics)
     return metrics
 
 
