@@ -163,6 +163,23 @@ print("HEAVY", heavy)
     assert "HEAVY []" in proc.stdout
 
 
+def test_checking_a_command_line_does_not_import_torch_or_lightning():
+    """Every job of a sweep is checked before Hydra starts without torch or Lightning (importing them took 3-7 s
+    on 2 cores, before every one-line error of a sweep or a folder): Lightning's strategies and precisions are
+    read only for a value outside the common ones, and the GPUs counted only where a check needs them."""
+    check = """
+import sys
+from rnnreg.command_line import validate_args
+jobs = validate_args("train", ["-m", "seed=1,2", "dropout=none,both", "trainer.devices=1"])
+heavy = sorted(m for m in ("torch", "lightning") if m in sys.modules)
+assert jobs == 4 and heavy == [], (jobs, heavy)
+validate_args("train", ["trainer=ddp", "trainer.strategy=ddp_find_unused_parameters_true", "+trainer.benchmark=true"])
+assert "lightning" in sys.modules  # the rare value and the added Trainer argument: checked against Lightning
+"""
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 @pytest.mark.parametrize("script", ["rnnreg-generate", "rnnreg-eval"])
 def test_missing_ckpt_path_is_one_line(script, tmp_path):
     proc = run(script, f"hydra.run.dir={tmp_path}", check=False)

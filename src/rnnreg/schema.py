@@ -18,6 +18,7 @@ import functools
 import inspect
 import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,12 @@ class Rule:
     required: bool = True
     hint: str = ""
     node: type | None = None  # kind node: the nested schema; kind nodes: the schema of each entry (None: _target_)
+    # kind choice: every choice, read only for a value outside `choices` (Lightning's registries: an import of
+    # seconds that a command line's error would otherwise wait for)
+    all_choices: Callable[[], tuple] | None = None
+
+    def options(self) -> tuple:
+        return self.all_choices() if self.all_choices is not None else self.choices
 
     def describe(self) -> str:
         """What a valid value is, for the message."""
@@ -59,7 +66,7 @@ class Rule:
         elif self.kind == "bool":
             what = "true or false"
         elif self.kind == "choice":
-            shown = [_show(c) for c in self.choices]
+            shown = [_show(c) for c in self.options()]
             what = "one of " + ", ".join(shown if len(shown) <= 10 else [*shown[:8], "..."])
         elif self.kind == "text":
             what = "a non-empty string"
@@ -193,6 +200,7 @@ class Paths:
     output_dir: str = text()
 
 
+@functools.cache
 def _precisions() -> tuple:
     import typing
 
@@ -201,6 +209,7 @@ def _precisions() -> tuple:
     return tuple(v for arg in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(arg))
 
 
+@functools.cache
 def _strategies() -> tuple:
     from lightning.pytorch.strategies import StrategyRegistry
 
@@ -219,10 +228,12 @@ class Trainer:
     _target_: str = text()
     default_root_dir: str = text(required=False)
     accelerator: str = choice("auto", "cpu", "gpu", "cuda", "mps", required=False)
-    strategy: str = rule("choice", choices=(), required=False)  # choices: Lightning's registry (_trainer_rules)
+    strategy: str = rule("choice", choices=("auto", "ddp", "ddp_spawn"), all_choices=_strategies, required=False)
     devices: Any = rule("devices", required=False)
     num_nodes: int = integer(1, required=False)
-    precision: Any = rule("choice", choices=(), required=False)  # Lightning's precisions (_trainer_rules)
+    precision: Any = rule(
+        "choice", choices=("32-true", "16-mixed", "bf16-mixed"), all_choices=_precisions, required=False
+    )
     max_epochs: int = integer(1)
     gradient_clip_val: float = positive(null=True, hint="the global-norm clip; the paper uses 5 or 10")
     gradient_clip_algorithm: str = choice("norm", null=True, hint="the paper's global L2 norm")
@@ -321,17 +332,7 @@ SCHEMAS: dict[str, type] = {"train": Train, "eval": Eval, "generate": Generate, 
 @functools.cache
 def rules(schema: type) -> dict[str, Rule]:
     """The schema's fields and their rules, in order."""
-    found = {f.name: f.metadata["rule"] for f in dataclasses.fields(schema)}
-    if schema in (Trainer, TrainTrainer):
-        found = _trainer_rules(found)
-    return found
-
-
-def _trainer_rules(found: dict[str, Rule]) -> dict[str, Rule]:
-    found = dict(found)
-    found["strategy"] = dataclasses.replace(found["strategy"], choices=_strategies())
-    found["precision"] = dataclasses.replace(found["precision"], choices=_precisions())
-    return found
+    return {f.name: f.metadata["rule"] for f in dataclasses.fields(schema)}
 
 
 @functools.cache
@@ -400,6 +401,8 @@ def check_value(value: Any, r: Rule) -> str | None:
             return None
     elif kind == "choice":
         if any(value == c and type(value) is type(c) for c in r.choices):
+            return None
+        if r.all_choices is not None and any(value == c and type(value) is type(c) for c in r.all_choices()):
             return None
     elif kind == "text":
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value):
@@ -518,11 +521,12 @@ def validate(cfg: DictConfig, schema: type | str, choices: Any = None) -> None:
 
 def _validate_node(cfg: DictConfig, schema: type, prefix: str) -> None:
     known = rules(schema)
-    extra = trainer_arguments() if issubclass(schema, Trainer) else set()
     where = prefix[:-1] if prefix else f"the {_entry_name(schema)} config"
     for key in cfg:
         if key == "hydra" and not prefix:
             continue
+        # another Lightning Trainer argument: its list is read only then (importing Lightning takes seconds)
+        extra = trainer_arguments() if key not in known and issubclass(schema, Trainer) else frozenset()
         if key not in known and key not in extra:
             raise unknown_key(prefix, str(key), sorted(set(known) | extra), where)
     for key, r in known.items():
@@ -591,21 +595,31 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
             )
 
 
-def _check_trainer(cfg: DictConfig) -> None:
-    import torch
+def _cuda_gpus() -> int:
+    import torch  # here, not at the top: a command line's error needs no torch (an import of a second or more)
 
+    return torch.cuda.device_count()
+
+
+def _check_trainer(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     accelerator = trainer.get("accelerator", "auto")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if accelerator in ("gpu", "cuda") and not _cuda_gpus():
         raise ConfigError(
             f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none: "
             f"use trainer.accelerator=cpu (or auto)"
         )
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("trainer.accelerator=mps needs an Apple GPU and this machine has none: use cpu or auto")
+    if accelerator == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError("trainer.accelerator=mps needs an Apple GPU and this machine has none: use cpu or auto")
     devices = trainer.get("devices", "auto")
-    gpus = torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else 0
-    if gpus and _is_int(devices) and devices > gpus:
+    precision = str(trainer.get("precision", "32-true"))
+    # the GPUs here, counted only where a check needs them
+    several, fp16 = _is_int(devices) and devices > 1, precision in ("16", "16-mixed")
+    gpus = _cuda_gpus() if accelerator in ("gpu", "cuda", "auto") and (several or fp16) else 0
+    if gpus and several and devices > gpus:
         raise ConfigError(
             f"trainer.devices={devices} but this machine has {gpus} GPU(s): set trainer.devices to at most {gpus}"
         )
@@ -616,15 +630,14 @@ def _check_trainer(cfg: DictConfig) -> None:
                 f"data.batch_size={cfg.data.batch_size} is not divisible by the {processes} DDP processes "
                 f"(trainer.devices x trainer.num_nodes): set data.batch_size to a multiple of {processes}"
             )
-    precision = str(trainer.get("precision", "32-true"))
-    if precision in ("16", "16-mixed") and (accelerator == "cpu" or (accelerator == "auto" and not gpus)):
+    if fp16 and (accelerator == "cpu" or (accelerator == "auto" and not gpus)):
         raise ConfigError(
             f"trainer.precision={precision} needs a GPU (fp16 on CPU is not supported): use bf16-mixed or 32-true"
         )
     if (cfg.get("speed") or {}).get("fast_step") is True:  # what rnnreg.fast.fast_step_wanted finds once built
-        many = (_is_int(devices) and devices > 1) or trainer.get("num_nodes", 1) != 1
+        many = several or trainer.get("num_nodes", 1) != 1
         blocked = [f"trainer.devices={devices}"] if many else []
-        blocked += [f"trainer.precision={precision}"] if precision in ("16", "16-mixed") else []
+        blocked += [f"trainer.precision={precision}"] if fp16 else []
         accumulate = trainer.get("accumulate_grad_batches", 1)
         blocked += [f"trainer.accumulate_grad_batches={accumulate}"] if accumulate != 1 else []
         if blocked:
