@@ -97,7 +97,7 @@ def test_a_stop_in_validation_resumes_with_that_validation(tiny_cfg, tmp_path):
             assert torch.equal(value, b["state_dict"][key]), (name, key)
 
 
-def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_is_refused(tiny_cfg, tmp_path):
+def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_or_bptt_is_refused(tiny_cfg, tmp_path):
     """Its carried (h, c) holds the old number of streams (before: a traceback from the LSTM, and a failed
     metrics.json in the new run's folder)."""
     common = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false")
@@ -109,6 +109,11 @@ def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_is_refused(tiny_
     with pytest.raises(ConfigError, match=refused + r"\(.*\): resume with data.batch_size=4$"):
         train(tiny_cfg(*common, "data.batch_size=8", f"ckpt_path={ckpt}", run="second"))
     assert not (tmp_path / "second" / "metrics.json").exists() and not (tmp_path / "second" / "checkpoints").exists()
+    # its window counts windows of data.bptt=5 (before: resumed with another, it went on from another place)
+    refused = r"^data.bptt=7 where .*last.ckpt was stopped inside an epoch after 2 windows of data.bptt=5: "
+    with pytest.raises(ConfigError, match=refused + r"resume with data.bptt=5 \(or from an epoch's end\)$"):
+        train(tiny_cfg(*common, "data.bptt=7", f"ckpt_path={ckpt}", run="third"))
+    assert not (tmp_path / "third" / "metrics.json").exists() and not (tmp_path / "third" / "checkpoints").exists()
 
 
 def test_a_momentum_checkpoint_resumes_with_another_lstm_implementation(tiny_cfg, tmp_path):

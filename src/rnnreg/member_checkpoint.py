@@ -150,6 +150,6 @@ def training_state(
         "hparams_name": "kwargs",
         "train_window": p.window,
     }
-    if p.window:
-        state["train_carry"] = carry
+    if p.window:  # as rnnreg.resume saves a single run's, stopped inside an epoch
+        state["train_carry"], state["train_bptt"] = carry, cfg.data.bptt
     return state

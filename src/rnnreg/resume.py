@@ -49,6 +49,8 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
     validating = in_validation(trainer)
     if window or validating:  # the epoch's training sums (its train/ppl) go on in the resumed run
         checkpoint["train_carry"] = mid_epoch_carry(task, trainer)
+        if datamodule is not None and hasattr(datamodule, "bptt"):  # the window reached counts windows of this length
+            checkpoint["train_bptt"] = datamodule.bptt
     if validating:
         checkpoint["validation_pending"] = True
         # none of its validation batches counts (their sums are not saved): the resumed run validates from the first
@@ -95,13 +97,19 @@ SAVED_WITH_THE_OPTIMISER = ("lr", "momentum", "weight_decay")
 
 
 def check_resume_settings(
-    optim: dict, max_epochs: int, checkpoint: dict, ckpt_path: str, batch_size: int | None = None
+    optim: dict,
+    max_epochs: int,
+    checkpoint: dict,
+    ckpt_path: str,
+    batch_size: int | None = None,
+    bptt: int | None = None,
 ) -> None:
     """A ConfigError before anything is written when resuming from `checkpoint` would not do what the command
     says: nothing left to train (the run's last epoch done: in its folder it rewrote metrics.json without its
     validation), a run early stopping ended (Lightning would train on), optim values that the checkpoint's
     optimiser state would silently replace (the new run's records would name values it did not use), or, stopped
-    inside an epoch, another data.batch_size than the streams its carried state holds."""
+    inside an epoch, another data.batch_size than the streams its carried state holds or another data.bptt than
+    the windows it counted (the resumed run would go on from another place in the stream)."""
     done = int(checkpoint.get("epoch", -1)) + 1  # epochs trained, at an epoch's end (no window of the next)
     if checkpoint.get("train_window", 0) == 0 and "train_carry" not in checkpoint and done >= max_epochs:
         raise ConfigError(
@@ -124,6 +132,13 @@ def check_resume_settings(
             f"data.batch_size={batch_size} where {ckpt_path} was stopped inside an epoch trained with "
             f"data.batch_size={streams} (its carried state holds {streams} streams): resume with "
             f"data.batch_size={streams}"
+        )
+    counted_in = checkpoint.get("train_bptt")
+    if bptt is not None and counted_in is not None and counted_in != bptt:
+        raise ConfigError(
+            f"data.bptt={bptt} where {ckpt_path} was stopped inside an epoch after "
+            f"{counted(checkpoint.get('train_window', 0), 'window')} of data.bptt={counted_in}: resume with "
+            f"data.bptt={counted_in} (or from an epoch's end)"
         )
     saved = (checkpoint.get("hyper_parameters") or {}).get("optim") or {}
     for key in SAVED_WITH_THE_OPTIMISER:

@@ -228,7 +228,9 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         wandb_id, wandb_parts = None, None
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
             checkpoint = load_checkpoint(ckpt_path)
-            check_resume_settings(plain(cfg.optim), cfg.trainer.max_epochs, checkpoint, ckpt_path, cfg.data.batch_size)
+            check_resume_settings(
+                plain(cfg.optim), cfg.trainer.max_epochs, checkpoint, ckpt_path, cfg.data.batch_size, cfg.data.bptt
+            )
             if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
                 wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
                 wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
