@@ -334,18 +334,22 @@ def test_a_live_evaluation_holds_its_folder_and_a_signal_stops_it_writing_nothin
     Lightning's exit 0 on SIGTERM, 1 on Ctrl-C, and nothing said), and nothing written that would stop a rerun
     there."""
     corpus, (a, _), _ = checkpoints
-    # the same vocabulary, a validation split of 30,000 lines of short windows (at 3,000 lines, on a loaded machine
-    # the evaluation once ended before the signal came, and exited 0)
-    long = tmp_path / "corpus"
+    long = tmp_path / "corpus"  # the same vocabulary, a validation split of many short windows: seconds
     long.mkdir()
     for split in ("train", "test"):
         shutil.copy(corpus / f"{split}.txt", long / f"{split}.txt")
-    shutil.copy(write_corpus(tmp_path / "long", lines=(1, 30000, 1)) / "valid.txt", long / "valid.txt")
+    shutil.copy(write_corpus(tmp_path / "long", lines=(1, 3000, 1)) / "valid.txt", long / "valid.txt")
     folder = tmp_path / "eval"
     args = ["data=text", f"data.data_dir={long}", "data.batch_size=4", "data.eval_bptt=2", "seed=3"]
     args += [f"ckpt_path={a}", f"hydra.run.dir={folder}", "trainer.enable_progress_bar=false"]
     proc = subprocess.Popen(
-        [str(BIN / "rnnreg-eval"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(BIN / "rnnreg-eval"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a foreground command's Ctrl-C: pytest started in the background (`make test &`) ignores SIGINT, and
+        # its children would inherit that (Python then raises no KeyboardInterrupt: the evaluation exited 0)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for line in proc.stdout:  # Lightning's first line: the trainer is built, validation starts
