@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from helpers import BIN
 from rnnreg import CONF_DIR
 from rnnreg.command_line import check_job, validate_args
+from rnnreg.data import smallest_fraction
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.schema import SCHEMAS, Rule, rules
 from rnnreg.train import train
@@ -387,6 +389,24 @@ def test_a_split_too_short_stops_before_any_file(tiny_cfg, tiny_corpus, tmp_path
     with pytest.raises(DataError, match=message):
         train(tiny_cfg(override))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("key,split", [("limit_val_batches", "valid"), ("limit_test_batches", "test")])
+def test_a_fraction_of_windows_that_leaves_none_stops_before_any_file(tiny_cfg, tmp_path, key, split):
+    """trainer.limit_val_batches=0.001 (before: Lightning's MisconfigurationException traceback once training had
+    begun, exit 1): one line with the smallest fraction that keeps a window in each loader of the split (the
+    test's batched one has fewer windows than its one stream)."""
+    streams = "data.batch_size=4"
+    with pytest.raises(ConfigError) as refused:
+        train(tiny_cfg(f"trainer.{key}=0.001", "data.eval_bptt=5"))
+    windows = int(re.search(r"none of its (\d+) windows", str(refused.value))[1])
+    assert str(refused.value) == (
+        f"trainer.{key}=0.001 leaves the {split} split none of its {windows} windows ({streams} streams of 5 "
+        f"steps): set trainer.{key}={smallest_fraction(windows):g} or more, or a count of windows (e.g. 1)"
+    )
+    assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
+    fraction = f"trainer.{key}={smallest_fraction(windows):g}"  # the one it gives: the run validates and tests
+    train(tiny_cfg(fraction, "data.eval_bptt=5", "trainer.max_epochs=1", "trainer.limit_train_batches=2", run="ok"))
 
 
 def test_train_validates_a_config_it_is_given(tiny_cfg, tmp_path):

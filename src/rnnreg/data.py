@@ -7,6 +7,7 @@ contiguous streams (columns) and walked in order in windows of `bptt` steps; the
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 import urllib.error
@@ -19,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rnnreg.console import counted
-from rnnreg.errors import DataError
+from rnnreg.errors import ConfigError, DataError
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -189,6 +190,14 @@ class StartAt(Sampler[int]):
         return iter(range(start, self.length))
 
 
+def smallest_fraction(windows: int) -> float:
+    """The smallest fraction with three significant digits that keeps one of `windows` (Lightning takes
+    int(windows x fraction) of them)."""
+    digits = 2 - math.floor(math.log10(1 / windows))
+    fraction = math.ceil(10**digits / windows) / 10**digits
+    return fraction if int(windows * fraction) >= 1 else math.ceil(10 ** (digits + 1) / windows) / 10 ** (digits + 1)
+
+
 class LMDataModule(L.LightningDataModule):
     """Train/valid on `batch_size` streams; test both on one stream (the paper) and on `batch_size`."""
 
@@ -244,6 +253,39 @@ class LMDataModule(L.LightningDataModule):
                 f"{counted(steps, 'step')} per stream (data.batch_size={self.batch_size} streams) for "
                 f"data.bptt={self.bptt}: set {fix}, or give a longer train file"
             )
+
+    def check_limits(self, trainer_cfg) -> None:
+        """A fraction trainer.limit_*_batches that leaves a split no window stops here in one line (Lightning
+        refuses it with a traceback once training has begun): the fraction's minimum, or a count, is the fix."""
+        corpus = self.load()
+        loaders = {  # key: (split, its streams' key, window length, whether the last partial window is dropped)
+            "limit_train_batches": [("train", "batch_size", self.bptt, True)],
+            "limit_val_batches": [("valid", "batch_size", self.eval_bptt, False)],
+            "limit_test_batches": [
+                ("test", "test_batch_size", self.eval_bptt, False),
+                ("test", "batch_size", self.eval_bptt, False),
+            ],
+        }
+        for key, specs in loaders.items():
+            limit = trainer_cfg.get(key)
+            if not isinstance(limit, float) or limit <= 0:
+                continue
+            # the loader with the fewest windows is the one a fraction leaves empty first
+            windows, split, streams, bptt = min(
+                (
+                    len(BPTTWindows(batchify(corpus.ids[split], getattr(self, streams)), bptt, drop)),
+                    split,
+                    streams,
+                    bptt,
+                )
+                for split, streams, bptt, drop in specs
+            )
+            if int(windows * limit) < 1:
+                raise ConfigError(
+                    f"trainer.{key}={limit} leaves the {split} split none of its {counted(windows, 'window')} "
+                    f"(data.{streams}={getattr(self, streams)} streams of {bptt} steps): set "
+                    f"trainer.{key}={smallest_fraction(windows):g} or more, or a count of windows (e.g. 1)"
+                )
 
     def streams(self, split: str, num_streams: int) -> torch.Tensor:
         """This rank's columns: the global streams are split across DDP ranks, never reshuffled."""

@@ -98,6 +98,7 @@ def build(
         task.net.lstm.triton_cell = True
     # every split cut into its streams now: a split too short for them stops here, before anything is written
     datamodule.check_splits()
+    datamodule.check_limits(cfg.trainer)
     return datamodule, task, trainer
 
 
