@@ -180,6 +180,16 @@ assert "lightning" in sys.modules  # the rare value and the added Trainer argume
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_multirun_with_cfg_is_one_line(tmp_path):
+    """-m with --cfg job (to see a sweep's config): Hydra's ValueError traceback before; one line, exit 2."""
+    proc = run("rnnreg-train", "-m", "seed=1,2", "--cfg", "job", f"hydra.sweep.dir={tmp_path}/sweep", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --cfg and --multirun cannot be combined (Hydra does one at a time): leave out -m and give one job's "
+        "values (e.g. seed=1 --cfg job)"
+    ]
+    assert not (tmp_path / "sweep").exists()
+
+
 @pytest.mark.parametrize("script", ["rnnreg-generate", "rnnreg-eval"])
 def test_missing_ckpt_path_is_one_line(script, tmp_path):
     proc = run(script, f"hydra.run.dir={tmp_path}", check=False)

@@ -26,6 +26,19 @@ _NO_RUN_FLAGS = {
 MAX_JOBS_CHECKED = 256
 
 
+# Hydra's modes: one a command (Hydra raises a ValueError, with its traceback, for two)
+_MODES = {"-m": "--multirun", "--multirun": "--multirun", "--cfg": "--cfg", "-c": "--cfg", "--info": "--info"}
+_MODES |= {"-i": "--info", "--shell-completion": "--shell-completion", "-sc": "--shell-completion"}
+
+
+def check_one_mode(argv: list[str]) -> None:
+    """A ConfigError for --multirun with --cfg, --info or --shell-completion: Hydra does one at a time."""
+    modes = sorted({_MODES[a.split("=")[0]] for a in argv if a.split("=")[0] in _MODES})
+    if len(modes) > 1:
+        fix = "leave out -m and give one job's values (e.g. seed=1 --cfg job)" if "--cfg" in modes else "give one"
+        raise ConfigError(f"{' and '.join(modes)} cannot be combined (Hydra does one at a time): {fix}")
+
+
 def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> int:
     """Compose the config of every job `argv` asks for (each value of a sweep) and validate it, before Hydra
     runs (and creates any folder). Returns the number of configs checked (0: a flag that runs nothing)."""

@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.command_line import single_run_dir, validate_args
+from rnnreg.command_line import check_one_mode, single_run_dir, validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
@@ -124,6 +124,7 @@ def hydra_entry(config_name: str) -> Callable:
             args = sys.argv[1:]
             try:
                 check_group_options(args)
+                check_one_mode(args)
                 if not any(a.split("=")[0] in HYDRA_SELF_ANSWERED for a in args):
                     validate_args(config_name, args)
                     check_run_dir_free(args, config_name, job_name)
