@@ -324,6 +324,9 @@ def test_unfinished_stacked_sweep_goes_on_with_its_resume_switch(tmp_path):
     (sweep / ".stacked").mkdir()
     (sweep / ".stacked" / "group_0.pt").write_bytes(b"")
     assert report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (each group from its last epoch's end)\n")
+    for job in (0, 1):  # stopped by a signal: the group's file holds the window it stopped in
+        (sweep / str(job) / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 1}))
+    assert report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (each group from the window where it stopped)\n")
 
 
 def test_placement_without_hydra_choices_falls_back_to_the_override(tmp_path):

@@ -75,7 +75,7 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
             continue
         run = r["path"]
         if r["launcher"] == "stacked":
-            sweeps.setdefault(run.parent, []).append(r["run"])
+            sweeps.setdefault(run.parent, []).append((r["run"], r["status"]))
         elif (run / "checkpoints" / "last.ckpt").is_file():
             lines.append(f"- {r['run']} ({r['status']}): `{resume_command(run)}`")
         else:
@@ -84,11 +84,9 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
     if root is not None:
         lines += [f"- {job} (never started: no folder): `{command}`" for job, command in never_started(rows, root)]
     for sweep, runs in sweeps.items():
-        saved = any((sweep / ".stacked").glob("group_*.pt"))
-        where = "each group from its last epoch's end" if saved else "from the start: no epoch had ended"
         lines.append(
-            f"- {', '.join(runs)}: the stacked sweep's command with `hydra.launcher.resume=true "
-            f"hydra.sweep.dir={sweep}` ({where})"
+            f"- {', '.join(run for run, _ in runs)}: the stacked sweep's command with `hydra.launcher.resume=true "
+            f"hydra.sweep.dir={sweep}` ({stacked_resume_point(sweep, {status for _, status in runs})})"
         )
     if not lines:
         return ""
@@ -96,6 +94,18 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
         "\nNot completed (interrupted: stopped by SIGTERM or Ctrl-C; unfinished: no metrics.json and no live "
         "process): how each goes on\n\n" + "\n".join(lines) + "\n"
     )
+
+
+def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:
+    """Where a stacked sweep's resume starts its groups: a signal saved each group at the window it stopped in; a
+    hard kill left the resume file of the group's last epoch's end (or none)."""
+    if not any((sweep / ".stacked").glob("group_*.pt")):
+        return "from the start: no epoch had ended"
+    if statuses == {"interrupted"}:
+        return "each group from the window where it stopped"
+    if statuses == {"unfinished"}:
+        return "each group from its last epoch's end"
+    return "each group from where it stopped: the window of a signal, the last epoch's end of a hard kill"
 
 
 def resume_command(run: Path) -> str:
