@@ -20,10 +20,11 @@ import torch
 import yaml
 
 from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_run_parts, wandb_runs, write_corpus
-from rnnreg import stacked_outputs, stacked_train
+from rnnreg import stacked_launcher, stacked_outputs, stacked_train
 from rnnreg.console import cpu_model
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
+from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, check_stackable, group_jobs, group_key
 from rnnreg.stacked_step import group_step
@@ -352,11 +353,39 @@ def test_paper_table_sweep_is_one_group_per_size(tmp_path):
     "override, key",
     [
         ("trainer.precision=16-mixed", "trainer.precision"),
+        # trainer settings a stacked group would not honour (it validates and steps every window of every epoch)
+        (
+            "trainer.check_val_every_n_epoch=2",
+            "trainer.check_val_every_n_epoch=2 .*set trainer.check_val_every_n_epoch=1",
+        ),
+        ("+trainer.max_steps=25", "trainer.max_steps=25 .*set trainer.max_steps=-1"),
+        ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches=2 "),
+        ("+trainer.val_check_interval=1", "trainer.val_check_interval=1 "),  # every window, not 1.0: each epoch
+        ("+trainer.val_check_interval=0.5", "trainer.val_check_interval=0.5 "),
+        ("+trainer.min_epochs=3", "trainer.min_epochs=3 "),
+        ("+trainer.max_time=00:00:01:00", "trainer.max_time=00:00:01:00 "),
+        ("+trainer.overfit_batches=2", "trainer.overfit_batches=2 "),
+        ("+trainer.detect_anomaly=true", "trainer.detect_anomaly=true "),
+        ("+trainer.profiler=simple", "trainer.profiler=simple "),
     ],
 )
 def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key):
-    with pytest.raises(ConfigError, match=key):
+    with pytest.raises(ConfigError, match=key) as err:
         check_stackable(tiny_cfg(override))
+    assert "\n" not in str(err.value) and "drop hydra/launcher=stacked" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override", ["+trainer.val_check_interval=1.0", "+trainer.max_steps=-1", "+trainer.min_epochs=1"]
+)
+def test_trainer_settings_that_do_what_a_stacked_group_does_are_stackable(tiny_cfg, override):
+    check_stackable(tiny_cfg(override))
+
+
+def test_every_trainer_argument_is_read_unused_or_checked_by_the_stacked_launcher():
+    """A Lightning Trainer argument the stacked launcher knows nothing of would be ignored silently."""
+    known = {*stacked_launcher.TRAINER_READ, *stacked_launcher.TRAINER_UNUSED, *stacked_launcher.TRAINER_ASSUMED}
+    assert trainer_arguments() <= known, sorted(trainer_arguments() - known)
 
 
 def test_optuna_batch_of_trials_is_one_group(setup):

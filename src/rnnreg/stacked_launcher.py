@@ -87,9 +87,82 @@ def check_launcher_settings(launcher: DictConfig) -> None:
         raise ConfigError(f"hydra.launcher.stop_after_windows={stop} must be null or a whole number of at least 1")
 
 
+# The trainer settings GroupTrainer reads (rnnreg.stacked_train), and the ones that only say how Lightning shows
+# or places a run (a stacked group has its own progress, files and device): every other Trainer argument must be
+# at a value that does what GroupTrainer does (TRAINER_ASSUMED), or the members would differ from their jobs.
+TRAINER_READ = (
+    "max_epochs",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "log_every_n_steps",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "precision",
+    "fast_dev_run",
+)
+TRAINER_UNUSED = (
+    "default_root_dir",
+    "plugins",
+    "num_sanity_val_steps",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "enable_autolog_hparams",
+    "use_distributed_sampler",
+    "sync_batchnorm",
+    "deterministic",
+    "benchmark",
+    "inference_mode",
+    "limit_predict_batches",
+    "reload_dataloaders_every_n_epochs",
+    "model_registry",
+)
+# key: (the values that do what a stacked group does, the first one the fix; what the group does instead)
+TRAINER_ASSUMED = {
+    "check_val_every_n_epoch": ((1,), "it validates every epoch"),
+    "val_check_interval": ((None, 1.0), "it validates at each epoch's end"),
+    "max_steps": ((-1, None), "it trains trainer.max_epochs epochs"),
+    "min_steps": ((None, 0), "early stopping may stop a member at any epoch"),
+    "min_epochs": ((None, 0, 1), "early stopping may stop a member at any epoch"),
+    "max_time": ((None,), "it trains trainer.max_epochs epochs"),
+    "accumulate_grad_batches": ((1,), "it updates after every window"),
+    "overfit_batches": ((0.0, 0), "it trains on the train split"),
+    "detect_anomaly": ((False,), "it does not run autograd's anomaly detection"),
+    "barebones": ((False,), "it writes every job's logs and checkpoints"),
+    "enable_checkpointing": ((None, True), "it writes every job's checkpoints"),
+    "profiler": ((None,), "it runs no profiler"),
+}
+
+
+def is_one_of(value, values: tuple) -> bool:
+    """`value` equal to one of `values` and of its type (1 is not 1.0 to val_check_interval, nor True)."""
+    return any(value == v and type(value) is type(v) for v in values)
+
+
+def shown(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_trainer_assumed(trainer: DictConfig) -> None:
+    """A one-line ConfigError for a trainer setting a stacked group would not honour (TRAINER_ASSUMED)."""
+    for key, (values, instead) in TRAINER_ASSUMED.items():
+        value = trainer.get(key, values[0])
+        if not is_one_of(value, values):
+            raise ConfigError(
+                f"trainer.{key}={shown(value)} is not honoured by hydra/launcher=stacked ({instead}): set "
+                f"trainer.{key}={shown(values[0])}, or drop hydra/launcher=stacked to run these jobs with Hydra's "
+                f"basic launcher"
+            )
+
+
 def check_stackable(cfg: DictConfig) -> None:
     """A one-line ConfigError naming the first setting a stacked member cannot hold."""
     trainer = cfg.trainer
+    check_trainer_assumed(trainer)
     unsupported = [
         ("ckpt_path", cfg.get("ckpt_path"), "null (resume a stacked sweep with hydra.launcher.resume=true)"),
         ("trainer.fast_dev_run", trainer.get("fast_dev_run", False), "false"),
@@ -106,7 +179,10 @@ def check_stackable(cfg: DictConfig) -> None:
             f"set trainer.precision=32-true, or drop hydra/launcher=stacked"
         )
     if trainer.get("gradient_clip_algorithm", "norm") != "norm":
-        raise ConfigError(f"trainer.gradient_clip_algorithm={trainer.gradient_clip_algorithm}: only norm is supported")
+        raise ConfigError(
+            f"trainer.gradient_clip_algorithm={trainer.gradient_clip_algorithm} is not supported by "
+            f"hydra/launcher=stacked (it clips the global norm): set trainer.gradient_clip_algorithm=norm"
+        )
     devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
     if "ddp" in str(trainer.get("strategy", "auto")) or nodes != 1 or devices not in (1, "1", "auto"):
         raise ConfigError(
