@@ -21,6 +21,7 @@ import yaml
 
 from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_run_parts, wandb_runs, write_corpus
 from rnnreg import stacked_launcher, stacked_outputs, stacked_train
+from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
@@ -373,6 +374,22 @@ def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key
     with pytest.raises(ConfigError, match=key) as err:
         check_stackable(tiny_cfg(override))
     assert "\n" not in str(err.value) and "drop hydra/launcher=stacked" in str(err.value)
+
+
+def test_unstackable_jobs_are_refused_before_hydra_writes(tmp_path, tiny_corpus):
+    """The command line's check (rnnreg.command_line.validate_args, before Hydra makes the sweep folder and its
+    multirun.yaml) refuses what a stacked member cannot hold, naming the job; the basic launcher runs them."""
+    torch.save({"state_dict": {}}, tmp_path / "a.ckpt")
+    args = ["-m", "hydra/launcher=stacked", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "seed=1,2"]
+    for setting, line in (
+        ("trainer.precision=bf16-mixed", "trainer.precision=bf16-mixed is not supported by hydra/launcher=stacked"),
+        (f"ckpt_path={tmp_path / 'a.ckpt'}", f"ckpt_path={tmp_path / 'a.ckpt'} is not supported by hydra/launcher="),
+        ("trainer.check_val_every_n_epoch=2", "trainer.check_val_every_n_epoch=2 is not honoured by hydra/launcher="),
+    ):
+        with pytest.raises(ConfigError) as err:
+            validate_args("train", [*args, setting])
+        assert str(err.value).startswith(line) and str(err.value).endswith("(sweep job seed=1)"), err.value
+        assert validate_args("train", [a for a in args if a != "hydra/launcher=stacked"] + [setting]) == 2
 
 
 @pytest.mark.parametrize(

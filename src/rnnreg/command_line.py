@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
 from rnnreg.schema import trainer_arguments, unknown_key, validate
-from rnnreg.sweep import basic_sweeper
+from rnnreg.stacked_launcher import check_stackable
+from rnnreg.sweep import STACKED_LAUNCHER, basic_sweeper
 
 # Hydra's own flags that do not run the task (or pick another config): nothing to check before Hydra
 _NO_RUN_FLAGS = {
@@ -124,6 +125,8 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
                 where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""
                 try:
                     job = check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)))
+                    if multirun and stacked_launcher(cfg):  # its refusals before Hydra writes the sweep folder
+                        check_stackable(job)
                 except ConfigError as err:
                     raise ConfigError(f"{err}{where}") from None
                 rate_used = rate_used or uses_dropout_p(job)
@@ -135,6 +138,11 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
             f"that drops (dropout=non_recurrent), or leave dropout.p out of the sweep"
         )
     return checked
+
+
+def stacked_launcher(composed: DictConfig) -> bool:
+    """Whether the command's jobs run on hydra/launcher=stacked (`composed`: with Hydra's node)."""
+    return OmegaConf.select(composed, "hydra.launcher._target_", default="") == STACKED_LAUNCHER
 
 
 def uses_dropout_p(job: DictConfig) -> bool:
