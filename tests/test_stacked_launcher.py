@@ -405,6 +405,34 @@ def test_every_trainer_argument_is_read_unused_or_checked_by_the_stacked_launche
     assert trainer_arguments() <= known, sorted(trainer_arguments() - known)
 
 
+def test_a_group_that_cannot_train_fails_its_jobs_and_the_others_train(tmp_path, tiny_corpus):
+    """A group's bad data (a folder without the corpus) fails its jobs as it fails basic jobs (their line,
+    error.txt); the other groups train, and the sweep exits 1 at its end."""
+    sweep, empty = tmp_path / "sweep", tmp_path / "empty"
+    empty.mkdir()
+    proc = run(
+        "rnnreg-train",
+        "-m",
+        "hydra/launcher=stacked",
+        "experiment=paper_small",
+        *TINY,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        f"data.data_dir={empty},{tiny_corpus}",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    failure = f"missing train file {empty / 'train.txt'}"
+    assert errors[0].startswith(f"error: job 0 (data.data_dir={empty}) failed: {failure}"), errors
+    assert errors[1] == f"error: 1 job(s) of the multirun in {sweep} failed: 0 (data.data_dir={empty})"
+    assert (sweep / "0" / "error.txt").read_text().startswith(failure)
+    assert (sweep / "1" / "metrics.json").exists() and not (sweep / "1" / "error.txt").exists()
+
+
 def test_optuna_batch_of_trials_is_one_group(setup):
     """hparams_search=optuna with hydra.sweeper.n_jobs=3: each batch of trials the sampler proposes (other
     dropout rates, lr decays, init scales: all member settings) trains as one group, and the study reads each

@@ -339,9 +339,8 @@ def launch_groups(
                 stop_after_windows=launcher.stop_after_windows,
                 program=launcher.program,
             )
-        except UserError as err:
-            print(f"error: {describe(group, i)}: {err}", file=sys.stderr)
-            sys.exit(2)
+        except UserError as err:  # its jobs fail as basic jobs do (bad data, say): the other groups go on
+            results = [("failed", err)] * len(group)
         for job, (status, value) in zip(group, results):
             returns[job.idx] = job_return(launcher, job, status, value)
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
