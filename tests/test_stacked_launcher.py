@@ -23,7 +23,7 @@ from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_run_part
 from rnnreg import stacked_launcher, stacked_outputs, stacked_train
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
-from rnnreg.errors import ConfigError
+from rnnreg.errors import ConfigError, DataError
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
@@ -297,6 +297,14 @@ def test_resume_file_from_another_program_or_device_is_one_line(tmp_path, tiny_c
     ):
         stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()
     assert resume_file.read_bytes() == saved
+
+
+def test_train_file_shorter_than_a_window_is_the_fix_a_run_alone_gives(tmp_path, tiny_corpus):
+    """data.bptt longer than the train split: the single run's line (rnnreg.data's check_splits, with the
+    data.bptt that fits), not a limit_*_batches one."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "data.bptt=1000")
+    with pytest.raises(DataError, match=r"is shorter than one training window: .* set data\.bptt=\d+ or less"):
+        stacked_train.GroupTrainer(jobs, 0, tmp_path / "group_0.pt")
 
 
 def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monkeypatch):

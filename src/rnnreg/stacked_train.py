@@ -100,6 +100,7 @@ class GroupTrainer:
                 raise ConfigError(f"optim.lr={job.cfg.optim.lr} must be positive (the paper uses 1.0) (job {job.idx})")
         self.datamodule = instantiate(cfg.data)
         self.vocab = self.datamodule.load().itos
+        self.datamodule.check_splits()  # a split too short: the fix a run alone gives (data.bptt), before any work
         accelerator = str(cfg.trainer.get("accelerator", "auto"))
         cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         self.model = StackedLanguageModel(
