@@ -23,7 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
-from rnnreg.errors import ConfigError, UserError
+from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
 
 PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
@@ -339,8 +339,11 @@ def launch_groups(
                 stop_after_windows=launcher.stop_after_windows,
                 program=launcher.program,
             )
-        except UserError as err:  # its jobs fail as basic jobs do (bad data, say): the other groups go on
+        except DataError as err:  # its jobs fail as basic jobs do on bad data: the other groups go on
             results = [("failed", err)] * len(group)
+        except UserError as err:  # the command's mistake (its resume, its output): one line, nothing more trains
+            print(f"error: {describe(group, i)}: {err}", file=sys.stderr)
+            sys.exit(2)
         for job, (status, value) in zip(group, results):
             returns[job.idx] = job_return(launcher, job, status, value)
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
