@@ -117,14 +117,14 @@ def write_corpus(
 
 
 class SignalAt(L.Callback):
-    """Sends this process `signum` at the end of training window `window` of the first epoch, `times` times
-    (Ctrl-C twice: the second aborts at once)."""
+    """Sends this process `signum` at the end of training window `window` of epoch `epoch` (0-based: the first),
+    `times` times (Ctrl-C twice: the second aborts at once)."""
 
-    def __init__(self, signum: int, window: int, times: int = 1):
-        self.signum, self.window, self.times = signum, window, times
+    def __init__(self, signum: int, window: int, times: int = 1, epoch: int = 0):
+        self.signum, self.window, self.times, self.epoch = signum, window, times, epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.current_epoch == 0 and batch_idx + 1 == self.window:
+        if trainer.current_epoch == self.epoch and batch_idx + 1 == self.window:
             for _ in range(self.times):
                 os.kill(os.getpid(), self.signum)
                 time.sleep(0.01)  # its handler runs before the next one is sent

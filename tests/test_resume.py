@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
 
+from rnnreg.checkpoints import CheckpointOnInterrupt
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.report import history
 from rnnreg.task import load_task
@@ -143,6 +147,42 @@ def test_a_second_ctrl_c_aborts_at_once_and_says_ctrl_c(tiny_cfg, tmp_path):
     assert exit_.value.code == 130
     stopped = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGINT]
+
+
+def test_a_second_ctrl_c_inside_the_interrupt_checkpoint_keeps_the_last_one(tiny_cfg, tmp_path, monkeypatch):
+    """The second Ctrl-C lands inside the write of the interrupt checkpoint (before: torch's RuntimeError
+    "unexpected pos", exit 1, metrics.json `failed` with it): exit 130, `interrupted` by Ctrl-C, and last.ckpt is
+    the first epoch's, whole (the half-written one removed)."""
+    import rnnreg.io
+
+    class CtrlCInWrite(io.FileIO):
+        writes = 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:  # inside torch's zip writer, some records written
+                os.kill(os.getpid(), signal.SIGINT)  # the handler (KeyboardInterrupt) runs before the write
+            return super().write(data)
+
+    def opened(path, mode="r", *args, **kwargs):
+        first_pressed = not isinstance(
+            getattr(signal.getsignal(signal.SIGINT), "__self__", None), CheckpointOnInterrupt
+        )
+        if Path(path).name.startswith(".last.ckpt.") and first_pressed:
+            return CtrlCInWrite(path, mode)
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(rnnreg.io, "open", opened, raising=False)
+    ctrl_c = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signal.SIGINT)}")
+    ctrl_c += ("+callbacks.signal_at.window=2", "+callbacks.signal_at.epoch=1")
+    with pytest.raises(SystemExit) as exit_:
+        train(tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=4", "test=false", *ctrl_c))
+    assert exit_.value.code == 130
+    stopped = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGINT]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 0
 
 
 def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path, caplog):

@@ -156,16 +156,17 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
 
 def save_atomically(obj: Any, path: str | Path) -> None:
     """torch.save(obj) to `path` through replace_atomically, on disk (fsync) before it replaces the previous
-    file. A full disk or a file-size limit is the OutputError that names it: torch's zip writer hides the OS
-    error behind "unexpected pos ..."."""
+    file. A full disk or a file-size limit is the OutputError that names it, and a Ctrl-C the KeyboardInterrupt:
+    torch's zip writer hides either behind "unexpected pos ..."."""
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             try:
                 torch.save(obj, f)
             except RuntimeError as err:
-                cause = err.__cause__ or err.__context__  # the real cause (disk full, EFBIG)
-                if isinstance(cause, OSError):
+                # the real cause (disk full, EFBIG; a Ctrl-C inside a write): the previous file is kept
+                cause = err.__cause__ or err.__context__
+                if isinstance(cause, (OSError, KeyboardInterrupt)):
                     raise cause from None
                 raise
             f.flush()
