@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from rnnreg.checkpoints import tests_best
+from rnnreg.checkpoints import STOPPED_BY, tests_best
 from rnnreg.console import device_name
 from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from rnnreg.io import FileWriter, save_atomically
@@ -522,7 +522,7 @@ class GroupTrainer:
                 if m.status == "running":  # a failed member keeps its last good checkpoint
                     self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", self.checkpoint(k, copies))
         self.writer.wait()  # every file written before the members' metrics.json say interrupted
-        reason = signal.Signals(self.stop_signal).name
+        reason = STOPPED_BY[self.stop_signal]  # a single run's words
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             folder.write_csv(m.rows)
             folder.log(f"{reason}: stopped at epoch {self.epoch + 1}, window {self.window}")

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
-from rnnreg.checkpoints import tests_best
+from rnnreg.checkpoints import STOPPED_BY, tests_best
 from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
@@ -325,10 +325,6 @@ def record_failure(
             finish_wandb(trainer.loggers, {"status": status, "error": error}, exit_code=1)
         except Exception as wandb_err:  # never hide the run's own error
             log.warning("could not close the W&B run: %s", wandb_err)
-
-
-# metrics.json's `error` for a run a signal stopped
-STOPPED_BY = {signal.SIGINT: "Ctrl-C (stopped by the user)", signal.SIGTERM: "SIGTERM (pre-empted or stopped)"}
 
 
 def stop_signal(err: BaseException, trainer: L.Trainer | None) -> int | None:
