@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -863,14 +864,16 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
     assert "SIGINT: stopping the stacked group after this window" in out
+    # one line says how to go on: the sweep's own command with hydra.launcher.resume=true, in its folder
+    (go_on,) = [line.split("go on with: ", 1)[1] for line in out.splitlines() if "go on with: " in line]
+    assert go_on.endswith(f"hydra.launcher.resume=true hydra.sweep.dir={sweep}")
     for job in ("0", "1"):
         stopped = metrics(sweep / job)
         # a single run's words (before: "SIGINT")
         assert stopped["status"] == "interrupted" and stopped["error"] == "Ctrl-C (stopped by the user)"
-        assert stopped["epochs"] < 5
-        assert "hydra.launcher.resume=true" in stopped["resume"]
+        assert stopped["epochs"] < 5 and stopped["resume"] == go_on
         assert load_checkpoint(sweep / job / "checkpoints" / "last.ckpt")["stacked"]["member"] == int(job)
-    resumed = run("rnnreg-train", *args[1:], "hydra.launcher.resume=true")
+    resumed = run(*shlex.split(go_on))  # the command printed is the one that goes on
     ids = set()
     for job in ("0", "1"):
         done = metrics(sweep / job)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import NamedTuple
 
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from omegaconf import OmegaConf
 
 from rnnreg.checkpoints import STOPPED_BY, tests_best
 from rnnreg.console import device_name
@@ -522,7 +524,13 @@ class GroupTrainer:
                 if m.status == "running":  # a failed member keeps its last good checkpoint
                     self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", self.checkpoint(k, copies))
         self.writer.wait()  # every file written before the members' metrics.json say interrupted
-        reason = STOPPED_BY[self.stop_signal]  # a single run's words
+        self.record_stop()
+
+    def record_stop(self) -> None:
+        """Each member's csv, train.log and metrics.json say the signal stopped it (a single run's words), and
+        one console line says how to go on."""
+        reason = STOPPED_BY[self.stop_signal]
+        resume = self.go_on_command()
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             folder.write_csv(m.rows)
             folder.log(f"{reason}: stopped at epoch {self.epoch + 1}, window {self.window}")
@@ -531,11 +539,24 @@ class GroupTrainer:
                     "status": "interrupted" if m.status == "running" else m.status,
                     "error": reason if m.status == "running" else m.error,
                     "epochs": m.epochs,
-                    "resume": f"rnnreg-train -m ... hydra/launcher=stacked hydra.launcher.resume=true "
-                    f"hydra.sweep.dir={folder.path.parent}",
+                    "resume": resume,
                     "stacked": {"group": self.group, "members": len(self.jobs), "member": k},
                 }
             )
+        print(f"{reason}: the stacked group {self.group} stopped; go on with: {resume}", flush=True)
+
+    def go_on_command(self) -> str:
+        """The sweep's own command (its multirun.yaml) with hydra.launcher.resume=true in its folder."""
+        sweep = self.folders[0].path.parent
+        try:
+            overrides = OmegaConf.load(sweep / "multirun.yaml").hydra.overrides
+            given = [str(o) for o in [*overrides.hydra, *overrides.task]]
+        except Exception:  # no readable multirun.yaml (a group trained outside Hydra): the command's shape
+            given = ["...", "hydra/launcher=stacked"]
+        # the sweep's own folder, not a new dated one; and no test-only stop
+        dropped = ("hydra.mode=", "hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.stop_after_windows=")
+        kept = [o for o in given if not o.startswith(dropped)]
+        return shlex.join(["rnnreg-train", "-m", *kept, "hydra.launcher.resume=true", f"hydra.sweep.dir={sweep}"])
 
     def output_failed(self, err: OutputError) -> None:
         """A file could not be written (disk full, ...): every member still training is failed with the error,
