@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shlex
 import signal
@@ -22,6 +23,7 @@ import yaml
 
 from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_run_parts, wandb_runs, write_corpus
 from rnnreg import stacked_launcher, stacked_outputs, stacked_train
+from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
 from rnnreg.errors import ConfigError, DataError
@@ -333,6 +335,72 @@ def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monk
         assert metrics(tmp_path / str(k))["status"] == "interrupted"
         last = tmp_path / str(k) / "checkpoints" / "last.ckpt"
         assert last.stat().st_ino == (tmp_path / str(k) / "checkpoints" / "best.ckpt").stat().st_ino
+
+
+class SignalOnRead:
+    """A split's windows that send this process each of `signums` (10 ms apart) when window `window` is read."""
+
+    def __init__(self, windows, signums: list[int], window: int = 0):
+        self.windows, self.signums, self.window = windows, signums, window
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int):
+        if i == self.window:
+            for signum in self.signums:
+                os.kill(os.getpid(), signum)
+                time.sleep(0.01)  # its handler runs before the next one is sent
+        return self.windows[i]
+
+
+def signal_in(trainer, monkeypatch, split: str, signums: list[int]) -> None:
+    """`trainer`'s `split` sends `signums` when its first window is read."""
+    windows = trainer.windows
+
+    def signalled(name, *args):
+        found, count = windows(name, *args)
+        return (SignalOnRead(found, signums) if name == split else found), count
+
+    monkeypatch.setattr(trainer, "windows", signalled)
+
+
+@pytest.fixture
+def unhandled_signals_fail():
+    """SIGTERM and SIGINT that reach no handler of the group fail the test rather than kill or stop pytest."""
+
+    def unhandled(signum, frame) -> None:
+        raise AssertionError(f"{signal.Signals(signum).name} reached no handler of the group")
+
+    saved = {s: signal.signal(s, unhandled) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_in_the_final_test_interrupts_the_members(
+    tmp_path, tiny_corpus, monkeypatch, capsys, unhandled_signals_fail, signum
+):
+    """SIGTERM or Ctrl-C while the group's members are tested (before: its handlers were gone by then: SIGTERM killed
+    it, Ctrl-C was a traceback, no metrics.json, rnnreg-report said unfinished): each member interrupted, with a
+    single run's words, one line that says how to go on, and the resume tests them."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "trainer.limit_train_batches=3", "trainer.max_epochs=1")
+    resume_file = tmp_path / ".stacked" / "group_0.pt"
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file)
+    signal_in(trainer, monkeypatch, "test", [signum])
+    with pytest.raises(SystemExit) as stopped:
+        trainer.run(resume=False)
+    assert stopped.value.code == 128 + signum
+    said = [line for line in capsys.readouterr().out.splitlines() if "go on with: " in line]
+    assert len(said) == 1 and said[0].endswith(f"hydra.launcher.resume=true hydra.sweep.dir={tmp_path}")
+    for k in range(2):
+        interrupted = metrics(tmp_path / str(k))
+        assert interrupted["status"] == "interrupted" and interrupted["error"] == STOPPED_BY[signum]
+        assert interrupted["epochs"] == 1 and "test_ppl" not in interrupted
+    results = stacked_train.GroupTrainer(jobs, 0, resume_file).run(resume=True)
+    assert [status for status, _ in results] == ["completed"] * 2 and not resume_file.exists()
+    assert all(math.isfinite(metrics(tmp_path / str(k))["test_ppl"]) for k in range(2))
 
 
 def test_a_resumed_sweep_reads_a_null_best_of_a_completed_member_as_nan(tmp_path):

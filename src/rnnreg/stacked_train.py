@@ -482,21 +482,29 @@ class GroupTrainer:
             folder.open_wandb(run_id)
         handlers = self.install_handlers()
         try:
-            try:
-                self.fit()
-            finally:
-                self.restore_handlers(handlers)
-            if self.stop_signal is not None:
-                self.interrupted()
-                raise SystemExit(128 + self.stop_signal)
-            results = self.finish()
+            results = self.fit_and_test()
         except OutputError as err:
             self.output_failed(err)
             raise
         finally:
+            self.restore_handlers(handlers)
             self.writer.close()  # whatever happened: the files handed over are written before we go
         self.resume_file.unlink(missing_ok=True)
+        if self.stop_signal is not None:  # it came as the last metrics.json were written: the sweep stops here
+            print(f"{STOPPED_BY[self.stop_signal]}: the sweep stopped; go on with: {self.go_on_command()}", flush=True)
+            raise SystemExit(128 + self.stop_signal)
         return results
+
+    def fit_and_test(self) -> list[tuple[str, object]]:
+        """Train and test; a signal (handled from fit's start to the last metrics.json) stops the group resumably."""
+        self.fit()
+        if self.stop_signal is None:
+            try:
+                return self.finish()
+            except Stopped:  # in the final test: the resume file of the last epoch's end holds the trained state
+                pass
+        self.interrupted()
+        raise SystemExit(128 + self.stop_signal)
 
     def install_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
@@ -597,7 +605,11 @@ class GroupTrainer:
             eval_bptt = data.get("eval_bptt") or data.bptt
             for name, streams in (("test_ppl", data.get("test_batch_size", 1)), ("test_ppl_batched", data.batch_size)):
                 windows, count = self.windows("test", streams, eval_bptt, False, cfg.trainer.limit_test_batches)
-                tests[name] = self.evaluate(windows, count, params, [m.status != "failed" for m in self.members])
+                tests[name] = self.evaluate(
+                    StopOnSignal(windows, self), count, params, [m.status != "failed" for m in self.members]
+                )
+                if self.stop_signal is not None:  # a program that evaluates member by member may have read all first
+                    raise Stopped()
         self.writer.wait()  # the checkpoints metrics.json and a W&B run's artifact point to
         results = []
         per_member = sum(p[0].numel() for p in self.params)
@@ -644,6 +656,22 @@ class GroupTrainer:
             folder.write_metrics(metrics)
             folder.log(f"metrics: {metrics}")
         return results
+
+
+class Stopped(Exception):
+    """A signal stopped the group's final test."""
+
+
+class StopOnSignal:
+    """A split's windows that stop (Stopped) at the first window read after the group's signal handler ran."""
+
+    def __init__(self, windows, trainer: GroupTrainer):
+        self.windows, self.trainer = windows, trainer
+
+    def __getitem__(self, i: int):
+        if self.trainer.stop_signal is not None:
+            raise Stopped()
+        return self.windows[i]
 
 
 def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
