@@ -403,6 +403,28 @@ def test_a_signal_in_the_final_test_interrupts_the_members(
     assert all(math.isfinite(metrics(tmp_path / str(k))["test_ppl"]) for k in range(2))
 
 
+def test_a_second_ctrl_c_aborts_the_group_at_once_and_says_ctrl_c(tmp_path, tiny_corpus, monkeypatch, capsys):
+    """Two Ctrl-C 10 ms apart while the group trains (before: a KeyboardInterrupt traceback, no metrics.json,
+    rnnreg-report said unfinished): exit 130 at once, each member interrupted by Ctrl-C, no file half-written."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "trainer.limit_train_batches=3", "trainer.max_epochs=1")
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt")
+    signal_in(trainer, monkeypatch, "train", [signal.SIGINT, signal.SIGINT])
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a user's: Ctrl-C is KeyboardInterrupt
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            trainer.run(resume=False)
+    except KeyboardInterrupt:
+        pytest.fail("the second Ctrl-C escaped the group: a traceback")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stopped.value.code == 128 + signal.SIGINT
+    assert sum("go on with: " in line for line in capsys.readouterr().out.splitlines()) == 1
+    for k in range(2):
+        interrupted = metrics(tmp_path / str(k))
+        assert interrupted["status"] == "interrupted" and interrupted["error"] == STOPPED_BY[signal.SIGINT]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 def test_a_resumed_sweep_reads_a_null_best_of_a_completed_member_as_nan(tmp_path):
     """A completed member whose best_val_ppl was NaN has null in its metrics.json (rnnreg.io: JSON has no NaN); a
     resumed sweep that finds its group done hands it on as NaN, as the run that wrote it did (not None)."""

@@ -483,6 +483,11 @@ class GroupTrainer:
         handlers = self.install_handlers()
         try:
             results = self.fit_and_test()
+        except KeyboardInterrupt:  # a second Ctrl-C: abort at once, the members' folders saying so
+            self.restore_handlers(handlers)
+            self.stop_signal = signal.SIGINT
+            self.record_stop()
+            raise SystemExit(128 + signal.SIGINT) from None
         except OutputError as err:
             self.output_failed(err)
             raise
