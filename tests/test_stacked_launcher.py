@@ -812,7 +812,9 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
         "with +member=diverge where this command has +member=b: resume with the sweep's own command"
     ), other.stderr
     assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == records
-    proc = run(*args, "hydra.launcher.resume=true", check=False)
+    # the sweep's own command, an override moved after its sweep overrides (the same jobs, in the same order)
+    reordered = [a for a in args if a != "trainer.log_every_n_steps=1"] + ["trainer.log_every_n_steps=1"]
+    proc = run(*reordered, "hydra.launcher.resume=true", check=False)
     assert proc.returncode != 0 and "training loss became" in proc.stderr  # the diverging member, as before
     assert not (sweep / ".stacked" / "group_0.pt").exists()
     for i, name in enumerate(["a", "c", "diverge"]):

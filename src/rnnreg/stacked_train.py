@@ -40,6 +40,7 @@ from rnnreg.stacked_launcher import Job
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_step import group_step
+from rnnreg.sweep import same_overrides
 
 
 def limit_batches(count: int, limit) -> int:
@@ -71,6 +72,13 @@ class Member:
     rows: list = field(default_factory=list)  # csv/metrics.csv rows, as Lightning's CSVLogger writes them
     train_seconds: float = 0.0  # the group's time while the member trained (an early-stopped one's stops)
     fit_seconds: float = 0.0
+
+
+def same_fingerprint(a: list, b: list) -> bool:
+    """Two groups' fingerprints (group key, members' overrides) name one group: each member's overrides in
+    whatever order its command gave them."""
+    (key_a, jobs_a), (key_b, jobs_b) = a, b
+    return key_a == key_b and len(jobs_a) == len(jobs_b) and all(map(same_overrides, jobs_a, jobs_b))
 
 
 class HostCopies(NamedTuple):
@@ -427,7 +435,7 @@ class GroupTrainer:
             state = torch.load(self.resume_file, map_location="cpu", weights_only=True)
         except Exception as err:
             raise CheckpointError(f"{self.resume_file} is not a readable resume file ({err})") from None
-        if state["fingerprint"] != self.fingerprint():
+        if not same_fingerprint(state["fingerprint"], self.fingerprint()):
             raise ConfigError(
                 f"{self.resume_file} was written by another sweep (other jobs or settings in group {self.group}): "
                 f"resume with the same command and hydra.sweep.dir, or start a new sweep"

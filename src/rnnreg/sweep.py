@@ -150,6 +150,11 @@ def recorded_launcher(job_dir: Path) -> str | None:
         return None
 
 
+def same_overrides(a: list[str], b: list[str]) -> bool:
+    """One job's overrides, in whatever order the command gives them (the same key=value pairs: the same job)."""
+    return set(a) == set(b)
+
+
 def check_resumed_jobs(config: DictConfig) -> None:
     """hydra.launcher.resume=true goes on with a stacked sweep's own jobs. A ConfigError or OutputError, before
     anything is written, when a job's folder holds a job of other overrides (its .hydra/ and its results would
@@ -163,7 +168,7 @@ def check_resumed_jobs(config: DictConfig) -> None:
         if not recorded_file.is_file():
             continue
         recorded = list(yaml.safe_load(recorded_file.read_text()) or [])
-        if recorded != overrides:
+        if not same_overrides(recorded, overrides):
             before = " ".join(o for o in recorded if o not in overrides) or "nothing"
             now = " ".join(o for o in overrides if o not in recorded) or "nothing"
             raise ConfigError(
