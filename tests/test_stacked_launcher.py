@@ -30,7 +30,7 @@ from rnnreg.errors import ConfigError, DataError
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
-from rnnreg.stacked_launcher import Job, check_stackable, group_jobs, group_key
+from rnnreg.stacked_launcher import Job, check_stackable, group_jobs, group_key, resumed_groups
 from rnnreg.stacked_step import group_step
 
 # Members differ in everything a member can hold: seed, lr, clip, weight decay, momentum, schedule, early
@@ -435,6 +435,77 @@ def test_a_resumed_sweep_reads_a_null_best_of_a_completed_member_as_nan(tmp_path
     assert status == "completed" and math.isnan(best) and second == ("completed", 120.5)
 
 
+def resumable_sweep(sweep: Path, seeds: int, statuses: dict[int, str]) -> list[SimpleNamespace]:
+    """`seeds` jobs of one group key (seed=1, 2, ...) in `sweep`, each with a metrics.json saying its status in
+    `statuses` ({job: status}) from stacked group `job // 2` (an earlier run's max_members=2)."""
+    jobs = [
+        SimpleNamespace(idx=k, overrides=["experiment=x", f"seed={k + 1}"], key='{"a": 1}', output_dir=sweep / str(k))
+        for k in range(seeds)
+    ]
+    for k, status in statuses.items():
+        write_json_atomic(jobs[k].output_dir / "metrics.json", {"status": status, "stacked": {"group": k // 2}})
+    return jobs
+
+
+def resume_file(sweep: Path, number: int, members: list[list[str]], key: str = '{"a": 1}') -> Path:
+    path = sweep / ".stacked" / f"group_{number}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"fingerprint": [key, members]}, path)
+    return path
+
+
+def test_resume_skips_finished_jobs_and_resumes_interrupted_groups_as_they_ran(tmp_path):
+    """hydra.launcher.resume=true never trains a finished job again nor an interrupted one from its start,
+    whatever max_members it is given: an interrupted group goes on as its resume file holds it (its members'
+    overrides in any order), finished jobs keep their group, only jobs that never trained are grouped anew."""
+    interrupted = tmp_path / "interrupted"  # max_members=2: group 0 [0, 1] completed, group 1 [2, 3] interrupted
+    jobs = resumable_sweep(interrupted, 4, {0: "completed", 1: "completed", 2: "interrupted", 3: "interrupted"})
+    resume_file(interrupted, 1, [["seed=3", "experiment=x"], ["experiment=x", "seed=4"]])
+    groups = resumed_groups(jobs, 16, 0, interrupted)
+    assert [(n, [j.idx for j in g]) for n, g in groups] == [(0, [0, 1]), (1, [2, 3])]
+    assert [(n, [j.idx for j in g]) for n, g in resumed_groups(jobs, 1, 0, interrupted)] == [(0, [0, 1]), (1, [2, 3])]
+    finished = tmp_path / "finished"  # seeds 1-4 finished as one group, resumed with seeds 5 and 6 added
+    jobs = resumable_sweep(finished, 6, {0: "completed", 1: "failed", 2: "completed", 3: "completed"})
+    for job in jobs[2:4]:
+        write_json_atomic(job.output_dir / "metrics.json", {"status": "completed", "stacked": {"group": 0}})
+    groups = resumed_groups(jobs, 16, 0, finished)
+    assert [(n, [j.idx for j in g]) for n, g in groups] == [(0, [0, 1, 2, 3]), (1, [4, 5])]
+
+
+def test_resume_refuses_a_group_it_would_train_from_its_start(tmp_path):
+    """A resume file whose group is not this command's (another setting, a job it does not run), or a job with a
+    checkpoint but no resume file: one line naming it, before anything is written."""
+    sweep = tmp_path / "sweep"
+    jobs = resumable_sweep(sweep, 4, {})
+    path = resume_file(sweep, 0, [["seed=1", "experiment=x"], ["seed=2", "experiment=x"]], '{"a": 2}')
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{path} holds group 0 trained with a=2 where this command has a=1")
+    ):
+        resumed_groups(jobs, 16, 0, sweep)
+    path = resume_file(sweep, 0, [["seed=1", "experiment=x"], ["seed=9", "experiment=x"]])
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"{path} holds an interrupted group with a job this command does not run (seed=9 experiment=x)"
+        ),
+    ):
+        resumed_groups(jobs[:2], 16, 0, sweep)
+    path.unlink()
+    (jobs[1].output_dir / "checkpoints").mkdir(parents=True)
+    (jobs[1].output_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"^job 1 has a checkpoint \(.*\) but no resume file of its group"):
+        resumed_groups(jobs, 16, 0, sweep)
+
+
+def test_resume_file_of_other_settings_names_the_setting(tmp_path, tiny_corpus):
+    jobs = group_jobs_here(tmp_path, tiny_corpus)
+    for job in jobs:
+        job.key = '{"trainer": {"max_epochs": 30}}'
+    path = resume_file(tmp_path, 0, [job.overrides for job in jobs], '{"trainer": {"max_epochs": 20}}')
+    with pytest.raises(ConfigError, match=re.escape("(other settings (trainer.max_epochs=20 where this command has ")):
+        stacked_train.GroupTrainer(jobs, 0, path).load_resume()
+
+
 def test_paper_table_sweep_is_one_group_per_size(tmp_path):
     """The paper's table with 3 seeds (README): experiment=paper_small,paper_medium,paper_large seed=1234,1,2
     is three groups, each a size's three seeds with its recipe (dropout p, clip, schedule)."""
@@ -812,10 +883,13 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
         "with +member=diverge where this command has +member=b: resume with the sweep's own command"
     ), other.stderr
     assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == records
-    # the sweep's own command, an override moved after its sweep overrides (the same jobs, in the same order)
-    reordered = [a for a in args if a != "trainer.log_every_n_steps=1"] + ["trainer.log_every_n_steps=1"]
-    proc = run(*reordered, "hydra.launcher.resume=true", check=False)
+    # the sweep's own command, an override moved after its sweep overrides (the same jobs, in the same order),
+    # and hydra.launcher.max_members forgotten: the interrupted group goes on as it ran, the others grouped anew
+    reordered = [a for a in args if a not in ("trainer.log_every_n_steps=1", "hydra.launcher.max_members=2")]
+    proc = run(*reordered, "trainer.log_every_n_steps=1", "hydra.launcher.resume=true", check=False)
     assert proc.returncode != 0 and "training loss became" in proc.stderr  # the diverging member, as before
+    assert "6 jobs in 3 groups" in proc.stdout and "group 0: jobs [0, 1], 2 members, 2 x 16 LSTM" in proc.stdout
+    assert "group 1: jobs [2], 1 member" in proc.stdout and "group 2: jobs [3, 4, 5], 3 members" in proc.stdout
     assert not (sweep / ".stacked" / "group_0.pt").exists()
     for i, name in enumerate(["a", "c", "diverge"]):
         mine, reference = metrics(sweep / str(i)), metrics(stacked / str(list(MEMBERS).index(name)))

@@ -23,7 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
-from rnnreg.errors import ConfigError, DataError, UserError
+from rnnreg.errors import CheckpointError, ConfigError, DataError, UserError
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
 
 PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
@@ -226,6 +226,128 @@ def group_jobs(jobs: Sequence, max_members: int) -> list[list]:
     return [members[i : i + max_members] for members in by_key.values() for i in range(0, len(members), max_members)]
 
 
+def planned_groups(jobs: Sequence, max_members: int, first: int, sweep_dir: Path | None) -> list[tuple[int, list]]:
+    """(number, jobs) of each group to run: `group_jobs` numbered from `first`; when a stacked sweep goes on
+    (`sweep_dir`: hydra.launcher.resume=true), resumed_groups."""
+    if sweep_dir is None:
+        return list(enumerate(group_jobs(jobs, max_members), first))
+    return resumed_groups(jobs, max_members, first, sweep_dir)
+
+
+def resumed_groups(jobs: Sequence, max_members: int, first: int, sweep_dir: Path) -> list[tuple[int, list]]:
+    """The groups of a sweep that goes on, whatever hydra.launcher.max_members it is given now: each
+    interrupted group as its resume file (.stacked/group_N.pt) holds it, the jobs an earlier run finished
+    (metrics.json: completed or failed) as they ran (group_done hands on their results, none is trained
+    again), and only the jobs that never trained grouped anew (`max_members`), numbered after every earlier
+    group. A ConfigError, before anything is written, where a resume file's group is not this command's."""
+    fingerprints = resume_fingerprints(sweep_dir / ".stacked")
+    groups = interrupted_groups(jobs, fingerprints)
+    taken = {job.idx for group in groups.values() for job in group}
+    finished = [job for job in jobs if job.idx not in taken and recorded_status(job) in ("completed", "failed")]
+    done: dict[int, list] = {}
+    unnumbered = []
+    for job in finished:  # in the group it ran in, under that group's number
+        number = (recorded_metrics(job).get("stacked") or {}).get("group")
+        if isinstance(number, int) and number not in groups:
+            done.setdefault(number, []).append(job)
+        else:
+            unnumbered.append(job)
+    groups |= done
+    never_trained = [job for job in jobs if job.idx not in taken and job not in finished]
+    for job in never_trained:
+        check_never_trained(job)
+    earlier = [first - 1, *groups, *(number for number, _, _ in fingerprints)]
+    fresh = group_jobs(unnumbered, max_members) + group_jobs(never_trained, max_members)
+    groups.update(enumerate(fresh, max(earlier) + 1))
+    return sorted(groups.items())
+
+
+def interrupted_groups(jobs: Sequence, fingerprints: list[tuple[int, Path, list]]) -> dict[int, list]:
+    """{number: jobs} of each resume file that holds jobs of this command (another batch's, Optuna's, none):
+    its members as they were, whatever the order of their overrides."""
+    by_overrides = {frozenset(job.overrides): job for job in jobs}
+    groups = {}
+    for number, path, (key, members) in fingerprints:
+        group = [by_overrides.get(frozenset(overrides)) for overrides in members]
+        if all(job is None for job in group):
+            continue
+        if None in group:
+            missing = next(o for o, job in zip(members, group) if job is None)
+            raise ConfigError(
+                f"{path} holds an interrupted group with a job this command does not run ({' '.join(missing)}): "
+                f"resume with the sweep's own command, or start another sweep (hydra.sweep.dir=...)"
+            )
+        if group[0].key != key:
+            raise ConfigError(
+                f"{path} holds group {number} trained with {setting_differences(key, group[0].key)}: resume with "
+                f"the sweep's own settings, or start another sweep (hydra.sweep.dir=...)"
+            )
+        groups[number] = group
+    return groups
+
+
+def resume_fingerprints(stacked_dir: Path) -> list[tuple[int, Path, list]]:
+    """(number, path, fingerprint: group key and members' overrides) of each resume file of a stacked sweep."""
+    import torch  # (only a resume reads one: grouping is plain Hydra and OmegaConf)
+
+    found = []
+    for path in sorted(stacked_dir.glob("group_*.pt")):
+        number = path.stem.removeprefix("group_")
+        if not number.isdigit():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            found.append((int(number), path, state["fingerprint"]))
+        except Exception as err:
+            raise CheckpointError(
+                f"{path} is not a readable resume file ({str(err).splitlines()[0]}): move it away to train its "
+                f"group again from its start"
+            ) from None
+    return found
+
+
+def recorded_status(job) -> str | None:
+    return recorded_metrics(job).get("status")
+
+
+def recorded_metrics(job) -> dict:
+    """The job's metrics.json from an earlier run of its sweep ({} without one)."""
+    try:
+        return json.loads((job.output_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def check_never_trained(job) -> None:
+    """A ConfigError where a job no resume file holds has a checkpoint: a resume would train it from its start,
+    writing over it."""
+    last = job.output_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        raise ConfigError(
+            f"job {job.idx} has a checkpoint ({last}) but no resume file of its group: hydra.launcher.resume=true "
+            f"would train it again from its start; go on with it alone (rnnreg-train <its overrides> ckpt_path="
+            f"{last}), or move its folder away"
+        )
+
+
+def setting_differences(before: str, now: str) -> str:
+    """Where two group keys differ, as `key=value where this command has key=value` (the first such key)."""
+
+    def first(a, b, path: str):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                if (found := first(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))) is not None:
+                    return found
+            return None
+        return None if a == b else (path, a, b)
+
+    found = first(json.loads(before), json.loads(now), "")
+    if found is None:
+        return "other settings"
+    path, a, b = found
+    return f"{path}={json.dumps(a)} where this command has {path}={json.dumps(b)}"
+
+
 def describe(group: Sequence[Job], index: int) -> str:
     cfg = group[0].cfg
     return (
@@ -291,17 +413,17 @@ def launch_groups(
 ) -> list[JobReturn]:
     try:
         jobs = [prepare_job(launcher, initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
-        groups = group_jobs(jobs, launcher.max_members)
+        resumed = sweep_dir if launcher.resume else None
+        groups = planned_groups(jobs, launcher.max_members, launcher.launched_groups, resumed)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     for job in jobs:  # every job composed, checked and grouped: now their folders
         if not (launcher.resume and (job.output_dir / ".hydra" / "overrides.yaml").exists()):
             write_job_config(job)  # (a resumed job keeps the record of the sweep that made it: the same overrides)
-    first = launcher.launched_groups
-    launcher.launched_groups += len(groups)
+    launcher.launched_groups = max([launcher.launched_groups - 1] + [i for i, _ in groups]) + 1
     print(f"Stacked launcher: {counted(len(jobs), 'job')} in {counted(len(groups), 'group')}", flush=True)
-    for i, group in enumerate(groups, first):
+    for i, group in groups:
         print(f"  {describe(group, i)}", flush=True)
         for job in group:
             print(f"    #{job.idx} : {' '.join(filter_overrides(job.overrides))}", flush=True)
@@ -328,7 +450,7 @@ def launch_groups(
             "the speed of its jobs one after another (docs/measurements.md); stacking pays on a GPU",
             flush=True,
         )
-    for i, group in enumerate(groups, first):
+    for i, group in groups:
         print(describe(group, i), flush=True)
         try:
             results = train_group(

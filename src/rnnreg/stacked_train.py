@@ -36,7 +36,7 @@ from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
-from rnnreg.stacked_launcher import Job
+from rnnreg.stacked_launcher import Job, setting_differences
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_step import group_step
@@ -435,9 +435,11 @@ class GroupTrainer:
             state = torch.load(self.resume_file, map_location="cpu", weights_only=True)
         except Exception as err:
             raise CheckpointError(f"{self.resume_file} is not a readable resume file ({err})") from None
-        if not same_fingerprint(state["fingerprint"], self.fingerprint()):
+        if not same_fingerprint(state["fingerprint"], self.fingerprint()):  # (resumed_groups says which, up front)
+            key, now = state["fingerprint"][0], self.fingerprint()[0]
+            what = f"settings ({setting_differences(key, now)})" if key != now else "jobs"
             raise ConfigError(
-                f"{self.resume_file} was written by another sweep (other jobs or settings in group {self.group}): "
+                f"{self.resume_file} was written by another sweep (other {what} in group {self.group}): "
                 f"resume with the same command and hydra.sweep.dir, or start a new sweep"
             )
         if state.get("program", self.step.name) != self.step.name:  # the other program would not go on exactly
