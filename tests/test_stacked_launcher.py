@@ -882,6 +882,16 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
         f"error: hydra.launcher.resume=true goes on with the sweep in {sweep} as it was started, and its job 2 ran "
         "with +member=diverge where this command has +member=b: resume with the sweep's own command"
     ), other.stderr
+    # its sweep overrides swapped (+member before model.hidden_size, whose place is its first override's, in
+    # setup.cli): the same jobs, numbered otherwise (each folder would hold another job)
+    swapped = [*args[:2], "+member=a,c,diverge", *[a for a in args[2:] if a != "+member=a,c,diverge"]]
+    other = run(*swapped, "hydra.launcher.resume=true", check=False)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
+    assert other.stderr.startswith(
+        f"error: hydra.launcher.resume=true: this command numbers the jobs of the sweep in {sweep} otherwise (its "
+        "job 1 ran with "
+    ), other.stderr
+    assert "give the sweep overrides in the order of the sweep's own command" in other.stderr
     assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == records
     # the sweep's own command, an override moved after its sweep overrides (the same jobs, in the same order),
     # and hydra.launcher.max_members forgotten: the interrupted group goes on as it ran, the others grouped anew

@@ -171,6 +171,13 @@ def check_resumed_jobs(config: DictConfig) -> None:
         if not same_overrides(recorded, overrides):
             before = " ".join(o for o in recorded if o not in overrides) or "nothing"
             now = " ".join(o for o in overrides if o not in recorded) or "nothing"
+            if renumbered(folders):
+                raise ConfigError(
+                    f"hydra.launcher.resume=true: this command numbers the jobs of the sweep in "
+                    f"{config.hydra.sweep.dir} otherwise (its job {num} ran with {before} where this command has "
+                    f"{now}): give the sweep overrides in the order of the sweep's own command (its overrides are "
+                    f"in {recorded_file})"
+                )
             raise ConfigError(
                 f"hydra.launcher.resume=true goes on with the sweep in {config.hydra.sweep.dir} as it was started, and "
                 f"its job {num} ran with {before} where this command has {now}: resume with the sweep's own command "
@@ -186,6 +193,17 @@ def check_resumed_jobs(config: DictConfig) -> None:
                 f"<its overrides> ckpt_path={folder / 'checkpoints' / 'last.ckpt'}; rnnreg-report path="
                 f"{config.hydra.sweep.dir} prints the command), or give this sweep another folder (hydra.sweep.dir=...)"
             )
+
+
+def renumbered(folders: list[tuple[list[str], Path]]) -> bool:
+    """Whether a command's jobs are the sweep's own, numbered otherwise (its sweep overrides in another order
+    than the sweep's command gave them): every job folder's recorded overrides are one of this command's jobs."""
+    recorded = []
+    for _, folder in folders:
+        path = folder / ".hydra" / "overrides.yaml"
+        if path.is_file():
+            recorded.append(frozenset(yaml.safe_load(path.read_text()) or []))
+    return set(recorded) <= {frozenset(overrides) for overrides, _ in folders}
 
 
 def basic_sweeper(config: DictConfig) -> bool:
