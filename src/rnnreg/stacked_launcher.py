@@ -277,9 +277,9 @@ def interrupted_groups(jobs: Sequence, fingerprints: list[tuple[int, Path, list]
                 f"{path} holds an interrupted group with a job this command does not run ({' '.join(missing)}): "
                 f"resume with the sweep's own command, or start another sweep (hydra.sweep.dir=...)"
             )
-        if group[0].key != key:
+        if changed := next((job for job in group if job.key != key), None):
             raise ConfigError(
-                f"{path} holds group {number} trained with {setting_differences(key, group[0].key)}: resume with "
+                f"{path} holds group {number} trained with {setting_differences(key, changed.key)}: resume with "
                 f"the sweep's own settings, or start another sweep (hydra.sweep.dir=...)"
             )
         groups[number] = group
