@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,10 @@ if WORKERS > 1:
 # rnnreg.triton_cell is imported, in this process and the ones it starts.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Ctrl-C as in a terminal: pytest started in the background (`make test &`, nohup) ignores SIGINT, and so would
+# the processes it starts and the runs it trains in-process (a Ctrl-C test then sees nothing happen).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # Console scripts started by tests find the tests' helper callbacks (+callbacks.x._target_=helpers.X).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
 

@@ -347,9 +347,6 @@ def test_a_live_evaluation_holds_its_folder_and_a_signal_stops_it_writing_nothin
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # a foreground command's Ctrl-C: pytest started in the background (`make test &`) ignores SIGINT, and
-        # its children would inherit that (Python then raises no KeyboardInterrupt: the evaluation exited 0)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for line in proc.stdout:  # Lightning's first line: the trainer is built, validation starts
