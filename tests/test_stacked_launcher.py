@@ -924,6 +924,7 @@ def test_killed_group_resumes_from_its_last_epoch_exactly(setup, tmp_path):
     member where the sweep run without the kill ends, to the bit. While the sweep lives, its folder is its
     own: a resume started too soon stops with one line and writes nothing, and the report says running."""
     args = [*setup.cli, "hydra/launcher=stacked", "+member=a,b", "trainer.limit_train_batches=null"]
+    args += ["trainer.max_epochs=2"]  # killed in the second, resumed from the first's end
     reference = tmp_path / "uninterrupted"
     run("rnnreg-train", "-m", *args, f"hydra.sweep.dir={reference}")
     sweep = tmp_path / "killed"
@@ -946,7 +947,7 @@ def test_killed_group_resumes_from_its_last_epoch_exactly(setup, tmp_path):
     assert proc.wait(timeout=60) == -signal.SIGKILL, proc.stderr.read()[-2000:]
     for job in ("0", "1"):
         assert not (sweep / job / "metrics.json").exists()
-        assert "epoch 3:" not in (sweep / job / "train.log").read_text()  # killed before the end
+        assert "epoch 2:" not in (sweep / job / "train.log").read_text()  # killed before the end
     report = run("rnnreg-report", f"path={sweep}").stdout
     assert report.count("| unfinished |") == 2 and "failed" not in report
     assert f"hydra.launcher.resume=true hydra.sweep.dir={sweep}" in report  # how to go on
@@ -1027,7 +1028,7 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
         "+member=a,b",
         "logger=wandb",
         "trainer.limit_train_batches=null",
-        "trainer.max_epochs=5",
+        "trainer.max_epochs=3",  # stopped in the second: one more after it
         f"hydra.sweep.dir={sweep}",
     ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -1047,14 +1048,14 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
         stopped = metrics(sweep / job)
         # a single run's words (before: "SIGINT")
         assert stopped["status"] == "interrupted" and stopped["error"] == "Ctrl-C (stopped by the user)"
-        assert stopped["epochs"] < 5 and stopped["resume"] == go_on
+        assert stopped["epochs"] < 3 and stopped["resume"] == go_on
         assert load_checkpoint(sweep / job / "checkpoints" / "last.ckpt")["stacked"]["member"] == int(job)
     resumed = run(*shlex.split(go_on))  # the command printed is the one that goes on
     ids = set()
     for job in ("0", "1"):
         done = metrics(sweep / job)
-        assert done["status"] == "completed" and done["epochs"] == 5
-        assert len(losses(sweep / job, "val/ppl")) == 5  # every epoch once, across the interruption
+        assert done["status"] == "completed" and done["epochs"] == 3
+        assert len(losses(sweep / job, "val/ppl")) == 3  # every epoch once, across the interruption
         # one W&B run per job: the resumed group went on in it (offline: a second part with the run's id)
         stopped_part, done_part = wandb_run_parts(sweep / job)
         assert (
