@@ -689,7 +689,7 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
     assert mine["status"] == theirs["status"] == "completed"
     assert mine["stacked"] == {"group": 0, "members": 5, "member": index}
     assert mine["epochs"] == theirs["epochs"]
-    for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
+    for key in ("val_ppl", "val_epoch", "best_val_ppl", "test_ppl", "test_ppl_batched"):
         assert mine[key] == theirs[key], key
     assert losses(stacked / str(index)) == losses(alone / str(index))
     for name in ("last.ckpt", "best.ckpt"):

@@ -642,7 +642,7 @@ class GroupTrainer:
                 results.append(("failed", TrainingDiverged(m.error)))
             else:
                 m.status = "completed"
-                metrics = {"val_ppl": m.val_ppl}
+                metrics = {"val_ppl": m.val_ppl, "val_epoch": m.epochs}  # a group validates each epoch it trains
                 metrics |= {name: values[k] for name, values in tests.items()}
                 metrics |= {
                     "best_val_ppl": m.best_val,
