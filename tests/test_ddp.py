@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from helpers import BIN, TINY, assert_diverges_in_epoch_2, run, write_corpus
+from rnnreg.preemption import Preemption
 from rnnreg.report import history
 from rnnreg.train import train
 
@@ -263,3 +264,33 @@ def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):
 def test_ddp_divergence_stops_every_process(tiny_corpus, tmp_path):
     """The ranks agree on a diverged loss before stopping: both stop with the error, none hangs in a collective."""
     assert_diverges_in_epoch_2(tiny_corpus, tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+
+
+class ReducingTrainer:
+    """What Preemption reads of a Trainer, its reduce_boolean_decision counting the ranks' agreements."""
+
+    def __init__(self, world_size: int):
+        self.world_size, self.log_every_n_steps, self.num_training_batches = world_size, 4, 10
+        self.asked: list[bool] = []
+        self._signal_connector = SimpleNamespace(received_sigterm=False)
+        self.strategy = SimpleNamespace(
+            reduce_boolean_decision=lambda decision, all=True: self.asked.append(decision) or decision
+        )
+
+    @property
+    def received_sigterm(self) -> bool:
+        return self._signal_connector.received_sigterm
+
+
+def test_ddp_ranks_agree_on_a_signal_at_log_intervals_not_every_window():
+    """The ranks' agreement is a collective and a host sync: under DDP at every trainer.log_every_n_steps-th window
+    and an epoch's last (the stop comes there), not per window; one process asks every window (no collective)."""
+    for world_size, stops_after in ((2, 4), (1, 1)):
+        trainer, preemption = ReducingTrainer(world_size), Preemption()
+        preemption.note(signal.SIGTERM, None)  # noted in the first window
+        stopped = [
+            i + 1
+            for i in range(10)
+            if preemption.on_train_batch_end(trainer, None, None, None, i) or trainer.received_sigterm
+        ]
+        assert stopped[0] == stops_after and trainer.asked == [True], world_size  # asked once: where every rank stops
