@@ -190,12 +190,22 @@ class StartAt(Sampler[int]):
         return iter(range(start, self.length))
 
 
+def limit_batches(count: int, limit) -> int:
+    """Lightning's limit_*_batches: None all, a float a fraction, an int a count."""
+    if limit is None:
+        return count
+    if isinstance(limit, float):
+        return int(count * limit)
+    return min(count, int(limit))
+
+
 def smallest_fraction(windows: int) -> float:
-    """The smallest fraction with three significant digits that keeps one of `windows` (Lightning takes
-    int(windows x fraction) of them)."""
+    """The smallest fraction with three significant digits that keeps one of `windows` (limit_batches)."""
     digits = 2 - math.floor(math.log10(1 / windows))
     fraction = math.ceil(10**digits / windows) / 10**digits
-    return fraction if int(windows * fraction) >= 1 else math.ceil(10 ** (digits + 1) / windows) / 10 ** (digits + 1)
+    if limit_batches(windows, fraction) >= 1:
+        return fraction
+    return math.ceil(10 ** (digits + 1) / windows) / 10 ** (digits + 1)
 
 
 class LMDataModule(L.LightningDataModule):
@@ -280,7 +290,7 @@ class LMDataModule(L.LightningDataModule):
                 )
                 for split, streams, bptt, drop in specs
             )
-            if int(windows * limit) < 1:
+            if limit_batches(windows, limit) < 1:
                 raise ConfigError(
                     f"trainer.{key}={limit} leaves the {split} split none of its {counted(windows, 'window')} "
                     f"(data.{streams}={getattr(self, streams)} streams of {bptt} steps): set "

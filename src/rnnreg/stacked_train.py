@@ -43,15 +43,6 @@ from rnnreg.stacked_step import group_step
 from rnnreg.sweep import same_overrides
 
 
-def limit_batches(count: int, limit) -> int:
-    """Lightning's limit_*_batches: None all, a float a fraction, an int a count."""
-    if limit is None:
-        return count
-    if isinstance(limit, float):
-        return int(count * limit)
-    return min(count, int(limit))
-
-
 def early_stopping(cfg) -> EarlyStopping | None:
     """The job's EarlyStopping (callbacks=early_stopping), or None."""
     spec = (cfg.get("callbacks") or {}).get("early_stopping")
@@ -160,7 +151,7 @@ class GroupTrainer:
 
     # -- windows --------------------------------------------------------------------------------------
     def windows(self, split: str, streams: int, bptt: int, drop_last: bool, limit):
-        from rnnreg.data import BPTTWindows
+        from rnnreg.data import BPTTWindows, limit_batches
 
         # the split on the device once: a blocking host-to-device copy per window waits for the GPU's queue
         windows = BPTTWindows(self.datamodule.streams(split, streams).to(self.device), bptt, drop_last)
