@@ -130,6 +130,17 @@ class SignalAt(L.Callback):
                 time.sleep(0.01)  # its handler runs before the next one is sent
 
 
+def signal_at(signum: int, window: int, **settings: int) -> tuple[str, ...]:
+    """The overrides that add SignalAt to a run (`settings`: its times, epoch)."""
+    more = (f"+callbacks.signal_at.{key}={value}" for key, value in settings.items())
+    return (
+        "+callbacks.signal_at._target_=helpers.SignalAt",
+        f"+callbacks.signal_at.signum={int(signum)}",
+        f"+callbacks.signal_at.window={window}",
+        *more,
+    )
+
+
 class RaiseAtFirstWindow(L.Callback):
     """A bug inside training: raises ValueError after the first training window."""
 

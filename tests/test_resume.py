@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import signal_at
 from rnnreg.checkpoints import CheckpointOnInterrupt
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.report import history
@@ -49,11 +50,7 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
     state, the RNG and the epoch's training sums, so everything equals an uninterrupted run."""
     common = (*DROPOUT, "trainer.max_epochs=2", "logger=csv", f"speed.fast_step={fast}")
     whole = train(tiny_cfg(*common, run="whole"))
-    stop = (
-        "+callbacks.signal_at._target_=helpers.SignalAt",
-        f"+callbacks.signal_at.signum={int(signum)}",
-        "+callbacks.signal_at.window=7",
-    )
+    stop = signal_at(signum, 7)
     with pytest.raises(SystemExit) as exit_:
         train(tiny_cfg(*common, *stop, run="first"))
     assert exit_.value.code == status
@@ -105,9 +102,8 @@ def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_or_bptt_is_refus
     """Its carried (h, c) holds the old number of streams (before: a traceback from the LSTM, and a failed
     metrics.json in the new run's folder)."""
     common = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false")
-    stop = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signal.SIGTERM)}")
     with pytest.raises(SystemExit):
-        train(tiny_cfg(*common, *stop, "+callbacks.signal_at.window=2", run="first"))
+        train(tiny_cfg(*common, *signal_at(signal.SIGTERM, 2), run="first"))
     ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
     refused = r"^data.batch_size=8 where .*last.ckpt was stopped inside an epoch trained with data.batch_size=4 "
     with pytest.raises(ConfigError, match=refused + r"\(.*\): resume with data.batch_size=4$"):
@@ -140,8 +136,7 @@ def test_a_momentum_checkpoint_resumes_with_another_lstm_implementation(tiny_cfg
 
 def test_a_second_ctrl_c_aborts_at_once_and_says_ctrl_c(tiny_cfg, tmp_path):
     """Lightning ends the second Ctrl-C with exit(1) (before: exit 1 and `"error": "1"` in metrics.json)."""
-    twice = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signal.SIGINT)}")
-    twice += ("+callbacks.signal_at.window=2", "+callbacks.signal_at.times=2")
+    twice = signal_at(signal.SIGINT, 2, times=2)
     with pytest.raises(SystemExit) as exit_:
         train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false", *twice))
     assert exit_.value.code == 130
@@ -173,8 +168,7 @@ def test_a_second_ctrl_c_inside_the_interrupt_checkpoint_keeps_the_last_one(tiny
         return open(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(rnnreg.io, "open", opened, raising=False)
-    ctrl_c = ("+callbacks.signal_at._target_=helpers.SignalAt", f"+callbacks.signal_at.signum={int(signal.SIGINT)}")
-    ctrl_c += ("+callbacks.signal_at.window=2", "+callbacks.signal_at.epoch=1")
+    ctrl_c = signal_at(signal.SIGINT, 2, epoch=1)
     with pytest.raises(SystemExit) as exit_:
         train(tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=4", "test=false", *ctrl_c))
     assert exit_.value.code == 130

@@ -21,7 +21,17 @@ import pytest
 import torch
 import yaml
 
-from helpers import BIN, TINY, compose_config, needs_triton, run, wandb_run_parts, wandb_runs, write_corpus
+from helpers import (
+    BIN,
+    TINY,
+    compose_config,
+    needs_triton,
+    run,
+    signal_at,
+    wandb_run_parts,
+    wandb_runs,
+    write_corpus,
+)
 from rnnreg import stacked_launcher, stacked_outputs, stacked_train
 from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.command_line import validate_args
@@ -759,9 +769,7 @@ def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, a
     assert proc.returncode == 128 + signal.SIGTERM
     proc = run(
         *args,
-        "+callbacks.signal_at._target_=helpers.SignalAt",
-        "+callbacks.signal_at.window=2",
-        f"+callbacks.signal_at.signum={int(signal.SIGTERM)}",
+        *signal_at(signal.SIGTERM, 2),
         f"hydra.run.dir={solo}",
         check=False,
     )
