@@ -121,6 +121,11 @@ def losses(job: Path, key: str = "train/loss") -> list[float]:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
+def columns(job: Path) -> list[str]:
+    with open(job / "csv" / "metrics.csv") as f:
+        return next(csv.reader(f))
+
+
 def weights(job: Path, name: str = "last.ckpt") -> dict[str, torch.Tensor]:
     return load_checkpoint(job / "checkpoints" / name)["state_dict"]
 
@@ -402,8 +407,11 @@ def test_a_signal_in_the_final_test_interrupts_the_members(
     with pytest.raises(SystemExit) as stopped:
         trainer.run(resume=False)
     assert stopped.value.code == 128 + signum
-    said = [line for line in capsys.readouterr().out.splitlines() if "go on with: " in line]
+    out = capsys.readouterr().out.splitlines()
+    said = [line for line in out if "go on with: " in line]
     assert len(said) == 1 and said[0].endswith(f"hydra.launcher.resume=true hydra.sweep.dir={tmp_path}")
+    stopping = f"{signal.Signals(signum).name}: stopping the stacked group now (the final test runs again when it goes"
+    assert any(line.startswith(stopping) for line in out), out  # not "after this window": no window is left
     for k in range(2):
         interrupted = metrics(tmp_path / str(k))
         assert interrupted["status"] == "interrupted" and interrupted["error"] == STOPPED_BY[signum]
@@ -702,6 +710,16 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
     for key in ("val_ppl", "val_epoch", "best_val_ppl", "test_ppl", "test_ppl_batched"):
         assert mine[key] == theirs[key], key
     assert losses(stacked / str(index)) == losses(alone / str(index))
+    assert columns(stacked / str(index)) == columns(alone / str(index))  # its csv has a run's columns ...
+
+    # its config tree: its job's, but for where it writes (the config's output_dir, under the other sweep folder)
+    def tree(sweep: Path) -> list[str]:  # (rich pads each line to the console's width)
+        text = (sweep / str(index) / "config_tree.log").read_text().replace(str(sweep), "<sweep>")
+        return [line.rstrip() for line in text.splitlines()]
+
+    assert tree(stacked) == tree(alone)
+    for key in ("train/grad_norm", "train/ppl", "train/lr", "val/ppl"):  # ... and a run's values
+        assert losses(stacked / str(index), key) == losses(alone / str(index), key), key
     for name in ("last.ckpt", "best.ckpt"):
         ours, single = weights(stacked / str(index), name), weights(alone / str(index), name)
         assert ours.keys() == single.keys()
@@ -824,6 +842,7 @@ def test_outputs_eval_and_report(stacked, setup, tmp_path):
             "metrics.json",
             "csv/metrics.csv",
             "train.log",
+            "config_tree.log",
             "checkpoints/best.ckpt",
             "checkpoints/last.ckpt",
         ):
@@ -908,6 +927,10 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
     assert proc.returncode != 0 and "training loss became" in proc.stderr  # the diverging member, as before
     assert "6 jobs in 3 groups" in proc.stdout and "group 0: jobs [0, 1], 2 members, 2 x 16 LSTM" in proc.stdout
     assert "group 1: jobs [2], 1 member" in proc.stdout and "group 2: jobs [3, 4, 5], 3 members" in proc.stdout
+    # group 0's estimate counts what is left of it, timed to the end of its resumed second epoch
+    (estimate,) = [line for line in proc.stdout.splitlines() if line.startswith("group 0: ") and " per window " in line]
+    assert "estimated time left " in estimate
+    assert "for the 6 windows left of 3 epochs x 6 windows (from window 1 of epoch 3)" in estimate, estimate
     assert not (sweep / ".stacked" / "group_0.pt").exists()
     for i, name in enumerate(["a", "c", "diverge"]):
         mine, reference = metrics(sweep / str(i)), metrics(stacked / str(list(MEMBERS).index(name)))
@@ -1138,6 +1161,7 @@ def assert_member_is_its_job_to_float32_rounding(member: Path, job: Path) -> Non
     ours, single = logged_losses(member), logged_losses(job)
     assert list(ours) == [s for s in single if (s + 1) % BATCHED_LOG_EVERY == 0]
     assert list(ours.values()) == pytest.approx([single[s] for s in ours], rel=1e-5)
+    assert losses(member, "train/grad_norm") == pytest.approx(losses(job, "train/grad_norm"), rel=1e-4)
     for name in ("last.ckpt", "best.ckpt"):
         ours, single = weights(member, name), weights(job, name)
         for key in single:

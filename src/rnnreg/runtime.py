@@ -271,9 +271,13 @@ def keep_freed_memory(max_chunk: int = 32 << 20, any_size: bool = False) -> bool
 CONFIG_TREE_ORDER = ("experiment_name", "data", "model", "dropout", "optim", "trainer", "callbacks", "logger")
 
 
-def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = True) -> str:
-    """The composed config as a rich tree on the console (and as text in `save_to`), one branch per
+def print_config_tree(
+    cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = True, console: bool = True
+) -> str:
+    """The composed config as a rich tree on the console (`console`; and as text in `save_to`), one branch per
     top-level key, as the lightning-hydra-template's print_config_tree; returns the text. Rank 0 only."""
+    import io
+
     import rich.console
     import rich.syntax
     import rich.tree
@@ -285,9 +289,9 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None, resolv
         branch = tree.add(str(key), style="dim", guide_style="dim")
         text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig | ListConfig) else str(value)
         branch.add(rich.syntax.Syntax(text.rstrip(), "yaml"))
-    console = rich.console.Console(record=True)
-    console.print(tree)
-    text = console.export_text()
+    out = rich.console.Console(record=True, file=None if console else io.StringIO())
+    out.print(tree)
+    text = out.export_text()
     if save_to is not None:
         Path(save_to).parent.mkdir(parents=True, exist_ok=True)
         Path(save_to).write_text(text)

@@ -1,6 +1,7 @@
 """A stacked member's outputs, written into its job's folder as a separate run writes them: train.log lines,
-csv/metrics.csv and csv/hparams.yaml (as Lightning's CSVLogger), checkpoints/{best,last}.ckpt (ordinary single-run
-checkpoints), metrics.json, and under logger=wandb its own W&B run. Every file is replaced atomically."""
+config_tree.log, csv/metrics.csv and csv/hparams.yaml (as Lightning's CSVLogger), checkpoints/{best,last}.ckpt
+(ordinary single-run checkpoints), metrics.json, and under logger=wandb its own W&B run. Every file is replaced
+atomically."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, wandb_run_id
-from rnnreg.runtime import instantiate
+from rnnreg.runtime import instantiate, print_config_tree
 from rnnreg.stacked_launcher import Job
 
 
@@ -41,14 +42,20 @@ class JobFolder:
         self.vocab_size: int | None = None  # known from the first checkpoint on (csv/hparams.yaml's vocab_size)
 
     # -- W&B ---------------------------------------------------------------------------------------------
-    def open_wandb(self, run_id: str | None = None) -> None:
-        """The job's W&B run when its config asks for one (logger=wandb), made as its run alone makes it: one
-        group per sweep, the swept overrides as its name, the placement as its job type, the config with
-        Hydra's group choices. The members' runs are open at once (wandb's reinit="create_new"). `run_id`: the
-        run a resumed group goes on in (one W&B run per job, however often it was interrupted)."""
+    def open_loggers(self, run_id: str | None = None) -> None:
+        """What a run writes as its fit starts: config_tree.log (extras.print_config; not on the console here, a
+        tree per member), the CSV logger's hparams.yaml, and the job's W&B run when its config asks for one
+        (logger=wandb), made as its run alone makes it: one group per sweep, the swept overrides as its name, the
+        placement as its job type, the config with Hydra's group choices. The members' runs are open at once
+        (wandb's reinit="create_new"). `run_id`: the run a resumed group goes on in (one W&B run per job,
+        however often it was interrupted)."""
         from rnnreg.training import hyperparameters
 
-        self.write_hparams()  # the loggers open: the CSV logger's hparams.yaml too, as at a run's fit start
+        if (self.job.cfg.get("extras") or {}).get("print_config"):
+            with job_hydra_config(self.job):
+                tree = print_config_tree(self.job.cfg, console=False)
+            replace_atomically(self.path / "config_tree.log", lambda tmp: tmp.write_text(tree))
+        self.write_hparams()
         spec = (self.job.cfg.get("logger") or {}).get("wandb")
         if not spec or "_target_" not in spec:
             return

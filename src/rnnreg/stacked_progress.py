@@ -75,11 +75,21 @@ class GroupProgress:
             f"group {self.group}: {seconds_per_window:.3g} s per window (over {self.timer.timed} windows"
             f"{self.timer.after_warmup}): "
             f"estimated {'total' if fresh else 'time left'} {format_duration(train + val)} for "
-            f"{counted(self.epochs, 'epoch')} x {self.windows_per_epoch:,} windows "
+            f"{self.what_is_left(epoch, window)} "
             f"(training {format_duration(train)} + validation {format_duration(val)}"
             f"{'; the test comes on top' if self.tested else ''})",
             flush=True,
         )
+
+    def what_is_left(self, epoch: int, window: int) -> str:
+        """The windows the estimate counts, from `window` windows of 0-based `epoch` done."""
+        plan = f"{counted(self.epochs, 'epoch')} x {self.windows_per_epoch:,} windows"
+        if epoch == 0 and window == 0:
+            return plan
+        left = (self.epochs - epoch) * self.windows_per_epoch - window
+        if window >= self.windows_per_epoch:  # timed to an epoch's last window: the next epoch is next
+            epoch, window = epoch + 1, 0
+        return f"the {left:,} windows left of {plan} (from window {window + 1:,} of epoch {epoch + 1})"
 
     def epoch_done(
         self,

@@ -76,6 +76,7 @@ class GroupStep(GraphedStep):
         self.lr_values: list[float] | None = None
         self.active = torch.ones(members, dtype=torch.bool, device=device)  # training and not failed
         self.loss = zeros(members)  # the last window's NLL per member
+        self.grad_norm = zeros(members)  # its last update's gradient norm before clipping (a run's train/grad_norm)
         self.nll_sum = zeros(members, dtype=torch.float64)  # the epoch's training NLL sums
         self.step = zeros(dtype=torch.long)  # windows trained (the group's global step)
         self.failed_step = torch.full((members,), -1, dtype=torch.long, device=device)
@@ -160,7 +161,7 @@ class StackedStep(GroupStep):
             self.failed_loss.copy_(torch.where(bad, loss, self.failed_loss))
         params, orders = self.params, self.model.member_orders
         grads = [p.grad for p in params]
-        clip_and_sgd_(
+        norms = clip_and_sgd_(
             params,
             grads,
             self.lr,
@@ -172,6 +173,7 @@ class StackedStep(GroupStep):
             orders=orders,
         )
         with torch.no_grad():
+            self.grad_norm.copy_(torch.where(self.active, norms, self.grad_norm))  # a frozen member's stays
             self.h.copy_(h)
             self.c.copy_(c)
             self.loss.copy_(loss)
@@ -268,7 +270,7 @@ class InTurnStep(GroupStep):
             grads = one_member([p.grad for p in params])
             buffers = None if self.net_buffers[k] is None else one_member(self.net_buffers[k])
             lr, clip, decay, momentum = self.lr_values[k], self.clips[k], self.decays[k], self.momentums[k]
-            clip_and_sgd_(one_member(params), grads, lr, clip, decay, momentum, buffers)
+            self.grad_norm[k] = clip_and_sgd_(one_member(params), grads, lr, clip, decay, momentum, buffers)[0]
             for p in params:
                 p.grad = None
             self.h[k].copy_(h)

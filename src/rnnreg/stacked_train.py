@@ -146,6 +146,7 @@ class GroupTrainer:
         self.train_seconds = self.fit_seconds = 0.0
         self.last_epoch_words_per_second = 0.0
         self.stop_signal: int | None = None
+        self.stage = "training"  # what a signal stops: training (after its window), validation, the final test
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
         self.writer = FileWriter(background=self.step.files_in_background)  # checkpoints and the resume file
 
@@ -229,9 +230,9 @@ class GroupTrainer:
                     return
             self.check_failures()  # a host sync: the epoch's windows are done
             epoch_seconds = self.seconds(start)
-            val_start = time.perf_counter()
+            val_start, self.stage = time.perf_counter(), "validation"
             val_ppl = self.evaluate(val, n_val, members=self.running())  # a host sync: its perplexities
-            val_seconds = time.perf_counter() - val_start
+            val_seconds, self.stage = time.perf_counter() - val_start, "training"
             self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
             copies = self.host_copies()
             self.end_epoch(val_ppl, epoch_seconds, self.tokens - first_tokens, copies)
@@ -303,6 +304,7 @@ class GroupTrainer:
     def end_epoch(self, val_ppl: list[float], epoch_seconds: float, timed_words: int, copies: HostCopies) -> None:
         """`timed_words`: the words trained in `epoch_seconds` (after a resume, the epoch's rest only)."""
         train_ppl = (self.step.nll_sum / max(self.tokens, 1)).exp().tolist()
+        grad_norm = self.step.grad_norm.tolist()  # each member's last update's, as a run logs it at its epoch's end
         step = self.global_step - 1
         words = self.tokens
         self.last_epoch_words_per_second = timed_words / epoch_seconds if epoch_seconds > 0 else 0.0
@@ -317,6 +319,7 @@ class GroupTrainer:
                     "epoch": self.epoch,
                     "step": step,
                     "train/epoch_seconds": epoch_seconds,
+                    "train/grad_norm": grad_norm[k],
                     "train/ppl": train_ppl[k],
                     "train/words_per_sec": self.last_epoch_words_per_second,
                 },
@@ -480,7 +483,7 @@ class GroupTrainer:
                     f"(stacked group {self.group}, member {k} of {len(self.jobs)}) on {device_name(self.device)}"
                 )
         for folder, run_id in zip(self.folders, self.wandb_runs):
-            folder.open_wandb(run_id)
+            folder.open_loggers(run_id)
         handlers = self.install_handlers()
         try:
             results = self.fit_and_test()
@@ -519,7 +522,12 @@ class GroupTrainer:
         def stop(signum, frame) -> None:
             self.stop_signal = signum
             signal.signal(signal.SIGINT, handlers[signal.SIGINT])  # a second Ctrl-C interrupts at once
-            print(f"\n{signal.Signals(signum).name}: stopping the stacked group after this window", flush=True)
+            when = {
+                "training": "after this window",
+                "validation": "after this epoch's validation",
+                "test": "now (the final test runs again when it goes on)",
+            }[self.stage]
+            print(f"\n{signal.Signals(signum).name}: stopping the stacked group {when}", flush=True)
 
         handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         return handlers
@@ -605,6 +613,7 @@ class GroupTrainer:
         """Test both protocols (all members at once, each on its final or best weights), write metrics.json."""
         cfg = self.cfg
         tests = {}
+        self.stage = "test"
         if cfg.get("test"):
             params = self.test_params()
             data = cfg.data
