@@ -82,6 +82,9 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     assert "is deprecated" not in proc.stderr and "Tip:" not in proc.stdout + proc.stderr + log
     tree = (out / "config_tree.log").read_text()
     assert "CONFIG" in proc.stdout and "CONFIG" in tree and "hidden_size: 16" in tree and "optim" in tree
+    # a long value wraps at the console's width, cropped neither in the file nor on the console
+    assert f"output_dir:{out}" in re.sub(r"[\s│]", "", tree) and len(f"    output_dir: {out}") > 80
+    assert f"output_dir:{out}" in re.sub(r"[\s│]", "", proc.stdout)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 1
 

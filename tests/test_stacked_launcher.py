@@ -80,6 +80,11 @@ def setup(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(root=root, corpus=corpus, cli=cli)
 
 
+def with_tensorboard(cli: list[str]) -> list[str]:
+    """The setup's command line with TensorBoard's logger beside the CSV one."""
+    return [arg if arg != "logger=csv" else "logger=tensorboard" for arg in cli]
+
+
 @pytest.fixture(scope="module")
 def stacked(setup) -> Path:
     """The reference: one stacked group of five members, one of which diverges."""
@@ -87,7 +92,7 @@ def stacked(setup) -> Path:
     proc = run(
         "rnnreg-train",
         "-m",
-        *setup.cli,
+        *with_tensorboard(setup.cli),
         "hydra/launcher=stacked",
         "+member=a,b,c,es,diverge",
         f"hydra.sweep.dir={sweep}",
@@ -108,7 +113,7 @@ def stacked(setup) -> Path:
 def alone(setup) -> Path:
     """The same good jobs, each run alone by the basic launcher."""
     sweep = setup.root / "alone"
-    run("rnnreg-train", "-m", *setup.cli, f"+member={','.join(GOOD)}", f"hydra.sweep.dir={sweep}")
+    run("rnnreg-train", "-m", *with_tensorboard(setup.cli), f"+member={','.join(GOOD)}", f"hydra.sweep.dir={sweep}")
     return sweep
 
 
@@ -121,9 +126,22 @@ def losses(job: Path, key: str = "train/loss") -> list[float]:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
+def steps(job: Path, key: str) -> list[int]:
+    with open(job / "csv" / "metrics.csv") as f:
+        return [int(row["step"]) for row in csv.DictReader(f) if row.get(key)]
+
+
 def columns(job: Path) -> list[str]:
     with open(job / "csv" / "metrics.csv") as f:
         return next(csv.reader(f))
+
+
+def tensorboard_scalars(job: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] from a run's TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(job / "tensorboard")).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def weights(job: Path, name: str = "last.ckpt") -> dict[str, torch.Tensor]:
@@ -710,12 +728,18 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
     for key in ("val_ppl", "val_epoch", "best_val_ppl", "test_ppl", "test_ppl_batched"):
         assert mine[key] == theirs[key], key
     assert losses(stacked / str(index)) == losses(alone / str(index))
+    assert steps(stacked / str(index), "test/ppl") == steps(alone / str(index), "test/ppl")  # early stopping: its own
     assert columns(stacked / str(index)) == columns(alone / str(index))  # its csv has a run's columns ...
+    # ... and its TensorBoard events are its job's: tags, steps, values (but for the times)
+    member, single = tensorboard_scalars(stacked / str(index)), tensorboard_scalars(alone / str(index))
+    assert member.keys() == single.keys() and "train/grad_norm" in member
+    for tag in member.keys() - {"train/epoch_seconds", "train/words_per_sec"}:
+        assert member[tag] == single[tag], tag
+    assert [step for step, _ in member["train/epoch_seconds"]] == [step for step, _ in single["train/epoch_seconds"]]
 
     # its config tree: its job's, but for where it writes (the config's output_dir, under the other sweep folder)
-    def tree(sweep: Path) -> list[str]:  # (rich pads each line to the console's width)
-        text = (sweep / str(index) / "config_tree.log").read_text().replace(str(sweep), "<sweep>")
-        return [line.rstrip() for line in text.splitlines()]
+    def tree(sweep: Path) -> str:  # (rich pads and wraps its lines at the console's width: long paths wrap)
+        return re.sub(r"[\s│]", "", (sweep / str(index) / "config_tree.log").read_text()).replace(str(sweep), "")
 
     assert tree(stacked) == tree(alone)
     for key in ("train/grad_norm", "train/ppl", "train/lr", "val/ppl"):  # ... and a run's values
@@ -1002,15 +1026,16 @@ def test_killed_group_resumes_from_its_last_epoch_exactly(setup, tmp_path):
             assert all(torch.equal(ours[k], theirs[k]) for k in theirs), (job, name)
 
 
-# -- W&B: one run per job, as the basic launcher's ----------------------------------------------------------
+# -- W&B and TensorBoard: one run per job, as the basic launcher's -------------------------------------------
 def test_wandb_one_run_per_member(setup, no_wandb_credentials):
+    """logger=many: each member's W&B run, and its TensorBoard events as its job run alone writes them."""
     sweep = setup.root / "wandb"
     proc = run(
         "rnnreg-train",
         "-m",
         *setup.cli,
         "hydra/launcher=stacked",
-        "logger=wandb",
+        "logger=many",
         "logger.wandb.log_model=true",
         "trainer.max_epochs=2",
         "tags=[stacked]",
@@ -1043,6 +1068,9 @@ def test_wandb_one_run_per_member(setup, no_wandb_credentials):
         assert "best" in aliases and "last" in aliases
         same = (sweep / job / "checkpoints/best.ckpt").samefile(sweep / job / "checkpoints/last.ckpt")
         assert len(artifacts) == (1 if same else 2)
+        scalars = tensorboard_scalars(sweep / job)
+        assert [value for _, value in scalars["val/ppl"]] == pytest.approx(val)  # (TensorBoard keeps float32)
+        assert [value for _, value in scalars["train/loss"]] == pytest.approx(losses(sweep / job))
     assert len({runs[job]["summary"]["test_ppl"] for job in "012"}) == 3
 
 

@@ -288,7 +288,7 @@ def print_config_tree(
         value = cfg[key]
         branch = tree.add(str(key), style="dim", guide_style="dim")
         text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig | ListConfig) else str(value)
-        branch.add(rich.syntax.Syntax(text.rstrip(), "yaml"))
+        branch.add(rich.syntax.Syntax(text.rstrip(), "yaml", word_wrap=True))  # long paths wrap, not cropped
     out = rich.console.Console(record=True, file=None if console else io.StringIO())
     out.print(tree)
     text = out.export_text()

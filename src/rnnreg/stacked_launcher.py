@@ -428,9 +428,6 @@ def launch_groups(
         for job in group:
             print(f"    #{job.idx} : {' '.join(filter_overrides(job.overrides))}", flush=True)
     returns: dict[int, JobReturn] = {}
-    ignored = sorted({name for job in jobs for name in (job.plain.get("logger") or {}) if name not in ("csv", "wandb")})
-    if ignored:
-        print(f"warning: hydra/launcher=stacked logs to csv and wandb only; logger {ignored} not used", flush=True)
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
     # torch and Lightning only here, for training: grouping and its refusals above are plain Hydra and OmegaConf
     import torch

@@ -1,7 +1,7 @@
 """A stacked member's outputs, written into its job's folder as a separate run writes them: train.log lines,
 config_tree.log, csv/metrics.csv and csv/hparams.yaml (as Lightning's CSVLogger), checkpoints/{best,last}.ckpt
-(ordinary single-run checkpoints), metrics.json, and under logger=wandb its own W&B run. Every file is replaced
-atomically."""
+(ordinary single-run checkpoints), metrics.json, under logger=wandb its own W&B run and under logger=tensorboard
+its event files. Every file of ours is replaced atomically."""
 
 from __future__ import annotations
 
@@ -39,16 +39,17 @@ class JobFolder:
     def __init__(self, job: Job):
         self.job, self.path = job, job.output_dir
         self.wandb = None  # the job's WandbLogger under logger=wandb
+        self.others: list = []  # its other Lightning loggers (logger=tensorboard: a TensorBoardLogger); csv is ours
         self.vocab_size: int | None = None  # known from the first checkpoint on (csv/hparams.yaml's vocab_size)
 
-    # -- W&B ---------------------------------------------------------------------------------------------
+    # -- loggers -----------------------------------------------------------------------------------------
     def open_loggers(self, run_id: str | None = None) -> None:
         """What a run writes as its fit starts: config_tree.log (extras.print_config; not on the console here, a
-        tree per member), the CSV logger's hparams.yaml, and the job's W&B run when its config asks for one
-        (logger=wandb), made as its run alone makes it: one group per sweep, the swept overrides as its name, the
-        placement as its job type, the config with Hydra's group choices. The members' runs are open at once
-        (wandb's reinit="create_new"). `run_id`: the run a resumed group goes on in (one W&B run per job,
-        however often it was interrupted)."""
+        tree per member), the CSV logger's hparams.yaml, the job's other loggers (TensorBoard), and its W&B run
+        when its config asks for one (logger=wandb), made as its run alone makes it: one group per sweep, the
+        swept overrides as its name, the placement as its job type, the config with Hydra's group choices. The
+        members' runs are open at once (wandb's reinit="create_new"). `run_id`: the run a resumed group goes on
+        in (one W&B run per job, however often it was interrupted)."""
         from rnnreg.training import hyperparameters
 
         if (self.job.cfg.get("extras") or {}).get("print_config"):
@@ -56,23 +57,30 @@ class JobFolder:
                 tree = print_config_tree(self.job.cfg, console=False)
             replace_atomically(self.path / "config_tree.log", lambda tmp: tmp.write_text(tree))
         self.write_hparams()
-        spec = (self.job.cfg.get("logger") or {}).get("wandb")
-        if not spec or "_target_" not in spec:
-            return
+        loggers = self.job.cfg.get("logger") or {}
         with job_hydra_config(self.job):
-            self.wandb = instantiate(spec, reinit="create_new", id=run_id)
-            self.wandb.log_hyperparams(hyperparameters(self.job.cfg))
+            config = hyperparameters(self.job.cfg)
+            for name, spec in loggers.items():
+                if name in ("csv", "wandb") or not spec or "_target_" not in spec:
+                    continue
+                logger = instantiate(spec)
+                logger.log_hyperparams(config)
+                self.others.append(logger)
+            spec = loggers.get("wandb")
+            if spec and "_target_" in spec:
+                self.wandb = instantiate(spec, reinit="create_new", id=run_id)
+                self.wandb.log_hyperparams(config)
 
     @property
     def wandb_id(self) -> str | None:
         return wandb_run_id([self.wandb] if self.wandb is not None else [])
 
     def log_metrics(self, row: dict) -> None:
-        """A csv row's metrics to the W&B run, at its step (epoch as Lightning logs it, beside the metrics)."""
-        if self.wandb is None:
-            return
+        """A csv row's metrics to the W&B run and the other loggers, at its step (epoch as Lightning logs it,
+        beside the metrics)."""
         metrics = {key: value for key, value in row.items() if key != "step" and value != ""}
-        self.wandb.log_metrics(metrics, step=row["step"])
+        for logger in [self.wandb, *self.others] if self.wandb is not None else self.others:
+            logger.log_metrics(metrics, step=row["step"])
 
     def close_wandb(self, summary: dict, failed: bool = False) -> None:
         """The run's summary (metrics.json), its checkpoints as an artifact where asked, then finished (exit
@@ -161,4 +169,7 @@ class JobFolder:
     def write_metrics(self, metrics: dict) -> None:
         write_json_atomic(self.path / "metrics.json", metrics)
         if metrics.get("status") != "running":
+            for logger in self.others:  # as Lightning ends a run's loggers
+                logger.finalize("success" if metrics.get("status") == "completed" else "failed")
+            self.others = []
             self.close_wandb(metrics, failed=metrics.get("status") != "completed")

@@ -662,7 +662,7 @@ class GroupTrainer:
                         k,
                         {
                             "epoch": m.epochs,
-                            "step": self.global_step,
+                            "step": m.epochs * self.n_train,  # its own steps (early stopping: fewer than the group's)
                             "test/ppl": tests["test_ppl"][k],
                             "test/ppl_batched": tests["test_ppl_batched"][k],
                         },
