@@ -923,8 +923,9 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
         assert stopped["status"] == "interrupted" and stopped["epochs"] == 1
         assert (sweep / str(i) / "checkpoints" / "last.ckpt").is_file()
     assert not (sweep / "2" / "metrics.json").exists()  # the later groups had not started
-    # going on with other jobs than the sweep's own: one line before anything is written, each job's record kept
-    records = {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")}
+    # going on with other jobs than the sweep's own: one line before anything is written, each job's record kept,
+    # and the sweep's (multirun.yaml: the command that goes on, and the jobs the report expects)
+    records = {p: p.read_bytes() for p in [*sweep.glob("*/.hydra/*.yaml"), sweep / "multirun.yaml"]}
     other = run(
         *[a if a != "+member=a,c,diverge" else "+member=a,c,b" for a in args], "hydra.launcher.resume=true", check=False
     )
@@ -943,7 +944,17 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
         "job 1 ran with "
     ), other.stderr
     assert "give the sweep overrides in the order of the sweep's own command" in other.stderr
-    assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == records
+    assert {p: p.read_bytes() for p in [*sweep.glob("*/.hydra/*.yaml"), sweep / "multirun.yaml"]} == records
+    # going on with another program: the command's own mistake, found as the group starts, is one line, exit 2,
+    # and nothing in the sweep folder changes
+    files = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and ".rnnreg.lock" not in p.name}
+    other = run(*args, "hydra.launcher.resume=true", "hydra.launcher.program=batched", check=False)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
+    assert other.stderr.startswith("error: group 0: jobs [0, 1], 2 members, ") and other.stderr.rstrip().endswith(
+        "was written by the in_turn program and this run would go on with batched, not exactly: resume with "
+        "hydra.launcher.program=in_turn (in_turn: on a CPU)"
+    ), other.stderr
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and ".rnnreg.lock" not in p.name} == files
     # the sweep's own command, an override moved after its sweep overrides (the same jobs, in the same order),
     # and hydra.launcher.max_members forgotten: the interrupted group goes on as it ran, the others grouped anew
     reordered = [a for a in args if a not in ("trainer.log_every_n_steps=1", "hydra.launcher.max_members=2")]

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, filter_overrides, setup_globals
@@ -408,6 +409,17 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     return launch_groups(launcher, sweep_dir, job_overrides, initial_job_idx)
 
 
+def refuse(launcher, sweep_dir: Path, message: str) -> NoReturn:
+    """One line and exit 2. A refused resume leaves the sweep's record as it found it: its multirun.yaml (which
+    the sweeper had replaced with this command's) keeps the sweep's own command, the one that goes on."""
+    if launcher.resume and launcher.sweep_record is not None:
+        from rnnreg.io import replace_atomically  # (torch: not for a command line's check)
+
+        replace_atomically(sweep_dir / "multirun.yaml", lambda tmp: tmp.write_bytes(launcher.sweep_record))
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def launch_groups(
     launcher, sweep_dir: Path, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[JobReturn]:
@@ -416,8 +428,7 @@ def launch_groups(
         resumed = sweep_dir if launcher.resume else None
         groups = planned_groups(jobs, launcher.max_members, launcher.launched_groups, resumed)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        refuse(launcher, sweep_dir, str(err))
     for job in jobs:  # every job composed, checked and grouped: now their folders
         if not (launcher.resume and (job.output_dir / ".hydra" / "overrides.yaml").exists()):
             write_job_config(job)  # (a resumed job keeps the record of the sweep that made it: the same overrides)
@@ -461,8 +472,7 @@ def launch_groups(
         except DataError as err:  # its jobs fail as basic jobs do on bad data: the other groups go on
             results = [("failed", err)] * len(group)
         except UserError as err:  # the command's mistake (its resume, its output): one line, nothing more trains
-            print(f"error: {describe(group, i)}: {err}", file=sys.stderr)
-            sys.exit(2)
+            refuse(launcher, sweep_dir, f"{describe(group, i)}: {err}")
         for job, (status, value) in zip(group, results):
             returns[job.idx] = job_return(launcher, job, status, value)
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)

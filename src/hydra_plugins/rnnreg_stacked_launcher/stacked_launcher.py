@@ -27,9 +27,15 @@ class StackedLauncher(Launcher):
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
         self.launched_groups = 0  # group numbers continue over the sweeper's batches
+        self.sweep_record: bytes | None = None  # a resumed sweep's multirun.yaml before this command's replaced it
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        if self.resume:  # (the sweeper writes the command's multirun.yaml after this, before it launches)
+            from pathlib import Path
+
+            record = Path(str(config.hydra.sweep.dir), "multirun.yaml")
+            self.sweep_record = record.read_bytes() if record.is_file() else None
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from rnnreg.stacked_launcher import launch
