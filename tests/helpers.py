@@ -8,6 +8,7 @@ import json
 import os
 import random
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -139,6 +140,22 @@ def signal_at(signum: int, window: int, **settings: int) -> tuple[str, ...]:
         f"+callbacks.signal_at.window={window}",
         *more,
     )
+
+
+def srun_env(rank: int = 0, tasks: int = 1, port: int | None = None) -> dict[str, str]:
+    """What srun sets for task `rank` of a one-node job step of `tasks` tasks (what Lightning's SLURMEnvironment
+    reads: to Lightning a process started with these is a SLURM task); `port`: the ranks' rendezvous."""
+    env = {"SLURM_JOB_NAME": "rnnreg", "SLURM_JOB_ID": "12345", "SLURM_NNODES": "1", "SLURM_NODEID": "0"}
+    env |= {"SLURM_NTASKS": str(tasks), "SLURM_NTASKS_PER_NODE": str(tasks)}
+    env |= {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
+    return env | ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)} if port else {})
+
+
+def free_port() -> int:
+    """A TCP port free on this machine: the rendezvous of DDP processes started by hand."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class RaiseAtFirstWindow(L.Callback):

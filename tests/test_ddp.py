@@ -1,5 +1,5 @@
 """DDP on CPU (gloo), two real processes: the same training as one process over the same global batch, and a
-SIGTERM stops every process after the same window with a checkpoint that resumes exactly."""
+SIGTERM (or SLURM's SIGUSR1) stops every process after the same window with a checkpoint that resumes exactly."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import lightning as L
 import pytest
 import torch
 
-from helpers import BIN, TINY, assert_diverges_in_epoch_2, run, write_corpus
+from helpers import BIN, TINY, assert_diverges_in_epoch_2, free_port, run, srun_env, write_corpus
+from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.preemption import Preemption
 from rnnreg.report import history
 from rnnreg.train import train
@@ -151,8 +152,8 @@ def test_a_ddp_evaluation_logs_and_writes_its_metrics_once(ddp_run, tmp_path):
 HANG_SECONDS = 300
 
 
-def signal_when_held(hold: Path, ranks: tuple[int, ...]) -> None:
-    """Once rank 0 holds, SIGTERM to `ranks` (their pids from `hold`), then rank 0 goes on."""
+def signal_when_held(hold: Path, ranks: tuple[int, ...], signum: int) -> None:
+    """Once rank 0 holds, `signum` to `ranks` (their pids from `hold`), then rank 0 goes on."""
     deadline = time.monotonic() + HANG_SECONDS
     while not (hold / "held").exists():
         if time.monotonic() > deadline:
@@ -160,12 +161,16 @@ def signal_when_held(hold: Path, ranks: tuple[int, ...]) -> None:
         time.sleep(0.05)
     time.sleep(1)  # rank 1 is blocked in its next collective, where a Python signal handler cannot run
     for rank in ranks:
-        os.kill(int((hold / f"rank{rank}").read_text()), signal.SIGTERM)
+        os.kill(int((hold / f"rank{rank}").read_text()), signum)
     (hold / "go").touch()
 
 
-def stop_with_sigterm(corpus: Path, run_dir: Path, ranks: tuple[int, ...]) -> subprocess.CompletedProcess:
-    """Two DDP processes sent SIGTERM (to `ranks`) after window 7 of epoch 1; fails (both killed) if they hang."""
+def stop_with_signal(
+    corpus: Path, run_dir: Path, ranks: tuple[int, ...], signum: int = signal.SIGTERM, srun: bool = False
+) -> list[subprocess.CompletedProcess]:
+    """Two DDP processes sent `signum` (to `ranks`) after window 7 of epoch 1; fails (both killed) if they hang.
+    `srun`: started as srun starts them, one process per rank with its SLURM variables (else Lightning starts
+    rank 1). Returns each process's outcome, rank 0's first."""
     hold = run_dir.parent / f"{run_dir.name}-hold"
     hold.mkdir(parents=True)
     command = [
@@ -176,27 +181,39 @@ def stop_with_sigterm(corpus: Path, run_dir: Path, ranks: tuple[int, ...]) -> su
         "+callbacks.hold.window=7",
         f"hydra.run.dir={run_dir}",
     ]
-    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
-    # its own session: on a hang the whole group (rank 1 is rank 0's child) is killed; the pipes close when
-    # both processes have exited
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
-    threading.Thread(target=signal_when_held, args=(hold, ranks), daemon=True).start()
+    envs = [os.environ | {"HYDRA_FULL_ERROR": "0"}]
+    if srun:
+        port = free_port()
+        envs = [envs[0] | srun_env(rank, tasks=2, port=port) for rank in (0, 1)]
+    # each in its own session: on a hang the whole group (Lightning's rank 1 is rank 0's child) is killed; the
+    # pipes close when every process has exited
+    procs = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+        )
+        for env in envs
+    ]
+    threading.Thread(target=signal_when_held, args=(hold, ranks, signum), daemon=True).start()
     try:
-        out, err = proc.communicate(timeout=HANG_SECONDS)
+        outs = [proc.communicate(timeout=HANG_SECONDS) for proc in procs]
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"SIGTERM to ranks {ranks} hung the DDP run:\n{out[-2000:]}\n{err[-2000:]}")
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = procs[0].communicate()
+        pytest.fail(f"{signal.Signals(signum).name} to ranks {ranks} hung the DDP run:\n{out[-2000:]}\n{err[-2000:]}")
+    return [subprocess.CompletedProcess(command, proc.returncode, *out) for proc, out in zip(procs, outs)]
 
 
-def assert_stopped_after_window_7(ddp_run: SimpleNamespace, run_dir: Path, proc: subprocess.CompletedProcess) -> None:
-    """Exit status 143, metrics.json says interrupted, and last.ckpt holds what the uninterrupted run held after
-    window 7: the weights and the carried state of all 4 streams, gathered from both ranks."""
-    assert proc.returncode == 143, proc.stderr[-3000:]
-    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+def assert_stopped_after_window_7(
+    ddp_run: SimpleNamespace, run_dir: Path, procs: list[subprocess.CompletedProcess], signum: int = signal.SIGTERM
+) -> None:
+    """Exit status 128 + `signum` (143 for SIGTERM), metrics.json says interrupted by it, and last.ckpt holds what
+    the uninterrupted run held after window 7: the weights and the carried state of all 4 streams, gathered from
+    both ranks."""
+    for proc in procs:
+        assert proc.returncode == 128 + signum, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["error"] == STOPPED_BY[signum]
     stopped = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
     mid = torch.load(ddp_run.mid, weights_only=False)
     assert stopped["epoch"] == 0 and stopped["global_step"] == 7 and stopped["train_window"] == 7
@@ -217,7 +234,7 @@ def test_ddp_sigterm_to_every_rank_stops_together_and_resumes_exactly(ddp_run, t
     broadcast from inside the signal handler and hung), and 2 processes resumed from last.ckpt = the uninterrupted
     run."""
     stopped, resumed = tmp_path / "stopped", tmp_path / "resumed"
-    assert_stopped_after_window_7(ddp_run, stopped, stop_with_sigterm(ddp_run.corpus, stopped, ranks=(0, 1)))
+    assert_stopped_after_window_7(ddp_run, stopped, stop_with_signal(ddp_run.corpus, stopped, ranks=(0, 1)))
     run(
         "rnnreg-train",
         *ddp_args(ddp_run.corpus),
@@ -237,7 +254,19 @@ def test_ddp_sigterm_to_every_rank_stops_together_and_resumes_exactly(ddp_run, t
 def test_ddp_sigterm_to_rank_zero_stops_every_rank(ddp_run, tmp_path):
     """`kill <pid of rank 0>` by hand: rank 1 gets no signal, yet stops after the same window (the ranks agree)."""
     stopped = tmp_path / "stopped"
-    assert_stopped_after_window_7(ddp_run, stopped, stop_with_sigterm(ddp_run.corpus, stopped, ranks=(0,)))
+    assert_stopped_after_window_7(ddp_run, stopped, stop_with_signal(ddp_run.corpus, stopped, ranks=(0,)))
+
+
+@pytest.mark.slow
+def test_slurm_time_limit_signal_to_every_srun_task_stops_them_together(ddp_run, tmp_path):
+    """SLURM's SIGUSR1 before its time limit (`#SBATCH --signal=SIGUSR1@90`) to both tasks of an srun step, rank 1
+    already waiting in its next collective: both stop after window 7 with the uninterrupted run's state and exit
+    138, as for SIGTERM. Before: Lightning's requeue handler saved hpc_ckpt_1.ckpt from inside the handler (a
+    collective there), ran `scontrol requeue`, and training went on (exit 0)."""
+    stopped = tmp_path / "stopped"
+    procs = stop_with_signal(ddp_run.corpus, stopped, ranks=(0, 1), signum=signal.SIGUSR1, srun=True)
+    assert_stopped_after_window_7(ddp_run, stopped, procs, signum=signal.SIGUSR1)
+    assert not list(stopped.rglob("hpc_ckpt_*")) and not any("scontrol" in proc.stderr for proc in procs)
 
 
 def test_batch_not_divisible_by_world_size_is_an_error(tiny_corpus, tmp_path):

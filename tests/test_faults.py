@@ -14,8 +14,9 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from helpers import BIN, TINY, assert_diverges_in_epoch_2, compose_config, run, write_corpus
+from helpers import BIN, TINY, assert_diverges_in_epoch_2, compose_config, run, signal_at, srun_env, write_corpus
 from rnnreg import CONF_DIR
+from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import replace_atomically
@@ -120,6 +121,46 @@ def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):
     )
     resumed = json.loads((tmp_path / "second" / "metrics.json").read_text())
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
+
+
+@pytest.mark.slow
+def test_slurm_time_limit_signal_stops_like_sigterm(tiny_corpus, tmp_path):
+    """SIGUSR1 under SLURM (`#SBATCH --signal=SIGUSR1@90`: its warning before the time limit) stops after the window
+    with a resumable last.ckpt and exit 138, as SIGTERM does (a SIGTERM stop resumes exactly: test_resume). Before:
+    Lightning's requeue handler saved hpc_ckpt_1.ckpt from inside the handler, ran `scontrol requeue`, training went
+    on (exit 0) and the final test loaded that hpc checkpoint's weights. Nor is an hpc_ckpt_*.ckpt in
+    trainer.default_root_dir loaded (Lightning's SLURM auto-resume)."""
+    root, run_dir = tmp_path / "root", tmp_path / "run"
+    root.mkdir()
+    (root / "hpc_ckpt_1.ckpt").write_text("not a checkpoint: loading it fails")
+    proc = run(
+        "rnnreg-train",
+        "experiment=paper_small",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=10",
+        f"trainer.default_root_dir={root}",
+        *signal_at(signal.SIGUSR1, 7),
+        f"hydra.run.dir={run_dir}",
+        check=False,
+        env=srun_env(),  # one SLURM task
+    )
+    assert proc.returncode == 128 + signal.SIGUSR1, proc.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text()) == {
+        "status": "interrupted",
+        "error": STOPPED_BY[signal.SIGUSR1],
+        "epochs": 0,
+        "resume": f"rnnreg-train ... ckpt_path={run_dir}/checkpoints/last.ckpt",
+    }
+    ckpt = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["global_step"] == 7 and ckpt["train_window"] == 7
+    assert ckpt["train_carry"]["tokens"] == 7 * 5 * 4  # the exact position: windows x bptt x streams
+    # Lightning's handler never ran: no hpc checkpoint, no requeue, no logger finalized (its first act)
+    assert not list(run_dir.rglob("hpc_ckpt_*")) and [p.name for p in root.iterdir()] == ["hpc_ckpt_1.ckpt"]
+    log = (run_dir / "train.log").read_text()
+    assert "SIGUSR1: every process stops after this step" in log
+    assert "requeu" not in log + proc.stdout + proc.stderr and "scontrol" not in proc.stderr
 
 
 @pytest.mark.parametrize(

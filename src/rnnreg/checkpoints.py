@@ -33,7 +33,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 # metrics.json's `error` for a run a signal stopped (a single run's and a stacked group's members')
-STOPPED_BY = {signal.SIGINT: "Ctrl-C (stopped by the user)", signal.SIGTERM: "SIGTERM (pre-empted or stopped)"}
+STOPPED_BY = {
+    signal.SIGINT: "Ctrl-C (stopped by the user)",
+    signal.SIGTERM: "SIGTERM (pre-empted or stopped)",
+    signal.SIGUSR1: "SIGUSR1 (SLURM's warning before its time limit)",
+}
 
 
 def tests_best(test_ckpt: str, early_stopping: bool) -> bool:

@@ -37,12 +37,13 @@ def evaluate(cfg: DictConfig) -> dict:
         ctrl_c = isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt)
         if not (ctrl_c or isinstance(err, SIGTERMException)):
             raise
+        stop = signal.SIGINT if ctrl_c else preemption.signum or signal.SIGTERM
         print(
-            f"interrupted: rnnreg-eval stopped by {'Ctrl-C' if ctrl_c else 'SIGTERM'} before it finished; it "
-            f"wrote no metrics.json in {cfg.paths.output_dir} (run it again)",
+            f"interrupted: rnnreg-eval stopped by {'Ctrl-C' if ctrl_c else signal.Signals(stop).name} before it "
+            f"finished; it wrote no metrics.json in {cfg.paths.output_dir} (run it again)",
             file=sys.stderr,
         )
-        raise SystemExit(128 + (signal.SIGINT if ctrl_c else signal.SIGTERM)) from None
+        raise SystemExit(128 + stop) from None
     finally:
         if lock is not None:
             lock.release()

@@ -8,6 +8,12 @@ the handler only notes the signal; at window (and evaluation batch) boundaries, 
 trainer.log_every_n_steps of them under DDP, the ranks agree whether any of them has noted one, and all set
 Lightning's flag together, so its loops stop every rank after the same window and the interrupt checkpoint's
 collectives meet.
+
+Under SLURM, SIGUSR1 (its warning before the time limit: `#SBATCH --signal=SIGUSR1@90`) stops a run as SIGTERM
+does. Lightning's own SIGUSR1 handler (SLURMEnvironment's auto-requeue) saved an hpc_ckpt_N.ckpt from inside the
+handler (mid-step; under DDP a barrier there), finalized the loggers, ran `scontrol requeue` and let training go
+on; and given ckpt_path=None (a new fit, the final test) Lightning loaded the newest hpc_ckpt_*.ckpt in the run's
+folder. Both are off: rnnreg does not requeue, and resumes from ckpt_path= only.
 """
 
 from __future__ import annotations
@@ -16,45 +22,76 @@ import signal
 import threading
 
 import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 
+class NoHpcResume(_CheckpointConnector):
+    """Lightning's checkpoint connector without its SLURM auto-resume: a fit or test given ckpt_path=None never
+    loads an hpc_ckpt_*.ckpt found in the run's folder."""
+
+    @property
+    def _hpc_resume_path(self) -> None:
+        return None
+
+
 class Preemption(L.Callback):
-    """SIGTERM at any point of a run stops it like inside Lightning's loops: metrics.json says so and the
-    exit status is 143. Inside fit, validate and test it is only noted, and every rank stops after the first
-    window (or evaluation batch) where the ranks agree (stop_together) that any rank has noted one (a resumable
-    checkpoint); outside them (building, data loading, between fit and test) this raises at once."""
+    """SIGTERM (and SLURM's SIGUSR1) at any point of a run stops it like inside Lightning's loops: metrics.json
+    says so and the exit status is 128 + the signal (143, 138). Inside fit, validate and test it is only noted,
+    and every rank stops after the first window (or evaluation batch) where the ranks agree (stop_together) that
+    any rank has noted one (a resumable checkpoint); outside them (building, data loading, between fit and test)
+    this raises at once."""
 
     def __init__(self) -> None:
         self.trainer: L.Trainer | None = None
-        self.previous = None
+        self.previous: dict = {}
         self.noted = False  # a SIGTERM inside Lightning's loops, not yet agreed on by every rank
+        self.signum: int | None = None  # the first stop signal (SIGTERM or SIGUSR1): the run's exit status and words
 
     def __call__(self, signum, frame) -> None:
         if self.noted:
             return  # noted inside Lightning's loops: every rank stops at the next agreed boundary
+        self.signum = self.signum or signum
         raise SIGTERMException()
 
     def note(self, signum, frame) -> None:
         """Lightning's SIGTERM notifier, replaced: no collective inside a signal handler, and no forwarding to
         the other ranks (a signal to rank 0 alone stops them too: they agree at the next boundary)."""
+        self.signum = self.signum or signum
         self.noted = True
+
+    def time_limit(self, signum, frame) -> None:
+        """SLURM's SIGUSR1, handled by the SIGTERM handler in place: Lightning's inside its loops (which notes
+        it), ours outside them (which raises)."""
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler):
+            handler(signum, frame)
 
     def __enter__(self) -> Preemption:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self)
+            self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self)
+            if SLURMEnvironment.detect():  # SLURM (Lightning's test): SIGUSR1 is its warning before the time limit
+                self.previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self.time_limit)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, previous in self.previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
 
     def watch(self, trainer: L.Trainer) -> None:
-        """Handle `trainer`'s SIGTERMs: its handler only notes them, and this callback agrees on them."""
+        """Handle `trainer`'s SIGTERMs and SLURM's SIGUSR1: its handler only notes them, and this callback agrees
+        on them. Lightning's SLURM requeue and its resume from hpc_ckpt_*.ckpt are off."""
         self.trainer = trainer
         # the handler Lightning registers at each fit/validate/test calls the connector's notifier: ours
         trainer._signal_connector._sigterm_notifier_fn = self.note
+        # no requeue handler on SIGUSR1 (a checkpoint, a collective and `scontrol requeue` inside a signal handler)
+        environment = trainer._accelerator_connector.cluster_environment
+        if isinstance(environment, SLURMEnvironment):
+            environment.auto_requeue = False
+        trainer._checkpoint_connector = NoHpcResume(trainer)  # nothing is loaded before fit, validate or test
         trainer.callbacks.append(self)
 
     def agree(self, trainer: L.Trainer) -> bool:
@@ -67,7 +104,8 @@ class Preemption(L.Callback):
         host sync: not every window); one process asks every window, for free."""
         due = trainer.world_size == 1 or last or (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0
         if due and not trainer.received_sigterm and self.agree(trainer):
-            rank_zero_info("SIGTERM: every process stops after this step")
+            name = signal.Signals(self.signum or signal.SIGTERM).name  # rank 0's (None: a rank not signalled)
+            rank_zero_info(f"{name}: every process stops after this step")
             trainer._signal_connector.received_sigterm = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -267,7 +267,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
-        stop = stop_signal(err, trainer)
+        stop = stop_signal(err, trainer, preemption.signum)
         rank_zero = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
         if (started or interrupted) and rank_zero and not isinstance(err, BAD_INPUT):  # bad input writes nothing
             record_failure(cfg, trainer, err, interrupted, stop)
@@ -327,13 +327,14 @@ def record_failure(
             log.warning("could not close the W&B run: %s", wandb_err)
 
 
-def stop_signal(err: BaseException, trainer: L.Trainer | None) -> int | None:
-    """SIGINT when `err` ends a run stopped by Ctrl-C, SIGTERM when by SIGTERM, else None. The first Ctrl-C stops
-    by Lightning's SIGTERM stop (rnnreg.checkpoints notes that it was a Ctrl-C); Lightning ends any other Ctrl-C
-    inside its loops (the second) with sys.exit(1), raised while handling the KeyboardInterrupt."""
+def stop_signal(err: BaseException, trainer: L.Trainer | None, signum: int | None = None) -> int | None:
+    """SIGINT when `err` ends a run stopped by Ctrl-C, the stop signal `signum` (Preemption's: SIGTERM, or SLURM's
+    SIGUSR1; None: SIGTERM) when by that, else None. The first Ctrl-C stops by Lightning's SIGTERM stop
+    (rnnreg.checkpoints notes that it was a Ctrl-C); Lightning ends any other Ctrl-C inside its loops (the second)
+    with sys.exit(1), raised while handling the KeyboardInterrupt."""
     if isinstance(err, SIGTERMException):
         pressed = any(getattr(c, "ctrl_c", False) for c in (trainer.callbacks if trainer is not None else []))
-        return signal.SIGINT if pressed else signal.SIGTERM
+        return signal.SIGINT if pressed else signum or signal.SIGTERM
     if isinstance(err, KeyboardInterrupt) or (
         isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
     ):
