@@ -28,6 +28,7 @@ from helpers import (
     needs_triton,
     run,
     signal_at,
+    srun_env,
     wandb_run_parts,
     wandb_runs,
     write_corpus,
@@ -405,19 +406,23 @@ def unhandled_signals_fail():
     def unhandled(signum, frame) -> None:
         raise AssertionError(f"{signal.Signals(signum).name} reached no handler of the group")
 
-    saved = {s: signal.signal(s, unhandled) for s in (signal.SIGTERM, signal.SIGINT)}
+    saved = {s: signal.signal(s, unhandled) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_a_signal_in_the_final_test_interrupts_the_members(
     tmp_path, tiny_corpus, monkeypatch, capsys, unhandled_signals_fail, signum
 ):
     """SIGTERM or Ctrl-C while the group's members are tested (before: its handlers were gone by then: SIGTERM killed
     it, Ctrl-C was a traceback, no metrics.json, rnnreg-report said unfinished): each member interrupted, with a
-    single run's words, one line that says how to go on, and the resume tests them."""
+    single run's words, one line that says how to go on, and the resume tests them. Under SLURM its SIGUSR1 (the
+    warning before its time limit) too (before: it killed the group)."""
+    if signum == signal.SIGUSR1:
+        for key, value in srun_env().items():
+            monkeypatch.setenv(key, value)
     jobs = group_jobs_here(tmp_path, tiny_corpus, "trainer.limit_train_batches=3", "trainer.max_epochs=1")
     resume_file = tmp_path / ".stacked" / "group_0.pt"
     trainer = stacked_train.GroupTrainer(jobs, 0, resume_file)

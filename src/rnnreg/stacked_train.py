@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import OmegaConf
 
@@ -529,7 +530,8 @@ class GroupTrainer:
             }[self.stage]
             print(f"\n{signal.Signals(signum).name}: stopping the stacked group {when}", flush=True)
 
-        handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        stops = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR1] if SLURMEnvironment.detect() else [])
+        handlers = {s: signal.signal(s, stop) for s in stops}  # under SLURM, its warning before the time limit too
         return handlers
 
     @staticmethod
