@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import matplotlib.image
@@ -10,8 +11,9 @@ import pytest
 import torch
 import yaml
 
-from helpers import TINY, run, wandb_run_parts, wandb_runs
+from helpers import TINY, compose_config, run, signal_at, wandb_run_parts, wandb_runs
 from rnnreg.report import by_epoch, collect, history, plot_groups
+from rnnreg.training import train
 
 
 @pytest.fixture
@@ -171,19 +173,38 @@ def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
     assert all(len({r["differs"] for r in runs}) == 2 for runs in groups.values())
 
 
-def test_submitit_local_launcher(tiny_cli, tmp_path):
+def test_submitit_local_launcher_stops_on_its_signal_and_the_requeued_job_goes_on_exactly(tiny_cli, tmp_path):
+    """submitit's signal (SIGUSR2: its warning before the time limit, and on pre-emption) after window 7: the run
+    stops after that window with its last.ckpt and metrics.json, then submitit requeues the job (its handler ran
+    inside the signal handler: no checkpoint, and the requeued job was refused the folder), and the requeued job
+    goes on from that last.ckpt: the uninterrupted run's results and weights."""
     sweep = tmp_path / "submitit"
+    overrides = [*tiny_cli, "trainer.max_epochs=1", "seed=1"]
     run(
         "rnnreg-train",
         "-m",
-        *tiny_cli,
+        *overrides,
+        *signal_at(signal.SIGUSR2, 7),
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
-        "trainer.max_epochs=1",
-        "seed=1",
         f"hydra.sweep.dir={sweep}",
     )
-    assert json.loads((sweep / "0" / "metrics.json").read_text())["epochs"] == 1
+    job = sweep / "0"
+    log = (job / "train.log").read_text()
+    assert "SIGUSR2: every process stops after this step" in log
+    assert f"resuming from {job / 'checkpoints' / 'last.ckpt'}" in log
+    submitit_log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_0_log.*"))
+    assert "Requeued job" in submitit_log
+    requeued = json.loads((job / "metrics.json").read_text())
+    assert requeued["status"] == "completed" and requeued["epochs"] == 1
+    # the same run uninterrupted, in this process
+    alone = train(compose_config([*overrides], tmp_path / "alone"))
+    for key in ("best_val_ppl", "test_ppl", "test_ppl_batched"):
+        assert requeued[key] == alone[key], key
+    weights = [
+        torch.load(d / "checkpoints/last.ckpt", weights_only=False)["state_dict"] for d in (job, tmp_path / "alone")
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
 def test_a_diverged_job_fails_alone_the_sweep_goes_on_and_the_report_lists_it(tiny_cli, tmp_path, no_wandb_credentials):

@@ -37,6 +37,7 @@ STOPPED_BY = {
     signal.SIGINT: "Ctrl-C (stopped by the user)",
     signal.SIGTERM: "SIGTERM (pre-empted or stopped)",
     signal.SIGUSR1: "SIGUSR1 (SLURM's warning before its time limit)",
+    signal.SIGUSR2: "SIGUSR2 (submitit's warning before its time limit, or pre-emption)",
 }
 
 

@@ -43,6 +43,7 @@ def evaluate(cfg: DictConfig) -> dict:
             f"finished; it wrote no metrics.json in {cfg.paths.output_dir} (run it again)",
             file=sys.stderr,
         )
+        preemption.hand_to_submitit()  # stopped by submitit's signal: it requeues the job now (or gives up)
         raise SystemExit(128 + stop) from None
     finally:
         if lock is not None:

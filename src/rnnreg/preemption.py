@@ -14,12 +14,24 @@ does. Lightning's own SIGUSR1 handler (SLURMEnvironment's auto-requeue) saved an
 handler (mid-step; under DDP a barrier there), finalized the loggers, ran `scontrol requeue` and let training go
 on; and given ckpt_path=None (a new fit, the final test) Lightning loaded the newest hpc_ckpt_*.ckpt in the run's
 folder. Both are off: rnnreg does not requeue, and resumes from ckpt_path= only.
+
+In a submitit job (hydra/launcher=slurm, submitit_local), submitit's signal (SIGUSR2, its warning before the time
+limit, and on pre-emption) stops a run as SIGTERM does too. submitit's own handler ran inside the signal handler,
+mid-window: it requeued the job (local: exit 144; SLURM: `scontrol requeue`) or raised UncompletedJobError (timed
+out too many times) with no checkpoint written since the last epoch, and the requeued job, in the same folder,
+was refused (an earlier run's results) or trained from its start. Here the run stops after the agreed window with
+its last.ckpt and metrics.json (which names the submitit job), and only then is submitit's handler called (its
+policy: requeue, or give up); the requeued job, the same submitit job id in a folder its own stopped run left,
+goes on from that run's last.ckpt (requeued_checkpoint).
 """
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 import threading
+from pathlib import Path
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -37,18 +49,52 @@ class NoHpcResume(_CheckpointConnector):
         return None
 
 
+def submitit_job() -> tuple[int, object, str] | None:
+    """In a submitit job whose handler is on: its signal, that handler and the job's id (the same in a job that
+    submitit requeued); else None. Asked before anything replaces the handler (Preemption.__enter__)."""
+    if "submitit" not in sys.modules:  # a submitit job imported it before calling the task
+        return None
+    from submitit import JobEnvironment
+    from submitit.core.job_environment import SignalHandler
+
+    try:
+        signum = JobEnvironment._usr_sig()
+        handler = signal.getsignal(signum)
+        if not isinstance(getattr(handler, "__self__", None), SignalHandler):
+            return None
+        return signum, handler, str(JobEnvironment().job_id)
+    except Exception:  # not in a job after all (no submitit environment)
+        return None
+
+
+def requeued_checkpoint(folder: str | Path, job_id: str | None) -> str | None:
+    """The run folder's own checkpoints/last.ckpt when this process is submitit job `job_id` (Preemption.submitit),
+    requeued by submitit after its signal stopped the job's run in `folder` (metrics.json says interrupted, in
+    this same job), else None."""
+    last = Path(folder, "checkpoints", "last.ckpt")
+    if job_id is None or not last.is_file():
+        return None
+    try:
+        stopped = json.loads(Path(folder, "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = isinstance(stopped, dict) and stopped.get("status") == "interrupted"
+    return str(last.resolve()) if same and stopped.get("submitit_job") == job_id else None
+
+
 class Preemption(L.Callback):
-    """SIGTERM (and SLURM's SIGUSR1) at any point of a run stops it like inside Lightning's loops: metrics.json
-    says so and the exit status is 128 + the signal (143, 138). Inside fit, validate and test it is only noted,
-    and every rank stops after the first window (or evaluation batch) where the ranks agree (stop_together) that
-    any rank has noted one (a resumable checkpoint); outside them (building, data loading, between fit and test)
-    this raises at once."""
+    """SIGTERM (and SLURM's SIGUSR1, submitit's SIGUSR2) at any point of a run stops it like inside Lightning's
+    loops: metrics.json says so and the exit status is 128 + the signal (143, 138, 140; submitit's requeue exits
+    on its own). Inside fit, validate and test it is only noted, and every rank stops after the first window (or
+    evaluation batch) where the ranks agree (stop_together) that any rank has noted one (a resumable checkpoint);
+    outside them (building, data loading, between fit and test) this raises at once."""
 
     def __init__(self) -> None:
         self.trainer: L.Trainer | None = None
         self.previous: dict = {}
         self.noted = False  # a SIGTERM inside Lightning's loops, not yet agreed on by every rank
-        self.signum: int | None = None  # the first stop signal (SIGTERM or SIGUSR1): the run's exit status and words
+        self.signum: int | None = None  # the first stop signal (SIGTERM, SIGUSR1, SIGUSR2): exit status, words
+        self.submitit: tuple[int, object, str] | None = None  # in a submitit job: its signal, handler and job id
 
     def __call__(self, signum, frame) -> None:
         if self.noted:
@@ -71,15 +117,35 @@ class Preemption(L.Callback):
 
     def __enter__(self) -> Preemption:
         if threading.current_thread() is threading.main_thread():
+            self.submitit = submitit_job()
             self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self)
             if SLURMEnvironment.detect():  # SLURM (Lightning's test): SIGUSR1 is its warning before the time limit
                 self.previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self.time_limit)
+            if self.submitit is not None:  # submitit's signal (SIGUSR2): its handler is called once the run stopped
+                previous = signal.signal(self.submitit[0], self.time_limit)
+                self.previous.setdefault(self.submitit[0], previous)  # SUBMITIT_PREEMPT_SIGNAL=USR1 under SLURM
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, previous in self.previous.items():
             if previous is not None:
                 signal.signal(signum, previous)
+
+    @property
+    def submitit_job_id(self) -> str | None:
+        return self.submitit[2] if self.submitit is not None else None
+
+    def submitit_stop(self) -> str | None:
+        """The submitit job's id when submitit's signal stopped the run (metrics.json names it: the requeued job
+        goes on from there), else None."""
+        return self.submitit_job_id if self.submitit is not None and self.signum == self.submitit[0] else None
+
+    def hand_to_submitit(self) -> None:
+        """Once a run that submitit's signal stopped has written its checkpoint and metrics.json: submitit's own
+        handler, outside any signal handler, does what it would have done (requeue the job, exiting, or raise
+        UncompletedJobError when it gives up); it returns on a rank other than 0. Nothing otherwise."""
+        if self.submitit_stop() is not None:
+            self.submitit[1](self.submitit[0], None)
 
     def watch(self, trainer: L.Trainer) -> None:
         """Handle `trainer`'s SIGTERMs and SLURM's SIGUSR1: its handler only notes them, and this callback agrees

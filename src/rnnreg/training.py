@@ -28,7 +28,7 @@ from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
-from rnnreg.preemption import Preemption
+from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.resume import check_resume_settings
 from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
 from rnnreg.runtime import (
@@ -207,7 +207,11 @@ def train(cfg: DictConfig) -> dict:
         lock.acquire()  # before this run writes anything: a second run in a live run's folder stops here
     try:
         with Preemption() as preemption:
-            return run_training(cfg, preemption)
+            try:
+                return run_training(cfg, preemption)
+            except SystemExit:
+                preemption.hand_to_submitit()  # stopped by submitit's signal: it requeues the job now (or gives up)
+                raise
     finally:
         if lock is not None:
             lock.release()
@@ -221,7 +225,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if cfg.speed.tf32:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        ckpt_path = resolve_ckpt_path(cfg)
+        # a submitit job that submitit requeued after its signal stopped it here goes on from its own last.ckpt
+        ckpt_path = resolve_ckpt_path(cfg) or requeued_checkpoint(cfg.paths.output_dir, preemption.submitit_job_id)
         if launched_as_rank_zero():  # DDP's other processes are given rank 0's folder
             key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
             check_not_in_checkpoints(cfg.paths.output_dir, key, "rnnreg-train")
@@ -270,7 +275,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         stop = stop_signal(err, trainer, preemption.signum)
         rank_zero = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
         if (started or interrupted) and rank_zero and not isinstance(err, BAD_INPUT):  # bad input writes nothing
-            record_failure(cfg, trainer, err, interrupted, stop)
+            record_failure(cfg, trainer, err, interrupted, stop, preemption.submitit_stop())
         if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
             raise SystemExit(128 + stop) from None
         raise
@@ -301,10 +306,16 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
 
 
 def record_failure(
-    cfg: DictConfig, trainer: L.Trainer | None, err: BaseException, interrupted: bool, stop: int | None = None
+    cfg: DictConfig,
+    trainer: L.Trainer | None,
+    err: BaseException,
+    interrupted: bool,
+    stop: int | None = None,
+    submitit_job: str | None = None,
 ) -> None:
     """metrics.json says that (and why) the run did not complete; the W&B run ends marked failed. `stop`: the
-    signal that stopped it (stop_signal)."""
+    signal that stopped it (stop_signal); `submitit_job`: the submitit job that its signal stopped (when submitit
+    requeues that job, it goes on from here: rnnreg.preemption.requeued_checkpoint)."""
     last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
     status = "interrupted" if interrupted else "failed"
     error = STOPPED_BY.get(stop) or str(err) or type(err).__name__
@@ -316,7 +327,8 @@ def record_failure(
                 "error": error,
                 "epochs": trainer.current_epoch if trainer is not None else 0,
                 "resume": f"rnnreg-train ... ckpt_path={last}" if last.exists() else "no checkpoint was written",
-            },
+            }
+            | ({"submitit_job": submitit_job} if submitit_job else {}),
         )
     except OutputError as write_err:  # the folder itself may be what failed: the original error is the one to show
         log.warning("%s", write_err)
