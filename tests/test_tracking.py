@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from helpers import TINY, compose_config, run, signal_at, wandb_run_parts, wandb_runs
+from rnnreg.io import load_checkpoint
 from rnnreg.report import by_epoch, collect, history, plot_groups
 from rnnreg.training import train
 
@@ -201,9 +202,7 @@ def test_submitit_local_launcher_stops_on_its_signal_and_the_requeued_job_goes_o
     alone = train(compose_config([*overrides], tmp_path / "alone"))
     for key in ("best_val_ppl", "test_ppl", "test_ppl_batched"):
         assert requeued[key] == alone[key], key
-    weights = [
-        torch.load(d / "checkpoints/last.ckpt", weights_only=False)["state_dict"] for d in (job, tmp_path / "alone")
-    ]
+    weights = [load_checkpoint(d / "checkpoints/last.ckpt")["state_dict"] for d in (job, tmp_path / "alone")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
