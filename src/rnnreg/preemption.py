@@ -10,19 +10,15 @@ Lightning's flag together, so its loops stop every rank after the same window an
 collectives meet.
 
 Under SLURM, SIGUSR1 (its warning before the time limit: `#SBATCH --signal=SIGUSR1@90`) stops a run as SIGTERM
-does. Lightning's own SIGUSR1 handler (SLURMEnvironment's auto-requeue) saved an hpc_ckpt_N.ckpt from inside the
-handler (mid-step; under DDP a barrier there), finalized the loggers, ran `scontrol requeue` and let training go
-on; and given ckpt_path=None (a new fit, the final test) Lightning loaded the newest hpc_ckpt_*.ckpt in the run's
-folder. Both are off: rnnreg does not requeue, and resumes from ckpt_path= only.
+does. Lightning's own handler for it (SLURMEnvironment's auto-requeue) would write an hpc_ckpt_N.ckpt from inside
+the signal handler (mid-step; under DDP a barrier there), finalize the loggers and run `scontrol requeue`, and a
+later fit or test given ckpt_path=None would load that file: both are off; rnnreg resumes through ckpt_path= only.
 
-In a submitit job (hydra/launcher=slurm, submitit_local), submitit's signal (SIGUSR2, its warning before the time
-limit, and on pre-emption) stops a run as SIGTERM does too. submitit's own handler ran inside the signal handler,
-mid-window: it requeued the job (local: exit 144; SLURM: `scontrol requeue`) or raised UncompletedJobError (timed
-out too many times) with no checkpoint written since the last epoch, and the requeued job, in the same folder,
-was refused (an earlier run's results) or trained from its start. Here the run stops after the agreed window with
-its last.ckpt and metrics.json (which names the submitit job), and only then is submitit's handler called (its
-policy: requeue, or give up); the requeued job, the same submitit job id in a folder its own stopped run left,
-goes on from that run's last.ckpt (requeued_checkpoint).
+In a submitit job (hydra/launcher=slurm, submitit_local), submitit's signal (SIGUSR2: before the time limit, and on
+pre-emption) stops a run the same way. submitit's own handler, which would requeue the job or give up from inside
+the signal handler, mid-window, is called only once the run has written its last.ckpt and metrics.json (naming the
+job); the requeued job (the same submitit job id, in the folder its stopped run left) goes on from that last.ckpt
+(requeued_checkpoint).
 """
 
 from __future__ import annotations
@@ -109,8 +105,8 @@ class Preemption(L.Callback):
         self.noted = True
 
     def time_limit(self, signum, frame) -> None:
-        """SLURM's SIGUSR1, handled by the SIGTERM handler in place: Lightning's inside its loops (which notes
-        it), ours outside them (which raises)."""
+        """SLURM's SIGUSR1 or submitit's signal, handled by the SIGTERM handler in place: Lightning's inside its
+        loops (which notes it), ours outside them (which raises)."""
         handler = signal.getsignal(signal.SIGTERM)
         if callable(handler):
             handler(signum, frame)
@@ -148,8 +144,8 @@ class Preemption(L.Callback):
             self.submitit[1](self.submitit[0], None)
 
     def watch(self, trainer: L.Trainer) -> None:
-        """Handle `trainer`'s SIGTERMs and SLURM's SIGUSR1: its handler only notes them, and this callback agrees
-        on them. Lightning's SLURM requeue and its resume from hpc_ckpt_*.ckpt are off."""
+        """Handle `trainer`'s stop signals (SIGTERM, SLURM's SIGUSR1, submitit's): its handler only notes them, and
+        this callback agrees on them. Lightning's SLURM requeue and its resume from hpc_ckpt_*.ckpt are off."""
         self.trainer = trainer
         # the handler Lightning registers at each fit/validate/test calls the connector's notifier: ours
         trainer._signal_connector._sigterm_notifier_fn = self.note
