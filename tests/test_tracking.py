@@ -12,7 +12,9 @@ import torch
 import yaml
 
 from helpers import TINY, compose_config, run, signal_at, wandb_run_parts, wandb_runs
+from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.io import load_checkpoint
+from rnnreg.preemption import requeued_checkpoint
 from rnnreg.report import by_epoch, collect, history, plot_groups
 from rnnreg.training import train
 
@@ -204,6 +206,32 @@ def test_submitit_local_launcher_stops_on_its_signal_and_the_requeued_job_goes_o
         assert requeued[key] == alone[key], key
     weights = [load_checkpoint(d / "checkpoints/last.ckpt")["state_dict"] for d in (job, tmp_path / "alone")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
+def test_a_submitit_job_stopped_by_sigterm_names_itself_for_a_requeue(tiny_cli, tmp_path):
+    """SIGTERM in a submitit job (SLURM's pre-emption; SLURM may requeue the job itself, with the same id): the run
+    stops with its last.ckpt and metrics.json names the job, as for submitit's own signal, so that the requeued
+    job goes on from there (rnnreg.preemption.requeued_checkpoint) rather than being refused its folder."""
+    sweep = tmp_path / "submitit"
+    proc = run(
+        "rnnreg-train",
+        "-m",
+        *tiny_cli,
+        "trainer.max_epochs=1",
+        *signal_at(signal.SIGTERM, 7),
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
+    stopped = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGTERM], proc.stderr[-2000:]
+    (job_folder,) = [p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]  # named by the job's id
+    assert stopped["submitit_job"] == job_folder.name
+    assert requeued_checkpoint(sweep / "0", job_folder.name) == str(
+        (sweep / "0" / "checkpoints" / "last.ckpt").resolve()
+    )
+    assert requeued_checkpoint(sweep / "0", "another job") is None  # a job that is not this one starts afresh
 
 
 def test_a_diverged_job_fails_alone_the_sweep_goes_on_and_the_report_lists_it(tiny_cli, tmp_path, no_wandb_credentials):

@@ -132,15 +132,16 @@ class Preemption(L.Callback):
         return self.submitit[2] if self.submitit is not None else None
 
     def submitit_stop(self) -> str | None:
-        """The submitit job's id when submitit's signal stopped the run (metrics.json names it: the requeued job
+        """The submitit job's id when a stop signal stopped the run in a submitit job (metrics.json names it: if
+        the job runs again, requeued by submitit after its signal or by SLURM after a pre-emption's SIGTERM, it
         goes on from there), else None."""
-        return self.submitit_job_id if self.submitit is not None and self.signum == self.submitit[0] else None
+        return self.submitit_job_id if self.signum is not None else None
 
     def hand_to_submitit(self) -> None:
         """Once a run that submitit's signal stopped has written its checkpoint and metrics.json: submitit's own
         handler, outside any signal handler, does what it would have done (requeue the job, exiting, or raise
         UncompletedJobError when it gives up); it returns on a rank other than 0. Nothing otherwise."""
-        if self.submitit_stop() is not None:
+        if self.submitit is not None and self.signum == self.submitit[0]:
             self.submitit[1](self.submitit[0], None)
 
     def watch(self, trainer: L.Trainer) -> None:
