@@ -85,7 +85,7 @@ class CheckpointOnInterrupt(L.Callback):
         self.restore_handler()
         # during fit only: a stop in the final test (whose weights may be best.ckpt's) must not replace last.ckpt
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == TrainerFn.FITTING:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # a full, resumable checkpoint
 
 
 class BestCheckpoint(ModelCheckpoint):
