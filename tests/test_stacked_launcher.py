@@ -1051,6 +1051,7 @@ def test_wandb_one_run_per_member(setup, no_wandb_credentials):
         "-m",
         *setup.cli,
         "hydra/launcher=stacked",
+        "hydra.launcher.resume=true",  # on a folder with nothing yet: the sweep starts (an sbatch script's way)
         "logger=many",
         "logger.wandb.log_model=true",
         "trainer.max_epochs=2",
