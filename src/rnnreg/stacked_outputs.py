@@ -79,7 +79,7 @@ class JobFolder:
         """A csv row's metrics to the W&B run and the other loggers, at its step (epoch as Lightning logs it,
         beside the metrics)."""
         metrics = {key: value for key, value in row.items() if key != "step" and value != ""}
-        for logger in [self.wandb, *self.others] if self.wandb is not None else self.others:
+        for logger in ([self.wandb] if self.wandb is not None else []) + self.others:
             logger.log_metrics(metrics, step=row["step"])
 
     def close_wandb(self, summary: dict, failed: bool = False) -> None:

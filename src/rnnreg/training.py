@@ -225,7 +225,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if cfg.speed.tf32:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        # a submitit job that submitit requeued after its signal stopped it here goes on from its own last.ckpt
+        # a submitit job requeued after a signal stopped it here (by submitit, or by SLURM) goes on from its last.ckpt
         ckpt_path = resolve_ckpt_path(cfg) or requeued_checkpoint(cfg.paths.output_dir, preemption.submitit_job_id)
         if launched_as_rank_zero():  # DDP's other processes are given rank 0's folder
             key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
@@ -314,8 +314,8 @@ def record_failure(
     submitit_job: str | None = None,
 ) -> None:
     """metrics.json says that (and why) the run did not complete; the W&B run ends marked failed. `stop`: the
-    signal that stopped it (stop_signal); `submitit_job`: the submitit job that its signal stopped (when submitit
-    requeues that job, it goes on from here: rnnreg.preemption.requeued_checkpoint)."""
+    signal that stopped it (stop_signal); `submitit_job`: the submitit job a signal stopped (when that job runs
+    again, requeued, it goes on from here: rnnreg.preemption.requeued_checkpoint)."""
     last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
     status = "interrupted" if interrupted else "failed"
     error = STOPPED_BY.get(stop) or str(err) or type(err).__name__
