@@ -195,6 +195,7 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
         "data.bptt=7",
         "data.batch_size=2",
         "trainer.max_epochs=3",
+        "trainer.check_val_every_n_epoch=2",  # a group validates on its jobs' epochs: one n per group
         "model.num_layers=1",
         "model.layer_norm=true",
         "model.tie_weights=true",
@@ -565,11 +566,8 @@ def test_paper_table_sweep_is_one_group_per_size(tmp_path):
     "override, key",
     [
         ("trainer.precision=16-mixed", "trainer.precision"),
-        # trainer settings a stacked group would not honour (it validates and steps every window of every epoch)
-        (
-            "trainer.check_val_every_n_epoch=2",
-            "trainer.check_val_every_n_epoch=2 .*set trainer.check_val_every_n_epoch=1",
-        ),
+        # trainer settings a stacked group would not honour (it steps every window of every epoch, and validates at
+        # the end of an epoch)
         ("+trainer.max_steps=25", "trainer.max_steps=25 .*set trainer.max_steps=-1"),
         ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches=2 "),
         ("+trainer.val_check_interval=1", "trainer.val_check_interval=1 "),  # every window, not 1.0: each epoch
@@ -595,7 +593,7 @@ def test_unstackable_jobs_are_refused_before_hydra_writes(tmp_path, tiny_corpus)
     for setting, line in (
         ("trainer.precision=bf16-mixed", "trainer.precision=bf16-mixed is not supported by hydra/launcher=stacked"),
         (f"ckpt_path={tmp_path / 'a.ckpt'}", f"ckpt_path={tmp_path / 'a.ckpt'} is not supported by hydra/launcher="),
-        ("trainer.check_val_every_n_epoch=2", "trainer.check_val_every_n_epoch=2 is not honoured by hydra/launcher="),
+        ("+trainer.max_steps=25", "trainer.max_steps=25 is not honoured by hydra/launcher="),
     ):
         with pytest.raises(ConfigError) as err:
             validate_args("train", [*args, setting])
@@ -604,7 +602,13 @@ def test_unstackable_jobs_are_refused_before_hydra_writes(tmp_path, tiny_corpus)
 
 
 @pytest.mark.parametrize(
-    "override", ["+trainer.val_check_interval=1.0", "+trainer.max_steps=-1", "+trainer.min_epochs=1"]
+    "override",
+    [
+        "+trainer.val_check_interval=1.0",
+        "+trainer.max_steps=-1",
+        "+trainer.min_epochs=1",
+        "trainer.check_val_every_n_epoch=2",  # (test_members_validating_every_second_epoch_are_their_jobs_run_alone)
+    ],
 )
 def test_trainer_settings_that_do_what_a_stacked_group_does_are_stackable(tiny_cfg, override):
     check_stackable(tiny_cfg(override))
@@ -760,13 +764,19 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
 def test_member_checkpoint_holds_its_jobs_training_state(stacked, alone, index):
     """A member's last.ckpt holds what its job run alone saves: loops, optimiser (member a: its momentum
     buffers), schedule, callbacks."""
-    ours, theirs = (load_checkpoint(sweep / str(index) / "checkpoints" / "last.ckpt") for sweep in (stacked, alone))
+    ours = assert_same_training_state(stacked, alone, str(index), "last.ckpt")
+    assert bool(ours["optimizer_states"][0]["state"]) == (GOOD[index] == "a")  # momentum: member a only
+
+
+def assert_same_training_state(stacked: Path, alone: Path, job: str, file: str) -> dict:
+    """The member's checkpoint holds what its job's (run alone) holds: loops, optimiser, schedule, callbacks, the
+    masks' random state; paths each in its own sweep. Returns the member's."""
+    ours, theirs = (load_checkpoint(sweep / job / "checkpoints" / file) for sweep in (stacked, alone))
     assert ours.keys() - {"stacked"} == theirs.keys()
     assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])  # the masks' stream where the job's stands
     for key in ("epoch", "global_step", "loops", "lr_schedulers", "hparams_name", "train_window"):
         assert ours[key] == theirs[key], key
     assert_same_optimizer_state(ours, theirs)
-    assert bool(ours["optimizer_states"][0]["state"]) == (GOOD[index] == "a")  # momentum: member a only
     assert ours["callbacks"].keys() == theirs["callbacks"].keys()
     for key, state in theirs["callbacks"].items():
         for name, value in state.items():
@@ -776,6 +786,70 @@ def test_member_checkpoint_holds_its_jobs_training_state(stacked, alone, index):
                 torch.testing.assert_close(ours["callbacks"][key][name], value, rtol=1e-5, atol=0), (key, name)
             elif name not in ("train_seconds", "best_k_models"):
                 assert ours["callbacks"][key][name] == value, (key, name)
+    return ours
+
+
+def csv_rows(job: Path) -> list[dict]:
+    """A job's csv/metrics.csv rows, its times (which differ from run to run) only said to be there."""
+    with open(job / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    timed = ("train/epoch_seconds", "train/words_per_sec")
+    return [{key: ("timed" if key in timed and value else value) for key, value in row.items()} for row in rows]
+
+
+def test_members_validating_every_second_epoch_are_their_jobs_run_alone(setup):
+    """trainer.check_val_every_n_epoch=2: a group validates where its jobs do, after epoch 2 of 3 (a one-epoch
+    group never), and each member is its job run alone bit for bit (member a: dropout and momentum; es: early
+    stopping, tested on its best weights): metrics.json, the csv's rows, both checkpoints' weights and training
+    state (best.ckpt as a run saves it as its validation ends, before the epoch's end; last.ckpt at the end of
+    epoch 3, which has no validation). With no validation metrics.json has no val_ppl and the test takes the final
+    weights, with a run's warnings."""
+    stacked, single = setup.root / "every2_stacked", setup.root / "every2_alone"
+    cli = [arg for arg in setup.cli if not arg.startswith("trainer.max_epochs=")]
+    sweep = [*cli, "trainer.check_val_every_n_epoch=2", "+member=a,es", "trainer.max_epochs=1,3"]
+    proc = run("rnnreg-train", "-m", *sweep, "hydra/launcher=stacked", f"hydra.sweep.dir={stacked}")
+    assert "4 jobs in 2 groups\n" in proc.stdout  # one per max_epochs: jobs 0 and 2 (1 epoch), 1 and 3 (3 epochs)
+    run("rnnreg-train", "-m", *sweep, f"hydra.sweep.dir={single}")
+    epochs = [line.split(" in ")[0] for line in proc.stdout.splitlines() if line.startswith("group 1, epoch ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("group 1, epoch ")]
+    assert epochs == [f"group 1, epoch {e}/3" for e in (1, 2, 3)]
+    assert ["val ppl" in line for line in lines] == [False, True, False]
+    assert all("no validation" in line for line in lines[::2]) and "validation " in lines[1]
+    for job in ("0", "1", "2", "3"):
+        mine, theirs = metrics(stacked / job), metrics(single / job)
+        assert mine["status"] == theirs["status"] == "completed"
+        for key in ("val_ppl", "val_epoch", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
+            assert mine.get(key, "absent") == theirs.get(key, "absent"), (job, key)
+        assert csv_rows(stacked / job) == csv_rows(single / job), job
+        files = ("last.ckpt", "best.ckpt") if job in "13" else ("last.ckpt",)
+        assert sorted(p.name for p in (stacked / job / "checkpoints").glob("*.ckpt")) == sorted(files)
+        for file in files:
+            ours, its_job = weights(stacked / job, file), weights(single / job, file)
+            assert ours.keys() == its_job.keys() and all(torch.equal(ours[k], its_job[k]) for k in ours), (job, file)
+            assert_same_training_state(stacked, single, job, file)
+    assert metrics(stacked / "1")["val_epoch"] == 2 and metrics(stacked / "1")["epochs"] == 3
+    assert "val_ppl" not in metrics(stacked / "0") and "best_val_ppl" not in metrics(stacked / "2")
+    assert losses(stacked / "3", "val/ppl") == [metrics(stacked / "3")["best_val_ppl"]]  # es: tested on epoch 2's
+    assert steps(stacked / "3", "val/ppl") == [11]
+    for job in ("0", "2"):
+        for sweep in (stacked, single):
+            log = (sweep / job / "train.log").read_text()
+            assert "no validation ran (1 epoch trained, trainer.check_val_every_n_epoch=2)" in log, (sweep, job)
+    assert "there is no best checkpoint: testing the final weights" in (stacked / "2" / "train.log").read_text()
+
+
+def test_a_group_says_the_validations_it_will_run(capsys):
+    """The group's estimate counts the validations of trainer.check_val_every_n_epoch (here 1 of 3 epochs)."""
+    from rnnreg.callbacks import VALIDATION_COST
+    from rnnreg.console import format_duration
+    from rnnreg.stacked_progress import GroupProgress
+
+    for every, validations in ((1, 3), (2, 1)):
+        progress = GroupProgress(0, ["a"], 3, 10, 30.0, torch.device("cpu"), 0, 4, val_every=every)
+        progress.timer.windows = 4  # 4 windows timed (from the start)
+        progress.estimate(1.0, 0, 4)
+        line = capsys.readouterr().out
+        assert f"+ validation {format_duration(validations * 30 * VALIDATION_COST)};" in line, line
 
 
 def test_member_checkpoint_continues_as_a_separate_run(stacked, setup, tmp_path):

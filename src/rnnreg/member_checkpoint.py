@@ -23,7 +23,9 @@ from rnnreg.optim import paper_optimizer
 
 @dataclass
 class Progress:
-    """Where a member stands: `epochs` completed, `window` windows into the next (0 at an epoch's end)."""
+    """Where a member stands: `epochs` completed, `window` windows into the next (0 at an epoch's end); with
+    `validation_end`, as its last epoch's validation ends (where a run validating every `val_every` > 1 epochs
+    saves best.ckpt: before the epoch's end hooks, `words` and `seconds` not yet counting that epoch)."""
 
     epochs: int
     window: int
@@ -34,6 +36,13 @@ class Progress:
     early_stopping: dict | None  # the member's EarlyStopping state (rnnreg.stacked_train runs Lightning's)
     words: int
     seconds: float
+    last_path: str = ""  # the job's checkpoints/last.ckpt
+    val_every: int = 1  # trainer.check_val_every_n_epoch: a validation after each val_every-th epoch
+    validation_end: bool = False
+
+    def validations(self, epochs: int) -> int:
+        """Validations run in `epochs` epochs."""
+        return epochs // self.val_every
 
 
 def counts(total: int, current: int, *fields: str) -> dict:
@@ -64,24 +73,33 @@ def fresh_loops() -> dict:
 
 
 def loops_state(p: Progress) -> dict:
-    """The loops' progress as Lightning saves it at that point: after validation at an epoch's end (the epoch
-    processed, not yet completed), or after `window` windows of the next epoch."""
+    """The loops' progress as Lightning saves it at that point: at an epoch's end, after its validation if it
+    had one (the epoch processed, not yet completed), or as its validation ends (`p.validation_end`: the epoch
+    not yet processed, its last window not yet counted as stepped), or after `window` windows of the next
+    epoch."""
     loops = copy.deepcopy(fresh_loops())
     fit = loops["fit_loop"]
     mid = p.window > 0
     current = p.window if mid else p.windows_per_epoch
     steps = p.epochs * p.windows_per_epoch + p.window
-    fit["epoch_loop.state_dict"]["_batches_that_stepped"] = steps
+    fit["epoch_loop.state_dict"]["_batches_that_stepped"] = steps - 1 if p.validation_end else steps
     fit["epoch_loop.batch_progress"] = counts(steps, current, *ALL) | {"is_last_batch": not mid}
     scheduler = p.epochs
     fit["epoch_loop.scheduler_progress"] = counts(scheduler, 1 if p.epochs and not mid else 0, "ready", "completed")
     optim = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
     optim["step"] = counts(steps, current, "ready", "completed")
     optim["zero_grad"] = counts(steps, current, "ready", "completed", "started")
-    val_done = p.val_windows if p.epochs else 0
-    fit["epoch_loop.val_loop.batch_progress"] = counts(val_done, val_done, *ALL) | {"is_last_batch": bool(val_done)}
+    # the validation's batches: its last pass's (`current`), and this epoch's (`total`: reset as an epoch starts)
+    validated = p.validations(p.epochs) > 0  # a validation ran before this point
+    val_current = p.val_windows if validated else 0
+    val_total = val_current if not mid and p.validations(p.epochs) > p.validations(p.epochs - 1) else 0
+    fit["epoch_loop.val_loop.batch_progress"] = {
+        "total": dict.fromkeys(ALL, val_total),
+        "current": dict.fromkeys(ALL, val_current),
+        "is_last_batch": validated,
+    }
     epochs = p.epochs + 1 if mid else p.epochs  # the epoch under way counts as ready and started
-    processed = p.epochs
+    processed = p.epochs - 1 if p.validation_end else p.epochs
     completed = p.epochs if mid else p.epochs - 1
     fit["epoch_progress"] = {
         part: {"ready": epochs, "completed": completed, "started": epochs, "processed": processed}
@@ -116,8 +134,9 @@ def callback_states(callbacks: list, p: Progress) -> dict:
             callback.best_k_models = {p.best_path: best}
             callback.kth_best_model_path, callback.kth_value = p.best_path, best
             callback.current_score = best  # set when it last saved: at the best score (save_top_k=1)
-        elif isinstance(callback, ModelCheckpoint) and p.best_path:
-            callback.best_model_path = p.best_path.replace("best.ckpt", "last.ckpt")
+        elif isinstance(callback, ModelCheckpoint) and not callback.monitor and p.epochs - p.validation_end > 0:
+            # last.ckpt's callback (no monitor), from its first save on (at the first epoch's end)
+            callback.best_model_path = p.last_path or p.best_path.replace("best.ckpt", "last.ckpt")
         elif isinstance(callback, EarlyStopping) and p.early_stopping is not None:
             callback.load_state_dict(p.early_stopping)
         elif isinstance(callback, SpeedMonitor):

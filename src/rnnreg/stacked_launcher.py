@@ -93,6 +93,7 @@ def check_launcher_settings(launcher: DictConfig) -> None:
 # at a value that does what GroupTrainer does (TRAINER_ASSUMED), or the members would differ from their jobs.
 TRAINER_READ = (
     "max_epochs",
+    "check_val_every_n_epoch",  # a group validates on its jobs' epochs (part of the group key, as max_epochs is)
     "limit_train_batches",
     "limit_val_batches",
     "limit_test_batches",
@@ -124,7 +125,6 @@ TRAINER_UNUSED = (
 )
 # key: (the values that do what a stacked group does, the first one the fix; what the group does instead)
 TRAINER_ASSUMED = {
-    "check_val_every_n_epoch": ((1,), "it validates every epoch"),
     "val_check_interval": ((None, 1.0), "it validates at each epoch's end"),
     "max_steps": ((-1, None), "it trains trainer.max_epochs epochs"),
     "min_steps": ((None, 0), "early stopping may stop a member at any epoch"),

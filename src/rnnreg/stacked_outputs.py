@@ -91,10 +91,10 @@ class JobFolder:
         finish_wandb([self.wandb], summary, exit_code=int(failed), checkpoints=tuple(map(str, checkpoints)))
         self.wandb = None
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, level: str = "INFO") -> None:
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
         with open(self.path / "train.log", "a") as f:
-            f.write(f"[{stamp}][rnnreg][INFO] - {message}\n")
+            f.write(f"[{stamp}][rnnreg][{level}] - {message}\n")
 
     def hparams(self) -> dict:
         """What a run's CSVLogger writes to csv/hparams.yaml: the config with Hydra's choices (rnnreg.training's

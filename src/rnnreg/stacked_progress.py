@@ -41,11 +41,15 @@ class GroupProgress:
         warmup_windows: int,
         measure_windows: int = 10,
         tested: bool = True,
+        val_every: int = 1,
     ):
         """`validation_windows`: one validation pass in training windows' worth of words (its windows' words
-        over a training window's)."""
+        over a training window's); `val_every`: the group validates after every `val_every`-th epoch
+        (trainer.check_val_every_n_epoch)."""
         self.group, self.labels, self.epochs = group, labels, epochs
         self.windows_per_epoch, self.validation_windows = windows_per_epoch, validation_windows
+        self.val_every = val_every
+        self.val_seconds: float | None = None  # the latest validation pass's
         self.device = device
         self.tested = tested  # a test follows the training (cfg.test)
         self.timer = FirstWindows(warmup_windows, measure_windows, self.clock)
@@ -69,7 +73,7 @@ class GroupProgress:
         fresh = epoch == 0 and window == self.timer.windows  # else resumed: what is left of the run
         epoch, window = (0, 0) if fresh else (epoch, window)
         train, val = estimate_run_seconds(
-            seconds_per_window, self.windows_per_epoch, self.epochs, val_seconds, 1, epoch, window
+            seconds_per_window, self.windows_per_epoch, self.epochs, val_seconds, self.val_every, epoch, window
         )
         print(
             f"group {self.group}: {seconds_per_window:.3g} s per window (over {self.timer.timed} windows"
@@ -97,20 +101,39 @@ class GroupProgress:
         train_seconds: float,
         val_seconds: float,
         words_per_second: float,
-        val_ppl: list[float],
+        val_ppl: list[float] | None,
         statuses: list[str],
     ) -> None:
-        """After 0-based `epoch`'s validation; `statuses`: each member's after it (running, stopped, failed)."""
+        """After 0-based `epoch` (and its validation: `val_ppl`, None on an epoch without one); `statuses`: each
+        member's after it (running, stopped, failed)."""
+        if val_ppl is not None:
+            self.val_seconds = val_seconds
+        # the epochs left and the validations among them, at the last pass's cost (before any: estimated)
+        val_cost = self.val_seconds
+        if val_cost is None:
+            val_cost = train_seconds / self.windows_per_epoch * self.validation_windows * VALIDATION_COST
+        train_left, val_left = estimate_run_seconds(train_seconds, 1, self.epochs, val_cost, self.val_every, epoch + 1)
+        left = f"; about {format_duration(train_left + val_left)} left" if train_left + val_left > 0 else ""
+        head = f"group {self.group}, epoch {epoch + 1}/{self.epochs} in {format_duration(train_seconds)} "
+        head += f"({words_per_second:,.0f} words/s a member)"
+        if val_ppl is None:
+            failed = [f"{label} failed" for label, status in zip(self.labels, statuses) if status == "failed"]
+            nxt = ((epoch + 1) // self.val_every + 1) * self.val_every  # the next validated epoch, from 1
+            when = f"next after epoch {nxt}" if nxt <= self.epochs else "none left"
+            print(
+                f"{head}, no validation (every {counted(self.val_every, 'epoch')}: {when})"
+                + (f": {' | '.join(failed)}" if failed else "")
+                + left,
+                flush=True,
+            )
+            return
         members = []
         for label, ppl, status in zip(self.labels, val_ppl, statuses):
             if status == "failed" or not math.isfinite(ppl):
                 members.append(f"{label} {status}")
             else:
                 members.append(f"{label} {ppl:.2f}" + (" (stopped early)" if status == "stopped" else ""))
-        left = (self.epochs - epoch - 1) * (train_seconds + val_seconds)
         print(
-            f"group {self.group}, epoch {epoch + 1}/{self.epochs} in {format_duration(train_seconds)} "
-            f"({words_per_second:,.0f} words/s a member) + validation {format_duration(val_seconds)}: val ppl "
-            f"{' | '.join(members)}" + (f"; about {format_duration(left)} left" if left > 0 else ""),
+            f"{head} + validation {format_duration(val_seconds)}: val ppl {' | '.join(members)}{left}",
             flush=True,
         )

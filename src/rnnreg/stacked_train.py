@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import OmegaConf
 
 from rnnreg.checkpoints import STOPPED_BY, tests_best
-from rnnreg.console import device_name
+from rnnreg.console import counted, device_name
 from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from rnnreg.io import FileWriter, save_atomically
 from rnnreg.loggers import checked_run_id, offline_run_parts
@@ -149,6 +149,7 @@ class GroupTrainer:
         self.stop_signal: int | None = None
         self.stage = "training"  # what a signal stops: training (after its window), validation, the final test
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
+        self.val_every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)  # (the group key holds it: shared)
         self.writer = FileWriter(background=self.step.files_in_background)  # checkpoints and the resume file
 
     # -- windows --------------------------------------------------------------------------------------
@@ -173,6 +174,16 @@ class GroupTrainer:
     def running(self) -> list[bool]:
         return [m.status == "running" for m in self.members]
 
+    def validates(self, epoch: int) -> bool:
+        """Whether 0-based `epoch` ends with a validation: as Lightning's trainer.check_val_every_n_epoch, after
+        every n-th epoch (not the last one unless it is one of them)."""
+        return (epoch + 1) % self.val_every == 0
+
+    def last_validation(self, epochs: int) -> int:
+        """The epoch (from 1) of the last validation within `epochs` epochs, 0 where none ran. (A member stops
+        early only at a validation, so a completed member's last validation is this of its epochs.)"""
+        return epochs - epochs % self.val_every
+
     # -- training -------------------------------------------------------------------------------------
     def fit(self) -> None:
         cfg = self.cfg
@@ -193,6 +204,7 @@ class GroupTrainer:
             self.device,
             warmup_windows=self.step.warmup + 2,
             tested=bool(cfg.get("test")),
+            val_every=self.val_every,
         )
         progress.started()
         fit_start = time.perf_counter() - self.fit_seconds
@@ -231,9 +243,11 @@ class GroupTrainer:
                     return
             self.check_failures()  # a host sync: the epoch's windows are done
             epoch_seconds = self.seconds(start)
-            val_start, self.stage = time.perf_counter(), "validation"
-            val_ppl = self.evaluate(val, n_val, members=self.running())  # a host sync: its perplexities
-            val_seconds, self.stage = time.perf_counter() - val_start, "training"
+            val_ppl, val_seconds = None, 0.0  # an epoch without validation (trainer.check_val_every_n_epoch)
+            if self.validates(epoch):
+                val_start, self.stage = time.perf_counter(), "validation"
+                val_ppl = self.evaluate(val, n_val, members=self.running())  # a host sync: its perplexities
+                val_seconds, self.stage = time.perf_counter() - val_start, "training"
             self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
             copies = self.host_copies()
             self.end_epoch(val_ppl, epoch_seconds, self.tokens - first_tokens, copies)
@@ -302,8 +316,11 @@ class GroupTrainer:
         buffers = None if self.step.buffers is None else [self.host(b) for b in self.step.buffers]
         return HostCopies([self.host(p) for p in self.params], buffers)
 
-    def end_epoch(self, val_ppl: list[float], epoch_seconds: float, timed_words: int, copies: HostCopies) -> None:
-        """`timed_words`: the words trained in `epoch_seconds` (after a resume, the epoch's rest only)."""
+    def end_epoch(
+        self, val_ppl: list[float] | None, epoch_seconds: float, timed_words: int, copies: HostCopies
+    ) -> None:
+        """`val_ppl`: the members' validation perplexities, None on an epoch without validation; `timed_words`: the
+        words trained in `epoch_seconds` (after a resume, the epoch's rest only)."""
         train_ppl = (self.step.nll_sum / max(self.tokens, 1)).exp().tolist()
         grad_norm = self.step.grad_norm.tolist()  # each member's last update's, as a run logs it at its epoch's end
         step = self.global_step - 1
@@ -312,8 +329,10 @@ class GroupTrainer:
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             if m.status != "running":
                 continue
-            m.epochs, m.val_ppl, m.words = self.epoch + 1, val_ppl[k], m.words + words
-            self.record(k, {"epoch": self.epoch, "step": step, "val/ppl": val_ppl[k]})
+            m.epochs, m.words = self.epoch + 1, m.words + words
+            if val_ppl is not None:  # as a run logs it: after the epoch's validation, before the epoch's end
+                m.val_ppl = val_ppl[k]
+                self.record(k, {"epoch": self.epoch, "step": step, "val/ppl": val_ppl[k]})
             self.record(
                 k,
                 {
@@ -325,6 +344,11 @@ class GroupTrainer:
                     "train/words_per_sec": self.last_epoch_words_per_second,
                 },
             )
+            if val_ppl is None:  # best.ckpt and early stopping wait for a validation, as in a run
+                folder.log(f"epoch {self.epoch + 1}: train ppl {train_ppl[k]:.2f} (no validation this epoch)")
+                self.writer.submit(folder.save_checkpoint, "last.ckpt", self.checkpoint(k, copies))
+                folder.write_csv(m.rows)
+                continue
             folder.log(f"epoch {self.epoch + 1}: train ppl {train_ppl[k]:.2f}, val ppl {val_ppl[k]:.2f}")
             improved = val_ppl[k] < m.best_val  # ModelCheckpoint(mode=min): strictly better
             if improved:
@@ -341,7 +365,9 @@ class GroupTrainer:
                     stopper.stopped_epoch, stopper.stopping_reason_message = self.epoch, reason
                     m.status = "stopped"
                 m.early_stopping = stopper.state_dict()
-            checkpoint = self.checkpoint(k, copies)
+            # every epoch: best.ckpt at the epoch's end (last.ckpt links to it); validating every n > 1 epochs,
+            # a run saves best.ckpt as its validation ends, before the epoch's end (rnnreg.member_checkpoint)
+            checkpoint = self.checkpoint(k, copies, validation_end=improved and self.val_every != 1, words=words)
             if improved:
                 self.writer.submit(folder.save_checkpoint, "best.ckpt", checkpoint)
             self.writer.submit(folder.save_checkpoint, "last.ckpt", checkpoint, "best.ckpt" if improved else None)
@@ -352,11 +378,12 @@ class GroupTrainer:
         self.epoch += 1
         self.window = 0
 
-    def checkpoint(self, k: int, copies: HostCopies) -> dict:
+    def checkpoint(self, k: int, copies: HostCopies, validation_end: bool = False, words: int = 0) -> dict:
         """Member k's current weights (`copies`: host_copies()) as an ordinary single-run checkpoint, with
         the training state of its job run alone at this point (rnnreg.member_checkpoint), its momentum buffers
         included: ckpt_path= continues it as a separate run. Its own copies throughout: the writer may write it
-        later."""
+        later. `validation_end`: the state as the epoch's validation ends, before the epoch's end hooks (that
+        counted the epoch's `words` in its words trained)."""
         state = self.model.member_state_dict(k, copies.weights)
         m, folder = self.members[k], self.folders[k]
         best = folder.path / "checkpoints" / "best.ckpt"
@@ -369,8 +396,11 @@ class GroupTrainer:
             best_val=m.best_val,
             best_path=str(best) if math.isfinite(m.best_val) else "",
             early_stopping=m.early_stopping,
-            words=m.words,
+            words=m.words - (words if validation_end else 0),
             seconds=self.train_seconds,
+            last_path=str(folder.path / "checkpoints" / "last.ckpt"),
+            val_every=self.val_every,
+            validation_end=validation_end,
         )
         carry = None
         if window:  # mid-epoch: the member's carried state and its epoch's NLL sums so far
@@ -602,11 +632,13 @@ class GroupTrainer:
 
     def test_params(self) -> list[torch.Tensor] | None:
         """The weights each member is tested on: its best validation weights where its job's test_ckpt
-        says best (auto: with early stopping), else its final ones; None when every member's are final."""
-        if self.best_params is None:
+        says best (auto: with early stopping) and a validation ran, else its final ones; None when every
+        member's are final."""
+        on_best = [best and m.val_ppl is not None for best, m in zip(self.tests_on_best, self.members)]
+        if self.best_params is None or not any(on_best):
             return None
         params = [p.detach().clone() for p in self.params]
-        for k in (k for k, best in enumerate(self.tests_on_best) if best):
+        for k in (k for k, best in enumerate(on_best) if best):
             for p, b in zip(params, self.best_params):
                 p[k].copy_(b[k])
         return params
@@ -616,6 +648,17 @@ class GroupTrainer:
         cfg = self.cfg
         tests = {}
         self.stage = "test"
+        for m, folder, on_best in zip(self.members, self.folders, self.tests_on_best):
+            if m.status != "failed" and m.val_ppl is None:  # a run's warnings, in its words
+                folder.log(
+                    f"no validation ran ({counted(m.epochs, 'epoch')} trained, trainer.check_val_every_n_epoch="
+                    f"{self.val_every}): metrics.json has no val_ppl and no best_val_ppl",
+                    "WARNING",
+                )
+                if on_best and cfg.get("test"):
+                    folder.log(
+                        "no validation ran, so there is no best checkpoint: testing the final weights", "WARNING"
+                    )
         if cfg.get("test"):
             params = self.test_params()
             data = cfg.data
@@ -644,10 +687,11 @@ class GroupTrainer:
                 results.append(("failed", TrainingDiverged(m.error)))
             else:
                 m.status = "completed"
-                metrics = {"val_ppl": m.val_ppl, "val_epoch": m.epochs}  # a group validates each epoch it trains
+                validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
+                metrics = {"val_ppl": m.val_ppl, "val_epoch": self.last_validation(m.epochs)} if validated else {}
                 metrics |= {name: values[k] for name, values in tests.items()}
+                metrics |= {"best_val_ppl": m.best_val} if validated else {}
                 metrics |= {
-                    "best_val_ppl": m.best_val,
                     "epochs": m.epochs,
                     "train_seconds": round(m.fit_seconds, 2),
                     # the member's words per second of the group's time while it trained (the group's words/s over K)
@@ -658,7 +702,7 @@ class GroupTrainer:
                     "status": "completed",
                     "stacked": stacked,
                 }
-                results.append(("completed", m.best_val))
+                results.append(("completed", m.best_val if validated else None))  # None: as a run's main() hands on
                 if tests:
                     self.record(
                         k,
@@ -698,6 +742,9 @@ def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
         path = job.output_dir / "metrics.json"
         metrics = json.loads(path.read_text()) if path.exists() else {}
         if metrics.get("status") == "completed":  # a NaN best, written as null (rnnreg.io), is handed on as NaN
+            if "best_val_ppl" not in metrics:  # no validation ran: nothing to hand on, as from a run
+                results.append(("completed", None))
+                continue
             best = metrics["best_val_ppl"]
             results.append(("completed", math.nan if best is None else best))
         elif metrics.get("status") == "failed":
