@@ -872,10 +872,10 @@ def test_member_checkpoint_continues_as_a_separate_run(stacked, setup, tmp_path)
 
 
 def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, alone, tmp_path):
-    """SIGTERM after window 2: the member's last.ckpt (member a: dropout and momentum on) holds what its job run
-    alone saves there, to the last bit (loops, the window reached, the carried state, NLL sums, the masks' random
-    state, the momentum buffers),
-    so ckpt_path= continues it alone exactly as its job runs uninterrupted."""
+    """SIGTERM after window 2 of epoch 2: the member's last.ckpt (member a: dropout and momentum on) holds what its
+    job run alone saves there, to the last bit (loops, the validation's counts after an epoch's one included, the
+    window reached, the carried state, NLL sums, the masks' random state, the momentum buffers), so ckpt_path=
+    continues it alone exactly as its job runs uninterrupted."""
     stacked, solo = setup.root / "sigterm_stacked", setup.root / "sigterm_alone"
     args = ["rnnreg-train", *setup.cli, "+member=a"]
     proc = run(
@@ -883,14 +883,14 @@ def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, a
         "-m",
         *args[1:],
         "hydra/launcher=stacked",
-        "hydra.launcher.stop_after_windows=2",
+        "hydra.launcher.stop_after_windows=8",  # (6 windows an epoch)
         f"hydra.sweep.dir={stacked}",
         check=False,
     )
     assert proc.returncode == 128 + signal.SIGTERM
     proc = run(
         *args,
-        *signal_at(signal.SIGTERM, 2),
+        *signal_at(signal.SIGTERM, 2, epoch=1),
         f"hydra.run.dir={solo}",
         check=False,
     )
@@ -899,7 +899,7 @@ def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, a
         load_checkpoint(stacked / "0/checkpoints/last.ckpt"),
         load_checkpoint(solo / "checkpoints/last.ckpt"),
     )
-    assert ours["train_window"] == theirs["train_window"] == 2
+    assert ours["train_window"] == theirs["train_window"] == 2 and ours["epoch"] == 1
     for key in ("epoch", "global_step", "loops", "lr_schedulers", "train_bptt"):
         assert ours[key] == theirs[key], key
     assert_same_optimizer_state(ours, theirs)  # member a's momentum buffers mid-epoch
