@@ -177,61 +177,47 @@ def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
 
 
 def test_submitit_local_launcher_stops_on_its_signal_and_the_requeued_job_goes_on_exactly(tiny_cli, tmp_path):
-    """submitit's signal (SIGUSR2: its warning before the time limit, and on pre-emption) after window 7: the run
-    stops after that window with its last.ckpt and metrics.json, then submitit requeues the job (its handler ran
+    """Job 0: submitit's signal (SIGUSR2: its warning before the time limit, and on pre-emption) after window 7: the
+    run stops after that window with its last.ckpt and metrics.json, then submitit requeues the job (its handler ran
     inside the signal handler: no checkpoint, and the requeued job was refused the folder), and the requeued job
-    goes on from that last.ckpt: the uninterrupted run's results and weights."""
+    goes on from that last.ckpt: the uninterrupted run's results and weights.
+    Job 1 (beside it: submitit runs them at once): SIGTERM (SLURM's pre-emption; SLURM may requeue the job itself,
+    with the same id): the run stops with its last.ckpt and metrics.json names the job, as for submitit's own
+    signal, so that the requeued job goes on from there (requeued_checkpoint) rather than being refused its folder."""
     sweep = tmp_path / "submitit"
     overrides = [*tiny_cli, "trainer.max_epochs=1", "seed=1"]
-    run(
+    signals = [o for o in signal_at(signal.SIGUSR2, 7) if ".signum=" not in o]
+    proc = run(
         "rnnreg-train",
         "-m",
         *overrides,
-        *signal_at(signal.SIGUSR2, 7),
+        *signals,
+        f"+callbacks.signal_at.signum={int(signal.SIGUSR2)},{int(signal.SIGTERM)}",
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
         f"hydra.sweep.dir={sweep}",
+        check=False,  # job 1 is not requeued here (no SLURM): submitit reports it as not completed
     )
     job = sweep / "0"
     log = (job / "train.log").read_text()
-    assert "SIGUSR2: every process stops after this step" in log
+    assert "SIGUSR2: every process stops after this step" in log, proc.stderr[-2000:]
     assert f"resuming from {job / 'checkpoints' / 'last.ckpt'}" in log
-    submitit_log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_0_log.*"))
-    assert "Requeued job" in submitit_log
     requeued = json.loads((job / "metrics.json").read_text())
     assert requeued["status"] == "completed" and requeued["epochs"] == 1
-    # the same run uninterrupted, in this process
+    stopped = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGTERM]
+    last = str((sweep / "1" / "checkpoints" / "last.ckpt").resolve())
+    assert requeued_checkpoint(sweep / "1", stopped["submitit_job"]) == last  # its own job, run again
+    assert requeued_checkpoint(sweep / "1", "another job") is None  # a job that is not this one starts afresh
+    logs = {d.name: "".join(p.read_text() for p in d.glob("*_0_log.*")) for d in (sweep / ".submitit").iterdir()}
+    assert stopped["submitit_job"] in logs and "Requeued job" not in logs[stopped["submitit_job"]]
+    assert any("Requeued job" in text for text in logs.values())  # job 0's
+    # job 0 uninterrupted, in this process
     alone = train(compose_config([*overrides], tmp_path / "alone"))
     for key in ("best_val_ppl", "test_ppl", "test_ppl_batched"):
         assert requeued[key] == alone[key], key
     weights = [load_checkpoint(d / "checkpoints/last.ckpt")["state_dict"] for d in (job, tmp_path / "alone")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
-
-
-def test_a_submitit_job_stopped_by_sigterm_names_itself_for_a_requeue(tiny_cli, tmp_path):
-    """SIGTERM in a submitit job (SLURM's pre-emption; SLURM may requeue the job itself, with the same id): the run
-    stops with its last.ckpt and metrics.json names the job, as for submitit's own signal, so that the requeued
-    job goes on from there (rnnreg.preemption.requeued_checkpoint) rather than being refused its folder."""
-    sweep = tmp_path / "submitit"
-    proc = run(
-        "rnnreg-train",
-        "-m",
-        *tiny_cli,
-        "trainer.max_epochs=1",
-        *signal_at(signal.SIGTERM, 7),
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=10",
-        f"hydra.sweep.dir={sweep}",
-        check=False,
-    )
-    stopped = json.loads((sweep / "0" / "metrics.json").read_text())
-    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGTERM], proc.stderr[-2000:]
-    (job_folder,) = [p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]  # named by the job's id
-    assert stopped["submitit_job"] == job_folder.name
-    assert requeued_checkpoint(sweep / "0", job_folder.name) == str(
-        (sweep / "0" / "checkpoints" / "last.ckpt").resolve()
-    )
-    assert requeued_checkpoint(sweep / "0", "another job") is None  # a job that is not this one starts afresh
 
 
 def test_a_diverged_job_fails_alone_the_sweep_goes_on_and_the_report_lists_it(tiny_cli, tmp_path, no_wandb_credentials):
