@@ -134,14 +134,19 @@ def test_a_momentum_checkpoint_resumes_with_another_lstm_implementation(tiny_cfg
         train(tiny_cfg(*common, "trainer.max_epochs=2", "model.tie_weights=true", ckpt, run="tied"))
 
 
+def assert_stopped_by_ctrl_c(code: int, run_dir: Path) -> None:
+    """Exit 130, and metrics.json says the run was interrupted by Ctrl-C."""
+    assert code == 130
+    stopped = json.loads((run_dir / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGINT]
+
+
 def test_a_second_ctrl_c_aborts_at_once_and_says_ctrl_c(tiny_cfg, tmp_path):
     """Lightning ends the second Ctrl-C with exit(1) (before: exit 1 and `"error": "1"` in metrics.json)."""
     twice = signal_at(signal.SIGINT, 2, times=2)
     with pytest.raises(SystemExit) as exit_:
         train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false", *twice))
-    assert exit_.value.code == 130
-    stopped = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGINT]
+    assert_stopped_by_ctrl_c(exit_.value.code, tmp_path / "run")
 
 
 def test_a_second_ctrl_c_inside_the_interrupt_checkpoint_keeps_the_last_one(tiny_cfg, tmp_path, monkeypatch):
@@ -171,9 +176,7 @@ def test_a_second_ctrl_c_inside_the_interrupt_checkpoint_keeps_the_last_one(tiny
     ctrl_c = signal_at(signal.SIGINT, 2, epoch=1)
     with pytest.raises(SystemExit) as exit_:
         train(tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=4", "test=false", *ctrl_c))
-    assert exit_.value.code == 130
-    stopped = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGINT]
+    assert_stopped_by_ctrl_c(exit_.value.code, tmp_path / "run")
     checkpoints = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 0
