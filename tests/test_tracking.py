@@ -195,6 +195,7 @@ def test_submitit_local_launcher_stops_on_its_signal_and_the_requeued_job_goes_o
         f"+callbacks.signal_at.signum={int(signal.SIGUSR2)},{int(signal.SIGTERM)}",
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
+        "+hydra.callbacks.short_result_wait._target_=helpers.ShortSubmititResultWait",  # job 1 writes no result
         f"hydra.sweep.dir={sweep}",
         check=False,  # job 1 is not requeued here (no SLURM): submitit reports it as not completed
     )
