@@ -98,18 +98,18 @@ def ms_per_window(step, windows: list, count: int, warmup: int = 10) -> float:
     return 1000 * (time.perf_counter() - start) / count
 
 
-def timings(size: str, count: int) -> dict:
+def timings(size: str, count: int, warmup: int) -> dict:
     _, bptt, _, _, clip, _ = SIZES[size]
     result = {}
     for name, make in steppers(size).items():
         net, windows = build(size, dropout=True)
-        result["plain_eager" if name == "plain" else name] = ms_per_window(make(net), windows, count)
+        result["plain_eager" if name == "plain" else name] = ms_per_window(make(net), windows, count, warmup)
     for name, flags in {"fast_graph_tf32": "tf32", "fast_graph_bf16": "bf16"}.items():
         net, windows = build(size, dropout=True)
         try:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = flags == "tf32"
             with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=flags == "bf16"):
-                result[name] = ms_per_window(fast_stepper(net, clip, bptt, graph=True), windows, count)
+                result[name] = ms_per_window(fast_stepper(net, clip, bptt, graph=True), windows, count, warmup)
         except Exception as err:  # noqa: BLE001 - a diagnostic: record and go on
             result[name] = f"failed: {type(err).__name__}: {err}"[:300]
         finally:
@@ -120,11 +120,11 @@ def timings(size: str, count: int) -> dict:
     return result
 
 
-def kernels(size: str) -> str:
+def kernels(size: str, warmup: int) -> str:
     _, bptt, _, _, clip, _ = SIZES[size]
     net, windows = build(size, dropout=True)
     step = fast_stepper(net, clip, bptt, graph=False)
-    ms_per_window(step, windows, 5)
+    ms_per_window(step, windows, 5, warmup)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if DEVICE.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sizes", nargs="+", default=["medium", "large"], choices=list(SIZES))
     parser.add_argument("--windows", type=int, default=200, help="windows timed per variant")
+    parser.add_argument("--warmup", type=int, default=10, help="windows run before each timing (graph capture)")
     parser.add_argument(
         "--device",
         default="cuda",
@@ -191,9 +192,9 @@ def main() -> None:
         results["sizes"][size] = {
             "check": same_update(size),
             "check_step_lstm": same_update(size, lstm="step"),
-            "ms_per_window": timings(size, args.windows),
+            "ms_per_window": timings(size, args.windows, args.warmup),
         }
-        tables.append(kernels(size))
+        tables.append(kernels(size, args.warmup))
         (args.out / "profile_step.json").write_text(json.dumps(results, indent=2) + "\n")
         (args.out / "profile_step_kernels.txt").write_text("\n\n".join(tables) + "\n")
     print(tables[0][:4000])

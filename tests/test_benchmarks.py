@@ -94,6 +94,8 @@ def test_profile_step_dry_run(ptb_dir, tmp_path):
         "small",
         "--windows",
         "2",
+        "--warmup",
+        "2",  # a dry run: two windows before each timing (10 by default)
         data_dir=ptb_dir,
     )
     small = json.loads((tmp_path / "profile_step.json").read_text())["sizes"]["small"]
