@@ -41,6 +41,7 @@ class JobFolder:
         self.wandb = None  # the job's WandbLogger under logger=wandb
         self.others: list = []  # its other Lightning loggers (logger=tensorboard: a TensorBoardLogger); csv is ours
         self.vocab_size: int | None = None  # known from the first checkpoint on (csv/hparams.yaml's vocab_size)
+        self.hparams_vocab_size: int | None = None  # the vocab_size csv/hparams.yaml was written with
 
     # -- loggers -----------------------------------------------------------------------------------------
     def open_loggers(self, run_id: str | None = None) -> None:
@@ -113,11 +114,12 @@ class JobFolder:
             return
         params = self.hparams()
         replace_atomically(self.path / "csv" / "hparams.yaml", lambda tmp: save_hparams_to_yaml(tmp, params))
+        self.hparams_vocab_size = self.vocab_size
 
     def write_csv(self, rows: list[dict]) -> None:
         if "csv" not in (self.job.cfg.get("logger") or {}):
             return
-        if self.vocab_size is not None:  # written at the start without it
+        if self.vocab_size != self.hparams_vocab_size:  # written at the start without it; then once (the same file)
             self.write_hparams()
         keys = sorted({key for row in rows for key in row} - {"epoch", "step"})
 
