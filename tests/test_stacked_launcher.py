@@ -1317,16 +1317,19 @@ def test_batched_program_diverged_member_fails_at_its_window(batched, stacked):
     assert not (batched / "4" / "checkpoints" / "last.ckpt").exists()
 
 
-@pytest.mark.parametrize("stop", [8, 6], ids=["mid_epoch", "at_an_epochs_end"])
-def test_batched_program_interrupt_and_resume_is_exact(batched, setup, stop):
-    """SIGTERM mid-way through the second epoch, or in the first epoch's last window (the epoch's own files are
-    the resume point), then the same command with hydra.launcher.resume=true: every member's perplexities,
-    logged losses and weights equal the uninterrupted batched run's to the last bit. Resuming with the other
-    program is refused (test_resume_file_from_another_program_or_device_is_one_line)."""
-    sweep = setup.root / f"batched_interrupted_{stop}"
+def test_batched_program_interrupt_and_resume_is_exact(batched, setup):
+    """SIGTERM in the first epoch's last window (the epoch's own files are the resume point); the same command with
+    hydra.launcher.resume=true, stopped again mid-way through the second epoch (the resume point: the window
+    reached); then once more: every member's perplexities, logged losses and weights equal the uninterrupted
+    batched run's to the last bit. Resuming with the other program is refused
+    (test_resume_file_from_another_program_or_device_is_one_line)."""
+    sweep = setup.root / "batched_interrupted"
     args = batched_args(setup, sweep)
-    proc = run(*args, f"hydra.launcher.stop_after_windows={stop}", check=False)
-    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    for stop, resume in ((6, "false"), (8, "true")):  # (6 windows an epoch)
+        proc = run(*args, f"hydra.launcher.resume={resume}", f"hydra.launcher.stop_after_windows={stop}", check=False)
+        assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+        checkpoint = load_checkpoint(sweep / "0" / "checkpoints" / "last.ckpt")
+        assert (checkpoint["global_step"], checkpoint["train_window"]) == ((6, 0) if stop == 6 else (8, 2))
     proc = run(*args, "hydra.launcher.resume=true", check=False)
     assert proc.returncode != 0 and "training loss became" in proc.stderr
     for i in range(5):

@@ -307,6 +307,43 @@ def resume_fingerprints(stacked_dir: Path) -> list[tuple[int, Path, list]]:
     return found
 
 
+def running_program(program: str, on_cpu: bool) -> str:
+    """The program a group runs (rnnreg.stacked_step.group_step): hydra.launcher.program, auto being the members
+    in turn on a CPU and batched elsewhere."""
+    return "in_turn" if program == "in_turn" or (program == "auto" and on_cpu) else "batched"
+
+
+def resume_refusal(resume_file: Path, written: dict, program: str, device: str) -> str | None:
+    """Why a group's resume file (`written`: its program and device) cannot go on exactly in a run of `program`
+    on `device` (a device type); None when it can."""
+    if written.get("program", program) != program:  # the other program would not go on exactly
+        return (
+            f"{resume_file} was written by the {written['program']} program and this run would go on with {program}, "
+            f"not exactly: resume with hydra.launcher.program={written['program']} (in_turn: on a CPU)"
+        )
+    if written.get("device", device) != device:  # its masks' generators are that device's
+        return (
+            f"{resume_file} was written on {written['device']} and this run is on {device}: resume with "
+            f"trainer.accelerator={'gpu' if written['device'] == 'cuda' else written['device']}"
+        )
+    return None
+
+
+def check_resume_files(sweep_dir: Path, groups: list[tuple[int, list]], program: str, on_cpu: bool) -> None:
+    """A ConfigError, before anything is written, when an interrupted group would go on with another program or
+    on another device than its resume file's (resume_refusal; the group's trainer checks again as it loads it)."""
+    import torch
+
+    device = "cpu" if on_cpu else "cuda"
+    for number, group in groups:
+        path = sweep_dir / ".stacked" / f"group_{number}.pt"
+        if not path.is_file():
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if why := resume_refusal(path, state, running_program(program, on_cpu), device):
+            raise ConfigError(f"{describe(group, number)}: {why}")
+
+
 def recorded_status(job) -> str | None:
     return recorded_metrics(job).get("status")
 
@@ -409,6 +446,16 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     return launch_groups(launcher, sweep_dir, job_overrides, initial_job_idx)
 
 
+def on_a_cpu(jobs: Sequence) -> bool:
+    """Whether the sweep's groups train on a CPU (trainer.accelerator; auto: without CUDA)."""
+    accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
+    if accelerator in ("cpu", "gpu", "cuda"):
+        return accelerator == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def refuse(launcher, sweep_dir: Path, message: str) -> NoReturn:
     """One line and exit 2. A refused resume leaves the sweep's record as it found it: its multirun.yaml (which
     the sweeper had replaced with this command's) keeps the sweep's own command, the one that goes on."""
@@ -427,6 +474,8 @@ def launch_groups(
         jobs = [prepare_job(launcher, initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
         resumed = sweep_dir if launcher.resume else None
         groups = planned_groups(jobs, launcher.max_members, launcher.launched_groups, resumed)
+        if resumed is not None:
+            check_resume_files(sweep_dir, groups, launcher.program, on_a_cpu(jobs))
     except UserError as err:
         refuse(launcher, sweep_dir, str(err))
     for job in jobs:  # every job composed, checked and grouped: now their folders
@@ -439,13 +488,11 @@ def launch_groups(
         for job in group:
             print(f"    #{job.idx} : {' '.join(filter_overrides(job.overrides))}", flush=True)
     returns: dict[int, JobReturn] = {}
-    accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
-    # torch and Lightning only here, for training: grouping and its refusals above are plain Hydra and OmegaConf
-    import torch
-
+    # Lightning only here, for training: grouping and its refusals above are plain Hydra and OmegaConf (and torch
+    # for a resume's files)
     from rnnreg.stacked_train import train_group
 
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    on_cpu = on_a_cpu(jobs)
     if on_cpu and launcher.program == "batched":
         print(
             "note: hydra.launcher.program=batched runs the GPU's stacked program on a CPU, to check it without a GPU: "

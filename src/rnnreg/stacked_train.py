@@ -37,7 +37,7 @@ from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
-from rnnreg.stacked_launcher import Job, setting_differences
+from rnnreg.stacked_launcher import Job, resume_refusal, setting_differences
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_step import group_step
@@ -467,17 +467,8 @@ class GroupTrainer:
                 f"{self.resume_file} was written by another sweep (other {what} in group {self.group}): "
                 f"resume with the same command and hydra.sweep.dir, or start a new sweep"
             )
-        if state.get("program", self.step.name) != self.step.name:  # the other program would not go on exactly
-            raise ConfigError(
-                f"{self.resume_file} was written by the {state['program']} program and this run would go on with "
-                f"{self.step.name}, not exactly: resume with hydra.launcher.program={state['program']} "
-                "(in_turn: on a CPU)"
-            )
-        if state.get("device", self.device.type) != self.device.type:  # its masks' generators are that device's
-            raise ConfigError(
-                f"{self.resume_file} was written on {state['device']} and this run is on {self.device.type}: resume "
-                f"with trainer.accelerator={'gpu' if state['device'] == 'cuda' else state['device']}"
-            )
+        if why := resume_refusal(self.resume_file, state, self.step.name, self.device.type):
+            raise ConfigError(why)
         with torch.no_grad():
             for name, p in zip(self.names, self.params):
                 p.copy_(state["params"][name])
@@ -774,5 +765,5 @@ def train_group(
     if not resume:
         for job in jobs:  # a fresh run: nothing of an earlier sweep in these folders
             (job.output_dir / "train.log").unlink(missing_ok=True)
-    trainer = GroupTrainer(jobs, group, resume_file, stop_after_windows if not resume else None, program)
+    trainer = GroupTrainer(jobs, group, resume_file, stop_after_windows, program)
     return trainer.run(resume)
