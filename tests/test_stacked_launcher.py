@@ -733,6 +733,8 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
     mine, theirs = metrics(stacked / str(index)), metrics(alone / str(index))
     assert mine["status"] == theirs["status"] == "completed"
     assert mine["stacked"] == {"group": 0, "members": 5, "member": index}
+    assert mine.keys() - {"stacked"} == theirs.keys()  # a run's metrics.json, and the member's group
+    assert mine["words_per_second_median_step"] > 0
     assert mine["epochs"] == theirs["epochs"]
     for key in ("val_ppl", "val_epoch", "best_val_ppl", "test_ppl", "test_ppl_batched"):
         assert mine[key] == theirs[key], key

@@ -18,6 +18,12 @@ from rnnreg.errors import TrainingDiverged
 from rnnreg.signals import MAX_NLL
 
 
+def median_step_words_per_second(words_per_step: int, step_seconds: list[float]) -> float:
+    """Robust to bursts of machine noise: words per step over the median step time (0 without steps)."""
+    steps = sorted(step_seconds)
+    return words_per_step / steps[len(steps) // 2] if steps else 0.0
+
+
 class SpeedMonitor(L.Callback):
     """Training words/s and seconds per epoch, timed over the training windows only (no validation).
 
@@ -60,9 +66,7 @@ class SpeedMonitor(L.Callback):
 
     @property
     def median_words_per_second(self) -> float:
-        """Robust to bursts of machine noise: words per step over the median step time."""
-        steps = sorted(self.step_seconds)
-        return self.words_per_step / steps[len(steps) // 2] if steps else 0.0
+        return median_step_words_per_second(self.words_per_step, self.step_seconds)
 
     def on_train_start(self, trainer, pl_module) -> None:  # a mid-epoch resume has no epoch start
         self.epoch_start = self.last_batch_end = time.perf_counter()

@@ -27,6 +27,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import OmegaConf
 
+from rnnreg.callbacks import median_step_words_per_second
 from rnnreg.checkpoints import STOPPED_BY, tests_best
 from rnnreg.console import counted, device_name
 from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
@@ -146,6 +147,8 @@ class GroupTrainer:
         self.tokens = 0
         self.train_seconds = self.fit_seconds = 0.0
         self.last_epoch_words_per_second = 0.0
+        self.window_seconds: list[float] = []  # this epoch's, window end to window end (as SpeedMonitor's steps)
+        self.words_per_window = 0
         self.stop_signal: int | None = None
         self.stage = "training"  # what a signal stops: training (after its window), validation, the final test
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
@@ -217,15 +220,20 @@ class GroupTrainer:
                 for k, m in enumerate(self.members):
                     if m.status == "running":  # LearningRateMonitor's row at the epoch's start
                         self.record(k, {"epoch": "", "step": self.global_step, "train/lr": lrs[k]})
-            start = time.perf_counter()
+            start = last_window_end = time.perf_counter()
             first_window, first_tokens = self.window, self.tokens  # mid-epoch after a resume
+            self.window_seconds = []
             self.model.train()
             while self.window < n_train:
                 x, y = train[self.window]
                 self.step(x, y, lrs)
+                self.words_per_window = y.numel()
                 self.tokens += y.numel()
                 self.window += 1
                 self.global_step += 1
+                now = time.perf_counter()  # host clocks only: on CUDA the step is queued, not waited for
+                self.window_seconds.append(now - last_window_end)
+                last_window_end = now
                 progress.window_done(epoch, self.window)
                 if self.global_step % check_every == 0:
                     self.check_failures()
@@ -687,6 +695,9 @@ class GroupTrainer:
                     "train_seconds": round(m.fit_seconds, 2),
                     # the member's words per second of the group's time while it trained (the group's words/s over K)
                     "words_per_second": round(m.words / m.train_seconds, 1) if m.train_seconds else 0.0,
+                    "words_per_second_median_step": round(
+                        median_step_words_per_second(self.words_per_window, self.window_seconds), 1
+                    ),  # the last epoch's
                     "words_per_second_last_epoch": round(self.last_epoch_words_per_second, 1),
                     "params": per_member,
                     "experiment": job.cfg.experiment_name,
