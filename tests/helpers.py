@@ -18,7 +18,6 @@ import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
 from rnnreg import CONF_DIR
@@ -248,17 +247,6 @@ class FillDiskFromEpoch(L.Callback):
                         f.write(b"\0" * (1 << 16))
                 except OSError:  # ENOSPC: full
                     pass
-
-
-class ShortSubmititResultWait(Callback):
-    """hydra.callbacks in a multirun's own process (+hydra.callbacks.x._target_=helpers.ShortSubmititResultWait):
-    submitit waits 15 s for the result of a job that ended without one (a run a signal stopped, and no SLURM here
-    to requeue it); 1 s in tests. A requeued local job is running (its controller lives) and is waited for."""
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        from submitit.core.core import Job
-
-        Job._results_timeout_s = 1
 
 
 # -- offline W&B runs, read back ------------------------------------------------------------------

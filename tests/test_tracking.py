@@ -195,9 +195,15 @@ def test_submitit_local_launcher_stops_on_its_signal_and_the_requeued_job_goes_o
         f"+callbacks.signal_at.signum={int(signal.SIGUSR2)},{int(signal.SIGTERM)}",
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
-        "+hydra.callbacks.short_result_wait._target_=helpers.ShortSubmititResultWait",  # job 1 writes no result
         f"hydra.sweep.dir={sweep}",
-        check=False,  # job 1 is not requeued here (no SLURM): submitit reports it as not completed
+        check=False,
+    )
+    # job 1 is not requeued here (no SLURM): its stopped run is its result, and the sweep's end names it (before:
+    # submitit waited 15 s for a result and the multirun ended in its UncompletedJobError traceback)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: 1 job(s) of the multirun in {sweep} were stopped by a signal: 1 (+callbacks.signal_at.signum="
+        f"{int(signal.SIGTERM)}) (rnnreg-report path={sweep} gives the commands that go on)"
     )
     job = sweep / "0"
     log = (job / "train.log").read_text()

@@ -144,6 +144,14 @@ class Preemption(L.Callback):
         if self.submitit is not None and self.signum == self.submitit[0]:
             self.submitit[1](self.submitit[0], None)
 
+    def ends_submitit_job(self) -> bool:
+        """Whether a stop signal other than submitit's own (a SIGTERM: SLURM's pre-emption, scancel; or SLURM's
+        SIGUSR1) stopped the run in a submitit job: the run's end is then the job's result, which submitit records,
+        so the multirun collects it and goes on to its end. (Exiting, the job would leave no result: submitit waits
+        15 s for one and the multirun ends in its UncompletedJobError traceback. A job that SLURM requeues runs
+        again in its folder and goes on from its last.ckpt: requeued_checkpoint.)"""
+        return self.submitit is not None and self.signum is not None and self.signum != self.submitit[0]
+
     def watch(self, trainer: L.Trainer) -> None:
         """Handle `trainer`'s stop signals (SIGTERM, SLURM's SIGUSR1, submitit's): its handler only notes them, and
         this callback agrees on them. Lightning's SLURM requeue and its resume from hpc_ckpt_*.ckpt are off."""

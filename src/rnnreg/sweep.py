@@ -89,10 +89,11 @@ def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
     ]
 
 
-def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str]]]:
-    """(job folder, overrides) of each job under `sweep_dir` run at or after `since` (its config, metrics.json or
-    error.txt written since: a resumed stacked sweep keeps its jobs' configs) that failed: it left error.txt (a
-    UserError, rnnreg.runtime) or a metrics.json saying failed or interrupted."""
+def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str], bool]]:
+    """(job folder, overrides, stopped) of each job under `sweep_dir` run at or after `since` (its config,
+    metrics.json or error.txt written since: a resumed stacked sweep keeps its jobs' configs) that did not complete:
+    it left error.txt (a UserError, rnnreg.runtime) or a metrics.json saying failed or interrupted (stopped: by a
+    signal, and it goes on from its last.ckpt)."""
     failed = []
     for config in sweep_dir.rglob(".hydra/config.yaml"):
         job = config.parent.parent
@@ -103,7 +104,8 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
         status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
         if (job / ERROR_FILE).exists() or status in ("failed", "interrupted"):
             overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
-            failed.append((str(job.relative_to(sweep_dir)), overrides))
+            stopped = status == "interrupted" and not (job / ERROR_FILE).exists()
+            failed.append((str(job.relative_to(sweep_dir)), overrides, stopped))
     return sorted(failed, key=lambda f: job_order(f[0]))
 
 
@@ -310,10 +312,16 @@ class SweepCallback(Callback):
         if self.lock is not None:  # a multirun that raised keeps it until the process ends (the kernel frees it)
             self.lock.release()
         sweep_dir = Path(config.hydra.sweep.dir)
-        failed = failed_jobs(sweep_dir, self.started)
-        if not failed:
+        ended = failed_jobs(sweep_dir, self.started)
+        if not ended:
             return
         swept = swept_keys(config.hydra) or None
-        jobs = ", ".join(f"{job} ({job_label(overrides, swept)})" for job, overrides in failed)
-        print(f"error: {len(failed)} job(s) of the multirun in {sweep_dir} failed: {jobs}", file=sys.stderr)
+        for stopped, words in ((False, "failed"), (True, "were stopped by a signal")):
+            listed = [f"{job} ({job_label(overrides, swept)})" for job, overrides, was in ended if was == stopped]
+            if listed:
+                go_on = f" (rnnreg-report path={sweep_dir} gives the commands that go on)" if stopped else ""
+                print(
+                    f"error: {len(listed)} job(s) of the multirun in {sweep_dir} {words}: {', '.join(listed)}{go_on}",
+                    file=sys.stderr,
+                )
         sys.exit(1)

@@ -4,6 +4,7 @@ parsed the command line.)"""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -211,10 +212,20 @@ def train(cfg: DictConfig) -> dict:
                 return run_training(cfg, preemption)
             except SystemExit:
                 preemption.hand_to_submitit()  # stopped by submitit's signal: it requeues the job now (or gives up)
+                if preemption.ends_submitit_job():  # its metrics.json (interrupted) is the job's result
+                    return recorded_metrics(cfg.paths.output_dir)
                 raise
     finally:
         if lock is not None:
             lock.release()
+
+
+def recorded_metrics(run_dir: str) -> dict:
+    """The run's metrics.json ({"status": "interrupted"} where this process wrote none: a DDP rank other than 0)."""
+    try:
+        return json.loads(Path(run_dir, "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {"status": "interrupted"}
 
 
 def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
