@@ -23,7 +23,6 @@ job); the requeued job (the same submitit job id, in the folder its stopped run 
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
@@ -34,6 +33,8 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from rnnreg.run_lock import recorded_metrics
 
 
 class NoHpcResume(_CheckpointConnector):
@@ -70,11 +71,8 @@ def requeued_checkpoint(folder: str | Path, job_id: str | None) -> str | None:
     last = Path(folder, "checkpoints", "last.ckpt")
     if job_id is None or not last.is_file():
         return None
-    try:
-        stopped = json.loads(Path(folder, "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    same = isinstance(stopped, dict) and stopped.get("status") == "interrupted"
+    stopped = recorded_metrics(folder)
+    same = stopped.get("status") == "interrupted"
     return str(last.resolve()) if same and stopped.get("submitit_job") == job_id else None
 
 

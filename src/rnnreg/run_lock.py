@@ -103,11 +103,17 @@ def check_not_in_checkpoints(folder: str | Path, key: str, program: str = "rnnre
     )
 
 
-def completed(folder: Path) -> bool:
+def recorded_metrics(folder: str | Path) -> dict:
+    """A run folder's metrics.json ({} without a readable one)."""
     try:
-        return json.loads((folder / "metrics.json").read_text()).get("status") == "completed"
-    except (OSError, ValueError, AttributeError):
-        return False
+        metrics = json.loads(Path(folder, "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def completed(folder: Path) -> bool:
+    return recorded_metrics(folder).get("status") == "completed"
 
 
 class RunLock:

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError, DataError, UserError
+from rnnreg.run_lock import recorded_metrics
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
 
 PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
@@ -248,7 +249,7 @@ def resumed_groups(jobs: Sequence, max_members: int, first: int, sweep_dir: Path
     done: dict[int, list] = {}
     unnumbered = []
     for job in finished:  # in the group it ran in, under that group's number
-        number = (recorded_metrics(job).get("stacked") or {}).get("group")
+        number = (job_metrics(job).get("stacked") or {}).get("group")
         if isinstance(number, int) and number not in groups:
             done.setdefault(number, []).append(job)
         else:
@@ -345,15 +346,12 @@ def check_resume_files(sweep_dir: Path, groups: list[tuple[int, list]], program:
 
 
 def recorded_status(job) -> str | None:
-    return recorded_metrics(job).get("status")
+    return job_metrics(job).get("status")
 
 
-def recorded_metrics(job) -> dict:
+def job_metrics(job) -> dict:
     """The job's metrics.json from an earlier run of its sweep ({} without one)."""
-    try:
-        return json.loads((job.output_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return recorded_metrics(job.output_dir)
 
 
 def check_never_trained(job) -> None:

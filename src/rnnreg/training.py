@@ -4,7 +4,6 @@ parsed the command line.)"""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
@@ -31,7 +30,13 @@ from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.resume import check_resume_settings
-from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
+from rnnreg.run_lock import (
+    RunLock,
+    check_no_earlier_results,
+    check_not_in_checkpoints,
+    launched_as_rank_zero,
+    recorded_metrics,
+)
 from rnnreg.runtime import (
     instantiate,
     instantiate_callbacks,
@@ -212,20 +217,12 @@ def train(cfg: DictConfig) -> dict:
                 return run_training(cfg, preemption)
             except SystemExit:
                 preemption.hand_to_submitit()  # stopped by submitit's signal: it requeues the job now (or gives up)
-                if preemption.ends_submitit_job():  # its metrics.json (interrupted) is the job's result
-                    return recorded_metrics(cfg.paths.output_dir)
+                if preemption.ends_submitit_job():  # its metrics.json (interrupted; rank 0's) is the job's result
+                    return recorded_metrics(cfg.paths.output_dir) or {"status": "interrupted"}
                 raise
     finally:
         if lock is not None:
             lock.release()
-
-
-def recorded_metrics(run_dir: str) -> dict:
-    """The run's metrics.json ({"status": "interrupted"} where this process wrote none: a DDP rank other than 0)."""
-    try:
-        return json.loads(Path(run_dir, "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {"status": "interrupted"}
 
 
 def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
