@@ -20,6 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+import warm_start
 from rnnreg import CONF_DIR
 
 BIN = Path(sys.executable).parent
@@ -43,9 +44,9 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, re
 
 
 def run(script: str, *overrides: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """A console script as a user runs it: a real process."""
+    """A console script as a user runs it: a real process (a fork of the warm-start server: warm_start.py)."""
     env = os.environ | {"HYDRA_FULL_ERROR": "0"} | (env or {})
-    proc = subprocess.run([str(BIN / script), *overrides], capture_output=True, text=True, env=env, timeout=900)
+    proc = warm_start.run([str(BIN / script), *overrides], text=True, env=env, timeout=900)
     if check and proc.returncode:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

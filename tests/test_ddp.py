@@ -16,6 +16,7 @@ import lightning as L
 import pytest
 import torch
 
+import warm_start
 from helpers import BIN, TINY, assert_diverges_in_epoch_2, free_port, run, srun_env, write_corpus
 from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.preemption import Preemption
@@ -188,7 +189,7 @@ def stop_with_signal(
     # each in its own session: on a hang the whole group (Lightning's rank 1 is rank 0's child) is killed; the
     # pipes close when every process has exited
     procs = [
-        subprocess.Popen(
+        warm_start.popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
         )
         for env in envs

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import warm_start
 from helpers import BIN, TINY, compose_config, run, strict_json, write_corpus
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
@@ -342,7 +343,7 @@ def test_a_live_evaluation_holds_its_folder_and_a_signal_stops_it_writing_nothin
     folder = tmp_path / "eval"
     args = ["data=text", f"data.data_dir={long}", "data.batch_size=4", "data.eval_bptt=2", "seed=3"]
     args += [f"ckpt_path={a}", f"hydra.run.dir={folder}", "trainer.enable_progress_bar=false"]
-    proc = subprocess.Popen(
+    proc = warm_start.popen(
         [str(BIN / "rnnreg-eval"), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

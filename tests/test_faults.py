@@ -14,6 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+import warm_start
 from helpers import BIN, TINY, assert_diverges_in_epoch_2, compose_config, run, signal_at, srun_env, write_corpus
 from rnnreg import CONF_DIR
 from rnnreg.checkpoints import STOPPED_BY
@@ -95,7 +96,7 @@ def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):
     corpus = write_corpus(tmp_path / "corpus", lines=(1500, 60, 60))  # an epoch of ~640 windows: seconds
     args = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}"]
     first = tmp_path / "first"
-    proc = subprocess.Popen(
+    proc = warm_start.popen(
         [str(BIN / "rnnreg-train"), *args, "trainer.max_epochs=30", f"hydra.run.dir={first}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+import warm_start
 from helpers import (
     BIN,
     TINY,
@@ -1076,7 +1077,7 @@ def test_killed_group_resumes_from_its_last_epoch_exactly(setup, tmp_path):
     run("rnnreg-train", "-m", *args, f"hydra.sweep.dir={reference}")
     sweep = tmp_path / "killed"
     command = [str(BIN / "rnnreg-train"), "-m", *args, f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = warm_start.popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     resume_file, log = sweep / ".stacked" / "group_0.pt", sweep / "1" / "train.log"
     deadline = time.monotonic() + 300
     while not (resume_file.is_file() and log.is_file() and "epoch 1:" in log.read_text()):
@@ -1183,7 +1184,7 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
         "trainer.max_epochs=3",  # stopped in the second: one more after it
         f"hydra.sweep.dir={sweep}",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = warm_start.popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = sweep / "0" / "train.log"
     deadline = time.monotonic() + 300
     while not (log.is_file() and "epoch 1:" in log.read_text()):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import warm_start
 from helpers import BIN, TINY, compose_config, write_corpus
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
@@ -43,7 +44,7 @@ class RunsCode:
 
 def popen(script: str, *args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     env = os.environ | {"HYDRA_FULL_ERROR": "0"} | (env or {})
-    return subprocess.Popen(
+    return warm_start.popen(
         [str(BIN / script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs
     )
 

@@ -1,0 +1,91 @@
+"""The tests' warm start (warm_start.py) is faithful: a console script forked from the warm server ends as the same
+script started cold does (its files, exit status, stdout and stderr), so a test passes or fails alike either way."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+import warm_start
+from helpers import BIN, TINY
+from rnnreg.checkpoints import STOPPED_BY
+
+TIMINGS = ("train_seconds", "words_per_second", "words_per_second_median_step", "words_per_second_last_epoch")
+
+
+def both(script: str, *args: str, **kwargs) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """`script args` cold (`subprocess.run`) and warm, each given its own folder where `{folder}` stands."""
+    procs = []
+    for mode, start in (("cold", subprocess.run), ("warm", warm_start.run)):
+        argv = [str(BIN / script), *(a.replace("{folder}", mode) for a in args)]
+        extra = {"capture_output": True} if mode == "cold" else {}
+        procs.append(start(argv, text=True, timeout=300, env=os.environ | {"HYDRA_FULL_ERROR": "0"}, **kwargs, **extra))
+    assert warm_start.warm_possible([str(BIN / script)], None)  # the warm one was a fork, not a second cold one
+    return procs[0], procs[1]
+
+
+def test_a_warm_run_ends_as_a_cold_one(tiny_corpus, tmp_path):
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=2"]
+    cold, warm = both("rnnreg-train", *args, f"hydra.run.dir={tmp_path}/{{folder}}")
+    assert cold.returncode == warm.returncode == 0, cold.stderr[-2000:] + warm.stderr[-2000:]
+    metrics = [json.loads((tmp_path / mode / "metrics.json").read_text()) for mode in ("cold", "warm")]
+    for m in metrics:
+        for key in TIMINGS:
+            m.pop(key)
+    assert metrics[0] == metrics[1] and metrics[0]["status"] == "completed"
+    files = [sorted(p.relative_to(tmp_path / mode) for p in (tmp_path / mode).rglob("*")) for mode in ("cold", "warm")]
+    assert files[0] == files[1]
+
+    def lines(text: str, mode: str) -> list[str]:  # without what differs between any two runs: folders, times
+        return [re.sub(r"[\d.]+", "#", line.replace(str(tmp_path / mode), "")) for line in text.splitlines()]
+
+    assert lines(cold.stdout, "cold") == lines(warm.stdout, "warm")
+    assert lines(cold.stderr, "cold") == lines(warm.stderr, "warm")
+
+
+def test_a_warm_refusal_and_a_warm_traceback_end_as_cold_ones(tiny_corpus, tmp_path):
+    cold, warm = both("rnnreg-train", "experiment=smoke", "data.bptt=0", f"hydra.run.dir={tmp_path}/{{folder}}")
+    assert cold.returncode == warm.returncode == 2 and cold.stderr == warm.stderr and cold.stdout == warm.stdout
+    # an exception nothing catches (a bug): its traceback and exit 1, as the interpreter ends on it
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    args += ["+callbacks.bug._target_=helpers.RaiseAtFirstWindow", f"hydra.run.dir={tmp_path}/bug_{{folder}}"]
+    cold, warm = both("rnnreg-train", *args)
+    assert cold.returncode == warm.returncode == 1
+    assert "Traceback" in warm.stderr and cold.stderr.splitlines()[-1] == warm.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_warm_process_takes_signals_as_a_cold_one(tiny_corpus, tmp_path, signum):
+    """Signalled in its first epoch's training: the same exit status and metrics.json."""
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=50"]
+    statuses = []
+    for mode, start in (("cold", subprocess.Popen), ("warm", warm_start.popen)):
+        folder = tmp_path / mode
+        proc = start([str(BIN / "rnnreg-train"), *args, f"hydra.run.dir={folder}"], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not (folder / "checkpoints" / "last.ckpt").exists():  # its first epoch ended: training
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        proc.communicate(timeout=120)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        resume = metrics["resume"].replace(str(folder), "")
+        statuses.append((proc.returncode, metrics["status"], metrics["error"], resume))
+    assert statuses[0] == statuses[1] and statuses[0][:3] == (128 + signum, "interrupted", STOPPED_BY[signum])
+
+
+def test_what_a_fork_cannot_give_starts_cold():
+    script = str(BIN / "rnnreg-train")
+    assert warm_start.warm_possible([script], None)
+    assert not warm_start.warm_possible([script], os.environ | {"OMP_NUM_THREADS": "7"})  # read once, at start-up
+    assert not warm_start.warm_possible([script], None, preexec_fn=lambda: None)
+    assert not warm_start.warm_possible(["/bin/true"], None)
+    proc = warm_start.popen(["/bin/sh", "-c", "exit 3"])
+    assert isinstance(proc, subprocess.Popen) and proc.wait() == 3

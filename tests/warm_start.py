@@ -1,0 +1,341 @@
+"""Console scripts started as forks of a process that has imported torch and Lightning already.
+
+Each `rnnreg-train` a test starts spends 5-7 s of CPU importing torch, Lightning (with torch._dynamo and sympy)
+and torchmetrics (with scipy and matplotlib) before its first window, and the suite starts about 80 of them on
+two cores. So each pytest worker keeps one server process that imports those third-party packages once, and
+forks a child per console script: a real process (its own pid, signals, exit status, stdin, stdout, stderr,
+environment and working directory) that runs the script as `BIN/script args` runs it, our own modules imported
+fresh. The server imports none of rnnreg, touches no tensor (no thread pool exists to fork) and has no CUDA.
+
+What a fork cannot give, a cold process is started for (`subprocess.Popen`, as before): a `preexec_fn`, an
+environment that changes what Python or a native library reads once at start-up (PYTHON*, OMP_*, LD_*, ...),
+or TESTS_COLD_START=1 (the whole suite cold: `TESTS_COLD_START=1 make test`). What a process imports is tested
+in cold processes (test_first_hour.py starts `python -c`, never through here).
+
+    python tests/warm_start.py <socket fd>     the server (started by `server()`, one per pytest worker)
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import io
+import json
+import os
+import select
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+# Read once at start-up by Python, a native library or an import the server made (matplotlib's MPL*): a child
+# asking for other values than the server's is started cold
+STARTUP_KEYS = ("PYTHON", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOMP_", "LD_", "MALLOC", "TORCH", "TRITON", "CUDA")
+STARTUP_KEYS += ("MPL",)
+STATUS = struct.Struct("i")
+WARM_ARGUMENTS = ("stdin", "stdout", "stderr", "text", "cwd", "start_new_session")
+
+
+def _startup_env(env: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key.startswith(STARTUP_KEYS)}
+
+
+# --- the server ------------------------------------------------------------------------------------------------
+
+
+def serve(sock: socket.socket) -> str:
+    """Forks a child per request until the client goes; returns (in a child only) the script it is to run."""
+    statuses: dict[int, int] = {}  # child pid -> the write end of its status pipe
+    while True:
+        ready, _, _ = select.select([sock], [], [], 0.02)
+        if ready:
+            try:
+                message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
+            except ConnectionError:
+                message = b""
+            if not message:
+                os._exit(0)  # the pytest worker is gone; running children go on, as subprocesses would
+            request = json.loads(message)
+            stdin, stdout, stderr, status = fds
+            sys.stdout.flush(), sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                os.close(status)
+                for fd in statuses.values():
+                    os.close(fd)
+                return _become_child(request, stdin, stdout, stderr)
+            for fd in (stdin, stdout, stderr):
+                os.close(fd)
+            statuses[pid] = status
+            sock.send(json.dumps({"pid": pid}).encode())
+        while statuses:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            fd = statuses.pop(pid)
+            os.write(fd, STATUS.pack(status))
+            os.close(fd)
+
+
+def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> str:
+    """This fork as a fresh `script args` process would start: its streams, session, environment, folder,
+    signal handlers, argv and sys.path[0]."""
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+    for fd in {stdin, stdout, stderr} - {0, 1, 2}:
+        os.close(fd)
+    if request["new_session"]:
+        os.setsid()
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"].tempdir = None  # found again from this environment's TMPDIR
+    if "numpy.random" in sys.modules:
+        sys.modules["numpy.random"].seed()  # a fresh process draws its own seed; forks would share one
+    script = request["argv"][0]
+    sys.argv = list(request["argv"])
+    sys.path[0] = os.path.dirname(script)
+    return script
+
+
+def _serve_main() -> None:
+    import runpy
+
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    # what each console script imports before it trains (none of rnnreg: a child imports ours fresh)
+    import hydra  # noqa: F401
+    import lightning  # noqa: F401
+    import lightning.pytorch  # noqa: F401
+    import omegaconf  # noqa: F401
+    import torch  # noqa: F401
+    import torchmetrics  # noqa: F401
+
+    gc.freeze()  # the imports' objects: no collection in a child walks them (nor copies their pages)
+    sock.send(b"ready")
+    script = serve(sock)
+    # a child from here on
+    try:
+        runpy.run_path(script, run_name="__main__")
+        status = 0
+    except SystemExit as stop:  # as the interpreter reads it: None is 0, a message goes to stderr with 1
+        status = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+        if not isinstance(stop.code, int | None):
+            print(stop.code, file=sys.stderr)
+    except BaseException as error:  # as the interpreter ends on it: its traceback; Ctrl-C's by SIGINT itself
+        sys.excepthook(type(error), error, error.__traceback__)
+        status = -signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
+    _exit(status)
+
+
+def _exit(status: int) -> None:
+    """Ends as Python ends a process (its threads joined, then atexit, then stdout and stderr flushed), without
+    the interpreter's teardown of every module: in a fork of the server that is a second or more of copying
+    the server's pages, and frees nothing the kernel does not free anyway."""
+    threading._shutdown()  # Python's own first step: the threads' atexit hooks (loky's, futures'), then joins
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if status == -signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(status & 0xFF)
+
+
+# --- the client (in the pytest worker) -----------------------------------------------------------------------
+
+
+class _Server:
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.env = _startup_env(dict(os.environ))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.sock, self.lock = ours, threading.Lock()
+        ready, _, _ = select.select([ours], [], [], 300)
+        if not ready or ours.recv(16) != b"ready":
+            raise RuntimeError("the warm-start server did not start (TESTS_COLD_START=1 runs without it)")
+
+    def start(self, request: dict, fds: list[int]) -> int:
+        with self.lock:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+            return json.loads(self.sock.recv(1 << 16))["pid"]
+
+
+_server: _Server | None = None
+
+
+def _the_server() -> _Server:
+    global _server
+    if _server is None or _server.proc.poll() is not None:
+        _server = _Server()
+    return _server
+
+
+def warm_possible(argv: list[str], env: dict[str, str] | None, **kwargs) -> bool:
+    """Whether `argv` can start as a fork of the server: a console script of this venv, nothing asked of the
+    start that a fork cannot give."""
+    if os.environ.get("TESTS_COLD_START") == "1" or set(kwargs) - set(WARM_ARGUMENTS):
+        return False
+    script = str(argv[0])
+    if os.path.dirname(script) != os.path.dirname(sys.executable) or not os.path.isfile(script):
+        return False
+    with open(script, "rb") as f:
+        first = f.readline(200)
+    if not (first.startswith(b"#!") and b"python" in first):
+        return False
+    return _startup_env(dict(os.environ if env is None else env)) == _the_server().env
+
+
+class WarmPopen:
+    """A forked console script with `subprocess.Popen`'s interface (the part tests use): pid, stdout/stderr
+    pipes, poll, wait, communicate, send_signal, terminate, kill, returncode."""
+
+    def __init__(self, args, *, stdin=None, stdout=None, stderr=None, text=False, env=None, cwd=None,
+                 start_new_session=False):  # fmt: skip
+        self.args, self.returncode, self.text = list(map(str, args)), None, text
+        self.stdin = self.stdout = self.stderr = None
+        self._pipes: dict[str, int] = {}  # our ends of the PIPEs: name -> fd
+        close_after: list[int] = []
+
+        def child_end(spec, name: str, default: int) -> int:
+            if spec is None:
+                return default
+            if spec == subprocess.DEVNULL:
+                fd = os.open(os.devnull, os.O_RDWR)
+            elif spec == subprocess.PIPE:
+                read, write = os.pipe()
+                fd, ours = (read, write) if name == "stdin" else (write, read)
+                self._pipes[name] = ours
+            elif spec == subprocess.STDOUT:
+                return -1
+            else:
+                return spec if isinstance(spec, int) else spec.fileno()
+            close_after.append(fd)
+            return fd
+
+        fds = [child_end(stdin, "stdin", 0), child_end(stdout, "stdout", 1), child_end(stderr, "stderr", 2)]
+        if fds[2] == -1:
+            fds[2] = fds[1]
+        self._status, status_write = os.pipe()
+        env = dict(os.environ if env is None else env)
+        request = {"argv": self.args, "env": env, "cwd": str(cwd or os.getcwd()), "new_session": start_new_session}
+        try:
+            self.pid = _the_server().start(request, [*fds, status_write])
+        finally:
+            for fd in [*close_after, status_write]:
+                os.close(fd)
+        for name, fd in self._pipes.items():
+            mode = "w" if name == "stdin" else "r"
+            setattr(self, name, open(fd, mode) if text else open(fd, mode + "b"))
+
+    def _reap(self, timeout: float | None) -> int | None:
+        if self.returncode is None:
+            ready, _, _ = select.select([self._status], [], [], timeout)
+            if ready:
+                (status,) = STATUS.unpack(os.read(self._status, STATUS.size))
+                os.close(self._status)
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._reap(0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self._reap(timeout) is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def communicate(self, input=None, timeout: float | None = None):
+        """Reads stdout and stderr to their ends (from the pipes' fds, as `subprocess` does), then waits."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.stdin:
+            if input:
+                self.stdin.write(input)
+            self.stdin.close()
+        chunks: dict[str, list[bytes]] = {}
+        with selectors.DefaultSelector() as sel:
+            for name in ("stdout", "stderr"):
+                stream = getattr(self, name)
+                if stream is not None and not stream.closed:
+                    sel.register(stream.fileno(), selectors.EVENT_READ, name)
+                    chunks[name] = []
+            while sel.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout)
+                for key, _ in sel.select(left):
+                    data = os.read(key.fd, 1 << 16)
+                    if data:
+                        chunks[key.data].append(data)
+                    else:
+                        sel.unregister(key.fd)
+        for name in chunks:
+            getattr(self, name).close()
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        out = {name: b"".join(parts) for name, parts in chunks.items()}
+        if self.text:
+            out = {name: io.TextIOWrapper(io.BytesIO(data)).read() for name, data in out.items()}
+        return out.get("stdout"), out.get("stderr")
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+        self.wait()
+
+
+def popen(args, *, env: dict | None = None, **kwargs):
+    """`subprocess.Popen(args, env=env, **kwargs)`, as a fork of the warm server where it can be one."""
+    if warm_possible(list(args), env, **kwargs):
+        return WarmPopen(args, env=env, **kwargs)
+    return subprocess.Popen(args, env=env, **kwargs)
+
+
+def run(args, *, env: dict | None = None, timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(args, capture_output=True, env=env, timeout=timeout, **kwargs)` through `popen`."""
+    proc = popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+if __name__ == "__main__":
+    _serve_main()
