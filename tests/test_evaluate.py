@@ -326,6 +326,16 @@ def test_generate_prints_clean_lines(checkpoints):
     assert text == text.lstrip() and not any(line != line.strip() for line in text.splitlines())
 
 
+def long_validation(corpus: Path, tmp_path: Path) -> Path:
+    """`corpus` (the same vocabulary) with a validation split of many short windows: an evaluation of seconds."""
+    long = tmp_path / "corpus"
+    long.mkdir()
+    for split in ("train", "test"):
+        shutil.copy(corpus / f"{split}.txt", long / f"{split}.txt")
+    shutil.copy(write_corpus(tmp_path / "long", lines=(1, 3000, 1)) / "valid.txt", long / "valid.txt")
+    return long
+
+
 @pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
 def test_a_live_evaluation_holds_its_folder_and_a_signal_stops_it_writing_nothing(
     checkpoints, tmp_path, signum, status
@@ -335,11 +345,7 @@ def test_a_live_evaluation_holds_its_folder_and_a_signal_stops_it_writing_nothin
     Lightning's exit 0 on SIGTERM, 1 on Ctrl-C, and nothing said), and nothing written that would stop a rerun
     there."""
     corpus, (a, _), _ = checkpoints
-    long = tmp_path / "corpus"  # the same vocabulary, a validation split of many short windows: seconds
-    long.mkdir()
-    for split in ("train", "test"):
-        shutil.copy(corpus / f"{split}.txt", long / f"{split}.txt")
-    shutil.copy(write_corpus(tmp_path / "long", lines=(1, 3000, 1)) / "valid.txt", long / "valid.txt")
+    long = long_validation(corpus, tmp_path)
     folder = tmp_path / "eval"
     args = ["data=text", f"data.data_dir={long}", "data.batch_size=4", "data.eval_bptt=2", "seed=3"]
     args += [f"ckpt_path={a}", f"hydra.run.dir={folder}", "trainer.enable_progress_bar=false"]
@@ -374,3 +380,49 @@ def test_a_live_evaluation_holds_its_folder_and_a_signal_stops_it_writing_nothin
         "(run it again)"
     )
     assert earlier_results(folder) == [] and not (folder / ".rnnreg.lock").exists()
+
+
+def test_an_evaluation_stopped_by_sigterm_in_a_submitit_job_ends_the_job_and_the_sweep_names_it(checkpoints, tmp_path):
+    """SIGTERM to a submitit job (scancel, SLURM's pre-emption) evaluating: its one line, no metrics.json, and the
+    job ends with that as its result, so the multirun collects the other job and ends naming the stopped one
+    (before: submitit waited 15 s for a result and the multirun ended in its UncompletedJobError traceback)."""
+    corpus, (a, _), _ = checkpoints
+    long, sweep = long_validation(corpus, tmp_path), tmp_path / "sweep"
+    args = ["-m", "data=text", f"data.data_dir={corpus},{long}", "data.batch_size=4", "data.eval_bptt=2"]
+    args += [f"ckpt_path={a}", "trainer.enable_progress_bar=false", "hydra/launcher=submitit_local"]
+    args += ["hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]
+    proc = warm_start.popen(
+        [str(BIN / "rnnreg-eval"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline, running = time.monotonic() + 240, []
+        # job 0's process has ended, job 1's evaluates its long split (a local submitit job's id is its pid)
+        while not ((sweep / "0" / "metrics.json").exists() and len(running) == 1):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+            running = [int(d.name) for d in sweep.glob(".submitit/*") if d.name.isdigit() and alive(int(d.name))]
+        os.kill(running[0], signal.SIGTERM)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    last = f"error: 1 job(s) of the multirun in {sweep} failed: 1 (data.data_dir={long})"
+    assert err.strip().splitlines()[-1] == last
+    job_err = next(sweep.glob(f".submitit/{running[0]}/*_0_log.err")).read_text()
+    assert "Traceback" not in job_err and job_err.strip().splitlines()[-1] == (
+        f"interrupted: rnnreg-eval stopped by SIGTERM before it finished; it wrote no metrics.json in {sweep / '1'} "
+        "(run it again)"
+    )
+    assert not (sweep / "1" / "metrics.json").exists()
+    assert (sweep / "1" / "error.txt").read_text() == (
+        "stopped by SIGTERM before it finished; it wrote no metrics.json (run it again)\n"
+    )
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["test_ppl"] > 1
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (not gone, not a zombie its parent has yet to reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

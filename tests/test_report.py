@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import statistics
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -31,6 +33,7 @@ from rnnreg.report import (
     resume_command,
 )
 from rnnreg.run_lock import RunLock
+from rnnreg.sweep import failed_jobs
 
 PAPER = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "report.yaml").paper)
 # The placement ablation as run (README): test perplexity per seed (1234, 1, 2)
@@ -504,3 +507,34 @@ def test_report_piped_into_head_exits_quietly(tmp_path):
     closed = subprocess.run(f"{command} | true", shell=True, capture_output=True, text=True)
     for proc in (head, closed):
         assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
+    """failed_jobs: error.txt (a job's reason for having no result), a metrics.json that says failed or interrupted
+    (stopped: it goes on); a completed metrics.json written after an error.txt is a job that ran again (requeued)
+    and completed, so it is not listed, nor is a job older than the multirun."""
+
+    def job(name: str, status: str | None = None, error: bool = False, error_after: bool = False) -> None:
+        folder = tmp_path / name
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text("{}\n")
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- seed={name}\n")
+        files = [(folder / "error.txt", "stopped\n")] if error else []
+        files += [(folder / "metrics.json", json.dumps({"status": status}))] if status else []
+        for when, (path, text) in enumerate(reversed(files) if error_after else files):
+            path.write_text(text)
+            os.utime(path, (1_000_000 + when, 1_000_000 + when))
+
+    job("0", "completed")
+    job("1", error=True)
+    job("2", "completed", error=True)  # ran again after its error.txt, and completed
+    job("3", "completed", error=True, error_after=True)
+    job("4", "failed")
+    job("5", "interrupted")
+    assert failed_jobs(tmp_path) == [
+        ("1", ["seed=1"], False),
+        ("3", ["seed=3"], False),
+        ("4", ["seed=4"], False),
+        ("5", ["seed=5"], True),
+    ]
+    assert failed_jobs(tmp_path, since=time.time() + 60) == []  # every file older than that multirun

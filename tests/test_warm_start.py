@@ -16,6 +16,7 @@ import warm_start
 from helpers import BIN, TINY
 from rnnreg.checkpoints import STOPPED_BY
 
+pytestmark = pytest.mark.skipif(os.environ.get("TESTS_COLD_START") == "1", reason="TESTS_COLD_START=1: nothing warm")
 TIMINGS = ("train_seconds", "words_per_second", "words_per_second_median_step", "words_per_second_last_epoch")
 
 

@@ -6,13 +6,16 @@ two cores. So each pytest worker keeps one server process that imports those thi
 forks a child per console script: a real process (its own pid, signals, exit status, stdin, stdout, stderr,
 environment and working directory) that runs the script as `BIN/script args` runs it, our own modules imported
 fresh. The server imports none of rnnreg, touches no tensor (no thread pool exists to fork) and has no CUDA.
+A child ends as Python ends (threads joined, atexit, streams flushed) but skips the interpreter's teardown of
+every module, which in a fork costs a second of copying the server's pages.
 
 What a fork cannot give, a cold process is started for (`subprocess.Popen`, as before): a `preexec_fn`, an
-environment that changes what Python or a native library reads once at start-up (PYTHON*, OMP_*, LD_*, ...),
-or TESTS_COLD_START=1 (the whole suite cold: `TESTS_COLD_START=1 make test`). What a process imports is tested
-in cold processes (test_first_hour.py starts `python -c`, never through here).
+environment that changes what Python or a native library reads once at start-up (PYTHON*, OMP_*, LD_*, ...), a
+system other than Linux, or TESTS_COLD_START=1 (the whole suite cold: `TESTS_COLD_START=1 make test`). What a
+process imports is tested in cold processes (test_first_hour.py starts `python -c`, never through here);
+test_warm_start.py checks that a warm run ends as a cold one.
 
-    python tests/warm_start.py <socket fd>     the server (started by `server()`, one per pytest worker)
+    python tests/warm_start.py <socket fd>     the server (started by `_the_server()`, one per pytest worker)
 """
 
 from __future__ import annotations
@@ -196,6 +199,8 @@ def warm_possible(argv: list[str], env: dict[str, str] | None, **kwargs) -> bool
     """Whether `argv` can start as a fork of the server: a console script of this venv, nothing asked of the
     start that a fork cannot give."""
     if os.environ.get("TESTS_COLD_START") == "1" or set(kwargs) - set(WARM_ARGUMENTS):
+        return False
+    if sys.platform != "linux":  # a fork of a process that imported torch: as DataLoader's workers on Linux only
         return False
     script = str(argv[0])
     if os.path.dirname(script) != os.path.dirname(sys.executable) or not os.path.isfile(script):

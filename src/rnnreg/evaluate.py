@@ -13,13 +13,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rnnreg.runtime import hydra_entry, instantiate, log, route_lightning_logs
+from rnnreg.runtime import hydra_entry, instantiate, log, record_job_error, route_lightning_logs
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """The checkpoint's (or checkpoints') perplexities, written to metrics.json. Holds its run folder's lock
-    (rnnreg.run_lock) while it runs. Interrupted (SIGTERM, Ctrl-C), it writes nothing, says so in one line and
-    exits 143 or 130 (Lightning would exit 0 on SIGTERM, 1 on Ctrl-C)."""
+    (rnnreg.run_lock) while it runs. Interrupted (SIGTERM, Ctrl-C), it writes no metrics.json, says so in one line
+    and exits 143 or 130 (Lightning would exit 0 on SIGTERM, 1 on Ctrl-C); in a submitit job a SIGTERM ends the
+    job instead, with the line in the job folder's error.txt (the multirun's end names the job)."""
     # here, not at the top: `rnnreg-eval --help` answers without loading torch
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -38,12 +39,15 @@ def evaluate(cfg: DictConfig) -> dict:
         if not (ctrl_c or isinstance(err, SIGTERMException)):
             raise
         stop = signal.SIGINT if ctrl_c else preemption.signum or signal.SIGTERM
+        stopped = f"stopped by {'Ctrl-C' if ctrl_c else signal.Signals(stop).name} before it finished"
         print(
-            f"interrupted: rnnreg-eval stopped by {'Ctrl-C' if ctrl_c else signal.Signals(stop).name} before it "
-            f"finished; it wrote no metrics.json in {cfg.paths.output_dir} (run it again)",
+            f"interrupted: rnnreg-eval {stopped}; it wrote no metrics.json in {cfg.paths.output_dir} (run it again)",
             file=sys.stderr,
         )
         preemption.hand_to_submitit()  # stopped by submitit's signal: it requeues the job now (or gives up)
+        if not ctrl_c and preemption.ends_submitit_job():  # scancel, SLURM's pre-emption: the job ends here
+            record_job_error(f"{stopped}; it wrote no metrics.json (run it again)")
+            return {"status": "interrupted"}  # the job's result: submitit records it, the multirun goes on
         raise SystemExit(128 + stop) from None
     finally:
         if lock is not None:

@@ -87,15 +87,23 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
             hydra_cfg = HydraConfig.get()
             what = job_label(list(hydra_cfg.overrides.task), job_swept_keys())
             print(f"error: job {hydra_cfg.job.num} ({what}) failed: {message}", file=sys.stderr)
-            try:  # how the sweep's end (rnnreg.sweep) knows, also for jobs that failed before writing anything
-                Path(hydra_cfg.runtime.output_dir, ERROR_FILE).write_text(f"{message}\n")
-            except OSError:
-                pass
+            record_job_error(str(message))
             if HydraConfig.get().sweeper._target_ == BASIC_SWEEPER:
                 return None
             raise JobFailed(str(message)) from None
 
     return wrapper
+
+
+def record_job_error(message: str) -> None:
+    """A multirun job's one-line reason for having no result, in its folder's error.txt: how the sweep's end
+    (rnnreg.sweep.failed_jobs) knows, also of a job that ended before writing anything, or in another process."""
+    if not in_multirun():  # (evaluate() called as a function: no sweep to tell)
+        return
+    try:
+        Path(HydraConfig.get().runtime.output_dir, ERROR_FILE).write_text(f"{message}\n")
+    except OSError:
+        pass
 
 
 # Hydra answers these itself, before the task function: no config check (and no torch import) for them.

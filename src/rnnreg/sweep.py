@@ -92,19 +92,22 @@ def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
 def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str], bool]]:
     """(job folder, overrides, stopped) of each job under `sweep_dir` run at or after `since` (its config,
     metrics.json or error.txt written since: a resumed stacked sweep keeps its jobs' configs) that did not complete:
-    it left error.txt (a UserError, rnnreg.runtime) or a metrics.json saying failed or interrupted (stopped: by a
-    signal, and it goes on from its last.ckpt)."""
+    it left error.txt (rnnreg.runtime.record_job_error: a UserError, an evaluation stopped in a submitit job) and no
+    completed metrics.json after it, or a metrics.json saying failed or interrupted (stopped: by a signal, and it goes
+    on from its last.ckpt)."""
     failed = []
     for config in sweep_dir.rglob(".hydra/config.yaml"):
         job = config.parent.parent
         written = [p.stat().st_mtime for p in (config, job / "metrics.json", job / ERROR_FILE) if p.exists()]
         if max(written) < since:
             continue
-        metrics = job / "metrics.json"
+        metrics, error = job / "metrics.json", job / ERROR_FILE
         status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
-        if (job / ERROR_FILE).exists() or status in ("failed", "interrupted"):
+        if status == "completed" and (not error.exists() or error.stat().st_mtime <= metrics.stat().st_mtime):
+            continue  # (an error.txt before it: the job ran again, requeued, and completed)
+        if error.exists() or status in ("failed", "interrupted"):
             overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
-            stopped = status == "interrupted" and not (job / ERROR_FILE).exists()
+            stopped = status == "interrupted" and not error.exists()
             failed.append((str(job.relative_to(sweep_dir)), overrides, stopped))
     return sorted(failed, key=lambda f: job_order(f[0]))
 
