@@ -396,8 +396,9 @@ def test_an_evaluation_stopped_by_sigterm_in_a_submitit_job_ends_the_job_and_the
     )
     try:
         deadline, running = time.monotonic() + 240, []
-        # job 0's process has ended, job 1's evaluates its long split (a local submitit job's id is its pid)
-        while not ((sweep / "0" / "metrics.json").exists() and len(running) == 1):
+        # job 0's process has ended, job 1's evaluates its long split (a local submitit job's id is its pid; Lightning's
+        # first line says its trainer is built)
+        while not ((sweep / "0" / "metrics.json").exists() and len(running) == 1 and evaluating(sweep, running[0])):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
             time.sleep(0.05)
             running = [int(d.name) for d in sweep.glob(".submitit/*") if d.name.isdigit() and alive(int(d.name))]
@@ -426,3 +427,7 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def evaluating(sweep: Path, job_id: int) -> bool:
+    return any("GPU available" in log.read_text() for log in sweep.glob(f".submitit/{job_id}/*_0_log.out"))
