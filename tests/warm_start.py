@@ -37,8 +37,7 @@ import time
 
 # Read once at start-up by Python, a native library or an import the server made (matplotlib's MPL*): a child
 # asking for other values than the server's is started cold
-STARTUP_KEYS = ("PYTHON", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOMP_", "LD_", "MALLOC", "TORCH", "TRITON", "CUDA")
-STARTUP_KEYS += ("MPL",)
+STARTUP_KEYS = tuple("PYTHON OMP_ KMP_ MKL_ OPENBLAS_ GOMP_ LD_ MALLOC TORCH TRITON CUDA MPL".split())
 STATUS = struct.Struct("i")
 WARM_ARGUMENTS = ("stdin", "stdout", "stderr", "text", "cwd", "start_new_session")
 
