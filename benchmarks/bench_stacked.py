@@ -99,10 +99,11 @@ def member_specs(args) -> list[MemberSpec]:
 
 def time_stacked(args, data, device, triton_cell: bool = False) -> float:
     k = args.members_now
-    model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args))
+    model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args), pad_hidden_to=args.pad)
     model.to(device)
     model.triton_cell = triton_cell
-    program = "batched" if triton_cell else "auto"  # on a CPU too: the members-in-turn program has no stacked cell
+    # on a CPU too: the members-in-turn program has no stacked cell and is never padded
+    program = "batched" if triton_cell or args.pad > 1 else "auto"
     step = group_step(model, (args.bptt, args.batch), [5.0] * k, None, device, not args.no_graph, program)
     lrs = [1.0] * k
     # a graphed step records its graph at its window step.warmup: the timed windows come after that one-off
@@ -133,7 +134,10 @@ SHAPE_CHECK = {"layer_norm": True, "tie_weights": True}
 def run_check_members(args, data, device, graph: bool, triton_cell: bool = False, shape: dict | None = None):
     """The check's members (CHECK_MEMBERS) trained over `data` from fixed weights and mask generators: the
     per-window losses, final weights and generator states, and the CUDA graph (None where it ran eagerly)."""
-    model = StackedLanguageModel(args.vocab, args.hidden, args.layers, CHECK_MEMBERS, **(shape or {})).to(device)
+    shape = shape or {}
+    pad = 1 if shape.get("layer_norm") else args.pad  # (layer norm is never padded)
+    model = StackedLanguageModel(args.vocab, args.hidden, args.layers, CHECK_MEMBERS, **shape, pad_hidden_to=pad)
+    model.to(device)
     model.triton_cell = triton_cell
     clip = torch.full((len(CHECK_MEMBERS),), 5.0, device=device)
     # weight decay 0.0, as group_step passes it: the training's update path (one pass over the gradients)
@@ -203,7 +207,8 @@ def profile_stacked(args, data, device, triton_cell: bool = False) -> str:
     (total ms per window, calls per window, share), the kernel count and device time per window, and
     torch.profiler's table of ops by self device time (which op launched what)."""
     k = args.members_now
-    model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args)).to(device)
+    model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args), pad_hidden_to=args.pad)
+    model.to(device)
     model.triton_cell = triton_cell
     step = group_step(model, (args.bptt, args.batch), [5.0] * k, None, device, False, "batched")
     for i in range(3):
@@ -285,6 +290,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-graph", action="store_true", help="on CUDA: the stacked step eagerly, no CUDA graph")
+    parser.add_argument(
+        "--pad",
+        type=int,
+        default=1,
+        help="the stacked models hold the hidden units padded to a multiple of this (hydra.launcher.pad_hidden_to; "
+        "auto is 8 on a GPU); 1: unpadded",
+    )
     parser.add_argument(
         "--placements",
         action="store_true",

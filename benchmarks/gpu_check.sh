@@ -33,7 +33,9 @@
 #              then rnnreg-report of its folder; as `ablation`, a second call on the same machine goes on from
 #              where the first stopped (est. large x3 ~12 min, medium x3 ~5 min, small x3 ~2 min: two or three calls)
 #   ablation_seed  one seed of the paper-scale ablation (ABLATION_SEED, default 1234): its five placements as one
-#              group of 5 (K = 5), the stacked step's graph check at K = 5 first; as `ablation`, a second call on the
+#              group of 5 (K = 5), the stacked step's graph check at K = 5 first, then K = 15 timed with the
+#              hidden units unpadded and padded (pad_timing, ~1 min: the padding is new and untimed on a GPU;
+#              hydra.launcher.pad_hidden_to=auto pads the sweep); as `ablation`, a second call on the
 #              same machine goes on from where the first stopped. The whole 15-member ablation takes about 24 min on an
 #              H200 (2026-11-30: 37 s an epoch), more than a session's 15 device minutes, and its resume file (1.2-2.4
 #              GB) cannot come back to go on in a later session; one seed's five members (est. 10-11 min: two calls)
@@ -130,12 +132,26 @@ fast = [r['triton_cell_speedup'] >= 1.05 for r in d['rows'] if r['members'] == $
 print('true' if c.get('triton', {}).get('same') and any(fast) else 'false')" 2>/dev/null || echo false
 }
 # check_graph_once NAME K HIDDEN: the stacked step's CUDA graph against its eager step (both cells), K members of
-# width HIDDEN at bptt 35, into $work/NAME.json; skipped when a call on this machine already ran it (a later call
-# goes on as the first began)
+# width HIDDEN at bptt 35, the hidden units padded as a GPU's sweep holds them (hydra.launcher.pad_hidden_to=auto:
+# a multiple of 8), into $work/NAME.json; skipped when a call on this machine already ran it (a later call goes on
+# as the first began)
 check_graph_once() {
     [[ -f $work/$1.json ]] && return
-    stage "$1" 200 $PY benchmarks/bench_stacked.py --device cuda --check --members "$2" --tf32 \
+    stage "$1" 200 $PY benchmarks/bench_stacked.py --device cuda --check --members "$2" --tf32 --pad 8 \
         --kinds stacked stacked_triton --hidden "$3" --bptt 35 --batch 20 --windows 10 --out "$work/$1.json"
+}
+# pad_timing RESERVE [ARGS]: K = 15 medium members' windows (torch-ops cell, TF32, graphed) with the hidden units as
+# they are and padded to 656 (auto's multiple of 8): what the padding gives (2026-11-30 profile: alignment-1 GEMM
+# kernels at 650); once per machine
+pad_timing() {
+    local reserve=$1 pad
+    shift
+    for pad in 1 8; do
+        [[ -f $work/bench_stacked_pad$pad.json ]] && continue
+        stage "pad_timing_$pad" "$reserve" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --kinds stacked \
+            --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad $pad \
+            --out "$work/bench_stacked_pad$pad.json" "$@"
+    done
 }
 # stacked_sweep NAME RESERVE OVERRIDES...: a stacked multirun into $work/NAME, going on from an earlier call's
 # resume file; then its report
@@ -227,6 +243,7 @@ case $what in
         large_if_crashed ;;
     ablation_seed)
         check_graph_once graph_check_k5 5 650
+        pad_timing 300
         ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check_k5)" \
             speed.triton_cell="$(triton_cell_pays graph_check_k5 5)"
         large_if_crashed
@@ -245,6 +262,7 @@ case $what in
             ls -la $work/sigterm/.stacked $work/sigterm/0/checkpoints; dmesg 2>&1 | tail -5"
         stage bench_stacked 0 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked stacked_triton --tf32 \
             --members 1 4 8 --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked.json"
+        pad_timing 0
         gemm_layouts ;;
     cpu)
         export TRITON_INTERPRET=1  # the Triton cell's kernels in Triton's interpreter
@@ -263,10 +281,12 @@ case $what in
         ablation 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
             speed.triton_cell="$(triton_cell_pays)" model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2
-        # ablation_seed's sweep: one seed's five placements (the seed given overrides the experiment's three)
+        # ablation_seed's padding timing and sweep: one seed's five placements (the seed given overrides the
+        # experiment's three), padded as auto pads them on a GPU (12 units held as 16)
+        device=cpu pad_timing 0 --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
         ablation_seed 1 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
-            speed.triton_cell="$(triton_cell_pays)" model.hidden_size=16 trainer.max_epochs=2 trainer.limit_train_batches=3 \
-            trainer.limit_val_batches=2 trainer.limit_test_batches=2
+            speed.triton_cell="$(triton_cell_pays)" model.hidden_size=12 hydra.launcher.pad_hidden_to=8 \
+            trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 trainer.limit_test_batches=2
         # table's commands: its graph check and its three groups, tiny
         stage table_graph_check 0 $PY benchmarks/bench_stacked.py --check --members 3 --tf32 --kinds stacked \
             stacked_triton --hidden 16 --vocab 50 --windows 2 --warmup 1 --out "$work/table_graph_check.json"

@@ -212,6 +212,8 @@ def test_a_bad_launcher_setting_is_one_line_before_anything_is_written(tmp_path,
         ("max_members=abc", "max_members=abc must be a whole number of at least 1 (the most jobs trained as one "),
         ("resume=maybe", "resume=maybe must be true or false"),
         ("program=gpu", "program=gpu must be one of auto, batched, in_turn"),
+        ("pad_hidden_to=0", "pad_hidden_to=0 must be auto or a whole number of at least 1 (1: no padding)"),
+        ("pad_hidden_to=wide", "pad_hidden_to=wide must be auto or a whole number of at least 1"),
     ):
         proc = run("rnnreg-train", *args, f"hydra.launcher.{setting}", f"hydra.sweep.dir={sweep}", check=False)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
@@ -317,25 +319,92 @@ def test_resume_file_from_another_program_or_device_is_one_line(tmp_path, tiny_c
     refused with the fix, and left as it was."""
     jobs = group_jobs_here(tmp_path, tiny_corpus)
     resume_file = tmp_path / "group_0.pt"
-    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
-    trainer.save_resume(trainer.host_copies())
-    trainer.writer.close()
-    saved = resume_file.read_bytes()
-    with pytest.raises(
-        ConfigError,
-        match="written by the batched program and this run would go on with in_turn, "
+    saved = written_resume(stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched"))
+    assert_resume_refused(
+        stacked_train.GroupTrainer(jobs, 0, resume_file, program="in_turn"),
+        "written by the batched program and this run would go on with in_turn, "
         "not exactly: resume with hydra.launcher.program=batched",
-    ):
-        stacked_train.GroupTrainer(jobs, 0, resume_file, program="in_turn").load_resume()
-    assert resume_file.read_bytes() == saved
+        saved,
+    )
     state = torch.load(resume_file, weights_only=True)
     torch.save(state | {"device": "cuda"}, resume_file)  # as a GPU's group writes it
-    saved = resume_file.read_bytes()
-    with pytest.raises(
-        ConfigError, match="was written on cuda and this run is on cpu: resume with trainer.accelerator=gpu"
-    ):
-        stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()
-    assert resume_file.read_bytes() == saved
+    assert_resume_refused(
+        stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched"),
+        "was written on cuda and this run is on cpu: resume with trainer.accelerator=gpu",
+        resume_file.read_bytes(),
+    )
+
+
+def assert_resume_refused(trainer: stacked_train.GroupTrainer, match: str, saved: bytes) -> None:
+    """The trainer's load of its resume file is refused with `match`, the file left as it was (`saved`)."""
+    with pytest.raises(ConfigError, match=match):
+        trainer.load_resume()
+    assert trainer.resume_file.read_bytes() == saved
+
+
+def written_resume(trainer: stacked_train.GroupTrainer) -> bytes:
+    """The group's resume file as its trainer writes it (the write waited for): its bytes."""
+    trainer.save_resume(trainer.host_copies())
+    trainer.writer.close()
+    return trainer.resume_file.read_bytes()
+
+
+def test_resume_file_with_other_padding_is_one_line(tmp_path, tiny_corpus):
+    """A resume file holds every member's values unpadded, but a group goes on exactly only at the width it
+    computed at (other GEMM shapes round otherwise): one written holding 16 hidden units as 24 is refused by
+    a run that holds them as they are, and the other way round, with the fix; at its own padding it loads."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "optim.momentum=0.9", "test_ckpt=best")
+    resume_file = tmp_path / "group_0.pt"
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched", pad_hidden_to=12)
+    assert trainer.model.units == 24
+    with torch.no_grad():  # weights, best weights and momentum no initialisation explains
+        for tensors in (trainer.params, trainer.best_params, trainer.step.buffers):
+            for name, t in zip(trainer.names, tensors):
+                trainer.model.pad_into(t, torch.rand_like(trainer.model.unpadded(t.detach(), name)), name)
+    saved = written_resume(trainer)
+    state = torch.load(resume_file, weights_only=True)
+    assert (state["units"], state["pad_hidden_to"]) == (24, 12)
+    assert state["params"]["lstm_weight_hh_l0"].shape == (2, 64, 16)  # unpadded
+    assert_resume_refused(
+        stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched"),
+        "written holding the hidden units as 24 and this run holds them as 16, not exactly: resume with "
+        "hydra.launcher.pad_hidden_to=12",
+        saved,
+    )
+    again = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched", pad_hidden_to=12)
+    again.load_resume()
+    for ours, theirs in ((again.params, trainer.params), (again.best_params, trainer.best_params)):
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert all(torch.equal(a, b) for a, b in zip(again.step.buffers, trainer.step.buffers))
+    saved = written_resume(stacked_train.GroupTrainer(jobs, 0, tmp_path / "unpadded.pt", program="batched"))
+    assert_resume_refused(
+        stacked_train.GroupTrainer(jobs, 0, tmp_path / "unpadded.pt", program="batched", pad_hidden_to=12),
+        "holds them as 24, not exactly: resume with hydra.launcher.pad_hidden_to=1",
+        saved,
+    )
+
+
+def test_padding_a_group_cannot_have_is_one_line(tmp_path, tiny_corpus):
+    """hydra.launcher.pad_hidden_to: auto pads only the batched program on a GPU without layer norm; asked for,
+    a padding is refused where the members run as their own models (in turn) or layer norm normalises over the
+    hidden units, with the fix, before anything is written."""
+    cfg = group_jobs_here(tmp_path, tiny_corpus, members=1)[0].cfg  # hidden 16
+    norm = group_jobs_here(tmp_path / "norm", tiny_corpus, "model.layer_norm=true", members=1)[0].cfg
+    pad = stacked_launcher.pad_hidden_to
+    assert [pad(cfg, "auto", "batched", on_cpu=False), pad(cfg, "auto", "batched", on_cpu=True)] == [8, 1]
+    assert [pad(cfg, "auto", "in_turn", on_cpu=True), pad(norm, "auto", "batched", on_cpu=False)] == [1, 1]
+    assert [pad(cfg, 12, "batched", on_cpu=True), pad(norm, 8, "batched", on_cpu=False)] == [12, 8]  # 8: none
+    with pytest.raises(ConfigError, match="would pad model.hidden_size=16, which layer norm normalises over"):
+        pad(norm, 12, "batched", on_cpu=True)
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "hydra/launcher=stacked", "seed=1,2"]
+    proc = run("rnnreg-train", *args, "hydra.launcher.pad_hidden_to=12", f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(
+        "error: hydra.launcher.pad_hidden_to=12: the members in turn run as their own models, unpadded; set "
+        "hydra.launcher.pad_hidden_to=1 (or auto), or hydra.launcher.program=batched"
+    ), proc.stderr
+    assert not list(sweep.glob("*/.hydra"))
 
 
 def test_train_file_shorter_than_a_window_is_the_fix_a_run_alone_gives(tmp_path, tiny_corpus):
@@ -733,7 +802,7 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
     member, with dropout or without, is its job run alone bit for bit: losses, perplexities and weights."""
     mine, theirs = metrics(stacked / str(index)), metrics(alone / str(index))
     assert mine["status"] == theirs["status"] == "completed"
-    assert mine["stacked"] == {"group": 0, "members": 5, "member": index}
+    assert mine["stacked"] == {"group": 0, "members": 5, "member": index, "program": "in_turn", "units": 16}
     assert mine.keys() - {"stacked"} == theirs.keys()  # a run's metrics.json, and the member's group
     assert mine["words_per_second_median_step"] > 0
     assert mine["epochs"] == theirs["epochs"]
@@ -1291,6 +1360,34 @@ def assert_member_is_its_job_to_float32_rounding(member: Path, job: Path) -> Non
 
 
 @pytest.fixture(scope="module")
+def batched_padded(setup) -> Path:
+    """The GPU's program holding the members' 16 hidden units as 24 (hydra.launcher.pad_hidden_to=12; on a GPU
+    auto pads to a multiple of 8)."""
+    sweep = setup.root / "batched_padded"
+    proc = run(*batched_args(setup, sweep), "hydra.launcher.pad_hidden_to=12", check=False)
+    assert proc.returncode != 0 and "training loss became" in proc.stderr
+    assert "group 0: jobs [0, 1, 2, 3, 4], 5 members, 2 x 16 (held as 24) LSTM" in proc.stdout
+    return sweep
+
+
+@pytest.mark.parametrize("index", range(len(GOOD)))
+def test_batched_program_padded_member_equals_its_job(batched_padded, batched, alone, index):
+    """Padded, every member computes its job to float32 rounding as unpadded, and writes its job's files: its
+    checkpoints hold its own (unpadded) weights."""
+    assert_member_is_its_job_to_float32_rounding(batched_padded / str(index), alone / str(index))
+    assert metrics(batched_padded / str(index))["stacked"] | {"member": 0} == {
+        "group": 0,
+        "members": 5,
+        "member": 0,
+        "program": "batched",
+        "units": 24,
+    }
+    assert metrics(batched_padded / str(index))["test_ppl"] == pytest.approx(
+        metrics(batched / str(index))["test_ppl"], rel=1e-5
+    )
+
+
+@pytest.fixture(scope="module")
 def batched_triton(setup) -> Path:
     """The GPU's program with speed.triton_cell=true: the stacked step loop's cell as Triton kernels (in
     Triton's interpreter on this CPU: conftest)."""
@@ -1320,14 +1417,16 @@ def test_batched_program_diverged_member_fails_at_its_window(batched, stacked):
     assert not (batched / "4" / "checkpoints" / "last.ckpt").exists()
 
 
-def test_batched_program_interrupt_and_resume_is_exact(batched, setup):
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
+def test_batched_program_interrupt_and_resume_is_exact(request, setup, padded):
     """SIGTERM in the first epoch's last window (the epoch's own files are the resume point); the same command with
     hydra.launcher.resume=true, stopped again mid-way through the second epoch (the resume point: the window
     reached); then once more: every member's perplexities, logged losses and weights equal the uninterrupted
-    batched run's to the last bit. Resuming with the other program is refused
-    (test_resume_file_from_another_program_or_device_is_one_line)."""
-    sweep = setup.root / "batched_interrupted"
-    args = batched_args(setup, sweep)
+    batched run's to the last bit, with the hidden units padded too (the resume file unpadded, padded again).
+    Resuming with the other program is refused (test_resume_file_from_another_program_or_device_is_one_line)."""
+    batched = request.getfixturevalue("batched_padded" if padded else "batched")
+    sweep = setup.root / f"batched_interrupted_{'padded' if padded else 'unpadded'}"
+    args = batched_args(setup, sweep) + (["hydra.launcher.pad_hidden_to=12"] if padded else [])
     for stop, resume in ((6, "false"), (8, "true")):  # (6 windows an epoch)
         proc = run(*args, f"hydra.launcher.resume={resume}", f"hydra.launcher.stop_after_windows={stop}", check=False)
         assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]

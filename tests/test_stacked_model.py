@@ -695,3 +695,89 @@ def test_generator_states_restore_every_members_masks():
     net(x)  # the streams move on
     net.set_generator_states(states)
     assert torch.equal(net(x)[0], expected)
+
+
+# -- the hidden units padded (the batched program on a GPU: hydra.launcher.pad_hidden_to) ------------------
+PADDED = 16  # H = 12 held as 16: every weight, activation and mask with a padded slice
+
+
+def padding_of(net: StackedLanguageModel, tensor: torch.Tensor, name) -> torch.Tensor:
+    """`tensor` (laid out as parameter `name`, or with hidden units last) with the members' values zeroed:
+    what is left is the padding."""
+    rest = tensor.detach().clone()
+    net.pad_into(rest, torch.zeros_like(net.unpadded(tensor.detach(), name)), name)
+    return rest
+
+
+@pytest.mark.parametrize("shape", ["plain", "tied"])
+def test_a_padded_group_trains_as_the_unpadded_one(shape):
+    """The batched program (StackedStep: masks, clip, weight decay, momentum, carried state) with the hidden
+    units held as 16 instead of 12: every member's losses, gradient norms, weights, momentum buffers, carried
+    state and evaluation are the unpadded group's to float32 rounding, its masks the same draws (the members'
+    generators end in the same state), and the padding is exactly zero throughout."""
+    from rnnreg.stacked_step import StackedStep
+
+    specs = [
+        MemberSpec(1, **EVERYWHERE),
+        MemberSpec(2, **PLACEMENTS["variational"]),
+        MemberSpec(3, **PLACEMENTS["recurrent"]),
+        MemberSpec(4, lstm="step"),
+    ]
+    lrs, clips, decays, momentums = [1.0, 0.7, 1.5, 0.3], [5.0, 0.1, 1.0, 2.0], [0.0, 1e-3, 0.0, 0.0], [0, 0.5, 0, 0.9]
+    runs = []
+    for pad in (1, 8):
+        net = StackedLanguageModel(V, H, L, specs, pad_hidden_to=pad, **SHAPES[shape]).train()
+        step = StackedStep(net, (T, B), vec(clips), vec(decays), torch.device("cpu"), graph=False, momentums=momentums)
+        losses, norms = [], []
+        for x, y in windows(6):
+            step(x, y, lrs)
+            assert pad == 1 or all(not padding_of(net, p.grad, n).any() for n, p in net.named_parameters())
+            step.clear_grads()
+            losses.append(step.loss.clone())
+            norms.append(step.grad_norm.clone())
+        evaluation = step.nll_sums(windows(2, seed=1))
+        runs.append((net, step, losses, norms, evaluation))
+    (net, step, *results), (padded, padded_step, *padded_results) = runs
+    assert (net.units, padded.units) == (H, PADDED) and padded.decoder_bias.shape == net.decoder_bias.shape
+    assert padded.lstm_weight_hh_l0.shape == (len(specs), 4 * PADDED, PADDED)
+    assert max(norm[1] for norm in results[1]) > clips[1]  # member 1 clipped
+    for ours, theirs in zip(padded_results, results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    for k in range(len(specs)):
+        got, expected = padded.member_state_dict(k), net.member_state_dict(k)
+        assert list(got) == list(expected)
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    for ours, theirs in zip(padded_step.state(), step.state()):  # unpadded, as a resume file holds it
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    for name, buffer, theirs in zip(padded.single_names, padded_step.buffers, step.buffers):
+        torch.testing.assert_close(padded.unpadded(buffer, name), theirs, rtol=1e-5, atol=1e-6)
+        assert not padding_of(padded, buffer, name).any()
+    assert all(torch.equal(a, b) for a, b in zip(padded.generator_states(), net.generator_states()))
+    assert all(not padding_of(padded, p, name).any() for name, p in padded.named_parameters())
+    assert not padding_of(padded, padded_step.h, (stacked_module.UNITS,)).any()
+    assert not padding_of(padded, padded_step.c, (stacked_module.UNITS,)).any()
+
+
+def test_a_padded_members_weights_are_its_single_models():
+    """Padded, a member starts from its single model's weights (the same draws), loads a single model's state
+    dict and gives it back unchanged, counts its single model's parameters, and is not a single model itself
+    (the members in turn never run padded); layer norm, which normalises over the hidden units, is not padded."""
+    specs = [MemberSpec(1), MemberSpec(2, 0.2, lstm="step")]
+    net, padded = StackedLanguageModel(V, H, L, specs), StackedLanguageModel(V, H, L, specs, pad_hidden_to=16)
+    assert padded.units == PADDED
+    for k, spec in enumerate(specs):
+        alone = single(spec).state_dict()
+        assert all(torch.equal(padded.member_state_dict(k)[n], v) for n, v in alone.items())
+        assert all(torch.equal(padded.member_state_dict(k)[n], v) for n, v in net.member_state_dict(k).items())
+    other = single(MemberSpec(9)).state_dict()
+    padded.load_member(0, other)
+    assert all(torch.equal(padded.member_state_dict(0)[n], v) for n, v in other.items())
+    assert all(not padding_of(padded, p, name).any() for name, p in padded.named_parameters())
+    count = sum(p.numel() for p in single(specs[0]).parameters())
+    assert padded.parameters_per_member == net.parameters_per_member == count
+    with pytest.raises(ValueError, match="not single models"):
+        padded.member_model(0)
+    with pytest.raises(ValueError, match="cannot pad 12 hidden units to a multiple of 8"):
+        StackedLanguageModel(V, H, L, specs, layer_norm=True, pad_hidden_to=8)
+    assert StackedLanguageModel(V, H, L, specs, layer_norm=True, pad_hidden_to=4).units == H  # nothing to pad

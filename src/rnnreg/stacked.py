@@ -10,6 +10,13 @@ weights (drawn from its own generator seeded with its seed, in the single model'
 placements (masks from its own generator, so they do not depend on the other members), the same objective
 and the same clipped SGD update (rnnreg.optim.clip_and_sgd_, per member lr, clip and weight decay). Members
 share no parameters and no reduction, so a member that diverges never touches another.
+
+`pad_hidden_to`: the batched program (a GPU's) may hold and compute the hidden units padded to a multiple
+(650 as 656): rows of 2,600 bytes are not 16-byte aligned, and cuBLAS then picks GEMM kernels that load one
+element at a time. The padded units have zero weights in and out, so they stay exactly zero, get exactly zero
+gradients and change nothing a member computes; everything that leaves the model (a member's weights, its
+carried state, a resume file) is unpadded (`unpadded`, `pad_into`), and its masks are drawn at the members'
+own size, so they are the unpadded model's.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from torch import nn
 
 from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
+from rnnreg.stacked_launcher import padded_size
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -78,6 +86,23 @@ class MemberSpec:
         return kwargs
 
 
+# What each dimension of a single model's parameter counts, for padding: "units" (hidden_size), "gates" (four
+# blocks of hidden_size: i, f, g, o) or None; the trailing dimensions of everything padded
+UNITS, GATES = "units", "gates"
+Axes = tuple[str | None, ...]
+
+
+def unit_axes(single_name: str, dims: int) -> Axes:
+    """The axes of a single model's parameter (`embedding.weight`, `lstm.weight_hh_l0`, ...) for padding."""
+    if single_name in ("embedding.weight", "decoder.weight"):
+        return (None, UNITS)
+    if single_name.startswith("lstm.weight_"):
+        return (GATES, UNITS)
+    if single_name.startswith("lstm.bias_"):
+        return (GATES,)
+    return (None,) * dims  # the decoder's bias; layer norms (never padded)
+
+
 def member_mask(out: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """`out` filled with a {0, 1/(1-p)} mask (inverted dropout) drawn from one member's generator."""
     return out.bernoulli_(1 - p, generator=generator).div_(1 - p)
@@ -115,6 +140,8 @@ class StackedLanguageModel(nn.Module):
     `tie_weights` (model.tie_weights, the group's: it removes one): every member's decoder weight is its
     embedding; there is no `decoder_weight`, and a member's state dict has `decoder.weight` as a single tied
     model's has it, the embedding under a second name.
+    `pad_hidden_to`: the hidden units held and computed as `units`, hidden_size rounded up to a multiple of it
+    (the module's docstring; not with layer norm, which normalises over them); 1: as they are.
     """
 
     def __init__(
@@ -125,10 +152,14 @@ class StackedLanguageModel(nn.Module):
         members: Sequence[MemberSpec | dict],
         layer_norm: bool = False,
         tie_weights: bool = False,
+        pad_hidden_to: int = 1,
     ):
         super().__init__()
         if not members:
             raise ValueError("a stacked model needs at least one member")
+        if pad_hidden_to < 1 or (layer_norm and padded_size(hidden_size, pad_hidden_to) != hidden_size):
+            raise ValueError(f"cannot pad {hidden_size} hidden units to a multiple of {pad_hidden_to} (layer norm: 1)")
+        self.units = padded_size(hidden_size, pad_hidden_to)  # the hidden width held and computed
         self.members = tuple(m if isinstance(m, MemberSpec) else MemberSpec(**m) for m in members)
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
         self.layer_norm, self.tie_weights = layer_norm, tie_weights
@@ -136,10 +167,14 @@ class StackedLanguageModel(nn.Module):
             singles = [self.single_model(spec) for spec in self.members]
         self.fused = tuple(single.fused for single in singles)
         self.single_names = {}  # stacked parameter name -> the single model's name
+        self.axes: dict[str, Axes] = {}  # stacked parameter name -> its unit axes (padding)
         for name, param in singles[0].named_parameters():
             stacked = name.replace(".", "_")
             self.single_names[stacked] = name
-            self.register_parameter(stacked, nn.Parameter(torch.empty(len(self.members), *param.shape)))
+            self.axes[stacked] = unit_axes(name, param.dim())
+            shape = self.shape_at(param.shape, self.axes[stacked])
+            # zeros: the padding's weights (in and out) are zero, so the padded units stay zero
+            self.register_parameter(stacked, nn.Parameter(torch.zeros(len(self.members), *shape)))
         # member k's parameters (indices into self.parameters()) in its single model's order, which its
         # initialisation draws in and its gradient norm sums in: nn.LSTM and StepLSTM order theirs apart
         index = {name: i for i, name in enumerate(self.single_names)}
@@ -156,6 +191,52 @@ class StackedLanguageModel(nn.Module):
     @property
     def num_members(self) -> int:
         return len(self.members)
+
+    @property
+    def padded(self) -> bool:
+        return self.units != self.hidden_size
+
+    @property
+    def parameters_per_member(self) -> int:
+        """A member's parameter count, its single model's (the padding not counted)."""
+        shapes = (self.shape_at(p.shape[1:], self.axes[name], self.hidden_size) for name, p in self.named_parameters())
+        return sum(math.prod(shape) for shape in shapes)
+
+    # -- padding: the members' values in the padded layout and back --------------------------------------
+    def shape_at(self, shape: Sequence[int], axes: Axes, units: int | None = None) -> tuple[int, ...]:
+        """`shape` (its trailing dimensions `axes`) at `units` hidden units, by default the width held (`units`)."""
+        units = self.units if units is None else units
+        lead = len(shape) - len(axes)
+        width = {UNITS: units, GATES: 4 * units}
+        return (*shape[:lead], *(width[a] if a else n for n, a in zip(shape[lead:], axes)))
+
+    def unit_view(self, tensor: torch.Tensor, axes: Axes | str) -> torch.Tensor:
+        """The view of a padded `tensor` (its trailing dimensions `axes`, or a stacked parameter's name) that
+        holds the members' values, each gate dimension split in two (4, hidden_size)."""
+        axes = self.axes[axes] if isinstance(axes, str) else axes
+        lead = tensor.dim() - len(axes)
+        split, index = list(tensor.shape[:lead]), [slice(None)] * lead
+        for size, axis in zip(tensor.shape[lead:], axes):
+            if axis == GATES:
+                split += [4, size // 4]
+                index += [slice(None), slice(0, self.hidden_size)]
+            else:
+                split.append(size)
+                index.append(slice(0, self.hidden_size) if axis == UNITS else slice(None))
+        return tensor.view(split)[tuple(index)]
+
+    def unpadded(self, tensor: torch.Tensor, axes: Axes | str) -> torch.Tensor:
+        """The members' values of a padded `tensor` (a copy; `tensor` itself when nothing is padded)."""
+        if not self.padded:
+            return tensor
+        view = self.unit_view(tensor, axes)
+        axes = self.axes[axes] if isinstance(axes, str) else axes
+        return view.reshape(self.shape_at(tensor.shape, axes, self.hidden_size))
+
+    def pad_into(self, tensor: torch.Tensor, values: torch.Tensor, axes: Axes | str) -> None:
+        """Copy the members' `values` (unpadded) into a padded `tensor`; its padding is left as it is."""
+        view = self.unit_view(tensor, axes)
+        view.copy_(values.reshape(view.shape))
 
     def single_model(self, spec: MemberSpec) -> LSTMLanguageModel:
         """The member's job's model (built on the current device: `meta` for its names and shapes only)."""
@@ -176,7 +257,8 @@ class StackedLanguageModel(nn.Module):
         shifts 0. Returns the generator, where its job's global stream stands once the model is built."""
         generator = torch.Generator().manual_seed(spec.seed)
         vocab, units = self.vocab_size, self.hidden_size
-        params = [(name, getattr(self, name)[k]) for name in self.single_names]
+        # drawn at the member's own shapes, then placed (padded: into the padded layout)
+        params = [(name, self.unpadded(getattr(self, name)[k], name).clone()) for name in self.single_names]
         params = [params[i] for i in self.member_orders[k]]
         torch.empty(vocab, units).normal_(generator=generator)  # nn.Embedding
         if self.fused[k]:  # nn.LSTM's reset_parameters: U(-1/sqrt(H), 1/sqrt(H)) for each of its parameters
@@ -191,6 +273,7 @@ class StackedLanguageModel(nn.Module):
             param.uniform_(-spec.init_scale, spec.init_scale, generator=generator)
             if name.startswith("lstm_norms_"):  # drawn as every parameter is, then set (no draw)
                 param.fill_(1.0 if name.endswith("_weight") else 0.0)
+            self.pad_into(getattr(self, name)[k], param, name)
         return generator
 
     # -- members' weights under the single model's names ---------------------------------------------
@@ -198,8 +281,9 @@ class StackedLanguageModel(nn.Module):
         """Member k's weights (copies) under LSTMLanguageModel's names, in its state dict's order, for its
         load_state_dict (tied: decoder.weight is the embedding's copy, one tensor under two names, as a single
         tied model's state dict has it). `values`: the stacked parameters' values in their order (host copies
-        for a checkpoint); by default the parameters."""
-        values = [p.detach() for p in self.parameters()] if values is None else values
+        for a checkpoint: unpadded, `unpadded`); by default the parameters."""
+        if values is None:
+            values = [self.unpadded(p.detach(), name) for name, p in self.named_parameters()]
         # clone: member k's slice alone (torch.save of a view writes its whole storage: every member's weights)
         weights = {single: value[k].clone() for single, value in zip(self.single_names.values(), values)}
         tied = {"decoder.weight": "embedding.weight"} if self.tie_weights else {}
@@ -215,13 +299,15 @@ class StackedLanguageModel(nn.Module):
             )
         with torch.no_grad():
             for name, single in self.single_names.items():
-                getattr(self, name)[k].copy_(state_dict[single])
+                self.pad_into(getattr(self, name)[k], state_dict[single], name)
 
     def member_model(self, k: int) -> LSTMLanguageModel:
         """Member k as its own LSTMLanguageModel (its spec, its LSTM) whose parameters are views of member k's
         slices: training it trains member k in place, and what it computes is its single model's, bit for bit.
         Its dropout draws from the global generator, as a single model's does; rnnreg.stacked_step.InTurnStep
-        swaps the member's own generator in around its forward."""
+        swaps the member's own generator in around its forward. Not padded (the members in turn never are)."""
+        if self.padded:
+            raise ValueError("a padded stacked model's members are not single models: pad_hidden_to=1")
         with torch.device("meta"):  # no storage of its own: every parameter is replaced below
             single = self.single_model(self.members[k])
         for stacked, name in self.single_names.items():
@@ -268,11 +354,13 @@ class StackedLanguageModel(nn.Module):
             generator.set_state(state)
 
     def site_masks(
-        self, rate: str, shape: tuple[int, ...], like: torch.Tensor, over_time: bool = False
+        self, rate: str, shape: tuple[int, ...], like: torch.Tensor, over_time: bool = False, axes: Axes = ()
     ) -> torch.Tensor | None:
         """(K, *shape) masks of one dropout site (`rate`: a MemberSpec field), member k's from its own
         generator, ones for a member that does not drop here; None in eval or when no member drops here.
-        over_time: shape[0] is time, and a variational member draws one mask for the whole window."""
+        over_time: shape[0] is time, and a variational member draws one mask for the whole window. `shape` is
+        the members' own; padded, the masks are placed in the padded layout (`axes`: its trailing dimensions'),
+        ones on the padding."""
         rates = [getattr(m, rate) for m in self.members]
         if not (self.training and any(rates)):
             return None
@@ -287,11 +375,15 @@ class StackedLanguageModel(nn.Module):
                 masks[k, 1:] = masks[k, 0]
             else:
                 member_mask(masks[k], p, generators[k])
+        if self.padded and axes:
+            padded = like.new_ones(self.shape_at(masks.shape, axes))
+            self.pad_into(padded, masks, axes)
+            return padded
         return masks
 
     def drop(self, x: torch.Tensor, rate: str) -> torch.Tensor:
         """Dropout of (K, T, B, H) activations: fresh per element, or one mask per window if variational."""
-        masks = self.site_masks(rate, x.shape[1:], x, over_time=True)
+        masks = self.site_masks(rate, (*x.shape[1:-1], self.hidden_size), x, over_time=True, axes=(UNITS,))
         return x if masks is None else x * masks
 
     # -- the window ----------------------------------------------------------------------------------
@@ -340,8 +432,8 @@ class StackedLanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens: (T, B) ids shared by all members, or (K, T, B) -> logits (K, T, B, V) and the final (h, c),
-        each (K, L, B, H), detached."""
-        members, vocab, units = self.num_members, self.vocab_size, self.hidden_size
+        each (K, L, B, units), detached (`state` too: padded, as held)."""
+        members, vocab, units = self.num_members, self.vocab_size, self.units
         if tokens.dim() == 2:
             tokens = tokens.expand(members, *tokens.shape)
         steps, streams = tokens.shape[1:]
@@ -361,10 +453,13 @@ class StackedLanguageModel(nn.Module):
             weight_ih, bias_ih, weight_hh, bias_hh = (
                 getattr(self, f"lstm_{name}_l{layer}") for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh")
             )
-            masks = self.site_masks("weight_drop", weight_hh.shape[1:], weight_hh)  # DropConnect, one per window
+            single = (4 * self.hidden_size, self.hidden_size)  # DropConnect, one mask per window
+            masks = self.site_masks("weight_drop", single, weight_hh, axes=(GATES, UNITS))
             if masks is not None:  # on a copy: the parameters stay intact
                 weight_hh = weight_hh * masks
-            recurrent = self.site_masks("dropout_recurrent", (steps, streams, units), x, over_time=True)
+            recurrent = self.site_masks(
+                "dropout_recurrent", (steps, streams, self.hidden_size), x, over_time=True, axes=(UNITS,)
+            )
             norms = None
             if self.layer_norm:  # (gain, shift) of the input gates', the recurrent gates' and the cell's norms
                 norms = tuple(

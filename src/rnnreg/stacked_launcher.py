@@ -29,6 +29,9 @@ from rnnreg.run_lock import recorded_metrics
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
 
 PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
+# hydra.launcher.pad_hidden_to=auto: the batched program on a GPU holds the hidden units padded to a multiple of
+# this (650 as 656): 16-byte aligned rows in float32, bf16 and fp16 (rnnreg.stacked's docstring)
+GPU_PAD_HIDDEN_TO = 8
 
 log = logging.getLogger("rnnreg")
 
@@ -76,6 +79,7 @@ def check_launcher_settings(launcher: DictConfig) -> None:
     ConfigError naming the key and what it takes."""
     max_members, resume = launcher.get("max_members"), launcher.get("resume")
     program, stop = launcher.get("program"), launcher.get("stop_after_windows")
+    pad = launcher.get("pad_hidden_to", "auto")
     if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
         raise ConfigError(
             f"hydra.launcher.max_members={max_members} must be a whole number of at least 1 (the most jobs trained "
@@ -87,6 +91,32 @@ def check_launcher_settings(launcher: DictConfig) -> None:
         raise ConfigError(f"hydra.launcher.program={program} must be one of {', '.join(PROGRAMS)}")
     if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop < 1):
         raise ConfigError(f"hydra.launcher.stop_after_windows={stop} must be null or a whole number of at least 1")
+    if pad != "auto" and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 1):
+        raise ConfigError(
+            f"hydra.launcher.pad_hidden_to={pad} must be auto or a whole number of at least 1 (1: no padding)"
+        )
+
+
+def pad_hidden_to(cfg, pad, program: str, on_cpu: bool) -> int:
+    """The multiple a group's hidden units are padded to (hydra.launcher.pad_hidden_to, `pad`; `program`: the one
+    it runs, running_program): auto is GPU_PAD_HIDDEN_TO for the batched program on a GPU without layer norm, 1
+    otherwise. A ConfigError where a padding was asked for that the group cannot have."""
+    hidden, layer_norm = cfg.model.hidden_size, bool(cfg.model.get("layer_norm", False))
+    if pad == "auto":
+        return GPU_PAD_HIDDEN_TO if program == "batched" and not on_cpu and not layer_norm else 1
+    if hidden % pad == 0:  # nothing to pad
+        return pad
+    if layer_norm:
+        raise ConfigError(
+            f"hydra.launcher.pad_hidden_to={pad} would pad model.hidden_size={hidden}, which layer norm normalises "
+            f"over: set hydra.launcher.pad_hidden_to=1 (or auto)"
+        )
+    if program == "in_turn":
+        raise ConfigError(
+            f"hydra.launcher.pad_hidden_to={pad}: the members in turn run as their own models, unpadded; set "
+            f"hydra.launcher.pad_hidden_to=1 (or auto), or hydra.launcher.program=batched"
+        )
+    return pad
 
 
 # The trainer settings GroupTrainer reads (rnnreg.stacked_train), and the ones that only say how Lightning shows
@@ -314,9 +344,9 @@ def running_program(program: str, on_cpu: bool) -> str:
     return "in_turn" if program == "in_turn" or (program == "auto" and on_cpu) else "batched"
 
 
-def resume_refusal(resume_file: Path, written: dict, program: str, device: str) -> str | None:
-    """Why a group's resume file (`written`: its program and device) cannot go on exactly in a run of `program`
-    on `device` (a device type); None when it can."""
+def resume_refusal(resume_file: Path, written: dict, program: str, device: str, units: int) -> str | None:
+    """Why a group's resume file (`written`: its program, device and hidden width) cannot go on exactly in a run
+    of `program` on `device` (a device type) holding `units` hidden units; None when it can."""
     if written.get("program", program) != program:  # the other program would not go on exactly
         return (
             f"{resume_file} was written by the {written['program']} program and this run would go on with {program}, "
@@ -327,12 +357,20 @@ def resume_refusal(resume_file: Path, written: dict, program: str, device: str) 
             f"{resume_file} was written on {written['device']} and this run is on {device}: resume with "
             f"trainer.accelerator={'gpu' if written['device'] == 'cuda' else written['device']}"
         )
+    if written.get("units", units) != units:  # other GEMM shapes: other rounding (files before padding: unpadded)
+        return (
+            f"{resume_file} was written holding the hidden units as {written['units']} and this run holds them as "
+            f"{units}, not exactly: resume with hydra.launcher.pad_hidden_to={written['pad_hidden_to']}"
+        )
     return None
 
 
-def check_resume_files(sweep_dir: Path, groups: list[tuple[int, list]], program: str, on_cpu: bool) -> None:
-    """A ConfigError, before anything is written, when an interrupted group would go on with another program or
-    on another device than its resume file's (resume_refusal; the group's trainer checks again as it loads it)."""
+def check_resume_files(
+    sweep_dir: Path, groups: list[tuple[int, list]], program: str, on_cpu: bool, pads: dict[int, int]
+) -> None:
+    """A ConfigError, before anything is written, when an interrupted group would go on with another program,
+    on another device or with other padding than its resume file's (resume_refusal; `pads`: each group's
+    pad_hidden_to; the group's trainer checks again as it loads it)."""
     import torch
 
     device = "cpu" if on_cpu else "cuda"
@@ -341,8 +379,14 @@ def check_resume_files(sweep_dir: Path, groups: list[tuple[int, list]], program:
         if not path.is_file():
             continue
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        if why := resume_refusal(path, state, running_program(program, on_cpu), device):
+        units = padded_size(group[0].cfg.model.hidden_size, pads[number])
+        if why := resume_refusal(path, state, running_program(program, on_cpu), device, units):
             raise ConfigError(f"{describe(group, number)}: {why}")
+
+
+def padded_size(size: int, multiple: int) -> int:
+    """`size` rounded up to a multiple of `multiple` (hydra.launcher.pad_hidden_to)."""
+    return -(-size // multiple) * multiple
 
 
 def recorded_status(job) -> str | None:
@@ -384,11 +428,15 @@ def setting_differences(before: str, now: str) -> str:
     return f"{path}={json.dumps(a)} where this command has {path}={json.dumps(b)}"
 
 
-def describe(group: Sequence[Job], index: int) -> str:
+def describe(group: Sequence[Job], index: int, pad: int = 1) -> str:
+    """The group in one line (`pad`: its pad_hidden_to, said where it pads)."""
     cfg = group[0].cfg
+    units = padded_size(cfg.model.hidden_size, pad)
+    held = f" (held as {units})" if units != cfg.model.hidden_size else ""
     return (
         f"group {index}: jobs {[j.idx for j in group]}, {counted(len(group), 'member')}, "
-        f"{cfg.model.num_layers} x {cfg.model.hidden_size} LSTM{' with layer norm' if cfg.model.layer_norm else ''}"
+        f"{cfg.model.num_layers} x {cfg.model.hidden_size}{held} LSTM"
+        f"{' with layer norm' if cfg.model.layer_norm else ''}"
         f"{', tied embedding' if cfg.model.tie_weights else ''}, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}"
     )
 
@@ -472,8 +520,11 @@ def launch_groups(
         jobs = [prepare_job(launcher, initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
         resumed = sweep_dir if launcher.resume else None
         groups = planned_groups(jobs, launcher.max_members, launcher.launched_groups, resumed)
+        on_cpu = on_a_cpu(jobs)
+        program = running_program(launcher.program, on_cpu)
+        pads = {i: pad_hidden_to(group[0].cfg, launcher.pad_hidden_to, program, on_cpu) for i, group in groups}
         if resumed is not None:
-            check_resume_files(sweep_dir, groups, launcher.program, on_a_cpu(jobs))
+            check_resume_files(sweep_dir, groups, launcher.program, on_cpu, pads)
     except UserError as err:
         refuse(launcher, sweep_dir, str(err))
     for job in jobs:  # every job composed, checked and grouped: now their folders
@@ -482,7 +533,7 @@ def launch_groups(
     launcher.launched_groups = max([launcher.launched_groups - 1] + [i for i, _ in groups]) + 1
     print(f"Stacked launcher: {counted(len(jobs), 'job')} in {counted(len(groups), 'group')}", flush=True)
     for i, group in groups:
-        print(f"  {describe(group, i)}", flush=True)
+        print(f"  {describe(group, i, pads[i])}", flush=True)
         for job in group:
             print(f"    #{job.idx} : {' '.join(filter_overrides(job.overrides))}", flush=True)
     returns: dict[int, JobReturn] = {}
@@ -490,7 +541,6 @@ def launch_groups(
     # for a resume's files)
     from rnnreg.stacked_train import train_group
 
-    on_cpu = on_a_cpu(jobs)
     if on_cpu and launcher.program == "batched":
         print(
             "note: hydra.launcher.program=batched runs the GPU's stacked program on a CPU, to check it without a GPU: "
@@ -504,7 +554,7 @@ def launch_groups(
             flush=True,
         )
     for i, group in groups:
-        print(describe(group, i), flush=True)
+        print(describe(group, i, pads[i]), flush=True)
         try:
             results = train_group(
                 group,
@@ -513,6 +563,7 @@ def launch_groups(
                 resume=launcher.resume,
                 stop_after_windows=launcher.stop_after_windows,
                 program=launcher.program,
+                pad_hidden_to=pads[i],
             )
         except DataError as err:  # its jobs fail as basic jobs do on bad data: the other groups go on
             results = [("failed", err)] * len(group)

@@ -33,7 +33,7 @@ from rnnreg.fast import GraphedStep
 from rnnreg.model import mean_nll
 from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.signals import MAX_NLL
-from rnnreg.stacked import StackedLanguageModel, member_nll
+from rnnreg.stacked import UNITS, StackedLanguageModel, member_nll
 from rnnreg.stacked_launcher import PROGRAMS
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -72,7 +72,7 @@ class GroupStep(GraphedStep):
             return torch.zeros(shape, dtype=dtype, device=device)
 
         self.x, self.y = zeros(*window, dtype=torch.long), zeros(*window, dtype=torch.long)
-        self.h, self.c = (zeros(members, model.num_layers, window[1], model.hidden_size) for _ in range(2))
+        self.h, self.c = (zeros(members, model.num_layers, window[1], model.units) for _ in range(2))  # padded
         self.lr_values: list[float] | None = None
         self.active = torch.ones(members, dtype=torch.bool, device=device)  # training and not failed
         self.loss = zeros(members)  # the last window's NLL per member
@@ -100,16 +100,16 @@ class GroupStep(GraphedStep):
         raise NotImplementedError
 
     def carry(self, state: tuple[torch.Tensor, torch.Tensor] | None) -> None:
-        """The carried state: zeros at an epoch's start (None), a resume file's mid-epoch."""
-        if state is None:
-            self.h.zero_()
-            self.c.zero_()
-        else:
-            self.h.copy_(state[0])
-            self.c.copy_(state[1])
+        """The carried state: zeros at an epoch's start (None), a resume file's mid-epoch (unpadded)."""
+        self.h.zero_()
+        self.c.zero_()
+        if state is not None:
+            self.model.pad_into(self.h, state[0], (UNITS,))
+            self.model.pad_into(self.c, state[1], (UNITS,))
 
     def state(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.h.clone(), self.c.clone()
+        """The carried state, unpadded (K, L, B, H)."""
+        return tuple(self.model.unpadded(t, (UNITS,)).clone() for t in (self.h, self.c))
 
     def stop(self, member: int) -> None:
         """Member `member` stops changing (early stopping)."""

@@ -37,7 +37,7 @@ from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
-from rnnreg.stacked import MemberSpec, StackedLanguageModel
+from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, resume_refusal, setting_differences
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
@@ -92,6 +92,7 @@ class GroupTrainer:
         resume_file: Path,
         stop_after_windows: int | None = None,
         program: str = "auto",
+        pad_hidden_to: int = 1,
     ):
         self.jobs, self.group, self.resume_file = jobs, group, resume_file
         self.folders = [JobFolder(job) for job in jobs]
@@ -113,7 +114,9 @@ class GroupTrainer:
             [MemberSpec.from_config(j.cfg) for j in jobs],
             layer_norm=bool(cfg.model.get("layer_norm", False)),
             tie_weights=bool(cfg.model.get("tie_weights", False)),
+            pad_hidden_to=pad_hidden_to,  # (rnnreg.stacked_launcher.pad_hidden_to: batched on a GPU)
         ).to("cuda" if cuda else "cpu")
+        self.pad_hidden_to = pad_hidden_to
         self.device = self.model.decoder_bias.device  # with its index (cuda:0), as every tensor's device names it
         if cfg.speed.get("triton_cell"):  # the stacked step loop's cell as Triton kernels (the batched program)
             require_triton_cell(self.device)
@@ -320,9 +323,22 @@ class GroupTrainer:
         return tensor.detach().to("cpu", copy=self.writer.copies)
 
     def host_copies(self) -> HostCopies:
-        """The members' weights and momentum buffers on the host, once for their checkpoints and the resume file."""
-        buffers = None if self.step.buffers is None else [self.host(b) for b in self.step.buffers]
-        return HostCopies([self.host(p) for p in self.params], buffers)
+        """The members' weights and momentum buffers on the host (unpadded), once for their checkpoints and the
+        resume file."""
+        return HostCopies(self.unpadded_on_host(self.params), self.unpadded_on_host(self.step.buffers))
+
+    def unpadded_on_host(self, tensors: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+        """Tensors laid out as the stacked parameters, unpadded (on the device, then one copy over) on the host."""
+        if tensors is None:
+            return None
+        return [self.host(self.model.unpadded(t.detach(), name)) for name, t in zip(self.names, tensors)]
+
+    def pad_into(self, tensors: list[torch.Tensor], values) -> None:
+        """Unpadded `values` (a list, or a dict by parameter name) into tensors laid out as the parameters."""
+        values = [values[name] for name in self.names] if isinstance(values, dict) else values
+        with torch.no_grad():
+            for name, tensor, value in zip(self.names, tensors, values):
+                self.model.pad_into(tensor, value, name)
 
     def end_epoch(
         self, val_ppl: list[float] | None, epoch_seconds: float, timed_words: int, copies: HostCopies
@@ -413,7 +429,7 @@ class GroupTrainer:
         carry = None
         if window:  # mid-epoch: the member's carried state and its epoch's NLL sums so far
             carry = {
-                "state": (self.step.h[k].cpu().clone(), self.step.c[k].cpu().clone()),
+                "state": tuple(self.model.unpadded(t[k], (UNITS,)).cpu().clone() for t in (self.step.h, self.step.c)),
                 "nll_sum": self.step.nll_sum[k].cpu().clone(),
                 "tokens": torch.tensor(float(self.tokens), dtype=torch.float64),
             }
@@ -423,7 +439,7 @@ class GroupTrainer:
         if self.step.momentums[k]:  # ClippedSGD's state: member k's slices (copies) in its parameters' order
             buffers = [copies.buffers[i][k].clone() for i in self.model.member_orders[k]]
         extra = training_state(self.jobs[k].cfg, self.callbacks[k], len(self.names), progress, carry, buffers)
-        extra["stacked"] = {"group": self.group, "member": k, "members": len(self.jobs)}
+        extra["stacked"] = self.stacked_record(k)
         if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
             extra["wandb_run_id"] = folder.wandb_id
             if parts := offline_run_parts([folder.wandb]):
@@ -432,6 +448,17 @@ class GroupTrainer:
         if generator.device.type == "cpu":  # its job's stream (StackedLanguageModel.generators): ckpt_path= goes on
             extra["rng"] = {"torch": generator.get_state(), "cuda": None}  # with the masks the group would draw
         return folder.checkpoint(state, self.vocab, **extra)
+
+    def stacked_record(self, k: int) -> dict:
+        """How member k was trained, for its metrics.json and checkpoints: its group, its place in it, the program
+        and the hidden width held (padded: more than model.hidden_size), which set its float rounding."""
+        return {
+            "group": self.group,
+            "members": len(self.jobs),
+            "member": k,
+            "program": self.step.name,
+            "units": self.model.units,
+        }
 
     # -- exact resume ---------------------------------------------------------------------------------
     def fingerprint(self) -> list:
@@ -444,9 +471,11 @@ class GroupTrainer:
             "fingerprint": self.fingerprint(),
             "program": self.step.name,
             "device": self.device.type,
+            "units": self.model.units,  # everything here unpadded; the program's rounding is that width's
+            "pad_hidden_to": self.pad_hidden_to,
             "params": dict(zip(self.names, copies.weights)),
             "momentum_buffers": None if copies.buffers is None else dict(zip(self.names, copies.buffers)),
-            "best_params": None if self.best_params is None else [host(b) for b in self.best_params],
+            "best_params": self.unpadded_on_host(self.best_params),
             "generators": [host(g) for g in self.model.generator_states()],
             "rng": torch.get_rng_state(),
             "active": host(self.step.active),
@@ -475,15 +504,13 @@ class GroupTrainer:
                 f"{self.resume_file} was written by another sweep (other {what} in group {self.group}): "
                 f"resume with the same command and hydra.sweep.dir, or start a new sweep"
             )
-        if why := resume_refusal(self.resume_file, state, self.step.name, self.device.type):
+        if why := resume_refusal(self.resume_file, state, self.step.name, self.device.type, self.model.units):
             raise ConfigError(why)
-        with torch.no_grad():
-            for name, p in zip(self.names, self.params):
-                p.copy_(state["params"][name])
-            for b, saved in zip(self.best_params or [], state["best_params"] or []):
-                b.copy_(saved)
-            for name, b in zip(self.names, self.step.buffers or []):
-                b.copy_(state["momentum_buffers"][name])
+        self.pad_into(self.params, state["params"])
+        if self.best_params is not None:
+            self.pad_into(self.best_params, state["best_params"])
+        if self.step.buffers is not None:
+            self.pad_into(self.step.buffers, state["momentum_buffers"])
         self.model.set_generator_states(state["generators"])
         torch.set_rng_state(state["rng"])
         self.members = [Member(**m) for m in state["members"]]
@@ -506,7 +533,7 @@ class GroupTrainer:
                     f"on {device_name(self.device)}"
                 )
         else:
-            per_member = sum(p[0].numel() for p in self.params)
+            per_member = self.model.parameters_per_member
             for k, (job, folder) in enumerate(zip(self.jobs, self.folders)):
                 folder.log(
                     f"{job.cfg.experiment_name}: {per_member:,} parameters, vocabulary {len(self.vocab)} "
@@ -593,7 +620,7 @@ class GroupTrainer:
                     "error": reason if m.status == "running" else m.error,
                     "epochs": m.epochs,
                     "resume": resume,
-                    "stacked": {"group": self.group, "members": len(self.jobs), "member": k},
+                    "stacked": self.stacked_record(k),
                 }
             )
         print(f"{reason}: the stacked group {self.group} stopped; go on with: {resume}", flush=True)
@@ -671,9 +698,9 @@ class GroupTrainer:
                     raise Stopped()
         self.writer.wait()  # the checkpoints metrics.json and a W&B run's artifact point to
         results = []
-        per_member = sum(p[0].numel() for p in self.params)
+        per_member = self.model.parameters_per_member
         for k, (m, job, folder) in enumerate(zip(self.members, self.jobs, self.folders)):
-            stacked = {"group": self.group, "members": len(self.jobs), "member": k}
+            stacked = self.stacked_record(k)
             if m.status == "failed":
                 last = folder.last_checkpoint()
                 metrics = {
@@ -763,6 +790,7 @@ def train_group(
     resume: bool = False,
     stop_after_windows: int | None = None,
     program: str = "auto",
+    pad_hidden_to: int = 1,
 ) -> list[tuple[str, object]]:
     """Train one group; returns each member's ("completed", best val ppl) or ("failed", error)."""
     if resume and not resume_file.exists() and (done := group_done(jobs)) is not None:
@@ -776,5 +804,5 @@ def train_group(
     if not resume:
         for job in jobs:  # a fresh run: nothing of an earlier sweep in these folders
             (job.output_dir / "train.log").unlink(missing_ok=True)
-    trainer = GroupTrainer(jobs, group, resume_file, stop_after_windows, program)
+    trainer = GroupTrainer(jobs, group, resume_file, stop_after_windows, program, pad_hidden_to)
     return trainer.run(resume)

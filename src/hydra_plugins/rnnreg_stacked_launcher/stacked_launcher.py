@@ -18,10 +18,12 @@ class StackedLauncher(Launcher):
         max_members: int = 16,
         resume: bool = False,
         program: str = "auto",
+        pad_hidden_to: int | str = "auto",
         stop_after_windows: int | None = None,
     ) -> None:
         super().__init__()
         self.max_members, self.resume, self.program = max_members, resume, program
+        self.pad_hidden_to = pad_hidden_to
         self.stop_after_windows = stop_after_windows
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
