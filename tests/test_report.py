@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import time
@@ -17,8 +18,9 @@ import yaml
 from matplotlib.colors import to_hex
 from omegaconf import OmegaConf
 
-from helpers import strict_json
+from helpers import run, strict_json
 from rnnreg import CONF_DIR
+from rnnreg.errors import DataError
 from rnnreg.io import write_json_atomic
 from rnnreg.report import (
     PLACEMENT_COLOURS,
@@ -492,6 +494,33 @@ def test_labels_round_floats_and_figures_fit_long_labels(tmp_path, recwarn):
         write_job(long / str(job), overrides, {}, TOY, 420.0 + job)
     report(long, PAPER)
     assert not [w for w in recwarn if "constrained_layout" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "file, text, why",
+    [
+        ("metrics.json", '{"status": "compl', "Unterminated string"),  # cut short
+        ("metrics.json", "[1, 2]", "not a JSON object"),
+        (".hydra/overrides.yaml", "- seed=1\n- dropout: [", "while parsing a flow"),
+        (".hydra/config.yaml", "- 1\n", "not a YAML mapping"),
+        ("csv/metrics.csv", "epoch,step,val/ppl\n0,49,abc\n", "could not convert string to float: 'abc'"),
+    ],
+)
+def test_a_run_file_the_report_cannot_read_is_one_line(tmp_path, file, text, why):
+    """A run's file cut short or edited (a folder copied from elsewhere) stops the report with one line naming the
+    file and the fix, before it writes anything; the sweep's end lists a job whose metrics.json it cannot read as one
+    that did not complete."""
+    ablation(tmp_path)
+    (tmp_path / "4" / file).write_text(text)
+    path = re.escape(str(tmp_path / "4" / file))
+    with pytest.raises(DataError, match=f"^{path} is not readable \\(.*{re.escape(why)}.*\\): restore it, or move"):
+        collect(tmp_path)
+    if file == "metrics.json" and text.startswith("{"):
+        proc = run("rnnreg-report", f"path={tmp_path}", check=False)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"error: {tmp_path / '4' / file} is not readable")
+        assert not list(tmp_path.glob("report.md")) and not list(tmp_path.glob("*.png"))
+        assert [job for job, _, _ in failed_jobs(tmp_path)] == ["4"]
 
 
 def test_report_piped_into_head_exits_quietly(tmp_path):

@@ -545,6 +545,8 @@ def test_a_resumed_sweep_reads_a_null_best_of_a_completed_member_as_nan(tmp_path
         write_json_atomic(job.output_dir / "metrics.json", {"best_val_ppl": best, "status": "completed"})
     [(status, best), second] = stacked_train.group_done(jobs)
     assert status == "completed" and math.isnan(best) and second == ("completed", 120.5)
+    (jobs[1].output_dir / "metrics.json").write_text('{"status": "compl')  # cut short: not a member that finished
+    assert stacked_train.group_done(jobs) is None
 
 
 def resumable_sweep(sweep: Path, seeds: int, statuses: dict[int, str]) -> list[SimpleNamespace]:

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 from omegaconf import DictConfig, OmegaConf
 
-from rnnreg.errors import ConfigError
+from rnnreg.errors import ConfigError, DataError
 from rnnreg.run_lock import RunLock
 from rnnreg.runtime import hydra_entry
 from rnnreg.sweep import BASIC_SWEEPER, NOT_COMPARED, STACKED_LAUNCHER, job_order, override_key
@@ -111,14 +111,14 @@ def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:
 def resume_command(run: Path) -> str:
     """The command that goes on exactly from `run`'s last checkpoint, in a new run folder: its overrides (a multirun
     job's own values, without Hydra's), less the checkpoint it may itself have resumed from."""
-    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = read_yaml(run / ".hydra" / "overrides.yaml", list)
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
     return shlex.join(["rnnreg-train", *kept, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
 
 
 def again_command(run: Path) -> str:
     """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept)."""
-    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = read_yaml(run / ".hydra" / "overrides.yaml", list)
     return shlex.join(["rnnreg-train", *overrides])
 
 
@@ -158,8 +158,11 @@ def history(run: Path, key: str = "val/ppl") -> list[float]:
     path = run / "csv" / "metrics.csv"
     if not path.exists():
         return []
-    with open(path) as f:
-        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+    try:
+        with open(path, newline="") as f:
+            return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+    except (csv.Error, ValueError, UnicodeDecodeError) as err:
+        raise unreadable(path, err) from None
 
 
 def by_epoch(run: Path, key: str = "val/ppl") -> dict[int, float]:
@@ -169,14 +172,32 @@ def by_epoch(run: Path, key: str = "val/ppl") -> dict[int, float]:
     path = run / "csv" / "metrics.csv"
     if not path.exists():
         return {}
-    with open(path) as f:
-        rows = [row for row in csv.DictReader(f) if row.get(key) and row.get("epoch")]
-    values = {int(float(row["epoch"])) + 1: float(row[key]) for row in rows}
+    try:
+        with open(path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row.get(key) and row.get("epoch")]
+        values = {int(float(row["epoch"])) + 1: float(row[key]) for row in rows}
+    except (csv.Error, ValueError, UnicodeDecodeError) as err:
+        raise unreadable(path, err) from None
     return dict(sorted(values.items()))
 
 
-def read_yaml(path: Path) -> dict:
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+def read_yaml(path: Path, kind: type = dict) -> dict | list:
+    """A run's YAML file, a mapping (or `kind`); empty without the file."""
+    if not path.exists():
+        return kind()
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise unreadable(path, err) from None
+    if value is not None and not isinstance(value, kind):
+        raise unreadable(path, f"not a YAML {'mapping' if kind is dict else 'list'}")
+    return kind() if value is None else value
+
+
+def unreadable(path: Path, why) -> DataError:
+    """A run's file the report cannot read (a file from elsewhere, cut short or edited): one line, the fix."""
+    why = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
+    return DataError(f"{path} is not readable ({why}): restore it, or move its run's folder out of the report's path")
 
 
 def choice(choices: dict, overrides: list[str], group: str) -> str | None:
@@ -201,7 +222,7 @@ def collect(root: Path) -> list[dict]:
     sizes and batches)."""
     rows = []
     for run in find_runs(root):
-        overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+        overrides = read_yaml(run / ".hydra" / "overrides.yaml", list)
         choices = read_yaml(run / ".hydra" / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices") or {}
         config = read_yaml(run / ".hydra" / "config.yaml")
         trainer, model, data = (config.get(key) or {} for key in ("trainer", "model", "data"))
@@ -247,7 +268,13 @@ def read_metrics(path: Path) -> dict:
     """A run's metrics.json ({} without one), a null number as nan: rnnreg.io writes NaN and infinities as null."""
     if not path.exists():
         return {}
-    return {key: math.nan if value is None else value for key, value in json.loads(path.read_text()).items()}
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise unreadable(path, err) from None
+    if not isinstance(metrics, dict):
+        raise unreadable(path, "not a JSON object")
+    return {key: math.nan if value is None else value for key, value in metrics.items()}
 
 
 PPL_COLUMNS = {

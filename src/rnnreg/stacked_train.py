@@ -11,7 +11,6 @@ from which `hydra.launcher.resume=true` continues exactly.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
@@ -36,6 +35,7 @@ from rnnreg.loggers import checked_run_id, offline_run_parts
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
+from rnnreg.run_lock import recorded_metrics
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, resume_refusal, setting_differences
@@ -765,11 +765,11 @@ class StopOnSignal:
 
 
 def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
-    """A group whose every member finished in an earlier run of the sweep (resume): their results."""
+    """A group whose every member finished in an earlier run of the sweep (resume): their results (None where one
+    did not, or its metrics.json is unreadable, as the launcher's grouping reads it: rnnreg.run_lock)."""
     results = []
     for job in jobs:
-        path = job.output_dir / "metrics.json"
-        metrics = json.loads(path.read_text()) if path.exists() else {}
+        metrics = recorded_metrics(job.output_dir)
         if metrics.get("status") == "completed":  # a NaN best, written as null (rnnreg.io), is handed on as NaN
             if "best_val_ppl" not in metrics:  # no validation ran: nothing to hand on, as from a run
                 results.append(("completed", None))

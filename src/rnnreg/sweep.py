@@ -9,7 +9,6 @@ and exits 1.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError, OutputError, UserError
-from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, results_message
+from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, recorded_metrics, results_message
 
 SWEEP_FILE = "sweep.yaml"
 ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
@@ -94,7 +93,7 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
     metrics.json or error.txt written since: a resumed stacked sweep keeps its jobs' configs) that did not complete:
     it left error.txt (rnnreg.runtime.record_job_error: a UserError, an evaluation stopped in a submitit job) and no
     completed metrics.json after it, or a metrics.json saying failed or interrupted (stopped: by a signal, and it goes
-    on from its last.ckpt)."""
+    on from its last.ckpt) or nothing readable (cut short, edited: not a completed job)."""
     failed = []
     for config in sweep_dir.rglob(".hydra/config.yaml"):
         job = config.parent.parent
@@ -102,10 +101,10 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
         if max(written) < since:
             continue
         metrics, error = job / "metrics.json", job / ERROR_FILE
-        status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
+        status = recorded_metrics(job).get("status", "unreadable") if metrics.exists() else None
         if status == "completed" and (not error.exists() or error.stat().st_mtime <= metrics.stat().st_mtime):
             continue  # (an error.txt before it: the job ran again, requeued, and completed)
-        if error.exists() or status in ("failed", "interrupted"):
+        if error.exists() or status in ("failed", "interrupted", "unreadable"):
             overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
             stopped = status == "interrupted" and not error.exists()
             failed.append((str(job.relative_to(sweep_dir)), overrides, stopped))
