@@ -14,7 +14,8 @@
 #              LSTM's same-update check), the step-loop LSTM (variational) with and without the graph and
 #              with the Triton cell (speed.triton_cell), and
 #              paper_large in full with TF32 (est. 6 min: the table's missing row and TF32's first full run)
-#   stacked    issue 15 on a GPU, in 9 min: bench_stacked.py (--check: the stacked step's CUDA graph against
+#   stacked    issue 15 on a GPU, in 9 min (the hidden units padded, as the sweep holds them): bench_stacked.py
+#              (--check: the stacked step's CUDA graph against
 #              the eager step, one member per placement, on the torch ops and on the Triton cell, and a
 #              group with layer norm and tied embeddings (recorded apart: it decides nothing); then K = 15,
 #              1, 4, 8 medium members stacked, TF32, each on both cells, and K = 15 in strict float32), the
@@ -229,9 +230,10 @@ case $what in
             rnnreg_variational_triton
         stage reproduce_large 0 $PY benchmarks/reproduce.py --out "$work" --experiment paper_large speed.tf32=true ;;
     stacked)
+        # padded as the sweep holds them (hydra.launcher.pad_hidden_to=auto: 650 as 656)
         stage bench_stacked 330 $PY benchmarks/bench_stacked.py --device cuda --check --kinds stacked stacked_triton \
-            --tf32 --members 15 1 4 8 --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked.json"
-        stage bench_stacked_fp32 310 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked --members 15 \
+            --tf32 --pad 8 --members 15 1 4 8 --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked.json"
+        stage bench_stacked_fp32 310 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked --members 15 --pad 8 \
             --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked_fp32.json"
         stage bench_fused_single 260 $PY "${bench[@]}" --sizes medium --sides rnnreg
         ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" speed.triton_cell="$(triton_cell_pays)"
