@@ -382,6 +382,14 @@ def test_resume_file_with_other_padding_is_one_line(tmp_path, tiny_corpus):
         "holds them as 24, not exactly: resume with hydra.launcher.pad_hidden_to=1",
         saved,
     )
+    state = torch.load(tmp_path / "unpadded.pt", weights_only=True)  # as written before padding: no width recorded
+    torch.save({k: v for k, v in state.items() if k not in ("units", "pad_hidden_to")}, tmp_path / "unpadded.pt")
+    assert_resume_refused(
+        stacked_train.GroupTrainer(jobs, 0, tmp_path / "unpadded.pt", program="batched", pad_hidden_to=12),
+        "written holding the hidden units as 16 and this run holds them as 24, not exactly: resume with "
+        "hydra.launcher.pad_hidden_to=1",
+        (tmp_path / "unpadded.pt").read_bytes(),
+    )
 
 
 def test_padding_a_group_cannot_have_is_one_line(tmp_path, tiny_corpus):

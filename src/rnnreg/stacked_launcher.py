@@ -344,9 +344,10 @@ def running_program(program: str, on_cpu: bool) -> str:
     return "in_turn" if program == "in_turn" or (program == "auto" and on_cpu) else "batched"
 
 
-def resume_refusal(resume_file: Path, written: dict, program: str, device: str, units: int) -> str | None:
+def resume_refusal(resume_file: Path, written: dict, program: str, device: str, hidden: int, pad: int) -> str | None:
     """Why a group's resume file (`written`: its program, device and hidden width) cannot go on exactly in a run
-    of `program` on `device` (a device type) holding `units` hidden units; None when it can."""
+    of `program` on `device` (a device type) holding its `hidden` units padded to a multiple of `pad`; None when it
+    can."""
     if written.get("program", program) != program:  # the other program would not go on exactly
         return (
             f"{resume_file} was written by the {written['program']} program and this run would go on with {program}, "
@@ -357,10 +358,11 @@ def resume_refusal(resume_file: Path, written: dict, program: str, device: str, 
             f"{resume_file} was written on {written['device']} and this run is on {device}: resume with "
             f"trainer.accelerator={'gpu' if written['device'] == 'cuda' else written['device']}"
         )
-    if written.get("units", units) != units:  # other GEMM shapes: other rounding (files before padding: unpadded)
+    units, held = padded_size(hidden, pad), written.get("units", hidden)  # (a file from before padding: unpadded)
+    if held != units:  # other GEMM shapes: other rounding
         return (
-            f"{resume_file} was written holding the hidden units as {written['units']} and this run holds them as "
-            f"{units}, not exactly: resume with hydra.launcher.pad_hidden_to={written['pad_hidden_to']}"
+            f"{resume_file} was written holding the hidden units as {held} and this run holds them as {units}, not "
+            f"exactly: resume with hydra.launcher.pad_hidden_to={written.get('pad_hidden_to', 1)}"
         )
     return None
 
@@ -379,8 +381,8 @@ def check_resume_files(
         if not path.is_file():
             continue
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        units = padded_size(group[0].cfg.model.hidden_size, pads[number])
-        if why := resume_refusal(path, state, running_program(program, on_cpu), device, units):
+        hidden = group[0].cfg.model.hidden_size
+        if why := resume_refusal(path, state, running_program(program, on_cpu), device, hidden, pads[number]):
             raise ConfigError(f"{describe(group, number)}: {why}")
 
 

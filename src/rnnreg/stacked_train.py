@@ -504,7 +504,8 @@ class GroupTrainer:
                 f"{self.resume_file} was written by another sweep (other {what} in group {self.group}): "
                 f"resume with the same command and hydra.sweep.dir, or start a new sweep"
             )
-        if why := resume_refusal(self.resume_file, state, self.step.name, self.device.type, self.model.units):
+        hidden, pad = self.model.hidden_size, self.pad_hidden_to
+        if why := resume_refusal(self.resume_file, state, self.step.name, self.device.type, hidden, pad):
             raise ConfigError(why)
         self.pad_into(self.params, state["params"])
         if self.best_params is not None:
