@@ -1106,6 +1106,15 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
     ), other.stderr
     assert "give the sweep overrides in the order of the sweep's own command" in other.stderr
     assert {p: p.read_bytes() for p in [*sweep.glob("*/.hydra/*.yaml"), sweep / "multirun.yaml"]} == records
+    # a job's record cut short (a folder copied from elsewhere): one line naming it, nothing changed
+    recorded = sweep / "2" / ".hydra" / "overrides.yaml"
+    recorded.write_text("- +member=diverge\n- model.hidden_size: [\n")
+    cut = run(*args, "hydra.launcher.resume=true", check=False)
+    assert cut.returncode == 2 and cut.stderr.count("\n") == 1, cut.stderr
+    assert cut.stderr.startswith(f"error: {recorded} is not readable (while parsing a flow"), cut.stderr
+    assert cut.stderr.endswith("): restore it, or move the job's folder away\n")
+    recorded.write_bytes(records[recorded])
+    assert {p: p.read_bytes() for p in [*sweep.glob("*/.hydra/*.yaml"), sweep / "multirun.yaml"]} == records
     # going on with another program: the command's own mistake, found as the group starts, is one line, exit 2,
     # and nothing in the sweep folder changes
     files = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and ".rnnreg.lock" not in p.name}

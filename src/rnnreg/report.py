@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnreg.errors import ConfigError, DataError
 from rnnreg.run_lock import RunLock
 from rnnreg.runtime import hydra_entry
-from rnnreg.sweep import BASIC_SWEEPER, NOT_COMPARED, STACKED_LAUNCHER, job_order, override_key
+from rnnreg.sweep import BASIC_SWEEPER, NOT_COMPARED, STACKED_LAUNCHER, job_order, override_key, recorded_overrides
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -111,14 +111,14 @@ def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:
 def resume_command(run: Path) -> str:
     """The command that goes on exactly from `run`'s last checkpoint, in a new run folder: its overrides (a multirun
     job's own values, without Hydra's), less the checkpoint it may itself have resumed from."""
-    overrides = read_yaml(run / ".hydra" / "overrides.yaml", list)
+    overrides = recorded_overrides(run) or []
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
     return shlex.join(["rnnreg-train", *kept, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
 
 
 def again_command(run: Path) -> str:
     """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept)."""
-    overrides = read_yaml(run / ".hydra" / "overrides.yaml", list)
+    overrides = recorded_overrides(run) or []
     return shlex.join(["rnnreg-train", *overrides])
 
 
@@ -181,17 +181,17 @@ def by_epoch(run: Path, key: str = "val/ppl") -> dict[int, float]:
     return dict(sorted(values.items()))
 
 
-def read_yaml(path: Path, kind: type = dict) -> dict | list:
-    """A run's YAML file, a mapping (or `kind`); empty without the file."""
+def read_yaml(path: Path) -> dict:
+    """A run's YAML file, a mapping; {} without the file."""
     if not path.exists():
-        return kind()
+        return {}
     try:
         value = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise unreadable(path, err) from None
-    if value is not None and not isinstance(value, kind):
-        raise unreadable(path, f"not a YAML {'mapping' if kind is dict else 'list'}")
-    return kind() if value is None else value
+    if value is not None and not isinstance(value, dict):
+        raise unreadable(path, "not a YAML mapping")
+    return value or {}
 
 
 def unreadable(path: Path, why) -> DataError:
@@ -222,7 +222,7 @@ def collect(root: Path) -> list[dict]:
     sizes and batches)."""
     rows = []
     for run in find_runs(root):
-        overrides = read_yaml(run / ".hydra" / "overrides.yaml", list)
+        overrides = recorded_overrides(run) or []
         choices = read_yaml(run / ".hydra" / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices") or {}
         config = read_yaml(run / ".hydra" / "config.yaml")
         trainer, model, data = (config.get(key) or {} for key in ("trainer", "model", "data"))

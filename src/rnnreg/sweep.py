@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnreg.errors import ConfigError, OutputError, UserError
+from rnnreg.errors import ConfigError, DataError, OutputError, UserError
 from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, recorded_metrics, results_message
 
 SWEEP_FILE = "sweep.yaml"
@@ -105,10 +105,30 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
         if status == "completed" and (not error.exists() or error.stat().st_mtime <= metrics.stat().st_mtime):
             continue  # (an error.txt before it: the job ran again, requeued, and completed)
         if error.exists() or status in ("failed", "interrupted", "unreadable"):
-            overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+            try:
+                overrides = recorded_overrides(job) or []
+            except DataError:  # listed all the same, by its folder
+                overrides = []
             stopped = status == "interrupted" and not error.exists()
             failed.append((str(job.relative_to(sweep_dir)), overrides, stopped))
     return sorted(failed, key=lambda f: job_order(f[0]))
+
+
+def recorded_overrides(folder: Path) -> list[str] | None:
+    """A job folder's command-line overrides as Hydra recorded them (.hydra/overrides.yaml); None without the file.
+    A file cut short or edited (a folder from elsewhere) is a one-line DataError naming it."""
+    path = folder / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    try:
+        overrides = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        why = str(err).strip().splitlines()[0]
+    else:
+        if overrides is None or (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+            return overrides or []
+        why = "not a list of overrides"
+    raise DataError(f"{path} is not readable ({why}): restore it, or move the job's folder away")
 
 
 def job_order(folder: str) -> list:
@@ -169,9 +189,9 @@ def check_resumed_jobs(config: DictConfig) -> None:
         return  # another sweeper's jobs come one by one: its group's resume file holds their fingerprint
     for num, (overrides, folder) in enumerate(folders):
         recorded_file = folder / ".hydra" / "overrides.yaml"
-        if not recorded_file.is_file():
+        recorded = recorded_overrides(folder)
+        if recorded is None:
             continue
-        recorded = list(yaml.safe_load(recorded_file.read_text()) or [])
         if not same_overrides(recorded, overrides):
             before = " ".join(o for o in recorded if o not in overrides) or "nothing"
             now = " ".join(o for o in overrides if o not in recorded) or "nothing"
@@ -202,12 +222,8 @@ def check_resumed_jobs(config: DictConfig) -> None:
 def renumbered(folders: list[tuple[list[str], Path]]) -> bool:
     """Whether a command's jobs are the sweep's own, numbered otherwise (its sweep overrides in another order
     than the sweep's command gave them): every job folder's recorded overrides are one of this command's jobs."""
-    recorded = []
-    for _, folder in folders:
-        path = folder / ".hydra" / "overrides.yaml"
-        if path.is_file():
-            recorded.append(frozenset(yaml.safe_load(path.read_text()) or []))
-    return set(recorded) <= {frozenset(overrides) for overrides, _ in folders}
+    recorded = [recorded_overrides(folder) for _, folder in folders]
+    return {frozenset(r) for r in recorded if r is not None} <= {frozenset(overrides) for overrides, _ in folders}
 
 
 def basic_sweeper(config: DictConfig) -> bool:
