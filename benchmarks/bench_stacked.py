@@ -131,11 +131,14 @@ CHECK_MEMBERS = [
 SHAPE_CHECK = {"layer_norm": True, "tie_weights": True}
 
 
-def run_check_members(args, data, device, graph: bool, triton_cell: bool = False, shape: dict | None = None):
+def run_check_members(
+    args, data, device, graph: bool, triton_cell: bool = False, shape: dict | None = None, pad: int | None = None
+):
     """The check's members (CHECK_MEMBERS) trained over `data` from fixed weights and mask generators: the
-    per-window losses, final weights and generator states, and the CUDA graph (None where it ran eagerly)."""
+    per-window losses, final weights and generator states, and the CUDA graph (None where it ran eagerly). `pad`:
+    the hidden units padded to a multiple of it (default --pad)."""
     shape = shape or {}
-    pad = 1 if shape.get("layer_norm") else args.pad  # (layer norm is never padded)
+    pad = 1 if shape.get("layer_norm") else args.pad if pad is None else pad  # (layer norm is never padded)
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, CHECK_MEMBERS, **shape, pad_hidden_to=pad)
     model.to(device)
     model.triton_cell = triton_cell
@@ -198,6 +201,19 @@ def check_triton_cell(args, data, device, torch_losses: torch.Tensor) -> dict:
         f"Triton cell vs torch ops, eager: {result['max_loss_difference_vs_torch_cell_fp32']:.3g} in strict float32, "
         f"{result['max_loss_difference_vs_torch_cell']:.3g} with the sweep's matmuls"
     )
+    return result
+
+
+def check_padding(args, data, device) -> dict:
+    """The check's members padded (--pad) against unpadded, eagerly, in strict float32: the same masks (drawn at
+    the members' own shapes) and the same arithmetic but for the padding's zeros, so the losses agree to float32
+    rounding (TF32 would grow that, as for the Triton cell)."""
+    with StrictFloat32():
+        padded = run_check_members(args, data, device, graph=False)[0]
+        unpadded = run_check_members(args, data, device, graph=False, pad=1)[0]
+    difference = float((padded - unpadded).abs().max())
+    result = {"pad": args.pad, "max_loss_difference_vs_unpadded_fp32": difference, "same": difference <= 1e-3}
+    print(f"padded (--pad {args.pad}) vs unpadded, eager, strict float32: {difference:.3g}")
     return result
 
 
@@ -363,6 +379,9 @@ def main() -> None:
         except Exception as error:
             check["layer_norm_tied"] = {"same": False, "error": f"{type(error).__name__}: {error}"[:2000]}
         write_check()
+        if args.pad > 1:  # decides whether a sweep pads (gpu_check.sh), apart from the graph's "same"
+            check["padding"] = check_padding(args, data, device)
+            write_check()
         if "stacked_triton" in kinds:
             try:
                 check["triton"] = check_triton_cell(args, data, device, torch_losses)

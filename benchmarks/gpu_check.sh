@@ -36,7 +36,8 @@
 #   ablation_seed  one seed of the paper-scale ablation (ABLATION_SEED, default 1234): its five placements as one
 #              group of 5 (K = 5), the stacked step's graph check at K = 5 first, then K = 15 timed with the
 #              hidden units unpadded and padded (pad_timing, ~1 min: the padding is new and untimed on a GPU;
-#              hydra.launcher.pad_hidden_to=auto pads the sweep); as `ablation`, a second call on the
+#              the sweep pads (auto) unless the padded step failed its check against the unpadded one or
+#              was slower: pad_pays); as `ablation`, a second call on the
 #              same machine goes on from where the first stopped. The whole 15-member ablation takes about 24 min on an
 #              H200 (2026-11-30: 37 s an epoch), more than a session's 15 device minutes, and its resume file (1.2-2.4
 #              GB) cannot come back to go on in a later session; one seed's five members (est. 10-11 min: two calls)
@@ -131,6 +132,20 @@ triton_cell_pays() {
     $PY -c "import json; d = json.load(open('$work/${1:-bench_stacked}.json')); c = d['check'] or {}
 fast = [r['triton_cell_speedup'] >= 1.05 for r in d['rows'] if r['members'] == ${2:-15} and 'triton_cell_speedup' in r]
 print('true' if c.get('triton', {}).get('same') and any(fast) else 'false')" 2>/dev/null || echo false
+}
+# hydra.launcher.pad_hidden_to for a sweep: 1 where the padded step failed its check against the unpadded one
+# (bench_stacked.py --check's check.padding in $work/NAME.json: strict float32 losses) or where pad_timing timed it
+# slower at K = 15; auto (8 on a GPU) otherwise
+pad_pays() {
+    $PY -c "import json, os
+check = (json.load(open('$work/$1.json')).get('check') or {}).get('padding') or {}
+wps = {}
+for pad in (1, 8):
+    path = '$work/bench_stacked_pad%d.json' % pad
+    if os.path.exists(path):
+        wps[pad] = max([row.get('stacked_wps', 0) for row in json.load(open(path))['rows']] or [0])
+slower = len(wps) == 2 and wps[8] < wps[1]
+print('1' if check.get('same') is False or slower else 'auto')" 2>/dev/null || echo auto
 }
 # check_graph_once NAME K HIDDEN: the stacked step's CUDA graph against its eager step (both cells), K members of
 # width HIDDEN at bptt 35, the hidden units padded as a GPU's sweep holds them (hydra.launcher.pad_hidden_to=auto:
@@ -236,24 +251,26 @@ case $what in
         stage bench_stacked_fp32 310 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked --members 15 --pad 8 \
             --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked_fp32.json"
         stage bench_fused_single 260 $PY "${bench[@]}" --sizes medium --sides rnnreg
-        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" speed.triton_cell="$(triton_cell_pays)"
+        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" speed.triton_cell="$(triton_cell_pays)" \
+            hydra.launcher.pad_hidden_to="$(pad_pays bench_stacked)"
         large_if_crashed ;;
     ablation)
         check_graph_once graph_check 15 650
         ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check)" \
-            speed.triton_cell="$(triton_cell_pays graph_check)"
+            speed.triton_cell="$(triton_cell_pays graph_check)" hydra.launcher.pad_hidden_to="$(pad_pays graph_check)"
         large_if_crashed ;;
     ablation_seed)
         check_graph_once graph_check_k5 5 650
         pad_timing 300
         ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check_k5)" \
-            speed.triton_cell="$(triton_cell_pays graph_check_k5 5)"
+            speed.triton_cell="$(triton_cell_pays graph_check_k5 5)" hydra.launcher.pad_hidden_to="$(pad_pays graph_check_k5)"
         large_if_crashed
         gemm_layouts ;;
     table)
         check_graph_once table_graph_check 3 1500
         table 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked table_graph_check)" \
-            speed.triton_cell="$(triton_cell_pays table_graph_check 3)" ;;
+            speed.triton_cell="$(triton_cell_pays table_graph_check 3)" \
+            hydra.launcher.pad_hidden_to="$(pad_pays table_graph_check)" ;;
     probe)  # after a first ablation call (2026-11-30): where a K = 15 window's time goes, SIGTERM on a GPU, K = 1-8
         stage profile_stacked 140 $PY benchmarks/bench_stacked.py --device cuda --tf32 --placements --members 15 \
             --hidden 650 --bptt 35 --batch 20 --kinds stacked stacked_triton --profile "$work/profile_stacked.txt"

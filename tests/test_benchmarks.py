@@ -156,6 +156,9 @@ def test_bench_stacked_checks_and_times_both_cells(ptb_dir, tmp_path):
     bench("bench_stacked.py", *args, "--check", *both_cells, "--out", str(out), data_dir=ptb_dir)
     result = json.loads(out.read_text())
     assert result["check"]["same"] and result["check"]["triton"]["same"]
+    # padded against unpadded (what gpu_check.sh's pad_pays reads before a sweep pads)
+    assert result["check"]["padding"]["same"] and result["check"]["padding"]["pad"] == 4
+    assert result["check"]["padding"]["max_loss_difference_vs_unpadded_fp32"] <= 1e-3
     # decided in strict float32 (TF32 would amplify rounding); the difference with the sweep's matmuls recorded
     assert result["check"]["triton"]["max_loss_difference_vs_torch_cell_fp32"] <= 1e-3
     assert result["check"]["triton"]["max_loss_difference_vs_torch_cell"] <= 1e-3  # no TF32 on a CPU

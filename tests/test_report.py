@@ -504,6 +504,9 @@ def test_labels_round_floats_and_figures_fit_long_labels(tmp_path, recwarn):
         (".hydra/overrides.yaml", "- seed=1\n- dropout: [", "while parsing a flow"),
         (".hydra/config.yaml", "- 1\n", "not a YAML mapping"),
         ("csv/metrics.csv", "epoch,step,val/ppl\n0,49,abc\n", "could not convert string to float: 'abc'"),
+        ("csv/metrics.csv", "epoch,step,val/ppl\ninf,49,3.5\n", "cannot convert float infinity to integer"),
+        (".hydra/hydra.yaml", "hydra:\n  runtime: 3\n", "hydra.runtime is not a mapping"),
+        (".hydra/config.yaml", "model: [650]\n", "model is not a mapping"),
     ],
 )
 def test_a_run_file_the_report_cannot_read_is_one_line(tmp_path, file, text, why):
@@ -541,7 +544,8 @@ def test_report_piped_into_head_exits_quietly(tmp_path):
 def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
     """failed_jobs: error.txt (a job's reason for having no result), a metrics.json that says failed or interrupted
     (stopped: it goes on); a completed metrics.json written after an error.txt is a job that ran again (requeued)
-    and completed, so it is not listed, nor is a job older than the multirun."""
+    and completed, so it is not listed, nor is a job older than the multirun, nor an evaluation's result (it has no
+    status; an unreadable metrics.json is listed: test_a_run_file_the_report_cannot_read_is_one_line)."""
 
     def job(name: str, status: str | None = None, error: bool = False, error_after: bool = False) -> None:
         folder = tmp_path / name
@@ -560,6 +564,8 @@ def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
     job("3", "completed", error=True, error_after=True)
     job("4", "failed")
     job("5", "interrupted")
+    job("6")
+    (tmp_path / "6" / "metrics.json").write_text(json.dumps({"test_ppl": 101.2}))  # an evaluation's: no status
     assert failed_jobs(tmp_path) == [
         ("1", ["seed=1"], False),
         ("3", ["seed=3"], False),

@@ -392,6 +392,24 @@ def test_resume_file_with_other_padding_is_one_line(tmp_path, tiny_corpus):
     )
 
 
+def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
+    """The launcher's "on a CPU" (which program auto runs, whether auto pads) is the group trainer's placement:
+    gpu and cuda on the GPU, auto where CUDA is, anything else on the CPU."""
+    import torch
+
+    def jobs(accelerator: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(plain={"trainer": {"accelerator": accelerator}})]
+
+    assert [stacked_launcher.on_a_cpu(jobs(a)) for a in ("cpu", "gpu", "cuda", "mps", "tpu")] == [
+        True,
+        False,
+        False,
+        True,
+        True,
+    ]
+    assert stacked_launcher.on_a_cpu(jobs("auto")) == (not torch.cuda.is_available())
+
+
 def test_padding_a_group_cannot_have_is_one_line(tmp_path, tiny_corpus):
     """hydra.launcher.pad_hidden_to: auto pads only the batched program on a GPU without layer norm; asked for,
     a padding is refused where the members run as their own models (in turn) or layer norm normalises over the

@@ -176,7 +176,7 @@ def by_epoch(run: Path, key: str = "val/ppl") -> dict[int, float]:
         with open(path, newline="") as f:
             rows = [row for row in csv.DictReader(f) if row.get(key) and row.get("epoch")]
         values = {int(float(row["epoch"])) + 1: float(row[key]) for row in rows}
-    except (csv.Error, ValueError, UnicodeDecodeError) as err:
+    except (csv.Error, ValueError, OverflowError, UnicodeDecodeError) as err:
         raise unreadable(path, err) from None
     return dict(sorted(values.items()))
 
@@ -192,6 +192,16 @@ def read_yaml(path: Path) -> dict:
     if value is not None and not isinstance(value, dict):
         raise unreadable(path, "not a YAML mapping")
     return value or {}
+
+
+def section(value: dict, path: Path, *keys: str) -> dict:
+    """The mapping at `keys` in `value`, read from the YAML file `path` ({} where a key is absent or empty); one that
+    is not a mapping is a file the report cannot read."""
+    for depth, key in enumerate(keys):
+        value = value.get(key) or {}
+        if not isinstance(value, dict):
+            raise unreadable(path, f"{'.'.join(keys[: depth + 1])} is not a mapping")
+    return value
 
 
 def unreadable(path: Path, why) -> DataError:
@@ -223,9 +233,10 @@ def collect(root: Path) -> list[dict]:
     rows = []
     for run in find_runs(root):
         overrides = recorded_overrides(run) or []
-        choices = read_yaml(run / ".hydra" / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices") or {}
-        config = read_yaml(run / ".hydra" / "config.yaml")
-        trainer, model, data = (config.get(key) or {} for key in ("trainer", "model", "data"))
+        hydra_file, config_file = run / ".hydra" / "hydra.yaml", run / ".hydra" / "config.yaml"
+        choices = section(read_yaml(hydra_file), hydra_file, "hydra", "runtime", "choices")
+        config = read_yaml(config_file)
+        trainer, model, data = (section(config, config_file, key) for key in ("trainer", "model", "data"))
         metrics = read_metrics(run / "metrics.json")
         curve = by_epoch(run)
         rows.append(

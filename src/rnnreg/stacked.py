@@ -226,7 +226,8 @@ class StackedLanguageModel(nn.Module):
         return tensor.view(split)[tuple(index)]
 
     def unpadded(self, tensor: torch.Tensor, axes: Axes | str) -> torch.Tensor:
-        """The members' values of a padded `tensor` (a copy; `tensor` itself when nothing is padded)."""
+        """The members' values of a padded `tensor`: `tensor` itself when nothing is padded, else a new tensor or a
+        view of `tensor` (copy it before `tensor` changes)."""
         if not self.padded:
             return tensor
         view = self.unit_view(tensor, axes)

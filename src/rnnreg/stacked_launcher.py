@@ -495,10 +495,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
 
 
 def on_a_cpu(jobs: Sequence) -> bool:
-    """Whether the sweep's groups train on a CPU (trainer.accelerator; auto: without CUDA)."""
+    """Whether the sweep's groups train on a CPU (trainer.accelerator; auto: without CUDA; anything but gpu, cuda
+    and auto: a CPU, as rnnreg.stacked_train places a group)."""
     accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
-    if accelerator in ("cpu", "gpu", "cuda"):
-        return accelerator == "cpu"
+    if accelerator != "auto":
+        return accelerator not in ("gpu", "cuda")
     import torch
 
     return not torch.cuda.is_available()
@@ -570,7 +571,7 @@ def launch_groups(
         except DataError as err:  # its jobs fail as basic jobs do on bad data: the other groups go on
             results = [("failed", err)] * len(group)
         except UserError as err:  # the command's mistake (its resume, its output): one line, nothing more trains
-            refuse(launcher, sweep_dir, f"{describe(group, i)}: {err}")
+            refuse(launcher, sweep_dir, f"{describe(group, i, pads[i])}: {err}")
         for job, (status, value) in zip(group, results):
             returns[job.idx] = job_return(launcher, job, status, value)
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)

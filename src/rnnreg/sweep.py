@@ -101,7 +101,8 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
         if max(written) < since:
             continue
         metrics, error = job / "metrics.json", job / ERROR_FILE
-        status = recorded_metrics(job).get("status", "unreadable") if metrics.exists() else None
+        recorded = recorded_metrics(job) if metrics.exists() else None  # ({}: unreadable; an evaluation's: no status)
+        status = None if recorded is None else recorded.get("status") if recorded else "unreadable"
         if status == "completed" and (not error.exists() or error.stat().st_mtime <= metrics.stat().st_mtime):
             continue  # (an error.txt before it: the job ran again, requeued, and completed)
         if error.exists() or status in ("failed", "interrupted", "unreadable"):
