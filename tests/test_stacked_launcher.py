@@ -1459,8 +1459,9 @@ def test_batched_program_interrupt_and_resume_is_exact(request, setup, padded):
     """SIGTERM in the first epoch's last window (the epoch's own files are the resume point); the same command with
     hydra.launcher.resume=true, stopped again mid-way through the second epoch (the resume point: the window
     reached); then once more: every member's perplexities, logged losses and weights equal the uninterrupted
-    batched run's to the last bit, with the hidden units padded too (the resume file unpadded, padded again).
-    Resuming with the other program is refused (test_resume_file_from_another_program_or_device_is_one_line)."""
+    batched run's to the last bit, with the hidden units padded too (the resume file unpadded, padded again; the last
+    resume with hydra.launcher.pad_hidden_to left at auto, which goes on at the file's padding). Resuming with the
+    other program is refused (test_resume_file_from_another_program_or_device_is_one_line)."""
     batched = request.getfixturevalue("batched_padded" if padded else "batched")
     sweep = setup.root / f"batched_interrupted_{'padded' if padded else 'unpadded'}"
     args = batched_args(setup, sweep) + (["hydra.launcher.pad_hidden_to=12"] if padded else [])
@@ -1469,8 +1470,10 @@ def test_batched_program_interrupt_and_resume_is_exact(request, setup, padded):
         assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
         checkpoint = load_checkpoint(sweep / "0" / "checkpoints" / "last.ckpt")
         assert (checkpoint["global_step"], checkpoint["train_window"]) == ((6, 0) if stop == 6 else (8, 2))
-    proc = run(*args, "hydra.launcher.resume=true", check=False)
+    auto = [arg for arg in args if not arg.startswith("hydra.launcher.pad_hidden_to=")]
+    proc = run(*auto, "hydra.launcher.resume=true", check=False)
     assert proc.returncode != 0 and "training loss became" in proc.stderr
+    assert ("(held as 24)" in proc.stdout) == padded
     for i in range(5):
         mine, reference = metrics(sweep / str(i)), metrics(batched / str(i))
         assert mine["status"] == reference["status"], i

@@ -368,11 +368,12 @@ def resume_refusal(resume_file: Path, written: dict, program: str, device: str, 
 
 
 def check_resume_files(
-    sweep_dir: Path, groups: list[tuple[int, list]], program: str, on_cpu: bool, pads: dict[int, int]
+    sweep_dir: Path, groups: list[tuple[int, list]], program: str, on_cpu: bool, pads: dict[int, int], pad
 ) -> None:
     """A ConfigError, before anything is written, when an interrupted group would go on with another program,
     on another device or with other padding than its resume file's (resume_refusal; `pads`: each group's
-    pad_hidden_to; the group's trainer checks again as it loads it)."""
+    pad_hidden_to, `pad` the setting; the group's trainer checks again as it loads it). With `pad` auto an
+    interrupted group goes on at its file's padding (`pads` takes it; a file from before padding: none)."""
     import torch
 
     device = "cpu" if on_cpu else "cuda"
@@ -381,6 +382,8 @@ def check_resume_files(
         if not path.is_file():
             continue
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if pad == "auto":
+            pads[number] = int(state.get("pad_hidden_to", 1))
         hidden = group[0].cfg.model.hidden_size
         if why := resume_refusal(path, state, running_program(program, on_cpu), device, hidden, pads[number]):
             raise ConfigError(f"{describe(group, number)}: {why}")
@@ -527,7 +530,7 @@ def launch_groups(
         program = running_program(launcher.program, on_cpu)
         pads = {i: pad_hidden_to(group[0].cfg, launcher.pad_hidden_to, program, on_cpu) for i, group in groups}
         if resumed is not None:
-            check_resume_files(sweep_dir, groups, launcher.program, on_cpu, pads)
+            check_resume_files(sweep_dir, groups, launcher.program, on_cpu, pads, launcher.pad_hidden_to)
     except UserError as err:
         refuse(launcher, sweep_dir, str(err))
     for job in jobs:  # every job composed, checked and grouped: now their folders
