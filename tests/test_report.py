@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from helpers import run, strict_json
 from rnnreg import CONF_DIR
-from rnnreg.errors import DataError
+from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
 from rnnreg.report import (
     PLACEMENT_COLOURS,
@@ -501,6 +501,10 @@ def test_labels_round_floats_and_figures_fit_long_labels(tmp_path, recwarn):
     [
         ("metrics.json", '{"status": "compl', "Unterminated string"),  # cut short
         ("metrics.json", "[1, 2]", "not a JSON object"),
+        ("metrics.json", '{"test_ppl": "abc"}', 'test_ppl="abc" is not a number'),
+        ("metrics.json", '{"best_val_ppl": 1e308}', "best_val_ppl=1e+308 is not a perplexity"),
+        ("metrics.json", '{"status": 5}', "status=5 is not a run's status"),
+        ("metrics.json", None, "Is a directory"),  # a folder where the file goes
         (".hydra/overrides.yaml", "- seed=1\n- dropout: [", "while parsing a flow"),
         (".hydra/config.yaml", "- 1\n", "not a YAML mapping"),
         ("csv/metrics.csv", "epoch,step,val/ppl\n0,49,abc\n", "could not convert string to float: 'abc'"),
@@ -514,16 +518,46 @@ def test_a_run_file_the_report_cannot_read_is_one_line(tmp_path, file, text, why
     file and the fix, before it writes anything; the sweep's end lists a job whose metrics.json it cannot read as one
     that did not complete."""
     ablation(tmp_path)
-    (tmp_path / "4" / file).write_text(text)
+    if text is None:
+        (tmp_path / "4" / file).unlink()
+        (tmp_path / "4" / file).mkdir()
+    else:
+        (tmp_path / "4" / file).write_text(text)
     path = re.escape(str(tmp_path / "4" / file))
     with pytest.raises(DataError, match=f"^{path} is not readable \\(.*{re.escape(why)}.*\\): restore it, or move"):
         collect(tmp_path)
-    if file == "metrics.json" and text.startswith("{"):
+    if file == "metrics.json" and text and text.startswith('{"status": "compl'):
         proc = run("rnnreg-report", f"path={tmp_path}", check=False)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith(f"error: {tmp_path / '4' / file} is not readable")
         assert not list(tmp_path.glob("report.md")) and not list(tmp_path.glob("*.png"))
         assert [job for job, _, _ in failed_jobs(tmp_path)] == ["4"]
+
+
+def test_odd_run_files_the_report_can_read_and_folders_it_cannot_write(tmp_path):
+    """Files a run can have that the report reads: perplexities that are not finite in csv/metrics.csv (a
+    diverging run's: left out of the curves), a config group chosen by a number, a deletion override (~seed);
+    a sweep's multirun.yaml that is not Hydra's, and a folder where report.md goes, are one line each."""
+    ablation(tmp_path)
+    (tmp_path / "3" / "csv" / "metrics.csv").write_text("epoch,step,val/ppl\n0,49,inf\n1,99,nan\n2,149,812.5\n")
+    hydra = yaml.safe_load((tmp_path / "4" / ".hydra" / "hydra.yaml").read_text())
+    hydra["hydra"]["runtime"]["choices"]["model"] = 5
+    (tmp_path / "4" / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    (tmp_path / "5" / ".hydra" / "overrides.yaml").write_text("- dropout=recurrent\n- ~seed\n")
+    rows = {r["run"]: r for r in collect(tmp_path)}
+    assert rows["3"]["val_history"] == {3: 812.5} and rows["4"]["model"] == "5" and rows["5"]["seed"] == "1"
+    report(tmp_path)
+    assert (tmp_path / "val_ppl.png").is_file()
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  sweeper: [1]\n")
+    with pytest.raises(DataError, match=r"multirun.yaml is not readable \(sweeper is not a mapping\)"):
+        report(tmp_path)
+    (tmp_path / "multirun.yaml").unlink()
+    (tmp_path / "report.md").unlink()
+    (tmp_path / "report.md").mkdir()
+    with pytest.raises(OutputError, match=f"could not write report.md in {re.escape(str(tmp_path))}: Is a directory"):
+        report(tmp_path)
+    proc = run("rnnreg-report", f"path={tmp_path / '0'}", "paper=null", check=False)  # no reference lines
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_report_piped_into_head_exits_quietly(tmp_path):

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 from omegaconf import DictConfig, OmegaConf
 
-from rnnreg.errors import ConfigError, DataError
+from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.run_lock import RunLock
 from rnnreg.runtime import hydra_entry
 from rnnreg.sweep import BASIC_SWEEPER, NOT_COMPARED, STACKED_LAUNCHER, job_order, override_key, recorded_overrides
@@ -133,17 +133,21 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
     found = []
     sweeps = {root, *(r["path"].parent for r in rows)}
     for sweep in sorted((s for s in sweeps if s == root or root in s.parents), key=lambda p: job_order(str(p))):
-        hydra = read_yaml(sweep / "multirun.yaml").get("hydra") or {}
-        sweeper, subdir = (hydra.get("sweeper") or {}), (hydra.get("sweep") or {}).get("subdir")
+        record = sweep / "multirun.yaml"
+        hydra = section(read_yaml(record), record, "hydra")
+        sweeper, subdir = section(hydra, record, "sweeper"), section(hydra, record, "sweep").get("subdir")
         if sweeper.get("_target_") != BASIC_SWEEPER or subdir != "${hydra.job.num}":
             continue
-        if (hydra.get("launcher") or {}).get("_target_") == STACKED_LAUNCHER:  # its resume switch
+        if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER:  # its resume switch
             continue
         if RunLock.in_use(sweep):  # still running: the jobs to come have not started yet
             continue
-        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+        params = [f"{key}={value}" for key, value in section(sweeper, record, "params").items()]
+        task = section(hydra, record, "overrides").get("task") or []
+        if not isinstance(task, list) or not all(isinstance(o, str) for o in task):
+            raise unreadable(record, "hydra.overrides.task is not a list of overrides")
         try:
-            parsed = OverridesParser.create().parse_overrides(params + list(hydra.get("overrides", {}).get("task", [])))
+            parsed = OverridesParser.create().parse_overrides(params + task)
             (jobs,) = BasicSweeper.split_arguments(parsed, None)
         except Exception:  # a glob over config options needs the config: the report cannot list them
             continue
@@ -161,14 +165,15 @@ def history(run: Path, key: str = "val/ppl") -> list[float]:
     try:
         with open(path, newline="") as f:
             return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
-    except (csv.Error, ValueError, UnicodeDecodeError) as err:
+    except (OSError, csv.Error, ValueError, UnicodeDecodeError) as err:
         raise unreadable(path, err) from None
 
 
 def by_epoch(run: Path, key: str = "val/ppl") -> dict[int, float]:
     """Each value of `key` in the run's csv/metrics.csv at its logged epoch (1-based; the CSV's epoch column),
     never at its row: a run resumed into another folder logs from its resumed epoch on, and a value drawn by
-    row would be drawn epochs early. {} without that file."""
+    row would be drawn epochs early. {} without that file; a value that is not a finite perplexity (nan, inf: a
+    diverging run's) has no place on the figures' log axis and is left out."""
     path = run / "csv" / "metrics.csv"
     if not path.exists():
         return {}
@@ -176,9 +181,9 @@ def by_epoch(run: Path, key: str = "val/ppl") -> dict[int, float]:
         with open(path, newline="") as f:
             rows = [row for row in csv.DictReader(f) if row.get(key) and row.get("epoch")]
         values = {int(float(row["epoch"])) + 1: float(row[key]) for row in rows}
-    except (csv.Error, ValueError, OverflowError, UnicodeDecodeError) as err:
+    except (OSError, csv.Error, ValueError, OverflowError, UnicodeDecodeError) as err:
         raise unreadable(path, err) from None
-    return dict(sorted(values.items()))
+    return dict(sorted((epoch, value) for epoch, value in values.items() if is_perplexity(value)))
 
 
 def read_yaml(path: Path) -> dict:
@@ -187,7 +192,7 @@ def read_yaml(path: Path) -> dict:
         return {}
     try:
         value = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
         raise unreadable(path, err) from None
     if value is not None and not isinstance(value, dict):
         raise unreadable(path, "not a YAML mapping")
@@ -212,7 +217,8 @@ def unreadable(path: Path, why) -> DataError:
 
 def choice(choices: dict, overrides: list[str], group: str) -> str | None:
     """The option of a config group a job ran with: hydra.yaml's runtime choices, else a `group=` override."""
-    return choices.get(group) or next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")), None)
+    chosen = choices.get(group) or next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")), None)
+    return None if chosen is None else str(chosen)
 
 
 # Overrides that never make another configuration: where a job wrote or how it was watched (sweep.NOT_COMPARED),
@@ -222,7 +228,7 @@ SAME_CONFIGURATION = (*NOT_COMPARED, "ckpt_path")
 
 def seed_of(overrides: list[str], config: dict) -> str:
     """The seed a job ran with: its `seed=` override, else its config's."""
-    given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "seed"]
+    given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "seed" and "=" in o]  # (~seed: none)
     return given[-1] if given else str(config.get("seed"))
 
 
@@ -275,16 +281,39 @@ def collect(root: Path) -> list[dict]:
     return rows
 
 
+# metrics.json's numbers the report shows; a perplexity also draws on a log axis (is_perplexity)
+NUMBERS = ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs", "train_seconds", "words_per_second")
+PERPLEXITIES = ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched")
+
+
+# exp(rnnreg.signals.MAX_NLL), without importing torch: above it a run has diverged (and writes null)
+MAX_PERPLEXITY = math.exp(700.0)
+
+
+def is_perplexity(value: float) -> bool:
+    """A perplexity a run can have written: at least 1, at most MAX_PERPLEXITY (so finite)."""
+    return 1.0 <= value <= MAX_PERPLEXITY
+
+
 def read_metrics(path: Path) -> dict:
-    """A run's metrics.json ({} without one), a null number as nan: rnnreg.io writes NaN and infinities as null."""
+    """A run's metrics.json ({} without one), a null number as nan: rnnreg.io writes NaN and infinities as null.
+    A file whose numbers are not numbers, or not perplexities a run writes, is one the report cannot read."""
     if not path.exists():
         return {}
     try:
         metrics = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
+    except (OSError, ValueError, UnicodeDecodeError) as err:
         raise unreadable(path, err) from None
     if not isinstance(metrics, dict):
         raise unreadable(path, "not a JSON object")
+    for key in NUMBERS:
+        value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise unreadable(path, f"{key}={json.dumps(value)} is not a number")
+        if value is not None and key in PERPLEXITIES and not is_perplexity(value):
+            raise unreadable(path, f"{key}={json.dumps(value)} is not a perplexity")
+    if not isinstance(metrics.get("status", ""), str):
+        raise unreadable(path, f"status={json.dumps(metrics['status'])} is not a run's status")
     return {key: math.nan if value is None else value for key, value in metrics.items()}
 
 
@@ -771,8 +800,15 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     if notes:
         table += "\nNotes:\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     table += how_to_go_on(rows, root)
-    (root / "report.md").write_text(table)
-    plot(rows, root, paper)
+    try:
+        (root / "report.md").write_text(table)
+        plot(rows, root, paper)
+    except OSError as err:  # a folder where a file goes, a read-only folder, a full disk
+        where = Path(err.filename) if err.filename else root
+        raise OutputError(
+            f"could not write {where.name} in {where.parent}: {err.strerror or err}: move what is in the way, or "
+            f"copy the runs to a folder you can write"
+        ) from None
     return table
 
 
@@ -783,7 +819,10 @@ def written_files(root: Path) -> list[Path]:
 
 @hydra_entry("report")
 def main(cfg: DictConfig) -> None:
-    text = report(cfg.path, OmegaConf.to_container(cfg.paper, resolve=True))
+    if cfg.paper is not None and not isinstance(cfg.paper, DictConfig):
+        raise ConfigError(f"paper={cfg.paper} must be the paper's numbers by model size (conf/report.yaml), or null")
+    paper = None if cfg.paper is None else OmegaConf.to_container(cfg.paper, resolve=True)
+    text = report(str(cfg.path), paper)
     try:
         print(text)
         print("wrote " + ", ".join(str(p) for p in written_files(Path(cfg.path))), flush=True)
