@@ -38,7 +38,7 @@ from rnnreg import stacked_launcher, stacked_outputs, stacked_train
 from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
-from rnnreg.errors import ConfigError, DataError
+from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
@@ -408,6 +408,37 @@ def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
         True,
     ]
     assert stacked_launcher.on_a_cpu(jobs("auto")) == (not torch.cuda.is_available())
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (lambda s: s | {"fingerprint": "x"}, "no fingerprint of its group"),
+        (lambda s: s | {"fingerprint": ["not json", s["fingerprint"][1]]}, "its group key is not JSON"),
+        (lambda s: s | {"fingerprint": [s["fingerprint"][0], [[5]]]}, "members' overrides are not lists of overrides"),
+        (lambda s: s | {"pad_hidden_to": "x"}, "pad_hidden_to='x' is not a whole number of at least 1"),
+        (lambda s: {k: v for k, v in s.items() if k != "params"}, "'params'"),
+        (lambda s: s | {"epoch": "x"}, "epoch='x' is not a whole number of at least 0"),
+        (lambda s: s | {"window": -3}, "window=-3 is not a whole number of at least 0"),
+        (lambda s: s | {"members": s["members"][:1]}, "members: not the group's 2"),
+        (lambda s: s | {"active": torch.ones(5, dtype=torch.bool)}, "must match the size"),
+        (lambda s: s | {"generators": s["generators"][:1]}, "1 generator states for 2 members"),
+    ],
+)
+def test_a_resume_file_edited_by_hand_is_one_line(tmp_path, tiny_corpus, change, why):
+    """A group's resume file whose contents do not fit (edited, or from another version): the launcher's first
+    read of it (its fingerprint and width) or the group's load says which value, in one line with the way on,
+    and the file is left as it is."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus)
+    resume_file = tmp_path / ".stacked" / "group_0.pt"
+    written_resume(stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched"))
+    torch.save(change(torch.load(resume_file, weights_only=True)), resume_file)
+    saved = resume_file.read_bytes()
+    message = f"{re.escape(str(resume_file))} is not a readable resume file \\(.*{re.escape(why)}.*\\): move it away"
+    with pytest.raises(CheckpointError, match=message):
+        stacked_launcher.resume_fingerprints(resume_file.parent)
+        stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()
+    assert resume_file.read_bytes() == saved
 
 
 def test_padding_a_group_cannot_have_is_one_line(tmp_path, tiny_corpus):

@@ -329,13 +329,40 @@ def resume_fingerprints(stacked_dir: Path) -> list[tuple[int, Path, list]]:
             continue
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            found.append((int(number), path, state["fingerprint"]))
+            found.append((int(number), path, checked_fingerprint(state)))
         except Exception as err:
-            raise CheckpointError(
-                f"{path} is not a readable resume file ({str(err).splitlines()[0]}): move it away to train its "
-                f"group again from its start"
-            ) from None
+            raise unreadable_resume(path, err) from None
     return found
+
+
+def unreadable_resume(path: Path, why) -> CheckpointError:
+    """A group's resume file that cannot be read (cut short, edited): one line, and the way on."""
+    why = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
+    return CheckpointError(
+        f"{path} is not a readable resume file ({why}): move it away to train its group again from its start"
+    )
+
+
+def checked_fingerprint(state) -> list:
+    """A resume file's fingerprint (its group key, JSON, and each member's overrides), checked with the width its
+    group held; a ValueError where the file holds something else."""
+    fingerprint = state.get("fingerprint") if isinstance(state, dict) else None
+    if not (isinstance(fingerprint, (list, tuple)) and len(fingerprint) == 2):
+        raise ValueError("no fingerprint of its group")
+    key, members = fingerprint
+    try:
+        json.loads(key)  # (setting_differences reads it)
+    except (TypeError, ValueError):
+        raise ValueError("its group key is not JSON") from None
+    if not isinstance(members, (list, tuple)) or not all(
+        isinstance(m, (list, tuple)) and all(isinstance(o, str) for o in m) for m in members
+    ):
+        raise ValueError("its members' overrides are not lists of overrides")
+    for name in ("units", "pad_hidden_to"):
+        value = state.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is not a whole number of at least 1")
+    return [key, [list(m) for m in members]]
 
 
 def running_program(program: str, on_cpu: bool) -> str:

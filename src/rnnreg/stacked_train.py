@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from rnnreg.callbacks import median_step_words_per_second
 from rnnreg.checkpoints import STOPPED_BY, tests_best
 from rnnreg.console import counted, device_name
-from rnnreg.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
+from rnnreg.errors import ConfigError, OutputError, TrainingDiverged
 from rnnreg.io import FileWriter, save_atomically
 from rnnreg.loggers import checked_run_id, offline_run_parts
 from rnnreg.lstm_layer import require_triton_cell
@@ -38,7 +38,13 @@ from rnnreg.optim import paper_lr_factor
 from rnnreg.run_lock import recorded_metrics
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
-from rnnreg.stacked_launcher import Job, resume_refusal, setting_differences
+from rnnreg.stacked_launcher import (
+    Job,
+    checked_fingerprint,
+    resume_refusal,
+    setting_differences,
+    unreadable_resume,
+)
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_step import group_step
@@ -495,10 +501,11 @@ class GroupTrainer:
     def load_resume(self) -> None:
         try:
             state = torch.load(self.resume_file, map_location="cpu", weights_only=True)
+            fingerprint = checked_fingerprint(state)
         except Exception as err:
-            raise CheckpointError(f"{self.resume_file} is not a readable resume file ({err})") from None
-        if not same_fingerprint(state["fingerprint"], self.fingerprint()):  # (resumed_groups says which, up front)
-            key, now = state["fingerprint"][0], self.fingerprint()[0]
+            raise unreadable_resume(self.resume_file, err) from None
+        if not same_fingerprint(fingerprint, self.fingerprint()):  # (resumed_groups says which, up front)
+            key, now = fingerprint[0], self.fingerprint()[0]
             what = f"settings ({setting_differences(key, now)})" if key != now else "jobs"
             raise ConfigError(
                 f"{self.resume_file} was written by another sweep (other {what} in group {self.group}): "
@@ -507,6 +514,22 @@ class GroupTrainer:
         hidden, pad = self.model.hidden_size, self.pad_hidden_to
         if why := resume_refusal(self.resume_file, state, self.step.name, self.device.type, hidden, pad):
             raise ConfigError(why)
+        try:  # a file edited by hand (its fingerprint intact): the first value that does not fit says so
+            self.apply_resume(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            raise unreadable_resume(self.resume_file, err) from None
+        self.wandb_runs = [checked_run_id(run, self.resume_file) for run in state.get("wandb_runs") or self.wandb_runs]
+
+    def apply_resume(self, state: dict) -> None:
+        """The group as its resume file holds it (load_resume: any value that does not fit raises)."""
+        counts = {name: state[name] for name in ("epoch", "window", "global_step", "tokens")}
+        seconds = {name: state[name] for name in ("train_seconds", "fit_seconds")}
+        for name, value in (counts | seconds).items():
+            whole = name in counts
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < 0:
+                raise ValueError(f"{name}={value!r} is not a {'whole ' if whole else ''}number of at least 0")
+        if not isinstance(state["members"], list) or len(state["members"]) != len(self.jobs):
+            raise ValueError(f"members: not the group's {len(self.jobs)}")
         self.pad_into(self.params, state["params"])
         if self.best_params is not None:
             self.pad_into(self.best_params, state["best_params"])
@@ -522,7 +545,6 @@ class GroupTrainer:
         self.step.nll_sum.copy_(state["nll_sum"])
         self.tokens = state["tokens"]
         self.train_seconds, self.fit_seconds = state["train_seconds"], state["fit_seconds"]
-        self.wandb_runs = [checked_run_id(run, self.resume_file) for run in state.get("wandb_runs") or self.wandb_runs]
 
     # -- the group's run ------------------------------------------------------------------------------
     def run(self, resume: bool) -> list[tuple[str, object]]:
