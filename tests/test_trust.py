@@ -27,6 +27,7 @@ from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
 from rnnreg.report import status_without_metrics
+from rnnreg.resume import check_training_state
 from rnnreg.run_lock import RunLock
 from rnnreg.task import load_task
 from rnnreg.train import train
@@ -111,6 +112,9 @@ def trained(tmp_path_factory) -> dict:
     foreign = torch.load(good, weights_only=True)
     foreign["wandb_parts"] = "$(touch pwned)"  # the earlier parts' folders: a list of paths, not a string
     torch.save(foreign, root / "parts.ckpt")
+    weights_only = torch.load(good, weights_only=True)  # as Lightning's save_weights_only writes one
+    del weights_only["optimizer_states"], weights_only["lr_schedulers"]
+    torch.save(weights_only, root / "weights_only.ckpt")
     # the same words in another order (another vocabulary of the same size), and another model shape
     write_corpus(root / "reordered", seed=5)
     procs = {
@@ -127,6 +131,9 @@ def trained(tmp_path_factory) -> dict:
         "vocab": popen("rnnreg-train", *train_args(root / "reordered", root / "vocab", f"ckpt_path={good}")),
         "shape": popen(
             "rnnreg-train", *train_args(corpus, root / "shape", f"ckpt_path={good}", "model.hidden_size=24")
+        ),
+        "weights_only": popen(
+            "rnnreg-train", *train_args(corpus, root / "weights_only", f"ckpt_path={root}/weights_only.ckpt")
         ),
         "run_id": popen(
             "rnnreg-train",
@@ -252,6 +259,45 @@ def test_resume_refuses_another_vocabulary_or_model_shape(trained, case, message
     assert re.fullmatch(f"error: {message}: resume it .*", stderr[0]), stderr[0]
     assert not list((root / case).rglob("*.ckpt"))  # nothing trained
     assert not (root / case / "metrics.json").exists()  # bad input writes nothing (README, Errors)
+
+
+def test_a_checkpoint_of_the_weights_only_is_not_resumed_and_says_what_to_do(trained):
+    """A weights-only checkpoint (no optimiser state) cannot be resumed: one line with what can be done with it,
+    before anything is written (it was Lightning's KeyError)."""
+    root = trained["root"]
+    status, stderr = trained["cli"]["weights_only"]
+    assert status == 2 and len(stderr) == 1, stderr
+    assert stderr[0] == (
+        f"error: {root}/weights_only.ckpt holds no optimiser state (a checkpoint of the weights only): a resume goes "
+        "on from it; evaluate it with rnnreg-eval, or give the run's checkpoints/last.ckpt"
+    )
+    assert not (root / "weights_only" / "metrics.json").exists() and not list((root / "weights_only").rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    "key, value, why",
+    [
+        ("epoch", "x", "its epoch is 'x'"),
+        ("epoch", None, "its epoch is None"),  # None: the key removed
+        ("train_window", -5, "its train_window is -5"),
+        ("callbacks", "x", "its callbacks is 'x'"),
+        ("rng", "x", "its rng is 'x'"),
+        ("pytorch-lightning_version", None, "its pytorch-lightning_version is None"),
+        ("optimizer_states", [{}], "its optimizer_states are not an optimiser's state"),
+    ],
+)
+def test_a_training_state_edited_by_hand_is_one_line(trained, key, value, why):
+    """What a resume reads from a checkpoint beyond its weights (Lightning's loops and optimiser, our window and
+    random state), checked before anything is written: the key that does not fit, not a traceback from inside
+    Lightning's restore (KeyError, ValueError, TypeError, a teardown error hiding the first)."""
+    checkpoint = torch.load(trained["good"], weights_only=True)
+    check_training_state(checkpoint, "good.ckpt")
+    if value is None:
+        del checkpoint[key]
+    else:
+        checkpoint[key] = value
+    with pytest.raises(CheckpointError, match=f"^x.ckpt is not a checkpoint rnnreg-train wrote: {re.escape(why)}"):
+        check_training_state(checkpoint, "x.ckpt")
 
 
 # -- resume into a new folder equals the uninterrupted run: best score, best model, early stopping ---------------

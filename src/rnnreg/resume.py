@@ -18,7 +18,7 @@ import torch
 from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.loggers import offline_run_parts, wandb_run_id
-from rnnreg.model import build_net
+from rnnreg.model import build_net, not_written_by_train
 
 
 def windows_done(trainer) -> int:
@@ -96,6 +96,41 @@ def mid_epoch_carry(task, trainer) -> dict:
 SAVED_WITH_THE_OPTIMISER = ("lr", "momentum", "weight_decay")
 
 
+def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
+    """A CheckpointError before anything is written where a checkpoint lacks, or holds in another form, the
+    training state a resume goes on from (weights alone, a file edited by hand): the key that does not fit."""
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    optimizers = checkpoint.get("optimizer_states")
+    if not optimizers:
+        raise CheckpointError(
+            f"{ckpt_path} holds no optimiser state (a checkpoint of the weights only): a resume goes on from it; "
+            f"evaluate it with rnnreg-eval, or give the run's checkpoints/last.ckpt"
+        )
+    if not isinstance(optimizers, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("param_groups"), list) and isinstance(o.get("state"), dict)
+        for o in optimizers
+    ):
+        raise not_written_by_train(ckpt_path, "its optimizer_states are not an optimiser's state")
+    checks = {
+        "pytorch-lightning_version": isinstance(checkpoint.get("pytorch-lightning_version"), str),
+        "epoch": whole(checkpoint.get("epoch")),
+        "global_step": whole(checkpoint.get("global_step")),
+        "train_window": whole(checkpoint.get("train_window", 0)),
+        "callbacks": isinstance(checkpoint.get("callbacks", {}), dict),
+        "loops": isinstance(checkpoint.get("loops", {}), dict),
+    }
+    rng = checkpoint.get("rng")
+    if rng is not None:
+        checks["rng"] = isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)
+        checks["rng"] = checks["rng"] and rng["torch"].dtype == torch.uint8
+    if bad := [key for key, fits in checks.items() if not fits]:
+        shown = repr(checkpoint.get(bad[0]))[:60]
+        raise not_written_by_train(ckpt_path, f"its {bad[0]} is {shown}, not a training state's")
+
+
 def check_resume_settings(
     optim: dict,
     max_epochs: int,
@@ -110,6 +145,7 @@ def check_resume_settings(
     optimiser state would silently replace (the new run's records would name values it did not use), or, stopped
     inside an epoch, another data.batch_size than the streams its carried state holds or another data.bptt than
     the windows it counted (the resumed run would go on from another place in the stream)."""
+    check_training_state(checkpoint, ckpt_path)
     done = int(checkpoint.get("epoch", -1)) + 1  # epochs trained, at an epoch's end (no window of the next)
     if checkpoint.get("train_window", 0) == 0 and "train_carry" not in checkpoint and done >= max_epochs:
         raise ConfigError(
