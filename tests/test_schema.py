@@ -96,6 +96,8 @@ def bad_values(r: Rule) -> list:
         out += ["sideways", 1.5]
     elif r.kind == "text":
         out += ["", [1, 2]]
+    elif r.kind == "words":  # (rnnreg-generate's prompt: a list would be split as its printed text)
+        out += [[1, 2], True]
     elif r.kind == "devices":
         out += ["abc", 0, -2, 1.5]
     elif r.kind == "ckpt":

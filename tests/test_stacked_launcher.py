@@ -1164,6 +1164,15 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
     assert cut.stderr.endswith("): restore it, or move the job's folder away\n")
     recorded.write_bytes(records[recorded])
     assert {p: p.read_bytes() for p in [*sweep.glob("*/.hydra/*.yaml"), sweep / "multirun.yaml"]} == records
+    # a plain file where a job's folder goes: one line, nothing changed
+    (sweep / "5").rename(sweep / "5.moved")
+    (sweep / "5").write_text("not a folder\n")
+    in_the_way = run(*args, "hydra.launcher.resume=true", check=False)
+    assert in_the_way.returncode == 2 and in_the_way.stderr.count("\n") == 1, in_the_way.stderr
+    assert in_the_way.stderr.startswith(f"error: {sweep / '5'} is a file where job 5's folder goes: move it away")
+    (sweep / "5").unlink()
+    (sweep / "5.moved").rename(sweep / "5")
+    assert {p: p.read_bytes() for p in [*sweep.glob("*/.hydra/*.yaml"), sweep / "multirun.yaml"]} == records
     # going on with another program: the command's own mistake, found as the group starts, is one line, exit 2,
     # and nothing in the sweep folder changes
     files = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and ".rnnreg.lock" not in p.name}

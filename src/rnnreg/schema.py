@@ -70,6 +70,8 @@ class Rule:
             what = "one of " + ", ".join(shown if len(shown) <= 10 else [*shown[:8], "..."])
         elif self.kind == "text":
             what = "a non-empty string"
+        elif self.kind == "words":
+            what = "words separated by spaces (quoted where they hold a comma or brackets)"
         elif self.kind == "ckpt":
             what = "the path of a checkpoint file written by rnnreg-train"
         elif self.kind == "devices":
@@ -311,7 +313,7 @@ class Generate:
     task_name: str = text()
     experiment_name: str = text()
     ckpt_path: str = rule("ckpt")
-    prompt: str = rule("any", hint="words, separated by spaces")
+    prompt: str = rule("words", null=True, hint="e.g. prompt='the meaning of life is'")
     num_words: int = integer(0)
     temperature: float = positive(hint="1.0 samples the model as trained")
     seed: int = integer(0, 2**32 - 1)
@@ -406,6 +408,9 @@ def check_value(value: Any, r: Rule) -> str | None:
             return None
     elif kind == "text":
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value):
+            return None
+    elif kind == "words":  # (a list or mapping would be split as its printed text)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return None
     elif kind == "devices":
         if value == "auto" or value == -1 or (_is_int(value) and value >= 1):

@@ -189,6 +189,11 @@ def check_resumed_jobs(config: DictConfig) -> None:
     if folders is None:
         return  # another sweeper's jobs come one by one: its group's resume file holds their fingerprint
     for num, (overrides, folder) in enumerate(folders):
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(
+                f"{folder} is a file where job {num}'s folder goes: move it away, or start another sweep "
+                f"(hydra.sweep.dir=...)"
+            )
         recorded_file = folder / ".hydra" / "overrides.yaml"
         recorded = recorded_overrides(folder)
         if recorded is None:
