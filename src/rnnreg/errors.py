@@ -7,6 +7,11 @@ traceback.
 from __future__ import annotations
 
 
+def first_line(err: Exception | str) -> str:
+    """An error's message in one line (its first), or its type's name where it has none."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 class UserError(Exception):
     """Bad input (config, data, checkpoint) or a run that cannot go on (divergence); one-line message."""
 

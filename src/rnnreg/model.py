@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rnnreg.errors import CheckpointError, ConfigError
+from rnnreg.errors import CheckpointError, ConfigError, first_line
 from rnnreg.lstm_layer import LSTMLayerFunction
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -306,10 +306,6 @@ def state_mismatch(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor
             )
     extra = next((key for key in theirs if key not in ours), None)
     return None if extra is None else f"net.{extra} is not in the model its hyper_parameters give"
-
-
-def first_line(err: Exception | str) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def not_this_version(source: str, err: Exception | str) -> CheckpointError:

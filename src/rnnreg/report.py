@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 from omegaconf import DictConfig, OmegaConf
 
-from rnnreg.errors import ConfigError, DataError, OutputError
+from rnnreg.errors import ConfigError, DataError, OutputError, first_line
 from rnnreg.run_lock import RunLock
 from rnnreg.runtime import hydra_entry
 from rnnreg.sweep import BASIC_SWEEPER, NOT_COMPARED, STACKED_LAUNCHER, job_order, override_key, recorded_overrides
@@ -211,8 +211,9 @@ def section(value: dict, path: Path, *keys: str) -> dict:
 
 def unreadable(path: Path, why) -> DataError:
     """A run's file the report cannot read (a file from elsewhere, cut short or edited): one line, the fix."""
-    why = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
-    return DataError(f"{path} is not readable ({why}): restore it, or move its run's folder out of the report's path")
+    return DataError(
+        f"{path} is not readable ({first_line(why)}): restore it, or move its run's folder out of the report's path"
+    )
 
 
 def choice(choices: dict, overrides: list[str], group: str) -> str | None:

@@ -123,9 +123,9 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         "loops": isinstance(checkpoint.get("loops", {}), dict),
     }
     rng = checkpoint.get("rng")
-    if rng is not None:
-        checks["rng"] = isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)
-        checks["rng"] = checks["rng"] and rng["torch"].dtype == torch.uint8
+    if rng is not None:  # torch's generator state is a byte tensor
+        state = rng.get("torch") if isinstance(rng, dict) else None
+        checks["rng"] = isinstance(state, torch.Tensor) and state.dtype == torch.uint8
     if bad := [key for key, fits in checks.items() if not fits]:
         shown = repr(checkpoint.get(bad[0]))[:60]
         raise not_written_by_train(ckpt_path, f"its {bad[0]} is {shown}, not a training state's")

@@ -24,7 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
-from rnnreg.errors import CheckpointError, ConfigError, DataError, UserError
+from rnnreg.errors import CheckpointError, ConfigError, DataError, UserError, first_line
 from rnnreg.run_lock import recorded_metrics
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
 
@@ -337,9 +337,9 @@ def resume_fingerprints(stacked_dir: Path) -> list[tuple[int, Path, list]]:
 
 def unreadable_resume(path: Path, why) -> CheckpointError:
     """A group's resume file that cannot be read (cut short, edited): one line, and the way on."""
-    why = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
     return CheckpointError(
-        f"{path} is not a readable resume file ({why}): move it away to train its group again from its start"
+        f"{path} is not a readable resume file ({first_line(why)}): move it away to train its group again from "
+        f"its start"
     )
 
 

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnreg.errors import ConfigError, DataError, OutputError, UserError
+from rnnreg.errors import ConfigError, DataError, OutputError, UserError, first_line
 from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, recorded_metrics, results_message
 
 SWEEP_FILE = "sweep.yaml"
@@ -124,7 +124,7 @@ def recorded_overrides(folder: Path) -> list[str] | None:
     try:
         overrides = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        why = str(err).strip().splitlines()[0]
+        why = first_line(err)
     else:
         if overrides is None or (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
             return overrides or []
