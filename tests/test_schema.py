@@ -219,6 +219,10 @@ def test_a_typo_names_the_key_meant(composed):
         (["experiment=smoke", "dropout=non_recurrent"], r"^dropout=non_recurrent drops nothing: .* set dropout.p"),
         (["-m", "experiment=smoke", "dropout=none,variational"], r"^dropout=variational drops nothing.*\(sweep job"),
         (["-m", "dropout=both", "dropout.p=0.5,0.0"], r"drops nothing.*\(sweep job dropout.p=0.0\)$"),
+        (  # a site given dropout.p by its full name counts as a placement's ${.p}
+            ["experiment=smoke", "dropout.input=${dropout.p}"],
+            r"^dropout=none drops nothing: its sites \(dropout.input\) use dropout.p, which is 0 here",
+        ),
         (["-m", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
         # every quoting hint as a shell passes it to Hydra: the inner quotes in the outer ones
         (["seed=1,2"], r"^seed=1,2 is a sweep: add -m .*\(\"seed='1,2'\"\) for a string$"),

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
-from rnnreg.schema import trainer_arguments, unknown_key, validate
+from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validate
 from rnnreg.stacked_launcher import check_stackable
 from rnnreg.sweep import STACKED_LAUNCHER, basic_sweeper
 
@@ -129,7 +129,7 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
                         check_stackable(job)
                 except ConfigError as err:
                     raise ConfigError(f"{err}{where}") from None
-                rate_used = rate_used or uses_dropout_p(job)
+                rate_used = rate_used or ("dropout" in job and bool(sites_using_p(job.dropout)))
                 checked += 1
     if "dropout.p" in sweeps and checked and not rate_used:  # an Optuna study over p with dropout=none, say
         raise ConfigError(
@@ -143,12 +143,6 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
 def stacked_launcher(composed: DictConfig) -> bool:
     """Whether the command's jobs run on hydra/launcher=stacked (`composed`: with Hydra's node)."""
     return OmegaConf.select(composed, "hydra.launcher._target_", default="") == STACKED_LAUNCHER
-
-
-def uses_dropout_p(job: DictConfig) -> bool:
-    """Whether a job's dropout sites take their rate from dropout.p (the placements' ${.p})."""
-    sites = OmegaConf.to_container(job.dropout, resolve=False) if "dropout" in job else {}
-    return any(isinstance(v, str) and v.replace(" ", "") in ("${.p}", "${dropout.p}") for v in sites.values())
 
 
 def quoted_override(key: str, value: str) -> str:

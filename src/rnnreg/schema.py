@@ -663,13 +663,20 @@ def _check_dropout(cfg: DictConfig, choices: Any) -> None:
             f"model.lstm=fused cannot run {', '.join(step_only)} (they need the step loop): set model.lstm=auto or step"
         )
     # a placement that promises dropout (its sites read dropout.p) but drops nothing: p is 0
-    uses_p = [k for k in SITES if OmegaConf.to_container(dropout, resolve=False).get(k) == "${.p}"]
+    uses_p = sites_using_p(dropout)
     if uses_p and dropout.p == 0 and not any(dropout[k] for k in SITES):
         placement = _choice(choices, "dropout")
         raise ConfigError(
             f"dropout={placement or '...'} drops nothing: its sites ({', '.join('dropout.' + k for k in uses_p)}) "
             f"use dropout.p, which is 0 here: set dropout.p (e.g. dropout.p=0.5) or use dropout=none"
         )
+
+
+def sites_using_p(dropout: DictConfig) -> list[str]:
+    """The dropout sites that take their rate from dropout.p (a placement's ${.p}, or ${dropout.p} written out)."""
+    sites = OmegaConf.to_container(dropout, resolve=False)
+    reads_p = ("${.p}", "${dropout.p}")
+    return [k for k in SITES if isinstance(sites.get(k), str) and sites[k].replace(" ", "") in reads_p]
 
 
 def _choice(choices: Any, group: str) -> str | None:
