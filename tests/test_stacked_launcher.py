@@ -34,7 +34,7 @@ from helpers import (
     wandb_runs,
     write_corpus,
 )
-from rnnreg import stacked_launcher, stacked_outputs, stacked_train
+from rnnreg import stacked_outputs, stacked_resume, stacked_settings, stacked_train
 from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
@@ -42,7 +42,8 @@ from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
-from rnnreg.stacked_launcher import Job, check_stackable, group_jobs, group_key, resumed_groups
+from rnnreg.stacked_launcher import Job, group_jobs, group_key, resumed_groups
+from rnnreg.stacked_settings import check_stackable
 from rnnreg.stacked_step import group_step
 
 # Members differ in everything a member can hold: seed, lr, clip, weight decay, momentum, schedule, early
@@ -397,17 +398,9 @@ def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
     gpu and cuda on the GPU, auto where CUDA is, anything else on the CPU."""
     import torch
 
-    def jobs(accelerator: str) -> list[SimpleNamespace]:
-        return [SimpleNamespace(plain={"trainer": {"accelerator": accelerator}})]
-
-    assert [stacked_launcher.on_a_cpu(jobs(a)) for a in ("cpu", "gpu", "cuda", "mps", "tpu")] == [
-        True,
-        False,
-        False,
-        True,
-        True,
-    ]
-    assert stacked_launcher.on_a_cpu(jobs("auto")) == (not torch.cuda.is_available())
+    on_a_cpu = stacked_settings.on_a_cpu
+    assert [on_a_cpu(a) for a in ("cpu", "gpu", "cuda", "mps", "tpu")] == [True, False, False, True, True]
+    assert on_a_cpu("auto") == (not torch.cuda.is_available())
 
 
 @pytest.mark.parametrize(
@@ -436,7 +429,7 @@ def test_a_resume_file_edited_by_hand_is_one_line(tmp_path, tiny_corpus, change,
     saved = resume_file.read_bytes()
     message = f"{re.escape(str(resume_file))} is not a readable resume file \\(.*{re.escape(why)}.*\\): move it away"
     with pytest.raises(CheckpointError, match=message):
-        stacked_launcher.resume_fingerprints(resume_file.parent)
+        stacked_resume.resume_fingerprints(resume_file.parent)
         stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()
     assert resume_file.read_bytes() == saved
 
@@ -447,7 +440,7 @@ def test_padding_a_group_cannot_have_is_one_line(tmp_path, tiny_corpus):
     hidden units, with the fix, before anything is written."""
     cfg = group_jobs_here(tmp_path, tiny_corpus, members=1)[0].cfg  # hidden 16
     norm = group_jobs_here(tmp_path / "norm", tiny_corpus, "model.layer_norm=true", members=1)[0].cfg
-    pad = stacked_launcher.pad_hidden_to
+    pad = stacked_settings.pad_hidden_to
     assert [pad(cfg, "auto", "batched", on_cpu=False), pad(cfg, "auto", "batched", on_cpu=True)] == [8, 1]
     assert [pad(cfg, "auto", "in_turn", on_cpu=True), pad(norm, "auto", "batched", on_cpu=False)] == [1, 1]
     assert [pad(cfg, 12, "batched", on_cpu=True), pad(norm, 8, "batched", on_cpu=False)] == [12, 8]  # 8: none
@@ -745,7 +738,7 @@ def test_trainer_settings_that_do_what_a_stacked_group_does_are_stackable(tiny_c
 
 def test_every_trainer_argument_is_read_unused_or_checked_by_the_stacked_launcher():
     """A Lightning Trainer argument the stacked launcher knows nothing of would be ignored silently."""
-    known = {*stacked_launcher.TRAINER_READ, *stacked_launcher.TRAINER_UNUSED, *stacked_launcher.TRAINER_ASSUMED}
+    known = {*stacked_settings.TRAINER_READ, *stacked_settings.TRAINER_UNUSED, *stacked_settings.TRAINER_ASSUMED}
     assert trainer_arguments() <= known, sorted(trainer_arguments() - known)
 
 

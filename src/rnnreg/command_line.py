@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
 from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validate
-from rnnreg.stacked_launcher import check_stackable
+from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import STACKED_LAUNCHER, basic_sweeper
 
 # Hydra's own flags that do not run the task (or pick another config): nothing to check before Hydra

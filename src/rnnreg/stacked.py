@@ -31,7 +31,7 @@ from torch import nn
 
 from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
-from rnnreg.stacked_launcher import padded_size
+from rnnreg.stacked_settings import padded_size
 
 State = tuple[torch.Tensor, torch.Tensor]
 

@@ -4,7 +4,9 @@ members must share, each group trained at once as one StackedLanguageModel (rnnr
 Every job gets its folder exactly as Hydra's basic launcher makes it (`<sweep dir>/<subdir>/.hydra/
 {config,hydra,overrides}.yaml`) and, after training, the outputs of a separate run (metrics.json,
 csv/metrics.csv, train.log, checkpoints/{best,last}.ckpt). The launcher class Hydra instantiates lives in
-hydra_plugins.rnnreg_stacked_launcher (Hydra's rule for plugins); the work is here.
+hydra_plugins.rnnreg_stacked_launcher (Hydra's rule for plugins); the work is here: composing and grouping the
+jobs, then training each group. What a group can hold is rnnreg.stacked_settings; its resume file,
+rnnreg.stacked_resume.
 """
 
 from __future__ import annotations
@@ -24,14 +26,11 @@ from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
-from rnnreg.errors import CheckpointError, ConfigError, DataError, UserError, first_line
+from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.run_lock import recorded_metrics
+from rnnreg.stacked_resume import resume_fingerprints, resume_refusal, setting_differences
+from rnnreg.stacked_settings import check_stackable, on_a_cpu, pad_hidden_to, padded_size, running_program
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
-
-PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
-# hydra.launcher.pad_hidden_to=auto: the batched program on a GPU holds the hidden units padded to a multiple of
-# this (650 as 656): 16-byte aligned rows in float32, bf16 and fp16 (rnnreg.stacked's docstring)
-GPU_PAD_HIDDEN_TO = 8
 
 log = logging.getLogger("rnnreg")
 
@@ -72,155 +71,6 @@ class Job:
     key: str = ""
     plain: dict = field(default_factory=dict)  # cfg resolved
     task_cfg: DictConfig | None = None  # cfg as composed (unresolved), for its .hydra/config.yaml
-
-
-def check_launcher_settings(launcher: DictConfig) -> None:
-    """hydra.launcher's values (conf/hydra/launcher/stacked.yaml), checked before anything is written: a one-line
-    ConfigError naming the key and what it takes."""
-    max_members, resume = launcher.get("max_members"), launcher.get("resume")
-    program, stop = launcher.get("program"), launcher.get("stop_after_windows")
-    pad = launcher.get("pad_hidden_to", "auto")
-    if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
-        raise ConfigError(
-            f"hydra.launcher.max_members={max_members} must be a whole number of at least 1 (the most jobs trained "
-            f"as one program; 16 by default)"
-        )
-    if not isinstance(resume, bool):
-        raise ConfigError(f"hydra.launcher.resume={resume} must be true or false")
-    if program not in PROGRAMS:
-        raise ConfigError(f"hydra.launcher.program={program} must be one of {', '.join(PROGRAMS)}")
-    if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop < 1):
-        raise ConfigError(f"hydra.launcher.stop_after_windows={stop} must be null or a whole number of at least 1")
-    if pad != "auto" and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 1):
-        raise ConfigError(
-            f"hydra.launcher.pad_hidden_to={pad} must be auto or a whole number of at least 1 (1: no padding)"
-        )
-
-
-def pad_hidden_to(cfg, pad, program: str, on_cpu: bool) -> int:
-    """The multiple a group's hidden units are padded to (hydra.launcher.pad_hidden_to, `pad`; `program`: the one
-    it runs, running_program): auto is GPU_PAD_HIDDEN_TO for the batched program on a GPU without layer norm, 1
-    otherwise. A ConfigError where a padding was asked for that the group cannot have."""
-    hidden, layer_norm = cfg.model.hidden_size, bool(cfg.model.get("layer_norm", False))
-    if pad == "auto":
-        return GPU_PAD_HIDDEN_TO if program == "batched" and not on_cpu and not layer_norm else 1
-    if hidden % pad == 0:  # nothing to pad
-        return pad
-    if layer_norm:
-        raise ConfigError(
-            f"hydra.launcher.pad_hidden_to={pad} would pad model.hidden_size={hidden}, which layer norm normalises "
-            f"over: set hydra.launcher.pad_hidden_to=1 (or auto)"
-        )
-    if program == "in_turn":
-        raise ConfigError(
-            f"hydra.launcher.pad_hidden_to={pad}: the members in turn run as their own models, unpadded; set "
-            f"hydra.launcher.pad_hidden_to=1 (or auto), or hydra.launcher.program=batched"
-        )
-    return pad
-
-
-# The trainer settings GroupTrainer reads (rnnreg.stacked_train), and the ones that only say how Lightning shows
-# or places a run (a stacked group has its own progress, files and device): every other Trainer argument must be
-# at a value that does what GroupTrainer does (TRAINER_ASSUMED), or the members would differ from their jobs.
-TRAINER_READ = (
-    "max_epochs",
-    "check_val_every_n_epoch",  # a group validates on its jobs' epochs (part of the group key, as max_epochs is)
-    "limit_train_batches",
-    "limit_val_batches",
-    "limit_test_batches",
-    "log_every_n_steps",
-    "gradient_clip_val",
-    "gradient_clip_algorithm",
-    "accelerator",
-    "devices",
-    "num_nodes",
-    "strategy",
-    "precision",
-    "fast_dev_run",
-)
-TRAINER_UNUSED = (
-    "default_root_dir",
-    "plugins",
-    "num_sanity_val_steps",
-    "enable_progress_bar",
-    "enable_model_summary",
-    "enable_autolog_hparams",
-    "use_distributed_sampler",
-    "sync_batchnorm",
-    "deterministic",
-    "benchmark",
-    "inference_mode",
-    "limit_predict_batches",
-    "reload_dataloaders_every_n_epochs",
-    "model_registry",
-)
-# key: (the values that do what a stacked group does, the first one the fix; what the group does instead)
-TRAINER_ASSUMED = {
-    "val_check_interval": ((None, 1.0), "it validates at each epoch's end"),
-    "max_steps": ((-1, None), "it trains trainer.max_epochs epochs"),
-    "min_steps": ((None, 0), "early stopping may stop a member at any epoch"),
-    "min_epochs": ((None, 0, 1), "early stopping may stop a member at any epoch"),
-    "max_time": ((None,), "it trains trainer.max_epochs epochs"),
-    "accumulate_grad_batches": ((1,), "it updates after every window"),
-    "overfit_batches": ((0.0, 0), "it trains on the train split"),
-    "detect_anomaly": ((False,), "it does not run autograd's anomaly detection"),
-    "barebones": ((False,), "it writes every job's logs and checkpoints"),
-    "enable_checkpointing": ((None, True), "it writes every job's checkpoints"),
-    "profiler": ((None,), "it runs no profiler"),
-}
-
-
-def is_one_of(value, values: tuple) -> bool:
-    """`value` equal to one of `values` and of its type (1 is not 1.0 to val_check_interval, nor True)."""
-    return any(value == v and type(value) is type(v) for v in values)
-
-
-def shown(value) -> str:
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def check_trainer_assumed(trainer: DictConfig) -> None:
-    """A one-line ConfigError for a trainer setting a stacked group would not honour (TRAINER_ASSUMED)."""
-    for key, (values, instead) in TRAINER_ASSUMED.items():
-        value = trainer.get(key, values[0])
-        if not is_one_of(value, values):
-            raise ConfigError(
-                f"trainer.{key}={shown(value)} is not honoured by hydra/launcher=stacked ({instead}): set "
-                f"trainer.{key}={shown(values[0])}, or drop hydra/launcher=stacked to run these jobs with Hydra's "
-                f"basic launcher"
-            )
-
-
-def check_stackable(cfg: DictConfig) -> None:
-    """A one-line ConfigError naming the first setting a stacked member cannot hold."""
-    trainer = cfg.trainer
-    check_trainer_assumed(trainer)
-    unsupported = [
-        ("ckpt_path", cfg.get("ckpt_path"), "null (resume a stacked sweep with hydra.launcher.resume=true)"),
-        ("trainer.fast_dev_run", trainer.get("fast_dev_run", False), "false"),
-    ]
-    for key, value, valid in unsupported:
-        if value:
-            raise ConfigError(
-                f"{key}={value} is not supported by hydra/launcher=stacked: set {valid}, or drop "
-                f"hydra/launcher=stacked to run these jobs one by one"
-            )
-    if str(trainer.get("precision", "32-true")) not in ("32", "32-true"):
-        raise ConfigError(
-            f"trainer.precision={trainer.precision} is not supported by hydra/launcher=stacked (float32 only): "
-            f"set trainer.precision=32-true, or drop hydra/launcher=stacked"
-        )
-    if trainer.get("gradient_clip_algorithm", "norm") != "norm":
-        raise ConfigError(
-            f"trainer.gradient_clip_algorithm={trainer.gradient_clip_algorithm} is not supported by "
-            f"hydra/launcher=stacked (it clips the global norm): set trainer.gradient_clip_algorithm=norm"
-        )
-    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
-    if "ddp" in str(trainer.get("strategy", "auto")) or nodes != 1 or devices not in (1, "1", "auto"):
-        raise ConfigError(
-            f"trainer.devices={devices} / trainer.strategy={trainer.get('strategy', 'auto')}: a stacked group runs "
-            f"on one device; use trainer=default (or trainer=gpu)"
-        )
 
 
 def drop_key(tree: dict, dotted: str) -> None:
@@ -318,82 +168,6 @@ def interrupted_groups(jobs: Sequence, fingerprints: list[tuple[int, Path, list]
     return groups
 
 
-def resume_fingerprints(stacked_dir: Path) -> list[tuple[int, Path, list]]:
-    """(number, path, fingerprint: group key and members' overrides) of each resume file of a stacked sweep."""
-    import torch  # (only a resume reads one: grouping is plain Hydra and OmegaConf)
-
-    found = []
-    for path in sorted(stacked_dir.glob("group_*.pt")):
-        number = path.stem.removeprefix("group_")
-        if not number.isdigit():
-            continue
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            found.append((int(number), path, checked_fingerprint(state)))
-        except Exception as err:
-            raise unreadable_resume(path, err) from None
-    return found
-
-
-def unreadable_resume(path: Path, why) -> CheckpointError:
-    """A group's resume file that cannot be read (cut short, edited): one line, and the way on."""
-    return CheckpointError(
-        f"{path} is not a readable resume file ({first_line(why)}): move it away to train its group again from "
-        f"its start"
-    )
-
-
-def checked_fingerprint(state) -> list:
-    """A resume file's fingerprint (its group key, JSON, and each member's overrides), checked with the width its
-    group held; a ValueError where the file holds something else."""
-    fingerprint = state.get("fingerprint") if isinstance(state, dict) else None
-    if not (isinstance(fingerprint, (list, tuple)) and len(fingerprint) == 2):
-        raise ValueError("no fingerprint of its group")
-    key, members = fingerprint
-    try:
-        json.loads(key)  # (setting_differences reads it)
-    except (TypeError, ValueError):
-        raise ValueError("its group key is not JSON") from None
-    if not isinstance(members, (list, tuple)) or not all(
-        isinstance(m, (list, tuple)) and all(isinstance(o, str) for o in m) for m in members
-    ):
-        raise ValueError("its members' overrides are not lists of overrides")
-    for name in ("units", "pad_hidden_to"):
-        value = state.get(name, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} is not a whole number of at least 1")
-    return [key, [list(m) for m in members]]
-
-
-def running_program(program: str, on_cpu: bool) -> str:
-    """The program a group runs (rnnreg.stacked_step.group_step): hydra.launcher.program, auto being the members
-    in turn on a CPU and batched elsewhere."""
-    return "in_turn" if program == "in_turn" or (program == "auto" and on_cpu) else "batched"
-
-
-def resume_refusal(resume_file: Path, written: dict, program: str, device: str, hidden: int, pad: int) -> str | None:
-    """Why a group's resume file (`written`: its program, device and hidden width) cannot go on exactly in a run
-    of `program` on `device` (a device type) holding its `hidden` units padded to a multiple of `pad`; None when it
-    can."""
-    if written.get("program", program) != program:  # the other program would not go on exactly
-        return (
-            f"{resume_file} was written by the {written['program']} program and this run would go on with {program}, "
-            f"not exactly: resume with hydra.launcher.program={written['program']} (in_turn: on a CPU)"
-        )
-    if written.get("device", device) != device:  # its masks' generators are that device's
-        return (
-            f"{resume_file} was written on {written['device']} and this run is on {device}: resume with "
-            f"trainer.accelerator={'gpu' if written['device'] == 'cuda' else written['device']}"
-        )
-    units, held = padded_size(hidden, pad), written.get("units", hidden)  # (a file from before padding: unpadded)
-    if held != units:  # other GEMM shapes: other rounding
-        return (
-            f"{resume_file} was written holding the hidden units as {held} and this run holds them as {units}, not "
-            f"exactly: resume with hydra.launcher.pad_hidden_to={written.get('pad_hidden_to', 1)}"
-        )
-    return None
-
-
 def check_resume_files(
     sweep_dir: Path, groups: list[tuple[int, list]], program: str, on_cpu: bool, pads: dict[int, int], pad
 ) -> None:
@@ -416,11 +190,6 @@ def check_resume_files(
             raise ConfigError(f"{describe(group, number)}: {why}")
 
 
-def padded_size(size: int, multiple: int) -> int:
-    """`size` rounded up to a multiple of `multiple` (hydra.launcher.pad_hidden_to)."""
-    return -(-size // multiple) * multiple
-
-
 def recorded_status(job) -> str | None:
     return job_metrics(job).get("status")
 
@@ -440,24 +209,6 @@ def check_never_trained(job) -> None:
             f"would train it again from its start; go on with it alone (rnnreg-train <its overrides> ckpt_path="
             f"{last}), or move its folder away"
         )
-
-
-def setting_differences(before: str, now: str) -> str:
-    """Where two group keys differ, as `key=value where this command has key=value` (the first such key)."""
-
-    def first(a, b, path: str):
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b), key=str):
-                if (found := first(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))) is not None:
-                    return found
-            return None
-        return None if a == b else (path, a, b)
-
-    found = first(json.loads(before), json.loads(now), "")
-    if found is None:
-        return "other settings"
-    path, a, b = found
-    return f"{path}={json.dumps(a)} where this command has {path}={json.dumps(b)}"
 
 
 def describe(group: Sequence[Job], index: int, pad: int = 1) -> str:
@@ -524,17 +275,6 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     return launch_groups(launcher, sweep_dir, job_overrides, initial_job_idx)
 
 
-def on_a_cpu(jobs: Sequence) -> bool:
-    """Whether the sweep's groups train on a CPU (trainer.accelerator; auto: without CUDA; anything but gpu, cuda
-    and auto: a CPU, as rnnreg.stacked_train places a group)."""
-    accelerator = str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto"
-    if accelerator != "auto":
-        return accelerator not in ("gpu", "cuda")
-    import torch
-
-    return not torch.cuda.is_available()
-
-
 def refuse(launcher, sweep_dir: Path, message: str) -> NoReturn:
     """One line and exit 2. A refused resume leaves the sweep's record as it found it: its multirun.yaml (which
     the sweeper had replaced with this command's) keeps the sweep's own command, the one that goes on."""
@@ -553,7 +293,7 @@ def launch_groups(
         jobs = [prepare_job(launcher, initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
         resumed = sweep_dir if launcher.resume else None
         groups = planned_groups(jobs, launcher.max_members, launcher.launched_groups, resumed)
-        on_cpu = on_a_cpu(jobs)
+        on_cpu = on_a_cpu(str(jobs[0].plain["trainer"].get("accelerator", "auto")) if jobs else "auto")
         program = running_program(launcher.program, on_cpu)
         pads = {i: pad_hidden_to(group[0].cfg, launcher.pad_hidden_to, program, on_cpu) for i, group in groups}
         if resumed is not None:

@@ -9,6 +9,7 @@ import csv
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -19,7 +20,9 @@ from omegaconf import OmegaConf
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, wandb_run_id
 from rnnreg.runtime import instantiate, print_config_tree
-from rnnreg.stacked_launcher import Job
+
+if TYPE_CHECKING:
+    from rnnreg.stacked_launcher import Job
 
 
 @contextmanager

@@ -34,7 +34,7 @@ from rnnreg.model import mean_nll
 from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.signals import MAX_NLL
 from rnnreg.stacked import UNITS, StackedLanguageModel, member_nll
-from rnnreg.stacked_launcher import PROGRAMS
+from rnnreg.stacked_settings import PROGRAMS, running_program
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -320,7 +320,7 @@ def group_step(
         raise ConfigError(
             f"hydra.launcher.program=in_turn runs on a CPU only, this group is on {device.type}: use auto or batched"
         )
-    if program == "in_turn" or (program == "auto" and device.type == "cpu"):
+    if running_program(program, device.type == "cpu") == "in_turn":
         return InTurnStep(model, window, clips, weight_decays, device, momentums)
 
     def each_member(values):

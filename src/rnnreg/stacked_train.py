@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -38,17 +38,15 @@ from rnnreg.optim import paper_lr_factor
 from rnnreg.run_lock import recorded_metrics
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
-from rnnreg.stacked_launcher import (
-    Job,
-    checked_fingerprint,
-    resume_refusal,
-    setting_differences,
-    unreadable_resume,
-)
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
+from rnnreg.stacked_resume import checked_fingerprint, resume_refusal, setting_differences, unreadable_resume
+from rnnreg.stacked_settings import on_a_cpu
 from rnnreg.stacked_step import group_step
 from rnnreg.sweep import same_overrides
+
+if TYPE_CHECKING:
+    from rnnreg.stacked_launcher import Job
 
 
 def early_stopping(cfg) -> EarlyStopping | None:
@@ -111,8 +109,7 @@ class GroupTrainer:
         self.datamodule = instantiate(cfg.data)
         self.vocab = self.datamodule.load().itos
         self.datamodule.check_splits()  # a split too short: the fix a run alone gives (data.bptt), before any work
-        accelerator = str(cfg.trainer.get("accelerator", "auto"))
-        cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        cuda = not on_a_cpu(str(cfg.trainer.get("accelerator", "auto")))
         self.model = StackedLanguageModel(
             len(self.vocab),
             cfg.model.hidden_size,
@@ -120,7 +117,7 @@ class GroupTrainer:
             [MemberSpec.from_config(j.cfg) for j in jobs],
             layer_norm=bool(cfg.model.get("layer_norm", False)),
             tie_weights=bool(cfg.model.get("tie_weights", False)),
-            pad_hidden_to=pad_hidden_to,  # (rnnreg.stacked_launcher.pad_hidden_to: batched on a GPU)
+            pad_hidden_to=pad_hidden_to,  # (rnnreg.stacked_settings.pad_hidden_to: batched on a GPU)
         ).to("cuda" if cuda else "cpu")
         self.pad_hidden_to = pad_hidden_to
         self.device = self.model.decoder_bias.device  # with its index (cuda:0), as every tensor's device names it

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError, DataError, OutputError, UserError, first_line
 from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, recorded_metrics, results_message
+from rnnreg.stacked_settings import check_launcher_settings
 
 SWEEP_FILE = "sweep.yaml"
 ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
@@ -320,8 +321,6 @@ class SweepCallback(Callback):
         except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
             raise ConfigError(f"hydra.sweep.dir: {str(err).splitlines()[0]}") from None
         if OmegaConf.select(config, "hydra.launcher._target_", default=None) == STACKED_LAUNCHER:
-            from rnnreg.stacked_launcher import check_launcher_settings  # (it imports this module)
-
             check_launcher_settings(config.hydra.launcher)
         # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
         # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one

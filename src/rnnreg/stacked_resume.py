@@ -1,0 +1,99 @@
+"""A stacked group's resume file (`<sweep>/.stacked/group_N.pt`) as the launcher reads it before anything is
+written: its fingerprint (the group key and its members' overrides), the program, device and width it was written
+with, and why it cannot go on where it cannot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rnnreg.errors import CheckpointError, first_line
+from rnnreg.stacked_settings import padded_size
+
+
+def resume_fingerprints(stacked_dir: Path) -> list[tuple[int, Path, list]]:
+    """(number, path, fingerprint: group key and members' overrides) of each resume file of a stacked sweep."""
+    import torch  # (only a resume reads one: grouping is plain Hydra and OmegaConf)
+
+    found = []
+    for path in sorted(stacked_dir.glob("group_*.pt")):
+        number = path.stem.removeprefix("group_")
+        if not number.isdigit():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            found.append((int(number), path, checked_fingerprint(state)))
+        except Exception as err:
+            raise unreadable_resume(path, err) from None
+    return found
+
+
+def unreadable_resume(path: Path, why) -> CheckpointError:
+    """A group's resume file that cannot be read (cut short, edited): one line, and the way on."""
+    return CheckpointError(
+        f"{path} is not a readable resume file ({first_line(why)}): move it away to train its group again from "
+        f"its start"
+    )
+
+
+def checked_fingerprint(state) -> list:
+    """A resume file's fingerprint (its group key, JSON, and each member's overrides), checked with the width its
+    group held; a ValueError where the file holds something else."""
+    fingerprint = state.get("fingerprint") if isinstance(state, dict) else None
+    if not (isinstance(fingerprint, (list, tuple)) and len(fingerprint) == 2):
+        raise ValueError("no fingerprint of its group")
+    key, members = fingerprint
+    try:
+        json.loads(key)  # (setting_differences reads it)
+    except (TypeError, ValueError):
+        raise ValueError("its group key is not JSON") from None
+    if not isinstance(members, (list, tuple)) or not all(
+        isinstance(m, (list, tuple)) and all(isinstance(o, str) for o in m) for m in members
+    ):
+        raise ValueError("its members' overrides are not lists of overrides")
+    for name in ("units", "pad_hidden_to"):
+        value = state.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is not a whole number of at least 1")
+    return [key, [list(m) for m in members]]
+
+
+def resume_refusal(resume_file: Path, written: dict, program: str, device: str, hidden: int, pad: int) -> str | None:
+    """Why a group's resume file (`written`: its program, device and hidden width) cannot go on exactly in a run
+    of `program` on `device` (a device type) holding its `hidden` units padded to a multiple of `pad`; None when it
+    can."""
+    if written.get("program", program) != program:  # the other program would not go on exactly
+        return (
+            f"{resume_file} was written by the {written['program']} program and this run would go on with {program}, "
+            f"not exactly: resume with hydra.launcher.program={written['program']} (in_turn: on a CPU)"
+        )
+    if written.get("device", device) != device:  # its masks' generators are that device's
+        return (
+            f"{resume_file} was written on {written['device']} and this run is on {device}: resume with "
+            f"trainer.accelerator={'gpu' if written['device'] == 'cuda' else written['device']}"
+        )
+    units, held = padded_size(hidden, pad), written.get("units", hidden)  # (a file from before padding: unpadded)
+    if held != units:  # other GEMM shapes: other rounding
+        return (
+            f"{resume_file} was written holding the hidden units as {held} and this run holds them as {units}, not "
+            f"exactly: resume with hydra.launcher.pad_hidden_to={written.get('pad_hidden_to', 1)}"
+        )
+    return None
+
+
+def setting_differences(before: str, now: str) -> str:
+    """Where two group keys differ, as `key=value where this command has key=value` (the first such key)."""
+
+    def first(a, b, path: str):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                if (found := first(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))) is not None:
+                    return found
+            return None
+        return None if a == b else (path, a, b)
+
+    found = first(json.loads(before), json.loads(now), "")
+    if found is None:
+        return "other settings"
+    path, a, b = found
+    return f"{path}={json.dumps(a)} where this command has {path}={json.dumps(b)}"
