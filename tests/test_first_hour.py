@@ -26,10 +26,11 @@ from rnnreg.callbacks import (
     run_seconds_left,
     validation_seconds,
 )
+from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model, format_duration
 from rnnreg.errors import ConfigError
 from rnnreg.runtime import missing_key
-from rnnreg.train import optimized_metric, train
+from rnnreg.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -216,14 +217,10 @@ def test_missing_value_found_behind_other_errors():
 
 
 def test_optimized_metric_is_a_known_key(tmp_path):
-    cfg = compose_config([], tmp_path)
-    assert optimized_metric(cfg) == "best_val_ppl"
-    assert optimized_metric(compose_config(["optimized_metric=test_ppl"], tmp_path)) == "test_ppl"
-    assert optimized_metric(compose_config(["optimized_metric=null"], tmp_path)) is None
-    with pytest.raises(ConfigError, match="optimized_metric=val_loss is not a metric of metrics.json"):
-        optimized_metric(compose_config(["optimized_metric=val_loss"], tmp_path))
-    with pytest.raises(ConfigError, match="needs the final test"):
-        optimized_metric(compose_config(["optimized_metric=test_ppl", "test=false"], tmp_path))
+    """What main() hands a sweeper (hparams_search minimises it): a key of metrics.json, best_val_ppl by default."""
+    assert compose_config([], tmp_path).optimized_metric == "best_val_ppl"
+    with pytest.raises(ConfigError, match=r"^optimized_metric=val_loss must be one of best_val_ppl, val_ppl, test_"):
+        validate_args("train", ["optimized_metric=val_loss"])
 
 
 # -- debug presets ---------------------------------------------------------------------------------
@@ -314,12 +311,6 @@ def test_example_compare_placements(ptb_dir, tmp_path, capsys):
         f"error: {out / 'none'} holds an earlier run's results (in metrics.json), which this run would write over: "
         f"give it another folder (--out=...), or remove that folder first"
     )
-
-
-def test_generate_keeps_the_data_tokens():
-    from rnnreg import data, generate
-
-    assert (generate.EOS, generate.UNK) == (data.EOS, data.UNK)
 
 
 def test_console_scripts_exist():

@@ -21,9 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError
+from rnnreg.tokens import EOS, UNK
 
-EOS = "<eos>"
-UNK = "<unk>"
 SPLITS = ("train", "valid", "test")
 
 

@@ -10,10 +10,7 @@ from omegaconf import DictConfig
 
 from rnnreg.errors import ConfigError
 from rnnreg.runtime import hydra_entry
-
-# as rnnreg.data's, which imports Lightning: this module stays light for `rnnreg-generate --help`
-EOS = "<eos>"
-UNK = "<unk>"
+from rnnreg.tokens import EOS, UNK
 
 
 def generate(

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
 from rnnreg.optim import paper_optimizer
+from rnnreg.recipes import optim_settings
 
 
 @dataclass
@@ -114,8 +115,7 @@ def optimizer_states(
     """ClippedSGD's and the paper schedule's state dicts after `epochs` epochs, from the real classes, with
     `momentum_buffers` (one per parameter, in the optimiser's order) as its state."""
     params = [torch.zeros(1, requires_grad=True) for _ in range(num_params)]
-    optim = OmegaConf.to_container(cfg.optim, resolve=True) | {"clip": cfg.trainer.gradient_clip_val}
-    optimizer, schedule = paper_optimizer(params, optim)
+    optimizer, schedule = paper_optimizer(params, optim_settings(cfg))
     for _ in range(epochs):
         optimizer.step(update=False)  # no weights move: the schedule's step count after an update, as in training
         schedule.step()

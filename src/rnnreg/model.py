@@ -235,12 +235,12 @@ class LSTMLanguageModel(nn.Module):
         return logits, (h.detach(), c.detach())
 
 
-def build_net(vocab_size: int, model: dict, dropout: dict) -> LSTMLanguageModel:
-    return LSTMLanguageModel(
-        vocab_size,
-        model["hidden_size"],
-        model["num_layers"],
-        model["init_scale"],
+def net_kwargs(model, dropout) -> dict:
+    """LSTMLanguageModel's arguments but the vocabulary size, from a run's model and dropout config groups."""
+    return dict(
+        hidden_size=model["hidden_size"],
+        num_layers=model["num_layers"],
+        init_scale=model["init_scale"],
         dropout_input=dropout["input"],
         dropout_between=dropout["between"],
         dropout_output=dropout["output"],
@@ -252,6 +252,10 @@ def build_net(vocab_size: int, model: dict, dropout: dict) -> LSTMLanguageModel:
         tie_weights=model.get("tie_weights", False),
         lstm=model.get("lstm", "auto"),
     )
+
+
+def build_net(vocab_size: int, model: dict, dropout: dict) -> LSTMLanguageModel:
+    return LSTMLanguageModel(vocab_size, **net_kwargs(model, dropout))
 
 
 def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:

@@ -85,6 +85,12 @@ def plain(node: DictConfig) -> dict:
     return OmegaConf.to_container(node, resolve=True)
 
 
+def optim_settings(cfg: DictConfig) -> dict:
+    """The update rule's settings (rnnreg.optim) of a run's config: the optim group and the global-norm clip,
+    trainer.gradient_clip_val (rnnreg clips in its update rule; Lightning's own clipping stays off)."""
+    return plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val}
+
+
 def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     """The paper's recipe for `size` (small, medium, large), as keyword arguments:
 
@@ -122,8 +128,7 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
         "experiment": cfg.experiment_name,
         "model": plain(cfg.model),
         "dropout": plain(cfg.dropout),
-        # the clip is part of rnnreg's update rule (rnnreg.optim): Lightning's own clipping stays off
-        "optim": plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val},
+        "optim": optim_settings(cfg),
         # ptb_datamodule(**data): another corpus's folder and files (data=text) come with it
         "data": {key: _plain(cfg.data[key]) for key in (*DATA_KEYS, *sorted(data - set(DATA_KEYS)))},
         "trainer": {"max_epochs": cfg.trainer.max_epochs}

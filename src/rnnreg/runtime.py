@@ -255,10 +255,6 @@ def instantiate_callbacks(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
 
 
-def plain(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
 def keep_freed_memory(max_chunk: int = 32 << 20, any_size: bool = False) -> bool:
     """glibc only: serve tensors up to `max_chunk` bytes (glibc's largest threshold) from the heap and never
     trim it, so the large activation and gradient buffers freed every step are reused instead of being

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rnnreg.lstm_layer import LSTMLayerFunction
-from rnnreg.model import LSTMLanguageModel
+from rnnreg.model import LSTMLanguageModel, net_kwargs
 from rnnreg.stacked_settings import padded_size
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -65,19 +65,8 @@ class MemberSpec:
     @classmethod
     def from_config(cls, cfg) -> MemberSpec:
         """The member a job's composed config (its seed, model and dropout groups) trains as."""
-        dropout = cfg.dropout
-        return cls(
-            seed=cfg.seed,
-            init_scale=cfg.model.init_scale,
-            dropout_input=dropout.input,
-            dropout_between=dropout.between,
-            dropout_output=dropout.output,
-            dropout_recurrent=dropout.get("recurrent", 0.0),
-            variational=dropout.get("variational", False),
-            weight_drop=dropout.get("weight_drop", 0.0),
-            embedding_dropout=dropout.get("embedding", 0.0),
-            lstm=cfg.model.get("lstm", "auto"),
-        )
+        held = {f.name for f in fields(cls)}  # what the group shares (sizes, layer norm, tying) is not a member's
+        return cls(seed=cfg.seed, **{k: v for k, v in net_kwargs(cfg.model, cfg.dropout).items() if k in held})
 
     def model_kwargs(self) -> dict:
         """The keyword arguments of the equivalent single LSTMLanguageModel."""

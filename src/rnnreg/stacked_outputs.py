@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, wandb_run_id
+from rnnreg.recipes import optim_settings
 from rnnreg.runtime import instantiate, print_config_tree
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ class JobFolder:
             "vocab_size": vocab_size,
             "model": plain["model"],
             "dropout": plain["dropout"],
-            "optim": plain["optim"] | {"clip": cfg.trainer.gradient_clip_val},
+            "optim": optim_settings(cfg),
             "speed": plain["speed"],
         }
 

@@ -11,30 +11,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rnnreg.errors import ConfigError
 from rnnreg.runtime import hydra_entry
 
-# The keys of metrics.json that `optimized_metric` may name: what main() returns to a sweeper (hparams_search).
-OPTIMIZABLE = ("best_val_ppl", "val_ppl", "test_ppl", "test_ppl_batched")
 _TRAINING = ("build", "train", "resolve_ckpt_path", "test_checkpoint")
-
-
-def optimized_metric(cfg: DictConfig) -> str | None:
-    """The metrics.json key main() returns (null: none), checked before any training."""
-    key = cfg.get("optimized_metric")
-    if key is None:
-        return None
-    if key not in OPTIMIZABLE:
-        known = ", ".join(OPTIMIZABLE)
-        raise ConfigError(f"optimized_metric={key} is not a metric of metrics.json: choose one of {known}")
-    if key.startswith("test") and not cfg.get("test"):
-        raise ConfigError(f"optimized_metric={key} needs the final test: set test=true or choose best_val_ppl")
-    return key
 
 
 @hydra_entry("train")
 def main(cfg: DictConfig) -> float | None:
-    key = optimized_metric(cfg)
+    key = cfg.get("optimized_metric")  # a metrics.json key, or null (rnnreg.schema.Train checked which)
     from rnnreg.training import train
 
     metrics = train(cfg)

@@ -29,6 +29,7 @@ from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
 from rnnreg.preemption import Preemption, requeued_checkpoint
+from rnnreg.recipes import optim_settings, plain
 from rnnreg.resume import check_resume_settings
 from rnnreg.run_lock import (
     RunLock,
@@ -43,7 +44,6 @@ from rnnreg.runtime import (
     instantiate_loggers,
     keep_freed_memory,
     log,
-    plain,
     print_config_tree,
     route_lightning_logs,
 )
@@ -68,8 +68,7 @@ def build(
     """`wandb_id`: the W&B run of the checkpoint a run resumes (it logs on into that run); `wandb_parts`: the
     folders of that run's offline parts so far."""
     datamodule = instantiate(cfg.data)
-    # The clip is part of the update rule (rnnreg.optim), so Lightning's own clipping stays off.
-    optim = plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val}
+    optim = optim_settings(cfg)  # the clip is the update rule's (rnnreg.optim): Lightning's own clipping stays off
     task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), optim, plain(cfg.speed))
     loggers = instantiate_loggers(cfg, wandb_id, wandb_parts)
     # LearningRateMonitor has nowhere to write without a logger (logger=none); Lightning refuses a progress
