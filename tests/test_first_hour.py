@@ -19,17 +19,12 @@ from omegaconf.errors import MissingMandatoryValue
 
 import rnnreg
 from helpers import BIN, TINY, compose_config, run
-from rnnreg.callbacks import (
-    LMProgressBar,
-    SpeedMonitor,
-    estimate_run_seconds,
-    run_seconds_left,
-    validation_seconds,
-)
+from rnnreg.callbacks import LMProgressBar, SpeedMonitor, run_seconds_left, validation_seconds
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model, format_duration
 from rnnreg.errors import ConfigError
 from rnnreg.runtime import missing_key
+from rnnreg.timing import estimate_run_seconds
 from rnnreg.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -964,9 +964,9 @@ def test_members_validating_every_second_epoch_are_their_jobs_run_alone(setup):
 
 def test_a_group_says_the_validations_it_will_run(capsys):
     """The group's estimate counts the validations of trainer.check_val_every_n_epoch (here 1 of 3 epochs)."""
-    from rnnreg.callbacks import VALIDATION_COST
     from rnnreg.console import format_duration
     from rnnreg.stacked_progress import GroupProgress
+    from rnnreg.timing import VALIDATION_COST
 
     for every, validations in ((1, 3), (2, 1)):
         progress = GroupProgress(0, ["a"], 3, 10, 30.0, torch.device("cpu"), 0, 4, val_every=every)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -15,13 +14,14 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from rnnreg.console import counted, device_name, format_duration
 from rnnreg.errors import TrainingDiverged
-from rnnreg.signals import MAX_NLL
-
-
-def median_step_words_per_second(words_per_step: int, step_seconds: list[float]) -> float:
-    """Robust to bursts of machine noise: words per step over the median step time (0 without steps)."""
-    steps = sorted(step_seconds)
-    return words_per_step / steps[len(steps) // 2] if steps else 0.0
+from rnnreg.signals import MAX_NLL, divergence_message
+from rnnreg.timing import (
+    VALIDATION_COST,
+    FirstWindows,
+    device_clock,
+    estimate_run_seconds,
+    median_step_words_per_second,
+)
 
 
 class SpeedMonitor(L.Callback):
@@ -154,27 +154,6 @@ class LMProgressBar(RichProgressBar):
         return metrics
 
 
-# Validation runs the forward pass only: per word, about a third of a training window's forward + backward.
-VALIDATION_COST = 1 / 3
-
-
-def estimate_run_seconds(
-    seconds_per_window: float,
-    windows_per_epoch: int,
-    epochs: int,
-    val_seconds: float = 0.0,
-    val_every: int = 1,
-    epoch: int = 0,
-    windows_done: int = 0,
-) -> tuple[float, float]:
-    """(training, validation) seconds left of a run of `epochs` x `windows_per_epoch` windows at
-    `seconds_per_window`, with a validation pass of `val_seconds` after every `val_every`-th epoch, when
-    `windows_done` windows of epoch `epoch` (counted from 0) are done; from the start by default."""
-    windows_left = max(0, (epochs - epoch) * windows_per_epoch - windows_done)
-    validations_left = sum(1 for e in range(epoch + 1, epochs + 1) if e % max(1, val_every) == 0)
-    return windows_left * seconds_per_window, validations_left * val_seconds
-
-
 def planned_epochs(trainer) -> int | None:
     """The epochs this fit will run: max_epochs, or fewer when max_steps ends it first (None: unbounded)."""
     windows = trainer.num_training_batches
@@ -224,41 +203,6 @@ def run_seconds_left(trainer, speed: SpeedMonitor) -> float | None:
     return train + val
 
 
-class FirstWindows:
-    """Times a run's first `measure` windows after `warmup` (graph capture, first calls), once; an epoch that
-    ends sooner is timed whole, from `begin`, warm-up included. `clock` waits for the device where it must.
-    Shared by a run's plan (RunPlan) and a stacked group's (rnnreg.stacked_progress)."""
-
-    def __init__(self, warmup: int, measure: int, clock: Callable[[], float]) -> None:
-        self.warmup, self.measure, self.clock = warmup, measure, clock
-        self.windows = 0  # trained since `begin`
-        self.start, self.start_windows = 0.0, 0
-        self.done = False
-
-    def begin(self) -> None:
-        self.start, self.start_windows = self.clock(), 0
-
-    def window_done(self, last: bool) -> float | None:
-        """After a window (`last`: its epoch's last): the seconds per window when the timing ends, else None."""
-        if self.done:
-            return None
-        self.windows += 1
-        if self.windows == self.warmup and not last:
-            self.start, self.start_windows = self.clock(), self.windows
-        elif self.windows >= self.warmup + self.measure or last:
-            self.done = True
-            return (self.clock() - self.start) / self.timed
-        return None
-
-    @property
-    def timed(self) -> int:
-        return self.windows - self.start_windows
-
-    @property
-    def after_warmup(self) -> str:
-        return " after warm-up" if self.start_windows else ", warm-up included"
-
-
 class RunPlan(L.Callback):
     """Says up front what will run and for how long: when training starts, the experiment, model, device and
     number of windows; after the first `measure_windows` windows past `warmup_windows` (graph capture and
@@ -283,7 +227,7 @@ class RunPlan(L.Callback):
             f"rnnreg: training {self.describe(trainer, pl_module)} on {device_name(pl_module.device)}: "
             f"{self.plan(trainer, planned_epochs(trainer))}; estimating the run's time from the first windows ..."
         )
-        self.timer = FirstWindows(self.warmup_windows, self.measure_windows, lambda: self.clock(pl_module))
+        self.timer = FirstWindows(self.warmup_windows, self.measure_windows, lambda: device_clock(pl_module.device))
         self.timer.begin()
 
     def describe(self, trainer, pl_module) -> str:
@@ -315,11 +259,6 @@ class RunPlan(L.Callback):
         seconds_per_window = self.timer.window_done(last=batch_idx + 1 >= trainer.num_training_batches)
         if seconds_per_window is not None:
             self.report(trainer, pl_module, seconds_per_window, batch_idx)
-
-    def clock(self, pl_module) -> float:
-        if pl_module.device.type == "cuda":  # three times per run: the timed windows include their queued work
-            torch.cuda.synchronize(pl_module.device)
-        return time.perf_counter()
 
     def report(self, trainer, pl_module, seconds_per_window: float, batch_idx: int = -1) -> None:
         self.done = True
@@ -387,11 +326,5 @@ class NonFiniteLossGuard(L.Callback):
                 f"{loss} at epoch {trainer.current_epoch + 1}, step {step} "
                 f"(global step {trainer.global_step - (batch_idx + 1 - step)})"
             )
-        raise TrainingDiverged(
-            f"training loss became {where}: lower optim.lr or trainer.gradient_clip_val; {self.last_good(trainer)}"
-        )
-
-    @staticmethod
-    def last_good(trainer) -> str:
-        path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-        return f"the last good checkpoint is {path}" if path.exists() else "no epoch completed, no checkpoint"
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        raise TrainingDiverged(divergence_message(where, last if last.exists() else None))

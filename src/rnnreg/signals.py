@@ -7,10 +7,27 @@ so callbacks read them only at log intervals.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import torch
 
 # Above this mean NLL per word exp(NLL) overflows float64: the run has diverged.
 MAX_NLL = 700.0
+
+
+def diverged(loss: torch.Tensor | float) -> torch.Tensor | bool:
+    """Whether a training loss (a tensor: elementwise, on its device, no sync) ends the training: not finite,
+    or above MAX_NLL."""
+    if isinstance(loss, torch.Tensor):
+        return ~torch.isfinite(loss) | (loss > MAX_NLL)
+    return not math.isfinite(loss) or loss > MAX_NLL
+
+
+def divergence_message(where: str, last_checkpoint: Path | None) -> str:
+    """The line a diverged run (or stacked member) stops with: where its loss went, the fix, what it keeps."""
+    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no epoch completed, no checkpoint"
+    return f"training loss became {where}: lower optim.lr or trainer.gradient_clip_val; {kept}"
 
 
 class LossWatch:
@@ -24,7 +41,7 @@ class LossWatch:
 
     def record(self, loss: torch.Tensor) -> None:
         self.windows.add_(1)
-        bad = (~torch.isfinite(loss) | (loss > MAX_NLL)) & (self.bad_window < 0)
+        bad = diverged(loss) & (self.bad_window < 0)
         self.bad_window.copy_(torch.where(bad, self.windows, self.bad_window))
         self.bad_loss.copy_(torch.where(bad, loss.float(), self.bad_loss))
 

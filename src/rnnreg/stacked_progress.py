@@ -6,13 +6,12 @@ perplexity, labelled by the overrides that tell it from the group's other member
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
 import torch
 
-from rnnreg.callbacks import VALIDATION_COST, FirstWindows, estimate_run_seconds
 from rnnreg.console import counted, format_duration
+from rnnreg.timing import VALIDATION_COST, FirstWindows, device_clock, estimate_run_seconds
 
 
 def member_labels(overrides: Sequence[Sequence[str]], indices: Sequence[int]) -> list[str]:
@@ -52,12 +51,7 @@ class GroupProgress:
         self.val_seconds: float | None = None  # the latest validation pass's
         self.device = device
         self.tested = tested  # a test follows the training (cfg.test)
-        self.timer = FirstWindows(warmup_windows, measure_windows, self.clock)
-
-    def clock(self) -> float:
-        if self.device.type == "cuda":  # three times per run: the timed windows include their queued work
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        self.timer = FirstWindows(warmup_windows, measure_windows, lambda: device_clock(device))  # three syncs a run
 
     def started(self) -> None:
         self.timer.begin()

@@ -32,7 +32,7 @@ from rnnreg.errors import ConfigError
 from rnnreg.fast import GraphedStep
 from rnnreg.model import mean_nll
 from rnnreg.optim import clip_and_sgd_, one_member
-from rnnreg.signals import MAX_NLL
+from rnnreg.signals import diverged
 from rnnreg.stacked import UNITS, StackedLanguageModel, member_nll
 from rnnreg.stacked_settings import PROGRAMS, running_program
 
@@ -155,7 +155,7 @@ class StackedStep(GroupStep):
         (nll * self.x.size(0)).sum().backward()  # each member's own objective: summed over the window's steps
         with torch.no_grad():
             loss = nll.detach()
-            bad = (~torch.isfinite(loss) | (loss > MAX_NLL)) & self.active
+            bad = diverged(loss) & self.active
             self.active.logical_and_(~bad)  # before the update: a diverged member keeps its last finite weights
             self.failed_step.copy_(torch.where(bad, self.step, self.failed_step))
             self.failed_loss.copy_(torch.where(bad, loss, self.failed_loss))
@@ -261,7 +261,7 @@ class InTurnStep(GroupStep):
                 logits, (h, c) = net(x, (self.h[k], self.c[k]))
             nll = mean_nll(logits, y)
             loss = nll.item()
-            if not math.isfinite(loss) or loss > MAX_NLL:  # before the update: it keeps its last finite weights
+            if diverged(loss):  # before the update: it keeps its last finite weights
                 self.active[k] = False
                 self.failed_step[k], self.failed_loss[k] = self.step, loss
                 continue

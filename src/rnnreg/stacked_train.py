@@ -26,7 +26,6 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import OmegaConf
 
-from rnnreg.callbacks import median_step_words_per_second
 from rnnreg.checkpoints import STOPPED_BY, tests_best
 from rnnreg.console import counted, device_name
 from rnnreg.errors import ConfigError, OutputError, TrainingDiverged
@@ -37,6 +36,7 @@ from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.run_lock import recorded_metrics
 from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
+from rnnreg.signals import divergence_message
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
@@ -44,6 +44,7 @@ from rnnreg.stacked_resume import checked_fingerprint, resume_refusal, setting_d
 from rnnreg.stacked_settings import on_a_cpu
 from rnnreg.stacked_step import group_step
 from rnnreg.sweep import same_overrides
+from rnnreg.timing import median_step_words_per_second
 
 if TYPE_CHECKING:
     from rnnreg.stacked_launcher import Job
@@ -291,14 +292,10 @@ class GroupTrainer:
             self.writer.wait()  # the message names the last checkpoint written
         for k, (step, loss) in failures.items():
             folder = self.folders[k]
-            last = folder.last_checkpoint()
-            good = f"the last good checkpoint is {last}" if last else "no epoch completed, no checkpoint"
             m = self.members[k]
             m.status = "failed"
-            m.error = (
-                f"training loss became {loss} at epoch {self.epoch + 1}, step {step - epoch_start + 1} "
-                f"(global step {step + 1}): lower optim.lr or trainer.gradient_clip_val; {good}"
-            )
+            where = f"{loss} at epoch {self.epoch + 1}, step {step - epoch_start + 1} (global step {step + 1})"
+            m.error = divergence_message(where, folder.last_checkpoint())
             folder.log(m.error)
 
     @torch.no_grad()

@@ -1,0 +1,79 @@
+"""The arithmetic of a run's timing, shared by a single run's callbacks (rnnreg.callbacks) and a stacked group's
+progress (rnnreg.stacked_progress): words/s over the median window, the time a run has left, the first windows
+timed for the run's plan, and a clock that waits for the device where it must."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def device_clock(device: torch.device) -> float:
+    """time.perf_counter() once `device`'s queued work is done (a CUDA device: a host sync, so seldom called)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def median_step_words_per_second(words_per_step: int, step_seconds: list[float]) -> float:
+    """Robust to bursts of machine noise: words per step over the median step time (0 without steps)."""
+    steps = sorted(step_seconds)
+    return words_per_step / steps[len(steps) // 2] if steps else 0.0
+
+
+# Validation runs the forward pass only: per word, about a third of a training window's forward + backward.
+VALIDATION_COST = 1 / 3
+
+
+def estimate_run_seconds(
+    seconds_per_window: float,
+    windows_per_epoch: int,
+    epochs: int,
+    val_seconds: float = 0.0,
+    val_every: int = 1,
+    epoch: int = 0,
+    windows_done: int = 0,
+) -> tuple[float, float]:
+    """(training, validation) seconds left of a run of `epochs` x `windows_per_epoch` windows at
+    `seconds_per_window`, with a validation pass of `val_seconds` after every `val_every`-th epoch, when
+    `windows_done` windows of epoch `epoch` (counted from 0) are done; from the start by default."""
+    windows_left = max(0, (epochs - epoch) * windows_per_epoch - windows_done)
+    validations_left = sum(1 for e in range(epoch + 1, epochs + 1) if e % max(1, val_every) == 0)
+    return windows_left * seconds_per_window, validations_left * val_seconds
+
+
+class FirstWindows:
+    """Times a run's first `measure` windows after `warmup` (graph capture, first calls), once; an epoch that
+    ends sooner is timed whole, from `begin`, warm-up included. `clock` waits for the device where it must.
+    Shared by a run's plan (rnnreg.callbacks.RunPlan) and a stacked group's (rnnreg.stacked_progress)."""
+
+    def __init__(self, warmup: int, measure: int, clock: Callable[[], float]) -> None:
+        self.warmup, self.measure, self.clock = warmup, measure, clock
+        self.windows = 0  # trained since `begin`
+        self.start, self.start_windows = 0.0, 0
+        self.done = False
+
+    def begin(self) -> None:
+        self.start, self.start_windows = self.clock(), 0
+
+    def window_done(self, last: bool) -> float | None:
+        """After a window (`last`: its epoch's last): the seconds per window when the timing ends, else None."""
+        if self.done:
+            return None
+        self.windows += 1
+        if self.windows == self.warmup and not last:
+            self.start, self.start_windows = self.clock(), self.windows
+        elif self.windows >= self.warmup + self.measure or last:
+            self.done = True
+            return (self.clock() - self.start) / self.timed
+        return None
+
+    @property
+    def timed(self) -> int:
+        return self.windows - self.start_windows
+
+    @property
+    def after_warmup(self) -> str:
+        return " after warm-up" if self.start_windows else ", warm-up included"
