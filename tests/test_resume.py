@@ -114,6 +114,13 @@ def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_or_bptt_is_refus
     with pytest.raises(ConfigError, match=refused + r"resume with data.bptt=5 \(or from an epoch's end\)$"):
         train(tiny_cfg(*common, "data.bptt=7", f"ckpt_path={ckpt}", run="third"))
     assert not (tmp_path / "third" / "metrics.json").exists() and not (tmp_path / "third" / "checkpoints").exists()
+    # an epoch cut to no more windows than it was stopped after (before: the epoch trained none and ended as done)
+    for limit in ("2", "0.01"):
+        refused = r"^.*last.ckpt was stopped inside epoch 1 after 2 windows and this run's epochs have \d window"
+        with pytest.raises(ConfigError, match=refused + rf"s? \(trainer.limit_train_batches={limit}\): the resumed "):
+            train(tiny_cfg(*common, f"trainer.limit_train_batches={limit}", f"ckpt_path={ckpt}", run="fourth"))
+        assert not (tmp_path / "fourth" / "metrics.json").exists()
+        assert not (tmp_path / "fourth" / "checkpoints").exists()
 
 
 def test_a_momentum_checkpoint_resumes_with_another_lstm_implementation(tiny_cfg, tmp_path):

@@ -413,6 +413,7 @@ def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
         (lambda s: {k: v for k, v in s.items() if k != "params"}, "'params'"),
         (lambda s: s | {"epoch": "x"}, "epoch='x' is not a whole number of at least 0"),
         (lambda s: s | {"window": -3}, "window=-3 is not a whole number of at least 0"),
+        (lambda s: s | {"epoch": 99}, "epoch=99 is beyond the group's trainer.max_epochs="),
         (lambda s: s | {"members": s["members"][:1]}, "members: not the group's 2"),
         (lambda s: s | {"active": torch.ones(5, dtype=torch.bool)}, "must match the size"),
         (lambda s: s | {"generators": s["generators"][:1]}, "1 generator states for 2 members"),

@@ -245,6 +245,10 @@ class LMDataModule(L.LightningDataModule):
     def vocab_size(self) -> int:
         return len(self.load())
 
+    def train_windows(self) -> int:
+        """Training windows in an epoch (before trainer.limit_train_batches): every rank's, whatever its streams."""
+        return len(BPTTWindows(batchify(self.load().ids["train"], self.batch_size), self.bptt, drop_last=True))
+
     def check_splits(self) -> None:
         """Every split cut into its streams, and the training split into at least one window of data.bptt
         steps: a split too short stops here (without it Lightning trains no window and says little)."""

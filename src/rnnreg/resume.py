@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from rnnreg.console import counted
+from rnnreg.data import limit_batches
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.loggers import offline_run_parts, wandb_run_id
 from rnnreg.model import build_net, not_written_by_train
@@ -184,6 +185,21 @@ def check_resume_settings(
                 f"with the optimiser state it saved, so the new value would not be used: resume with "
                 f"optim.{key}={saved[key]}"
             )
+
+
+def check_resume_window(checkpoint_window: int, epoch: int, datamodule, limit, ckpt_path: str) -> None:
+    """A ConfigError before training where a checkpoint stopped inside epoch `epoch` (counted from 0) after
+    `checkpoint_window` windows and this run's epochs have no more windows than that (another
+    trainer.limit_train_batches, `limit`): the resumed epoch would train none and end as if complete."""
+    if not checkpoint_window or not hasattr(datamodule, "train_windows"):
+        return
+    windows = limit_batches(datamodule.train_windows(), limit)
+    if checkpoint_window >= windows:
+        raise ConfigError(
+            f"{ckpt_path} was stopped inside epoch {epoch + 1} after {counted(checkpoint_window, 'window')} and "
+            f"this run's epochs have {counted(windows, 'window')} (trainer.limit_train_batches={limit}): the resumed "
+            f"epoch would train none; resume with the trainer.limit_train_batches it was trained with"
+        )
 
 
 def restore_resume_state(task, trainer, checkpoint: dict) -> None:

@@ -522,6 +522,10 @@ class GroupTrainer:
             whole = name in counts
             if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < 0:
                 raise ValueError(f"{name}={value!r} is not a {'whole ' if whole else ''}number of at least 0")
+        if state["epoch"] > self.cfg.trainer.max_epochs:  # (the group key holds max_epochs: edited by hand)
+            raise ValueError(
+                f"epoch={state['epoch']} is beyond the group's trainer.max_epochs={self.cfg.trainer.max_epochs}"
+            )
         if not isinstance(state["members"], list) or len(state["members"]) != len(self.jobs):
             raise ValueError(f"members: not the group's {len(self.jobs)}")
         self.pad_into(self.params, state["params"])

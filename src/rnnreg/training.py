@@ -30,7 +30,7 @@ from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.recipes import optim_settings, plain
-from rnnreg.resume import check_resume_settings
+from rnnreg.resume import check_resume_settings, check_resume_window
 from rnnreg.run_lock import (
     RunLock,
     check_no_earlier_results,
@@ -247,8 +247,11 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
                 wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
                 wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
+            stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
             del checkpoint  # fit loads it again: its weights are not held twice
         datamodule, task, trainer = build(cfg, wandb_id, wandb_parts)
+        if ckpt_path:  # the epoch's windows: known once the corpus is read (nothing is written yet)
+            check_resume_window(*stopped_at, datamodule, cfg.trainer.get("limit_train_batches"), ckpt_path)
         preemption.watch(trainer)
         tree = None
         if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
