@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from rnnreg.console import counted, device_name, format_duration
 from rnnreg.errors import TrainingDiverged
+from rnnreg.schema import SITES
 from rnnreg.signals import MAX_NLL, divergence_message
 from rnnreg.timing import (
     VALIDATION_COST,
@@ -234,7 +235,7 @@ class RunPlan(L.Callback):
         model = pl_module.hparams.get("model") or {}
         dropout = pl_module.hparams.get("dropout") or {}
         size = f"LSTM {model.get('num_layers', '?')} x {model.get('hidden_size', '?')}"
-        sites = [k for k in ("input", "between", "output", "recurrent", "weight_drop", "embedding") if dropout.get(k)]
+        sites = [k for k in SITES if dropout.get(k)]
         if model.get("num_layers") == 1:  # no layer above another: nothing between them is dropped
             sites = [k for k in sites if k != "between"]
         # each site's own rate (dropout.p is only what the placement's sites default to)

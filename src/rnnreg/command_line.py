@@ -17,7 +17,7 @@ from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
 from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validate
 from rnnreg.stacked_settings import check_stackable
-from rnnreg.sweep import STACKED_LAUNCHER, basic_sweeper
+from rnnreg.sweep import basic_sweeper, stacked_launcher
 
 # Hydra's own flags that do not run the task (or pick another config): nothing to check before Hydra
 _NO_RUN_FLAGS = {
@@ -138,11 +138,6 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
             f"that drops (dropout=non_recurrent), or leave dropout.p out of the sweep"
         )
     return checked
-
-
-def stacked_launcher(composed: DictConfig) -> bool:
-    """Whether the command's jobs run on hydra/launcher=stacked (`composed`: with Hydra's node)."""
-    return OmegaConf.select(composed, "hydra.launcher._target_", default="") == STACKED_LAUNCHER
 
 
 def quoted_override(key: str, value: str) -> str:

@@ -19,6 +19,7 @@ from torch import nn
 from rnnreg.errors import ConfigError
 from rnnreg.model import mean_nll
 from rnnreg.optim import ClippedSGD
+from rnnreg.schema import FAST_STEP_FIX, FAST_STEP_NEEDS
 from rnnreg.signals import TrainingSignals
 
 MODES = ("auto", True, False)
@@ -32,11 +33,7 @@ def fast_step_wanted(mode, trainer) -> bool:
     scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # trainer.precision=16-mixed
     can = trainer.world_size == 1 and not scaled and trainer.accumulate_grad_batches == 1
     if mode is True and not can:
-        raise ConfigError(
-            "speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision="
-            "16-mixed) and trainer.accumulate_grad_batches=1: set speed.fast_step=auto (it falls "
-            "back to the plain step) or false"
-        )
+        raise ConfigError(f"{FAST_STEP_NEEDS}: {FAST_STEP_FIX}")
     return can and (mode is True or (mode == "auto" and trainer.strategy.root_device.type == "cuda"))
 
 

@@ -13,11 +13,14 @@ import shlex
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from omegaconf import DictConfig
 
 from rnnreg.errors import CheckpointError
+from rnnreg.recipes import plain
 from rnnreg.sweep import SWEEP_FILE, differing, in_multirun, job_swept_keys
 
 
@@ -68,6 +71,28 @@ class KeptRowsCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = KeptRowsWriter(self.log_dir, keep=self.resumed_here)
         return self._experiment
+
+
+def hyperparameters(cfg: DictConfig) -> dict:
+    """What every logger records as the run's config: the resolved config (with `tags`) and Hydra's group
+    choices under `choices` (dropout, model, regularizer, experiment, data, ...), one column each in W&B."""
+    params = plain(cfg)
+    if HydraConfig.initialized():
+        params["choices"] = group_choices(HydraConfig.get())
+    return params
+
+
+def group_choices(hydra_cfg: DictConfig) -> dict:
+    """Hydra's runtime choices of our config groups; a list group (regularizer=[a,b], which Hydra leaves
+    out) as `a+b`, `none` when empty."""
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k != "hydra" and not k.startswith("hydra/")}
+    if not choices.get("regularizer"):
+        overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+        given = [o for o in overrides if o.key_or_group == "regularizer"]
+        value = given[-1].value() if given else []
+        choices["regularizer"] = "+".join(map(str, value)) if isinstance(value, list) else str(value or "")
+        choices["regularizer"] = choices["regularizer"] or "none"
+    return choices
 
 
 def has_wandb_credentials() -> bool:

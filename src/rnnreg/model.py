@@ -6,6 +6,7 @@ Dropout sites (each rate separately configurable, see conf/dropout/):
 - `recurrent`: h_{t-1} entering the recurrence, the placement the paper argues against (fresh mask per step).
 - `variational`: Gal & Ghahramani (2016): every mask above is drawn once per window and reused at every step.
 - `weight_drop`: DropConnect on the hidden-to-hidden weights W_hh, one mask per window (AWD-LSTM).
+- `embedding`: whole words (rows of the embedding matrix) dropped, one mask per window (AWD-LSTM).
 
 Whatever nn.LSTM can express (input/between/output dropout, weight drop) runs on the fused cuDNN/oneDNN
 kernel; recurrent or variational dropout and layer normalisation run on `StepLSTM`, a step loop.

@@ -28,8 +28,6 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from rnnreg.errors import ConfigError
 
-INF = math.inf
-
 
 @dataclass(frozen=True)
 class Rule:
@@ -448,7 +446,7 @@ def _check_ckpt(value: Any, r: Rule) -> str | None:
     if not isinstance(value, str) or not value:
         return f"must be {r.describe()}"
     if value == "last" and "last" in r.hint:
-        return None  # resolved (and checked) by rnnreg.train.resolve_ckpt_path
+        return None  # resolved (and checked) by rnnreg.training.resolve_ckpt_path
     path = Path(value).expanduser()
     if not path.is_file():
         if "last" in r.hint:
@@ -606,6 +604,14 @@ def _cuda_gpus() -> int:
     return torch.cuda.device_count()
 
 
+# what the fast step needs, said alike here (from the config) and by rnnreg.fast (from the built Trainer)
+FAST_STEP_NEEDS = (
+    "speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision=16-mixed) and "
+    "trainer.accumulate_grad_batches=1"
+)
+FAST_STEP_FIX = "set speed.fast_step=auto (it falls back to the plain step) or false"
+
+
 def _check_trainer(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     accelerator = trainer.get("accelerator", "auto")
@@ -646,11 +652,7 @@ def _check_trainer(cfg: DictConfig) -> None:
         accumulate = trainer.get("accumulate_grad_batches", 1)
         blocked += [f"trainer.accumulate_grad_batches={accumulate}"] if accumulate != 1 else []
         if blocked:
-            raise ConfigError(
-                f"speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision=16-mixed) and "
-                f"trainer.accumulate_grad_batches=1, and this run has {', '.join(blocked)}: set speed.fast_step=auto "
-                "(it falls back to the plain step) or false"
-            )
+            raise ConfigError(f"{FAST_STEP_NEEDS}, and this run has {', '.join(blocked)}: {FAST_STEP_FIX}")
 
 
 def _check_dropout(cfg: DictConfig, choices: Any) -> None:

@@ -18,7 +18,7 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from omegaconf import OmegaConf
 
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
-from rnnreg.loggers import finish_wandb, wandb_run_id
+from rnnreg.loggers import finish_wandb, hyperparameters, wandb_run_id
 from rnnreg.recipes import optim_settings
 from rnnreg.runtime import instantiate, print_config_tree
 
@@ -55,8 +55,6 @@ class JobFolder:
         swept overrides as its name, the placement as its job type, the config with Hydra's group choices. The
         members' runs are open at once (wandb's reinit="create_new"). `run_id`: the run a resumed group goes on
         in (one W&B run per job, however often it was interrupted)."""
-        from rnnreg.training import hyperparameters
-
         if (self.job.cfg.get("extras") or {}).get("print_config"):
             with job_hydra_config(self.job):
                 tree = print_config_tree(self.job.cfg, console=False)
@@ -104,8 +102,6 @@ class JobFolder:
     def hparams(self) -> dict:
         """What a run's CSVLogger writes to csv/hparams.yaml: the config with Hydra's choices (rnnreg.training's
         LogConfig), then the task's own hyperparameters (LanguageModelTask's: vocab_size once known)."""
-        from rnnreg.training import hyperparameters
-
         with job_hydra_config(self.job):
             params = hyperparameters(self.job.cfg)
         task = self.task_hyperparameters(self.vocab_size)

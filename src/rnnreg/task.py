@@ -8,11 +8,11 @@ import lightning as L
 import torch
 from torch import nn
 
-from rnnreg.errors import ConfigError
+from rnnreg.errors import ConfigError, first_line
 from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
-from rnnreg.model import State, build_net, first_line, mean_nll, not_this_version, not_written_by_train, trained_net
+from rnnreg.model import State, build_net, mean_nll, not_this_version, not_written_by_train, trained_net
 from rnnreg.optim import paper_optimizer
 from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
 from rnnreg.signals import TrainingSignals

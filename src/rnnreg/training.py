@@ -11,8 +11,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -25,7 +23,7 @@ from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
 from rnnreg.io import load_checkpoint, write_json_atomic
-from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb
+from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb, hyperparameters
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
 from rnnreg.preemption import Preemption, requeued_checkpoint
@@ -181,28 +179,6 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
         warn("no validation ran, so there is no best checkpoint: testing the final weights")
         return None
     return "best"
-
-
-def hyperparameters(cfg: DictConfig) -> dict:
-    """What every logger records as the run's config: the resolved config (with `tags`) and Hydra's group
-    choices under `choices` (dropout, model, regularizer, experiment, data, ...), one column each in W&B."""
-    params = plain(cfg)
-    if HydraConfig.initialized():
-        params["choices"] = group_choices(HydraConfig.get())
-    return params
-
-
-def group_choices(hydra_cfg: DictConfig) -> dict:
-    """Hydra's runtime choices of our config groups; a list group (regularizer=[a,b], which Hydra leaves
-    out) as `a+b`, `none` when empty."""
-    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k != "hydra" and not k.startswith("hydra/")}
-    if not choices.get("regularizer"):
-        overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
-        given = [o for o in overrides if o.key_or_group == "regularizer"]
-        value = given[-1].value() if given else []
-        choices["regularizer"] = "+".join(map(str, value)) if isinstance(value, list) else str(value or "")
-        choices["regularizer"] = choices["regularizer"] or "none"
-    return choices
 
 
 def train(cfg: DictConfig) -> dict:
