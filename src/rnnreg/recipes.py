@@ -35,13 +35,14 @@ def _own_hydra() -> Iterator[None]:
         GlobalHydra.instance().hydra = saved
 
 
-def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
+def compose_config(*overrides: str, config_name: str = "train", hydra_node: bool = False) -> DictConfig:
     """The config rnnreg-train (or `config_name`) would run with these command-line overrides, composed
-    without a run: `paths.output_dir` (Hydra's run folder) stays unresolved. Works inside a Hydra app too."""
+    without a run: `paths.output_dir` (Hydra's run folder) stays unresolved. Works inside a Hydra app too.
+    `hydra_node`: with Hydra's own node (its `runtime.choices`: the option of each config group)."""
     from hydra import compose, initialize_config_dir
 
     with _own_hydra(), initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
+        return compose(config_name, overrides=list(overrides), return_hydra_config=hydra_node)
 
 
 def checked_config(*overrides: str) -> DictConfig:

@@ -533,21 +533,20 @@ def full_budget(limit) -> bool:
 
 @functools.cache
 def recipe_of(size: str) -> dict | None:
-    """What, beside its epochs and whole budget, makes a run the paper's recipe for `size`: the hidden size,
-    layers, batch size and bptt of conf/experiment/paper_<size>.yaml as composed (rnnreg.recipes); None for
-    a size the paper has not."""
-    from rnnreg.recipes import SIZES
-    from rnnreg.recipes import paper_recipe as composed
+    """The paper's recipe for `size` as conf/experiment/paper_<size>.yaml composes it: `shape` (the hidden size,
+    layers, batch size and bptt a run must have), `max_epochs` and `dropout` (the placement's option); None for a
+    size the paper has not."""
+    from rnnreg.recipes import SIZES, compose_config
 
     if size not in SIZES:
         return None
-    recipe = composed(size)
-    return {key: recipe["model"][key] for key in ("hidden_size", "num_layers")} | {
-        key: recipe["data"][key] for key in ("batch_size", "bptt")
-    }
+    cfg = compose_config(f"experiment=paper_{size}", hydra_node=True)
+    shape = {key: cfg.model[key] for key in ("hidden_size", "num_layers")}
+    shape |= {key: cfg.data[key] for key in ("batch_size", "bptt")}
+    return {"shape": shape, "max_epochs": cfg.trainer.max_epochs, "dropout": cfg.hydra.runtime.choices.dropout}
 
 
-def paper_recipe(row: dict, paper: dict | None) -> str | None:
+def paper_size_of(row: dict, paper: dict | None) -> str | None:
     """The paper's model size whose full recipe this run is (model=<size> or experiment=paper_<size>, on PTB
     (data=ptb), with that size's hidden size, layers, data.batch_size and data.bptt, the paper's number of
     epochs, no limit on the train or validation batches), else None: only then do the paper's perplexities
@@ -556,11 +555,11 @@ def paper_recipe(row: dict, paper: dict | None) -> str | None:
     size = row.get("model") or (experiment.removeprefix("paper_") if experiment.startswith("paper_") else None)
     if not paper or size not in paper or (experiment.startswith("paper_") and experiment != f"paper_{size}"):
         return None
-    recipe, paper_sizes = row.get("recipe") or {}, recipe_of(size)
-    if recipe.get("data") != "ptb" or paper_sizes is None or any(recipe.get(k) != v for k, v in paper_sizes.items()):
+    recipe, wanted = row.get("recipe") or {}, recipe_of(size)
+    if recipe.get("data") != "ptb" or wanted is None or any(recipe.get(k) != v for k, v in wanted["shape"].items()):
         return None
     trainer = row.get("trainer") or {}
-    if trainer.get("max_epochs") != paper[size]["max_epochs"]:
+    if trainer.get("max_epochs") != wanted["max_epochs"]:
         return None
     if not (full_budget(trainer.get("limit_train_batches")) and full_budget(trainer.get("limit_val_batches"))):
         return None
@@ -569,8 +568,8 @@ def paper_recipe(row: dict, paper: dict | None) -> str | None:
 
 def references(rows: list[dict], paper: dict | None) -> dict[str, dict]:
     """The paper's numbers for the sizes whose full recipe some completed run is, size -> paper entry."""
-    sizes = {paper_recipe(r, paper) for r in rows if r["status"] == "completed"} - {None}
-    return {size: paper[size] for size in paper or {} if size in sizes}
+    sizes = {paper_size_of(r, paper) for r in rows if r["status"] == "completed"} - {None}
+    return {size: paper[size] | {"dropout": recipe_of(size)["dropout"]} for size in paper or {} if size in sizes}
 
 
 def seed_counts(entries: list[dict], key: str) -> list[int]:

@@ -260,8 +260,6 @@ class TrainTrainer(Trainer):
 
 @dataclass
 class PaperResult:
-    dropout: str = text()
-    max_epochs: int = integer(1)
     valid_ppl: float = positive()
     test_ppl: float = positive()
 
