@@ -20,11 +20,11 @@ def check_launcher_settings(launcher: DictConfig) -> None:
     ConfigError naming the key and what it takes."""
     max_members, resume = launcher.get("max_members"), launcher.get("resume")
     program, stop = launcher.get("program"), launcher.get("stop_after_windows")
-    pad = launcher.get("pad_hidden_to", "auto")
+    pad = launcher.get("pad_hidden_to")
     if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
         raise ConfigError(
             f"hydra.launcher.max_members={max_members} must be a whole number of at least 1 (the most jobs trained "
-            f"as one program; 16 by default)"
+            f"as one program)"
         )
     if not isinstance(resume, bool):
         raise ConfigError(f"hydra.launcher.resume={resume} must be true or false")

@@ -13,13 +13,14 @@ from omegaconf import DictConfig
 
 
 class StackedLauncher(Launcher):
-    def __init__(
+    def __init__(  # the values of conf/hydra/launcher/stacked.yaml, which owns their defaults
         self,
-        max_members: int = 16,
-        resume: bool = False,
-        program: str = "auto",
-        pad_hidden_to: int | str = "auto",
-        stop_after_windows: int | None = None,
+        *,
+        max_members: int,
+        resume: bool,
+        program: str,
+        pad_hidden_to: int | str,
+        stop_after_windows: int | None,
     ) -> None:
         super().__init__()
         self.max_members, self.resume, self.program = max_members, resume, program
