@@ -215,8 +215,9 @@ class LMDataModule(L.LightningDataModule):
         data_dir: str,
         files: dict,
         url_base: str | None = None,
-        batch_size: int = 20,
-        bptt: int = 35,
+        *,
+        batch_size: int,  # (no defaults: the recipes' values live in conf/, one per experiment)
+        bptt: int,
         eval_bptt: int | None = None,
         test_batch_size: int = 1,
     ):

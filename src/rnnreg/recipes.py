@@ -142,12 +142,12 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def ptb_datamodule(batch_size: int = 20, bptt: int = 20, **kwargs: Any):
+def ptb_datamodule(**kwargs: Any):
     """Penn Treebank (Mikolov's split) as an LMDataModule: conf/data/ptb.yaml's download URL and pinned
-    sha256 sums, cached in RNNREG_DATA_DIR or ~/.cache/rnnreg. `kwargs`: LMDataModule's other arguments
-    (eval_bptt, test_batch_size, data_dir)."""
+    sha256 sums, cached in RNNREG_DATA_DIR or ~/.cache/rnnreg. `kwargs`: LMDataModule's arguments (batch_size,
+    bptt, eval_bptt, test_batch_size, data_dir; a paper_recipe's `data`); the rest as the paper's small model."""
     from rnnreg.data import LMDataModule
 
     data = plain(compose_config("experiment=paper_small").data)
     data.pop("_target_")
-    return LMDataModule(**(data | {"batch_size": batch_size, "bptt": bptt} | kwargs))
+    return LMDataModule(**(data | kwargs))
