@@ -303,3 +303,27 @@ def _product(options: dict[str, list[str]]) -> list[tuple[str, ...]]:
         for value in values[1:]:
             jobs.add(tuple(value if j == i else v[0] for j, v in enumerate(lists)))
     return sorted(jobs)
+
+
+def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
+    """Every `group=option` (or sweep `group=a,b`, or list `group=[a,b]`) names a conf/<group>/<option>.yaml."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and a[0] != "-"])
+    except Exception:  # a syntax error: Hydra reports it itself
+        return
+    for override in overrides:
+        group = Path(conf_dir, override.key_or_group)
+        if override.key_or_group.startswith("hydra") or override.is_delete() or not group.is_dir():
+            continue
+        value = override.value()
+        choices = value.list if isinstance(value, ChoiceSweep) else value if isinstance(value, list) else [value]
+        known = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))  # _x: shared parts
+        for choice in choices:
+            if isinstance(choice, str) and choice not in known:
+                raise ConfigError(
+                    f"{override.key_or_group}={choice} is not an option: choose one of "
+                    f"{', '.join(known)} (files in {group})"
+                )

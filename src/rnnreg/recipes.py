@@ -48,8 +48,7 @@ def compose_config(*overrides: str, config_name: str = "train", hydra_node: bool
 def checked_config(*overrides: str) -> DictConfig:
     """compose_config, after the checks rnnreg-train makes of its command line: a bad value is the same
     one-line ConfigError."""
-    from rnnreg.command_line import validate_args
-    from rnnreg.runtime import check_group_options
+    from rnnreg.command_line import check_group_options, validate_args
 
     check_group_options(list(overrides))
     with _own_hydra():

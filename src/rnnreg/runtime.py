@@ -1,4 +1,4 @@
-"""What every entry point shares: clean one-line errors, atomic metrics.json, building the pieces."""
+"""What every entry point shares: clean one-line errors, Hydra's entry, building the pieces, process settings."""
 
 from __future__ import annotations
 
@@ -14,13 +14,11 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.command_line import check_one_mode, single_run_dir, validate_args
+from rnnreg.command_line import check_group_options, check_one_mode, single_run_dir, validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
@@ -162,27 +160,6 @@ def find_our_hydra_plugins() -> None:
         hydra_plugins.__path__.append(str(ours))
 
 
-def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
-    """Every `group=option` (or sweep `group=a,b`, or list `group=[a,b]`) names a conf/<group>/<option>.yaml."""
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and a[0] != "-"])
-    except Exception:  # a syntax error: Hydra reports it itself
-        return
-    for override in overrides:
-        group = Path(conf_dir, override.key_or_group)
-        if override.key_or_group.startswith("hydra") or override.is_delete() or not group.is_dir():
-            continue
-        value = override.value()
-        choices = value.list if isinstance(value, ChoiceSweep) else value if isinstance(value, list) else [value]
-        known = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))  # _x: shared parts
-        for choice in choices:
-            if isinstance(choice, str) and choice not in known:
-                raise ConfigError(
-                    f"{override.key_or_group}={choice} is not an option: choose one of "
-                    f"{', '.join(known)} (files in {group})"
-                )
-
-
 def route_lightning_logs() -> None:
     """Lightning's messages once each, through the root logger's handlers when it has some (Hydra's: the
     console and the run's train.log). Lightning, imported after Hydra has set up logging (the entry
@@ -253,6 +230,17 @@ def instantiate_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb_part
 
 def instantiate_callbacks(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+
+
+def apply_speed(speed: DictConfig, any_size: bool = False) -> None:
+    """A run's process-wide speed settings: glibc's allocator (speed.keep_freed_memory; `any_size`: for a stacked
+    group, whose buffers are K times a single run's) and TF32 matmuls on a GPU (speed.tf32)."""
+    if speed.get("keep_freed_memory"):
+        keep_freed_memory(any_size=any_size)
+    if speed.get("tf32"):
+        import torch  # (here: a command line's checks need no torch)
+
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 def keep_freed_memory(max_chunk: int = 32 << 20, any_size: bool = False) -> bool:

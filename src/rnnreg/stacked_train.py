@@ -35,7 +35,7 @@ from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.run_lock import recorded_metrics
-from rnnreg.runtime import instantiate, instantiate_callbacks, keep_freed_memory
+from rnnreg.runtime import apply_speed, instantiate, instantiate_callbacks
 from rnnreg.signals import divergence_message
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
@@ -818,10 +818,7 @@ def train_group(
         print(f"group {group}: completed in an earlier run of this sweep", flush=True)
         return done
     cfg = jobs[0].cfg
-    if cfg.speed.get("keep_freed_memory"):
-        keep_freed_memory(any_size=True)  # a group's buffers are K times a single run's
-    if cfg.speed.get("tf32"):
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    apply_speed(cfg.speed, any_size=True)
     if not resume:
         for job in jobs:  # a fresh run: nothing of an earlier sweep in these folders
             (job.output_dir / "train.log").unlink(missing_ok=True)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -37,10 +36,10 @@ from rnnreg.run_lock import (
     recorded_metrics,
 )
 from rnnreg.runtime import (
+    apply_speed,
     instantiate,
     instantiate_callbacks,
     instantiate_loggers,
-    keep_freed_memory,
     log,
     print_config_tree,
     route_lightning_logs,
@@ -203,10 +202,7 @@ def train(cfg: DictConfig) -> dict:
 def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     trainer, started = None, False
     try:
-        if cfg.speed.keep_freed_memory:
-            keep_freed_memory()
-        if cfg.speed.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        apply_speed(cfg.speed)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         # a submitit job requeued after a signal stopped it here (by submitit, or by SLURM) goes on from its last.ckpt
         ckpt_path = resolve_ckpt_path(cfg) or requeued_checkpoint(cfg.paths.output_dir, preemption.submitit_job_id)
