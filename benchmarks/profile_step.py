@@ -27,7 +27,7 @@ from bench_speed import SIZES
 from rnnreg.fast import FastStep
 from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import ClippedSGD
-from rnnreg.signals import TrainingSignals
+from rnnreg.training_signals import TrainingSignals
 
 VOCAB, STREAMS = 10_000, 20
 DEVICE = torch.device("cuda")  # --device cpu: a dry run of this script (no graph, figures meaningless)

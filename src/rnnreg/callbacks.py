@@ -15,7 +15,6 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from rnnreg.console import counted, device_name, format_duration
 from rnnreg.errors import TrainingDiverged
 from rnnreg.schema import SITES
-from rnnreg.signals import MAX_NLL, divergence_message
 from rnnreg.timing import (
     VALIDATION_COST,
     FirstWindows,
@@ -23,6 +22,7 @@ from rnnreg.timing import (
     estimate_run_seconds,
     median_step_words_per_second,
 )
+from rnnreg.training_signals import MAX_NLL, divergence_message
 
 
 class SpeedMonitor(L.Callback):
@@ -310,7 +310,7 @@ class NonFiniteLossGuard(L.Callback):
     """Stop at the first non-finite (or overflowing) training loss, naming the epoch and step. The failing
     epoch is never checkpointed, so checkpoints/last.ckpt stays the last good state.
 
-    Both steps record the first bad window on the device (no host sync per window, rnnreg.signals);
+    Both steps record the first bad window on the device (no host sync per window, rnnreg.training_signals);
     the record is read every `trainer.log_every_n_steps` windows and at the epoch's end, and under DDP the
     ranks agree before stopping (all stop together: none is left waiting in a collective)."""
 

@@ -20,7 +20,7 @@ from rnnreg.errors import ConfigError
 from rnnreg.model import mean_nll
 from rnnreg.optim import ClippedSGD
 from rnnreg.schema import FAST_STEP_FIX, FAST_STEP_NEEDS
-from rnnreg.signals import TrainingSignals
+from rnnreg.training_signals import TrainingSignals
 
 MODES = ("auto", True, False)
 

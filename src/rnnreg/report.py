@@ -287,7 +287,7 @@ NUMBERS = ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs", 
 PERPLEXITIES = ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched")
 
 
-# exp(rnnreg.signals.MAX_NLL), without importing torch: above it a run has diverged (and writes null)
+# exp(rnnreg.training_signals.MAX_NLL), without importing torch: above it a run has diverged (and writes null)
 MAX_PERPLEXITY = math.exp(700.0)
 
 

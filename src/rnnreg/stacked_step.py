@@ -32,9 +32,9 @@ from rnnreg.errors import ConfigError
 from rnnreg.fast import GraphedStep
 from rnnreg.model import mean_nll
 from rnnreg.optim import clip_and_sgd_, one_member
-from rnnreg.signals import diverged
 from rnnreg.stacked import UNITS, StackedLanguageModel, member_nll
 from rnnreg.stacked_settings import PROGRAMS, running_program
+from rnnreg.training_signals import diverged
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 

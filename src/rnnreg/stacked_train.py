@@ -36,7 +36,6 @@ from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.run_lock import recorded_metrics
 from rnnreg.runtime import apply_speed, instantiate, instantiate_callbacks
-from rnnreg.signals import divergence_message
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
@@ -45,6 +44,7 @@ from rnnreg.stacked_settings import on_a_cpu
 from rnnreg.stacked_step import group_step
 from rnnreg.sweep import same_overrides
 from rnnreg.timing import median_step_words_per_second
+from rnnreg.training_signals import divergence_message
 
 if TYPE_CHECKING:
     from rnnreg.stacked_launcher import Job

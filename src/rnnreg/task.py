@@ -15,7 +15,7 @@ from rnnreg.metrics import Perplexity
 from rnnreg.model import State, build_net, mean_nll, not_this_version, not_written_by_train, trained_net
 from rnnreg.optim import paper_optimizer
 from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
-from rnnreg.signals import TrainingSignals
+from rnnreg.training_signals import TrainingSignals
 
 
 class LanguageModelTask(L.LightningModule):
@@ -41,7 +41,7 @@ class LanguageModelTask(L.LightningModule):
         self.train_state: State | None = None
         self.eval_states: dict[int, State | None] = {}
         self.vocab: list[str] | None = None
-        self.signals = TrainingSignals()  # what callbacks read of the step (rnnreg.signals)
+        self.signals = TrainingSignals()  # what callbacks read of the step (rnnreg.training_signals)
         self.fast: FastStep | None = None  # speed.fast_step: built at the first window
         self.validation_pending = False  # resumed from a stop inside an epoch's validation (rnnreg.resume)
 
