@@ -22,17 +22,14 @@ from helpers import run, strict_json
 from rnnreg import CONF_DIR
 from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
-from rnnreg.report import (
+from rnnreg.report import collect, find_runs, report, resume_command
+from rnnreg.report_figures import (
     PLACEMENT_COLOURS,
-    collect,
     configurations,
     figure_test_ppl,
     figure_val_ppl,
-    find_runs,
     log_ticks,
     paper_size_of,
-    report,
-    resume_command,
 )
 from rnnreg.run_lock import RunLock
 from rnnreg.sweep import failed_jobs
