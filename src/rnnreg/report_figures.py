@@ -44,6 +44,8 @@ PLACEMENT_COLOURS = {
     "weight_drop": "#E69F00",  # orange
     "config": "#000000",  # placement not known (no dropout choice, no dropout= override)
 }
+# The paper's perplexity, in both figures: a dark grey dashed line
+PAPER_LINE = {"color": "0.25", "linestyle": (0, (4, 3)), "linewidth": 1}
 # Configurations of one placement that differ in something else (rates, sizes): one marker and line style each.
 MARKERS = ("o", "s", "^", "D", "v", "P")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -224,13 +226,7 @@ def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
             )
         values += [v for epoch in per_epoch for v in epoch if not math.isnan(v)]
     for size, ref in references(rows, paper).items():
-        ax.axhline(
-            ref["valid_ppl"],
-            color="0.25",
-            linestyle=(0, (4, 3)),
-            linewidth=1,
-            label=f"paper {size} ({ref['dropout']}): {ref['valid_ppl']}",
-        )
+        ax.axhline(ref["valid_ppl"], **PAPER_LINE, label=f"paper {size} ({ref['dropout']}): {ref['valid_ppl']}")
         values.append(ref["valid_ppl"])
     if not values:
         ax.text(0.5, 0.5, "no validation perplexity logged", ha="center", va="center", transform=ax.transAxes)
@@ -309,14 +305,7 @@ def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
         ends.append(max(mean + sd, *tests))
     refs = references(rows, paper)
     for size, ref in refs.items():
-        ax.axvline(
-            ref["test_ppl"],
-            color="0.25",
-            linestyle=(0, (4, 3)),
-            linewidth=1,
-            label=f"paper {size} ({ref['dropout']}): {ref['test_ppl']}",
-            zorder=1,
-        )
+        ax.axvline(ref["test_ppl"], **PAPER_LINE, label=f"paper {size} ({ref['dropout']}): {ref['test_ppl']}", zorder=1)
         ax.annotate(
             f"paper {size}: {ref['test_ppl']}",
             (ref["test_ppl"], 1),
