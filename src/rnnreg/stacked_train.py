@@ -35,6 +35,7 @@ from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.run_lock import recorded_metrics
+from rnnreg.run_record import completed_record, resume_from, unfinished_record
 from rnnreg.runtime import apply_speed, instantiate, instantiate_callbacks
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
@@ -635,15 +636,11 @@ class GroupTrainer:
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             folder.write_csv(m.rows)
             folder.log(f"{reason}: stopped at epoch {self.epoch + 1}, window {self.window}")
-            folder.write_metrics(
-                {
-                    "status": "interrupted" if m.status == "running" else m.status,
-                    "error": reason if m.status == "running" else m.error,
-                    "epochs": m.epochs,
-                    "resume": resume,
-                    "stacked": self.stacked_record(k),
-                }
+            running = m.status == "running"
+            record = unfinished_record(
+                "interrupted" if running else m.status, reason if running else m.error, m.epochs, resume
             )
+            folder.write_metrics(record | {"stacked": self.stacked_record(k)})
         print(f"{reason}: the stacked group {self.group} stopped; go on with: {resume}", flush=True)
 
     def go_on_command(self) -> str:
@@ -668,12 +665,13 @@ class GroupTrainer:
                 f"rnnreg-train -m ... hydra/launcher=stacked hydra.launcher.resume=true "
                 f"hydra.sweep.dir={self.resume_file.parent.parent} (from the group's last resume file)"
             )
-        for m, folder in zip(self.members, self.folders):
+        for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             if m.status not in ("running", "stopped"):
                 continue
             try:
                 folder.log(f"stopped: {err}")
-                folder.write_metrics({"status": "failed", "error": str(err), "epochs": m.epochs, "resume": resume})
+                record = unfinished_record("failed", str(err), m.epochs, resume)
+                folder.write_metrics(record | {"stacked": self.stacked_record(k)})
             except (OutputError, OSError):  # the folder takes nothing more (train.log's append is a plain write)
                 pass
 
@@ -723,35 +721,31 @@ class GroupTrainer:
         for k, (m, job, folder) in enumerate(zip(self.members, self.jobs, self.folders)):
             stacked = self.stacked_record(k)
             if m.status == "failed":
-                last = folder.last_checkpoint()
-                metrics = {
-                    "status": "failed",
-                    "error": m.error,
-                    "epochs": m.epochs,
-                    "resume": f"rnnreg-train ... ckpt_path={last}" if last else "no checkpoint was written",
-                    "stacked": stacked,
-                }
+                metrics = unfinished_record("failed", m.error, m.epochs, resume_from(folder.last_checkpoint()))
+                metrics["stacked"] = stacked
                 results.append(("failed", TrainingDiverged(m.error)))
             else:
                 m.status = "completed"
                 validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
-                metrics = {"val_ppl": m.val_ppl, "val_epoch": self.last_validation(m.epochs)} if validated else {}
-                metrics |= {name: values[k] for name, values in tests.items()}
-                metrics |= {"best_val_ppl": m.best_val} if validated else {}
-                metrics |= {
-                    "epochs": m.epochs,
-                    "train_seconds": round(m.fit_seconds, 2),
+                speeds = {
                     # the member's words per second of the group's time while it trained (the group's words/s over K)
-                    "words_per_second": round(m.words / m.train_seconds, 1) if m.train_seconds else 0.0,
-                    "words_per_second_median_step": round(
-                        median_step_words_per_second(self.words_per_window, self.window_seconds), 1
+                    "words_per_second": m.words / m.train_seconds if m.train_seconds else 0.0,
+                    "words_per_second_median_step": median_step_words_per_second(
+                        self.words_per_window, self.window_seconds
                     ),  # the last epoch's
-                    "words_per_second_last_epoch": round(self.last_epoch_words_per_second, 1),
-                    "params": per_member,
-                    "experiment": job.cfg.experiment_name,
-                    "status": "completed",
-                    "stacked": stacked,
+                    "words_per_second_last_epoch": self.last_epoch_words_per_second,
                 }
+                metrics = completed_record(
+                    (m.val_ppl, self.last_validation(m.epochs)) if validated else None,
+                    {name: values[k] for name, values in tests.items()},
+                    m.best_val if validated else None,
+                    m.epochs,
+                    m.fit_seconds,
+                    speeds,
+                    per_member,
+                    job.cfg.experiment_name,
+                )
+                metrics["stacked"] = stacked
                 results.append(("completed", m.best_val if validated else None))  # None: as a run's main() hands on
                 if tests:
                     self.record(

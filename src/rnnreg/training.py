@@ -35,6 +35,7 @@ from rnnreg.run_lock import (
     launched_as_rank_zero,
     recorded_metrics,
 )
+from rnnreg.run_record import completed_record, resume_from, unfinished_record
 from rnnreg.runtime import (
     apply_speed,
     instantiate,
@@ -238,9 +239,9 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         preemption.check()
         train_seconds = time.perf_counter() - start
-        metrics = {}
+        validated = None
         if validation.epoch is not None:  # its epoch said: with validation every n epochs it may not be the last
-            metrics = {"val_ppl": float(trainer.callback_metrics["val/ppl"]), "val_epoch": validation.epoch}
+            validated = float(trainer.callback_metrics["val/ppl"]), validation.epoch
         else:
             warn(
                 "no validation ran (%s trained, trainer.check_val_every_n_epoch=%s): metrics.json has no val_ppl "
@@ -248,10 +249,11 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
                 counted(trainer.current_epoch, "epoch"),
                 trainer.check_val_every_n_epoch,
             )
+        tests = {}
         if cfg.get("test"):
             results = trainer.test(task, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer))
             preemption.check()
-            metrics |= {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
+            tests = {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
         stop = stop_signal(err, trainer, preemption.signum)
@@ -263,21 +265,19 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         raise
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint else None
-    if best is not None or "val_ppl" in metrics:  # absent with no validation (rnnreg-report shows none)
-        metrics["best_val_ppl"] = float(best) if best is not None else metrics["val_ppl"]
-    metrics |= {
-        "epochs": trainer.current_epoch,
-        "train_seconds": round(train_seconds, 2),
-    }
+    # absent with no validation (rnnreg-report shows none)
+    best_val = float(best) if best is not None else validated[0] if validated else None
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
+    speeds = None
     if speed is not None:
-        metrics |= {
-            "words_per_second": round(speed.words_per_second, 1),
-            "words_per_second_median_step": round(speed.median_words_per_second, 1),  # last epoch
+        speeds = {
+            "words_per_second": speed.words_per_second,
+            "words_per_second_median_step": speed.median_words_per_second,  # last epoch
             # the last epoch alone: warm-up (graph capture) excluded
-            "words_per_second_last_epoch": round(speed.epoch_words_per_second, 1),
+            "words_per_second_last_epoch": speed.epoch_words_per_second,
         }
-    metrics |= {"params": task.num_params, "experiment": cfg.experiment_name, "status": "completed"}
+    epochs, params = trainer.current_epoch, task.num_params
+    metrics = completed_record(validated, tests, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
     if trainer.is_global_zero:
         write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
         best = checkpoint.best_model_path if checkpoint and checkpoint.monitor else None
@@ -302,15 +302,10 @@ def record_failure(
     status = "interrupted" if interrupted else "failed"
     error = STOPPED_BY.get(stop) or str(err) or type(err).__name__
     try:
+        epochs = trainer.current_epoch if trainer is not None else 0
+        record = unfinished_record(status, error, epochs, resume_from(last if last.exists() else None))
         write_json_atomic(
-            f"{cfg.paths.output_dir}/metrics.json",
-            {
-                "status": status,
-                "error": error,
-                "epochs": trainer.current_epoch if trainer is not None else 0,
-                "resume": f"rnnreg-train ... ckpt_path={last}" if last.exists() else "no checkpoint was written",
-            }
-            | ({"submitit_job": submitit_job} if submitit_job else {}),
+            f"{cfg.paths.output_dir}/metrics.json", record | ({"submitit_job": submitit_job} if submitit_job else {})
         )
     except OutputError as write_err:  # the folder itself may be what failed: the original error is the one to show
         log.warning("%s", write_err)

@@ -1,0 +1,38 @@
+"""A run's metrics.json, as a single run (rnnreg.training) and a stacked member (rnnreg.stacked_train) write it:
+the same keys in the same order, so rnnreg-report, a sweeper and a user read either alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def completed_record(
+    validation: tuple[float, int] | None,
+    tests: dict[str, float],
+    best_val_ppl: float | None,
+    epochs: int,
+    train_seconds: float,
+    speeds: dict[str, float] | None,
+    params: int,
+    experiment: str,
+) -> dict:
+    """A completed run's: `validation` (the last validation's perplexity and epoch; None: none ran), `tests`
+    (test_ppl and test_ppl_batched, {} without the final test), `speeds` (words_per_second,
+    words_per_second_median_step, words_per_second_last_epoch; None: not measured)."""
+    record = {"val_ppl": validation[0], "val_epoch": validation[1]} if validation is not None else {}
+    record |= tests
+    record |= {"best_val_ppl": best_val_ppl} if best_val_ppl is not None else {}
+    record |= {"epochs": epochs, "train_seconds": round(train_seconds, 2)}
+    record |= {key: round(value, 1) for key, value in (speeds or {}).items()}
+    return record | {"params": params, "experiment": experiment, "status": "completed"}
+
+
+def unfinished_record(status: str, error: str, epochs: int, resume: str) -> dict:
+    """A run that did not complete: `status` interrupted or failed, why, the epochs it trained and how it goes
+    on (resume_from)."""
+    return {"status": status, "error": error, "epochs": epochs, "resume": resume}
+
+
+def resume_from(last: Path | None) -> str:
+    """How a run that stopped goes on from its last checkpoint (None: it wrote none)."""
+    return f"rnnreg-train ... ckpt_path={last}" if last is not None else "no checkpoint was written"
