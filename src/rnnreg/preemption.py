@@ -34,7 +34,7 @@ from lightning.pytorch.trainer.connectors.checkpoint_connector import _Checkpoin
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from rnnreg.run_lock import recorded_metrics
+from rnnreg.run_record import recorded_metrics
 
 
 class NoHpcResume(_CheckpointConnector):

@@ -5,13 +5,13 @@ Plain files and flock, no torch: rnnreg-report asks it whether a run without met
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import socket
 import time
 from pathlib import Path
 
 from rnnreg.errors import OutputError
+from rnnreg.run_record import recorded_metrics
 
 
 def launched_as_rank_zero() -> bool:
@@ -101,15 +101,6 @@ def check_not_in_checkpoints(folder: str | Path, key: str, program: str = "rnnre
         f"{key}={folder} is {where}a folder of checkpoints, and {program} writes {writes} there: give {what} a "
         f"folder of its own ({key}=<a new folder>, or leave {key} out)"
     )
-
-
-def recorded_metrics(folder: str | Path) -> dict:
-    """A run folder's metrics.json ({} without a readable one)."""
-    try:
-        metrics = json.loads(Path(folder, "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return metrics if isinstance(metrics, dict) else {}
 
 
 def completed(folder: Path) -> bool:

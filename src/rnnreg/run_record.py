@@ -1,8 +1,10 @@
 """A run's metrics.json, as a single run (rnnreg.training) and a stacked member (rnnreg.stacked_train) write it:
-the same keys in the same order, so rnnreg-report, a sweeper and a user read either alike."""
+the same keys in the same order, so rnnreg-report, a sweeper and a user read either alike; and as it is read
+back. Plain Python: rnnreg-report and the launchers read it without torch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -36,3 +38,12 @@ def unfinished_record(status: str, error: str, epochs: int, resume: str) -> dict
 def resume_from(last: Path | None) -> str:
     """How a run that stopped goes on from its last checkpoint (None: it wrote none)."""
     return f"rnnreg-train ... ckpt_path={last}" if last is not None else "no checkpoint was written"
+
+
+def recorded_metrics(folder: str | Path) -> dict:
+    """A run folder's metrics.json ({} without a readable one)."""
+    try:
+        metrics = json.loads(Path(folder, "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError, UserError
-from rnnreg.run_lock import recorded_metrics
+from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_resume import resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import check_stackable, on_a_cpu, pad_hidden_to, padded_size, running_program
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys

@@ -34,8 +34,7 @@ from rnnreg.loggers import checked_run_id, offline_run_parts
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
-from rnnreg.run_lock import recorded_metrics
-from rnnreg.run_record import completed_record, resume_from, unfinished_record
+from rnnreg.run_record import completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import apply_speed, instantiate, instantiate_callbacks
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder

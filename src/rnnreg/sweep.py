@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError, DataError, OutputError, UserError, first_line
-from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, recorded_metrics, results_message
+from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, results_message
+from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_settings import check_launcher_settings
 
 SWEEP_FILE = "sweep.yaml"

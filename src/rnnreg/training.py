@@ -33,9 +33,8 @@ from rnnreg.run_lock import (
     check_no_earlier_results,
     check_not_in_checkpoints,
     launched_as_rank_zero,
-    recorded_metrics,
 )
-from rnnreg.run_record import completed_record, resume_from, unfinished_record
+from rnnreg.run_record import completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import (
     apply_speed,
     instantiate,
