@@ -17,7 +17,7 @@ from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
 from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validate
 from rnnreg.stacked_settings import check_stackable
-from rnnreg.sweep import basic_sweeper, stacked_launcher
+from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
 
 # Hydra's own flags that do not run the task (or pick another config): nothing to check before Hydra
 _NO_RUN_FLAGS = {
@@ -125,7 +125,7 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
                 where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""
                 try:
                     job = check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)))
-                    if multirun and stacked_launcher(cfg):  # its refusals before Hydra writes the sweep folder
+                    if multirun and uses_stacked_launcher(cfg):  # its refusals before Hydra writes the sweep folder
                         check_stackable(job)
                 except ConfigError as err:
                     raise ConfigError(f"{err}{where}") from None

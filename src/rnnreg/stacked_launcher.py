@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.run_record import recorded_metrics
+from rnnreg.runtime import JobFailed
 from rnnreg.stacked_resume import resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import check_stackable, on_a_cpu, pad_hidden_to, padded_size, running_program
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
@@ -353,8 +354,6 @@ def job_return(launcher, job: Job, status: str, value) -> JobReturn:
     member what a failed basic job hands it (rnnreg.runtime.user_errors_as_one_line): the same line on stderr,
     and to Hydra's basic sweeper None (the sweep goes on; rnnreg.sweep lists the failed jobs at its end), to any
     other a failure (Optuna: a FAIL trial)."""
-    from rnnreg.runtime import JobFailed  # (rnnreg.runtime imports this module's checks)
-
     ret = JobReturn(
         overrides=job.overrides,
         cfg=job.cfg,

@@ -15,9 +15,9 @@ runs from forward to update before the next member's starts, so one single run's
 time, and a stopped or failed member costs nothing. Its masks come from its job's own stream (StackedLanguageModel.
 generators), swapped in for the global generator around its forward: a member is its job run alone, bit for bit.
 
-A member whose loss is non-finite or above MAX_NLL is switched off before the update (its weights stay the
-last finite ones); the window and the loss at which it happened are recorded (on the device: the host reads
-them when it next looks, `failures`).
+A member whose loss diverges (rnnreg.training_signals.diverged: non-finite, or above MAX_NLL) is switched off
+before the update (its weights stay the last finite ones); the window and the loss at which it happened are
+recorded (on the device: the host reads them when it next looks, `failures`).
 """
 
 from __future__ import annotations

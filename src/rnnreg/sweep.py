@@ -35,7 +35,7 @@ STACKED_LAUNCHER = "hydra_plugins.rnnreg_stacked_launcher.stacked_launcher.Stack
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default sweeper
 
 
-def stacked_launcher(config: DictConfig) -> bool:
+def uses_stacked_launcher(config: DictConfig) -> bool:
     """Whether a command's jobs run on hydra/launcher=stacked (`config`: composed with Hydra's node)."""
     return OmegaConf.select(config, "hydra.launcher._target_", default="") == STACKED_LAUNCHER
 
@@ -165,7 +165,7 @@ def check_sweep_folder(config: DictConfig) -> None:
     files = [Path(f) for f in earlier_results(sweep_dir, below=True)]
     found = sorted({str(f.parent.parent if f.parent.name == "checkpoints" else f.parent) for f in files}, key=job_order)
     if found:
-        stacked = stacked_launcher(config)
+        stacked = uses_stacked_launcher(config)
         made_by = [recorded_launcher(sweep_dir / folder) for folder in found]
         go_on = ""
         if stacked and all(launcher == STACKED_LAUNCHER for launcher in made_by if launcher):
@@ -326,7 +326,7 @@ class SweepCallback(Callback):
             sweep_dir = Path(config.hydra.sweep.dir)
         except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
             raise ConfigError(f"hydra.sweep.dir: {str(err).splitlines()[0]}") from None
-        if stacked_launcher(config):
+        if uses_stacked_launcher(config):
             check_launcher_settings(config.hydra.launcher)
         # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
         # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one
