@@ -278,6 +278,22 @@ def test_cross_key_rules_and_sweeps(args, message):
         validate_args("train", args)
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [  # a value where a mapping goes: its keys and the way to set them (Hydra: "Error merging override", or
+        # the schema's word for an entry of instantiable nodes)
+        ("paper=[1]", r"^paper=\[1\]: paper is a mapping \(small, medium, large\): set its keys one by one \(paper"),
+        ("paper.small=5", r"^paper.small=5 must be null or a mapping of valid_ppl, test_ppl \(e.g. paper.small.valid"),
+        ("paper=5", r"^paper=5 must be null or a mapping of names to mappings of valid_ppl, test_ppl: set its keys"),
+    ],
+)
+def test_a_value_where_a_mapping_goes_names_its_keys(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_args("report", ["path=.", override])
+    with pytest.raises(ConfigError, match=r"^data.files=4 must be a mapping of train, valid, test: set its keys one"):
+        validate_args("train", ["data.files=4"])
+
+
 @pytest.mark.skipif(CUDA, reason="a GPU is present")
 def test_a_gpu_accelerator_without_a_gpu_is_refused():
     with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu needs a CUDA GPU and this machine has none"):

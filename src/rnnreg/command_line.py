@@ -226,6 +226,12 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
         try:
             ConfigLoaderImpl._apply_overrides_to_config([override], cfg)
         except HydraException as err:
+            current = OmegaConf.select(cfg, key, default=None)
+            if isinstance(current, DictConfig) and not isinstance(override.value(), dict):  # Hydra: "Error merging"
+                keys = ", ".join(map(str, current.keys()))
+                raise ConfigError(
+                    f"{override.input_line}: {key} is a mapping ({keys}): set its keys one by one ({key}.<key>=...)"
+                ) from None
             raise ConfigError(f"{override.input_line}: {str(err).strip().splitlines()[0]}") from None
 
 

@@ -545,7 +545,9 @@ def _validate_node(cfg: DictConfig, schema: type, prefix: str) -> None:
             if value is None and r.null:
                 continue
             if not isinstance(value, DictConfig):
-                raise ConfigError(f"{name}={_show(value)} must be a mapping of keys")
+                raise ConfigError(
+                    f"{name}={_show(value)} must be {_mapping_of(r)}: set its keys one by one ({name}.<key>=...)"
+                )
             if r.kind == "node":
                 _validate_node(value, r.node, name + ".")
             else:
@@ -556,6 +558,14 @@ def _validate_node(cfg: DictConfig, schema: type, prefix: str) -> None:
             raise ConfigError(f"{name}={_show(value)} {problem}")
 
 
+def _mapping_of(r: Rule) -> str:
+    """What a node or a mapping of nodes holds, in words."""
+    if r.kind == "node":
+        return f"a mapping of {', '.join(rules(r.node))}"
+    inner = f"mappings of {', '.join(rules(r.node))}" if r.node is not None else "nodes with _target_"
+    return f"{'null or ' if r.null else ''}a mapping of names to {inner}"
+
+
 def _validate_entries(cfg: DictConfig, schema: type | None, name: str) -> None:
     for key in cfg:
         value = _get(cfg, key, f"{name}.{key}")
@@ -563,6 +573,11 @@ def _validate_entries(cfg: DictConfig, schema: type | None, name: str) -> None:
             continue
         if schema is not None and isinstance(value, DictConfig):
             _validate_node(value, schema, f"{name}.{key}.")
+        elif schema is not None:
+            raise ConfigError(
+                f"{name}.{key}={_show(value)} must be null or a mapping of {', '.join(rules(schema))} "
+                f"(e.g. {name}.{key}.{next(iter(rules(schema)))}=...)"
+            )
         elif not isinstance(value, DictConfig) or "_target_" not in value:
             raise ConfigError(
                 f"{name}.{key}={_show(value)} must be null or a mapping with _target_ (the class to instantiate)"
