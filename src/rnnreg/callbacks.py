@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from rnnreg.console import counted, device_name, format_duration
 from rnnreg.errors import TrainingDiverged
+from rnnreg.run_record import MAX_NLL
 from rnnreg.schema import SITES
 from rnnreg.timing import (
     VALIDATION_COST,
@@ -22,7 +23,7 @@ from rnnreg.timing import (
     estimate_run_seconds,
     median_step_words_per_second,
 )
-from rnnreg.training_signals import MAX_NLL, divergence_message
+from rnnreg.training_signals import divergence_message
 
 
 class SpeedMonitor(L.Callback):

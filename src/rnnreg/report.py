@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.errors import ConfigError, DataError, OutputError, first_line
 from rnnreg.run_lock import RunLock
+from rnnreg.run_record import MAX_NLL
 from rnnreg.runtime import hydra_entry
 from rnnreg.sweep import BASIC_SWEEPER, NOT_COMPARED, STACKED_LAUNCHER, job_order, override_key, recorded_overrides
 
@@ -280,8 +281,7 @@ NUMBERS = ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs", 
 PERPLEXITIES = ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched")
 
 
-# exp(rnnreg.training_signals.MAX_NLL), without importing torch: above it a run has diverged (and writes null)
-MAX_PERPLEXITY = math.exp(700.0)
+MAX_PERPLEXITY = math.exp(MAX_NLL)  # above it a run has diverged (and writes null)
 
 
 def is_perplexity(value: float) -> bool:

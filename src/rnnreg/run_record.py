@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# Above this mean NLL per word exp(NLL) overflows float64: the run has diverged (training stops: rnnreg.
+# training_signals.diverged), and no perplexity a run records is above exp(MAX_NLL).
+MAX_NLL = 700.0
+
 
 def completed_record(
     validation: tuple[float, int] | None,

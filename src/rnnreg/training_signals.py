@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-# Above this mean NLL per word exp(NLL) overflows float64: the run has diverged.
-MAX_NLL = 700.0
+from rnnreg.run_record import MAX_NLL
 
 
 def diverged(loss: torch.Tensor | float) -> torch.Tensor | bool:
