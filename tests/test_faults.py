@@ -113,6 +113,9 @@ def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):
     assert "weights_only" not in (first / "train.log").read_text()  # (Lightning's note on a save given no choice)
     interrupted = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
     assert interrupted["global_step"] > 0
+    log = (first / "train.log").read_text()
+    said = ["Ctrl-C: stopping after this window"] if signum == signal.SIGINT else ["SIGTERM: every process stops"]
+    assert [line for line in said if line in log] == said and ("SIGTERM" not in log) == (signum == signal.SIGINT)
     if signum == signal.SIGINT:
         return  # its checkpoint is written as SIGTERM's; a Ctrl-C stop resumes exactly: test_resume
     # resumed with a shorter schedule to keep the test short: it finishes epoch 2, where it stopped

@@ -162,6 +162,15 @@ print("HEAVY", heavy)
     assert "HEAVY []" in proc.stdout
 
 
+@pytest.mark.parametrize("script, says", [("eval", "ckpt_path=[a.ckpt"), ("generate", "prompt="), ("report", "path=")])
+def test_each_commands_help_lists_its_own_keys(script, says):
+    """Hydra's default help lists every config group in conf/: rnnreg-train's (dropout, model, ...), which the
+    other commands refuse."""
+    proc = run(f"rnnreg-{script}", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith(f"rnnreg-{script}: ") and says in proc.stdout
+    assert "Configuration groups" not in proc.stdout and "dropout:" not in proc.stdout
+
+
 def test_checking_a_command_line_does_not_import_torch_or_lightning():
     """Every job of a sweep is checked before Hydra starts without torch or Lightning (importing them took 3-7 s
     on 2 cores, before every one-line error of a sweep or a folder): Lightning's strategies and precisions are

@@ -174,7 +174,8 @@ class Preemption(L.Callback):
         due = trainer.world_size == 1 or last or (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0
         if due and not trainer.received_sigterm and self.agree(trainer):
             name = signal.Signals(self.signum or signal.SIGTERM).name  # rank 0's (None: a rank not signalled)
-            rank_zero_info(f"{name}: every process stops after this step")
+            if not any(getattr(c, "ctrl_c", False) for c in trainer.callbacks):  # (Ctrl-C said so, in its words)
+                rank_zero_info(f"{name}: every process stops after this step")
             trainer._signal_connector.received_sigterm = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
