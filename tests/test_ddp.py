@@ -302,6 +302,7 @@ class ReducingTrainer:
     def __init__(self, world_size: int):
         self.world_size, self.log_every_n_steps, self.num_training_batches = world_size, 4, 10
         self.asked: list[bool] = []
+        self.callbacks: list = []  # (none that a Ctrl-C stopped)
         self._signal_connector = SimpleNamespace(received_sigterm=False)
         self.strategy = SimpleNamespace(
             reduce_boolean_decision=lambda decision, all=True: self.asked.append(decision) or decision
