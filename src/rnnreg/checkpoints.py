@@ -88,6 +88,11 @@ class CheckpointOnInterrupt(L.Callback):
             trainer.save_checkpoint(self.path, weights_only=False)  # a full, resumable checkpoint
 
 
+def stopped_by_ctrl_c(trainer: L.Trainer | None) -> bool:
+    """Whether a Ctrl-C started the run's stop (CheckpointOnInterrupt turns it into the SIGTERM stop)."""
+    return any(getattr(c, "ctrl_c", False) for c in (trainer.callbacks if trainer is not None else []))
+
+
 class BestCheckpoint(ModelCheckpoint):
     """checkpoints/best.ckpt, kept across a resume into another folder. Lightning forgets the best score when
     the run folder changes ("dirpath has changed ... won't be reloaded"), so a resumed run would report

@@ -34,6 +34,7 @@ from lightning.pytorch.trainer.connectors.checkpoint_connector import _Checkpoin
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from rnnreg.checkpoints import stopped_by_ctrl_c
 from rnnreg.run_record import recorded_metrics
 
 
@@ -174,7 +175,7 @@ class Preemption(L.Callback):
         due = trainer.world_size == 1 or last or (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0
         if due and not trainer.received_sigterm and self.agree(trainer):
             name = signal.Signals(self.signum or signal.SIGTERM).name  # rank 0's (None: a rank not signalled)
-            if not any(getattr(c, "ctrl_c", False) for c in trainer.callbacks):  # (Ctrl-C said so, in its words)
+            if not stopped_by_ctrl_c(trainer):  # (a Ctrl-C said so, in its words)
                 rank_zero_info(f"{name}: every process stops after this step")
             trainer._signal_connector.received_sigterm = True
 

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
-from rnnreg.checkpoints import STOPPED_BY, tests_best
+from rnnreg.checkpoints import STOPPED_BY, stopped_by_ctrl_c, tests_best
 from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
@@ -321,8 +321,7 @@ def stop_signal(err: BaseException, trainer: L.Trainer | None, signum: int | Non
     (rnnreg.checkpoints notes that it was a Ctrl-C); Lightning ends any other Ctrl-C inside its loops (the second)
     with sys.exit(1), raised while handling the KeyboardInterrupt."""
     if isinstance(err, SIGTERMException):
-        pressed = any(getattr(c, "ctrl_c", False) for c in (trainer.callbacks if trainer is not None else []))
-        return signal.SIGINT if pressed else signum or signal.SIGTERM
+        return signal.SIGINT if stopped_by_ctrl_c(trainer) else signum or signal.SIGTERM
     if isinstance(err, KeyboardInterrupt) or (
         isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
     ):
