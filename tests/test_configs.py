@@ -83,6 +83,11 @@ def test_every_experiment_runs_fast_dev_run(experiment, ptb_dir, tmp_path):
     [
         (["dropout.p=abc"], r"^dropout.p=abc must be a number in \[0, 1\)"),  # rnnreg-train's own lines
         (["data.bptt=0"], r"^data.bptt=0 must be an integer >= 1"),
+        (  # a library user is not running rnnreg-train: the example is one more override
+            ["data=text"],
+            r"^data.data_dir is required \(\?\?\? in the config\) and was not given: add it as an override, "
+            r"e.g. paper_recipe\('small', 'data=text', 'data.data_dir=<value>'\)$",
+        ),
         (["logger=tensorboard"], r"^paper_recipe cannot carry logger=tensorboard \(it sets logger.tensorboard\)"),
         (
             ["dropout.p=0.3", "regularizer=early_stopping"],

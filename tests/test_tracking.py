@@ -99,6 +99,7 @@ def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_crede
     assert torch.load(first / "checkpoints/last.ckpt", weights_only=True)["wandb_run_id"] == part1["id"]
     resume = f"ckpt_path={first}/checkpoints/last.ckpt"
     proc = run("rnnreg-train", *tiny_cli, "logger=wandb", resume, f"hydra.run.dir={second}")
+    assert "anonymous" not in proc.stdout + proc.stderr  # W&B's warning of a setting we never chose
     (part2,) = wandb_run_parts(second)
     assert part2["id"] == part1["id"] and part1["exit_code"] == part2["exit_code"] == 0
     checkpoint = torch.load(second / "checkpoints/last.ckpt", weights_only=True)

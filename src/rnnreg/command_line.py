@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.errors import ConfigError
+from rnnreg.errors import ConfigError, MissingValue
 from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validate
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
@@ -127,6 +127,8 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
                     job = check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)))
                     if multirun and uses_stacked_launcher(cfg):  # its refusals before Hydra writes the sweep folder
                         check_stackable(job)
+                except MissingValue as err:
+                    raise MissingValue(f"{err}{where}", err.key) from None
                 except ConfigError as err:
                     raise ConfigError(f"{err}{where}") from None
                 rate_used = rate_used or ("dropout" in job and bool(sites_using_p(job.dropout)))

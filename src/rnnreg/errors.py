@@ -20,6 +20,14 @@ class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message names the key and a valid value."""
 
 
+class MissingValue(ConfigError):
+    """A mandatory config value (??? in the config) that was not given; `key` names it."""
+
+    def __init__(self, message: str, key: str):
+        super().__init__(message)
+        self.key = key
+
+
 class DataError(UserError, ValueError):
     """Bad or missing data; the message says what was wrong and how to fix it."""
 

@@ -151,6 +151,8 @@ def wandb_logger(
     Path(kwargs.get("save_dir", ".")).mkdir(parents=True, exist_ok=True)
     name = name or run_name(experiment or group)
     logger = WandbLogger(offline=offline, group=group, name=name, log_model=log_model and not offline, **kwargs)
+    if logger._wandb_init.get("anonymous") is None:  # Lightning's None: W&B warns of a setting with no effect
+        logger._wandb_init.pop("anonymous", None)
     logger.offline_log_model = bool(log_model) and offline
     return logger
 

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.errors import ConfigError
+from rnnreg.errors import ConfigError, MissingValue
 
 SIZES = ("small", "medium", "large")
 DATA_KEYS = ("batch_size", "bptt", "eval_bptt", "test_batch_size")
@@ -107,7 +107,14 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     if size not in SIZES:
         raise ConfigError(f"paper_recipe({size!r}): choose one of {', '.join(SIZES)}")
     base_args = (f"experiment=paper_{size}",)
-    cfg = checked_config(*base_args, *overrides)
+    try:
+        cfg = checked_config(*base_args, *overrides)
+    except MissingValue as err:  # its example is rnnreg-train's command line; here it is one more override
+        given = "".join(f", {o!r}" for o in overrides)
+        raise ConfigError(
+            f"{err.key} is required (??? in the config) and was not given: add it as an override, "
+            f"e.g. paper_recipe({size!r}{given}, '{err.key}=<value>')"
+        ) from None
     base = compose_config(*base_args)
     changed = _changed(cfg, base)
     hydra = [o for o in overrides if o.lstrip("+~").startswith("hydra")]

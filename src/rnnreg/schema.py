@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from rnnreg.errors import ConfigError
+from rnnreg.errors import ConfigError, MissingValue
 
 
 @dataclass(frozen=True)
@@ -514,7 +514,7 @@ def validate(cfg: DictConfig, schema: type | str, choices: Any = None) -> None:
     if isinstance(schema, str):
         missing = sorted(_missing_keys(cfg))
         if missing:
-            raise ConfigError(missing_message(missing[0], f"rnnreg-{schema}"))
+            raise MissingValue(missing_message(missing[0], f"rnnreg-{schema}"), missing[0])
         schema = SCHEMAS[schema]
     _validate_node(cfg, schema, "")
     cross_checks(cfg, schema, choices)
