@@ -141,6 +141,7 @@ def test_progress_bar_can_be_switched_off(tiny_corpus, tmp_path, capsys):
 def test_help_and_completion_do_not_import_torch():
     proc = run("rnnreg-train", "--help")
     assert proc.returncode == 0 and "debug: default, fast_dev_run, limit, overfit" in proc.stdout
+    assert "\nmodel: large, medium, small\n" in proc.stdout  # the sizes' shared part is not an option
     check = """
 import os, sys
 import rnnreg, rnnreg.train, rnnreg.evaluate, rnnreg.generate
