@@ -126,6 +126,31 @@ def test_progress_bar_loss_is_fresh_and_eta_covers_the_run(tiny_cfg):
     assert reader.shown[-1][4] > 0 and reader.shown[-1][5] > 0  # measured: a window, the first validation
 
 
+class ReadDescriptions(L.Callback):
+    def __init__(self):
+        self.seen = set()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bar = trainer.progress_bar_callback
+        self.seen.add(bar.progress.tasks[bar.train_progress_bar_id].description.strip())
+
+
+def test_progress_bar_counts_epochs_from_1(tiny_corpus, tmp_path):
+    """The bar says "Epoch 2/2" in the last of two epochs, as train.log and metrics.json count (Lightning's
+    own bar says "Epoch 1/1")."""
+    from rnnreg.training import build
+
+    tiny = [o for o in TINY if o not in ("callbacks.progress_bar=null", "trainer.enable_progress_bar=false")]
+    budget = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "test=false"]
+    cfg = compose_config(["experiment=paper_small", *tiny, f"data.data_dir={tiny_corpus}", *budget], tmp_path / "run")
+    datamodule, task, trainer = build(cfg)
+    reader = ReadDescriptions()
+    trainer.callbacks.append(reader)
+    trainer.fit(task, datamodule=datamodule)
+    assert isinstance(trainer.progress_bar_callback, LMProgressBar)
+    assert reader.seen == {"Epoch 1/2", "Epoch 2/2"}
+
+
 def test_progress_bar_can_be_switched_off(tiny_corpus, tmp_path, capsys):
     # Lightning refuses a progress bar callback under enable_progress_bar=false: ours is then left out
     tiny = [o for o in TINY if o != "callbacks.progress_bar=null"]
