@@ -93,6 +93,35 @@ def test_ensemble_of_two_is_no_worse_than_the_worse(checkpoints):
         assert both[key] <= max(ppl_a[key], ppl_b[key]), key
 
 
+def test_ensemble_averages_the_models_probabilities(checkpoints):
+    """The paper's ensemble predicts the mean of its models' distributions, log((p_a + p_b) / 2), not the mean of
+    their log-probabilities (a geometric mean, which is also no worse than the worse model): its test_ppl is
+    exp(-mean log((p_a + p_b) / 2)) over the one-stream test split, computed here by hand."""
+    import torch.nn.functional as F
+    from hydra.utils import instantiate
+
+    from rnnreg.task import load_task
+
+    corpus, (a, b), root = checkpoints
+    cfg = eval_cfg(corpus, root, f"[{a},{b}]")
+    both = evaluate(cfg)
+    datamodule = instantiate(cfg.data)
+    ids = datamodule.load().ids["test"]
+    with torch.no_grad():
+        probs = []
+        for path in (a, b):
+            net = load_task(path).net.eval()
+            logits, _ = net(ids[:-1].view(-1, 1))
+            probs.append(F.softmax(logits.float().view(-1, logits.size(-1)), dim=-1))
+        mixed = (probs[0] + probs[1]) / 2
+        nll = -mixed.gather(1, ids[1:].view(-1, 1)).log().sum().item()
+    assert both["test_ppl"] == pytest.approx(math.exp(nll / (ids.numel() - 1)), rel=1e-5)
+    # the normalised geometric mean, for these two models 7e-5 apart (relative): the tolerance tells them apart
+    geometric = F.log_softmax(torch.stack([p.log() for p in probs]).mean(0), dim=-1)
+    geometric_nll = -geometric.gather(1, ids[1:].view(-1, 1)).sum().item()
+    assert both["test_ppl"] != pytest.approx(math.exp(geometric_nll / (ids.numel() - 1)), rel=1e-5)
+
+
 def test_mc_dropout_is_stochastic_and_close(checkpoints):
     corpus, (a, _), root = checkpoints
     plain = evaluate(eval_cfg(corpus, root, a))

@@ -78,6 +78,7 @@ def setup(tmp_path_factory) -> SimpleNamespace:
         "trainer.max_epochs=3",
         "trainer.limit_train_batches=6",
         "trainer.log_every_n_steps=1",
+        "data.eval_bptt=10",  # evaluation in several windows, the last shorter: perplexities are per word
         f"hydra.searchpath=[file://{root / 'conf'}]",
     ]
     return SimpleNamespace(root=root, corpus=corpus, cli=cli)

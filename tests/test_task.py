@@ -170,27 +170,44 @@ def test_perplexity_is_exp_of_token_weighted_mean_nll():
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-true"])
 def test_test_protocols_match_a_manual_evaluation(tiny_cfg, precision):
-    """trainer.test: loader 0 = one stream carried over the whole split, loader 1 = batched streams; both
-    equal exp(sum NLL / tokens) computed by hand over every predicted token. With bf16 weights too: the
-    perplexity's sums stay float64 (bf16 counts tokens exactly only up to 256)."""
+    """trainer.test: loader 0 = one stream carried over the whole split, loader 1 = batched streams; both,
+    and trainer.validate's batched streams, equal exp(sum NLL / tokens) computed by hand over every predicted
+    token: a perplexity per word, not per window (each split's last window is shorter). With bf16 weights too:
+    the perplexity's sums stay float64 (bf16 counts tokens exactly only up to 256)."""
+    eval_bptt = 10
     cfg = tiny_cfg(
-        "trainer.max_epochs=1", "trainer.limit_train_batches=5", "test=false", f"trainer.precision={precision}"
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=5",
+        "test=false",
+        f"trainer.precision={precision}",
+        f"data.eval_bptt={eval_bptt}",
     )
     dm, task, trainer = build(cfg)
     trainer.fit(task, datamodule=dm)
     results = trainer.test(task, datamodule=dm, verbose=False)
+    (validated,) = trainer.validate(task, datamodule=dm, verbose=False)
+
+    def batched(ids: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The split as the loaders' parallel streams (batchify's columns) and exp(mean NLL) over them."""
+        cols = ids[: ids.numel() // 4 * 4].view(4, -1).t()
+        logits, _ = task.net(cols[:-1])
+        nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), cols[1:].reshape(-1), reduction="sum")
+        return cols, math.exp(nll.item() / cols[1:].numel())
+
     ids = dm.corpus.ids["test"]
     task.eval()
     with torch.no_grad():
         logits, _ = task.net(ids[:-1].view(-1, 1))
         nll = F.cross_entropy(logits.float().view(-1, logits.size(-1)), ids[1:], reduction="sum").item()
         stream_ppl = math.exp(nll / (ids.numel() - 1))
-        cols = ids[: ids.numel() // 4 * 4].view(4, -1).t()
-        logits, _ = task.net(cols[:-1])
-        nll_b = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), cols[1:].reshape(-1), reduction="sum")
-        batched_ppl = math.exp(nll_b.item() / cols[1:].numel())
+        cols, batched_ppl = batched(ids)
+        val_cols, val_ppl = batched(dm.corpus.ids["valid"])
+    # more than one window in each, the last one shorter: a mean over windows would weigh its words more
+    for predicted in (ids.numel() - 1, cols.size(0) - 1, val_cols.size(0) - 1):
+        assert predicted > eval_bptt and predicted % eval_bptt
     assert results[0]["test/ppl"] == pytest.approx(stream_ppl, rel=1e-5)
     assert results[1]["test/ppl_batched"] == pytest.approx(batched_ppl, rel=1e-5)
+    assert validated["val/ppl"] == pytest.approx(val_ppl, rel=1e-5)
 
 
 def test_train_writes_metrics_json(tiny_cfg, tmp_path):
