@@ -96,6 +96,16 @@ def compose_config(overrides: list[str], output_dir: Path, config_name: str = "t
     return cfg
 
 
+class RunsCode:
+    """Unpickling this (torch.load with weights_only=False) writes `marker`: a stand-in for any payload."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
 def write_corpus(
     folder: Path, vocab: int = 40, lines: tuple[int, int, int] = (400, 60, 60), seed: int = 0, unk: bool = True
 ) -> Path:

@@ -25,6 +25,7 @@ import warm_start
 from helpers import (
     BIN,
     TINY,
+    RunsCode,
     compose_config,
     needs_triton,
     run,
@@ -661,6 +662,28 @@ def test_resume_refuses_a_group_it_would_train_from_its_start(tmp_path):
     (jobs[1].output_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"^job 1 has a checkpoint \(.*\) but no resume file of its group"):
         resumed_groups(jobs, 16, 0, sweep)
+
+
+def test_a_resume_file_holding_code_is_refused_and_its_code_never_runs(setup, tmp_path, tiny_corpus):
+    """A group's resume file is untrusted input, as a checkpoint is: one holding a pickled payload is one line at
+    every read of it (the launcher's first, before anything is written; the group trainer's), and never runs."""
+    marker = tmp_path / "pwned"
+    sweep = tmp_path / "sweep"
+    path = sweep / ".stacked" / "group_0.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"fingerprint": ["{}", [["seed=1"]]], "evil": RunsCode(marker)}, path)
+    written = path.read_bytes()
+    refused = rf"^{re.escape(str(path))} is not a readable resume file \(Weights only load failed"
+    with pytest.raises(CheckpointError, match=refused):
+        stacked_resume.resume_fingerprints(path.parent)
+    with pytest.raises(CheckpointError, match=refused):
+        stacked_train.GroupTrainer(group_jobs_here(tmp_path / "jobs", tiny_corpus), 0, path).load_resume()
+    resume = ["hydra/launcher=stacked", "hydra.launcher.resume=true", f"hydra.sweep.dir={sweep}"]
+    proc = run("rnnreg-train", "-m", *setup.cli, "seed=1,2", *resume, check=False)
+    (line,) = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and re.match(refused.replace("^", "^error: "), line), proc.stderr[-2000:]
+    assert not marker.exists() and not any(p.name.isdigit() for p in sweep.iterdir()), sorted(sweep.iterdir())
+    assert path.read_bytes() == written  # kept as it was
 
 
 def test_resume_file_of_other_settings_names_the_setting(tmp_path, tiny_corpus):

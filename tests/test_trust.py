@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import warm_start
-from helpers import BIN, TINY, compose_config, write_corpus
+from helpers import BIN, TINY, RunsCode, compose_config, write_corpus
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
@@ -31,16 +31,6 @@ from rnnreg.resume import check_training_state
 from rnnreg.run_lock import RunLock
 from rnnreg.task import load_task
 from rnnreg.train import train
-
-
-class RunsCode:
-    """Unpickling this (torch.load with weights_only=False) writes `marker`: a stand-in for any payload."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
 
 
 def popen(script: str, *args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:

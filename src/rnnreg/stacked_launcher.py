@@ -29,7 +29,7 @@ from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.run_record import recorded_metrics
 from rnnreg.runtime import JobFailed
-from rnnreg.stacked_resume import resume_fingerprints, resume_refusal, setting_differences
+from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import check_stackable, on_a_cpu, pad_hidden_to, padded_size, running_program
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
 
@@ -176,14 +176,12 @@ def check_resume_files(
     on another device or with other padding than its resume file's (resume_refusal; `pads`: each group's
     pad_hidden_to, `pad` the setting; the group's trainer checks again as it loads it). With `pad` auto an
     interrupted group goes on at its file's padding (`pads` takes it; a file from before padding: none)."""
-    import torch
-
     device = "cpu" if on_cpu else "cuda"
     for number, group in groups:
         path = sweep_dir / ".stacked" / f"group_{number}.pt"
         if not path.is_file():
             continue
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = load_resume_file(path, mmap=True)  # (read once already: resume_fingerprints)
         if pad == "auto":
             pads[number] = int(state.get("pad_hidden_to", 1))
         hidden = group[0].cfg.model.hidden_size

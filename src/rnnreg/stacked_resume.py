@@ -11,17 +11,23 @@ from rnnreg.errors import CheckpointError, first_line
 from rnnreg.stacked_settings import padded_size
 
 
-def resume_fingerprints(stacked_dir: Path) -> list[tuple[int, Path, list]]:
-    """(number, path, fingerprint: group key and members' overrides) of each resume file of a stacked sweep."""
+def load_resume_file(path: Path, mmap: bool = False) -> dict:
+    """A group's resume file as tensors and plain data only: torch's weights_only loader, so that unpickling a file
+    from elsewhere (untrusted, as a checkpoint is) cannot run its code. `mmap`: read tensors only when used."""
     import torch  # (only a resume reads one: grouping is plain Hydra and OmegaConf)
 
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def resume_fingerprints(stacked_dir: Path) -> list[tuple[int, Path, list]]:
+    """(number, path, fingerprint: group key and members' overrides) of each resume file of a stacked sweep."""
     found = []
     for path in sorted(stacked_dir.glob("group_*.pt")):
         number = path.stem.removeprefix("group_")
         if not number.isdigit():
             continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            state = load_resume_file(path, mmap=True)
             found.append((int(number), path, checked_fingerprint(state)))
         except Exception as err:
             raise unreadable_resume(path, err) from None

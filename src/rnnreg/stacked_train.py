@@ -39,7 +39,13 @@ from rnnreg.runtime import apply_speed, instantiate, instantiate_callbacks
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
-from rnnreg.stacked_resume import checked_fingerprint, resume_refusal, setting_differences, unreadable_resume
+from rnnreg.stacked_resume import (
+    checked_fingerprint,
+    load_resume_file,
+    resume_refusal,
+    setting_differences,
+    unreadable_resume,
+)
 from rnnreg.stacked_settings import on_a_cpu
 from rnnreg.stacked_step import group_step
 from rnnreg.sweep import same_overrides
@@ -494,7 +500,7 @@ class GroupTrainer:
 
     def load_resume(self) -> None:
         try:
-            state = torch.load(self.resume_file, map_location="cpu", weights_only=True)
+            state = load_resume_file(self.resume_file)
             fingerprint = checked_fingerprint(state)
         except Exception as err:
             raise unreadable_resume(self.resume_file, err) from None
