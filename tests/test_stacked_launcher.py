@@ -468,6 +468,25 @@ def test_train_file_shorter_than_a_window_is_the_fix_a_run_alone_gives(tmp_path,
         stacked_train.GroupTrainer(jobs, 0, tmp_path / "group_0.pt")
 
 
+@pytest.mark.parametrize("program", ["in_turn", "batched"])
+def test_an_early_stopped_member_stops_changing(tmp_path, tiny_corpus, program):
+    """A member that early stopping stops keeps the weights it stopped with while the others train on: the
+    weights it is tested on (test_ckpt=last) are its last.ckpt's, from the epoch it stopped in."""
+    budget = ("trainer.max_epochs=4", "trainer.limit_train_batches=3", "test_ckpt=last")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
+    # member 0 improves once (from no score), then by less than 1e9: patience 1 stops it after epoch 2
+    stop = ("callbacks=early_stopping", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1e9")
+    cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "seed=0", *budget, *stop]
+    jobs[0].cfg = compose_config(cli, jobs[0].output_dir)
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt", program=program)
+    trainer.run(resume=False)
+    assert [metrics(job.output_dir)["epochs"] for job in jobs] == [2, 4]
+    for k in range(2):
+        saved = weights(jobs[k].output_dir)
+        for name, p in zip(trainer.names, trainer.params):
+            assert torch.equal(saved["net." + trainer.model.single_names[name]], p[k].detach()), (k, name)
+
+
 def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monkeypatch):
     """SIGTERM in an epoch's last window: the epoch's end writes the resume file and the members' checkpoints,
     and the stop writes them no second time (at paper scale, gigabytes within the scheduler's grace period)."""
