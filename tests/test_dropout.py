@@ -79,6 +79,23 @@ def test_non_recurrent_fused_path_keeps_the_recurrence_clean():
     assert torch.equal(h1, h2) and torch.equal(c1, c2)
 
 
+def test_non_recurrent_fused_path_drops_between_layers():
+    """The paper's default path (nn.LSTM, 2 layers) drops between its layers: with the input and output sites
+    off, another random stream changes layer 2's state and the outputs, never layer 1's."""
+    net = make("non_recurrent").train()
+    assert net.fused and net.lstm.num_layers == 2 and net.lstm.dropout == 0.5
+    net.dropout_input = net.dropout_output = 0.0  # only the site between the layers stays random
+    x = torch.randint(V, (10, 2))
+    torch.manual_seed(1)
+    out1, (h1, c1) = net(x)
+    torch.manual_seed(2)
+    out2, (h2, c2) = net(x)
+    assert torch.equal(h1[0], h2[0]) and torch.equal(c1[0], c2[0])
+    assert not torch.equal(h1[1], h2[1]) and not torch.equal(out1, out2)
+    net.eval()  # evaluation drops nothing
+    assert torch.equal(net(x)[0], net(x)[0])
+
+
 def test_recurrent_masks_h_with_a_fresh_mask_every_step(monkeypatch):
     net = make("recurrent").train()
     assert not net.fused
