@@ -41,6 +41,7 @@ from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
+from rnnreg.model import net_kwargs
 from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, group_jobs, group_key, resumed_groups
@@ -195,7 +196,24 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
     assert [len(g) for g in groups] == [18, 2] and groups[1] == wider
     assert [len(g) for g in group_jobs(sweep + wider, 16)] == [16, 2, 2]
     assert [len(g) for g in group_jobs(sweep + wider, 5)] == [5, 5, 5, 3, 2]
+    # what the members' update rules, schedules and regularisers hold, one at a time
+    one_each = [
+        job(setting, run_dir=f"one{k}")
+        for k, setting in enumerate(
+            (
+                "optim.weight_decay=0.001",
+                "optim.decay=1.5",
+                "optim.decay_start=2",
+                "regularizer=embedding_dropout",
+                "dropout=recurrent",
+                "test_ckpt=best",
+            )
+        )
+    ]
+    assert len(group_jobs(sweep + one_each, 32)) == 1
+    other_corpus = write_corpus(tmp_path / "other_corpus", seed=1)
     for other in (
+        f"data.data_dir={other_corpus}",  # another corpus (its vocabulary may even be the same size)
         "data.bptt=7",
         "data.batch_size=2",
         "trainer.max_epochs=3",
@@ -205,6 +223,28 @@ def test_grouping_by_shape_and_max_members(tmp_path, tiny_corpus):
         "model.tie_weights=true",
     ):
         assert job(other).key != sweep[0].key, other
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=paper_medium"],  # init 0.05, p 0.5 on the fused LSTM
+        ["experiment=paper_large", "seed=7"],  # init 0.04, p 0.65
+        ["experiment=paper_small", "dropout=variational", "dropout.p=0.3", "model.init_scale=0.07"],
+        ["experiment=paper_small", "dropout=weight_drop", "dropout.p=0.4"],
+        ["experiment=paper_small", "dropout=recurrent", "dropout.p=0.2", "model.lstm=step"],
+        ["experiment=paper_medium", "regularizer=embedding_dropout", "dropout=both"],
+    ],
+)
+def test_a_member_is_its_jobs_model(overrides, tmp_path):
+    """MemberSpec.from_config takes every model argument a member holds from its job's config (not a default):
+    with the group's (sizes, layer norm, tying) they are the job's single model's arguments, each of them."""
+    cfg = compose_config(overrides, tmp_path)
+    spec = MemberSpec.from_config(cfg)
+    job = net_kwargs(cfg.model, cfg.dropout)
+    shared = {key: job[key] for key in ("hidden_size", "num_layers", "layer_norm", "tie_weights")}
+    assert spec.model_kwargs() | shared == job and not spec.model_kwargs().keys() & shared.keys()
+    assert spec.seed == cfg.seed
 
 
 def test_a_bad_launcher_setting_is_one_line_before_anything_is_written(tmp_path, tiny_corpus):
