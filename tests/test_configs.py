@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from omegaconf import OmegaConf
 
 import rnnreg
 from helpers import compose_config
@@ -56,6 +57,17 @@ def test_paper_recipes(name, recipe, tmp_path):
         cfg.dropout.output,
     )
     assert got == recipe
+
+
+def test_the_papers_perplexities_are_its_table_1():
+    """conf/report.yaml's reference numbers (the report's paper lines, benchmarks/reproduce.py's "paper"
+    column): Zaremba et al. 2014, Table 1, valid / test."""
+    paper = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "report.yaml").paper)
+    assert paper == {
+        "small": {"valid_ppl": 120.7, "test_ppl": 114.5},
+        "medium": {"valid_ppl": 86.2, "test_ppl": 82.7},
+        "large": {"valid_ppl": 82.2, "test_ppl": 78.4},
+    }
 
 
 def test_model_override_keeps_the_experiment_recipe(tmp_path):

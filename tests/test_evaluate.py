@@ -144,6 +144,28 @@ def test_generation_is_seeded_and_respects_temperature(checkpoints):
     assert entropy(0.3) < entropy(1.0) < entropy(2.0)
 
 
+def test_generation_follows_the_whole_text_so_far():
+    """Near temperature 0 each word drawn is the network's most likely next word after the whole text so far,
+    run from its start: the draws condition on every prompt word and on the words drawn before (the state
+    carried between draws is the text's). A network whose predictions depend on the context: untrained, with
+    large weights (the trained checkpoints here predict <eos> after any word)."""
+    from rnnreg.generate import sample
+    from rnnreg.model import LSTMLanguageModel
+
+    vocab = ["<eos>", *(f"w{i}" for i in range(11))]
+    torch.manual_seed(5)
+    net = LSTMLanguageModel(len(vocab), 16, 2, init_scale=2.0).eval()
+    words = sample(net, vocab, "w5 w9 w2", 8, temperature=1e-3, seed=0, device="cpu")
+    assert words[:3] == ["w5", "w9", "w2"] and len(set(words[3:])) > 1
+    stoi = {w: i for i, w in enumerate(vocab)}
+    with torch.no_grad():
+        after_first, _ = net(torch.tensor([[stoi["w5"]]]))
+        assert vocab[after_first[-1, 0].argmax().item()] != words[3]  # the context tells here
+        for i in range(3, len(words)):
+            logits, _ = net(torch.tensor([[stoi[w]] for w in words[:i]]))
+            assert vocab[logits[-1, 0].argmax().item()] == words[i], i
+
+
 def test_generation_maps_unknown_words_and_renders_eos(checkpoints):
     _, (a, _), _ = checkpoints
     with pytest.warns(UserWarning, match="read as <unk>: zebra"):

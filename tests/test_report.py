@@ -356,6 +356,32 @@ def test_report_follows_links_to_other_sweeps_and_reads_each_run_once(tmp_path):
     assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in report(compare).split("Over seeds:")[1]
 
 
+def test_the_row_over_seeds_is_the_completed_seeds_mean_and_sd(tmp_path):
+    """Over seeds: the mean and sample sd of each configuration's completed seeds; a seed that failed (or was
+    interrupted) is its own row of the table, never one of the seeds averaged."""
+    tests = ABLATION["non_recurrent"]
+    root = ablation(tmp_path / "sweep", {"non_recurrent": tests, "none": ABLATION["none"]})
+    rows = {r["run"]: r for r in collect(root)}
+    mean, sd = statistics.mean(tests), statistics.stdev(tests)
+    assert (
+        f"| dropout=non_recurrent | 3 | {mean_sd_text(rows, ['0', '1', '2'])} | {mean:.2f} ± {sd:.2f} |"
+        in (report(root).split("Over seeds:")[1])
+    )
+    metrics = json.loads((root / "5" / "metrics.json").read_text()) | {"status": "failed", "best_val_ppl": 900.0}
+    (root / "5" / "metrics.json").write_text(json.dumps(metrics))  # dropout=none's seed 2
+    text = report(root)
+    completed = ABLATION["none"][:2]
+    none_row = f"| dropout=none | 2 | {mean_sd_text(rows, ['3', '4'])} | "
+    none_row += f"{statistics.mean(completed):.2f} ± {statistics.stdev(completed):.2f} |"
+    assert none_row in text.split("Over seeds:")[1]
+    assert re.search(r"\| 5 \| dropout=none seed=2 \| failed \| 900\.00 \|", text)
+
+
+def mean_sd_text(rows: dict, runs: list[str]) -> str:
+    values = [rows[run]["best_val_ppl"] for run in runs]
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
 def test_seeds_run_without_a_test_have_a_mean_validation_and_no_test(tmp_path):
     """test=false leaves no test perplexity: the row over seeds has the validation's mean ± sd and a dash for
     the test (before: rnnreg-report stopped with a traceback from statistics.stdev)."""

@@ -361,3 +361,26 @@ def test_stacked_seeds_added_in_a_sweep_join_its_wandb_group_named_and_tagged_in
     hparams = yaml.safe_load((sweep / "0" / "csv" / "hparams.yaml").read_text())
     assert hparams["tags"] == ["ablation", "tiny"] and hparams["choices"]["dropout"] == "none"
     assert hparams["seed"] == 3 and hparams["vocab_size"] > 0 and hparams["optim"]["clip"] == 5.0
+
+
+@pytest.mark.parametrize(
+    "overrides,logged",
+    [
+        (["regularizer=[layer_norm,weight_decay]"], "layer_norm+weight_decay"),  # Hydra leaves a list group out
+        (["regularizer=layer_norm"], "layer_norm"),
+        (["dropout=recurrent"], "none"),
+        (["regularizer=[]"], "none"),
+    ],
+)
+def test_logged_choices_name_every_regularizer(overrides, logged):
+    """The `choices` every logger records (one W&B column each): the regularizers a run combines, by name."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg import CONF_DIR
+    from rnnreg.loggers import group_choices
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    choices = group_choices(cfg.hydra)
+    assert choices["regularizer"] == logged and choices["experiment"] == "paper_medium"
+    assert choices["dropout"] == ("recurrent" if "dropout=recurrent" in overrides else "non_recurrent")
