@@ -59,6 +59,29 @@ def test_paper_recipes(name, recipe, tmp_path):
     assert got == recipe
 
 
+def test_environment_moves_the_data_and_the_runs(tmp_path, monkeypatch):
+    """RNNREG_DATA_DIR holds PTB's cache (shared storage on a cluster), RNNREG_OUTPUT_DIR the runs; without them
+    ~/.cache/rnnreg and ./outputs."""
+    from hydra import compose, initialize_config_dir
+
+    def composed():
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=["experiment=paper_small"], return_hydra_config=True)
+        return cfg.data.data_dir, cfg.hydra.run.dir, cfg.hydra.sweep.dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RNNREG_DATA_DIR", raising=False)
+    monkeypatch.delenv("RNNREG_OUTPUT_DIR", raising=False)
+    data, run, sweep = composed()
+    assert data == f"{tmp_path}/home/.cache/rnnreg/ptb" and run.startswith("outputs/train/paper_small/")
+    monkeypatch.setenv("RNNREG_DATA_DIR", str(tmp_path / "shared"))
+    monkeypatch.setenv("RNNREG_OUTPUT_DIR", str(tmp_path / "runs"))
+    data, run, sweep = composed()
+    assert data == f"{tmp_path}/shared/ptb"
+    assert run.startswith(f"{tmp_path}/runs/train/paper_small/")
+    assert sweep.startswith(f"{tmp_path}/runs/train/multirun/paper_small/")
+
+
 def test_the_papers_perplexities_are_its_table_1():
     """conf/report.yaml's reference numbers (the report's paper lines, benchmarks/reproduce.py's "paper"
     column): Zaremba et al. 2014, Table 1, valid / test."""

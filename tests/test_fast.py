@@ -117,23 +117,24 @@ def test_carried_state_matches_step_by_step(tiny_cfg):
 
 
 def test_divergence_is_reported_at_the_same_window(tiny_cfg):
-    """The fast step checks the device-side record at log intervals, yet names the window that diverged."""
+    """Both steps check the loss record at log intervals, yet name the window that diverged: what a check after
+    every window names."""
     messages = []
-    for fast in (False, True):
+    for fast, every in ((False, 1), (False, 50), (True, 50)):
         with pytest.raises(TrainingDiverged) as err:
             train(
                 tiny_cfg(
                     "trainer.max_epochs=3",
                     "optim.decay=1e-20",
                     "optim.decay_start=1",
-                    "trainer.log_every_n_steps=50",
+                    f"trainer.log_every_n_steps={every}",
                     f"speed.fast_step={fast}",
-                    run=f"fast={fast}",
+                    run=f"fast={fast}_every={every}",
                 )
             )
         messages.append(str(err.value).split(":")[0])
     assert messages[0].startswith("training loss became") and "at epoch 2, step" in messages[0]
-    assert messages[1] == messages[0]
+    assert messages[1] == messages[2] == messages[0]
 
 
 def test_fast_step_refuses_fp16_loss_scaling(tiny_cfg, tmp_path):

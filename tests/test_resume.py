@@ -227,9 +227,10 @@ def test_a_resume_that_would_not_do_what_it_says_is_refused(tiny_cfg, tmp_path):
         train(tiny_cfg(*DROPOUT, "trainer.max_epochs=1", "ckpt_path=last", run="first"))
     assert (first / "metrics.json").read_bytes() == before
     ckpt = first / "checkpoints" / "last.ckpt"
-    with pytest.raises(ConfigError, match=r"^optim.lr=0.5 where .* was trained with 1.0: .* optim.lr=1.0$"):
-        train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", f"ckpt_path={ckpt}", "optim.lr=0.5", run="lr"))
-    assert not (tmp_path / "lr" / "checkpoints").exists()
+    for key, value, trained in (("lr", 0.5, 1.0), ("momentum", 0.9, 0.0), ("weight_decay", 0.01, 0.0)):
+        with pytest.raises(ConfigError, match=rf"^optim.{key}={value} where .* was trained with {trained}: .*"):
+            train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", f"ckpt_path={ckpt}", f"optim.{key}={value}", run=key))
+        assert not (tmp_path / key / "checkpoints").exists()
     stops = ["regularizer=early_stopping", "callbacks.early_stopping.patience=1", "optim.lr=6", "optim.decay_start=10"]
     stops += ["dropout=recurrent", "dropout.p=0.2", "test=false"]
     assert train(tiny_cfg(*stops, "trainer.max_epochs=5", run="es"))["epochs"] < 5  # it stopped early

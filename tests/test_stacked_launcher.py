@@ -982,7 +982,7 @@ def assert_same_training_state(stacked: Path, alone: Path, job: str, file: str) 
     ours, theirs = (load_checkpoint(sweep / job / "checkpoints" / file) for sweep in (stacked, alone))
     assert ours.keys() - {"stacked"} == theirs.keys()
     assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])  # the masks' stream where the job's stands
-    for key in ("epoch", "global_step", "loops", "lr_schedulers", "hparams_name", "train_window"):
+    for key in ("epoch", "global_step", "loops", "lr_schedulers", "hparams_name", "train_window", "hyper_parameters"):
         assert ours[key] == theirs[key], key
     assert_same_optimizer_state(ours, theirs)
     assert ours["callbacks"].keys() == theirs["callbacks"].keys()

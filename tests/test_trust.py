@@ -272,6 +272,9 @@ def test_a_checkpoint_of_the_weights_only_is_not_resumed_and_says_what_to_do(tra
         ("train_window", -5, "its train_window is -5"),
         ("callbacks", "x", "its callbacks is 'x'"),
         ("rng", "x", "its rng is 'x'"),
+        ("rng", {"torch": torch.zeros(3)}, "its rng is {'torch': tensor([0., 0., 0.])}"),  # not a generator's bytes
+        ("global_step", "x", "its global_step is 'x'"),
+        ("loops", "x", "its loops is 'x'"),
         ("pytorch-lightning_version", None, "its pytorch-lightning_version is None"),
         ("optimizer_states", [{}], "its optimizer_states are not an optimiser's state"),
     ],
@@ -455,6 +458,16 @@ def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, 
     multirun += ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
     assert finish(popen("rnnreg-train", *multirun), error=False)[0] == 0
     assert snapshot(run_dir) == before and (tmp_path / "sweep/1/metrics.json").exists()
+    # going on from another run's checkpoint into this folder would write over it all the same
+    with pytest.raises(SystemExit):
+        train(tiny_cfg("trainer.max_epochs=1", "test=false", *stop, run="other"))
+    other = tmp_path / "other" / "checkpoints/last.ckpt"
+    args = train_args(tiny_corpus, run_dir, "trainer.max_epochs=1", f"ckpt_path={other}")
+    status, stderr = finish(popen("rnnreg-train", *args))
+    assert status == 2 and stderr == [refused]
+    with pytest.raises(OutputError, match=re.escape(refused.removeprefix("error: "))):
+        train(tiny_cfg("trainer.max_epochs=1", "test=false", f"ckpt_path={other}"))
+    assert snapshot(run_dir) == before
     metrics = train(tiny_cfg("trainer.max_epochs=1", "test=false", f"ckpt_path={last}"))  # going on from it: its own
     assert metrics["status"] == "completed"
     with pytest.raises(OutputError) as err:  # a completed run: nothing to go on with
@@ -463,6 +476,24 @@ def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, 
         f"{run_dir} holds an earlier run's results (in checkpoints/best.ckpt, checkpoints/last.ckpt, metrics.json), "
         f"which this run would write over: give it another folder (hydra.run.dir=...), or remove that folder first"
     )
+
+
+def test_train_leaves_the_callers_signal_handlers_as_it_found_them(tiny_cfg):
+    """A library or notebook user calls train() in their own process: after a run that completed and one a SIGTERM
+    stopped, SIGINT and SIGTERM do what they did before (a Ctrl-C later is not turned into a SIGTERM, a SIGTERM
+    later does not stop a run that has ended)."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    before = {s: signal.getsignal(s) for s in signals}
+    train(tiny_cfg("trainer.max_epochs=1", "test=false"))
+    assert {s: signal.getsignal(s) for s in signals} == before
+    stop = (
+        "+callbacks.stop._target_=helpers.SignalAt",
+        f"+callbacks.stop.signum={int(SIGTERM)}",
+        "+callbacks.stop.window=2",
+    )
+    with pytest.raises(SystemExit):
+        train(tiny_cfg("trainer.max_epochs=1", "test=false", *stop, run="stopped"))
+    assert {s: signal.getsignal(s) for s in signals} == before
 
 
 def test_a_multirun_never_writes_over_an_earlier_multiruns_results(tiny_corpus, tmp_path):
