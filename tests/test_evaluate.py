@@ -446,13 +446,16 @@ def test_an_evaluation_stopped_by_sigterm_in_a_submitit_job_ends_the_job_and_the
         [str(BIN / "rnnreg-eval"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline, running = time.monotonic() + 240, []
+        deadline = time.monotonic() + 240
         # job 0's process has ended, job 1's evaluates its long split (a local submitit job's id is its pid; Lightning's
-        # first line says its trainer is built)
-        while not ((sweep / "0" / "metrics.json").exists() and len(running) == 1 and evaluating(sweep, running[0])):
+        # first line says its trainer is built), all read afresh just before the signal
+        while True:
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-            time.sleep(0.05)
             running = [int(d.name) for d in sweep.glob(".submitit/*") if d.name.isdigit() and alive(int(d.name))]
+            if (sweep / "0" / "metrics.json").exists() and len(running) == 1 and evaluating(sweep, running[0]):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # inside its validation (about 10 s here), past the trainer's setup, as a live user's signal
         os.kill(running[0], signal.SIGTERM)
         _, err = proc.communicate(timeout=240)
     finally:
