@@ -378,12 +378,14 @@ def test_generate_prints_clean_lines(checkpoints):
 
 
 def long_validation(corpus: Path, tmp_path: Path) -> Path:
-    """`corpus` (the same vocabulary) with a validation split of many short windows: an evaluation of seconds."""
+    """`corpus` (the same vocabulary) with a validation split of many short windows: an evaluation of tens of
+    seconds (a test stops it; it must outlast the other job's start-up and exit, which took 3-7 s each in a busy
+    suite: with 3,000 lines job 1 had finished before job 0's process was gone)."""
     long = tmp_path / "corpus"
     long.mkdir()
     for split in ("train", "test"):
         shutil.copy(corpus / f"{split}.txt", long / f"{split}.txt")
-    shutil.copy(write_corpus(tmp_path / "long", lines=(1, 3000, 1)) / "valid.txt", long / "valid.txt")
+    shutil.copy(write_corpus(tmp_path / "long", lines=(1, 20000, 1)) / "valid.txt", long / "valid.txt")
     return long
 
 
