@@ -134,8 +134,8 @@ class LMProgressBar(RichProgressBar):
         self.loss_step = -1  # trainer.global_step when loss_text was read
 
     def _get_train_description(self, current_epoch: int) -> str:
-        """ "Epoch 1/39" for the first of 39: counted from 1, as train.log and metrics.json count (Lightning's
-        own bar says "Epoch 0/38")."""
+        """The bar's title, "Epoch 1/39" in the first of 39: counted from 1, as train.log and metrics.json count
+        (Lightning's own bar says "Epoch 0/38")."""
         text = f"Epoch {current_epoch + 1}"
         if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
             text += f"/{self.trainer.max_epochs}"
