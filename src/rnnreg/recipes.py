@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, MissingValue
+from rnnreg.schema import not_given
 
 SIZES = ("small", "medium", "large")
 DATA_KEYS = ("batch_size", "bptt", "eval_bptt", "test_batch_size")
@@ -112,8 +113,7 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     except MissingValue as err:  # its example is rnnreg-train's command line; here it is one more override
         given = "".join(f", {o!r}" for o in overrides)
         raise ConfigError(
-            f"{err.key} is required (??? in the config) and was not given: add it as an override, "
-            f"e.g. paper_recipe({size!r}{given}, '{err.key}=<value>')"
+            f"{not_given(err.key)}: add it as an override, e.g. paper_recipe({size!r}{given}, '{err.key}=<value>')"
         ) from None
     base = compose_config(*base_args)
     changed = _changed(cfg, base)

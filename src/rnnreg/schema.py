@@ -491,9 +491,13 @@ MISSING_EXAMPLES = {
 }
 
 
+def not_given(key: str) -> str:
+    return f"{key} is required (??? in the config) and was not given"
+
+
 def missing_message(key: str, script: str) -> str:
     example = MISSING_EXAMPLES.get(key.rsplit(".", 1)[-1], "<value>")
-    return f"{key} is required (??? in the config) and was not given: e.g. {script} {key}={example}"
+    return f"{not_given(key)}: e.g. {script} {key}={example}"
 
 
 def _missing_keys(cfg: DictConfig, prefix: str = ""):
