@@ -592,9 +592,10 @@ def test_report_piped_into_head_exits_quietly(tmp_path):
 
 def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
     """failed_jobs: error.txt (a job's reason for having no result), a metrics.json that says failed or interrupted
-    (stopped: it goes on); a completed metrics.json written after an error.txt is a job that ran again (requeued)
-    and completed, so it is not listed, nor is a job older than the multirun, nor an evaluation's result (it has no
-    status; an unreadable metrics.json is listed: test_a_run_file_the_report_cannot_read_is_one_line)."""
+    (stopped: it goes on, unless an error.txt came after it); a completed metrics.json written after an error.txt
+    is a job that ran again (requeued) and completed, so it is not listed, nor is a job older than the multirun,
+    nor an evaluation's result (it has no status; an unreadable metrics.json is listed:
+    test_a_run_file_the_report_cannot_read_is_one_line). Jobs are listed by number (10 after 8)."""
 
     def job(name: str, status: str | None = None, error: bool = False, error_after: bool = False) -> None:
         folder = tmp_path / name
@@ -615,10 +616,16 @@ def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
     job("5", "interrupted")
     job("6")
     (tmp_path / "6" / "metrics.json").write_text(json.dumps({"test_ppl": 101.2}))  # an evaluation's: no status
+    job("7", "interrupted", error=True)  # failed, ran again and was stopped: it goes on from its last.ckpt
+    job("8", "interrupted", error=True, error_after=True)  # stopped, then ran again and failed: not stopped
+    job("10", "failed")  # listed after 8: by job number, not as text
     assert failed_jobs(tmp_path) == [
         ("1", ["seed=1"], False),
         ("3", ["seed=3"], False),
         ("4", ["seed=4"], False),
         ("5", ["seed=5"], True),
+        ("7", ["seed=7"], True),
+        ("8", ["seed=8"], False),
+        ("10", ["seed=10"], False),
     ]
     assert failed_jobs(tmp_path, since=time.time() + 60) == []  # every file older than that multirun

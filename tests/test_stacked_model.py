@@ -128,9 +128,10 @@ def train_in_turn(net, data, lr, clip, weight_decay=None):
     return losses, step
 
 
-def train_clipped(net, data, lr, clip, weight_decay=0.0):
-    """A job's plain step (rnnreg.task): the summed-over-time objective, then ClippedSGD; per-window losses."""
-    optimizer = ClippedSGD(net.parameters(), lr=lr, clip=clip, weight_decay=weight_decay)
+def train_clipped(net, data, lr, clip, weight_decay=0.0, momentum=0.0, norms=None):
+    """A job's plain step (rnnreg.task): the summed-over-time objective, then ClippedSGD; per-window losses
+    (and each window's gradient norm before clipping appended to `norms`)."""
+    optimizer = ClippedSGD(net.parameters(), lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay)
     losses, state = [], None
     for x, y in data:
         optimizer.zero_grad()
@@ -139,6 +140,8 @@ def train_clipped(net, data, lr, clip, weight_decay=0.0):
         (nll * x.size(0)).backward()
         optimizer.step()
         losses.append(nll.detach())
+        if norms is not None:
+            norms.append(optimizer.grad_norm.clone())
     return losses
 
 
@@ -297,6 +300,40 @@ def test_group_without_dropout_trains_as_each_member_alone(schedule, shape):
             got = net.member_state_dict(k)
             for name, value in alone.state_dict().items():
                 torch.testing.assert_close(got[name], value, **tolerance)
+
+
+@pytest.mark.parametrize("shape", ["plain", "tied"])
+def test_the_batched_program_trains_each_member_as_its_job(shape):
+    """StackedStep itself, the GPU's program (eager here): the objective it sums, each member's clip, lr, weight
+    decay and momentum, the carried state. Six windows give each member the losses, gradient norms and weights of
+    its job's plain step (ClippedSGD), to float32 tolerance. Member 0 is never clipped, so an objective scaled
+    otherwise (a mean over the window's steps, or over the members) changes its weights; member 1 is clipped on
+    every window."""
+    from rnnreg.stacked_step import StackedStep
+
+    specs = MIXED_KERNELS
+    lrs, clips, decays, momentums = [1.0, 0.7, 1.3], [1e9, 0.05, 1.0], [0.0, 1e-3, 1e-2], [0.0, 0.5, 0.9]
+    data = windows(6)
+    net = StackedLanguageModel(V, H, L, specs, **SHAPES[shape]).train()
+    step = StackedStep(net, (T, B), vec(clips), vec(decays), torch.device("cpu"), graph=False, momentums=momentums)
+    losses, norms = [], []
+    for x, y in data:
+        step(x, y, lrs)
+        step.clear_grads()
+        losses.append(step.loss.clone())
+        norms.append(step.grad_norm.clone())
+    assert step.step.item() == 6 and step.active.all()
+    assert all(n[1] > clips[1] for n in norms)  # member 1 clipped on every window
+    tolerance = {"rtol": 1e-5, "atol": 1e-6}
+    for k, spec in enumerate(specs):
+        alone = single(spec, shape=SHAPES[shape]).train()
+        expected_norms = []
+        expected = train_clipped(alone, data, lrs[k], clips[k], decays[k], momentums[k], expected_norms)
+        torch.testing.assert_close([loss[k] for loss in losses], expected, **tolerance)
+        torch.testing.assert_close([n[k] for n in norms], expected_norms, **tolerance)
+        got = net.member_state_dict(k)
+        for name, value in alone.state_dict().items():
+            torch.testing.assert_close(got[name], value, **tolerance, msg=f"member {k}: {name}")
 
 
 @EVERY_SHAPE

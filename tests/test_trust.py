@@ -411,6 +411,31 @@ def test_a_multirun_owns_its_sweep_folder_whatever_its_launcher(tiny_corpus, tmp
 
 
 # -- an ended run's folder stays its own ------------------------------------------------------------------------
+def test_an_earlier_runs_results_are_its_outcome_and_its_weights(tmp_path):
+    """What a new run in a folder would write over (run_lock.earlier_results): metrics.json, any checkpoint (a
+    best.ckpt alone too) and a stacked group's resume file; in a sweep folder, its jobs' too. Hydra's .hydra/ and
+    the log, which a run refused for bad input leaves, are not results: such a folder takes a new run."""
+    from rnnreg.run_lock import check_no_earlier_results, earlier_results
+
+    def folder(name: str, *files: str) -> Path:
+        for file in files:
+            (tmp_path / name / file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / file).write_text("x")
+        return tmp_path / name
+
+    refused_only = folder("refused", ".hydra/config.yaml", ".hydra/overrides.yaml", "train.log")
+    assert earlier_results(refused_only) == []
+    check_no_earlier_results(refused_only, "hydra.run.dir")  # a new run may go there
+    for files in (["metrics.json"], ["checkpoints/best.ckpt"], ["checkpoints/epoch=3.ckpt"], [".stacked/group_0.pt"]):
+        ended = folder(files[0].replace("/", "_"), ".hydra/config.yaml", *files)
+        assert earlier_results(ended) == files
+        with pytest.raises(OutputError, match="holds an earlier run's results"):
+            check_no_earlier_results(ended, "hydra.run.dir")
+    sweep = folder("sweep", "0/.hydra/config.yaml", "0/metrics.json", "1/checkpoints/last.ckpt", ".stacked/group_0.pt")
+    assert earlier_results(sweep) == [".stacked/group_0.pt"]
+    assert earlier_results(sweep, below=True) == [".stacked/group_0.pt", "0/metrics.json", "1/checkpoints/last.ckpt"]
+
+
 def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, tmp_path):
     """A run into the folder of an ended one stops with one line (exit 2) and changes nothing there, before Hydra
     writes .hydra/ (hydra.run.dir given, or through an interpolation, resolved as Hydra will), or when training

@@ -99,8 +99,8 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
     """(job folder, overrides, stopped) of each job under `sweep_dir` run at or after `since` (its config,
     metrics.json or error.txt written since: a resumed stacked sweep keeps its jobs' configs) that did not complete:
     it left error.txt (rnnreg.runtime.record_job_error: a UserError, an evaluation stopped in a submitit job) and no
-    completed metrics.json after it, or a metrics.json saying failed or interrupted (stopped: by a signal, and it goes
-    on from its last.ckpt) or nothing readable (cut short, edited: not a completed job)."""
+    completed metrics.json after it, or a metrics.json saying failed or interrupted (stopped: by a signal, after any
+    error.txt, and it goes on from its last.ckpt) or nothing readable (cut short, edited: not a completed job)."""
     failed = []
     for config in sweep_dir.rglob(".hydra/config.yaml"):
         job = config.parent.parent
@@ -110,14 +110,16 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
         metrics, error = job / "metrics.json", job / ERROR_FILE
         recorded = recorded_metrics(job) if metrics.exists() else None  # ({}: unreadable; an evaluation's: no status)
         status = None if recorded is None else recorded.get("status") if recorded else "unreadable"
-        if status == "completed" and (not error.exists() or error.stat().st_mtime <= metrics.stat().st_mtime):
-            continue  # (an error.txt before it: the job ran again, requeued, and completed)
+        # what the job wrote last says how it ended (an error.txt before metrics.json: it ran again, requeued)
+        error_last = error.exists() and (recorded is None or error.stat().st_mtime > metrics.stat().st_mtime)
+        if status == "completed" and not error_last:
+            continue
         if error.exists() or status in ("failed", "interrupted", "unreadable"):
             try:
                 overrides = recorded_overrides(job) or []
             except DataError:  # listed all the same, by its folder
                 overrides = []
-            stopped = status == "interrupted" and not error.exists()
+            stopped = status == "interrupted" and not error_last
             failed.append((str(job.relative_to(sweep_dir)), overrides, stopped))
     return sorted(failed, key=lambda f: job_order(f[0]))
 
