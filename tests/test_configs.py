@@ -37,6 +37,40 @@ def test_default_is_the_paper_medium_recipe(tmp_path):
     assert cfg.trainer.accelerator == "auto"
 
 
+# what each placement (conf/dropout/<name>.yaml) drops at dropout.p: the README's placements
+PLACEMENT_SITES = {
+    "none": set(),
+    "non_recurrent": {"input", "between", "output"},
+    "recurrent": {"recurrent"},
+    "both": {"input", "between", "output", "recurrent"},
+    "variational": {"input", "between", "output", "recurrent"},  # one mask a window (variational: true)
+    "weight_drop": {"input", "between", "output", "weight_drop"},  # the paper's sites, and DropConnect on W_hh
+}
+
+
+def test_each_placement_drops_its_sites_at_dropout_p(tmp_path):
+    """Every placement in conf/dropout/ sets the rate of exactly its sites to dropout.p (the others 0; whole-word
+    embedding dropout is a regularizer of its own), and only `variational` draws one mask a window."""
+    assert sorted(p.stem for p in (Path(CONF_DIR) / "dropout").glob("*.yaml")) == sorted(PLACEMENT_SITES)
+    for placement, sites in PLACEMENT_SITES.items():
+        d = compose_config([f"dropout={placement}", "dropout.p=0.3"], tmp_path).dropout
+        rates = {site: d[site] for site in ("input", "between", "output", "recurrent", "weight_drop", "embedding")}
+        assert rates == {site: 0.3 if site in sites else 0.0 for site in rates}, placement
+        assert d.variational == (placement == "variational"), placement
+
+
+def test_the_regularizers_defaults(tmp_path):
+    """The values the README gives for regularizer=...: weight decay 1e-5, whole-word embedding dropout 0.1,
+    early stopping after 3 epochs without a better validation perplexity, the score best.ckpt keeps."""
+    regularizers = "[weight_decay,embedding_dropout,early_stopping,layer_norm,tied_embeddings]"
+    cfg = compose_config([f"regularizer={regularizers}"], tmp_path)
+    assert (cfg.optim.weight_decay, cfg.dropout.embedding) == (1e-5, 0.1)
+    assert cfg.model.layer_norm is True and cfg.model.tie_weights is True
+    stop, best = cfg.callbacks.early_stopping, cfg.callbacks.model_checkpoint
+    assert (stop.monitor, stop.mode, stop.patience, stop.min_delta) == ("val/ppl", "min", 3, 0.0)
+    assert (stop.monitor, stop.mode) == (best.monitor, best.mode)
+
+
 @pytest.mark.parametrize(
     "name,recipe",
     [

@@ -8,28 +8,19 @@ import torch
 import rnnreg.model as model_module
 from helpers import compose_config
 from rnnreg.lstm_layer import LSTMLayerFunction
-from rnnreg.model import LSTMLanguageModel
+from rnnreg.model import LSTMLanguageModel, build_net
 
 V, H = 40, 16
 
 
-def make(placement: str, layers: int = 2, p: float = 0.5, **kwargs) -> LSTMLanguageModel:
-    """The model exactly as rnnreg-train builds it for `dropout=<placement>`."""
-    d = compose_config([f"dropout={placement}", f"dropout.p={p}"], "unused").dropout
+def make(
+    placement: str, layers: int = 2, p: float = 0.5, overrides: tuple[str, ...] = (), **model
+) -> LSTMLanguageModel:
+    """The model exactly as rnnreg-train builds it for `dropout=<placement>` (and `overrides`): the composed config
+    through rnnreg.model.build_net, at this file's sizes; `model`: model.* keys (lstm, layer_norm, ...)."""
+    cfg = compose_config([f"dropout={placement}", f"dropout.p={p}", *overrides], "unused")
     torch.manual_seed(0)
-    return LSTMLanguageModel(
-        V,
-        H,
-        layers,
-        0.1,
-        dropout_input=d.input,
-        dropout_between=d.between,
-        dropout_output=d.output,
-        dropout_recurrent=d.recurrent,
-        variational=d.variational,
-        weight_drop=d.weight_drop,
-        **kwargs,
-    )
+    return build_net(V, {**cfg.model, "hidden_size": H, "num_layers": layers, "init_scale": 0.1, **model}, cfg.dropout)
 
 
 class Recorder:
@@ -108,8 +99,10 @@ def test_recurrent_masks_h_with_a_fresh_mask_every_step(monkeypatch):
     assert all(not torch.equal(a, b) for a, b in zip(rec.masks, rec.masks[1:]))
 
 
-def test_variational_mask_fixed_within_a_window_new_across_windows(monkeypatch):
-    net = make("variational").train()
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer_norm"])
+def test_variational_mask_fixed_within_a_window_new_across_windows(monkeypatch, layer_norm):
+    """One mask per window at every site, h_{t-1}'s too, on the step loop and on layer norm's (autograd) one."""
+    net = make("variational", layer_norm=layer_norm).train()
     rec = Recorder(monkeypatch)
     x = torch.full((8, 3), 5)  # the same token at every step
     net(x)
@@ -153,9 +146,17 @@ def test_weight_drop_masks_W_hh_once_per_window_and_restores_it():
     assert torch.equal(net(x)[0], plain(x)[0])  # evaluation uses the real weights
 
 
-@pytest.mark.parametrize("placement", ["none", "non_recurrent", "recurrent", "both", "variational", "weight_drop"])
+@pytest.mark.parametrize(
+    "placement", ["none", "non_recurrent", "recurrent", "both", "variational", "weight_drop", "embedding_dropout"]
+)
 def test_every_placement_is_identity_in_eval(placement):
-    net = make(placement).eval()
+    """Evaluation drops nothing: each placement (and whole-word embedding dropout) computes the model without
+    dropout."""
+    if placement == "embedding_dropout":
+        net = make("none", overrides=("dropout.embedding=0.5",)).eval()
+        assert net.embedding_dropout == 0.5
+    else:
+        net = make(placement).eval()
     reference = make("none", lstm="step").eval()
     reference.load_state_dict(net.state_dict())
     x = torch.randint(V, (9, 3))
@@ -206,3 +207,22 @@ def test_lstm_layer_function_backward_is_the_gradient(masks):
 def test_fused_cannot_run_recurrent_dropout():
     with pytest.raises(ValueError, match="model.lstm=fused"):
         make("recurrent", lstm="fused")
+
+
+@pytest.mark.parametrize("placement", ["recurrent", "variational", "embedding"])
+def test_a_mask_drops_each_unit_with_probability_p_and_scales_the_rest(monkeypatch, placement):
+    """At p = 0.2 (where p and 1 - p differ): the masks on h_{t-1} (fresh per step, or one a window) and whole-word
+    embedding dropout's are 0 or 1/(1 - p), the zeros a fraction p of them (inverted dropout: the expected
+    activation unchanged). p = 0.5 elsewhere cannot tell the rate from the keep probability."""
+    p = 0.2
+    if placement == "embedding":
+        net = make("none", overrides=(f"dropout.embedding={p}",)).train()
+    else:
+        net = make(placement, p=p).train()
+    rec = Recorder(monkeypatch)
+    for _ in range(60):
+        net(torch.randint(V, (10, 8)))
+    masks = torch.cat([m.flatten() for m in rec.masks])
+    assert masks.numel() >= 2000
+    assert masks.unique().tolist() == pytest.approx([0.0, 1 / (1 - p)])
+    assert (masks == 0).float().mean().item() == pytest.approx(p, abs=0.03)
