@@ -324,10 +324,12 @@ def wandb_run_parts(folder: Path) -> list[dict]:
 
 
 def wandb_runs(sweep: Path) -> dict[str, dict]:
-    """Each job's one offline W&B run, read back, by job number."""
+    """Each job's one offline W&B run, read back, by job number; no two jobs log into one run (one id)."""
     runs = {}
     for job in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
         found = list((job / "wandb").glob("offline-run-*"))
         assert len(found) == 1, job
         runs[job.name] = read_wandb_run(found[0])
+    ids = [run["id"] for run in runs.values()]
+    assert len(set(ids)) == len(ids), ids
     return runs

@@ -6,6 +6,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 import rnnreg
@@ -79,7 +81,13 @@ def test_the_regularizers_defaults(tmp_path):
     ],
 )
 def test_paper_recipes(name, recipe, tmp_path):
+    """Each size's recipe as the paper gives it; the sizes' dropout is the paper's placement at their p (small:
+    none), and every size trains at lr 1 on 20 streams."""
     cfg = compose_config([f"experiment={name}"], tmp_path)
+    p = recipe[-1]
+    sites = {"input": p, "between": p, "output": p, "recurrent": 0.0, "weight_drop": 0.0, "embedding": 0.0}
+    assert cfg.dropout == {"p": p, **sites, "variational": False}
+    assert (cfg.optim.lr, cfg.data.batch_size, cfg.model.num_layers) == (1.0, 20, 2)
     got = (
         cfg.model.hidden_size,
         cfg.data.bptt,
@@ -91,6 +99,27 @@ def test_paper_recipes(name, recipe, tmp_path):
         cfg.dropout.output,
     )
     assert got == recipe
+
+
+# the ablation experiments' sweeps and budgets (the README's ablation tables come from them)
+ABLATIONS = {
+    "ablation_placement": ("1234,1,2", 0.5, (6, 80, 40, 4)),  # the CPU budget: 6 epochs of 80 windows
+    "ablation_placement_full": ("1234,1,2", 0.5, (39, None, None, 6)),  # the paper's medium recipe: every window
+    "ablation_placement_small": (None, 0.3, (13, None, None, 4)),  # the paper's small recipe; seeds on the command
+}
+
+
+@pytest.mark.parametrize("experiment", list(ABLATIONS))
+def test_the_ablations_sweep_every_placement_over_their_seeds(experiment):
+    seeds, p, budget = ABLATIONS[experiment]
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    params = {key: str(value) for key, value in cfg.hydra.sweeper.params.items()}
+    assert params == {"dropout": "none,non_recurrent,recurrent,both,variational", **({"seed": seeds} if seeds else {})}
+    trainer, optim = cfg.trainer, cfg.optim
+    limits = (trainer.max_epochs, trainer.limit_train_batches, trainer.limit_val_batches, optim.decay_start)
+    assert (cfg.dropout.p, limits) == (p, budget)
 
 
 def test_environment_moves_the_data_and_the_runs(tmp_path, monkeypatch):

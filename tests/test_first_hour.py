@@ -49,7 +49,8 @@ def test_estimate_from_measured_window_times():
 
 def test_the_estimate_covers_every_planned_epoch(tiny_cfg, monkeypatch):
     """The run plan's estimate is made of the whole run: every planned epoch's windows at the measured time a
-    window, from the run's start (the estimate's arithmetic: test_estimate_from_measured_window_times)."""
+    window, and its validations, from the run's start (the estimate's arithmetic:
+    test_estimate_from_measured_window_times)."""
     import rnnreg.callbacks
 
     asked = []
@@ -60,8 +61,9 @@ def test_the_estimate_covers_every_planned_epoch(tiny_cfg, monkeypatch):
 
     monkeypatch.setattr(rnnreg.callbacks, "estimate_run_seconds", recorded)
     train(tiny_cfg("trainer.max_epochs=3", "trainer.limit_train_batches=13", "test=false"))
-    ((per_window, windows, epochs, _val, val_every, epoch, done),) = asked
+    ((per_window, windows, epochs, val, val_every, epoch, done),) = asked
     assert (windows, epochs, val_every, epoch, done) == (13, 3, 1, 0, 0) and per_window > 0
+    assert val > 0  # each epoch's validation pass, estimated from the training speed per word
 
 
 def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):

@@ -264,6 +264,15 @@ def test_a_typo_names_the_key_meant(composed):
         ),
         (["dropout=recurrent", "model.lstm=fused"], r"^model.lstm=fused cannot run dropout.recurrent=0.5"),
         (["regularizer=layer_norm", "model.lstm=fused"], r"^model.lstm=fused cannot run model.layer_norm=true"),
+        (
+            ["dropout=non_recurrent", "dropout.variational=true", "model.lstm=fused"],
+            r"^model.lstm=fused cannot run dropout.variational=true",
+        ),
+        (["optimized_metric=test_ppl_batched", "test=false"], r"^optimized_metric=test_ppl_batched needs the final"),
+        (  # both ends of a study's range are values its trials may take
+            ["-m", "hparams_search=optuna", "dropout=non_recurrent", "dropout.p=interval(0.2,1.0)"],
+            r"^dropout.p=1.0 must be a number in \[0, 1\) .*\(sweep job dropout.p=1.0",
+        ),
         (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"], r"^data.batch_size=20 is not divisible"),
         (["trainer.accelerator=cpu", "trainer.precision=16-mixed"], r"^trainer.precision=16-mixed needs a GPU"),
         (["data=text", "data.data_dir=/nonexistent"], r"^data.data_dir=/nonexistent is not a folder"),
@@ -276,6 +285,34 @@ def test_a_typo_names_the_key_meant(composed):
 def test_cross_key_rules_and_sweeps(args, message):
     with pytest.raises(ConfigError, match=message):
         validate_args("train", args)
+
+
+# Values no run can train with, written out by hand: the bad-value table above is made from the schema's own rules,
+# so a rule loosened by mistake would loosen the table with it.
+@pytest.mark.parametrize(
+    "override",
+    [
+        *(f"dropout.{site}=1.0" for site in ("p", "input", "between", "output", "recurrent", "weight_drop")),
+        "dropout.embedding=1.0",
+        "optim.lr=0",
+        "optim.decay=0",
+        "optim.momentum=1.0",
+        "optim.weight_decay=-0.001",
+        "model.init_scale=0",
+        "model.hidden_size=0",
+        "model.num_layers=0",
+        "trainer.gradient_clip_val=null",
+        "trainer.gradient_clip_val=0",
+        "trainer.max_epochs=0",
+        "data.bptt=0",
+        "data.eval_bptt=0",
+        "data.batch_size=0",
+    ],
+)
+def test_values_no_run_can_train_with_are_refused(override):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}={re.escape(value)}\S* must be "):
+        validate_args("train", ["experiment=smoke", override])
 
 
 @pytest.mark.parametrize(
