@@ -2,7 +2,7 @@
 # The GPU checks of the speed issue as one prepared command, most important first, each stage in its own
 # time box so that a slow or failing stage never costs the ones after it.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu]
+#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu|settings]
 #                               [overrides for reproduce]
 #
 #   profile    profile_step.py: graph vs eager vs plain step without Lightning, same-update check  (~30 s)
@@ -45,6 +45,8 @@
 #   probe      what the 2026-11-30 session's second call ran: the kernels of a K = 15 window (bench_stacked.py
 #              --profile), a 15-member medium group stopped by SIGTERM mid-epoch, K = 1, 4, 8 on both cells; then,
 #              as after ablation_seed, bench_gemm_layouts.py (the window's GEMMs padded, transposed, in bf16/fp16)
+#   settings   what each sweep mode would run with (speed.cuda_graph, speed.triton_cell, hydra.launcher.pad_hidden_to),
+#              decided by benchmarks/gpu_decisions.py from the checks and timings already in WORK_DIR
 #   cpu        a dry run of every mode's commands on the CPU (tiny runs, 5-10 min on 2 cores; checks the script, not speed;
 #              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
 #
@@ -63,7 +65,7 @@
 # and prints the command to run there (WHEELS=.device/wheels RNNREG_DATA_DIR=.device/data ...); the
 # wheels go to a private folder on PYTHONPATH with the project's src/ (nothing is installed into the system).
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu]}
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu|settings]}
 what=${2:-all}
 shift $(( $# < 2 ? $# : 2 ))  # the rest: overrides for the reproduce stage (trainer.precision=bf16-mixed, ...)
 budget=${BUDGET_S:-0}
@@ -121,31 +123,24 @@ last_exit=0
     2>&1 | tee "$work/gpu.txt"
 pack
 bench=(benchmarks/bench_gpu.py --out "$work")
-# whether the stacked step's CUDA graph passed bench_stacked.py --check (captured, and equal to the eager step)
-graph_checked() {
-    $PY -c "import json; c = json.load(open('$work/${1:-bench_stacked}.json'))['check']
-print('true' if c and c['captured'] and c['same'] else 'false')" 2>/dev/null || echo false
-}
-# speed.triton_cell for a stacked sweep: true when the Triton cell passed its check and ran >= 5 % faster at K
-# members (${2:-15})
-triton_cell_pays() {
-    $PY -c "import json; d = json.load(open('$work/${1:-bench_stacked}.json')); c = d['check'] or {}
-fast = [r['triton_cell_speedup'] >= 1.05 for r in d['rows'] if r['members'] == ${2:-15} and 'triton_cell_speedup' in r]
-print('true' if c.get('triton', {}).get('same') and any(fast) else 'false')" 2>/dev/null || echo false
-}
-# hydra.launcher.pad_hidden_to for a sweep: 1 where the padded step failed its check against the unpadded one
-# (bench_stacked.py --check's check.padding in $work/NAME.json: strict float32 losses) or where pad_timing timed it
-# slower at K = 15; auto (8 on a GPU) otherwise
+# The sweep's settings from the checks and timings in $work (benchmarks/gpu_decisions.py: what each decides, and the
+# safe value when a file is missing or a check did not finish: what was checked runs)
+# speed.cuda_graph: the stacked step's CUDA graph passed bench_stacked.py --check (captured, and equal to the eager step)
+graph_checked() { $PY benchmarks/gpu_decisions.py cuda_graph "$work/${1:-bench_stacked}.json" || echo false; }
+# speed.triton_cell: the Triton cell passed its check and ran >= 5 % faster at K members (${2:-15})
+triton_cell_pays() { $PY benchmarks/gpu_decisions.py triton_cell "$work/${1:-bench_stacked}.json" "${2:-15}" || echo false; }
+# hydra.launcher.pad_hidden_to: auto (8 on a GPU) where the padded step passed its check against the unpadded one
+# (check.padding in $work/NAME.json: strict float32 losses) and, given `timed`, pad_timing's two files show it not
+# slower at K = 15; 1 otherwise
 pad_pays() {
-    $PY -c "import json, os
-check = (json.load(open('$work/$1.json')).get('check') or {}).get('padding') or {}
-wps = {}
-for pad in (1, 8):
-    path = '$work/bench_stacked_pad%d.json' % pad
-    if os.path.exists(path):
-        wps[pad] = max([row.get('stacked_wps', 0) for row in json.load(open(path))['rows']] or [0])
-slower = len(wps) == 2 and wps[8] < wps[1]
-print('1' if check.get('same') is False or slower else 'auto')" 2>/dev/null || echo auto
+    local timings=()
+    [[ ${2:-} == timed ]] && timings=("$work/bench_stacked_pad1.json" "$work/bench_stacked_pad8.json")
+    $PY benchmarks/gpu_decisions.py pad_hidden_to "$work/$1.json" ${timings[@]+"${timings[@]}"} || echo 1
+}
+# sweep_settings NAME K [timed]: the three overrides a GPU sweep runs with, from check NAME at K members
+sweep_settings() {
+    echo "speed.cuda_graph=$(graph_checked "$1") speed.triton_cell=$(triton_cell_pays "$1" "$2")" \
+        "hydra.launcher.pad_hidden_to=$(pad_pays "$1" "${3:-}")"
 }
 # check_graph_once NAME K HIDDEN: the stacked step's CUDA graph against its eager step (both cells), K members of
 # width HIDDEN at bptt 35, the hidden units padded as a GPU's sweep holds them (hydra.launcher.pad_hidden_to=auto:
@@ -251,26 +246,31 @@ case $what in
         stage bench_stacked_fp32 310 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked --members 15 --pad 8 \
             --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked_fp32.json"
         stage bench_fused_single 260 $PY "${bench[@]}" --sizes medium --sides rnnreg
-        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked)" speed.triton_cell="$(triton_cell_pays)" \
-            hydra.launcher.pad_hidden_to="$(pad_pays bench_stacked)"
+        # shellcheck disable=SC2046  # (the settings are words without spaces)
+        ablation 0 trainer.accelerator=gpu $(sweep_settings bench_stacked 15)
         large_if_crashed ;;
     ablation)
         check_graph_once graph_check 15 650
-        ablation 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check)" \
-            speed.triton_cell="$(triton_cell_pays graph_check)" hydra.launcher.pad_hidden_to="$(pad_pays graph_check)"
+        # shellcheck disable=SC2046
+        ablation 0 trainer.accelerator=gpu $(sweep_settings graph_check 15)
         large_if_crashed ;;
     ablation_seed)
         check_graph_once graph_check_k5 5 650
         pad_timing 300
-        ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked graph_check_k5)" \
-            speed.triton_cell="$(triton_cell_pays graph_check_k5 5)" hydra.launcher.pad_hidden_to="$(pad_pays graph_check_k5)"
+        # shellcheck disable=SC2046
+        ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu $(sweep_settings graph_check_k5 5 timed)
         large_if_crashed
         gemm_layouts ;;
     table)
         check_graph_once table_graph_check 3 1500
-        table 0 trainer.accelerator=gpu speed.cuda_graph="$(graph_checked table_graph_check)" \
-            speed.triton_cell="$(triton_cell_pays table_graph_check 3)" \
-            hydra.launcher.pad_hidden_to="$(pad_pays table_graph_check)" ;;
+        # shellcheck disable=SC2046
+        table 0 trainer.accelerator=gpu $(sweep_settings table_graph_check 3) ;;
+    settings)  # what each sweep mode would run with, from the checks and timings already in WORK_DIR
+        echo "stacked: $(sweep_settings bench_stacked 15)"
+        echo "ablation: $(sweep_settings graph_check 15)"
+        echo "ablation_seed: $(sweep_settings graph_check_k5 5 timed)"
+        echo "table: $(sweep_settings table_graph_check 3)"
+        exit 0 ;;
     probe)  # after a first ablation call (2026-11-30): where a K = 15 window's time goes, SIGTERM on a GPU, K = 1-8
         stage profile_stacked 140 $PY benchmarks/bench_stacked.py --device cuda --tf32 --placements --members 15 \
             --hidden 650 --bptt 35 --batch 20 --kinds stacked stacked_triton --profile "$work/profile_stacked.txt"
@@ -325,6 +325,7 @@ case $what in
         last_exit=1  # next's paper_large, as after a stacked sweep that crashed
         large_if_crashed --accelerator cpu trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2 ;;
-    *) echo "unknown stage $what: all, next, stacked, ablation, ablation_seed, table, probe, profile, bench, reproduce or cpu" >&2; exit 2 ;;
+    *) echo "unknown stage $what: all, next, stacked, ablation, ablation_seed, table, probe, profile, bench, reproduce, cpu or settings" >&2
+       exit 2 ;;
 esac
 pack

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,8 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
           data_dir=ptb_dir)  # fmt: skip
     result = json.loads(out.read_text())
     assert result["tf32"] and [set(row) for row in result["rows"]] == [{"members", "seconds", "stacked_wps"}]
+    (row,) = result["rows"]  # every member's words (2 windows of 4 x 3) over the median time of the timed windows
+    assert row["stacked_wps"] == 2 * (2 * 4 * 3) / statistics.median(row["seconds"]["stacked"])
 
 
 def test_bench_stacked_profile_dry_run(ptb_dir, tmp_path):
@@ -192,6 +195,45 @@ def test_bench_stacked_keeps_the_torch_check_when_the_triton_cell_fails(tmp_path
 
 
 @needs_triton
+@pytest.mark.parametrize("broken", ["graph", "triton", "padding"])
+def test_bench_stacked_check_tells_a_step_that_differs(tmp_path, monkeypatch, broken):
+    """bench_stacked.py --check compares what it says it does: losses 0.01 off in the graphed run, in the Triton
+    cell's strict float32 run, or in the unpadded run fail that part of the check (same: false, which gives
+    gpu_check.sh's sweep no graph, no Triton cell or no padding), and only that part."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import torch
+
+    import bench_stacked
+
+    real = bench_stacked.run_check_members
+
+    def off(args, data, device, graph, triton_cell=False, shape=None, pad=None):
+        losses, *rest = real(args, data, device, graph, triton_cell, shape, pad)
+        strict = not torch.backends.cuda.matmul.allow_tf32  # inside StrictFloat32 (the run has --tf32)
+        hit = {"graph": graph and not (shape or triton_cell), "triton": triton_cell and strict, "padding": pad == 1}[
+            broken
+        ]
+        return (losses + 0.01 if hit else losses, *rest)
+
+    monkeypatch.setattr(bench_stacked, "run_check_members", off)
+    out = tmp_path / "check.json"
+    args = ["--members", "--check", "--kinds", "stacked", "stacked_triton", "--tf32", "--hidden", "6", "--pad", "4"]
+    monkeypatch.setattr(sys, "argv", ["bench_stacked.py", *args, "--vocab", "30", "--windows", "2", "--warmup", "1"])
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--out", str(out)])
+    try:
+        if broken == "padding":
+            bench_stacked.main()
+        else:
+            with pytest.raises(SystemExit, match="differs from the eager one" if broken == "graph" else "Triton cell"):
+                bench_stacked.main()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # as the suite runs
+    check = json.loads(out.read_text())["check"]
+    parts = {"graph": check["same"], "triton": check["triton"]["same"], "padding": check["padding"]["same"]}
+    assert parts == {part: part != broken for part in parts}
+
+
+@needs_triton
 def test_check_triton_cell_dry_run(ptb_dir, tmp_path):
     """The Triton cell against the torch ops with the ablation's 15 members (small here): the same losses and
     weights to float32 rounding, window by window."""
@@ -241,6 +283,100 @@ def test_how_it_ended_tells_a_handled_sigterm_from_a_kill(tmp_path, handled):
     ended = proc.stdout.splitlines()[-1]
     assert ended.startswith("how_it_ended: exit 143" if handled else "how_it_ended: killed by SIGTERM"), ended
     assert f"s before: SigCgt {'yes' if handled else 'no'}, SigIgn no, SigBlk no)" in ended
+
+
+def test_how_it_ended_exits_as_the_command_did_when_a_signal_killed_it():
+    """Killed by signal N, the wrapper exits 128 + N (as bash reports such a death), which is what gpu_check.sh's
+    fallback reads of a crashed sweep."""
+    script = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    command = [sys.executable, str(BENCH / "how_it_ended.py"), sys.executable, "-c", script]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 128 + 9 and proc.stdout.startswith("how_it_ended: killed by SIGKILL")
+
+
+# -- what gpu_check.sh decides before a sweep (benchmarks/gpu_decisions.py) -------------------------------------
+def write_check(folder: Path, name: str, check: dict | None, rows: list | None = None) -> None:
+    (folder / f"{name}.json").write_text(json.dumps({"config": {}, "check": check, "rows": rows or []}))
+
+
+PASSED = {"captured": True, "same": True, "triton": {"same": True}, "padding": {"same": True, "pad": 8}}
+
+
+@pytest.mark.parametrize(
+    "check,rows,settings",
+    [
+        (PASSED, [{"members": 15, "triton_cell_speedup": 1.10}], ("true", "true", "auto")),
+        (PASSED, [{"members": 15, "triton_cell_speedup": 1.01}], ("true", "false", "auto")),  # not 5 % faster
+        (PASSED, [{"members": 8, "triton_cell_speedup": 1.10}], ("true", "false", "auto")),  # timed at other K
+        (PASSED | {"same": False}, [], ("false", "false", "auto")),  # captured, but not the eager step's
+        (PASSED | {"captured": False}, [], ("false", "false", "auto")),  # eager both times
+        (
+            PASSED | {"triton": {"same": False}},
+            [{"members": 15, "triton_cell_speedup": 1.10}],
+            ("true", "false", "auto"),
+        ),
+        (PASSED | {"triton": {"same": False, "error": "no C compiler"}}, [], ("true", "false", "auto")),
+        (PASSED | {"padding": {"same": False}}, [], ("true", "false", "1")),
+        ({"captured": True, "same": True}, [], ("true", "false", "1")),  # the check stopped before its padding part
+        (None, [], ("false", "false", "1")),  # no check ran
+    ],
+)
+def test_the_sweeps_settings_follow_the_checks(tmp_path, check, rows, settings):
+    """speed.cuda_graph, speed.triton_cell and hydra.launcher.pad_hidden_to as gpu_decisions.py reads a check:
+    what was not checked, or did not pass, is not used."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import gpu_decisions
+    finally:
+        sys.path.remove(str(BENCH))
+    write_check(tmp_path, "check", check, rows)
+    path = tmp_path / "check.json"
+    got = (str(gpu_decisions.cuda_graph(path)).lower(), str(gpu_decisions.triton_cell(path)).lower())
+    assert (*got, gpu_decisions.pad_hidden_to(path)) == settings
+    missing = tmp_path / "missing.json"
+    assert (gpu_decisions.cuda_graph(missing), gpu_decisions.triton_cell(missing)) == (False, False)
+    assert gpu_decisions.pad_hidden_to(missing) == "1"
+    (tmp_path / "cut.json").write_text(path.read_text()[:20])  # a file cut short (a killed stage)
+    assert gpu_decisions.pad_hidden_to(tmp_path / "cut.json") == "1"
+
+
+def test_gpu_check_sweep_settings(tmp_path):
+    """gpu_check.sh's `settings` mode: what each sweep mode would run with, from the files in WORK_DIR (the same
+    functions the modes call). ablation_seed pads only where pad_timing timed the padded step no slower, and not
+    when a timing is missing (its stage failed or was skipped)."""
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def settings() -> dict[str, str]:
+        env = os.environ | {"WORK_DIR": str(work), "PYTHON": sys.executable}
+        proc = subprocess.run(
+            ["bash", str(BENCH / "gpu_check.sh"), str(tmp_path / "out"), "settings"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": speed." in line)
+
+    nothing = "speed.cuda_graph=false speed.triton_cell=false hydra.launcher.pad_hidden_to=1"
+    assert settings() == {mode: nothing for mode in ("stacked", "ablation", "ablation_seed", "table")}
+    write_check(work, "graph_check", PASSED, [{"members": 15, "triton_cell_speedup": 1.2}])
+    write_check(work, "graph_check_k5", PASSED, [{"members": 5, "triton_cell_speedup": 1.2}])
+    write_check(work, "table_graph_check", PASSED | {"triton": {"same": False}})
+    got = settings()
+    assert got["ablation"] == "speed.cuda_graph=true speed.triton_cell=true hydra.launcher.pad_hidden_to=auto"
+    assert got["table"] == "speed.cuda_graph=true speed.triton_cell=false hydra.launcher.pad_hidden_to=auto"
+    untimed = "speed.cuda_graph=true speed.triton_cell=true hydra.launcher.pad_hidden_to=1"
+    assert got["ablation_seed"] == untimed  # no pad_timing files yet
+    for pad, wps in ((1, 400_000.0), (8, 430_000.0)):
+        write_check(work, f"bench_stacked_pad{pad}", None, [{"members": 15, "stacked_wps": wps}])
+    assert settings()["ablation_seed"] == untimed.replace("=1", "=auto")
+    write_check(work, "bench_stacked_pad8", None, [{"members": 15, "stacked_wps": 390_000.0}])  # padded slower
+    assert settings()["ablation_seed"] == untimed
+    (work / "bench_stacked_pad8.json").unlink()  # its stage failed
+    assert settings()["ablation_seed"] == untimed
 
 
 @pytest.fixture(scope="module")

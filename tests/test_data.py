@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import compose_config
-from rnnreg.data import BPTTWindows, Corpus, DataError, LMDataModule, batchify, ensure_files
+from rnnreg.data import SPLITS, BPTTWindows, Corpus, DataError, LMDataModule, batchify, ensure_files, sha256_of
 
 PTB_FILES = {s: {"name": f"ptb.{s}.txt"} for s in ("train", "valid", "test")}
 
@@ -47,6 +47,14 @@ def test_batching_layout_is_contiguous_streams_walked_in_order(ptb: Corpus):
     x1, _ = windows[1]
     assert torch.equal(y0[:-1], x0[1:]) and torch.equal(y0[-1], x1[0])  # target = next token, no gap
     assert torch.equal(torch.cat([windows[i][0] for i in range(3)]), streams[:105])
+
+
+@pytest.mark.parametrize("rows,lengths", [(21, [10, 10]), (22, [10, 10, 1]), (12, [10, 1]), (2, [1])])
+def test_evaluation_windows_cover_the_predictions_without_an_empty_one(rows, lengths):
+    """Evaluation keeps the last partial window: rows - 1 predictions in windows of bptt 10, none empty."""
+    windows = BPTTWindows(torch.arange(rows).view(rows, 1), 10, drop_last=False)
+    assert [windows[i][1].size(0) for i in range(len(windows))] == lengths
+    assert torch.equal(torch.cat([windows[i][1] for i in range(len(windows))]).flatten(), torch.arange(1, rows))
 
 
 def test_eval_windows_predict_every_token_once(ptb: Corpus):
@@ -138,15 +146,18 @@ def test_download_verifies_and_caches(http_root, ptb_dir: Path, pinned_files, tm
     assert ensure_files(cache, pinned_files, url) == paths
 
 
-def test_download_checksum_mismatch_keeps_nothing(http_root, ptb_dir: Path, pinned_files, tmp_path: Path):
+@pytest.mark.parametrize("split", SPLITS)
+def test_download_checksum_mismatch_keeps_nothing(http_root, ptb_dir: Path, pinned_files, tmp_path: Path, split):
+    """Every split's download is checked against its pinned sum (the splits download in order)."""
     root, url = http_root
     for f in ptb_dir.glob("ptb.*.txt"):
         (root / f.name).write_bytes(f.read_bytes())
-    (root / "ptb.valid.txt").write_bytes(b"tampered\n")
+    (root / f"ptb.{split}.txt").write_bytes(b"tampered\n")
     cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"checksum mismatch for ptb.valid.txt .*not used"):
+    with pytest.raises(DataError, match=rf"checksum mismatch for ptb.{split}.txt .*not used"):
         ensure_files(cache, pinned_files, url)
-    assert sorted(p.name for p in cache.iterdir()) == ["ptb.train.txt"]  # no partial or bad file left
+    before = [f"ptb.{s}.txt" for s in SPLITS[: SPLITS.index(split)]]
+    assert sorted(p.name for p in cache.iterdir()) == sorted(before)  # no partial or bad file left
 
 
 def test_offline_error_names_urls_and_folder(pinned_files, tmp_path: Path):
@@ -160,12 +171,22 @@ def test_offline_error_names_urls_and_folder(pinned_files, tmp_path: Path):
     assert not cache.exists() or not any(cache.iterdir())
 
 
-def test_cached_file_with_wrong_checksum_is_rejected(ptb_dir: Path, pinned_files, tmp_path: Path):
+@pytest.mark.parametrize("split", SPLITS)
+def test_cached_file_with_wrong_checksum_is_rejected(ptb_dir: Path, pinned_files, tmp_path: Path, split):
     cache = tmp_path / "cache"
     cache.mkdir()
     for f in ptb_dir.glob("ptb.*.txt"):
         (cache / f.name).write_bytes(f.read_bytes())
-    (cache / "ptb.test.txt").write_bytes(b"truncated")
-    with pytest.raises(DataError, match=r"checksum mismatch for .*ptb.test.txt"):
+    (cache / f"ptb.{split}.txt").write_bytes(b"truncated")
+    with pytest.raises(DataError, match=rf"checksum mismatch for .*ptb.{split}.txt"):
         ensure_files(cache, pinned_files, None)
-    assert (cache / "ptb.test.txt").read_bytes() == b"truncated"  # reported, not silently replaced
+    assert (cache / f"ptb.{split}.txt").read_bytes() == b"truncated"  # reported, not silently replaced
+
+
+def test_every_split_is_pinned_to_ptbs_sum(ptb_dir: Path, pinned_files):
+    """conf/data/ptb.yaml pins each split to the sha256 of the paper's PTB file (a split without a sum would be
+    used unchecked)."""
+    assert set(pinned_files) == set(SPLITS)
+    for split in SPLITS:
+        spec = pinned_files[split]
+        assert spec.sha256 == sha256_of(ptb_dir / spec.name), split

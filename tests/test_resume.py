@@ -69,6 +69,9 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
     assert a["global_step"] == b["global_step"]
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), name
+    # the words trained, which the run's words/s divides (both epochs', the stopped one's first 7 windows included)
+    words = [next(v for k, v in c["callbacks"].items() if k.startswith("SpeedMonitor"))["train_words"] for c in (a, b)]
+    assert words[0] == words[1] == a["global_step"] * 5 * 4  # windows x bptt x streams
 
 
 def test_a_stop_in_validation_resumes_with_that_validation(tiny_cfg, tmp_path):

@@ -34,8 +34,9 @@ class SpeedMonitor(L.Callback):
     """
 
     def __init__(self, warmup_windows: int = 3) -> None:
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # the ended epochs' (state_dict adds the epoch under way)
         self.train_words = 0
+        self.epoch_open = False  # an epoch's windows trained and not yet added to the totals
         self.epoch_start = self.last_batch_end = time.perf_counter()
         self.epoch_words = 0
         self.step_seconds: list[float] = []  # batch end to batch end: the whole loop, hooks included
@@ -89,12 +90,14 @@ class SpeedMonitor(L.Callback):
         self.step_seconds.append(now - self.last_batch_end)
         self.last_batch_end = now
         self.epoch_windows += 1
+        self.epoch_open = True
         if self.epoch_windows == self.warmup_windows:
             self.warm_start = now
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.train_seconds += self.last_batch_end - self.epoch_start
         self.train_words += self.epoch_words
+        self.epoch_open = False
         if self.epoch_windows:
             self.last_epoch_seconds_per_window = (self.last_batch_end - self.epoch_start) / self.epoch_windows
         pl_module.log_dict(
@@ -114,7 +117,12 @@ class SpeedMonitor(L.Callback):
             self.val_seconds = time.perf_counter() - self.val_start
 
     def state_dict(self) -> dict:
-        return {"train_seconds": self.train_seconds, "train_words": self.train_words}
+        """The totals so far, the epoch under way included: a checkpoint saved inside an epoch (a stop) or as its
+        validation ends goes on from its words and seconds, not from the last epoch's end."""
+        if not self.epoch_open:
+            return {"train_seconds": self.train_seconds, "train_words": self.train_words}
+        seconds = self.train_seconds + self.last_batch_end - self.epoch_start
+        return {"train_seconds": seconds, "train_words": self.train_words + self.epoch_words}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.train_seconds, self.train_words = state_dict["train_seconds"], state_dict["train_words"]

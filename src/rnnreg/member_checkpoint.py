@@ -26,7 +26,7 @@ from rnnreg.recipes import optim_settings
 class Progress:
     """Where a member stands: `epochs` completed, `window` windows into the next (0 at an epoch's end); with
     `validation_end`, as its last epoch's validation ends (where a run validating every `val_every` > 1 epochs
-    saves best.ckpt: before the epoch's end hooks, `words` and `seconds` not yet counting that epoch)."""
+    saves best.ckpt: before the epoch's end hooks). `words`: the words it trained, the epoch under way's too."""
 
     epochs: int
     window: int

@@ -397,7 +397,7 @@ class GroupTrainer:
                 m.early_stopping = stopper.state_dict()
             # every epoch: best.ckpt at the epoch's end (last.ckpt links to it); validating every n > 1 epochs,
             # a run saves best.ckpt as its validation ends, before the epoch's end (rnnreg.member_checkpoint)
-            checkpoint = self.checkpoint(k, copies, validation_end=improved and self.val_every != 1, words=words)
+            checkpoint = self.checkpoint(k, copies, validation_end=improved and self.val_every != 1)
             if improved:
                 self.writer.submit(folder.save_checkpoint, "best.ckpt", checkpoint)
             self.writer.submit(folder.save_checkpoint, "last.ckpt", checkpoint, "best.ckpt" if improved else None)
@@ -408,12 +408,11 @@ class GroupTrainer:
         self.epoch += 1
         self.window = 0
 
-    def checkpoint(self, k: int, copies: HostCopies, validation_end: bool = False, words: int = 0) -> dict:
+    def checkpoint(self, k: int, copies: HostCopies, validation_end: bool = False) -> dict:
         """Member k's current weights (`copies`: host_copies()) as an ordinary single-run checkpoint, with
         the training state of its job run alone at this point (rnnreg.member_checkpoint), its momentum buffers
         included: ckpt_path= continues it as a separate run. Its own copies throughout: the writer may write it
-        later. `validation_end`: the state as the epoch's validation ends, before the epoch's end hooks (that
-        counted the epoch's `words` in its words trained)."""
+        later. `validation_end`: the state as the epoch's validation ends, before the epoch's end hooks."""
         state = self.model.member_state_dict(k, copies.weights)
         m, folder = self.members[k], self.folders[k]
         best = folder.path / "checkpoints" / "best.ckpt"
@@ -426,7 +425,7 @@ class GroupTrainer:
             best_val=m.best_val,
             best_path=str(best) if math.isfinite(m.best_val) else "",
             early_stopping=m.early_stopping,
-            words=m.words - (words if validation_end else 0),
+            words=m.words + (self.tokens if window else 0),  # a stop inside an epoch: its words so far too
             seconds=self.train_seconds,
             last_path=str(folder.path / "checkpoints" / "last.ckpt"),
             val_every=self.val_every,

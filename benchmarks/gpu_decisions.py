@@ -1,0 +1,81 @@
+"""What benchmarks/gpu_check.sh decides from its checks and timings before a stacked sweep on a lent GPU: one
+override's value each, printed for the script to pass on. Their inputs are bench_stacked.py's JSON files.
+
+  python benchmarks/gpu_decisions.py cuda_graph CHECK.json
+      speed.cuda_graph: true when the stacked step's CUDA graph was captured and equals the eager step
+  python benchmarks/gpu_decisions.py triton_cell CHECK.json [K]
+      speed.triton_cell: true when the Triton cell passed its check and ran >= 5 % faster at K members (15)
+  python benchmarks/gpu_decisions.py pad_hidden_to CHECK.json [UNPADDED.json PADDED.json]
+      hydra.launcher.pad_hidden_to: auto (a multiple of 8 on a GPU) when the padded step passed its check against
+      the unpadded one and, where the two were timed (pad_timing's files given), was not slower; 1 otherwise
+
+A file that is missing or unreadable, or lacks what is asked (a check that crashed or was killed, a timing stage that
+failed or was skipped), gives the value that runs what was checked: false, false, 1. A device session's minutes must
+not go to a setting that nothing showed to be right.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+TRITON_CELL_SPEEDUP = 1.05  # the Triton cell must be this much faster to be used (its check passed)
+
+
+def read(path: str | Path) -> dict:
+    """A bench_stacked.py JSON file, or {} when it is missing or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def check_of(path: str | Path) -> dict:
+    return read(path).get("check") or {}
+
+
+def cuda_graph(check_path: str | Path) -> bool:
+    check = check_of(check_path)
+    return check.get("captured") is True and check.get("same") is True
+
+
+def triton_cell(check_path: str | Path, members: int = 15) -> bool:
+    data = read(check_path)
+    passed = ((data.get("check") or {}).get("triton") or {}).get("same") is True
+    speedups = [row.get("triton_cell_speedup", 0) for row in data.get("rows") or [] if row.get("members") == members]
+    return passed and any(speedup >= TRITON_CELL_SPEEDUP for speedup in speedups)
+
+
+def words_per_second(path: str | Path) -> float | None:
+    """A timing file's best stacked words/s, None without one."""
+    rows = read(path).get("rows") or []
+    values = [row["stacked_wps"] for row in rows if isinstance(row.get("stacked_wps"), (int, float))]
+    return max(values) if values else None
+
+
+def pad_hidden_to(check_path: str | Path, timings: tuple[str | Path, str | Path] | None = None) -> str:
+    checked = (check_of(check_path).get("padding") or {}).get("same") is True
+    if not checked:
+        return "1"
+    if timings is not None:
+        unpadded, padded = (words_per_second(path) for path in timings)
+        if unpadded is None or padded is None or padded < unpadded:
+            return "1"
+    return "auto"
+
+
+def main(argv: list[str]) -> str:
+    what, path, *rest = argv
+    if what == "cuda_graph":
+        return str(cuda_graph(path)).lower()
+    if what == "triton_cell":
+        return str(triton_cell(path, int(rest[0]) if rest else 15)).lower()
+    if what == "pad_hidden_to":
+        return pad_hidden_to(path, (rest[0], rest[1]) if rest else None)
+    raise SystemExit(f"unknown decision {what}: cuda_graph, triton_cell or pad_hidden_to")
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1:]))
