@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import rnnreg.callbacks
 from helpers import signal_at
 from rnnreg.checkpoints import CheckpointOnInterrupt
 from rnnreg.errors import CheckpointError, ConfigError
@@ -45,7 +46,7 @@ def test_resume_is_exact(tiny_cfg, tmp_path):
     [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGTERM, 143, True)],
     ids=["SIGTERM", "Ctrl-C", "fast-step"],
 )
-def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast):
+def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, monkeypatch, signum, status, fast):
     """Stopped after window 7 of epoch 1 and resumed: the stream continues at window 8 with the carried
     state, the RNG and the epoch's training sums, so everything equals an uninterrupted run."""
     common = (*DROPOUT, "trainer.max_epochs=2", "logger=csv", f"speed.fast_step={fast}")
@@ -60,6 +61,8 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
     ckpt = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["global_step"] == 7 and ckpt["train_window"] == 7
     assert ckpt["train_carry"]["tokens"] == 7 * 5 * 4  # windows x bptt x streams
+    said = []  # the resumed run's plan (RunPlan's lines, as the console and train.log get them)
+    monkeypatch.setattr(rnnreg.callbacks, "rank_zero_info", lambda text: said.append(text) if "plan:" in text else None)
     resumed = train(tiny_cfg(*common, f"ckpt_path={first}/checkpoints/last.ckpt", run="second"))
     for key in ("val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
         assert resumed[key] == whole[key], key
@@ -72,6 +75,8 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, signum, status, fast
     # the words trained, which the run's words/s divides (both epochs', the stopped one's first 7 windows included)
     words = [next(v for k, v in c["callbacks"].items() if k.startswith("SpeedMonitor"))["train_words"] for c in (a, b)]
     assert words[0] == words[1] == a["global_step"] * 5 * 4  # windows x bptt x streams
+    # the resumed run's plan estimated what was left of the run, not a fresh one (from inside its first epoch too)
+    assert "estimated time left:" in said[0] and "estimated total:" not in said[0]
 
 
 def test_a_stop_in_validation_resumes_with_that_validation(tiny_cfg, tmp_path):
