@@ -110,6 +110,9 @@ def test_two_process_ddp_matches_one_process(ddp_run, tiny_cfg, tmp_path):
     assert a["global_step"] == b["global_step"] == 60  # every window of the 4 streams, split 2 + 2
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(value, b["state_dict"][name], rtol=1e-4, atol=1e-5)
+    # the words trained (words/s divides them): every rank's streams, as one process trains them
+    words_a, words_b = (next(v for k, v in c["callbacks"].items() if k.startswith("SpeedMonitor")) for c in (a, b))
+    assert words_a["train_words"] == words_b["train_words"] == 60 * 5 * 4
 
 
 @pytest.mark.slow
