@@ -379,6 +379,44 @@ def test_gpu_check_sweep_settings(tmp_path):
     assert settings()["ablation_seed"] == untimed
 
 
+STAND_IN_PYTHON = """#!/usr/bin/env bash
+# gpu_check.sh's python for a test: the stacked sweep (through how_it_ended.py) exits $SWEEP_EXIT after making its
+# folder; bench_stacked.py, rnnreg.report and reproduce.py only say they ran; anything else is the real python
+case "$1" in
+    benchmarks/how_it_ended.py)
+        for arg in "$@"; do [[ $arg == hydra.sweep.dir=* ]] && mkdir -p "${arg#hydra.sweep.dir=}"; done
+        echo "how_it_ended: exit $SWEEP_EXIT"; exit "$SWEEP_EXIT" ;;
+    benchmarks/bench_stacked.py|benchmarks/reproduce.py) echo "ran $1"; exit 0 ;;
+    -m) [[ $2 == rnnreg.report ]] && { echo "ran rnnreg.report"; exit 0; } ;;
+esac
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+@pytest.mark.parametrize("sweep_exit,fallback", [(1, True), (0, False), (124, False), (143, False)])
+def test_gpu_check_gives_the_time_left_to_the_large_model_when_the_sweep_crashed(tmp_path, sweep_exit, fallback):
+    """gpu_check.sh ablation: a stacked sweep that crashed (a bug only a GPU shows) leaves its time to paper_large,
+    read from the sweep's own exit status, not from the report stage after it; one that completed or stopped at its
+    time limit (124, or its SIGTERM's 143) does not."""
+    python = tmp_path / "python"
+    python.write_text(STAND_IN_PYTHON)
+    python.chmod(0o755)
+    work = tmp_path / "work"
+    env = os.environ | {
+        "WORK_DIR": str(work),
+        "PYTHON": str(python),
+        "REAL_PYTHON": sys.executable,
+        "SWEEP_EXIT": str(sweep_exit),
+    }
+    command = ["bash", str(BENCH / "gpu_check.sh"), str(tmp_path / "out"), "ablation"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stages = (work / "stages.txt").read_text()
+    assert f"== ablation_full_stacked: exit {sweep_exit}" in stages and "== ablation_full_report: exit 0" in stages
+    said = f"== the stacked sweep exited {sweep_exit}: paper_large in the time left"
+    assert (said in stages, "== reproduce_large: exit 0" in stages) == (fallback, fallback)
+
+
 @pytest.fixture(scope="module")
 def op_counts(ptb_dir, tmp_path_factory) -> dict:
     """count_ops.py's windows on the torch ops, bptt 4, 2 layers."""
