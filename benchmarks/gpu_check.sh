@@ -246,24 +246,20 @@ case $what in
         stage bench_stacked_fp32 310 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked --members 15 --pad 8 \
             --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked_fp32.json"
         stage bench_fused_single 260 $PY "${bench[@]}" --sizes medium --sides rnnreg
-        # shellcheck disable=SC2046  # (the settings are words without spaces)
-        ablation 0 trainer.accelerator=gpu $(sweep_settings bench_stacked 15)
+        ablation 0 trainer.accelerator=gpu $(sweep_settings bench_stacked 15)  # (unquoted: three words, no spaces)
         large_if_crashed ;;
     ablation)
         check_graph_once graph_check 15 650
-        # shellcheck disable=SC2046
         ablation 0 trainer.accelerator=gpu $(sweep_settings graph_check 15)
         large_if_crashed ;;
     ablation_seed)
         check_graph_once graph_check_k5 5 650
         pad_timing 300
-        # shellcheck disable=SC2046
         ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu $(sweep_settings graph_check_k5 5 timed)
         large_if_crashed
         gemm_layouts ;;
     table)
         check_graph_once table_graph_check 3 1500
-        # shellcheck disable=SC2046
         table 0 trainer.accelerator=gpu $(sweep_settings table_graph_check 3) ;;
     settings)  # what each sweep mode would run with, from the checks and timings already in WORK_DIR
         echo "stacked: $(sweep_settings bench_stacked 15)"

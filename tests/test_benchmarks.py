@@ -218,16 +218,17 @@ def test_bench_stacked_check_tells_a_step_that_differs(tmp_path, monkeypatch, br
     monkeypatch.setattr(bench_stacked, "run_check_members", off)
     out = tmp_path / "check.json"
     args = ["--members", "--check", "--kinds", "stacked", "stacked_triton", "--tf32", "--hidden", "6", "--pad", "4"]
-    monkeypatch.setattr(sys, "argv", ["bench_stacked.py", *args, "--vocab", "30", "--windows", "2", "--warmup", "1"])
-    monkeypatch.setattr(sys, "argv", [*sys.argv, "--out", str(out)])
+    args += ["--vocab", "30", "--windows", "2", "--warmup", "1", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["bench_stacked.py", *args])
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         if broken == "padding":
             bench_stacked.main()
         else:
             with pytest.raises(SystemExit, match="differs from the eager one" if broken == "graph" else "Triton cell"):
                 bench_stacked.main()
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # as the suite runs
+    finally:  # --tf32 set them for the process
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     check = json.loads(out.read_text())["check"]
     parts = {"graph": check["same"], "triton": check["triton"]["same"], "padding": check["padding"]["same"]}
     assert parts == {part: part != broken for part in parts}
@@ -321,14 +322,12 @@ PASSED = {"captured": True, "same": True, "triton": {"same": True}, "padding": {
         (None, [], ("false", "false", "1")),  # no check ran
     ],
 )
-def test_the_sweeps_settings_follow_the_checks(tmp_path, check, rows, settings):
+def test_the_sweeps_settings_follow_the_checks(tmp_path, monkeypatch, check, rows, settings):
     """speed.cuda_graph, speed.triton_cell and hydra.launcher.pad_hidden_to as gpu_decisions.py reads a check:
     what was not checked, or did not pass, is not used."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        import gpu_decisions
-    finally:
-        sys.path.remove(str(BENCH))
+    monkeypatch.syspath_prepend(str(BENCH))
+    import gpu_decisions
+
     write_check(tmp_path, "check", check, rows)
     path = tmp_path / "check.json"
     got = (str(gpu_decisions.cuda_graph(path)).lower(), str(gpu_decisions.triton_cell(path)).lower())
