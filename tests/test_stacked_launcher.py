@@ -807,6 +807,29 @@ def test_unstackable_jobs_are_refused_before_hydra_writes(tmp_path, tiny_corpus)
         assert validate_args("train", [a for a in args if a != "hydra/launcher=stacked"] + [setting]) == 2
 
 
+def test_jobs_the_command_line_cannot_check_are_checked_by_the_launcher(setup, tmp_path):
+    """With a search path (or an Optuna trial) the command line's check before Hydra cannot compose the jobs: the
+    stacked launcher checks each against the schema, as a run checks itself, before any job's folder is written."""
+    sweep = tmp_path / "sweep"
+    for setting, line in (
+        ("optim.weight_decay=-1", "error: optim.weight_decay=-1 must be a number >= 0"),
+        ("dropout.p=1.5", "error: dropout.p=1.5 must be a number in [0, 1)"),
+    ):
+        proc = run(
+            "rnnreg-train",
+            "-m",
+            *setup.cli,
+            "hydra/launcher=stacked",
+            "+member=a,b",
+            setting,
+            f"hydra.sweep.dir={sweep}",
+            check=False,
+        )
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(line) and proc.stderr.rstrip().endswith("(sweep job +member=a)")
+        assert not (sweep / "0").exists() and not (sweep / ".stacked").exists()
+
+
 @pytest.mark.parametrize(
     "override",
     [

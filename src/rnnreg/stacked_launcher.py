@@ -29,6 +29,7 @@ from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.run_record import recorded_metrics
 from rnnreg.runtime import JobFailed
+from rnnreg.schema import validate
 from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import check_stackable, on_a_cpu, pad_hidden_to, padded_size, running_program
 from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
@@ -248,7 +249,15 @@ def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
         key = group_key(task_cfg)
         plain = OmegaConf.to_container(task_cfg, resolve=True)
         resolved = OmegaConf.create(plain)
-        check_stackable(resolved)
+        # the command line's check ran before Hydra, except for jobs it cannot compose (a search path, an
+        # Optuna trial): each job is checked here as a run checks itself, before any folder is written
+        try:
+            validate(task_cfg, "train", choices=hydra_cfg.hydra.runtime.choices)
+            check_stackable(resolved)
+        except ConfigError as err:  # named as the command line's check names a sweep's job
+            raise ConfigError(
+                f"{err} (sweep job {job_label(list(overrides), swept_keys(launcher.config.hydra))})"
+            ) from None
         output = Path(output_dir).resolve()
         return Job(idx, list(overrides), resolved, hydra_cfg, output, key=key, plain=plain, task_cfg=task_cfg)
     finally:

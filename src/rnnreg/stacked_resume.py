@@ -1,14 +1,17 @@
-"""A stacked group's resume file (`<sweep>/.stacked/group_N.pt`) as the launcher reads it before anything is
-written: its fingerprint (the group key and its members' overrides), the program, device and width it was written
-with, and why it cannot go on where it cannot."""
+"""A stacked group's resume file (`<sweep>/.stacked/group_N.pt`, written by rnnreg.stacked_train at each epoch's end
+and at a stop): read as tensors and plain data only, and checked before anything is trained or written: its
+fingerprint (the group key and its members' overrides), the program, device and width it was written with, its
+counts; and why it cannot go on where it cannot. The launcher reads it before its jobs start, the group trainer
+again before it goes on."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from rnnreg.errors import CheckpointError, first_line
+from rnnreg.errors import CheckpointError, ConfigError, first_line
 from rnnreg.stacked_settings import padded_size
+from rnnreg.sweep import same_overrides
 
 
 def load_resume_file(path: Path, mmap: bool = False) -> dict:
@@ -85,6 +88,54 @@ def resume_refusal(resume_file: Path, written: dict, program: str, device: str, 
             f"exactly: resume with hydra.launcher.pad_hidden_to={written.get('pad_hidden_to', 1)}"
         )
     return None
+
+
+def same_fingerprint(a: list, b: list) -> bool:
+    """Two groups' fingerprints (group key, members' overrides) name one group: each member's overrides in
+    whatever order its command gave them."""
+    (key_a, jobs_a), (key_b, jobs_b) = a, b
+    return key_a == key_b and len(jobs_a) == len(jobs_b) and all(map(same_overrides, jobs_a, jobs_b))
+
+
+def read_group_resume(path: Path, fingerprint: list, group: int, run: tuple, max_epochs: int) -> dict:
+    """Group `group`'s resume file, checked against this run (`fingerprint`: its group key and members' overrides;
+    `run`: its program, device type, hidden size and pad_hidden_to; its trainer.max_epochs): a ConfigError where it
+    belongs to another sweep or cannot go on exactly in this run, a CheckpointError where it cannot be read or
+    holds counts no run writes (edited by hand). Its tensors are checked as they are put in place."""
+    try:
+        state = load_resume_file(path)
+        written = checked_fingerprint(state)
+    except Exception as err:
+        raise unreadable_resume(path, err) from None
+    if not same_fingerprint(written, fingerprint):  # (the launcher's resumed_groups says which, up front)
+        key, now = written[0], fingerprint[0]
+        what = f"settings ({setting_differences(key, now)})" if key != now else "jobs"
+        raise ConfigError(
+            f"{path} was written by another sweep (other {what} in group {group}): "
+            f"resume with the same command and hydra.sweep.dir, or start a new sweep"
+        )
+    if why := resume_refusal(path, state, *run):
+        raise ConfigError(why)
+    try:
+        check_counts(state, max_epochs, len(fingerprint[1]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise unreadable_resume(path, err) from None
+    return state
+
+
+def check_counts(state: dict, max_epochs: int, members: int) -> None:
+    """A ValueError (KeyError where one is missing) where the file's position, seconds or members are not what a
+    group of `members` training for `max_epochs` epochs writes."""
+    counts = {name: state[name] for name in ("epoch", "window", "global_step", "tokens")}
+    seconds = {name: state[name] for name in ("train_seconds", "fit_seconds")}
+    for name, value in (counts | seconds).items():
+        whole = name in counts
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < 0:
+            raise ValueError(f"{name}={value!r} is not a {'whole ' if whole else ''}number of at least 0")
+    if state["epoch"] > max_epochs:  # (the group key holds max_epochs: edited by hand)
+        raise ValueError(f"epoch={state['epoch']} is beyond the group's trainer.max_epochs={max_epochs}")
+    if not isinstance(state["members"], list) or len(state["members"]) != members:
+        raise ValueError(f"members: not the group's {members}")
 
 
 def setting_differences(before: str, now: str) -> str:

@@ -5,26 +5,22 @@ included; on a GPU on the stacked step loop): the paper's objective, its own lr 
 and momentum, perplexities, best/last checkpoints, early stopping and divergence guard, the test in both
 protocols; written into the job's folder as a separate run would (rnnreg.stacked_outputs). A member that diverges or
 stops early stops changing; the others go on. The window itself is rnnreg.stacked_step (a CUDA graph on a
-GPU, the members in turn on a CPU). SIGTERM / Ctrl-C stop the group at a window boundary with a resume file
-from which `hydra.launcher.resume=true` continues exactly.
+GPU, the members in turn on a CPU). SIGTERM / Ctrl-C stop the group at a window boundary (rnnreg.stacked_stop) with
+a resume file from which `hydra.launcher.resume=true` continues exactly (read and checked by rnnreg.stacked_resume).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shlex
 import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import EarlyStopping
-from omegaconf import OmegaConf
 
 from rnnreg.checkpoints import STOPPED_BY, tests_best
 from rnnreg.console import counted, device_name
@@ -39,16 +35,10 @@ from rnnreg.runtime import apply_speed, instantiate, instantiate_callbacks
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
-from rnnreg.stacked_resume import (
-    checked_fingerprint,
-    load_resume_file,
-    resume_refusal,
-    setting_differences,
-    unreadable_resume,
-)
+from rnnreg.stacked_resume import read_group_resume, unreadable_resume
 from rnnreg.stacked_settings import on_a_cpu
 from rnnreg.stacked_step import group_step
-from rnnreg.sweep import same_overrides
+from rnnreg.stacked_stop import Stopped, StopRequest, go_on_command
 from rnnreg.timing import median_step_words_per_second
 from rnnreg.training_signals import divergence_message
 
@@ -78,13 +68,6 @@ class Member:
     fit_seconds: float = 0.0
 
 
-def same_fingerprint(a: list, b: list) -> bool:
-    """Two groups' fingerprints (group key, members' overrides) name one group: each member's overrides in
-    whatever order its command gave them."""
-    (key_a, jobs_a), (key_b, jobs_b) = a, b
-    return key_a == key_b and len(jobs_a) == len(jobs_b) and all(map(same_overrides, jobs_a, jobs_b))
-
-
 class HostCopies(NamedTuple):
     """The members' stacked weights and momentum buffers (None: no member has momentum) on the host, in the
     stacked parameters' order: what an epoch's checkpoints and the resume file are written from."""
@@ -110,9 +93,6 @@ class GroupTrainer:
         self.wandb_runs: list[str | None] = [None] * len(jobs)  # the W&B runs a resumed group goes on in
         self.stop_after_windows = stop_after_windows
         cfg = self.cfg = jobs[0].cfg  # what every member shares
-        for job in jobs:
-            if job.cfg.optim.lr <= 0:
-                raise ConfigError(f"optim.lr={job.cfg.optim.lr} must be positive (the paper uses 1.0) (job {job.idx})")
         self.datamodule = instantiate(cfg.data)
         self.vocab = self.datamodule.load().itos
         self.datamodule.check_splits()  # a split too short: the fix a run alone gives (data.bptt), before any work
@@ -162,8 +142,7 @@ class GroupTrainer:
         self.last_epoch_words_per_second = 0.0
         self.window_seconds: list[float] = []  # this epoch's, window end to window end (as SpeedMonitor's steps)
         self.words_per_window = 0
-        self.stop_signal: int | None = None
-        self.stage = "training"  # what a signal stops: training (after its window), validation, the final test
+        self.stop = StopRequest(group)  # a signal's: where the group stops depends on what it is doing
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
         self.val_every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)  # (the group key holds it: shared)
         self.writer = FileWriter(background=self.step.files_in_background)  # checkpoints and the resume file
@@ -226,13 +205,8 @@ class GroupTrainer:
         fit_start = time.perf_counter() - self.fit_seconds
         while self.epoch < cfg.trainer.max_epochs and any(self.running()):
             epoch, lrs = self.epoch, self.lrs(self.epoch)
-            if self.window == 0:
-                self.step.carry(None)
-                self.step.nll_sum.zero_()
-                self.tokens = 0
-                for k, m in enumerate(self.members):
-                    if m.status == "running":  # LearningRateMonitor's row at the epoch's start
-                        self.record(k, {"epoch": "", "step": self.global_step, "train/lr": lrs[k]})
+            if self.window == 0:  # (not after a resume inside the epoch)
+                self.start_epoch(lrs)
             start = last_window_end = time.perf_counter()
             first_window, first_tokens = self.window, self.tokens  # mid-epoch after a resume
             self.window_seconds = []
@@ -251,13 +225,10 @@ class GroupTrainer:
                 if self.global_step % check_every == 0:
                     self.check_failures()
                 if self.global_step % self.log_every == 0:
-                    values = self.step.loss.tolist()
-                    for k, m in enumerate(self.members):
-                        if m.status == "running":
-                            self.record(k, {"epoch": epoch, "step": self.global_step - 1, "train/loss": values[k]})
+                    self.log_losses(epoch)  # a host sync on CUDA
                 if self.stop_after_windows and self.global_step == self.stop_after_windows:
                     os.kill(os.getpid(), signal.SIGTERM)  # tests: a real signal, handled as a scheduler's
-                if self.stop_signal is not None and self.window < n_train:
+                if self.stop.signal is not None and self.window < n_train:
                     self.check_failures()
                     self.seconds(start)
                     self.fit_seconds = time.perf_counter() - fit_start
@@ -266,9 +237,9 @@ class GroupTrainer:
             epoch_seconds = self.seconds(start)
             val_ppl, val_seconds = None, 0.0  # an epoch without validation (trainer.check_val_every_n_epoch)
             if self.validates(epoch):
-                val_start, self.stage = time.perf_counter(), "validation"
+                val_start, self.stop.stage = time.perf_counter(), "validation"
                 val_ppl = self.evaluate(val, n_val, members=self.running())  # a host sync: its perplexities
-                val_seconds, self.stage = time.perf_counter() - val_start, "training"
+                val_seconds, self.stop.stage = time.perf_counter() - val_start, "training"
             self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
             copies = self.host_copies()
             self.end_epoch(val_ppl, epoch_seconds, self.tokens - first_tokens, copies)
@@ -281,9 +252,25 @@ class GroupTrainer:
             progress.epoch_done(epoch, full_epoch_seconds, val_seconds, words_per_second, val_ppl, statuses)
             self.fit_seconds = time.perf_counter() - fit_start
             self.save_resume(copies)
-            if self.stop_signal is not None:
+            if self.stop.signal is not None:
                 return
         self.fit_seconds = time.perf_counter() - fit_start
+
+    def start_epoch(self, lrs: list[float]) -> None:
+        """An epoch's start: the state from zeros, its sums from nothing, each running member's lr logged."""
+        self.step.carry(None)
+        self.step.nll_sum.zero_()
+        self.tokens = 0
+        for k, m in enumerate(self.members):
+            if m.status == "running":  # LearningRateMonitor's row at the epoch's start
+                self.record(k, {"epoch": "", "step": self.global_step, "train/lr": lrs[k]})
+
+    def log_losses(self, epoch: int) -> None:
+        """Each running member's last window's loss, as a run logs train/loss every trainer.log_every_n_steps."""
+        values = self.step.loss.tolist()
+        for k, m in enumerate(self.members):
+            if m.status == "running":
+                self.record(k, {"epoch": epoch, "step": self.global_step - 1, "train/loss": values[k]})
 
     def seconds(self, start: float) -> float:
         elapsed = time.perf_counter() - start
@@ -498,22 +485,16 @@ class GroupTrainer:
         self.writer.submit(save_atomically, state, self.resume_file)
 
     def load_resume(self) -> None:
-        try:
-            state = load_resume_file(self.resume_file)
-            fingerprint = checked_fingerprint(state)
-        except Exception as err:
-            raise unreadable_resume(self.resume_file, err) from None
-        if not same_fingerprint(fingerprint, self.fingerprint()):  # (resumed_groups says which, up front)
-            key, now = fingerprint[0], self.fingerprint()[0]
-            what = f"settings ({setting_differences(key, now)})" if key != now else "jobs"
-            raise ConfigError(
-                f"{self.resume_file} was written by another sweep (other {what} in group {self.group}): "
-                f"resume with the same command and hydra.sweep.dir, or start a new sweep"
-            )
-        hidden, pad = self.model.hidden_size, self.pad_hidden_to
-        if why := resume_refusal(self.resume_file, state, self.step.name, self.device.type, hidden, pad):
-            raise ConfigError(why)
-        try:  # a file edited by hand (its fingerprint intact): the first value that does not fit says so
+        """The group as its resume file holds it, checked first (rnnreg.stacked_resume): one line where it cannot go
+        on exactly, or where a value does not fit (a file edited by hand)."""
+        state = read_group_resume(
+            self.resume_file,
+            self.fingerprint(),
+            self.group,
+            (self.step.name, self.device.type, self.model.hidden_size, self.pad_hidden_to),
+            self.cfg.trainer.max_epochs,
+        )
+        try:  # its fingerprint and counts intact: the first tensor that does not fit says so
             self.apply_resume(state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
             raise unreadable_resume(self.resume_file, err) from None
@@ -521,18 +502,6 @@ class GroupTrainer:
 
     def apply_resume(self, state: dict) -> None:
         """The group as its resume file holds it (load_resume: any value that does not fit raises)."""
-        counts = {name: state[name] for name in ("epoch", "window", "global_step", "tokens")}
-        seconds = {name: state[name] for name in ("train_seconds", "fit_seconds")}
-        for name, value in (counts | seconds).items():
-            whole = name in counts
-            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < 0:
-                raise ValueError(f"{name}={value!r} is not a {'whole ' if whole else ''}number of at least 0")
-        if state["epoch"] > self.cfg.trainer.max_epochs:  # (the group key holds max_epochs: edited by hand)
-            raise ValueError(
-                f"epoch={state['epoch']} is beyond the group's trainer.max_epochs={self.cfg.trainer.max_epochs}"
-            )
-        if not isinstance(state["members"], list) or len(state["members"]) != len(self.jobs):
-            raise ValueError(f"members: not the group's {len(self.jobs)}")
         self.pad_into(self.params, state["params"])
         if self.best_params is not None:
             self.pad_into(self.best_params, state["best_params"])
@@ -567,59 +536,36 @@ class GroupTrainer:
                 )
         for folder, run_id in zip(self.folders, self.wandb_runs):
             folder.open_loggers(run_id)
-        handlers = self.install_handlers()
+        handlers = self.stop.install()
         try:
             results = self.fit_and_test()
         except KeyboardInterrupt:  # a second Ctrl-C: abort at once, the members' folders saying so
-            self.restore_handlers(handlers)
-            self.stop_signal = signal.SIGINT
+            self.stop.restore(handlers)
+            self.stop.signal = signal.SIGINT
             self.record_stop()
             raise SystemExit(128 + signal.SIGINT) from None
         except OutputError as err:
             self.output_failed(err)
             raise
         finally:
-            self.restore_handlers(handlers)
+            self.stop.restore(handlers)
             self.writer.close()  # whatever happened: the files handed over are written before we go
         self.resume_file.unlink(missing_ok=True)
-        if self.stop_signal is not None:  # it came as the last metrics.json were written: the sweep stops here
-            print(f"{STOPPED_BY[self.stop_signal]}: the sweep stopped; go on with: {self.go_on_command()}", flush=True)
-            raise SystemExit(128 + self.stop_signal)
+        if self.stop.signal is not None:  # it came as the last metrics.json were written: the sweep stops here
+            print(f"{STOPPED_BY[self.stop.signal]}: the sweep stopped; go on with: {self.go_on()}", flush=True)
+            raise SystemExit(128 + self.stop.signal)
         return results
 
     def fit_and_test(self) -> list[tuple[str, object]]:
         """Train and test; a signal (handled from fit's start to the last metrics.json) stops the group resumably."""
         self.fit()
-        if self.stop_signal is None:
+        if self.stop.signal is None:
             try:
                 return self.finish()
             except Stopped:  # in the final test: the resume file of the last epoch's end holds the trained state
                 pass
         self.interrupted()
-        raise SystemExit(128 + self.stop_signal)
-
-    def install_handlers(self) -> dict:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def stop(signum, frame) -> None:
-            self.stop_signal = signum
-            signal.signal(signal.SIGINT, handlers[signal.SIGINT])  # a second Ctrl-C interrupts at once
-            when = {
-                "training": "after this window",
-                "validation": "after this epoch's validation",
-                "test": "now (the final test runs again when it goes on)",
-            }[self.stage]
-            print(f"\n{signal.Signals(signum).name}: stopping the stacked group {when}", flush=True)
-
-        stops = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR1] if SLURMEnvironment.detect() else [])
-        handlers = {s: signal.signal(s, stop) for s in stops}  # under SLURM, its warning before the time limit too
-        return handlers
-
-    @staticmethod
-    def restore_handlers(handlers: dict) -> None:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+        raise SystemExit(128 + self.stop.signal)
 
     def interrupted(self) -> None:
         self.writer.wait()
@@ -635,8 +581,8 @@ class GroupTrainer:
     def record_stop(self) -> None:
         """Each member's csv, train.log and metrics.json say the signal stopped it (a single run's words), and
         one console line says how to go on."""
-        reason = STOPPED_BY[self.stop_signal]
-        resume = self.go_on_command()
+        reason = STOPPED_BY[self.stop.signal]
+        resume = self.go_on()
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             folder.write_csv(m.rows)
             folder.log(f"{reason}: stopped at epoch {self.epoch + 1}, window {self.window}")
@@ -647,18 +593,9 @@ class GroupTrainer:
             folder.write_metrics(record | {"stacked": self.stacked_record(k)})
         print(f"{reason}: the stacked group {self.group} stopped; go on with: {resume}", flush=True)
 
-    def go_on_command(self) -> str:
-        """The sweep's own command (its multirun.yaml) with hydra.launcher.resume=true in its folder."""
-        sweep = self.folders[0].path.parent
-        try:
-            overrides = OmegaConf.load(sweep / "multirun.yaml").hydra.overrides
-            given = [str(o) for o in [*overrides.hydra, *overrides.task]]
-        except Exception:  # no readable multirun.yaml (a group trained outside Hydra): the command's shape
-            given = ["...", "hydra/launcher=stacked"]
-        # the sweep's own folder, not a new dated one; and no test-only stop
-        dropped = ("hydra.mode=", "hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.stop_after_windows=")
-        kept = [o for o in given if not o.startswith(dropped)]
-        return shlex.join(["rnnreg-train", "-m", *kept, "hydra.launcher.resume=true", f"hydra.sweep.dir={sweep}"])
+    def go_on(self) -> str:
+        """The command that goes on with this sweep (its folder: the jobs' folders' parent)."""
+        return go_on_command(self.folders[0].path.parent)
 
     def output_failed(self, err: OutputError) -> None:
         """A file could not be written (disk full, ...): every member still training is failed with the error,
@@ -694,63 +631,20 @@ class GroupTrainer:
 
     def finish(self) -> list[tuple[str, object]]:
         """Test both protocols (all members at once, each on its final or best weights), write metrics.json."""
-        cfg = self.cfg
-        tests = {}
-        self.stage = "test"
-        for m, folder, on_best in zip(self.members, self.folders, self.tests_on_best):
-            if m.status != "failed" and m.val_ppl is None:  # a run's warnings, in its words
-                folder.log(
-                    f"no validation ran ({counted(m.epochs, 'epoch')} trained, trainer.check_val_every_n_epoch="
-                    f"{self.val_every}): metrics.json has no val_ppl and no best_val_ppl",
-                    "WARNING",
-                )
-                if on_best and cfg.get("test"):
-                    folder.log(
-                        "no validation ran, so there is no best checkpoint: testing the final weights", "WARNING"
-                    )
-        if cfg.get("test"):
-            params = self.test_params()
-            data = cfg.data
-            eval_bptt = data.get("eval_bptt") or data.bptt
-            for name, streams in (("test_ppl", data.get("test_batch_size", 1)), ("test_ppl_batched", data.batch_size)):
-                windows, count = self.windows("test", streams, eval_bptt, False, cfg.trainer.limit_test_batches)
-                tests[name] = self.evaluate(
-                    StopOnSignal(windows, self), count, params, [m.status != "failed" for m in self.members]
-                )
-                if self.stop_signal is not None:  # a program that evaluates member by member may have read all first
-                    raise Stopped()
+        self.stop.stage = "test"
+        self.warn_unvalidated()
+        tests = self.test() if self.cfg.get("test") else {}
         self.writer.wait()  # the checkpoints metrics.json and a W&B run's artifact point to
         results = []
-        per_member = self.model.parameters_per_member
-        for k, (m, job, folder) in enumerate(zip(self.members, self.jobs, self.folders)):
-            stacked = self.stacked_record(k)
+        for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             if m.status == "failed":
                 metrics = unfinished_record("failed", m.error, m.epochs, resume_from(folder.last_checkpoint()))
-                metrics["stacked"] = stacked
                 results.append(("failed", TrainingDiverged(m.error)))
             else:
                 m.status = "completed"
+                metrics = self.completed_metrics(k, {name: values[k] for name, values in tests.items()})
                 validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
-                speeds = {
-                    # the member's words per second of the group's time while it trained (the group's words/s over K)
-                    "words_per_second": m.words / m.train_seconds if m.train_seconds else 0.0,
-                    "words_per_second_median_step": median_step_words_per_second(
-                        self.words_per_window, self.window_seconds
-                    ),  # the last epoch's
-                    "words_per_second_last_epoch": self.last_epoch_words_per_second,
-                }
-                metrics = completed_record(
-                    (m.val_ppl, self.last_validation(m.epochs)) if validated else None,
-                    {name: values[k] for name, values in tests.items()},
-                    m.best_val if validated else None,
-                    m.epochs,
-                    m.fit_seconds,
-                    speeds,
-                    per_member,
-                    job.cfg.experiment_name,
-                )
-                metrics["stacked"] = stacked
-                results.append(("completed", m.best_val if validated else None))  # None: as a run's main() hands on
+                results.append(("completed", m.best_val if validated else None))  # as a run's main() hands on
                 if tests:
                     self.record(
                         k,
@@ -762,25 +656,62 @@ class GroupTrainer:
                         },
                     )
                     folder.write_csv(m.rows)
+            metrics["stacked"] = self.stacked_record(k)
             folder.write_metrics(metrics)
             folder.log(f"metrics: {metrics}")
         return results
 
+    def warn_unvalidated(self) -> None:
+        """A run's warnings, in its words, in the folder of each member that ended without a validation."""
+        for m, folder, on_best in zip(self.members, self.folders, self.tests_on_best):
+            if m.status != "failed" and m.val_ppl is None:
+                folder.log(
+                    f"no validation ran ({counted(m.epochs, 'epoch')} trained, trainer.check_val_every_n_epoch="
+                    f"{self.val_every}): metrics.json has no val_ppl and no best_val_ppl",
+                    "WARNING",
+                )
+                if on_best and self.cfg.get("test"):
+                    folder.log(
+                        "no validation ran, so there is no best checkpoint: testing the final weights", "WARNING"
+                    )
 
-class Stopped(Exception):
-    """A signal stopped the group's final test."""
+    def test(self) -> dict[str, list[float]]:
+        """Every member's test perplexity in both protocols (test_ppl: the paper's; test_ppl_batched); Stopped at a
+        signal."""
+        data, tests = self.cfg.data, {}
+        params = self.test_params()
+        eval_bptt = data.get("eval_bptt") or data.bptt
+        for name, streams in (("test_ppl", data.get("test_batch_size", 1)), ("test_ppl_batched", data.batch_size)):
+            windows, count = self.windows("test", streams, eval_bptt, False, self.cfg.trainer.limit_test_batches)
+            tests[name] = self.evaluate(
+                self.stop.windows(windows), count, params, [m.status != "failed" for m in self.members]
+            )
+            if self.stop.signal is not None:  # a program that evaluates member by member may have read all first
+                raise Stopped()
+        return tests
 
-
-class StopOnSignal:
-    """A split's windows that stop (Stopped) at the first window read after the group's signal handler ran."""
-
-    def __init__(self, windows, trainer: GroupTrainer):
-        self.windows, self.trainer = windows, trainer
-
-    def __getitem__(self, i: int):
-        if self.trainer.stop_signal is not None:
-            raise Stopped()
-        return self.windows[i]
+    def completed_metrics(self, k: int, tests: dict[str, float]) -> dict:
+        """Member k's metrics.json as its job's run writes it, `tests` its test perplexities."""
+        m = self.members[k]
+        validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
+        speeds = {
+            # the member's words per second of the group's time while it trained (the group's words/s over K)
+            "words_per_second": m.words / m.train_seconds if m.train_seconds else 0.0,
+            "words_per_second_median_step": median_step_words_per_second(
+                self.words_per_window, self.window_seconds
+            ),  # the last epoch's
+            "words_per_second_last_epoch": self.last_epoch_words_per_second,
+        }
+        return completed_record(
+            (m.val_ppl, self.last_validation(m.epochs)) if validated else None,
+            tests,
+            m.best_val if validated else None,
+            m.epochs,
+            m.fit_seconds,
+            speeds,
+            self.model.parameters_per_member,
+            self.jobs[k].cfg.experiment_name,
+        )
 
 
 def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
