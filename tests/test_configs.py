@@ -220,7 +220,11 @@ def test_paper_recipe_carries_data_and_trainer_overrides(tiny_corpus):
 )
 def test_the_run_plan_names_each_dropout_sites_own_rate(tiny_cfg, overrides, says):
     _, task, trainer = build(tiny_cfg(*overrides))
-    assert RunPlan("paper_small").describe(trainer, task).endswith(says)
+    assert (
+        RunPlan("paper_small", warmup_windows=2, measure_windows=10, cpu_hint_minutes=30)
+        .describe(trainer, task)
+        .endswith(says)
+    )
     assert RunPlan.plan(SimpleNamespace(num_training_batches=168), 1) == "1 epoch x 168 windows per epoch"
 
 

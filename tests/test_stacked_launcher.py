@@ -1069,6 +1069,25 @@ def test_members_validating_every_second_epoch_are_their_jobs_run_alone(setup):
     assert "there is no best checkpoint: testing the final weights" in (stacked / "2" / "train.log").read_text()
 
 
+def test_a_groups_estimate_follows_the_run_plans_settings(tmp_path, tiny_corpus, capsys):
+    """callbacks.run_plan's windows, as a run's RunPlan reads them: timed after its warm-up (and the program's
+    own eager windows), over its measured windows; without a run plan, no estimate, as a run has none."""
+    budget = ("trainer.max_epochs=1", "trainer.limit_train_batches=8", "test=false")
+    for plan, says in (
+        (("callbacks.run_plan.warmup_windows=1", "callbacks.run_plan.measure_windows=3"), "(over 3 windows after"),
+        (("callbacks.run_plan.warmup_windows=0", "callbacks.run_plan.measure_windows=5"), "(over 5 windows, warm-up"),
+        (("~callbacks.run_plan",), None),
+    ):
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        jobs = group_jobs_here(folder, tiny_corpus, *budget, *plan)
+        stacked_train.GroupTrainer(jobs, 0, folder / ".stacked" / "group_0.pt").run(resume=False)
+        estimates = [line for line in capsys.readouterr().out.splitlines() if " s per window (over " in line]
+        if says is None:
+            assert estimates == []
+        else:
+            assert len(estimates) == 1 and says in estimates[0], estimates
+
+
 def test_a_group_says_the_validations_it_will_run(capsys):
     """The group's estimate counts the validations of trainer.check_val_every_n_epoch (here 1 of 3 epochs)."""
     from rnnreg.console import format_duration

@@ -227,9 +227,8 @@ class RunPlan(L.Callback):
     warm-up), the measured seconds per window and the whole run's estimated time. On a CPU, when that is
     over `cpu_hint_minutes`, a hint to the CPU-sized experiments. Logged once, on rank 0 (train.log too)."""
 
-    def __init__(
-        self, experiment: str = "", warmup_windows: int = 2, measure_windows: int = 10, cpu_hint_minutes: float = 30
-    ) -> None:
+    def __init__(self, experiment: str, *, warmup_windows: int, measure_windows: int, cpu_hint_minutes: float) -> None:
+        # (no defaults: conf/callbacks/default.yaml holds them)
         self.experiment = experiment
         self.warmup_windows, self.measure_windows = warmup_windows, measure_windows
         self.cpu_hint_minutes = cpu_hint_minutes

@@ -216,10 +216,10 @@ class LMDataModule(L.LightningDataModule):
         files: dict,
         url_base: str | None = None,
         *,
-        batch_size: int,  # (no defaults: the recipes' values live in conf/, one per experiment)
-        bptt: int,
-        eval_bptt: int | None = None,
-        test_batch_size: int = 1,
+        batch_size: int,  # no default: each recipe's own (conf/experiment)
+        bptt: int,  # no default: each recipe's own
+        eval_bptt: int | None = None,  # None: bptt
+        test_batch_size: int = 1,  # the paper's test protocol: one stream over the whole test set
     ):
         super().__init__()
         if batch_size <= 0 or bptt <= 0 or test_batch_size <= 0:

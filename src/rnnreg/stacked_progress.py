@@ -37,13 +37,14 @@ class GroupProgress:
         windows_per_epoch: int,
         validation_windows: float,
         device: torch.device,
-        warmup_windows: int,
-        measure_windows: int = 10,
+        warmup_windows: int | None,
+        measure_windows: int | None,
         tested: bool = True,
         val_every: int = 1,
     ):
         """`validation_windows`: one validation pass in training windows' worth of words (its windows' words
-        over a training window's); `val_every`: the group validates after every `val_every`-th epoch
+        over a training window's); `warmup_windows`, `measure_windows`: the estimate's timing (None: no estimate,
+        as a run without callbacks.run_plan); `val_every`: the group validates after every `val_every`-th epoch
         (trainer.check_val_every_n_epoch)."""
         self.group, self.labels, self.epochs = group, labels, epochs
         self.windows_per_epoch, self.validation_windows = windows_per_epoch, validation_windows
@@ -51,13 +52,18 @@ class GroupProgress:
         self.val_seconds: float | None = None  # the latest validation pass's
         self.device = device
         self.tested = tested  # a test follows the training (cfg.test)
-        self.timer = FirstWindows(warmup_windows, measure_windows, lambda: device_clock(device))  # three syncs a run
+        self.timer = None  # three syncs a run
+        if warmup_windows is not None and measure_windows is not None:
+            self.timer = FirstWindows(warmup_windows, measure_windows, lambda: device_clock(device))
 
     def started(self) -> None:
-        self.timer.begin()
+        if self.timer is not None:
+            self.timer.begin()
 
     def window_done(self, epoch: int, window: int) -> None:
         """After a training window: `window` windows of 0-based `epoch` done."""
+        if self.timer is None:
+            return
         seconds_per_window = self.timer.window_done(last=window >= self.windows_per_epoch)
         if seconds_per_window is not None:
             self.estimate(seconds_per_window, epoch, window)

@@ -132,7 +132,7 @@ class GroupTrainer:
         # each member's best validation weights, kept only for a test that uses them (K models' worth of memory,
         # and of every resume file)
         self.tests_on_best = [
-            tests_best(job.cfg.get("test_ckpt", "last"), early_stopping=stopper is not None)
+            tests_best(job.cfg.test_ckpt, early_stopping=stopper is not None)
             for job, stopper in zip(jobs, self.stoppers)
         ]
         self.best_params = [p.detach().clone() for p in self.params] if any(self.tests_on_best) else None
@@ -184,12 +184,13 @@ class GroupTrainer:
         cfg = self.cfg
         data = cfg.data
         train, n_train = self.windows("train", data.batch_size, data.bptt, True, cfg.trainer.limit_train_batches)
-        eval_bptt = data.get("eval_bptt") or data.bptt
+        eval_bptt = self.datamodule.eval_bptt  # (data.eval_bptt, or data.bptt where that is null)
         val, n_val = self.windows("valid", data.batch_size, eval_bptt, False, cfg.trainer.limit_val_batches)
         if n_train < 1 or n_val < 1:
             raise ConfigError("trainer.limit_train_batches / limit_val_batches leave no window: raise them")
         self.n_train, self.n_val = n_train, n_val
         check_every = 1 if self.step.host_reads_are_free else self.log_every  # on CUDA a read is a sync
+        plan = (cfg.get("callbacks") or {}).get("run_plan")  # a run's RunPlan settings (none: no estimate, as a run)
         progress = GroupProgress(
             self.group,
             member_labels([j.overrides for j in self.jobs], [j.idx for j in self.jobs]),
@@ -197,7 +198,9 @@ class GroupTrainer:
             n_train,
             n_val * eval_bptt / data.bptt,
             self.device,
-            warmup_windows=self.step.warmup + 2,
+            # the program's own eager windows (before a graph's capture) untimed too
+            warmup_windows=self.step.warmup + plan.warmup_windows if plan else None,
+            measure_windows=plan.measure_windows if plan else None,
             tested=bool(cfg.get("test")),
             val_every=self.val_every,
         )
@@ -680,8 +683,8 @@ class GroupTrainer:
         signal."""
         data, tests = self.cfg.data, {}
         params = self.test_params()
-        eval_bptt = data.get("eval_bptt") or data.bptt
-        for name, streams in (("test_ppl", data.get("test_batch_size", 1)), ("test_ppl_batched", data.batch_size)):
+        eval_bptt = self.datamodule.eval_bptt
+        for name, streams in (("test_ppl", data.test_batch_size), ("test_ppl_batched", data.batch_size)):
             windows, count = self.windows("test", streams, eval_bptt, False, self.cfg.trainer.limit_test_batches)
             tests[name] = self.evaluate(
                 self.stop.windows(windows), count, params, [m.status != "failed" for m in self.members]

@@ -19,7 +19,10 @@ from rnnreg.training_signals import TrainingSignals
 
 
 class LanguageModelTask(L.LightningModule):
-    """`net` (optional): evaluate this module instead of building one (model averaging, rnnreg.ensemble)."""
+    """The paper's language-model task: `model`, `dropout`, `optim` as a paper_recipe gives them; `speed`
+    (optional): rnnreg-train's speed group (fast_step, cuda_graph), without which the step is Lightning's own
+    (automatic optimisation), as a library user's Trainer expects; `net` (optional): evaluate this module instead
+    of building one (model averaging, rnnreg.ensemble)."""
 
     def __init__(
         self,

@@ -170,7 +170,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     """Which weights the final test uses: the final ones (None, as the paper reports) or the best
     validation checkpoint ("best"); test_ckpt=auto is best exactly when early stopping is on."""
-    best = tests_best(cfg.get("test_ckpt", "last"), any(isinstance(c, EarlyStopping) for c in trainer.callbacks))
+    best = tests_best(cfg.test_ckpt, any(isinstance(c, EarlyStopping) for c in trainer.callbacks))
     # fast_dev_run writes no checkpoint: its (debug) test runs on the final weights
     if not (best and not trainer.fast_dev_run and trainer.checkpoint_callback):
         return None
