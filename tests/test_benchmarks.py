@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -82,6 +83,47 @@ def test_bench_gpu_dry_run(ptb_dir, tmp_path):
     again = json.loads((tmp_path / "bench_gpu.json").read_text())["sizes"]["small"]
     assert again["plain"] == small["plain"] and again["rnnreg"] == small["rnnreg"]
     check_side(again, "rnnreg_plain_step")
+
+
+def test_bench_gpu_sums_the_concurrent_jobs_steady_words_per_second(tmp_path, monkeypatch):
+    """--concurrent N: each job's steady words/s is its second epoch's (words_per_second_last_epoch in the job's
+    metrics.json, not the whole run's), the jobs' sum is compared with one job alone (the rnnreg side's steady
+    figure). Stand-ins for the runs: the plain loop, rnnreg's side and the multirun's jobs write hand-made
+    figures."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import bench_gpu
+
+    jobs = {0: (500.0, 600.0), 1: (700.0, 800.0), 2: (1000.0, 1100.0)}  # seed: (whole run, second epoch)
+    commands = []
+
+    def multirun(command, **kwargs):
+        commands.append(command)
+        sweep = Path(next(a for a in command if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
+        for seed, (whole, steady) in jobs.items():
+            (sweep / str(seed)).mkdir(parents=True)
+            metrics = {"words_per_second": whole, "words_per_second_last_epoch": steady}
+            (sweep / str(seed) / "metrics.json").write_text(json.dumps(metrics))
+
+    monkeypatch.setattr(
+        bench_gpu, "subprocess", SimpleNamespace(run=multirun, CalledProcessError=subprocess.CalledProcessError)
+    )
+    monkeypatch.setattr(bench_gpu, "plain", lambda *a: {"words_per_second": 400.0, "words_per_second_steady": 450.0})
+    alone = {"words_per_second": 900.0, "words_per_second_last_epoch": 1000.0, "status": "completed"}
+    monkeypatch.setattr(bench_gpu, "rnnreg", lambda *a, **kw: alone)
+    args = ["--out", str(tmp_path), "--device", "cpu", "--sizes", "small", "--steps", "8", "--sides", "rnnreg"]
+    monkeypatch.setattr(sys, "argv", ["bench_gpu.py", *args, "--concurrent", "3", "--concurrent-size", "small"])
+    bench_gpu.main()
+    (command,) = commands  # one multirun of the 3 jobs at once, each 2 epochs of steps/2 windows
+    assert {"seed=0,1,2", "hydra.launcher.n_jobs=3", "trainer.max_epochs=2", "trainer.limit_train_batches=4"} <= set(
+        command
+    )
+    concurrent = json.loads((tmp_path / "bench_gpu.json").read_text())["concurrent"]
+    steady = [second_epoch for _, second_epoch in jobs.values()]
+    assert concurrent["per_job_words_per_second_steady"] == steady
+    assert concurrent["sum_words_per_second_steady"] == 600.0 + 800.0 + 1100.0
+    assert concurrent["one_job_words_per_second_steady"] == alone["words_per_second_last_epoch"]
+    assert concurrent["sum_vs_one"] == (600.0 + 800.0 + 1100.0) / 1000.0
+    assert concurrent["jobs"] == 3 and concurrent["size"] == "small"
 
 
 def test_profile_step_dry_run(ptb_dir, tmp_path):
@@ -269,6 +311,80 @@ def test_bench_gemm_layouts_dry_run(ptb_dir, tmp_path):
     assert len(rows) == 6 * 9 and all(r["us"] > 0 and r["tflops"] > 0 for r in rows)
     # the recurrent step's rows also say how fast they read the members' W_hh
     assert all((r["weight_tbps"] is not None) == r["gemm"].startswith("recurrent step") for r in rows)
+
+
+def test_bench_gemm_layouts_padded_rows_are_a_view_of_the_same_numbers(monkeypatch):
+    """--row-width: hidden 8 held in rows 12 wide. Every operand whose rows are h wide is a view into padded
+    storage (its rows row_width apart), holding the same numbers as the unpadded layout (same seed), and every
+    GEMM computes the unpadded one's result: the same model in aligned rows."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import torch
+
+    import bench_gemm_layouts
+
+    h, width = 8, 12
+    sizes = {"k": 2, "h": h, "vocab": 30, "tokens": 12, "batch": 3, "dtype": torch.float32, "device": "cpu"}
+
+    def layout(row_width):
+        torch.manual_seed(0)
+        return bench_gemm_layouts.gemms(**sizes, row_width=row_width)
+
+    def rows_apart(t):
+        """How far apart t's rows of h contiguous numbers are (t transposed or not); None: no such rows."""
+        if t.shape[-1] == h and t.stride(-1) == 1:
+            return t.stride(-2)
+        if t.shape[-2] == h and t.stride(-2) == 1:
+            return t.stride(-1)
+        return None
+
+    plain, padded = layout(None), layout(width)
+    assert list(padded) == list(plain)
+    for name in plain:
+        (a, b, weight_bytes), (pa, pb, padded_weight_bytes) = plain[name], padded[name]
+        assert padded_weight_bytes == weight_bytes, name  # the model's weights, not the padding
+        for operand, padded_operand in ((a, pa), (b, pb)):
+            assert torch.equal(padded_operand, operand), name
+            apart, padded_apart = rows_apart(operand), rows_apart(padded_operand)
+            if apart == h:  # rows of h numbers: in the padded layout, row_width apart in storage
+                assert padded_apart == width, name
+                assert padded_operand.untyped_storage().nbytes() > padded_operand.numel() * 4, name
+            else:
+                assert padded_operand.stride() == operand.stride(), name
+        torch.testing.assert_close(torch.matmul(pa, pb), torch.matmul(a, b), rtol=1e-5, atol=1e-6, msg=name)
+    padded_rows = [name for name, (a, b, _) in plain.items() if h in (rows_apart(a), rows_apart(b))]
+    assert len(padded_rows) >= len(plain) - 1  # all but the backward step on W_hh stored transposed
+
+
+@pytest.mark.parametrize("experiment", ["paper_small", "paper_medium", "paper_large"])
+def test_reproduce_sets_the_papers_numbers_of_its_size_beside_ours(tmp_path, monkeypatch, capsys, experiment):
+    """reproduce.py's "paper" column: the valid and test perplexities of the experiment's size in conf/report.yaml
+    (paper.<size>), each beside our number of the same split. A stand-in for the training run writes its
+    metrics.json."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    from omegaconf import OmegaConf
+
+    import reproduce
+    from rnnreg import CONF_DIR
+
+    ours = {"status": "completed", "val_ppl": 91.25, "test_ppl": 88.5, "train_seconds": 12.0}
+    commands = []
+
+    def train(command, **kwargs):
+        commands.append(command)
+        run_dir = Path(next(a for a in command if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps(ours))
+
+    monkeypatch.setattr(reproduce, "subprocess", SimpleNamespace(run=train))
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--out", str(tmp_path), "--experiment", experiment])
+    reproduce.main()
+    assert f"experiment={experiment}" in commands[0]
+    size = OmegaConf.load(Path(CONF_DIR) / "report.yaml").paper[experiment.removeprefix("paper_")]
+    result = json.loads((tmp_path / f"reproduce_{experiment}.json").read_text())
+    assert result["paper"] == {"val_ppl": size.valid_ppl, "test_ppl": size.test_ppl}
+    assert result["metrics"]["val_ppl"] == ours["val_ppl"] and result["metrics"]["test_ppl"] == ours["test_ppl"]
+    printed = capsys.readouterr().out.splitlines()[-1]
+    assert f"valid 91.25 (paper {size.valid_ppl}), test 88.50 (paper {size.test_ppl})" in printed
 
 
 @pytest.mark.parametrize("handled", [False, True])

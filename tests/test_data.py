@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import threading
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 import torch
 
 from helpers import compose_config
+from rnnreg.command_line import validate_args
 from rnnreg.data import SPLITS, BPTTWindows, Corpus, DataError, LMDataModule, batchify, ensure_files, sha256_of
+from rnnreg.errors import ConfigError
 
 PTB_FILES = {s: {"name": f"ptb.{s}.txt"} for s in ("train", "valid", "test")}
 
@@ -55,6 +58,35 @@ def test_evaluation_windows_cover_the_predictions_without_an_empty_one(rows, len
     windows = BPTTWindows(torch.arange(rows).view(rows, 1), 10, drop_last=False)
     assert [windows[i][1].size(0) for i in range(len(windows))] == lengths
     assert torch.equal(torch.cat([windows[i][1] for i in range(len(windows))]).flatten(), torch.arange(1, rows))
+
+
+@pytest.mark.parametrize(
+    "rows,training,evaluation",
+    [
+        (31, 3, [10, 10, 10]),  # 30 predictions: the last training window ends where the data ends
+        (32, 3, [10, 10, 10, 1]),  # one prediction left over: dropped in training, a window of 1 in evaluation
+        (40, 3, [10, 10, 10, 9]),  # rows a multiple of bptt: still 3 full windows (39 predictions)
+        (41, 4, [10, 10, 10, 10]),
+    ],
+)
+def test_training_windows_are_all_bptt_long_and_evaluation_ends_with_a_shorter_one(rows, training, evaluation):
+    """BPTTWindows over 3 streams, bptt 10. Training (drop_last): every window exactly bptt long in x and in y, y
+    the rows after x's, the windows tiling the streams from the first row with the partial one dropped. Evaluation:
+    the same windows and a shorter last one, whose x and y are as long and whose y ends at the last row."""
+    streams = torch.arange(rows * 3).view(rows, 3)
+    train = BPTTWindows(streams, 10, drop_last=True)
+    assert len(train) == training
+    for i in range(training):
+        x, y = train[i]
+        assert x.shape == y.shape == (10, 3), i
+        assert torch.equal(x, streams[10 * i : 10 * i + 10]) and torch.equal(y, streams[10 * i + 1 : 10 * i + 11]), i
+    _, last_y = train[training - 1]
+    assert torch.equal(last_y[-1], streams[10 * training])  # rows 1..10 x training predicted (31, 41: all of them)
+    valid = BPTTWindows(streams, 10, drop_last=False)
+    assert [valid[i][0].size(0) for i in range(len(valid))] == [valid[i][1].size(0) for i in range(len(valid))]
+    assert [valid[i][1].size(0) for i in range(len(valid))] == evaluation
+    x, y = valid[len(valid) - 1]
+    assert torch.equal(y, streams[rows - evaluation[-1] :]) and torch.equal(x, streams[rows - evaluation[-1] - 1 : -1])
 
 
 def test_eval_windows_predict_every_token_once(ptb: Corpus):
@@ -190,3 +222,18 @@ def test_every_split_is_pinned_to_ptbs_sum(ptb_dir: Path, pinned_files):
     for split in SPLITS:
         spec = pinned_files[split]
         assert spec.sha256 == sha256_of(ptb_dir / spec.name), split
+
+
+def test_a_ptb_split_without_its_pinned_sum_is_refused(ptb_config):
+    """conf/data/ptb.yaml gives every split its sha256 (ensure_files checks a split only against a sum it is given),
+    and the schema requires the key: a data config whose split has no sha256 (deleted from ptb.yaml, or by
+    ~data.files.<split>.sha256) is refused in one line naming it, not trained on with that split unchecked; null
+    is how a config says not to check a file (conf/data/text.yaml)."""
+    for split in SPLITS:
+        pinned = ptb_config.files[split].get("sha256")
+        assert re.fullmatch(r"[0-9a-f]{64}", str(pinned)), f"conf/data/ptb.yaml pins no sha256 for {split}: {pinned}"
+    assert validate_args("train", ["experiment=paper_small"]) == 1
+    for split in SPLITS:
+        message = rf"^data.files.{split}.sha256 is missing: it must be a non-empty string or null \(the file's pinned"
+        with pytest.raises(ConfigError, match=message):
+            validate_args("train", ["experiment=paper_small", f"~data.files.{split}.sha256"])
