@@ -18,9 +18,9 @@ import torch
 
 import warm_start
 from helpers import BIN, TINY, assert_diverges_in_epoch_2, free_port, run, srun_env, write_corpus
-from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.preemption import Preemption
 from rnnreg.report import history
+from rnnreg.run_record import STOPPED_BY
 from rnnreg.train import train
 
 COMMON = (

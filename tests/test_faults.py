@@ -17,10 +17,10 @@ from lightning.pytorch.loggers import CSVLogger
 import warm_start
 from helpers import BIN, TINY, assert_diverges_in_epoch_2, compose_config, run, signal_at, srun_env, write_corpus
 from rnnreg import CONF_DIR
-from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import replace_atomically
+from rnnreg.run_record import STOPPED_BY
 from rnnreg.task import load_task
 from rnnreg.train import build, train
 

@@ -36,12 +36,12 @@ from helpers import (
     write_corpus,
 )
 from rnnreg import stacked_outputs, stacked_resume, stacked_settings, stacked_train
-from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.model import net_kwargs
+from rnnreg.run_record import STOPPED_BY
 from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, group_jobs, group_key, resumed_groups

@@ -12,11 +12,11 @@ import torch
 import yaml
 
 from helpers import TINY, compose_config, run, signal_at, wandb_run_parts, wandb_runs
-from rnnreg.checkpoints import STOPPED_BY
 from rnnreg.io import load_checkpoint
 from rnnreg.preemption import requeued_checkpoint
 from rnnreg.report import by_epoch, collect, history
 from rnnreg.report_figures import plot_groups
+from rnnreg.run_record import STOPPED_BY
 from rnnreg.training import train
 
 

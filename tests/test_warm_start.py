@@ -14,7 +14,7 @@ import pytest
 
 import warm_start
 from helpers import BIN, TINY
-from rnnreg.checkpoints import STOPPED_BY
+from rnnreg.run_record import STOPPED_BY
 
 pytestmark = pytest.mark.skipif(os.environ.get("TESTS_COLD_START") == "1", reason="TESTS_COLD_START=1: nothing warm")
 # each run's folder: names alike but for a digit, which lines() below reads as any number, wherever the config

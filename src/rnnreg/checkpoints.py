@@ -32,15 +32,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location if map_location is not None else "cpu")
 
 
-# metrics.json's `error` for a run a signal stopped (a single run's and a stacked group's members')
-STOPPED_BY = {
-    signal.SIGINT: "Ctrl-C (stopped by the user)",
-    signal.SIGTERM: "SIGTERM (pre-empted or stopped)",
-    signal.SIGUSR1: "SIGUSR1 (SLURM's warning before its time limit)",
-    signal.SIGUSR2: "SIGUSR2 (submitit's warning before its time limit, or pre-emption)",
-}
-
-
 def tests_best(test_ckpt: str, early_stopping: bool) -> bool:
     """Whether a run's final test takes its best validation weights rather than its final ones (the paper's
     choice): test_ckpt=best, or test_ckpt=auto with early stopping on."""

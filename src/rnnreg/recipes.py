@@ -82,8 +82,9 @@ def _changed(cfg: DictConfig, base: DictConfig) -> dict[str, Any]:
     return {k: a.get(k) for k in a.keys() | b.keys() if a.get(k, gone) != b.get(k, gone)}
 
 
-def plain(node: DictConfig) -> dict:
-    return OmegaConf.to_container(node, resolve=True)
+def plain(value: Any) -> Any:
+    """A config node as plain Python (dicts and lists), its interpolations resolved; any other value as it is."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def optim_settings(cfg: DictConfig) -> dict:
@@ -137,15 +138,11 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
         "dropout": plain(cfg.dropout),
         "optim": optim_settings(cfg),
         # ptb_datamodule(**data): another corpus's folder and files (data=text) come with it
-        "data": {key: _plain(cfg.data[key]) for key in (*DATA_KEYS, *sorted(data - set(DATA_KEYS)))},
+        "data": {key: plain(cfg.data[key]) for key in (*DATA_KEYS, *sorted(data - set(DATA_KEYS)))},
         "trainer": {"max_epochs": cfg.trainer.max_epochs}
-        | {key: _plain(cfg.trainer[key]) for key in sorted(trainer - TRAINER_NOT_PASSED)},
+        | {key: plain(cfg.trainer[key]) for key in sorted(trainer - TRAINER_NOT_PASSED)},
         "seed": cfg.seed,
     }
-
-
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def ptb_datamodule(**kwargs: Any):

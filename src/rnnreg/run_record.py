@@ -5,11 +5,20 @@ back. Plain Python: rnnreg-report and the launchers read it without torch."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 # Above this mean NLL per word exp(NLL) overflows float64: the run has diverged (training stops: rnnreg.
 # training_signals.diverged), and no perplexity a run records is above exp(MAX_NLL).
 MAX_NLL = 700.0
+
+# metrics.json's `error` for a run a signal stopped (a single run's and a stacked group's members')
+STOPPED_BY = {
+    signal.SIGINT: "Ctrl-C (stopped by the user)",
+    signal.SIGTERM: "SIGTERM (pre-empted or stopped)",
+    signal.SIGUSR1: "SIGUSR1 (SLURM's warning before its time limit)",
+    signal.SIGUSR2: "SIGUSR2 (submitit's warning before its time limit, or pre-emption)",
+}
 
 
 def completed_record(

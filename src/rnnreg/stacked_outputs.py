@@ -15,12 +15,11 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.core.saving import save_hparams_to_yaml
-from omegaconf import OmegaConf
 
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, hyperparameters, wandb_run_id
-from rnnreg.recipes import optim_settings
 from rnnreg.runtime import instantiate, print_config_tree
+from rnnreg.task import task_arguments
 
 if TYPE_CHECKING:
     from rnnreg.stacked_launcher import Job
@@ -146,15 +145,7 @@ class JobFolder:
 
     def task_hyperparameters(self, vocab_size: int | None) -> dict:
         """LanguageModelTask's hyperparameters for this job, as its checkpoint holds them."""
-        cfg = self.job.cfg
-        plain = OmegaConf.to_container(cfg, resolve=True)
-        return {
-            "vocab_size": vocab_size,
-            "model": plain["model"],
-            "dropout": plain["dropout"],
-            "optim": optim_settings(cfg),
-            "speed": plain["speed"],
-        }
+        return {"vocab_size": vocab_size, **task_arguments(self.job.cfg)}
 
     def save_checkpoint(self, name: str, checkpoint: dict, link_to: str | None = None) -> None:
         """checkpoints/<name>: `checkpoint`, or a hard link to checkpoints/<link_to> when that holds the same

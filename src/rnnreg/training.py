@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
-from rnnreg.checkpoints import STOPPED_BY, stopped_by_ctrl_c, tests_best
+from rnnreg.checkpoints import stopped_by_ctrl_c, tests_best
 from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
@@ -26,7 +26,7 @@ from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb, hyperpar
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
 from rnnreg.preemption import Preemption, requeued_checkpoint
-from rnnreg.recipes import optim_settings, plain
+from rnnreg.recipes import plain
 from rnnreg.resume import check_resume_settings, check_resume_window
 from rnnreg.run_lock import (
     RunLock,
@@ -34,7 +34,7 @@ from rnnreg.run_lock import (
     check_not_in_checkpoints,
     launched_as_rank_zero,
 )
-from rnnreg.run_record import completed_record, recorded_metrics, resume_from, unfinished_record
+from rnnreg.run_record import STOPPED_BY, completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import (
     apply_speed,
     instantiate,
@@ -46,7 +46,7 @@ from rnnreg.runtime import (
 )
 from rnnreg.schema import validate
 from rnnreg.sweep import in_multirun
-from rnnreg.task import LanguageModelTask
+from rnnreg.task import LanguageModelTask, task_arguments
 
 # Errors in the input, found before training starts: the run folder gets no metrics.json (a run that started
 # and stopped, by divergence, a signal or a bug, says why in metrics.json)
@@ -65,8 +65,8 @@ def build(
     """`wandb_id`: the W&B run of the checkpoint a run resumes (it logs on into that run); `wandb_parts`: the
     folders of that run's offline parts so far."""
     datamodule = instantiate(cfg.data)
-    optim = optim_settings(cfg)  # the clip is the update rule's (rnnreg.optim): Lightning's own clipping stays off
-    task = LanguageModelTask(datamodule.vocab_size, plain(cfg.model), plain(cfg.dropout), optim, plain(cfg.speed))
+    # (optim holds the clip: it is the update rule's, rnnreg.optim; Lightning's own clipping stays off)
+    task = LanguageModelTask(datamodule.vocab_size, **task_arguments(cfg))
     loggers = instantiate_loggers(cfg, wandb_id, wandb_parts)
     # LearningRateMonitor has nowhere to write without a logger (logger=none); Lightning refuses a progress
     # bar callback under trainer.enable_progress_bar=false
