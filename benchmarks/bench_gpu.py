@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from bench_speed import SIZES, TRAIN, plain, rnnreg
+from bench_speed import STEPS, TRAIN, plain, recipe, rnnreg
 
 SIDES = {
     "rnnreg": (),
@@ -95,11 +95,11 @@ def concurrent(jobs: int, size: str, steps: int, accelerator: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for bench_gpu.json")
-    parser.add_argument("--sizes", nargs="*", default=["medium", "large"], choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="*", default=["medium", "large"], choices=list(STEPS))
     parser.add_argument("--steps", type=int, default=1000, help="training windows per run (half of them timed)")
     parser.add_argument("--sides", nargs="+", default=DEFAULT_SIDES, choices=list(SIDES))
     parser.add_argument("--concurrent", type=int, default=0, help="also run N medium jobs at once (0: skip)")
-    parser.add_argument("--concurrent-size", default="medium", choices=list(SIZES), help="the size of those jobs")
+    parser.add_argument("--concurrent-size", default="medium", choices=list(STEPS), help="the size of those jobs")
     parser.add_argument(
         "--device",
         default="cuda",
@@ -130,7 +130,7 @@ def main() -> None:
             entry["plain"] = attempt(plain, size, args.steps, "--device", args.device, "--warmup", str(half))
         for side in args.sides:
             entry[side] = attempt(rnnreg, size, half, f"trainer.accelerator={accelerator}", *SIDES[side], epochs=2)
-        words = SIZES[size][1] * 20  # words per window: bptt x 20 streams
+        words = recipe(size)[1] * 20  # words per window: bptt x 20 streams
         base = entry["plain"].get("words_per_second_steady")
         if base:
             print(

@@ -24,14 +24,25 @@ import torch
 HERE = Path(__file__).resolve().parent
 # rnnreg-train, as `python -m` (also where the project is on PYTHONPATH rather than installed)
 TRAIN = [sys.executable, "-m", "rnnreg.train"]
-# Architecture and recipe per size: (hidden, bptt, dropout, init, clip, steps timed on CPU).
-SIZES = {
-    "small": (200, 20, 0.0, 0.1, 5.0, 300),
-    "medium": (650, 35, 0.5, 0.05, 5.0, 30),
-    "large": (1500, 35, 0.65, 0.04, 10.0, 10),
-}
-# Runs per side: more where each run is short against the VM's drift (medium: 30 windows of 0.4 s).
+# Windows timed per run on a CPU, per size (the recipes themselves: conf/experiment/paper_<size>.yaml).
+STEPS = {"small": 300, "medium": 30, "large": 10}
+# Runs per side: more where each run is short against the VM's drift.
 REPEATS = {"small": 3, "medium": 5, "large": 3}
+
+
+def recipe(size: str) -> tuple[int, int, float, float, float]:
+    """The paper's recipe of `size` as the plain loop takes it: hidden, bptt, dropout (its non-recurrent sites'),
+    init scale, clip."""
+    from rnnreg.recipes import compose_config
+
+    cfg = compose_config(f"experiment=paper_{size}")
+    return (
+        cfg.model.hidden_size,
+        cfg.data.bptt,
+        cfg.dropout.between,
+        cfg.model.init_scale,
+        cfg.trainer.gradient_clip_val,
+    )
 
 
 def data_dir() -> Path:
@@ -39,7 +50,7 @@ def data_dir() -> Path:
 
 
 def plain(size: str, steps: int, *flags: str) -> dict:
-    hidden, bptt, dropout, init, clip, _ = SIZES[size]
+    hidden, bptt, dropout, init, clip = recipe(size)
     out = subprocess.run(
         [
             sys.executable,
@@ -92,20 +103,20 @@ def rnnreg(size: str, steps: int, *overrides: str, epochs: int = 1) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=list(STEPS))
     parser.add_argument("--repeats", type=int, default=None, help=f"runs per side (default {REPEATS})")
     parser.add_argument(
         "--step-lstm",
         nargs="*",
         default=["medium"],
-        choices=list(SIZES),
+        choices=list(STEPS),
         help="sizes at which to also time the step-loop LSTM against the fused one",
     )
     parser.add_argument(
         "--fast-step",
         nargs="*",
         default=["small"],
-        choices=list(SIZES),
+        choices=list(STEPS),
         help="sizes at which to also time speed.fast_step=true (off by default on CPU)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
@@ -118,7 +129,7 @@ def main() -> None:
         "sizes": {},
     }
     for size in args.sizes:
-        steps, repeats = SIZES[size][-1], args.repeats or REPEATS[size]
+        steps, repeats = STEPS[size], args.repeats or REPEATS[size]
         # "plain_same_malloc": the plain loop given rnnreg's allocator setting (speed.keep_freed_memory),
         # so the table separates that gain from the cost of the framework itself
         runs = {"plain": [], "plain_same_malloc": [], "rnnreg": []}

@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
 from rnnreg.lstm_layer import require_triton_cell
-from rnnreg.model import LSTMLanguageModel
+from rnnreg.model import LSTMLanguageModel, mean_nll, paper_objective
 from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.recipes import compose_config
 from rnnreg.runtime import keep_freed_memory
@@ -66,8 +65,7 @@ def time_single(args, lstm: str, data, device) -> float:
                 start = time.perf_counter()
             logits, state = net(x, state)
             state = tuple(s.detach() for s in state)
-            nll = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
-            (nll * x.size(0)).backward()
+            paper_objective(mean_nll(logits, y), x.size(0)).backward()
             clip_and_sgd_(one_member(params), one_member([p.grad for p in params]), 1.0, 5.0)
             for p in params:
                 p.grad = None

@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from bench_speed import SIZES
+from bench_speed import STEPS, recipe
 from rnnreg.fast import FastStep
-from rnnreg.model import LSTMLanguageModel
+from rnnreg.model import LSTMLanguageModel, mean_nll, paper_objective
 from rnnreg.optim import ClippedSGD
 from rnnreg.training_signals import TrainingSignals
 
@@ -40,7 +39,7 @@ def sync() -> None:
 
 def build(size: str, dropout: bool, seed: int = 0, lstm: str = "fused") -> tuple[LSTMLanguageModel, list]:
     """The paper's model (fused nn.LSTM, or our step-loop LSTM) and 8 windows of random tokens."""
-    hidden, bptt, p, init, _, _ = SIZES[size]
+    hidden, bptt, p, init, _ = recipe(size)
     p = p if dropout else 0.0
     torch.manual_seed(seed)
     net = LSTMLanguageModel(VOCAB, hidden, 2, init, dropout_input=p, dropout_between=p, dropout_output=p, lstm=lstm)
@@ -57,9 +56,9 @@ def plain_stepper(net: LSTMLanguageModel, clip: float):
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         nonlocal state
         logits, state = net(x, state)
-        nll = F.cross_entropy(logits.view(-1, VOCAB), y.reshape(-1))
+        nll = mean_nll(logits, y)
         optimizer.zero_grad(set_to_none=True)
-        (nll * x.size(0)).backward()
+        paper_objective(nll, x.size(0)).backward()
         optimizer.step()
         return nll.detach()
 
@@ -79,7 +78,7 @@ def fast_stepper(net: LSTMLanguageModel, clip: float, bptt: int, graph: bool):
 
 def steppers(size: str) -> dict:
     """The three steps compared throughout, each as a function of a fresh model."""
-    _, bptt, _, _, clip, _ = SIZES[size]
+    _, bptt, _, _, clip = recipe(size)
     return {
         "plain": lambda net: plain_stepper(net, clip),
         "fast_eager": lambda net: fast_stepper(net, clip, bptt, graph=False),
@@ -99,7 +98,7 @@ def ms_per_window(step, windows: list, count: int, warmup: int = 10) -> float:
 
 
 def timings(size: str, count: int, warmup: int) -> dict:
-    _, bptt, _, _, clip, _ = SIZES[size]
+    _, bptt, _, _, clip = recipe(size)
     result = {}
     for name, make in steppers(size).items():
         net, windows = build(size, dropout=True)
@@ -121,7 +120,7 @@ def timings(size: str, count: int, warmup: int) -> dict:
 
 
 def kernels(size: str, warmup: int) -> str:
-    _, bptt, _, _, clip, _ = SIZES[size]
+    _, bptt, _, _, clip = recipe(size)
     net, windows = build(size, dropout=True)
     step = fast_stepper(net, clip, bptt, graph=False)
     ms_per_window(step, windows, 5, warmup)
@@ -167,7 +166,7 @@ def same_update(size: str, windows_run: int = 6, lstm: str = "fused") -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sizes", nargs="+", default=["medium", "large"], choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["medium", "large"], choices=list(STEPS))
     parser.add_argument("--windows", type=int, default=200, help="windows timed per variant")
     parser.add_argument("--warmup", type=int, default=10, help="windows run before each timing (graph capture)")
     parser.add_argument(

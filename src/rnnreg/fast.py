@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from rnnreg.errors import ConfigError
-from rnnreg.model import mean_nll
+from rnnreg.model import mean_nll, paper_objective
 from rnnreg.optim import ClippedSGD
 from rnnreg.schema import FAST_STEP_FIX, FAST_STEP_NEEDS
 from rnnreg.training_signals import TrainingSignals
@@ -117,7 +117,7 @@ class FastStep(GraphedStep):
         """One window on the static buffers. Only device work, no host sync: capturable."""
         logits, (h, c) = self.net(self.x, (self.h, self.c))
         nll = mean_nll(logits, self.y)
-        (nll * self.x.size(0)).backward()  # the paper's objective: summed over the window's steps
+        paper_objective(nll, self.x.size(0)).backward()
         norm = self.optimizer.update(lr=self.lr)
         with torch.no_grad():
             self.h.copy_(h)

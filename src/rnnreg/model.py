@@ -37,6 +37,13 @@ def mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
 
+def paper_objective(nll: torch.Tensor, steps: int) -> torch.Tensor:
+    """The paper's training objective from a window's mean NLL per token (mean_nll; one per member, stacked): the
+    sum over the window's `steps` time steps of the batch-mean NLL. Its gradient is clipped at
+    trainer.gradient_clip_val, so the scale matters: a token mean would clip T times later."""
+    return nll * steps
+
+
 def dropout_mask(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
     """A {0, 1/(1-p)} mask (inverted dropout)."""
     return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)

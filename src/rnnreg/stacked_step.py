@@ -30,7 +30,7 @@ import torch
 
 from rnnreg.errors import ConfigError
 from rnnreg.fast import GraphedStep
-from rnnreg.model import mean_nll
+from rnnreg.model import mean_nll, paper_objective
 from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.stacked import UNITS, StackedLanguageModel, member_nll
 from rnnreg.stacked_settings import PROGRAMS, running_program
@@ -152,7 +152,7 @@ class StackedStep(GroupStep):
         """One window on the static buffers. Only device work, no host sync: capturable."""
         logits, (h, c) = self.model(self.x, (self.h, self.c))
         nll = member_nll(logits, self.y)
-        (nll * self.x.size(0)).sum().backward()  # each member's own objective: summed over the window's steps
+        paper_objective(nll, self.x.size(0)).sum().backward()  # each member's own: their sum's gradient
         with torch.no_grad():
             loss = nll.detach()
             bad = diverged(loss) & self.active
@@ -265,7 +265,7 @@ class InTurnStep(GroupStep):
                 self.active[k] = False
                 self.failed_step[k], self.failed_loss[k] = self.step, loss
                 continue
-            (nll * steps).backward()  # the paper's objective: summed over the window's time steps
+            paper_objective(nll, steps).backward()
             params = self.net_params[k]
             grads = one_member([p.grad for p in params])
             buffers = None if self.net_buffers[k] is None else one_member(self.net_buffers[k])

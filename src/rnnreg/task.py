@@ -13,7 +13,15 @@ from rnnreg.errors import ConfigError, first_line
 from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
-from rnnreg.model import State, build_net, mean_nll, not_this_version, not_written_by_train, trained_net
+from rnnreg.model import (
+    State,
+    build_net,
+    mean_nll,
+    not_this_version,
+    not_written_by_train,
+    paper_objective,
+    trained_net,
+)
 from rnnreg.optim import paper_optimizer
 from rnnreg.recipes import optim_settings, plain
 from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
@@ -80,9 +88,8 @@ class LanguageModelTask(L.LightningModule):
         self.signals.record(nll.detach())
         # per-window loss curve; under DDP the mean over ranks (every rank holds as many streams)
         self.log("train/loss", nll.detach(), on_step=True, on_epoch=False, sync_dist=True)
-        # The paper's objective: the SUM over the window's time steps of the batch-mean NLL (the token
-        # mean times the window length), so lr 1.0 and the clip norm mean what they meant in the paper.
-        return nll * batch[0].size(0)
+        # summed over the window's time steps: lr 1.0 and the clip norm mean what they meant in the paper
+        return paper_objective(nll, batch[0].size(0))
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         optimizer.step(closure=optimizer_closure)  # training_step and backward, then ClippedSGD's rule
