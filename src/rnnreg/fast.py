@@ -19,7 +19,7 @@ from torch import nn
 from rnnreg.errors import ConfigError
 from rnnreg.model import mean_nll, paper_objective
 from rnnreg.optim import ClippedSGD
-from rnnreg.schema import FAST_STEP_FIX, FAST_STEP_NEEDS
+from rnnreg.schema import fast_step_refusal
 from rnnreg.training_signals import TrainingSignals
 
 MODES = ("auto", True, False)
@@ -31,10 +31,10 @@ def fast_step_wanted(mode, trainer) -> bool:
     if mode not in MODES:
         raise ConfigError(f"speed.fast_step={mode} must be auto, true or false")
     scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # trainer.precision=16-mixed
-    can = trainer.world_size == 1 and not scaled and trainer.accumulate_grad_batches == 1
-    if mode is True and not can:
-        raise ConfigError(f"{FAST_STEP_NEEDS}: {FAST_STEP_FIX}")
-    return can and (mode is True or (mode == "auto" and trainer.strategy.root_device.type == "cuda"))
+    why = fast_step_refusal(trainer.world_size, scaled, trainer.accumulate_grad_batches)
+    if mode is True and why:
+        raise ConfigError(why)
+    return why is None and (mode is True or (mode == "auto" and trainer.strategy.root_device.type == "cuda"))
 
 
 class GraphedStep:

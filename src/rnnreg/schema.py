@@ -621,12 +621,20 @@ def _cuda_gpus() -> int:
     return torch.cuda.device_count()
 
 
-# what the fast step needs, said alike here (from the config) and by rnnreg.fast (from the built Trainer)
-FAST_STEP_NEEDS = (
-    "speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision=16-mixed) and "
-    "trainer.accumulate_grad_batches=1"
-)
-FAST_STEP_FIX = "set speed.fast_step=auto (it falls back to the plain step) or false"
+def fast_step_refusal(processes: int, loss_scaling: bool, accumulate: int) -> str | None:
+    """Why speed.fast_step=true cannot run (None: it can): the rule, checked here from the config and by
+    rnnreg.fast from the built Trainer (`processes`: DDP processes; `loss_scaling`: fp16's; `accumulate`: windows
+    per update)."""
+    blocked = [f"{processes} processes"] if processes > 1 else []
+    blocked += ["fp16 loss scaling"] if loss_scaling else []
+    blocked += [f"trainer.accumulate_grad_batches={accumulate}"] if accumulate != 1 else []
+    if not blocked:
+        return None
+    return (
+        "speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision=16-mixed) and "
+        f"trainer.accumulate_grad_batches=1, and this run has {', '.join(blocked)}: set speed.fast_step=auto "
+        f"(it falls back to the plain step) or false"
+    )
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -662,14 +670,10 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.precision={precision} needs a GPU (fp16 on CPU is not supported): use bf16-mixed or 32-true"
         )
-    if (cfg.get("speed") or {}).get("fast_step") is True:  # what rnnreg.fast.fast_step_wanted finds once built
-        many = several or trainer.get("num_nodes", 1) != 1
-        blocked = [f"trainer.devices={devices}"] if many else []
-        blocked += [f"trainer.precision={precision}"] if fp16 else []
-        accumulate = trainer.get("accumulate_grad_batches", 1)
-        blocked += [f"trainer.accumulate_grad_batches={accumulate}"] if accumulate != 1 else []
-        if blocked:
-            raise ConfigError(f"{FAST_STEP_NEEDS}, and this run has {', '.join(blocked)}: {FAST_STEP_FIX}")
+    if (cfg.get("speed") or {}).get("fast_step") is True:  # (devices=auto: found once the Trainer is built)
+        processes = (devices if _is_int(devices) else 1) * trainer.get("num_nodes", 1)
+        if why := fast_step_refusal(processes, fp16, trainer.get("accumulate_grad_batches", 1)):
+            raise ConfigError(why)
 
 
 def _check_dropout(cfg: DictConfig, choices: Any) -> None:

@@ -42,7 +42,7 @@ def pad_hidden_to(cfg, pad, program: str, on_cpu: bool) -> int:
     """The multiple a group's hidden units are padded to (hydra.launcher.pad_hidden_to, `pad`; `program`: the one
     it runs, running_program): auto is GPU_PAD_HIDDEN_TO for the batched program on a GPU without layer norm, 1
     otherwise. A ConfigError where a padding was asked for that the group cannot have."""
-    hidden, layer_norm = cfg.model.hidden_size, bool(cfg.model.get("layer_norm", False))
+    hidden, layer_norm = cfg.model.hidden_size, cfg.model.layer_norm
     if pad == "auto":
         return GPU_PAD_HIDDEN_TO if program == "batched" and not on_cpu and not layer_norm else 1
     if hidden % pad == 0:  # nothing to pad

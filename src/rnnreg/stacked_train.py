@@ -102,27 +102,27 @@ class GroupTrainer:
             cfg.model.hidden_size,
             cfg.model.num_layers,
             [MemberSpec.from_config(j.cfg) for j in jobs],
-            layer_norm=bool(cfg.model.get("layer_norm", False)),
-            tie_weights=bool(cfg.model.get("tie_weights", False)),
+            layer_norm=cfg.model.layer_norm,
+            tie_weights=cfg.model.tie_weights,
             pad_hidden_to=pad_hidden_to,  # (rnnreg.stacked_settings.pad_hidden_to: batched on a GPU)
         ).to("cuda" if cuda else "cpu")
         self.pad_hidden_to = pad_hidden_to
         self.device = self.model.decoder_bias.device  # with its index (cuda:0), as every tensor's device names it
-        if cfg.speed.get("triton_cell"):  # the stacked step loop's cell as Triton kernels (the batched program)
+        if cfg.speed.triton_cell:  # the stacked step loop's cell as Triton kernels (the batched program)
             require_triton_cell(self.device)
             self.model.triton_cell = True
         self.params = list(self.model.parameters())
         self.names = [name for name, _ in self.model.named_parameters()]
 
-        decays = [float(j.cfg.optim.get("weight_decay", 0.0)) for j in jobs]
-        momentums = [float(j.cfg.optim.get("momentum", 0.0)) for j in jobs]
+        decays = [float(j.cfg.optim.weight_decay) for j in jobs]
+        momentums = [float(j.cfg.optim.momentum) for j in jobs]
         self.step = group_step(
             self.model,
             (cfg.data.bptt, cfg.data.batch_size),
             clips=[float(j.cfg.trainer.gradient_clip_val) for j in jobs],
             weight_decays=decays if any(decays) else None,
             device=self.device,
-            graph=bool(cfg.speed.get("cuda_graph", True)),
+            graph=cfg.speed.cuda_graph,
             program=program,
             momentums=momentums if any(momentums) else None,
         )
