@@ -564,7 +564,7 @@ class Recorder:
 
     def __init__(self, monkeypatch, net: StackedLanguageModel):
         self.net, self.draws, self.layers = net, [], []
-        draw, layer = stacked_module.member_mask, net.lstm_layer
+        draw, layer = stacked_module.fill_dropout_mask_, net.lstm_layer
         recorder = self
 
         def recording_mask(out, p, generator):
@@ -576,7 +576,7 @@ class Recorder:
             recorder.layers.append((weights[2].detach().clone(), recurrent))  # W_hh as used, masks on h_{t-1}
             return layer(x, h, c, weights, recurrent, norms)
 
-        monkeypatch.setattr(stacked_module, "member_mask", recording_mask)
+        monkeypatch.setattr(stacked_module, "fill_dropout_mask_", recording_mask)
         monkeypatch.setattr(net, "lstm_layer", recording_layer)
 
     def member_of(self, generator) -> int:

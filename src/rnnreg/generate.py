@@ -24,8 +24,8 @@ def generate(
     # without Lightning (rnnreg.task, seconds to import): the network and its vocabulary are all a sample needs
     import torch
 
+    from rnnreg.checkpoint_contents import trained_net
     from rnnreg.io import load_checkpoint
-    from rnnreg.model import trained_net
 
     ckpt_path = str(Path(ckpt_path).expanduser())
     checkpoint = load_checkpoint(ckpt_path)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rnnreg.errors import CheckpointError, ConfigError, first_line
+from rnnreg.errors import ConfigError
 from rnnreg.lstm_layer import LSTMLayerFunction
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -44,9 +44,15 @@ def paper_objective(nll: torch.Tensor, steps: int) -> torch.Tensor:
     return nll * steps
 
 
+def fill_dropout_mask_(out: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`out` filled with a {0, 1/(1-p)} mask (inverted dropout: each unit kept with probability 1 - p and scaled up,
+    so the expected input is unchanged), drawn from `generator` where given (a stacked member's own stream)."""
+    return out.bernoulli_(1 - p, generator=generator).div_(1 - p)
+
+
 def dropout_mask(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
-    """A {0, 1/(1-p)} mask (inverted dropout)."""
-    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+    """A new {0, 1/(1-p)} mask of `shape` (fill_dropout_mask_), on `like`'s device and dtype."""
+    return fill_dropout_mask_(like.new_empty(shape), p)
 
 
 def drop(x: torch.Tensor, p: float, training: bool, per_window: bool) -> torch.Tensor:
@@ -56,6 +62,15 @@ def drop(x: torch.Tensor, p: float, training: bool, per_window: bool) -> torch.T
     if per_window:
         return x * dropout_mask((1, *x.shape[1:]), p, x)
     return F.dropout(x, p, training=True)
+
+
+def lstm_cell(gates: torch.Tensor, c: torch.Tensor, cell_norm=None) -> State:
+    """One LSTM step on autograd from its gate pre-activations (i, f, g, o along the last axis) and the cell:
+    (h, c). `cell_norm`: the cell's layer norm, before its tanh. (The step loop without layer norm runs
+    rnnreg.lstm_layer's hand-written cell instead.)"""
+    i, f, g, o = gates.chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c if cell_norm is None else cell_norm(c)), c
 
 
 class StepLSTM(nn.Module):
@@ -120,9 +135,7 @@ class StepLSTM(nn.Module):
                 h_in = h * (window_mask if window_mask is not None else dropout_mask(h.shape, p, h))
             gates_h = F.linear(h_in, weight_hh, bias_hh)
             gates = gates_x[t] + (norm_h(gates_h) if self.layer_norm else gates_h)
-            i, f, g, o = gates.chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(norm_c(c) if self.layer_norm else c)
+            h, c = lstm_cell(gates, c, norm_c if self.layer_norm else None)
             outputs.append(h)
         return torch.stack(outputs), h, c
 
@@ -264,70 +277,3 @@ def net_kwargs(model, dropout) -> dict:
 
 def build_net(vocab_size: int, model: dict, dropout: dict) -> LSTMLanguageModel:
     return LSTMLanguageModel(vocab_size, **net_kwargs(model, dropout))
-
-
-def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
-    """The network of a checkpoint (rnnreg.io.load_checkpoint's data) with its trained weights, once the checkpoint
-    is checked to hold what rnnreg-train writes: hyper_parameters that build a model, weights of that model's
-    shapes, all finite, and a vocabulary of its size (rnnreg.io.load_checkpoint checks only its two main entries).
-    Without Lightning, for rnnreg-generate. `source` names the file in the errors."""
-    try:
-        hparams = checkpoint["hyper_parameters"]
-        net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
-    except (KeyError, TypeError) as err:
-        raise not_this_version(source, err) from None
-    except ValueError as err:  # model.num_layers=0, a rate of 2 (a ConfigError): the file's, not the command line's
-        raise not_written_by_train(source, f"its hyper_parameters are not valid ({first_line(err)})") from None
-    weights = checkpoint["state_dict"]
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise not_written_by_train(source, "its state_dict is not a mapping of names to tensors")
-    state = {key.removeprefix("net."): value for key, value in weights.items()}
-    mismatch = state_mismatch(state, net.state_dict())
-    if mismatch:
-        raise not_this_version(source, mismatch)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise not_this_version(source, err) from None
-    # NaN/inf weights evaluate to a NaN perplexity and sample nothing (torch.multinomial refuses NaN)
-    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad is not None:
-        raise CheckpointError(
-            f"{source} holds non-finite weights ({bad}): it is damaged, or from a run that diverged; give another "
-            "checkpoint (an earlier one of that run)"
-        )
-    vocab = checkpoint.get("vocab")
-    if not isinstance(vocab, list) or not all(isinstance(word, str) for word in vocab):
-        raise not_written_by_train(source, "it holds no vocabulary (its 'vocab' entry, a list of words)")
-    if len(vocab) != net.embedding.num_embeddings:
-        raise not_written_by_train(
-            source, f"its vocabulary has {len(vocab)} words, its model {net.embedding.num_embeddings}"
-        )
-    return net
-
-
-def state_mismatch(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> str | None:
-    """The first difference between a checkpoint's weights and the model its hyper_parameters build (names as
-    the checkpoint has them), or None. load_state_dict's own message puts the detail below its first line."""
-    for key, tensor in ours.items():
-        if key not in theirs:
-            return f"no net.{key}"
-        if theirs[key].shape != tensor.shape:
-            return (
-                f"net.{key} has shape {tuple(theirs[key].shape)} where its hyper_parameters give {tuple(tensor.shape)}"
-            )
-    extra = next((key for key in theirs if key not in ours), None)
-    return None if extra is None else f"net.{extra} is not in the model its hyper_parameters give"
-
-
-def not_this_version(source: str, err: Exception | str) -> CheckpointError:
-    """A checkpoint whose contents are not what this version of rnnreg writes (a key missing, a shape off)."""
-    return CheckpointError(
-        f"{source} is not a rnnreg checkpoint of this version ({first_line(err)}): give a checkpoint "
-        "written by rnnreg-train"
-    )
-
-
-def not_written_by_train(source: str, why: str) -> CheckpointError:
-    """A checkpoint whose contents rnnreg-train never writes (no vocabulary, impossible hyper_parameters)."""
-    return CheckpointError(f"{source} is not a checkpoint rnnreg-train wrote: {why}; give a checkpoint it wrote")

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import torch
 
+from rnnreg.checkpoint_contents import not_written_by_train
 from rnnreg.console import counted
 from rnnreg.data import limit_batches
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.loggers import offline_run_parts, wandb_run_id
-from rnnreg.model import build_net, not_written_by_train
+from rnnreg.model import build_net
 
 
 def windows_done(trainer) -> int:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnreg.lstm_layer import LSTMLayerFunction
-from rnnreg.model import LSTMLanguageModel, net_kwargs
+from rnnreg.model import LSTMLanguageModel, fill_dropout_mask_, lstm_cell, net_kwargs
 from rnnreg.stacked_settings import padded_size
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -90,11 +90,6 @@ def unit_axes(single_name: str, dims: int) -> Axes:
     if single_name.startswith("lstm.bias_"):
         return (GATES,)
     return (None,) * dims  # the decoder's bias; layer norms (never padded)
-
-
-def member_mask(out: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """`out` filled with a {0, 1/(1-p)} mask (inverted dropout) drawn from one member's generator."""
-    return out.bernoulli_(1 - p, generator=generator).div_(1 - p)
 
 
 class StackedLinearFunction(torch.autograd.Function):
@@ -361,10 +356,10 @@ class StackedLanguageModel(nn.Module):
             if not p:  # a member draws only for its own sites: its masks do not depend on the other members
                 continue
             if over_time and member.variational:  # one mask for every step of the window
-                member_mask(masks[k, 0], p, generators[k])
+                fill_dropout_mask_(masks[k, 0], p, generators[k])
                 masks[k, 1:] = masks[k, 0]
             else:
-                member_mask(masks[k], p, generators[k])
+                fill_dropout_mask_(masks[k], p, generators[k])
         if self.padded and axes:
             padded = like.new_ones(self.shape_at(masks.shape, axes))
             self.pad_into(padded, masks, axes)
@@ -414,9 +409,7 @@ class StackedLanguageModel(nn.Module):
         for t in range(steps):
             h_in = h if recurrent is None else h * recurrent[:, t]  # dropout on h_{t-1}: the recurrent connection
             gates_h = member_layer_norm(StackedLinearFunction.apply(h_in, weight_hh, bias_hh), gain_h, shift_h)
-            i, f, g, o = (gates_x[:, t] + gates_h).chunk(4, -1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(member_layer_norm(c, gain_c, shift_c))
+            h, c = lstm_cell(gates_x[:, t] + gates_h, c, lambda cell: member_layer_norm(cell, gain_c, shift_c))
             outputs.append(h)
         return torch.stack(outputs, 1), h, c
 

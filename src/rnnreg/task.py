@@ -9,19 +9,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from rnnreg.checkpoint_contents import not_this_version, not_written_by_train, trained_net
 from rnnreg.errors import ConfigError, first_line
 from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
-from rnnreg.model import (
-    State,
-    build_net,
-    mean_nll,
-    not_this_version,
-    not_written_by_train,
-    paper_objective,
-    trained_net,
-)
+from rnnreg.model import State, build_net, mean_nll, paper_objective
 from rnnreg.optim import paper_optimizer
 from rnnreg.recipes import optim_settings, plain
 from rnnreg.resume import restore_resume_state, save_resume_state, validate_again

@@ -1,0 +1,77 @@
+"""A checkpoint from elsewhere (untrusted input, loaded as data only by rnnreg.io), checked to hold what
+rnnreg-train writes before anything uses it: hyper_parameters that build a model, weights of that model's shapes,
+all finite, a vocabulary of its size; one line naming the file and the fix where it does not."""
+
+from __future__ import annotations
+
+import torch
+
+from rnnreg.errors import CheckpointError, first_line
+from rnnreg.model import LSTMLanguageModel, build_net
+
+
+def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
+    """The network of a checkpoint (rnnreg.io.load_checkpoint's data) with its trained weights, once the checkpoint
+    is checked to hold what rnnreg-train writes: hyper_parameters that build a model, weights of that model's
+    shapes, all finite, and a vocabulary of its size (rnnreg.io.load_checkpoint checks only its two main entries).
+    Without Lightning, for rnnreg-generate. `source` names the file in the errors."""
+    try:
+        hparams = checkpoint["hyper_parameters"]
+        net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
+    except (KeyError, TypeError) as err:
+        raise not_this_version(source, err) from None
+    except ValueError as err:  # model.num_layers=0, a rate of 2 (a ConfigError): the file's, not the command line's
+        raise not_written_by_train(source, f"its hyper_parameters are not valid ({first_line(err)})") from None
+    weights = checkpoint["state_dict"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise not_written_by_train(source, "its state_dict is not a mapping of names to tensors")
+    state = {key.removeprefix("net."): value for key, value in weights.items()}
+    mismatch = state_mismatch(state, net.state_dict())
+    if mismatch:
+        raise not_this_version(source, mismatch)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise not_this_version(source, err) from None
+    # NaN/inf weights evaluate to a NaN perplexity and sample nothing (torch.multinomial refuses NaN)
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(
+            f"{source} holds non-finite weights ({bad}): it is damaged, or from a run that diverged; give another "
+            "checkpoint (an earlier one of that run)"
+        )
+    vocab = checkpoint.get("vocab")
+    if not isinstance(vocab, list) or not all(isinstance(word, str) for word in vocab):
+        raise not_written_by_train(source, "it holds no vocabulary (its 'vocab' entry, a list of words)")
+    if len(vocab) != net.embedding.num_embeddings:
+        raise not_written_by_train(
+            source, f"its vocabulary has {len(vocab)} words, its model {net.embedding.num_embeddings}"
+        )
+    return net
+
+
+def state_mismatch(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> str | None:
+    """The first difference between a checkpoint's weights and the model its hyper_parameters build (names as
+    the checkpoint has them), or None. load_state_dict's own message puts the detail below its first line."""
+    for key, tensor in ours.items():
+        if key not in theirs:
+            return f"no net.{key}"
+        if theirs[key].shape != tensor.shape:
+            return (
+                f"net.{key} has shape {tuple(theirs[key].shape)} where its hyper_parameters give {tuple(tensor.shape)}"
+            )
+    extra = next((key for key in theirs if key not in ours), None)
+    return None if extra is None else f"net.{extra} is not in the model its hyper_parameters give"
+
+
+def not_this_version(source: str, err: Exception | str) -> CheckpointError:
+    """A checkpoint whose contents are not what this version of rnnreg writes (a key missing, a shape off)."""
+    return CheckpointError(
+        f"{source} is not a rnnreg checkpoint of this version ({first_line(err)}): give a checkpoint "
+        "written by rnnreg-train"
+    )
+
+
+def not_written_by_train(source: str, why: str) -> CheckpointError:
+    """A checkpoint whose contents rnnreg-train never writes (no vocabulary, impossible hyper_parameters)."""
+    return CheckpointError(f"{source} is not a checkpoint rnnreg-train wrote: {why}; give a checkpoint it wrote")
