@@ -322,7 +322,7 @@ def test_the_batched_program_trains_each_member_as_its_job(shape):
         step.clear_grads()
         losses.append(step.loss.clone())
         norms.append(step.grad_norm.clone())
-    assert step.step.item() == 6 and step.active.all()
+    assert step.global_step.item() == 6 and step.active.all()
     assert all(n[1] > clips[1] for n in norms)  # member 1 clipped on every window
     tolerance = {"rtol": 1e-5, "atol": 1e-6}
     for k, spec in enumerate(specs):
@@ -346,7 +346,7 @@ def test_members_in_turn_train_as_each_member_alone_bit_for_bit(schedule, shape)
     data = windows(10)
     net = StackedLanguageModel(V, H, L, specs, **shape).train()
     losses, step = train_in_turn(net, data, vec(lr), vec(clip), None if weight_decay is None else vec(weight_decay))
-    assert step.step.item() == 10 and step.active.all()
+    assert step.global_step.item() == 10 and step.active.all()
     for k, spec in enumerate(specs):
         alone = single(spec, shape=shape).train()
         expected = train_clipped(alone, data, lr[k], clip[k], weight_decay[k] if weight_decay else 0.0)

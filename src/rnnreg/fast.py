@@ -11,11 +11,10 @@ same program runs eagerly.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 
+from rnnreg.cuda_graph import WARMUP_WINDOWS, GraphedStep
 from rnnreg.errors import ConfigError
 from rnnreg.model import mean_nll, paper_objective
 from rnnreg.optim import ClippedSGD
@@ -37,56 +36,6 @@ def fast_step_wanted(mode, trainer) -> bool:
     return why is None and (mode is True or (mode == "auto" and trainer.strategy.root_device.type == "cuda"))
 
 
-class GraphedStep:
-    """A training window as `program()` on static buffers: run eagerly, or on CUDA captured as one CUDA graph
-    after `warmup` eager windows (run on a side stream, as capture requires) and replayed from then on.
-    Subclasses give the program, how their gradients are cleared and what capture needs around it."""
-
-    def __init__(self, device: torch.device, graph: bool, warmup: int):
-        self.graph = graph and device.type == "cuda"
-        self.warmup = warmup
-        self.cuda_graph: torch.cuda.CUDAGraph | None = None
-        self.windows_run = 0
-
-    def program(self) -> None:
-        raise NotImplementedError
-
-    def clear_grads(self) -> None:
-        raise NotImplementedError
-
-    def before_capture(self, graph: torch.cuda.CUDAGraph) -> None:
-        """What the graph must know before recording (random generators it advances)."""
-
-    def capture_context(self):
-        return contextlib.nullcontext()
-
-    def run(self) -> None:
-        """One window: eager, a warm-up window, the capture, or a replay."""
-        if self.cuda_graph is None:
-            self.clear_grads()  # captured: the graph then rewrites the same grads
-        if self.cuda_graph is not None:
-            self.cuda_graph.replay()
-        elif self.graph and self.windows_run >= self.warmup:
-            self.capture()
-            self.cuda_graph.replay()
-        elif self.graph:  # warm-up windows: eager, on a side stream (cuDNN and autograd set up there)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.program()
-            torch.cuda.current_stream().wait_stream(side)
-        else:
-            self.program()
-        self.windows_run += 1
-
-    def capture(self) -> None:
-        torch.cuda.synchronize()
-        self.cuda_graph = torch.cuda.CUDAGraph()
-        self.before_capture(self.cuda_graph)
-        with self.capture_context(), torch.cuda.graph(self.cuda_graph):  # records the program; replay() runs it
-            self.program()
-
-
 class FastStep(GraphedStep):
     def __init__(
         self,
@@ -96,7 +45,7 @@ class FastStep(GraphedStep):
         signals: TrainingSignals,
         device: torch.device,
         graph: bool,
-        warmup: int = 3,
+        warmup: int = WARMUP_WINDOWS,
     ):
         super().__init__(device, graph, warmup)
         self.net, self.optimizer, self.signals = net, optimizer, signals

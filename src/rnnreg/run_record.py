@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from typing import NamedTuple
 
 # Above this mean NLL per word exp(NLL) overflows float64: the run has diverged (training stops: rnnreg.
 # training_signals.diverged), and no perplexity a run records is above exp(MAX_NLL).
@@ -21,24 +22,32 @@ STOPPED_BY = {
 }
 
 
+class Speeds(NamedTuple):
+    """A run's training words per second, as metrics.json names them: over every epoch's training time; from the
+    median step of the last epoch; over the last epoch alone (warm-up and a graph's capture left out)."""
+
+    words_per_second: float
+    words_per_second_median_step: float
+    words_per_second_last_epoch: float
+
+
 def completed_record(
     validation: tuple[float, int] | None,
     tests: dict[str, float],
     best_val_ppl: float | None,
     epochs: int,
     train_seconds: float,
-    speeds: dict[str, float] | None,
+    speeds: Speeds | None,
     params: int,
     experiment: str,
 ) -> dict:
     """A completed run's: `validation` (the last validation's perplexity and epoch; None: none ran), `tests`
-    (test_ppl and test_ppl_batched, {} without the final test), `speeds` (words_per_second,
-    words_per_second_median_step, words_per_second_last_epoch; None: not measured)."""
+    (test_ppl and test_ppl_batched, {} without the final test), `speeds` (None: not measured)."""
     record = {"val_ppl": validation[0], "val_epoch": validation[1]} if validation is not None else {}
     record |= tests
     record |= {"best_val_ppl": best_val_ppl} if best_val_ppl is not None else {}
     record |= {"epochs": epochs, "train_seconds": round(train_seconds, 2)}
-    record |= {key: round(value, 1) for key, value in (speeds or {}).items()}
+    record |= {key: round(value, 1) for key, value in (speeds._asdict() if speeds else {}).items()}
     return record | {"params": params, "experiment": experiment, "status": "completed"}
 
 

@@ -6,7 +6,7 @@ Both are a `GroupStep`: the buffers and methods the group's loop (rnnreg.stacked
 `StackedStep` (a GPU): on static buffers with no host synchronisation, the stacked model's forward, the
 members' summed objective, backward, each member's divergence check and clipped SGD update, the carried
 state. On CUDA it is captured as one CUDA graph after `warmup` eager windows, as rnnreg.fast.FastStep does
-for a single model (both are a GraphedStep).
+for a single model (both are a rnnreg.cuda_graph.GraphedStep).
 
 `InTurnStep` (a CPU): the same window member by member, each member trained as its job alone trains it, on
 its single model (StackedLanguageModel.member_model): its forward, the paper's objective (rnnreg.task) and
@@ -28,8 +28,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
+from rnnreg.cuda_graph import WARMUP_WINDOWS, GraphedStep
 from rnnreg.errors import ConfigError
-from rnnreg.fast import GraphedStep
 from rnnreg.model import mean_nll, paper_objective
 from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.stacked import UNITS, StackedLanguageModel, member_nll
@@ -78,7 +78,7 @@ class GroupStep(GraphedStep):
         self.loss = zeros(members)  # the last window's NLL per member
         self.grad_norm = zeros(members)  # its last update's gradient norm before clipping (a run's train/grad_norm)
         self.nll_sum = zeros(members, dtype=torch.float64)  # the epoch's training NLL sums
-        self.step = zeros(dtype=torch.long)  # windows trained (the group's global step)
+        self.global_step = zeros(dtype=torch.long)  # windows trained (on the device: read without a sync)
         self.failed_step = torch.full((members,), -1, dtype=torch.long, device=device)
         self.failed_loss = zeros(members)
 
@@ -139,7 +139,7 @@ class StackedStep(GroupStep):
         weight_decay: torch.Tensor | float,
         device: torch.device,
         graph: bool,
-        warmup: int = 3,
+        warmup: int = WARMUP_WINDOWS,
         momentums: Sequence[float] | None = None,
     ):
         super().__init__(model, window, device, graph, warmup, momentums)
@@ -157,7 +157,7 @@ class StackedStep(GroupStep):
             loss = nll.detach()
             bad = diverged(loss) & self.active
             self.active.logical_and_(~bad)  # before the update: a diverged member keeps its last finite weights
-            self.failed_step.copy_(torch.where(bad, self.step, self.failed_step))
+            self.failed_step.copy_(torch.where(bad, self.global_step, self.failed_step))
             self.failed_loss.copy_(torch.where(bad, loss, self.failed_loss))
         params, orders = self.params, self.model.member_orders
         grads = [p.grad for p in params]
@@ -178,7 +178,7 @@ class StackedStep(GroupStep):
             self.c.copy_(c)
             self.loss.copy_(loss)
             self.nll_sum.add_(loss.double() * self.y.numel())
-            self.step.add_(1)
+            self.global_step.add_(1)
 
     def lrs_changed(self) -> None:
         self.lr.copy_(torch.tensor(self.lr_values, dtype=torch.float32))
@@ -263,7 +263,7 @@ class InTurnStep(GroupStep):
             loss = nll.item()
             if diverged(loss):  # before the update: it keeps its last finite weights
                 self.active[k] = False
-                self.failed_step[k], self.failed_loss[k] = self.step, loss
+                self.failed_step[k], self.failed_loss[k] = self.global_step, loss
                 continue
             paper_objective(nll, steps).backward()
             params = self.net_params[k]
@@ -277,7 +277,7 @@ class InTurnStep(GroupStep):
             self.c[k].copy_(c)
             self.loss[k] = nll.detach()
             self.nll_sum[k] += nll.detach().double() * y.numel()
-        self.step.add_(1)
+        self.global_step.add_(1)
 
     def clear_grads(self) -> None:
         """Each member's gradients live only within its turn."""

@@ -30,7 +30,7 @@ from rnnreg.loggers import checked_run_id, offline_run_parts
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
-from rnnreg.run_record import STOPPED_BY, completed_record, recorded_metrics, resume_from, unfinished_record
+from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import apply_speed, instantiate, instantiate_callbacks
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
@@ -380,6 +380,8 @@ class GroupTrainer:
             if stopper is not None:  # Lightning's EarlyStopping itself, before the checkpoints as in Lightning
                 if m.early_stopping is not None:
                     stopper.load_state_dict(m.early_stopping)
+                # (a private method, as Lightning 2.x has it: pyproject pins lightning<3, and
+                # test_an_early_stopped_member_stops_changing checks a member stops where its job would)
                 stop, reason = stopper._evaluate_stopping_criteria(torch.tensor(val_ppl[k], dtype=torch.float64))
                 if stop:
                     stopper.stopped_epoch, stopper.stopping_reason_message = self.epoch, reason
@@ -515,7 +517,7 @@ class GroupTrainer:
         self.members = [Member(**m) for m in state["members"]]
         self.epoch, self.window, self.global_step = state["epoch"], state["window"], state["global_step"]
         self.step.active.copy_(state["active"])
-        self.step.step.fill_(self.global_step)
+        self.step.global_step.fill_(self.global_step)
         self.step.carry(state["state"])
         self.step.nll_sum.copy_(state["nll_sum"])
         self.tokens = state["tokens"]
@@ -697,14 +699,11 @@ class GroupTrainer:
         """Member k's metrics.json as its job's run writes it, `tests` its test perplexities."""
         m = self.members[k]
         validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
-        speeds = {
-            # the member's words per second of the group's time while it trained (the group's words/s over K)
-            "words_per_second": m.words / m.train_seconds if m.train_seconds else 0.0,
-            "words_per_second_median_step": median_step_words_per_second(
-                self.words_per_window, self.window_seconds
-            ),  # the last epoch's
-            "words_per_second_last_epoch": self.last_epoch_words_per_second,
-        }
+        speeds = Speeds(
+            m.words / m.train_seconds if m.train_seconds else 0.0,  # of the group's time while it trained
+            median_step_words_per_second(self.words_per_window, self.window_seconds),  # the last epoch's
+            self.last_epoch_words_per_second,
+        )
         return completed_record(
             (m.val_ppl, self.last_validation(m.epochs)) if validated else None,
             tests,

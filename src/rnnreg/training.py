@@ -34,7 +34,7 @@ from rnnreg.run_lock import (
     check_not_in_checkpoints,
     launched_as_rank_zero,
 )
-from rnnreg.run_record import STOPPED_BY, completed_record, recorded_metrics, resume_from, unfinished_record
+from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import (
     apply_speed,
     instantiate,
@@ -269,12 +269,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
     speeds = None
     if speed is not None:
-        speeds = {
-            "words_per_second": speed.words_per_second,
-            "words_per_second_median_step": speed.median_words_per_second,  # last epoch
-            # the last epoch alone: warm-up (graph capture) excluded
-            "words_per_second_last_epoch": speed.epoch_words_per_second,
-        }
+        speeds = Speeds(speed.words_per_second, speed.median_words_per_second, speed.epoch_words_per_second)
     epochs, params = trainer.current_epoch, task.num_params
     metrics = completed_record(validated, tests, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
     if trainer.is_global_zero:
