@@ -21,8 +21,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rnnreg.io import write_json_atomic
-from rnnreg.report import read_metrics
 from rnnreg.run_lock import earlier_results
+from rnnreg.run_record import null_as_nan, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("paper_small", "paper_medium", "paper_large")
@@ -57,7 +57,7 @@ def main() -> None:
         check=True,
     )
     wall = time.perf_counter() - start
-    metrics = read_metrics(run_dir / "metrics.json")  # an overflowed perplexity is null there: nan here
+    metrics = null_as_nan(read_metrics(run_dir))  # an overflowed perplexity is null there: nan here
     result = {
         "experiment": args.experiment,
         "accelerator": args.accelerator,

@@ -17,16 +17,26 @@ import os
 import shlex
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.errors import ConfigError, DataError, OutputError, first_line
 from rnnreg.run_lock import RunLock
-from rnnreg.run_record import MAX_NLL
+from rnnreg.run_record import MAX_NLL, null_as_nan, read_metrics
 from rnnreg.runtime import hydra_entry
-from rnnreg.sweep import BASIC_SWEEPER, NOT_COMPARED, STACKED_LAUNCHER, job_order, override_key, recorded_overrides
+from rnnreg.sweep import (
+    BASIC_SWEEPER,
+    NOT_COMPARED,
+    STACKED_LAUNCHER,
+    basic_sweep_jobs,
+    job_order,
+    override_key,
+    recorded_overrides,
+)
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -119,11 +129,8 @@ def again_command(run: Path) -> str:
 def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
     """(job, command) of each job of a basic sweep under `root` that has no folder: the sweep was stopped
     (SIGTERM, Ctrl-C) before it. Its jobs are recomputed from its multirun.yaml as Hydra's basic sweeper
-    splits them (numbered folders); nothing for a live sweep, another sweeper, or overrides that need
-    the config to expand."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    splits them (rnnreg.sweep.basic_sweep_jobs), in numbered folders; nothing for a live sweep, another sweeper,
+    another subdir, or overrides that need the config to expand."""
     found = []
     sweeps = {root, *(r["path"].parent for r in rows)}
     for sweep in sorted((s for s in sweeps if s == root or root in s.parents), key=lambda p: job_order(str(p))):
@@ -136,13 +143,12 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
             continue
         if RunLock.in_use(sweep):  # still running: the jobs to come have not started yet
             continue
-        params = [f"{key}={value}" for key, value in section(sweeper, record, "params").items()]
+        params = section(sweeper, record, "params")
         task = section(hydra, record, "overrides").get("task") or []
         if not isinstance(task, list) or not all(isinstance(o, str) for o in task):
             raise unreadable(record, "hydra.overrides.task is not a list of overrides")
         try:
-            parsed = OverridesParser.create().parse_overrides(params + task)
-            (jobs,) = BasicSweeper.split_arguments(parsed, None)
+            jobs = basic_sweep_jobs(params, task)
         except Exception:  # a glob over config options needs the config: the report cannot list them
             continue
         for num, overrides in enumerate(jobs):
@@ -152,15 +158,10 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
 
 
 def history(run: Path, key: str = "val/ppl") -> list[float]:
-    """Every value of `key` the run's CSV logger wrote (csv/metrics.csv), in order; [] without that file."""
-    path = run / "csv" / "metrics.csv"
-    if not path.exists():
-        return []
-    try:
-        with open(path, newline="") as f:
-            return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
-    except (OSError, csv.Error, ValueError, UnicodeDecodeError) as err:
-        raise unreadable(path, err) from None
+    """Every value of `key` the run's CSV logger wrote (csv/metrics.csv), in the order it logged them (each step's
+    for a training key); [] without that file. The report draws by epoch (by_epoch); this compares runs value by
+    value (examples/compare_placements.py's best perplexity; the tests' runs step by step)."""
+    return logged(run, (key,), lambda row: float(row[key]))
 
 
 def by_epoch(run: Path, key: str = "val/ppl") -> dict[int, float]:
@@ -168,16 +169,22 @@ def by_epoch(run: Path, key: str = "val/ppl") -> dict[int, float]:
     never at its row: a run resumed into another folder logs from its resumed epoch on, and a value drawn by
     row would be drawn epochs early. {} without that file; a value that is not a finite perplexity (nan, inf: a
     diverging run's) has no place on the figures' log axis and is left out."""
+    values = dict(logged(run, (key, "epoch"), lambda row: (int(float(row["epoch"])) + 1, float(row[key]))))
+    return dict(sorted((epoch, value) for epoch, value in values.items() if is_perplexity(value)))
+
+
+def logged(run: Path, keys: tuple[str, ...], value: Callable[[dict], Any]) -> list:
+    """`value` of each row of the run's csv/metrics.csv that holds all of `keys`, in the order they were logged; []
+    without that file. A file that cannot be read, or whose values are not numbers (cut short, edited), is one the
+    report cannot read."""
     path = run / "csv" / "metrics.csv"
     if not path.exists():
-        return {}
+        return []
     try:
         with open(path, newline="") as f:
-            rows = [row for row in csv.DictReader(f) if row.get(key) and row.get("epoch")]
-        values = {int(float(row["epoch"])) + 1: float(row[key]) for row in rows}
+            return [value(row) for row in csv.DictReader(f) if all(row.get(key) for key in keys)]
     except (OSError, csv.Error, ValueError, OverflowError, UnicodeDecodeError) as err:
         raise unreadable(path, err) from None
-    return dict(sorted((epoch, value) for epoch, value in values.items() if is_perplexity(value)))
 
 
 def read_yaml(path: Path) -> dict:
@@ -238,7 +245,7 @@ def collect(root: Path) -> list[dict]:
         choices = section(read_yaml(hydra_file), hydra_file, "hydra", "runtime", "choices")
         config = read_yaml(config_file)
         trainer, model, data = (section(config, config_file, key) for key in ("trainer", "model", "data"))
-        metrics = read_metrics(run / "metrics.json")
+        metrics = checked_metrics(run)
         curve = by_epoch(run)
         rows.append(
             {
@@ -289,17 +296,15 @@ def is_perplexity(value: float) -> bool:
     return 1.0 <= value <= MAX_PERPLEXITY
 
 
-def read_metrics(path: Path) -> dict:
-    """A run's metrics.json ({} without one), a null number as nan: rnnreg.io writes NaN and infinities as null.
-    A file whose numbers are not numbers, or not perplexities a run writes, is one the report cannot read."""
-    if not path.exists():
-        return {}
+def checked_metrics(run: Path) -> dict:
+    """A run's metrics.json (rnnreg.run_record.read_metrics: {} without one), a null number as nan. A file that is
+    not a JSON object, or whose numbers are not numbers, or not perplexities a run writes, is one the report
+    cannot read."""
+    path = run / "metrics.json"
     try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as err:
+        metrics = read_metrics(run)
+    except (OSError, ValueError) as err:
         raise unreadable(path, err) from None
-    if not isinstance(metrics, dict):
-        raise unreadable(path, "not a JSON object")
     for key in NUMBERS:
         value = metrics.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -308,7 +313,7 @@ def read_metrics(path: Path) -> dict:
             raise unreadable(path, f"{key}={json.dumps(value)} is not a perplexity")
     if not isinstance(metrics.get("status", ""), str):
         raise unreadable(path, f"status={json.dumps(metrics['status'])} is not a run's status")
-    return {key: math.nan if value is None else value for key, value in metrics.items()}
+    return null_as_nan(metrics)
 
 
 PPL_COLUMNS = {

@@ -5,6 +5,7 @@ back. Plain Python: rnnreg-report and the launchers read it without torch."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 from pathlib import Path
 from typing import NamedTuple
@@ -62,10 +63,31 @@ def resume_from(last: Path | None) -> str:
     return f"rnnreg-train ... ckpt_path={last}" if last is not None else "no checkpoint was written"
 
 
-def recorded_metrics(folder: str | Path) -> dict:
-    """A run folder's metrics.json ({} without a readable one)."""
+def read_metrics(folder: str | Path) -> dict:
+    """A run folder's metrics.json as the run wrote it ({} without the file). One that is not a JSON object (cut
+    short, edited, from elsewhere) is a ValueError saying why, one that cannot be read an OSError: rnnreg-report
+    names the file (its checked_metrics), a reader that only asks how a run ended takes it as no record
+    (recorded_metrics)."""
     try:
-        metrics = json.loads(Path(folder, "metrics.json").read_text())
+        text = Path(folder, "metrics.json").read_text()
+    except FileNotFoundError:
+        return {}
+    metrics = json.loads(text)
+    if not isinstance(metrics, dict):
+        raise ValueError("not a JSON object")
+    return metrics
+
+
+def recorded_metrics(folder: str | Path) -> dict:
+    """How a run ended, for a reader that asks only that (a sweep's end, a resume, the run lock): its metrics.json
+    (read_metrics), {} without a readable one."""
+    try:
+        return read_metrics(folder)
     except (OSError, ValueError):
         return {}
-    return metrics if isinstance(metrics, dict) else {}
+
+
+def null_as_nan(metrics: dict) -> dict:
+    """metrics.json's values with a null as nan: rnnreg.io writes a NaN or infinite number (an overflowed
+    perplexity) as null."""
+    return {key: math.nan if value is None else value for key, value in metrics.items()}

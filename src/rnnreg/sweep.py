@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -246,22 +247,30 @@ def basic_sweeper(config: DictConfig) -> bool:
     return OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER
 
 
+def basic_sweep_jobs(params: Mapping, task: list[str], config_loader=None) -> list[list[str]]:
+    """Each job's overrides, in job order, as Hydra's basic sweeper splits a multirun: its search space
+    (hydra.sweeper.params, a mapping) and then the command line's overrides (hydra.overrides.task). Without a
+    `config_loader` a glob over a group's options cannot be expanded (a HydraException)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    lines = [f"{key}={value}" for key, value in params.items()] + list(task)
+    parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(lines)
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)  # one batch (Hydra numbers jobs on over its batches)
+    return [list(overrides) for overrides in jobs]
+
+
 def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], Path]] | None:
     """Each job's overrides and folder (or the first job's only), in job order, as Hydra's basic sweeper and
     launcher will make them (its config composed as theirs is, hydra.job.num set); None for another sweeper
     (Optuna's jobs come one by one)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
 
     if not basic_sweeper(config):
         return None
     loader = GlobalHydra.instance().config_loader()
-    params = [f"{key}={value}" for key, value in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     try:
-        parsed = OverridesParser.create(config_loader=loader).parse_overrides(
-            params + list(config.hydra.overrides.task)
-        )
-        (jobs,) = BasicSweeper.split_arguments(parsed, None)
+        jobs = basic_sweep_jobs(params, list(config.hydra.overrides.task), loader)
     except HydraException as err:  # what the sweeper would stop on: said in one line
         raise ConfigError(str(err).strip().splitlines()[0]) from None
     jobs = jobs[:1] if first_only else jobs
