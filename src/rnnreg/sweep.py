@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError, UserError, first_line
 from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, results_message
 from rnnreg.run_record import recorded_metrics
@@ -32,7 +33,8 @@ from rnnreg.stacked_settings import check_launcher_settings
 
 SWEEP_FILE = "sweep.yaml"
 ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
-STACKED_LAUNCHER = "hydra_plugins.rnnreg_stacked_launcher.stacked_launcher.StackedLauncher"  # hydra/launcher=stacked
+# hydra/launcher=stacked's class as its config names it for Hydra: conf/hydra/launcher/stacked.yaml, its one owner
+STACKED_LAUNCHER = str(yaml.safe_load(Path(CONF_DIR, "hydra", "launcher", "stacked.yaml").read_text())["_target_"])
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default sweeper
 
 
