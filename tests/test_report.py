@@ -32,7 +32,7 @@ from rnnreg.report_figures import (
     paper_size_of,
 )
 from rnnreg.run_lock import RunLock
-from rnnreg.sweep import failed_jobs
+from rnnreg.sweep import JobFailed, failed_jobs, report_failed_job
 
 PAPER = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "report.yaml").paper)
 # The placement ablation as run (README): test perplexity per seed (1234, 1, 2)
@@ -629,3 +629,17 @@ def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
         ("10", ["seed=10"], False),
     ]
     assert failed_jobs(tmp_path, since=time.time() + 60) == []  # every file older than that multirun
+
+
+def test_a_failed_job_is_reported_alike_by_every_launcher(tmp_path, capsys):
+    """report_failed_job (a basic job's UserError, a stacked member's failure): one line on stderr naming the job
+    by what its sweep varies, its error.txt, and what the sweeper is handed: Hydra's basic sweeper None (the sweep
+    goes on), any other a JobFailed. An error.txt that cannot be written leaves the line alone to say it (the
+    stacked launcher used to stop the whole sweep there with a traceback; a basic job did not)."""
+    overrides = ["seed=3", "dropout=none", "hydra.sweep.dir=/x"]
+    assert report_failed_job(4, overrides, ["seed"], "data.bptt=0 must be >= 1", tmp_path, basic=True) is None
+    assert capsys.readouterr().err == "error: job 4 (seed=3) failed: data.bptt=0 must be >= 1\n"
+    assert (tmp_path / "error.txt").read_text() == "data.bptt=0 must be >= 1\n"
+    failed = report_failed_job(5, overrides, None, "diverged", tmp_path / "error.txt" / "no folder", basic=False)
+    assert isinstance(failed, JobFailed) and str(failed) == "diverged"
+    assert capsys.readouterr().err == "error: job 5 (seed=3 dropout=none) failed: diverged\n"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rnnreg.runtime import hydra_entry, instantiate, log, record_job_error, route_lightning_logs
+from rnnreg.runtime import hydra_entry, instantiate, log, route_lightning_logs
+from rnnreg.sweep import record_job_error
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -22,7 +22,7 @@ from rnnreg.command_line import check_group_options, check_one_mode, single_run_
 from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
-from rnnreg.sweep import BASIC_SWEEPER, ERROR_FILE, in_multirun, job_label, job_swept_keys
+from rnnreg.sweep import BASIC_SWEEPER, in_multirun, job_swept_keys, report_failed_job
 
 log = logging.getLogger("rnnreg")
 
@@ -37,11 +37,6 @@ warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is depre
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: not str(record.msg).startswith("💡 Tip:")
 )
-
-
-class JobFailed(Exception):
-    """A multirun job ended by a UserError (already reported on one line): the sweeper records the job as
-    failed (Optuna: a FAIL trial) and goes on."""
 
 
 def missing_key(err: BaseException) -> str | None:
@@ -61,9 +56,7 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
     """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback.
     Bad input is a UserError, or a mandatory config value (???) that was not given; the config is first
     validated against its schema (rnnreg.schema). In a multirun the job fails and the sweep goes on
-    (rnnreg.sweep lists the failed jobs at its end): Hydra's basic sweeper gets None (a raised error would
-    end the sweep), any other sweeper JobFailed (Optuna marks the trial FAIL; a NaN return crashes
-    hydra-optuna-sweeper 1.3 with optuna 2.10)."""
+    (rnnreg.sweep.report_failed_job)."""
     script = f"rnnreg-{config_name}"
 
     @functools.wraps(fn)
@@ -82,26 +75,16 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
             if not in_multirun():
                 print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
-            hydra_cfg = HydraConfig.get()
-            what = job_label(list(hydra_cfg.overrides.task), job_swept_keys())
-            print(f"error: job {hydra_cfg.job.num} ({what}) failed: {message}", file=sys.stderr)
-            record_job_error(str(message))
-            if HydraConfig.get().sweeper._target_ == BASIC_SWEEPER:
+            job = HydraConfig.get()
+            basic = job.sweeper._target_ == BASIC_SWEEPER
+            failed = report_failed_job(
+                job.job.num, list(job.overrides.task), job_swept_keys(), message, job.runtime.output_dir, basic
+            )
+            if failed is None:
                 return None
-            raise JobFailed(str(message)) from None
+            raise failed from None
 
     return wrapper
-
-
-def record_job_error(message: str) -> None:
-    """A multirun job's one-line reason for having no result, in its folder's error.txt: how the sweep's end
-    (rnnreg.sweep.failed_jobs) knows, also of a job that ended before writing anything, or in another process."""
-    if not in_multirun():  # (evaluate() called as a function: no sweep to tell)
-        return
-    try:
-        Path(HydraConfig.get().runtime.output_dir, ERROR_FILE).write_text(f"{message}\n")
-    except OSError:
-        pass
 
 
 # Hydra answers these itself, before the task function: no config check (and no torch import) for them.

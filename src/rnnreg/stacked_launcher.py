@@ -28,11 +28,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.run_record import recorded_metrics
-from rnnreg.runtime import JobFailed
 from rnnreg.schema import validate
 from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import check_stackable, on_a_cpu, pad_hidden_to, padded_size, running_program
-from rnnreg.sweep import ERROR_FILE, NOT_COMPARED, basic_sweeper, job_label, swept_keys
+from rnnreg.sweep import NOT_COMPARED, basic_sweeper, job_label, report_failed_job, swept_keys
 
 log = logging.getLogger("rnnreg")
 
@@ -358,9 +357,8 @@ def launch_groups(
 
 def job_return(launcher, job: Job, status: str, value) -> JobReturn:
     """What run_job hands the sweeper: the best validation perplexity (what hparams_search reads); for a failed
-    member what a failed basic job hands it (rnnreg.runtime.user_errors_as_one_line): the same line on stderr,
-    and to Hydra's basic sweeper None (the sweep goes on; rnnreg.sweep lists the failed jobs at its end), to any
-    other a failure (Optuna: a FAIL trial)."""
+    member what a failed basic job hands it, reported as a basic job reports it (rnnreg.sweep.report_failed_job:
+    its line on stderr, its error.txt; to Hydra's basic sweeper None, to any other a failure: Optuna's FAIL)."""
     ret = JobReturn(
         overrides=job.overrides,
         cfg=job.cfg,
@@ -370,11 +368,10 @@ def job_return(launcher, job: Job, status: str, value) -> JobReturn:
     )
     ret.status, ret.return_value = JobStatus.COMPLETED, value
     if status != "completed":
-        what = job_label(job.overrides, swept_keys(launcher.config.hydra) or None)
-        print(f"error: job {job.idx} ({what}) failed: {value}", file=sys.stderr)
-        (job.output_dir / ERROR_FILE).write_text(f"{value}\n")
-        if basic_sweeper(launcher.config):
-            ret.return_value = None
-        else:
-            ret.status, ret.return_value = JobStatus.FAILED, JobFailed(str(value))
+        swept = swept_keys(launcher.config.hydra) or None
+        ret.return_value = report_failed_job(
+            job.idx, job.overrides, swept, value, job.output_dir, basic_sweeper(launcher.config)
+        )
+        if ret.return_value is not None:  # JobFailed
+            ret.status = JobStatus.FAILED
     return ret

@@ -98,10 +98,41 @@ def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
     ]
 
 
+class JobFailed(Exception):
+    """A multirun job ended by a UserError (already reported on one line): the sweeper records the job as
+    failed (Optuna: a FAIL trial) and goes on."""
+
+
+def report_failed_job(
+    num: int, overrides: list[str], swept: list[str] | None, message, folder: str | Path, basic: bool
+) -> JobFailed | None:
+    """A multirun job that failed with `message` (a UserError's), as every launcher reports it: one line on stderr
+    naming the job, its error.txt in `folder` (record_job_error), and what its sweeper is handed: Hydra's basic
+    sweeper (`basic`) None, for a raised error would end the sweep (failed_jobs lists the job at its end); any
+    other JobFailed (Optuna marks the trial FAIL; a NaN return crashes hydra-optuna-sweeper 1.3 with optuna 2.10)."""
+    print(f"error: job {num} ({job_label(overrides, swept)}) failed: {message}", file=sys.stderr)
+    record_job_error(str(message), folder)
+    return None if basic else JobFailed(str(message))
+
+
+def record_job_error(message: str, folder: str | Path | None = None) -> None:
+    """A multirun job's one-line reason for having no result, in its folder's error.txt (`folder`; None: this
+    job's, outside a multirun nothing): how the sweep's end (failed_jobs) knows, also of a job that ended before
+    writing anything, or in another process."""
+    if folder is None:
+        if not in_multirun():  # (evaluate() called as a function: no sweep to tell)
+            return
+        folder = HydraConfig.get().runtime.output_dir
+    try:
+        Path(folder, ERROR_FILE).write_text(f"{message}\n")
+    except OSError:  # the line on stderr has said it
+        pass
+
+
 def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str], bool]]:
     """(job folder, overrides, stopped) of each job under `sweep_dir` run at or after `since` (its config,
     metrics.json or error.txt written since: a resumed stacked sweep keeps its jobs' configs) that did not complete:
-    it left error.txt (rnnreg.runtime.record_job_error: a UserError, an evaluation stopped in a submitit job) and no
+    it left error.txt (record_job_error: a UserError, an evaluation stopped in a submitit job) and no
     completed metrics.json after it, or a metrics.json saying failed or interrupted (stopped: by a signal, after any
     error.txt, and it goes on from its last.ckpt) or nothing readable (cut short, edited: not a completed job)."""
     failed = []
