@@ -207,6 +207,16 @@ print("HEAVY", heavy)
     assert "HEAVY []" in proc.stdout
 
 
+def test_hydras_own_answers_check_no_folder(tmp_path):
+    """--version, like --help, is Hydra's answer and makes no folder: a hydra.run.dir with a run's results beside it
+    is no error (it was one: --version was missing from the flags that skip the run folder's check)."""
+    (tmp_path / "metrics.json").write_text('{"status": "completed"}')
+    for flag in ("--version", "--help"):
+        proc = run("rnnreg-train", flag, f"hydra.run.dir={tmp_path}", check=False)
+        assert proc.returncode == 0 and not proc.stderr, (flag, proc.stderr)
+    assert "Hydra " in run("rnnreg-train", "--version", f"hydra.run.dir={tmp_path}").stdout
+
+
 @pytest.mark.parametrize("script, says", [("eval", "ckpt_path=[a.ckpt"), ("generate", "prompt="), ("report", "path=")])
 def test_each_commands_help_lists_its_own_keys(script, says):
     """Hydra's default help lists every config group in conf/: rnnreg-train's (dropout, model, ...), which the

@@ -19,17 +19,28 @@ from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validat
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
 
-# Hydra's own flags that do not run the task (or pick another config): nothing to check before Hydra
-_NO_RUN_FLAGS = {
-    *("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"),
-    *("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"),
-}
+# Hydra's flags that it answers itself, before the task function and without making a folder: no check of the
+# config or of a run folder before Hydra (rnnreg.runtime.hydra_entry), and no torch import
+HYDRA_SELF_ANSWERED = frozenset(
+    ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+)
+# Hydra's flags that run another config than conf/<config_name>.yaml: it is not composed here (the task function
+# checks it), while a run folder given on the command line is checked all the same (rnnreg.runtime.hydra_entry)
+OTHER_CONFIG_FLAGS = frozenset(
+    ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
+)
 MAX_JOBS_CHECKED = 256
 
 
 # Hydra's modes: one a command (Hydra raises a ValueError, with its traceback, for two)
 _MODES = {"-m": "--multirun", "--multirun": "--multirun", "--cfg": "--cfg", "-c": "--cfg", "--info": "--info"}
 _MODES |= {"-i": "--info", "--shell-completion": "--shell-completion", "-sc": "--shell-completion"}
+
+
+def answered_by_hydra(argv: list[str]) -> bool:
+    """Whether Hydra answers this command line itself (HYDRA_SELF_ANSWERED: help, version, completion, --info,
+    --cfg) without running the task."""
+    return any(a.split("=")[0] in HYDRA_SELF_ANSWERED for a in argv)
 
 
 def check_one_mode(argv: list[str]) -> None:
@@ -48,7 +59,7 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
     from hydra.errors import HydraException
     from hydra.types import RunMode
 
-    if any(a.split("=")[0] in _NO_RUN_FLAGS for a in argv):
+    if answered_by_hydra(argv) or any(a.split("=")[0] in OTHER_CONFIG_FLAGS for a in argv):
         return 0
     if any(a.startswith(("hydra.searchpath", "--config-dir", "-cd", "--config-path", "-cp")) for a in argv):
         return 0  # config groups from elsewhere: the task function (or the stacked launcher) validates each job

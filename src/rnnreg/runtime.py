@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.command_line import check_group_options, check_one_mode, single_run_dir, validate_args
+from rnnreg.command_line import answered_by_hydra, check_group_options, check_one_mode, single_run_dir, validate_args
 from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
 from rnnreg.schema import missing_message, validate
@@ -87,10 +87,6 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
     return wrapper
 
 
-# Hydra answers these itself, before the task function: no config check (and no torch import) for them.
-HYDRA_SELF_ANSWERED = ("--help", "-h", "--hydra-help", "--shell-completion", "-sc", "--info", "-i", "--cfg", "-c")
-
-
 def hydra_entry(config_name: str) -> Callable:
     """hydra.main for a console script, with our one-line errors, and the whole config checked before Hydra
     starts (and creates the run folder): every config the command line composes, each job of a sweep
@@ -114,7 +110,7 @@ def hydra_entry(config_name: str) -> Callable:
             try:
                 check_group_options(args)
                 check_one_mode(args)
-                if not any(a.split("=")[0] in HYDRA_SELF_ANSWERED for a in args):
+                if not answered_by_hydra(args):
                     validate_args(config_name, args)
                     check_run_dir_free(args, config_name, job_name)
             except UserError as err:
