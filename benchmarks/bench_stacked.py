@@ -34,7 +34,7 @@ from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import LSTMLanguageModel, mean_nll, paper_objective
 from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.recipes import compose_config
-from rnnreg.runtime import keep_freed_memory
+from rnnreg.speed_settings import keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_step import StackedStep, group_step
 

@@ -111,7 +111,7 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     if args.keep_freed_memory:
-        from rnnreg.runtime import keep_freed_memory
+        from rnnreg.speed_settings import keep_freed_memory
 
         keep_freed_memory()
     print(

@@ -31,7 +31,8 @@ from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
-from rnnreg.runtime import apply_speed, instantiate, instantiate_callbacks
+from rnnreg.runtime import instantiate, instantiate_callbacks
+from rnnreg.speed_settings import apply_speed
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels

@@ -36,7 +36,6 @@ from rnnreg.run_lock import (
 )
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import (
-    apply_speed,
     instantiate,
     instantiate_callbacks,
     instantiate_loggers,
@@ -45,6 +44,7 @@ from rnnreg.runtime import (
     route_lightning_logs,
 )
 from rnnreg.schema import validate
+from rnnreg.speed_settings import apply_speed
 from rnnreg.sweep import in_multirun
 from rnnreg.task import LanguageModelTask, task_arguments
 
