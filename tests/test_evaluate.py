@@ -20,11 +20,11 @@ import torch
 
 import warm_start
 from helpers import BIN, TINY, compose_config, run, strict_json, write_corpus
+from rnnreg.command_line import check_run_dir_free
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
 from rnnreg.run_lock import earlier_results
-from rnnreg.runtime import check_run_dir_free
 from rnnreg.train import train
 
 

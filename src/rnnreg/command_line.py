@@ -1,12 +1,14 @@
 """A command line, checked before Hydra runs: compose the config of every job it asks for (each value of a
-sweep, an experiment's own sweep included) and validate each against rnnreg.schema, so that a bad value is
-one line before any folder is created or any job has run. rnnreg.runtime.hydra_entry calls `validate_args`.
+sweep, an experiment's own sweep included) and validate each against rnnreg.schema, and check a run folder it
+names (check_run_dir_free), so that a bad value or a folder in use is one line before any folder is created or any
+job has run. rnnreg.runtime.hydra_entry calls `validate_args` and `check_run_dir_free`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.errors import ConfigError, MissingValue
+from rnnreg.errors import ConfigError, MissingValue, OutputError
+from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
 from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validate
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
@@ -213,6 +216,37 @@ def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: s
         raise ConfigError(f"hydra.run.dir: {str(err).splitlines()[0]}") from None
     finally:
         HydraConfig.instance().cfg = original
+
+
+def check_run_dir_free(args: list[str], config_name: str = "train", job_name: str = "train") -> None:
+    """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
+    holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
+    training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json), or a
+    folder of checkpoints: stop before Hydra writes .hydra/, multirun.yaml or the log there
+    (training and evaluation check again when they start, training takes the lock; a multirun checks its sweep
+    folder in rnnreg.sweep)."""
+    if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
+        return
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    ckpt_paths = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("ckpt_path=")]
+    for arg in args:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+")
+        if key == "hydra.run.dir" and not multirun:  # as Hydra resolves it (${paths.output_root}/run), if it is used
+            resolved = single_run_dir(config_name, args, job_name)
+            value = value if resolved is None else resolved
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
+            if message:
+                raise OutputError(message)
+            if config_name in ("train", "eval") and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra uses
+                check_not_in_checkpoints(value, key, f"rnnreg-{config_name}")
+            if key != "hydra.run.dir" or multirun or config_name not in ("train", "eval"):
+                continue
+            if config_name == "eval":  # its checkpoint's folder is no exception: eval writes no checkpoint
+                check_no_earlier_results(value, key, trains=False)
+            elif "last" not in ckpt_paths:  # ckpt_path=last is found when training starts (it checks then)
+                check_no_earlier_results(value, key, ckpt_paths[-1] if ckpt_paths else None)
 
 
 def check_job(composed: DictConfig, config_name: str, overrides: list) -> DictConfig:

@@ -17,9 +17,14 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.command_line import answered_by_hydra, check_group_options, check_one_mode, single_run_dir, validate_args
-from rnnreg.errors import ConfigError, OutputError, UserError
-from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
+from rnnreg.command_line import (
+    answered_by_hydra,
+    check_group_options,
+    check_one_mode,
+    check_run_dir_free,
+    validate_args,
+)
+from rnnreg.errors import ConfigError, UserError
 from rnnreg.schema import missing_message, validate
 from rnnreg.sweep import BASIC_SWEEPER, in_multirun, job_swept_keys, report_failed_job
 
@@ -149,37 +154,6 @@ def route_lightning_logs() -> None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
-
-
-def check_run_dir_free(args: list[str], config_name: str = "train", job_name: str = "train") -> None:
-    """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
-    holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
-    training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json), or a
-    folder of checkpoints: stop before Hydra writes .hydra/, multirun.yaml or the log there
-    (training and evaluation check again when they start, training takes the lock; a multirun checks its sweep
-    folder in rnnreg.sweep)."""
-    if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
-        return
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    ckpt_paths = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("ckpt_path=")]
-    for arg in args:
-        key, _, value = arg.partition("=")
-        key = key.lstrip("+")
-        if key == "hydra.run.dir" and not multirun:  # as Hydra resolves it (${paths.output_root}/run), if it is used
-            resolved = single_run_dir(config_name, args, job_name)
-            value = value if resolved is None else resolved
-        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
-            message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
-            if message:
-                raise OutputError(message)
-            if config_name in ("train", "eval") and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra uses
-                check_not_in_checkpoints(value, key, f"rnnreg-{config_name}")
-            if key != "hydra.run.dir" or multirun or config_name not in ("train", "eval"):
-                continue
-            if config_name == "eval":  # its checkpoint's folder is no exception: eval writes no checkpoint
-                check_no_earlier_results(value, key, trains=False)
-            elif "last" not in ckpt_paths:  # ckpt_path=last is found when training starts (it checks then)
-                check_no_earlier_results(value, key, ckpt_paths[-1] if ckpt_paths else None)
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
