@@ -13,7 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rnnreg.runtime import hydra_entry, instantiate, log, route_lightning_logs
+from rnnreg.instantiation import instantiate
+from rnnreg.runtime import hydra_entry, log, route_lightning_logs
 from rnnreg.sweep import record_job_error
 
 

@@ -1,4 +1,7 @@
-"""What every entry point shares: clean one-line errors, Hydra's entry, building the pieces, process settings."""
+"""A console script's process, what every entry point shares: Hydra's entry with the command line checked first
+(rnnreg.command_line) and our Hydra plugins found, bad input as one line, the Lightning warnings and log lines a
+run shows. Elsewhere: building a run's pieces (rnnreg.instantiation), its config tree (rnnreg.config_tree), its
+speed settings (rnnreg.speed_settings), a multirun job's failure (rnnreg.sweep.report_failed_job)."""
 
 from __future__ import annotations
 
@@ -13,8 +16,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.command_line import (
@@ -154,62 +156,3 @@ def route_lightning_logs() -> None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
-
-
-def instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate, with our own errors (bad data or config) passed through unwrapped."""
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        raise
-
-
-def instantiate_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb_parts: list[str] | None = None) -> list:
-    """The config's loggers; `wandb_id`: the W&B run a resumed run goes on in (Lightning's WandbLogger
-    resumes a run with that id, or starts one); `wandb_parts`: offline, the folders of that run's earlier parts."""
-    loggers = []
-    for name, spec in (cfg.get("logger") or {}).items():
-        if not spec or "_target_" not in spec:
-            continue
-        logger = instantiate(spec, id=wandb_id) if name == "wandb" else instantiate(spec)
-        if name == "wandb":
-            logger.earlier_parts = list(wandb_parts or [])  # named again by its checkpoints and its sync command
-        loggers.append(logger)
-    return loggers
-
-
-def instantiate_callbacks(cfg: DictConfig) -> list:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-
-
-# The config tree's top-level keys in this order first (the rest follow in the config's order).
-CONFIG_TREE_ORDER = ("experiment_name", "data", "model", "dropout", "optim", "trainer", "callbacks", "logger")
-
-
-def print_config_tree(
-    cfg: DictConfig, save_to: str | Path | None = None, resolve: bool = True, console: bool = True
-) -> str:
-    """The composed config as a rich tree on the console (`console`; and as text in `save_to`), one branch per
-    top-level key, as the lightning-hydra-template's print_config_tree; returns the text. Rank 0 only."""
-    import io
-
-    import rich.console
-    import rich.syntax
-    import rich.tree
-
-    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
-    keys = [k for k in CONFIG_TREE_ORDER if k in cfg] + [k for k in cfg if k not in CONFIG_TREE_ORDER]
-    for key in keys:
-        value = cfg[key]
-        branch = tree.add(str(key), style="dim", guide_style="dim")
-        text = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig | ListConfig) else str(value)
-        branch.add(rich.syntax.Syntax(text.rstrip(), "yaml", word_wrap=True))  # long paths wrap, not cropped
-    out = rich.console.Console(record=True, file=None if console else io.StringIO())
-    out.print(tree)
-    text = out.export_text()
-    if save_to is not None:
-        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
-        Path(save_to).write_text(text)
-    return text

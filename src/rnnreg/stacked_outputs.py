@@ -16,9 +16,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 
+from rnnreg.config_tree import print_config_tree
+from rnnreg.instantiation import instantiate
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, hyperparameters, wandb_run_id
-from rnnreg.runtime import instantiate, print_config_tree
 from rnnreg.task import task_arguments
 
 if TYPE_CHECKING:

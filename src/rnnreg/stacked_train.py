@@ -25,13 +25,13 @@ from lightning.pytorch.callbacks import EarlyStopping
 from rnnreg.checkpoints import tests_best
 from rnnreg.console import counted, device_name
 from rnnreg.errors import ConfigError, OutputError, TrainingDiverged
+from rnnreg.instantiation import instantiate, instantiate_callbacks
 from rnnreg.io import FileWriter, save_atomically
 from rnnreg.loggers import checked_run_id, offline_run_parts
 from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import Progress, training_state
 from rnnreg.optim import paper_lr_factor
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
-from rnnreg.runtime import instantiate, instantiate_callbacks
 from rnnreg.speed_settings import apply_speed
 from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder

@@ -18,9 +18,11 @@ from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
 from rnnreg.checkpoints import stopped_by_ctrl_c, tests_best
+from rnnreg.config_tree import print_config_tree
 from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
+from rnnreg.instantiation import instantiate, instantiate_callbacks, instantiate_loggers
 from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb, hyperparameters
 from rnnreg.lstm_layer import require_triton_cell
@@ -35,14 +37,7 @@ from rnnreg.run_lock import (
     launched_as_rank_zero,
 )
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
-from rnnreg.runtime import (
-    instantiate,
-    instantiate_callbacks,
-    instantiate_loggers,
-    log,
-    print_config_tree,
-    route_lightning_logs,
-)
+from rnnreg.runtime import log, route_lightning_logs
 from rnnreg.schema import validate
 from rnnreg.speed_settings import apply_speed
 from rnnreg.sweep import in_multirun
