@@ -1,8 +1,9 @@
 """Model averaging (the paper's ensemble rows) and Monte-Carlo dropout, as one language model.
 
-`AveragedModel` predicts the average of the distributions of several models and/or of `mc_samples`
-stochastic (dropout on) passes per model (Gal & Ghahramani 2016). Each pass carries its own hidden state.
-It returns log-probabilities, which the task's cross-entropy reads as logits (they are normalised already).
+`PredictiveAverage` predicts the average of the distributions of several models and/or of `mc_samples`
+stochastic (dropout on) passes per model (Gal & Ghahramani 2016): their predictions are averaged, not their
+weights (as torch.optim.swa_utils.AveragedModel's are). Each pass carries its own hidden state. It returns
+log-probabilities, which the task's cross-entropy reads as logits (they are normalised already).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 from rnnreg.errors import ConfigError
 
 
-class AveragedModel(nn.Module):
+class PredictiveAverage(nn.Module):
     def __init__(self, nets: list[nn.Module], mc_samples: int = 1):
         super().__init__()
         if mc_samples < 1:

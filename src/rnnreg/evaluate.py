@@ -60,7 +60,7 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     import torch
 
     from rnnreg.callbacks import LMProgressBar
-    from rnnreg.ensemble import AveragedModel
+    from rnnreg.ensemble import PredictiveAverage
     from rnnreg.io import write_json_atomic
     from rnnreg.run_lock import check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
     from rnnreg.task import LanguageModelTask, load_task
@@ -78,7 +78,7 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     seed = cfg.get("seed", 0)
     task = tasks[0]
     if len(tasks) > 1 or mc_samples > 1:
-        averaged = AveragedModel([t.net for t in tasks], mc_samples)
+        averaged = PredictiveAverage([t.net for t in tasks], mc_samples)
         task = LanguageModelTask(**tasks[0].hparams, net=averaged)
     callbacks = [LMProgressBar()] if cfg.trainer.enable_progress_bar else []
     trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks)
