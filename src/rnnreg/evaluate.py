@@ -74,8 +74,8 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     tasks = [load_task(path, datamodule.load().itos) for path in paths]
     if launched_as_rank_zero():  # said once: DDP's other processes run this function too
         warn_other_batch_size(paths, datamodule.batch_size)
-    mc_samples = cfg.get("mc_samples", 1)
-    seed = cfg.get("seed", 0)
+    mc_samples = cfg.mc_samples
+    seed = cfg.seed
     task = tasks[0]
     if len(tasks) > 1 or mc_samples > 1:
         averaged = PredictiveAverage([t.net for t in tasks], mc_samples)
