@@ -118,11 +118,11 @@ def time_stacked(args, data, device, triton_cell: bool = False) -> float:
 
 # --check: one member per placement, so that every mask site draws from a member generator inside the graph
 CHECK_MEMBERS = [
-    MemberSpec(seed=1),
-    MemberSpec(seed=2, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5),
-    MemberSpec(seed=3, dropout_recurrent=0.5),
-    MemberSpec(seed=4, dropout_input=0.3, dropout_recurrent=0.3, variational=True),
-    MemberSpec(seed=5, weight_drop=0.5, embedding_dropout=0.1),
+    MemberSpec(seed=1, init_scale=0.1),
+    MemberSpec(seed=2, init_scale=0.1, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5),
+    MemberSpec(seed=3, init_scale=0.1, dropout_recurrent=0.5),
+    MemberSpec(seed=4, init_scale=0.1, dropout_input=0.3, dropout_recurrent=0.3, variational=True),
+    MemberSpec(seed=5, init_scale=0.1, weight_drop=0.5, embedding_dropout=0.1),
 ]
 
 

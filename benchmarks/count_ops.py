@@ -42,14 +42,18 @@ NO_KERNEL = {
 GEMMS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"}
 
 PLACEMENTS = {
-    "none": [MemberSpec(seed=k) for k in range(3)],
-    "non_recurrent": [MemberSpec(seed=k, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5) for k in range(3)],
+    "none": [MemberSpec(seed=k, init_scale=0.1) for k in range(3)],
+    "non_recurrent": [
+        MemberSpec(seed=k, init_scale=0.1, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5) for k in range(3)
+    ],
     "five placements": [
-        MemberSpec(seed=1),
-        MemberSpec(seed=2, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5),
-        MemberSpec(seed=3, dropout_recurrent=0.5),
-        MemberSpec(seed=4, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5, dropout_recurrent=0.5),
-        MemberSpec(seed=5, dropout_input=0.3, dropout_recurrent=0.3, variational=True),
+        MemberSpec(seed=1, init_scale=0.1),
+        MemberSpec(seed=2, init_scale=0.1, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5),
+        MemberSpec(seed=3, init_scale=0.1, dropout_recurrent=0.5),
+        MemberSpec(
+            seed=4, init_scale=0.1, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5, dropout_recurrent=0.5
+        ),
+        MemberSpec(seed=5, init_scale=0.1, dropout_input=0.3, dropout_recurrent=0.3, variational=True),
     ],
     "the paper-scale ablation (15)": ablation_members("ablation_placement_full"),
 }

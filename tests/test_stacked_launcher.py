@@ -1661,6 +1661,6 @@ def test_unknown_program_is_one_line_error(setup, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "hydra.launcher.program=fast must be one of auto, batched, in_turn" in errors[0]
     assert not (tmp_path / "sweep" / "0" / "metrics.json").exists()
-    model = StackedLanguageModel(10, 4, 1, [MemberSpec(seed=1)])
+    model = StackedLanguageModel(10, 4, 1, [MemberSpec(seed=1, init_scale=0.1)])
     with pytest.raises(ConfigError, match="in_turn runs on a CPU only, this group is on meta: use auto or batched"):
         group_step(model, (3, 2), [5.0], None, torch.device("meta"), program="in_turn")

@@ -229,7 +229,11 @@ def test_member_model_is_the_single_model_on_views_of_its_slices():
     """On a CPU member k trains as member_model(k): its job's LSTM (fused for model.lstm=auto without recurrent
     dropout, the step loop otherwise), its single model's outputs bit for bit, and parameters that are member
     k's slices (a change to one is a change to the other)."""
-    specs = [*MIXED_KERNELS, MemberSpec(3, **PLACEMENTS["recurrent"]), MemberSpec(4, **PLACEMENTS["non_recurrent"])]
+    specs = [
+        *MIXED_KERNELS,
+        MemberSpec(3, 0.1, **PLACEMENTS["recurrent"]),
+        MemberSpec(4, 0.1, **PLACEMENTS["non_recurrent"]),
+    ]
     net = StackedLanguageModel(V, H, L, specs)
     assert net.fused == (True, False, True, False, True) == tuple(single(s).fused for s in specs)
     x = windows(1)[0][0]
@@ -243,7 +247,7 @@ def test_member_model_is_the_single_model_on_views_of_its_slices():
             member.decoder.bias[0] = 7.0 + k
         assert [j for j in range(len(specs)) if net.decoder_bias[j, 0] == 7.0 + k] == [k]
     with pytest.raises(ValueError, match="model.lstm=fused must be auto, fused or step"):
-        StackedLanguageModel(V, H, L, [MemberSpec(1, lstm="fused", **PLACEMENTS["recurrent"])])
+        StackedLanguageModel(V, H, L, [MemberSpec(1, 0.1, lstm="fused", **PLACEMENTS["recurrent"])])
 
 
 def test_group_without_dropout_computes_each_members_logits_and_gradients():
@@ -375,7 +379,7 @@ def test_one_member_is_the_single_model():
 )
 def test_member_weights_load_into_a_single_model_and_back(lstm, shape):
     shape = SHAPES[shape]
-    specs = [MemberSpec(1), MemberSpec(2, 0.2)]
+    specs = [MemberSpec(1, 0.1), MemberSpec(2, 0.2)]
     net = StackedLanguageModel(V, H, L, specs, **shape).train()
     train_stacked(net, windows(2), vec([1.0, 1.0]), vec([5.0, 5.0]))  # weights no initialisation explains
     x = windows(1, seed=3)[0][0]
@@ -384,7 +388,7 @@ def test_member_weights_load_into_a_single_model_and_back(lstm, shape):
         alone = LSTMLanguageModel(V, H, L, 0.1, lstm=lstm, **shape)
         alone.load_state_dict(net.member_state_dict(k))
         torch.testing.assert_close(alone.eval()(x)[0], logits[k], rtol=1e-5, atol=1e-6)
-    other = single(MemberSpec(9), lstm, shape).state_dict()
+    other = single(MemberSpec(9, 0.1), lstm, shape).state_dict()
     net.load_member(0, other)
     assert all(torch.equal(net.member_state_dict(0)[n], v) for n, v in other.items())
     assert torch.equal(net.eval()(x)[0][1], logits[1])  # member 1 untouched
@@ -394,7 +398,7 @@ def test_member_weights_load_into_a_single_model_and_back(lstm, shape):
 
 def test_bad_member_specs_rejected():
     with pytest.raises(ValueError, match=r"dropout.input=1.5 is outside \[0, 1\)"):
-        StackedLanguageModel(V, H, L, [MemberSpec(1), MemberSpec(2, dropout_input=1.5)])
+        StackedLanguageModel(V, H, L, [MemberSpec(1, 0.1), MemberSpec(2, 0.1, dropout_input=1.5)])
     with pytest.raises(ValueError, match="model.init_scale=0"):
         StackedLanguageModel(V, H, L, [{"seed": 1, "init_scale": 0}])
 
@@ -422,7 +426,7 @@ def assert_members_equal(a, b, members):
 
 @pytest.mark.parametrize("change", ["data", "lr", "weights", "dropout"])
 def test_changing_member_1_leaves_members_0_and_2_bitwise_unchanged(change):
-    specs = [MemberSpec(1, **EVERYWHERE), MemberSpec(2), MemberSpec(3, 0.05, **PLACEMENTS["variational"])]
+    specs = [MemberSpec(1, 0.1, **EVERYWHERE), MemberSpec(2, 0.1), MemberSpec(3, 0.05, **PLACEMENTS["variational"])]
     data, lr, clip = windows(4), vec([1.0, 1.0, 0.5]), vec([0.5, 5.0, 5.0])
     base = run_group(specs, data, lr, clip)
     changed = {
@@ -432,7 +436,7 @@ def test_changing_member_1_leaves_members_0_and_2_bitwise_unchanged(change):
         "dropout": {},
     }[change]
     if change == "dropout":
-        specs[1] = MemberSpec(2, **EVERYWHERE)
+        specs[1] = MemberSpec(2, 0.1, **EVERYWHERE)
     other = run_group(specs, data, changed.pop("lr", lr), clip, **changed)
     assert_members_equal(base, other, [0, 2])
     assert not torch.equal(base[1][-1][0][1], other[1][-1][0][1])  # member 1 did change
@@ -440,7 +444,7 @@ def test_changing_member_1_leaves_members_0_and_2_bitwise_unchanged(change):
 
 @pytest.mark.parametrize("how", ["nan_weights", "inf_weights", "huge_lr"])
 def test_a_diverging_member_leaves_the_others_bitwise_unchanged(how):
-    specs = [MemberSpec(1, **PLACEMENTS["non_recurrent"]), MemberSpec(2), MemberSpec(3)]
+    specs = [MemberSpec(1, 0.1, **PLACEMENTS["non_recurrent"]), MemberSpec(2, 0.1), MemberSpec(3, 0.1)]
     data, lr, clip = windows(4), vec([1.0, 1.0, 0.5]), vec([0.5, 5.0, 1e9])  # member 2 unclipped
     base = run_group(specs, data, lr, clip)
     bad = single(specs[1]).state_dict()
@@ -455,7 +459,7 @@ def test_a_diverging_member_leaves_the_others_bitwise_unchanged(how):
 
 
 def test_an_inactive_member_keeps_its_weights_even_with_non_finite_gradients():
-    specs = [MemberSpec(1), MemberSpec(2), MemberSpec(3)]
+    specs = [MemberSpec(1, 0.1), MemberSpec(2, 0.1), MemberSpec(3, 0.1)]
     bad = single(specs[1]).state_dict()
     bad["decoder.weight"][0, 0] = float("nan")
     active = torch.tensor([True, False, True])
@@ -472,7 +476,7 @@ def test_members_in_turn_are_independent(change):
     """A CPU's program: changing member 1 (its lr, its weights, its dropout, or NaN weights that make it
     diverge) leaves members 0 and 2 bitwise unchanged; a diverging member is switched off as failed at its
     first window and keeps its weights."""
-    specs = [MemberSpec(1, **EVERYWHERE), MemberSpec(2), MemberSpec(3, 0.05, **PLACEMENTS["variational"])]
+    specs = [MemberSpec(1, 0.1, **EVERYWHERE), MemberSpec(2, 0.1), MemberSpec(3, 0.05, **PLACEMENTS["variational"])]
     data, lr, clip = windows(4), vec([1.0, 1.0, 0.5]), vec([0.5, 5.0, 5.0])
 
     def run(specs, lr, member1=None):
@@ -489,7 +493,7 @@ def test_members_in_turn_are_independent(change):
     elif change == "weights":
         member1 = single(MemberSpec(8, 0.3)).state_dict()
     elif change == "dropout":
-        specs[1] = MemberSpec(2, **EVERYWHERE)
+        specs[1] = MemberSpec(2, 0.1, **EVERYWHERE)
     else:
         member1 = single(specs[1]).state_dict()
         member1["decoder.bias"][3] = float("nan")
@@ -516,10 +520,10 @@ def test_members_in_turn_are_their_jobs_dropout_and_all(shape):
     trains as its job alone (torch.manual_seed(seed), build, train), to the last bit, whatever its group.
     The global stream is left as it was."""
     specs = [
-        MemberSpec(1, **EVERYWHERE),
+        MemberSpec(1, 0.1, **EVERYWHERE),
         MemberSpec(2, 0.05, **PLACEMENTS["variational"]),
-        MemberSpec(3, **PLACEMENTS["non_recurrent"], weight_drop=0.2),
-        MemberSpec(4),
+        MemberSpec(3, 0.1, **PLACEMENTS["non_recurrent"], weight_drop=0.2),
+        MemberSpec(4, 0.1),
     ]
     data, lr, clip = windows(4), vec([1.0, 0.7, 1.0, 1.0]), vec([0.5, 5.0, 5.0, 5.0])
     torch.manual_seed(123)
@@ -539,7 +543,7 @@ def test_members_in_turn_are_their_jobs_dropout_and_all(shape):
 def test_members_in_turn_evaluate_as_their_single_models():
     """The CPU's evaluation pass: each member's summed NLL is its single model's in eval mode, the state carried
     over the windows, to the last bit; a member that is not wanted (stopped, failed) is skipped (NaN)."""
-    specs = [MemberSpec(1, **EVERYWHERE), MemberSpec(2), MemberSpec(3, 0.05, **PLACEMENTS["variational"])]
+    specs = [MemberSpec(1, 0.1, **EVERYWHERE), MemberSpec(2, 0.1), MemberSpec(3, 0.05, **PLACEMENTS["variational"])]
     net = StackedLanguageModel(V, H, L, specs).train()
     _, step = train_in_turn(net, windows(2), vec([1.0] * 3), vec([5.0] * 3))
     data = windows(3, seed=4)
@@ -592,7 +596,7 @@ class Recorder:
 
 def placement_group() -> tuple[StackedLanguageModel, list[str]]:
     names = list(PLACEMENTS)
-    return StackedLanguageModel(V, H, L, [MemberSpec(k, **PLACEMENTS[n]) for k, n in enumerate(names)]), names
+    return StackedLanguageModel(V, H, L, [MemberSpec(k, 0.1, **PLACEMENTS[n]) for k, n in enumerate(names)]), names
 
 
 def test_each_member_gets_its_own_placement_in_one_group(monkeypatch):
@@ -636,8 +640,9 @@ def test_a_members_masks_sit_where_the_single_model_puts_them(monkeypatch, varia
     with layer norm too (its step loop masks h_{t-1} itself). (Weight drop, drawn by F.dropout there, is
     checked on W_hh above.)"""
     rates = {"dropout_input": 0.2, "dropout_between": 0.3, "dropout_output": 0.4, "dropout_recurrent": 0.25}
-    spec = MemberSpec(3, embedding_dropout=0.1, variational=variational, **rates)  # a site's rate shows in its mask
-    net = StackedLanguageModel(V, H, L, [MemberSpec(1, **EVERYWHERE), spec], **shape).train()
+    # a site's rate shows in its mask
+    spec = MemberSpec(3, 0.1, embedding_dropout=0.1, variational=variational, **rates)
+    net = StackedLanguageModel(V, H, L, [MemberSpec(1, 0.1, **EVERYWHERE), spec], **shape).train()
     rec = Recorder(monkeypatch, net)
     x, y = windows(1)[0]
     logits, _ = net(x)
@@ -703,10 +708,10 @@ def test_eval_drops_nothing(monkeypatch):
 def test_a_members_masks_do_not_depend_on_its_group():
     """Seed 5 with dropout everywhere, in [5, a] and in [5, b, c]: the same outputs, gradients and state
     over two windows in training mode (its masks come from its own generator only)."""
-    member = MemberSpec(5, **EVERYWHERE)
+    member = MemberSpec(5, 0.1, **EVERYWHERE)
     groups = [
-        [member, MemberSpec(6, **PLACEMENTS["variational"])],
-        [member, MemberSpec(7, **EVERYWHERE), MemberSpec(8, **PLACEMENTS["recurrent"])],
+        [member, MemberSpec(6, 0.1, **PLACEMENTS["variational"])],
+        [member, MemberSpec(7, 0.1, **EVERYWHERE), MemberSpec(8, 0.1, **PLACEMENTS["recurrent"])],
     ]
     results = []
     for specs in groups:
@@ -724,7 +729,9 @@ def test_a_members_masks_do_not_depend_on_its_group():
 
 
 def test_generator_states_restore_every_members_masks():
-    net = StackedLanguageModel(V, H, L, [MemberSpec(1, **EVERYWHERE), MemberSpec(2, **PLACEMENTS["variational"])])
+    net = StackedLanguageModel(
+        V, H, L, [MemberSpec(1, 0.1, **EVERYWHERE), MemberSpec(2, 0.1, **PLACEMENTS["variational"])]
+    )
     x = windows(1)[0][0]
     net.train()(x)
     states = net.generator_states()
@@ -755,10 +762,10 @@ def test_a_padded_group_trains_as_the_unpadded_one(shape):
     from rnnreg.stacked_step import StackedStep
 
     specs = [
-        MemberSpec(1, **EVERYWHERE),
-        MemberSpec(2, **PLACEMENTS["variational"]),
-        MemberSpec(3, **PLACEMENTS["recurrent"]),
-        MemberSpec(4, lstm="step"),
+        MemberSpec(1, 0.1, **EVERYWHERE),
+        MemberSpec(2, 0.1, **PLACEMENTS["variational"]),
+        MemberSpec(3, 0.1, **PLACEMENTS["recurrent"]),
+        MemberSpec(4, 0.1, lstm="step"),
     ]
     lrs, clips, decays, momentums = [1.0, 0.7, 1.5, 0.3], [5.0, 0.1, 1.0, 2.0], [0.0, 1e-3, 0.0, 0.0], [0, 0.5, 0, 0.9]
     runs = []
@@ -800,14 +807,14 @@ def test_a_padded_members_weights_are_its_single_models():
     """Padded, a member starts from its single model's weights (the same draws), loads a single model's state
     dict and gives it back unchanged, counts its single model's parameters, and is not a single model itself
     (the members in turn never run padded); layer norm, which normalises over the hidden units, is not padded."""
-    specs = [MemberSpec(1), MemberSpec(2, 0.2, lstm="step")]
+    specs = [MemberSpec(1, 0.1), MemberSpec(2, 0.2, lstm="step")]
     net, padded = StackedLanguageModel(V, H, L, specs), StackedLanguageModel(V, H, L, specs, pad_hidden_to=16)
     assert padded.units == PADDED
     for k, spec in enumerate(specs):
         alone = single(spec).state_dict()
         assert all(torch.equal(padded.member_state_dict(k)[n], v) for n, v in alone.items())
         assert all(torch.equal(padded.member_state_dict(k)[n], v) for n, v in net.member_state_dict(k).items())
-    other = single(MemberSpec(9)).state_dict()
+    other = single(MemberSpec(9, 0.1)).state_dict()
     padded.load_member(0, other)
     assert all(torch.equal(padded.member_state_dict(0)[n], v) for n, v in other.items())
     assert all(not padding_of(padded, p, name).any() for name, p in padded.named_parameters())

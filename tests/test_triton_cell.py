@@ -115,11 +115,11 @@ def test_stacked_model_on_the_triton_cell_trains_as_on_torch_ops():
     """A group of five placements (masks from the members' own streams): the same loss and gradients per
     member with the Triton cell as with the torch ops, window after window of SGD."""
     members = [
-        MemberSpec(seed=1),
-        MemberSpec(seed=2, dropout_input=0.3, dropout_between=0.3, dropout_output=0.3),
-        MemberSpec(seed=3, dropout_recurrent=0.3, lstm="step"),
-        MemberSpec(seed=4, dropout_input=0.3, dropout_recurrent=0.3, variational=True, lstm="step"),
-        MemberSpec(seed=5, weight_drop=0.3, lstm="step"),
+        MemberSpec(seed=1, init_scale=0.1),
+        MemberSpec(seed=2, init_scale=0.1, dropout_input=0.3, dropout_between=0.3, dropout_output=0.3),
+        MemberSpec(seed=3, init_scale=0.1, dropout_recurrent=0.3, lstm="step"),
+        MemberSpec(seed=4, init_scale=0.1, dropout_input=0.3, dropout_recurrent=0.3, variational=True, lstm="step"),
+        MemberSpec(seed=5, init_scale=0.1, weight_drop=0.3, lstm="step"),
     ]
     models = [StackedLanguageModel(30, 8, 2, members) for _ in range(2)]
     models[1].triton_cell = True

@@ -46,7 +46,7 @@ class MemberSpec:
     member runs the stacked step loop."""
 
     seed: int
-    init_scale: float = 0.1
+    init_scale: float  # no default: each recipe's own (LSTMLanguageModel has none either)
     dropout_input: float = 0.0
     dropout_between: float = 0.0
     dropout_output: float = 0.0

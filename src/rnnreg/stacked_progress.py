@@ -52,8 +52,8 @@ class GroupProgress:
         self.val_seconds: float | None = None  # the latest validation pass's
         self.device = device
         self.tested = tested  # a test follows the training (cfg.test)
-        self.timer = None  # three syncs a run
-        if warmup_windows is not None and measure_windows is not None:
+        self.timer = None
+        if warmup_windows is not None and measure_windows is not None:  # three syncs a run
             self.timer = FirstWindows(warmup_windows, measure_windows, lambda: device_clock(device))
 
     def started(self) -> None:

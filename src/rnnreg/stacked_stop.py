@@ -29,8 +29,7 @@ class StopRequest:
     """The signal that asked the group to stop (None: none yet) and what the group is doing (`stage`: a key of
     WHEN). A signal handler only records it; the group's loop stops at its next safe point."""
 
-    def __init__(self, group: int):
-        self.group = group
+    def __init__(self):
         self.signal: int | None = None
         self.stage = "training"
 

@@ -143,7 +143,7 @@ class GroupTrainer:
         self.last_epoch_words_per_second = 0.0
         self.window_seconds: list[float] = []  # this epoch's, window end to window end (as SpeedMonitor's steps)
         self.words_per_window = 0
-        self.stop = StopRequest(group)  # a signal's: where the group stops depends on what it is doing
+        self.stop = StopRequest()  # a signal's: where the group stops depends on what it is doing
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
         self.val_every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)  # (the group key holds it: shared)
         self.writer = FileWriter(background=self.step.files_in_background)  # checkpoints and the resume file
