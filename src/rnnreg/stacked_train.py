@@ -608,10 +608,7 @@ class GroupTrainer:
         where its folder can still take it; the files written before are intact."""
         resume = "no resume file was written: run the sweep again"
         if self.resume_file.exists():
-            resume = (
-                f"rnnreg-train -m ... hydra/launcher=stacked hydra.launcher.resume=true "
-                f"hydra.sweep.dir={self.resume_file.parent.parent} (from the group's last resume file)"
-            )
+            resume = f"{self.go_on()} (from the group's last resume file)"
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             if m.status not in ("running", "stopped"):
                 continue
