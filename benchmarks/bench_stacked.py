@@ -7,6 +7,7 @@ model.lstm=step and the fused nn.LSTM) one after another; "stacked" trains them 
 with the launcher's step (rnnreg.stacked_step.group_step: a CUDA graph on a GPU; on a CPU the members in turn,
 each as its single model with the LSTM model.lstm=auto picks for it); "stacked_triton" the same on the batched
 program with speed.triton_cell=true (the cell as rnnreg.triton_cell's kernels; asked for, not by default).
+`--bf16`: the stacked kinds' forward under bf16 autocast (trainer.precision=bf16-mixed), the check's too.
 Words/s counts every member's words.
 Each timing runs in a fresh process, the kinds in a rotated order on each of `--repeats` rounds, and the
 median counts: in one process the later timings ran up to 5 % slower on our 2-core VM, whichever they were.
@@ -102,7 +103,9 @@ def time_stacked(args, data, device, triton_cell: bool = False) -> float:
     model.triton_cell = triton_cell
     # on a CPU too: the members-in-turn program has no stacked cell and is never padded
     program = "batched" if triton_cell or args.pad > 1 else "auto"
-    step = group_step(model, (args.bptt, args.batch), [5.0] * k, None, device, not args.no_graph, program)
+    step = group_step(
+        model, (args.bptt, args.batch), [5.0] * k, None, device, not args.no_graph, program, autocast=autocast(args)
+    )
     lrs = [1.0] * k
     # a graphed step records its graph at its window step.warmup: the timed windows come after that one-off
     # host work (recording every op), which no training window repeats
@@ -114,6 +117,11 @@ def time_stacked(args, data, device, triton_cell: bool = False) -> float:
         step(*data[i % len(data)], lrs)
     sync(device)
     return time.perf_counter() - start
+
+
+def autocast(args) -> torch.dtype | None:
+    """The stacked step's forward type under --bf16 (trainer.precision=bf16-mixed), None: float32."""
+    return torch.bfloat16 if args.bf16 else None
 
 
 # --check: one member per placement, so that every mask site draws from a member generator inside the graph
@@ -142,7 +150,9 @@ def run_check_members(
     model.triton_cell = triton_cell
     clip = torch.full((len(CHECK_MEMBERS),), 5.0, device=device)
     # weight decay 0.0, as group_step passes it: the training's update path (one pass over the gradients)
-    step = StackedStep(model, (args.bptt, args.batch), clip, 0.0, device, graph=graph, warmup=args.warmup)
+    step = StackedStep(
+        model, (args.bptt, args.batch), clip, 0.0, device, graph=graph, warmup=args.warmup, autocast=autocast(args)
+    )
     losses = []
     for x, y in data:
         step(x, y, [1.0] * len(CHECK_MEMBERS))
@@ -224,7 +234,9 @@ def profile_stacked(args, data, device, triton_cell: bool = False) -> str:
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args), pad_hidden_to=args.pad)
     model.to(device)
     model.triton_cell = triton_cell
-    step = group_step(model, (args.bptt, args.batch), [5.0] * k, None, device, False, "batched")
+    step = group_step(
+        model, (args.bptt, args.batch), [5.0] * k, None, device, False, "batched", autocast=autocast(args)
+    )
     for i in range(3):
         step(*data[i % len(data)], [1.0] * k)
     sync(device)
@@ -245,7 +257,7 @@ def profile_stacked(args, data, device, triton_cell: bool = False) -> str:
     total = sum(sum(t) for t in kernels.values()) / runs
     count = sum(len(t) for t in kernels.values()) / runs
     title = f"K = {k}, {args.hidden} units, bptt {args.bptt}, batch {args.batch}, tf32 {args.tf32}, " \
-        f"{'Triton' if triton_cell else 'torch-ops'} cell, eager"  # fmt: skip
+        f"bf16 {args.bf16}, {'Triton' if triton_cell else 'torch-ops'} cell, eager"  # fmt: skip
     lines = [f"== {title}: {count:.0f} kernels, {total:.2f} ms of kernels a window (eager wall {wall * 1000:.1f} ms)"]
     lines.append(f"{'ms/window':>10} {'calls':>7} {'share':>6}  kernel")
     for name, times in sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:40]:
@@ -326,6 +338,12 @@ def main() -> None:
         action="store_true",
         help="TF32 matmuls and cuDNN (speed.tf32=true); without it PyTorch's defaults: float32 matmuls, TF32 cuDNN",
     )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="the stacked kinds' forward under bf16 autocast (trainer.precision=bf16-mixed); the single models "
+        "(step, fused) stay float32",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the timings (the median counts)")
     parser.add_argument("--only", choices=KINDS, help=argparse.SUPPRESS)  # one timing: what each fresh process runs
     parser.add_argument(
@@ -370,6 +388,10 @@ def main() -> None:
 
     if args.check:
         check, torch_losses = check_graph(args, data, device)
+        if args.bf16:  # how far bf16 autocast takes the check's members from float32 (eager, the same matmuls)
+            float32 = run_check_members(argparse.Namespace(**(vars(args) | {"bf16": False})), data, device, False)[0]
+            check["max_loss_difference_vs_float32"] = float((torch_losses - float32).abs().max())
+            print(f"bf16 autocast vs float32, eager: {check['max_loss_difference_vs_float32']:.3g}")
         write_check()
         try:  # a group with layer norm (its cell on autograd ops) and tied embeddings; apart from "same", which
             # says whether the ablation's groups may use the graph

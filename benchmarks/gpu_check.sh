@@ -37,7 +37,8 @@
 #              group of 5 (K = 5), the stacked step's graph check at K = 5 first, then K = 15 timed with the
 #              hidden units unpadded and padded (pad_timing, ~1 min: the padding is new and untimed on a GPU;
 #              the sweep pads (auto) unless the padded step failed its check against the unpadded one or
-#              was slower: pad_pays); as `ablation`, a second call on the
+#              was slower: pad_pays); after the sweep, in the time left, K = 15 padded under bf16 autocast
+#              (bf16_timing: graph check and words/s, ~1 min); as `ablation`, a second call on the
 #              same machine goes on from where the first stopped. The whole 15-member ablation takes about 24 min on an
 #              H200 (2026-11-30: 37 s an epoch), more than a session's 15 device minutes, and its resume file (1.2-2.4
 #              GB) cannot come back to go on in a later session; one seed's five members (est. 10-11 min: two calls)
@@ -164,6 +165,17 @@ pad_timing() {
             --out "$work/bench_stacked_pad$pad.json" "$@"
     done
 }
+# bf16_timing RESERVE [ARGS]: the same K = 15 window padded, its forward under bf16 autocast
+# (trainer.precision=bf16-mixed: bf16 GEMMs, float32 cell and weights), after the stacked step's CUDA graph under
+# autocast is checked against its eager step (check in the JSON): what bf16 gives the GEMMs that fill a window; once
+# per machine
+bf16_timing() {
+    local reserve=$1
+    shift
+    [[ -f $work/bench_stacked_bf16.json ]] && return
+    stage bf16_timing "$reserve" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --kinds stacked --check --bf16 \
+        --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 --out "$work/bench_stacked_bf16.json" "$@"
+}
 # stacked_sweep NAME RESERVE OVERRIDES...: a stacked multirun into $work/NAME, going on from an earlier call's
 # resume file; then its report
 stacked_sweep() {
@@ -257,6 +269,7 @@ case $what in
         pad_timing 300
         ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu $(sweep_settings graph_check_k5 5 timed)
         large_if_crashed
+        bf16_timing 0
         gemm_layouts ;;
     table)
         check_graph_once table_graph_check 3 1500
@@ -278,6 +291,7 @@ case $what in
         stage bench_stacked 0 $PY benchmarks/bench_stacked.py --device cuda --kinds stacked stacked_triton --tf32 \
             --members 1 4 8 --hidden 650 --bptt 35 --batch 20 --windows 20 --out "$work/bench_stacked.json"
         pad_timing 0
+        bf16_timing 0
         gemm_layouts ;;
     cpu)
         export TRITON_INTERPRET=1  # the Triton cell's kernels in Triton's interpreter
@@ -299,6 +313,7 @@ case $what in
         # ablation_seed's padding timing and sweep: one seed's five placements (the seed given overrides the
         # experiment's three), padded as auto pads them on a GPU (12 units held as 16)
         device=cpu pad_timing 0 --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
+        device=cpu bf16_timing 0 --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
         ablation_seed 1 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
             speed.triton_cell="$(triton_cell_pays)" model.hidden_size=12 hydra.launcher.pad_hidden_to=8 \
             trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 trainer.limit_test_batches=2

@@ -178,6 +178,20 @@ def test_bench_stacked_dry_run(ptb_dir, tmp_path):
     assert row["stacked_wps"] == 2 * (2 * 4 * 3) / statistics.median(row["seconds"]["stacked"])
 
 
+def test_bench_stacked_under_bf16_autocast_dry_run(ptb_dir, tmp_path):
+    """gpu_check.sh's bf16_timing: the stacked step under bf16 autocast, its CUDA graph checked against its eager
+    step (both eager here), how far bf16 takes the check's members from float32, and K members timed."""
+    out = tmp_path / "bench_stacked_bf16.json"
+    args = ("--members", "2", "--hidden", "6", "--pad", "4", "--vocab", "30", "--bptt", "4", "--batch", "3")
+    bench("bench_stacked.py", *args, "--windows", "2", "--warmup", "1", "--kinds", "stacked", "--check", "--bf16",
+          "--out", str(out), data_dir=ptb_dir)  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["config"]["bf16"] and result["check"]["same"]
+    assert 0 < result["check"]["max_loss_difference_vs_float32"] < 0.05  # bf16's GEMMs ran, and trained alike
+    (row,) = result["rows"]
+    assert row["stacked_wps"] > 0
+
+
 def test_bench_stacked_profile_dry_run(ptb_dir, tmp_path):
     """gpu_check.sh probe's kernel profile of a stacked window: written as text, one section per cell asked for
     (on a CPU torch.profiler sees no kernels, so this checks the script and its op table)."""

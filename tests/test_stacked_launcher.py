@@ -771,7 +771,9 @@ def test_paper_table_sweep_is_one_group_per_size(tmp_path):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("trainer.precision=16-mixed", "trainer.precision"),
+        ("trainer.precision=16-mixed", "trainer.precision=16-mixed .*set trainer.precision=32-true or bf16-mixed"),
+        ("trainer.precision=bf16-true", "trainer.precision=bf16-true .*set trainer.precision=32-true or bf16-mixed"),
+        ("trainer.precision=64-true", "trainer.precision=64-true "),
         # trainer settings a stacked group would not honour (it steps every window of every epoch, and validates at
         # the end of an epoch)
         ("+trainer.max_steps=25", "trainer.max_steps=25 .*set trainer.max_steps=-1"),
@@ -797,7 +799,7 @@ def test_unstackable_jobs_are_refused_before_hydra_writes(tmp_path, tiny_corpus)
     torch.save({"state_dict": {}}, tmp_path / "a.ckpt")
     args = ["-m", "hydra/launcher=stacked", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "seed=1,2"]
     for setting, line in (
-        ("trainer.precision=bf16-mixed", "trainer.precision=bf16-mixed is not supported by hydra/launcher=stacked"),
+        ("trainer.precision=bf16-true", "trainer.precision=bf16-true is not supported by hydra/launcher=stacked"),
         (f"ckpt_path={tmp_path / 'a.ckpt'}", f"ckpt_path={tmp_path / 'a.ckpt'} is not supported by hydra/launcher="),
         ("+trainer.max_steps=25", "trainer.max_steps=25 is not honoured by hydra/launcher="),
     ):
@@ -837,6 +839,8 @@ def test_jobs_the_command_line_cannot_check_are_checked_by_the_launcher(setup, t
         "+trainer.max_steps=-1",
         "+trainer.min_epochs=1",
         "trainer.check_val_every_n_epoch=2",  # (test_members_validating_every_second_epoch_are_their_jobs_run_alone)
+        "trainer.precision=bf16-mixed",  # (test_bf16_member_equals_its_job_run_alone)
+        "trainer.precision=32",
     ],
 )
 def test_trainer_settings_that_do_what_a_stacked_group_does_are_stackable(tiny_cfg, override):
@@ -989,6 +993,44 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
         assert ours.keys() == single.keys()
         for key in ours:
             assert torch.equal(ours[key], single[key]), key
+
+
+BF16 = "trainer.precision=bf16-mixed"
+
+
+@pytest.fixture(scope="module")
+def stacked_bf16(setup) -> Path:
+    """The good jobs under bf16 autocast as one stacked group (on this CPU: the members in turn)."""
+    sweep = setup.root / "stacked_bf16"
+    members = f"+member={','.join(GOOD)}"
+    proc = run("rnnreg-train", "-m", *setup.cli, BF16, "hydra/launcher=stacked", members, f"hydra.sweep.dir={sweep}")
+    assert "group 0: jobs [0, 1, 2, 3], 4 members, 2 x 16 LSTM, batch 4 x bptt 5, bf16 autocast\n" in proc.stdout
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def alone_bf16(setup) -> Path:
+    """The same jobs under bf16 autocast, each run alone by the basic launcher."""
+    sweep = setup.root / "alone_bf16"
+    run("rnnreg-train", "-m", *setup.cli, BF16, f"+member={','.join(GOOD)}", f"hydra.sweep.dir={sweep}")
+    return sweep
+
+
+@pytest.mark.parametrize("index", range(len(GOOD)))
+def test_bf16_member_equals_its_job_run_alone(stacked_bf16, alone_bf16, stacked, index):
+    """trainer.precision=bf16-mixed: each member's forward and loss run under bf16 autocast as Lightning runs its
+    job's (its weight-cast cache off), the backward and the update in float32: a member is its job run alone bit
+    for bit (losses, gradient norms, perplexities, weights), and not its float32 member."""
+    mine, theirs = metrics(stacked_bf16 / str(index)), metrics(alone_bf16 / str(index))
+    assert mine["status"] == theirs["status"] == "completed"
+    for key in ("epochs", "val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched"):
+        assert mine[key] == theirs[key], key
+    for key in ("train/loss", "train/grad_norm", "val/ppl"):
+        assert losses(stacked_bf16 / str(index), key) == losses(alone_bf16 / str(index), key), key
+    for name in ("last.ckpt", "best.ckpt"):
+        ours, single = weights(stacked_bf16 / str(index), name), weights(alone_bf16 / str(index), name)
+        assert ours.keys() == single.keys() and all(torch.equal(ours[key], single[key]) for key in ours), name
+    assert mine["test_ppl"] != metrics(stacked / str(index))["test_ppl"]  # (6e-6 apart for es: not a tolerance)
 
 
 @pytest.mark.parametrize("index", range(len(GOOD)))
@@ -1601,6 +1643,23 @@ def test_batched_program_on_the_triton_cell_member_equals_its_job(batched_triton
     assert_member_is_its_job_to_float32_rounding(batched_triton / str(index), alone / str(index))
     ours, torch_ops = weights(batched_triton / str(index)), weights(batched / str(index))
     assert any(not torch.equal(ours[key], torch_ops[key]) for key in ours)
+
+
+@pytest.fixture(scope="module")
+def batched_bf16(setup) -> Path:
+    """The GPU's program under bf16 autocast, with the members whose jobs run the step loop (b, c)."""
+    sweep = setup.root / "batched_bf16"
+    args = [arg for arg in batched_args(setup, sweep) if not arg.startswith("+member=")]
+    run(*args, BF16, "+member=b,c")
+    return sweep
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_batched_program_under_bf16_autocast_member_equals_its_job(batched_bf16, alone_bf16, index):
+    """Under bf16 autocast the batched program computes what a step-loop job computes there (bf16 GEMMs, the
+    LSTM's hand-written layer with a float32 cell), to float32 rounding. (A member whose job runs oneDNN's fused
+    LSTM differs from it by bf16's rounding: the two LSTMs round at other places.)"""
+    assert_member_is_its_job_to_float32_rounding(batched_bf16 / str(index), alone_bf16 / str(GOOD.index("bc"[index])))
 
 
 def test_batched_program_diverged_member_fails_at_its_window(batched, stacked):

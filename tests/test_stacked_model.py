@@ -11,6 +11,7 @@ import torch
 
 import rnnreg.model as model_module
 import rnnreg.stacked as stacked_module
+from helpers import needs_triton
 from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import ClippedSGD, clip_and_sgd_
@@ -169,6 +170,65 @@ def test_stacked_layer_function_backward_is_the_gradient(masks):
     assert torch.autograd.gradcheck(LSTMLayerFunction.apply, (gates_x, h, c, weight, mask))
 
 
+def mixed_layer_reference(gates_x, h, c, weight, masks):
+    """The layer under autocast as autograd differentiates it: the recurrent GEMM's inputs in bf16, the gates' sum,
+    the cell and the carried state in float32."""
+    weight16, outputs = weight.to(torch.bfloat16), []
+    for t in range(gates_x.size(-3)):
+        h_in = h if masks is None else h * masks.select(-3, t)
+        h, c = model_module.lstm_cell(gates_x.select(-3, t) + torch.matmul(h_in.bfloat16(), weight16.mT), c)
+        outputs.append(h)
+    return torch.stack(outputs, -3), h, c
+
+
+@pytest.mark.parametrize("triton_cell", [False, pytest.param(True, marks=needs_triton)], ids=["torch", "triton"])
+@pytest.mark.parametrize("masks", ["none", "fresh"])
+def test_layer_function_under_autocast_runs_its_gemms_in_bf16(masks, triton_cell):
+    """trainer.precision=bf16-mixed: the hand-written layer (3 members) computes what autograd computes of the
+    layer with bf16 GEMMs and a float32 cell: outputs and the gradients of gates_x, h and c to float32 rounding
+    (the float32 layer is 1e-3 away), and W_hh's gradient, one bf16 GEMM over the window, within a bf16 rounding
+    of the exact sum of the steps' bf16 products."""
+    gen = torch.Generator().manual_seed(1)
+    K, steps, streams, units = 3, 6, 4, 8
+    gates_x, h, c = (
+        torch.randn(*shape, generator=gen)
+        for shape in ((K, steps, streams, 4 * units), (K, streams, units), (K, streams, units))
+    )
+    weight = torch.randn(K, 4 * units, units, generator=gen) * 0.3
+    mask = None if masks == "none" else (torch.rand(K, steps, streams, units, generator=gen) > 0.3).float() / 0.7
+    seeds = [
+        torch.randn(shape, generator=gen)
+        for shape in ((K, steps, streams, units), (K, streams, units), (K, streams, units))
+    ]
+
+    def run(function, autocast):
+        inputs = [t.clone().requires_grad_() for t in (gates_x, h, c, weight)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            outs = function(*inputs, mask)
+        return outs, torch.autograd.grad(sum((o * s).sum() for o, s in zip(outs, seeds)), inputs)
+
+    def layer(*args):
+        return LSTMLayerFunction.apply(*args, triton_cell)
+
+    (outs, grads), (ref_outs, ref_grads) = run(layer, True), run(mixed_layer_reference, False)
+    torch.testing.assert_close(outs, ref_outs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[:3], ref_grads[:3], rtol=1e-5, atol=1e-6)
+    float32_outs, float32_grads = run(layer, False)
+    assert max((a - b).abs().max() for a, b in zip(float32_outs, ref_outs)) > 1e-4  # the bf16 GEMMs matter
+    assert max((a - b).abs().max() for a, b in zip(float32_grads[:3], ref_grads[:3])) > 1e-4
+    # W_hh's gradient: the steps' products of bf16-rounded gate gradients and inputs, summed exactly (float64)
+    inputs = [h.clone().requires_grad_(), c.clone().requires_grad_()]
+    gates = gates_x.clone().requires_grad_()
+    outs = mixed_layer_reference(gates, *inputs, weight, mask)
+    d_gates = torch.autograd.grad(sum((o * s).sum() for o, s in zip(outs, seeds)), gates)[0]
+    h_ins, state = [], h
+    for t in range(steps):
+        h_ins.append(state if mask is None else state * mask[:, t])
+        state = outs[0][:, t].detach()
+    exact = sum(d_gates[:, t].bfloat16().double().mT @ h_ins[t].bfloat16().double() for t in range(steps))
+    assert (grads[3].double() - exact).abs().max() <= 2**-8 * exact.abs().max()
+
+
 def test_stacked_linear_function_backward_is_the_gradient():
     gen = torch.Generator().manual_seed(2)
     x, weight, bias = (
@@ -266,6 +326,36 @@ def test_group_without_dropout_computes_each_members_logits_and_gradients():
         tolerance = {"rtol": 1e-5, "atol": 1e-6}
         torch.testing.assert_close(logits[k], logits_k, **tolerance)
         torch.testing.assert_close(grads_of(net, k), {n: p.grad for n, p in alone.named_parameters()}, **tolerance)
+
+
+def test_group_under_autocast_computes_each_step_loop_members_logits_and_gradients():
+    """trainer.precision=bf16-mixed: the stacked forward under bf16 autocast (the GPU's program) gives each member
+    whose job runs the step loop (one without dropout, one with dropout on h_{t-1}: its masks are its job's on a
+    CPU) its job's first-window logits and gradients under autocast to float32 rounding; the group in float32 is
+    bf16's rounding away."""
+    specs = [MemberSpec(2, 0.3, lstm="step"), MemberSpec(3, 0.1, dropout_recurrent=0.3, dropout_output=0.2)]
+    x, y = windows(1)[0]
+
+    def first_window(net, nll, autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits, _ = net(x)
+            loss = nll(logits, y)
+        (loss.sum() * T).backward()
+        return logits.float()
+
+    results = {}
+    for autocast in (True, False):
+        net = StackedLanguageModel(V, H, L, specs).train()
+        results[autocast] = net, first_window(net, member_nll, autocast)
+    for k, spec in enumerate(specs):
+        alone = single(spec).train()  # seeded: its masks come from the global stream, as the member's from its own
+        logits_k = first_window(alone, model_module.mean_nll, True)
+        net, logits = results[True]
+        torch.testing.assert_close(logits[k], logits_k, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            grads_of(net, k), {n: p.grad for n, p in alone.named_parameters()}, rtol=1e-5, atol=1e-6
+        )
+        assert (results[False][1][k] - logits_k).abs().max() > 1e-4
 
 
 SCHEDULES = {  # lr, clip (member 1 clipped on every window), weight decay

@@ -7,6 +7,11 @@ along a leading dimension (gates_x (K, T, B, 4H)): time is dim -3 in both, and a
 batched GEMM, and one `LSTMLayerFunction` serves both. Gate order (i, f, g, o) as nn.LSTM. `triton_cell`: a
 step's elementwise work as one Triton kernel each way (rnnreg.triton_cell; a CUDA device or
 TRITON_INTERPRET=1), the same arithmetic rounded otherwise.
+
+Under autocast (trainer.precision=bf16-mixed) the layer's GEMMs run in 16 bits, as autocast runs a GEMM: W_hh is
+cast once a window (autocast's weight cache, off inside a CUDA graph's capture, would cast it at every step), h_{t-1}
+and the gate gradients at each step, the window's weight gradient in one 16-bit GEMM; the gates' sum, the cell and
+everything carried from step to step stay in float32.
 """
 
 from __future__ import annotations
@@ -62,9 +67,13 @@ def steps_forward(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> Non
     units = h.size(-1)
     addmm = torch.addmm if h.dim() == 2 else torch.baddbmm
     weight_t = weight_hh.transpose(-1, -2)
+    mixed = weight_hh.dtype != h.dtype  # autocast: a 16-bit GEMM, its product added in float32
     for t in range(gates_x.size(-3)):
         h_in = h if masks is None else torch.mul(h, masks.select(-3, t), out=inputs.select(-3, t))
-        gates = addmm(gates_x.select(-3, t), h_in, weight_t)
+        if mixed:
+            gates = torch.add(gates_x.select(-3, t), torch.matmul(h_in.to(weight_t.dtype), weight_t))
+        else:
+            gates = addmm(gates_x.select(-3, t), h_in, weight_t)
         act = acts.select(-3, t)
         torch.sigmoid(gates, out=act)
         torch.tanh(gates[..., 2 * units : 3 * units], out=act[..., 2 * units : 3 * units])
@@ -83,7 +92,7 @@ def steps_forward_triton(gates_x: torch.Tensor, saved: tuple[torch.Tensor, ...])
     weight_t = weight_hh.transpose(-1, -2)
     h_in = h0 if masks is None else torch.mul(h0, masks.select(-3, 0), out=inputs.select(-3, 0))
     for t in range(count):
-        gates_h = torch.matmul(h_in, weight_t)
+        gates_h = torch.matmul(h_in.to(weight_t.dtype), weight_t)  # (autocast: in 16 bits; the kernel adds in float32)
         ahead = masks is not None and t + 1 < count
         cell_forward(
             gates_x.select(-3, t),
@@ -110,11 +119,12 @@ def layer_backward(
     outputs and the final h, c. Only dh and dc go step by step; the recurrent weight's gradient is one matmul
     over the window."""
     d_gates, dh, dc = (steps_back_triton if triton_cell else steps_back)(saved, d_outputs, d_h, d_c)
-    _, h0, _, outputs, _, _, _, _, inputs = saved
+    _, h0, _, outputs, _, _, weight_hh, _, inputs = saved
     if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
         inputs = torch.cat([h0.unsqueeze(-3), outputs.narrow(-3, 0, outputs.size(-3) - 1)], -3)
-    d_weight = torch.matmul(d_gates.flatten(-3, -2).transpose(-1, -2), inputs.flatten(-3, -2))
-    return d_gates, dh, dc, d_weight
+    gemm = weight_hh.dtype  # autocast: the weight gradient's GEMM in 16 bits too, as autocast's F.linear has it
+    d_weight = torch.matmul(d_gates.flatten(-3, -2).transpose(-1, -2).to(gemm), inputs.flatten(-3, -2).to(gemm))
+    return d_gates, dh.to(h0.dtype), dc, d_weight.to(h0.dtype)
 
 
 def steps_back(
@@ -148,7 +158,7 @@ def steps_back(
         )
         torch.mul(dh, factors_t[..., 3 * units :], out=d_gates_t[..., 3 * units :])
         dc = dc * f.select(-3, t)
-        dh = torch.matmul(d_gates_t, weight_hh)  # the gradient of h_in
+        dh = torch.matmul(d_gates_t.to(weight_hh.dtype), weight_hh)  # the gradient of h_in (autocast: 16 bits)
         if masks is not None:
             dh = dh * masks.select(-3, t)
     return d_gates, dh, dc
@@ -178,7 +188,7 @@ def steps_back_triton(
             tanh_cells.select(-3, t),
             d_gates.select(-3, t),
         )
-        dh = torch.matmul(d_gates.select(-3, t), weight_hh)  # the gradient of h_in
+        dh = torch.matmul(d_gates.select(-3, t).to(weight_hh.dtype), weight_hh)  # the gradient of h_in
     if masks is not None:
         dh = dh * masks.select(-3, 0)
     return d_gates, dh, dc
@@ -192,6 +202,10 @@ class LSTMLayerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gates_x, h, c, weight_hh, masks, triton_cell=False):
+        device = gates_x.device.type
+        if torch.is_autocast_enabled(device):  # the GEMMs in 16 bits, the rest in float32 (the module's docstring)
+            gates_x = gates_x.to(h.dtype)  # (autocast's input projection gave it in 16 bits)
+            weight_hh = weight_hh.to(torch.get_autocast_dtype(device))
         saved = layer_forward(gates_x, h, c, weight_hh, masks, triton_cell)
         ctx.save_for_backward(*saved)
         ctx.triton_cell = triton_cell

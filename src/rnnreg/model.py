@@ -79,8 +79,9 @@ class StepLSTM(nn.Module):
     Parameters are named and shaped as in nn.LSTM (weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, ...)
     and the gate order is nn.LSTM's (i, f, g, o), so weights move between the two unchanged and, with all
     dropout off and no layer norm, both compute the same function. The input projection of every step is
-    one matmul per layer; only the recurrent matmul and the cell run per step. Without layer norm or
-    autocast a layer runs as rnnreg.lstm_layer.LSTMLayerFunction (its own backward); otherwise as plain autograd ops.
+    one matmul per layer; only the recurrent matmul and the cell run per step. Without layer norm a layer runs
+    as rnnreg.lstm_layer.LSTMLayerFunction (its own backward; under autocast its GEMMs in 16 bits); with it as plain
+    autograd ops.
     """
 
     def __init__(
@@ -113,7 +114,7 @@ class StepLSTM(nn.Module):
         weight_ih, bias_ih, bias_hh = (getattr(self, f"{name}_l{k}") for name in ("weight_ih", "bias_ih", "bias_hh"))
         p = self.recurrent if self.training else 0.0
         window_mask = dropout_mask(h.shape, p, h) if p and self.variational else None
-        if not (self.layer_norm or torch.is_autocast_enabled(x.device.type)):
+        if not self.layer_norm:
             masks = None
             if p:  # dropout on h_{t-1} -> h_t: a fresh mask every step, or the window's mask at every step
                 masks = (
@@ -123,7 +124,7 @@ class StepLSTM(nn.Module):
                 )
             gates_x = F.linear(x, weight_ih, bias_ih + bias_hh)
             return LSTMLayerFunction.apply(gates_x, h, c, weight_hh, masks, self.triton_cell)
-        # layer norm (of the two gate pre-activations apart, and of the cell) or autocast: autograd, step by step
+        # layer norm (of the two gate pre-activations apart, and of the cell): autograd, step by step
         gates_x = F.linear(x, weight_ih, bias_ih)
         if self.layer_norm:
             norm_x, norm_h, norm_c = self.norms[k]

@@ -109,6 +109,14 @@ class StackedLinearFunction(torch.autograd.Function):
         return d_x, torch.bmm(d_out.transpose(1, 2), x), d_out.sum(1)
 
 
+def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """F.linear of K members: StackedLinearFunction, or under autocast (trainer.precision=bf16-mixed) the batched GEMM
+    autocast casts to 16 bits, as it casts a single model's F.linear, with autograd's backward."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    return StackedLinearFunction.apply(x, weight, bias)
+
+
 class StackedLanguageModel(nn.Module):
     """K language models of one shape (vocab_size, hidden_size, num_layers, layer_norm, tie_weights), each with
     its own MemberSpec.
@@ -390,7 +398,7 @@ class StackedLanguageModel(nn.Module):
             return self.normalised_layer(x, h, c, weights, recurrent, norms)
         weight_ih, bias_ih, weight_hh, bias_hh = weights
         members, steps, streams, units = x.shape
-        gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh)
+        gates_x = stacked_linear(x.reshape(members, -1, units), weight_ih, bias_ih + bias_hh)
         return LSTMLayerFunction.apply(
             gates_x.view(members, steps, streams, -1), h, c, weight_hh, recurrent, self.triton_cell
         )
@@ -403,12 +411,12 @@ class StackedLanguageModel(nn.Module):
         weight_ih, bias_ih, weight_hh, bias_hh = weights
         gain_x, shift_x, gain_h, shift_h, gain_c, shift_c = norms
         members, steps, streams, units = x.shape
-        gates_x = StackedLinearFunction.apply(x.reshape(members, -1, units), weight_ih, bias_ih)
+        gates_x = stacked_linear(x.reshape(members, -1, units), weight_ih, bias_ih)
         gates_x = member_layer_norm(gates_x, gain_x, shift_x).view(members, steps, streams, -1)
         outputs = []
         for t in range(steps):
             h_in = h if recurrent is None else h * recurrent[:, t]  # dropout on h_{t-1}: the recurrent connection
-            gates_h = member_layer_norm(StackedLinearFunction.apply(h_in, weight_hh, bias_hh), gain_h, shift_h)
+            gates_h = member_layer_norm(stacked_linear(h_in, weight_hh, bias_hh), gain_h, shift_h)
             h, c = lstm_cell(gates_x[:, t] + gates_h, c, lambda cell: member_layer_norm(cell, gain_c, shift_c))
             outputs.append(h)
         return torch.stack(outputs, 1), h, c
@@ -457,7 +465,7 @@ class StackedLanguageModel(nn.Module):
             cs.append(c)
         x = self.drop(x, "dropout_output")
         decoder = self.embedding_weight if self.tie_weights else self.decoder_weight  # the weight, not its dropped rows
-        logits = StackedLinearFunction.apply(x.reshape(members, -1, units), decoder, self.decoder_bias)
+        logits = stacked_linear(x.reshape(members, -1, units), decoder, self.decoder_bias)
         return logits.view(members, steps, streams, vocab), (torch.stack(hs, 1).detach(), torch.stack(cs, 1).detach())
 
 
@@ -471,6 +479,8 @@ def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     The training objective is (member_nll * T).sum(): members share no parameter, so its gradient is every
     member's own objective's gradient."""
     members, vocab = logits.size(0), logits.size(-1)
+    if logits.dtype in (torch.bfloat16, torch.float16):  # scored in float32, as mean_nll scores a single model's
+        logits = logits.float()
     targets = targets.expand(logits.shape[:-1])
     nll = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none")
     return nll.view(members, -1).mean(1)

@@ -220,6 +220,7 @@ def describe(group: Sequence[Job], index: int, pad: int = 1) -> str:
         f"{cfg.model.num_layers} x {cfg.model.hidden_size}{held} LSTM"
         f"{' with layer norm' if cfg.model.layer_norm else ''}"
         f"{', tied embedding' if cfg.model.tie_weights else ''}, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}"
+        f"{', bf16 autocast' if str(cfg.trainer.get('precision')) == 'bf16-mixed' else ''}"
     )
 
 

@@ -116,6 +116,9 @@ TRAINER_UNUSED = (
     "reload_dataloaders_every_n_epochs",
     "model_registry",
 )
+# trainer.precision values a stacked group trains in: float32, or its forward under bf16 autocast (no loss scaler,
+# which fp16 would need for each member; float32 weights, which bf16-true would not keep)
+STACKED_PRECISIONS = ("32", "32-true", "bf16-mixed")
 # key: (the values that do what a stacked group does, the first one the fix; what the group does instead)
 TRAINER_ASSUMED = {
     "val_check_interval": ((None, 1.0), "it validates at each epoch's end"),
@@ -167,10 +170,11 @@ def check_stackable(cfg: DictConfig) -> None:
                 f"{key}={value} is not supported by hydra/launcher=stacked: set {valid}, or drop "
                 f"hydra/launcher=stacked to run these jobs one by one"
             )
-    if str(trainer.get("precision", "32-true")) not in ("32", "32-true"):
+    if str(trainer.get("precision", "32-true")) not in STACKED_PRECISIONS:
         raise ConfigError(
-            f"trainer.precision={trainer.precision} is not supported by hydra/launcher=stacked (float32 only): "
-            f"set trainer.precision=32-true, or drop hydra/launcher=stacked"
+            f"trainer.precision={trainer.precision} is not supported by hydra/launcher=stacked (float32 weights, "
+            f"the forward in float32 or under bf16 autocast): set trainer.precision=32-true or bf16-mixed, or drop "
+            f"hydra/launcher=stacked"
         )
     if trainer.get("gradient_clip_algorithm", "norm") != "norm":
         raise ConfigError(

@@ -15,6 +15,10 @@ runs from forward to update before the next member's starts, so one single run's
 time, and a stopped or failed member costs nothing. Its masks come from its job's own stream (StackedLanguageModel.
 generators), swapped in for the global generator around its forward: a member is its job run alone, bit for bit.
 
+Under trainer.precision=bf16-mixed both run the forward and the loss under autocast (`forward_context`), as Lightning
+runs a job's training_step, and the backward and the update outside it: the weights, gradients and update stay in
+float32.
+
 A member whose loss diverges (rnnreg.training_signals.diverged: non-finite, or above MAX_NLL) is switched off
 before the update (its weights stay the last finite ones); the window and the loss at which it happened are
 recorded (on the device: the host reads them when it next looks, `failures`).
@@ -59,9 +63,11 @@ class GroupStep(GraphedStep):
         graph: bool,
         warmup: int,
         momentums: Sequence[float] | None = None,
+        autocast: torch.dtype | None = None,
     ):
         super().__init__(device, graph, warmup)
         self.model = model
+        self.autocast = autocast  # trainer.precision=bf16-mixed: torch.bfloat16; None: float32
         members = model.num_members
         # each member's SGD momentum buffers, laid out as the stacked parameters (None: no member has momentum);
         # a member without momentum has zeros here that nothing reads
@@ -92,6 +98,14 @@ class GroupStep(GraphedStep):
 
     def lrs_changed(self) -> None:
         """The members' lrs (`lr_values`) changed: what the program reads them from follows."""
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        """Where the forward and the loss run: under autocast to `autocast` (bf16-mixed) as Lightning's
+        MixedPrecision runs a job's steps (its weight-cast cache off, as a CUDA graph's capture needs it), or as
+        they are (float32)."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.x.device.type, dtype=self.autocast, cache_enabled=False)
 
     def nll_sums(self, batches: Batches, members: list[bool] | None = None) -> torch.Tensor:
         """Every member's summed NLL (K,) float64 over the (input, target) windows, in eval mode, the state
@@ -141,8 +155,9 @@ class StackedStep(GroupStep):
         graph: bool,
         warmup: int = WARMUP_WINDOWS,
         momentums: Sequence[float] | None = None,
+        autocast: torch.dtype | None = None,
     ):
-        super().__init__(model, window, device, graph, warmup, momentums)
+        super().__init__(model, window, device, graph, warmup, momentums, autocast)
         self.clip, self.weight_decay = clip, weight_decay
         self.momentum = 0.0 if momentums is None else torch.tensor(momentums, dtype=torch.float32, device=device)
         self.params = list(model.parameters())
@@ -150,8 +165,9 @@ class StackedStep(GroupStep):
 
     def program(self) -> None:
         """One window on the static buffers. Only device work, no host sync: capturable."""
-        logits, (h, c) = self.model(self.x, (self.h, self.c))
-        nll = member_nll(logits, self.y)
+        with self.forward_context():
+            logits, (h, c) = self.model(self.x, (self.h, self.c))
+            nll = member_nll(logits, self.y)
         paper_objective(nll, self.x.size(0)).sum().backward()  # each member's own: their sum's gradient
         with torch.no_grad():
             loss = nll.detach()
@@ -193,8 +209,10 @@ class StackedStep(GroupStep):
         self.model.eval()
         total, state = torch.zeros(self.model.num_members, dtype=torch.float64, device=self.x.device), None
         for x, y in batches:
-            logits, state = self.model(x, state)
-            total += member_nll(logits, y).double() * y.numel()
+            with self.forward_context():
+                logits, state = self.model(x, state)
+                nll = member_nll(logits, y)
+            total += nll.double() * y.numel()
         self.model.train()
         return total
 
@@ -233,8 +251,9 @@ class InTurnStep(GroupStep):
         weight_decays: Sequence[float] | None,
         device: torch.device,
         momentums: Sequence[float] | None = None,
+        autocast: torch.dtype | None = None,
     ):
-        super().__init__(model, window, device, graph=False, warmup=0, momentums=momentums)
+        super().__init__(model, window, device, graph=False, warmup=0, momentums=momentums, autocast=autocast)
         self.nets = [model.member_model(k) for k in range(model.num_members)]
         self.net_params = [list(net.parameters()) for net in self.nets]  # ClippedSGD's order
         self.clips = list(clips)
@@ -257,9 +276,9 @@ class InTurnStep(GroupStep):
         for k, net in enumerate(self.nets):
             if not active[k]:  # stopped or failed: its weights stay as they are
                 continue
-            with self.masks_of(k):
+            with self.masks_of(k), self.forward_context():
                 logits, (h, c) = net(x, (self.h[k], self.c[k]))
-            nll = mean_nll(logits, y)
+                nll = mean_nll(logits, y)
             loss = nll.item()
             if diverged(loss):  # before the update: it keeps its last finite weights
                 self.active[k] = False
@@ -295,8 +314,10 @@ class InTurnStep(GroupStep):
             net.eval()
             state = None
             for x, y in batches:
-                logits, state = net(x, state)
-                total[k] += mean_nll(logits, y).double() * y.numel()
+                with self.forward_context():
+                    logits, state = net(x, state)
+                    nll = mean_nll(logits, y)
+                total[k] += nll.double() * y.numel()
             net.train()
         return total
 
@@ -310,10 +331,12 @@ def group_step(
     graph: bool = True,
     program: str = "auto",
     momentums: Sequence[float] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> GroupStep:
     """The group's window, each member with its clip, weight decay and momentum (None: no member has one):
     `program` auto is the members in turn on a CPU and the stacked program (a CUDA graph) elsewhere; batched on
-    a CPU runs the GPU's program there (slower: to check it without a GPU)."""
+    a CPU runs the GPU's program there (slower: to check it without a GPU). `autocast`: the forward's 16-bit type
+    under trainer.precision=bf16-mixed (GroupStep.forward_context), None in float32."""
     if program not in PROGRAMS:
         raise ConfigError(f"hydra.launcher.program={program} must be one of {', '.join(PROGRAMS)}")
     if program == "in_turn" and device.type != "cpu":
@@ -321,10 +344,10 @@ def group_step(
             f"hydra.launcher.program=in_turn runs on a CPU only, this group is on {device.type}: use auto or batched"
         )
     if running_program(program, device.type == "cpu") == "in_turn":
-        return InTurnStep(model, window, clips, weight_decays, device, momentums)
+        return InTurnStep(model, window, clips, weight_decays, device, momentums, autocast)
 
     def each_member(values):
         return torch.tensor(values, dtype=torch.float32, device=device)
 
     decays = 0.0 if weight_decays is None else each_member(weight_decays)  # 0.0: one pass over the grads fewer
-    return StackedStep(model, window, each_member(clips), decays, device, graph, momentums=momentums)
+    return StackedStep(model, window, each_member(clips), decays, device, graph, momentums=momentums, autocast=autocast)

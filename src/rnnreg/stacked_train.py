@@ -53,6 +53,12 @@ def early_stopping(cfg) -> EarlyStopping | None:
     return instantiate(spec) if spec and spec.get("_target_") else None
 
 
+def autocast_dtype(trainer) -> torch.dtype | None:
+    """The forward's autocast type for trainer.precision (bf16-mixed: bfloat16; 32-true: None, no autocast); the
+    launcher refuses every other precision (rnnreg.stacked_settings.check_stackable)."""
+    return torch.bfloat16 if str(trainer.get("precision", "32-true")) == "bf16-mixed" else None
+
+
 @dataclass
 class Member:
     """One member's bookkeeping (plain data: it goes into the group's resume file as it is)."""
@@ -126,6 +132,7 @@ class GroupTrainer:
             graph=cfg.speed.cuda_graph,
             program=program,
             momentums=momentums if any(momentums) else None,
+            autocast=autocast_dtype(cfg.trainer),
         )
         self.members = [Member() for _ in jobs]
         self.stoppers = [early_stopping(job.cfg) for job in jobs]
