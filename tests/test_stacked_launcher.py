@@ -1645,6 +1645,27 @@ def test_batched_program_on_the_triton_cell_member_equals_its_job(batched_triton
     assert any(not torch.equal(ours[key], torch_ops[key]) for key in ours)
 
 
+def test_bf16_member_checkpoint_evaluates_to_its_perplexities(stacked_bf16, setup, tmp_path):
+    """A bf16 member's checkpoint is an ordinary one: rnnreg-eval under the precision it trained in gives its
+    metrics.json perplexities (and float32 evaluation another, nearby figure)."""
+    job = stacked_bf16 / "1"  # tested on its final weights (no early stopping)
+    args = [
+        f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}",
+        "data=text",
+        f"data.data_dir={setup.corpus}",
+        "data.batch_size=4",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+    ]
+    run("rnnreg-eval", *args, BF16, f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
+        assert evaluated[key] == pytest.approx(metrics(job)[key], rel=1e-6), key
+    run("rnnreg-eval", *args, f"hydra.run.dir={tmp_path / 'eval32'}")
+    in_float32 = json.loads((tmp_path / "eval32" / "metrics.json").read_text())["test_ppl"]
+    assert in_float32 != evaluated["test_ppl"] and in_float32 == pytest.approx(evaluated["test_ppl"], rel=1e-2)
+
+
 @pytest.fixture(scope="module")
 def batched_bf16(setup) -> Path:
     """The GPU's program under bf16 autocast, with the members whose jobs run the step loop (b, c)."""
