@@ -27,13 +27,16 @@ from rnnreg.lstm_layer import LSTMLayerFunction
 State = tuple[torch.Tensor, torch.Tensor]
 
 
+def scored_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Logits as an NLL is computed from them: bf16/fp16 ones (autocast's decoder, trainer.precision=bf16-true) in
+    float32, as autocast scores them: a bf16 NLL near 5 is 1/32 apart, and the perplexity would come in steps of 3 %."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+
+
 def mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean NLL per predicted token of a window: logits (T, B, V), targets (T, B). The paper's objective is this
-    times the window's length T (the sum over its time steps of the batch-mean NLL). bf16/fp16 logits
-    (trainer.precision=bf16-true) are scored in float32, as autocast does: a bf16 NLL near 5 is 1/32 apart, and
-    the perplexity would come in steps of 3 %."""
-    if logits.dtype in (torch.bfloat16, torch.float16):
-        logits = logits.float()
+    times the window's length T (the sum over its time steps of the batch-mean NLL)."""
+    logits = scored_logits(logits)
     return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
 

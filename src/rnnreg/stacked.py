@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnreg.lstm_layer import LSTMLayerFunction
-from rnnreg.model import LSTMLanguageModel, fill_dropout_mask_, lstm_cell, net_kwargs
+from rnnreg.model import LSTMLanguageModel, fill_dropout_mask_, lstm_cell, net_kwargs, scored_logits
 from rnnreg.stacked_settings import padded_size
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -478,9 +478,7 @@ def member_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean NLL per predicted token of each member: logits (K, T, B, V), targets (T, B) or (K, T, B) -> (K,).
     The training objective is (member_nll * T).sum(): members share no parameter, so its gradient is every
     member's own objective's gradient."""
-    members, vocab = logits.size(0), logits.size(-1)
-    if logits.dtype in (torch.bfloat16, torch.float16):  # scored in float32, as mean_nll scores a single model's
-        logits = logits.float()
+    members, vocab, logits = logits.size(0), logits.size(-1), scored_logits(logits)
     targets = targets.expand(logits.shape[:-1])
     nll = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none")
     return nll.view(members, -1).mean(1)
