@@ -172,7 +172,9 @@ pad_timing() {
 bf16_timing() {
     local reserve=$1
     shift
-    [[ -f $work/bench_stacked_bf16.json ]] && return
+    # done when its JSON holds the timing (the check writes the file first: a stage cut off there runs again)
+    $PY -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['rows'])" "$work/bench_stacked_bf16.json" \
+        2>/dev/null && return
     stage bf16_timing "$reserve" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --kinds stacked --check --bf16 \
         --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 --out "$work/bench_stacked_bf16.json" "$@"
 }

@@ -227,6 +227,33 @@ def test_layer_function_under_autocast_runs_its_gemms_in_bf16(masks, triton_cell
         state = outs[0][:, t].detach()
     exact = sum(d_gates[:, t].bfloat16().double().mT @ h_ins[t].bfloat16().double() for t in range(steps))
     assert (grads[3].double() - exact).abs().max() <= 2**-8 * exact.abs().max()
+    # as the models pass it: the input projection from autocast's GEMM, in bf16; its gradient comes back in bf16
+    gates16 = gates_x.bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = layer(gates16, h, c, weight, mask)
+    (d_gates16,) = torch.autograd.grad(sum((o * s).sum() for o, s in zip(outs, seeds)), gates16)
+    reference = gates16.detach().float().requires_grad_()
+    ref_outs = mixed_layer_reference(reference, h, c, weight, mask)
+    (d_reference,) = torch.autograd.grad(sum((o * s).sum() for o, s in zip(ref_outs, seeds)), reference)
+    torch.testing.assert_close(outs, ref_outs, rtol=1e-5, atol=1e-6)
+    assert d_gates16.dtype == torch.bfloat16
+    torch.testing.assert_close(d_gates16, d_reference.bfloat16(), rtol=2**-7, atol=1e-6)
+
+
+def test_layer_function_under_fp16_autocast_sums_the_weight_gradient_in_float32():
+    """trainer.precision=16-mixed (a single run): the recurrent GEMMs in fp16, but W_hh's gradient, a sum over the
+    window's T x B rows that loss scaling can push past fp16's range (65,504), in float32: scaled as a loss scaler
+    scales it, it stays finite beyond that range."""
+    gen = torch.Generator().manual_seed(3)
+    K, steps, streams, units = 2, 8, 4, 6
+    gates_x = torch.randn(K, steps, streams, 4 * units, generator=gen)
+    h, c = torch.randn(K, streams, units, generator=gen), torch.randn(K, streams, units, generator=gen)
+    weight = (torch.randn(K, 4 * units, units, generator=gen) * 0.3).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.float16):
+        outputs, *_ = LSTMLayerFunction.apply(gates_x, h, c, weight, None)
+    (outputs.sum() * 4e4).backward()
+    assert weight.grad.dtype == torch.float32 and torch.isfinite(weight.grad).all()
+    assert weight.grad.abs().max() > 65504, weight.grad.abs().max()
 
 
 def test_stacked_linear_function_backward_is_the_gradient():

@@ -10,8 +10,8 @@ TRITON_INTERPRET=1), the same arithmetic rounded otherwise.
 
 Under autocast (trainer.precision=bf16-mixed) the layer's GEMMs run in 16 bits, as autocast runs a GEMM: W_hh is
 cast once a window (autocast's weight cache, off inside a CUDA graph's capture, would cast it at every step), h_{t-1}
-and the gate gradients at each step, the window's weight gradient in one 16-bit GEMM; the gates' sum, the cell and
-everything carried from step to step stay in float32.
+and the gate gradients at each step, the window's weight gradient in one bf16 GEMM (float32 under fp16, whose range
+a window's sum could exceed); the gates' sum, the cell and everything carried from step to step stay in float32.
 """
 
 from __future__ import annotations
@@ -122,7 +122,9 @@ def layer_backward(
     _, h0, _, outputs, _, _, weight_hh, _, inputs = saved
     if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
         inputs = torch.cat([h0.unsqueeze(-3), outputs.narrow(-3, 0, outputs.size(-3) - 1)], -3)
-    gemm = weight_hh.dtype  # autocast: the weight gradient's GEMM in 16 bits too, as autocast's F.linear has it
+    # bf16 autocast: the weight gradient's GEMM in bf16 too, as autocast's F.linear has it; fp16's: in float32, as
+    # its sum over the window's T x B rows (T times a step's) could overflow fp16's range under loss scaling
+    gemm = weight_hh.dtype if weight_hh.dtype != torch.float16 else h0.dtype
     d_weight = torch.matmul(d_gates.flatten(-3, -2).transpose(-1, -2).to(gemm), inputs.flatten(-3, -2).to(gemm))
     return d_gates, dh.to(h0.dtype), dc, d_weight.to(h0.dtype)
 
