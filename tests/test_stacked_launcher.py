@@ -154,6 +154,22 @@ def weights(job: Path, name: str = "last.ckpt") -> dict[str, torch.Tensor]:
     return load_checkpoint(job / "checkpoints" / name)["state_dict"]
 
 
+def evaluate_last(setup, job: Path, folder: Path, *overrides: str) -> dict:
+    """rnnreg-eval of a job's last.ckpt on the setup's corpus (into `folder`): its metrics.json."""
+    run(
+        "rnnreg-eval",
+        f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}",
+        "data=text",
+        f"data.data_dir={setup.corpus}",
+        "data.batch_size=4",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        *overrides,
+        f"hydra.run.dir={folder}",
+    )
+    return json.loads((folder / "metrics.json").read_text())
+
+
 def assert_same_optimizer_state(ours: dict, theirs: dict) -> None:
     """Two checkpoints' optimiser states are equal to the bit: param groups and momentum buffers."""
     ours, theirs = ours["optimizer_states"][0], theirs["optimizer_states"][0]
@@ -1249,17 +1265,7 @@ def test_outputs_eval_and_report(stacked, setup, tmp_path):
         where = re.escape(f"(stacked group 0, member {i} of 5) on cpu ({cpu_model()}, ") + r"\d+ threads?\)$"
         assert re.search(where, first), first
     job = stacked / "1"  # tested on its final weights (no early stopping)
-    run(
-        "rnnreg-eval",
-        f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}",
-        "data=text",
-        f"data.data_dir={setup.corpus}",
-        "data.batch_size=4",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-    )
-    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    evaluated = evaluate_last(setup, job, tmp_path / "eval")
     for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
         assert evaluated[key] == pytest.approx(metrics(job)[key], rel=1e-5), key
     run("rnnreg-report", f"path={stacked}")
@@ -1649,20 +1655,10 @@ def test_bf16_member_checkpoint_evaluates_to_its_perplexities(stacked_bf16, setu
     """A bf16 member's checkpoint is an ordinary one: rnnreg-eval under the precision it trained in gives its
     metrics.json perplexities (and float32 evaluation another, nearby figure)."""
     job = stacked_bf16 / "1"  # tested on its final weights (no early stopping)
-    args = [
-        f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}",
-        "data=text",
-        f"data.data_dir={setup.corpus}",
-        "data.batch_size=4",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-    ]
-    run("rnnreg-eval", *args, BF16, f"hydra.run.dir={tmp_path / 'eval'}")
-    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    evaluated = evaluate_last(setup, job, tmp_path / "eval", BF16)
     for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
         assert evaluated[key] == pytest.approx(metrics(job)[key], rel=1e-6), key
-    run("rnnreg-eval", *args, f"hydra.run.dir={tmp_path / 'eval32'}")
-    in_float32 = json.loads((tmp_path / "eval32" / "metrics.json").read_text())["test_ppl"]
+    in_float32 = evaluate_last(setup, job, tmp_path / "eval32")["test_ppl"]
     assert in_float32 != evaluated["test_ppl"] and in_float32 == pytest.approx(evaluated["test_ppl"], rel=1e-2)
 
 

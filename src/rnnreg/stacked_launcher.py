@@ -30,7 +30,14 @@ from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.run_record import recorded_metrics
 from rnnreg.schema import validate
 from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
-from rnnreg.stacked_settings import check_stackable, on_a_cpu, pad_hidden_to, padded_size, running_program
+from rnnreg.stacked_settings import (
+    check_stackable,
+    on_a_cpu,
+    pad_hidden_to,
+    padded_size,
+    running_program,
+    under_bf16_autocast,
+)
 from rnnreg.sweep import NOT_COMPARED, basic_sweeper, job_label, report_failed_job, swept_keys
 
 log = logging.getLogger("rnnreg")
@@ -220,7 +227,7 @@ def describe(group: Sequence[Job], index: int, pad: int = 1) -> str:
         f"{cfg.model.num_layers} x {cfg.model.hidden_size}{held} LSTM"
         f"{' with layer norm' if cfg.model.layer_norm else ''}"
         f"{', tied embedding' if cfg.model.tie_weights else ''}, batch {cfg.data.batch_size} x bptt {cfg.data.bptt}"
-        f"{', bf16 autocast' if str(cfg.trainer.get('precision')) == 'bf16-mixed' else ''}"
+        f"{', bf16 autocast' if under_bf16_autocast(cfg.trainer) else ''}"
     )
 
 

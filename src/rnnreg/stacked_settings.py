@@ -119,6 +119,13 @@ TRAINER_UNUSED = (
 # trainer.precision values a stacked group trains in: float32, or its forward under bf16 autocast (no loss scaler,
 # which fp16 would need for each member; float32 weights, which bf16-true would not keep)
 STACKED_PRECISIONS = ("32", "32-true", "bf16-mixed")
+
+
+def under_bf16_autocast(trainer: DictConfig) -> bool:
+    """Whether a group's forward runs under bf16 autocast (trainer.precision=bf16-mixed; else float32)."""
+    return str(trainer.get("precision", "32-true")) == "bf16-mixed"
+
+
 # key: (the values that do what a stacked group does, the first one the fix; what the group does instead)
 TRAINER_ASSUMED = {
     "val_check_interval": ((None, 1.0), "it validates at each epoch's end"),

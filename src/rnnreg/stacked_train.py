@@ -37,7 +37,7 @@ from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_resume import read_group_resume, unreadable_resume
-from rnnreg.stacked_settings import on_a_cpu
+from rnnreg.stacked_settings import on_a_cpu, under_bf16_autocast
 from rnnreg.stacked_step import group_step
 from rnnreg.stacked_stop import Stopped, StopRequest, go_on_command
 from rnnreg.timing import median_step_words_per_second
@@ -56,7 +56,7 @@ def early_stopping(cfg) -> EarlyStopping | None:
 def autocast_dtype(trainer) -> torch.dtype | None:
     """The forward's autocast type for trainer.precision (bf16-mixed: bfloat16; 32-true: None, no autocast); the
     launcher refuses every other precision (rnnreg.stacked_settings.check_stackable)."""
-    return torch.bfloat16 if str(trainer.get("precision", "32-true")) == "bf16-mixed" else None
+    return torch.bfloat16 if under_bf16_autocast(trainer) else None
 
 
 @dataclass
