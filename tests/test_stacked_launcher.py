@@ -40,6 +40,7 @@ from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
+from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.model import net_kwargs
 from rnnreg.run_record import STOPPED_BY
 from rnnreg.schema import trainer_arguments
@@ -326,7 +327,7 @@ def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_pat
     buffers_before = [b.clone() for b in trainer.step.buffers]
     copies = trainer.host_copies()
     for k, folder in enumerate(trainer.folders):
-        trainer.writer.submit(folder.save_checkpoint, "last.ckpt", trainer.checkpoint(k, copies))
+        trainer.writer.submit(folder.save_checkpoint, "last.ckpt", member_checkpoint(trainer, k, copies))
     trainer.save_resume(copies)
     with torch.no_grad():  # the next epoch trains: every tensor the files hold changes in place
         for t in [*trainer.params, *trainer.best_params, *trainer.step.buffers, trainer.step.nll_sum]:
@@ -671,10 +672,10 @@ def test_a_resumed_sweep_reads_a_null_best_of_a_completed_member_as_nan(tmp_path
     jobs = [SimpleNamespace(output_dir=tmp_path / str(k)) for k in range(2)]
     for job, best in zip(jobs, (math.nan, 120.5)):
         write_json_atomic(job.output_dir / "metrics.json", {"best_val_ppl": best, "status": "completed"})
-    [(status, best), second] = stacked_train.group_done(jobs)
+    [(status, best), second] = stacked_resume.group_done(jobs)
     assert status == "completed" and math.isnan(best) and second == ("completed", 120.5)
     (jobs[1].output_dir / "metrics.json").write_text('{"status": "compl')  # cut short: not a member that finished
-    assert stacked_train.group_done(jobs) is None
+    assert stacked_resume.group_done(jobs) is None
 
 
 def resumable_sweep(sweep: Path, seeds: int, statuses: dict[int, str]) -> list[SimpleNamespace]:

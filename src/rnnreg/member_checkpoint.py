@@ -2,15 +2,17 @@
 optimiser and lr schedule, the callbacks' states (best checkpoint and score, early stopping) and, mid-epoch,
 the window reached and its carried state, as Lightning and rnnreg.resume write them for the job run alone.
 So `rnnreg-train ckpt_path=<member checkpoint>` continues the job as a single run: from a CPU group with the
-masks the member would have drawn next (rnnreg.stacked_train adds its stream's state), from a GPU group with
-masks from the run's own stream (the same recipe, not the same masks)."""
+masks the member would have drawn next (its stream's state goes in too), from a GPU group with masks from the
+run's own stream (the same recipe, not the same masks), in the job's W&B run."""
 
 from __future__ import annotations
 
 import copy
 import functools
 import logging
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -18,8 +20,61 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
+from rnnreg.instantiation import instantiate_callbacks
+from rnnreg.loggers import offline_run_parts
 from rnnreg.optim import paper_optimizer
 from rnnreg.recipes import optim_settings
+from rnnreg.stacked import UNITS
+
+if TYPE_CHECKING:
+    from rnnreg.stacked_train import GroupTrainer, HostCopies
+
+
+def member_checkpoint(group: GroupTrainer, k: int, copies: HostCopies, validation_end: bool = False) -> dict:
+    """Member k of `group` now (its weights: `copies`, the group's host_copies()) as an ordinary single-run
+    checkpoint, with the training state of its job run alone at this point, its momentum buffers included:
+    ckpt_path= continues it as a separate run. Its own copies throughout: the writer may write it later.
+    `validation_end`: the state as the epoch's validation ends, before the epoch's end hooks."""
+    state = group.model.member_state_dict(k, copies.weights)
+    m, folder, step = group.members[k], group.folders[k], group.step
+    best = folder.path / "checkpoints" / "best.ckpt"
+    window = group.window if group.window < group.n_train else 0  # n_train: at the epoch's end
+    progress = Progress(
+        epochs=m.epochs,
+        window=window,
+        windows_per_epoch=group.n_train,
+        val_windows=group.n_val,
+        best_val=m.best_val,
+        best_path=str(best) if math.isfinite(m.best_val) else "",
+        early_stopping=m.early_stopping,
+        words=m.words + (group.tokens if window else 0),  # a stop inside an epoch: its words so far too
+        seconds=group.train_seconds,
+        last_path=str(folder.path / "checkpoints" / "last.ckpt"),
+        val_every=group.val_every,
+        validation_end=validation_end,
+    )
+    carry = None
+    if window:  # mid-epoch: the member's carried state and its epoch's NLL sums so far
+        carry = {
+            "state": tuple(group.model.unpadded(t[k], (UNITS,)).cpu().clone() for t in (step.h, step.c)),
+            "nll_sum": step.nll_sum[k].cpu().clone(),
+            "tokens": torch.tensor(float(group.tokens), dtype=torch.float64),
+        }
+    if group.callbacks[k] is None:  # what a run of the job would have, to hold the member's state
+        group.callbacks[k] = instantiate_callbacks(group.jobs[k].cfg)
+    buffers = None
+    if step.momentums[k]:  # ClippedSGD's state: member k's slices (copies) in its parameters' order
+        buffers = [copies.buffers[i][k].clone() for i in group.model.member_orders[k]]
+    extra = training_state(group.jobs[k].cfg, group.callbacks[k], len(group.names), progress, carry, buffers)
+    extra["stacked"] = group.stacked_record(k)
+    if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
+        extra["wandb_run_id"] = folder.wandb_id
+        if parts := offline_run_parts([folder.wandb]):
+            extra["wandb_parts"] = [str(part) for part in parts]
+    generator = group.model.generators()[k]
+    if generator.device.type == "cpu":  # its job's stream (StackedLanguageModel.generators): ckpt_path= goes on
+        extra["rng"] = {"torch": generator.get_state(), "cuda": None}  # with the masks the group would draw
+    return folder.checkpoint(state, group.vocab, **extra)
 
 
 @dataclass

@@ -1,17 +1,102 @@
-"""A stacked group's resume file (`<sweep>/.stacked/group_N.pt`, written by rnnreg.stacked_train at each epoch's end
-and at a stop): read as tensors and plain data only, and checked before anything is trained or written: its
-fingerprint (the group key and its members' overrides), the program, device and width it was written with, its
-counts; and why it cannot go on where it cannot. The launcher reads it before its jobs start, the group trainer
-again before it goes on."""
+"""A stacked group's resume file (`<sweep>/.stacked/group_N.pt`, written at each epoch's end and at a stop): what
+it holds of a group trainer (group_state, apply_group_state); read as tensors and plain data only, and checked
+before anything is trained or written: its fingerprint (the group key and its members' overrides), the program,
+device and width it was written with, its counts; and why it cannot go on where it cannot. The launcher reads it
+before its jobs start, the group trainer again before it goes on. A group without one whose members all ended in
+an earlier run of the sweep hands on their results (group_done)."""
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rnnreg.errors import CheckpointError, ConfigError, first_line
+from rnnreg.errors import CheckpointError, ConfigError, TrainingDiverged, first_line
+from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_settings import padded_size
 from rnnreg.sweep import same_overrides
+
+if TYPE_CHECKING:
+    from rnnreg.stacked_launcher import Job
+    from rnnreg.stacked_train import GroupTrainer, HostCopies
+
+
+def group_state(trainer: GroupTrainer, copies: HostCopies) -> dict:
+    """What group `trainer`'s resume file holds now (`copies`: its weights and momentum buffers on the host,
+    unpadded): everything it needs to go on exactly, with the fingerprint and the program, device and width that
+    read_group_resume checks."""
+    import torch  # (only a group trainer calls this: grouping is plain Hydra and OmegaConf)
+
+    host, step, names = trainer.host, trainer.step, trainer.names
+    return {
+        "fingerprint": trainer.fingerprint(),
+        "program": step.name,
+        "device": trainer.device.type,
+        "units": trainer.model.units,  # everything here unpadded; the program's rounding is that width's
+        "pad_hidden_to": trainer.pad_hidden_to,
+        "params": dict(zip(names, copies.weights)),
+        "momentum_buffers": None if copies.buffers is None else dict(zip(names, copies.buffers)),
+        "best_params": trainer.unpadded_on_host(trainer.best_params),
+        "generators": [host(g) for g in trainer.model.generator_states()],
+        "rng": torch.get_rng_state(),
+        "active": host(step.active),
+        "members": [asdict(m) for m in trainer.members],
+        "epoch": trainer.epoch,
+        "window": trainer.window,
+        "global_step": trainer.global_step,
+        "state": None if trainer.window == 0 else tuple(host(t) for t in step.state()),
+        "nll_sum": host(step.nll_sum),
+        "tokens": trainer.tokens,
+        "train_seconds": trainer.train_seconds,
+        "fit_seconds": trainer.fit_seconds,
+        "wandb_runs": [folder.wandb_id for folder in trainer.folders],  # a resumed group logs on into them
+    }
+
+
+def apply_group_state(trainer: GroupTrainer, state: dict) -> None:
+    """Group `trainer` as its resume file holds it (`state`: read_group_resume's; any value that does not fit
+    raises)."""
+    import torch
+
+    from rnnreg.stacked_train import Member  # (that module imports this one)
+
+    step = trainer.step
+    trainer.pad_into(trainer.params, state["params"])
+    if trainer.best_params is not None:
+        trainer.pad_into(trainer.best_params, state["best_params"])
+    if step.buffers is not None:
+        trainer.pad_into(step.buffers, state["momentum_buffers"])
+    trainer.model.set_generator_states(state["generators"])
+    torch.set_rng_state(state["rng"])
+    trainer.members = [Member(**m) for m in state["members"]]
+    trainer.epoch, trainer.window, trainer.global_step = state["epoch"], state["window"], state["global_step"]
+    step.active.copy_(state["active"])
+    step.global_step.fill_(trainer.global_step)
+    step.carry(state["state"])
+    step.nll_sum.copy_(state["nll_sum"])
+    trainer.tokens = state["tokens"]
+    trainer.train_seconds, trainer.fit_seconds = state["train_seconds"], state["fit_seconds"]
+
+
+def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
+    """A group whose every member finished in an earlier run of the sweep (resume): their results (None where one
+    did not, or its metrics.json is unreadable, as the launcher's grouping reads it: rnnreg.run_lock)."""
+    results = []
+    for job in jobs:
+        metrics = recorded_metrics(job.output_dir)
+        if metrics.get("status") == "completed":  # a NaN best, written as null (rnnreg.io), is handed on as NaN
+            if "best_val_ppl" not in metrics:  # no validation ran: nothing to hand on, as from a run
+                results.append(("completed", None))
+                continue
+            best = metrics["best_val_ppl"]
+            results.append(("completed", math.nan if best is None else best))
+        elif metrics.get("status") == "failed":
+            results.append(("failed", TrainingDiverged(metrics.get("error", "failed"))))
+        else:
+            return None
+    return results
 
 
 def load_resume_file(path: Path, mmap: bool = False) -> dict:

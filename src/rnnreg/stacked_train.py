@@ -3,10 +3,11 @@
 Per member, what its job run alone computes (rnnreg.train; on a CPU as its single model, bit for bit, dropout
 included; on a GPU on the stacked step loop): the paper's objective, its own lr schedule, clip, weight decay
 and momentum, perplexities, best/last checkpoints, early stopping and divergence guard, the test in both
-protocols; written into the job's folder as a separate run would (rnnreg.stacked_outputs). A member that diverges or
-stops early stops changing; the others go on. The window itself is rnnreg.stacked_step (a CUDA graph on a
-GPU, the members in turn on a CPU). SIGTERM / Ctrl-C stop the group at a window boundary (rnnreg.stacked_stop) with
-a resume file from which `hydra.launcher.resume=true` continues exactly (read and checked by rnnreg.stacked_resume).
+protocols; written into the job's folder as a separate run would (rnnreg.stacked_outputs; its checkpoints a single
+run's: rnnreg.member_checkpoint). A member that diverges or stops early stops changing; the others go on. The
+window itself is rnnreg.stacked_step (a CUDA graph on a GPU, the members in turn on a CPU). SIGTERM / Ctrl-C stop
+the group at a window boundary (rnnreg.stacked_stop) with a resume file from which `hydra.launcher.resume=true`
+continues exactly (what it holds, read and checked: rnnreg.stacked_resume).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -25,18 +26,18 @@ from lightning.pytorch.callbacks import EarlyStopping
 from rnnreg.checkpoints import tests_best
 from rnnreg.console import counted, device_name
 from rnnreg.errors import ConfigError, OutputError, TrainingDiverged
-from rnnreg.instantiation import instantiate, instantiate_callbacks
+from rnnreg.instantiation import instantiate
 from rnnreg.io import FileWriter, save_atomically
-from rnnreg.loggers import checked_run_id, offline_run_parts
+from rnnreg.loggers import checked_run_id
 from rnnreg.lstm_layer import require_triton_cell
-from rnnreg.member_checkpoint import Progress, training_state
+from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.optim import paper_lr_factor
-from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
+from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, resume_from, unfinished_record
 from rnnreg.speed_settings import apply_speed
-from rnnreg.stacked import UNITS, MemberSpec, StackedLanguageModel
+from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
-from rnnreg.stacked_resume import read_group_resume, unreadable_resume
+from rnnreg.stacked_resume import apply_group_state, group_done, group_state, read_group_resume, unreadable_resume
 from rnnreg.stacked_settings import on_a_cpu, under_bf16_autocast
 from rnnreg.stacked_step import group_step
 from rnnreg.stacked_stop import Stopped, StopRequest, go_on_command
@@ -374,7 +375,7 @@ class GroupTrainer:
             )
             if val_ppl is None:  # best.ckpt and early stopping wait for a validation, as in a run
                 folder.log(f"epoch {self.epoch + 1}: train ppl {train_ppl[k]:.2f} (no validation this epoch)")
-                self.writer.submit(folder.save_checkpoint, "last.ckpt", self.checkpoint(k, copies))
+                self.writer.submit(folder.save_checkpoint, "last.ckpt", member_checkpoint(self, k, copies))
                 folder.write_csv(m.rows)
                 continue
             folder.log(f"epoch {self.epoch + 1}: train ppl {train_ppl[k]:.2f}, val ppl {val_ppl[k]:.2f}")
@@ -397,7 +398,7 @@ class GroupTrainer:
                 m.early_stopping = stopper.state_dict()
             # every epoch: best.ckpt at the epoch's end (last.ckpt links to it); validating every n > 1 epochs,
             # a run saves best.ckpt as its validation ends, before the epoch's end (rnnreg.member_checkpoint)
-            checkpoint = self.checkpoint(k, copies, validation_end=improved and self.val_every != 1)
+            checkpoint = member_checkpoint(self, k, copies, validation_end=improved and self.val_every != 1)
             if improved:
                 self.writer.submit(folder.save_checkpoint, "best.ckpt", checkpoint)
             self.writer.submit(folder.save_checkpoint, "last.ckpt", checkpoint, "best.ckpt" if improved else None)
@@ -407,52 +408,6 @@ class GroupTrainer:
             folder.write_csv(m.rows)
         self.epoch += 1
         self.window = 0
-
-    def checkpoint(self, k: int, copies: HostCopies, validation_end: bool = False) -> dict:
-        """Member k's current weights (`copies`: host_copies()) as an ordinary single-run checkpoint, with
-        the training state of its job run alone at this point (rnnreg.member_checkpoint), its momentum buffers
-        included: ckpt_path= continues it as a separate run. Its own copies throughout: the writer may write it
-        later. `validation_end`: the state as the epoch's validation ends, before the epoch's end hooks."""
-        state = self.model.member_state_dict(k, copies.weights)
-        m, folder = self.members[k], self.folders[k]
-        best = folder.path / "checkpoints" / "best.ckpt"
-        window = self.window if self.window < self.n_train else 0  # n_train: at the epoch's end
-        progress = Progress(
-            epochs=m.epochs,
-            window=window,
-            windows_per_epoch=self.n_train,
-            val_windows=self.n_val,
-            best_val=m.best_val,
-            best_path=str(best) if math.isfinite(m.best_val) else "",
-            early_stopping=m.early_stopping,
-            words=m.words + (self.tokens if window else 0),  # a stop inside an epoch: its words so far too
-            seconds=self.train_seconds,
-            last_path=str(folder.path / "checkpoints" / "last.ckpt"),
-            val_every=self.val_every,
-            validation_end=validation_end,
-        )
-        carry = None
-        if window:  # mid-epoch: the member's carried state and its epoch's NLL sums so far
-            carry = {
-                "state": tuple(self.model.unpadded(t[k], (UNITS,)).cpu().clone() for t in (self.step.h, self.step.c)),
-                "nll_sum": self.step.nll_sum[k].cpu().clone(),
-                "tokens": torch.tensor(float(self.tokens), dtype=torch.float64),
-            }
-        if self.callbacks[k] is None:  # what a run of the job would have, to hold the member's state
-            self.callbacks[k] = instantiate_callbacks(self.jobs[k].cfg)
-        buffers = None
-        if self.step.momentums[k]:  # ClippedSGD's state: member k's slices (copies) in its parameters' order
-            buffers = [copies.buffers[i][k].clone() for i in self.model.member_orders[k]]
-        extra = training_state(self.jobs[k].cfg, self.callbacks[k], len(self.names), progress, carry, buffers)
-        extra["stacked"] = self.stacked_record(k)
-        if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
-            extra["wandb_run_id"] = folder.wandb_id
-            if parts := offline_run_parts([folder.wandb]):
-                extra["wandb_parts"] = [str(part) for part in parts]
-        generator = self.model.generators()[k]
-        if generator.device.type == "cpu":  # its job's stream (StackedLanguageModel.generators): ckpt_path= goes on
-            extra["rng"] = {"torch": generator.get_state(), "cuda": None}  # with the masks the group would draw
-        return folder.checkpoint(state, self.vocab, **extra)
 
     def stacked_record(self, k: int) -> dict:
         """How member k was trained, for its metrics.json and checkpoints: its group, its place in it, the program
@@ -471,31 +426,7 @@ class GroupTrainer:
 
     def save_resume(self, copies: HostCopies) -> None:
         """The group's resume file, handed to the writer (`copies`: host_copies())."""
-        host = self.host
-        state = {
-            "fingerprint": self.fingerprint(),
-            "program": self.step.name,
-            "device": self.device.type,
-            "units": self.model.units,  # everything here unpadded; the program's rounding is that width's
-            "pad_hidden_to": self.pad_hidden_to,
-            "params": dict(zip(self.names, copies.weights)),
-            "momentum_buffers": None if copies.buffers is None else dict(zip(self.names, copies.buffers)),
-            "best_params": self.unpadded_on_host(self.best_params),
-            "generators": [host(g) for g in self.model.generator_states()],
-            "rng": torch.get_rng_state(),
-            "active": host(self.step.active),
-            "members": [asdict(m) for m in self.members],
-            "epoch": self.epoch,
-            "window": self.window,
-            "global_step": self.global_step,
-            "state": None if self.window == 0 else tuple(host(t) for t in self.step.state()),
-            "nll_sum": host(self.step.nll_sum),
-            "tokens": self.tokens,
-            "train_seconds": self.train_seconds,
-            "fit_seconds": self.fit_seconds,
-            "wandb_runs": [folder.wandb_id for folder in self.folders],  # a resumed group logs on into them
-        }
-        self.writer.submit(save_atomically, state, self.resume_file)
+        self.writer.submit(save_atomically, group_state(self, copies), self.resume_file)
 
     def load_resume(self) -> None:
         """The group as its resume file holds it, checked first (rnnreg.stacked_resume): one line where it cannot go
@@ -508,28 +439,10 @@ class GroupTrainer:
             self.cfg.trainer.max_epochs,
         )
         try:  # its fingerprint and counts intact: the first tensor that does not fit says so
-            self.apply_resume(state)
+            apply_group_state(self, state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
             raise unreadable_resume(self.resume_file, err) from None
         self.wandb_runs = [checked_run_id(run, self.resume_file) for run in state.get("wandb_runs") or self.wandb_runs]
-
-    def apply_resume(self, state: dict) -> None:
-        """The group as its resume file holds it (load_resume: any value that does not fit raises)."""
-        self.pad_into(self.params, state["params"])
-        if self.best_params is not None:
-            self.pad_into(self.best_params, state["best_params"])
-        if self.step.buffers is not None:
-            self.pad_into(self.step.buffers, state["momentum_buffers"])
-        self.model.set_generator_states(state["generators"])
-        torch.set_rng_state(state["rng"])
-        self.members = [Member(**m) for m in state["members"]]
-        self.epoch, self.window, self.global_step = state["epoch"], state["window"], state["global_step"]
-        self.step.active.copy_(state["active"])
-        self.step.global_step.fill_(self.global_step)
-        self.step.carry(state["state"])
-        self.step.nll_sum.copy_(state["nll_sum"])
-        self.tokens = state["tokens"]
-        self.train_seconds, self.fit_seconds = state["train_seconds"], state["fit_seconds"]
 
     # -- the group's run ------------------------------------------------------------------------------
     def run(self, resume: bool) -> list[tuple[str, object]]:
@@ -587,7 +500,7 @@ class GroupTrainer:
             self.save_resume(copies)
             for k, m in enumerate(self.members):
                 if m.status == "running":  # a failed member keeps its last good checkpoint
-                    self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", self.checkpoint(k, copies))
+                    self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", member_checkpoint(self, k, copies))
         self.writer.wait()  # every file written before the members' metrics.json say interrupted
         self.record_stop()
 
@@ -719,25 +632,6 @@ class GroupTrainer:
             self.model.parameters_per_member,
             self.jobs[k].cfg.experiment_name,
         )
-
-
-def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
-    """A group whose every member finished in an earlier run of the sweep (resume): their results (None where one
-    did not, or its metrics.json is unreadable, as the launcher's grouping reads it: rnnreg.run_lock)."""
-    results = []
-    for job in jobs:
-        metrics = recorded_metrics(job.output_dir)
-        if metrics.get("status") == "completed":  # a NaN best, written as null (rnnreg.io), is handed on as NaN
-            if "best_val_ppl" not in metrics:  # no validation ran: nothing to hand on, as from a run
-                results.append(("completed", None))
-                continue
-            best = metrics["best_val_ppl"]
-            results.append(("completed", math.nan if best is None else best))
-        elif metrics.get("status") == "failed":
-            results.append(("failed", TrainingDiverged(metrics.get("error", "failed"))))
-        else:
-            return None
-    return results
 
 
 def train_group(
