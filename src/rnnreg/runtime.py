@@ -32,7 +32,7 @@ from rnnreg.sweep import BASIC_SWEEPER, in_multirun, job_swept_keys, report_fail
 
 log = logging.getLogger("rnnreg")
 
-# Expected here, and said once in the README: the stream windows are cheap and in order on one worker.
+# Expected here: the stream windows are cheap and must stay in order, so they load in the main process (rnnreg.data).
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*`srun` command is available.*")
 # LMDataModule itself records and restores the stream position of a mid-epoch checkpoint.
