@@ -37,6 +37,7 @@ from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.recipes import compose_config
 from rnnreg.speed_settings import keep_freed_memory
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
+from rnnreg.stacked_settings import padded_size
 from rnnreg.stacked_step import StackedStep, group_step
 
 
@@ -215,14 +216,22 @@ def check_triton_cell(args, data, device, torch_losses: torch.Tensor) -> dict:
 def check_padding(args, data, device) -> dict:
     """The check's members padded (--pad) against unpadded, eagerly, in strict float32: the same masks (drawn at
     the members' own shapes) and the same arithmetic but for the padding's zeros, so the losses agree to float32
-    rounding (TF32 would grow that, as for the Triton cell)."""
+    rounding (TF32 would grow that, as for the Triton cell). `padded`: whether --hidden at --pad holds any padding
+    at all (650 at 8: 656; a width already a multiple of --pad checks nothing, and decides nothing)."""
     args = argparse.Namespace(**(vars(args) | {"bf16": False}))  # (--bf16: its forward's rounding is not checked here)
     with StrictFloat32():
         padded = run_check_members(args, data, device, graph=False)[0]
         unpadded = run_check_members(args, data, device, graph=False, pad=1)[0]
     difference = float((padded - unpadded).abs().max())
-    result = {"pad": args.pad, "max_loss_difference_vs_unpadded_fp32": difference, "same": difference <= 1e-3}
-    print(f"padded (--pad {args.pad}) vs unpadded, eager, strict float32: {difference:.3g}")
+    units = padded_size(args.hidden, args.pad)
+    result = {
+        "pad": args.pad,
+        "units": units,
+        "padded": units > args.hidden,
+        "max_loss_difference_vs_unpadded_fp32": difference,
+        "same": difference <= 1e-3,
+    }
+    print(f"padded (--pad {args.pad}: {args.hidden} units as {units}) vs unpadded, strict float32: {difference:.3g}")
     return result
 
 

@@ -7,7 +7,8 @@ override's value each, printed for the script to pass on. Their inputs are bench
       speed.triton_cell: true when the Triton cell passed its check and ran >= 5 % faster at K members (15)
   python benchmarks/gpu_decisions.py pad_hidden_to CHECK.json [UNPADDED.json PADDED.json]
       hydra.launcher.pad_hidden_to: auto (a multiple of 8 on a GPU) when the padded step passed its check against
-      the unpadded one and, where the two were timed (pad_timing's files given), was not slower; 1 otherwise
+      the unpadded one (at a width that padding changes) and, where the two were timed (pad_timing's files given),
+      was not slower; 1 otherwise
 
 A file that is missing or unreadable, or lacks what is asked (a check that crashed or was killed, a timing stage that
 failed or was skipped), gives the value that runs what was checked: false, false, 1. A device session's minutes must
@@ -56,7 +57,8 @@ def words_per_second(path: str | Path) -> float | None:
 
 
 def pad_hidden_to(check_path: str | Path, timings: tuple[str | Path, str | Path] | None = None) -> str:
-    checked = (check_of(check_path).get("padding") or {}).get("same") is True
+    padding = check_of(check_path).get("padding") or {}
+    checked = padding.get("same") is True and padding.get("padded") is True  # (a check with nothing padded: no check)
     if not checked:
         return "1"
     if timings is not None:

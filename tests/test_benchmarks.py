@@ -217,6 +217,7 @@ def test_bench_stacked_checks_and_times_both_cells(ptb_dir, tmp_path):
     assert result["check"]["same"] and result["check"]["triton"]["same"]
     # padded against unpadded (what gpu_check.sh's pad_pays reads before a sweep pads)
     assert result["check"]["padding"]["same"] and result["check"]["padding"]["pad"] == 4
+    assert result["check"]["padding"]["padded"] and result["check"]["padding"]["units"] == 8  # 6 held as 8
     assert result["check"]["padding"]["max_loss_difference_vs_unpadded_fp32"] <= 1e-3
     # decided in strict float32 (TF32 would amplify rounding); the difference with the sweep's matmuls recorded
     assert result["check"]["triton"]["max_loss_difference_vs_torch_cell_fp32"] <= 1e-3
@@ -430,7 +431,7 @@ def write_check(folder: Path, name: str, check: dict | None, rows: list | None =
     (folder / f"{name}.json").write_text(json.dumps({"config": {}, "check": check, "rows": rows or []}))
 
 
-PASSED = {"captured": True, "same": True, "triton": {"same": True}, "padding": {"same": True, "pad": 8}}
+PASSED = {"captured": True, "same": True, "triton": {"same": True}, "padding": {"same": True, "pad": 8, "padded": True}}
 
 
 @pytest.mark.parametrize(
@@ -447,7 +448,8 @@ PASSED = {"captured": True, "same": True, "triton": {"same": True}, "padding": {
             ("true", "false", "auto"),
         ),
         (PASSED | {"triton": {"same": False, "error": "no C compiler"}}, [], ("true", "false", "auto")),
-        (PASSED | {"padding": {"same": False}}, [], ("true", "false", "1")),
+        (PASSED | {"padding": {"same": False, "padded": True}}, [], ("true", "false", "1")),
+        (PASSED | {"padding": {"same": True, "padded": False}}, [], ("true", "false", "1")),  # nothing was padded
         ({"captured": True, "same": True}, [], ("true", "false", "1")),  # the check stopped before its padding part
         (None, [], ("false", "false", "1")),  # no check ran
     ],
