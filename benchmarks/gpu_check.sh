@@ -47,7 +47,7 @@
 #              --profile), a 15-member medium group stopped by SIGTERM mid-epoch, K = 1, 4, 8 on both cells; then,
 #              as after ablation_seed, bench_gemm_layouts.py (the window's GEMMs padded, transposed, in bf16/fp16)
 #   settings   what each sweep mode would run with (speed.cuda_graph, speed.triton_cell, hydra.launcher.pad_hidden_to),
-#              decided by benchmarks/gpu_decisions.py from the checks and timings already in WORK_DIR
+#              decided by benchmarks/gpu_decisions.py from the checks and timings already in WORK_DIR (read only: a second)
 #   cpu        a dry run of every mode's commands on the CPU (tiny runs, 5-10 min on 2 cores; checks the script, not speed;
 #              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
 #
@@ -116,13 +116,17 @@ stage() {
 }
 last_exit=0
 
-{ date -u; nvidia-smi -L; $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__,
-                                                      torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-  # Triton builds its launcher with a C compiler and Python's headers at first use: without them the Triton cell fails
-  $PY -c "import os, shutil, sysconfig; print('C compiler:', shutil.which('cc') or shutil.which('gcc'), '| Python.h:',
-          os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; } \
-    2>&1 | tee "$work/gpu.txt"
-pack
+# the machine (gpu.txt), but for `settings`, which only reads WORK_DIR's files: it keeps the gpu.txt of the session
+# that wrote them, writes nothing into OUT_DIR and imports no torch
+if [[ $what != settings ]]; then
+    { date -u; nvidia-smi -L; $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__,
+                                                          torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+      # Triton builds its launcher with a C compiler and Python's headers at first use: without them the Triton cell fails
+      $PY -c "import os, shutil, sysconfig; print('C compiler:', shutil.which('cc') or shutil.which('gcc'), '| Python.h:',
+              os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; } \
+        2>&1 | tee "$work/gpu.txt"
+    pack
+fi
 bench=(benchmarks/bench_gpu.py --out "$work")
 # The sweep's settings from the checks and timings in $work (benchmarks/gpu_decisions.py: what each decides, and the
 # safe value when a file is missing or a check did not finish: what was checked runs)

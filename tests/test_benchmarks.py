@@ -474,9 +474,11 @@ def test_the_sweeps_settings_follow_the_checks(tmp_path, monkeypatch, check, row
 def test_gpu_check_sweep_settings(tmp_path):
     """gpu_check.sh's `settings` mode: what each sweep mode would run with, from the files in WORK_DIR (the same
     functions the modes call). ablation_seed pads only where pad_timing timed the padded step no slower, and not
-    when a timing is missing (its stage failed or was skipped)."""
+    when a timing is missing (its stage failed or was skipped). It reads those files and writes none: the device
+    session's gpu.txt stays (it says which machine the files came from), and OUT_DIR gets no archive."""
     work = tmp_path / "work"
     work.mkdir()
+    (work / "gpu.txt").write_text("NVIDIA H200 (the session that wrote these files)\n")
 
     def settings() -> dict[str, str]:
         env = os.environ | {"WORK_DIR": str(work), "PYTHON": sys.executable}
@@ -508,17 +510,22 @@ def test_gpu_check_sweep_settings(tmp_path):
     assert settings()["ablation_seed"] == untimed
     (work / "bench_stacked_pad8.json").unlink()  # its stage failed
     assert settings()["ablation_seed"] == untimed
+    assert (work / "gpu.txt").read_text() == "NVIDIA H200 (the session that wrote these files)\n"
+    assert not list((tmp_path / "out").iterdir())
 
 
 STAND_IN_PYTHON = """#!/usr/bin/env bash
 # gpu_check.sh's python for a test: the stacked sweep (through how_it_ended.py) exits $SWEEP_EXIT after making its
-# folder; bench_stacked.py, rnnreg.report and reproduce.py only say they ran; anything else is the real python
+# folder; bench_stacked.py, rnnreg.report and reproduce.py only say they ran, and so does the line of the machine's
+# torch and Lightning versions (gpu.txt: an import of both, seconds, that no assertion reads); anything else is the
+# real python
 case "$1" in
     benchmarks/how_it_ended.py)
         for arg in "$@"; do [[ $arg == hydra.sweep.dir=* ]] && mkdir -p "${arg#hydra.sweep.dir=}"; done
         echo "how_it_ended: exit $SWEEP_EXIT"; exit "$SWEEP_EXIT" ;;
     benchmarks/bench_stacked.py|benchmarks/reproduce.py) echo "ran $1"; exit 0 ;;
     -m) [[ $2 == rnnreg.report ]] && { echo "ran rnnreg.report"; exit 0; } ;;
+    -c) [[ $2 == "import torch, lightning;"* ]] && { echo "torch and lightning: stand-in"; exit 0; } ;;
 esac
 exec "$REAL_PYTHON" "$@"
 """
