@@ -109,8 +109,6 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
 def warn_other_batch_size(paths: list[str], batch_size: int) -> None:
     """A warning for each checkpoint trained with another data.batch_size: val_ppl and test_ppl_batched depend on
     the number of streams (test_ppl's is 1)."""
-    from rnnreg.task import trained_batch_size
-
     for path in paths:
         trained = trained_batch_size(path)
         if trained is not None and trained != batch_size:
@@ -122,6 +120,19 @@ def warn_other_batch_size(paths: list[str], batch_size: int) -> None:
                 batch_size,
                 trained,
             )
+
+
+def trained_batch_size(ckpt_path: str) -> int | None:
+    """The data.batch_size of the run a checkpoint was written by, from its run's .hydra/config.yaml (the
+    checkpoint does not hold it), or None where that is not there."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((Path(ckpt_path).parent.parent / ".hydra" / "config.yaml").read_text())
+        size = config["data"]["batch_size"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        return None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
 @hydra_entry("eval")

@@ -210,16 +210,3 @@ def data_overrides(ckpt_path: str) -> str:
         return " ".join(o for o in overrides if isinstance(o, str) and o.startswith(("data=", "data.")))
     except (OSError, yaml.YAMLError, TypeError):
         return ""
-
-
-def trained_batch_size(ckpt_path: str) -> int | None:
-    """The data.batch_size of the run a checkpoint was written by, from its run's .hydra/config.yaml (the
-    checkpoint does not hold it), or None where that is not there."""
-    import yaml
-
-    try:
-        config = yaml.safe_load((Path(ckpt_path).parent.parent / ".hydra" / "config.yaml").read_text())
-        size = config["data"]["batch_size"]
-    except (OSError, yaml.YAMLError, TypeError, KeyError):
-        return None
-    return size if isinstance(size, int) and not isinstance(size, bool) else None
