@@ -621,6 +621,11 @@ def _cuda_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def trainer_precision(trainer: DictConfig) -> str:
+    """trainer.precision as Lightning's Trainer takes it: 32-true where a trainer config leaves it out."""
+    return str(trainer.get("precision", "32-true"))
+
+
 def fast_step_refusal(processes: int, loss_scaling: bool, accumulate: int) -> str | None:
     """Why speed.fast_step=true cannot run (None: it can): the rule, checked here from the config and by
     rnnreg.fast from the built Trainer (`processes`: DDP processes; `loss_scaling`: fp16's; `accumulate`: windows
@@ -651,7 +656,7 @@ def _check_trainer(cfg: DictConfig) -> None:
         if not torch.backends.mps.is_available():
             raise ConfigError("trainer.accelerator=mps needs an Apple GPU and this machine has none: use cpu or auto")
     devices = trainer.get("devices", "auto")
-    precision = str(trainer.get("precision", "32-true"))
+    precision = trainer_precision(trainer)
     # the GPUs here, counted only where a check needs them
     several, fp16 = _is_int(devices) and devices > 1, precision in ("16", "16-mixed")
     gpus = _cuda_gpus() if accelerator in ("gpu", "cuda", "auto") and (several or fp16) else 0

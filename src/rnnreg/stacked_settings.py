@@ -8,6 +8,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from rnnreg.errors import ConfigError
+from rnnreg.schema import trainer_precision
 
 PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
 # hydra.launcher.pad_hidden_to=auto: the batched program on a GPU holds the hidden units padded to a multiple of
@@ -123,7 +124,7 @@ STACKED_PRECISIONS = ("32", "32-true", "bf16-mixed")
 
 def under_bf16_autocast(trainer: DictConfig) -> bool:
     """Whether a group's forward runs under bf16 autocast (trainer.precision=bf16-mixed; else float32)."""
-    return str(trainer.get("precision", "32-true")) == "bf16-mixed"
+    return trainer_precision(trainer) == "bf16-mixed"
 
 
 # key: (the values that do what a stacked group does, the first one the fix; what the group does instead)
@@ -177,7 +178,7 @@ def check_stackable(cfg: DictConfig) -> None:
                 f"{key}={value} is not supported by hydra/launcher=stacked: set {valid}, or drop "
                 f"hydra/launcher=stacked to run these jobs one by one"
             )
-    if str(trainer.get("precision", "32-true")) not in STACKED_PRECISIONS:
+    if trainer_precision(trainer) not in STACKED_PRECISIONS:
         raise ConfigError(
             f"trainer.precision={trainer.precision} is not supported by hydra/launcher=stacked (float32 weights, "
             f"the forward in float32 or under bf16 autocast): set trainer.precision=32-true or bf16-mixed, or drop "
