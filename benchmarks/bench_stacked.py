@@ -125,6 +125,11 @@ def autocast(args) -> torch.dtype | None:
     return torch.bfloat16 if args.bf16 else None
 
 
+def in_float32(args) -> argparse.Namespace:
+    """The same arguments without --bf16: the forward in float32."""
+    return argparse.Namespace(**(vars(args) | {"bf16": False}))
+
+
 # --check: one member per placement, so that every mask site draws from a member generator inside the graph
 CHECK_MEMBERS = [
     MemberSpec(seed=1, init_scale=0.1),
@@ -218,7 +223,7 @@ def check_padding(args, data, device) -> dict:
     the members' own shapes) and the same arithmetic but for the padding's zeros, so the losses agree to float32
     rounding (TF32 would grow that, as for the Triton cell). `padded`: whether --hidden at --pad holds any padding
     at all (650 at 8: 656; a width already a multiple of --pad checks nothing, and decides nothing)."""
-    args = argparse.Namespace(**(vars(args) | {"bf16": False}))  # (--bf16: its forward's rounding is not checked here)
+    args = in_float32(args)  # (--bf16: its forward's rounding is not checked here)
     with StrictFloat32():
         padded = run_check_members(args, data, device, graph=False)[0]
         unpadded = run_check_members(args, data, device, graph=False, pad=1)[0]
@@ -399,7 +404,7 @@ def main() -> None:
     if args.check:
         check, torch_losses = check_graph(args, data, device)
         if args.bf16:  # how far bf16 autocast takes the check's members from float32 (eager, the same matmuls)
-            float32 = run_check_members(argparse.Namespace(**(vars(args) | {"bf16": False})), data, device, False)[0]
+            float32 = run_check_members(in_float32(args), data, device, False)[0]
             check["max_loss_difference_vs_float32"] = float((torch_losses - float32).abs().max())
             print(f"bf16 autocast vs float32, eager: {check['max_loss_difference_vs_float32']:.3g}")
         write_check()
