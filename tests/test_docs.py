@@ -1,0 +1,109 @@
+"""The commands the README and docs/ show are commands the programs take: each one composes and passes the checks
+its console script makes of a command line before Hydra runs (rnnreg.command_line.validate_args: every job of a
+sweep, against the schema and the stacked launcher's refusals), so a renamed key, option or experiment fails here,
+not in a reader's terminal. docs/measurements.md records commands as they were run on their day and is not checked.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnreg.command_line import validate_args
+from rnnreg.errors import ConfigError, MissingValue
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ["README.md", "docs/guide.md", "docs/errors.md", "docs/ablation.md", "docs/results.md"]
+SCRIPTS = {"rnnreg-train": "train", "rnnreg-eval": "eval", "rnnreg-generate": "generate", "rnnreg-report": "report"}
+COMMAND = r"rnnreg-(?:train|eval|generate|report)\b"
+# what a reader fills in: <time>, <sweep>, <folder of links>; `...` for the rest of a command or part of a path
+PLACEHOLDER = re.compile(r"<[^>]*>")
+# the keys whose value names a file or folder that must exist: the test makes it where the page's command says
+CHECKPOINT_KEYS, FOLDER_KEYS, CORPUS_KEYS = {"ckpt_path"}, {"path", "hydra.sweep.dir"}, {"data.data_dir"}
+
+
+def page_commands(text: str) -> list[tuple[int, str]]:
+    """(line, command) for each rnnreg-* command of a markdown page: a code block's lines (joined over a trailing
+    backslash, without a trailing `# comment`) and inline code that gives a command with arguments."""
+    found, in_block, joined = [], False, ""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith("```"):
+            in_block = not in_block
+        elif in_block:
+            line = joined + line.strip()
+            if line.endswith("\\"):
+                joined = line[:-1] + " "
+                continue
+            joined = ""
+            if re.match(COMMAND, line):
+                found.append((number, re.sub(r"\s+#\s.*$", "", line).strip()))
+        else:
+            found += [(number, span) for span in re.findall(rf"`({COMMAND} [^`]+)`", line)]
+    return found
+
+
+def documented_commands() -> dict[str, list[str]]:
+    """Each command the pages show, with where it is shown (page:line)."""
+    commands: dict[str, list[str]] = {}
+    for page in PAGES:
+        for number, command in page_commands((ROOT / page).read_text()):
+            commands.setdefault(command, []).append(f"{page}:{number}")
+    return commands
+
+
+COMMANDS = documented_commands()
+
+
+def filled_in(args: list[str], where: Path) -> list[str]:
+    """The command's arguments with its placeholders filled in, and the files and folders its keys name made
+    under `where` (a checkpoint file where ckpt_path points, a corpus folder where data.data_dir does)."""
+    filled = []
+    for arg in args:
+        key, is_value, value = arg.partition("=")
+        if not is_value or value == "last":
+            filled.append(arg)
+            continue
+        if key in CHECKPOINT_KEYS | FOLDER_KEYS | CORPUS_KEYS:
+            names = value.strip("[]").split(",") if key in CHECKPOINT_KEYS else [value]
+            paths = [where / name.replace("...", "x").lstrip("/") for name in names]
+            for path in paths:
+                if key in CHECKPOINT_KEYS:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save({}, path)  # a file torch.save wrote: what the command-line check asks of it
+                else:
+                    path.mkdir(parents=True, exist_ok=True)
+                if key in CORPUS_KEYS:
+                    for split in ("train", "valid", "test"):
+                        (path / f"{split}.txt").write_text("a b c\n")
+            value = f"[{','.join(map(str, paths))}]" if value.startswith("[") else str(paths[0])
+        filled.append(f"{key}={value}")
+    return filled
+
+
+def test_the_pages_show_commands():
+    """The parser finds the pages' commands (a parser that found none would pass every page)."""
+    pages = {where.split(":")[0] for wheres in COMMANDS.values() for where in wheres}
+    assert {"README.md", "docs/guide.md", "docs/ablation.md"} <= pages
+    assert len(COMMANDS) >= 40
+    assert "rnnreg-train -m hydra/launcher=stacked ... hydra.launcher.resume=true hydra.sweep.dir=<sweep>" in COMMANDS
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS), ids=[COMMANDS[c][0] for c in sorted(COMMANDS)])
+def test_a_documented_command_is_one_the_program_takes(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the pages' relative paths (outputs/..., a.ckpt) are made here
+    script, *args = shlex.split(PLACEHOLDER.sub("P", command))
+    partial = "..." in args  # the rest of the command left out: a value it leaves out may be missing
+    args = filled_in([a for a in args if a != "..."], tmp_path)
+    try:
+        checked = validate_args(SCRIPTS[script], args)
+    except MissingValue:
+        if not partial:
+            raise
+        return
+    except ConfigError as err:
+        pytest.fail(f"{', '.join(COMMANDS[command])}: `{command}` is refused: {err}")
+    assert checked >= 1
