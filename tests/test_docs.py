@@ -1,11 +1,13 @@
-"""The commands the README and docs/ show are commands the programs take: each one composes and passes the checks
-its console script makes of a command line before Hydra runs (rnnreg.command_line.validate_args: every job of a
-sweep, against the schema and the stacked launcher's refusals), so a renamed key, option or experiment fails here,
-not in a reader's terminal. docs/measurements.md records commands as they were run on their day and is not checked.
+"""The commands the README, docs/ and the config files show are commands the programs take: each one composes
+and passes the checks its console script makes of a command line before Hydra runs (validate_args: every job of a
+sweep, against the schema and the stacked launcher's refusals), so a renamed key, option or experiment fails
+here, not in a reader's terminal. docs/measurements.md records commands as they were run on their day and is not
+checked.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from pathlib import Path
@@ -19,39 +21,54 @@ from rnnreg.errors import ConfigError, MissingValue
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", "docs/guide.md", "docs/errors.md", "docs/ablation.md", "docs/results.md"]
 SCRIPTS = {"rnnreg-train": "train", "rnnreg-eval": "eval", "rnnreg-generate": "generate", "rnnreg-report": "report"}
-COMMAND = r"rnnreg-(?:train|eval|generate|report)\b"
+COMMAND = re.compile(r"(rnnreg-(?:train|eval|generate|report))\b([^`#]*)")
+# an argument: -m, or an override (key=value, +key=, ~key); what follows the first other word is prose
+ARGUMENT = re.compile(r"^(-m|--multirun|\.\.\.|[+~]?[\w./-]+=.*|~[\w./-]+)$")
 # what a reader fills in: <time>, <sweep>, <folder of links>; `...` for the rest of a command or part of a path
 PLACEHOLDER = re.compile(r"<[^>]*>")
-# the keys whose value names a file or folder that must exist: the test makes it where the page's command says
+# the keys whose value names a file or folder that must exist: the test makes it where the command says
 CHECKPOINT_KEYS, FOLDER_KEYS, CORPUS_KEYS = {"ckpt_path"}, {"path", "hydra.sweep.dir"}, {"data.data_dir"}
 
 
-def page_commands(text: str) -> list[tuple[int, str]]:
-    """(line, command) for each rnnreg-* command of a markdown page: a code block's lines (joined over a trailing
-    backslash, without a trailing `# comment`) and inline code that gives a command with arguments."""
-    found, in_block, joined = [], False, ""
+def commands_in(line: str) -> list[str]:
+    """The rnnreg-* commands a line of text shows with arguments: each script's name and the overrides after it,
+    up to the first word that is not one (prose, a `# comment`, a `[optional]` part)."""
+    found = []
+    for script, rest in COMMAND.findall(PLACEHOLDER.sub("P", line)):
+        try:
+            words = shlex.split(rest)
+        except ValueError:  # an apostrophe in the prose after it
+            words = rest.split()
+        args = list(itertools.takewhile(ARGUMENT.match, words))
+        if args:
+            found.append(shlex.join([script, *args]))
+    return found
+
+
+def text_commands(text: str) -> list[tuple[int, str]]:
+    """(line, command) for each command a page or config file shows; a line is joined with the next over a
+    code block's trailing backslash and over inline code that goes on to the next line (an odd count of `)."""
+    found, joined = [], ""
     for number, line in enumerate(text.splitlines(), 1):
-        if line.strip().startswith("```"):
-            in_block = not in_block
-        elif in_block:
-            line = joined + line.strip()
-            if line.endswith("\\"):
-                joined = line[:-1] + " "
-                continue
+        line = joined + line.strip()
+        if line.startswith("```"):
             joined = ""
-            if re.match(COMMAND, line):
-                found.append((number, re.sub(r"\s+#\s.*$", "", line).strip()))
-        else:
-            found += [(number, span) for span in re.findall(rf"`({COMMAND} [^`]+)`", line)]
+            continue
+        if line.endswith("\\") or line.count("`") % 2:
+            joined = line.removesuffix("\\") + " "
+            continue
+        joined = ""
+        found += [(number, command) for command in commands_in(line)]
     return found
 
 
 def documented_commands() -> dict[str, list[str]]:
-    """Each command the pages show, with where it is shown (page:line)."""
+    """Each command the pages and the config files' comments and messages show, with where (file:line)."""
+    files = [ROOT / page for page in PAGES] + sorted((ROOT / "conf").rglob("*.yaml"))
     commands: dict[str, list[str]] = {}
-    for page in PAGES:
-        for number, command in page_commands((ROOT / page).read_text()):
-            commands.setdefault(command, []).append(f"{page}:{number}")
+    for file in files:
+        for number, command in text_commands(file.read_text()):
+            commands.setdefault(command, []).append(f"{file.relative_to(ROOT)}:{number}")
     return commands
 
 
@@ -86,16 +103,16 @@ def filled_in(args: list[str], where: Path) -> list[str]:
 
 def test_the_pages_show_commands():
     """The parser finds the pages' commands (a parser that found none would pass every page)."""
-    pages = {where.split(":")[0] for wheres in COMMANDS.values() for where in wheres}
-    assert {"README.md", "docs/guide.md", "docs/ablation.md"} <= pages
-    assert len(COMMANDS) >= 40
-    assert "rnnreg-train -m hydra/launcher=stacked ... hydra.launcher.resume=true hydra.sweep.dir=<sweep>" in COMMANDS
+    files = {where.split(":")[0] for wheres in COMMANDS.values() for where in wheres}
+    assert {"README.md", "docs/guide.md", "docs/ablation.md", "conf/eval.yaml", "conf/trainer/ddp.yaml"} <= files
+    assert len(COMMANDS) >= 50
+    assert "rnnreg-train -m hydra/launcher=stacked ... hydra.launcher.resume=true hydra.sweep.dir=P" in COMMANDS
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS), ids=[COMMANDS[c][0] for c in sorted(COMMANDS)])
 def test_a_documented_command_is_one_the_program_takes(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the pages' relative paths (outputs/..., a.ckpt) are made here
-    script, *args = shlex.split(PLACEHOLDER.sub("P", command))
+    script, *args = shlex.split(command)
     partial = "..." in args  # the rest of the command left out: a value it leaves out may be missing
     args = filled_in([a for a in args if a != "..."], tmp_path)
     try:
