@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import rnnreg
 from rnnreg.command_line import validate_args
 from rnnreg.errors import ConfigError, MissingValue
 
@@ -124,3 +125,22 @@ def test_a_documented_command_is_one_the_program_takes(command, tmp_path, monkey
     except ConfigError as err:
         pytest.fail(f"{', '.join(COMMANDS[command])}: `{command}` is refused: {err}")
     assert checked >= 1
+
+
+# a file of the repository a page names (`src/rnnreg/schema.py`, `docs/cpu_.../perturb.py`, a figure it shows)
+REPOSITORY_PATH = re.compile(r"(?<![\w/.~-])((?:src|tests|benchmarks|docs|conf|examples)/[\w./*-]*[\w*])")
+LINK = re.compile(r"\]\(([^)#\s]+)\)")
+# a module or package export a page names: rnnreg.stacked_step, rnnreg.paper_recipe, rnnreg/stacked_step.py
+RNNREG_NAME = re.compile(r"(?<![\w/.])rnnreg[./]([a-z_]+)")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_the_files_and_modules_a_page_names_exist(page):
+    """A restructure that moves a module or a measurement's folder leaves no page pointing at nothing."""
+    text = (ROOT / page).read_text()
+    here = (ROOT / page).parent
+    paths = REPOSITORY_PATH.findall(text) + LINK.findall(text)
+    missing = [p for p in paths if not any(ROOT.glob(p)) and not any(here.glob(p))]  # (src/rnnreg/stacked*.py)
+    modules = {p.stem for p in (ROOT / "src" / "rnnreg").glob("*.py")} | set(rnnreg.__all__)
+    unknown = sorted({name for name in RNNREG_NAME.findall(text) if name not in modules})
+    assert not missing and not unknown, f"{page} names files that do not exist: {missing}, modules: {unknown}"
