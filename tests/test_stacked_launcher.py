@@ -43,7 +43,7 @@ from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.model import net_kwargs
 from rnnreg.run_record import STOPPED_BY
-from rnnreg.schema import trainer_arguments
+from rnnreg.schema import trainer_arguments, trainer_precision
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, group_jobs, group_key, resumed_groups
 from rnnreg.stacked_settings import check_stackable
@@ -862,6 +862,20 @@ def test_jobs_the_command_line_cannot_check_are_checked_by_the_launcher(setup, t
 )
 def test_trainer_settings_that_do_what_a_stacked_group_does_are_stackable(tiny_cfg, override):
     check_stackable(tiny_cfg(override))
+
+
+def test_a_trainer_config_without_precision_is_a_float32_group_as_lightning_runs_its_jobs(tiny_cfg):
+    """trainer.precision left out (~trainer.precision, or a user's own trainer file): Lightning runs each job in
+    32-true, so a stacked group takes it and trains in float32, not under bf16 autocast (schema.trainer_precision
+    reads Lightning's default in one place)."""
+    import lightning as L
+
+    cfg = tiny_cfg("~trainer.precision")
+    assert "precision" not in cfg.trainer
+    check_stackable(cfg)
+    lightning = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+    assert trainer_precision(cfg.trainer) == lightning.precision == "32-true"
+    assert not stacked_settings.under_bf16_autocast(cfg.trainer) and stacked_train.autocast_dtype(cfg.trainer) is None
 
 
 def test_every_trainer_argument_is_read_unused_or_checked_by_the_stacked_launcher():
