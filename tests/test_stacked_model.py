@@ -256,6 +256,27 @@ def test_layer_function_under_fp16_autocast_sums_the_weight_gradient_in_float32(
     assert weight.grad.abs().max() > 65504, weight.grad.abs().max()
 
 
+def test_layer_function_under_bf16_autocast_computes_the_weight_gradient_in_one_bf16_gemm():
+    """trainer.precision=bf16-mixed: W_hh's window gradient is one bf16 GEMM, as autocast computes a weight's
+    gradient in F.linear (fp16 sums it in float32: the test above), handed back as float32: bf16's values. In
+    float32 the same layer's is not."""
+    gen = torch.Generator().manual_seed(4)
+    K, steps, streams, units = 2, 8, 4, 6
+    gates_x = torch.randn(K, steps, streams, 4 * units, generator=gen)
+    h, c = torch.randn(K, streams, units, generator=gen), torch.randn(K, streams, units, generator=gen)
+    grads = {}
+    for autocast in (True, False):
+        weight = (torch.randn(K, 4 * units, units, generator=torch.Generator().manual_seed(5)) * 0.3).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            outputs, *_ = LSTMLayerFunction.apply(gates_x, h, c, weight, None)
+        outputs.sum().backward()
+        grads[autocast] = weight.grad
+    assert grads[True].dtype == torch.float32
+    assert torch.equal(grads[True], grads[True].bfloat16().float())
+    assert not torch.equal(grads[False], grads[False].bfloat16().float())
+    torch.testing.assert_close(grads[True], grads[False], rtol=0.05, atol=0.05)  # the same gradient, bf16-rounded
+
+
 def test_stacked_linear_function_backward_is_the_gradient():
     gen = torch.Generator().manual_seed(2)
     x, weight, bias = (
