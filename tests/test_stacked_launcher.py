@@ -452,6 +452,41 @@ def test_resume_file_with_other_padding_is_one_line(tmp_path, tiny_corpus):
     )
 
 
+def test_a_resume_file_gives_the_group_back_where_it_stopped(tmp_path, tiny_corpus):
+    """Inside an epoch, what a group's resume file holds comes back as it was written: the window reached and its
+    carried state, the epoch's NLL sums and words so far (the epoch's train/ppl and words trained), the group's
+    seconds (metrics.json's train_seconds and words/s), the program's window count (the step a divergence names),
+    which members the program still trains (an early-stopped one's weights stay as they stopped), the members'
+    records, their masks' streams and the global random stream."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus)
+    resume_file = tmp_path / "group_0.pt"
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
+    step = trainer.step
+    trainer.epoch, trainer.window, trainer.global_step = 1, 2, 8
+    trainer.tokens, trainer.train_seconds, trainer.fit_seconds = 40, 3.5, 4.25
+    trainer.members[1] = stacked_train.Member(status="stopped", epochs=1, best_val=90.5, words=120)
+    with torch.no_grad():
+        step.carry(tuple(torch.rand_like(t) for t in step.state()))
+        step.nll_sum.uniform_(1, 2)
+        step.stop(1)
+        step.global_step.fill_(trainer.global_step)
+    for generator in trainer.model.generators():  # masks drawn
+        torch.rand(5, generator=generator)
+    torch.manual_seed(7)
+    rng = torch.get_rng_state()
+    written_resume(trainer)
+    torch.manual_seed(8)
+    again = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
+    again.load_resume()
+    for name in ("epoch", "window", "global_step", "tokens", "train_seconds", "fit_seconds", "members"):
+        assert getattr(again, name) == getattr(trainer, name), name
+    assert all(torch.equal(ours, theirs) for ours, theirs in zip(again.step.state(), step.state()))
+    for name in ("nll_sum", "active", "global_step"):
+        assert torch.equal(getattr(again.step, name), getattr(step, name)), name
+    assert all(map(torch.equal, again.model.generator_states(), trainer.model.generator_states()))
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
 def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
     """The launcher's "on a CPU" (which program auto runs, whether auto pads) is the group trainer's placement:
     gpu and cuda on the GPU, auto where CUDA is, anything else on the CPU."""
