@@ -38,7 +38,7 @@ from helpers import (
 from rnnreg import stacked_outputs, stacked_resume, stacked_settings, stacked_train
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
-from rnnreg.errors import CheckpointError, ConfigError, DataError
+from rnnreg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.model import net_kwargs
@@ -711,6 +711,21 @@ def test_a_resumed_sweep_reads_a_null_best_of_a_completed_member_as_nan(tmp_path
     assert status == "completed" and math.isnan(best) and second == ("completed", 120.5)
     (jobs[1].output_dir / "metrics.json").write_text('{"status": "compl')  # cut short: not a member that finished
     assert stacked_resume.group_done(jobs) is None
+
+
+def test_a_resumed_sweep_hands_on_a_finished_groups_failed_and_unvalidated_members(tmp_path):
+    """A group that ended in an earlier run of the sweep (its resume file gone) is not trained again: a member that
+    diverged hands on its failure (its error), one that ran no validation (trainer.check_val_every_n_epoch past its
+    epochs) its completion with no best, as the run that wrote them did."""
+    jobs = [SimpleNamespace(output_dir=tmp_path / str(k)) for k in range(3)]
+    error = "training loss became nan at epoch 1, step 3 (global step 3)"
+    records = [{"status": "completed", "best_val_ppl": 120.5}, {"status": "failed", "error": error}]
+    records.append({"status": "completed"})  # no best_val_ppl: no validation ran
+    for job, record in zip(jobs, records):
+        write_json_atomic(job.output_dir / "metrics.json", record)
+    [first, (status, failure), third] = stacked_resume.group_done(jobs)
+    assert first == ("completed", 120.5) and third == ("completed", None)
+    assert status == "failed" and isinstance(failure, TrainingDiverged) and str(failure) == error
 
 
 def resumable_sweep(sweep: Path, seeds: int, statuses: dict[int, str]) -> list[SimpleNamespace]:
