@@ -355,6 +355,32 @@ def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_pat
         assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in tensors)
 
 
+def test_a_members_checkpoint_inside_an_epoch_holds_its_own_carry_and_words(tmp_path, tiny_corpus):
+    """Stopped inside an epoch, each member's last.ckpt holds its own carried state and NLL sum (not another
+    member's: ckpt_path= goes on from them), the epoch's tokens and window, and the words it trained with the
+    epoch's so far (SpeedMonitor's, which the run that goes on divides its words/s by)."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, members=3)
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt", program="batched")
+    step = trainer.step
+    trainer.n_train, trainer.n_val = 6, 1
+    trainer.epoch, trainer.window, trainer.global_step, trainer.tokens = 1, 2, 8, 40  # 2 windows of 5 x 4
+    for m in trainer.members:
+        m.epochs, m.words = 1, 120
+    with torch.no_grad():
+        step.carry(tuple(torch.rand_like(t) for t in step.state()))
+        step.nll_sum.uniform_(1, 2)
+    copies = trainer.host_copies()
+    h, c = step.state()
+    for k in range(3):
+        checkpoint = member_checkpoint(trainer, k, copies)
+        carry = checkpoint["train_carry"]
+        assert checkpoint["train_window"] == 2 and carry["tokens"].item() == 40
+        assert torch.equal(carry["state"][0], h[k]) and torch.equal(carry["state"][1], c[k]), k
+        assert torch.equal(carry["nll_sum"], step.nll_sum[k]), k
+        speed = next(v for key, v in checkpoint["callbacks"].items() if key.startswith("SpeedMonitor"))
+        assert speed["train_words"] == 120 + 40
+
+
 def test_best_weights_are_kept_only_for_a_test_on_them(tmp_path, tiny_corpus):
     """A copy of every member's best validation weights (K models' memory, and half of each resume file) is
     kept only when some member's test uses them: test_ckpt=best, or auto with early stopping."""
