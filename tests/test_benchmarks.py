@@ -291,6 +291,34 @@ def test_bench_stacked_check_tells_a_step_that_differs(tmp_path, monkeypatch, br
     assert parts == {part: part != broken for part in parts}
 
 
+def test_bench_stacked_padding_check_is_float32_and_says_whether_it_padded(monkeypatch):
+    """bench_stacked --check's padding part (what gpu_check.sh's pad_pays reads): under --bf16 its members still run
+    in float32 (bf16's rounding is not the padding's), and it says whether --hidden at --pad held any padding: 6
+    at 4 as 8, padded; 8 at 4 as it is, nothing padded (a check that decides nothing: gpu_decisions)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import argparse
+
+    import torch
+
+    import bench_stacked
+
+    real, forwards = bench_stacked.run_check_members, []
+
+    def recorded(args, *rest, **kwargs):
+        forwards.append(bench_stacked.autocast(args))
+        return real(args, *rest, **kwargs)
+
+    monkeypatch.setattr(bench_stacked, "run_check_members", recorded)
+    args = argparse.Namespace(vocab=30, hidden=6, layers=2, bptt=4, batch=3, pad=4, warmup=1, bf16=True)
+    cpu = torch.device("cpu")
+    data = bench_stacked.windows(args.vocab, args.bptt, args.batch, 3, cpu)
+    padding = bench_stacked.check_padding(args, data, cpu)
+    assert forwards == [None, None]  # padded and unpadded, both in float32
+    assert padding["same"] and (padding["pad"], padding["units"], padding["padded"]) == (4, 8, True)
+    aligned = bench_stacked.check_padding(argparse.Namespace(**vars(args) | {"hidden": 8}), data, cpu)
+    assert (aligned["units"], aligned["padded"]) == (8, False)
+
+
 @needs_triton
 def test_check_triton_cell_dry_run(ptb_dir, tmp_path):
     """The Triton cell against the torch ops with the ablation's 15 members (small here): the same losses and
