@@ -544,14 +544,14 @@ def test_gpu_check_sweep_settings(tmp_path):
 
 STAND_IN_PYTHON = """#!/usr/bin/env bash
 # gpu_check.sh's python for a test: the stacked sweep (through how_it_ended.py) exits $SWEEP_EXIT after making its
-# folder; bench_stacked.py, rnnreg.report and reproduce.py only say they ran, and so does the line of the machine's
-# torch and Lightning versions (gpu.txt: an import of both, seconds, that no assertion reads); anything else is the
-# real python
+# folder; bench_stacked.py, bench_gemm_layouts.py, rnnreg.report and reproduce.py only say they ran, and so does the
+# line of the machine's torch and Lightning versions (gpu.txt: an import of both, seconds, that no assertion reads);
+# anything else is the real python
 case "$1" in
     benchmarks/how_it_ended.py)
         for arg in "$@"; do [[ $arg == hydra.sweep.dir=* ]] && mkdir -p "${arg#hydra.sweep.dir=}"; done
         echo "how_it_ended: exit $SWEEP_EXIT"; exit "$SWEEP_EXIT" ;;
-    benchmarks/bench_stacked.py|benchmarks/reproduce.py) echo "ran $1"; exit 0 ;;
+    benchmarks/bench_stacked.py|benchmarks/reproduce.py|benchmarks/bench_gemm_layouts.py) echo "ran $1"; exit 0 ;;
     -m) [[ $2 == rnnreg.report ]] && { echo "ran rnnreg.report"; exit 0; } ;;
     -c) [[ $2 == "import torch, lightning;"* ]] && { echo "torch and lightning: stand-in"; exit 0; } ;;
 esac
@@ -559,11 +559,8 @@ exec "$REAL_PYTHON" "$@"
 """
 
 
-@pytest.mark.parametrize("sweep_exit,fallback", [(1, True), (0, False), (124, False), (143, False)])
-def test_gpu_check_gives_the_time_left_to_the_large_model_when_the_sweep_crashed(tmp_path, sweep_exit, fallback):
-    """gpu_check.sh ablation: a stacked sweep that crashed (a bug only a GPU shows) leaves its time to paper_large,
-    read from the sweep's own exit status, not from the report stage after it; one that completed or stopped at its
-    time limit (124, or its SIGTERM's 143) does not."""
+def gpu_check_with_stand_in(tmp_path: Path, mode: str, sweep_exit: int = 0) -> str:
+    """gpu_check.sh MODE with the stand-in python (STAND_IN_PYTHON) in tmp_path/work: its stages.txt."""
     python = tmp_path / "python"
     python.write_text(STAND_IN_PYTHON)
     python.chmod(0o755)
@@ -574,13 +571,33 @@ def test_gpu_check_gives_the_time_left_to_the_large_model_when_the_sweep_crashed
         "REAL_PYTHON": sys.executable,
         "SWEEP_EXIT": str(sweep_exit),
     }
-    command = ["bash", str(BENCH / "gpu_check.sh"), str(tmp_path / "out"), "ablation"]
+    command = ["bash", str(BENCH / "gpu_check.sh"), str(tmp_path / "out"), mode]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    stages = (work / "stages.txt").read_text()
+    return (work / "stages.txt").read_text()
+
+
+@pytest.mark.parametrize("sweep_exit,fallback", [(1, True), (0, False), (124, False), (143, False)])
+def test_gpu_check_gives_the_time_left_to_the_large_model_when_the_sweep_crashed(tmp_path, sweep_exit, fallback):
+    """gpu_check.sh ablation: a stacked sweep that crashed (a bug only a GPU shows) leaves its time to paper_large,
+    read from the sweep's own exit status, not from the report stage after it; one that completed or stopped at its
+    time limit (124, or its SIGTERM's 143) does not."""
+    stages = gpu_check_with_stand_in(tmp_path, "ablation", sweep_exit)
     assert f"== ablation_full_stacked: exit {sweep_exit}" in stages and "== ablation_full_report: exit 0" in stages
     said = f"== the stacked sweep exited {sweep_exit}: paper_large in the time left"
     assert (said in stages, "== reproduce_large: exit 0" in stages) == (fallback, fallback)
+
+
+@pytest.mark.parametrize("timed", [False, True], ids=["check_only", "timed"])
+def test_gpu_check_times_bf16_once_and_again_when_cut_off_before_its_timing(tmp_path, timed):
+    """gpu_check.sh ablation_seed's bf16_timing (after its sweep) runs once per machine: a JSON with its timing rows
+    is done; one holding only its check (written first, the stage then cut off at its time limit) runs again."""
+    (tmp_path / "work").mkdir()
+    rows = [{"members": 15, "stacked_wps": 500_000.0}] if timed else []
+    write_check(tmp_path / "work", "bench_stacked_bf16", {"captured": True, "same": True}, rows)
+    stages = gpu_check_with_stand_in(tmp_path, "ablation_seed")
+    assert "== ablation_seed_1234_stacked: exit 0" in stages
+    assert ("== bf16_timing: exit 0" in stages) == (not timed)
 
 
 @pytest.fixture(scope="module")
