@@ -489,6 +489,19 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path):
     assert "| 0 | experiment=paper_small dropout=none seed=1 | completed |" in report(sweep / "0", PAPER)
 
 
+def test_a_runs_row_shows_each_of_its_numbers_in_the_column_that_names_it(tmp_path):
+    """A run's row: the one-stream and the batched test perplexities each in its own column, the training time
+    in seconds and the words per second each in theirs (all from its metrics.json)."""
+    write_job(tmp_path / "0", ["dropout=none"], {}, TOY, 440.0)
+    metrics = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    metrics |= {"test_ppl_batched": 452.25, "train_seconds": 3725.0, "words_per_second": 12345.6}
+    (tmp_path / "0" / "metrics.json").write_text(json.dumps(metrics))
+    header, _, row = report(tmp_path / "0", PAPER).splitlines()[:3]
+    cells = dict(zip((c.strip() for c in header.strip("|").split("|")), (c.strip() for c in row.strip("|").split("|"))))
+    assert cells["test ppl (1 stream)"] == "440.00" and cells["test ppl (batched)"] == "452.25"
+    assert cells["train s"] == "3725" and cells["words/s"] == "12,346" and cells["epochs"] == "6"
+
+
 def test_labels_round_floats_and_figures_fit_long_labels(tmp_path, recwarn):
     """Optuna's trials differ in floats of 16 digits: a label has 4 significant digits (exact where rounding
     would make two alike), and a figure grows to hold its labels (no constrained_layout warning)."""
