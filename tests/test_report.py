@@ -502,6 +502,17 @@ def test_a_runs_row_shows_each_of_its_numbers_in_the_column_that_names_it(tmp_pa
     assert cells["train s"] == "3725" and cells["words/s"] == "12,346" and cells["epochs"] == "6"
 
 
+def test_an_unfinished_runs_row_has_the_best_of_its_logged_validations(tmp_path):
+    """A run without metrics.json (killed hard) has no best_val_ppl of its own: its row shows the lowest
+    validation perplexity its csv/metrics.csv logged, and as epochs the last one logged."""
+    write_job(tmp_path / "0", ["dropout=none"], {}, TOY, None)
+    (row,) = collect(tmp_path / "0")
+    logged = row["val_history"]
+    assert list(logged) == [1, 2] and logged[2] < logged[1]  # a falling curve: its best is its last
+    line = report(tmp_path / "0", PAPER).splitlines()[2]
+    assert line.startswith(f"| 0 | dropout=none | unfinished | {logged[2]:.2f} | — | — | 2 |")
+
+
 def test_labels_round_floats_and_figures_fit_long_labels(tmp_path, recwarn):
     """Optuna's trials differ in floats of 16 digits: a label has 4 significant digits (exact where rounding
     would make two alike), and a figure grows to hold its labels (no constrained_layout warning)."""
