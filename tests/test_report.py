@@ -513,6 +513,18 @@ def test_an_unfinished_runs_row_has_the_best_of_its_logged_validations(tmp_path)
     assert line.startswith(f"| 0 | dropout=none | unfinished | {logged[2]:.2f} | — | — | 2 |")
 
 
+def test_a_resumed_job_stopped_before_its_first_checkpoint_runs_again_from_the_checkpoint_it_started_from(tmp_path):
+    """A job that went on from an earlier checkpoint (ckpt_path=...) and was stopped before it wrote one of its own:
+    `run it again` is its own command, that ckpt_path kept (without it the run would start from scratch)."""
+    overrides = ["experiment=paper_small", "ckpt_path=/old/run/checkpoints/last.ckpt", "seed=2"]
+    write_job(tmp_path / "job", overrides, {}, TOY, None)
+    (tmp_path / "job" / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 0}))
+    assert report(tmp_path / "job", PAPER).endswith(
+        "- job (interrupted): no checkpoint was written: run it again, "
+        "`rnnreg-train experiment=paper_small ckpt_path=/old/run/checkpoints/last.ckpt seed=2`\n"
+    )
+
+
 def test_labels_round_floats_and_figures_fit_long_labels(tmp_path, recwarn):
     """Optuna's trials differ in floats of 16 digits: a label has 4 significant digits (exact where rounding
     would make two alike), and a figure grows to hold its labels (no constrained_layout warning)."""
