@@ -224,6 +224,23 @@ def test_paper_lines_only_beside_the_paper_recipe_in_full(tmp_path):
     assert paper_size_of(full[0], None) is None
 
 
+def test_a_configurations_validation_curve_is_its_seeds_mean_within_their_range(tmp_path):
+    """Each epoch of a configuration's validation curve is the mean of its seeds' perplexities there, inside a
+    band from their lowest to their highest (not one seed's curve, not a band of no width)."""
+    rows = collect(ablation(tmp_path, {"none": ABLATION["none"]}))
+    curves = [r["val_history"] for r in rows]
+    epochs = sorted(curves[0])
+    ax = figure_val_ppl(rows, PAPER).axes[0]
+    (line,) = ax.get_lines()
+    assert list(line.get_xdata()) == epochs
+    assert list(line.get_ydata()) == pytest.approx([statistics.mean(c[e] for c in curves) for e in epochs])
+    (band,) = ax.collections
+    edges = band.get_paths()[0].vertices
+    for epoch in epochs:
+        low, high = min(c[epoch] for c in curves), max(c[epoch] for c in curves)
+        assert low < high and sorted({y for x, y in edges if x == epoch}) == pytest.approx([low, high]), epoch
+
+
 def test_validation_axis_has_readable_ticks(tmp_path):
     ax = figure_val_ppl(collect(ablation(tmp_path)), PAPER).axes[0]
     ax.figure.canvas.draw()
