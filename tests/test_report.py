@@ -200,6 +200,13 @@ def test_interval_names_its_statistic_and_seeds(tmp_path):
     assert all(c.has_xerr is False for c in ax.containers)
 
 
+def test_the_mean_written_beside_each_configuration_is_its_mean_over_seeds(tmp_path):
+    """The number written beside each point of the test figure is the configuration's mean over its seeds (the
+    point's own value), not one seed's perplexity."""
+    ax = figure_test_ppl(collect(ablation(tmp_path)), PAPER).axes[0]
+    assert [t.get_text() for t in ax.texts] == [f"{statistics.mean(tests):.1f}" for tests in ABLATION.values()]
+
+
 def test_paper_lines_only_beside_the_paper_recipe_in_full(tmp_path):
     def paper_lines(figure) -> list[str]:
         return [line.get_label() for line in figure.axes[0].get_lines() if line.get_label().startswith("paper")]
