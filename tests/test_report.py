@@ -231,6 +231,21 @@ def test_paper_lines_only_beside_the_paper_recipe_in_full(tmp_path):
     assert paper_size_of(full[0], None) is None
 
 
+def test_paper_lines_only_beside_a_completed_run_of_the_paper_recipe(tmp_path):
+    """Runs of the paper's full recipe that have not completed (unfinished: no metrics.json) have validation
+    curves but no final perplexity to set beside the paper's: no paper line in either figure."""
+
+    def paper_lines(figure) -> list[str]:
+        return [line.get_label() for line in figure.axes[0].get_lines() if line.get_label().startswith("paper")]
+
+    unfinished = {"non_recurrent": (None, None, None)}
+    rows = collect(ablation(tmp_path, unfinished, experiment="ablation_placement_full", trainer=FULL_MEDIUM))
+    assert {r["status"] for r in rows} == {"unfinished"} and paper_size_of(rows[0], PAPER) == "medium"
+    curves = [line.get_label() for line in figure_val_ppl(rows, PAPER).axes[0].get_lines()]
+    assert [c for c in curves if not c.startswith("paper")] == ["non_recurrent (unfinished)"] * 3  # drawn
+    assert paper_lines(figure_val_ppl(rows, PAPER)) == paper_lines(figure_test_ppl(rows, PAPER)) == []
+
+
 def test_a_configurations_validation_curve_is_its_seeds_mean_within_their_range(tmp_path):
     """Each epoch of a configuration's validation curve is the mean of its seeds' perplexities there, inside a
     band from their lowest to their highest (not one seed's curve, not a band of no width)."""
