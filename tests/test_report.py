@@ -207,6 +207,14 @@ def test_the_mean_written_beside_each_configuration_is_its_mean_over_seeds(tmp_p
     assert [t.get_text() for t in ax.texts] == [f"{statistics.mean(tests):.1f}" for tests in ABLATION.values()]
 
 
+def test_configurations_run_with_one_seed_and_with_several_say_the_range_of_seeds(tmp_path):
+    """A test figure mixing a configuration of 3 seeds with one of a single seed still names its statistic, over
+    1–3 seeds (n per row): the 3 seeds' point is a mean with a sample sd, whatever the other row has."""
+    ax = figure_test_ppl(collect(ablation(tmp_path, {"none": ABLATION["none"], "recurrent": (430.0,)})), PAPER).axes[0]
+    assert "point: mean ± sample sd over 1–3 seeds (n per row)" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["none (n=3)", "recurrent (n=1)"]
+
+
 def test_paper_lines_only_beside_the_paper_recipe_in_full(tmp_path):
     def paper_lines(figure) -> list[str]:
         return [line.get_label() for line in figure.axes[0].get_lines() if line.get_label().startswith("paper")]
