@@ -21,7 +21,7 @@ import torch
 import warm_start
 from helpers import BIN, TINY, compose_config, run, strict_json, write_corpus
 from rnnreg.command_line import check_run_dir_free
-from rnnreg.errors import CheckpointError, OutputError
+from rnnreg.errors import CheckpointError, ConfigError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
 from rnnreg.run_lock import earlier_results
@@ -164,6 +164,14 @@ def test_generation_follows_the_whole_text_so_far():
         for i in range(3, len(words)):
             logits, _ = net(torch.tensor([[stoi[w]] for w in words[:i]]))
             assert vocab[logits[-1, 0].argmax().item()] == words[i], i
+
+
+def test_generate_refuses_a_temperature_that_is_not_positive():
+    """generate() as a library call: temperature 0 (or below) is a one-line ConfigError before any checkpoint is
+    read (a softmax over logits / 0 has no distribution to draw from)."""
+    for temperature in (0, -1.0):
+        with pytest.raises(ConfigError, match=f"^temperature={temperature} must be positive"):
+            generate("no/such.ckpt", "w1", 5, temperature=temperature)
 
 
 def test_generation_maps_unknown_words_and_renders_eos(checkpoints):
