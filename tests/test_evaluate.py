@@ -166,6 +166,32 @@ def test_generation_follows_the_whole_text_so_far():
             assert vocab[logits[-1, 0].argmax().item()] == words[i], i
 
 
+def test_generation_draws_each_word_at_the_temperature_given(monkeypatch):
+    """Each word is drawn from softmax(logits / temperature) of the network after the text so far: temperature
+    0.5 sharpens the distribution as 0.5 says (the logits divided once, not as 0.25)."""
+    from rnnreg.generate import sample
+    from rnnreg.model import LSTMLanguageModel
+
+    vocab = ["<eos>", *(f"w{i}" for i in range(11))]
+    torch.manual_seed(5)
+    net = LSTMLanguageModel(len(vocab), 16, 2, init_scale=2.0).eval()
+    drawn_from, multinomial = [], torch.multinomial
+
+    def recorded(probs, *args, **kwargs):
+        drawn_from.append(probs.clone())
+        return multinomial(probs, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "multinomial", recorded)
+    words = sample(net, vocab, "w5 w9", 4, temperature=0.5, seed=0, device="cpu")
+    assert len(drawn_from) == 4
+    stoi = {w: i for i, w in enumerate(vocab)}
+    with torch.no_grad():
+        for i, probs in enumerate(drawn_from):
+            logits, _ = net(torch.tensor([[stoi[w]] for w in words[: 2 + i]]))
+            expected = torch.softmax(logits[-1, 0].double() / 0.5, dim=-1)
+            torch.testing.assert_close(probs, expected, rtol=1e-4, atol=1e-7)
+
+
 def test_generate_refuses_a_temperature_that_is_not_positive():
     """generate() as a library call: temperature 0 (or below) is a one-line ConfigError before any checkpoint is
     read (a softmax over logits / 0 has no distribution to draw from)."""
