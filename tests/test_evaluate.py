@@ -192,6 +192,22 @@ def test_generation_draws_each_word_at_the_temperature_given(monkeypatch):
             torch.testing.assert_close(probs, expected, rtol=1e-4, atol=1e-7)
 
 
+def test_generation_without_a_prompt_starts_as_after_a_sentence():
+    """No prompt: the first word drawn is one the network predicts after <eos> (a sentence's start), not after
+    any other word (<unk>), and the text does not hold that <eos>."""
+    from rnnreg.generate import sample
+    from rnnreg.model import LSTMLanguageModel
+
+    vocab = ["<eos>", "<unk>", *(f"w{i}" for i in range(10))]
+    torch.manual_seed(5)
+    net = LSTMLanguageModel(len(vocab), 16, 2, init_scale=2.0).eval()
+    with torch.no_grad():
+        after = {w: vocab[net(torch.tensor([[vocab.index(w)]]))[0][-1, 0].argmax().item()] for w in vocab[:2]}
+    assert after["<eos>"] != after["<unk>"]  # the start tells here
+    words = sample(net, vocab, "", 3, temperature=1e-3, seed=0, device="cpu")
+    assert len(words) == 3 and words[0] == after["<eos>"]
+
+
 def test_generate_refuses_a_temperature_that_is_not_positive():
     """generate() as a library call: temperature 0 (or below) is a one-line ConfigError before any checkpoint is
     read (a softmax over logits / 0 has no distribution to draw from)."""
