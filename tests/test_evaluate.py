@@ -231,6 +231,15 @@ def test_mc_dropout_is_reproducible_from_its_seed(checkpoints):
     assert first["test_ppl"] != other["test_ppl"] and other["seed"] == 8
 
 
+def test_two_mc_samples_are_monte_carlo_dropout(checkpoints):
+    """mc_samples=2, the fewest Monte-Carlo passes: dropout is on and two passes averaged (not the deterministic
+    model's perplexity under a record of mc_samples=2)."""
+    corpus, (a, _), root = checkpoints
+    plain = evaluate(eval_cfg(corpus, root, a))
+    mc = evaluate(eval_cfg(corpus, root, a, "mc_samples=2"))
+    assert mc["mc_samples"] == 2 and mc["test_ppl"] != plain["test_ppl"] and mc["val_ppl"] != plain["val_ppl"]
+
+
 def test_eval_records_its_batch_size_and_names_its_runs(checkpoints, caplog):
     """val_ppl and test_ppl_batched depend on the number of streams: metrics.json records it, and an evaluation
     with another one than the checkpoint's run says which data.batch_size reproduces the run's numbers."""
