@@ -240,6 +240,21 @@ def test_two_mc_samples_are_monte_carlo_dropout(checkpoints):
     assert mc["mc_samples"] == 2 and mc["test_ppl"] != plain["test_ppl"] and mc["val_ppl"] != plain["val_ppl"]
 
 
+def test_mc_dropouts_test_masks_come_from_the_seed_whatever_the_validation_drew(checkpoints, tmp_path):
+    """The test split's Monte-Carlo masks are drawn from `seed` itself: with a longer validation split (which
+    draws more masks before the test) the one-stream test_ppl is the same."""
+    corpus, (a, _), root = checkpoints
+    longer = tmp_path / "corpus"
+    longer.mkdir()
+    for split in ("train", "test"):
+        shutil.copy(corpus / f"{split}.txt", longer / f"{split}.txt")
+    shutil.copy(write_corpus(tmp_path / "valid", lines=(1, 90, 1), seed=3) / "valid.txt", longer / "valid.txt")
+    short = evaluate(eval_cfg(corpus, root, a, "mc_samples=2", "seed=4"))
+    long = evaluate(eval_cfg(longer, root, a, "mc_samples=2", "seed=4"))
+    assert long["val_ppl"] != short["val_ppl"]
+    assert long["test_ppl"] == pytest.approx(short["test_ppl"], rel=1e-6)
+
+
 def test_eval_records_its_batch_size_and_names_its_runs(checkpoints, caplog):
     """val_ppl and test_ppl_batched depend on the number of streams: metrics.json records it, and an evaluation
     with another one than the checkpoint's run says which data.batch_size reproduces the run's numbers."""
