@@ -281,6 +281,16 @@ def test_a_checkpoint_path_under_home_is_found(checkpoints, monkeypatch):
     assert generate(home, "w1", 5, seed=1) == generate(a, "w1", 5, seed=1)
 
 
+def test_an_evaluation_records_the_absolute_path_of_a_relative_checkpoint_path(checkpoints, monkeypatch):
+    """ckpt_path=run1/checkpoints/last.ckpt, relative to where rnnreg-eval ran: its metrics.json (in another folder)
+    names the checkpoint by its absolute path, which reads the same from anywhere."""
+    corpus, (a, _), root = checkpoints
+    monkeypatch.chdir(root)
+    cfg, absolute = eval_cfg(corpus, root, "run1/checkpoints/last.ckpt"), str(Path(a).resolve())
+    assert evaluate(cfg)["ckpt_path"] == [absolute]
+    assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["ckpt_path"] == [absolute]
+
+
 def test_an_evaluation_into_a_folder_of_checkpoints_is_refused(checkpoints):
     """rnnreg-eval hydra.run.dir=<run>/checkpoints: one line, exit 2, nothing written (before: its metrics.json, log
     and .hydra/ went among the run's checkpoints, and rnnreg-report listed it as a second run of that run's); a
