@@ -66,6 +66,22 @@ def test_the_estimate_covers_every_planned_epoch(tiny_cfg, monkeypatch):
     assert val > 0  # each epoch's validation pass, estimated from the training speed per word
 
 
+def test_the_plan_counts_the_epochs_a_step_limit_leaves():
+    """trainer.max_steps ends a run inside an epoch: the plan counts that epoch too (25 steps of 10 windows: 3
+    epochs), and a limit inside the first epoch is 1 epoch, not 0; max_epochs still caps it."""
+    from types import SimpleNamespace
+
+    from rnnreg.callbacks import RunPlan, planned_epochs
+
+    def trainer(max_epochs, max_steps):
+        return SimpleNamespace(num_training_batches=10, max_epochs=max_epochs, max_steps=max_steps)
+
+    assert planned_epochs(trainer(-1, 25)) == 3 and planned_epochs(trainer(5, 5)) == 1
+    assert planned_epochs(trainer(2, 25)) == 2 and planned_epochs(trainer(5, -1)) == 5
+    assert planned_epochs(trainer(-1, -1)) is None
+    assert RunPlan.plan(trainer(-1, 25), planned_epochs(trainer(-1, 25))) == "3 epochs x 10 windows per epoch"
+
+
 def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     """A real rnnreg-train: the plan when training starts, then the measured estimate (and, over the CPU
     threshold, the hint) in train.log; the config tree on the console and in config_tree.log."""
