@@ -82,6 +82,24 @@ def test_the_plan_counts_the_epochs_a_step_limit_leaves():
     assert RunPlan.plan(trainer(-1, 25), planned_epochs(trainer(-1, 25))) == "3 epochs x 10 windows per epoch"
 
 
+def test_the_cpu_hint_comes_only_over_its_threshold(tiny_cfg, monkeypatch):
+    """callbacks.run_plan.cpu_hint_minutes=1: an estimate of 45 s gets no hint, one of an hour does (the
+    threshold is in minutes; the estimate itself stubbed: test_the_estimate_covers_every_planned_epoch)."""
+    import rnnreg.callbacks
+    from rnnreg.callbacks import RunPlan
+    from rnnreg.training import build
+
+    budget = ("trainer.max_epochs=1", "trainer.limit_train_batches=13", "test=false")
+    for estimate, hinted in (((40.0, 5.0), False), ((3000.0, 600.0), True)):
+        monkeypatch.setattr(rnnreg.callbacks, "estimate_run_seconds", lambda *args, given=estimate: given)
+        cfg = tiny_cfg(*budget, "callbacks.run_plan.cpu_hint_minutes=1", run=f"hinted_{hinted}")
+        datamodule, task, trainer = build(cfg)
+        trainer.fit(task, datamodule=datamodule)
+        (plan,) = [c for c in trainer.callbacks if isinstance(c, RunPlan)]
+        assert f"estimated total: {format_duration(sum(estimate))}" in plan.message
+        assert ("hint: this is long for a CPU" in plan.message) == hinted, plan.message
+
+
 def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     """A real rnnreg-train: the plan when training starts, then the measured estimate (and, over the CPU
     threshold, the hint) in train.log; the config tree on the console and in config_tree.log."""
