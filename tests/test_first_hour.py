@@ -179,6 +179,24 @@ def test_progress_bar_loss_is_fresh_and_eta_covers_the_run(tiny_cfg):
     assert reader.shown[-1][4] > 0 and reader.shown[-1][5] > 0  # measured: a window, the first validation
 
 
+def test_progress_bar_eta_counts_only_the_validations_that_will_run(tiny_cfg):
+    """trainer.check_val_every_n_epoch=2 over 2 epochs: one validation is left in the first epoch's ETA (after
+    epoch 2), not one per epoch."""
+    from rnnreg.training import build
+
+    budget = ("trainer.max_epochs=2", "trainer.limit_train_batches=8", "trainer.check_val_every_n_epoch=2")
+    datamodule, task, trainer = build(tiny_cfg(*budget, "test=false"))
+    reader = ReadBar(LMProgressBar(refresh_rate=1))
+    trainer.callbacks.append(reader)
+    trainer.fit(task, datamodule=datamodule)
+    measured = [shown for shown in reader.shown if shown[3] is not None]
+    assert any(epoch == 0 for epoch, *_ in measured)
+    for epoch, i, metrics, left, per_window, val in measured:
+        windows_left = 2 * 8 - (epoch * 8 + i + 1)
+        assert val > 0 and left == pytest.approx(windows_left * per_window + val), (epoch, i)
+        assert metrics["run ETA"] == format_duration(left)
+
+
 class ReadDescriptions(L.Callback):
     def __init__(self):
         self.seen = set()
