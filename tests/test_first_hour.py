@@ -197,6 +197,20 @@ def test_progress_bar_eta_counts_only_the_validations_that_will_run(tiny_cfg):
         assert metrics["run ETA"] == format_duration(left)
 
 
+def test_progress_bar_perplexity_is_the_exponential_of_its_loss(tiny_cfg):
+    """The bar's ppl is exp(loss) of the loss it shows beside it (the mean NLL per word of the latest window)."""
+    from rnnreg.training import build
+
+    datamodule, task, trainer = build(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=6", "test=false"))
+    reader = ReadBar(LMProgressBar(refresh_rate=1))
+    trainer.callbacks.append(reader)
+    trainer.fit(task, datamodule=datamodule)
+    shown = [metrics for _, _, metrics, *_ in reader.shown]
+    assert len(shown) == 6 and len({m["loss"] for m in shown}) > 1
+    for metrics in shown:
+        assert float(metrics["ppl"]) == pytest.approx(math.exp(float(metrics["loss"])), rel=2e-3), metrics
+
+
 class ReadDescriptions(L.Callback):
     def __init__(self):
         self.seen = set()
