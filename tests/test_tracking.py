@@ -333,6 +333,24 @@ def test_a_run_resumed_in_its_folder_keeps_its_earlier_csv_rows(tiny_cli, tmp_pa
     assert list(by_epoch(job)) == [1, 2] and collect(job)[0]["status"] == "completed"
 
 
+def test_a_resumed_csv_keeps_only_the_earlier_rows_before_its_first_step(tmp_path):
+    """KeptRowsWriter: the earlier part's rows at or after the resumed part's first logged step (written after
+    the checkpoint it goes on from, by a run killed hard) are redone by the resumed part: each step once, the earlier
+    rows before them."""
+    import csv
+
+    from rnnreg.loggers import KeptRowsWriter
+
+    (tmp_path / "metrics.csv").write_text("epoch,step,train/loss\n0,9,4.0\n0,19,3.5\n0,29,3.0\n")
+    writer = KeptRowsWriter(str(tmp_path), keep=True)
+    writer.log_metrics({"epoch": 0, "train/loss": 3.4}, step=19)
+    writer.log_metrics({"epoch": 0, "train/loss": 2.9}, step=29)
+    writer.save()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = [(row["step"], row["train/loss"]) for row in csv.DictReader(f)]
+    assert rows == [("9", "4.0"), ("19", "3.4"), ("29", "2.9")]
+
+
 def test_stacked_seeds_added_in_a_sweep_join_its_wandb_group_named_and_tagged_in_csv(
     tiny_cli, tmp_path, no_wandb_credentials
 ):
