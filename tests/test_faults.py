@@ -170,6 +170,17 @@ def test_slurm_time_limit_signal_stops_like_sigterm(tiny_corpus, tmp_path):
     assert "requeu" not in log + proc.stdout + proc.stderr and "scontrol" not in proc.stderr
 
 
+def test_metrics_json_names_what_sent_each_stop_signal():
+    """metrics.json's `error` of a run a signal stopped: the signal, and who sends it (SIGUSR1 is SLURM's warning
+    before its time limit, SIGUSR2 submitit's); the tests of each stop compare with this table."""
+    assert STOPPED_BY == {
+        signal.SIGINT: "Ctrl-C (stopped by the user)",
+        signal.SIGTERM: "SIGTERM (pre-empted or stopped)",
+        signal.SIGUSR1: "SIGUSR1 (SLURM's warning before its time limit)",
+        signal.SIGUSR2: "SIGUSR2 (submitit's warning before its time limit, or pre-emption)",
+    }
+
+
 @pytest.mark.parametrize(
     "corrupt,message",
     [
