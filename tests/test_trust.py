@@ -436,6 +436,21 @@ def test_an_earlier_runs_results_are_its_outcome_and_its_weights(tmp_path):
     assert earlier_results(sweep, below=True) == [".stacked/group_0.pt", "0/metrics.json", "1/checkpoints/last.ckpt"]
 
 
+def test_a_refusal_names_the_first_four_results_and_counts_the_others(tmp_path):
+    """A folder with many results (a checkpoint per epoch): the refusal names the first four and says how many
+    more there are."""
+    from rnnreg.run_lock import check_no_earlier_results
+
+    (tmp_path / "checkpoints").mkdir()
+    for epoch in range(5):
+        (tmp_path / "checkpoints" / f"epoch={epoch}.ckpt").write_text("x")
+    (tmp_path / "metrics.json").write_text('{"status": "completed"}')
+    with pytest.raises(OutputError) as refused:
+        check_no_earlier_results(tmp_path, "hydra.run.dir")
+    shown = ", ".join(f"checkpoints/epoch={epoch}.ckpt" for epoch in range(4))
+    assert f"holds an earlier run's results (in {shown} and 2 more), which" in str(refused.value)
+
+
 def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, tmp_path):
     """A run into the folder of an ended one stops with one line (exit 2) and changes nothing there, before Hydra
     writes .hydra/ (hydra.run.dir given, or through an interpolation, resolved as Hydra will), or when training
