@@ -207,6 +207,15 @@ def test_the_mean_written_beside_each_configuration_is_its_mean_over_seeds(tmp_p
     assert [t.get_text() for t in ax.texts] == [f"{statistics.mean(tests):.1f}" for tests in ABLATION.values()]
 
 
+def test_the_seeds_of_a_configuration_that_did_not_complete_are_told_apart_in_the_legend(tmp_path):
+    """Runs that did not complete are drawn each alone (no mean over seeds): each legend entry names its seed."""
+    for job, seed in enumerate((1, 2, 3)):
+        write_job(tmp_path / str(job), ["dropout=recurrent", f"seed={seed}"], {"dropout": "recurrent"}, TOY, None)
+    legend = figure_val_ppl(collect(tmp_path), PAPER).axes[0].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == [f"recurrent, seed={seed} (unfinished)" for seed in (1, 2, 3)]
+
+
 def test_configurations_run_with_one_seed_and_with_several_say_the_range_of_seeds(tmp_path):
     """A test figure mixing a configuration of 3 seeds with one of a single seed still names its statistic, over
     1–3 seeds (n per row): the 3 seeds' point is a mean with a sample sd, whatever the other row has."""
@@ -250,7 +259,8 @@ def test_paper_lines_only_beside_a_completed_run_of_the_paper_recipe(tmp_path):
     rows = collect(ablation(tmp_path, unfinished, experiment="ablation_placement_full", trainer=FULL_MEDIUM))
     assert {r["status"] for r in rows} == {"unfinished"} and paper_size_of(rows[0], PAPER) == "medium"
     curves = [line.get_label() for line in figure_val_ppl(rows, PAPER).axes[0].get_lines()]
-    assert [c for c in curves if not c.startswith("paper")] == ["non_recurrent (unfinished)"] * 3  # drawn
+    drawn = [c for c in curves if not c.startswith("paper")]
+    assert drawn == [f"non_recurrent, seed={seed} (unfinished)" for seed in (1234, 1, 2)]
     assert paper_lines(figure_val_ppl(rows, PAPER)) == paper_lines(figure_test_ppl(rows, PAPER)) == []
 
 

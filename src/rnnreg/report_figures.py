@@ -83,7 +83,8 @@ def configurations(rows: list[dict]) -> list[dict]:
         extra = [
             short_override(o, digits)
             for o in (runs[0]["differs"] if status != "completed" else runs[0]["seedless"]).split()
-            if o not in ("(same)", "(none)") and not o.startswith(("dropout=", "seed="))
+            # (a run that did not complete is drawn alone: its seed tells it from the configuration's others)
+            if o not in ("(same)", "(none)") and not o.startswith("dropout=")
         ]
         return ", ".join([placement, *extra]) + (f" ({status})" if status != "completed" else "")
 
