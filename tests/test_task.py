@@ -251,12 +251,11 @@ def test_train_writes_metrics_json(tiny_cfg, tmp_path):
 def test_words_per_second_is_every_epochs_words_over_every_epochs_training_time(tiny_cfg, tmp_path):
     """metrics.json's words_per_second: all 3 epochs' training words over the sum of the 3 epochs' training times
     (train/epoch_seconds in csv/metrics.csv), not over the last epoch's time alone."""
-    import csv
+    from rnnreg.report import history
 
     cfg = tiny_cfg("trainer.max_epochs=3", "trainer.limit_train_batches=5", "test=false", "logger=csv")
     metrics = train(cfg)
-    with open(tmp_path / "run" / "csv" / "metrics.csv", newline="") as f:
-        seconds = [float(row["train/epoch_seconds"]) for row in csv.DictReader(f) if row["train/epoch_seconds"]]
+    seconds = history(tmp_path / "run", "train/epoch_seconds")
     assert len(seconds) == 3 and all(s > 0 for s in seconds)
     words = 3 * 5 * cfg.data.bptt * cfg.data.batch_size
     assert metrics["words_per_second"] == pytest.approx(words / sum(seconds), rel=1e-3, abs=0.1)

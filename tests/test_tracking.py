@@ -351,19 +351,16 @@ def test_a_resumed_csv_keeps_only_the_earlier_rows_before_its_first_step(tmp_pat
     assert rows == [("9", "4.0"), ("19", "3.4"), ("29", "2.9")]
 
 
-def test_seeds_added_two_sweeps_deep_join_the_outermost_sweeps_group():
+def test_seeds_added_two_sweeps_deep_join_the_outermost_sweeps_group(tmp_path):
     """A sweep run into a folder inside a sweep that is itself inside another (study/more_seeds/again) joins the
     outermost sweep's W&B group, as one level down does."""
-    import tempfile
-
     from rnnreg.loggers import sweep_group
 
-    with tempfile.TemporaryDirectory() as folder:
-        study = Path(folder) / "study"
-        (study / "more_seeds" / "again").mkdir(parents=True)
-        (study / "sweep.yaml").write_text("swept: [seed]\n")
-        (study / "more_seeds" / "multirun.yaml").write_text("hydra: {}\n")
-        assert [sweep_group(study / sub) for sub in ("more_seeds/again", "more_seeds", ".")] == ["study"] * 3
+    study = tmp_path / "study"
+    (study / "more_seeds" / "again").mkdir(parents=True)
+    (study / "sweep.yaml").write_text("swept: [seed]\n")
+    (study / "more_seeds" / "multirun.yaml").write_text("hydra: {}\n")
+    assert [sweep_group(study / sub) for sub in ("more_seeds/again", "more_seeds", ".")] == ["study"] * 3
 
 
 def test_stacked_seeds_added_in_a_sweep_join_its_wandb_group_named_and_tagged_in_csv(
