@@ -275,7 +275,7 @@ def test_bench_stacked_check_tells_a_step_that_differs(tmp_path, monkeypatch, br
     monkeypatch.setattr(bench_stacked, "run_check_members", off)
     out = tmp_path / "check.json"
     args = ["--members", "--check", "--kinds", "stacked", "stacked_triton", "--tf32", "--hidden", "6", "--pad", "4"]
-    args += ["--vocab", "30", "--windows", "2", "--warmup", "1", "--out", str(out)]
+    args += ["--vocab", "30", "--bptt", "4", "--batch", "3", "--windows", "2", "--warmup", "1", "--out", str(out)]
     monkeypatch.setattr(sys, "argv", ["bench_stacked.py", *args])
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
