@@ -547,7 +547,10 @@ def test_an_evaluation_stopped_by_sigterm_in_a_submitit_job_ends_the_job_and_the
     finally:
         proc.kill()
     assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
-    last = f"error: 1 job(s) of the multirun in {sweep} failed: 1 (data.data_dir={long})"
+    last = (
+        f"error: 1 job(s) of the multirun in {sweep} were stopped by a signal before they wrote a result: 1 "
+        f"(data.data_dir={long}) (run them again)"
+    )
     assert err.strip().splitlines()[-1] == last
     job_err = next(sweep.glob(f".submitit/{running[0]}/*_0_log.err")).read_text()
     assert "Traceback" not in job_err and job_err.strip().splitlines()[-1] == (

@@ -685,17 +685,20 @@ def test_report_piped_into_head_exits_quietly(tmp_path):
 
 def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
     """failed_jobs: error.txt (a job's reason for having no result), a metrics.json that says failed or interrupted
-    (stopped: it goes on, unless an error.txt came after it); a completed metrics.json written after an error.txt
+    (interrupted: it goes on, unless an error.txt came after it), an error.txt saying a signal stopped the job before
+    it wrote a result (stopped: it runs again from the start); a completed metrics.json written after an error.txt
     is a job that ran again (requeued) and completed, so it is not listed, nor is a job older than the multirun,
     nor an evaluation's result (it has no status; an unreadable metrics.json is listed:
     test_a_run_file_the_report_cannot_read_is_one_line). Jobs are listed by number (10 after 8)."""
 
-    def job(name: str, status: str | None = None, error: bool = False, error_after: bool = False) -> None:
+    def job(name: str, status: str | None = None, error: bool | str = False, error_after: bool = False) -> None:
         folder = tmp_path / name
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "config.yaml").write_text("{}\n")
         (folder / ".hydra" / "overrides.yaml").write_text(f"- seed={name}\n")
-        files = [(folder / "error.txt", "stopped\n")] if error else []
+        if error is True:  # a UserError's line
+            error = "dropout.p=2 must be a number in [0, 1)\n"
+        files = [(folder / "error.txt", error)] if error else []
         files += [(folder / "metrics.json", json.dumps({"status": status}))] if status else []
         for when, (path, text) in enumerate(reversed(files) if error_after else files):
             path.write_text(text)
@@ -712,14 +715,18 @@ def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
     job("7", "interrupted", error=True)  # failed, ran again and was stopped: it goes on from its last.ckpt
     job("8", "interrupted", error=True, error_after=True)  # stopped, then ran again and failed: not stopped
     job("10", "failed")  # listed after 8: by job number, not as text
+    # an evaluation a signal stopped before it wrote a result (rnnreg-eval in a submitit job): run it again
+    job("11", error="stopped by SIGTERM before it finished; it wrote no metrics.json (run it again)\n")
+    job("12", "completed", error="stopped by SIGTERM before it finished; ...\n")  # then ran again, and completed
     assert failed_jobs(tmp_path) == [
-        ("1", ["seed=1"], False),
-        ("3", ["seed=3"], False),
-        ("4", ["seed=4"], False),
-        ("5", ["seed=5"], True),
-        ("7", ["seed=7"], True),
-        ("8", ["seed=8"], False),
-        ("10", ["seed=10"], False),
+        ("1", ["seed=1"], "failed"),
+        ("3", ["seed=3"], "failed"),
+        ("4", ["seed=4"], "failed"),
+        ("5", ["seed=5"], "interrupted"),
+        ("7", ["seed=7"], "interrupted"),
+        ("8", ["seed=8"], "failed"),
+        ("10", ["seed=10"], "failed"),
+        ("11", ["seed=11"], "stopped"),
     ]
     assert failed_jobs(tmp_path, since=time.time() + 60) == []  # every file older than that multirun
 

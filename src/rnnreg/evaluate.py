@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from rnnreg.instantiation import instantiate
 from rnnreg.runtime import hydra_entry, log, route_lightning_logs
-from rnnreg.sweep import record_job_error
+from rnnreg.sweep import record_job_stopped
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -41,14 +41,15 @@ def evaluate(cfg: DictConfig) -> dict:
         if not (ctrl_c or isinstance(err, SIGTERMException)):
             raise
         stop = signal.SIGINT if ctrl_c else preemption.signum or signal.SIGTERM
-        stopped = f"stopped by {'Ctrl-C' if ctrl_c else signal.Signals(stop).name} before it finished"
+        how = "Ctrl-C" if ctrl_c else signal.Signals(stop).name
         print(
-            f"interrupted: rnnreg-eval {stopped}; it wrote no metrics.json in {cfg.paths.output_dir} (run it again)",
+            f"interrupted: rnnreg-eval stopped by {how} before it finished; it wrote no metrics.json in "
+            f"{cfg.paths.output_dir} (run it again)",
             file=sys.stderr,
         )
         preemption.hand_to_submitit()  # stopped by submitit's signal: it requeues the job now (or gives up)
         if not ctrl_c and preemption.ends_submitit_job():  # scancel, SLURM's pre-emption: the job ends here
-            record_job_error(f"{stopped}; it wrote no metrics.json (run it again)")
+            record_job_stopped(how)
             return {"status": "interrupted"}  # the job's result: submitit records it, the multirun goes on
         raise SystemExit(128 + stop) from None
     finally:

@@ -33,6 +33,7 @@ from rnnreg.stacked_settings import check_launcher_settings
 
 SWEEP_FILE = "sweep.yaml"
 ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
+STOPPED_BEFORE_A_RESULT = "stopped by"  # how error.txt begins for a job a signal ended before any result
 # hydra/launcher=stacked's class as its config names it for Hydra: conf/hydra/launcher/stacked.yaml, its one owner
 STACKED_LAUNCHER = str(yaml.safe_load(Path(CONF_DIR, "hydra", "launcher", "stacked.yaml").read_text())["_target_"])
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default sweeper
@@ -115,6 +116,12 @@ def report_failed_job(
     return None if basic else JobFailed(str(message))
 
 
+def record_job_stopped(how: str) -> None:
+    """This multirun job's error.txt when a signal (`how`: "SIGTERM") ended it before it wrote a result (an
+    evaluation in a submitit job): failed_jobs lists it as stopped, to run again from the start."""
+    record_job_error(f"{STOPPED_BEFORE_A_RESULT} {how} before it finished; it wrote no metrics.json (run it again)")
+
+
 def record_job_error(message: str, folder: str | Path | None = None) -> None:
     """A multirun job's one-line reason for having no result, in its folder's error.txt (`folder`; None: this
     job's, outside a multirun nothing): how the sweep's end (failed_jobs) knows, also of a job that ended before
@@ -129,12 +136,13 @@ def record_job_error(message: str, folder: str | Path | None = None) -> None:
         pass
 
 
-def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str], bool]]:
-    """(job folder, overrides, stopped) of each job under `sweep_dir` run at or after `since` (its config,
+def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str], str]]:
+    """(job folder, overrides, how it ended) of each job under `sweep_dir` run at or after `since` (its config,
     metrics.json or error.txt written since: a resumed stacked sweep keeps its jobs' configs) that did not complete:
-    it left error.txt (record_job_error: a UserError, an evaluation stopped in a submitit job) and no
-    completed metrics.json after it, or a metrics.json saying failed or interrupted (stopped: by a signal, after any
-    error.txt, and it goes on from its last.ckpt) or nothing readable (cut short, edited: not a completed job)."""
+    it left error.txt and no completed metrics.json after it ("failed": a UserError, record_job_error; "stopped":
+    a signal ended it before any result, record_job_stopped), or a metrics.json saying failed, or interrupted
+    ("interrupted": by a signal, after any error.txt, and it goes on from its last.ckpt), or nothing readable
+    ("failed": cut short, edited: not a completed job)."""
     failed = []
     for config in sweep_dir.rglob(".hydra/config.yaml"):
         job = config.parent.parent
@@ -153,8 +161,13 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
                 overrides = recorded_overrides(job) or []
             except DataError:  # listed all the same, by its folder
                 overrides = []
-            stopped = status == "interrupted" and not error_last
-            failed.append((str(job.relative_to(sweep_dir)), overrides, stopped))
+            if status == "interrupted" and not error_last:
+                ended = "interrupted"
+            elif error_last and error.read_text(errors="replace").startswith(STOPPED_BEFORE_A_RESULT):
+                ended = "stopped"
+            else:
+                ended = "failed"
+            failed.append((str(job.relative_to(sweep_dir)), overrides, ended))
     return sorted(failed, key=lambda f: job_order(f[0]))
 
 
@@ -389,12 +402,19 @@ class SweepCallback(Callback):
         if not ended:
             return
         swept = swept_keys(config.hydra) or None
-        for stopped, words in ((False, "failed"), (True, "were stopped by a signal")):
-            listed = [f"{job} ({job_label(overrides, swept)})" for job, overrides, was in ended if was == stopped]
+        for kind, words, then in (
+            ("failed", "failed", ""),
+            (
+                "interrupted",
+                "were stopped by a signal",
+                f" (rnnreg-report path={sweep_dir} gives the commands that go on)",
+            ),
+            ("stopped", "were stopped by a signal before they wrote a result", " (run them again)"),
+        ):
+            listed = [f"{job} ({job_label(overrides, swept)})" for job, overrides, how in ended if how == kind]
             if listed:
-                go_on = f" (rnnreg-report path={sweep_dir} gives the commands that go on)" if stopped else ""
                 print(
-                    f"error: {len(listed)} job(s) of the multirun in {sweep_dir} {words}: {', '.join(listed)}{go_on}",
+                    f"error: {len(listed)} job(s) of the multirun in {sweep_dir} {words}: {', '.join(listed)}{then}",
                     file=sys.stderr,
                 )
         sys.exit(1)
