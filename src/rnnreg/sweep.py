@@ -163,12 +163,21 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
                 overrides = []
             if status == "interrupted" and not error_last:
                 ended = "interrupted"
-            elif error_last and error.read_text(errors="replace").startswith(STOPPED_BEFORE_A_RESULT):
+            elif error_last and first_words(error).startswith(STOPPED_BEFORE_A_RESULT):
                 ended = "stopped"
             else:
                 ended = "failed"
             failed.append((str(job.relative_to(sweep_dir)), overrides, ended))
     return sorted(failed, key=lambda f: job_order(f[0]))
+
+
+def first_words(path: Path) -> str:
+    """The start of a job's error.txt; "" where it cannot be read (the job is then listed as failed)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read(100)
+    except OSError:
+        return ""
 
 
 def recorded_overrides(folder: Path) -> list[str] | None:
