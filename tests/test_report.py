@@ -718,6 +718,8 @@ def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
     # an evaluation a signal stopped before it wrote a result (rnnreg-eval in a submitit job): run it again
     job("11", error="stopped by SIGTERM before it finished; it wrote no metrics.json (run it again)\n")
     job("12", "completed", error="stopped by SIGTERM before it finished; ...\n")  # then ran again, and completed
+    job("13")
+    (tmp_path / "13" / "error.txt").mkdir()  # an error.txt that cannot be read: failed, without a traceback
     assert failed_jobs(tmp_path) == [
         ("1", ["seed=1"], "failed"),
         ("3", ["seed=3"], "failed"),
@@ -727,6 +729,7 @@ def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
         ("8", ["seed=8"], "failed"),
         ("10", ["seed=10"], "failed"),
         ("11", ["seed=11"], "stopped"),
+        ("13", ["seed=13"], "failed"),
     ]
     assert failed_jobs(tmp_path, since=time.time() + 60) == []  # every file older than that multirun
 
