@@ -120,7 +120,10 @@ def stacked(setup) -> Path:
 def alone(setup) -> Path:
     """The same good jobs, each run alone by the basic launcher."""
     sweep = setup.root / "alone"
-    run("rnnreg-train", "-m", *with_tensorboard(setup.cli), f"+member={','.join(GOOD)}", f"hydra.sweep.dir={sweep}")
+    proc = run(
+        "rnnreg-train", "-m", *with_tensorboard(setup.cli), f"+member={','.join(GOOD)}", f"hydra.sweep.dir={sweep}"
+    )
+    (setup.root / "alone_stdout.txt").write_text(proc.stdout)
     return sweep
 
 
@@ -1013,9 +1016,10 @@ def test_optuna_batch_of_trials_is_one_group(setup):
     assert best["best_value"] == pytest.approx(min(r["best_val_ppl"] for r in results))
 
 
-def test_group_says_its_estimate_and_each_epoch_on_the_console(stacked, setup):
+def test_group_says_its_estimate_each_epoch_and_its_test_on_the_console(stacked, setup):
     """A stacked sweep's console: the group's estimated time once its first windows are timed, then after every
-    epoch each member's validation perplexity (labelled by the override that tells it apart) and the time left."""
+    epoch each member's validation perplexity (labelled by the override that tells it apart) and the time left;
+    before the final test what it runs (the failed member is not tested), after it each member's test perplexity."""
     lines = (setup.root / "stacked_stdout.txt").read_text().splitlines()
     (estimate,) = [line for line in lines if " s per window (over " in line]
     assert estimate.startswith("group 0: ") and "estimated total " in estimate and "the test comes on top" in estimate
@@ -1031,6 +1035,20 @@ def test_group_says_its_estimate_and_each_epoch_on_the_console(stacked, setup):
     assert metrics(stacked / "3")["epochs"] < 3 and "(stopped early)" in epochs[metrics(stacked / "3")["epochs"] - 1]
     # its time is the group's until it stopped, not the group's whole time (which made its words/s fall)
     assert metrics(stacked / "3")["train_seconds"] < metrics(stacked / "0")["train_seconds"]
+    testing = lines.index("group 0: testing 4 of 5 members: one stream (the paper's protocol), then 4 streams")
+    assert lines[testing + 1].startswith("group 0, test in ")  # after the last epoch's line
+    assert lines.index(epochs[-1]) < testing
+    tested = lines[testing + 1].split(": test ppl ")[1].split(" | ")
+    good = [f"+member={name} {metrics(stacked / str(k))['test_ppl']:.2f}" for k, name in enumerate(GOOD)]
+    assert tested == [*good, "+member=diverge failed"]
+
+
+def test_a_completed_multirun_ends_with_the_command_that_compares_its_jobs(stacked, alone, setup):
+    """A training multirun whose jobs all completed ends with rnnreg-report's command for its folder (the basic
+    launcher's here); one with a failed job ends with the failed jobs' list instead (the stacked fixture's)."""
+    last = (setup.root / "alone_stdout.txt").read_text().splitlines()[-1]
+    assert last == f"the multirun's jobs completed in {alone}: rnnreg-report path={alone} compares them"
+    assert "compares them" not in (setup.root / "stacked_stdout.txt").read_text()
 
 
 # -- each member is its job run alone ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What a stacked group says on the console while it trains (each job's train.log has the details): once the
 first windows past warm-up are timed, the group's estimated time; after every epoch, each member's validation
-perplexity, labelled by the overrides that tell it from the group's other members, and the time left.
+perplexity, labelled by the overrides that tell it from the group's other members, and the time left; before the
+final test, what it runs (on a CPU the paper's one stream takes a while), and after it each member's test perplexity.
 """
 
 from __future__ import annotations
@@ -137,3 +138,21 @@ class GroupProgress:
             f"{head} + validation {format_duration(val_seconds)}: val ppl {' | '.join(members)}{left}",
             flush=True,
         )
+
+    def test_started(self, statuses: list[str], streams: int) -> None:
+        """Before the final test (a single run shows Lightning's test progress bar instead); `statuses`: each
+        member's (a failed member is not tested), `streams`: the second protocol's (data.batch_size)."""
+        tested = sum(status != "failed" for status in statuses)
+        members = counted(tested, "member") if tested == len(statuses) else f"{tested} of {len(statuses)} members"
+        print(
+            f"group {self.group}: testing {members}: one stream (the paper's protocol), then {streams} streams",
+            flush=True,
+        )
+
+    def test_done(self, seconds: float, test_ppl: list[float], statuses: list[str]) -> None:
+        """After the final test: each member's test perplexity in the paper's protocol (metrics.json's test_ppl)."""
+        members = [
+            f"{label} failed" if status == "failed" else f"{label} {ppl:.2f}"
+            for label, ppl, status in zip(self.labels, test_ppl, statuses)
+        ]
+        print(f"group {self.group}, test in {format_duration(seconds)}: test ppl {' | '.join(members)}", flush=True)

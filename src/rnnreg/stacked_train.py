@@ -152,6 +152,7 @@ class GroupTrainer:
         self.window_seconds: list[float] = []  # this epoch's, window end to window end (as SpeedMonitor's steps)
         self.words_per_window = 0
         self.stop = StopRequest()  # a signal's: where the group stops depends on what it is doing
+        self.progress: GroupProgress | None = None  # the console's lines (fit makes it)
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
         self.val_every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)  # (the group key holds it: shared)
         self.writer = FileWriter(background=self.step.files_in_background)  # checkpoints and the resume file
@@ -200,7 +201,7 @@ class GroupTrainer:
         self.n_train, self.n_val = n_train, n_val
         check_every = 1 if self.step.host_reads_are_free else self.log_every  # on CUDA a read is a sync
         plan = (cfg.get("callbacks") or {}).get("run_plan")  # a run's RunPlan settings (none: no estimate, as a run)
-        progress = GroupProgress(
+        self.progress = progress = GroupProgress(
             self.group,
             member_labels([j.overrides for j in self.jobs], [j.idx for j in self.jobs]),
             cfg.trainer.max_epochs,
@@ -556,7 +557,12 @@ class GroupTrainer:
         """Test both protocols (all members at once, each on its final or best weights), write metrics.json."""
         self.stop.stage = "test"
         self.warn_unvalidated()
-        tests = self.test() if self.cfg.get("test") else {}
+        tests = {}
+        if self.cfg.get("test"):
+            start, statuses = time.perf_counter(), [m.status for m in self.members]
+            self.progress.test_started(statuses, self.cfg.data.batch_size)
+            tests = self.test()
+            self.progress.test_done(time.perf_counter() - start, tests["test_ppl"], statuses)
         self.writer.wait()  # the checkpoints metrics.json and a W&B run's artifact point to
         results = []
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):

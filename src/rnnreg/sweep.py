@@ -404,11 +404,14 @@ class SweepCallback(Callback):
         (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if self.lock is not None:  # a multirun that raised keeps it until the process ends (the kernel frees it)
+        claimed = self.lock is not None  # (rank zero's multirun: not a DDP process that Lightning started)
+        if claimed:  # a multirun that raised keeps it until the process ends (the kernel frees it)
             self.lock.release()
         sweep_dir = Path(config.hydra.sweep.dir)
         ended = failed_jobs(sweep_dir, self.started)
         if not ended:
+            if claimed and config.get("task_name") == "train":  # the next command, with the folder it needs
+                print(f"the multirun's jobs completed in {sweep_dir}: rnnreg-report path={sweep_dir} compares them")
             return
         swept = swept_keys(config.hydra) or None
         for kind, words, then in (
