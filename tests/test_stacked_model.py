@@ -15,13 +15,14 @@ from helpers import needs_triton
 from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import ClippedSGD, clip_and_sgd_
+from rnnreg.run_record import MAX_NLL
 from rnnreg.stacked import (
     MemberSpec,
     StackedLanguageModel,
     StackedLinearFunction,
     member_nll,
 )
-from rnnreg.stacked_step import InTurnStep
+from rnnreg.stacked_step import InTurnStep, group_step
 
 V, H, L, T, B = 40, 12, 2, 5, 4
 P = 0.5
@@ -143,6 +144,26 @@ def train_clipped(net, data, lr, clip, weight_decay=0.0, momentum=0.0, norms=Non
         losses.append(nll.detach())
         if norms is not None:
             norms.append(optimizer.grad_norm.clone())
+    return losses
+
+
+def program_group(specs, clips, program, momentums=None):
+    """A group and its window as the launcher builds them (group_step): program "batched" (a GPU's, eager here)
+    or "in_turn" (a CPU's), each member with its clip and momentum."""
+    net = StackedLanguageModel(V, H, L, specs).train()
+    step = group_step(net, (T, B), clips, None, torch.device("cpu"), graph=False, program=program, momentums=momentums)
+    return net, step
+
+
+def train_program(step, data, lrs, before=None) -> list[torch.Tensor]:
+    """Windows of a group's program as its loop runs them (`before(window)` ahead of each): each window's losses."""
+    losses = []
+    for window, (x, y) in enumerate(data):
+        if before is not None:
+            before(window)
+        step(x, y, lrs)
+        step.clear_grads()
+        losses.append(step.loss.clone())
     return losses
 
 
@@ -607,6 +628,46 @@ def test_an_inactive_member_keeps_its_weights_even_with_non_finite_gradients():
     assert all(torch.equal(after[n].view(torch.int32), v.view(torch.int32)) for n, v in bad.items())  # NaN too
     fresh = StackedLanguageModel(V, H, L, specs).member_state_dict(0)
     assert not torch.equal(net.member_state_dict(0)["decoder.weight"], fresh["decoder.weight"])  # 0 trained
+
+
+def blow_up(net: StackedLanguageModel, k: int) -> dict[str, torch.Tensor]:
+    """Member k's weights with a decoder bias that puts its loss above MAX_NLL, finite (as are its gradients):
+    it diverges at its next window. Returns the weights it enters that window with."""
+    weights = net.member_state_dict(k)
+    weights["decoder.bias"][0] = 4 * MAX_NLL
+    net.load_member(k, weights)
+    return weights
+
+
+def test_the_batched_program_switches_a_diverging_member_off_before_its_update():
+    """StackedStep (the GPU's program, eager here): member 1's loss passes MAX_NLL (finite) at window 2 of 4. It
+    is switched off before that window's update: its weights and momentum buffers stay those it entered the window
+    with, bit for bit; failures() names it with global step 2 and that window's loss (not a later one's); members 0
+    and 2 train on bit for bit as in the group where member 1 never diverged."""
+    specs = [MemberSpec(1, 0.1, **PLACEMENTS["non_recurrent"]), MemberSpec(2, 0.1), MemberSpec(3, 0.1)]
+    lrs, clips, momentums = [1.0, 1.0, 0.5], [0.5, 5.0, 1e9], [0.0, 0.5, 0.9]
+    data = windows(4)
+    base_net, base_step = program_group(specs, clips, "batched", momentums)
+    base_losses = train_program(base_step, data, lrs)
+    net, step = program_group(specs, clips, "batched", momentums)
+    entered = {}
+
+    def diverge(window):
+        if window == 2:
+            entered["weights"] = blow_up(net, 1)
+            entered["buffers"] = [b[1].clone() for b in step.buffers]
+
+    losses = train_program(step, data, lrs, diverge)
+    assert step.active.tolist() == [True, False, True]
+    assert MAX_NLL < losses[2][1] < math.inf and losses[1][1] < MAX_NLL
+    assert step.failures([True] * 3) == {1: (2, losses[2][1].item())}
+    kept = net.member_state_dict(1)
+    assert [n for n, v in entered["weights"].items() if not torch.equal(kept[n], v)] == []  # not updated
+    assert all(torch.equal(b[1], v) for b, v in zip(step.buffers, entered["buffers"]))
+    for k in (0, 2):
+        assert [loss[k].item() for loss in losses] == [loss[k].item() for loss in base_losses]
+        ours, theirs = net.member_state_dict(k), base_net.member_state_dict(k)
+        assert all(torch.equal(ours[n], theirs[n]) for n in ours), k
 
 
 @pytest.mark.parametrize("change", ["lr", "weights", "dropout", "diverge"])
