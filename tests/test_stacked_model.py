@@ -670,6 +670,40 @@ def test_the_batched_program_switches_a_diverging_member_off_before_its_update()
         assert all(torch.equal(ours[n], theirs[n]) for n in ours), k
 
 
+@pytest.mark.parametrize("program", ["batched", "in_turn"])
+def test_failures_name_only_members_the_host_still_counts_as_running(program):
+    """GroupStep.failures(running), as the group's loop reads it: member 1 diverges at window 0 and the host marks
+    it failed; early stopping stops member 2 (stop(2)); member 0 diverges at window 2. Each failure is named once,
+    at the check after it; a member the host no longer counts as running (failed before, or stopped, which
+    switches it off with no failure recorded) is never named."""
+    specs = [MemberSpec(1, 0.1), MemberSpec(2, 0.1), MemberSpec(3, 0.1)]
+    net, step = program_group(specs, [5.0] * 3, program)
+    data, lrs, running = windows(4), [1.0] * 3, [True] * 3
+
+    def failed() -> dict[int, int]:
+        """The members failures() names, with the window each diverged at (its loss past MAX_NLL, finite)."""
+        failures = step.failures(running)
+        assert all(MAX_NLL < loss < math.inf for _, loss in failures.values()), failures
+        return {k: window for k, (window, _) in failures.items()}
+
+    blow_up(net, 1)
+    train_program(step, data[:1], lrs)
+    assert failed() == {1: 0}
+    running[1] = False  # the host marks it failed
+    train_program(step, data[1:2], lrs)
+    assert failed() == {}
+    step.stop(2)  # an epoch's end: early stopping
+    running[2] = False
+    assert failed() == {}
+    blow_up(net, 0)
+    train_program(step, data[2:3], lrs)
+    assert failed() == {0: 2}
+    running[0] = False
+    train_program(step, data[3:], lrs)
+    assert failed() == {}
+    assert step.active.tolist() == [False] * 3
+
+
 @pytest.mark.parametrize("change", ["lr", "weights", "dropout", "diverge"])
 def test_members_in_turn_are_independent(change):
     """A CPU's program: changing member 1 (its lr, its weights, its dropout, or NaN weights that make it
