@@ -773,6 +773,28 @@ def test_members_in_turn_are_their_jobs_dropout_and_all(shape):
         assert torch.equal(net.generator_states()[k], torch.get_rng_state()), k  # the job's stream, where it stands
 
 
+@pytest.mark.parametrize("placement", ["weight_drop", "embedding"])
+def test_members_in_turn_draw_weight_drop_and_embedding_masks_from_their_jobs_stream(placement):
+    """A CPU's program: a member whose only dropout is weight drop or embedding dropout (no dropout.p) draws those
+    masks from its job's own stream as well, not from the global one: beside a member that draws masks every
+    window, it trains as its job alone (torch.manual_seed(seed), build, train) to the last bit, and the global
+    stream is left as it was."""
+    specs = [MemberSpec(1, 0.1, **PLACEMENTS[placement]), MemberSpec(2, 0.1, **PLACEMENTS["non_recurrent"])]
+    data, lr, clip = windows(3), vec([1.0, 1.0]), vec([5.0, 5.0])
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    net = StackedLanguageModel(V, H, L, specs).train()
+    losses, _ = train_in_turn(net, data, lr, clip)
+    global_stream = torch.get_rng_state()
+    alone = single(specs[0]).train()  # its job: seeded, built, trained on the global stream
+    expected = train_clipped(alone, data, 1.0, 5.0)
+    assert [loss[0].item() for loss in losses] == [loss.item() for loss in expected]
+    got = net.member_state_dict(0)
+    assert all(torch.equal(got[name], value) for name, value in alone.state_dict().items())
+    assert torch.equal(net.generator_states()[0], torch.get_rng_state())  # the job's stream, where it stands
+    assert torch.equal(global_stream, before)
+
+
 def test_members_in_turn_evaluate_as_their_single_models():
     """The CPU's evaluation pass: each member's summed NLL is its single model's in eval mode, the state carried
     over the windows, to the last bit; a member that is not wanted (stopped, failed) is skipped (NaN)."""
