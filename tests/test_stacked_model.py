@@ -817,6 +817,18 @@ def test_members_in_turn_evaluate_as_their_single_models():
     assert all(net.training for net in step.nets)  # back in training mode
 
 
+@pytest.mark.parametrize("program", ["batched", "in_turn"])
+def test_the_epochs_nll_sum_is_each_windows_mean_loss_times_its_tokens(program):
+    """GroupStep.nll_sum, the epoch's training NLL sum (train ppl: it over the epoch's words): each window's mean
+    loss times the window's T x B tokens, summed over the windows, for every member, in both programs (T != B:
+    a count of either alone is off)."""
+    assert T != B
+    net, step = program_group(MIXED_KERNELS, [5.0, 0.5, 1.0], program)
+    losses = train_program(step, windows(3), [1.0, 0.7, 1.3])
+    expected = sum(loss.double() * (T * B) for loss in losses)
+    torch.testing.assert_close(step.nll_sum, expected, rtol=1e-12, atol=0)
+
+
 # -- dropout placements (the stacked forward: a GPU's program) -------------------------------------------
 class Recorder:
     """Records every mask a member draws (per member, from its generator) and what each layer multiplies."""
