@@ -130,9 +130,10 @@ def train_in_turn(net, data, lr, clip, weight_decay=None):
     return losses, step
 
 
-def train_clipped(net, data, lr, clip, weight_decay=0.0, momentum=0.0, norms=None):
+def train_clipped(net, data, lr, clip, weight_decay=0.0, momentum=0.0, norms=None, buffers=None):
     """A job's plain step (rnnreg.task): the summed-over-time objective, then ClippedSGD; per-window losses
-    (and each window's gradient norm before clipping appended to `norms`)."""
+    (and each window's gradient norm before clipping appended to `norms`, its momentum buffers at the end put
+    in the dict `buffers` by parameter name)."""
     optimizer = ClippedSGD(net.parameters(), lr=lr, clip=clip, momentum=momentum, weight_decay=weight_decay)
     losses, state = [], None
     for x, y in data:
@@ -144,6 +145,8 @@ def train_clipped(net, data, lr, clip, weight_decay=0.0, momentum=0.0, norms=Non
         losses.append(nll.detach())
         if norms is not None:
             norms.append(optimizer.grad_norm.clone())
+    if buffers is not None:
+        buffers.update({n: optimizer.state[p]["momentum_buffer"] for n, p in net.named_parameters()})
     return losses
 
 
@@ -517,6 +520,26 @@ def test_members_in_turn_train_as_each_member_alone_bit_for_bit(schedule, shape)
         got = net.member_state_dict(k)
         assert list(got) == list(alone.state_dict())
         assert all(torch.equal(got[name], value) for name, value in alone.state_dict().items())
+
+
+def test_members_in_turn_keep_their_own_momentum_buffers():
+    """A CPU's program with momentum 0.5, 0.9 and 0.7 by member: each member's velocity is its own, carried from
+    window to window in its slices of the group's buffers (what its checkpoint and the resume file save): after
+    five windows each member's losses, weights and buffers are its job's plain step's (ClippedSGD with its
+    momentum) to the last bit."""
+    lrs, clips, momentums = [1.0, 0.7, 0.5], [5.0, 0.5, 1.0], [0.5, 0.9, 0.7]
+    data = windows(5)
+    net, step = program_group(MIXED_KERNELS, clips, "in_turn", momentums)
+    losses = train_program(step, data, lrs)
+    for k, spec in enumerate(MIXED_KERNELS):
+        alone = single(spec).train()
+        buffers = {}
+        expected = train_clipped(alone, data, lrs[k], clips[k], momentum=momentums[k], buffers=buffers)
+        assert [loss[k].item() for loss in losses] == [loss.item() for loss in expected], k
+        got = net.member_state_dict(k)
+        assert [n for n, value in alone.state_dict().items() if not torch.equal(got[n], value)] == [], k
+        ours = {net.single_names[n]: b[k] for (n, _), b in zip(net.named_parameters(), step.buffers)}
+        assert [n for n, value in buffers.items() if not torch.equal(ours[n], value)] == [], k
 
 
 def test_one_member_is_the_single_model():
