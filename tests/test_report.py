@@ -32,7 +32,7 @@ from rnnreg.report_figures import (
     paper_size_of,
 )
 from rnnreg.run_lock import RunLock
-from rnnreg.sweep import JobFailed, failed_jobs, report_failed_job
+from rnnreg.sweep import JobFailed, SweepCallback, failed_jobs, report_failed_job
 
 PAPER = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "report.yaml").paper)
 # The placement ablation as run (README): test perplexity per seed (1234, 1, 2)
@@ -732,6 +732,28 @@ def test_the_sweeps_end_lists_a_job_by_what_it_wrote_last(tmp_path):
         ("13", ["seed=13"], "failed"),
     ]
     assert failed_jobs(tmp_path, since=time.time() + 60) == []  # every file older than that multirun
+
+
+@pytest.mark.parametrize(
+    ("task", "claimed", "says"), [("train", True, True), ("eval", True, False), ("train", False, False)]
+)
+def test_only_a_training_multirun_that_completed_ends_with_the_report_command(tmp_path, capsys, task, claimed, says):
+    """The multirun's end: a training sweep whose jobs all completed names rnnreg-report's command for its folder;
+    an evaluation sweep (rnnreg-report tables training runs) and a process that does not hold the sweep folder (a DDP
+    process Lightning started with rank 0's command line) say nothing. (A sweep with a failed job:
+    test_a_completed_multirun_ends_with_the_command_that_compares_its_jobs.)"""
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("{}\n")
+    (job / "metrics.json").write_text(json.dumps({"status": "completed"}))
+    callback = SweepCallback()
+    if claimed:
+        callback.lock = RunLock(tmp_path, "hydra.sweep.dir")
+        callback.lock.acquire()
+    callback.on_multirun_end(OmegaConf.create({"task_name": task, "hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    line = f"the multirun's jobs completed in {tmp_path}: rnnreg-report path={tmp_path} compares them\n"
+    assert capsys.readouterr().out == (line if says else "")
+    assert RunLock.in_use(tmp_path, "hydra.sweep.dir") is None  # released
 
 
 def test_a_failed_job_is_reported_alike_by_every_launcher(tmp_path, capsys):
