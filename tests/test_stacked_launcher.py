@@ -608,6 +608,44 @@ def test_an_early_stopped_member_stops_changing(tmp_path, tiny_corpus, program):
             assert torch.equal(saved["net." + trainer.model.single_names[name]], p[k].detach()), (k, name)
 
 
+@pytest.mark.parametrize("program", ["in_turn", "batched"])
+def test_each_member_stops_early_on_its_own_validation(tmp_path, tiny_corpus, program):
+    """Early stopping is each member's own: its EarlyStopping (its patience) reads its own validation perplexity,
+    not another member's nor the group's. Member 0 (lr 0.1) improves every epoch and never stops; members 1 and 2
+    (lr 1 on 3 windows an epoch) get worse after their first epoch, and stop after patience 1 and 2 epochs of it:
+    epochs 2 and 3. A stopped member's weights stay as they were at its stop while the others train on."""
+    budget = ("trainer.max_epochs=4", "trainer.limit_train_batches=3", "test_ckpt=last", "callbacks=early_stopping")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget, members=3)
+    for k, (lr, patience) in enumerate([(0.1, 1), (1.0, 1), (1.0, 2)]):
+        own = (f"optim.lr={lr}", f"callbacks.early_stopping.patience={patience}")
+        cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", f"seed={k}", *budget, *own]
+        jobs[k].cfg = compose_config(cli, jobs[k].output_dir)
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt", program=program)
+    end_epoch, epochs = trainer.end_epoch, [[p.detach().clone() for p in trainer.params]]  # [0]: the initial
+
+    def ended(*args) -> None:  # every member's weights at each epoch's end
+        end_epoch(*args)
+        epochs.append([p.detach().clone() for p in trainer.params])
+
+    trainer.end_epoch = ended
+    trainer.run(resume=False)
+    vals = [[row["val/ppl"] for row in m.rows if "val/ppl" in row] for m in trainer.members]
+    # the premise: member 0's perplexity falls every epoch, 1's and 2's rise after their first
+    assert all(b < a for a, b in zip(vals[0], vals[0][1:])), vals
+    assert all(b > a for k in (1, 2) for a, b in zip(vals[k], vals[k][1:])), vals
+    assert [len(v) for v in vals] == [4, 2, 3]
+    assert [metrics(job.output_dir)["epochs"] for job in jobs] == [4, 2, 3]
+    assert [s.stopped_epoch for s in trainer.stoppers] == [0, 1, 2]  # (0-based; 0: never stopped)
+    for k, stop in ((1, 2), (2, 3)):
+        log = (jobs[k].output_dir / "train.log").read_text()
+        assert log.count("early stopping after epoch") == 1 and f"early stopping after epoch {stop}:" in log, k
+    assert "early stopping" not in (jobs[0].output_dir / "train.log").read_text()
+    for k, stopped_after in enumerate([4, 2, 3]):  # each trained every epoch up to its stop, then not at all
+        for epoch in range(1, 5):
+            same = all(torch.equal(p[k], q[k]) for p, q in zip(epochs[epoch - 1], epochs[epoch]))
+            assert same == (epoch > stopped_after), (k, epoch)
+
+
 def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monkeypatch):
     """SIGTERM in an epoch's last window: the epoch's end writes the resume file and the members' checkpoints,
     and the stop writes them no second time (at paper scale, gigabytes within the scheduler's grace period)."""
