@@ -20,9 +20,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from helpers import BIN
+from helpers import BIN, TINY
 from rnnreg import CONF_DIR
-from rnnreg.command_line import check_job, validate_args
+from rnnreg.command_line import _product, check_job, validate_args
 from rnnreg.data import smallest_fraction
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.schema import SCHEMAS, Rule, rules
@@ -413,6 +413,36 @@ def test_console_scripts_stop_before_creating_anything(tmp_path, script, args, s
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(starts), proc.stderr
     assert not out.exists() and not any(cwd.iterdir())
+
+
+def test_a_sweep_is_refused_for_any_combination_of_its_keys(tmp_path, tiny_corpus):
+    """Every combination of a sweep's values is a job checked before Hydra runs, not only its first or each key's
+    values side by side: here only the third (model.lstm's second value with model.layer_norm's first) cannot run,
+    and the command stops on it in one line, exit 2, before any folder is made or any job trains."""
+    cwd, out = tmp_path / "cwd", tmp_path / "out"
+    cwd.mkdir()
+    sweep = ["-m", "model.lstm=step,fused", "model.layer_norm=true,false"]
+    tiny = [*TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    dirs = [f"hydra.run.dir={out}/run", f"hydra.sweep.dir={out}/sweep", f"paths.output_root={out}"]
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [str(BIN / "rnnreg-train"), *sweep, *tiny, *dirs], capture_output=True, text=True, env=env, cwd=cwd
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: model.lstm=fused cannot run model.layer_norm=true"), proc.stderr
+    assert lines[0].endswith("(sweep job model.lstm=fused model.layer_norm=True)"), proc.stderr
+    assert not out.exists() and not any(cwd.iterdir())
+
+
+def test_sweep_jobs_checked_are_every_combination_in_order():
+    """_product: the cartesian product of the swept keys' values, the first key's slowest (as Hydra's basic
+    sweeper runs them); one empty job for no sweep."""
+    keys = {"a": ["a=1", "a=2"], "b": ["b=1", "b=2", "b=3"], "c": ["c=x", "c=y"]}
+    assert _product(keys) == [(a, b, c) for a in keys["a"] for b in keys["b"] for c in keys["c"]]
+    assert _product({"a": ["a=1", "a=2"]}) == [("a=1",), ("a=2",)]
+    assert _product({}) == [()]
 
 
 @pytest.mark.parametrize(
