@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from helpers import BIN, TINY
 from rnnreg import CONF_DIR
-from rnnreg.command_line import _product, check_job, validate_args
+from rnnreg.command_line import MAX_JOBS_CHECKED, _product, check_job, validate_args
 from rnnreg.data import smallest_fraction
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.schema import SCHEMAS, Rule, rules
@@ -438,11 +438,17 @@ def test_a_sweep_is_refused_for_any_combination_of_its_keys(tmp_path, tiny_corpu
 
 def test_sweep_jobs_checked_are_every_combination_in_order():
     """_product: the cartesian product of the swept keys' values, the first key's slowest (as Hydra's basic
-    sweeper runs them); one empty job for no sweep."""
+    sweeper runs them), or past MAX_JOBS_CHECKED each value once; one empty job for no sweep."""
     keys = {"a": ["a=1", "a=2"], "b": ["b=1", "b=2", "b=3"], "c": ["c=x", "c=y"]}
     assert _product(keys) == [(a, b, c) for a in keys["a"] for b in keys["b"] for c in keys["c"]]
     assert _product({"a": ["a=1", "a=2"]}) == [("a=1",), ("a=2",)]
     assert _product({}) == [()]
+    # past MAX_JOBS_CHECKED: every value of every key once, the other keys at their first value
+    many = {"a": [f"a={i}" for i in range(20)], "b": [f"b={i}" for i in range(20)]}
+    assert 20 * 20 > MAX_JOBS_CHECKED
+    jobs = _product(many)
+    assert len(jobs) == 39 and ("a=0", "b=0") in jobs
+    assert {a for a, b in jobs if b == "b=0"} == set(many["a"]) and {b for a, b in jobs if a == "a=0"} == set(many["b"])
 
 
 @pytest.mark.parametrize(
