@@ -363,6 +363,10 @@ BAD_CHECKPOINTS = {
         lambda c: c.pop("vocab"),
         "is not a checkpoint rnnreg-train wrote: it holds no vocabulary (its 'vocab' entry, a list of words)",
     ),
+    "vocab_not_words": (  # a list of its size, but of numbers, not words
+        lambda c: c.update(vocab=list(range(len(c["vocab"])))),
+        "is not a checkpoint rnnreg-train wrote: it holds no vocabulary (its 'vocab' entry, a list of words)",
+    ),
     "short_vocab": (
         lambda c: c.update(vocab=c["vocab"][:-1]),
         "is not a checkpoint rnnreg-train wrote: its vocabulary has 41 words, its model 42",
