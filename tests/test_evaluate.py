@@ -359,6 +359,10 @@ BAD_CHECKPOINTS = {
         "holds non-finite weights (net.lstm.weight_hh_l0): it is damaged, or from a run that diverged",
     ),
     "inf": (lambda c: set_weight(c, "net.decoder.bias", -math.inf), "holds non-finite weights (net.decoder.bias)"),
+    "not_tensors": (  # a weight as a list of numbers (plain data, which the data-only loader reads)
+        lambda c: c["state_dict"].update({"net.decoder.bias": c["state_dict"]["net.decoder.bias"].tolist()}),
+        "is not a checkpoint rnnreg-train wrote: its state_dict is not a mapping of names to tensors",
+    ),
     "no_vocab": (
         lambda c: c.pop("vocab"),
         "is not a checkpoint rnnreg-train wrote: it holds no vocabulary (its 'vocab' entry, a list of words)",
