@@ -363,6 +363,10 @@ BAD_CHECKPOINTS = {
         lambda c: c["state_dict"].update({"net.decoder.bias": c["state_dict"]["net.decoder.bias"].tolist()}),
         "is not a checkpoint rnnreg-train wrote: its state_dict is not a mapping of names to tensors",
     ),
+    "no_model": (
+        lambda c: c.update(hyper_parameters=dict(c["hyper_parameters"], model=None)),
+        "is not a rnnreg checkpoint of this version ('NoneType' object is not subscriptable): give a checkpoint",
+    ),
     "no_vocab": (
         lambda c: c.pop("vocab"),
         "is not a checkpoint rnnreg-train wrote: it holds no vocabulary (its 'vocab' entry, a list of words)",
