@@ -420,6 +420,25 @@ def test_a_damaged_or_foreign_checkpoint_is_refused_by_eval_and_generate(checkpo
     assert not os.path.exists(f"{cfg.paths.output_dir}/metrics.json")
 
 
+def test_every_member_of_an_ensemble_is_checked_against_the_datas_vocabulary(checkpoints, tmp_path):
+    """Each checkpoint of an ensemble, not the first only, must be trained on this data's vocabulary: a member
+    with the same words in another order (the same size, other ids) would be averaged in, predicting the wrong
+    words, with a perplexity that looks plausible."""
+    corpus, (a, b), root = checkpoints
+    checkpoint = torch.load(b, weights_only=True)
+    checkpoint["vocab"] = checkpoint["vocab"][::-1]
+    reordered = tmp_path / "reordered.ckpt"
+    torch.save(checkpoint, reordered)
+    cfg = eval_cfg(corpus, root, f"[{a},{reordered}]")
+    with pytest.raises(ConfigError) as refused:
+        evaluate(cfg)
+    assert str(refused.value) == (
+        f"{reordered} was trained on another vocabulary (42 words) than this data (42 words): evaluate it on the "
+        "data it was trained on"
+    )
+    assert not os.path.exists(f"{cfg.paths.output_dir}/metrics.json")
+
+
 @pytest.mark.parametrize("script", ["rnnreg-eval", "rnnreg-generate"])
 def test_a_checkpoint_with_nan_weights_is_one_line_error(checkpoints, bad_checkpoints, script, tmp_path):
     """Before: rnnreg-eval wrote val_ppl NaN (a bare NaN in metrics.json) and exited 0, rnnreg-generate crashed."""
