@@ -533,6 +533,7 @@ def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
         (lambda s: s | {"fingerprint": ["not json", s["fingerprint"][1]]}, "its group key is not JSON"),
         (lambda s: s | {"fingerprint": [s["fingerprint"][0], [[5]]]}, "members' overrides are not lists of overrides"),
         (lambda s: s | {"pad_hidden_to": "x"}, "pad_hidden_to='x' is not a whole number of at least 1"),
+        (lambda s: s | {"units": 0}, "units=0 is not a whole number of at least 1"),
         (lambda s: {k: v for k, v in s.items() if k != "params"}, "'params'"),
         (lambda s: s | {"epoch": "x"}, "epoch='x' is not a whole number of at least 0"),
         (lambda s: s | {"window": -3}, "window=-3 is not a whole number of at least 0"),
