@@ -23,6 +23,7 @@ import torch
 
 import warm_start
 from helpers import BIN, TINY, RunsCode, compose_config, write_corpus
+from rnnreg.checkpoints import AtomicCheckpointIO
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
@@ -180,6 +181,18 @@ def test_model_averaging_and_a_resume_whatever_the_checkpoint_io_load_data_only(
     with pytest.raises(CheckpointError, match=NOT_ALLOWED):
         train(cfg)
     assert not trained["marker"].exists() and not (tmp_path / "train/checkpoints").exists()
+
+
+def test_the_trainers_checkpoint_io_reads_checkpoints_as_data_only(trained):
+    """rnnreg's checkpoint IO (every run's trainer.plugins) reads what Lightning loads after the checks before
+    training, files no earlier check read: the final test's best.ckpt (test_ckpt=best) among them. A file that would
+    run code is refused as rnnreg.io refuses it, and nothing of it runs; a checkpoint of rnnreg-train loads."""
+    checkpoint_io = AtomicCheckpointIO()
+    with pytest.raises(CheckpointError, match=NOT_ALLOWED):
+        checkpoint_io.load_checkpoint(trained["root"] / "evil.ckpt")
+    assert not trained["marker"].exists()
+    loaded = checkpoint_io.load_checkpoint(trained["good"])
+    assert loaded["state_dict"].keys() == torch.load(trained["good"], weights_only=True)["state_dict"].keys()
 
 
 @pytest.mark.parametrize(
