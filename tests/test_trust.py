@@ -346,6 +346,22 @@ def test_resume_in_a_new_folder_keeps_the_best_checkpoint_and_early_stopping(tin
     assert stopping["wait_count"] == 2 and float(stopping["best_score"]) == whole["best_val_ppl"]
 
 
+def test_resume_in_a_new_folder_without_the_earlier_best_checkpoint_warns_and_goes_on(tiny_cfg, tmp_path):
+    """The earlier run's best.ckpt deleted (its last.ckpt kept): the run resumed into another folder says that its
+    best counts only its own epochs from here on, and trains them (it does not stop on a file it cannot copy)."""
+    budget = ("trainer.limit_train_batches=2", "test=false")
+    train(tiny_cfg(*budget, "trainer.max_epochs=1", run="first"))
+    gone = tmp_path / "first/checkpoints/best.ckpt"
+    gone.unlink()
+    warned = f"the resumed run's best checkpoint ({gone}) is gone: best_val_ppl and test_ckpt=best will only count"
+    with pytest.warns(UserWarning, match=re.escape(warned)):
+        resumed = train(
+            tiny_cfg(*budget, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt", run="second")
+        )
+    assert resumed["status"] == "completed" and resumed["epochs"] == 2
+    assert torch.load(tmp_path / "second/checkpoints/best.ckpt", weights_only=True)["epoch"] == 1  # its own epoch
+
+
 # -- pre-emption at any point: a non-zero exit and metrics.json saying what happened --------------------------
 def test_sigterm_while_the_run_is_being_set_up_is_recorded(tiny_cfg, tmp_path):
     with pytest.raises(SystemExit) as exit_:
