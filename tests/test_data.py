@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import http.server
 import re
+import socket
+import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -201,6 +204,34 @@ def test_offline_error_names_urls_and_folder(pinned_files, tmp_path: Path):
     assert f"{url}/ptb.train.txt" in message and f"{url}/ptb.test.txt" in message
     assert str(cache) in message and "\n" not in message
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_a_download_cut_off_midway_is_one_line_and_keeps_nothing(pinned_files, tmp_path: Path):
+    """The connection reset partway through a file (a dropped network, a server restarted): the one line with the
+    URLs to download by hand, not the socket's traceback, and no partial file in the cache."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a b c\n" * 100)
+            time.sleep(0.2)  # the client is reading the body
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closed with a reset
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    cache, url = tmp_path / "cache", f"http://127.0.0.1:{server.getsockname()[1]}"
+    with pytest.raises(DataError) as err:
+        ensure_files(cache, pinned_files, url)
+    thread.join()
+    server.close()
+    assert re.fullmatch(
+        rf"could not download ptb.train.txt \(.*Connection reset by peer.*\); download {url}/ptb.train.txt, "
+        rf"{url}/ptb.valid.txt, {url}/ptb.test.txt by hand into {cache} \(or set RNNREG_DATA_DIR\)",
+        str(err.value),
+    ), str(err.value)
+    assert not any(cache.iterdir())
 
 
 @pytest.mark.parametrize("split", SPLITS)
