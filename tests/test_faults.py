@@ -19,7 +19,7 @@ from helpers import BIN, TINY, assert_diverges_in_epoch_2, compose_config, run, 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.evaluate import evaluate
-from rnnreg.io import replace_atomically
+from rnnreg.io import FileWriter, replace_atomically
 from rnnreg.run_record import STOPPED_BY
 from rnnreg.task import load_task
 from rnnreg.train import build, train
@@ -80,6 +80,23 @@ def test_a_write_that_fails_part_way_leaves_the_old_file(tmp_path):
         replace_atomically(target, dies_half_way)
     assert target.read_text() == "the good one"
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left beside it
+
+
+def test_a_background_write_that_fails_is_raised_by_the_next_wait_though_later_writes_succeed(tmp_path):
+    """A stacked group's FileWriter: a member's checkpoint that cannot be written (its folder full or read-only) is
+    the next wait's OutputError, even when the files handed over after it (the resume file) were written."""
+
+    def fails(tmp: Path) -> None:
+        raise OSError("No space left on device")
+
+    writer = FileWriter(background=True)
+    writer.submit(replace_atomically, tmp_path / "0" / "last.ckpt", fails)
+    writer.submit(replace_atomically, tmp_path / "group_0.pt", lambda tmp: tmp.write_text("the resume file"))
+    with pytest.raises(OutputError, match="could not write last.ckpt in .*/0: No space left on device"):
+        writer.wait()
+    writer.close()
+    assert (tmp_path / "group_0.pt").read_text() == "the resume file" and not (tmp_path / "0" / "last.ckpt").exists()
+    writer.wait()  # raised once: the next epoch's wait has nothing of it left
 
 
 def test_no_link_when_checkpoints_are_written_in_place(tiny_cfg, tmp_path):
