@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -105,6 +106,21 @@ def test_no_link_when_checkpoints_are_written_in_place(tiny_cfg, tmp_path):
     ckpts = tmp_path / "run/checkpoints"
     assert not os.path.samefile(ckpts / "best.ckpt", ckpts / "last.ckpt")
     assert os.stat(ckpts / "last.ckpt").st_nlink == 1
+
+
+def test_where_the_filesystem_refuses_hard_links_last_ckpt_is_a_copy(tiny_cfg, tmp_path, monkeypatch):
+    """A filesystem without hard links (some network and FUSE mounts): last.ckpt, which would link best.ckpt after
+    epoch 1, is written as a copy of its own, and nothing is left of the link tried."""
+
+    def refused(source, target) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)
+    train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=3", "test=false"))
+    ckpts = tmp_path / "run/checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert not os.path.samefile(ckpts / "best.ckpt", ckpts / "last.ckpt")
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 0
 
 
 @pytest.mark.slow
