@@ -18,6 +18,7 @@ from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.report import history
 from rnnreg.task import load_task
 from rnnreg.train import train
+from rnnreg.training import resolve_ckpt_path
 
 DROPOUT = ("dropout=non_recurrent", "dropout.p=0.3")
 # metrics.json's `error` for a run a signal stopped
@@ -214,6 +215,19 @@ def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path, caplog):
     own = tmp_path / "train/paper_small/2026-01-01"
     restored = [m for m in caplog.messages if m.startswith("Restored all states from the checkpoint at ")]
     assert again["epochs"] == 3 and restored[-1].endswith(f" at {own}/checkpoints/last.ckpt")
+
+
+def test_resume_last_is_the_run_of_this_experiment_that_wrote_its_checkpoint_last(tiny_cfg, tmp_path):
+    """ckpt_path=last among three earlier runs: the one whose last.ckpt is newest (a run resumed in its own folder
+    later than a run started after it), and never another experiment's, however new."""
+    runs = {"train/paper_small/2026-01-01": 2, "train/paper_small/2026-01-02": 1, "train/paper_medium/2026-01-03": 3}
+    for folder, hours in runs.items():  # last.ckpt written `hours` after the first
+        last = tmp_path / folder / "checkpoints" / "last.ckpt"
+        last.parent.mkdir(parents=True)
+        last.write_bytes(b"")
+        os.utime(last, (1_800_000_000 + 3600 * hours,) * 2)
+    cfg = tiny_cfg(f"paths.output_root={tmp_path}", "ckpt_path=last", run="train/paper_small/2026-01-04")
+    assert resolve_ckpt_path(cfg) == str(tmp_path / "train/paper_small/2026-01-01/checkpoints/last.ckpt")
 
 
 def test_resume_last_without_earlier_run_is_a_clear_error(tiny_cfg, tmp_path):
