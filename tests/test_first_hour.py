@@ -21,6 +21,7 @@ import rnnreg
 from helpers import BIN, TINY, compose_config, run
 from rnnreg.callbacks import LMProgressBar, SpeedMonitor, run_seconds_left, validation_seconds
 from rnnreg.command_line import validate_args
+from rnnreg.config_tree import print_config_tree
 from rnnreg.console import cpu_model, format_duration
 from rnnreg.errors import ConfigError
 from rnnreg.runtime import missing_key
@@ -136,6 +137,18 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     assert f"output_dir:{out}" in re.sub(r"[\s│]", "", proc.stdout)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 1
+
+
+def test_the_config_tree_shows_the_experiment_then_its_parts_then_the_rest(tiny_cfg, capsys):
+    """The tree's branches: the experiment's name, then what makes the model and its training in a fixed order,
+    then the other keys in the config's order (not the config's own order, where the experiment's name comes last
+    and optim before data)."""
+    cfg = tiny_cfg()
+    tree = print_config_tree(cfg, console=False)
+    branches = [line[4:].strip() for line in tree.splitlines() if line.startswith(("├── ", "└── "))]
+    first = ["experiment_name", "data", "model", "dropout", "optim", "trainer", "callbacks", "logger"]
+    assert branches == first + [key for key in cfg if key not in first]
+    assert capsys.readouterr().out == ""  # console=False: the text only
 
 
 # -- the progress bar ------------------------------------------------------------------------------
@@ -299,6 +312,7 @@ def test_checking_a_command_line_does_not_import_torch_or_lightning():
     check = """
 import sys
 from rnnreg.command_line import validate_args
+from rnnreg.config_tree import print_config_tree
 jobs = validate_args("train", ["-m", "seed=1,2", "dropout=none,both", "trainer.devices=1"])
 heavy = sorted(m for m in ("torch", "lightning") if m in sys.modules)
 assert jobs == 4 and heavy == [], (jobs, heavy)
