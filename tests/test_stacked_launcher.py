@@ -35,7 +35,7 @@ from helpers import (
     wandb_runs,
     write_corpus,
 )
-from rnnreg import stacked_outputs, stacked_resume, stacked_settings, stacked_train
+from rnnreg import stacked_outputs, stacked_resume, stacked_settings, stacked_stop, stacked_train
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
 from rnnreg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
@@ -767,6 +767,27 @@ def test_a_second_ctrl_c_aborts_the_group_at_once_and_says_ctrl_c(tmp_path, tiny
         interrupted = metrics(tmp_path / str(k))
         assert interrupted["status"] == "interrupted" and interrupted["error"] == STOPPED_BY[signal.SIGINT]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_after_a_groups_first_signal_a_second_ctrl_c_aborts_at_once(capsys, first):
+    """The group's handler only asks it to stop at its next safe point (after the window under way: at paper scale,
+    seconds; in a validation, minutes), and hands Ctrl-C back to the handler it replaced: a second Ctrl-C is the
+    KeyboardInterrupt that aborts the group at once, not one more request to stop later."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a user's: Ctrl-C is KeyboardInterrupt
+    request = stacked_stop.StopRequest()
+    handlers = request.install()
+    try:
+        os.kill(os.getpid(), first)
+        time.sleep(0.01)  # its handler runs
+        assert request.signal == first
+        assert f"{signal.Signals(first).name}: stopping the stacked group after this window" in capsys.readouterr().out
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    finally:
+        request.restore(handlers)
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_resumed_sweep_reads_a_null_best_of_a_completed_member_as_nan(tmp_path):
