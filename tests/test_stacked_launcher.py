@@ -790,6 +790,25 @@ def test_after_a_groups_first_signal_a_second_ctrl_c_aborts_at_once(capsys, firs
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_group_leaves_the_callers_signal_handlers_as_it_found_them(tmp_path, tiny_corpus):
+    """After a group that completed and one that a signal stopped (the launcher trains its groups one after another
+    in one process, a library user in theirs), SIGTERM and Ctrl-C do what they did before: a SIGTERM while the next
+    group is set up, or after the sweep, is not a request to an ended group that nothing reads."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    before = {s: signal.getsignal(s) for s in signals}
+    budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=1", "test=false")
+    jobs = group_jobs_here(tmp_path / "completed", tiny_corpus, *budget)
+    stacked_train.GroupTrainer(jobs, 0, tmp_path / "completed" / ".stacked" / "group_0.pt").run(resume=False)
+    assert {s: signal.getsignal(s) for s in signals} == before
+    jobs = group_jobs_here(tmp_path / "stopped", tiny_corpus, *budget)
+    resume_file = tmp_path / "stopped" / ".stacked" / "group_0.pt"
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, stop_after_windows=2)
+    with pytest.raises(SystemExit):
+        trainer.run(resume=False)
+    assert metrics(tmp_path / "stopped" / "0")["status"] == "interrupted"
+    assert {s: signal.getsignal(s) for s in signals} == before
+
+
 def test_a_resumed_sweep_reads_a_null_best_of_a_completed_member_as_nan(tmp_path):
     """A completed member whose best_val_ppl was NaN has null in its metrics.json (rnnreg.io: JSON has no NaN); a
     resumed sweep that finds its group done hands it on as NaN, as the run that wrote it did (not None)."""
