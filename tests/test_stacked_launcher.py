@@ -647,6 +647,21 @@ def test_each_member_stops_early_on_its_own_validation(tmp_path, tiny_corpus, pr
             assert same == (epoch > stopped_after), (k, epoch)
 
 
+def test_a_member_that_diverges_after_an_epoch_says_to_go_on_from_its_last_good_checkpoint(tmp_path, tiny_corpus):
+    """Member 1's lr is 1e20 from epoch 2 on: it fails alone in epoch 2, and its metrics.json, as a run alone's,
+    names the command that goes on from its last.ckpt (epoch 1's finite weights), which rnnreg-report gives."""
+    budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=2", "test=false")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
+    cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "seed=1", *budget]
+    jobs[1].cfg = compose_config([*cli, "optim.decay=1e-20", "optim.decay_start=1"], jobs[1].output_dir)
+    results = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=False)
+    assert [status for status, _ in results] == ["completed", "failed"]
+    failed, last = metrics(tmp_path / "1"), tmp_path / "1" / "checkpoints" / "last.ckpt"
+    assert failed["status"] == "failed" and "at epoch 2" in failed["error"] and failed["epochs"] == 1
+    assert failed["resume"] == f"rnnreg-train ... ckpt_path={last}"
+    assert load_checkpoint(last)["epoch"] == 0
+
+
 def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monkeypatch):
     """SIGTERM in an epoch's last window: the epoch's end writes the resume file and the members' checkpoints,
     and the stop writes them no second time (at paper scale, gigabytes within the scheduler's grace period)."""
