@@ -647,6 +647,24 @@ def test_each_member_stops_early_on_its_own_validation(tmp_path, tiny_corpus, pr
             assert same == (epoch > stopped_after), (k, epoch)
 
 
+def test_a_members_train_log_has_a_runs_lines_and_levels(tmp_path, tiny_corpus):
+    """Each line of a member's train.log is written as Hydra's logging writes a run's (time, logger, level, message),
+    appended to what is there, and a warning is at WARNING (grep WARNING finds what a run alone warns of): here,
+    that no validation ran in its one epoch (trainer.check_val_every_n_epoch=2)."""
+    budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget, "test=false")
+    stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=False)
+    lines = (tmp_path / "0" / "train.log").read_text().splitlines()
+    stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]\[rnnreg\]"
+    assert len(lines) >= 4 and all(re.match(stamp + r"\[(INFO|WARNING)\] - \S", line) for line in lines), lines
+    assert "(stacked group 0, member 0 of 2)" in lines[0] and lines[-1].split("] - ")[1].startswith("metrics: ")
+    (warned,) = [line for line in lines if "no validation ran" in line]
+    assert warned.endswith(
+        "][WARNING] - no validation ran (1 epoch trained, trainer.check_val_every_n_epoch=2): metrics.json has no "
+        "val_ppl and no best_val_ppl"
+    ), warned
+
+
 def test_a_member_that_diverges_after_an_epoch_says_to_go_on_from_its_last_good_checkpoint(tmp_path, tiny_corpus):
     """Member 1's lr is 1e20 from epoch 2 on: it fails alone in epoch 2, and its metrics.json, as a run alone's,
     names the command that goes on from its last.ckpt (epoch 1's finite weights), which rnnreg-report gives."""
