@@ -7,6 +7,7 @@ contiguous streams (columns) and walked in order in windows of `bptt` steps; the
 from __future__ import annotations
 
 import hashlib
+import http.client
 import math
 import os
 import tempfile
@@ -40,8 +41,13 @@ def fetch_file(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) 
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            size, received = response.headers.get("Content-Length"), 0
             while block := response.read(1 << 20):
                 out.write(block)
+                received += len(block)
+        # a connection closed early ends the reads quietly: without a pinned sha256 only the length tells
+        if size is not None and size.isdigit() and received != int(size):
+            raise OSError(f"the connection closed after {received:,} of {int(size):,} bytes")
         if sha256 and (got := sha256_of(Path(tmp))) != sha256:
             raise DataError(
                 f"checksum mismatch for {dest.name} downloaded from {url}: sha256 {got}, "
@@ -79,7 +85,7 @@ def ensure_files(data_dir: str | Path, files: dict, url_base: str | None = None)
             urls = ", ".join(f"{url_base.rstrip('/')}/{files[s]['name']}" for s in SPLITS)
             try:
                 fetch_file(f"{url_base.rstrip('/')}/{spec['name']}", path, sha256)
-            except (urllib.error.URLError, OSError) as err:
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as err:  # (IncompleteRead: chunks cut)
                 raise DataError(
                     f"could not download {spec['name']} ({err}); download {urls} "
                     f"by hand into {data_dir} (or set RNNREG_DATA_DIR)"
