@@ -45,7 +45,9 @@ class StopRequest:
             print(f"\n{signal.Signals(signum).name}: stopping the stacked group {WHEN[self.stage]}", flush=True)
 
         stops = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR1] if SLURMEnvironment.detect() else [])
-        handlers = {s: signal.signal(s, stop) for s in stops}
+        handlers = {s: signal.getsignal(s) for s in stops}  # known before a signal can reach `stop`
+        for s in stops:
+            signal.signal(s, stop)
         return handlers
 
     @staticmethod
