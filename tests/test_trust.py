@@ -362,6 +362,27 @@ def test_resume_in_a_new_folder_without_the_earlier_best_checkpoint_warns_and_go
     assert torch.load(tmp_path / "second/checkpoints/best.ckpt", weights_only=True)["epoch"] == 1  # its own epoch
 
 
+def test_a_checkpoint_refused_after_training_began_leaves_metrics_json_saying_failed(tiny_cfg, tmp_path):
+    """A run resumed in its own folder trains epoch 2 (its last.ckpt moves on), then its final test refuses the
+    best.ckpt someone swapped for a file that would run code (test_ckpt=best): nothing of it runs, and metrics.json
+    says the run failed, naming the file, at epoch 2 (it used to keep the earlier "completed" after 1 epoch, as bad
+    input found before any training writes nothing)."""
+    train(tiny_cfg(*WORSE_LATER, "trainer.max_epochs=1", "test=false", run="run"))
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    best = run / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["callbacks"]["evil"] = RunsCode(marker)
+    torch.save(checkpoint, tmp_path / "swapped.ckpt")
+    os.replace(tmp_path / "swapped.ckpt", best)  # a file of its own (last.ckpt was a hard link to the same epoch's)
+    with pytest.raises(CheckpointError, match=NOT_ALLOWED):  # epoch 2 is worse: best.ckpt stays the swapped file
+        train(tiny_cfg(*WORSE_LATER, "trainer.max_epochs=2", f"ckpt_path={run}/checkpoints/last.ckpt", run="run"))
+    assert not marker.exists()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # epoch 2's (from 0)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["epochs"] == 2, metrics
+    assert metrics["error"].startswith(f"{best} {NOT_ALLOWED}"), metrics["error"]
+
+
 # -- pre-emption at any point: a non-zero exit and metrics.json saying what happened --------------------------
 def test_sigterm_while_the_run_is_being_set_up_is_recorded(tiny_cfg, tmp_path):
     with pytest.raises(SystemExit) as exit_:

@@ -122,6 +122,18 @@ class LastValidation(L.Callback):
             self.epoch = trainer.current_epoch + 1
 
 
+class TrainingBegun(L.Callback):
+    """Whether this process has trained a window: bad input found before then writes nothing (fix it and run again
+    in the same folder); found after (a best.ckpt the final test refuses), its checkpoints have moved on, so
+    metrics.json says the run failed."""
+
+    def __init__(self) -> None:
+        self.begun = False
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        self.begun = True
+
+
 class LogConfig(L.Callback):
     """The whole config to every logger, and the printed config tree to `tree_file`, once fit has started
     and a resumed checkpoint has loaded: bad input found before then (a checkpoint that is not rnnreg's)
@@ -195,7 +207,7 @@ def train(cfg: DictConfig) -> dict:
 
 
 def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
-    trainer, started = None, False
+    trainer, started, training = None, False, TrainingBegun()
     try:
         apply_speed(cfg.speed)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -225,7 +237,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             tree = rank_zero_only(print_config_tree)(cfg)
         trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
         validation = LastValidation()
-        trainer.callbacks.append(validation)
+        trainer.callbacks.extend([validation, training])
         say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
         if ckpt_path:
             say("resuming from %s", ckpt_path)
@@ -252,7 +264,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
         stop = stop_signal(err, trainer, preemption.signum)
         rank_zero = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
-        if (started or interrupted) and rank_zero and not isinstance(err, BAD_INPUT):  # bad input writes nothing
+        bad_input_first = isinstance(err, BAD_INPUT) and not training.begun  # it writes nothing
+        if (started or interrupted) and rank_zero and not bad_input_first:
             record_failure(cfg, trainer, err, interrupted, stop, preemption.submitit_stop())
         if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
             raise SystemExit(128 + stop) from None
