@@ -1179,8 +1179,8 @@ def test_group_says_its_estimate_each_epoch_and_its_test_on_the_console(stacked,
     # its time is the group's until it stopped, not the group's whole time (which made its words/s fall)
     assert metrics(stacked / "3")["train_seconds"] < metrics(stacked / "0")["train_seconds"]
     testing = lines.index("group 0: testing 4 of 5 members: one stream (the paper's protocol), then 4 streams")
-    assert lines[testing + 1].startswith("group 0, test in ")  # after the last epoch's line
-    assert lines.index(epochs[-1]) < testing
+    assert lines[testing + 1].startswith("group 0, test in ")  # the next line
+    assert lines.index(epochs[-1]) < testing  # after the last epoch's line
     tested = lines[testing + 1].split(": test ppl ")[1].split(" | ")
     good = [f"+member={name} {metrics(stacked / str(k))['test_ppl']:.2f}" for k, name in enumerate(GOOD)]
     assert tested == [*good, "+member=diverge failed"]
