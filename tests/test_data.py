@@ -206,58 +206,42 @@ def test_offline_error_names_urls_and_folder(pinned_files, tmp_path: Path):
     assert not cache.exists() or not any(cache.iterdir())
 
 
-def test_a_download_cut_off_midway_is_one_line_and_keeps_nothing(pinned_files, tmp_path: Path):
-    """The connection reset partway through a file (a dropped network, a server restarted): the one line with the
-    URLs to download by hand, not the socket's traceback, and no partial file in the cache."""
+CUT_DOWNLOADS = {  # a server's reply cut short, and how the download says so
+    "reset": (b"Content-Length: 100000\r\n\r\n", r".*Connection reset by peer.*"),
+    "short": (b"Content-Length: 100000\r\n\r\n", r"the connection closed after 600 of 100,000 bytes"),
+    "chunked": (b"Transfer-Encoding: chunked\r\n\r\n186a0\r\n", r"IncompleteRead\(.*"),
+}
+
+
+@pytest.mark.parametrize("cut", list(CUT_DOWNLOADS))
+def test_a_download_cut_off_midway_is_one_line_and_keeps_nothing(pinned_files, tmp_path: Path, cut):
+    """A file's download ends early: the connection reset (a dropped network, a server restarted), or closed cleanly
+    before the file's end: fewer bytes than its Content-Length (read quietly as an end of file: with no sha256
+    pinned, as data=text allows, it was kept as the split), or a chunked body cut inside a chunk (http.client's
+    IncompleteRead: a traceback). Each is the one line with the URLs to download by hand, and nothing is kept."""
     server = socket.create_server(("127.0.0.1", 0))
+    head, why = CUT_DOWNLOADS[cut]
 
     def serve() -> None:
         conn, _ = server.accept()
         with conn:
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a b c\n" * 100)
-            time.sleep(0.2)  # the client is reading the body
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closed with a reset
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + head + b"a b c\n" * 100)  # 600 bytes of the body
+            if cut == "reset":
+                time.sleep(0.2)  # the client is reading the body
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closed with a reset
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    cache, url = tmp_path / "cache", f"http://127.0.0.1:{server.getsockname()[1]}"
-    with pytest.raises(DataError) as err:
-        ensure_files(cache, pinned_files, url)
-    thread.join()
-    server.close()
-    assert re.fullmatch(
-        rf"could not download ptb.train.txt \(.*Connection reset by peer.*\); download {url}/ptb.train.txt, "
-        rf"{url}/ptb.valid.txt, {url}/ptb.test.txt by hand into {cache} \(or set RNNREG_DATA_DIR\)",
-        str(err.value),
-    ), str(err.value)
-    assert not any(cache.iterdir())
-
-
-@pytest.mark.parametrize("cut", ["short", "chunked"])
-def test_a_download_closed_early_is_one_line_and_keeps_nothing(pinned_files, tmp_path: Path, cut):
-    """The server closes the connection cleanly before the file's end: fewer bytes than its Content-Length (read
-    quietly as an end of file: with no sha256 pinned, as data=text allows, it was kept as the split), or a chunked
-    body cut inside a chunk (http.client's IncompleteRead: a traceback). Each is the one line with the URLs to
-    download by hand, and nothing is kept."""
-    server = socket.create_server(("127.0.0.1", 0))
-    head = b"Content-Length: 100000\r\n\r\n" if cut == "short" else b"Transfer-Encoding: chunked\r\n\r\n186a0\r\n"
-
-    def serve() -> None:
-        conn, _ = server.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\n" + head + b"a b c\n" * 100)  # 600 bytes, then a clean close
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    files = {split: {**pinned_files[split], "sha256": None} for split in SPLITS}
+    files = {
+        split: {**pinned_files[split], "sha256": None if cut == "short" else pinned_files[split]["sha256"]}
+        for split in SPLITS
+    }
     cache, url = tmp_path / "cache", f"http://127.0.0.1:{server.getsockname()[1]}"
     with pytest.raises(DataError) as err:
         ensure_files(cache, files, url)
     thread.join()
     server.close()
-    why = r"the connection closed after 600 of 100,000 bytes" if cut == "short" else r"IncompleteRead\(.*"
     assert re.fullmatch(
         rf"could not download ptb.train.txt \({why}\); download {url}/ptb.train.txt, "
         rf"{url}/ptb.valid.txt, {url}/ptb.test.txt by hand into {cache} \(or set RNNREG_DATA_DIR\)",
