@@ -122,18 +122,6 @@ class LastValidation(L.Callback):
             self.epoch = trainer.current_epoch + 1
 
 
-class TrainingBegun(L.Callback):
-    """Whether this process has trained a window: bad input found before then writes nothing (fix it and run again
-    in the same folder); found after (a best.ckpt the final test refuses), its checkpoints have moved on, so
-    metrics.json says the run failed."""
-
-    def __init__(self) -> None:
-        self.begun = False
-
-    def on_train_batch_end(self, *args, **kwargs) -> None:
-        self.begun = True
-
-
 class LogConfig(L.Callback):
     """The whole config to every logger, and the printed config tree to `tree_file`, once fit has started
     and a resumed checkpoint has loaded: bad input found before then (a checkpoint that is not rnnreg's)
@@ -207,7 +195,9 @@ def train(cfg: DictConfig) -> dict:
 
 
 def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
-    trainer, started, training = None, False, TrainingBegun()
+    # bad input found before this process trains a step writes nothing (fix it, run again in the same folder); found
+    # after (a best.ckpt the final test refuses), the checkpoints have moved on, so metrics.json says the run failed
+    trainer, started, first_step = None, False, 0
     try:
         apply_speed(cfg.speed)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -227,6 +217,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
                 wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
                 wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
             stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
+            first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
             del checkpoint  # fit loads it again: its weights are not held twice
         datamodule, task, trainer = build(cfg, wandb_id, wandb_parts)
         if ckpt_path:  # the epoch's windows: known once the corpus is read (nothing is written yet)
@@ -237,7 +228,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             tree = rank_zero_only(print_config_tree)(cfg)
         trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
         validation = LastValidation()
-        trainer.callbacks.extend([validation, training])
+        trainer.callbacks.append(validation)
         say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
         if ckpt_path:
             say("resuming from %s", ckpt_path)
@@ -264,7 +255,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
         stop = stop_signal(err, trainer, preemption.signum)
         rank_zero = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
-        bad_input_first = isinstance(err, BAD_INPUT) and not training.begun  # it writes nothing
+        trained = trainer is not None and trainer.global_step > first_step
+        bad_input_first = isinstance(err, BAD_INPUT) and not trained  # it writes nothing
         if (started or interrupted) and rank_zero and not bad_input_first:
             record_failure(cfg, trainer, err, interrupted, stop, preemption.submitit_stop())
         if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
