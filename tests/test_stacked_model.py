@@ -123,11 +123,7 @@ def train_in_turn(net, data, lr, clip, weight_decay=None):
     """Windows of the CPU's program (InTurnStep), as the launcher runs it: per-window losses, the step."""
     decays = None if weight_decay is None else weight_decay.tolist()
     step = InTurnStep(net, (T, B), clip.tolist(), decays, torch.device("cpu"))
-    losses = []
-    for x, y in data:
-        step(x, y, lr.tolist())
-        losses.append(step.loss.clone())
-    return losses, step
+    return train_program(step, data, lr.tolist()), step
 
 
 def train_clipped(net, data, lr, clip, weight_decay=0.0, momentum=0.0, norms=None, buffers=None):
