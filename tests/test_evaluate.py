@@ -365,7 +365,8 @@ BAD_CHECKPOINTS = {
     ),
     "no_model": (
         lambda c: c.update(hyper_parameters=dict(c["hyper_parameters"], model=None)),
-        "is not a rnnreg checkpoint of this version ('NoneType' object is not subscriptable): give a checkpoint",
+        "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (model=null must be a mapping); "
+        "give a checkpoint it wrote",
     ),
     "no_vocab": (
         lambda c: c.pop("vocab"),
@@ -385,7 +386,24 @@ BAD_CHECKPOINTS = {
     ),
     "bad_rate": (
         lambda c: nested(c, "dropout", "input", 1.5),
-        "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (dropout.input=1.5 is outside",
+        "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (dropout.input=1.5 must be a "
+        "number in [0, 1) (a drop probability such as 0.5)); give a checkpoint it wrote",
+    ),
+    # values of another type: the schema's line (as for a command line), not Python's words from the model
+    "init_not_a_number": (
+        lambda c: nested(c, "model", "init_scale", "x"),
+        "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (model.init_scale='x' must be a "
+        "number > 0",
+    ),
+    "flag_not_a_bool": (
+        lambda c: nested(c, "dropout", "variational", "yes"),
+        "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (dropout.variational='yes' must "
+        "be true or false)",
+    ),
+    "vocab_size_not_a_number": (
+        lambda c: c.update(hyper_parameters=dict(c["hyper_parameters"], vocab_size="42")),
+        "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (vocab_size='42' must be an "
+        "integer >= 1)",
     ),
     "shape": (
         lambda c: nested(c, "model", "hidden_size", 24),

@@ -8,6 +8,9 @@ import torch
 
 from rnnreg.errors import CheckpointError, first_line
 from rnnreg.model import LSTMLanguageModel, build_net
+from rnnreg.schema import Dropout, Model, Rule, check_value, group_problem, shown_from_file
+
+VOCAB_SIZE = Rule("int", lo=1)
 
 
 def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
@@ -17,6 +20,9 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
     Without Lightning, for rnnreg-generate. `source` names the file in the errors."""
     try:
         hparams = checkpoint["hyper_parameters"]
+        problem = hyper_parameters_problem(hparams["vocab_size"], hparams["model"], hparams["dropout"])
+        if problem:  # the schema's line, not Python's own words from inside the model's constructor
+            raise not_written_by_train(source, f"its hyper_parameters are not valid ({problem})")
         net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
     except (KeyError, TypeError) as err:
         raise not_this_version(source, err) from None
@@ -48,6 +54,14 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
             source, f"its vocabulary has {len(vocab)} words, its model {net.embedding.num_embeddings}"
         )
     return net
+
+
+def hyper_parameters_problem(vocab_size, model, dropout) -> str | None:
+    """The first of a checkpoint's hyper_parameters the config schema refuses (as a command line's), else None."""
+    problem = check_value(vocab_size, VOCAB_SIZE)
+    if problem:
+        return f"vocab_size={shown_from_file(vocab_size)} {problem}"
+    return group_problem(model, Model, "model") or group_problem(dropout, Dropout, "dropout")
 
 
 def state_mismatch(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> str | None:

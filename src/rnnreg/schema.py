@@ -18,7 +18,7 @@ import functools
 import inspect
 import math
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -418,6 +418,25 @@ def check_value(value: Any, r: Rule) -> str | None:
     elif kind == "ckpt":
         return _check_ckpt(value, r)
     return f"must be {r.describe()}"
+
+
+def group_problem(values: Any, schema: type, name: str) -> str | None:
+    """What is wrong with a plain mapping that holds config group `name` (a checkpoint's hyper_parameters'
+    model or dropout), as 'name.key=value must be ...', else None. Keys it lacks or `schema` does not know are
+    not checked here: a checkpoint of another version says so where its model is built. A string is shown
+    quoted (a file's "42" is not the number 42)."""
+    if not isinstance(values, Mapping):
+        return f"{name}={shown_from_file(values)} must be a mapping"
+    for key, r in rules(schema).items():
+        problem = check_value(values[key], r) if key in values else None
+        if problem:
+            return f"{name}.{key}={shown_from_file(values[key])} {problem}"
+    return None
+
+
+def shown_from_file(value: Any) -> str:
+    """A value read from a file, for a message: a string quoted."""
+    return repr(value) if isinstance(value, str) else _show(value)
 
 
 def _check_device(value: Any) -> str | None:
