@@ -25,7 +25,7 @@ from rnnreg.config_tree import print_config_tree
 from rnnreg.console import cpu_model, format_duration
 from rnnreg.errors import ConfigError
 from rnnreg.runtime import missing_key
-from rnnreg.timing import estimate_run_seconds
+from rnnreg.timing import estimate_run_seconds, seconds_per_eval_window
 from rnnreg.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,21 @@ def test_estimate_from_measured_window_times():
         "1 h 02 min",
         "6 h 00 min",
     ]
+
+
+def test_an_evaluation_window_is_timed_after_one_untimed():
+    """seconds_per_eval_window: the first window evaluated alone and untimed (a first call at a shape allocates),
+    then `measure` windows in one timed pass; with fewer windows, all of them timed."""
+    now, calls = [0.0], []
+
+    def evaluate(batches):  # window i takes 10 s the first time it is seen, then i s
+        calls.append(list(batches))
+        now[0] += sum(10.0 if i == 0 else float(i) for i in batches)
+
+    assert seconds_per_eval_window(evaluate, list(range(9)), lambda: now[0], measure=3) == (1 + 2 + 3) / 3
+    assert calls == [[0], [1, 2, 3]]
+    calls.clear()
+    assert seconds_per_eval_window(evaluate, [0], lambda: now[0]) == 10.0 and calls == [[0]]
 
 
 def test_the_estimate_covers_every_planned_epoch(tiny_cfg, monkeypatch):

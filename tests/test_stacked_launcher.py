@@ -1165,8 +1165,10 @@ def test_group_says_its_estimate_each_epoch_and_its_test_on_the_console(stacked,
     before the final test what it runs (the failed member is not tested), after it each member's test perplexity."""
     lines = (setup.root / "stacked_stdout.txt").read_text().splitlines()
     (estimate,) = [line for line in lines if " s per window (over " in line]
-    assert estimate.startswith("group 0: ") and "estimated total " in estimate and "the test comes on top" in estimate
-    assert "for 3 epochs x 6 windows" in estimate
+    assert (
+        estimate.startswith("group 0: ") and "estimated total " in estimate and "for 3 epochs x 6 windows" in estimate
+    )
+    test_part = re.search(r" \+ test ([^)]+)\)$", estimate).group(1)  # the final test, measured with the estimate
     epochs = [line for line in lines if line.startswith("group 0, epoch ")]
     assert [line.split(" in ")[0] for line in epochs] == [f"group 0, epoch {e}/3" for e in (1, 2, 3)]
     assert all("left" in line for line in epochs[:2]) and "left" not in epochs[2]
@@ -1178,7 +1180,9 @@ def test_group_says_its_estimate_each_epoch_and_its_test_on_the_console(stacked,
     assert metrics(stacked / "3")["epochs"] < 3 and "(stopped early)" in epochs[metrics(stacked / "3")["epochs"] - 1]
     # its time is the group's until it stopped, not the group's whole time (which made its words/s fall)
     assert metrics(stacked / "3")["train_seconds"] < metrics(stacked / "0")["train_seconds"]
-    testing = lines.index("group 0: testing 4 of 5 members: one stream (the paper's protocol), then 4 streams")
+    testing = lines.index(
+        f"group 0: testing 4 of 5 members: one stream (the paper's protocol), then 4 streams (about {test_part})"
+    )
     assert lines[testing + 1].startswith("group 0, test in ")  # the next line
     assert lines.index(epochs[-1]) < testing  # after the last epoch's line
     tested = lines[testing + 1].split(": test ppl ")[1].split(" | ")
@@ -1409,7 +1413,67 @@ def test_a_group_says_the_validations_it_will_run(capsys):
         progress.timer.windows = 4  # 4 windows timed (from the start)
         progress.estimate(1.0, 0, 4)
         line = capsys.readouterr().out
-        assert f"+ validation {format_duration(validations * 30 * VALIDATION_COST)};" in line, line
+        assert line.endswith(f"+ validation {format_duration(validations * 30 * VALIDATION_COST)})\n"), line
+
+
+def test_a_groups_estimate_holds_its_test_and_the_test_says_how_long(capsys):
+    """The final test, measured once with the estimate: in the estimated total and its parts, in the time left
+    after each epoch but the last, and in the line before the test; without a test (test=false) none of it."""
+    from rnnreg.stacked_progress import GroupProgress
+
+    for time_test in (lambda: 100.0, None):
+        progress = GroupProgress(0, ["a"], 3, 10, 0.0, torch.device("cpu"), 0, 4, time_test=time_test)
+        progress.timer.windows = 4
+        progress.estimate(2.0, 0, 4)  # 3 epochs x 10 windows at 2 s, no validation windows: 1 min of training
+        progress.epoch_done(0, 20.0, 0.0, 1.0, [50.0], ["running"])  # 2 epochs left: 40 s
+        progress.epoch_done(2, 20.0, 0.0, 1.0, [40.0], ["running"])  # the last epoch: nothing after it but the test
+        progress.test_started(["running"], 4)
+        estimate, first, last, testing = capsys.readouterr().out.splitlines()
+        if time_test is not None:
+            assert estimate.endswith(
+                "estimated total 2 min 40 s for 3 epochs x 10 windows (training 1 min 00 s + "
+                "validation 0 s + test 1 min 40 s)"
+            ), estimate
+            assert first.endswith("val ppl a 50.00; about 2 min 20 s left") and last.endswith("a 40.00"), (first, last)
+            assert testing.endswith("then 4 streams (about 1 min 40 s)"), testing
+        else:
+            assert estimate.endswith(
+                "estimated total 1 min 00 s for 3 epochs x 10 windows (training 1 min 00 s + validation 0 s)"
+            )
+            assert first.endswith("; about 40 s left") and testing.endswith("then 4 streams"), (first, testing)
+
+
+@pytest.mark.parametrize("limit", [None, 30])
+def test_a_groups_test_estimate_counts_each_protocols_windows_timed_on_validation_windows(
+    tmp_path, tiny_corpus, monkeypatch, limit
+):
+    """The test's estimate: each protocol's test windows (one stream, then data.batch_size streams; at most
+    trainer.limit_test_batches) times what one window takes at its streams, timed on the validation split's
+    windows at those streams (the test's own windows are not read before the test): here 1 s a window timed."""
+    from rnnreg.data import batchify
+
+    jobs = group_jobs_here(
+        tmp_path, tiny_corpus, "data.eval_bptt=7", f"trainer.limit_test_batches={'null' if limit is None else limit}"
+    )
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt")
+    timed = []
+
+    def one_second_a_window(evaluate, windows, clock, measure=2):
+        timed.append(windows)
+        evaluate([windows[0]])  # the group's evaluation of the window runs (every member's NLL)
+        return 1.0
+
+    monkeypatch.setattr(stacked_train, "seconds_per_eval_window", one_second_a_window)
+    ids = trainer.datamodule.load().ids
+    streams = (trainer.cfg.data.test_batch_size, trainer.cfg.data.batch_size)
+    assert streams == (1, 4)
+    counts = [math.ceil((ids["test"].numel() // b - 1) / 7) for b in streams]  # the last partial window kept
+    assert counts[0] > 30 >= counts[1] > 1  # the limit cuts the one-stream protocol only
+    expected = sum(counts) if limit is None else min(counts[0], limit) + min(counts[1], limit)
+    assert trainer.time_test() == expected
+    assert [w.bptt for w in timed] == [7, 7]
+    for windows, b in zip(timed, streams):
+        assert torch.equal(windows.streams, batchify(ids["valid"], b))
 
 
 def test_member_checkpoint_continues_as_a_separate_run(stacked, setup, tmp_path):

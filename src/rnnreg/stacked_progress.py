@@ -1,13 +1,14 @@
 """What a stacked group says on the console while it trains (each job's train.log has the details): once the
-first windows past warm-up are timed, the group's estimated time; after every epoch, each member's validation
-perplexity, labelled by the overrides that tell it from the group's other members, and the time left; before the
-final test, what it runs (on a CPU the paper's one stream takes a while), and after it each member's test perplexity.
+first windows past warm-up are timed, the group's estimated time (the final test's measured on a few windows);
+after every epoch, each member's validation perplexity, labelled by the overrides that tell it from the group's
+other members, and the time left; before the final test, what it runs and about how long (on a CPU the paper's one
+stream takes a while), and after it each member's test perplexity.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -40,19 +41,21 @@ class GroupProgress:
         device: torch.device,
         warmup_windows: int | None,
         measure_windows: int | None,
-        tested: bool = True,
+        time_test: Callable[[], float] | None = None,
         val_every: int = 1,
     ):
         """`validation_windows`: one validation pass in training windows' worth of words (its windows' words
         over a training window's); `warmup_windows`, `measure_windows`: the estimate's timing (None: no estimate,
-        as a run without callbacks.run_plan); `val_every`: the group validates after every `val_every`-th epoch
+        as a run without callbacks.run_plan); `time_test`: measures the final test's seconds, with the estimate
+        (None: no test follows, cfg.test false); `val_every`: the group validates after every `val_every`-th epoch
         (trainer.check_val_every_n_epoch)."""
         self.group, self.labels, self.epochs = group, labels, epochs
         self.windows_per_epoch, self.validation_windows = windows_per_epoch, validation_windows
         self.val_every = val_every
         self.val_seconds: float | None = None  # the latest validation pass's
         self.device = device
-        self.tested = tested  # a test follows the training (cfg.test)
+        self.time_test = time_test
+        self.test_seconds: float | None = None  # measured with the estimate
         self.timer = None
         if warmup_windows is not None and measure_windows is not None:  # three syncs a run
             self.timer = FirstWindows(warmup_windows, measure_windows, lambda: device_clock(device))
@@ -76,13 +79,16 @@ class GroupProgress:
         train, val = estimate_run_seconds(
             seconds_per_window, self.windows_per_epoch, self.epochs, val_seconds, self.val_every, epoch, window
         )
+        if self.time_test is not None:
+            self.test_seconds = self.time_test()
+        test = self.test_seconds or 0.0
         print(
             f"group {self.group}: {seconds_per_window:.3g} s per window (over {self.timer.timed} windows"
             f"{self.timer.after_warmup}): "
-            f"estimated {'total' if fresh else 'time left'} {format_duration(train + val)} for "
+            f"estimated {'total' if fresh else 'time left'} {format_duration(train + val + test)} for "
             f"{self.what_is_left(epoch, window)} "
             f"(training {format_duration(train)} + validation {format_duration(val)}"
-            f"{'; the test comes on top' if self.tested else ''})",
+            f"{f' + test {format_duration(test)}' if self.time_test is not None else ''})",
             flush=True,
         )
 
@@ -114,7 +120,9 @@ class GroupProgress:
         if val_cost is None:
             val_cost = train_seconds / self.windows_per_epoch * self.validation_windows * VALIDATION_COST
         train_left, val_left = estimate_run_seconds(train_seconds, 1, self.epochs, val_cost, self.val_every, epoch + 1)
-        left = f"; about {format_duration(train_left + val_left)} left" if train_left + val_left > 0 else ""
+        # the test as measured with the estimate (after the last epoch the test's own line says it)
+        test = self.test_seconds or 0.0
+        left = f"; about {format_duration(train_left + val_left + test)} left" if train_left + val_left > 0 else ""
         head = f"group {self.group}, epoch {epoch + 1}/{self.epochs} in {format_duration(train_seconds)} "
         head += f"({words_per_second:,.0f} words/s a member)"
         if val_ppl is None:
@@ -144,8 +152,10 @@ class GroupProgress:
         member's (a failed member is not tested), `streams`: the second protocol's (data.batch_size)."""
         tested = sum(status != "failed" for status in statuses)
         members = counted(tested, "member") if tested == len(statuses) else f"{tested} of {len(statuses)} members"
+        # (measured with the estimate: None without one)
+        about = f" (about {format_duration(self.test_seconds)})" if self.test_seconds is not None else ""
         print(
-            f"group {self.group}: testing {members}: one stream (the paper's protocol), then {streams} streams",
+            f"group {self.group}: testing {members}: one stream (the paper's protocol), then {streams} streams{about}",
             flush=True,
         )
 

@@ -41,7 +41,7 @@ from rnnreg.stacked_resume import apply_group_state, group_done, group_state, re
 from rnnreg.stacked_settings import on_a_cpu, under_bf16_autocast
 from rnnreg.stacked_step import group_step
 from rnnreg.stacked_stop import Stopped, StopRequest, go_on_command
-from rnnreg.timing import median_step_words_per_second
+from rnnreg.timing import device_clock, median_step_words_per_second, seconds_per_eval_window
 from rnnreg.training_signals import divergence_message
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ class GroupTrainer:
             # the program's own eager windows (before a graph's capture) untimed too
             warmup_windows=self.step.warmup + plan.warmup_windows if plan else None,
             measure_windows=plan.measure_windows if plan else None,
-            tested=bool(cfg.get("test")),
+            time_test=self.time_test if cfg.get("test") else None,
             val_every=self.val_every,
         )
         progress.started()
@@ -323,6 +323,24 @@ class GroupTrainer:
             for p, q in zip(self.params, saved):
                 p.copy_(q)
         return (total / tokens).exp().tolist()
+
+    def time_test(self) -> float:
+        """The final test's seconds, estimated: each protocol's windows at what a few validation windows take at
+        its streams (the test's own windows stay unread until the test). A host sync on CUDA."""
+        from rnnreg.data import BPTTWindows, limit_batches
+
+        data, eval_bptt = self.cfg.data, self.datamodule.eval_bptt
+        tested = [m.status != "failed" for m in self.members]
+        seconds = 0.0
+        for streams in (data.test_batch_size, data.batch_size):
+            test = BPTTWindows(self.datamodule.streams("test", streams), eval_bptt, False)
+            count = limit_batches(len(test), self.cfg.trainer.limit_test_batches)
+            valid, _ = self.windows("valid", streams, eval_bptt, False, None)
+            per_window = seconds_per_eval_window(
+                lambda batches: self.step.nll_sums(batches, tested), valid, lambda: device_clock(self.device)
+            )
+            seconds += count * per_window
+        return seconds
 
     def host(self, tensor: torch.Tensor) -> torch.Tensor:
         """`tensor` on the host for a file: a copy where the writer writes later (self.writer.copies)."""

@@ -1,11 +1,11 @@
 """The arithmetic of a run's timing, shared by a single run's callbacks (rnnreg.callbacks) and a stacked group's
 progress (rnnreg.stacked_progress): words/s over the median window, the time a run has left, the first windows
-timed for the run's plan, and a clock that waits for the device where it must."""
+timed for the run's plan, an evaluation pass's windows timed, and a clock that waits for the device where it must."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -42,6 +42,20 @@ def estimate_run_seconds(
     windows_left = max(0, (epochs - epoch) * windows_per_epoch - windows_done)
     validations_left = sum(1 for e in range(epoch + 1, epochs + 1) if e % max(1, val_every) == 0)
     return windows_left * seconds_per_window, validations_left * val_seconds
+
+
+def seconds_per_eval_window(
+    evaluate: Callable[[list], object], windows: Sequence, clock: Callable[[], float], measure: int = 2
+) -> float:
+    """Seconds one window of an evaluation pass takes: `evaluate(batches)` (a pass over them from zeros) timed
+    over `measure` of `windows` after one untimed (the first call at a shape allocates); over all where fewer."""
+    batches = [windows[i] for i in range(min(len(windows), 1 + measure))]
+    if len(batches) > 1:
+        evaluate(batches[:1])
+        batches = batches[1:]
+    start = clock()
+    evaluate(batches)
+    return (clock() - start) / len(batches)
 
 
 class FirstWindows:
