@@ -400,6 +400,11 @@ BAD_CHECKPOINTS = {
         "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (dropout.variational='yes' must "
         "be true or false)",
     ),
+    "lr_not_a_number": (
+        lambda c: nested(c, "optim", "lr", "1.0"),
+        "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (optim.lr='1.0' must be a number "
+        "> 0",
+    ),
     "vocab_size_not_a_number": (
         lambda c: c.update(hyper_parameters=dict(c["hyper_parameters"], vocab_size="42")),
         "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (vocab_size='42' must be an "

@@ -8,7 +8,7 @@ import torch
 
 from rnnreg.errors import CheckpointError, first_line
 from rnnreg.model import LSTMLanguageModel, build_net
-from rnnreg.schema import Dropout, Model, Rule, check_value, group_problem, shown_from_file
+from rnnreg.schema import Dropout, Model, Optim, Rule, check_value, group_problem, shown_from_file
 
 VOCAB_SIZE = Rule("int", lo=1)
 
@@ -20,7 +20,9 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
     Without Lightning, for rnnreg-generate. `source` names the file in the errors."""
     try:
         hparams = checkpoint["hyper_parameters"]
-        problem = hyper_parameters_problem(hparams["vocab_size"], hparams["model"], hparams["dropout"])
+        problem = hyper_parameters_problem(
+            hparams["vocab_size"], hparams["model"], hparams["dropout"], hparams.get("optim", {})
+        )
         if problem:  # the schema's line, not Python's own words from inside the model's constructor
             raise not_written_by_train(source, f"its hyper_parameters are not valid ({problem})")
         net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
@@ -56,12 +58,14 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
     return net
 
 
-def hyper_parameters_problem(vocab_size, model, dropout) -> str | None:
-    """The first of a checkpoint's hyper_parameters the config schema refuses (as a command line's), else None."""
+def hyper_parameters_problem(vocab_size, model, dropout, optim) -> str | None:
+    """The first of a checkpoint's hyper_parameters the config schema refuses (as a command line's), else None.
+    (`optim` holds the clip too, which the schema's optim group does not: keys it does not know are not checked.)"""
     problem = check_value(vocab_size, VOCAB_SIZE)
     if problem:
         return f"vocab_size={shown_from_file(vocab_size)} {problem}"
-    return group_problem(model, Model, "model") or group_problem(dropout, Dropout, "dropout")
+    groups = ((model, Model, "model"), (dropout, Dropout, "dropout"), (optim, Optim, "optim"))
+    return next((p for p in (group_problem(*group) for group in groups) if p), None)
 
 
 def state_mismatch(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> str | None:
