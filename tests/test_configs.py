@@ -221,7 +221,7 @@ def test_paper_recipe_carries_data_and_trainer_overrides(tiny_corpus):
 def test_the_run_plan_names_each_dropout_sites_own_rate(tiny_cfg, overrides, says):
     _, task, trainer = build(tiny_cfg(*overrides))
     assert (
-        RunPlan("paper_small", warmup_windows=2, measure_windows=10, cpu_hint_minutes=30)
+        RunPlan("paper_small", warmup_windows=2, measure_windows=10, cpu_hint_minutes=30, tested=True)
         .describe(trainer, task)
         .endswith(says)
     )

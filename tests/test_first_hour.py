@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from omegaconf.errors import MissingMandatoryValue
 
 import rnnreg
@@ -80,6 +81,43 @@ def test_the_estimate_covers_every_planned_epoch(tiny_cfg, monkeypatch):
     ((per_window, windows, epochs, val, val_every, epoch, done),) = asked
     assert (windows, epochs, val_every, epoch, done) == (13, 3, 1, 0, 0) and per_window > 0
     assert val > 0  # each epoch's validation pass, estimated from the training speed per word
+
+
+@pytest.mark.parametrize("tested", [True, False])
+def test_the_estimate_holds_the_final_test_timed_on_validation_windows(tiny_cfg, monkeypatch, tested):
+    """With a final test (test=true) the run plan's estimate holds it: each protocol's test windows (one stream,
+    then data.batch_size streams; trainer.limit_test_batches applied) at what one window takes at its streams,
+    timed on the validation split's windows there (here 1 s a window timed: the count of windows); test=false:
+    no test in it."""
+    import rnnreg.timing
+    from rnnreg.callbacks import RunPlan
+    from rnnreg.data import batchify
+    from rnnreg.training import build
+
+    timed = []
+
+    def one_second_a_window(evaluate, windows, clock, measure=2):
+        timed.append(windows)
+        evaluate([windows[0]])  # the run's network evaluates the window
+        return 1.0
+
+    monkeypatch.setattr(rnnreg.timing, "seconds_per_eval_window", one_second_a_window)
+    budget = ("trainer.max_epochs=1", "trainer.limit_train_batches=13", "data.eval_bptt=7")
+    cfg = tiny_cfg(*budget, "trainer.limit_test_batches=30", f"test={str(tested).lower()}")
+    datamodule, task, trainer = build(cfg)
+    trainer.fit(task, datamodule=datamodule)
+    (plan,) = [c for c in trainer.callbacks if isinstance(c, RunPlan)]
+    ids = datamodule.load().ids
+    if not tested:
+        assert timed == [] and plan.message.endswith(")") and " test" not in plan.message.splitlines()[-1]
+        return
+    streams = (cfg.data.test_batch_size, cfg.data.batch_size)
+    counts = [math.ceil((ids["test"].numel() // b - 1) / 7) for b in streams]  # the last partial window kept
+    assert counts[0] > 30 >= counts[1] > 1  # trainer.limit_test_batches cuts the one-stream protocol only
+    assert plan.message.splitlines()[-1].endswith(f" + test {format_duration(30 + counts[1])})"), plan.message
+    assert [w.bptt for w in timed] == [7, 7]
+    for windows, b in zip(timed, streams):
+        assert torch.equal(windows.streams, batchify(ids["valid"], b))
 
 
 def test_the_plan_counts_the_epochs_a_step_limit_leaves():

@@ -1450,6 +1450,7 @@ def test_a_groups_test_estimate_counts_each_protocols_windows_timed_on_validatio
     """The test's estimate: each protocol's test windows (one stream, then data.batch_size streams; at most
     trainer.limit_test_batches) times what one window takes at its streams, timed on the validation split's
     windows at those streams (the test's own windows are not read before the test): here 1 s a window timed."""
+    import rnnreg.timing
     from rnnreg.data import batchify
 
     jobs = group_jobs_here(
@@ -1463,7 +1464,7 @@ def test_a_groups_test_estimate_counts_each_protocols_windows_timed_on_validatio
         evaluate([windows[0]])  # the group's evaluation of the window runs (every member's NLL)
         return 1.0
 
-    monkeypatch.setattr(stacked_train, "seconds_per_eval_window", one_second_a_window)
+    monkeypatch.setattr(rnnreg.timing, "seconds_per_eval_window", one_second_a_window)
     ids = trainer.datamodule.load().ids
     streams = (trainer.cfg.data.test_batch_size, trainer.cfg.data.batch_size)
     assert streams == (1, 4)

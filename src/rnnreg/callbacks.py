@@ -22,6 +22,7 @@ from rnnreg.timing import (
     device_clock,
     estimate_run_seconds,
     median_step_words_per_second,
+    test_seconds,
 )
 from rnnreg.training_signals import divergence_message
 
@@ -221,17 +222,43 @@ def run_seconds_left(trainer, speed: SpeedMonitor) -> float | None:
     return train + val
 
 
+def final_test_seconds(trainer, pl_module) -> float | None:
+    """The final test's seconds (rnnreg.timing.test_seconds) on the run's network as its test step runs it; None
+    for a datamodule that is not an LMDataModule. A host sync on CUDA."""
+    from rnnreg.model import mean_nll
+
+    data, net, device = trainer.datamodule, pl_module.net, pl_module.device
+    if data is None or not all(hasattr(data, a) for a in ("streams", "eval_bptt", "test_batch_size", "batch_size")):
+        return None
+
+    @torch.no_grad()
+    def evaluate(batches) -> None:
+        training, state = net.training, None
+        net.eval()
+        with trainer.precision_plugin.forward_context():
+            for x, y in batches:
+                logits, state = net(x.to(device), state)
+                mean_nll(logits, y.to(device))
+        net.train(training)
+
+    return test_seconds(data, trainer.limit_test_batches, evaluate, lambda: device_clock(device))
+
+
 class RunPlan(L.Callback):
     """Says up front what will run and for how long: when training starts, the experiment, model, device and
     number of windows; after the first `measure_windows` windows past `warmup_windows` (graph capture and
-    warm-up), the measured seconds per window and the whole run's estimated time. On a CPU, when that is
-    over `cpu_hint_minutes`, a hint to the CPU-sized experiments. Logged once, on rank 0 (train.log too)."""
+    warm-up), the measured seconds per window and the whole run's estimated time (with `tested`, the final
+    test's too, measured on a few validation windows). On a CPU, when that is over `cpu_hint_minutes`, a hint to
+    the CPU-sized experiments. Logged once, on rank 0 (train.log too)."""
 
-    def __init__(self, experiment: str, *, warmup_windows: int, measure_windows: int, cpu_hint_minutes: float) -> None:
+    def __init__(
+        self, experiment: str, *, warmup_windows: int, measure_windows: int, cpu_hint_minutes: float, tested: bool
+    ) -> None:
         # (no defaults: conf/callbacks/default.yaml holds them)
         self.experiment = experiment
         self.warmup_windows, self.measure_windows = warmup_windows, measure_windows
         self.cpu_hint_minutes = cpu_hint_minutes
+        self.tested = tested
         self.timer: FirstWindows | None = None
         self.done = False
         self.message = ""  # the estimate block, once logged
@@ -293,6 +320,12 @@ class RunPlan(L.Callback):
         train, val = estimate_run_seconds(
             seconds_per_window, windows, epochs, val, trainer.check_val_every_n_epoch or 1, epoch, done
         )
+        test = final_test_seconds(trainer, pl_module) if self.tested else None
+        parts = f"training {format_duration(train)} + validation {format_duration(val)}"
+        if test is not None:
+            parts += f" + test {format_duration(test)}"
+        elif self.tested:
+            parts += "; the final test comes on top"
         device = device_name(pl_module.device)
         lines = [
             f"rnnreg: {self.describe(trainer, pl_module)}",
@@ -300,10 +333,10 @@ class RunPlan(L.Callback):
             f"  plan: {self.plan(trainer, epochs)}, validation every {every(trainer.check_val_every_n_epoch or 1)}",
             f"  measured: {seconds_per_window:.3g} s per window "
             f"(over {self.timer.timed} windows{self.timer.after_warmup})",
-            f"  estimated {'total' if fresh else 'time left'}: {format_duration(train + val)} "
-            f"(training {format_duration(train)} + validation {format_duration(val)}; the final test comes on top)",
+            f"  estimated {'total' if fresh else 'time left'}: {format_duration(train + val + (test or 0.0))} "
+            f"({parts})",
         ]
-        if pl_module.device.type == "cpu" and train + val > self.cpu_hint_minutes * 60:
+        if pl_module.device.type == "cpu" and train + val + (test or 0.0) > self.cpu_hint_minutes * 60:
             lines.append(
                 "  hint: this is long for a CPU: try rnnreg-train experiment=smoke (1-2 min) or "
                 "experiment=paper_small (the paper's small model), or run on a GPU"

@@ -41,7 +41,7 @@ from rnnreg.stacked_resume import apply_group_state, group_done, group_state, re
 from rnnreg.stacked_settings import on_a_cpu, under_bf16_autocast
 from rnnreg.stacked_step import group_step
 from rnnreg.stacked_stop import Stopped, StopRequest, go_on_command
-from rnnreg.timing import device_clock, median_step_words_per_second, seconds_per_eval_window
+from rnnreg.timing import device_clock, median_step_words_per_second, test_seconds
 from rnnreg.training_signals import divergence_message
 
 if TYPE_CHECKING:
@@ -325,22 +325,15 @@ class GroupTrainer:
         return (total / tokens).exp().tolist()
 
     def time_test(self) -> float:
-        """The final test's seconds, estimated: each protocol's windows at what a few validation windows take at
-        its streams (the test's own windows stay unread until the test). A host sync on CUDA."""
-        from rnnreg.data import BPTTWindows, limit_batches
-
-        data, eval_bptt = self.cfg.data, self.datamodule.eval_bptt
+        """The final test's seconds (rnnreg.timing.test_seconds) on the members still running. A host sync on CUDA."""
         tested = [m.status != "failed" for m in self.members]
-        seconds = 0.0
-        for streams in (data.test_batch_size, data.batch_size):
-            test = BPTTWindows(self.datamodule.streams("test", streams), eval_bptt, False)
-            count = limit_batches(len(test), self.cfg.trainer.limit_test_batches)
-            valid, _ = self.windows("valid", streams, eval_bptt, False, None)
-            per_window = seconds_per_eval_window(
-                lambda batches: self.step.nll_sums(batches, tested), valid, lambda: device_clock(self.device)
-            )
-            seconds += count * per_window
-        return seconds
+        return test_seconds(
+            self.datamodule,
+            self.cfg.trainer.limit_test_batches,
+            lambda batches: self.step.nll_sums(batches, tested),
+            lambda: device_clock(self.device),
+            on_device=lambda streams: streams.to(self.device),  # as the group's own windows (self.windows)
+        )
 
     def host(self, tensor: torch.Tensor) -> torch.Tensor:
         """`tensor` on the host for a file: a copy where the writer writes later (self.writer.copies)."""

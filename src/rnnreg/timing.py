@@ -58,6 +58,22 @@ def seconds_per_eval_window(
     return (clock() - start) / len(batches)
 
 
+def test_seconds(datamodule, limit_test_batches, evaluate: Callable[[list], object], clock, on_device=None) -> float:
+    """The final test's seconds, estimated: each protocol's windows (datamodule.test_batch_size streams, the
+    paper's one, then datamodule.batch_size; `limit_test_batches` applied) at what a few validation windows take at
+    its streams (the test's own windows stay unread until the test). `evaluate(batches)`: a pass's forward over
+    them from zeros; `on_device`: moves a split's streams where `evaluate` wants them (None: as they are)."""
+    from rnnreg.data import BPTTWindows, limit_batches
+
+    seconds = 0.0
+    for streams in (datamodule.test_batch_size, datamodule.batch_size):
+        test = BPTTWindows(datamodule.streams("test", streams), datamodule.eval_bptt, False)
+        valid = datamodule.streams("valid", streams)
+        valid = BPTTWindows(valid if on_device is None else on_device(valid), datamodule.eval_bptt, False)
+        seconds += limit_batches(len(test), limit_test_batches) * seconds_per_eval_window(evaluate, valid, clock)
+    return seconds
+
+
 class FirstWindows:
     """Times a run's first `measure` windows after `warmup` (graph capture, first calls), once; an epoch that
     ends sooner is timed whole, from `begin`, warm-up included. `clock` waits for the device where it must.
