@@ -87,3 +87,43 @@ def test_early_stopping_stops_and_tests_the_best(tiny_cfg, tmp_path):
     dm, _, trainer = build(cfg)
     retest = trainer.test(best, datamodule=dm, verbose=False)
     assert metrics["test_ppl"] == retest[0]["test/ppl"]  # the test used the best checkpoint
+
+
+def test_layer_norm_lstm_computes_ba_et_als_equations(tiny_cfg):
+    """The layer-normalised step loop against its equations written out (Ba et al. 2016, as StepLSTM documents
+    them): per layer, LN_x(W_ih x + b_ih) + LN_h(W_hh h_{t-1} + b_hh) are the gates (i, f, g, o; no forget-gate
+    offset), c_t = sigmoid(f) c_{t-1} + sigmoid(i) tanh(g) is carried unnormalised and h_t = sigmoid(o) tanh(LN_c(c_t)).
+    The norms' gains and biases are moved off their initial 1 and 0, and the carried state is not zero, so each
+    term counts."""
+    _, task, _ = build(tiny_cfg("regularizer=layer_norm"))
+    net = task.net.eval()
+    lstm = net.lstm
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for norm in lstm.norms.modules():
+            if isinstance(norm, torch.nn.LayerNorm):
+                norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape, generator=gen))
+                norm.bias.copy_(0.5 * torch.randn(norm.bias.shape, generator=gen))
+    layers, units, steps, streams = lstm.num_layers, lstm.hidden_size, 6, 3
+    state = tuple(0.5 * torch.randn(layers, streams, units, generator=gen) for _ in range(2))
+    tokens = torch.randint(net.embedding.num_embeddings, (steps, streams), generator=gen)
+    with torch.no_grad():
+        logits, (h_end, c_end) = net(tokens, state)
+        x, hs, cs = net.embedding(tokens), [], []
+        for k in range(layers):
+            w_ih, w_hh, b_ih, b_hh = (
+                getattr(lstm, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
+            norm_x, norm_h, norm_c = lstm.norms[k]
+            h, c, outputs = state[0][k], state[1][k], []
+            for t in range(steps):
+                gates = norm_x(x[t] @ w_ih.T + b_ih) + norm_h(h @ w_hh.T + b_hh)
+                i, f, g, o = gates.chunk(4, -1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(norm_c(c))
+                outputs.append(h)
+            x = torch.stack(outputs)
+            hs.append(h)
+            cs.append(c)
+    torch.testing.assert_close(logits, net.decoder(x))
+    torch.testing.assert_close((h_end, c_end), (torch.stack(hs), torch.stack(cs)))
