@@ -55,6 +55,33 @@ def test_non_recurrent_path_meets_L_plus_1_masks_and_none_on_h(monkeypatch, laye
     assert rec.masks == []  # nothing ever multiplies h_{t-1}
 
 
+@pytest.mark.parametrize("lstm,sites", [("fused", 2), ("step", 3)])
+def test_non_recurrent_masks_are_fresh_at_every_step_and_drop_at_rate_p(monkeypatch, lstm, sites):
+    """The paper's masks on the non-recurrent connections are drawn anew at every time step: with the same token
+    at every step, each site's dropped units (an exact 0) differ from step to step; at p = 0.2 a fraction p of
+    them is dropped and the rest scaled by 1/(1 - p). The fused path's sites outside nn.LSTM (embedding output,
+    top output) and all L+1 on the step loop."""
+    p, steps = 0.2, 12
+    net = make("non_recurrent", p=p, lstm=lstm).train()
+    dropped, drop = [], model_module.drop
+
+    def recording_drop(x, rate, training, per_window):
+        out = drop(x, rate, training, per_window)
+        if training and rate:
+            dropped.append((x, out))
+        return out
+
+    monkeypatch.setattr(model_module, "drop", recording_drop)
+    net(torch.full((steps, 8), 5))
+    assert len(dropped) == sites
+    for x, out in dropped:
+        zeros = out == 0
+        assert not (x == 0).any()
+        assert all(not torch.equal(zeros[0], zeros[t]) for t in range(1, steps))  # a new mask every step
+        assert zeros.float().mean().item() == pytest.approx(p, abs=0.06)
+        torch.testing.assert_close(out[~zeros], x[~zeros] / (1 - p))
+
+
 def test_non_recurrent_fused_path_keeps_the_recurrence_clean():
     """On the fused path, a different random stream changes the outputs but, with between-layer
     dropout off, never the recurrence of layer 1: its state only sees the (fixed) input."""
