@@ -114,8 +114,10 @@ def test_non_recurrent_fused_path_drops_between_layers():
     assert torch.equal(net(x)[0], net(x)[0])
 
 
-def test_recurrent_masks_h_with_a_fresh_mask_every_step(monkeypatch):
-    net = make("recurrent").train()
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer_norm"])
+def test_recurrent_masks_h_with_a_fresh_mask_every_step(monkeypatch, layer_norm):
+    """On the step loop and on layer norm's (autograd) one."""
+    net = make("recurrent", layer_norm=layer_norm).train()
     assert not net.fused
     rec = Recorder(monkeypatch)
     steps = 6
