@@ -148,14 +148,20 @@ def test_variational_mask_fixed_within_a_window_new_across_windows(monkeypatch, 
     assert not torch.equal(recurrent[0], [m for m in rec.masks if m.dim() == 2][0])  # new window, new mask
 
 
-def test_weight_drop_masks_W_hh_once_per_window_and_restores_it():
-    net = make("weight_drop", p=0.5).train()
-    plain = make("none")
+@pytest.mark.parametrize("lstm", ["fused", "step"])
+def test_weight_drop_masks_W_hh_once_per_window_and_restores_it(lstm):
+    """On nn.LSTM and on the step loop (model.lstm=step, or with layer norm: StepLSTM takes the dropped W_hh as
+    an argument)."""
+    net = make("weight_drop", p=0.5, lstm=lstm).train()
+    plain = make("none", lstm=lstm)
     plain.load_state_dict(net.state_dict())
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x = torch.randint(V, (6, 2))
     net.dropout_input = net.dropout_output = 0.0
-    net.lstm.dropout = 0.0  # isolate the weight drop
+    if lstm == "fused":  # isolate the weight drop
+        net.lstm.dropout = 0.0
+    else:
+        net.lstm.between = 0.0
     out_a, _ = net(x)
     out_b, _ = net(x)
     assert not torch.equal(out_a, out_b)  # a new W_hh mask per window
