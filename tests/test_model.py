@@ -33,3 +33,22 @@ def test_bad_dropout_and_init_rejected():
         LSTMLanguageModel(10, 4, 2, 0.1, dropout_input=1.2)
     with pytest.raises(ValueError, match="model.init_scale=0 must be positive"):
         LSTMLanguageModel(10, 4, 2, 0)
+
+
+@pytest.mark.parametrize(
+    "argument,name",
+    [
+        ("dropout_input", "dropout.input"),
+        ("dropout_between", "dropout.between"),
+        ("dropout_output", "dropout.output"),
+        ("dropout_recurrent", "dropout.recurrent"),
+        ("weight_drop", "dropout.weight_drop"),
+        ("embedding_dropout", "dropout.embedding"),
+    ],
+)
+def test_a_rate_of_one_is_refused_by_the_model_itself(argument, name):
+    """p = 1 drops every unit and scales the rest by 1/(1 - p) = 1/0 (NaN training): the model refuses it for a
+    library user too, not only rnnreg-train's config checks; just below 1 is a rate."""
+    with pytest.raises(ValueError, match=rf"{name}=1.0 is outside \[0, 1\)"):
+        LSTMLanguageModel(10, 4, 2, 0.1, **{argument: 1.0})
+    LSTMLanguageModel(10, 4, 2, 0.1, **{argument: 0.99})
