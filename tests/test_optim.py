@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnreg.optim import ClippedSGD, clip_and_sgd_, one_member, paper_lr_factor
+from rnnreg.optim import ClippedSGD, clip_and_sgd_, one_member, paper_lr_factor, paper_optimizer
 
 
 def params_and_grads(seed: int = 0):
@@ -34,6 +34,27 @@ def test_clipped_sgd_computes_torch_clip_and_sgd(clip, lr, weight_decay, momentu
         norm = torch.nn.utils.clip_grad_norm_(theirs, clip)
         ref.step()
         torch.testing.assert_close(opt.grad_norm, norm)
+        for p, q in zip(ours, theirs):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_paper_optimizer_trains_with_every_optim_setting_and_the_papers_schedule():
+    """paper_optimizer (what a run trains with) from the optim config: each epoch's step is clip_grad_norm_ at
+    optim.clip, then torch.optim.SGD at optim.lr / decay^max(0, epoch - decay_start) (epochs from 1), with
+    optim.momentum and optim.weight_decay; every value differs from its default, so none may be dropped."""
+    optim = {"lr": 0.5, "clip": 0.3, "momentum": 0.9, "weight_decay": 0.05, "decay": 2.0, "decay_start": 2}
+    ours, theirs = ([p.clone().requires_grad_() for p in params_and_grads()[0]] for _ in range(2))
+    optimizer, schedule = paper_optimizer(ours, optim)
+    ref = torch.optim.SGD(theirs, lr=0.5, momentum=0.9, weight_decay=0.05)
+    for epoch, lr in enumerate([0.5, 0.5, 0.25, 0.125], start=1):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(lr), epoch
+        ref.param_groups[0]["lr"] = lr
+        for p, q, g in zip(ours, theirs, params_and_grads(epoch)[1]):
+            p.grad, q.grad = g.clone(), g.clone()
+        optimizer.step()
+        assert torch.nn.utils.clip_grad_norm_(theirs, 0.3) > 0.3  # clipped
+        ref.step()
+        schedule.step()  # once per epoch, as Lightning steps it
         for p, q in zip(ours, theirs):
             torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
 
