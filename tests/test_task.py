@@ -259,3 +259,23 @@ def test_words_per_second_is_every_epochs_words_over_every_epochs_training_time(
     assert len(seconds) == 3 and all(s > 0 for s in seconds)
     words = 3 * 5 * cfg.data.bptt * cfg.data.batch_size
     assert metrics["words_per_second"] == pytest.approx(words / sum(seconds), rel=1e-3, abs=0.1)
+
+
+def test_the_divergence_record_names_the_first_window_whose_loss_is_not_finite_or_above_max_nll():
+    """TrainingSignals (what both steps write, read at log intervals): a loss above MAX_NLL diverges as a
+    non-finite one does, one at MAX_NLL does not; the record keeps the first bad window and its loss however
+    many windows later it is read, and names it as the 1-based step of the epoch."""
+    from rnnreg.run_record import MAX_NLL
+    from rnnreg.training_signals import TrainingSignals, diverged
+
+    for loss, bad in ((MAX_NLL, False), (MAX_NLL + 1, True), (float("inf"), True), (float("nan"), True), (5.0, False)):
+        assert diverged(loss) == bad, loss
+        assert bool(diverged(torch.tensor(loss))) == bad, loss
+    signals = TrainingSignals()
+    for batch_idx, loss in enumerate([5.0, MAX_NLL, 4.0]):
+        signals.record(torch.tensor(loss))
+        assert signals.divergence(batch_idx) is None
+    for loss in (MAX_NLL + 50, float("nan"), 3.0, float("inf")):  # the 4th window of the epoch goes bad, and on
+        signals.record(torch.tensor(loss))
+    assert signals.divergence(batch_idx=6) == (4, MAX_NLL + 50)
+    assert float(signals.loss) == float("inf")  # the latest window's loss
