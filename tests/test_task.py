@@ -131,6 +131,27 @@ def test_hidden_state_is_carried_between_windows():
     torch.testing.assert_close(carried, expected[0])
 
 
+def test_the_training_step_starts_from_the_previous_windows_state():
+    """The second window's objective and gradients are those of the net run from the first window's final (h, c),
+    not from zeros; its gradients stop at the window boundary (the first window's graph is not needed)."""
+    task = tiny_task()
+    x, y = torch.randint(30, (10, 3)), torch.randint(30, (10, 3))
+    task.training_step((x[:5], y[:5]), 0)
+    loss = task.training_step((x[5:], y[5:]), 1)
+    task.zero_grad()
+    loss.backward()
+    ours = [p.grad.clone() for p in task.parameters()]
+    task.zero_grad()
+    _, state = task.net(x[:5])
+    logits, _ = task.net(x[5:], state)
+    expected = 5 * F.cross_entropy(logits.view(-1, 30), y[5:].reshape(-1))
+    zeros = 5 * F.cross_entropy(task.net(x[5:])[0].view(-1, 30), y[5:].reshape(-1))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and loss.item() != pytest.approx(zeros.item())
+    expected.backward()
+    for a, p in zip(ours, task.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_state_reset_per_epoch_and_split(tiny_cfg):
     cfg = tiny_cfg(
         "trainer.max_epochs=2",
