@@ -111,6 +111,32 @@ def test_trainer_applies_schedule_per_epoch(tiny_cfg, fast_step):
     assert record.moved == pytest.approx([0.001 * lr for lr in record.lrs], rel=1e-4)
 
 
+@pytest.mark.parametrize("fast_step", [False, True])
+def test_the_lr_changes_between_epochs_never_inside_one(tiny_cfg, fast_step):
+    """Every window of epoch e trains at lr 1 / 2^max(0, e - 1) (optim.decay=2, optim.decay_start=1): the schedule
+    steps once per epoch, however many windows the epoch has (Lightning's step and the fast step's own)."""
+    cfg = tiny_cfg(
+        "trainer.max_epochs=2",
+        "optim.decay_start=1",
+        "optim.decay=2",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        f"speed.fast_step={str(fast_step).lower()}",
+    )
+    dm, task, trainer = build(cfg)
+    lrs = []
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer.callbacks.append(Probe())
+    trainer.fit(task, datamodule=dm)
+    assert task.fast_step_on == fast_step
+    assert lrs == pytest.approx([1.0] * 3 + [0.5] * 3)
+
+
 def test_hidden_state_is_carried_between_windows():
     """Two windows with the carried state compute exactly what one long window computes."""
     task = tiny_task().eval()
