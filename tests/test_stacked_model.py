@@ -276,6 +276,29 @@ def test_layer_function_under_fp16_autocast_sums_the_weight_gradient_in_float32(
     assert weight.grad.abs().max() > 65504, weight.grad.abs().max()
 
 
+def test_layer_function_under_fp16_autocast_runs_its_gemms_in_fp16():
+    """trainer.precision=16-mixed: the recurrent GEMMs in autocast's dtype, fp16 (not bf16, which a GPU without it
+    would emulate), the cell in float32: the outputs are those of fp16 GEMMs to float32 rounding, and bf16's are
+    further off than that."""
+    gen = torch.Generator().manual_seed(6)
+    steps, streams, units = 6, 4, 8
+    gates_x = torch.randn(steps, streams, 4 * units, generator=gen)
+    h0, c0 = torch.randn(streams, units, generator=gen), torch.randn(streams, units, generator=gen)
+    weight = torch.randn(4 * units, units, generator=gen) * 0.3
+    with torch.autocast("cpu", dtype=torch.float16):
+        outputs, h_end, c_end = LSTMLayerFunction.apply(gates_x, h0, c0, weight, None)
+
+    def reference(dtype):
+        h, c, hs = h0, c0, []
+        for t in range(steps):
+            h, c = model_module.lstm_cell(gates_x[t] + torch.matmul(h.to(dtype), weight.to(dtype).mT).float(), c)
+            hs.append(h)
+        return torch.stack(hs), h, c
+
+    torch.testing.assert_close((outputs, h_end, c_end), reference(torch.float16), rtol=1e-5, atol=1e-6)
+    assert (outputs - reference(torch.bfloat16)[0]).abs().max() > 1e-4
+
+
 def test_layer_function_under_bf16_autocast_computes_the_weight_gradient_in_one_bf16_gemm():
     """trainer.precision=bf16-mixed: W_hh's window gradient is one bf16 GEMM, as autocast computes a weight's
     gradient in F.linear (fp16 sums it in float32: the test above), handed back as float32: bf16's values. In
