@@ -422,7 +422,7 @@ def check_value(value: Any, r: Rule) -> str | None:
 
 def group_problem(values: Any, schema: type, name: str) -> str | None:
     """What is wrong with a plain mapping that holds config group `name` (a checkpoint's hyper_parameters'
-    model or dropout), as 'name.key=value must be ...', else None. Keys it lacks or `schema` does not know are
+    model, dropout or optim), as 'name.key=value must be ...', else None. Keys it lacks or `schema` does not know are
     not checked here: a checkpoint of another version says so where its model is built. A string is shown
     quoted (a file's "42" is not the number 42)."""
     if not isinstance(values, Mapping):
