@@ -263,6 +263,34 @@ def test_progress_bar_eta_counts_only_the_validations_that_will_run(tiny_cfg):
         assert metrics["run ETA"] == format_duration(left)
 
 
+def test_progress_bar_eta_holds_the_final_test_once_the_plan_has_measured_it(tiny_cfg, monkeypatch):
+    """With a final test, the bar's run ETA adds the test's seconds the run plan measured with its estimate
+    (here 1 s a test window: the count of test windows), from the window the plan measured it at on."""
+    import rnnreg.timing
+    from rnnreg.callbacks import RunPlan
+    from rnnreg.training import build
+
+    monkeypatch.setattr(rnnreg.timing, "seconds_per_eval_window", lambda *args, **kwargs: 1.0)
+    budget = (
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=14",
+        "trainer.limit_test_batches=3",
+        "data.eval_bptt=7",
+    )
+    datamodule, task, trainer = build(tiny_cfg(*budget, "callbacks.run_plan.measure_windows=4"))
+    reader = ReadBar(LMProgressBar(refresh_rate=1))
+    trainer.callbacks.append(reader)
+    trainer.fit(task, datamodule=datamodule)
+    (plan,) = [c for c in trainer.callbacks if isinstance(c, RunPlan)]
+    assert plan.test_seconds == 3 + 3  # both protocols, at most 3 windows each
+    tests = {}  # what the ETA holds beyond the training and validation left, window by window
+    for epoch, i, _, left, per_window, val in reader.shown:
+        if left is not None:
+            tests[epoch, i] = round(left - (2 * 14 - (epoch * 14 + i + 1)) * per_window - (2 - epoch) * val, 6)
+    # nothing before the plan's windows (2 of warm-up + 4 timed: window 6, i 5) are done, the test's 6 s from then on
+    assert tests == {(e, i): 6.0 if (e, i) >= (0, 5) else 0.0 for e, i in tests} and 0.0 in tests.values(), tests
+
+
 def test_progress_bar_perplexity_is_the_exponential_of_its_loss(tiny_cfg):
     """The bar's ppl is exp(loss) of the loss it shows beside it (the mean NLL per word of the latest window)."""
     from rnnreg.training import build

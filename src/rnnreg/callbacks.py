@@ -206,7 +206,8 @@ def validation_seconds(trainer, speed: SpeedMonitor, seconds_per_window: float) 
 
 
 def run_seconds_left(trainer, speed: SpeedMonitor) -> float | None:
-    """The whole run's remaining seconds (training and validation), or None before any measurement."""
+    """The whole run's remaining seconds (training and validation, and the final test once the run plan has
+    measured it), or None before any measurement."""
     per_window, epochs, windows = speed.seconds_per_window, planned_epochs(trainer), trainer.num_training_batches
     if per_window is None or epochs is None or not windows or not math.isfinite(windows):
         return None
@@ -219,7 +220,9 @@ def run_seconds_left(trainer, speed: SpeedMonitor) -> float | None:
         trainer.current_epoch,
         speed.epoch_windows,
     )
-    return train + val
+    plan = next((c for c in trainer.callbacks if isinstance(c, RunPlan)), None)
+    test = plan.test_seconds if plan is not None and plan.test_seconds is not None else 0.0
+    return train + val + test
 
 
 def final_test_seconds(trainer, pl_module) -> float | None:
@@ -259,6 +262,7 @@ class RunPlan(L.Callback):
         self.warmup_windows, self.measure_windows = warmup_windows, measure_windows
         self.cpu_hint_minutes = cpu_hint_minutes
         self.tested = tested
+        self.test_seconds: float | None = None  # the final test's, measured with the estimate
         self.timer: FirstWindows | None = None
         self.done = False
         self.message = ""  # the estimate block, once logged
@@ -320,7 +324,7 @@ class RunPlan(L.Callback):
         train, val = estimate_run_seconds(
             seconds_per_window, windows, epochs, val, trainer.check_val_every_n_epoch or 1, epoch, done
         )
-        test = final_test_seconds(trainer, pl_module) if self.tested else None
+        test = self.test_seconds = final_test_seconds(trainer, pl_module) if self.tested else None
         parts = f"training {format_duration(train)} + validation {format_duration(val)}"
         if test is not None:
             parts += f" + test {format_duration(test)}"
