@@ -226,12 +226,12 @@ def run_seconds_left(trainer, speed: SpeedMonitor) -> float | None:
 
 
 def final_test_seconds(trainer, pl_module) -> float | None:
-    """The final test's seconds (rnnreg.timing.test_seconds) on the run's network as its test step runs it; None
-    for a datamodule that is not an LMDataModule. A host sync on CUDA."""
-    from rnnreg.model import mean_nll
+    """The final test's seconds (rnnreg.timing.test_seconds), its windows run through the task's own evaluation
+    step; None for a datamodule that is not an LMDataModule. A host sync on CUDA."""
+    from rnnreg.data import LMDataModule
 
     data, net, device = trainer.datamodule, pl_module.net, pl_module.device
-    if data is None or not all(hasattr(data, a) for a in ("streams", "eval_bptt", "test_batch_size", "batch_size")):
+    if not isinstance(data, LMDataModule):
         return None
 
     @torch.no_grad()
@@ -240,8 +240,7 @@ def final_test_seconds(trainer, pl_module) -> float | None:
         net.eval()
         with trainer.precision_plugin.forward_context():
             for x, y in batches:
-                logits, state = net(x.to(device), state)
-                mean_nll(logits, y.to(device))
+                _, state = pl_module.window_nll((x.to(device), y.to(device)), state)
         net.train(training)
 
     return test_seconds(data, trainer.limit_test_batches, evaluate, lambda: device_clock(device))
