@@ -21,8 +21,8 @@ from rnnreg.timing import (
     FirstWindows,
     device_clock,
     estimate_run_seconds,
+    estimated_test_seconds,
     median_step_words_per_second,
-    test_seconds,
 )
 from rnnreg.training_signals import divergence_message
 
@@ -226,8 +226,8 @@ def run_seconds_left(trainer, speed: SpeedMonitor) -> float | None:
 
 
 def final_test_seconds(trainer, pl_module) -> float | None:
-    """The final test's seconds (rnnreg.timing.test_seconds), its windows run through the task's own evaluation
-    step; None for a datamodule that is not an LMDataModule. A host sync on CUDA."""
+    """The final test's seconds (rnnreg.timing.estimated_test_seconds), its windows run through the task's own
+    evaluation step; None for a datamodule that is not an LMDataModule. A host sync on CUDA."""
     from rnnreg.data import LMDataModule
 
     data, net, device = trainer.datamodule, pl_module.net, pl_module.device
@@ -243,7 +243,7 @@ def final_test_seconds(trainer, pl_module) -> float | None:
                 _, state = pl_module.window_nll((x.to(device), y.to(device)), state)
         net.train(training)
 
-    return test_seconds(data, trainer.limit_test_batches, evaluate, lambda: device_clock(device))
+    return estimated_test_seconds(data, trainer.limit_test_batches, evaluate, lambda: device_clock(device))
 
 
 class RunPlan(L.Callback):

@@ -41,7 +41,7 @@ from rnnreg.stacked_resume import apply_group_state, group_done, group_state, re
 from rnnreg.stacked_settings import on_a_cpu, under_bf16_autocast
 from rnnreg.stacked_step import group_step
 from rnnreg.stacked_stop import Stopped, StopRequest, go_on_command
-from rnnreg.timing import device_clock, median_step_words_per_second, test_seconds
+from rnnreg.timing import device_clock, estimated_test_seconds, median_step_words_per_second
 from rnnreg.training_signals import divergence_message
 
 if TYPE_CHECKING:
@@ -325,9 +325,10 @@ class GroupTrainer:
         return (total / tokens).exp().tolist()
 
     def time_test(self) -> float:
-        """The final test's seconds (rnnreg.timing.test_seconds) on the members still running. A host sync on CUDA."""
+        """The final test's seconds (rnnreg.timing.estimated_test_seconds) on the members still running. A host sync
+        on CUDA."""
         tested = [m.status != "failed" for m in self.members]
-        return test_seconds(
+        return estimated_test_seconds(
             self.datamodule,
             self.cfg.trainer.limit_test_batches,
             lambda batches: self.step.nll_sums(batches, tested),

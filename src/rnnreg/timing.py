@@ -58,7 +58,9 @@ def seconds_per_eval_window(
     return (clock() - start) / len(batches)
 
 
-def test_seconds(datamodule, limit_test_batches, evaluate: Callable[[list], object], clock, on_device=None) -> float:
+def estimated_test_seconds(
+    datamodule, limit_test_batches, evaluate: Callable[[list], object], clock, on_device=None
+) -> float:
     """The final test's seconds, estimated: each protocol's windows (datamodule.test_batch_size streams, the
     paper's one, then datamodule.batch_size; `limit_test_batches` applied) at what a few validation windows take at
     its streams (the test's own windows stay unread until the test). `evaluate(batches)`: a pass's forward over
