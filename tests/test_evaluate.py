@@ -24,6 +24,7 @@ from rnnreg.command_line import check_run_dir_free
 from rnnreg.errors import CheckpointError, ConfigError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
+from rnnreg.model import cpu_runs_fused_lstm_in_bf16
 from rnnreg.run_lock import earlier_results
 from rnnreg.train import train
 
@@ -440,6 +441,19 @@ def test_a_damaged_or_foreign_checkpoint_is_refused_by_eval_and_generate(checkpo
     with pytest.raises(CheckpointError) as refused:
         evaluate(cfg)
     assert str(refused.value).startswith(f"{path} {message}")
+    assert not os.path.exists(f"{cfg.paths.output_dir}/metrics.json")
+
+
+def test_eval_under_bf16_of_a_fused_model_is_refused_on_a_cpu_without_a_bf16_lstm(checkpoints):
+    """rnnreg-eval trainer.precision=bf16-mixed of a checkpoint whose LSTM is nn.LSTM: where this CPU's oneDNN has
+    no bf16 LSTM (AVX2 alone), one line before any window, nothing written; elsewhere it evaluates."""
+    corpus, (a, _), root = checkpoints
+    cfg = eval_cfg(corpus, root, a, "trainer.precision=bf16-mixed")
+    if cpu_runs_fused_lstm_in_bf16():
+        assert math.isfinite(evaluate(cfg)["test_ppl"])
+        return
+    with pytest.raises(ConfigError, match=r"^trainer.precision=bf16-mixed runs the fused LSTM .*: use trainer.prec"):
+        evaluate(cfg)
     assert not os.path.exists(f"{cfg.paths.output_dir}/metrics.json")
 
 

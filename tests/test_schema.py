@@ -5,6 +5,7 @@ and a few real console-script runs stopping with one line, exit 2 and no folder 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -20,11 +21,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from helpers import BIN, TINY
+from helpers import BIN, TINY, run
 from rnnreg import CONF_DIR
 from rnnreg.command_line import MAX_JOBS_CHECKED, _product, check_job, validate_args
 from rnnreg.data import smallest_fraction
 from rnnreg.errors import CheckpointError, ConfigError, DataError
+from rnnreg.model import cpu_runs_fused_lstm_in_bf16
 from rnnreg.schema import SCHEMAS, Rule, rules
 from rnnreg.train import train
 
@@ -516,3 +518,55 @@ def test_a_file_that_is_no_rnnreg_checkpoint_writes_nothing_in_the_run_folder(ti
         train(tiny_cfg(f"ckpt_path={fake_checkpoint()}", "logger=csv"))
     run = tmp_path / "run"
     assert not run.exists() or not [p for p in run.rglob("*") if p.is_file()], list(run.rglob("*"))
+
+
+def test_bf16_autocast_of_the_fused_lstm_is_refused_on_a_cpu_without_a_bf16_lstm_and_taken_elsewhere():
+    """oneDNN's bf16 LSTM needs AVX512-BF16 or AMX: on a CPU with AVX2 alone nn.LSTM under bf16 autocast stopped at
+    its first window with oneDNN's words and a traceback. There the command is refused in one line before anything
+    runs; where the CPU has one it is taken. The step loop, and float32, run on any CPU."""
+    lstm = torch.nn.LSTM(200, 200, 2)  # the paper's small model's LSTM, at its batch
+    try:
+        with torch.autocast("cpu", torch.bfloat16):
+            lstm(torch.zeros(35, 20, 200))
+        runs = True
+    except RuntimeError as err:
+        assert "primitive descriptor" in str(err)  # oneDNN's words, not another failure
+        runs = False
+    assert cpu_runs_fused_lstm_in_bf16() == runs  # the probe's small LSTM answers for the paper's
+    args = ["experiment=paper_small", "trainer.accelerator=cpu", "trainer.precision=bf16-mixed"]
+    if runs:
+        assert validate_args("train", args) == 1
+    else:
+        refusal = (
+            r"^trainer.precision=bf16-mixed runs the fused LSTM \(nn.LSTM\) in bf16 on oneDNN, which this CPU cannot "
+            r"\(it needs AVX512-BF16 or AMX\): use trainer.precision=32-true, or model.lstm=step .*\)$"
+        )
+        with pytest.raises(ConfigError, match=refusal):
+            validate_args("train", args)
+        with pytest.raises(ConfigError, match=refusal[:-3] + r".*\(sweep job seed=1\)$"):
+            validate_args("train", ["-m", *args, "seed=1,2", "hydra/launcher=stacked"])
+    for taken in (
+        ["model.lstm=step"],
+        ["dropout=recurrent", "dropout.p=0.3"],
+        ["regularizer=layer_norm"],
+        ["trainer.precision=32"],
+    ):
+        assert validate_args("train", [*args, *taken]) == 1, taken
+
+
+def test_a_bf16_run_on_this_cpu_trains_or_is_refused_before_it_makes_anything(tiny_corpus, tmp_path):
+    """rnnreg-train under bf16 autocast, a real process: the step loop trains on any CPU; the fused LSTM trains
+    where oneDNN has a bf16 LSTM, and elsewhere exits 2 with one line and no run folder."""
+    cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    cli += ["trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.precision=bf16-mixed"]
+    step = run("rnnreg-train", *cli, "model.lstm=step", f"hydra.run.dir={tmp_path / 'step'}", check=False)
+    assert step.returncode == 0, step.stderr[-2000:]
+    assert json.loads((tmp_path / "step" / "metrics.json").read_text())["status"] == "completed"
+    fused = run("rnnreg-train", *cli, f"hydra.run.dir={tmp_path / 'fused'}", check=False)
+    if cpu_runs_fused_lstm_in_bf16():
+        assert fused.returncode == 0, fused.stderr[-2000:]
+    else:
+        assert fused.returncode == 2 and "Traceback" not in fused.stderr
+        (line,) = fused.stderr.strip().splitlines()
+        assert line.startswith("error: trainer.precision=bf16-mixed runs the fused LSTM (nn.LSTM) in bf16 on oneDNN")
+        assert not (tmp_path / "fused").exists()

@@ -41,7 +41,7 @@ from rnnreg.console import cpu_model
 from rnnreg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.member_checkpoint import member_checkpoint
-from rnnreg.model import net_kwargs
+from rnnreg.model import cpu_runs_fused_lstm_in_bf16, net_kwargs
 from rnnreg.run_record import STOPPED_BY
 from rnnreg.schema import trainer_arguments, trainer_precision
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
@@ -1252,6 +1252,10 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
     for tag in member.keys() - {"train/epoch_seconds", "train/words_per_sec"}:
         assert member[tag] == single[tag], tag
     assert [step for step, _ in member["train/epoch_seconds"]] == [step for step, _ in single["train/epoch_seconds"]]
+    # every logger records its job's hyperparameters: the config, then the task's (but for where it writes)
+    for name in ("csv/hparams.yaml", "tensorboard/hparams.yaml"):
+        hparams = [(sweep / str(index) / name).read_text().replace(str(sweep), "") for sweep in (stacked, alone)]
+        assert hparams[0] == hparams[1] and "vocab_size: " in hparams[0], name
 
     # its config tree: its job's, but for where it writes (the config's output_dir, under the other sweep folder)
     def tree(sweep: Path) -> str:  # (rich pads and wraps its lines at the console's width: long paths wrap)
@@ -1268,6 +1272,9 @@ def test_member_equals_its_job_run_alone(stacked, alone, index):
 
 
 BF16 = "trainer.precision=bf16-mixed"
+# the jobs under bf16 autocast; where this CPU's oneDNN has no bf16 LSTM (rnnreg.model.cpu_runs_fused_lstm_in_bf16:
+# AVX2 alone), every member on the step loop, which runs under bf16 autocast on any CPU
+BF16_JOBS = [BF16, *([] if cpu_runs_fused_lstm_in_bf16() else ["model.lstm=step"])]
 
 
 @pytest.fixture(scope="module")
@@ -1275,7 +1282,9 @@ def stacked_bf16(setup) -> Path:
     """The good jobs under bf16 autocast as one stacked group (on this CPU: the members in turn)."""
     sweep = setup.root / "stacked_bf16"
     members = f"+member={','.join(GOOD)}"
-    proc = run("rnnreg-train", "-m", *setup.cli, BF16, "hydra/launcher=stacked", members, f"hydra.sweep.dir={sweep}")
+    proc = run(
+        "rnnreg-train", "-m", *setup.cli, *BF16_JOBS, "hydra/launcher=stacked", members, f"hydra.sweep.dir={sweep}"
+    )
     assert "group 0: jobs [0, 1, 2, 3], 4 members, 2 x 16 LSTM, batch 4 x bptt 5, bf16 autocast\n" in proc.stdout
     return sweep
 
@@ -1284,7 +1293,7 @@ def stacked_bf16(setup) -> Path:
 def alone_bf16(setup) -> Path:
     """The same jobs under bf16 autocast, each run alone by the basic launcher."""
     sweep = setup.root / "alone_bf16"
-    run("rnnreg-train", "-m", *setup.cli, BF16, f"+member={','.join(GOOD)}", f"hydra.sweep.dir={sweep}")
+    run("rnnreg-train", "-m", *setup.cli, *BF16_JOBS, f"+member={','.join(GOOD)}", f"hydra.sweep.dir={sweep}")
     return sweep
 
 
@@ -1553,10 +1562,20 @@ def test_diverged_member_fails_alone(stacked, setup, tmp_path):
     failed = metrics(stacked / "4")
     assert failed["status"] == "failed" and failed["error"].startswith("training loss became")
     assert all(metrics(stacked / str(i))["status"] == "completed" for i in range(4))  # and are their runs alone
-    alone = run("rnnreg-train", *setup.cli, "+member=diverge", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    single = tmp_path / "run"
+    alone = run("rnnreg-train", *with_tensorboard(setup.cli), "+member=diverge", f"hydra.run.dir={single}", check=False)
     assert alone.returncode == 2, alone.stderr[-2000:]
     # its job run alone stops at the same window, counted alike, and says so in the same words
     assert alone.stderr.strip().splitlines()[-1] == f"error: {failed['error']}"
+    # its TensorBoard folder is its failed run's: every value logged up to the divergence (flushed, not left in
+    # the writer's queue when the group went on) and the hparams.yaml a run writes at its start
+    member, its_run = tensorboard_scalars(stacked / "4"), tensorboard_scalars(single)
+    assert member.keys() == its_run.keys() and "train/loss" in member
+    assert member["train/loss"] == its_run["train/loss"]
+    hparams = [
+        (job / "tensorboard" / "hparams.yaml").read_text().replace(str(job), "") for job in (stacked / "4", single)
+    ]
+    assert hparams[0] == hparams[1] and yaml.safe_load(hparams[0])["optim"]["lr"] == 1000.0  # (but for its folder)
 
 
 # -- outputs as separate runs ---------------------------------------------------------------------------------
@@ -1984,7 +2003,7 @@ def batched_bf16(setup) -> Path:
     """The GPU's program under bf16 autocast, with the members whose jobs run the step loop (b, c)."""
     sweep = setup.root / "batched_bf16"
     args = [arg for arg in batched_args(setup, sweep) if not arg.startswith("+member=")]
-    run(*args, BF16, "+member=b,c")
+    run(*args, *BF16_JOBS, "+member=b,c")
     return sweep
 
 

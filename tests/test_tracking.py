@@ -62,6 +62,7 @@ def test_wandb_offline_multirun_with_joblib_answers_recurrent_vs_non_recurrent(
         wandb_run = runs[job]
         assert wandb_run["exit_code"] == 0 and wandb_run["summary"]["status"] == "completed"
         assert wandb_run["config"]["model"]["hidden_size"] == 16  # the resolved Hydra config is the run config
+        assert wandb_run["config"]["vocab_size"] > 0 and wandb_run["config"]["optim"]["clip"] == 5.0  # the task's
         assert wandb_run["tags"] == ["ablation", "tiny"] and wandb_run["config"]["tags"] == ["ablation", "tiny"]
         choices = wandb_run["config"]["choices"]
         assert choices["dropout"] == placement and choices["model"] == "small" and choices["data"] == "text"
@@ -391,6 +392,9 @@ def test_stacked_seeds_added_in_a_sweep_join_its_wandb_group_named_and_tagged_in
     hparams = yaml.safe_load((sweep / "0" / "csv" / "hparams.yaml").read_text())
     assert hparams["tags"] == ["ablation", "tiny"] and hparams["choices"]["dropout"] == "none"
     assert hparams["seed"] == 3 and hparams["vocab_size"] > 0 and hparams["optim"]["clip"] == 5.0
+    # its W&B run's config is what its csv/hparams.yaml holds: the config, then the task's hyperparameters
+    config = {key: value for key, value in wandb_run["config"].items() if key != "_wandb"}
+    assert config == hparams
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from rnnreg.errors import ConfigError
 from rnnreg.instantiation import instantiate
 from rnnreg.runtime import hydra_entry, log, route_lightning_logs
+from rnnreg.schema import bf16_lstm_refusal
 from rnnreg.sweep import record_job_stopped
 
 
@@ -73,6 +75,8 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
     paths = [str(Path(p).expanduser()) for p in paths]
     tasks = [load_task(path, datamodule.load().itos) for path in paths]
+    if why := bf16_lstm_refusal(cfg.trainer, any(t.net.fused for t in tasks), "use trainer.precision=32-true"):
+        raise ConfigError(why)
     if launched_as_rank_zero():  # said once: DDP's other processes run this function too
         warn_other_batch_size(paths, datamodule.batch_size)
     mc_samples = cfg.mc_samples

@@ -14,6 +14,7 @@ kernel; recurrent or variational dropout and layer normalisation run on `StepLST
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import torch
@@ -161,6 +162,25 @@ class StepLSTM(nn.Module):
         return x, (torch.stack(hs), torch.stack(cs))
 
 
+def runs_fused(lstm: str, dropout_recurrent: float, variational: bool, layer_norm: bool) -> bool:
+    """Whether a model's LSTM is nn.LSTM (cuDNN, oneDNN on a CPU) rather than StepLSTM: model.lstm=fused, or auto
+    where nothing needs the step loop (dropout on h_{t-1}, variational masks, layer norm)."""
+    return lstm == "fused" or (lstm == "auto" and not (dropout_recurrent or variational or layer_norm))
+
+
+@functools.cache
+def cpu_runs_fused_lstm_in_bf16() -> bool:
+    """Whether this CPU runs nn.LSTM under bf16 autocast (trainer.precision=bf16-mixed): oneDNN's bf16 LSTM needs
+    AVX512-BF16 or AMX, and with AVX2 alone it cannot create its primitive (a RuntimeError at the first window)."""
+    lstm = nn.LSTM(8, 8, 2)
+    try:
+        with torch.autocast("cpu", torch.bfloat16):
+            lstm(torch.zeros(3, 2, 8))
+    except RuntimeError:
+        return False
+    return True
+
+
 class LSTMLanguageModel(nn.Module):
     """Embedding -> dropout -> L-layer LSTM -> dropout -> decoder.
 
@@ -216,7 +236,7 @@ class LSTMLanguageModel(nn.Module):
                 f"model.lstm={lstm} must be auto, fused or step (recurrent or variational "
                 f"dropout and layer norm need step or auto)"
             )
-        self.fused = lstm == "fused" or (lstm == "auto" and not needs_step)
+        self.fused = runs_fused(lstm, dropout_recurrent, variational, layer_norm)
         if self.fused:
             self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers, dropout=dropout_between)
         else:

@@ -645,6 +645,25 @@ def trainer_precision(trainer: DictConfig) -> str:
     return str(trainer.get("precision", "32-true"))
 
 
+def bf16_lstm_refusal(trainer: DictConfig, fused: bool, fix: str) -> str | None:
+    """Why trainer.precision=bf16-mixed cannot run a model here (None: it can): its LSTM is nn.LSTM (`fused`), the
+    run is on a CPU, and this CPU's oneDNN has no bf16 LSTM (rnnreg.model.cpu_runs_fused_lstm_in_bf16). `fix`:
+    what the caller's user can change."""
+    if not fused or trainer_precision(trainer) != "bf16-mixed":
+        return None
+    accelerator = trainer.get("accelerator", "auto")
+    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and _cuda_gpus()):
+        return None
+    from rnnreg.model import cpu_runs_fused_lstm_in_bf16
+
+    if cpu_runs_fused_lstm_in_bf16():
+        return None
+    return (
+        "trainer.precision=bf16-mixed runs the fused LSTM (nn.LSTM) in bf16 on oneDNN, which this CPU cannot "
+        f"(it needs AVX512-BF16 or AMX): {fix}"
+    )
+
+
 def fast_step_refusal(processes: int, loss_scaling: bool, accumulate: int) -> str | None:
     """Why speed.fast_step=true cannot run (None: it can): the rule, checked here from the config and by
     rnnreg.fast from the built Trainer (`processes`: DDP processes; `loss_scaling`: fp16's; `accumulate`: windows
@@ -694,6 +713,14 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.precision={precision} needs a GPU (fp16 on CPU is not supported): use bf16-mixed or 32-true"
         )
+    if precision == "bf16-mixed" and "model" in cfg and "dropout" in cfg:
+        from rnnreg.model import runs_fused  # (torch: imported for a bf16 run's check only)
+
+        model, dropout = cfg.model, cfg.dropout
+        fused = runs_fused(model.lstm, dropout.recurrent, dropout.variational, model.layer_norm)
+        fix = "use trainer.precision=32-true, or model.lstm=step (the step-loop LSTM runs under bf16 autocast)"
+        if why := bf16_lstm_refusal(trainer, fused, fix):
+            raise ConfigError(why)
     if (cfg.get("speed") or {}).get("fast_step") is True:  # (devices=auto: found once the Trainer is built)
         processes = (devices if _is_int(devices) else 1) * trainer.get("num_nodes", 1)
         if why := fast_step_refusal(processes, fp16, trainer.get("accumulate_grad_batches", 1)):

@@ -44,35 +44,36 @@ class JobFolder:
         self.job, self.path = job, job.output_dir
         self.wandb = None  # the job's WandbLogger under logger=wandb
         self.others: list = []  # its other Lightning loggers (logger=tensorboard: a TensorBoardLogger); csv is ours
-        self.vocab_size: int | None = None  # known from the first checkpoint on (csv/hparams.yaml's vocab_size)
-        self.hparams_vocab_size: int | None = None  # the vocab_size csv/hparams.yaml was written with
 
     # -- loggers -----------------------------------------------------------------------------------------
-    def open_loggers(self, run_id: str | None = None) -> None:
+    def open_loggers(self, vocab_size: int, run_id: str | None = None) -> None:
         """What a run writes as its fit starts: config_tree.log (extras.print_config; not on the console here, a
         tree per member), the CSV logger's hparams.yaml, the job's other loggers (TensorBoard), and its W&B run
         when its config asks for one (logger=wandb), made as its run alone makes it: one group per sweep, the
-        swept overrides as its name, the placement as its job type, the config with Hydra's group choices. The
-        members' runs are open at once (wandb's reinit="create_new"). `run_id`: the run a resumed group goes on
-        in (one W&B run per job, however often it was interrupted)."""
+        swept overrides as its name, the placement as its job type, the config with Hydra's group choices. Every
+        logger gets the hyperparameters a run's loggers get (`hparams`). The members' runs are open at once
+        (wandb's reinit="create_new"). `run_id`: the run a resumed group goes on in (one W&B run per job, however
+        often it was interrupted)."""
         if (self.job.cfg.get("extras") or {}).get("print_config"):
             with job_hydra_config(self.job):
                 tree = print_config_tree(self.job.cfg, console=False)
             replace_atomically(self.path / "config_tree.log", lambda tmp: tmp.write_text(tree))
-        self.write_hparams()
+        params = self.hparams(vocab_size)
+        if "csv" in (self.job.cfg.get("logger") or {}):
+            replace_atomically(self.path / "csv" / "hparams.yaml", lambda tmp: save_hparams_to_yaml(tmp, params))
         loggers = self.job.cfg.get("logger") or {}
         with job_hydra_config(self.job):
-            config = hyperparameters(self.job.cfg)
             for name, spec in loggers.items():
                 if name in ("csv", "wandb") or not spec or "_target_" not in spec:
                     continue
                 logger = instantiate(spec)
-                logger.log_hyperparams(config)
+                logger.log_hyperparams(params)
+                logger.save()  # as Lightning does at a run's start: a member that fails keeps its hparams.yaml
                 self.others.append(logger)
             spec = loggers.get("wandb")
             if spec and "_target_" in spec:
                 self.wandb = instantiate(spec, reinit="create_new", id=run_id)
-                self.wandb.log_hyperparams(config)
+                self.wandb.log_hyperparams(params)
 
     @property
     def wandb_id(self) -> str | None:
@@ -99,28 +100,16 @@ class JobFolder:
         with open(self.path / "train.log", "a") as f:
             f.write(f"[{stamp}][rnnreg][{level}] - {message}\n")
 
-    def hparams(self) -> dict:
-        """What a run's CSVLogger writes to csv/hparams.yaml: the config with Hydra's choices (rnnreg.training's
-        LogConfig), then the task's own hyperparameters (LanguageModelTask's: vocab_size once known)."""
+    def hparams(self, vocab_size: int) -> dict:
+        """What a run's loggers record (csv/hparams.yaml, TensorBoard's, W&B's config): the config with Hydra's
+        choices (rnnreg.training's LogConfig), then the task's hyperparameters over it, as Lightning logs them."""
         with job_hydra_config(self.job):
             params = hyperparameters(self.job.cfg)
-        task = self.task_hyperparameters(self.vocab_size)
-        if self.vocab_size is None:  # before the first checkpoint: the vocabulary is the group's, not yet told
-            del task["vocab_size"]
-        return params | task
-
-    def write_hparams(self) -> None:
-        if "csv" not in (self.job.cfg.get("logger") or {}):
-            return
-        params = self.hparams()
-        replace_atomically(self.path / "csv" / "hparams.yaml", lambda tmp: save_hparams_to_yaml(tmp, params))
-        self.hparams_vocab_size = self.vocab_size
+        return params | self.task_hyperparameters(vocab_size)
 
     def write_csv(self, rows: list[dict]) -> None:
         if "csv" not in (self.job.cfg.get("logger") or {}):
             return
-        if self.vocab_size != self.hparams_vocab_size:  # written at the start without it; then once (the same file)
-            self.write_hparams()
         keys = sorted({key for row in rows for key in row} - {"epoch", "step"})
 
         def write(tmp: Path) -> None:
@@ -135,7 +124,6 @@ class JobFolder:
         """An ordinary single-run checkpoint of the member (rnnreg.task.load_task: rnnreg-eval, rnnreg-generate,
         ckpt_path=): `state_dict` under LSTMLanguageModel's names, `training_state` (epoch, global_step, loops,
         optimiser, callbacks: rnnreg.member_checkpoint) beside it."""
-        self.vocab_size = len(vocab)
         return {
             "state_dict": {"net." + name: tensor for name, tensor in state_dict.items()},
             "hyper_parameters": self.task_hyperparameters(len(vocab)),

@@ -474,7 +474,7 @@ class GroupTrainer:
                     f"(stacked group {self.group}, member {k} of {len(self.jobs)}) on {device_name(self.device)}"
                 )
         for folder, run_id in zip(self.folders, self.wandb_runs):
-            folder.open_loggers(run_id)
+            folder.open_loggers(len(self.vocab), run_id)
         handlers = self.stop.install()
         try:
             results = self.fit_and_test()
