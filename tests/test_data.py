@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import math
 import re
 import socket
 import struct
@@ -13,10 +14,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batches
+from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from helpers import compose_config
 from rnnreg.command_line import validate_args
-from rnnreg.data import SPLITS, BPTTWindows, Corpus, DataError, LMDataModule, batchify, ensure_files, sha256_of
+from rnnreg.data import (
+    SPLITS,
+    BPTTWindows,
+    Corpus,
+    DataError,
+    LMDataModule,
+    batchify,
+    ensure_files,
+    limit_batches,
+    sha256_of,
+    smallest_fraction,
+)
 from rnnreg.errors import ConfigError
 
 PTB_FILES = {s: {"name": f"ptb.{s}.txt"} for s in ("train", "valid", "test")}
@@ -107,6 +122,103 @@ def test_datamodule_test_loaders_are_one_stream_then_batched(ptb_dir: Path, tmp_
     assert next(iter(batched))[0].shape == (200, 20)
     assert next(iter(dm.train_dataloader()))[0].shape == (35, 20)
     assert len(dm.train_dataloader()) == 1327
+
+
+def test_evaluation_loaders_walk_windows_of_eval_bptt_and_training_of_bptt(tiny_cfg):
+    """Training windows are data.bptt=5 long (the partial last one dropped); validation and both test loaders
+    cut data.eval_bptt=7, ending with the shorter rest, so every token after the first is predicted once."""
+    cfg = tiny_cfg("data.eval_bptt=7")
+    dm = LMDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    ids = dm.load().ids
+    train_rows = ids["train"].numel() // 4
+    assert [x.size(0) for x, _ in dm.train_dataloader()] == [5] * ((train_rows - 1) // 5)
+    one_stream, batched = dm.test_dataloader()
+    for split, streams, loader in [("valid", 4, dm.val_dataloader()), ("test", 1, one_stream), ("test", 4, batched)]:
+        predictions = ids[split].numel() // streams - 1
+        assert predictions % 7, (split, streams)  # the split ends in a shorter window
+        lengths = [x.size(0) for x, _ in loader]
+        assert lengths == [7] * (predictions // 7) + [predictions % 7], (split, streams)
+
+
+def test_a_resumed_epoch_starts_at_its_window_and_every_later_pass_at_the_first(tiny_cfg):
+    """rnnreg.resume sets resume_window from a checkpoint stopped after 3 windows: the loader's first pass walks
+    windows 3.. to the end, each later pass (the next epochs, same loader) all of them from window 0."""
+    cfg = tiny_cfg()
+    dm = LMDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    windows = [x for x, _ in dm.train_dataloader()]
+    dm.resume_window = 3
+    loader = dm.train_dataloader()
+    # the whole epoch's count: Lightning goes on counting from the saved window and ends the epoch at len()
+    assert len(loader) == len(windows)
+    first, second, third = ([x for x, _ in loader] for _ in range(3))
+    assert len(first) == len(windows) - 3 and all(map(torch.equal, first, windows[3:]))
+    for later in (second, third):
+        assert len(later) == len(windows) and all(map(torch.equal, later, windows))
+    # consumed: a loader built again (reload_dataloaders_every_n_epochs) starts at window 0 too
+    assert torch.equal(next(iter(dm.train_dataloader()))[0], windows[0])
+
+
+def test_a_train_fraction_that_leaves_no_window_counts_the_windows_training_walks(tiny_cfg):
+    """trainer.limit_train_batches=0.001 of 168 windows is none: refused in one line counting the windows the
+    training loader walks (drop_last, data.bptt=5; not the 169 evaluation would cut, nor eval_bptt=7's 120),
+    with the smallest fraction that keeps one; that fraction passes."""
+    cfg = tiny_cfg("trainer.limit_train_batches=0.001", "data.eval_bptt=7")
+    dm = LMDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    walked = sum(1 for _ in dm.train_dataloader())
+    assert walked == 168
+    with pytest.raises(ConfigError) as refused:
+        dm.check_limits(cfg.trainer)
+    assert str(refused.value) == (
+        "trainer.limit_train_batches=0.001 leaves the train split none of its 168 windows (data.batch_size=4 "
+        "streams of 5 steps): set trainer.limit_train_batches=0.00596 or more, or a count of windows (e.g. 1)"
+    )
+    # 0.9996 of a window: none, as Lightning truncates it, though it rounds to 1
+    with pytest.raises(
+        ConfigError, match=r"^trainer.limit_train_batches=0.00595 leaves the train split none of its 168 "
+    ):
+        dm.check_limits({"limit_train_batches": 0.00595})
+    dm.check_limits({"limit_train_batches": 0.00596})
+    dm.check_limits({"limit_train_batches": 1})
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 10, 11, 100, 168, 1327, 2323])
+def test_limit_batches_counts_as_lightning_does_and_the_smallest_fraction_is_the_smallest(count):
+    """limit_batches gives Lightning's own count (_parse_num_batches: min for a count, int() of the product for a
+    fraction, which Lightning refuses where it is 0); smallest_fraction keeps one window and one step less in its
+    third significant digit keeps none."""
+
+    def lightning(limit) -> int:
+        try:
+            return _parse_num_batches(RunningStage.TRAINING, count, limit)
+        except MisconfigurationException:  # a fraction that leaves no batch
+            return 0
+
+    limits = [None, 1, 2, 5, 200, 5000, 1.0, 0.5, 0.15, 0.29, 0.333, 0.1, 0.01, 0.001, 1e-6]
+    for limit in limits:
+        expected = count if limit is None else lightning(limit)
+        assert limit_batches(count, limit) == expected, limit
+    assert limit_batches(10, 0.15) == 1 and limit_batches(100, 0.29) == 28  # truncated as Lightning does, not rounded
+    fraction = smallest_fraction(count)
+    assert float(f"{fraction:.3g}") == fraction and fraction * count >= 1
+    assert limit_batches(count, fraction) == lightning(fraction) == 1
+    smaller = fraction - 10 ** (math.floor(math.log10(fraction)) - 2)
+    assert limit_batches(count, smaller) == lightning(smaller) == 0, smaller
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_unknown_words_without_unk_are_counted_each_time_and_named_once(tmp_path: Path, split):
+    """Without <unk> in train, a word of valid or test missing from the training vocabulary is an error counting
+    every occurrence (4: z three times, y once) and naming each such word once, in first-seen order."""
+    files = {s: {"name": f"{s}.txt"} for s in SPLITS}
+    (tmp_path / "train.txt").write_text("a b\nb c\n")
+    for other in SPLITS[1:]:
+        (tmp_path / f"{other}.txt").write_text("a z y\nz b z\n" if other == split else "c a\n")
+    with pytest.raises(DataError) as refused:
+        Corpus(ensure_files(tmp_path, files))
+    assert str(refused.value) == (
+        f"{tmp_path / f'{split}.txt'} has 4 words not in the training vocabulary (e.g. z, y) and the corpus has "
+        f"no <unk> token: add <unk> to train or map rare words to it"
+    )
 
 
 def test_vocabulary_from_train_and_unknown_words(tmp_path: Path):
