@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import random
 import resource
@@ -94,6 +95,26 @@ def compose_config(overrides: list[str], output_dir: Path, config_name: str = "t
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def perplexity_by_hand(net, ids: torch.Tensor, streams: int, window: int, state=None) -> tuple[float, tuple]:
+    """exp(sum NLL / predicted tokens) of `net` over the token ids `ids` cut into `streams` contiguous columns
+    (the loaders' streams), walked in windows of `window` steps with the (h, c) carried from window to window,
+    starting from `state` (None: zeros); and the state after the last window. Written out here, not the task's."""
+    net.eval()
+    cols = ids[: ids.numel() // streams * streams].view(streams, -1).t()
+    if state is None:
+        zeros = torch.zeros(net.lstm.num_layers, streams, net.lstm.hidden_size)
+        state = (zeros, zeros.clone())
+    nll, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, cols.size(0) - 1, window):
+            y = cols[start + 1 : start + window + 1]
+            logits, state = net(cols[start : start + y.size(0)], state)
+            scores = logits.float().reshape(-1, logits.size(-1))
+            nll += torch.nn.functional.cross_entropy(scores, y.reshape(-1), reduction="sum").item()
+            tokens += y.numel()
+    return math.exp(nll / tokens), state
 
 
 class RunsCode:

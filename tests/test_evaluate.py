@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import warm_start
-from helpers import BIN, TINY, compose_config, run, strict_json, write_corpus
+from helpers import BIN, TINY, compose_config, perplexity_by_hand, run, strict_json, write_corpus
 from rnnreg.command_line import check_run_dir_free
 from rnnreg.errors import CheckpointError, ConfigError, OutputError
 from rnnreg.evaluate import evaluate
@@ -271,6 +271,45 @@ def test_eval_records_its_batch_size_and_names_its_runs(checkpoints, caplog):
     [note] = [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
     assert note.startswith(f"{a} was trained with data.batch_size=4 and is evaluated with 2: ")
     assert note.endswith("add data.batch_size=4 to reproduce them")
+
+
+def test_eval_writes_each_protocols_perplexity_computed_by_hand(checkpoints, tmp_path):
+    """rnnreg-eval's metrics.json holds each split's and protocol's own perplexity, each equal to the model run by
+    hand from a zero state carried across windows: test_ppl over the test split as one stream, test_ppl_batched
+    over it as data.batch_size streams, val_ppl over the validation split as data.batch_size streams. The three
+    are 1 % or more apart here (8 streams against 1, in windows of 7), so a value written under another protocol's
+    key fails (before: nothing noticed test_ppl written where test_ppl_batched belongs)."""
+    from rnnreg.data import Corpus, ensure_files
+    from rnnreg.task import load_task
+
+    corpus, (a, _), _ = checkpoints
+    folder = tmp_path / "eval"
+    run(
+        "rnnreg-eval",
+        f"ckpt_path={a}",
+        "data=text",
+        f"data.data_dir={corpus}",
+        "data.batch_size=8",
+        "data.eval_bptt=7",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={folder}",
+    )
+    written = json.loads((folder / "metrics.json").read_text())
+    files = {split: {"name": f"{split}.txt"} for split in ("train", "valid", "test")}
+    ids = Corpus(ensure_files(corpus, files)).ids
+    net = load_task(a).net
+    by_hand = {
+        "test_ppl": perplexity_by_hand(net, ids["test"], streams=1, window=7)[0],
+        "test_ppl_batched": perplexity_by_hand(net, ids["test"], streams=8, window=7)[0],
+        "val_ppl": perplexity_by_hand(net, ids["valid"], streams=8, window=7)[0],
+    }
+    assert {key for key in written if "ppl" in key} == set(by_hand)  # a new protocol's key gets its own check
+    assert (written["batch_size"], written["eval_bptt"]) == (8, 7)
+    for key, value in by_hand.items():
+        assert written[key] == pytest.approx(value, rel=1e-6), key
+    for one, other in itertools.combinations(by_hand.values(), 2):  # one's value under another's key would fail
+        assert one != pytest.approx(other, rel=1e-3)
 
 
 def test_a_checkpoint_path_under_home_is_found(checkpoints, monkeypatch):

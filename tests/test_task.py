@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import perplexity_by_hand
 from rnnreg.metrics import Perplexity
 from rnnreg.task import LanguageModelTask
 from rnnreg.train import build, train
@@ -326,3 +327,36 @@ def test_the_divergence_record_names_the_first_window_whose_loss_is_not_finite_o
         signals.record(torch.tensor(loss))
     assert signals.divergence(batch_idx=6) == (4, MAX_NLL + 50)
     assert float(signals.loss) == float("inf")  # the latest window's loss
+
+
+def test_each_test_protocol_starts_from_a_zero_state(tiny_cfg):
+    """trainer.validate, then trainer.test's two protocols in one trainer (as rnnreg-eval runs them): each test
+    protocol's perplexity is the model's run by hand from a zero state, not from the state validation or the
+    protocol before it left. Both protocols on 4 streams here (data.test_batch_size=4), so a carried state would
+    fit and be used, not stop at its shape; weights of scale 1, so the state changes the perplexity."""
+    cfg = tiny_cfg("data.test_batch_size=4", "data.eval_bptt=6", "model.init_scale=1.0", "test=false")
+    torch.manual_seed(0)
+    dm, task, trainer = build(cfg)
+    trainer.validate(task, datamodule=dm, verbose=False)
+    results = trainer.test(task, datamodule=dm, verbose=False)
+    ids = dm.corpus.ids
+    _, after_validation = perplexity_by_hand(task.net, ids["valid"], streams=4, window=6)
+    from_zeros, after_first = perplexity_by_hand(task.net, ids["test"], streams=4, window=6)
+    from_validation, _ = perplexity_by_hand(task.net, ids["test"], streams=4, window=6, state=after_validation)
+    from_first, _ = perplexity_by_hand(task.net, ids["test"], streams=4, window=6, state=after_first)
+    assert from_validation != pytest.approx(from_zeros, rel=1e-3) and from_first != pytest.approx(from_zeros, rel=1e-3)
+    assert results[0]["test/ppl"] == pytest.approx(from_zeros, rel=1e-6)
+    assert results[1]["test/ppl_batched"] == pytest.approx(from_zeros, rel=1e-6)
+
+
+def test_perplexity_sums_stay_exact_past_float32s_integers():
+    """Perplexity's running sums are float64: past 2**24 tokens (float32's last exact integer; a split of a large
+    corpus has more) every token and every NLL still counts. 2**24 tokens at mean NLL 4, then 1,000 windows of one
+    token at NLL 6, as the task updates it (a float32 NLL, an int count): float32 sums would keep 2**24 tokens (each
+    +1 rounds back) and add 8 per window to the NLL (its spacing there), a perplexity 0.04 % off."""
+    metric = Perplexity()
+    metric.update(torch.tensor(4.0), 2**24)
+    for _ in range(1000):
+        metric.update(torch.tensor(6.0), 1)
+    assert metric.weight.item() == 2**24 + 1000 and metric.mean_value.item() == 4 * 2**24 + 6 * 1000
+    assert metric.compute().item() == pytest.approx(math.exp((4 * 2**24 + 6000) / (2**24 + 1000)), rel=1e-13)
