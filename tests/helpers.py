@@ -104,7 +104,7 @@ def perplexity_by_hand(net, ids: torch.Tensor, streams: int, window: int, state=
     net.eval()
     cols = ids[: ids.numel() // streams * streams].view(streams, -1).t()
     if state is None:
-        zeros = torch.zeros(net.lstm.num_layers, streams, net.lstm.hidden_size)
+        zeros = torch.zeros(net.lstm.num_layers, streams, net.lstm.hidden_size, dtype=net.embedding.weight.dtype)
         state = (zeros, zeros.clone())
     nll, tokens = 0.0, 0
     with torch.no_grad():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batches
 from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -25,7 +26,6 @@ from rnnreg.data import (
     BPTTWindows,
     Corpus,
     DataError,
-    LMDataModule,
     batchify,
     ensure_files,
     limit_batches,
@@ -116,7 +116,7 @@ def test_eval_windows_predict_every_token_once(ptb: Corpus):
 
 def test_datamodule_test_loaders_are_one_stream_then_batched(ptb_dir: Path, tmp_path: Path):
     cfg = compose_config(["experiment=paper_medium"], tmp_path)
-    dm = LMDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    dm = instantiate(cfg.data)
     stream, batched = dm.test_dataloader()
     assert next(iter(stream))[0].shape == (200, 1)  # evaluation windows: data.eval_bptt steps
     assert next(iter(batched))[0].shape == (200, 20)
@@ -128,7 +128,7 @@ def test_evaluation_loaders_walk_windows_of_eval_bptt_and_training_of_bptt(tiny_
     """Training windows are data.bptt=5 long (the partial last one dropped); validation and both test loaders
     cut data.eval_bptt=7, ending with the shorter rest, so every token after the first is predicted once."""
     cfg = tiny_cfg("data.eval_bptt=7")
-    dm = LMDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    dm = instantiate(cfg.data)
     ids = dm.load().ids
     train_rows = ids["train"].numel() // 4
     assert [x.size(0) for x, _ in dm.train_dataloader()] == [5] * ((train_rows - 1) // 5)
@@ -144,7 +144,7 @@ def test_a_resumed_epoch_starts_at_its_window_and_every_later_pass_at_the_first(
     """rnnreg.resume sets resume_window from a checkpoint stopped after 3 windows: the loader's first pass walks
     windows 3.. to the end, each later pass (the next epochs, same loader) all of them from window 0."""
     cfg = tiny_cfg()
-    dm = LMDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    dm = instantiate(cfg.data)
     windows = [x for x, _ in dm.train_dataloader()]
     dm.resume_window = 3
     loader = dm.train_dataloader()
@@ -163,7 +163,7 @@ def test_a_train_fraction_that_leaves_no_window_counts_the_windows_training_walk
     training loader walks (drop_last, data.bptt=5; not the 169 evaluation would cut, nor eval_bptt=7's 120),
     with the smallest fraction that keeps one; that fraction passes."""
     cfg = tiny_cfg("trainer.limit_train_batches=0.001", "data.eval_bptt=7")
-    dm = LMDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    dm = instantiate(cfg.data)
     walked = sum(1 for _ in dm.train_dataloader())
     assert walked == 168
     with pytest.raises(ConfigError) as refused:

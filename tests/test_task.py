@@ -252,23 +252,13 @@ def test_test_protocols_match_a_manual_evaluation(tiny_cfg, precision):
     results = trainer.test(task, datamodule=dm, verbose=False)
     (validated,) = trainer.validate(task, datamodule=dm, verbose=False)
 
-    def batched(ids: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """The split as the loaders' parallel streams (batchify's columns) and exp(mean NLL) over them."""
-        cols = ids[: ids.numel() // 4 * 4].view(4, -1).t()
-        logits, _ = task.net(cols[:-1])
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), cols[1:].reshape(-1), reduction="sum")
-        return cols, math.exp(nll.item() / cols[1:].numel())
-
-    ids = dm.corpus.ids["test"]
-    task.eval()
-    with torch.no_grad():
-        logits, _ = task.net(ids[:-1].view(-1, 1))
-        nll = F.cross_entropy(logits.float().view(-1, logits.size(-1)), ids[1:], reduction="sum").item()
-        stream_ppl = math.exp(nll / (ids.numel() - 1))
-        cols, batched_ppl = batched(ids)
-        val_cols, val_ppl = batched(dm.corpus.ids["valid"])
+    ids, valid = dm.corpus.ids["test"], dm.corpus.ids["valid"]
+    whole = ids.numel()  # one window over the whole split
+    stream_ppl = perplexity_by_hand(task.net, ids, streams=1, window=whole)[0]
+    batched_ppl = perplexity_by_hand(task.net, ids, streams=4, window=whole)[0]
+    val_ppl = perplexity_by_hand(task.net, valid, streams=4, window=valid.numel())[0]
     # more than one window in each, the last one shorter: a mean over windows would weigh its words more
-    for predicted in (ids.numel() - 1, cols.size(0) - 1, val_cols.size(0) - 1):
+    for predicted in (ids.numel() - 1, ids.numel() // 4 - 1, valid.numel() // 4 - 1):
         assert predicted > eval_bptt and predicted % eval_bptt
     assert results[0]["test/ppl"] == pytest.approx(stream_ppl, rel=1e-5)
     assert results[1]["test/ppl_batched"] == pytest.approx(batched_ppl, rel=1e-5)
