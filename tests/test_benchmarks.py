@@ -13,16 +13,17 @@ from types import SimpleNamespace
 
 import pytest
 
+import warm_start
 from helpers import needs_triton
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def bench(script: str, *args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    """`python benchmarks/<script> args` as a GPU session runs it: a real process (a fork of the warm-start
+    server, warm_start.py; the processes it starts are cold)."""
     env = os.environ | {"RNNREG_DATA_DIR": str(data_dir.parent)}
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env, timeout=600, check=False
-    )
+    proc = warm_start.run([sys.executable, str(BENCH / script), *args], text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc
 

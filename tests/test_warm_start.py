@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -93,3 +94,26 @@ def test_what_a_fork_cannot_give_starts_cold():
     assert not warm_start.warm_possible(["/bin/true"], None)
     proc = warm_start.popen(["/bin/sh", "-c", "exit 3"])
     assert isinstance(proc, subprocess.Popen) and proc.wait() == 3
+    # a flag for the interpreter before the script, or code instead of a file: cold
+    assert not warm_start.warm_possible([sys.executable, "-c", "pass"], None)
+    assert not warm_start.warm_possible([sys.executable, "-X", "importtime", __file__], None)
+
+
+def test_a_warm_python_file_runs_as_a_cold_one(tmp_path):
+    """`python path.py args` (how the tests start benchmarks/*.py): the same sys.argv, sys.path[0] (a module beside
+    it imports), __file__, __name__, working folder, stdout, stderr and exit status, warm or cold."""
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    (folder / "beside.py").write_text("WHERE = __file__\n")
+    (folder / "show.py").write_text(
+        "import os, sys\nimport beside\n"
+        "print(sys.argv, sys.path[0], __file__, __name__, beside.WHERE, os.getcwd())\n"
+        "sys.exit('stopped: ' + sys.argv[-1])\n"
+    )
+    argv = [sys.executable, os.path.join("scripts", "show.py"), "a", "b c"]
+    assert warm_start.warm_possible(argv, None, cwd=tmp_path)
+    cold = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    warm = warm_start.run(argv, cwd=tmp_path, text=True, timeout=60)
+    assert (cold.returncode, cold.stdout, cold.stderr) == (warm.returncode, warm.stdout, warm.stderr)
+    assert cold.returncode == 1 and cold.stderr == "stopped: b c\n"
+    assert cold.stdout.startswith(f"['scripts/show.py', 'a', 'b c'] {folder} {folder / 'show.py'} __main__ ")

@@ -1,4 +1,5 @@
-"""Console scripts started as forks of a process that has imported torch and Lightning already.
+"""Console scripts (and `python path.py`: benchmarks/*.py) started as forks of a process that has imported torch
+and Lightning already.
 
 Each `rnnreg-train` a test starts spends 5-7 s of CPU importing torch, Lightning (with torch._dynamo and sympy)
 and torchmetrics (with scipy and matplotlib) before its first window, and the suite starts about 80 of them on
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 # Read once at start-up by Python, a native library or an import the server made (matplotlib's MPL*): a child
 # asking for other values than the server's is started cold
@@ -106,15 +108,23 @@ def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> str:
         sys.modules["tempfile"].tempdir = None  # found again from this environment's TMPDIR
     if "numpy.random" in sys.modules:
         sys.modules["numpy.random"].seed()  # a fresh process draws its own seed; forks would share one
-    script = request["argv"][0]
+    script = os.path.abspath(request["argv"][0])  # __main__.__file__ (sys.argv[0] stays as it was given)
     sys.argv = list(request["argv"])
     sys.path[0] = os.path.dirname(script)
     return script
 
 
-def _serve_main() -> None:
-    import runpy
+def _run_as_main(script: str) -> None:
+    """Runs the file as `python script` does: its code in a fresh __main__ module (this one's objects unseen)."""
+    main = types.ModuleType("__main__")
+    main.__file__, main.__cached__ = script, None
+    sys.modules["__main__"] = main
+    with open(script, "rb") as f:
+        code = compile(f.read(), script, "exec")
+    exec(code, main.__dict__)
 
+
+def _serve_main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     # what each console script imports before it trains (none of rnnreg: a child imports ours fresh)
     import hydra  # noqa: F401
@@ -129,7 +139,7 @@ def _serve_main() -> None:
     script = serve(sock)
     # a child from here on
     try:
-        runpy.run_path(script, run_name="__main__")
+        _run_as_main(script)
         status = 0
     except SystemExit as stop:  # as the interpreter reads it: None is 0, a message goes to stderr with 1
         status = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
@@ -194,25 +204,35 @@ def _the_server() -> _Server:
     return _server
 
 
+def script_argv(argv: list[str], cwd=None) -> list[str] | None:
+    """The script's own argv (its sys.argv) when `argv` runs a Python script as this venv runs it: a console
+    script (`BIN/script args`) or a file given to this interpreter (`python path.py args`, no flags before it, as
+    the tests start benchmarks/*.py); None for anything else."""
+    args = [str(a) for a in argv]
+    if len(args) > 1 and args[0] == sys.executable and args[1].endswith(".py"):
+        return args[1:] if os.path.isfile(os.path.join(cwd or "", args[1])) else None
+    script = args[0]
+    if os.path.dirname(script) != os.path.dirname(sys.executable) or not os.path.isfile(script):
+        return None
+    with open(script, "rb") as f:
+        first = f.readline(200)
+    return args if first.startswith(b"#!") and b"python" in first else None
+
+
 def warm_possible(argv: list[str], env: dict[str, str] | None, **kwargs) -> bool:
-    """Whether `argv` can start as a fork of the server: a console script of this venv, nothing asked of the
-    start that a fork cannot give."""
+    """Whether `argv` can start as a fork of the server: a Python script as this venv runs it (script_argv),
+    nothing asked of the start that a fork cannot give."""
     if os.environ.get("TESTS_COLD_START") == "1" or set(kwargs) - set(WARM_ARGUMENTS):
         return False
     if sys.platform != "linux":  # a fork of a process that imported torch: as DataLoader's workers on Linux only
         return False
-    script = str(argv[0])
-    if os.path.dirname(script) != os.path.dirname(sys.executable) or not os.path.isfile(script):
-        return False
-    with open(script, "rb") as f:
-        first = f.readline(200)
-    if not (first.startswith(b"#!") and b"python" in first):
+    if script_argv(argv, kwargs.get("cwd")) is None:
         return False
     return _startup_env(dict(os.environ if env is None else env)) == _the_server().env
 
 
 class WarmPopen:
-    """A forked console script with `subprocess.Popen`'s interface (the part tests use): pid, stdout/stderr
+    """A forked Python script with `subprocess.Popen`'s interface (the part tests use): pid, stdout/stderr
     pipes, poll, wait, communicate, send_signal, terminate, kill, returncode."""
 
     def __init__(self, args, *, stdin=None, stdout=None, stderr=None, text=False, env=None, cwd=None,
@@ -243,7 +263,8 @@ class WarmPopen:
             fds[2] = fds[1]
         self._status, status_write = os.pipe()
         env = dict(os.environ if env is None else env)
-        request = {"argv": self.args, "env": env, "cwd": str(cwd or os.getcwd()), "new_session": start_new_session}
+        argv = script_argv(self.args, cwd)
+        request = {"argv": argv, "env": env, "cwd": str(cwd or os.getcwd()), "new_session": start_new_session}
         try:
             self.pid = _the_server().start(request, [*fds, status_write])
         finally:

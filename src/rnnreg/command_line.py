@@ -201,11 +201,14 @@ def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: s
     try:
         with initialize_config_dir(conf_dir, version_base="1.3", job_name=job_name):
             hydra = GlobalHydra.instance().hydra
-            # composed as Hydra's main composes it to learn the mode: an experiment's sweep is no error here
-            cfg = hydra.compose_config(config_name, overrides, RunMode.MULTIRUN, validate_sweep_overrides=False)
+            try:  # as Hydra's run composes it (one composition: its mode is the config's own, MULTIRUN or not)
+                cfg = hydra.compose_config(config_name, overrides, RunMode.RUN)
+            except Exception:  # sweep values, say: composed as Hydra's main composes it to learn the mode
+                cfg = hydra.compose_config(config_name, overrides, RunMode.MULTIRUN, validate_sweep_overrides=False)
+                if cfg.hydra.mode != RunMode.MULTIRUN:
+                    return None  # Hydra's run will say why it does not compose
             if cfg.hydra.mode == RunMode.MULTIRUN:
                 return ""
-            cfg = hydra.compose_config(config_name, overrides, RunMode.RUN)
     except Exception:
         return None
     original = HydraConfig.instance().cfg
