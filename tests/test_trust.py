@@ -24,6 +24,7 @@ import torch
 import warm_start
 from helpers import BIN, TINY, RunsCode, compose_config, write_corpus
 from rnnreg.checkpoints import AtomicCheckpointIO
+from rnnreg.command_line import single_run_dir
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
@@ -499,6 +500,20 @@ def test_a_refusal_names_the_first_four_results_and_counts_the_others(tmp_path):
         check_no_earlier_results(tmp_path, "hydra.run.dir")
     shown = ", ".join(f"checkpoints/epoch={epoch}.ckpt" for epoch in range(4))
     assert f"holds an earlier run's results (in {shown} and 2 more), which" in str(refused.value)
+
+
+def test_the_run_folder_checked_is_the_one_hydra_uses(tmp_path):
+    """The folder the command line's check reads (single_run_dir, one composition where Hydra's run composes
+    once): hydra.run.dir resolved as Hydra resolves it; "" for a config that is a multirun by itself, with sweep
+    values on its command line or without (its jobs go under hydra.sweep.dir); None for a command line that does
+    not compose (Hydra's own line says why)."""
+    run_dir = f"hydra.run.dir={tmp_path}/r${{seed}}"
+    assert single_run_dir("train", [run_dir, "seed=7"], "train") == f"{tmp_path}/r7"
+    ablation = "experiment=ablation_placement_small"
+    assert single_run_dir("train", [ablation, run_dir], "train") == ""
+    assert single_run_dir("train", [ablation, "seed=1,2", run_dir], "train") == ""
+    assert single_run_dir("train", ["seed=1,2", run_dir], "train") is None  # a sweep without -m
+    assert single_run_dir("train", ["experiment=no_such_experiment", run_dir], "train") is None
 
 
 def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, tmp_path):
