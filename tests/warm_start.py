@@ -2,11 +2,12 @@
 and Lightning already.
 
 Each `rnnreg-train` a test starts spends 5-7 s of CPU importing torch, Lightning (with torch._dynamo and sympy)
-and torchmetrics (with scipy and matplotlib) before its first window, and the suite starts about 80 of them on
-two cores. So each pytest worker keeps one server process that imports those third-party packages once, and
-forks a child per console script: a real process (its own pid, signals, exit status, stdin, stdout, stderr,
-environment and working directory) that runs the script as `BIN/script args` runs it, our own modules imported
-fresh. The server imports none of rnnreg, touches no tensor (no thread pool exists to fork) and has no CUDA.
+and torchmetrics (with scipy and matplotlib) before its first window, and the suite starts about 170 console and
+benchmark scripts on two cores. So each pytest worker keeps one server process that imports those third-party
+packages once, and forks a child per script: a real process (its own pid, signals, exit status, stdin, stdout,
+stderr, environment and working directory) that runs it as `BIN/script args` or `python path.py args` does, our
+own modules imported fresh. The server imports none of rnnreg, touches no tensor (no thread pool exists to fork)
+and has no CUDA.
 A child ends as Python ends (threads joined, atexit, streams flushed) but skips the interpreter's teardown of
 every module, which in a fork costs a second of copying the server's pages.
 
