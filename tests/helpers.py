@@ -3,6 +3,7 @@ reading offline W&B runs back."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -51,6 +53,23 @@ def run(script: str, *overrides: str, check: bool = True, env: dict | None = Non
     if check and proc.returncode:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+@contextlib.contextmanager
+def started_with(umask: int | None = None, file_size: int | None = None) -> Iterator[None]:
+    """Processes started inside take this umask and soft file-size limit (bytes; RLIMIT_FSIZE), as after a
+    shell's `umask` and `ulimit -S -f`: this process's own for the while (a fork of the warm server carries
+    both). Python ignores SIGXFSZ, so a write past the limit fails with EFBIG ("File too large")."""
+    old_umask = os.umask(0o022)  # read by setting it
+    os.umask(old_umask if umask is None else umask)
+    old_size = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        if file_size is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, old_size[1]))
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_size)
+        os.umask(old_umask)
 
 
 def strict_json(text: str):

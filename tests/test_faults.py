@@ -305,8 +305,7 @@ def test_a_bug_inside_training_keeps_its_traceback(tiny_corpus, tmp_path):
         "+callbacks.bug._target_=helpers.RaiseAtFirstWindow",
         f"hydra.run.dir={tmp_path}",
         check=False,
-        env={"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])},
-    )
+    )  # helpers is on the PYTHONPATH conftest gives the processes tests start
     assert proc.returncode == 1 and "Traceback" in proc.stderr
     assert "ValueError: a bug in a callback, not a user error" in proc.stderr
     assert not proc.stderr.strip().splitlines()[-1].startswith("error:")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 import torch
 
 import warm_start
-from helpers import BIN, TINY, RunsCode, compose_config, write_corpus
+from helpers import BIN, TINY, RunsCode, compose_config, started_with, write_corpus
 from rnnreg.checkpoints import AtomicCheckpointIO
 from rnnreg.command_line import single_run_dir
 from rnnreg.errors import CheckpointError, OutputError
@@ -768,14 +767,14 @@ def test_a_file_size_limit_stops_with_one_line_and_keeps_the_last_good_checkpoin
     never in $TMPDIR (an empty folder here, still empty after), and no temporary file is left."""
     run_dir, tmpdir = tmp_path / "run", tmp_path / "tmpdir"
     tmpdir.mkdir()
-    proc = popen(
-        "rnnreg-train",
-        *train_args(tiny_corpus, run_dir, "trainer.max_epochs=2", "trainer.limit_train_batches=3", "test=false"),
-        "+callbacks.limit._target_=helpers.FileSizeLimitFromEpoch",
-        "+callbacks.limit.limit=16384",
-        env={"TMPDIR": str(tmpdir)},
-        preexec_fn=lambda: os.umask(0o022),
-    )
+    with started_with(umask=0o022):
+        proc = popen(
+            "rnnreg-train",
+            *train_args(tiny_corpus, run_dir, "trainer.max_epochs=2", "trainer.limit_train_batches=3", "test=false"),
+            "+callbacks.limit._target_=helpers.FileSizeLimitFromEpoch",
+            "+callbacks.limit.limit=16384",
+            env={"TMPDIR": str(tmpdir)},
+        )
     status, stderr = finish(proc)
     assert status == 2
     assert re.fullmatch(write_error(CHECKPOINT, run_dir / "checkpoints", "File too large"), stderr[0]), stderr
@@ -798,22 +797,17 @@ def test_a_stacked_group_that_cannot_write_stops_with_one_line_and_keeps_what_it
     group's resume file (every member's weights, twice) is over a file-size limit that the members'
     checkpoints stay under. The checkpoints written before the failure are intact. Each member's
     metrics.json says it failed, and why. No temporary file is left."""
-    sweep, limit = tmp_path / "sweep", 96 * 1024
-
-    def file_size_limit() -> None:  # in the child: writes past the limit fail with EFBIG (SIGXFSZ ignored)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    proc = popen(
-        "rnnreg-train",
-        "-m",
-        "hydra/launcher=stacked",
-        *train_args(tiny_corpus, tmp_path / "run", "seed=1,2,3,4", "trainer.max_epochs=3", "test=false"),
-        "trainer.limit_train_batches=3",
-        f"hydra.sweep.dir={sweep}",
-        f"hydra.launcher.program={program}",
-        preexec_fn=file_size_limit,
-    )
+    sweep = tmp_path / "sweep"
+    with started_with(file_size=96 * 1024):  # writes past it fail with EFBIG
+        proc = popen(
+            "rnnreg-train",
+            "-m",
+            "hydra/launcher=stacked",
+            *train_args(tiny_corpus, tmp_path / "run", "seed=1,2,3,4", "trainer.max_epochs=3", "test=false"),
+            "trainer.limit_train_batches=3",
+            f"hydra.sweep.dir={sweep}",
+            f"hydra.launcher.program={program}",
+        )
     status, stderr = finish(proc)
     assert status == 2
     group = r"group 0: jobs \[0, 1, 2, 3\], .*: "

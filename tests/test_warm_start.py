@@ -14,7 +14,7 @@ import time
 import pytest
 
 import warm_start
-from helpers import BIN, TINY
+from helpers import BIN, TINY, started_with
 from rnnreg.run_record import STOPPED_BY
 
 pytestmark = pytest.mark.skipif(os.environ.get("TESTS_COLD_START") == "1", reason="TESTS_COLD_START=1: nothing warm")
@@ -97,6 +97,44 @@ def test_what_a_fork_cannot_give_starts_cold():
     # a flag for the interpreter before the script, or code instead of a file: cold
     assert not warm_start.warm_possible([sys.executable, "-c", "pass"], None)
     assert not warm_start.warm_possible([sys.executable, "-X", "importtime", __file__], None)
+
+
+def test_a_warm_process_takes_the_callers_umask_and_soft_limits_as_a_cold_one(tmp_path, monkeypatch):
+    """A process started takes its starter's umask and resource limits: a fork of the server gets the caller's at
+    the time it is asked for (a test's `umask` or `ulimit -S -f` before it starts a script, see
+    helpers.started_with), not the server's. A hard limit a fork could not raise back starts cold."""
+    import resource
+
+    script = tmp_path / "show.py"
+    script.write_text(
+        "import os, resource\nmask = os.umask(0)\nos.umask(mask)\nopen('made', 'w').close()\n"
+        "print(oct(mask), resource.getrlimit(resource.RLIMIT_FSIZE), resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    argv, outputs = [sys.executable, str(script)], {}
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for umask, file_size in ((0o027, 1 << 20), (0o002, None)):
+        with started_with(umask=umask, file_size=file_size):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+            try:
+                assert warm_start.warm_possible(argv, None)
+                for mode, start in (("cold", subprocess.run), ("warm", warm_start.run)):
+                    (tmp_path / mode).mkdir(exist_ok=True)
+                    extra = {"capture_output": True} if mode == "cold" else {}
+                    proc = start(argv, text=True, timeout=60, cwd=tmp_path / mode, **extra)
+                    assert proc.returncode == 0, proc.stderr
+                    made = (tmp_path / mode / "made").stat().st_mode & 0o777
+                    outputs[mode, umask] = (proc.stdout, oct(made))
+                    (tmp_path / mode / "made").unlink()
+                expected_size = resource.getrlimit(resource.RLIMIT_FSIZE)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert outputs["cold", umask] == outputs["warm", umask]
+        assert outputs["warm", umask] == (f"{oct(umask)} {expected_size} {(soft - 1, hard)}\n", oct(0o666 & ~umask))
+    assert expected_size == resource.getrlimit(resource.RLIMIT_FSIZE)  # the last one had no file-size limit
+    # a caller whose hard limit is below the server's (lowering one here could not be undone: the server's is
+    # raised instead, as the server would have it had it started before the caller lowered its own)
+    monkeypatch.setitem(warm_start._the_server().limits, "RLIMIT_NOFILE", (soft, hard + 1))
+    assert not warm_start.warm_possible(argv, None)
 
 
 def test_a_warm_python_file_runs_as_a_cold_one(tmp_path):

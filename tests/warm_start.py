@@ -11,9 +11,11 @@ and has no CUDA.
 A child ends as Python ends (threads joined, atexit, streams flushed) but skips the interpreter's teardown of
 every module, which in a fork costs a second of copying the server's pages.
 
-What a fork cannot give, a cold process is started for (`subprocess.Popen`, as before): a `preexec_fn`, an
-environment that changes what Python or a native library reads once at start-up (PYTHON*, OMP_*, LD_*, ...), a
-system other than Linux, or TESTS_COLD_START=1 (the whole suite cold: `TESTS_COLD_START=1 make test`). What a
+A child takes the caller's umask and soft resource limits (`ulimit -f`, say), as a process the caller
+started would inherit them. What a fork cannot give, a cold process is started for (`subprocess.Popen`, as
+before): a `preexec_fn`, an environment that changes what Python or a native library reads once at start-up
+(PYTHON*, OMP_*, LD_*, ...), a hard resource limit other than the server's, a system other than Linux, or
+TESTS_COLD_START=1 (the whole suite cold: `TESTS_COLD_START=1 make test`). What a
 process imports is tested in cold processes (test_first_hour.py starts `python -c`, never through here);
 test_warm_start.py checks that a warm run ends as a cold one.
 
@@ -41,12 +43,29 @@ import types
 # Read once at start-up by Python, a native library or an import the server made (matplotlib's MPL*): a child
 # asking for other values than the server's is started cold
 STARTUP_KEYS = tuple("PYTHON OMP_ KMP_ MKL_ OPENBLAS_ GOMP_ LD_ MALLOC TORCH TRITON CUDA MPL".split())
+# ... except what is read each time it is used: Triton's knobs read TRITON_INTERPRET when a kernel is defined
+# (rnnreg.triton_cell, imported in the child) and launched
+READ_WHEN_USED = ("TRITON_INTERPRET",)
 STATUS = struct.Struct("i")
 WARM_ARGUMENTS = ("stdin", "stdout", "stderr", "text", "cwd", "start_new_session")
 
 
 def _startup_env(env: dict[str, str]) -> dict[str, str]:
-    return {key: value for key, value in env.items() if key.startswith(STARTUP_KEYS)}
+    return {key: value for key, value in env.items() if key.startswith(STARTUP_KEYS) and key not in READ_WHEN_USED}
+
+
+def _limits() -> dict[str, tuple[int, int]]:
+    """This process's resource limits (soft, hard) by name."""
+    import resource
+
+    names = [name for name in dir(resource) if name.startswith("RLIMIT_")]
+    return {name: resource.getrlimit(getattr(resource, name)) for name in names}
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 # --- the server ------------------------------------------------------------------------------------------------
@@ -91,8 +110,8 @@ def serve(sock: socket.socket) -> str:
 
 
 def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> str:
-    """This fork as a fresh `script args` process would start: its streams, session, environment, folder,
-    signal handlers, argv and sys.path[0]."""
+    """This fork as a fresh `script args` process would start: its streams, session, folder, umask, soft resource
+    limits, environment, signal handlers, argv and sys.path[0]."""
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
     for fd in {stdin, stdout, stderr} - {0, 1, 2}:
@@ -100,6 +119,13 @@ def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> str:
     if request["new_session"]:
         os.setsid()
     os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    if request["soft_limits"]:
+        import resource
+
+        for name, soft in request["soft_limits"].items():
+            limit = getattr(resource, name)
+            resource.setrlimit(limit, (soft, resource.getrlimit(limit)[1]))
     os.environ.clear()
     os.environ.update(request["env"])
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -175,7 +201,7 @@ def _exit(status: int) -> None:
 class _Server:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.env = _startup_env(dict(os.environ))
+        self.env, self.limits = _startup_env(dict(os.environ)), _limits()
         self.proc = subprocess.Popen(
             [sys.executable, __file__, str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
@@ -229,7 +255,10 @@ def warm_possible(argv: list[str], env: dict[str, str] | None, **kwargs) -> bool
         return False
     if script_argv(argv, kwargs.get("cwd")) is None:
         return False
-    return _startup_env(dict(os.environ if env is None else env)) == _the_server().env
+    server = _the_server()
+    if any(hard != server.limits[name][1] for name, (_, hard) in _limits().items()):  # a child cannot raise one
+        return False
+    return _startup_env(dict(os.environ if env is None else env)) == server.env
 
 
 class WarmPopen:
@@ -265,9 +294,12 @@ class WarmPopen:
         self._status, status_write = os.pipe()
         env = dict(os.environ if env is None else env)
         argv = script_argv(self.args, cwd)
-        request = {"argv": argv, "env": env, "cwd": str(cwd or os.getcwd()), "new_session": start_new_session}
+        server = _the_server()
+        soft_limits = {name: soft for name, (soft, _) in _limits().items() if soft != server.limits[name][0]}
+        request = {"argv": argv, "env": env, "cwd": str(cwd or os.getcwd()), "new_session": start_new_session,
+                   "umask": _umask(), "soft_limits": soft_limits}  # fmt: skip
         try:
-            self.pid = _the_server().start(request, [*fds, status_write])
+            self.pid = server.start(request, [*fds, status_write])
         finally:
             for fd in [*close_after, status_write]:
                 os.close(fd)
