@@ -22,8 +22,9 @@ import torch
 
 import warm_start
 from helpers import BIN, TINY, RunsCode, compose_config, started_with, write_corpus
+from rnnreg import command_line
 from rnnreg.checkpoints import AtomicCheckpointIO
-from rnnreg.command_line import single_run_dir
+from rnnreg.command_line import check_command_line, single_run_dir
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
@@ -513,6 +514,38 @@ def test_the_run_folder_checked_is_the_one_hydra_uses(tmp_path):
     assert single_run_dir("train", [ablation, "seed=1,2", run_dir], "train") == ""
     assert single_run_dir("train", ["seed=1,2", run_dir], "train") is None  # a sweep without -m
     assert single_run_dir("train", ["experiment=no_such_experiment", run_dir], "train") is None
+
+
+def test_a_plain_run_folder_is_checked_without_composing_again(tmp_path, monkeypatch):
+    """rnnreg-train's check of its run folder (run_dir_used) gives single_run_dir's answer. Where hydra.run.dir is
+    a plain value (no interpolation; quoted or not) and check_command_line's compositions found the mode, it
+    composes nothing more (single_run_dir, a composition, is not called): "" for a config that is a multirun by
+    itself."""
+    folder, ablation = f"{tmp_path}/r", "experiment=ablation_placement_small"
+    plain = {
+        (f"hydra.run.dir={folder}", "seed=7"): folder,
+        (ablation, f"hydra.run.dir={folder}"): "",
+        (f"hydra.run.dir='{folder} a,b'",): f"{folder} a,b",
+    }
+    composed = [(f"hydra.run.dir={folder}${{seed}}", "seed=7"), (f"hydra.run.dir={folder}", f"hydra.run.dir={folder}2")]
+    answers = {}
+    for args in [*plain, *composed]:
+        config_multirun = check_command_line("train", list(args)).multirun
+        assert config_multirun is (ablation in args)
+        answers[args] = single_run_dir("train", list(args), "train"), config_multirun
+    assert {args: answers[args][0] for args in plain} == plain
+    assert [answers[args][0] for args in composed] == [f"{folder}7", f"{folder}2"]
+
+    def composes(*args):
+        raise AssertionError("composed again")
+
+    monkeypatch.setattr(command_line, "single_run_dir", composes)
+    for args, expected in plain.items():
+        assert command_line.run_dir_used(list(args), "train", "train", answers[args][1]) == expected
+    monkeypatch.undo()
+    for args in [*plain, *composed]:
+        assert command_line.run_dir_used(list(args), "train", "train", answers[args][1]) == answers[args][0]
+        assert command_line.run_dir_used(list(args), "train", "train", None) == answers[args][0]  # mode not known
 
 
 def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, tmp_path):

@@ -1,7 +1,8 @@
 """A command line, checked before Hydra runs: compose the config of every job it asks for (each value of a
 sweep, an experiment's own sweep included) and validate each against rnnreg.schema, and check a run folder it
 names (check_run_dir_free), so that a bad value or a folder in use is one line before any folder is created or any
-job has run. rnnreg.runtime.hydra_entry calls `validate_args` and `check_run_dir_free`.
+job has run. rnnreg.runtime.hydra_entry calls `check_command_line` (validate_args, and the mode it found) and
+`check_run_dir_free`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,18 +55,28 @@ def check_one_mode(argv: list[str]) -> None:
         raise ConfigError(f"{' and '.join(modes)} cannot be combined (Hydra does one at a time): {fix}")
 
 
+class Checked(NamedTuple):
+    jobs: int  # configs checked; 0: a flag that runs nothing, or a config from elsewhere (not composed here)
+    multirun: bool | None  # -m, or a config that is a multirun by itself (an experiment's); None: not composed
+
+
 def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> int:
     """Compose the config of every job `argv` asks for (each value of a sweep) and validate it, before Hydra
     runs (and creates any folder). Returns the number of configs checked (0: a flag that runs nothing)."""
+    return check_command_line(config_name, argv, conf_dir).jobs
+
+
+def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> Checked:
+    """validate_args, and what its compositions say of the command line's mode."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from hydra.types import RunMode
 
     if answered_by_hydra(argv) or any(a.split("=")[0] in OTHER_CONFIG_FLAGS for a in argv):
-        return 0
+        return Checked(0, None)
     if any(a.startswith(("hydra.searchpath", "--config-dir", "-cd", "--config-path", "-cp")) for a in argv):
-        return 0  # config groups from elsewhere: the task function (or the stacked launcher) validates each job
+        return Checked(0, None)  # config groups from elsewhere: the task function (or the stacked launcher) validates
     multirun = any(a in ("-m", "--multirun") for a in argv)
     parser = OverridesParser.create()
     try:
@@ -153,7 +164,7 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
             f"(dropout=none, or every site's rate set): each value would train the same model; pick a placement "
             f"that drops (dropout=non_recurrent), or leave dropout.p out of the sweep"
         )
-    return checked
+    return Checked(checked, multirun)
 
 
 def quoted_override(key: str, value: str) -> str:
@@ -221,13 +232,34 @@ def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: s
         HydraConfig.instance().cfg = original
 
 
-def check_run_dir_free(args: list[str], config_name: str = "train", job_name: str = "train") -> None:
+def run_dir_used(args: list[str], config_name: str, job_name: str, config_multirun: bool | None) -> str | None:
+    """single_run_dir's answer, without a composition of its own where the command line gives it: one
+    hydra.run.dir with a plain value (no interpolation), and the config's mode known (`config_multirun`, from
+    check_command_line's compositions)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    lines = [a for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
+    if config_multirun is not None and len(lines) == 1:
+        try:
+            (override,) = OverridesParser.create().parse_overrides(lines)
+        except HydraException:
+            return None  # Hydra's run will say why
+        value = override.value()
+        if isinstance(value, str) and "${" not in value:
+            return "" if config_multirun else value
+    return single_run_dir(config_name, args, job_name)
+
+
+def check_run_dir_free(
+    args: list[str], config_name: str = "train", job_name: str = "train", config_multirun: bool | None = None
+) -> None:
     """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
     holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
     training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json), or a
     folder of checkpoints: stop before Hydra writes .hydra/, multirun.yaml or the log there
     (training and evaluation check again when they start, training takes the lock; a multirun checks its sweep
-    folder in rnnreg.sweep)."""
+    folder in rnnreg.sweep). `config_multirun`: check_command_line's finding, if it composed the config."""
     if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
@@ -236,7 +268,7 @@ def check_run_dir_free(args: list[str], config_name: str = "train", job_name: st
         key, _, value = arg.partition("=")
         key = key.lstrip("+")
         if key == "hydra.run.dir" and not multirun:  # as Hydra resolves it (${paths.output_root}/run), if it is used
-            resolved = single_run_dir(config_name, args, job_name)
+            resolved = run_dir_used(args, config_name, job_name, config_multirun)
             value = value if resolved is None else resolved
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it

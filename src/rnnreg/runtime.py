@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from rnnreg import CONF_DIR
 from rnnreg.command_line import (
     answered_by_hydra,
+    check_command_line,
     check_group_options,
     check_one_mode,
     check_run_dir_free,
-    validate_args,
 )
 from rnnreg.errors import ConfigError, UserError
 from rnnreg.schema import missing_message, validate
@@ -117,8 +117,8 @@ def hydra_entry(config_name: str) -> Callable:
                 check_group_options(args)
                 check_one_mode(args)
                 if not answered_by_hydra(args):
-                    validate_args(config_name, args)
-                    check_run_dir_free(args, config_name, job_name)
+                    checked = check_command_line(config_name, args)
+                    check_run_dir_free(args, config_name, job_name, checked.multirun)
             except UserError as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
