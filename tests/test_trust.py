@@ -527,25 +527,25 @@ def test_a_plain_run_folder_is_checked_without_composing_again(tmp_path, monkeyp
         (ablation, f"hydra.run.dir={folder}"): "",
         (f"hydra.run.dir='{folder} a,b'",): f"{folder} a,b",
     }
-    composed = [(f"hydra.run.dir={folder}${{seed}}", "seed=7"), (f"hydra.run.dir={folder}", f"hydra.run.dir={folder}2")]
-    answers = {}
-    for args in [*plain, *composed]:
-        config_multirun = check_command_line("train", list(args)).multirun
-        assert config_multirun is (ablation in args)
-        answers[args] = single_run_dir("train", list(args), "train"), config_multirun
-    assert {args: answers[args][0] for args in plain} == plain
-    assert [answers[args][0] for args in composed] == [f"{folder}7", f"{folder}2"]
+    composed = {  # an interpolation; the later of two values
+        (f"hydra.run.dir={folder}${{seed}}", "seed=7"): f"{folder}7",
+        (f"hydra.run.dir={folder}", f"hydra.run.dir={folder}2"): f"{folder}2",
+    }
+    modes = {args: check_command_line("train", list(args)).multirun for args in plain | composed}
+    assert modes == {args: ablation in args for args in plain | composed}
+    assert {args: single_run_dir("train", list(args), "train") for args in plain} == plain
 
     def composes(*args):
         raise AssertionError("composed again")
 
-    monkeypatch.setattr(command_line, "single_run_dir", composes)
-    for args, expected in plain.items():
-        assert command_line.run_dir_used(list(args), "train", "train", answers[args][1]) == expected
-    monkeypatch.undo()
-    for args in [*plain, *composed]:
-        assert command_line.run_dir_used(list(args), "train", "train", answers[args][1]) == answers[args][0]
-        assert command_line.run_dir_used(list(args), "train", "train", None) == answers[args][0]  # mode not known
+    with monkeypatch.context() as patched:
+        patched.setattr(command_line, "single_run_dir", composes)
+        for args, expected in plain.items():
+            assert command_line.run_dir_used(list(args), "train", "train", modes[args]) == expected
+    for args, expected in composed.items():
+        assert command_line.run_dir_used(list(args), "train", "train", modes[args]) == expected
+    (args,) = [args for args in plain if ablation in args]  # the mode not known: composed, as before
+    assert command_line.run_dir_used(list(args), "train", "train", None) == ""
 
 
 def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, tmp_path):
