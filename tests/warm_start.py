@@ -2,7 +2,7 @@
 and Lightning already.
 
 Each `rnnreg-train` a test starts spends 5-7 s of CPU importing torch, Lightning (with torch._dynamo and sympy)
-and torchmetrics (with scipy and matplotlib) before its first window, and the suite starts about 170 console and
+and torchmetrics (with scipy and matplotlib) before its first window, and the suite starts about 180 console and
 benchmark scripts on two cores. So each pytest worker keeps one server process that imports those third-party
 packages once, and forks a child per script: a real process (its own pid, signals, exit status, stdin, stdout,
 stderr, environment and working directory) that runs it as `BIN/script args` or `python path.py args` does, our
