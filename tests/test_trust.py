@@ -881,6 +881,67 @@ def test_a_read_only_checkpoint_folder_stops_with_one_line_and_keeps_the_last_go
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
 
 
+def test_a_folder_that_cannot_be_made_is_one_line_and_nothing_is_made(tiny_corpus, tmp_path):
+    """A run or sweep folder through a file, in a folder nobody may write in (immutable: refused even to root; for
+    another user, no write permission), or where even the sweep's lock cannot be made (/proc); the same for the
+    default folders' root (paths.output_root: outputs/ in the working folder, or $RNNREG_OUTPUT_DIR): one line
+    naming the setting and the fix, exit 2, nothing made. Hydra's own answer was a traceback and exit 1."""
+    blocker, locked = tmp_path / "a_file", tmp_path / "locked"
+    blocker.write_text("")
+    locked.mkdir()
+    fix = "give {} a folder you can write in"
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}"]
+    sweep = ["-m", *tiny, "seed=1,2"]
+    cases = {
+        "run": (
+            [*tiny, f"hydra.run.dir={blocker}/run"],
+            {},
+            f"hydra.run.dir={blocker}/run: {blocker} is a file, not a folder: {fix.format('hydra.run.dir')}",
+        ),
+        "sweep": (
+            [*sweep, f"hydra.sweep.dir={blocker}/s"],
+            {},
+            f"hydra.sweep.dir={blocker}/s: {blocker} is a file, not a folder: {fix.format('hydra.sweep.dir')}",
+        ),
+        "locked": (
+            [*tiny, f"hydra.run.dir={locked}/run"],
+            {},
+            f"hydra.run.dir={locked}/run: this user cannot write in {locked}: {fix.format('hydra.run.dir')}",
+        ),
+        "proc": (  # access(2) allows it, mkdir does not
+            [*sweep, "hydra.sweep.dir=/proc/rnnreg_sweep"],
+            {},
+            f"could not lock /proc/rnnreg_sweep: No such file or directory: {fix.format('hydra.sweep.dir')}",
+        ),
+        "default": (
+            tiny,
+            {"cwd": locked},
+            f"paths.output_root=outputs: this user cannot write in {locked}: {fix.format('paths.output_root')}",
+        ),
+        "env": (
+            sweep,
+            {"env": {"RNNREG_OUTPUT_DIR": f"{blocker}/out"}},
+            f"RNNREG_OUTPUT_DIR={blocker}/out: {blocker} is a file, not a folder: {fix.format('RNNREG_OUTPUT_DIR')}",
+        ),
+    }
+    immutable = root_can("chattr")
+    if immutable:
+        subprocess.run(["chattr", "+i", str(locked)], check=True)
+    elif os.geteuid() == 0:  # root without chattr may write anywhere
+        del cases["locked"], cases["default"]
+    else:
+        locked.chmod(0o555)
+    try:
+        procs = {name: popen("rnnreg-train", *args, **kwargs) for name, (args, kwargs, _) in cases.items()}
+        results = {name: finish(proc) for name, proc in procs.items()}
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(locked)], check=False)
+    assert results == {name: (2, [f"error: {line}"]) for name, (*_, line) in cases.items()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "corpus", "locked"]
+    assert blocker.read_text() == "" and not any(locked.iterdir()) and not os.path.exists("/proc/rnnreg_sweep")
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MiB tmpfs: a whole filesystem that can fill up."""

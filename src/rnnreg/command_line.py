@@ -18,7 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, MissingValue, OutputError
-from rnnreg.run_lock import RunLock, check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
+from rnnreg.run_lock import (
+    RunLock,
+    check_folder_can_be_made,
+    check_no_earlier_results,
+    check_not_in_checkpoints,
+    launched_as_rank_zero,
+)
 from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validate
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
@@ -257,13 +263,20 @@ def check_run_dir_free(
     """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
     holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
     training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json), or a
-    folder of checkpoints: stop before Hydra writes .hydra/, multirun.yaml or the log there
+    folder of checkpoints, or a folder that could not be made: stop before Hydra writes .hydra/, multirun.yaml or the
+    log there
     (training and evaluation check again when they start, training takes the lock; a multirun checks its sweep
     folder in rnnreg.sweep). `config_multirun`: check_command_line's finding, if it composed the config."""
     if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
     ckpt_paths = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("ckpt_path=")]
+    folder_key = "hydra.sweep.dir" if multirun or config_multirun else "hydra.run.dir"
+    given = {a.partition("=")[0].lstrip("+") for a in args}
+    if config_name in ("train", "eval") and folder_key not in given and config_multirun is not None:
+        key, root = output_root(args)  # the default folder is below it (conf/hydra/default.yaml)
+        if "${" not in root:
+            check_folder_can_be_made(root, key)
     for arg in args:
         key, _, value = arg.partition("=")
         key = key.lstrip("+")
@@ -274,6 +287,8 @@ def check_run_dir_free(
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
                 raise OutputError(message)
+            if (key == "hydra.sweep.dir") == (multirun or bool(config_multirun)):  # the folder Hydra makes
+                check_folder_can_be_made(value, key)
             if config_name in ("train", "eval") and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra uses
                 check_not_in_checkpoints(value, key, f"rnnreg-{config_name}")
             if key != "hydra.run.dir" or multirun or config_name not in ("train", "eval"):
@@ -282,6 +297,17 @@ def check_run_dir_free(
                 check_no_earlier_results(value, key, trains=False)
             elif "last" not in ckpt_paths:  # ckpt_path=last is found when training starts (it checks then)
                 check_no_earlier_results(value, key, ckpt_paths[-1] if ckpt_paths else None)
+
+
+def output_root(args: list[str]) -> tuple[str, str]:
+    """Where a run's default folder goes (conf/paths/default.yaml), and the setting that says so: the command
+    line's paths.output_root, else $RNNREG_OUTPUT_DIR, else outputs/ in this folder."""
+    given = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("paths.output_root=")]
+    if given:
+        return "paths.output_root", given[-1].strip("'\"")
+    if os.environ.get("RNNREG_OUTPUT_DIR"):
+        return "RNNREG_OUTPUT_DIR", os.environ["RNNREG_OUTPUT_DIR"]
+    return "paths.output_root", "outputs"
 
 
 def check_job(composed: DictConfig, config_name: str, overrides: list) -> DictConfig:

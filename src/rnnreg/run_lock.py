@@ -103,6 +103,21 @@ def check_not_in_checkpoints(folder: str | Path, key: str, program: str = "rnnre
     )
 
 
+def check_folder_can_be_made(folder: str | Path, key: str) -> None:
+    """A run or sweep folder that could not be made or written in (a file on its path, a folder this user
+    cannot write in, a read-only filesystem): one line before Hydra tries, whose answer is a traceback. Nothing is
+    made to find out (a pseudo-filesystem such as /proc, which refuses what access(2) allows, is left to Hydra)."""
+    path = Path(os.path.abspath(folder))
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        reason = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"this user cannot write in {existing}"
+    else:
+        return
+    raise OutputError(f"{key}={folder}: {reason}: give {key} a folder you can write in")
+
+
 def completed(folder: Path) -> bool:
     return recorded_metrics(folder).get("status") == "completed"
 
@@ -173,7 +188,9 @@ class RunLock:
             os.pwrite(fd, f"pid {os.getpid()}@{socket.gethostname()}\n".encode(), 0)
             self.fd = fd
         except OSError as err:
-            raise OutputError(f"could not lock {self.path.parent}: {err.strerror or err}") from err
+            raise OutputError(
+                f"could not lock {self.path.parent}: {err.strerror or err}: give {self.key} a folder you can write in"
+            ) from err
 
     def release(self) -> None:
         if self.fd is not None:
