@@ -263,15 +263,15 @@ def check_run_dir_free(
     """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
     holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
     training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json), or a
-    folder of checkpoints, or a folder that could not be made: stop before Hydra writes .hydra/, multirun.yaml or the
-    log there
-    (training and evaluation check again when they start, training takes the lock; a multirun checks its sweep
-    folder in rnnreg.sweep). `config_multirun`: check_command_line's finding, if it composed the config."""
+    folder of checkpoints, or a folder (or the default folders' root) that could not be made: stop before Hydra
+    writes .hydra/, multirun.yaml or the log there (training and evaluation check again when they start, training
+    takes the lock; a multirun checks its sweep folder in rnnreg.sweep). `config_multirun`: check_command_line's
+    finding, if it composed the config."""
     if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
     ckpt_paths = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("ckpt_path=")]
-    folder_key = "hydra.sweep.dir" if multirun or config_multirun else "hydra.run.dir"
+    folder_key = "hydra.sweep.dir" if multirun or config_multirun else "hydra.run.dir"  # the one Hydra makes
     given = {a.partition("=")[0].lstrip("+") for a in args}
     if config_name in ("train", "eval") and folder_key not in given and config_multirun is not None:
         key, root = output_root(args)  # the default folder is below it (conf/hydra/default.yaml)
@@ -287,7 +287,7 @@ def check_run_dir_free(
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
                 raise OutputError(message)
-            if (key == "hydra.sweep.dir") == (multirun or bool(config_multirun)):  # the folder Hydra makes
+            if key == folder_key:  # the folder Hydra makes
                 check_folder_can_be_made(value, key)
             if config_name in ("train", "eval") and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra uses
                 check_not_in_checkpoints(value, key, f"rnnreg-{config_name}")
