@@ -559,6 +559,26 @@ def test_a_runs_row_shows_each_of_its_numbers_in_the_column_that_names_it(tmp_pa
     assert cells["train s"] == "3725" and cells["words/s"] == "12,346" and cells["epochs"] == "6"
 
 
+def test_a_job_that_said_why_it_has_no_result_is_failed_or_stopped_and_the_report_says_why(tmp_path):
+    """A multirun job that left error.txt and no metrics.json (bad input found once its folder existed; a signal
+    before any result) is `failed` or `stopped`, not `unfinished`: a failed job is listed with its reason (as is a
+    run whose metrics.json says failed) and no command that would fail again; a stopped one runs again."""
+    reason = "missing train file /data/train.txt: put the train text file there (or set data.data_dir to it)"
+    for job, placement in enumerate(("none", "both", "variational", "recurrent")):
+        write_job(tmp_path / str(job), [f"dropout={placement}"], {"dropout": placement}, TOY, None)
+    (tmp_path / "0" / "error.txt").write_text(f"{reason}\n")
+    (tmp_path / "1" / "error.txt").write_text("stopped by SIGTERM before it finished; it wrote no metrics.json\n")
+    diverged = {"status": "failed", "error": "training loss became nan at epoch 1, step 3", "epochs": 1}
+    (tmp_path / "2" / "metrics.json").write_text(json.dumps(diverged))
+    table = report(tmp_path, PAPER)
+    statuses = {r["run"]: r["status"] for r in collect(tmp_path)}
+    assert statuses == {"0": "failed", "1": "stopped", "2": "failed", "3": "unfinished"}
+    assert f"Failed, and why:\n\n- 0: {reason}\n- 2: {diverged['error']}\n" in table
+    assert "- 1 (stopped): no checkpoint was written: run it again, `rnnreg-train dropout=both`\n" in table
+    assert "- 3 (unfinished): no checkpoint was written: run it again, `rnnreg-train dropout=recurrent`\n" in table
+    assert "- 0 (" not in table and "- 2 (" not in table
+
+
 def test_an_unfinished_runs_row_has_the_best_of_its_logged_validations(tmp_path):
     """A run without metrics.json (killed hard) has no best_val_ppl of its own: its row shows the lowest
     validation perplexity its csv/metrics.csv logged, and as epochs the last one logged."""

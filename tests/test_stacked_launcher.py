@@ -1605,9 +1605,11 @@ def test_outputs_eval_and_report(stacked, setup, tmp_path):
     for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
         assert evaluated[key] == pytest.approx(metrics(job)[key], rel=1e-5), key
     run("rnnreg-report", f"path={stacked}")
-    rows = (stacked / "report.md").read_text().split("Over seeds:")[0].strip().splitlines()[2:]
+    written = (stacked / "report.md").read_text()
+    rows = written.split("\n\n")[0].splitlines()[2:]  # the table: up to the first blank line
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
     assert [c[2] for c in cells] == ["completed"] * 4 + ["failed"]
+    assert f"Failed, and why:\n\n- 4: {metrics(stacked / '4')['error']}\n" in written
     assert cells[0][3] == f"{metrics(stacked / '0')['best_val_ppl']:.2f}"
 
 

@@ -264,8 +264,12 @@ def test_a_diverged_job_fails_alone_the_sweep_goes_on_and_the_report_lists_it(ti
     assert [r["status"] for r in rows] == ["completed", "failed", "completed"]
     report = run("rnnreg-report", f"path={sweep}").stdout
     assert "failed" in report
-    table = (sweep / "report.md").read_text().strip().splitlines()
+    written = (sweep / "report.md").read_text()
+    table, _, rest = written.partition("\n\n")
+    table = table.splitlines()
     assert len(table) == 2 + 3
+    why = json.loads((sweep / "1" / "metrics.json").read_text())["error"]  # the divergence
+    assert rest.startswith(f"Failed, and why:\n\n- 1: {why.splitlines()[0]}\n") and why.startswith("training loss")
     for job, line in zip("012", table[2:]):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[:2] == [job, f"optim.decay={['1.2', '1e-20', '1.5'][int(job)]}"]

@@ -2,10 +2,12 @@
 test perplexity per configuration; rnnreg.report_figures) as PNG (300 dpi) and PDF.
 
 Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`. A job without `metrics.json`
-is `running` while a live rnnreg process holds its folder (rnnreg.run_lock), else `unfinished` (killed hard,
-or lost with its machine), and the report says how it goes on, as for a job `interrupted` (SIGTERM, Ctrl-C) and
-a basic sweep's jobs that never started. When completed runs differ only in their seed (`-m ... seed=1,2,3`), a
-second table gives each configuration's mean and standard deviation over seeds, each seed counted once.
+is `running` while a live rnnreg process holds its folder (rnnreg.run_lock); a multirun job that left its reason in
+error.txt is `failed` (the report says why, as for a run whose metrics.json says failed) or `stopped` (by a signal
+before a result); else it is `unfinished` (killed hard, or lost with its machine). The report says how each goes on,
+as for a job `interrupted` (SIGTERM, Ctrl-C) and a basic sweep's jobs that never started. When completed runs
+differ only in their seed (`-m ... seed=1,2,3`), a second table gives each configuration's mean and standard
+deviation over seeds, each seed counted once.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ from rnnreg.run_record import MAX_NLL, null_as_nan, read_metrics
 from rnnreg.runtime import hydra_entry
 from rnnreg.sweep import (
     BASIC_SWEEPER,
+    ERROR_FILE,
     NOT_COMPARED,
     STACKED_LAUNCHER,
+    STOPPED_BEFORE_A_RESULT,
     basic_sweep_jobs,
+    first_words,
     job_order,
     override_key,
     recorded_overrides,
@@ -61,12 +66,24 @@ def find_runs(root: Path) -> list[Path]:
 
 def status_without_metrics(run: Path) -> str:
     """A run that has not written metrics.json: `running` while a live rnnreg process holds its folder, or its
-    sweep's (a multirun holds its sweep folder), else `unfinished`: its process was killed hard (SIGKILL,
-    out of memory, its machine lost) or is gone without a word."""
-    return "running" if RunLock.in_use(run) or RunLock.in_use(run.parent) else "unfinished"
+    sweep's (a multirun holds its sweep folder); a multirun job that said why it has no result in its error.txt
+    (rnnreg.sweep.record_job_error) `failed` (bad input found once its folder existed: running it again fails
+    again), or `stopped` (a signal ended it before a result: it runs again); else `unfinished`: its process was
+    killed hard (SIGKILL, out of memory, its machine lost) or is gone without a word."""
+    if RunLock.in_use(run) or RunLock.in_use(run.parent):
+        return "running"
+    if (run / ERROR_FILE).exists():
+        return "stopped" if first_words(run / ERROR_FILE).startswith(STOPPED_BEFORE_A_RESULT) else "failed"
+    return "unfinished"
 
 
-GOES_ON = ("interrupted", "unfinished")  # stopped by a signal, or killed hard: what they left goes on
+def why_failed(run: Path, metrics: dict) -> str:
+    """A failed run's reason, one line: metrics.json's error (a divergence, a write that failed), else error.txt's."""
+    lines = str(metrics.get("error") or first_words(run / ERROR_FILE, 1000)).strip().splitlines()
+    return lines[0] if lines else "no reason was recorded"
+
+
+GOES_ON = ("interrupted", "stopped", "unfinished")  # stopped by a signal, or killed hard: what they left goes on
 
 
 def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
@@ -95,8 +112,8 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
     if not lines:
         return ""
     return (
-        "\nNot completed (interrupted: stopped by SIGTERM or Ctrl-C; unfinished: no metrics.json and no live "
-        "process): how each goes on\n\n" + "\n".join(lines) + "\n"
+        "\nNot completed (interrupted: stopped by SIGTERM or Ctrl-C; stopped: by a signal before it wrote a result; "
+        "unfinished: no metrics.json and no live process): how each goes on\n\n" + "\n".join(lines) + "\n"
     )
 
 
@@ -246,6 +263,7 @@ def collect(root: Path) -> list[dict]:
         config = read_yaml(config_file)
         trainer, model, data = (section(config, config_file, key) for key in ("trainer", "model", "data"))
         metrics = checked_metrics(run)
+        status = metrics.get("status", "completed") if metrics else status_without_metrics(run)
         curve = by_epoch(run)
         rows.append(
             {
@@ -253,7 +271,8 @@ def collect(root: Path) -> list[dict]:
                 "path": run,
                 "overrides": [o for o in overrides if not override_key(o).startswith(SAME_CONFIGURATION)],
                 "seed": seed_of(overrides, config),
-                "status": metrics.get("status", "completed") if metrics else status_without_metrics(run),
+                "status": status,
+                "why": why_failed(run, metrics) if status == "failed" else "",
                 "best_val_ppl": metrics.get("best_val_ppl", min(curve.values(), default=math.nan)),
                 "test_ppl": metrics.get("test_ppl", math.nan),
                 "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
@@ -454,6 +473,9 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     notes = repeated_seeds(rows) + partial_curves(rows)
     if notes:
         table += "\nNotes:\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        table += "\nFailed, and why:\n\n" + "\n".join(f"- {r['run']}: {r['why']}" for r in failed) + "\n"
     table += how_to_go_on(rows, root)
     from rnnreg.report_figures import plot  # (matplotlib: seconds to import, only once the rows are read)
 

@@ -171,11 +171,11 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
     return sorted(failed, key=lambda f: job_order(f[0]))
 
 
-def first_words(path: Path) -> str:
+def first_words(path: Path, size: int = 100) -> str:
     """The start of a job's error.txt; "" where it cannot be read (the job is then listed as failed)."""
     try:
         with open(path, errors="replace") as f:
-            return f.read(100)
+            return f.read(size)
     except OSError:
         return ""
 
