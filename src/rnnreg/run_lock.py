@@ -108,7 +108,7 @@ def check_folder_can_be_made(folder: str | Path, key: str) -> None:
     cannot write in, a read-only filesystem): one line before Hydra tries, whose answer is a traceback. Nothing is
     made to find out (a pseudo-filesystem such as /proc, which refuses what access(2) allows, is left to Hydra)."""
     path = Path(os.path.abspath(folder))
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    existing = next(p for p in (path, *path.parents) if os.path.exists(p))  # (False where it cannot look)
     if not existing.is_dir():
         reason = f"{existing} is a file, not a folder"
     elif not os.access(existing, os.W_OK | os.X_OK):
