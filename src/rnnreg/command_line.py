@@ -242,19 +242,26 @@ def run_dir_used(args: list[str], config_name: str, job_name: str, config_multir
     """single_run_dir's answer, without a composition of its own where the command line gives it: one
     hydra.run.dir with a plain value (no interpolation), and the config's mode known (`config_multirun`, from
     check_command_line's compositions)."""
+    lines = [a for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
+    if config_multirun is not None and len(lines) == 1:
+        value = plain_value(lines[0])
+        if value is not None:
+            return "" if config_multirun else value
+    return single_run_dir(config_name, args, job_name)
+
+
+def plain_value(line: str) -> str | None:
+    """The string `key=value` sets, as Hydra's override parser reads it (quotes and all), when it is plain: no
+    interpolation to resolve. None otherwise, or where Hydra cannot read it (its run will say why)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    lines = [a for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
-    if config_multirun is not None and len(lines) == 1:
-        try:
-            (override,) = OverridesParser.create().parse_overrides(lines)
-        except HydraException:
-            return None  # Hydra's run will say why
-        value = override.value()
-        if isinstance(value, str) and "${" not in value:
-            return "" if config_multirun else value
-    return single_run_dir(config_name, args, job_name)
+    try:
+        (override,) = OverridesParser.create().parse_overrides([line])
+    except HydraException:
+        return None
+    value = override.value()
+    return value if isinstance(value, str) and "${" not in value else None
 
 
 def check_run_dir_free(
@@ -275,7 +282,7 @@ def check_run_dir_free(
     given = {a.partition("=")[0].lstrip("+") for a in args}
     if config_name in ("train", "eval") and folder_key not in given and config_multirun is not None:
         key, root = output_root(args)  # the default folder is below it (conf/hydra/default.yaml)
-        if "${" not in root:
+        if root is not None and "${" not in root:  # ($RNNREG_OUTPUT_DIR is plain: the shell expands it)
             check_folder_can_be_made(root, key)
     for arg in args:
         key, _, value = arg.partition("=")
@@ -299,12 +306,12 @@ def check_run_dir_free(
                 check_no_earlier_results(value, key, ckpt_paths[-1] if ckpt_paths else None)
 
 
-def output_root(args: list[str]) -> tuple[str, str]:
+def output_root(args: list[str]) -> tuple[str, str | None]:
     """Where a run's default folder goes (conf/paths/default.yaml), and the setting that says so: the command
-    line's paths.output_root, else $RNNREG_OUTPUT_DIR, else outputs/ in this folder."""
-    given = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("paths.output_root=")]
+    line's paths.output_root (None: not a plain value), else $RNNREG_OUTPUT_DIR, else outputs/ in this folder."""
+    given = [a for a in args if a.lstrip("+").startswith("paths.output_root=")]
     if given:
-        return "paths.output_root", given[-1].strip("'\"")
+        return "paths.output_root", plain_value(given[-1])
     if os.environ.get("RNNREG_OUTPUT_DIR"):
         return "RNNREG_OUTPUT_DIR", os.environ["RNNREG_OUTPUT_DIR"]
     return "paths.output_root", "outputs"
