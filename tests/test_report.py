@@ -788,3 +788,28 @@ def test_a_failed_job_is_reported_alike_by_every_launcher(tmp_path, capsys):
     failed = report_failed_job(5, overrides, None, "diverged", tmp_path / "error.txt" / "no folder", basic=False)
     assert isinstance(failed, JobFailed) and str(failed) == "diverged"
     assert capsys.readouterr().err == "error: job 5 (seed=3 dropout=none) failed: diverged\n"
+
+
+def test_a_configuration_far_from_the_rest_puts_the_test_axis_on_a_log_scale(tmp_path):
+    """The paper-scale ablation's seed 1234 on an H200 (2026-12-04): no dropout overfits to 662 while the others
+    end at 80-113. On a linear axis 80.5, 82.3 and 83.6 would meet; on a log one they stay apart, every tick a
+    plain number, and the axis says so. A spread under 2x (the toy ablation) keeps a linear axis."""
+    gpu = {
+        "none": (661.99,),
+        "non_recurrent": (83.63,),
+        "recurrent": (113.25,),
+        "both": (80.47,),
+        "variational": (82.35,),
+    }
+    rows = collect(ablation(tmp_path / "gpu", gpu, "ablation_placement_full", FULL_MEDIUM))
+    ax = figure_test_ppl(rows, PAPER).axes[0]
+    assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
+    lo, hi = ax.get_xlim()
+    assert lo < 80.47 and hi > 661.99
+    # the three close placements a visible distance apart (on the linear axis: 0.3 % and 0.2 % of its width)
+    spread = math.log(hi / lo)
+    assert math.log(82.35 / 80.47) / spread > 0.008 and math.log(83.63 / 82.35) / spread > 0.005
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(ticks) >= 4 and all(re.fullmatch(r"\d+", t) for t in ticks), ticks
+    toy = figure_test_ppl(collect(ablation(tmp_path / "toy")), PAPER).axes[0]
+    assert toy.get_xscale() == "linear" and "log scale" not in toy.get_xlabel()

@@ -46,6 +46,8 @@ PLACEMENT_COLOURS = {
 }
 # The paper's perplexity, in both figures: a dark grey dashed line
 PAPER_LINE = {"color": "0.25", "linestyle": (0, (4, 3)), "linewidth": 1}
+# the test figure's x axis is a log one where its largest value is over this many times its smallest
+LOG_AXIS_SPREAD = 2
 # Configurations of one placement that differ in something else (rates, sizes): one marker and line style each.
 MARKERS = ("o", "s", "^", "D", "v", "P")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -261,7 +263,8 @@ def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
 def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
     """Test perplexity (one stream) per configuration, configurations down the y axis: the mean over seeds
     as a marker with ± sample sd as an error bar and each seed as a small dot, the mean written beside it;
-    the x axis spans the data (not from 0); the paper's test perplexity as a dashed line when the runs are
+    the x axis spans the data (not from 0), on a log scale where the largest value is over LOG_AXIS_SPREAD times the
+    smallest; the paper's test perplexity as a dashed line when the runs are
     its full recipe."""
     entries = [e for e in configurations(rows) if any(not math.isnan(r["test_ppl"]) for r in e["runs"])]
     # room for the labels left of the axes (10 pt: ~0.075 inch a character), as in figure_val_ppl
@@ -320,9 +323,19 @@ def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
         )
         values.append(ref["test_ppl"])
     lo, hi = min(values), max(values + ends)
-    span = max(hi - lo, 0.02 * hi)
-    ax.set_xlim(lo - 0.08 * span, hi + 0.16 * span)  # room for the written means on the right
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
+    scale = ""
+    if hi > LOG_AXIS_SPREAD * lo:  # one far from the rest (no dropout over 39 epochs): on a linear axis the rest meet
+        scale = "; log scale"
+        left, right = lo / 1.05, hi * 1.3  # room for the written means on the right
+        ax.set_xscale("log")
+        ax.set_xlim(left, right)
+        ax.xaxis.set_major_locator(FixedLocator(log_ticks(left, right)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        span = max(hi - lo, 0.02 * hi)
+        ax.set_xlim(lo - 0.08 * span, hi + 0.16 * span)  # room for the written means on the right
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10]))
     ax.set_ylim(len(entries) - 0.5, -0.6)  # first configuration on top
     labels = [e["label"] + (f" (n={n})" if len(set(counts)) > 1 else "") for e, n in zip(entries, counts)]
     ax.set_yticks(range(len(entries)), labels)
@@ -331,7 +344,7 @@ def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.set_xlabel(f"test perplexity (one stream; lower is better)\n{interval_text(counts)}", fontsize=9)
+    ax.set_xlabel(f"test perplexity (one stream; lower is better{scale})\n{interval_text(counts)}", fontsize=9)
     ax.set_title("Test perplexity by dropout placement", fontsize=11, pad=16 if refs else 6)
     return fig
 
