@@ -34,18 +34,18 @@
 #              then rnnreg-report of its folder; as `ablation`, a second call on the same machine goes on from
 #              where the first stopped (est. large x3 ~12 min, medium x3 ~5 min, small x3 ~2 min: two or three calls)
 #   ablation_seed  one seed of the paper-scale ablation (ABLATION_SEED, default 1234): its five placements as one
-#              group of 5 (K = 5), the stacked step's graph check at K = 5 first, then K = 15 timed with the
-#              hidden units unpadded and padded (pad_timing, ~1 min: the padding is new and untimed on a GPU;
-#              the sweep pads (auto) unless the padded step failed its check against the unpadded one or
-#              was slower: pad_pays); after the sweep, in the time left, K = 15 padded under bf16 autocast
-#              (bf16_timing: graph check and words/s, ~1 min); as `ablation`, a second call on the
-#              same machine goes on from where the first stopped. The whole 15-member ablation takes about 24 min on an
-#              H200 (2026-11-30: 37 s an epoch), more than a session's 15 device minutes, and its resume file (1.2-2.4
-#              GB) cannot come back to go on in a later session; one seed's five members (est. 10-11 min: two calls)
-#              can finish in one session, and three sessions give the three seeds
+#              group of 5 (K = 5), the stacked step's graph check at K = 5 first (~1 min; the sweep pads (auto)
+#              where the padded step passed its check against the unpadded one: 1.48x at K = 15 on an H200,
+#              2026-12-04); then, in the time left, where a K = 15 padded window's time goes (profile_padded, both
+#              cells) and K = 15 padded under bf16 autocast on both cells (bf16_timing), each once per machine. Seed
+#              1234 took 6 min 21 s of training on an H200 (2026-12-04): a seed fits one call with BUDGET_S=550
+#              (about 9.5 device minutes with the machine's start and the check); as `ablation`, a second call on the same machine goes
+#              on from where the first stopped, and one whose sweep completed goes on to the timings. The
+#              15-member ablation in one group (est. 14-15 min at K = 15) does not fit a session's 15 device
+#              minutes, and its resume file (1.2-2.4 GB) cannot come back to go on in a later session
 #   probe      what the 2026-11-30 session's second call ran: the kernels of a K = 15 window (bench_stacked.py
-#              --profile), a 15-member medium group stopped by SIGTERM mid-epoch, K = 1, 4, 8 on both cells; then,
-#              as after ablation_seed, bench_gemm_layouts.py (the window's GEMMs padded, transposed, in bf16/fp16)
+#              --profile), a 15-member medium group stopped by SIGTERM mid-epoch, K = 1, 4, 8 on both cells; then
+#              pad_timing, bf16_timing and bench_gemm_layouts.py (the window's GEMMs padded, transposed, in bf16/fp16)
 #   settings   what each sweep mode would run with (speed.cuda_graph, speed.triton_cell, hydra.launcher.pad_hidden_to),
 #              decided by benchmarks/gpu_decisions.py from the checks and timings already in WORK_DIR (read only: a second)
 #   cpu        a dry run of every mode's commands on the CPU (tiny runs, 5-10 min on 2 cores; checks the script, not speed;
@@ -135,17 +135,12 @@ graph_checked() { $PY benchmarks/gpu_decisions.py cuda_graph "$work/${1:-bench_s
 # speed.triton_cell: the Triton cell passed its check and ran >= 5 % faster at K members (${2:-15})
 triton_cell_pays() { $PY benchmarks/gpu_decisions.py triton_cell "$work/${1:-bench_stacked}.json" "${2:-15}" || echo false; }
 # hydra.launcher.pad_hidden_to: auto (8 on a GPU) where the padded step passed its check against the unpadded one
-# (check.padding in $work/NAME.json: strict float32 losses) and, given `timed`, pad_timing's two files show it not
-# slower at K = 15; 1 otherwise
-pad_pays() {
-    local timings=()
-    [[ ${2:-} == timed ]] && timings=("$work/bench_stacked_pad1.json" "$work/bench_stacked_pad8.json")
-    $PY benchmarks/gpu_decisions.py pad_hidden_to "$work/$1.json" ${timings[@]+"${timings[@]}"} || echo 1
-}
-# sweep_settings NAME K [timed]: the three overrides a GPU sweep runs with, from check NAME at K members
+# (check.padding in $work/NAME.json: strict float32 losses); 1 otherwise
+pad_pays() { $PY benchmarks/gpu_decisions.py pad_hidden_to "$work/$1.json" || echo 1; }
+# sweep_settings NAME K: the three overrides a GPU sweep runs with, from check NAME at K members
 sweep_settings() {
     echo "speed.cuda_graph=$(graph_checked "$1") speed.triton_cell=$(triton_cell_pays "$1" "$2")" \
-        "hydra.launcher.pad_hidden_to=$(pad_pays "$1" "${3:-}")"
+        "hydra.launcher.pad_hidden_to=$(pad_pays "$1")"
 }
 # check_graph_once NAME K HIDDEN: the stacked step's CUDA graph against its eager step (both cells), K members of
 # width HIDDEN at bptt 35, the hidden units padded as a GPU's sweep holds them (hydra.launcher.pad_hidden_to=auto:
@@ -157,8 +152,8 @@ check_graph_once() {
         --kinds stacked stacked_triton --hidden "$3" --bptt 35 --batch 20 --windows 10 --out "$work/$1.json"
 }
 # pad_timing RESERVE [ARGS]: K = 15 medium members' windows (torch-ops cell, TF32, graphed) with the hidden units as
-# they are and padded to 656 (auto's multiple of 8): what the padding gives (2026-11-30 profile: alignment-1 GEMM
-# kernels at 650); once per machine
+# they are and padded to 656 (auto's multiple of 8): what the padding gives (2026-12-04: 389,637 -> 578,250 words/s);
+# once per machine
 pad_timing() {
     local reserve=$1 pad
     shift
@@ -171,8 +166,8 @@ pad_timing() {
 }
 # bf16_timing RESERVE [ARGS]: the same K = 15 window padded, its forward under bf16 autocast
 # (trainer.precision=bf16-mixed: bf16 GEMMs, float32 cell and weights), after the stacked step's CUDA graph under
-# autocast is checked against its eager step (check in the JSON): what bf16 gives the GEMMs that fill a window; once
-# per machine
+# autocast is checked against its eager step (check in the JSON): what bf16 gives the GEMMs that fill a window (ARGS
+# --kinds stacked stacked_triton: on both cells); once per machine
 bf16_timing() {
     local reserve=$1
     shift
@@ -183,10 +178,15 @@ bf16_timing() {
         --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 --out "$work/bench_stacked_bf16.json" "$@"
 }
 # stacked_sweep NAME RESERVE OVERRIDES...: a stacked multirun into $work/NAME, going on from an earlier call's
-# resume file; then its report
+# resume file; then its report. Once it has completed ($work/NAME.done), a later call on the machine skips it
 stacked_sweep() {
     local name=$1 reserve=$2 resume=false
     local folder=$work/$name
+    if [[ -f $work/$name.done ]]; then
+        echo "== ${name}_stacked: completed in an earlier call" | tee -a "$work/stages.txt"
+        last_exit=0
+        return
+    fi
     # SIGTERM's grace (stage() reads it; the sweep's stage leaves it free after its limit): a group's resume file and
     # its checkpoints (15 medium: 2.4 GB) are written then
     local grace=${sweep_grace:-60}
@@ -198,6 +198,7 @@ stacked_sweep() {
     stage "${name}_stacked" $(( reserve + grace )) $PY benchmarks/how_it_ended.py $PY -m rnnreg.train -m \
         hydra/launcher=stacked "hydra.sweep.dir=$folder" hydra.launcher.resume=$resume "$@"
     local sweep_exit=$last_exit
+    (( sweep_exit == 0 )) && touch "$work/$name.done"
     if (( sweep_exit != 0 )); then  # the kernel's word on a kill (out of memory), and the memory then
         { echo "== dmesg, free after exit $sweep_exit"; dmesg 2>&1 | tail -5; free -m | head -2; } >>"$work/${name}_stacked.log"
     fi
@@ -216,6 +217,14 @@ ablation_seed() {
     local sweep_grace=20  # 5 medium members' files (about 1.2 GB) take seconds: the rest of the time trains
     shift 2
     stacked_sweep "ablation_seed_$seed" "$reserve" experiment=ablation_placement_full "seed=$seed" "$@"
+}
+# profile_padded RESERVE: where a K = 15 medium window's time goes with the hidden units padded as a GPU's sweep holds
+# them (650 as 656), on both cells (the kernels of bench_stacked.py --profile, ~1 min); once per machine
+profile_padded() {
+    [[ -f $work/profile_stacked_pad8.txt ]] && return
+    stage profile_padded "$1" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --tf32 --placements --members 15 \
+        --pad 8 --hidden 650 --bptt 35 --batch 20 --kinds stacked stacked_triton --profile "$work/profile_stacked_pad8.txt" \
+        "${@:2}"
 }
 # the stacked window's GEMMs in other layouts and precisions (~20 s), in whatever time is left
 gemm_layouts() {
@@ -272,18 +281,17 @@ case $what in
         large_if_crashed ;;
     ablation_seed)
         check_graph_once graph_check_k5 5 650
-        pad_timing 300
-        ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu $(sweep_settings graph_check_k5 5 timed)
+        ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu $(sweep_settings graph_check_k5 5)
         large_if_crashed
-        bf16_timing 0
-        gemm_layouts ;;
+        profile_padded 0
+        bf16_timing 0 --kinds stacked stacked_triton ;;
     table)
         check_graph_once table_graph_check 3 1500
         table 0 trainer.accelerator=gpu $(sweep_settings table_graph_check 3) ;;
     settings)  # what each sweep mode would run with, from the checks and timings already in WORK_DIR
         echo "stacked: $(sweep_settings bench_stacked 15)"
         echo "ablation: $(sweep_settings graph_check 15)"
-        echo "ablation_seed: $(sweep_settings graph_check_k5 5 timed)"
+        echo "ablation_seed: $(sweep_settings graph_check_k5 5)"
         echo "table: $(sweep_settings table_graph_check 3)"
         exit 0 ;;
     probe)  # after a first ablation call (2026-11-30): where a K = 15 window's time goes, SIGTERM on a GPU, K = 1-8
@@ -316,13 +324,14 @@ case $what in
         ablation 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
             speed.triton_cell="$(triton_cell_pays)" model.hidden_size=16 trainer.max_epochs=6 trainer.limit_train_batches=6 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2
-        # ablation_seed's padding timing and sweep: one seed's five placements (the seed given overrides the
-        # experiment's three), padded as auto pads them on a GPU (12 units held as 16)
+        # probe's padding timing; ablation_seed's sweep (one seed's five placements: the seed given overrides the
+        # experiment's three), padded as auto pads them on a GPU (12 units held as 16), then its profile and bf16 timing
         device=cpu pad_timing 0 --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
-        device=cpu bf16_timing 0 --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
         ablation_seed 1 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
             speed.triton_cell="$(triton_cell_pays)" model.hidden_size=12 hydra.launcher.pad_hidden_to=8 \
             trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 trainer.limit_test_batches=2
+        device=cpu profile_padded 0 --hidden 12 --vocab 50 --members 2
+        device=cpu bf16_timing 0 --kinds stacked stacked_triton --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
         # table's commands: its graph check and its three groups, tiny
         stage table_graph_check 0 $PY benchmarks/bench_stacked.py --check --members 3 --tf32 --kinds stacked \
             stacked_triton --hidden 16 --vocab 50 --windows 2 --warmup 1 --out "$work/table_graph_check.json"

@@ -502,8 +502,7 @@ def test_the_sweeps_settings_follow_the_checks(tmp_path, monkeypatch, check, row
 
 def test_gpu_check_sweep_settings(tmp_path):
     """gpu_check.sh's `settings` mode: what each sweep mode would run with, from the files in WORK_DIR (the same
-    functions the modes call). ablation_seed pads only where pad_timing timed the padded step no slower, and not
-    when a timing is missing (its stage failed or was skipped). It reads those files and writes none: the device
+    functions the modes call). It reads those files and writes none: the device
     session's gpu.txt stays (it says which machine the files came from), and OUT_DIR gets no archive."""
     work = tmp_path / "work"
     work.mkdir()
@@ -530,15 +529,10 @@ def test_gpu_check_sweep_settings(tmp_path):
     got = settings()
     assert got["ablation"] == "speed.cuda_graph=true speed.triton_cell=true hydra.launcher.pad_hidden_to=auto"
     assert got["table"] == "speed.cuda_graph=true speed.triton_cell=false hydra.launcher.pad_hidden_to=auto"
-    untimed = "speed.cuda_graph=true speed.triton_cell=true hydra.launcher.pad_hidden_to=1"
-    assert got["ablation_seed"] == untimed  # no pad_timing files yet
-    for pad, wps in ((1, 400_000.0), (8, 430_000.0)):
-        write_check(work, f"bench_stacked_pad{pad}", None, [{"members": 15, "stacked_wps": wps}])
-    assert settings()["ablation_seed"] == untimed.replace("=1", "=auto")
-    write_check(work, "bench_stacked_pad8", None, [{"members": 15, "stacked_wps": 390_000.0}])  # padded slower
-    assert settings()["ablation_seed"] == untimed
-    (work / "bench_stacked_pad8.json").unlink()  # its stage failed
-    assert settings()["ablation_seed"] == untimed
+    # the K = 5 check's own timing decides its Triton cell (timed at K = 15, the ablation's would not count)
+    assert got["ablation_seed"] == got["ablation"]
+    write_check(work, "graph_check_k5", PASSED | {"padding": {"same": False, "padded": True}}, [{"members": 15}])
+    assert settings()["ablation_seed"] == "speed.cuda_graph=true speed.triton_cell=false hydra.launcher.pad_hidden_to=1"
     assert (work / "gpu.txt").read_text() == "NVIDIA H200 (the session that wrote these files)\n"
     assert not list((tmp_path / "out").iterdir())
 
@@ -599,6 +593,19 @@ def test_gpu_check_times_bf16_once_and_again_when_cut_off_before_its_timing(tmp_
     stages = gpu_check_with_stand_in(tmp_path, "ablation_seed")
     assert "== ablation_seed_1234_stacked: exit 0" in stages
     assert ("== bf16_timing: exit 0" in stages) == (not timed)
+
+
+@pytest.mark.parametrize("first_exit", [0, 124], ids=["completed", "at_its_time_limit"])
+def test_gpu_check_called_again_goes_on_with_its_sweep_or_past_it(tmp_path, first_exit):
+    """gpu_check.sh ablation_seed called again on the same machine: a sweep stopped at the first call's time limit goes
+    on (hydra.launcher.resume=true); one that completed is not started again (a multirun in its folder would be
+    refused, and the call's time would go to that) and the call goes on to the timings after it."""
+    first = gpu_check_with_stand_in(tmp_path, "ablation_seed", first_exit)
+    assert first.count("== ablation_seed_1234_stacked (t=") == 1 and "hydra.launcher.resume=false" in first
+    again = gpu_check_with_stand_in(tmp_path, "ablation_seed")[len(first) :]
+    assert ("== ablation_seed_1234_stacked: completed in an earlier call" in again) == (first_exit == 0)
+    assert ("hydra.launcher.resume=true" in again) == (first_exit != 0)
+    assert "== profile_padded (t=" in again and "== bf16_timing (t=" in again
 
 
 @pytest.fixture(scope="module")
