@@ -123,6 +123,11 @@ def test_a_documented_command_is_one_the_program_takes(command, tmp_path, monkey
         with pytest.raises(ConfigError, match=r"^trainer.precision=bf16-mixed runs the fused LSTM"):
             validate_args(SCRIPTS[script], args)
         args = [arg if arg != "trainer.precision=bf16-mixed" else "trainer.precision=32-true" for arg in args]
+    if "trainer.accelerator=gpu" in args and not torch.cuda.is_available():
+        # a GPU's command (the device script's sweeps), refused here in its own line; the rest of it checked on the CPU
+        with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu needs a CUDA GPU"):
+            validate_args(SCRIPTS[script], args)
+        args = [arg if arg != "trainer.accelerator=gpu" else "trainer.accelerator=cpu" for arg in args]
     try:
         checked = validate_args(SCRIPTS[script], args)
     except MissingValue:
