@@ -76,6 +76,20 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, monkeypatch, signum,
     # the words trained, which the run's words/s divides (both epochs', the stopped one's first 7 windows included)
     words = [next(v for k, v in c["callbacks"].items() if k.startswith("SpeedMonitor"))["train_words"] for c in (a, b)]
     assert words[0] == words[1] == a["global_step"] * 5 * 4  # windows x bptt x streams
+    # the resumed epoch's words/s and time are the whole epoch's, its part before the stop included: words/s x time
+    # is an epoch's words in every epoch (counting the rest alone, the resumed epoch would show 7 windows fewer)
+    per_epoch = a["global_step"] // 2 * 5 * 4
+    rates, seconds = (
+        history(tmp_path / "second", "train/words_per_sec"),
+        history(tmp_path / "second", "train/epoch_seconds"),
+    )
+    assert len(rates) == len(seconds) == 2
+    assert [r * s for r, s in zip(rates, seconds)] == pytest.approx([per_epoch] * 2, rel=1e-6)
+    assert (
+        seconds[0]
+        > ckpt["callbacks"][next(k for k in ckpt["callbacks"] if k.startswith("SpeedMonitor"))]["epoch_seconds"]
+    )
+    assert resumed["words_per_second_last_epoch"] == pytest.approx(rates[-1], abs=0.1)
     # the resumed run's plan estimated what was left of the run, not a fresh one (from inside its first epoch too)
     assert "estimated time left:" in said[0] and "estimated total:" not in said[0]
 

@@ -1633,6 +1633,9 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
     assert "6 jobs in 4 groups" in proc.stdout and "group 1: jobs [2], 1 member, 2 x 16 LSTM" in proc.stdout
     assert "group 2: jobs [3, 4], 2 members, 2 x 8 LSTM" in proc.stdout
     assert (sweep / ".stacked" / "group_0.pt").is_file()
+    # the stopped epoch's training time so far, which its words/s goes on from
+    before = stacked_resume.load_resume_file(sweep / ".stacked" / "group_0.pt")["epoch_seconds_before"]
+    assert before > 0
     for i in range(2):
         stopped = metrics(sweep / str(i))
         assert stopped["status"] == "interrupted" and stopped["epochs"] == 1
@@ -1711,6 +1714,17 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
             assert mine[key] == reference[key], (i, key)
         reference_job = stacked / str(list(MEMBERS).index(name))
         assert losses(sweep / str(i)) == losses(reference_job)
+        # every epoch's words/s x its time is an epoch's words, the resumed epoch's too (its windows before the stop
+        # counted with their time; the rest alone would be 4 of its 6 windows)
+        timed = [
+            r * s
+            for r, s in zip(
+                losses(sweep / str(i), "train/words_per_sec"), losses(sweep / str(i), "train/epoch_seconds")
+            )
+        ]
+        whole = losses(reference_job, "train/words_per_sec")[0] * losses(reference_job, "train/epoch_seconds")[0]
+        assert len(timed) == 3 and timed == pytest.approx([whole] * 3, rel=1e-6), i
+        assert losses(sweep / str(i), "train/epoch_seconds")[1] > before, i
         ours, uninterrupted = weights(sweep / str(i)), weights(reference_job)
         assert all(torch.equal(ours[k], uninterrupted[k]) for k in ours), i
     assert metrics(sweep / "4")["status"] == "completed" and metrics(sweep / "5")["status"] == "failed"

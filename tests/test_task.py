@@ -350,3 +350,16 @@ def test_perplexity_sums_stay_exact_past_float32s_integers():
         metric.update(torch.tensor(6.0), 1)
     assert metric.weight.item() == 2**24 + 1000 and metric.mean_value.item() == 4 * 2**24 + 6 * 1000
     assert metric.compute().item() == pytest.approx(math.exp((4 * 2**24 + 6000) / (2**24 + 1000)), rel=1e-13)
+
+
+def test_a_speed_not_measured_is_null_in_metrics_json_and_the_others_rounded():
+    """metrics.json's words/s from the median window is None (null) where the device queues its windows (CUDA: a
+    window's host time is its queueing, not its run); the other figures are still rounded to 0.1."""
+    import json
+
+    from rnnreg.run_record import Speeds, completed_record
+
+    record = completed_record((90.0, 3), {"test_ppl": 85.0}, 88.0, 3, 12.345, Speeds(1000.04, None, 990.06), 10, "x")
+    assert record["words_per_second"] == 1000.0 and record["words_per_second_last_epoch"] == 990.1
+    assert record["words_per_second_median_step"] is None and record["train_seconds"] == 12.35
+    assert json.loads(json.dumps(record))["words_per_second_median_step"] is None

@@ -40,7 +40,10 @@ class SpeedMonitor(L.Callback):
         self.epoch_open = False  # an epoch's windows trained and not yet added to the totals
         self.epoch_start = self.last_batch_end = time.perf_counter()
         self.epoch_words = 0
+        # the epoch under way's words and seconds before a resume inside it: its words/s and time count them
+        self.words_before, self.seconds_before = 0, 0.0
         self.step_seconds: list[float] = []  # batch end to batch end: the whole loop, hooks included
+        self.steps_queued = False  # on CUDA: a step's host time is the time to queue it (no median step)
         self.words_per_step = 0
         # seconds per window for the run's ETA: the windows of this epoch after its first `warmup_windows`
         # (graph capture, allocator warm-up), else the last whole epoch's
@@ -64,12 +67,19 @@ class SpeedMonitor(L.Callback):
         return self.train_words / self.train_seconds if self.train_seconds else 0.0
 
     @property
-    def epoch_words_per_second(self) -> float:
-        elapsed = self.last_batch_end - self.epoch_start
-        return self.epoch_words / elapsed if elapsed > 0 else 0.0
+    def epoch_seconds(self) -> float:
+        """The epoch's training time so far (a resumed epoch's before its stop included)."""
+        return self.seconds_before + self.last_batch_end - self.epoch_start
 
     @property
-    def median_words_per_second(self) -> float:
+    def epoch_words_per_second(self) -> float:
+        elapsed = self.epoch_seconds
+        return (self.words_before + self.epoch_words) / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def median_words_per_second(self) -> float | None:
+        if self.steps_queued:
+            return None
         return median_step_words_per_second(self.words_per_step, self.step_seconds)
 
     def on_train_start(self, trainer, pl_module) -> None:  # a mid-epoch resume has no epoch start
@@ -77,6 +87,7 @@ class SpeedMonitor(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.epoch_words = 0
+        self.words_before, self.seconds_before = 0, 0.0
         self.epoch_windows = 0
         self.warm_start = None
         self.step_seconds = []
@@ -85,7 +96,8 @@ class SpeedMonitor(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.words_per_step = batch[1].numel() * trainer.world_size
         self.epoch_words += self.words_per_step
-        if batch_idx + 1 >= trainer.num_training_batches and pl_module.device.type == "cuda":
+        self.steps_queued = pl_module.device.type == "cuda"
+        if batch_idx + 1 >= trainer.num_training_batches and self.steps_queued:
             torch.cuda.synchronize(pl_module.device)  # the epoch's queued GPU work counts in its time
         now = time.perf_counter()
         self.step_seconds.append(now - self.last_batch_end)
@@ -104,7 +116,7 @@ class SpeedMonitor(L.Callback):
         pl_module.log_dict(
             {
                 "train/words_per_sec": self.epoch_words_per_second,
-                "train/epoch_seconds": self.last_batch_end - self.epoch_start,
+                "train/epoch_seconds": self.epoch_seconds,
                 "train/grad_norm": pl_module.signals.grad_norm.float(),
             },
             rank_zero_only=True,
@@ -123,10 +135,17 @@ class SpeedMonitor(L.Callback):
         if not self.epoch_open:
             return {"train_seconds": self.train_seconds, "train_words": self.train_words}
         seconds = self.train_seconds + self.last_batch_end - self.epoch_start
-        return {"train_seconds": seconds, "train_words": self.train_words + self.epoch_words}
+        return {
+            "train_seconds": seconds,
+            "train_words": self.train_words + self.epoch_words,
+            "epoch_seconds": self.epoch_seconds,  # (in the totals above too)
+            "epoch_words": self.words_before + self.epoch_words,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.train_seconds, self.train_words = state_dict["train_seconds"], state_dict["train_words"]
+        self.words_before = state_dict.get("epoch_words", 0)  # (none in a checkpoint from an epoch's end)
+        self.seconds_before = state_dict.get("epoch_seconds", 0.0)
 
 
 class LMProgressBar(RichProgressBar):

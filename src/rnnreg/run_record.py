@@ -25,10 +25,11 @@ STOPPED_BY = {
 
 class Speeds(NamedTuple):
     """A run's training words per second, as metrics.json names them: over every epoch's training time; from the
-    median step of the last epoch; over the last epoch alone (warm-up and a graph's capture left out)."""
+    median step of the last epoch (None where the device queues its steps, CUDA: a step's host time is then the time
+    to queue it, not to run it); over the last epoch alone (warm-up and a graph's capture left out)."""
 
     words_per_second: float
-    words_per_second_median_step: float
+    words_per_second_median_step: float | None
     words_per_second_last_epoch: float
 
 
@@ -48,7 +49,9 @@ def completed_record(
     record |= tests
     record |= {"best_val_ppl": best_val_ppl} if best_val_ppl is not None else {}
     record |= {"epochs": epochs, "train_seconds": round(train_seconds, 2)}
-    record |= {key: round(value, 1) for key, value in (speeds._asdict() if speeds else {}).items()}
+    record |= {
+        key: value if value is None else round(value, 1) for key, value in (speeds._asdict() if speeds else {}).items()
+    }
     return record | {"params": params, "experiment": experiment, "status": "completed"}
 
 

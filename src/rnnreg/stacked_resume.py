@@ -51,6 +51,7 @@ def group_state(trainer: GroupTrainer, copies: HostCopies) -> dict:
         "tokens": trainer.tokens,
         "train_seconds": trainer.train_seconds,
         "fit_seconds": trainer.fit_seconds,
+        "epoch_seconds_before": trainer.epoch_seconds_before,
         "wandb_runs": [folder.wandb_id for folder in trainer.folders],  # a resumed group logs on into them
     }
 
@@ -78,6 +79,7 @@ def apply_group_state(trainer: GroupTrainer, state: dict) -> None:
     step.nll_sum.copy_(state["nll_sum"])
     trainer.tokens = state["tokens"]
     trainer.train_seconds, trainer.fit_seconds = state["train_seconds"], state["fit_seconds"]
+    trainer.epoch_seconds_before = state["epoch_seconds_before"]
 
 
 def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
@@ -201,6 +203,7 @@ def read_group_resume(path: Path, fingerprint: list, group: int, run: tuple, max
         )
     if why := resume_refusal(path, state, *run):
         raise ConfigError(why)
+    state.setdefault("epoch_seconds_before", 0.0)  # (a file from before it was kept)
     try:
         check_counts(state, max_epochs, len(fingerprint[1]))
     except (KeyError, TypeError, ValueError) as err:
@@ -212,7 +215,7 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
     """A ValueError (KeyError where one is missing) where the file's position, seconds or members are not what a
     group of `members` training for `max_epochs` epochs writes."""
     counts = {name: state[name] for name in ("epoch", "window", "global_step", "tokens")}
-    seconds = {name: state[name] for name in ("train_seconds", "fit_seconds")}
+    seconds = {name: state[name] for name in ("train_seconds", "fit_seconds", "epoch_seconds_before")}
     for name, value in (counts | seconds).items():
         whole = name in counts
         if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < 0:

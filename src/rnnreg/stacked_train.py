@@ -148,6 +148,7 @@ class GroupTrainer:
         self.epoch, self.window, self.global_step = 0, 0, 0
         self.tokens = 0
         self.train_seconds = self.fit_seconds = 0.0
+        self.epoch_seconds_before = 0.0  # the epoch under way's training time before a stop (its words/s counts it)
         self.last_epoch_words_per_second = 0.0
         self.window_seconds: list[float] = []  # this epoch's, window end to window end (as SpeedMonitor's steps)
         self.words_per_window = 0
@@ -221,7 +222,6 @@ class GroupTrainer:
             if self.window == 0:  # (not after a resume inside the epoch)
                 self.start_epoch(lrs)
             start = last_window_end = time.perf_counter()
-            first_window, first_tokens = self.window, self.tokens  # mid-epoch after a resume
             self.window_seconds = []
             self.model.train()
             while self.window < n_train:
@@ -243,11 +243,14 @@ class GroupTrainer:
                     os.kill(os.getpid(), signal.SIGTERM)  # tests: a real signal, handled as a scheduler's
                 if self.stop.signal is not None and self.window < n_train:
                     self.check_failures()
-                    self.seconds(start)
+                    self.epoch_seconds_before += self.seconds(start)
                     self.fit_seconds = time.perf_counter() - fit_start
                     return
             self.check_failures()  # a host sync: the epoch's windows are done
-            epoch_seconds = self.seconds(start)
+            epoch_seconds = self.epoch_seconds_before + self.seconds(
+                start
+            )  # a resumed epoch's time before its stop too
+            self.epoch_seconds_before = 0.0
             val_ppl, val_seconds = None, 0.0  # an epoch without validation (trainer.check_val_every_n_epoch)
             if self.validates(epoch):
                 val_start, self.stop.stage = time.perf_counter(), "validation"
@@ -255,14 +258,13 @@ class GroupTrainer:
                 val_seconds, self.stop.stage = time.perf_counter() - val_start, "training"
             self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
             copies = self.host_copies()
-            self.end_epoch(val_ppl, epoch_seconds, self.tokens - first_tokens, copies)
+            self.end_epoch(val_ppl, epoch_seconds, copies)
             for m in self.members:
                 if m.epochs == epoch + 1:  # it trained this epoch
                     m.train_seconds, m.fit_seconds = self.train_seconds, time.perf_counter() - fit_start
-            full_epoch_seconds = epoch_seconds * n_train / (n_train - first_window)
             statuses = [m.status for m in self.members]
             words_per_second = self.last_epoch_words_per_second
-            progress.epoch_done(epoch, full_epoch_seconds, val_seconds, words_per_second, val_ppl, statuses)
+            progress.epoch_done(epoch, epoch_seconds, val_seconds, words_per_second, val_ppl, statuses)
             self.fit_seconds = time.perf_counter() - fit_start
             self.save_resume(copies)
             if self.stop.signal is not None:
@@ -358,16 +360,14 @@ class GroupTrainer:
             for name, tensor, value in zip(self.names, tensors, values):
                 self.model.pad_into(tensor, value, name)
 
-    def end_epoch(
-        self, val_ppl: list[float] | None, epoch_seconds: float, timed_words: int, copies: HostCopies
-    ) -> None:
-        """`val_ppl`: the members' validation perplexities, None on an epoch without validation; `timed_words`: the
-        words trained in `epoch_seconds` (after a resume, the epoch's rest only)."""
+    def end_epoch(self, val_ppl: list[float] | None, epoch_seconds: float, copies: HostCopies) -> None:
+        """`val_ppl`: the members' validation perplexities, None on an epoch without validation; `epoch_seconds`: the
+        epoch's training time (a resumed epoch's before its stop included)."""
         train_ppl = (self.step.nll_sum / max(self.tokens, 1)).exp().tolist()
         grad_norm = self.step.grad_norm.tolist()  # each member's last update's, as a run logs it at its epoch's end
         step = self.global_step - 1
         words = self.tokens
-        self.last_epoch_words_per_second = timed_words / epoch_seconds if epoch_seconds > 0 else 0.0
+        self.last_epoch_words_per_second = words / epoch_seconds if epoch_seconds > 0 else 0.0
         for k, (m, folder) in enumerate(zip(self.members, self.folders)):
             if m.status != "running":
                 continue
@@ -637,7 +637,10 @@ class GroupTrainer:
         validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
         speeds = Speeds(
             m.words / m.train_seconds if m.train_seconds else 0.0,  # of the group's time while it trained
-            median_step_words_per_second(self.words_per_window, self.window_seconds),  # the last epoch's
+            # the last epoch's; on CUDA a window's host time is the time to queue it: none
+            median_step_words_per_second(self.words_per_window, self.window_seconds)
+            if self.device.type != "cuda"
+            else None,
             self.last_epoch_words_per_second,
         )
         return completed_record(
