@@ -1338,7 +1338,7 @@ def assert_same_training_state(stacked: Path, alone: Path, job: str, file: str) 
                 assert ours["callbacks"][key][name] == value.replace(str(alone), str(stacked)), (key, name)
             elif isinstance(value, torch.Tensor):
                 torch.testing.assert_close(ours["callbacks"][key][name], value, rtol=1e-5, atol=0), (key, name)
-            elif name not in ("train_seconds", "best_k_models"):
+            elif name not in ("train_seconds", "epoch_seconds", "best_k_models"):  # (times: each run's own)
                 assert ours["callbacks"][key][name] == value, (key, name)
     return ours
 
@@ -1543,6 +1543,10 @@ def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, a
         assert ours["train_carry"][key].double().item() == theirs["train_carry"][key].double().item(), key
     assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])
     assert all(torch.equal(ours["state_dict"][k], v) for k, v in theirs["state_dict"].items())
+    # the words trained, and the stopped epoch's words and time so far (a resumed epoch's words/s goes on from them)
+    mine, single = (next(v for k, v in c["callbacks"].items() if k.startswith("SpeedMonitor")) for c in (ours, theirs))
+    assert mine.keys() == single.keys() and mine["epoch_seconds"] > 0
+    assert mine["train_words"] == single["train_words"] and mine["epoch_words"] == single["epoch_words"] > 0
     continued = tmp_path / "continued"
     run(*args, f"ckpt_path={stacked / '0/checkpoints/last.ckpt'}", f"hydra.run.dir={continued}")
     uninterrupted = metrics(alone / "0")  # member a's job, run alone without a stop

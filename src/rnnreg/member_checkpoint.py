@@ -49,6 +49,8 @@ def member_checkpoint(group: GroupTrainer, k: int, copies: HostCopies, validatio
         early_stopping=m.early_stopping,
         words=m.words + (group.tokens if window else 0),  # a stop inside an epoch: its words so far too
         seconds=group.train_seconds,
+        epoch_words=group.tokens,
+        epoch_seconds=group.epoch_seconds_before if window else group.epoch_seconds,
         last_path=str(folder.path / "checkpoints" / "last.ckpt"),
         val_every=group.val_every,
         validation_end=validation_end,
@@ -92,9 +94,16 @@ class Progress:
     early_stopping: dict | None  # the member's EarlyStopping state (rnnreg.stacked_train runs Lightning's)
     words: int
     seconds: float
+    epoch_words: int  # the epoch under way's (at a stop inside it) or the last one's
+    epoch_seconds: float
     last_path: str = ""  # the job's checkpoints/last.ckpt
     val_every: int = 1  # trainer.check_val_every_n_epoch: a validation after each val_every-th epoch
     validation_end: bool = False
+
+    @property
+    def inside_epoch(self) -> bool:
+        """Where the job's run saves inside its epoch: at a stop in it, or as its validation ends."""
+        return self.window > 0 or self.validation_end
 
     def validations(self, epochs: int) -> int:
         """Validations run in `epochs` epochs."""
@@ -196,6 +205,9 @@ def callback_states(callbacks: list, p: Progress) -> dict:
             callback.load_state_dict(p.early_stopping)
         elif isinstance(callback, SpeedMonitor):
             callback.train_seconds, callback.train_words = p.seconds, p.words
+            if p.inside_epoch:  # the epoch's part so far, which a resumed run's epoch words/s goes on from
+                callback.epoch_open = True
+                callback.words_before, callback.seconds_before = p.epoch_words, p.epoch_seconds
         state = callback.state_dict()
         if state:
             states[callback.state_key] = state

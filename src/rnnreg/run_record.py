@@ -26,7 +26,8 @@ STOPPED_BY = {
 class Speeds(NamedTuple):
     """A run's training words per second, as metrics.json names them: over every epoch's training time; from the
     median step of the last epoch (None where the device queues its steps, CUDA: a step's host time is then the time
-    to queue it, not to run it); over the last epoch alone (warm-up and a graph's capture left out)."""
+    to queue it, not to run it); over the last epoch alone (warm-up and a graph's capture left out, unless the run was
+    resumed inside it)."""
 
     words_per_second: float
     words_per_second_median_step: float | None

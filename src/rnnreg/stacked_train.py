@@ -149,6 +149,7 @@ class GroupTrainer:
         self.tokens = 0
         self.train_seconds = self.fit_seconds = 0.0
         self.epoch_seconds_before = 0.0  # the epoch under way's training time before a stop (its words/s counts it)
+        self.epoch_seconds = 0.0  # the last ended epoch's training time
         self.last_epoch_words_per_second = 0.0
         self.window_seconds: list[float] = []  # this epoch's, window end to window end (as SpeedMonitor's steps)
         self.words_per_window = 0
@@ -247,9 +248,8 @@ class GroupTrainer:
                     self.fit_seconds = time.perf_counter() - fit_start
                     return
             self.check_failures()  # a host sync: the epoch's windows are done
-            epoch_seconds = self.epoch_seconds_before + self.seconds(
-                start
-            )  # a resumed epoch's time before its stop too
+            # a resumed epoch's time before its stop too
+            epoch_seconds = self.epoch_seconds = self.epoch_seconds_before + self.seconds(start)
             self.epoch_seconds_before = 0.0
             val_ppl, val_seconds = None, 0.0  # an epoch without validation (trainer.check_val_every_n_epoch)
             if self.validates(epoch):
