@@ -39,7 +39,8 @@
 #              2026-12-04); then, in the time left, where a K = 15 padded window's time goes (profile_padded, both
 #              cells) and K = 15 padded under bf16 autocast on both cells (bf16_timing), each once per machine. Seed
 #              1234 took 6 min 21 s of training on an H200 (2026-12-04): a seed fits one call with BUDGET_S=550
-#              (about 9.5 device minutes with the machine's start and the check); as `ablation`, a second call on the same machine goes
+#              (its sweep about 415 s of the 440 s its stage gets; about 9.5 device minutes with the machine's start);
+#              as `ablation`, a second call on the same machine goes
 #              on from where the first stopped, and one whose sweep completed goes on to the timings. The
 #              15-member ablation in one group (est. 14-15 min at K = 15) does not fit a session's 15 device
 #              minutes, and its resume file (1.2-2.4 GB) cannot come back to go on in a later session
