@@ -83,6 +83,7 @@ class SpeedMonitor(L.Callback):
         return median_step_words_per_second(self.words_per_step, self.step_seconds)
 
     def on_train_start(self, trainer, pl_module) -> None:  # a mid-epoch resume has no epoch start
+        self.steps_queued = pl_module.device.type == "cuda"
         self.epoch_start = self.last_batch_end = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -96,7 +97,6 @@ class SpeedMonitor(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.words_per_step = batch[1].numel() * trainer.world_size
         self.epoch_words += self.words_per_step
-        self.steps_queued = pl_module.device.type == "cuda"
         if batch_idx + 1 >= trainer.num_training_batches and self.steps_queued:
             torch.cuda.synchronize(pl_module.device)  # the epoch's queued GPU work counts in its time
         now = time.perf_counter()
