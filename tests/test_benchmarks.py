@@ -598,8 +598,8 @@ def test_gpu_check_times_bf16_once_and_again_when_cut_off_before_its_timing(tmp_
 @pytest.mark.parametrize("first_exit", [0, 124], ids=["completed", "at_its_time_limit"])
 def test_gpu_check_called_again_goes_on_with_its_sweep_or_past_it(tmp_path, first_exit):
     """gpu_check.sh ablation_seed called again on the same machine: a sweep stopped at the first call's time limit goes
-    on (hydra.launcher.resume=true); one that completed is not started again (a multirun in its folder would be
-    refused, and the call's time would go to that) and the call goes on to the timings after it."""
+    on (hydra.launcher.resume=true); one that completed is not started again (its start-up, finding every job done,
+    would be time for nothing) and the call goes on to the timings after it."""
     first = gpu_check_with_stand_in(tmp_path, "ablation_seed", first_exit)
     assert first.count("== ablation_seed_1234_stacked (t=") == 1 and "hydra.launcher.resume=false" in first
     again = gpu_check_with_stand_in(tmp_path, "ablation_seed")[len(first) :]
