@@ -72,6 +72,13 @@ def started_with(umask: int | None = None, file_size: int | None = None) -> Iter
         os.umask(old_umask)
 
 
+def speed_state(checkpoint: dict) -> dict:
+    """A checkpoint's SpeedMonitor state: the words and seconds a run's words/s divides (its key names the callback
+    with its settings)."""
+    (state,) = [state for key, state in checkpoint["callbacks"].items() if key.startswith("SpeedMonitor")]
+    return state
+
+
 def strict_json(text: str):
     """`text` read as strict readers (jq, JavaScript) read JSON: a bare NaN or Infinity is an error."""
 

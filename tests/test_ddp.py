@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import warm_start
-from helpers import BIN, TINY, assert_diverges_in_epoch_2, free_port, run, srun_env, write_corpus
+from helpers import BIN, TINY, assert_diverges_in_epoch_2, free_port, run, speed_state, srun_env, write_corpus
 from rnnreg.preemption import Preemption
 from rnnreg.report import history
 from rnnreg.run_record import STOPPED_BY
@@ -111,7 +111,7 @@ def test_two_process_ddp_matches_one_process(ddp_run, tiny_cfg, tmp_path):
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(value, b["state_dict"][name], rtol=1e-4, atol=1e-5)
     # the words trained (words/s divides them): every rank's streams, as one process trains them
-    words_a, words_b = (next(v for k, v in c["callbacks"].items() if k.startswith("SpeedMonitor")) for c in (a, b))
+    words_a, words_b = (speed_state(c) for c in (a, b))
     assert words_a["train_words"] == words_b["train_words"] == 60 * 5 * 4
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import rnnreg.callbacks
-from helpers import signal_at
+from helpers import signal_at, speed_state
 from rnnreg.checkpoints import CheckpointOnInterrupt
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.report import history
@@ -74,7 +74,7 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, monkeypatch, signum,
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), name
     # the words trained, which the run's words/s divides (both epochs', the stopped one's first 7 windows included)
-    words = [next(v for k, v in c["callbacks"].items() if k.startswith("SpeedMonitor"))["train_words"] for c in (a, b)]
+    words = [speed_state(c)["train_words"] for c in (a, b)]
     assert words[0] == words[1] == a["global_step"] * 5 * 4  # windows x bptt x streams
     # the resumed epoch's words/s and time are the whole epoch's, its part before the stop included: words/s x time
     # is an epoch's words in every epoch (counting the rest alone, the resumed epoch would show 7 windows fewer)
@@ -85,10 +85,7 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, monkeypatch, signum,
     )
     assert len(rates) == len(seconds) == 2
     assert [r * s for r, s in zip(rates, seconds)] == pytest.approx([per_epoch] * 2, rel=1e-6)
-    assert (
-        seconds[0]
-        > ckpt["callbacks"][next(k for k in ckpt["callbacks"] if k.startswith("SpeedMonitor"))]["epoch_seconds"]
-    )
+    assert seconds[0] > speed_state(ckpt)["epoch_seconds"]
     assert resumed["words_per_second_last_epoch"] == pytest.approx(rates[-1], abs=0.1)
     # the resumed run's plan estimated what was left of the run, not a fresh one (from inside its first epoch too)
     assert "estimated time left:" in said[0] and "estimated total:" not in said[0]

@@ -30,6 +30,7 @@ from helpers import (
     needs_triton,
     run,
     signal_at,
+    speed_state,
     srun_env,
     wandb_run_parts,
     wandb_runs,
@@ -380,7 +381,7 @@ def test_a_members_checkpoint_inside_an_epoch_holds_its_own_carry_and_words(tmp_
         assert checkpoint["train_window"] == 2 and carry["tokens"].item() == 40
         assert torch.equal(carry["state"][0], h[k]) and torch.equal(carry["state"][1], c[k]), k
         assert torch.equal(carry["nll_sum"], step.nll_sum[k]), k
-        speed = next(v for key, v in checkpoint["callbacks"].items() if key.startswith("SpeedMonitor"))
+        speed = speed_state(checkpoint)
         assert speed["train_words"] == 120 + 40
 
 
@@ -1544,7 +1545,7 @@ def test_interrupted_member_checkpoint_is_its_jobs_mid_epoch_checkpoint(setup, a
     assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])
     assert all(torch.equal(ours["state_dict"][k], v) for k, v in theirs["state_dict"].items())
     # the words trained, and the stopped epoch's words and time so far (a resumed epoch's words/s goes on from them)
-    mine, single = (next(v for k, v in c["callbacks"].items() if k.startswith("SpeedMonitor")) for c in (ours, theirs))
+    mine, single = (speed_state(c) for c in (ours, theirs))
     assert mine.keys() == single.keys() and mine["epoch_seconds"] > 0
     assert mine["train_words"] == single["train_words"] and mine["epoch_words"] == single["epoch_words"] > 0
     continued = tmp_path / "continued"

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import perplexity_by_hand
+from helpers import perplexity_by_hand, speed_state
 from rnnreg.metrics import Perplexity
 from rnnreg.task import LanguageModelTask
 from rnnreg.train import build, train
@@ -279,8 +279,7 @@ def test_train_writes_metrics_json(tiny_cfg, tmp_path):
     assert written["words_per_second_last_epoch"] > 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
     # words/s counts every epoch's words over every epoch's training time: 2 epochs x 5 windows x bptt x streams
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
-    (speed,) = [state for name, state in saved.items() if name.startswith("SpeedMonitor")]
+    speed = speed_state(torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True))
     assert speed["train_words"] == 2 * 5 * cfg.data.bptt * cfg.data.batch_size
     assert 0 < speed["train_seconds"] <= written["train_seconds"]
     assert written["words_per_second"] == round(speed["train_words"] / speed["train_seconds"], 1)  # as written
