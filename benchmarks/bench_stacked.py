@@ -6,7 +6,9 @@ backward, clipped SGD, state carried), on random token windows, timed over `--wi
 model.lstm=step and the fused nn.LSTM) one after another; "stacked" trains them as one StackedLanguageModel
 with the launcher's step (rnnreg.stacked_step.group_step: a CUDA graph on a GPU; on a CPU the members in turn,
 each as its single model with the LSTM model.lstm=auto picks for it); "stacked_triton" the same on the batched
-program with speed.triton_cell=true (the cell as rnnreg.triton_cell's kernels; asked for, not by default).
+program with speed.triton_cell=true (the cell as rnnreg.triton_cell's kernels; asked for, not by default);
+"stacked_triton_update" that with speed.triton_update=true too (the clipped SGD step as rnnreg.triton_update's
+kernel), timed only after it is checked exact against the torch ops' update (triton_update_check in the JSON).
 `--bf16`: the stacked kinds' forward under bf16 autocast (trainer.precision=bf16-mixed), the check's too.
 Words/s counts every member's words.
 Each timing runs in a fresh process, the kinds in a rotated order on each of `--repeats` rounds, and the
@@ -31,11 +33,10 @@ from omegaconf import OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
-from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import LSTMLanguageModel, mean_nll, paper_objective
 from rnnreg.optim import clip_and_sgd_, one_member
 from rnnreg.recipes import compose_config
-from rnnreg.speed_settings import keep_freed_memory
+from rnnreg.speed_settings import keep_freed_memory, require_triton
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_settings import padded_size
 from rnnreg.stacked_step import StackedStep, group_step
@@ -97,15 +98,24 @@ def member_specs(args) -> list[MemberSpec]:
     return [dataclasses.replace(placements[k % len(placements)], seed=k) for k in range(args.members_now)]
 
 
-def time_stacked(args, data, device, triton_cell: bool = False) -> float:
+def time_stacked(args, data, device, triton_cell: bool = False, fused_update: bool = False) -> float:
     k = args.members_now
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args), pad_hidden_to=args.pad)
     model.to(device)
     model.triton_cell = triton_cell
     # on a CPU too: the members-in-turn program has no stacked cell and is never padded
-    program = "batched" if triton_cell or args.pad > 1 else "auto"
+    program = "batched" if triton_cell or fused_update or args.pad > 1 else "auto"
+    graph = not args.no_graph
     step = group_step(
-        model, (args.bptt, args.batch), [5.0] * k, None, device, not args.no_graph, program, autocast=autocast(args)
+        model,
+        (args.bptt, args.batch),
+        [5.0] * k,
+        None,
+        device,
+        graph,
+        program,
+        autocast=autocast(args),
+        fused_update=fused_update,
     )
     lrs = [1.0] * k
     # a graphed step records its graph at its window step.warmup: the timed windows come after that one-off
@@ -144,11 +154,18 @@ SHAPE_CHECK = {"layer_norm": True, "tie_weights": True}
 
 
 def run_check_members(
-    args, data, device, graph: bool, triton_cell: bool = False, shape: dict | None = None, pad: int | None = None
+    args,
+    data,
+    device,
+    graph: bool,
+    triton_cell: bool = False,
+    shape: dict | None = None,
+    pad: int | None = None,
+    fused_update: bool = False,
 ):
     """The check's members (CHECK_MEMBERS) trained over `data` from fixed weights and mask generators: the
     per-window losses, final weights and generator states, and the CUDA graph (None where it ran eagerly). `pad`:
-    the hidden units padded to a multiple of it (default --pad)."""
+    the hidden units padded to a multiple of it (default --pad); fused_update: speed.triton_update."""
     shape = shape or {}
     pad = 1 if shape.get("layer_norm") else args.pad if pad is None else pad  # (layer norm is never padded)
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, CHECK_MEMBERS, **shape, pad_hidden_to=pad)
@@ -157,7 +174,15 @@ def run_check_members(
     clip = torch.full((len(CHECK_MEMBERS),), 5.0, device=device)
     # weight decay 0.0, as group_step passes it: the training's update path (one pass over the gradients)
     step = StackedStep(
-        model, (args.bptt, args.batch), clip, 0.0, device, graph=graph, warmup=args.warmup, autocast=autocast(args)
+        model,
+        (args.bptt, args.batch),
+        clip,
+        0.0,
+        device,
+        graph=graph,
+        warmup=args.warmup,
+        autocast=autocast(args),
+        fused_update=fused_update,
     )
     losses = []
     for x, y in data:
@@ -215,6 +240,26 @@ def check_triton_cell(args, data, device, torch_losses: torch.Tensor) -> dict:
         f"Triton cell vs torch ops, eager: {result['max_loss_difference_vs_torch_cell_fp32']:.3g} in strict float32, "
         f"{result['max_loss_difference_vs_torch_cell']:.3g} with the sweep's matmuls"
     )
+    return result
+
+
+def check_triton_update(args, data, device) -> dict:
+    """speed.triton_update on the Triton cell: the check's members with the update as one Triton kernel a parameter
+    against the torch ops' update, eagerly with the sweep's matmuls; the kernel rounds as the torch ops do, so the
+    losses and weights must be equal to the bit. Then its CUDA graph against its eager step (check_graph's)."""
+    ops_loss, ops_w, _, _ = run_check_members(args, data, device, False, triton_cell=True)
+    fused_loss, fused_w, _, _ = run_check_members(args, data, device, False, triton_cell=True, fused_update=True)
+    result = {
+        "same_as_torch_update": torch.equal(ops_loss, fused_loss) and all(map(torch.equal, ops_w, fused_w)),
+        "max_weight_difference_vs_torch_update": max(float((a - b).abs().max()) for a, b in zip(ops_w, fused_w)),
+    }
+    print(f"Triton update vs torch ops' update, eager: {result}")
+    if result["same_as_torch_update"]:  # (without CUDA both runs are eager: checks the script only)
+        graph_loss, graph_w, captured, _ = run_check_members(args, data, device, True, True, fused_update=True)
+        result["captured"] = captured is not None
+        result["graph_same_as_eager"] = torch.equal(fused_loss, graph_loss) and all(map(torch.equal, fused_w, graph_w))
+        print(f"Triton update, graph vs eager: the same {result['graph_same_as_eager']}")
+    result["same"] = result["same_as_torch_update"] and result.get("graph_same_as_eager", False)
     return result
 
 
@@ -290,19 +335,20 @@ def profile_stacked(args, data, device, triton_cell: bool = False) -> str:
     return text
 
 
-KINDS = ["step", "fused", "stacked", "stacked_triton"]
+KINDS = ["step", "fused", "stacked", "stacked_triton", "stacked_triton_update"]
 DEFAULT_KINDS = KINDS[:3]
+TRITON_KINDS = {"stacked_triton": "speed.triton_cell", "stacked_triton_update": "speed.triton_update"}
 
 
 def time_kind(args, kind: str, data, device) -> float:
     if kind.startswith("stacked"):
-        return time_stacked(args, data, device, triton_cell=kind == "stacked_triton")
+        return time_stacked(args, data, device, kind in TRITON_KINDS, fused_update=kind == "stacked_triton_update")
     return time_single(args, "step" if kind == "step" else "auto" if args.placements else "fused", data, device)
 
 
 def fresh_timing(kind: str, members: int) -> float | None:
     """One timing (seconds) in a fresh process: this command line with --only kind --members members. None
-    where the Triton cell failed (the other kinds' failures stop the benchmark)."""
+    where a Triton kind failed (the other kinds' failures stop the benchmark)."""
     argv, skip = [], False
     for arg in sys.argv[1:]:  # drop --members's values and --check
         if skip and not arg.startswith("--"):
@@ -311,7 +357,7 @@ def fresh_timing(kind: str, members: int) -> float | None:
         if not skip and arg != "--check":
             argv.append(arg)
     command = [sys.executable, __file__, *argv, "--members", str(members), "--only", kind]
-    proc = subprocess.run(command, check=kind != "stacked_triton", capture_output=True, text=True)
+    proc = subprocess.run(command, check=kind not in TRITON_KINDS, capture_output=True, text=True)
     if proc.returncode:
         print(f"{kind} failed at K = {members}:\n{proc.stderr[-2000:]}")
         return None
@@ -390,12 +436,14 @@ def main() -> None:
         return
     words = args.windows * args.bptt * args.batch
     kinds = [kind for kind in KINDS if kind in args.kinds]
-    if "stacked_triton" in kinds:
+    for kind, key in TRITON_KINDS.items():
+        if kind not in kinds:
+            continue
         try:
-            require_triton_cell(device)
+            require_triton(device, key)
         except ConfigError as error:  # no Triton here: the other timings still run
-            print(f"stacked_triton left out: {error}")
-            kinds.remove("stacked_triton")
+            print(f"{kind} left out: {error}")
+            kinds.remove(kind)
     check = None
 
     def write_check() -> None:  # in the JSON before what may fail or run out of time: it cannot lose the check
@@ -426,8 +474,24 @@ def main() -> None:
             write_check()
             if not check["triton"]["same"]:
                 kinds.remove("stacked_triton")
+    update_check = None  # the Triton update is timed only once it is exact (with --check or not)
+    if "stacked_triton_update" in kinds:
+        try:
+            update_check = check_triton_update(args, data, device)
+        except Exception as error:  # a kernel that cannot compile here: the other timings stand
+            update_check = {"same": False, "error": f"{type(error).__name__}: {error}"[:2000]}
+            print(f"the Triton update failed its check: {update_check['error']}")
+        if not update_check["same"]:
+            kinds.remove("stacked_triton_update")
     rows = []
     config = {k: v for k, v in vars(args).items() if k != "members_now"}
+
+    def write_result() -> None:  # after the checks and every K: a run stopped at its time limit keeps what it has
+        result = {"config": config, "threads": torch.get_num_threads(), "tf32": args.tf32, "check": check, "rows": rows}
+        result["triton_update_check"] = update_check
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+    write_result()
     print(" | ".join([f"{'K':>3}", *(f"{kind + ' w/s':>14}" for kind in kinds), "speed-up"]))
     for k in args.members:
         seconds = {kind: [] for kind in kinds}
@@ -435,10 +499,11 @@ def main() -> None:
             for kind in kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]:
                 seconds[kind].append(fresh_timing(kind, k))
         row = {"members": k, "seconds": seconds}
-        if any(s is None for s in seconds.get("stacked_triton", [])):  # it failed: timed no further
-            kinds.remove("stacked_triton")
-            del seconds["stacked_triton"]
-            row["stacked_triton_failed"] = True
+        for kind in TRITON_KINDS:
+            if any(s is None for s in seconds.get(kind, [])):  # it failed: timed no further
+                kinds.remove(kind)
+                del seconds[kind]
+                row[f"{kind}_failed"] = True
         names = [kind if kind.startswith("stacked") else f"sequential_{kind}" for kind in kinds]
         # sequential_step_wps, sequential_fused_wps (--placements: fused where it can), stacked_wps, stacked_triton_wps
         for kind, name in zip(kinds, names):
@@ -448,18 +513,20 @@ def main() -> None:
             row["speedup_vs_best_sequential"] = row["stacked_wps"] / max(sequential)
         if "stacked" in kinds and "stacked_triton" in kinds:
             row["triton_cell_speedup"] = row["stacked_triton_wps"] / row["stacked_wps"]
+        if "stacked_triton" in kinds and "stacked_triton_update" in kinds:
+            row["triton_update_speedup"] = row["stacked_triton_update_wps"] / row["stacked_triton_wps"]
         rows.append(row)
         speedup = row.get("speedup_vs_best_sequential")
         print(" | ".join([f"{k:>3}", *(f"{row[name + '_wps']:>14,.0f}" for name in names),
                           f"{speedup:.2f}x" if speedup else "-"]))  # fmt: skip
-        # after every K: a run stopped at its time limit keeps the rows it has
-        result = {"config": config, "threads": torch.get_num_threads(), "tf32": args.tf32, "check": check, "rows": rows}
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_result()
     print(f"wrote {args.out}")
     if check is not None and not check["same"]:
         raise SystemExit("the CUDA graph's stacked step differs from the eager one (see check in the JSON)")
     if check is not None and not check.get("triton", {"same": True})["same"]:
         raise SystemExit("the stacked step on the Triton cell failed its check (see check.triton in the JSON)")
+    if update_check is not None and not update_check["same"]:
+        raise SystemExit("the Triton update failed its check (see triton_update_check in the JSON)")
 
 
 if __name__ == "__main__":

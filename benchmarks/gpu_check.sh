@@ -36,8 +36,10 @@
 #   ablation_seed  one seed of the paper-scale ablation (ABLATION_SEED, default 1234): its five placements as one
 #              group of 5 (K = 5), the stacked step's graph check at K = 5 first (~1 min; the sweep pads (auto)
 #              where the padded step passed its check against the unpadded one: 1.48x at K = 15 on an H200,
-#              2026-12-04); then, in the time left, where a K = 15 padded window's time goes (profile_padded, both
-#              cells) and K = 15 padded under bf16 autocast on both cells (bf16_timing), each once per machine. Seed
+#              2026-12-04); then, in the time left, K = 15 padded on the Triton cell with and without
+#              speed.triton_update (update_timing, the update checked exact first), where a K = 15 padded window's
+#              time goes (profile_padded, both cells) and K = 15 padded under bf16 autocast on both cells
+#              (bf16_timing), each once per machine. Seed
 #              1234 took 6 min 21 s of training on an H200 (2026-12-04): a seed fits one call with BUDGET_S=550
 #              (its sweep about 415 s of the 440 s its stage gets; about 9.5 device minutes with the machine's start);
 #              as `ablation`, a second call on the same machine goes
@@ -178,6 +180,19 @@ bf16_timing() {
     stage bf16_timing "$reserve" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --kinds stacked --check --bf16 \
         --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 --out "$work/bench_stacked_bf16.json" "$@"
 }
+# update_timing RESERVE [ARGS]: the same K = 15 window padded on the Triton cell, with the torch ops' clipped SGD
+# step and with speed.triton_update (one Triton kernel a parameter: one pass over 15 members' 1.2 GB of weights
+# instead of four), the latter timed once it is checked exact against the former (triton_update_check in the
+# JSON); once per machine
+update_timing() {
+    local reserve=$1
+    shift
+    $PY -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['rows'])" "$work/bench_stacked_update.json" \
+        2>/dev/null && return
+    stage update_timing "$reserve" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --kinds stacked_triton \
+        stacked_triton_update --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 \
+        --out "$work/bench_stacked_update.json" "$@"
+}
 # stacked_sweep NAME RESERVE OVERRIDES...: a stacked multirun into $work/NAME, going on from an earlier call's
 # resume file; then its report. Once it has completed ($work/NAME.done), a later call on the machine skips it
 stacked_sweep() {
@@ -284,6 +299,7 @@ case $what in
         check_graph_once graph_check_k5 5 650
         ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu $(sweep_settings graph_check_k5 5)
         large_if_crashed
+        update_timing 0
         profile_padded 0
         bf16_timing 0 --kinds stacked stacked_triton ;;
     table)
@@ -331,6 +347,7 @@ case $what in
         ablation_seed 1 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
             speed.triton_cell="$(triton_cell_pays)" model.hidden_size=12 hydra.launcher.pad_hidden_to=8 \
             trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 trainer.limit_test_batches=2
+        device=cpu update_timing 0 --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
         device=cpu profile_padded 0 --hidden 12 --vocab 50 --members 2
         device=cpu bf16_timing 0 --kinds stacked stacked_triton --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
         # table's commands: its graph check and its three groups, tiny

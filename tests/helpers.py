@@ -79,6 +79,11 @@ def speed_state(checkpoint: dict) -> dict:
     return state
 
 
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN where NaN."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
 def strict_json(text: str):
     """`text` read as strict readers (jq, JavaScript) read JSON: a bare NaN or Infinity is an error."""
 

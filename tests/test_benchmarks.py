@@ -212,10 +212,18 @@ def test_bench_stacked_checks_and_times_both_cells(ptb_dir, tmp_path):
     args = ("--members", "2", "--hidden", "6", "--pad", "4", "--vocab", "30", "--bptt", "4", "--batch", "3")
     args += ("--windows", "2")
     args += ("--warmup", "1")  # Triton's interpreter runs every kernel instance in Python: tiny windows
-    both_cells = ("--kinds", "stacked", "stacked_triton")
-    bench("bench_stacked.py", *args, "--check", *both_cells, "--out", str(out), data_dir=ptb_dir)
+    triton_kinds = ("--kinds", "stacked", "stacked_triton", "stacked_triton_update")
+    bench("bench_stacked.py", *args, "--check", *triton_kinds, "--out", str(out), data_dir=ptb_dir)
     result = json.loads(out.read_text())
     assert result["check"]["same"] and result["check"]["triton"]["same"]
+    # the Triton update, timed once it is exact (weights to the bit) against the torch ops' update and in its graph
+    assert result["triton_update_check"] | {"max_weight_difference_vs_torch_update": 0.0} == {
+        "same_as_torch_update": True,
+        "max_weight_difference_vs_torch_update": 0.0,
+        "captured": False,  # (no CUDA: both runs eager)
+        "graph_same_as_eager": True,
+        "same": True,
+    }
     # padded against unpadded (what gpu_check.sh's pad_pays reads before a sweep pads)
     assert result["check"]["padding"]["same"] and result["check"]["padding"]["pad"] == 4
     assert result["check"]["padding"]["padded"] and result["check"]["padding"]["units"] == 8  # 6 held as 8
@@ -227,6 +235,7 @@ def test_bench_stacked_checks_and_times_both_cells(ptb_dir, tmp_path):
     assert (
         row["stacked_triton_wps"] > 0 and row["triton_cell_speedup"] == row["stacked_triton_wps"] / row["stacked_wps"]
     )
+    assert row["triton_update_speedup"] == row["stacked_triton_update_wps"] / row["stacked_triton_wps"]
 
 
 @needs_triton
@@ -290,6 +299,39 @@ def test_bench_stacked_check_tells_a_step_that_differs(tmp_path, monkeypatch, br
     check = json.loads(out.read_text())["check"]
     parts = {"graph": check["same"], "triton": check["triton"]["same"], "padding": check["padding"]["same"]}
     assert parts == {part: part != broken for part in parts}
+
+
+@needs_triton
+@pytest.mark.parametrize("broken", ["eager", "graph"])
+def test_bench_stacked_times_the_triton_update_only_once_it_is_exact(tmp_path, monkeypatch, broken):
+    """stacked_triton_update is timed only after its check: one weight one ulp off in the update's eager run (against
+    the torch ops' update) or in its graphed run (against its eager run) fails it, and the benchmark ends with a
+    line naming it, the check in its JSON, nothing of the update timed."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import torch
+
+    import bench_stacked
+
+    real = bench_stacked.run_check_members
+
+    def nudged(args, data, device, graph, triton_cell=False, shape=None, pad=None, fused_update=False):
+        losses, weights, *rest = real(args, data, device, graph, triton_cell, shape, pad, fused_update)
+        if fused_update and graph == (broken == "graph"):
+            weights[0] = weights[0].clone()
+            weights[0].view(-1)[0] = torch.nextafter(weights[0].view(-1)[0], torch.tensor(1.0))
+        return (losses, weights, *rest)
+
+    monkeypatch.setattr(bench_stacked, "run_check_members", nudged)
+    out = tmp_path / "check.json"
+    args = ["--members", "--kinds", "stacked_triton_update", "--hidden", "6", "--vocab", "30", "--bptt", "4"]
+    args += ["--batch", "3", "--windows", "2", "--warmup", "1", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["bench_stacked.py", *args])
+    with pytest.raises(SystemExit, match="the Triton update failed its check"):
+        bench_stacked.main()
+    result = json.loads(out.read_text())
+    assert result["triton_update_check"]["same"] is False and result["rows"] == []
+    assert result["triton_update_check"]["same_as_torch_update"] == (broken != "eager")
+    assert result["triton_update_check"].get("graph_same_as_eager") is (False if broken == "graph" else None)
 
 
 def test_bench_stacked_padding_check_is_float32_and_says_whether_it_padded(monkeypatch):
@@ -583,16 +625,18 @@ def test_gpu_check_gives_the_time_left_to_the_large_model_when_the_sweep_crashed
     assert (said in stages, "== reproduce_large: exit 0" in stages) == (fallback, fallback)
 
 
+@pytest.mark.parametrize("stage,name", [("bf16_timing", "bf16"), ("update_timing", "update")])
 @pytest.mark.parametrize("timed", [False, True], ids=["check_only", "timed"])
-def test_gpu_check_times_bf16_once_and_again_when_cut_off_before_its_timing(tmp_path, timed):
-    """gpu_check.sh ablation_seed's bf16_timing (after its sweep) runs once per machine: a JSON with its timing rows
-    is done; one holding only its check (written first, the stage then cut off at its time limit) runs again."""
+def test_gpu_check_times_once_and_again_when_cut_off_before_its_timing(tmp_path, timed, stage, name):
+    """gpu_check.sh ablation_seed's bf16_timing and update_timing (after its sweep) run once per machine: a JSON with
+    its timing rows is done; one holding only its check (written first, the stage then cut off at its time limit)
+    runs again."""
     (tmp_path / "work").mkdir()
     rows = [{"members": 15, "stacked_wps": 500_000.0}] if timed else []
-    write_check(tmp_path / "work", "bench_stacked_bf16", {"captured": True, "same": True}, rows)
+    write_check(tmp_path / "work", f"bench_stacked_{name}", {"captured": True, "same": True}, rows)
     stages = gpu_check_with_stand_in(tmp_path, "ablation_seed")
     assert "== ablation_seed_1234_stacked: exit 0" in stages
-    assert ("== bf16_timing: exit 0" in stages) == (not timed)
+    assert (f"== {stage}: exit 0" in stages) == (not timed)
 
 
 @pytest.mark.parametrize("first_exit", [0, 124], ids=["completed", "at_its_time_limit"])
@@ -605,7 +649,7 @@ def test_gpu_check_called_again_goes_on_with_its_sweep_or_past_it(tmp_path, firs
     again = gpu_check_with_stand_in(tmp_path, "ablation_seed")[len(first) :]
     assert ("== ablation_seed_1234_stacked: completed in an earlier call" in again) == (first_exit == 0)
     assert ("hydra.launcher.resume=true" in again) == (first_exit != 0)
-    assert "== profile_padded (t=" in again and "== bf16_timing (t=" in again
+    assert all(f"== {stage} (t=" in again for stage in ("update_timing", "profile_padded", "bf16_timing"))
 
 
 @pytest.fixture(scope="module")

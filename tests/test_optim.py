@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import needs_triton, same_bits
 from rnnreg.optim import ClippedSGD, clip_and_sgd_, one_member, paper_lr_factor, paper_optimizer
 
 
@@ -118,6 +119,48 @@ def test_an_inactive_member_keeps_its_weights_and_a_nan_stays_in_its_member():
         alone, alone_grads = params_and_grads(seed)
         clip_and_sgd_(one_member(alone), one_member(alone_grads), 1.0, 0.5)
         assert all(torch.equal(p[k], q) for p, q in zip(params, alone))
+
+
+@needs_triton
+@pytest.mark.parametrize("active", ["all", "one off"])
+def test_the_fused_update_is_the_torch_ops_update_to_the_bit(active):
+    """speed.triton_update (rnnreg.triton_update, in Triton's interpreter here): three members with their own lr and
+    clip, one of them inactive with a NaN gradient, step to exactly the torch ops' weights and norms over three
+    steps, and the fused update leaves the grads as they were."""
+    on = torch.tensor([True, active == "all", True])
+    fused, ops = stack_of([3, 4, 5])[0], stack_of([3, 4, 5])[0]
+    lrs, clips = torch.tensor(MEMBERS["lr"]), torch.tensor(MEMBERS["clip"])
+    for step in range(3):
+        grads = stack_of([6 + step, 9 + step, 12 + step])[1]
+        if active == "one off":
+            grads[0][1].view(-1)[0] = float("nan")
+        given = [g.clone() for g in grads]
+        norms = clip_and_sgd_(fused, given, lrs, clips, active=on, fused=True)
+        assert all(same_bits(g, h) for g, h in zip(given, grads))
+        assert same_bits(norms, clip_and_sgd_(ops, grads, lrs, clips, active=on))
+        assert all(torch.equal(p, q) for p, q in zip(fused, ops))
+    assert not any(torch.equal(p, q) for p, q in zip(fused, stack_of([3, 4, 5])[0]))  # they did step
+
+
+@needs_triton
+@pytest.mark.parametrize("lr", [0.37, torch.tensor(0.37)], ids=["float", "device tensor"])
+def test_a_single_models_fused_update_is_its_torch_ops_update_to_the_bit(lr):
+    """ClippedSGD with speed.triton_update (`fused`) steps a single model exactly as without it, whether the lr is
+    the plain step's float or the fast step's device tensor; with momentum it keeps the torch ops (exact too), which
+    scale the grads in place (the kernel leaves them)."""
+    for momentum in (0.0, 0.9):
+        fused, ops = ([p.clone().requires_grad_() for p in params_and_grads()[0]] for _ in range(2))
+        optimizers = [ClippedSGD(ps, lr=0.37, clip=0.5, momentum=momentum) for ps in (fused, ops)]
+        optimizers[0].fused = True
+        for step in range(3):
+            for ps, optimizer in zip((fused, ops), optimizers):
+                for p, g in zip(ps, params_and_grads(step + 1)[1]):
+                    p.grad = g.clone()
+                optimizer.update(lr if isinstance(lr, torch.Tensor) else None)
+            assert torch.equal(optimizers[0].grad_norm, optimizers[1].grad_norm)
+            assert all(torch.equal(p, q) for p, q in zip(fused, ops)), (momentum, step)
+            kept = [torch.equal(p.grad, g) for p, g in zip(fused, params_and_grads(step + 1)[1])]
+            assert all(kept) if not momentum else not any(kept)
 
 
 def test_each_members_momentum_carries_as_it_would_alone_to_the_bit():

@@ -305,6 +305,24 @@ def group_jobs_here(tmp_path: Path, tiny_corpus: Path, *overrides: str, members:
     return jobs
 
 
+@needs_triton
+@pytest.mark.parametrize("key", ["speed.triton_cell", "speed.triton_update"])
+def test_a_group_asked_for_triton_kernels_runs_them_or_is_refused_in_one_line(tmp_path, tiny_corpus, monkeypatch, key):
+    """speed.triton_cell or speed.triton_update in a stacked group: refused in one line naming the key where the
+    kernels cannot run (a CPU without Triton's interpreter), and given to the group's program where they can."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, f"{key}=true")
+    resume_file = tmp_path / ".stacked" / "group_0.pt"
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ConfigError, match=rf"^{key}=true runs Triton kernels on a CUDA device .* set {key}=false"):
+        stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
+    assert (trainer.model.triton_cell, trainer.step.fused_update) == (
+        key == "speed.triton_cell",
+        key != "speed.triton_cell",
+    )
+
+
 def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_path, tiny_corpus, monkeypatch):
     """The batched (GPU's) program writes the members' checkpoints and the group's resume file in the
     background while the next epoch trains. What lands on disk is the state when they were handed over, not

@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
+import rnnreg.lstm_layer as lstm_layer
 import rnnreg.model as model_module
 import rnnreg.stacked as stacked_module
-from helpers import needs_triton
+from helpers import needs_triton, same_bits
 from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import ClippedSGD, clip_and_sgd_
@@ -146,11 +147,12 @@ def train_clipped(net, data, lr, clip, weight_decay=0.0, momentum=0.0, norms=Non
     return losses
 
 
-def program_group(specs, clips, program, momentums=None):
+def program_group(specs, clips, program, momentums=None, fused_update=False):
     """A group and its window as the launcher builds them (group_step): program "batched" (a GPU's, eager here)
-    or "in_turn" (a CPU's), each member with its clip and momentum."""
+    or "in_turn" (a CPU's), each member with its clip and momentum; fused_update: speed.triton_update."""
     net = StackedLanguageModel(V, H, L, specs).train()
-    step = group_step(net, (T, B), clips, None, torch.device("cpu"), graph=False, program=program, momentums=momentums)
+    cpu = torch.device("cpu")
+    step = group_step(net, (T, B), clips, None, cpu, False, program, momentums, fused_update=fused_update)
     return net, step
 
 
@@ -167,10 +169,27 @@ def train_program(step, data, lrs, before=None) -> list[torch.Tensor]:
 
 
 # -- the layer functions (the GPU's path) ----------------------------------------------------------------
+@pytest.fixture(params=["as held", "held transposed"])
+def weight_layout(request, monkeypatch):
+    """W_hh as a CPU holds it, or held transposed for the recurrent GEMMs as on a CUDA device with aligned rows
+    (lstm_layer.aligned_on_cuda); gives the layout and the dtypes of the transposed copies the layer makes."""
+    copies = []
+    if request.param == "held transposed":
+        original = lstm_layer.transposed_storage
+
+        def counted(weight, dtype=None):
+            copies.append(dtype or weight.dtype)
+            return original(weight, dtype)
+
+        monkeypatch.setattr(lstm_layer, "aligned_on_cuda", lambda weight: True)
+        monkeypatch.setattr(lstm_layer, "transposed_storage", counted)
+    return request.param, copies
+
+
 @pytest.mark.parametrize("masks", ["none", "mixed"])
-def test_stacked_layer_function_backward_is_the_gradient(masks):
+def test_stacked_layer_function_backward_is_the_gradient(masks, weight_layout):
     """float64 gradcheck of the hand-written backward; "mixed": one member drops h_{t-1} fresh per step,
-    the other multiplies it by ones (no recurrent dropout)."""
+    the other multiplies it by ones (no recurrent dropout). With W_hh held transposed the backward reads a copy."""
     gen = torch.Generator().manual_seed(0)
     K, steps, streams, units = 2, 4, 3, 3
 
@@ -188,6 +207,8 @@ def test_stacked_layer_function_backward_is_the_gradient(masks):
         mask = torch.ones(K, steps, streams, units, dtype=torch.float64)
         mask[0] = (torch.rand(steps, streams, units, generator=gen) > 0.5).double() * 2
     assert torch.autograd.gradcheck(LSTMLayerFunction.apply, (gates_x, h, c, weight, mask))
+    layout, copies = weight_layout
+    assert set(copies) == ({torch.float64} if layout == "held transposed" else set())  # each backward made one
 
 
 def mixed_layer_reference(gates_x, h, c, weight, masks):
@@ -203,11 +224,11 @@ def mixed_layer_reference(gates_x, h, c, weight, masks):
 
 @pytest.mark.parametrize("triton_cell", [False, pytest.param(True, marks=needs_triton)], ids=["torch", "triton"])
 @pytest.mark.parametrize("masks", ["none", "fresh"])
-def test_layer_function_under_autocast_runs_its_gemms_in_bf16(masks, triton_cell):
+def test_layer_function_under_autocast_runs_its_gemms_in_bf16(masks, triton_cell, weight_layout):
     """trainer.precision=bf16-mixed: the hand-written layer (3 members) computes what autograd computes of the
     layer with bf16 GEMMs and a float32 cell: outputs and the gradients of gates_x, h and c to float32 rounding
     (the float32 layer is 1e-3 away), and W_hh's gradient, one bf16 GEMM over the window, within a bf16 rounding
-    of the exact sum of the steps' bf16 products."""
+    of the exact sum of the steps' bf16 products. Held transposed, W_hh's bf16 cast is the one copy a window."""
     gen = torch.Generator().manual_seed(1)
     K, steps, streams, units = 3, 6, 4, 8
     gates_x, h, c = (
@@ -258,6 +279,10 @@ def test_layer_function_under_autocast_runs_its_gemms_in_bf16(masks, triton_cell
     torch.testing.assert_close(outs, ref_outs, rtol=1e-5, atol=1e-6)
     assert d_gates16.dtype == torch.bfloat16
     torch.testing.assert_close(d_gates16, d_reference.bfloat16(), rtol=2**-7, atol=1e-6)
+    layout, copies = weight_layout
+    # held transposed: the autocast forwards' casts (their backwards read them), the float32 run's backward's copy
+    expected = [torch.bfloat16, torch.float32, torch.bfloat16] if layout == "held transposed" else []
+    assert copies == expected
 
 
 def test_layer_function_under_fp16_autocast_sums_the_weight_gradient_in_float32():
@@ -710,6 +735,36 @@ def test_the_batched_program_switches_a_diverging_member_off_before_its_update()
         assert [loss[k].item() for loss in losses] == [loss[k].item() for loss in base_losses]
         ours, theirs = net.member_state_dict(k), base_net.member_state_dict(k)
         assert all(torch.equal(ours[n], theirs[n]) for n in ours), k
+
+
+@needs_triton
+@pytest.mark.parametrize("program", ["batched", "in_turn"])
+def test_a_group_on_the_fused_update_trains_its_members_to_the_bit_as_on_the_torch_ops(program, monkeypatch):
+    """speed.triton_update (in Triton's interpreter here): each program's update runs the kernel, and every member,
+    the one that diverges at window 1 and is switched off included, ends with the same weights and losses, bit for
+    bit, as on the torch ops' update."""
+    import rnnreg.triton_update as triton_update  # (imports Triton)
+
+    calls = []
+    kernel = triton_update.clipped_step_
+    monkeypatch.setattr(triton_update, "clipped_step_", lambda *args: calls.append(1) or kernel(*args))
+    specs = [MemberSpec(1, 0.1, **PLACEMENTS["non_recurrent"]), MemberSpec(2, 0.1), MemberSpec(3, 0.1)]
+    runs = []
+    for fused in (False, True):
+        net, step = program_group(specs, [0.5, 5.0, 1e9], program, fused_update=fused)
+
+        def diverge(window, net=net):
+            if window == 1:
+                blow_up(net, 1)
+
+        losses = train_program(step, windows(3), [1.0, 1.0, 0.5], diverge)
+        runs.append((net, losses, step.active.tolist()))
+    assert runs[0][2] == runs[1][2] == [True, False, True]
+    assert all(same_bits(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    for k in range(3):
+        ours, theirs = runs[1][0].member_state_dict(k), runs[0][0].member_state_dict(k)
+        assert all(torch.equal(ours[n], theirs[n]) for n in ours), k
+    assert len(calls) == (3 if program == "batched" else 3 + 2 + 2)  # a window's, or each active member's
 
 
 @pytest.mark.parametrize("program", ["batched", "in_turn"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import perplexity_by_hand, speed_state
+from helpers import needs_triton, perplexity_by_hand, speed_state
 from rnnreg.metrics import Perplexity
 from rnnreg.task import LanguageModelTask
 from rnnreg.train import build, train
@@ -110,6 +110,30 @@ def test_trainer_applies_schedule_per_epoch(tiny_cfg, fast_step):
     assert task.fast_step_on == fast_step
     assert record.lrs == pytest.approx([1, 1, 1, 0.5, 0.25, 0.125, 0.0625])
     assert record.moved == pytest.approx([0.001 * lr for lr in record.lrs], rel=1e-4)
+
+
+@needs_triton
+@pytest.mark.parametrize("fast_step", [False, True])
+def test_a_run_on_the_fused_update_trains_to_the_bit_as_on_the_torch_ops(tiny_cfg, fast_step, monkeypatch):
+    """speed.triton_update=true (in Triton's interpreter here): a run's update, Lightning's step or the fast step's,
+    runs the kernel each window, and the run ends with its weights bit for bit as with speed.triton_update=false."""
+    import rnnreg.triton_update as triton_update  # (imports Triton)
+
+    calls = []
+    kernel = triton_update.clipped_step_
+    monkeypatch.setattr(triton_update, "clipped_step_", lambda *args: calls.append(1) or kernel(*args))
+    weights = {}
+    for fused in (False, True):
+        overrides = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
+        fast = f"speed.fast_step={str(fast_step).lower()}"
+        cfg = tiny_cfg(*overrides, "test=false", fast, f"speed.triton_update={str(fused).lower()}", run=str(fused))
+        L.seed_everything(cfg.seed, verbose=False)  # as a run seeds itself (rnnreg.training.run_training)
+        dm, task, trainer = build(cfg)
+        trainer.fit(task, datamodule=dm)
+        assert task.fast_step_on == fast_step
+        weights[fused] = [p.detach().clone() for p in task.parameters()]
+    assert len(calls) == 6  # 2 epochs of 3 windows, fused only
+    assert all(torch.equal(a, b) for a, b in zip(weights[True], weights[False]))
 
 
 @pytest.mark.parametrize("fast_step", [False, True])

@@ -12,7 +12,8 @@ import torch
 from helpers import TINY, needs_triton, run
 from rnnreg.errors import ConfigError
 from rnnreg.io import load_checkpoint
-from rnnreg.lstm_layer import LSTMLayerFunction, layer_backward, layer_forward, require_triton_cell
+from rnnreg.lstm_layer import LSTMLayerFunction, layer_backward, layer_forward
+from rnnreg.speed_settings import require_triton
 from rnnreg.stacked import MemberSpec, StackedLanguageModel, member_nll
 
 pytestmark = needs_triton
@@ -164,20 +165,21 @@ def test_single_run_on_the_triton_cell_is_the_torch_run(tmp_path, tiny_corpus):
     assert any(not torch.equal(weights["true"][key], theirs) for key, theirs in weights["false"].items())
 
 
-def test_triton_cell_where_it_cannot_run_is_one_line(tmp_path, tiny_corpus, monkeypatch):
+@pytest.mark.parametrize("key", ["speed.triton_cell", "speed.triton_update"])
+def test_triton_kernels_where_they_cannot_run_are_one_line(tmp_path, tiny_corpus, monkeypatch, key):
     """On a CPU without Triton's interpreter: one line naming the key and the fix, exit 2, nothing written."""
     out = tmp_path / "run"
     proc = run(
         "rnnreg-train", *TINY, "experiment=paper_small", f"data.data_dir={tiny_corpus}", "model.lstm=step",
-        "speed.triton_cell=true", f"hydra.run.dir={out}", check=False, env={"TRITON_INTERPRET": "0"},
+        f"{key}=true", f"hydra.run.dir={out}", check=False, env={"TRITON_INTERPRET": "0"},
     )  # fmt: skip
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and "speed.triton_cell=true runs Triton kernels on a CUDA device" in errors[0], errors
-    assert "set speed.triton_cell=false" in errors[0]
+    assert len(errors) == 1 and f"{key}=true runs Triton kernels on a CUDA device" in errors[0], errors
+    assert f"set {key}=false" in errors[0]
     assert not (out / "metrics.json").exists() and not (out / "checkpoints").exists()
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ConfigError, match="this run is on cpu"):
-        require_triton_cell(torch.device("cpu"))
+        require_triton(torch.device("cpu"), key)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    require_triton_cell(torch.device("cpu"))
+    require_triton(torch.device("cpu"), key)

@@ -16,28 +16,22 @@ a window's sum could exceed); the gates' sum, the cell and everything carried fr
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import torch
 
-from rnnreg.errors import ConfigError
+
+def transposed_storage(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """weight ([K,] 4H, H) as the same values held transposed in memory, an (H, 4H) row-major copy viewed as
+    (4H, H), cast to `dtype` in the same pass."""
+    shape = (*weight.shape[:-2], weight.size(-1), weight.size(-2))
+    held = weight.new_empty(shape, dtype=dtype or weight.dtype).copy_(weight.transpose(-1, -2))
+    return held.transpose(-1, -2)
 
 
-def require_triton_cell(device: torch.device) -> None:
-    """speed.triton_cell=true where its kernels cannot run: a one-line ConfigError before anything is written."""
-    if importlib.util.find_spec("triton") is None:
-        raise ConfigError(
-            "speed.triton_cell=true needs Triton, which is not installed (PyTorch's CUDA wheels bring it; "
-            "pip install triton): set speed.triton_cell=false"
-        )
-    interpreted = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-    if torch.device(device).type != "cuda" and not interpreted:
-        raise ConfigError(
-            f"speed.triton_cell=true runs Triton kernels on a CUDA device and this run is on "
-            f"{torch.device(device).type}: set speed.triton_cell=false (TRITON_INTERPRET=1 runs them on a CPU, "
-            f"slowly, for tests)"
-        )
+def aligned_on_cuda(weight: torch.Tensor) -> bool:
+    """A CUDA weight with 16-byte aligned rows (H a multiple of 8). There cuBLAS runs the recurrent GEMMs faster on W_hh
+    held transposed in bf16 (the forward's) and for float32's backward (TF32 too), and no faster for float32's forward
+    or in fp16 (docs/measurements.md, "The window's GEMMs")."""
+    return weight.is_cuda and weight.size(-1) % 8 == 0
 
 
 def layer_forward(
@@ -118,8 +112,12 @@ def layer_backward(
     """The gradients of gates_x, h, c and weight_hh from layer_forward's `saved` and the gradients of the
     outputs and the final h, c. Only dh and dc go step by step; the recurrent weight's gradient is one matmul
     over the window."""
+    weight_hh = saved[6]
+    held_as_is = weight_hh.stride(-1) == 1  # (a bf16 cast under autocast may be held transposed already)
+    if held_as_is and weight_hh.dtype != torch.float16 and aligned_on_cuda(weight_hh):  # one copy for T GEMMs
+        saved = (*saved[:6], transposed_storage(weight_hh), *saved[7:])
     d_gates, dh, dc = (steps_back_triton if triton_cell else steps_back)(saved, d_outputs, d_h, d_c)
-    _, h0, _, outputs, _, _, weight_hh, _, inputs = saved
+    _, h0, _, outputs, _, _, _, _, inputs = saved
     if inputs is None:  # unmasked, h_{t-1} entered step t as it was: h0, then the outputs
         inputs = torch.cat([h0.unsqueeze(-3), outputs.narrow(-3, 0, outputs.size(-3) - 1)], -3)
     # bf16 autocast: the weight gradient's GEMM in bf16 too, as autocast's F.linear has it; fp16's: in float32, as
@@ -207,7 +205,11 @@ class LSTMLayerFunction(torch.autograd.Function):
         device = gates_x.device.type
         if torch.is_autocast_enabled(device):  # the GEMMs in 16 bits, the rest in float32 (the module's docstring)
             gates_x = gates_x.to(h.dtype)  # (autocast's input projection gave it in 16 bits)
-            weight_hh = weight_hh.to(torch.get_autocast_dtype(device))
+            dtype = torch.get_autocast_dtype(device)
+            if dtype == torch.bfloat16 and aligned_on_cuda(weight_hh):
+                weight_hh = transposed_storage(weight_hh, dtype)  # the cast's one copy, laid out for its GEMMs
+            else:
+                weight_hh = weight_hh.to(dtype)
         saved = layer_forward(gates_x, h, c, weight_hh, masks, triton_cell)
         ctx.save_for_backward(*saved)
         ctx.triton_cell = triton_cell

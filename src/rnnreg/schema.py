@@ -191,6 +191,7 @@ class Speed:
     cuda_graph: bool = flag()
     tf32: bool = flag()
     triton_cell: bool = flag()
+    triton_update: bool = flag()
 
 
 @dataclass

@@ -1,11 +1,16 @@
-"""A run's process-wide speed settings (conf/train.yaml's `speed`): glibc's allocator kept from returning the
-buffers a step frees, and TF32 matmuls on a GPU. No torch at import (a command line's checks need none)."""
+"""A run's speed settings (conf/train.yaml's `speed`): glibc's allocator kept from returning the buffers a step
+frees, TF32 matmuls on a GPU, and where the Triton kernels asked for can run. No torch at import (a command line's
+checks need none)."""
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
+import os
 
 from omegaconf import DictConfig
+
+from rnnreg.errors import ConfigError
 
 
 def apply_speed(speed: DictConfig, any_size: bool = False) -> None:
@@ -33,3 +38,19 @@ def keep_freed_memory(max_chunk: int = 32 << 20, any_size: bool = False) -> bool
     m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4
     ok = bool(mallopt(m_mmap_threshold, max_chunk)) and bool(mallopt(m_trim_threshold, 1 << 30))
     return ok and (not any_size or bool(mallopt(m_mmap_max, 0)))
+
+
+def require_triton(device, key: str) -> None:
+    """`key`=true (speed.triton_cell, speed.triton_update) where its Triton kernels cannot run on `device` (a
+    torch.device): a one-line ConfigError before anything is written."""
+    if importlib.util.find_spec("triton") is None:
+        raise ConfigError(
+            f"{key}=true needs Triton, which is not installed (PyTorch's CUDA wheels bring it; pip install triton): "
+            f"set {key}=false"
+        )
+    interpreted = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    if device.type != "cuda" and not interpreted:
+        raise ConfigError(
+            f"{key}=true runs Triton kernels on a CUDA device and this run is on {device.type}: set {key}=false "
+            f"(TRITON_INTERPRET=1 runs them on a CPU, slowly, for tests)"
+        )

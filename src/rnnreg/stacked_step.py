@@ -64,10 +64,12 @@ class GroupStep(GraphedStep):
         warmup: int,
         momentums: Sequence[float] | None = None,
         autocast: torch.dtype | None = None,
+        fused_update: bool = False,
     ):
         super().__init__(device, graph, warmup)
         self.model = model
         self.autocast = autocast  # trainer.precision=bf16-mixed: torch.bfloat16; None: float32
+        self.fused_update = fused_update  # speed.triton_update: the paper's update as rnnreg.triton_update's kernel
         members = model.num_members
         # each member's SGD momentum buffers, laid out as the stacked parameters (None: no member has momentum);
         # a member without momentum has zeros here that nothing reads
@@ -156,8 +158,9 @@ class StackedStep(GroupStep):
         warmup: int = WARMUP_WINDOWS,
         momentums: Sequence[float] | None = None,
         autocast: torch.dtype | None = None,
+        fused_update: bool = False,
     ):
-        super().__init__(model, window, device, graph, warmup, momentums, autocast)
+        super().__init__(model, window, device, graph, warmup, momentums, autocast, fused_update)
         self.clip, self.weight_decay = clip, weight_decay
         self.momentum = 0.0 if momentums is None else torch.tensor(momentums, dtype=torch.float32, device=device)
         self.params = list(model.parameters())
@@ -187,6 +190,7 @@ class StackedStep(GroupStep):
             self.buffers,
             active=self.active,
             orders=orders,
+            fused=self.fused_update,
         )
         with torch.no_grad():
             self.grad_norm.copy_(torch.where(self.active, norms, self.grad_norm))  # a frozen member's stays
@@ -252,8 +256,9 @@ class InTurnStep(GroupStep):
         device: torch.device,
         momentums: Sequence[float] | None = None,
         autocast: torch.dtype | None = None,
+        fused_update: bool = False,
     ):
-        super().__init__(model, window, device, graph=False, warmup=0, momentums=momentums, autocast=autocast)
+        super().__init__(model, window, device, False, 0, momentums, autocast, fused_update)
         self.nets = [model.member_model(k) for k in range(model.num_members)]
         self.net_params = [list(net.parameters()) for net in self.nets]  # ClippedSGD's order
         self.clips = list(clips)
@@ -289,7 +294,8 @@ class InTurnStep(GroupStep):
             grads = one_member([p.grad for p in params])
             buffers = None if self.net_buffers[k] is None else one_member(self.net_buffers[k])
             lr, clip, decay, momentum = self.lr_values[k], self.clips[k], self.decays[k], self.momentums[k]
-            self.grad_norm[k] = clip_and_sgd_(one_member(params), grads, lr, clip, decay, momentum, buffers)[0]
+            step = clip_and_sgd_(one_member(params), grads, lr, clip, decay, momentum, buffers, fused=self.fused_update)
+            self.grad_norm[k] = step[0]
             for p in params:
                 p.grad = None
             self.h[k].copy_(h)
@@ -332,11 +338,13 @@ def group_step(
     program: str = "auto",
     momentums: Sequence[float] | None = None,
     autocast: torch.dtype | None = None,
+    fused_update: bool = False,
 ) -> GroupStep:
     """The group's window, each member with its clip, weight decay and momentum (None: no member has one):
     `program` auto is the members in turn on a CPU and the stacked program (a CUDA graph) elsewhere; batched on
     a CPU runs the GPU's program there (slower: to check it without a GPU). `autocast`: the forward's 16-bit type
-    under trainer.precision=bf16-mixed (GroupStep.forward_context), None in float32."""
+    under trainer.precision=bf16-mixed (GroupStep.forward_context), None in float32. `fused_update`: the paper's
+    update as one Triton kernel a parameter (speed.triton_update)."""
     if program not in PROGRAMS:
         raise ConfigError(f"hydra.launcher.program={program} must be one of {', '.join(PROGRAMS)}")
     if program == "in_turn" and device.type != "cpu":
@@ -344,10 +352,20 @@ def group_step(
             f"hydra.launcher.program=in_turn runs on a CPU only, this group is on {device.type}: use auto or batched"
         )
     if running_program(program, device.type == "cpu") == "in_turn":
-        return InTurnStep(model, window, clips, weight_decays, device, momentums, autocast)
+        return InTurnStep(model, window, clips, weight_decays, device, momentums, autocast, fused_update)
 
     def each_member(values):
         return torch.tensor(values, dtype=torch.float32, device=device)
 
     decays = 0.0 if weight_decays is None else each_member(weight_decays)  # 0.0: one pass over the grads fewer
-    return StackedStep(model, window, each_member(clips), decays, device, graph, momentums=momentums, autocast=autocast)
+    return StackedStep(
+        model,
+        window,
+        each_member(clips),
+        decays,
+        device,
+        graph,
+        momentums=momentums,
+        autocast=autocast,
+        fused_update=fused_update,
+    )

@@ -29,11 +29,10 @@ from rnnreg.errors import ConfigError, OutputError, TrainingDiverged
 from rnnreg.instantiation import instantiate
 from rnnreg.io import FileWriter, save_atomically
 from rnnreg.loggers import checked_run_id
-from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.optim import paper_lr_factor
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, resume_from, unfinished_record
-from rnnreg.speed_settings import apply_speed
+from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
@@ -117,8 +116,10 @@ class GroupTrainer:
         self.pad_hidden_to = pad_hidden_to
         self.device = self.model.decoder_bias.device  # with its index (cuda:0), as every tensor's device names it
         if cfg.speed.triton_cell:  # the stacked step loop's cell as Triton kernels (the batched program)
-            require_triton_cell(self.device)
+            require_triton(self.device, "speed.triton_cell")
             self.model.triton_cell = True
+        if cfg.speed.triton_update:  # the members' clipped SGD step as one Triton kernel a parameter
+            require_triton(self.device, "speed.triton_update")
         self.params = list(self.model.parameters())
         self.names = [name for name, _ in self.model.named_parameters()]
 
@@ -134,6 +135,7 @@ class GroupTrainer:
             program=program,
             momentums=momentums if any(momentums) else None,
             autocast=autocast_dtype(cfg.trainer),
+            fused_update=cfg.speed.triton_update,
         )
         self.members = [Member() for _ in jobs]
         self.stoppers = [early_stopping(job.cfg) for job in jobs]

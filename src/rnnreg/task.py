@@ -103,6 +103,7 @@ class LanguageModelTask(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer, schedule = paper_optimizer(self.parameters(), self.hparams.optim)
+        optimizer.fused = bool((self.hparams.get("speed") or {}).get("triton_update", False))
         # "name": the lr's key in the logs (LearningRateMonitor)
         return {
             "optimizer": optimizer,

@@ -25,7 +25,6 @@ from rnnreg.fast import fast_step_wanted
 from rnnreg.instantiation import instantiate, instantiate_callbacks, instantiate_loggers
 from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb, hyperparameters
-from rnnreg.lstm_layer import require_triton_cell
 from rnnreg.model import StepLSTM
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.recipes import plain
@@ -39,7 +38,7 @@ from rnnreg.run_lock import (
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import log, route_lightning_logs
 from rnnreg.schema import validate
-from rnnreg.speed_settings import apply_speed
+from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.sweep import in_multirun
 from rnnreg.task import LanguageModelTask, task_arguments
 
@@ -91,8 +90,10 @@ def build(
         )
     fast_step_wanted(cfg.speed.fast_step, trainer)  # true where it cannot run: the error comes before any output
     if cfg.speed.triton_cell and isinstance(task.net.lstm, StepLSTM):  # nn.LSTM has its own kernels
-        require_triton_cell(trainer.strategy.root_device)
+        require_triton(trainer.strategy.root_device, "speed.triton_cell")
         task.net.lstm.triton_cell = True
+    if cfg.speed.triton_update:
+        require_triton(trainer.strategy.root_device, "speed.triton_update")
     # every split cut into its streams now: a split too short for them stops here, before anything is written
     datamodule.check_splits()
     datamodule.check_limits(cfg.trainer)

@@ -8,7 +8,7 @@ tensors (trainer.precision=bf16-true) are computed in float32 and rounded to the
 
 Tensors are one step's slices: ([K,] B, W) with rows of W = H or 4H contiguous, members `stride(0)` apart
 (a member stride of 0 for a single layer). `TRITON_INTERPRET=1` runs the kernels on a CPU (slowly: for tests);
-rnnreg.lstm_layer.require_triton_cell says where they cannot run.
+rnnreg.speed_settings.require_triton says where they cannot run.
 """
 
 from __future__ import annotations
