@@ -1,11 +1,12 @@
 """The paper's clipped SGD step for K stacked members as one Triton kernel per parameter (`speed.triton_update`).
 
-rnnreg.optim.clip_and_sgd_ in torch ops passes over every member's gradients four times after their norm: scale
-by clip coefficient x lr (read, write), zero an inactive member's step (read, write), p - step (three). For 15
-medium members that is about 1.2 GB a pass. Here the step is one pass that reads p and g and writes p, with the same
-arithmetic rounded the same way: step = g * (clip coefficient x lr), then p - step, two roundings (fp fusion off:
-no fused multiply-add), and an inactive member (diverged, stopped) is not touched at all, so its NaN gradients
-never reach its weights. The paper's recipe only (no weight decay or momentum: those keep the torch ops).
+After the gradients' norm, rnnreg.optim.clip_and_sgd_ in torch ops makes three elementwise passes that move seven
+tensors' worth of memory: scale by clip coefficient x lr (read g, write g), zero an inactive member's step (read,
+write), p - step (read p and g, write p); for 15 medium members a tensor's worth is about 1.2 GB. Here the step is
+one pass that moves three (read p and g, write p), with the same arithmetic rounded the same way: step =
+g * (clip coefficient x lr), then p - step, two roundings (fp fusion off: no fused multiply-add). An inactive member
+(diverged, stopped) is not read or written at all, so its NaN gradients never reach its weights. The paper's recipe
+only (no weight decay or momentum: those keep the torch ops).
 
 `TRITON_INTERPRET=1` runs the kernel on a CPU (for tests); rnnreg.speed_settings.require_triton says where it
 cannot run.
