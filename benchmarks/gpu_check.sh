@@ -181,9 +181,9 @@ bf16_timing() {
         --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 --out "$work/bench_stacked_bf16.json" "$@"
 }
 # update_timing RESERVE [ARGS]: the same K = 15 window padded on the Triton cell, with the torch ops' clipped SGD
-# step and with speed.triton_update (one Triton kernel a parameter: one pass over 15 members' 1.2 GB of weights
-# instead of four), the latter timed once it is checked exact against the former (triton_update_check in the
-# JSON); once per machine
+# step and with speed.triton_update (one Triton kernel a parameter, moving 3 tensors' worth of 15 members' 1.2 GB
+# instead of 7), the latter timed once it is checked exact against the former (triton_update_check in the JSON);
+# once per machine
 update_timing() {
     local reserve=$1
     shift

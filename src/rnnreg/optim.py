@@ -74,14 +74,14 @@ def clip_and_sgd_(
     clip_coef = ((norms + 1e-6).reciprocal() * clip).clamp(max=1.0)
     decays = isinstance(weight_decay, torch.Tensor) or weight_decay != 0.0
     moves = isinstance(momentum, torch.Tensor) or momentum != 0.0
-    # (a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves passes)
-    frozen = None if active is None or (active.device.type == "cpu" and bool(active.all())) else ~active
     if fused and not (decays or moves):
         from rnnreg.triton_update import clipped_step_  # imports Triton: only when asked for
 
         everyone = torch.ones(members, dtype=torch.bool, device=norms.device)
         clipped_step_(params, grads, clip_coef * lr, everyone if active is None else active)
         return norms
+    # (a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves passes)
+    frozen = None if active is None or (active.device.type == "cpu" and bool(active.all())) else ~active
     steps = grads
     if not (decays or moves):  # the paper's recipe: one pass over the gradients fewer
         scale_(grads, clip_coef * lr)
