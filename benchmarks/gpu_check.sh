@@ -167,6 +167,11 @@ pad_timing() {
             --out "$work/bench_stacked_pad$pad.json" "$@"
     done
 }
+# timed_already NAME: $work/NAME.json holds timing rows (bench_stacked.py writes its checks first: a stage cut off
+# before its timings runs again)
+timed_already() {
+    $PY -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['rows'])" "$work/$1.json" 2>/dev/null
+}
 # bf16_timing RESERVE [ARGS]: the same K = 15 window padded, its forward under bf16 autocast
 # (trainer.precision=bf16-mixed: bf16 GEMMs, float32 cell and weights), after the stacked step's CUDA graph under
 # autocast is checked against its eager step (check in the JSON): what bf16 gives the GEMMs that fill a window (ARGS
@@ -174,9 +179,7 @@ pad_timing() {
 bf16_timing() {
     local reserve=$1
     shift
-    # done when its JSON holds the timing (the check writes the file first: a stage cut off there runs again)
-    $PY -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['rows'])" "$work/bench_stacked_bf16.json" \
-        2>/dev/null && return
+    timed_already bench_stacked_bf16 && return
     stage bf16_timing "$reserve" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --kinds stacked --check --bf16 \
         --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 --out "$work/bench_stacked_bf16.json" "$@"
 }
@@ -187,8 +190,7 @@ bf16_timing() {
 update_timing() {
     local reserve=$1
     shift
-    $PY -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['rows'])" "$work/bench_stacked_update.json" \
-        2>/dev/null && return
+    timed_already bench_stacked_update && return
     stage update_timing "$reserve" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --kinds stacked_triton \
         stacked_triton_update --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 \
         --out "$work/bench_stacked_update.json" "$@"

@@ -79,6 +79,18 @@ def speed_state(checkpoint: dict) -> dict:
     return state
 
 
+def counted_calls(monkeypatch, module, name: str) -> list:
+    """`module.name` (a function) replaced by one that calls it and counts the call: the list of calls made."""
+    calls, function = [], getattr(module, name)
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal values, NaN where NaN."""
     return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())

@@ -12,7 +12,7 @@ import torch
 import rnnreg.lstm_layer as lstm_layer
 import rnnreg.model as model_module
 import rnnreg.stacked as stacked_module
-from helpers import needs_triton, same_bits
+from helpers import counted_calls, needs_triton, same_bits
 from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.model import LSTMLanguageModel
 from rnnreg.optim import ClippedSGD, clip_and_sgd_
@@ -745,9 +745,7 @@ def test_a_group_on_the_fused_update_trains_its_members_to_the_bit_as_on_the_tor
     bit, as on the torch ops' update."""
     import rnnreg.triton_update as triton_update  # (imports Triton)
 
-    calls = []
-    kernel = triton_update.clipped_step_
-    monkeypatch.setattr(triton_update, "clipped_step_", lambda *args: calls.append(1) or kernel(*args))
+    calls = counted_calls(monkeypatch, triton_update, "clipped_step_")
     specs = [MemberSpec(1, 0.1, **PLACEMENTS["non_recurrent"]), MemberSpec(2, 0.1), MemberSpec(3, 0.1)]
     runs = []
     for fused in (False, True):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import needs_triton, perplexity_by_hand, speed_state
+from helpers import counted_calls, needs_triton, perplexity_by_hand, speed_state
 from rnnreg.metrics import Perplexity
 from rnnreg.task import LanguageModelTask
 from rnnreg.train import build, train
@@ -119,9 +119,7 @@ def test_a_run_on_the_fused_update_trains_to_the_bit_as_on_the_torch_ops(tiny_cf
     runs the kernel each window, and the run ends with its weights bit for bit as with speed.triton_update=false."""
     import rnnreg.triton_update as triton_update  # (imports Triton)
 
-    calls = []
-    kernel = triton_update.clipped_step_
-    monkeypatch.setattr(triton_update, "clipped_step_", lambda *args: calls.append(1) or kernel(*args))
+    calls = counted_calls(monkeypatch, triton_update, "clipped_step_")
     weights = {}
     for fused in (False, True):
         overrides = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
@@ -381,7 +379,11 @@ def test_a_speed_not_measured_is_null_in_metrics_json_and_the_others_rounded():
     import json
 
     from rnnreg.run_record import Speeds, completed_record
+    from rnnreg.timing import median_step_words_per_second
 
+    # the median window of steps the device queued (single runs' SpeedMonitor and groups alike): none
+    assert median_step_words_per_second(700, [0.2, 0.1, 0.3], queued=True) is None
+    assert median_step_words_per_second(700, [0.2, 0.1, 0.3]) == 3500.0
     record = completed_record((90.0, 3), {"test_ppl": 85.0}, 88.0, 3, 12.345, Speeds(1000.04, None, 990.06), 10, "x")
     assert record["words_per_second"] == 1000.0 and record["words_per_second_last_epoch"] == 990.1
     assert record["words_per_second_median_step"] is None and record["train_seconds"] == 12.35

@@ -78,9 +78,7 @@ class SpeedMonitor(L.Callback):
 
     @property
     def median_words_per_second(self) -> float | None:
-        if self.steps_queued:
-            return None
-        return median_step_words_per_second(self.words_per_step, self.step_seconds)
+        return median_step_words_per_second(self.words_per_step, self.step_seconds, self.steps_queued)
 
     def on_train_start(self, trainer, pl_module) -> None:  # a mid-epoch resume has no epoch start
         self.steps_queued = pl_module.device.type == "cuda"

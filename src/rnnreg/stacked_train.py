@@ -639,10 +639,8 @@ class GroupTrainer:
         validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
         speeds = Speeds(
             m.words / m.train_seconds if m.train_seconds else 0.0,  # of the group's time while it trained
-            # the last epoch's; on CUDA a window's host time is the time to queue it: none
-            median_step_words_per_second(self.words_per_window, self.window_seconds)
-            if self.device.type != "cuda"
-            else None,
+            # the last epoch's (none on CUDA)
+            median_step_words_per_second(self.words_per_window, self.window_seconds, self.device.type == "cuda"),
             self.last_epoch_words_per_second,
         )
         return completed_record(

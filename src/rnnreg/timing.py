@@ -17,8 +17,11 @@ def device_clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def median_step_words_per_second(words_per_step: int, step_seconds: list[float]) -> float:
-    """Robust to bursts of machine noise: words per step over the median step time (0 without steps)."""
+def median_step_words_per_second(words_per_step: int, step_seconds: list[float], queued: bool = False) -> float | None:
+    """Robust to bursts of machine noise: words per step over the median step time (0 without steps). None where
+    the device queues its steps (`queued`, CUDA): a step's host time is then the time to queue it, not to run it."""
+    if queued:
+        return None
     steps = sorted(step_seconds)
     return words_per_step / steps[len(steps) // 2] if steps else 0.0
 
