@@ -285,7 +285,7 @@ def check_padding(args, data, device) -> dict:
     return result
 
 
-def profile_stacked(args, data, device, triton_cell: bool = False) -> str:
+def profile_stacked(args, data, device, triton_cell: bool = False, fused_update: bool = False) -> str:
     """Where a stacked window's GPU time goes: the stacked step run eagerly (the same kernels its CUDA graph
     replays) over 5 windows after 3 of warm-up, under torch.profiler. Returns the kernels grouped by name
     (total ms per window, calls per window, share), the kernel count and device time per window, and
@@ -295,7 +295,15 @@ def profile_stacked(args, data, device, triton_cell: bool = False) -> str:
     model.to(device)
     model.triton_cell = triton_cell
     step = group_step(
-        model, (args.bptt, args.batch), [5.0] * k, None, device, False, "batched", autocast=autocast(args)
+        model,
+        (args.bptt, args.batch),
+        [5.0] * k,
+        None,
+        device,
+        False,
+        "batched",
+        autocast=autocast(args),
+        fused_update=fused_update,
     )
     for i in range(3):
         step(*data[i % len(data)], [1.0] * k)
@@ -317,7 +325,8 @@ def profile_stacked(args, data, device, triton_cell: bool = False) -> str:
     total = sum(sum(t) for t in kernels.values()) / runs
     count = sum(len(t) for t in kernels.values()) / runs
     title = f"K = {k}, {args.hidden} units, bptt {args.bptt}, batch {args.batch}, tf32 {args.tf32}, " \
-        f"bf16 {args.bf16}, {'Triton' if triton_cell else 'torch-ops'} cell, eager"  # fmt: skip
+        f"bf16 {args.bf16}, {'Triton' if triton_cell else 'torch-ops'} cell, " \
+        f"{'Triton' if fused_update else 'torch-ops'} update, eager"  # fmt: skip
     lines = [f"== {title}: {count:.0f} kernels, {total:.2f} ms of kernels a window (eager wall {wall * 1000:.1f} ms)"]
     lines.append(f"{'ms/window':>10} {'calls':>7} {'share':>6}  kernel")
     for name, times in sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:40]:
@@ -338,6 +347,9 @@ def profile_stacked(args, data, device, triton_cell: bool = False) -> str:
 KINDS = ["step", "fused", "stacked", "stacked_triton", "stacked_triton_update"]
 DEFAULT_KINDS = KINDS[:3]
 TRITON_KINDS = {"stacked_triton": "speed.triton_cell", "stacked_triton_update": "speed.triton_update"}
+# a row's ratios of words/s: stacked over the best sequential kind, Triton cell over torch ops, Triton update over
+# the torch ops' update (both on the Triton cell)
+SPEEDUPS = ["speedup_vs_best_sequential", "triton_cell_speedup", "triton_update_speedup"]
 
 
 def time_kind(args, kind: str, data, device) -> float:
@@ -410,7 +422,8 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         help="instead of timings: write the kernels of K = --members's first members' eager stacked step (torch "
-        "ops cell; also the Triton cell where --kinds names stacked_triton) to this text file",
+        "ops cell; also the Triton cell, the Triton cell with the Triton update, where --kinds names "
+        "stacked_triton, stacked_triton_update) to this text file",
     )
     parser.add_argument("--out", default="bench_stacked.json")
     args = parser.parse_args()
@@ -428,6 +441,8 @@ def main() -> None:
         texts = [profile_stacked(args, data, device)]
         if "stacked_triton" in args.kinds:
             texts.append(profile_stacked(args, data, device, triton_cell=True))
+        if "stacked_triton_update" in args.kinds:
+            texts.append(profile_stacked(args, data, device, triton_cell=True, fused_update=True))
         Path(args.profile).write_text("\n\n".join(texts) + "\n")
         return
     if args.only:
@@ -492,7 +507,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
     write_result()
-    print(" | ".join([f"{'K':>3}", *(f"{kind + ' w/s':>14}" for kind in kinds), "speed-up"]))
+    print(" | ".join([f"{'K':>3}", *(f"{kind + ' w/s':>14}" for kind in kinds), "speed-ups"]))
     for k in args.members:
         seconds = {kind: [] for kind in kinds}
         for round_ in range(args.repeats):
@@ -516,9 +531,8 @@ def main() -> None:
         if "stacked_triton" in kinds and "stacked_triton_update" in kinds:
             row["triton_update_speedup"] = row["stacked_triton_update_wps"] / row["stacked_triton_wps"]
         rows.append(row)
-        speedup = row.get("speedup_vs_best_sequential")
-        print(" | ".join([f"{k:>3}", *(f"{row[name + '_wps']:>14,.0f}" for name in names),
-                          f"{speedup:.2f}x" if speedup else "-"]))  # fmt: skip
+        speedups = ", ".join(f"{name} {row[name]:.2f}x" for name in SPEEDUPS if name in row) or "-"
+        print(" | ".join([f"{k:>3}", *(f"{row[name + '_wps']:>14,.0f}" for name in names), speedups]))
         write_result()
     print(f"wrote {args.out}")
     if check is not None and not check["same"]:

@@ -2,7 +2,7 @@
 # The GPU checks of the speed issue as one prepared command, most important first, each stage in its own
 # time box so that a slow or failing stage never costs the ones after it.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu|settings]
+#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|timings|table|probe|profile|bench|reproduce|cpu|settings]
 #                               [overrides for reproduce]
 #
 #   profile    profile_step.py: graph vs eager vs plain step without Lightning, same-update check  (~30 s)
@@ -23,7 +23,8 @@
 #              (ablation_placement_full: 5 placements x 3 seeds, medium, 39 epochs, TF32) stacked in the time left
 #   ablation   the paper-scale ablation, in the time given (BUDGET_S=550 in a 600 s call): the stacked
 #              step's graph check and K = 15 timed on both cells (~1-2 min), then the ablation with the graph
-#              if it passed and with speed.triton_cell=true if the Triton cell passed and ran >= 5 % faster,
+#              if it passed, with speed.triton_cell=true if the Triton cell passed and ran >= 5 % faster, and with
+#              speed.triton_update=true if the update as one Triton kernel was exact to the bit and ran >= 5 % faster,
 #              then rnnreg-report of its folder. A second call on the same machine goes on from where the first
 #              stopped (at its time limit it gets SIGTERM, which writes an exact resume file). Its
 #              csv/metrics.csv files hold the stacked group's words/s per epoch at K = 15. If the stacked
@@ -36,20 +37,22 @@
 #   ablation_seed  one seed of the paper-scale ablation (ABLATION_SEED, default 1234): its five placements as one
 #              group of 5 (K = 5), the stacked step's graph check at K = 5 first (~1 min; the sweep pads (auto)
 #              where the padded step passed its check against the unpadded one: 1.48x at K = 15 on an H200,
-#              2026-12-04); then, in the time left, K = 15 padded on the Triton cell with and without
-#              speed.triton_update (update_timing, the update checked exact first), where a K = 15 padded window's
-#              time goes (profile_padded, both cells) and K = 15 padded under bf16 autocast on both cells
-#              (bf16_timing), each once per machine. Seed
-#              1234 took 6 min 21 s of training on an H200 (2026-12-04): a seed fits one call with BUDGET_S=550
-#              (its sweep about 415 s of the 440 s its stage gets; about 9.5 device minutes with the machine's start);
-#              as `ablation`, a second call on the same machine goes
+#              2026-12-04; the same check decides speed.triton_cell and speed.triton_update); then, in the time
+#              left, window_timings: K = 15 padded under bf16 autocast on both cells and with the Triton update
+#              (bf16_timing), and where a K = 15 padded window's time goes (profile_padded), each once per machine.
+#              Seed 1 took 5 min 55 s of training on an H200 (2026-12-04, W_hh held transposed; 468 s of the call
+#              to its report with the machine's start): a seed fits one call with BUDGET_S=550 (about 9.5 device
+#              minutes with the machine's start); as `ablation`, a second call on the same machine goes
 #              on from where the first stopped, and one whose sweep completed goes on to the timings. The
 #              15-member ablation in one group (est. 14-15 min at K = 15) does not fit a session's 15 device
 #              minutes, and its resume file (1.2-2.4 GB) cannot come back to go on in a later session
+#   timings    ablation_seed's window_timings alone: for a second call that finds a fresh machine (an idle machine is
+#              given back after 30 s, and with it the first call's sweep: 2026-12-04, a second call ran the sweep anew)
 #   probe      what the 2026-11-30 session's second call ran: the kernels of a K = 15 window (bench_stacked.py
 #              --profile), a 15-member medium group stopped by SIGTERM mid-epoch, K = 1, 4, 8 on both cells; then
 #              pad_timing, bf16_timing and bench_gemm_layouts.py (the window's GEMMs padded, transposed, in bf16/fp16)
-#   settings   what each sweep mode would run with (speed.cuda_graph, speed.triton_cell, hydra.launcher.pad_hidden_to),
+#   settings   what each sweep mode would run with (speed.cuda_graph, speed.triton_cell, speed.triton_update,
+#              hydra.launcher.pad_hidden_to),
 #              decided by benchmarks/gpu_decisions.py from the checks and timings already in WORK_DIR (read only: a second)
 #   cpu        a dry run of every mode's commands on the CPU (tiny runs, 5-10 min on 2 cores; checks the script, not speed;
 #              the ablation on the GPU's stacked program, hydra.launcher.program=batched)
@@ -69,7 +72,7 @@
 # and prints the command to run there (WHEELS=.device/wheels RNNREG_DATA_DIR=.device/data ...); the
 # wheels go to a private folder on PYTHONPATH with the project's src/ (nothing is installed into the system).
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu|settings]}
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|timings|table|probe|profile|bench|reproduce|cpu|settings]}
 what=${2:-all}
 shift $(( $# < 2 ? $# : 2 ))  # the rest: overrides for the reproduce stage (trainer.precision=bf16-mixed, ...)
 budget=${BUDGET_S:-0}
@@ -137,22 +140,25 @@ bench=(benchmarks/bench_gpu.py --out "$work")
 graph_checked() { $PY benchmarks/gpu_decisions.py cuda_graph "$work/${1:-bench_stacked}.json" || echo false; }
 # speed.triton_cell: the Triton cell passed its check and ran >= 5 % faster at K members (${2:-15})
 triton_cell_pays() { $PY benchmarks/gpu_decisions.py triton_cell "$work/${1:-bench_stacked}.json" "${2:-15}" || echo false; }
+# speed.triton_update: the update as one Triton kernel a parameter was exact (to the bit) and ran >= 5 % faster at K
+triton_update_pays() { $PY benchmarks/gpu_decisions.py triton_update "$work/${1:-bench_stacked}.json" "${2:-15}" || echo false; }
 # hydra.launcher.pad_hidden_to: auto (8 on a GPU) where the padded step passed its check against the unpadded one
 # (check.padding in $work/NAME.json: strict float32 losses); 1 otherwise
 pad_pays() { $PY benchmarks/gpu_decisions.py pad_hidden_to "$work/$1.json" || echo 1; }
-# sweep_settings NAME K: the three overrides a GPU sweep runs with, from check NAME at K members
+# sweep_settings NAME K: the four overrides a GPU sweep runs with, from check NAME at K members
 sweep_settings() {
     echo "speed.cuda_graph=$(graph_checked "$1") speed.triton_cell=$(triton_cell_pays "$1" "$2")" \
-        "hydra.launcher.pad_hidden_to=$(pad_pays "$1")"
+        "speed.triton_update=$(triton_update_pays "$1" "$2") hydra.launcher.pad_hidden_to=$(pad_pays "$1")"
 }
 # check_graph_once NAME K HIDDEN: the stacked step's CUDA graph against its eager step (both cells), K members of
 # width HIDDEN at bptt 35, the hidden units padded as a GPU's sweep holds them (hydra.launcher.pad_hidden_to=auto:
-# a multiple of 8), into $work/NAME.json; skipped when a call on this machine already ran it (a later call goes on
-# as the first began)
+# a multiple of 8), and the Triton update against the torch ops' (to the bit), each then timed at K, into
+# $work/NAME.json; skipped when a call on this machine already ran it (a later call goes on as the first began)
 check_graph_once() {
     [[ -f $work/$1.json ]] && return
     stage "$1" 200 $PY benchmarks/bench_stacked.py --device cuda --check --members "$2" --tf32 --pad 8 \
-        --kinds stacked stacked_triton --hidden "$3" --bptt 35 --batch 20 --windows 10 --out "$work/$1.json"
+        --kinds stacked stacked_triton stacked_triton_update --hidden "$3" --bptt 35 --batch 20 --windows 10 \
+        --out "$work/$1.json"
 }
 # pad_timing RESERVE [ARGS]: K = 15 medium members' windows (torch-ops cell, TF32, graphed) with the hidden units as
 # they are and padded to 656 (auto's multiple of 8): what the padding gives (2026-12-04: 389,637 -> 578,250 words/s);
@@ -175,25 +181,13 @@ timed_already() {
 # bf16_timing RESERVE [ARGS]: the same K = 15 window padded, its forward under bf16 autocast
 # (trainer.precision=bf16-mixed: bf16 GEMMs, float32 cell and weights), after the stacked step's CUDA graph under
 # autocast is checked against its eager step (check in the JSON): what bf16 gives the GEMMs that fill a window (ARGS
-# --kinds stacked stacked_triton: on both cells); once per machine
+# --kinds stacked stacked_triton stacked_triton_update: on both cells, and with the Triton update); once per machine
 bf16_timing() {
     local reserve=$1
     shift
     timed_already bench_stacked_bf16 && return
     stage bf16_timing "$reserve" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --kinds stacked --check --bf16 \
         --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 --out "$work/bench_stacked_bf16.json" "$@"
-}
-# update_timing RESERVE [ARGS]: the same K = 15 window padded on the Triton cell, with the torch ops' clipped SGD
-# step and with speed.triton_update (one Triton kernel a parameter, moving 3 tensors' worth of 15 members' 1.2 GB
-# instead of 7), the latter timed once it is checked exact against the former (triton_update_check in the JSON);
-# once per machine
-update_timing() {
-    local reserve=$1
-    shift
-    timed_already bench_stacked_update && return
-    stage update_timing "$reserve" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --kinds stacked_triton \
-        stacked_triton_update --tf32 --members 15 --hidden 650 --bptt 35 --batch 20 --windows 20 --pad 8 \
-        --out "$work/bench_stacked_update.json" "$@"
 }
 # stacked_sweep NAME RESERVE OVERRIDES...: a stacked multirun into $work/NAME, going on from an earlier call's
 # resume file; then its report. Once it has completed ($work/NAME.done), a later call on the machine skips it
@@ -237,12 +231,20 @@ ablation_seed() {
     stacked_sweep "ablation_seed_$seed" "$reserve" experiment=ablation_placement_full "seed=$seed" "$@"
 }
 # profile_padded RESERVE: where a K = 15 medium window's time goes with the hidden units padded as a GPU's sweep holds
-# them (650 as 656), on both cells (the kernels of bench_stacked.py --profile, ~1 min); once per machine
+# them (650 as 656), on both cells and with the Triton update (the kernels of bench_stacked.py --profile, ~1 min);
+# once per machine
 profile_padded() {
     [[ -f $work/profile_stacked_pad8.txt ]] && return
     stage profile_padded "$1" $PY benchmarks/bench_stacked.py --device "${device:-cuda}" --tf32 --placements --members 15 \
-        --pad 8 --hidden 650 --bptt 35 --batch 20 --kinds stacked stacked_triton --profile "$work/profile_stacked_pad8.txt" \
-        "${@:2}"
+        --pad 8 --hidden 650 --bptt 35 --batch 20 --kinds stacked stacked_triton stacked_triton_update \
+        --profile "$work/profile_stacked_pad8.txt" "${@:2}"
+}
+# window_timings [ARGS]: what is left to learn of a K = 15 window (issue 15's 10 ms), each once per machine: under bf16
+# autocast on both cells and with the Triton update (bf16_timing), then where its time goes (profile_padded). ARGS:
+# bench_stacked.py's, for both (a CPU's dry run: tiny sizes)
+window_timings() {
+    bf16_timing 0 --kinds stacked stacked_triton stacked_triton_update "$@"
+    profile_padded 0 "$@"
 }
 # the stacked window's GEMMs in other layouts and precisions (~20 s), in whatever time is left
 gemm_layouts() {
@@ -301,9 +303,9 @@ case $what in
         check_graph_once graph_check_k5 5 650
         ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu $(sweep_settings graph_check_k5 5)
         large_if_crashed
-        update_timing 0
-        profile_padded 0
-        bf16_timing 0 --kinds stacked stacked_triton ;;
+        window_timings ;;
+    timings)  # ablation_seed's timings alone: a second call that finds a fresh machine (the first's sweep gone with it)
+        window_timings ;;
     table)
         check_graph_once table_graph_check 3 1500
         table 0 trainer.accelerator=gpu $(sweep_settings table_graph_check 3) ;;
@@ -331,7 +333,7 @@ case $what in
         stage graph_check 0 $PY benchmarks/bench_stacked.py --check --members 2 --tf32 --kinds stacked stacked_triton \
             --hidden 16 --vocab 50 --windows 2 --warmup 1 --out "$work/graph_check.json"
         stage bench_stacked 0 $PY benchmarks/bench_stacked.py --check --tf32 --members 2 1 --hidden 16 --vocab 50 \
-            --kinds step fused stacked stacked_triton --windows 2 --warmup 1 --out "$work/bench_stacked.json"
+            --kinds step fused stacked stacked_triton stacked_triton_update --windows 2 --warmup 1 --out "$work/bench_stacked.json"
         stage bench_stacked_fp32 0 $PY benchmarks/bench_stacked.py --kinds stacked --members 2 --hidden 16 --vocab 50 \
             --windows 2 --warmup 1 --out "$work/bench_stacked_fp32.json"
         # the ablation on the GPU's program, interrupted at its time limit, then gone on with as `ablation` does
@@ -347,16 +349,17 @@ case $what in
         # experiment's three), padded as auto pads them on a GPU (12 units held as 16), then its profile and bf16 timing
         device=cpu pad_timing 0 --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
         ablation_seed 1 0 hydra.launcher.program=batched trainer.accelerator=cpu speed.cuda_graph="$(graph_checked)" \
-            speed.triton_cell="$(triton_cell_pays)" model.hidden_size=12 hydra.launcher.pad_hidden_to=8 \
+            speed.triton_cell="$(triton_cell_pays)" speed.triton_update="$(triton_update_pays)" model.hidden_size=12 \
+            hydra.launcher.pad_hidden_to=8 \
             trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 trainer.limit_test_batches=2
-        device=cpu update_timing 0 --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
-        device=cpu profile_padded 0 --hidden 12 --vocab 50 --members 2
-        device=cpu bf16_timing 0 --kinds stacked stacked_triton --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
+        device=cpu window_timings --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
         # table's commands: its graph check and its three groups, tiny
         stage table_graph_check 0 $PY benchmarks/bench_stacked.py --check --members 3 --tf32 --kinds stacked \
-            stacked_triton --hidden 16 --vocab 50 --windows 2 --warmup 1 --out "$work/table_graph_check.json"
+            stacked_triton stacked_triton_update --hidden 16 --vocab 50 --windows 2 --warmup 1 \
+            --out "$work/table_graph_check.json"
         table 0 hydra.launcher.program=batched trainer.accelerator=cpu \
             speed.cuda_graph="$(graph_checked table_graph_check)" speed.triton_cell="$(triton_cell_pays table_graph_check 3)" \
+            speed.triton_update="$(triton_update_pays table_graph_check 3)" \
             model.hidden_size=16 trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2
         gemm_layouts cpu --hidden 16 --vocab 50 --repeats 1
@@ -371,7 +374,7 @@ case $what in
         last_exit=1  # next's paper_large, as after a stacked sweep that crashed
         large_if_crashed --accelerator cpu trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2 ;;
-    *) echo "unknown stage $what: all, next, stacked, ablation, ablation_seed, table, probe, profile, bench, reproduce, cpu or settings" >&2
+    *) echo "unknown stage $what: all, next, stacked, ablation, ablation_seed, timings, table, probe, profile, bench, reproduce, cpu or settings" >&2
        exit 2 ;;
 esac
 pack

@@ -5,14 +5,18 @@ override's value each, printed for the script to pass on. Their inputs are bench
       speed.cuda_graph: true when the stacked step's CUDA graph was captured and equals the eager step
   python benchmarks/gpu_decisions.py triton_cell CHECK.json [K]
       speed.triton_cell: true when the Triton cell passed its check and ran >= 5 % faster at K members (15)
+  python benchmarks/gpu_decisions.py triton_update CHECK.json [K]
+      speed.triton_update: true when the update as one Triton kernel a parameter was exact to the bit (against the
+      torch ops' update, and graphed against eager) and ran >= 5 % faster than the torch ops' at K members (15).
+      At K = 15 medium on an H200 it ran 1.15x (2026-12-04, exact)
   python benchmarks/gpu_decisions.py pad_hidden_to CHECK.json
       hydra.launcher.pad_hidden_to: auto (a multiple of 8 on a GPU) when the padded step passed its check against
       the unpadded one (at a width that padding changes); 1 otherwise. Padded, a K = 15 medium window ran 1.48x
       faster on an H200 (2026-12-04), so a check that passed is enough
 
 A file that is missing or unreadable, or lacks what is asked (a check that crashed or was killed), gives the value that
-runs what was checked: false, false, 1. A device session's minutes must
-not go to a setting that nothing showed to be right.
+runs what was checked: false, false, false, 1. A device session's minutes must not go to a setting that nothing
+showed to be right.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-TRITON_CELL_SPEEDUP = 1.05  # the Triton cell must be this much faster to be used (its check passed)
+TRITON_SPEEDUP = 1.05  # a Triton kernel must make the window this much faster to be used (its check passed)
 
 
 def read(path: str | Path) -> dict:
@@ -42,11 +46,22 @@ def cuda_graph(check_path: str | Path) -> bool:
     return check.get("captured") is True and check.get("same") is True
 
 
+def pays(data: dict, speedup: str, members: int) -> bool:
+    """A timing row at `members` members has `speedup` (one kind's words/s over another's) >= TRITON_SPEEDUP."""
+    rows = [row for row in data.get("rows") or [] if row.get("members") == members]
+    return any(row.get(speedup, 0) >= TRITON_SPEEDUP for row in rows)
+
+
 def triton_cell(check_path: str | Path, members: int = 15) -> bool:
     data = read(check_path)
     passed = ((data.get("check") or {}).get("triton") or {}).get("same") is True
-    speedups = [row.get("triton_cell_speedup", 0) for row in data.get("rows") or [] if row.get("members") == members]
-    return passed and any(speedup >= TRITON_CELL_SPEEDUP for speedup in speedups)
+    return passed and pays(data, "triton_cell_speedup", members)
+
+
+def triton_update(check_path: str | Path, members: int = 15) -> bool:
+    data = read(check_path)
+    passed = (data.get("triton_update_check") or {}).get("same") is True
+    return passed and pays(data, "triton_update_speedup", members)
 
 
 def pad_hidden_to(check_path: str | Path) -> str:
@@ -59,11 +74,12 @@ def main(argv: list[str]) -> str:
     what, path, *rest = argv
     if what == "cuda_graph":
         return str(cuda_graph(path)).lower()
-    if what == "triton_cell":
-        return str(triton_cell(path, int(rest[0]) if rest else 15)).lower()
+    if what in ("triton_cell", "triton_update"):
+        decide = triton_cell if what == "triton_cell" else triton_update
+        return str(decide(path, int(rest[0]) if rest else 15)).lower()
     if what == "pad_hidden_to":
         return pad_hidden_to(path)
-    raise SystemExit(f"unknown decision {what}: cuda_graph, triton_cell or pad_hidden_to")
+    raise SystemExit(f"unknown decision {what}: cuda_graph, triton_cell, triton_update or pad_hidden_to")
 
 
 if __name__ == "__main__":

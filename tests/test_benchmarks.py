@@ -200,8 +200,20 @@ def test_bench_stacked_profile_dry_run(ptb_dir, tmp_path):
     args = ("--members", "2", "--placements", "--hidden", "8", "--vocab", "30", "--bptt", "4", "--batch", "3")
     bench("bench_stacked.py", *args, "--kinds", "stacked", "--profile", str(out), data_dir=ptb_dir)
     text = out.read_text()
-    assert text.count("== K = 2, 8 units, bptt 4, batch 3") == 1 and "torch-ops cell, eager" in text
+    assert text.count("== K = 2, 8 units, bptt 4, batch 3") == 1 and "torch-ops cell, torch-ops update, eager" in text
     assert "LSTMLayerFunction" in text  # torch.profiler's op table: the step-loop layer ran under it
+
+
+@needs_triton
+def test_bench_stacked_profiles_the_triton_update(ptb_dir, tmp_path):
+    """gpu_check.sh's profile_padded with stacked_triton_update: a section for the Triton cell with the Triton update
+    after the torch ops' (its kernels ran: the op table names the update's function)."""
+    out = tmp_path / "profile.txt"
+    args = ("--members", "2", "--pad", "4", "--hidden", "6", "--vocab", "30", "--bptt", "4", "--batch", "3")
+    bench("bench_stacked.py", *args, "--kinds", "stacked_triton_update", "--profile", str(out), data_dir=ptb_dir)
+    sections = out.read_text().split("\n\n== ")
+    assert len(sections) == 2 and "torch-ops cell, torch-ops update, eager" in sections[0]
+    assert "Triton cell, Triton update, eager" in sections[1]
 
 
 @needs_triton
@@ -213,7 +225,7 @@ def test_bench_stacked_checks_and_times_both_cells(ptb_dir, tmp_path):
     args += ("--windows", "2")
     args += ("--warmup", "1")  # Triton's interpreter runs every kernel instance in Python: tiny windows
     triton_kinds = ("--kinds", "stacked", "stacked_triton", "stacked_triton_update")
-    bench("bench_stacked.py", *args, "--check", *triton_kinds, "--out", str(out), data_dir=ptb_dir)
+    proc = bench("bench_stacked.py", *args, "--check", *triton_kinds, "--out", str(out), data_dir=ptb_dir)
     result = json.loads(out.read_text())
     assert result["check"]["same"] and result["check"]["triton"]["same"]
     # the Triton update, timed once it is exact (weights to the bit) against the torch ops' update and in its graph
@@ -236,6 +248,10 @@ def test_bench_stacked_checks_and_times_both_cells(ptb_dir, tmp_path):
         row["stacked_triton_wps"] > 0 and row["triton_cell_speedup"] == row["stacked_triton_wps"] / row["stacked_wps"]
     )
     assert row["triton_update_speedup"] == row["stacked_triton_update_wps"] / row["stacked_triton_wps"]
+    # the table's line says every speed-up the row has
+    speedups = f"triton_cell_speedup {row['triton_cell_speedup']:.2f}x, triton_update_speedup " \
+        f"{row['triton_update_speedup']:.2f}x"  # fmt: skip
+    assert speedups in proc.stdout
 
 
 @needs_triton
@@ -542,6 +558,34 @@ def test_the_sweeps_settings_follow_the_checks(tmp_path, monkeypatch, check, row
     assert gpu_decisions.pad_hidden_to(tmp_path / "cut.json") == "1"
 
 
+UPDATE_EXACT = {"same_as_torch_update": True, "captured": True, "graph_same_as_eager": True, "same": True}
+
+
+@pytest.mark.parametrize(
+    "update_check,rows,uses",
+    [
+        (UPDATE_EXACT, [{"members": 15, "triton_update_speedup": 1.15}], True),
+        (UPDATE_EXACT, [{"members": 15, "triton_update_speedup": 1.02}], False),  # not 5 % faster
+        (UPDATE_EXACT, [{"members": 5, "triton_update_speedup": 1.15}], False),  # timed at other K
+        (UPDATE_EXACT | {"same": False}, [{"members": 15, "triton_update_speedup": 1.15}], False),  # not exact
+        ({"same": False, "error": "no C compiler"}, [], False),
+        (None, [{"members": 15, "triton_update_speedup": 1.15}], False),  # (a file with no check: not decided)
+    ],
+)
+def test_the_sweeps_triton_update_follows_its_check(tmp_path, monkeypatch, update_check, rows, uses):
+    """speed.triton_update as gpu_decisions.py reads bench_stacked.py's triton_update_check and rows: only an update
+    exact to the bit that ran >= 5 % faster at the sweep's K."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import gpu_decisions
+
+    (tmp_path / "check.json").write_text(
+        json.dumps({"check": PASSED, "triton_update_check": update_check, "rows": rows})
+    )
+    assert gpu_decisions.triton_update(tmp_path / "check.json") is uses
+    assert gpu_decisions.main(["triton_update", str(tmp_path / "check.json"), "15"]) == str(uses).lower()
+    assert gpu_decisions.triton_update(tmp_path / "missing.json") is False
+
+
 def test_gpu_check_sweep_settings(tmp_path):
     """gpu_check.sh's `settings` mode: what each sweep mode would run with, from the files in WORK_DIR (the same
     functions the modes call). It reads those files and writes none: the device
@@ -563,18 +607,29 @@ def test_gpu_check_sweep_settings(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         return dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": speed." in line)
 
-    nothing = "speed.cuda_graph=false speed.triton_cell=false hydra.launcher.pad_hidden_to=1"
+    nothing = "speed.cuda_graph=false speed.triton_cell=false speed.triton_update=false hydra.launcher.pad_hidden_to=1"
     assert settings() == {mode: nothing for mode in ("stacked", "ablation", "ablation_seed", "table")}
     write_check(work, "graph_check", PASSED, [{"members": 15, "triton_cell_speedup": 1.2}])
-    write_check(work, "graph_check_k5", PASSED, [{"members": 5, "triton_cell_speedup": 1.2}])
+    speedups = {"members": 5, "triton_cell_speedup": 1.2, "triton_update_speedup": 1.1}
+    (work / "graph_check_k5.json").write_text(
+        json.dumps({"check": PASSED, "triton_update_check": UPDATE_EXACT, "rows": [speedups]})
+    )
     write_check(work, "table_graph_check", PASSED | {"triton": {"same": False}})
     got = settings()
-    assert got["ablation"] == "speed.cuda_graph=true speed.triton_cell=true hydra.launcher.pad_hidden_to=auto"
-    assert got["table"] == "speed.cuda_graph=true speed.triton_cell=false hydra.launcher.pad_hidden_to=auto"
-    # the K = 5 check's own timing decides its Triton cell (timed at K = 15, the ablation's would not count)
-    assert got["ablation_seed"] == got["ablation"]
+    assert got["ablation"] == (
+        "speed.cuda_graph=true speed.triton_cell=true speed.triton_update=false hydra.launcher.pad_hidden_to=auto"
+    )
+    assert got["table"] == (
+        "speed.cuda_graph=true speed.triton_cell=false speed.triton_update=false hydra.launcher.pad_hidden_to=auto"
+    )
+    # the K = 5 check's own timing decides its Triton kernels (timed at K = 15, the ablation's would not count)
+    assert got["ablation_seed"] == (
+        "speed.cuda_graph=true speed.triton_cell=true speed.triton_update=true hydra.launcher.pad_hidden_to=auto"
+    )
     write_check(work, "graph_check_k5", PASSED | {"padding": {"same": False, "padded": True}}, [{"members": 15}])
-    assert settings()["ablation_seed"] == "speed.cuda_graph=true speed.triton_cell=false hydra.launcher.pad_hidden_to=1"
+    assert settings()["ablation_seed"] == (
+        "speed.cuda_graph=true speed.triton_cell=false speed.triton_update=false hydra.launcher.pad_hidden_to=1"
+    )
     assert (work / "gpu.txt").read_text() == "NVIDIA H200 (the session that wrote these files)\n"
     assert not list((tmp_path / "out").iterdir())
 
@@ -625,18 +680,30 @@ def test_gpu_check_gives_the_time_left_to_the_large_model_when_the_sweep_crashed
     assert (said in stages, "== reproduce_large: exit 0" in stages) == (fallback, fallback)
 
 
-@pytest.mark.parametrize("stage,name", [("bf16_timing", "bf16"), ("update_timing", "update")])
 @pytest.mark.parametrize("timed", [False, True], ids=["check_only", "timed"])
-def test_gpu_check_times_once_and_again_when_cut_off_before_its_timing(tmp_path, timed, stage, name):
-    """gpu_check.sh ablation_seed's bf16_timing and update_timing (after its sweep) run once per machine: a JSON with
-    its timing rows is done; one holding only its check (written first, the stage then cut off at its time limit)
-    runs again."""
+def test_gpu_check_times_once_and_again_when_cut_off_before_its_timing(tmp_path, timed):
+    """gpu_check.sh ablation_seed's bf16_timing (after its sweep) runs once per machine: a JSON with its timing rows
+    is done; one holding only its check (written first, the stage then cut off at its time limit) runs again."""
     (tmp_path / "work").mkdir()
     rows = [{"members": 15, "stacked_wps": 500_000.0}] if timed else []
-    write_check(tmp_path / "work", f"bench_stacked_{name}", {"captured": True, "same": True}, rows)
+    write_check(tmp_path / "work", "bench_stacked_bf16", {"captured": True, "same": True}, rows)
     stages = gpu_check_with_stand_in(tmp_path, "ablation_seed")
     assert "== ablation_seed_1234_stacked: exit 0" in stages
-    assert (f"== {stage}: exit 0" in stages) == (not timed)
+    assert ("== bf16_timing: exit 0" in stages) == (not timed)
+    assert "stacked stacked_triton stacked_triton_update" in stages  # the graph check's kinds decide the update
+
+
+def test_gpu_check_timings_alone_run_no_sweep(tmp_path):
+    """gpu_check.sh timings: ablation_seed's timings on a fresh machine (a second call that lost the first's machine),
+    with no graph check and no sweep before them; called again on that machine, nothing is timed twice."""
+    stages = gpu_check_with_stand_in(tmp_path, "timings")
+    assert "rnnreg.train" not in stages and "graph_check" not in stages  # no sweep, no check
+    assert "== bf16_timing (t=" in stages and "== profile_padded (t=" in stages
+    assert "--kinds stacked stacked_triton stacked_triton_update" in stages.split("== profile_padded (t=")[1]
+    (tmp_path / "work" / "profile_stacked_pad8.txt").write_text("the kernels\n")  # (the stand-in writes no file)
+    write_check(tmp_path / "work", "bench_stacked_bf16", {"same": True}, [{"members": 15, "stacked_wps": 1.0}])
+    again = gpu_check_with_stand_in(tmp_path, "timings")[len(stages) :]
+    assert "bf16_timing" not in again and "profile_padded" not in again
 
 
 @pytest.mark.parametrize("first_exit", [0, 124], ids=["completed", "at_its_time_limit"])
@@ -649,7 +716,7 @@ def test_gpu_check_called_again_goes_on_with_its_sweep_or_past_it(tmp_path, firs
     again = gpu_check_with_stand_in(tmp_path, "ablation_seed")[len(first) :]
     assert ("== ablation_seed_1234_stacked: completed in an earlier call" in again) == (first_exit == 0)
     assert ("hydra.launcher.resume=true" in again) == (first_exit != 0)
-    assert all(f"== {stage} (t=" in again for stage in ("update_timing", "profile_padded", "bf16_timing"))
+    assert all(f"== {stage} (t=" in again for stage in ("bf16_timing", "profile_padded"))
 
 
 @pytest.fixture(scope="module")
