@@ -46,5 +46,5 @@ On the device machine (run: carry [".device"], timeout_s $(( budget + 50 ))):
   BUDGET_S=$budget WHEELS=.device/wheels RNNREG_DATA_DIR=\$PWD/.device/data benchmarks/gpu_check.sh \$OUT $mode
 Its results come back as \$OUT/results.tgz, stages.txt and gpu.txt. ablation, ablation_seed (ABLATION_SEED=1234,
 1 or 2 in front picks the seed) and table go on in a second call made at once, while the machine is warm, with
-BUDGET_S = the device seconds left minus 40.
+GO_ON=1 and BUDGET_S = the device seconds left minus 40 (GO_ON=1: on a fresh machine no sweep starts again).
 EOT

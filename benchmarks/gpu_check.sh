@@ -2,7 +2,7 @@
 # The GPU checks of the speed issue as one prepared command, most important first, each stage in its own
 # time box so that a slow or failing stage never costs the ones after it.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|timings|table|probe|profile|bench|reproduce|cpu|settings]
+#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu|settings]
 #                               [overrides for reproduce]
 #
 #   profile    profile_step.py: graph vs eager vs plain step without Lightning, same-update check  (~30 s)
@@ -46,8 +46,6 @@
 #              on from where the first stopped, and one whose sweep completed goes on to the timings. The
 #              15-member ablation in one group (est. 14-15 min at K = 15) does not fit a session's 15 device
 #              minutes, and its resume file (1.2-2.4 GB) cannot come back to go on in a later session
-#   timings    ablation_seed's window_timings alone: for a second call that finds a fresh machine (an idle machine is
-#              given back after 30 s, and with it the first call's sweep: 2026-12-04, a second call ran the sweep anew)
 #   probe      what the 2026-11-30 session's second call ran: the kernels of a K = 15 window (bench_stacked.py
 #              --profile), a 15-member medium group stopped by SIGTERM mid-epoch, K = 1, 4, 8 on both cells; then
 #              pad_timing, bf16_timing and bench_gemm_layouts.py (the window's GEMMs padded, transposed, in bf16/fp16)
@@ -64,6 +62,10 @@
 # A stacked sweep runs under benchmarks/how_it_ended.py: its log ends with how the sweep ended (an exit status or
 # the signal that killed it) and whether its SIGTERM handler was installed then; a sweep that does not exit 0
 # also logs dmesg and free (2026-11-30: a sweep gone within a second of its SIGTERM, cause not found).
+# GO_ON=1 marks a second call (ablation, ablation_seed, table): it goes on with a sweep an earlier call on this machine
+# began, and starts none (nor its graph check) where the machine is a fresh one: an idle machine is given back after
+# 30 s and its files with it (2026-12-04: a second call ran seed 1's sweep anew, 3 min of device time to nothing), so
+# such a call goes to the timings after the sweep.
 # BUDGET_S=540 bounds the whole script (seconds; 0 = no bound): each stage gets what is left minus what
 # the stages after it need at least, and is skipped when too little is left.
 # Needs a CUDA torch and the project importable. On a machine with internet: `make install TORCH=torch`
@@ -72,7 +74,7 @@
 # and prints the command to run there (WHEELS=.device/wheels RNNREG_DATA_DIR=.device/data ...); the
 # wheels go to a private folder on PYTHONPATH with the project's src/ (nothing is installed into the system).
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|timings|table|probe|profile|bench|reproduce|cpu|settings]}
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu|settings]}
 what=${2:-all}
 shift $(( $# < 2 ? $# : 2 ))  # the rest: overrides for the reproduce stage (trainer.precision=bf16-mixed, ...)
 budget=${BUDGET_S:-0}
@@ -155,7 +157,7 @@ sweep_settings() {
 # a multiple of 8), and the Triton update against the torch ops' (to the bit), each then timed at K, into
 # $work/NAME.json; skipped when a call on this machine already ran it (a later call goes on as the first began)
 check_graph_once() {
-    [[ -f $work/$1.json ]] && return
+    [[ -f $work/$1.json || -n ${GO_ON:-} ]] && return  # (GO_ON without it: a fresh machine, where no sweep starts)
     stage "$1" 200 $PY benchmarks/bench_stacked.py --device cuda --check --members "$2" --tf32 --pad 8 \
         --kinds stacked stacked_triton stacked_triton_update --hidden "$3" --bptt 35 --batch 20 --windows 10 \
         --out "$work/$1.json"
@@ -206,6 +208,11 @@ stacked_sweep() {
     # an earlier call's sweep there: go on with it (a new multirun would be refused in a folder with its results; one
     # stopped before its first window has no resume file and starts again)
     [[ -d $folder ]] && resume=true
+    if [[ -n ${GO_ON:-} && $resume == false ]]; then  # a second call on a fresh machine: the first's sweep went with it
+        echo "== ${name}_stacked: not on this machine (GO_ON=1: a fresh machine; no sweep starts)" | tee -a "$work/stages.txt"
+        last_exit=0
+        return
+    fi
     # how_it_ended.py: how the sweep ended (a signal or an exit) and whether its SIGTERM handler was there
     stage "${name}_stacked" $(( reserve + grace )) $PY benchmarks/how_it_ended.py $PY -m rnnreg.train -m \
         hydra/launcher=stacked "hydra.sweep.dir=$folder" hydra.launcher.resume=$resume "$@"
@@ -304,8 +311,6 @@ case $what in
         ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu $(sweep_settings graph_check_k5 5)
         large_if_crashed
         window_timings ;;
-    timings)  # ablation_seed's timings alone: a second call that finds a fresh machine (the first's sweep gone with it)
-        window_timings ;;
     table)
         check_graph_once table_graph_check 3 1500
         table 0 trainer.accelerator=gpu $(sweep_settings table_graph_check 3) ;;
@@ -374,7 +379,7 @@ case $what in
         last_exit=1  # next's paper_large, as after a stacked sweep that crashed
         large_if_crashed --accelerator cpu trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2 ;;
-    *) echo "unknown stage $what: all, next, stacked, ablation, ablation_seed, timings, table, probe, profile, bench, reproduce, cpu or settings" >&2
+    *) echo "unknown stage $what: all, next, stacked, ablation, ablation_seed, table, probe, profile, bench, reproduce, cpu or settings" >&2
        exit 2 ;;
 esac
 pack

@@ -651,18 +651,22 @@ exec "$REAL_PYTHON" "$@"
 """
 
 
-def gpu_check_with_stand_in(tmp_path: Path, mode: str, sweep_exit: int = 0) -> str:
-    """gpu_check.sh MODE with the stand-in python (STAND_IN_PYTHON) in tmp_path/work: its stages.txt."""
+def gpu_check_with_stand_in(tmp_path: Path, mode: str, sweep_exit: int = 0, **env: str) -> str:
+    """gpu_check.sh MODE with the stand-in python (STAND_IN_PYTHON) in tmp_path/work, `env` added: its stages.txt."""
     python = tmp_path / "python"
     python.write_text(STAND_IN_PYTHON)
     python.chmod(0o755)
     work = tmp_path / "work"
-    env = os.environ | {
-        "WORK_DIR": str(work),
-        "PYTHON": str(python),
-        "REAL_PYTHON": sys.executable,
-        "SWEEP_EXIT": str(sweep_exit),
-    }
+    env = (
+        os.environ
+        | {
+            "WORK_DIR": str(work),
+            "PYTHON": str(python),
+            "REAL_PYTHON": sys.executable,
+            "SWEEP_EXIT": str(sweep_exit),
+        }
+        | env
+    )
     command = ["bash", str(BENCH / "gpu_check.sh"), str(tmp_path / "out"), mode]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -693,17 +697,18 @@ def test_gpu_check_times_once_and_again_when_cut_off_before_its_timing(tmp_path,
     assert "stacked stacked_triton stacked_triton_update" in stages  # the graph check's kinds decide the update
 
 
-def test_gpu_check_timings_alone_run_no_sweep(tmp_path):
-    """gpu_check.sh timings: ablation_seed's timings on a fresh machine (a second call that lost the first's machine),
-    with no graph check and no sweep before them; called again on that machine, nothing is timed twice."""
-    stages = gpu_check_with_stand_in(tmp_path, "timings")
-    assert "rnnreg.train" not in stages and "graph_check" not in stages  # no sweep, no check
-    assert "== bf16_timing (t=" in stages and "== profile_padded (t=" in stages
-    assert "--kinds stacked stacked_triton stacked_triton_update" in stages.split("== profile_padded (t=")[1]
-    (tmp_path / "work" / "profile_stacked_pad8.txt").write_text("the kernels\n")  # (the stand-in writes no file)
-    write_check(tmp_path / "work", "bench_stacked_bf16", {"same": True}, [{"members": 15, "stacked_wps": 1.0}])
-    again = gpu_check_with_stand_in(tmp_path, "timings")[len(stages) :]
-    assert "bf16_timing" not in again and "profile_padded" not in again
+@pytest.mark.parametrize("first_call", [False, True], ids=["fresh_machine", "warm_machine"])
+def test_gpu_check_go_on_never_starts_a_sweep(tmp_path, first_call):
+    """gpu_check.sh ablation_seed with GO_ON=1 (a second call): on a fresh machine (the first call's given back while
+    idle, its files with it) neither the graph check nor the sweep starts, and the timings run; on the first call's
+    machine, the sweep it stopped at its time limit goes on."""
+    first = gpu_check_with_stand_in(tmp_path, "ablation_seed", 124) if first_call else ""
+    again = gpu_check_with_stand_in(tmp_path, "ablation_seed", GO_ON="1")[len(first) :]
+    assert ("== graph_check_k5 (t=" in again, "rnnreg.train" in again) == (False, first_call)
+    assert ("not on this machine (GO_ON=1" in again) == (not first_call)
+    assert ("hydra.launcher.resume=true" in again) == first_call
+    assert "== bf16_timing (t=" in again and "== profile_padded (t=" in again
+    assert "--kinds stacked stacked_triton stacked_triton_update" in again.split("== profile_padded (t=")[1]
 
 
 @pytest.mark.parametrize("first_exit", [0, 124], ids=["completed", "at_its_time_limit"])
