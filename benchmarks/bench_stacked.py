@@ -98,13 +98,13 @@ def member_specs(args) -> list[MemberSpec]:
     return [dataclasses.replace(placements[k % len(placements)], seed=k) for k in range(args.members_now)]
 
 
-def time_stacked(args, data, device, triton_cell: bool = False, fused_update: bool = False) -> float:
+def time_stacked(args, data, device, triton_cell: bool = False, triton_update: bool = False) -> float:
     k = args.members_now
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, member_specs(args), pad_hidden_to=args.pad)
     model.to(device)
     model.triton_cell = triton_cell
     # on a CPU too: the members-in-turn program has no stacked cell and is never padded
-    program = "batched" if triton_cell or fused_update or args.pad > 1 else "auto"
+    program = "batched" if triton_cell or triton_update or args.pad > 1 else "auto"
     graph = not args.no_graph
     step = group_step(
         model,
@@ -115,7 +115,7 @@ def time_stacked(args, data, device, triton_cell: bool = False, fused_update: bo
         graph,
         program,
         autocast=autocast(args),
-        fused_update=fused_update,
+        triton_update=triton_update,
     )
     lrs = [1.0] * k
     # a graphed step records its graph at its window step.warmup: the timed windows come after that one-off
@@ -161,11 +161,11 @@ def run_check_members(
     triton_cell: bool = False,
     shape: dict | None = None,
     pad: int | None = None,
-    fused_update: bool = False,
+    triton_update: bool = False,
 ):
     """The check's members (CHECK_MEMBERS) trained over `data` from fixed weights and mask generators: the
     per-window losses, final weights and generator states, and the CUDA graph (None where it ran eagerly). `pad`:
-    the hidden units padded to a multiple of it (default --pad); fused_update: speed.triton_update."""
+    the hidden units padded to a multiple of it (default --pad); triton_update: speed.triton_update."""
     shape = shape or {}
     pad = 1 if shape.get("layer_norm") else args.pad if pad is None else pad  # (layer norm is never padded)
     model = StackedLanguageModel(args.vocab, args.hidden, args.layers, CHECK_MEMBERS, **shape, pad_hidden_to=pad)
@@ -182,7 +182,7 @@ def run_check_members(
         graph=graph,
         warmup=args.warmup,
         autocast=autocast(args),
-        fused_update=fused_update,
+        triton_update=triton_update,
     )
     losses = []
     for x, y in data:
@@ -248,14 +248,14 @@ def check_triton_update(args, data, device) -> dict:
     against the torch ops' update, eagerly with the sweep's matmuls; the kernel rounds as the torch ops do, so the
     losses and weights must be equal to the bit. Then its CUDA graph against its eager step (check_graph's)."""
     ops_loss, ops_w, _, _ = run_check_members(args, data, device, False, triton_cell=True)
-    fused_loss, fused_w, _, _ = run_check_members(args, data, device, False, triton_cell=True, fused_update=True)
+    fused_loss, fused_w, _, _ = run_check_members(args, data, device, False, triton_cell=True, triton_update=True)
     result = {
         "same_as_torch_update": torch.equal(ops_loss, fused_loss) and all(map(torch.equal, ops_w, fused_w)),
         "max_weight_difference_vs_torch_update": max(float((a - b).abs().max()) for a, b in zip(ops_w, fused_w)),
     }
     print(f"Triton update vs torch ops' update, eager: {result}")
     if result["same_as_torch_update"]:  # (without CUDA both runs are eager: checks the script only)
-        graph_loss, graph_w, captured, _ = run_check_members(args, data, device, True, True, fused_update=True)
+        graph_loss, graph_w, captured, _ = run_check_members(args, data, device, True, True, triton_update=True)
         result["captured"] = captured is not None
         result["graph_same_as_eager"] = torch.equal(fused_loss, graph_loss) and all(map(torch.equal, fused_w, graph_w))
         print(f"Triton update, graph vs eager: the same {result['graph_same_as_eager']}")
@@ -285,7 +285,7 @@ def check_padding(args, data, device) -> dict:
     return result
 
 
-def profile_stacked(args, data, device, triton_cell: bool = False, fused_update: bool = False) -> str:
+def profile_stacked(args, data, device, triton_cell: bool = False, triton_update: bool = False) -> str:
     """Where a stacked window's GPU time goes: the stacked step run eagerly (the same kernels its CUDA graph
     replays) over 5 windows after 3 of warm-up, under torch.profiler. Returns the kernels grouped by name
     (total ms per window, calls per window, share), the kernel count and device time per window, and
@@ -303,7 +303,7 @@ def profile_stacked(args, data, device, triton_cell: bool = False, fused_update:
         False,
         "batched",
         autocast=autocast(args),
-        fused_update=fused_update,
+        triton_update=triton_update,
     )
     for i in range(3):
         step(*data[i % len(data)], [1.0] * k)
@@ -326,7 +326,7 @@ def profile_stacked(args, data, device, triton_cell: bool = False, fused_update:
     count = sum(len(t) for t in kernels.values()) / runs
     title = f"K = {k}, {args.hidden} units, bptt {args.bptt}, batch {args.batch}, tf32 {args.tf32}, " \
         f"bf16 {args.bf16}, {'Triton' if triton_cell else 'torch-ops'} cell, " \
-        f"{'Triton' if fused_update else 'torch-ops'} update, eager"  # fmt: skip
+        f"{'Triton' if triton_update else 'torch-ops'} update, eager"  # fmt: skip
     lines = [f"== {title}: {count:.0f} kernels, {total:.2f} ms of kernels a window (eager wall {wall * 1000:.1f} ms)"]
     lines.append(f"{'ms/window':>10} {'calls':>7} {'share':>6}  kernel")
     for name, times in sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:40]:
@@ -354,7 +354,7 @@ SPEEDUPS = ["speedup_vs_best_sequential", "triton_cell_speedup", "triton_update_
 
 def time_kind(args, kind: str, data, device) -> float:
     if kind.startswith("stacked"):
-        return time_stacked(args, data, device, kind in TRITON_KINDS, fused_update=kind == "stacked_triton_update")
+        return time_stacked(args, data, device, kind in TRITON_KINDS, triton_update=kind == "stacked_triton_update")
     return time_single(args, "step" if kind == "step" else "auto" if args.placements else "fused", data, device)
 
 
@@ -442,7 +442,7 @@ def main() -> None:
         if "stacked_triton" in args.kinds:
             texts.append(profile_stacked(args, data, device, triton_cell=True))
         if "stacked_triton_update" in args.kinds:
-            texts.append(profile_stacked(args, data, device, triton_cell=True, fused_update=True))
+            texts.append(profile_stacked(args, data, device, triton_cell=True, triton_update=True))
         Path(args.profile).write_text("\n\n".join(texts) + "\n")
         return
     if args.only:

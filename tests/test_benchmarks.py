@@ -330,9 +330,9 @@ def test_bench_stacked_times_the_triton_update_only_once_it_is_exact(tmp_path, m
 
     real = bench_stacked.run_check_members
 
-    def nudged(args, data, device, graph, triton_cell=False, shape=None, pad=None, fused_update=False):
-        losses, weights, *rest = real(args, data, device, graph, triton_cell, shape, pad, fused_update)
-        if fused_update and graph == (broken == "graph"):
+    def nudged(args, data, device, graph, triton_cell=False, shape=None, pad=None, triton_update=False):
+        losses, weights, *rest = real(args, data, device, graph, triton_cell, shape, pad, triton_update)
+        if triton_update and graph == (broken == "graph"):
             weights[0] = weights[0].clone()
             weights[0].view(-1)[0] = torch.nextafter(weights[0].view(-1)[0], torch.tensor(1.0))
         return (losses, weights, *rest)

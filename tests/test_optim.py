@@ -135,7 +135,7 @@ def test_the_fused_update_is_the_torch_ops_update_to_the_bit(active):
         if active == "one off":
             grads[0][1].view(-1)[0] = float("nan")
         given = [g.clone() for g in grads]
-        norms = clip_and_sgd_(fused, given, lrs, clips, active=on, fused=True)
+        norms = clip_and_sgd_(fused, given, lrs, clips, active=on, triton_update=True)
         assert all(same_bits(g, h) for g, h in zip(given, grads))
         assert same_bits(norms, clip_and_sgd_(ops, grads, lrs, clips, active=on))
         assert all(torch.equal(p, q) for p, q in zip(fused, ops))
@@ -145,13 +145,15 @@ def test_the_fused_update_is_the_torch_ops_update_to_the_bit(active):
 @needs_triton
 @pytest.mark.parametrize("lr", [0.37, torch.tensor(0.37)], ids=["float", "device tensor"])
 def test_a_single_models_fused_update_is_its_torch_ops_update_to_the_bit(lr):
-    """ClippedSGD with speed.triton_update (`fused`) steps a single model exactly as without it, whether the lr is
+    """ClippedSGD with speed.triton_update steps a single model exactly as without it, whether the lr is
     the plain step's float or the fast step's device tensor; with momentum it keeps the torch ops (exact too), which
     scale the grads in place (the kernel leaves them)."""
     for momentum in (0.0, 0.9):
         fused, ops = ([p.clone().requires_grad_() for p in params_and_grads()[0]] for _ in range(2))
-        optimizers = [ClippedSGD(ps, lr=0.37, clip=0.5, momentum=momentum) for ps in (fused, ops)]
-        optimizers[0].fused = True
+        optimizers = [
+            ClippedSGD(ps, lr=0.37, clip=0.5, momentum=momentum, triton_update=on)
+            for ps, on in ((fused, True), (ops, False))
+        ]
         for step in range(3):
             for ps, optimizer in zip((fused, ops), optimizers):
                 for p, g in zip(ps, params_and_grads(step + 1)[1]):

@@ -317,7 +317,7 @@ def test_a_group_asked_for_triton_kernels_runs_them_or_is_refused_in_one_line(tm
         stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
-    assert (trainer.model.triton_cell, trainer.step.fused_update) == (
+    assert (trainer.model.triton_cell, trainer.step.triton_update) == (
         key == "speed.triton_cell",
         key != "speed.triton_cell",
     )

@@ -147,12 +147,12 @@ def train_clipped(net, data, lr, clip, weight_decay=0.0, momentum=0.0, norms=Non
     return losses
 
 
-def program_group(specs, clips, program, momentums=None, fused_update=False):
+def program_group(specs, clips, program, momentums=None, triton_update=False):
     """A group and its window as the launcher builds them (group_step): program "batched" (a GPU's, eager here)
-    or "in_turn" (a CPU's), each member with its clip and momentum; fused_update: speed.triton_update."""
+    or "in_turn" (a CPU's), each member with its clip and momentum; triton_update: speed.triton_update."""
     net = StackedLanguageModel(V, H, L, specs).train()
     cpu = torch.device("cpu")
-    step = group_step(net, (T, B), clips, None, cpu, False, program, momentums, fused_update=fused_update)
+    step = group_step(net, (T, B), clips, None, cpu, False, program, momentums, triton_update=triton_update)
     return net, step
 
 
@@ -739,7 +739,7 @@ def test_the_batched_program_switches_a_diverging_member_off_before_its_update()
 
 @needs_triton
 @pytest.mark.parametrize("program", ["batched", "in_turn"])
-def test_a_group_on_the_fused_update_trains_its_members_to_the_bit_as_on_the_torch_ops(program, monkeypatch):
+def test_a_group_on_the_triton_update_trains_its_members_to_the_bit_as_on_the_torch_ops(program, monkeypatch):
     """speed.triton_update (in Triton's interpreter here): each program's update runs the kernel, and every member,
     the one that diverges at window 1 and is switched off included, ends with the same weights and losses, bit for
     bit, as on the torch ops' update."""
@@ -749,7 +749,7 @@ def test_a_group_on_the_fused_update_trains_its_members_to_the_bit_as_on_the_tor
     specs = [MemberSpec(1, 0.1, **PLACEMENTS["non_recurrent"]), MemberSpec(2, 0.1), MemberSpec(3, 0.1)]
     runs = []
     for fused in (False, True):
-        net, step = program_group(specs, [0.5, 5.0, 1e9], program, fused_update=fused)
+        net, step = program_group(specs, [0.5, 5.0, 1e9], program, triton_update=fused)
 
         def diverge(window, net=net):
             if window == 1:

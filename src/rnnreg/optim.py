@@ -49,7 +49,7 @@ def clip_and_sgd_(
     buffers: Sequence[torch.Tensor] | None = None,
     active: torch.Tensor | None = None,
     orders: Sequence[Sequence[int]] | None = None,
-    fused: bool = False,
+    triton_update: bool = False,
 ) -> torch.Tensor:
     """Each member's clip_grad_norm_ (its global L2 norm clipped to `clip`), coupled weight decay and momentum
     (as torch.optim.SGD, no dampening), and step p -= lr * g. As tensor ops with no host sync: capturable in a
@@ -59,8 +59,9 @@ def clip_and_sgd_(
     grads are overwritten, so none may share memory with another (each parameter's own .grad). lr, clip,
     weight_decay, momentum: floats (every member the same) or (K,) tensors; momentum needs `buffers` like
     params. active: (K,) bool or None; an inactive member (diverged, stopped) keeps its weights and its
-    momentum buffers exactly. fused: the paper's recipe (no weight decay or momentum) as rnnreg.triton_update's
-    kernel, one pass a parameter that rounds as the torch ops do and leaves the grads as they were.
+    momentum buffers exactly. triton_update: the paper's recipe (no weight decay or momentum) as
+    rnnreg.triton_update's kernel, one pass a parameter that rounds as the torch ops do and leaves the grads as they
+    were.
     orders: member k's grads (indices) in its single model's parameter order, None: as given. Nothing mixes
     members, so a non-finite gradient of one member never reaches another's weights.
     """
@@ -74,11 +75,10 @@ def clip_and_sgd_(
     clip_coef = ((norms + 1e-6).reciprocal() * clip).clamp(max=1.0)
     decays = isinstance(weight_decay, torch.Tensor) or weight_decay != 0.0
     moves = isinstance(momentum, torch.Tensor) or momentum != 0.0
-    if fused and not (decays or moves):
+    if triton_update and not (decays or moves):
         from rnnreg.triton_update import clipped_step_  # imports Triton: only when asked for
 
-        everyone = torch.ones(members, dtype=torch.bool, device=norms.device)
-        clipped_step_(params, grads, clip_coef * lr, everyone if active is None else active)
+        clipped_step_(params, grads, clip_coef * lr, active)
         return norms
     # (a CUDA graph cannot branch on a device value; on a CPU reading it costs nothing and saves passes)
     frozen = None if active is None or (active.device.type == "cpu" and bool(active.all())) else ~active
@@ -113,13 +113,21 @@ def clip_and_sgd_(
 
 class ClippedSGD(torch.optim.Optimizer):
     """torch.optim.SGD with the paper's global-norm clip inside the step, so that clip and update are one
-    rule (clip_and_sgd_). `grad_norm` holds the latest norm before clipping (a device tensor); `fused`:
+    rule (clip_and_sgd_). `grad_norm` holds the latest norm before clipping (a device tensor); `triton_update`:
     speed.triton_update (not in its state: how fast, not what it computes)."""
 
-    def __init__(self, params, lr: float, clip: float, momentum: float = 0.0, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        clip: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        triton_update: bool = False,
+    ):
         super().__init__(params, {"lr": lr, "clip": clip, "momentum": momentum, "weight_decay": weight_decay})
         self.grad_norm = torch.zeros(())
-        self.fused = False
+        self.triton_update = triton_update
 
     @torch.no_grad()
     def step(self, closure=None, update: bool = True):
@@ -150,7 +158,7 @@ class ClippedSGD(torch.optim.Optimizer):
             group["weight_decay"],
             group["momentum"],
             None if buffers is None else one_member(buffers),
-            fused=self.fused,
+            triton_update=self.triton_update,
         )[0]
         return self.grad_norm
 
@@ -160,14 +168,17 @@ def paper_schedule(optimizer: torch.optim.Optimizer, decay: float, decay_start: 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: paper_lr_factor(done + 1, decay, decay_start))
 
 
-def paper_optimizer(params, optim: dict) -> tuple[ClippedSGD, torch.optim.lr_scheduler.LambdaLR]:
+def paper_optimizer(
+    params, optim: dict, triton_update: bool = False
+) -> tuple[ClippedSGD, torch.optim.lr_scheduler.LambdaLR]:
     """The recipe's optimiser and lr schedule from the optim config (with `clip`, trainer.gradient_clip_val):
-    what a run trains with, and what a stacked member's checkpoint records."""
+    what a run trains with, and what a stacked member's checkpoint records. triton_update: speed.triton_update."""
     optimizer = ClippedSGD(
         params,
         lr=optim["lr"],
         clip=optim["clip"],
         momentum=optim.get("momentum", 0.0),
         weight_decay=optim.get("weight_decay", 0.0),
+        triton_update=triton_update,
     )
     return optimizer, paper_schedule(optimizer, optim["decay"], optim["decay_start"])

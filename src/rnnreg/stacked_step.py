@@ -64,12 +64,12 @@ class GroupStep(GraphedStep):
         warmup: int,
         momentums: Sequence[float] | None = None,
         autocast: torch.dtype | None = None,
-        fused_update: bool = False,
+        triton_update: bool = False,
     ):
         super().__init__(device, graph, warmup)
         self.model = model
         self.autocast = autocast  # trainer.precision=bf16-mixed: torch.bfloat16; None: float32
-        self.fused_update = fused_update  # speed.triton_update: the paper's update as rnnreg.triton_update's kernel
+        self.triton_update = triton_update  # speed.triton_update: the paper's update as rnnreg.triton_update's kernel
         members = model.num_members
         # each member's SGD momentum buffers, laid out as the stacked parameters (None: no member has momentum);
         # a member without momentum has zeros here that nothing reads
@@ -158,9 +158,9 @@ class StackedStep(GroupStep):
         warmup: int = WARMUP_WINDOWS,
         momentums: Sequence[float] | None = None,
         autocast: torch.dtype | None = None,
-        fused_update: bool = False,
+        triton_update: bool = False,
     ):
-        super().__init__(model, window, device, graph, warmup, momentums, autocast, fused_update)
+        super().__init__(model, window, device, graph, warmup, momentums, autocast, triton_update)
         self.clip, self.weight_decay = clip, weight_decay
         self.momentum = 0.0 if momentums is None else torch.tensor(momentums, dtype=torch.float32, device=device)
         self.params = list(model.parameters())
@@ -190,7 +190,7 @@ class StackedStep(GroupStep):
             self.buffers,
             active=self.active,
             orders=orders,
-            fused=self.fused_update,
+            triton_update=self.triton_update,
         )
         with torch.no_grad():
             self.grad_norm.copy_(torch.where(self.active, norms, self.grad_norm))  # a frozen member's stays
@@ -256,9 +256,9 @@ class InTurnStep(GroupStep):
         device: torch.device,
         momentums: Sequence[float] | None = None,
         autocast: torch.dtype | None = None,
-        fused_update: bool = False,
+        triton_update: bool = False,
     ):
-        super().__init__(model, window, device, False, 0, momentums, autocast, fused_update)
+        super().__init__(model, window, device, False, 0, momentums, autocast, triton_update)
         self.nets = [model.member_model(k) for k in range(model.num_members)]
         self.net_params = [list(net.parameters()) for net in self.nets]  # ClippedSGD's order
         self.clips = list(clips)
@@ -294,7 +294,9 @@ class InTurnStep(GroupStep):
             grads = one_member([p.grad for p in params])
             buffers = None if self.net_buffers[k] is None else one_member(self.net_buffers[k])
             lr, clip, decay, momentum = self.lr_values[k], self.clips[k], self.decays[k], self.momentums[k]
-            step = clip_and_sgd_(one_member(params), grads, lr, clip, decay, momentum, buffers, fused=self.fused_update)
+            step = clip_and_sgd_(
+                one_member(params), grads, lr, clip, decay, momentum, buffers, triton_update=self.triton_update
+            )
             self.grad_norm[k] = step[0]
             for p in params:
                 p.grad = None
@@ -338,12 +340,12 @@ def group_step(
     program: str = "auto",
     momentums: Sequence[float] | None = None,
     autocast: torch.dtype | None = None,
-    fused_update: bool = False,
+    triton_update: bool = False,
 ) -> GroupStep:
     """The group's window, each member with its clip, weight decay and momentum (None: no member has one):
     `program` auto is the members in turn on a CPU and the stacked program (a CUDA graph) elsewhere; batched on
     a CPU runs the GPU's program there (slower: to check it without a GPU). `autocast`: the forward's 16-bit type
-    under trainer.precision=bf16-mixed (GroupStep.forward_context), None in float32. `fused_update`: the paper's
+    under trainer.precision=bf16-mixed (GroupStep.forward_context), None in float32. `triton_update`: the paper's
     update as one Triton kernel a parameter (speed.triton_update)."""
     if program not in PROGRAMS:
         raise ConfigError(f"hydra.launcher.program={program} must be one of {', '.join(PROGRAMS)}")
@@ -352,7 +354,7 @@ def group_step(
             f"hydra.launcher.program=in_turn runs on a CPU only, this group is on {device.type}: use auto or batched"
         )
     if running_program(program, device.type == "cpu") == "in_turn":
-        return InTurnStep(model, window, clips, weight_decays, device, momentums, autocast, fused_update)
+        return InTurnStep(model, window, clips, weight_decays, device, momentums, autocast, triton_update)
 
     def each_member(values):
         return torch.tensor(values, dtype=torch.float32, device=device)
@@ -367,5 +369,5 @@ def group_step(
         graph,
         momentums=momentums,
         autocast=autocast,
-        fused_update=fused_update,
+        triton_update=triton_update,
     )

@@ -135,7 +135,7 @@ class GroupTrainer:
             program=program,
             momentums=momentums if any(momentums) else None,
             autocast=autocast_dtype(cfg.trainer),
-            fused_update=cfg.speed.triton_update,
+            triton_update=cfg.speed.triton_update,
         )
         self.members = [Member() for _ in jobs]
         self.stoppers = [early_stopping(job.cfg) for job in jobs]

@@ -102,8 +102,8 @@ class LanguageModelTask(L.LightningModule):
         self.log("train/loss", self.signals.loss.clone(), on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
-        optimizer, schedule = paper_optimizer(self.parameters(), self.hparams.optim)
-        optimizer.fused = bool((self.hparams.get("speed") or {}).get("triton_update", False))
+        triton_update = bool((self.hparams.get("speed") or {}).get("triton_update", False))
+        optimizer, schedule = paper_optimizer(self.parameters(), self.hparams.optim, triton_update)
         # "name": the lr's key in the logs (LearningRateMonitor)
         return {
             "optimizer": optimizer,

@@ -24,23 +24,31 @@ BLOCK = 1024
 
 
 @triton.jit
-def _clipped_step(param, grad, scale, active, member_numel, BLOCK: tl.constexpr):
+def _member_step(param, grad, scale, member, member_numel, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = offsets < member_numel
+    start = member.to(tl.int64) * member_numel
+    step = tl.load(grad + start + offsets, mask=live) * tl.load(scale + member)
+    tl.store(param + start + offsets, tl.load(param + start + offsets, mask=live) - step, mask=live)
+
+
+@triton.jit
+def _clipped_step(param, grad, scale, active, member_numel, BLOCK: tl.constexpr, EVERY_MEMBER: tl.constexpr):
     member = tl.program_id(1)
-    if tl.load(active + member) != 0:  # an inactive member's weights are not read or written
-        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        live = offsets < member_numel
-        start = member.to(tl.int64) * member_numel
-        step = tl.load(grad + start + offsets, mask=live) * tl.load(scale + member)
-        tl.store(param + start + offsets, tl.load(param + start + offsets, mask=live) - step, mask=live)
+    if EVERY_MEMBER:  # (a single model: no flag to read)
+        _member_step(param, grad, scale, member, member_numel, BLOCK)
+    elif tl.load(active + member) != 0:  # an inactive member's weights are not read or written
+        _member_step(param, grad, scale, member, member_numel, BLOCK)
 
 
 @torch.no_grad()
 def clipped_step_(
-    params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], scale: torch.Tensor, active: torch.Tensor
+    params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], scale: torch.Tensor, active: torch.Tensor | None
 ) -> None:
     """p[k] -= grads[k] * scale[k] for every member k that is active, in place; params and grads (K, ...) with the
-    members leading, scale (K,) (clip coefficient x lr), active (K,) bool. The grads are not changed."""
-    flags = active.to(torch.int8)
+    members leading, scale (K,) (clip coefficient x lr), active (K,) bool or None (every member: a single model,
+    nothing to read). The grads are not changed."""
+    flags = scale if active is None else active.to(torch.int8)  # (with every member the kernel reads no flag)
     for param, grad in zip(params, grads):
         if not param.is_contiguous():
             raise ValueError(
@@ -49,4 +57,13 @@ def clipped_step_(
         grad = grad.contiguous()  # (autograd gives a gradient its parameter's layout: no copy)
         members, numel = param.size(0), param[0].numel()
         grid = (triton.cdiv(numel, BLOCK), members)
-        _clipped_step[grid](param, grad, scale.to(param.dtype), flags, numel, BLOCK=BLOCK, enable_fp_fusion=False)
+        _clipped_step[grid](
+            param,
+            grad,
+            scale.to(param.dtype),
+            flags,
+            numel,
+            BLOCK=BLOCK,
+            EVERY_MEMBER=active is None,
+            enable_fp_fusion=False,
+        )
