@@ -139,13 +139,17 @@ def test_a_warm_process_takes_the_callers_umask_and_soft_limits_as_a_cold_one(tm
 
 def test_a_warm_python_file_runs_as_a_cold_one(tmp_path):
     """`python path.py args` (how the tests start benchmarks/*.py): the same sys.argv, sys.path[0] (a module beside
-    it imports), __file__, __name__, working folder, stdout, stderr and exit status, warm or cold."""
+    it imports), __file__, __name__, __main__'s attributes (its loader: a SourceFileLoader), working folder,
+    stdout, stderr and exit status, warm or cold."""
     folder = tmp_path / "scripts"
     folder.mkdir()
     (folder / "beside.py").write_text("WHERE = __file__\n")
     (folder / "show.py").write_text(
         "import os, sys\nimport beside\n"
         "print(sys.argv, sys.path[0], __file__, __name__, beside.WHERE, os.getcwd())\n"
+        "import __main__\n"  # the module's own attributes, as `python path.py` makes them (its loader too)
+        "print({k: type(v).__name__ for k, v in vars(__main__).items() if k.startswith('__')})\n"
+        "print(__loader__.name, __loader__.path, __spec__, __package__, __cached__)\n"
         "sys.exit('stopped: ' + sys.argv[-1])\n"
     )
     argv = [sys.executable, os.path.join("scripts", "show.py"), "a", "b c"]

@@ -25,7 +25,9 @@ test_warm_start.py checks that a warm run ends as a cold one.
 from __future__ import annotations
 
 import atexit
+import builtins
 import gc
+import importlib.machinery
 import io
 import json
 import os
@@ -143,7 +145,9 @@ def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> str:
 
 def _run_as_main(script: str) -> None:
     """Runs the file as `python script` does: its code in a fresh __main__ module (this one's objects unseen)."""
-    main = types.ModuleType("__main__")
+    main = types.ModuleType("__main__")  # its attributes as Python's own run makes them, in its order
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", script)
+    main.__annotations__, main.__builtins__ = {}, builtins
     main.__file__, main.__cached__ = script, None
     sys.modules["__main__"] = main
     with open(script, "rb") as f:
