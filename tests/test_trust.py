@@ -883,15 +883,22 @@ def test_a_read_only_checkpoint_folder_stops_with_one_line_and_keeps_the_last_go
 
 def test_a_folder_that_cannot_be_made_is_one_line_and_nothing_is_made(tiny_corpus, tmp_path):
     """A run or sweep folder through a file, in a folder nobody may write in (immutable: refused even to root; for
-    another user, no write permission), or where even the sweep's lock cannot be made (/proc); the same for the
-    default folders' root (paths.output_root: outputs/ in the working folder, or $RNNREG_OUTPUT_DIR): one line
-    naming the setting and the fix, exit 2, nothing made. Hydra's own answer was a traceback and exit 1."""
+    another user, no write permission), or on a pseudo-filesystem that makes no folder though access(2) lets root
+    write there (/proc, /sys); the same for the default folders' root (paths.output_root: outputs/ in the working
+    folder, or $RNNREG_OUTPUT_DIR): one line naming the setting and the fix, exit 2, nothing made. Hydra's own
+    answer was a traceback and exit 1."""
     blocker, locked = tmp_path / "a_file", tmp_path / "locked"
     blocker.write_text("")
     locked.mkdir()
     fix = "give {} a folder you can write in"
     tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}"]
     sweep = ["-m", *tiny, "seed=1,2"]
+    # root may write in /proc and /sys as access(2) sees it, yet no folder can be made there; another user may not
+    root = os.geteuid() == 0
+    in_proc = (
+        "no folder can be made in /proc (No such file or directory)" if root else "this user cannot write in /proc"
+    )
+    in_sys = "no folder can be made in /sys (Operation not permitted)" if root else "this user cannot write in /sys"
     cases = {
         "run": (
             [*tiny, f"hydra.run.dir={blocker}/run"],
@@ -908,10 +915,20 @@ def test_a_folder_that_cannot_be_made_is_one_line_and_nothing_is_made(tiny_corpu
             {},
             f"hydra.run.dir={locked}/run: this user cannot write in {locked}: {fix.format('hydra.run.dir')}",
         ),
-        "proc": (  # access(2) allows it, mkdir does not
+        "proc": (  # access(2) allows it to root, mkdir does not: found by making a folder there
             [*sweep, "hydra.sweep.dir=/proc/rnnreg_sweep"],
             {},
-            f"could not lock /proc/rnnreg_sweep: No such file or directory: {fix.format('hydra.sweep.dir')}",
+            f"hydra.sweep.dir=/proc/rnnreg_sweep: {in_proc}: {fix.format('hydra.sweep.dir')}",
+        ),
+        "proc_run": (
+            [*tiny, "hydra.run.dir=/proc/rnnreg_run"],
+            {},
+            f"hydra.run.dir=/proc/rnnreg_run: {in_proc}: {fix.format('hydra.run.dir')}",
+        ),
+        "sys_default": (
+            tiny,
+            {"env": {"RNNREG_OUTPUT_DIR": "/sys/rnnreg_out"}},
+            f"RNNREG_OUTPUT_DIR=/sys/rnnreg_out: {in_sys}: {fix.format('RNNREG_OUTPUT_DIR')}",
         ),
         "default": (
             tiny,
@@ -939,7 +956,44 @@ def test_a_folder_that_cannot_be_made_is_one_line_and_nothing_is_made(tiny_corpu
             subprocess.run(["chattr", "-i", str(locked)], check=False)
     assert results == {name: (2, [f"error: {line}"]) for name, (*_, line) in cases.items()}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "corpus", "locked"]
-    assert blocker.read_text() == "" and not any(locked.iterdir()) and not os.path.exists("/proc/rnnreg_sweep")
+    assert blocker.read_text() == "" and not any(locked.iterdir())
+    assert not any(os.path.exists(p) for p in ("/proc/rnnreg_sweep", "/proc/rnnreg_run", "/sys/rnnreg_out"))
+
+
+@pytest.mark.skipif(not root_can("mount"), reason="needs root to mount a tmpfs")
+def test_a_folder_on_a_filesystem_out_of_inodes_is_one_line_and_nothing_is_made(tiny_corpus, tmp_path):
+    """A filesystem with no inode left (as a full disk or a quota: permissions allow it, mkdir does not) for a run's
+    folder, a sweep's and the default folders' root: one line with the system's reason, exit 2, nothing made (Hydra's
+    answer was a traceback, exit 1)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=2", "tmpfs", str(disk)], capture_output=True
+    )
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        (disk / "the_last_inode").write_text("")  # the root folder holds one inode, this file the other
+        full = f"no folder can be made in {disk} (No space left on device): give {{}} a folder you can write in"
+        tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}"]
+        cases = {
+            "run": (
+                [*tiny, f"hydra.run.dir={disk}/run"],
+                {},
+                f"hydra.run.dir={disk}/run: " + full.format("hydra.run.dir"),
+            ),
+            "sweep": (
+                ["-m", *tiny, "seed=1,2", f"hydra.sweep.dir={disk}/s"],
+                {},
+                f"hydra.sweep.dir={disk}/s: " + full.format("hydra.sweep.dir"),
+            ),
+            "default": (tiny, {"cwd": disk}, "paths.output_root=outputs: " + full.format("paths.output_root")),
+        }
+        procs = {name: popen("rnnreg-train", *args, **kwargs) for name, (args, kwargs, _) in cases.items()}
+        results = {name: finish(proc) for name, proc in procs.items()}
+        assert results == {name: (2, [f"error: {line}"]) for name, (*_, line) in cases.items()}
+        assert sorted(p.name for p in disk.iterdir()) == ["the_last_inode"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,8 +106,8 @@ def check_not_in_checkpoints(folder: str | Path, key: str, program: str = "rnnre
 
 def check_folder_can_be_made(folder: str | Path, key: str) -> None:
     """A run or sweep folder that could not be made or written in (a file on its path, a folder this user
-    cannot write in, a read-only filesystem): one line before Hydra tries, whose answer is a traceback. Nothing is
-    made to find out (a pseudo-filesystem such as /proc, which refuses what access(2) allows, is left to Hydra)."""
+    cannot write in, a read-only or full filesystem, a quota, a pseudo-filesystem such as /proc): one line before
+    Hydra tries, whose answer is a traceback."""
     path = Path(os.path.abspath(folder))
     existing = next(p for p in (path, *path.parents) if os.path.exists(p))  # (False where it cannot look)
     if not existing.is_dir():
@@ -114,8 +115,21 @@ def check_folder_can_be_made(folder: str | Path, key: str) -> None:
     elif not os.access(existing, os.W_OK | os.X_OK):
         reason = f"this user cannot write in {existing}"
     else:
-        return
+        reason = cannot_make_a_folder_in(existing)
+        if reason is None:
+            return
     raise OutputError(f"{key}={folder}: {reason}: give {key} a folder you can write in")
+
+
+def cannot_make_a_folder_in(folder: Path) -> str | None:
+    """Why no folder can be made in `folder` where access(2) allows it (no space or inode left, a quota, a
+    pseudo-filesystem such as /proc, a server that says no); None where one can. Found by making one, which is
+    removed again at once: access(2) knows only the permissions."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".rnnreg-check-", dir=folder))
+    except OSError as err:
+        return f"no folder can be made in {folder} ({err.strerror or err})"
+    return None
 
 
 def completed(folder: Path) -> bool:
