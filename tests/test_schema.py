@@ -282,6 +282,14 @@ def test_a_typo_names_the_key_meant(composed):
         ([f"data.data_dir={NOT_A_CKPT}"], r"^data.data_dir=\S+ is not a folder: .*ptb.train.txt"),  # PTB: a file
         (["ckpt_path=/nonexistent.ckpt"], r"^ckpt_path=/nonexistent.ckpt is not a file: .*ckpt_path=last"),
         ([f"ckpt_path={NOT_A_CKPT}"], r"is not a checkpoint \(not a file torch.save wrote\)"),
+        (  # an interpolation that resolves to nothing: where the run's folders go (Hydra: a traceback)
+            ["paths.output_root=${nope}"],
+            r"^paths.output_root=\$\{nope\} cannot be resolved \(Interpolation key 'nope' not found\)$",
+        ),
+        (
+            ["paths.output_root=${oc.env:RNNREG_TEST_UNSET}"],
+            r"^paths.output_root=\$\{oc.env:RNNREG_TEST_UNSET\} cannot be resolved \(.*'RNNREG_TEST_UNSET' not found",
+        ),
     ],
 )
 def test_cross_key_rules_and_sweeps(args, message):
