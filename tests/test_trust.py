@@ -949,12 +949,10 @@ def test_a_folder_that_cannot_be_made_is_one_line_and_nothing_is_made(tiny_corpu
     else:
         locked.chmod(0o555)
     try:
-        procs = {name: popen("rnnreg-train", *args, **kwargs) for name, (args, kwargs, _) in cases.items()}
-        results = {name: finish(proc) for name, proc in procs.items()}
+        assert_each_refused_in_one_line(cases)
     finally:
         if immutable:
             subprocess.run(["chattr", "-i", str(locked)], check=False)
-    assert results == {name: (2, [f"error: {line}"]) for name, (*_, line) in cases.items()}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "corpus", "locked"]
     assert blocker.read_text() == "" and not any(locked.iterdir())
     assert not any(os.path.exists(p) for p in ("/proc/rnnreg_sweep", "/proc/rnnreg_run", "/sys/rnnreg_out"))
@@ -965,13 +963,7 @@ def test_a_folder_on_a_filesystem_out_of_inodes_is_one_line_and_nothing_is_made(
     """A filesystem with no inode left (as a full disk or a quota: permissions allow it, mkdir does not) for a run's
     folder, a sweep's and the default folders' root: one line with the system's reason, exit 2, nothing made (Hydra's
     answer was a traceback, exit 1)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=2", "tmpfs", str(disk)], capture_output=True
-    )
-    assert mounted.returncode == 0, mounted.stderr
-    try:
+    with tmpfs(tmp_path / "disk", "size=1m,nr_inodes=2") as disk:
         (disk / "the_last_inode").write_text("")  # the root folder holds one inode, this file the other
         full = f"no folder can be made in {disk} (No space left on device): give {{}} a folder you can write in"
         tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}"]
@@ -988,24 +980,35 @@ def test_a_folder_on_a_filesystem_out_of_inodes_is_one_line_and_nothing_is_made(
             ),
             "default": (tiny, {"cwd": disk}, "paths.output_root=outputs: " + full.format("paths.output_root")),
         }
-        procs = {name: popen("rnnreg-train", *args, **kwargs) for name, (args, kwargs, _) in cases.items()}
-        results = {name: finish(proc) for name, proc in procs.items()}
-        assert results == {name: (2, [f"error: {line}"]) for name, (*_, line) in cases.items()}
+        assert_each_refused_in_one_line(cases)
         assert sorted(p.name for p in disk.iterdir()) == ["the_last_inode"]
+
+
+def assert_each_refused_in_one_line(cases: dict[str, tuple[list[str], dict, str]]) -> None:
+    """Each case's rnnreg-train (its arguments, its process's cwd or env), all at once: exit 2 and its one line."""
+    procs = {name: popen("rnnreg-train", *args, **kwargs) for name, (args, kwargs, _) in cases.items()}
+    results = {name: finish(proc) for name, proc in procs.items()}
+    assert results == {name: (2, [f"error: {line}"]) for name, (*_, line) in cases.items()}
+
+
+@contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A tmpfs of `options` (its size, its number of inodes) mounted on `folder` (made here) for the while."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        subprocess.run(["umount", str(folder)], check=False)
 
 
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MiB tmpfs: a whole filesystem that can fill up."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=False)
+    with tmpfs(tmp_path / "disk", "size=2m") as disk:
+        yield disk
 
 
 @pytest.mark.skipif(not root_can("mount"), reason="needs root to mount a small tmpfs")
