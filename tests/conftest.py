@@ -5,25 +5,13 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-from omegaconf import DictConfig
 
-from helpers import TINY, compose_config, write_corpus
-from rnnreg.data import ensure_files
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-# On pytest-xdist workers (make test) the cores are shared out: each worker, and every process it starts,
-# gets cores / workers threads (OpenMP threads beyond the cores spin against each other and crawl).
-WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
-torch.set_num_threads(THREADS)
-if WORKERS > 1:
-    os.environ["OMP_NUM_THREADS"] = str(THREADS)
-# Without a GPU, Triton's kernels (speed.triton_cell) run in its interpreter, on the CPU: set before
-# rnnreg.triton_cell is imported, in this process and the ones it starts.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 # Ctrl-C as in a terminal: pytest started in the background (`make test &`, nohup) ignores SIGINT, and so would
 # the processes it starts and the runs it trains in-process (a Ctrl-C test then sees nothing happen).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
@@ -32,14 +20,37 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """What a process that runs tests sets before it collects them. pytest-xdist's controller (make test) runs no
+    test: it skips this, and imports no torch or Lightning (8 s of CPU beside its workers' start)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import torch
+
+    # On pytest-xdist workers (make test) the cores are shared out: each worker, and every process it starts,
+    # gets cores / workers threads (OpenMP threads beyond the cores spin against each other and crawl).
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = max(1, min(2, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(threads)
+    if workers > 1:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    # Without a GPU, Triton's kernels (speed.triton_cell) run in its interpreter, on the CPU: set before
+    # rnnreg.triton_cell is imported, in this process and the ones it starts.
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
+    from helpers import write_corpus
+
     return write_corpus(tmp_path / "corpus")
 
 
 @pytest.fixture
 def tiny_cfg(tiny_corpus: Path, tmp_path: Path):
     """A factory of configs for a tiny model on the tiny corpus (extra overrides appended)."""
+    from helpers import TINY, compose_config
 
     def make(*overrides: str, run: str = "run") -> DictConfig:
         return compose_config(
@@ -52,6 +63,8 @@ def tiny_cfg(tiny_corpus: Path, tmp_path: Path):
 @pytest.fixture(scope="session")
 def ptb_config(tmp_path_factory) -> DictConfig:
     """The data config a user has: conf/data/ptb.yaml (pinned sha256 sums, download URL, cache folder)."""
+    from helpers import compose_config
+
     return compose_config(["experiment=paper_small"], tmp_path_factory.mktemp("unused")).data
 
 
@@ -59,6 +72,8 @@ def ptb_config(tmp_path_factory) -> DictConfig:
 def ptb_dir(ptb_config) -> Path:
     """Real PTB in the project's data cache (RNNREG_DATA_DIR or ~/.cache/rnnreg), downloaded by the project
     when missing and checked against the pinned sums, as for a user."""
+    from rnnreg.data import ensure_files
+
     folder = Path(ptb_config.data_dir)
     ensure_files(folder, ptb_config.files, ptb_config.url_base)
     return folder
