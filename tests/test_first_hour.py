@@ -16,10 +16,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra.types import RunMode
 from omegaconf.errors import MissingMandatoryValue
 
 import rnnreg
+import warm_start
 from helpers import BIN, TINY, compose_config, run
+from rnnreg import CONF_DIR
 from rnnreg.callbacks import LMProgressBar, SpeedMonitor, run_seconds_left, validation_seconds
 from rnnreg.command_line import validate_args
 from rnnreg.config_tree import print_config_tree
@@ -402,6 +405,79 @@ assert "lightning" in sys.modules  # the rare value and the added Trainer argume
 """
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_check_reads_the_mode_hydra_would_read():
+    """check_command_line reads the config's hydra.mode from its own composition, as Hydra's main reads it with a
+    composition of its own (Hydra.get_mode), which a run then leaves out (rnnreg.runtime.hydra_mode_known). Where
+    the command line sweeps a group, Hydra's reading leaves the group out (the default experiment's mode below,
+    where both options are multiruns by themselves) and ours has its first option: not read."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rnnreg.command_line import MODE_NOT_READ, check_command_line
+
+    def hydras(config_name: str, argv: list[str]) -> RunMode | None:
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            return GlobalHydra.instance().hydra.get_mode(config_name, [a for a in argv if not a.startswith("-")])
+
+    read = {
+        ("train", ()): None,
+        ("train", ("-m", "seed=1,2", "hydra/launcher=stacked")): None,
+        ("train", ("experiment=ablation_placement_small",)): RunMode.MULTIRUN,  # a multirun by itself
+        ("train", ("hydra.mode=RUN", "experiment=ablation_placement_small")): RunMode.RUN,
+        ("train", ("hparams_search=optuna",)): RunMode.MULTIRUN,
+        ("report", ("path=.",)): None,
+    }
+    for (config_name, argv), mode in read.items():
+        assert check_command_line(config_name, list(argv)).hydra_mode == hydras(config_name, list(argv)) == mode, argv
+    for argv in (["-m", "experiment=smoke,ablation_placement_small"], ["-m", "dropout=none,recurrent"]):
+        assert check_command_line("train", argv).hydra_mode is MODE_NOT_READ, argv
+    assert hydras("train", ["-m", "experiment=ablation_placement_small,ablation_placement"]) is None
+
+
+def test_a_run_composes_its_config_twice(tiny_corpus, tmp_path):
+    """A run's config is composed by our check and by Hydra's run: Hydra's own reading of the mode (get_mode, a
+    third composition with the sweeps left unchecked, a third of a second at every start) is left out, and Hydra's
+    get_mode is its own again after the run. A multirun reads it only where it sweeps a group (see above)."""
+    script = tmp_path / "count.py"
+    script.write_text(
+        "import json, sys\n"
+        "from hydra._internal.config_loader_impl import ConfigLoaderImpl\n"
+        "from hydra._internal.hydra import Hydra\n"
+        "import rnnreg.train\n"
+        "own, composed, get_mode = ConfigLoaderImpl.load_configuration, [], Hydra.get_mode\n"
+        "def counted(self, *args, run_mode, validate_sweep_overrides=True, **kwargs):\n"
+        '    composed.append(f\'{run_mode.name}{"" if validate_sweep_overrides else " unchecked"}\')\n'
+        "    return own(self, *args, run_mode=run_mode, validate_sweep_overrides=validate_sweep_overrides, **kwargs)\n"
+        "ConfigLoaderImpl.load_configuration = counted\n"
+        "sys.argv = ['rnnreg-train', *sys.argv[1:]]\n"
+        "try:\n"
+        "    rnnreg.train.main()\n"
+        "finally:\n"
+        "    print('COMPOSED', json.dumps([composed, Hydra.get_mode is get_mode]))\n"
+    )
+    tiny = [
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "test=false",
+    ]
+
+    def compositions(*args: str) -> list[str]:
+        proc = warm_start.run([sys.executable, str(script), *args, *tiny, "test=false"], text=True, timeout=300)
+        assert proc.returncode == 0 and "COMPOSED" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+        composed, own_again = json.loads(proc.stdout.split("COMPOSED ")[1].splitlines()[0])
+        assert own_again
+        return composed
+
+    assert compositions(f"hydra.run.dir={tmp_path}/run") == ["RUN", "RUN"]
+    # then the sweep's, and its job's twice (Hydra's sweeper checks it, its launcher runs it); the job's folder,
+    # its number, is checked without a composition
+    assert compositions("-m", "seed=1", f"hydra.sweep.dir={tmp_path}/sweep") == ["RUN", "MULTIRUN", "RUN", "RUN"]
+    groups = compositions("-m", "dropout=none,recurrent", f"hydra.sweep.dir={tmp_path}/groups")
+    assert groups[:3] == ["RUN", "RUN", "MULTIRUN unchecked"]  # ours: the first option's (job 0's), job 1's
 
 
 def test_multirun_with_cfg_is_one_line(tmp_path):

@@ -61,9 +61,18 @@ def check_one_mode(argv: list[str]) -> None:
         raise ConfigError(f"{' and '.join(modes)} cannot be combined (Hydra does one at a time): {fix}")
 
 
+# Checked.hydra_mode where check_command_line did not compose the config as Hydra's main does to find its mode
+MODE_NOT_READ = object()
+
+
 class Checked(NamedTuple):
     jobs: int  # configs checked; 0: a flag that runs nothing, or a config from elsewhere (not composed here)
     multirun: bool | None  # -m, or a config that is a multirun by itself (an experiment's); None: not composed
+    # the config's own hydra.mode (None where it sets none), which Hydra's main composes the config to read before
+    # it composes it again to run (rnnreg.runtime.hydra_mode_known). Hydra's reading leaves a swept group out of
+    # the config (`-m experiment=a,b` reads the default experiment's mode), ours composes its first option: read
+    # only for a command line that sweeps no group
+    hydra_mode: Any = MODE_NOT_READ
 
 
 def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> int:
@@ -112,6 +121,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         base_groups = plain_groups + first
         base = compose_groups(base_groups)
         apply_overrides(base, [o for o in values if _is_hydra(o) and not o.is_sweep_override()])
+        hydra_mode = MODE_NOT_READ if first else base.hydra.mode
         multirun = multirun or base.hydra.mode == RunMode.MULTIRUN
         hydra_sweeps = [o for o in values if _is_hydra(o) and o.is_sweep_override()]
         if hydra_sweeps:  # Hydra's own lines ("Sweeping over Hydra's configuration"; "Ambiguous value") say no more
@@ -151,7 +161,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         group_jobs = _product({k: _sweep_lines(o) for k, o in group_sweeps.items()})
         value_jobs = _product({k: _sweep_lines(o) for k, o in value_sweeps.items()})
         for group_job in group_jobs:
-            cfg = base if not group_sweeps else compose_groups(plain_groups + tuple(group_job))
+            cfg = base if set(group_job) == set(first) else compose_groups(plain_groups + tuple(group_job))
             for value_job in value_jobs:
                 where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""
                 try:
@@ -170,7 +180,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             f"(dropout=none, or every site's rate set): each value would train the same model; pick a placement "
             f"that drops (dropout=non_recurrent), or leave dropout.p out of the sweep"
         )
-    return Checked(checked, multirun)
+    return Checked(checked, multirun, hydra_mode)
 
 
 def quoted_override(key: str, value: str) -> str:

@@ -34,6 +34,7 @@ from rnnreg.sweep import (
     BASIC_SWEEPER,
     ERROR_FILE,
     NOT_COMPARED,
+    NUMBERED_SUBDIR,
     STACKED_LAUNCHER,
     STOPPED_BEFORE_A_RESULT,
     basic_sweep_jobs,
@@ -154,7 +155,7 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
         record = sweep / "multirun.yaml"
         hydra = section(read_yaml(record), record, "hydra")
         sweeper, subdir = section(hydra, record, "sweeper"), section(hydra, record, "sweep").get("subdir")
-        if sweeper.get("_target_") != BASIC_SWEEPER or subdir != "${hydra.job.num}":
+        if sweeper.get("_target_") != BASIC_SWEEPER or subdir != NUMBERED_SUBDIR:
             continue
         if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER:  # its resume switch
             continue

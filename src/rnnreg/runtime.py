@@ -5,12 +5,13 @@ speed settings (rnnreg.speed_settings), a multirun job's failure (rnnreg.sweep.r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.command_line import (
+    MODE_NOT_READ,
     answered_by_hydra,
     check_command_line,
     check_group_options,
@@ -113,6 +115,7 @@ def hydra_entry(config_name: str) -> Callable:
         def main() -> Any:
             find_our_hydra_plugins()
             args = sys.argv[1:]
+            checked = None
             try:
                 check_group_options(args)
                 check_one_mode(args)
@@ -126,11 +129,35 @@ def hydra_entry(config_name: str) -> Callable:
                 sys.exit(2)
             except Exception:  # a command line the pre-check cannot compose: Hydra says what is wrong with it
                 log.debug("config pre-check skipped", exc_info=True)
-            return hydra_main()
+            if checked is None or checked.hydra_mode is MODE_NOT_READ:  # Hydra reads the mode itself
+                return hydra_main()
+            with hydra_mode_known(checked.hydra_mode):
+                return hydra_main()
 
         return main
 
     return decorate
+
+
+@contextlib.contextmanager
+def hydra_mode_known(mode: Any) -> Iterator[None]:
+    """Hydra's main composes the whole config once only to read its hydra.mode (Hydra.get_mode), then composes it
+    again to run. check_command_line has read it from its own composition (Checked.hydra_mode), so Hydra's first
+    composition, a third of a second at every start, is left out: get_mode answers `mode` once, then is Hydra's
+    own again. (test_first_hour checks that both find the same mode.)"""
+    from hydra._internal.hydra import Hydra
+
+    own = Hydra.get_mode
+
+    def known(self: Hydra, config_name: str | None, overrides: list[str]) -> Any:
+        Hydra.get_mode = own
+        return mode
+
+    Hydra.get_mode = known
+    try:
+        yield
+    finally:
+        Hydra.get_mode = own
 
 
 def find_our_hydra_plugins() -> None:

@@ -37,6 +37,7 @@ STOPPED_BEFORE_A_RESULT = "stopped by"  # how error.txt begins for a job a signa
 # hydra/launcher=stacked's class as its config names it for Hydra: conf/hydra/launcher/stacked.yaml, its one owner
 STACKED_LAUNCHER = str(yaml.safe_load(Path(CONF_DIR, "hydra", "launcher", "stacked.yaml").read_text())["_target_"])
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default sweeper
+NUMBERED_SUBDIR = "${hydra.job.num}"  # a job's folder in its sweep's: its number (conf/hydra/default.yaml)
 
 
 def uses_stacked_launcher(config: DictConfig) -> bool:
@@ -314,6 +315,15 @@ def basic_sweep_jobs(params: Mapping, task: list[str], config_loader=None) -> li
     return [list(overrides) for overrides in jobs]
 
 
+def sweep_jobs(config: DictConfig, config_loader) -> list[list[str]]:
+    """basic_sweep_jobs for this multirun's config, with what the sweeper would stop on said in one line."""
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    try:
+        return basic_sweep_jobs(params, list(config.hydra.overrides.task), config_loader)
+    except HydraException as err:
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+
+
 def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], Path]] | None:
     """Each job's overrides and folder (or the first job's only), in job order, as Hydra's basic sweeper and
     launcher will make them (its config composed as theirs is, hydra.job.num set); None for another sweeper
@@ -323,11 +333,7 @@ def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list
     if not basic_sweeper(config):
         return None
     loader = GlobalHydra.instance().config_loader()
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    try:
-        jobs = basic_sweep_jobs(params, list(config.hydra.overrides.task), loader)
-    except HydraException as err:  # what the sweeper would stop on: said in one line
-        raise ConfigError(str(err).strip().splitlines()[0]) from None
+    jobs = sweep_jobs(config, loader)
     jobs = jobs[:1] if first_only else jobs
     original = HydraConfig.instance().cfg
     folders = []
@@ -349,6 +355,12 @@ def check_job_folders(config: DictConfig, subdir: str) -> None:
     """A ConfigError, before any job's folder is made, when a hydra.sweep.subdir gives two jobs one folder
     (`${seed}` while sweeping dropout, an override_dirname that excludes a swept key) or does not resolve. A
     subdir with the job's number names every job apart: only the first job's is resolved."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if subdir == NUMBERED_SUBDIR:  # each job's folder is its number: nothing to resolve (no job composed)
+        if basic_sweeper(config):
+            sweep_jobs(config, GlobalHydra.instance().config_loader())
+        return
     numbered = "hydra.job.num" in subdir or "hydra.job.id" in subdir
     try:
         folders = job_folders(config, first_only=numbered)
