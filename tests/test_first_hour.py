@@ -473,11 +473,12 @@ def test_a_run_composes_its_config_twice(tiny_corpus, tmp_path):
         return composed
 
     assert compositions(f"hydra.run.dir={tmp_path}/run") == ["RUN", "RUN"]
-    # then the sweep's, and its job's twice (Hydra's sweeper checks it, its launcher runs it); the job's folder,
-    # its number, is checked without a composition
-    assert compositions("-m", "seed=1", f"hydra.sweep.dir={tmp_path}/sweep") == ["RUN", "MULTIRUN", "RUN", "RUN"]
+    # then the sweep's, and its job's once (Hydra's sweeper composes it to check it, its launcher runs a copy:
+    # rnnreg.sweep.JobsComposedOnce); the job's folder, its number, is checked without a composition
+    assert compositions("-m", "seed=1", f"hydra.sweep.dir={tmp_path}/sweep") == ["RUN", "MULTIRUN", "RUN"]
+    # ours: the first option's (job 0's), job 1's; Hydra's reading of the mode; the sweep's; each job's
     groups = compositions("-m", "dropout=none,recurrent", f"hydra.sweep.dir={tmp_path}/groups")
-    assert groups[:3] == ["RUN", "RUN", "MULTIRUN unchecked"]  # ours: the first option's (job 0's), job 1's
+    assert groups == ["RUN", "RUN", "MULTIRUN unchecked", "MULTIRUN", "RUN", "RUN"]
 
 
 def test_multirun_with_cfg_is_one_line(tmp_path):

@@ -9,11 +9,12 @@ and exits 1.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
@@ -37,6 +38,7 @@ STOPPED_BEFORE_A_RESULT = "stopped by"  # how error.txt begins for a job a signa
 # hydra/launcher=stacked's class as its config names it for Hydra: conf/hydra/launcher/stacked.yaml, its one owner
 STACKED_LAUNCHER = str(yaml.safe_load(Path(CONF_DIR, "hydra", "launcher", "stacked.yaml").read_text())["_target_"])
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default sweeper
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # ... and launcher
 NUMBERED_SUBDIR = "${hydra.job.num}"  # a job's folder in its sweep's: its number (conf/hydra/default.yaml)
 
 
@@ -381,6 +383,41 @@ def check_job_folders(config: DictConfig, subdir: str) -> None:
         seen[folder] = num
 
 
+class JobsComposedOnce:
+    """A config loader's load_sweep_config that composes each job once: Hydra's basic sweeper composes every job of
+    a batch to check it (Sweeper.validate_batch_is_legal), then the launcher composes it again to run it, and
+    check_sweep_folder may compose it before both (a subdir to resolve, a stacked sweep going on). A composition
+    takes a fifth of a second; each caller gets its own copy of the first (the launcher sets the job's number in
+    it), a hundredth of that."""
+
+    def __init__(self, compose: Callable[[DictConfig, list[str]], DictConfig]) -> None:
+        self.compose = compose
+        self.composed: dict[tuple[int, tuple[str, ...]], tuple[DictConfig, DictConfig]] = {}
+
+    def __call__(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        key = (id(master_config), tuple(sweep_overrides))
+        if key not in self.composed:  # (the master kept beside it: its id is not another's while this lives)
+            self.composed[key] = (master_config, self.compose(master_config, sweep_overrides))
+        return copy.deepcopy(self.composed[key][1])
+
+    @staticmethod
+    def install(config: DictConfig) -> None:
+        """On Hydra's config loader, for a launcher that runs the jobs in this process (basic, stacked): joblib's
+        and submitit's compose each job where it runs, and pickle the loader to send it there."""
+        from hydra.core.global_hydra import GlobalHydra
+
+        if OmegaConf.select(config, "hydra.launcher._target_") in (BASIC_LAUNCHER, STACKED_LAUNCHER):
+            loader = GlobalHydra.instance().config_loader()
+            loader.load_sweep_config = JobsComposedOnce(loader.load_sweep_config)
+
+    @staticmethod
+    def uninstall() -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        if GlobalHydra.instance().is_initialized():
+            vars(GlobalHydra.instance().config_loader()).pop("load_sweep_config", None)
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.started = 0.0
@@ -388,6 +425,7 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time() - 1  # file times can be coarser than time.time()
+        JobsComposedOnce.install(config)
         try:
             self.claim_sweep_folder(config)
         except UserError as err:
@@ -416,6 +454,7 @@ class SweepCallback(Callback):
         (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        JobsComposedOnce.uninstall()
         claimed = self.lock is not None  # (rank zero's multirun: not a DDP process that Lightning started)
         if claimed:  # a multirun that raised keeps it until the process ends (the kernel frees it)
             self.lock.release()
