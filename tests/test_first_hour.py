@@ -481,6 +481,30 @@ def test_a_run_composes_its_config_twice(tiny_corpus, tmp_path):
     assert groups == ["RUN", "RUN", "MULTIRUN unchecked", "MULTIRUN", "RUN", "RUN"]
 
 
+def test_a_job_composed_once_gives_each_caller_its_own_copy():
+    """JobsComposedOnce (a multirun's load_sweep_config): a job's overrides composed once for one sweep's config,
+    each caller given an equal config of its own (the launcher writes the job's number in its copy); another job,
+    or another sweep's config, composed anew."""
+    from omegaconf import OmegaConf
+
+    from rnnreg.sweep import JobsComposedOnce
+
+    calls = []
+
+    def compose(master, overrides):
+        calls.append((master.name, tuple(overrides)))
+        return OmegaConf.create({"job": {"num": None}, "overrides": list(overrides)})
+
+    load_sweep_config, sweep = JobsComposedOnce(compose), OmegaConf.create({"name": "a"})
+    first = load_sweep_config(sweep, ["seed=1"])
+    first.job.num = 0
+    again = load_sweep_config(sweep, ["seed=1"])
+    assert again.job.num is None and again.overrides == ["seed=1"] and again is not first
+    load_sweep_config(sweep, ["seed=2"])
+    load_sweep_config(OmegaConf.create({"name": "b"}), ["seed=1"])
+    assert calls == [("a", ("seed=1",)), ("a", ("seed=2",)), ("b", ("seed=1",))]
+
+
 def test_multirun_with_cfg_is_one_line(tmp_path):
     """-m with --cfg job (to see a sweep's config): Hydra's ValueError traceback before; one line, exit 2."""
     proc = run("rnnreg-train", "-m", "seed=1,2", "--cfg", "job", f"hydra.sweep.dir={tmp_path}/sweep", check=False)
