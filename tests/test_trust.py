@@ -30,7 +30,7 @@ from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
 from rnnreg.report import status_without_metrics
 from rnnreg.resume import check_training_state
-from rnnreg.run_lock import RunLock
+from rnnreg.run_lock import RunLock, cannot_make_a_folder_in
 from rnnreg.task import load_task
 from rnnreg.train import train
 
@@ -982,6 +982,19 @@ def test_a_folder_on_a_filesystem_out_of_inodes_is_one_line_and_nothing_is_made(
         }
         assert_each_refused_in_one_line(cases)
         assert sorted(p.name for p in disk.iterdir()) == ["the_last_inode"]
+
+
+def test_the_folder_check_leaves_the_folder_as_it_found_it(tmp_path):
+    """The check that a folder can be made in a folder makes one there and removes it: nothing is left, and the
+    folder's times are put back (a build tool or `ls -t` would otherwise see it changed at every run's start)."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "earlier.txt").write_text("")
+    os.utime(folder, ns=(1_000_000_000_123, 2_000_000_000_456))
+    assert cannot_make_a_folder_in(folder) is None
+    after = folder.stat()  # (before listing it, which sets its access time)
+    assert (after.st_atime_ns, after.st_mtime_ns) == (1_000_000_000_123, 2_000_000_000_456)
+    assert [p.name for p in folder.iterdir()] == ["earlier.txt"]
 
 
 def assert_each_refused_in_one_line(cases: dict[str, tuple[list[str], dict, str]]) -> None:

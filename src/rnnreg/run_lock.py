@@ -4,6 +4,7 @@ Plain files and flock, no torch: rnnreg-report asks it whether a run without met
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -124,11 +125,15 @@ def check_folder_can_be_made(folder: str | Path, key: str) -> None:
 def cannot_make_a_folder_in(folder: Path) -> str | None:
     """Why no folder can be made in `folder` where access(2) allows it (no space or inode left, a quota, a
     pseudo-filesystem such as /proc, a server that says no); None where one can. Found by making one, which is
-    removed again at once: access(2) knows only the permissions."""
+    removed again at once: access(2) knows only the permissions. The folder's times are put back as they were
+    (where its owner may set them): a look at `ls -t` or a build tool sees nothing changed."""
     try:
+        before = os.stat(folder)
         os.rmdir(tempfile.mkdtemp(prefix=".rnnreg-check-", dir=folder))
     except OSError as err:
         return f"no folder can be made in {folder} ({err.strerror or err})"
+    with contextlib.suppress(OSError):  # another user's folder that we may write in (/tmp): its times moved
+        os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
     return None
 
 
