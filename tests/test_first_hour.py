@@ -438,7 +438,7 @@ def test_the_check_reads_the_mode_hydra_would_read():
 
 def test_a_run_composes_its_config_twice(tiny_corpus, tmp_path):
     """A run's config is composed by our check and by Hydra's run: Hydra's own reading of the mode (get_mode, a
-    third composition with the sweeps left unchecked, a third of a second at every start) is left out, and Hydra's
+    third composition with the sweeps left unchecked, about 0.2 s of every start) is left out, and Hydra's
     get_mode is its own again after the run. A multirun reads it only where it sweeps a group (see above)."""
     script = tmp_path / "count.py"
     script.write_text(
@@ -466,7 +466,7 @@ def test_a_run_composes_its_config_twice(tiny_corpus, tmp_path):
     ]
 
     def compositions(*args: str) -> list[str]:
-        proc = warm_start.run([sys.executable, str(script), *args, *tiny, "test=false"], text=True, timeout=300)
+        proc = warm_start.run([sys.executable, str(script), *args, *tiny], text=True, timeout=300)
         assert proc.returncode == 0 and "COMPOSED" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
         composed, own_again = json.loads(proc.stdout.split("COMPOSED ")[1].splitlines()[0])
         assert own_again
