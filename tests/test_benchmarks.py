@@ -86,6 +86,18 @@ def test_bench_gpu_dry_run(ptb_dir, tmp_path):
     check_side(again, "rnnreg_plain_step")
 
 
+def test_start_time_times_a_run_and_a_multirun_to_their_training(tmp_path):
+    """benchmarks/start_time.py: each command's seconds from its command line to the training function, and their
+    median after the first."""
+    proc = bench("start_time.py", "--repeats", "2", "--out", str(tmp_path), data_dir=tmp_path)
+    results = json.loads((tmp_path / "start_time.json").read_text())
+    assert set(results) == {"run", "one_job_multirun"}
+    for name, timed in results.items():
+        assert len(timed["seconds"]) == 2 and all(s > 0 for s in timed["seconds"])
+        assert timed["median_after_first"] == timed["seconds"][1]
+        assert f"{name}: {timed['median_after_first']:.3f} s to the training function" in proc.stdout
+
+
 def test_bench_gpu_sums_the_concurrent_jobs_steady_words_per_second(tmp_path, monkeypatch):
     """--concurrent N: each job's steady words/s is its second epoch's (words_per_second_last_epoch in the job's
     metrics.json, not the whole run's), the jobs' sum is compared with one job alone (the rnnreg side's steady
