@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from helpers import run
+from helpers import TINY, run
+from rnnreg import CONF_DIR
+from rnnreg.errors import ConfigError
 
 # The smoke run as a user starts it, tested on the first 1,000 words of the test set (one stream: 50 windows of
 # 20; batched: 50 windows of 20 x 20 streams), not all 82,430: the test sets cost more than its training here;
@@ -109,3 +112,89 @@ def test_compare_placements_refuses_bad_arguments_before_anything(tmp_path, caps
         example.main([*args, "--out", str(tmp_path / "out")])
     assert exit_.value.code == 2 and says in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# A user's own experiment files, in a folder of their own: the paper's small recipe with another placement, tiny
+YOUR_EXPERIMENT = """# @package _global_
+defaults:
+  - paper_small
+  - override /dropout: recurrent
+experiment_name: mine
+dropout: {p: 0.2}
+trainer: {max_epochs: 1, limit_train_batches: 3, limit_val_batches: 2, limit_test_batches: 2}
+"""
+
+
+def your_folder(root: Path, **experiments: str) -> Path:
+    """A folder of config groups outside conf/: experiment/<name>.yaml for each of `experiments`."""
+    (root / "experiment").mkdir(parents=True)
+    for name, text in experiments.items():
+        (root / "experiment" / f"{name}.yaml").write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("adds_folder", ["--config-dir", "hydra.searchpath"])
+def test_an_experiment_of_your_own_runs_from_your_folder(tiny_corpus, tmp_path, adds_folder):
+    """`--config-dir DIR` or `hydra.searchpath=[file://DIR]`: an experiment file in the user's folder composes
+    over ours (its defaults, its group override, its values) and trains as a run of ours."""
+    folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
+    adds = ["--config-dir", str(folder)] if adds_folder == "--config-dir" else [f"hydra.searchpath=[file://{folder}]"]
+    run_dir = tmp_path / "run"
+    small = [a for a in TINY if a != "model=small"]
+    run("rnnreg-train", *adds, "experiment=mine", *small, f"data.data_dir={tiny_corpus}", f"hydra.run.dir={run_dir}")
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert config.experiment_name == "mine"
+    assert config.dropout.recurrent == 0.2 and config.dropout.input == 0.0  # its placement and rate
+    assert config.optim.decay_start == 4 and config.trainer.limit_train_batches == 3  # paper_small's, its own
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["experiment"] == "mine" and metrics["epochs"] == 1
+
+
+def test_a_bad_value_in_your_own_config_is_one_line_before_anything_is_made(tiny_corpus, tmp_path):
+    """A user's experiment files are checked against the schema before Hydra runs, as ours are: a sweep over two of
+    them, one with a bad rate, is one line naming the key and the job, exit 2, and no folder is made."""
+    bad = YOUR_EXPERIMENT.replace("dropout: {p: 0.2}", "dropout: {p: 1.5}")
+    folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT, mine_bad=bad)
+    out = tmp_path / "outputs"
+    for adds in (["--config-dir", str(folder)], [f"hydra.searchpath=[file://{folder}]"]):
+        proc = run(
+            "rnnreg-train",
+            "-m",
+            *adds,
+            "experiment=mine,mine_bad",
+            *TINY,
+            f"data.data_dir={tiny_corpus}",
+            f"paths.output_root={out}",
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            "error: dropout.p=1.5 must be a number in [0, 1) (a drop probability such as 0.5) "
+            "(sweep job experiment=mine_bad)"
+        ]
+        assert not out.exists()  # neither job ran: nothing of the sweep was made
+
+
+@pytest.mark.filterwarnings("ignore:provider=hydra.searchpath in command-line")  # Hydra's, of the missing
+def test_an_option_from_no_folder_names_every_folder_looked_in(tmp_path, monkeypatch, capsys):
+    """An option none of conf/, a --config-dir and hydra.searchpath's entries (a folder, a package) holds is one line
+    listing every folder's options, and the entries not found; a --config-dir that is no folder is one line."""
+    from rnnreg.command_line import check_group_options, validate_args
+
+    folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
+    package = your_folder(tmp_path / "site" / "lab_configs", lab=YOUR_EXPERIMENT)
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    ours = ", ".join(sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml")))
+    searchpath = f"hydra.searchpath=[pkg://lab_configs,file://{tmp_path}/nowhere,pkg://no_such_package]"
+    with pytest.raises(ConfigError) as refused:
+        check_group_options(["--config-dir", str(folder), searchpath, "experiment=yours"])
+    options = ", ".join(sorted([*ours.split(", "), "mine", "lab"]))
+    assert str(refused.value) == (
+        f"experiment=yours is not an option: choose one of {options} (files in {CONF_DIR}/experiment, "
+        f"{folder}/experiment, {package}/experiment; not found: file://{tmp_path}/nowhere, pkg://no_such_package)"
+    )
+    for option in ("mine", "lab"):  # each folder's experiment composes and validates, the package's too
+        assert validate_args("train", ["--config-dir", str(folder), searchpath, f"experiment={option}"]) == 1
+    with pytest.raises(ConfigError, match=r"^--config-dir .*/none: no such folder: give the folder that holds"):
+        check_group_options(["--config-dir", str(tmp_path / "none"), "experiment=mine"])

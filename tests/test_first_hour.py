@@ -407,11 +407,12 @@ assert "lightning" in sys.modules  # the rare value and the added Trainer argume
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_the_check_reads_the_mode_hydra_would_read():
+def test_the_check_reads_the_mode_hydra_would_read(tmp_path):
     """check_command_line reads the config's hydra.mode from its own composition, as Hydra's main reads it with a
     composition of its own (Hydra.get_mode), which a run then leaves out (rnnreg.runtime.hydra_mode_known). Where
     the command line sweeps a group, Hydra's reading leaves the group out (the default experiment's mode below,
-    where both options are multiruns by themselves) and ours has its first option: not read."""
+    where both options are multiruns by themselves) and ours has its first option: not read. A user's folder
+    (hydra.searchpath) is composed as Hydra composes it; a --config-dir as that folder first in hydra.searchpath."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -429,11 +430,24 @@ def test_the_check_reads_the_mode_hydra_would_read():
         ("train", ("hparams_search=optuna",)): RunMode.MULTIRUN,
         ("report", ("path=.",)): None,
     }
+    yours = tmp_path / "my_configs" / "experiment"
+    yours.mkdir(parents=True)
+    (yours / "sweep.yaml").write_text("# @package _global_\ndefaults: [ablation_placement_small]\nseed: 7\n")
+    (yours / "run.yaml").write_text("# @package _global_\ndefaults: [ablation_placement_small]\nhydra: {mode: RUN}\n")
+    searchpath = f"hydra.searchpath=[file://{yours.parent}]"
+    read |= {
+        ("train", (searchpath, "experiment=sweep")): RunMode.MULTIRUN,
+        ("train", (searchpath, "experiment=run")): RunMode.RUN,
+    }
     for (config_name, argv), mode in read.items():
         assert check_command_line(config_name, list(argv)).hydra_mode == hydras(config_name, list(argv)) == mode, argv
     for argv in (["-m", "experiment=smoke,ablation_placement_small"], ["-m", "dropout=none,recurrent"]):
         assert check_command_line("train", argv).hydra_mode is MODE_NOT_READ, argv
     assert hydras("train", ["-m", "experiment=ablation_placement_small,ablation_placement"]) is None
+    jobs = check_command_line("train", ["experiment=ablation_placement_small"]).jobs  # its own sweep's
+    for option, mode, count in (("sweep", RunMode.MULTIRUN, jobs), ("run", RunMode.RUN, 1)):
+        checked = check_command_line("train", ["--config-dir", str(yours.parent), f"experiment={option}"])
+        assert (checked.hydra_mode, checked.multirun, checked.jobs) == (mode, mode == RunMode.MULTIRUN, count)
 
 
 def test_a_run_composes_its_config_twice(tiny_corpus, tmp_path):

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
+from rnnreg.config_search import SEARCHPATH, ConfigRoots, config_roots, read_command_line
 from rnnreg.errors import ConfigError, MissingValue, OutputError
 from rnnreg.run_lock import (
     RunLock,
@@ -33,11 +34,6 @@ from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
 # config or of a run folder before Hydra (rnnreg.runtime.hydra_entry), and no torch import
 HYDRA_SELF_ANSWERED = frozenset(
     ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
-)
-# Hydra's flags that run another config than conf/<config_name>.yaml: it is not composed here (the task function
-# checks it), while a run folder given on the command line is checked all the same (rnnreg.runtime.hydra_entry)
-OTHER_CONFIG_FLAGS = frozenset(
-    ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
 )
 MAX_JOBS_CHECKED = 256
 
@@ -88,31 +84,33 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     from hydra.errors import HydraException
     from hydra.types import RunMode
 
-    if answered_by_hydra(argv) or any(a.split("=")[0] in OTHER_CONFIG_FLAGS for a in argv):
+    if answered_by_hydra(argv):
         return Checked(0, None)
-    if any(a.startswith(("hydra.searchpath", "--config-dir", "-cd", "--config-path", "-cp")) for a in argv):
-        return Checked(0, None)  # config groups from elsewhere: the task function (or the stacked launcher) validates
+    command = read_command_line(argv)
+    if command is None or command.other_config:  # Hydra refuses it, or the task function checks that config
+        return Checked(0, None)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     parser = OverridesParser.create()
     try:
-        overrides = parser.parse_overrides([a for a in argv if not a.startswith("-")])
+        overrides = parser.parse_overrides(command.overrides)
     except HydraException as err:
-        raise ConfigError(parse_error([a for a in argv if not a.startswith("-")], err)) from None
-    groups = [o for o in overrides if _is_group(o, conf_dir)]
-    values = [o for o in overrides if not _is_group(o, conf_dir)]
+        raise ConfigError(parse_error(command.overrides, err)) from None
+    roots = config_roots(overrides, conf_dir)  # conf/, a --config-dir, hydra.searchpath's entries
+    searchpath = [o.input_line for o in overrides if o.get_key_element() == SEARCHPATH][:1]  # Hydra reads the first
+    groups = [o for o in overrides if _is_group(o, roots)]
+    values = [o for o in overrides if not _is_group(o, roots)]
     for o in groups:  # Hydra's own answer is a ValueError traceback
         if o.value() is None and not o.is_delete() and not o.key_or_group.startswith("hydra"):
             group = o.key_or_group
-            known = ", ".join(sorted(p.stem for p in Path(conf_dir, group).glob("*.yaml") if p.stem[0] != "_"))
             raise ConfigError(
                 f"{o.input_line}: {group} is a config group and null is not one of its options: choose one of "
-                f"{known}, or leave {group}= out to keep its default"
+                f"{', '.join(roots.options(group))}, or leave {group}= out to keep its default"
             )
     with initialize_config_dir(conf_dir, version_base="1.3"):
 
         def compose_groups(group_lines: tuple[str, ...]) -> DictConfig:
             try:
-                return compose(config_name, overrides=list(group_lines), return_hydra_config=True)
+                return compose(config_name, overrides=[*searchpath, *group_lines], return_hydra_config=True)
             except (HydraException, ValueError) as err:  # ValueError: a group override Hydra cannot take
                 raise ConfigError(" ".join(str(err).split("\n")[:1]).strip()) from None
 
@@ -154,8 +152,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                         f"{o.input_line} is a range to search, which needs a search sweeper (hparams_search=optuna): "
                         f"give the basic sweeper a list of values ({o.get_key_element()}=a,b,c) instead"
                     )
-        group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, conf_dir)}
-        value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, conf_dir)}
+        group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, roots)}
+        value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
         checked, rate_used = 0, False
         group_jobs = _product({k: _sweep_lines(o) for k, o in group_sweeps.items()})
@@ -224,7 +222,10 @@ def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: s
     from hydra.types import RunMode
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in argv if not a.startswith("-")]
+    command = read_command_line(argv)
+    if command is None:
+        return None
+    overrides = command.overrides
     try:
         with initialize_config_dir(conf_dir, version_base="1.3", job_name=job_name):
             hydra = GlobalHydra.instance().hydra
@@ -401,9 +402,9 @@ def _is_hydra(override: Any) -> bool:
     return override.key_or_group.startswith("hydra.")
 
 
-def _is_group(override: Any, conf_dir: str) -> bool:
+def _is_group(override: Any, roots: ConfigRoots) -> bool:
     key = override.key_or_group
-    return "/" in key or override.package is not None or Path(conf_dir, key).is_dir()
+    return "/" in key or override.package is not None or roots.is_group(key)
 
 
 def _sweep_lines(override: Any) -> list[str]:
@@ -437,24 +438,26 @@ def _product(options: dict[str, list[str]]) -> list[tuple[str, ...]]:
 
 
 def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
-    """Every `group=option` (or sweep `group=a,b`, or list `group=[a,b]`) names a conf/<group>/<option>.yaml."""
+    """Every `group=option` (or sweep `group=a,b`, or list `group=[a,b]`) names a <group>/<option>.yaml in conf/, a
+    --config-dir or hydra.searchpath's folders."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
 
+    command = read_command_line(args)
     try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and a[0] != "-"])
+        overrides = OverridesParser.create().parse_overrides(command.overrides if command else [])
     except Exception:  # a syntax error: Hydra reports it itself
         return
+    roots = config_roots(overrides, conf_dir)
     for override in overrides:
-        group = Path(conf_dir, override.key_or_group)
-        if override.key_or_group.startswith("hydra") or override.is_delete() or not group.is_dir():
+        group = override.key_or_group
+        if group.startswith("hydra") or override.is_delete() or not roots.is_group(group):
             continue
         value = override.value()
         choices = value.list if isinstance(value, ChoiceSweep) else value if isinstance(value, list) else [value]
-        known = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))  # _x: shared parts
+        known = roots.options(group)
         for choice in choices:
             if isinstance(choice, str) and choice not in known:
                 raise ConfigError(
-                    f"{override.key_or_group}={choice} is not an option: choose one of "
-                    f"{', '.join(known)} (files in {group})"
+                    f"{group}={choice} is not an option: choose one of {', '.join(known)} ({roots.where(group)})"
                 )
