@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import TINY, run
+from helpers import TINY, run, signal_at
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
 
@@ -198,3 +201,35 @@ def test_an_option_from_no_folder_names_every_folder_looked_in(tmp_path, monkeyp
         assert validate_args("train", ["--config-dir", str(folder), searchpath, f"experiment={option}"]) == 1
     with pytest.raises(ConfigError, match=r"^--config-dir .*/none: no such folder: give the folder that holds"):
         check_group_options(["--config-dir", str(tmp_path / "none"), "experiment=mine"])
+
+
+def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corpus, tmp_path):
+    """The commands that go on with a sweep of a user's experiment (from the report: an interrupted job's, a job
+    that never started; the stacked sweep's own line) give its --config-dir too (Hydra records it in hydra.yaml and
+    multirun.yaml, not among the overrides): each, run as given, goes on to the end."""
+    folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
+    tiny = [*TINY, f"data.data_dir={tiny_corpus}", "trainer.limit_train_batches=4", f"paths.output_root={tmp_path}"]
+    sweep = tmp_path / "basic"
+    *at, last = signal_at(signal.SIGTERM, 2)  # job 0 stopped in its 2nd window, and with it the sweep; not job 1
+    stopped = run(
+        "rnnreg-train", "-m", "--config-dir", str(folder), "experiment=mine", *tiny, *at, f"{last},1000",
+        f"hydra.sweep.dir={sweep}", check=False,
+    )  # fmt: skip
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    table = run("rnnreg-report", f"path={sweep}").stdout
+    commands = re.findall(r"^- \d \((?:interrupted|never started: no folder)\): `(rnnreg-train [^`]*)`$", table, re.M)
+    assert len(commands) == 2 and all(c.startswith(f"rnnreg-train --config-dir {folder} ") for c in commands), table
+    stacked = tmp_path / "stacked"
+    args = ["-m", "--config-dir", str(folder), "hydra/launcher=stacked", "experiment=mine", "seed=1,2", *tiny]
+    stopped = run(
+        "rnnreg-train", *args, "hydra.launcher.stop_after_windows=2", f"hydra.sweep.dir={stacked}", check=False
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    (go_on,) = re.findall(r"the stacked group 0 stopped; go on with: (.*)$", stopped.stdout, re.M)
+    assert go_on.startswith(f"rnnreg-train -m --config-dir {folder} "), go_on
+    for command in [*commands, go_on]:
+        run(*shlex.split(command))  # exit 0
+    ran = [p for p in tmp_path.glob("train/mine/*") if p.is_dir()]  # job 0 going on, job 1: each a run of its own
+    assert len(ran) == 2
+    for finished in [*ran, stacked / "0", stacked / "1"]:
+        assert json.loads((finished / "metrics.json").read_text())["status"] == "completed"

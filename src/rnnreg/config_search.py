@@ -121,3 +121,24 @@ def _package_folder(package: str) -> Traversable | None:
         return importlib.resources.files(package)
     except (ImportError, TypeError, ValueError):  # TypeError: a module, not a package
         return None
+
+
+def config_dir_given(hydra: Any) -> list[str]:
+    """`["--config-dir", DIR]` where Hydra's record of a run or sweep (the hydra node of its .hydra/hydra.yaml or
+    multirun.yaml) lists a folder its command line added with --config-dir (hydra.runtime.config_sources, provider
+    command-line): a command that goes on with it needs the folder too. [] otherwise."""
+    try:
+        folders = [s["path"] for s in hydra["runtime"]["config_sources"] if s["provider"] == "command-line"]
+    except (KeyError, TypeError):  # a record from elsewhere, cut short
+        return []
+    return ["--config-dir", str(folders[0])] if folders else []
+
+
+def recorded_config_dir(run: Path) -> list[str]:
+    """config_dir_given of a run's (or a job's) .hydra/hydra.yaml; [] where it cannot be read."""
+    import yaml
+
+    try:
+        return config_dir_given(yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"])
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        return []

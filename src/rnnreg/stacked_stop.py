@@ -13,6 +13,8 @@ from pathlib import Path
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
+from rnnreg.config_search import config_dir_given
+
 # where a signal stops the group, by what it is doing when the signal comes
 WHEN = {
     "training": "after this window",
@@ -75,8 +77,8 @@ class StopOnSignal:
 def go_on_command(sweep: Path) -> str:
     """The sweep's own command (its multirun.yaml) with hydra.launcher.resume=true in its folder."""
     try:
-        overrides = OmegaConf.load(sweep / "multirun.yaml").hydra.overrides
-        given = [str(o) for o in [*overrides.hydra, *overrides.task]]
+        hydra = OmegaConf.load(sweep / "multirun.yaml").hydra
+        given = [*config_dir_given(hydra), *(str(o) for o in [*hydra.overrides.hydra, *hydra.overrides.task])]
     except Exception:  # no readable multirun.yaml (a group trained outside Hydra): the command's shape
         given = ["...", "hydra/launcher=stacked"]
     # the sweep's own folder, not a new dated one; and no test-only stop
