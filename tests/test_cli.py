@@ -128,6 +128,10 @@ trainer: {max_epochs: 1, limit_train_batches: 3, limit_val_batches: 2, limit_tes
 """
 
 
+# ... and a primary config of the user's own (--config-name), ours with that experiment
+YOUR_PRIMARY = "defaults:\n  - train\n  - override experiment: mine\n  - _self_\nseed: 5\n"
+
+
 def your_folder(root: Path, **experiments: str) -> Path:
     """A folder of config groups outside conf/: experiment/<name>.yaml for each of `experiments`."""
     (root / "experiment").mkdir(parents=True)
@@ -155,7 +159,8 @@ def test_an_experiment_of_your_own_runs_from_your_folder(tiny_corpus, tmp_path, 
 
 def test_a_bad_value_in_your_own_config_is_one_line_before_anything_is_made(tiny_corpus, tmp_path):
     """A user's experiment files are checked against the schema before Hydra runs, as ours are: a sweep over two of
-    them, one with a bad rate, is one line naming the key and the job, exit 2, and no folder is made."""
+    them, one with a bad rate, is one line naming the key and the job, exit 2, and no folder is made; and so is a
+    primary config of the user's (--config-name, found in the --config-dir)."""
     bad = YOUR_EXPERIMENT.replace("dropout: {p: 0.2}", "dropout: {p: 1.5}")
     folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT, mine_bad=bad)
     out = tmp_path / "outputs"
@@ -176,6 +181,11 @@ def test_a_bad_value_in_your_own_config_is_one_line_before_anything_is_made(tiny
             "(sweep job experiment=mine_bad)"
         ]
         assert not out.exists()  # neither job ran: nothing of the sweep was made
+    (folder / "my_train.yaml").write_text(YOUR_PRIMARY.replace("seed: 5", "seed: five"))  # a primary config's
+    run_dir = tmp_path / "run"
+    proc = run("rnnreg-train", "-cd", str(folder), "-cn", "my_train", f"hydra.run.dir={run_dir}", check=False)
+    assert proc.returncode == 2 and not run_dir.exists()  # checked before Hydra made the run's folder
+    assert proc.stderr.splitlines() == ["error: seed=five must be an integer in [0, 4294967295]"]
 
 
 @pytest.mark.filterwarnings("ignore:provider=hydra.searchpath in command-line")  # Hydra's, of the missing
@@ -204,21 +214,23 @@ def test_an_option_from_no_folder_names_every_folder_looked_in(tmp_path, monkeyp
 
 
 def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corpus, tmp_path):
-    """The commands that go on with a sweep of a user's experiment (from the report: an interrupted job's, a job
-    that never started; the stacked sweep's own line) give its --config-dir too (Hydra records it in hydra.yaml and
-    multirun.yaml, not among the overrides): each, run as given, goes on to the end."""
+    """The commands that go on with a sweep of a user's configs (from the report: an interrupted job's, a job that
+    never started; the stacked sweep's own line) give its --config-dir and --config-name too (Hydra records them in
+    hydra.yaml and multirun.yaml, not among the overrides): each, run as given, goes on to the end."""
     folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
+    (folder / "my_train.yaml").write_text(YOUR_PRIMARY)
     tiny = [*TINY, f"data.data_dir={tiny_corpus}", "trainer.limit_train_batches=4", f"paths.output_root={tmp_path}"]
     sweep = tmp_path / "basic"
     *at, last = signal_at(signal.SIGTERM, 2)  # job 0 stopped in its 2nd window, and with it the sweep; not job 1
     stopped = run(
-        "rnnreg-train", "-m", "--config-dir", str(folder), "experiment=mine", *tiny, *at, f"{last},1000",
+        "rnnreg-train", "-m", "--config-dir", str(folder), "--config-name=my_train", *tiny, *at, f"{last},1000",
         f"hydra.sweep.dir={sweep}", check=False,
     )  # fmt: skip
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
     table = run("rnnreg-report", f"path={sweep}").stdout
     commands = re.findall(r"^- \d \((?:interrupted|never started: no folder)\): `(rnnreg-train [^`]*)`$", table, re.M)
-    assert len(commands) == 2 and all(c.startswith(f"rnnreg-train --config-dir {folder} ") for c in commands), table
+    flags = f"rnnreg-train --config-dir {folder} --config-name my_train "
+    assert len(commands) == 2 and all(c.startswith(flags) for c in commands), table
     stacked = tmp_path / "stacked"
     args = ["-m", "--config-dir", str(folder), "hydra/launcher=stacked", "experiment=mine", "seed=1,2", *tiny]
     stopped = run(
@@ -233,3 +245,4 @@ def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corp
     assert len(ran) == 2
     for finished in [*ran, stacked / "0", stacked / "1"]:
         assert json.loads((finished / "metrics.json").read_text())["status"] == "completed"
+    assert {OmegaConf.load(f / ".hydra" / "config.yaml").seed for f in ran} == {5}  # my_train's

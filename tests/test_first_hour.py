@@ -412,7 +412,7 @@ def test_the_check_reads_the_mode_hydra_would_read(tmp_path):
     composition of its own (Hydra.get_mode), which a run then leaves out (rnnreg.runtime.hydra_mode_known). Where
     the command line sweeps a group, Hydra's reading leaves the group out (the default experiment's mode below,
     where both options are multiruns by themselves) and ours has its first option: not read. A user's folder
-    (hydra.searchpath) is composed as Hydra composes it; a --config-dir as that folder first in hydra.searchpath."""
+    (hydra.searchpath) is composed as Hydra composes it; a --config-dir as Hydra's main adds it."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.config_search import SEARCHPATH, ConfigRoots, config_roots, read_command_line
+from rnnreg.config_search import SEARCHPATH, ConfigRoots, config_roots, hydra_as_main, read_command_line
 from rnnreg.errors import ConfigError, MissingValue, OutputError
 from rnnreg.run_lock import (
     RunLock,
@@ -79,7 +79,7 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
 
 def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> Checked:
     """validate_args, and what its compositions say of the command line's mode."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from hydra.types import RunMode
@@ -87,16 +87,16 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     if answered_by_hydra(argv):
         return Checked(0, None)
     command = read_command_line(argv)
-    if command is None or command.other_config:  # Hydra refuses it, or the task function checks that config
+    if command is None or command.unchecked:  # Hydra refuses it, or the task function checks that config
         return Checked(0, None)
+    primary = command.config_name or config_name  # validated as config_name's (the script's) all the same
     multirun = any(a in ("-m", "--multirun") for a in argv)
     parser = OverridesParser.create()
     try:
         overrides = parser.parse_overrides(command.overrides)
     except HydraException as err:
         raise ConfigError(parse_error(command.overrides, err)) from None
-    roots = config_roots(overrides, conf_dir)  # conf/, a --config-dir, hydra.searchpath's entries
-    searchpath = [o.input_line for o in overrides if o.get_key_element() == SEARCHPATH][:1]  # Hydra reads the first
+    roots = config_roots(overrides, command.config_dir, conf_dir)  # conf/, a --config-dir, hydra.searchpath's
     groups = [o for o in overrides if _is_group(o, roots)]
     values = [o for o in overrides if not _is_group(o, roots)]
     for o in groups:  # Hydra's own answer is a ValueError traceback
@@ -106,11 +106,12 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                 f"{o.input_line}: {group} is a config group and null is not one of its options: choose one of "
                 f"{', '.join(roots.options(group))}, or leave {group}= out to keep its default"
             )
-    with initialize_config_dir(conf_dir, version_base="1.3"):
+    searchpath = [o.input_line for o in overrides if o.get_key_element() == SEARCHPATH][:1]  # Hydra reads the first
+    with hydra_as_main(command.config_dir, conf_dir=conf_dir):
 
         def compose_groups(group_lines: tuple[str, ...]) -> DictConfig:
             try:
-                return compose(config_name, overrides=[*searchpath, *group_lines], return_hydra_config=True)
+                return compose(primary, overrides=[*searchpath, *group_lines], return_hydra_config=True)
             except (HydraException, ValueError) as err:  # ValueError: a group override Hydra cannot take
                 raise ConfigError(" ".join(str(err).split("\n")[:1]).strip()) from None
 
@@ -216,7 +217,6 @@ def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: s
     """The folder a run's `hydra.run.dir=...` names, its interpolations resolved as Hydra will resolve them; ""
     when the config is a multirun by itself (an experiment's hydra.mode: MULTIRUN: its jobs go under
     hydra.sweep.dir); None when the command line does not compose (Hydra says why)."""
-    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -225,9 +225,9 @@ def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: s
     command = read_command_line(argv)
     if command is None:
         return None
-    overrides = command.overrides
+    overrides, config_name = command.overrides, command.config_name or config_name
     try:
-        with initialize_config_dir(conf_dir, version_base="1.3", job_name=job_name):
+        with hydra_as_main(command.config_dir, job_name, conf_dir):
             hydra = GlobalHydra.instance().hydra
             try:  # as Hydra's run composes it (one composition: its mode is the config's own, MULTIRUN or not)
                 cfg = hydra.compose_config(config_name, overrides, RunMode.RUN)
@@ -448,7 +448,7 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
         overrides = OverridesParser.create().parse_overrides(command.overrides if command else [])
     except Exception:  # a syntax error: Hydra reports it itself
         return
-    roots = config_roots(overrides, conf_dir)
+    roots = config_roots(overrides, command.config_dir if command else None, conf_dir)
     for override in overrides:
         group = override.key_or_group
         if group.startswith("hydra") or override.is_delete() or not roots.is_group(group):

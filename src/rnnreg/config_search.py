@@ -7,9 +7,11 @@ are (rnnreg.command_line).
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.resources
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,8 +25,10 @@ SEARCHPATH = "hydra.searchpath"
 
 
 class HydraCommandLine(NamedTuple):
-    overrides: list[str]  # `key=value` words, a --config-dir folded into hydra.searchpath (as_composed)
-    other_config: bool  # --config-path, --config-name or --experimental-rerun: another primary config
+    overrides: list[str]  # the `key=value` words
+    config_dir: str | None  # --config-dir's folder (absolute, a folder)
+    config_name: str | None  # --config-name: another primary config (in conf/ or the --config-dir)
+    unchecked: bool  # --config-path (another conf/) or --experimental-rerun: its run checks its config
 
 
 def read_command_line(argv: list[str]) -> HydraCommandLine | None:
@@ -37,26 +41,37 @@ def read_command_line(argv: list[str]) -> HydraCommandLine | None:
             args = get_args_parser().parse_args(argv)
     except SystemExit:
         return None
-    other_config = bool(args.config_path or args.config_name or args.experimental_rerun)
-    return HydraCommandLine(as_composed(list(args.overrides), args.config_dir), other_config)
+    config_dir = None
+    if args.config_dir is not None:
+        config_dir = os.path.abspath(args.config_dir)  # as Hydra takes it (no ~: a shell expands it in a word alone)
+        if not os.path.isdir(config_dir):  # Hydra's own answer: a SearchPathException, exit 1
+            raise ConfigError(
+                f"--config-dir {args.config_dir}: no such folder: give the folder that holds your config groups "
+                f"(such as experiment/<name>.yaml)"
+            )
+    unchecked = bool(args.config_path or args.experimental_rerun)
+    return HydraCommandLine(list(args.overrides), config_dir, args.config_name, unchecked)
 
 
-def as_composed(overrides: list[str], config_dir: str | None) -> list[str]:
-    """`overrides` with a --config-dir folder as the first entry of hydra.searchpath, which is where Hydra's search
-    order puts it (after conf/ and before hydra.searchpath's own entries), so that a composition with them finds
-    what Hydra's main finds."""
-    if config_dir is None:
-        return overrides
-    folder = os.path.abspath(config_dir)  # as Hydra takes it (no ~: a shell expands it in a word of its own)
-    if not os.path.isdir(folder):  # Hydra's own answer: a SearchPathException, exit 1
-        raise ConfigError(
-            f"--config-dir {config_dir}: no such folder: give the folder that holds your config groups "
-            f"(such as experiment/<name>.yaml)"
-        )
-    at = next((i for i, line in enumerate(overrides) if line.partition("=")[0] == SEARCHPATH), None)
-    entries = [f"file://{folder}"] + (searchpath_entries(overrides[at]) if at is not None else [])
-    line = f"{SEARCHPATH}=[{','.join(_quoted(e) for e in entries)}]"
-    return [line, *overrides] if at is None else [*overrides[:at], line, *overrides[at + 1 :]]
+@contextlib.contextmanager
+def hydra_as_main(config_dir: str | None, job_name: str = "app", conf_dir: str = CONF_DIR) -> Iterator[None]:
+    """Hydra initialised for compose() with the search path our console scripts' main has: conf/, and a
+    --config-dir folder where Hydra's main puts it (after conf/ and the plugins', before hydra.searchpath's
+    entries; a primary config is found there too, which hydra.searchpath's entries cannot hold). Hydra's global
+    state is restored after."""
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(conf_dir, version_base="1.3", job_name=job_name):
+        if config_dir is not None:
+            from hydra._internal.hydra import Hydra
+            from hydra.core.config_search_path import SearchPathQuery
+            from hydra.core.global_hydra import GlobalHydra
+
+            search_path = copy.deepcopy(GlobalHydra.instance().config_loader().get_search_path())
+            search_path.prepend("command-line", f"file://{config_dir}", anchor=SearchPathQuery(provider="schema"))
+            GlobalHydra.instance().clear()  # (initialize_config_dir's exit restores the state from before it)
+            Hydra.create_main_hydra2(task_name=job_name, config_search_path=search_path)
+        yield
 
 
 def searchpath_entries(line: str) -> list[str]:
@@ -68,10 +83,6 @@ def searchpath_entries(line: str) -> list[str]:
     except Exception:
         return []
     return list(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else []
-
-
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "\\'") + "'"
 
 
 class ConfigRoots(NamedTuple):
@@ -98,9 +109,10 @@ class ConfigRoots(NamedTuple):
         return f"files in {', '.join(str(f) for f in self.group_folders(group))}{missing}"
 
 
-def config_roots(overrides: list[Any], conf_dir: str = CONF_DIR) -> ConfigRoots:
-    """conf/, then the entries of the first hydra.searchpath override (`overrides` parsed), as Hydra reads them."""
-    found: list[Traversable] = [Path(conf_dir)]
+def config_roots(overrides: list[Any], config_dir: str | None = None, conf_dir: str = CONF_DIR) -> ConfigRoots:
+    """conf/, a --config-dir, then the entries of the first hydra.searchpath override (`overrides` parsed), in the
+    order Hydra looks in them."""
+    found: list[Traversable] = [Path(conf_dir), *([Path(config_dir)] if config_dir else [])]
     missing: list[str] = []
     line = next((o.input_line for o in overrides if o.get_key_element() == SEARCHPATH), None)
     for entry in searchpath_entries(line) if line else []:
@@ -123,22 +135,32 @@ def _package_folder(package: str) -> Traversable | None:
         return None
 
 
-def config_dir_given(hydra: Any) -> list[str]:
-    """`["--config-dir", DIR]` where Hydra's record of a run or sweep (the hydra node of its .hydra/hydra.yaml or
-    multirun.yaml) lists a folder its command line added with --config-dir (hydra.runtime.config_sources, provider
-    command-line): a command that goes on with it needs the folder too. [] otherwise."""
+def config_flags_given(hydra: Any, config_name: str = "train") -> list[str]:
+    """The flags Hydra's record of a run or sweep (the hydra node of its .hydra/hydra.yaml or multirun.yaml) says its
+    command line had, which a command that goes on with it needs too: `--config-dir DIR` (a folder in
+    hydra.runtime.config_sources from the command line), `--config-name NAME` (hydra.job.config_name, where it is not
+    the script's `config_name`). Hydra records neither among the overrides."""
+    flags = []
     try:
         folders = [s["path"] for s in hydra["runtime"]["config_sources"] if s["provider"] == "command-line"]
     except (KeyError, TypeError):  # a record from elsewhere, cut short
-        return []
-    return ["--config-dir", str(folders[0])] if folders else []
+        folders = []
+    if folders:
+        flags += ["--config-dir", str(folders[0])]
+    try:
+        name = hydra["job"]["config_name"]
+    except (KeyError, TypeError):
+        name = None
+    if name not in (None, config_name):
+        flags += ["--config-name", str(name)]
+    return flags
 
 
-def recorded_config_dir(run: Path) -> list[str]:
-    """config_dir_given of a run's (or a job's) .hydra/hydra.yaml; [] where it cannot be read."""
+def recorded_config_flags(run: Path) -> list[str]:
+    """config_flags_given of a run's (or a job's) .hydra/hydra.yaml; [] where it cannot be read."""
     import yaml
 
     try:
-        return config_dir_given(yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"])
+        return config_flags_given(yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"])
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
         return []
