@@ -99,7 +99,7 @@ def hydra_entry(config_name: str) -> Callable:
     """hydra.main for a console script, with our one-line errors, and the whole config checked before Hydra
     starts (and creates the run folder): every config the command line composes, each job of a sweep
     included, against its schema (rnnreg.schema), and first the config group options (Hydra's own message
-    for an unknown one is a page long). The task function checks its config again (a -cn/-cp run).
+    for an unknown one is a page long). The task function checks its config again (a --config-path run).
 
     The module holding the entry imports torch and Lightning inside the task function only, so that
     `--help` and shell completion, which Hydra answers before calling it, stay fast."""
