@@ -246,3 +246,23 @@ def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corp
     for finished in [*ran, stacked / "0", stacked / "1"]:
         assert json.loads((finished / "metrics.json").read_text())["status"] == "completed"
     assert {OmegaConf.load(f / ".hydra" / "config.yaml").seed for f in ran} == {5}  # my_train's
+
+
+def test_an_experiment_that_keeps_anothers_name_is_warned_once(tmp_path, capsys):
+    """A user's experiment that builds on ours and sets no experiment_name keeps ours: its runs would go to our
+    experiment's folders (where ckpt_path=last of ours finds them). The check says so once per command, on stderr,
+    and runs it all the same; an experiment with its own name, or another name given, is not warned."""
+    from rnnreg.command_line import check_command_line
+
+    borrowed = YOUR_EXPERIMENT.replace("experiment_name: mine\n", "")
+    folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT, borrowed=borrowed)
+    checked = check_command_line("train", ["-m", "-cd", str(folder), "experiment=borrowed,mine", "seed=1,2"])
+    assert checked.jobs == 4
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: experiment=borrowed keeps experiment_name=paper_small from the experiment it builds on: its runs go "
+        "to paper_small's folders, where ckpt_path=last of experiment=paper_small finds them; set experiment_name: "
+        "borrowed in its file"
+    ]
+    for args in (["experiment=mine"], ["experiment=borrowed", "experiment_name=borrowed"], ["experiment=smoke"]):
+        assert check_command_line("train", ["-cd", str(folder), *args]).jobs == 1
+        assert capsys.readouterr().err == ""

@@ -164,3 +164,18 @@ def recorded_config_flags(run: Path) -> list[str]:
         return config_flags_given(yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"])
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
         return []
+
+
+def borrowed_experiment_name(choices: Any, job: Any, roots: ConfigRoots) -> str | None:
+    """A warning for an experiment option that keeps another experiment's experiment_name, inherited from the
+    experiment it builds on (a user's file without its own): its runs would go to that experiment's folders, where
+    `ckpt_path=last` of that experiment finds them. None otherwise (each of ours sets its own)."""
+    choice, name = choices.get("experiment"), job.get("experiment_name")
+    if not isinstance(choice, str) or not isinstance(name, str) or choice == name:
+        return None
+    if name not in roots.options("experiment"):  # a name of its own, not another experiment's
+        return None
+    return (
+        f"experiment={choice} keeps experiment_name={name} from the experiment it builds on: its runs go to {name}'s "
+        f"folders, where ckpt_path=last of experiment={name} finds them; set experiment_name: {choice} in its file"
+    )
