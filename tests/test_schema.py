@@ -259,6 +259,15 @@ def test_a_typo_names_the_key_meant(composed):
             r"pick a placement that drops \(dropout=non_recurrent\), or leave dropout.p out of the sweep$",
         ),
         (["-m", "experiment=smoke", "dropout.p=0.3,0.5"], r"^dropout.p=0.3,0.5: the sweep varies dropout.p, "),
+        (  # a glob over a group's options: each option a job, checked (smoke's p is 0: every placement drops nothing)
+            ["-m", "experiment=smoke", "dropout=glob(*)"],
+            r"^dropout=both drops nothing: .* \(sweep job dropout=both\)$",
+        ),
+        (
+            ["-m", "dropout=glob(zz*)"],
+            r"^dropout=glob\(zz\*\) matches no option of dropout: choose among both, non_recurrent, none, recurrent, "
+            r"variational, weight_drop \(files in \S+/conf/dropout\)$",
+        ),
         (  # a stacked sweep's setting without the stacked launcher (Hydra: "Could not override", nothing more)
             ["-m", "seed=1,2", "hydra.launcher.resume=true"],
             r"^hydra.launcher.resume=true: hydra.launcher.resume is a setting of hydra/launcher=stacked, and this "
@@ -444,6 +453,29 @@ def test_a_sweep_is_refused_for_any_combination_of_its_keys(tmp_path, tiny_corpu
     assert lines[0].startswith("error: model.lstm=fused cannot run model.layer_norm=true"), proc.stderr
     assert lines[0].endswith("(sweep job model.lstm=fused model.layer_norm=True)"), proc.stderr
     assert not out.exists() and not any(cwd.iterdir())
+
+
+def test_a_glob_over_a_group_is_checked_as_hydras_sweeper_runs_it():
+    """`dropout=glob(...)` sweeps the group's options that match, in the order Hydra's sweeper runs them, and each is
+    a job the check composes and checks (before, the check could not expand a glob and left the sweep unchecked)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rnnreg.command_line import _sweep_lines
+    from rnnreg.config_search import config_roots
+
+    for line in (
+        "dropout=glob(*)",
+        "dropout=glob(*,exclude=[none,both])",
+        "model=glob(*,exclude=small)",
+        "+regularizer=glob(e*)",
+    ):
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):  # Hydra's own expansion, with its config loader
+            loader = GlobalHydra.instance().config_loader()
+            (hydras,) = OverridesParser.create(config_loader=loader).parse_overrides([line])
+            expected = [f"{hydras.get_key_element()}={v}" for v in hydras.sweep_string_iterator()]
+        (ours,) = OverridesParser.create().parse_overrides([line])
+        assert _sweep_lines(ours, config_roots([ours])) == expected and len(expected) > 1, line
+    assert validate_args("train", ["-m", "dropout=glob(*,exclude=none)", "dropout.p=0.2"]) == 5
 
 
 def test_sweep_jobs_checked_are_every_combination_in_order():

@@ -124,7 +124,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                 raise ConfigError(" ".join(str(err).split("\n")[:1]).strip()) from None
 
         plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
-        first = tuple(f"{o.get_key_element()}={_first(o)}" for o in groups if o.is_sweep_override())
+        first = tuple(f"{o.get_key_element()}={_first(o, roots)}" for o in groups if o.is_sweep_override())
         base_groups = plain_groups + first
         base = compose_groups(base_groups)
         apply_overrides(base, [o for o in values if _is_hydra(o) and not o.is_sweep_override()])
@@ -165,8 +165,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
         checked, rate_used, warnings = 0, False, {}
-        group_jobs = _product({k: _sweep_lines(o) for k, o in group_sweeps.items()})
-        value_jobs = _product({k: _sweep_lines(o) for k, o in value_sweeps.items()})
+        group_jobs = _product({k: _sweep_lines(o, roots) for k, o in group_sweeps.items()})
+        value_jobs = _product({k: _sweep_lines(o, roots) for k, o in value_sweeps.items()})
         for group_job in group_jobs:
             cfg = base if set(group_job) == set(first) else compose_groups(plain_groups + tuple(group_job))
             for value_job in value_jobs:
@@ -418,20 +418,28 @@ def _is_group(override: Any, roots: ConfigRoots) -> bool:
     return "/" in key or override.package is not None or roots.is_group(key)
 
 
-def _sweep_lines(override: Any) -> list[str]:
-    from hydra.core.override_parser.types import IntervalSweep
+def _sweep_lines(override: Any, roots: ConfigRoots) -> list[str]:
+    from hydra.core.override_parser.types import Glob, IntervalSweep
 
     key = override.get_key_element()
     value = override.value()
     if isinstance(value, IntervalSweep):  # optuna's interval(a, b): both ends
         return [f"{key}={value.start}", f"{key}={value.end}"]
+    if isinstance(value, Glob):  # a group's options that match, in Hydra's order (its sweeper lists them so)
+        options = roots.options(override.key_or_group)
+        if not value.filter(options):
+            raise ConfigError(
+                f"{override.input_line} matches no option of {override.key_or_group}: choose among "
+                f"{', '.join(options)} ({roots.where(override.key_or_group)})"
+            )
+        return [f"{key}={option}" for option in value.filter(options)]
     if not override.is_sweep_override():
         return [override.input_line]
     return [f"{key}={v}" for v in override.sweep_string_iterator()]
 
 
-def _first(override: Any) -> str:
-    return _sweep_lines(override)[0].split("=", 1)[1]
+def _first(override: Any, roots: ConfigRoots) -> str:
+    return _sweep_lines(override, roots)[0].split("=", 1)[1]
 
 
 def _product(options: dict[str, list[str]]) -> list[tuple[str, ...]]:
