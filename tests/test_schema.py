@@ -259,6 +259,15 @@ def test_a_typo_names_the_key_meant(composed):
             r"pick a placement that drops \(dropout=non_recurrent\), or leave dropout.p out of the sweep$",
         ),
         (["-m", "experiment=smoke", "dropout.p=0.3,0.5"], r"^dropout.p=0.3,0.5: the sweep varies dropout.p, "),
+        (  # + on a group the config has (Hydra: "To override a value use 'override dropout: recurrent'")
+            ["+dropout=recurrent"],
+            r"^\+dropout=recurrent: dropout is in the config already \(\+ adds a group it does not have\): choose "
+            r"its option with dropout=recurrent$",
+        ),
+        (
+            ["-m", "+experiment=smoke,paper_small"],
+            r"^\+experiment=smoke,paper_small: .* with experiment=smoke,paper_small$",
+        ),
         (  # a glob over a group's options: each option a job, checked (smoke's p is 0: every placement drops nothing)
             ["-m", "experiment=smoke", "dropout=glob(*)"],
             r"^dropout=both drops nothing: .* \(sweep job dropout=both\)$",

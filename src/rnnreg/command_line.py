@@ -26,7 +26,7 @@ from rnnreg.config_search import (
     hydra_as_main,
     read_command_line,
 )
-from rnnreg.errors import ConfigError, MissingValue, OutputError
+from rnnreg.errors import ConfigError, MissingValue, OutputError, first_line
 from rnnreg.run_lock import (
     RunLock,
     check_folder_can_be_made,
@@ -121,7 +121,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             try:
                 return compose(primary, overrides=[*searchpath, *group_lines], return_hydra_config=True)
             except (HydraException, ValueError) as err:  # ValueError: a group override Hydra cannot take
-                raise ConfigError(" ".join(str(err).split("\n")[:1]).strip()) from None
+                raise ConfigError(added_group_in_config(groups, err) or first_line(err)) from None
 
         plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
         first = tuple(f"{o.get_key_element()}={_first(o, roots)}" for o in groups if o.is_sweep_override())
@@ -191,6 +191,20 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     for warning in filter(None, warnings):  # each once, in the order of the jobs
         print(f"warning: {warning}", file=sys.stderr)
     return Checked(checked, multirun, hydra_mode)
+
+
+def added_group_in_config(groups: list, err: Exception) -> str | None:
+    """`+group=option` (of the command line's group overrides, parsed) for a group the config has already, said
+    with the command line's fix (Hydra's "Multiple values for group. To override a value use 'override group:
+    option'" is the fix for a defaults list)."""
+    for override in groups:
+        group = override.key_or_group
+        if override.is_add() and str(err).startswith(f"Multiple values for {group}."):
+            return (
+                f"{override.input_line}: {group} is in the config already (+ adds a group it does not have): "
+                f"choose its option with {override.input_line.removeprefix('+')}"
+            )
+    return None
 
 
 def quoted_override(key: str, value: str) -> str:
