@@ -164,7 +164,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, roots)}
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
-        checked, rate_used, warnings = 0, False, {}
+        checked, rate_used, warned = 0, False, {}  # (a dict: each warning once, in the order of the jobs)
         group_jobs = _product({k: _sweep_lines(o, roots) for k, o in group_sweeps.items()})
         value_jobs = _product({k: _sweep_lines(o, roots) for k, o in value_sweeps.items()})
         for group_job in group_jobs:
@@ -180,7 +180,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                 except ConfigError as err:
                     raise ConfigError(f"{err}{where}") from None
                 rate_used = rate_used or ("dropout" in job and bool(sites_using_p(job.dropout)))
-                warnings[borrowed_experiment_name(cfg.hydra.runtime.choices, job, roots)] = True
+                if warning := borrowed_experiment_name(cfg.hydra.runtime.choices, job, roots):
+                    warned[warning] = None
                 checked += 1
     if "dropout.p" in sweeps and checked and not rate_used:  # an Optuna study over p with dropout=none, say
         raise ConfigError(
@@ -188,7 +189,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             f"(dropout=none, or every site's rate set): each value would train the same model; pick a placement "
             f"that drops (dropout=non_recurrent), or leave dropout.p out of the sweep"
         )
-    for warning in filter(None, warnings):  # each once, in the order of the jobs
+    for warning in warned:
         print(f"warning: {warning}", file=sys.stderr)
     return Checked(checked, multirun, hydra_mode)
 
