@@ -189,7 +189,7 @@ def test_a_bad_value_in_your_own_config_is_one_line_before_anything_is_made(tiny
 
 
 @pytest.mark.filterwarnings("ignore:provider=hydra.searchpath in command-line")  # Hydra's, of the missing
-def test_an_option_from_no_folder_names_every_folder_looked_in(tmp_path, monkeypatch, capsys):
+def test_an_option_from_no_folder_names_every_folder_looked_in(tmp_path, monkeypatch):
     """An option none of conf/, a --config-dir and hydra.searchpath's entries (a folder, a package) holds is one line
     listing every folder's options, and the entries not found; a --config-dir that is no folder is one line."""
     from rnnreg.command_line import check_group_options, validate_args
