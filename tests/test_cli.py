@@ -215,21 +215,25 @@ def test_an_option_from_no_folder_names_every_folder_looked_in(tmp_path, monkeyp
 
 def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corpus, tmp_path):
     """The commands that go on with a sweep of a user's configs (from the report: an interrupted job's, a job that
-    never started; the stacked sweep's own line) give its --config-dir and --config-name too (Hydra records them in
-    hydra.yaml and multirun.yaml, not among the overrides): each, run as given, goes on to the end."""
+    never started; the stacked sweep's own line) give its --config-dir, --config-name and hydra.searchpath too (Hydra
+    records them in hydra.yaml and multirun.yaml, not among the task's overrides): each, run as given, goes on to
+    the end."""
     folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
     (folder / "my_train.yaml").write_text(YOUR_PRIMARY)
+    (tmp_path / "lab" / "extra").mkdir(parents=True)  # a group of its own, in a folder hydra.searchpath adds
+    (tmp_path / "lab" / "extra" / "one.yaml").write_text("# @package _global_\ntags: [one]\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'lab'}]"
     tiny = [*TINY, f"data.data_dir={tiny_corpus}", "trainer.limit_train_batches=4", f"paths.output_root={tmp_path}"]
     sweep = tmp_path / "basic"
     *at, last = signal_at(signal.SIGTERM, 2)  # job 0 stopped in its 2nd window, and with it the sweep; not job 1
     stopped = run(
-        "rnnreg-train", "-m", "--config-dir", str(folder), "--config-name=my_train", *tiny, *at, f"{last},1000",
-        f"hydra.sweep.dir={sweep}", check=False,
+        "rnnreg-train", "-m", "--config-dir", str(folder), "--config-name=my_train", searchpath, "+extra=one", *tiny,
+        *at, f"{last},1000", f"hydra.sweep.dir={sweep}", check=False,
     )  # fmt: skip
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
     table = run("rnnreg-report", f"path={sweep}").stdout
     commands = re.findall(r"^- \d \((?:interrupted|never started: no folder)\): `(rnnreg-train [^`]*)`$", table, re.M)
-    flags = f"rnnreg-train --config-dir {folder} --config-name my_train "
+    flags = f"rnnreg-train --config-dir {folder} --config-name my_train {shlex.quote(searchpath)} +extra=one "
     assert len(commands) == 2 and all(c.startswith(flags) for c in commands), table
     stacked = tmp_path / "stacked"
     args = ["-m", "--config-dir", str(folder), "hydra/launcher=stacked", "experiment=mine", "seed=1,2", *tiny]
@@ -246,6 +250,7 @@ def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corp
     for finished in [*ran, stacked / "0", stacked / "1"]:
         assert json.loads((finished / "metrics.json").read_text())["status"] == "completed"
     assert {OmegaConf.load(f / ".hydra" / "config.yaml").seed for f in ran} == {5}  # my_train's
+    assert [list(OmegaConf.load(f / ".hydra" / "config.yaml").tags) for f in ran] == [["one"], ["one"]]  # lab's
 
 
 def test_an_experiment_that_keeps_anothers_name_is_warned_once(tmp_path, capsys):
@@ -266,3 +271,45 @@ def test_an_experiment_that_keeps_anothers_name_is_warned_once(tmp_path, capsys)
     for args in (["experiment=mine"], ["experiment=borrowed", "experiment_name=borrowed"], ["experiment=smoke"]):
         assert check_command_line("train", ["-cd", str(folder), *args]).jobs == 1
         assert capsys.readouterr().err == ""
+
+
+def test_a_primary_config_of_yours_brings_its_own_searchpath_and_subfolders(tmp_path):
+    """A primary config of the user's that sets hydra.searchpath itself (as Hydra reads it: where the command line
+    gives none) adds those folders' groups and options to the check, as to Hydra; an option in a subfolder of a
+    group (experiment=sub/deep) is one too."""
+    from rnnreg.command_line import check_group_options, validate_args
+
+    lab = your_folder(tmp_path / "lab", lab=YOUR_EXPERIMENT)
+    (lab / "extra").mkdir()
+    (lab / "extra" / "one.yaml").write_text("# @package _global_\ntags: [one]\n")
+    folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
+    (folder / "experiment" / "sub").mkdir()
+    (folder / "experiment" / "sub" / "deep.yaml").write_text(YOUR_EXPERIMENT)
+    (folder / "lab_train.yaml").write_text(f"defaults: [train, _self_]\nhydra: {{searchpath: ['file://{lab}']}}\n")
+    primary = ["-cd", str(folder), "-cn", "lab_train"]
+    for args in (["+extra=one"], ["experiment=lab"], ["experiment=sub/deep"]):
+        check_group_options([*primary, *args])
+        assert validate_args("train", [*primary, *args]) == 1, args
+    with pytest.raises(ConfigError, match=rf"^experiment=nope is not an option: .*, {lab}/experiment\)$"):
+        check_group_options([*primary, "experiment=nope"])
+
+
+def test_the_commands_that_go_on_start_as_the_run_was_started():
+    """recorded_command: from Hydra's record of a run (its hydra node), the script by the config it ran (rnnreg-eval
+    for eval), and the --config-dir, --config-name and hydra.searchpath it was started with, which Hydra does not
+    record among the task's overrides; nothing more for a plain run, or a record cut short."""
+    from rnnreg.config_search import recorded_command
+
+    sources = [{"path": "hydra.conf", "provider": "hydra"}, {"path": "/mine", "provider": "command-line"}]
+    hydra = {
+        "job": {"config_name": "lab_train"},
+        "runtime": {"config_sources": sources},
+        "overrides": {"hydra": ["hydra.run.dir=/r", "hydra.searchpath=[file:///lab]"], "task": ["seed=1"]},
+    }
+    assert recorded_command(hydra) == [
+        "rnnreg-train", "--config-dir", "/mine", "--config-name", "lab_train", "hydra.searchpath=[file:///lab]",
+    ]  # fmt: skip
+    assert recorded_command({"job": {"config_name": "eval"}, "overrides": {"hydra": ["hydra.run.dir=/r"]}}) == [
+        "rnnreg-eval"
+    ]
+    assert recorded_command({"job": {"config_name": "train"}}) == recorded_command({"job": None}) == ["rnnreg-train"]

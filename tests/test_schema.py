@@ -464,27 +464,31 @@ def test_a_sweep_is_refused_for_any_combination_of_its_keys(tmp_path, tiny_corpu
     assert not out.exists() and not any(cwd.iterdir())
 
 
-def test_a_glob_over_a_group_is_checked_as_hydras_sweeper_runs_it():
-    """`dropout=glob(...)` sweeps the group's options that match, in the order Hydra's sweeper runs them, and each is
-    a job the check composes and checks (before, the check could not expand a glob and left the sweep unchecked)."""
+def test_a_glob_over_a_group_is_checked_as_hydras_sweeper_runs_it(tmp_path):
+    """`dropout=glob(...)` sweeps the options Hydra's sweeper matches, in its order: conf/'s and a --config-dir's
+    (a file starting with _ too), not hydra.searchpath's entries (its sweeper lists the main search path only). Each
+    is a job the check composes and checks (before, the check could not expand a glob and left the sweep unchecked)."""
     from hydra.core.global_hydra import GlobalHydra
 
     from rnnreg.command_line import _sweep_lines
-    from rnnreg.config_search import config_roots
+    from rnnreg.config_search import config_roots, hydra_as_main
 
-    for line in (
-        "dropout=glob(*)",
-        "dropout=glob(*,exclude=[none,both])",
-        "model=glob(*,exclude=small)",
-        "+regularizer=glob(e*)",
-    ):
-        with initialize_config_dir(CONF_DIR, version_base="1.3"):  # Hydra's own expansion, with its config loader
+    yours = tmp_path / "my_configs"
+    (yours / "dropout").mkdir(parents=True)
+    for name in ("mine", "_mine"):
+        (yours / "dropout" / f"{name}.yaml").write_text((Path(CONF_DIR) / "dropout" / "recurrent.yaml").read_text())
+    globs = ("dropout=glob(*)", "dropout=glob(*,exclude=[none,both])", "model=glob(*,exclude=small)")
+    for line in (*globs, "+regularizer=glob(e*)", "dropout=glob(*mine)"):
+        with hydra_as_main(str(yours)):  # Hydra's sweeper's own expansion, given its config loader
             loader = GlobalHydra.instance().config_loader()
             (hydras,) = OverridesParser.create(config_loader=loader).parse_overrides([line])
             expected = [f"{hydras.get_key_element()}={v}" for v in hydras.sweep_string_iterator()]
-        (ours,) = OverridesParser.create().parse_overrides([line])
-        assert _sweep_lines(ours, config_roots([ours])) == expected and len(expected) > 1, line
-    assert validate_args("train", ["-m", "dropout=glob(*,exclude=none)", "dropout.p=0.2"]) == 5
+            (ours,) = OverridesParser.create().parse_overrides([line])
+            assert _sweep_lines(ours, config_roots([ours], str(yours))) == expected and len(expected) > 1, line
+    assert "dropout=_mine" in expected
+    assert validate_args("train", ["-m", "-cd", str(yours), "dropout=glob(*mine)", "dropout.p=0.2"]) == 2
+    with pytest.raises(ConfigError, match=r"^dropout=glob\(\*mine\) matches no option of dropout: "):
+        validate_args("train", ["-m", f"hydra.searchpath=[file://{yours}]", "dropout=glob(*mine)", "dropout.p=0.2"])
 
 
 def test_sweep_jobs_checked_are_every_combination_in_order():

@@ -104,7 +104,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         overrides = parser.parse_overrides(command.overrides)
     except HydraException as err:
         raise ConfigError(parse_error(command.overrides, err)) from None
-    roots = config_roots(overrides, command.config_dir, conf_dir)  # conf/, a --config-dir, hydra.searchpath's
+    roots = config_roots(overrides, command.config_dir, conf_dir, primary)  # conf/, a --config-dir, searchpath's
     groups = [o for o in overrides if _is_group(o, roots)]
     values = [o for o in overrides if not _is_group(o, roots)]
     for o in groups:  # Hydra's own answer is a ValueError traceback
@@ -440,8 +440,10 @@ def _sweep_lines(override: Any, roots: ConfigRoots) -> list[str]:
     value = override.value()
     if isinstance(value, IntervalSweep):  # optuna's interval(a, b): both ends
         return [f"{key}={value.start}", f"{key}={value.end}"]
-    if isinstance(value, Glob):  # a group's options that match, in Hydra's order (its sweeper lists them so)
-        options = roots.options(override.key_or_group)
+    if isinstance(value, Glob):  # the options Hydra's sweeper matches (conf/ and a --config-dir), in its order
+        from hydra.core.global_hydra import GlobalHydra
+
+        options = GlobalHydra.instance().config_loader().get_group_options(override.key_or_group)
         if not value.filter(options):
             raise ConfigError(
                 f"{override.input_line} matches no option of {override.key_or_group}: choose among "
@@ -471,7 +473,7 @@ def _product(options: dict[str, list[str]]) -> list[tuple[str, ...]]:
     return sorted(jobs)
 
 
-def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
+def check_group_options(args: list[str], conf_dir: str = CONF_DIR, config_name: str = "train") -> None:
     """Every `group=option` (or sweep `group=a,b`, or list `group=[a,b]`) names a <group>/<option>.yaml in conf/, a
     --config-dir or hydra.searchpath's folders."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -482,7 +484,8 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
         overrides = OverridesParser.create().parse_overrides(command.overrides if command else [])
     except Exception:  # a syntax error: Hydra reports it itself
         return
-    roots = config_roots(overrides, command.config_dir if command else None, conf_dir)
+    primary = (command.config_name if command else None) or config_name
+    roots = config_roots(overrides, command.config_dir if command else None, conf_dir, primary)
     for override in overrides:
         group = override.key_or_group
         if group.startswith("hydra") or override.is_delete() or not roots.is_group(group):
@@ -491,7 +494,7 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR) -> None:
         choices = value.list if isinstance(value, ChoiceSweep) else value if isinstance(value, list) else [value]
         known = roots.options(group)
         for choice in choices:
-            if isinstance(choice, str) and choice not in known:
+            if isinstance(choice, str) and choice not in known and not roots.holds(group, choice):
                 raise ConfigError(
                     f"{group}={choice} is not an option: choose one of {', '.join(known)} ({roots.where(group)})"
                 )

@@ -11,7 +11,7 @@ import copy
 import importlib.resources
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -103,19 +103,26 @@ class ConfigRoots(NamedTuple):
         names = {f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml") and f.is_file()}
         return sorted(name for name in names if not name.startswith("_"))
 
+    def holds(self, group: str, option: str) -> bool:
+        """Whether a folder holds <group>/<option>.yaml (an option in a subfolder of the group too: `sub/foo`)."""
+        return any(root.joinpath(group, f"{option}.yaml").is_file() for root in self.found)
+
     def where(self, group: str) -> str:
         """The folders looked in for a group, and the search path entries not found, for a refusal."""
         missing = f"; not found: {', '.join(self.missing)}" if self.missing else ""
         return f"files in {', '.join(str(f) for f in self.group_folders(group))}{missing}"
 
 
-def config_roots(overrides: list[Any], config_dir: str | None = None, conf_dir: str = CONF_DIR) -> ConfigRoots:
-    """conf/, a --config-dir, then the entries of the first hydra.searchpath override (`overrides` parsed), in the
-    order Hydra looks in them."""
+def config_roots(
+    overrides: list[Any], config_dir: str | None = None, conf_dir: str = CONF_DIR, config_name: str = "train"
+) -> ConfigRoots:
+    """conf/, a --config-dir, then the entries of the first hydra.searchpath override (`overrides` parsed), or where
+    the command line gives none, the primary config's own hydra.searchpath: the folders Hydra looks in, in its order."""
     found: list[Traversable] = [Path(conf_dir), *([Path(config_dir)] if config_dir else [])]
     missing: list[str] = []
     line = next((o.input_line for o in overrides if o.get_key_element() == SEARCHPATH), None)
-    for entry in searchpath_entries(line) if line else []:
+    entries = searchpath_entries(line) if line else _primary_searchpath(config_name, found)
+    for entry in entries:
         scheme, _, where = entry.partition("://") if "://" in entry else ("file", "", entry)
         if scheme not in ("file", "pkg"):  # structured:// (Hydra's ConfigStore): no folder to look in
             continue
@@ -127,6 +134,21 @@ def config_roots(overrides: list[Any], config_dir: str | None = None, conf_dir: 
     return ConfigRoots(found, missing)
 
 
+def _primary_searchpath(config_name: str, roots: list[Traversable]) -> list[str]:
+    """The hydra.searchpath a primary config sets itself (a user's --config-name file), read as YAML; [] without."""
+    import yaml
+
+    for root in roots:  # the first that holds it, as Hydra finds it
+        path = root.joinpath(f"{config_name}.yaml")
+        if path.is_file():
+            try:
+                entries = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}).get("searchpath") or []
+            except (yaml.YAMLError, AttributeError):  # Hydra says why when it composes
+                return []
+            return [e for e in entries if isinstance(e, str)] if isinstance(entries, list) else []
+    return []
+
+
 def _package_folder(package: str) -> Traversable | None:
     """A pkg:// entry's folder (importing the package, as Hydra does); None where it is not an importable package."""
     try:
@@ -135,35 +157,45 @@ def _package_folder(package: str) -> Traversable | None:
         return None
 
 
-def config_flags_given(hydra: Any, config_name: str = "train") -> list[str]:
-    """The flags Hydra's record of a run or sweep (the hydra node of its .hydra/hydra.yaml or multirun.yaml) says its
-    command line had, which a command that goes on with it needs too: `--config-dir DIR` (a folder in
-    hydra.runtime.config_sources from the command line), `--config-name NAME` (hydra.job.config_name, where it is not
-    the script's `config_name`). Hydra records neither among the overrides."""
-    flags = []
-    try:
-        folders = [s["path"] for s in hydra["runtime"]["config_sources"] if s["provider"] == "command-line"]
-    except (KeyError, TypeError):  # a record from elsewhere, cut short
-        folders = []
+# our console scripts by the config each runs (a run's hydra.job.config_name)
+SCRIPTS = {"train": "rnnreg-train", "eval": "rnnreg-eval"}
+
+
+def recorded_command(hydra: Any) -> list[str]:
+    """The start of a command that runs again what Hydra's record of a run or sweep (the hydra node of its
+    .hydra/hydra.yaml or multirun.yaml) ran: its script (by its config: rnnreg-eval for eval), and what it had on
+    its command line that Hydra does not record among the task's overrides: `--config-dir DIR` (a folder in
+    hydra.runtime.config_sources from the command line), `--config-name NAME` (a primary config of the user's),
+    and a `hydra.searchpath=...` override."""
+    config_name = _select(hydra, "job", "config_name")
+    command = [SCRIPTS.get(config_name, "rnnreg-train")]
+    sources = _select(hydra, "runtime", "config_sources") or []
+    folders = [s.get("path") for s in sources if isinstance(s, Mapping) and s.get("provider") == "command-line"]
     if folders:
-        flags += ["--config-dir", str(folders[0])]
-    try:
-        name = hydra["job"]["config_name"]
-    except (KeyError, TypeError):
-        name = None
-    if name not in (None, config_name):
-        flags += ["--config-name", str(name)]
-    return flags
+        command += ["--config-dir", str(folders[0])]
+    if isinstance(config_name, str) and config_name not in SCRIPTS:
+        command += ["--config-name", config_name]
+    hydra_overrides = _select(hydra, "overrides", "hydra") or []
+    return command + [str(o) for o in hydra_overrides if str(o).startswith(f"{SEARCHPATH}=")][:1]
 
 
-def recorded_config_flags(run: Path) -> list[str]:
-    """config_flags_given of a run's (or a job's) .hydra/hydra.yaml; [] where it cannot be read."""
+def recorded_run_command(run: Path) -> list[str]:
+    """recorded_command of a run's (or a job's) .hydra/hydra.yaml; `rnnreg-train` alone where it cannot be read."""
     import yaml
 
     try:
-        return config_flags_given(yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"])
+        return recorded_command(yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"])
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
-        return []
+        return ["rnnreg-train"]
+
+
+def _select(node: Any, *keys: str) -> Any:
+    """node[k1][k2]... of a YAML mapping or DictConfig; None where a key is missing or a value is no mapping."""
+    for key in keys:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
 
 
 def borrowed_experiment_name(choices: Any, job: Any, roots: ConfigRoots) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from rnnreg.config_search import config_flags_given, recorded_config_flags
+from rnnreg.config_search import recorded_command, recorded_run_command
 from rnnreg.errors import ConfigError, DataError, OutputError, first_line
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import MAX_NLL, null_as_nan, read_metrics
@@ -137,13 +137,13 @@ def resume_command(run: Path) -> str:
     overrides = recorded_overrides(run) or []
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
     last = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
-    return shlex.join(["rnnreg-train", *recorded_config_flags(run), *kept, last])
+    return shlex.join([*recorded_run_command(run), *kept, last])
 
 
 def again_command(run: Path) -> str:
     """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept)."""
     overrides = recorded_overrides(run) or []
-    return shlex.join(["rnnreg-train", *recorded_config_flags(run), *overrides])
+    return shlex.join([*recorded_run_command(run), *overrides])
 
 
 def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
@@ -173,7 +173,7 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
             continue
         for num, overrides in enumerate(jobs):
             if not (sweep / str(num) / ".hydra" / "config.yaml").is_file():
-                command = shlex.join(["rnnreg-train", *config_flags_given(hydra), *overrides])
+                command = shlex.join([*recorded_command(hydra), *overrides])
                 found.append((str((sweep / str(num)).relative_to(root)), command))
     return found
 

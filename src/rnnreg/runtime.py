@@ -117,7 +117,7 @@ def hydra_entry(config_name: str) -> Callable:
             args = sys.argv[1:]
             checked = None
             try:
-                check_group_options(args)
+                check_group_options(args, config_name=config_name)
                 check_one_mode(args)
                 if not answered_by_hydra(args):
                     checked = check_command_line(config_name, args)

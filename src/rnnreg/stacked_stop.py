@@ -13,7 +13,7 @@ from pathlib import Path
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
-from rnnreg.config_search import config_flags_given
+from rnnreg.config_search import recorded_command
 
 # where a signal stops the group, by what it is doing when the signal comes
 WHEN = {
@@ -78,7 +78,8 @@ def go_on_command(sweep: Path) -> str:
     """The sweep's own command (its multirun.yaml) with hydra.launcher.resume=true in its folder."""
     try:
         hydra = OmegaConf.load(sweep / "multirun.yaml").hydra
-        given = [*config_flags_given(hydra), *(str(o) for o in [*hydra.overrides.hydra, *hydra.overrides.task])]
+        _, *flags = recorded_command(hydra)  # (a hydra.searchpath among them is one of the sweep's hydra overrides)
+        given = list(dict.fromkeys([*flags, *(str(o) for o in [*hydra.overrides.hydra, *hydra.overrides.task])]))
     except Exception:  # no readable multirun.yaml (a group trained outside Hydra): the command's shape
         given = ["...", "hydra/launcher=stacked"]
     # the sweep's own folder, not a new dated one; and no test-only stop
