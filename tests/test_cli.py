@@ -313,3 +313,4 @@ def test_the_commands_that_go_on_start_as_the_run_was_started():
         "rnnreg-eval"
     ]
     assert recorded_command({"job": {"config_name": "train"}}) == recorded_command({"job": None}) == ["rnnreg-train"]
+    assert recorded_command({"job": {"config_name": ["a"]}, "runtime": {"config_sources": "x"}}) == ["rnnreg-train"]

@@ -168,12 +168,13 @@ def recorded_command(hydra: Any) -> list[str]:
     hydra.runtime.config_sources from the command line), `--config-name NAME` (a primary config of the user's),
     and a `hydra.searchpath=...` override."""
     config_name = _select(hydra, "job", "config_name")
+    config_name = config_name if isinstance(config_name, str) else None  # (a record from elsewhere)
     command = [SCRIPTS.get(config_name, "rnnreg-train")]
     sources = _select(hydra, "runtime", "config_sources") or []
     folders = [s.get("path") for s in sources if isinstance(s, Mapping) and s.get("provider") == "command-line"]
     if folders:
         command += ["--config-dir", str(folders[0])]
-    if isinstance(config_name, str) and config_name not in SCRIPTS:
+    if config_name is not None and config_name not in SCRIPTS:
         command += ["--config-name", config_name]
     hydra_overrides = _select(hydra, "overrides", "hydra") or []
     return command + [str(o) for o in hydra_overrides if str(o).startswith(f"{SEARCHPATH}=")][:1]
