@@ -444,12 +444,13 @@ def _sweep_lines(override: Any, roots: ConfigRoots) -> list[str]:
         from hydra.core.global_hydra import GlobalHydra
 
         options = GlobalHydra.instance().config_loader().get_group_options(override.key_or_group)
-        if not value.filter(options):
+        matched = value.filter(options)
+        if not matched:
             raise ConfigError(
                 f"{override.input_line} matches no option of {override.key_or_group}: choose among "
                 f"{', '.join(options)} ({roots.where(override.key_or_group)})"
             )
-        return [f"{key}={option}" for option in value.filter(options)]
+        return [f"{key}={option}" for option in matched]
     if not override.is_sweep_override():
         return [override.input_line]
     return [f"{key}={v}" for v in override.sweep_string_iterator()]
