@@ -7,6 +7,7 @@ import json
 import math
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,12 +141,20 @@ def your_folder(root: Path, **experiments: str) -> Path:
     return root
 
 
-@pytest.mark.parametrize("adds_folder", ["--config-dir", "hydra.searchpath"])
+@pytest.mark.parametrize("adds_folder", ["--config-dir", "hydra.searchpath", "--config-path"])
 def test_an_experiment_of_your_own_runs_from_your_folder(tiny_corpus, tmp_path, adds_folder):
     """`--config-dir DIR` or `hydra.searchpath=[file://DIR]`: an experiment file in the user's folder composes
-    over ours (its defaults, its group override, its values) and trains as a run of ours."""
-    folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
-    adds = ["--config-dir", str(folder)] if adds_folder == "--config-dir" else [f"hydra.searchpath=[file://{folder}]"]
+    over ours (its defaults, its group override, its values) and trains as a run of ours; and from a copy of conf/
+    given as the whole config (`--config-path`: its run checks its config)."""
+    if adds_folder == "--config-path":
+        shutil.copytree(CONF_DIR, tmp_path / "my_configs")
+        (tmp_path / "my_configs" / "experiment" / "mine.yaml").write_text(YOUR_EXPERIMENT)
+        adds = ["--config-path", str(tmp_path / "my_configs")]
+    else:
+        folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
+        adds = (
+            ["--config-dir", str(folder)] if adds_folder == "--config-dir" else [f"hydra.searchpath=[file://{folder}]"]
+        )
     run_dir = tmp_path / "run"
     small = [a for a in TINY if a != "model=small"]
     run("rnnreg-train", *adds, "experiment=mine", *small, f"data.data_dir={tiny_corpus}", f"hydra.run.dir={run_dir}")
@@ -236,7 +245,8 @@ def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corp
     flags = f"rnnreg-train --config-dir {folder} --config-name my_train {shlex.quote(searchpath)} +extra=one "
     assert len(commands) == 2 and all(c.startswith(flags) for c in commands), table
     stacked = tmp_path / "stacked"
-    args = ["-m", "--config-dir", str(folder), "hydra/launcher=stacked", "experiment=mine", "seed=1,2", *tiny]
+    # (--multi: argparse's abbreviation of --multirun, which Hydra's parser takes and ours reads as it does)
+    args = ["--multi", "--config-dir", str(folder), "hydra/launcher=stacked", "experiment=mine", "seed=1,2", *tiny]
     stopped = run(
         "rnnreg-train", *args, "hydra.launcher.stop_after_windows=2", f"hydra.sweep.dir={stacked}", check=False
     )

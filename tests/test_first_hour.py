@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra import __version__ as hydra_version
 from hydra.types import RunMode
 from omegaconf.errors import MissingMandatoryValue
 
@@ -374,10 +375,11 @@ def test_hydras_own_answers_check_no_folder(tmp_path):
     """--version, like --help, is Hydra's answer and makes no folder: a hydra.run.dir with a run's results beside it
     is no error (it was one: --version was missing from the flags that skip the run folder's check)."""
     (tmp_path / "metrics.json").write_text('{"status": "completed"}')
-    for flag in ("--version", "--help"):
+    for flag in ("--version", "--help", "--vers", "--hel"):  # (argparse takes a flag's unique abbreviation)
         proc = run("rnnreg-train", flag, f"hydra.run.dir={tmp_path}", check=False)
         assert proc.returncode == 0 and not proc.stderr, (flag, proc.stderr)
-    assert "Hydra " in run("rnnreg-train", "--version", f"hydra.run.dir={tmp_path}").stdout
+    for flag in ("--version", "--vers"):  # said once: our checks read the command line with Hydra's parser too
+        assert run("rnnreg-train", flag, f"hydra.run.dir={tmp_path}").stdout.splitlines() == [f"Hydra {hydra_version}"]
 
 
 @pytest.mark.parametrize("script, says", [("eval", "ckpt_path=[a.ckpt"), ("generate", "prompt="), ("report", "path=")])
@@ -519,14 +521,28 @@ def test_a_job_composed_once_gives_each_caller_its_own_copy():
     assert calls == [("a", ("seed=1",)), ("a", ("seed=2",)), ("b", ("seed=1",))]
 
 
-def test_multirun_with_cfg_is_one_line(tmp_path):
+@pytest.mark.parametrize("multirun", ["-m", "--multi"])
+def test_multirun_with_cfg_is_one_line(tmp_path, multirun):
     """-m with --cfg job (to see a sweep's config): Hydra's ValueError traceback before; one line, exit 2."""
-    proc = run("rnnreg-train", "-m", "seed=1,2", "--cfg", "job", f"hydra.sweep.dir={tmp_path}/sweep", check=False)
+    proc = run("rnnreg-train", multirun, "seed=1,2", "--cfg", "job", f"hydra.sweep.dir={tmp_path}/sweep", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: --cfg and --multirun cannot be combined (Hydra does one at a time): leave out -m and give one job's "
         "values (e.g. seed=1 --cfg job)"
     ]
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("flags", [["-m"], ["--cfg", "job"], ["--multir"]])
+def test_key_values_on_both_sides_of_a_flag_are_one_line_with_the_command_in_order(tmp_path, flags):
+    """Hydra's parser (argparse) takes the key=value words in one run: `experiment=smoke -m seed=1,2` was its usage,
+    nine lines, and `unrecognized arguments: seed=1,2`."""
+    sweep = f"hydra.sweep.dir={tmp_path}/sweep"
+    proc = run("rnnreg-train", "experiment=smoke", *flags, "seed=1,2", sweep, check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "error: key=value words on both sides of a flag, which Hydra's parser refuses: give them together, after "
+        f"the flags: rnnreg-train {' '.join(flags)} experiment=smoke seed=1,2 {sweep}"
+    ]
+    assert not (tmp_path / "sweep").exists() and not proc.stdout
 
 
 @pytest.mark.parametrize("script", ["rnnreg-generate", "rnnreg-eval"])

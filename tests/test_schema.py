@@ -226,6 +226,13 @@ def test_a_typo_names_the_key_meant(composed):
             r"^dropout=none drops nothing: its sites \(dropout.input\) use dropout.p, which is 0 here",
         ),
         (["-m", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
+        # a flag as argparse takes it (Hydra's parser): a unique abbreviation of --multirun is a multirun
+        (["--multi", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
+        (
+            ["-m", "hydra/launcher=stacked,basic", "seed=1,2"],
+            r"^hydra/launcher=stacked,basic: Hydra's own config groups cannot be swept: run one command per option "
+            r"\(hydra/launcher=stacked, then hydra/launcher=basic\)$",
+        ),
         # every quoting hint as a shell passes it to Hydra: the inner quotes in the outer ones
         (["seed=1,2"], r"^seed=1,2 is a sweep: add -m .*\(\"seed='1,2'\"\) for a string$"),
         (

@@ -11,6 +11,7 @@ import itertools
 import math
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,31 +39,31 @@ from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validat
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
 
-# Hydra's flags that it answers itself, before the task function and without making a folder: no check of the
-# config or of a run folder before Hydra (rnnreg.runtime.hydra_entry), and no torch import
-HYDRA_SELF_ANSWERED = frozenset(
-    ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
-)
 MAX_JOBS_CHECKED = 256
 
 
-# Hydra's modes: one a command (Hydra raises a ValueError, with its traceback, for two)
-_MODES = {"-m": "--multirun", "--multirun": "--multirun", "--cfg": "--cfg", "-c": "--cfg", "--info": "--info"}
-_MODES |= {"-i": "--info", "--shell-completion": "--shell-completion", "-sc": "--shell-completion"}
-
-
 def answered_by_hydra(argv: list[str]) -> bool:
-    """Whether Hydra answers this command line itself (HYDRA_SELF_ANSWERED: help, version, completion, --info,
-    --cfg) without running the task."""
-    return any(a.split("=")[0] in HYDRA_SELF_ANSWERED for a in argv)
+    """Whether Hydra answers this command line itself, without running the task or making a folder (help,
+    version, completion, --info, --cfg, or its parser's refusal): nothing to check before Hydra
+    (rnnreg.runtime.hydra_entry), and no torch import."""
+    command = read_command_line(argv)
+    return command is None or command.answered
 
 
-def check_one_mode(argv: list[str]) -> None:
-    """A ConfigError for --multirun with --cfg, --info or --shell-completion: Hydra does one at a time."""
-    modes = sorted({_MODES[a.split("=")[0]] for a in argv if a.split("=")[0] in _MODES})
+def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
+    """A ConfigError for --multirun with --cfg, --info or --shell-completion (Hydra does one at a time, and raises
+    a ValueError, with its traceback, for two), and for key=value words on both sides of a flag (Hydra's parser
+    refuses them with its usage, nine lines)."""
+    command = read_command_line(argv)
+    modes = sorted(command.modes) if command else []
     if len(modes) > 1:
         fix = "leave out -m and give one job's values (e.g. seed=1 --cfg job)" if "--cfg" in modes else "give one"
         raise ConfigError(f"{' and '.join(modes)} cannot be combined (Hydra does one at a time): {fix}")
+    if command and command.in_order:
+        raise ConfigError(
+            f"key=value words on both sides of a flag, which Hydra's parser refuses: give them together, after the "
+            f"flags: {shlex.join([script, *command.in_order])}"
+        )
 
 
 # Checked.hydra_mode where check_command_line did not compose the config as Hydra's main does to find its mode
@@ -92,13 +93,11 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     from hydra.errors import HydraException
     from hydra.types import RunMode
 
-    if answered_by_hydra(argv):
-        return Checked(0, None)
     command = read_command_line(argv)
-    if command is None or command.unchecked:  # Hydra refuses it, or the task function checks that config
+    if command is None or command.answered or command.unchecked:  # Hydra answers, or the task function checks
         return Checked(0, None)
     primary = command.config_name or config_name  # validated as config_name's (the script's) all the same
-    multirun = any(a in ("-m", "--multirun") for a in argv)
+    multirun = command.multirun
     parser = OverridesParser.create()
     try:
         overrides = parser.parse_overrides(command.overrides)
@@ -116,6 +115,13 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             )
     searchpath = [o.input_line for o in overrides if o.get_key_element() == SEARCHPATH][:1]  # Hydra reads the first
     with hydra_as_main(command.config_dir, conf_dir=conf_dir):
+        for o in groups:  # Hydra's answer says no fix
+            if o.key_or_group.startswith("hydra/") and o.is_sweep_override():
+                lines = _sweep_lines(o, roots)
+                raise ConfigError(
+                    f"{o.input_line}: Hydra's own config groups cannot be swept: run one command per option "
+                    f"({', then '.join(lines)})"
+                )
 
         def compose_groups(group_lines: tuple[str, ...]) -> DictConfig:
             try:
@@ -313,7 +319,8 @@ def check_run_dir_free(
     finding, if it composed the config."""
     if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
         return
-    multirun = any(a in ("-m", "--multirun") for a in args)
+    command = read_command_line(args)
+    multirun = command is not None and command.multirun
     ckpt_paths = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("ckpt_path=")]
     folder_key = "hydra.sweep.dir" if multirun or config_multirun else "hydra.run.dir"  # the one Hydra makes
     given = {a.partition("=")[0].lstrip("+") for a in args}
@@ -481,12 +488,14 @@ def check_group_options(args: list[str], conf_dir: str = CONF_DIR, config_name: 
     from hydra.core.override_parser.types import ChoiceSweep
 
     command = read_command_line(args)
+    if command is None or command.unchecked:  # Hydra refuses it, or another conf/ (-cp): its run checks its config
+        return
     try:
-        overrides = OverridesParser.create().parse_overrides(command.overrides if command else [])
+        overrides = OverridesParser.create().parse_overrides(command.overrides)
     except Exception:  # a syntax error: Hydra reports it itself
         return
-    primary = (command.config_name if command else None) or config_name
-    roots = config_roots(overrides, command.config_dir if command else None, conf_dir, primary)
+    primary = command.config_name or config_name
+    roots = config_roots(overrides, command.config_dir, conf_dir, primary)
     for override in overrides:
         group = override.key_or_group
         if group.startswith("hydra") or override.is_delete() or not roots.is_group(group):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib.resources
 import io
 import os
@@ -25,32 +26,65 @@ SEARCHPATH = "hydra.searchpath"
 
 
 class HydraCommandLine(NamedTuple):
-    overrides: list[str]  # the `key=value` words
+    overrides: tuple[str, ...]  # the `key=value` words
     config_dir: str | None  # --config-dir's folder (absolute, a folder)
     config_name: str | None  # --config-name: another primary config (in conf/ or the --config-dir)
     unchecked: bool  # --config-path (another conf/) or --experimental-rerun: its run checks its config
+    modes: tuple[str, ...]  # the modes asked for, as long flags: --multirun, --cfg, --info, --shell-completion
+    answered: bool  # Hydra answers it itself without running the task: help, --cfg, --info, shell completion
+    in_order: tuple[str, ...] | None  # the words as Hydra's parser takes them, where it refuses these: every flag
+    # first, then the key=value words (argparse takes them in one run); None: in order
+
+    @property
+    def multirun(self) -> bool:
+        return "--multirun" in self.modes
 
 
 def read_command_line(argv: list[str]) -> HydraCommandLine | None:
-    """The command line as Hydra's main reads it (with Hydra's own argument parser: `--config-dir DIR` and
-    `--config-dir=DIR` alike); None where that parser refuses it (Hydra then says why)."""
+    """The command line as Hydra's main reads it, with Hydra's own argument parser (`--config-dir DIR` and
+    `--config-dir=DIR` alike, and a flag's unique abbreviation, `--multi`, as argparse takes it); None where that
+    parser refuses it or answers it while parsing (--version): Hydra's main then does so itself."""
+    return _read_command_line(tuple(argv), os.getcwd())
+
+
+@functools.lru_cache(maxsize=8)  # a start reads its command line in several checks
+def _read_command_line(argv: tuple[str, ...], cwd: str) -> HydraCommandLine | None:
     from hydra._internal.utils import get_args_parser
 
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # Hydra's parser prints its refusal itself, later
-            args = get_args_parser().parse_args(argv)
+    parser, in_order = get_args_parser(), None
+    try:  # Hydra's parser prints its refusal (or its version) itself: Hydra's main does so again, later
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit:  # key=value words on both sides of a flag (`experiment=smoke -m seed=1,2`), say
+                args = parser.parse_intermixed_args(argv)
+                words = iter(args.overrides)
+                word = next(words, None)
+                flags = []
+                for a in argv:
+                    if a == word:
+                        word = next(words, None)
+                    else:
+                        flags.append(a)
+                in_order = (*flags, *args.overrides)
     except SystemExit:
         return None
     config_dir = None
     if args.config_dir is not None:
-        config_dir = os.path.abspath(args.config_dir)  # as Hydra takes it (no ~: a shell expands it in a word alone)
+        config_dir = os.path.normpath(os.path.join(cwd, args.config_dir))  # as Hydra takes it (no ~: a shell's)
         if not os.path.isdir(config_dir):  # Hydra's own answer: a SearchPathException, exit 1
             raise ConfigError(
                 f"--config-dir {args.config_dir}: no such folder: give the folder that holds your config groups "
                 f"(such as experiment/<name>.yaml)"
             )
     unchecked = bool(args.config_path or args.experimental_rerun)
-    return HydraCommandLine(list(args.overrides), config_dir, args.config_name, unchecked)
+    modes = tuple(f"--{m}".replace("_", "-") for m in _MODES if getattr(args, m))
+    answered = bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
+    overrides = tuple(args.overrides)
+    return HydraCommandLine(overrides, config_dir, args.config_name, unchecked, modes, answered, in_order)
+
+
+_MODES = ("multirun", "cfg", "info", "shell_completion")  # Hydra does one at a time
 
 
 @contextlib.contextmanager

@@ -24,8 +24,8 @@ from rnnreg.command_line import (
     MODE_NOT_READ,
     answered_by_hydra,
     check_command_line,
+    check_flags,
     check_group_options,
-    check_one_mode,
     check_run_dir_free,
 )
 from rnnreg.errors import ConfigError, UserError
@@ -118,7 +118,7 @@ def hydra_entry(config_name: str) -> Callable:
             checked = None
             try:
                 check_group_options(args, config_name=config_name)
-                check_one_mode(args)
+                check_flags(args, f"rnnreg-{config_name}")
                 if not answered_by_hydra(args):
                     checked = check_command_line(config_name, args)
                     check_run_dir_free(args, config_name, job_name, checked.multirun)
