@@ -580,6 +580,20 @@ def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, 
     status, stderr = finish(popen("rnnreg-eval", f"ckpt_path={last}", f"hydra.run.dir={run_dir}"))  # its metrics.json
     assert status == 2 and stderr == [refused.replace(f", go on from that run with ckpt_path={last}", "")]
     assert snapshot(run_dir) == before
+    # the folder set by a config file (an experiment of the user's pins it), or hydra.run.dir='' run in the folder
+    # (Hydra's Path("") is the current folder): checked as one on the command line (before, Hydra wrote .hydra/ first)
+    yours = tmp_path / "my_configs" / "experiment"
+    yours.mkdir(parents=True)
+    pinned = (
+        f"# @package _global_\ndefaults: [paper_small]\nexperiment_name: pinned\nhydra: {{run: {{dir: {run_dir}}}}}\n"
+    )
+    (yours / "pinned.yaml").write_text(pinned)
+    args = ["--config-dir", str(yours.parent), "experiment=pinned", *TINY, f"data.data_dir={tiny_corpus}"]
+    status, stderr = finish(popen("rnnreg-train", *args, "trainer.max_epochs=1"))
+    assert status == 2 and stderr == [refused]
+    status, stderr = finish(popen("rnnreg-train", *train_args(tiny_corpus, "''", "trainer.max_epochs=1"), cwd=run_dir))
+    assert status == 2 and stderr == [refused]
+    assert snapshot(run_dir) == before
     # an experiment that is a multirun by itself does not use hydra.run.dir: its jobs go under hydra.sweep.dir
     multirun = [
         "experiment=ablation_placement_small",

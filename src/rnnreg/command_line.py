@@ -7,6 +7,7 @@ job has run. rnnreg.runtime.hydra_entry calls `check_command_line` (validate_arg
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -78,6 +79,9 @@ class Checked(NamedTuple):
     # the config (`-m experiment=a,b` reads the default experiment's mode), ours composes its first option: read
     # only for a command line that sweeps no group
     hydra_mode: Any = MODE_NOT_READ
+    # the config's hydra.run.dir is its own (an experiment file's, a primary config's, the command line's), not
+    # conf/hydra/default.yaml's folder named by the time to the microsecond, which no earlier run holds
+    own_run_dir: bool = False
 
 
 def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> int:
@@ -135,6 +139,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         base = compose_groups(base_groups)
         apply_overrides(base, [o for o in values if _is_hydra(o) and not o.is_sweep_override()])
         hydra_mode = MODE_NOT_READ if first else base.hydra.mode
+        own_run_dir = OmegaConf.to_container(base.hydra.run, resolve=False)["dir"] != default_run_dir(conf_dir)
         multirun = multirun or base.hydra.mode == RunMode.MULTIRUN
         hydra_sweeps = [o for o in values if _is_hydra(o) and o.is_sweep_override()]
         if hydra_sweeps:  # Hydra's own lines ("Sweeping over Hydra's configuration"; "Ambiguous value") say no more
@@ -197,7 +202,13 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         )
     for warning in warned:
         print(f"warning: {warning}", file=sys.stderr)
-    return Checked(checked, multirun, hydra_mode)
+    return Checked(checked, multirun, hydra_mode, own_run_dir)
+
+
+@functools.cache
+def default_run_dir(conf_dir: str) -> str:
+    """conf/hydra/default.yaml's hydra.run.dir, unresolved."""
+    return OmegaConf.to_container(OmegaConf.load(Path(conf_dir, "hydra", "default.yaml")).run, resolve=False)["dir"]
 
 
 def added_group_in_config(groups: list, err: Exception) -> str | None:
@@ -274,7 +285,7 @@ def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: s
     original = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in it, as Hydra resolves it
     try:
-        return str(OmegaConf.select(cfg, "hydra.run.dir"))
+        return str(OmegaConf.select(cfg, "hydra.run.dir")) or "."  # (Hydra's Path("") is the current folder)
     except OmegaConfBaseException as err:  # Hydra would stop with a traceback
         raise ConfigError(f"hydra.run.dir: {str(err).splitlines()[0]}") from None
     finally:
@@ -289,7 +300,7 @@ def run_dir_used(args: list[str], config_name: str, job_name: str, config_multir
     if config_multirun is not None and len(lines) == 1:
         value = plain_value(lines[0])
         if value is not None:
-            return "" if config_multirun else value
+            return "" if config_multirun else value or "."
     return single_run_dir(config_name, args, job_name)
 
 
@@ -308,7 +319,11 @@ def plain_value(line: str) -> str | None:
 
 
 def check_run_dir_free(
-    args: list[str], config_name: str = "train", job_name: str = "train", config_multirun: bool | None = None
+    args: list[str],
+    config_name: str = "train",
+    job_name: str = "train",
+    config_multirun: bool | None = None,
+    own_run_dir: bool = False,
 ) -> None:
     """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
     holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
@@ -316,7 +331,8 @@ def check_run_dir_free(
     folder of checkpoints, or a folder (or the default folders' root) that could not be made: stop before Hydra
     writes .hydra/, multirun.yaml or the log there (training and evaluation check again when they start, training
     takes the lock; a multirun checks its sweep folder in rnnreg.sweep). `config_multirun`: check_command_line's
-    finding, if it composed the config."""
+    finding, if it composed the config; `own_run_dir`: its finding that hydra.run.dir is set by a config file (or
+    the command line), checked as one given on the command line."""
     if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
         return
     command = read_command_line(args)
@@ -328,9 +344,10 @@ def check_run_dir_free(
         key, root = output_root(args)  # the default folder is below it (conf/hydra/default.yaml)
         if root is not None and "${" not in root:  # ($RNNREG_OUTPUT_DIR is plain: the shell expands it)
             check_folder_can_be_made(root, key)
-    for arg in args:
-        key, _, value = arg.partition("=")
-        key = key.lstrip("+")
+    pairs = [(a.partition("=")[0].lstrip("+"), a.partition("=")[2]) for a in args]
+    if own_run_dir and folder_key == "hydra.run.dir" and folder_key not in given:  # a config file's: resolved below
+        pairs.append((folder_key, ""))
+    for key, value in pairs:
         if key == "hydra.run.dir" and not multirun:  # as Hydra resolves it (${paths.output_root}/run), if it is used
             resolved = run_dir_used(args, config_name, job_name, config_multirun)
             value = value if resolved is None else resolved

@@ -121,7 +121,7 @@ def hydra_entry(config_name: str) -> Callable:
                 check_flags(args, f"rnnreg-{config_name}")
                 if not answered_by_hydra(args):
                     checked = check_command_line(config_name, args)
-                    check_run_dir_free(args, config_name, job_name, checked.multirun)
+                    check_run_dir_free(args, config_name, job_name, checked.multirun, checked.own_run_dir)
             except UserError as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
