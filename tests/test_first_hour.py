@@ -545,6 +545,34 @@ def test_key_values_on_both_sides_of_a_flag_are_one_line_with_the_command_in_ord
     assert not (tmp_path / "sweep").exists() and not proc.stdout
 
 
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--run", "-m"], "--multirun and --run cannot be combined (Hydra does one at a time): keep one"),
+        (["-p", "model"], "--package works with --cfg, to show the config: rnnreg-train --cfg job -p model"),
+        (["--resolve"], "--resolve works with --cfg, to show the config: rnnreg-train --cfg job --resolve"),
+        (["-sc"], "-sc takes install, uninstall or query: rnnreg-train -sc install=bash (or zsh, fish)"),
+        (["-sc", "bogus"], "-sc takes install, uninstall or query: rnnreg-train -sc install=bash (or zsh, fish)"),
+        (
+            ["--experimental-rerun", "run/.hydra/config.pickle"],
+            "--experimental-rerun cannot rerun a run of rnnreg-train (its config reads ${hydra:runtime.output_dir}): "
+            "give the run's overrides again (they are in <run>/.hydra/overrides.yaml)",
+        ),
+        (
+            ["-cn", "eval", "ckpt_path=a.ckpt"],
+            "--config-name eval is rnnreg-eval's config: run rnnreg-eval instead of rnnreg-train",
+        ),
+    ],
+)
+def test_flags_hydra_would_refuse_with_a_traceback_or_take_for_a_run_are_one_line(tmp_path, argv, says):
+    """Hydra's ValueError tracebacks (two modes, --resolve alone, -sc without its subcommand, a rerun of a config
+    that reads ${hydra:...}), and flags it would take for a run of the default 39-epoch job (-p without --cfg) or
+    compose another script's config for (-cn eval: its keys refused one by one): one line, exit 2, nothing made."""
+    proc = run("rnnreg-train", *argv, f"hydra.run.dir={tmp_path}/run", check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"error: {says}"]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("script", ["rnnreg-generate", "rnnreg-eval"])
 def test_missing_ckpt_path_is_one_line(script, tmp_path):
     proc = run(script, f"hydra.run.dir={tmp_path}", check=False)

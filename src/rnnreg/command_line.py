@@ -41,6 +41,7 @@ from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
 
 MAX_JOBS_CHECKED = 256
+SCRIPT_CONFIGS = ("train", "eval", "generate", "report")  # rnnreg-<name>'s primary config, conf/<name>.yaml
 
 
 def answered_by_hydra(argv: list[str]) -> bool:
@@ -52,15 +53,34 @@ def answered_by_hydra(argv: list[str]) -> bool:
 
 
 def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
-    """A ConfigError for --multirun with --cfg, --info or --shell-completion (Hydra does one at a time, and raises
-    a ValueError, with its traceback, for two), and for key=value words on both sides of a flag (Hydra's parser
-    refuses them with its usage, nine lines)."""
+    """A ConfigError for flags Hydra refuses with a traceback or its usage (two modes at once: Hydra does one at a
+    time; --resolve without --cfg; -sc without its subcommand; key=value words on both sides of a flag: argparse
+    takes them in one run), or takes and then does something else than asked (-p without --cfg: a run;
+    --experimental-rerun: our configs use ${hydra:...}, which its rerun cannot resolve; another script's config)."""
     command = read_command_line(argv)
-    modes = sorted(command.modes) if command else []
+    if command is None:  # Hydra's parser refuses it (its usage, and what it could not read) or --version
+        return
+    modes = command.modes
     if len(modes) > 1:
-        fix = "leave out -m and give one job's values (e.g. seed=1 --cfg job)" if "--cfg" in modes else "give one"
+        cfg_of_a_sweep = modes == ["--cfg", "--multirun"]
+        fix = "leave out -m and give one job's values (e.g. seed=1 --cfg job)" if cfg_of_a_sweep else "keep one"
         raise ConfigError(f"{' and '.join(modes)} cannot be combined (Hydra does one at a time): {fix}")
-    if command and command.in_order:
+    shows = "--cfg" in command.flags or "--help" in command.flags
+    for flag, example in (("--package", "--cfg job -p model"), ("--resolve", "--cfg job --resolve")):
+        if flag in command.flags and not shows:
+            raise ConfigError(f"{flag} works with --cfg, to show the config: {script} {example}")
+    subcommand = command.overrides[0].partition("=")[0] if command.overrides else ""
+    if "--shell-completion" in command.flags and subcommand not in ("install", "uninstall", "query"):
+        raise ConfigError(f"-sc takes install, uninstall or query: {script} -sc install=bash (or zsh, fish)")
+    if "--experimental-rerun" in command.flags:
+        raise ConfigError(
+            f"--experimental-rerun cannot rerun a run of {script} (its config reads ${{hydra:runtime.output_dir}}): "
+            f"give the run's overrides again (they are in <run>/.hydra/overrides.yaml)"
+        )
+    other = command.config_name
+    if other in SCRIPT_CONFIGS and other != script.removeprefix("rnnreg-"):  # (its keys are not this script's)
+        raise ConfigError(f"--config-name {other} is rnnreg-{other}'s config: run rnnreg-{other} instead of {script}")
+    if command.in_order:
         raise ConfigError(
             f"key=value words on both sides of a flag, which Hydra's parser refuses: give them together, after the "
             f"flags: {shlex.join([script, *command.in_order])}"

@@ -30,14 +30,19 @@ class HydraCommandLine(NamedTuple):
     config_dir: str | None  # --config-dir's folder (absolute, a folder)
     config_name: str | None  # --config-name: another primary config (in conf/ or the --config-dir)
     unchecked: bool  # --config-path (another conf/) or --experimental-rerun: its run checks its config
-    modes: tuple[str, ...]  # the modes asked for, as long flags: --multirun, --cfg, --info, --shell-completion
+    flags: frozenset[str]  # the flags given, as long flags (--multirun, --cfg, --package, ...)
     answered: bool  # Hydra answers it itself without running the task: help, --cfg, --info, shell completion
     in_order: tuple[str, ...] | None  # the words as Hydra's parser takes them, where it refuses these: every flag
     # first, then the key=value words (argparse takes them in one run); None: in order
 
     @property
     def multirun(self) -> bool:
-        return "--multirun" in self.modes
+        return "--multirun" in self.flags
+
+    @property
+    def modes(self) -> list[str]:
+        """Hydra's modes asked for: it does one at a time."""
+        return sorted(self.flags & {"--run", "--multirun", "--cfg", "--info", "--shell-completion"})
 
 
 def read_command_line(argv: list[str]) -> HydraCommandLine | None:
@@ -78,13 +83,10 @@ def _read_command_line(argv: tuple[str, ...], cwd: str) -> HydraCommandLine | No
                 f"(such as experiment/<name>.yaml)"
             )
     unchecked = bool(args.config_path or args.experimental_rerun)
-    modes = tuple(f"--{m}".replace("_", "-") for m in _MODES if getattr(args, m))
+    flags = frozenset(f"--{k}".replace("_", "-") for k, v in vars(args).items() if k != "overrides" and v)
     answered = bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
     overrides = tuple(args.overrides)
-    return HydraCommandLine(overrides, config_dir, args.config_name, unchecked, modes, answered, in_order)
-
-
-_MODES = ("multirun", "cfg", "info", "shell_completion")  # Hydra does one at a time
+    return HydraCommandLine(overrides, config_dir, args.config_name, unchecked, flags, answered, in_order)
 
 
 @contextlib.contextmanager
