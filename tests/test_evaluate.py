@@ -557,6 +557,20 @@ def test_an_evaluation_sweep_names_a_failed_job_by_its_checkpoint(checkpoints, b
     assert json.loads((sweep / "0" / "metrics.json").read_text())["test_ppl"] > 1
 
 
+def test_a_generation_sweep_with_a_failed_job_exits_1_and_lists_it(checkpoints, bad_checkpoints, tmp_path):
+    """rnnreg-generate -m over a good and a bad checkpoint: the good one's text, the bad one's line, and the sweep's
+    end as train and eval end theirs, exit 1 (before: exit 0, its job folders holding no .hydra/ to find them by)."""
+    _, (a, _), _ = checkpoints
+    bad, sweep = bad_checkpoints["nan"], tmp_path / "sweep"
+    args = ["-m", f"ckpt_path={a},{bad}", "prompt=w1", "num_words=3", f"hydra.sweep.dir={sweep}"]
+    proc = run("rnnreg-generate", *args, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 1 and len(errors) == 2, proc.stderr[-3000:]
+    assert errors[0].startswith(f"error: job 1 (ckpt_path={bad}) failed: {bad} holds non-finite weights")
+    assert errors[1] == f"error: 1 job(s) of the multirun in {sweep} failed: 1"
+    assert proc.stdout.startswith("w1 ")
+
+
 def test_generate_prints_clean_lines(checkpoints):
     """An unknown prompt word is one `warning:` line (not Python's two-line warning with its source line); text
     without a prompt starts with its first word (no blank line, no space)."""

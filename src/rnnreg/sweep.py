@@ -147,8 +147,11 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
     ("interrupted": by a signal, after any error.txt, and it goes on from its last.ckpt), or nothing readable
     ("failed": cut short, edited: not a completed job)."""
     failed = []
-    for config in sweep_dir.rglob(".hydra/config.yaml"):
-        job = config.parent.parent
+    # a job's folder holds its .hydra/, or only what it wrote (rnnreg-generate's: hydra.output_subdir=null)
+    jobs = {config.parent.parent for config in sweep_dir.rglob(".hydra/config.yaml")}
+    jobs |= {error.parent for error in sweep_dir.rglob(ERROR_FILE)}
+    for job in jobs:
+        config = job / ".hydra" / "config.yaml"
         written = [p.stat().st_mtime for p in (config, job / "metrics.json", job / ERROR_FILE) if p.exists()]
         if max(written) < since:
             continue
@@ -474,7 +477,8 @@ class SweepCallback(Callback):
             ),
             ("stopped", "were stopped by a signal before they wrote a result", " (run them again)"),
         ):
-            listed = [f"{job} ({job_label(overrides, swept)})" for job, overrides, how in ended if how == kind]
+            labels = [(job, job_label(overrides, swept)) for job, overrides, how in ended if how == kind]
+            listed = [f"{job} ({label})" if label else job for job, label in labels]  # (no .hydra/: its own line said)
             if listed:
                 print(
                     f"error: {len(listed)} job(s) of the multirun in {sweep_dir} {words}: {', '.join(listed)}{then}",
