@@ -226,6 +226,11 @@ def test_a_typo_names_the_key_meant(composed):
             r"^dropout=none drops nothing: its sites \(dropout.input\) use dropout.p, which is 0 here",
         ),
         (["-m", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
+        # Lightning's Timer stops a run mid-epoch and saves the epoch as done: its resume skipped the epoch's rest
+        (["+trainer.max_time=00:00:01:00"], r"^trainer.max_time=00:00:01:00 stops a run mid-epoch where its resume "),
+        # rnnreg-report, resume commands and a sweep's resume read a run's record in its .hydra/
+        (["hydra.output_subdir=null"], r"^hydra.output_subdir=null: rnnreg-report, .*leave hydra.output_subdir out$"),
+        (["hydra.output_subdir=meta"], r"^hydra.output_subdir=meta: "),
         # a flag as argparse takes it (Hydra's parser): a unique abbreviation of --multirun is a multirun
         (["--multi", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
         (
@@ -320,6 +325,27 @@ def test_a_typo_names_the_key_meant(composed):
 def test_cross_key_rules_and_sweeps(args, message):
     with pytest.raises(ConfigError, match=message):
         validate_args("train", args)
+
+
+def test_a_relative_path_a_job_would_read_from_its_run_folder_is_one_line(tmp_path, monkeypatch):
+    """hydra.job.chdir=true runs the job in its run folder, where a relative data.data_dir, ckpt_path or (for
+    ckpt_path=last) paths.output_root is not what the command meant: refused before the folder is made (before, the
+    job failed in it: `data.data_dir=relc is not a folder`, of a folder that is there)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "relc").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.ckpt").write_bytes(b"")  # (a file, as the check before this one asks)
+    chdir = ["hydra.job.chdir=true", "data=text"]
+    for args, key, path in (
+        (["data.data_dir=relc"], "data.data_dir", "relc"),
+        ([f"data.data_dir={tmp_path}/relc", "ckpt_path=run/last.ckpt"], "ckpt_path", "run/last.ckpt"),
+        ([f"data.data_dir={tmp_path}/relc", "ckpt_path=last"], "paths.output_root", "outputs"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^{key}={path}.* is relative, and hydra.job.chdir=true runs the job "):
+            validate_args("train", [*chdir, *args])
+        assert str(tmp_path / path) in str(pytest.raises(ConfigError, validate_args, "train", [*chdir, *args]).value)
+    assert validate_args("train", [*chdir, f"data.data_dir={tmp_path}/relc"]) == 1
+    assert validate_args("train", ["data=text", "data.data_dir=relc"]) == 1  # read from here, where it is
 
 
 # Values no run can train with, written out by hand: the bad-value table above is made from the schema's own rules,

@@ -160,6 +160,13 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         apply_overrides(base, [o for o in values if _is_hydra(o) and not o.is_sweep_override()])
         hydra_mode = MODE_NOT_READ if first else base.hydra.mode
         own_run_dir = OmegaConf.to_container(base.hydra.run, resolve=False)["dir"] != default_run_dir(conf_dir)
+        subdir = base.hydra.output_subdir
+        if config_name in ("train", "eval") and subdir != ".hydra":
+            raise ConfigError(
+                f"hydra.output_subdir={'null' if subdir is None else subdir}: rnnreg-report, the commands that go on "
+                f"with a run and a sweep's resume read a run's record in its .hydra/: leave hydra.output_subdir out"
+            )
+        chdir = bool(base.hydra.job.chdir)
         multirun = multirun or base.hydra.mode == RunMode.MULTIRUN
         hydra_sweeps = [o for o in values if _is_hydra(o) and o.is_sweep_override()]
         if hydra_sweeps:  # Hydra's own lines ("Sweeping over Hydra's configuration"; "Ambiguous value") say no more
@@ -203,7 +210,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             for value_job in value_jobs:
                 where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""
                 try:
-                    job = check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)))
+                    job = check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)), chdir)
                     if multirun and uses_stacked_launcher(cfg):  # its refusals before Hydra writes the sweep folder
                         check_stackable(job)
                 except MissingValue as err:
@@ -229,6 +236,24 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
 def default_run_dir(conf_dir: str) -> str:
     """conf/hydra/default.yaml's hydra.run.dir, unresolved."""
     return OmegaConf.to_container(OmegaConf.load(Path(conf_dir, "hydra", "default.yaml")).run, resolve=False)["dir"]
+
+
+def check_paths_from_run_folder(job: DictConfig) -> None:
+    """hydra.job.chdir=true runs a job in its run folder: a relative path in its config is read from there, not
+    from where the command was given (checked here from the latter)."""
+    given = [("data.data_dir", OmegaConf.select(job, "data.data_dir"))]
+    ckpt = job.get("ckpt_path")
+    if ckpt == "last":  # found under paths.output_root
+        given.append(("paths.output_root", OmegaConf.select(job, "paths.output_root")))
+    elif ckpt is not None:  # (rnnreg-eval's may be a list)
+        given += [("ckpt_path", path) for path in ([ckpt] if isinstance(ckpt, str) else ckpt)]
+    for key, path in given:
+        if isinstance(path, str) and not os.path.isabs(os.path.expanduser(path)):
+            used = " (where ckpt_path=last looks)" if key == "paths.output_root" else ""
+            raise ConfigError(
+                f"{key}={path}{used} is relative, and hydra.job.chdir=true runs the job in its run folder: give it "
+                f"as {key}={os.path.abspath(path)}"
+            )
 
 
 def added_group_in_config(groups: list, err: Exception) -> str | None:
@@ -398,12 +423,15 @@ def output_root(args: list[str]) -> tuple[str, str | None]:
     return "paths.output_root", "outputs"
 
 
-def check_job(composed: DictConfig, config_name: str, overrides: list) -> DictConfig:
+def check_job(composed: DictConfig, config_name: str, overrides: list, chdir: bool = False) -> DictConfig:
     """One job: `composed` (the config of its group options, with Hydra's node) with its `key=value`
-    overrides applied as Hydra applies them (hydra.* ones aside), validated; returned."""
+    overrides applied as Hydra applies them (hydra.* ones aside), validated; returned. `chdir`: hydra.job.chdir,
+    under which the job reads its paths from its run folder."""
     job = OmegaConf.create({k: composed._get_node(k) for k in composed.keys() if k != "hydra"})
     OmegaConf.set_struct(job, True)
     apply_overrides(job, [o for o in overrides if not _is_hydra(o)], config_name)
+    if chdir:  # (before the schema reads a checkpoint or a folder from here)
+        check_paths_from_run_folder(job)
     validate(job, config_name, choices=composed.hydra.runtime.choices)
     return job
 

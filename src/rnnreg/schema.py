@@ -622,6 +622,12 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
         raise ConfigError(f"optimized_metric={metric} needs the final test: set test=true or choose best_val_ppl")
     if "trainer" in cfg and cfg.trainer is not None:
         _check_trainer(cfg)
+        if schema is Train and cfg.trainer.get("max_time") is not None:  # Lightning's Timer ends the epoch as done
+            raise ConfigError(
+                f"trainer.max_time={cfg.trainer.max_time} stops a run mid-epoch where its resume cannot go on exactly "
+                f"(it skips the rest of that epoch): bound the run with SIGTERM instead, which writes an exact "
+                f"checkpoint (timeout -s TERM 2h rnnreg-train ...), or with trainer.max_epochs"
+            )
     if "dropout" in cfg and "model" in cfg:
         _check_dropout(cfg, choices)
     if "data" in cfg:
