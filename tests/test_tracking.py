@@ -90,6 +90,31 @@ def test_wandb_offline_multirun_with_joblib_answers_recurrent_vs_non_recurrent(
     assert len({runs[job]["summary"]["test_ppl"] for job in "012"}) == 3
 
 
+def test_wandb_id_names_a_fresh_run_and_a_resume_keeps_its_own(tiny_cli, tmp_path, no_wandb_credentials):
+    """+logger.wandb.id: a fresh run's W&B id; a resume goes on in its checkpoint's run, and another id given with it
+    is refused in one line, before anything is written."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    run("rnnreg-train", *tiny, "+logger.wandb.id=myrun123", f"hydra.run.dir={first}")
+    (part1,) = wandb_run_parts(first)
+    assert part1["id"] == "myrun123"
+    resume = f"ckpt_path={first}/checkpoints/last.ckpt"
+    proc = run(
+        "rnnreg-train",
+        *tiny,
+        "trainer.max_epochs=2",
+        "+logger.wandb.id=other",
+        resume,
+        f"hydra.run.dir={second}",
+        check=False,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: logger.wandb.id=other, but {first}/checkpoints/last.ckpt goes on in W&B run myrun123: leave "
+        "logger.wandb.id out to resume that run, or start a fresh run (no ckpt_path) with id other"
+    ]
+    assert not (second / "wandb").exists() and not (second / "checkpoints").exists()
+
+
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
     """The checkpoint keeps the W&B run's id; a run resumed from it logs on into that run (offline: a second
     run folder with the same id, which `wandb sync` uploads into the one run after the first), from the

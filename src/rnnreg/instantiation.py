@@ -24,12 +24,14 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
 
 def instantiate_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb_parts: list[str] | None = None) -> list:
     """The config's loggers; `wandb_id`: the W&B run a resumed run goes on in (Lightning's WandbLogger
-    resumes a run with that id, or starts one); `wandb_parts`: offline, the folders of that run's earlier parts."""
+    resumes a run with that id, or starts one; None: a fresh run, with logger.wandb.id if the config sets one);
+    `wandb_parts`: offline, the folders of that run's earlier parts."""
     loggers = []
     for name, spec in (cfg.get("logger") or {}).items():
         if not spec or "_target_" not in spec:
             continue
-        logger = instantiate(spec, id=wandb_id) if name == "wandb" else instantiate(spec)
+        resumed = name == "wandb" and wandb_id is not None
+        logger = instantiate(spec, id=wandb_id) if resumed else instantiate(spec)
         if name == "wandb":
             logger.earlier_parts = list(wandb_parts or [])  # named again by its checkpoints and its sync command
         loggers.append(logger)
