@@ -115,6 +115,15 @@ def test_wandb_id_names_a_fresh_run_and_a_resume_keeps_its_own(tiny_cli, tmp_pat
     assert not (second / "wandb").exists() and not (second / "checkpoints").exists()
 
 
+def test_wandb_mode_disabled_writes_no_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
+    """WANDB_MODE=disabled turns W&B off for logger=wandb: no W&B files, no `wandb sync` line; the run as usual."""
+    tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    proc = run("rnnreg-train", *tiny, f"hydra.run.dir={tmp_path}", env={"WANDB_MODE": "disabled"})
+    assert "wandb sync" not in proc.stdout + proc.stderr and not (tmp_path / "wandb").exists()
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "csv" / "metrics.csv").is_file()
+    assert "wandb_run_id" not in torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
+
+
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
     """The checkpoint keeps the W&B run's id; a run resumed from it logs on into that run (offline: a second
     run folder with the same id, which `wandb sync` uploads into the one run after the first), from the

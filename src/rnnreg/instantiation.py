@@ -10,6 +10,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from rnnreg.errors import UserError
+from rnnreg.loggers import wandb_disabled
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -28,7 +29,7 @@ def instantiate_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb_part
     `wandb_parts`: offline, the folders of that run's earlier parts."""
     loggers = []
     for name, spec in (cfg.get("logger") or {}).items():
-        if not spec or "_target_" not in spec:
+        if not spec or "_target_" not in spec or (name == "wandb" and wandb_disabled()):
             continue
         resumed = name == "wandb" and wandb_id is not None
         logger = instantiate(spec, id=wandb_id) if resumed else instantiate(spec)

@@ -105,6 +105,12 @@ def has_wandb_credentials() -> bool:
         return False
 
 
+def wandb_disabled() -> bool:
+    """W&B turned off in the environment (WANDB_MODE=disabled, or WANDB_DISABLED=true, as wandb reads them): the
+    config's W&B logger is left out, so a run writes no W&B files and prints no `wandb sync` line."""
+    return os.environ.get("WANDB_MODE") == "disabled" or os.environ.get("WANDB_DISABLED", "").lower() == "true"
+
+
 def run_name(fallback: str | None) -> str | None:
     """What tells this run apart from the other jobs of its sweep (`dropout=recurrent,seed=2`); outside a
     sweep, or in one that sweeps no key (`-m seed=3`), its overrides that change what is computed; `fallback`

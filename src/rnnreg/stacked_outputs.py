@@ -19,7 +19,7 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from rnnreg.config_tree import print_config_tree
 from rnnreg.instantiation import instantiate
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
-from rnnreg.loggers import finish_wandb, hyperparameters, wandb_run_id
+from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id
 from rnnreg.task import task_arguments
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class JobFolder:
                 logger.save()  # as Lightning does at a run's start: a member that fails keeps its hparams.yaml
                 self.others.append(logger)
             spec = loggers.get("wandb")
-            if spec and "_target_" in spec:
+            if spec and "_target_" in spec and not wandb_disabled():
                 self.wandb = instantiate(spec, reinit="create_new", id=run_id)
                 self.wandb.log_hyperparams(params)
 
