@@ -250,6 +250,12 @@ def test_a_value_a_config_target_refuses_is_its_own_one_line_error_not_hydras(ti
         ("trainer.gradient_clip_algorithm=value", r"^trainer.gradient_clip_algorithm=value must be one of norm"),
         # an argument the schema passes on to Lightning, which refuses it: one line, not Hydra's page
         ("+trainer.max_steps=-5", r"^trainer.max_steps=-5 is refused by Lightning's Trainer: `max_steps` must be a "),
+        # refused by the Trainer's constructor with a ValueError, or an ImportError (a package a setting needs)
+        ("+trainer.barebones=true", r"^trainer.barebones=True is refused by Lightning's Trainer: `Trainer\(barebones="),
+        (
+            "trainer.precision=transformer-engine",
+            r"^Lightning's Trainer refuses a trainer.\* setting: Requirement 'transformer_engine>=.*' not met",
+        ),
     ],
 )
 def test_bad_config_values_stop_before_training(tiny_cfg, tmp_path, override, message):

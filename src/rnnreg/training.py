@@ -78,8 +78,8 @@ def build(
             gradient_clip_val=None,
             gradient_clip_algorithm=None,
         )
-    except InstantiationException as err:
-        if not isinstance(err.__cause__, MisconfigurationException):
+    except InstantiationException as err:  # the Trainer's constructor refusing an argument (ImportError: a plugin's)
+        if not isinstance(err.__cause__, (MisconfigurationException, ValueError, ImportError)):
             raise
         raise trainer_refused(cfg.trainer, err.__cause__) from None
     processes = trainer.num_devices * trainer.num_nodes
