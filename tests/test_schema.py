@@ -312,6 +312,21 @@ def test_a_typo_names_the_key_meant(composed):
         ([f"data.data_dir={NOT_A_CKPT}"], r"^data.data_dir=\S+ is not a folder: .*ptb.train.txt"),  # PTB: a file
         (["ckpt_path=/nonexistent.ckpt"], r"^ckpt_path=/nonexistent.ckpt is not a file: .*ckpt_path=last"),
         ([f"ckpt_path={NOT_A_CKPT}"], r"is not a checkpoint \(not a file torch.save wrote\)"),
+        # Lightning's idioms rnnreg does not take, each with rnnreg's way (or why it needs the value) in its line
+        (
+            ["trainer.limit_val_batches=0"],
+            r"^trainer.limit_val_batches=0 must be .* \(to skip validation, set trainer.check_val_every_n_epoch "
+            r"larger than trainer.max_epochs\)$",
+        ),
+        (["trainer.limit_test_batches=0"], r"^trainer.limit_test_batches=0 must be .* \(to skip the final test, set "),
+        (["trainer.max_epochs=-1"], r"^trainer.max_epochs=-1 must be an integer >= 1 \(a set number: rnnreg's lr "),
+        (["trainer.gradient_clip_val=0"], r"^trainer.gradient_clip_val=0 must be .*which rnnreg's recipe always app"),
+        (["trainer.gradient_clip_val=null"], r"^trainer.gradient_clip_val=null must be .*which rnnreg's recipe always"),
+        (
+            ["+trainer.enable_checkpointing=false"],
+            r"^trainer.enable_checkpointing=false: rnnreg's own callbacks write the checkpoints: turn them off with "
+            r"callbacks.model_checkpoint=null callbacks.last_checkpoint=null callbacks.checkpoint_on_interrupt=null$",
+        ),
         (  # an interpolation that resolves to nothing: where the run's folders go (Hydra: a traceback)
             ["paths.output_root=${nope}"],
             r"^paths.output_root=\$\{nope\} cannot be resolved \(Interpolation key 'nope' not found\)$",
@@ -346,6 +361,16 @@ def test_a_relative_path_a_job_would_read_from_its_run_folder_is_one_line(tmp_pa
         assert str(tmp_path / path) in str(pytest.raises(ConfigError, validate_args, "train", [*chdir, *args]).value)
     assert validate_args("train", [*chdir, f"data.data_dir={tmp_path}/relc"]) == 1
     assert validate_args("train", ["data=text", "data.data_dir=relc"]) == 1  # read from here, where it is
+
+
+def test_checkpointing_off_the_rnnreg_way_validates():
+    """The fix trainer.enable_checkpointing=false's line gives: the checkpoint callbacks off, Lightning's flag taken."""
+    off = [
+        "callbacks.model_checkpoint=null",
+        "callbacks.last_checkpoint=null",
+        "callbacks.checkpoint_on_interrupt=null",
+    ]
+    assert validate_args("train", ["+trainer.enable_checkpointing=false", *off]) == 1
 
 
 # Values no run can train with, written out by hand: the bad-value table above is made from the schema's own rules,

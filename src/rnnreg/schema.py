@@ -218,7 +218,7 @@ def _strategies() -> tuple:
 
 
 def _limit(**kw: Any) -> Any:
-    return rule("limit", lo=0, hi=1, bounds="(]", null=True, required=False)
+    return rule("limit", lo=0, hi=1, bounds="(]", null=True, required=False, **kw)
 
 
 @dataclass
@@ -256,7 +256,17 @@ class Trainer:
 
 @dataclass
 class TrainTrainer(Trainer):
-    gradient_clip_val: float = positive(hint="the global-norm clip; the paper uses 5 or 10")
+    max_epochs: int = integer(
+        1, hint="a set number: rnnreg's lr schedule (optim.decay_start, as the paper's) counts epochs"
+    )
+    gradient_clip_val: float = positive(
+        hint="the global-norm clip, which rnnreg's recipe always applies; the paper clips at 5 or 10"
+    )
+    limit_val_batches: Any = _limit(
+        hint="to skip validation, set trainer.check_val_every_n_epoch larger than trainer.max_epochs"
+    )
+    limit_test_batches: Any = _limit(hint="to skip the final test, set test=false")
+    enable_checkpointing: bool = flag(required=False)
 
 
 @dataclass
@@ -728,6 +738,13 @@ def _check_trainer(cfg: DictConfig) -> None:
         fix = "use trainer.precision=32-true, or model.lstm=step (the step-loop LSTM runs under bf16 autocast)"
         if why := bf16_lstm_refusal(trainer, fused, fix):
             raise ConfigError(why)
+    callbacks = cfg.get("callbacks") or {}
+    saving = [k for k in ("model_checkpoint", "last_checkpoint", "checkpoint_on_interrupt") if callbacks.get(k)]
+    if trainer.get("enable_checkpointing") is False and saving:  # (Lightning refuses it with a ModelCheckpoint)
+        raise ConfigError(
+            "trainer.enable_checkpointing=false: rnnreg's own callbacks write the checkpoints: turn them off with "
+            + " ".join(f"callbacks.{k}=null" for k in saving)
+        )
     if (cfg.get("speed") or {}).get("fast_step") is True:  # (devices=auto: found once the Trainer is built)
         processes = (devices if _is_int(devices) else 1) * trainer.get("num_nodes", 1)
         if why := fast_step_refusal(processes, fp16, trainer.get("accumulate_grad_batches", 1)):
