@@ -312,6 +312,22 @@ def test_a_typo_names_the_key_meant(composed):
         ([f"data.data_dir={NOT_A_CKPT}"], r"^data.data_dir=\S+ is not a folder: .*ptb.train.txt"),  # PTB: a file
         (["ckpt_path=/nonexistent.ckpt"], r"^ckpt_path=/nonexistent.ckpt is not a file: .*ckpt_path=last"),
         ([f"ckpt_path={NOT_A_CKPT}"], r"is not a checkpoint \(not a file torch.save wrote\)"),
+        # a key a callback's or logger's class takes, not in its config yet; a callback that is not selected
+        (
+            ["logger=wandb", "logger.wandb.notes=hi"],
+            r"^logger.wandb.notes is not in the config yet: add it with \+logger.wandb.notes=hi$",
+        ),
+        (
+            ["callbacks.model_checkpoint.every_n_epochs=2"],
+            r"^callbacks.model_checkpoint.every_n_epochs is not in the config yet: add it with "
+            r"\+callbacks.model_checkpoint.every_n_epochs=2$",
+        ),
+        (
+            ["callbacks.early_stopping.patience=2"],
+            r"^callbacks.early_stopping is not in the config: select it with callbacks=early_stopping or "
+            r"regularizer=early_stopping, then set callbacks.early_stopping.patience=2$",
+        ),
+        (["logger=wandb", "logger.wandb.nottes=hi"], r"^logger.wandb.nottes is not a key of logger.wandb: the keys"),
         # Lightning's idioms rnnreg does not take, each with rnnreg's way (or why it needs the value) in its line
         (
             ["trainer.limit_val_batches=0"],
@@ -361,6 +377,12 @@ def test_a_relative_path_a_job_would_read_from_its_run_folder_is_one_line(tmp_pa
         assert str(tmp_path / path) in str(pytest.raises(ConfigError, validate_args, "train", [*chdir, *args]).value)
     assert validate_args("train", [*chdir, f"data.data_dir={tmp_path}/relc"]) == 1
     assert validate_args("train", ["data=text", "data.data_dir=relc"]) == 1  # read from here, where it is
+
+
+def test_a_callback_or_logger_argument_added_with_plus_validates():
+    """The fix the "not in the config yet" line gives."""
+    assert validate_args("train", ["logger=wandb", "+logger.wandb.notes=hi"]) == 1
+    assert validate_args("train", ["+callbacks.model_checkpoint.every_n_epochs=2"]) == 1
 
 
 def test_checkpointing_off_the_rnnreg_way_validates():

@@ -36,7 +36,7 @@ from rnnreg.run_lock import (
     check_not_in_checkpoints,
     launched_as_rank_zero,
 )
-from rnnreg.schema import sites_using_p, trainer_arguments, unknown_key, validate
+from rnnreg.schema import sites_using_p, target_arguments, trainer_arguments, unknown_key, validate
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
 
@@ -489,11 +489,26 @@ def _check_key_exists(cfg: DictConfig, key: str, override: Any, config_name: str
                 raise ConfigError(
                     f"trainer.{part} is not in the config yet: add it with +{override.input_line.lstrip('+')}"
                 )
+            if i == 2 and parts[0] in ("callbacks", "logger") and part in target_arguments(str(node.get("_target_"))):
+                raise ConfigError(f"{key} is not in the config yet: add it with +{override.input_line.lstrip('+')}")
+            options = [o for o in _options_with(prefix, part) if i == 1] if not override.is_delete() else []
+            if options:  # callbacks.early_stopping.patience=2 without early stopping
+                also = [f"regularizer={o}" for o in options if Path(CONF_DIR, "regularizer", f"{o}.yaml").is_file()]
+                raise ConfigError(
+                    f"{prefix}.{part} is not in the config: select it with "
+                    f"{' or '.join([f'{prefix}={o}' for o in options] + also)}, then set {override.input_line}"
+                )
             where = prefix or f"the {config_name} config"
             if override.is_delete():
                 raise ConfigError(f"~{key}: {key} is not in the config, nothing to delete")
             raise unknown_key(f"{prefix}." if prefix else "", part, known, where)
         node = node._get_node(part)
+
+
+def _options_with(group: str, key: str) -> list[str]:
+    """The options of config group `group` (conf/<group>/*.yaml) that put `key` in it (conf/callbacks/early_stopping
+    for callbacks.early_stopping)."""
+    return [p.stem for p in sorted(Path(CONF_DIR, group).glob("*.yaml")) if key in (OmegaConf.load(p) or {})]
 
 
 def _is_hydra(override: Any) -> bool:

@@ -352,6 +352,27 @@ def trainer_arguments() -> frozenset[str]:
     return frozenset(inspect.signature(LightningTrainer.__init__).parameters) - {"self", "logger", "callbacks"}
 
 
+# where a node's _target_ passes its **kwargs on: rnnreg's wandb_logger to Lightning's WandbLogger, which passes
+# its own to wandb.init (logger.wandb.notes, say)
+KWARGS_PASSED_TO = {"rnnreg.loggers.wandb_logger": ("lightning.pytorch.loggers.WandbLogger", "wandb.init")}
+
+
+@functools.cache
+def target_arguments(target: str) -> frozenset[str]:
+    """Every keyword a node's `_target_` takes (a class's or a function's parameters, and those of what it passes
+    its **kwargs on to: KWARGS_PASSED_TO); empty where the target cannot be found."""
+    from hydra.utils import get_object
+
+    names: set[str] = set()
+    try:
+        for name in (target, *KWARGS_PASSED_TO.get(target, ())):
+            parameters = inspect.signature(get_object(name)).parameters.values()
+            names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    except Exception:  # (an error path's hint: a target that does not import says so when it is instantiated)
+        return frozenset()
+    return frozenset(names - {"self"})
+
+
 # -- one value against its rule -----------------------------------------------------------------------
 def _show(value: Any) -> str:
     if value is None:
