@@ -294,6 +294,11 @@ def test_a_typo_names_the_key_meant(composed):
             r"^hydra.launcher.resume=true: hydra.launcher.resume is a setting of hydra/launcher=stacked, and this "
             r"command's launcher is basic: add hydra/launcher=stacked, or leave hydra.launcher.resume out$",
         ),
+        (  # a plugin's launcher (its config in Hydra's config store, not in conf/hydra/launcher/)
+            ["-m", "seed=1,2", "hydra.launcher.n_jobs=2"],
+            r"^hydra.launcher.n_jobs=2: hydra.launcher.n_jobs is a setting of hydra/launcher=joblib, and this "
+            r"command's launcher is basic: add hydra/launcher=joblib, or leave hydra.launcher.n_jobs out$",
+        ),
         (["dropout=recurrent", "model.lstm=fused"], r"^model.lstm=fused cannot run dropout.recurrent=0.5"),
         (["regularizer=layer_norm", "model.lstm=fused"], r"^model.lstm=fused cannot run model.layer_norm=true"),
         (

@@ -463,17 +463,25 @@ def not_a_launcher_setting(cfg: DictConfig, key: str) -> str:
     """Why a hydra.launcher.* key is not in the config: the launchers of conf/hydra/launcher/ that have it."""
     launcher = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get("hydra/launcher", "basic")
     setting = key.split(".", 2)[2].split(".")[0]
-    owners = [
-        f"hydra/launcher={p.stem}"
-        for p in sorted(Path(CONF_DIR, "hydra", "launcher").glob("*.yaml"))
-        if setting in (OmegaConf.load(p) or {})
-    ]
+    found = {p.stem: OmegaConf.load(p) for p in Path(CONF_DIR, "hydra", "launcher").glob("*.yaml")}
+    found |= {name: configs for name, configs in plugin_launchers().items() if name not in found}
+    owners = [f"hydra/launcher={name}" for name in sorted(found) if setting in (found[name] or {})]
     if not owners:
         return f"{key} is not a setting of this command's launcher ({launcher}): leave it out, or pick its launcher"
     return (
         f"{key} is a setting of {' and '.join(owners)}, and this command's launcher is {launcher}: add {owners[0]}, "
         f"or leave {key} out"
     )
+
+
+def plugin_launchers() -> dict[str, Any]:
+    """The launchers Hydra's plugins keep in its config store (joblib, submitit_local, submitit_slurm), by name."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # (discovering the plugins registers their configs)
+    stored = ConfigStore.instance().repo.get("hydra", {}).get("launcher", {})
+    return {name.removesuffix(".yaml"): OmegaConf.structured(entry.node) for name, entry in stored.items()}
 
 
 def _check_key_exists(cfg: DictConfig, key: str, override: Any, config_name: str) -> None:
