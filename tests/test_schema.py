@@ -259,6 +259,11 @@ def test_a_typo_names_the_key_meant(composed):
             r"^debug=null: debug is a config group and null is not one of its options: choose one of def",
         ),
         (["data=null"], r"^data=null: .*choose one of ptb, text, or leave data= out to keep its default$"),
+        (  # a group whose default is none: Hydra takes ~group, not null, to turn it off
+            ["hparams_search=null"],
+            r"^hparams_search=null: .*choose one of optuna, or leave hparams_search= out to keep its default \(none\), "
+            r"or give ~hparams_search to turn off one an experiment chose$",
+        ),
         (
             ["optimized_metric=test_ppl", "test=false"],
             r"^optimized_metric=test_ppl needs the final test",

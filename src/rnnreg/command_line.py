@@ -133,9 +133,11 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     for o in groups:  # Hydra's own answer is a ValueError traceback
         if o.value() is None and not o.is_delete() and not o.key_or_group.startswith("hydra"):
             group = o.key_or_group
+            off = group in optional_groups(primary, conf_dir)  # Hydra takes ~group to turn it off
             raise ConfigError(
                 f"{o.input_line}: {group} is a config group and null is not one of its options: choose one of "
                 f"{', '.join(roots.options(group))}, or leave {group}= out to keep its default"
+                + (f" (none), or give ~{group} to turn off one an experiment chose" if off else "")
             )
     searchpath = [o.input_line for o in overrides if o.get_key_element() == SEARCHPATH][:1]  # Hydra reads the first
     with hydra_as_main(command.config_dir, conf_dir=conf_dir):
@@ -254,6 +256,19 @@ def check_paths_from_run_folder(job: DictConfig) -> None:
                 f"{key}={path}{used} is relative, and hydra.job.chdir=true runs the job in its run folder: give it "
                 f"as {key}={os.path.abspath(path)}"
             )
+
+
+def optional_groups(primary: str, conf_dir: str) -> set[str]:
+    """The config groups the primary config's defaults list leaves at null (conf/train.yaml's debug: null)."""
+    path = Path(conf_dir, f"{primary}.yaml")
+    defaults = (OmegaConf.load(path).get("defaults") or []) if path.is_file() else []
+    return {
+        str(key).removeprefix("override ").strip("/")
+        for entry in defaults
+        if isinstance(entry, DictConfig)
+        for key, value in entry.items()
+        if value is None
+    }
 
 
 def added_group_in_config(groups: list, err: Exception) -> str | None:
