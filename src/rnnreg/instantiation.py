@@ -10,7 +10,6 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from rnnreg.errors import UserError
-from rnnreg.loggers import wandb_disabled
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -27,6 +26,8 @@ def instantiate_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb_part
     """The config's loggers; `wandb_id`: the W&B run a resumed run goes on in (Lightning's WandbLogger
     resumes a run with that id, or starts one; None: a fresh run, with logger.wandb.id if the config sets one);
     `wandb_parts`: offline, the folders of that run's earlier parts."""
+    from rnnreg.loggers import wandb_disabled  # (here: it imports Lightning, which --help must not)
+
     loggers = []
     for name, spec in (cfg.get("logger") or {}).items():
         if not spec or "_target_" not in spec or (name == "wandb" and wandb_disabled()):
