@@ -226,6 +226,19 @@ def test_a_typo_names_the_key_meant(composed):
             r"^dropout=none drops nothing: its sites \(dropout.input\) use dropout.p, which is 0 here",
         ),
         (["-m", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
+        # Hydra's own fix or options, on the lines after its first, kept in the one line
+        (
+            ["hydra.job.env_set.OMP_NUM_THREADS=1"],
+            r"^hydra.job.env_set.OMP_NUM_THREADS=1: Could not override 'hydra.job.env_set.OMP_NUM_THREADS'. To "
+            r"append to your config use \+hydra.job.env_set.OMP_NUM_THREADS=1$",
+        ),
+        (["+seed=3"], r"^\+seed=3: Could not append to config. .* Either remove \+ prefix: 'seed=3'; Or add a second "),
+        (
+            ["-m", "hydra/launcher=nope", "seed=1,2"],
+            r"^In 'hydra/config': Could not find 'hydra/launcher/nope'; Available options in 'hydra/launcher': basic, "
+            r"joblib, .*stacked",
+        ),
+        (["hydra.run.dir=null"], r"^hydra.run.dir=null: Error merging .*; field 'hydra.run.dir' is not Optional$"),
         # Lightning's Timer stops a run mid-epoch and saves the epoch as done: its resume skipped the epoch's rest
         (["+trainer.max_time=00:00:01:00"], r"^trainer.max_time=00:00:01:00 stops a run mid-epoch where its resume "),
         # rnnreg-report, resume commands and a sweep's resume read a run's record in its .hydra/

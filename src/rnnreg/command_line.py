@@ -153,7 +153,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             try:
                 return compose(primary, overrides=[*searchpath, *group_lines], return_hydra_config=True)
             except (HydraException, ValueError) as err:  # ValueError: a group override Hydra cannot take
-                raise ConfigError(added_group_in_config(groups, err) or first_line(err)) from None
+                raise ConfigError(added_group_in_config(groups, err) or hydra_message(err)) from None
 
         plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
         first = tuple(f"{o.get_key_element()}={_first(o, roots)}" for o in groups if o.is_sweep_override())
@@ -269,6 +269,22 @@ def optional_groups(primary: str, conf_dir: str) -> set[str]:
         for key, value in entry.items()
         if value is None
     }
+
+
+def hydra_message(err: BaseException) -> str:
+    """Hydra's message as one line, with what it says on the lines after its first: the fix ("To append to your
+    config use +KEY=..."), a group's options (each on a line of its own), or its cause's first line (why a merge
+    failed); not its search path."""
+    text = str(err).split("\nConfig search path:")[0]
+    parts: list[str] = []
+    for line in text.strip().splitlines():
+        if line.startswith("\t") and parts:  # an option of the list the line before announced
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line.strip()
+        elif line.strip() and not line.startswith("Set the environment variable HYDRA_FULL_ERROR"):
+            parts.append(line.strip())
+    if len(parts) == 1 and err.__cause__ is not None:
+        parts.append(first_line(err.__cause__))
+    return "".join(p if not i else (" " if parts[i - 1].endswith(".") else "; ") + p for i, p in enumerate(parts))
 
 
 def added_group_in_config(groups: list, err: Exception) -> str | None:
@@ -471,7 +487,7 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
                 raise ConfigError(
                     f"{override.input_line}: {key} is a mapping ({keys}): set its keys one by one ({key}.<key>=...)"
                 ) from None
-            raise ConfigError(f"{override.input_line}: {str(err).strip().splitlines()[0]}") from None
+            raise ConfigError(f"{override.input_line}: {hydra_message(err)}") from None
 
 
 def not_a_launcher_setting(cfg: DictConfig, key: str) -> str:
