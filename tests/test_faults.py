@@ -256,6 +256,18 @@ def test_a_value_a_config_target_refuses_is_its_own_one_line_error_not_hydras(ti
             "trainer.precision=transformer-engine",
             r"^Lightning's Trainer refuses a trainer.\* setting: Requirement 'transformer_engine>=.*' not met",
         ),
+        # best.ckpt is one file, the lowest val/ppl: more saves would overwrite it, another monitor would not be it
+        (
+            "callbacks.model_checkpoint.save_top_k=3",
+            r"^callbacks.model_checkpoint.save_top_k=3: .*: leave save_top_k at 1$",
+        ),
+        (
+            "callbacks.model_checkpoint.monitor=train/loss",
+            r"^callbacks.model_checkpoint.monitor=train/loss: .*val/ppl$",
+        ),
+        ("callbacks.model_checkpoint.mode=max", r"^callbacks.model_checkpoint.mode=max: .*: leave mode at min$"),
+        # its processes hand their results back in Lightning's .temp.ckpt, which is not rnnreg's
+        ("+trainer.strategy=ddp_spawn", r"^trainer.strategy=ddp_spawn starts its processes .* trainer=ddp"),
     ],
 )
 def test_bad_config_values_stop_before_training(tiny_cfg, tmp_path, override, message):

@@ -229,7 +229,7 @@ class Trainer:
     _target_: str = text()
     default_root_dir: str = text(required=False)
     accelerator: str = choice("auto", "cpu", "gpu", "cuda", "mps", required=False)
-    strategy: str = rule("choice", choices=("auto", "ddp", "ddp_spawn"), all_choices=_strategies, required=False)
+    strategy: str = rule("choice", choices=("auto", "ddp"), all_choices=_strategies, required=False)
     devices: Any = rule("devices", required=False)
     num_nodes: int = integer(1, required=False)
     precision: Any = rule(
@@ -659,6 +659,8 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
                 f"(it skips the rest of that epoch): bound the run with SIGTERM instead, which writes an exact "
                 f"checkpoint (timeout -s TERM 2h rnnreg-train ...), or with trainer.max_epochs"
             )
+    if schema is Train and cfg.get("callbacks"):
+        _check_best_checkpoint(cfg.callbacks.get("model_checkpoint"))
     if "dropout" in cfg and "model" in cfg:
         _check_dropout(cfg, choices)
     if "data" in cfg:
@@ -731,6 +733,11 @@ def _check_trainer(cfg: DictConfig) -> None:
 
         if not torch.backends.mps.is_available():
             raise ConfigError("trainer.accelerator=mps needs an Apple GPU and this machine has none: use cpu or auto")
+    if _spawns(trainer.get("strategy")):
+        raise ConfigError(
+            f"trainer.strategy={trainer.strategy} starts its processes inside the run, whose results come back through "
+            f"a file rnnreg cannot read: use trainer=ddp (trainer.strategy=ddp: its processes start with the run)"
+        )
     devices = trainer.get("devices", "auto")
     precision = trainer_precision(trainer)
     # the GPUs here, counted only where a check needs them
@@ -770,6 +777,27 @@ def _check_trainer(cfg: DictConfig) -> None:
         processes = (devices if _is_int(devices) else 1) * trainer.get("num_nodes", 1)
         if why := fast_step_refusal(processes, fp16, trainer.get("accumulate_grad_batches", 1)):
             raise ConfigError(why)
+
+
+def _spawns(strategy: Any) -> bool:
+    """Whether a trainer.strategy starts its processes from inside the run (spawn or fork): they hand their results
+    back through Lightning's .temp.ckpt, which is not a checkpoint rnnreg writes or reads."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    entry = StrategyRegistry[strategy] if isinstance(strategy, str) and strategy in StrategyRegistry else None
+    return entry is not None and entry["init_params"].get("start_method", "popen") != "popen"
+
+
+def _check_best_checkpoint(best: Any) -> None:
+    """checkpoints/best.ckpt is the lowest val/ppl (test_ckpt=best tests it; a resume carries it over): one file."""
+    if best is None:
+        return
+    for key, wanted in (("monitor", "val/ppl"), ("mode", "min"), ("save_top_k", 1)):
+        if best.get(key, None if key == "monitor" else wanted) != wanted:
+            raise ConfigError(
+                f"callbacks.model_checkpoint.{key}={best.get(key)}: rnnreg-train keeps one checkpoints/best.ckpt, "
+                f"the lowest val/ppl (test_ckpt=best tests it), and checkpoints/last.ckpt: leave {key} at {wanted}"
+            )
 
 
 def _check_dropout(cfg: DictConfig, choices: Any) -> None:
