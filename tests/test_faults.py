@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -361,3 +362,40 @@ def test_a_run_that_skips_validation_saves_its_final_model_and_says_what_was_val
 def test_runs_without_the_speed_monitor(tiny_cfg):
     metrics = train(tiny_cfg("callbacks.speed_monitor=null", "trainer.max_epochs=1", "trainer.limit_train_batches=3"))
     assert metrics["status"] == "completed" and "words_per_second" not in metrics
+
+
+# lr x10 after epoch 1: epoch 2 is worse than epoch 1
+WORSE_LATER = (
+    "optim.decay=0.1",
+    "optim.decay_start=1",
+    "trainer.gradient_clip_val=100",
+    "trainer.limit_train_batches=4",
+)
+
+
+@pytest.mark.parametrize(
+    "kept", [["callbacks.model_checkpoint=null"], ["+callbacks.model_checkpoint.every_n_epochs=2"]], ids=["none", "2nd"]
+)
+def test_best_val_ppl_is_the_lowest_validation_whatever_checkpoints_are_kept(tiny_cfg, tmp_path, caplog, kept):
+    """best_val_ppl is epoch 1's val/ppl though no best.ckpt holds epoch 1 (it used to be best.ckpt's score: epoch
+    2's, or the last val/ppl); test_ckpt=best with no best.ckpt says it tests the final weights (it tested
+    last.ckpt's callback's "best": the final weights, silently)."""
+    every = train(tiny_cfg(*WORSE_LATER, "trainer.max_epochs=2", "test=false", run="every"))
+    assert every["best_val_ppl"] < every["val_ppl"]  # epoch 1's, kept in best.ckpt
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        metrics = train(tiny_cfg(*WORSE_LATER, "trainer.max_epochs=2", "test_ckpt=best", *kept))
+    assert metrics["best_val_ppl"] == every["best_val_ppl"] and metrics["val_ppl"] == every["val_ppl"]
+    said = [r.getMessage() for r in caplog.records if r.name == "rnnreg" and r.levelno == logging.WARNING]
+    nothing = kept == ["callbacks.model_checkpoint=null"]
+    assert ("callbacks.model_checkpoint=null keeps no best checkpoint: testing the final weights" in said) == nothing
+
+
+def test_a_resumed_run_keeps_its_lowest_validation_without_a_best_checkpoint(tiny_cfg, tmp_path):
+    """Resumed with callbacks.model_checkpoint=null, its best_val_ppl is the uninterrupted run's: epoch 1's, from
+    the checkpoint (it used to be the last val/ppl, epoch 2's)."""
+    kept = (*WORSE_LATER, "callbacks.model_checkpoint=null", "test=false")
+    whole = train(tiny_cfg(*kept, "trainer.max_epochs=2", run="whole"))
+    train(tiny_cfg(*kept, "trainer.max_epochs=1", run="first"))
+    last = f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt"
+    resumed = train(tiny_cfg(*kept, "trainer.max_epochs=2", last, run="second"))
+    assert resumed["best_val_ppl"] == whole["best_val_ppl"] < resumed["val_ppl"] == whole["val_ppl"]

@@ -349,12 +349,13 @@ def test_resume_in_a_new_folder_keeps_the_best_checkpoint_and_early_stopping(tin
 
 def test_resume_in_a_new_folder_without_the_earlier_best_checkpoint_warns_and_goes_on(tiny_cfg, tmp_path):
     """The earlier run's best.ckpt deleted (its last.ckpt kept): the run resumed into another folder says that its
-    best counts only its own epochs from here on, and trains them (it does not stop on a file it cannot copy)."""
+    best checkpoint counts only its own epochs from here on (best_val_ppl, every epoch's), and trains them (it does
+    not stop on a file it cannot copy)."""
     budget = ("trainer.limit_train_batches=2", "test=false")
     train(tiny_cfg(*budget, "trainer.max_epochs=1", run="first"))
     gone = tmp_path / "first/checkpoints/best.ckpt"
     gone.unlink()
-    warned = f"the resumed run's best checkpoint ({gone}) is gone: best_val_ppl and test_ckpt=best will only count"
+    warned = f"the resumed run's best checkpoint ({gone}) is gone: test_ckpt=best will only count the epochs from "
     with pytest.warns(UserWarning, match=re.escape(warned)):
         resumed = train(
             tiny_cfg(*budget, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt", run="second")

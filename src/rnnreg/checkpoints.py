@@ -119,8 +119,8 @@ class BestCheckpoint(ModelCheckpoint):
         trainer.strategy.barrier("best_checkpoint_copied")
         if not found:
             rank_zero_warn(
-                f"the resumed run's best checkpoint ({', '.join(sources)}) is gone: best_val_ppl and "
-                f"test_ckpt=best will only count the epochs from here on"
+                f"the resumed run's best checkpoint ({', '.join(sources)}) is gone: test_ckpt=best will only "
+                f"count the epochs from here on (best_val_ppl counts them all)"
             )
             return
         self.best_model_score = state_dict["best_model_score"]

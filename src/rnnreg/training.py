@@ -4,6 +4,7 @@ parsed the command line.)"""
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 from hydra.errors import InstantiationException
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
@@ -113,14 +114,32 @@ def trainer_refused(trainer_cfg: DictConfig, err: Exception) -> ConfigError:
 
 class LastValidation(L.Callback):
     """The epoch (from 1) of the fit's latest validation, None before any: with validation every n epochs
-    (or none at all) the final model's epoch is not the one val/ppl was measured at."""
+    (or none at all) the final model's epoch is not the one val/ppl was measured at. `best`: the lowest val/ppl
+    of every validation so far, a resumed run's before it included (best_val_ppl, whatever checkpoints are kept)."""
 
     def __init__(self) -> None:
         self.epoch: int | None = None
+        self.best: float | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.epoch = trainer.current_epoch + 1
+            ppl = float(trainer.callback_metrics["val/ppl"])
+            # a NaN is never better (as ModelCheckpoint ranks it), but is the best of none
+            if self.best is None or ppl < self.best or math.isnan(self.best):
+                self.best = ppl
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # a checkpoint written before this state was kept (or a stacked member's): its best.ckpt callback's score
+        for key, state in checkpoint.get("callbacks", {}).items():
+            if key.startswith("BestCheckpoint") and state.get("best_model_score") is not None:
+                self.best = float(state["best_model_score"])
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict["best"]
 
 
 class LogConfig(L.Callback):
@@ -168,12 +187,20 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     validation checkpoint ("best"); test_ckpt=auto is best exactly when early stopping is on."""
     best = tests_best(cfg.test_ckpt, any(isinstance(c, EarlyStopping) for c in trainer.callbacks))
     # fast_dev_run writes no checkpoint: its (debug) test runs on the final weights
-    if not (best and not trainer.fast_dev_run and trainer.checkpoint_callback):
+    if not best or trainer.fast_dev_run:
         return None
-    if not trainer.checkpoint_callback.best_model_path:  # no epoch was validated: there is no best
+    if best_checkpoint(trainer) is None:  # Lightning's "best" would be last.ckpt's callback's: the final weights
+        warn("callbacks.model_checkpoint=null keeps no best checkpoint: testing the final weights")
+        return None
+    if not best_checkpoint(trainer).best_model_path:  # no epoch was validated: there is no best
         warn("no validation ran, so there is no best checkpoint: testing the final weights")
         return None
     return "best"
+
+
+def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """best.ckpt's callback (callbacks.model_checkpoint: it monitors val/ppl), None where the config has none."""
+    return next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -269,10 +296,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
             raise SystemExit(128 + stop) from None
         raise
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_score if checkpoint else None
-    # absent with no validation (rnnreg-report shows none)
-    best_val = float(best) if best is not None else validated[0] if validated else None
+    best_val = validation.best  # absent with no validation (rnnreg-report shows none)
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
     speeds = None
     if speed is not None:
@@ -281,7 +305,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     metrics = completed_record(validated, tests, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
     if trainer.is_global_zero:
         write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
-        best = checkpoint.best_model_path if checkpoint and checkpoint.monitor else None
+        checkpoint = best_checkpoint(trainer)
+        best = checkpoint.best_model_path if checkpoint else None
         last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
         finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
     say("metrics: %s", metrics)
