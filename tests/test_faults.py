@@ -399,3 +399,22 @@ def test_a_resumed_run_keeps_its_lowest_validation_without_a_best_checkpoint(tin
     last = f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt"
     resumed = train(tiny_cfg(*kept, "trainer.max_epochs=2", last, run="second"))
     assert resumed["best_val_ppl"] == whole["best_val_ppl"] < resumed["val_ppl"] == whole["val_ppl"]
+
+
+def test_a_validation_interval_past_the_epoch_is_one_line_and_leaves_the_folder_reusable(
+    tiny_cfg, tiny_corpus, tmp_path
+):
+    """+trainer.val_check_interval=10 with 3 windows an epoch: one line and exit 2 once the data is read, and no
+    metrics.json (it used to be Lightning's traceback, exit 1, and a failed metrics.json refusing the folder)."""
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    folder = f"hydra.run.dir={tmp_path}/run"
+    proc = run(
+        "rnnreg-train", *tiny, "trainer.limit_train_batches=3", "+trainer.val_check_interval=10", folder, check=False
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: trainer.val_check_interval=10 is more than the 3 training windows of an epoch: set it to at most 3, "
+        "or to a fraction of the epoch (e.g. 0.5)"
+    ]
+    assert not (tmp_path / "run/metrics.json").exists() and not (tmp_path / "run/checkpoints").exists()
+    metrics = train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=3", "+trainer.val_check_interval=3"))
+    assert metrics["status"] == "completed" and metrics["val_epoch"] == 1

@@ -275,8 +275,8 @@ class LMDataModule(L.LightningDataModule):
             )
 
     def check_limits(self, trainer_cfg) -> None:
-        """A fraction trainer.limit_*_batches that leaves a split no window stops here in one line (Lightning
-        refuses it with a traceback once training has begun): the fraction's minimum, or a count, is the fix."""
+        """A fraction trainer.limit_*_batches that leaves a split no window, or a trainer.val_check_interval past an
+        epoch's windows, stops here in one line (Lightning refuses it with a traceback once training has begun)."""
         corpus = self.load()
         loaders = {  # key: (split, its streams' key, window length, whether the last partial window is dropped)
             "limit_train_batches": [("train", "batch_size", self.bptt, True)],
@@ -305,6 +305,16 @@ class LMDataModule(L.LightningDataModule):
                     f"trainer.{key}={limit} leaves the {split} split none of its {counted(windows, 'window')} "
                     f"(data.{streams}={getattr(self, streams)} streams of {bptt} steps): set "
                     f"trainer.{key}={smallest_fraction(windows):g} or more, or a count of windows (e.g. 1)"
+                )
+        interval = trainer_cfg.get("val_check_interval")
+        # a count past the epoch's windows: Lightning refuses it with a traceback once training has begun
+        if isinstance(interval, int) and not isinstance(interval, bool) and not trainer_cfg.get("fast_dev_run"):
+            train = BPTTWindows(batchify(corpus.ids["train"], self.batch_size), self.bptt, True)
+            epoch = limit_batches(len(train), trainer_cfg.get("limit_train_batches"))
+            if interval > epoch:
+                raise ConfigError(
+                    f"trainer.val_check_interval={interval} is more than the {counted(epoch, 'training window')} of "
+                    f"an epoch: set it to at most {epoch}, or to a fraction of the epoch (e.g. 0.5)"
                 )
 
     def streams(self, split: str, num_streams: int) -> torch.Tensor:
