@@ -782,6 +782,8 @@ def _check_trainer(cfg: DictConfig) -> None:
 def _spawns(strategy: Any) -> bool:
     """Whether a trainer.strategy starts its processes from inside the run (spawn or fork): they hand their results
     back through Lightning's .temp.ckpt, which is not a checkpoint rnnreg writes or reads."""
+    if not isinstance(strategy, str) or strategy in ("auto", "ddp"):  # (no Lightning import for a command's check)
+        return False
     from lightning.pytorch.strategies import StrategyRegistry
 
     entry = StrategyRegistry[strategy] if isinstance(strategy, str) and strategy in StrategyRegistry else None

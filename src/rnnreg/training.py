@@ -124,9 +124,10 @@ class LastValidation(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.epoch = trainer.current_epoch + 1
-            ppl = float(trainer.callback_metrics["val/ppl"])
+            logged = trainer.callback_metrics.get("val/ppl")
+            ppl = math.nan if logged is None else float(logged)
             # a NaN is never better (as ModelCheckpoint ranks it), but is the best of none
-            if self.best is None or ppl < self.best or math.isnan(self.best):
+            if logged is not None and (self.best is None or ppl < self.best or math.isnan(self.best)):
                 self.best = ppl
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
