@@ -163,7 +163,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         hydra_mode = MODE_NOT_READ if first else base.hydra.mode
         own_run_dir = OmegaConf.to_container(base.hydra.run, resolve=False)["dir"] != default_run_dir(conf_dir)
         subdir = base.hydra.output_subdir
-        if config_name in ("train", "eval") and subdir != ".hydra":
+        # (Lightning starts a DDP run's other ranks with hydra.output_subdir=null: rank 0's record is the run's)
+        if config_name in ("train", "eval") and subdir != ".hydra" and launched_as_rank_zero():
             raise ConfigError(
                 f"hydra.output_subdir={'null' if subdir is None else subdir}: rnnreg-report, the commands that go on "
                 f"with a run and a sweep's resume read a run's record in its .hydra/: leave hydra.output_subdir out"

@@ -230,7 +230,8 @@ def training_state(
         "epoch": p.epochs if p.window else max(p.epochs - 1, 0),
         "global_step": p.epochs * p.windows_per_epoch + p.window,
         "loops": loops_state(p),
-        "callbacks": callback_states(callbacks, p),
+        # LastValidation's (rnnreg.training adds it to a run's callbacks): the lowest val/ppl, None before any
+        "callbacks": callback_states(callbacks, p) | {"LastValidation": {"best": p.best_val if p.best_path else None}},
         "optimizer_states": [optimizer],
         "lr_schedulers": [schedule],
         "hparams_name": "kwargs",

@@ -263,7 +263,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             tree = rank_zero_only(print_config_tree)(cfg)
         trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
         validation = LastValidation()
-        trainer.callbacks.append(validation)
+        trainer.callbacks.insert(0, validation)  # its validation counted before best.ckpt saves its state with it
         say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
         if ckpt_path:
             say("resuming from %s", ckpt_path)
