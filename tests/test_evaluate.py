@@ -571,6 +571,27 @@ def test_a_generation_sweep_with_a_failed_job_exits_1_and_lists_it(checkpoints, 
     assert proc.stdout.startswith("w1 ")
 
 
+def test_a_generation_stopped_by_ctrl_c_is_one_line(checkpoints):
+    """Ctrl-C during a long generation (num_words has no bound): one line, exit 130, as rnnreg-eval says it (before:
+    the sampler's 59-line KeyboardInterrupt traceback)."""
+    _, (a, _), _ = checkpoints
+    args = [str(BIN / "rnnreg-generate"), f"ckpt_path={a}", "prompt=w1", "num_words=1000000000"]
+    proc = warm_start.popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(8)  # its checkpoint read and its sampling begun (a forked start: no imports left to make)
+        assert proc.poll() is None, "the generation ended before it was interrupted"
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert (
+        err.strip().splitlines()
+        == ["interrupted: rnnreg-generate stopped by Ctrl-C before it finished: nothing printed"]
+        and not out
+    )
+
+
 def test_generate_prints_clean_lines(checkpoints):
     """An unknown prompt word is one `warning:` line (not Python's two-line warning with its source line); text
     without a prompt starts with its first word (no blank line, no space)."""

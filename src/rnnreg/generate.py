@@ -73,7 +73,11 @@ def render(words: list[str]) -> str:
 @hydra_entry("generate")
 def main(cfg: DictConfig) -> None:
     with warnings.catch_warnings(record=True) as caught:  # as `warning: ...` lines, not Python's two-line form
-        words = generate(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)
+        try:
+            words = generate(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)
+        except KeyboardInterrupt:  # (a long num_words) one line, as rnnreg-eval says it, not the sampler's traceback
+            print("interrupted: rnnreg-generate stopped by Ctrl-C before it finished: nothing printed", file=sys.stderr)
+            raise SystemExit(130) from None
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     print(render(words))
