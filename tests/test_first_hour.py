@@ -573,6 +573,25 @@ def test_flags_hydra_would_refuse_with_a_traceback_or_take_for_a_run_are_one_lin
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--cfg", "job", "nokey=1"], "nokey is not a key of the train config: the keys are "),
+        (["--help", "nokey=1"], "nokey is not a key of the train config: the keys are "),
+        (["--cfg", "job", "seed=1,2"], "seed=1,2 is a sweep, and --cfg shows one job's config: give one value of seed"),
+        (["--info", "config", "seed=1,2"], "seed=1,2 is a sweep, and --info shows one job's config: give one value"),
+    ],
+)
+def test_a_config_hydra_shows_is_checked_as_a_runs(argv, says):
+    """--cfg, --help and --info with overrides show the config they compose: a bad key or a sweep is one line, exit 2
+    (before: Hydra's traceback for --help, its page for --cfg, and advice to add -m, which --cfg refuses)."""
+    proc = run("rnnreg-train", *argv, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"error: {says}") and not proc.stdout
+    shown = run("rnnreg-train", "--cfg", "job", "-p", "model", "model.hidden_size=20").stdout  # a good one is shown
+    assert "hidden_size: 20" in shown
+
+
 @pytest.mark.parametrize("script", ["rnnreg-generate", "rnnreg-eval"])
 def test_missing_ckpt_path_is_one_line(script, tmp_path):
     proc = run(script, f"hydra.run.dir={tmp_path}", check=False)

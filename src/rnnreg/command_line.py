@@ -23,6 +23,7 @@ from rnnreg import CONF_DIR
 from rnnreg.config_search import (
     SEARCHPATH,
     ConfigRoots,
+    HydraCommandLine,
     borrowed_experiment_name,
     config_roots,
     hydra_as_main,
@@ -50,6 +51,15 @@ def answered_by_hydra(argv: list[str]) -> bool:
     (rnnreg.runtime.hydra_entry), and no torch import."""
     command = read_command_line(argv)
     return command is None or command.answered
+
+
+def shown_config(command: HydraCommandLine) -> str | None:
+    """The flag with which Hydra shows a config composed of the command line's overrides (--cfg, --help, --info),
+    None where it shows none: those overrides are checked as a run's (Hydra's answer for a bad one is a traceback
+    or its page)."""
+    if not command.overrides or "--shell-completion" in command.flags:
+        return None
+    return next((flag for flag in ("--cfg", "--help", "--info") if flag in command.flags), None)
 
 
 def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
@@ -118,8 +128,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     from hydra.types import RunMode
 
     command = read_command_line(argv)
-    if command is None or command.answered or command.unchecked:  # Hydra answers, or the task function checks
-        return Checked(0, None)
+    if command is None or command.unchecked or (command.answered and not shown_config(command)):
+        return Checked(0, None)  # Hydra answers it (its refusal, help, completion), or the task function checks it
     primary = command.config_name or config_name  # validated as config_name's (the script's) all the same
     multirun = command.multirun
     parser = OverridesParser.create()
@@ -186,6 +196,9 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         if sweeps and not multirun:
             line = next(iter(sweeps.values())).input_line
             key, _, value = line.partition("=")
+            if shown_config(command):  # Hydra's own advice, to add -m, is refused with --cfg
+                flag = shown_config(command)
+                raise ConfigError(f"{line} is a sweep, and {flag} shows one job's config: give one value of {key}")
             raise ConfigError(
                 f"{line} is a sweep: add -m (--multirun) to run one job per value, or quote the value "
                 f"({quoted_override(key, value)}) for a string"

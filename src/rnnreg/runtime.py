@@ -119,8 +119,10 @@ def hydra_entry(config_name: str) -> Callable:
             try:
                 check_group_options(args, config_name=config_name)
                 check_flags(args, f"rnnreg-{config_name}")
-                if not answered_by_hydra(args):
-                    checked = check_command_line(config_name, args)
+                checked = check_command_line(config_name, args)  # (a config Hydra shows: --cfg, --help with overrides)
+                if answered_by_hydra(args):  # no run, no folder: Hydra reads its mode itself
+                    checked = None
+                else:
                     check_run_dir_free(args, config_name, job_name, checked.multirun, checked.own_run_dir)
             except UserError as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
