@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.config_search import (
+    SCRIPT_CONFIGS,
     SEARCHPATH,
     ConfigRoots,
     HydraCommandLine,
@@ -42,7 +43,6 @@ from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
 
 MAX_JOBS_CHECKED = 256
-SCRIPT_CONFIGS = ("train", "eval", "generate", "report")  # rnnreg-<name>'s primary config, conf/<name>.yaml
 
 
 def answered_by_hydra(argv: list[str]) -> bool:
@@ -196,8 +196,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         if sweeps and not multirun:
             line = next(iter(sweeps.values())).input_line
             key, _, value = line.partition("=")
-            if shown_config(command):  # Hydra's own advice, to add -m, is refused with --cfg
-                flag = shown_config(command)
+            if flag := shown_config(command):  # Hydra's own advice, to add -m, is refused with --cfg
                 raise ConfigError(f"{line} is a sweep, and {flag} shows one job's config: give one value of {key}")
             raise ConfigError(
                 f"{line} is a sweep: add -m (--multirun) to run one job per value, or quote the value "

@@ -193,8 +193,9 @@ def _package_folder(package: str) -> Traversable | None:
         return None
 
 
-# our console scripts by the config each runs (a run's hydra.job.config_name)
+# our console scripts by the config each runs (a run's hydra.job.config_name): those whose runs keep a record
 SCRIPTS = {"train": "rnnreg-train", "eval": "rnnreg-eval"}
+SCRIPT_CONFIGS = (*SCRIPTS, "generate", "report")  # rnnreg-<name>'s primary config, conf/<name>.yaml: each script's
 
 
 def recorded_command(hydra: Any) -> list[str]:
