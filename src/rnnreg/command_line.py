@@ -543,7 +543,7 @@ def _check_key_exists(cfg: DictConfig, key: str, override: Any, config_name: str
                 )
             if i == 2 and parts[0] in ("callbacks", "logger") and part in target_arguments(str(node.get("_target_"))):
                 raise ConfigError(f"{key} is not in the config yet: add it with +{override.input_line.lstrip('+')}")
-            options = [o for o in _options_with(prefix, part) if i == 1] if not override.is_delete() else []
+            options = _options_with(prefix, part) if i == 1 and not override.is_delete() else []
             if options:  # callbacks.early_stopping.patience=2 without early stopping
                 also = [f"regularizer={o}" for o in options if Path(CONF_DIR, "regularizer", f"{o}.yaml").is_file()]
                 raise ConfigError(
