@@ -341,9 +341,9 @@ def test_a_typo_names_the_key_meant(composed):
             r"^logger.wandb.notes is not in the config yet: add it with \+logger.wandb.notes=hi$",
         ),
         (
-            ["callbacks.model_checkpoint.every_n_epochs=2"],
-            r"^callbacks.model_checkpoint.every_n_epochs is not in the config yet: add it with "
-            r"\+callbacks.model_checkpoint.every_n_epochs=2$",
+            ["callbacks.model_checkpoint.verbose=true"],
+            r"^callbacks.model_checkpoint.verbose is not in the config yet: add it with "
+            r"\+callbacks.model_checkpoint.verbose=true$",
         ),
         (
             ["callbacks.early_stopping.patience=2"],
@@ -405,7 +405,7 @@ def test_a_relative_path_a_job_would_read_from_its_run_folder_is_one_line(tmp_pa
 def test_a_callback_or_logger_argument_added_with_plus_validates():
     """The fix the "not in the config yet" line gives."""
     assert validate_args("train", ["logger=wandb", "+logger.wandb.notes=hi"]) == 1
-    assert validate_args("train", ["+callbacks.model_checkpoint.every_n_epochs=2"]) == 1
+    assert validate_args("train", ["+callbacks.model_checkpoint.verbose=true"]) == 1
 
 
 def test_checkpointing_off_the_rnnreg_way_validates():
