@@ -357,6 +357,11 @@ def test_a_typo_names_the_key_meant(composed):
             r"^trainer.limit_val_batches=0 must be .* \(to skip validation, set trainer.check_val_every_n_epoch "
             r"larger than trainer.max_epochs\)$",
         ),
+        (  # Lightning's way to count validation in windows across epochs
+            ["trainer.check_val_every_n_epoch=null"],
+            r"^trainer.check_val_every_n_epoch=null must be an integer >= 1 \(validation counts in epochs, "
+            r".*set \+trainer.val_check_interval to a fraction of it\), not null$",
+        ),
         (["trainer.limit_test_batches=0"], r"^trainer.limit_test_batches=0 must be .* \(to skip the final test, set "),
         (["trainer.max_epochs=-1"], r"^trainer.max_epochs=-1 must be an integer >= 1 \(a set number: rnnreg's lr "),
         (["trainer.gradient_clip_val=0"], r"^trainer.gradient_clip_val=0 must be .*which rnnreg's recipe always app"),

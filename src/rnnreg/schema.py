@@ -266,6 +266,12 @@ class TrainTrainer(Trainer):
         hint="to skip validation, set trainer.check_val_every_n_epoch larger than trainer.max_epochs"
     )
     limit_test_batches: Any = _limit(hint="to skip the final test, set test=false")
+    check_val_every_n_epoch: int = integer(
+        1,
+        required=False,
+        hint="validation counts in epochs, as the lr schedule does; to validate within an epoch, set "
+        "+trainer.val_check_interval to a fraction of it",
+    )
     enable_checkpointing: bool = flag(required=False)
 
 
