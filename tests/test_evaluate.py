@@ -3,11 +3,13 @@ rnnreg-generate refuse, and how an evaluation stops on a signal."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import math
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -24,6 +26,7 @@ from rnnreg.command_line import check_run_dir_free
 from rnnreg.errors import CheckpointError, ConfigError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
+from rnnreg.io import load_checkpoint
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16
 from rnnreg.run_lock import earlier_results
 from rnnreg.train import train
@@ -571,24 +574,29 @@ def test_a_generation_sweep_with_a_failed_job_exits_1_and_lists_it(checkpoints, 
     assert proc.stdout.startswith("w1 ")
 
 
-def test_a_generation_stopped_by_ctrl_c_is_one_line(checkpoints):
-    """Ctrl-C during a long generation (num_words has no bound): one line, exit 130, as rnnreg-eval says it (before:
-    the sampler's 59-line KeyboardInterrupt traceback)."""
+def test_a_long_generation_prints_as_it_draws_and_ctrl_c_is_one_line(checkpoints):
+    """A long generation (num_words has no bound) prints its lines as it draws them (before: nothing until its
+    end); Ctrl-C is one line, exit 130, as rnnreg-eval says it (before: the sampler's 59-line traceback), and what
+    was printed stays: the prompt first, then whole lines."""
     _, (a, _), _ = checkpoints
     args = [str(BIN / "rnnreg-generate"), f"ckpt_path={a}", "prompt=w1", "num_words=1000000000"]
     proc = warm_start.popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(8)  # its checkpoint read and its sampling begun (a forked start: no imports left to make)
-        assert proc.poll() is None, "the generation ended before it was interrupted"
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready and proc.poll() is None, "no line before the generation ended (or in 120 s)"
+        first = proc.stdout.readline()
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines() == [
+        "interrupted: rnnreg-generate stopped by Ctrl-C: the words drawn so far are printed above"
+    ]
     assert (
-        err.strip().splitlines()
-        == ["interrupted: rnnreg-generate stopped by Ctrl-C before it finished: nothing printed"]
-        and not out
+        first.startswith("w1")
+        and first.endswith("\n")
+        and set((first + out).split()) <= set(load_checkpoint(a)["vocab"])
     )
 
 
@@ -716,3 +724,21 @@ def alive(pid: int) -> bool:
 
 def evaluating(sweep: Path, job_id: int) -> bool:
     return any("GPU available" in log.read_text() for log in sweep.glob(f".submitit/{job_id}/*_0_log.out"))
+
+
+def test_a_generation_read_by_head_stops_quietly(checkpoints):
+    """`rnnreg-generate num_words=<huge> | head -2`: it stops when head has its lines, exit 0, no BrokenPipeError
+    (before: nothing reached head until the whole sample was drawn)."""
+    _, (a, _), _ = checkpoints
+    shell = (
+        f"{BIN / 'rnnreg-generate'} ckpt_path={a} prompt=w1 num_words=1000000000 | head -2; echo ${{PIPESTATUS[0]}} >&2"
+    )
+    proc = subprocess.Popen(
+        ["bash", "-c", shell], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the generation too, where it did not stop
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert err.strip().splitlines() == ["0"] and len(out.splitlines()) == 2, err[-3000:]

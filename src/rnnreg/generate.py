@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -17,25 +19,37 @@ def generate(
     ckpt_path: str, prompt: str, num_words: int, temperature: float = 1.0, seed: int = 0, device: str = "cpu"
 ) -> list[str]:
     """The prompt's words followed by `num_words` sampled words; unknown prompt words become <unk>."""
+    return list(generated(ckpt_path, prompt, num_words, temperature, seed, device))
+
+
+def generated(
+    ckpt_path: str, prompt: str, num_words: int, temperature: float = 1.0, seed: int = 0, device: str = "cpu"
+) -> Iterator[str]:
+    """generate()'s words as they are drawn; the checkpoint is loaded and checked, and the prompt read, at the call
+    (its errors and warnings come before the first word)."""
     if temperature <= 0:
         raise ConfigError(f"temperature={temperature} must be positive (1.0 samples the model as trained)")
     if num_words < 0:
         raise ConfigError(f"num_words={num_words} must be >= 0")
     # without Lightning (rnnreg.task, seconds to import): the network and its vocabulary are all a sample needs
-    import torch
-
     from rnnreg.checkpoint_contents import trained_net
     from rnnreg.io import load_checkpoint
 
     ckpt_path = str(Path(ckpt_path).expanduser())
     checkpoint = load_checkpoint(ckpt_path)
     net = trained_net(checkpoint, ckpt_path)  # checks the vocabulary too
-    with torch.no_grad():
-        return sample(net, checkpoint["vocab"], prompt, num_words, temperature, seed, device)
+    return sampled(net, checkpoint["vocab"], prompt, num_words, temperature, seed, device)
 
 
 def sample(net, vocab: list[str], prompt: str, num_words: int, temperature: float, seed: int, device: str) -> list[str]:
     """The prompt's words, then `num_words` words drawn one at a time from the network at `temperature`."""
+    return list(sampled(net, vocab, prompt, num_words, temperature, seed, device))
+
+
+def sampled(
+    net, vocab: list[str], prompt: str, num_words: int, temperature: float, seed: int, device: str
+) -> Iterator[str]:
+    """sample()'s words as they are drawn; the prompt is read (and its unknown words warned of) at the call."""
     import torch
 
     stoi = {w: i for i, w in enumerate(vocab)}
@@ -48,39 +62,56 @@ def sample(net, vocab: list[str], prompt: str, num_words: int, temperature: floa
         words = [w if w in stoi else UNK for w in words]
     net = net.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
-    logits, state = net(torch.tensor([[stoi[w]] for w in words], device=device))
-    out = list(words) if prompt.split() else []
-    for _ in range(num_words):
-        probs = torch.softmax(logits[-1, 0].double() / temperature, dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator)
-        out.append(vocab[token.item()])
-        logits, state = net(token.view(1, 1), state)
-    return out
+    with torch.no_grad():
+        logits, state = net(torch.tensor([[stoi[w]] for w in words], device=device))
+
+    def draw() -> Iterator[str]:
+        nonlocal logits, state
+        yield from words if prompt.split() else []
+        for _ in range(num_words):
+            with torch.no_grad():  # (not held across the yield: the caller's grad mode stays its own)
+                probs = torch.softmax(logits[-1, 0].double() / temperature, dim=-1)
+                token = torch.multinomial(probs, 1, generator=generator)
+                logits, state = net(token.view(1, 1), state)
+            yield vocab[token.item()]
+
+    return draw()
 
 
-def render(words: list[str]) -> str:
-    """The words as text: <eos> ends a line (no space around the line break)."""
-    lines, line = [], []
+def pieces(words: Iterable[str]) -> Iterator[str]:
+    """The words as text, piece by piece: <eos> ends a line (no space around the line break)."""
+    line_start = True
     for word in words:
-        if word == EOS:
-            lines.append(" ".join(line))
-            line = []
-        else:
-            line.append(word)
-    return "\n".join([*lines, " ".join(line)])
+        yield "\n" if word == EOS else word if line_start else " " + word
+        line_start = word == EOS
+
+
+def render(words: Iterable[str]) -> str:
+    """The words as text: <eos> ends a line (no space around the line break)."""
+    return "".join(pieces(words))
 
 
 @hydra_entry("generate")
 def main(cfg: DictConfig) -> None:
-    with warnings.catch_warnings(record=True) as caught:  # as `warning: ...` lines, not Python's two-line form
-        try:
-            words = generate(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)
-        except KeyboardInterrupt:  # (a long num_words) one line, as rnnreg-eval says it, not the sampler's traceback
-            print("interrupted: rnnreg-generate stopped by Ctrl-C before it finished: nothing printed", file=sys.stderr)
-            raise SystemExit(130) from None
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
-    print(render(words))
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # as `warning: ...` lines, not Python's two-line form
+            words = generated(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)
+        for warning in caught:
+            print(f"warning: {warning.message}", file=sys.stderr)
+        for piece in pieces(words):
+            sys.stdout.write(piece)
+            if piece == "\n":  # a long sample shows a line at a time as it is drawn, not all at its end
+                sys.stdout.flush()
+        print()
+    except KeyboardInterrupt:  # (a long num_words) one line, as rnnreg-eval says it, not the sampler's traceback
+        print(flush=True)
+        print(
+            "interrupted: rnnreg-generate stopped by Ctrl-C: the words drawn so far are printed above", file=sys.stderr
+        )
+        raise SystemExit(130) from None
+    except BrokenPipeError:  # its reader stopped (| head): it has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's flush at exit would fail again)
+        raise SystemExit(0) from None
 
 
 if __name__ == "__main__":

@@ -113,6 +113,15 @@ def hydra_entry(config_name: str) -> Callable:
 
         @functools.wraps(fn)
         def main() -> Any:
+            try:
+                return checked_main()
+            except KeyboardInterrupt:  # outside a run's own Ctrl-C handling (imports, the next job's composition)
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"interrupted: rnnreg-{config_name} stopped by Ctrl-C before it finished", file=sys.stderr)
+                raise SystemExit(130) from None
+
+        def checked_main() -> Any:
             find_our_hydra_plugins()
             args = sys.argv[1:]
             checked = None
