@@ -713,3 +713,33 @@ def test_example_compare_placements(ptb_dir, tmp_path, capsys):
 
 def test_console_scripts_exist():
     assert all((BIN / s).exists() for s in ("rnnreg-train", "rnnreg-eval", "rnnreg-generate", "rnnreg-report"))
+
+
+@pytest.mark.parametrize(
+    "given,said,validations",
+    [
+        ((), "validation every epoch", 2),
+        (("+trainer.val_check_interval=5",), "validation every 5 windows (2 an epoch)", 4),
+        (("+trainer.val_check_interval=0.5",), "validation every 5 windows (2 an epoch)", 4),
+        (
+            ("+trainer.val_check_interval=5", "trainer.check_val_every_n_epoch=2"),
+            "validation every 5 windows (2 an epoch) every 2 epochs",
+            2,
+        ),
+    ],
+)
+def test_the_plan_counts_validations_inside_an_epoch(tiny_cfg, monkeypatch, given, said, validations):
+    """+trainer.val_check_interval below the epoch (10 windows): the plan says how often it validates, and its
+    estimate holds every validation (each stubbed at 7 s) over 2 epochs (before: "validation every epoch", and one
+    validation an epoch counted)."""
+    import rnnreg.callbacks
+    from rnnreg.callbacks import RunPlan
+    from rnnreg.training import build
+
+    monkeypatch.setattr(rnnreg.callbacks, "validation_seconds", lambda *args: 7.0)
+    cfg = tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=10", "test=false", *given)
+    datamodule, task, trainer = build(cfg)
+    trainer.fit(task, datamodule=datamodule)
+    (plan,) = [c for c in trainer.callbacks if isinstance(c, RunPlan)]
+    assert f", {said}\n" in plan.message, plan.message
+    assert f" + validation {format_duration(7.0 * validations)})" in plan.message, plan.message

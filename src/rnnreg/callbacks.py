@@ -337,8 +337,9 @@ class RunPlan(L.Callback):
         # a fresh run: the whole run from its start; resumed from a checkpoint: what is left of it
         fresh = trainer.current_epoch == 0 and batch_idx + 1 == self.timer.windows
         epoch, done = (0, 0) if fresh else (trainer.current_epoch, batch_idx + 1)
+        checks = validations_per_epoch(trainer)
         train, val = estimate_run_seconds(
-            seconds_per_window, windows, epochs, val, trainer.check_val_every_n_epoch or 1, epoch, done
+            seconds_per_window, windows, epochs, val * checks, trainer.check_val_every_n_epoch or 1, epoch, done
         )
         test = self.test_seconds = final_test_seconds(trainer, pl_module) if self.tested else None
         parts = f"training {format_duration(train)} + validation {format_duration(val)}"
@@ -350,7 +351,7 @@ class RunPlan(L.Callback):
         lines = [
             f"rnnreg: {self.describe(trainer, pl_module)}",
             f"  device: {device}",
-            f"  plan: {self.plan(trainer, epochs)}, validation every {every(trainer.check_val_every_n_epoch or 1)}",
+            f"  plan: {self.plan(trainer, epochs)}, {validation_beat(trainer, checks)}",
             f"  measured: {seconds_per_window:.3g} s per window "
             f"(over {self.timer.timed} windows{self.timer.after_warmup})",
             f"  estimated {'total' if fresh else 'time left'}: {format_duration(train + val + (test or 0.0))} "
@@ -368,6 +369,24 @@ class RunPlan(L.Callback):
     def words_per_window(trainer) -> int:
         data = trainer.datamodule
         return getattr(data, "batch_size", 0) * getattr(data, "bptt", 0)
+
+
+def validations_per_epoch(trainer) -> int:
+    """The validations an epoch that validates makes: more than one with +trainer.val_check_interval below the epoch
+    (Lightning validates after every val_check_batch-th window, and not again at the epoch's end)."""
+    beat, windows = trainer.val_check_batch, trainer.num_training_batches
+    if not (math.isfinite(beat) and math.isfinite(windows)) or beat < 1:
+        return 1
+    return max(1, int(windows // beat))
+
+
+def validation_beat(trainer, per_epoch: int) -> str:
+    """validation every epoch; validation every 5 windows (2 an epoch) every 2 epochs."""
+    epochs = every(trainer.check_val_every_n_epoch or 1)
+    if per_epoch == 1:
+        return f"validation every {epochs}"
+    beat = f"validation every {counted(int(trainer.val_check_batch), 'window')} ({per_epoch} an epoch)"
+    return beat if epochs == "epoch" else f"{beat} every {epochs}"
 
 
 def every(epochs: int) -> str:

@@ -185,7 +185,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     """Which weights the final test uses: the final ones (None, as the paper reports) or the best
-    validation checkpoint ("best"); test_ckpt=auto is best exactly when early stopping is on."""
+    validation checkpoint (its path); test_ckpt=auto is best exactly when early stopping is on."""
     best = tests_best(cfg.test_ckpt, any(isinstance(c, EarlyStopping) for c in trainer.callbacks))
     # fast_dev_run writes no checkpoint: its (debug) test runs on the final weights
     if not best or trainer.fast_dev_run:
@@ -196,7 +196,7 @@ def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     if not best_checkpoint(trainer).best_model_path:  # no epoch was validated: there is no best
         warn("no validation ran, so there is no best checkpoint: testing the final weights")
         return None
-    return "best"
+    return best_checkpoint(trainer).best_model_path  # (Lightning's "best" warns of the other checkpoint callbacks)
 
 
 def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
