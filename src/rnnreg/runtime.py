@@ -41,6 +41,11 @@ warnings.filterwarnings("ignore", ".*`srun` command is available.*")
 warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
 # Lightning 2.6 on torch 2.13, inside Lightning: nothing a user can act on, said at every run.
 warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
+# Rank 0's measures of the whole job (its words x the processes; the gradient norm after the all-reduce, the same on
+# every rank): nothing for sync_dist to average, which DDP runs were told at every epoch.
+warnings.filterwarnings(
+    "ignore", r".*self\.log\('train/(words_per_sec|epoch_seconds|grad_norm)', \.\.\., sync_dist=True"
+)
 # Lightning's advertisements for its cloud services, at every run and into train.log.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: not str(record.msg).startswith("💡 Tip:")
