@@ -87,7 +87,7 @@ def test_early_stopping_stops_and_tests_the_best(tiny_cfg, tmp_path):
         metrics = train(cfg)
     assert metrics["epochs"] < 20
     # best.ckpt named to the test, not Lightning's "best", which warns of the last.ckpt callback beside it
-    assert not [w for w in caught if "multiple ModelCheckpoint" in str(w.message)]
+    assert not [w for w in caught if "multiple `ModelCheckpoint`" in str(w.message)]
     assert metrics["best_val_ppl"] < metrics["val_ppl"]  # it stopped after getting worse
     best = load_task(str(tmp_path / "run" / "checkpoints" / "best.ckpt"))
     dm, _, trainer = build(cfg)
