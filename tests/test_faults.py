@@ -249,6 +249,8 @@ def test_a_value_a_config_target_refuses_is_its_own_one_line_error_not_hydras(ti
         ("model.init_scale=0", r"^model.init_scale=0 must be a number > 0"),
         ("optim.lr=0", r"^optim.lr=0 must be a number > 0"),
         ("trainer.gradient_clip_algorithm=value", r"^trainer.gradient_clip_algorithm=value must be one of norm"),
+        # Lightning's registry, after the config's usual values (before: its list, cut before them)
+        ("trainer.precision=8", r"^trainer.precision=8 must be one of 32-true, 16-mixed, bf16-mixed, 64, "),
         # an argument the schema passes on to Lightning, which refuses it: one line, not Hydra's page
         ("+trainer.max_steps=-5", r"^trainer.max_steps=-5 is refused by Lightning's Trainer: `max_steps` must be a "),
         # refused by the Trainer's constructor with a ValueError, or an ImportError (a package a setting needs)

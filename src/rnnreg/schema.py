@@ -47,7 +47,10 @@ class Rule:
     all_choices: Callable[[], tuple] | None = None
 
     def options(self) -> tuple:
-        return self.all_choices() if self.all_choices is not None else self.choices
+        """Every valid value: the config's usual ones first (a long registry's list is cut after 8)."""
+        if self.all_choices is None:
+            return self.choices
+        return (*self.choices, *(c for c in self.all_choices() if c not in self.choices))
 
     def describe(self) -> str:
         """What a valid value is, for the message."""
