@@ -124,6 +124,16 @@ def test_wandb_mode_disabled_writes_no_wandb_run(tiny_cli, tmp_path, no_wandb_cr
     assert "wandb_run_id" not in torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
 
 
+def test_a_wandb_id_that_differs_per_job_names_each_jobs_own_run(tiny_cli, tmp_path, no_wandb_credentials):
+    """An id interpolated from what tells the jobs apart (a swept key, the job's number) is each job's own
+    W&B run."""
+    sweep = tmp_path / "sweep"
+    tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    ids = "+logger.wandb.id=s${seed}_${hydra:job.num}"
+    run("rnnreg-train", "-m", *tiny, ids, "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert {job: wandb_run["id"] for job, wandb_run in wandb_runs(sweep).items()} == {"0": "s1_0", "1": "s2_1"}
+
+
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
     """The checkpoint keeps the W&B run's id; a run resumed from it logs on into that run (offline: a second
     run folder with the same id, which `wandb sync` uploads into the one run after the first), from the

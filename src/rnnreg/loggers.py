@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from rnnreg.errors import CheckpointError
 from rnnreg.recipes import plain
-from rnnreg.sweep import SWEEP_FILE, differing, in_multirun, job_swept_keys
+from rnnreg.sweep import SWEEP_FILE, differing, in_multirun, job_swept_keys, task_overrides
 
 
 class KeptRowsWriter(ExperimentWriter):
@@ -87,7 +87,7 @@ def group_choices(hydra_cfg: DictConfig) -> dict:
     out) as `a+b`, `none` when empty."""
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k != "hydra" and not k.startswith("hydra/")}
     if not choices.get("regularizer"):
-        overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+        overrides = OverridesParser.create().parse_overrides(task_overrides(hydra_cfg))
         given = [o for o in overrides if o.key_or_group == "regularizer"]
         value = given[-1].value() if given else []
         choices["regularizer"] = "+".join(map(str, value)) if isinstance(value, list) else str(value or "")
@@ -117,7 +117,7 @@ def run_name(fallback: str | None) -> str | None:
     when there are none (an empty name would make W&B draw a random one)."""
     if not HydraConfig.initialized():
         return fallback
-    overrides = list(HydraConfig.get().overrides.task)
+    overrides = task_overrides(HydraConfig.get())
     return ",".join(differing(overrides, job_swept_keys()) or differing(overrides, None)) or fallback
 
 

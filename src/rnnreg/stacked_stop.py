@@ -79,7 +79,8 @@ def go_on_command(sweep: Path) -> str:
     try:
         hydra = OmegaConf.load(sweep / "multirun.yaml").hydra
         _, *flags = recorded_command(hydra)  # (a hydra.searchpath among them is one of the sweep's hydra overrides)
-        given = list(dict.fromkeys([*flags, *(str(o) for o in [*hydra.overrides.hydra, *hydra.overrides.task])]))
+        recorded = OmegaConf.to_container(hydra.overrides, resolve=False)  # as given: `run_${seed}` is each job's
+        given = list(dict.fromkeys([*flags, *map(str, [*recorded["hydra"], *recorded["task"]])]))
     except Exception:  # no readable multirun.yaml (a group trained outside Hydra): the command's shape
         given = ["...", "hydra/launcher=stacked"]
     # the sweep's own folder, not a new dated one; and no test-only stop

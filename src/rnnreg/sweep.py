@@ -51,12 +51,18 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def task_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """The command line's overrides as it gave them: an interpolation in one (`+logger.wandb.id=run_${seed}`) is
+    each job's to resolve, and `${hydra:...}` cannot be resolved outside a job."""
+    return list(OmegaConf.to_container(hydra_cfg.overrides, resolve=False)["task"])
+
+
 def swept_keys(hydra_cfg: DictConfig) -> list[str]:
     """The keys a multirun varies: sweep overrides (`dropout=none,recurrent`, `seed=range(3)`) and the
     sweeper's search space (hydra.sweeper.params: the basic sweeper's and Optuna's)."""
     keys = []
     try:
-        overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+        overrides = OverridesParser.create().parse_overrides(task_overrides(hydra_cfg))
         keys += [o.key_or_group for o in overrides if o.is_sweep_override()]
     except Exception:  # an override Hydra's parser rejects: Hydra says so itself
         pass
@@ -324,7 +330,7 @@ def sweep_jobs(config: DictConfig, config_loader) -> list[list[str]]:
     """basic_sweep_jobs for this multirun's config, with what the sweeper would stop on said in one line."""
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     try:
-        return basic_sweep_jobs(params, list(config.hydra.overrides.task), config_loader)
+        return basic_sweep_jobs(params, task_overrides(config.hydra), config_loader)
     except HydraException as err:
         raise ConfigError(str(err).strip().splitlines()[0]) from None
 
