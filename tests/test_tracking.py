@@ -124,6 +124,51 @@ def test_wandb_mode_disabled_writes_no_wandb_run(tiny_cli, tmp_path, no_wandb_cr
     assert "wandb_run_id" not in torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
 
 
+SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own), or make it differ per job"
+
+
+@pytest.mark.parametrize(
+    "overrides,env,line",
+    [
+        (
+            ["-m", "+logger.wandb.id=myid", "seed=1,2"],
+            {},
+            "logger.wandb.id=myid puts jobs 0 (seed=1) and 1 (seed=2) in one W&B run (myid), each logging over "
+            f"another's history: {SHARED_ID_FIX} ('+logger.wandb.id=myid_${{seed}}')",
+        ),
+        (
+            ["-m", "hydra/launcher=stacked", "+logger.wandb.id=myid", "seed=1,2"],
+            {},
+            "logger.wandb.id=myid puts jobs 0 (seed=1) and 1 (seed=2) in one W&B run (myid), each logging over "
+            f"another's history: {SHARED_ID_FIX} ('+logger.wandb.id=myid_${{seed}}')",
+        ),
+        (
+            ["-m", "seed=1,2"],
+            {"WANDB_RUN_ID": "envid"},
+            "WANDB_RUN_ID=envid puts jobs 0 (seed=1) and 1 (seed=2) in one W&B run, each logging over another's "
+            "history: unset WANDB_RUN_ID (each job then gets a run of its own), or give each job its own id "
+            "('+logger.wandb.id=envid_${seed}')",
+        ),
+        (
+            ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=2", "+logger.wandb.id=myid"],
+            {},
+            "logger.wandb.id=myid puts every job of the multirun in one W&B run (myid), each logging over another's "
+            f"history: {SHARED_ID_FIX} ('+logger.wandb.id=myid_${{dropout.p}}_${{optim.decay}}_${{model.init_scale}}')",
+        ),
+    ],
+    ids=["basic", "stacked", "env", "optuna"],
+)
+def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_runs(
+    tiny_cli, tmp_path, no_wandb_credentials, overrides, env, line
+):
+    """A wandb id that every job of a multirun would have (given once, or WANDB_RUN_ID) puts them all in one W&B
+    run, each logging over the others: refused in one line, before the sweep folder is made."""
+    sweep = tmp_path / "sweep"
+    proc = run("rnnreg-train", *overrides, *tiny_cli, "logger=wandb", f"hydra.sweep.dir={sweep}", check=False, env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
+    assert not sweep.exists()
+
+
 def test_a_wandb_id_that_differs_per_job_names_each_jobs_own_run(tiny_cli, tmp_path, no_wandb_credentials):
     """An id interpolated from what tells the jobs apart (a swept key, the job's number) is each job's own
     W&B run."""

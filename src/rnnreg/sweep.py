@@ -14,7 +14,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -217,9 +218,9 @@ def job_order(folder: str) -> list:
 def check_sweep_folder(config: DictConfig) -> None:
     """A ConfigError or OutputError, before the sweeper writes anything, when this multirun would write over
     results: jobs that share one folder (a hydra.sweep.subdir that names no job, or does not tell two apart:
-    check_job_folders), or a sweep folder with an earlier multirun's results (its job numbers start at 0
-    again), unless a stacked sweep goes on (hydra.launcher.resume=true: its finished groups are kept, the
-    others resumed)."""
+    check_job_folders) or one W&B run (check_wandb_runs), or a sweep folder with an earlier multirun's results
+    (its job numbers start at 0 again), unless a stacked sweep goes on (hydra.launcher.resume=true: its finished
+    groups are kept, the others resumed)."""
     subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
     if "${" not in str(subdir or ""):
         raise ConfigError(
@@ -227,6 +228,7 @@ def check_sweep_folder(config: DictConfig) -> None:
             f"last one's files: give each job its own (the default is hydra.sweep.subdir=${{hydra.job.num}})"
         )
     check_job_folders(config, str(subdir))
+    check_wandb_runs(config)
     if OmegaConf.select(config, "hydra.launcher.resume", default=False):
         check_resumed_jobs(config)
         return
@@ -335,30 +337,48 @@ def sweep_jobs(config: DictConfig, config_loader) -> list[list[str]]:
         raise ConfigError(str(err).strip().splitlines()[0]) from None
 
 
-def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], Path]] | None:
-    """Each job's overrides and folder (or the first job's only), in job order, as Hydra's basic sweeper and
-    launcher will make them (its config composed as theirs is, hydra.job.num set); None for another sweeper
-    (Optuna's jobs come one by one)."""
+def job_configs(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], DictConfig]] | None:
+    """Each job's overrides and config (or the first job's only), in job order, as Hydra's basic sweeper and
+    launcher will compose them (hydra.job.num set); None for another sweeper (Optuna's jobs come one by one)."""
     from hydra.core.global_hydra import GlobalHydra
 
     if not basic_sweeper(config):
         return None
     loader = GlobalHydra.instance().config_loader()
     jobs = sweep_jobs(config, loader)
-    jobs = jobs[:1] if first_only else jobs
-    original = HydraConfig.instance().cfg
-    folders = []
+    composed = []
+    for num, overrides in enumerate(jobs[:1] if first_only else jobs):
+        job_config = loader.load_sweep_config(config, list(overrides))
+        with open_dict(job_config):
+            job_config.hydra.job.id = num
+            job_config.hydra.job.num = num
+        composed.append((list(overrides), job_config))
+    return composed
+
+
+@contextmanager
+def inside_job(job_config: DictConfig) -> Iterator[None]:
+    """Hydra's config set to a job's for the while: what resolves `${hydra:...}` in it (its number, its choices)."""
+    instance = HydraConfig.instance()
+    original = instance.cfg
+    instance.set_config(job_config)
     try:
-        for num, overrides in enumerate(jobs):
-            job_config = loader.load_sweep_config(config, list(overrides))
-            with open_dict(job_config):
-                job_config.hydra.job.id = num
-                job_config.hydra.job.num = num
-            HydraConfig.instance().set_config(job_config)  # for ${hydra:...} in the subdir
-            folder = Path(str(job_config.hydra.sweep.dir), str(job_config.hydra.sweep.subdir))
-            folders.append((list(overrides), Path(os.path.abspath(folder))))
+        yield
     finally:
-        HydraConfig.instance().cfg = original
+        instance.cfg = original
+
+
+def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], Path]] | None:
+    """Each job's overrides and folder (or the first job's only), in job order (job_configs); None for another
+    sweeper."""
+    jobs = job_configs(config, first_only)
+    if jobs is None:
+        return None
+    folders = []
+    for overrides, job_config in jobs:
+        with inside_job(job_config):  # for ${hydra:...} in the subdir
+            folder = Path(str(job_config.hydra.sweep.dir), str(job_config.hydra.sweep.subdir))
+        folders.append((overrides, Path(os.path.abspath(folder))))
     return folders
 
 
@@ -390,6 +410,116 @@ def check_job_folders(config: DictConfig, subdir: str) -> None:
                 f"over the other's files: name each job's folder apart (with the keys it sweeps, or ${{hydra.job.num}})"
             )
         seen[folder] = num
+
+
+def check_wandb_runs(config: DictConfig) -> None:
+    """A ConfigError, before any job runs, when two jobs of the multirun would log into one W&B run, each over
+    the other's history: a logger.wandb.id (or WANDB_RUN_ID) that does not differ between them. An id that
+    differs per job (`run_${seed}`, or swept: `+logger.wandb.id=a,b`) is each job's own."""
+    if not names_wandb(config):  # (no job composed for a sweep without W&B)
+        return
+    from rnnreg.loggers import wandb_disabled  # (here: it imports Lightning)
+
+    if wandb_disabled():
+        return
+    jobs = job_configs(config)
+    if jobs is None:
+        check_study_wandb_run(config)
+        return
+    swept = swept_keys(config.hydra) or None
+    seen: dict[str, int] = {}
+    for num, (_, job_config) in enumerate(jobs):
+        run_id = job_wandb_run(job_config)
+        if run_id is None:
+            continue
+        if run_id in seen:
+            labels = [f"{n} ({job_label(jobs[n][0], swept)})" for n in (seen[run_id], num)]
+            raise shared_wandb_run(job_config, run_id, f"jobs {labels[0]} and {labels[1]}", config)
+        seen[run_id] = num
+
+
+def names_wandb(config: DictConfig) -> bool:
+    """Whether a job of the multirun may log to W&B: the config's logger.wandb, or an override or the search
+    space that names it (`logger=csv,wandb`)."""
+    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
+    lines = [*task_overrides(config.hydra), *(f"{key}={value}" for key, value in params.items())]
+    return "wandb" in (config.get("logger") or {}) or any("wandb" in line for line in lines)
+
+
+def wandb_id_key(job_config: DictConfig) -> tuple[str, object] | None:
+    """The key that names a job's W&B run and its value as given (Lightning's WandbLogger takes `version`
+    before `id`); None without a W&B logger, or for a resume (ckpt_path: its checkpoint's run goes on)."""
+    spec = (job_config.get("logger") or {}).get("wandb")
+    if not spec or "_target_" not in spec or job_config.get("ckpt_path") is not None:
+        return None
+    given = OmegaConf.to_container(spec, resolve=False)
+    key = "version" if given.get("version") not in (None, "") else "id"
+    return f"logger.wandb.{key}", given.get(key)
+
+
+def job_wandb_run(job_config: DictConfig) -> str | None:
+    """The id of the W&B run a job starts (wandb_id_key's value resolved in the job, else WANDB_RUN_ID, as wandb
+    reads it); None where it has no W&B logger or W&B draws a fresh id."""
+    found = wandb_id_key(job_config)
+    if found is None:
+        return None
+    key, given = found
+    if given in (None, ""):
+        return os.environ.get("WANDB_RUN_ID") or None
+    try:
+        with inside_job(job_config):
+            return str(OmegaConf.select(job_config, key))
+    except OmegaConfBaseException as err:  # the job would stop with a traceback
+        raise ConfigError(f"{key}={given}: {str(err).splitlines()[0]}") from None
+
+
+def check_study_wandb_run(config: DictConfig) -> None:
+    """check_wandb_runs for another sweeper (Optuna: its jobs come one by one), from the sweep's config: one id
+    for every job is a fixed logger.wandb.id that the search does not vary, or WANDB_RUN_ID without one."""
+    if (OmegaConf.select(config, "hydra.sweeper.n_trials", default=None) or 2) < 2:
+        return
+    found = wandb_id_key(config)
+    if found is None:
+        return
+    key, given = found
+    if given in (None, ""):
+        run_id = os.environ.get("WANDB_RUN_ID")
+    elif "${" not in str(given) and key not in swept_keys(config.hydra):
+        run_id = str(given)
+    else:  # an interpolation: each job's to resolve
+        return
+    if run_id:
+        raise shared_wandb_run(config, run_id, "every job of the multirun", config)
+
+
+def shared_wandb_run(job_config: DictConfig, run_id: str, jobs: str, config: DictConfig) -> ConfigError:
+    """The one line that refuses a multirun whose `jobs` would share the W&B run `run_id`, with an id that
+    differs per job, made of the keys the sweep varies."""
+    key, given = wandb_id_key(job_config) or ("logger.wandb.id", None)
+    from_env = given in (None, "")
+    prefix = run_id if from_env or "${" not in str(given) else "run"
+    example = f"'+{key}={prefix}_{per_job_part(config)}'"  # (quoted: the shell leaves ${...} to Hydra)
+    if from_env:
+        return ConfigError(
+            f"WANDB_RUN_ID={run_id} puts {jobs} in one W&B run, each logging over another's history: unset "
+            f"WANDB_RUN_ID (each job then gets a run of its own), or give each job its own id ({example})"
+        )
+    return ConfigError(
+        f"{key}={given} puts {jobs} in one W&B run ({run_id}), each logging over another's history: leave {key} "
+        f"out (each job then gets a run of its own), or make it differ per job ({example})"
+    )
+
+
+def per_job_part(config: DictConfig) -> str:
+    """Interpolations of the keys the sweep varies, which tell its jobs apart (a group by its choice: a group's
+    node is no id), or of the job's number where none can."""
+    parts = []
+    for key in swept_keys(config.hydra):
+        if key.startswith(NOT_IN_NAMES):
+            continue
+        node = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
+        parts.append(f"${{hydra:runtime.choices.{key}}}" if OmegaConf.is_config(node) else f"${{{key}}}")
+    return "_".join(parts) or "${hydra:job.num}"
 
 
 class JobsComposedOnce:
