@@ -179,6 +179,19 @@ def test_a_wandb_id_that_differs_per_job_names_each_jobs_own_run(tiny_cli, tmp_p
     assert {job: wandb_run["id"] for job, wandb_run in wandb_runs(sweep).items()} == {"0": "s1_0", "1": "s2_1"}
 
 
+def test_a_stacked_member_keeps_its_jobs_wandb_id(tiny_cli, tmp_path, no_wandb_credentials):
+    """A stacked member's W&B run has its job's logger.wandb.id, as the job run alone has (here swept, one of
+    them interpolated); the command that goes on with the sweep gives the override as the sweep's command did."""
+    from rnnreg.stacked_stop import go_on_command
+
+    sweep = tmp_path / "sweep"
+    tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    ids = "+logger.wandb.id=a,b_${seed}"
+    run("rnnreg-train", "-m", "hydra/launcher=stacked", *tiny, "seed=3", ids, f"hydra.sweep.dir={sweep}")
+    assert {job: wandb_run["id"] for job, wandb_run in wandb_runs(sweep).items()} == {"0": "a", "1": "b_3"}
+    assert f"'{ids}'" in go_on_command(sweep).split(" ")
+
+
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
     """The checkpoint keeps the W&B run's id; a run resumed from it logs on into that run (offline: a second
     run folder with the same id, which `wandb sync` uploads into the one run after the first), from the

@@ -53,7 +53,7 @@ class JobFolder:
         swept overrides as its name, the placement as its job type, the config with Hydra's group choices. Every
         logger gets the hyperparameters a run's loggers get (`hparams`). The members' runs are open at once
         (wandb's reinit="create_new"). `run_id`: the run a resumed group goes on in (one W&B run per job, however
-        often it was interrupted)."""
+        often it was interrupted); None: a fresh run, with logger.wandb.id if the job's config sets one."""
         if (self.job.cfg.get("extras") or {}).get("print_config"):
             with job_hydra_config(self.job):
                 tree = print_config_tree(self.job.cfg, console=False)
@@ -72,7 +72,8 @@ class JobFolder:
                 self.others.append(logger)
             spec = loggers.get("wandb")
             if spec and "_target_" in spec and not wandb_disabled():
-                self.wandb = instantiate(spec, reinit="create_new", id=run_id)
+                resumed = {} if run_id is None else {"id": run_id}  # a fresh run keeps its logger.wandb.id
+                self.wandb = instantiate(spec, reinit="create_new", **resumed)
                 self.wandb.log_hyperparams(params)
 
     @property
