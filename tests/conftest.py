@@ -81,6 +81,7 @@ def ptb_dir(ptb_config) -> Path:
 
 @pytest.fixture
 def no_wandb_credentials(tmp_path, monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    # W&B's settings from the developer's shell (a WANDB_DIR elsewhere, a WANDB_RUN_ID) are not the test's
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))

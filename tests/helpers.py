@@ -346,9 +346,9 @@ def wandb_log_records(raw: bytes):
 
 
 def read_wandb_run(run_dir: Path) -> dict:
-    """Config, metric history, summary, exit status, the run's id, name, group, job type, tags and start, and its
-    artifacts, read back from the run's own .wandb file with wandb's reader (offline runs keep them there
-    until `wandb sync`)."""
+    """Config, metric history, summary, exit status, the run's id, name, group, job type, project, entity, tags and
+    start, and its artifacts, read back from the run's own .wandb file with wandb's reader (offline runs keep them
+    there until `wandb sync`)."""
     from wandb.proto import wandb_internal_pb2
 
     def key(item) -> str:
@@ -370,6 +370,7 @@ def read_wandb_run(run_dir: Path) -> dict:
         elif kind == "run":
             info = record.run
             run |= {"id": info.run_id, "name": info.display_name, "group": info.run_group, "job_type": info.job_type}
+            run |= {"project": info.project, "entity": info.entity}
             run["start"] = info.start_time.ToNanoseconds()
             run["tags"] = list(info.tags)
         elif kind == "artifact":

@@ -192,6 +192,27 @@ def test_a_stacked_member_keeps_its_jobs_wandb_id(tiny_cli, tmp_path, no_wandb_c
     assert f"'{ids}'" in go_on_command(sweep).split(" ")
 
 
+def test_wandb_environment_applies_where_the_command_line_sets_no_key(tiny_cli, tmp_path, no_wandb_credentials):
+    """WANDB_PROJECT, WANDB_ENTITY and WANDB_DIR apply, as W&B's convention has it: the run files in
+    $WANDB_DIR/wandb, where a resume finds its earlier part (one id, both parts in its `wandb sync` line); a key
+    given on the command line wins over its variable."""
+    first, second, third, wandb_dir = (tmp_path / name for name in ("first", "second", "third", "wandb_dir"))
+    env = {"WANDB_PROJECT": "envproj", "WANDB_ENTITY": "envteam", "WANDB_DIR": str(wandb_dir)}
+    tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    run("rnnreg-train", *tiny, f"hydra.run.dir={first}", env=env)
+    resume = f"ckpt_path={first}/checkpoints/last.ckpt"
+    proc = run("rnnreg-train", *tiny, "trainer.max_epochs=2", resume, f"hydra.run.dir={second}", env=env)
+    parts = wandb_run_parts(wandb_dir)
+    assert [(p["project"], p["entity"]) for p in parts] == [("envproj", "envteam")] * 2
+    assert parts[0]["id"] == parts[1]["id"] and not (first / "wandb").exists() and not (second / "wandb").exists()
+    folders = sorted(str(folder) for folder in (wandb_dir / "wandb").glob("offline-run-*"))
+    assert f"wandb sync {folders[0]} {folders[1]}\n" in proc.stdout
+    given = ["logger.wandb.project=cliproj", "logger.wandb.entity=cliteam", f"logger.wandb.save_dir={third}"]
+    run("rnnreg-train", *tiny, *given, f"hydra.run.dir={third}", env=env)
+    ((project, entity),) = [(p["project"], p["entity"]) for p in wandb_run_parts(third)]
+    assert (project, entity) == ("cliproj", "cliteam") and len(folders) == 2
+
+
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
     """The checkpoint keeps the W&B run's id; a run resumed from it logs on into that run (offline: a second
     run folder with the same id, which `wandb sync` uploads into the one run after the first), from the
