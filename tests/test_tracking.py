@@ -213,6 +213,16 @@ def test_wandb_environment_applies_where_the_command_line_sets_no_key(tiny_cli, 
     assert (project, entity) == ("cliproj", "cliteam") and len(folders) == 2
 
 
+def test_a_key_given_twice_is_in_the_wandb_run_name_once_with_its_last_value(tiny_cli, tmp_path, no_wandb_credentials):
+    """The run's name (its overrides) names a key given twice on the command line once, with the value that
+    counts: the last."""
+    tiny = [*tiny_cli, "logger=wandb", "trainer.limit_train_batches=2", "test=false"]
+    run("rnnreg-train", *tiny, "trainer.max_epochs=2", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}")
+    (wandb_run,) = wandb_run_parts(tmp_path)
+    epochs = [part for part in wandb_run["name"].split(",") if part.startswith("trainer.max_epochs")]
+    assert epochs == ["trainer.max_epochs=1"] and json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 1
+
+
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
     """The checkpoint keeps the W&B run's id; a run resumed from it logs on into that run (offline: a second
     run folder with the same id, which `wandb sync` uploads into the one run after the first), from the

@@ -102,10 +102,13 @@ def job_label(overrides: list[str], swept: list[str] | None) -> str:
 
 def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
     """The overrides that tell a sweep's jobs apart: the swept ones (all of them outside a sweep), less
-    those in NOT_IN_NAMES."""
+    those in NOT_IN_NAMES; a key given twice once, with its last value (the one Hydra applies last)."""
     keys = [override_key(o) for o in overrides]
+    last = {key: i for i, key in enumerate(keys)}
     return [
-        o for o, key in zip(overrides, keys) if (swept is None or key in swept) and not key.startswith(NOT_IN_NAMES)
+        o
+        for i, (o, key) in enumerate(zip(overrides, keys))
+        if last[key] == i and (swept is None or key in swept) and not key.startswith(NOT_IN_NAMES)
     ]
 
 
