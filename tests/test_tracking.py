@@ -155,14 +155,20 @@ SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own)
             "logger.wandb.id=myid puts every job of the multirun in one W&B run (myid), each logging over another's "
             f"history: {SHARED_ID_FIX} ('+logger.wandb.id=myid_${{dropout.p}}_${{optim.decay}}_${{model.init_scale}}')",
         ),
+        (
+            ["-m", "+logger.wandb.id=run_${nope}", "seed=1,2"],
+            {},
+            "logger.wandb.id=run_${nope}: Interpolation key 'nope' not found",
+        ),
     ],
-    ids=["basic", "stacked", "env", "optuna"],
+    ids=["basic", "stacked", "env", "optuna", "unresolved"],
 )
 def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_runs(
     tiny_cli, tmp_path, no_wandb_credentials, overrides, env, line
 ):
     """A wandb id that every job of a multirun would have (given once, or WANDB_RUN_ID) puts them all in one W&B
-    run, each logging over the others: refused in one line, before the sweep folder is made."""
+    run, each logging over the others: refused in one line, before the sweep folder is made; so is an id that a
+    job cannot resolve."""
     sweep = tmp_path / "sweep"
     proc = run("rnnreg-train", *overrides, *tiny_cli, "logger=wandb", f"hydra.sweep.dir={sweep}", check=False, env=env)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
