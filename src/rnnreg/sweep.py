@@ -479,10 +479,9 @@ def job_wandb_run(job_config: DictConfig) -> str | None:
 def check_study_wandb_run(config: DictConfig) -> None:
     """check_wandb_runs for another sweeper (Optuna: its jobs come one by one), from the sweep's config: one id
     for every job is a fixed logger.wandb.id that the search does not vary, or WANDB_RUN_ID without one."""
-    if (OmegaConf.select(config, "hydra.sweeper.n_trials", default=None) or 2) < 2:
-        return
+    trials = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
     found = wandb_id_key(config)
-    if found is None:
+    if found is None or (trials is not None and trials < 2):  # (one trial shares its run with no other)
         return
     key, given = found
     if given in (None, ""):
