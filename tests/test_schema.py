@@ -375,6 +375,11 @@ def test_a_typo_names_the_key_meant(composed):
             ["paths.output_root=${nope}"],
             r"^paths.output_root=\$\{nope\} cannot be resolved \(Interpolation key 'nope' not found\)$",
         ),
+        (  # where no rule reads the key: a Lightning argument, a list's item (before: Hydra's traceback in the run)
+            ["+trainer.max_steps=${nope}"],
+            r"^trainer.max_steps=\$\{nope\} cannot be resolved \(Interpolation key 'nope' not found\)$",
+        ),
+        (["tags=[a,${nope}]"], r"^tags\[1\]=\$\{nope\} cannot be resolved \(Interpolation key 'nope' not found\)$"),
         (
             ["paths.output_root=${oc.env:RNNREG_TEST_UNSET}"],
             r"^paths.output_root=\$\{oc.env:RNNREG_TEST_UNSET\} cannot be resolved \(.*'RNNREG_TEST_UNSET' not found",

@@ -580,8 +580,23 @@ def validate(cfg: DictConfig, schema: type | str, choices: Any = None) -> None:
         if missing:
             raise MissingValue(missing_message(missing[0], f"rnnreg-{schema}"), missing[0])
         schema = SCHEMAS[schema]
+    _check_resolvable(cfg, "")
     _validate_node(cfg, schema, "")
     cross_checks(cfg, schema, choices)
+
+
+def _check_resolvable(node: Any, prefix: str) -> None:
+    """Every interpolation outside hydra resolves, the keys no rule reads included (a +trainer.* argument, a
+    callback's): one line here, where the run would stop inside its folder with Hydra's traceback."""
+    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+        if not prefix and key == "hydra":
+            continue
+        child = node._get_node(key)
+        name = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
+        if child._is_interpolation():
+            _get(node, key, name)
+        elif isinstance(child, (DictConfig, ListConfig)) and not child._is_missing() and not child._is_none():
+            _check_resolvable(child, f"{name}.")
 
 
 def _validate_node(cfg: DictConfig, schema: type, prefix: str) -> None:
