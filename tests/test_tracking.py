@@ -158,7 +158,7 @@ SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own)
         (
             ["-m", "+logger.wandb.id=run_${nope}", "seed=1,2"],
             {},
-            "logger.wandb.id=run_${nope}: Interpolation key 'nope' not found",
+            "logger.wandb.id=run_${nope} cannot be resolved (Interpolation key 'nope' not found) (sweep job seed=1)",
         ),
     ],
     ids=["basic", "stacked", "env", "optuna", "unresolved"],
