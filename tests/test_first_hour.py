@@ -574,6 +574,34 @@ def test_flags_hydra_would_refuse_with_a_traceback_or_take_for_a_run_are_one_lin
 
 
 @pytest.mark.parametrize(
+    "script, argv, says",
+    [
+        ("rnnreg-train", ["--info", "bogus"], "argument --info/-i: invalid choice: 'bogus' (choose from 'all', "),
+        ("rnnreg-train", ["--cfg", "bogus"], "argument --cfg/-c: invalid choice: 'bogus' (choose from 'job', "),
+        ("rnnreg-train", ["--conf", "ud"], "ambiguous option: --conf could match --config-path, --config-name, "),
+        ("rnnreg-train", ["--config-name"], "argument --config-name/-cn: expected one argument: "),
+        (
+            "rnnreg-train",
+            ["-cdud"],
+            "argument --cfg/-c: invalid choice: 'dud' (choose from 'job', 'hydra', 'all') "
+            "(-cdud reads as -c dud: write -cd ud): ",
+        ),
+        ("rnnreg-eval", ["--foo"], "unrecognized arguments: --foo: "),
+        ("rnnreg-generate", ["--foo"], "unrecognized arguments: --foo: "),
+        ("rnnreg-report", ["--foo"], "unrecognized arguments: --foo: "),
+    ],
+)
+def test_a_flag_hydras_parser_refuses_is_one_line(tmp_path, script, argv, says):
+    """A flag or flag value argparse refuses: its reason in one line, exit 2, nothing made (was its nine-line usage);
+    the flags are listed by --hydra-help (an app's --help shows its config)."""
+    proc = run(script, f"hydra.run.dir={tmp_path}/run", *argv, check=False)  # (before: --config-name would take it)
+    (line,) = proc.stderr.splitlines()
+    assert proc.returncode == 2 and line.startswith(f"error: {says}") and not proc.stdout
+    assert line.endswith(f": see {script} --hydra-help for the flags") and not (tmp_path / "run").exists()
+    assert "--config-name,-cn" in run(script, "--hydra-help").stdout
+
+
+@pytest.mark.parametrize(
     "argv, says",
     [
         (["--cfg", "job", "nokey=1"], "nokey is not a key of the train config: the keys are "),

@@ -28,6 +28,7 @@ from rnnreg.config_search import (
     borrowed_experiment_name,
     config_roots,
     hydra_as_main,
+    parser_refusal,
     read_command_line,
 )
 from rnnreg.errors import ConfigError, MissingValue, OutputError, first_line
@@ -68,7 +69,10 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
     takes them in one run), or takes and then does something else than asked (-p without --cfg: a run;
     --experimental-rerun: our configs use ${hydra:...}, which its rerun cannot resolve; another script's config)."""
     command = read_command_line(argv)
-    if command is None:  # Hydra's parser refuses it (its usage, and what it could not read) or --version
+    if command is None:  # Hydra's parser refuses it (its usage, nine lines, and why) or answers it (--version)
+        refusal = parser_refusal(argv)
+        if refusal is not None:
+            raise ConfigError(f"{refusal}{glued_flag_hint(argv)}: see {script} --hydra-help for the flags")
         return
     modes = command.modes
     if len(modes) > 1:
@@ -95,6 +99,12 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
             f"key=value words on both sides of a flag, which Hydra's parser refuses: give them together, after the "
             f"flags: {shlex.join([script, *command.in_order])}"
         )
+
+
+def glued_flag_hint(argv: list[str]) -> str:
+    """Where a word glues -cd, -cn or -cp to its value (-cdud): argparse reads it as -c (--cfg) with the rest."""
+    glued = next((a for a in argv if re.fullmatch(r"-c[dnp][^=].*", a)), None)
+    return f" ({glued} reads as -c {glued[2:]}: write {glued[:3]} {glued[3:]})" if glued else ""
 
 
 # Checked.hydra_mode where check_command_line did not compose the config as Hydra's main does to find its mode

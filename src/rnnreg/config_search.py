@@ -52,16 +52,47 @@ def read_command_line(argv: list[str]) -> HydraCommandLine | None:
     return _read_command_line(tuple(argv), os.getcwd())
 
 
-@functools.lru_cache(maxsize=8)  # a start reads its command line in several checks
-def _read_command_line(argv: tuple[str, ...], cwd: str) -> HydraCommandLine | None:
+class ParserRefusal(Exception):
+    """Hydra's argument parser (argparse) refusing a command line: its reason, without its usage."""
+
+
+def _hydra_parser() -> Any:
+    """Hydra's own argument parser, raising ParserRefusal where argparse would print its usage and exit 2."""
     from hydra._internal.utils import get_args_parser
 
-    parser, in_order = get_args_parser(), None
-    try:  # Hydra's parser prints its refusal (or its version) itself: Hydra's main does so again, later
+    def refuse(message: str) -> None:
+        raise ParserRefusal(message)
+
+    parser = get_args_parser()
+    parser.error = refuse
+    return parser
+
+
+def parser_refusal(argv: list[str]) -> str | None:
+    """Why Hydra's parser refuses `argv` (argparse's reason: an unknown flag, a bad choice, a missing value), None
+    where it takes it (or answers it while parsing: --version)."""
+    parser = _hydra_parser()
+    try:  # (--version prints itself)
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                parser.parse_args(argv)
+            except ParserRefusal:  # key=value words on both sides of a flag: read_command_line takes them
+                parser.parse_intermixed_args(argv)
+    except ParserRefusal as refusal:
+        return str(refusal)
+    except SystemExit:
+        return None
+    return None
+
+
+@functools.lru_cache(maxsize=8)  # a start reads its command line in several checks
+def _read_command_line(argv: tuple[str, ...], cwd: str) -> HydraCommandLine | None:
+    parser, in_order = _hydra_parser(), None
+    try:  # (--version prints itself: Hydra's main does so again, later)
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             try:
                 args = parser.parse_args(argv)
-            except SystemExit:  # key=value words on both sides of a flag (`experiment=smoke -m seed=1,2`), say
+            except ParserRefusal:  # key=value words on both sides of a flag (`experiment=smoke -m seed=1,2`), say
                 args = parser.parse_intermixed_args(argv)
                 words = iter(args.overrides)
                 word = next(words, None)
@@ -72,7 +103,7 @@ def _read_command_line(argv: tuple[str, ...], cwd: str) -> HydraCommandLine | No
                     else:
                         flags.append(a)
                 in_order = (*flags, *args.overrides)
-    except SystemExit:
+    except (SystemExit, ParserRefusal):
         return None
     config_dir = None
     if args.config_dir is not None:
