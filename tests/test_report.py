@@ -688,6 +688,23 @@ def test_odd_run_files_the_report_can_read_and_folders_it_cannot_write(tmp_path)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_a_report_multirun_is_one_line_that_gives_a_command_per_folder(tmp_path, monkeypatch):
+    """rnnreg-report -m path=a,b wrote Hydra's sweep folder (multirun/<date>/<time>/: multirun.yaml, a folder per
+    job) into the current folder: one line, exit 2, nothing written; the commands it gives report each folder."""
+    monkeypatch.chdir(tmp_path)
+    ablation(tmp_path / "a", {"none": ABLATION["none"]})
+    ablation(tmp_path / "b", {"none": ABLATION["none"]})
+    proc = run("rnnreg-report", "-m", "path=a,b", check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "error: -m: rnnreg-report writes each folder's report into that folder, and a multirun would add Hydra's "
+        "sweep folder (multirun/<date>/<time>) here: run it once per folder (rnnreg-report path=a, then "
+        "rnnreg-report path=b), or report the runs of several folders together from a folder of links to them "
+        "(path=<folder of links>)"
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"] and not list(tmp_path.rglob("report.md"))
+    assert run("rnnreg-report", "path=a").returncode == 0 and (tmp_path / "a" / "report.md").is_file()
+
+
 def test_report_piped_into_head_exits_quietly(tmp_path):
     """`rnnreg-report ... | head -1`: the pipe may close before the report is printed (`| true` closes it at
     once); no BrokenPipeError traceback."""

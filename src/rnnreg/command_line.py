@@ -7,6 +7,7 @@ job has run. rnnreg.runtime.hydra_entry calls `check_command_line` (validate_arg
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -91,6 +92,8 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
             f"--experimental-rerun cannot rerun a run of {script} (its config reads ${{hydra:runtime.output_dir}}): "
             f"give the run's overrides again (they are in <run>/.hydra/overrides.yaml)"
         )
+    if script == "rnnreg-report" and command.multirun:  # Hydra's sweep folder, multirun.yaml and a folder per job
+        raise ConfigError(report_multirun_message(command.overrides))
     other = command.config_name
     if other in SCRIPT_CONFIGS and other != script.removeprefix("rnnreg-"):  # (its keys are not this script's)
         raise ConfigError(f"--config-name {other} is rnnreg-{other}'s config: run rnnreg-{other} instead of {script}")
@@ -99,6 +102,29 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
             f"key=value words on both sides of a flag, which Hydra's parser refuses: give them together, after the "
             f"flags: {shlex.join([script, *command.in_order])}"
         )
+
+
+def report_multirun_message(overrides: tuple[str, ...]) -> str:
+    """rnnreg-report -m: a report goes into the folder it reports, and a sweep would add Hydra's sweep folder."""
+    lines = ["path=<folder>"]
+    with contextlib.suppress(Exception):  # (a path= Hydra cannot read: the example's)
+        (path,) = [o for o in parse_overrides(overrides) if o.key_or_group == "path"]
+        if path.is_discrete_sweep() and "(" not in path.input_line:  # a list of folders (not glob(*), range())
+            lines = [f"path={folder}" for folder in path.sweep_string_iterator()]
+        elif not path.is_sweep_override():
+            lines = [path.input_line]
+    each = ", then ".join("rnnreg-report " + (line if "<" in line else shlex.quote(line)) for line in lines)
+    return (
+        f"-m: rnnreg-report writes each folder's report into that folder, and a multirun would add Hydra's sweep "
+        f"folder (multirun/<date>/<time>) here: run it once per folder ({each}), or report the runs of several "
+        f"folders together from a folder of links to them (path=<folder of links>)"
+    )
+
+
+def parse_overrides(lines: tuple[str, ...] | list[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(lines))
 
 
 def glued_flag_hint(argv: list[str]) -> str:
