@@ -572,6 +572,8 @@ def test_a_generation_sweep_with_a_failed_job_exits_1_and_lists_it(checkpoints, 
     assert errors[0].startswith(f"error: job 1 (ckpt_path={bad}) failed: {bad} holds non-finite weights")
     assert errors[1] == f"error: 1 job(s) of the multirun in {sweep} failed: 1"
     assert proc.stdout.startswith("w1 ")
+    # the good job's folder, left empty (generate writes no file), is gone; the failed one's keeps its error.txt
+    assert not (sweep / "0").exists() and (sweep / "1" / "error.txt").is_file()
 
 
 def test_a_long_generation_prints_as_it_draws_and_ctrl_c_is_one_line(checkpoints):
