@@ -458,6 +458,21 @@ def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
     assert best["best_value"] == pytest.approx(best_val) and best["best_params"]["optim.decay"] == 1.2
 
 
+def test_an_optuna_study_shows_no_alembic_lines(tiny_corpus, tmp_path):
+    """hparams_search=optuna began with seven `[HYDRA] setup plugin alembic...` lines: Optuna's database layer logs
+    at INFO as it is imported, through Hydra's console handler."""
+    tiny = [
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "test=false",
+    ]
+    study = ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=1"]
+    proc = run("rnnreg-train", *tiny, *study, f"hydra.sweep.dir={tmp_path}/optuna")
+    assert "Study name:" in proc.stdout and "alembic" not in proc.stdout + proc.stderr
+
+
 def test_a_run_resumed_in_its_folder_keeps_its_earlier_csv_rows(tiny_cli, tmp_path):
     """SIGTERM in epoch 1, then `ckpt_path=last` in the same folder: csv/metrics.csv keeps the rows logged before
     the stop (Lightning's CSVLogger deleted them) and no row twice; the report has every epoch's validation."""
