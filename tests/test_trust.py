@@ -653,7 +653,8 @@ def test_a_multirun_never_writes_over_an_earlier_multiruns_results(tiny_corpus, 
     stops with one line, whatever its launcher, before the sweeper writes multirun.yaml. Going on with
     hydra.launcher.resume=true is a stacked sweep's own: over jobs that Hydra's basic launcher ran it stops too
     (a stacked group would train them again from their start). Jobs that would share one folder
-    (hydra.sweep.subdir without the job in it) are refused before anything is made."""
+    (hydra.sweep.subdir without the job in it) are refused before anything is made, and jobs in folders of their own
+    (hydra.sweep.subdir=s${seed}) into a used sweep folder too, with that reason."""
     sweep = tmp_path / "sweep"
     common = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false", "seed=1,2"]
     common += ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
@@ -668,6 +669,20 @@ def test_a_multirun_never_writes_over_an_earlier_multiruns_results(tiny_corpus, 
             f"give it another folder (hydra.sweep.dir=...), or remove that folder first"
         ]
         assert snapshot(sweep) == before
+    # jobs in folders of their own (s10) write over no result, but the sweep's multirun.yaml would be replaced
+    own = [
+        *(a for a in common if a != "seed=1,2"),
+        "seed=10",
+        "hydra.sweep.subdir=s${seed}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    status, stderr = finish(popen("rnnreg-train", *own))
+    assert status == 2 and stderr == [
+        f"error: {sweep} holds an earlier multirun's results (in 0, 1): this multirun would replace its multirun.yaml, "
+        "and rnnreg-report would read the two as one sweep: give it another folder (hydra.sweep.dir=...), or remove "
+        "that folder first"
+    ]
+    assert snapshot(sweep) == before
     resume = ["hydra/launcher=stacked", "hydra.launcher.resume=true", f"hydra.sweep.dir={sweep}"]
     status, stderr = finish(popen("rnnreg-train", *common, *resume))
     assert status == 2 and len(stderr) == 1

@@ -240,13 +240,36 @@ def check_sweep_folder(config: DictConfig) -> None:
     # the folders that hold them: jobs (their metrics.json, their checkpoints/) and a stacked group's .stacked/
     files = [Path(f) for f in earlier_results(sweep_dir, below=True)]
     found = sorted({str(f.parent.parent if f.parent.name == "checkpoints" else f.parent) for f in files}, key=job_order)
-    if found:
-        stacked = uses_stacked_launcher(config)
-        made_by = [recorded_launcher(sweep_dir / folder) for folder in found]
-        go_on = ""
-        if stacked and all(launcher == STACKED_LAUNCHER for launcher in made_by if launcher):
-            go_on = ", go on with the same command and hydra.launcher.resume=true"
-        raise OutputError(results_message(sweep_dir, found, "hydra.sweep.dir", go_on, what="multirun"))
+    if not found:
+        return
+    written_over = folders_written_over(config, sweep_dir, str(subdir), found)
+    if not written_over:  # its jobs go to other folders (hydra.sweep.subdir=s${seed}): its record is replaced
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        raise OutputError(
+            f"{sweep_dir} holds an earlier multirun's results (in {shown}): this multirun would replace its "
+            f"multirun.yaml, and rnnreg-report would read the two as one sweep: give it another folder "
+            f"(hydra.sweep.dir=...), or remove that folder first"
+        )
+    stacked = uses_stacked_launcher(config)
+    made_by = [recorded_launcher(sweep_dir / folder) for folder in written_over]
+    go_on = ""
+    if stacked and all(launcher == STACKED_LAUNCHER for launcher in made_by if launcher):
+        go_on = ", go on with the same command and hydra.launcher.resume=true"
+    raise OutputError(results_message(sweep_dir, written_over, "hydra.sweep.dir", go_on, what="multirun"))
+
+
+def folders_written_over(config: DictConfig, sweep_dir: Path, subdir: str, found: list[str]) -> list[str]:
+    """Of `found` (the folders in `sweep_dir` that hold an earlier multirun's results), those a job of this
+    multirun writes in; all of them where its jobs' folders are not known before they run (another sweeper's)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not basic_sweeper(config):
+        return found
+    if subdir == NUMBERED_SUBDIR:  # (each job's number: no job composed)
+        mine = {str(num) for num in range(len(sweep_jobs(config, GlobalHydra.instance().config_loader())))}
+    else:
+        mine = {os.path.relpath(folder, sweep_dir) for _, folder in job_folders(config) or []}
+    return [folder for folder in found if any(folder == job or folder.startswith(f"{job}/") for job in mine)]
 
 
 def recorded_launcher(job_dir: Path) -> str | None:
