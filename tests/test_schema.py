@@ -391,6 +391,51 @@ def test_cross_key_rules_and_sweeps(args, message):
         validate_args("train", args)
 
 
+NO_SEARCH_SPACE = "this command's sweeper (basic) has no search space to add to (hydra.sweeper.params is null)"
+
+
+@pytest.mark.parametrize(
+    "args, says, fixed",
+    [
+        (  # the basic sweeper's params is null: Hydra's AssertionError for a quoted value, AttributeError for a mapping
+            ["-m", "+hydra.sweeper.params.seed=1,2"],
+            f"+hydra.sweeper.params.seed=1,2: {NO_SEARCH_SPACE}: sweep the key itself with -m: seed=1,2",
+            ["-m", "seed=1,2"],
+        ),
+        (
+            ["-m", "hydra.sweeper.params.seed='1,2'"],
+            f"hydra.sweeper.params.seed='1,2': {NO_SEARCH_SPACE}: sweep the key itself with -m: seed=1,2",
+            ["-m", "seed=1,2"],
+        ),
+        (
+            ["-m", "hydra.sweeper.params={seed:'1,2',optim.lr:'1,2'}"],
+            f"hydra.sweeper.params={{seed:'1,2',optim.lr:'1,2'}}: {NO_SEARCH_SPACE}: sweep the key itself with -m: "
+            "seed=1,2 optim.lr=1,2",
+            ["-m", "seed=1,2", "optim.lr=1,2"],
+        ),
+        (  # an experiment's search space, without seed: Hydra adds a key with +
+            ["-m", "experiment=ablation_placement_small", "hydra.sweeper.params.seed=1,2"],
+            "hydra.sweeper.params.seed=1,2: Hydra's own settings cannot be swept: quote a value that holds a comma "
+            "(\"+hydra.sweeper.params.seed='1,2'\"), or sweep the key itself: seed=1,2",
+            ["-m", "experiment=ablation_placement_small", "+hydra.sweeper.params.seed='1,2'"],
+        ),
+        (  # tag() labels a sweep: a quoted value is a string, which seed is not
+            ["seed=tag(a,1)"],
+            "seed=tag(a,1) is not an override Hydra can read (Error parsing override 'seed=tag(a,1)'): tag() takes its "
+            "tags, then the sweep they label: -m 'seed=tag(a,choice(1))'",
+            ["-m", "seed=tag(a,choice(1))"],
+        ),
+    ],
+)
+def test_the_fix_a_sweep_refusal_gives_is_one_the_check_takes(args, says, fixed):
+    """Finding 9: `"hydra.sweeper.params.seed='1,2'"`, the fix given, ended in Hydra's AssertionError; `seed=tag(a,1)`
+    was told to quote the value, which makes seed a string."""
+    with pytest.raises(ConfigError) as refused:
+        validate_args("train", args)
+    assert str(refused.value) == says
+    assert validate_args("train", fixed) >= 1
+
+
 def test_a_relative_path_a_job_would_read_from_its_run_folder_is_one_line(tmp_path, monkeypatch):
     """hydra.job.chdir=true runs the job in its run folder, where a relative data.data_dir, ckpt_path or (for
     ckpt_path=last) paths.output_root is not what the command meant: refused before the folder is made (before, the
@@ -537,6 +582,11 @@ def test_every_config_a_user_can_compose_validates(tmp_path):
         ("rnnreg-train", ["data=text"], "error: data.data_dir is required"),
         ("rnnreg-train", ["debug=null"], "error: debug=null: debug is a config group"),
         ("rnnreg-generate", ["prompt=he does n't know"], "error: prompt=he does n't know is not an override Hydra"),
+        (  # Hydra's AssertionError traceback ("Unexpected type for root: NoneType")
+            "rnnreg-train",
+            ["-m", "hydra.sweeper.params.seed='1,2'"],
+            "error: hydra.sweeper.params.seed='1,2': this command's sweeper (basic) has no search space to add to",
+        ),
         (
             "rnnreg-train",
             ["speed.fast_step=true", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"],

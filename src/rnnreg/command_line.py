@@ -219,15 +219,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         multirun = multirun or base.hydra.mode == RunMode.MULTIRUN
         hydra_sweeps = [o for o in values if _is_hydra(o) and o.is_sweep_override()]
         if hydra_sweeps:  # Hydra's own lines ("Sweeping over Hydra's configuration"; "Ambiguous value") say no more
-            line = hydra_sweeps[0].input_line
-            key, _, value = line.partition("=")
-            key = key.lstrip("+")
-            param = key.removeprefix("hydra.sweeper.params.")
-            itself = f", or sweep the key itself: {param}={value}" if param != key else ""
-            raise ConfigError(
-                f"{line}: Hydra's own settings cannot be swept: quote a value that holds a comma "
-                f"({quoted_override(key, value)}){itself}"
-            )
+            raise ConfigError(hydra_sweep_message(base, hydra_sweeps[0]))
         sweeps = {o.get_key_element(): o for o in values + groups if o.is_sweep_override() and not _is_hydra(o)}
         if sweeps and not multirun:
             line = next(iter(sweeps.values())).input_line
@@ -320,6 +312,38 @@ def optional_groups(primary: str, conf_dir: str) -> set[str]:
     }
 
 
+def hydra_sweep_message(cfg: DictConfig, override: Any) -> str:
+    """A sweep of a hydra.* setting (`hydra.sweeper.params.seed=1,2`): quote the value, where the key can take it."""
+    line = override.input_line
+    key, _, value = line.partition("=")
+    key = key.lstrip("+~")
+    param = key.removeprefix("hydra.sweeper.params.")
+    if param != key and no_search_space(cfg):  # (a quoted value: Hydra's AssertionError, apply_overrides)
+        return f"{line}: {no_search_space(cfg)}: sweep the key itself with -m: {param}={value}"
+    itself = f", or sweep the key itself: {param}={value}" if param != key else ""
+    add = "+" if OmegaConf.select(cfg, key, default="<absent>") == "<absent>" else ""  # (Hydra: "To append ... use +")
+    quoted = quoted_override(add + key, value)
+    return f"{line}: Hydra's own settings cannot be swept: quote a value that holds a comma ({quoted}){itself}"
+
+
+def no_search_space(cfg: DictConfig) -> str | None:
+    """Why the command line cannot add to hydra.sweeper.params: the sweeper's own is null (the basic sweeper's,
+    without an experiment's sweep), into which Hydra sets no key (an AssertionError or AttributeError)."""
+    if OmegaConf.select(cfg, "hydra.sweeper.params", default="<absent>") is not None:
+        return None
+    sweeper = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get("hydra/sweeper", "basic")
+    return f"this command's sweeper ({sweeper}) has no search space to add to (hydra.sweeper.params is null)"
+
+
+def search_space_fix(override: Any) -> str:
+    """The command line's own sweep of what a hydra.sweeper.params override would have set."""
+    value = override.value()
+    if override.key_or_group == "hydra.sweeper.params":  # the mapping as a whole, {seed:'1,2'}
+        pairs = value.items() if isinstance(value, dict) else []
+        return " ".join(f"{k}={v}" for k, v in pairs) or "KEY=a,b"
+    return f"{override.key_or_group.removeprefix('hydra.sweeper.params.')}={value}"
+
+
 def hydra_message(err: BaseException) -> str:
     """Hydra's message as one line, with what it says on the lines after its first: the fix ("To append to your
     config use +KEY=..."), a group's options (each on a line of its own), or its cause's first line (why a merge
@@ -374,11 +398,21 @@ def parse_error(args: list[str], err: Exception) -> str:
             if not equals:
                 return f"{arg}: {reason}"
             reason = reason.split(":")[0] if reason.endswith(arg) else reason
+            if value.startswith("tag(") and value.endswith(")"):  # (a quoted tag() is a string: not a sweep's value)
+                return f"{arg} is not an override Hydra can read ({reason}): {tag_fix(key, value)}"
             return (
                 f"{arg} is not an override Hydra can read ({reason}): quote the value inside the override, "
                 f"e.g. {quoted_override(key, value)} (the outer quotes for the shell, the inner ones for Hydra)"
             )
     return reason
+
+
+def tag_fix(key: str, value: str) -> str:
+    """Hydra's tag() labels a sweep: its last argument is one (choice, range, interval), the ones before it tags."""
+    inner = value.removeprefix("tag(").removesuffix(")")
+    tag, _, values = inner.partition(",") if "," in inner else ("a", "", inner)
+    sweep = values if re.match(r"(choice|range|interval|sort|shuffle)\(", values) else f"choice({values})"
+    return f"tag() takes its tags, then the sweep they label: -m {shlex.quote(f'{key}=tag({tag},{sweep})')}"
 
 
 def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: str = CONF_DIR) -> str | None:
@@ -525,6 +559,9 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
         key = override.key_or_group
         if not override.is_add() and not override.is_force_add() and not key.startswith("hydra."):
             _check_key_exists(cfg, key, override, config_name)
+        if key.split(".")[:3] == ["hydra", "sweeper", "params"] and no_search_space(cfg):
+            fix = search_space_fix(override)
+            raise ConfigError(f"{override.input_line}: {no_search_space(cfg)}: sweep the key itself with -m: {fix}")
         if key.startswith("hydra.launcher.") and OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
             raise ConfigError(f"{override.input_line}: {not_a_launcher_setting(cfg, key)}")
         try:
