@@ -608,6 +608,7 @@ def test_a_flag_hydras_parser_refuses_is_one_line(tmp_path, script, argv, says):
         (["--help", "nokey=1"], "nokey is not a key of the train config: the keys are "),
         (["--cfg", "job", "seed=1,2"], "seed=1,2 is a sweep, and --cfg shows one job's config: give one value of seed"),
         (["--info", "config", "seed=1,2"], "seed=1,2 is a sweep, and --info shows one job's config: give one value"),
+        (["-m", "--help", "seed=1,2"], "seed=1,2 is a sweep, and --help shows one job's config: give one value of"),
     ],
 )
 def test_a_config_hydra_shows_is_checked_as_a_runs(argv, says):

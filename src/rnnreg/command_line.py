@@ -221,7 +221,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         if hydra_sweeps:  # Hydra's own lines ("Sweeping over Hydra's configuration"; "Ambiguous value") say no more
             raise ConfigError(hydra_sweep_message(base, hydra_sweeps[0]))
         sweeps = {o.get_key_element(): o for o in values + groups if o.is_sweep_override() and not _is_hydra(o)}
-        if sweeps and not multirun:
+        if sweeps and (not multirun or shown_config(command)):  # (-m --help: Hydra's traceback says to add -m)
             line = next(iter(sweeps.values())).input_line
             key, _, value = line.partition("=")
             if flag := shown_config(command):  # Hydra's own advice, to add -m, is refused with --cfg
