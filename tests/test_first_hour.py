@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -599,6 +600,24 @@ def test_a_flag_hydras_parser_refuses_is_one_line(tmp_path, script, argv, says):
     assert proc.returncode == 2 and line.startswith(f"error: {says}") and not proc.stdout
     assert line.endswith(f": see {script} --hydra-help for the flags") and not (tmp_path / "run").exists()
     assert "--config-name,-cn" in run(script, "--hydra-help").stdout
+
+
+def test_a_relative_config_path_is_one_line_that_gives_the_absolute_one(tmp_path, monkeypatch):
+    """-cp conf2 (a copy of conf/ here): Hydra reads it from rnnreg's package, and said in four lines that module
+    rnnreg.conf2 was not found, exit 1; the absolute path the line gives runs."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(CONF_DIR, tmp_path / "conf2")
+    proc = run("rnnreg-train", "-cp", "conf2", "--cfg", "job", "-p", "seed", check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "error: --config-path conf2: Hydra reads a relative --config-path from rnnreg's package, not from this folder: "
+        f"give it as an absolute path (--config-path {tmp_path / 'conf2'}), or add its config groups to rnnreg's with "
+        "--config-dir conf2"
+    ]
+    for flag in ("--config-path", "--config-dir"):
+        shown = run(
+            "rnnreg-train", flag, str(tmp_path / "conf2") if flag == "--config-path" else "conf2", "--cfg", "job"
+        )
+        assert shown.stdout.startswith("task_name: train\n")
 
 
 @pytest.mark.parametrize(

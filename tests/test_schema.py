@@ -208,7 +208,7 @@ def test_a_typo_names_the_key_meant(composed):
     parser = OverridesParser.create()
     with pytest.raises(ConfigError, match=r"^model.hiddn is not a key of model: did you mean model.hidden_size\?$"):
         check_job(composed["train"], "train", parser.parse_overrides(["model.hiddn=3"]))
-    with pytest.raises(ConfigError, match=r"^foo is not a key of the train config: the keys are callbacks, "):
+    with pytest.raises(ConfigError, match=r"^\+foo=1: rnnreg's train config takes no new top-level keys .*callbacks, "):
         check_job(composed["train"], "train", parser.parse_overrides(["+foo=1"]))
     with pytest.raises(ConfigError, match=r"add it with \+trainer.accumulate_grad_batches=2$"):
         check_job(composed["train"], "train", parser.parse_overrides(["trainer.accumulate_grad_batches=2"]))
@@ -434,6 +434,39 @@ def test_the_fix_a_sweep_refusal_gives_is_one_the_check_takes(args, says, fixed)
         validate_args("train", args)
     assert str(refused.value) == says
     assert validate_args("train", fixed) >= 1
+
+
+@pytest.mark.parametrize(
+    "args, says, fixed",
+    [
+        (  # was "foo is not a key of the train config": Hydra's + exists to add keys
+            ["+foo=1"],
+            "+foo=1: rnnreg's train config takes no new top-level keys (its schema checks every key): set one of "
+            "its keys (callbacks, ckpt_path, data, dropout, experiment_name, extras, logger, model, optim, "
+            "optimized_metric, paths, seed, speed, tags, task_name, test, test_ckpt, trainer); a Lightning Trainer "
+            "argument goes in with +trainer.KEY=..., a label for the run in tags=[...]",
+            ["tags=[foo]"],
+        ),
+        (  # was "model.hidden_size is not a key of the train config"
+            ["~model", "model.hidden_size=16"],
+            "~model: rnnreg-train needs a model config, which ~ takes away: choose one of its options instead (large, "
+            "medium, small: model=large, say)",
+            ["model=large", "model.hidden_size=16"],
+        ),
+        (  # was "dropout.input is missing"
+            ["~dropout=non_recurrent"],
+            "~dropout=non_recurrent: rnnreg-train needs a dropout config, which ~ takes away: choose one of its "
+            "options instead (both, non_recurrent, recurrent, variational, weight_drop: dropout=both, say), or "
+            "dropout=none to turn dropout off",
+            ["dropout=none"],
+        ),
+    ],
+)
+def test_a_key_added_or_a_group_taken_away_says_what_the_config_takes(args, says, fixed):
+    with pytest.raises(ConfigError) as refused:
+        validate_args("train", args)
+    assert str(refused.value) == says
+    assert validate_args("train", fixed) == 1 and validate_args("train", ["~debug"]) == 1  # (an optional group: off)
 
 
 def test_a_relative_path_a_job_would_read_from_its_run_folder_is_one_line(tmp_path, monkeypatch):

@@ -92,6 +92,8 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
             f"--experimental-rerun cannot rerun a run of {script} (its config reads ${{hydra:runtime.output_dir}}): "
             f"give the run's overrides again (they are in <run>/.hydra/overrides.yaml)"
         )
+    if command.config_path and (fix := relative_config_path(command.config_path)):
+        raise ConfigError(fix)
     if script == "rnnreg-report" and command.multirun:  # Hydra's sweep folder, multirun.yaml and a folder per job
         raise ConfigError(report_multirun_message(command.overrides))
     other = command.config_name
@@ -102,6 +104,25 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
             f"key=value words on both sides of a flag, which Hydra's parser refuses: give them together, after the "
             f"flags: {shlex.join([script, *command.in_order])}"
         )
+
+
+def relative_config_path(path: str) -> str | None:
+    """A relative --config-path, which Hydra reads from the package of the script's module (rnnreg.conf2, a module
+    it then does not find: four lines, exit 1), not from this folder; None where it names a folder there."""
+    import rnnreg
+
+    if os.path.isabs(path) or "://" in path or Path(rnnreg.__file__).parent.joinpath(path).is_dir():
+        return None
+    absolute = os.path.abspath(path)
+    if not os.path.isdir(absolute):
+        return (
+            f"--config-path {path}: no such folder: give the folder that holds your primary config, as an absolute path"
+        )
+    return (
+        f"--config-path {path}: Hydra reads a relative --config-path from rnnreg's package, not from this folder: give "
+        f"it as an absolute path (--config-path {absolute}), or add its config groups to rnnreg's with --config-dir "
+        f"{path}"
+    )
 
 
 def report_multirun_message(overrides: tuple[str, ...]) -> str:
@@ -256,9 +277,11 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                     job = check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)), chdir)
                     if multirun and uses_stacked_launcher(cfg):  # its refusals before Hydra writes the sweep folder
                         check_stackable(job)
-                except MissingValue as err:
-                    raise MissingValue(f"{err}{where}", err.key) from None
                 except ConfigError as err:
+                    if needed := deleted_group(groups, optional_groups(primary, conf_dir), err):
+                        raise ConfigError(needed_group_message(needed, config_name, roots)) from None
+                    if isinstance(err, MissingValue):
+                        raise MissingValue(f"{err}{where}", err.key) from None
                     raise ConfigError(f"{err}{where}") from None
                 rate_used = rate_used or ("dropout" in job and bool(sites_using_p(job.dropout)))
                 if warning := borrowed_experiment_name(cfg.hydra.runtime.choices, job, roots):
@@ -310,6 +333,26 @@ def optional_groups(primary: str, conf_dir: str) -> set[str]:
         for key, value in entry.items()
         if value is None
     }
+
+
+def deleted_group(groups: list, optional: set[str], err: Exception) -> Any:
+    """The command line's `~group` (or `~group=option`) behind a job's refusal: a group the config needs (its default
+    is not null), whose keys the refusal names as missing or unknown."""
+    for override in groups:
+        group = override.key_or_group
+        if override.is_delete() and group not in optional and re.match(rf"{re.escape(group)}[. ]", str(err)):
+            return override
+    return None
+
+
+def needed_group_message(override: Any, config_name: str, roots: ConfigRoots) -> str:
+    group = override.key_or_group
+    options = [o for o in roots.options(group) if o != "none"]
+    off = f", or {group}=none to turn {group} off" if "none" in roots.options(group) else ""
+    return (
+        f"{override.input_line}: rnnreg-{config_name} needs a {group} config, which ~ takes away: choose one of its "
+        f"options instead ({', '.join(options)}: {group}={options[0]}, say){off}"
+    )
 
 
 def hydra_sweep_message(cfg: DictConfig, override: Any) -> str:
@@ -559,6 +602,9 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
         key = override.key_or_group
         if not override.is_add() and not override.is_force_add() and not key.startswith("hydra."):
             _check_key_exists(cfg, key, override, config_name)
+        top = key.split(".")[0]
+        if config_name and (override.is_add() or override.is_force_add()) and top not in cfg and top != "hydra":
+            raise ConfigError(new_key_message(override, cfg, config_name))
         if key.split(".")[:3] == ["hydra", "sweeper", "params"] and no_search_space(cfg):
             fix = search_space_fix(override)
             raise ConfigError(f"{override.input_line}: {no_search_space(cfg)}: sweep the key itself with -m: {fix}")
@@ -574,6 +620,16 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
                     f"{override.input_line}: {key} is a mapping ({keys}): set its keys one by one ({key}.<key>=...)"
                 ) from None
             raise ConfigError(f"{override.input_line}: {hydra_message(err)}") from None
+
+
+def new_key_message(override: Any, cfg: DictConfig, config_name: str) -> str:
+    """`+foo=1`: Hydra's + adds a key, and rnnreg's schema (rnnreg.schema) takes no top-level key of its own."""
+    keys = ", ".join(sorted(str(k) for k in cfg.keys()))
+    return (
+        f"{override.input_line}: rnnreg's {config_name} config takes no new top-level keys (its schema checks every "
+        f"key): set one of its keys ({keys}); a Lightning Trainer argument goes in with +trainer.KEY=..., a label for "
+        f"the run in tags=[...]"
+    )
 
 
 def not_a_launcher_setting(cfg: DictConfig, key: str) -> str:

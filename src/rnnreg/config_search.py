@@ -34,6 +34,7 @@ class HydraCommandLine(NamedTuple):
     answered: bool  # Hydra answers it itself without running the task: help, --cfg, --info, shell completion
     in_order: tuple[str, ...] | None  # the words as Hydra's parser takes them, where it refuses these: every flag
     # first, then the key=value words (argparse takes them in one run); None: in order
+    config_path: str | None = None  # --config-path, as given
 
     @property
     def multirun(self) -> bool:
@@ -117,7 +118,9 @@ def _read_command_line(argv: tuple[str, ...], cwd: str) -> HydraCommandLine | No
     flags = frozenset(f"--{k}".replace("_", "-") for k, v in vars(args).items() if k != "overrides" and v)
     answered = bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
     overrides = tuple(args.overrides)
-    return HydraCommandLine(overrides, config_dir, args.config_name, unchecked, flags, answered, in_order)
+    return HydraCommandLine(
+        overrides, config_dir, args.config_name, unchecked, flags, answered, in_order, args.config_path
+    )
 
 
 @contextlib.contextmanager
