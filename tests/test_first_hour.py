@@ -319,6 +319,20 @@ class ReadDescriptions(L.Callback):
         self.seen.add(bar.progress.tasks[bar.train_progress_bar_id].description.strip())
 
 
+def test_hydras_log_settings_reach_lightnings_lines_and_the_pre_checks_debug_line(tiny_corpus, tmp_path):
+    """hydra.job_logging.root.level=WARNING quieted rnnreg's INFO lines but not Lightning's (its loggers keep their own
+    INFO level); hydra.verbose=rnnreg never showed why the pre-check skipped a command line (logged before Hydra had
+    configured logging). Here the pre-check cannot resolve ${hydra:runtime.choices.model} outside a run."""
+    tiny = [*TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    quiet = ["hydra.job_logging.root.level=WARNING", "hydra.verbose=rnnreg", "test=false"]
+    proc = run(
+        "rnnreg-train", *tiny, *quiet, "experiment_name=${hydra:runtime.choices.model}", f"hydra.run.dir={tmp_path}/r"
+    )
+    out = proc.stdout + proc.stderr
+    assert "GPU available" not in out and "[lightning" not in out, out[-3000:]  # (rnnreg's: DEBUG by hydra.verbose)
+    assert "[rnnreg][DEBUG] - config pre-check skipped" in out and (tmp_path / "r" / "metrics.json").is_file()
+
+
 def test_progress_bar_counts_epochs_from_1(tiny_corpus, tmp_path):
     """The bar says "Epoch 2/2" in the last of two epochs, as train.log and metrics.json count (Lightning's
     own bar says "Epoch 1/1")."""

@@ -52,6 +52,11 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 )
 
 
+# why hydra_entry's pre-check could not check a command line, logged (DEBUG) once the run has configured logging:
+# before, no handler shows it, whatever hydra.verbose says
+PRECHECK_SKIPPED: list[BaseException] = []
+
+
 def missing_key(err: BaseException) -> str | None:
     """The full key of the mandatory value (???) behind `err` (or its causes), or None."""
     from omegaconf.errors import MissingMandatoryValue
@@ -74,6 +79,8 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
+        while PRECHECK_SKIPPED:  # (hydra.verbose=true or [rnnreg] shows it)
+            log.debug("config pre-check skipped", exc_info=PRECHECK_SKIPPED.pop())
         try:
             missing = sorted(OmegaConf.missing_keys(cfg))
             if missing:  # before any work (loading data, building a model)
@@ -143,8 +150,8 @@ def hydra_entry(config_name: str) -> Callable:
                     raise
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
-            except Exception:  # a command line the pre-check cannot compose: Hydra says what is wrong with it
-                log.debug("config pre-check skipped", exc_info=True)
+            except Exception as err:  # a command line the pre-check cannot compose: Hydra says what is wrong with it
+                PRECHECK_SKIPPED.append(err)
             if checked is None or checked.hydra_mode is MODE_NOT_READ:  # Hydra reads the mode itself
                 return hydra_main()
             with hydra_mode_known(checked.hydra_mode):
@@ -199,3 +206,5 @@ def route_lightning_logs() -> None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
+        # Lightning sets its own INFO level: a quieter root (hydra.job_logging.root.level=WARNING) quiets it too
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.getLogger().level))
