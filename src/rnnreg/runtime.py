@@ -207,4 +207,14 @@ def route_lightning_logs() -> None:
             logger.removeHandler(handler)
         logger.propagate = True
         # Lightning sets its own INFO level: a quieter root (hydra.job_logging.root.level=WARNING) quiets it too
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.getLogger().level))
+        logger.setLevel(max(logger.getEffectiveLevel(), job_root_level()))
+
+
+def job_root_level() -> int:
+    """The root logger's level a Hydra run's job logging sets (hydra.job_logging.root.level); NOTSET outside a
+    run (rnnreg as a library, a test: Lightning keeps its own level)."""
+    if not HydraConfig.initialized():
+        return logging.NOTSET
+    level = OmegaConf.select(HydraConfig.get(), "job_logging.root.level", default=None)
+    level = logging.getLevelName(str(level).upper()) if isinstance(level, str) else level
+    return level if isinstance(level, int) else logging.NOTSET
