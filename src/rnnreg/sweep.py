@@ -624,8 +624,8 @@ class SweepCallback(Callback):
         if claimed:  # a multirun that raised keeps it until the process ends (the kernel frees it)
             self.lock.release()
         sweep_dir = Path(config.hydra.sweep.dir)
-        if claimed:
-            drop_empty_job_folders(sweep_dir)
+        if claimed and config.get("task_name") == "generate":
+            drop_empty_job_folders(sweep_dir, self.started)
         ended = failed_jobs(sweep_dir, self.started)
         if not ended:
             if claimed and config.get("task_name") == "train":  # the next command, with the folder it needs
@@ -651,10 +651,15 @@ class SweepCallback(Callback):
         sys.exit(1)
 
 
-def drop_empty_job_folders(sweep_dir: Path) -> None:
-    """The job folders a multirun's jobs left empty (rnnreg-generate's: its samples go to stdout, with no record
-    in its folder, hydra.output_subdir=null; a failed job's holds its error.txt)."""
+def drop_empty_job_folders(sweep_dir: Path, since: float) -> None:
+    """The job folders an rnnreg-generate multirun's jobs left empty (its samples go to stdout, with no record in
+    their folders, hydra.output_subdir=null; a failed job's holds its error.txt): those made `since` then."""
     for folder in sweep_dir.iterdir() if sweep_dir.is_dir() else ():
-        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        if (
+            folder.is_dir()
+            and not folder.is_symlink()
+            and folder.stat().st_mtime >= since
+            and not any(folder.iterdir())
+        ):
             with contextlib.suppress(OSError):  # (made again meanwhile, or not ours to remove)
                 folder.rmdir()
