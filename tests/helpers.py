@@ -398,3 +398,25 @@ def wandb_runs(sweep: Path) -> dict[str, dict]:
     ids = [run["id"] for run in runs.values()]
     assert len(set(ids)) == len(ids), ids
     return runs
+
+
+# a real SIGINT, sent by the process to itself as it imports MODULE: where a user's Ctrl-C lands in its first seconds
+CTRL_C_AT_IMPORT = """
+import importlib.abc, os, signal, sys
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "{module}":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+"""
+
+
+def run_ctrl_c_at_import(module: str, hook: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
+    """A console script in a process of its own (not a fork of the warm-start server, which has imported it all),
+    stopped by Ctrl-C as it imports `module` (a sitecustomize in folder `hook`, first on its PYTHONPATH)."""
+    hook.mkdir(parents=True, exist_ok=True)
+    (hook / "sitecustomize.py").write_text(CTRL_C_AT_IMPORT.format(module=module))
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    env = os.environ | {"PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([str(BIN / script), *overrides], env=env, capture_output=True, text=True, timeout=600)

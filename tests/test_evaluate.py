@@ -21,7 +21,16 @@ import pytest
 import torch
 
 import warm_start
-from helpers import BIN, TINY, compose_config, perplexity_by_hand, run, strict_json, write_corpus
+from helpers import (
+    BIN,
+    TINY,
+    compose_config,
+    perplexity_by_hand,
+    run,
+    run_ctrl_c_at_import,
+    strict_json,
+    write_corpus,
+)
 from rnnreg.command_line import check_run_dir_free
 from rnnreg.errors import CheckpointError, ConfigError, OutputError
 from rnnreg.evaluate import evaluate
@@ -744,3 +753,13 @@ def test_a_generation_read_by_head_stops_quietly(checkpoints):
         with contextlib.suppress(ProcessLookupError):  # the generation too, where it did not stop
             os.killpg(proc.pid, signal.SIGKILL)
     assert err.strip().splitlines() == ["0"] and len(out.splitlines()) == 2, err[-3000:]
+
+
+def test_a_generation_stopped_before_its_first_word_says_nothing_was_printed(checkpoints, tmp_path):
+    """Ctrl-C while rnnreg-generate still loads its checkpoint: one line that says so, exit 130."""
+    _, (a, _), _ = checkpoints
+    proc = run_ctrl_c_at_import("rnnreg.checkpoint_contents", tmp_path / "hook", "rnnreg-generate", f"ckpt_path={a}")
+    assert proc.returncode == 130 and not proc.stdout, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        "interrupted: rnnreg-generate stopped by Ctrl-C: it had printed nothing yet"
+    ]

@@ -17,7 +17,17 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 import warm_start
-from helpers import BIN, TINY, assert_diverges_in_epoch_2, compose_config, run, signal_at, srun_env, write_corpus
+from helpers import (
+    BIN,
+    TINY,
+    assert_diverges_in_epoch_2,
+    compose_config,
+    run,
+    run_ctrl_c_at_import,
+    signal_at,
+    srun_env,
+    write_corpus,
+)
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.evaluate import evaluate
@@ -426,29 +436,12 @@ def test_a_validation_interval_past_the_epoch_is_one_line_and_leaves_the_folder_
     assert metrics["status"] == "completed" and metrics["val_epoch"] == 1
 
 
-# sent by the process to itself as it imports its training code: a real SIGINT at the moment a user's Ctrl-C lands
-CTRL_C_AT_IMPORT = """
-import importlib.abc, os, signal, sys
-class CtrlC(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "rnnreg.training":
-            os.kill(os.getpid(), signal.SIGINT)
-        return None
-sys.meta_path.insert(0, CtrlC())
-"""
-
-
 def test_ctrl_c_while_a_run_starts_is_one_line_and_leaves_the_folder_reusable(tiny_corpus, tmp_path):
     """Ctrl-C while rnnreg-train still imports its training code (the first seconds): one line, exit 130 (before:
     a KeyboardInterrupt traceback through the imports); nothing was trained, so the same command runs in the folder."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(CTRL_C_AT_IMPORT)
     args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
     args += ["trainer.limit_train_batches=2", "test=false", f"hydra.run.dir={tmp_path}/run"]
-    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
-    env = os.environ | {"PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run([str(BIN / "rnnreg-train"), *args], env=env, capture_output=True, text=True, timeout=600)
+    proc = run_ctrl_c_at_import("rnnreg.training", tmp_path / "hook", "rnnreg-train", *args)
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == "interrupted: rnnreg-train stopped by Ctrl-C before it finished"
     assert not (tmp_path / "run" / "metrics.json").exists()

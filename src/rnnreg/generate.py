@@ -82,7 +82,10 @@ def pieces(words: Iterable[str]) -> Iterator[str]:
     """The words as text, piece by piece: <eos> ends a line (no space around the line break)."""
     line_start = True
     for word in words:
-        yield "\n" if word == EOS else word if line_start else " " + word
+        if word == EOS:
+            yield "\n"
+        else:
+            yield word if line_start else " " + word
         line_start = word == EOS
 
 
@@ -93,6 +96,7 @@ def render(words: Iterable[str]) -> str:
 
 @hydra_entry("generate")
 def main(cfg: DictConfig) -> None:
+    printed = False
     try:
         with warnings.catch_warnings(record=True) as caught:  # as `warning: ...` lines, not Python's two-line form
             words = generated(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)
@@ -100,14 +104,15 @@ def main(cfg: DictConfig) -> None:
             print(f"warning: {warning.message}", file=sys.stderr)
         for piece in pieces(words):
             sys.stdout.write(piece)
+            printed = True
             if piece == "\n":  # a long sample shows a line at a time as it is drawn, not all at its end
                 sys.stdout.flush()
         print()
     except KeyboardInterrupt:  # (a long num_words) one line, as rnnreg-eval says it, not the sampler's traceback
-        print(flush=True)
-        print(
-            "interrupted: rnnreg-generate stopped by Ctrl-C: the words drawn so far are printed above", file=sys.stderr
-        )
+        if printed:
+            print(flush=True)  # (the line it was drawing ends, before the message)
+        so_far = "the words drawn so far are printed above" if printed else "it had printed nothing yet"
+        print(f"interrupted: rnnreg-generate stopped by Ctrl-C: {so_far}", file=sys.stderr)
         raise SystemExit(130) from None
     except BrokenPipeError:  # its reader stopped (| head): it has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's flush at exit would fail again)
