@@ -434,6 +434,19 @@ def test_the_row_over_seeds_is_the_completed_seeds_mean_and_sd(tmp_path):
     assert re.search(r"\| 5 \| dropout=none seed=2 \| failed \| 900\.00 \|", text)
 
 
+def test_a_fast_dev_run_is_its_own_row_never_one_of_the_seeds_averaged(tmp_path):
+    """trainer.fast_dev_run writes a completed metrics.json from a window or two: the report labels it
+    fast_dev_run and keeps it out of the seeds' mean (before: a completed seed, averaged with the real ones)."""
+    tests = ABLATION["non_recurrent"]
+    root = ablation(tmp_path / "sweep", {"non_recurrent": tests})
+    write_job(root / "3", ["dropout=non_recurrent", "seed=3"], {}, TOY | {"fast_dev_run": True}, 9000.0)
+    text = report(root)
+    mean, sd = statistics.mean(tests), statistics.stdev(tests)
+    over_seeds = text.split("Over seeds:")[1]
+    assert "| (same) | 3 | " in over_seeds and f"| {mean:.2f} ± {sd:.2f} |" in over_seeds
+    assert re.search(r"\| 3 \| seed=3 \| fast_dev_run \|", text), text
+
+
 def mean_sd_text(rows: dict, runs: list[str]) -> str:
     values = [rows[run]["best_val_ppl"] for run in runs]
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"

@@ -268,6 +268,8 @@ def collect(root: Path) -> list[dict]:
         trainer, model, data = (section(config, config_file, key) for key in ("trainer", "model", "data"))
         metrics = checked_metrics(run)
         status = metrics.get("status", "completed") if metrics else status_without_metrics(run)
+        if status == "completed" and trainer.get("fast_dev_run"):  # a debug pass: a window or two, no seed's result
+            status = "fast_dev_run"
         curve = by_epoch(run)
         rows.append(
             {
