@@ -450,14 +450,14 @@ def test_the_fix_a_sweep_refusal_gives_is_one_the_check_takes(args, says, fixed)
         (  # was "model.hidden_size is not a key of the train config"
             ["~model", "model.hidden_size=16"],
             "~model: rnnreg-train needs a model config, which ~ takes away: choose one of its options instead (large, "
-            "medium, small: model=large, say)",
-            ["model=large", "model.hidden_size=16"],
+            "medium, small: model=medium, the default)",
+            ["model=medium", "model.hidden_size=16"],
         ),
         (  # was "dropout.input is missing"
             ["~dropout=non_recurrent"],
             "~dropout=non_recurrent: rnnreg-train needs a dropout config, which ~ takes away: choose one of its "
-            "options instead (both, non_recurrent, recurrent, variational, weight_drop: dropout=both, say), or "
-            "dropout=none to turn dropout off",
+            "options instead (both, non_recurrent, recurrent, variational, weight_drop: dropout=non_recurrent, the "
+            "default), or dropout=none to turn dropout off",
             ["dropout=none"],
         ),
     ],

@@ -279,7 +279,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                         check_stackable(job)
                 except ConfigError as err:
                     if needed := deleted_group(groups, optional_groups(primary, conf_dir), err):
-                        raise ConfigError(needed_group_message(needed, config_name, roots)) from None
+                        default = group_defaults(primary, conf_dir).get(needed.key_or_group)
+                        raise ConfigError(needed_group_message(needed, config_name, roots, default)) from None
                     if isinstance(err, MissingValue):
                         raise MissingValue(f"{err}{where}", err.key) from None
                     raise ConfigError(f"{err}{where}") from None
@@ -322,17 +323,22 @@ def check_paths_from_run_folder(job: DictConfig) -> None:
             )
 
 
-def optional_groups(primary: str, conf_dir: str) -> set[str]:
-    """The config groups the primary config's defaults list leaves at null (conf/train.yaml's debug: null)."""
+def group_defaults(primary: str, conf_dir: str) -> dict[str, Any]:
+    """Each config group's option in the primary config's defaults list (conf/train.yaml's model: medium, debug:
+    null)."""
     path = Path(conf_dir, f"{primary}.yaml")
     defaults = (OmegaConf.load(path).get("defaults") or []) if path.is_file() else []
     return {
-        str(key).removeprefix("override ").strip("/")
+        str(key).removeprefix("override ").strip("/"): value
         for entry in defaults
         if isinstance(entry, DictConfig)
         for key, value in entry.items()
-        if value is None
     }
+
+
+def optional_groups(primary: str, conf_dir: str) -> set[str]:
+    """The config groups the primary config's defaults list leaves at null (conf/train.yaml's debug: null)."""
+    return {group for group, option in group_defaults(primary, conf_dir).items() if option is None}
 
 
 def deleted_group(groups: list, optional: set[str], err: Exception) -> Any:
@@ -345,13 +351,15 @@ def deleted_group(groups: list, optional: set[str], err: Exception) -> Any:
     return None
 
 
-def needed_group_message(override: Any, config_name: str, roots: ConfigRoots) -> str:
+def needed_group_message(override: Any, config_name: str, roots: ConfigRoots, default: Any = None) -> str:
+    """`~group` of a group the run needs: its options, the primary config's own first (`default`)."""
     group = override.key_or_group
     options = [o for o in roots.options(group) if o != "none"]
+    example = f"{default}, the default" if default in options else f"{options[0]}, say"
     off = f", or {group}=none to turn {group} off" if "none" in roots.options(group) else ""
     return (
         f"{override.input_line}: rnnreg-{config_name} needs a {group} config, which ~ takes away: choose one of its "
-        f"options instead ({', '.join(options)}: {group}={options[0]}, say){off}"
+        f"options instead ({', '.join(options)}: {group}={example}){off}"
     )
 
 
