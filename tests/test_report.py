@@ -715,6 +715,10 @@ def test_a_report_multirun_is_one_line_that_gives_a_command_per_folder(tmp_path,
         "(path=<folder of links>)"
     ]
     assert sorted(os.listdir(tmp_path)) == ["a", "b"] and not list(tmp_path.rglob("report.md"))
+    # hydra.mode=MULTIRUN: -m by another name
+    proc = run("rnnreg-report", "path=a", "hydra.mode=MULTIRUN", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: hydra.mode=MULTIRUN: rnnreg-report writes ")
+    assert "(rnnreg-report path=a)" in proc.stderr and sorted(os.listdir(tmp_path)) == ["a", "b"]
     assert run("rnnreg-report", "path=a").returncode == 0 and (tmp_path / "a" / "report.md").is_file()
 
 

@@ -125,7 +125,7 @@ def relative_config_path(path: str) -> str | None:
     )
 
 
-def report_multirun_message(overrides: tuple[str, ...]) -> str:
+def report_multirun_message(overrides: tuple[str, ...], given: str = "-m") -> str:
     """rnnreg-report -m: a report goes into the folder it reports, and a sweep would add Hydra's sweep folder."""
     lines = ["path=<folder>"]
     with contextlib.suppress(Exception):  # (a path= Hydra cannot read: the example's)
@@ -136,7 +136,7 @@ def report_multirun_message(overrides: tuple[str, ...]) -> str:
             lines = [path.input_line]
     each = ", then ".join("rnnreg-report " + (line if "<" in line else shlex.quote(line)) for line in lines)
     return (
-        f"-m: rnnreg-report writes each folder's report into that folder, and a multirun would add Hydra's sweep "
+        f"{given}: rnnreg-report writes each folder's report into that folder, and a multirun would add Hydra's sweep "
         f"folder (multirun/<date>/<time>) here: run it once per folder ({each}), or report the runs of several "
         f"folders together from a folder of links to them (path=<folder of links>)"
     )
@@ -238,6 +238,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             )
         chdir = bool(base.hydra.job.chdir)
         multirun = multirun or base.hydra.mode == RunMode.MULTIRUN
+        if config_name == "report" and multirun:  # (hydra.mode=MULTIRUN: -m by another name)
+            raise ConfigError(report_multirun_message(command.overrides, "hydra.mode=MULTIRUN"))
         hydra_sweeps = [o for o in values if _is_hydra(o) and o.is_sweep_override()]
         if hydra_sweeps:  # Hydra's own lines ("Sweeping over Hydra's configuration"; "Ambiguous value") say no more
             raise ConfigError(hydra_sweep_message(base, hydra_sweeps[0]))
