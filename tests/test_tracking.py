@@ -175,6 +175,36 @@ def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_
     assert not sweep.exists()
 
 
+def test_experiments_that_set_one_wandb_id_swept_together_are_one_line_before_any_runs(
+    tiny_cli, tmp_path, no_wandb_credentials
+):
+    """Two experiment files that each select W&B with the same fixed id, swept (`experiment=wa,wb`): nothing on the
+    command line names W&B, yet both jobs would log into one run: refused before the sweep folder is made (before:
+    the check looked for W&B on the command line and in the sweep's own config only)."""
+    experiments = tmp_path / "mine" / "experiment"
+    experiments.mkdir(parents=True)
+    for name in ("wa", "wb"):
+        (experiments / f"{name}.yaml").write_text(
+            "# @package _global_\ndefaults:\n  - paper_small\n  - override /logger: wandb\n"
+            "logger:\n  wandb:\n    id: fixed\n"
+        )
+    tiny = [a for a in tiny_cli if a not in ("logger=none", "experiment=paper_small")]
+    sweep = tmp_path / "sweep"
+    args = ["-m", "--config-dir", str(tmp_path / "mine"), "experiment=wa,wb", *tiny, f"hydra.sweep.dir={sweep}"]
+    proc = run("rnnreg-train", *args, "experiment_name=mine", check=False)
+    fix = "'++logger.wandb.id=fixed_${hydra:runtime.choices.experiment}'"
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: logger.wandb.id=fixed puts jobs 0 (experiment=wa) and 1 (experiment=wb) in one W&B run (fixed), each "
+        "logging over another's history: take logger.wandb.id out of the config file that sets it (or "
+        f"~logger.wandb.id) (each job then gets a run of its own), or make it differ per job ({fix})"
+    ], proc.stderr[-3000:]
+    assert not sweep.exists()
+    # the fix it gives: each job its own run (experiment's choice in its id)
+    args.append(fix.strip("'"))
+    run("rnnreg-train", *args, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false")
+    assert [r["id"] for r in wandb_runs(sweep).values()] == ["fixed_wa", "fixed_wb"]
+
+
 def test_a_wandb_id_that_differs_per_job_names_each_jobs_own_run(tiny_cli, tmp_path, no_wandb_credentials):
     """An id interpolated from what tells the jobs apart (a swept key, the job's number) is each job's own
     W&B run."""

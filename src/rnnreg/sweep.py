@@ -466,11 +466,16 @@ def check_wandb_runs(config: DictConfig) -> None:
 
 
 def names_wandb(config: DictConfig) -> bool:
-    """Whether a job of the multirun may log to W&B: the config's logger.wandb, or an override or the search
-    space that names it (`logger=csv,wandb`)."""
+    """Whether a job of the multirun may log to W&B: the config's logger.wandb, an override or the search space
+    that names it (`logger=csv,wandb`), or a swept config group, whose options may select it (`experiment=a,b`)."""
     params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
     lines = [*task_overrides(config.hydra), *(f"{key}={value}" for key, value in params.items())]
-    return "wandb" in (config.get("logger") or {}) or any("wandb" in line for line in lines)
+    groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
+    return (
+        "wandb" in (config.get("logger") or {})
+        or any("wandb" in line for line in lines)
+        or any(key in groups for key in swept_keys(config.hydra))
+    )
 
 
 def wandb_id_key(job_config: DictConfig) -> tuple[str, object] | None:
@@ -524,15 +529,21 @@ def shared_wandb_run(job_config: DictConfig, run_id: str, jobs: str, config: Dic
     key, given = wandb_id_key(job_config) or ("logger.wandb.id", None)
     from_env = given in (None, "")
     prefix = run_id if from_env or "${" not in str(given) else "run"
-    example = f"'+{key}={prefix}_{per_job_part(config)}'"  # (quoted: the shell leaves ${...} to Hydra)
+    typed = [o for o in task_overrides(config.hydra) if override_key(o) == key]
+    # as the command line gave it (+: a key it adds); a key no config has: +; one a config file sets (perhaps only
+    # the jobs' own, an experiment swept): ++, Hydra's add or override, which every composition takes
+    absent = OmegaConf.select(job_config, key, default="<absent>", throw_on_resolution_failure=False) == "<absent>"
+    sign = typed[-1][: len(typed[-1]) - len(typed[-1].lstrip("+"))] if typed else "+" if absent else "++"
+    example = f"'{sign}{key}={prefix}_{per_job_part(config)}'"  # (quoted: the shell leaves ${...} to Hydra)
     if from_env:
         return ConfigError(
             f"WANDB_RUN_ID={run_id} puts {jobs} in one W&B run, each logging over another's history: unset "
             f"WANDB_RUN_ID (each job then gets a run of its own), or give each job its own id ({example})"
         )
+    leave_out = f"leave {key} out" if typed else f"take {key} out of the config file that sets it (or ~{key})"
     return ConfigError(
-        f"{key}={given} puts {jobs} in one W&B run ({run_id}), each logging over another's history: leave {key} "
-        f"out (each job then gets a run of its own), or make it differ per job ({example})"
+        f"{key}={given} puts {jobs} in one W&B run ({run_id}), each logging over another's history: {leave_out} "
+        f"(each job then gets a run of its own), or make it differ per job ({example})"
     )
 
 
@@ -540,11 +551,13 @@ def per_job_part(config: DictConfig) -> str:
     """Interpolations of the keys the sweep varies, which tell its jobs apart (a group by its choice: a group's
     node is no id), or of the job's number where none can."""
     parts = []
+    groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
     for key in swept_keys(config.hydra):
         if key.startswith(NOT_IN_NAMES):
             continue
         node = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
-        parts.append(f"${{hydra:runtime.choices.{key}}}" if OmegaConf.is_config(node) else f"${{{key}}}")
+        group = key in groups or OmegaConf.is_config(node)  # (experiment: a group with no node of its own)
+        parts.append(f"${{hydra:runtime.choices.{key}}}" if group else f"${{{key}}}")
     return "_".join(parts) or "${hydra:job.num}"
 
 
