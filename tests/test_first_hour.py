@@ -805,3 +805,26 @@ def test_the_plan_counts_validations_inside_an_epoch(tiny_cfg, monkeypatch, give
     (plan,) = [c for c in trainer.callbacks if isinstance(c, RunPlan)]
     assert f", {said}\n" in plan.message, plan.message
     assert f" + validation {format_duration(7.0 * validations)})" in plan.message, plan.message
+
+
+def test_a_multiruns_override_of_a_key_only_its_swept_groups_bring_is_one_line(tiny_corpus, tmp_path):
+    """Every job of `-m 'regularizer=[early_stopping],[early_stopping,weight_decay]'` has callbacks.early_stopping,
+    but Hydra applies the overrides to the sweep's own config too, composed without the swept groups: one line that
+    gives ++, exit 2, no folder (before: Hydra's page advising +, which every job would then refuse); ++ runs."""
+    tiny = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    tiny += [
+        "test=false",
+        "trainer.limit_train_batches=2",
+        "regularizer=[early_stopping],[early_stopping,weight_decay]",
+    ]
+    sweep = tmp_path / "sweep"
+    proc = run("rnnreg-train", *tiny, "callbacks.early_stopping.patience=2", f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: callbacks.early_stopping.patience=2: Hydra applies a multirun's overrides to its own config too, "
+        "composed without its swept groups (regularizer), where callbacks.early_stopping.patience is not: give it as "
+        "++callbacks.early_stopping.patience=2 (Hydra's add or override)"
+    ]
+    assert not sweep.exists()
+    run("rnnreg-train", *tiny, "++callbacks.early_stopping.patience=2", f"hydra.sweep.dir={sweep}")
+    for job in ("0", "1"):
+        assert "patience: 2" in (sweep / job / ".hydra" / "config.yaml").read_text()

@@ -266,6 +266,9 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                         f"give the basic sweeper a list of values ({o.get_key_element()}=a,b,c) instead"
                     )
         group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, roots)}
+        if multirun and first:  # Hydra composes the sweep's own config without its swept groups, then the rest
+            swept_groups = [o.get_key_element() for o in groups if o.is_sweep_override()]
+            check_sweep_config_overrides(compose_groups(plain_groups), values, swept_groups)
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
         checked, rate_used, warned = 0, False, {}  # (a dict: each warning once, in the order of the jobs)
@@ -322,6 +325,24 @@ def check_paths_from_run_folder(job: DictConfig) -> None:
             raise ConfigError(
                 f"{key}={path}{used} is relative, and hydra.job.chdir=true runs the job in its run folder: give it "
                 f"as {key}={os.path.abspath(path)}"
+            )
+
+
+def check_sweep_config_overrides(sweep_config: DictConfig, values: list, swept_groups: list[str]) -> None:
+    """A multirun's overrides are applied to its own config too, composed without the swept groups: a plain
+    override of a key that only their options bring (`-m 'regularizer=[early_stopping],[early_stopping,weight_decay]'
+    callbacks.early_stopping.patience=2`) stops Hydra there with a page, exit 1, though every job has the key."""
+    for o in values:
+        if _is_hydra(o) or o.is_sweep_override() or o.is_add() or o.is_force_add() or o.is_delete():
+            continue
+        key = o.key_or_group
+        where, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(sweep_config, where, throw_on_resolution_failure=False) if where else sweep_config
+        if not isinstance(parent, DictConfig) or leaf not in parent.keys():  # (a ??? value is there: keys() has it)
+            raise ConfigError(
+                f"{o.input_line}: Hydra applies a multirun's overrides to its own config too, composed without its "
+                f"swept groups ({', '.join(swept_groups)}), where {key} is not: give it as ++{o.input_line} (Hydra's "
+                f"add or override)"
             )
 
 
