@@ -427,9 +427,9 @@ assert "lightning" in sys.modules  # the rare value and the added Trainer argume
 def test_the_check_reads_the_mode_hydra_would_read(tmp_path):
     """check_command_line reads the config's hydra.mode from its own composition, as Hydra's main reads it with a
     composition of its own (Hydra.get_mode), which a run then leaves out (rnnreg.runtime.hydra_mode_known). Where
-    the command line sweeps a group, Hydra's reading leaves the group out (the default experiment's mode below,
-    where both options are multiruns by themselves) and ours has its first option: not read. A user's folder
-    (hydra.searchpath) is composed as Hydra composes it; a --config-dir as Hydra's main adds it."""
+    the command line sweeps a group, both readings leave the group out (the default experiment's mode below, where
+    both options are multiruns by themselves). A user's folder (hydra.searchpath) is composed as Hydra composes it;
+    a --config-dir as Hydra's main adds it."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -459,8 +459,10 @@ def test_the_check_reads_the_mode_hydra_would_read(tmp_path):
     for (config_name, argv), mode in read.items():
         assert check_command_line(config_name, list(argv)).hydra_mode == hydras(config_name, list(argv)) == mode, argv
     for argv in (["-m", "experiment=smoke,ablation_placement_small"], ["-m", "dropout=none,recurrent"]):
-        assert check_command_line("train", argv).hydra_mode is MODE_NOT_READ, argv
-    assert hydras("train", ["-m", "experiment=ablation_placement_small,ablation_placement"]) is None
+        assert check_command_line("train", argv).hydra_mode is hydras("train", argv) is None, argv
+    swept = ["-m", "experiment=ablation_placement_small,ablation_placement"]  # each a multirun by itself
+    assert check_command_line("train", swept).hydra_mode is hydras("train", swept) is None
+    assert check_command_line("train", ["--info"]).hydra_mode is MODE_NOT_READ  # (not composed: Hydra answers it)
     jobs = check_command_line("train", ["experiment=ablation_placement_small"]).jobs  # its own sweep's
     for option, mode, count in (("sweep", RunMode.MULTIRUN, jobs), ("run", RunMode.RUN, 1)):
         checked = check_command_line("train", ["--config-dir", str(yours.parent), f"experiment={option}"])
@@ -470,7 +472,7 @@ def test_the_check_reads_the_mode_hydra_would_read(tmp_path):
 def test_a_run_composes_its_config_twice(tiny_corpus, tmp_path):
     """A run's config is composed by our check and by Hydra's run: Hydra's own reading of the mode (get_mode, a
     third composition with the sweeps left unchecked, about 0.2 s of every start) is left out, and Hydra's
-    get_mode is its own again after the run. A multirun reads it only where it sweeps a group (see above)."""
+    get_mode is its own again after the run."""
     script = tmp_path / "count.py"
     script.write_text(
         "import json, sys\n"
@@ -507,9 +509,10 @@ def test_a_run_composes_its_config_twice(tiny_corpus, tmp_path):
     # then the sweep's, and its job's once (Hydra's sweeper composes it to check it, its launcher runs a copy:
     # rnnreg.sweep.JobsComposedOnce); the job's folder, its number, is checked without a composition
     assert compositions("-m", "seed=1", f"hydra.sweep.dir={tmp_path}/sweep") == ["RUN", "MULTIRUN", "RUN"]
-    # ours: the first option's (job 0's), job 1's; Hydra's reading of the mode; the sweep's; each job's
+    # ours: the first option's (job 0's), the sweep's own (its mode, what its overrides apply to), job 1's; Hydra's:
+    # the sweep's, each job's
     groups = compositions("-m", "dropout=none,recurrent", f"hydra.sweep.dir={tmp_path}/groups")
-    assert groups == ["RUN", "RUN", "MULTIRUN unchecked", "MULTIRUN", "RUN", "RUN"]
+    assert groups == ["RUN", "RUN", "RUN", "MULTIRUN", "RUN", "RUN"]
 
 
 def test_a_job_composed_once_gives_each_caller_its_own_copy():

@@ -163,8 +163,7 @@ class Checked(NamedTuple):
     multirun: bool | None  # -m, or a config that is a multirun by itself (an experiment's); None: not composed
     # the config's own hydra.mode (None where it sets none), which Hydra's main composes the config to read before
     # it composes it again to run (rnnreg.runtime.hydra_mode_known). Hydra's reading leaves a swept group out of
-    # the config (`-m experiment=a,b` reads the default experiment's mode), ours composes its first option: read
-    # only for a command line that sweeps no group
+    # the config (`-m experiment=a,b` reads the default experiment's mode), as ours does
     hydra_mode: Any = MODE_NOT_READ
     # the config's hydra.run.dir is its own (an experiment file's, a primary config's, the command line's), not
     # conf/hydra/default.yaml's folder named by the time to the microsecond, which no earlier run holds
@@ -225,9 +224,14 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
         first = tuple(f"{o.get_key_element()}={_first(o, roots)}" for o in groups if o.is_sweep_override())
         base_groups = plain_groups + first
+        hydra_values = [o for o in values if _is_hydra(o) and not o.is_sweep_override()]
         base = compose_groups(base_groups)
-        apply_overrides(base, [o for o in values if _is_hydra(o) and not o.is_sweep_override()])
-        hydra_mode = MODE_NOT_READ if first else base.hydra.mode
+        apply_overrides(base, hydra_values)
+        sweep_config = base  # Hydra's own, which it reads the mode from: a swept group left out (its default)
+        if first:
+            sweep_config = compose_groups(plain_groups)
+            apply_overrides(sweep_config, hydra_values)
+        hydra_mode = sweep_config.hydra.mode
         own_run_dir = OmegaConf.to_container(base.hydra.run, resolve=False)["dir"] != default_run_dir(conf_dir)
         subdir = base.hydra.output_subdir
         # (Lightning starts a DDP run's other ranks with hydra.output_subdir=null: rank 0's record is the run's)
@@ -266,9 +270,9 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                         f"give the basic sweeper a list of values ({o.get_key_element()}=a,b,c) instead"
                     )
         group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, roots)}
-        if multirun and first:  # Hydra composes the sweep's own config without its swept groups, then the rest
+        if multirun and first:  # Hydra applies every override to its own config too
             swept_groups = [o.get_key_element() for o in groups if o.is_sweep_override()]
-            check_sweep_config_overrides(compose_groups(plain_groups), values, swept_groups)
+            check_sweep_config_overrides(sweep_config, values, swept_groups)
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
         checked, rate_used, warned = 0, False, {}  # (a dict: each warning once, in the order of the jobs)
