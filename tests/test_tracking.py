@@ -122,6 +122,10 @@ def test_wandb_mode_disabled_writes_no_wandb_run(tiny_cli, tmp_path, no_wandb_cr
     assert "wandb sync" not in proc.stdout + proc.stderr and not (tmp_path / "wandb").exists()
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "csv" / "metrics.csv").is_file()
     assert "wandb_run_id" not in torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
+    # a multirun's one id shares no run when W&B is off: not refused
+    sweep = ["-m", "+logger.wandb.id=myid", "seed=1,2", f"hydra.sweep.dir={tmp_path}/sweep"]
+    run("rnnreg-train", *sweep, *tiny, env={"WANDB_MODE": "disabled"})
+    assert not list((tmp_path / "sweep").rglob("wandb")) and len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
 
 
 SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own), or make it differ per job"

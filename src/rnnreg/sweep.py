@@ -445,10 +445,6 @@ def check_wandb_runs(config: DictConfig) -> None:
     differs per job (`run_${seed}`, or swept: `+logger.wandb.id=a,b`) is each job's own."""
     if not names_wandb(config):  # (no job composed for a sweep without W&B)
         return
-    from rnnreg.loggers import wandb_disabled  # (here: it imports Lightning)
-
-    if wandb_disabled():
-        return
     jobs = job_configs(config)
     if jobs is None:
         check_study_wandb_run(config)
@@ -459,10 +455,19 @@ def check_wandb_runs(config: DictConfig) -> None:
         run_id = job_wandb_run(job_config)
         if run_id is None:
             continue
-        if run_id in seen:
+        if run_id in seen and not wandb_off():
             labels = [f"{n} ({job_label(jobs[n][0], swept)})" for n in (seen[run_id], num)]
             raise shared_wandb_run(job_config, run_id, f"jobs {labels[0]} and {labels[1]}", config)
         seen[run_id] = num
+
+
+def wandb_off() -> bool:
+    """WANDB_MODE=disabled (rnnreg.loggers.wandb_disabled): the jobs leave their W&B logger out, and share no run."""
+    from rnnreg.loggers import (
+        wandb_disabled,
+    )  # (here only: it imports Lightning, seconds a sweep's start need not wait)
+
+    return wandb_disabled()
 
 
 def names_wandb(config: DictConfig) -> bool:
@@ -519,7 +524,7 @@ def check_study_wandb_run(config: DictConfig) -> None:
         run_id = str(given)
     else:  # an interpolation: each job's to resolve
         return
-    if run_id:
+    if run_id and not wandb_off():
         raise shared_wandb_run(config, run_id, "every job of the multirun", config)
 
 
