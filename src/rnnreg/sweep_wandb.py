@@ -37,9 +37,8 @@ def check_wandb_runs(config: DictConfig) -> None:
 
 def wandb_off() -> bool:
     """WANDB_MODE=disabled (rnnreg.loggers.wandb_disabled): the jobs leave their W&B logger out, and share no run."""
-    from rnnreg.loggers import (
-        wandb_disabled,
-    )  # (here only: it imports Lightning, seconds a sweep's start need not wait)
+    # (imported here only: rnnreg.loggers imports Lightning, seconds a sweep's start need not wait)
+    from rnnreg.loggers import wandb_disabled
 
     return wandb_disabled()
 
