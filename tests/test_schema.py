@@ -425,6 +425,12 @@ NO_SEARCH_SPACE = "this command's sweeper (basic) has no search space to add to 
             "tags, then the sweep they label: -m 'seed=tag(a,choice(1))'",
             ["-m", "seed=tag(a,choice(1))"],
         ),
+        (  # its leading names the tags, the rest the values (was: tag(a,choice(b,1,2)), b refused as no integer)
+            ["seed=tag(a,b,1,2)"],
+            "seed=tag(a,b,1,2) is not an override Hydra can read (Error parsing override 'seed=tag(a,b,1,2)'): tag() "
+            "takes its tags, then the sweep they label: -m 'seed=tag(a,b,choice(1,2))'",
+            ["-m", "seed=tag(a,b,choice(1,2))"],
+        ),
     ],
 )
 def test_the_fix_a_sweep_refusal_gives_is_one_the_check_takes(args, says, fixed):

@@ -487,10 +487,14 @@ def parse_error(args: list[str], err: Exception) -> str:
 
 def tag_fix(key: str, value: str) -> str:
     """Hydra's tag() labels a sweep: its last argument is one (choice, range, interval), the ones before it tags."""
-    inner = value.removeprefix("tag(").removesuffix(")")
-    tag, _, values = inner.partition(",") if "," in inner else ("a", "", inner)
+    words = [w.strip() for w in value.removeprefix("tag(").removesuffix(")").split(",")]
+    if any("(" in w for w in words):  # a sweep function (range(1,3)): the words before it are the tags
+        first = next(i for i, w in enumerate(words) if "(" in w)
+    else:  # the leading names are the tags, the rest the values (the last word a value, at least)
+        first = next((i for i, w in enumerate(words) if not re.fullmatch(r"[A-Za-z_][\w-]*", w)), len(words) - 1)
+    tags, values = ",".join(words[:first] or ["a"]), ",".join(words[first:])
     sweep = values if re.match(r"(choice|range|interval|sort|shuffle)\(", values) else f"choice({values})"
-    return f"tag() takes its tags, then the sweep they label: -m {shlex.quote(f'{key}=tag({tag},{sweep})')}"
+    return f"tag() takes its tags, then the sweep they label: -m {shlex.quote(f'{key}=tag({tags},{sweep})')}"
 
 
 def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: str = CONF_DIR) -> str | None:
