@@ -466,6 +466,18 @@ def test_the_fix_a_sweep_refusal_gives_is_one_the_check_takes(args, says, fixed)
             "default), or dropout=none to turn dropout off",
             ["dropout=none"],
         ),
+        (  # was "data.bptt is required": an experiment's keys are the recipe's, not under its name
+            ["~experiment"],
+            "~experiment: rnnreg-train needs an experiment config, which ~ takes away: choose one of its options "
+            "instead (ablation_placement, ablation_placement_full, ablation_placement_small, paper_large, "
+            "paper_medium, paper_small, smoke: experiment=paper_medium, the default)",
+            ["experiment=paper_small"],
+        ),
+        (  # was Hydra's "Could not delete 'regularizer'. No match in the defaults list"
+            ["~regularizer"],
+            "~regularizer: regularizer takes a list of options, with none by default: regularizer=[] for none",
+            ["regularizer=[]"],
+        ),
     ],
 )
 def test_a_key_added_or_a_group_taken_away_says_what_the_config_takes(args, says, fixed):

@@ -219,7 +219,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             try:
                 return compose(primary, overrides=[*searchpath, *group_lines], return_hydra_config=True)
             except (HydraException, ValueError) as err:  # ValueError: a group override Hydra cannot take
-                raise ConfigError(added_group_in_config(groups, err) or hydra_message(err)) from None
+                why = added_group_in_config(groups, err) or deleted_list_group(groups, err) or hydra_message(err)
+                raise ConfigError(why) from None
 
         plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
         first = tuple(f"{o.get_key_element()}={_first(o, roots)}" for o in groups if o.is_sweep_override())
@@ -370,11 +371,26 @@ def optional_groups(primary: str, conf_dir: str) -> set[str]:
 
 def deleted_group(groups: list, optional: set[str], err: Exception) -> Any:
     """The command line's `~group` (or `~group=option`) behind a job's refusal: a group the config needs (its default
-    is not null), whose keys the refusal names as missing or unknown."""
+    is not null), whose keys the refusal names as missing or unknown, or any value left missing (??? ): an
+    experiment's keys are the recipe's own (data.bptt, optim.lr), not under its name."""
     for override in groups:
         group = override.key_or_group
-        if override.is_delete() and group not in optional and re.match(rf"{re.escape(group)}[. ]", str(err)):
+        named = re.match(rf"{re.escape(group)}[. ]", str(err)) or isinstance(err, MissingValue)
+        if override.is_delete() and group not in optional and named:
             return override
+    return None
+
+
+def deleted_list_group(groups: list, err: Exception) -> str | None:
+    """`~regularizer`: a group whose default is a list of options (regularizer: []) has no one option for ~ to take
+    away (Hydra: "Could not delete 'regularizer'. No match in the defaults list")."""
+    for override in groups:
+        if override.is_delete() and "No match in the defaults list" in str(err) and override.value() is None:
+            group = override.key_or_group
+            if f"Could not delete '{group}'" in str(err):
+                return (
+                    f"{override.input_line}: {group} takes a list of options, with none by default: {group}=[] for none"
+                )
     return None
 
 
@@ -385,7 +401,8 @@ def needed_group_message(override: Any, config_name: str, roots: ConfigRoots, de
     example = f"{default}, the default" if default in options else f"{options[0]}, say"
     off = f", or {group}=none to turn {group} off" if "none" in roots.options(group) else ""
     return (
-        f"{override.input_line}: rnnreg-{config_name} needs a {group} config, which ~ takes away: choose one of its "
+        f"{override.input_line}: rnnreg-{config_name} needs {'an' if group[0] in 'aeiou' else 'a'} {group} config, "
+        f"which ~ takes away: choose one of its "
         f"options instead ({', '.join(options)}: {group}={example}){off}"
     )
 
