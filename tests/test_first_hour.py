@@ -831,3 +831,8 @@ def test_a_multiruns_override_of_a_key_only_its_swept_groups_bring_is_one_line(t
     run("rnnreg-train", *tiny, "++callbacks.early_stopping.patience=2", f"hydra.sweep.dir={sweep}")
     for job in ("0", "1"):
         assert "patience: 2" in (sweep / job / ".hydra" / "config.yaml").read_text()
+    # a job without the key: that job's refusal, not ++ (which it would refuse too)
+    with pytest.raises(
+        ConfigError, match=r"^callbacks.early_stopping is not in the config: .* \(sweep job regularizer=\[\]\)$"
+    ):
+        validate_args("train", ["-m", "regularizer=[],[early_stopping]", "callbacks.early_stopping.patience=2"])

@@ -345,6 +345,10 @@ def test_a_typo_names_the_key_meant(composed):
             r"^callbacks.model_checkpoint.verbose is not in the config yet: add it with "
             r"\+callbacks.model_checkpoint.verbose=true$",
         ),
+        (  # a key the check then refuses: the refusal at once, not the + hint first
+            ["callbacks.model_checkpoint.every_n_epochs=2"],
+            r"^callbacks.model_checkpoint.every_n_epochs=2: checkpoints/best.ckpt is saved at every validation ",
+        ),
         (
             ["callbacks.early_stopping.patience=2"],
             r"^callbacks.early_stopping is not in the config: select it with callbacks=early_stopping or "

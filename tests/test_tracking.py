@@ -164,8 +164,14 @@ SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own)
             {},
             "logger.wandb.id=run_${nope} cannot be resolved (Interpolation key 'nope' not found) (sweep job seed=1)",
         ),
+        (  # a list group's options have no choice to read: the job's number tells them apart
+            ["-m", "+logger.wandb.id=x", "regularizer=[],[weight_decay]", "seed=1,2"],
+            {},
+            "logger.wandb.id=x puts jobs 0 (regularizer=[] seed=1) and 1 (regularizer=[] seed=2) in one W&B run (x), "
+            f"each logging over another's history: {SHARED_ID_FIX} ('+logger.wandb.id=x_${{seed}}_${{hydra:job.num}}')",
+        ),
     ],
-    ids=["basic", "stacked", "env", "optuna", "unresolved"],
+    ids=["basic", "stacked", "env", "optuna", "unresolved", "list-group"],
 )
 def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_runs(
     tiny_cli, tmp_path, no_wandb_credentials, overrides, env, line
@@ -173,10 +179,10 @@ def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_
     """A wandb id that every job of a multirun would have (given once, or WANDB_RUN_ID) puts them all in one W&B
     run, each logging over the others: refused in one line, before the sweep folder is made; so is an id that a
     job cannot resolve."""
-    sweep = tmp_path / "sweep"
+    sweep = tmp_path / "new" / "sweep"
     proc = run("rnnreg-train", *overrides, *tiny_cli, "logger=wandb", f"hydra.sweep.dir={sweep}", check=False, env=env)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
-    assert not sweep.exists()
+    assert not (tmp_path / "new").exists()  # (nor the folders above the sweep's: the check comes before its lock)
 
 
 def test_experiments_that_set_one_wandb_id_swept_together_are_one_line_before_any_runs(

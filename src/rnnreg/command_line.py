@@ -40,7 +40,15 @@ from rnnreg.run_lock import (
     check_not_in_checkpoints,
     launched_as_rank_zero,
 )
-from rnnreg.schema import sites_using_p, target_arguments, trainer_arguments, unknown_key, validate
+from rnnreg.schema import (
+    SAVE_BEATS,
+    save_beat_refusal,
+    sites_using_p,
+    target_arguments,
+    trainer_arguments,
+    unknown_key,
+    validate,
+)
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
 
@@ -271,9 +279,6 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                         f"give the basic sweeper a list of values ({o.get_key_element()}=a,b,c) instead"
                     )
         group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, roots)}
-        if multirun and first:  # Hydra applies every override to its own config too
-            swept_groups = [o.get_key_element() for o in groups if o.is_sweep_override()]
-            check_sweep_config_overrides(sweep_config, values, swept_groups)
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
         checked, rate_used, warned = 0, False, {}  # (a dict: each warning once, in the order of the jobs)
@@ -298,6 +303,9 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                 if warning := borrowed_experiment_name(cfg.hydra.runtime.choices, job, roots):
                     warned[warning] = None
                 checked += 1
+        if multirun and first:  # Hydra applies every override to its own config too (each job has the key: checked)
+            swept_groups = [o.get_key_element() for o in groups if o.is_sweep_override()]
+            check_sweep_config_overrides(sweep_config, values, swept_groups)
     if "dropout.p" in sweeps and checked and not rate_used:  # an Optuna study over p with dropout=none, say
         raise ConfigError(
             f"{sweeps['dropout.p'].input_line}: the sweep varies dropout.p, which no site of its jobs' dropout uses "
@@ -726,6 +734,9 @@ def _check_key_exists(cfg: DictConfig, key: str, override: Any, config_name: str
                 raise ConfigError(
                     f"trainer.{part} is not in the config yet: add it with +{override.input_line.lstrip('+')}"
                 )
+            refused = parts[:2] == ["callbacks", "model_checkpoint"] and part in SAVE_BEATS
+            if refused and override.value() not in SAVE_BEATS[part]:  # (its + hint would lead to this refusal)
+                raise ConfigError(save_beat_refusal(part, override.value()))
             if i == 2 and parts[0] in ("callbacks", "logger") and part in target_arguments(str(node.get("_target_"))):
                 raise ConfigError(f"{key} is not in the config yet: add it with +{override.input_line.lstrip('+')}")
             options = _options_with(prefix, part) if i == 1 and not override.is_delete() else []

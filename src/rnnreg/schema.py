@@ -824,18 +824,22 @@ def _check_best_checkpoint(best: Any) -> None:
                 f"callbacks.model_checkpoint.{key}={best.get(key)}: rnnreg-train keeps one checkpoints/best.ckpt, "
                 f"the lowest val/ppl (test_ckpt=best tests it), and checkpoints/last.ckpt: leave {key} at {wanted}"
             )
-    # saved on other beats than every validation, best.ckpt would miss a best epoch, or pair an epoch's val/ppl
-    # with weights trained on after it (best_val_ppl is the lowest of every validation)
-    for key, unset in (
-        ("every_n_epochs", (None, 1)),
-        ("every_n_train_steps", (None, 0)),
-        ("train_time_interval", (None,)),
-    ):
+    for key, unset in SAVE_BEATS.items():
         if best.get(key, None) not in unset:
-            raise ConfigError(
-                f"callbacks.model_checkpoint.{key}={best.get(key)}: checkpoints/best.ckpt is saved at every validation "
-                f"that lowers val/ppl: leave {key} out (to validate less often, set trainer.check_val_every_n_epoch)"
-            )
+            raise ConfigError(save_beat_refusal(key, best.get(key)))
+
+
+# ModelCheckpoint's own beats, and the values that leave it saving at every validation: on another beat, best.ckpt
+# would miss a best epoch, or pair an epoch's val/ppl with weights trained on after it (best_val_ppl is the lowest
+# of every validation)
+SAVE_BEATS = {"every_n_epochs": (None, 1), "every_n_train_steps": (None, 0), "train_time_interval": (None,)}
+
+
+def save_beat_refusal(key: str, value: Any) -> str:
+    return (
+        f"callbacks.model_checkpoint.{key}={value}: checkpoints/best.ckpt is saved at every validation that lowers "
+        f"val/ppl: leave {key} out (to validate less often, set trainer.check_val_every_n_epoch)"
+    )
 
 
 def _check_dropout(cfg: DictConfig, choices: Any) -> None:

@@ -222,7 +222,7 @@ def job_order(folder: str) -> list:
 def check_sweep_folder(config: DictConfig) -> None:
     """A ConfigError or OutputError, before the sweeper writes anything, when this multirun would write over
     results: jobs that share one folder (a hydra.sweep.subdir that names no job, or does not tell two apart:
-    check_job_folders) or one W&B run (check_wandb_runs), or a sweep folder with an earlier multirun's results
+    check_job_folders), or a sweep folder with an earlier multirun's results
     (its job numbers start at 0 again), unless a stacked sweep goes on (hydra.launcher.resume=true: its finished
     groups are kept, the others resumed)."""
     subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
@@ -232,9 +232,6 @@ def check_sweep_folder(config: DictConfig) -> None:
             f"last one's files: give each job its own (the default is hydra.sweep.subdir=${{hydra.job.num}})"
         )
     check_job_folders(config, str(subdir))
-    from rnnreg.sweep_wandb import check_wandb_runs  # (here: it reads this module's jobs)
-
-    check_wandb_runs(config)
     if OmegaConf.select(config, "hydra.launcher.resume", default=False):
         check_resumed_jobs(config)
         return
@@ -505,6 +502,9 @@ class SweepCallback(Callback):
         # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
         # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one
         if launched_as_rank_zero():  # not a DDP process that Lightning started with rank 0's command line
+            from rnnreg.sweep_wandb import check_wandb_runs  # (here: it reads this module's jobs)
+
+            check_wandb_runs(config)  # (it reads no folder: before the lock makes the sweep folder's parents)
             self.lock = RunLock(sweep_dir, "hydra.sweep.dir")
             self.lock.acquire()
             check_sweep_folder(config)

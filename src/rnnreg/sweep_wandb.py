@@ -1,12 +1,12 @@
 """A multirun's jobs and their W&B runs: one run per job. Two jobs with one logger.wandb.id (or WANDB_RUN_ID) would
 each log over the other's history in one run, so such a multirun is refused before any job runs
-(rnnreg.sweep.check_sweep_folder calls check_wandb_runs), with an id that differs per job."""
+(rnnreg.sweep.SweepCallback calls check_wandb_runs as the multirun starts), with an id that differs per job."""
 
 from __future__ import annotations
 
 import os
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError
@@ -127,13 +127,18 @@ def shared_wandb_run(job_config: DictConfig, run_id: str, jobs: str, config: Dic
 
 def per_job_part(config: DictConfig) -> str:
     """Interpolations of the keys the sweep varies, which tell its jobs apart (a group by its choice: a group's
-    node is no id), or of the job's number where none can."""
-    parts = []
+    node is no id), and the job's number for what none can name (a list group's options: regularizer=[a],[b]
+    has no choice to read) or where nothing is swept."""
+    parts, numbered = [], False
     groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
     for key in swept_keys(config.hydra):
         if key.startswith(NOT_IN_NAMES):
             continue
-        node = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
-        group = key in groups or OmegaConf.is_config(node)  # (experiment: a group with no node of its own)
-        parts.append(f"${{hydra:runtime.choices.{key}}}" if group else f"${{{key}}}")
-    return "_".join(parts) or "${hydra:job.num}"
+        node = OmegaConf.select(config, key, default="<absent>", throw_on_resolution_failure=False)
+        if key in groups or isinstance(node, DictConfig):  # (experiment: a group with no node of its own)
+            parts.append(f"${{hydra:runtime.choices.{key}}}")
+        elif isinstance(node, ListConfig) or node == "<absent>":  # (tags=[a],[b]: a list is no id)
+            numbered = True
+        else:
+            parts.append(f"${{{key}}}")
+    return "_".join([*parts, *(["${hydra:job.num}"] if numbered or not parts else [])])
