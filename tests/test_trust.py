@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import warm_start
 from helpers import BIN, TINY, RunsCode, compose_config, started_with, write_corpus
@@ -701,6 +702,57 @@ def test_a_multirun_never_writes_over_an_earlier_multiruns_results(tiny_corpus, 
             "last one's files: give each job its own (the default is hydra.sweep.subdir=${hydra.job.num})"
         ]
         assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("launcher", ["basic", "stacked"])
+def test_a_sweep_over_experiments_puts_every_job_in_one_folder_named_after_them(tiny_corpus, tmp_path, launcher):
+    """`-m experiment=a,b` with the default sweep folder, which reads ${experiment_name}: Hydra resolves it once for
+    the sweep (its lock, multirun.yaml, sweep.yaml, the closing line) and again in each job, so each job went under
+    its own experiment's folder and the record under the default experiment's, which held no job. Every job now goes
+    in one folder named after the swept experiments, each job keeping its experiment's name."""
+    args = ["-m", "experiment=paper_small,smoke", *TINY, f"data.data_dir={tiny_corpus}", "test=false", "seed=1"]
+    args += ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2"]
+    proc = popen("rnnreg-train", *args, f"paths.output_root={tmp_path}", f"hydra/launcher={launcher}")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    (named,) = (tmp_path / "train" / "multirun").iterdir()
+    assert named.name == "paper_small+smoke"
+    (sweep,) = named.iterdir()
+    assert {"0", "1", "multirun.yaml", "sweep.yaml"} <= {p.name for p in sweep.iterdir()}
+    for job, experiment in (("0", "paper_small"), ("1", "smoke")):
+        assert json.loads((sweep / job / "metrics.json").read_text())["status"] == "completed"
+        assert yaml.safe_load((sweep / job / ".hydra" / "config.yaml").read_text())["experiment_name"] == experiment
+        hydra = yaml.safe_load((sweep / job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        assert hydra["sweep"]["dir"] == str(sweep)  # where the job looks for its sweep's record (sweep.yaml)
+    assert out.strip().splitlines()[-1] == (
+        f"the multirun's jobs completed in {sweep}: rnnreg-report path={sweep} compares them"
+    )
+
+
+def test_a_sweep_folder_that_differs_between_jobs_is_one_line_before_anything_is_made(tiny_corpus, tmp_path):
+    """A hydra.sweep.dir that reads a swept key (the command's own): the jobs would go to folders of their own and
+    the sweep's record, lock and summary to none of them. One line, which says where the jobs go instead."""
+    args = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false", "seed=1,2"]
+    status, stderr = finish(popen("rnnreg-train", *args, f"hydra.sweep.dir={tmp_path}/sweep/${{seed}}"))
+    assert status == 2 and stderr == [
+        f"error: hydra.sweep.dir={tmp_path}/sweep/${{seed}} differs between the multirun's jobs (job 0 (seed=1) would "
+        f"go to {tmp_path}/sweep/1, the sweep's record to {tmp_path}/sweep/1234): give a folder that no swept key "
+        "changes, and tell the jobs apart in hydra.sweep.subdir (each job's folder inside it)"
+    ]
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_search_over_experiments_puts_its_trials_in_one_folder_named_after_them(tiny_corpus, tmp_path):
+    """Optuna's trials come one by one (no job is known before): its search space names the experiments."""
+    args = ["-m", "hparams_search=optuna", "experiment=choice(paper_medium,paper_large)", *TINY]
+    args += [f"data.data_dir={tiny_corpus}", "test=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    args += ["trainer.limit_val_batches=2", "hydra.sweeper.n_trials=2", f"paths.output_root={tmp_path}"]
+    status, _ = finish(popen("rnnreg-train", *args), error=False)
+    assert status == 0
+    (named,) = (tmp_path / "train" / "multirun").iterdir()
+    assert named.name == "paper_medium+paper_large"
+    (sweep,) = named.iterdir()
+    assert {"0", "1", "optimization_results.yaml"} <= {p.name for p in sweep.iterdir()}
 
 
 def test_jobs_whose_subdir_would_share_a_folder_are_refused_before_any_is_made(tiny_corpus, tmp_path):

@@ -466,6 +466,15 @@ class JobsComposedOnce:
             loader.load_sweep_config = JobsComposedOnce(loader.load_sweep_config)
 
     @staticmethod
+    def forget() -> None:
+        """Compose each job again when next asked (Hydra's config changed: rnnreg.sweep_folder.pin)."""
+        from hydra.core.global_hydra import GlobalHydra
+
+        composer = vars(GlobalHydra.instance().config_loader()).get("load_sweep_config")
+        if isinstance(composer, JobsComposedOnce):
+            composer.composed.clear()
+
+    @staticmethod
     def uninstall() -> None:
         from hydra.core.global_hydra import GlobalHydra
 
@@ -493,21 +502,23 @@ class SweepCallback(Callback):
             sys.exit(1)
 
     def claim_sweep_folder(self, config: DictConfig) -> None:
-        try:
-            sweep_dir = Path(config.hydra.sweep.dir)
-        except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
-            raise ConfigError(f"hydra.sweep.dir: {str(err).splitlines()[0]}") from None
         if uses_stacked_launcher(config):
             check_launcher_settings(config.hydra.launcher)
         # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
         # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one
         if launched_as_rank_zero():  # not a DDP process that Lightning started with rank 0's command line
-            from rnnreg.sweep_wandb import check_wandb_runs  # (here: it reads this module's jobs)
+            from rnnreg.sweep_folder import pin_sweep_folder  # (here: they read this module's jobs)
+            from rnnreg.sweep_wandb import check_wandb_runs
 
+            pin_sweep_folder(config)  # every job's folder in the sweep's own
             check_wandb_runs(config)  # (it reads no folder: before the lock makes the sweep folder's parents)
-            self.lock = RunLock(sweep_dir, "hydra.sweep.dir")
+            self.lock = RunLock(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
             self.lock.acquire()
             check_sweep_folder(config)
+        try:
+            sweep_dir = Path(config.hydra.sweep.dir)
+        except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
+            raise ConfigError(f"hydra.sweep.dir: {str(err).splitlines()[0]}") from None
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
 

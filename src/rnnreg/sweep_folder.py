@@ -1,0 +1,107 @@
+"""One folder per multirun: every job's folder inside the one where the sweep keeps its record.
+
+Hydra resolves hydra.sweep.dir once for the sweep (its lock, multirun.yaml, sweep.yaml, the summary at its end)
+and again in each job, so a folder that reads a swept key splits the jobs: our default reads ${experiment_name},
+and `-m experiment=paper_small,paper_medium` put each job under its own experiment's folder, with the record,
+the failed-job summary and the rnnreg-report hint in the default experiment's folder, which held no job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnreg import CONF_DIR
+from rnnreg.errors import ConfigError
+from rnnreg.sweep import JobsComposedOnce, inside_job, job_configs, job_label, swept_keys, task_overrides
+
+# conf/hydra/default.yaml, its one owner: a sweep's folder named after its experiment
+DEFAULT_SWEEP_DIR = str(yaml.safe_load(Path(CONF_DIR, "hydra", "default.yaml").read_text())["sweep"]["dir"])
+EXPERIMENT_NAME = "${experiment_name}"
+LONGEST_NAME = 80  # a folder named after more experiments than this holds says how many instead
+
+
+def pin_sweep_folder(config: DictConfig) -> None:
+    """Give every job of the multirun the sweep's own folder, before anything is written. Where the default folder
+    differs between jobs (a sweep over experiments), the sweep's folder is named after all of them
+    (`multirun/paper_small+paper_medium/<time>`) and set for every job; a hydra.sweep.dir the command or a config
+    gives that differs between jobs is a ConfigError (the jobs' folders go in hydra.sweep.subdir)."""
+    template = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"])
+    try:
+        jobs = job_configs(config)
+    except OmegaConfBaseException as err:  # (a job that does not compose: the pre-check said so for the command line)
+        raise ConfigError(first_error_line(err)) from None
+    if jobs is None:  # another sweeper's jobs come one by one: what it searches is known before
+        names = searched_experiments(config)
+        if names and template == DEFAULT_SWEEP_DIR:
+            pin(config, template, names)
+        return
+    folders = [job_sweep_dir(config, job_config) for _, job_config in jobs]
+    sweep_dir = resolved_sweep_dir(config)
+    if all(folder == sweep_dir for folder in folders):
+        return
+    if template == DEFAULT_SWEEP_DIR:
+        names = list(dict.fromkeys(str(job_config.experiment_name) for _, job_config in jobs))
+        pin(config, template, names)
+        if all(job_sweep_dir(config, job_config) == config.hydra.sweep.dir for _, job_config in job_configs(config)):
+            return
+        template = str(config.hydra.sweep.dir)  # (a swept key that the default's other parts read: paths=...)
+        folders = [job_sweep_dir(config, job_config) for _, job_config in job_configs(config)]
+        sweep_dir = str(config.hydra.sweep.dir)
+    num = next(n for n, folder in enumerate(folders) if folder != sweep_dir)
+    swept = swept_keys(config.hydra) or None
+    raise ConfigError(
+        f"hydra.sweep.dir={template} differs between the multirun's jobs (job {num} ({job_label(jobs[num][0], swept)}) "
+        f"would go to {folders[num]}, the sweep's record to {sweep_dir}): give a folder that no swept key changes, "
+        f"and tell the jobs apart in hydra.sweep.subdir (each job's folder inside it)"
+    )
+
+
+def pin(config: DictConfig, template: str, names: list[str]) -> None:
+    """Name the sweep's folder after `names` (its experiments) and give it to every job: as an override of Hydra's
+    config, which each job's composition starts from (Hydra's load_sweep_config)."""
+    name = "+".join(names)
+    if len(name) > LONGEST_NAME:
+        name = f"{len(names)}_experiments"
+    config.hydra.sweep.dir = template.replace(EXPERIMENT_NAME, name)
+    folder = resolved_sweep_dir(config)
+    config.hydra.sweep.dir = folder
+    quoted = folder.replace("\\", "\\\\").replace("'", "\\'")
+    config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
+    JobsComposedOnce.forget()  # (the jobs composed so far have the folder they had)
+
+
+def resolved_sweep_dir(config: DictConfig) -> str:
+    try:
+        return str(config.hydra.sweep.dir)
+    except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
+        raise ConfigError(f"hydra.sweep.dir: {first_error_line(err)}") from None
+
+
+def job_sweep_dir(config: DictConfig, job_config: DictConfig) -> str:
+    with inside_job(job_config):  # (for ${hydra:...} in it)
+        return resolved_sweep_dir(job_config)
+
+
+def searched_experiments(config: DictConfig) -> list[str]:
+    """The experiments a search sweeper's space holds (experiment or experiment_name, on the command line or in
+    hydra.sweeper.params): its choices where listed, else a name for all of them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + task_overrides(config.hydra)
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except Exception:  # (the sweeper says what is wrong with its own space)
+        return []
+    for override in reversed(parsed):  # (the command line's, after the space's: Hydra's order)
+        if override.key_or_group in ("experiment", "experiment_name") and override.is_sweep_override():
+            return list(override.sweep_string_iterator()) if override.is_discrete_sweep() else ["experiments"]
+    return []
+
+
+def first_error_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0]
