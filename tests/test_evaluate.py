@@ -755,6 +755,29 @@ def test_a_generation_read_by_head_stops_quietly(checkpoints):
     assert err.strip().splitlines() == ["0"] and len(out.splitlines()) == 2, err[-3000:]
 
 
+def test_a_generation_sweep_read_by_head_leaves_no_lock_and_no_empty_folder(checkpoints, tmp_path):
+    """`rnnreg-generate -m ckpt_path=a,b ... | head -2`: the first job's reader stops the sweep quietly, exit 0, and
+    the sweep folder keeps neither its lock (before: a dead run's lock, which the next sweep took over) nor the job's
+    empty folder (its samples went to stdout)."""
+    _, (a, b), _ = checkpoints
+    sweep = tmp_path / "sweep"
+    command = f"{BIN / 'rnnreg-generate'} -m ckpt_path={a},{b} prompt=w1 num_words=1000000000 hydra.sweep.dir={sweep}"
+    proc = subprocess.Popen(
+        ["bash", "-c", f"{command} | head -2; echo ${{PIPESTATUS[0]}} >&2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the generation too, where it did not stop
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert err.strip().splitlines()[-1] == "0" and len(out.splitlines()) == 2, err[-3000:]
+    assert sorted(p.name for p in sweep.iterdir()) == ["multirun.yaml", "sweep.yaml"]
+
+
 def test_a_generation_stopped_before_its_first_word_says_nothing_was_printed(checkpoints, tmp_path):
     """Ctrl-C while rnnreg-generate still loads its checkpoint: one line that says so, exit 130."""
     _, (a, _), _ = checkpoints

@@ -214,6 +214,16 @@ def test_a_typo_names_the_key_meant(composed):
         check_job(composed["train"], "train", parser.parse_overrides(["trainer.accumulate_grad_batches=2"]))
 
 
+def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
+    """An experiment of the user's own that sets trainer.default_root_dir (Lightning's way to move a run): every file
+    goes in the run's folder all the same, so the setting would be silently ignored."""
+    (tmp_path / "experiment").mkdir()
+    mine = "# @package _global_\ndefaults:\n  - paper_small\ntrainer:\n  default_root_dir: /tmp/elsewhere\n"
+    (tmp_path / "experiment" / "mine.yaml").write_text(mine)
+    with pytest.raises(ConfigError, match=r"^trainer.default_root_dir=/tmp/elsewhere: a run writes all its files in"):
+        validate_args("train", ["--config-dir", str(tmp_path), "experiment=mine"])
+
+
 # -- rules across keys, and sweeps ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     "args,message",
@@ -233,6 +243,25 @@ def test_a_typo_names_the_key_meant(composed):
             r"append to your config use \+hydra.job.env_set.OMP_NUM_THREADS=1$",
         ),
         (["+seed=3"], r"^\+seed=3: Could not append to config. .* Either remove \+ prefix: 'seed=3'; Or add a second "),
+        (  # a key whose value reads Hydra's run: Hydra's own check resolves it, and stops with its four lines
+            ["+paths.output_dir=/tmp/x"],
+            r"^\+paths.output_dir=/tmp/x: Could not append to config. An item is already at 'paths.output_dir'. Either "
+            r"remove \+ prefix: 'paths.output_dir=/tmp/x'; Or add a second \+ .*: '\+\+paths.output_dir=/tmp/x'$",
+        ),
+        # Lightning's folder for a run's files follows the run's own: another would move none of them
+        *(
+            (
+                [given],
+                rf"^{re.escape(given)}: a run writes all its files in its own folder \(paths.output_dir\), which "
+                r"trainer.default_root_dir follows: move a run with hydra.run.dir=..., a multirun with "
+                r"hydra.sweep.dir=..., or every run with paths.output_root=...$",
+            )
+            for given in (
+                "trainer.default_root_dir=/tmp/x",
+                "+trainer.default_root_dir=/tmp/x",
+                "~trainer.default_root_dir",
+            )
+        ),
         (
             ["-m", "hydra/launcher=nope", "seed=1,2"],
             r"^In 'hydra/config': Could not find 'hydra/launcher/nope'; Available options in 'hydra/launcher': basic, "
@@ -480,6 +509,20 @@ def test_the_fix_a_sweep_refusal_gives_is_one_the_check_takes(args, says, fixed)
         (  # was Hydra's "Could not delete 'regularizer'. No match in the defaults list"
             ["~regularizer"],
             "~regularizer: regularizer takes a list of options, with none by default: regularizer=[] for none",
+            ["regularizer=[]"],
+        ),
+        (  # was Hydra's "Could not delete 'dropout=none'. No match in the defaults list" (dropout is non_recurrent)
+            ["~dropout=none"],
+            "~dropout=none: rnnreg-train needs a dropout config, which ~ takes away: choose one of its "
+            "options instead (both, non_recurrent, recurrent, variational, weight_drop: dropout=non_recurrent, the "
+            "default), or dropout=none to turn dropout off",
+            ["dropout=none"],
+        ),
+        (  # was Hydra's "Could not delete 'regularizer=weight_decay'. No match in the defaults list"
+            ["~regularizer=weight_decay"],
+            "~regularizer=weight_decay: ~ takes away an option the config's defaults list holds, and its regularizer "
+            "holds no weight_decay: give the list of options the run should have (regularizer=[...], regularizer=[] "
+            "for none)",
             ["regularizer=[]"],
         ),
     ],

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.config_search import (
@@ -42,6 +42,7 @@ from rnnreg.run_lock import (
 )
 from rnnreg.schema import (
     SAVE_BEATS,
+    run_folder_refusal,
     save_beat_refusal,
     sites_using_p,
     target_arguments,
@@ -227,7 +228,12 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             try:
                 return compose(primary, overrides=[*searchpath, *group_lines], return_hydra_config=True)
             except (HydraException, ValueError) as err:  # ValueError: a group override Hydra cannot take
-                why = added_group_in_config(groups, err) or deleted_list_group(groups, err) or hydra_message(err)
+                why = (
+                    added_group_in_config(groups, err)
+                    or deleted_list_group(groups, err)
+                    or deleted_absent_option(groups, err, primary, config_name, roots, conf_dir)
+                    or hydra_message(err)
+                )
                 raise ConfigError(why) from None
 
         plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
@@ -399,6 +405,28 @@ def deleted_list_group(groups: list, err: Exception) -> str | None:
                 return (
                     f"{override.input_line}: {group} takes a list of options, with none by default: {group}=[] for none"
                 )
+    return None
+
+
+def deleted_absent_option(
+    groups: list, err: Exception, primary: str, config_name: str, roots: ConfigRoots, conf_dir: str
+) -> str | None:
+    """`~group=option` for an option the config does not have (Hydra: "Could not delete 'dropout=none'. No match in
+    the defaults list"): a group the run needs is needed_group_message's, a list group's options are given as a
+    list; an optional group keeps Hydra's line, which says it."""
+    for override in groups:
+        group = override.key_or_group
+        if not (override.is_delete() and f"Could not delete '{group}=" in str(err)):
+            continue
+        defaults = group_defaults(primary, conf_dir)
+        if isinstance(defaults.get(group), (list, ListConfig)):
+            return (
+                f"{override.input_line}: ~ takes away an option the config's defaults list holds, and its {group} "
+                f"holds no {override.value()}: give the list of options the run should have ({group}=[...], "
+                f"{group}=[] for none)"
+            )
+        if group in defaults and defaults[group] is not None:
+            return needed_group_message(override, config_name, roots, defaults[group])
     return None
 
 
@@ -664,11 +692,20 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
 
     for override in overrides:
         key = override.key_or_group
+        if key == "trainer.default_root_dir" and config_name == "train":  # (+ would be Hydra's four lines)
+            raise ConfigError(run_folder_refusal(override.input_line))
         if not override.is_add() and not override.is_force_add() and not key.startswith("hydra."):
             _check_key_exists(cfg, key, override, config_name)
         top = key.split(".")[0]
         if config_name and (override.is_add() or override.is_force_add()) and top not in cfg and top != "hydra":
             raise ConfigError(new_key_message(override, cfg, config_name))
+        merged = isinstance(override.value(), (dict, list))  # (+ merges a mapping or a list into what is there)
+        if override.is_add() and not merged and _holds_value(cfg, key):  # (Hydra's check resolves it: ${hydra:...})
+            line = override.input_line
+            raise ConfigError(
+                f"{line}: Could not append to config. An item is already at '{key}'. Either remove + prefix: "
+                f"'{line[1:]}'; Or add a second + to add or override '{key}': '+{line}'"
+            )
         if key.split(".")[:3] == ["hydra", "sweeper", "params"] and no_search_space(cfg):
             fix = search_space_fix(override)
             raise ConfigError(f"{override.input_line}: {no_search_space(cfg)}: sweep the key itself with -m: {fix}")
@@ -684,6 +721,17 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
                     f"{override.input_line}: {key} is a mapping ({keys}): set its keys one by one ({key}.<key>=...)"
                 ) from None
             raise ConfigError(f"{override.input_line}: {hydra_message(err)}") from None
+
+
+def _holds_value(cfg: DictConfig, key: str) -> bool:
+    """Whether `key` is in `cfg` with a value (null, ??? or absent: Hydra's + may add it), read without resolving
+    it."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            return False
+        node = node._get_node(part)
+    return not node._is_none() and not node._is_missing()
 
 
 def new_key_message(override: Any, cfg: DictConfig, config_name: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, MissingValue
 
 
@@ -683,6 +684,10 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
                 f"(it skips the rest of that epoch): bound the run with SIGTERM instead, which writes an exact "
                 f"checkpoint (timeout -s TERM 2h rnnreg-train ...), or with trainer.max_epochs"
             )
+    if schema is Train and cfg.get("trainer") is not None:
+        node = cfg.trainer._get_node("default_root_dir")
+        if node is None or node._value() != RUN_FOLDER:
+            raise ConfigError(run_folder_refusal(f"trainer.default_root_dir={None if node is None else node._value()}"))
     if schema is Train and cfg.get("callbacks"):
         _check_best_checkpoint(cfg.callbacks.get("model_checkpoint"))
     if "dropout" in cfg and "model" in cfg:
@@ -827,6 +832,19 @@ def _check_best_checkpoint(best: Any) -> None:
     for key, unset in SAVE_BEATS.items():
         if best.get(key, None) not in unset:
             raise ConfigError(save_beat_refusal(key, best.get(key)))
+
+
+# Lightning's folder for what a run writes, set to the run's own in conf/trainer/default.yaml (its one owner): every
+# file goes there through paths.output_dir, so another value would move nothing (a divergence's message looks there)
+RUN_FOLDER = OmegaConf.load(Path(CONF_DIR, "trainer", "default.yaml"))._get_node("default_root_dir")._value()
+
+
+def run_folder_refusal(given: str) -> str:
+    return (
+        f"{given}: a run writes all its files in its own folder (paths.output_dir), which trainer.default_root_dir "
+        f"follows: move a run with hydra.run.dir=..., a multirun with hydra.sweep.dir=..., or every run with "
+        f"paths.output_root=..."
+    )
 
 
 # ModelCheckpoint's own beats, and the values that leave it saving at every validation: on another beat, best.ckpt

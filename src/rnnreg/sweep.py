@@ -9,6 +9,7 @@ and exits 1.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import os
@@ -500,6 +501,18 @@ class SweepCallback(Callback):
         except Exception:  # Hydra would only warn and run the sweep without the lock and the checks
             traceback.print_exc()
             sys.exit(1)
+        if self.lock is not None:  # a sweep a job ends early (rnnreg-generate -m ... | head) ends here too
+            atexit.register(self.let_go, config)
+
+    def let_go(self, config: DictConfig) -> None:
+        """The sweep folder as the sweep leaves it, however it ends: its lock removed, and an rnnreg-generate
+        sweep's empty job folders (its samples went to stdout)."""
+        atexit.unregister(self.let_go)
+        if self.lock is None:
+            return
+        self.lock.release()
+        if config.get("task_name") == "generate":
+            drop_empty_job_folders(Path(config.hydra.sweep.dir), self.started)
 
     def claim_sweep_folder(self, config: DictConfig) -> None:
         if uses_stacked_launcher(config):
@@ -525,11 +538,8 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         JobsComposedOnce.uninstall()
         claimed = self.lock is not None  # (rank zero's multirun: not a DDP process that Lightning started)
-        if claimed:  # a multirun that raised keeps it until the process ends (the kernel frees it)
-            self.lock.release()
+        self.let_go(config)
         sweep_dir = Path(config.hydra.sweep.dir)
-        if claimed and config.get("task_name") == "generate":
-            drop_empty_job_folders(sweep_dir, self.started)
         ended = failed_jobs(sweep_dir, self.started)
         if not ended:
             if claimed and config.get("task_name") == "train":  # the next command, with the folder it needs
