@@ -170,8 +170,20 @@ SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own)
             "logger.wandb.id=x puts jobs 0 (regularizer=[] seed=1) and 1 (regularizer=[] seed=2) in one W&B run (x), "
             f"each logging over another's history: {SHARED_ID_FIX} ('+logger.wandb.id=x_${{seed}}_${{hydra:job.num}}')",
         ),
+        (  # an id interpolated from a key the study does not search: one run all the same
+            [
+                "hparams_search=optuna",
+                "dropout=non_recurrent",
+                "hydra.sweeper.n_trials=2",
+                "+logger.wandb.id=r${optim.momentum}",
+            ],
+            {},
+            "logger.wandb.id=r${optim.momentum} puts every job of the multirun in one W&B run (r0.0), each logging "
+            f"over another's history: {SHARED_ID_FIX} "
+            "('+logger.wandb.id=run_${dropout.p}_${optim.decay}_${model.init_scale}')",
+        ),
     ],
-    ids=["basic", "stacked", "env", "optuna", "unresolved", "list-group"],
+    ids=["basic", "stacked", "env", "optuna", "unresolved", "list-group", "optuna-unsearched-key"],
 )
 def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_runs(
     tiny_cli, tmp_path, no_wandb_credentials, overrides, env, line
@@ -183,6 +195,25 @@ def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_
     proc = run("rnnreg-train", *overrides, *tiny_cli, "logger=wandb", f"hydra.sweep.dir={sweep}", check=False, env=env)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
     assert not (tmp_path / "new").exists()  # (nor the folders above the sweep's: the check comes before its lock)
+
+
+def test_a_studys_wandb_id_differs_per_trial_where_it_reads_what_the_study_varies():
+    """Optuna's trials come one by one: whether an id differs per trial is read from the id as given (searched keys,
+    the job's number, keys that read them; keys no trial changes, the time and the environment do not differ)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.sweep_wandb import varies_per_job
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        study = compose("train", ["hparams_search=optuna", "dropout=non_recurrent"], return_hydra_config=True)
+    varies = ["${dropout.p}", "${hydra:job.num}", "${optim}", "${oc.env:X,${optim.decay}}", "${paths.output_dir}"]
+    same = ["${optim.momentum}", "${now:%H}", "${oc.env:HOME}", "${experiment_name}", "${hydra:runtime.choices.model}"]
+    assert [varies_per_job(study, f"r_{given}") for given in varies + same] == [True] * 5 + [False] * 5
+    with open_dict(study):  # a searched group may set any key
+        study.hydra.sweeper.params.experiment = "choice(paper_small,paper_medium)"
+    assert varies_per_job(study, "r_${optim.momentum}")
 
 
 def test_experiments_that_set_one_wandb_id_swept_together_are_one_line_before_any_runs(

@@ -5,6 +5,7 @@ each log over the other's history in one run, so such a multirun is refused befo
 from __future__ import annotations
 
 import os
+import re
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -93,12 +94,54 @@ def check_study_wandb_run(config: DictConfig) -> None:
     key, given = found
     if given in (None, ""):
         run_id = os.environ.get("WANDB_RUN_ID")
-    elif "${" not in str(given) and key not in swept_keys(config.hydra):
-        run_id = str(given)
-    else:  # an interpolation: each job's to resolve
-        return
+    elif key in swept_keys(config.hydra) or varies_per_job(config, str(given)):
+        return  # each job's own
+    else:
+        try:
+            run_id = str(OmegaConf.select(config, key))  # (an interpolation of keys no trial changes: resolved here)
+        except OmegaConfBaseException:  # (a job stops on it with its own line)
+            return
     if run_id and not wandb_off():
         raise shared_wandb_run(config, run_id, "every job of the multirun", config)
+
+
+INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")  # an innermost ${...}
+SAME_IN_EVERY_JOB = ("now", "oc.env")  # resolvers whose value one process keeps (Hydra caches `now`)
+
+
+def varies_per_job(config: DictConfig, text: str, seen: tuple[str, ...] = ()) -> bool:
+    """Whether `text` (a value as given, ${...} unresolved) may differ between a search sweeper's jobs: it reads a
+    key the search varies (here or through the keys it reads), the job (`${hydra:job.num}`), a resolver that may
+    differ, or any key while a config group is searched (its options may set it). Where in doubt, True."""
+    swept = swept_keys(config.hydra)
+    groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
+    while match := INTERPOLATION.search(text):  # innermost first, then what holds them
+        name, colon, argument = match.group(1).partition(":")
+        key = name.strip()
+        if colon:
+            choice = argument.removeprefix("runtime.choices.") if key == "hydra" else None
+            if key not in SAME_IN_EVERY_JOB and not (choice and choice != argument and choice not in swept):
+                return True
+        else:
+            if key.startswith(".") or any(k in groups for k in swept):
+                return True
+            if any(key == k or key.startswith(f"{k}.") or k.startswith(f"{key}.") for k in swept):
+                return True
+            raw = str(value_as_given(config, key))
+            if "${" in raw and (key in seen or varies_per_job(config, raw, (*seen, key))):
+                return True
+        text = text[: match.start()] + "x" + text[match.end() :]
+    return False
+
+
+def value_as_given(config: DictConfig, key: str) -> object:
+    """A key's value with its ${...} unresolved (a mapping's or list's as a container); None where it is absent."""
+    parent, _, leaf = key.rpartition(".")
+    holder = OmegaConf.select(config, parent, default=None, throw_on_resolution_failure=False) if parent else config
+    if not isinstance(holder, DictConfig) or leaf not in holder.keys():
+        return None
+    node = holder._get_node(leaf)
+    return OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node._value()
 
 
 def shared_wandb_run(job_config: DictConfig, run_id: str, jobs: str, config: DictConfig) -> ConfigError:
