@@ -1,5 +1,7 @@
 # make install: .venv with the project (editable) and torch pinned: our machines take the local CPU
 # build of torch 2.13.0; elsewhere pip takes PyPI's CUDA build of the same version (TORCH=... to change).
+# Every other package at the version the tests last passed with (constraints.txt; `make constraints`
+# writes it anew from .venv after a deliberate upgrade).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,17 +12,20 @@ ARGS ?=
 # module-scoped runs made once); TEST_WORKERS=0: one process, in order
 TEST_WORKERS ?= auto
 
-.PHONY: install train test lint format bench clean
+.PHONY: install constraints train test lint format bench clean
 
 install: $(STAMP)
 
 # (pyproject.toml maps conf/ into the package; setuptools then warns about editable installs in general)
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -e ".[dev]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+constraints: install
+	$(BIN)/python tools/constraints.py > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 # The main job: the paper's medium model on PTB (39 epochs), on a GPU when there is one.
 train: install

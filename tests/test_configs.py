@@ -264,3 +264,33 @@ def test_configs_saved_before_the_checkpoint_io_moved_still_instantiate():
 
     old, new = (instantiate({"_target_": f"rnnreg.{module}.AtomicCheckpointIO"}) for module in ("io", "checkpoints"))
     assert type(old) is type(new) is AtomicCheckpointIO
+
+
+def test_make_install_pins_what_the_tests_ran_with():
+    """constraints.txt, make install's pins: every package rnnreg[dev] needs (but PyTorch's build) at the version
+    installed here, each within pyproject.toml's range. A fresh clone's install then takes what the tests passed
+    with, not each package's newest release; a dependency added or upgraded without `make constraints` fails here."""
+    import importlib.util
+
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("constraints", root / "tools" / "constraints.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    pins = {}
+    for line in (root / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            pinned = Requirement(line)
+            (version,) = [s.version for s in pinned.specifier if s.operator == "=="]
+            pins[canonicalize_name(pinned.name)] = version
+    assert pins == tool.closure("rnnreg", ("dev",))
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        wanted = Requirement(line)
+        name = canonicalize_name(wanted.name)
+        if name in pins:
+            assert wanted.specifier.contains(pins[name], prereleases=True), (line, pins[name])
+    assert {"lightning", "hydra-core", "wandb", "ruff", "pytest"} <= set(pins) and "torch" not in pins
