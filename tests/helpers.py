@@ -410,13 +410,21 @@ class CtrlC(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, CtrlC())
 """
+# ... and a library that logs at INFO as the process ends (torch's FakeTensor cache stats once did, after the line)
+INFO_AT_EXIT = """
+import atexit, logging
+atexit.register(lambda: logging.getLogger("a_library").info("its cache stats"))
+"""
 
 
-def run_ctrl_c_at_import(module: str, hook: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
+def run_ctrl_c_at_import(
+    module: str, hook: Path, script: str, *overrides: str, info_at_exit: bool = False
+) -> subprocess.CompletedProcess:
     """A console script in a process of its own (not a fork of the warm-start server, which has imported it all),
-    stopped by Ctrl-C as it imports `module` (a sitecustomize in folder `hook`, first on its PYTHONPATH)."""
+    stopped by Ctrl-C as it imports `module` (a sitecustomize in folder `hook`, first on its PYTHONPATH);
+    `info_at_exit`: with a logger that says something at INFO as the process ends."""
     hook.mkdir(parents=True, exist_ok=True)
-    (hook / "sitecustomize.py").write_text(CTRL_C_AT_IMPORT.format(module=module))
+    (hook / "sitecustomize.py").write_text(CTRL_C_AT_IMPORT.format(module=module) + INFO_AT_EXIT * info_at_exit)
     path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     env = os.environ | {"PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([str(BIN / script), *overrides], env=env, capture_output=True, text=True, timeout=600)

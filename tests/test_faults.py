@@ -438,11 +438,13 @@ def test_a_validation_interval_past_the_epoch_is_one_line_and_leaves_the_folder_
 
 def test_ctrl_c_while_a_run_starts_is_one_line_and_leaves_the_folder_reusable(tiny_corpus, tmp_path):
     """Ctrl-C while rnnreg-train still imports its training code (the first seconds): one line, exit 130 (before:
-    a KeyboardInterrupt traceback through the imports); nothing was trained, so the same command runs in the folder."""
+    a KeyboardInterrupt traceback through the imports), the last (a library's INFO lines at exit once followed it);
+    nothing was trained, so the same command runs in the folder."""
     args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
     args += ["trainer.limit_train_batches=2", "test=false", f"hydra.run.dir={tmp_path}/run"]
-    proc = run_ctrl_c_at_import("rnnreg.training", tmp_path / "hook", "rnnreg-train", *args)
+    proc = run_ctrl_c_at_import("rnnreg.training", tmp_path / "hook", "rnnreg-train", *args, info_at_exit=True)
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == "interrupted: rnnreg-train stopped by Ctrl-C before it finished"
+    assert "its cache stats" not in proc.stdout + proc.stderr  # (Hydra's console log is stdout: after it on a tty)
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert run("rnnreg-train", *args).returncode == 0  # the same command, in the same folder

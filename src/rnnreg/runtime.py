@@ -131,6 +131,7 @@ def hydra_entry(config_name: str) -> Callable:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
                 print(f"interrupted: rnnreg-{config_name} stopped by Ctrl-C before it finished", file=sys.stderr)
+                logging.disable(logging.INFO)  # the line is the last: no info at exit (torch's FakeTensor cache stats)
                 raise SystemExit(130) from None
 
         def checked_main() -> Any:
