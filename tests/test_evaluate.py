@@ -31,12 +31,12 @@ from helpers import (
     strict_json,
     write_corpus,
 )
-from rnnreg.command_line import check_run_dir_free
 from rnnreg.errors import CheckpointError, ConfigError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
 from rnnreg.io import load_checkpoint
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16
+from rnnreg.run_folder_check import check_run_dir_free
 from rnnreg.run_lock import earlier_results
 from rnnreg.train import train
 

@@ -23,9 +23,9 @@ import yaml
 
 import warm_start
 from helpers import BIN, TINY, RunsCode, compose_config, started_with, write_corpus
-from rnnreg import command_line
+from rnnreg import run_folder_check
 from rnnreg.checkpoints import AtomicCheckpointIO
-from rnnreg.command_line import check_command_line, single_run_dir
+from rnnreg.command_line import check_command_line
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
@@ -510,12 +510,12 @@ def test_the_run_folder_checked_is_the_one_hydra_uses(tmp_path):
     values on its command line or without (its jobs go under hydra.sweep.dir); None for a command line that does
     not compose (Hydra's own line says why)."""
     run_dir = f"hydra.run.dir={tmp_path}/r${{seed}}"
-    assert single_run_dir("train", [run_dir, "seed=7"], "train") == f"{tmp_path}/r7"
+    assert run_folder_check.single_run_dir("train", [run_dir, "seed=7"], "train") == f"{tmp_path}/r7"
     ablation = "experiment=ablation_placement_small"
-    assert single_run_dir("train", [ablation, run_dir], "train") == ""
-    assert single_run_dir("train", [ablation, "seed=1,2", run_dir], "train") == ""
-    assert single_run_dir("train", ["seed=1,2", run_dir], "train") is None  # a sweep without -m
-    assert single_run_dir("train", ["experiment=no_such_experiment", run_dir], "train") is None
+    assert run_folder_check.single_run_dir("train", [ablation, run_dir], "train") == ""
+    assert run_folder_check.single_run_dir("train", [ablation, "seed=1,2", run_dir], "train") == ""
+    assert run_folder_check.single_run_dir("train", ["seed=1,2", run_dir], "train") is None  # a sweep without -m
+    assert run_folder_check.single_run_dir("train", ["experiment=no_such_experiment", run_dir], "train") is None
 
 
 def test_a_plain_run_folder_is_checked_without_composing_again(tmp_path, monkeypatch):
@@ -535,19 +535,19 @@ def test_a_plain_run_folder_is_checked_without_composing_again(tmp_path, monkeyp
     }
     modes = {args: check_command_line("train", list(args)).multirun for args in plain | composed}
     assert modes == {args: ablation in args for args in plain | composed}
-    assert {args: single_run_dir("train", list(args), "train") for args in plain} == plain
+    assert {args: run_folder_check.single_run_dir("train", list(args), "train") for args in plain} == plain
 
     def composes(*args):
         raise AssertionError("composed again")
 
     with monkeypatch.context() as patched:
-        patched.setattr(command_line, "single_run_dir", composes)
+        patched.setattr(run_folder_check, "single_run_dir", composes)
         for args, expected in plain.items():
-            assert command_line.run_dir_used(list(args), "train", "train", modes[args]) == expected
+            assert run_folder_check.run_dir_used(list(args), "train", "train", modes[args]) == expected
     for args, expected in composed.items():
-        assert command_line.run_dir_used(list(args), "train", "train", modes[args]) == expected
+        assert run_folder_check.run_dir_used(list(args), "train", "train", modes[args]) == expected
     (args,) = [args for args in plain if ablation in args]  # the mode not known: composed, as before
-    assert command_line.run_dir_used(list(args), "train", "train", None) == ""
+    assert run_folder_check.run_dir_used(list(args), "train", "train", None) == ""
 
 
 def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, tmp_path):

@@ -1,8 +1,7 @@
 """A command line, checked before Hydra runs: compose the config of every job it asks for (each value of a
-sweep, an experiment's own sweep included) and validate each against rnnreg.schema, and check a run folder it
-names (check_run_dir_free), so that a bad value or a folder in use is one line before any folder is created or any
-job has run. rnnreg.runtime.hydra_entry calls `check_command_line` (validate_args, and the mode it found) and
-`check_run_dir_free`.
+sweep, an experiment's own sweep included) and validate each against rnnreg.schema, so that a bad value is one line
+before any folder is created or any job has run. rnnreg.runtime.hydra_entry calls `check_command_line`
+(validate_args, and the mode it found), then rnnreg.run_folder_check's `check_run_dir_free` with that mode.
 """
 
 from __future__ import annotations
@@ -32,12 +31,8 @@ from rnnreg.config_search import (
     parser_refusal,
     read_command_line,
 )
-from rnnreg.errors import ConfigError, MissingValue, OutputError, first_line
+from rnnreg.errors import ConfigError, MissingValue, first_line
 from rnnreg.run_lock import (
-    RunLock,
-    check_folder_can_be_made,
-    check_no_earlier_results,
-    check_not_in_checkpoints,
     launched_as_rank_zero,
 )
 from rnnreg.schema import (
@@ -548,128 +543,6 @@ def tag_fix(key: str, value: str) -> str:
     tags, values = ",".join(words[:first] or ["a"]), ",".join(words[first:])
     sweep = values if re.match(r"(choice|range|interval|sort|shuffle)\(", values) else f"choice({values})"
     return f"tag() takes its tags, then the sweep they label: -m {shlex.quote(f'{key}=tag({tags},{sweep})')}"
-
-
-def single_run_dir(config_name: str, argv: list[str], job_name: str, conf_dir: str = CONF_DIR) -> str | None:
-    """The folder a run's `hydra.run.dir=...` names, its interpolations resolved as Hydra will resolve them; ""
-    when the config is a multirun by itself (an experiment's hydra.mode: MULTIRUN: its jobs go under
-    hydra.sweep.dir); None when the command line does not compose (Hydra says why)."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf.errors import OmegaConfBaseException
-
-    command = read_command_line(argv)
-    if command is None:
-        return None
-    overrides, config_name = command.overrides, command.config_name or config_name
-    try:
-        with hydra_as_main(command.config_dir, job_name, conf_dir):
-            hydra = GlobalHydra.instance().hydra
-            try:  # as Hydra's run composes it (one composition: its mode is the config's own, MULTIRUN or not)
-                cfg = hydra.compose_config(config_name, overrides, RunMode.RUN)
-            except Exception:  # sweep values, say: composed as Hydra's main composes it to learn the mode
-                cfg = hydra.compose_config(config_name, overrides, RunMode.MULTIRUN, validate_sweep_overrides=False)
-                if cfg.hydra.mode != RunMode.MULTIRUN:
-                    return None  # Hydra's run will say why it does not compose
-            if cfg.hydra.mode == RunMode.MULTIRUN:
-                return ""
-    except Exception:
-        return None
-    original = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in it, as Hydra resolves it
-    try:
-        return str(OmegaConf.select(cfg, "hydra.run.dir")) or "."  # (Hydra's Path("") is the current folder)
-    except OmegaConfBaseException as err:  # Hydra would stop with a traceback
-        raise ConfigError(f"hydra.run.dir: {str(err).splitlines()[0]}") from None
-    finally:
-        HydraConfig.instance().cfg = original
-
-
-def run_dir_used(args: list[str], config_name: str, job_name: str, config_multirun: bool | None) -> str | None:
-    """single_run_dir's answer, without a composition of its own where the command line gives it: one
-    hydra.run.dir with a plain value (no interpolation), and the config's mode known (`config_multirun`, from
-    check_command_line's compositions)."""
-    lines = [a for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
-    if config_multirun is not None and len(lines) == 1:
-        value = plain_value(lines[0])
-        if value is not None:
-            return "" if config_multirun else value or "."
-    return single_run_dir(config_name, args, job_name)
-
-
-def plain_value(line: str) -> str | None:
-    """The string `key=value` sets, as Hydra's override parser reads it (quotes and all), when it is plain: no
-    interpolation to resolve. None otherwise, or where Hydra cannot read it (its run will say why)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        (override,) = OverridesParser.create().parse_overrides([line])
-    except HydraException:
-        return None
-    value = override.value()
-    return value if isinstance(value, str) and "${" not in value else None
-
-
-def check_run_dir_free(
-    args: list[str],
-    config_name: str = "train",
-    job_name: str = "train",
-    config_multirun: bool | None = None,
-    own_run_dir: bool = False,
-) -> None:
-    """An explicit hydra.run.dir or hydra.sweep.dir that a live run holds (rnnreg.run_lock.RunLock; a multirun
-    holds its sweep folder), or a hydra.run.dir with an earlier run's results that this run would write over (a
-    training run that goes on from its own checkpoint there does not; rnnreg-eval writes metrics.json), or a
-    folder of checkpoints, or a folder (or the default folders' root) that could not be made: stop before Hydra
-    writes .hydra/, multirun.yaml or the log there (training and evaluation check again when they start, training
-    takes the lock; a multirun checks its sweep folder in rnnreg.sweep). `config_multirun`: check_command_line's
-    finding, if it composed the config; `own_run_dir`: its finding that hydra.run.dir is set by a config file (or
-    the command line), checked as one given on the command line."""
-    if not launched_as_rank_zero():  # a DDP process started by rank 0 is given rank 0's (locked) folder
-        return
-    command = read_command_line(args)
-    multirun = command is not None and command.multirun
-    ckpt_paths = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("ckpt_path=")]
-    folder_key = "hydra.sweep.dir" if multirun or config_multirun else "hydra.run.dir"  # the one Hydra makes
-    given = {a.partition("=")[0].lstrip("+") for a in args}
-    if config_name in ("train", "eval") and folder_key not in given and config_multirun is not None:
-        key, root = output_root(args)  # the default folder is below it (conf/hydra/default.yaml)
-        if root is not None and "${" not in root:  # ($RNNREG_OUTPUT_DIR is plain: the shell expands it)
-            check_folder_can_be_made(root, key)
-    pairs = [(a.partition("=")[0].lstrip("+"), a.partition("=")[2]) for a in args]
-    if own_run_dir and folder_key == "hydra.run.dir" and folder_key not in given:  # a config file's: resolved below
-        pairs.append((folder_key, ""))
-    for key, value in pairs:
-        if key == "hydra.run.dir" and not multirun:  # as Hydra resolves it (${paths.output_root}/run), if it is used
-            resolved = run_dir_used(args, config_name, job_name, config_multirun)
-            value = value if resolved is None else resolved
-        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
-            message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
-            if message:
-                raise OutputError(message)
-            if key == folder_key:  # the folder Hydra makes
-                check_folder_can_be_made(value, key)
-            if config_name in ("train", "eval") and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra uses
-                check_not_in_checkpoints(value, key, f"rnnreg-{config_name}")
-            if key != "hydra.run.dir" or multirun or config_name not in ("train", "eval"):
-                continue
-            if config_name == "eval":  # its checkpoint's folder is no exception: eval writes no checkpoint
-                check_no_earlier_results(value, key, trains=False)
-            elif "last" not in ckpt_paths:  # ckpt_path=last is found when training starts (it checks then)
-                check_no_earlier_results(value, key, ckpt_paths[-1] if ckpt_paths else None)
-
-
-def output_root(args: list[str]) -> tuple[str, str | None]:
-    """Where a run's default folder goes (conf/paths/default.yaml), and the setting that says so: the command
-    line's paths.output_root (None: not a plain value), else $RNNREG_OUTPUT_DIR, else outputs/ in this folder."""
-    given = [a for a in args if a.lstrip("+").startswith("paths.output_root=")]
-    if given:
-        return "paths.output_root", plain_value(given[-1])
-    if os.environ.get("RNNREG_OUTPUT_DIR"):
-        return "RNNREG_OUTPUT_DIR", os.environ["RNNREG_OUTPUT_DIR"]
-    return "paths.output_root", "outputs"
 
 
 def check_job(composed: DictConfig, config_name: str, overrides: list, chdir: bool = False) -> DictConfig:

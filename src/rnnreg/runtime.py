@@ -26,9 +26,9 @@ from rnnreg.command_line import (
     check_command_line,
     check_flags,
     check_group_options,
-    check_run_dir_free,
 )
 from rnnreg.errors import ConfigError, UserError
+from rnnreg.run_folder_check import check_run_dir_free
 from rnnreg.schema import missing_message, validate
 from rnnreg.sweep import BASIC_SWEEPER, in_multirun, job_swept_keys, report_failed_job
 
