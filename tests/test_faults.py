@@ -180,23 +180,11 @@ def test_slurm_time_limit_signal_stops_like_sigterm(tiny_corpus, tmp_path):
     with a resumable last.ckpt and exit 138, as SIGTERM does (a SIGTERM stop resumes exactly: test_resume). Before:
     Lightning's requeue handler saved hpc_ckpt_1.ckpt from inside the handler, ran `scontrol requeue`, training went
     on (exit 0) and the final test loaded that hpc checkpoint's weights. Nor is an hpc_ckpt_*.ckpt in
-    trainer.default_root_dir loaded (Lightning's SLURM auto-resume)."""
-    root, run_dir = tmp_path / "root", tmp_path / "run"
-    root.mkdir()
-    (root / "hpc_ckpt_1.ckpt").write_text("not a checkpoint: loading it fails")
-    proc = run(
-        "rnnreg-train",
-        "experiment=paper_small",
-        *TINY,
-        f"data.data_dir={tiny_corpus}",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=10",
-        f"trainer.default_root_dir={root}",
-        *signal_at(signal.SIGUSR1, 7),
-        f"hydra.run.dir={run_dir}",
-        check=False,
-        env=srun_env(),  # one SLURM task
-    )
+    trainer.default_root_dir (the run's folder) loaded (Lightning's SLURM auto-resume)."""
+    run_dir = tmp_path / "run"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    args += ["trainer.limit_train_batches=10", f"hydra.run.dir={run_dir}"]
+    proc = run("rnnreg-train", *args, *signal_at(signal.SIGUSR1, 7), check=False, env=srun_env())  # one SLURM task
     assert proc.returncode == 128 + signal.SIGUSR1, proc.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text()) == {
         "status": "interrupted",
@@ -208,10 +196,16 @@ def test_slurm_time_limit_signal_stops_like_sigterm(tiny_corpus, tmp_path):
     assert ckpt["epoch"] == 0 and ckpt["global_step"] == 7 and ckpt["train_window"] == 7
     assert ckpt["train_carry"]["tokens"] == 7 * 5 * 4  # the exact position: windows x bptt x streams
     # Lightning's handler never ran: no hpc checkpoint, no requeue, no logger finalized (its first act)
-    assert not list(run_dir.rglob("hpc_ckpt_*")) and [p.name for p in root.iterdir()] == ["hpc_ckpt_1.ckpt"]
+    assert not list(run_dir.rglob("hpc_ckpt_*"))
     log = (run_dir / "train.log").read_text()
     assert "SIGUSR1: every process stops after this step" in log
     assert "requeu" not in log + proc.stdout + proc.stderr and "scontrol" not in proc.stderr
+    # trainer.default_root_dir is the run's folder, where Lightning's SLURM auto-resume looks for hpc_ckpt_*.ckpt:
+    # a folder holding one is refused before anything runs (before, a default_root_dir elsewhere held it)
+    (run_dir / "hpc_ckpt_1.ckpt").write_text("not a checkpoint: loading it fails")
+    proc = run("rnnreg-train", *args, f"ckpt_path={run_dir}/checkpoints/last.ckpt", env=srun_env(), check=False)
+    assert proc.returncode == 2 and " is a folder of checkpoints, " in proc.stderr.strip().splitlines()[-1]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
 
 
 def test_metrics_json_names_what_sent_each_stop_signal():
