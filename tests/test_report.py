@@ -18,7 +18,7 @@ import yaml
 from matplotlib.colors import to_hex
 from omegaconf import OmegaConf
 
-from helpers import run, strict_json
+from helpers import TINY, run, strict_json
 from rnnreg import CONF_DIR
 from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
@@ -847,3 +847,65 @@ def test_a_configuration_far_from_the_rest_puts_the_test_axis_on_a_log_scale(tmp
     assert len(ticks) >= 4 and all(re.fullmatch(r"\d+", t) for t in ticks), ticks
     toy = figure_test_ppl(collect(ablation(tmp_path / "toy")), PAPER).axes[0]
     assert toy.get_xscale() == "linear" and "log scale" not in toy.get_xlabel()
+
+
+def test_sweeps_of_the_same_overrides_from_configs_that_differ_are_never_seeds_of_one_configuration(
+    tiny_corpus, tmp_path
+):
+    """Two sweeps of one command, each from its own config folder (hydra.searchpath: an experiment of the user's
+    whose learning rate was changed between them): their runs are two configurations, told apart by the key
+    their .hydra/config.yaml differ in, and a note says why (before: one configuration, the second sweep's runs
+    dropped as the same seeds run twice)."""
+    for name, lr in (("a", 1.0), ("b", 0.5)):
+        (tmp_path / "conf" / name / "experiment").mkdir(parents=True)
+        mine = f"# @package _global_\ndefaults:\n  - paper_small\nexperiment_name: mine\noptim:\n  lr: {lr}\n"
+        (tmp_path / "conf" / name / "experiment" / "mine.yaml").write_text(mine)
+        run(
+            "rnnreg-train",
+            "-m",
+            "seed=1,2",
+            "experiment=mine",
+            *TINY,
+            f"data.data_dir={tiny_corpus}",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "extras.print_config=false",
+            f"hydra.searchpath=[file://{tmp_path / 'conf' / name}]",
+            f"hydra.sweep.dir={tmp_path / 'compare' / name}",
+        )
+    table = report(tmp_path / "compare")
+    over_seeds = table.split("Over seeds:")[1]
+    assert "| optim.lr=1.0 | 2 | " in over_seeds and "| optim.lr=0.5 | 2 | " in over_seeds
+    assert "ran 2 times" not in table and "differ in their .hydra/config.yaml (optim.lr: " in table
+    rows = collect(tmp_path / "compare")
+    b = [r["test_ppl"] for r in rows if r["run"].startswith("b/")]
+    assert f"| optim.lr=0.5 | 2 | {mean_sd_text({r['run']: r for r in rows}, ['b/0', 'b/1'])} | " in over_seeds
+    assert f"{statistics.mean(b):.2f} ± {statistics.stdev(b):.2f}" in over_seeds.split("| optim.lr=0.5 |")[1]
+    assert sorted(e["label"] for e in configurations(rows)) == ["none, lr=0.5", "none, lr=1.0"]
+
+
+def test_overrides_given_in_another_order_are_one_configuration(tmp_path):
+    """Seeds of one configuration added later with the overrides in another order (or by another sweep whose
+    command listed them otherwise) are one row over seeds and one entry in the figures."""
+    write_job(tmp_path / "a/0", ["dropout=none", "model.init_scale=0.05", "seed=1"], {"dropout": "none"}, TOY, 440.0)
+    write_job(tmp_path / "b/0", ["seed=2", "model.init_scale=0.05", "dropout=none"], {"dropout": "none"}, TOY, 450.0)
+    write_job(tmp_path / "b/1", ["seed=2", "model.init_scale=0.1", "dropout=recurrent"], {}, TOY, 430.0)
+    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    assert "| dropout=none model.init_scale=0.05 | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in over_seeds
+    assert [len(e["runs"]) for e in configurations(collect(tmp_path))] == [2, 1]
+
+
+def test_the_mean_over_seeds_names_the_seeds_that_did_not_complete(tmp_path):
+    """A configuration's mean is over its completed seeds: a seed that diverged (failed), was interrupted or is
+    still running is named beside it, so that a placement whose seeds diverge is not read as one that trains well."""
+    root = ablation(tmp_path / "sweep", {"none": ABLATION["none"], "both": ABLATION["both"]})
+    diverged = {"status": "failed", "error": "training loss became nan at epoch 2, step 3", "epochs": 2}
+    (root / "2" / "metrics.json").write_text(json.dumps(diverged))  # dropout=none's seed 2
+    write_job(root / "6", ["dropout=none", "seed=3"], {"dropout": "none"}, TOY, None)  # killed: unfinished
+    text = report(root)
+    assert "| dropout=none | 2 | " in text.split("Over seeds:")[1]
+    assert (
+        "- configuration `dropout=none`: its mean is over its 2 completed seed(s) only; not counted: "
+        "2 (seed 2, failed), 6 (seed 3, unfinished)\n" in text
+    )
+    assert "configuration `dropout=both`: its mean" not in text

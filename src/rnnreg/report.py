@@ -249,6 +249,22 @@ def choice(choices: dict, overrides: list[str], group: str) -> str | None:
 SAME_CONFIGURATION = (*NOT_COMPARED, "ckpt_path")
 
 
+def settings_of(config: dict) -> dict[str, str]:
+    """A run's config.yaml as flat key -> value (JSON), less its seed and what never makes another configuration:
+    what the seeds of one configuration share, whichever overrides gave it (or a config file changed between them)."""
+    flat: dict[str, str] = {}
+
+    def walk(value, key: str) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif key != "seed" and not key.startswith(SAME_CONFIGURATION):
+            flat[key] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    walk(config, "")
+    return flat
+
+
 def seed_of(overrides: list[str], config: dict) -> str:
     """The seed a job ran with: its `seed=` override, else its config's."""
     given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "seed" and "=" in o]  # (~seed: none)
@@ -286,6 +302,7 @@ def collect(root: Path) -> list[dict]:
                 "train_seconds": metrics.get("train_seconds"),
                 "words_per_second": metrics.get("words_per_second"),
                 "val_history": curve,
+                "settings": settings_of(config),
                 "placement": choice(choices, overrides, "dropout") or "config",
                 "model": choice(choices, overrides, "model"),
                 "experiment": choice(choices, overrides, "experiment"),
@@ -302,10 +319,62 @@ def collect(root: Path) -> list[dict]:
         )
     # what all rows share is left out of each; one row alone shares with nothing: its overrides are shown
     common = set.intersection(*(set(r["overrides"]) for r in rows)) if len(rows) > 1 else set()
+    shown = told_apart_by_config(rows)
     for r in rows:
-        r["differs"] = " ".join(o for o in r["overrides"] if o not in common) or "(same)"
-        r["seedless"] = " ".join(o for o in r["overrides"] if o not in common and not o.startswith("seed=")) or "(same)"
+        told = [o for o in r["overrides"] if o not in common] + shown[id(r)]
+        r["differs"] = " ".join(told) or "(same)"
+        r["seedless"] = " ".join(o for o in told if override_key(o) != "seed") or "(same)"
     return rows
+
+
+def seedless_overrides(row: dict) -> tuple[str, ...]:
+    """A run's overrides less its seed, in any order: `a=1 b=2` and `b=2 a=1` are one configuration."""
+    return tuple(sorted(o for o in row["overrides"] if override_key(o) != "seed"))
+
+
+def recipe(row: dict) -> tuple:
+    """What the seeds of one configuration share: their overrides (seed aside, any order) and their config."""
+    return seedless_overrides(row), tuple(sorted(row["settings"].items()))
+
+
+def told_apart_by_config(rows: list[dict]) -> dict[int, list[str]]:
+    """id(row) -> `key=value` of each config key in which runs of the same overrides differ (a config file or
+    default changed between two sweeps): shown with the overrides, so that they are not pooled unseen; each row's
+    `config_keys` names those keys. A fast_dev_run is no seed (its status says so): it is not compared."""
+    shown: dict[int, list[str]] = {id(r): [] for r in rows}
+    alike: dict[tuple, list[dict]] = {}
+    for r in rows:
+        r["config_keys"] = []
+        if r["status"] != "fast_dev_run":
+            alike.setdefault(seedless_overrides(r), []).append(r)
+    for runs in alike.values():
+        keys = sorted({k for r in runs for k in r["settings"]})
+        differ = [k for k in keys if len({r["settings"].get(k) for r in runs}) > 1]
+        for r in runs:
+            shown[id(r)] = [f"{k}={setting(r['settings'].get(k))}" for k in differ]
+            r["config_keys"] = differ
+    return shown
+
+
+def config_changes(rows: list[dict]) -> list[str]:
+    """A note when runs of the same overrides ran different configs: which keys, and why they are shown."""
+    keys = sorted({k for r in rows for k in r["config_keys"]})
+    if not keys:
+        return []
+    return [
+        f"runs with the same overrides differ in their .hydra/config.yaml ({', '.join(keys)}: a config file or "
+        f"default changed between them): those keys are shown with their overrides, and runs that differ in them are "
+        f"never seeds of one configuration"
+    ]
+
+
+def setting(value: str | None) -> str:
+    """A config value as an override writes it (0.5, true, null, paper_small); (absent) where the run's config
+    has no such key."""
+    if value is None:
+        return "(absent)"
+    plain = json.loads(value)
+    return plain if isinstance(plain, str) and plain and " " not in plain else value
 
 
 # metrics.json's numbers the report shows; a perplexity also draws on a log axis (is_perplexity)
@@ -353,9 +422,10 @@ def with_repeats(rows: list[dict]) -> dict[str, list[dict]]:
     apart, keyed "<overrides> (<status>)". A seed may come more than once (one sweep linked twice under two
     names, or rerun with other tags): by_config keeps it once."""
     groups: dict[str, list[dict]] = {}
+    names: dict[tuple, str] = {}  # a configuration by the name of its first run (overrides in that run's order)
     for r in rows:
-        key = r["seedless"] if r["status"] == "completed" else f"{r['differs']} ({r['status']})"
-        groups.setdefault(key, []).append(r)
+        key = names.setdefault(recipe(r), r["seedless"]) if r["status"] == "completed" else None
+        groups.setdefault(key or f"{r['differs']} ({r['status']})", []).append(r)
     return groups
 
 
@@ -385,6 +455,28 @@ def repeated_seeds(rows: list[dict]) -> list[str]:
             if len(found) > 1
         ]
     return notes
+
+
+def seeds_left_out(rows: list[dict]) -> list[str]:
+    """One note per configuration with seeds that did not complete (failed: diverged; interrupted, running...):
+    its mean is over the others alone, which a seed that diverged would have made worse."""
+    notes = []
+    for key, runs in by_config(rows).items():
+        if runs[0]["status"] != "completed":
+            continue
+        seeds, mine = {r["seed"] for r in runs}, recipe(runs[0])
+        out = [f"{r['run']} (seed {r['seed']}, {r['status']})" for r in rows if left_out(r, seeds, mine)]
+        if out:
+            notes.append(
+                f"configuration `{key}`: its mean is over its {len(runs)} completed seed(s) only; not counted: "
+                f"{', '.join(out)}"
+            )
+    return notes
+
+
+def left_out(row: dict, seeds: set[str], mine: tuple) -> bool:
+    """A run of the configuration `mine` that did not complete, with a seed none of its completed runs has."""
+    return row["status"] not in ("completed", "fast_dev_run") and row["seed"] not in seeds and recipe(row) == mine
 
 
 def partial_curves(rows: list[dict]) -> list[str]:
@@ -476,7 +568,7 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     groups = over_seeds(rows)
     if groups:
         table += "\nOver seeds:\n\n" + seeds_table(groups)
-    notes = repeated_seeds(rows) + partial_curves(rows)
+    notes = config_changes(rows) + seeds_left_out(rows) + repeated_seeds(rows) + partial_curves(rows)
     if notes:
         table += "\nNotes:\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     failed = [r for r in rows if r["status"] == "failed"]
