@@ -909,3 +909,13 @@ def test_the_mean_over_seeds_names_the_seeds_that_did_not_complete(tmp_path):
         "2 (seed 2, failed), 6 (seed 3, unfinished)\n" in text
     )
     assert "configuration `dropout=both`: its mean" not in text
+
+
+def test_a_value_written_another_way_is_one_configuration(tmp_path):
+    """`dropout.p=.5`, `++dropout.p=0.50` and `+dropout.p=5e-1` set one value: their seeds are one configuration
+    (before: three, each of one seed, and no row over seeds)."""
+    for job, (p, seed) in enumerate((("dropout.p=.5", 1), ("++dropout.p=0.50", 2), ("+dropout.p=5e-1", 3))):
+        write_job(tmp_path / str(job), ["dropout=both", p, f"seed={seed}"], {"dropout": "both"}, TOY, 430.0 + job)
+    write_job(tmp_path / "3", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 450.0)
+    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    assert "| dropout=both dropout.p=.5 | 3 | " in over_seeds and "| 431.00 ± 1.00 |" in over_seeds

@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -328,8 +329,21 @@ def collect(root: Path) -> list[dict]:
 
 
 def seedless_overrides(row: dict) -> tuple[str, ...]:
-    """A run's overrides less its seed, in any order: `a=1 b=2` and `b=2 a=1` are one configuration."""
-    return tuple(sorted(o for o in row["overrides"] if override_key(o) != "seed"))
+    """A run's overrides less its seed, in any order, each as it sets its key (same_override): `a=1 b=2` and
+    `b=2 a=1` are one configuration, and so are `p=.5`, `p=0.50` and `++p=0.5`."""
+    return tuple(sorted(same_override(o) for o in row["overrides"] if override_key(o) != "seed"))
+
+
+FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][-+]?\d+)?")
+
+
+def same_override(override: str) -> str:
+    """An override as the value it sets: without `+`/`++` (which add or force the same value), a float in one
+    spelling (.5, 0.50, 5e-1 -> 0.5). `~key` (which deletes) stays as it is."""
+    key, sep, value = override.partition("=")
+    if key.startswith("~"):
+        return override
+    return key.lstrip("+") + sep + (repr(float(value)) if FLOAT.fullmatch(value) else value)
 
 
 def recipe(row: dict) -> tuple:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import statistics
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
-from rnnreg.report import by_config
+from rnnreg.report import FLOAT, by_config
 
 
 def plot_groups(rows: list[dict]) -> dict[str, list[dict]]:
@@ -59,9 +58,6 @@ FORMATS = {"png": {"dpi": 300}, "pdf": {"metadata": {"CreationDate": None}}}
 def placement_colour(placement: str) -> str:
     """The colour of a dropout placement in every figure; an unknown name gets the colour of 'config'."""
     return PLACEMENT_COLOURS.get(placement, PLACEMENT_COLOURS["config"])
-
-
-FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][-+]?\d+)?")
 
 
 def short_override(override: str, digits: int | None = 4) -> str:
