@@ -919,3 +919,17 @@ def test_a_value_written_another_way_is_one_configuration(tmp_path):
     write_job(tmp_path / "3", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 450.0)
     over_seeds = report(tmp_path).split("Over seeds:")[1]
     assert "| dropout=both dropout.p=.5 | 3 | " in over_seeds and "| 431.00 ± 1.00 |" in over_seeds
+
+
+def test_a_key_a_later_version_added_or_a_speed_setting_makes_no_other_configuration(tmp_path):
+    """Seeds of one recipe run by two versions of rnnreg (the later's config has a key the earlier lacked, at its
+    default) or with other speed settings (how fast, never what is computed) stay one configuration: the paper-scale
+    ablation's seeds were run days apart (speed.triton_update came between them)."""
+    write_job(tmp_path / "a/0", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 440.0)
+    write_job(tmp_path / "b/0", ["dropout=none", "seed=2"], {"dropout": "none"}, TOY, 450.0)
+    config = yaml.safe_load((tmp_path / "b/0/.hydra/config.yaml").read_text())
+    config["optim"] = {**config.get("optim", {}), "a_later_key": False}
+    config["speed"] = {"tf32": True}
+    (tmp_path / "b/0/.hydra/config.yaml").write_text(yaml.safe_dump(config))
+    table = report(tmp_path)
+    assert "| (same) | 2 | 459.78 ± 7.23 | " in table.split("Over seeds:")[1] and "config.yaml" not in table

@@ -250,6 +250,10 @@ def choice(choices: dict, overrides: list[str], group: str) -> str | None:
 SAME_CONFIGURATION = (*NOT_COMPARED, "ckpt_path")
 
 
+# ... nor, in a run's config.yaml, its speed settings (how fast, never what is computed: conf/train.yaml)
+NOT_COMPARED_IN_CONFIG = (*SAME_CONFIGURATION, "speed")
+
+
 def settings_of(config: dict) -> dict[str, str]:
     """A run's config.yaml as flat key -> value (JSON), less its seed and what never makes another configuration:
     what the seeds of one configuration share, whichever overrides gave it (or a config file changed between them)."""
@@ -259,7 +263,7 @@ def settings_of(config: dict) -> dict[str, str]:
         if isinstance(value, dict) and value:
             for k, v in value.items():
                 walk(v, f"{key}.{k}" if key else str(k))
-        elif key != "seed" and not key.startswith(SAME_CONFIGURATION):
+        elif key != "seed" and not key.startswith(NOT_COMPARED_IN_CONFIG):
             flat[key] = json.dumps(value, sort_keys=True, separators=(",", ":"))
 
     walk(config, "")
@@ -347,8 +351,9 @@ def same_override(override: str) -> str:
 
 
 def recipe(row: dict) -> tuple:
-    """What the seeds of one configuration share: their overrides (seed aside, any order) and their config."""
-    return seedless_overrides(row), tuple(sorted(row["settings"].items()))
+    """What the seeds of one configuration share: their overrides (seed aside, any order), and their values of the
+    config keys in which runs of those overrides differ (told_apart_by_config)."""
+    return seedless_overrides(row), tuple((k, row["settings"].get(k)) for k in row["config_keys"])
 
 
 def told_apart_by_config(rows: list[dict]) -> dict[int, list[str]]:
@@ -362,8 +367,9 @@ def told_apart_by_config(rows: list[dict]) -> dict[int, list[str]]:
         if r["status"] != "fast_dev_run":
             alike.setdefault(seedless_overrides(r), []).append(r)
     for runs in alike.values():
-        keys = sorted({k for r in runs for k in r["settings"]})
-        differ = [k for k in keys if len({r["settings"].get(k) for r in runs}) > 1]
+        # a key some runs lack is left out: a later version of rnnreg added it, its default the earlier behaviour
+        keys = sorted(set.intersection(*(set(r["settings"]) for r in runs)))
+        differ = [k for k in keys if len({r["settings"][k] for r in runs}) > 1]
         for r in runs:
             shown[id(r)] = [f"{k}={setting(r['settings'].get(k))}" for k in differ]
             r["config_keys"] = differ
