@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg import CONF_DIR
-from rnnreg.errors import ConfigError
+from rnnreg.errors import ConfigError, first_line
 from rnnreg.sweep import JobsComposedOnce, inside_job, job_configs, job_label, swept_keys, task_overrides
 
 # conf/hydra/default.yaml, its one owner: a sweep's folder named after its experiment
@@ -33,24 +33,22 @@ def pin_sweep_folder(config: DictConfig) -> None:
     try:
         jobs = job_configs(config)
     except OmegaConfBaseException as err:  # (a job that does not compose: the pre-check said so for the command line)
-        raise ConfigError(first_error_line(err)) from None
+        raise ConfigError(first_line(err)) from None
     if jobs is None:  # another sweeper's jobs come one by one: what it searches is known before
         names = searched_experiments(config)
         if names and template == DEFAULT_SWEEP_DIR:
             pin(config, template, names)
         return
-    folders = [job_sweep_dir(config, job_config) for _, job_config in jobs]
+    folders = [job_sweep_dir(job_config) for _, job_config in jobs]
     sweep_dir = resolved_sweep_dir(config)
     if all(folder == sweep_dir for folder in folders):
         return
     if template == DEFAULT_SWEEP_DIR:
-        names = list(dict.fromkeys(str(job_config.experiment_name) for _, job_config in jobs))
-        pin(config, template, names)
-        if all(job_sweep_dir(config, job_config) == config.hydra.sweep.dir for _, job_config in job_configs(config)):
-            return
-        template = str(config.hydra.sweep.dir)  # (a swept key that the default's other parts read: paths=...)
-        folders = [job_sweep_dir(config, job_config) for _, job_config in job_configs(config)]
-        sweep_dir = str(config.hydra.sweep.dir)
+        pin(config, template, list(dict.fromkeys(str(job_config.experiment_name) for _, job_config in jobs)))
+        template = sweep_dir = str(config.hydra.sweep.dir)
+        folders = [job_sweep_dir(job_config) for _, job_config in job_configs(config)]
+        if all(folder == sweep_dir for folder in folders):
+            return  # (else a swept key that the default's other parts read: paths=...)
     num = next(n for n, folder in enumerate(folders) if folder != sweep_dir)
     swept = swept_keys(config.hydra) or None
     raise ConfigError(
@@ -78,10 +76,10 @@ def resolved_sweep_dir(config: DictConfig) -> str:
     try:
         return str(config.hydra.sweep.dir)
     except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
-        raise ConfigError(f"hydra.sweep.dir: {first_error_line(err)}") from None
+        raise ConfigError(f"hydra.sweep.dir: {first_line(err)}") from None
 
 
-def job_sweep_dir(config: DictConfig, job_config: DictConfig) -> str:
+def job_sweep_dir(job_config: DictConfig) -> str:
     with inside_job(job_config):  # (for ${hydra:...} in it)
         return resolved_sweep_dir(job_config)
 
@@ -101,7 +99,3 @@ def searched_experiments(config: DictConfig) -> list[str]:
         if override.key_or_group in ("experiment", "experiment_name") and override.is_sweep_override():
             return list(override.sweep_string_iterator()) if override.is_discrete_sweep() else ["experiments"]
     return []
-
-
-def first_error_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0]
