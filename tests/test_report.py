@@ -369,7 +369,8 @@ def test_unfinished_stacked_sweep_goes_on_with_its_resume_switch(tmp_path):
     with RunLock(sweep, "hydra.sweep.dir"):
         assert report(sweep, PAPER).count("| running |") == 2
     assert report(sweep, PAPER).endswith(
-        f"- 0, 1: the stacked sweep's command with `hydra.launcher.resume=true hydra.sweep.dir={sweep}` "
+        f"- 0, 1: the stacked sweep goes on with `rnnreg-train -m ... hydra/launcher=stacked "
+        f"hydra.launcher.resume=true hydra.sweep.dir={sweep}` "
         "(from the start: no epoch had ended)\n"
     )
     (sweep / ".stacked").mkdir()
@@ -553,7 +554,8 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path):
         write_job(stacked / str(job), [f"dropout={placement}"], {"hydra/launcher": "stacked"}, TOY, None)
         (stacked / str(job) / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 1}))
     assert report(stacked, PAPER).endswith(
-        f"- 0, 1: the stacked sweep's command with `hydra.launcher.resume=true hydra.sweep.dir={stacked}` "
+        f"- 0, 1: the stacked sweep goes on with `rnnreg-train -m ... hydra/launcher=stacked "
+        f"hydra.launcher.resume=true hydra.sweep.dir={stacked}` "
         "(from the start: no epoch had ended)\n"
     )
     assert "| 0 | experiment=paper_small dropout=none seed=1 | completed |" in report(sweep / "0", PAPER)

@@ -38,6 +38,7 @@ from helpers import (
 )
 from rnnreg import stacked_outputs, stacked_resume, stacked_settings, stacked_stop, stacked_train
 from rnnreg.command_line import validate_args
+from rnnreg.config_search import go_on_command
 from rnnreg.console import cpu_model
 from rnnreg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
@@ -853,7 +854,7 @@ def test_the_command_that_goes_on_is_the_sweeps_own_in_its_folder(tmp_path):
     hydra += ["hydra.launcher.resume=false", "hydra.launcher.stop_after_windows=8"]
     task = ["experiment=paper_small", f"data.data_dir={tmp_path / 'my corpus'}", "seed=1,2"]
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"hydra": hydra, "task": task}}}))
-    command = stacked_stop.go_on_command(sweep)
+    command = go_on_command(sweep)
     assert shlex.split(command) == [
         "rnnreg-train",
         "-m",
@@ -863,7 +864,7 @@ def test_the_command_that_goes_on_is_the_sweeps_own_in_its_folder(tmp_path):
         f"hydra.sweep.dir={sweep}",
     ]
     (sweep / "multirun.yaml").unlink()
-    assert shlex.split(stacked_stop.go_on_command(sweep)) == [
+    assert shlex.split(go_on_command(sweep)) == [
         "rnnreg-train",
         "-m",
         "...",
@@ -1787,8 +1788,12 @@ def test_killed_group_resumes_from_its_last_epoch_exactly(setup, tmp_path):
         assert "epoch 2:" not in (sweep / job / "train.log").read_text()  # killed before the end
     report = run("rnnreg-report", f"path={sweep}").stdout
     assert report.count("| unfinished |") == 2 and "failed" not in report
-    assert f"hydra.launcher.resume=true hydra.sweep.dir={sweep}" in report  # how to go on
-    run("rnnreg-train", *command[1:], "hydra.launcher.resume=true")
+    # how to go on: the report's command, pasted (before: "the stacked sweep's command with ...")
+    (line,) = [line for line in report.splitlines() if "the stacked sweep goes on with `" in line]
+    pasted = shlex.split(line.split("`")[1])
+    assert pasted[:2] == ["rnnreg-train", "-m"] and pasted[-1] == f"hydra.sweep.dir={sweep}"
+    assert set(pasted) == {"rnnreg-train", "-m", *args, "hydra.launcher.resume=true", f"hydra.sweep.dir={sweep}"}
+    run(*pasted)
     assert not resume_file.exists()
     for job in ("0", "1"):
         mine, uninterrupted = metrics(sweep / job), metrics(reference / job)

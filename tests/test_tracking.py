@@ -259,7 +259,7 @@ def test_a_wandb_id_that_differs_per_job_names_each_jobs_own_run(tiny_cli, tmp_p
 def test_a_stacked_member_keeps_its_jobs_wandb_id(tiny_cli, tmp_path, no_wandb_credentials):
     """A stacked member's W&B run has its job's logger.wandb.id, as the job run alone has (here swept, one of
     them interpolated); the command that goes on with the sweep gives the override as the sweep's command did."""
-    from rnnreg.stacked_stop import go_on_command
+    from rnnreg.config_search import go_on_command
 
     sweep = tmp_path / "sweep"
     tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]

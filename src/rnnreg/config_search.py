@@ -12,6 +12,7 @@ import functools
 import importlib.resources
 import io
 import os
+import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -259,6 +260,23 @@ def recorded_run_command(run: Path) -> list[str]:
         return recorded_command(yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"])
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
         return ["rnnreg-train"]
+
+
+def go_on_command(sweep: Path) -> str:
+    """The sweep's own command (its multirun.yaml) with hydra.launcher.resume=true in its folder."""
+    from omegaconf import OmegaConf
+
+    try:
+        hydra = OmegaConf.load(sweep / "multirun.yaml").hydra
+        _, *flags = recorded_command(hydra)  # (a hydra.searchpath among them is one of the sweep's hydra overrides)
+        recorded = OmegaConf.to_container(hydra.overrides, resolve=False)  # as given: `run_${seed}` is each job's
+        given = list(dict.fromkeys([*flags, *map(str, [*recorded["hydra"], *recorded["task"]])]))
+    except Exception:  # no readable multirun.yaml (a group trained outside Hydra): the command's shape
+        given = ["...", "hydra/launcher=stacked"]
+    # the sweep's own folder, not a new dated one; and no test-only stop
+    dropped = ("hydra.mode=", "hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.stop_after_windows=")
+    kept = [o for o in given if not o.startswith(dropped)]
+    return shlex.join(["rnnreg-train", "-m", *kept, "hydra.launcher.resume=true", f"hydra.sweep.dir={sweep}"])
 
 
 def _select(node: Any, *keys: str) -> Any:

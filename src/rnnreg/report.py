@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from rnnreg.config_search import recorded_command, recorded_run_command
+from rnnreg.config_search import go_on_command, recorded_command, recorded_run_command
 from rnnreg.errors import ConfigError, DataError, OutputError, first_line
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import MAX_NLL, null_as_nan, read_metrics
@@ -109,8 +109,8 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
         lines += [f"- {job} (never started: no folder): `{command}`" for job, command in never_started(rows, root)]
     for sweep, runs in sweeps.items():
         lines.append(
-            f"- {', '.join(run for run, _ in runs)}: the stacked sweep's command with `hydra.launcher.resume=true "
-            f"hydra.sweep.dir={sweep}` ({stacked_resume_point(sweep, {status for _, status in runs})})"
+            f"- {', '.join(run for run, _ in runs)}: the stacked sweep goes on with `{go_on_command(sweep)}` "
+            f"({stacked_resume_point(sweep, {status for _, status in runs})})"
         )
     if not lines:
         return ""

@@ -5,15 +5,10 @@ the group trainer's (rnnreg.stacked_train); this module says when it stops, and 
 
 from __future__ import annotations
 
-import shlex
 import signal
 import threading
-from pathlib import Path
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from omegaconf import OmegaConf
-
-from rnnreg.config_search import recorded_command
 
 # where a signal stops the group, by what it is doing when the signal comes
 WHEN = {
@@ -72,18 +67,3 @@ class StopOnSignal:
         if self.request.signal is not None:
             raise Stopped()
         return self.windows[i]
-
-
-def go_on_command(sweep: Path) -> str:
-    """The sweep's own command (its multirun.yaml) with hydra.launcher.resume=true in its folder."""
-    try:
-        hydra = OmegaConf.load(sweep / "multirun.yaml").hydra
-        _, *flags = recorded_command(hydra)  # (a hydra.searchpath among them is one of the sweep's hydra overrides)
-        recorded = OmegaConf.to_container(hydra.overrides, resolve=False)  # as given: `run_${seed}` is each job's
-        given = list(dict.fromkeys([*flags, *map(str, [*recorded["hydra"], *recorded["task"]])]))
-    except Exception:  # no readable multirun.yaml (a group trained outside Hydra): the command's shape
-        given = ["...", "hydra/launcher=stacked"]
-    # the sweep's own folder, not a new dated one; and no test-only stop
-    dropped = ("hydra.mode=", "hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.stop_after_windows=")
-    kept = [o for o in given if not o.startswith(dropped)]
-    return shlex.join(["rnnreg-train", "-m", *kept, "hydra.launcher.resume=true", f"hydra.sweep.dir={sweep}"])

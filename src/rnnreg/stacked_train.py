@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from rnnreg.checkpoints import tests_best
+from rnnreg.config_search import go_on_command
 from rnnreg.console import counted, device_name
 from rnnreg.errors import ConfigError, OutputError, TrainingDiverged
 from rnnreg.instantiation import instantiate
@@ -39,7 +40,7 @@ from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_resume import apply_group_state, group_done, group_state, read_group_resume, unreadable_resume
 from rnnreg.stacked_settings import on_a_cpu, under_bf16_autocast
 from rnnreg.stacked_step import group_step
-from rnnreg.stacked_stop import Stopped, StopRequest, go_on_command
+from rnnreg.stacked_stop import Stopped, StopRequest
 from rnnreg.timing import device_clock, estimated_test_seconds, median_step_words_per_second
 from rnnreg.training_signals import divergence_message
 
