@@ -292,7 +292,7 @@ def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
         if len(tests) > 1:
             ax.scatter(tests, [y + 0.22] * len(tests), s=10, color=e["colour"], alpha=0.7, linewidths=0, zorder=2)
         ax.annotate(
-            f"{mean:.1f}",
+            f"{mean:.2f}",
             (max(mean + sd, *tests), y),
             xytext=(6, 0),
             textcoords="offset points",
