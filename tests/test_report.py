@@ -813,6 +813,22 @@ def test_only_a_training_multirun_that_completed_ends_with_the_report_command(tm
     assert RunLock.in_use(tmp_path, "hydra.sweep.dir") is None  # released
 
 
+def test_the_report_command_a_multirun_ends_with_pastes_for_a_folder_with_a_space(tmp_path, capsys):
+    """A sweep folder with a space in its name: the closing line's command is quoted for a shell, and runs."""
+    sweep = tmp_path / "my sweep"
+    write_job(sweep / "0", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 440.0)
+    callback = SweepCallback()
+    callback.lock = RunLock(sweep, "hydra.sweep.dir")  # (the sweep's own process: it holds the folder)
+    callback.lock.acquire()
+    callback.on_multirun_end(OmegaConf.create({"task_name": "train", "hydra": {"sweep": {"dir": str(sweep)}}}))
+    line = capsys.readouterr().out
+    assert line.startswith(f"the multirun's jobs completed in {sweep}: rnnreg-report ")
+    command = shlex.split(line.split(": ", 1)[1].removesuffix(" compares them\n"))
+    assert command == ["rnnreg-report", f"path={sweep}"]
+    run(*command)
+    assert (sweep / "report.md").is_file()
+
+
 def test_a_failed_job_is_reported_alike_by_every_launcher(tmp_path, capsys):
     """report_failed_job (a basic job's UserError, a stacked member's failure): one line on stderr naming the job
     by what its sweep varies, its error.txt, and what the sweeper is handed: Hydra's basic sweeper None (the sweep

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import copy
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -540,10 +541,11 @@ class SweepCallback(Callback):
         claimed = self.lock is not None  # (rank zero's multirun: not a DDP process that Lightning started)
         self.let_go(config)
         sweep_dir = Path(config.hydra.sweep.dir)
+        compare = f"rnnreg-report {shlex.quote(f'path={sweep_dir}')}"  # (a folder with a space pastes as one)
         ended = failed_jobs(sweep_dir, self.started)
         if not ended:
             if claimed and config.get("task_name") == "train":  # the next command, with the folder it needs
-                print(f"the multirun's jobs completed in {sweep_dir}: rnnreg-report path={sweep_dir} compares them")
+                print(f"the multirun's jobs completed in {sweep_dir}: {compare} compares them")
             return
         swept = swept_keys(config.hydra) or None
         for kind, words, then in (
@@ -551,7 +553,7 @@ class SweepCallback(Callback):
             (
                 "interrupted",
                 "were stopped by a signal",
-                f" (rnnreg-report path={sweep_dir} gives the commands that go on)",
+                f" ({compare} gives the commands that go on)",
             ),
             ("stopped", "were stopped by a signal before they wrote a result", " (run them again)"),
         ):
