@@ -214,6 +214,16 @@ def test_a_typo_names_the_key_meant(composed):
         check_job(composed["train"], "train", parser.parse_overrides(["trainer.accumulate_grad_batches=2"]))
 
 
+def test_plus_sets_a_key_whose_interpolation_resolves_to_null(monkeypatch):
+    """`+logger.wandb.entity=myteam`: the key is `${oc.env:WANDB_ENTITY,null}`, null without the variable, which
+    Hydra's + may set; with the variable set it holds a value, and + is refused as Hydra refuses it."""
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    assert validate_args("train", ["logger=wandb", "+logger.wandb.entity=myteam"]) == 1
+    monkeypatch.setenv("WANDB_ENTITY", "theirs")
+    with pytest.raises(ConfigError, match=r"^\+logger.wandb.entity=myteam: Could not append to config"):
+        validate_args("train", ["logger=wandb", "+logger.wandb.entity=myteam"])
+
+
 def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
     """An experiment of the user's own that sets trainer.default_root_dir (Lightning's way to move a run): every file
     goes in the run's folder all the same, so the setting would be silently ignored."""

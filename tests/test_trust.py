@@ -742,6 +742,37 @@ def test_a_sweep_folder_that_differs_between_jobs_is_one_line_before_anything_is
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_sweep_folder_named_by_the_time_to_the_microsecond_is_one_folder(tiny_corpus, tmp_path):
+    """`hydra.sweep.dir=.../${now:...%f}` (as the default's): the sweep resolves its folder once, before its jobs are
+    composed, so every job shares it (the check of the jobs' folders once resolved the time in each job, and
+    refused the sweep as one whose folder differs between jobs); a folder no swept key changes is left as given."""
+    args = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false", "seed=1,2"]
+    args += [
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        f"hydra.sweep.dir={tmp_path}/s/${{now:%H-%M-%S-%f}}",
+    ]
+    status, _ = finish(popen("rnnreg-train", *args), error=False)
+    assert status == 0
+    (sweep,) = (tmp_path / "s").iterdir()
+    assert {"0", "1", "multirun.yaml"} <= {p.name for p in sweep.iterdir()}
+    hydra = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]
+    given = [o for o in hydra["overrides"]["hydra"] if o.startswith("hydra.sweep.dir=")]
+    assert given == [f"hydra.sweep.dir={tmp_path}/s/${{now:%H-%M-%S-%f}}"]  # the command's own, not pinned
+
+
+@pytest.mark.parametrize("folder", ["/tmp/a\\x/b", "/tmp/o u't/x", "/tmp/e\\'q", "/tmp/end\\", "/tmp/a+b/2026"])
+def test_a_pinned_sweep_folder_reads_back_as_itself(folder):
+    """The sweep folder given to every job as a Hydra override (quoted_for_hydra) is the folder, character for
+    character: a backslash, a quote, a space, a backslash at its end."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from rnnreg.sweep_folder import quoted_for_hydra
+
+    (override,) = OverridesParser.create().parse_overrides([f"hydra.sweep.dir={quoted_for_hydra(folder)}"])
+    assert override.value() == folder
+
+
 def test_a_search_over_experiments_puts_its_trials_in_one_folder_named_after_them(tiny_corpus, tmp_path):
     """Optuna's trials come one by one (no job is known before): its search space names the experiments."""
     args = ["-m", "hparams_search=optuna", "experiment=choice(paper_medium,paper_large)", *TINY]

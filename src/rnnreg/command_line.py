@@ -427,13 +427,21 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
 
 
 def _holds_value(cfg: DictConfig, key: str) -> bool:
-    """Whether `key` is in `cfg` with a value (null, ??? or absent: Hydra's + may add it), read without resolving
-    it."""
+    """Whether `key` is in `cfg` with a value (null, ??? or absent: Hydra's + may add it). An interpolation counts
+    by what it resolves to (`${oc.env:WANDB_ENTITY,null}`: null), and as a value where it cannot be resolved here
+    (`${hydra:...}` outside a run: Hydra's own check stops on it with its four lines)."""
+    from omegaconf.errors import OmegaConfBaseException
+
     node: Any = cfg
     for part in key.split("."):
         if not isinstance(node, DictConfig) or part not in node.keys():
             return False
         node = node._get_node(part)
+    if node._is_interpolation():
+        try:
+            return OmegaConf.select(cfg, key, throw_on_missing=False) is not None
+        except OmegaConfBaseException:
+            return True
     return not node._is_none() and not node._is_missing()
 
 

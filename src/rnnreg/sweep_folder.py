@@ -8,6 +8,7 @@ the failed-job summary and the rnnreg-report hint in the default experiment's fo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -30,6 +31,7 @@ def pin_sweep_folder(config: DictConfig) -> None:
     (`multirun/paper_small+paper_medium/<time>`) and set for every job; a hydra.sweep.dir the command or a config
     gives that differs between jobs is a ConfigError (the jobs' folders go in hydra.sweep.subdir)."""
     template = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"])
+    sweep_dir = resolved_sweep_dir(config)  # first: its ${now:...} is cached, and each job's composition copies it
     try:
         jobs = job_configs(config)
     except OmegaConfBaseException as err:  # (a job that does not compose: the pre-check said so for the command line)
@@ -40,7 +42,6 @@ def pin_sweep_folder(config: DictConfig) -> None:
             pin(config, template, names)
         return
     folders = [job_sweep_dir(job_config) for _, job_config in jobs]
-    sweep_dir = resolved_sweep_dir(config)
     if all(folder == sweep_dir for folder in folders):
         return
     if template == DEFAULT_SWEEP_DIR:
@@ -67,9 +68,15 @@ def pin(config: DictConfig, template: str, names: list[str]) -> None:
     config.hydra.sweep.dir = template.replace(EXPERIMENT_NAME, name)
     folder = resolved_sweep_dir(config)
     config.hydra.sweep.dir = folder
-    quoted = folder.replace("\\", "\\\\").replace("'", "\\'")
-    config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
+    config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted_for_hydra(folder)}")
     JobsComposedOnce.forget()  # (the jobs composed so far have the folder they had)
+
+
+def quoted_for_hydra(value: str) -> str:
+    """`value` in single quotes as Hydra's override parser reads it back: a backslash is escaped only where it would
+    escape a quote (before one, or before the closing quote), as the parser unescapes only those."""
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\" if m.group(2) else "") + m.group(2), value)
+    return f"'{escaped}'"
 
 
 def resolved_sweep_dir(config: DictConfig) -> str:
