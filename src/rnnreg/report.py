@@ -353,7 +353,7 @@ def same_override(override: str) -> str:
 def recipe(row: dict) -> tuple:
     """What the seeds of one configuration share: their overrides (seed aside, any order), and their values of the
     config keys in which runs of those overrides differ (told_apart_by_config)."""
-    return seedless_overrides(row), tuple((k, row["settings"].get(k)) for k in row["config_keys"])
+    return seedless_overrides(row), tuple((k, row["settings"][k]) for k in row["config_keys"])
 
 
 def told_apart_by_config(rows: list[dict]) -> dict[int, list[str]]:
@@ -371,7 +371,7 @@ def told_apart_by_config(rows: list[dict]) -> dict[int, list[str]]:
         keys = sorted(set.intersection(*(set(r["settings"]) for r in runs)))
         differ = [k for k in keys if len({r["settings"][k] for r in runs}) > 1]
         for r in runs:
-            shown[id(r)] = [f"{k}={setting(r['settings'].get(k))}" for k in differ]
+            shown[id(r)] = [f"{k}={setting(r['settings'][k])}" for k in differ]
             r["config_keys"] = differ
     return shown
 
@@ -388,11 +388,8 @@ def config_changes(rows: list[dict]) -> list[str]:
     ]
 
 
-def setting(value: str | None) -> str:
-    """A config value as an override writes it (0.5, true, null, paper_small); (absent) where the run's config
-    has no such key."""
-    if value is None:
-        return "(absent)"
+def setting(value: str) -> str:
+    """A config value (JSON) as an override writes it (0.5, true, null, paper_small)."""
     plain = json.loads(value)
     return plain if isinstance(plain, str) and plain and " " not in plain else value
 
