@@ -214,6 +214,20 @@ def test_a_typo_names_the_key_meant(composed):
         check_job(composed["train"], "train", parser.parse_overrides(["trainer.accumulate_grad_batches=2"]))
 
 
+def test_a_resolved_config_keeps_lightnings_run_folder_its_own(tmp_path):
+    """train(cfg) from Python with a config already resolved (OmegaConf.resolve): trainer.default_root_dir is the
+    run's folder written out, which is its own; another folder is still refused."""
+    from helpers import compose_config
+    from rnnreg.schema import validate
+
+    cfg = compose_config(["data=text", f"data.data_dir={tmp_path}"], tmp_path / "run")
+    OmegaConf.resolve(cfg)
+    validate(cfg, "train")
+    cfg.trainer.default_root_dir = str(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"^trainer.default_root_dir=\S+/elsewhere: a run writes all its files"):
+        validate(cfg, "train")
+
+
 def test_plus_sets_a_key_whose_interpolation_resolves_to_null(monkeypatch):
     """`+logger.wandb.entity=myteam`: the key is `${oc.env:WANDB_ENTITY,null}`, null without the variable, which
     Hydra's + may set; with the variable set it holds a value, and + is refused as Hydra refuses it."""

@@ -686,7 +686,8 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
             )
     if schema is Train and cfg.get("trainer") is not None:
         node = cfg.trainer._get_node("default_root_dir")
-        if node is None or node._value() != RUN_FOLDER:
+        own = (RUN_FOLDER, OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False))
+        if node is None or node._value() not in own:  # (as given, or resolved by a caller of train())
             raise ConfigError(run_folder_refusal(f"trainer.default_root_dir={None if node is None else node._value()}"))
     if schema is Train and cfg.get("callbacks"):
         _check_best_checkpoint(cfg.callbacks.get("model_checkpoint"))
