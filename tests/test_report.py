@@ -940,6 +940,20 @@ def test_a_value_written_another_way_is_one_configuration(tmp_path):
     assert "| dropout=both dropout.p=.5 | 3 | " in over_seeds and "| 431.00 ± 1.00 |" in over_seeds
 
 
+def test_a_flag_as_an_optuna_study_records_it_is_the_value_a_command_line_writes(tmp_path):
+    """An Optuna study records a choice as Python writes it (`test=False`), a basic sweep as it was typed
+    (`test=false`); Hydra reads `TRUE`, `true` and `True` alike, and `NULL` as `null`: one configuration each (before:
+    two rows of one seed each, and no mean over them)."""
+    jobs = (["test=false", "dropout.p=null"], ["test=False", "dropout.p=NULL"], ["++test=FALSE", "dropout.p=Null"])
+    for job, overrides in enumerate(jobs):
+        write_job(
+            tmp_path / str(job), ["dropout=both", *overrides, f"seed={job + 1}"], {"dropout": "both"}, TOY, 430 + job
+        )
+    write_job(tmp_path / "3", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 450.0)
+    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    assert "| dropout=both test=false dropout.p=null | 3 | " in over_seeds and "| 431.00 ± 1.00 |" in over_seeds
+
+
 def test_a_key_a_later_version_added_or_a_speed_setting_makes_no_other_configuration(tmp_path):
     """Seeds of one recipe run by two versions of rnnreg (the later's config has a key the earlier lacked, at its
     default) or with other speed settings (how fast, never what is computed) stay one configuration: the paper-scale

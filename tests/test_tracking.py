@@ -182,8 +182,20 @@ SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own)
             f"over another's history: {SHARED_ID_FIX} "
             "('+logger.wandb.id=run_${dropout.p}_${optim.decay}_${model.init_scale}')",
         ),
+        (  # the choice of a group the study does not search: one for every trial
+            [
+                "hparams_search=optuna",
+                "dropout=non_recurrent",
+                "hydra.sweeper.n_trials=2",
+                "+logger.wandb.id=r_${hydra:runtime.choices.model}",
+            ],
+            {},
+            "logger.wandb.id=r_${hydra:runtime.choices.model} puts every job of the multirun in one W&B run (r_small), "
+            f"each logging over another's history: {SHARED_ID_FIX} "
+            "('+logger.wandb.id=run_${dropout.p}_${optim.decay}_${model.init_scale}')",
+        ),
     ],
-    ids=["basic", "stacked", "env", "optuna", "unresolved", "list-group", "optuna-unsearched-key"],
+    ids=["basic", "stacked", "env", "optuna", "unresolved", "list-group", "optuna-unsearched-key", "optuna-choice"],
 )
 def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_runs(
     tiny_cli, tmp_path, no_wandb_credentials, overrides, env, line
@@ -254,6 +266,27 @@ def test_a_wandb_id_that_differs_per_job_names_each_jobs_own_run(tiny_cli, tmp_p
     ids = "+logger.wandb.id=s${seed}_${hydra:job.num}"
     run("rnnreg-train", "-m", *tiny, ids, "seed=1,2", f"hydra.sweep.dir={sweep}")
     assert {job: wandb_run["id"] for job, wandb_run in wandb_runs(sweep).items()} == {"0": "s1_0", "1": "s2_1"}
+
+
+@pytest.mark.parametrize(
+    "sweep_args", [["-m", "seed=1,2"], ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=2"]]
+)
+def test_a_wandb_id_that_resolves_to_null_lets_each_job_draw_its_own(
+    tiny_cli, tmp_path, no_wandb_credentials, sweep_args
+):
+    """An id that resolves to null (`${oc.env:RUN,null}` with RUN unset) is no id: W&B draws each job its own run,
+    as without one (before: refused as every job sharing the run `None`)."""
+    sweep = tmp_path / "sweep"
+    tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    run(
+        "rnnreg-train",
+        *sweep_args,
+        *tiny,
+        "+logger.wandb.id=${oc.env:RNNREG_NO_SUCH_RUN,null}",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert len(wandb_runs(sweep)) == 2  # (two ids, neither `None`: wandb_runs checks they differ)
+    assert "None" not in [r["id"] for r in wandb_runs(sweep).values()]
 
 
 def test_a_stacked_member_keeps_its_jobs_wandb_id(tiny_cli, tmp_path, no_wandb_credentials):

@@ -13,10 +13,10 @@ deviation over seeds, each seed counted once.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
-import re
 import shlex
 import statistics
 import sys
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.config_search import go_on_command, recorded_command, recorded_run_command
@@ -338,16 +340,23 @@ def seedless_overrides(row: dict) -> tuple[str, ...]:
     return tuple(sorted(same_override(o) for o in row["overrides"] if override_key(o) != "seed"))
 
 
-FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][-+]?\d+)?")
-
-
 def same_override(override: str) -> str:
-    """An override as the value it sets: without `+`/`++` (which add or force the same value), a float in one
-    spelling (.5, 0.50, 5e-1 -> 0.5). `~key` (which deletes) stays as it is."""
+    """An override as the value it sets, as Hydra reads it: without `+`/`++` (which add or force the same value),
+    each value in one spelling (.5, 0.50, 5e-1 -> 0.5; false, False -> False, as an Optuna study records a choice;
+    null, NULL -> null). `~key` (which deletes) and what Hydra cannot read stay as they are."""
     key, sep, value = override.partition("=")
-    if key.startswith("~"):
+    if key.startswith("~") or not sep:
         return override
-    return key.lstrip("+") + sep + (repr(float(value)) if FLOAT.fullmatch(value) else value)
+    try:
+        value = overrides_parser().parse_override(f"k={value}").get_value_element_as_str()
+    except HydraException:
+        pass
+    return key.lstrip("+") + sep + value
+
+
+@functools.cache
+def overrides_parser() -> OverridesParser:
+    return OverridesParser.create()
 
 
 def recipe(row: dict) -> tuple:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
-from rnnreg.report import FLOAT, by_config
+from rnnreg.report import by_config
 
 
 def plot_groups(rows: list[dict]) -> dict[str, list[dict]]:
@@ -52,6 +53,8 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 LINESTYLES = ("-", "--", ":", "-.")
 FIGURES = ("val_ppl", "test_ppl")
 # Each figure as PNG (300 dpi, for screens and the README) and PDF (vector, for papers), cropped to its contents.
+# a float as an override writes it (0.3, .5, 5e-1), not an int or a word
+FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][-+]?\d+)?")
 FORMATS = {"png": {"dpi": 300}, "pdf": {"metadata": {"CreationDate": None}}}
 
 

@@ -75,13 +75,18 @@ def job_wandb_run(job_config: DictConfig) -> str | None:
     if found is None:
         return None
     key, given = found
-    if given in (None, ""):
-        return os.environ.get("WANDB_RUN_ID") or None
     try:
-        with inside_job(job_config):
-            return str(OmegaConf.select(job_config, key))
+        return resolved_wandb_run(job_config, key)
     except OmegaConfBaseException as err:  # the job would stop with a traceback
         raise ConfigError(f"{key}={given}: {str(err).splitlines()[0]}") from None
+
+
+def resolved_wandb_run(config: DictConfig, key: str) -> str | None:
+    """The W&B run `key` names, resolved as in the job (its ${hydra:...} too); an id that resolves to null or ''
+    is none (W&B then reads WANDB_RUN_ID, or draws a fresh id: None)."""
+    with inside_job(config):
+        run_id = OmegaConf.select(config, key)
+    return os.environ.get("WANDB_RUN_ID") or None if run_id in (None, "") else str(run_id)
 
 
 def check_study_wandb_run(config: DictConfig) -> None:
@@ -92,15 +97,12 @@ def check_study_wandb_run(config: DictConfig) -> None:
     if found is None or (trials is not None and trials < 2):  # (one trial shares its run with no other)
         return
     key, given = found
-    if given in (None, ""):
-        run_id = os.environ.get("WANDB_RUN_ID")
-    elif key in swept_keys(config.hydra) or varies_per_job(config, str(given)):
+    if given not in (None, "") and (key in swept_keys(config.hydra) or varies_per_job(config, str(given))):
         return  # each job's own
-    else:
-        try:
-            run_id = str(OmegaConf.select(config, key))  # (an interpolation of keys no trial changes: resolved here)
-        except OmegaConfBaseException:  # (a job stops on it with its own line)
-            return
+    try:
+        run_id = resolved_wandb_run(config, key)  # (an interpolation of what no trial changes: resolved here)
+    except OmegaConfBaseException:  # (a job stops on it with its own line)
+        return
     if run_id and not wandb_off():
         raise shared_wandb_run(config, run_id, "every job of the multirun", config)
 
