@@ -954,6 +954,16 @@ def test_a_flag_as_an_optuna_study_records_it_is_the_value_a_command_line_writes
     assert "| dropout=both test=false dropout.p=null | 3 | " in over_seeds and "| 431.00 ± 1.00 |" in over_seeds
 
 
+def test_two_keys_of_one_last_part_keep_their_labels_apart(tmp_path):
+    """A figure's label names a key by its last part (`p=0.3`) only where no other key drawn ends so: `dropout.p`
+    and `regularizer.weight_drop.p` stay apart (before: `p=0.3, p=0.5` and `p=0.5, p=0.3` for two configurations)."""
+    for job, (a, b) in enumerate(((0.3, 0.5), (0.5, 0.3))):
+        overrides = ["dropout=both", f"dropout.p={a}", f"+regularizer.weight_drop.p={b}", "optim.lr=1.0", "seed=1"]
+        write_job(tmp_path / str(job), overrides, {"dropout": "both"}, TOY, 430.0 + job)
+    labels = sorted(e["label"] for e in configurations(collect(tmp_path)))
+    assert labels == ["both, dropout.p=0.3, weight_drop.p=0.5", "both, dropout.p=0.5, weight_drop.p=0.3"]
+
+
 def test_a_key_a_later_version_added_or_a_speed_setting_makes_no_other_configuration(tmp_path):
     """Seeds of one recipe run by two versions of rnnreg (the later's config has a key the earlier lacked, at its
     default) or with other speed settings (how fast, never what is computed) stay one configuration: the paper-scale

@@ -63,13 +63,27 @@ def placement_colour(placement: str) -> str:
     return PLACEMENT_COLOURS.get(placement, PLACEMENT_COLOURS["config"])
 
 
-def short_override(override: str, digits: int | None = 4) -> str:
-    """dropout.p=0.3 -> p=0.3: the last part of the key is enough in a label; a float to `digits`
-    significant digits (Optuna's 0.41234567890123456 -> 0.4123)."""
+def short_override(override: str, digits: int | None = 4, names: dict[str, str] | None = None) -> str:
+    """dropout.p=0.3 -> p=0.3: the key as `names` shortens it (short_names; else its last part) is enough in a
+    label; a float to `digits` significant digits (Optuna's 0.41234567890123456 -> 0.4123)."""
     key, sep, value = override.partition("=")
     if digits is not None and FLOAT.fullmatch(value) and float(f"{float(value):.{digits}g}") != float(value):
         value = f"{float(value):.{digits}g}"  # only a value longer than that: 1.0 stays 1.0
-    return key.rsplit(".", 1)[-1] + sep + value
+    return (names or {}).get(key, key.rsplit(".", 1)[-1]) + sep + value
+
+
+def short_names(keys: set[str]) -> dict[str, str]:
+    """Each key as its shortest last parts that no other of `keys` ends with: dropout.p -> p, but dropout.p and
+    regularizer.weight_drop.p stay apart (dropout.p, weight_drop.p)."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[-n:])
+            if not any(other != key and (other == name or other.endswith(f".{name}")) for other in keys):
+                break
+        names[key] = name
+    return names
 
 
 def configurations(rows: list[dict]) -> list[dict]:
@@ -79,17 +93,24 @@ def configurations(rows: list[dict]) -> list[dict]:
     order = list(PLACEMENT_COLOURS)
     entries = []
 
-    def label(runs: list[dict], digits: int | None) -> str:
-        placement, status = runs[0]["placement"], runs[0]["status"]
-        extra = [
-            short_override(o, digits)
+    def told(runs: list[dict]) -> list[str]:
+        status = runs[0]["status"]
+        return [
+            o
             for o in (runs[0]["differs"] if status != "completed" else runs[0]["seedless"]).split()
             # (a run that did not complete is drawn alone: its seed tells it from the configuration's others)
             if o not in ("(same)", "(none)") and not o.startswith("dropout=")
         ]
+
+    groups = plot_groups(rows)
+    names = short_names({o.partition("=")[0] for runs in groups.values() for o in told(runs)})
+
+    def label(runs: list[dict], digits: int | None) -> str:
+        placement, status = runs[0]["placement"], runs[0]["status"]
+        extra = [short_override(o, digits, names) for o in told(runs)]
         return ", ".join([placement, *extra]) + (f" ({status})" if status != "completed" else "")
 
-    for key, runs in plot_groups(rows).items():
+    for key, runs in groups.items():
         entries.append({"key": key, "placement": runs[0]["placement"], "runs": runs, "label": label(runs, 4)})
     rounded = [e["label"] for e in entries]
     for e in entries:  # two configurations that rounding makes look alike keep their exact values
