@@ -964,6 +964,34 @@ def test_two_keys_of_one_last_part_keep_their_labels_apart(tmp_path):
     assert labels == ["both, dropout.p=0.3, weight_drop.p=0.5", "both, dropout.p=0.5, weight_drop.p=0.3"]
 
 
+def test_one_relative_corpus_folder_given_from_two_folders_is_two_configurations(tmp_path):
+    """`data.data_dir=corpus` run from two working folders read two corpora: never seeds of one configuration (before:
+    the config's text was the same, and they were pooled); from one folder they are, as is an absolute path from two."""
+
+    def job(name: str, cwd: str, data_dir: str, seed: int, ppl: float) -> None:
+        folder = tmp_path / name
+        write_job(folder, ["data=text", f"data.data_dir={data_dir}", f"seed={seed}"], {"data": "text"}, TOY, ppl)
+        for file, path, value in (("hydra.yaml", ("hydra", "runtime", "cwd"), cwd), ("config.yaml", ("data",), None)):
+            record = yaml.safe_load((folder / ".hydra" / file).read_text())
+            if value is None:
+                record["data"]["data_dir"] = data_dir
+            else:
+                record[path[0]][path[1]][path[2]] = value
+            (folder / ".hydra" / file).write_text(yaml.safe_dump(record))
+
+    job("a/0", "/home/me/one", "corpus", 1, 400.0)
+    job("a/1", "/home/me/one", "corpus", 2, 402.0)
+    job("b/0", "/home/me/two", "corpus", 3, 500.0)
+    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    assert "| data.data_dir=/home/me/one/corpus | 2 | 414.81 ± 1.45 | 401.00 ± 1.41 |" in over_seeds
+    assert "(data.data_dir: a relative folder, given from two working folders)" in over_seeds
+    runs = report(tmp_path).split("Over seeds:")[0]
+    assert "| b/0 | seed=3 data.data_dir=/home/me/two/corpus |" in runs
+    job("c/0", "/home/me/one", "/data/corpus", 1, 300.0)
+    job("c/1", "/home/me/two", "/data/corpus", 2, 302.0)
+    assert "| (same) | 2 | 312.62 ± 1.45 | 301.00 ± 1.41 |" in report(tmp_path / "c").split("Over seeds:")[1]
+
+
 def test_a_key_a_later_version_added_or_a_speed_setting_makes_no_other_configuration(tmp_path):
     """Seeds of one recipe run by two versions of rnnreg (the later's config has a key the earlier lacked, at its
     default) or with other speed settings (how fast, never what is computed) stay one configuration: the paper-scale

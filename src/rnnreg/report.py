@@ -272,6 +272,15 @@ def settings_of(config: dict) -> dict[str, str]:
     return flat
 
 
+def corpus_folder(data: dict, cwd) -> dict[str, str]:
+    """A relative data.data_dir as the folder it named: the run's working folder joined to it (`data.data_dir=corpus`
+    from two folders is two corpora); {} for any other (an absolute path, or one read from a key)."""
+    given = data.get("data_dir")
+    if not isinstance(given, str) or not isinstance(cwd, str) or "${" in given or given.startswith("~"):
+        return {}
+    return {"data.data_dir": json.dumps(os.path.join(cwd, given))}  # (an absolute path: join gives it as it is)
+
+
 def seed_of(overrides: list[str], config: dict) -> str:
     """The seed a job ran with: its `seed=` override, else its config's."""
     given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "seed" and "=" in o]  # (~seed: none)
@@ -286,7 +295,8 @@ def collect(root: Path) -> list[dict]:
     for run in find_runs(root):
         overrides = recorded_overrides(run) or []
         hydra_file, config_file = run / ".hydra" / "hydra.yaml", run / ".hydra" / "config.yaml"
-        choices = section(read_yaml(hydra_file), hydra_file, "hydra", "runtime", "choices")
+        runtime = section(read_yaml(hydra_file), hydra_file, "hydra", "runtime")
+        choices = section(runtime, hydra_file, "choices")
         config = read_yaml(config_file)
         trainer, model, data = (section(config, config_file, key) for key in ("trainer", "model", "data"))
         metrics = checked_metrics(run)
@@ -309,7 +319,7 @@ def collect(root: Path) -> list[dict]:
                 "train_seconds": metrics.get("train_seconds"),
                 "words_per_second": metrics.get("words_per_second"),
                 "val_history": curve,
-                "settings": settings_of(config),
+                "settings": settings_of(config) | corpus_folder(data, runtime.get("cwd")),
                 "placement": choice(choices, overrides, "dropout") or "config",
                 "model": choice(choices, overrides, "model"),
                 "experiment": choice(choices, overrides, "experiment"),
@@ -388,12 +398,16 @@ def told_apart_by_config(rows: list[dict]) -> dict[int, list[str]]:
 def config_changes(rows: list[dict]) -> list[str]:
     """A note when runs of the same overrides ran different configs: which keys, and why they are shown."""
     keys = sorted({k for r in rows for k in r["config_keys"]})
+    why = {"data.data_dir": "a relative folder, given from two working folders"}
     if not keys:
         return []
+    reasons = [f"{key}: {why[key]}" for key in keys if key in why]
+    changed = [key for key in keys if key not in why]
+    if changed:
+        reasons.insert(0, f"{', '.join(changed)}: a config file or default changed between them")
     return [
-        f"runs with the same overrides differ in their .hydra/config.yaml ({', '.join(keys)}: a config file or "
-        f"default changed between them): those keys are shown with their overrides, and runs that differ in them are "
-        f"never seeds of one configuration"
+        f"runs with the same overrides differ in their .hydra/config.yaml ({'; '.join(reasons)}): those keys are "
+        f"shown with their overrides, and runs that differ in them are never seeds of one configuration"
     ]
 
 
