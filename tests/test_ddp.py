@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+import yaml
 
 import warm_start
 from helpers import BIN, TINY, assert_diverges_in_epoch_2, free_port, run, speed_state, srun_env, write_corpus
@@ -330,3 +331,25 @@ def test_ddp_ranks_agree_on_a_signal_at_log_intervals_not_every_window():
             if preemption.on_train_batch_end(trainer, None, None, None, i) or trainer.received_sigterm
         ]
         assert stopped[0] == stops_after and trainer.asked == [True], world_size  # asked once: where every rank stops
+
+
+@pytest.mark.parametrize("folder", ["given", "dated"])
+def test_a_ddp_multirun_keeps_one_sweep_folder_and_its_own_record(ddp_run, tmp_path, folder):
+    """Lightning starts rank 1 with rank 0's command line, `-m` and all: it runs the sweep again beside rank 0. Its
+    jobs' folders are rank 0's (its log beside rank 0's, as in a DDP run), and the sweep's record is rank 0's command
+    (before: rank 1 made a dated sweep folder of its own, or wrote its own command over the given folder's
+    multirun.yaml: hydra.job.name=train_ddp_process_1, hydra.run.dir=...)."""
+    where = [f"hydra.sweep.dir={tmp_path}/sweep"] if folder == "given" else [f"paths.output_root={tmp_path}"]
+    args = [a for a in ddp_args(ddp_run.corpus) if not a.startswith("trainer.max_epochs")]
+    run("rnnreg-train", "-m", *args, "trainer.max_epochs=1", "trainer.limit_train_batches=4", "seed=1,2", *where)
+    (multirun,) = tmp_path.rglob("multirun.yaml")  # one sweep folder
+    sweep = multirun.parent
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml", "sweep.yaml"]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "metrics.json").read_text())["status"] == "completed"
+        assert (sweep / job / "train_ddp_process_1.log").is_file()
+    # (the process group is made once, in the first job; the later jobs' ranks go on in it)
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (sweep / "0" / "train_ddp_process_1.log").read_text()
+    hydra = yaml.safe_load(multirun.read_text())["hydra"]
+    lightnings = ("hydra.job.name=", "hydra.run.dir=", "hydra.output_subdir=")  # (what Lightning adds for rank 1)
+    assert hydra["job"]["name"] == "train" and not any(o.startswith(lightnings) for o in hydra["overrides"]["hydra"])

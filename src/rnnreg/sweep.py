@@ -484,6 +484,10 @@ class JobsComposedOnce:
             vars(GlobalHydra.instance().config_loader()).pop("load_sweep_config", None)
 
 
+# the folder of the sweep that rank zero runs, for the DDP processes that Lightning starts with its command line
+RANK_ZERO_SWEEP = "RNNREG_RANK_ZERO_SWEEP"
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.started = 0.0
@@ -511,6 +515,7 @@ class SweepCallback(Callback):
         atexit.unregister(self.let_go)
         if self.lock is None:
             return
+        os.environ.pop(RANK_ZERO_SWEEP, None)
         self.lock.release()
         if config.get("task_name") == "generate":
             drop_empty_job_folders(Path(config.hydra.sweep.dir), self.started)
@@ -520,21 +525,27 @@ class SweepCallback(Callback):
             check_launcher_settings(config.hydra.launcher)
         # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
         # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one
-        if launched_as_rank_zero():  # not a DDP process that Lightning started with rank 0's command line
-            from rnnreg.sweep_folder import pin_sweep_folder  # (here: they read this module's jobs)
-            from rnnreg.sweep_wandb import check_wandb_runs
+        from rnnreg.sweep_folder import follow_rank_zero, pin_sweep_folder  # (here: they read this module's jobs)
 
-            pin_sweep_folder(config)  # every job's folder in the sweep's own
-            check_wandb_runs(config)  # (it reads no folder: before the lock makes the sweep folder's parents)
-            self.lock = RunLock(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
-            self.lock.acquire()
-            check_sweep_folder(config)
+        if not launched_as_rank_zero():  # a DDP process that Lightning started with rank 0's command line (-m too)
+            follow_rank_zero(config)
+            return
+        from rnnreg.sweep_wandb import check_wandb_runs
+
+        pin_sweep_folder(config)  # every job's folder in the sweep's own
+        check_wandb_runs(config)  # (it reads no folder: before the lock makes the sweep folder's parents)
+        self.lock = RunLock(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        self.lock.acquire()
+        check_sweep_folder(config)
         try:
             sweep_dir = Path(config.hydra.sweep.dir)
         except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
             raise ConfigError(f"hydra.sweep.dir: {str(err).splitlines()[0]}") from None
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
+        os.environ[RANK_ZERO_SWEEP] = str(
+            sweep_dir.resolve()
+        )  # (Lightning's DDP processes start with this environment)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         JobsComposedOnce.uninstall()

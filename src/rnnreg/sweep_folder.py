@@ -8,7 +8,11 @@ the failed-job summary and the rnnreg-report hint in the default experiment's fo
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -17,7 +21,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, first_line
-from rnnreg.sweep import JobsComposedOnce, inside_job, job_configs, job_label, swept_keys, task_overrides
+from rnnreg.sweep import (
+    RANK_ZERO_SWEEP,
+    JobsComposedOnce,
+    inside_job,
+    job_configs,
+    job_label,
+    swept_keys,
+    task_overrides,
+)
 
 # conf/hydra/default.yaml, its one owner: a sweep's folder named after its experiment
 DEFAULT_SWEEP_DIR = str(yaml.safe_load(Path(CONF_DIR, "hydra", "default.yaml").read_text())["sweep"]["dir"])
@@ -57,6 +69,27 @@ def pin_sweep_folder(config: DictConfig) -> None:
         f"would go to {folders[num]}, the sweep's record to {sweep_dir}): give a folder that no swept key changes, "
         f"and tell the jobs apart in hydra.sweep.subdir (each job's folder inside it)"
     )
+
+
+def follow_rank_zero(config: DictConfig) -> None:
+    """A DDP process that Lightning started runs rank zero's command line, `-m` and all: the sweep again, job for job
+    beside rank zero. Its jobs' folders are rank zero's (its log beside rank zero's, as in a DDP run), and the record
+    its sweeper writes (multirun.yaml) goes to a folder of its own, removed as it ends: never over rank zero's record
+    (before: the process's own dated sweep folder, or rank zero's record replaced by this process's command)."""
+    rank_zero_sweep = os.environ.get(RANK_ZERO_SWEEP)
+    if not rank_zero_sweep:  # (a sweep that rnnreg did not start: Hydra's folders as they are)
+        return
+    subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])
+    own = tempfile.mkdtemp(prefix="rnnreg-ddp-sweep-")
+    atexit.register(shutil.rmtree, own, ignore_errors=True)
+    folders = {
+        "hydra.sweep.dir": own,
+        "hydra.sweep.subdir": os.path.join(rank_zero_sweep, subdir),
+    }  # (absolute: Hydra's join keeps it)
+    for key, folder in folders.items():
+        OmegaConf.update(config, key, folder)
+        config.hydra.overrides.hydra.append(f"{key}={quoted_for_hydra(folder)}")
+    JobsComposedOnce.forget()
 
 
 def pin(config: DictConfig, template: str, names: list[str]) -> None:
