@@ -316,7 +316,7 @@ def test_wandb_environment_applies_where_the_command_line_sets_no_key(tiny_cli, 
     assert [(p["project"], p["entity"]) for p in parts] == [("envproj", "envteam")] * 2
     assert parts[0]["id"] == parts[1]["id"] and not (first / "wandb").exists() and not (second / "wandb").exists()
     folders = sorted(str(folder) for folder in (wandb_dir / "wandb").glob("offline-run-*"))
-    assert f"wandb sync {folders[0]} {folders[1]}\n" in proc.stdout
+    assert f"wandb sync {folders[0]} {folders[1]}\n" in proc.stdout, (folders, proc.stdout[-3000:], proc.stderr[-3000:])
     given = ["logger.wandb.project=cliproj", "logger.wandb.entity=cliteam", f"logger.wandb.save_dir={third}"]
     run("rnnreg-train", *tiny, *given, f"hydra.run.dir={third}", env=env)
     ((project, entity),) = [(p["project"], p["entity"]) for p in wandb_run_parts(third)]
@@ -355,7 +355,7 @@ def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_crede
     assert (
         f"W&B run {part1['id']} saved offline in 2 parts (it was resumed); upload them into the one run" in proc.stdout
     )
-    assert f"wandb sync {folders[0]} {folders[1]}\n" in proc.stdout
+    assert f"wandb sync {folders[0]} {folders[1]}\n" in proc.stdout, (folders, proc.stdout[-3000:], proc.stderr[-3000:])
     val = [[row["val/ppl"] for row in part["history"] if "val/ppl" in row] for part in (part1, part2)]
     assert val == [history(first, "val/ppl"), history(second, "val/ppl")]
     assert len(val[0]) == len(val[1]) == 1  # epoch 1 in the first part, epoch 2 in the second
