@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import select
 import shutil
 import signal
@@ -620,6 +621,23 @@ def test_generate_prints_clean_lines(checkpoints):
     assert proc.stdout.startswith("w1 <unk> ")
     text = render(generate(a, "", 30, seed=2))
     assert text == text.lstrip() and not any(line != line.strip() for line in text.splitlines())
+
+
+def test_a_prompt_a_vocabulary_without_unk_cannot_read_is_one_line_with_words_it_can(tmp_path):
+    """A checkpoint whose corpus has no <unk> cannot read an unknown prompt word: one line that says so and gives a
+    prompt of its words, which then samples (before: the line gave no fix)."""
+    corpus = write_corpus(tmp_path / "corpus", vocab=12, unk=False)
+    overrides = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", "trainer.max_epochs=1", "test=false"]
+    run("rnnreg-train", *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    ckpt = f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"
+    proc = run("rnnreg-generate", ckpt, "prompt=w1 zebra", "num_words=3", check=False)
+    vocab = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["vocab"]
+    (line,) = proc.stderr.strip().splitlines()
+    given = re.search(r"prompt='([^']*)'", line).group(1)
+    assert proc.returncode == 2 and line.startswith("error: prompt words ['zebra'] are not in the checkpoint's")
+    assert f"({len(vocab)} words, no <unk> to read them as)" in line and "<unk>" not in vocab
+    assert given and set(given.split()) <= set(vocab) - {"<eos>"}
+    assert run("rnnreg-generate", ckpt, f"prompt={given}", "num_words=3").stdout.startswith(f"{given} ")
 
 
 def long_validation(corpus: Path, tmp_path: Path) -> Path:

@@ -57,7 +57,12 @@ def sampled(
     unknown = [w for w in words if w not in stoi]
     if unknown:
         if UNK not in stoi:
-            raise ConfigError(f"prompt words {unknown} are not in the vocabulary, which has no {UNK}")
+            known = " ".join([w for w in vocab if w.isalnum()][:4])  # (words a shell and Hydra read as they are)
+            raise ConfigError(
+                f"prompt words {unknown} are not in the checkpoint's vocabulary ({len(vocab):,} words, no {UNK} to "
+                f"read them as): give a prompt of its words (such as prompt='{known}'), or prompt='' to start as "
+                f"after a sentence"
+            )
         warnings.warn(f"prompt words not in the vocabulary, read as {UNK}: {', '.join(unknown)}", stacklevel=3)
         words = [w if w in stoi else UNK for w in words]
     net = net.to(device).eval()
