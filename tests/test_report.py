@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.colors import to_hex
 from omegaconf import OmegaConf
 
@@ -813,9 +814,12 @@ def test_only_a_training_multirun_that_completed_ends_with_the_report_command(tm
     assert RunLock.in_use(tmp_path, "hydra.sweep.dir") is None  # released
 
 
-def test_the_report_command_a_multirun_ends_with_pastes_for_a_folder_with_a_space(tmp_path, capsys):
-    """A sweep folder with a space in its name: the closing line's command is quoted for a shell, and runs."""
-    sweep = tmp_path / "my sweep"
+@pytest.mark.parametrize("name", ["my sweep", "o u't, [1]"])
+def test_the_report_command_a_multirun_ends_with_pastes_for_a_folder_with_a_space(tmp_path, capsys, name):
+    """A sweep folder with a space in its name, or a quote, comma or bracket: the closing line's command is quoted
+    for a shell and for Hydra's override parser, and runs (before: a quote reached Hydra as the start of a quoted
+    value)."""
+    sweep = tmp_path / name
     write_job(sweep / "0", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 440.0)
     callback = SweepCallback()
     callback.lock = RunLock(sweep, "hydra.sweep.dir")  # (the sweep's own process: it holds the folder)
@@ -824,7 +828,7 @@ def test_the_report_command_a_multirun_ends_with_pastes_for_a_folder_with_a_spac
     line = capsys.readouterr().out
     assert line.startswith(f"the multirun's jobs completed in {sweep}: rnnreg-report ")
     command = shlex.split(line.split(": ", 1)[1].removesuffix(" compares them\n"))
-    assert command == ["rnnreg-report", f"path={sweep}"]
+    assert command[0] == "rnnreg-report" and OverridesParser.create().parse_override(command[1]).value() == str(sweep)
     run(*command)
     assert (sweep / "report.md").is_file()
 

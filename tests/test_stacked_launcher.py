@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 import warm_start
 from helpers import (
@@ -843,35 +844,25 @@ def test_after_a_groups_first_signal_a_second_ctrl_c_aborts_at_once(capsys, firs
         signal.signal(signal.SIGINT, previous)
 
 
-def test_the_command_that_goes_on_is_the_sweeps_own_in_its_folder(tmp_path):
+@pytest.mark.parametrize("name", ["my sweep", "o u't"])
+def test_the_command_that_goes_on_is_the_sweeps_own_in_its_folder(tmp_path, name):
     """What a stopped group prints and writes in its members' metrics.json: the sweep's own overrides (from its
     multirun.yaml) with hydra.launcher.resume=true and its folder, without its mode, its old folder or resume setting
     and the test-only stop, quoted for a shell (a folder with a space); without a readable multirun.yaml, the
     command's shape."""
-    sweep = tmp_path / "my sweep"
+    sweep = tmp_path / name
     sweep.mkdir()
     hydra = ["hydra/launcher=stacked", "hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path / 'old'}"]
     hydra += ["hydra.launcher.resume=false", "hydra.launcher.stop_after_windows=8"]
     task = ["experiment=paper_small", f"data.data_dir={tmp_path / 'my corpus'}", "seed=1,2"]
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"hydra": hydra, "task": task}}}))
-    command = go_on_command(sweep)
-    assert shlex.split(command) == [
-        "rnnreg-train",
-        "-m",
-        "hydra/launcher=stacked",
-        *task,
-        "hydra.launcher.resume=true",
-        f"hydra.sweep.dir={sweep}",
-    ]
+    *command, folder = shlex.split(go_on_command(sweep))
+    assert command == ["rnnreg-train", "-m", "hydra/launcher=stacked", *task, "hydra.launcher.resume=true"]
+    assert OverridesParser.create().parse_override(folder).value() == str(sweep)  # (Hydra reads a quote in it)
     (sweep / "multirun.yaml").unlink()
-    assert shlex.split(go_on_command(sweep)) == [
-        "rnnreg-train",
-        "-m",
-        "...",
-        "hydra/launcher=stacked",
-        "hydra.launcher.resume=true",
-        f"hydra.sweep.dir={sweep}",
-    ]
+    *command, again = shlex.split(go_on_command(sweep))
+    assert command == ["rnnreg-train", "-m", "...", "hydra/launcher=stacked", "hydra.launcher.resume=true"]
+    assert again == folder
 
 
 def test_a_group_leaves_the_callers_signal_handlers_as_it_found_them(tmp_path, tiny_corpus):

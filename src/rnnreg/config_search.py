@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
+from rnnreg.override_text import path_override
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -276,7 +277,8 @@ def go_on_command(sweep: Path) -> str:
     # the sweep's own folder, not a new dated one; and no test-only stop
     dropped = ("hydra.mode=", "hydra.sweep.dir=", "hydra.launcher.resume=", "hydra.launcher.stop_after_windows=")
     kept = [o for o in given if not o.startswith(dropped)]
-    return shlex.join(["rnnreg-train", "-m", *kept, "hydra.launcher.resume=true", f"hydra.sweep.dir={sweep}"])
+    go_on = ["hydra.launcher.resume=true", path_override("hydra.sweep.dir", sweep)]
+    return shlex.join(["rnnreg-train", "-m", *kept, *go_on])
 
 
 def _select(node: Any, *keys: str) -> Any:

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.config_search import go_on_command, recorded_command, recorded_run_command
 from rnnreg.errors import ConfigError, DataError, OutputError, first_line
+from rnnreg.override_text import path_override
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import MAX_NLL, null_as_nan, read_metrics
 from rnnreg.runtime import hydra_entry
@@ -139,7 +140,7 @@ def resume_command(run: Path) -> str:
     job's own values, without Hydra's), less the checkpoint it may itself have resumed from."""
     overrides = recorded_overrides(run) or []
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
-    last = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    last = path_override("ckpt_path", run / "checkpoints" / "last.ckpt")
     return shlex.join([*recorded_run_command(run), *kept, last])
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from rnnreg.errors import OutputError
+from rnnreg.override_text import pasted_override
 from rnnreg.run_record import recorded_metrics
 
 
@@ -60,7 +61,7 @@ def check_no_earlier_results(folder: str | Path, key: str, ckpt_path: str | None
         return
     last = folder / "checkpoints" / "last.ckpt"
     unfinished = trains and last.is_file() and not completed(folder)
-    go_on = f", go on from that run with ckpt_path={last}" if unfinished else ""
+    go_on = f", go on from that run with {pasted_override('ckpt_path', last)}" if unfinished else ""
     raise OutputError(results_message(folder, found, key, go_on))
 
 

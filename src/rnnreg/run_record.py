@@ -10,6 +10,8 @@ import signal
 from pathlib import Path
 from typing import NamedTuple
 
+from rnnreg.override_text import pasted_override
+
 # Above this mean NLL per word exp(NLL) overflows float64: the run has diverged (training stops: rnnreg.
 # training_signals.diverged), and no perplexity a run records is above exp(MAX_NLL).
 MAX_NLL = 700.0
@@ -64,7 +66,7 @@ def unfinished_record(status: str, error: str, epochs: int, resume: str) -> dict
 
 def resume_from(last: Path | None) -> str:
     """How a run that stopped goes on from its last checkpoint (None: it wrote none)."""
-    return f"rnnreg-train ... ckpt_path={last}" if last is not None else "no checkpoint was written"
+    return f"rnnreg-train ... {pasted_override('ckpt_path', last)}" if last is not None else "no checkpoint was written"
 
 
 def read_metrics(folder: str | Path) -> dict:

@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import copy
 import os
-import shlex
 import sys
 import time
 import traceback
@@ -32,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError, UserError, first_line
+from rnnreg.override_text import pasted_override
 from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, results_message
 from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_settings import check_launcher_settings
@@ -327,8 +327,9 @@ def check_resumed_jobs(config: DictConfig) -> None:
             raise OutputError(
                 f"{folder} holds the results of job {num} run by {name} (in {', '.join(found[:3])}), which a stacked "
                 f"sweep would train again from its start, writing over them: go on with that job alone (rnnreg-train "
-                f"<its overrides> ckpt_path={folder / 'checkpoints' / 'last.ckpt'}; rnnreg-report path="
-                f"{config.hydra.sweep.dir} prints the command), or give this sweep another folder (hydra.sweep.dir=...)"
+                f"<its overrides> {pasted_override('ckpt_path', folder / 'checkpoints' / 'last.ckpt')}; rnnreg-report "
+                f"{pasted_override('path', config.hydra.sweep.dir)} prints the command), or give this sweep another "
+                f"folder (hydra.sweep.dir=...)"
             )
 
 
@@ -552,7 +553,7 @@ class SweepCallback(Callback):
         claimed = self.lock is not None  # (rank zero's multirun: not a DDP process that Lightning started)
         self.let_go(config)
         sweep_dir = Path(config.hydra.sweep.dir)
-        compare = f"rnnreg-report {shlex.quote(f'path={sweep_dir}')}"  # (a folder with a space pastes as one)
+        compare = f"rnnreg-report {pasted_override('path', sweep_dir)}"
         ended = failed_jobs(sweep_dir, self.started)
         if not ended:
             if claimed and config.get("task_name") == "train":  # the next command, with the folder it needs

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, first_line
+from rnnreg.override_text import quoted_for_hydra
 from rnnreg.sweep import (
     RANK_ZERO_SWEEP,
     JobsComposedOnce,
@@ -103,13 +103,6 @@ def pin(config: DictConfig, template: str, names: list[str]) -> None:
     config.hydra.sweep.dir = folder
     config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted_for_hydra(folder)}")
     JobsComposedOnce.forget()  # (the jobs composed so far have the folder they had)
-
-
-def quoted_for_hydra(value: str) -> str:
-    """`value` in single quotes as Hydra's override parser reads it back: a backslash is escaped only where it would
-    escape a quote (before one, or before the closing quote), as the parser unescapes only those."""
-    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\" if m.group(2) else "") + m.group(2), value)
-    return f"'{escaped}'"
 
 
 def resolved_sweep_dir(config: DictConfig) -> str:

@@ -1,0 +1,30 @@
+"""An override as a command line gives it: a value in Hydra's quotes where its override grammar would read it otherwise,
+and the whole quoted for a shell, so that a printed command pastes (a folder with a space, a quote, a comma)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+
+def quoted_for_hydra(value: str) -> str:
+    """`value` in single quotes as Hydra's override parser reads it back: a backslash is escaped only where it would
+    escape a quote (before one, or before the closing quote), as the parser unescapes only those."""
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\" if m.group(2) else "") + m.group(2), value)
+    return f"'{escaped}'"
+
+
+# what Hydra reads as it is in a value (a space too: Hydra strips only the ends); anything else is quoted for it
+PLAIN_FOR_HYDRA = re.compile(r"[A-Za-z0-9_/+.%@: -]*")
+
+
+def path_override(key: str, path) -> str:
+    """`key=path` as Hydra reads back the path: in Hydra's quotes where the path has a character its override
+    grammar reads otherwise (a quote, a comma, a bracket, `=`, `$`, `~`)."""
+    value = str(path)
+    return f"{key}={value if PLAIN_FOR_HYDRA.fullmatch(value) and value.strip() == value else quoted_for_hydra(value)}"
+
+
+def pasted_override(key: str, path) -> str:
+    """path_override quoted for a shell as well: a command's word, as printed for a user to paste."""
+    return shlex.quote(path_override(key, path))
