@@ -353,3 +353,18 @@ def test_a_ddp_multirun_keeps_one_sweep_folder_and_its_own_record(ddp_run, tmp_p
     hydra = yaml.safe_load(multirun.read_text())["hydra"]
     lightnings = ("hydra.job.name=", "hydra.run.dir=", "hydra.output_subdir=")  # (what Lightning adds for rank 1)
     assert hydra["job"]["name"] == "train" and not any(o.startswith(lightnings) for o in hydra["overrides"]["hydra"])
+
+
+def test_ddp_jobs_under_joblib_are_one_line_before_any_runs(tiny_corpus, tmp_path):
+    """Lightning starts DDP's other processes with the command line of the process that runs the job; a joblib
+    worker's is loky's, so rank 1 stopped on an argparse error, the worker was killed, the sweep ended in a
+    traceback and left its jobs' locks. Refused before the sweep folder is made, naming what runs DDP jobs."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "seed=1,2", *ddp_args(tiny_corpus), f"hydra.sweep.dir={sweep}"]
+    proc = run("rnnreg-train", *args, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: trainer.devices=2 / trainer.strategy=ddp under hydra/launcher=joblib: Lightning starts DDP's other "
+        "processes with the command line of the process that runs the job, and a joblib worker has none: run DDP jobs "
+        "with the basic launcher (one after another), or joblib's jobs on one device each (sweep job seed=1)"
+    ], proc.stderr[-3000:]
+    assert not sweep.exists()

@@ -689,6 +689,14 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
         own = (RUN_FOLDER, OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False))
         if node is None or node._value() not in own:  # (as given, or resolved by a caller of train())
             raise ConfigError(run_folder_refusal(f"trainer.default_root_dir={None if node is None else node._value()}"))
+    if schema is Train and cfg.get("trainer") is not None and _choice(choices, "hydra/launcher") == "joblib":
+        if _starts_processes(cfg.trainer):
+            raise ConfigError(
+                f"trainer.devices={cfg.trainer.get('devices')} / trainer.strategy={cfg.trainer.get('strategy')} under "
+                f"hydra/launcher=joblib: Lightning starts DDP's other processes with the command line of the process "
+                f"that runs the job, and a joblib worker has none: run DDP jobs with the basic launcher (one after "
+                f"another), or joblib's jobs on one device each"
+            )
     if schema is Train and cfg.get("callbacks"):
         _check_best_checkpoint(cfg.callbacks.get("model_checkpoint"))
     if "dropout" in cfg and "model" in cfg:
@@ -807,6 +815,19 @@ def _check_trainer(cfg: DictConfig) -> None:
         processes = (devices if _is_int(devices) else 1) * trainer.get("num_nodes", 1)
         if why := fast_step_refusal(processes, fp16, trainer.get("accumulate_grad_batches", 1)):
             raise ConfigError(why)
+
+
+def _starts_processes(trainer: DictConfig) -> bool:
+    """Whether Lightning starts more processes for the run (DDP over more than one device or node): as it reads
+    devices, 'auto' is one process per GPU of this machine."""
+    devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes", 1)
+    if devices in ("auto", "-1", -1):
+        return (_cuda_gpus() if trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") else 1) > 1
+    if isinstance(devices, (list, ListConfig)) or (isinstance(devices, str) and "," in devices):  # GPU indices
+        count = len([d for d in (devices.split(",") if isinstance(devices, str) else devices) if str(d).strip()])
+    else:
+        count = int(devices) if str(devices).isdigit() else 1  # (Lightning's own error for anything else)
+    return count > 1 or (isinstance(nodes, int) and nodes > 1)
 
 
 def _spawns(strategy: Any) -> bool:
