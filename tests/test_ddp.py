@@ -65,6 +65,28 @@ class HoldRankZero(L.Callback):
                 time.sleep(0.05)
 
 
+class MaskRecorder(L.Callback):
+    """Each rank writes the dropout masks (kept or not) its first `windows` training windows drew to
+    `folder`/masks<rank>.json (torch.nn.functional.dropout: the fused LSTM's input and output sites)."""
+
+    def __init__(self, folder: str, windows: int = 4):
+        self.folder, self.windows, self.masks = Path(folder), windows, []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        dropout, recorder = torch.nn.functional.dropout, self
+
+        def recording(x, p=0.5, training=True, inplace=False):
+            out = dropout(x, p, training, inplace)
+            if training and p and len(recorder.masks) < 2 * recorder.windows:
+                recorder.masks.append((out != 0).flatten().tolist())
+            return out
+
+        torch.nn.functional.dropout = recording  # this process only: its own training run
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        (self.folder / f"masks{trainer.global_rank}.json").write_text(json.dumps(self.masks))
+
+
 def ddp_args(corpus: Path) -> list[str]:
     return ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", *COMMON, "trainer=ddp", "trainer.devices=2"]
 
@@ -368,3 +390,59 @@ def test_ddp_jobs_under_joblib_are_one_line_before_any_runs(tiny_corpus, tmp_pat
         "with the basic launcher (one after another), or joblib's jobs on one device each (sweep job seed=1)"
     ], proc.stderr[-3000:]
     assert not sweep.exists()
+
+
+@pytest.mark.slow
+def test_each_ddp_rank_draws_its_own_dropout_masks(tmp_path):
+    """Every rank is seeded with the run's seed; its masks must still be its own: stream j of rank 0 and of rank 1
+    meeting the same masks at every step would make the global batch's masks dependent (before: all identical)."""
+    run(
+        "rnnreg-train",
+        *ddp_args(write_corpus(tmp_path / "corpus")),
+        "dropout=non_recurrent",
+        "dropout.p=0.5",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "test=false",
+        "+callbacks.masks._target_=test_ddp.MaskRecorder",
+        f"+callbacks.masks.folder={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    rank0, rank1 = (json.loads((tmp_path / f"masks{r}.json").read_text()) for r in (0, 1))
+    assert len(rank0) == len(rank1) == 8  # input and output sites, 4 windows
+    assert all(a != b for a, b in zip(rank0, rank1))
+    kept = [k for mask in rank0 + rank1 for k in mask]
+    assert sum(kept) / len(kept) == pytest.approx(0.5, abs=0.05)  # still dropout at p = 0.5
+
+
+@pytest.mark.slow
+def test_ddp_with_dropout_resumes_its_ranks_masks_exactly(tmp_path):
+    """Each rank's masks after a mid-epoch resume are the ones the uninterrupted run drew (a function of the seed,
+    the rank and the window): the per-window losses go on as they did."""
+    corpus, whole, resumed, mid = (
+        write_corpus(tmp_path / "corpus"),
+        tmp_path / "whole",
+        tmp_path / "resumed",
+        tmp_path / "mid.ckpt",
+    )
+    args = [
+        *ddp_args(corpus),
+        "dropout=non_recurrent",
+        "dropout.p=0.5",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=12",
+    ]
+    args += ["test=false"]
+    run(
+        "rnnreg-train",
+        *args,
+        "+callbacks.save_at._target_=test_ddp.SaveAt",
+        f"+callbacks.save_at.path={mid}",
+        "+callbacks.save_at.window=5",
+        f"hydra.run.dir={whole}",
+    )
+    run("rnnreg-train", *args, f"ckpt_path={mid}", f"hydra.run.dir={resumed}")
+    assert history(resumed, "train/loss") == pytest.approx(history(whole, "train/loss")[5:], rel=1e-6)
+    a, b = (torch.load(d / "checkpoints/last.ckpt", weights_only=False) for d in (whole, resumed))
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-5, atol=1e-6)

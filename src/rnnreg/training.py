@@ -28,6 +28,7 @@ from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb, hyperparameters
 from rnnreg.model import StepLSTM
 from rnnreg.preemption import Preemption, requeued_checkpoint
+from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.recipes import plain
 from rnnreg.resume import check_resume_settings, check_resume_window
 from rnnreg.run_lock import (
@@ -262,6 +263,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
             tree = rank_zero_only(print_config_tree)(cfg)
         trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
+        trainer.callbacks.append(RankDropoutStreams(cfg.seed))  # DDP: each rank its own masks
         validation = LastValidation()
         trainer.callbacks.insert(0, validation)  # its validation counted before best.ckpt saves its state with it
         say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
