@@ -10,10 +10,11 @@ import lightning as L
 import torch
 
 
-def rank_window_seed(seed: int, rank: int, window: int) -> int:
-    """The seed of a rank's masks in one training window (global step): distinct per (seed, rank, window), and
-    a function of them alone, so a resumed run draws the masks the uninterrupted one drew."""
-    digest = hashlib.sha256(f"{seed}/{rank}/{window}".encode()).digest()
+def rank_window_seed(seed: int, rank: int, step: int, window: int) -> int:
+    """The seed of a rank's masks in one training window (its optimizer step and its window in the epoch: windows
+    that accumulate into one step differ in the second): distinct per (seed, rank, step, window), and a function of
+    them alone, so a resumed run draws the masks the uninterrupted one drew."""
+    digest = hashlib.sha256(f"{seed}/{rank}/{step}/{window}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1  # torch.manual_seed takes up to 2**63 - 1
 
 
@@ -26,4 +27,4 @@ class RankDropoutStreams(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.world_size > 1:
-            torch.manual_seed(rank_window_seed(self.seed, trainer.global_rank, trainer.global_step))
+            torch.manual_seed(rank_window_seed(self.seed, trainer.global_rank, trainer.global_step, batch_idx))
