@@ -365,6 +365,28 @@ def test_resume_in_a_new_folder_without_the_earlier_best_checkpoint_warns_and_go
     assert torch.load(tmp_path / "second/checkpoints/best.ckpt", weights_only=True)["epoch"] == 1  # its own epoch
 
 
+def test_a_resumed_checkpoint_copies_no_file_but_the_best_checkpoints_beside_it(tiny_cfg, tmp_path):
+    """A checkpoint names its best checkpoint's path (best.ckpt's callback state): a crafted one naming a private
+    file elsewhere (an ssh key, a token) must not have it copied into the new run's folder (world-readable, where W&B
+    uploads the best checkpoint): only files beside the resumed checkpoint are carried over; the others are gone."""
+    budget = ("trainer.limit_train_batches=2", "test=false")
+    train(tiny_cfg(*budget, "trainer.max_epochs=1", run="first"))
+    secret = tmp_path / "private/token.txt"
+    secret.parent.mkdir()
+    secret.write_text("a secret\n")
+    secret.chmod(0o600)
+    checkpoint = torch.load(tmp_path / "first/checkpoints/last.ckpt", weights_only=True)
+    state = checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if k.startswith("BestCheckpoint"))]
+    state |= {"dirpath": str(secret.parent), "best_model_path": str(secret), "kth_best_model_path": str(secret)}
+    state["best_k_models"] = {str(secret): state["best_model_score"]}
+    torch.save(checkpoint, tmp_path / "shared.ckpt")
+    with pytest.warns(UserWarning, match="best checkpoint"):
+        resumed = train(tiny_cfg(*budget, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/shared.ckpt", run="second"))
+    assert resumed["status"] == "completed"
+    copied = [p for p in (tmp_path / "second").rglob("*") if p.is_file() and p.read_bytes() == secret.read_bytes()]
+    assert copied == []
+
+
 def test_a_checkpoint_refused_after_training_began_leaves_metrics_json_saying_failed(tiny_cfg, tmp_path):
     """A run resumed in its own folder trains epoch 2 (its last.ckpt moves on), then its final test refuses the
     best.ckpt someone swapped for a file that would run code (test_ckpt=best): nothing of it runs, and metrics.json

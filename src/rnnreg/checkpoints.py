@@ -111,7 +111,8 @@ class BestCheckpoint(ModelCheckpoint):
 
         sources = [p for p in state_dict.get("best_k_models", {}) if p] or [state_dict.get("best_model_path", "")]
         sources = [p for p in sources if p]
-        found = all(os.path.isfile(p) for p in sources)
+        # a checkpoint from elsewhere names these paths: only checkpoints beside it are copied, never a file elsewhere
+        found = all(beside_resumed(trainer, p) and os.path.isfile(p) for p in sources)
         if trainer.is_global_zero and found:
             for source in sources:
                 replace_atomically(moved(source), lambda tmp, source=source: shutil.copyfile(source, tmp))
@@ -129,6 +130,15 @@ class BestCheckpoint(ModelCheckpoint):
         self.kth_best_model_path = moved(state_dict.get("kth_best_model_path", ""))
         self.kth_value = state_dict.get("kth_value", self.kth_value)
         self.current_score = state_dict.get("current_score")
+
+
+def beside_resumed(trainer, path) -> bool:
+    """Whether `path` (read from a resumed checkpoint) is a file in the resumed checkpoint's own folder, where
+    rnnreg-train writes best.ckpt beside last.ckpt."""
+    resumed = getattr(trainer, "ckpt_path", None)
+    if not isinstance(path, str) or not resumed:
+        return False
+    return os.path.dirname(os.path.realpath(path)) == os.path.dirname(os.path.realpath(resumed))
 
 
 class LastCheckpoint(ModelCheckpoint):
