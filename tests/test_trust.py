@@ -211,6 +211,29 @@ def test_unreadable_or_foreign_files_are_one_line_errors(trained, name, message)
         load_task(str(trained["root"] / f"{name}.ckpt"))
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("hidden_size", 10**6, r"net\.embedding\.weight has shape \(\d+, 16\) where its hyper_parameters give"),
+        ("num_layers", 10**6, r"model\.num_layers=1000000 for 11 weights"),
+        ("state_dict", {5: torch.zeros(1)}, r"its state_dict is not a mapping of names to tensors"),
+    ],
+)
+def test_a_checkpoint_declaring_a_model_its_weights_are_not_is_refused_before_it_is_built(trained, key, value, message):
+    """Sizes in hyper_parameters are the file's word: a model of 10**6 units (terabytes) or layers (hours of building)
+    is checked against the weights the file holds before it is built, as one line (it was an allocator's traceback, or
+    a hang); a state_dict keyed by something else than names too."""
+    checkpoint = torch.load(trained["good"], weights_only=True)
+    if key == "state_dict":
+        checkpoint["state_dict"] = checkpoint["state_dict"] | value
+    else:
+        checkpoint["hyper_parameters"]["model"][key] = value
+    path = trained["root"] / f"declared_{key}.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_task(str(path))
+
+
 def test_a_checkpoints_w_and_b_run_id_is_checked_before_anything_is_written(trained):
     """The id a resumed run goes on in (logger=wandb) comes from the checkpoint: one that is no W&B run id is
     one line and exit 2, before anything of the run's or of W&B's is written."""

@@ -25,18 +25,27 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
         )
         if problem:  # the schema's line, not Python's own words from inside the model's constructor
             raise not_written_by_train(source, f"its hyper_parameters are not valid ({problem})")
-        net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
+        weights = checkpoint["state_dict"]
+        if not isinstance(weights, dict) or not all(isinstance(k, str) for k in weights):
+            raise not_written_by_train(source, "its state_dict is not a mapping of names to tensors")
+        # every layer has weights of its own: more layers than the file holds tensors is no model of its weights
+        if hparams["model"]["num_layers"] > len(weights):
+            raise not_this_version(
+                source, f"model.num_layers={hparams['model']['num_layers']} for {len(weights)} weights"
+            )
+        with torch.device("meta"):  # the shapes its hyper_parameters declare, checked before any memory is taken
+            declared = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"]).state_dict()
     except (KeyError, TypeError) as err:
         raise not_this_version(source, err) from None
     except ValueError as err:  # model.num_layers=0, a rate of 2 (a ConfigError): the file's, not the command line's
         raise not_written_by_train(source, f"its hyper_parameters are not valid ({first_line(err)})") from None
-    weights = checkpoint["state_dict"]
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise not_written_by_train(source, "its state_dict is not a mapping of names to tensors")
     state = {key.removeprefix("net."): value for key, value in weights.items()}
-    mismatch = state_mismatch(state, net.state_dict())
+    mismatch = state_mismatch(state, declared)
     if mismatch:
         raise not_this_version(source, mismatch)
+    net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])  # as large as the weights it holds
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
