@@ -315,6 +315,18 @@ def test_a_checkpoint_of_the_weights_only_is_not_resumed_and_says_what_to_do(tra
         ("loops", "x", "its loops is 'x'"),
         ("pytorch-lightning_version", None, "its pytorch-lightning_version is None"),
         ("optimizer_states", [{}], "its optimizer_states are not an optimiser's state"),
+        # what Lightning's restore or our own checks read before training: a traceback, metrics.json "failed"
+        ("callbacks", {"LastValidation": "x"}, "its callbacks['LastValidation'] is 'x'"),
+        ("lr_schedulers", "x", "its lr_schedulers is 'x'"),
+        ("loops", {"fit_loop": "x"}, "its loops['fit_loop'] is 'x'"),
+        ("hyper_parameters", {"optim": {"lr": "x"}}, "its hyper_parameters['optim'] is {'lr': 'x'}"),
+        ("hyper_parameters", "x", "its hyper_parameters is 'x'"),
+        ("train_carry", "x", "its train_carry is 'x'"),
+        (
+            "rng",
+            {"torch": torch.zeros(3, dtype=torch.uint8)},
+            "its rng is {'torch': tensor([0, 0, 0], dtype=torch.uint8)}",
+        ),
     ],
 )
 def test_a_training_state_edited_by_hand_is_one_line(trained, key, value, why):

@@ -116,21 +116,50 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         for o in optimizers
     ):
         raise not_written_by_train(ckpt_path, "its optimizer_states are not an optimiser's state")
+
+    def mapping_of_mappings(value) -> bool:
+        return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+
+    def number(value) -> bool:
+        return isinstance(value, int | float | torch.Tensor) and not isinstance(value, bool)
+
+    hparams, carry = checkpoint.get("hyper_parameters"), checkpoint.get("train_carry", {})
+    optim = hparams.get("optim", {}) if isinstance(hparams, dict) else None
     checks = {
         "pytorch-lightning_version": isinstance(checkpoint.get("pytorch-lightning_version"), str),
         "epoch": whole(checkpoint.get("epoch")),
         "global_step": whole(checkpoint.get("global_step")),
         "train_window": whole(checkpoint.get("train_window", 0)),
-        "callbacks": isinstance(checkpoint.get("callbacks", {}), dict),
-        "loops": isinstance(checkpoint.get("loops", {}), dict),
+        "callbacks": mapping_of_mappings(checkpoint.get("callbacks", {})),
+        "loops": mapping_of_mappings(checkpoint.get("loops", {})),
+        "lr_schedulers": isinstance(checkpoint.get("lr_schedulers", []), list)
+        and all(isinstance(s, dict) for s in checkpoint.get("lr_schedulers", [])),
+        # what a resume compares with the command line's optim (check_resume_settings): numbers
+        "hyper_parameters": isinstance(optim, dict)
+        and all(number(optim[k]) for k in SAVED_WITH_THE_OPTIMISER if k in optim),
+        "state_dict": isinstance(checkpoint["state_dict"], dict)
+        and all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values()),
+        # a stop inside an epoch: every stream's carried (h, c) and the epoch's sums
+        "train_carry": isinstance(carry, dict)
+        and (
+            not carry
+            or isinstance(carry.get("state"), tuple | list)
+            and len(carry["state"]) == 2
+            and all(isinstance(t, torch.Tensor) and t.dim() == 3 for t in carry["state"])
+            and all(isinstance(carry.get(k), torch.Tensor) for k in ("nll_sum", "tokens"))
+        ),
     }
     rng = checkpoint.get("rng")
     if rng is not None:  # torch's generator state is a byte tensor
         state = rng.get("torch") if isinstance(rng, dict) else None
-        checks["rng"] = isinstance(state, torch.Tensor) and state.dtype == torch.uint8
+        checks["rng"] = isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and "cuda" in rng
     if bad := [key for key, fits in checks.items() if not fits]:
-        shown = repr(checkpoint.get(bad[0]))[:60]
-        raise not_written_by_train(ckpt_path, f"its {bad[0]} is {shown}, not a training state's")
+        key, value = bad[0], checkpoint.get(bad[0])
+        inner = {"hyper_parameters": "optim"}.get(key)
+        if isinstance(value, dict) and key in ("callbacks", "loops", "hyper_parameters"):  # name the entry that is off
+            name = inner or next(k for k, v in value.items() if not isinstance(v, dict))
+            key, value = f"{key}[{name!r}]", value.get(name)
+        raise not_written_by_train(ckpt_path, f"its {key} is {repr(value)[:60]}, not a training state's")
 
 
 def check_resume_settings(
