@@ -360,6 +360,21 @@ def test_an_unfinished_runs_command_goes_on_from_its_last_checkpoint(tmp_path):
     assert shlex.split(command)[1:] == [*overrides[:2], overrides[3], f"ckpt_path={last}"]
 
 
+def test_a_recorded_override_that_makes_hydra_build_something_is_never_a_command_to_paste(tmp_path):
+    """A run folder from someone else records the overrides its go-on command repeats: one naming a class or function
+    for Hydra to build (`+callbacks.x._target_=torch.load` of a pickle beside it runs that pickle's code when the
+    pasted command starts) gives no command, but the override and the record to read."""
+    payload = ["+callbacks.x._target_=torch.load", "+callbacks.x.f=/shared/notes.pt", "+callbacks.x.weights_only=false"]
+    write_job(tmp_path / "run", ["experiment=paper_small", *payload], {}, TOY, None)
+    (line,) = [line for line in report(tmp_path, PAPER).splitlines() if line.startswith("- run (")]
+    record = tmp_path / "run" / ".hydra" / "overrides.yaml"
+    assert line == (
+        f"- run (unfinished): no checkpoint was written: run it again, no command shown: its record ({record}) has "
+        "`+callbacks.x._target_=torch.load`, which makes Hydra build or call what it names; read the record before "
+        "running it again"
+    )
+
+
 def test_unfinished_stacked_sweep_goes_on_with_its_resume_switch(tmp_path):
     """Members of a stacked sweep killed hard: one line for the sweep, the resume switch and where it goes on
     from; while the sweep's process lives (it holds the sweep folder) its members are running."""

@@ -104,15 +104,21 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
         if r["launcher"] == "stacked":
             sweeps.setdefault(run.parent, []).append((r["run"], r["status"]))
         elif (run / "checkpoints" / "last.ckpt").is_file():
-            lines.append(f"- {r['run']} ({r['status']}): `{resume_command(run)}`")
+            lines.append(
+                f"- {r['run']} ({r['status']}): {pasteable(resume_command(run), run / '.hydra' / 'overrides.yaml')}"
+            )
         else:
-            again = again_command(run)
-            lines.append(f"- {r['run']} ({r['status']}): no checkpoint was written: run it again, `{again}`")
+            again = pasteable(again_command(run), run / ".hydra" / "overrides.yaml")
+            lines.append(f"- {r['run']} ({r['status']}): no checkpoint was written: run it again, {again}")
     if root is not None:
-        lines += [f"- {job} (never started: no folder): `{command}`" for job, command in never_started(rows, root)]
+        lines += [
+            f"- {job} (never started: no folder): {pasteable(command, root / 'multirun.yaml')}"
+            for job, command in never_started(rows, root)
+        ]
     for sweep, runs in sweeps.items():
         lines.append(
-            f"- {', '.join(run for run, _ in runs)}: the stacked sweep goes on with `{go_on_command(sweep)}` "
+            f"- {', '.join(run for run, _ in runs)}: the stacked sweep goes on with "
+            f"{pasteable(go_on_command(sweep), sweep / 'multirun.yaml')} "
             f"({stacked_resume_point(sweep, {status for _, status in runs})})"
         )
     if not lines:
@@ -121,6 +127,23 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
         "\nNot completed (interrupted: stopped by SIGTERM or Ctrl-C; stopped: by a signal before it wrote a result; "
         "unfinished: no metrics.json and no live process): how each goes on\n\n" + "\n".join(lines) + "\n"
     )
+
+
+def pasteable(command: str, record: Path) -> str:
+    """`command` in backticks, to paste; where the record it was read from (a folder from someone else) gives it an
+    override naming what Hydra would build or call (`+callbacks.x._target_=torch.load`: pasted, it would run code),
+    no command but that override and where to read the record first."""
+    builds = next((w for w in shlex.split(command) if HYDRA_SPECIAL_KEY.search(w.partition("=")[0])), None)
+    if builds is None:
+        return f"`{command}`"
+    return (
+        f"no command shown: its record ({record}) has `{builds}`, which makes Hydra build or call what it names; "
+        "read the record before running it again"
+    )
+
+
+# a key Hydra's instantiate reads (_target_, _args_, _partial_, ...), in an override's key
+HYDRA_SPECIAL_KEY = re.compile(r"(^|[.+~])_[a-z]+_$")
 
 
 def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:
