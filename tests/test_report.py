@@ -375,6 +375,20 @@ def test_a_recorded_override_that_makes_hydra_build_something_is_never_a_command
     )
 
 
+def test_the_report_replaces_a_link_in_its_folder_and_leaves_what_it_points_at(tmp_path):
+    """A shared folder's report.md or figure may be a link someone left to a file of yours (~/.bashrc): the report
+    replaces the link with its own file; the file it pointed at keeps its contents (it was written over)."""
+    root = ablation(tmp_path / "shared", {"none": (450.0,), "recurrent": (430.0,)})
+    precious = {name: tmp_path / f"precious_{name}" for name in ("report.md", "val_ppl.png", "test_ppl.pdf")}
+    for name, target in precious.items():
+        target.write_text("mine\n")
+        (root / name).symlink_to(target)
+    run("rnnreg-report", f"path={root}")
+    for name, target in precious.items():
+        assert target.read_text() == "mine\n" and not (root / name).is_symlink(), name
+    assert (root / "report.md").read_text().startswith("| run |")
+
+
 def test_unfinished_stacked_sweep_goes_on_with_its_resume_switch(tmp_path):
     """Members of a stacked sweep killed hard: one line for the sweep, the resume switch and where it goes on
     from; while the sweep's process lives (it holds the sweep folder) its members are running."""

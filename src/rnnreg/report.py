@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -31,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.config_search import go_on_command, recorded_command, recorded_run_command
 from rnnreg.errors import ConfigError, DataError, OutputError, first_line
+from rnnreg.io import replace_atomically
 from rnnreg.override_text import path_override
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import MAX_NLL, null_as_nan, read_metrics
@@ -642,7 +644,8 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     from rnnreg.report_figures import plot  # (matplotlib: seconds to import, only once the rows are read)
 
     try:
-        (root / "report.md").write_text(table)
+        # replaced, not written through: a report.md that is a link (a shared folder's) leaves what it points at
+        replace_atomically(root / "report.md", lambda tmp: tmp.write_text(table))
         plot(rows, root, paper)
     except OSError as err:  # a folder where a file goes, a read-only folder, a full disk
         where = Path(err.filename) if err.filename else root

@@ -15,6 +15,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
+from rnnreg.io import replace_atomically
 from rnnreg.report import by_config
 
 
@@ -374,7 +375,11 @@ def save(fig: Figure, out: Path, name: str) -> list[Path]:
     written = []
     with matplotlib.rc_context({"pdf.fonttype": 42}):
         for ext, options in FORMATS.items():
-            fig.savefig(out / f"{name}.{ext}", bbox_inches="tight", **options)
+            # replaced, not written through a link a shared folder may hold there
+            replace_atomically(
+                out / f"{name}.{ext}",
+                lambda tmp, ext=ext, options=options: fig.savefig(tmp, format=ext, bbox_inches="tight", **options),
+            )
             written.append(out / f"{name}.{ext}")
     return written
 
