@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import TINY, run, signal_at
+from helpers import TINY, run
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
 
@@ -231,13 +231,20 @@ def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corp
     (folder / "my_train.yaml").write_text(YOUR_PRIMARY)
     (tmp_path / "lab" / "extra").mkdir(parents=True)  # a group of its own, in a folder hydra.searchpath adds
     (tmp_path / "lab" / "extra" / "one.yaml").write_text("# @package _global_\ntags: [one]\n")
+    for name, window in (("at2", 2), ("never", 1000)):  # (a group of the user's: the report shows no command whose
+        # recorded override names a _target_ itself, as a shared folder's could)
+        (tmp_path / "lab" / "stop").mkdir(exist_ok=True)
+        (tmp_path / "lab" / "stop" / f"{name}.yaml").write_text(
+            f"# @package _global_\ncallbacks:\n  signal_at:\n    _target_: helpers.SignalAt\n"
+            f"    signum: {int(signal.SIGTERM)}\n    window: {window}\n"
+        )
     searchpath = f"hydra.searchpath=[file://{tmp_path / 'lab'}]"
     tiny = [*TINY, f"data.data_dir={tiny_corpus}", "trainer.limit_train_batches=4", f"paths.output_root={tmp_path}"]
     sweep = tmp_path / "basic"
-    *at, last = signal_at(signal.SIGTERM, 2)  # job 0 stopped in its 2nd window, and with it the sweep; not job 1
+    # job 0 stopped in its 2nd window, and with it the sweep; not job 1
     stopped = run(
         "rnnreg-train", "-m", "--config-dir", str(folder), "--config-name=my_train", searchpath, "+extra=one", *tiny,
-        *at, f"{last},1000", f"hydra.sweep.dir={sweep}", check=False,
+        "+stop=at2,never", f"hydra.sweep.dir={sweep}", check=False,
     )  # fmt: skip
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
     table = run("rnnreg-report", f"path={sweep}").stdout

@@ -375,6 +375,27 @@ def test_a_recorded_override_that_makes_hydra_build_something_is_never_a_command
     )
 
 
+def test_a_mapping_naming_what_hydra_builds_is_never_a_command_to_paste_either(tmp_path):
+    """The same through a mapping given whole (`+callbacks.x={_target_:os.system,_args_:[id]}`, a form rnnreg-train
+    takes): no command (before: only the override's key was read, and the command was shown)."""
+    payload = "+callbacks.x={_target_:os.system,_args_:[id]}"
+    write_job(tmp_path / "run", ["experiment=paper_small", payload, "tags=[_x_]"], {}, TOY, None)
+    (line,) = [line for line in report(tmp_path, PAPER).splitlines() if line.startswith("- run (")]
+    assert f"no command shown: its record ({tmp_path / 'run' / '.hydra' / 'overrides.yaml'}) has `{payload}`" in line
+    write_job(tmp_path / "plain", ["experiment=paper_small", "tags=[_x_]"], {}, TOY, None)  # a word, not a key
+    assert "run it again, `rnnreg-train experiment=paper_small 'tags=[_x_]'`" in report(tmp_path / "plain", PAPER)
+
+
+def test_a_printed_path_hydra_would_read_as_another_type_is_quoted():
+    """A relative folder named `null`, `true`, `1e3` or `12` in a printed command: Hydra reads it back as the
+    string, not as None, a bool or a number."""
+    from rnnreg.override_text import path_override
+
+    parser = OverridesParser.create()
+    for name in ("null", "True", "1e3", "12", "nan", "out/run 1", "o'k"):
+        assert parser.parse_override(path_override("ckpt_path", name)).value() == name
+
+
 def test_the_report_replaces_a_link_in_its_folder_and_leaves_what_it_points_at(tmp_path):
     """A shared folder's report.md or figure may be a link someone left to a file of yours (~/.bashrc): the report
     replaces the link with its own file; the file it pointed at keeps its contents (it was written over)."""

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -420,6 +421,23 @@ def test_a_resumed_checkpoint_copies_no_file_but_the_best_checkpoints_beside_it(
     assert resumed["status"] == "completed"
     copied = [p for p in (tmp_path / "second").rglob("*") if p.is_file() and p.read_bytes() == secret.read_bytes()]
     assert copied == []
+
+
+def test_a_run_folder_copied_elsewhere_resumes_with_its_own_best_checkpoint(tiny_cfg, tmp_path):
+    """A run folder copied (or moved) elsewhere: its checkpoints name the folder they were written in; resumed from the
+    copy, the best checkpoint of that name beside it is carried over (before: the original's path was required, and
+    the copy's best.ckpt was warned of as gone)."""
+    budget = ("trainer.limit_train_batches=2", "test=false")
+    train(tiny_cfg(*budget, "trainer.max_epochs=1", run="first"))
+    shutil.move(tmp_path / "first", tmp_path / "copied")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*best checkpoint.*")
+        resumed = train(
+            tiny_cfg(
+                *budget, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/copied/checkpoints/last.ckpt", run="second"
+            )
+        )
+    assert resumed["status"] == "completed" and (tmp_path / "second" / "checkpoints" / "best.ckpt").is_file()
 
 
 def test_a_checkpoint_refused_after_training_began_leaves_metrics_json_saying_failed(tiny_cfg, tmp_path):

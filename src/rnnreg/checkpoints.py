@@ -111,10 +111,12 @@ class BestCheckpoint(ModelCheckpoint):
 
         sources = [p for p in state_dict.get("best_k_models", {}) if p] or [state_dict.get("best_model_path", "")]
         sources = [p for p in sources if p]
-        # a checkpoint from elsewhere names these paths: only checkpoints beside it are copied, never a file elsewhere
-        found = all(beside_resumed(trainer, p) and os.path.isfile(p) for p in sources)
+        # a checkpoint from elsewhere names these paths: only the files of their names beside it are copied (a run
+        # folder copied elsewhere keeps its best.ckpt beside its last.ckpt), never a file elsewhere
+        local = [beside_resumed(trainer, p) for p in sources]
+        found = all(path is not None and os.path.isfile(path) for path in local)
         if trainer.is_global_zero and found:
-            for source in sources:
+            for source in local:
                 replace_atomically(moved(source), lambda tmp, source=source: shutil.copyfile(source, tmp))
         found = trainer.strategy.broadcast(found)
         trainer.strategy.barrier("best_checkpoint_copied")
@@ -132,13 +134,13 @@ class BestCheckpoint(ModelCheckpoint):
         self.current_score = state_dict.get("current_score")
 
 
-def beside_resumed(trainer, path) -> bool:
-    """Whether `path` (read from a resumed checkpoint) is a file in the resumed checkpoint's own folder, where
-    rnnreg-train writes best.ckpt beside last.ckpt."""
+def beside_resumed(trainer, path) -> str | None:
+    """The file of `path`'s name (read from a resumed checkpoint) in the resumed checkpoint's own folder, where
+    rnnreg-train writes best.ckpt beside last.ckpt; None without one."""
     resumed = getattr(trainer, "ckpt_path", None)
-    if not isinstance(path, str) or not resumed:
-        return False
-    return os.path.dirname(os.path.realpath(path)) == os.path.dirname(os.path.realpath(resumed))
+    if not isinstance(path, str) or not resumed or not os.path.basename(path):
+        return None
+    return os.path.join(os.path.dirname(os.path.realpath(resumed)), os.path.basename(path))
 
 
 class LastCheckpoint(ModelCheckpoint):

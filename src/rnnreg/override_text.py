@@ -22,7 +22,12 @@ def path_override(key: str, path) -> str:
     """`key=path` as Hydra reads back the path: in Hydra's quotes where the path has a character its override
     grammar reads otherwise (a quote, a comma, a bracket, `=`, `$`, `~`)."""
     value = str(path)
-    return f"{key}={value if PLAIN_FOR_HYDRA.fullmatch(value) and value.strip() == value else quoted_for_hydra(value)}"
+    plain = PLAIN_FOR_HYDRA.fullmatch(value) and value.strip() == value and not READ_AS_ANOTHER_TYPE.fullmatch(value)
+    return f"{key}={value if plain else quoted_for_hydra(value)}"
+
+
+# a plain value Hydra reads as no string (null, true, 1e3, 12, nan): a relative path of that name is quoted
+READ_AS_ANOTHER_TYPE = re.compile(r"(?i)null|true|false|[-+]?(inf|nan)|[-+]?[\d_]*\.?[\d_]*(e[-+]?\d+)?")
 
 
 def pasted_override(key: str, path) -> str:

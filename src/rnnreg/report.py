@@ -135,7 +135,7 @@ def pasteable(command: str, record: Path) -> str:
     """`command` in backticks, to paste; where the record it was read from (a folder from someone else) gives it an
     override naming what Hydra would build or call (`+callbacks.x._target_=torch.load`: pasted, it would run code),
     no command but that override and where to read the record first."""
-    builds = next((w for w in shlex.split(command) if HYDRA_SPECIAL_KEY.search(w.partition("=")[0])), None)
+    builds = next((w for w in shlex.split(command) if HYDRA_SPECIAL_KEY.search(w)), None)
     if builds is None:
         return f"`{command}`"
     return (
@@ -144,8 +144,8 @@ def pasteable(command: str, record: Path) -> str:
     )
 
 
-# a key Hydra's instantiate reads (_target_, _args_, _partial_, ...), in an override's key
-HYDRA_SPECIAL_KEY = re.compile(r"(^|[.+~])_[a-z]+_$")
+# a key Hydra's instantiate reads (_target_, _args_, _partial_, ...), in an override's key or in a mapping it gives
+HYDRA_SPECIAL_KEY = re.compile(r"(^|[.+~{,\s])_[a-z]+_(=|\s*:|$)")
 
 
 def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:

@@ -142,6 +142,8 @@ def record_job_error(message: str, folder: str | Path | None = None) -> None:
     """A multirun job's one-line reason for having no result, in its folder's error.txt (`folder`; None: this
     job's, outside a multirun nothing): how the sweep's end (failed_jobs) knows, also of a job that ended before
     writing anything, or in another process."""
+    if not launched_as_rank_zero():  # (a DDP process that Lightning started: rank 0 tells of the job)
+        return
     if folder is None:
         if not in_multirun():  # (evaluate() called as a function: no sweep to tell)
             return
@@ -390,11 +392,13 @@ def inside_job(job_config: DictConfig) -> Iterator[None]:
     """Hydra's config set to a job's for the while: what resolves `${hydra:...}` in it (its number, its choices)."""
     instance = HydraConfig.instance()
     original = instance.cfg
+    read_only = OmegaConf.is_readonly(job_config.hydra)  # (set_config makes it read-only: left as it was)
     instance.set_config(job_config)
     try:
         yield
     finally:
         instance.cfg = original
+        OmegaConf.set_readonly(job_config.hydra, read_only)
 
 
 def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], Path]] | None:
