@@ -16,6 +16,8 @@ def quoted_for_hydra(value: str) -> str:
 
 # what Hydra reads as it is in a value (a space too: Hydra strips only the ends); anything else is quoted for it
 PLAIN_FOR_HYDRA = re.compile(r"[A-Za-z0-9_/+.%@: -]*")
+# a plain value Hydra reads as no string (null, true, 1e3, 12, nan): a relative path of that name is quoted
+READ_AS_ANOTHER_TYPE = re.compile(r"(?i)null|true|false|[-+]?(inf|nan)|[-+]?[\d_]*\.?[\d_]*(e[-+]?\d+)?")
 
 
 def path_override(key: str, path) -> str:
@@ -24,10 +26,6 @@ def path_override(key: str, path) -> str:
     value = str(path)
     plain = PLAIN_FOR_HYDRA.fullmatch(value) and value.strip() == value and not READ_AS_ANOTHER_TYPE.fullmatch(value)
     return f"{key}={value if plain else quoted_for_hydra(value)}"
-
-
-# a plain value Hydra reads as no string (null, true, 1e3, 12, nan): a relative path of that name is quoted
-READ_AS_ANOTHER_TYPE = re.compile(r"(?i)null|true|false|[-+]?(inf|nan)|[-+]?[\d_]*\.?[\d_]*(e[-+]?\d+)?")
 
 
 def pasted_override(key: str, path) -> str:

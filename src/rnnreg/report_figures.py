@@ -53,9 +53,9 @@ LOG_AXIS_SPREAD = 2
 MARKERS = ("o", "s", "^", "D", "v", "P")
 LINESTYLES = ("-", "--", ":", "-.")
 FIGURES = ("val_ppl", "test_ppl")
-# Each figure as PNG (300 dpi, for screens and the README) and PDF (vector, for papers), cropped to its contents.
 # a float as an override writes it (0.3, .5, 5e-1), not an int or a word
 FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][-+]?\d+)?")
+# Each figure as PNG (300 dpi, for screens and the README) and PDF (vector, for papers), cropped to its contents.
 FORMATS = {"png": {"dpi": 300}, "pdf": {"metadata": {"CreationDate": None}}}
 
 

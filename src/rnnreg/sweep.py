@@ -548,9 +548,8 @@ class SweepCallback(Callback):
             raise ConfigError(f"hydra.sweep.dir: {str(err).splitlines()[0]}") from None
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
-        os.environ[RANK_ZERO_SWEEP] = str(
-            sweep_dir.resolve()
-        )  # (Lightning's DDP processes start with this environment)
+        # (the DDP processes that Lightning starts take this process's environment)
+        os.environ[RANK_ZERO_SWEEP] = str(sweep_dir.resolve())
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         JobsComposedOnce.uninstall()

@@ -82,10 +82,8 @@ def follow_rank_zero(config: DictConfig) -> None:
     subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])
     own = tempfile.mkdtemp(prefix="rnnreg-ddp-sweep-")
     atexit.register(shutil.rmtree, own, ignore_errors=True)
-    folders = {
-        "hydra.sweep.dir": own,
-        "hydra.sweep.subdir": os.path.join(rank_zero_sweep, subdir),
-    }  # (absolute: Hydra's join keeps it)
+    # the subdir made absolute: Hydra's os.path.join of the two keeps it
+    folders = {"hydra.sweep.dir": own, "hydra.sweep.subdir": os.path.join(rank_zero_sweep, subdir)}
     for key, folder in folders.items():
         OmegaConf.update(config, key, folder)
         config.hydra.overrides.hydra.append(f"{key}={quoted_for_hydra(folder)}")

@@ -86,7 +86,9 @@ def resolved_wandb_run(config: DictConfig, key: str) -> str | None:
     is none (W&B then reads WANDB_RUN_ID, or draws a fresh id: None)."""
     with inside_job(config):
         run_id = OmegaConf.select(config, key)
-    return os.environ.get("WANDB_RUN_ID") or None if run_id in (None, "") else str(run_id)
+    if run_id in (None, ""):
+        return os.environ.get("WANDB_RUN_ID") or None
+    return str(run_id)
 
 
 def check_study_wandb_run(config: DictConfig) -> None:
