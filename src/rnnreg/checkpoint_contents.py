@@ -26,7 +26,9 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
         if problem:  # the schema's line, not Python's own words from inside the model's constructor
             raise not_written_by_train(source, f"its hyper_parameters are not valid ({problem})")
         weights = checkpoint["state_dict"]
-        if not isinstance(weights, dict) or not all(isinstance(k, str) for k in weights):
+        if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+        ):
             raise not_written_by_train(source, "its state_dict is not a mapping of names to tensors")
         # every layer has weights of its own: more layers than the file holds tensors is no model of its weights
         if hparams["model"]["num_layers"] > len(weights):
@@ -39,8 +41,6 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
         raise not_this_version(source, err) from None
     except ValueError as err:  # model.num_layers=0, a rate of 2 (a ConfigError): the file's, not the command line's
         raise not_written_by_train(source, f"its hyper_parameters are not valid ({first_line(err)})") from None
-    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise not_written_by_train(source, "its state_dict is not a mapping of names to tensors")
     state = {key.removeprefix("net."): value for key, value in weights.items()}
     mismatch = state_mismatch(state, declared)
     if mismatch:
