@@ -386,6 +386,42 @@ def test_a_mapping_naming_what_hydra_builds_is_never_a_command_to_paste_either(t
     assert "run it again, `rnnreg-train experiment=paper_small 'tags=[_x_]'`" in report(tmp_path / "plain", PAPER)
 
 
+def test_a_recorded_config_folder_someone_else_can_write_is_never_a_command_to_paste(tmp_path):
+    """A record's --config-dir or hydra.searchpath folder is repeated in its go-on command: one another user owns, or
+    anyone can write (/tmp), may hold a config naming anything for Hydra to build, so no command; a folder of one's
+    own keeps it."""
+    own, others, anyones = (tmp_path / name for name in ("own", "others", "anyones"))
+    for folder in (own, others, anyones):
+        folder.mkdir()
+    anyones.chmod(0o777)
+    foreign = [anyones]
+    if os.getuid() == 0:  # (only root can give a folder to someone else)
+        os.chown(others, 65534, 65534)
+        foreign.append(others)
+
+    def line_for(folder: Path, form: str) -> str:
+        run = tmp_path / "runs" / f"{folder.name}_{form}"
+        searchpath = [f"hydra.searchpath=[file://{folder}]"] if form == "searchpath" else []
+        write_job(run, ["experiment=paper_small"], {}, TOY, None)
+        record = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())
+        if form == "config_dir":
+            record["hydra"]["runtime"]["config_sources"] = [{"path": str(folder), "provider": "command-line"}]
+        record["hydra"]["overrides"] = {"hydra": searchpath, "task": ["experiment=paper_small"]}
+        (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(record))
+        (line,) = [line for line in report(run, PAPER).splitlines() if line.startswith(f"- {run.name} (")]
+        return line
+
+    for form, given in (("config_dir", "--config-dir {}"), ("searchpath", "'hydra.searchpath=[file://{}]'")):
+        assert line_for(own, form).endswith(f"run it again, `rnnreg-train {given.format(own)} experiment=paper_small`")
+        for folder in foreign:
+            record = tmp_path / "runs" / f"{folder.name}_{form}" / ".hydra"
+            assert line_for(folder, form).endswith(
+                f"no command shown: its record (in {record}) reads configs from {folder}, a folder another user can "
+                "write (a config there can make Hydra build or call anything); read its configs, copy them to a "
+                "folder of yours and give that instead"
+            )
+
+
 def test_a_printed_path_hydra_would_read_as_another_type_is_quoted():
     """A relative folder named `null`, `true`, `1e3` or `12` in a printed command: Hydra reads it back as the
     string, not as None, a bool or a number."""

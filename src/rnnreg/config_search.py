@@ -157,6 +157,22 @@ def searchpath_entries(line: str) -> list[str]:
     return list(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else []
 
 
+def command_config_folders(words: list[str]) -> list[str]:
+    """The folders a printed command's configs come from beside conf/: its `--config-dir` and hydra.searchpath's
+    file:// entries (pkg:// entries are installed packages, whose code runs anyway)."""
+    folders = []
+    for i, word in enumerate(words):
+        if word == "--config-dir" and i + 1 < len(words):
+            folders.append(words[i + 1])
+        elif word.startswith("--config-dir="):
+            folders.append(word.removeprefix("--config-dir="))
+        elif word.startswith(f"{SEARCHPATH}="):
+            for entry in searchpath_entries(word):
+                scheme, _, where = entry.partition("://") if "://" in entry else ("file", "", entry)
+                folders += [where] if scheme == "file" else []
+    return folders
+
+
 class ConfigRoots(NamedTuple):
     """The folders config groups are looked up in, in Hydra's order, and the search path entries not found."""
 

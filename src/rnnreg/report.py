@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shlex
+import stat
 import statistics
 import sys
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from rnnreg.config_search import go_on_command, recorded_command, recorded_run_command
+from rnnreg.config_search import command_config_folders, go_on_command, recorded_command, recorded_run_command
 from rnnreg.errors import ConfigError, DataError, OutputError, first_line
 from rnnreg.io import replace_atomically
 from rnnreg.override_text import path_override
@@ -134,14 +135,30 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
 def pasteable(command: str, record: Path) -> str:
     """`command` in backticks, to paste; where the record it was read from (a folder from someone else) gives it an
     override naming what Hydra would build or call (`+callbacks.x._target_=torch.load`: pasted, it would run code),
-    no command but that override and where to read the record first."""
-    builds = next((w for w in shlex.split(command) if HYDRA_SPECIAL_KEY.search(w)), None)
-    if builds is None:
-        return f"`{command}`"
-    return (
-        f"no command shown: its record ({record}) has `{builds}`, which makes Hydra build or call what it names; "
-        "read the record before running it again"
-    )
+    or a config folder someone else can write (--config-dir, hydra.searchpath), no command but what to read first."""
+    words = shlex.split(command)
+    if builds := next((w for w in words if HYDRA_SPECIAL_KEY.search(w)), None):
+        return (
+            f"no command shown: its record ({record}) has `{builds}`, which makes Hydra build or call what it names; "
+            "read the record before running it again"
+        )
+    if folder := next((f for f in command_config_folders(words) if others_can_write(f)), None):
+        return (
+            f"no command shown: its record (in {record.parent}) reads configs from {folder}, a folder another user "
+            "can write (a config there can make Hydra build or call anything); read its configs, copy them to a "
+            "folder of yours and give that instead"
+        )
+    return f"`{command}`"
+
+
+def others_can_write(folder: str) -> bool:
+    """Whether a folder's files may be someone else's: owned by neither this user nor root, or writable by anyone
+    (/tmp). A folder that is not there: no (the pasted command stops at it in one line)."""
+    try:
+        found = os.stat(folder)
+    except OSError:
+        return False
+    return found.st_uid not in (os.getuid(), 0) or bool(found.st_mode & stat.S_IWOTH)
 
 
 # a key Hydra's instantiate reads (_target_, _args_, _partial_, ...), in an override's key or in a mapping it gives
