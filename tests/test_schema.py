@@ -549,6 +549,12 @@ def test_the_fix_a_sweep_refusal_gives_is_one_the_check_takes(args, says, fixed)
             "for none)",
             ["regularizer=[]"],
         ),
+        (  # was Hydra's "Could not delete 'debug=fast_dev_run'. No match in the defaults list" (debug: null)
+            ["~debug=fast_dev_run"],
+            "~debug=fast_dev_run: ~ takes away an option the config's defaults list holds, and its debug is not "
+            "fast_dev_run (debug: null unless chosen): drop ~debug=fast_dev_run",
+            ["debug=fast_dev_run"],
+        ),
     ],
 )
 def test_a_key_added_or_a_group_taken_away_says_what_the_config_takes(args, says, fixed):

@@ -65,7 +65,7 @@ def deleted_absent_option(
 ) -> str | None:
     """`~group=option` for an option the config does not have (Hydra: "Could not delete 'dropout=none'. No match in
     the defaults list"): a group the run needs is needed_group_message's, a list group's options are given as a
-    list; an optional group keeps Hydra's line, which says it."""
+    list; an optional group (null by default) has none to take away."""
     for override in groups:
         group = override.key_or_group
         if not (override.is_delete() and f"Could not delete '{group}=" in str(err)):
@@ -79,6 +79,11 @@ def deleted_absent_option(
             )
         if group in defaults and defaults[group] is not None:
             return needed_group_message(override, config_name, roots, defaults[group])
+        if group in defaults:  # an optional group, off unless chosen
+            return (
+                f"{override.input_line}: ~ takes away an option the config's defaults list holds, and its {group} "
+                f"is not {override.value()} ({group}: null unless chosen): drop {override.input_line}"
+            )
     return None
 
 
