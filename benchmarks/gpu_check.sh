@@ -2,7 +2,7 @@
 # The GPU checks of the speed issue as one prepared command, most important first, each stage in its own
 # time box so that a slow or failing stage never costs the ones after it.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu|settings]
+#   benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|resume|probe|profile|bench|reproduce|cpu|settings]
 #                               [overrides for reproduce]
 #
 #   profile    profile_step.py: graph vs eager vs plain step without Lightning, same-update check  (~30 s)
@@ -46,6 +46,10 @@
 #              on from where the first stopped, and one whose sweep completed goes on to the timings. The
 #              15-member ablation in one group (est. 14-15 min at K = 15) does not fit a session's 15 device
 #              minutes, and its resume file (1.2-2.4 GB) cannot come back to go on in a later session
+#   resume     resume_check.py: a run stopped by SIGTERM mid-epoch and resumed against the uninterrupted one (twice:
+#              what the GPU leaves to chance), the paper's placement (cuDNN's own dropout state between the layers,
+#              in no checkpoint) and recurrent dropout (the step loop), medium, 2 x 200 windows (~2-3 min); once per
+#              machine, also at the end of ablation_seed
 #   probe      what the 2026-11-30 session's second call ran: the kernels of a K = 15 window (bench_stacked.py
 #              --profile), a 15-member medium group stopped by SIGTERM mid-epoch, K = 1, 4, 8 on both cells; then
 #              pad_timing, bf16_timing and bench_gemm_layouts.py (the window's GEMMs padded, transposed, in bf16/fp16)
@@ -74,7 +78,7 @@
 # and prints the command to run there (WHEELS=.device/wheels RNNREG_DATA_DIR=.device/data ...); the
 # wheels go to a private folder on PYTHONPATH with the project's src/ (nothing is installed into the system).
 set -uo pipefail
-out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|probe|profile|bench|reproduce|cpu|settings]}
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [all|next|stacked|ablation|ablation_seed|table|resume|probe|profile|bench|reproduce|cpu|settings]}
 what=${2:-all}
 shift $(( $# < 2 ? $# : 2 ))  # the rest: overrides for the reproduce stage (trainer.precision=bf16-mixed, ...)
 budget=${BUDGET_S:-0}
@@ -253,6 +257,16 @@ window_timings() {
     bf16_timing 0 --kinds stacked stacked_triton stacked_triton_update "$@"
     profile_padded 0 "$@"
 }
+# resume_check RESERVE [ARGS]: whether a run stopped by SIGTERM and resumed repeats the uninterrupted one on this
+# machine, for the paper's placement (cuDNN draws its dropout between layers from a state no checkpoint holds) and
+# for recurrent dropout (the step loop: torch's generator only); once per machine (~2-3 min, medium, 2 x 200 windows)
+resume_check() {
+    local reserve=$1
+    shift
+    [[ -f $work/resume_check.done ]] && return
+    stage resume_check "$reserve" $PY benchmarks/resume_check.py --out "$work" "$@"
+    (( last_exit == 0 )) && touch "$work/resume_check.done"
+}
 # the stacked window's GEMMs in other layouts and precisions (~20 s), in whatever time is left
 gemm_layouts() {
     stage gemm_layouts 0 $PY benchmarks/bench_gemm_layouts.py --device "${1:-cuda}" --members 15 --out "$work/gemm_layouts.json" \
@@ -310,7 +324,9 @@ case $what in
         check_graph_once graph_check_k5 5 650
         ablation_seed "${ABLATION_SEED:-1234}" 0 trainer.accelerator=gpu $(sweep_settings graph_check_k5 5)
         large_if_crashed
-        window_timings ;;
+        window_timings
+        resume_check 0 ;;
+    resume) resume_check 0 "$@" ;;
     table)
         check_graph_once table_graph_check 3 1500
         table 0 trainer.accelerator=gpu $(sweep_settings table_graph_check 3) ;;
@@ -358,6 +374,8 @@ case $what in
             hydra.launcher.pad_hidden_to=8 \
             trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 trainer.limit_test_batches=2
         device=cpu window_timings --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
+        resume_check 0 --accelerator cpu --experiment paper_small --windows 4 dropout.p=0.3 model.hidden_size=16 \
+            trainer.limit_val_batches=2
         # table's commands: its graph check and its three groups, tiny
         stage table_graph_check 0 $PY benchmarks/bench_stacked.py --check --members 3 --tf32 --kinds stacked \
             stacked_triton stacked_triton_update --hidden 16 --vocab 50 --windows 2 --warmup 1 \
@@ -379,7 +397,7 @@ case $what in
         last_exit=1  # next's paper_large, as after a stacked sweep that crashed
         large_if_crashed --accelerator cpu trainer.max_epochs=1 trainer.limit_train_batches=3 trainer.limit_val_batches=2 \
             trainer.limit_test_batches=2 ;;
-    *) echo "unknown stage $what: all, next, stacked, ablation, ablation_seed, table, probe, profile, bench, reproduce, cpu or settings" >&2
+    *) echo "unknown stage $what: all, next, stacked, ablation, ablation_seed, table, probe, resume, profile, bench, reproduce, cpu or settings" >&2
        exit 2 ;;
 esac
 pack
