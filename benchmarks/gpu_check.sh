@@ -47,9 +47,10 @@
 #              15-member ablation in one group (est. 14-15 min at K = 15) does not fit a session's 15 device
 #              minutes, and its resume file (1.2-2.4 GB) cannot come back to go on in a later session
 #   resume     resume_check.py: a run stopped by SIGTERM mid-epoch and resumed against the uninterrupted one (twice:
-#              what the GPU leaves to chance), the paper's placement (cuDNN's own dropout state between the layers,
-#              in no checkpoint) and recurrent dropout (the step loop), medium, 2 x 200 windows (~2-3 min); once per
-#              machine, also at the end of ablation_seed
+#              what the GPU leaves to chance), the paper's placement on cuDNN's multi-layer kernel (its own dropout
+#              state between the layers, in no checkpoint), the same with model.lstm=layers (torch's dropout between:
+#              also its words/s against fused) and recurrent dropout (the step loop), medium, 2 x 200 windows
+#              (~3-4 min); once per machine, also at the end of ablation_seed
 #   probe      what the 2026-11-30 session's second call ran: the kernels of a K = 15 window (bench_stacked.py
 #              --profile), a 15-member medium group stopped by SIGTERM mid-epoch, K = 1, 4, 8 on both cells; then
 #              pad_timing, bf16_timing and bench_gemm_layouts.py (the window's GEMMs padded, transposed, in bf16/fp16)
@@ -258,8 +259,8 @@ window_timings() {
     profile_padded 0 "$@"
 }
 # resume_check RESERVE [ARGS]: whether a run stopped by SIGTERM and resumed repeats the uninterrupted one on this
-# machine, for the paper's placement (cuDNN draws its dropout between layers from a state no checkpoint holds) and
-# for recurrent dropout (the step loop: torch's generator only); once per machine (~2-3 min, medium, 2 x 200 windows)
+# machine: the paper's placement on cuDNN's kernel (its dropout between layers from a state no checkpoint holds), on
+# model.lstm=layers (torch's dropout between), and recurrent dropout (the step loop); once per machine (~3-4 min)
 resume_check() {
     local reserve=$1
     shift

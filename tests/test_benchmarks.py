@@ -403,6 +403,19 @@ def test_check_triton_cell_dry_run(ptb_dir, tmp_path):
     assert len(result["seconds_per_window_triton_cell"]) == 2
 
 
+@pytest.mark.slow
+def test_resume_check_dry_run(ptb_dir, tmp_path):
+    """benchmarks/resume_check.py as the GPU session runs it, tiny on a CPU: the uninterrupted run twice, one stopped
+    by SIGTERM mid-epoch and its resume, all equal to the bit here (model.lstm=layers: torch's dropout between)."""
+    args = ("--out", str(tmp_path), "--accelerator", "cpu", "--experiment", "paper_small", "--cases", "layers")
+    tiny = ("--windows", "4", "dropout.p=0.3", "model.hidden_size=12", "trainer.limit_val_batches=2")
+    bench("resume_check.py", *args, *tiny, data_dir=ptb_dir)
+    row = json.loads((tmp_path / "resume_check.json").read_text())["layers"]
+    assert row["exits"] == {"A": 0, "B": 0, "C": 143, "D": 0}
+    assert row["A-B"]["weights_equal"] and row["A-D"]["weights_equal"] and row["A-D"]["largest_weight_difference"] == 0
+    assert "model.lstm=layers" in row["overrides"] and row["words_per_second_A_second_epoch"] > 0
+
+
 def test_bench_member_gemm_dry_run(ptb_dir, tmp_path):
     """The GEMM benchmark behind the CPU's program (members in turn) runs and writes one row per GEMM."""
     out = tmp_path / "gemm.json"

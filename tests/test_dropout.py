@@ -148,6 +148,40 @@ def test_variational_mask_fixed_within_a_window_new_across_windows(monkeypatch, 
     assert not torch.equal(recurrent[0], [m for m in rec.masks if m.dim() == 2][0])  # new window, new mask
 
 
+@pytest.mark.parametrize("placement", ["non_recurrent", "weight_drop", "none"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_layer_by_layer_lstm_is_nn_lstm_to_the_bit_with_its_masks_from_torch(placement, layers):
+    """model.lstm=layers: nn.LSTM's kernel a layer per call, torch's dropout between the layers (on a GPU, nn.LSTM's
+    own comes from cuDNN's state, which no checkpoint holds). On a CPU, where nn.LSTM draws its masks between the
+    layers from torch's generator too, both compute the same outputs, states and gradients to the bit, with the
+    same parameter names; a resume restores that generator, so the same masks follow it."""
+    fused, by_layer = make(placement, layers, lstm="fused").train(), make(placement, layers, lstm="layers").train()
+    assert isinstance(by_layer.lstm, model_module.LayerByLayerLSTM) and by_layer.fused
+    assert by_layer.state_dict().keys() == fused.state_dict().keys()
+    by_layer.load_state_dict(fused.state_dict())
+    x = torch.randint(V, (9, 3))
+    state = (torch.randn(layers, 3, H) * 0.1, torch.randn(layers, 3, H) * 0.1)
+    outputs = []
+    for net in (fused, by_layer):
+        torch.manual_seed(5)
+        logits, carried = net(x, state)
+        logits.square().mean().backward()
+        outputs.append((logits, carried, {n: p.grad for n, p in net.named_parameters()}))
+    (out_f, (h_f, c_f), grads_f), (out_l, (h_l, c_l), grads_l) = outputs
+    assert torch.equal(out_f, out_l) and torch.equal(h_f, h_l) and torch.equal(c_f, c_l)
+    assert all(torch.equal(grads_f[n], grads_l[n]) for n in grads_f)
+    torch.manual_seed(6)  # another stream, other masks between the layers (an unmasked first layer is the same)
+    if layers > 1 and placement == "non_recurrent":
+        by_layer.dropout_input = by_layer.dropout_output = 0.0
+        out_6, (h_6, _) = by_layer(x, state)
+        torch.manual_seed(5)
+        out_5, (h_5, _) = by_layer(x, state)
+        assert torch.equal(h_5[0], h_6[0]) and not torch.equal(h_5[1:], h_6[1:]) and not torch.equal(out_5, out_6)
+    by_layer.eval()
+    assert torch.equal(by_layer(x, state)[0], fused.eval()(x, state)[0])  # evaluation drops nothing
+    assert by_layer(x)[0].shape == (9, 3, V)  # no state given: zeros, as nn.LSTM starts
+
+
 @pytest.mark.parametrize("lstm", ["fused", "step"])
 def test_weight_drop_masks_W_hh_once_per_window_and_restores_it(lstm):
     """On nn.LSTM and on the step loop (model.lstm=step, or with layer norm: StepLSTM takes the dropped W_hh as
@@ -239,9 +273,10 @@ def test_lstm_layer_function_backward_is_the_gradient(masks):
     torch.testing.assert_close((h_end, c_end), (h, c))
 
 
-def test_fused_cannot_run_recurrent_dropout():
-    with pytest.raises(ValueError, match="model.lstm=fused"):
-        make("recurrent", lstm="fused")
+@pytest.mark.parametrize("lstm", ["fused", "layers"])
+def test_fused_cannot_run_recurrent_dropout(lstm):
+    with pytest.raises(ValueError, match=f"model.lstm={lstm} must be"):
+        make("recurrent", lstm=lstm)
 
 
 @pytest.mark.parametrize("placement", ["recurrent", "variational", "embedding"])

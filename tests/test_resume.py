@@ -91,6 +91,22 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, monkeypatch, signum,
     assert "estimated time left:" in said[0] and "estimated total:" not in said[0]
 
 
+def test_the_layer_by_layer_lstm_trains_as_the_fused_one_and_resumes_exactly(tiny_cfg, tmp_path):
+    """model.lstm=layers (torch's dropout between the layers, for a GPU's exact resume) trains on a CPU to the same
+    results as model.lstm=fused, and a stop mid-epoch resumes to the uninterrupted run, in the fast step too."""
+    common = (*DROPOUT, "trainer.max_epochs=2", "speed.fast_step=true", "test=false")
+    fused = train(tiny_cfg(*common, "model.lstm=fused", run="fused"))
+    whole = train(tiny_cfg(*common, "model.lstm=layers", run="whole"))
+    assert whole["val_ppl"] == fused["val_ppl"] and whole["epochs"] == fused["epochs"]
+    with pytest.raises(SystemExit):
+        train(tiny_cfg(*common, "model.lstm=layers", *signal_at(signal.SIGTERM, 7), run="first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = train(tiny_cfg(*common, "model.lstm=layers", f"ckpt_path={last}", run="second"))
+    assert resumed["val_ppl"] == whole["val_ppl"]
+    a, b = (torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=False) for run in ("whole", "second"))
+    assert all(torch.equal(value, b["state_dict"][name]) for name, value in a["state_dict"].items())
+
+
 def test_a_stop_in_validation_resumes_with_that_validation(tiny_cfg, tmp_path):
     """SIGTERM inside epoch 1's validation: the checkpoint holds the epoch's training sums and that its validation
     is still to run, so the resumed run validates epoch 1 (before: Lightning took the checkpoint for one written

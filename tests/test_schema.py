@@ -372,6 +372,7 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
         ),
         (["dropout=recurrent", "model.lstm=fused"], r"^model.lstm=fused cannot run dropout.recurrent=0.5"),
         (["regularizer=layer_norm", "model.lstm=fused"], r"^model.lstm=fused cannot run model.layer_norm=true"),
+        (["dropout=recurrent", "model.lstm=layers"], r"^model.lstm=layers cannot run dropout.recurrent=0.5"),
         (
             ["dropout=non_recurrent", "dropout.variational=true", "model.lstm=fused"],
             r"^model.lstm=fused cannot run dropout.variational=true",

@@ -422,7 +422,7 @@ def test_member_model_is_the_single_model_on_views_of_its_slices():
         with torch.no_grad():
             member.decoder.bias[0] = 7.0 + k
         assert [j for j in range(len(specs)) if net.decoder_bias[j, 0] == 7.0 + k] == [k]
-    with pytest.raises(ValueError, match="model.lstm=fused must be auto, fused or step"):
+    with pytest.raises(ValueError, match="model.lstm=fused must be auto, fused, layers or step"):
         StackedLanguageModel(V, H, L, [MemberSpec(1, 0.1, lstm="fused", **PLACEMENTS["recurrent"])])
 
 

@@ -10,6 +10,7 @@ Dropout sites (each rate separately configurable, see conf/dropout/):
 
 Whatever nn.LSTM can express (input/between/output dropout, weight drop) runs on the fused cuDNN/oneDNN
 kernel; recurrent or variational dropout and layer normalisation run on `StepLSTM`, a step loop.
+`LayerByLayerLSTM` (model.lstm=layers) is the fused kernel one layer per call, with torch's dropout between.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numbers
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import _VF, nn
 from torch.func import functional_call
 
 from rnnreg.errors import ConfigError
@@ -162,10 +163,37 @@ class StepLSTM(nn.Module):
         return x, (torch.stack(hs), torch.stack(cs))
 
 
+class LayerByLayerLSTM(nn.LSTM):
+    """nn.LSTM's parameters and fused kernel, called one layer at a time with torch's dropout between the layers.
+    nn.LSTM's own dropout between them is drawn on a GPU by cuDNN from a state of its own, which no checkpoint
+    holds, so a resumed run draws other masks; torch's generator is in every checkpoint. On a CPU both draw the
+    same masks from torch's generator (the same function, to the bit)."""
+
+    def __init__(self, hidden_size: int, num_layers: int, dropout_between: float):
+        super().__init__(hidden_size, hidden_size, num_layers)
+        self.dropout_between = dropout_between
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, x.size(1), self.hidden_size)
+            state = (zeros, zeros)
+        self._update_flat_weights()  # (as nn.LSTM's forward: weights functional_call swapped in)
+        hs, cs = [], []
+        for layer in range(self.num_layers):
+            if layer and self.training and self.dropout_between:
+                x = F.dropout(x, self.dropout_between, training=True)
+            weights = self._flat_weights[4 * layer : 4 * layer + 4]  # W_ih, W_hh, b_ih, b_hh
+            carried = (state[0][layer : layer + 1], state[1][layer : layer + 1])
+            x, h, c = _VF.lstm(x, carried, weights, True, 1, 0.0, self.training, False, False)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.cat(hs), torch.cat(cs))
+
+
 def runs_fused(lstm: str, dropout_recurrent: float, variational: bool, layer_norm: bool) -> bool:
-    """Whether a model's LSTM is nn.LSTM (cuDNN, oneDNN on a CPU) rather than StepLSTM: model.lstm=fused, or auto
-    where nothing needs the step loop (dropout on h_{t-1}, variational masks, layer norm)."""
-    return lstm == "fused" or (lstm == "auto" and not (dropout_recurrent or variational or layer_norm))
+    """Whether a model's LSTM runs nn.LSTM's kernel (cuDNN, oneDNN on a CPU) rather than StepLSTM: model.lstm=fused
+    or layers, or auto where nothing needs the step loop (dropout on h_{t-1}, variational masks, layer norm)."""
+    return lstm in ("fused", "layers") or (lstm == "auto" and not (dropout_recurrent or variational or layer_norm))
 
 
 @functools.cache
@@ -231,13 +259,15 @@ class LSTMLanguageModel(nn.Module):
         self.variational, self.weight_drop, self.embedding_dropout = variational, weight_drop, embedding_dropout
         self.embedding = nn.Embedding(vocab_size, hidden_size)
         needs_step = bool(dropout_recurrent or variational or layer_norm)
-        if lstm not in ("auto", "fused", "step") or (lstm == "fused" and needs_step):
+        if lstm not in ("auto", "fused", "layers", "step") or (lstm in ("fused", "layers") and needs_step):
             raise ConfigError(
-                f"model.lstm={lstm} must be auto, fused or step (recurrent or variational "
+                f"model.lstm={lstm} must be auto, fused, layers or step (recurrent or variational "
                 f"dropout and layer norm need step or auto)"
             )
         self.fused = runs_fused(lstm, dropout_recurrent, variational, layer_norm)
-        if self.fused:
+        if lstm == "layers":
+            self.lstm = LayerByLayerLSTM(hidden_size, num_layers, dropout_between)
+        elif self.fused:
             self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers, dropout=dropout_between)
         else:
             self.lstm = StepLSTM(hidden_size, num_layers, dropout_between, dropout_recurrent, variational, layer_norm)

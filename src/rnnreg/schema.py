@@ -164,7 +164,7 @@ class Model:
     init_scale: float = positive(hint="every parameter ~ U(-init_scale, init_scale); the paper uses 0.1/0.05/0.04")
     layer_norm: bool = flag()
     tie_weights: bool = flag()
-    lstm: str = choice("auto", "fused", "step")
+    lstm: str = choice("auto", "fused", "layers", "step")
 
 
 @dataclass
@@ -887,9 +887,10 @@ def _check_dropout(cfg: DictConfig, choices: Any) -> None:
     step_only = [f"dropout.recurrent={dropout.recurrent}"] if dropout.recurrent else []
     step_only += ["dropout.variational=true"] if dropout.variational else []
     step_only += ["model.layer_norm=true"] if model.layer_norm else []
-    if model.lstm == "fused" and step_only:
+    if model.lstm in ("fused", "layers") and step_only:
         raise ConfigError(
-            f"model.lstm=fused cannot run {', '.join(step_only)} (they need the step loop): set model.lstm=auto or step"
+            f"model.lstm={model.lstm} cannot run {', '.join(step_only)} (they need the step loop): set model.lstm=auto "
+            f"or step"
         )
     # a placement that promises dropout (its sites read dropout.p) but drops nothing: p is 0
     uses_p = sites_using_p(dropout)
