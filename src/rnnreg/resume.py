@@ -13,7 +13,11 @@ another LSTM implementation (model.lstm).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 from rnnreg.checkpoint_contents import not_written_by_train
 from rnnreg.console import counted
@@ -102,9 +106,6 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
     """A CheckpointError before anything is written where a checkpoint lacks, or holds in another form, the
     training state a resume goes on from (weights alone, a file edited by hand): the key that does not fit."""
 
-    def whole(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
     optimizers = checkpoint.get("optimizer_states")
     if not optimizers:
         raise CheckpointError(
@@ -160,6 +161,84 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
             name = inner or next(k for k, v in value.items() if not isinstance(v, dict))
             key, value = f"{key}[{name!r}]", value.get(name)
         raise not_written_by_train(ckpt_path, f"its {key} is {repr(value)[:60]}, not a training state's")
+    if problem := callback_state_problem(checkpoint.get("callbacks", {})):
+        raise not_written_by_train(ckpt_path, problem)
+
+
+class Kind(NamedTuple):
+    """What a value of a callback's state must be: `fits` says whether it is, `what` names it in the error."""
+
+    fits: Callable[[object], bool]
+    what: str
+
+
+def whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def or_none(kind: Kind) -> Kind:
+    return Kind(lambda v: v is None or kind.fits(v), f"{kind.what} or None")
+
+
+WHOLE = Kind(whole, "a whole number")
+NUMBER = Kind(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
+TEXT = Kind(lambda v: isinstance(v, str), "a string")
+# a monitored value as Lightning keeps it (compared with tensors, moved with .to, formatted as a number)
+SCORE = Kind(
+    lambda v: isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel() == 1, "a 1-number float tensor"
+)
+SCORES = Kind(
+    lambda v: isinstance(v, dict) and all(isinstance(p, str) and SCORE.fits(s) for p, s in v.items()),
+    "a mapping of paths to 1-number float tensors",
+)
+REASON = Kind(lambda v: whole(v) and v in {r.value for r in EarlyStoppingReason}, "an EarlyStoppingReason's value")
+MODEL_CHECKPOINT = {  # Lightning's ModelCheckpoint.load_state_dict, and BestCheckpoint's and LastValidation's reads
+    "best_model_score": (or_none(SCORE), True),
+    "best_model_path": (TEXT, True),
+    "current_score": (or_none(SCORE), False),
+    "dirpath": (or_none(TEXT), False),
+    "best_k_models": (SCORES, False),
+    "kth_best_model_path": (TEXT, False),
+    "kth_value": (SCORE, False),
+    "last_model_path": (TEXT, False),
+}
+# what a resume reads of the state of each callback rnnreg configures (load_state_dict, on_load_checkpoint), by the
+# class its state key names: field -> (its kind, whether it is read where absent: Lightning's state[field])
+CALLBACK_STATES: dict[str, dict[str, tuple[Kind, bool]]] = {
+    "EarlyStopping": {
+        "wait_count": (WHOLE, True),
+        "stopped_epoch": (WHOLE, True),
+        "best_score": (SCORE, True),
+        "patience": (WHOLE, True),
+        "stopping_reason": (REASON, False),
+        "stopping_reason_message": (or_none(TEXT), False),
+    },
+    "ModelCheckpoint": MODEL_CHECKPOINT,
+    "BestCheckpoint": MODEL_CHECKPOINT,
+    "LastCheckpoint": MODEL_CHECKPOINT,
+    "SpeedMonitor": {
+        "train_seconds": (NUMBER, True),
+        "train_words": (WHOLE, True),
+        "epoch_seconds": (NUMBER, False),
+        "epoch_words": (WHOLE, False),
+    },
+    "LastValidation": {"best": (or_none(NUMBER), True)},
+}
+
+
+def callback_state_problem(callbacks: dict) -> str | None:
+    """The first value in a checkpoint's callback states (a mapping of mappings) that a resume reads and that is not
+    of the kind rnnreg-train writes (CALLBACK_STATES), said as "its callbacks[key][field] is value, not kind"; None
+    where all fit. (Wrongly typed, it stopped the resumed run with a traceback from inside Lightning.)"""
+    for key, state in callbacks.items():
+        fields = CALLBACK_STATES.get(str(key).split("{", 1)[0], {})  # "EarlyStopping{'monitor': ...}"
+        for field, (kind, read_where_absent) in fields.items() if state else ():  # Lightning loads no empty state
+            if field not in state:
+                if read_where_absent:
+                    return f"its callbacks[{key!r}] has no {field!r}"
+            elif not kind.fits(state[field]):
+                return f"its callbacks[{key!r}][{field!r}] is {repr(state[field])[:60]}, not {kind.what}"
+    return None
 
 
 def check_resume_settings(
@@ -169,10 +248,12 @@ def check_resume_settings(
     ckpt_path: str,
     batch_size: int | None = None,
     bptt: int | None = None,
+    patience: int | None = None,
 ) -> None:
     """A ConfigError before anything is written when resuming from `checkpoint` would not do what the command
     says: nothing left to train (the run's last epoch done: in its folder it rewrote metrics.json without its
-    validation), a run early stopping ended (Lightning would train on), optim values that the checkpoint's
+    validation), a run early stopping ended (Lightning would train on) unless it ran out of a patience below
+    `patience` (callbacks.early_stopping.patience, None without early stopping), optim values that the checkpoint's
     optimiser state would silently replace (the new run's records would name values it did not use), or, stopped
     inside an epoch, another data.batch_size than the streams its carried state holds or another data.bptt than
     the windows it counted (the resumed run would go on from another place in the stream)."""
@@ -184,14 +265,21 @@ def check_resume_settings(
             f"left to train: raise trainer.max_epochs to train on, or evaluate it with rnnreg-eval"
         )
     for name, state in (checkpoint.get("callbacks") or {}).items():
-        if name.startswith("EarlyStopping") and isinstance(state, dict):
+        if str(name).split("{", 1)[0] == "EarlyStopping" and state:  # (check_training_state checked its values)
             stopped = state.get("stopping_reason") or 0
-            if stopped if "stopping_reason" in state else (state.get("stopped_epoch") or 0) > 0:
-                raise ConfigError(
-                    f"{ckpt_path} is from a run that early stopping ended after epoch {state['stopped_epoch'] + 1}: "
-                    "nothing is left to train (a resume would train on): evaluate it with rnnreg-eval, or start a "
-                    "new run"
-                )
+            if not (stopped if "stopping_reason" in state else state["stopped_epoch"] > 0):
+                continue
+            # out of patience, a larger one trains on (CommandLinePatience undoes the stop); any other stop would recur
+            by_patience = stopped == EarlyStoppingReason.PATIENCE_EXHAUSTED.value
+            if by_patience and NUMBER.fits(patience) and patience > state["wait_count"]:
+                continue
+            wait = f"above {state['wait_count']} (the epochs it went without improving)"
+            longer = f", or train on with callbacks.early_stopping.patience {wait}" if by_patience else ""
+            raise ConfigError(
+                f"{ckpt_path} is from a run that early stopping ended after epoch {state['stopped_epoch'] + 1}: "
+                f"nothing is left to train (a resume would train on): evaluate it with rnnreg-eval, or start a "
+                f"new run{longer}"
+            )
     carry = checkpoint.get("train_carry")
     streams = carry["state"][0].size(1) if carry else None
     if batch_size is not None and streams is not None and streams != batch_size:

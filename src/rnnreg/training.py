@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
@@ -144,6 +145,23 @@ class LastValidation(L.Callback):
         self.best = state_dict["best"]
 
 
+class CommandLinePatience(L.Callback):
+    """Each EarlyStopping's patience as configured (the command line's), on a resume too: Lightning's
+    load_state_dict takes the checkpoint's. Its wait_count, best_score and stop stay the checkpoint's (the run's
+    history), but for a stop on a patience the configured one has not run out, undone (check_resume_settings lets
+    only that stop through): the run trains on as it would have with this patience throughout."""
+
+    def __init__(self, callbacks: list) -> None:
+        self.patience = [(c, c.patience) for c in callbacks if isinstance(c, EarlyStopping)]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # after the restore
+        for stopper, patience in self.patience:
+            stopper.patience = patience
+            if stopper.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED and stopper.wait_count < patience:
+                stopper.stopped_epoch, stopper.stopping_reason_message = 0, None
+                stopper.stopping_reason = EarlyStoppingReason.NOT_STOPPED
+
+
 class LogConfig(L.Callback):
     """The whole config to every logger, and the printed config tree to `tree_file`, once fit has started
     and a resumed checkpoint has loaded: bad input found before then (a checkpoint that is not rnnreg's)
@@ -240,8 +258,15 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         wandb_id, wandb_parts = None, None
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
             checkpoint = load_checkpoint(ckpt_path)
+            stopping = (cfg.get("callbacks") or {}).get("early_stopping") or {}
             check_resume_settings(
-                plain(cfg.optim), cfg.trainer.max_epochs, checkpoint, ckpt_path, cfg.data.batch_size, cfg.data.bptt
+                plain(cfg.optim),
+                cfg.trainer.max_epochs,
+                checkpoint,
+                ckpt_path,
+                cfg.data.batch_size,
+                cfg.data.bptt,
+                stopping.get("patience"),
             )
             if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
                 wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
@@ -264,6 +289,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             tree = rank_zero_only(print_config_tree)(cfg)
         trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
         trainer.callbacks.append(RankDropoutStreams(cfg.seed))  # DDP: each rank its own masks
+        trainer.callbacks.append(CommandLinePatience(trainer.callbacks))
         validation = LastValidation()
         trainer.callbacks.insert(0, validation)  # its validation counted before best.ckpt saves its state with it
         say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)

@@ -1,0 +1,188 @@
+"""Resume and the callbacks' states: a state edited by hand or crafted (checkpoints are untrusted input) is one line
+before anything is written, and early stopping goes on with the command line's patience."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import TINY, run, write_corpus
+from rnnreg.errors import CheckpointError, ConfigError
+from rnnreg.resume import check_training_state
+from rnnreg.train import train
+
+STOPPING = ("callbacks=early_stopping", "trainer.limit_train_batches=3", "test=false")
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory) -> dict:
+    """A real (tiny) run of 1 epoch with early stopping, in its own folder, and its corpus."""
+    root = tmp_path_factory.mktemp("callback_states")
+    corpus = write_corpus(root / "corpus")
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", *STOPPING]
+    run("rnnreg-train", *args, "trainer.max_epochs=1", f"hydra.run.dir={root}/run")
+    return {"root": root, "run": root / "run", "args": args}
+
+
+def state_of(checkpoint: dict, callback: str) -> dict:
+    """The state of the callback of that class (its key is the class's name and its settings)."""
+    (key,) = [key for key in checkpoint["callbacks"] if key.split("{")[0] == callback]
+    return checkpoint["callbacks"][key]
+
+
+def edited(checkpoint: dict, callback: str, field: str, value) -> dict:
+    state = state_of(checkpoint, callback)
+    if value is DELETED:
+        del state[field]
+    else:
+        state[field] = value
+    return checkpoint
+
+
+DELETED = object()
+WHOLE, SCORE, TEXT = "a whole number", "a 1-number float tensor", "a string"
+# (callback, field, value, what it must be): values Lightning's or rnnreg's load_state_dict reads on a resume
+WRONGLY_TYPED = [
+    ("EarlyStopping", "patience", "x", WHOLE),
+    ("EarlyStopping", "wait_count", None, WHOLE),
+    ("EarlyStopping", "best_score", "abc", SCORE),
+    ("EarlyStopping", "best_score", 40.0, SCORE),  # a float: Lightning calls best_score.to(device)
+    ("EarlyStopping", "stopped_epoch", -1, WHOLE),
+    ("EarlyStopping", "stopping_reason", 9, "an EarlyStoppingReason's value"),
+    ("EarlyStopping", "wait_count", DELETED, None),
+    ("BestCheckpoint", "best_model_score", "x", f"{SCORE} or None"),
+    ("BestCheckpoint", "dirpath", 5, f"{TEXT} or None"),
+    ("BestCheckpoint", "best_model_path", None, TEXT),
+    ("BestCheckpoint", "best_k_models", ["a"], "a mapping of paths to 1-number float tensors"),
+    ("LastCheckpoint", "kth_value", "x", SCORE),
+    ("LastCheckpoint", "last_model_path", 3, TEXT),
+    ("SpeedMonitor", "train_words", "x", WHOLE),
+    ("SpeedMonitor", "train_seconds", None, "a number"),
+    ("LastValidation", "best", "x", "a number or None"),
+]
+
+
+def problem(callback: str, field: str, value, what: str | None) -> str:
+    """The error's words after "its callbacks[<key>]"."""
+    return f" has no {field!r}" if what is None else f"[{field!r}] is {value!r}, not {what}"
+
+
+@pytest.mark.parametrize("callback, field, value, what", WRONGLY_TYPED)
+def test_a_callback_state_of_the_wrong_type_is_refused_by_the_training_state_check(
+    stopped_run, callback, field, value, what
+):
+    checkpoint = torch.load(stopped_run["run"] / "checkpoints/last.ckpt", weights_only=True)
+    check_training_state(checkpoint, "good.ckpt")
+    key = next(k for k in checkpoint["callbacks"] if k.split("{")[0] == callback)
+    why = f"its callbacks[{key!r}]{problem(callback, field, value, what)}"
+    with pytest.raises(CheckpointError, match=f"^x.ckpt is not a checkpoint rnnreg-train wrote: {re.escape(why)}; "):
+        check_training_state(edited(checkpoint, callback, field, value), "x.ckpt")
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` and its bytes, but Hydra's own record of the latest command (.hydra/, train.log),
+    which any command given the folder writes."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "train.log" and ".hydra" not in p.parts
+    }
+
+
+@pytest.mark.parametrize(
+    "callback, field, value, what",
+    [
+        ("EarlyStopping", "patience", "x", WHOLE),
+        ("EarlyStopping", "wait_count", None, WHOLE),
+        ("EarlyStopping", "best_score", "abc", SCORE),
+        ("EarlyStopping", "stopping_reason", 9, "an EarlyStoppingReason's value"),
+        ("BestCheckpoint", "dirpath", 5, f"{TEXT} or None"),
+        ("BestCheckpoint", "best_model_score", "x", f"{SCORE} or None"),
+        ("SpeedMonitor", "train_words", "x", WHOLE),
+    ],
+)
+def test_resuming_a_callback_state_of_the_wrong_type_is_one_line_and_loses_nothing(
+    stopped_run, tmp_path, callback, field, value, what
+):
+    """rnnreg-train ckpt_path=<its folder's last.ckpt> in the run's own folder, one callback value edited (before: a
+    traceback from inside Lightning's restore, and metrics.json rewritten "failed"): exit 2, one line naming the
+    value, and every file of the run as it was."""
+    folder = tmp_path / "run"
+    shutil.copytree(stopped_run["run"], folder)
+    last = folder / "checkpoints/last.ckpt"
+    checkpoint = edited(torch.load(last, weights_only=True), callback, field, value)
+    torch.save(checkpoint, tmp_path / "edited.ckpt")
+    os.replace(tmp_path / "edited.ckpt", last)  # (last.ckpt may be a hard link to best.ckpt: that stays as it was)
+    before = files_of(folder)
+    proc = run(
+        "rnnreg-train",
+        *stopped_run["args"],
+        "trainer.max_epochs=2",
+        f"ckpt_path={last}",
+        f"hydra.run.dir={folder}",
+        check=False,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert [line for line in lines if line.startswith("error")] == lines[-1:], proc.stderr[-3000:]
+    key = next(k for k in checkpoint["callbacks"] if k.split("{")[0] == callback)
+    why = f"its callbacks[{key!r}]{problem(callback, field, value, what)}"
+    assert lines[-1] == f"error: {last} is not a checkpoint rnnreg-train wrote: {why}; give a checkpoint it wrote"
+    assert files_of(folder) == before
+
+
+# -- early stopping's patience on a resume: the command line's ---------------------------------------------------
+WORSE_LATER = (  # lr x2 an epoch after epoch 1: epochs 2 to 5 are worse than epoch 1 (and finite)
+    "optim.decay=0.5",
+    "optim.decay_start=1",
+    "trainer.gradient_clip_val=100",
+    "trainer.limit_train_batches=10",
+    "callbacks=early_stopping",
+    "test=false",
+)
+TIMING = {"train_seconds", "words_per_second", "words_per_second_median_step", "words_per_second_last_epoch"}
+
+
+def early_stopping_state(path: Path) -> dict:
+    return state_of(torch.load(path, weights_only=True), "EarlyStopping")
+
+
+def test_a_resume_stops_early_on_the_command_lines_lower_patience(tiny_cfg, tmp_path):
+    """Trained 2 epochs with patience 5 (epoch 2 worse than epoch 1), resumed with patience 1: epoch 3 is worse
+    again, and the run stops there (before: Lightning kept the checkpoint's patience 5 and trained on)."""
+    train(tiny_cfg(*WORSE_LATER, "callbacks.early_stopping.patience=5", "trainer.max_epochs=2", run="first"))
+    first = early_stopping_state(tmp_path / "first/checkpoints/last.ckpt")
+    assert first["wait_count"] == 1 and first["stopped_epoch"] == 0 and first["patience"] == 5
+    ckpt = f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt"
+    resumed = train(tiny_cfg(*WORSE_LATER, "callbacks.early_stopping.patience=1", "trainer.max_epochs=5", ckpt))
+    assert resumed["epochs"] == 3
+    state = early_stopping_state(tmp_path / "run/checkpoints/last.ckpt")
+    assert state["patience"] == 1 and state["wait_count"] == 2 and state["stopped_epoch"] == 2  # (from 0)
+
+
+def test_a_run_early_stopping_ended_trains_on_with_a_higher_patience_as_if_it_had_had_it(tiny_cfg, tmp_path):
+    """Stopped by early stopping (patience 1, after epoch 2), resumed with patience 3: it trains on, and ends as the
+    run with patience 3 throughout (before: refused as ended, and had it trained on, with the old patience and the
+    old stop in its checkpoints)."""
+    patience = ("callbacks.early_stopping.patience=3", "trainer.max_epochs=3")
+    whole = train(tiny_cfg(*WORSE_LATER, *patience, run="whole"))
+    assert whole["epochs"] == 3
+    stopped = train(tiny_cfg(*WORSE_LATER, "callbacks.early_stopping.patience=1", "trainer.max_epochs=5", run="first"))
+    assert stopped["epochs"] == 2
+    state = early_stopping_state(tmp_path / "first/checkpoints/last.ckpt")
+    assert state["stopped_epoch"] == 1 and state["wait_count"] == 1
+    ckpt = f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt"
+    with pytest.raises(
+        ConfigError, match=r"ended after epoch 2: .*, or train on with callbacks.early_stopping.patience "
+    ):
+        train(tiny_cfg(*WORSE_LATER, "callbacks.early_stopping.patience=1", "trainer.max_epochs=3", ckpt, run="same"))
+    assert not (tmp_path / "same" / "checkpoints").exists()
+    resumed = train(tiny_cfg(*WORSE_LATER, *patience, ckpt))
+    assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in whole.items() if k not in TIMING}
+    a, b = (early_stopping_state(tmp_path / f"{run}/checkpoints/last.ckpt") for run in ("whole", "run"))
+    assert a == b and b["stopped_epoch"] == 0 and b["patience"] == 3 and b["wait_count"] == 2
