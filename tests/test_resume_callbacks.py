@@ -45,7 +45,7 @@ def edited(checkpoint: dict, callback: str, field: str, value) -> dict:
 
 
 DELETED = object()
-WHOLE, SCORE, TEXT = "a whole number", "a 1-number float tensor", "a string"
+WHOLE, SCORE, TEXT, PATH = "a whole number", "a 1-number float tensor", "a string", "a local path without '..'"
 # (callback, field, value, what it must be): values Lightning's or rnnreg's load_state_dict reads on a resume
 WRONGLY_TYPED = [
     ("EarlyStopping", "patience", "x", WHOLE),
@@ -56,11 +56,22 @@ WRONGLY_TYPED = [
     ("EarlyStopping", "stopping_reason", 9, "an EarlyStoppingReason's value"),
     ("EarlyStopping", "wait_count", DELETED, None),
     ("BestCheckpoint", "best_model_score", "x", f"{SCORE} or None"),
-    ("BestCheckpoint", "dirpath", 5, f"{TEXT} or None"),
-    ("BestCheckpoint", "best_model_path", None, TEXT),
-    ("BestCheckpoint", "best_k_models", ["a"], "a mapping of paths to 1-number float tensors"),
+    ("BestCheckpoint", "dirpath", 5, f"{PATH} or None"),
+    ("BestCheckpoint", "best_model_path", None, PATH),
+    ("BestCheckpoint", "best_k_models", ["a"], "a mapping of local paths (without '..') to 1-number float tensors"),
     ("LastCheckpoint", "kth_value", "x", SCORE),
-    ("LastCheckpoint", "last_model_path", 3, TEXT),
+    ("LastCheckpoint", "last_model_path", 3, PATH),
+    # a path Lightning deletes once it saves the next checkpoint, where checkpoints/ is among its parents unresolved:
+    # checkpoints/../metrics.json (or ../../.bashrc) would pass, and go
+    ("LastCheckpoint", "last_model_path", "/r/checkpoints/../metrics.json", PATH),
+    ("BestCheckpoint", "kth_best_model_path", "/r/checkpoints/../../x", PATH),
+    (
+        "BestCheckpoint",
+        "best_k_models",
+        {"/r/checkpoints/../y": torch.tensor(1.0)},
+        "a mapping of local paths (without '..') to 1-number float tensors",
+    ),
+    ("LastCheckpoint", "last_model_path", "s3://bucket/key", PATH),  # (Lightning deletes a remote previous file)
     ("SpeedMonitor", "train_words", "x", WHOLE),
     ("SpeedMonitor", "train_seconds", None, "a number"),
     ("LastValidation", "best", "x", "a number or None"),
@@ -101,7 +112,8 @@ def files_of(folder: Path) -> dict[str, bytes]:
         ("EarlyStopping", "wait_count", None, WHOLE),
         ("EarlyStopping", "best_score", "abc", SCORE),
         ("EarlyStopping", "stopping_reason", 9, "an EarlyStoppingReason's value"),
-        ("BestCheckpoint", "dirpath", 5, f"{TEXT} or None"),
+        ("BestCheckpoint", "dirpath", 5, f"{PATH} or None"),
+        ("LastCheckpoint", "last_model_path", "checkpoints/../metrics.json", PATH),
         ("BestCheckpoint", "best_model_score", "x", f"{SCORE} or None"),
         ("SpeedMonitor", "train_words", "x", WHOLE),
     ],
@@ -186,3 +198,28 @@ def test_a_run_early_stopping_ended_trains_on_with_a_higher_patience_as_if_it_ha
     assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in whole.items() if k not in TIMING}
     a, b = (early_stopping_state(tmp_path / f"{run}/checkpoints/last.ckpt") for run in ("whole", "run"))
     assert a == b and b["stopped_epoch"] == 0 and b["patience"] == 3 and b["wait_count"] == 2
+
+
+def test_a_crafted_checkpoint_path_deletes_no_file_outside_the_run(stopped_run, tmp_path):
+    """Resumed in its own folder, Lightning deletes the previous best.ckpt / last.ckpt it reads from the checkpoint,
+    where the run's checkpoints/ is among that path's parents, `..` unresolved: a crafted
+    `<run>/checkpoints/../../victim.txt` deleted victim.txt beside the run (before: exit 0 and the file gone)."""
+    folder = tmp_path / "run"
+    shutil.copytree(stopped_run["run"], folder)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    last = folder / "checkpoints/last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    crafted = str(folder / "checkpoints" / ".." / ".." / "victim.txt")
+    for key, state in checkpoint["callbacks"].items():
+        if key.startswith(("BestCheckpoint", "LastCheckpoint")):
+            state["best_model_path"] = state["last_model_path"] = crafted
+            scores = list(state.get("best_k_models", {}).values())
+            state["best_k_models"] = {crafted: scores[0]} if scores else {}
+            state["kth_best_model_path"] = crafted if state.get("kth_best_model_path") else ""
+    torch.save(checkpoint, tmp_path / "edited.ckpt")
+    os.replace(tmp_path / "edited.ckpt", last)
+    args = (*stopped_run["args"], "trainer.max_epochs=2", f"ckpt_path={last}", f"hydra.run.dir={folder}")
+    proc = run("rnnreg-train", *args, check=False)
+    assert proc.returncode == 2 and "not a local path without '..'" in proc.stderr, proc.stderr[-3000:]
+    assert victim.read_text() == "keep me"

@@ -14,6 +14,7 @@ another LSTM implementation (model.lstm).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import NamedTuple
 
 import torch
@@ -183,24 +184,29 @@ def or_none(kind: Kind) -> Kind:
 WHOLE = Kind(whole, "a whole number")
 NUMBER = Kind(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
 TEXT = Kind(lambda v: isinstance(v, str), "a string")
+# a checkpoint path Lightning may delete once a newer one is saved: any URL (s3://...), or a file whose parents, `..`
+# unresolved, hold the run's checkpoints/ (checkpoints/../metrics.json); rnnreg-train writes local paths, no `..`
+PATH = Kind(
+    lambda v: isinstance(v, str) and "://" not in v and ".." not in PurePath(v).parts, "a local path without '..'"
+)
 # a monitored value as Lightning keeps it (compared with tensors, moved with .to, formatted as a number)
 SCORE = Kind(
     lambda v: isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel() == 1, "a 1-number float tensor"
 )
 SCORES = Kind(
-    lambda v: isinstance(v, dict) and all(isinstance(p, str) and SCORE.fits(s) for p, s in v.items()),
-    "a mapping of paths to 1-number float tensors",
+    lambda v: isinstance(v, dict) and all(PATH.fits(p) and SCORE.fits(s) for p, s in v.items()),
+    "a mapping of local paths (without '..') to 1-number float tensors",
 )
 REASON = Kind(lambda v: whole(v) and v in {r.value for r in EarlyStoppingReason}, "an EarlyStoppingReason's value")
 MODEL_CHECKPOINT = {  # Lightning's ModelCheckpoint.load_state_dict, and BestCheckpoint's and LastValidation's reads
     "best_model_score": (or_none(SCORE), True),
-    "best_model_path": (TEXT, True),
+    "best_model_path": (PATH, True),
     "current_score": (or_none(SCORE), False),
-    "dirpath": (or_none(TEXT), False),
+    "dirpath": (or_none(PATH), False),
     "best_k_models": (SCORES, False),
-    "kth_best_model_path": (TEXT, False),
+    "kth_best_model_path": (PATH, False),
     "kth_value": (SCORE, False),
-    "last_model_path": (TEXT, False),
+    "last_model_path": (PATH, False),
 }
 # what a resume reads of the state of each callback rnnreg configures (load_state_dict, on_load_checkpoint), by the
 # class its state key names: field -> (its kind, whether it is read where absent: Lightning's state[field])
