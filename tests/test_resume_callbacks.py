@@ -96,12 +96,12 @@ def test_a_callback_state_of_the_wrong_type_is_refused_by_the_training_state_che
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` and its bytes, but Hydra's own record of the latest command (.hydra/, train.log),
-    which any command given the folder writes."""
+    """Every file under `folder` and its bytes, but the log (train.log), which any command given the folder adds to;
+    Hydra's record of the run's command (.hydra/) included: a refused command puts the run's own back."""
     return {
         str(p.relative_to(folder)): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "train.log" and ".hydra" not in p.parts
+        if p.is_file() and p.name != "train.log"
     }
 
 

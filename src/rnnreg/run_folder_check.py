@@ -7,12 +7,14 @@ multirun's jobs' folders are checked when it starts (rnnreg.sweep)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.config_search import hydra_as_main, read_command_line
 from rnnreg.errors import ConfigError, OutputError
+from rnnreg.io import replace_atomically
 from rnnreg.run_lock import (
     RunLock,
     check_folder_can_be_made,
@@ -142,3 +144,41 @@ def output_root(args: list[str]) -> tuple[str, str | None]:
     if os.environ.get("RNNREG_OUTPUT_DIR"):
         return "RNNREG_OUTPUT_DIR", os.environ["RNNREG_OUTPUT_DIR"]
     return "paths.output_root", "outputs"
+
+
+# a run folder given again (a resume in its own folder): Hydra's record of its command (.hydra/*.yaml) as it was before
+# Hydra rewrites it for this command, with its last.ckpt's stamp: put back where the command is refused
+EARLIER_RECORDS: list[tuple[Path, dict[str, bytes], tuple | None]] = []
+
+
+def keep_earlier_record(args: list[str], config_name: str, job_name: str, multirun: bool | None) -> None:
+    """The record in the folder a single run's command line names (a plain hydra.run.dir), if it holds one."""
+    if multirun or not any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
+        return
+    folder = run_dir_used(args, config_name, job_name, multirun)
+    if not folder:
+        return
+    try:
+        files = {p.name: p.read_bytes() for p in Path(folder, ".hydra").glob("*.yaml") if p.is_file()}
+    except OSError:
+        return
+    if files:
+        EARLIER_RECORDS.append((Path(folder).resolve(), files, _stamp(folder)))
+
+
+def put_back_earlier_record(output_dir: str) -> None:
+    """A refused command's run folder: its earlier record back, where the run's last.ckpt is as it found it (the
+    report groups the run by its record's overrides; a refused resume's would have taken their place)."""
+    for folder, files, stamp in EARLIER_RECORDS:
+        if folder == Path(output_dir).resolve() and _stamp(folder) == stamp:
+            for name, data in files.items():
+                replace_atomically(folder / ".hydra" / name, lambda tmp, data=data: tmp.write_bytes(data))
+
+
+def _stamp(folder: str | Path) -> tuple | None:
+    """A run's checkpoints/last.ckpt as a stamp that a new write changes; None without one."""
+    try:
+        found = os.stat(Path(folder, "checkpoints", "last.ckpt"))
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size

@@ -28,7 +28,7 @@ from rnnreg.command_line import (
     check_group_options,
 )
 from rnnreg.errors import ConfigError, UserError
-from rnnreg.run_folder_check import check_run_dir_free
+from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put_back_earlier_record
 from rnnreg.schema import missing_message, validate
 from rnnreg.sweep import BASIC_SWEEPER, in_multirun, job_swept_keys, report_failed_job
 
@@ -93,6 +93,8 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
                 raise
             message = err if key is None else missing_message(key, script)
             if not in_multirun():
+                if HydraConfig.initialized():  # a refused resume in its own folder keeps that run's record
+                    put_back_earlier_record(HydraConfig.get().runtime.output_dir)
                 print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
             job = HydraConfig.get()
@@ -146,6 +148,7 @@ def hydra_entry(config_name: str) -> Callable:
                     checked = None
                 else:
                     check_run_dir_free(args, config_name, job_name, checked.multirun, checked.own_run_dir)
+                    keep_earlier_record(args, config_name, job_name, checked.multirun)
             except UserError as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
