@@ -3,6 +3,7 @@ before anything is written, and early stopping goes on with the command line's p
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -45,20 +46,25 @@ def edited(checkpoint: dict, callback: str, field: str, value) -> dict:
 
 
 DELETED = object()
-WHOLE, SCORE, TEXT, PATH = "a whole number", "a 1-number float tensor", "a string", "a local path without '..'"
+WHOLE, SCORE, TEXT, PATH = "a whole number", "a 0-dim float tensor", "a string", "a local path without '..'"
+SCORES = "a mapping of local paths (without '..') to 0-dim float tensors"
+# a 1-number tensor of more dimensions: Lightning formats best_score with :.3f, which only a 0-dim tensor takes
+MATRIX = torch.tensor([[1e9]], dtype=torch.float64)
 # (callback, field, value, what it must be): values Lightning's or rnnreg's load_state_dict reads on a resume
 WRONGLY_TYPED = [
     ("EarlyStopping", "patience", "x", WHOLE),
     ("EarlyStopping", "wait_count", None, WHOLE),
     ("EarlyStopping", "best_score", "abc", SCORE),
     ("EarlyStopping", "best_score", 40.0, SCORE),  # a float: Lightning calls best_score.to(device)
+    ("EarlyStopping", "best_score", MATRIX, SCORE),
     ("EarlyStopping", "stopped_epoch", -1, WHOLE),
     ("EarlyStopping", "stopping_reason", 9, "an EarlyStoppingReason's value"),
     ("EarlyStopping", "wait_count", DELETED, None),
     ("BestCheckpoint", "best_model_score", "x", f"{SCORE} or None"),
     ("BestCheckpoint", "dirpath", 5, f"{PATH} or None"),
     ("BestCheckpoint", "best_model_path", None, PATH),
-    ("BestCheckpoint", "best_k_models", ["a"], "a mapping of local paths (without '..') to 1-number float tensors"),
+    ("BestCheckpoint", "best_k_models", ["a"], SCORES),
+    ("BestCheckpoint", "kth_value", torch.tensor([40.0]), SCORE),
     ("LastCheckpoint", "kth_value", "x", SCORE),
     ("LastCheckpoint", "last_model_path", 3, PATH),
     # a path Lightning deletes once it saves the next checkpoint, where checkpoints/ is among its parents unresolved:
@@ -69,7 +75,7 @@ WRONGLY_TYPED = [
         "BestCheckpoint",
         "best_k_models",
         {"/r/checkpoints/../y": torch.tensor(1.0)},
-        "a mapping of local paths (without '..') to 1-number float tensors",
+        SCORES,
     ),
     ("LastCheckpoint", "last_model_path", "s3://bucket/key", PATH),  # (Lightning deletes a remote previous file)
     ("SpeedMonitor", "train_words", "x", WHOLE),
@@ -111,6 +117,7 @@ def files_of(folder: Path) -> dict[str, bytes]:
         ("EarlyStopping", "patience", "x", WHOLE),
         ("EarlyStopping", "wait_count", None, WHOLE),
         ("EarlyStopping", "best_score", "abc", SCORE),
+        ("EarlyStopping", "best_score", MATRIX, SCORE),
         ("EarlyStopping", "stopping_reason", 9, "an EarlyStoppingReason's value"),
         ("BestCheckpoint", "dirpath", 5, f"{PATH} or None"),
         ("LastCheckpoint", "last_model_path", "checkpoints/../metrics.json", PATH),
@@ -124,28 +131,55 @@ def test_resuming_a_callback_state_of_the_wrong_type_is_one_line_and_loses_nothi
     """rnnreg-train ckpt_path=<its folder's last.ckpt> in the run's own folder, one callback value edited (before: a
     traceback from inside Lightning's restore, and metrics.json rewritten "failed"): exit 2, one line naming the
     value, and every file of the run as it was."""
+    checkpoint = edited(
+        torch.load(stopped_run["run"] / "checkpoints/last.ckpt", weights_only=True), callback, field, value
+    )
+    key = next(k for k in checkpoint["callbacks"] if k.split("{")[0] == callback)
+    refused_in_one_line(
+        stopped_run, tmp_path, checkpoint, f"its callbacks[{key!r}]{problem(callback, field, value, what)}"
+    )
+
+
+def resumed_in_its_folder(stopped_run, tmp_path, checkpoint: dict):
+    """rnnreg-train ckpt_path=<its folder's last.ckpt> in a copy of the run's folder, last.ckpt replaced by
+    `checkpoint`: the process, the folder, last.ckpt's path, and the folder's files before."""
     folder = tmp_path / "run"
     shutil.copytree(stopped_run["run"], folder)
     last = folder / "checkpoints/last.ckpt"
-    checkpoint = edited(torch.load(last, weights_only=True), callback, field, value)
     torch.save(checkpoint, tmp_path / "edited.ckpt")
     os.replace(tmp_path / "edited.ckpt", last)  # (last.ckpt may be a hard link to best.ckpt: that stays as it was)
     before = files_of(folder)
-    proc = run(
-        "rnnreg-train",
-        *stopped_run["args"],
-        "trainer.max_epochs=2",
-        f"ckpt_path={last}",
-        f"hydra.run.dir={folder}",
-        check=False,
-    )
+    args = (*stopped_run["args"], "trainer.max_epochs=2", f"ckpt_path={last}", f"hydra.run.dir={folder}")
+    return run("rnnreg-train", *args, check=False), folder, last, before
+
+
+def refused_in_one_line(stopped_run, tmp_path, checkpoint: dict, why: str) -> None:
+    """Resumed in its folder from `checkpoint`: exit 2, the one line `why`, no traceback, every file as it was."""
+    proc, folder, last, before = resumed_in_its_folder(stopped_run, tmp_path, checkpoint)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert [line for line in lines if line.startswith("error")] == lines[-1:], proc.stderr[-3000:]
-    key = next(k for k in checkpoint["callbacks"] if k.split("{")[0] == callback)
-    why = f"its callbacks[{key!r}]{problem(callback, field, value, what)}"
     assert lines[-1] == f"error: {last} is not a checkpoint rnnreg-train wrote: {why}; give a checkpoint it wrote"
     assert files_of(folder) == before
+
+
+def test_resuming_a_callback_state_under_a_key_not_a_string_is_one_line_and_loses_nothing(stopped_run, tmp_path):
+    """A state under an int key (Lightning names every state with a string; before: a traceback from LastValidation's
+    on_load_checkpoint, key.startswith)."""
+    checkpoint = torch.load(stopped_run["run"] / "checkpoints/last.ckpt", weights_only=True)
+    checkpoint["callbacks"][5] = {"best_model_score": torch.tensor(1.0)}
+    refused_in_one_line(stopped_run, tmp_path, checkpoint, "its callbacks key 5 is not a callback's name (a string)")
+
+
+def test_a_state_of_a_callback_the_run_has_not_is_left_alone(stopped_run, tmp_path):
+    """A state whose key only begins with BestCheckpoint (no callback of the run reads it, as Lightning leaves the
+    states of callbacks a resume has not): the run trains on (before: LastValidation read its score by the key's
+    prefix, float('x'), a traceback)."""
+    checkpoint = torch.load(stopped_run["run"] / "checkpoints/last.ckpt", weights_only=True)
+    checkpoint["callbacks"]["BestCheckpointOfAnother{}"] = {"best_model_score": "x"}
+    proc, folder, _, _ = resumed_in_its_folder(stopped_run, tmp_path, checkpoint)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert json.loads((folder / "metrics.json").read_text())["epochs"] == 2
 
 
 # -- early stopping's patience on a resume: the command line's ---------------------------------------------------

@@ -189,13 +189,11 @@ TEXT = Kind(lambda v: isinstance(v, str), "a string")
 PATH = Kind(
     lambda v: isinstance(v, str) and "://" not in v and ".." not in PurePath(v).parts, "a local path without '..'"
 )
-# a monitored value as Lightning keeps it (compared with tensors, moved with .to, formatted as a number)
-SCORE = Kind(
-    lambda v: isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel() == 1, "a 1-number float tensor"
-)
+# a monitored value as Lightning keeps it (compared with tensors, moved with .to, formatted with :.3f: 0-dim only)
+SCORE = Kind(lambda v: isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() == 0, "a 0-dim float tensor")
 SCORES = Kind(
     lambda v: isinstance(v, dict) and all(PATH.fits(p) and SCORE.fits(s) for p, s in v.items()),
-    "a mapping of local paths (without '..') to 1-number float tensors",
+    "a mapping of local paths (without '..') to 0-dim float tensors",
 )
 REASON = Kind(lambda v: whole(v) and v in {r.value for r in EarlyStoppingReason}, "an EarlyStoppingReason's value")
 MODEL_CHECKPOINT = {  # Lightning's ModelCheckpoint.load_state_dict, and BestCheckpoint's and LastValidation's reads
@@ -232,12 +230,19 @@ CALLBACK_STATES: dict[str, dict[str, tuple[Kind, bool]]] = {
 }
 
 
+def callback_class(key: str) -> str:
+    """The class a callback state's key names: "EarlyStopping{'monitor': ...}" -> "EarlyStopping"."""
+    return key.split("{", 1)[0]
+
+
 def callback_state_problem(callbacks: dict) -> str | None:
     """The first value in a checkpoint's callback states (a mapping of mappings) that a resume reads and that is not
     of the kind rnnreg-train writes (CALLBACK_STATES), said as "its callbacks[key][field] is value, not kind"; None
     where all fit. (Wrongly typed, it stopped the resumed run with a traceback from inside Lightning.)"""
     for key, state in callbacks.items():
-        fields = CALLBACK_STATES.get(str(key).split("{", 1)[0], {})  # "EarlyStopping{'monitor': ...}"
+        if not isinstance(key, str):  # Lightning keys every state by its callback's state_key, a string
+            return f"its callbacks key {repr(key)[:60]} is not a callback's name (a string)"
+        fields = CALLBACK_STATES.get(callback_class(key), {})
         for field, (kind, read_where_absent) in fields.items() if state else ():  # Lightning loads no empty state
             if field not in state:
                 if read_where_absent:
@@ -271,7 +276,7 @@ def check_resume_settings(
             f"left to train: raise trainer.max_epochs to train on, or evaluate it with rnnreg-eval"
         )
     for name, state in (checkpoint.get("callbacks") or {}).items():
-        if str(name).split("{", 1)[0] == "EarlyStopping" and state:  # (check_training_state checked its values)
+        if callback_class(name) == "EarlyStopping" and state:  # (check_training_state checked its values)
             stopped = state.get("stopping_reason") or 0
             if not (stopped if "stopping_reason" in state else state["stopped_epoch"] > 0):
                 continue

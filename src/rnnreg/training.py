@@ -31,7 +31,7 @@ from rnnreg.model import StepLSTM
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.recipes import plain
-from rnnreg.resume import check_resume_settings, check_resume_window
+from rnnreg.resume import callback_class, check_resume_settings, check_resume_window
 from rnnreg.run_lock import (
     RunLock,
     check_no_earlier_results,
@@ -135,7 +135,7 @@ class LastValidation(L.Callback):
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # a checkpoint written before this state was kept (or a stacked member's): its best.ckpt callback's score
         for key, state in checkpoint.get("callbacks", {}).items():
-            if key.startswith("BestCheckpoint") and state.get("best_model_score") is not None:
+            if callback_class(key) == "BestCheckpoint" and state.get("best_model_score") is not None:
                 self.best = float(state["best_model_score"])
 
     def state_dict(self) -> dict:
