@@ -562,6 +562,13 @@ def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
         (lambda s: s | {"members": s["members"][:1]}, "members: not the group's 2"),
         (lambda s: s | {"active": torch.ones(5, dtype=torch.bool)}, "must match the size"),
         (lambda s: s | {"generators": s["generators"][:1]}, "1 generator states for 2 members"),
+        # a member's bookkeeping, read at its epochs' ends (before: taken as it was, a traceback there)
+        (lambda s: s | {"members": [s["members"][0] | {"status": "x"}, s["members"][1]]}, "member 0: not a member's"),
+        (
+            lambda s: s | {"members": [s["members"][0], s["members"][1] | {"early_stopping": {"wait_count": "x"}}]},
+            "member 1: callbacks['EarlyStopping']['wait_count'] is 'x', not a whole number",
+        ),
+        (lambda s: s | {"members": [s["members"][0] | {"epochs": 1.5}, s["members"][1]]}, "epochs=1.5 is not a whole"),
     ],
 )
 def test_a_resume_file_edited_by_hand_is_one_line(tmp_path, tiny_corpus, change, why):

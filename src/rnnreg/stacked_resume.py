@@ -224,6 +224,22 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
         raise ValueError(f"epoch={state['epoch']} is beyond the group's trainer.max_epochs={max_epochs}")
     if not isinstance(state["members"], list) or len(state["members"]) != members:
         raise ValueError(f"members: not the group's {members}")
+    from rnnreg.resume import callback_state_problem  # (torch and Lightning: at a resume only)
+
+    for k, member in enumerate(state["members"]):  # what a member's epochs read: its status, early stopping, counts
+        if not isinstance(member, dict) or member.get("status", "running") not in MEMBER_STATUSES:
+            raise ValueError(
+                f"member {k}: not a member's bookkeeping (its status: one of {', '.join(MEMBER_STATUSES)})"
+            )
+        stopping = member.get("early_stopping")
+        if stopping is not None and (why := callback_state_problem({"EarlyStopping": stopping})):
+            raise ValueError(f"member {k}: {why.removeprefix('its ')}")
+        for name in ("epochs", "words"):
+            if isinstance(member.get(name, 0), bool) or not isinstance(member.get(name, 0), int):
+                raise ValueError(f"member {k}: {name}={member[name]!r} is not a whole number")
+
+
+MEMBER_STATUSES = ("running", "stopped", "failed", "completed")  # (rnnreg.stacked_train.Member.status)
 
 
 def setting_differences(before: str, now: str) -> str:
