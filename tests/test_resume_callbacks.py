@@ -228,6 +228,9 @@ def test_a_run_early_stopping_ended_trains_on_with_a_higher_patience_as_if_it_ha
     ):
         train(tiny_cfg(*WORSE_LATER, "callbacks.early_stopping.patience=1", "trainer.max_epochs=3", ckpt, run="same"))
     assert not (tmp_path / "same" / "checkpoints").exists()
+    without = r", or train on with callbacks=early_stopping and callbacks.early_stopping.patience above 1 \("
+    with pytest.raises(ConfigError, match=without):  # resumed without early stopping: its patience needs it back
+        train(tiny_cfg(*WORSE_LATER, "callbacks=default", "trainer.max_epochs=3", ckpt, run="same"))
     resumed = train(tiny_cfg(*WORSE_LATER, *patience, ckpt))
     assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in whole.items() if k not in TIMING}
     a, b = (early_stopping_state(tmp_path / f"{run}/checkpoints/last.ckpt") for run in ("whole", "run"))

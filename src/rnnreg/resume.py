@@ -285,7 +285,8 @@ def check_resume_settings(
             if by_patience and NUMBER.fits(patience) and patience > state["wait_count"]:
                 continue
             wait = f"above {state['wait_count']} (the epochs it went without improving)"
-            longer = f", or train on with callbacks.early_stopping.patience {wait}" if by_patience else ""
+            given = "" if patience is not None else "callbacks=early_stopping and "  # (no early stopping: no patience)
+            longer = f", or train on with {given}callbacks.early_stopping.patience {wait}" if by_patience else ""
             raise ConfigError(
                 f"{ckpt_path} is from a run that early stopping ended after epoch {state['stopped_epoch'] + 1}: "
                 f"nothing is left to train (a resume would train on): evaluate it with rnnreg-eval, or start a "
