@@ -27,7 +27,7 @@ from rnnreg.command_line import MAX_JOBS_CHECKED, _product, check_job, validate_
 from rnnreg.data import smallest_fraction
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16
-from rnnreg.schema import SCHEMAS, Rule, rules
+from rnnreg.schema import SCHEMAS, Rule, rules, trainer_processes
 from rnnreg.train import train
 
 CUDA = torch.cuda.is_available()
@@ -915,3 +915,47 @@ def test_a_bf16_run_on_this_cpu_trains_or_is_refused_before_it_makes_anything(ti
         (line,) = fused.stderr.strip().splitlines()
         assert line.startswith("error: trainer.precision=bf16-mixed runs the fused LSTM (nn.LSTM) in bf16 on oneDNN")
         assert not (tmp_path / "fused").exists()
+
+
+@pytest.mark.parametrize(
+    "trainer, processes",
+    [
+        ({"devices": 2}, 2),
+        ({"devices": "2"}, 2),
+        ({"devices": 2, "num_nodes": 2}, 4),
+        ({"devices": 1, "num_nodes": 2}, 2),
+        ({"devices": "auto", "accelerator": "cpu"}, 1),
+        ({"devices": "auto"}, max(1, torch.cuda.device_count())),  # (accelerator=auto: every GPU here, or the CPU)
+        ({"accelerator": "cpu"}, 1),  # (devices left out: Lightning's auto)
+    ],
+)
+def test_trainer_processes_are_the_processes_lightnings_trainer_starts(trainer, processes):
+    """The one count of DDP processes the config checks read (joblib's, stacked's, data.batch_size's,
+    speed.fast_step's), against the real Trainer built from the same settings on this machine."""
+    import lightning as L
+
+    assert trainer_processes(OmegaConf.create(trainer)) == processes
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    built = L.Trainer(**trainer, **quiet, enable_model_summary=False, strategy="ddp" if processes > 1 else "auto")
+    assert built.num_devices * built.num_nodes == processes
+
+
+@pytest.mark.parametrize(
+    "devices, accelerator, processes",
+    [
+        ([0, 1], "gpu", 2),
+        ("0,1", "gpu", 2),
+        ("1,", "gpu", 1),  # (Lightning's text of one GPU index)
+        (-1, "gpu", 4),
+        ("-1", "auto", 4),
+        ("auto", "auto", 4),
+        ("auto", "cuda", 4),
+        ("auto", "cpu", 1),
+        (-1, "cpu", 1),  # (Lightning refuses it on a CPU, in its own words)
+    ],
+)
+def test_trainer_processes_on_a_machine_with_four_gpus(devices, accelerator, processes):
+    """GPU indices are one process each; devices=auto or -1 one per GPU where the accelerator may be one."""
+    trainer = OmegaConf.create({"devices": devices, "accelerator": accelerator})
+    assert trainer_processes(trainer, gpus=4) == processes
+    assert trainer_processes(trainer, gpus=0) == (processes if devices not in ("auto", -1, "-1") else 1)

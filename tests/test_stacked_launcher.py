@@ -1050,6 +1050,27 @@ def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key
     assert "\n" not in str(err.value) and "drop hydra/launcher=stacked" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "overrides, refused",
+    [
+        (["trainer.devices=1"], False),
+        (["trainer.devices=auto"], False),  # the group's one device, however many GPUs this machine has
+        (["trainer.devices=2", "trainer.accelerator=cpu"], True),
+        (["+trainer.num_nodes=2"], True),
+        (["trainer=ddp"], True),  # (strategy=ddp, devices=auto)
+        (["trainer=ddp", "trainer.devices=1"], True),
+        (["trainer.devices=-1"], True),  # every GPU: not the one the group picks
+        (["trainer.devices=[1]"], True),  # a GPU of the user's choice: the group does not follow it
+    ],
+)
+def test_a_stacked_group_takes_jobs_of_one_process_on_one_device(tiny_cfg, overrides, refused):
+    if not refused:
+        check_stackable(tiny_cfg(*overrides))
+        return
+    with pytest.raises(ConfigError, match=r"^trainer.devices=\S+ / trainer.strategy=\S+: a stacked group runs on one"):
+        check_stackable(tiny_cfg(*overrides))
+
+
 def test_unstackable_jobs_are_refused_before_hydra_writes(tmp_path, tiny_corpus):
     """The command line's check (rnnreg.command_line.validate_args, before Hydra makes the sweep folder and its
     multirun.yaml) refuses what a stacked member cannot hold, naming the job; the basic launcher runs them."""

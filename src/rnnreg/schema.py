@@ -690,7 +690,7 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
         if node is None or node._value() not in own:  # (as given, or resolved by a caller of train())
             raise ConfigError(run_folder_refusal(f"trainer.default_root_dir={None if node is None else node._value()}"))
     if schema is Train and cfg.get("trainer") is not None and _choice(choices, "hydra/launcher") == "joblib":
-        if _starts_processes(cfg.trainer):
+        if trainer_processes(cfg.trainer) > 1:
             raise ConfigError(
                 f"trainer.devices={cfg.trainer.get('devices')} / trainer.strategy={cfg.trainer.get('strategy')} under "
                 f"hydra/launcher=joblib: Lightning starts DDP's other processes with the command line of the process "
@@ -785,8 +785,8 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.devices={devices} but this machine has {gpus} GPU(s): set trainer.devices to at most {gpus}"
         )
-    if _is_int(devices) and devices >= 1 and "data" in cfg:
-        processes = devices * trainer.get("num_nodes", 1)
+    if "data" in cfg and not counts_gpus(trainer):  # (devices=auto on a GPU's machine: once the Trainer is built)
+        processes = trainer_processes(trainer)
         if cfg.data.batch_size % processes:
             raise ConfigError(
                 f"data.batch_size={cfg.data.batch_size} is not divisible by the {processes} DDP processes "
@@ -811,23 +811,37 @@ def _check_trainer(cfg: DictConfig) -> None:
             "trainer.enable_checkpointing=false: rnnreg's own callbacks write the checkpoints: turn them off with "
             + " ".join(f"callbacks.{k}=null" for k in saving)
         )
-    if (cfg.get("speed") or {}).get("fast_step") is True:  # (devices=auto: found once the Trainer is built)
-        processes = (devices if _is_int(devices) else 1) * trainer.get("num_nodes", 1)
+    if (cfg.get("speed") or {}).get("fast_step") is True:
+        processes = trainer_processes(trainer)
         if why := fast_step_refusal(processes, fp16, trainer.get("accumulate_grad_batches", 1)):
             raise ConfigError(why)
 
 
-def _starts_processes(trainer: DictConfig) -> bool:
-    """Whether Lightning starts more processes for the run (DDP over more than one device or node): as it reads
-    devices, 'auto' is one process per GPU of this machine."""
+ALL_DEVICES = ("auto", -1, "-1")  # trainer.devices that Lightning reads as every GPU of this machine
+
+
+def trainer_processes(trainer: DictConfig, gpus: int | None = None) -> int:
+    """The processes Lightning starts for a trainer config: trainer.devices x trainer.num_nodes. devices=auto or
+    -1 is one process per GPU (`gpus`: how many the run has; None: this machine's, counted here) where the
+    accelerator may be a GPU, else one; a list of GPU indices or text '0,1' one per index; a number (or its text)
+    that many. A value Lightning refuses counts as one: its own error says what is wrong."""
     devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes", 1)
-    if devices in ("auto", "-1", -1):
-        return (_cuda_gpus() if trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") else 1) > 1
-    if isinstance(devices, (list, ListConfig)) or (isinstance(devices, str) and "," in devices):  # GPU indices
+    if devices in ALL_DEVICES:
+        count = ((_cuda_gpus() if gpus is None else gpus) if _may_be_gpu(trainer) else 1) or 1
+    elif isinstance(devices, (list, ListConfig)) or (isinstance(devices, str) and "," in devices):  # GPU indices
         count = len([d for d in (devices.split(",") if isinstance(devices, str) else devices) if str(d).strip()])
     else:
-        count = int(devices) if str(devices).isdigit() else 1  # (Lightning's own error for anything else)
-    return count > 1 or (isinstance(nodes, int) and nodes > 1)
+        count = int(devices) if str(devices).strip().isdigit() else 1
+    return max(1, count) * (int(nodes) if str(nodes).strip().isdigit() and int(nodes) > 0 else 1)
+
+
+def counts_gpus(trainer: DictConfig) -> bool:
+    """Whether trainer_processes(trainer) counts this machine's GPUs (it imports torch to)."""
+    return trainer.get("devices", "auto") in ALL_DEVICES and _may_be_gpu(trainer)
+
+
+def _may_be_gpu(trainer: DictConfig) -> bool:
+    return trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda")
 
 
 def _spawns(strategy: Any) -> bool:

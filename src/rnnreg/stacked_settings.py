@@ -8,7 +8,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from rnnreg.errors import ConfigError
-from rnnreg.schema import trainer_precision
+from rnnreg.schema import trainer_precision, trainer_processes
 
 PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
 # hydra.launcher.pad_hidden_to=auto: the batched program on a GPU holds the hidden units padded to a multiple of
@@ -189,8 +189,11 @@ def check_stackable(cfg: DictConfig) -> None:
             f"trainer.gradient_clip_algorithm={trainer.gradient_clip_algorithm} is not supported by "
             f"hydra/launcher=stacked (it clips the global norm): set trainer.gradient_clip_algorithm=norm"
         )
-    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
-    if "ddp" in str(trainer.get("strategy", "auto")) or nodes != 1 or devices not in (1, "1", "auto"):
+    devices = trainer.get("devices", 1)
+    # one process (devices=auto: the one device the group picks, whatever GPUs this machine has); -1 or GPU indices
+    # choose devices the group would not follow
+    one = trainer_processes(trainer, gpus=1) == 1 and devices in (1, "1", "auto")
+    if "ddp" in str(trainer.get("strategy", "auto")) or not one:
         raise ConfigError(
             f"trainer.devices={devices} / trainer.strategy={trainer.get('strategy', 'auto')}: a stacked group runs "
             f"on one device; use trainer=default (or trainer=gpu)"
