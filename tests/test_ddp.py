@@ -177,6 +177,24 @@ def test_a_ddp_evaluation_logs_and_writes_its_metrics_once(ddp_run, tmp_path):
     assert metrics["test_ppl"] == pytest.approx(trained["test_ppl"], rel=1e-5)  # one stream: any batch size
 
 
+@pytest.mark.slow
+def test_a_ddp_monte_carlo_evaluation_tests_one_stream_as_one_process(tiny_corpus, tmp_path):
+    """rnnreg-eval mc_samples=3 trainer=ddp: every rank is seeded alike and runs the whole one-stream test, so
+    every rank draws one process's masks and the reduced test_ppl is one process's Monte-Carlo estimate (ranks
+    with masks of their own would average the logs of different estimates: another number, for each world size).
+    The batched splits' streams are split across the ranks: their shared masks meet other words."""
+    train_args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "dropout=non_recurrent"]
+    train_args += ["dropout.p=0.5", "trainer.max_epochs=1", "trainer.limit_train_batches=10"]
+    run("rnnreg-train", *train_args, f"hydra.run.dir={tmp_path / 'run'}")
+    args = ["data=text", f"data.data_dir={tiny_corpus}", "data.batch_size=2", "trainer.enable_progress_bar=false"]
+    args += ["trainer.accelerator=cpu", f"ckpt_path={tmp_path / 'run/checkpoints/last.ckpt'}", "mc_samples=3"]
+    run("rnnreg-eval", *args, f"hydra.run.dir={tmp_path / 'one'}")
+    run("rnnreg-eval", *args, "trainer=ddp", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'ddp'}")
+    trained, one, ddp = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("run", "one", "ddp"))
+    assert one["test_ppl"] != pytest.approx(trained["test_ppl"], rel=1e-6)  # the masks are on
+    assert ddp["test_ppl"] == pytest.approx(one["test_ppl"], rel=1e-12)
+
+
 # a hung DDP run fails its test after this long (both processes killed) instead of hanging CI
 HANG_SECONDS = 300
 
