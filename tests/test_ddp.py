@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -393,6 +394,43 @@ def test_a_ddp_multirun_keeps_one_sweep_folder_and_its_own_record(ddp_run, tmp_p
     hydra = yaml.safe_load(multirun.read_text())["hydra"]
     lightnings = ("hydra.job.name=", "hydra.run.dir=", "hydra.output_subdir=")  # (what Lightning adds for rank 1)
     assert hydra["job"]["name"] == "train" and not any(o.startswith(lightnings) for o in hydra["overrides"]["hydra"])
+
+
+# each process (a sitecustomize on its PYTHONPATH) notes its rank at every open of an error.txt to write it
+ERROR_WRITES = """
+import os, sys
+def note(event, args):
+    if event == "open" and str(args[0]).endswith("error.txt") and args[1] and "w" in str(args[1]):
+        with open(os.environ["ERROR_WRITES"], "a") as f:
+            f.write(os.environ.get("LOCAL_RANK", "0") + "\\n")
+sys.addaudithook(note)
+"""
+
+
+@pytest.mark.slow
+def test_only_rank_zero_writes_a_failed_ddp_jobs_error_txt(tmp_path):
+    """Rank 1 runs rank 0's sweep beside it, into rank 0's job folders, and fails its jobs as rank 0 does: the job's
+    error.txt is rank 0's alone (rnnreg.sweep.record_job_error). Job 1's valid split is too short, found inside the
+    job with both ranks running (started by job 0); job 2's collectives wait for rank 1 to be past job 1's end."""
+    good = write_corpus(tmp_path / "good")
+    short = tmp_path / "short"
+    shutil.copytree(good, short)
+    (short / "valid.txt").write_text("w1\n")
+    hook, writes = tmp_path / "hook", tmp_path / "writes.txt"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(ERROR_WRITES)
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    args = [a for a in ddp_args(good) if not a.startswith(("trainer.max_epochs", "data.data_dir"))]
+    args += ["trainer.max_epochs=1", "trainer.limit_train_batches=4", f"data.data_dir={good},{short},{good}"]
+    sweep = tmp_path / "sweep"
+    env = {"PYTHONPATH": path, "ERROR_WRITES": str(writes)}
+    proc = run("rnnreg-train", "-m", *args, f"hydra.sweep.dir={sweep}", check=False, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"error: job 1 (data.data_dir={short}) failed: the valid split" in proc.stderr
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (sweep / "0" / "train_ddp_process_1.log").read_text()  # rank 1 ran
+    assert (sweep / "1" / "error.txt").read_text().startswith("the valid split")
+    assert writes.read_text() == "0\n"  # rank 0's write, and none of rank 1's
+    assert [json.loads((sweep / j / "metrics.json").read_text())["status"] for j in "02"] == ["completed"] * 2
 
 
 def test_ddp_jobs_under_joblib_are_one_line_before_any_runs(tiny_corpus, tmp_path):
