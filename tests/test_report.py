@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,9 +16,11 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.colors import to_hex
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from helpers import TINY, run, strict_json
 from rnnreg import CONF_DIR
@@ -33,7 +36,7 @@ from rnnreg.report_figures import (
     paper_size_of,
 )
 from rnnreg.run_lock import RunLock
-from rnnreg.sweep import JobFailed, SweepCallback, failed_jobs, report_failed_job
+from rnnreg.sweep import JobFailed, SweepCallback, failed_jobs, inside_job, report_failed_job
 
 PAPER = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "report.yaml").paper)
 # The placement ablation as run (README): test perplexity per seed (1234, 1, 2)
@@ -931,6 +934,33 @@ def test_a_failed_job_is_reported_alike_by_every_launcher(tmp_path, capsys):
     failed = report_failed_job(5, overrides, None, "diverged", tmp_path / "error.txt" / "no folder", basic=False)
     assert isinstance(failed, JobFailed) and str(failed) == "diverged"
     assert capsys.readouterr().err == "error: job 5 (seed=3 dropout=none) failed: diverged\n"
+
+
+def test_inside_job_puts_back_hydras_config_and_the_jobs_flag_even_after_an_error():
+    """inside_job sets Hydra's config to a job's for ${hydra:...} (Hydra's set_config makes the job's hydra node
+    read-only); leaving it, by an error too, puts back Hydra's config and the node's flag as they were: the sweep's
+    code goes on writing to a job's config (job_configs' hydra.job.num), a read-only one stays read-only."""
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        sweep, job, frozen = (compose("train", ["experiment=smoke"], return_hydra_config=True) for _ in range(3))
+    for config, num in ((sweep, 0), (job, 3), (frozen, 5)):
+        with open_dict(config):
+            config.hydra.job.num = num
+    OmegaConf.set_readonly(frozen.hydra, True)
+    hydra, before = HydraConfig.instance(), HydraConfig.instance().cfg
+    hydra.set_config(sweep)
+    try:
+        for fails in (False, True):
+            with pytest.raises(KeyError) if fails else contextlib.nullcontext(), inside_job(job):
+                assert OmegaConf.create({"num": "${hydra:job.num}"}).num == 3
+                if fails:
+                    raise KeyError("a job's bad key")
+            assert HydraConfig.get().job.num == 0 and not OmegaConf.is_readonly(job.hydra), fails
+            job.hydra.job.num = 3  # (a read-only node refuses it)
+        with pytest.raises(KeyError), inside_job(frozen):
+            raise KeyError("a job's bad key")
+        assert OmegaConf.is_readonly(frozen.hydra) and HydraConfig.get().job.num == 0
+    finally:
+        hydra.cfg = before
 
 
 def test_a_configuration_far_from_the_rest_puts_the_test_axis_on_a_log_scale(tmp_path):
