@@ -383,6 +383,8 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
             r"^dropout.p=1.0 must be a number in \[0, 1\) .*\(sweep job dropout.p=1.0",
         ),
         (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"], r"^data.batch_size=20 is not divisible"),
+        (["trainer=ddp", "trainer.devices=[0,1,2]"], r"^data.batch_size=20 is not divisible by the 3 DDP processes"),
+        (["speed.fast_step=true", "trainer.devices=[0,1]"], r"^speed.fast_step=true needs one process.* 2 processes"),
         (["trainer.accelerator=cpu", "trainer.precision=16-mixed"], r"^trainer.precision=16-mixed needs a GPU"),
         (["data=text", "data.data_dir=/nonexistent"], r"^data.data_dir=/nonexistent is not a folder"),
         (["data=text"], r"^data.data_dir is required \(\?\?\? in the config\)"),  # not PTB's folder, unnoticed
