@@ -60,7 +60,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def run_evaluation(cfg: DictConfig, preemption) -> dict:
-    import torch
+    import lightning as L
 
     from rnnreg.callbacks import LMProgressBar
     from rnnreg.ensemble import PredictiveAverage
@@ -88,10 +88,12 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     callbacks = [LMProgressBar()] if cfg.trainer.enable_progress_bar else []
     trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks)
     preemption.watch(trainer)
-    torch.manual_seed(seed)  # the Monte-Carlo dropout masks; each split's from the seed, whatever ran before
+    # the Monte-Carlo dropout masks: each split's from the seed, whatever ran before. Lightning's DDP reseeds every
+    # rank from $PL_GLOBAL_SEED as validate and test start: that is the seed too (not a value left in the shell)
+    L.seed_everything(seed, verbose=False)
     val = trainer.validate(task, datamodule=datamodule, verbose=False)
     preemption.check()  # a SIGTERM noted in the last batch, after the ranks last agreed
-    torch.manual_seed(seed)
+    L.seed_everything(seed, verbose=False)
     test = trainer.test(task, datamodule=datamodule)
     preemption.check()
     metrics = {

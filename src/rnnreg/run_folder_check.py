@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 from rnnreg import CONF_DIR
 from rnnreg.config_search import hydra_as_main, read_command_line
 from rnnreg.errors import ConfigError, OutputError
-from rnnreg.io import replace_atomically
 from rnnreg.run_lock import (
     RunLock,
     check_folder_can_be_made,
@@ -169,6 +168,8 @@ def keep_earlier_record(args: list[str], config_name: str, job_name: str, multir
 def put_back_earlier_record(output_dir: str) -> None:
     """A refused command's run folder: its earlier record back, where the run's last.ckpt is as it found it (the
     report groups the run by its record's overrides; a refused resume's would have taken their place)."""
+    from rnnreg.io import replace_atomically  # (torch: not at a command's start, --help and completion)
+
     for folder, files, stamp in EARLIER_RECORDS:
         if folder == Path(output_dir).resolve() and _stamp(folder) == stamp:
             for name, data in files.items():
