@@ -265,8 +265,9 @@ resume_check() {
     local reserve=$1
     shift
     [[ -f $work/resume_check.done ]] && return
+    last_exit=1  # (a stage skipped for time sets none)
     stage resume_check "$reserve" $PY benchmarks/resume_check.py --out "$work" "$@"
-    (( last_exit == 0 )) && touch "$work/resume_check.done"
+    (( last_exit == 0 )) && touch "$work/resume_check.done"  # (resume_check.py exits 1 unless every case compared)
 }
 # the stacked window's GEMMs in other layouts and precisions (~20 s), in whatever time is left
 gemm_layouts() {
@@ -375,8 +376,10 @@ case $what in
             hydra.launcher.pad_hidden_to=8 \
             trainer.max_epochs=2 trainer.limit_train_batches=3 trainer.limit_val_batches=2 trainer.limit_test_batches=2
         device=cpu window_timings --hidden 12 --vocab 50 --members 2 --windows 2 --warmup 1
+        rm -f "$work/resume_check.done"
         resume_check 0 --accelerator cpu --experiment paper_small --windows 4 dropout.p=0.3 model.hidden_size=16 \
             trainer.limit_val_batches=2
+        rm -f "$work/resume_check.done"  # (a GPU's own check still runs in this WORK_DIR after this dry run)
         # table's commands: its graph check and its three groups, tiny
         stage table_graph_check 0 $PY benchmarks/bench_stacked.py --check --members 3 --tf32 --kinds stacked \
             stacked_triton stacked_triton_update --hidden 16 --vocab 50 --windows 2 --warmup 1 \

@@ -1124,3 +1124,13 @@ def test_a_key_a_later_version_added_or_a_speed_setting_makes_no_other_configura
     (tmp_path / "b/0/.hydra/config.yaml").write_text(yaml.safe_dump(config))
     table = report(tmp_path)
     assert "| (same) | 2 | 459.78 ± 7.23 | " in table.split("Over seeds:")[1] and "config.yaml" not in table
+
+
+def test_a_searchpath_given_with_plus_is_a_config_folder_too():
+    """`+hydra.searchpath=` and `++hydra.searchpath=` set it as the plain override does: the report's folder check
+    reads their folders (before: only the plain form's)."""
+    from rnnreg.config_search import command_config_folders
+
+    for form in ("", "+", "++"):
+        assert command_config_folders(["rnnreg-train", f"{form}hydra.searchpath=[file:///tmp/x]"]) == ["/tmp/x"]
+    assert command_config_folders(["rnnreg-train", "--config-dir", "/a", "--config-dir=/b"]) == ["/a", "/b"]

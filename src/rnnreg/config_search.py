@@ -166,7 +166,7 @@ def command_config_folders(words: list[str]) -> list[str]:
             folders.append(words[i + 1])
         elif word.startswith("--config-dir="):
             folders.append(word.removeprefix("--config-dir="))
-        elif word.startswith(f"{SEARCHPATH}="):
+        elif word.lstrip("+").startswith(f"{SEARCHPATH}="):  # (+ and ++ set it too)
             for entry in searchpath_entries(word):
                 scheme, _, where = entry.partition("://") if "://" in entry else ("file", "", entry)
                 folders += [where] if scheme == "file" else []
@@ -266,7 +266,7 @@ def recorded_command(hydra: Any) -> list[str]:
     if config_name is not None and config_name not in SCRIPTS:
         command += ["--config-name", config_name]
     hydra_overrides = _select(hydra, "overrides", "hydra") or []
-    return command + [str(o) for o in hydra_overrides if str(o).startswith(f"{SEARCHPATH}=")][:1]
+    return command + [str(o) for o in hydra_overrides if str(o).lstrip("+").startswith(f"{SEARCHPATH}=")][:1]
 
 
 def recorded_run_command(run: Path) -> list[str]:

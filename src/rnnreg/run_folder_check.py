@@ -152,8 +152,8 @@ EARLIER_RECORDS: list[tuple[Path, dict[str, bytes], tuple | None]] = []
 
 def keep_earlier_record(args: list[str], config_name: str, job_name: str, multirun: bool | None) -> None:
     """The record in the folder a single run's command line names (a plain hydra.run.dir), if it holds one."""
-    if multirun or not any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
-        return
+    if multirun or not launched_as_rank_zero() or not any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
+        return  # (a DDP rank started by rank 0 finds rank 0's new record there)
     folder = run_dir_used(args, config_name, job_name, multirun)
     if not folder:
         return
