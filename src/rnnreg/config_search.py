@@ -157,6 +157,12 @@ def searchpath_entries(line: str) -> list[str]:
     return list(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else []
 
 
+def entry_scheme(entry: str) -> tuple[str, str]:
+    """A hydra.searchpath entry's scheme and place: `pkg://a.b` -> ("pkg", "a.b"); a bare folder is file://."""
+    scheme, _, where = entry.partition("://") if "://" in entry else ("file", "", entry)
+    return scheme, where
+
+
 def command_config_folders(words: list[str]) -> list[str]:
     """The folders a printed command's configs come from beside conf/: its `--config-dir` and hydra.searchpath's
     file:// entries (pkg:// entries are installed packages, whose code runs anyway)."""
@@ -168,7 +174,7 @@ def command_config_folders(words: list[str]) -> list[str]:
             folders.append(word.removeprefix("--config-dir="))
         elif word.lstrip("+").startswith(f"{SEARCHPATH}="):  # (+ and ++ set it too)
             for entry in searchpath_entries(word):
-                scheme, _, where = entry.partition("://") if "://" in entry else ("file", "", entry)
+                scheme, where = entry_scheme(entry)
                 folders += [where] if scheme == "file" else []
     return folders
 
@@ -211,7 +217,7 @@ def config_roots(
     line = next((o.input_line for o in overrides if o.get_key_element() == SEARCHPATH), None)
     entries = searchpath_entries(line) if line else _primary_searchpath(config_name, found)
     for entry in entries:
-        scheme, _, where = entry.partition("://") if "://" in entry else ("file", "", entry)
+        scheme, where = entry_scheme(entry)
         if scheme not in ("file", "pkg"):  # structured:// (Hydra's ConfigStore): no folder to look in
             continue
         root = Path(where) if scheme == "file" else _package_folder(where.replace("/", ".").rstrip("."))
