@@ -661,7 +661,8 @@ def test_gpu_check_sweep_settings(tmp_path):
 
 STAND_IN_PYTHON = """#!/usr/bin/env bash
 # gpu_check.sh's python for a test: the stacked sweep (through how_it_ended.py) exits $SWEEP_EXIT after making its
-# folder; bench_stacked.py, bench_gemm_layouts.py, rnnreg.report and reproduce.py only say they ran, and so does the
+# folder; bench_stacked.py, bench_gemm_layouts.py, resume_check.py, rnnreg.report and reproduce.py only say they ran
+# (resume_check.py exits $RESUME_CHECK_EXIT, 0 unless given), and so does the
 # line of the machine's torch and Lightning versions (gpu.txt: an import of both, seconds, that no assertion reads);
 # anything else is the real python
 case "$1" in
@@ -669,6 +670,7 @@ case "$1" in
         for arg in "$@"; do [[ $arg == hydra.sweep.dir=* ]] && mkdir -p "${arg#hydra.sweep.dir=}"; done
         echo "how_it_ended: exit $SWEEP_EXIT"; exit "$SWEEP_EXIT" ;;
     benchmarks/bench_stacked.py|benchmarks/reproduce.py|benchmarks/bench_gemm_layouts.py) echo "ran $1"; exit 0 ;;
+    benchmarks/resume_check.py) echo "ran $1"; exit "${RESUME_CHECK_EXIT:-0}" ;;
     -m) [[ $2 == rnnreg.report ]] && { echo "ran rnnreg.report"; exit 0; } ;;
     -c) [[ $2 == "import torch, lightning;"* ]] && { echo "torch and lightning: stand-in"; exit 0; } ;;
 esac
@@ -747,6 +749,17 @@ def test_gpu_check_called_again_goes_on_with_its_sweep_or_past_it(tmp_path, firs
     assert ("== ablation_seed_1234_stacked: completed in an earlier call" in again) == (first_exit == 0)
     assert ("hydra.launcher.resume=true" in again) == (first_exit != 0)
     assert all(f"== {stage} (t=" in again for stage in ("bf16_timing", "profile_padded"))
+
+
+@pytest.mark.parametrize("check_exit", [0, 1])
+def test_gpu_check_resume_check_runs_once_a_machine_when_it_compared_every_case(tmp_path, check_exit):
+    """gpu_check.sh ablation_seed ends with resume_check.py; a call again on the same machine runs it again only when
+    it did not compare every case (it exits 1 then): its time goes to nothing a second time otherwise."""
+    first = gpu_check_with_stand_in(tmp_path, "ablation_seed", RESUME_CHECK_EXIT=str(check_exit))
+    assert f"== resume_check: exit {check_exit}" in first and "benchmarks/resume_check.py --out" in first
+    assert (tmp_path / "work" / "resume_check.done").exists() == (check_exit == 0)
+    again = gpu_check_with_stand_in(tmp_path, "ablation_seed")[len(first) :]
+    assert ("== resume_check (t=" in again) == (check_exit != 0)
 
 
 @pytest.fixture(scope="module")
