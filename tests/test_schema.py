@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from helpers import BIN, TINY, run
-from rnnreg import CONF_DIR
+from rnnreg import CONF_DIR, schema
 from rnnreg.command_line import MAX_JOBS_CHECKED, _product, check_job, validate_args
 from rnnreg.data import smallest_fraction
 from rnnreg.errors import CheckpointError, ConfigError, DataError
@@ -383,8 +383,25 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
             r"^dropout.p=1.0 must be a number in \[0, 1\) .*\(sweep job dropout.p=1.0",
         ),
         (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"], r"^data.batch_size=20 is not divisible"),
-        (["trainer=ddp", "trainer.devices=[0,1,2]"], r"^data.batch_size=20 is not divisible by the 3 DDP processes"),
-        (["speed.fast_step=true", "trainer.devices=[0,1]"], r"^speed.fast_step=true needs one process.* 2 processes"),
+        (["trainer=ddp", "trainer.devices=2", "trainer.num_nodes=3"], r"^data.batch_size=20 is not divisible by the 6"),
+        (["speed.fast_step=true", "trainer.devices=2"], r"^speed.fast_step=true needs one process.* 2 processes"),
+        # GPU indices (Lightning's own error: a traceback from Hydra's instantiate)
+        (
+            ["trainer.devices=[0,1]", "trainer.accelerator=cpu"],
+            r"^trainer.devices=\[0, 1\] names GPUs but trainer.accelerator=cpu: give a number of processes "
+            r"\(trainer.devices=2\)$",
+        ),
+        *(
+            [
+                (
+                    ["trainer.devices=[0,1]"],
+                    r"^trainer.devices=\[0, 1\] names GPUs and this machine has none: use trainer.devices=2 with "
+                    r"trainer.accelerator=cpu, or trainer.devices=auto$",
+                )
+            ]
+            if not torch.cuda.is_available()
+            else []
+        ),
         (["trainer.accelerator=cpu", "trainer.precision=16-mixed"], r"^trainer.precision=16-mixed needs a GPU"),
         (["data=text", "data.data_dir=/nonexistent"], r"^data.data_dir=/nonexistent is not a folder"),
         (["data=text"], r"^data.data_dir is required \(\?\?\? in the config\)"),  # not PTB's folder, unnoticed
@@ -940,6 +957,39 @@ def test_trainer_processes_are_the_processes_lightnings_trainer_starts(trainer, 
     quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
     built = L.Trainer(**trainer, **quiet, enable_model_summary=False, strategy="ddp" if processes > 1 else "auto")
     assert built.num_devices * built.num_nodes == processes
+
+
+@pytest.mark.parametrize(
+    "devices, refusal",
+    [
+        ([0, 1], None),
+        (
+            [1, 3],
+            "trainer.devices=[1, 3] names GPU 3 but this machine has 2 GPU(s), 0 to 1: name GPUs among them, or "
+            "set trainer.devices=auto",
+        ),
+        (
+            [2],
+            "trainer.devices=[2] names GPU 2 but this machine has 2 GPU(s), 0 to 1: name GPUs among them, or set "
+            "trainer.devices=auto",
+        ),
+    ],
+)
+def test_gpu_indices_this_machine_lacks_are_one_line(tmp_path, monkeypatch, devices, refusal):
+    """On a machine with 2 GPUs (their count stood in for): an index past them is refused naming it, not by
+    Lightning's traceback from inside Hydra's instantiate."""
+    from helpers import compose_config
+    from rnnreg.schema import validate
+
+    monkeypatch.setattr(schema, "_cuda_gpus", lambda: 2)
+    given = "[" + ",".join(str(d) for d in devices) + "]"
+    cfg = compose_config(["trainer=ddp", "trainer.accelerator=gpu", f"trainer.devices={given}"], tmp_path)
+    if refusal is None:
+        validate(cfg, "train")
+        return
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, "train")
+    assert str(err.value) == refusal
 
 
 @pytest.mark.parametrize(

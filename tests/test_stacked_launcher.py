@@ -1055,8 +1055,9 @@ def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key
     [
         (["trainer.devices=1"], False),
         (["trainer.devices=auto"], False),  # the group's one device, however many GPUs this machine has
+        (["+trainer.num_nodes=1"], False),
+        (["+trainer.num_nodes='1'"], False),
         (["trainer.devices=2", "trainer.accelerator=cpu"], True),
-        (["+trainer.num_nodes=2"], True),
         (["trainer=ddp"], True),  # (strategy=ddp, devices=auto)
         (["trainer=ddp", "trainer.devices=1"], True),
         (["trainer.devices=-1"], True),  # every GPU: not the one the group picks
@@ -1069,6 +1070,16 @@ def test_a_stacked_group_takes_jobs_of_one_process_on_one_device(tiny_cfg, overr
         return
     with pytest.raises(ConfigError, match=r"^trainer.devices=\S+ / trainer.strategy=\S+: a stacked group runs on one"):
         check_stackable(tiny_cfg(*overrides))
+
+
+@pytest.mark.parametrize("nodes", ["2", "'2'"])
+def test_a_stacked_group_on_several_machines_is_refused_naming_num_nodes(tiny_cfg, nodes):
+    """trainer.num_nodes > 1 (one device each): the line names num_nodes, the setting to change, not devices=1."""
+    with pytest.raises(ConfigError) as err:
+        check_stackable(tiny_cfg("+trainer.num_nodes=" + nodes))
+    assert str(err.value) == (
+        "trainer.num_nodes=2: a stacked group runs on one device of one machine; set trainer.num_nodes=1"
+    )
 
 
 def test_unstackable_jobs_are_refused_before_hydra_writes(tmp_path, tiny_corpus):

@@ -785,6 +785,8 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.devices={devices} but this machine has {gpus} GPU(s): set trainer.devices to at most {gpus}"
         )
+    if (indices := gpu_indices(devices)) and (why := _gpu_indices_refusal(devices, indices, accelerator)):
+        raise ConfigError(why)
     if "data" in cfg and not counts_gpus(trainer):  # (devices=auto on a GPU's machine: once the Trainer is built)
         processes = trainer_processes(trainer)
         if cfg.data.batch_size % processes:
@@ -828,11 +830,43 @@ def trainer_processes(trainer: DictConfig, gpus: int | None = None) -> int:
     devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes", 1)
     if devices in ALL_DEVICES:
         count = ((_cuda_gpus() if gpus is None else gpus) if _may_be_gpu(trainer) else 1) or 1
-    elif isinstance(devices, (list, ListConfig)) or (isinstance(devices, str) and "," in devices):  # GPU indices
-        count = len([d for d in (devices.split(",") if isinstance(devices, str) else devices) if str(d).strip()])
+    elif indices := gpu_indices(devices):
+        count = len(indices)
     else:
         count = int(devices) if str(devices).strip().isdigit() else 1
     return max(1, count) * (int(nodes) if str(nodes).strip().isdigit() and int(nodes) > 0 else 1)
+
+
+def gpu_indices(devices: Any) -> list[str]:
+    """trainer.devices given as GPU indices (a list, or text '0,1'): those indices; else []."""
+    if isinstance(devices, (list, ListConfig)) or (isinstance(devices, str) and "," in devices):
+        return [str(d).strip() for d in (devices.split(",") if isinstance(devices, str) else devices) if str(d).strip()]
+    return []
+
+
+def _gpu_indices_refusal(devices: Any, indices: list[str], accelerator: str) -> str | None:
+    """GPU indices on a CPU, or naming a GPU this machine lacks (Lightning's own error is a traceback)."""
+    shown = _show(devices)
+    if accelerator == "cpu":
+        return (
+            f"trainer.devices={shown} names GPUs but trainer.accelerator=cpu: give a number of processes "
+            f"(trainer.devices={len(indices)})"
+        )
+    if accelerator not in ("auto", "gpu", "cuda"):
+        return None  # (mps, tpu, ...: Lightning's own check)
+    gpus = _cuda_gpus()
+    if not gpus:
+        return (
+            f"trainer.devices={shown} names GPUs and this machine has none: use trainer.devices={len(indices)} "
+            f"with trainer.accelerator=cpu, or trainer.devices=auto"
+        )
+    missing = [i for i in indices if int(i) >= gpus]  # (the schema has refused what is not an index)
+    if missing:
+        return (
+            f"trainer.devices={shown} names GPU {missing[0]} but this machine has {gpus} GPU(s), "
+            f"0 to {gpus - 1}: name GPUs among them, or set trainer.devices=auto"
+        )
+    return None
 
 
 def counts_gpus(trainer: DictConfig) -> bool:

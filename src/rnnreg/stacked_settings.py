@@ -189,7 +189,11 @@ def check_stackable(cfg: DictConfig) -> None:
             f"trainer.gradient_clip_algorithm={trainer.gradient_clip_algorithm} is not supported by "
             f"hydra/launcher=stacked (it clips the global norm): set trainer.gradient_clip_algorithm=norm"
         )
-    devices = trainer.get("devices", 1)
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    if str(nodes).strip() != "1":  # (the schema has refused what is not a whole number of machines)
+        raise ConfigError(
+            f"trainer.num_nodes={nodes}: a stacked group runs on one device of one machine; set trainer.num_nodes=1"
+        )
     # one process (devices=auto: the one device the group picks, whatever GPUs this machine has); -1 or GPU indices
     # choose devices the group would not follow
     one = trainer_processes(trainer, gpus=1) == 1 and devices in (1, "1", "auto")
