@@ -564,6 +564,22 @@ def test_an_earlier_runs_results_are_its_outcome_and_its_weights(tmp_path):
     assert earlier_results(sweep, below=True) == [".stacked/group_0.pt", "0/metrics.json", "1/checkpoints/last.ckpt"]
 
 
+def test_a_run_that_failed_in_a_folder_of_a_refused_command_keeps_its_own_record(tmp_path):
+    """A folder that holds only a refused command's record (.hydra/, which takes a new run): a run there that trained
+    and then stopped with one of rnnreg's errors (here a divergence, before any last.ckpt) keeps its own record,
+    which its metrics.json's "failed" belongs to; the earlier command's record is put back only over a command that
+    wrote nothing (before: both stamps were "no last.ckpt", and the refused command's overrides came back)."""
+    corpus, folder = write_corpus(tmp_path / "corpus"), tmp_path / "run"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("- seed=99\n")  # a refused command's
+    diverging = ("trainer.max_epochs=3", "optim.decay=1e-20", "optim.decay_start=1", "callbacks.last_checkpoint=null")
+    status, errors = finish(popen("rnnreg-train", *train_args(corpus, folder, *diverging)))
+    assert status == 2 and errors[0].startswith("error: training loss became"), errors
+    assert json.loads((folder / "metrics.json").read_text())["status"] == "failed"
+    assert not (folder / "checkpoints" / "last.ckpt").exists()
+    assert "optim.decay=1e-20" in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+
+
 def test_a_refusal_names_the_first_four_results_and_counts_the_others(tmp_path):
     """A folder with many results (a checkpoint per epoch): the refusal names the first four and says how many
     more there are."""

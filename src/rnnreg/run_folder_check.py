@@ -166,8 +166,9 @@ def keep_earlier_record(args: list[str], config_name: str, job_name: str, multir
 
 
 def put_back_earlier_record(output_dir: str) -> None:
-    """A refused command's run folder: its earlier record back, where the run's last.ckpt is as it found it (the
-    report groups the run by its record's overrides; a refused resume's would have taken their place)."""
+    """A refused command's run folder: its earlier record back, where the run's last.ckpt and metrics.json are as it
+    found them (the report groups the run by its record's overrides; a refused resume's would have taken their
+    place)."""
     from rnnreg.io import replace_atomically  # (torch: not at a command's start, --help and completion)
 
     for folder, files, stamp in EARLIER_RECORDS:
@@ -176,10 +177,15 @@ def put_back_earlier_record(output_dir: str) -> None:
                 replace_atomically(folder / ".hydra" / name, lambda tmp, data=data: tmp.write_bytes(data))
 
 
-def _stamp(folder: str | Path) -> tuple | None:
-    """A run's checkpoints/last.ckpt as a stamp that a new write changes; None without one."""
+def _stamp(folder: str | Path) -> tuple:
+    """A run's checkpoints/last.ckpt and metrics.json as a stamp that a new write of either changes (a run that
+    trained and then failed has written its metrics.json, if no last.ckpt yet); None for a file not there."""
+    return tuple(_file_stamp(Path(folder, name)) for name in ("checkpoints/last.ckpt", "metrics.json"))
+
+
+def _file_stamp(path: Path) -> tuple | None:
     try:
-        found = os.stat(Path(folder, "checkpoints", "last.ckpt"))
+        found = os.stat(path)
     except OSError:
         return None
     return found.st_ino, found.st_mtime_ns, found.st_size
