@@ -425,6 +425,56 @@ def test_a_recorded_config_folder_someone_else_can_write_is_never_a_command_to_p
             )
 
 
+def test_a_config_folder_is_someone_elses_where_anything_in_or_above_it_is(tmp_path):
+    """others_can_write: a folder of one's own whose files, a link to it, or a folder above it (which could put another
+    folder in its place) another user owns or can write, is not one's own; a group of one's own (a user's private
+    group) and a folder above with the sticky bit (/tmp) leave it so."""
+    from rnnreg.report import others_can_write
+
+    def made(*parts: str, mode: int = 0o755) -> Path:
+        folder = tmp_path.joinpath(*parts)
+        folder.mkdir(parents=True)
+        folder.chmod(mode)
+        (folder / "mine.yaml").write_text("model: {hidden_size: 8}\n")
+        return folder
+
+    assert not others_can_write(str(made("own")))
+    assert not others_can_write(str(tmp_path / "missing"))
+    opened = made("open", "conf")
+    (tmp_path / "open").chmod(0o777)  # the folder above: anyone may move conf/ away and put another there
+    assert others_can_write(str(opened))
+    sticky = made("sticky", mode=0o1777)
+    assert not others_can_write(str(made("sticky", "conf")))
+    sticky.chmod(0o777)
+    assert others_can_write(str(tmp_path / "sticky" / "conf"))
+    inside = made("inside")
+    (inside / "experiment").mkdir()
+    (inside / "experiment" / "x.yaml").write_text("x: 1\n")
+    (inside / "experiment" / "x.yaml").chmod(0o666)  # a config anyone can rewrite
+    assert others_can_write(str(inside))
+    broken = made("broken")
+    (broken / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    assert others_can_write(str(broken))
+    if os.getuid() != 0:  # (only root can give a file to another user or group)
+        return
+    own_group = made("own_group", mode=0o775)  # root's group: root alone in it
+    os.chown(own_group, 0, 0)
+    assert not others_can_write(str(own_group))
+    shared_group = made("shared_group", mode=0o775)
+    os.chown(shared_group, 0, 65534)  # nogroup: nobody's own group
+    assert others_can_write(str(shared_group))
+    theirs = made("theirs")
+    os.chown(theirs, 65534, 65534)
+    (tmp_path / "link").symlink_to(theirs)  # a link of one's own to another user's folder
+    assert others_can_write(str(tmp_path / "link"))
+    their_file = made("their_file")
+    os.chown(their_file / "mine.yaml", 65534, 65534)
+    assert others_can_write(str(their_file))
+    above = made("above", "conf")
+    os.chown(tmp_path / "above", 65534, 65534)
+    assert others_can_write(str(above))
+
+
 def test_a_printed_path_hydra_would_read_as_another_type_is_quoted():
     """A relative folder named `null`, `true`, `1e3` or `12` in a printed command: Hydra reads it back as the
     string, not as None, a bool or a number."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import json
 import math
 import os
@@ -152,13 +153,45 @@ def pasteable(command: str, record: Path) -> str:
 
 
 def others_can_write(folder: str) -> bool:
-    """Whether a folder's files may be someone else's: owned by neither this user nor root, or writable by anyone
-    (/tmp). A folder that is not there: no (the pasted command stops at it in one line)."""
-    try:
-        found = os.stat(folder)
-    except OSError:
+    """Whether a config folder's files may be someone else's: the folder (a link to it followed), anything in it, or a
+    folder above it (which could put another in its place) owned by neither this user nor root, or writable by
+    anyone or by a group with another user in it; a folder above with the sticky bit (/tmp) lets no one move what is
+    not theirs. A folder that is not there: no (the pasted command stops at it in one line)."""
+    real = Path(os.path.realpath(folder))
+    if not real.is_dir():
         return False
-    return found.st_uid not in (os.getuid(), 0) or bool(found.st_mode & stat.S_IWOTH)
+    try:
+        inside = [real, *itertools.islice(real.rglob("*"), CONFIG_FOLDER_ENTRIES)]
+        if len(inside) > CONFIG_FOLDER_ENTRIES or any(_foreign(os.stat(p)) for p in inside):
+            return True  # (too many to read: not a folder of configs to trust unread)
+        return any(_foreign(found) and not found.st_mode & stat.S_ISVTX for found in map(os.stat, real.parents))
+    except OSError:  # a link to nowhere inside, a folder it may not read: not known to be this user's alone
+        return True
+
+
+CONFIG_FOLDER_ENTRIES = 2000  # the most files and folders others_can_write reads in a config folder
+
+
+def _foreign(found: os.stat_result) -> bool:
+    """Whether a file or folder is owned by another user than this one and root, or writable by anyone or by a group
+    with another user in it."""
+    others_write = found.st_mode & stat.S_IWOTH or (found.st_mode & stat.S_IWGRP and _shared_group(found.st_gid))
+    return found.st_uid not in (os.getuid(), 0) or bool(others_write)
+
+
+@functools.cache
+def _shared_group(gid: int) -> bool:
+    """Whether a group has a user in it other than this one and root (as a member, or as their own group)."""
+    import grp
+    import pwd
+
+    me = {os.getuid(), 0}
+    try:
+        members = {pwd.getpwnam(name).pw_uid for name in grp.getgrgid(gid).gr_mem}
+    except KeyError:  # a group or member this machine does not name: not known to be this user's
+        return True
+    members |= {user.pw_uid for user in pwd.getpwall() if user.pw_gid == gid}
+    return bool(members - me)
 
 
 # a key Hydra's instantiate reads (_target_, _args_, _partial_, ...), in an override's key or in a mapping it gives
