@@ -580,6 +580,38 @@ def test_a_run_that_failed_in_a_folder_of_a_refused_command_keeps_its_own_record
     assert "optim.decay=1e-20" in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
 
 
+@pytest.mark.parametrize("linked", ["checkpoints/last.ckpt", "checkpoints"])
+def test_a_run_folder_whose_checkpoint_is_a_link_elsewhere_is_not_gone_on_in(tmp_path, linked):
+    """A run folder (someone else's, shared) whose last.ckpt, or whose checkpoints/ folder, is a link to files
+    elsewhere: going on in that folder (ckpt_path=last hydra.run.dir=<it>) would write through the link. Refused in
+    one line naming the link's target, exit 2; neither the folder nor the files the link points at change."""
+    corpus, run_dir, elsewhere = write_corpus(tmp_path / "corpus"), tmp_path / "run", tmp_path / "elsewhere"
+    finish(popen("rnnreg-train", *train_args(corpus, run_dir, "trainer.max_epochs=1")), error=False)
+    elsewhere.mkdir()
+    shutil.move(run_dir / linked, elsewhere / "moved")
+    (run_dir / linked).symlink_to(elsewhere / "moved")
+    before = (contents(run_dir), contents(elsewhere))
+    status, errors = finish(
+        popen("rnnreg-train", *train_args(corpus, run_dir, "trainer.max_epochs=2", "ckpt_path=last"))
+    )
+    target = elsewhere / "moved" / ("last.ckpt" if linked == "checkpoints" else "")
+    assert status == 2 and errors == [
+        f"error: ckpt_path={run_dir}/checkpoints/last.ckpt is, through a link, {str(target).rstrip('/')}, outside its "
+        f"run's folder {run_dir}: a run goes on in its own folder from its own files only (a link there could have it "
+        f"write elsewhere): give the run another folder (hydra.run.dir=...), which goes on from that checkpoint"
+    ]
+    assert (contents(run_dir), contents(elsewhere)) == before  # (the run's .hydra/ record put back)
+
+
+def contents(folder: Path) -> dict[str, bytes | str]:
+    """Every file's bytes under `folder` (a link: where it points)."""
+    return {
+        str(p.relative_to(folder)): str(p.readlink()) if p.is_symlink() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_symlink() or p.is_file()
+    }
+
+
 def test_a_refusal_names_the_first_four_results_and_counts_the_others(tmp_path):
     """A folder with many results (a checkpoint per epoch): the refusal names the first four and says how many
     more there are."""

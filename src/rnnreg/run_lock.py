@@ -59,6 +59,12 @@ def check_no_earlier_results(folder: str | Path, key: str, ckpt_path: str | None
     folder = Path(os.path.abspath(folder))
     if ckpt_path and folder.resolve() in Path(ckpt_path).resolve().parents:
         return
+    if ckpt_path and folder in Path(os.path.abspath(ckpt_path)).parents:  # in the folder by name, elsewhere by a link
+        raise OutputError(
+            f"ckpt_path={ckpt_path} is, through a link, {Path(ckpt_path).resolve()}, outside its run's folder "
+            f"{folder}: a run goes on in its own folder from its own files only (a link there could have it write "
+            f"elsewhere): give the run another folder (hydra.run.dir=...), which goes on from that checkpoint"
+        )
     last = folder / "checkpoints" / "last.ckpt"
     unfinished = trains and last.is_file() and not completed(folder)
     go_on = f", go on from that run with {pasted_override('ckpt_path', last)}" if unfinished else ""
