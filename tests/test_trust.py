@@ -594,13 +594,58 @@ def test_a_run_folder_whose_checkpoint_is_a_link_elsewhere_is_not_gone_on_in(tmp
     status, errors = finish(
         popen("rnnreg-train", *train_args(corpus, run_dir, "trainer.max_epochs=2", "ckpt_path=last"))
     )
-    target = elsewhere / "moved" / ("last.ckpt" if linked == "checkpoints" else "")
-    assert status == 2 and errors == [
-        f"error: ckpt_path={run_dir}/checkpoints/last.ckpt is, through a link, {str(target).rstrip('/')}, outside its "
-        f"run's folder {run_dir}: a run goes on in its own folder from its own files only (a link there could have it "
-        f"write elsewhere): give the run another folder (hydra.run.dir=...), which goes on from that checkpoint"
+    assert status == 2 and errors == [  # (found before Hydra writes its record: none to put back)
+        f"error: hydra.run.dir={run_dir} holds {linked}, a link to {elsewhere / 'moved'}: a run in that folder would "
+        f"write through it, elsewhere: give the run another folder (hydra.run.dir=...), or put what it points at in "
+        f"the link's place"
     ]
-    assert (contents(run_dir), contents(elsewhere)) == before  # (the run's .hydra/ record put back)
+    assert (contents(run_dir), contents(elsewhere)) == before
+
+
+def test_a_run_folder_with_a_link_where_a_run_writes_is_not_run_in(tmp_path):
+    """A run folder (someone else's, shared) whose lock file, Hydra record or log is a link to a file elsewhere:
+    going on there (ckpt_path=last hydra.run.dir=<it>) opened them through the link, and wrote over the file it
+    points at (the lock truncated it, Hydra rewrote it, the log appended to it). Refused in one line before Hydra
+    writes, exit 2; neither the folder nor the linked files change."""
+    corpus, run_dir, elsewhere = write_corpus(tmp_path / "corpus"), tmp_path / "run", tmp_path / "elsewhere"
+    finish(popen("rnnreg-train", *train_args(corpus, run_dir, "trainer.max_epochs=1")), error=False)
+    elsewhere.mkdir()
+    linked = [RunLock.NAME, ".hydra/config.yaml", "train.log", "config_tree.log", ".hydra"]
+    folders = {name: tmp_path / f"run{i}" for i, name in enumerate(linked)}
+    for name, folder in folders.items():
+        shutil.copytree(run_dir, folder)
+        target = elsewhere / f"{name.replace('/', '_')}"
+        if (folder / name).is_dir():
+            shutil.move(folder / name, target)
+        else:
+            (folder / name).unlink(missing_ok=True)
+            target.write_text("someone's file\n")
+        (folder / name).symlink_to(target)
+    before = {name: contents(folder) for name, folder in folders.items()}, contents(elsewhere)
+    procs = {
+        name: popen("rnnreg-train", *train_args(corpus, folder, "trainer.max_epochs=2", "ckpt_path=last"))
+        for name, folder in folders.items()
+    }
+    for name, proc in procs.items():
+        status, errors = finish(proc)
+        assert status == 2 and errors == [
+            f"error: hydra.run.dir={folders[name]} holds {name}, a link to {elsewhere / name.replace('/', '_')}: a "
+            f"run in that folder would write through it, elsewhere: give the run another folder (hydra.run.dir=...), "
+            f"or put what it points at in the link's place"
+        ]
+    assert ({name: contents(folder) for name, folder in folders.items()}, contents(elsewhere)) == before
+
+
+def test_a_lock_file_that_is_a_link_is_not_written_through(tmp_path):
+    """RunLock never opens its file through a link (a run whose folder was not checked before it, a link made
+    after the check): the file the link points at was truncated and given the owner's pid."""
+    folder, target = tmp_path / "run", tmp_path / "someones.txt"
+    folder.mkdir()
+    target.write_text("someone's file\n")
+    (folder / RunLock.NAME).symlink_to(target)
+    with pytest.raises(OutputError, match=f"^could not lock {folder}: "):
+        RunLock(folder).acquire()
+    assert target.read_text() == "someone's file\n" and (folder / RunLock.NAME).is_symlink()
 
 
 def contents(folder: Path) -> dict[str, bytes | str]:

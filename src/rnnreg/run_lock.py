@@ -71,6 +71,36 @@ def check_no_earlier_results(folder: str | Path, key: str, ckpt_path: str | None
     raise OutputError(results_message(folder, found, key, go_on))
 
 
+def check_no_links(folder: str | Path, key: str, below: bool = False) -> None:
+    """An OutputError when `folder` (`key`) holds a link where a run writes by name: among its own entries, or in its
+    .hydra/ or checkpoints/ (`below`: a sweep folder's job folders too). Hydra's record and log, the lock and the
+    config tree are opened through a link, so a run there would write over the file it points at, elsewhere."""
+    found = links_written_through(Path(os.path.abspath(folder)), below)
+    if found:
+        link = found[0]
+        raise OutputError(
+            f"{key}={folder} holds {link.relative_to(os.path.abspath(folder))}, a link to {os.readlink(link)}: a run "
+            f"in that folder would write through it, elsewhere: give the run another folder ({key}=...), or put what "
+            f"it points at in the link's place"
+        )
+
+
+def links_written_through(folder: Path, below: bool = False) -> list[Path]:
+    """The links in `folder` (not followed) and in its .hydra/ and checkpoints/, and with `below` in its subfolders'."""
+    found = []
+    try:
+        for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if entry.is_symlink():
+                found.append(entry)
+            elif entry.name in (".hydra", "checkpoints") and entry.is_dir():
+                found += sorted(p for p in entry.iterdir() if p.is_symlink())
+            elif below and entry.is_dir():
+                found += links_written_through(entry)
+    except OSError:  # a folder this user cannot read: Hydra's own error says so
+        pass
+    return found
+
+
 def checkpoints_folder(folder: str | Path) -> Path | None:
     """The folder of checkpoints that `folder` is or lies in, else None: `folder` itself when it holds checkpoints
     (*.ckpt), or a run's checkpoints/ at or above it (one that holds checkpoints, or beside a run's .hydra/ or
@@ -191,7 +221,7 @@ class RunLock:
             self.made_folder = not self.path.parent.exists()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             while True:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never a link's file
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
