@@ -605,18 +605,30 @@ def test_a_run_folder_whose_checkpoint_is_a_link_elsewhere_is_not_gone_on_in(tmp
 def test_a_run_folder_with_a_link_where_a_run_writes_is_not_run_in(tmp_path):
     """A run folder (someone else's, shared) whose lock file, Hydra record or log is a link to a file elsewhere:
     going on there (ckpt_path=last hydra.run.dir=<it>) opened them through the link, and wrote over the file it
-    points at (the lock truncated it, Hydra rewrote it, the log appended to it). Refused in one line before Hydra
-    writes, exit 2; neither the folder nor the linked files change."""
+    points at (the lock truncated it, Hydra rewrote it, the log appended to it); or whose checkpoints/ holds a link
+    deeper down, through which the resume deleted the earlier best checkpoint its state names. Refused in one line
+    before Hydra writes, exit 2; neither the folder nor the linked files change."""
     corpus, run_dir, elsewhere = write_corpus(tmp_path / "corpus"), tmp_path / "run", tmp_path / "elsewhere"
     finish(popen("rnnreg-train", *train_args(corpus, run_dir, "trainer.max_epochs=1")), error=False)
     elsewhere.mkdir()
-    linked = [RunLock.NAME, ".hydra/config.yaml", "train.log", "config_tree.log", ".hydra"]
+    linked = [RunLock.NAME, ".hydra/config.yaml", "train.log", "config_tree.log", ".hydra", "checkpoints/sub/deep"]
     folders = {name: tmp_path / f"run{i}" for i, name in enumerate(linked)}
     for name, folder in folders.items():
         shutil.copytree(run_dir, folder)
         target = elsewhere / f"{name.replace('/', '_')}"
         if (folder / name).is_dir():
             shutil.move(folder / name, target)
+        elif name == "checkpoints/sub/deep":  # a best checkpoint, worse than any, that a better one replaces
+            (folder / "checkpoints" / "sub").mkdir()
+            target.mkdir()
+            (target / "victim.ckpt").write_text("someone's file\n")
+            last = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+            best = next(state for key, state in last["callbacks"].items() if key.startswith("BestCheckpoint"))
+            victim, worst = str(folder / name / "victim.ckpt"), torch.tensor(1e9)
+            best.update(dirpath=str(folder / "checkpoints"), best_model_path=victim, best_model_score=worst)
+            best.update(best_k_models={victim: worst}, kth_best_model_path=victim, kth_value=worst)
+            (folder / "checkpoints" / "last.ckpt").unlink()
+            torch.save(last, folder / "checkpoints" / "last.ckpt")
         else:
             (folder / name).unlink(missing_ok=True)
             target.write_text("someone's file\n")

@@ -72,9 +72,10 @@ def check_no_earlier_results(folder: str | Path, key: str, ckpt_path: str | None
 
 
 def check_no_links(folder: str | Path, key: str, below: bool = False) -> None:
-    """An OutputError when `folder` (`key`) holds a link where a run writes by name: among its own entries, or in its
-    .hydra/ or checkpoints/ (`below`: a sweep folder's job folders too). Hydra's record and log, the lock and the
-    config tree are opened through a link, so a run there would write over the file it points at, elsewhere."""
+    """An OutputError when `folder` (`key`) holds a link where a run writes by name: among its own entries, or below
+    its .hydra/ or checkpoints/ (`below`: a sweep folder's job folders too). Hydra's record and log, the lock and the
+    config tree are opened through a link, so a run there would write over the file it points at, elsewhere; a
+    resume deletes the earlier best checkpoint its state names below checkpoints/, through any link on the way."""
     found = links_written_through(Path(os.path.abspath(folder)), below)
     if found:
         link = found[0]
@@ -86,14 +87,16 @@ def check_no_links(folder: str | Path, key: str, below: bool = False) -> None:
 
 
 def links_written_through(folder: Path, below: bool = False) -> list[Path]:
-    """The links in `folder` (not followed) and in its .hydra/ and checkpoints/, and with `below` in its subfolders'."""
+    """The links in `folder` (not followed) and anywhere below its .hydra/ and checkpoints/, and with `below` in its
+    subfolders'."""
     found = []
     try:
         for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
             if entry.is_symlink():
                 found.append(entry)
-            elif entry.name in (".hydra", "checkpoints") and entry.is_dir():
-                found += sorted(p for p in entry.iterdir() if p.is_symlink())
+            elif entry.name in (".hydra", "checkpoints") and entry.is_dir():  # (a resume deletes a path below)
+                inside = (Path(top, name) for top, dirs, files in os.walk(entry) for name in sorted(dirs + files))
+                found += [p for p in inside if p.is_symlink()]
             elif below and entry.is_dir():
                 found += links_written_through(entry)
     except OSError:  # a folder this user cannot read: Hydra's own error says so
