@@ -648,6 +648,23 @@ def test_a_run_folder_with_a_link_where_a_run_writes_is_not_run_in(tmp_path):
     assert ({name: contents(folder) for name, folder in folders.items()}, contents(elsewhere)) == before
 
 
+def test_a_sweep_folder_with_a_link_in_a_jobs_folder_is_not_run_in(tmp_path, tiny_corpus):
+    """A sweep folder given again (hydra.sweep.dir=<it>) whose job folder holds a link where its job writes (here
+    Hydra's record): refused in one line before Hydra writes, exit 2; the linked file is as it was."""
+    sweep, target = tmp_path / "sweep", tmp_path / "someones.yaml"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    target.write_text("someone's file\n")
+    (sweep / "0" / ".hydra" / "config.yaml").symlink_to(target)
+    args = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false", "seed=1,2"]
+    status, errors = finish(popen("rnnreg-train", *args, f"hydra.sweep.dir={sweep}"))
+    assert status == 2 and errors == [
+        f"error: hydra.sweep.dir={sweep} holds 0/.hydra/config.yaml, a link to {target}: a run in that folder would "
+        f"write through it, elsewhere: give the run another folder (hydra.sweep.dir=...), or put what it points at in "
+        f"the link's place"
+    ]
+    assert target.read_text() == "someone's file\n" and sorted(p.name for p in sweep.iterdir()) == ["0"]
+
+
 def test_a_lock_file_that_is_a_link_is_not_written_through(tmp_path):
     """RunLock never opens its file through a link (a run whose folder was not checked before it, a link made
     after the check): the file the link points at was truncated and given the owner's pid."""
