@@ -580,6 +580,22 @@ def test_a_run_that_failed_in_a_folder_of_a_refused_command_keeps_its_own_record
     assert "optim.decay=1e-20" in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
 
 
+def test_a_run_that_wrote_a_checkpoint_and_no_metrics_keeps_its_own_record(tmp_path):
+    """As above, where the run's metrics.json could not be written (here a folder of that name is in its way): the
+    best.ckpt it wrote is its result, so its own record stays (before: the put-back's stamp was last.ckpt and
+    metrics.json, neither changed, and the refused command's overrides came back over the checkpoint's run)."""
+    corpus, folder = write_corpus(tmp_path / "corpus"), tmp_path / "run"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("- seed=99\n")  # a refused command's
+    (folder / "metrics.json").mkdir()
+    (folder / "metrics.json" / "kept").write_text("")  # (a folder no file replaces)
+    diverging = ("trainer.max_epochs=3", "optim.decay=1e-20", "optim.decay_start=1", "callbacks.last_checkpoint=null")
+    status, errors = finish(popen("rnnreg-train", *train_args(corpus, folder, *diverging)))
+    assert status == 2 and errors[0].startswith("error: training loss became"), errors
+    assert (folder / "checkpoints" / "best.ckpt").is_file() and (folder / "metrics.json").is_dir()
+    assert "optim.decay=1e-20" in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+
+
 @pytest.mark.parametrize("linked", ["checkpoints/last.ckpt", "checkpoints"])
 def test_a_run_folder_whose_checkpoint_is_a_link_elsewhere_is_not_gone_on_in(tmp_path, linked):
     """A run folder (someone else's, shared) whose last.ckpt, or whose checkpoints/ folder, is a link to files

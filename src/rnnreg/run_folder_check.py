@@ -20,6 +20,7 @@ from rnnreg.run_lock import (
     check_no_earlier_results,
     check_no_links,
     check_not_in_checkpoints,
+    earlier_results,
     launched_as_rank_zero,
 )
 
@@ -148,8 +149,8 @@ def output_root(args: list[str]) -> tuple[str, str | None]:
 
 
 # a run folder given again (a resume in its own folder): Hydra's record of its command (.hydra/*.yaml) as it was before
-# Hydra rewrites it for this command, with its last.ckpt's stamp: put back where the command is refused
-EARLIER_RECORDS: list[tuple[Path, dict[str, bytes], tuple | None]] = []
+# Hydra rewrites it for this command, with its results' stamp: put back where the command is refused
+EARLIER_RECORDS: list[tuple[Path, dict[str, bytes], dict[str, tuple | None]]] = []
 
 
 def keep_earlier_record(args: list[str], config_name: str, job_name: str, multirun: bool | None) -> None:
@@ -168,9 +169,8 @@ def keep_earlier_record(args: list[str], config_name: str, job_name: str, multir
 
 
 def put_back_earlier_record(output_dir: str) -> None:
-    """A refused command's run folder: its earlier record back, where the run's last.ckpt and metrics.json are as it
-    found them (the report groups the run by its record's overrides; a refused resume's would have taken their
-    place)."""
+    """A refused command's run folder: its earlier record back, where the run's results are as it found them (the
+    report groups the run by its record's overrides; a refused resume's would have taken their place)."""
     from rnnreg.io import replace_atomically  # (torch: not at a command's start, --help and completion)
 
     for folder, files, stamp in EARLIER_RECORDS:
@@ -179,10 +179,11 @@ def put_back_earlier_record(output_dir: str) -> None:
                 replace_atomically(folder / ".hydra" / name, lambda tmp, data=data: tmp.write_bytes(data))
 
 
-def _stamp(folder: str | Path) -> tuple:
-    """A run's checkpoints/last.ckpt and metrics.json as a stamp that a new write of either changes (a run that
-    trained and then failed has written its metrics.json, if no last.ckpt yet); None for a file not there."""
-    return tuple(_file_stamp(Path(folder, name)) for name in ("checkpoints/last.ckpt", "metrics.json"))
+def _stamp(folder: str | Path) -> dict[str, tuple | None]:
+    """A run's results (rnnreg.run_lock.RESULT_FILES: metrics.json, every checkpoint) as a stamp that a new write,
+    or removal, of any changes: the put-back is right only where the command left no result (a run that trained
+    may have written best.ckpt alone, its metrics.json not written)."""
+    return {name: _file_stamp(Path(folder, name)) for name in earlier_results(folder)}
 
 
 def _file_stamp(path: Path) -> tuple | None:
