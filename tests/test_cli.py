@@ -222,6 +222,23 @@ def test_an_option_from_no_folder_names_every_folder_looked_in(tmp_path, monkeyp
         check_group_options(["--config-dir", str(tmp_path / "none"), "experiment=mine"])
 
 
+def test_searchpath_entries_hydra_reads_as_folders_without_file_or_with_slashes(tmp_path, monkeypatch):
+    """hydra.searchpath entries as Hydra reads them beside file://DIR and pkg://a.b: a folder without a scheme
+    (Hydra's file://) and a package named with slashes (pkg://a/b, Hydra's a.b). Their options are options, checked
+    and composed, not "not an option ... not found" (a run Hydra would start, stopped by the check)."""
+    from rnnreg.command_line import check_group_options, validate_args
+
+    folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
+    package = your_folder(tmp_path / "site" / "lab_configs" / "inner", lab=YOUR_EXPERIMENT)
+    for init in (package.parent / "__init__.py", package / "__init__.py"):
+        init.write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    searchpath = f"hydra.searchpath=[{folder},pkg://lab_configs/inner]"
+    for option in ("mine", "lab"):
+        check_group_options([searchpath, f"experiment={option}"])
+        assert validate_args("train", [searchpath, f"experiment={option}"]) == 1, option
+
+
 def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corpus, tmp_path):
     """The commands that go on with a sweep of a user's configs (from the report: an interrupted job's, a job that
     never started; the stacked sweep's own line) give its --config-dir, --config-name and hydra.searchpath too (Hydra

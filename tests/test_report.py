@@ -1184,3 +1184,12 @@ def test_a_searchpath_given_with_plus_is_a_config_folder_too():
     for form in ("", "+", "++"):
         assert command_config_folders(["rnnreg-train", f"{form}hydra.searchpath=[file:///tmp/x]"]) == ["/tmp/x"]
     assert command_config_folders(["rnnreg-train", "--config-dir", "/a", "--config-dir=/b"]) == ["/a", "/b"]
+
+
+def test_a_searchpath_folder_without_a_scheme_is_a_config_folder_too():
+    """A hydra.searchpath entry without a scheme is a folder (Hydra reads it as file://): the report's folder check
+    reads it; a pkg:// entry (an installed package, whose code runs anyway) is none."""
+    from rnnreg.config_search import command_config_folders
+
+    words = ["rnnreg-train", "hydra.searchpath=[/tmp/x,file:///tmp/y,pkg://lab.configs]"]
+    assert command_config_folders(words) == ["/tmp/x", "/tmp/y"]

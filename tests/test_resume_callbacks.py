@@ -101,6 +101,23 @@ def test_a_callback_state_of_the_wrong_type_is_refused_by_the_training_state_che
         check_training_state(edited(checkpoint, callback, field, value), "x.ckpt")
 
 
+def test_an_early_stop_recorded_without_its_reason_is_read_from_its_stopped_epoch(stopped_run):
+    """An EarlyStopping state without stopping_reason (as Lightning before 2.6 wrote it, and a hand-edited file) that
+    stopped (stopped_epoch > 0) is a run early stopping ended: its resume is refused, not trained on as if it had not
+    stopped; one that did not stop goes on. An empty state, which Lightning does not load, is not checked."""
+    from rnnreg.resume import callback_state_problem, check_resume_settings
+
+    checkpoint = torch.load(stopped_run["run"] / "checkpoints/last.ckpt", weights_only=True)
+    state = state_of(checkpoint, "EarlyStopping")
+    for field in ("stopping_reason", "stopping_reason_message"):
+        del state[field]
+    check_resume_settings({}, 5, checkpoint, "x.ckpt", patience=3)  # (stopped_epoch 0: not stopped)
+    state |= {"stopped_epoch": 1, "wait_count": 1}
+    with pytest.raises(ConfigError, match=r"^x.ckpt is from a run that early stopping ended after epoch 2: "):
+        check_resume_settings({}, 5, checkpoint, "x.ckpt", patience=3)
+    assert callback_state_problem({"EarlyStopping{'monitor': 'val/ppl'}": {}, "BestCheckpoint{}": {}}) is None
+
+
 def files_of(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` and its bytes, but the log (train.log), which any command given the folder adds to;
     Hydra's record of the run's command (.hydra/) included: a refused command puts the run's own back."""

@@ -384,6 +384,11 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
         ),
         (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"], r"^data.batch_size=20 is not divisible"),
         (["trainer=ddp", "trainer.devices=2", "trainer.num_nodes=3"], r"^data.batch_size=20 is not divisible by the 6"),
+        # devices=auto on a CPU: one process a node (Lightning's count), checked as any other count
+        (
+            ["trainer=ddp", "trainer.accelerator=cpu", "trainer.num_nodes=3"],
+            r"^data.batch_size=20 is not divisible by the 3",
+        ),
         (["speed.fast_step=true", "trainer.devices=2"], r"^speed.fast_step=true needs one process.* 2 processes"),
         # GPU indices (Lightning's own error: a traceback from Hydra's instantiate)
         (
@@ -582,6 +587,17 @@ def test_a_key_added_or_a_group_taken_away_says_what_the_config_takes(args, says
         validate_args("train", args)
     assert str(refused.value) == says
     assert validate_args("train", fixed) == 1 and validate_args("train", ["~debug"]) == 1  # (an optional group: off)
+
+
+def test_an_optional_group_taken_away_is_not_what_another_refusal_blames():
+    """~debug takes away an optional group (debug: null unless chosen), which the run does not need: a refusal beside
+    it (a value left missing, a key under debug.) says its own cause, not "rnnreg-train needs a debug config"."""
+    from rnnreg.errors import MissingValue
+
+    with pytest.raises(MissingValue, match=r"^trainer.max_epochs is required \(\?\?\? in the config\)"):
+        validate_args("train", ["~debug", "trainer.max_epochs=???"])
+    with pytest.raises(ConfigError, match=r"^debug is not a key of the train config"):
+        validate_args("train", ["~debug", "debug.x=1"])
 
 
 def test_a_relative_path_a_job_would_read_from_its_run_folder_is_one_line(tmp_path, monkeypatch):

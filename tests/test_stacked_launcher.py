@@ -558,6 +558,8 @@ def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
         (lambda s: {k: v for k, v in s.items() if k != "params"}, "'params'"),
         (lambda s: s | {"epoch": "x"}, "epoch='x' is not a whole number of at least 0"),
         (lambda s: s | {"window": -3}, "window=-3 is not a whole number of at least 0"),
+        (lambda s: s | {"epoch": 1.0}, "epoch=1.0 is not a whole number of at least 0"),  # (range() takes no float)
+        (lambda s: s | {"global_step": True}, "global_step=True is not a whole number of at least 0"),
         (lambda s: s | {"epoch": 99}, "epoch=99 is beyond the group's trainer.max_epochs="),
         (lambda s: s | {"members": s["members"][:1]}, "members: not the group's 2"),
         (lambda s: s | {"active": torch.ones(5, dtype=torch.bool)}, "must match the size"),
@@ -569,6 +571,7 @@ def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
             "member 1: callbacks['EarlyStopping']['wait_count'] is 'x', not a whole number",
         ),
         (lambda s: s | {"members": [s["members"][0] | {"epochs": 1.5}, s["members"][1]]}, "epochs=1.5 is not a whole"),
+        (lambda s: s | {"members": [s["members"][0], s["members"][1] | {"words": True}]}, "words=True is not a whole"),
     ],
 )
 def test_a_resume_file_edited_by_hand_is_one_line(tmp_path, tiny_corpus, change, why):
