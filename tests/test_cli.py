@@ -229,11 +229,12 @@ def test_searchpath_entries_hydra_reads_as_folders_without_file_or_with_slashes(
     from rnnreg.command_line import check_group_options, validate_args
 
     folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
-    package = your_folder(tmp_path / "site" / "lab_configs" / "inner", lab=YOUR_EXPERIMENT)
+    # (a package name of its own: the test before imports a lab_configs of its tmp_path, which stays imported)
+    package = your_folder(tmp_path / "site" / "nested_lab_configs" / "inner", lab=YOUR_EXPERIMENT)
     for init in (package.parent / "__init__.py", package / "__init__.py"):
         init.write_text("")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    searchpath = f"hydra.searchpath=[{folder},pkg://lab_configs/inner]"
+    searchpath = f"hydra.searchpath=[{folder},pkg://nested_lab_configs/inner]"
     for option in ("mine", "lab"):
         check_group_options([searchpath, f"experiment={option}"])
         assert validate_args("train", [searchpath, f"experiment={option}"]) == 1, option
