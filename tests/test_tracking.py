@@ -388,6 +388,22 @@ def test_sync_command_names_only_the_runs_own_parts(tmp_path):
     assert offline_parts(third, "abc", earlier) == [first, second, third]
 
 
+def test_sync_command_takes_parts_started_in_the_same_second_in_order(tmp_path):
+    """W&B names a part started in the same second as an earlier one offline-run-<stamp>-<id>-<n> (a resume within a
+    second of its first part's start: tiny runs): it is a part too, after the earlier ones (-10 after -2)."""
+    from rnnreg.loggers import offline_parts
+
+    def part(suffix: str, stamp: str = "20261205_174224") -> Path:
+        folder = tmp_path / "wandb" / f"offline-run-{stamp}-abc{suffix}"
+        folder.mkdir(parents=True)
+        (folder / "run-abc.wandb").write_bytes(b"")
+        return folder
+
+    parts = [part(""), part("-1"), part("-2"), part("-10"), part("", stamp="20261205_174225")]
+    part("-x")  # not W&B's suffix: no part
+    assert offline_parts(parts[3], "abc") == parts
+
+
 def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
     sweep = tmp_path / "seeds"
     run(

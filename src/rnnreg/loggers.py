@@ -217,22 +217,29 @@ def offline_parts(run_dir: str | Path, run_id: str, earlier: list[str] | tuple =
     (a resume in the same folder). Only folders that are parts of this run (named so, holding its
     `run-<id>.wandb`) are kept: a checkpoint from elsewhere cannot put another folder into the sync command.
     `wandb sync` given them all uploads them into the one run, in that order."""
-    here = Path(run_dir).parent.glob(f"offline-run-*-{glob.escape(run_id)}")
+    here = Path(run_dir).parent.glob(f"offline-run-*-{glob.escape(run_id)}*")
     found = (*map(Path, earlier), Path(run_dir), *here)
-    parts = {path.resolve(): path for path in found if is_offline_part(path, run_id)}
-    return sorted(parts.values(), key=lambda path: path.name)  # offline-run-<YYYYMMDD_HHMMSS>-<id>
+    parts = {path.resolve(): (start, path) for path in found if (start := offline_part_start(path, run_id))}
+    return [path for _, path in sorted(parts.values())]
 
 
-def is_offline_part(path: Path, run_id: str) -> bool:
+def offline_part_start(path: Path, run_id: str) -> tuple[str, int] | None:
+    """When a part of offline W&B run `run_id` started, from its folder's name: offline-run-<YYYYMMDD_HHMMSS>-<id>, and
+    -<n> after it for the n-th part started in the same second (W&B's suffix); None for a folder that is no part of
+    it (another name, or no run-<id>.wandb in it)."""
     name = path.name
-    stamp = name.removeprefix("offline-run-").removesuffix(f"-{run_id}")
-    return (
-        name == f"offline-run-{stamp}-{run_id}"
+    stamp, _, rest = name.removeprefix("offline-run-").partition("-")
+    suffix = rest.removeprefix(run_id).removeprefix("-")
+    is_part = (
+        name.startswith("offline-run-")
+        and rest in (run_id, f"{run_id}-{suffix}")
+        and (suffix == "" or suffix.isdigit())
         and len(stamp) == 15
         and stamp[8] == "_"
         and stamp.replace("_", "", 1).isdigit()
         and (path / f"run-{run_id}.wandb").is_file()
     )
+    return (stamp, int(suffix or 0)) if is_part else None
 
 
 def offline_run_parts(loggers) -> list[Path] | None:
