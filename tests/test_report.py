@@ -475,6 +475,52 @@ def test_a_config_folder_is_someone_elses_where_anything_in_or_above_it_is(tmp_p
     assert others_can_write(str(above))
 
 
+def test_a_config_folder_is_someone_elses_where_a_link_or_folder_on_the_way_to_it_is(tmp_path):
+    """others_can_write follows the path as Hydra will, part by part: a link to one's own folder, or inside it to
+    one's own file or folder, is someone else's where others could put another link or file in its place (a folder
+    anyone may write in on its way, a link of another user's in /tmp, a sticky folder another user owns); a folder
+    writable by a group this user is not in is too (before: each was one's own, the folder's real path read alone)."""
+    import grp
+    import pwd
+
+    from rnnreg.report import others_can_write
+
+    def made(*parts: str, mode: int = 0o755) -> Path:
+        folder = tmp_path.joinpath(*parts)
+        folder.mkdir(parents=True)
+        folder.chmod(mode)
+        (folder / "mine.yaml").write_text("model: {hidden_size: 8}\n")
+        return folder
+
+    own, opened = made("own"), made("open", mode=0o777)  # (no sticky bit: anyone may replace what is in it)
+    (opened / "conf").symlink_to(own)
+    assert not others_can_write(str(own)) and others_can_write(str(opened / "conf"))
+    linked_file = made("linked_file")
+    (linked_file / "model.yaml").symlink_to(opened / "mine.yaml")
+    assert others_can_write(str(linked_file))
+    target, linked_folder = made("target"), made("linked_folder")
+    (target / "mine.yaml").chmod(0o666)
+    (linked_folder / "experiment").symlink_to(target)  # (a folder a link inside points at: read too)
+    assert others_can_write(str(linked_folder))
+    (tmp_path / "up").symlink_to(own)
+    assert not others_can_write(str(tmp_path / "up" / ".." / "own"))  # (a link of one's own, in a folder of one's own)
+    if os.getuid() != 0:  # (only root can give a file to another user or group)
+        return
+    sticky = made("sticky", mode=0o1777)
+    (sticky / "theirs").symlink_to(own)
+    os.lchown(sticky / "theirs", 65534, 65534)  # another user's link in /tmp: they may point it elsewhere
+    assert others_can_write(str(sticky / "theirs"))
+    their_sticky = made("their_sticky", mode=0o1777)
+    os.chown(their_sticky, 65534, 65534)  # its owner may move anything in it, sticky or not
+    assert others_can_write(str(made("their_sticky", "conf")))
+    primary = {user.pw_gid for user in pwd.getpwall()}
+    unlisted = [g.gr_gid for g in grp.getgrall() if not g.gr_mem and g.gr_gid not in primary | {os.getgid()}]
+    if unlisted:  # a group whose members, if any, no file here lists
+        grouped = made("grouped", mode=0o775)
+        os.chown(grouped, 0, unlisted[0])
+        assert others_can_write(str(grouped))
+
+
 def test_a_printed_path_hydra_would_read_as_another_type_is_quoted():
     """A relative folder named `null`, `true`, `1e3` or `12` in a printed command: Hydra reads it back as the
     string, not as None, a bool or a number."""
