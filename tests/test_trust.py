@@ -664,21 +664,38 @@ def test_a_run_folder_with_a_link_where_a_run_writes_is_not_run_in(tmp_path):
     assert ({name: contents(folder) for name, folder in folders.items()}, contents(elsewhere)) == before
 
 
-def test_a_sweep_folder_with_a_link_in_a_jobs_folder_is_not_run_in(tmp_path, tiny_corpus):
+@pytest.mark.parametrize("given", ["{sweep}", "${{paths.output_root}}/sweep"])
+def test_a_sweep_folder_with_a_link_in_a_jobs_folder_is_not_run_in(tmp_path, tiny_corpus, given):
     """A sweep folder given again (hydra.sweep.dir=<it>) whose job folder holds a link where its job writes (here
-    Hydra's record): refused in one line before Hydra writes, exit 2; the linked file is as it was."""
+    Hydra's record): refused in one line before Hydra writes, exit 2; the linked file is as it was. A folder the
+    command's check cannot name (an interpolation) is refused when the multirun starts."""
     sweep, target = tmp_path / "sweep", tmp_path / "someones.yaml"
     (sweep / "0" / ".hydra").mkdir(parents=True)
     target.write_text("someone's file\n")
     (sweep / "0" / ".hydra" / "config.yaml").symlink_to(target)
     args = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "test=false", "seed=1,2"]
-    status, errors = finish(popen("rnnreg-train", *args, f"hydra.sweep.dir={sweep}"))
+    given = given.format(sweep=sweep)
+    status, errors = finish(popen("rnnreg-train", *args, f"paths.output_root={tmp_path}", f"hydra.sweep.dir={given}"))
     assert status == 2 and errors == [
         f"error: hydra.sweep.dir={sweep} holds 0/.hydra/config.yaml, a link to {target}: a run in that folder would "
         f"write through it, elsewhere: give the run another folder (hydra.sweep.dir=...), or put what it points at in "
         f"the link's place"
     ]
     assert target.read_text() == "someone's file\n" and sorted(p.name for p in sweep.iterdir()) == ["0"]
+    assert sorted(p.name for p in (sweep / "0" / ".hydra").iterdir()) == ["config.yaml"]
+
+
+def test_a_run_started_from_python_in_a_folder_with_a_link_is_refused(tiny_cfg, tmp_path):
+    """rnnreg.train.train(cfg) has no command line checked before it (nor does a folder the check could not name):
+    a link where the run writes (here its config tree) is refused when training starts, before anything is
+    written; the linked file is as it was."""
+    folder, target = tmp_path / "run", tmp_path / "someones.txt"
+    folder.mkdir()
+    target.write_text("someone's file\n")
+    (folder / "config_tree.log").symlink_to(target)
+    with pytest.raises(OutputError, match="^hydra.run.dir=.* holds config_tree.log, a link to "):
+        train(tiny_cfg("trainer.max_epochs=1", "extras.print_config=true"))
+    assert target.read_text() == "someone's file\n" and [p.name for p in folder.iterdir()] == ["config_tree.log"]
 
 
 def test_a_lock_file_that_is_a_link_is_not_written_through(tmp_path):

@@ -32,7 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError, UserError, first_line
 from rnnreg.override_text import pasted_override
-from rnnreg.run_lock import RunLock, earlier_results, launched_as_rank_zero, results_message
+from rnnreg.run_lock import RunLock, check_no_links, earlier_results, launched_as_rank_zero, results_message
 from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_settings import check_launcher_settings
 
@@ -235,6 +235,7 @@ def check_sweep_folder(config: DictConfig) -> None:
             f"hydra.sweep.subdir={subdir or ''} puts every job of the multirun in one folder, each writing over the "
             f"last one's files: give each job its own (the default is hydra.sweep.subdir=${{hydra.job.num}})"
         )
+    check_no_links(config.hydra.sweep.dir, "hydra.sweep.dir", below=True)  # (one the command's check could not name)
     check_job_folders(config, str(subdir))
     if OmegaConf.select(config, "hydra.launcher.resume", default=False):
         check_resumed_jobs(config)

@@ -35,6 +35,7 @@ from rnnreg.resume import callback_class, check_resume_settings, check_resume_wi
 from rnnreg.run_lock import (
     RunLock,
     check_no_earlier_results,
+    check_no_links,
     check_not_in_checkpoints,
     launched_as_rank_zero,
 )
@@ -255,6 +256,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
             check_not_in_checkpoints(cfg.paths.output_dir, key, "rnnreg-train")
             check_no_earlier_results(cfg.paths.output_dir, key, ckpt_path)
+            check_no_links(cfg.paths.output_dir, key)  # (a folder the command's check could not name)
         wandb_id, wandb_parts = None, None
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
             checkpoint = load_checkpoint(ckpt_path)
