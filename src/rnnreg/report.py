@@ -154,9 +154,9 @@ def pasteable(command: str, record: Path) -> str:
 def others_can_write(folder: str) -> bool:
     """Whether a config folder's files may be someone else's: the folder, anything in it (links followed, into the
     folders they point at too), or a folder or link on the way to any of them (which could put another in its
-    place) owned by neither this user nor root, or writable by anyone or by a group with another user in it; a
-    folder on the way with the sticky bit (/tmp) lets others move only what is theirs. A folder that is not there:
-    no (the pasted command stops at it in one line)."""
+    place) owned by neither this user nor root, or writable by anyone or by a group that may have another user in
+    it; a folder on the way with the sticky bit (/tmp) lets others move only what is theirs. A folder that is not
+    there: no (the pasted command stops at it in one line)."""
     if not os.path.isdir(folder):
         return False
     try:
@@ -178,7 +178,7 @@ def others_can_write(folder: str) -> bool:
 CONFIG_FOLDER_ENTRIES = 2000  # the most files and folders others_can_write reads in a config folder
 
 
-def _raise(err: OSError) -> None:
+def _raise(err: OSError) -> None:  # os.walk's onerror: a folder it cannot read is not skipped unread
     raise err
 
 
@@ -212,7 +212,7 @@ def _foreign(found: os.stat_result) -> bool:
 
 
 def _others_write(found: os.stat_result) -> bool:
-    """Whether a file or folder is writable by anyone, or by a group with another user in it."""
+    """Whether a file or folder is writable by anyone, or by a group that may have another user in it."""
     return bool(found.st_mode & stat.S_IWOTH or (found.st_mode & stat.S_IWGRP and _shared_group(found.st_gid)))
 
 
