@@ -710,6 +710,24 @@ def test_a_lock_file_that_is_a_link_is_not_written_through(tmp_path):
     assert target.read_text() == "someone's file\n" and (folder / RunLock.NAME).is_symlink()
 
 
+def test_a_refused_resume_in_the_run_folder_a_config_file_pins_keeps_that_runs_record(tmp_path):
+    """A run folder an experiment file of the user's pins (hydra.run.dir in the file, not on the command line): a
+    resume there that is refused (nothing left to train) puts that run's .hydra/ record back, as for a folder given
+    on the command line (before: the refused command's record, ckpt_path=last and all, took its place)."""
+    corpus, run_dir, yours = write_corpus(tmp_path / "corpus"), tmp_path / "run", tmp_path / "my_configs"
+    (yours / "experiment").mkdir(parents=True)
+    (yours / "experiment" / "pinned.yaml").write_text(
+        f"# @package _global_\ndefaults: [paper_small]\nexperiment_name: pinned\nhydra: {{run: {{dir: {run_dir}}}}}\n"
+    )
+    args = ["--config-dir", str(yours), "experiment=pinned", *TINY, f"data.data_dir={corpus}", "trainer.max_epochs=1"]
+    args += ["trainer.limit_train_batches=3", "test=false"]
+    assert finish(popen("rnnreg-train", *args), error=False)[0] == 0
+    before = {name: data for name, data in contents(run_dir).items() if name != "train.log"}
+    status, errors = finish(popen("rnnreg-train", *args, "ckpt_path=last"))
+    assert status == 2 and "nothing is left to train" in errors[0], errors
+    assert {name: data for name, data in contents(run_dir).items() if name != "train.log"} == before
+
+
 def contents(folder: Path) -> dict[str, bytes | str]:
     """Every file's bytes under `folder` (a link: where it points)."""
     return {

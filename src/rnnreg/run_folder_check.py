@@ -153,9 +153,13 @@ def output_root(args: list[str]) -> tuple[str, str | None]:
 EARLIER_RECORDS: list[tuple[Path, dict[str, bytes], dict[str, tuple | None]]] = []
 
 
-def keep_earlier_record(args: list[str], config_name: str, job_name: str, multirun: bool | None) -> None:
-    """The record in the folder a single run's command line names (a plain hydra.run.dir), if it holds one."""
-    if multirun or not launched_as_rank_zero() or not any(a.lstrip("+").startswith("hydra.run.dir=") for a in args):
+def keep_earlier_record(
+    args: list[str], config_name: str, job_name: str, multirun: bool | None, own_run_dir: bool = False
+) -> None:
+    """The record in the folder a single run's command line names (its hydra.run.dir), or a config file pins
+    (`own_run_dir`: check_command_line's finding), if it holds one."""
+    given = any(a.lstrip("+").startswith("hydra.run.dir=") for a in args)
+    if multirun or not launched_as_rank_zero() or not (given or own_run_dir):
         return  # (a DDP rank started by rank 0 finds rank 0's new record there)
     folder = run_dir_used(args, config_name, job_name, multirun)
     if not folder:

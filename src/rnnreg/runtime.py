@@ -148,7 +148,7 @@ def hydra_entry(config_name: str) -> Callable:
                     checked = None
                 else:
                     check_run_dir_free(args, config_name, job_name, checked.multirun, checked.own_run_dir)
-                    keep_earlier_record(args, config_name, job_name, checked.multirun)
+                    keep_earlier_record(args, config_name, job_name, checked.multirun, checked.own_run_dir)
             except UserError as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
