@@ -194,9 +194,14 @@ def test_a_ddp_monte_carlo_evaluation_tests_one_stream_as_one_process(tiny_corpu
     # or by a run before in this process, drew other masks than seed's, 40.5173 against 40.5255)
     ddp_run = ("rnnreg-eval", *args, "trainer=ddp", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'ddp'}")
     run(*ddp_run, env={"PL_GLOBAL_SEED": "777"})
-    trained, one, ddp = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("run", "one", "ddp"))
+    run(*ddp_run[:-1], f"hydra.run.dir={tmp_path / 'ddp_again'}", env={"PL_GLOBAL_SEED": "778"})
+    trained, one, ddp, again = (
+        json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("run", "one", "ddp", "ddp_again")
+    )
     assert one["test_ppl"] != pytest.approx(trained["test_ppl"], rel=1e-6)  # the masks are on
     assert ddp["test_ppl"] == pytest.approx(one["test_ppl"], rel=1e-12)
+    # the validation's masks (the batched split's, each rank its streams) are seed's too, whatever the shell says
+    assert again["val_ppl"] == ddp["val_ppl"] and again["test_ppl_batched"] == ddp["test_ppl_batched"]
 
 
 # a hung DDP run fails its test after this long (both processes killed) instead of hanging CI

@@ -78,6 +78,8 @@ WRONGLY_TYPED = [
         SCORES,
     ),
     ("LastCheckpoint", "last_model_path", "s3://bucket/key", PATH),  # (Lightning deletes a remote previous file)
+    # a score that is no tensor: Lightning compares it with the next checkpoint's (a traceback at the first save)
+    ("BestCheckpoint", "best_k_models", {"/r/checkpoints/a.ckpt": "x"}, SCORES),
     ("SpeedMonitor", "train_words", "x", WHOLE),
     ("SpeedMonitor", "train_seconds", None, "a number"),
     ("LastValidation", "best", "x", "a number or None"),

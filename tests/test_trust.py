@@ -798,6 +798,18 @@ def test_a_plain_run_folder_is_checked_without_composing_again(tmp_path, monkeyp
     assert run_folder_check.run_dir_used(list(args), "train", "train", None) == ""
 
 
+def test_the_output_root_checked_is_the_one_hydra_uses(monkeypatch):
+    """output_root, the folder a run's default folder goes below (checked before Hydra makes it): the command line's
+    last paths.output_root (Hydra's: the later override wins), ++ or not, over $RNNREG_OUTPUT_DIR; else that; else
+    outputs/."""
+    monkeypatch.delenv("RNNREG_OUTPUT_DIR", raising=False)
+    assert run_folder_check.output_root(["seed=1"]) == ("paths.output_root", "outputs")
+    monkeypatch.setenv("RNNREG_OUTPUT_DIR", "/env")
+    assert run_folder_check.output_root(["seed=1"]) == ("RNNREG_OUTPUT_DIR", "/env")
+    given = ["paths.output_root=/a", "seed=1", "++paths.output_root=/b"]
+    assert run_folder_check.output_root(given) == ("paths.output_root", "/b")
+
+
 def test_a_run_never_writes_over_an_earlier_runs_results(tiny_corpus, tiny_cfg, tmp_path):
     """A run into the folder of an ended one stops with one line (exit 2) and changes nothing there, before Hydra
     writes .hydra/ (hydra.run.dir given, or through an interpolation, resolved as Hydra will), or when training
