@@ -934,6 +934,21 @@ def test_bf16_autocast_of_the_fused_lstm_is_refused_on_a_cpu_without_a_bf16_lstm
         assert validate_args("train", [*args, *taken]) == 1, taken
 
 
+def test_on_a_cpu_without_a_bf16_lstm_the_refusal_reads_the_lstm_the_model_runs(monkeypatch):
+    """Where oneDNN has no bf16 LSTM (stood in for: this CPU may have one), bf16-mixed is refused for a model that runs
+    nn.LSTM's kernel, model.lstm=layers included, and taken for one on the step loop: model.lstm=step, or auto with
+    recurrent dropout or layer norm (model.lstm as the run builds it, not as auto alone would read it)."""
+    import rnnreg.model
+
+    monkeypatch.setattr(rnnreg.model, "cpu_runs_fused_lstm_in_bf16", lambda: False)
+    args = ["experiment=paper_small", "trainer.accelerator=cpu", "trainer.precision=bf16-mixed"]
+    for refused in ([], ["model.lstm=layers"], ["model.lstm=fused"]):
+        with pytest.raises(ConfigError, match=r"^trainer.precision=bf16-mixed runs the fused LSTM \(nn.LSTM\)"):
+            validate_args("train", [*args, *refused])
+    for taken in (["model.lstm=step"], ["dropout=recurrent", "dropout.p=0.3"], ["regularizer=layer_norm"]):
+        assert validate_args("train", [*args, *taken]) == 1, taken
+
+
 def test_a_bf16_run_on_this_cpu_trains_or_is_refused_before_it_makes_anything(tiny_corpus, tmp_path):
     """rnnreg-train under bf16 autocast, a real process: the step loop trains on any CPU; the fused LSTM trains
     where oneDNN has a bf16 LSTM, and elsewhere exits 2 with one line and no run folder."""

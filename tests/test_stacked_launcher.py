@@ -560,6 +560,7 @@ def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
         (lambda s: s | {"window": -3}, "window=-3 is not a whole number of at least 0"),
         (lambda s: s | {"epoch": 1.0}, "epoch=1.0 is not a whole number of at least 0"),  # (range() takes no float)
         (lambda s: s | {"global_step": True}, "global_step=True is not a whole number of at least 0"),
+        (lambda s: s | {"train_seconds": "x"}, "train_seconds='x' is not a number of at least 0"),
         (lambda s: s | {"epoch": 99}, "epoch=99 is beyond the group's trainer.max_epochs="),
         (lambda s: s | {"members": s["members"][:1]}, "members: not the group's 2"),
         (lambda s: s | {"active": torch.ones(5, dtype=torch.bool)}, "must match the size"),
