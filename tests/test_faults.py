@@ -42,6 +42,32 @@ def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoi
     assert f"last good checkpoint is {tmp_path}/checkpoints/last.ckpt" in line
 
 
+def test_a_run_diverging_after_a_validation_within_its_first_epoch_names_its_best_checkpoint(tiny_cfg, tmp_path):
+    """A run validating twice an epoch whose weights blow up after the first validation: no epoch completed, no
+    last.ckpt, but best.ckpt holds that validation's weights; the line names it (it said "no checkpoint")."""
+    from rnnreg.errors import TrainingDiverged
+
+    best = tmp_path / "run/checkpoints/best.ckpt"
+
+    class BlowUpAfterBest(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if best.exists():
+                with torch.no_grad():
+                    for weight in pl_module.parameters():
+                        weight.fill_(float("inf"))
+
+    cfg = tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=4", "+trainer.val_check_interval=2")
+    datamodule, task, trainer = build(cfg)
+    trainer.callbacks.insert(0, BlowUpAfterBest())
+    with pytest.raises(TrainingDiverged) as stopped:
+        trainer.fit(task, datamodule=datamodule)
+    assert "at epoch 1, step 3 " in str(stopped.value)
+    assert str(stopped.value).endswith(f"no epoch completed here; the best validation so far is {best}")
+    assert not best.with_name("last.ckpt").exists()
+    weights = torch.load(best, weights_only=False)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
 def test_last_checkpoint_links_best_when_both_hold_one_state_and_never_changes_it(tiny_cfg, tmp_path):
     # epoch 1 is the best so far: best.ckpt and last.ckpt are one file; lr x10 after it: epoch 2 is worse,
     # and last.ckpt alone is rewritten

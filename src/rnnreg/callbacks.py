@@ -415,5 +415,5 @@ class NonFiniteLossGuard(L.Callback):
                 f"{loss} at epoch {trainer.current_epoch + 1}, step {step} "
                 f"(global step {trainer.global_step - (batch_idx + 1 - step)})"
             )
-        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-        raise TrainingDiverged(divergence_message(where, last if last.exists() else None))
+        last, best = (Path(trainer.default_root_dir) / "checkpoints" / f"{name}.ckpt" for name in ("last", "best"))
+        raise TrainingDiverged(divergence_message(where, *(path if path.exists() else None for path in (last, best))))

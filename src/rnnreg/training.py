@@ -255,8 +255,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if launched_as_rank_zero():  # DDP's other processes are given rank 0's folder
             key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
             check_not_in_checkpoints(cfg.paths.output_dir, key, "rnnreg-train")
-            check_no_earlier_results(cfg.paths.output_dir, key, ckpt_path)
             check_no_links(cfg.paths.output_dir, key)  # (a folder the command's check could not name)
+            check_no_earlier_results(cfg.paths.output_dir, key, ckpt_path)
         wandb_id, wandb_parts = None, None
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
             checkpoint = load_checkpoint(ckpt_path)

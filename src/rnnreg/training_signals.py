@@ -23,9 +23,15 @@ def diverged(loss: torch.Tensor | float) -> torch.Tensor | bool:
     return not math.isfinite(loss) or loss > MAX_NLL
 
 
-def divergence_message(where: str, last_checkpoint: Path | None) -> str:
-    """The line a diverged run (or stacked member) stops with: where its loss went, the fix, what it keeps."""
-    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no epoch completed, no checkpoint"
+def divergence_message(where: str, last_checkpoint: Path | None, best_checkpoint: Path | None = None) -> str:
+    """The line a diverged run (or stacked member) stops with: where its loss went, the fix, what it keeps (a run
+    validating within its epoch may hold best.ckpt before any last.ckpt: a resume into a new folder copies it too)."""
+    if last_checkpoint:
+        kept = f"the last good checkpoint is {last_checkpoint}"
+    elif best_checkpoint:
+        kept = f"no epoch completed here; the best validation so far is {best_checkpoint}"
+    else:
+        kept = "no epoch completed, no checkpoint"
     return f"training loss became {where}: lower optim.lr or trainer.gradient_clip_val; {kept}"
 
 
