@@ -131,6 +131,15 @@ def assert_diverges_in_epoch_2(corpus: Path, run_dir: Path, *overrides: str) -> 
     return line
 
 
+def folder_contents(folder: Path, leave_out: tuple[str, ...] = ()) -> dict[str, bytes | str]:
+    """Every file's bytes under `folder` (a link: where it points), but files named in `leave_out`."""
+    return {
+        str(p.relative_to(folder)): str(p.readlink()) if p.is_symlink() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if (p.is_symlink() or p.is_file()) and p.name not in leave_out
+    }
+
+
 def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
     """The real composed config (as rnnreg-train sees it), writing into `output_dir`."""
     with initialize_config_dir(CONF_DIR, version_base="1.3"):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -425,19 +426,22 @@ def test_a_recorded_config_folder_someone_else_can_write_is_never_a_command_to_p
             )
 
 
+def config_folder(root: Path, *parts: str, mode: int = 0o755) -> Path:
+    """A folder of configs below `root` (its parts made), with `mode` and one config file of this user's."""
+    folder = root.joinpath(*parts)
+    folder.mkdir(parents=True)
+    folder.chmod(mode)
+    (folder / "mine.yaml").write_text("model: {hidden_size: 8}\n")
+    return folder
+
+
 def test_a_config_folder_is_someone_elses_where_anything_in_or_above_it_is(tmp_path):
     """others_can_write: a folder of one's own whose files, a link to it, or a folder above it (which could put another
     folder in its place) another user owns or can write, is not one's own; a group of one's own (a user's private
     group) and a folder above with the sticky bit (/tmp) leave it so."""
     from rnnreg.report import others_can_write
 
-    def made(*parts: str, mode: int = 0o755) -> Path:
-        folder = tmp_path.joinpath(*parts)
-        folder.mkdir(parents=True)
-        folder.chmod(mode)
-        (folder / "mine.yaml").write_text("model: {hidden_size: 8}\n")
-        return folder
-
+    made = functools.partial(config_folder, tmp_path)
     assert not others_can_write(str(made("own")))
     assert not others_can_write(str(tmp_path / "missing"))
     opened = made("open", "conf")
@@ -485,13 +489,7 @@ def test_a_config_folder_is_someone_elses_where_a_link_or_folder_on_the_way_to_i
 
     from rnnreg.report import others_can_write
 
-    def made(*parts: str, mode: int = 0o755) -> Path:
-        folder = tmp_path.joinpath(*parts)
-        folder.mkdir(parents=True)
-        folder.chmod(mode)
-        (folder / "mine.yaml").write_text("model: {hidden_size: 8}\n")
-        return folder
-
+    made = functools.partial(config_folder, tmp_path)
     own, opened = made("own"), made("open", mode=0o777)  # (no sticky bit: anyone may replace what is in it)
     (opened / "conf").symlink_to(own)
     assert not others_can_write(str(own)) and others_can_write(str(opened / "conf"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY, run, write_corpus
+from helpers import TINY, folder_contents, run, write_corpus
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.resume import check_training_state
 from rnnreg.train import train
@@ -120,16 +120,6 @@ def test_an_early_stop_recorded_without_its_reason_is_read_from_its_stopped_epoc
     assert callback_state_problem({"EarlyStopping{'monitor': 'val/ppl'}": {}, "BestCheckpoint{}": {}}) is None
 
 
-def files_of(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` and its bytes, but the log (train.log), which any command given the folder adds to;
-    Hydra's record of the run's command (.hydra/) included: a refused command puts the run's own back."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "train.log"
-    }
-
-
 @pytest.mark.parametrize(
     "callback, field, value, what",
     [
@@ -167,7 +157,7 @@ def resumed_in_its_folder(stopped_run, tmp_path, checkpoint: dict):
     last = folder / "checkpoints/last.ckpt"
     torch.save(checkpoint, tmp_path / "edited.ckpt")
     os.replace(tmp_path / "edited.ckpt", last)  # (last.ckpt may be a hard link to best.ckpt: that stays as it was)
-    before = files_of(folder)
+    before = folder_contents(folder, leave_out=("train.log",))
     args = (*stopped_run["args"], "trainer.max_epochs=2", f"ckpt_path={last}", f"hydra.run.dir={folder}")
     return run("rnnreg-train", *args, check=False), folder, last, before
 
@@ -179,7 +169,7 @@ def refused_in_one_line(stopped_run, tmp_path, checkpoint: dict, why: str) -> No
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert [line for line in lines if line.startswith("error")] == lines[-1:], proc.stderr[-3000:]
     assert lines[-1] == f"error: {last} is not a checkpoint rnnreg-train wrote: {why}; give a checkpoint it wrote"
-    assert files_of(folder) == before
+    assert folder_contents(folder, leave_out=("train.log",)) == before
 
 
 def test_resuming_a_callback_state_under_a_key_not_a_string_is_one_line_and_loses_nothing(stopped_run, tmp_path):

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 import warm_start
-from helpers import BIN, TINY, RunsCode, compose_config, started_with, write_corpus
+from helpers import BIN, TINY, RunsCode, compose_config, folder_contents, started_with, write_corpus
 from rnnreg import run_folder_check
 from rnnreg.checkpoints import AtomicCheckpointIO
 from rnnreg.command_line import check_command_line
@@ -606,7 +606,7 @@ def test_a_run_folder_whose_checkpoint_is_a_link_elsewhere_is_not_gone_on_in(tmp
     elsewhere.mkdir()
     shutil.move(run_dir / linked, elsewhere / "moved")
     (run_dir / linked).symlink_to(elsewhere / "moved")
-    before = (contents(run_dir), contents(elsewhere))
+    before = (folder_contents(run_dir), folder_contents(elsewhere))
     status, errors = finish(
         popen("rnnreg-train", *train_args(corpus, run_dir, "trainer.max_epochs=2", "ckpt_path=last"))
     )
@@ -615,7 +615,7 @@ def test_a_run_folder_whose_checkpoint_is_a_link_elsewhere_is_not_gone_on_in(tmp
         f"write through it, elsewhere: give the run another folder (hydra.run.dir=...), or put what it points at in "
         f"the link's place"
     ]
-    assert (contents(run_dir), contents(elsewhere)) == before
+    assert (folder_contents(run_dir), folder_contents(elsewhere)) == before
 
 
 def test_a_run_folder_with_a_link_where_a_run_writes_is_not_run_in(tmp_path):
@@ -649,7 +649,7 @@ def test_a_run_folder_with_a_link_where_a_run_writes_is_not_run_in(tmp_path):
             (folder / name).unlink(missing_ok=True)
             target.write_text("someone's file\n")
         (folder / name).symlink_to(target)
-    before = {name: contents(folder) for name, folder in folders.items()}, contents(elsewhere)
+    before = {name: folder_contents(folder) for name, folder in folders.items()}, folder_contents(elsewhere)
     procs = {
         name: popen("rnnreg-train", *train_args(corpus, folder, "trainer.max_epochs=2", "ckpt_path=last"))
         for name, folder in folders.items()
@@ -661,7 +661,7 @@ def test_a_run_folder_with_a_link_where_a_run_writes_is_not_run_in(tmp_path):
             f"run in that folder would write through it, elsewhere: give the run another folder (hydra.run.dir=...), "
             f"or put what it points at in the link's place"
         ]
-    assert ({name: contents(folder) for name, folder in folders.items()}, contents(elsewhere)) == before
+    assert ({name: folder_contents(folder) for name, folder in folders.items()}, folder_contents(elsewhere)) == before
 
 
 @pytest.mark.parametrize("given", ["{sweep}", "${{paths.output_root}}/sweep"])
@@ -722,19 +722,10 @@ def test_a_refused_resume_in_the_run_folder_a_config_file_pins_keeps_that_runs_r
     args = ["--config-dir", str(yours), "experiment=pinned", *TINY, f"data.data_dir={corpus}", "trainer.max_epochs=1"]
     args += ["trainer.limit_train_batches=3", "test=false"]
     assert finish(popen("rnnreg-train", *args), error=False)[0] == 0
-    before = {name: data for name, data in contents(run_dir).items() if name != "train.log"}
+    before = folder_contents(run_dir, leave_out=("train.log",))
     status, errors = finish(popen("rnnreg-train", *args, "ckpt_path=last"))
     assert status == 2 and "nothing is left to train" in errors[0], errors
-    assert {name: data for name, data in contents(run_dir).items() if name != "train.log"} == before
-
-
-def contents(folder: Path) -> dict[str, bytes | str]:
-    """Every file's bytes under `folder` (a link: where it points)."""
-    return {
-        str(p.relative_to(folder)): str(p.readlink()) if p.is_symlink() else p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_symlink() or p.is_file()
-    }
+    assert folder_contents(run_dir, leave_out=("train.log",)) == before
 
 
 def test_a_refusal_names_the_first_four_results_and_counts_the_others(tmp_path):
