@@ -10,6 +10,7 @@ import matplotlib.image
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from helpers import TINY, compose_config, run, signal_at, wandb_run_parts, wandb_runs
 from rnnreg.io import load_checkpoint
@@ -578,9 +579,10 @@ def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
     assert best["best_value"] == pytest.approx(best_val) and best["best_params"]["optim.decay"] == 1.2
 
 
-def test_an_optuna_study_shows_no_alembic_lines(tiny_corpus, tmp_path):
+def test_an_optuna_study_shows_no_alembic_lines_and_records_its_command(tiny_corpus, tmp_path):
     """hparams_search=optuna began with seven `[HYDRA] setup plugin alembic...` lines: Optuna's database layer logs
-    at INFO as it is imported, through Hydra's console handler."""
+    at INFO as it is imported, through Hydra's console handler. Its folder has the study's command and search space
+    in multirun.yaml, as a basic sweep's has (Optuna's sweeper wrote none)."""
     tiny = [
         *TINY,
         f"data.data_dir={tiny_corpus}",
@@ -591,6 +593,9 @@ def test_an_optuna_study_shows_no_alembic_lines(tiny_corpus, tmp_path):
     study = ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=1"]
     proc = run("rnnreg-train", *tiny, *study, f"hydra.sweep.dir={tmp_path}/optuna")
     assert "Study name:" in proc.stdout and "alembic" not in proc.stdout + proc.stderr
+    record = OmegaConf.load(tmp_path / "optuna/multirun.yaml")
+    assert record.hydra.sweeper.n_trials == 1 and "dropout.p" in record.hydra.sweeper.params
+    assert list(record.hydra.overrides.task) == [*tiny, *study[:2]]
 
 
 def test_a_run_resumed_in_its_folder_keeps_its_earlier_csv_rows(tiny_cli, tmp_path):
