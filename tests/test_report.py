@@ -27,7 +27,8 @@ from helpers import TINY, run, strict_json
 from rnnreg import CONF_DIR
 from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
-from rnnreg.report import collect, find_runs, report, resume_command
+from rnnreg.report import collect, find_runs, report
+from rnnreg.report_commands import resume_command
 from rnnreg.report_figures import (
     PLACEMENT_COLOURS,
     configurations,
@@ -439,7 +440,7 @@ def test_a_config_folder_is_someone_elses_where_anything_in_or_above_it_is(tmp_p
     """others_can_write: a folder of one's own whose files, a link to it, or a folder above it (which could put another
     folder in its place) another user owns or can write, is not one's own; a group of one's own (a user's private
     group) and a folder above with the sticky bit (/tmp) leave it so."""
-    from rnnreg.report import others_can_write
+    from rnnreg.folder_trust import others_can_write
 
     made = functools.partial(config_folder, tmp_path)
     assert not others_can_write(str(made("own")))
@@ -487,7 +488,7 @@ def test_a_config_folder_is_someone_elses_where_a_link_or_folder_on_the_way_to_i
     import grp
     import pwd
 
-    from rnnreg.report import others_can_write
+    from rnnreg.folder_trust import others_can_write
 
     made = functools.partial(config_folder, tmp_path)
     own, opened = made("own"), made("open", mode=0o777)  # (no sticky bit: anyone may replace what is in it)

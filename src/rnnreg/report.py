@@ -17,35 +17,27 @@ import functools
 import json
 import math
 import os
-import re
-import shlex
-import stat
 import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from rnnreg.config_search import command_config_folders, go_on_command, recorded_command, recorded_run_command
-from rnnreg.errors import ConfigError, DataError, OutputError, first_line
+from rnnreg.errors import ConfigError, OutputError
 from rnnreg.io import replace_atomically
-from rnnreg.override_text import path_override
+from rnnreg.record_yaml import read_yaml, section, unreadable
+from rnnreg.report_commands import how_to_go_on
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import MAX_NLL, null_as_nan, read_metrics
 from rnnreg.runtime import hydra_entry
 from rnnreg.sweep import (
-    BASIC_SWEEPER,
     ERROR_FILE,
     NOT_COMPARED,
-    NUMBERED_SUBDIR,
-    STACKED_LAUNCHER,
     STOPPED_BEFORE_A_RESULT,
-    basic_sweep_jobs,
     first_words,
     job_order,
     override_key,
@@ -92,212 +84,6 @@ def why_failed(run: Path, metrics: dict) -> str:
     return lines[0] if lines else "no reason was recorded"
 
 
-GOES_ON = ("interrupted", "stopped", "unfinished")  # stopped by a signal, or killed hard: what they left goes on
-
-
-def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
-    """For the interrupted and unfinished runs: the command that goes on with each, from what it left (a
-    stacked sweep's members: one line for the sweep); under `root`, the jobs of a basic sweep that never
-    started (never_started)."""
-    lines, sweeps = [], {}
-    for r in rows:
-        if r["status"] not in GOES_ON:
-            continue
-        run = r["path"]
-        if r["launcher"] == "stacked":
-            sweeps.setdefault(run.parent, []).append((r["run"], r["status"]))
-        elif (run / "checkpoints" / "last.ckpt").is_file():
-            lines.append(
-                f"- {r['run']} ({r['status']}): {pasteable(resume_command(run), run / '.hydra' / 'overrides.yaml')}"
-            )
-        else:
-            again = pasteable(again_command(run), run / ".hydra" / "overrides.yaml")
-            lines.append(f"- {r['run']} ({r['status']}): no checkpoint was written: run it again, {again}")
-    if root is not None:
-        lines += [
-            f"- {job} (never started: no folder): {pasteable(command, root / 'multirun.yaml')}"
-            for job, command in never_started(rows, root)
-        ]
-    for sweep, runs in sweeps.items():
-        lines.append(
-            f"- {', '.join(run for run, _ in runs)}: the stacked sweep goes on with "
-            f"{pasteable(go_on_command(sweep), sweep / 'multirun.yaml')} "
-            f"({stacked_resume_point(sweep, {status for _, status in runs})})"
-        )
-    if not lines:
-        return ""
-    return (
-        "\nNot completed (interrupted: stopped by SIGTERM or Ctrl-C; stopped: by a signal before it wrote a result; "
-        "unfinished: no metrics.json and no live process): how each goes on\n\n" + "\n".join(lines) + "\n"
-    )
-
-
-def pasteable(command: str, record: Path) -> str:
-    """`command` in backticks, to paste; where the record it was read from (a folder from someone else) gives it an
-    override naming what Hydra would build or call (`+callbacks.x._target_=torch.load`: pasted, it would run code),
-    or a config folder someone else can write (--config-dir, hydra.searchpath), no command but what to read first."""
-    words = shlex.split(command)
-    if builds := next((w for w in words if HYDRA_SPECIAL_KEY.search(w)), None):
-        return (
-            f"no command shown: its record ({record}) has `{builds}`, which makes Hydra build or call what it names; "
-            "read the record before running it again"
-        )
-    if folder := next((f for f in command_config_folders(words) if others_can_write(f)), None):
-        return (
-            f"no command shown: its record (in {record.parent}) reads configs from {folder}, a folder another user "
-            "can write (a config there can make Hydra build or call anything); read its configs, copy them to a "
-            "folder of yours and give that instead"
-        )
-    return f"`{command}`"
-
-
-def others_can_write(folder: str) -> bool:
-    """Whether a config folder's files may be someone else's: the folder, anything in it (links followed, into the
-    folders they point at too), or a folder or link on the way to any of them (which could put another in its
-    place) owned by neither this user nor root, or writable by anyone or by a group that may have another user in
-    it; a folder on the way with the sticky bit (/tmp) lets others move only what is theirs. A folder that is not
-    there: no (the pasted command stops at it in one line)."""
-    if not os.path.isdir(folder):
-        return False
-    try:
-        if not _only_mine(folder):
-            return True
-        count = 0
-        for top, dirs, files in os.walk(folder, followlinks=True, onerror=_raise):
-            for name in dirs + files:
-                count, path = count + 1, os.path.join(top, name)
-                if count > CONFIG_FOLDER_ENTRIES:  # too many to read: not a folder of configs to trust unread
-                    return True
-                if not _only_mine(path) if os.path.islink(path) else _foreign(os.stat(path)):
-                    return True
-        return False
-    except OSError:  # a link to nowhere inside, a folder it may not read: not known to be this user's alone
-        return True
-
-
-CONFIG_FOLDER_ENTRIES = 2000  # the most files and folders others_can_write reads in a config folder
-
-
-def _raise(err: OSError) -> None:  # os.walk's onerror: a folder it cannot read is not skipped unread
-    raise err
-
-
-def _only_mine(path: str, links: int = 0) -> bool:
-    """Whether only this user and root can change what `path` names: each folder on its way neither another user's
-    nor writable by others (sticky, as /tmp: but for an entry of one's own in it), each link on the way likewise to
-    its target, and the file or folder itself not _foreign. OSError where a part of it is not there."""
-    me = {os.getuid(), 0}
-    names = [name for name in os.path.join(os.getcwd(), path).split("/") if name not in ("", ".")]
-    current = "/"
-    for i, name in enumerate(names):
-        if name == "..":  # (`current` is a real folder: its parent is the one `..` names)
-            current = os.path.dirname(current)
-            continue
-        above, entry = os.stat(current), os.path.join(current, name)
-        found = os.lstat(entry)
-        sticky_keeps = above.st_mode & stat.S_ISVTX and found.st_uid in me
-        if above.st_uid not in me or (_others_write(above) and not sticky_keeps):
-            return False
-        if stat.S_ISLNK(found.st_mode):
-            if links >= 40:  # (the kernel's own limit: a loop of links)
-                return False
-            return _only_mine(os.path.join(current, os.readlink(entry), *names[i + 1 :]), links + 1)
-        current = entry
-    return not _foreign(os.stat(current))
-
-
-def _foreign(found: os.stat_result) -> bool:
-    """Whether a file or folder is owned by another user than this one and root, or writable by others."""
-    return found.st_uid not in (os.getuid(), 0) or _others_write(found)
-
-
-def _others_write(found: os.stat_result) -> bool:
-    """Whether a file or folder is writable by anyone, or by a group that may have another user in it."""
-    return bool(found.st_mode & stat.S_IWOTH or (found.st_mode & stat.S_IWGRP and _shared_group(found.st_gid)))
-
-
-@functools.cache
-def _shared_group(gid: int) -> bool:
-    """Whether a group may have a user in it other than this one and root: any group this user is not in (its
-    members are others, and a directory service need not list them), or one of its own with another member listed
-    or that is another user's own group."""
-    import grp
-    import pwd
-
-    if gid not in {os.getgid(), *os.getgroups()}:
-        return True
-    me = {os.getuid(), 0}
-    try:
-        members = {pwd.getpwnam(name).pw_uid for name in grp.getgrgid(gid).gr_mem}
-    except KeyError:  # a group or member this machine does not name: not known to be this user's
-        return True
-    members |= {user.pw_uid for user in pwd.getpwall() if user.pw_gid == gid}
-    return bool(members - me)
-
-
-# a key Hydra's instantiate reads (_target_, _args_, _partial_, ...), in an override's key or in a mapping it gives
-HYDRA_SPECIAL_KEY = re.compile(r"(^|[.+~{,\s])_[a-z]+_(=|\s*:|$)")
-
-
-def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:
-    """Where a stacked sweep's resume starts its groups: a signal saved each group at the window it stopped in; a
-    hard kill left the resume file of the group's last epoch's end (or none)."""
-    if not any((sweep / ".stacked").glob("group_*.pt")):
-        return "from the start: no epoch had ended"
-    if statuses == {"interrupted"}:
-        return "each group from the window where it stopped"
-    if statuses == {"unfinished"}:
-        return "each group from its last epoch's end"
-    return "each group from where it stopped: the window of a signal, the last epoch's end of a hard kill"
-
-
-def resume_command(run: Path) -> str:
-    """The command that goes on exactly from `run`'s last checkpoint, in a new run folder: its overrides (a multirun
-    job's own values, without Hydra's), less the checkpoint it may itself have resumed from."""
-    overrides = recorded_overrides(run) or []
-    kept = [o for o in overrides if override_key(o) != "ckpt_path"]
-    last = path_override("ckpt_path", run / "checkpoints" / "last.ckpt")
-    return shlex.join([*recorded_run_command(run), *kept, last])
-
-
-def again_command(run: Path) -> str:
-    """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept)."""
-    overrides = recorded_overrides(run) or []
-    return shlex.join([*recorded_run_command(run), *overrides])
-
-
-def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
-    """(job, command) of each job of a basic sweep under `root` that has no folder: the sweep was stopped
-    (SIGTERM, Ctrl-C) before it. Its jobs are recomputed from its multirun.yaml as Hydra's basic sweeper
-    splits them (rnnreg.sweep.basic_sweep_jobs), in numbered folders; nothing for a live sweep, another sweeper,
-    another subdir, or overrides that need the config to expand."""
-    found = []
-    sweeps = {root, *(r["path"].parent for r in rows)}
-    for sweep in sorted((s for s in sweeps if s == root or root in s.parents), key=lambda p: job_order(str(p))):
-        record = sweep / "multirun.yaml"
-        hydra = section(read_yaml(record), record, "hydra")
-        sweeper, subdir = section(hydra, record, "sweeper"), section(hydra, record, "sweep").get("subdir")
-        if sweeper.get("_target_") != BASIC_SWEEPER or subdir != NUMBERED_SUBDIR:
-            continue
-        if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER:  # its resume switch
-            continue
-        if RunLock.in_use(sweep):  # still running: the jobs to come have not started yet
-            continue
-        params = section(sweeper, record, "params")
-        task = section(hydra, record, "overrides").get("task") or []
-        if not isinstance(task, list) or not all(isinstance(o, str) for o in task):
-            raise unreadable(record, "hydra.overrides.task is not a list of overrides")
-        try:
-            jobs = basic_sweep_jobs(params, task)
-        except Exception:  # a glob over config options needs the config: the report cannot list them
-            continue
-        for num, overrides in enumerate(jobs):
-            if not (sweep / str(num) / ".hydra" / "config.yaml").is_file():
-                command = shlex.join([*recorded_command(hydra), *overrides])
-                found.append((str((sweep / str(num)).relative_to(root)), command))
-    return found
-
-
 def history(run: Path, key: str = "val/ppl") -> list[float]:
     """Every value of `key` the run's CSV logger wrote (csv/metrics.csv), in the order it logged them (each step's
     for a training key); [] without that file. The report draws by epoch (by_epoch); this compares runs value by
@@ -326,36 +112,6 @@ def logged(run: Path, keys: tuple[str, ...], value: Callable[[dict], Any]) -> li
             return [value(row) for row in csv.DictReader(f) if all(row.get(key) for key in keys)]
     except (OSError, csv.Error, ValueError, OverflowError, UnicodeDecodeError) as err:
         raise unreadable(path, err) from None
-
-
-def read_yaml(path: Path) -> dict:
-    """A run's YAML file, a mapping; {} without the file."""
-    if not path.exists():
-        return {}
-    try:
-        value = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-        raise unreadable(path, err) from None
-    if value is not None and not isinstance(value, dict):
-        raise unreadable(path, "not a YAML mapping")
-    return value or {}
-
-
-def section(value: dict, path: Path, *keys: str) -> dict:
-    """The mapping at `keys` in `value`, read from the YAML file `path` ({} where a key is absent or empty); one that
-    is not a mapping is a file the report cannot read."""
-    for depth, key in enumerate(keys):
-        value = value.get(key) or {}
-        if not isinstance(value, dict):
-            raise unreadable(path, f"{'.'.join(keys[: depth + 1])} is not a mapping")
-    return value
-
-
-def unreadable(path: Path, why) -> DataError:
-    """A run's file the report cannot read (a file from elsewhere, cut short or edited): one line, the fix."""
-    return DataError(
-        f"{path} is not readable ({first_line(why)}): restore it, or move its run's folder out of the report's path"
-    )
 
 
 def choice(choices: dict, overrides: list[str], group: str) -> str | None:

@@ -1,0 +1,40 @@
+"""A run's YAML records (`.hydra/*.yaml`, a sweep's `multirun.yaml`), read as files from others: a mapping, or one
+line naming the file and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from rnnreg.errors import DataError, first_line
+
+
+def read_yaml(path: Path) -> dict:
+    """A run's YAML file, a mapping; {} without the file."""
+    if not path.exists():
+        return {}
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise unreadable(path, err) from None
+    if value is not None and not isinstance(value, dict):
+        raise unreadable(path, "not a YAML mapping")
+    return value or {}
+
+
+def section(value: dict, path: Path, *keys: str) -> dict:
+    """The mapping at `keys` in `value`, read from the YAML file `path` ({} where a key is absent or empty); one that
+    is not a mapping is a file the report cannot read."""
+    for depth, key in enumerate(keys):
+        value = value.get(key) or {}
+        if not isinstance(value, dict):
+            raise unreadable(path, f"{'.'.join(keys[: depth + 1])} is not a mapping")
+    return value
+
+
+def unreadable(path: Path, why) -> DataError:
+    """A run's file the report cannot read (a file from elsewhere, cut short or edited): one line, the fix."""
+    return DataError(
+        f"{path} is not readable ({first_line(why)}): restore it, or move its run's folder out of the report's path"
+    )

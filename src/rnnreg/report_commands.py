@@ -1,0 +1,145 @@
+"""What rnnreg-report tells a user to run next for each run that did not complete: the command that resumes it
+from its last checkpoint, runs it again, goes on with a stacked sweep, or starts a basic sweep's jobs that never
+began. A record from someone else's folder gets no command where pasting it could run code (pasteable)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from rnnreg.config_search import command_config_folders, go_on_command, recorded_command, recorded_run_command
+from rnnreg.folder_trust import others_can_write
+from rnnreg.override_text import path_override
+from rnnreg.record_yaml import read_yaml, section, unreadable
+from rnnreg.run_lock import RunLock
+from rnnreg.sweep import (
+    BASIC_SWEEPER,
+    NUMBERED_SUBDIR,
+    STACKED_LAUNCHER,
+    basic_sweep_jobs,
+    job_order,
+    override_key,
+    recorded_overrides,
+)
+
+GOES_ON = ("interrupted", "stopped", "unfinished")  # stopped by a signal, or killed hard: what they left goes on
+
+
+def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
+    """For the interrupted and unfinished runs: the command that goes on with each, from what it left (a
+    stacked sweep's members: one line for the sweep); under `root`, the jobs of a basic sweep that never
+    started (never_started)."""
+    lines, sweeps = [], {}
+    for r in rows:
+        if r["status"] not in GOES_ON:
+            continue
+        run = r["path"]
+        if r["launcher"] == "stacked":
+            sweeps.setdefault(run.parent, []).append((r["run"], r["status"]))
+        elif (run / "checkpoints" / "last.ckpt").is_file():
+            lines.append(
+                f"- {r['run']} ({r['status']}): {pasteable(resume_command(run), run / '.hydra' / 'overrides.yaml')}"
+            )
+        else:
+            again = pasteable(again_command(run), run / ".hydra" / "overrides.yaml")
+            lines.append(f"- {r['run']} ({r['status']}): no checkpoint was written: run it again, {again}")
+    if root is not None:
+        lines += [
+            f"- {job} (never started: no folder): {pasteable(command, root / 'multirun.yaml')}"
+            for job, command in never_started(rows, root)
+        ]
+    for sweep, runs in sweeps.items():
+        lines.append(
+            f"- {', '.join(run for run, _ in runs)}: the stacked sweep goes on with "
+            f"{pasteable(go_on_command(sweep), sweep / 'multirun.yaml')} "
+            f"({stacked_resume_point(sweep, {status for _, status in runs})})"
+        )
+    if not lines:
+        return ""
+    return (
+        "\nNot completed (interrupted: stopped by SIGTERM or Ctrl-C; stopped: by a signal before it wrote a result; "
+        "unfinished: no metrics.json and no live process): how each goes on\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def pasteable(command: str, record: Path) -> str:
+    """`command` in backticks, to paste; where the record it was read from (a folder from someone else) gives it an
+    override naming what Hydra would build or call (`+callbacks.x._target_=torch.load`: pasted, it would run code),
+    or a config folder someone else can write (--config-dir, hydra.searchpath), no command but what to read first."""
+    words = shlex.split(command)
+    if builds := next((w for w in words if HYDRA_SPECIAL_KEY.search(w)), None):
+        return (
+            f"no command shown: its record ({record}) has `{builds}`, which makes Hydra build or call what it names; "
+            "read the record before running it again"
+        )
+    if folder := next((f for f in command_config_folders(words) if others_can_write(f)), None):
+        return (
+            f"no command shown: its record (in {record.parent}) reads configs from {folder}, a folder another user "
+            "can write (a config there can make Hydra build or call anything); read its configs, copy them to a "
+            "folder of yours and give that instead"
+        )
+    return f"`{command}`"
+
+
+# a key Hydra's instantiate reads (_target_, _args_, _partial_, ...), in an override's key or in a mapping it gives
+HYDRA_SPECIAL_KEY = re.compile(r"(^|[.+~{,\s])_[a-z]+_(=|\s*:|$)")
+
+
+def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:
+    """Where a stacked sweep's resume starts its groups: a signal saved each group at the window it stopped in; a
+    hard kill left the resume file of the group's last epoch's end (or none)."""
+    if not any((sweep / ".stacked").glob("group_*.pt")):
+        return "from the start: no epoch had ended"
+    if statuses == {"interrupted"}:
+        return "each group from the window where it stopped"
+    if statuses == {"unfinished"}:
+        return "each group from its last epoch's end"
+    return "each group from where it stopped: the window of a signal, the last epoch's end of a hard kill"
+
+
+def resume_command(run: Path) -> str:
+    """The command that goes on exactly from `run`'s last checkpoint, in a new run folder: its overrides (a multirun
+    job's own values, without Hydra's), less the checkpoint it may itself have resumed from."""
+    overrides = recorded_overrides(run) or []
+    kept = [o for o in overrides if override_key(o) != "ckpt_path"]
+    last = path_override("ckpt_path", run / "checkpoints" / "last.ckpt")
+    return shlex.join([*recorded_run_command(run), *kept, last])
+
+
+def again_command(run: Path) -> str:
+    """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept)."""
+    overrides = recorded_overrides(run) or []
+    return shlex.join([*recorded_run_command(run), *overrides])
+
+
+def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
+    """(job, command) of each job of a basic sweep under `root` that has no folder: the sweep was stopped
+    (SIGTERM, Ctrl-C) before it. Its jobs are recomputed from its multirun.yaml as Hydra's basic sweeper
+    splits them (rnnreg.sweep.basic_sweep_jobs), in numbered folders; nothing for a live sweep, another sweeper,
+    another subdir, or overrides that need the config to expand."""
+    found = []
+    sweeps = {root, *(r["path"].parent for r in rows)}
+    for sweep in sorted((s for s in sweeps if s == root or root in s.parents), key=lambda p: job_order(str(p))):
+        record = sweep / "multirun.yaml"
+        hydra = section(read_yaml(record), record, "hydra")
+        sweeper, subdir = section(hydra, record, "sweeper"), section(hydra, record, "sweep").get("subdir")
+        if sweeper.get("_target_") != BASIC_SWEEPER or subdir != NUMBERED_SUBDIR:
+            continue
+        if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER:  # its resume switch
+            continue
+        if RunLock.in_use(sweep):  # still running: the jobs to come have not started yet
+            continue
+        params = section(sweeper, record, "params")
+        task = section(hydra, record, "overrides").get("task") or []
+        if not isinstance(task, list) or not all(isinstance(o, str) for o in task):
+            raise unreadable(record, "hydra.overrides.task is not a list of overrides")
+        try:
+            jobs = basic_sweep_jobs(params, task)
+        except Exception:  # a glob over config options needs the config: the report cannot list them
+            continue
+        for num, overrides in enumerate(jobs):
+            if not (sweep / str(num) / ".hydra" / "config.yaml").is_file():
+                command = shlex.join([*recorded_command(hydra), *overrides])
+                found.append((str((sweep / str(num)).relative_to(root)), command))
+    return found
