@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -11,6 +12,7 @@ import os
 import re
 import shlex
 import statistics
+import struct
 import time
 from pathlib import Path
 
@@ -518,6 +520,45 @@ def test_a_config_folder_is_someone_elses_where_a_link_or_folder_on_the_way_to_i
         grouped = made("grouped", mode=0o775)
         os.chown(grouped, 0, unlisted[0])
         assert others_can_write(str(grouped))
+
+
+def access_acl(*entries: tuple[int, int, int]) -> bytes:
+    """A POSIX access ACL as Linux stores it (system.posix_acl_access): version 2, then (tag, perm, id) entries."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+def test_a_config_folder_is_someone_elses_where_an_acl_lets_another_user_write(tmp_path):
+    """others_can_write reads POSIX ACLs: a config file, the folder or a folder above it whose ACL lets another user
+    (or a group this user is not in) write, through the ACL's mask, is someone else's; an ACL that lets them read
+    alone, or whose mask takes their write away, is not (before: the mode bits, which show the mask alone)."""
+    from rnnreg.folder_trust import others_can_write
+
+    anyone = 0xFFFFFFFF  # (the id of an entry that names no one: the owner's, the owning group's, the mask, others)
+    owner, group, mask, other, user, named_group = 0x01, 0x04, 0x10, 0x20, 0x02, 0x08
+
+    def acl(path: Path, who: tuple[int, int], perm: int, mask_perm: int) -> None:
+        entries = [(owner, 7, anyone), (group, 5, anyone), (mask, mask_perm, anyone), (other, 5, anyone)]
+        try:  # (its entries in the order of their tags, as Linux requires)
+            os.setxattr(path, "system.posix_acl_access", access_acl(*sorted([*entries, (who[0], perm, who[1])])))
+        except OSError as err:
+            if err.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            pytest.skip(f"this filesystem takes no POSIX ACLs ({err.strerror})")
+
+    def with_acl(name: str, on: str, who: tuple[int, int], perm: int, mask_perm: int = 7) -> str:
+        folder = config_folder(tmp_path, name, "conf")
+        acl({"file": folder / "mine.yaml", "folder": folder, "above": folder.parent}[on], who, perm, mask_perm)
+        return str(folder)
+
+    nobody = (user, 65534)
+    assert others_can_write(with_acl("file", "file", nobody, 6))
+    assert others_can_write(with_acl("folder", "folder", nobody, 7))
+    assert others_can_write(with_acl("above", "above", nobody, 7))  # (it could put another conf/ in its place)
+    their_group = next(g for g in (65534, 65533, 12345) if g not in {os.getgid(), *os.getgroups()})
+    assert others_can_write(with_acl("group", "file", (named_group, their_group), 6))
+    assert not others_can_write(with_acl("reads", "file", nobody, 4, mask_perm=4))
+    assert not others_can_write(with_acl("masked", "file", nobody, 6, mask_perm=4))
+    assert not others_can_write(with_acl("own", "file", (user, os.getuid()), 6, mask_perm=4))
 
 
 def test_a_printed_path_hydra_would_read_as_another_type_is_quoted():
