@@ -22,13 +22,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from helpers import BIN, TINY, run
-from rnnreg import CONF_DIR, schema
+from rnnreg import CONF_DIR, trainer_rules
 from rnnreg.command_line import MAX_JOBS_CHECKED, _product, check_job, validate_args
 from rnnreg.data import smallest_fraction
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16
-from rnnreg.schema import SCHEMAS, Rule, rules, trainer_processes
+from rnnreg.schema import SCHEMAS, Rule, rules
 from rnnreg.train import train
+from rnnreg.trainer_rules import trainer_processes
 
 CUDA = torch.cuda.is_available()
 NOT_A_CKPT = Path(__file__)  # a text file
@@ -1012,7 +1013,7 @@ def test_gpu_indices_this_machine_lacks_are_one_line(tmp_path, monkeypatch, devi
     from helpers import compose_config
     from rnnreg.schema import validate
 
-    monkeypatch.setattr(schema, "_cuda_gpus", lambda: 2)
+    monkeypatch.setattr(trainer_rules, "cuda_gpus", lambda: 2)
     given = "[" + ",".join(str(d) for d in devices) + "]"
     cfg = compose_config(["trainer=ddp", "trainer.accelerator=gpu", f"trainer.devices={given}"], tmp_path)
     if refusal is None:

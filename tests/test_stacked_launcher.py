@@ -46,11 +46,12 @@ from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16, net_kwargs
 from rnnreg.run_record import STOPPED_BY
-from rnnreg.schema import trainer_arguments, trainer_precision
+from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, group_jobs, group_key, resumed_groups
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.stacked_step import group_step
+from rnnreg.trainer_rules import trainer_precision
 
 # Members differ in everything a member can hold: seed, lr, clip, weight decay, momentum, schedule, early
 # stopping, dropout and the LSTM (a: the paper's dropout on oneDNN's fused LSTM, with momentum; b: no dropout on
@@ -1142,7 +1143,7 @@ def test_trainer_settings_that_do_what_a_stacked_group_does_are_stackable(tiny_c
 
 def test_a_trainer_config_without_precision_is_a_float32_group_as_lightning_runs_its_jobs(tiny_cfg):
     """trainer.precision left out (~trainer.precision, or a user's own trainer file): Lightning runs each job in
-    32-true, so a stacked group takes it and trains in float32, not under bf16 autocast (schema.trainer_precision
+    32-true, so a stacked group takes it and trains in float32, not under bf16 autocast (trainer_rules.trainer_precision
     reads Lightning's default in one place)."""
     import lightning as L
 

@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from rnnreg.errors import ConfigError
 from rnnreg.instantiation import instantiate
 from rnnreg.runtime import hydra_entry, log, route_lightning_logs
-from rnnreg.schema import bf16_lstm_refusal
 from rnnreg.sweep import record_job_stopped
+from rnnreg.trainer_rules import bf16_lstm_refusal
 
 
 def evaluate(cfg: DictConfig) -> dict:

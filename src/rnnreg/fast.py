@@ -18,7 +18,7 @@ from rnnreg.cuda_graph import WARMUP_WINDOWS, GraphedStep
 from rnnreg.errors import ConfigError
 from rnnreg.model import mean_nll, paper_objective
 from rnnreg.optim import ClippedSGD
-from rnnreg.schema import fast_step_refusal
+from rnnreg.trainer_rules import fast_step_refusal
 from rnnreg.training_signals import TrainingSignals
 
 MODES = ("auto", True, False)

@@ -14,8 +14,8 @@ def others_can_write(folder: str) -> bool:
     """Whether a config folder's files may be someone else's: the folder, anything in it (links followed, into the
     folders they point at too), or a folder or link on the way to any of them (which could put another in its
     place) owned by neither this user nor root, or writable by anyone or by a group that may have another user in
-    it (by its mode bits or its POSIX ACL); a folder on the way with the sticky bit (/tmp) lets others move only what is theirs. A folder that is not
-    there: no (the pasted command stops at it in one line)."""
+    it (by its mode bits or its POSIX ACL); a folder on the way with the sticky bit (/tmp) lets others move only
+    what is theirs. A folder that is not there: no (the pasted command stops at it in one line)."""
     if not os.path.isdir(folder):
         return False
     try:

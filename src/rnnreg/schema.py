@@ -26,8 +26,16 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from rnnreg import CONF_DIR
+from rnnreg import CONF_DIR, trainer_rules
 from rnnreg.errors import ConfigError, MissingValue
+from rnnreg.trainer_rules import (
+    bf16_lstm_refusal,
+    counts_gpus,
+    fast_step_refusal,
+    gpu_indices,
+    trainer_precision,
+    trainer_processes,
+)
 
 
 @dataclass(frozen=True)
@@ -712,56 +720,10 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
             )
 
 
-def _cuda_gpus() -> int:
-    import torch  # here, not at the top: a command line's error needs no torch (an import of a second or more)
-
-    return torch.cuda.device_count()
-
-
-def trainer_precision(trainer: DictConfig) -> str:
-    """trainer.precision as Lightning's Trainer takes it: 32-true where a trainer config leaves it out."""
-    return str(trainer.get("precision", "32-true"))
-
-
-def bf16_lstm_refusal(trainer: DictConfig, fused: bool, fix: str) -> str | None:
-    """Why trainer.precision=bf16-mixed cannot run a model here (None: it can): its LSTM is nn.LSTM (`fused`), the
-    run is on a CPU, and this CPU's oneDNN has no bf16 LSTM (rnnreg.model.cpu_runs_fused_lstm_in_bf16). `fix`:
-    what the caller's user can change."""
-    if not fused or trainer_precision(trainer) != "bf16-mixed":
-        return None
-    accelerator = trainer.get("accelerator", "auto")
-    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and _cuda_gpus()):
-        return None
-    from rnnreg.model import cpu_runs_fused_lstm_in_bf16
-
-    if cpu_runs_fused_lstm_in_bf16():
-        return None
-    return (
-        "trainer.precision=bf16-mixed runs the fused LSTM (nn.LSTM) in bf16 on oneDNN, which this CPU cannot "
-        f"(it needs AVX512-BF16 or AMX): {fix}"
-    )
-
-
-def fast_step_refusal(processes: int, loss_scaling: bool, accumulate: int) -> str | None:
-    """Why speed.fast_step=true cannot run (None: it can): the rule, checked here from the config and by
-    rnnreg.fast from the built Trainer (`processes`: DDP processes; `loss_scaling`: fp16's; `accumulate`: windows
-    per update)."""
-    blocked = [f"{processes} processes"] if processes > 1 else []
-    blocked += ["fp16 loss scaling"] if loss_scaling else []
-    blocked += [f"trainer.accumulate_grad_batches={accumulate}"] if accumulate != 1 else []
-    if not blocked:
-        return None
-    return (
-        "speed.fast_step=true needs one process, no fp16 loss scaling (trainer.precision=16-mixed) and "
-        f"trainer.accumulate_grad_batches=1, and this run has {', '.join(blocked)}: set speed.fast_step=auto "
-        f"(it falls back to the plain step) or false"
-    )
-
-
 def _check_trainer(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     accelerator = trainer.get("accelerator", "auto")
-    if accelerator in ("gpu", "cuda") and not _cuda_gpus():
+    if accelerator in ("gpu", "cuda") and not trainer_rules.cuda_gpus():
         raise ConfigError(
             f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none: "
             f"use trainer.accelerator=cpu (or auto)"
@@ -780,7 +742,7 @@ def _check_trainer(cfg: DictConfig) -> None:
     precision = trainer_precision(trainer)
     # the GPUs here, counted only where a check needs them
     several, fp16 = _is_int(devices) and devices > 1, precision in ("16", "16-mixed")
-    gpus = _cuda_gpus() if accelerator in ("gpu", "cuda", "auto") and (several or fp16) else 0
+    gpus = trainer_rules.cuda_gpus() if accelerator in ("gpu", "cuda", "auto") and (several or fp16) else 0
     if gpus and several and devices > gpus:
         raise ConfigError(
             f"trainer.devices={devices} but this machine has {gpus} GPU(s): set trainer.devices to at most {gpus}"
@@ -819,31 +781,6 @@ def _check_trainer(cfg: DictConfig) -> None:
             raise ConfigError(why)
 
 
-ALL_DEVICES = ("auto", -1, "-1")  # trainer.devices that Lightning reads as every GPU of this machine
-
-
-def trainer_processes(trainer: DictConfig, gpus: int | None = None) -> int:
-    """The processes Lightning starts for a trainer config: trainer.devices x trainer.num_nodes. devices=auto or
-    -1 is one process per GPU (`gpus`: how many the run has; None: this machine's, counted here) where the
-    accelerator may be a GPU, else one; a list of GPU indices or text '0,1' one per index; a number (or its text)
-    that many. A value Lightning refuses counts as one: its own error says what is wrong."""
-    devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes", 1)
-    if devices in ALL_DEVICES:
-        count = ((_cuda_gpus() if gpus is None else gpus) if _may_be_gpu(trainer) else 1) or 1
-    elif indices := gpu_indices(devices):
-        count = len(indices)
-    else:
-        count = int(devices) if str(devices).strip().isdigit() else 1
-    return max(1, count) * (int(nodes) if str(nodes).strip().isdigit() and int(nodes) > 0 else 1)
-
-
-def gpu_indices(devices: Any) -> list[str]:
-    """trainer.devices given as GPU indices (a list, or text '0,1'): those indices; else []."""
-    if isinstance(devices, (list, ListConfig)) or (isinstance(devices, str) and "," in devices):
-        return [str(d).strip() for d in (devices.split(",") if isinstance(devices, str) else devices) if str(d).strip()]
-    return []
-
-
 def _gpu_indices_refusal(devices: Any, indices: list[str], accelerator: str) -> str | None:
     """GPU indices on a CPU, or naming a GPU this machine lacks (Lightning's own error is a traceback)."""
     shown = _show(devices)
@@ -854,7 +791,7 @@ def _gpu_indices_refusal(devices: Any, indices: list[str], accelerator: str) -> 
         )
     if accelerator not in ("auto", "gpu", "cuda"):
         return None  # (mps, tpu, ...: Lightning's own check)
-    gpus = _cuda_gpus()
+    gpus = trainer_rules.cuda_gpus()
     if not gpus:
         return (
             f"trainer.devices={shown} names GPUs and this machine has none: use trainer.devices={len(indices)} "
@@ -867,15 +804,6 @@ def _gpu_indices_refusal(devices: Any, indices: list[str], accelerator: str) -> 
             f"0 to {gpus - 1}: name GPUs among them, or set trainer.devices=auto"
         )
     return None
-
-
-def counts_gpus(trainer: DictConfig) -> bool:
-    """Whether trainer_processes(trainer) counts this machine's GPUs (it imports torch to)."""
-    return trainer.get("devices", "auto") in ALL_DEVICES and _may_be_gpu(trainer)
-
-
-def _may_be_gpu(trainer: DictConfig) -> bool:
-    return trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda")
 
 
 def _spawns(strategy: Any) -> bool:

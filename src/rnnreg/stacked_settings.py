@@ -8,7 +8,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from rnnreg.errors import ConfigError
-from rnnreg.schema import trainer_precision, trainer_processes
+from rnnreg.trainer_rules import trainer_precision, trainer_processes
 
 PROGRAMS = ("auto", "batched", "in_turn")  # hydra.launcher.program (rnnreg.stacked_step.group_step runs them)
 # hydra.launcher.pad_hidden_to=auto: the batched program on a GPU holds the hidden units padded to a multiple of
