@@ -559,6 +559,10 @@ def test_a_config_folder_is_someone_elses_where_an_acl_lets_another_user_write(t
     assert not others_can_write(with_acl("reads", "file", nobody, 4, mask_perm=4))
     assert not others_can_write(with_acl("masked", "file", nobody, 6, mask_perm=4))
     assert not others_can_write(with_acl("own", "file", (user, os.getuid()), 6, mask_perm=4))
+    sticky = config_folder(tmp_path, "sticky", "conf").parent
+    sticky.chmod(0o1755)
+    acl(sticky, nobody, 7, 7)  # as /tmp: others may move only what is theirs in it, and conf/ is mine
+    assert not others_can_write(str(sticky / "conf"))
 
 
 def test_a_printed_path_hydra_would_read_as_another_type_is_quoted():

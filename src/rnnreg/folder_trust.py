@@ -4,6 +4,7 @@ anything, so rnnreg-report shows no command that reads one (rnnreg.report_comman
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import stat
@@ -89,8 +90,10 @@ def _acl_lets_others_write(path: str) -> bool:
     it, write (through the ACL's mask): the mode bits show the mask alone, not whom it is for."""
     try:
         acl = os.getxattr(path, "system.posix_acl_access")
-    except OSError:  # no ACL (ENODATA), or a filesystem without them (ENOTSUP): the mode bits say it all
-        return False
+    except OSError as err:  # no ACL (ENODATA), or a filesystem without them: the mode bits say it all
+        if err.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise  # (an ACL it may not read: others_can_write's caller counts it as someone else's)
     if len(acl) < 4 or (len(acl) - 4) % 8 or struct.unpack_from("<I", acl)[0] != 2:
         return True  # (an ACL of a form Linux does not write: not known to be this user's alone)
     entries = [struct.unpack_from("<HHI", acl, offset) for offset in range(4, len(acl), 8)]
