@@ -1283,3 +1283,86 @@ def test_a_searchpath_folder_without_a_scheme_is_a_config_folder_too():
 
     words = ["rnnreg-train", "hydra.searchpath=[/tmp/x,file:///tmp/y,pkg://lab.configs]"]
     assert command_config_folders(words) == ["/tmp/x", "/tmp/y"]
+
+
+def test_the_mean_over_seeds_names_only_the_seeds_it_lacks(tmp_path):
+    """A seed that diverged and was run again to completion (another sweep) is counted, not named as left out; a
+    configuration's seeds that did not complete are named once, in its note, not in notes of their own."""
+    root = ablation(tmp_path / "a", {"none": ABLATION["none"], "both": ABLATION["both"]})
+    diverged = {"status": "failed", "error": "training loss became nan at epoch 2, step 3", "epochs": 2}
+    (root / "2" / "metrics.json").write_text(json.dumps(diverged))  # dropout=none's seed 2 ...
+    write_job(tmp_path / "b" / "0", ["dropout=none", "seed=2"], {"dropout": "none"}, TOY, 450.0)  # ... run again
+    write_job(root / "6", ["dropout=none", "seed=3"], {"dropout": "none"}, TOY, None)  # killed: unfinished
+    text = report(tmp_path)
+    assert "| dropout=none | 3 | " in text.split("Over seeds:")[1]
+    notes = text.split("\nNotes:\n\n")[1].split("\n\n")[0]
+    assert notes == (
+        "- configuration `dropout=none`: its mean is over its 3 completed seed(s) only; not counted: "
+        "a/6 (seed 3, unfinished)"
+    )
+
+
+def test_a_fast_dev_run_beside_the_seeds_of_its_configuration_adds_no_note(tmp_path):
+    """A fast_dev_run among a configuration's seeds, their config.yaml as a run writes it (trainer.fast_dev_run:
+    false in each seed's, true in its own): the seeds are one configuration shown by their overrides alone, and no
+    note names the debug pass as a seed left out nor as a config that changed between them."""
+    tests = ABLATION["non_recurrent"]
+    root = ablation(tmp_path / "sweep", {"non_recurrent": tests}, trainer=TOY | {"fast_dev_run": False})
+    write_job(root / "3", ["dropout=non_recurrent", "seed=3"], {}, TOY | {"fast_dev_run": True}, 9000.0)
+    text = report(root)
+    mean, sd = statistics.mean(tests), statistics.stdev(tests)
+    assert "| (same) | 3 | " in text.split("Over seeds:")[1] and f"| {mean:.2f} ± {sd:.2f} |" in text
+    assert "| 0 | seed=1234 | completed |" in text and "Notes:" not in text, text
+
+
+def test_an_unfinished_run_resumed_into_its_folder_shows_its_last_epoch_and_each_gap(tmp_path):
+    """A run resumed into its folder and then killed hard (no metrics.json), whose csv/metrics.csv lacks epochs 1–2
+    and 4: its row's epochs is the last it logged (6, not the 3 it has values for), and the note names each gap."""
+    write_job(tmp_path / "0", ["dropout=none"], {}, TOY, 440.0)
+    (tmp_path / "0" / "metrics.json").unlink()
+    csv_file = tmp_path / "0" / "csv" / "metrics.csv"
+    header, *lines = csv_file.read_text().splitlines()
+    kept = [line for line in lines if line.split(",")[0] not in {"0", "1", "3"}]  # epochs 1, 2 and 4: none
+    csv_file.write_text("\n".join([header, *kept]) + "\n")
+    (row,) = collect(tmp_path / "0")
+    assert list(row["val_history"]) == [3, 5, 6]
+    table = report(tmp_path / "0", PAPER)
+    best = min(row["val_history"].values())
+    assert table.splitlines()[2].startswith(f"| 0 | dropout=none | unfinished | {best:.2f} | — | — | 6 |")
+    assert "- 0: csv/metrics.csv has no validation perplexity for epoch(s) 1–2, 4 (a resumed run" in table
+
+
+def test_a_seed_given_twice_is_the_seed_hydra_applied_last(tmp_path):
+    """`seed=1 seed=2` (a pasted command with a seed added at its end): Hydra runs seed 2, and the report counts
+    it as seed 2, beside the configuration's seed 1 (before a seed read first would make it seed 1 run twice)."""
+    write_job(tmp_path / "a" / "0", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 440.0)
+    write_job(tmp_path / "b" / "0", ["dropout=none", "seed=1", "seed=2"], {"dropout": "none"}, TOY, 450.0)
+    config = yaml.safe_load((tmp_path / "b/0/.hydra/config.yaml").read_text())
+    (tmp_path / "b/0/.hydra/config.yaml").write_text(yaml.safe_dump(config | {"seed": 2}))
+    text = report(tmp_path)
+    assert "| (same) | 2 | " in text.split("Over seeds:")[1] and "ran 2 times" not in text
+    assert "Notes:" not in text  # (a seed is no config key of its own: its value differs from run to run)
+
+
+def test_runs_that_did_not_complete_are_never_a_mean_over_seeds(tmp_path):
+    """Two runs of one configuration told apart by the seed of their config alone (no seed= override) that both
+    failed: two rows of the table, each failed, and no row over seeds (a mean of runs that diverged)."""
+    for name, seed in (("a", 1), ("b", 2)):
+        write_job(tmp_path / name, ["dropout=none"], {"dropout": "none"}, TOY, 440.0 + seed)
+        config = yaml.safe_load((tmp_path / name / ".hydra" / "config.yaml").read_text())
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config | {"seed": seed}))
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        diverged = {"status": "failed", "error": "training loss became nan at epoch 6, step 3"}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics | diverged))
+    assert [(r["seed"], r["status"]) for r in collect(tmp_path)] == [("1", "failed"), ("2", "failed")]
+    assert "Over seeds:" not in report(tmp_path)
+
+
+def test_a_failed_job_is_named_by_the_overrides_that_count(tmp_path, capsys):
+    """A failed job's line names it by its swept overrides, a key given twice once with the value Hydra applied
+    (the last); a job told apart only by overrides that name no run (an evaluation sweep over ckpt_path) by those."""
+    overrides = ["seed=1", "dropout=none", "seed=2"]
+    report_failed_job(0, overrides, None, "diverged", tmp_path, basic=True)
+    assert capsys.readouterr().err == "error: job 0 (dropout=none seed=2) failed: diverged\n"
+    report_failed_job(1, ["ckpt_path=/runs/a/last.ckpt", "data.batch_size=8"], ["ckpt_path"], "x", tmp_path, basic=True)
+    assert capsys.readouterr().err == "error: job 1 (ckpt_path=/runs/a/last.ckpt) failed: x\n"
