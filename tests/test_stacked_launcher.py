@@ -288,6 +288,32 @@ def test_a_bad_launcher_setting_is_one_line_before_anything_is_written(tmp_path,
         assert not sweep.exists()
 
 
+@pytest.mark.parametrize(
+    "setting, says",
+    [
+        ("max_members=0", "max_members=0 must be a whole number of at least 1"),
+        ("max_members=true", "max_members=True must be a whole number of at least 1"),
+        ("pad_hidden_to=true", "pad_hidden_to=True must be auto or a whole number of at least 1"),
+        ("stop_after_windows=0", "stop_after_windows=0 must be null or a whole number of at least 1"),
+        ("stop_after_windows=true", "stop_after_windows=True must be null or a whole number of at least 1"),
+    ],
+)
+def test_a_launcher_setting_out_of_range_or_a_flag_is_refused(setting, says):
+    """hydra.launcher's whole numbers as Hydra composes them: 0 is below the least, and true (a YAML flag, which
+    Python counts as 1) is no number (test_a_bad_launcher_setting_is_one_line_before_anything_is_written: the
+    command's line, before anything is written)."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg import CONF_DIR
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        default = compose("train", ["hydra/launcher=stacked"], return_hydra_config=True)
+        cfg = compose("train", ["hydra/launcher=stacked", f"hydra.launcher.{setting}"], return_hydra_config=True)
+    stacked_settings.check_launcher_settings(default.hydra.launcher)
+    with pytest.raises(ConfigError, match=f"^hydra.launcher.{re.escape(says)}"):
+        stacked_settings.check_launcher_settings(cfg.hydra.launcher)
+
+
 def group_jobs_here(tmp_path: Path, tiny_corpus: Path, *overrides: str, members: int = 2) -> list[Job]:
     """`members` jobs of one group (seeds 0, 1, ...) on the tiny corpus, composed as the launcher composes them."""
     jobs = []
@@ -546,6 +572,15 @@ def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
     on_a_cpu = stacked_settings.on_a_cpu
     assert [on_a_cpu(a) for a in ("cpu", "gpu", "cuda", "mps", "tpu")] == [True, False, False, True, True]
     assert on_a_cpu("auto") == (not torch.cuda.is_available())
+
+
+def test_the_auto_program_runs_the_members_in_turn_on_a_cpu_and_batched_elsewhere():
+    """hydra.launcher.program=auto: the members in turn on a CPU, batched on a GPU; a program named runs anywhere."""
+    running = stacked_settings.running_program
+    assert [running("auto", on_cpu=True), running("auto", on_cpu=False)] == ["in_turn", "batched"]
+    assert [running(p, on_cpu=c) for p in ("in_turn", "batched") for c in (True, False)] == ["in_turn"] * 2 + [
+        "batched"
+    ] * 2
 
 
 @pytest.mark.parametrize(
