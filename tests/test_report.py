@@ -1366,3 +1366,16 @@ def test_a_failed_job_is_named_by_the_overrides_that_count(tmp_path, capsys):
     assert capsys.readouterr().err == "error: job 0 (dropout=none seed=2) failed: diverged\n"
     report_failed_job(1, ["ckpt_path=/runs/a/last.ckpt", "data.batch_size=8"], ["ckpt_path"], "x", tmp_path, basic=True)
     assert capsys.readouterr().err == "error: job 1 (ckpt_path=/runs/a/last.ckpt) failed: x\n"
+
+
+def test_a_key_given_twice_is_the_configuration_of_its_last_value(tmp_path):
+    """A command pasted with a value changed at its end (`model.init_scale=0.1 ... model.init_scale=0.05`) runs
+    the last value, as Hydra applies it: its seed is one of that configuration's (before: a configuration of its
+    own, of one seed, and the mean left it out)."""
+    write_job(tmp_path / "a/0", ["dropout=none", "model.init_scale=0.05", "seed=1"], {"dropout": "none"}, TOY, 440.0)
+    overrides = ["dropout=none", "model.init_scale=0.1", "seed=2", "model.init_scale=0.05"]
+    write_job(tmp_path / "b/0", overrides, {"dropout": "none"}, TOY, 450.0)
+    write_job(tmp_path / "b/1", ["dropout=none", "model.init_scale=0.1", "seed=1"], {"dropout": "none"}, TOY, 430.0)
+    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    assert "| model.init_scale=0.05 | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in over_seeds
+    assert [len(e["runs"]) for e in configurations(collect(tmp_path))] == [2, 1]

@@ -219,8 +219,10 @@ def collect(root: Path) -> list[dict]:
 
 def seedless_overrides(row: dict) -> tuple[str, ...]:
     """A run's overrides less its seed, in any order, each as it sets its key (same_override): `a=1 b=2` and
-    `b=2 a=1` are one configuration, and so are `p=.5`, `p=0.50` and `++p=0.5`."""
-    return tuple(sorted(same_override(o) for o in row["overrides"] if override_key(o) != "seed"))
+    `b=2 a=1` are one configuration, and so are `p=.5`, `p=0.50` and `++p=0.5`; a key given twice is the value
+    Hydra applied last (`p=.3 p=.5` is `p=.5`), as in seed_of and rnnreg.sweep.differing."""
+    last = {override_key(o): o for o in row["overrides"]}
+    return tuple(sorted(same_override(o) for key, o in last.items() if key != "seed"))
 
 
 def same_override(override: str) -> str:
