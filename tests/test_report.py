@@ -1379,3 +1379,76 @@ def test_a_key_given_twice_is_the_configuration_of_its_last_value(tmp_path):
     over_seeds = report(tmp_path).split("Over seeds:")[1]
     assert "| model.init_scale=0.05 | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in over_seeds
     assert [len(e["runs"]) for e in configurations(collect(tmp_path))] == [2, 1]
+
+
+def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_path):
+    """A basic sweep's job without a folder never started, but only where its folder is its number: jobs in folders
+    named by their overrides (hydra.sweep.subdir=s${seed}) are where the report found them, and a stacked sweep's
+    jobs go on with its resume switch, not one command each."""
+    from rnnreg.sweep import BASIC_SWEEPER, STACKED_LAUNCHER
+
+    def sweep(name: str, subdir: str, launcher: str, job: str) -> Path:
+        folder = tmp_path / name
+        hydra = {
+            "sweeper": {"_target_": BASIC_SWEEPER, "params": None},
+            "launcher": {"_target_": launcher},
+            "sweep": {"dir": str(folder), "subdir": subdir},
+            "overrides": {"task": ["dropout=none", "seed=1,2"]},
+        }
+        write_job(folder / job, ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 440.0)
+        (folder / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+        return folder
+
+    basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert report(sweep("numbered", "${hydra.job.num}", basic, "0")).endswith(
+        "- 1 (never started: no folder): `rnnreg-train dropout=none seed=2`\n"
+    )
+    assert "never started" not in report(sweep("named", "s${seed}", basic, "s1"))
+    assert "never started" not in report(sweep("stacked", "${hydra.job.num}", STACKED_LAUNCHER, "0"))
+
+
+def test_runs_of_the_default_corpus_from_two_folders_are_one_configuration(tmp_path):
+    """PTB's data.data_dir as config.yaml records it (`${paths.data_root}/ptb`, resolved where the run ran), or a
+    folder under the home directory (`~/corpus`), is one folder whichever working folder a sweep started from: the
+    seeds of two such sweeps are one configuration."""
+    for data_dir in ("${paths.data_root}/ptb", "~/corpus"):
+        for name, cwd, seed, ppl in (("a", "/home/me/one", 1, 440.0), ("b", "/home/me/two", 2, 450.0)):
+            folder = tmp_path / data_dir[:2] / name
+            write_job(folder, ["dropout=none", f"seed={seed}"], {"dropout": "none"}, TOY, ppl)
+            config, hydra = (yaml.safe_load((folder / ".hydra" / f).read_text()) for f in ("config.yaml", "hydra.yaml"))
+            config["data"]["data_dir"], hydra["hydra"]["runtime"]["cwd"] = data_dir, cwd
+            (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+            (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+        text = report(tmp_path / data_dir[:2])
+        assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in text.split("Over seeds:")[1], text
+        assert "config.yaml" not in text
+
+
+def test_a_placement_chosen_by_an_experiment_is_drawn_as_that_placement(tmp_path):
+    """A run whose dropout placement came from its experiment file (no dropout= override): its placement is
+    Hydra's recorded choice, drawn in that placement's colour and named in its label, not as `config`."""
+    write_job(tmp_path / "0", ["experiment=mine", "seed=1"], {"dropout": "variational"}, TOY, 440.0)
+    write_job(tmp_path / "1", ["experiment=other", "seed=1"], {"dropout": "none"}, TOY, 450.0)
+    labels = sorted(e["label"] for e in configurations(collect(tmp_path)))
+    assert [label.split(",")[0] for label in labels] == ["none", "variational"], labels
+    found = colours(figure_test_ppl(collect(tmp_path), PAPER).axes[0])
+    assert {to_hex(PLACEMENT_COLOURS[p]) for p in ("none", "variational")} <= set(found.values()), found
+
+
+def test_a_job_folder_with_only_its_error_is_listed_failed_at_the_sweeps_end(tmp_path):
+    """A job that writes no .hydra/ (rnnreg-generate's, hydra.output_subdir=null) and failed: its error.txt alone
+    lists it at the sweep's end, by its folder."""
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "error.txt").write_text("prompt has no word in the vocabulary\n")
+    (tmp_path / "4").mkdir()  # (completed: its samples went to stdout)
+    assert failed_jobs(tmp_path) == [("3", [], "failed")]
+
+
+def test_a_failed_runs_reason_is_its_metrics_json_error_before_its_error_txt(tmp_path):
+    """A run whose metrics.json says it failed, and why, with an error.txt beside it from an earlier try: the report
+    gives the reason its metrics.json records (error.txt's is only for a job that wrote none)."""
+    write_job(tmp_path / "0", ["dropout=none"], {}, TOY, None)
+    (tmp_path / "0" / "error.txt").write_text("an earlier try's line\n")
+    diverged = {"status": "failed", "error": "training loss became nan at epoch 1, step 3", "epochs": 1}
+    (tmp_path / "0" / "metrics.json").write_text(json.dumps(diverged))
+    assert f"Failed, and why:\n\n- 0: {diverged['error']}\n" in report(tmp_path / "0", PAPER)
