@@ -184,7 +184,8 @@ def check_stackable(cfg: DictConfig) -> None:
             f"the forward in float32 or under bf16 autocast): set trainer.precision=32-true or bf16-mixed, or drop "
             f"hydra/launcher=stacked"
         )
-    if trainer.get("gradient_clip_algorithm", "norm") != "norm":
+    # (null: Lightning's default, the norm; rnnreg clips the global norm in its update rule either way: the schema)
+    if trainer.get("gradient_clip_algorithm", "norm") not in ("norm", None):
         raise ConfigError(
             f"trainer.gradient_clip_algorithm={trainer.gradient_clip_algorithm} is not supported by "
             f"hydra/launcher=stacked (it clips the global norm): set trainer.gradient_clip_algorithm=norm"
