@@ -1444,6 +1444,27 @@ def test_a_job_folder_with_only_its_error_is_listed_failed_at_the_sweeps_end(tmp
     assert failed_jobs(tmp_path) == [("3", [], "failed")]
 
 
+def test_a_job_that_ran_again_after_its_result_and_failed_is_failed_in_the_report_as_at_the_sweeps_end(tmp_path):
+    """A stacked sweep's job interrupted (metrics.json), then resumed, whose resume stopped with one of rnnreg's
+    errors (error.txt, newer): the report says failed, with error.txt's line and no command to go on, as the sweep's
+    end line does (failed_jobs); it said interrupted, with a resume command that stops at the same error."""
+    job = tmp_path / "0"
+    write_job(job, ["dropout=none", "seed=1"], {"hydra/launcher": "stacked"}, TOY, None)
+    (job / "metrics.json").write_text(json.dumps({"status": "interrupted", "error": "SIGTERM", "epochs": 1}))
+    (job / "checkpoints").mkdir()
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"")
+    refused = "checkpoints/last.ckpt is not a checkpoint rnnreg-train wrote: give a checkpoint it wrote"
+    (job / "error.txt").write_text(refused + "\n")
+    later = (job / "metrics.json").stat().st_mtime + 5
+    os.utime(job / "error.txt", (later, later))
+    table = report(tmp_path, PAPER)
+    assert failed_jobs(tmp_path) == [("0", ["dropout=none", "seed=1"], "failed")]
+    assert "| failed |" in table and f"Failed, and why:\n\n- 0: {refused}\n" in table
+    assert "interrupted" not in table and "goes on" not in table
+    os.utime(job / "metrics.json", (later + 5, later + 5))  # it ran again once more: interrupted again
+    assert "| interrupted |" in report(tmp_path, PAPER) and failed_jobs(tmp_path)[0][2] == "interrupted"
+
+
 def test_a_failed_runs_reason_is_its_metrics_json_error_before_its_error_txt(tmp_path):
     """A run whose metrics.json says it failed, and why, with an error.txt beside it from an earlier try: the report
     gives the reason its metrics.json records (error.txt's is only for a job that wrote none)."""

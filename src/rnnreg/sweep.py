@@ -173,8 +173,7 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
         metrics, error = job / "metrics.json", job / ERROR_FILE
         recorded = recorded_metrics(job) if metrics.exists() else None  # ({}: unreadable; an evaluation's: no status)
         status = None if recorded is None else recorded.get("status") if recorded else "unreadable"
-        # what the job wrote last says how it ended (an error.txt before metrics.json: it ran again, requeued)
-        error_last = error.exists() and (recorded is None or error.stat().st_mtime > metrics.stat().st_mtime)
+        error_last = error_written_last(job)
         if status == "completed" and not error_last:
             continue
         if error.exists() or status in ("failed", "interrupted", "unreadable"):
@@ -190,6 +189,14 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
                 ended = "failed"
             failed.append((str(job.relative_to(sweep_dir)), overrides, ended))
     return sorted(failed, key=lambda f: job_order(f[0]))
+
+
+def error_written_last(job: Path) -> bool:
+    """Whether a job's error.txt says how it ended: it is there, and newer than any metrics.json (a job that ran again
+    after its result, requeued or resumed, and stopped with that error; an error.txt before metrics.json: it ran
+    again and recorded how that ended)."""
+    error, metrics = job / ERROR_FILE, job / "metrics.json"
+    return error.exists() and (not metrics.exists() or error.stat().st_mtime > metrics.stat().st_mtime)
 
 
 def first_words(path: Path, size: int = 100) -> str:
