@@ -67,11 +67,11 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def status_without_metrics(run: Path) -> str:
-    """A run that has not written metrics.json (or ran again after it and left error.txt): `running` while a live rnnreg process holds its folder, or its
-    sweep's (a multirun holds its sweep folder); a multirun job that said why it has no result in its error.txt
-    (rnnreg.sweep.record_job_error) `failed` (bad input found once its folder existed: running it again fails
-    again), or `stopped` (a signal ended it before a result: it runs again); else `unfinished`: its process was
-    killed hard (SIGKILL, out of memory, its machine lost) or is gone without a word."""
+    """A run that has not written metrics.json (or ran again after it and left error.txt): `running` while a live
+    rnnreg process holds its folder, or its sweep's (a multirun holds its sweep folder); a multirun job that said why
+    it has no result in its error.txt (rnnreg.sweep.record_job_error) `failed` (bad input found once its folder
+    existed: running it again fails again), or `stopped` (a signal ended it before a result: it runs again); else
+    `unfinished`: its process was killed hard (SIGKILL, out of memory, its machine lost) or is gone without a word."""
     if RunLock.in_use(run) or RunLock.in_use(run.parent):
         return "running"
     if (run / ERROR_FILE).exists():
