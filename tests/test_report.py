@@ -1465,6 +1465,19 @@ def test_a_job_that_ran_again_after_its_result_and_failed_is_failed_in_the_repor
     assert "| interrupted |" in report(tmp_path, PAPER) and failed_jobs(tmp_path)[0][2] == "interrupted"
 
 
+def test_runs_told_apart_by_a_string_and_a_number_that_print_alike_are_two_configurations(tmp_path):
+    """Two seeds of one command whose configs differ in a value that is the string '1.0' in one and the number 1.0
+    in the other (an experiment file edited between them): two configurations, each shown as an override Hydra
+    reads back as that value (before: both shown as `data.name=1.0`, and pooled as one configuration's seeds)."""
+    for job, (seed, name) in enumerate(((1, "1.0"), (2, "1.0"), (1, 1.0), (2, 1.0))):
+        write_job(tmp_path / str(job), ["dropout=none", f"seed={seed}"], {}, TOY, 100.0 + job)
+        config = yaml.safe_load((tmp_path / str(job) / ".hydra" / "config.yaml").read_text())
+        config["data"]["name"] = name
+        (tmp_path / str(job) / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    over_seeds = report(tmp_path, PAPER).split("Over seeds:")[1]
+    assert "| data.name='1.0' | 2 |" in over_seeds and "| data.name=1.0 | 2 |" in over_seeds, over_seeds
+
+
 def test_a_failed_runs_reason_is_its_metrics_json_error_before_its_error_txt(tmp_path):
     """A run whose metrics.json says it failed, and why, with an error.txt beside it from an earlier try: the report
     gives the reason its metrics.json records (error.txt's is only for a job that wrote none)."""

@@ -20,12 +20,16 @@ PLAIN_FOR_HYDRA = re.compile(r"[A-Za-z0-9_/+.%@: -]*")
 READ_AS_ANOTHER_TYPE = re.compile(r"(?i)null|true|false|[-+]?(inf|nan)|[-+]?[\d_]*\.?[\d_]*(e[-+]?\d+)?")
 
 
-def path_override(key: str, path) -> str:
-    """`key=path` as Hydra reads back the path: in Hydra's quotes where the path has a character its override
-    grammar reads otherwise (a quote, a comma, a bracket, `=`, `$`, `~`)."""
-    value = str(path)
+def string_value(value: str) -> str:
+    """A string as an override's value that Hydra reads back as that string: in Hydra's quotes where its override
+    grammar reads it otherwise (a quote, a comma, a bracket, `=`, `$`, `~`; `1.0`, `null`, `true`: another type)."""
     plain = PLAIN_FOR_HYDRA.fullmatch(value) and value.strip() == value and not READ_AS_ANOTHER_TYPE.fullmatch(value)
-    return f"{key}={value if plain else quoted_for_hydra(value)}"
+    return value if plain else quoted_for_hydra(value)
+
+
+def path_override(key: str, path) -> str:
+    """`key=path` as Hydra reads back the path (string_value)."""
+    return f"{key}={string_value(str(path))}"
 
 
 def pasted_override(key: str, path) -> str:
