@@ -1403,3 +1403,67 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny
     good = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
     assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+# -- from a mutation audit of run_lock, run_folder_check and resume ---------------------------------------------
+def test_a_dead_runs_longer_lock_line_is_replaced_whole(tmp_path):
+    """A lock file a killed run left, its owner line longer than the new one's: the new owner's line replaces it
+    whole, so a second run is told the live owner alone (not the new line followed by the rest of the old)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / RunLock.NAME).write_text("pid 999999@a-much-longer-host-name.cluster.example.org\n")
+    with RunLock(folder):
+        owner = f"pid {os.getpid()}@{os.uname().nodename}"
+        assert (folder / RunLock.NAME).read_text() == f"{owner}\n"
+        assert RunLock.in_use(folder) == (
+            f"{folder} is in use by another live rnnreg run ({owner}): give this run another folder "
+            "(hydra.run.dir=...), or wait for that run to end"
+        )
+
+
+@pytest.mark.parametrize("beside", [".hydra", "metrics.json"])
+def test_a_runs_checkpoints_folder_without_a_checkpoint_is_still_a_folder_of_checkpoints(tmp_path, beside):
+    """A run's checkpoints/ that holds no checkpoint yet (the run stopped before its first) is known by the run's
+    .hydra/ or metrics.json beside it: rnnreg-eval's or rnnreg-train's folder there, or inside it, is refused as
+    for one that holds checkpoints. A folder named checkpoints beside neither is any folder."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    if beside == ".hydra":
+        (run_dir / ".hydra").mkdir()
+    else:
+        (run_dir / "metrics.json").write_text('{"status": "interrupted"}\n')
+    folder = run_dir / "checkpoints"
+    with pytest.raises(OutputError, match=f"^hydra.run.dir={folder} is a folder of checkpoints, and rnnreg-eval "):
+        run_folder_check.check_run_dir_free([f"hydra.run.dir={folder}"], "eval", "evaluate")
+    with pytest.raises(OutputError, match=f"^hydra.run.dir={folder}/e is inside {folder}, a folder of checkpoints"):
+        run_folder_check.check_run_dir_free([f"hydra.run.dir={folder}/e"], "train", "train")
+    (tmp_path / "other" / "checkpoints").mkdir(parents=True)
+    run_folder_check.check_run_dir_free([f"hydra.run.dir={tmp_path}/other/checkpoints"], "eval", "evaluate")
+
+
+def test_an_empty_run_folder_setting_is_the_current_folder_and_its_results_are_kept(tiny_corpus, tmp_path):
+    """`hydra.run.dir=` (empty: Hydra runs in the current folder) where that folder holds an earlier run's results:
+    refused with one line before Hydra writes there (the earlier run's .hydra/ record kept, no log written)."""
+    earlier = tmp_path / "earlier"
+    (earlier / ".hydra").mkdir(parents=True)
+    (earlier / ".hydra" / "overrides.yaml").write_text("- seed=5\n")
+    (earlier / "metrics.json").write_text('{"status": "completed"}\n')
+    before = snapshot(earlier)
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "hydra.run.dir="]
+    status, stderr = finish(popen("rnnreg-train", *args, cwd=earlier))
+    assert status == 2 and stderr == [
+        f"error: {earlier} holds an earlier run's results (in metrics.json), which this run would write over: give "
+        "it another folder (hydra.run.dir=...), or remove that folder first"
+    ]
+    assert snapshot(earlier) == before
+
+
+def test_a_run_goes_on_in_its_own_folder_with_ckpt_path_last(tiny_cfg, tiny_corpus, tmp_path):
+    """`rnnreg-train ... ckpt_path=last hydra.run.dir=<its folder>` (the guide's resume in place): the command
+    line's check leaves its folder's results to the run, which goes on from that folder's last.ckpt."""
+    train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false", run="run"))
+    args = train_args(tiny_corpus, tmp_path / "run", "trainer.max_epochs=2", "trainer.limit_train_batches=2")
+    status, _ = finish(popen("rnnreg-train", *args, "test=false", "ckpt_path=last"), error=False)
+    assert status == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
