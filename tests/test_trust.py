@@ -1467,3 +1467,16 @@ def test_a_run_goes_on_in_its_own_folder_with_ckpt_path_last(tiny_cfg, tiny_corp
     assert status == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 2
+
+
+def test_a_config_that_is_a_multirun_by_itself_has_its_sweep_folder_checked_as_with_m(tiny_corpus, tmp_path):
+    """An experiment whose config is a multirun (hydra.mode: MULTIRUN), run without -m, with a hydra.sweep.dir
+    below a file: the line says why no folder can be made there, as for `-m` (not a failed lock)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    args = ["experiment=ablation_placement_small", *TINY, f"data.data_dir={tiny_corpus}"]
+    status, stderr = finish(popen("rnnreg-train", *args, f"hydra.sweep.dir={blocker}/s"))
+    assert status == 2 and stderr == [
+        f"error: hydra.sweep.dir={blocker}/s: {blocker} is a file, not a folder: give hydra.sweep.dir a folder you "
+        "can write in"
+    ]
