@@ -154,6 +154,8 @@ def test_ddp_mid_epoch_checkpoint_resumes_exactly(ddp_run, tmp_path):
     for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
         assert b[key] == pytest.approx(a[key], rel=1e-6), key
     assert history(resumed, "train/loss") == pytest.approx(history(whole, "train/loss")[7:], rel=1e-6)
+    # the resumed epoch's train/ppl: the carried sums counted once (rank 0's), not once per rank
+    assert history(resumed, "train/ppl") == pytest.approx(history(whole, "train/ppl"), rel=1e-6)
     a, b = (torch.load(d / "checkpoints/last.ckpt", weights_only=False) for d in (whole, resumed))
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-5, atol=1e-6)
