@@ -263,6 +263,33 @@ def test_a_checkpoints_w_and_b_parts_are_checked_before_anything_is_written(trai
     assert not list(run.rglob("*.ckpt")) and not (run / "metrics.json").exists() and not (run / "wandb").exists()
 
 
+@pytest.mark.parametrize(
+    "key,value,said",
+    [
+        ("wandb_run_id", "abc ", "as its W&B run id, which is not one"),  # W&B's own check refuses it, later
+        ("wandb_run_id", "x" * 129, "as its W&B run id, which is not one"),
+        ("wandb_parts", ["wandb/offline-run-x\n$(touch pwned)"], "as its W&B run's offline folders"),
+    ],
+    ids=["trailing-space", "129-characters", "line-break"],
+)
+def test_a_checkpoints_w_and_b_run_id_or_parts_w_and_b_cannot_take_are_refused_before_anything_is_written(
+    tiny_cfg, tmp_path, no_wandb_credentials, key, value, said
+):
+    """Whatever is no W&B run id (space around it, over 128 characters) or no list of printable paths, in a
+    checkpoint a run resumes with logger=wandb, is refused naming the file, before any W&B or run file is written
+    (before: a space or a long id got to W&B, which refused it once the run had started)."""
+    budget = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false")
+    train(tiny_cfg(*budget))
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint[key] = value
+    torch.save(checkpoint, tmp_path / "foreign.ckpt")
+    resumed = tiny_cfg(*budget, "trainer.max_epochs=2", "logger=wandb", f"ckpt_path={tmp_path}/foreign.ckpt", run="go")
+    with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path}/foreign.ckpt holds ") + ".*" + re.escape(said)):
+        train(resumed)
+    assert not (tmp_path / "go" / "wandb").exists() and not (tmp_path / "go" / "metrics.json").exists()
+    assert not list((tmp_path / "go").rglob("*.ckpt"))
+
+
 def test_a_truncated_checkpoint_is_one_line_on_the_command_line(trained):
     status, stderr = trained["cli"]["truncated"]
     assert status == 2 and len(stderr) == 1, stderr
