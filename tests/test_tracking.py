@@ -195,8 +195,25 @@ SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own)
             f"each logging over another's history: {SHARED_ID_FIX} "
             "('+logger.wandb.id=run_${dropout.p}_${optim.decay}_${model.init_scale}')",
         ),
+        (  # only a budget is swept, which no id names: the job's number tells them apart
+            ["-m", "+logger.wandb.id=x", "trainer.limit_val_batches=1,2"],
+            {},
+            "logger.wandb.id=x puts jobs 0 (trainer.limit_val_batches=1) and 1 (trainer.limit_val_batches=2) in one "
+            "W&B run (x), each logging over another's history: "
+            f"{SHARED_ID_FIX} ('+logger.wandb.id=x_${{hydra:job.num}}')",
+        ),
     ],
-    ids=["basic", "stacked", "env", "optuna", "unresolved", "list-group", "optuna-unsearched-key", "optuna-choice"],
+    ids=[
+        "basic",
+        "stacked",
+        "env",
+        "optuna",
+        "unresolved",
+        "list-group",
+        "optuna-unsearched-key",
+        "optuna-choice",
+        "budget-only",
+    ],
 )
 def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_runs(
     tiny_cli, tmp_path, no_wandb_credentials, overrides, env, line
@@ -227,6 +244,25 @@ def test_a_studys_wandb_id_differs_per_trial_where_it_reads_what_the_study_varie
     with open_dict(study):  # a searched group may set any key
         study.hydra.sweeper.params.experiment = "choice(paper_small,paper_medium)"
     assert varies_per_job(study, "r_${optim.momentum}")
+
+
+def test_a_one_trial_study_keeps_its_fixed_wandb_id_and_two_trials_are_refused():
+    """A study of one trial (hydra.sweeper.n_trials=1) shares its fixed logger.wandb.id with no other job: not
+    refused; from two trials on, each would log over the other's history in that one run."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.sweep_wandb import check_wandb_runs
+
+    def study(trials: int):
+        given = ["hparams_search=optuna", "dropout=non_recurrent", "logger=wandb", "+logger.wandb.id=myid"]
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            return compose("train", [*given, f"hydra.sweeper.n_trials={trials}"], return_hydra_config=True)
+
+    check_wandb_runs(study(1))
+    with pytest.raises(ConfigError, match=r"^logger\.wandb\.id=myid puts every job of the multirun in one W&B run"):
+        check_wandb_runs(study(2))
 
 
 def test_experiments_that_set_one_wandb_id_swept_together_are_one_line_before_any_runs(
@@ -332,6 +368,22 @@ def test_a_key_given_twice_is_in_the_wandb_run_name_once_with_its_last_value(tin
     (wandb_run,) = wandb_run_parts(tmp_path)
     epochs = [part for part in wandb_run["name"].split(",") if part.startswith("trainer.max_epochs")]
     assert epochs == ["trainer.max_epochs=1"] and json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_offline_log_model_keeps_one_version_when_the_last_checkpoint_is_the_best(
+    tiny_cli, tmp_path, no_wandb_credentials
+):
+    """One epoch: its last.ckpt is its best.ckpt (one file, linked), kept as one version of the run's model
+    artifact with both aliases, not uploaded twice."""
+    tiny = [*tiny_cli, "logger=wandb", "logger.wandb.log_model=true", "trainer.max_epochs=1", "test=false"]
+    run("rnnreg-train", *tiny, "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path}")
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / "best.ckpt").samefile(checkpoints / "last.ckpt")
+    (wandb_run,) = wandb_run_parts(tmp_path)
+    (artifact,) = wandb_run["artifacts"]
+    assert artifact["type"] == "model" and sorted(artifact["aliases"]) == ["best", "last", "latest"]
+    ((path, size),) = artifact["files"]
+    assert Path(path).parent == checkpoints and size == (checkpoints / "last.ckpt").stat().st_size
 
 
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
