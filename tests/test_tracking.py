@@ -129,6 +129,15 @@ def test_wandb_mode_disabled_writes_no_wandb_run(tiny_cli, tmp_path, no_wandb_cr
     assert not list((tmp_path / "sweep").rglob("wandb")) and len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
 
 
+def test_wandb_disabled_true_in_any_case_writes_no_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
+    """WANDB_DISABLED=True (as `true`, in any case) turns W&B off for logger=wandb too: no W&B files, no
+    `wandb sync` line."""
+    tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    proc = run("rnnreg-train", *tiny, f"hydra.run.dir={tmp_path}", env={"WANDB_DISABLED": "True"})
+    assert "wandb sync" not in proc.stdout + proc.stderr and not (tmp_path / "wandb").exists()
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
+
+
 SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own), or make it differ per job"
 
 
