@@ -712,6 +712,17 @@ def test_debug_fast_dev_run_trains(tiny_cfg, tmp_path):
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # fast_dev_run writes none
 
 
+def test_a_fast_dev_run_says_no_plan_and_no_time_estimate(tiny_cfg, monkeypatch):
+    """debug=fast_dev_run runs a window of each loop to check the code: no run plan nor an estimate of a run's
+    time from that one window (the real run's is said when it starts)."""
+    import rnnreg.callbacks
+
+    said = []
+    monkeypatch.setattr(rnnreg.callbacks, "rank_zero_info", said.append)
+    train(tiny_cfg("debug=fast_dev_run", "test=false"))
+    assert not [line for line in said if line.startswith("rnnreg: ")], said
+
+
 # -- rnnreg as a library ----------------------------------------------------------------------------
 def test_paper_recipe_is_the_config_files(tmp_path):
     recipe = rnnreg.paper_recipe("small")
