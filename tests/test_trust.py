@@ -468,6 +468,23 @@ def test_a_run_folder_copied_elsewhere_resumes_with_its_own_best_checkpoint(tiny
     assert resumed["status"] == "completed" and (tmp_path / "second" / "checkpoints" / "best.ckpt").is_file()
 
 
+def test_a_run_resumed_through_a_link_to_its_checkpoint_keeps_its_best_and_warns_of_nothing(tiny_cfg, tmp_path):
+    """ckpt_path a link to a run's last.ckpt (`latest.ckpt` kept beside the runs): the best checkpoint carried over is
+    the one beside the file the link names, and the resume into another folder warns of nothing (no best checkpoint
+    said gone, no Lightning "dirpath has changed" for last.ckpt, which is written anew)."""
+    budget = ("trainer.limit_train_batches=2", "test=false")
+    train(tiny_cfg(*budget, "trainer.max_epochs=1", run="first"))
+    (tmp_path / "latest.ckpt").symlink_to(tmp_path / "first" / "checkpoints" / "last.ckpt")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        resumed = train(tiny_cfg(*budget, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/latest.ckpt", run="second"))
+    assert resumed["status"] == "completed" and resumed["epochs"] == 2
+    warned = [str(w.message) for w in said if "checkpoint" in str(w.message) or "dirpath" in str(w.message)]
+    assert warned == []
+    best = tmp_path / "second" / "checkpoints" / "best.ckpt"
+    assert best.is_file() and not best.is_symlink()
+
+
 def test_a_checkpoint_refused_after_training_began_leaves_metrics_json_saying_failed(tiny_cfg, tmp_path):
     """A run resumed in its own folder trains epoch 2 (its last.ckpt moves on), then its final test refuses the
     best.ckpt someone swapped for a file that would run code (test_ckpt=best): nothing of it runs, and metrics.json
