@@ -129,6 +129,24 @@ def test_wandb_mode_disabled_writes_no_wandb_run(tiny_cli, tmp_path, no_wandb_cr
     assert not list((tmp_path / "sweep").rglob("wandb")) and len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
 
 
+def test_wandb_is_online_only_with_credentials_for_its_host(tmp_path, monkeypatch, no_wandb_credentials):
+    """logger.wandb.offline=null: online where ~/.netrc (NETRC) holds a login for W&B's host (WANDB_BASE_URL's, else
+    api.wandb.ai), offline with logins for other hosts only, and offline again for a W&B server of its own."""
+    from rnnreg.loggers import wandb_logger
+
+    netrc = tmp_path / "netrc"
+    monkeypatch.setenv("NETRC", str(netrc))
+
+    def offline(*machines: str) -> bool:
+        netrc.write_text("".join(f"machine {host} login user password {'k' * 40}\n" for host in machines))
+        netrc.chmod(0o600)
+        return wandb_logger(project="p", save_dir=str(tmp_path / "wandb"))._offline
+
+    assert offline("github.com") and not offline("github.com", "api.wandb.ai")
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert offline("api.wandb.ai") and not offline("wandb.example.org")
+
+
 def test_wandb_disabled_true_in_any_case_writes_no_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
     """WANDB_DISABLED=True (as `true`, in any case) turns W&B off for logger=wandb too: no W&B files, no
     `wandb sync` line."""
