@@ -413,6 +413,21 @@ def test_offline_log_model_keeps_one_version_when_the_last_checkpoint_is_the_bes
     assert Path(path).parent == checkpoints and size == (checkpoints / "last.ckpt").stat().st_size
 
 
+def test_a_failed_stacked_member_keeps_no_model_artifact(tiny_cli, tmp_path, no_wandb_credentials):
+    """logger.wandb.log_model=true offline in a stacked group: the member that completed keeps its checkpoints as its
+    run's model artifact; the member that diverged (W&B exit code 1) keeps none (its last.ckpt is no model of the
+    finished run)."""
+    sweep = tmp_path / "sweep"
+    tiny = [*tiny_cli, "logger=wandb", "logger.wandb.log_model=true", "trainer.limit_train_batches=3", "test=false"]
+    diverge = ["optim.decay=1.2,1e-20", "optim.decay_start=1"]
+    proc = run("rnnreg-train", "-m", "hydra/launcher=stacked", *tiny, *diverge, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    runs = wandb_runs(sweep)
+    assert [runs[job]["exit_code"] for job in "01"] == [0, 1]
+    assert runs["0"]["artifacts"] and runs["1"]["artifacts"] == []
+    assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file()
+
+
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
     """The checkpoint keeps the W&B run's id; a run resumed from it logs on into that run (offline: a second
     run folder with the same id, which `wandb sync` uploads into the one run after the first), from the
