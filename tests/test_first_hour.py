@@ -250,6 +250,28 @@ def test_progress_bar_loss_is_fresh_and_eta_covers_the_run(tiny_cfg):
     assert reader.shown[-1][4] > 0 and reader.shown[-1][5] > 0  # measured: a window, the first validation
 
 
+def test_a_validation_not_yet_run_is_estimated_as_a_third_of_training_on_as_many_words(tiny_cfg):
+    """Before a run's first validation, its ETA counts a validation pass as a third of the time training takes on
+    as many words (the forward pass only); once one has run, as long as it took."""
+    from rnnreg.training import build
+
+    datamodule, task, trainer = build(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=3", "test=false"))
+    estimated = []
+
+    class Estimate(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
+            estimated.append(validation_seconds(trainer, speed, 1.0))  # at 1 s a training window
+
+    trainer.callbacks.append(Estimate())
+    trainer.fit(task, datamodule=datamodule)
+    assert trainer.limit_val_batches == 1.0  # the whole validation set
+    words, per_window = datamodule.load().ids["valid"].numel() - 1, datamodule.batch_size * datamodule.bptt
+    assert estimated == pytest.approx([words / per_window / 3] * 3)
+    speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
+    assert validation_seconds(trainer, speed, 1.0) == speed.val_seconds > 0
+
+
 def test_progress_bar_eta_counts_only_the_validations_that_will_run(tiny_cfg):
     """trainer.check_val_every_n_epoch=2 over 2 epochs: one validation is left in the first epoch's ETA (after
     epoch 2), not one per epoch."""
