@@ -272,6 +272,21 @@ def test_a_validation_not_yet_run_is_estimated_as_a_third_of_training_on_as_many
     assert validation_seconds(trainer, speed, 1.0) == speed.val_seconds > 0
 
 
+def test_progress_bar_shows_no_logger_version(tiny_cfg, tmp_path, no_wandb_credentials):
+    """With a W&B logger (whose version is its run id), the bar shows the loss, perplexity, words/s and ETA, not
+    Lightning's v_num (the id's last 4 characters, which say nothing of the run)."""
+    from rnnreg.loggers import wandb_logger
+    from rnnreg.training import build
+
+    datamodule, task, trainer = build(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=6"))
+    trainer.loggers = [wandb_logger(project="p", save_dir=str(tmp_path / "w"), id="run1234")]
+    reader = ReadBar(LMProgressBar(refresh_rate=1))
+    trainer.callbacks.append(reader)
+    trainer.fit(task, datamodule=datamodule)
+    trainer.loggers[0].experiment.finish()
+    assert reader.shown and all("v_num" not in metrics and "loss" in metrics for _, _, metrics, *_ in reader.shown)
+
+
 def test_progress_bar_eta_counts_only_the_validations_that_will_run(tiny_cfg):
     """trainer.check_val_every_n_epoch=2 over 2 epochs: one validation is left in the first epoch's ETA (after
     epoch 2), not one per epoch."""
