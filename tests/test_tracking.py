@@ -499,6 +499,21 @@ def test_sync_command_takes_parts_started_in_the_same_second_in_order(tmp_path):
     assert offline_parts(parts[3], "abc") == parts
 
 
+def test_the_sync_command_for_a_folder_with_a_space_runs_as_printed(tiny_cli, tmp_path, no_wandb_credentials):
+    """A run folder whose path has a space: the printed `wandb sync` command quotes it, so that the shell gives
+    wandb the run's folder as one argument."""
+    import shlex
+
+    folder = tmp_path / "my runs" / "first"
+    tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    proc = run("rnnreg-train", *tiny, f"hydra.run.dir={folder}")
+    (line,) = [line for line in proc.stdout.splitlines() if "upload it with: " in line]
+    command = shlex.split(line.split("upload it with: ", 1)[1])
+    assert command[:2] == ["wandb", "sync"] and [Path(part) for part in command[2:]] == list(
+        (folder / "wandb").glob("offline-run-*")
+    )
+
+
 def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
     sweep = tmp_path / "seeds"
     run(
@@ -727,6 +742,21 @@ def test_a_resumed_csv_keeps_only_the_earlier_rows_before_its_first_step(tmp_pat
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = [(row["step"], row["train/loss"]) for row in csv.DictReader(f)]
     assert rows == [("9", "4.0"), ("19", "3.4"), ("29", "2.9")]
+
+
+def test_a_csv_kept_on_a_resume_is_not_warned_of_as_deleted(tmp_path):
+    """KeptRowsWriter with rows to keep says nothing of Lightning's "previous log files ... will be deleted" (they
+    are kept); a fresh writer over an old file still warns of it, as Lightning's does."""
+    import warnings
+
+    from rnnreg.loggers import KeptRowsWriter
+
+    (tmp_path / "metrics.csv").write_text("epoch,step,train/loss\n0,9,4.0\n")
+    for keep, warned in ((True, False), (False, True)):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            KeptRowsWriter(str(tmp_path), keep=keep)
+        assert any("will be deleted" in str(w.message) for w in said) == warned, [str(w.message) for w in said]
 
 
 def test_seeds_added_two_sweeps_deep_join_the_outermost_sweeps_group(tmp_path):
