@@ -1476,6 +1476,15 @@ def test_runs_told_apart_by_a_string_and_a_number_that_print_alike_are_two_confi
         (tmp_path / str(job) / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     over_seeds = report(tmp_path, PAPER).split("Over seeds:")[1]
     assert "| data.name='1.0' | 2 |" in over_seeds and "| data.name=1.0 | 2 |" in over_seeds, over_seeds
+    from rnnreg.report import setting  # (a string with a space: quoted, as the report joins overrides with spaces)
+
+    assert [setting(json.dumps(v)) for v in ("a b", "paper_small", "null", None, 0.5)] == [
+        "'a b'",
+        "paper_small",
+        "'null'",
+        "null",
+        "0.5",
+    ]
 
 
 def test_a_failed_runs_reason_is_its_metrics_json_error_before_its_error_txt(tmp_path):

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.errors import ConfigError, OutputError
 from rnnreg.io import replace_atomically
-from rnnreg.override_text import string_value
+from rnnreg.override_text import quoted_for_hydra, string_value
 from rnnreg.record_yaml import read_yaml, section, unreadable
 from rnnreg.report_commands import how_to_go_on
 from rnnreg.run_lock import RunLock
@@ -293,9 +293,11 @@ def config_changes(rows: list[dict]) -> list[str]:
 
 def setting(value: str) -> str:
     """A config value (JSON) as an override writes it (0.5, true, null, paper_small; the string '1.0' quoted, as
-    Hydra reads 1.0 as a number)."""
+    Hydra reads 1.0 as a number, and a string with a space: the report joins overrides with spaces)."""
     plain = json.loads(value)
-    return string_value(plain) if isinstance(plain, str) else value
+    if not isinstance(plain, str):
+        return value
+    return quoted_for_hydra(plain) if " " in plain else string_value(plain)
 
 
 # metrics.json's numbers the report shows; a perplexity also draws on a log axis (is_perplexity)
