@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from rnnreg import CONF_DIR, trainer_rules
+from rnnreg import CONF_DIR, trainer_rules  # (cuda_gpus through the module: a test stands in for the GPU count)
 from rnnreg.errors import ConfigError, MissingValue
 from rnnreg.trainer_rules import (
     bf16_lstm_refusal,
