@@ -557,7 +557,7 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
         record, resumed = sweep_dir / "multirun.yaml", OmegaConf.select(config, "hydra.launcher.resume", default=False)
-        if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER and not (resumed and record.exists()):
+        if not basic_sweeper(config) and not (resumed and record.exists()):
             OmegaConf.save(config, record)  # Optuna's sweeper writes no record of its command (the basic one does)
         # (the DDP processes that Lightning starts take this process's environment)
         os.environ[RANK_ZERO_SWEEP] = str(sweep_dir.resolve())
