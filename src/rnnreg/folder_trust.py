@@ -38,6 +38,10 @@ def others_can_write(folder: str) -> bool:
 CONFIG_FOLDER_ENTRIES = 2000  # the most files and folders others_can_write reads in a config folder
 
 
+def _me() -> set[int]:  # the users whose files are this user's own: itself and root
+    return {os.getuid(), 0}
+
+
 def _raise(err: OSError) -> None:  # os.walk's onerror: a folder it cannot read is not skipped unread
     raise err
 
@@ -46,7 +50,7 @@ def _only_mine(path: str, links: int = 0) -> bool:
     """Whether only this user and root can change what `path` names: each folder on its way neither another user's
     nor writable by others (sticky, as /tmp: but for an entry of one's own in it), each link on the way likewise to
     its target, and the file or folder itself not _foreign. OSError where a part of it is not there."""
-    me = {os.getuid(), 0}
+    me = _me()
     names = [name for name in os.path.join(os.getcwd(), path).split("/") if name not in ("", ".")]
     current = "/"
     for i, name in enumerate(names):
@@ -70,7 +74,7 @@ def _foreign(path: str) -> bool:
     """Whether a file or folder (a link followed) is owned by another user than this one and root, or writable by
     others."""
     found = os.stat(path)
-    return found.st_uid not in (os.getuid(), 0) or _others_write(path, found)
+    return found.st_uid not in _me() or _others_write(path, found)
 
 
 def _others_write(path: str, found: os.stat_result) -> bool:
@@ -98,7 +102,7 @@ def _acl_lets_others_write(path: str) -> bool:
         return True  # (an ACL of a form Linux does not write: not known to be this user's alone)
     entries = [struct.unpack_from("<HHI", acl, offset) for offset in range(4, len(acl), 8)]
     mask = next((perm for tag, perm, _ in entries if tag == ACL_MASK), ACL_WRITE)
-    me = {os.getuid(), 0}
+    me = _me()
     return any(
         perm & mask & ACL_WRITE and ((tag == ACL_USER and who not in me) or (tag == ACL_GROUP and _shared_group(who)))
         for tag, perm, who in entries
@@ -115,7 +119,7 @@ def _shared_group(gid: int) -> bool:
 
     if gid not in {os.getgid(), *os.getgroups()}:
         return True
-    me = {os.getuid(), 0}
+    me = _me()
     try:
         members = {pwd.getpwnam(name).pw_uid for name in grp.getgrgid(gid).gr_mem}
     except KeyError:  # a group or member this machine does not name: not known to be this user's
