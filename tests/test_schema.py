@@ -219,7 +219,7 @@ def test_a_resolved_config_keeps_lightnings_run_folder_its_own(tmp_path):
     """train(cfg) from Python with a config already resolved (OmegaConf.resolve): trainer.default_root_dir is the
     run's folder written out, which is its own; another folder is still refused."""
     from helpers import compose_config
-    from rnnreg.schema import validate
+    from rnnreg.validation import validate
 
     cfg = compose_config(["data=text", f"data.data_dir={tmp_path}"], tmp_path / "run")
     OmegaConf.resolve(cfg)
@@ -1011,7 +1011,7 @@ def test_gpu_indices_this_machine_lacks_are_one_line(tmp_path, monkeypatch, devi
     """On a machine with 2 GPUs (their count stood in for): an index past them is refused naming it, not by
     Lightning's traceback from inside Hydra's instantiate."""
     from helpers import compose_config
-    from rnnreg.schema import validate
+    from rnnreg.validation import validate
 
     monkeypatch.setattr(trainer_rules, "cuda_gpus", lambda: 2)
     given = "[" + ",".join(str(d) for d in devices) + "]"

@@ -1,5 +1,5 @@
 """A command line, checked before Hydra runs: compose the config of every job it asks for (each value of a
-sweep, an experiment's own sweep included) and validate each against rnnreg.schema, so that a bad value is one line
+sweep, an experiment's own sweep included) and check each against its schema (rnnreg.validation), so that a bad value is one line
 before any folder is created or any job has run. rnnreg.runtime.hydra_entry calls `check_command_line`
 (validate_args, and the mode it found), then rnnreg.run_folder_check's `check_run_dir_free` with that mode.
 """
@@ -50,18 +50,10 @@ from rnnreg.override_refusals import (
     search_space_fix,
 )
 from rnnreg.run_lock import launched_as_rank_zero
-from rnnreg.schema import (
-    SAVE_BEATS,
-    run_folder_refusal,
-    save_beat_refusal,
-    sites_using_p,
-    target_arguments,
-    trainer_arguments,
-    unknown_key,
-    validate,
-)
+from rnnreg.schema import target_arguments, trainer_arguments
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
+from rnnreg.validation import SAVE_BEATS, run_folder_refusal, save_beat_refusal, sites_using_p, unknown_key, validate
 
 MAX_JOBS_CHECKED = 256
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, MissingValue
-from rnnreg.schema import not_given
+from rnnreg.validation import not_given
 
 SIZES = ("small", "medium", "large")
 DATA_KEYS = ("batch_size", "bptt", "eval_bptt", "test_batch_size")

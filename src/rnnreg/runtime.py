@@ -29,8 +29,8 @@ from rnnreg.command_line import (
 )
 from rnnreg.errors import ConfigError, UserError
 from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put_back_earlier_record
-from rnnreg.schema import missing_message, validate
 from rnnreg.sweep import BASIC_SWEEPER, in_multirun, job_swept_keys, report_failed_job
+from rnnreg.validation import missing_message, validate
 
 log = logging.getLogger("rnnreg")
 
@@ -73,7 +73,7 @@ def missing_key(err: BaseException) -> str | None:
 def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = "train") -> Callable:
     """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback.
     Bad input is a UserError, or a mandatory config value (???) that was not given; the config is first
-    validated against its schema (rnnreg.schema). In a multirun the job fails and the sweep goes on
+    validated against its schema (rnnreg.validation). In a multirun the job fails and the sweep goes on
     (rnnreg.sweep.report_failed_job)."""
     script = f"rnnreg-{config_name}"
 
@@ -112,7 +112,7 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
 def hydra_entry(config_name: str) -> Callable:
     """hydra.main for a console script, with our one-line errors, and the whole config checked before Hydra
     starts (and creates the run folder): every config the command line composes, each job of a sweep
-    included, against its schema (rnnreg.schema), and first the config group options (Hydra's own message
+    included, against its schema (rnnreg.validation), and first the config group options (Hydra's own message
     for an unknown one is a page long). The task function checks its config again (a --config-path run).
 
     The module holding the entry imports torch and Lightning inside the task function only, so that

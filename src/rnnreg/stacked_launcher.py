@@ -28,7 +28,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.run_record import recorded_metrics
-from rnnreg.schema import validate
 from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import (
     check_stackable,
@@ -39,6 +38,7 @@ from rnnreg.stacked_settings import (
     under_bf16_autocast,
 )
 from rnnreg.sweep import NOT_COMPARED, basic_sweeper, job_label, report_failed_job, swept_keys
+from rnnreg.validation import validate
 
 log = logging.getLogger("rnnreg")
 

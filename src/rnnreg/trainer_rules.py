@@ -1,5 +1,5 @@
 """What a trainer config runs on this machine: its processes, its precision, the GPUs it counts, and the rules of
-bf16 and the fast step that both the config check (rnnreg.schema) and the built run (rnnreg.evaluate, rnnreg.fast,
+bf16 and the fast step that both the config check (rnnreg.validation) and the built run (rnnreg.evaluate, rnnreg.fast,
 the stacked launcher) apply. Torch is imported only where a GPU must be counted."""
 
 from __future__ import annotations

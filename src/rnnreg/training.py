@@ -41,10 +41,10 @@ from rnnreg.run_lock import (
 )
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import log, route_lightning_logs
-from rnnreg.schema import validate
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.sweep import in_multirun
 from rnnreg.task import LanguageModelTask, task_arguments
+from rnnreg.validation import validate
 
 # Errors in the input, found before training starts: the run folder gets no metrics.json (a run that started
 # and stopped, by divergence, a signal or a bug, says why in metrics.json)
