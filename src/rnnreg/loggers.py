@@ -173,29 +173,6 @@ def wandb_run_id(loggers) -> str | None:
     return None
 
 
-# W&B refuses these in a run id (wandb_settings.validate_run_id); a backslash is refused here too
-RUN_ID_RESERVED = ":;,#?/'\\"
-
-
-def checked_run_id(value, source: str | Path) -> str | None:
-    """A checkpoint's `wandb_run_id` (untrusted input, like the whole file): None when it has none; anything
-    that is not a W&B run id is a one-line CheckpointError naming the file, before anything is written."""
-    if value is None:
-        return None
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= 128
-        or value != value.strip()
-        or not value.isprintable()
-        or any(char in RUN_ID_RESERVED for char in value)
-    ):
-        raise CheckpointError(
-            f"{source} holds {str(value)[:80]!r} as its W&B run id, which is not one (1-128 printable characters, "
-            f"none of {RUN_ID_RESERVED}): resume it without logger=wandb, or from a checkpoint rnnreg-train wrote"
-        )
-    return value
-
-
 def checked_parts(value, source: str | Path) -> list[str]:
     """A checkpoint's `wandb_parts` (the folders of its offline W&B run's earlier parts; untrusted input, like
     the whole file): a list of paths, or a one-line CheckpointError naming the file, before anything is written."""

@@ -500,7 +500,7 @@ def _check_ckpt(value: Any, r: Rule) -> str | None:
     if not isinstance(value, str) or not value:
         return f"must be {r.describe()}"
     if value == "last" and "last" in r.hint:
-        return None  # resolved (and checked) by rnnreg.training.resolve_ckpt_path
+        return None  # resolved (and checked) by rnnreg.resumed_run.resolve_ckpt_path
     path = Path(value).expanduser()
     if not path.is_file():
         if "last" in r.hint:

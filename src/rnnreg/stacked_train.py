@@ -29,9 +29,9 @@ from rnnreg.console import counted, device_name
 from rnnreg.errors import ConfigError, OutputError, TrainingDiverged
 from rnnreg.instantiation import instantiate
 from rnnreg.io import FileWriter, save_atomically
-from rnnreg.loggers import checked_run_id
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.optim import paper_lr_factor
+from rnnreg.resumed_run import checked_run_id
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, resume_from, unfinished_record
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.stacked import MemberSpec, StackedLanguageModel

@@ -26,12 +26,13 @@ from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
 from rnnreg.instantiation import instantiate, instantiate_callbacks, instantiate_loggers
 from rnnreg.io import load_checkpoint, write_json_atomic
-from rnnreg.loggers import checked_parts, checked_run_id, finish_wandb, hyperparameters
+from rnnreg.loggers import checked_parts, finish_wandb, hyperparameters
 from rnnreg.model import StepLSTM
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.recipes import plain
 from rnnreg.resume import callback_class, check_resume_settings, check_resume_window
+from rnnreg.resumed_run import checked_run_id, resolve_ckpt_path
 from rnnreg.run_lock import (
     RunLock,
     check_no_earlier_results,
@@ -177,30 +178,6 @@ class LogConfig(L.Callback):
         if self.tree_text is not None and self.tree_file is not None and trainer.is_global_zero:
             Path(self.tree_file).parent.mkdir(parents=True, exist_ok=True)
             Path(self.tree_file).write_text(self.tree_text)
-
-
-def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """`ckpt_path=last`: this run's folder's own checkpoints/last.ckpt (a run given its folder again goes on
-    there), else the newest checkpoints/last.ckpt of an earlier run of this experiment."""
-    path = cfg.get("ckpt_path")
-    if path is None or path != "last":
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(
-                f"ckpt_path={path} is not a file: give a checkpoint, or ckpt_path=last to resume "
-                f"the newest run of this experiment"
-            )
-        return path
-    root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
-    here = Path(cfg.paths.output_dir).resolve()
-    if (here / "checkpoints" / "last.ckpt").is_file():
-        return str(here / "checkpoints" / "last.ckpt")
-    found = [p for p in root.glob("*/checkpoints/last.ckpt") if here not in p.resolve().parents]
-    if not found:
-        raise ConfigError(
-            f"ckpt_path=last: no earlier run of {cfg.experiment_name} with checkpoints/last.ckpt "
-            f"under {root} nor in {here}; give the checkpoint's path instead"
-        )
-    return str(max(found, key=lambda p: p.stat().st_mtime))
 
 
 def test_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:

@@ -1,0 +1,84 @@
+"""What a resume goes on from, without Lightning: the checkpoint `ckpt_path` names (`last` resolved) and the W&B
+run it goes on in (its `wandb_run_id`). rnnreg.training resumes from them; a multirun's check of its jobs' W&B runs
+(rnnreg.sweep_wandb) reads them as its sweep starts, before any job runs, and imports torch only then."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from rnnreg.errors import CheckpointError, ConfigError
+
+# W&B refuses these in a run id (wandb_settings.validate_run_id); a backslash is refused here too
+RUN_ID_RESERVED = ":;,#?/'\\"
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path=last`: this run's folder's own checkpoints/last.ckpt (a run given its folder again goes on
+    there), else the newest checkpoints/last.ckpt of an earlier run of this experiment."""
+    path = cfg.get("ckpt_path")
+    if path is None or path != "last":
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(
+                f"ckpt_path={path} is not a file: give a checkpoint, or ckpt_path=last to resume "
+                f"the newest run of this experiment"
+            )
+        return path
+    root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
+    here = Path(cfg.paths.output_dir).resolve()
+    if (here / "checkpoints" / "last.ckpt").is_file():
+        return str(here / "checkpoints" / "last.ckpt")
+    found = [p for p in root.glob("*/checkpoints/last.ckpt") if here not in p.resolve().parents]
+    if not found:
+        raise ConfigError(
+            f"ckpt_path=last: no earlier run of {cfg.experiment_name} with checkpoints/last.ckpt "
+            f"under {root} nor in {here}; give the checkpoint's path instead"
+        )
+    return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def checked_run_id(value, source: str | Path) -> str | None:
+    """A checkpoint's `wandb_run_id` (untrusted input, like the whole file): None when it has none; anything
+    that is not a W&B run id is a one-line CheckpointError naming the file, before anything is written."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 128
+        or value != value.strip()
+        or not value.isprintable()
+        or any(char in RUN_ID_RESERVED for char in value)
+    ):
+        raise CheckpointError(
+            f"{source} holds {str(value)[:80]!r} as its W&B run id, which is not one (1-128 printable characters, "
+            f"none of {RUN_ID_RESERVED}): resume it without logger=wandb, or from a checkpoint rnnreg-train wrote"
+        )
+    return value
+
+
+class Unreadable(Exception):
+    """A checkpoint whose W&B run checkpoint_run_id cannot tell: the job that resumes it stops on it itself, with
+    its own one-line error (rnnreg.io.load_checkpoint, checked_run_id)."""
+
+
+def checkpoint_run_id(path: str | Path) -> str | None:
+    """The W&B run a resume from `path` goes on in (its `wandb_run_id`, checked_run_id's), None where it has
+    none; Unreadable where the file is no rnnreg checkpoint, or holds what is no run id. Read as data only, as
+    rnnreg.io.load_checkpoint reads it (torch's weights_only unpickler: a file from someone else runs no code),
+    but with its tensors mapped, not read (mmap): the time of a small file's, however large the checkpoint."""
+    import torch  # (here: a multirun that resumes nothing with W&B never waits for it)
+
+    path = Path(path).expanduser()
+    try:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file torch saved in its legacy format, which it cannot map: read whole
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
+            raise Unreadable(path)
+        return checked_run_id(checkpoint.get("wandb_run_id"), path)
+    except Unreadable:
+        raise
+    except Exception as err:  # garbage fails the data-only unpickler in many ways; CheckpointError: no run id
+        raise Unreadable(path) from err
