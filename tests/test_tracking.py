@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -252,6 +253,168 @@ def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_
     proc = run("rnnreg-train", *overrides, *tiny_cli, "logger=wandb", f"hydra.sweep.dir={sweep}", check=False, env=env)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
     assert not (tmp_path / "new").exists()  # (nor the folders above the sweep's: the check comes before its lock)
+
+
+@pytest.fixture(scope="module")
+def resumable(tmp_path_factory) -> dict:
+    """Real checkpoints to resume, written once for the module: the two jobs of a multirun under logger=wandb (W&B
+    runs w1 and w2, each with best.ckpt and last.ckpt) in the folder of runs of experiment=paper_small under
+    `root`, where ckpt_path=last finds the newer, w2's; and a run without W&B (no wandb_run_id)."""
+    from helpers import write_corpus
+
+    tmp = tmp_path_factory.mktemp("resumable")
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={write_corpus(tmp / 'corpus')}"]
+    tiny += ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    with pytest.MonkeyPatch.context() as env:  # (no_wandb_credentials' settings, for the module)
+        for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_ID"):
+            env.delenv(name, raising=False)
+        env.setenv("NETRC", str(tmp / "no-netrc"))
+        runs = tmp / "root" / "train" / "paper_small"
+        ids = "+logger.wandb.id=w${seed}"
+        run("rnnreg-train", "-m", *tiny, "logger=wandb", ids, "seed=1,2", f"hydra.sweep.dir={runs}")
+        run("rnnreg-train", *tiny, f"hydra.run.dir={tmp / 'plain'}")
+    w1, w2 = runs / "0" / "checkpoints", runs / "1" / "checkpoints"
+    assert [torch.load(w / "last.ckpt", weights_only=True)["wandb_run_id"] for w in (w1, w2)] == ["w1", "w2"]
+    plain = tmp / "plain" / "checkpoints" / "last.ckpt"
+    assert "wandb_run_id" not in torch.load(plain, weights_only=True)
+    os.utime(w2 / "last.ckpt")  # (the newest, whatever the file system's clock)
+    return {"root": tmp / "root", "w1": w1, "w2": w2, "plain": plain, "tiny": tiny}
+
+
+RESUMED_RUN = "a resume goes on in the W&B run its checkpoint was written in, and in no other"
+GIVEN_RESUMED_FIX = "a resume goes on in its checkpoint's run without it, and each other job gets a run of its own"
+
+
+def resumed_run_cases(ckpts: dict[str, Path]) -> dict[str, tuple[list[str], dict, str]]:
+    """Multiruns whose jobs resume checkpoints and would share one W&B run: overrides, environment, the line."""
+    best, last, w2, plain = (
+        ckpts["w1"] / "best.ckpt",
+        ckpts["w1"] / "last.ckpt",
+        ckpts["w2"] / "last.ckpt",
+        ckpts["plain"],
+    )
+    return {
+        "two-checkpoints-of-one-run": (
+            ["-m", f"ckpt_path={best},{last}"],
+            {},
+            f"jobs 0 (ckpt_path={best}) and 1 (ckpt_path={last}) resume {best} and {last}, checkpoints of one W&B run "
+            "(w1), so both would go on in it, each logging over the other's history: resume one of them with "
+            f"logger=wandb, and the other with logger=csv, in a command of its own ({RESUMED_RUN})",
+        ),
+        "one-checkpoint-twice": (
+            ["-m", f"ckpt_path={last}", "trainer.max_epochs=2,3"],
+            {},
+            f"jobs 0 (trainer.max_epochs=2) and 1 (trainer.max_epochs=3) both resume {last}, so both would go on in "
+            "its W&B run (w1), each logging over the other's history: resume it with logger=wandb in one job only, "
+            f"and in the others with logger=csv, in a command of their own ({RESUMED_RUN})",
+        ),
+        "fixed-id-on-a-checkpoint-without-wandb": (
+            ["-m", f"ckpt_path={plain}", "trainer.max_epochs=2,3", "+logger.wandb.id=myid"],
+            {},
+            "logger.wandb.id=myid puts jobs 0 (trainer.max_epochs=2) and 1 (trainer.max_epochs=3) in one W&B run "
+            f"(myid), each logging over another's history: {SHARED_ID_FIX} "
+            "('+logger.wandb.id=myid_${trainer.max_epochs}')",
+        ),
+        "fresh-job-given-a-resumed-run": (
+            ["-m", f"ckpt_path={last},null", "+logger.wandb.id=w1"],
+            {},
+            f"logger.wandb.id=w1 puts job 1 (ckpt_path=null) in W&B run w1, which job 0 (ckpt_path={last}) goes on in "
+            f"from its checkpoint {last}, each logging over the other's history: leave logger.wandb.id out "
+            f"({GIVEN_RESUMED_FIX}), or give job 1 an id of its own",
+        ),
+        "resume-without-wandb-given-a-resumed-run": (
+            ["-m", f"ckpt_path={plain},{last}", "+logger.wandb.id=w1"],
+            {},
+            f"logger.wandb.id=w1 puts job 0 (ckpt_path={plain}) in W&B run w1, which job 1 (ckpt_path={last}) goes on "
+            f"in from its checkpoint {last}, each logging over the other's history: leave logger.wandb.id out "
+            f"({GIVEN_RESUMED_FIX}), or give job 0 an id of its own",
+        ),
+        "environment-given-a-resumed-run": (
+            ["-m", f"ckpt_path={last},{plain}"],
+            {"WANDB_RUN_ID": "w1"},
+            f"WANDB_RUN_ID=w1 puts job 1 (ckpt_path={plain}) in W&B run w1, which job 0 (ckpt_path={last}) goes on in "
+            f"from its checkpoint {last}, each logging over the other's history: unset WANDB_RUN_ID "
+            f"({GIVEN_RESUMED_FIX}), or give job 1 an id of its own",
+        ),
+        "last-finds-one-checkpoint": (
+            ["-m", "ckpt_path=last", f"paths.output_root={ckpts['root']}", "trainer.max_epochs=2,3"],
+            {},
+            f"jobs 0 (trainer.max_epochs=2) and 1 (trainer.max_epochs=3) both resume {w2} (ckpt_path=last), so both "
+            "would go on in its W&B run (w2), each logging over the other's history: resume it with logger=wandb in "
+            f"one job only, and in the others with logger=csv, in a command of their own ({RESUMED_RUN})",
+        ),
+        "optuna-trials-resume-one-checkpoint": (
+            ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=2", f"ckpt_path={last}"],
+            {},
+            f"ckpt_path={last} puts every job of the multirun in one W&B run (w1, the run {last} was written in), each "
+            "logging over another's history: search from it with logger=csv, or resume it with logger=wandb in a "
+            f"single run (no -m) ({RESUMED_RUN})",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(resumed_run_cases({k: Path() for k in ("root", "w1", "w2", "plain")})))
+def test_a_multirun_whose_resumed_jobs_would_share_one_wandb_run_is_one_line_before_any_runs(
+    resumable, tmp_path, no_wandb_credentials, case
+):
+    """Jobs that resume go on in their checkpoint's W&B run (its wandb_run_id), else in the run their config (or
+    WANDB_RUN_ID) names: two checkpoints of one run, one checkpoint resumed twice (ckpt_path=last finding it for
+    both, too), a fixed id on a checkpoint without a run, an id (or WANDB_RUN_ID) that names another job's
+    resumed run, an Optuna study resuming one checkpoint in every trial: refused in one line naming both jobs, the
+    run and the fix, before the sweep folder is made (before: jobs with a ckpt_path were left out of the check)."""
+    overrides, env, line = resumed_run_cases(resumable)[case]
+    sweep = tmp_path / "new" / "sweep"
+    flags, overrides = [o for o in overrides if o == "-m"], [o for o in overrides if o != "-m"]
+    args = [*flags, *resumable["tiny"], "logger=wandb", *overrides, f"hydra.sweep.dir={sweep}"]  # (max_epochs after)
+    proc = run("rnnreg-train", *args, check=False, env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
+    assert not (tmp_path / "new").exists()  # no job's folder, nor the sweep's
+
+
+def test_resumed_jobs_of_two_wandb_runs_each_go_on_in_their_own(resumable, tmp_path, no_wandb_credentials):
+    """Two checkpoints of two W&B runs resumed in one multirun: not refused; each job goes on in its own run."""
+    sweep = tmp_path / "sweep"
+    resumes = f"ckpt_path={resumable['w1'] / 'last.ckpt'},{resumable['w2'] / 'last.ckpt'}"
+    tiny = [*resumable["tiny"], "trainer.max_epochs=2"]
+    run("rnnreg-train", "-m", *tiny, resumes, "logger=wandb", f"hydra.sweep.dir={sweep}")
+    assert {job: wandb_run["id"] for job, wandb_run in wandb_runs(sweep).items()} == {"0": "w1", "1": "w2"}
+
+
+def test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line(resumable, tmp_path, no_wandb_credentials):
+    """A checkpoint whose W&B run id is none (`a/b`) resumed by two jobs: the sweep's check does not stop on it (nor
+    refuse the two as one run); each job stops on it with its own line, and the sweep lists them."""
+    checkpoint = torch.load(resumable["w1"] / "last.ckpt", weights_only=True)
+    checkpoint["wandb_run_id"] = "a/b"
+    bad = tmp_path / "bad.ckpt"
+    torch.save(checkpoint, bad)
+    sweep = tmp_path / "sweep"
+    args = ["-m", *resumable["tiny"], "logger=wandb", f"ckpt_path={bad}", "trainer.max_epochs=2,3"]
+    proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False)
+    refused = f"{bad} holds 'a/b' as its W&B run id, which is not one"
+    assert proc.returncode == 1 and proc.stderr.count(refused) == 2, proc.stderr[-3000:]
+    assert "failed: 0 (trainer.max_epochs=2), 1 (trainer.max_epochs=3)" in proc.stderr
+
+
+def test_a_checkpoints_wandb_run_is_read_as_data_only_with_its_tensors_mapped(resumable, tmp_path):
+    """The sweep's check reads a checkpoint's W&B run without reading its tensors, and as data only: a file that
+    would run code when unpickled is not run (it is unreadable, as is garbage); one without W&B has no run."""
+    from rnnreg.resumed_run import Unreadable, checkpoint_run_id
+
+    assert checkpoint_run_id(resumable["w1"] / "best.ckpt") == "w1" and checkpoint_run_id(resumable["plain"]) is None
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "wandb_run_id": Payload()}, crafted)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    for path in (crafted, garbage):
+        with pytest.raises(Unreadable):
+            checkpoint_run_id(path)
+    assert not marker.exists()
 
 
 def test_a_studys_wandb_id_differs_per_trial_where_it_reads_what_the_study_varies():

@@ -14,9 +14,10 @@ from rnnreg.errors import CheckpointError, ConfigError
 RUN_ID_RESERVED = ":;,#?/'\\"
 
 
-def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+def resolve_ckpt_path(cfg: DictConfig, output_dir: str | Path | None = None) -> str | None:
     """`ckpt_path=last`: this run's folder's own checkpoints/last.ckpt (a run given its folder again goes on
-    there), else the newest checkpoints/last.ckpt of an earlier run of this experiment."""
+    there), else the newest checkpoints/last.ckpt of an earlier run of this experiment. `output_dir`: the run's
+    folder where cfg.paths.output_dir cannot say it yet (a multirun's job, before it runs)."""
     path = cfg.get("ckpt_path")
     if path is None or path != "last":
         if path is not None and not Path(path).is_file():
@@ -26,7 +27,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
             )
         return path
     root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
-    here = Path(cfg.paths.output_dir).resolve()
+    here = Path(cfg.paths.output_dir if output_dir is None else output_dir).resolve()
     if (here / "checkpoints" / "last.ckpt").is_file():
         return str(here / "checkpoints" / "last.ckpt")
     found = [p for p in root.glob("*/checkpoints/last.ckpt") if here not in p.resolve().parents]

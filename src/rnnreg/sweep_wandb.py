@@ -1,11 +1,17 @@
 """A multirun's jobs and their W&B runs: one run per job. Two jobs with one logger.wandb.id (or WANDB_RUN_ID) would
-each log over the other's history in one run, so such a multirun is refused before any job runs
-(rnnreg.sweep.SweepCallback calls check_wandb_runs as the multirun starts), with an id that differs per job."""
+each log over the other's history in one run, and so would two jobs that resume checkpoints of one W&B run (a resume
+goes on in the run its checkpoint was written in: `-m ckpt_path=a/best.ckpt,a/last.ckpt`, or `ckpt_path=last` that
+finds one checkpoint for two jobs), or a job given the id of the run another job resumes. Such a multirun is refused
+before any job runs (rnnreg.sweep.SweepCallback calls check_wandb_runs as the multirun starts), with an id that
+differs per job, or the command that resumes a run once. A checkpoint is read (as data only, its tensors mapped:
+rnnreg.resumed_run) only where a job resumes it with W&B."""
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
+from typing import NamedTuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -13,11 +19,27 @@ from omegaconf.errors import OmegaConfBaseException
 from rnnreg.errors import ConfigError
 from rnnreg.sweep import NOT_IN_NAMES, inside_job, job_configs, job_label, override_key, swept_keys, task_overrides
 
+ID_KEY = "logger.wandb.id"
+# where ckpt_path=last looks: what a search sweeper's trials find there differs where one of these does
+LAST_ROOT = "${paths.output_root}/${task_name}/${experiment_name}"
+# how a resume's W&B run is chosen, said where a refusal asks for a resume without W&B
+RESUMED_RUN = "a resume goes on in the W&B run its checkpoint was written in, and in no other"
+
+
+class JobRun(NamedTuple):
+    """The W&B run a job logs into: `run_id`, and where it comes from: `checkpoint`, the checkpoint the job
+    resumes (its `wandb_run_id`; `last`: ckpt_path=last found it), or None (the job's config, or WANDB_RUN_ID)."""
+
+    run_id: str
+    checkpoint: str | None = None
+    last: bool = False
+
 
 def check_wandb_runs(config: DictConfig) -> None:
     """A ConfigError, before any job runs, when two jobs of the multirun would log into one W&B run, each over
-    the other's history: a logger.wandb.id (or WANDB_RUN_ID) that does not differ between them. An id that
-    differs per job (`run_${seed}`, or swept: `+logger.wandb.id=a,b`) is each job's own."""
+    the other's history: a logger.wandb.id (or WANDB_RUN_ID) that does not differ between them, checkpoints of one
+    W&B run resumed by both (a resume goes on in its checkpoint's run), or one job's id that names the run another
+    resumes. An id that differs per job (`run_${seed}`, or swept: `+logger.wandb.id=a,b`) is each job's own."""
     if not names_wandb(config):  # (no job composed for a sweep without W&B)
         return
     jobs = job_configs(config)
@@ -25,15 +47,24 @@ def check_wandb_runs(config: DictConfig) -> None:
         check_study_wandb_run(config)
         return
     swept = swept_keys(config.hydra) or None
-    seen: dict[str, int] = {}
+    read = CheckpointRuns()
+    seen: dict[str, tuple[int, JobRun]] = {}
     for num, (_, job_config) in enumerate(jobs):
-        run_id = job_wandb_run(job_config)
-        if run_id is None:
+        run = job_run(job_config, read)
+        if run is None:
             continue
-        if run_id in seen and not wandb_off():
-            labels = [f"{n} ({job_label(jobs[n][0], swept)})" for n in (seen[run_id], num)]
-            raise shared_wandb_run(job_config, run_id, f"jobs {labels[0]} and {labels[1]}", config)
-        seen[run_id] = num
+        if run.run_id in seen and not wandb_off():
+            first, earlier = seen[run.run_id]
+            labels = [f"{n} ({job_label(jobs[n][0], swept)})" for n in (first, num)]
+            if earlier.checkpoint is None and run.checkpoint is None:
+                raise shared_wandb_run(job_config, run.run_id, f"jobs {labels[0]} and {labels[1]}", config)
+            if earlier.checkpoint is not None and run.checkpoint is not None:
+                raise resumed_in_one_run(earlier, run, *labels)
+            runs, label = {first: earlier, num: run}, dict(zip((first, num), labels))
+            resumed = first if earlier.checkpoint is not None else num
+            given = num if resumed == first else first
+            raise given_a_resumed_run(jobs[given][1], runs[resumed], (given, label[given]), label[resumed], config)
+        seen[run.run_id] = (num, run)
 
 
 def wandb_off() -> bool:
@@ -59,13 +90,88 @@ def names_wandb(config: DictConfig) -> bool:
 
 def wandb_id_key(job_config: DictConfig) -> tuple[str, object] | None:
     """The key that names a job's W&B run and its value as given (Lightning's WandbLogger takes `version`
-    before `id`); None without a W&B logger, or for a resume (ckpt_path: its checkpoint's run goes on)."""
+    before `id`, and before a resumed checkpoint's run); None without a W&B logger."""
     spec = (job_config.get("logger") or {}).get("wandb")
-    if not spec or "_target_" not in spec or job_config.get("ckpt_path") is not None:
+    if not spec or "_target_" not in spec:
         return None
     given = OmegaConf.to_container(spec, resolve=False)
     key = "version" if given.get("version") not in (None, "") else "id"
     return f"logger.wandb.{key}", given.get(key)
+
+
+def job_run(job_config: DictConfig, read: CheckpointRuns) -> JobRun | None:
+    """The W&B run a job logs into; None where it has no W&B logger, W&B draws a fresh id, or the job stops before
+    it logs (a checkpoint it cannot read, or whose run is not the logger.wandb.id given: rnnreg.training). A resume
+    goes on in its checkpoint's run (`read`: its `wandb_run_id`), a resume from a checkpoint without one in the run
+    its config names, as a fresh job."""
+    found = wandb_id_key(job_config)
+    if found is None:
+        return None
+    key, _ = found
+    if key == ID_KEY:  # (a version is the run, whatever the checkpoint's)
+        resumed = resumed_checkpoint(job_config)
+        if resumed is False:
+            return None
+        if resumed is not None:
+            checkpoint, last = resumed
+            run_id = read(checkpoint)
+            if run_id is False:
+                return None
+            if run_id is not None:
+                given = given_id(job_config)
+                if given is not None and str(given) != run_id:  # the job stops on it
+                    return None
+                return JobRun(run_id, checkpoint, last)
+    run_id = job_wandb_run(job_config)
+    return None if run_id is None else JobRun(run_id)
+
+
+def resumed_checkpoint(job_config: DictConfig, folder: Path | None = None) -> tuple[str, bool] | None | bool:
+    """The checkpoint a job resumes, as the job finds it (ckpt_path=last: rnnreg.resumed_run.resolve_ckpt_path,
+    from the job's folder, or `folder`), and whether ckpt_path=last found it; None for a fresh job, False where the
+    job stops on its ckpt_path (with its own line; a folder that does not resolve: check_job_folders')."""
+    from rnnreg.resumed_run import resolve_ckpt_path
+
+    try:
+        with inside_job(job_config):
+            given = job_config.get("ckpt_path")
+            if given is None:
+                return None
+            if folder is None and given == "last":
+                folder = Path(str(job_config.hydra.sweep.dir), str(job_config.hydra.sweep.subdir)).absolute()
+            path = resolve_ckpt_path(job_config, folder)
+    except (ConfigError, OmegaConfBaseException, OSError, TypeError, ValueError):
+        return False
+    return str(Path(path).expanduser().absolute()), given == "last"
+
+
+class CheckpointRuns:
+    """The W&B run each checkpoint goes on in (rnnreg.resumed_run.checkpoint_run_id), each file read once: a run
+    id, None for a checkpoint written without W&B, False for one the job stops on itself (not a rnnreg checkpoint,
+    or what it holds as its run's id is none)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, str | None | bool] = {}
+
+    def __call__(self, checkpoint: str) -> str | None | bool:
+        from rnnreg.resumed_run import Unreadable, checkpoint_run_id
+
+        if checkpoint not in self.runs:
+            try:
+                self.runs[checkpoint] = checkpoint_run_id(checkpoint)
+            except Unreadable:
+                self.runs[checkpoint] = False
+        return self.runs[checkpoint]
+
+
+def given_id(job_config: DictConfig) -> object:
+    """A job's logger.wandb.id resolved (None where it has none), which a resume's run must equal (rnnreg.training)."""
+    try:
+        with inside_job(job_config):
+            return OmegaConf.select(job_config, ID_KEY)
+    except OmegaConfBaseException as err:  # the job would stop with a traceback
+        given = value_as_given(job_config, ID_KEY)
+        raise ConfigError(f"{ID_KEY}={given}: {str(err).splitlines()[0]}") from None
 
 
 def job_wandb_run(job_config: DictConfig) -> str | None:
@@ -93,12 +199,21 @@ def resolved_wandb_run(config: DictConfig, key: str) -> str | None:
 
 def check_study_wandb_run(config: DictConfig) -> None:
     """check_wandb_runs for another sweeper (Optuna: its jobs come one by one), from the sweep's config: one id
-    for every job is a fixed logger.wandb.id that the search does not vary, or WANDB_RUN_ID without one."""
+    for every job is a fixed logger.wandb.id that the search does not vary, or WANDB_RUN_ID without one, or the
+    run of a checkpoint that every trial resumes (a fixed ckpt_path: each trial would go on in its run)."""
     trials = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
     found = wandb_id_key(config)
     if found is None or (trials is not None and trials < 2):  # (one trial shares its run with no other)
         return
     key, given = found
+    if key == ID_KEY and config.get("ckpt_path") is not None:
+        resumed = study_resumed_run(config, given)
+        if resumed is False:
+            return
+        if resumed is not None:
+            if not wandb_off():
+                raise resumed_in_every_trial(resumed)
+            return
     if given not in (None, "") and (key in swept_keys(config.hydra) or varies_per_job(config, str(given))):
         return  # each job's own
     try:
@@ -107,6 +222,39 @@ def check_study_wandb_run(config: DictConfig) -> None:
         return
     if run_id and not wandb_off():
         raise shared_wandb_run(config, run_id, "every job of the multirun", config)
+
+
+def study_resumed_run(config: DictConfig, given: object) -> JobRun | None | bool:
+    """The W&B run every trial of a search sweeper goes on in, resuming the one checkpoint its fixed ckpt_path
+    names (`last` too, where the search varies nothing that changes where it looks); None where that checkpoint has
+    no run (each trial's is then its config's, as a fresh one's); False where a trial's checkpoint or run is not
+    known before it runs (a searched ckpt_path: whether two trials draw one checkpoint is the search's draw), or
+    every trial stops on it (rnnreg.training: a checkpoint it cannot read, an id given that is not its run)."""
+    ckpt = str(value_as_given(config, "ckpt_path"))
+    if "ckpt_path" in swept_keys(config.hydra) or varies_per_job(config, ckpt):
+        return False
+    if ckpt == "last" and varies_per_job(config, LAST_ROOT):
+        return False
+    try:
+        with inside_job(config):
+            sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()  # (no trial's own folder has a checkpoint yet)
+    except OmegaConfBaseException:
+        return False
+    resumed = resumed_checkpoint(config, sweep_dir)
+    if not resumed:
+        return False
+    run_id = CheckpointRuns()(resumed[0])
+    if run_id is None or run_id is False:
+        return run_id
+    if given not in (None, "") and (ID_KEY in swept_keys(config.hydra) or varies_per_job(config, str(given))):
+        return False  # (a trial given another id stops on it)
+    try:
+        fixed = given_id(config)
+    except ConfigError:  # (every trial stops on it, with its own line)
+        return False
+    if fixed is not None and str(fixed) != run_id:
+        return False
+    return JobRun(run_id, *resumed)
 
 
 INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")  # an innermost ${...}
@@ -151,7 +299,7 @@ def value_as_given(config: DictConfig, key: str) -> object:
 def shared_wandb_run(job_config: DictConfig, run_id: str, jobs: str, config: DictConfig) -> ConfigError:
     """The one line that refuses a multirun whose `jobs` would share the W&B run `run_id`, with an id that
     differs per job, made of the keys the sweep varies."""
-    key, given = wandb_id_key(job_config) or ("logger.wandb.id", None)
+    key, given = wandb_id_key(job_config) or (ID_KEY, None)
     from_env = given in (None, "")
     prefix = run_id if from_env or "${" not in str(given) else "run"
     typed = [o for o in task_overrides(config.hydra) if override_key(o) == key]
@@ -165,10 +313,64 @@ def shared_wandb_run(job_config: DictConfig, run_id: str, jobs: str, config: Dic
             f"WANDB_RUN_ID={run_id} puts {jobs} in one W&B run, each logging over another's history: unset "
             f"WANDB_RUN_ID (each job then gets a run of its own), or give each job its own id ({example})"
         )
-    leave_out = f"leave {key} out" if typed else f"take {key} out of the config file that sets it (or ~{key})"
     return ConfigError(
-        f"{key}={given} puts {jobs} in one W&B run ({run_id}), each logging over another's history: {leave_out} "
-        f"(each job then gets a run of its own), or make it differ per job ({example})"
+        f"{key}={given} puts {jobs} in one W&B run ({run_id}), each logging over another's history: "
+        f"{leave_out(key, config)} (each job then gets a run of its own), or make it differ per job ({example})"
+    )
+
+
+def leave_out(key: str, config: DictConfig) -> str:
+    """How to leave out a key that names a W&B run: the command line's override, or the config file's setting."""
+    if any(override_key(o) == key for o in task_overrides(config.hydra)):
+        return f"leave {key} out"
+    return f"take {key} out of the config file that sets it (or ~{key})"
+
+
+def resumed_in_one_run(earlier: JobRun, later: JobRun, first: str, second: str) -> ConfigError:
+    """The one line that refuses a multirun whose jobs `first` and `second` resume checkpoints of one W&B run (one
+    checkpoint, or two): both would go on in it."""
+    if earlier.checkpoint == later.checkpoint:
+        found = " (ckpt_path=last)" if earlier.last or later.last else ""
+        return ConfigError(
+            f"jobs {first} and {second} both resume {earlier.checkpoint}{found}, so both would go on in its W&B run "
+            f"({later.run_id}), each logging over the other's history: resume it with logger=wandb in one job only, "
+            f"and in the others with logger=csv, in a command of their own ({RESUMED_RUN})"
+        )
+    return ConfigError(
+        f"jobs {first} and {second} resume {earlier.checkpoint} and {later.checkpoint}, checkpoints of one W&B run "
+        f"({later.run_id}), so both would go on in it, each logging over the other's history: resume one of them "
+        f"with logger=wandb, and the other with logger=csv, in a command of its own ({RESUMED_RUN})"
+    )
+
+
+def given_a_resumed_run(
+    job_config: DictConfig, resumed: JobRun, given: tuple[int, str], other: str, config: DictConfig
+) -> ConfigError:
+    """The one line that refuses a multirun whose job `given` (its number and label) is given (by its config, or
+    WANDB_RUN_ID) the id of the W&B run that job `other` goes on in, resuming its checkpoint."""
+    key, value = wandb_id_key(job_config) or (ID_KEY, None)
+    num, label = given
+    where = f"W&B run {resumed.run_id}, which job {other} goes on in from its checkpoint {resumed.checkpoint}"
+    then = "a resume goes on in its checkpoint's run without it, and each other job gets a run of its own"
+    if value in (None, ""):
+        return ConfigError(
+            f"WANDB_RUN_ID={resumed.run_id} puts job {label} in {where}, each logging over the other's history: "
+            f"unset WANDB_RUN_ID ({then}), or give job {num} an id of its own"
+        )
+    return ConfigError(
+        f"{key}={value} puts job {label} in {where}, each logging over the other's history: {leave_out(key, config)} "
+        f"({then}), or give job {num} an id of its own"
+    )
+
+
+def resumed_in_every_trial(resumed: JobRun) -> ConfigError:
+    """The one line that refuses a search sweeper's multirun (Optuna) whose every trial resumes one checkpoint
+    with W&B: each would go on in its run."""
+    found = "last" if resumed.last else resumed.checkpoint
+    return ConfigError(
+        f"ckpt_path={found} puts every job of the multirun in one W&B run ({resumed.run_id}, the run "
+        f"{resumed.checkpoint} was written in), each logging over another's history: search from it with "
+        f"logger=csv, or resume it with logger=wandb in a single run (no -m) ({RESUMED_RUN})"
     )
 
 
