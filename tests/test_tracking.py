@@ -365,7 +365,8 @@ def test_a_multirun_whose_resumed_jobs_would_share_one_wandb_run_is_one_line_bef
     overrides, env, line = resumed_run_cases(resumable)[case]
     sweep = tmp_path / "new" / "sweep"
     flags, overrides = [o for o in overrides if o == "-m"], [o for o in overrides if o != "-m"]
-    args = [*flags, *resumable["tiny"], "logger=wandb", *overrides, f"hydra.sweep.dir={sweep}"]  # (max_epochs after)
+    # a budget each resume trains on with (a case's own max_epochs after it)
+    args = [*flags, *resumable["tiny"], "trainer.max_epochs=2", "logger=wandb", *overrides, f"hydra.sweep.dir={sweep}"]
     proc = run("rnnreg-train", *args, check=False, env=env)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
     assert not (tmp_path / "new").exists()  # no job's folder, nor the sweep's
