@@ -1,7 +1,8 @@
 """A command line, checked before Hydra runs: compose the config of every job it asks for (each value of a
-sweep, an experiment's own sweep included) and check each against its schema (rnnreg.validation), so that a bad value is one line
-before any folder is created or any job has run. rnnreg.runtime.hydra_entry calls `check_command_line`
-(validate_args, and the mode it found), then rnnreg.run_folder_check's `check_run_dir_free` with that mode.
+sweep, an experiment's own sweep included) and check each against its schema (rnnreg.validation), so that a bad
+value is one line before any folder is created or any job has run. rnnreg.runtime.hydra_entry calls
+`check_command_line` (validate_args, and the mode it found), then rnnreg.run_folder_check's `check_run_dir_free`
+with that mode.
 """
 
 from __future__ import annotations
