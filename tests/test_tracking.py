@@ -115,6 +115,18 @@ def test_wandb_id_names_a_fresh_run_and_a_resume_keeps_its_own(tiny_cli, tmp_pat
         "logger.wandb.id out to resume that run, or start a fresh run (no ckpt_path) with id other"
     ]
     assert not (second / "wandb").exists() and not (second / "checkpoints").exists()
+    # a version too (Lightning's WandbLogger takes it before the id: the resume would log into a run of its own)
+    third, fourth = tmp_path / "third", tmp_path / "fourth"
+    version = "+logger.wandb.version=other"
+    proc = run("rnnreg-train", *tiny, "trainer.max_epochs=2", version, resume, f"hydra.run.dir={third}", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: logger.wandb.version=other, but {first}/checkpoints/last.ckpt goes on in W&B run myrun123: leave "
+        "logger.wandb.version out to resume that run, or start a fresh run (no ckpt_path) with id other"
+    ]
+    assert not (third / "wandb").exists() and not (third / "checkpoints").exists()
+    # an empty id is none, as for a fresh run: the resume goes on in its checkpoint's run
+    run("rnnreg-train", *tiny, "trainer.max_epochs=2", "+logger.wandb.id=''", resume, f"hydra.run.dir={fourth}")
+    assert [part["id"] for part in wandb_run_parts(fourth)] == ["myrun123"]
 
 
 def test_wandb_mode_disabled_writes_no_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):

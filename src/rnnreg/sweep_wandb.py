@@ -108,20 +108,19 @@ def job_run(job_config: DictConfig, read: CheckpointRuns) -> JobRun | None:
     if found is None:
         return None
     key, _ = found
-    if key == ID_KEY:  # (a version is the run, whatever the checkpoint's)
-        resumed = resumed_checkpoint(job_config)
-        if resumed is False:
+    resumed = resumed_checkpoint(job_config)
+    if resumed is False:
+        return None
+    if resumed is not None:
+        checkpoint, last = resumed
+        run_id = read(checkpoint)
+        if run_id is False:
             return None
-        if resumed is not None:
-            checkpoint, last = resumed
-            run_id = read(checkpoint)
-            if run_id is False:
+        if run_id is not None:
+            given = given_id(job_config, key)
+            if given not in (None, "") and str(given) != run_id:  # the job stops on it
                 return None
-            if run_id is not None:
-                given = given_id(job_config)
-                if given is not None and str(given) != run_id:  # the job stops on it
-                    return None
-                return JobRun(run_id, checkpoint, last)
+            return JobRun(run_id, checkpoint, last)
     run_id = job_wandb_run(job_config)
     return None if run_id is None else JobRun(run_id)
 
@@ -164,14 +163,15 @@ class CheckpointRuns:
         return self.runs[checkpoint]
 
 
-def given_id(job_config: DictConfig) -> object:
-    """A job's logger.wandb.id resolved (None where it has none), which a resume's run must equal (rnnreg.training)."""
+def given_id(job_config: DictConfig, key: str = ID_KEY) -> object:
+    """A job's logger.wandb.id (or `key`: its version) resolved, None where it has none; one given (not '') must
+    be the run a resume goes on in (rnnreg.training)."""
     try:
         with inside_job(job_config):
-            return OmegaConf.select(job_config, ID_KEY)
+            return OmegaConf.select(job_config, key)
     except OmegaConfBaseException as err:  # the job would stop with a traceback
-        given = value_as_given(job_config, ID_KEY)
-        raise ConfigError(f"{ID_KEY}={given}: {str(err).splitlines()[0]}") from None
+        given = value_as_given(job_config, key)
+        raise ConfigError(f"{key}={given}: {str(err).splitlines()[0]}") from None
 
 
 def job_wandb_run(job_config: DictConfig) -> str | None:
@@ -252,7 +252,7 @@ def study_resumed_run(config: DictConfig, given: object) -> JobRun | None | bool
         fixed = given_id(config)
     except ConfigError:  # (every trial stops on it, with its own line)
         return False
-    if fixed is not None and str(fixed) != run_id:
+    if fixed not in (None, "") and str(fixed) != run_id:
         return False
     return JobRun(run_id, *resumed)
 

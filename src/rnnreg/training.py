@@ -249,12 +249,14 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             )
             if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
                 wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
-                given = (cfg.logger.wandb or {}).get("id")
-                if wandb_id is not None and given is not None and str(given) != wandb_id:  # the resume's run wins
-                    raise ConfigError(
-                        f"logger.wandb.id={given}, but {ckpt_path} goes on in W&B run {wandb_id}: leave "
-                        f"logger.wandb.id out to resume that run, or start a fresh run (no ckpt_path) with id {given}"
-                    )
+                for key in ("version", "id"):  # (Lightning's WandbLogger takes a version before an id)
+                    given = (cfg.logger.wandb or {}).get(key)
+                    if wandb_id is not None and given not in (None, "") and str(given) != wandb_id:
+                        raise ConfigError(  # the resume's run wins
+                            f"logger.wandb.{key}={given}, but {ckpt_path} goes on in W&B run {wandb_id}: leave "
+                            f"logger.wandb.{key} out to resume that run, or start a fresh run (no ckpt_path) with id "
+                            f"{given}"
+                        )
                 wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
             stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
             first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
