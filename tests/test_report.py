@@ -1465,6 +1465,33 @@ def test_a_job_that_ran_again_after_its_result_and_failed_is_failed_in_the_repor
     assert "| interrupted |" in report(tmp_path, PAPER) and failed_jobs(tmp_path)[0][2] == "interrupted"
 
 
+def test_the_report_and_the_sweeps_end_read_how_a_job_ended_alike(tmp_path):
+    """The report's status of a job and the sweep's end line (failed_jobs) come from the files the job wrote last,
+    read alike: an error.txt before a result the job wrote on a later run (an evaluation's metrics.json has no
+    status) is a completed job in both (the sweep's end listed it failed), an error.txt after it a failed one."""
+    failed = "data.bptt=0 must be an integer >= 1\n"
+    stopped = "stopped by SIGTERM before it finished; it wrote no metrics.json (run it again)\n"
+    cases = {  # job: (its files in the order it wrote them, how it ended)
+        "0": ([("error.txt", failed), ("metrics.json", {"test_ppl": 101.2})], "completed"),
+        "1": ([("error.txt", failed), ("metrics.json", {"status": "completed", "test_ppl": 101.2})], "completed"),
+        "2": ([("metrics.json", {"test_ppl": 101.2}), ("error.txt", failed)], "failed"),
+        "3": ([("error.txt", failed), ("metrics.json", {"status": "interrupted", "epochs": 1})], "interrupted"),
+        "4": ([("metrics.json", {"status": "interrupted", "epochs": 1}), ("error.txt", stopped)], "stopped"),
+        "5": ([("metrics.json", {"status": "failed", "error": "diverged"})], "failed"),
+        "6": ([], "unfinished"),
+    }
+    for name, (files, _) in cases.items():
+        write_job(tmp_path / name, [f"seed={name}"], {}, TOY, None)
+        for when, (file, content) in enumerate(files):
+            path = tmp_path / name / file
+            path.write_text(content if isinstance(content, str) else json.dumps(content))
+            os.utime(path, (1_000_000 + when, 1_000_000 + when))
+    statuses = {row["run"]: row["status"] for row in collect(tmp_path)}
+    listed = {job: ended for job, _, ended in failed_jobs(tmp_path)}
+    assert statuses == {name: ended for name, (_, ended) in cases.items()}
+    assert listed == {name: ended for name, ended in statuses.items() if ended in ("failed", "interrupted", "stopped")}
+
+
 def test_runs_told_apart_by_a_string_and_a_number_that_print_alike_are_two_configurations(tmp_path):
     """Two seeds of one command whose configs differ in a value that is the string '1.0' in one and the number 1.0
     in the other (an experiment file edited between them): two configurations, each shown as an override Hydra

@@ -38,9 +38,9 @@ from rnnreg.runtime import hydra_entry
 from rnnreg.sweep import (
     ERROR_FILE,
     NOT_COMPARED,
-    STOPPED_BEFORE_A_RESULT,
     error_written_last,
     first_words,
+    how_it_ended,
     job_order,
     override_key,
     recorded_overrides,
@@ -67,17 +67,9 @@ def find_runs(root: Path) -> list[Path]:
     return runs
 
 
-def status_without_metrics(run: Path) -> str:
-    """A run that has not written metrics.json (or ran again after it and left error.txt): `running` while a live
-    rnnreg process holds its folder, or its sweep's (a multirun holds its sweep folder); a multirun job that said why
-    it has no result in its error.txt (rnnreg.sweep.record_job_error) `failed` (bad input found once its folder
-    existed: running it again fails again), or `stopped` (a signal ended it before a result: it runs again); else
-    `unfinished`: its process was killed hard (SIGKILL, out of memory, its machine lost) or is gone without a word."""
-    if RunLock.in_use(run) or RunLock.in_use(run.parent):
-        return "running"
-    if (run / ERROR_FILE).exists():
-        return "stopped" if first_words(run / ERROR_FILE).startswith(STOPPED_BEFORE_A_RESULT) else "failed"
-    return "unfinished"
+def running(run: Path) -> bool:
+    """Whether a live rnnreg process holds a run's folder, or its sweep's (a multirun holds its sweep folder)."""
+    return RunLock.in_use(run) or RunLock.in_use(run.parent)
 
 
 def why_failed(run: Path, metrics: dict) -> str:
@@ -175,10 +167,10 @@ def collect(root: Path) -> list[dict]:
         config = read_yaml(config_file)
         trainer, model, data = (section(config, config_file, key) for key in ("trainer", "model", "data"))
         metrics = checked_metrics(run)
-        # how it ended: its metrics.json, unless it ran again after it and stopped with error.txt's line (as at the
-        # sweep's end: rnnreg.sweep.failed_jobs)
-        ended = metrics if metrics and not error_written_last(run) else {}
-        status = ended.get("status", "completed") if ended else status_without_metrics(run)
+        status = how_it_ended(run, metrics)  # (as the sweep's end reads it), unless a live process holds it now
+        if (status is None or error_written_last(run)) and running(run):
+            status = "running"
+        status = status or "unfinished"  # killed hard (SIGKILL, out of memory, its machine lost) or gone without a word
         if status == "completed" and trainer.get("fast_dev_run"):  # a debug pass: a window or two, no seed's result
             status = "fast_dev_run"
         curve = by_epoch(run)
@@ -189,7 +181,7 @@ def collect(root: Path) -> list[dict]:
                 "overrides": [o for o in overrides if not override_key(o).startswith(SAME_CONFIGURATION)],
                 "seed": seed_of(overrides, config),
                 "status": status,
-                "why": why_failed(run, ended) if status == "failed" else "",
+                "why": why_failed(run, {} if error_written_last(run) else metrics) if status == "failed" else "",
                 "best_val_ppl": metrics.get("best_val_ppl", min(curve.values(), default=math.nan)),
                 "test_ppl": metrics.get("test_ppl", math.nan),
                 "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),

@@ -170,25 +170,27 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
         written = [p.stat().st_mtime for p in (config, job / "metrics.json", job / ERROR_FILE) if p.exists()]
         if max(written) < since:
             continue
-        metrics, error = job / "metrics.json", job / ERROR_FILE
-        recorded = recorded_metrics(job) if metrics.exists() else None  # ({}: unreadable; an evaluation's: no status)
-        status = None if recorded is None else recorded.get("status") if recorded else "unreadable"
-        error_last = error_written_last(job)
-        if status == "completed" and not error_last:
-            continue
-        if error.exists() or status in ("failed", "interrupted", "unreadable"):
+        metrics = job / "metrics.json"
+        ended = how_it_ended(job, recorded_metrics(job) if metrics.exists() else {})
+        if ended is None and metrics.exists():  # a metrics.json that is none (cut short, edited): not completed
+            ended = "failed"
+        if ended in ("failed", "interrupted", "stopped"):
             try:
                 overrides = recorded_overrides(job) or []
             except DataError:  # listed all the same, by its folder
                 overrides = []
-            if status == "interrupted" and not error_last:
-                ended = "interrupted"
-            elif error_last and first_words(error).startswith(STOPPED_BEFORE_A_RESULT):
-                ended = "stopped"
-            else:
-                ended = "failed"
             failed.append((str(job.relative_to(sweep_dir)), overrides, ended))
     return sorted(failed, key=lambda f: job_order(f[0]))
+
+
+def how_it_ended(job: Path, metrics: dict) -> str | None:
+    """How a job's files say it ended, read alike by the sweep's end (failed_jobs) and the report: an error.txt
+    written last says it ran (again) and stopped with that line ("stopped": a signal before any result,
+    record_job_stopped; else "failed"); else its metrics.json (`metrics`, as the caller read it) says, "completed"
+    where it has no status (an evaluation's result); None where neither says (no result yet, or none readable)."""
+    if error_written_last(job):
+        return "stopped" if first_words(job / ERROR_FILE).startswith(STOPPED_BEFORE_A_RESULT) else "failed"
+    return metrics.get("status", "completed") if metrics else None
 
 
 def error_written_last(job: Path) -> bool:
