@@ -90,7 +90,7 @@ def test_bad_input_is_one_line_error(tmp_path: Path):
     proc = run("rnnreg-train", "experiment=smoke", "data.bptt=0", f"hydra.run.dir={run_dir}", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: data.bptt=0 must be an integer >= 1 (unroll length; the paper uses 20 or 35)"
+        "error: data.bptt=0 must be an integer >= 1 (unroll length; the paper's: 20 (small), 35 (medium, large))"
     ]
     assert not run_dir.exists()  # stopped before Hydra created the run folder
     proc = run("rnnreg-eval", f"ckpt_path={tmp_path}/missing.ckpt", f"hydra.run.dir={run_dir}", check=False)

@@ -1043,3 +1043,19 @@ def test_trainer_processes_on_a_machine_with_four_gpus(devices, accelerator, pro
     trainer = OmegaConf.create({"devices": devices, "accelerator": accelerator})
     assert trainer_processes(trainer, gpus=4) == processes
     assert trainer_processes(trainer, gpus=0) == (processes if devices not in ("auto", -1, "-1") else 1)
+
+
+def test_a_messages_paper_values_are_the_paper_experiments_own():
+    """A key's message names the values the paper's experiments set it to, as conf/experiment/paper_<size>.yaml
+    compose (their one owner): the large model's lr decay is 1.15, which a hint written in code had as "1.2 to 2"."""
+    from rnnreg.recipes import compose_config
+
+    papers = [compose_config(f"experiment=paper_{size}") for size in ("small", "medium", "large")]
+    with_paper = [(key, r) for key, r in fields(SCHEMAS["train"], papers[0]) if r.paper]
+    assert {key for key, _ in with_paper} >= {"data.bptt", "model.hidden_size", "optim.decay", "optim.lr"}
+    for key, r in with_paper:
+        values = [show(OmegaConf.select(cfg, r.paper)) for cfg in papers]
+        message = r.describe()
+        assert "the paper's: " in message and all(re.search(rf"\b{re.escape(v)}\b", message) for v in values), key
+    optim = dict(with_paper)
+    assert optim["optim.decay"].describe().endswith("the paper's: 2.0 (small), 1.2 (medium), 1.15 (large))")

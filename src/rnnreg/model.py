@@ -25,6 +25,7 @@ from torch.func import functional_call
 
 from rnnreg.errors import ConfigError
 from rnnreg.lstm_layer import LSTMLayerFunction
+from rnnreg.schema import paper_values
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -254,7 +255,7 @@ class LSTMLanguageModel(nn.Module):
             if not isinstance(size, numbers.Integral) or size < 1:  # nn.LSTM checks two of them, StepLSTM none
                 raise ConfigError(f"{name}={size} must be an integer >= 1")
         if init_scale <= 0:
-            raise ConfigError(f"model.init_scale={init_scale} must be positive (the paper uses 0.1/0.05/0.04)")
+            raise ConfigError(f"model.init_scale={init_scale} must be positive ({paper_values('model.init_scale')})")
         self.dropout_input, self.dropout_output = dropout_input, dropout_output
         self.variational, self.weight_drop, self.embedding_dropout = variational, weight_drop, embedding_dropout
         self.embedding = nn.Embedding(vocab_size, hidden_size)

@@ -33,6 +33,7 @@ class Rule:
     null: bool = False
     required: bool = True
     hint: str = ""
+    paper: str = ""  # a key whose values in the paper's experiments the message shows after the hint (paper_values)
     node: type | None = None  # kind node: the nested schema; kind nodes: the schema of each entry (None: _target_)
     # kind choice: every choice, read only for a value outside `choices` (Lightning's registries: an import of
     # seconds that a command line's error would otherwise wait for)
@@ -74,7 +75,30 @@ class Rule:
         else:
             what = "a value"
         what += " or null" if self.null else ""
-        return what + (f" ({self.hint})" if self.hint else "")
+        hint = "; ".join(h for h in (self.hint, paper_values(self.paper) if self.paper else "") if h)
+        return what + (f" ({hint})" if hint else "")
+
+
+PAPER_SIZES = ("small", "medium", "large")
+
+
+@functools.cache
+def paper_values(key: str) -> str:
+    """What the paper's experiments set `key` to, for a message: "the paper's: 20 (small), 35 (medium, large)",
+    composed from conf/experiment/paper_<size>.yaml (the numbers' one owner); "" where they cannot be composed."""
+    from rnnreg.recipes import compose_config  # (Hydra's compose, for the message that shows it only; recipes
+    # imports the config check, which imports this module)
+
+    try:
+        values = [OmegaConf.select(compose_config(f"experiment=paper_{size}"), key) for size in PAPER_SIZES]
+    except Exception:  # (a message's hint: never the reason a message is not shown)
+        return ""
+    sizes: dict[str, list[str]] = {}
+    for value, size in zip(values, PAPER_SIZES):
+        sizes.setdefault(show_value(value), []).append(size)
+    if len(sizes) == 1:
+        return f"the paper's: {next(iter(sizes))}"
+    return "the paper's: " + ", ".join(f"{value} ({', '.join(names)})" for value, names in sizes.items())
 
 
 def rule(kind: str, **kw: Any) -> Any:
@@ -142,8 +166,8 @@ class Data:
     data_dir: str = text(hint="the folder holding the train/valid/test files")
     url_base: str = text(null=True, hint="where to download missing files from, or null")
     files: DataFiles = node(DataFiles)
-    batch_size: int = integer(1, hint="parallel streams; the paper uses 20")
-    bptt: int = integer(1, hint="unroll length; the paper uses 20 or 35")
+    batch_size: int = integer(1, hint="parallel streams", paper="data.batch_size")
+    bptt: int = integer(1, hint="unroll length", paper="data.bptt")
     eval_bptt: int = integer(1, null=True, hint="evaluation window; null = data.bptt")
     test_batch_size: int = integer(1, hint="1 is the paper's test protocol")
 
@@ -151,8 +175,8 @@ class Data:
 @dataclass
 class Model:
     num_layers: int = integer(1)
-    hidden_size: int = integer(1, hint="the paper uses 200, 650 or 1500")
-    init_scale: float = positive(hint="every parameter ~ U(-init_scale, init_scale); the paper uses 0.1/0.05/0.04")
+    hidden_size: int = integer(1, paper="model.hidden_size")
+    init_scale: float = positive(hint="every parameter ~ U(-init_scale, init_scale)", paper="model.init_scale")
     layer_norm: bool = flag()
     tie_weights: bool = flag()
     lstm: str = choice("auto", "fused", "layers", "step")
@@ -176,9 +200,9 @@ SITES = ("input", "between", "output", "recurrent", "weight_drop", "embedding")
 
 @dataclass
 class Optim:
-    lr: float = positive(hint="the paper uses 1.0")
-    decay: float = positive(hint="the lr is divided by it every epoch after decay_start; the paper uses 1.2 to 2")
-    decay_start: int = integer(0, hint="epochs at the full lr")
+    lr: float = positive(paper="optim.lr")
+    decay: float = positive(hint="the lr is divided by it every epoch after decay_start", paper="optim.decay")
+    decay_start: int = integer(0, hint="epochs at the full lr", paper="optim.decay_start")
     momentum: float = number(0, 1, "[)")
     weight_decay: float = number(0, None)
 
@@ -235,7 +259,7 @@ class Trainer:
         "choice", choices=("32-true", "16-mixed", "bf16-mixed"), all_choices=_precisions, required=False
     )
     max_epochs: int = integer(1)
-    gradient_clip_val: float = positive(null=True, hint="the global-norm clip; the paper uses 5 or 10")
+    gradient_clip_val: float = positive(null=True, hint="the global-norm clip", paper="trainer.gradient_clip_val")
     gradient_clip_algorithm: str = choice("norm", null=True, hint="the paper's global L2 norm")
     check_val_every_n_epoch: int = integer(1, required=False)
     num_sanity_val_steps: int = integer(-1, required=False)
@@ -259,7 +283,7 @@ class TrainTrainer(Trainer):
         1, hint="a set number: rnnreg's lr schedule (optim.decay_start, as the paper's) counts epochs"
     )
     gradient_clip_val: float = positive(
-        hint="the global-norm clip, which rnnreg's recipe always applies; the paper clips at 5 or 10"
+        hint="the global-norm clip, which rnnreg's recipe always applies", paper="trainer.gradient_clip_val"
     )
     limit_val_batches: Any = _limit(
         hint="to skip validation, set trainer.check_val_every_n_epoch larger than trainer.max_epochs"

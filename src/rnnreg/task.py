@@ -18,6 +18,7 @@ from rnnreg.model import State, build_net, mean_nll, paper_objective
 from rnnreg.optim import paper_optimizer
 from rnnreg.recipes import optim_settings, plain
 from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
+from rnnreg.schema import paper_values
 from rnnreg.training_signals import TrainingSignals
 
 
@@ -50,7 +51,7 @@ class LanguageModelTask(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         if not optim["lr"] > 0:
-            raise ConfigError(f"optim.lr={optim['lr']} must be positive (the paper uses 1.0)")
+            raise ConfigError(f"optim.lr={optim['lr']} must be positive ({paper_values('optim.lr')})")
         self.net = net if net is not None else build_net(vocab_size, model, dropout)
         self.train_ppl, self.val_ppl = Perplexity(), Perplexity()
         self.test_ppl, self.test_ppl_batched = Perplexity(), Perplexity()
