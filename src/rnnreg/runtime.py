@@ -170,8 +170,8 @@ def hydra_entry(config_name: str) -> Callable:
 def hydra_mode_known(mode: Any) -> Iterator[None]:
     """Hydra's main composes the whole config once only to read its hydra.mode (Hydra.get_mode), then composes it
     again to run. check_command_line has read it from its own composition (Checked.hydra_mode), so Hydra's first
-    composition, about 0.2 s of every start on a 2-core CPU, is left out: get_mode answers `mode` once, then is Hydra's
-    own again. (test_first_hour checks that both find the same mode.)"""
+    composition (a part of every start) is left out: get_mode answers `mode` once, then is Hydra's own again.
+    (test_first_hour checks that both find the same mode.)"""
     from hydra._internal.hydra import Hydra
 
     own = Hydra.get_mode

@@ -458,9 +458,8 @@ def check_job_folders(config: DictConfig, subdir: str) -> None:
 class JobsComposedOnce:
     """A config loader's load_sweep_config that composes each job once: Hydra's basic sweeper composes every job of
     a batch to check it (Sweeper.validate_batch_is_legal), then the launcher composes it again to run it, and
-    check_sweep_folder may compose it before both (a subdir to resolve, a stacked sweep going on). A composition
-    takes about 0.2 s on a 2-core CPU; each caller gets its own copy of the first (the launcher sets the job's
-    number in it), a twentieth of that."""
+    check_sweep_folder may compose it before both (a subdir to resolve, a stacked sweep going on). Each caller gets
+    its own copy of the first (the launcher sets the job's number in it), a small part of a composition's time."""
 
     def __init__(self, compose: Callable[[DictConfig, list[str]], DictConfig]) -> None:
         self.compose = compose

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError
+from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
 from rnnreg.sweep import NOT_IN_NAMES, inside_job, job_configs, job_label, override_key, swept_keys, task_overrides
 
 ID_KEY = "logger.wandb.id"
@@ -129,8 +130,6 @@ def resumed_checkpoint(job_config: DictConfig, folder: Path | None = None) -> tu
     """The checkpoint a job resumes, as the job finds it (ckpt_path=last: rnnreg.resumed_run.resolve_ckpt_path,
     from the job's folder, or `folder`), and whether ckpt_path=last found it; None for a fresh job, False where the
     job stops on its ckpt_path (with its own line; a folder that does not resolve: check_job_folders')."""
-    from rnnreg.resumed_run import resolve_ckpt_path
-
     try:
         with inside_job(job_config):
             given = job_config.get("ckpt_path")
@@ -153,8 +152,6 @@ class CheckpointRuns:
         self.runs: dict[str, str | None | bool] = {}
 
     def __call__(self, checkpoint: str) -> str | None | bool:
-        from rnnreg.resumed_run import Unreadable, checkpoint_run_id
-
         if checkpoint not in self.runs:
             try:
                 self.runs[checkpoint] = checkpoint_run_id(checkpoint)
