@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,25 @@ from rnnreg.sweep import same_overrides
 if TYPE_CHECKING:
     from rnnreg.stacked_launcher import Job
     from rnnreg.stacked_train import GroupTrainer, HostCopies
+
+
+MEMBER_STATUSES = ("running", "stopped", "failed", "completed")
+
+
+@dataclass
+class Member:
+    """One member's bookkeeping in a group trainer (plain data: it goes into the group's resume file as it is)."""
+
+    status: str = "running"  # one of MEMBER_STATUSES (stopped: by early stopping)
+    error: str | None = None
+    epochs: int = 0
+    val_ppl: float | None = None
+    best_val: float = math.inf
+    early_stopping: dict | None = None  # its EarlyStopping's state_dict after the last epoch
+    words: int = 0
+    rows: list = field(default_factory=list)  # csv/metrics.csv rows, as Lightning's CSVLogger writes them
+    train_seconds: float = 0.0  # the group's time while the member trained (an early-stopped one's stops)
+    fit_seconds: float = 0.0
 
 
 def group_state(trainer: GroupTrainer, copies: HostCopies) -> dict:
@@ -60,8 +79,6 @@ def apply_group_state(trainer: GroupTrainer, state: dict) -> None:
     """Group `trainer` as its resume file holds it (`state`: read_group_resume's; any value that does not fit
     raises)."""
     import torch
-
-    from rnnreg.stacked_train import Member  # (that module imports this one)
 
     step = trainer.step
     trainer.pad_into(trainer.params, state["params"])
@@ -237,9 +254,6 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
         for name in ("epochs", "words"):
             if isinstance(member.get(name, 0), bool) or not isinstance(member.get(name, 0), int):
                 raise ValueError(f"member {k}: {name}={member[name]!r} is not a whole number")
-
-
-MEMBER_STATUSES = ("running", "stopped", "failed", "completed")  # (rnnreg.stacked_train.Member.status)
 
 
 def setting_differences(before: str, now: str) -> str:

@@ -12,11 +12,9 @@ continues exactly (what it holds, read and checked: rnnreg.stacked_resume).
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -37,7 +35,14 @@ from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
 from rnnreg.stacked_progress import GroupProgress, member_labels
-from rnnreg.stacked_resume import apply_group_state, group_done, group_state, read_group_resume, unreadable_resume
+from rnnreg.stacked_resume import (
+    Member,
+    apply_group_state,
+    group_done,
+    group_state,
+    read_group_resume,
+    unreadable_resume,
+)
 from rnnreg.stacked_settings import on_a_cpu, under_bf16_autocast
 from rnnreg.stacked_step import group_step
 from rnnreg.stacked_stop import Stopped, StopRequest
@@ -58,22 +63,6 @@ def autocast_dtype(trainer) -> torch.dtype | None:
     """The forward's autocast type for trainer.precision (bf16-mixed: bfloat16; 32-true: None, no autocast); the
     launcher refuses every other precision (rnnreg.stacked_settings.check_stackable)."""
     return torch.bfloat16 if under_bf16_autocast(trainer) else None
-
-
-@dataclass
-class Member:
-    """One member's bookkeeping (plain data: it goes into the group's resume file as it is)."""
-
-    status: str = "running"  # running | stopped (early stopping) | failed | completed
-    error: str | None = None
-    epochs: int = 0
-    val_ppl: float | None = None
-    best_val: float = math.inf
-    early_stopping: dict | None = None  # its EarlyStopping's state_dict after the last epoch
-    words: int = 0
-    rows: list = field(default_factory=list)  # csv/metrics.csv rows, as Lightning's CSVLogger writes them
-    train_seconds: float = 0.0  # the group's time while the member trained (an early-stopped one's stops)
-    fit_seconds: float = 0.0
 
 
 class HostCopies(NamedTuple):
