@@ -24,6 +24,7 @@ from torch import _VF, nn
 from torch.func import functional_call
 
 from rnnreg.errors import ConfigError
+from rnnreg.lstm_choice import LSTM_CHOICES, runs_fused, step_loop_settings
 from rnnreg.lstm_layer import LSTMLayerFunction
 from rnnreg.schema import paper_values
 
@@ -191,12 +192,6 @@ class LayerByLayerLSTM(nn.LSTM):
         return x, (torch.cat(hs), torch.cat(cs))
 
 
-def runs_fused(lstm: str, dropout_recurrent: float, variational: bool, layer_norm: bool) -> bool:
-    """Whether a model's LSTM runs nn.LSTM's kernel (cuDNN, oneDNN on a CPU) rather than StepLSTM: model.lstm=fused
-    or layers, or auto where nothing needs the step loop (dropout on h_{t-1}, variational masks, layer norm)."""
-    return lstm in ("fused", "layers") or (lstm == "auto" and not (dropout_recurrent or variational or layer_norm))
-
-
 @functools.cache
 def cpu_runs_fused_lstm_in_bf16() -> bool:
     """Whether this CPU runs nn.LSTM under bf16 autocast (trainer.precision=bf16-mixed): oneDNN's bf16 LSTM needs
@@ -259,11 +254,11 @@ class LSTMLanguageModel(nn.Module):
         self.dropout_input, self.dropout_output = dropout_input, dropout_output
         self.variational, self.weight_drop, self.embedding_dropout = variational, weight_drop, embedding_dropout
         self.embedding = nn.Embedding(vocab_size, hidden_size)
-        needs_step = bool(dropout_recurrent or variational or layer_norm)
-        if lstm not in ("auto", "fused", "layers", "step") or (lstm in ("fused", "layers") and needs_step):
+        step_only = step_loop_settings(dropout_recurrent, variational, layer_norm)
+        if lstm not in LSTM_CHOICES or (lstm in ("fused", "layers") and step_only):
             raise ConfigError(
-                f"model.lstm={lstm} must be auto, fused, layers or step (recurrent or variational "
-                f"dropout and layer norm need step or auto)"
+                f"model.lstm={lstm} must be {', '.join(LSTM_CHOICES[:-1])} or {LSTM_CHOICES[-1]} (recurrent or "
+                f"variational dropout and layer norm need step or auto)"
             )
         self.fused = runs_fused(lstm, dropout_recurrent, variational, layer_norm)
         if lstm == "layers":

@@ -20,6 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from rnnreg.lstm_choice import LSTM_CHOICES
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -179,7 +181,7 @@ class Model:
     init_scale: float = positive(hint="every parameter ~ U(-init_scale, init_scale)", paper="model.init_scale")
     layer_norm: bool = flag()
     tie_weights: bool = flag()
-    lstm: str = choice("auto", "fused", "layers", "step")
+    lstm: str = choice(*LSTM_CHOICES)
 
 
 @dataclass

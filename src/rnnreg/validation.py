@@ -17,6 +17,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from rnnreg import CONF_DIR, trainer_rules  # (cuda_gpus through the module: a test stands in for the GPU count)
 from rnnreg.errors import ConfigError, MissingValue
+from rnnreg.lstm_choice import runs_fused, step_loop_settings
 from rnnreg.schema import (
     SCHEMAS,
     SITES,
@@ -270,8 +271,6 @@ def _check_trainer(cfg: DictConfig) -> None:
             f"trainer.precision={precision} needs a GPU (fp16 on CPU is not supported): use bf16-mixed or 32-true"
         )
     if precision == "bf16-mixed" and "model" in cfg and "dropout" in cfg:
-        from rnnreg.model import runs_fused  # (torch: imported for a bf16 run's check only)
-
         model, dropout = cfg.model, cfg.dropout
         fused = runs_fused(model.lstm, dropout.recurrent, dropout.variational, model.layer_norm)
         fix = "use trainer.precision=32-true, or model.lstm=step (the step-loop LSTM runs under bf16 autocast)"
@@ -369,9 +368,7 @@ def save_beat_refusal(key: str, value: Any) -> str:
 
 def _check_dropout(cfg: DictConfig, choices: Any) -> None:
     dropout, model = cfg.dropout, cfg.model
-    step_only = [f"dropout.recurrent={dropout.recurrent}"] if dropout.recurrent else []
-    step_only += ["dropout.variational=true"] if dropout.variational else []
-    step_only += ["model.layer_norm=true"] if model.layer_norm else []
+    step_only = step_loop_settings(dropout.recurrent, dropout.variational, model.layer_norm)
     if model.lstm in ("fused", "layers") and step_only:
         raise ConfigError(
             f"model.lstm={model.lstm} cannot run {', '.join(step_only)} (they need the step loop): set model.lstm=auto "
