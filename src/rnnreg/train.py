@@ -2,7 +2,7 @@
 
 The console script's entry imports Hydra only: `rnnreg-train --help` and shell completion answer without
 loading torch or Lightning. The training itself is rnnreg.training, imported once Hydra has parsed the
-command line (its names, `build`, `train`, ..., are importable from here too).
+command line (`build` and `train` are importable from here too: `from rnnreg.train import train`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from rnnreg.runtime import hydra_entry
 
-_TRAINING = ("build", "train", "resolve_ckpt_path", "test_checkpoint")
+_TRAINING = ("build", "train")
 
 
 @hydra_entry("train")
