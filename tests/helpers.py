@@ -261,14 +261,30 @@ class SignalInTest(L.Callback):
 
 
 class SignalInValidation(L.Callback):
-    """Sends this process `signum` at the end of validation batch `batch` of epoch `epoch` (0-based)."""
+    """Sends this process `signum` at the end of validation batch `batch` of epoch `epoch` (0-based); with
+    `sanity_check`, of Lightning's sanity check instead (the validation batches it runs before training); with
+    `rank`, in that DDP rank's process only."""
 
-    def __init__(self, signum: int, batch: int = 1, epoch: int = 0):
-        self.signum, self.batch, self.epoch = signum, batch, epoch
+    def __init__(
+        self, signum: int, batch: int = 1, epoch: int = 0, sanity_check: bool = False, rank: int | None = None
+    ):
+        self.signum, self.batch, self.epoch, self.sanity_check, self.rank = signum, batch, epoch, sanity_check, rank
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not trainer.sanity_checking and trainer.current_epoch == self.epoch and batch_idx + 1 == self.batch:
+        here = trainer.sanity_checking == self.sanity_check and self.rank in (None, trainer.global_rank)
+        if here and trainer.current_epoch == self.epoch and batch_idx + 1 == self.batch:
             os.kill(os.getpid(), self.signum)
+
+
+class SignalAtFitStart(L.Callback):
+    """Sends this process `signum` as the fit starts (on_fit_start: a resumed checkpoint's weights are restored, its
+    optimiser and loops not yet)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        os.kill(os.getpid(), self.signum)
 
 
 class SignalWhileBuilding(L.Callback):

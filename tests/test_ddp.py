@@ -316,6 +316,24 @@ def test_ddp_sigterm_to_rank_zero_stops_every_rank(ddp_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_sigterm_to_rank_zero_in_the_sanity_check_stops_every_rank_before_training(tiny_corpus, tmp_path):
+    """SIGTERM to rank 0 alone in the last batch of Lightning's sanity check, where the ranks do not agree (not a
+    trainer.log_every_n_steps-th batch): both agree as training starts and stop before the first window, with a
+    last.ckpt at global step 0 (before: they trained trainer.log_every_n_steps windows first)."""
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer=ddp", "trainer.devices=2"]
+    args += ["trainer.num_sanity_val_steps=2", "data.eval_bptt=5", "trainer.log_every_n_steps=50", "test=false"]
+    stop = ["+callbacks.stop._target_=helpers.SignalInValidation", f"+callbacks.stop.signum={int(signal.SIGTERM)}"]
+    stop += ["+callbacks.stop.batch=2", "+callbacks.stop.sanity_check=true", "+callbacks.stop.rank=0"]
+    proc = run("rnnreg-train", *args, *stop, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["error"] == STOPPED_BY[signal.SIGTERM]
+    stopped = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert stopped["global_step"] == 0 and stopped["train_window"] == 0 and "train_carry" not in stopped
+    assert "SIGTERM: every process stops before training" in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.slow
 def test_slurm_time_limit_signal_to_every_srun_task_stops_them_together(ddp_run, tmp_path):
     """SLURM's SIGUSR1 before its time limit (`#SBATCH --signal=SIGUSR1@90`) to both tasks of an srun step, rank 1
     already waiting in its next collective: both stop after window 7 with the uninterrupted run's state and exit

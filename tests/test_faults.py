@@ -32,6 +32,7 @@ from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import FileWriter, replace_atomically
+from rnnreg.report import history
 from rnnreg.run_record import STOPPED_BY
 from rnnreg.task import load_task
 from rnnreg.train import build, train
@@ -232,6 +233,60 @@ def test_slurm_time_limit_signal_stops_like_sigterm(tiny_corpus, tmp_path):
     proc = run("rnnreg-train", *args, f"ckpt_path={run_dir}/checkpoints/last.ckpt", env=srun_env(), check=False)
     assert proc.returncode == 2 and " is a folder of checkpoints, " in proc.stderr.strip().splitlines()[-1]
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize(
+    "signum,status,batch,resume",
+    [(signal.SIGTERM, 143, 2, "printed"), (signal.SIGINT, 130, 1, "last")],
+    ids=["SIGTERM-last-batch", "Ctrl-C-first-batch"],
+)
+def test_a_stop_in_the_sanity_check_stops_before_training_and_resumes_exactly(
+    tiny_corpus, tmp_path, signum, status, batch, resume
+):
+    """SIGTERM or Ctrl-C during Lightning's sanity check (the 2 validation batches it runs before training): the run
+    stops before its first window with a last.ckpt at global step 0, and the resume it prints (or ckpt_path=last in
+    its folder) trains the uninterrupted run, to the digit. Before: in the sanity check's last batch it trained a
+    window first (last.ckpt at global step 1); in an earlier one, and on any Ctrl-C there (a KeyboardInterrupt),
+    it wrote global step 0, whose resume trainer.max_epochs=1 refused as `holds 1 trained epoch`."""
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.num_sanity_val_steps=2"]
+    args += ["data.eval_bptt=5", "dropout=non_recurrent", "dropout.p=0.3", "logger=csv", "test=false"]
+    args += ["trainer.max_epochs=1", "trainer.limit_train_batches=6"]
+    run("rnnreg-train", *args, f"hydra.run.dir={tmp_path / 'whole'}")
+    first = tmp_path / "first"
+    stop = ["+callbacks.stop._target_=helpers.SignalInValidation", f"+callbacks.stop.signum={int(signum)}"]
+    stop += [f"+callbacks.stop.batch={batch}", "+callbacks.stop.sanity_check=true"]
+    proc = run("rnnreg-train", *args, *stop, f"hydra.run.dir={first}", check=False)
+    assert proc.returncode == status, proc.stderr[-3000:]
+    last = first / "checkpoints" / "last.ckpt"
+    stopped = json.loads((first / "metrics.json").read_text())
+    assert stopped == {
+        "status": "interrupted",
+        "error": STOPPED_BY[signum],
+        "epochs": 0,
+        "resume": f"rnnreg-train ... ckpt_path={last}",
+    }
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["global_step"] == 0 and ckpt["train_window"] == 0 and "train_carry" not in ckpt
+    assert ckpt["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]["total"]["completed"] == 0
+    assert history(first, "train/lr") == []  # not even the first epoch's start
+    log = (first / "train.log").read_text()
+    if resume == "printed":
+        go_on = [f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'second'}"]
+    else:
+        go_on = ["ckpt_path=last", f"hydra.run.dir={first}"]
+    run("rnnreg-train", *args, *go_on)
+    resumed = tmp_path / ("second" if resume == "printed" else "first")
+    whole, again = (json.loads((folder / "metrics.json").read_text()) for folder in (tmp_path / "whole", resumed))
+    assert again["status"] == "completed" and again["val_ppl"] == whole["val_ppl"]
+    assert history(resumed, "train/ppl") == history(tmp_path / "whole", "train/ppl")
+    a, b = (torch.load(f / "checkpoints" / "last.ckpt", weights_only=False) for f in (tmp_path / "whole", resumed))
+    assert a["global_step"] == b["global_step"] == 6
+    assert all(torch.equal(value, b["state_dict"][name]) for name, value in a["state_dict"].items())
+    said = (
+        "Ctrl-C: stopping before training starts" if signum == signal.SIGINT else "every process stops before training"
+    )
+    assert said in log and "rnnreg: training " not in log  # (the run plan's line)
+    assert ("SIGTERM" not in log) == (signum == signal.SIGINT)  # (a Ctrl-C says so in its own words)
 
 
 def test_metrics_json_names_what_sent_each_stop_signal():

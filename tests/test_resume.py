@@ -134,6 +134,35 @@ def test_a_stop_in_validation_resumes_with_that_validation(tiny_cfg, tmp_path):
             assert torch.equal(value, b["state_dict"][key]), (name, key)
 
 
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_a_resumed_run_stopped_before_its_first_window_goes_on_from_the_checkpoint_it_resumed(
+    tiny_cfg, tmp_path, signum, status
+):
+    """SIGTERM or Ctrl-C as a resumed run starts (its weights restored, its optimiser and loops not yet): it writes no
+    checkpoint (it has trained nothing since the one it resumed from) and its metrics.json says to go on from that
+    one (before: it wrote and named a last.ckpt of the restored weights with a fresh optimiser and loops, at global
+    step 0 and window 0, that a resume refused as `holds 1 trained epoch`, or, given more epochs, trained from the
+    epoch's start again)."""
+    common = ("trainer.max_epochs=1", "trainer.limit_train_batches=6", "test=false")
+    with pytest.raises(SystemExit):
+        train(tiny_cfg(*common, *signal_at(signal.SIGTERM, 3), run="first"))
+    resumed = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    before, ctrl_c = resumed.read_bytes(), signal.getsignal(signal.SIGINT)
+    stop = ("+callbacks.stop._target_=helpers.SignalAtFitStart", f"+callbacks.stop.signum={int(signum)}")
+    with pytest.raises(SystemExit) as exit_:
+        train(tiny_cfg(*common, f"ckpt_path={resumed}", *stop, run="second"))
+    assert exit_.value.code == status
+    # (the caller's Ctrl-C handler back: Lightning left it ignored after a KeyboardInterrupt this early)
+    assert signal.getsignal(signal.SIGINT) == ctrl_c
+    assert not (tmp_path / "second" / "checkpoints" / "last.ckpt").exists() and resumed.read_bytes() == before
+    assert json.loads((tmp_path / "second" / "metrics.json").read_text()) == {
+        "status": "interrupted",
+        "error": STOPPED_BY[signum],
+        "epochs": 0,
+        "resume": f"rnnreg-train ... ckpt_path={resumed}",
+    }
+
+
 def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_or_bptt_is_refused(tiny_cfg, tmp_path):
     """Its carried (h, c) holds the old number of streams (before: a traceback from the LSTM, and a failed
     metrics.json in the new run's folder)."""

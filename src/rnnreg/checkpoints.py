@@ -41,27 +41,55 @@ def tests_best(test_ckpt: str, early_stopping: bool) -> bool:
 class CheckpointOnInterrupt(L.Callback):
     """Ctrl-C or SIGTERM (pre-emption): save a resumable checkpoints/last.ckpt before exiting.
 
-    The first Ctrl-C is turned into Lightning's SIGTERM stop: training ends after the current window and
-    the checkpoint holds an exact mid-epoch position (weights, stream position, carried state, RNG); a
-    second Ctrl-C interrupts at once. Other exceptions (a diverged loss, a bug) leave the last good
-    checkpoint alone. (Lightning's OnExceptionCheckpoint saves on every exception and makes fit resume
-    from "last" implicitly.)"""
+    From Lightning's sanity check on (the validation batches it runs before training) the first Ctrl-C is turned into
+    Lightning's SIGTERM stop: training ends after the current window, or before the first one when it comes before
+    training (rnnreg.preemption), and the checkpoint holds an exact position (weights, stream position, carried
+    state, RNG; at global step 0 before any window); a second Ctrl-C interrupts at once. A resumed run stopped
+    before its first window writes none: nothing was trained since the checkpoint it resumed from, which is where it
+    goes on (rnnreg.training.record_failure names it). Other exceptions (a diverged loss, a bug) leave the last good
+    checkpoint alone. (Lightning's OnExceptionCheckpoint saves on every exception and makes fit resume from "last"
+    implicitly.)
+
+    The handler is installed once Lightning has taken note of the handlers it puts back as its fit ends (one of ours
+    installed earlier would be put back after we restored the caller's)."""
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.ctrl_c = False  # the run was stopped by Ctrl-C (exit status 130 rather than 143)
         self.previous_handler = None
+        self.resumed = False  # this fit resumed a checkpoint (ckpt_path)
+        self.started = False  # training has started (a stop comes after a window)
+        self.trained = False  # a training window has started in this fit
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.resumed = trainer.ckpt_path is not None  # (its checkpoint is being restored)
+        self.started = self.trained = False
+
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        self.install()
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.previous_handler = signal.signal(signal.SIGINT, self.stop_after_this_window)
+        self.install()  # (a fit without a sanity check: a resumed one, trainer.num_sanity_val_steps=0)
+        self.started = True  # (after rnnreg.preemption.StopBeforeTraining)
 
-    def stop_after_this_window(self, signum, frame) -> None:
+    def install(self) -> None:
+        # (once: after a first Ctrl-C in the sanity check, a second one still aborts at once)
+        if threading.current_thread() is threading.main_thread() and self.previous_handler is None and not self.ctrl_c:
+            self.previous_handler = signal.signal(signal.SIGINT, self.first_ctrl_c)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.trained = True
+
+    def first_ctrl_c(self, signum, frame) -> None:
         self.restore_handler()  # a second Ctrl-C raises KeyboardInterrupt at once
         self.ctrl_c = True
-        rank_zero_info(
-            "\nCtrl-C: stopping after this window and saving a resumable checkpoint (Ctrl-C again to abort at once)"
-        )
+        if self.started:
+            stopping = "stopping after this window and saving a resumable checkpoint"
+        elif self.resumed:  # (nothing trained since its checkpoint: no new one)
+            stopping = "stopping before training starts (it goes on from the checkpoint it resumed)"
+        else:
+            stopping = "stopping before training starts and saving a resumable checkpoint"
+        rank_zero_info(f"\nCtrl-C: {stopping} (Ctrl-C again to abort at once)")
         os.kill(os.getpid(), signal.SIGTERM)  # the graceful stop every rank agrees on (rnnreg.preemption)
 
     def restore_handler(self) -> None:
@@ -72,10 +100,15 @@ class CheckpointOnInterrupt(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.restore_handler()
 
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.restore_handler()  # (a fit with nothing to train has no on_train_end)
+
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.restore_handler()
         # during fit only: a stop in the final test (whose weights may be best.ckpt's) must not replace last.ckpt
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == TrainerFn.FITTING:
+            if trainer.ckpt_path is not None and not self.trained:  # the resumed checkpoint's state (or part of it)
+                return
             trainer.save_checkpoint(self.path, weights_only=False)  # a full, resumable checkpoint
 
 

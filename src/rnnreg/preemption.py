@@ -7,7 +7,9 @@ stopped gathers the mid-epoch carry for its checkpoint while another still broad
 the handler only notes the signal; at window (and evaluation batch) boundaries, every
 trainer.log_every_n_steps of them under DDP, the ranks agree whether any of them has noted one, and all set
 Lightning's flag together, so its loops stop every rank after the same window and the interrupt checkpoint's
-collectives meet.
+collectives meet. A signal noted before training (in Lightning's sanity check, as the fit starts) stops every
+rank before the first window: Lightning's sanity check stops only between its batches, and its training loop
+only after a window.
 
 Under SLURM, SIGUSR1 (its warning before the time limit: `#SBATCH --signal=SIGUSR1@90`) stops a run as SIGTERM
 does. Lightning's own handler for it (SLURMEnvironment's auto-requeue) would write an hpc_ckpt_N.ckpt from inside
@@ -112,6 +114,9 @@ class Preemption(L.Callback):
 
     def __enter__(self) -> Preemption:
         if threading.current_thread() is threading.main_thread():
+            # Ctrl-C's, put back as found: Lightning ignores it once a KeyboardInterrupt stopped a fit, and restores
+            # what it found only if that came once its own handlers were in (so, the caller's for good before then)
+            self.previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
             self.submitit = submitit_job()
             self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self)
             if SLURMEnvironment.detect():  # SLURM (Lightning's test): SIGUSR1 is its warning before the time limit
@@ -163,27 +168,42 @@ class Preemption(L.Callback):
             environment.auto_requeue = False
         trainer._checkpoint_connector = NoHpcResume(trainer)  # nothing is loaded before fit, validate or test
         trainer.callbacks.append(self)
+        # first: a stop before training ends the fit before any other callback's on_train_start (the run plan's line)
+        trainer.callbacks.insert(0, StopBeforeTraining(self))
 
     def agree(self, trainer: L.Trainer) -> bool:
         """Whether any rank has noted a SIGTERM (a collective: every rank calls it at the same point)."""
         return trainer.strategy.reduce_boolean_decision(self.noted, all=False)
 
-    def stop_together(self, trainer: L.Trainer, batch_idx: int, last: bool = False) -> None:
+    def stop_together(
+        self, trainer: L.Trainer, batch_idx: int, last: bool = False, when: str = "after this step"
+    ) -> None:
         """Every rank sets Lightning's flag at the same boundary: its loops stop them all after this window. Under
         DDP the ranks agree every trainer.log_every_n_steps windows and at an epoch's last (a collective and a
-        host sync: not every window); one process asks every window, for free."""
+        host sync: not every window); one process asks every window, for free. `when`: where they stop, in the
+        line that says so."""
         due = trainer.world_size == 1 or last or (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0
         if due and not trainer.received_sigterm and self.agree(trainer):
             name = signal.Signals(self.signum or signal.SIGTERM).name  # rank 0's (None: a rank not signalled)
             if not stopped_by_ctrl_c(trainer):  # (a Ctrl-C said so, in its words)
-                rank_zero_info(f"{name}: every process stops after this step")
+                rank_zero_info(f"{name}: every process stops {when}")
             trainer._signal_connector.received_sigterm = True
+
+    def before_training(self, trainer: L.Trainer) -> None:
+        """As training starts (StopBeforeTraining): a stop noted before it (in Lightning's sanity check, whose last
+        batch does not stop, or as the fit started) stops every rank here, before the first window: the ranks agree
+        (every rank comes here once), and Lightning's handling of the SIGTERMException writes the checkpoint of the
+        state training starts from (rnnreg.checkpoints.CheckpointOnInterrupt)."""
+        self.stop_together(trainer, 0, last=True, when="before training")
+        if trainer.received_sigterm:
+            raise SIGTERMException()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.stop_together(trainer, batch_idx, last=batch_idx + 1 >= trainer.num_training_batches)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self.stop_together(trainer, batch_idx)  # its last batch: training's next window, or check(), agrees
+        # its last batch: training's next window (before_training after the sanity check), or check(), agrees
+        self.stop_together(trainer, batch_idx, when="before training" if trainer.sanity_checking else "after this step")
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self.stop_together(trainer, batch_idx)  # after the last: check()
@@ -192,3 +212,14 @@ class Preemption(L.Callback):
         """A SIGTERM noted after the ranks last agreed (during the last window or test batch): all stop now."""
         if self.trainer is not None and (self.trainer.received_sigterm or self.agree(self.trainer)):
             raise SIGTERMException()
+
+
+class StopBeforeTraining(L.Callback):
+    """Preemption.before_training as training starts, the first callback called (Preemption.watch puts it first; its
+    own window-end hooks come after the other callbacks')."""
+
+    def __init__(self, preemption: Preemption) -> None:
+        self.preemption = preemption
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.preemption.before_training(trainer)

@@ -5,7 +5,9 @@
 - the W&B run's id (a resumed run logs on into the same W&B run) and, offline, the folders of its parts,
 - mid-epoch (SIGTERM, Ctrl-C): the window reached, every stream's carried (h, c) gathered from all DDP
   ranks in stream order, and the epoch's training NLL and token sums so far,
-- stopped inside an epoch's validation: the epoch's training sums and that its validation is still to run.
+- stopped inside an epoch's validation: the epoch's training sums and that its validation is still to run,
+- stopped before training (in Lightning's sanity check, or as the fit started): the state it starts from, at global
+  step 0 (none of the sanity check's batches counts).
 
 The optimiser's state (momentum buffers) is restored by parameter name, so that a run may resume with
 another LSTM implementation (model.lstm).
@@ -60,6 +62,7 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
             checkpoint["train_bptt"] = datamodule.bptt
     if validating:
         checkpoint["validation_pending"] = True
+    if validating or (trainer is not None and trainer.sanity_checking):  # (a stop in Lightning's sanity check)
         # none of its validation batches counts (their sums are not saved): the resumed run validates from the first
         checkpoint["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"] = validation_not_started()
 
@@ -269,7 +272,9 @@ def check_resume_settings(
     inside an epoch, another data.batch_size than the streams its carried state holds or another data.bptt than
     the windows it counted (the resumed run would go on from another place in the stream)."""
     check_training_state(checkpoint, ckpt_path)
-    done = int(checkpoint.get("epoch", -1)) + 1  # epochs trained, at an epoch's end (no window of the next)
+    # epochs trained, at an epoch's end (no window of the next); at global step 0 none (stopped before training:
+    # in Lightning's sanity check, or as the fit started)
+    done = int(checkpoint.get("epoch", -1)) + 1 if checkpoint.get("global_step") else 0
     if checkpoint.get("train_window", 0) == 0 and "train_carry" not in checkpoint and done >= max_epochs:
         raise ConfigError(
             f"{ckpt_path} holds {counted(done, 'trained epoch')} and trainer.max_epochs={max_epochs}: nothing is "

@@ -5,6 +5,7 @@ parsed the command line.)"""
 from __future__ import annotations
 
 import math
+import os
 import re
 import signal
 import time
@@ -223,7 +224,7 @@ def train(cfg: DictConfig) -> dict:
 def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     # bad input found before this process trains a step writes nothing (fix it, run again in the same folder); found
     # after (a best.ckpt the final test refuses), the checkpoints have moved on, so metrics.json says the run failed
-    trainer, started, first_step = None, False, 0
+    trainer, started, first_step, ckpt_path = None, False, 0, None
     try:
         apply_speed(cfg.speed)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -302,7 +303,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         trained = trainer is not None and trainer.global_step > first_step
         bad_input_first = isinstance(err, BAD_INPUT) and not trained  # it writes nothing
         if (started or interrupted) and rank_zero and not bad_input_first:
-            record_failure(cfg, trainer, err, interrupted, stop, preemption.submitit_stop())
+            record_failure(cfg, trainer, err, interrupted, stop, preemption.submitit_stop(), ckpt_path)
         if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
             raise SystemExit(128 + stop) from None
         raise
@@ -330,16 +331,20 @@ def record_failure(
     interrupted: bool,
     stop: int | None = None,
     submitit_job: str | None = None,
+    resumed: str | None = None,
 ) -> None:
     """metrics.json says that (and why) the run did not complete; the W&B run ends marked failed. `stop`: the
     signal that stopped it (stop_signal); `submitit_job`: the submitit job a signal stopped (when that job runs
-    again, requeued, it goes on from here: rnnreg.preemption.requeued_checkpoint)."""
+    again, requeued, it goes on from here: rnnreg.preemption.requeued_checkpoint); `resumed`: the checkpoint the run
+    resumed from, where an interrupted run that wrote none in its folder goes on (stopped before its first window,
+    it has trained nothing since)."""
     last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
     status = "interrupted" if interrupted else "failed"
     error = STOPPED_BY.get(stop) or str(err) or type(err).__name__
     try:
         epochs = trainer.current_epoch if trainer is not None else 0
-        record = unfinished_record(status, error, epochs, resume_from(last if last.exists() else None))
+        kept = last if last.exists() else (Path(os.path.abspath(resumed)) if interrupted and resumed else None)
+        record = unfinished_record(status, error, epochs, resume_from(kept))
         write_json_atomic(
             f"{cfg.paths.output_dir}/metrics.json", record | ({"submitit_job": submitit_job} if submitit_job else {})
         )
