@@ -848,6 +848,45 @@ def test_a_signal_in_the_final_test_interrupts_the_members(
     assert all(math.isfinite(metrics(tmp_path / str(k))["test_ppl"]) for k in range(2))
 
 
+def test_a_signal_as_a_group_starts_stops_it_before_its_first_window(
+    tmp_path, tiny_corpus, monkeypatch, capsys, unhandled_signals_fail
+):
+    """SIGTERM as the group starts (while it makes its windows, before it trains any): it stops before its first
+    window, with the resume file of its start and no member checkpoint, and the command that goes on trains the group
+    as if it had never stopped (before: it trained a window first; its resume file and last.ckpt at global step 1)."""
+    budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=1", "test=false", "dropout=non_recurrent")
+    whole = group_jobs_here(tmp_path / "whole", tiny_corpus, *budget, "dropout.p=0.3")
+    stacked_train.GroupTrainer(whole, 0, tmp_path / "whole" / ".stacked" / "group_0.pt").run(resume=False)
+    jobs = group_jobs_here(tmp_path / "stopped", tiny_corpus, *budget, "dropout.p=0.3")
+    resume_file = tmp_path / "stopped" / ".stacked" / "group_0.pt"
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file)
+    windows = trainer.windows
+
+    def signalled(split, *args):  # the training split's windows, made as fit starts
+        if split == "train":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return windows(split, *args)
+
+    monkeypatch.setattr(trainer, "windows", signalled)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        trainer.run(resume=False)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    state = torch.load(resume_file, weights_only=True)
+    assert (state["epoch"], state["window"], state["global_step"]) == (0, 0, 0)
+    assert "SIGTERM: stopping the stacked group before its first window" in capsys.readouterr().out
+    for k in range(2):
+        interrupted = metrics(tmp_path / "stopped" / str(k))
+        assert interrupted["status"] == "interrupted" and interrupted["epochs"] == 0
+        assert not (tmp_path / "stopped" / str(k) / "checkpoints").exists()
+    results = stacked_train.GroupTrainer(jobs, 0, resume_file).run(resume=True)
+    assert [status for status, _ in results] == ["completed"] * 2 and not resume_file.exists()
+    for k in range(2):
+        alone, resumed = tmp_path / "whole" / str(k), tmp_path / "stopped" / str(k)
+        assert metrics(resumed)["val_ppl"] == metrics(alone)["val_ppl"]
+        assert all(torch.equal(value, weights(resumed)[name]) for name, value in weights(alone).items())
+
+
 def test_a_second_ctrl_c_aborts_the_group_at_once_and_says_ctrl_c(tmp_path, tiny_corpus, monkeypatch, capsys):
     """Two Ctrl-C 10 ms apart while the group trains (before: a KeyboardInterrupt traceback, no metrics.json,
     rnnreg-report said unfinished): exit 130 at once, each member interrupted by Ctrl-C, no file half-written."""

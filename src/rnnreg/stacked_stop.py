@@ -1,7 +1,8 @@
 """How a stacked group stops on a signal: SIGTERM, Ctrl-C (and under SLURM its warning, SIGUSR1) ask the group to
-stop where its state can be written exactly (after the window under way, after the epoch's validation, or at once
-in the final test, which runs again when it goes on); a second Ctrl-C aborts at once. The stopped group's files are
-the group trainer's (rnnreg.stacked_train); this module says when it stops, and the command that goes on."""
+stop where its state can be written exactly (before its first window when the signal comes as it starts, after the
+window under way, after the epoch's validation, or at once in the final test, which runs again when it goes on); a
+second Ctrl-C aborts at once. The stopped group's files are the group trainer's (rnnreg.stacked_train); this module
+says when it stops, and the command that goes on."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 
 # where a signal stops the group, by what it is doing when the signal comes
 WHEN = {
+    "start": "before its first window",
     "training": "after this window",
     "validation": "after this epoch's validation",
     "test": "now (the final test runs again when it goes on)",

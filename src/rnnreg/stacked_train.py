@@ -212,6 +212,10 @@ class GroupTrainer:
         fit_start = time.perf_counter() - self.fit_seconds
         while self.epoch < cfg.trainer.max_epochs and any(self.running()):
             epoch, lrs = self.epoch, self.lrs(self.epoch)
+            self.stop.stage = "training"
+            if self.stop.signal is not None:  # it came as the group started (or went on): before its first window
+                self.fit_seconds = time.perf_counter() - fit_start
+                return
             if self.window == 0:  # (not after a resume inside the epoch)
                 self.start_epoch(lrs)
             start = last_window_end = time.perf_counter()
@@ -467,6 +471,7 @@ class GroupTrainer:
                 )
         for folder, run_id in zip(self.folders, self.wandb_runs):
             folder.open_loggers(len(self.vocab), run_id)
+        self.stop.stage = "start"  # (fit says "training" as its first window comes)
         handlers = self.stop.install()
         try:
             results = self.fit_and_test()
@@ -506,6 +511,9 @@ class GroupTrainer:
             for k, m in enumerate(self.members):
                 if m.status == "running":  # a failed member keeps its last good checkpoint
                     self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", member_checkpoint(self, k, copies))
+        elif self.global_step == 0:  # stopped before its first window: the resume file of its start (no member
+            # has trained: no checkpoint), from which it goes on as this group, in its W&B runs
+            self.save_resume(self.host_copies())
         self.writer.wait()  # every file written before the members' metrics.json say interrupted
         self.record_stop()
 
