@@ -276,15 +276,21 @@ class SignalInValidation(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-class SignalAtFitStart(L.Callback):
-    """Sends this process `signum` as the fit starts (on_fit_start: a resumed checkpoint's weights are restored, its
-    optimiser and loops not yet)."""
+class SignalAsFitStarts(L.Callback):
+    """Sends this process `signum` as the fit starts: at on_fit_start (`when`=fit_start: a resumed checkpoint's
+    weights are restored, its optimiser and loops not yet), or in the fit's setup (`when`=setup: before the
+    optimiser is made and a resumed checkpoint restored)."""
 
-    def __init__(self, signum: int):
-        self.signum = signum
+    def __init__(self, signum: int, when: str = "fit_start"):
+        self.signum, self.when = signum, when
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.when == "setup" and stage == "fit":
+            os.kill(os.getpid(), self.signum)
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        os.kill(os.getpid(), self.signum)
+        if self.when == "fit_start":
+            os.kill(os.getpid(), self.signum)
 
 
 class SignalWhileBuilding(L.Callback):

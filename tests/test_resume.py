@@ -134,21 +134,26 @@ def test_a_stop_in_validation_resumes_with_that_validation(tiny_cfg, tmp_path):
             assert torch.equal(value, b["state_dict"][key]), (name, key)
 
 
-@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize(
+    "signum,status,when",
+    [(signal.SIGTERM, 143, "fit_start"), (signal.SIGINT, 130, "fit_start"), (signal.SIGTERM, 143, "setup")],
+    ids=["SIGTERM", "Ctrl-C", "SIGTERM-in-setup"],
+)
 def test_a_resumed_run_stopped_before_its_first_window_goes_on_from_the_checkpoint_it_resumed(
-    tiny_cfg, tmp_path, signum, status
+    tiny_cfg, tmp_path, signum, status, when
 ):
-    """SIGTERM or Ctrl-C as a resumed run starts (its weights restored, its optimiser and loops not yet): it writes no
-    checkpoint (it has trained nothing since the one it resumed from) and its metrics.json says to go on from that
-    one (before: it wrote and named a last.ckpt of the restored weights with a fresh optimiser and loops, at global
-    step 0 and window 0, that a resume refused as `holds 1 trained epoch`, or, given more epochs, trained from the
-    epoch's start again)."""
+    """SIGTERM or Ctrl-C as a resumed run starts: it writes no checkpoint (it has trained nothing since the one it
+    resumed from) and its metrics.json says to go on from that one. Before, it wrote and named a last.ckpt at global
+    step 0: at on_fit_start the restored weights with a fresh optimiser and loops (a resume refused it as `holds 1
+    trained epoch`, or, given more epochs, trained from the epoch's start again), in the fit's setup the weights
+    of a fresh model (the resume trained from scratch)."""
     common = ("trainer.max_epochs=1", "trainer.limit_train_batches=6", "test=false")
     with pytest.raises(SystemExit):
         train(tiny_cfg(*common, *signal_at(signal.SIGTERM, 3), run="first"))
     resumed = tmp_path / "first" / "checkpoints" / "last.ckpt"
     before, ctrl_c = resumed.read_bytes(), signal.getsignal(signal.SIGINT)
-    stop = ("+callbacks.stop._target_=helpers.SignalAtFitStart", f"+callbacks.stop.signum={int(signum)}")
+    stop = ("+callbacks.stop._target_=helpers.SignalAsFitStarts", f"+callbacks.stop.signum={int(signum)}")
+    stop += (f"+callbacks.stop.when={when}",)
     with pytest.raises(SystemExit) as exit_:
         train(tiny_cfg(*common, f"ckpt_path={resumed}", *stop, run="second"))
     assert exit_.value.code == status
@@ -161,6 +166,17 @@ def test_a_resumed_run_stopped_before_its_first_window_goes_on_from_the_checkpoi
         "epochs": 0,
         "resume": f"rnnreg-train ... ckpt_path={resumed}",
     }
+
+
+def test_a_stop_while_a_fit_is_set_up_writes_no_checkpoint_it_could_not_resume(tiny_cfg, tmp_path):
+    """SIGTERM in the fit's setup (before Lightning makes the optimiser): no last.ckpt, and metrics.json says none
+    was written (before: a last.ckpt without optimiser state, named as the resume, which a resume refused)."""
+    stop = ("+callbacks.stop._target_=helpers.SignalAsFitStarts", f"+callbacks.stop.signum={int(signal.SIGTERM)}")
+    with pytest.raises(SystemExit) as exit_:
+        train(tiny_cfg("trainer.max_epochs=1", "test=false", *stop, "+callbacks.stop.when=setup"))
+    assert exit_.value.code == 143 and not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    stopped = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["resume"] == "no checkpoint was written"
 
 
 def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_or_bptt_is_refused(tiny_cfg, tmp_path):

@@ -46,9 +46,10 @@ class CheckpointOnInterrupt(L.Callback):
     training (rnnreg.preemption), and the checkpoint holds an exact position (weights, stream position, carried
     state, RNG; at global step 0 before any window); a second Ctrl-C interrupts at once. A resumed run stopped
     before its first window writes none: nothing was trained since the checkpoint it resumed from, which is where it
-    goes on (rnnreg.training.record_failure names it). Other exceptions (a diverged loss, a bug) leave the last good
-    checkpoint alone. (Lightning's OnExceptionCheckpoint saves on every exception and makes fit resume from "last"
-    implicitly.)
+    goes on (rnnreg.training.record_failure names it); nor does a run stopped while Lightning sets the fit up (before
+    on_fit_start: no optimiser yet, a resumed checkpoint not yet restored). Other exceptions (a diverged loss, a bug)
+    leave the last good checkpoint alone. (Lightning's OnExceptionCheckpoint saves on every exception and makes fit
+    resume from "last" implicitly.)
 
     The handler is installed once Lightning has taken note of the handlers it puts back as its fit ends (one of ours
     installed earlier would be put back after we restored the caller's)."""
@@ -57,12 +58,13 @@ class CheckpointOnInterrupt(L.Callback):
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.ctrl_c = False  # the run was stopped by Ctrl-C (exit status 130 rather than 143)
         self.previous_handler = None
+        self.set_up = False  # the fit is set up (on_fit_start): its optimiser made, a resumed checkpoint's weights in
         self.resumed = False  # this fit resumed a checkpoint (ckpt_path)
         self.started = False  # training has started (a stop comes after a window)
         self.trained = False  # a training window has started in this fit
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self.resumed = trainer.ckpt_path is not None  # (its checkpoint is being restored)
+        self.set_up, self.resumed = True, trainer.ckpt_path is not None  # (its checkpoint is being restored)
         self.started = self.trained = False
 
     def on_sanity_check_start(self, trainer, pl_module) -> None:
@@ -107,7 +109,7 @@ class CheckpointOnInterrupt(L.Callback):
         self.restore_handler()
         # during fit only: a stop in the final test (whose weights may be best.ckpt's) must not replace last.ckpt
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == TrainerFn.FITTING:
-            if trainer.ckpt_path is not None and not self.trained:  # the resumed checkpoint's state (or part of it)
+            if not self.set_up or (self.resumed and not self.trained):  # (a resumed run: its checkpoint's state)
                 return
             trainer.save_checkpoint(self.path, weights_only=False)  # a full, resumable checkpoint
 
