@@ -775,6 +775,33 @@ def test_submitit_local_launcher_stops_on_its_signal_and_the_requeued_job_goes_o
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
+def test_a_requeued_submitit_job_that_resumed_a_checkpoint_goes_on_from_its_own(tiny_cli, tmp_path):
+    """A job that started from an earlier run's checkpoint (ckpt_path=...), stopped by submitit's signal in its
+    second epoch and requeued, goes on from its own last.ckpt: the result of that resume run without a stop. Before,
+    the requeued job resumed ckpt_path's checkpoint again and was refused its own folder (it holds results)."""
+    first, alone, sweep = tmp_path / "first", tmp_path / "alone", tmp_path / "submitit"
+    run("rnnreg-train", *tiny_cli, "trainer.max_epochs=1", "seed=1", f"hydra.run.dir={first}")
+    resume = [*tiny_cli, "trainer.max_epochs=2", "seed=1", f"ckpt_path={first}/checkpoints/last.ckpt"]
+    signals = signal_at(signal.SIGUSR2, 7, epoch=1)
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]
+    proc = run("rnnreg-train", "-m", *resume, *signals, *launcher, check=False)
+    job = sweep / "0"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (job / "train.log").read_text()
+    assert "SIGUSR2: every process stops after this step" in log and "Requeued job" in "".join(
+        p.read_text() for p in (sweep / ".submitit").rglob("*_0_log.*")
+    )
+    assert f"resuming from {job / 'checkpoints' / 'last.ckpt'}" in log
+    requeued = json.loads((job / "metrics.json").read_text())
+    assert requeued["status"] == "completed" and requeued["epochs"] == 2
+    run("rnnreg-train", *resume, f"hydra.run.dir={alone}")
+    expected = json.loads((alone / "metrics.json").read_text())
+    for key in ("best_val_ppl", "test_ppl", "test_ppl_batched"):
+        assert requeued[key] == expected[key], key
+    weights = [load_checkpoint(d / "checkpoints/last.ckpt")["state_dict"] for d in (job, alone)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
 def test_a_diverged_job_fails_alone_the_sweep_goes_on_and_the_report_lists_it(tiny_cli, tmp_path, no_wandb_credentials):
     """Job 1's lr becomes 1e20 after epoch 1: it fails (metrics.json, W&B exit code 1), jobs 0 and 2 still
     run; the sweep ends with one line naming the failed job and exit 1. W&B alone still feeds the report,

@@ -228,8 +228,9 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     try:
         apply_speed(cfg.speed)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        # a submitit job requeued after a signal stopped it here (by submitit, or by SLURM) goes on from its last.ckpt
-        ckpt_path = resolve_ckpt_path(cfg) or requeued_checkpoint(cfg.paths.output_dir, preemption.submitit_job_id)
+        # a submitit job requeued after a signal stopped it here (by submitit, or by SLURM) goes on from its last.ckpt,
+        # not from a ckpt_path it started from (the command line it runs again)
+        ckpt_path = requeued_checkpoint(cfg.paths.output_dir, preemption.submitit_job_id) or resolve_ckpt_path(cfg)
         if launched_as_rank_zero():  # DDP's other processes are given rank 0's folder
             key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
             check_not_in_checkpoints(cfg.paths.output_dir, key, "rnnreg-train")
