@@ -333,7 +333,7 @@ def test_the_commands_that_go_on_start_as_the_run_was_started():
     """recorded_command: from Hydra's record of a run (its hydra node), the script by the config it ran (rnnreg-eval
     for eval), and the --config-dir, --config-name and hydra.searchpath it was started with, which Hydra does not
     record among the task's overrides; nothing more for a plain run, or a record cut short."""
-    from rnnreg.config_search import recorded_command
+    from rnnreg.recorded_commands import recorded_command
 
     sources = [{"path": "hydra.conf", "provider": "hydra"}, {"path": "/mine", "provider": "command-line"}]
     hydra = {

@@ -39,12 +39,12 @@ from helpers import (
 )
 from rnnreg import stacked_outputs, stacked_resume, stacked_settings, stacked_stop, stacked_train
 from rnnreg.command_line import validate_args
-from rnnreg.config_search import go_on_command
 from rnnreg.console import cpu_model
 from rnnreg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16, net_kwargs
+from rnnreg.recorded_commands import go_on_command
 from rnnreg.run_record import STOPPED_BY
 from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel

@@ -532,7 +532,7 @@ def test_a_wandb_id_that_resolves_to_null_lets_each_job_draw_its_own(
 def test_a_stacked_member_keeps_its_jobs_wandb_id(tiny_cli, tmp_path, no_wandb_credentials):
     """A stacked member's W&B run has its job's logger.wandb.id, as the job run alone has (here swept, one of
     them interpolated); the command that goes on with the sweep gives the override as the sweep's command did."""
-    from rnnreg.config_search import go_on_command
+    from rnnreg.recorded_commands import go_on_command
 
     sweep = tmp_path / "sweep"
     tiny = [*tiny_cli, "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]

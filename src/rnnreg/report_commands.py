@@ -8,10 +8,11 @@ import re
 import shlex
 from pathlib import Path
 
-from rnnreg.config_search import command_config_folders, go_on_command, recorded_command, recorded_run_command
+from rnnreg.config_search import command_config_folders
 from rnnreg.folder_trust import others_can_write
 from rnnreg.override_text import path_override
 from rnnreg.record_yaml import read_yaml, section, unreadable
+from rnnreg.recorded_commands import go_on_command, recorded_command, recorded_run_command
 from rnnreg.run_lock import RunLock
 from rnnreg.sweep import (
     BASIC_SWEEPER,

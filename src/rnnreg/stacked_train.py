@@ -22,13 +22,13 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from rnnreg.checkpoints import tests_best
-from rnnreg.config_search import go_on_command
 from rnnreg.console import counted, device_name
 from rnnreg.errors import ConfigError, OutputError, TrainingDiverged
 from rnnreg.instantiation import instantiate
 from rnnreg.io import FileWriter, save_atomically
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.optim import paper_lr_factor
+from rnnreg.recorded_commands import go_on_command
 from rnnreg.resumed_run import checked_run_id
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, resume_from, unfinished_record
 from rnnreg.speed_settings import apply_speed, require_triton
