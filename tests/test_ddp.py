@@ -438,8 +438,8 @@ sys.addaudithook(note)
 @pytest.mark.slow
 def test_only_rank_zero_writes_a_failed_ddp_jobs_error_txt(tmp_path):
     """Rank 1 runs rank 0's sweep beside it, into rank 0's job folders, and fails its jobs as rank 0 does: the job's
-    error.txt is rank 0's alone (rnnreg.sweep.record_job_error). Job 1's valid split is too short, found inside the
-    job with both ranks running (started by job 0); job 2's collectives wait for rank 1 to be past job 1's end."""
+    error.txt is rank 0's alone (rnnreg.job_records.record_job_error). Job 1's valid split is too short, found inside
+    the job with both ranks running (started by job 0); job 2's collectives wait for rank 1 to be past job 1's end."""
     good = write_corpus(tmp_path / "good")
     short = tmp_path / "short"
     shutil.copytree(good, short)

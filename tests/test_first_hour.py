@@ -544,7 +544,7 @@ def test_a_run_composes_its_config_twice(tiny_corpus, tmp_path):
 
     assert compositions(f"hydra.run.dir={tmp_path}/run") == ["RUN", "RUN"]
     # then the sweep's, and its job's once (Hydra's sweeper composes it to check it, its launcher runs a copy:
-    # rnnreg.sweep.JobsComposedOnce); the job's folder, its number, is checked without a composition
+    # rnnreg.multirun_jobs.JobsComposedOnce); the job's folder, its number, is checked without a composition
     assert compositions("-m", "seed=1", f"hydra.sweep.dir={tmp_path}/sweep") == ["RUN", "MULTIRUN", "RUN"]
     # ours: the first option's (job 0's), the sweep's own (its mode, what its overrides apply to), job 1's; Hydra's:
     # the sweep's, each job's
@@ -558,7 +558,7 @@ def test_a_job_composed_once_gives_each_caller_its_own_copy():
     or another sweep's config, composed anew."""
     from omegaconf import OmegaConf
 
-    from rnnreg.sweep import JobsComposedOnce
+    from rnnreg.multirun_jobs import JobsComposedOnce
 
     calls = []
 

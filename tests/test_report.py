@@ -29,6 +29,8 @@ from helpers import TINY, run, strict_json
 from rnnreg import CONF_DIR
 from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
+from rnnreg.job_records import JobFailed, failed_jobs, report_failed_job
+from rnnreg.multirun_jobs import inside_job
 from rnnreg.report import collect, find_runs, report
 from rnnreg.report_commands import resume_command
 from rnnreg.report_figures import (
@@ -40,7 +42,7 @@ from rnnreg.report_figures import (
     paper_size_of,
 )
 from rnnreg.run_lock import RunLock
-from rnnreg.sweep import JobFailed, SweepCallback, failed_jobs, inside_job, report_failed_job
+from rnnreg.sweep import SweepCallback
 
 PAPER = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "report.yaml").paper)
 # The placement ablation as run (README): test perplexity per seed (1234, 1, 2)
@@ -1385,7 +1387,7 @@ def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_pa
     """A basic sweep's job without a folder never started, but only where its folder is its number: jobs in folders
     named by their overrides (hydra.sweep.subdir=s${seed}) are where the report found them, and a stacked sweep's
     jobs go on with its resume switch, not one command each."""
-    from rnnreg.sweep import BASIC_SWEEPER, STACKED_LAUNCHER
+    from rnnreg.multirun_jobs import BASIC_SWEEPER, STACKED_LAUNCHER
 
     def sweep(name: str, subdir: str, launcher: str, job: str) -> Path:
         folder = tmp_path / name

@@ -33,6 +33,7 @@ from rnnreg.config_search import (
     read_command_line,
 )
 from rnnreg.errors import ConfigError, MissingValue
+from rnnreg.multirun_jobs import basic_sweeper, uses_stacked_launcher
 from rnnreg.override_refusals import (
     added_group_in_config,
     deleted_absent_option,
@@ -53,7 +54,6 @@ from rnnreg.override_refusals import (
 from rnnreg.run_lock import launched_as_rank_zero
 from rnnreg.schema import target_arguments, trainer_arguments
 from rnnreg.stacked_settings import check_stackable
-from rnnreg.sweep import basic_sweeper, uses_stacked_launcher
 from rnnreg.validation import SAVE_BEATS, run_folder_refusal, save_beat_refusal, sites_using_p, unknown_key, validate
 
 MAX_JOBS_CHECKED = 256

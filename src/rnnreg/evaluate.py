@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 
 from rnnreg.errors import ConfigError
 from rnnreg.instantiation import instantiate
+from rnnreg.job_records import record_job_stopped
 from rnnreg.runtime import hydra_entry, log, route_lightning_logs
-from rnnreg.sweep import record_job_stopped
 from rnnreg.trainer_rules import bf16_lstm_refusal
 
 

@@ -20,8 +20,8 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
 
 from rnnreg.errors import CheckpointError
+from rnnreg.multirun_jobs import SWEEP_FILE, differing, in_multirun, job_swept_keys, task_overrides
 from rnnreg.recipes import plain
-from rnnreg.sweep import SWEEP_FILE, differing, in_multirun, job_swept_keys, task_overrides
 
 
 class KeptRowsWriter(ExperimentWriter):

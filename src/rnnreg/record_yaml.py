@@ -1,5 +1,6 @@
 """A run's YAML records (`.hydra/*.yaml`, a sweep's `multirun.yaml`), read as files from others: a mapping, or one
-line naming the file and the fix."""
+line naming the file and the fix; a job's recorded overrides (the same, a list) and the launcher that ran it (None
+where its record does not say)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,29 @@ def unreadable(path: Path, why) -> DataError:
     return DataError(
         f"{path} is not readable ({first_line(why)}): restore it, or move its run's folder out of the report's path"
     )
+
+
+def recorded_overrides(folder: Path) -> list[str] | None:
+    """A job folder's command-line overrides as Hydra recorded them (.hydra/overrides.yaml); None without the file.
+    A file cut short or edited (a folder from elsewhere) is a one-line DataError naming it."""
+    path = folder / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    try:
+        overrides = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        why = first_line(err)
+    else:
+        if overrides is None or (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+            return overrides or []
+        why = "not a list of overrides"
+    raise DataError(f"{path} is not readable ({why}): restore it, or move the job's folder away")
+
+
+def recorded_launcher(job_dir: Path) -> str | None:
+    """The launcher (its _target_) a job's `.hydra/hydra.yaml` says ran it; None without one."""
+    try:
+        hydra = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        return str(hydra["launcher"]["_target_"])
+    except (OSError, TypeError, KeyError, yaml.YAMLError):
+        return None

@@ -29,22 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.errors import ConfigError, OutputError
 from rnnreg.io import replace_atomically
+from rnnreg.job_records import ERROR_FILE, error_written_last, first_words, how_it_ended, job_order
+from rnnreg.multirun_jobs import NOT_COMPARED, override_key
 from rnnreg.override_text import quoted_for_hydra, string_value
-from rnnreg.record_yaml import read_yaml, section, unreadable
+from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
 from rnnreg.report_commands import how_to_go_on
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import MAX_NLL, null_as_nan, read_metrics
 from rnnreg.runtime import hydra_entry
-from rnnreg.sweep import (
-    ERROR_FILE,
-    NOT_COMPARED,
-    error_written_last,
-    first_words,
-    how_it_ended,
-    job_order,
-    override_key,
-    recorded_overrides,
-)
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -114,7 +106,7 @@ def choice(choices: dict, overrides: list[str], group: str) -> str | None:
     return None if chosen is None else str(chosen)
 
 
-# Overrides that never make another configuration: where a job wrote or how it was watched (sweep.NOT_COMPARED),
+# Overrides that never make another configuration: where a job wrote or how it was watched (multirun_jobs.NOT_COMPARED),
 # and the checkpoint it went on from (a resume goes on exactly: the same configuration).
 SAME_CONFIGURATION = (*NOT_COMPARED, "ckpt_path")
 
@@ -217,7 +209,7 @@ def collect(root: Path) -> list[dict]:
 def seedless_overrides(row: dict) -> tuple[str, ...]:
     """A run's overrides less its seed, in any order, each as it sets its key (same_override): `a=1 b=2` and
     `b=2 a=1` are one configuration, and so are `p=.5`, `p=0.50` and `++p=0.5`; a key given twice is the value
-    Hydra applied last (`p=.3 p=.5` is `p=.5`), as in seed_of and rnnreg.sweep.differing."""
+    Hydra applied last (`p=.3 p=.5` is `p=.5`), as in seed_of and rnnreg.multirun_jobs.differing."""
     last = {override_key(o): o for o in row["overrides"]}
     return tuple(sorted(same_override(o) for key, o in last.items() if key != "seed"))
 

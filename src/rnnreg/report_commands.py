@@ -10,19 +10,12 @@ from pathlib import Path
 
 from rnnreg.config_search import command_config_folders
 from rnnreg.folder_trust import others_can_write
+from rnnreg.job_records import job_order
+from rnnreg.multirun_jobs import BASIC_SWEEPER, NUMBERED_SUBDIR, STACKED_LAUNCHER, basic_sweep_jobs, override_key
 from rnnreg.override_text import path_override
-from rnnreg.record_yaml import read_yaml, section, unreadable
+from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
 from rnnreg.recorded_commands import go_on_command, recorded_command, recorded_run_command
 from rnnreg.run_lock import RunLock
-from rnnreg.sweep import (
-    BASIC_SWEEPER,
-    NUMBERED_SUBDIR,
-    STACKED_LAUNCHER,
-    basic_sweep_jobs,
-    job_order,
-    override_key,
-    recorded_overrides,
-)
 
 GOES_ON = ("interrupted", "stopped", "unfinished")  # stopped by a signal, or killed hard: what they left goes on
 
@@ -117,7 +110,7 @@ def again_command(run: Path) -> str:
 def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
     """(job, command) of each job of a basic sweep under `root` that has no folder: the sweep was stopped
     (SIGTERM, Ctrl-C) before it. Its jobs are recomputed from its multirun.yaml as Hydra's basic sweeper
-    splits them (rnnreg.sweep.basic_sweep_jobs), in numbered folders; nothing for a live sweep, another sweeper,
+    splits them (rnnreg.multirun_jobs.basic_sweep_jobs), in numbered folders; nothing for a live sweep, another sweeper,
     another subdir, or overrides that need the config to expand."""
     found = []
     sweeps = {root, *(r["path"].parent for r in rows)}

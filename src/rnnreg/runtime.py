@@ -1,7 +1,7 @@
 """A console script's process, what every entry point shares: Hydra's entry with the command line checked first
 (rnnreg.command_line) and our Hydra plugins found, bad input as one line, the Lightning warnings and log lines a
 run shows. Elsewhere: building a run's pieces (rnnreg.instantiation), its config tree (rnnreg.config_tree), its
-speed settings (rnnreg.speed_settings), a multirun job's failure (rnnreg.sweep.report_failed_job)."""
+speed settings (rnnreg.speed_settings), a multirun job's failure (rnnreg.job_records.report_failed_job)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ from rnnreg.command_line import (
     check_group_options,
 )
 from rnnreg.errors import ConfigError, UserError
+from rnnreg.job_records import report_failed_job
+from rnnreg.multirun_jobs import BASIC_SWEEPER, in_multirun, job_swept_keys
 from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put_back_earlier_record
-from rnnreg.sweep import BASIC_SWEEPER, in_multirun, job_swept_keys, report_failed_job
 from rnnreg.validation import missing_message, validate
 
 log = logging.getLogger("rnnreg")
@@ -74,7 +75,7 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
     """Report bad input as `error: ...` on one line and exit 2; HYDRA_FULL_ERROR=1 shows the traceback.
     Bad input is a UserError, or a mandatory config value (???) that was not given; the config is first
     validated against its schema (rnnreg.validation). In a multirun the job fails and the sweep goes on
-    (rnnreg.sweep.report_failed_job)."""
+    (rnnreg.job_records.report_failed_job)."""
     script = f"rnnreg-{config_name}"
 
     @functools.wraps(fn)

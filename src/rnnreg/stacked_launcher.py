@@ -27,6 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError, UserError
+from rnnreg.job_records import report_failed_job
+from rnnreg.multirun_jobs import NOT_COMPARED, basic_sweeper, job_label, swept_keys
 from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import (
@@ -37,7 +39,6 @@ from rnnreg.stacked_settings import (
     running_program,
     under_bf16_autocast,
 )
-from rnnreg.sweep import NOT_COMPARED, basic_sweeper, job_label, report_failed_job, swept_keys
 from rnnreg.validation import validate
 
 log = logging.getLogger("rnnreg")
@@ -365,7 +366,7 @@ def launch_groups(
 
 def job_return(launcher, job: Job, status: str, value) -> JobReturn:
     """What run_job hands the sweeper: the best validation perplexity (what hparams_search reads); for a failed
-    member what a failed basic job hands it, reported as a basic job reports it (rnnreg.sweep.report_failed_job:
+    member what a failed basic job hands it, reported as a basic job reports it (rnnreg.job_records.report_failed_job:
     its line on stderr, its error.txt; to Hydra's basic sweeper None, to any other a failure: Optuna's FAIL)."""
     ret = JobReturn(
         overrides=job.overrides,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnreg.errors import CheckpointError, ConfigError, TrainingDiverged, first_line
+from rnnreg.multirun_jobs import same_overrides
 from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_settings import padded_size
-from rnnreg.sweep import same_overrides
 
 if TYPE_CHECKING:
     from rnnreg.stacked_launcher import Job

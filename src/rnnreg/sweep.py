@@ -1,235 +1,49 @@
-"""Multiruns that go on past a failed job and say at the end which jobs failed; what a job needs to know
-about its sweep (which keys it sweeps, for run names).
+"""Multiruns that go on past a failed job and say at the end which jobs failed: the multirun's Hydra callback.
 
 SweepCallback (hydra.callbacks in conf/hydra/default.yaml) holds the sweep folder's RunLock while the multirun
-runs, writes <sweep dir>/sweep.yaml when it starts (the swept keys: sweep overrides on the command line and
-hydra.sweeper.params), and when it ends lists the jobs of this multirun that failed (failed_jobs) on one line
-and exits 1.
+runs, refuses a multirun that would write over results before the sweeper writes anything (check_sweep_folder),
+writes <sweep dir>/sweep.yaml when it starts (the swept keys: sweep overrides on the command line and
+hydra.sweeper.params), and when it ends lists the jobs of this multirun that failed (rnnreg.job_records.failed_jobs)
+on one line and exits 1. What a job knows of its sweep, and each job composed as Hydra's basic sweeper composes it:
+rnnreg.multirun_jobs.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnreg import CONF_DIR
-from rnnreg.errors import ConfigError, DataError, OutputError, UserError, first_line
+from rnnreg.errors import ConfigError, OutputError, UserError
+from rnnreg.job_records import failed_jobs, job_order
+from rnnreg.multirun_jobs import (
+    NUMBERED_SUBDIR,
+    STACKED_LAUNCHER,
+    SWEEP_FILE,
+    JobsComposedOnce,
+    basic_sweeper,
+    job_folders,
+    job_label,
+    same_overrides,
+    sweep_jobs,
+    swept_keys,
+    uses_stacked_launcher,
+)
 from rnnreg.override_text import pasted_override
+from rnnreg.record_yaml import recorded_launcher, recorded_overrides
 from rnnreg.run_lock import RunLock, check_no_links, earlier_results, launched_as_rank_zero, results_message
-from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_settings import check_launcher_settings
-
-SWEEP_FILE = "sweep.yaml"
-ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
-STOPPED_BEFORE_A_RESULT = "stopped by"  # how error.txt begins for a job a signal ended before any result
-# hydra/launcher=stacked's class as its config names it for Hydra: conf/hydra/launcher/stacked.yaml, its one owner
-STACKED_LAUNCHER = str(yaml.safe_load(Path(CONF_DIR, "hydra", "launcher", "stacked.yaml").read_text())["_target_"])
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default sweeper
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # ... and launcher
-NUMBERED_SUBDIR = "${hydra.job.num}"  # a job's folder in its sweep's: its number (conf/hydra/default.yaml)
-
-
-def uses_stacked_launcher(config: DictConfig) -> bool:
-    """Whether a command's jobs run on hydra/launcher=stacked (`config`: composed with Hydra's node)."""
-    return OmegaConf.select(config, "hydra.launcher._target_", default="") == STACKED_LAUNCHER
-
-
-def in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def task_overrides(hydra_cfg: DictConfig) -> list[str]:
-    """The command line's overrides as it gave them: an interpolation in one (`+logger.wandb.id=run_${seed}`) is
-    each job's to resolve, and `${hydra:...}` cannot be resolved outside a job."""
-    return list(OmegaConf.to_container(hydra_cfg.overrides, resolve=False)["task"])
-
-
-def swept_keys(hydra_cfg: DictConfig) -> list[str]:
-    """The keys a multirun varies: sweep overrides (`dropout=none,recurrent`, `seed=range(3)`) and the
-    sweeper's search space (hydra.sweeper.params: the basic sweeper's and Optuna's)."""
-    keys = []
-    try:
-        overrides = OverridesParser.create().parse_overrides(task_overrides(hydra_cfg))
-        keys += [o.key_or_group for o in overrides if o.is_sweep_override()]
-    except Exception:  # an override Hydra's parser rejects: Hydra says so itself
-        pass
-    params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
-    return list(dict.fromkeys(keys + list(params)))
-
-
-def job_swept_keys() -> list[str] | None:
-    """Inside a multirun job: the keys its sweep varies (None outside a multirun, or without sweep.yaml)."""
-    if not in_multirun():
-        return None
-    path = Path(HydraConfig.get().sweep.dir, SWEEP_FILE)
-    try:
-        return list((yaml.safe_load(path.read_text()) or {}).get("swept") or [])
-    except FileNotFoundError:
-        return swept_keys(HydraConfig.get())  # the search space at least (sweep.yaml written elsewhere)
-
-
-# Overrides that say where a run wrote or how it was watched, never what it computed: runs that differ only in
-# these are one configuration (rnnreg-report: seeds of one recipe run into two output roots, one with W&B).
-NOT_COMPARED = ("hydra", "paths", "logger", "tags", "extras", "callbacks.progress_bar", "trainer.enable_progress_bar")
-# ... nor, in a run's name, how it was budgeted, resumed or where its data lay.
-NOT_IN_NAMES = NOT_COMPARED + ("ckpt_path", "trainer.limit_", "data.data_dir")
-
-
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def job_label(overrides: list[str], swept: list[str] | None) -> str:
-    """A sweep's job in a message: the overrides that tell it apart (differing), or, where those are all of a kind
-    that names no run (an evaluation sweep over ckpt_path=a,b), the swept ones as they are."""
-    told_apart = differing(overrides, swept) or [o for o in overrides if swept is None or override_key(o) in swept]
-    return " ".join(told_apart)
-
-
-def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
-    """The overrides that tell a sweep's jobs apart: the swept ones (all of them outside a sweep), less
-    those in NOT_IN_NAMES; a key given twice once, with its last value (the one Hydra applies last)."""
-    keys = [override_key(o) for o in overrides]
-    last = {key: i for i, key in enumerate(keys)}
-    return [
-        o
-        for i, (o, key) in enumerate(zip(overrides, keys))
-        if last[key] == i and (swept is None or key in swept) and not key.startswith(NOT_IN_NAMES)
-    ]
-
-
-class JobFailed(Exception):
-    """A multirun job ended by a UserError (already reported on one line): the sweeper records the job as
-    failed (Optuna: a FAIL trial) and goes on."""
-
-
-def report_failed_job(
-    num: int, overrides: list[str], swept: list[str] | None, message, folder: str | Path, basic: bool
-) -> JobFailed | None:
-    """A multirun job that failed with `message` (a UserError's), as every launcher reports it: one line on stderr
-    naming the job, its error.txt in `folder` (record_job_error), and what its sweeper is handed: Hydra's basic
-    sweeper (`basic`) None, for a raised error would end the sweep (failed_jobs lists the job at its end); any
-    other JobFailed (Optuna marks the trial FAIL; a NaN return crashes hydra-optuna-sweeper 1.3 with optuna 2.10)."""
-    print(f"error: job {num} ({job_label(overrides, swept)}) failed: {message}", file=sys.stderr)
-    record_job_error(str(message), folder)
-    return None if basic else JobFailed(str(message))
-
-
-def record_job_stopped(how: str) -> None:
-    """This multirun job's error.txt when a signal (`how`: "SIGTERM") ended it before it wrote a result (an
-    evaluation in a submitit job): failed_jobs lists it as stopped, to run again from the start."""
-    record_job_error(f"{STOPPED_BEFORE_A_RESULT} {how} before it finished; it wrote no metrics.json (run it again)")
-
-
-def record_job_error(message: str, folder: str | Path | None = None) -> None:
-    """A multirun job's one-line reason for having no result, in its folder's error.txt (`folder`; None: this
-    job's, outside a multirun nothing): how the sweep's end (failed_jobs) knows, also of a job that ended before
-    writing anything, or in another process."""
-    if not launched_as_rank_zero():  # (a DDP process that Lightning started: rank 0 tells of the job)
-        return
-    if folder is None:
-        if not in_multirun():  # (evaluate() called as a function: no sweep to tell)
-            return
-        folder = HydraConfig.get().runtime.output_dir
-    try:
-        Path(folder, ERROR_FILE).write_text(f"{message}\n")
-    except OSError:  # the line on stderr has said it
-        pass
-
-
-def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str], str]]:
-    """(job folder, overrides, how it ended) of each job under `sweep_dir` run at or after `since` (its config,
-    metrics.json or error.txt written since: a resumed stacked sweep keeps its jobs' configs) that did not complete:
-    it left error.txt and no completed metrics.json after it ("failed": a UserError, record_job_error; "stopped":
-    a signal ended it before any result, record_job_stopped), or a metrics.json saying failed, or interrupted
-    ("interrupted": by a signal, after any error.txt, and it goes on from its last.ckpt), or nothing readable
-    ("failed": cut short, edited: not a completed job)."""
-    failed = []
-    # a job's folder holds its .hydra/, or only what it wrote (rnnreg-generate's: hydra.output_subdir=null)
-    jobs = {config.parent.parent for config in sweep_dir.rglob(".hydra/config.yaml")}
-    jobs |= {error.parent for error in sweep_dir.rglob(ERROR_FILE)}
-    for job in jobs:
-        config = job / ".hydra" / "config.yaml"
-        written = [p.stat().st_mtime for p in (config, job / "metrics.json", job / ERROR_FILE) if p.exists()]
-        if max(written) < since:
-            continue
-        metrics = job / "metrics.json"
-        ended = how_it_ended(job, recorded_metrics(job) if metrics.exists() else {})
-        if ended is None and metrics.exists():  # a metrics.json that is none (cut short, edited): not completed
-            ended = "failed"
-        if ended in ("failed", "interrupted", "stopped"):
-            try:
-                overrides = recorded_overrides(job) or []
-            except DataError:  # listed all the same, by its folder
-                overrides = []
-            failed.append((str(job.relative_to(sweep_dir)), overrides, ended))
-    return sorted(failed, key=lambda f: job_order(f[0]))
-
-
-def how_it_ended(job: Path, metrics: dict) -> str | None:
-    """How a job's files say it ended, read alike by the sweep's end (failed_jobs) and the report: an error.txt
-    written last says it ran (again) and stopped with that line ("stopped": a signal before any result,
-    record_job_stopped; else "failed"); else its metrics.json (`metrics`, as the caller read it) says, "completed"
-    where it has no status (an evaluation's result); None where neither says (no result yet, or none readable)."""
-    if error_written_last(job):
-        return "stopped" if first_words(job / ERROR_FILE).startswith(STOPPED_BEFORE_A_RESULT) else "failed"
-    return metrics.get("status", "completed") if metrics else None
-
-
-def error_written_last(job: Path) -> bool:
-    """Whether a job's error.txt says how it ended: it is there, and newer than any metrics.json (a job that ran again
-    after its result, requeued or resumed, and stopped with that error; an error.txt before metrics.json: it ran
-    again and recorded how that ended)."""
-    error, metrics = job / ERROR_FILE, job / "metrics.json"
-    return error.exists() and (not metrics.exists() or error.stat().st_mtime > metrics.stat().st_mtime)
-
-
-def first_words(path: Path, size: int = 100) -> str:
-    """The start of a job's error.txt; "" where it cannot be read (the job is then listed as failed)."""
-    try:
-        with open(path, errors="replace") as f:
-            return f.read(size)
-    except OSError:
-        return ""
-
-
-def recorded_overrides(folder: Path) -> list[str] | None:
-    """A job folder's command-line overrides as Hydra recorded them (.hydra/overrides.yaml); None without the file.
-    A file cut short or edited (a folder from elsewhere) is a one-line DataError naming it."""
-    path = folder / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return None
-    try:
-        overrides = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        why = first_line(err)
-    else:
-        if overrides is None or (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
-            return overrides or []
-        why = "not a list of overrides"
-    raise DataError(f"{path} is not readable ({why}): restore it, or move the job's folder away")
-
-
-def job_order(folder: str) -> list:
-    """Sorts job folders by number: 2 before 10 (and named folders after numbered ones)."""
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in Path(folder).parts]
+from rnnreg.sweep_folder import RANK_ZERO_SWEEP, follow_rank_zero, pin_sweep_folder
+from rnnreg.sweep_wandb import check_wandb_runs
 
 
 def check_sweep_folder(config: DictConfig) -> None:
@@ -285,20 +99,6 @@ def folders_written_over(config: DictConfig, sweep_dir: Path, subdir: str, found
     return [folder for folder in found if any(folder == job or folder.startswith(f"{job}/") for job in mine)]
 
 
-def recorded_launcher(job_dir: Path) -> str | None:
-    """The launcher (its _target_) a job's `.hydra/hydra.yaml` says ran it; None without one."""
-    try:
-        hydra = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
-        return str(hydra["launcher"]["_target_"])
-    except (OSError, TypeError, KeyError, yaml.YAMLError):
-        return None
-
-
-def same_overrides(a: list[str], b: list[str]) -> bool:
-    """One job's overrides, in whatever order the command gives them (the same key=value pairs: the same job)."""
-    return set(a) == set(b)
-
-
 def check_resumed_jobs(config: DictConfig) -> None:
     """hydra.launcher.resume=true goes on with a stacked sweep's own jobs. A ConfigError or OutputError, before
     anything is written, when a job's folder holds a job of other overrides (its .hydra/ and its results would
@@ -352,79 +152,6 @@ def renumbered(folders: list[tuple[list[str], Path]]) -> bool:
     return {frozenset(r) for r in recorded if r is not None} <= {frozenset(overrides) for overrides, _ in folders}
 
 
-def basic_sweeper(config: DictConfig) -> bool:
-    """Whether the multirun's sweeper is Hydra's basic one (every job known before the first runs)."""
-    return OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER
-
-
-def basic_sweep_jobs(params: Mapping, task: list[str], config_loader=None) -> list[list[str]]:
-    """Each job's overrides, in job order, as Hydra's basic sweeper splits a multirun: its search space
-    (hydra.sweeper.params, a mapping) and then the command line's overrides (hydra.overrides.task). Without a
-    `config_loader` a glob over a group's options cannot be expanded (a HydraException)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    lines = [f"{key}={value}" for key, value in params.items()] + list(task)
-    parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(lines)
-    (jobs,) = BasicSweeper.split_arguments(parsed, None)  # one batch (Hydra numbers jobs on over its batches)
-    return [list(overrides) for overrides in jobs]
-
-
-def sweep_jobs(config: DictConfig, config_loader) -> list[list[str]]:
-    """basic_sweep_jobs for this multirun's config, with what the sweeper would stop on said in one line."""
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    try:
-        return basic_sweep_jobs(params, task_overrides(config.hydra), config_loader)
-    except HydraException as err:
-        raise ConfigError(str(err).strip().splitlines()[0]) from None
-
-
-def job_configs(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], DictConfig]] | None:
-    """Each job's overrides and config (or the first job's only), in job order, as Hydra's basic sweeper and
-    launcher will compose them (hydra.job.num set); None for another sweeper (Optuna's jobs come one by one)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    if not basic_sweeper(config):
-        return None
-    loader = GlobalHydra.instance().config_loader()
-    jobs = sweep_jobs(config, loader)
-    composed = []
-    for num, overrides in enumerate(jobs[:1] if first_only else jobs):
-        job_config = loader.load_sweep_config(config, list(overrides))
-        with open_dict(job_config):
-            job_config.hydra.job.id = num
-            job_config.hydra.job.num = num
-        composed.append((list(overrides), job_config))
-    return composed
-
-
-@contextmanager
-def inside_job(job_config: DictConfig) -> Iterator[None]:
-    """Hydra's config set to a job's for the while: what resolves `${hydra:...}` in it (its number, its choices)."""
-    instance = HydraConfig.instance()
-    original = instance.cfg
-    read_only = OmegaConf.is_readonly(job_config.hydra)  # (set_config makes it read-only: left as it was)
-    instance.set_config(job_config)
-    try:
-        yield
-    finally:
-        instance.cfg = original
-        OmegaConf.set_readonly(job_config.hydra, read_only)
-
-
-def job_folders(config: DictConfig, first_only: bool = False) -> list[tuple[list[str], Path]] | None:
-    """Each job's overrides and folder (or the first job's only), in job order (job_configs); None for another
-    sweeper."""
-    jobs = job_configs(config, first_only)
-    if jobs is None:
-        return None
-    folders = []
-    for overrides, job_config in jobs:
-        with inside_job(job_config):  # for ${hydra:...} in the subdir
-            folder = Path(str(job_config.hydra.sweep.dir), str(job_config.hydra.sweep.subdir))
-        folders.append((overrides, Path(os.path.abspath(folder))))
-    return folders
-
-
 def check_job_folders(config: DictConfig, subdir: str) -> None:
     """A ConfigError, before any job's folder is made, when a hydra.sweep.subdir gives two jobs one folder
     (`${seed}` while sweeping dropout, an override_dirname that excludes a swept key) or does not resolve. A
@@ -453,53 +180,6 @@ def check_job_folders(config: DictConfig, subdir: str) -> None:
                 f"over the other's files: name each job's folder apart (with the keys it sweeps, or ${{hydra.job.num}})"
             )
         seen[folder] = num
-
-
-class JobsComposedOnce:
-    """A config loader's load_sweep_config that composes each job once: Hydra's basic sweeper composes every job of
-    a batch to check it (Sweeper.validate_batch_is_legal), then the launcher composes it again to run it, and
-    check_sweep_folder may compose it before both (a subdir to resolve, a stacked sweep going on). Each caller gets
-    its own copy of the first (the launcher sets the job's number in it), a small part of a composition's time."""
-
-    def __init__(self, compose: Callable[[DictConfig, list[str]], DictConfig]) -> None:
-        self.compose = compose
-        self.composed: dict[tuple[int, tuple[str, ...]], tuple[DictConfig, DictConfig]] = {}
-
-    def __call__(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        key = (id(master_config), tuple(sweep_overrides))
-        if key not in self.composed:  # (the master kept beside it: its id is not another's while this lives)
-            self.composed[key] = (master_config, self.compose(master_config, sweep_overrides))
-        return copy.deepcopy(self.composed[key][1])
-
-    @staticmethod
-    def install(config: DictConfig) -> None:
-        """On Hydra's config loader, for a launcher that runs the jobs in this process (basic, stacked): joblib's
-        and submitit's compose each job where it runs, and pickle the loader to send it there."""
-        from hydra.core.global_hydra import GlobalHydra
-
-        if OmegaConf.select(config, "hydra.launcher._target_") in (BASIC_LAUNCHER, STACKED_LAUNCHER):
-            loader = GlobalHydra.instance().config_loader()
-            loader.load_sweep_config = JobsComposedOnce(loader.load_sweep_config)
-
-    @staticmethod
-    def forget() -> None:
-        """Compose each job again when next asked (Hydra's config changed: rnnreg.sweep_folder.pin)."""
-        from hydra.core.global_hydra import GlobalHydra
-
-        composer = vars(GlobalHydra.instance().config_loader()).get("load_sweep_config")
-        if isinstance(composer, JobsComposedOnce):
-            composer.composed.clear()
-
-    @staticmethod
-    def uninstall() -> None:
-        from hydra.core.global_hydra import GlobalHydra
-
-        if GlobalHydra.instance().is_initialized():
-            vars(GlobalHydra.instance().config_loader()).pop("load_sweep_config", None)
-
-
-# the folder of the sweep that rank zero runs, for the DDP processes that Lightning starts with its command line
-RANK_ZERO_SWEEP = "RNNREG_RANK_ZERO_SWEEP"
 
 
 class SweepCallback(Callback):
@@ -539,13 +219,9 @@ class SweepCallback(Callback):
             check_launcher_settings(config.hydra.launcher)
         # the sweep folder is this multirun's while it runs, whatever its launcher: a second multirun there stops
         # before the sweeper writes multirun.yaml, and rnnreg-report tells a running job from a killed one
-        from rnnreg.sweep_folder import follow_rank_zero, pin_sweep_folder  # (here: they read this module's jobs)
-
         if not launched_as_rank_zero():  # a DDP process that Lightning started with rank 0's command line (-m too)
             follow_rank_zero(config)
             return
-        from rnnreg.sweep_wandb import check_wandb_runs
-
         pin_sweep_folder(config)  # every job's folder in the sweep's own
         check_wandb_runs(config)  # (it reads no folder: before the lock makes the sweep folder's parents)
         self.lock = RunLock(Path(config.hydra.sweep.dir), "hydra.sweep.dir")

@@ -20,21 +20,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, first_line
+from rnnreg.multirun_jobs import JobsComposedOnce, inside_job, job_configs, job_label, swept_keys, task_overrides
 from rnnreg.override_text import quoted_for_hydra
-from rnnreg.sweep import (
-    RANK_ZERO_SWEEP,
-    JobsComposedOnce,
-    inside_job,
-    job_configs,
-    job_label,
-    swept_keys,
-    task_overrides,
-)
 
 # conf/hydra/default.yaml, its one owner: a sweep's folder named after its experiment
 DEFAULT_SWEEP_DIR = str(yaml.safe_load(Path(CONF_DIR, "hydra", "default.yaml").read_text())["sweep"]["dir"])
 EXPERIMENT_NAME = "${experiment_name}"
 LONGEST_NAME = 80  # a folder named after more experiments than this holds says how many instead
+# the folder of the sweep that rank zero runs, for the DDP processes that Lightning starts with its command line
+RANK_ZERO_SWEEP = "RNNREG_RANK_ZERO_SWEEP"
 
 
 def pin_sweep_folder(config: DictConfig) -> None:

@@ -17,8 +17,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError
+from rnnreg.multirun_jobs import (
+    NOT_IN_NAMES,
+    inside_job,
+    job_configs,
+    job_label,
+    override_key,
+    swept_keys,
+    task_overrides,
+)
 from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
-from rnnreg.sweep import NOT_IN_NAMES, inside_job, job_configs, job_label, override_key, swept_keys, task_overrides
 
 ID_KEY = "logger.wandb.id"
 # where ckpt_path=last looks: what a search sweeper's trials find there differs where one of these does

@@ -29,6 +29,7 @@ from rnnreg.instantiation import instantiate, instantiate_callbacks, instantiate
 from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, finish_wandb, hyperparameters
 from rnnreg.model import StepLSTM
+from rnnreg.multirun_jobs import in_multirun
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.recipes import plain
@@ -44,7 +45,6 @@ from rnnreg.run_lock import (
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import log, route_lightning_logs
 from rnnreg.speed_settings import apply_speed, require_triton
-from rnnreg.sweep import in_multirun
 from rnnreg.task import LanguageModelTask, task_arguments
 from rnnreg.validation import validate
 
