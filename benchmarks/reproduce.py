@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rnnreg.io import write_json_atomic
-from rnnreg.run_lock import earlier_results
+from rnnreg.run_folder_check import earlier_results
 from rnnreg.run_record import null_as_nan, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]

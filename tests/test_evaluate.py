@@ -37,8 +37,7 @@ from rnnreg.evaluate import evaluate
 from rnnreg.generate import generate, render
 from rnnreg.io import load_checkpoint
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16
-from rnnreg.run_folder_check import check_run_dir_free
-from rnnreg.run_lock import earlier_results
+from rnnreg.run_folder_check import check_run_dir_free, earlier_results
 from rnnreg.train import train
 
 

@@ -32,7 +32,8 @@ from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
 from rnnreg.report import status_without_metrics
 from rnnreg.resume import check_training_state
-from rnnreg.run_lock import RunLock, cannot_make_a_folder_in
+from rnnreg.run_folder_check import cannot_make_a_folder_in
+from rnnreg.run_lock import RunLock
 from rnnreg.task import load_task
 from rnnreg.train import train
 
@@ -585,10 +586,10 @@ def test_a_multirun_owns_its_sweep_folder_whatever_its_launcher(tiny_corpus, tmp
 
 # -- an ended run's folder stays its own ------------------------------------------------------------------------
 def test_an_earlier_runs_results_are_its_outcome_and_its_weights(tmp_path):
-    """What a new run in a folder would write over (run_lock.earlier_results): metrics.json, any checkpoint (a
+    """What a new run in a folder would write over (run_folder_check.earlier_results): metrics.json, any checkpoint (a
     best.ckpt alone too) and a stacked group's resume file; in a sweep folder, its jobs' too. Hydra's .hydra/ and
     the log, which a run refused for bad input leaves, are not results: such a folder takes a new run."""
-    from rnnreg.run_lock import check_no_earlier_results, earlier_results
+    from rnnreg.run_folder_check import check_no_earlier_results, earlier_results
 
     def folder(name: str, *files: str) -> Path:
         for file in files:
@@ -776,7 +777,7 @@ def test_a_refused_resume_in_the_run_folder_a_config_file_pins_keeps_that_runs_r
 def test_a_refusal_names_the_first_four_results_and_counts_the_others(tmp_path):
     """A folder with many results (a checkpoint per epoch): the refusal names the first four and says how many
     more there are."""
-    from rnnreg.run_lock import check_no_earlier_results
+    from rnnreg.run_folder_check import check_no_earlier_results
 
     (tmp_path / "checkpoints").mkdir()
     for epoch in range(5):

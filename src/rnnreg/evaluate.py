@@ -65,7 +65,8 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     from rnnreg.callbacks import LMProgressBar
     from rnnreg.ensemble import PredictiveAverage
     from rnnreg.io import write_json_atomic
-    from rnnreg.run_lock import check_no_earlier_results, check_not_in_checkpoints, launched_as_rank_zero
+    from rnnreg.run_folder_check import check_no_earlier_results, check_not_in_checkpoints
+    from rnnreg.run_lock import launched_as_rank_zero
     from rnnreg.task import LanguageModelTask, load_task
 
     route_lightning_logs()

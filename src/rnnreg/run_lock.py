@@ -1,20 +1,16 @@
 """`<run dir>/.rnnreg.lock`: which folder a live rnnreg run owns (a run its run folder, a multirun its sweep
-folder); and what an ended run left in a folder, which a new run there would write over (earlier_results).
-Plain files and flock, no torch: rnnreg-report asks it whether a run without metrics.json is still running."""
+folder). Plain files and flock, no torch: rnnreg-report asks it whether a run without metrics.json is still running.
+What an ended run left in a folder, which a new run there would write over: rnnreg.run_folder_check."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
 from rnnreg.errors import OutputError
-from rnnreg.override_text import pasted_override
-from rnnreg.run_record import recorded_metrics
 
 
 def launched_as_rank_zero() -> bool:
@@ -22,163 +18,6 @@ def launched_as_rank_zero() -> bool:
     nor another node's or SLURM task's."""
     ranks = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK")
     return all(os.environ.get(key, "0") == "0" for key in ranks)
-
-
-# What an ended run leaves that a new run in its folder would write over: its outcome and its weights (a stacked
-# sweep's resume files too). Hydra's .hydra/ and the log are not counted: a run refused for bad input leaves them.
-RESULT_FILES = ("metrics.json", "checkpoints/*.ckpt", ".stacked/*.pt")
-
-
-def earlier_results(folder: str | Path, below: bool = False) -> list[str]:
-    """The result files of an earlier run in `folder` (relative paths, sorted); `below`: in its subfolders too
-    (a sweep folder's jobs)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = {p for pattern in RESULT_FILES for p in folder.glob(f"**/{pattern}" if below else pattern)}
-    return sorted(str(p.relative_to(folder)) for p in found if p.is_file())
-
-
-def results_message(folder: str | Path, found: list[str], key: str, go_on: str = "", what: str = "run") -> str:
-    """The one line a `what` (run, multirun) stops with when `folder` holds the `found` results of an earlier one
-    (`key`: the setting that gives it another folder; `go_on`: ", <how to continue that one instead>", or "")."""
-    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-    return (
-        f"{folder} holds an earlier {what}'s results (in {shown}), which this {what} would write over: give it another "
-        f"folder ({key}=...){go_on}, or remove that folder first"
-    )
-
-
-def check_no_earlier_results(folder: str | Path, key: str, ckpt_path: str | None = None, trains: bool = True) -> None:
-    """An OutputError when `folder` holds an earlier run's results, unless this run goes on from a checkpoint in
-    it (`ckpt_path`): a run never writes over another's metrics.json and checkpoints. `trains`: the message may
-    offer going on from that run (not to an evaluation)."""
-    found = earlier_results(folder)
-    if not found:
-        return
-    folder = Path(os.path.abspath(folder))
-    if ckpt_path and folder.resolve() in Path(ckpt_path).resolve().parents:
-        return
-    if ckpt_path and folder in Path(os.path.abspath(ckpt_path)).parents:  # in the folder by name, elsewhere by a link
-        raise OutputError(
-            f"ckpt_path={ckpt_path} is, through a link, {Path(ckpt_path).resolve()}, outside its run's folder "
-            f"{folder}: a run goes on in its own folder from its own files only (a link there could have it write "
-            f"elsewhere): give the run another folder (hydra.run.dir=...), which goes on from that checkpoint"
-        )
-    last = folder / "checkpoints" / "last.ckpt"
-    unfinished = trains and last.is_file() and not completed(folder)
-    go_on = f", go on from that run with {pasted_override('ckpt_path', last)}" if unfinished else ""
-    raise OutputError(results_message(folder, found, key, go_on))
-
-
-def check_no_links(folder: str | Path, key: str, below: bool = False) -> None:
-    """An OutputError when `folder` (`key`) holds a link where a run writes by name: among its own entries, or below
-    its .hydra/ or checkpoints/ (`below`: a sweep folder's job folders too). Hydra's record and log, the lock and the
-    config tree are opened through a link, so a run there would write over the file it points at, elsewhere; a
-    resume deletes the earlier best checkpoint its state names below checkpoints/, through any link on the way."""
-    found = links_written_through(Path(os.path.abspath(folder)), below)
-    if found:
-        link = found[0]
-        raise OutputError(
-            f"{key}={folder} holds {link.relative_to(os.path.abspath(folder))}, a link to {os.readlink(link)}: a run "
-            f"in that folder would write through it, elsewhere: give the run another folder ({key}=...), or put what "
-            f"it points at in the link's place"
-        )
-
-
-def links_written_through(folder: Path, below: bool = False) -> list[Path]:
-    """The links in `folder` (not followed) and anywhere below its .hydra/ and checkpoints/, and with `below` in its
-    subfolders'."""
-    found = []
-    try:
-        for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if entry.is_symlink():
-                found.append(entry)
-            elif entry.name in (".hydra", "checkpoints") and entry.is_dir():  # (a resume deletes a path below)
-                inside = (Path(top, name) for top, dirs, files in os.walk(entry) for name in sorted(dirs + files))
-                found += [p for p in inside if p.is_symlink()]
-            elif below and entry.is_dir():
-                found += links_written_through(entry)
-    except OSError:  # a folder this user cannot read: Hydra's own error says so
-        pass
-    return found
-
-
-def checkpoints_folder(folder: str | Path) -> Path | None:
-    """The folder of checkpoints that `folder` is or lies in, else None: `folder` itself when it holds checkpoints
-    (*.ckpt), or a run's checkpoints/ at or above it (one that holds checkpoints, or beside a run's .hydra/ or
-    metrics.json)."""
-    folder = Path(os.path.abspath(folder))
-    if holds_checkpoints(folder):
-        return folder
-    for above in (folder, *folder.parents):
-        run = above.parent
-        if above.name == "checkpoints" and (
-            holds_checkpoints(above) or (run / ".hydra").is_dir() or (run / "metrics.json").is_file()
-        ):
-            return above
-    return None
-
-
-def holds_checkpoints(folder: Path) -> bool:
-    return any(p.is_file() for p in folder.glob("*.ckpt"))
-
-
-# what each program writes in its folder, and what the folder is for
-WRITES = {
-    "rnnreg-eval": ("its metrics.json, log and .hydra/", "the evaluation"),
-    "rnnreg-train": ("its checkpoints/, metrics.json, log and .hydra/", "the run"),
-}
-
-
-def check_not_in_checkpoints(folder: str | Path, key: str, program: str = "rnnreg-eval") -> None:
-    """An OutputError when `program`'s `folder` (`key`) is or lies in a folder of checkpoints: its results would lie
-    among a run's checkpoints (rnnreg-report would read them as another run of it)."""
-    found = checkpoints_folder(folder)
-    if found is None:
-        return
-    where = "" if found == Path(os.path.abspath(folder)) else f"inside {found}, "
-    writes, what = WRITES[program]
-    raise OutputError(
-        f"{key}={folder} is {where}a folder of checkpoints, and {program} writes {writes} there: give {what} a "
-        f"folder of its own ({key}=<a new folder>, or leave {key} out)"
-    )
-
-
-def check_folder_can_be_made(folder: str | Path, key: str) -> None:
-    """A run or sweep folder that could not be made or written in (a file on its path, a folder this user
-    cannot write in, a read-only or full filesystem, a quota, a pseudo-filesystem such as /proc): one line before
-    Hydra tries, whose answer is a traceback."""
-    path = Path(os.path.abspath(folder))
-    existing = next(p for p in (path, *path.parents) if os.path.exists(p))  # (False where it cannot look)
-    if not existing.is_dir():
-        reason = f"{existing} is a file, not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        reason = f"this user cannot write in {existing}"
-    else:
-        reason = cannot_make_a_folder_in(existing)
-        if reason is None:
-            return
-    raise OutputError(f"{key}={folder}: {reason}: give {key} a folder you can write in")
-
-
-def cannot_make_a_folder_in(folder: Path) -> str | None:
-    """Why no folder can be made in `folder` where access(2) allows it (no space or inode left, a quota, a
-    pseudo-filesystem such as /proc, a server that says no); None where one can. Found by making one, which is
-    removed again at once: access(2) knows only the permissions. The folder's times are put back as they were
-    (where its owner may set them): a look at `ls -t` or a build tool sees nothing changed."""
-    try:
-        before = os.stat(folder)
-        os.rmdir(tempfile.mkdtemp(prefix=".rnnreg-check-", dir=folder))
-    except OSError as err:
-        return f"no folder can be made in {folder} ({err.strerror or err})"
-    with contextlib.suppress(OSError):  # another user's folder that we may write in (/tmp): its times moved
-        os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
-    return None
-
-
-def completed(folder: Path) -> bool:
-    return recorded_metrics(folder).get("status") == "completed"
 
 
 class RunLock:

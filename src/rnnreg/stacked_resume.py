@@ -101,7 +101,7 @@ def apply_group_state(trainer: GroupTrainer, state: dict) -> None:
 
 def group_done(jobs: list[Job]) -> list[tuple[str, object]] | None:
     """A group whose every member finished in an earlier run of the sweep (resume): their results (None where one
-    did not, or its metrics.json is unreadable, as the launcher's grouping reads it: rnnreg.run_lock)."""
+    did not, or its metrics.json is unreadable, as the launcher's grouping reads it: rnnreg.run_record)."""
     results = []
     for job in jobs:
         metrics = recorded_metrics(job.output_dir)

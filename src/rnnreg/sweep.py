@@ -40,7 +40,8 @@ from rnnreg.multirun_jobs import (
 )
 from rnnreg.override_text import pasted_override
 from rnnreg.record_yaml import recorded_launcher, recorded_overrides
-from rnnreg.run_lock import RunLock, check_no_links, earlier_results, launched_as_rank_zero, results_message
+from rnnreg.run_folder_check import check_no_links, earlier_results, results_message
+from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.stacked_settings import check_launcher_settings
 from rnnreg.sweep_folder import RANK_ZERO_SWEEP, follow_rank_zero, pin_sweep_folder
 from rnnreg.sweep_wandb import check_wandb_runs
