@@ -30,7 +30,7 @@ from rnnreg.command_line import check_command_line
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
-from rnnreg.report import status_without_metrics
+from rnnreg.report import collect
 from rnnreg.resume import check_training_state
 from rnnreg.run_folder_check import cannot_make_a_folder_in
 from rnnreg.run_lock import RunLock
@@ -577,7 +577,7 @@ def test_a_multirun_owns_its_sweep_folder_whatever_its_launcher(tiny_corpus, tmp
             f"this run another folder (hydra.sweep.dir=...), or wait for that run to end"
         ]
         assert snapshot(sweep) == before  # its multirun.yaml and sweep.yaml not written over, no job folder
-        assert status_without_metrics(sweep / "0") == "running"
+        assert {row["run"]: row["status"] for row in collect(sweep)} == {"0": "running"}
     status, _ = finish(first, error=False)
     assert status == 0 and not (sweep / RunLock.NAME).exists()
     assert [json.loads((sweep / job / "metrics.json").read_text())["status"] for job in "01"] == ["completed"] * 2
