@@ -27,7 +27,7 @@ import rnnreg
 from rnnreg.errors import ConfigError, OutputError
 from rnnreg.io import write_json_atomic
 from rnnreg.report import history, report
-from rnnreg.run_lock import check_no_earlier_results
+from rnnreg.run_folder_check import check_no_earlier_results
 
 PLACEMENTS = ("none", "non_recurrent", "recurrent")
 
