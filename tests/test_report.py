@@ -561,10 +561,79 @@ def test_a_config_folder_is_someone_elses_where_an_acl_lets_another_user_write(t
     assert not others_can_write(with_acl("reads", "file", nobody, 4, mask_perm=4))
     assert not others_can_write(with_acl("masked", "file", nobody, 6, mask_perm=4))
     assert not others_can_write(with_acl("own", "file", (user, os.getuid()), 6, mask_perm=4))
+    if os.getuid() == 0:  # an entry naming this user itself, writing (its mask lets the owning group, root's, too)
+        assert not others_can_write(with_acl("own_write", "file", (user, os.getuid()), 6))
     sticky = config_folder(tmp_path, "sticky", "conf").parent
     sticky.chmod(0o1755)
     acl(sticky, nobody, 7, 7)  # as /tmp: others may move only what is theirs in it, and conf/ is mine
     assert not others_can_write(str(sticky / "conf"))
+
+
+def test_a_config_folder_reached_through_relative_links_or_a_chain_of_links_is_read_where_they_point(
+    tmp_path, monkeypatch
+):
+    """others_can_write reads a link's target from the link's own folder, as the kernel does, not from the current
+    one, and follows a chain of links to its end: one's own links (`first -> second -> ../own`) to one's own folder
+    are one's own; a relative link into a folder anyone may write (`into_open -> ../open/conf`) is not, whatever the
+    current folder holds under that relative name."""
+    from rnnreg.folder_trust import others_can_write
+
+    made = functools.partial(config_folder, tmp_path)
+    made("own")
+    links = made("links")
+    (links / "first").symlink_to("second")
+    (links / "second").symlink_to("../own")
+    made("open", "conf")
+    (tmp_path / "open").chmod(0o777)  # (no sticky bit: anyone may put another conf/ there)
+    (links / "into_open").symlink_to("../open/conf")
+    here = tmp_path / "elsewhere" / "here"
+    made("elsewhere", "open", "conf")  # ../open/conf from the current folder: one's own
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert not others_can_write(str(links / "first"))
+    assert others_can_write(str(links / "into_open"))
+
+
+def test_a_config_folder_with_more_entries_than_the_check_reads_is_not_known_to_be_ones_own(tmp_path):
+    """others_can_write reads at most CONFIG_FOLDER_ENTRIES files and folders (a folder of configs, not a home
+    folder or /): a folder of one's own with that many is read and is one's own; with one more it is not known to
+    be, and the report shows no command that reads it."""
+    from rnnreg.folder_trust import CONFIG_FOLDER_ENTRIES, others_can_write
+
+    folder = config_folder(tmp_path, "many")  # (its mine.yaml: the first entry)
+    (folder / "experiment").mkdir()
+    for i in range(CONFIG_FOLDER_ENTRIES - 2):
+        (folder / "experiment" / f"e{i}.yaml").touch()
+    assert not others_can_write(str(folder))
+    (folder / "experiment" / "one_more.yaml").touch()
+    assert others_can_write(str(folder))
+
+
+def test_a_config_folder_writable_by_a_group_that_is_another_users_own_is_someone_elses(tmp_path):
+    """A group this user is in, with no other member listed, that is another user's own group (its primary group,
+    which no member list names: nobody's nogroup) has that user in it: a config folder it can write is someone
+    else's. (This user put in the group by setgroups, in a process of its own: only root can.)"""
+    import grp
+    import pwd
+    import subprocess
+    import sys
+
+    if os.getuid() != 0:
+        pytest.skip("only root can put itself in another user's group")
+    groups = {g.gr_gid: g for g in grp.getgrall()}
+    theirs = [u for u in pwd.getpwall() if u.pw_uid != 0 and u.pw_gid in groups and not groups[u.pw_gid].gr_mem]
+    if not theirs:
+        pytest.skip("no other user here whose own group lists no members")
+    gid = theirs[0].pw_gid
+    folder = config_folder(tmp_path, "grouped", mode=0o775)
+    os.chown(folder, 0, gid)
+    in_group = (
+        "import os, sys; os.setgroups([int(sys.argv[2])]); from rnnreg.folder_trust import others_can_write; "
+        "print(others_can_write(sys.argv[1]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", in_group, str(folder), str(gid)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "True\n"
 
 
 def test_a_printed_path_hydra_would_read_as_another_type_is_quoted():
