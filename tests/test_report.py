@@ -979,6 +979,47 @@ def test_a_run_file_the_report_cannot_read_is_one_line(tmp_path, file, text, why
         assert [job for job, _, _ in failed_jobs(tmp_path)] == ["4"]
 
 
+@pytest.mark.parametrize(
+    "file, content, why",
+    [
+        (".hydra/hydra.yaml", b"hydra:\n  runtime: {choices: [\n", "while parsing a flow"),  # cut short
+        (".hydra/config.yaml", b"seed: 1\ntrainer: {max_epochs: 6}\n\xff\xfe\n", "can't decode byte 0xff"),
+        (".hydra/hydra.yaml", None, "Is a directory"),  # a folder where the file goes
+        (".hydra/config.yaml", b"3\n", "not a YAML mapping"),
+        (".hydra/hydra.yaml", b"just text\n", "not a YAML mapping"),
+    ],
+)
+def test_a_runs_yaml_record_the_report_cannot_read_is_one_line(tmp_path, file, content, why):
+    """A run's YAML record (.hydra/hydra.yaml, config.yaml) cut short, not UTF-8, a folder, or not a mapping: the
+    report stops with one line naming the file, why (its first line alone) and the fix, before it writes anything
+    (not a traceback, nor a run read without its record)."""
+    ablation(tmp_path, {"none": ABLATION["none"]})
+    path = tmp_path / "1" / file
+    path.unlink()
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    proc = run("rnnreg-report", f"path={tmp_path}", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    fix = "restore it, or move its run's folder out of the report's path"
+    said = rf"error: {re.escape(str(path))} is not readable \([^\n]*{re.escape(why)}[^\n]*\): {re.escape(fix)}\n"
+    assert re.fullmatch(said, proc.stderr), proc.stderr
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_an_empty_yaml_record_is_read_as_a_run_without_those_settings(tmp_path):
+    """An empty .hydra/hydra.yaml or config.yaml (YAML's null) is a record with nothing in it: the report reads the
+    run, its placement from its overrides, as it reads one without the file."""
+    ablation(tmp_path, {"none": ABLATION["none"]})
+    (tmp_path / "1" / ".hydra" / "hydra.yaml").write_text("")
+    (tmp_path / "2" / ".hydra" / "config.yaml").write_text("")
+    rows = {r["run"]: r for r in collect(tmp_path)}
+    assert rows["1"]["placement"] == "none" and rows["1"]["test_ppl"] == ABLATION["none"][1]
+    assert rows["2"]["status"] == "completed" and rows["2"]["test_ppl"] == ABLATION["none"][2]
+    assert "| 1 | seed=1 | completed |" in report(tmp_path, PAPER)
+
+
 def test_odd_run_files_the_report_can_read_and_folders_it_cannot_write(tmp_path):
     """Files a run can have that the report reads: perplexities that are not finite in csv/metrics.csv (a
     diverging run's: left out of the curves), a config group chosen by a number, a deletion override (~seed);
