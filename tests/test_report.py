@@ -395,6 +395,85 @@ def test_a_mapping_naming_what_hydra_builds_is_never_a_command_to_paste_either(t
     assert "run it again, `rnnreg-train experiment=paper_small 'tags=[_x_]'`" in report(tmp_path / "plain", PAPER)
 
 
+def basic_sweep_record(
+    sweep: Path, task: list | str, launcher: str | None = None, config_dir: Path | None = None
+) -> None:
+    """A sweep's multirun.yaml as Hydra's basic sweeper writes it: its command line's overrides (`task`), the
+    launcher's target, and a --config-dir among its config sources."""
+    from rnnreg.sweep import BASIC_SWEEPER
+
+    hydra = {
+        "sweeper": {"_target_": BASIC_SWEEPER, "params": None},
+        "sweep": {"dir": str(sweep), "subdir": "${hydra.job.num}"},
+        "overrides": {"hydra": [], "task": task},
+        "job": {"config_name": "train"},
+    }
+    if launcher is not None:
+        hydra["launcher"] = {"_target_": launcher}
+    if config_dir is not None:
+        hydra["runtime"] = {"config_sources": [{"path": str(config_dir), "provider": "command-line"}]}
+    sweep.mkdir(parents=True, exist_ok=True)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+
+
+def test_no_command_that_goes_on_repeats_a_recorded_override_that_makes_hydra_build_something(tmp_path):
+    """Every command the report gives (a job's resume from its last checkpoint, a job that never started, a stacked
+    sweep's resume) repeats what a record from someone else's folder says: where that names something for Hydra to
+    build, no command but the record to read, whichever of them it is."""
+    from rnnreg.sweep import STACKED_LAUNCHER
+
+    payload = "+callbacks.x._target_=torch.load"
+    resumed = tmp_path / "resumed"
+    write_job(resumed, ["experiment=paper_small", payload], {}, TOY, None)
+    (resumed / "checkpoints").mkdir()
+    (resumed / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert report(resumed, PAPER).endswith(
+        f"- resumed (unfinished): no command shown: its record ({resumed / '.hydra' / 'overrides.yaml'}) has "
+        f"`{payload}`, which makes Hydra build or call what it names; read the record before running it again\n"
+    )
+    basic = tmp_path / "basic"
+    basic_sweep_record(basic, [payload, "seed=1,2"])
+    write_job(basic / "0", [payload, "seed=1"], {}, TOY, 440.0)
+    assert report(basic, PAPER).endswith(
+        f"- 1 (never started: no folder): no command shown: its record ({basic / 'multirun.yaml'}) has `{payload}`, "
+        "which makes Hydra build or call what it names; read the record before running it again\n"
+    )
+    stacked = tmp_path / "stacked"
+    basic_sweep_record(stacked, [payload, "seed=1,2"], launcher=STACKED_LAUNCHER)
+    for job in (0, 1):
+        write_job(stacked / str(job), [payload, f"seed={job + 1}"], {"hydra/launcher": "stacked"}, TOY, None)
+    assert report(stacked, PAPER).endswith(
+        f"- 0, 1: the stacked sweep goes on with no command shown: its record ({stacked / 'multirun.yaml'}) has "
+        f"`{payload}`, which makes Hydra build or call what it names; read the record before running it again "
+        "(from the start: no epoch had ended)\n"
+    )
+
+
+def test_a_mapping_naming_what_hydra_builds_anywhere_in_it_is_never_a_command_to_paste(tmp_path):
+    """A key Hydra's instantiate reads (_target_, _args_, ...) in a recorded override, as its key or anywhere in a
+    mapping it gives, in each form Hydra's override grammar reads: first, after another key, after a space, with a
+    space before its colon."""
+    given = [
+        "+callbacks.x={_target_:os.system}",
+        "+callbacks.x={a:1,_target_:os.system}",
+        "+callbacks.x={a: 1, _target_: os.system}",
+        "+callbacks.x={_target_ : os.system}",
+        "+callbacks.model_checkpoint._args_=[x]",
+    ]
+    parser = OverridesParser.create()
+    for job, payload in enumerate(given):
+        parser.parse_override(payload)  # (each an override rnnreg-train takes)
+        write_job(tmp_path / str(job), ["experiment=paper_small", payload], {}, TOY, None)
+    lines = [line for line in report(tmp_path, PAPER).splitlines() if line.startswith("- ") and "(unfinished)" in line]
+    assert len(lines) == len(given)
+    for job, (line, payload) in enumerate(zip(lines, given)):
+        record = tmp_path / str(job) / ".hydra" / "overrides.yaml"
+        assert line.endswith(
+            f"run it again, no command shown: its record ({record}) has `{payload}`, which makes "
+            "Hydra build or call what it names; read the record before running it again"
+        ), line
+
+
 def test_a_recorded_config_folder_someone_else_can_write_is_never_a_command_to_paste(tmp_path):
     """A record's --config-dir or hydra.searchpath folder is repeated in its go-on command: one another user owns, or
     anyone can write (/tmp), may hold a config naming anything for Hydra to build, so no command; a folder of one's
@@ -681,6 +760,21 @@ def test_unfinished_stacked_sweep_goes_on_with_its_resume_switch(tmp_path):
     for job in (0, 1):  # stopped by a signal: the group's file holds the window it stopped in
         (sweep / str(job) / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 1}))
     assert report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (each group from the window where it stopped)\n")
+
+
+def test_a_stacked_sweep_stopped_by_a_signal_and_killed_hard_says_where_each_group_goes_on_from(tmp_path):
+    """A stacked sweep whose members ended both ways (one stopped by a signal, one killed hard): its resume starts
+    each group where that group stopped, the window of a signal or the last epoch's end, not one of them for all."""
+    sweep = tmp_path / "sweep"
+    for job, placement in enumerate(("non_recurrent", "recurrent")):
+        write_job(sweep / str(job), [f"dropout={placement}"], {"hydra/launcher": "stacked"}, TOY, None)
+    (sweep / "0" / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 1}))
+    (sweep / ".stacked").mkdir()
+    (sweep / ".stacked" / "group_0.pt").write_bytes(b"")
+    assert report(sweep, PAPER).endswith(
+        f"hydra.sweep.dir={sweep}` (each group from where it stopped: the window of a signal, the last epoch's end of "
+        "a hard kill)\n"
+    )
 
 
 def test_placement_without_hydra_choices_falls_back_to_the_override(tmp_path):
@@ -1517,6 +1611,36 @@ def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_pa
     )
     assert "never started" not in report(sweep("named", "s${seed}", basic, "s1"))
     assert "never started" not in report(sweep("stacked", "${hydra.job.num}", STACKED_LAUNCHER, "0"))
+
+
+def test_jobs_that_never_started_of_a_sweep_below_the_reports_folder_are_listed_by_their_path(tmp_path):
+    """rnnreg-report path=<a folder of sweeps>: each basic sweep below it has its jobs that never started listed, by
+    their folder under the report's, with their sweep's own command (its --config-dir); a glob over a group's
+    options (which needs the config to expand) lists none and stops nothing."""
+    configs = config_folder(tmp_path, "my_configs")
+    sweep = tmp_path / "runs" / "a"
+    basic_sweep_record(sweep, ["dropout=none", "seed=1,2"], config_dir=configs)
+    write_job(sweep / "0", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 440.0)
+    globbed = tmp_path / "runs" / "b"
+    basic_sweep_record(globbed, ["dropout=glob(*)", "seed=1"])
+    write_job(globbed / "0", ["dropout=both", "seed=1"], {"dropout": "both"}, TOY, 430.0)
+    table = report(tmp_path / "runs", PAPER)
+    assert table.endswith(
+        f"how each goes on\n\n- a/1 (never started: no folder): `rnnreg-train --config-dir {configs} dropout=none "
+        "seed=2`\n"
+    )
+
+
+def test_a_sweeps_record_whose_overrides_are_no_list_is_one_line(tmp_path):
+    """A sweep's multirun.yaml whose hydra.overrides.task is not a list of overrides (edited, from elsewhere): the
+    report stops with one line naming it, not a report that leaves out the jobs that never started."""
+    basic_sweep_record(tmp_path, "seed=1,2")
+    write_job(tmp_path / "0", ["seed=1"], {}, TOY, 440.0)
+    record = re.escape(str(tmp_path / "multirun.yaml"))
+    with pytest.raises(
+        DataError, match=rf"^{record} is not readable \(hydra.overrides.task is not a list of overrides\)"
+    ):
+        report(tmp_path, PAPER)
 
 
 def test_runs_of_the_default_corpus_from_two_folders_are_one_configuration(tmp_path):
