@@ -725,6 +725,16 @@ def test_a_printed_path_hydra_would_read_as_another_type_is_quoted():
         assert parser.parse_override(path_override("ckpt_path", name)).value() == name
 
 
+def test_a_printed_path_with_a_comma_an_equals_sign_or_spaces_at_its_ends_reads_back_as_itself():
+    """A folder named `run,2` (Hydra reads a sweep), `a=b` (its grammar refuses it), ` lead` or `trail ` (Hydra strips
+    a value's ends) or `1_000` (an integer): in a printed command Hydra reads each back as that path."""
+    from rnnreg.override_text import path_override
+
+    parser = OverridesParser.create()
+    for name in ("out/run,2", "out/a=b", " lead", "trail ", "1_000", "out/[1]"):
+        assert parser.parse_override(path_override("ckpt_path", name)).value() == name, name
+
+
 def test_the_report_replaces_a_link_in_its_folder_and_leaves_what_it_points_at(tmp_path):
     """A shared folder's report.md or figure may be a link someone left to a file of yours (~/.bashrc): the report
     replaces the link with its own file; the file it pointed at keeps its contents (it was written over)."""
