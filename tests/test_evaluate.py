@@ -508,6 +508,18 @@ def test_eval_under_bf16_of_a_fused_model_is_refused_on_a_cpu_without_a_bf16_lst
     assert not os.path.exists(f"{cfg.paths.output_dir}/metrics.json")
 
 
+def test_eval_of_a_fused_model_in_float32_runs_on_a_cpu_without_a_bf16_lstm(checkpoints, monkeypatch):
+    """Where oneDNN has no bf16 LSTM (stood in for: this CPU may have one), rnnreg-eval of a checkpoint whose LSTM is
+    nn.LSTM is refused under trainer.precision=bf16-mixed alone: in 32-true (the fix the refusal gives) it evaluates."""
+    import rnnreg.model
+
+    monkeypatch.setattr(rnnreg.model, "cpu_runs_fused_lstm_in_bf16", lambda: False)
+    corpus, (a, _), root = checkpoints
+    with pytest.raises(ConfigError, match=r"^trainer.precision=bf16-mixed runs the fused LSTM .*: use trainer.prec"):
+        evaluate(eval_cfg(corpus, root, a, "trainer.precision=bf16-mixed"))
+    assert math.isfinite(evaluate(eval_cfg(corpus, root, a, "trainer.precision=32-true"))["test_ppl"])
+
+
 def test_every_member_of_an_ensemble_is_checked_against_the_datas_vocabulary(checkpoints, tmp_path):
     """Each checkpoint of an ensemble, not the first only, must be trained on this data's vocabulary: a member
     with the same words in another order (the same size, other ids) would be averaged in, predicting the wrong

@@ -950,6 +950,33 @@ def test_on_a_cpu_without_a_bf16_lstm_the_refusal_reads_the_lstm_the_model_runs(
         assert validate_args("train", [*args, *taken]) == 1, taken
 
 
+def test_bf16_on_a_cpu_without_a_bf16_lstm_is_refused_wherever_lightning_would_pick_the_cpu(monkeypatch):
+    """Where oneDNN has no bf16 LSTM (stood in for: this CPU may have one), bf16-mixed of the fused LSTM is refused
+    for trainer.accelerator=auto on a machine without a GPU (Lightning picks the CPU), and for a trainer config that
+    leaves the accelerator out (Lightning's auto); on a machine with a GPU (its count stood in for) auto picks the
+    GPU, and the run is taken."""
+    import rnnreg.model
+
+    monkeypatch.setattr(rnnreg.model, "cpu_runs_fused_lstm_in_bf16", lambda: False)
+    refusal = r"^trainer.precision=bf16-mixed runs the fused LSTM \(nn.LSTM\) in bf16 on oneDNN"
+    args = ["experiment=paper_small", "trainer.precision=bf16-mixed"]
+    monkeypatch.setattr(trainer_rules, "cuda_gpus", lambda: 0)
+    for given in (["trainer.accelerator=auto"], ["~trainer.accelerator"]):
+        with pytest.raises(ConfigError, match=refusal):
+            validate_args("train", [*args, *given])
+    monkeypatch.setattr(trainer_rules, "cuda_gpus", lambda: 1)
+    assert validate_args("train", [*args, "trainer.accelerator=auto"]) == 1
+
+
+def test_a_precision_given_as_a_number_is_the_precision_of_its_text(tmp_path):
+    """trainer.precision=16 or 32 (a number on the command line, which Lightning takes as '16' and '32'): 16 on a CPU
+    is refused as 16-mixed is, and a stacked sweep takes 32 as it takes 32-true."""
+    with pytest.raises(ConfigError, match=r"^trainer.precision=16 needs a GPU \(fp16 on CPU is not supported\)"):
+        validate_args("train", ["trainer.accelerator=cpu", "trainer.precision=16"])
+    stacked = ["-m", "hydra/launcher=stacked", "seed=1,2", "trainer.accelerator=cpu", "trainer.precision=32"]
+    assert validate_args("train", [*stacked, f"hydra.sweep.dir={tmp_path / 'sweep'}"]) == 2
+
+
 def test_a_bf16_run_on_this_cpu_trains_or_is_refused_before_it_makes_anything(tiny_corpus, tmp_path):
     """rnnreg-train under bf16 autocast, a real process: the step loop trains on any CPU; the fused LSTM trains
     where oneDNN has a bf16 LSTM, and elsewhere exits 2 with one line and no run folder."""
@@ -1059,3 +1086,10 @@ def test_a_messages_paper_values_are_the_paper_experiments_own():
         assert "the paper's: " in message and all(re.search(rf"\b{re.escape(v)}\b", message) for v in values), key
     optim = dict(with_paper)
     assert optim["optim.decay"].describe().endswith("the paper's: 2.0 (small), 1.2 (medium), 1.15 (large))")
+
+
+@pytest.mark.parametrize("accelerator, processes", [("gpu", 4), ("auto", 4), ("cpu", 1)])
+def test_a_trainer_config_without_devices_starts_as_many_processes_as_lightnings_auto(accelerator, processes):
+    """trainer.devices left out (a trainer config of the user's, or ~trainer.devices): Lightning's default is auto,
+    one process per GPU where the accelerator may be one (not one process)."""
+    assert trainer_processes(OmegaConf.create({"accelerator": accelerator}), gpus=4) == processes
