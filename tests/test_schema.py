@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -599,6 +600,80 @@ def test_an_optional_group_taken_away_is_not_what_another_refusal_blames():
         validate_args("train", ["~debug", "trainer.max_epochs=???"])
     with pytest.raises(ConfigError, match=r"^debug is not a key of the train config"):
         validate_args("train", ["~debug", "debug.x=1"])
+
+
+@pytest.mark.parametrize(
+    "name, given, meant",
+    [
+        ("generate", "prompt=he does n't know", "he does n't know"),  # a quote: Hydra's inner quotes are double
+        ("generate", "prompt='it's'", "it's"),  # quoted for Hydra already, a quote inside
+        ("train", "data.data_dir=/tmp/a=b$c", "/tmp/a=b$c"),  # `$`: a shell's, in double quotes
+    ],
+)
+def test_the_quoting_a_refused_override_is_given_passes_its_value_through_a_shell_to_hydra(name, given, meant):
+    """An override Hydra's grammar refuses is told to quote its value: the e.g. it gives, pasted into a shell (bash,
+    a real one), reaches Hydra as an override whose value is the one meant."""
+    with pytest.raises(ConfigError) as refused:
+        validate_args(name, [given])
+    fix = re.search(r"e\.g\. (.*) \(the outer quotes for the shell", str(refused.value))[1]
+    word = subprocess.run(["bash", "-c", f"printf %s {fix}"], capture_output=True, text=True, check=True).stdout
+    assert OverridesParser.create().parse_override(word).value() == meant, (fix, word)
+
+
+@pytest.mark.parametrize("given", ["seed=tag(1)", "dropout=tag(x,none)"])
+def test_the_tag_a_refusal_gives_labels_a_sweep_the_check_takes(given):
+    """tag() with no tag before its value (`seed=tag(1)`), or with names alone (`dropout=tag(x,none)`: the last one the
+    value): the fix given has a tag and a sweep of the values, and the check takes it as one job."""
+    with pytest.raises(ConfigError) as refused:
+        validate_args("train", [given])
+    fix = shlex.split(str(refused.value).split("tag() takes its tags, then the sweep they label: ", 1)[1])
+    assert fix[0] == "-m" and validate_args("train", fix) == 1, fix
+
+
+def test_a_group_whose_default_is_a_list_given_null_is_not_told_to_take_it_away_with_tilde():
+    """regularizer=null (a group whose default is a list of options, none: not an optional group, null by default):
+    its options, or leave it out; not ~regularizer, which Hydra refuses for it."""
+    with pytest.raises(ConfigError) as refused:
+        validate_args("train", ["regularizer=null"])
+    assert str(refused.value) == (
+        "regularizer=null: regularizer is a config group and null is not one of its options: choose one of "
+        "early_stopping, embedding_dropout, layer_norm, tied_embeddings, weight_decay, or leave regularizer= out to "
+        "keep its default"
+    )
+
+
+def test_a_primary_config_that_is_nowhere_is_one_line_without_hydras_search_path():
+    """--config-name=nope: Hydra's message, without the search path it lists on the lines after it."""
+    with pytest.raises(ConfigError) as refused:
+        validate_args("train", ["--config-name=nope"])
+    assert str(refused.value) == "Cannot find primary config 'nope'. Check that it's in your config search path."
+
+
+@pytest.mark.parametrize(
+    "given, says",
+    [
+        (  # a key under a mapping of the launcher's (submitit_slurm's additional_parameters)
+            "hydra.launcher.additional_parameters.mail=x",
+            "hydra.launcher.additional_parameters.mail is a setting of hydra/launcher=submitit_slurm, and this "
+            "command's launcher is basic: add hydra/launcher=submitit_slurm, or leave "
+            "hydra.launcher.additional_parameters.mail out",
+        ),
+        (  # a setting of several: rnnreg's own launcher config the fix
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.partition is a setting of hydra/launcher=slurm and hydra/launcher=submitit_slurm, and this "
+            "command's launcher is basic: add hydra/launcher=slurm, or leave hydra.launcher.partition out",
+        ),
+        (
+            "hydra.launcher.nope=1",
+            "hydra.launcher.nope is not a setting of this command's launcher (basic): leave it out, or pick its "
+            "launcher",
+        ),
+    ],
+)
+def test_a_launcher_setting_this_commands_launcher_lacks_names_the_launchers_that_have_it(given, says):
+    with pytest.raises(ConfigError) as refused:
+        validate_args("train", ["-m", "seed=1,2", given])
+    assert str(refused.value) == f"{given}: {says}"
 
 
 def test_a_relative_path_a_job_would_read_from_its_run_folder_is_one_line(tmp_path, monkeypatch):
