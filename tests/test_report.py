@@ -400,7 +400,7 @@ def basic_sweep_record(
 ) -> None:
     """A sweep's multirun.yaml as Hydra's basic sweeper writes it: its command line's overrides (`task`), the
     launcher's target, and a --config-dir among its config sources."""
-    from rnnreg.sweep import BASIC_SWEEPER
+    from rnnreg.multirun_jobs import BASIC_SWEEPER
 
     hydra = {
         "sweeper": {"_target_": BASIC_SWEEPER, "params": None},
@@ -420,7 +420,7 @@ def test_no_command_that_goes_on_repeats_a_recorded_override_that_makes_hydra_bu
     """Every command the report gives (a job's resume from its last checkpoint, a job that never started, a stacked
     sweep's resume) repeats what a record from someone else's folder says: where that names something for Hydra to
     build, no command but the record to read, whichever of them it is."""
-    from rnnreg.sweep import STACKED_LAUNCHER
+    from rnnreg.multirun_jobs import STACKED_LAUNCHER
 
     payload = "+callbacks.x._target_=torch.load"
     resumed = tmp_path / "resumed"
