@@ -1641,6 +1641,19 @@ def test_jobs_that_never_started_of_a_sweep_below_the_reports_folder_are_listed_
     )
 
 
+def test_a_never_started_job_below_the_reports_folder_names_its_own_sweeps_record(tmp_path):
+    """A never-started job of a sweep below the report's folder whose record gives no command names that sweep's own
+    multirun.yaml to read (it named the report folder's, which is not there)."""
+    payload = "+callbacks.x._target_=torch.load"
+    sweep = tmp_path / "runs" / "a"
+    basic_sweep_record(sweep, [payload, "seed=1,2"])
+    write_job(sweep / "0", [payload, "seed=1"], {}, TOY, 440.0)
+    assert report(tmp_path / "runs", PAPER).endswith(
+        f"- a/1 (never started: no folder): no command shown: its record ({sweep / 'multirun.yaml'}) has `{payload}`, "
+        "which makes Hydra build or call what it names; read the record before running it again\n"
+    )
+
+
 def test_a_sweeps_record_whose_overrides_are_no_list_is_one_line(tmp_path):
     """A sweep's multirun.yaml whose hydra.overrides.task is not a list of overrides (edited, from elsewhere): the
     report stops with one line naming it, not a report that leaves out the jobs that never started."""

@@ -40,8 +40,8 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
             lines.append(f"- {r['run']} ({r['status']}): no checkpoint was written: run it again, {again}")
     if root is not None:
         lines += [
-            f"- {job} (never started: no folder): {pasteable(command, root / 'multirun.yaml')}"
-            for job, command in never_started(rows, root)
+            f"- {job} (never started: no folder): {pasteable(command, record)}"
+            for job, command, record in never_started(rows, root)
         ]
     for sweep, runs in sweeps.items():
         lines.append(
@@ -107,11 +107,11 @@ def again_command(run: Path) -> str:
     return shlex.join([*recorded_run_command(run), *overrides])
 
 
-def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
-    """(job, command) of each job of a basic sweep under `root` that has no folder: the sweep was stopped
-    (SIGTERM, Ctrl-C) before it. Its jobs are recomputed from its multirun.yaml as Hydra's basic sweeper
-    splits them (rnnreg.multirun_jobs.basic_sweep_jobs), in numbered folders; nothing for a live sweep, another sweeper,
-    another subdir, or overrides that need the config to expand."""
+def never_started(rows: list[dict], root: Path) -> list[tuple[str, str, Path]]:
+    """(job, command, its sweep's multirun.yaml) of each job of a basic sweep under `root` that has no folder: the
+    sweep was stopped (SIGTERM, Ctrl-C) before it. Its jobs are recomputed from its multirun.yaml as Hydra's basic
+    sweeper splits them (rnnreg.multirun_jobs.basic_sweep_jobs), in numbered folders; nothing for a live sweep,
+    another sweeper, another subdir, or overrides that need the config to expand."""
     found = []
     sweeps = {root, *(r["path"].parent for r in rows)}
     for sweep in sorted((s for s in sweeps if s == root or root in s.parents), key=lambda p: job_order(str(p))):
@@ -135,5 +135,5 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str]]:
         for num, overrides in enumerate(jobs):
             if not (sweep / str(num) / ".hydra" / "config.yaml").is_file():
                 command = shlex.join([*recorded_command(hydra), *overrides])
-                found.append((str((sweep / str(num)).relative_to(root)), command))
+                found.append((str((sweep / str(num)).relative_to(root)), command, record))
     return found
