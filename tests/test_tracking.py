@@ -362,6 +362,22 @@ def resumed_run_cases(ckpts: dict[str, Path]) -> dict[str, tuple[list[str], dict
             "logging over another's history: search from it with logger=csv, or resume it with logger=wandb in a "
             f"single run (no -m) ({RESUMED_RUN})",
         ),
+        "optuna-searches-checkpoints-of-one-run": (
+            ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=2"]
+            + [f"+hydra.sweeper.params.ckpt_path='choice({best},{last})'"],
+            {},
+            f"hydra.sweeper.params.ckpt_path=choice({best},{last}) lets two trials resume {best} and {last}, "
+            "checkpoints of one W&B run (w1), so both would go on in it, each logging over the other's history: "
+            "search from them with logger=csv, or resume each with logger=wandb in a single run (no -m) "
+            f"({RESUMED_RUN})",
+        ),
+        "optuna-may-draw-one-checkpoint-twice": (
+            ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=2", f"ckpt_path={last},{w2}"],
+            {},
+            f"ckpt_path={last},{w2} lets two trials both resume {last} (Optuna draws each trial's choice anew), so "
+            "both would go on in its W&B run (w1), each logging over the other's history: search from it with "
+            f"logger=csv, or resume it with logger=wandb in a single run (no -m) ({RESUMED_RUN})",
+        ),
     }
 
 
@@ -372,8 +388,9 @@ def test_a_multirun_whose_resumed_jobs_would_share_one_wandb_run_is_one_line_bef
     """Jobs that resume go on in their checkpoint's W&B run (its wandb_run_id), else in the run their config (or
     WANDB_RUN_ID) names: two checkpoints of one run, one checkpoint resumed twice (ckpt_path=last finding it for
     both, too), a fixed id on a checkpoint without a run, an id (or WANDB_RUN_ID) that names another job's
-    resumed run, an Optuna study resuming one checkpoint in every trial: refused in one line naming both jobs, the
-    run and the fix, before the sweep folder is made (before: jobs with a ckpt_path were left out of the check)."""
+    resumed run, an Optuna study resuming one checkpoint in every trial, or searching checkpoints two trials can
+    share a run through: refused in one line naming both jobs, the run and the fix, before the sweep folder is made
+    (before: jobs with a ckpt_path were left out of the check; then a searched one was)."""
     overrides, env, line = resumed_run_cases(resumable)[case]
     sweep = tmp_path / "new" / "sweep"
     flags, overrides = [o for o in overrides if o == "-m"], [o for o in overrides if o != "-m"]
@@ -466,6 +483,33 @@ def test_a_one_trial_study_keeps_its_fixed_wandb_id_and_two_trials_are_refused()
     check_wandb_runs(study(1))
     with pytest.raises(ConfigError, match=r"^logger\.wandb\.id=myid puts every job of the multirun in one W&B run"):
         check_wandb_runs(study(2))
+
+
+def test_a_study_is_refused_only_where_two_trials_can_resume_checkpoints_of_one_wandb_run(
+    resumable, no_wandb_credentials
+):
+    """A study's ckpt_path as Optuna reads it: a fixed one in its params is every trial's; a choice may give two
+    trials one checkpoint's run. Not refused: one trial, choices of checkpoints without a run (or a fresh start),
+    and a search that is no choice (an interval of a path: a trial stops on the number it draws, with its own line)."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.sweep_wandb import check_wandb_runs
+
+    last, plain = resumable["w1"] / "last.ckpt", resumable["plain"]
+
+    def study(ckpt_path: str, trials: int = 2):
+        given = ["hparams_search=optuna", "dropout=non_recurrent", "logger=wandb", f"hydra.sweeper.n_trials={trials}"]
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            return compose(
+                "train", [*given, f"+hydra.sweeper.params.ckpt_path='{ckpt_path}'"], return_hydra_config=True
+            )
+
+    with pytest.raises(ConfigError, match=rf"^ckpt_path={last} puts every job of the multirun in one W&B run \(w1,"):
+        check_wandb_runs(study(str(last)))
+    for ckpt_path, trials in [(f"choice({last},{last})", 1), (f"choice({plain},null)", 2), ("interval(1,2)", 2)]:
+        check_wandb_runs(study(ckpt_path, trials))
 
 
 def test_experiments_that_set_one_wandb_id_swept_together_are_one_line_before_any_runs(

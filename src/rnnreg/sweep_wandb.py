@@ -1,19 +1,21 @@
 """A multirun's jobs and their W&B runs: one run per job. Two jobs with one logger.wandb.id (or WANDB_RUN_ID) would
 each log over the other's history in one run, and so would two jobs that resume checkpoints of one W&B run (a resume
 goes on in the run its checkpoint was written in: `-m ckpt_path=a/best.ckpt,a/last.ckpt`, or `ckpt_path=last` that
-finds one checkpoint for two jobs), or a job given the id of the run another job resumes. Such a multirun is refused
-before any job runs (rnnreg.sweep.SweepCallback calls check_wandb_runs as the multirun starts), with an id that
-differs per job, or the command that resumes a run once. A checkpoint is read (as data only, its tensors mapped:
-rnnreg.resumed_run) only where a job resumes it with W&B."""
+finds one checkpoint for two jobs, or two trials of an Optuna study that searches ckpt_path), or a job given the id
+of the run another job resumes. Such a multirun is refused before any job runs (rnnreg.sweep.SweepCallback calls
+check_wandb_runs as the multirun starts), with an id that differs per job, or the command that resumes a run once.
+A checkpoint is read (as data only, its tensors mapped: rnnreg.resumed_run) only where a job resumes it with W&B."""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
 from typing import NamedTuple
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError
@@ -205,19 +207,25 @@ def resolved_wandb_run(config: DictConfig, key: str) -> str | None:
 def check_study_wandb_run(config: DictConfig) -> None:
     """check_wandb_runs for another sweeper (Optuna: its jobs come one by one), from the sweep's config: one id
     for every job is a fixed logger.wandb.id that the search does not vary, or WANDB_RUN_ID without one, or the
-    run of a checkpoint that every trial resumes (a fixed ckpt_path: each trial would go on in its run)."""
+    run of a checkpoint that every trial resumes (a fixed ckpt_path: each trial would go on in its run), or that
+    two trials may resume (a searched ckpt_path: Optuna draws each trial's choice anew, so one checkpoint twice,
+    or two checkpoints of one run)."""
     trials = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
     found = wandb_id_key(config)
     if found is None or (trials is not None and trials < 2):  # (one trial shares its run with no other)
         return
     key, given = found
-    if key == ID_KEY and config.get("ckpt_path") is not None:
-        resumed = study_resumed_run(config, given)
-        if resumed is False:
-            return
-        if resumed is not None:
+    ckpt_paths = study_ckpt_paths(config) if key == ID_KEY else None
+    if ckpt_paths is not None:
+        setting, choices = ckpt_paths
+        read = CheckpointRuns()
+        resumed = [study_resumed_run(config, given, ckpt, read) for ckpt in choices]
+        runs = [run for run in resumed if isinstance(run, JobRun)]
+        if runs:
             if not wandb_off():
-                raise resumed_in_every_trial(resumed)
+                raise resumed_in_two_trials(setting, runs) if setting else resumed_in_every_trial(runs[0])
+            return
+        if setting is None and resumed[0] is False:  # (every trial stops on it, or its run is not known yet)
             return
     if given not in (None, "") and (key in swept_keys(config.hydra) or varies_per_job(config, str(given))):
         return  # each job's own
@@ -229,26 +237,56 @@ def check_study_wandb_run(config: DictConfig) -> None:
         raise shared_wandb_run(config, run_id, "every job of the multirun", config)
 
 
-def study_resumed_run(config: DictConfig, given: object) -> JobRun | None | bool:
-    """The W&B run every trial of a search sweeper goes on in, resuming the one checkpoint its fixed ckpt_path
-    names (`last` too, where the search varies nothing that changes where it looks); None where that checkpoint has
-    no run (each trial's is then its config's, as a fresh one's); False where a trial's checkpoint or run is not
-    known before it runs (a searched ckpt_path: whether two trials draw one checkpoint is the search's draw), or
-    every trial stops on it (rnnreg.training: a checkpoint it cannot read, an id given that is not its run)."""
-    ckpt = str(value_as_given(config, "ckpt_path"))
-    if "ckpt_path" in swept_keys(config.hydra) or varies_per_job(config, ckpt):
-        return False
-    if ckpt == "last" and varies_per_job(config, LAST_ROOT):
+def study_ckpt_paths(config: DictConfig) -> tuple[str | None, list[str]] | None:
+    """The checkpoints a search sweeper's trials may resume, as given (`last`, ${...} unresolved), read as Optuna
+    reads its search space (its params, then the command line's overrides; a fixed value in either over a search):
+    None and a fixed ckpt_path (the config's where none is given), or a searched one as given
+    (`hydra.sweeper.params.ckpt_path=choice(a,b)`, `ckpt_path=a,b`) and its choices. None where no trial resumes,
+    or one is searched by what is no choice (a range or an interval of a path: Optuna stops on it itself)."""
+    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
+    lines = [f"hydra.sweeper.params.{key}={value}" for key, value in params.items()]
+    lines += [line for line in task_overrides(config.hydra) if override_key(line) == "ckpt_path"]
+    fixed, searched = None, None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.lstrip("+~").removeprefix("hydra.sweeper.params.") != "ckpt_path":
+            continue
+        try:
+            (override,) = OverridesParser.create().parse_overrides([f"ckpt_path={value}"])
+        except Exception:  # (Hydra says what it cannot parse itself)
+            return None
+        if override.is_sweep_override():
+            searched = (line.lstrip("+"), list(override.sweep_iterator()) if override.is_choice_sweep() else None)
+        else:
+            fixed = (override.value(),)
+    if fixed is None and searched is None:
+        fixed = (value_as_given(config, "ckpt_path"),)
+    if fixed is not None:
+        return None if fixed[0] is None else (None, [str(fixed[0])])
+    setting, choices = searched
+    return None if choices is None else (setting, [str(choice) for choice in choices if choice is not None])
+
+
+def study_resumed_run(config: DictConfig, given: object, ckpt: str, read: CheckpointRuns) -> JobRun | None | bool:
+    """The W&B run a trial of a search sweeper goes on in, resuming the checkpoint `ckpt` names (as given, `last`
+    too, where the search varies nothing that changes where it looks); None where that checkpoint has no run (the
+    trial's is then its config's, as a fresh one's); False where the trial's checkpoint or run is not known before
+    it runs (a ckpt_path that reads what the search varies), or the trial stops on it (rnnreg.training: a
+    checkpoint it cannot read, an id given that is not its run)."""
+    if varies_per_job(config, ckpt) or (ckpt == "last" and varies_per_job(config, LAST_ROOT)):
         return False
     try:
         with inside_job(config):
             sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()  # (no trial's own folder has a checkpoint yet)
     except OmegaConfBaseException:
         return False
-    resumed = resumed_checkpoint(config, sweep_dir)
+    trial = copy.deepcopy(config)
+    with open_dict(trial):
+        trial.ckpt_path = ckpt
+    resumed = resumed_checkpoint(trial, sweep_dir)
     if not resumed:
         return False
-    run_id = CheckpointRuns()(resumed[0])
+    run_id = read(resumed[0])
     if run_id is None or run_id is False:
         return run_id
     if given not in (None, "") and (ID_KEY in swept_keys(config.hydra) or varies_per_job(config, str(given))):
@@ -375,6 +413,25 @@ def resumed_in_every_trial(resumed: JobRun) -> ConfigError:
     return ConfigError(
         f"ckpt_path={found} puts every job of the multirun in one W&B run ({resumed.run_id}, the run "
         f"{resumed.checkpoint} was written in), each logging over another's history: search from it with "
+        f"logger=csv, or resume it with logger=wandb in a single run (no -m) ({RESUMED_RUN})"
+    )
+
+
+def resumed_in_two_trials(setting: str, runs: list[JobRun]) -> ConfigError:
+    """The one line that refuses a search sweeper's multirun (Optuna) whose searched ckpt_path (`setting`) lets two
+    trials resume checkpoints of one W&B run, `runs` (one per choice with a run): two of them, or one drawn twice."""
+    pairs = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :] if a.run_id == b.run_id]
+    if pairs and pairs[0][0].checkpoint != pairs[0][1].checkpoint:
+        first, second = pairs[0]
+        return ConfigError(
+            f"{setting} lets two trials resume {first.checkpoint} and {second.checkpoint}, checkpoints of one W&B run "
+            f"({first.run_id}), so both would go on in it, each logging over the other's history: search from them "
+            f"with logger=csv, or resume each with logger=wandb in a single run (no -m) ({RESUMED_RUN})"
+        )
+    drawn = pairs[0][0] if pairs else runs[0]
+    return ConfigError(
+        f"{setting} lets two trials both resume {drawn.checkpoint} (Optuna draws each trial's choice anew), so both "
+        f"would go on in its W&B run ({drawn.run_id}), each logging over the other's history: search from it with "
         f"logger=csv, or resume it with logger=wandb in a single run (no -m) ({RESUMED_RUN})"
     )
 
