@@ -681,6 +681,40 @@ def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_crede
     assert part2["summary"]["test_ppl"] == pytest.approx(json.loads((second / "metrics.json").read_text())["test_ppl"])
 
 
+def test_a_resume_stopped_before_its_first_window_leaves_no_wandb_part_the_next_sync_misses(
+    tiny_cli, tmp_path, no_wandb_credentials
+):
+    """A resumed run stopped by a signal before its first window writes no checkpoint (it goes on from the one it
+    resumed), and leaves no offline W&B part either: it logged nothing since that checkpoint (its part held the
+    config and its interrupted status), and no resume would name it. The line it prints names the parts there
+    are, and the next resume's `wandb sync` line names every part of the run on disk. Before, its part stayed in
+    its folder, named by no later line. A resume stopped once it has logged keeps its part."""
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    tiny = [*tiny_cli, "logger=wandb", "test=false", "trainer.limit_train_batches=4"]
+    proc = run("rnnreg-train", *tiny, *signal_at(signal.SIGTERM, 2), f"hydra.run.dir={first}", check=False)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    (part1,) = (first / "wandb").glob("offline-run-*")
+    resumed = first / "checkpoints" / "last.ckpt"
+    stop = ["+callbacks.stop._target_=helpers.SignalAsFitStarts", f"+callbacks.stop.signum={int(signal.SIGTERM)}"]
+    proc = run("rnnreg-train", *tiny, f"ckpt_path={resumed}", *stop, f"hydra.run.dir={second}", check=False)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert json.loads((second / "metrics.json").read_text())["resume"] == f"rnnreg-train ... ckpt_path={resumed}"
+    assert not (second / "wandb").exists()
+    said = proc.stdout + proc.stderr  # (W&B's own closing lines too)
+    assert said.count("wandb sync") == 1 and f"wandb sync {part1}\n" in proc.stdout, said[-3000:]
+    proc = run("rnnreg-train", *tiny, f"ckpt_path={resumed}", f"hydra.run.dir={third}")
+    parts = sorted(tmp_path.glob("*/wandb/offline-run-*"), key=lambda part: part.name)
+    assert [part.parent.parent for part in parts] == [first, third]
+    assert f"wandb sync {' '.join(map(str, parts))}\n" in proc.stdout, proc.stdout[-3000:]
+    assert [p["exit_code"] for p in wandb_run_parts(first) + wandb_run_parts(third)] == [1, 0]
+    # a resume stopped after it logged (an epoch's validation) keeps its part, named with the others
+    fourth = tmp_path / "fourth"
+    stop = signal_at(signal.SIGTERM, 1, epoch=1)
+    proc = run("rnnreg-train", *tiny, f"ckpt_path={resumed}", *stop, f"hydra.run.dir={fourth}", check=False)
+    (part4,) = (fourth / "wandb").glob("offline-run-*")
+    assert proc.returncode == 143 and f"wandb sync {part1} {part4}\n" in proc.stdout, proc.stdout[-3000:]
+
+
 def test_sync_command_names_only_the_runs_own_parts(tmp_path):
     """The earlier parts come from a checkpoint (untrusted): a folder it names that is not a part of this run
     (another name, or no `run-<id>.wandb` in it) never gets into the printed `wandb sync` command."""

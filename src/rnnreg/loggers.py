@@ -10,6 +10,7 @@ import glob
 import netrc
 import os
 import shlex
+import shutil
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -254,9 +255,13 @@ def log_checkpoints(run, best: str | None, last: str | None) -> None:
         run.log_artifact(artifact, aliases=aliases)
 
 
-def finish_wandb(loggers: list, summary: dict, exit_code: int = 0, checkpoints: tuple = (None, None)) -> None:
+def finish_wandb(
+    loggers: list, summary: dict, exit_code: int = 0, checkpoints: tuple = (None, None), drop_empty_part: bool = False
+) -> None:
     """Put the final metrics in each W&B run's summary and close it (one finished run per job); exit_code 1
-    marks the run failed. Offline runs asked to log the model keep `checkpoints` (best, last) as artifacts."""
+    marks the run failed. Offline runs asked to log the model keep `checkpoints` (best, last) as artifacts.
+    `drop_empty_part`: an offline part with nothing in its history (the config and the summary only) is removed
+    once closed (remove_offline_part), and the sync line names the run's other parts."""
     for logger in loggers:
         if not isinstance(logger, WandbLogger):
             continue
@@ -265,10 +270,17 @@ def finish_wandb(loggers: list, summary: dict, exit_code: int = 0, checkpoints: 
         if exit_code == 0 and getattr(logger, "offline_log_model", False):
             log_checkpoints(run, *checkpoints)
         run_dir, run_id = Path(run.dir).parent, run.id
+        empty = drop_empty_part and logger._offline and run.step == 0
+        if empty:
+            run._settings.quiet = True  # W&B's own closing lines would name the part removed below
         run.finish(exit_code=exit_code)
         if not logger._offline:
             continue
+        if empty:
+            remove_offline_part(run_dir, run_id)
         parts = offline_parts(run_dir, run_id, getattr(logger, "earlier_parts", ()))
+        if not parts:
+            continue
         if len(parts) == 1:
             print(f"W&B run saved offline; upload it with: {sync_command(parts)}")
         else:  # given together, wandb sync uploads a run's parts one after another, in the order they started
@@ -276,3 +288,17 @@ def finish_wandb(loggers: list, summary: dict, exit_code: int = 0, checkpoints: 
                 f"W&B run {run_id} saved offline in {len(parts)} parts (it was resumed); upload them into the one run, "
                 f"in order, with: {sync_command(parts)}"
             )
+
+
+def remove_offline_part(run_dir: Path, run_id: str) -> None:
+    """Remove a closed part of offline W&B run `run_id` (a folder offline_part_start names so), W&B's links to it
+    beside it (latest-run, debug.log) and their folder where nothing else is left in it."""
+    if not offline_part_start(run_dir, run_id):
+        return
+    shutil.rmtree(run_dir)
+    for link in run_dir.parent.iterdir():
+        target = os.path.normpath(link.parent / os.readlink(link)) if link.is_symlink() else ""
+        if target == str(run_dir) or target.startswith(f"{run_dir}{os.sep}"):
+            link.unlink()
+    if not any(run_dir.parent.iterdir()):
+        run_dir.parent.rmdir()

@@ -333,7 +333,8 @@ def record_failure(
     signal that stopped it (stop_signal); `submitit_job`: the submitit job a signal stopped (when that job runs
     again, requeued, it goes on from here: rnnreg.preemption.requeued_checkpoint); `resumed`: the checkpoint the run
     resumed from, where an interrupted run that wrote none in its folder goes on (stopped before its first window,
-    it has trained nothing since)."""
+    it has trained nothing since); its offline W&B part, where it logged nothing (only the config and its status),
+    is removed: no later resume's sync line would name it (it names the checkpoint's parts and its own)."""
     last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
     status = "interrupted" if interrupted else "failed"
     error = STOPPED_BY.get(stop) or str(err) or type(err).__name__
@@ -348,7 +349,8 @@ def record_failure(
         log.warning("%s", write_err)
     if trainer is not None:
         try:  # the W&B run ends marked failed (exit code 1), with the reason in its summary
-            finish_wandb(trainer.loggers, {"status": status, "error": error}, exit_code=1)
+            drop = interrupted and resumed is not None
+            finish_wandb(trainer.loggers, {"status": status, "error": error}, exit_code=1, drop_empty_part=drop)
         except Exception as wandb_err:  # never hide the run's own error
             log.warning("could not close the W&B run: %s", wandb_err)
 
