@@ -125,6 +125,84 @@ def test_the_estimate_holds_the_final_test_timed_on_validation_windows(tiny_cfg,
         assert torch.equal(windows.streams, batchify(ids["valid"], b))
 
 
+def test_the_test_estimate_adds_the_evaluation_loop_to_each_window():
+    """Each protocol's windows at its forward's time a window plus what the evaluation loop adds to one: a window
+    timed through the loop less its forward timed bare, never below 0 (a forward timed slower than the loop)."""
+    from rnnreg.timing import eval_loop_seconds, testing_seconds
+
+    assert eval_loop_seconds(3.0, 2.0) == 1.0 and eval_loop_seconds(1.0, 2.0) == 0.0
+    assert testing_seconds([(10, 0.5), (4, 2.0)], 0.25) == 10 * 0.75 + 4 * 2.25
+    assert testing_seconds([(10, 0.5), (4, 2.0)]) == 10 * 0.5 + 4 * 2.0
+
+
+def test_the_plan_times_the_test_and_validation_through_the_evaluation_loop(tiny_cfg, monkeypatch):
+    """The plan's final test holds what Lightning's evaluation loop adds to each window (hooks, logging, data
+    loading, the metric), measured on the sanity check's windows past its first (the same loop), not the
+    network's forward alone (before: "test 0 s" for a small model whose test takes seconds); its validation is
+    the validation's windows at the sanity check's time a window. Known timings: the clock ticks 1 s a reading,
+    so a forward over 2 windows is 0.5 s a window, and the sanity check's second window (its default 2) 1 s."""
+    import rnnreg.callbacks
+    from rnnreg.callbacks import RunPlan
+    from rnnreg.training import build
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(rnnreg.callbacks, "device_clock", lambda device: float(next(ticks)))
+    budget = ("trainer.max_epochs=1", "trainer.limit_train_batches=13", "data.eval_bptt=7")
+    cfg = tiny_cfg(*budget, "trainer.limit_test_batches=30", "trainer.num_sanity_val_steps=2")
+    datamodule, task, trainer = build(cfg)
+    trainer.fit(task, datamodule=datamodule)
+    (plan,) = [c for c in trainer.callbacks if isinstance(c, RunPlan)]
+    ids = datamodule.load().ids
+    test = [min(30, math.ceil((ids["test"].numel() // b - 1) / 7)) for b in (1, cfg.data.batch_size)]
+    valid = math.ceil((ids["valid"].numel() // cfg.data.batch_size - 1) / 7)
+    assert plan.test_seconds == sum(test) * (0.5 + (1 - 0.5)), plan.message  # before: sum(test) * 0.5
+    assert plan.test_protocols == [(test[0], 0.5), (test[1], 0.5)]
+    said = f"validation {format_duration(valid * 1.0)} + test {format_duration(sum(test) * 1.0)})"
+    assert plan.message.splitlines()[-1].endswith(said), plan.message
+
+
+def test_the_eta_times_the_test_on_the_latest_validation_pass(tiny_cfg, monkeypatch):
+    """After a validation pass, the ETA's final test is its windows at what that pass took a window (the same
+    loop as the test's), the validation's bare forward (here stubbed at 0 s a window) taken out; before any
+    validation and with no sanity check, the forward's alone (0 s here)."""
+    import rnnreg.timing
+    from rnnreg.training import build
+
+    monkeypatch.setattr(rnnreg.timing, "seconds_per_eval_window", lambda *args, **kwargs: 0.0)
+    budget = ("trainer.max_epochs=2", "trainer.limit_train_batches=14", "trainer.limit_test_batches=3")
+    datamodule, task, trainer = build(tiny_cfg(*budget, "data.eval_bptt=7", "callbacks.run_plan.measure_windows=4"))
+
+    class ReadTest(L.Callback):
+        """After every window: the ETA less its training and validation left, and the latest validation pass."""
+
+        def __init__(self):
+            self.shown = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
+            left, per_window = run_seconds_left(trainer, speed), speed.seconds_per_window
+            if left is not None:
+                epoch = trainer.current_epoch
+                train_left = (2 * 14 - (epoch * 14 + batch_idx + 1)) * per_window
+                test = left - train_left - (2 - epoch) * validation_seconds(trainer, speed, per_window)
+                self.shown.append((epoch, test, speed.val_seconds))
+
+    reader = ReadTest()
+    trainer.callbacks.append(reader)
+    trainer.fit(task, datamodule=datamodule)
+    valid = math.ceil((datamodule.load().ids["valid"].numel() // 4 - 1) / 7)  # data.batch_size=4 streams
+    first = [test for epoch, test, _ in reader.shown if epoch == 0]
+    assert first and first == pytest.approx([0.0] * len(first), abs=1e-9)
+    second = [(test, val) for epoch, test, val in reader.shown if epoch == 1]
+    for test, val in second:  # 3 windows of each protocol, each at the pass's time a window
+        assert test == pytest.approx((3 + 3) * val / valid) and test > 0, second
+    assert second and len({val for _, val in second}) == 1  # the first epoch's pass
+    from rnnreg.callbacks import validation_windows
+
+    speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
+    assert validation_windows(trainer) == speed.val_windows == valid > 1
+
+
 def test_the_plan_counts_the_epochs_a_step_limit_leaves():
     """trainer.max_steps ends a run inside an epoch: the plan counts that epoch too (25 steps of 10 windows: 3
     epochs), and a limit inside the first epoch is 1 epoch, not 0; max_epochs still caps it."""

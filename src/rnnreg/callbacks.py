@@ -21,8 +21,10 @@ from rnnreg.timing import (
     FirstWindows,
     device_clock,
     estimate_run_seconds,
-    estimated_test_seconds,
+    eval_loop_seconds,
     median_step_words_per_second,
+    testing_seconds,
+    timed_test_protocols,
 )
 from rnnreg.training_signals import divergence_message
 
@@ -53,6 +55,11 @@ class SpeedMonitor(L.Callback):
         self.last_epoch_seconds_per_window: float | None = None
         self.val_start = 0.0
         self.val_seconds: float | None = None  # the latest validation pass (sanity check excluded)
+        self.val_windows = 0  # that pass's windows
+        self.pass_windows = 0  # the validation pass under way's
+        # the sanity check's window ends (the device waited for), and the seconds a window past its first took
+        self.sanity_ends: list[float] = []
+        self.sanity_seconds_per_window: float | None = None
 
     @property
     def seconds_per_window(self) -> float | None:
@@ -61,6 +68,14 @@ class SpeedMonitor(L.Callback):
         if self.warm_start is not None and warm >= 2:
             return (self.last_batch_end - self.warm_start) / warm
         return self.last_epoch_seconds_per_window
+
+    @property
+    def eval_window_seconds(self) -> float | None:
+        """Seconds a validation window takes through Lightning's evaluation loop (the test's loop too): the latest
+        validation pass's, else the sanity check's past its first window (first calls); None before either."""
+        if self.val_seconds is not None and self.val_windows:
+            return self.val_seconds / self.val_windows
+        return self.sanity_seconds_per_window
 
     @property
     def words_per_second(self) -> float:
@@ -122,10 +137,20 @@ class SpeedMonitor(L.Callback):
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self.val_start = time.perf_counter()
+        self.pass_windows, self.sanity_ends = 0, []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.sanity_checking:  # a few windows: a host sync each on CUDA
+            self.sanity_ends.append(device_clock(pl_module.device))
+        else:
+            self.pass_windows += 1
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
-            self.val_seconds = time.perf_counter() - self.val_start
+            self.val_seconds, self.val_windows = time.perf_counter() - self.val_start, self.pass_windows
+        elif len(self.sanity_ends) > 1:
+            ends = self.sanity_ends
+            self.sanity_seconds_per_window = (ends[-1] - ends[0]) / (len(ends) - 1)
 
     def state_dict(self) -> dict:
         """The totals so far, the epoch under way included: a checkpoint saved inside an epoch (a stop) or as its
@@ -212,10 +237,26 @@ def validation_words(trainer) -> int | None:
     return int(words * limit)
 
 
+def validation_windows(trainer) -> int | None:
+    """Windows in one validation pass (limit_val_batches applied), for an LMDataModule; else None."""
+    from rnnreg.data import BPTTWindows, limit_batches
+
+    data = trainer.datamodule
+    if data is None or not hasattr(data, "streams") or trainer.limit_val_batches == 0:
+        return None
+    windows = BPTTWindows(data.streams("valid", data.batch_size), data.eval_bptt, False)
+    return limit_batches(len(windows), trainer.limit_val_batches)
+
+
 def validation_seconds(trainer, speed: SpeedMonitor, seconds_per_window: float) -> float:
-    """The measured latest validation pass, else an estimate from the training speed per word."""
+    """The measured latest validation pass; before one, its windows at what the sanity check's took (the same
+    loop: its cost a window counts, which a small model's forward is far below); else an estimate from the
+    training speed per word."""
     if speed.val_seconds is not None:
         return speed.val_seconds
+    windows = validation_windows(trainer) if speed.sanity_seconds_per_window is not None else None
+    if windows:
+        return windows * speed.sanity_seconds_per_window
     words = validation_words(trainer)
     if not words or not speed.words_per_step:
         return 0.0
@@ -238,13 +279,14 @@ def run_seconds_left(trainer, speed: SpeedMonitor) -> float | None:
         speed.epoch_windows,
     )
     plan = next((c for c in trainer.callbacks if isinstance(c, RunPlan)), None)
-    test = plan.test_seconds if plan is not None and plan.test_seconds is not None else 0.0
-    return train + val + test
+    test = plan.test_estimate(speed) if plan is not None else None
+    return train + val + (test or 0.0)
 
 
-def final_test_seconds(trainer, pl_module) -> float | None:
-    """The final test's seconds (rnnreg.timing.estimated_test_seconds), its windows run through the task's own
-    evaluation step; None for a datamodule that is not an LMDataModule. A host sync on CUDA."""
+def final_test_protocols(trainer, pl_module) -> list[tuple[int, float]] | None:
+    """The final test's protocols, each one's windows and its forward's seconds a window
+    (rnnreg.timing.timed_test_protocols), run through the task's own evaluation step; None for a datamodule that
+    is not an LMDataModule. A host sync on CUDA."""
     from rnnreg.data import LMDataModule
 
     data, net, device = trainer.datamodule, pl_module.net, pl_module.device
@@ -260,15 +302,16 @@ def final_test_seconds(trainer, pl_module) -> float | None:
                 _, state = pl_module.window_nll((x.to(device), y.to(device)), state)
         net.train(training)
 
-    return estimated_test_seconds(data, trainer.limit_test_batches, evaluate, lambda: device_clock(device))
+    return timed_test_protocols(data, trainer.limit_test_batches, evaluate, lambda: device_clock(device))
 
 
 class RunPlan(L.Callback):
     """Says up front what will run and for how long: when training starts, the experiment, model, device and
     number of windows; after the first `measure_windows` windows past `warmup_windows` (graph capture and
     warm-up), the measured seconds per window and the whole run's estimated time (with `tested`, the final
-    test's too, measured on a few validation windows). On a CPU, when that is over `cpu_hint_minutes`, a hint to
-    the CPU-sized experiments. Logged once, on rank 0 (train.log too)."""
+    test's too: its forward timed on a few validation windows, plus what Lightning's evaluation loop adds to a
+    window, measured on the validation windows already run). On a CPU, when that is over `cpu_hint_minutes`, a
+    hint to the CPU-sized experiments. Logged once, on rank 0 (train.log too)."""
 
     def __init__(
         self, experiment: str, *, warmup_windows: int, measure_windows: int, cpu_hint_minutes: float, tested: bool
@@ -278,7 +321,8 @@ class RunPlan(L.Callback):
         self.warmup_windows, self.measure_windows = warmup_windows, measure_windows
         self.cpu_hint_minutes = cpu_hint_minutes
         self.tested = tested
-        self.test_seconds: float | None = None  # the final test's, measured with the estimate
+        self.test_seconds: float | None = None  # the final test's, estimated with the plan
+        self.test_protocols: list[tuple[int, float]] | None = None  # its windows and forward seconds a window
         self.timer: FirstWindows | None = None
         self.done = False
         self.message = ""  # the estimate block, once logged
@@ -341,7 +385,8 @@ class RunPlan(L.Callback):
         train, val = estimate_run_seconds(
             seconds_per_window, windows, epochs, val * checks, trainer.check_val_every_n_epoch or 1, epoch, done
         )
-        test = self.test_seconds = final_test_seconds(trainer, pl_module) if self.tested else None
+        self.test_protocols = final_test_protocols(trainer, pl_module) if self.tested else None
+        test = self.test_seconds = self.test_estimate(speed)
         parts = f"training {format_duration(train)} + validation {format_duration(val)}"
         if test is not None:
             parts += f" + test {format_duration(test)}"
@@ -364,6 +409,17 @@ class RunPlan(L.Callback):
             )
         self.message = "\n".join(lines)
         rank_zero_info(self.message)
+
+    def test_estimate(self, speed: SpeedMonitor) -> float | None:
+        """The final test's seconds: its protocols' windows at their forward's seconds a window plus what the
+        evaluation loop adds to one, from the validation windows' latest timing (SpeedMonitor.eval_window_seconds)
+        less their forward's (the last protocol's: the validation's streams and window); nothing added before any
+        is timed. None without a test, or before the plan has timed it."""
+        if self.test_protocols is None:
+            return None
+        window = speed.eval_window_seconds
+        loop = 0.0 if window is None else eval_loop_seconds(window, self.test_protocols[-1][1])
+        return testing_seconds(self.test_protocols, loop)
 
     @staticmethod
     def words_per_window(trainer) -> int:

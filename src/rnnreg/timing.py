@@ -1,6 +1,7 @@
 """The arithmetic of a run's timing, shared by a single run's callbacks (rnnreg.callbacks) and a stacked group's
 progress (rnnreg.stacked_progress): words/s over the median window, the time a run has left, the first windows
-timed for the run's plan, an evaluation pass's windows timed, and a clock that waits for the device where it must."""
+timed for the run's plan, an evaluation pass's windows timed (and what its loop adds to each), and a clock that
+waits for the device where it must."""
 
 from __future__ import annotations
 
@@ -61,22 +62,46 @@ def seconds_per_eval_window(
     return (clock() - start) / len(batches)
 
 
-def estimated_test_seconds(
+def eval_loop_seconds(window_seconds: float, forward_seconds: float) -> float:
+    """What an evaluation loop adds to each window beyond the network's forward (Lightning's hooks, logging and
+    data loading, the metric's update): `window_seconds` a window measured through the loop, less
+    `forward_seconds`, the same windows' forward timed bare; never below 0."""
+    return max(0.0, window_seconds - forward_seconds)
+
+
+def timed_test_protocols(
     datamodule, limit_test_batches, evaluate: Callable[[list], object], clock, on_device=None
-) -> float:
-    """The final test's seconds, estimated: each protocol's windows (datamodule.test_batch_size streams, the
-    paper's one, then datamodule.batch_size; `limit_test_batches` applied) at what a few validation windows take at
-    its streams (the test's own windows stay unread until the test). `evaluate(batches)`: a pass's forward over
-    them from zeros; `on_device`: moves a split's streams where `evaluate` wants them (None: as they are)."""
+) -> list[tuple[int, float]]:
+    """The final test's protocols (datamodule.test_batch_size streams, the paper's one, then
+    datamodule.batch_size): each one's windows (`limit_test_batches` applied) and the seconds one window's forward
+    takes at its streams, timed on a few validation windows there (the test's own windows stay unread until the
+    test). `evaluate(batches)`: a pass's forward over them from zeros; `on_device`: moves a split's streams where
+    `evaluate` wants them (None: as they are)."""
     from rnnreg.data import BPTTWindows, limit_batches
 
-    seconds = 0.0
+    protocols = []
     for streams in (datamodule.test_batch_size, datamodule.batch_size):
         test = BPTTWindows(datamodule.streams("test", streams), datamodule.eval_bptt, False)
         valid = datamodule.streams("valid", streams)
         valid = BPTTWindows(valid if on_device is None else on_device(valid), datamodule.eval_bptt, False)
-        seconds += limit_batches(len(test), limit_test_batches) * seconds_per_eval_window(evaluate, valid, clock)
-    return seconds
+        protocols.append(
+            (limit_batches(len(test), limit_test_batches), seconds_per_eval_window(evaluate, valid, clock))
+        )
+    return protocols
+
+
+def testing_seconds(protocols: Sequence[tuple[int, float]], loop_seconds: float = 0.0) -> float:
+    """The final test's seconds: each protocol's windows (timed_test_protocols) at its forward's seconds a window
+    plus `loop_seconds`, what the evaluation loop adds to every window (eval_loop_seconds)."""
+    return sum(windows * (forward + loop_seconds) for windows, forward in protocols)
+
+
+def estimated_test_seconds(
+    datamodule, limit_test_batches, evaluate: Callable[[list], object], clock, on_device=None
+) -> float:
+    """The final test's seconds at what `evaluate` takes a window (timed_test_protocols), nothing added: for a test
+    whose loop is `evaluate` itself (a stacked group's)."""
+    return testing_seconds(timed_test_protocols(datamodule, limit_test_batches, evaluate, clock, on_device))
 
 
 class FirstWindows:
