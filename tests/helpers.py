@@ -431,15 +431,16 @@ def wandb_runs(sweep: Path) -> dict[str, dict]:
     return runs
 
 
-# a real SIGINT, sent by the process to itself as it imports MODULE: where a user's Ctrl-C lands in its first seconds
-CTRL_C_AT_IMPORT = """
-import importlib.abc, os, signal, sys
-class CtrlC(importlib.abc.MetaPathFinder):
+# a real SIGNUM (SIGINT: where a user's Ctrl-C lands in its first seconds), sent by the process to itself as it
+# imports MODULE
+SIGNAL_AT_IMPORT = """
+import importlib.abc, os, sys
+class SignalAtImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "{module}":
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), {signum})
         return None
-sys.meta_path.insert(0, CtrlC())
+sys.meta_path.insert(0, SignalAtImport())
 """
 # ... and a library that logs at INFO as the process ends (torch's FakeTensor cache stats once did, after the line)
 INFO_AT_EXIT = """
@@ -448,14 +449,15 @@ atexit.register(lambda: logging.getLogger("a_library").info("its cache stats"))
 """
 
 
-def run_ctrl_c_at_import(
-    module: str, hook: Path, script: str, *overrides: str, info_at_exit: bool = False
+def run_signal_at_import(
+    signum: int, module: str, hook: Path, script: str, *overrides: str, info_at_exit: bool = False
 ) -> subprocess.CompletedProcess:
     """A console script in a process of its own (not a fork of the warm-start server, which has imported it all),
-    stopped by Ctrl-C as it imports `module` (a sitecustomize in folder `hook`, first on its PYTHONPATH);
-    `info_at_exit`: with a logger that says something at INFO as the process ends."""
+    sent `signum` (signal.SIGINT: Ctrl-C) as it imports `module` (a sitecustomize in folder `hook`, first on its
+    PYTHONPATH); `info_at_exit`: with a logger that says something at INFO as the process ends."""
     hook.mkdir(parents=True, exist_ok=True)
-    (hook / "sitecustomize.py").write_text(CTRL_C_AT_IMPORT.format(module=module) + INFO_AT_EXIT * info_at_exit)
+    hooks = SIGNAL_AT_IMPORT.format(module=module, signum=int(signum)) + INFO_AT_EXIT * info_at_exit
+    (hook / "sitecustomize.py").write_text(hooks)
     path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     env = os.environ | {"PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([str(BIN / script), *overrides], env=env, capture_output=True, text=True, timeout=600)

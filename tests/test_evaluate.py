@@ -28,7 +28,7 @@ from helpers import (
     compose_config,
     perplexity_by_hand,
     run,
-    run_ctrl_c_at_import,
+    run_signal_at_import,
     strict_json,
     write_corpus,
 )
@@ -810,7 +810,9 @@ def test_a_generation_sweep_read_by_head_leaves_no_lock_and_no_empty_folder(chec
 def test_a_generation_stopped_before_its_first_word_says_nothing_was_printed(checkpoints, tmp_path):
     """Ctrl-C while rnnreg-generate still loads its checkpoint: one line that says so, exit 130."""
     _, (a, _), _ = checkpoints
-    proc = run_ctrl_c_at_import("rnnreg.checkpoint_contents", tmp_path / "hook", "rnnreg-generate", f"ckpt_path={a}")
+    proc = run_signal_at_import(
+        signal.SIGINT, "rnnreg.checkpoint_contents", tmp_path / "hook", "rnnreg-generate", f"ckpt_path={a}"
+    )
     assert proc.returncode == 130 and not proc.stdout, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines() == [
         "interrupted: rnnreg-generate stopped by Ctrl-C: it had printed nothing yet"

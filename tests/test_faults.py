@@ -23,7 +23,7 @@ from helpers import (
     assert_diverges_in_epoch_2,
     compose_config,
     run,
-    run_ctrl_c_at_import,
+    run_signal_at_import,
     signal_at,
     srun_env,
     write_corpus,
@@ -517,7 +517,9 @@ def test_ctrl_c_while_a_run_starts_is_one_line_and_leaves_the_folder_reusable(ti
     nothing was trained, so the same command runs in the folder."""
     args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
     args += ["trainer.limit_train_batches=2", "test=false", f"hydra.run.dir={tmp_path}/run"]
-    proc = run_ctrl_c_at_import("rnnreg.training", tmp_path / "hook", "rnnreg-train", *args, info_at_exit=True)
+    proc = run_signal_at_import(
+        signal.SIGINT, "rnnreg.training", tmp_path / "hook", "rnnreg-train", *args, info_at_exit=True
+    )
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == "interrupted: rnnreg-train stopped by Ctrl-C before it finished"
     assert "its cache stats" not in proc.stdout + proc.stderr  # (Hydra's console log is stdout: after it on a tty)

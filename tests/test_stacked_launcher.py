@@ -30,6 +30,7 @@ from helpers import (
     compose_config,
     needs_triton,
     run,
+    run_signal_at_import,
     signal_at,
     speed_state,
     srun_env,
@@ -1863,6 +1864,65 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
         ours, uninterrupted = weights(sweep / str(i)), weights(reference_job)
         assert all(torch.equal(ours[k], uninterrupted[k]) for k in ours), i
     assert metrics(sweep / "4")["status"] == "completed" and metrics(sweep / "5")["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("module", "signum", "when"),
+    [
+        ("rnnreg.stacked_train", signal.SIGTERM, "before it starts"),
+        ("encodings.utf_8_sig", signal.SIGINT, "now, as it is built (nothing it trained is lost)"),
+    ],
+    ids=["SIGTERM-as-the-launcher-imports-training", "Ctrl-C-as-the-group-reads-its-corpus"],
+)
+def test_a_signal_before_a_group_trains_stops_the_sweep_and_resume_finishes_it(
+    stacked, setup, tmp_path, module, signum, when
+):
+    """A real SIGTERM or Ctrl-C once the launcher has written the jobs' folders, before the first group trains: as
+    the launcher imports the training code, or as the group reads its corpus (the process sends it to itself as it
+    imports `module`). Before: SIGTERM killed the sweep and Ctrl-C ended it with a line of its own, with no
+    metrics.json in the members' folders. Now as a group stopped in training: its member says interrupted, with a
+    single run's words, the group's two lines, exit 128 + the signal, the later group does not start; rnnreg-report
+    gives the command that goes on, and it ends each member where the sweep run without the signal ends, to the bit."""
+    sweep = tmp_path / "sweep"
+    args = [*setup.cli, "hydra/launcher=stacked", "hydra.launcher.max_members=1", "+member=a,c"]
+    proc = run_signal_at_import(
+        signum, module, tmp_path / "hook", "rnnreg-train", "-m", *args, f"hydra.sweep.dir={sweep}"
+    )
+    assert proc.returncode == 128 + signum and proc.stderr == "", proc.stderr[-3000:]
+    assert "2 jobs in 2 groups" in proc.stdout
+    assert f"\n{signal.Signals(signum).name}: stopping the stacked group {when}\n" in proc.stdout
+    (go_on,) = [
+        line.split("go on with: ", 1)[1]
+        for line in proc.stdout.splitlines()
+        if line.startswith(f"{STOPPED_BY[signum]}: the stacked group 0 stopped; go on with: ")
+    ]
+    assert go_on.endswith(f"hydra.launcher.resume=true hydra.sweep.dir={sweep}")
+    stacked_record = {"group": 0, "members": 1, "member": 0, "program": "in_turn", "units": 16}
+    assert metrics(sweep / "0") == {
+        "status": "interrupted",
+        "error": STOPPED_BY[signum],
+        "epochs": 0,
+        "resume": go_on,
+        "stacked": stacked_record,
+    }
+    assert not (sweep / "0" / "checkpoints").exists() and not (sweep / ".stacked").exists()
+    assert (sweep / "1" / ".hydra" / "overrides.yaml").is_file() and not (sweep / "1" / "metrics.json").exists()
+    report = run("rnnreg-report", f"path={sweep}").stdout
+    assert report.count("| interrupted |") == 1 and report.count("| unfinished |") == 1, report
+    (line,) = [line for line in report.splitlines() if "the stacked sweep goes on with `" in line]
+    assert line == f"- 0, 1: the stacked sweep goes on with `{go_on}` (from the start: no epoch had ended)"
+    run(*shlex.split(go_on))  # the sweep's own command with hydra.launcher.resume=true
+    for job, name in (("0", "a"), ("1", "c")):
+        reference = stacked / str(list(MEMBERS).index(name))
+        mine, uninterrupted = metrics(sweep / job), metrics(reference)
+        assert mine["status"] == "completed"
+        for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
+            assert mine[key] == uninterrupted[key], (job, key)
+        assert losses(sweep / job) == losses(reference)
+        assert losses(sweep / job, "val/ppl") == losses(reference, "val/ppl")
+        for checkpoint in ("last.ckpt", "best.ckpt"):
+            ours, theirs = weights(sweep / job, checkpoint), weights(reference, checkpoint)
+            assert all(torch.equal(ours[k], theirs[k]) for k in theirs), (job, checkpoint)
 
 
 def test_killed_group_resumes_from_its_last_epoch_exactly(setup, tmp_path):

@@ -29,7 +29,8 @@ from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.job_records import report_failed_job
 from rnnreg.multirun_jobs import NOT_COMPARED, basic_sweeper, job_label, swept_keys
-from rnnreg.run_record import recorded_metrics
+from rnnreg.recorded_commands import go_on_command
+from rnnreg.run_record import STOPPED_BY, recorded_metrics
 from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import (
     check_stackable,
@@ -39,6 +40,7 @@ from rnnreg.stacked_settings import (
     running_program,
     under_bf16_autocast,
 )
+from rnnreg.stacked_stop import StopRequest
 from rnnreg.validation import validate
 
 log = logging.getLogger("rnnreg")
@@ -316,6 +318,29 @@ def launch_groups(
             check_resume_files(sweep_dir, groups, launcher.program, on_cpu, pads, launcher.pad_hidden_to)
     except UserError as err:
         refuse(launcher, sweep_dir, str(err))
+    # from the jobs' folders on, a signal stops the sweep with a record in each folder of the group it stops: noted
+    # here and between groups, it stops the next group as it starts (rnnreg.stacked_train.train_group)
+    stop = StopRequest("launch")
+    handlers = stop.install()
+    try:
+        returns = train_groups(launcher, sweep_dir, jobs, groups, on_cpu, pads, stop)
+    finally:
+        stop.restore(handlers)
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    return [returns[job.idx] for job in jobs]
+
+
+def train_groups(
+    launcher,
+    sweep_dir: Path,
+    jobs: list[Job],
+    groups: list[tuple[int, list]],
+    on_cpu: bool,
+    pads: dict[int, int],
+    stop: StopRequest,
+) -> dict[int, JobReturn]:
+    """Each job's folder, then each group trained, `stop` (the sweep's, installed) handed to each: each job's
+    return, by number."""
     for job in jobs:  # every job composed, checked and grouped: now their folders
         if not (launcher.resume and (job.output_dir / ".hydra" / "overrides.yaml").exists()):
             write_job_config(job)  # (a resumed job keeps the record of the sweep that made it: the same overrides)
@@ -353,6 +378,7 @@ def launch_groups(
                 stop_after_windows=launcher.stop_after_windows,
                 program=launcher.program,
                 pad_hidden_to=pads[i],
+                stop=stop,
             )
         except DataError as err:  # its jobs fail as basic jobs do on bad data: the other groups go on
             results = [("failed", err)] * len(group)
@@ -360,8 +386,10 @@ def launch_groups(
             refuse(launcher, sweep_dir, f"{describe(group, i, pads[i])}: {err}")
         for job, (status, value) in zip(group, results):
             returns[job.idx] = job_return(launcher, job, status, value)
-    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    return [returns[job.idx] for job in jobs]
+    if stop.signal is not None:  # it came as the last group ended: nothing more of the sweep runs (Optuna's next batch)
+        print(f"{STOPPED_BY[stop.signal]}: the sweep stopped; go on with: {go_on_command(sweep_dir)}", flush=True)
+        raise SystemExit(128 + stop.signal)
+    return returns
 
 
 def job_return(launcher, job: Job, status: str, value) -> JobReturn:

@@ -30,7 +30,7 @@ from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.optim import paper_lr_factor
 from rnnreg.recorded_commands import go_on_command
 from rnnreg.resumed_run import checked_run_id
-from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, resume_from, unfinished_record
+from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
@@ -43,9 +43,9 @@ from rnnreg.stacked_resume import (
     read_group_resume,
     unreadable_resume,
 )
-from rnnreg.stacked_settings import on_a_cpu, under_bf16_autocast
+from rnnreg.stacked_settings import on_a_cpu, padded_size, running_program, under_bf16_autocast
 from rnnreg.stacked_step import group_step
-from rnnreg.stacked_stop import Stopped, StopRequest
+from rnnreg.stacked_stop import Stopped, StoppedBuilding, StopRequest
 from rnnreg.timing import device_clock, estimated_test_seconds, median_step_words_per_second
 from rnnreg.training_signals import divergence_message
 
@@ -84,6 +84,7 @@ class GroupTrainer:
         stop_after_windows: int | None = None,
         program: str = "auto",
         pad_hidden_to: int = 1,
+        stop: StopRequest | None = None,
     ):
         self.jobs, self.group, self.resume_file = jobs, group, resume_file
         self.folders = [JobFolder(job) for job in jobs]
@@ -145,7 +146,8 @@ class GroupTrainer:
         self.last_epoch_words_per_second = 0.0
         self.window_seconds: list[float] = []  # this epoch's, window end to window end (as SpeedMonitor's steps)
         self.words_per_window = 0
-        self.stop = StopRequest()  # a signal's: where the group stops depends on what it is doing
+        # a signal's: where the group stops depends on what it is doing (train_group's, handled as it is built)
+        self.stop = stop if stop is not None else StopRequest()
         self.progress: GroupProgress | None = None  # the console's lines (fit makes it)
         self.log_every = max(1, int(cfg.trainer.get("log_every_n_steps", 50)))
         self.val_every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)  # (the group key holds it: shared)
@@ -419,15 +421,8 @@ class GroupTrainer:
         self.window = 0
 
     def stacked_record(self, k: int) -> dict:
-        """How member k was trained, for its metrics.json and checkpoints: its group, its place in it, the program
-        and the hidden width held (padded: more than model.hidden_size), which set its float rounding."""
-        return {
-            "group": self.group,
-            "members": len(self.jobs),
-            "member": k,
-            "program": self.step.name,
-            "units": self.model.units,
-        }
+        """How member k was trained, for its metrics.json and checkpoints (stacked_record)."""
+        return stacked_record(self.group, len(self.jobs), k, self.step.name, self.model.units)
 
     # -- exact resume ---------------------------------------------------------------------------------
     def fingerprint(self) -> list:
@@ -469,23 +464,27 @@ class GroupTrainer:
                     f"{job.cfg.experiment_name}: {per_member:,} parameters, vocabulary {len(self.vocab)} "
                     f"(stacked group {self.group}, member {k} of {len(self.jobs)}) on {device_name(self.device)}"
                 )
-        for folder, run_id in zip(self.folders, self.wandb_runs):
-            folder.open_loggers(len(self.vocab), run_id)
-        self.stop.stage = "start"  # (fit says "training" as its first window comes)
-        handlers = self.stop.install()
+        # built: a signal from here stops the group before its first window, its W&B runs open (fit says "training"
+        # as its first window comes); handled by train_group's request since the group's build began, else from now
+        self.stop.stage = "start"
+        handlers = None if self.stop.installed else self.stop.install()
         try:
-            results = self.fit_and_test()
-        except KeyboardInterrupt:  # a second Ctrl-C: abort at once, the members' folders saying so
-            self.stop.restore(handlers)
-            self.stop.signal = signal.SIGINT
-            self.record_stop()
-            raise SystemExit(128 + signal.SIGINT) from None
-        except OutputError as err:
-            self.output_failed(err)
-            raise
+            for folder, run_id in zip(self.folders, self.wandb_runs):
+                folder.open_loggers(len(self.vocab), run_id)
+            try:
+                results = self.fit_and_test()
+            except KeyboardInterrupt:  # a second Ctrl-C: abort at once, the members' folders saying so
+                self.stop.signal = signal.SIGINT
+                self.record_stop()
+                raise SystemExit(128 + signal.SIGINT) from None
+            except OutputError as err:
+                self.output_failed(err)
+                raise
+            finally:
+                self.writer.close()  # whatever happened: the files handed over are written before we go
         finally:
-            self.stop.restore(handlers)
-            self.writer.close()  # whatever happened: the files handed over are written before we go
+            if handlers is not None:
+                self.stop.restore(handlers)
         self.resume_file.unlink(missing_ok=True)
         if self.stop.signal is not None:  # it came as the last metrics.json were written: the sweep stops here
             print(f"{STOPPED_BY[self.stop.signal]}: the sweep stopped; go on with: {self.go_on()}", flush=True)
@@ -653,6 +652,12 @@ class GroupTrainer:
         )
 
 
+def stacked_record(group: int, members: int, member: int, program: str, units: int) -> dict:
+    """How a member was trained, for its metrics.json and checkpoints: its group, its place in it, the program and
+    the hidden width held (padded: more than model.hidden_size), which set its float rounding."""
+    return {"group": group, "members": members, "member": member, "program": program, "units": units}
+
+
 def train_group(
     jobs: list[Job],
     group: int,
@@ -661,15 +666,55 @@ def train_group(
     stop_after_windows: int | None = None,
     program: str = "auto",
     pad_hidden_to: int = 1,
+    stop: StopRequest | None = None,
 ) -> list[tuple[str, object]]:
-    """Train one group; returns each member's ("completed", best val ppl) or ("failed", error)."""
+    """Train one group; returns each member's ("completed", best val ppl) or ("failed", error). `stop`: the
+    launcher's StopRequest, installed while it trains its groups (a signal it noted before this group: the group
+    stops as it starts); None: the group's own. A signal while the group is built stops it at once
+    (stopped_while_built)."""
     if resume and not resume_file.exists() and (done := group_done(jobs)) is not None:
         print(f"group {group}: completed in an earlier run of this sweep", flush=True)
         return done
-    cfg = jobs[0].cfg
-    apply_speed(cfg.speed, any_size=True)
-    if not resume:
-        for job in jobs:  # a fresh run: nothing of an earlier sweep in these folders
-            (job.output_dir / "train.log").unlink(missing_ok=True)
-    trainer = GroupTrainer(jobs, group, resume_file, stop_after_windows, program, pad_hidden_to)
-    return trainer.run(resume)
+    stop = stop if stop is not None else StopRequest("build")
+    handlers = None if stop.installed else stop.install()
+    trainer = None
+    try:
+        stop.stage = "build"  # (GroupTrainer.run says "start" once it is built)
+        if stop.signal is not None:
+            raise StoppedBuilding()
+        cfg = jobs[0].cfg
+        apply_speed(cfg.speed, any_size=True)
+        if not resume:
+            for job in jobs:  # a fresh run: nothing of an earlier sweep in these folders
+                (job.output_dir / "train.log").unlink(missing_ok=True)
+        trainer = GroupTrainer(jobs, group, resume_file, stop_after_windows, program, pad_hidden_to, stop)
+        return trainer.run(resume)
+    except StoppedBuilding:  # (a second signal is only noted: StopRequest)
+        if trainer is not None:
+            trainer.writer.close()
+        folders = trainer.folders if trainer is not None else [JobFolder(job) for job in jobs]
+        cfg = jobs[0].cfg
+        on_cpu = on_a_cpu(str(cfg.trainer.get("accelerator", "auto")))
+        built = running_program(program, on_cpu), padded_size(cfg.model.hidden_size, pad_hidden_to)
+        stopped_while_built(folders, group, stop.signal, built)
+        raise SystemExit(128 + stop.signal) from None
+    finally:
+        stop.stage = "launch"  # (the launcher's, until its next group)
+        if handlers is not None:
+            stop.restore(handlers)
+
+
+def stopped_while_built(folders: list[JobFolder], group: int, signum: int, built: tuple[str, int]) -> None:
+    """Each member's train.log and metrics.json say that `signum` stopped it while its group was built: interrupted,
+    as a single run stopped while it is built (rnnreg.training), its epochs as its folder's record had them (a group
+    that went on from its resume file), going on with the sweep's command; and one console line says so. `built`:
+    the program the group runs and the hidden width it holds (stacked_record)."""
+    reason = STOPPED_BY[signum]
+    resume = go_on_command(folders[0].path.parent)
+    for k, folder in enumerate(folders):
+        epochs = recorded_metrics(folder.path).get("epochs")
+        epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
+        folder.log(f"{reason}: stopped while the stacked group was built, before it trained")
+        record = unfinished_record("interrupted", reason, epochs, resume)
+        folder.write_metrics(record | {"stacked": stacked_record(group, len(folders), k, *built)})
+    print(f"{reason}: the stacked group {group} stopped; go on with: {resume}", flush=True)
