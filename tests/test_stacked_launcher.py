@@ -888,6 +888,51 @@ def test_a_signal_as_a_group_starts_stops_it_before_its_first_window(
         assert all(torch.equal(value, weights(resumed)[name]) for name, value in weights(alone).items())
 
 
+def test_a_signal_as_a_group_reads_its_resume_file_keeps_it_and_the_resume_is_exact(
+    tmp_path, tiny_corpus, monkeypatch, capsys, unhandled_signals_fail
+):
+    """SIGTERM as a group that goes on reads its resume file (before: no handler of the group was in yet, SIGTERM
+    killed the sweep): it stops at once, its resume file and checkpoints as they were, each member interrupted with
+    the epochs it had trained; the next resume ends every member where the group never stopped ends, to the bit."""
+    budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=2", "test=false", "dropout=non_recurrent")
+    budget += ("logger=csv", "trainer.log_every_n_steps=1")
+    whole = group_jobs_here(tmp_path / "whole", tiny_corpus, *budget)
+    stacked_train.train_group(whole, 0, tmp_path / "whole" / ".stacked" / "group_0.pt")
+    jobs = group_jobs_here(tmp_path / "stopped", tiny_corpus, *budget)
+    resume_file = tmp_path / "stopped" / ".stacked" / "group_0.pt"
+    with pytest.raises(SystemExit):  # in its second epoch
+        stacked_train.train_group(jobs, 0, resume_file, stop_after_windows=4)
+    kept = {p: p.read_bytes() for p in [resume_file, *(tmp_path / "stopped").glob("*/checkpoints/*.ckpt")]}
+    assert {p.name for p in kept} == {"group_0.pt", "best.ckpt", "last.ckpt"} and len(kept) == 5
+    read = stacked_train.read_group_resume
+
+    def signalled(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return read(*args)
+
+    monkeypatch.setattr(stacked_train, "read_group_resume", signalled)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        stacked_train.train_group(jobs, 0, resume_file, resume=True)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    out = capsys.readouterr().out
+    assert "SIGTERM: stopping the stacked group now, as it is built (nothing it trained is lost)" in out
+    assert sum("the stacked group 0 stopped; go on with: " in line for line in out.splitlines()) == 1
+    assert {p: p.read_bytes() for p in kept} == kept
+    for k in range(2):
+        interrupted = metrics(tmp_path / "stopped" / str(k))
+        assert (interrupted["status"], interrupted["error"]) == ("interrupted", STOPPED_BY[signal.SIGTERM])
+        assert interrupted["epochs"] == 1 and interrupted["stacked"]["member"] == k
+    monkeypatch.setattr(stacked_train, "read_group_resume", read)
+    results = stacked_train.train_group(jobs, 0, resume_file, resume=True)
+    assert [status for status, _ in results] == ["completed"] * 2 and not resume_file.exists()
+    for k in range(2):
+        alone, resumed = tmp_path / "whole" / str(k), tmp_path / "stopped" / str(k)
+        assert metrics(resumed)["val_ppl"] == metrics(alone)["val_ppl"]
+        assert losses(resumed) == losses(alone)
+        assert all(torch.equal(value, weights(resumed)[name]) for name, value in weights(alone).items())
+
+
 def test_a_second_ctrl_c_aborts_the_group_at_once_and_says_ctrl_c(tmp_path, tiny_corpus, monkeypatch, capsys):
     """Two Ctrl-C 10 ms apart while the group trains (before: a KeyboardInterrupt traceback, no metrics.json,
     rnnreg-report said unfinished): exit 130 at once, each member interrupted by Ctrl-C, no file half-written."""
