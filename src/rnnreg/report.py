@@ -160,7 +160,8 @@ def collect(root: Path) -> list[dict]:
         trainer, model, data = (section(config, config_file, key) for key in ("trainer", "model", "data"))
         metrics = checked_metrics(run)
         status = how_it_ended(run, metrics)  # (as the sweep's end reads it), unless a live process holds it now
-        if (status is None or error_written_last(run)) and running(run):
+        error_is_last = error_written_last(run)
+        if (status is None or error_is_last) and running(run):
             status = "running"
         status = status or "unfinished"  # killed hard (SIGKILL, out of memory, its machine lost) or gone without a word
         if status == "completed" and trainer.get("fast_dev_run"):  # a debug pass: a window or two, no seed's result
@@ -173,7 +174,7 @@ def collect(root: Path) -> list[dict]:
                 "overrides": [o for o in overrides if not override_key(o).startswith(SAME_CONFIGURATION)],
                 "seed": seed_of(overrides, config),
                 "status": status,
-                "why": why_failed(run, {} if error_written_last(run) else metrics) if status == "failed" else "",
+                "why": why_failed(run, {} if error_is_last else metrics) if status == "failed" else "",
                 "best_val_ppl": metrics.get("best_val_ppl", min(curve.values(), default=math.nan)),
                 "test_ppl": metrics.get("test_ppl", math.nan),
                 "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
