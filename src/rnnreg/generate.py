@@ -94,11 +94,6 @@ def pieces(words: Iterable[str]) -> Iterator[str]:
         line_start = word == EOS
 
 
-def render(words: Iterable[str]) -> str:
-    """The words as text: <eos> ends a line (no space around the line break)."""
-    return "".join(pieces(words))
-
-
 @hydra_entry("generate")
 def main(cfg: DictConfig) -> None:
     printed = False

@@ -282,18 +282,6 @@ class StackedLanguageModel(nn.Module):
         tied = {"decoder.weight": "embedding.weight"} if self.tie_weights else {}
         return {name: weights[tied.get(name, name)] for name in self.state_names[k]}
 
-    def load_member(self, k: int, state_dict: dict[str, torch.Tensor]) -> None:
-        """Set member k's weights from a single LSTMLanguageModel's state dict (step or fused LSTM)."""
-        expected = set(self.state_names[k])
-        if set(state_dict) != expected:
-            raise KeyError(
-                f"member state dict keys differ: missing {sorted(expected - set(state_dict))}, "
-                f"unexpected {sorted(set(state_dict) - expected)}"
-            )
-        with torch.no_grad():
-            for name, single in self.single_names.items():
-                self.pad_into(getattr(self, name)[k], state_dict[single], name)
-
     def member_model(self, k: int) -> LSTMLanguageModel:
         """Member k as its own LSTMLanguageModel (its spec, its LSTM) whose parameters are views of member k's
         slices: training it trains member k in place, and what it computes is its single model's, bit for bit.
