@@ -33,6 +33,7 @@ from rnnreg.recorded_commands import go_on_command
 from rnnreg.run_record import STOPPED_BY, recorded_metrics
 from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import (
+    check_launcher_settings,
     check_stackable,
     on_a_cpu,
     pad_hidden_to,
@@ -110,9 +111,7 @@ def group_key(cfg: DictConfig) -> str:
 
 def group_jobs(jobs: Sequence, max_members: int) -> list[list]:
     """Jobs with one group key together (in job order), groups of at most `max_members`, in the order of
-    their first job. `jobs`: anything with a `key`."""
-    if max_members < 1:
-        raise ConfigError(f"hydra.launcher.max_members={max_members} must be at least 1")
+    their first job. `jobs`: anything with a `key`; `max_members`: checked (check_launcher_settings)."""
     by_key: dict[str, list] = {}
     for job in jobs:
         by_key.setdefault(job.key, []).append(job)
@@ -308,6 +307,7 @@ def launch_groups(
     launcher, sweep_dir: Path, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> list[JobReturn]:
     try:
+        check_launcher_settings(launcher.config.hydra.launcher)  # (rnnreg.sweep's callback checked them, if it ran)
         jobs = [prepare_job(launcher, initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
         resumed = sweep_dir if launcher.resume else None
         groups = planned_groups(jobs, launcher.max_members, launcher.launched_groups, resumed)
