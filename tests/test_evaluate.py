@@ -285,6 +285,30 @@ def test_eval_records_its_batch_size_and_names_its_runs(checkpoints, caplog):
     assert note.endswith("add data.batch_size=4 to reproduce them")
 
 
+def test_a_run_record_eval_cannot_read_is_left_out_of_what_it_says(checkpoints, tmp_path, caplog):
+    """A checkpoint's run folder whose .hydra/config.yaml and overrides.yaml are not UTF-8 (a folder from elsewhere):
+    the evaluation runs without the batch-size note, and another vocabulary is refused in its one line without the
+    run's data (before: a UnicodeDecodeError's traceback from each)."""
+    corpus, (a, _), root = checkpoints
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(a).parent.parent / ".hydra", run_dir / ".hydra")
+    (run_dir / "checkpoints").mkdir()
+    ckpt = str(shutil.copy(a, run_dir / "checkpoints" / "last.ckpt"))
+    for name in ("config.yaml", "overrides.yaml"):
+        (run_dir / ".hydra" / name).write_bytes(b"data:\n  batch_size: 4\n\xff\xfe\n")
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        assert evaluate(eval_cfg(corpus, root, ckpt, "data.batch_size=2"))["batch_size"] == 2
+    assert not [r for r in caplog.records if r.name == "rnnreg"]
+    other = write_corpus(tmp_path / "other", vocab=25, seed=3)
+    with pytest.raises(ConfigError) as err:
+        evaluate(eval_cfg(other, root, ckpt))
+    assert re.fullmatch(
+        rf"{re.escape(ckpt)} was trained on another vocabulary \(\d+ words\) than this data \(\d+ words\): "
+        r"evaluate it on the data it was trained on",
+        str(err.value),
+    )
+
+
 def test_eval_writes_each_protocols_perplexity_computed_by_hand(checkpoints, tmp_path):
     """rnnreg-eval's metrics.json holds each split's and protocol's own perplexity, each equal to the model run by
     hand from a zero state carried across windows: test_ppl over the test split as one stream, test_ppl_batched

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rnnreg.errors import ConfigError
+from rnnreg.errors import ConfigError, DataError
 from rnnreg.instantiation import instantiate
 from rnnreg.job_records import record_job_stopped
+from rnnreg.record_yaml import read_yaml, section
 from rnnreg.runtime import hydra_entry, log, route_lightning_logs
 from rnnreg.trainer_rules import bf16_lstm_refusal
 
@@ -132,13 +133,11 @@ def warn_other_batch_size(paths: list[str], batch_size: int) -> None:
 
 def trained_batch_size(ckpt_path: str) -> int | None:
     """The data.batch_size of the run a checkpoint was written by, from its run's .hydra/config.yaml (the
-    checkpoint does not hold it), or None where that is not there."""
-    import yaml
-
+    checkpoint does not hold it), or None where that is not there or cannot be read (the warning is left out)."""
+    config_file = Path(ckpt_path).parent.parent / ".hydra" / "config.yaml"
     try:
-        config = yaml.safe_load((Path(ckpt_path).parent.parent / ".hydra" / "config.yaml").read_text())
-        size = config["data"]["batch_size"]
-    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        size = section(read_yaml(config_file), config_file, "data").get("batch_size")
+    except DataError:
         return None
     return size if isinstance(size, int) and not isinstance(size, bool) else None
 

@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import OmegaConf
 
 from rnnreg.config_search import SCRIPTS, SEARCHPATH
+from rnnreg.errors import DataError
 from rnnreg.override_text import path_override
+from rnnreg.record_yaml import read_yaml, section
 
 
 def recorded_command(hydra: Any) -> list[str]:
@@ -37,9 +38,10 @@ def recorded_command(hydra: Any) -> list[str]:
 
 def recorded_run_command(run: Path) -> list[str]:
     """recorded_command of a run's (or a job's) .hydra/hydra.yaml; `rnnreg-train` alone where it cannot be read."""
+    hydra_file = run / ".hydra" / "hydra.yaml"
     try:
-        return recorded_command(yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"])
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        return recorded_command(section(read_yaml(hydra_file), hydra_file, "hydra"))
+    except (DataError, TypeError):  # (TypeError: a record from elsewhere, a number where Hydra writes a list)
         return ["rnnreg-train"]
 
 

@@ -10,13 +10,14 @@ from omegaconf import DictConfig
 from torch import nn
 
 from rnnreg.checkpoint_contents import not_this_version, not_written_by_train, trained_net
-from rnnreg.errors import ConfigError, first_line
+from rnnreg.errors import ConfigError, DataError, first_line
 from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
 from rnnreg.model import State, build_net, mean_nll, paper_objective
 from rnnreg.optim import paper_optimizer
 from rnnreg.recipes import optim_settings, plain
+from rnnreg.record_yaml import recorded_overrides
 from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
 from rnnreg.schema import paper_values
 from rnnreg.training_signals import TrainingSignals
@@ -204,11 +205,10 @@ def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTa
 
 
 def data_overrides(ckpt_path: str) -> str:
-    """The data=... overrides of the run a checkpoint was written by (<run>/checkpoints/x.ckpt), or ""."""
-    import yaml
-
+    """The data=... overrides of the run a checkpoint was written by (<run>/checkpoints/x.ckpt), or "" (none, or no
+    record it can read: the refusal it adds to says enough without them)."""
     try:
-        overrides = yaml.safe_load((Path(ckpt_path).parent.parent / ".hydra" / "overrides.yaml").read_text())
-        return " ".join(o for o in overrides if isinstance(o, str) and o.startswith(("data=", "data.")))
-    except (OSError, yaml.YAMLError, TypeError):
+        overrides = recorded_overrides(Path(ckpt_path).parent.parent) or []
+    except (DataError, OSError):  # (OSError: recorded_overrides lets a file it may not open through)
         return ""
+    return " ".join(o for o in overrides if o.startswith(("data=", "data.")))
