@@ -524,12 +524,14 @@ def test_each_commands_help_lists_its_own_keys(script, says):
 def test_checking_a_command_line_does_not_import_torch_or_lightning():
     """Every job of a sweep is checked before Hydra starts without torch or Lightning (importing them took 3-7 s
     on 2 cores, before every one-line error of a sweep or a folder): Lightning's strategies and precisions are
-    read only for a value outside the common ones, and the GPUs counted only where a check needs them."""
+    read only for a value outside the common ones, and the GPUs counted only where a check needs them. What a config
+    gives the task (rnnreg.task_config) is read without them too."""
     check = """
 import sys
 from rnnreg.command_line import validate_args
 from rnnreg.config_tree import print_config_tree
 jobs = validate_args("train", ["-m", "seed=1,2", "dropout=none,both", "trainer.devices=1"])
+from rnnreg.task_config import optim_settings, plain, task_arguments
 heavy = sorted(m for m in ("torch", "lightning") if m in sys.modules)
 assert jobs == 4 and heavy == [], (jobs, heavy)
 validate_args("train", ["trainer=ddp", "trainer.strategy=ddp_find_unused_parameters_true", "+trainer.benchmark=true"])

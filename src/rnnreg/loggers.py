@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from rnnreg.errors import CheckpointError
 from rnnreg.multirun_jobs import SWEEP_FILE, differing, in_multirun, job_swept_keys, task_overrides
-from rnnreg.recipes import plain
+from rnnreg.task_config import plain
 
 
 class KeptRowsWriter(ExperimentWriter):

@@ -23,8 +23,8 @@ from rnnreg.callbacks import SpeedMonitor
 from rnnreg.instantiation import instantiate_callbacks
 from rnnreg.loggers import offline_run_parts
 from rnnreg.optim import paper_optimizer
-from rnnreg.recipes import optim_settings
 from rnnreg.stacked import UNITS
+from rnnreg.task_config import optim_settings
 
 if TYPE_CHECKING:
     from rnnreg.stacked_train import GroupTrainer, HostCopies

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, MissingValue
+from rnnreg.task_config import optim_settings, plain
 from rnnreg.validation import not_given
 
 SIZES = ("small", "medium", "large")
@@ -80,17 +81,6 @@ def _changed(cfg: DictConfig, base: DictConfig) -> dict[str, Any]:
     a, b = (_leaves(OmegaConf.to_container(c, resolve=False)) for c in (cfg, base))
     gone = object()
     return {k: a.get(k) for k in a.keys() | b.keys() if a.get(k, gone) != b.get(k, gone)}
-
-
-def plain(value: Any) -> Any:
-    """A config node as plain Python (dicts and lists), its interpolations resolved; any other value as it is."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-def optim_settings(cfg: DictConfig) -> dict:
-    """The update rule's settings (rnnreg.optim) of a run's config: the optim group and the global-norm clip,
-    trainer.gradient_clip_val (rnnreg clips in its update rule; Lightning's own clipping stays off)."""
-    return plain(cfg.optim) | {"clip": cfg.trainer.gradient_clip_val}
 
 
 def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from rnnreg.config_tree import print_config_tree
 from rnnreg.instantiation import instantiate
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id
-from rnnreg.task import task_arguments
+from rnnreg.task_config import task_arguments
 
 if TYPE_CHECKING:
     from rnnreg.stacked_launcher import Job

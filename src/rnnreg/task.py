@@ -6,7 +6,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from rnnreg.checkpoint_contents import not_this_version, not_written_by_train, trained_net
@@ -16,22 +15,10 @@ from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
 from rnnreg.model import State, build_net, mean_nll, paper_objective
 from rnnreg.optim import paper_optimizer
-from rnnreg.recipes import optim_settings, plain
 from rnnreg.record_yaml import recorded_overrides
 from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
 from rnnreg.schema import paper_values
 from rnnreg.training_signals import TrainingSignals
-
-
-def task_arguments(cfg: DictConfig) -> dict:
-    """LanguageModelTask's arguments (but the vocabulary size) from a run's config: what a run builds its task with
-    and what a stacked member's checkpoint records as its hyper_parameters."""
-    return {
-        "model": plain(cfg.model),
-        "dropout": plain(cfg.dropout),
-        "optim": optim_settings(cfg),
-        "speed": plain(cfg.speed),
-    }
 
 
 class LanguageModelTask(L.LightningModule):

@@ -32,7 +32,6 @@ from rnnreg.model import StepLSTM
 from rnnreg.multirun_jobs import in_multirun
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
-from rnnreg.recipes import plain
 from rnnreg.resume import callback_class, check_resume_settings, check_resume_window
 from rnnreg.resumed_run import checked_run_id, resolve_ckpt_path
 from rnnreg.run_folder_check import check_no_earlier_results, check_no_links, check_not_in_checkpoints
@@ -40,7 +39,8 @@ from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
 from rnnreg.runtime import log, route_lightning_logs
 from rnnreg.speed_settings import apply_speed, require_triton
-from rnnreg.task import LanguageModelTask, task_arguments
+from rnnreg.task import LanguageModelTask
+from rnnreg.task_config import plain, task_arguments
 from rnnreg.validation import validate
 
 # Errors in the input, found before training starts: the run folder gets no metrics.json (a run that started
