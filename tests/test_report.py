@@ -1112,6 +1112,22 @@ def test_a_runs_yaml_record_the_report_cannot_read_is_one_line(tmp_path, file, c
     assert not (tmp_path / "report.md").exists()
 
 
+@pytest.mark.parametrize("file", [".hydra/overrides.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml"])
+def test_a_yaml_record_the_system_cannot_read_is_one_line(tmp_path, file):
+    """A run's YAML record whose read fails in the system (an I/O error: here a link to /proc/self/mem, which no
+    user, root included, reads from its start): one line naming it and why, exit 2, nothing written (overrides.yaml
+    gave a traceback)."""
+    ablation(tmp_path, {"none": ABLATION["none"]})
+    path = tmp_path / "1" / file
+    path.unlink()
+    path.symlink_to("/proc/self/mem")
+    proc = run("rnnreg-report", f"path={tmp_path}", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    said = rf"error: {re.escape(str(path))} is not readable \([^\n]*Input/output error[^\n]*\): restore it, or move "
+    assert re.match(said, proc.stderr), proc.stderr
+    assert not (tmp_path / "report.md").exists()
+
+
 def test_an_empty_yaml_record_is_read_as_a_run_without_those_settings(tmp_path):
     """An empty .hydra/hydra.yaml or config.yaml (YAML's null) is a record with nothing in it: the report reads the
     run, its placement from its overrides, as it reads one without the file."""

@@ -49,7 +49,7 @@ def recorded_overrides(folder: Path) -> list[str] | None:
         return None
     try:
         overrides = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
         why = first_line(err)
     else:
         if overrides is None or (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
