@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from helpers import BIN, TINY, run
 from rnnreg import CONF_DIR, trainer_rules
-from rnnreg.command_line import MAX_JOBS_CHECKED, _product, check_job, validate_args
+from rnnreg.command_line import MAX_JOBS_CHECKED, check_job, job_combinations, validate_args
 from rnnreg.data import smallest_fraction
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16
@@ -873,7 +873,7 @@ def test_a_glob_over_a_group_is_checked_as_hydras_sweeper_runs_it(tmp_path):
     is a job the check composes and checks (before, the check could not expand a glob and left the sweep unchecked)."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from rnnreg.command_line import _sweep_lines
+    from rnnreg.command_line import sweep_lines
     from rnnreg.config_search import config_roots, hydra_as_main
 
     yours = tmp_path / "my_configs"
@@ -887,7 +887,7 @@ def test_a_glob_over_a_group_is_checked_as_hydras_sweeper_runs_it(tmp_path):
             (hydras,) = OverridesParser.create(config_loader=loader).parse_overrides([line])
             expected = [f"{hydras.get_key_element()}={v}" for v in hydras.sweep_string_iterator()]
             (ours,) = OverridesParser.create().parse_overrides([line])
-            assert _sweep_lines(ours, config_roots([ours], str(yours))) == expected and len(expected) > 1, line
+            assert sweep_lines(ours, config_roots([ours], str(yours))) == expected and len(expected) > 1, line
     assert "dropout=_mine" in expected
     assert validate_args("train", ["-m", "-cd", str(yours), "dropout=glob(*mine)", "dropout.p=0.2"]) == 2
     with pytest.raises(ConfigError, match=r"^dropout=glob\(\*mine\) matches no option of dropout: "):
@@ -895,16 +895,16 @@ def test_a_glob_over_a_group_is_checked_as_hydras_sweeper_runs_it(tmp_path):
 
 
 def test_sweep_jobs_checked_are_every_combination_in_order():
-    """_product: the cartesian product of the swept keys' values, the first key's slowest (as Hydra's basic
+    """job_combinations: the cartesian product of the swept keys' values, the first key's slowest (as Hydra's basic
     sweeper runs them), or past MAX_JOBS_CHECKED each value once; one empty job for no sweep."""
     keys = {"a": ["a=1", "a=2"], "b": ["b=1", "b=2", "b=3"], "c": ["c=x", "c=y"]}
-    assert _product(keys) == [(a, b, c) for a in keys["a"] for b in keys["b"] for c in keys["c"]]
-    assert _product({"a": ["a=1", "a=2"]}) == [("a=1",), ("a=2",)]
-    assert _product({}) == [()]
+    assert job_combinations(keys) == [(a, b, c) for a in keys["a"] for b in keys["b"] for c in keys["c"]]
+    assert job_combinations({"a": ["a=1", "a=2"]}) == [("a=1",), ("a=2",)]
+    assert job_combinations({}) == [()]
     # past MAX_JOBS_CHECKED: every value of every key once, the other keys at their first value
     many = {"a": [f"a={i}" for i in range(20)], "b": [f"b={i}" for i in range(20)]}
     assert 20 * 20 > MAX_JOBS_CHECKED
-    jobs = _product(many)
+    jobs = job_combinations(many)
     assert len(jobs) == 39 and ("a=0", "b=0") in jobs
     assert {a for a, b in jobs if b == "b=0"} == set(many["a"]) and {b for a, b in jobs if a == "a=0"} == set(many["b"])
 

@@ -221,7 +221,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     with hydra_as_main(command.config_dir, conf_dir=conf_dir):
         for o in groups:  # Hydra's answer says no fix
             if o.key_or_group.startswith("hydra/") and o.is_sweep_override():
-                lines = _sweep_lines(o, roots)
+                lines = sweep_lines(o, roots)
                 raise ConfigError(
                     f"{o.input_line}: Hydra's own config groups cannot be swept: run one command per option "
                     f"({', then '.join(lines)})"
@@ -291,8 +291,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
         checked, rate_used, warned = 0, False, {}  # (a dict: each warning once, in the order of the jobs)
-        group_jobs = _product({k: _sweep_lines(o, roots) for k, o in group_sweeps.items()})
-        value_jobs = _product({k: _sweep_lines(o, roots) for k, o in value_sweeps.items()})
+        group_jobs = job_combinations({k: sweep_lines(o, roots) for k, o in group_sweeps.items()})
+        value_jobs = job_combinations({k: sweep_lines(o, roots) for k, o in value_sweeps.items()})
         for group_job in group_jobs:
             cfg = base if set(group_job) == set(first) else compose_groups(plain_groups + tuple(group_job))
             for value_job in value_jobs:
@@ -485,7 +485,9 @@ def _is_group(override: Any, roots: ConfigRoots) -> bool:
     return "/" in key or override.package is not None or roots.is_group(key)
 
 
-def _sweep_lines(override: Any, roots: ConfigRoots) -> list[str]:
+def sweep_lines(override: Any, roots: ConfigRoots) -> list[str]:
+    """The `key=value` lines of a (sweep) override's jobs, as Hydra's sweeper expands it: a list, range or choice,
+    a glob over a group's options (conf/'s and a --config-dir's, in its order), an interval's two ends."""
     from hydra.core.override_parser.types import Glob, IntervalSweep
 
     key = override.get_key_element()
@@ -509,10 +511,10 @@ def _sweep_lines(override: Any, roots: ConfigRoots) -> list[str]:
 
 
 def _first(override: Any, roots: ConfigRoots) -> str:
-    return _sweep_lines(override, roots)[0].split("=", 1)[1]
+    return sweep_lines(override, roots)[0].split("=", 1)[1]
 
 
-def _product(options: dict[str, list[str]]) -> list[tuple[str, ...]]:
+def job_combinations(options: dict[str, list[str]]) -> list[tuple[str, ...]]:
     """Every combination, or (past MAX_JOBS_CHECKED) each value once with the others at their first."""
     if not options:
         return [()]
