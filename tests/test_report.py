@@ -29,7 +29,7 @@ from helpers import TINY, run, strict_json
 from rnnreg import CONF_DIR
 from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
-from rnnreg.job_records import JobFailed, failed_jobs, report_failed_job
+from rnnreg.job_records import JobFailed, failed_jobs, record_job_stopped, report_failed_job
 from rnnreg.multirun_jobs import inside_job
 from rnnreg.report import collect, find_runs, report
 from rnnreg.report_commands import resume_command
@@ -1717,6 +1717,38 @@ def test_a_job_folder_with_only_its_error_is_listed_failed_at_the_sweeps_end(tmp
     (tmp_path / "3" / "error.txt").write_text("prompt has no word in the vocabulary\n")
     (tmp_path / "4").mkdir()  # (completed: its samples went to stdout)
     assert failed_jobs(tmp_path) == [("3", [], "failed")]
+
+
+def test_the_sweeps_end_lists_a_job_written_as_the_multirun_started(tmp_path):
+    """failed_jobs(since=): a job whose last file was written at the very time the multirun started is one of its
+    jobs (a filesystem that keeps whole seconds), one written before it is not."""
+    for job, when in (("0", 1_000_000), ("1", 999_999)):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "error.txt").write_text("data.bptt=0 must be an integer >= 1\n")
+        os.utime(tmp_path / job / "error.txt", (when, when))
+    assert failed_jobs(tmp_path, since=1_000_000) == [("0", [], "failed")]
+
+
+def test_a_failed_job_whose_files_cannot_be_read_is_listed_by_its_folder_at_the_sweeps_end(tmp_path):
+    """A failed job whose overrides.yaml is cut short, or whose error.txt is not UTF-8 (a message from a file's
+    bytes): the sweep's end lists it all the same, by its folder, not with a traceback."""
+    for job in ("0", "1"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "config.yaml").write_text("{}\n")
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- seed=1\n- [cut\n")
+    (tmp_path / "0" / "error.txt").write_text("data.bptt=0 must be an integer >= 1\n")
+    (tmp_path / "1" / ".hydra" / "overrides.yaml").write_text("- seed=2\n")
+    (tmp_path / "1" / "error.txt").write_bytes(b"missing train file /data/\xff\xfe.txt\n")
+    assert failed_jobs(tmp_path) == [("0", [], "failed"), ("1", ["seed=2"], "failed")]
+
+
+def test_a_job_stopped_outside_a_multirun_writes_no_error_txt(tmp_path, monkeypatch):
+    """record_job_stopped where no multirun runs (evaluate() called as a function in a submitit job a signal ended):
+    no sweep to tell, so nothing is written, and it is no error."""
+    monkeypatch.chdir(tmp_path)
+    assert not HydraConfig.initialized()
+    record_job_stopped("SIGTERM")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_job_that_ran_again_after_its_result_and_failed_is_failed_in_the_report_as_at_the_sweeps_end(tmp_path):
