@@ -349,3 +349,14 @@ def test_the_commands_that_go_on_start_as_the_run_was_started():
     ]
     assert recorded_command({"job": {"config_name": "train"}}) == recorded_command({"job": None}) == ["rnnreg-train"]
     assert recorded_command({"job": {"config_name": ["a"]}, "runtime": {"config_sources": "x"}}) == ["rnnreg-train"]
+
+
+def test_the_command_that_goes_on_gives_the_searchpath_hydra_read():
+    """recorded_command: a hydra.searchpath given with `+` is the run's too; given twice, the one Hydra read (the
+    first), not the other."""
+    from rnnreg.recorded_commands import recorded_command
+
+    plus = {"overrides": {"hydra": ["hydra.run.dir=/r", "+hydra.searchpath=[file:///a]"]}}
+    assert recorded_command(plus) == ["rnnreg-train", "+hydra.searchpath=[file:///a]"]
+    twice = {"overrides": {"hydra": ["hydra.searchpath=[file:///a]", "hydra.searchpath=[file:///b]"]}}
+    assert recorded_command(twice) == ["rnnreg-train", "hydra.searchpath=[file:///a]"]

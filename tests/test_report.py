@@ -1140,6 +1140,14 @@ def test_an_empty_yaml_record_is_read_as_a_run_without_those_settings(tmp_path):
     assert "| 1 | seed=1 | completed |" in report(tmp_path, PAPER)
 
 
+def test_a_run_whose_hydra_record_has_no_hydra_node_gets_its_command_from_its_overrides(tmp_path):
+    """An unfinished run whose .hydra/hydra.yaml is a mapping without Hydra's node (a record from elsewhere): the
+    report's command to run it again is rnnreg-train with its overrides, not a traceback."""
+    write_job(tmp_path / "0", ["dropout=none", "seed=1"], {}, TOY, None)
+    (tmp_path / "0" / ".hydra" / "hydra.yaml").write_text("job: {name: train}\n")
+    assert "run it again, `rnnreg-train dropout=none seed=1`" in report(tmp_path, PAPER)
+
+
 def test_odd_run_files_the_report_can_read_and_folders_it_cannot_write(tmp_path):
     """Files a run can have that the report reads: perplexities that are not finite in csv/metrics.csv (a
     diverging run's: left out of the curves), a config group chosen by a number, a deletion override (~seed);

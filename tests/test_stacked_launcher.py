@@ -997,6 +997,27 @@ def test_the_command_that_goes_on_is_the_sweeps_own_in_its_folder(tmp_path, name
     assert again == folder
 
 
+def test_the_command_that_goes_on_keeps_the_config_folder_and_name_the_sweep_was_started_with(tmp_path):
+    """A stacked sweep started with --config-dir, --config-name and hydra.searchpath (the first two Hydra records
+    outside the sweep's overrides): the command that goes on gives each once, before the sweep's overrides."""
+    sweep, mine = tmp_path / "sweep", tmp_path / "mine"
+    sweep.mkdir()
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'lab'}]"
+    sources = [{"path": "hydra.conf", "provider": "hydra"}, {"path": str(mine), "provider": "command-line"}]
+    hydra = {
+        "job": {"config_name": "lab_train"},
+        "runtime": {"config_sources": sources},
+        "overrides": {"hydra": ["hydra/launcher=stacked", searchpath, "hydra.mode=MULTIRUN"], "task": ["seed=1,2"]},
+    }
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    *command, folder = shlex.split(go_on_command(sweep))
+    assert command == [
+        "rnnreg-train", "-m", "--config-dir", str(mine), "--config-name", "lab_train", searchpath,
+        "hydra/launcher=stacked", "seed=1,2", "hydra.launcher.resume=true",
+    ]  # fmt: skip
+    assert OverridesParser.create().parse_override(folder).value() == str(sweep)
+
+
 def test_a_group_leaves_the_callers_signal_handlers_as_it_found_them(tmp_path, tiny_corpus):
     """After a group that completed and one that a signal stopped (the launcher trains its groups one after another
     in one process, a library user in theirs), SIGTERM and Ctrl-C do what they did before: a SIGTERM while the next
