@@ -1608,6 +1608,30 @@ def test_a_failed_job_is_named_by_the_overrides_that_count(tmp_path, capsys):
     assert capsys.readouterr().err == "error: job 1 (ckpt_path=/runs/a/last.ckpt) failed: x\n"
 
 
+def test_a_sweep_with_an_interpolation_in_an_override_knows_the_keys_it_varies():
+    """swept_keys of a multirun whose command line holds an interpolation that each job resolves
+    (`+logger.wandb.id=run_${seed}`): the keys it varies, which name its jobs (not none: the interpolation is left
+    as given)."""
+    from rnnreg.multirun_jobs import swept_keys
+
+    hydra = OmegaConf.create({"overrides": {"task": ["seed=1,2", "+logger.wandb.id=run_${seed}", "dropout=none"]}})
+    assert swept_keys(hydra) == ["seed"]
+
+
+def test_a_job_without_its_sweeps_record_names_the_keys_its_search_space_varies(tmp_path):
+    """job_swept_keys in a multirun job whose sweep folder has no sweep.yaml (the sweep's process wrote it on another
+    machine's disk): the keys its sweeper's search space varies, which name the job (its failure line, its run)."""
+    from rnnreg.multirun_jobs import job_swept_keys
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        overrides = ["experiment=smoke", "dropout=none", "hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}"]
+        job = compose("train", overrides, return_hydra_config=True)
+    with open_dict(job):
+        job.hydra.sweeper.params = {"seed": "1,2"}
+    with inside_job(job):
+        assert job_swept_keys() == ["seed"]
+
+
 def test_a_key_given_twice_is_the_configuration_of_its_last_value(tmp_path):
     """A command pasted with a value changed at its end (`model.init_scale=0.1 ... model.init_scale=0.05`) runs
     the last value, as Hydra applies it: its seed is one of that configuration's (before: a configuration of its
