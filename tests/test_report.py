@@ -884,6 +884,16 @@ def test_runs_that_differ_only_in_where_they_wrote_are_one_configuration(tmp_pat
     assert "dropout=recurrent | 2" not in over_seeds  # 40 windows is another budget: not a second seed
 
 
+def test_a_run_that_deleted_its_logger_is_a_seed_of_the_same_configuration(tmp_path):
+    """A seed run without a logger (`~logger`, a deletion override) beside one with W&B: one configuration of two
+    seeds, as for a run that only chose another logger; the deletion is not a setting of its own."""
+    write_job(tmp_path / "a/0", ["dropout=none", "seed=1234", "~logger"], {}, TOY, 440.0)
+    write_job(tmp_path / "b/0", ["dropout=none", "seed=1", "logger=wandb"], {}, TOY, 450.0)
+    text = report(tmp_path)
+    assert "logger" not in text
+    assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in text.split("Over seeds:")[1]  # one configuration
+
+
 def test_validation_is_drawn_at_its_logged_epochs_after_a_resume(tmp_path):
     """A run resumed from another folder's checkpoint logs from its resumed epoch on (csv/metrics.csv's epoch
     column): its values are drawn at those epochs, not from epoch 1 by row, and the report says which are missing."""
