@@ -1018,6 +1018,24 @@ def test_the_command_that_goes_on_keeps_the_config_folder_and_name_the_sweep_was
     assert OverridesParser.create().parse_override(folder).value() == str(sweep)
 
 
+def test_a_resume_that_gives_the_sweeps_overrides_in_another_order_goes_on_with_its_jobs(tmp_path):
+    """hydra.launcher.resume=true with the sweep's overrides written in another order (the same key=value pairs, a
+    command typed again): each job's folder holds the job this command runs, so it goes on (no refusal)."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg import CONF_DIR
+    from rnnreg.sweep import check_resumed_jobs
+
+    overrides = ["experiment=smoke", "seed=1", "dropout=none", "hydra/launcher=stacked", "hydra.launcher.resume=true"]
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- dropout=none\n- experiment=smoke\n- seed=1\n")
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        config = compose(
+            "train", [*overrides, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True
+        )
+        check_resumed_jobs(config)
+
+
 def test_a_group_leaves_the_callers_signal_handlers_as_it_found_them(tmp_path, tiny_corpus):
     """After a group that completed and one that a signal stopped (the launcher trains its groups one after another
     in one process, a library user in theirs), SIGTERM and Ctrl-C do what they did before: a SIGTERM while the next
