@@ -60,6 +60,7 @@ class SpeedMonitor(L.Callback):
         # the sanity check's window ends (the device waited for), and the seconds a window past its first took
         self.sanity_ends: list[float] = []
         self.sanity_seconds_per_window: float | None = None
+        self.sanity_pass_seconds: float | None = None  # a validation pass's windows at that time a window
 
     @property
     def seconds_per_window(self) -> float | None:
@@ -151,6 +152,8 @@ class SpeedMonitor(L.Callback):
         elif len(self.sanity_ends) > 1:
             ends = self.sanity_ends
             self.sanity_seconds_per_window = (ends[-1] - ends[0]) / (len(ends) - 1)
+            windows = validation_windows(trainer)  # (counted once: the ETA asks every few windows)
+            self.sanity_pass_seconds = windows * self.sanity_seconds_per_window if windows else None
 
     def state_dict(self) -> dict:
         """The totals so far, the epoch under way included: a checkpoint saved inside an epoch (a stop) or as its
@@ -254,9 +257,8 @@ def validation_seconds(trainer, speed: SpeedMonitor, seconds_per_window: float) 
     training speed per word."""
     if speed.val_seconds is not None:
         return speed.val_seconds
-    windows = validation_windows(trainer) if speed.sanity_seconds_per_window is not None else None
-    if windows:
-        return windows * speed.sanity_seconds_per_window
+    if speed.sanity_pass_seconds is not None:
+        return speed.sanity_pass_seconds
     words = validation_words(trainer)
     if not words or not speed.words_per_step:
         return 0.0
