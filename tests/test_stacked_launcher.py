@@ -1349,6 +1349,29 @@ def test_a_group_that_cannot_train_fails_its_jobs_and_the_others_train(tmp_path,
     assert (sweep / "1" / "metrics.json").exists() and not (sweep / "1" / "error.txt").exists()
 
 
+@pytest.mark.parametrize("launcher", ["basic", "stacked"])
+def test_a_failed_job_of_a_multirun_that_varies_nothing_is_named_by_its_number(tmp_path, launcher):
+    """A multirun of one job (nothing swept) whose data is missing: its lines name the job by its number alone, not
+    by an empty list of the overrides that tell it apart (`job 0 ()`)."""
+    sweep, empty = tmp_path / "sweep", tmp_path / "empty"
+    empty.mkdir()
+    proc = run(
+        "rnnreg-train",
+        "-m",
+        f"hydra/launcher={launcher}",
+        "experiment=paper_small",
+        *TINY,
+        "trainer.max_epochs=1",
+        f"data.data_dir={empty}",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors[0].startswith(f"error: job 0 failed: missing train file {empty / 'train.txt'}: "), errors
+    assert errors[1] == f"error: 1 job(s) of the multirun in {sweep} failed: 0", errors
+
+
 def test_optuna_batch_of_trials_is_one_group(setup):
     """hparams_search=optuna with hydra.sweeper.n_jobs=3: each batch of trials the sampler proposes (other
     dropout rates, lr decays, init scales: all member settings) trains as one group, and the study reads each

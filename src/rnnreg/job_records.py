@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 
 from rnnreg.errors import DataError
-from rnnreg.multirun_jobs import in_multirun, job_label
+from rnnreg.multirun_jobs import in_multirun, job_named
 from rnnreg.record_yaml import recorded_overrides
 from rnnreg.run_lock import launched_as_rank_zero
 from rnnreg.run_record import recorded_metrics
@@ -32,7 +32,7 @@ def report_failed_job(
     naming the job, its error.txt in `folder` (record_job_error), and what its sweeper is handed: Hydra's basic
     sweeper (`basic`) None, for a raised error would end the sweep (failed_jobs lists the job at its end); any
     other JobFailed (Optuna marks the trial FAIL; a NaN return crashes hydra-optuna-sweeper 1.3 with optuna 2.10)."""
-    print(f"error: job {num} ({job_label(overrides, swept)}) failed: {message}", file=sys.stderr)
+    print(f"error: job {job_named(num, overrides, swept)} failed: {message}", file=sys.stderr)
     record_job_error(str(message), folder)
     return None if basic else JobFailed(str(message))
 

@@ -83,9 +83,17 @@ def override_key(override: str) -> str:
 
 def job_label(overrides: list[str], swept: list[str] | None) -> str:
     """A sweep's job in a message: the overrides that tell it apart (differing), or, where those are all of a kind
-    that names no run (an evaluation sweep over ckpt_path=a,b), the swept ones as they are."""
+    that names no run (an evaluation sweep over ckpt_path=a,b), the swept ones as they are; none in a multirun
+    that varies nothing (`swept` empty)."""
     told_apart = differing(overrides, swept) or [o for o in overrides if swept is None or override_key(o) in swept]
     return " ".join(told_apart)
+
+
+def job_named(num: int | str, overrides: list[str], swept: list[str] | None) -> str:
+    """A sweep's job as a message names it: its number, then what tells it apart (`3 (seed=2)`; `0` alone where
+    the multirun varies nothing)."""
+    label = job_label(overrides, swept)
+    return f"{num} ({label})" if label else str(num)
 
 
 def differing(overrides: list[str], swept: list[str] | None) -> list[str]:

@@ -264,9 +264,8 @@ def prepare_job(launcher, idx: int, overrides: Sequence[str]) -> Job:
             validate(task_cfg, "train", choices=hydra_cfg.hydra.runtime.choices)
             check_stackable(resolved)
         except ConfigError as err:  # named as the command line's check names a sweep's job
-            raise ConfigError(
-                f"{err} (sweep job {job_label(list(overrides), swept_keys(launcher.config.hydra))})"
-            ) from None
+            label = job_label(list(overrides), swept_keys(launcher.config.hydra))
+            raise ConfigError(f"{err} (sweep job {label})" if label else str(err)) from None
         output = Path(output_dir).resolve()
         return Job(idx, list(overrides), resolved, hydra_cfg, output, key=key, plain=plain, task_cfg=task_cfg)
     finally:
@@ -405,7 +404,7 @@ def job_return(launcher, job: Job, status: str, value) -> JobReturn:
     )
     ret.status, ret.return_value = JobStatus.COMPLETED, value
     if status != "completed":
-        swept = swept_keys(launcher.config.hydra) or None
+        swept = swept_keys(launcher.config.hydra)
         ret.return_value = report_failed_job(
             job.idx, job.overrides, swept, value, job.output_dir, basic_sweeper(launcher.config)
         )

@@ -32,7 +32,7 @@ from rnnreg.multirun_jobs import (
     JobsComposedOnce,
     basic_sweeper,
     job_folders,
-    job_label,
+    job_named,
     same_overrides,
     sweep_jobs,
     swept_keys,
@@ -171,11 +171,11 @@ def check_job_folders(config: DictConfig, subdir: str) -> None:
     if folders is None:
         return  # another sweeper: a job that finds another's results in its folder stops there (rnnreg.training)
     seen: dict[Path, int] = {}
-    swept = swept_keys(config.hydra) or None
+    swept = swept_keys(config.hydra)
     for num, (_, folder) in enumerate(folders):
         if folder in seen:
             first = seen[folder]
-            jobs = [f"{n} ({job_label(folders[n][0], swept)})" for n in (first, num)]
+            jobs = [job_named(n, folders[n][0], swept) for n in (first, num)]
             raise ConfigError(
                 f"hydra.sweep.subdir={subdir} gives jobs {jobs[0]} and {jobs[1]} one folder, {folder}, each writing "
                 f"over the other's files: name each job's folder apart (with the keys it sweeps, or ${{hydra.job.num}})"
@@ -251,7 +251,7 @@ class SweepCallback(Callback):
             if claimed and config.get("task_name") == "train":  # the next command, with the folder it needs
                 print(f"the multirun's jobs completed in {sweep_dir}: {compare} compares them")
             return
-        swept = swept_keys(config.hydra) or None
+        swept = swept_keys(config.hydra)
         for kind, words, then in (
             ("failed", "failed", ""),
             (
@@ -261,8 +261,8 @@ class SweepCallback(Callback):
             ),
             ("stopped", "were stopped by a signal before they wrote a result", " (run them again)"),
         ):
-            labels = [(job, job_label(overrides, swept)) for job, overrides, how in ended if how == kind]
-            listed = [f"{job} ({label})" if label else job for job, label in labels]  # (no .hydra/: its own line said)
+            # (a job without .hydra/ by its folder alone: its own line said why)
+            listed = [job_named(job, overrides, swept) for job, overrides, how in ended if how == kind]
             if listed:
                 print(
                     f"error: {len(listed)} job(s) of the multirun in {sweep_dir} {words}: {', '.join(listed)}{then}",

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, first_line
-from rnnreg.multirun_jobs import JobsComposedOnce, inside_job, job_configs, job_label, swept_keys, task_overrides
+from rnnreg.multirun_jobs import JobsComposedOnce, inside_job, job_configs, job_named, swept_keys, task_overrides
 from rnnreg.override_text import quoted_for_hydra
 
 # conf/hydra/default.yaml, its one owner: a sweep's folder named after its experiment
@@ -57,9 +57,9 @@ def pin_sweep_folder(config: DictConfig) -> None:
         if all(folder == sweep_dir for folder in folders):
             return  # (else a swept key that the default's other parts read: paths=...)
     num = next(n for n, folder in enumerate(folders) if folder != sweep_dir)
-    swept = swept_keys(config.hydra) or None
+    swept = swept_keys(config.hydra)
     raise ConfigError(
-        f"hydra.sweep.dir={template} differs between the multirun's jobs (job {num} ({job_label(jobs[num][0], swept)}) "
+        f"hydra.sweep.dir={template} differs between the multirun's jobs (job {job_named(num, jobs[num][0], swept)} "
         f"would go to {folders[num]}, the sweep's record to {sweep_dir}): give a folder that no swept key changes, "
         f"and tell the jobs apart in hydra.sweep.subdir (each job's folder inside it)"
     )

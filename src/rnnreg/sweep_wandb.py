@@ -23,7 +23,7 @@ from rnnreg.multirun_jobs import (
     NOT_IN_NAMES,
     inside_job,
     job_configs,
-    job_label,
+    job_named,
     override_key,
     swept_keys,
     task_overrides,
@@ -57,7 +57,7 @@ def check_wandb_runs(config: DictConfig) -> None:
     if jobs is None:
         check_study_wandb_run(config)
         return
-    swept = swept_keys(config.hydra) or None
+    swept = swept_keys(config.hydra)
     read = CheckpointRuns()
     seen: dict[str, tuple[int, JobRun]] = {}
     for num, (_, job_config) in enumerate(jobs):
@@ -66,7 +66,7 @@ def check_wandb_runs(config: DictConfig) -> None:
             continue
         if run.run_id in seen and not wandb_off():
             first, earlier = seen[run.run_id]
-            labels = [f"{n} ({job_label(jobs[n][0], swept)})" for n in (first, num)]
+            labels = [job_named(n, jobs[n][0], swept) for n in (first, num)]
             if earlier.checkpoint is None and run.checkpoint is None:
                 raise shared_wandb_run(job_config, run.run_id, f"jobs {labels[0]} and {labels[1]}", config)
             if earlier.checkpoint is not None and run.checkpoint is not None:
