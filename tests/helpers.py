@@ -455,8 +455,14 @@ def run_signal_at_import(
     """A console script in a process of its own (not a fork of the warm-start server, which has imported it all),
     sent `signum` (signal.SIGINT: Ctrl-C) as it imports `module` (a sitecustomize in folder `hook`, first on its
     PYTHONPATH); `info_at_exit`: with a logger that says something at INFO as the process ends."""
-    hook.mkdir(parents=True, exist_ok=True)
     hooks = SIGNAL_AT_IMPORT.format(module=module, signum=int(signum)) + INFO_AT_EXIT * info_at_exit
+    return run_with_sitecustomize(hooks, hook, script, *overrides)
+
+
+def run_with_sitecustomize(hooks: str, hook: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
+    """A console script in a process of its own (not a fork of the warm-start server, which has imported it all)
+    that runs `hooks` as it starts (a sitecustomize in folder `hook`, first on its PYTHONPATH)."""
+    hook.mkdir(parents=True, exist_ok=True)
     (hook / "sitecustomize.py").write_text(hooks)
     path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     env = os.environ | {"PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}

@@ -28,9 +28,11 @@ from helpers import (
     TINY,
     RunsCode,
     compose_config,
+    folder_contents,
     needs_triton,
     run,
     run_signal_at_import,
+    run_with_sitecustomize,
     signal_at,
     speed_state,
     srun_env,
@@ -2029,6 +2031,83 @@ def test_a_signal_before_a_group_trains_stops_the_sweep_and_resume_finishes_it(
         assert losses(sweep / job, "val/ppl") == losses(reference, "val/ppl")
         for checkpoint in ("last.ckpt", "best.ckpt"):
             ours, theirs = weights(sweep / job, checkpoint), weights(reference, checkpoint)
+            assert all(torch.equal(ours[k], theirs[k]) for k in theirs), (job, checkpoint)
+
+
+# SIGTERM, sent by the process to itself as the first stacked group's train_group returns (its members' files
+# written, the next group not yet begun), after it copies that group's metrics.json into the hook's folder
+SIGNAL_AFTER_THE_FIRST_GROUP = """
+import importlib.abc, importlib.machinery, json, os, signal, sys
+class SignalAfterTheFirstGroup(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "rnnreg.stacked_train":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        execute = spec.loader.exec_module
+        def exec_module(module):
+            execute(module)
+            train_group = module.train_group
+            def train_then_signal(jobs, group, *args, **kwargs):
+                results = train_group(jobs, group, *args, **kwargs)
+                if group == 0:
+                    written = {{job.idx: (job.output_dir / "metrics.json").read_text() for job in jobs}}
+                    with open({snapshot!r}, "w") as out:
+                        json.dump(written, out)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return results
+            module.train_group = train_then_signal
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, SignalAfterTheFirstGroup())
+"""
+
+
+def test_a_signal_between_two_groups_stops_the_next_and_resume_finishes_it(setup, tmp_path):
+    """A real SIGTERM after the first group of a sweep has finished (its members' metrics.json completed) and
+    before the second trains: the first stays completed, its folder untouched by the stop and by the resume; the
+    second's members say interrupted with the command that goes on, exit 128 + 15; that command trains the second
+    group alone and ends it where the sweep run without the signal ends, to the bit."""
+    sizes = [arg for arg in setup.cli if arg != "model.hidden_size=16"] + ["model.hidden_size=16,24"]
+    args = [*sizes, "hydra/launcher=stacked", "trainer.max_epochs=1"]  # two groups: one per hidden size
+    reference = tmp_path / "uninterrupted"
+    run("rnnreg-train", "-m", *args, f"hydra.sweep.dir={reference}")
+    sweep, hook = tmp_path / "sweep", tmp_path / "hook"
+    hooks = SIGNAL_AFTER_THE_FIRST_GROUP.format(snapshot=str(hook / "group_0.json"))
+    proc = run_with_sitecustomize(hooks, hook, "rnnreg-train", "-m", *args, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 128 + signal.SIGTERM and proc.stderr == "", proc.stderr[-3000:]
+    assert "2 jobs in 2 groups" in proc.stdout
+    assert "\nSIGTERM: stopping the stacked group before it starts\n" in proc.stdout
+    (go_on,) = [
+        line.split("go on with: ", 1)[1]
+        for line in proc.stdout.splitlines()
+        if line.startswith(f"{STOPPED_BY[signal.SIGTERM]}: the stacked group 1 stopped; go on with: ")
+    ]
+    assert go_on.endswith(f"hydra.launcher.resume=true hydra.sweep.dir={sweep}")
+    # the first group as it ended, before the signal: completed, its metrics.json not written again
+    (written,) = json.loads((hook / "group_0.json").read_text()).values()
+    assert (sweep / "0" / "metrics.json").read_text() == written and metrics(sweep / "0")["status"] == "completed"
+    first_group = folder_contents(sweep / "0")
+    stacked_record = {"group": 1, "members": 1, "member": 0, "program": "in_turn", "units": 24}
+    assert metrics(sweep / "1") == {
+        "status": "interrupted",
+        "error": STOPPED_BY[signal.SIGTERM],
+        "epochs": 0,
+        "resume": go_on,
+        "stacked": stacked_record,
+    }
+    assert not (sweep / "1" / "checkpoints").exists() and not list((sweep / ".stacked").iterdir())
+    resumed = run(*shlex.split(go_on))
+    assert "group 0: completed in an earlier run of this sweep" in resumed.stdout
+    assert folder_contents(sweep / "0") == first_group
+    for job in ("0", "1"):
+        mine, uninterrupted = metrics(sweep / job), metrics(reference / job)
+        assert mine["status"] == "completed"
+        for key in ("val_ppl", "best_val_ppl", "test_ppl", "test_ppl_batched", "epochs"):
+            assert mine[key] == uninterrupted[key], (job, key)
+        assert losses(sweep / job) == losses(reference / job)
+        assert losses(sweep / job, "val/ppl") == losses(reference / job, "val/ppl")
+        for checkpoint in ("last.ckpt", "best.ckpt"):
+            ours, theirs = weights(sweep / job, checkpoint), weights(reference / job, checkpoint)
             assert all(torch.equal(ours[k], theirs[k]) for k in theirs), (job, checkpoint)
 
 
