@@ -715,6 +715,37 @@ def test_a_resume_stopped_before_its_first_window_leaves_no_wandb_part_the_next_
     assert proc.returncode == 143 and f"wandb sync {part1} {part4}\n" in proc.stdout, proc.stdout[-3000:]
 
 
+def test_a_wandb_that_refuses_to_be_quiet_still_closes_the_run_and_removes_its_empty_part(
+    tmp_path, monkeypatch, no_wandb_credentials
+):
+    """W&B (0.31, as pinned) has no public way to keep a started run's closing lines, which name its offline folder,
+    off the console: finish_wandb sets `quiet` in the run's private settings before it removes an empty part. A W&B
+    that refuses that (the field renamed or frozen: pydantic's ValueError, made here as a later release would)
+    closes the run with its own lines, and the part is still removed. Before, the refusal left the run open and
+    its part on disk (training's caller only warned that it could not close the W&B run)."""
+    import wandb
+
+    from rnnreg.loggers import finish_wandb, wandb_logger
+
+    logger = wandb_logger(offline=True, group_by_sweep=False, name="empty", project="p", save_dir=str(tmp_path))
+    run = logger.experiment
+    part = Path(run.dir).parent
+    settings = type(run._settings)
+    assign = settings.__setattr__
+
+    def refuse_quiet(self, name, value):
+        if name == "quiet":
+            raise ValueError(f'"{settings.__name__}" object has no field "quiet"')  # pydantic's words
+        assign(self, name, value)
+
+    monkeypatch.setattr(settings, "__setattr__", refuse_quiet)
+    try:
+        finish_wandb([logger], {"status": "interrupted"}, exit_code=1, drop_empty_part=True)
+        assert wandb.run is None and not part.exists()
+    finally:
+        wandb.teardown()  # (W&B's service started in this process ends with it: no other test finds it)
+
+
 def test_sync_command_names_only_the_runs_own_parts(tmp_path):
     """The earlier parts come from a checkpoint (untrusted): a folder it names that is not a part of this run
     (another name, or no `run-<id>.wandb` in it) never gets into the printed `wandb sync` command."""

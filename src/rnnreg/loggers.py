@@ -272,7 +272,7 @@ def finish_wandb(
         run_dir, run_id = Path(run.dir).parent, run.id
         empty = drop_empty_part and logger._offline and run.step == 0
         if empty:
-            run._settings.quiet = True  # W&B's own closing lines would name the part removed below
+            quiet_closing_lines(run)  # W&B's own would name the part removed below
         run.finish(exit_code=exit_code)
         if not logger._offline:
             continue
@@ -288,6 +288,18 @@ def finish_wandb(
                 f"W&B run {run_id} saved offline in {len(parts)} parts (it was resumed); upload them into the one run, "
                 f"in order, with: {sync_command(parts)}"
             )
+
+
+def quiet_closing_lines(run) -> None:
+    """Keep W&B from printing its lines as `run` finishes (the offline folder, its sync command). W&B (0.31, as
+    constraints.txt pins it) has no public way once a run has started: `quiet` is read from the settings given to
+    wandb.init, run.settings is a copy, and finish takes no such argument; so it is set in the run's private
+    settings, which W&B reads as it finishes. A W&B that refuses that (the field renamed, the settings frozen)
+    prints its lines: the run still closes, and its part is still removed."""
+    try:
+        run._settings.quiet = True
+    except (AttributeError, TypeError, ValueError):  # (pydantic's refusals are ValueErrors)
+        pass
 
 
 def remove_offline_part(run_dir: Path, run_id: str) -> None:
