@@ -371,6 +371,30 @@ def resumed_run_cases(ckpts: dict[str, Path]) -> dict[str, tuple[list[str], dict
             "search from them with logger=csv, or resume each with logger=wandb in a single run (no -m) "
             f"({RESUMED_RUN})",
         ),
+        "optuna-grid-searches-checkpoints-of-one-run": (
+            ["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", f"ckpt_path={best},{last}"],
+            {},
+            f"ckpt_path={best},{last} lets two trials resume {best} and {last}, checkpoints of one W&B run (w1), so "
+            "both would go on in it, each logging over the other's history: search from them with logger=csv, or "
+            f"resume each with logger=wandb in a single run (no -m) ({RESUMED_RUN})",
+        ),
+        "optuna-grid-holds-one-checkpoint-in-two-points": (
+            ["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", f"ckpt_path={last},{w2}"]
+            + ["trainer.max_epochs=2,3"],
+            {},
+            f"ckpt_path={last},{w2} lets two trials both resume {last} (Optuna's grid holds it once for each value of "
+            "trainer.max_epochs), so both would go on in its W&B run (w1), each logging over the other's history: "
+            f"search from it with logger=csv, or resume it with logger=wandb in a single run (no -m) ({RESUMED_RUN})",
+        ),
+        "optuna-grid-of-a-kept-study": (
+            ["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", f"ckpt_path={last},{w2}"]
+            + ["hydra.sweeper.storage=sqlite:///study.db"],
+            {},
+            f"ckpt_path={last},{w2} lets two trials both resume {last} (a study kept in hydra.sweeper.storage draws "
+            "its grid's points again once it has visited them all), so both would go on in its W&B run (w1), each "
+            "logging over the other's history: search from it with logger=csv, or resume it with logger=wandb in a "
+            f"single run (no -m) ({RESUMED_RUN})",
+        ),
         "optuna-may-draw-one-checkpoint-twice": (
             ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=2", f"ckpt_path={last},{w2}"],
             {},
@@ -408,6 +432,21 @@ def test_resumed_jobs_of_two_wandb_runs_each_go_on_in_their_own(resumable, tmp_p
     tiny = [*resumable["tiny"], "trainer.max_epochs=2"]
     run("rnnreg-train", "-m", *tiny, resumes, "logger=wandb", f"hydra.sweep.dir={sweep}")
     assert {job: wandb_run["id"] for job, wandb_run in wandb_runs(sweep).items()} == {"0": "w1", "1": "w2"}
+
+
+def test_a_grid_study_of_checkpoints_of_two_wandb_runs_goes_on_in_each(resumable, tmp_path, no_wandb_credentials):
+    """An Optuna study on a grid (hydra/sweeper/sampler=grid) gives each point to one trial: searching checkpoints
+    of two W&B runs, and nothing else, each trial goes on in its own checkpoint's run. Not refused (before: as a
+    random sampler's study, one checkpoint said drawn twice); a fresh start beside them starts a run of its own."""
+    sweep, fresh = tmp_path / "sweep", tmp_path / "fresh"
+    grid = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "logger=wandb"]
+    tiny = [*resumable["tiny"], "trainer.max_epochs=2", *grid]
+    resumes = f"ckpt_path={resumable['w1'] / 'last.ckpt'},{resumable['w2'] / 'last.ckpt'}"
+    run("rnnreg-train", "-m", *tiny, resumes, f"hydra.sweep.dir={sweep}")
+    assert sorted(wandb_run["id"] for wandb_run in wandb_runs(sweep).values()) == ["w1", "w2"]
+    run("rnnreg-train", "-m", *tiny, f"ckpt_path={resumable['w1'] / 'last.ckpt'},null", f"hydra.sweep.dir={fresh}")
+    ids = sorted(wandb_run["id"] for wandb_run in wandb_runs(fresh).values())
+    assert len(ids) == 2 and "w1" in ids and ids.count("w1") == 1
 
 
 def test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line(resumable, tmp_path, no_wandb_credentials):

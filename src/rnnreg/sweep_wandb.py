@@ -9,6 +9,7 @@ A checkpoint is read (as data only, its tensors mapped: rnnreg.resumed_run) only
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from pathlib import Path
@@ -33,6 +34,9 @@ from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
 ID_KEY = "logger.wandb.id"
 # where ckpt_path=last looks: what a search sweeper's trials find there differs where one of these does
 LAST_ROOT = "${paths.output_root}/${task_name}/${experiment_name}"
+# Optuna's sampler that visits each point of its grid once (hydra/sweeper/sampler=grid)
+GRID_SAMPLERS = ("optuna.samplers.GridSampler", "optuna.samplers._grid.GridSampler")
+DRAWN_ANEW = "Optuna draws each trial's choice anew"  # (any other sampler: a choice may be drawn twice)
 # how a resume's W&B run is chosen, said where a refusal asks for a resume without W&B
 RESUMED_RUN = "a resume goes on in the W&B run its checkpoint was written in, and in no other"
 
@@ -209,7 +213,7 @@ def check_study_wandb_run(config: DictConfig) -> None:
     for every job is a fixed logger.wandb.id that the search does not vary, or WANDB_RUN_ID without one, or the
     run of a checkpoint that every trial resumes (a fixed ckpt_path: each trial would go on in its run), or that
     two trials may resume (a searched ckpt_path: Optuna draws each trial's choice anew, so one checkpoint twice,
-    or two checkpoints of one run)."""
+    or two checkpoints of one run; a grid that gives each checkpoint to one trial, only two of one run)."""
     trials = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
     found = wandb_id_key(config)
     if found is None or (trials is not None and trials < 2):  # (one trial shares its run with no other)
@@ -221,9 +225,17 @@ def check_study_wandb_run(config: DictConfig) -> None:
         read = CheckpointRuns()
         resumed = [study_resumed_run(config, given, ckpt, read) for ckpt in choices]
         runs = [run for run in resumed if isinstance(run, JobRun)]
-        if runs:
+        drawn_twice = why_drawn_twice(config) if setting is not None else None
+        # a grid's trials resuming checkpoints of distinct runs each go on in its own; the others start in the run
+        # their config gives, checked below as a study that resumes nothing
+        once = setting is not None and drawn_twice is None and len({r.run_id for r in runs}) == len(runs)
+        if runs and not once:
             if not wandb_off():
-                raise resumed_in_two_trials(setting, runs) if setting else resumed_in_every_trial(runs[0])
+                raise (
+                    resumed_in_two_trials(setting, runs, drawn_twice or "it is two points of Optuna's grid")
+                    if setting
+                    else resumed_in_every_trial(runs[0])
+                )
             return
         if setting is None and resumed[0] is False:  # (every trial stops on it, or its run is not known yet)
             return
@@ -243,14 +255,10 @@ def study_ckpt_paths(config: DictConfig) -> tuple[str | None, list[str]] | None:
     None and a fixed ckpt_path (the config's where none is given), or a searched one as given
     (`hydra.sweeper.params.ckpt_path=choice(a,b)`, `ckpt_path=a,b`) and its choices. None where no trial resumes,
     or one is searched by what is no choice (a range or an interval of a path: Optuna stops on it itself)."""
-    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
-    lines = [f"hydra.sweeper.params.{key}={value}" for key, value in params.items()]
-    lines += [line for line in task_overrides(config.hydra) if override_key(line) == "ckpt_path"]
+    lines = [line for line in search_lines(config) if searched_key(line) == "ckpt_path"]
     fixed, searched = None, None
     for line in lines:
-        key, _, value = line.partition("=")
-        if key.lstrip("+~").removeprefix("hydra.sweeper.params.") != "ckpt_path":
-            continue
+        value = line.partition("=")[2]
         try:
             (override,) = OverridesParser.create().parse_overrides([f"ckpt_path={value}"])
         except Exception:  # (Hydra says what it cannot parse itself)
@@ -265,6 +273,44 @@ def study_ckpt_paths(config: DictConfig) -> tuple[str | None, list[str]] | None:
         return None if fixed[0] is None else (None, [str(fixed[0])])
     setting, choices = searched
     return None if choices is None else (setting, [str(choice) for choice in choices if choice is not None])
+
+
+def search_lines(config: DictConfig) -> list[str]:
+    """What a search sweeper (Optuna) reads its search space from, in its order: its params, then the command line's
+    overrides (each `key=value` as given)."""
+    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
+    return [f"hydra.sweeper.params.{key}={value}" for key, value in params.items()] + task_overrides(config.hydra)
+
+
+def searched_key(line: str) -> str:
+    return line.partition("=")[0].lstrip("+~").removeprefix("hydra.sweeper.params.")
+
+
+def why_drawn_twice(config: DictConfig) -> str | None:
+    """Why two trials of a search sweeper (Optuna) may draw one searched ckpt_path choice; None where each choice is
+    a trial's once at most: Optuna's GridSampler (hydra/sweeper/sampler=grid) gives each point of its grid to one
+    trial (the plugin makes n_trials at most the grid's size), where nothing else is searched with more than one
+    value (else a checkpoint is in several points), in a study no storage keeps (a kept study's next command draws
+    the points it visited again)."""
+    sweeper = config.hydra.sweeper
+    sampler = OmegaConf.select(sweeper, "sampler._target_", default=None, throw_on_resolution_failure=False)
+    if sampler not in GRID_SAMPLERS:
+        return DRAWN_ANEW
+    if OmegaConf.select(sweeper, "storage", default=None, throw_on_resolution_failure=False) is not None:
+        return "a study kept in hydra.sweeper.storage draws its grid's points again once it has visited them all"
+    if sweeper.get("search_space") is not None:
+        return "Optuna's grid holds it once for each point of hydra.sweeper.search_space"
+    points = {}  # each searched key's values, as the plugin's grid takes them (a search given later replaces one)
+    for line in search_lines(config):
+        try:
+            (override,) = OverridesParser.create().parse_overrides([f"x={line.partition('=')[2]}"])
+        except Exception:  # (Hydra says what it cannot parse itself)
+            return "Optuna's grid is not known before it runs"
+        if override.is_sweep_override():  # (a fixed value given later leaves the key in the grid: the plugin's way)
+            discrete = override.is_choice_sweep() or override.is_range_sweep()
+            points[searched_key(line)] = len(list(override.sweep_iterator())) if discrete else math.inf
+    more = [key for key, count in points.items() if key != "ckpt_path" and count > 1]
+    return f"Optuna's grid holds it once for each value of {more[0]}" if more else None
 
 
 def study_resumed_run(config: DictConfig, given: object, ckpt: str, read: CheckpointRuns) -> JobRun | None | bool:
@@ -417,9 +463,10 @@ def resumed_in_every_trial(resumed: JobRun) -> ConfigError:
     )
 
 
-def resumed_in_two_trials(setting: str, runs: list[JobRun]) -> ConfigError:
+def resumed_in_two_trials(setting: str, runs: list[JobRun], why: str = DRAWN_ANEW) -> ConfigError:
     """The one line that refuses a search sweeper's multirun (Optuna) whose searched ckpt_path (`setting`) lets two
-    trials resume checkpoints of one W&B run, `runs` (one per choice with a run): two of them, or one drawn twice."""
+    trials resume checkpoints of one W&B run, `runs` (one per choice with a run): two of them, or one drawn twice
+    (`why`: why_drawn_twice)."""
     pairs = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :] if a.run_id == b.run_id]
     if pairs and pairs[0][0].checkpoint != pairs[0][1].checkpoint:
         first, second = pairs[0]
@@ -430,7 +477,7 @@ def resumed_in_two_trials(setting: str, runs: list[JobRun]) -> ConfigError:
         )
     drawn = pairs[0][0] if pairs else runs[0]
     return ConfigError(
-        f"{setting} lets two trials both resume {drawn.checkpoint} (Optuna draws each trial's choice anew), so both "
+        f"{setting} lets two trials both resume {drawn.checkpoint} ({why}), so both "
         f"would go on in its W&B run ({drawn.run_id}), each logging over the other's history: search from it with "
         f"logger=csv, or resume it with logger=wandb in a single run (no -m) ({RESUMED_RUN})"
     )
