@@ -1020,6 +1020,28 @@ def test_the_command_that_goes_on_keeps_the_config_folder_and_name_the_sweep_was
     assert OverridesParser.create().parse_override(folder).value() == str(sweep)
 
 
+@pytest.mark.parametrize("folder", ["${oc.env:HOME}/lab", "${hydra:runtime.cwd}/lab"])
+def test_the_command_that_goes_on_gives_a_searchpath_with_an_interpolation_once_as_given(tmp_path, folder):
+    """A stacked sweep started with hydra.searchpath=[file://${...}/lab]: the command that goes on gives it once, as
+    the sweep's command gave it (before: resolved, then again as given; or, for ${hydra:...}, which resolves inside a
+    run only, the command's shape with `...`)."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    searchpath = f"hydra.searchpath=[file://{folder}]"
+    hydra = {"job": {"config_name": "train"}, "runtime": {"config_sources": []}}
+    hydra["overrides"] = {"hydra": ["hydra/launcher=stacked", searchpath, "hydra.mode=MULTIRUN"], "task": ["seed=1,2"]}
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    *command, _ = shlex.split(go_on_command(sweep))
+    assert command == [
+        "rnnreg-train",
+        "-m",
+        searchpath,
+        "hydra/launcher=stacked",
+        "seed=1,2",
+        "hydra.launcher.resume=true",
+    ]
+
+
 def test_a_resume_that_gives_the_sweeps_overrides_in_another_order_goes_on_with_its_jobs(tmp_path):
     """hydra.launcher.resume=true with the sweep's overrides written in another order (the same key=value pairs, a
     command typed again): each job's folder holds the job this command runs, so it goes on (no refusal)."""

@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from rnnreg.config_search import SCRIPTS, SEARCHPATH
 from rnnreg.errors import DataError
 from rnnreg.override_text import path_override
@@ -47,10 +45,11 @@ def recorded_run_command(run: Path) -> list[str]:
 
 def go_on_command(sweep: Path) -> str:
     """The sweep's own command (its multirun.yaml) with hydra.launcher.resume=true in its folder."""
+    record = sweep / "multirun.yaml"
     try:
-        hydra = OmegaConf.load(sweep / "multirun.yaml").hydra
+        hydra = section(read_yaml(record), record, "hydra")
         _, *flags = recorded_command(hydra)  # (a hydra.searchpath among them is one of the sweep's hydra overrides)
-        recorded = OmegaConf.to_container(hydra.overrides, resolve=False)  # as given: `run_${seed}` is each job's
+        recorded = section(hydra, record, "overrides")  # as given: `run_${seed}` is each job's
         given = list(dict.fromkeys([*flags, *map(str, [*recorded["hydra"], *recorded["task"]])]))
     except Exception:  # no readable multirun.yaml (a group trained outside Hydra): the command's shape
         given = ["...", "hydra/launcher=stacked"]
