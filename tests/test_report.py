@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.colors import to_hex
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from helpers import TINY, run, strict_json
 from rnnreg import CONF_DIR
@@ -1640,6 +1640,55 @@ def test_a_job_without_its_sweeps_record_names_the_keys_its_search_space_varies(
         job.hydra.sweeper.params = {"seed": "1,2"}
     with inside_job(job):
         assert job_swept_keys() == ["seed"]
+
+
+SWEEP_RECORDS_CUT_SHORT = {"not YAML": b"swept: [seed\n", "not UTF-8": b"swept: [\xff]\n", "a list": b"- seed\n"}
+SWEEP_RECORDS_CUT_SHORT["a number"] = b"swept: 5\n"
+
+
+def multirun_job(sweep_dir: Path) -> DictConfig:
+    """Job 0 of a multirun over seed=1,2 in `sweep_dir`, composed by Hydra (its folder set, as its launcher sets it)."""
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        overrides = ["experiment=smoke", "seed=1", "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"]
+        job = compose("train", overrides, return_hydra_config=True)
+    with open_dict(job):
+        job.hydra.job.num = 0
+        job.hydra.runtime.output_dir = str(sweep_dir / "0")
+    return job
+
+
+@pytest.mark.parametrize("record", SWEEP_RECORDS_CUT_SHORT)
+def test_a_jobs_sweep_record_cut_short_is_one_line_naming_it(tmp_path, record):
+    """job_swept_keys where the sweep's sweep.yaml was cut short or edited (not YAML, not UTF-8, not a mapping, its
+    keys not a list): one line naming the file and the fix, not a traceback (before: a YAML, Unicode, attribute or
+    type error)."""
+    from rnnreg.multirun_jobs import job_swept_keys
+
+    (tmp_path / "sweep.yaml").write_bytes(SWEEP_RECORDS_CUT_SHORT[record])
+    with inside_job(multirun_job(tmp_path)), pytest.raises(DataError) as raised:
+        job_swept_keys()
+    assert str(raised.value).startswith(f"{tmp_path / 'sweep.yaml'} is not readable (")
+    assert str(raised.value).endswith("): delete it (a sweep writes it again as it starts)")
+    assert "\n" not in str(raised.value)
+
+
+def test_a_job_whose_sweep_record_is_cut_short_fails_with_one_line_and_the_sweep_goes_on(tmp_path, capsys):
+    """A multirun job that reads its sweep.yaml cut short (its W&B run's name: loggers.run_name) fails as a job with a
+    UserError does: one line naming it (by its overrides), its error.txt, and the basic sweeper goes on with the next
+    job (before: the error again while naming the job, a traceback that ended the sweep)."""
+    from rnnreg.loggers import run_name
+    from rnnreg.runtime import user_errors_as_one_line
+
+    (tmp_path / "sweep.yaml").write_bytes(SWEEP_RECORDS_CUT_SHORT["not YAML"])
+    job = multirun_job(tmp_path)
+    (tmp_path / "0").mkdir()
+    task = OmegaConf.create({key: job._get_node(key) for key in job.keys() if key != "hydra"})
+    with inside_job(job):
+        assert user_errors_as_one_line(lambda cfg: run_name(None))(task) is None
+    why = f"{tmp_path / 'sweep.yaml'} is not readable"
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: job 0 (experiment=smoke seed=1) failed: {why}") and err.count("\n") == 1
+    assert (tmp_path / "0" / "error.txt").read_text().startswith(why)
 
 
 def test_a_key_given_twice_is_the_configuration_of_its_last_value(tmp_path):

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
+from rnnreg.record_yaml import recorded_swept_keys
 
 SWEEP_FILE = "sweep.yaml"
 # hydra/launcher=stacked's class as its config names it for Hydra: conf/hydra/launcher/stacked.yaml, its one owner
@@ -60,14 +61,14 @@ def swept_keys(hydra_cfg: DictConfig) -> list[str]:
 
 
 def job_swept_keys() -> list[str] | None:
-    """Inside a multirun job: the keys its sweep varies (None outside a multirun, or without sweep.yaml)."""
+    """Inside a multirun job: the keys its sweep varies, as its sweep.yaml records them (None outside a multirun); a
+    DataError where that file cannot be read."""
     if not in_multirun():
         return None
-    path = Path(HydraConfig.get().sweep.dir, SWEEP_FILE)
-    try:
-        return list((yaml.safe_load(path.read_text()) or {}).get("swept") or [])
-    except FileNotFoundError:
+    swept = recorded_swept_keys(Path(HydraConfig.get().sweep.dir, SWEEP_FILE))
+    if swept is None:
         return swept_keys(HydraConfig.get())  # the search space at least (sweep.yaml written elsewhere)
+    return swept
 
 
 # Overrides that say where a run wrote or how it was watched, never what it computed: runs that differ only in

@@ -1,6 +1,6 @@
 """A run's YAML records (`.hydra/*.yaml`, a sweep's `multirun.yaml`), read as files from others: a mapping, or one
-line naming the file and the fix; a job's recorded overrides (the same, a list) and the launcher that ran it (None
-where its record does not say)."""
+line naming the file and the fix; a job's recorded overrides (the same, a list), the keys its sweep varies (its
+sweep.yaml: the same) and the launcher that ran it (None where its record does not say)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,25 @@ def recorded_overrides(folder: Path) -> list[str] | None:
             return overrides or []
         why = "not a list of overrides"
     raise DataError(f"{path} is not readable ({why}): restore it, or move the job's folder away")
+
+
+def recorded_swept_keys(path: Path) -> list[str] | None:
+    """The keys a sweep varies as its sweep.yaml (`path`, which rnnreg.sweep writes as the sweep starts) records
+    them; None without the file. A file cut short or edited is a one-line DataError naming it."""
+    if not path.is_file():
+        return None
+    try:
+        record = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        why = first_line(err)
+    else:
+        why = "not a YAML mapping"
+        if record is None or isinstance(record, dict):
+            swept = (record or {}).get("swept")
+            if swept is None or (isinstance(swept, list) and all(isinstance(key, str) for key in swept)):
+                return swept or []
+            why = "swept is not a list of keys"
+    raise DataError(f"{path} is not readable ({why}): delete it (a sweep writes it again as it starts)")
 
 
 def recorded_launcher(job_dir: Path) -> str | None:

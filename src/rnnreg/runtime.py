@@ -27,7 +27,7 @@ from rnnreg.command_line import (
     check_flags,
     check_group_options,
 )
-from rnnreg.errors import ConfigError, UserError
+from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.job_records import report_failed_job
 from rnnreg.multirun_jobs import BASIC_SWEEPER, in_multirun, job_swept_keys
 from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put_back_earlier_record
@@ -100,8 +100,12 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
                 sys.exit(2)
             job = HydraConfig.get()
             basic = job.sweeper._target_ == BASIC_SWEEPER
+            try:
+                swept = job_swept_keys()
+            except DataError:  # (its sweep.yaml cut short or edited: the job named by its overrides)
+                swept = None
             failed = report_failed_job(
-                job.job.num, list(job.overrides.task), job_swept_keys(), message, job.runtime.output_dir, basic
+                job.job.num, list(job.overrides.task), swept, message, job.runtime.output_dir, basic
             )
             if failed is None:
                 return None
