@@ -1042,6 +1042,20 @@ def test_the_command_that_goes_on_gives_a_searchpath_with_an_interpolation_once_
     ]
 
 
+@pytest.mark.parametrize("record", [b"hydra: [overrides\n", b"hydra: {overrides: \xff}\n", b"- hydra\n", None])
+def test_the_command_that_goes_on_from_a_sweep_record_cut_short_is_the_commands_shape(tmp_path, record):
+    """A stopped group whose sweep's multirun.yaml is not YAML, not UTF-8, not a mapping or a folder: the command's
+    shape, as without the file (its reading through record_yaml raises nothing of its own on the way)."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    if record is None:
+        (sweep / "multirun.yaml").mkdir()
+    else:
+        (sweep / "multirun.yaml").write_bytes(record)
+    *command, _ = shlex.split(go_on_command(sweep))
+    assert command == ["rnnreg-train", "-m", "...", "hydra/launcher=stacked", "hydra.launcher.resume=true"]
+
+
 def test_a_resume_that_gives_the_sweeps_overrides_in_another_order_goes_on_with_its_jobs(tmp_path):
     """hydra.launcher.resume=true with the sweep's overrides written in another order (the same key=value pairs, a
     command typed again): each job's folder holds the job this command runs, so it goes on (no refusal)."""
