@@ -1657,14 +1657,18 @@ def multirun_job(sweep_dir: Path) -> DictConfig:
     return job
 
 
-@pytest.mark.parametrize("record", SWEEP_RECORDS_CUT_SHORT)
+@pytest.mark.parametrize("record", [*SWEEP_RECORDS_CUT_SHORT, "unreadable"])
 def test_a_jobs_sweep_record_cut_short_is_one_line_naming_it(tmp_path, record):
     """job_swept_keys where the sweep's sweep.yaml was cut short or edited (not YAML, not UTF-8, not a mapping, its
-    keys not a list): one line naming the file and the fix, not a traceback (before: a YAML, Unicode, attribute or
-    type error)."""
+    keys not a list) or the system cannot read it (an I/O error: a link to /proc/self/mem, which root cannot read
+    either): one line naming the file and the fix, not a traceback (before: a YAML, Unicode, attribute, type or OS
+    error)."""
     from rnnreg.multirun_jobs import job_swept_keys
 
-    (tmp_path / "sweep.yaml").write_bytes(SWEEP_RECORDS_CUT_SHORT[record])
+    if record == "unreadable":
+        (tmp_path / "sweep.yaml").symlink_to("/proc/self/mem")
+    else:
+        (tmp_path / "sweep.yaml").write_bytes(SWEEP_RECORDS_CUT_SHORT[record])
     with inside_job(multirun_job(tmp_path)), pytest.raises(DataError) as raised:
         job_swept_keys()
     assert str(raised.value).startswith(f"{tmp_path / 'sweep.yaml'} is not readable (")
