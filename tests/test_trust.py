@@ -1070,15 +1070,29 @@ def test_a_pinned_sweep_folder_reads_back_as_itself(folder):
     assert override.value() == folder
 
 
-def test_a_search_over_experiments_puts_its_trials_in_one_folder_named_after_them(tiny_corpus, tmp_path):
-    """Optuna's trials come one by one (no job is known before): its search space names the experiments."""
-    args = ["-m", "hparams_search=optuna", "experiment=choice(paper_medium,paper_large)", *TINY]
+@pytest.mark.parametrize(
+    ("searched", "name"),
+    [
+        (["experiment=choice(paper_medium,paper_large)"], "paper_medium+paper_large"),
+        # a fixed value beside the search: Optuna's plugin takes the key out of its search, every trial's is it
+        (
+            ["+hydra.sweeper.params.experiment='choice(paper_medium,paper_large)'", "experiment=paper_small"],
+            "paper_small",
+        ),
+    ],
+)
+def test_a_search_over_experiments_puts_its_trials_in_one_folder_named_after_them(
+    tiny_corpus, tmp_path, searched, name
+):
+    """Optuna's trials come one by one (no job is known before): its search space names the experiments, those
+    its trials compose."""
+    args = ["-m", "hparams_search=optuna", *searched, *TINY]
     args += [f"data.data_dir={tiny_corpus}", "test=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
     args += ["trainer.limit_val_batches=2", "hydra.sweeper.n_trials=2", f"paths.output_root={tmp_path}"]
     status, _ = finish(popen("rnnreg-train", *args), error=False)
     assert status == 0
     (named,) = (tmp_path / "train" / "multirun").iterdir()
-    assert named.name == "paper_medium+paper_large"
+    assert named.name == name
     (sweep,) = named.iterdir()
     assert {"0", "1", "optimization_results.yaml"} <= {p.name for p in sweep.iterdir()}
 

@@ -111,7 +111,9 @@ def job_sweep_dir(job_config: DictConfig) -> str:
 
 def searched_experiments(config: DictConfig) -> list[str]:
     """The experiments a search sweeper's space holds (experiment or experiment_name, on the command line or in
-    hydra.sweeper.params): its choices where listed, else a name for all of them."""
+    hydra.sweeper.params): its choices where listed, else a name for all of them; none where a fixed value is
+    given too (Optuna's plugin takes a key given a fixed value out of its search: every trial's is that one). A
+    name given (experiment_name) is what names the trials, whatever experiment they compose."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
@@ -120,7 +122,11 @@ def searched_experiments(config: DictConfig) -> list[str]:
         parsed = OverridesParser.create().parse_overrides(lines)
     except Exception:  # (the sweeper says what is wrong with its own space)
         return []
-    for override in reversed(parsed):  # (the command line's, after the space's: Hydra's order)
-        if override.key_or_group in ("experiment", "experiment_name") and override.is_sweep_override():
-            return list(override.sweep_string_iterator()) if override.is_discrete_sweep() else ["experiments"]
+    for key in ("experiment_name", "experiment"):
+        given = [override for override in parsed if override.key_or_group == key]
+        if any(not override.is_sweep_override() for override in given):
+            return []
+        if given:  # (the command line's, after the space's: the plugin's search takes the last)
+            searched = given[-1]
+            return list(searched.sweep_string_iterator()) if searched.is_discrete_sweep() else ["experiments"]
     return []
