@@ -1178,7 +1178,8 @@ def test_odd_run_files_the_report_can_read_and_folders_it_cannot_write(tmp_path)
     (tmp_path / "multirun.yaml").unlink()
     (tmp_path / "report.md").unlink()
     (tmp_path / "report.md").mkdir()
-    with pytest.raises(OutputError, match=f"could not write report.md in {re.escape(str(tmp_path))}: Is a directory"):
+    written = f"could not write report.md in {re.escape(str(tmp_path))}: Is a directory; move the folder report.md away"
+    with pytest.raises(OutputError, match=written):
         report(tmp_path)
     proc = run("rnnreg-report", f"path={tmp_path / '0'}", "paper=null", check=False)  # no reference lines
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

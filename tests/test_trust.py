@@ -1097,6 +1097,23 @@ def test_a_search_over_experiments_puts_its_trials_in_one_folder_named_after_the
     assert {"0", "1", "optimization_results.yaml"} <= {p.name for p in sweep.iterdir()}
 
 
+@pytest.mark.parametrize("sweeper", ["basic", "optuna"])
+def test_a_sweep_record_that_cannot_be_written_is_one_line_before_any_job(tiny_corpus, tmp_path, sweeper):
+    """The sweep's own records (sweep.yaml, the keys it varies; multirun.yaml for Optuna, whose sweeper writes
+    none) are written as it starts: a folder in the way is one line naming it and the fix, exit 2, no job run."""
+    sweep = tmp_path / "sweep"
+    (sweep / ("sweep.yaml" if sweeper == "basic" else "multirun.yaml")).mkdir(parents=True)
+    search = ["seed=1,2"] if sweeper == "basic" else ["hparams_search=optuna", "hydra.sweeper.n_trials=2"]
+    args = ["-m", "experiment=paper_medium", *TINY, f"data.data_dir={tiny_corpus}", "test=false", *search]
+    status, stderr = finish(popen("rnnreg-train", *args, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"))
+    name = "sweep.yaml" if sweeper == "basic" else "multirun.yaml"
+    assert status == 2 and stderr == [
+        f"error: could not write {name} in {sweep}: Is a directory; move the folder {name} away (the previous "
+        f"{name}, if any, is intact)"
+    ]
+    assert {p.name for p in sweep.iterdir()} <= {"sweep.yaml", "multirun.yaml", ".lock"}  # no job's folder
+
+
 def test_jobs_whose_subdir_would_share_a_folder_are_refused_before_any_is_made(tiny_corpus, tmp_path):
     """A hydra.sweep.subdir that does not tell two jobs apart (a key they share; Hydra's override_dirname without
     the swept key) is refused with both jobs named, as Hydra would resolve it, whatever the launcher; one that

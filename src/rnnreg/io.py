@@ -34,9 +34,10 @@ def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
         write(tmp)
         os.replace(tmp, path)
     except OSError as err:
+        fix = f"move the folder {path.name} away" if path.is_dir() else "free space or fix the folder's permissions"
         raise OutputError(
-            f"could not write {path.name} in {path.parent}: {err.strerror or err}; free space or "
-            f"fix the folder's permissions (the previous {path.name}, if any, is intact)"
+            f"could not write {path.name} in {path.parent}: {err.strerror or err}; {fix} (the previous "
+            f"{path.name}, if any, is intact)"
         ) from err
     finally:
         if tmp is not None:

@@ -233,10 +233,14 @@ class SweepCallback(Callback):
         except OmegaConfBaseException as err:  # Hydra would stop at the sweep with a traceback
             raise ConfigError(f"hydra.sweep.dir: {str(err).splitlines()[0]}") from None
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump({"swept": swept_keys(config.hydra)}))
+        from rnnreg.io import replace_atomically  # (torch: not at a command's start, --help and completion)
+
+        swept = yaml.safe_dump({"swept": swept_keys(config.hydra)})
+        replace_atomically(sweep_dir / SWEEP_FILE, lambda tmp: tmp.write_text(swept))
         record, resumed = sweep_dir / "multirun.yaml", OmegaConf.select(config, "hydra.launcher.resume", default=False)
         if not basic_sweeper(config) and not (resumed and record.exists()):
-            OmegaConf.save(config, record)  # Optuna's sweeper writes no record of its command (the basic one does)
+            # Optuna's sweeper writes no record of its command (the basic one does)
+            replace_atomically(record, lambda tmp: OmegaConf.save(config, tmp))
         # (the DDP processes that Lightning starts take this process's environment)
         os.environ[RANK_ZERO_SWEEP] = str(sweep_dir.resolve())
 
