@@ -237,6 +237,34 @@ def test_the_cpu_hint_comes_only_over_its_threshold(tiny_cfg, monkeypatch):
         assert ("hint: this is long for a CPU" in plan.message) == hinted, plan.message
 
 
+@pytest.mark.parametrize(
+    "experiment, suggested",
+    [
+        ("paper_medium", ["experiment=smoke", "experiment=paper_small"]),
+        ("paper_small", ["experiment=smoke"]),
+        ("smoke", []),
+    ],
+)
+def test_the_cpu_hint_suggests_only_recipes_shorter_than_the_run(tiny_cfg, monkeypatch, experiment, suggested):
+    """A long CPU run of paper_small is pointed to smoke alone, and one of smoke (the shortest) to no recipe: it says
+    what smoke takes as it is, so a busy CPU or a lengthening override shows as the cause."""
+    import rnnreg.callbacks
+    from rnnreg.callbacks import RunPlan
+    from rnnreg.training import build
+
+    monkeypatch.setattr(rnnreg.callbacks, "estimate_run_seconds", lambda *args: (3000.0, 600.0))
+    cfg = tiny_cfg(
+        "trainer.max_epochs=1", "trainer.limit_train_batches=13", "test=false", f"experiment_name={experiment}"
+    )
+    datamodule, task, trainer = build(cfg)
+    trainer.fit(task, datamodule=datamodule)
+    (plan,) = [c for c in trainer.callbacks if isinstance(c, RunPlan)]
+    (hint,) = [line for line in plan.message.splitlines() if "hint: this is long for a CPU" in line]
+    assert re.findall(r"experiment=\w+", hint.partition(" try ")[2]) == suggested, hint
+    if experiment == "smoke":
+        assert "experiment=smoke as it is takes 1-2 min on 2 free cores" in hint, hint
+
+
 def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     """A real rnnreg-train: the plan when training starts, then the measured estimate (and, over the CPU
     threshold, the hint) in train.log; the config tree on the console and in config_tree.log."""

@@ -405,10 +405,7 @@ class RunPlan(L.Callback):
             f"({parts})",
         ]
         if pl_module.device.type == "cpu" and train + val + (test or 0.0) > self.cpu_hint_minutes * 60:
-            lines.append(
-                "  hint: this is long for a CPU: try rnnreg-train experiment=smoke (1-2 min) or "
-                "experiment=paper_small (the paper's small model), or run on a GPU"
-            )
+            lines.append(f"  hint: {cpu_hint(self.experiment)}")
         self.message = "\n".join(lines)
         rank_zero_info(self.message)
 
@@ -427,6 +424,20 @@ class RunPlan(L.Callback):
     def words_per_window(trainer) -> int:
         data = trainer.datamodule
         return getattr(data, "batch_size", 0) * getattr(data, "bptt", 0)
+
+
+def cpu_hint(experiment: str) -> str:
+    """The plan's hint for a long CPU run: the CPU-sized recipes shorter than the one running. experiment=smoke,
+    the shortest, is long only on cores other processes share or with overrides that lengthen it."""
+    if experiment == "smoke":
+        return (
+            "this is long for a CPU: experiment=smoke as it is takes 1-2 min on 2 free cores; other processes on "
+            "this CPU or overrides that lengthen the run make it slower"
+        )
+    shorter = "rnnreg-train experiment=smoke (1-2 min)"
+    if experiment != "paper_small":
+        shorter += " or experiment=paper_small (the paper's small model)"
+    return f"this is long for a CPU: try {shorter}, or run on a GPU"
 
 
 def validations_per_epoch(trainer) -> int:
