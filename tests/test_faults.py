@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -199,6 +200,46 @@ def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):
     )
     resumed = json.loads((tmp_path / "second" / "metrics.json").read_text())
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_stopped_run_prints_the_command_that_goes_on(tiny_corpus, tmp_path, signum):
+    """A run a signal stopped ends its console with the command that goes on from its last.ckpt, its own overrides
+    in it (metrics.json's `resume` has `...` for them); pasted, that command completes the run."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    args += ["trainer.limit_train_batches=6", "test=false", *signal_at(signum, 3)]
+    proc = run("rnnreg-train", *args, f"hydra.run.dir={first}", check=False)
+    assert proc.returncode == 128 + signum, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    said = f"{STOPPED_BY[signum]}: the run stopped; go on with: "
+    assert last == said + shlex.join(["rnnreg-train", *args, f"ckpt_path={first}/checkpoints/last.ckpt"]), last
+    script, *overrides = shlex.split(last.removeprefix(said))
+    run(script, *overrides, f"hydra.run.dir={second}")  # (in a folder of the test's: not outputs/)
+    assert json.loads((second / "metrics.json").read_text())["status"] == "completed"
+    assert torch.load(second / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
+
+
+def test_a_run_stopped_in_its_final_test_prints_the_command_that_tests_it(tiny_corpus, tmp_path):
+    """Ctrl-C in the final test, once training completed: the command printed tests the weights the run was testing
+    (a resume from its last.ckpt is refused: nothing is left to train); pasted, it writes the test perplexities."""
+    first, tested = tmp_path / "first", tmp_path / "tested"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    args += ["trainer.limit_train_batches=3", "trainer.limit_test_batches=3"]
+    in_test = [
+        "+callbacks.signal_in_test._target_=helpers.SignalInTest",
+        f"+callbacks.signal_in_test.signum={int(signal.SIGINT)}",
+    ]
+    proc = run("rnnreg-train", *args, *in_test, f"hydra.run.dir={first}", check=False)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert json.loads((first / "metrics.json").read_text())["status"] == "interrupted"
+    last = proc.stdout.strip().splitlines()[-1]
+    said = "Ctrl-C (stopped by the user): the run stopped; its training completed: test it with: "
+    data = [arg for arg in args if arg.startswith("data")]  # the run's corpus: rnnreg-eval reads PTB without them
+    assert last == said + shlex.join(["rnnreg-eval", *data, f"ckpt_path={first}/checkpoints/last.ckpt"]), last
+    script, *overrides = shlex.split(last.removeprefix(said))
+    run(script, *overrides, "trainer.limit_test_batches=3", f"hydra.run.dir={tested}")
+    assert {"test_ppl", "test_ppl_batched"} <= json.loads((tested / "metrics.json").read_text()).keys()
 
 
 @pytest.mark.slow

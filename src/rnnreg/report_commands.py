@@ -92,13 +92,21 @@ def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:
     return "each group from where it stopped: the window of a signal, the last epoch's end of a hard kill"
 
 
-def resume_command(run: Path) -> str:
-    """The command that goes on exactly from `run`'s last checkpoint, in a new run folder: its overrides (a multirun
-    job's own values, without Hydra's), less the checkpoint it may itself have resumed from."""
+def resume_command(run: Path, checkpoint: Path | None = None) -> str:
+    """The command that goes on exactly from `run`'s last checkpoint (or `checkpoint`: the one a resumed run stopped
+    before its first window goes on from), in a new run folder: its overrides (a multirun job's own values, without
+    Hydra's), less the checkpoint it may itself have resumed from."""
     overrides = recorded_overrides(run) or []
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
-    last = path_override("ckpt_path", run / "checkpoints" / "last.ckpt")
+    last = path_override("ckpt_path", checkpoint or run / "checkpoints" / "last.ckpt")
     return shlex.join([*recorded_run_command(run), *kept, last])
+
+
+def eval_command(run: Path, checkpoint: Path | str) -> str:
+    """The rnnreg-eval command that tests `checkpoint` of `run` on the run's corpus: its data overrides (data=text
+    data.data_dir=...: rnnreg-eval reads PTB otherwise)."""
+    data = [o for o in recorded_overrides(run) or [] if override_key(o).split(".")[0] == "data"]
+    return shlex.join(["rnnreg-eval", *data, path_override("ckpt_path", checkpoint)])
 
 
 def again_command(run: Path) -> str:

@@ -32,6 +32,7 @@ from rnnreg.model import StepLSTM
 from rnnreg.multirun_jobs import in_multirun
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
+from rnnreg.report_commands import again_command, eval_command, resume_command
 from rnnreg.resume import callback_class, check_resume_settings, check_resume_window
 from rnnreg.resumed_run import checked_run_id, resolve_ckpt_path
 from rnnreg.run_folder_check import check_no_earlier_results, check_no_links, check_not_in_checkpoints
@@ -220,6 +221,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     # bad input found before this process trains a step writes nothing (fix it, run again in the same folder); found
     # after (a best.ckpt the final test refuses), the checkpoints have moved on, so metrics.json says the run failed
     trainer, started, first_step, ckpt_path = None, False, 0, None
+    tested: str | None = None  # the final test's weights, once training has completed
     try:
         apply_speed(cfg.speed)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -289,7 +291,10 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             )
         tests = {}
         if cfg.get("test"):
-            results = trainer.test(task, datamodule=datamodule, ckpt_path=test_checkpoint(cfg, trainer))
+            weights = test_checkpoint(cfg, trainer)
+            last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")  # the final weights (none: fast_dev_run)
+            tested = weights or (str(last) if last.exists() else None)
+            results = trainer.test(task, datamodule=datamodule, ckpt_path=weights)
             preemption.check()
             tests = {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
@@ -301,6 +306,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if (started or interrupted) and rank_zero and not bad_input_first:
             record_failure(cfg, trainer, err, interrupted, stop, preemption.submitit_stop(), ckpt_path)
         if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
+            if rank_zero and not in_multirun() and preemption.submitit_stop() is None:  # (a sweep's end says it)
+                say_how_to_go_on(cfg, stop, kept_checkpoint(cfg, True, ckpt_path), tested)
             raise SystemExit(128 + stop) from None
         raise
     best_val = validation.best  # absent with no validation (rnnreg-report shows none)
@@ -335,13 +342,11 @@ def record_failure(
     resumed from, where an interrupted run that wrote none in its folder goes on (stopped before its first window,
     it has trained nothing since); its offline W&B part, where it logged nothing (only the config and its status),
     is removed: no later resume's sync line would name it (it names the checkpoint's parts and its own)."""
-    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
     status = "interrupted" if interrupted else "failed"
     error = STOPPED_BY.get(stop) or str(err) or type(err).__name__
     try:
         epochs = trainer.current_epoch if trainer is not None else 0
-        kept = last if last.exists() else (Path(os.path.abspath(resumed)) if interrupted and resumed else None)
-        record = unfinished_record(status, error, epochs, resume_from(kept))
+        record = unfinished_record(status, error, epochs, resume_from(kept_checkpoint(cfg, interrupted, resumed)))
         write_json_atomic(
             f"{cfg.paths.output_dir}/metrics.json", record | ({"submitit_job": submitit_job} if submitit_job else {})
         )
@@ -353,6 +358,28 @@ def record_failure(
             finish_wandb(trainer.loggers, {"status": status, "error": error}, exit_code=1, drop_empty_part=drop)
         except Exception as wandb_err:  # never hide the run's own error
             log.warning("could not close the W&B run: %s", wandb_err)
+
+
+def kept_checkpoint(cfg: DictConfig, interrupted: bool, resumed: str | None) -> Path | None:
+    """The checkpoint a run that stopped goes on from: its last.ckpt; an interrupted one that wrote none (a resumed
+    run stopped before its first window), the checkpoint it resumed from; else None."""
+    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    return last if last.exists() else (Path(os.path.abspath(resumed)) if interrupted and resumed else None)
+
+
+def say_how_to_go_on(cfg: DictConfig, stop: int, checkpoint: Path | None, tested: str | None = None) -> None:
+    """The console's last line for a run a signal stopped: the command that goes on from `checkpoint` (its
+    metrics.json's `resume` holds only the checkpoint), or the one that runs it again where it wrote none; stopped
+    in its final test (`tested`: the weights it tested), the rnnreg-eval command that tests them (a resume would
+    have nothing left to train)."""
+    run = Path(cfg.paths.output_dir)
+    if tested is not None:
+        then = f"its training completed: test it with: {eval_command(run, tested)}"
+    elif checkpoint is not None:
+        then = f"go on with: {resume_command(run, checkpoint)}"
+    else:
+        then = f"no checkpoint was written: run it again, {again_command(run)}"
+    print(f"{STOPPED_BY[stop]}: the run stopped; {then}", flush=True)
 
 
 def stop_signal(err: BaseException, trainer: L.Trainer | None, signum: int | None = None) -> int | None:
