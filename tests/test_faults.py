@@ -33,7 +33,7 @@ from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import FileWriter, replace_atomically
-from rnnreg.report import history
+from rnnreg.report import history, report
 from rnnreg.run_record import STOPPED_BY
 from rnnreg.task import load_task
 from rnnreg.train import build, train
@@ -236,7 +236,13 @@ def test_a_run_stopped_in_its_final_test_prints_the_command_that_tests_it(tiny_c
     last = proc.stdout.strip().splitlines()[-1]
     said = "Ctrl-C (stopped by the user): the run stopped; its training completed: test it with: "
     data = [arg for arg in args if arg.startswith("data")]  # the run's corpus: rnnreg-eval reads PTB without them
-    assert last == said + shlex.join(["rnnreg-eval", *data, f"ckpt_path={first}/checkpoints/last.ckpt"]), last
+    test = shlex.join(["rnnreg-eval", *data, f"ckpt_path={first}/checkpoints/last.ckpt"])
+    assert last == said + test, last
+    # its record and rnnreg-report say the same (a resume from last.ckpt would be refused: nothing left to train)
+    record = json.loads((first / "metrics.json").read_text())
+    assert record["tested"] == f"{first}/checkpoints/last.ckpt"
+    assert record["resume"] == f"rnnreg-eval ... ckpt_path={first}/checkpoints/last.ckpt"
+    assert f"- {first.name} (interrupted): its training completed: test it with: `{test}`" in report(first)
     script, *overrides = shlex.split(last.removeprefix(said))
     run(script, *overrides, "trainer.limit_test_batches=3", f"hydra.run.dir={tested}")
     assert {"test_ppl", "test_ppl_batched"} <= json.loads((tested / "metrics.json").read_text()).keys()

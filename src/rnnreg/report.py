@@ -179,6 +179,8 @@ def collect(root: Path) -> list[dict]:
                 "test_ppl": metrics.get("test_ppl", math.nan),
                 "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
                 "epochs": metrics.get("epochs", max(curve, default=0)),
+                # (interrupted in its final test, its training completed: the weights it was testing)
+                "tested": metrics.get("tested") if isinstance(metrics.get("tested"), str) else None,
                 "train_seconds": metrics.get("train_seconds"),
                 "words_per_second": metrics.get("words_per_second"),
                 "val_history": curve,

@@ -31,6 +31,9 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
         run = r["path"]
         if r["launcher"] == "stacked":
             sweeps.setdefault(run.parent, []).append((r["run"], r["status"]))
+        elif r.get("tested"):  # stopped in its final test: nothing is left to train
+            test = pasteable(eval_command(run, r["tested"]), run / ".hydra" / "overrides.yaml")
+            lines.append(f"- {r['run']} ({r['status']}): its training completed: test it with: {test}")
         elif (run / "checkpoints" / "last.ckpt").is_file():
             lines.append(
                 f"- {r['run']} ({r['status']}): {pasteable(resume_command(run), run / '.hydra' / 'overrides.yaml')}"

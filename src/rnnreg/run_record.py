@@ -69,6 +69,12 @@ def resume_from(last: Path | None) -> str:
     return f"rnnreg-train ... {pasted_override('ckpt_path', last)}" if last is not None else "no checkpoint was written"
 
 
+def tested_from(tested: str) -> str:
+    """How a run stopped in its final test, its training completed, goes on: a test of the weights it was testing
+    (a resume would have nothing left to train)."""
+    return f"rnnreg-eval ... {pasted_override('ckpt_path', tested)}"
+
+
 def read_metrics(folder: str | Path) -> dict:
     """A run folder's metrics.json as the run wrote it ({} without the file). One that is not a JSON object (cut
     short, edited, from elsewhere) is a ValueError saying why, one that cannot be read an OSError: rnnreg-report

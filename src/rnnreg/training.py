@@ -37,7 +37,15 @@ from rnnreg.resume import callback_class, check_resume_settings, check_resume_wi
 from rnnreg.resumed_run import checked_run_id, resolve_ckpt_path
 from rnnreg.run_folder_check import check_no_earlier_results, check_no_links, check_not_in_checkpoints
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
-from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
+from rnnreg.run_record import (
+    STOPPED_BY,
+    Speeds,
+    completed_record,
+    recorded_metrics,
+    resume_from,
+    tested_from,
+    unfinished_record,
+)
 from rnnreg.runtime import log, route_lightning_logs
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.task import LanguageModelTask
@@ -304,7 +312,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         trained = trainer is not None and trainer.global_step > first_step
         bad_input_first = isinstance(err, BAD_INPUT) and not trained  # it writes nothing
         if (started or interrupted) and rank_zero and not bad_input_first:
-            record_failure(cfg, trainer, err, interrupted, stop, preemption.submitit_stop(), ckpt_path)
+            record_failure(cfg, trainer, err, interrupted, stop, preemption.submitit_stop(), ckpt_path, tested)
         if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
             if rank_zero and not in_multirun() and preemption.submitit_stop() is None:  # (a sweep's end says it)
                 say_how_to_go_on(cfg, stop, kept_checkpoint(cfg, True, ckpt_path), tested)
@@ -335,18 +343,24 @@ def record_failure(
     stop: int | None = None,
     submitit_job: str | None = None,
     resumed: str | None = None,
+    tested: str | None = None,
 ) -> None:
     """metrics.json says that (and why) the run did not complete; the W&B run ends marked failed. `stop`: the
     signal that stopped it (stop_signal); `submitit_job`: the submitit job a signal stopped (when that job runs
     again, requeued, it goes on from here: rnnreg.preemption.requeued_checkpoint); `resumed`: the checkpoint the run
     resumed from, where an interrupted run that wrote none in its folder goes on (stopped before its first window,
-    it has trained nothing since); its offline W&B part, where it logged nothing (only the config and its status),
-    is removed: no later resume's sync line would name it (it names the checkpoint's parts and its own)."""
+    it has trained nothing since); `tested`: the weights its final test was testing, once training completed (an
+    interrupted run goes on with a test of them: `tested` in metrics.json, which rnnreg-report reads); its offline
+    W&B part, where it logged nothing (only the config and its status), is removed: no later resume's sync line
+    would name it (it names the checkpoint's parts and its own)."""
     status = "interrupted" if interrupted else "failed"
     error = STOPPED_BY.get(stop) or str(err) or type(err).__name__
     try:
         epochs = trainer.current_epoch if trainer is not None else 0
-        record = unfinished_record(status, error, epochs, resume_from(kept_checkpoint(cfg, interrupted, resumed)))
+        if interrupted and tested is not None:
+            record = unfinished_record(status, error, epochs, tested_from(tested)) | {"tested": tested}
+        else:
+            record = unfinished_record(status, error, epochs, resume_from(kept_checkpoint(cfg, interrupted, resumed)))
         write_json_atomic(
             f"{cfg.paths.output_dir}/metrics.json", record | ({"submitit_job": submitit_job} if submitit_job else {})
         )
