@@ -244,6 +244,27 @@ def test_mc_dropout_is_reproducible_from_its_seed(checkpoints):
     assert first["test_ppl"] != other["test_ppl"] and other["seed"] == 8
 
 
+def test_monte_carlo_dropout_of_a_model_without_dropout_is_one_line(checkpoints, tmp_path):
+    """mc_samples=2 of a model trained without dropout: each pass would be the deterministic one (N times its cost
+    for the same number), so rnnreg-eval refuses in one line, exit 2, before it evaluates or writes anything; an
+    ensemble with one model that drops runs."""
+    corpus, (a, _), root = checkpoints
+    overrides = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", "dropout=none", "trainer.max_epochs=1"]
+    train(compose_config([*overrides, "trainer.limit_train_batches=2", "test=false"], tmp_path / "plain"))
+    plain = tmp_path / "plain" / "checkpoints" / "last.ckpt"
+    data = ["data=text", f"data.data_dir={corpus}", "data.bptt=5", "data.batch_size=4", "trainer.accelerator=cpu"]
+    for given, which in ((str(plain), str(plain)), (f"[{plain},{plain}]", "none of the checkpoints")):
+        out = tmp_path / f"eval_{len(which)}"
+        proc = run("rnnreg-eval", *data, f"ckpt_path={given}", "mc_samples=2", f"hydra.run.dir={out}", check=False)
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [
+            f"error: mc_samples=2: {which} drops nothing (every dropout rate 0), so each Monte-Carlo pass would be "
+            "the same deterministic one: leave mc_samples out (1), or give a model trained with dropout"
+        ], proc.stderr
+        assert not (out / "metrics.json").exists()
+    mixed = evaluate(eval_cfg(corpus, root, f"[{plain},{a}]", "mc_samples=2"))
+    assert mixed["mc_samples"] == 2
+
+
 def test_two_mc_samples_are_monte_carlo_dropout(checkpoints):
     """mc_samples=2, the fewest Monte-Carlo passes: dropout is on and two passes averaged (not the deterministic
     model's perplexity under a record of mc_samples=2)."""

@@ -82,6 +82,12 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     if launched_as_rank_zero():  # said once: DDP's other processes run this function too
         warn_other_batch_size(paths, datamodule.batch_size)
     mc_samples = cfg.mc_samples
+    if mc_samples > 1 and not any(t.net.drops for t in tasks):
+        which = paths[0] if len(paths) == 1 else "none of the checkpoints"
+        raise ConfigError(
+            f"mc_samples={mc_samples}: {which} drops nothing (every dropout rate 0), so each Monte-Carlo pass would "
+            f"be the same deterministic one: leave mc_samples out (1), or give a model trained with dropout"
+        )
     seed = cfg.seed
     task = tasks[0]
     if len(tasks) > 1 or mc_samples > 1:

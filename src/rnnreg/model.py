@@ -251,6 +251,7 @@ class LSTMLanguageModel(nn.Module):
                 raise ConfigError(f"{name}={size} must be an integer >= 1")
         if init_scale <= 0:
             raise ConfigError(f"model.init_scale={init_scale} must be positive ({paper_values('model.init_scale')})")
+        self.drops = any(p > 0 for p in rates.values())  # (Monte-Carlo dropout samples only a model that drops)
         self.dropout_input, self.dropout_output = dropout_input, dropout_output
         self.variational, self.weight_drop, self.embedding_dropout = variational, weight_drop, embedding_dropout
         self.embedding = nn.Embedding(vocab_size, hidden_size)
