@@ -30,7 +30,7 @@ constraints: install
 # The main job: the paper's medium model on PTB (39 epochs), on a GPU when there is one.
 train: install
 	@echo "make train: rnnreg-train $(or $(ARGS),(the paper's medium model: 39 epochs, minutes on a GPU, 4-6 hours on a 2-core CPU))"
-	@echo "  on a CPU: make train ARGS=experiment=smoke (1-2 min) or ARGS=experiment=paper_small; the plan and measured time follow"
+	@echo "  on a CPU: make train ARGS=experiment=smoke (under a minute) or ARGS=experiment=paper_small; the plan and measured time follow"
 	$(BIN)/rnnreg-train trainer.accelerator=auto $(ARGS)
 
 test: install lint

@@ -431,10 +431,10 @@ def cpu_hint(experiment: str) -> str:
     the shortest, is long only on cores other processes share or with overrides that lengthen it."""
     if experiment == "smoke":
         return (
-            "this is long for a CPU: experiment=smoke as it is takes 1-2 min on 2 free cores; other processes on "
-            "this CPU or overrides that lengthen the run make it slower"
+            "this is long for a CPU: experiment=smoke as it is takes under a minute on 2 free cores; other processes "
+            "on this CPU or overrides that lengthen the run make it slower"
         )
-    shorter = "rnnreg-train experiment=smoke (1-2 min)"
+    shorter = "rnnreg-train experiment=smoke (under a minute)"
     if experiment != "paper_small":
         shorter += " or experiment=paper_small (the paper's small model)"
     return f"this is long for a CPU: try {shorter}, or run on a GPU"
