@@ -978,6 +978,99 @@ def test_after_a_groups_first_signal_a_second_ctrl_c_aborts_at_once(capsys, firs
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_second_sigterm_while_a_stopped_group_writes_its_records_is_only_noted(
+    tmp_path, tiny_corpus, monkeypatch, capsys, unhandled_signals_fail
+):
+    """SIGTERM as the group is built, and a second one as it writes its members' records of the stop (a scheduler
+    that sends SIGTERM twice): the group still exits 128 + SIGTERM with each member interrupted (the second signal
+    only noted, not a StoppedBuilding escaping the group's handling of the first)."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "trainer.limit_train_batches=3", "trainer.max_epochs=1")
+    apply_speed, write_records = stacked_train.apply_speed, stacked_train.stopped_while_built
+
+    def signalled_as_built(*args, **kwargs):  # as the group starts to build
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # its handler raises here
+        return apply_speed(*args, **kwargs)
+
+    def signalled_again(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # its handler runs
+        return write_records(*args)
+
+    monkeypatch.setattr(stacked_train, "apply_speed", signalled_as_built)
+    monkeypatch.setattr(stacked_train, "stopped_while_built", signalled_again)
+    with pytest.raises(SystemExit) as stopped:
+        stacked_train.train_group(jobs, 0, tmp_path / ".stacked" / "group_0.pt")
+    assert stopped.value.code == 128 + signal.SIGTERM
+    for k in range(2):
+        interrupted = metrics(tmp_path / str(k))
+        assert (interrupted["status"], interrupted["error"]) == ("interrupted", STOPPED_BY[signal.SIGTERM])
+
+
+def test_under_slurm_a_group_leaves_sigusr1_as_it_found_it(monkeypatch):
+    """Under SLURM a group handles SIGUSR1 (the warning before its time limit) while it trains; once it is done,
+    SIGUSR1 reaches the handler it replaced (the launcher's next step, a user's), not the ended group's."""
+    for key, value in srun_env().items():
+        monkeypatch.setenv(key, value)
+
+    def mine(signum, frame) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGUSR1, mine)
+    try:
+        request = stacked_stop.StopRequest()
+        handlers = request.install()
+        assert signal.getsignal(signal.SIGUSR1) is not mine  # the group's, while it trains
+        request.restore(handlers)
+        assert signal.getsignal(signal.SIGUSR1) is mine
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_second_ctrl_c_aborts_a_group_the_launcher_trains_at_once(tmp_path, tiny_corpus, monkeypatch, capsys):
+    """Two Ctrl-C while a group trains as the launcher trains it (train_group, whose handlers the group's trainer
+    keeps rather than installing its own over them): the second aborts at once, exit 130, not one more request to
+    stop after the window."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "trainer.limit_train_batches=3", "trainer.max_epochs=1")
+    windows = stacked_train.GroupTrainer.windows
+
+    def signalled(self, name, *args):
+        found, count = windows(self, name, *args)
+        return (SignalOnRead(found, [signal.SIGINT, signal.SIGINT]) if name == "train" else found), count
+
+    monkeypatch.setattr(stacked_train.GroupTrainer, "windows", signalled)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a user's: Ctrl-C is KeyboardInterrupt
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            stacked_train.train_group(jobs, 0, tmp_path / ".stacked" / "group_0.pt")
+    except KeyboardInterrupt:
+        pytest.fail("the second Ctrl-C escaped the group: a traceback")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stopped.value.code == 128 + signal.SIGINT
+    out = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("SIGINT: stopping the stacked group") for line in out) == 1, out
+    assert sum("go on with: " in line for line in out) == 1
+
+
+def test_a_signal_in_a_validation_stops_the_group_after_it(
+    tmp_path, tiny_corpus, monkeypatch, capsys, unhandled_signals_fail
+):
+    """SIGTERM while the group validates (minutes at paper scale): it says it stops after this epoch's validation
+    (not after a window), and does: each member interrupted with that epoch trained, before the next."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "trainer.limit_train_batches=3", "trainer.max_epochs=2")
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt")
+    signal_in(trainer, monkeypatch, "valid", [signal.SIGTERM])
+    with pytest.raises(SystemExit) as stopped:
+        trainer.run(resume=False)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    out = capsys.readouterr().out.splitlines()
+    assert "SIGTERM: stopping the stacked group after this epoch's validation" in out, out
+    for k in range(2):
+        interrupted = metrics(tmp_path / str(k))
+        assert (interrupted["status"], interrupted["epochs"]) == ("interrupted", 1)
+
+
 @pytest.mark.parametrize("name", ["my sweep", "o u't"])
 def test_the_command_that_goes_on_is_the_sweeps_own_in_its_folder(tmp_path, name):
     """What a stopped group prints and writes in its members' metrics.json: the sweep's own overrides (from its
