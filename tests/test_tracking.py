@@ -242,6 +242,13 @@ SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own)
             "W&B run (x), each logging over another's history: "
             f"{SHARED_ID_FIX} ('+logger.wandb.id=x_${{hydra:job.num}}')",
         ),
+        (  # W&B's logger takes `version` before `id`: one version for every job is one run too
+            ["-m", "+logger.wandb.version=v", "seed=1,2"],
+            {},
+            "logger.wandb.version=v puts jobs 0 (seed=1) and 1 (seed=2) in one W&B run (v), each logging over "
+            "another's history: leave logger.wandb.version out (each job then gets a run of its own), or make it "
+            "differ per job ('+logger.wandb.version=v_${seed}')",
+        ),
     ],
     ids=[
         "basic",
@@ -253,6 +260,7 @@ SHARED_ID_FIX = "leave logger.wandb.id out (each job then gets a run of its own)
         "optuna-unsearched-key",
         "optuna-choice",
         "budget-only",
+        "version",
     ],
 )
 def test_a_multirun_whose_jobs_would_share_one_wandb_run_is_one_line_before_any_runs(
@@ -460,6 +468,20 @@ def test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line(resumab
     args = ["-m", *resumable["tiny"], "logger=wandb", f"ckpt_path={bad}", "trainer.max_epochs=2,3"]
     proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False)
     refused = f"{bad} holds 'a/b' as its W&B run id, which is not one"
+    assert proc.returncode == 1 and proc.stderr.count(refused) == 2, proc.stderr[-3000:]
+    assert "failed: 0 (trainer.max_epochs=2), 1 (trainer.max_epochs=3)" in proc.stderr
+
+
+def test_jobs_resuming_a_checkpoint_with_another_wandb_id_are_left_to_their_own_line(
+    resumable, tmp_path, no_wandb_credentials
+):
+    """Two jobs that resume one checkpoint, given a logger.wandb.id that is not its W&B run: neither logs into that
+    run (each stops on the id, with its own line that says to leave it out or start fresh), so the sweep's check
+    does not refuse them as both going on in it."""
+    last = resumable["w1"] / "last.ckpt"
+    args = ["-m", *resumable["tiny"], "logger=wandb", f"ckpt_path={last}", "+logger.wandb.id=other"]
+    proc = run("rnnreg-train", *args, "trainer.max_epochs=2,3", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=False)
+    refused = f"logger.wandb.id=other, but {last} goes on in W&B run w1: leave logger.wandb.id out"
     assert proc.returncode == 1 and proc.stderr.count(refused) == 2, proc.stderr[-3000:]
     assert "failed: 0 (trainer.max_epochs=2), 1 (trainer.max_epochs=3)" in proc.stderr
 
