@@ -412,12 +412,14 @@ def test_files_written_in_the_background_hold_the_state_they_were_handed(tmp_pat
 def test_a_members_checkpoint_inside_an_epoch_holds_its_own_carry_and_words(tmp_path, tiny_corpus):
     """Stopped inside an epoch, each member's last.ckpt holds its own carried state and NLL sum (not another
     member's: ckpt_path= goes on from them), the epoch's tokens and window, and the words it trained with the
-    epoch's so far (SpeedMonitor's, which the run that goes on divides its words/s by)."""
+    epoch's so far, and the seconds it trained in all and in the stopped epoch so far, not in the last whole one
+    (SpeedMonitor's, which the run that goes on divides its words/s by)."""
     jobs = group_jobs_here(tmp_path, tiny_corpus, members=3)
     trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt", program="batched")
     step = trainer.step
     trainer.n_train, trainer.n_val = 6, 1
     trainer.epoch, trainer.window, trainer.global_step, trainer.tokens = 1, 2, 8, 40  # 2 windows of 5 x 4
+    trainer.train_seconds, trainer.epoch_seconds, trainer.epoch_seconds_before = 12.5, 10.0, 2.5
     for m in trainer.members:
         m.epochs, m.words = 1, 120
     with torch.no_grad():
@@ -433,6 +435,7 @@ def test_a_members_checkpoint_inside_an_epoch_holds_its_own_carry_and_words(tmp_
         assert torch.equal(carry["nll_sum"], step.nll_sum[k]), k
         speed = speed_state(checkpoint)
         assert speed["train_words"] == 120 + 40
+        assert (speed["train_seconds"], speed["epoch_words"], speed["epoch_seconds"]) == (12.5, 40, 2.5)
 
 
 def test_best_weights_are_kept_only_for_a_test_on_them(tmp_path, tiny_corpus):
