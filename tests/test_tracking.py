@@ -457,15 +457,19 @@ def test_a_grid_study_of_checkpoints_of_two_wandb_runs_goes_on_in_each(resumable
     assert len(ids) == 2 and "w1" in ids and ids.count("w1") == 1
 
 
-def test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line(resumable, tmp_path, no_wandb_credentials):
+@pytest.mark.parametrize("given", [[], ["+logger.wandb.id=myid"]], ids=["no-id", "one-id"])
+def test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line(
+    resumable, tmp_path, no_wandb_credentials, given
+):
     """A checkpoint whose W&B run id is none (`a/b`) resumed by two jobs: the sweep's check does not stop on it (nor
-    refuse the two as one run); each job stops on it with its own line, and the sweep lists them."""
+    refuse the two as one run, nor their one logger.wandb.id as shared: neither logs); each job stops on it with its
+    own line, and the sweep lists them."""
     checkpoint = torch.load(resumable["w1"] / "last.ckpt", weights_only=True)
     checkpoint["wandb_run_id"] = "a/b"
     bad = tmp_path / "bad.ckpt"
     torch.save(checkpoint, bad)
     sweep = tmp_path / "sweep"
-    args = ["-m", *resumable["tiny"], "logger=wandb", f"ckpt_path={bad}", "trainer.max_epochs=2,3"]
+    args = ["-m", *resumable["tiny"], "logger=wandb", f"ckpt_path={bad}", *given, "trainer.max_epochs=2,3"]
     proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False)
     refused = f"{bad} holds 'a/b' as its W&B run id, which is not one"
     assert proc.returncode == 1 and proc.stderr.count(refused) == 2, proc.stderr[-3000:]
@@ -546,6 +550,26 @@ def test_a_one_trial_study_keeps_its_fixed_wandb_id_and_two_trials_are_refused()
         check_wandb_runs(study(2))
 
 
+def test_a_study_with_wandb_off_or_its_wandb_id_searched_is_not_refused(monkeypatch):
+    """A study's fixed logger.wandb.id is one run for every trial, but not with W&B off (WANDB_MODE=disabled: no
+    trial logs to W&B), nor where the study searches the id (each trial draws its own)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.sweep_wandb import check_wandb_runs
+
+    given = ["hparams_search=optuna", "dropout=non_recurrent", "logger=wandb", "+logger.wandb.id=myid"]
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        study = compose("train", given, return_hydra_config=True)
+    with monkeypatch.context() as off:
+        off.setenv("WANDB_MODE", "disabled")
+        check_wandb_runs(study)
+    with open_dict(study):  # as a search space file writes it
+        study.hydra.sweeper.params["logger.wandb.id"] = "choice(a,b)"
+    check_wandb_runs(study)
+
+
 def test_a_study_is_refused_only_where_two_trials_can_resume_checkpoints_of_one_wandb_run(
     resumable, no_wandb_credentials
 ):
@@ -571,6 +595,23 @@ def test_a_study_is_refused_only_where_two_trials_can_resume_checkpoints_of_one_
         check_wandb_runs(study(str(last)))
     for ckpt_path, trials in [(f"choice({last},{last})", 1), (f"choice({plain},null)", 2), ("interval(1,2)", 2)]:
         check_wandb_runs(study(ckpt_path, trials))
+
+
+def test_a_study_resuming_a_checkpoint_with_another_wandb_id_is_left_to_its_trials_own_line(
+    resumable, no_wandb_credentials
+):
+    """A study whose every trial resumes one checkpoint, given a logger.wandb.id that is not its W&B run: no trial
+    logs into that run (each stops on the id, with its own line), so the study is not refused as one run."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg import CONF_DIR
+    from rnnreg.sweep_wandb import check_wandb_runs
+
+    given = ["hparams_search=optuna", "dropout=non_recurrent", "logger=wandb", "hydra.sweeper.n_trials=2"]
+    resume = f"+hydra.sweeper.params.ckpt_path='{resumable['w1'] / 'last.ckpt'}'"
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        study = compose("train", [*given, resume, "+logger.wandb.id=other"], return_hydra_config=True)
+    check_wandb_runs(study)
 
 
 def test_experiments_that_set_one_wandb_id_swept_together_are_one_line_before_any_runs(
@@ -601,6 +642,37 @@ def test_experiments_that_set_one_wandb_id_swept_together_are_one_line_before_an
     args.append(fix.strip("'"))
     run("rnnreg-train", *args, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false")
     assert [r["id"] for r in wandb_runs(sweep).values()] == ["fixed_wa", "fixed_wb"]
+
+
+def test_an_experiment_that_sets_one_wandb_id_with_seeds_swept_is_one_line_before_any_runs(
+    tiny_cli, tmp_path, no_wandb_credentials
+):
+    """An experiment file that selects W&B with a fixed id, its seeds swept: nothing on the command line names W&B
+    and no config group is swept, yet both jobs would log into one run: refused before the sweep folder is made."""
+    experiments = tmp_path / "mine" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "wa.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - paper_small\n  - override /logger: wandb\n"
+        "logger:\n  wandb:\n    id: fixed\n"
+    )
+    tiny = [a for a in tiny_cli if a not in ("logger=none", "experiment=paper_small")]
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "--config-dir",
+        str(tmp_path / "mine"),
+        "experiment=wa",
+        "seed=1,2",
+        *tiny,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = run("rnnreg-train", *args, "experiment_name=mine", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: logger.wandb.id=fixed puts jobs 0 (seed=1) and 1 (seed=2) in one W&B run (fixed), each logging over "
+        "another's history: take logger.wandb.id out of the config file that sets it (or ~logger.wandb.id) (each job "
+        "then gets a run of its own), or make it differ per job ('++logger.wandb.id=fixed_${seed}')"
+    ], proc.stderr[-3000:]
+    assert not sweep.exists()
 
 
 def test_a_wandb_id_that_differs_per_job_names_each_jobs_own_run(tiny_cli, tmp_path, no_wandb_credentials):
