@@ -476,14 +476,16 @@ def test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line(
     assert "failed: 0 (trainer.max_epochs=2), 1 (trainer.max_epochs=3)" in proc.stderr
 
 
+@pytest.mark.parametrize("version", [[], ["+logger.wandb.version=w1"]], ids=["id", "version-and-id"])
 def test_jobs_resuming_a_checkpoint_with_another_wandb_id_are_left_to_their_own_line(
-    resumable, tmp_path, no_wandb_credentials
+    resumable, tmp_path, no_wandb_credentials, version
 ):
     """Two jobs that resume one checkpoint, given a logger.wandb.id that is not its W&B run: neither logs into that
     run (each stops on the id, with its own line that says to leave it out or start fresh), so the sweep's check
-    does not refuse them as both going on in it."""
+    does not refuse them as both going on in it; also where the version they are given (which W&B takes before an
+    id) is the checkpoint's run: the job checks both."""
     last = resumable["w1"] / "last.ckpt"
-    args = ["-m", *resumable["tiny"], "logger=wandb", f"ckpt_path={last}", "+logger.wandb.id=other"]
+    args = ["-m", *resumable["tiny"], "logger=wandb", f"ckpt_path={last}", *version, "+logger.wandb.id=other"]
     proc = run("rnnreg-train", *args, "trainer.max_epochs=2,3", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=False)
     refused = f"logger.wandb.id=other, but {last} goes on in W&B run w1: leave logger.wandb.id out"
     assert proc.returncode == 1 and proc.stderr.count(refused) == 2, proc.stderr[-3000:]

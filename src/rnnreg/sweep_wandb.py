@@ -116,13 +116,11 @@ def wandb_id_key(job_config: DictConfig) -> tuple[str, object] | None:
 
 def job_run(job_config: DictConfig, read: CheckpointRuns) -> JobRun | None:
     """The W&B run a job logs into; None where it has no W&B logger, W&B draws a fresh id, or the job stops before
-    it logs (a checkpoint it cannot read, or whose run is not the logger.wandb.id given: rnnreg.training). A resume
-    goes on in its checkpoint's run (`read`: its `wandb_run_id`), a resume from a checkpoint without one in the run
-    its config names, as a fresh job."""
-    found = wandb_id_key(job_config)
-    if found is None:
+    it logs (a checkpoint it cannot read, or whose run is not a logger.wandb.version or id given: rnnreg.training).
+    A resume goes on in its checkpoint's run (`read`: its `wandb_run_id`), a resume from a checkpoint without one in
+    the run its config names, as a fresh job."""
+    if wandb_id_key(job_config) is None:
         return None
-    key, _ = found
     resumed = resumed_checkpoint(job_config)
     if resumed is False:
         return None
@@ -132,9 +130,10 @@ def job_run(job_config: DictConfig, read: CheckpointRuns) -> JobRun | None:
         if run_id is False:
             return None
         if run_id is not None:
-            given = given_id(job_config, key)
-            if given not in (None, "") and str(given) != run_id:  # the job stops on it
-                return None
+            for named in (f"logger.wandb.{name}" for name in ("version", "id")):  # (the job checks both: training)
+                given = given_id(job_config, named)
+                if given not in (None, "") and str(given) != run_id:  # the job stops on it
+                    return None
             return JobRun(run_id, checkpoint, last)
     run_id = job_wandb_run(job_config)
     return None if run_id is None else JobRun(run_id)
