@@ -552,6 +552,29 @@ def test_a_one_trial_study_keeps_its_fixed_wandb_id_and_two_trials_are_refused()
         check_wandb_runs(study(2))
 
 
+def test_a_studys_wandb_id_that_reads_a_sibling_key_is_read_where_it_stands():
+    """A relative interpolation in a study's logger.wandb.id (`${.project}`: the logger's own project) reads what it
+    stands beside: a key no trial changes gives every trial one run (refused), one the study searches (`${..x}`
+    climbs to a key it varies) each its own; where the value's place is not known, it may differ."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.sweep_wandb import absolute_key, check_wandb_runs, varies_per_job
+
+    given = ["hparams_search=optuna", "dropout=non_recurrent", "logger=wandb", "+logger.wandb.id=r_${.project}"]
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        study = compose("train", given, return_hydra_config=True)
+    with pytest.raises(ConfigError, match=r"^logger\.wandb\.id=r_\$\{\.project\} puts every job .* in one W&B run"):
+        check_wandb_runs(study)
+    assert not varies_per_job(study, "r_${.project}", at="logger.wandb.id")
+    assert varies_per_job(study, "r_${...dropout.p}", at="logger.wandb.id")  # (the root's dropout.p: searched)
+    assert varies_per_job(study, "r_${.project}")  # (no place: in doubt)
+    assert (
+        absolute_key("..x", "a.b.c") == "a.x" and absolute_key(".x", "a") == "x" and absolute_key("...x", "a") is None
+    )
+
+
 def test_a_study_with_wandb_off_or_its_wandb_id_searched_is_not_refused(monkeypatch):
     """A study's fixed logger.wandb.id is one run for every trial, but not with W&B off (WANDB_MODE=disabled: no
     trial logs to W&B), nor where the study searches the id (each trial draws its own)."""

@@ -238,7 +238,7 @@ def check_study_wandb_run(config: DictConfig) -> None:
             return
         if setting is None and resumed[0] is False:  # (every trial stops on it, or its run is not known yet)
             return
-    if given not in (None, "") and (key in swept_keys(config.hydra) or varies_per_job(config, str(given))):
+    if given not in (None, "") and (key in swept_keys(config.hydra) or varies_per_job(config, str(given), at=key)):
         return  # each job's own
     try:
         run_id = resolved_wandb_run(config, key)  # (an interpolation of what no trial changes: resolved here)
@@ -318,7 +318,7 @@ def study_resumed_run(config: DictConfig, given: object, ckpt: str, read: Checkp
     trial's is then its config's, as a fresh one's); False where the trial's checkpoint or run is not known before
     it runs (a ckpt_path that reads what the search varies), or the trial stops on it (rnnreg.training: a
     checkpoint it cannot read, an id given that is not its run)."""
-    if varies_per_job(config, ckpt) or (ckpt == "last" and varies_per_job(config, LAST_ROOT)):
+    if varies_per_job(config, ckpt, at="ckpt_path") or (ckpt == "last" and varies_per_job(config, LAST_ROOT)):
         return False
     try:
         with inside_job(config):
@@ -334,7 +334,9 @@ def study_resumed_run(config: DictConfig, given: object, ckpt: str, read: Checkp
     run_id = read(resumed[0])
     if run_id is None or run_id is False:
         return run_id
-    if given not in (None, "") and (ID_KEY in swept_keys(config.hydra) or varies_per_job(config, str(given))):
+    if given not in (None, "") and (
+        ID_KEY in swept_keys(config.hydra) or varies_per_job(config, str(given), at=ID_KEY)
+    ):
         return False  # (a trial given another id stops on it)
     try:
         fixed = given_id(config)
@@ -349,10 +351,11 @@ INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")  # an innermost ${...}
 SAME_IN_EVERY_JOB = ("now", "oc.env")  # resolvers whose value one process keeps (Hydra caches `now`)
 
 
-def varies_per_job(config: DictConfig, text: str, seen: tuple[str, ...] = ()) -> bool:
-    """Whether `text` (a value as given, ${...} unresolved) may differ between a search sweeper's jobs: it reads a
-    key the search varies (here or through the keys it reads), the job (`${hydra:job.num}`), a resolver that may
-    differ, or any key while a config group is searched (its options may set it). Where in doubt, True."""
+def varies_per_job(config: DictConfig, text: str, seen: tuple[str, ...] = (), at: str | None = None) -> bool:
+    """Whether `text` (a value as given, ${...} unresolved; the value of key `at`, which a relative `${.key}` reads
+    from) may differ between a search sweeper's jobs: it reads a key the search varies (here or through the keys it
+    reads), the job (`${hydra:job.num}`), a resolver that may differ, or any key while a config group is searched
+    (its options may set it). Where in doubt (a relative key where `at` is not known), True."""
     swept = swept_keys(config.hydra)
     groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
     while match := INTERPOLATION.search(text):  # innermost first, then what holds them
@@ -363,15 +366,30 @@ def varies_per_job(config: DictConfig, text: str, seen: tuple[str, ...] = ()) ->
             if key not in SAME_IN_EVERY_JOB and not (choice and choice != argument and choice not in swept):
                 return True
         else:
-            if key.startswith(".") or any(k in groups for k in swept):
+            if key.startswith("."):
+                key = absolute_key(key, at)
+            if key is None or any(k in groups for k in swept):
                 return True
             if any(key == k or key.startswith(f"{k}.") or k.startswith(f"{key}.") for k in swept):
                 return True
             raw = str(value_as_given(config, key))
-            if "${" in raw and (key in seen or varies_per_job(config, raw, (*seen, key))):
+            if "${" in raw and (key in seen or varies_per_job(config, raw, (*seen, key), at=key)):
                 return True
         text = text[: match.start()] + "x" + text[match.end() :]
     return False
+
+
+def absolute_key(relative: str, at: str | None) -> str | None:
+    """The key a relative interpolation (`.project`: a sibling; `..x`: the parent's sibling) in the value of key `at`
+    reads, as OmegaConf resolves it; None where `at` is not known or it reads above the config's root."""
+    if at is None:
+        return None
+    name = relative.lstrip(".")
+    up = len(relative) - len(name)  # one dot: the node holding `at`
+    parents = at.split(".")[:-1]
+    if up - 1 > len(parents) or not name:
+        return None
+    return ".".join([*parents[: len(parents) - (up - 1)], name])
 
 
 def value_as_given(config: DictConfig, key: str) -> object:
