@@ -11,14 +11,21 @@ import yaml
 from rnnreg.errors import DataError, first_line
 
 
+def loaded(path: Path) -> tuple[object, str | None]:
+    """A YAML file's value and None, or None and why it cannot be read (the system, its YAML, its encoding)."""
+    try:
+        return yaml.safe_load(path.read_text()), None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        return None, first_line(err)
+
+
 def read_yaml(path: Path) -> dict:
     """A run's YAML file, a mapping; {} without the file."""
     if not path.exists():
         return {}
-    try:
-        value = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-        raise unreadable(path, err) from None
+    value, why = loaded(path)
+    if why is not None:
+        raise unreadable(path, why)
     if value is not None and not isinstance(value, dict):
         raise unreadable(path, "not a YAML mapping")
     return value or {}
@@ -47,11 +54,8 @@ def recorded_overrides(folder: Path) -> list[str] | None:
     path = folder / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    try:
-        overrides = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-        why = first_line(err)
-    else:
+    overrides, why = loaded(path)
+    if why is None:
         if overrides is None or (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
             return overrides or []
         why = "not a list of overrides"
@@ -63,11 +67,8 @@ def recorded_swept_keys(path: Path) -> list[str] | None:
     them; None without the file. A file cut short or edited is a one-line DataError naming it."""
     if not path.is_file():
         return None
-    try:
-        record = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-        why = first_line(err)
-    else:
+    record, why = loaded(path)
+    if why is None:
         why = "not a YAML mapping"
         if record is None or isinstance(record, dict):
             swept = (record or {}).get("swept")
