@@ -300,7 +300,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         tests = {}
         if cfg.get("test"):
             weights = test_checkpoint(cfg, trainer)
-            last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")  # the final weights (none: fast_dev_run)
+            last = last_checkpoint(cfg)  # the final weights (none: fast_dev_run)
             tested = weights or (str(last) if last.exists() else None)
             results = trainer.test(task, datamodule=datamodule, ckpt_path=weights)
             preemption.check()
@@ -329,7 +329,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
         checkpoint = best_checkpoint(trainer)
         best = checkpoint.best_model_path if checkpoint else None
-        last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+        last = last_checkpoint(cfg)
         finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
     say("metrics: %s", metrics)
     return metrics
@@ -374,10 +374,15 @@ def record_failure(
             log.warning("could not close the W&B run: %s", wandb_err)
 
 
+def last_checkpoint(cfg: DictConfig) -> Path:
+    """Where the run writes its last.ckpt (conf/callbacks/default.yaml: its folder's checkpoints/)."""
+    return Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+
+
 def kept_checkpoint(cfg: DictConfig, interrupted: bool, resumed: str | None) -> Path | None:
     """The checkpoint a run that stopped goes on from: its last.ckpt; an interrupted one that wrote none (a resumed
     run stopped before its first window), the checkpoint it resumed from; else None."""
-    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    last = last_checkpoint(cfg)
     return last if last.exists() else (Path(os.path.abspath(resumed)) if interrupted and resumed else None)
 
 
