@@ -444,17 +444,57 @@ def test_resumed_jobs_of_two_wandb_runs_each_go_on_in_their_own(resumable, tmp_p
 
 def test_a_grid_study_of_checkpoints_of_two_wandb_runs_goes_on_in_each(resumable, tmp_path, no_wandb_credentials):
     """An Optuna study on a grid (hydra/sweeper/sampler=grid) gives each point to one trial: searching checkpoints
-    of two W&B runs, and nothing else, each trial goes on in its own checkpoint's run. Not refused (before: as a
-    random sampler's study, one checkpoint said drawn twice); a fresh start beside them starts a run of its own."""
+    of two W&B runs, and nothing else, each trial goes on in its own checkpoint's run, WANDB_RUN_ID or not (a
+    resume's own id comes first in wandb.init). Not refused (before: as a random sampler's study, one checkpoint
+    said drawn twice; then, with WANDB_RUN_ID, every trial said in its run); a fresh start beside them starts a run
+    of its own."""
     sweep, fresh = tmp_path / "sweep", tmp_path / "fresh"
     grid = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "logger=wandb"]
     tiny = [*resumable["tiny"], "trainer.max_epochs=2", *grid]
     resumes = f"ckpt_path={resumable['w1'] / 'last.ckpt'},{resumable['w2'] / 'last.ckpt'}"
-    run("rnnreg-train", "-m", *tiny, resumes, f"hydra.sweep.dir={sweep}")
+    run("rnnreg-train", "-m", *tiny, resumes, f"hydra.sweep.dir={sweep}", env={"WANDB_RUN_ID": "envid"})
     assert sorted(wandb_run["id"] for wandb_run in wandb_runs(sweep).values()) == ["w1", "w2"]
     run("rnnreg-train", "-m", *tiny, f"ckpt_path={resumable['w1'] / 'last.ckpt'},null", f"hydra.sweep.dir={fresh}")
     ids = sorted(wandb_run["id"] for wandb_run in wandb_runs(fresh).values())
     assert len(ids) == 2 and "w1" in ids and ids.count("w1") == 1
+
+
+def test_wandb_run_id_with_a_grid_study_of_checkpoints_is_refused_only_for_its_fresh_trials(
+    resumable, monkeypatch, no_wandb_credentials
+):
+    """WANDB_RUN_ID with a grid study whose trials resume checkpoints of distinct W&B runs: each resume goes on in its
+    own run (wandb.init takes its id first), so only the trials that resume no run take WANDB_RUN_ID's. Not refused
+    for resumes alone, nor with one fresh trial beside them; refused where two fresh trials would share it, or the
+    fresh one would log into a resumed run (before: every such study refused as one run)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.sweep_wandb import check_wandb_runs
+
+    w1, w2, plain = resumable["w1"] / "last.ckpt", resumable["w2"] / "last.ckpt", resumable["plain"]
+
+    def grid(*ckpt_paths: object):
+        given = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "logger=wandb"]
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            study = compose("train", given, return_hydra_config=True)
+        with open_dict(study):  # as Hydra records `-m ckpt_path=a,b` (choice() takes no null)
+            study.hydra.overrides.task.append(f"ckpt_path={','.join(map(str, ckpt_paths))}")
+        return study
+
+    monkeypatch.setenv("WANDB_RUN_ID", "envid")
+    check_wandb_runs(grid(w1, w2))
+    check_wandb_runs(grid(w1, w2, "null"))
+    fresh = rf"the trials that resume no W&B run \(ckpt_path={plain}, ckpt_path=null\)"
+    with pytest.raises(ConfigError, match=rf"^WANDB_RUN_ID=envid puts {fresh} in one W&B run, each logging over"):
+        check_wandb_runs(grid(w1, plain, "null"))
+    monkeypatch.setenv("WANDB_RUN_ID", "w1")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^WANDB_RUN_ID=w1 puts the trial of ckpt_path=null and the one that resumes {w1} in one W&B run",
+    ):
+        check_wandb_runs(grid(w1, w2, "null"))
 
 
 @pytest.mark.parametrize("given", [[], ["+logger.wandb.id=myid"]], ids=["no-id", "one-id"])

@@ -209,7 +209,8 @@ def resolved_wandb_run(config: DictConfig, key: str) -> str | None:
 
 def check_study_wandb_run(config: DictConfig) -> None:
     """check_wandb_runs for another sweeper (Optuna: its jobs come one by one), from the sweep's config: one id
-    for every job is a fixed logger.wandb.id that the search does not vary, or WANDB_RUN_ID without one, or the
+    for every job is a fixed logger.wandb.id that the search does not vary, or WANDB_RUN_ID without one (on a grid of
+    checkpoints of distinct runs, the id of its trials that resume none only: check_fresh_trials), or the
     run of a checkpoint that every trial resumes (a fixed ckpt_path: each trial would go on in its run), or that
     two trials may resume (a searched ckpt_path: Optuna draws each trial's choice anew, so one checkpoint twice,
     or two checkpoints of one run; a grid that gives each checkpoint to one trial, only two of one run)."""
@@ -222,12 +223,18 @@ def check_study_wandb_run(config: DictConfig) -> None:
     if ckpt_paths is not None:
         setting, choices = ckpt_paths
         read = CheckpointRuns()
-        resumed = [study_resumed_run(config, given, ckpt, read) for ckpt in choices]
+        resumed = [None if ckpt is None else study_resumed_run(config, given, ckpt, read) for ckpt in choices]
         runs = [run for run in resumed if isinstance(run, JobRun)]
         drawn_twice = why_drawn_twice(config) if setting is not None else None
         # a grid's trials resuming checkpoints of distinct runs each go on in its own; the others start in the run
         # their config gives, checked below as a study that resumes nothing
         once = setting is not None and drawn_twice is None and len({r.run_id for r in runs}) == len(runs)
+        if once and runs and False not in resumed:
+            fresh = [
+                f"ckpt_path={'null' if ckpt is None else ckpt}" for ckpt, run in zip(choices, resumed) if run is None
+            ]
+            check_fresh_trials(config, (key, given), fresh, runs)
+            return
         if runs and not once:
             if not wandb_off():
                 raise (
@@ -246,6 +253,28 @@ def check_study_wandb_run(config: DictConfig) -> None:
         return
     if run_id and not wandb_off():
         raise shared_wandb_run(config, run_id, "every job of the multirun", config)
+
+
+def check_fresh_trials(config: DictConfig, found: tuple[str, object], fresh: list[str], runs: list[JobRun]) -> None:
+    """check_study_wandb_run for a grid whose every other point resumes a checkpoint of a W&B run of its own
+    (`runs`): only its `fresh` trials (a ckpt_path without a run, or null) take the run their config names (`found`:
+    wandb_id_key's), or WANDB_RUN_ID, which a resume's own id overrides (wandb.init takes its id= first): refused
+    where two fresh trials would share it, or one is given a resumed run's id; else each trial logs into its own."""
+    key, given = found
+    if given not in (None, "") and (key in swept_keys(config.hydra) or varies_per_job(config, str(given), at=key)):
+        return  # each job's own
+    try:
+        run_id = resolved_wandb_run(config, key)
+    except OmegaConfBaseException:  # (a job stops on it with its own line)
+        return
+    if not run_id or not fresh or wandb_off():
+        return
+    if len(fresh) > 1:
+        raise shared_wandb_run(config, run_id, f"the trials that resume no W&B run ({', '.join(fresh)})", config)
+    resumed = next((run for run in runs if run.run_id == run_id), None)
+    if resumed is not None:
+        jobs = f"the trial of {fresh[0]} and the one that resumes {resumed.checkpoint}"
+        raise shared_wandb_run(config, run_id, jobs, config)
 
 
 def study_ckpt_paths(config: DictConfig) -> tuple[str | None, list[str]] | None:
@@ -271,7 +300,7 @@ def study_ckpt_paths(config: DictConfig) -> tuple[str | None, list[str]] | None:
     if fixed is not None:
         return None if fixed[0] is None else (None, [str(fixed[0])])
     setting, choices = searched
-    return None if choices is None else (setting, [str(choice) for choice in choices if choice is not None])
+    return None if choices is None else (setting, [None if choice is None else str(choice) for choice in choices])
 
 
 def search_lines(config: DictConfig) -> list[str]:
