@@ -246,6 +246,22 @@ def test_slurm_launcher_composes(tmp_path):
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
 
 
+def test_optuna_search_takes_the_sampler_the_command_line_gives():
+    """hparams_search=optuna selects its seeded TPE sampler as the option of hydra/sweeper/sampler, so that another
+    given on the command line replaces it whole: the grid composes (before: the search's TPE settings were merged
+    over it, and Hydra refused the grid's seed), and a random sampler is Optuna's random one, not TPE."""
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        search = ["hparams_search=optuna", "seed=7"]
+        samplers = {
+            given: compose("train", [*search, *given], return_hydra_config=True).hydra.sweeper.sampler
+            for given in [(), ("hydra/sweeper/sampler=grid",), ("hydra/sweeper/sampler=random",)]
+        }
+    tpe, grid, random = samplers.values()
+    assert tpe._target_ == "optuna.samplers.TPESampler" and tpe.seed == 7
+    assert grid._target_ == "optuna.samplers.GridSampler" and "seed" not in grid
+    assert random._target_ == "optuna.samplers.RandomSampler"
+
+
 def test_every_config_folder_ships_in_the_package():
     """pyproject.toml maps conf/ into the package (rnnreg/conf) folder by folder: none may be missing."""
     import tomllib
