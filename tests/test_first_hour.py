@@ -267,12 +267,15 @@ def test_the_cpu_hint_suggests_only_recipes_shorter_than_the_run(tiny_cfg, monke
 
 def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     """A real rnnreg-train: the plan when training starts, then the measured estimate (and, over the CPU
-    threshold, the hint) in train.log; the config tree on the console and in config_tree.log."""
+    threshold, the hint) in train.log; the config tree on the console and in config_tree.log. Nothing of a setting
+    the user never chose: an epoch of 13 windows under the default trainer.log_every_n_steps (50) logged to CSV is
+    not warned of (before: Lightning's warning to lower it)."""
     out = tmp_path / "run"
     proc = run(
         "rnnreg-train",
         "experiment=paper_small",
         *TINY,
+        "logger=csv",
         f"data.data_dir={tiny_corpus}",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=13",
@@ -297,6 +300,7 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     assert "estimated total:" not in proc.stderr  # said once, through the log (console + train.log)
     # nothing a user cannot act on: Lightning's deprecation noise and its cloud advertisements
     assert "is deprecated" not in proc.stderr and "Tip:" not in proc.stdout + proc.stderr + log
+    assert "log_every_n_steps" not in proc.stderr + log and "logging interval" not in proc.stderr + log
     tree = (out / "config_tree.log").read_text()
     assert "CONFIG" in proc.stdout and "CONFIG" in tree and "hidden_size: 16" in tree and "optim" in tree
     # a long value wraps at the console's width, cropped neither in the file nor on the console
@@ -304,6 +308,28 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
     assert f"output_dir:{out}" in re.sub(r"[\s│]", "", proc.stdout)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 1
+
+
+def test_a_log_interval_the_user_chose_keeps_lightnings_warning_of_a_short_epoch(tiny_cfg, tmp_path, recwarn):
+    """trainer.log_every_n_steps is the user's where the command line gives it (50 too) or it differs from
+    conf/trainer/default.yaml's: a real run of 3 windows an epoch under one of 10 is warned by Lightning, as
+    Lightning warns; under the default, not."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg.multirun_jobs import inside_job
+    from rnnreg.runtime import chose_log_interval
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        given = {n: compose("train", n, return_hydra_config=True) for n in [(), ("trainer.log_every_n_steps=50",)]}
+    for overrides, chose in [((), False), (("trainer.log_every_n_steps=50",), True)]:
+        with inside_job(given[overrides]):
+            assert chose_log_interval(given[overrides].trainer) is chose
+    short = ("logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "test=false")
+    train(tiny_cfg(*short, run="default"))
+    assert not [w for w in recwarn if "logging interval" in str(w.message)]
+    train(tiny_cfg(*short, "trainer.log_every_n_steps=10", run="chosen"))
+    (warned,) = [w for w in recwarn if "logging interval" in str(w.message)]
+    assert "Trainer(log_every_n_steps=10)" in str(warned.message)
 
 
 def test_the_config_tree_shows_the_experiment_then_its_parts_then_the_rest(tiny_cfg, capsys):

@@ -29,7 +29,7 @@ from rnnreg.command_line import (
 )
 from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.job_records import report_failed_job
-from rnnreg.multirun_jobs import BASIC_SWEEPER, in_multirun, job_swept_keys
+from rnnreg.multirun_jobs import BASIC_SWEEPER, in_multirun, job_swept_keys, override_key, task_overrides
 from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put_back_earlier_record
 from rnnreg.validation import missing_message, validate
 
@@ -47,6 +47,9 @@ warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is depre
 warnings.filterwarnings(
     "ignore", r".*self\.log\('train/(words_per_sec|epoch_seconds|grad_norm)', \.\.\., sync_dist=True"
 )
+# Lightning's warning of an epoch shorter than trainer.log_every_n_steps: left out only where the interval is not the
+# user's (unwarned_default_log_interval), for a first short run would be told of a setting it never chose.
+LOG_INTERVAL_WARNING = r"The number of training batches \(\d+\) is smaller than the logging interval"
 # Lightning's advertisements for its cloud services, at every run and into train.log.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: not str(record.msg).startswith("💡 Tip:")
@@ -202,6 +205,27 @@ def find_our_hydra_plugins() -> None:
     ours = Path(__file__).resolve().parents[1] / "hydra_plugins"
     if ours.is_dir() and str(ours) not in list(hydra_plugins.__path__):
         hydra_plugins.__path__.append(str(ours))
+
+
+def chose_log_interval(trainer_cfg: DictConfig) -> bool:
+    """Whether a run's trainer.log_every_n_steps is the user's: given on the command line (this job's overrides), or
+    other than conf/trainer/default.yaml's."""
+    ours = OmegaConf.load(Path(CONF_DIR, "trainer", "default.yaml")).get("log_every_n_steps")
+    if trainer_cfg.get("log_every_n_steps") != ours:
+        return True
+    overrides = task_overrides(HydraConfig.get()) if HydraConfig.initialized() else []
+    return any(override_key(o) == "trainer.log_every_n_steps" for o in overrides)
+
+
+@contextlib.contextmanager
+def unwarned_default_log_interval(trainer_cfg: DictConfig) -> Iterator[None]:
+    """Lightning's warning of an epoch with fewer training windows than trainer.log_every_n_steps left out while
+    inside, where the interval is ours (chose_log_interval): a short budget (trainer.limit_train_batches=20) is no
+    reason to tell of it. One the user chose keeps Lightning's warning."""
+    with warnings.catch_warnings():
+        if not chose_log_interval(trainer_cfg):
+            warnings.filterwarnings("ignore", LOG_INTERVAL_WARNING)
+        yield
 
 
 def route_lightning_logs() -> None:

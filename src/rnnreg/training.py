@@ -46,7 +46,7 @@ from rnnreg.run_record import (
     tested_from,
     unfinished_record,
 )
-from rnnreg.runtime import log, route_lightning_logs
+from rnnreg.runtime import log, route_lightning_logs, unwarned_default_log_interval
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.task import LanguageModelTask
 from rnnreg.task_config import plain, task_arguments
@@ -284,7 +284,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if ckpt_path:
             say("resuming from %s", ckpt_path)
         start, started = time.perf_counter(), True
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        with unwarned_default_log_interval(cfg.trainer):
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         preemption.check()
         train_seconds = time.perf_counter() - start
         validated = None
