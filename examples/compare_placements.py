@@ -57,6 +57,7 @@ def train_one(placement: str, args: argparse.Namespace, data, out: Path) -> dict
         enable_model_summary=False,
         enable_progress_bar=not args.quiet,
         num_sanity_val_steps=0,
+        log_every_n_steps=min(50, args.windows),  # (Lightning's 50 warns of an epoch shorter than it)
     )
     trainer.fit(task, datamodule=data)
     test = trainer.test(task, datamodule=data, verbose=False)
