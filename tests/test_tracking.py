@@ -1165,6 +1165,37 @@ def test_a_diverged_job_fails_alone_the_sweep_goes_on_and_the_report_lists_it(ti
     assert list(plot_groups(rows)) == ["optim.decay=1.2", "optim.decay=1e-20 (failed)", "optim.decay=1.5"]
 
 
+def test_a_grid_of_an_optuna_search_with_intervals_is_one_line_before_any_runs(tiny_cli, tmp_path):
+    """hparams_search=optuna on Optuna's grid (hydra/sweeper/sampler=grid) searches intervals, which no grid holds:
+    refused in one line naming each interval left and the fix, before the sweep folder is made (before: the plugin's
+    ValueError traceback, exit 1). Each searched as a choice or a range, the grid is known and not refused."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.sweep import check_grid_search_space
+
+    sweep = tmp_path / "new" / "sweep"
+    grid = ["hparams_search=optuna", "hydra/sweeper/sampler=grid", "dropout=non_recurrent", "dropout.p=choice(0.3,0.5)"]
+    proc = run("rnnreg-train", *tiny_cli, *grid, f"hydra.sweep.dir={sweep}", check=False)
+    line = (
+        "hydra/sweeper/sampler=grid visits a finite grid, but optim.decay=interval(1.1, 2.0) and "
+        "model.init_scale=interval(0.02, 0.1) are intervals: search each as a choice ('optim.decay=choice(1.1,2.0)') "
+        "or a range with a step, or use another sampler (leave out hydra/sweeper/sampler=grid)"
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
+    assert not (tmp_path / "new").exists()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        study = compose("train", grid[:3], return_hydra_config=True)
+    with open_dict(study):  # as Hydra records the command line's searches
+        study.hydra.overrides.task += [
+            grid[3],
+            "optim.decay=range(1.2,1.6,step=0.2)",
+            "model.init_scale=choice(0.05,0.1)",
+        ]
+    check_grid_search_space(study)
+
+
 def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
     """A trial that diverges is a FAIL trial (the sweeper logs `Failed experiment: <why>` as it tells Optuna),
     the next trials run, and the best value comes from the completed ones."""

@@ -44,7 +44,46 @@ from rnnreg.run_folder_check import check_no_links, earlier_results, results_mes
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.stacked_settings import check_launcher_settings
 from rnnreg.sweep_folder import RANK_ZERO_SWEEP, follow_rank_zero, pin_sweep_folder
-from rnnreg.sweep_wandb import check_wandb_runs
+from rnnreg.sweep_wandb import GRID_SAMPLERS, check_wandb_runs, search_lines, searched_key
+
+
+def check_grid_search_space(config: DictConfig) -> None:
+    """A ConfigError, before any job runs, where Optuna's grid sampler (hydra/sweeper/sampler=grid) is given a
+    continuous search (hparams_search=optuna's intervals): the plugin stops on it with a traceback. A key's grid is
+    its last search, as the plugin reads them (its params, then the command line's), a fixed value after it too."""
+    sweeper = config.hydra.sweeper
+    sampler = OmegaConf.select(sweeper, "sampler._target_", default=None, throw_on_resolution_failure=False)
+    if sampler not in GRID_SAMPLERS:
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
+
+    searches: dict[str, tuple[str, object]] = {}
+    for line in search_lines(config):
+        key, value = searched_key(line), line.partition("=")[2]
+        try:
+            (override,) = OverridesParser.create().parse_overrides([f"x={value}"])
+        except Exception:  # (Hydra says what it cannot parse itself)
+            return
+        if override.is_sweep_override():
+            searches[key] = (value, override.value())
+    continuous = [
+        (key, value, search)
+        for key, (value, search) in searches.items()
+        if isinstance(search, IntervalSweep)
+        and ("log" in search.tags or not (isinstance(search.start, int) and isinstance(search.end, int)))
+    ]
+    if not continuous:
+        return
+    named = [f"{key}={value}" for key, value, _ in continuous]
+    key, _, search = continuous[0]
+    listed = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+    raise ConfigError(
+        f"hydra/sweeper/sampler=grid visits a finite grid, but {listed} "
+        f"{'is an interval' if len(named) == 1 else 'are intervals'}: search "
+        f"{'it' if len(named) == 1 else 'each'} as a choice ('{key}=choice({search.start},{search.end})') or a "
+        f"range with a step, or use another sampler (leave out hydra/sweeper/sampler=grid)"
+    )
 
 
 def check_sweep_folder(config: DictConfig) -> None:
@@ -224,6 +263,7 @@ class SweepCallback(Callback):
             follow_rank_zero(config)
             return
         pin_sweep_folder(config)  # every job's folder in the sweep's own
+        check_grid_search_space(config)
         check_wandb_runs(config)  # (it reads no folder: before the lock makes the sweep folder's parents)
         self.lock = RunLock(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
         self.lock.acquire()
