@@ -741,8 +741,6 @@ def test_key_values_on_both_sides_of_a_flag_are_one_line_with_the_command_in_ord
     "argv, says",
     [
         (["--run", "-m"], "--multirun and --run cannot be combined (Hydra does one at a time): keep one"),
-        (["-p", "model"], "--package works with --cfg, to show the config: rnnreg-train --cfg job -p model"),
-        (["--resolve"], "--resolve works with --cfg, to show the config: rnnreg-train --cfg job --resolve"),
         (["-sc"], "-sc takes install, uninstall or query: rnnreg-train -sc install=bash (or zsh, fish)"),
         (["-sc", "bogus"], "-sc takes install, uninstall or query: rnnreg-train -sc install=bash (or zsh, fish)"),
         (
@@ -762,6 +760,27 @@ def test_flags_hydra_would_refuse_with_a_traceback_or_take_for_a_run_are_one_lin
     compose another script's config for (-cn eval: its keys refused one by one): one line, exit 2, nothing made."""
     proc = run("rnnreg-train", *argv, f"hydra.run.dir={tmp_path}/run", check=False)
     assert proc.returncode == 2 and proc.stderr.splitlines() == [f"error: {says}"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, meant",
+    [
+        (["-p", "model"], "--cfg job -p model"),
+        (["--resolve"], "--cfg job --resolve"),
+        (["-p", "trainer", "experiment=smoke"], "--cfg job -p trainer experiment=smoke"),
+        (["--resolve", "seed=3"], "--cfg job --resolve seed=3"),
+    ],
+)
+def test_package_or_resolve_without_cfg_is_one_line_with_the_command_meant(tmp_path, argv, meant):
+    """-p without --cfg is a run of the default 39-epoch job, --resolve alone Hydra's traceback: the line gives the
+    reader's own command with --cfg job (it gave `--cfg job -p model` whatever package and overrides were asked)."""
+    run_dir = f"hydra.run.dir={tmp_path}/run"
+    proc = run("rnnreg-train", *argv, run_dir, check=False)
+    flag = "--package" if "-p" in argv else "--resolve"
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        f"error: {flag} works with --cfg, to show the config: rnnreg-train {meant} {run_dir}"
+    ]
     assert not (tmp_path / "run").exists()
 
 

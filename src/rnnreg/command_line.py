@@ -93,9 +93,11 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
         fix = "leave out -m and give one job's values (e.g. seed=1 --cfg job)" if cfg_of_a_sweep else "keep one"
         raise ConfigError(f"{' and '.join(modes)} cannot be combined (Hydra does one at a time): {fix}")
     shows = "--cfg" in command.flags or "--help" in command.flags
-    for flag, example in (("--package", "--cfg job -p model"), ("--resolve", "--cfg job --resolve")):
+    for flag, example in (("--package", ["-p", "model"]), ("--resolve", ["--resolve"])):
         if flag in command.flags and not shows:
-            raise ConfigError(f"{flag} works with --cfg, to show the config: {script} {example}")
+            # the reader's own words after --cfg job; beside -m or --run, --cfg would be a second mode
+            meant = ["--cfg", "job", *((command.in_order or argv) if not modes else example)]
+            raise ConfigError(f"{flag} works with --cfg, to show the config: {shlex.join([script, *meant])}")
     subcommand = command.overrides[0].partition("=")[0] if command.overrides else ""
     if "--shell-completion" in command.flags and subcommand not in ("install", "uninstall", "query"):
         raise ConfigError(f"-sc takes install, uninstall or query: {script} -sc install=bash (or zsh, fish)")
