@@ -15,7 +15,9 @@ from helpers import compose_config
 from rnnreg import CONF_DIR
 from rnnreg.callbacks import RunPlan
 from rnnreg.errors import ConfigError
+from rnnreg.instantiation import instantiate
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16
+from rnnreg.run_record import best_checkpoint_path, last_checkpoint_path
 from rnnreg.train import build
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -72,6 +74,17 @@ def test_the_regularizers_defaults(tmp_path):
     stop, best = cfg.callbacks.early_stopping, cfg.callbacks.model_checkpoint
     assert (stop.monitor, stop.mode, stop.patience, stop.min_delta) == ("val/ppl", "min", 3, 0.0)
     assert (stop.monitor, stop.mode) == (best.monitor, best.mode)
+
+
+def test_the_checkpoint_callbacks_write_the_run_folders_layout(tmp_path):
+    """The files conf/callbacks/default.yaml's checkpoint callbacks write are the ones every reader of a run's
+    folder looks for (rnnreg.run_record's best_checkpoint_path and last_checkpoint_path): best.ckpt, and last.ckpt
+    at every epoch's end and on a stop."""
+    callbacks = compose_config([], tmp_path).callbacks
+    best, last = (instantiate(callbacks[name]) for name in ("model_checkpoint", "last_checkpoint"))
+    assert Path(best.format_checkpoint_name({})) == best_checkpoint_path(tmp_path)
+    assert Path(last.format_checkpoint_name({})) == last_checkpoint_path(tmp_path)
+    assert instantiate(callbacks.checkpoint_on_interrupt).path == last_checkpoint_path(tmp_path)
 
 
 @pytest.mark.parametrize(

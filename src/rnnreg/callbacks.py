@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -14,7 +13,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from rnnreg.console import counted, device_name, format_duration
 from rnnreg.errors import TrainingDiverged
-from rnnreg.run_record import MAX_NLL
+from rnnreg.run_record import MAX_NLL, best_checkpoint_path, last_checkpoint_path
 from rnnreg.schema import SITES
 from rnnreg.timing import (
     VALIDATION_COST,
@@ -484,5 +483,5 @@ class NonFiniteLossGuard(L.Callback):
                 f"{loss} at epoch {trainer.current_epoch + 1}, step {step} "
                 f"(global step {trainer.global_step - (batch_idx + 1 - step)})"
             )
-        last, best = (Path(trainer.default_root_dir) / "checkpoints" / f"{name}.ckpt" for name in ("last", "best"))
+        last, best = last_checkpoint_path(trainer.default_root_dir), best_checkpoint_path(trainer.default_root_dir)
         raise TrainingDiverged(divergence_message(where, *(path if path.exists() else None for path in (last, best))))

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from rnnreg.errors import CheckpointError
 from rnnreg.multirun_jobs import SWEEP_FILE, differing, in_multirun, job_swept_keys, task_overrides
+from rnnreg.run_record import CHECKPOINTS
 from rnnreg.task_config import plain
 
 
@@ -63,7 +64,7 @@ class KeptRowsCSVLogger(CSVLogger):
     def __init__(self, save_dir, *args, **kwargs) -> None:
         super().__init__(save_dir, *args, **kwargs)
         # a run starts in a folder with checkpoints only to go on from one of them (rnnreg.runtime refuses others)
-        self.resumed_here = any(Path(save_dir, "checkpoints").glob("*.ckpt"))
+        self.resumed_here = any(Path(save_dir, CHECKPOINTS).glob("*.ckpt"))
 
     @property
     @rank_zero_experiment

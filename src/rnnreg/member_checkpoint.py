@@ -23,6 +23,7 @@ from rnnreg.callbacks import SpeedMonitor
 from rnnreg.instantiation import instantiate_callbacks
 from rnnreg.loggers import offline_run_parts
 from rnnreg.optim import paper_optimizer
+from rnnreg.run_record import BEST_CHECKPOINT, LAST_CHECKPOINT, best_checkpoint_path, last_checkpoint_path
 from rnnreg.stacked import UNITS
 from rnnreg.task_config import optim_settings
 
@@ -37,7 +38,7 @@ def member_checkpoint(group: GroupTrainer, k: int, copies: HostCopies, validatio
     `validation_end`: the state as the epoch's validation ends, before the epoch's end hooks."""
     state = group.model.member_state_dict(k, copies.weights)
     m, folder, step = group.members[k], group.folders[k], group.step
-    best = folder.path / "checkpoints" / "best.ckpt"
+    best = best_checkpoint_path(folder.path)
     window = group.window if group.window < group.n_train else 0  # n_train: at the epoch's end
     progress = Progress(
         epochs=m.epochs,
@@ -51,7 +52,7 @@ def member_checkpoint(group: GroupTrainer, k: int, copies: HostCopies, validatio
         seconds=group.train_seconds,
         epoch_words=group.tokens,
         epoch_seconds=group.epoch_seconds_before if window else group.epoch_seconds,
-        last_path=str(folder.path / "checkpoints" / "last.ckpt"),
+        last_path=str(last_checkpoint_path(folder.path)),
         val_every=group.val_every,
         validation_end=validation_end,
     )
@@ -200,7 +201,7 @@ def callback_states(callbacks: list, p: Progress) -> dict:
             callback.current_score = best  # set when it last saved: at the best score (save_top_k=1)
         elif isinstance(callback, ModelCheckpoint) and not callback.monitor and p.epochs - p.validation_end > 0:
             # last.ckpt's callback (no monitor), from its first save on (at the first epoch's end)
-            callback.best_model_path = p.last_path or p.best_path.replace("best.ckpt", "last.ckpt")
+            callback.best_model_path = p.last_path or p.best_path.replace(BEST_CHECKPOINT, LAST_CHECKPOINT)
         elif isinstance(callback, EarlyStopping) and p.early_stopping is not None:
             callback.load_state_dict(p.early_stopping)
         elif isinstance(callback, SpeedMonitor):

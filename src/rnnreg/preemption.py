@@ -37,7 +37,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from rnnreg.checkpoints import stopped_by_ctrl_c
-from rnnreg.run_record import recorded_metrics
+from rnnreg.run_record import last_checkpoint_path, recorded_metrics
 
 
 class NoHpcResume(_CheckpointConnector):
@@ -71,7 +71,7 @@ def requeued_checkpoint(folder: str | Path, job_id: str | None) -> str | None:
     """The run folder's own checkpoints/last.ckpt when this process is submitit job `job_id` (Preemption.submitit),
     requeued by submitit after its signal stopped the job's run in `folder` (metrics.json says interrupted, in
     this same job), else None."""
-    last = Path(folder, "checkpoints", "last.ckpt")
+    last = last_checkpoint_path(folder)
     if job_id is None or not last.is_file():
         return None
     stopped = recorded_metrics(folder)

@@ -16,6 +16,7 @@ from rnnreg.override_text import path_override
 from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
 from rnnreg.recorded_commands import go_on_command, recorded_command, recorded_run_command
 from rnnreg.run_lock import RunLock
+from rnnreg.run_record import last_checkpoint_path
 
 GOES_ON = ("interrupted", "stopped", "unfinished")  # stopped by a signal, or killed hard: what they left goes on
 
@@ -34,7 +35,7 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
         elif r.get("tested"):  # stopped in its final test: nothing is left to train
             test = pasteable(eval_command(run, r["tested"]), run / ".hydra" / "overrides.yaml")
             lines.append(f"- {r['run']} ({r['status']}): its training completed: test it with: {test}")
-        elif (run / "checkpoints" / "last.ckpt").is_file():
+        elif last_checkpoint_path(run).is_file():
             lines.append(
                 f"- {r['run']} ({r['status']}): {pasteable(resume_command(run), run / '.hydra' / 'overrides.yaml')}"
             )
@@ -101,7 +102,7 @@ def resume_command(run: Path, checkpoint: Path | None = None) -> str:
     Hydra's), less the checkpoint it may itself have resumed from."""
     overrides = recorded_overrides(run) or []
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
-    last = path_override("ckpt_path", checkpoint or run / "checkpoints" / "last.ckpt")
+    last = path_override("ckpt_path", checkpoint or last_checkpoint_path(run))
     return shlex.join([*recorded_run_command(run), *kept, last])
 
 

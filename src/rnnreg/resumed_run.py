@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rnnreg.errors import CheckpointError, ConfigError
+from rnnreg.run_record import last_checkpoint_path
 
 # W&B refuses these in a run id (wandb_settings.validate_run_id); a backslash is refused here too
 RUN_ID_RESERVED = ":;,#?/'\\"
@@ -28,9 +29,10 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: str | Path | None = None) -> 
         return path
     root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
     here = Path(cfg.paths.output_dir if output_dir is None else output_dir).resolve()
-    if (here / "checkpoints" / "last.ckpt").is_file():
-        return str(here / "checkpoints" / "last.ckpt")
-    found = [p for p in root.glob("*/checkpoints/last.ckpt") if here not in p.resolve().parents]
+    if last_checkpoint_path(here).is_file():
+        return str(last_checkpoint_path(here))
+    # the pattern's "*": any earlier run's folder under root
+    found = [p for p in root.glob(str(last_checkpoint_path("*"))) if here not in p.resolve().parents]
     if not found:
         raise ConfigError(
             f"ckpt_path=last: no earlier run of {cfg.experiment_name} with checkpoints/last.ckpt "

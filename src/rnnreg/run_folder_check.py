@@ -19,11 +19,11 @@ from rnnreg.config_search import hydra_as_main, read_command_line
 from rnnreg.errors import ConfigError, OutputError
 from rnnreg.override_text import pasted_override
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
-from rnnreg.run_record import recorded_metrics
+from rnnreg.run_record import CHECKPOINTS, last_checkpoint_path, recorded_metrics
 
 # What an ended run leaves that a new run in its folder would write over: its outcome and its weights (a stacked
 # sweep's resume files too). Hydra's .hydra/ and the log are not counted: a run refused for bad input leaves them.
-RESULT_FILES = ("metrics.json", "checkpoints/*.ckpt", ".stacked/*.pt")
+RESULT_FILES = ("metrics.json", f"{CHECKPOINTS}/*.ckpt", ".stacked/*.pt")
 
 
 def earlier_results(folder: str | Path, below: bool = False) -> list[str]:
@@ -62,7 +62,7 @@ def check_no_earlier_results(folder: str | Path, key: str, ckpt_path: str | None
             f"{folder}: a run goes on in its own folder from its own files only (a link there could have it write "
             f"elsewhere): give the run another folder (hydra.run.dir=...), which goes on from that checkpoint"
         )
-    last = folder / "checkpoints" / "last.ckpt"
+    last = last_checkpoint_path(folder)
     unfinished = trains and last.is_file() and not completed(folder)
     go_on = f", go on from that run with {pasted_override('ckpt_path', last)}" if unfinished else ""
     raise OutputError(results_message(folder, found, key, go_on))
@@ -91,7 +91,7 @@ def links_written_through(folder: Path, below: bool = False) -> list[Path]:
         for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
             if entry.is_symlink():
                 found.append(entry)
-            elif entry.name in (".hydra", "checkpoints") and entry.is_dir():  # (a resume deletes a path below)
+            elif entry.name in (".hydra", CHECKPOINTS) and entry.is_dir():  # (a resume deletes a path below)
                 inside = (Path(top, name) for top, dirs, files in os.walk(entry) for name in sorted(dirs + files))
                 found += [p for p in inside if p.is_symlink()]
             elif below and entry.is_dir():
@@ -110,7 +110,7 @@ def checkpoints_folder(folder: str | Path) -> Path | None:
         return folder
     for above in (folder, *folder.parents):
         run = above.parent
-        if above.name == "checkpoints" and (
+        if above.name == CHECKPOINTS and (
             holds_checkpoints(above) or (run / ".hydra").is_dir() or (run / "metrics.json").is_file()
         ):
             return above

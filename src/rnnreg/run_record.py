@@ -1,6 +1,7 @@
 """A run's metrics.json, as a single run (rnnreg.training) and a stacked member (rnnreg.stacked_train) write it:
 the same keys in the same order, so rnnreg-report, a sweeper and a user read either alike; and as it is read
-back. Plain Python: rnnreg-report and the launchers read it without torch."""
+back. Where a run's folder keeps its checkpoints, for every module that writes or reads them. Plain Python:
+rnnreg-report and the launchers read it without torch."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rnnreg.override_text import pasted_override
+
+# A run's folder: the checkpoints conf/callbacks/default.yaml's callbacks write (a stacked member's job writes the
+# same files). Names, for a glob or a check of a folder's entries; the paths below build on them.
+CHECKPOINTS = "checkpoints"
+BEST_CHECKPOINT = "best.ckpt"
+LAST_CHECKPOINT = "last.ckpt"
 
 # Above this mean NLL per word exp(NLL) overflows float64: the run has diverged (training stops: rnnreg.
 # training_signals.diverged), and no perplexity a run records is above exp(MAX_NLL).
@@ -34,6 +41,16 @@ class Speeds(NamedTuple):
     words_per_second: float
     words_per_second_median_step: float | None
     words_per_second_last_epoch: float
+
+
+def best_checkpoint_path(run: str | Path) -> Path:
+    """The run folder `run`'s checkpoints/best.ckpt: the lowest val/ppl so far."""
+    return Path(run, CHECKPOINTS, BEST_CHECKPOINT)
+
+
+def last_checkpoint_path(run: str | Path) -> Path:
+    """The run folder `run`'s checkpoints/last.ckpt: the state at the last epoch's end, or where a signal stopped it."""
+    return Path(run, CHECKPOINTS, LAST_CHECKPOINT)
 
 
 def completed_record(

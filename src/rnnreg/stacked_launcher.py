@@ -30,7 +30,7 @@ from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.job_records import report_failed_job
 from rnnreg.multirun_jobs import NOT_COMPARED, basic_sweeper, job_label, swept_keys
 from rnnreg.recorded_commands import go_on_command
-from rnnreg.run_record import STOPPED_BY, recorded_metrics
+from rnnreg.run_record import STOPPED_BY, last_checkpoint_path, recorded_metrics
 from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
 from rnnreg.stacked_settings import (
     check_launcher_settings,
@@ -210,7 +210,7 @@ def job_metrics(job) -> dict:
 def check_never_trained(job) -> None:
     """A ConfigError where a job no resume file holds has a checkpoint: a resume would train it from its start,
     writing over it."""
-    last = job.output_dir / "checkpoints" / "last.ckpt"
+    last = last_checkpoint_path(job.output_dir)
     if last.exists():
         raise ConfigError(
             f"job {job.idx} has a checkpoint ({last}) but no resume file of its group: hydra.launcher.resume=true "

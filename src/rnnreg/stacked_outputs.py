@@ -20,6 +20,7 @@ from rnnreg.config_tree import print_config_tree
 from rnnreg.instantiation import instantiate
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id
+from rnnreg.run_record import CHECKPOINTS, best_checkpoint_path, last_checkpoint_path
 from rnnreg.task_config import task_arguments
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class JobFolder:
         code 1 when the job failed or was interrupted)."""
         if self.wandb is None:
             return
-        checkpoints = (self.path / "checkpoints" / "best.ckpt", self.path / "checkpoints" / "last.ckpt")
+        checkpoints = (best_checkpoint_path(self.path), last_checkpoint_path(self.path))
         finish_wandb([self.wandb], summary, exit_code=int(failed), checkpoints=tuple(map(str, checkpoints)))
         self.wandb = None
 
@@ -140,13 +141,13 @@ class JobFolder:
     def save_checkpoint(self, name: str, checkpoint: dict, link_to: str | None = None) -> None:
         """checkpoints/<name>: `checkpoint`, or a hard link to checkpoints/<link_to> when that holds the same
         checkpoint (as LastCheckpoint links last.ckpt to best.ckpt); a copy where links fail."""
-        folder = self.path / "checkpoints"
+        folder = self.path / CHECKPOINTS
         if link_to is not None and link_atomically(folder / link_to, folder / name):
             return
         save_atomically(checkpoint, folder / name)
 
     def last_checkpoint(self) -> Path | None:
-        last = self.path / "checkpoints" / "last.ckpt"
+        last = last_checkpoint_path(self.path)
         return last if last.exists() else None
 
     def write_metrics(self, metrics: dict) -> None:

@@ -30,7 +30,16 @@ from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.optim import paper_lr_factor
 from rnnreg.recorded_commands import go_on_command
 from rnnreg.resumed_run import checked_run_id
-from rnnreg.run_record import STOPPED_BY, Speeds, completed_record, recorded_metrics, resume_from, unfinished_record
+from rnnreg.run_record import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    STOPPED_BY,
+    Speeds,
+    completed_record,
+    recorded_metrics,
+    resume_from,
+    unfinished_record,
+)
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_outputs import JobFolder
@@ -386,7 +395,7 @@ class GroupTrainer:
             )
             if val_ppl is None:  # best.ckpt and early stopping wait for a validation, as in a run
                 folder.log(f"epoch {self.epoch + 1}: train ppl {train_ppl[k]:.2f} (no validation this epoch)")
-                self.writer.submit(folder.save_checkpoint, "last.ckpt", member_checkpoint(self, k, copies))
+                self.writer.submit(folder.save_checkpoint, LAST_CHECKPOINT, member_checkpoint(self, k, copies))
                 folder.write_csv(m.rows)
                 continue
             folder.log(f"epoch {self.epoch + 1}: train ppl {train_ppl[k]:.2f}, val ppl {val_ppl[k]:.2f}")
@@ -411,8 +420,10 @@ class GroupTrainer:
             # a run saves best.ckpt as its validation ends, before the epoch's end (rnnreg.member_checkpoint)
             checkpoint = member_checkpoint(self, k, copies, validation_end=improved and self.val_every != 1)
             if improved:
-                self.writer.submit(folder.save_checkpoint, "best.ckpt", checkpoint)
-            self.writer.submit(folder.save_checkpoint, "last.ckpt", checkpoint, "best.ckpt" if improved else None)
+                self.writer.submit(folder.save_checkpoint, BEST_CHECKPOINT, checkpoint)
+            self.writer.submit(
+                folder.save_checkpoint, LAST_CHECKPOINT, checkpoint, BEST_CHECKPOINT if improved else None
+            )
             if m.status == "stopped":
                 folder.log(f"early stopping after epoch {self.epoch + 1}: best val ppl {m.best_val:.2f}")
                 self.step.stop(k)
@@ -509,7 +520,9 @@ class GroupTrainer:
             self.save_resume(copies)
             for k, m in enumerate(self.members):
                 if m.status == "running":  # a failed member keeps its last good checkpoint
-                    self.writer.submit(self.folders[k].save_checkpoint, "last.ckpt", member_checkpoint(self, k, copies))
+                    self.writer.submit(
+                        self.folders[k].save_checkpoint, LAST_CHECKPOINT, member_checkpoint(self, k, copies)
+                    )
         elif self.global_step == 0:  # stopped before its first window: the resume file of its start (no member
             # has trained: no checkpoint), from which it goes on as this group, in its W&B runs
             self.save_resume(self.host_copies())

@@ -42,6 +42,7 @@ from rnnreg.override_text import pasted_override
 from rnnreg.record_yaml import recorded_launcher, recorded_overrides
 from rnnreg.run_folder_check import check_no_links, earlier_results, results_message
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
+from rnnreg.run_record import CHECKPOINTS, last_checkpoint_path
 from rnnreg.stacked_settings import check_launcher_settings
 from rnnreg.sweep_folder import RANK_ZERO_SWEEP, follow_rank_zero, pin_sweep_folder
 from rnnreg.sweep_wandb import GRID_SAMPLERS, check_wandb_runs, search_lines, searched_key
@@ -106,7 +107,7 @@ def check_sweep_folder(config: DictConfig) -> None:
     sweep_dir = Path(config.hydra.sweep.dir).absolute()
     # the folders that hold them: jobs (their metrics.json, their checkpoints/) and a stacked group's .stacked/
     files = [Path(f) for f in earlier_results(sweep_dir, below=True)]
-    found = sorted({str(f.parent.parent if f.parent.name == "checkpoints" else f.parent) for f in files}, key=job_order)
+    found = sorted({str(f.parent.parent if f.parent.name == CHECKPOINTS else f.parent) for f in files}, key=job_order)
     if not found:
         return
     written_over = folders_written_over(config, sweep_dir, str(subdir), found)
@@ -179,7 +180,7 @@ def check_resumed_jobs(config: DictConfig) -> None:
             raise OutputError(
                 f"{folder} holds the results of job {num} run by {name} (in {', '.join(found[:3])}), which a stacked "
                 f"sweep would train again from its start, writing over them: go on with that job alone (rnnreg-train "
-                f"<its overrides> {pasted_override('ckpt_path', folder / 'checkpoints' / 'last.ckpt')}; rnnreg-report "
+                f"<its overrides> {pasted_override('ckpt_path', last_checkpoint_path(folder))}; rnnreg-report "
                 f"{pasted_override('path', config.hydra.sweep.dir)} prints the command), or give this sweep another "
                 f"folder (hydra.sweep.dir=...)"
             )

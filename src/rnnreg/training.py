@@ -41,6 +41,7 @@ from rnnreg.run_record import (
     STOPPED_BY,
     Speeds,
     completed_record,
+    last_checkpoint_path,
     recorded_metrics,
     resume_from,
     tested_from,
@@ -377,7 +378,7 @@ def record_failure(
 
 def last_checkpoint(cfg: DictConfig) -> Path:
     """Where the run writes its last.ckpt (conf/callbacks/default.yaml: its folder's checkpoints/)."""
-    return Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    return last_checkpoint_path(cfg.paths.output_dir)
 
 
 def kept_checkpoint(cfg: DictConfig, interrupted: bool, resumed: str | None) -> Path | None:
