@@ -17,6 +17,7 @@ from rnnreg.errors import ConfigError, DataError
 from rnnreg.instantiation import instantiate
 from rnnreg.job_records import record_job_stopped
 from rnnreg.record_yaml import read_yaml, section
+from rnnreg.run_record import metrics_path
 from rnnreg.runtime import hydra_entry, log, route_lightning_logs
 from rnnreg.trainer_rules import bf16_lstm_refusal
 
@@ -116,7 +117,7 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
         "eval_bptt": datamodule.eval_bptt,
     }
     if trainer.is_global_zero:  # as a single process: DDP's other processes have the same (reduced) numbers
-        write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
+        write_json_atomic(metrics_path(cfg.paths.output_dir), metrics)
         log.info("metrics: %s", metrics)
     return metrics
 

@@ -14,7 +14,7 @@ from rnnreg.errors import DataError
 from rnnreg.multirun_jobs import in_multirun, job_named
 from rnnreg.record_yaml import recorded_overrides
 from rnnreg.run_lock import launched_as_rank_zero
-from rnnreg.run_record import recorded_metrics
+from rnnreg.run_record import metrics_path, recorded_metrics
 
 ERROR_FILE = "error.txt"  # a multirun job's one-line error, in its folder
 STOPPED_BEFORE_A_RESULT = "stopped by"  # how error.txt begins for a job a signal ended before any result
@@ -72,10 +72,10 @@ def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str
     jobs |= {error.parent for error in sweep_dir.rglob(ERROR_FILE)}
     for job in jobs:
         config = job / ".hydra" / "config.yaml"
-        written = [p.stat().st_mtime for p in (config, job / "metrics.json", job / ERROR_FILE) if p.exists()]
+        written = [p.stat().st_mtime for p in (config, metrics_path(job), job / ERROR_FILE) if p.exists()]
         if max(written) < since:
             continue
-        metrics = job / "metrics.json"
+        metrics = metrics_path(job)
         ended = how_it_ended(job, recorded_metrics(job) if metrics.exists() else {})
         if ended is None and metrics.exists():  # a metrics.json that is none (cut short, edited): not completed
             ended = "failed"
@@ -102,7 +102,7 @@ def error_written_last(job: Path) -> bool:
     """Whether a job's error.txt says how it ended: it is there, and newer than any metrics.json (a job that ran again
     after its result, requeued or resumed, and stopped with that error; an error.txt before metrics.json: it ran
     again and recorded how that ended)."""
-    error, metrics = job / ERROR_FILE, job / "metrics.json"
+    error, metrics = job / ERROR_FILE, metrics_path(job)
     return error.exists() and (not metrics.exists() or error.stat().st_mtime > metrics.stat().st_mtime)
 
 

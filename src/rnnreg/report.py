@@ -35,7 +35,7 @@ from rnnreg.override_text import quoted_for_hydra, string_value
 from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
 from rnnreg.report_commands import how_to_go_on
 from rnnreg.run_lock import RunLock
-from rnnreg.run_record import MAX_NLL, null_as_nan, read_metrics
+from rnnreg.run_record import MAX_NLL, metrics_path, null_as_nan, read_metrics
 from rnnreg.runtime import hydra_entry
 
 
@@ -304,7 +304,7 @@ def checked_metrics(run: Path) -> dict:
     """A run's metrics.json (rnnreg.run_record.read_metrics: {} without one), a null number as nan. A file that is
     not a JSON object, or whose numbers are not numbers, or not perplexities a run writes, is one the report
     cannot read."""
-    path = run / "metrics.json"
+    path = metrics_path(run)
     try:
         metrics = read_metrics(run)
     except (OSError, ValueError) as err:

@@ -19,11 +19,11 @@ from rnnreg.config_search import hydra_as_main, read_command_line
 from rnnreg.errors import ConfigError, OutputError
 from rnnreg.override_text import pasted_override
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
-from rnnreg.run_record import CHECKPOINTS, last_checkpoint_path, recorded_metrics
+from rnnreg.run_record import CHECKPOINTS, METRICS_FILE, last_checkpoint_path, metrics_path, recorded_metrics
 
 # What an ended run leaves that a new run in its folder would write over: its outcome and its weights (a stacked
 # sweep's resume files too). Hydra's .hydra/ and the log are not counted: a run refused for bad input leaves them.
-RESULT_FILES = ("metrics.json", f"{CHECKPOINTS}/*.ckpt", ".stacked/*.pt")
+RESULT_FILES = (METRICS_FILE, f"{CHECKPOINTS}/*.ckpt", ".stacked/*.pt")
 
 
 def earlier_results(folder: str | Path, below: bool = False) -> list[str]:
@@ -111,7 +111,7 @@ def checkpoints_folder(folder: str | Path) -> Path | None:
     for above in (folder, *folder.parents):
         run = above.parent
         if above.name == CHECKPOINTS and (
-            holds_checkpoints(above) or (run / ".hydra").is_dir() or (run / "metrics.json").is_file()
+            holds_checkpoints(above) or (run / ".hydra").is_dir() or metrics_path(run).is_file()
         ):
             return above
     return None

@@ -1,7 +1,7 @@
 """A run's metrics.json, as a single run (rnnreg.training) and a stacked member (rnnreg.stacked_train) write it:
 the same keys in the same order, so rnnreg-report, a sweeper and a user read either alike; and as it is read
-back. Where a run's folder keeps its checkpoints, for every module that writes or reads them. Plain Python:
-rnnreg-report and the launchers read it without torch."""
+back. Where a run's folder keeps its checkpoints and metrics.json, for every module that writes or reads them.
+Plain Python: rnnreg-report and the launchers read it without torch."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from typing import NamedTuple
 from rnnreg.override_text import pasted_override
 
 # A run's folder: the checkpoints conf/callbacks/default.yaml's callbacks write (a stacked member's job writes the
-# same files). Names, for a glob or a check of a folder's entries; the paths below build on them.
+# same files) and its metrics.json. Names, for a glob or a check of a folder's entries; the paths below build on them.
 CHECKPOINTS = "checkpoints"
 BEST_CHECKPOINT = "best.ckpt"
 LAST_CHECKPOINT = "last.ckpt"
+METRICS_FILE = "metrics.json"
 
 # Above this mean NLL per word exp(NLL) overflows float64: the run has diverged (training stops: rnnreg.
 # training_signals.diverged), and no perplexity a run records is above exp(MAX_NLL).
@@ -51,6 +52,11 @@ def best_checkpoint_path(run: str | Path) -> Path:
 def last_checkpoint_path(run: str | Path) -> Path:
     """The run folder `run`'s checkpoints/last.ckpt: the state at the last epoch's end, or where a signal stopped it."""
     return Path(run, CHECKPOINTS, LAST_CHECKPOINT)
+
+
+def metrics_path(run: str | Path) -> Path:
+    """The run folder `run`'s metrics.json: how the run ended, and its numbers."""
+    return Path(run, METRICS_FILE)
 
 
 def completed_record(
@@ -98,7 +104,7 @@ def read_metrics(folder: str | Path) -> dict:
     names the file (its checked_metrics), a reader that only asks how a run ended takes it as no record
     (recorded_metrics)."""
     try:
-        text = Path(folder, "metrics.json").read_text()
+        text = metrics_path(folder).read_text()
     except FileNotFoundError:
         return {}
     metrics = json.loads(text)

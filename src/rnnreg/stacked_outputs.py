@@ -20,7 +20,7 @@ from rnnreg.config_tree import print_config_tree
 from rnnreg.instantiation import instantiate
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id
-from rnnreg.run_record import CHECKPOINTS, best_checkpoint_path, last_checkpoint_path
+from rnnreg.run_record import CHECKPOINTS, best_checkpoint_path, last_checkpoint_path, metrics_path
 from rnnreg.task_config import task_arguments
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class JobFolder:
         return last if last.exists() else None
 
     def write_metrics(self, metrics: dict) -> None:
-        write_json_atomic(self.path / "metrics.json", metrics)
+        write_json_atomic(metrics_path(self.path), metrics)
         if metrics.get("status") != "running":
             for logger in self.others:  # as Lightning ends a run's loggers
                 logger.finalize("success" if metrics.get("status") == "completed" else "failed")

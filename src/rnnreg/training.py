@@ -42,6 +42,7 @@ from rnnreg.run_record import (
     Speeds,
     completed_record,
     last_checkpoint_path,
+    metrics_path,
     recorded_metrics,
     resume_from,
     tested_from,
@@ -328,7 +329,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     epochs, params = trainer.current_epoch, task.num_params
     metrics = completed_record(validated, tests, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
     if trainer.is_global_zero:
-        write_json_atomic(f"{cfg.paths.output_dir}/metrics.json", metrics)
+        write_json_atomic(metrics_path(cfg.paths.output_dir), metrics)
         checkpoint = best_checkpoint(trainer)
         best = checkpoint.best_model_path if checkpoint else None
         last = last_checkpoint(cfg)
@@ -364,7 +365,7 @@ def record_failure(
         else:
             record = unfinished_record(status, error, epochs, resume_from(kept_checkpoint(cfg, interrupted, resumed)))
         write_json_atomic(
-            f"{cfg.paths.output_dir}/metrics.json", record | ({"submitit_job": submitit_job} if submitit_job else {})
+            metrics_path(cfg.paths.output_dir), record | ({"submitit_job": submitit_job} if submitit_job else {})
         )
     except OutputError as write_err:  # the folder itself may be what failed: the original error is the one to show
         log.warning("%s", write_err)
