@@ -465,7 +465,9 @@ def test_wandb_run_id_with_a_grid_study_of_checkpoints_is_refused_only_for_its_f
     """WANDB_RUN_ID with a grid study whose trials resume checkpoints of distinct W&B runs: each resume goes on in its
     own run (wandb.init takes its id first), so only the trials that resume no run take WANDB_RUN_ID's. Not refused
     for resumes alone, nor with one fresh trial beside them; refused where two fresh trials would share it, or the
-    fresh one would log into a resumed run (before: every such study refused as one run)."""
+    fresh one would log into a resumed run (before: every such study refused as one run). Not refused where it names
+    a resumed run and no trial is fresh, nor with W&B off, nor without WANDB_RUN_ID (each fresh trial draws its own);
+    a grid that resumes no W&B run is every job in one."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -495,6 +497,15 @@ def test_wandb_run_id_with_a_grid_study_of_checkpoints_is_refused_only_for_its_f
         match=rf"^WANDB_RUN_ID=w1 puts the trial of ckpt_path=null and the one that resumes {w1} in one W&B run",
     ):
         check_wandb_runs(grid(w1, w2, "null"))
+    check_wandb_runs(grid(w1, w2))  # (no trial is left to take it)
+    monkeypatch.setenv("WANDB_RUN_ID", "envid")
+    with pytest.raises(ConfigError, match=r"^WANDB_RUN_ID=envid puts every job of the multirun in one W&B run"):
+        check_wandb_runs(grid(plain, "null"))  # (no trial resumes a W&B run)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    check_wandb_runs(grid(w1, plain, "null"))  # (no trial logs to W&B)
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_RUN_ID")
+    check_wandb_runs(grid(w1, plain, "null"))  # (each fresh trial draws an id of its own)
 
 
 @pytest.mark.parametrize("given", [[], ["+logger.wandb.id=myid"]], ids=["no-id", "one-id"])
