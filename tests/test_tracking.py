@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -1205,6 +1206,42 @@ def test_a_grid_of_an_optuna_search_with_intervals_is_one_line_before_any_runs(t
             "model.init_scale=choice(0.05,0.1)",
         ]
     check_grid_search_space(study)
+
+
+def test_a_grid_is_refused_an_interval_optuna_cannot_list_even_one_fixed_later_and_takes_one_of_ints():
+    """Optuna's grid lists an interval of ints (int(interval(1,3))), not one of floats, nor a log one (tag(log, ..)),
+    which the plugin stops on; one interval is named alone, and a fixed value given after a search leaves the search
+    in the plugin's grid (hparams_search=optuna's optim.decay with optim.decay=1.5 on the command line)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.sweep import check_grid_search_space
+
+    def study(given: list[str], *searches: str):
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            config = compose("train", [*given, "hydra/sweeper/sampler=grid"], return_hydra_config=True)
+        with open_dict(config):  # as Hydra records the command line's searches
+            config.hydra.overrides.task += list(searches)
+        return config
+
+    grid = ["hydra/sweeper=optuna", "dropout=non_recurrent"]
+    check_grid_search_space(study(grid, "model.num_layers=int(interval(1,3))"))
+
+    def refused(line: str) -> str:
+        return "^" + re.escape(f"hydra/sweeper/sampler=grid visits a finite grid, but {line}")
+
+    log_ints = "model.num_layers=tag(log,int(interval(1,4)))"
+    with pytest.raises(
+        ConfigError, match=refused(f"{log_ints} is an interval: search it as a choice ('model.num_layers=choice(1,4)')")
+    ):
+        check_grid_search_space(study(grid, log_ints))
+    fixed = ["dropout.p=choice(0.3,0.5)", "optim.decay=1.5", "model.init_scale=choice(0.05,0.1)"]
+    with pytest.raises(
+        ConfigError, match=refused("optim.decay=interval(1.1, 2.0) is an interval: search it as a choice")
+    ):
+        check_grid_search_space(study(["hparams_search=optuna", *grid[1:]], *fixed))
 
 
 def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
