@@ -311,7 +311,7 @@ def test_real_run_says_what_runs_and_how_long(tiny_corpus, tmp_path):
 
 
 def test_a_log_interval_the_user_chose_keeps_lightnings_warning_of_a_short_epoch(tiny_cfg, tmp_path, recwarn):
-    """trainer.log_every_n_steps is the user's where the command line gives it (50 too) or it differs from
+    """trainer.log_every_n_steps is the user's where the command line gives it (50 too, `++` too) or it differs from
     conf/trainer/default.yaml's: a real run of 3 windows an epoch under one of 10 is warned by Lightning, as
     Lightning warns; under the default, not."""
     from hydra import compose, initialize_config_dir
@@ -319,11 +319,12 @@ def test_a_log_interval_the_user_chose_keeps_lightnings_warning_of_a_short_epoch
     from rnnreg.multirun_jobs import inside_job
     from rnnreg.runtime import chose_log_interval
 
+    chosen = [("trainer.log_every_n_steps=50",), ("++trainer.log_every_n_steps=50",)]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        given = {n: compose("train", n, return_hydra_config=True) for n in [(), ("trainer.log_every_n_steps=50",)]}
-    for overrides, chose in [((), False), (("trainer.log_every_n_steps=50",), True)]:
-        with inside_job(given[overrides]):
-            assert chose_log_interval(given[overrides].trainer) is chose
+        given = {n: compose("train", n, return_hydra_config=True) for n in [(), *chosen]}
+    for overrides, config in given.items():
+        with inside_job(config):
+            assert chose_log_interval(config.trainer) is (overrides in chosen), overrides
     short = ("logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "test=false")
     train(tiny_cfg(*short, run="default"))
     assert not [w for w in recwarn if "logging interval" in str(w.message)]
