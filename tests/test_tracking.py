@@ -1244,6 +1244,36 @@ def test_a_grid_is_refused_an_interval_optuna_cannot_list_even_one_fixed_later_a
         check_grid_search_space(study(["hparams_search=optuna", *grid[1:]], *fixed))
 
 
+def test_a_grid_of_a_range_optuna_lists_no_point_of_is_one_line_before_any_runs(tiny_cli, tmp_path):
+    """Optuna's grid takes a range's points a step apart below its end, so a range of floats without a step
+    (range(0.3,0.6): a step of 1) lists none: refused in one line naming it, before the sweep folder is made (before:
+    a study of no trial, and its best trial's ValueError traceback, exit 1). With a step that fits, or of ints, not."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.sweep import check_grid_search_space
+
+    sweep = tmp_path / "new" / "sweep"
+    grid = ["hparams_search=optuna", "hydra/sweeper/sampler=grid", "dropout=non_recurrent"]
+    searches = ["optim.decay=choice(1.2,1.5)", "model.init_scale=choice(0.05,0.1)"]
+    proc = run(
+        "rnnreg-train", *tiny_cli, *grid, *searches, "dropout.p=range(0.3,0.6)", f"hydra.sweep.dir={sweep}", check=False
+    )
+    line = (
+        "hydra/sweeper/sampler=grid takes a range's points a step apart below its end (a step of 1 where none is "
+        "given), so dropout.p=range(0.3,0.6) gives its grid no point: give it a step shorter than its span "
+        "(range(a,b,step=s), s below b-a) or search it as a choice"
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
+    assert not (tmp_path / "new").exists()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        study = compose("train", grid, return_hydra_config=True)
+    with open_dict(study):  # as Hydra records the command line's searches
+        study.hydra.overrides.task += [*searches, "dropout.p=range(0.3,0.6,step=0.1)", "model.num_layers=range(1,3)"]
+    check_grid_search_space(study)
+
+
 def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
     """A trial that diverges is a FAIL trial (the sweeper logs `Failed experiment: <why>` as it tells Optuna),
     the next trials run, and the best value comes from the completed ones."""

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import yaml
@@ -50,8 +51,10 @@ from rnnreg.sweep_wandb import GRID_SAMPLERS, check_wandb_runs, search_lines, se
 
 def check_grid_search_space(config: DictConfig) -> None:
     """A ConfigError, before any job runs, where Optuna's grid sampler (hydra/sweeper/sampler=grid) is given a
-    continuous search (hparams_search=optuna's intervals): the plugin stops on it with a traceback. A key's grid is
-    its last search, as the plugin reads them (its params, then the command line's), a fixed value after it too."""
+    continuous search (hparams_search=optuna's intervals): the plugin stops on it with a traceback; or a range of which
+    the plugin's grid holds no point (empty_grid_ranges), where the study runs no trial and stops on its best one. A
+    key's grid is its last search, as the plugin reads them (its params, then the command line's), a fixed value
+    after it too."""
     sweeper = config.hydra.sweeper
     sampler = OmegaConf.select(sweeper, "sampler._target_", default=None, throw_on_resolution_failure=False)
     if sampler not in GRID_SAMPLERS:
@@ -75,6 +78,16 @@ def check_grid_search_space(config: DictConfig) -> None:
         and ("log" in search.tags or not (isinstance(search.start, int) and isinstance(search.end, int)))
     ]
     if not continuous:
+        empty = empty_grid_ranges(searches)
+        if empty:
+            listed = " and ".join([", ".join(empty[:-1]), empty[-1]] if len(empty) > 1 else empty)
+            one = len(empty) == 1
+            raise ConfigError(
+                f"hydra/sweeper/sampler=grid takes a range's points a step apart below its end (a step of 1 where "
+                f"none is given), so {listed} {'gives' if one else 'give'} its grid no point: give "
+                f"{'it' if one else 'each'} a step shorter than its span (range(a,b,step=s), s below b-a) or search "
+                f"{'it' if one else 'each'} as a choice"
+            )
         return
     named = [f"{key}={value}" for key, value, _ in continuous]
     key, _, search = continuous[0]
@@ -85,6 +98,31 @@ def check_grid_search_space(config: DictConfig) -> None:
         f"{'it' if len(named) == 1 else 'each'} as a choice ('{key}=choice({search.start},{search.end})') or a "
         f"range with a step, or use another sampler (leave out hydra/sweeper/sampler=grid)"
     )
+
+
+def empty_grid_ranges(searches: dict[str, tuple[str, object]]) -> list[str]:
+    """Each `key=range(...)` of `searches` (check_grid_search_space's) of which the Optuna plugin's grid holds no
+    point, read by the plugin's own code: it takes the points a step apart below the end (range(0.3,0.6), its step
+    1, none; range(1,2,step=5) none, where Hydra's range holds the start)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import RangeSweep
+    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_optuna_distribution_from_override
+
+    empty = []
+    for key, (value, search) in searches.items():
+        if not isinstance(search, RangeSweep) or search.shuffle:  # (a shuffled range is the plugin's choice)
+            continue
+        (override,) = OverridesParser.create().parse_overrides([f"x={value}"])
+        try:
+            with warnings.catch_warnings():  # (Optuna's own on the plugin's distributions: the plugin says them)
+                warnings.simplefilter("ignore")
+                distribution = create_optuna_distribution_from_override(override)
+                points = OptunaSweeperImpl._to_grid_sampler_choices(None, distribution)  # (it reads no self)
+        except (ValueError, AssertionError):  # (one the plugin stops on, as it says)
+            continue
+        if not points:
+            empty.append(f"{key}={value}")
+    return empty
 
 
 def check_sweep_folder(config: DictConfig) -> None:
