@@ -509,6 +509,39 @@ def test_wandb_run_id_with_a_grid_study_of_checkpoints_is_refused_only_for_its_f
     check_wandb_runs(grid(w1, plain, "null"))  # (each fresh trial draws an id of its own)
 
 
+def test_wandb_run_id_with_a_grid_study_of_last_and_null_is_refused_only_where_null_takes_lasts_run(
+    resumable, monkeypatch, no_wandb_credentials
+):
+    """A grid study over ckpt_path=last (the newest checkpoint of the experiment's runs: w2's) beside a checkpoint and
+    null: the trial of last goes on in w2, so WANDB_RUN_ID is the null trial's only: not refused, but refused where it
+    names w2, the run the trial of last goes on in."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.sweep_wandb import check_wandb_runs
+
+    def grid(*ckpt_paths: object):
+        given = ["experiment=paper_small", f"paths.output_root={resumable['root']}", "logger=wandb"]
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            study = compose(
+                "train", [*given, "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid"], return_hydra_config=True
+            )
+        with open_dict(study):  # as Hydra records `-m ckpt_path=a,b`
+            study.hydra.overrides.task.append(f"ckpt_path={','.join(map(str, ckpt_paths))}")
+        return study
+
+    monkeypatch.setenv("WANDB_RUN_ID", "envid")
+    check_wandb_runs(grid(resumable["w1"] / "last.ckpt", "last", "null"))
+    monkeypatch.setenv("WANDB_RUN_ID", "w2")
+    w2 = resumable["w2"] / "last.ckpt"
+    with pytest.raises(
+        ConfigError, match=rf"^WANDB_RUN_ID=w2 puts the trial of ckpt_path=null and the one that resumes {w2} in one"
+    ):
+        check_wandb_runs(grid("last", "null"))
+
+
 @pytest.mark.parametrize("given", [[], ["+logger.wandb.id=myid"]], ids=["no-id", "one-id"])
 def test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line(
     resumable, tmp_path, no_wandb_credentials, given
