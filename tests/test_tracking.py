@@ -1277,14 +1277,17 @@ def test_a_grid_is_refused_an_interval_optuna_cannot_list_even_one_fixed_later_a
         check_grid_search_space(study(["hparams_search=optuna", *grid[1:]], *fixed))
 
 
-def test_a_grid_of_a_range_optuna_lists_no_point_of_is_one_line_before_any_runs(tiny_cli, tmp_path):
-    """Optuna's grid takes a range's points a step apart below its end, so a range of floats without a step
-    (range(0.3,0.6): a step of 1) lists none: refused in one line naming it, before the sweep folder is made (before:
-    a study of no trial, and its best trial's ValueError traceback, exit 1). With a step that fits, or of ints, not."""
+def test_a_grid_of_a_range_optuna_counts_otherwise_is_one_line_before_any_runs(tiny_cli, tmp_path):
+    """Optuna's grid counts a range's points in floating point, below its end: range(0.3,0.6) (a step of 1) has
+    none, and range(0.3,0.6,step=0.1) only 0.3 and 0.4. Refused in one line saying which points each would run and
+    the choice that runs the range's, before the sweep folder is made (before: a study of no trial and its best
+    trial's ValueError traceback, exit 1; a study silently without 0.5). A range the grid counts as meant (of floats
+    or ints; range(1.2,1.6,step=0.2) is 1.2, 1.4, where Hydra's own basic sweeper adds 1.5999999999999999) is not."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
     from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
     from rnnreg.sweep import check_grid_search_space
 
     sweep = tmp_path / "new" / "sweep"
@@ -1293,18 +1296,36 @@ def test_a_grid_of_a_range_optuna_lists_no_point_of_is_one_line_before_any_runs(
     proc = run(
         "rnnreg-train", *tiny_cli, *grid, *searches, "dropout.p=range(0.3,0.6)", f"hydra.sweep.dir={sweep}", check=False
     )
-    line = (
-        "hydra/sweeper/sampler=grid takes a range's points a step apart below its end (a step of 1 where none is "
-        "given), so dropout.p=range(0.3,0.6) gives its grid no point: give it a step shorter than its span "
-        "(range(a,b,step=s), s below b-a) or search it as a choice"
+    why = (
+        "(Optuna's grid counts a range's points in floating point, below its end; a range without a step has a step "
+        "of 1)"
     )
+    line = f"hydra/sweeper/sampler=grid would run dropout.p=range(0.3,0.6) at no point, not at 0.3 {why}: " \
+        "give its points as a choice ('dropout.p=choice(0.3)')"  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
     assert not (tmp_path / "new").exists()
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        study = compose("train", grid, return_hydra_config=True)
-    with open_dict(study):  # as Hydra records the command line's searches
-        study.hydra.overrides.task += [*searches, "dropout.p=range(0.3,0.6,step=0.1)", "model.num_layers=range(1,3)"]
-    check_grid_search_space(study)
+
+    def study(*ranges: str):
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            config = compose("train", grid, return_hydra_config=True)
+        with open_dict(config):  # as Hydra records the command line's searches
+            config.hydra.overrides.task += [*searches, *ranges]
+        return config
+
+    with pytest.raises(ConfigError) as refused:
+        check_grid_search_space(study("dropout.p=range(0.3,0.6,step=0.1)", "optim.decay=range(1.1,1.5,step=0.2)"))
+    assert str(refused.value) == (
+        "hydra/sweeper/sampler=grid would run dropout.p=range(0.3,0.6,step=0.1) at 0.3, 0.4, not at 0.3, 0.4, 0.5; "
+        f"optim.decay=range(1.1,1.5,step=0.2) at 1.1, not at 1.1, 1.3 {why}: give each its points as a "
+        "choice ('dropout.p=choice(0.3,0.4,0.5)')"
+    )
+    check_grid_search_space(study("dropout.p=range(0.1,0.5,step=0.1)", "optim.decay=range(1.2,1.6,step=0.2)"))
+    ints = ("dropout.p=choice(0.3,0.5)", "model.num_layers=range(1,3)")
+    check_grid_search_space(study(*ints, "seed=range(1,9,step=4)"))
+    # of ints too, where the span is no multiple of the step: the plugin's grid ends a step early
+    ended_early = r"^hydra/sweeper/sampler=grid would run seed=range\(1,10,step=4\) at 1, 5, not at 1, 5, 9 \(.*\): "
+    with pytest.raises(ConfigError, match=ended_early + r"give its points as a choice \('seed=choice\(1,5,9\)'\)$"):
+        check_grid_search_space(study(*ints, "seed=range(1,10,step=4)"))
 
 
 def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import sys
 import time
@@ -51,8 +52,8 @@ from rnnreg.sweep_wandb import GRID_SAMPLERS, check_wandb_runs, search_lines, se
 
 def check_grid_search_space(config: DictConfig) -> None:
     """A ConfigError, before any job runs, where Optuna's grid sampler (hydra/sweeper/sampler=grid) is given a
-    continuous search (hparams_search=optuna's intervals): the plugin stops on it with a traceback; or a range of which
-    the plugin's grid holds no point (empty_grid_ranges), where the study runs no trial and stops on its best one. A
+    continuous search (hparams_search=optuna's intervals): the plugin stops on it with a traceback; or a range whose
+    points the plugin's grid counts otherwise (misread_grid_ranges): it would run other trials than asked. A
     key's grid is its last search, as the plugin reads them (its params, then the command line's), a fixed value
     after it too."""
     sweeper = config.hydra.sweeper
@@ -78,15 +79,18 @@ def check_grid_search_space(config: DictConfig) -> None:
         and ("log" in search.tags or not (isinstance(search.start, int) and isinstance(search.end, int)))
     ]
     if not continuous:
-        empty = empty_grid_ranges(searches)
-        if empty:
-            listed = " and ".join([", ".join(empty[:-1]), empty[-1]] if len(empty) > 1 else empty)
-            one = len(empty) == 1
+        misread = misread_grid_ranges(searches)
+        if misread:
+            clauses = [
+                f"{k}={v} at {', '.join(ours) or 'no point'}, not at {', '.join(meant)}"
+                for k, v, (ours, meant) in misread
+            ]
+            key, _, (_, meant) = misread[0]
             raise ConfigError(
-                f"hydra/sweeper/sampler=grid takes a range's points a step apart below its end (a step of 1 where "
-                f"none is given), so {listed} {'gives' if one else 'give'} its grid no point: give "
-                f"{'it' if one else 'each'} a step shorter than its span (range(a,b,step=s), s below b-a) or search "
-                f"{'it' if one else 'each'} as a choice"
+                f"hydra/sweeper/sampler=grid would run {'; '.join(clauses)} (Optuna's grid counts a range's points in "
+                f"floating point, below its end; a range without a step has a step of 1): give "
+                f"{'its points' if len(misread) == 1 else 'each its points'} as a choice "
+                f"('{key}=choice({','.join(meant)})')"
             )
         return
     named = [f"{key}={value}" for key, value, _ in continuous]
@@ -100,15 +104,16 @@ def check_grid_search_space(config: DictConfig) -> None:
     )
 
 
-def empty_grid_ranges(searches: dict[str, tuple[str, object]]) -> list[str]:
-    """Each `key=range(...)` of `searches` (check_grid_search_space's) of which the Optuna plugin's grid holds no
-    point, read by the plugin's own code: it takes the points a step apart below the end (range(0.3,0.6), its step
-    1, none; range(1,2,step=5) none, where Hydra's range holds the start)."""
+def misread_grid_ranges(searches: dict[str, tuple[str, object]]) -> list[tuple[str, str, tuple[list, list]]]:
+    """Each `key=range(...)` of `searches` (check_grid_search_space's) whose points in the Optuna plugin's grid, read
+    by the plugin's own code, are not the range's (range_points): (key, the range as given, (the grid's points, the
+    range's), each as text). The plugin counts its points as floor((stop - start) / step) in floating point, so
+    range(0.3,0.6,step=0.1) gives 0.3, 0.4, and range(0.3,0.6), its step 1, none."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import RangeSweep
     from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_optuna_distribution_from_override
 
-    empty = []
+    misread = []
     for key, (value, search) in searches.items():
         if not isinstance(search, RangeSweep) or search.shuffle:  # (a shuffled range is the plugin's choice)
             continue
@@ -120,9 +125,19 @@ def empty_grid_ranges(searches: dict[str, tuple[str, object]]) -> list[str]:
                 points = OptunaSweeperImpl._to_grid_sampler_choices(None, distribution)  # (it reads no self)
         except (ValueError, AssertionError):  # (one the plugin stops on, as it says)
             continue
-        if not points:
-            empty.append(f"{key}={value}")
-    return empty
+        meant = range_points(search.start, search.stop, search.step)
+        if len(points) != len(meant) or not all(math.isclose(p, m) for p, m in zip(points, meant)):
+            misread.append((key, value, ([f"{p:.10g}" for p in points], [f"{m:.10g}" for m in meant])))
+    return misread
+
+
+def range_points(start: float, stop: float, step: float) -> list[float]:
+    """range(start, stop, step=step)'s points as meant: a step apart from start, below stop, counted as if exact
+    (range(0.3,0.6,step=0.1): 0.3, 0.4, 0.5, where floating point makes (0.6 - 0.3) / 0.1 2.9999999999999996, and
+    range(1.2,1.6,step=0.2) 1.2, 1.4, where it makes 1.2 + 2 x 0.2 1.5999999999999999, below 1.6)."""
+    steps = (stop - start) / step
+    count = round(steps) if math.isclose(steps, round(steps)) else math.ceil(steps)
+    return [start + i * step for i in range(max(0, count))]
 
 
 def check_sweep_folder(config: DictConfig) -> None:
