@@ -503,6 +503,20 @@ NO_SEARCH_SPACE = "this command's sweeper (basic) has no search space to add to 
             "(\"+hydra.sweeper.params.seed='1,2'\"), or sweep the key itself: seed=1,2",
             ["-m", "experiment=ablation_placement_small", "+hydra.sweeper.params.seed='1,2'"],
         ),
+        (  # Hydra's range of floats runs a job at its end where the last step falls just below it
+            ["-m", "optim.decay=range(1.2,1.6,step=0.2)"],
+            "optim.decay=range(1.2,1.6,step=0.2) would run optim.decay at 1.2, 1.4, 1.5999999999999999, not at 1.2, "
+            "1.4 (Hydra counts a range of floats in floating point, up to its end): give the values as a list "
+            "(optim.decay=1.2,1.4)",
+            ["-m", "optim.decay=1.2,1.4", "optim.lr=range(0.5,1.0,step=0.25)"],  # (one Hydra counts as meant)
+        ),
+        (
+            ["-m", "dropout=non_recurrent", "dropout.p=range(0.1,0.4,step=0.1)"],
+            "dropout.p=range(0.1,0.4,step=0.1) would run dropout.p at 0.1, 0.2, 0.30000000000000004, 0.4, not at 0.1, "
+            "0.2, 0.3 (Hydra counts a range of floats in floating point, up to its end): give the values as a list "
+            "(dropout.p=0.1,0.2,0.3)",
+            ["-m", "dropout=non_recurrent", "dropout.p=0.1,0.2,0.3", "seed=range(1,10,step=4)"],
+        ),
         (  # tag() labels a sweep: a quoted value is a string, which seed is not
             ["seed=tag(a,1)"],
             "seed=tag(a,1) is not an override Hydra can read (Error parsing override 'seed=tag(a,1)'): tag() takes its "

@@ -42,6 +42,7 @@ from rnnreg.override_refusals import (
     group_defaults,
     hydra_message,
     hydra_sweep_message,
+    miscounted_range,
     needed_group_message,
     new_key_message,
     no_search_space,
@@ -289,6 +290,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                         f"{o.input_line} is a range to search, which needs a search sweeper (hparams_search=optuna): "
                         f"give the basic sweeper a list of values ({o.get_key_element()}=a,b,c) instead"
                     )
+                if refusal := miscounted_range(o):
+                    raise ConfigError(refusal)
         group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, roots)}
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]

@@ -5,6 +5,7 @@ these."""
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from pathlib import Path
@@ -240,3 +241,33 @@ def plugin_launchers() -> dict[str, Any]:
     Plugins.instance()  # (discovering the plugins registers their configs)
     stored = ConfigStore.instance().repo.get("hydra", {}).get("launcher", {})
     return {name.removesuffix(".yaml"): OmegaConf.structured(entry.node) for name, entry in stored.items()}
+
+
+def range_points(start: float, stop: float, step: float) -> list[float]:
+    """range(start, stop, step=step)'s points as meant: a step apart from start, below stop, counted as if exact
+    (range(0.3,0.6,step=0.1): 0.3, 0.4, 0.5, where floating point makes (0.6 - 0.3) / 0.1 2.9999999999999996, and
+    range(1.2,1.6,step=0.2) 1.2, 1.4, where it makes 1.2 + 2 x 0.2 1.5999999999999999, below 1.6)."""
+    steps = (stop - start) / step
+    count = round(steps) if math.isclose(steps, round(steps)) else math.ceil(steps)
+    return [start + i * step for i in range(max(0, count))]
+
+
+def miscounted_range(override: Any) -> str | None:
+    """What a basic sweep of `key=range(...)` of floats is told where Hydra's sweeper counts other points than the
+    range holds (range_points): it adds one at the end where floating point puts the last step just below it
+    (range(1.2,1.6,step=0.2): 1.2, 1.4, 1.5999999999999999); None for any other override."""
+    from hydra.core.override_parser.types import RangeSweep
+
+    search = override.value()
+    if not isinstance(search, RangeSweep) or all(isinstance(x, int) for x in (search.start, search.stop, search.step)):
+        return None
+    hydras = list(override.sweep_string_iterator())
+    meant = range_points(search.start, search.stop, search.step)
+    if len(hydras) == len(meant) and all(math.isclose(float(h), m) for h, m in zip(hydras, meant)):
+        return None
+    key = override.get_key_element()
+    return (
+        f"{override.input_line} would run {key} at {', '.join(hydras)}, not at {', '.join(f'{m:.10g}' for m in meant)} "
+        f"(Hydra counts a range of floats in floating point, up to its end): give the values as a list "
+        f"({key}={','.join(f'{m:.10g}' for m in meant)})"
+    )

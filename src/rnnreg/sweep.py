@@ -40,6 +40,7 @@ from rnnreg.multirun_jobs import (
     swept_keys,
     uses_stacked_launcher,
 )
+from rnnreg.override_refusals import range_points
 from rnnreg.override_text import pasted_override
 from rnnreg.record_yaml import recorded_launcher, recorded_overrides
 from rnnreg.run_folder_check import check_no_links, earlier_results, results_message
@@ -129,15 +130,6 @@ def misread_grid_ranges(searches: dict[str, tuple[str, object]]) -> list[tuple[s
         if len(points) != len(meant) or not all(math.isclose(p, m) for p, m in zip(points, meant)):
             misread.append((key, value, ([f"{p:.10g}" for p in points], [f"{m:.10g}" for m in meant])))
     return misread
-
-
-def range_points(start: float, stop: float, step: float) -> list[float]:
-    """range(start, stop, step=step)'s points as meant: a step apart from start, below stop, counted as if exact
-    (range(0.3,0.6,step=0.1): 0.3, 0.4, 0.5, where floating point makes (0.6 - 0.3) / 0.1 2.9999999999999996, and
-    range(1.2,1.6,step=0.2) 1.2, 1.4, where it makes 1.2 + 2 x 0.2 1.5999999999999999, below 1.6)."""
-    steps = (stop - start) / step
-    count = round(steps) if math.isclose(steps, round(steps)) else math.ceil(steps)
-    return [start + i * step for i in range(max(0, count))]
 
 
 def check_sweep_folder(config: DictConfig) -> None:
