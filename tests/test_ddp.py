@@ -476,23 +476,33 @@ def test_ddp_jobs_under_joblib_are_one_line_before_any_runs(tiny_corpus, tmp_pat
     assert not sweep.exists()
 
 
-@pytest.mark.slow
-def test_each_ddp_rank_draws_its_own_dropout_masks(tmp_path):
-    """Every rank is seeded with the run's seed; its masks must still be its own: stream j of rank 0 and of rank 1
-    meeting the same masks at every step would make the global batch's masks dependent (before: all identical)."""
+@pytest.fixture(scope="module")
+def dropout_ddp_run(tmp_path_factory) -> SimpleNamespace:
+    """Two DDP processes with dropout (p = 0.5), one epoch of 12 windows, which also write each rank's masks of its
+    first 4 windows and save a checkpoint after window 5 (callbacks: the run goes on unchanged); the two tests below
+    read this one run."""
+    root = tmp_path_factory.mktemp("ddp_dropout")
+    whole, mid = root / "whole", root / "mid.ckpt"
+    args = [*ddp_args(write_corpus(root / "corpus")), "dropout=non_recurrent", "dropout.p=0.5", "trainer.max_epochs=1"]
+    args += ["trainer.limit_train_batches=12", "test=false"]
     run(
         "rnnreg-train",
-        *ddp_args(write_corpus(tmp_path / "corpus")),
-        "dropout=non_recurrent",
-        "dropout.p=0.5",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=4",
-        "test=false",
+        *args,
         "+callbacks.masks._target_=test_ddp.MaskRecorder",
-        f"+callbacks.masks.folder={tmp_path}",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        f"+callbacks.masks.folder={root}",
+        "+callbacks.save_at._target_=test_ddp.SaveAt",
+        f"+callbacks.save_at.path={mid}",
+        "+callbacks.save_at.window=5",
+        f"hydra.run.dir={whole}",
     )
-    rank0, rank1 = (json.loads((tmp_path / f"masks{r}.json").read_text()) for r in (0, 1))
+    return SimpleNamespace(root=root, whole=whole, mid=mid, args=args)
+
+
+@pytest.mark.slow
+def test_each_ddp_rank_draws_its_own_dropout_masks(dropout_ddp_run):
+    """Every rank is seeded with the run's seed; its masks must still be its own: stream j of rank 0 and of rank 1
+    meeting the same masks at every step would make the global batch's masks dependent (before: all identical)."""
+    rank0, rank1 = (json.loads((dropout_ddp_run.root / f"masks{r}.json").read_text()) for r in (0, 1))
     assert len(rank0) == len(rank1) == 8  # input and output sites, 4 windows
     assert all(a != b for a, b in zip(rank0, rank1))
     kept = [k for mask in rank0 + rank1 for k in mask]
@@ -500,32 +510,11 @@ def test_each_ddp_rank_draws_its_own_dropout_masks(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_with_dropout_resumes_its_ranks_masks_exactly(tmp_path):
+def test_ddp_with_dropout_resumes_its_ranks_masks_exactly(dropout_ddp_run, tmp_path):
     """Each rank's masks after a mid-epoch resume are the ones the uninterrupted run drew (a function of the seed,
     the rank and the window): the per-window losses go on as they did."""
-    corpus, whole, resumed, mid = (
-        write_corpus(tmp_path / "corpus"),
-        tmp_path / "whole",
-        tmp_path / "resumed",
-        tmp_path / "mid.ckpt",
-    )
-    args = [
-        *ddp_args(corpus),
-        "dropout=non_recurrent",
-        "dropout.p=0.5",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=12",
-    ]
-    args += ["test=false"]
-    run(
-        "rnnreg-train",
-        *args,
-        "+callbacks.save_at._target_=test_ddp.SaveAt",
-        f"+callbacks.save_at.path={mid}",
-        "+callbacks.save_at.window=5",
-        f"hydra.run.dir={whole}",
-    )
-    run("rnnreg-train", *args, f"ckpt_path={mid}", f"hydra.run.dir={resumed}")
+    whole, resumed, mid = dropout_ddp_run.whole, tmp_path / "resumed", dropout_ddp_run.mid
+    run("rnnreg-train", *dropout_ddp_run.args, f"ckpt_path={mid}", f"hydra.run.dir={resumed}")
     assert history(resumed, "train/loss") == pytest.approx(history(whole, "train/loss")[5:], rel=1e-6)
     a, b = (torch.load(d / "checkpoints/last.ckpt", weights_only=False) for d in (whole, resumed))
     for name, value in a["state_dict"].items():
