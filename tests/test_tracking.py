@@ -1132,7 +1132,7 @@ def test_a_requeued_submitit_job_that_resumed_a_checkpoint_goes_on_from_its_own(
     second epoch and requeued, goes on from its own last.ckpt: the result of that resume run without a stop. Before,
     the requeued job resumed ckpt_path's checkpoint again and was refused its own folder (it holds results)."""
     first, alone, sweep = tmp_path / "first", tmp_path / "alone", tmp_path / "submitit"
-    run("rnnreg-train", *tiny_cli, "trainer.max_epochs=1", "seed=1", f"hydra.run.dir={first}")
+    train(compose_config([*tiny_cli, "trainer.max_epochs=1", "seed=1"], first))  # (in this process: any first run)
     resume = [*tiny_cli, "trainer.max_epochs=2", "seed=1", f"ckpt_path={first}/checkpoints/last.ckpt"]
     signals = signal_at(signal.SIGUSR2, 7, epoch=1)
     launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]
@@ -1146,7 +1146,7 @@ def test_a_requeued_submitit_job_that_resumed_a_checkpoint_goes_on_from_its_own(
     assert f"resuming from {job / 'checkpoints' / 'last.ckpt'}" in log
     requeued = json.loads((job / "metrics.json").read_text())
     assert requeued["status"] == "completed" and requeued["epochs"] == 2
-    run("rnnreg-train", *resume, f"hydra.run.dir={alone}")
+    train(compose_config(resume, alone))  # the same resume without a stop, in this process
     expected = json.loads((alone / "metrics.json").read_text())
     for key in ("best_val_ppl", "test_ppl", "test_ppl_batched"):
         assert requeued[key] == expected[key], key
