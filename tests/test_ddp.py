@@ -402,26 +402,32 @@ def test_ddp_ranks_agree_on_a_signal_at_log_intervals_not_every_window():
         assert stopped[0] == stops_after and trainer.asked == [True], world_size  # asked once: where every rank stops
 
 
-@pytest.mark.parametrize("folder", ["given", "dated"])
-def test_a_ddp_multirun_keeps_one_sweep_folder_and_its_own_record(ddp_run, tmp_path, folder):
+def assert_one_sweep_folder_with_rank_zeros_record(sweep: Path, jobs: str) -> None:
+    """Rank 1 ran the sweep beside rank 0 in rank 0's sweep folder `sweep`: its jobs' logs beside rank 0's (as in a DDP
+    run), no folder or record of its own; the sweep's multirun.yaml is rank 0's command."""
+    assert sorted(p.name for p in sweep.iterdir()) == [*jobs, "multirun.yaml", "sweep.yaml"]
+    assert all((sweep / job / "train_ddp_process_1.log").is_file() for job in jobs)
+    # (the process group is made once, in the first job; the later jobs' ranks go on in it)
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (sweep / "0" / "train_ddp_process_1.log").read_text()
+    hydra = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]
+    lightnings = ("hydra.job.name=", "hydra.run.dir=", "hydra.output_subdir=")  # (what Lightning adds for rank 1)
+    assert hydra["job"]["name"] == "train" and not any(o.startswith(lightnings) for o in hydra["overrides"]["hydra"])
+
+
+def test_a_ddp_multirun_keeps_one_sweep_folder_and_its_own_record(ddp_run, tmp_path):
     """Lightning starts rank 1 with rank 0's command line, `-m` and all: it runs the sweep again beside rank 0. Its
     jobs' folders are rank 0's (its log beside rank 0's, as in a DDP run), and the sweep's record is rank 0's command
     (before: rank 1 made a dated sweep folder of its own, or wrote its own command over the given folder's
-    multirun.yaml: hydra.job.name=train_ddp_process_1, hydra.run.dir=...)."""
-    where = [f"hydra.sweep.dir={tmp_path}/sweep"] if folder == "given" else [f"paths.output_root={tmp_path}"]
+    multirun.yaml: hydra.job.name=train_ddp_process_1, hydra.run.dir=...). Here the dated folder; a given one
+    (hydra.sweep.dir) in test_only_rank_zero_writes_a_failed_ddp_jobs_error_txt's sweep."""
     args = [a for a in ddp_args(ddp_run.corpus) if not a.startswith("trainer.max_epochs")]
-    run("rnnreg-train", "-m", *args, "trainer.max_epochs=1", "trainer.limit_train_batches=4", "seed=1,2", *where)
+    args += ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "seed=1,2", f"paths.output_root={tmp_path}"]
+    run("rnnreg-train", "-m", *args)
     (multirun,) = tmp_path.rglob("multirun.yaml")  # one sweep folder
     sweep = multirun.parent
-    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml", "sweep.yaml"]
     for job in ("0", "1"):
         assert json.loads((sweep / job / "metrics.json").read_text())["status"] == "completed"
-        assert (sweep / job / "train_ddp_process_1.log").is_file()
-    # (the process group is made once, in the first job; the later jobs' ranks go on in it)
-    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (sweep / "0" / "train_ddp_process_1.log").read_text()
-    hydra = yaml.safe_load(multirun.read_text())["hydra"]
-    lightnings = ("hydra.job.name=", "hydra.run.dir=", "hydra.output_subdir=")  # (what Lightning adds for rank 1)
-    assert hydra["job"]["name"] == "train" and not any(o.startswith(lightnings) for o in hydra["overrides"]["hydra"])
+    assert_one_sweep_folder_with_rank_zeros_record(sweep, "01")
 
 
 # each process (a sitecustomize on its PYTHONPATH) notes its rank at every open of an error.txt to write it
@@ -459,6 +465,9 @@ def test_only_rank_zero_writes_a_failed_ddp_jobs_error_txt(tmp_path):
     assert (sweep / "1" / "error.txt").read_text().startswith("the valid split")
     assert writes.read_text() == "0\n"  # rank 0's write, and none of rank 1's
     assert [json.loads((sweep / j / "metrics.json").read_text())["status"] for j in "02"] == ["completed"] * 2
+    # the given sweep folder is rank 0's alone (the dated one: test_a_ddp_multirun_keeps_one_sweep_folder_...)
+    assert list(tmp_path.rglob("multirun.yaml")) == [sweep / "multirun.yaml"]  # one sweep folder
+    assert_one_sweep_folder_with_rank_zeros_record(sweep, "012")
 
 
 def test_ddp_jobs_under_joblib_are_one_line_before_any_runs(tiny_corpus, tmp_path):
