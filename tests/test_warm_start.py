@@ -37,6 +37,7 @@ def both(script: str, *args: str, **kwargs) -> tuple[subprocess.CompletedProcess
 
 def test_a_warm_run_ends_as_a_cold_one(tiny_corpus, tmp_path):
     args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=2"]
+    args += ["trainer.limit_train_batches=10"]  # two epochs, their validations and the tests: not the windows' count
     cold, warm = both("rnnreg-train", *args, f"hydra.run.dir={tmp_path}/{{folder}}")
     assert cold.returncode == warm.returncode == 0, cold.stderr[-2000:] + warm.stderr[-2000:]
     folders = [tmp_path / name for name in FOLDERS.values()]
