@@ -50,7 +50,14 @@ def test_resume_is_exact(tiny_cfg, tmp_path):
 def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, monkeypatch, signum, status, fast):
     """Stopped after window 7 of epoch 1 and resumed: the stream continues at window 8 with the carried
     state, the RNG and the epoch's training sums, so everything equals an uninterrupted run."""
-    common = (*DROPOUT, "trainer.max_epochs=2", "logger=csv", f"speed.fast_step={fast}")
+    # epochs of 12 windows: the stop after window 7 is mid-epoch, with 5 windows of the epoch left to go on with
+    common = (
+        *DROPOUT,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=12",
+        "logger=csv",
+        f"speed.fast_step={fast}",
+    )
     whole = train(tiny_cfg(*common, run="whole"))
     stop = signal_at(signum, 7)
     with pytest.raises(SystemExit) as exit_:
