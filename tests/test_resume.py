@@ -101,7 +101,8 @@ def test_mid_epoch_stop_resumes_exactly(tiny_cfg, tmp_path, monkeypatch, signum,
 def test_the_layer_by_layer_lstm_trains_as_the_fused_one_and_resumes_exactly(tiny_cfg, tmp_path):
     """model.lstm=layers (torch's dropout between the layers, for a GPU's exact resume) trains on a CPU to the same
     results as model.lstm=fused, and a stop mid-epoch resumes to the uninterrupted run, in the fast step too."""
-    common = (*DROPOUT, "trainer.max_epochs=2", "speed.fast_step=true", "test=false")
+    # epochs of 12 windows: the stop after window 7 is mid-epoch
+    common = (*DROPOUT, "trainer.max_epochs=2", "trainer.limit_train_batches=12", "speed.fast_step=true", "test=false")
     fused = train(tiny_cfg(*common, "model.lstm=fused", run="fused"))
     whole = train(tiny_cfg(*common, "model.lstm=layers", run="whole"))
     assert whole["val_ppl"] == fused["val_ppl"] and whole["epochs"] == fused["epochs"]
@@ -278,7 +279,7 @@ def test_a_second_ctrl_c_inside_the_interrupt_checkpoint_keeps_the_last_one(tiny
 
 
 def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path, caplog):
-    overrides = ("trainer.max_epochs=1", "test=false", f"paths.output_root={tmp_path}")
+    overrides = ("trainer.max_epochs=1", "trainer.limit_train_batches=5", "test=false", f"paths.output_root={tmp_path}")
     cfg = tiny_cfg(*overrides, run="train/paper_small/2026-01-01")
     train(cfg)
     resumed = train(
