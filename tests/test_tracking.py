@@ -1218,7 +1218,7 @@ def test_a_grid_of_an_optuna_search_with_intervals_is_one_line_before_any_runs(t
     from omegaconf import open_dict
 
     from rnnreg import CONF_DIR
-    from rnnreg.sweep import check_grid_search_space
+    from rnnreg.optuna_grid import check_grid_search_space
 
     sweep = tmp_path / "new" / "sweep"
     grid = ["hparams_search=optuna", "hydra/sweeper/sampler=grid", "dropout=non_recurrent", "dropout.p=choice(0.3,0.5)"]
@@ -1250,7 +1250,7 @@ def test_a_grid_is_refused_an_interval_optuna_cannot_list_even_one_fixed_later_a
 
     from rnnreg import CONF_DIR
     from rnnreg.errors import ConfigError
-    from rnnreg.sweep import check_grid_search_space
+    from rnnreg.optuna_grid import check_grid_search_space
 
     def study(given: list[str], *searches: str):
         with initialize_config_dir(CONF_DIR, version_base="1.3"):
@@ -1288,7 +1288,7 @@ def test_a_grid_of_a_range_optuna_counts_otherwise_is_one_line_before_any_runs(t
 
     from rnnreg import CONF_DIR
     from rnnreg.errors import ConfigError
-    from rnnreg.sweep import check_grid_search_space
+    from rnnreg.optuna_grid import check_grid_search_space
 
     sweep = tmp_path / "new" / "sweep"
     grid = ["hparams_search=optuna", "hydra/sweeper/sampler=grid", "dropout=non_recurrent"]

@@ -1,0 +1,96 @@
+"""What Optuna's grid sampler (hydra/sweeper/sampler=grid) would run, checked before any trial: a search it cannot
+list (an interval) or a range whose points the plugin counts otherwise than the range holds is one line naming the
+fix, where the plugin would stop with a traceback or silently run other trials than asked. rnnreg.sweep's
+SweepCallback calls it as the multirun starts."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnnreg.errors import ConfigError
+from rnnreg.override_refusals import range_points
+from rnnreg.sweep_wandb import GRID_SAMPLERS, search_lines, searched_key
+
+
+def check_grid_search_space(config: DictConfig) -> None:
+    """A ConfigError, before any job runs, where Optuna's grid sampler (hydra/sweeper/sampler=grid) is given a
+    continuous search (hparams_search=optuna's intervals): the plugin stops on it with a traceback; or a range whose
+    points the plugin's grid counts otherwise (misread_grid_ranges): it would run other trials than asked. A
+    key's grid is its last search, as the plugin reads them (its params, then the command line's), a fixed value
+    after it too."""
+    sweeper = config.hydra.sweeper
+    sampler = OmegaConf.select(sweeper, "sampler._target_", default=None, throw_on_resolution_failure=False)
+    if sampler not in GRID_SAMPLERS:
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
+
+    searches: dict[str, tuple[str, object]] = {}
+    for line in search_lines(config):
+        key, value = searched_key(line), line.partition("=")[2]
+        try:
+            (override,) = OverridesParser.create().parse_overrides([f"x={value}"])
+        except Exception:  # (Hydra says what it cannot parse itself)
+            return
+        if override.is_sweep_override():
+            searches[key] = (value, override.value())
+    continuous = [
+        (key, value, search)
+        for key, (value, search) in searches.items()
+        if isinstance(search, IntervalSweep)
+        and ("log" in search.tags or not (isinstance(search.start, int) and isinstance(search.end, int)))
+    ]
+    if not continuous:
+        misread = misread_grid_ranges(searches)
+        if misread:
+            clauses = [
+                f"{k}={v} at {', '.join(ours) or 'no point'}, not at {', '.join(meant)}"
+                for k, v, (ours, meant) in misread
+            ]
+            key, _, (_, meant) = misread[0]
+            raise ConfigError(
+                f"hydra/sweeper/sampler=grid would run {'; '.join(clauses)} (Optuna's grid counts a range's points in "
+                f"floating point, below its end; a range without a step has a step of 1): give "
+                f"{'its points' if len(misread) == 1 else 'each its points'} as a choice "
+                f"('{key}=choice({','.join(meant)})')"
+            )
+        return
+    named = [f"{key}={value}" for key, value, _ in continuous]
+    key, _, search = continuous[0]
+    listed = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+    raise ConfigError(
+        f"hydra/sweeper/sampler=grid visits a finite grid, but {listed} "
+        f"{'is an interval' if len(named) == 1 else 'are intervals'}: search "
+        f"{'it' if len(named) == 1 else 'each'} as a choice ('{key}=choice({search.start},{search.end})') or a "
+        f"range with a step, or use another sampler (leave out hydra/sweeper/sampler=grid)"
+    )
+
+
+def misread_grid_ranges(searches: dict[str, tuple[str, object]]) -> list[tuple[str, str, tuple[list, list]]]:
+    """Each `key=range(...)` of `searches` (check_grid_search_space's) whose points in the Optuna plugin's grid, read
+    by the plugin's own code, are not the range's (range_points): (key, the range as given, (the grid's points, the
+    range's), each as text). The plugin counts its points as floor((stop - start) / step) in floating point, so
+    range(0.3,0.6,step=0.1) gives 0.3, 0.4, and range(0.3,0.6), its step 1, none."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import RangeSweep
+    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_optuna_distribution_from_override
+
+    misread = []
+    for key, (value, search) in searches.items():
+        if not isinstance(search, RangeSweep) or search.shuffle:  # (a shuffled range is the plugin's choice)
+            continue
+        (override,) = OverridesParser.create().parse_overrides([f"x={value}"])
+        try:
+            with warnings.catch_warnings():  # (Optuna's own on the plugin's distributions: the plugin says them)
+                warnings.simplefilter("ignore")
+                distribution = create_optuna_distribution_from_override(override)
+                points = OptunaSweeperImpl._to_grid_sampler_choices(None, distribution)  # (it reads no self)
+        except (ValueError, AssertionError):  # (one the plugin stops on, as it says)
+            continue
+        meant = range_points(search.start, search.stop, search.step)
+        if len(points) != len(meant) or not all(math.isclose(p, m) for p, m in zip(points, meant)):
+            misread.append((key, value, ([f"{p:.10g}" for p in points], [f"{m:.10g}" for m in meant])))
+    return misread
