@@ -1301,7 +1301,7 @@ def test_a_grid_of_a_range_optuna_counts_otherwise_is_one_line_before_any_runs(t
         "of 1)"
     )
     line = f"hydra/sweeper/sampler=grid would run dropout.p=range(0.3,0.6) at no point, not at 0.3 {why}: " \
-        "give its points as a choice ('dropout.p=choice(0.3)')"  # fmt: skip
+        "give the points you mean as a choice ('dropout.p=choice(0.3)': the range's, its end left out)"  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
     assert not (tmp_path / "new").exists()
 
@@ -1316,15 +1316,17 @@ def test_a_grid_of_a_range_optuna_counts_otherwise_is_one_line_before_any_runs(t
         check_grid_search_space(study("dropout.p=range(0.3,0.6,step=0.1)", "optim.decay=range(1.1,1.5,step=0.2)"))
     assert str(refused.value) == (
         "hydra/sweeper/sampler=grid would run dropout.p=range(0.3,0.6,step=0.1) at 0.3, 0.4, not at 0.3, 0.4, 0.5; "
-        f"optim.decay=range(1.1,1.5,step=0.2) at 1.1, not at 1.1, 1.3 {why}: give each its points as a "
-        "choice ('dropout.p=choice(0.3,0.4,0.5)')"
+        f"optim.decay=range(1.1,1.5,step=0.2) at 1.1, not at 1.1, 1.3 {why}: give the points you mean as "
+        "choices ('dropout.p=choice(0.3,0.4,0.5)': the range's, its end left out)"
     )
     check_grid_search_space(study("dropout.p=range(0.1,0.5,step=0.1)", "optim.decay=range(1.2,1.6,step=0.2)"))
     ints = ("dropout.p=choice(0.3,0.5)", "model.num_layers=range(1,3)")
     check_grid_search_space(study(*ints, "seed=range(1,9,step=4)"))
     # of ints too, where the span is no multiple of the step: the plugin's grid ends a step early
     ended_early = r"^hydra/sweeper/sampler=grid would run seed=range\(1,10,step=4\) at 1, 5, not at 1, 5, 9 \(.*\): "
-    with pytest.raises(ConfigError, match=ended_early + r"give its points as a choice \('seed=choice\(1,5,9\)'\)$"):
+    with pytest.raises(
+        ConfigError, match=ended_early + r"give the points you mean as a choice \('seed=choice\(1,5,9\)'"
+    ):
         check_grid_search_space(study(*ints, "seed=range(1,10,step=4)"))
 
 

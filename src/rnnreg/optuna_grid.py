@@ -53,9 +53,9 @@ def check_grid_search_space(config: DictConfig) -> None:
             key, _, (_, meant) = misread[0]
             raise ConfigError(
                 f"hydra/sweeper/sampler=grid would run {'; '.join(clauses)} (Optuna's grid counts a range's points in "
-                f"floating point, below its end; a range without a step has a step of 1): give "
-                f"{'its points' if len(misread) == 1 else 'each its points'} as a choice "
-                f"('{key}=choice({','.join(meant)})')"
+                f"floating point, below its end; a range without a step has a step of 1): give the points you mean as "
+                f"{'a choice' if len(misread) == 1 else 'choices'} ('{key}=choice({','.join(meant)})': the range's, "
+                f"its end left out)"
             )
         return
     named = [f"{key}={value}" for key, value, _ in continuous]
