@@ -5,13 +5,13 @@ SweepCallback calls it as the multirun starts."""
 
 from __future__ import annotations
 
-import math
 import warnings
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.errors import ConfigError
-from rnnreg.override_refusals import range_points
+from rnnreg.override_refusals import miscounted
 from rnnreg.sweep_wandb import GRID_SAMPLERS, search_lines, searched_key
 
 
@@ -28,7 +28,7 @@ def check_grid_search_space(config: DictConfig) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep
 
-    searches: dict[str, tuple[str, object]] = {}
+    searches: dict[str, tuple[str, Any]] = {}  # key: (its search as given, parsed)
     for line in search_lines(config):
         key, value = searched_key(line), line.partition("=")[2]
         try:
@@ -36,11 +36,11 @@ def check_grid_search_space(config: DictConfig) -> None:
         except Exception:  # (Hydra says what it cannot parse itself)
             return
         if override.is_sweep_override():
-            searches[key] = (value, override.value())
+            searches[key] = (value, override)
     continuous = [
         (key, value, search)
-        for key, (value, search) in searches.items()
-        if isinstance(search, IntervalSweep)
+        for key, (value, override) in searches.items()
+        if isinstance(search := override.value(), IntervalSweep)
         and ("log" in search.tags or not (isinstance(search.start, int) and isinstance(search.end, int)))
     ]
     if not continuous:
@@ -69,20 +69,19 @@ def check_grid_search_space(config: DictConfig) -> None:
     )
 
 
-def misread_grid_ranges(searches: dict[str, tuple[str, object]]) -> list[tuple[str, str, tuple[list, list]]]:
+def misread_grid_ranges(searches: dict[str, tuple[str, Any]]) -> list[tuple[str, str, tuple[list, list]]]:
     """Each `key=range(...)` of `searches` (check_grid_search_space's) whose points in the Optuna plugin's grid, read
-    by the plugin's own code, are not the range's (range_points): (key, the range as given, (the grid's points, the
-    range's), each as text). The plugin counts its points as floor((stop - start) / step) in floating point, so
-    range(0.3,0.6,step=0.1) gives 0.3, 0.4, and range(0.3,0.6), its step 1, none."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    by the plugin's own code, are not the range's (override_refusals.miscounted): (key, the range as given, (the
+    grid's points, the range's), each as text). The plugin counts its points as floor((stop - start) / step) in
+    floating point, so range(0.3,0.6,step=0.1) gives 0.3, 0.4, and range(0.3,0.6), its step 1, none."""
     from hydra.core.override_parser.types import RangeSweep
     from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_optuna_distribution_from_override
 
     misread = []
-    for key, (value, search) in searches.items():
+    for key, (value, override) in searches.items():
+        search = override.value()
         if not isinstance(search, RangeSweep) or search.shuffle:  # (a shuffled range is the plugin's choice)
             continue
-        (override,) = OverridesParser.create().parse_overrides([f"x={value}"])
         try:
             with warnings.catch_warnings():  # (Optuna's own on the plugin's distributions: the plugin says them)
                 warnings.simplefilter("ignore")
@@ -90,7 +89,6 @@ def misread_grid_ranges(searches: dict[str, tuple[str, object]]) -> list[tuple[s
                 points = OptunaSweeperImpl._to_grid_sampler_choices(None, distribution)  # (it reads no self)
         except (ValueError, AssertionError):  # (one the plugin stops on, as it says)
             continue
-        meant = range_points(search.start, search.stop, search.step)
-        if len(points) != len(meant) or not all(math.isclose(p, m) for p, m in zip(points, meant)):
-            misread.append((key, value, ([f"{p:.10g}" for p in points], [f"{m:.10g}" for m in meant])))
+        if (meant := miscounted(points, search)) is not None:
+            misread.append((key, value, ([f"{p:.10g}" for p in points], meant)))
     return misread

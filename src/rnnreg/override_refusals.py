@@ -252,9 +252,18 @@ def range_points(start: float, stop: float, step: float) -> list[float]:
     return [start + i * step for i in range(max(0, count))]
 
 
+def miscounted(points: list[float], search: Any) -> list[str] | None:
+    """The points of the range `search` (a RangeSweep) as meant (range_points), as text, where a sweeper's `points`
+    for it are others; None where they are those."""
+    meant = range_points(search.start, search.stop, search.step)
+    if len(points) == len(meant) and all(math.isclose(p, m) for p, m in zip(points, meant)):
+        return None
+    return [f"{m:.10g}" for m in meant]
+
+
 def miscounted_range(override: Any) -> str | None:
     """What a basic sweep of `key=range(...)` of floats is told where Hydra's sweeper counts other points than the
-    range holds (range_points): it adds one at the end where floating point puts the last step just below it
+    range holds (miscounted): it adds one at the end where floating point puts the last step just below it
     (range(1.2,1.6,step=0.2): 1.2, 1.4, 1.5999999999999999); None for any other override."""
     from hydra.core.override_parser.types import RangeSweep
 
@@ -262,12 +271,11 @@ def miscounted_range(override: Any) -> str | None:
     if not isinstance(search, RangeSweep) or all(isinstance(x, int) for x in (search.start, search.stop, search.step)):
         return None
     hydras = list(override.sweep_string_iterator())
-    meant = range_points(search.start, search.stop, search.step)
-    if len(hydras) == len(meant) and all(math.isclose(float(h), m) for h, m in zip(hydras, meant)):
+    meant = miscounted([float(h) for h in hydras], search)
+    if meant is None:
         return None
     key = override.get_key_element()
     return (
-        f"{override.input_line} would run {key} at {', '.join(hydras)}, not at {', '.join(f'{m:.10g}' for m in meant)} "
-        f"(Hydra counts a range of floats in floating point, up to its end): give the values as a list "
-        f"({key}={','.join(f'{m:.10g}' for m in meant)})"
+        f"{override.input_line} would run {key} at {', '.join(hydras)}, not at {', '.join(meant)} (Hydra counts a "
+        f"range of floats in floating point, up to its end): give the values as a list ({key}={','.join(meant)})"
     )

@@ -303,7 +303,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         tests = {}
         if cfg.get("test"):
             weights = test_checkpoint(cfg, trainer)
-            last = last_checkpoint(cfg)  # the final weights (none: fast_dev_run)
+            last = last_checkpoint_path(cfg.paths.output_dir)  # the final weights (none: fast_dev_run)
             tested = weights or (str(last) if last.exists() else None)
             results = trainer.test(task, datamodule=datamodule, ckpt_path=weights)
             preemption.check()
@@ -332,7 +332,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         write_json_atomic(metrics_path(cfg.paths.output_dir), metrics)
         checkpoint = best_checkpoint(trainer)
         best = checkpoint.best_model_path if checkpoint else None
-        last = last_checkpoint(cfg)
+        last = last_checkpoint_path(cfg.paths.output_dir)
         finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
     say("metrics: %s", metrics)
     return metrics
@@ -377,15 +377,10 @@ def record_failure(
             log.warning("could not close the W&B run: %s", wandb_err)
 
 
-def last_checkpoint(cfg: DictConfig) -> Path:
-    """Where the run writes its last.ckpt (conf/callbacks/default.yaml: its folder's checkpoints/)."""
-    return last_checkpoint_path(cfg.paths.output_dir)
-
-
 def kept_checkpoint(cfg: DictConfig, interrupted: bool, resumed: str | None) -> Path | None:
     """The checkpoint a run that stopped goes on from: its last.ckpt; an interrupted one that wrote none (a resumed
     run stopped before its first window), the checkpoint it resumed from; else None."""
-    last = last_checkpoint(cfg)
+    last = last_checkpoint_path(cfg.paths.output_dir)
     return last if last.exists() else (Path(os.path.abspath(resumed)) if interrupted and resumed else None)
 
 
