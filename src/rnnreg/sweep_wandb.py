@@ -245,14 +245,20 @@ def check_study_wandb_run(config: DictConfig) -> None:
             return
         if setting is None and resumed[0] is False:  # (every trial stops on it, or its run is not known yet)
             return
-    if given not in (None, "") and (key in swept_keys(config.hydra) or varies_per_job(config, str(given), at=key)):
-        return  # each job's own
-    try:
-        run_id = resolved_wandb_run(config, key)  # (an interpolation of what no trial changes: resolved here)
-    except OmegaConfBaseException:  # (a job stops on it with its own line)
-        return
+    run_id = fresh_trials_run(config, key, given)
     if run_id and not wandb_off():
         raise shared_wandb_run(config, run_id, "every job of the multirun", config)
+
+
+def fresh_trials_run(config: DictConfig, key: str, given: object) -> str | None:
+    """The one W&B run a study's trials that resume no run start (its `key`'s value as `given`, or WANDB_RUN_ID);
+    None where each trial's is its own (the id reads what the search varies) or a job stops on it."""
+    if given not in (None, "") and (key in swept_keys(config.hydra) or varies_per_job(config, str(given), at=key)):
+        return None  # each job's own
+    try:
+        return resolved_wandb_run(config, key)  # (an interpolation of what no trial changes: resolved here)
+    except OmegaConfBaseException:  # (a job stops on it with its own line)
+        return None
 
 
 def check_fresh_trials(config: DictConfig, found: tuple[str, object], fresh: list[str], runs: list[JobRun]) -> None:
@@ -260,13 +266,7 @@ def check_fresh_trials(config: DictConfig, found: tuple[str, object], fresh: lis
     (`runs`): only its `fresh` trials (a ckpt_path without a run, or null) take the run their config names (`found`:
     wandb_id_key's), or WANDB_RUN_ID, which a resume's own id overrides (wandb.init takes its id= first): refused
     where two fresh trials would share it, or one is given a resumed run's id; else each trial logs into its own."""
-    key, given = found
-    if given not in (None, "") and (key in swept_keys(config.hydra) or varies_per_job(config, str(given), at=key)):
-        return  # each job's own
-    try:
-        run_id = resolved_wandb_run(config, key)
-    except OmegaConfBaseException:  # (a job stops on it with its own line)
-        return
+    run_id = fresh_trials_run(config, *found)
     if not run_id or not fresh or wandb_off():
         return
     if len(fresh) > 1:
