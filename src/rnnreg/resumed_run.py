@@ -29,8 +29,8 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: str | Path | None = None) -> 
         return path
     root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
     here = Path(cfg.paths.output_dir if output_dir is None else output_dir).resolve()
-    if last_checkpoint_path(here).is_file():
-        return str(last_checkpoint_path(here))
+    if (own := last_checkpoint_path(here)).is_file():
+        return str(own)
     # the pattern's "*": any earlier run's folder under root
     found = [p for p in root.glob(str(last_checkpoint_path("*"))) if here not in p.resolve().parents]
     if not found:
