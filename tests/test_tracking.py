@@ -561,6 +561,60 @@ def test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line(
     assert "failed: 0 (trainer.max_epochs=2), 1 (trainer.max_epochs=3)" in proc.stderr
 
 
+def test_a_study_that_surely_resumes_a_checkpoint_it_cannot_read_is_refused_with_that_checkpoints_own_line(
+    resumable, tmp_path, monkeypatch, no_wandb_credentials
+):
+    """An Optuna grid (each point one trial's) of checkpoints, one of them no rnnreg checkpoint or one whose W&B run
+    id is none, or a study whose every trial resumes such a file: a trial surely stops on it, so the study is refused
+    with the line a single run with that ckpt_path gives, exit 2, before the sweep folder is made (before: with
+    WANDB_RUN_ID, as every job in one W&B run; without it, the study ran until that trial stopped it, a traceback).
+    A sampler that may never draw it is refused for what it may draw twice, as before."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.sweep_wandb import check_wandb_runs
+
+    w1, w2 = resumable["w1"] / "last.ckpt", resumable["w2"] / "last.ckpt"
+    other, no_run_id = tmp_path / "other.ckpt", tmp_path / "no_run_id.ckpt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    checkpoint = torch.load(w1, weights_only=True)
+    checkpoint["wandb_run_id"] = "a/b"
+    torch.save(checkpoint, no_run_id)
+    not_ours = f"{other} is not a rnnreg checkpoint (no state_dict and hyper_parameters): give a checkpoint written by"
+    not_a_run = f"{no_run_id} holds 'a/b' as its W&B run id, which is not one"
+
+    def study(*given: str, ckpt_paths: tuple = ()):
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            config = compose("train", ["logger=wandb", *given], return_hydra_config=True)
+        if ckpt_paths:
+            with open_dict(config):  # as Hydra records `-m ckpt_path=a,b`
+                config.hydra.overrides.task.append(f"ckpt_path={','.join(map(str, ckpt_paths))}")
+        return config
+
+    grid = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=grid"]
+    for env in ({"WANDB_RUN_ID": "envid"}, {}):
+        with monkeypatch.context() as patched:
+            for name, value in env.items():
+                patched.setenv(name, value)
+            with pytest.raises(ConfigError, match=f"^{re.escape(not_ours)}"):
+                check_wandb_runs(study(*grid, ckpt_paths=(w1, w2, other)))
+            with pytest.raises(ConfigError, match=f"^{re.escape(not_a_run)}"):
+                check_wandb_runs(study(*grid, ckpt_paths=(w1, no_run_id, "null")))
+    every_trial = ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=2"]
+    with pytest.raises(ConfigError, match=f"^{re.escape(not_ours)}"):
+        check_wandb_runs(study(*every_trial, f"ckpt_path={other}"))
+    with pytest.raises(ConfigError, match=re.escape(f"lets two trials both resume {w1} (Optuna draws each")):
+        check_wandb_runs(study(*every_trial, f"+hydra.sweeper.params.ckpt_path='choice({w1},{w2},{other})'"))
+
+    sweep = tmp_path / "new" / "sweep"
+    args = ["-m", *resumable["tiny"], "trainer.max_epochs=2", "logger=wandb", *grid, f"ckpt_path={w1},{w2},{other}"]
+    proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False, env={"WANDB_RUN_ID": "envid"})
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {not_ours} rnnreg-train"], proc.stderr
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("version", [[], ["+logger.wandb.version=w1"]], ids=["id", "version-and-id"])
 def test_jobs_resuming_a_checkpoint_with_another_wandb_id_are_left_to_their_own_line(
     resumable, tmp_path, no_wandb_credentials, version

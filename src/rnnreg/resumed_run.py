@@ -62,7 +62,20 @@ def checked_run_id(value, source: str | Path) -> str | None:
 
 class Unreadable(Exception):
     """A checkpoint whose W&B run checkpoint_run_id cannot tell: the job that resumes it stops on it itself, with
-    its own one-line error (rnnreg.io.load_checkpoint, checked_run_id)."""
+    its own one-line error (rnnreg.io.load_checkpoint, checked_run_id), which `line` gives."""
+
+    def line(self) -> str:
+        """The one line the job that resumes this checkpoint stops on: checked_run_id's, or the file read whole as
+        the job reads it (rnnreg.io.load_checkpoint's refusal)."""
+        if isinstance(self.__cause__, CheckpointError):
+            return str(self.__cause__)
+        from rnnreg.io import load_checkpoint  # (imports torch: only for a checkpoint the check cannot read)
+
+        try:
+            load_checkpoint(self.args[0])
+        except CheckpointError as err:
+            return str(err)
+        return f"{self.args[0]} is not a checkpoint rnnreg-train can resume: give a checkpoint written by rnnreg-train"
 
 
 def checkpoint_run_id(path: str | Path) -> str | None:

@@ -159,17 +159,19 @@ def resumed_checkpoint(job_config: DictConfig, folder: Path | None = None) -> tu
 class CheckpointRuns:
     """The W&B run each checkpoint goes on in (rnnreg.resumed_run.checkpoint_run_id), each file read once: a run
     id, None for a checkpoint written without W&B, False for one the job stops on itself (not a rnnreg checkpoint,
-    or what it holds as its run's id is none)."""
+    or what it holds as its run's id is none: `unreadable` keeps why)."""
 
     def __init__(self) -> None:
         self.runs: dict[str, str | None | bool] = {}
+        self.unreadable: dict[str, Unreadable] = {}
 
     def __call__(self, checkpoint: str) -> str | None | bool:
         if checkpoint not in self.runs:
             try:
                 self.runs[checkpoint] = checkpoint_run_id(checkpoint)
-            except Unreadable:
+            except Unreadable as err:
                 self.runs[checkpoint] = False
+                self.unreadable[checkpoint] = err
         return self.runs[checkpoint]
 
 
@@ -226,6 +228,8 @@ def check_study_wandb_run(config: DictConfig) -> None:
         resumed = [None if ckpt is None else study_resumed_run(config, given, ckpt, read) for ckpt in choices]
         runs = [run for run in resumed if isinstance(run, JobRun)]
         drawn_twice = why_drawn_twice(config) if setting is not None else None
+        if read.unreadable and drawn_twice is None:  # (a fixed ckpt_path, or a grid's: a trial surely resumes it)
+            raise ConfigError(next(iter(read.unreadable.values())).line())
         # a grid's trials resuming checkpoints of distinct runs each go on in its own; the others start in the run
         # their config gives, checked below as a study that resumes nothing
         once = setting is not None and drawn_twice is None and len({r.run_id for r in runs}) == len(runs)
