@@ -14,6 +14,7 @@ import rnnreg
 from helpers import compose_config
 from rnnreg import CONF_DIR
 from rnnreg.callbacks import RunPlan
+from rnnreg.checkpoints import CheckpointOnInterrupt
 from rnnreg.errors import ConfigError
 from rnnreg.instantiation import instantiate
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16
@@ -85,6 +86,8 @@ def test_the_checkpoint_callbacks_write_the_run_folders_layout(tmp_path):
     assert Path(best.format_checkpoint_name({})) == best_checkpoint_path(tmp_path)
     assert Path(last.format_checkpoint_name({})) == last_checkpoint_path(tmp_path)
     assert instantiate(callbacks.checkpoint_on_interrupt).path == last_checkpoint_path(tmp_path)
+    # (its own default name too, for a config that leaves filename out)
+    assert CheckpointOnInterrupt(str(last_checkpoint_path(tmp_path).parent)).path == last_checkpoint_path(tmp_path)
 
 
 @pytest.mark.parametrize(

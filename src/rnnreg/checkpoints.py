@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from rnnreg.io import link_atomically, load_checkpoint, replace_atomically, save_atomically
+from rnnreg.run_record import LAST_CHECKPOINT
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -54,8 +55,8 @@ class CheckpointOnInterrupt(L.Callback):
     The handler is installed once Lightning has taken note of the handlers it puts back as its fit ends (one of ours
     installed earlier would be put back after we restored the caller's)."""
 
-    def __init__(self, dirpath: str, filename: str = "last") -> None:
-        self.path = Path(dirpath) / f"{filename}.ckpt"
+    def __init__(self, dirpath: str, filename: str = Path(LAST_CHECKPOINT).stem) -> None:
+        self.path = Path(dirpath) / f"{filename}{ModelCheckpoint.FILE_EXTENSION}"  # (as LastCheckpoint names it)
         self.ctrl_c = False  # the run was stopped by Ctrl-C (exit status 130 rather than 143)
         self.previous_handler = None
         self.set_up = False  # the fit is set up (on_fit_start): its optimiser made, a resumed checkpoint's weights in
