@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from bench_speed import STEPS, TRAIN, plain, recipe, rnnreg
+from rnnreg.run_record import metrics_path
 
 SIDES = {
     "rnnreg": (),
@@ -82,7 +83,7 @@ def concurrent(jobs: int, size: str, steps: int, accelerator: str) -> dict:
             text=True,
         )
         wall = time.perf_counter() - start
-        runs = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("*/metrics.json"))]
+        runs = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(str(metrics_path("*"))))]
     steady = [r["words_per_second_last_epoch"] for r in runs]
     return {
         "jobs": jobs,

@@ -80,6 +80,8 @@ def plain(size: str, steps: int, *flags: str) -> dict:
 
 def rnnreg(size: str, steps: int, *overrides: str, epochs: int = 1) -> dict:
     """rnnreg-train over `epochs` x `steps` training windows; its metrics.json."""
+    from rnnreg.run_record import metrics_path
+
     with tempfile.TemporaryDirectory() as run_dir:
         subprocess.run(
             [
@@ -98,7 +100,7 @@ def rnnreg(size: str, steps: int, *overrides: str, epochs: int = 1) -> dict:
             capture_output=True,
             text=True,
         )
-        return json.loads((Path(run_dir) / "metrics.json").read_text())
+        return json.loads(metrics_path(run_dir).read_text())
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import lightning as L
 import torch
 
 from rnnreg.io import load_checkpoint, write_json_atomic
-from rnnreg.run_record import null_as_nan, read_metrics
+from rnnreg.run_record import last_checkpoint_path, null_as_nan, read_metrics
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,7 +53,7 @@ def train(folder: Path, overrides: list[str]) -> int:
 
 def compare(a: Path, b: Path) -> dict:
     """Two runs' last.ckpt weights and validation perplexities side by side."""
-    wa, wb = (load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"] for run in (a, b))
+    wa, wb = (load_checkpoint(last_checkpoint_path(run))["state_dict"] for run in (a, b))
     largest = max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa)
     ma, mb = (null_as_nan(read_metrics(run)) for run in (a, b))
     return {
@@ -99,7 +99,7 @@ def main() -> None:
         ]
         stopped = [*common, "+callbacks.stop._target_=resume_check.SignalAt", f"+callbacks.stop.window={stop}"]
         exits = {"A": train(root / "A", common), "B": train(root / "B", common), "C": train(root / "C", stopped)}
-        exits["D"] = train(root / "D", [*common, f"ckpt_path={root / 'C' / 'checkpoints' / 'last.ckpt'}"])
+        exits["D"] = train(root / "D", [*common, f"ckpt_path={last_checkpoint_path(root / 'C')}"])
         row = {"overrides": common, "exits": exits}
         if exits["A"] == exits["B"] == exits["D"] == 0 and exits["C"] == 143:
             words = null_as_nan(read_metrics(root / "A"))["words_per_second_last_epoch"]

@@ -28,6 +28,7 @@ from rnnreg.errors import ConfigError, OutputError
 from rnnreg.io import write_json_atomic
 from rnnreg.report import history, report
 from rnnreg.run_folder_check import check_no_earlier_results
+from rnnreg.run_record import metrics_path
 
 PLACEMENTS = ("none", "non_recurrent", "recurrent")
 
@@ -74,7 +75,7 @@ def train_one(placement: str, args: argparse.Namespace, data, out: Path) -> dict
     (folder / ".hydra").mkdir(parents=True, exist_ok=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"trainer": budget, "model": recipe["model"]}))
-    write_json_atomic(folder / "metrics.json", metrics)  # strict JSON: a NaN perplexity as null
+    write_json_atomic(metrics_path(folder), metrics)  # strict JSON: a NaN perplexity as null
     return metrics
 
 
