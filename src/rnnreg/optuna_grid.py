@@ -1,7 +1,8 @@
 """What Optuna's grid sampler (hydra/sweeper/sampler=grid) would run, checked before any trial: a search it cannot
 list (an interval) or a range whose points the plugin counts otherwise than the range holds is one line naming the
 fix, where the plugin would stop with a traceback or silently run other trials than asked. rnnreg.sweep's
-SweepCallback calls it as the multirun starts."""
+SweepCallback calls it as the multirun starts. Also what a search sweeper reads its search space from
+(search_lines), which rnnreg.sweep_wandb reads for the checkpoints a study searches."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg.errors import ConfigError
+from rnnreg.multirun_jobs import task_overrides
 from rnnreg.override_refusals import miscounted
-from rnnreg.sweep_wandb import GRID_SAMPLERS, search_lines, searched_key
+
+# Optuna's sampler that visits each point of its grid once (hydra/sweeper/sampler=grid)
+GRID_SAMPLERS = ("optuna.samplers.GridSampler", "optuna.samplers._grid.GridSampler")
 
 
 def check_grid_search_space(config: DictConfig) -> None:
@@ -92,3 +96,14 @@ def misread_grid_ranges(searches: dict[str, tuple[str, Any]]) -> list[tuple[str,
         if (meant := miscounted(points, search)) is not None:
             misread.append((key, value, ([f"{p:.10g}" for p in points], meant)))
     return misread
+
+
+def search_lines(config: DictConfig) -> list[str]:
+    """What a search sweeper (Optuna) reads its search space from, in its order: its params, then the command line's
+    overrides (each `key=value` as given)."""
+    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
+    return [f"hydra.sweeper.params.{key}={value}" for key, value in params.items()] + task_overrides(config.hydra)
+
+
+def searched_key(line: str) -> str:
+    return line.partition("=")[0].lstrip("+~").removeprefix("hydra.sweeper.params.")

@@ -29,13 +29,12 @@ from rnnreg.multirun_jobs import (
     swept_keys,
     task_overrides,
 )
+from rnnreg.optuna_grid import GRID_SAMPLERS, search_lines, searched_key
 from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
 
 ID_KEY = "logger.wandb.id"
 # where ckpt_path=last looks: what a search sweeper's trials find there differs where one of these does
 LAST_ROOT = "${paths.output_root}/${task_name}/${experiment_name}"
-# Optuna's sampler that visits each point of its grid once (hydra/sweeper/sampler=grid)
-GRID_SAMPLERS = ("optuna.samplers.GridSampler", "optuna.samplers._grid.GridSampler")
 DRAWN_ANEW = "Optuna draws each trial's choice anew"  # (any other sampler: a choice may be drawn twice)
 # how a resume's W&B run is chosen, said where a refusal asks for a resume without W&B
 RESUMED_RUN = "a resume goes on in the W&B run its checkpoint was written in, and in no other"
@@ -305,17 +304,6 @@ def study_ckpt_paths(config: DictConfig) -> tuple[str | None, list[str]] | None:
         return None if fixed[0] is None else (None, [str(fixed[0])])
     setting, choices = searched
     return None if choices is None else (setting, [None if choice is None else str(choice) for choice in choices])
-
-
-def search_lines(config: DictConfig) -> list[str]:
-    """What a search sweeper (Optuna) reads its search space from, in its order: its params, then the command line's
-    overrides (each `key=value` as given)."""
-    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
-    return [f"hydra.sweeper.params.{key}={value}" for key, value in params.items()] + task_overrides(config.hydra)
-
-
-def searched_key(line: str) -> str:
-    return line.partition("=")[0].lstrip("+~").removeprefix("hydra.sweeper.params.")
 
 
 def why_drawn_twice(config: DictConfig) -> str | None:
