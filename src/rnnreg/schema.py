@@ -81,22 +81,19 @@ class Rule:
         return what + (f" ({hint})" if hint else "")
 
 
-PAPER_SIZES = ("small", "medium", "large")
-
-
 @functools.cache
 def paper_values(key: str) -> str:
     """What the paper's experiments set `key` to, for a message: "the paper's: 20 (small), 35 (medium, large)",
     composed from conf/experiment/paper_<size>.yaml (the numbers' one owner); "" where they cannot be composed."""
-    from rnnreg.recipes import compose_config  # (Hydra's compose, for the message that shows it only; recipes
+    from rnnreg.recipes import SIZES, compose_config  # (Hydra's compose, for the message that shows it only; recipes
     # imports the config check, which imports this module)
 
     try:
-        values = [OmegaConf.select(compose_config(f"experiment=paper_{size}"), key) for size in PAPER_SIZES]
+        values = [OmegaConf.select(compose_config(f"experiment=paper_{size}"), key) for size in SIZES]
     except Exception:  # (a message's hint: never the reason a message is not shown)
         return ""
     sizes: dict[str, list[str]] = {}
-    for value, size in zip(values, PAPER_SIZES):
+    for value, size in zip(values, SIZES):
         sizes.setdefault(show_value(value), []).append(size)
     if len(sizes) == 1:
         return f"the paper's: {next(iter(sizes))}"
