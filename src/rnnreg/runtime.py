@@ -20,13 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
-from rnnreg.command_line import (
-    MODE_NOT_READ,
-    answered_by_hydra,
-    check_command_line,
-    check_flags,
-    check_group_options,
-)
+from rnnreg.command_flags import answered_by_hydra, check_flags
+from rnnreg.command_line import MODE_NOT_READ, check_command_line, check_group_options
 from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.job_records import report_failed_job
 from rnnreg.multirun_jobs import BASIC_SWEEPER, in_multirun, job_swept_keys, override_key, task_overrides
