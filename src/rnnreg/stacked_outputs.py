@@ -20,7 +20,16 @@ from rnnreg.config_tree import print_config_tree
 from rnnreg.instantiation import instantiate
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id
-from rnnreg.run_record import CHECKPOINTS, best_checkpoint_path, last_checkpoint_path, metrics_path
+from rnnreg.recorded_commands import go_on_command
+from rnnreg.run_record import (
+    CHECKPOINTS,
+    STOPPED_BY,
+    best_checkpoint_path,
+    last_checkpoint_path,
+    metrics_path,
+    recorded_metrics,
+    unfinished_record,
+)
 from rnnreg.task_config import task_arguments
 
 if TYPE_CHECKING:
@@ -157,3 +166,25 @@ class JobFolder:
                 logger.finalize("success" if metrics.get("status") == "completed" else "failed")
             self.others = []
             self.close_wandb(metrics, failed=metrics.get("status") != "completed")
+
+
+def stacked_record(group: int, members: int, member: int, program: str, units: int) -> dict:
+    """How a member was trained, for its metrics.json and checkpoints: its group, its place in it, the program and
+    the hidden width held (padded: more than model.hidden_size), which set its float rounding."""
+    return {"group": group, "members": members, "member": member, "program": program, "units": units}
+
+
+def stopped_while_built(folders: list[JobFolder], group: int, signum: int, built: tuple[str, int]) -> None:
+    """Each member's train.log and metrics.json say that `signum` stopped it while its group was built: interrupted,
+    as a single run stopped while it is built (rnnreg.training), its epochs as its folder's record had them (a group
+    that went on from its resume file), going on with the sweep's command; and one console line says so. `built`:
+    the program the group runs and the hidden width it holds (stacked_record)."""
+    reason = STOPPED_BY[signum]
+    resume = go_on_command(folders[0].path.parent)
+    for k, folder in enumerate(folders):
+        epochs = recorded_metrics(folder.path).get("epochs")
+        epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
+        folder.log(f"{reason}: stopped while the stacked group was built, before it trained")
+        record = unfinished_record("interrupted", reason, epochs, resume)
+        folder.write_metrics(record | {"stacked": stacked_record(group, len(folders), k, *built)})
+    print(f"{reason}: the stacked group {group} stopped; go on with: {resume}", flush=True)

@@ -36,13 +36,12 @@ from rnnreg.run_record import (
     STOPPED_BY,
     Speeds,
     completed_record,
-    recorded_metrics,
     resume_from,
     unfinished_record,
 )
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
-from rnnreg.stacked_outputs import JobFolder
+from rnnreg.stacked_outputs import JobFolder, stacked_record, stopped_while_built
 from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_resume import (
     Member,
@@ -665,12 +664,6 @@ class GroupTrainer:
         )
 
 
-def stacked_record(group: int, members: int, member: int, program: str, units: int) -> dict:
-    """How a member was trained, for its metrics.json and checkpoints: its group, its place in it, the program and
-    the hidden width held (padded: more than model.hidden_size), which set its float rounding."""
-    return {"group": group, "members": members, "member": member, "program": program, "units": units}
-
-
 def train_group(
     jobs: list[Job],
     group: int,
@@ -715,19 +708,3 @@ def train_group(
         stop.stage = "launch"  # (the launcher's, until its next group)
         if handlers is not None:
             stop.restore(handlers)
-
-
-def stopped_while_built(folders: list[JobFolder], group: int, signum: int, built: tuple[str, int]) -> None:
-    """Each member's train.log and metrics.json say that `signum` stopped it while its group was built: interrupted,
-    as a single run stopped while it is built (rnnreg.training), its epochs as its folder's record had them (a group
-    that went on from its resume file), going on with the sweep's command; and one console line says so. `built`:
-    the program the group runs and the hidden width it holds (stacked_record)."""
-    reason = STOPPED_BY[signum]
-    resume = go_on_command(folders[0].path.parent)
-    for k, folder in enumerate(folders):
-        epochs = recorded_metrics(folder.path).get("epochs")
-        epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
-        folder.log(f"{reason}: stopped while the stacked group was built, before it trained")
-        record = unfinished_record("interrupted", reason, epochs, resume)
-        folder.write_metrics(record | {"stacked": stacked_record(group, len(folders), k, *built)})
-    print(f"{reason}: the stacked group {group} stopped; go on with: {resume}", flush=True)
