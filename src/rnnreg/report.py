@@ -100,7 +100,7 @@ def logged(run: Path, keys: tuple[str, ...], value: Callable[[dict], Any]) -> li
         raise unreadable(path, err) from None
 
 
-def choice(choices: dict, overrides: list[str], group: str) -> str | None:
+def group_option(choices: dict, overrides: list[str], group: str) -> str | None:
     """The option of a config group a job ran with: hydra.yaml's runtime choices, else a `group=` override."""
     chosen = choices.get(group) or next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")), None)
     return None if chosen is None else str(chosen)
@@ -185,13 +185,13 @@ def collect(root: Path) -> list[dict]:
                 "words_per_second": metrics.get("words_per_second"),
                 "val_history": curve,
                 "settings": settings_of(config) | corpus_folder(data, runtime.get("cwd")),
-                "placement": choice(choices, overrides, "dropout") or "config",
-                "model": choice(choices, overrides, "model"),
-                "experiment": choice(choices, overrides, "experiment"),
-                "launcher": choice(choices, overrides, "hydra/launcher"),
+                "placement": group_option(choices, overrides, "dropout") or "config",
+                "model": group_option(choices, overrides, "model"),
+                "experiment": group_option(choices, overrides, "experiment"),
+                "launcher": group_option(choices, overrides, "hydra/launcher"),
                 "trainer": {k: trainer.get(k) for k in ("max_epochs", "limit_train_batches", "limit_val_batches")},
                 "recipe": {
-                    "data": choice(choices, overrides, "data"),
+                    "data": group_option(choices, overrides, "data"),
                     "hidden_size": model.get("hidden_size"),
                     "num_layers": model.get("num_layers"),
                     "batch_size": data.get("batch_size"),
@@ -236,7 +236,7 @@ def overrides_parser() -> OverridesParser:
     return OverridesParser.create()
 
 
-def recipe(row: dict) -> tuple:
+def configuration_of(row: dict) -> tuple:
     """What the seeds of one configuration share: their overrides (seed aside, any order), and their values of the
     config keys in which runs of those overrides differ (told_apart_by_config)."""
     return seedless_overrides(row), tuple((k, row["settings"][k]) for k in row["config_keys"])
@@ -334,7 +334,7 @@ def with_repeats(rows: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     names: dict[tuple, str] = {}  # a configuration by the name of its first run (overrides in that run's order)
     for r in rows:
-        key = names.setdefault(recipe(r), r["seedless"]) if r["status"] == "completed" else None
+        key = names.setdefault(configuration_of(r), r["seedless"]) if r["status"] == "completed" else None
         groups.setdefault(key or f"{r['differs']} ({r['status']})", []).append(r)
     return groups
 
@@ -374,7 +374,7 @@ def seeds_left_out(rows: list[dict]) -> list[str]:
     for key, runs in by_config(rows).items():
         if runs[0]["status"] != "completed":
             continue
-        seeds, mine = {r["seed"] for r in runs}, recipe(runs[0])
+        seeds, mine = {r["seed"] for r in runs}, configuration_of(runs[0])
         out = [f"{r['run']} (seed {r['seed']}, {r['status']})" for r in rows if left_out(r, seeds, mine)]
         if out:
             notes.append(
@@ -386,7 +386,11 @@ def seeds_left_out(rows: list[dict]) -> list[str]:
 
 def left_out(row: dict, seeds: set[str], mine: tuple) -> bool:
     """A run of the configuration `mine` that did not complete, with a seed none of its completed runs has."""
-    return row["status"] not in ("completed", "fast_dev_run") and row["seed"] not in seeds and recipe(row) == mine
+    return (
+        row["status"] not in ("completed", "fast_dev_run")
+        and row["seed"] not in seeds
+        and configuration_of(row) == mine
+    )
 
 
 def partial_curves(rows: list[dict]) -> list[str]:
