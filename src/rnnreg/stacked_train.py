@@ -250,12 +250,12 @@ class GroupTrainer:
                     os.kill(os.getpid(), signal.SIGTERM)  # tests: a real signal, handled as a scheduler's
                 if self.stop.signal is not None and self.window < n_train:
                     self.check_failures()
-                    self.epoch_seconds_before += self.seconds(start)
+                    self.epoch_seconds_before += self.training_seconds_since(start)
                     self.fit_seconds = time.perf_counter() - fit_start
                     return
             self.check_failures()  # a host sync: the epoch's windows are done
             # a resumed epoch's time before its stop too
-            epoch_seconds = self.epoch_seconds = self.epoch_seconds_before + self.seconds(start)
+            epoch_seconds = self.epoch_seconds = self.epoch_seconds_before + self.training_seconds_since(start)
             self.epoch_seconds_before = 0.0
             val_ppl, val_seconds = None, 0.0  # an epoch without validation (trainer.check_val_every_n_epoch)
             if self.validates(epoch):
@@ -293,7 +293,8 @@ class GroupTrainer:
             if m.status == "running":
                 self.record(k, {"epoch": epoch, "step": self.global_step - 1, "train/loss": values[k]})
 
-    def seconds(self, start: float) -> float:
+    def training_seconds_since(self, start: float) -> float:
+        """The seconds since `start`, counted into the group's training time (train_seconds)."""
         elapsed = time.perf_counter() - start
         self.train_seconds += elapsed
         return elapsed
