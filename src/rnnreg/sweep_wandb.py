@@ -92,12 +92,10 @@ def wandb_off() -> bool:
 def names_wandb(config: DictConfig) -> bool:
     """Whether a job of the multirun may log to W&B: the config's logger.wandb, an override or the search space
     that names it (`logger=csv,wandb`), or a swept config group, whose options may select it (`experiment=a,b`)."""
-    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
-    lines = [*task_overrides(config.hydra), *(f"{key}={value}" for key, value in params.items())]
     groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
     return (
         "wandb" in (config.get("logger") or {})
-        or any("wandb" in line for line in lines)
+        or any("wandb" in line for line in search_lines(config))
         or any(key in groups for key in swept_keys(config.hydra))
     )
 
