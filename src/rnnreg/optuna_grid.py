@@ -19,15 +19,21 @@ from rnnreg.override_refusals import miscounted
 GRID_SAMPLERS = ("optuna.samplers.GridSampler", "optuna.samplers._grid.GridSampler")
 
 
+def uses_grid_sampler(config: DictConfig) -> bool:
+    """Whether the multirun's sweeper samples with Optuna's GridSampler (hydra/sweeper/sampler=grid)."""
+    sampler = OmegaConf.select(
+        config.hydra.sweeper, "sampler._target_", default=None, throw_on_resolution_failure=False
+    )
+    return sampler in GRID_SAMPLERS
+
+
 def check_grid_search_space(config: DictConfig) -> None:
     """A ConfigError, before any job runs, where Optuna's grid sampler (hydra/sweeper/sampler=grid) is given a
     continuous search (hparams_search=optuna's intervals): the plugin stops on it with a traceback; or a range whose
     points the plugin's grid counts otherwise (misread_grid_ranges): it would run other trials than asked. A
     key's grid is its last search, as the plugin reads them (its params, then the command line's), a fixed value
     after it too."""
-    sweeper = config.hydra.sweeper
-    sampler = OmegaConf.select(sweeper, "sampler._target_", default=None, throw_on_resolution_failure=False)
-    if sampler not in GRID_SAMPLERS:
+    if not uses_grid_sampler(config):
         return
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep

@@ -29,7 +29,7 @@ from rnnreg.multirun_jobs import (
     swept_keys,
     task_overrides,
 )
-from rnnreg.optuna_grid import GRID_SAMPLERS, search_lines, searched_key
+from rnnreg.optuna_grid import search_lines, searched_key, uses_grid_sampler
 from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
 
 ID_KEY = "logger.wandb.id"
@@ -310,10 +310,9 @@ def why_drawn_twice(config: DictConfig) -> str | None:
     trial (the plugin makes n_trials at most the grid's size), where nothing else is searched with more than one
     value (else a checkpoint is in several points), in a study no storage keeps (a kept study's next command draws
     the points it visited again)."""
-    sweeper = config.hydra.sweeper
-    sampler = OmegaConf.select(sweeper, "sampler._target_", default=None, throw_on_resolution_failure=False)
-    if sampler not in GRID_SAMPLERS:
+    if not uses_grid_sampler(config):
         return DRAWN_ANEW
+    sweeper = config.hydra.sweeper
     if OmegaConf.select(sweeper, "storage", default=None, throw_on_resolution_failure=False) is not None:
         return "a study kept in hydra.sweeper.storage draws its grid's points again once it has visited them all"
     if sweeper.get("search_space") is not None:
