@@ -1181,6 +1181,88 @@ def test_submitit_local_launcher_stops_on_its_signal_and_the_requeued_job_goes_o
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
+def job_threads(sweep: Path) -> dict[str, tuple[int, str]]:
+    """Each job's torch threads as its train.log says them: the count its device line names, and the line that says
+    where it came from (`1 torch thread, from ...`)."""
+    said = {}
+    for job in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+        log = (job / "train.log").read_text()
+        (device,) = re.findall(r"^  device: cpu \(.*, (\d+) threads?\)$", log, re.M)
+        (threads,) = re.findall(r"^  threads: (.*)$", log, re.M) or [None]
+        said[job.name] = (int(device), threads)
+    return said
+
+
+@pytest.mark.parametrize(
+    ("launcher", "why"),
+    [
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "cores // hydra.launcher.n_jobs"),
+        (["hydra/launcher=submitit_local"], "cores // the jobs it starts at once"),
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_two_jobs_at_once_on_one_machine_share_its_cores(launcher, why, tiny_cli, tmp_path, monkeypatch):
+    """Two jobs side by side, each a process of its own, take half the cores each (torch would take every core in
+    each: on 2 cores, 2 threads each ran smoke at a quarter of its speed, docs/cpu_2026-12-06/threads_under_load):
+    joblib's workers as loky starts them, submitit_local's jobs as rnnreg-train starts them (before: every core
+    each). Each job's train.log says its thread count and why."""
+    from joblib import cpu_count
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # (make test's workers set it for the processes they start)
+        monkeypatch.delenv(name, raising=False)
+    cores = cpu_count() if "joblib" in launcher[0] else len(os.sched_getaffinity(0))
+    half = max(1, cores // 2)
+    sweep = tmp_path / "sweep"
+    overrides = ["-m", *tiny_cli, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    run("rnnreg-train", *overrides, *launcher, "seed=1,2", f"hydra.sweep.dir={sweep}")
+    threads = "1 torch thread" if half == 1 else f"{half} torch threads"
+    said = f"{threads}, from OMP_NUM_THREADS={half} ({launcher[0]} sets it to {why} where it was not set)"
+    assert job_threads(sweep) == {"0": (half, said), "1": (half, said)}
+
+
+def test_an_omp_num_threads_the_user_set_is_what_each_job_takes(tiny_cli, tmp_path):
+    """OMP_NUM_THREADS given where rnnreg-train starts is each submitit_local job's: here every core, where two jobs
+    at once would take half of them each (torch takes no more than the cores from it)."""
+    cores = len(os.sched_getaffinity(0))
+    sweep = tmp_path / "sweep"
+    overrides = ["-m", *tiny_cli, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    launcher = ["hydra/launcher=submitit_local", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    run("rnnreg-train", *overrides, *launcher, env={"OMP_NUM_THREADS": str(cores)})
+    threads = "1 torch thread" if cores == 1 else f"{cores} torch threads"
+    said = f"{threads}, from OMP_NUM_THREADS={cores} (hydra/launcher=submitit_local sets it to cores // the jobs it "
+    said += "starts at once where it was not set)"
+    assert job_threads(sweep) == {"0": (cores, said), "1": (cores, said)}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "at_once"),
+    [
+        (["seed=1,2,3"], 3),  # the basic sweeper: every job in one batch
+        (["seed=1,2,3", "hydra.sweeper.max_batch_size=2"], 2),
+        (["hparams_search=optuna", "hydra.sweeper.n_jobs=2"], 2),  # Optuna: n_jobs trials a batch
+        (["hparams_search=optuna", "hydra.sweeper.n_jobs=4", "hydra.sweeper.n_trials=3"], 3),
+        (["hydra.launcher.tasks_per_node=2", "seed=1,2"], 4),  # a process a task
+    ],
+)
+def test_submitit_local_counts_the_processes_it_starts_at_once(overrides, at_once):
+    """The processes whose threads share the cores out under submitit_local (cpu_threads.jobs_at_once); none to
+    count for a launcher that shares them itself (joblib) or runs a job at a time (basic)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from rnnreg import CONF_DIR
+    from rnnreg.cpu_threads import jobs_at_once
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        multirun = loader.load_configuration("train", ["hydra/launcher=submitit_local", *overrides], RunMode.MULTIRUN)
+        assert jobs_at_once(multirun) == at_once
+        for launcher in ("joblib", "basic"):
+            other = loader.load_configuration("train", [f"hydra/launcher={launcher}", "seed=1,2"], RunMode.MULTIRUN)
+            assert jobs_at_once(other) is None
+
+
 def test_a_requeued_submitit_job_that_resumed_a_checkpoint_goes_on_from_its_own(tiny_cli, tmp_path):
     """A job that started from an earlier run's checkpoint (ckpt_path=...), stopped by submitit's signal in its
     second epoch and requeued, goes on from its own last.ckpt: the result of that resume run without a stop. Before,

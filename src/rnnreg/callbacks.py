@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from rnnreg.console import counted, device_name, format_duration
+from rnnreg.cpu_threads import threads_said
 from rnnreg.errors import TrainingDiverged
 from rnnreg.run_record import MAX_NLL, best_checkpoint_path, last_checkpoint_path
 from rnnreg.schema import SITES
@@ -397,6 +398,7 @@ class RunPlan(L.Callback):
         lines = [
             f"rnnreg: {self.describe(trainer, pl_module)}",
             f"  device: {device}",
+            *([f"  threads: {threads_said(trainer.world_size)}"] if pl_module.device.type == "cpu" else []),
             f"  plan: {self.plan(trainer, epochs)}, {validation_beat(trainer, checks)}",
             f"  measured: {seconds_per_window:.3g} s per window "
             f"(over {self.timer.timed} windows{self.timer.after_warmup})",

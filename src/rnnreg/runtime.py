@@ -1,7 +1,8 @@
 """A console script's process, what every entry point shares: Hydra's entry with the command line checked first
 (rnnreg.command_line) and our Hydra plugins found, bad input as one line, the Lightning warnings and log lines a
 run shows. Elsewhere: building a run's pieces (rnnreg.instantiation), its config tree (rnnreg.config_tree), its
-speed settings (rnnreg.speed_settings), a multirun job's failure (rnnreg.job_records.report_failed_job)."""
+speed settings (rnnreg.speed_settings), its torch threads beside other jobs (rnnreg.cpu_threads), a multirun job's
+failure (rnnreg.job_records.report_failed_job)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,91 @@
+"""How many threads torch takes in a run's process where processes run side by side on one machine's CPU. torch
+takes one thread a core unless OMP_NUM_THREADS (or MKL_NUM_THREADS) says otherwise, read when it is imported; two
+processes with every core each spin against each other (docs/cpu_2026-12-06/threads_under_load: smoke at a quarter
+of its speed on 2 cores). Who shares the cores out, where the user set neither variable:
+- hydra/launcher=joblib: loky starts each worker with OMP_NUM_THREADS = cores // hydra.launcher.n_jobs;
+- DDP on a CPU (trainer=ddp): Lightning sets it to cores // trainer.devices in rank 0, and the ranks it starts
+  take rank 0's environment;
+- hydra/launcher=submitit_local, which starts every job of a batch at once, each a process of its own: the
+  multirun's process, here (share_cores), before its launcher starts them;
+- the basic and stacked launchers run one job, or one group, at a time in one process: every core is its.
+A run's train.log says its thread count and where it came from (threads_said). No torch at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from rnnreg.console import counted
+from rnnreg.multirun_jobs import basic_sweeper, sweep_jobs
+
+log = logging.getLogger("rnnreg")
+
+# what torch reads for its thread count when it is imported: either one set is the user's choice, kept
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+# why a job found OMP_NUM_THREADS set where the user did not set it, by its launcher
+SET_BY = {
+    JOBLIB: "hydra/launcher=joblib sets it to cores // hydra.launcher.n_jobs where it was not set",
+    SUBMITIT_LOCAL: "hydra/launcher=submitit_local sets it to cores // the jobs it starts at once where it was not set",
+}
+DDP_SET_BY = "DDP on a CPU: Lightning sets it to cores // trainer.devices where it was not set"
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity: taskset, a container's cpuset), as Lightning counts them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def jobs_at_once(config: DictConfig) -> int | None:
+    """How many processes hydra/launcher=submitit_local starts at once on this machine: the jobs of a sweeper's
+    batch (the basic sweeper's: every job, or hydra.sweeper.max_batch_size; Optuna's: hydra.sweeper.n_jobs trials),
+    hydra.launcher.tasks_per_node each. None for another launcher, or a sweeper whose batches are not known."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    launcher = config.hydra.launcher
+    if OmegaConf.select(config, "hydra.launcher._target_") != SUBMITIT_LOCAL:
+        return None
+    sweeper = config.hydra.sweeper
+    if basic_sweeper(config):
+        jobs = len(sweep_jobs(config, GlobalHydra.instance().config_loader()))
+        batch = sweeper.get("max_batch_size") or jobs
+    else:  # Optuna's: n_jobs trials asked for and launched together
+        jobs, batch = sweeper.get("n_trials"), sweeper.get("n_jobs")
+        if not isinstance(jobs, int) or not isinstance(batch, int):
+            return None
+    return max(1, min(jobs, batch)) * (launcher.get("tasks_per_node") or 1)
+
+
+def share_cores(config: DictConfig) -> bool:
+    """In a multirun's own process, before hydra/launcher=submitit_local starts its jobs (which take this process's
+    environment): OMP_NUM_THREADS = cores // the processes it starts at once, unless the user set it or
+    MKL_NUM_THREADS. Returns whether it was set here (the caller takes it back when the multirun ends)."""
+    at_once = jobs_at_once(config)
+    if at_once is None or any(name in os.environ for name in THREAD_VARIABLES):
+        return False
+    threads = max(1, cores() // at_once)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    processes = "1 process" if at_once == 1 else f"{at_once} processes"
+    log.info(
+        f"hydra/launcher=submitit_local starts {processes} at once on {counted(cores(), 'core')}: "
+        f"OMP_NUM_THREADS={threads} for each (set OMP_NUM_THREADS to choose another count)"
+    )
+    return True
+
+
+def threads_said(world_size: int = 1) -> str:
+    """A CPU run's torch thread count and where it came from, as its train.log says it (`world_size`: its DDP
+    processes)."""
+    import torch  # called where torch is loaded already
+
+    threads = counted(torch.get_num_threads(), "torch thread")
+    given = next((name for name in THREAD_VARIABLES if name in os.environ), None)
+    if given is None:
+        return f"{threads}, torch's own count (no OMP_NUM_THREADS set: set it to choose another)"
+    launcher = OmegaConf.select(HydraConfig.get(), "launcher._target_") if HydraConfig.initialized() else None
+    why = DDP_SET_BY if world_size > 1 else SET_BY.get(launcher)
+    return f"{threads}, from {given}={os.environ[given]}" + (f" ({why})" if why and given == "OMP_NUM_THREADS" else "")
