@@ -119,6 +119,10 @@ def test_a_ddp_run_says_its_lines_once(ddp_run):
     assert sum(" parameters, vocabulary " in line for line in ours) == 1
     # rank 0's speed and gradient norm, logged as they are (before: three sync_dist warnings at every epoch)
     assert "sync_dist=True" not in ddp_run.stdout + ddp_run.stderr
+    # the two processes share the cores (Lightning's OMP_NUM_THREADS, where make test's workers set none)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // 2))
+    said = f"{threads} torch thread{'s' if threads > 1 else ''}, from OMP_NUM_THREADS={threads} (DDP on a CPU: "
+    assert said + "Lightning sets it to cores // trainer.devices where it was not set)" in ddp_run.stdout
 
 
 @pytest.mark.slow
