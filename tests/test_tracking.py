@@ -1220,17 +1220,32 @@ def test_two_jobs_at_once_on_one_machine_share_its_cores(launcher, why, tiny_cli
     assert job_threads(sweep) == {"0": (half, said), "1": (half, said)}
 
 
-def test_an_omp_num_threads_the_user_set_is_what_each_job_takes(tiny_cli, tmp_path):
-    """OMP_NUM_THREADS given where rnnreg-train starts is each submitit_local job's: here every core, where two jobs
-    at once would take half of them each (torch takes no more than the cores from it)."""
+@pytest.mark.parametrize(
+    ("launcher", "why"),
+    [
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "cores // hydra.launcher.n_jobs"),
+        (["hydra/launcher=submitit_local"], "cores // the jobs it starts at once"),
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_an_omp_num_threads_the_user_set_is_what_each_job_takes(launcher, why, tiny_cli, tmp_path, monkeypatch):
+    """OMP_NUM_THREADS given where rnnreg-train starts is each job's: here every core, where two jobs at once would
+    take half of them each (torch takes no more than the cores from it). Under joblib it was lost: loky set
+    MKL_NUM_THREADS to cores // n_jobs in each worker, and torch takes MKL_NUM_THREADS over OMP_NUM_THREADS."""
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     cores = len(os.sched_getaffinity(0))
     sweep = tmp_path / "sweep"
     overrides = ["-m", *tiny_cli, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
-    launcher = ["hydra/launcher=submitit_local", "seed=1,2", f"hydra.sweep.dir={sweep}"]
-    run("rnnreg-train", *overrides, *launcher, env={"OMP_NUM_THREADS": str(cores)})
+    run(
+        "rnnreg-train",
+        *overrides,
+        *launcher,
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+        env={"OMP_NUM_THREADS": str(cores)},
+    )
     threads = "1 torch thread" if cores == 1 else f"{cores} torch threads"
-    said = f"{threads}, from OMP_NUM_THREADS={cores} (hydra/launcher=submitit_local sets it to cores // the jobs it "
-    said += "starts at once where it was not set)"
+    said = f"{threads}, from OMP_NUM_THREADS={cores} ({launcher[0]} sets it to {why} where it was not set)"
     assert job_threads(sweep) == {"0": (cores, said), "1": (cores, said)}
 
 
@@ -1261,6 +1276,27 @@ def test_submitit_local_counts_the_processes_it_starts_at_once(overrides, at_onc
         for launcher in ("joblib", "basic"):
             other = loader.load_configuration("train", [f"hydra/launcher={launcher}", "seed=1,2"], RunMode.MULTIRUN)
             assert jobs_at_once(other) is None
+
+
+def test_a_runs_threads_line_names_the_variable_torch_took(monkeypatch):
+    """torch takes MKL_NUM_THREADS over OMP_NUM_THREADS: the line names the one it took (outside a multirun: no
+    launcher's reason; under DDP, Lightning's)."""
+    from rnnreg.cpu_threads import threads_said
+
+    threads = f"{torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() > 1 else ''}"
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    assert threads_said() == f"{threads}, torch's own count (no OMP_NUM_THREADS set: set it to choose another)"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads_said() == f"{threads}, from OMP_NUM_THREADS=2"
+    assert threads_said(world_size=2) == (
+        f"{threads}, from OMP_NUM_THREADS=2 (DDP on a CPU: Lightning sets it to cores // trainer.devices where it "
+        "was not set)"
+    )
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    assert threads_said() == f"{threads}, from MKL_NUM_THREADS=1 (over OMP_NUM_THREADS=2)"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert threads_said() == f"{threads}, from MKL_NUM_THREADS=1"
 
 
 def test_a_requeued_submitit_job_that_resumed_a_checkpoint_goes_on_from_its_own(tiny_cli, tmp_path):

@@ -1,8 +1,9 @@
 """How many threads torch takes in a run's process where processes run side by side on one machine's CPU. torch
-takes one thread a core unless OMP_NUM_THREADS (or MKL_NUM_THREADS) says otherwise, read when it is imported; two
+takes one thread a core unless OMP_NUM_THREADS or MKL_NUM_THREADS says fewer, read when it is imported; two
 processes with every core each spin against each other (docs/cpu_2026-12-06/threads_under_load: smoke at a quarter
 of its speed on 2 cores). Who shares the cores out, where the user set neither variable:
-- hydra/launcher=joblib: loky starts each worker with OMP_NUM_THREADS = cores // hydra.launcher.n_jobs;
+- hydra/launcher=joblib: loky starts each worker with OMP_NUM_THREADS and MKL_NUM_THREADS = cores //
+  hydra.launcher.n_jobs (the user's OMP_NUM_THREADS kept: share_cores);
 - DDP on a CPU (trainer=ddp): Lightning sets it to cores // trainer.devices in rank 0, and the ranks it starts
   take rank 0's environment;
 - hydra/launcher=submitit_local, which starts every job of a batch at once, each a process of its own: the
@@ -23,7 +24,8 @@ from rnnreg.multirun_jobs import basic_sweeper, sweep_jobs
 
 log = logging.getLogger("rnnreg")
 
-# what torch reads for its thread count when it is imported: either one set is the user's choice, kept
+# what torch reads for its thread count when it is imported (MKL_NUM_THREADS over OMP_NUM_THREADS): either one set is
+# the user's choice, kept
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
@@ -60,13 +62,21 @@ def jobs_at_once(config: DictConfig) -> int | None:
     return max(1, min(jobs, batch)) * (launcher.get("tasks_per_node") or 1)
 
 
-def share_cores(config: DictConfig) -> bool:
-    """In a multirun's own process, before hydra/launcher=submitit_local starts its jobs (which take this process's
-    environment): OMP_NUM_THREADS = cores // the processes it starts at once, unless the user set it or
-    MKL_NUM_THREADS. Returns whether it was set here (the caller takes it back when the multirun ends)."""
+def share_cores(config: DictConfig) -> list[str]:
+    """In a multirun's own process, before its launcher starts the jobs (which take this process's environment):
+    - hydra/launcher=submitit_local: OMP_NUM_THREADS = cores // the processes it starts at once, unless the user
+      set it or MKL_NUM_THREADS;
+    - hydra/launcher=joblib, with the user's OMP_NUM_THREADS and no MKL_NUM_THREADS: MKL_NUM_THREADS set to it, for
+      loky sets in each worker every variable the user did not set to cores // n_jobs, and torch takes
+      MKL_NUM_THREADS over OMP_NUM_THREADS (the user's choice was lost).
+    Returns the variables set here (the caller takes them back when the multirun ends)."""
+    launcher = OmegaConf.select(config, "hydra.launcher._target_")
+    if launcher == JOBLIB and "OMP_NUM_THREADS" in os.environ and "MKL_NUM_THREADS" not in os.environ:
+        os.environ["MKL_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
+        return ["MKL_NUM_THREADS"]
     at_once = jobs_at_once(config)
     if at_once is None or any(name in os.environ for name in THREAD_VARIABLES):
-        return False
+        return []
     threads = max(1, cores() // at_once)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     processes = "1 process" if at_once == 1 else f"{at_once} processes"
@@ -74,18 +84,20 @@ def share_cores(config: DictConfig) -> bool:
         f"hydra/launcher=submitit_local starts {processes} at once on {counted(cores(), 'core')}: "
         f"OMP_NUM_THREADS={threads} for each (set OMP_NUM_THREADS to choose another count)"
     )
-    return True
+    return ["OMP_NUM_THREADS"]
 
 
 def threads_said(world_size: int = 1) -> str:
     """A CPU run's torch thread count and where it came from, as its train.log says it (`world_size`: its DDP
-    processes)."""
+    processes). torch takes MKL_NUM_THREADS where it is set, else OMP_NUM_THREADS."""
     import torch  # called where torch is loaded already
 
     threads = counted(torch.get_num_threads(), "torch thread")
-    given = next((name for name in THREAD_VARIABLES if name in os.environ), None)
-    if given is None:
+    omp, mkl = (os.environ.get(name) for name in THREAD_VARIABLES)
+    if omp is None and mkl is None:
         return f"{threads}, torch's own count (no OMP_NUM_THREADS set: set it to choose another)"
+    if mkl is not None and mkl != omp:
+        return f"{threads}, from MKL_NUM_THREADS={mkl}" + (f" (over OMP_NUM_THREADS={omp})" if omp else "")
     launcher = OmegaConf.select(HydraConfig.get(), "launcher._target_") if HydraConfig.initialized() else None
     why = DDP_SET_BY if world_size > 1 else SET_BY.get(launcher)
-    return f"{threads}, from {given}={os.environ[given]}" + (f" ({why})" if why and given == "OMP_NUM_THREADS" else "")
+    return f"{threads}, from OMP_NUM_THREADS={omp}" + (f" ({why})" if why else "")

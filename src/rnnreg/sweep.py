@@ -190,7 +190,7 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.started = 0.0
         self.lock: RunLock | None = None
-        self.shared_cores = False  # OMP_NUM_THREADS set for this multirun's jobs (cpu_threads.share_cores)
+        self.thread_variables: list[str] = []  # set for this multirun's jobs (cpu_threads.share_cores)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time() - 1  # file times can be coarser than time.time()
@@ -215,9 +215,8 @@ class SweepCallback(Callback):
         if self.lock is None:
             return
         os.environ.pop(RANK_ZERO_SWEEP, None)
-        if self.shared_cores:
-            os.environ.pop("OMP_NUM_THREADS", None)
-            self.shared_cores = False
+        while self.thread_variables:
+            os.environ.pop(self.thread_variables.pop(), None)
         self.lock.release()
         if config.get("task_name") == "generate":
             drop_empty_job_folders(Path(config.hydra.sweep.dir), self.started)
@@ -251,7 +250,7 @@ class SweepCallback(Callback):
             replace_atomically(record, lambda tmp: OmegaConf.save(config, tmp))
         # (the DDP processes that Lightning starts take this process's environment)
         os.environ[RANK_ZERO_SWEEP] = str(sweep_dir.resolve())
-        self.shared_cores = share_cores(config)  # (as do submitit_local's jobs)
+        self.thread_variables = share_cores(config)  # (as do joblib's and submitit_local's jobs)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         JobsComposedOnce.uninstall()
