@@ -1535,6 +1535,56 @@ def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
     assert best["best_value"] == pytest.approx(best_val) and best["best_params"]["optim.decay"] == 1.2
 
 
+@pytest.mark.parametrize(
+    "stop",
+    [[], ["hydra.sweeper.max_failure_rate=0"]],
+    ids=["every-trial-fails", "max-failure-rate-stops-it"],
+)
+def test_an_optuna_study_whose_trials_fail_on_their_checkpoints_ends_as_a_basic_sweep_does(resumable, tmp_path, stop):
+    """A study whose trials draw checkpoints they stop on (a file torch reads that is no rnnreg checkpoint, one of
+    another model shape): each is a FAIL trial with its line and its error.txt, and the study ends as a basic sweep
+    ends, its failed jobs listed on the last line, exit 1, where no trial completed (before: Optuna's `No trials are
+    completed yet` traceback, without the list) and where more of a batch failed than hydra.sweeper.max_failure_rate
+    allows (before: the first failed trial's traceback), then with the trials after it not run."""
+    not_ours = tmp_path / "not_ours.ckpt"
+    torch.save({"x": torch.zeros(1)}, not_ours)
+    plain = resumable["plain"]  # (of hidden size 16: another shape for these trials' 24)
+    lines = {
+        str(not_ours): f"{not_ours} is not a rnnreg checkpoint (no state_dict and hyper_parameters): give a checkpoint "
+        "written by rnnreg-train",
+        str(plain): "the checkpoint holds another model shape (",
+    }
+    sweep = tmp_path / "optuna"
+    study = [
+        "hparams_search=optuna",
+        "dropout=non_recurrent",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=2",
+    ]
+    args = [
+        *resumable["tiny"],
+        "trainer.max_epochs=2",
+        "model.hidden_size=24",
+        *study,
+        *stop,
+        f"ckpt_path=choice({not_ours},{plain})",
+    ]
+    proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    jobs = sorted((job for job in sweep.iterdir() if job.is_dir()), key=lambda job: int(job.name))
+    assert [job.name for job in jobs] == (["0"] if stop else ["0", "1"])
+    for job in jobs:
+        drawn = yaml.safe_load((job / ".hydra/config.yaml").read_text())["ckpt_path"]
+        assert (job / "error.txt").read_text().startswith(lines[drawn])
+        assert re.search(rf"^error: job {job.name} \(.*\) failed: {re.escape(lines[drawn])}", proc.stderr, re.M)
+    listed = ", ".join(rf"{job.name} \(dropout\.p=[^)]*\)" for job in jobs)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"error: {len(jobs)} job\(s\) of the multirun in {re.escape(str(sweep))} failed: {listed}", last
+    )
+    assert not (sweep / "optimization_results.yaml").exists()  # (no trial completed: no best one)
+
+
 def test_an_optuna_study_shows_no_alembic_lines_and_records_its_command(tiny_corpus, tmp_path):
     """hparams_search=optuna began with seven `[HYDRA] setup plugin alembic...` lines: Optuna's database layer logs
     at INFO as it is imported, through Hydra's console handler. Its folder has the study's command and search space

@@ -40,6 +40,7 @@ from rnnreg.multirun_jobs import (
     uses_stacked_launcher,
 )
 from rnnreg.optuna_grid import check_grid_search_space
+from rnnreg.optuna_study import OPTUNA_SWEEPER, end_studies_as_sweeps_end
 from rnnreg.override_text import pasted_override
 from rnnreg.record_yaml import recorded_launcher, recorded_overrides
 from rnnreg.run_folder_check import check_no_links, earlier_results, results_message
@@ -195,6 +196,8 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time() - 1  # file times can be coarser than time.time()
         JobsComposedOnce.install(config)
+        if OmegaConf.select(config, "hydra.sweeper._target_") == OPTUNA_SWEEPER:
+            end_studies_as_sweeps_end()  # (its failed trials listed below, at the sweep's end, not by a traceback)
         try:
             self.claim_sweep_folder(config)
         except UserError as err:

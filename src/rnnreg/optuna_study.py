@@ -1,0 +1,62 @@
+"""An Optuna study (Hydra's Optuna sweeper, hydra-optuna-sweeper 1.3) whose trials failed with their one-line errors
+ends as a basic sweep ends: each failed trial has said why on its line and left its error.txt
+(rnnreg.job_records.report_failed_job), and the sweep's end (rnnreg.sweep.SweepCallback.on_multirun_end) lists
+them and exits 1. The plugin itself ends such a study with a traceback, exit 1, before the sweep's end: where no
+trial completed (Optuna has no best trial for optimization_results.yaml), and where more of a batch failed than
+hydra.sweeper.max_failure_rate allows (the plugin's default, 0.0, under hydra/sweeper=optuna: it raises the first
+failed trial's error). A trial that failed otherwise (a crash, a value that is no perplexity) keeps the plugin's
+traceback."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+
+from rnnreg.job_records import JobFailed
+
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # hydra/sweeper=optuna's class
+
+
+def failed_on_their_lines(returns: Sequence[JobReturn]) -> bool:
+    """Whether some of a study's trials (`returns`, each launched trial's) failed, each with its one-line error."""
+    # (_return_value: a failed job's error, which return_value would raise)
+    failed = [ret._return_value for ret in returns if ret.status is not JobStatus.COMPLETED]
+    return bool(failed) and all(isinstance(err, JobFailed) for err in failed)
+
+
+def end_studies_as_sweeps_end() -> None:
+    """The Optuna sweeper's sweep, from now on in this process: a study whose trials failed on their lines ends
+    as the plugin would have ended it but for its traceback, and Hydra goes on to the sweep's end."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+
+    plugin_sweep = OptunaSweeperImpl.sweep
+    if getattr(plugin_sweep, "ends_as_a_sweep", False):
+        return
+
+    @functools.wraps(plugin_sweep)
+    def sweep(self: OptunaSweeperImpl, arguments: list[str]) -> None:
+        returns: list[JobReturn] = []
+        launch = self.launcher.launch
+
+        def launch_and_keep(job_overrides, initial_job_idx: int) -> Sequence[JobReturn]:
+            batch = launch(job_overrides, initial_job_idx=initial_job_idx)
+            returns.extend(batch)
+            return batch
+
+        self.launcher.launch = launch_and_keep  # (each batch's trials: how they ended)
+        try:
+            return plugin_sweep(self, arguments)
+        except JobFailed:  # more of a batch failed than max_failure_rate allows: the plugin stops the study there
+            if not failed_on_their_lines(returns):
+                raise
+        except ValueError:  # no trial completed: Optuna has no best trial
+            if not all(ret.status is JobStatus.FAILED for ret in returns) or not failed_on_their_lines(returns):
+                raise
+        finally:
+            del self.launcher.launch
+        return None
+
+    sweep.ends_as_a_sweep = True
+    OptunaSweeperImpl.sweep = sweep
