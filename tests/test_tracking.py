@@ -1585,6 +1585,32 @@ def test_an_optuna_study_whose_trials_fail_on_their_checkpoints_ends_as_a_basic_
     assert not (sweep / "optimization_results.yaml").exists()  # (no trial completed: no best one)
 
 
+def test_an_optuna_grid_whose_last_point_fails_on_its_checkpoint_ends_as_a_basic_sweep_does(resumable, tmp_path):
+    """Optuna's grid sampler stops its study once the trial of its last point is told (Study.stop), which raised
+    where that trial failed, here on a checkpoint it stops on: the study ended with that RuntimeError's traceback.
+    Each trial is now a FAIL trial with its line and its error.txt, and the study ends as a basic sweep ends."""
+    not_ours = tmp_path / "not_ours.ckpt"
+    torch.save({"x": torch.zeros(1)}, not_ours)
+    plain = resumable["plain"]  # (of hidden size 16: another shape for these trials' 24)
+    sweep = tmp_path / "grid"
+    grid = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", f"ckpt_path={not_ours},{plain}"]
+    args = ["-m", *resumable["tiny"], "trainer.max_epochs=2", "model.hidden_size=24", *grid]
+    proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    drawn = {job: yaml.safe_load((sweep / job / ".hydra/config.yaml").read_text())["ckpt_path"] for job in ("0", "1")}
+    assert sorted(drawn.values()) == sorted([str(not_ours), str(plain)])
+    for job, checkpoint in drawn.items():
+        line = (sweep / job / "error.txt").read_text().strip()
+        assert line.startswith(
+            f"{not_ours} is not a rnnreg checkpoint"
+            if checkpoint == str(not_ours)
+            else "the checkpoint holds another model shape ("
+        )
+        assert f"error: job {job} (ckpt_path={checkpoint}) failed: {line}" in proc.stderr.splitlines()
+    listed = f"0 (ckpt_path={drawn['0']}), 1 (ckpt_path={drawn['1']})"
+    assert proc.stderr.strip().splitlines()[-1] == f"error: 2 job(s) of the multirun in {sweep} failed: {listed}"
+
+
 def test_an_optuna_study_shows_no_alembic_lines_and_records_its_command(tiny_corpus, tmp_path):
     """hparams_search=optuna began with seven `[HYDRA] setup plugin alembic...` lines: Optuna's database layer logs
     at INFO as it is imported, through Hydra's console handler. Its folder has the study's command and search space

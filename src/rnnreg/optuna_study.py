@@ -4,8 +4,9 @@ ends as a basic sweep ends: each failed trial has said why on its line and left 
 them and exits 1. The plugin itself ends such a study with a traceback, exit 1, before the sweep's end: where no
 trial completed (Optuna has no best trial for optimization_results.yaml), and where more of a batch failed than
 hydra.sweeper.max_failure_rate allows (the plugin's default, 0.0, under hydra/sweeper=optuna: it raises the first
-failed trial's error). A trial that failed otherwise (a crash, a value that is no perplexity) keeps the plugin's
-traceback."""
+failed trial's error); and Optuna's grid sampler, once the trial of its last point is told FAIL, ends it with a
+RuntimeError (grid_told_to_its_end). A trial that failed otherwise (a crash, a value that is no perplexity) keeps the
+plugin's traceback."""
 
 from __future__ import annotations
 
@@ -26,10 +27,32 @@ def failed_on_their_lines(returns: Sequence[JobReturn]) -> bool:
     return bool(failed) and all(isinstance(err, JobFailed) for err in failed)
 
 
+def grid_told_to_its_end(sampler) -> None:
+    """An Optuna grid sampler (`sampler`) whose last point's failed trial is told as the plugin tells a completed
+    one: its after_trial stops the study (Study.stop), which outside Study.optimize (the plugin asks and tells)
+    raises a RuntimeError, passed by the plugin for a completed trial and not for a failed one, whose study ended
+    there with a traceback, before its end (its failed trials counted, its best trial's optimization_results.yaml).
+    The plugin's n_trials, the grid's size, ends the study all the same."""
+    from optuna.trial import TrialState
+
+    after_trial = sampler.after_trial
+
+    @functools.wraps(after_trial)
+    def told(study, trial, state, values) -> None:
+        try:
+            after_trial(study, trial, state, values)
+        except RuntimeError:
+            if state is not TrialState.FAIL:
+                raise
+
+    sampler.after_trial = told
+
+
 def end_studies_as_sweeps_end() -> None:
     """The Optuna sweeper's sweep, from now on in this process: a study whose trials failed on their lines ends
     as the plugin would have ended it but for its traceback, and Hydra goes on to the sweep's end."""
     from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+    from optuna.samplers import GridSampler
 
     plugin_sweep = OptunaSweeperImpl.sweep
     if getattr(plugin_sweep, "ends_as_a_sweep", False):
@@ -41,6 +64,9 @@ def end_studies_as_sweeps_end() -> None:
         launch = self.launcher.launch
 
         def launch_and_keep(job_overrides, initial_job_idx: int) -> Sequence[JobReturn]:
+            # (the grid sampler the plugin made of its config by now: the study's, to tell its trials)
+            if isinstance(self.sampler, GridSampler) and "after_trial" not in vars(self.sampler):
+                grid_told_to_its_end(self.sampler)
             batch = launch(job_overrides, initial_job_idx=initial_job_idx)
             returns.extend(batch)
             return batch
