@@ -1571,6 +1571,7 @@ def test_an_optuna_study_whose_trials_fail_on_their_checkpoints_ends_as_a_basic_
     ]
     proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "Error executing job" not in proc.stderr  # (Hydra's second line for a failed job: a basic sweep has one)
     jobs = sorted((job for job in sweep.iterdir() if job.is_dir()), key=lambda job: int(job.name))
     assert [job.name for job in jobs] == (["0"] if stop else ["0", "1"])
     for job in jobs:
@@ -1597,6 +1598,7 @@ def test_an_optuna_grid_whose_last_point_fails_on_its_checkpoint_ends_as_a_basic
     args = ["-m", *resumable["tiny"], "trainer.max_epochs=2", "model.hidden_size=24", *grid]
     proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "Error executing job" not in proc.stderr  # (Hydra's second line for a failed job: a basic sweep has one)
     drawn = {job: yaml.safe_load((sweep / job / ".hydra/config.yaml").read_text())["ckpt_path"] for job in ("0", "1")}
     assert sorted(drawn.values()) == sorted([str(not_ours), str(plain)])
     for job, checkpoint in drawn.items():

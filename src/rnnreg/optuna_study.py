@@ -5,11 +5,13 @@ them and exits 1. The plugin itself ends such a study with a traceback, exit 1, 
 trial completed (Optuna has no best trial for optimization_results.yaml), and where more of a batch failed than
 hydra.sweeper.max_failure_rate allows (the plugin's default, 0.0, under hydra/sweeper=optuna: it raises the first
 failed trial's error); and Optuna's grid sampler, once the trial of its last point is told FAIL, ends it with a
-RuntimeError (grid_told_to_its_end). A trial that failed otherwise (a crash, a value that is no perplexity) keeps the
+RuntimeError (grid_told_to_its_end). Each such trial's error reaches the plugin without Hydra's second line for
+it (FailedOnItsLine). A trial that failed otherwise (a crash, a value that is no perplexity) keeps the
 plugin's traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -18,6 +20,23 @@ from hydra.core.utils import JobReturn, JobStatus
 from rnnreg.job_records import JobFailed
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # hydra/sweeper=optuna's class
+
+
+class FailedOnItsLine(JobReturn):
+    """A trial that failed with its one-line error (JobFailed), which it has said: its return_value raises it as
+    Hydra's does, for the plugin to tell Optuna FAIL, without Hydra's second line, `Error executing job with
+    overrides: [...]` (a basic sweep's failed job has one line)."""
+
+    @property
+    def return_value(self):
+        raise self._return_value
+
+
+def trial_return(ret: JobReturn) -> JobReturn:
+    """A launched trial's return as the plugin reads it: FailedOnItsLine where it failed with its one-line error."""
+    if ret.status is JobStatus.COMPLETED or not isinstance(ret._return_value, JobFailed):
+        return ret
+    return FailedOnItsLine(**{field.name: getattr(ret, field.name) for field in dataclasses.fields(ret)})
 
 
 def failed_on_their_lines(returns: Sequence[JobReturn]) -> bool:
@@ -67,7 +86,7 @@ def end_studies_as_sweeps_end() -> None:
             # (the grid sampler the plugin made of its config by now: the study's, to tell its trials)
             if isinstance(self.sampler, GridSampler) and "after_trial" not in vars(self.sampler):
                 grid_told_to_its_end(self.sampler)
-            batch = launch(job_overrides, initial_job_idx=initial_job_idx)
+            batch = [trial_return(ret) for ret in launch(job_overrides, initial_job_idx=initial_job_idx)]
             returns.extend(batch)
             return batch
 
