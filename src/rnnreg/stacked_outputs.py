@@ -1,7 +1,9 @@
 """A stacked member's outputs, written into its job's folder as a separate run writes them: train.log lines,
 config_tree.log, csv/metrics.csv and csv/hparams.yaml (as Lightning's CSVLogger), checkpoints/{best,last}.ckpt
 (ordinary single-run checkpoints), metrics.json, under logger=wandb its own W&B run and under logger=tensorboard
-its event files. Every file of ours is replaced atomically."""
+its event files. Every file of ours is replaced atomically. Here too the records a group writes into its members'
+folders, metrics.json and train.log's last lines, as it ends (record_results), stops (record_stop;
+stopped_while_built while it is built) or can write no more (output_failed)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 
 from rnnreg.config_tree import print_config_tree
+from rnnreg.console import counted
+from rnnreg.errors import OutputError, TrainingDiverged
 from rnnreg.instantiation import instantiate
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id
@@ -24,16 +28,21 @@ from rnnreg.recorded_commands import go_on_command
 from rnnreg.run_record import (
     CHECKPOINTS,
     STOPPED_BY,
+    Speeds,
     best_checkpoint_path,
+    completed_record,
     last_checkpoint_path,
     metrics_path,
     recorded_metrics,
+    resume_from,
     unfinished_record,
 )
 from rnnreg.task_config import task_arguments
+from rnnreg.timing import median_step_words_per_second
 
 if TYPE_CHECKING:
     from rnnreg.stacked_launcher import Job
+    from rnnreg.stacked_train import GroupTrainer
 
 
 @contextmanager
@@ -188,3 +197,101 @@ def stopped_while_built(folders: list[JobFolder], group: int, signum: int, built
         record = unfinished_record("interrupted", reason, epochs, resume)
         folder.write_metrics(record | {"stacked": stacked_record(group, len(folders), k, *built)})
     print(f"{reason}: the stacked group {group} stopped; go on with: {resume}", flush=True)
+
+
+def record_stop(group: GroupTrainer) -> None:
+    """Each member's csv, train.log and metrics.json say the signal stopped it (a single run's words), and
+    one console line says how to go on."""
+    reason = STOPPED_BY[group.stop.signal]
+    resume = group.go_on()
+    for k, (m, folder) in enumerate(zip(group.members, group.folders)):
+        folder.write_csv(m.rows)
+        folder.log(f"{reason}: stopped at epoch {group.epoch + 1}, window {group.window}")
+        running = m.status == "running"
+        record = unfinished_record(
+            "interrupted" if running else m.status, reason if running else m.error, m.epochs, resume
+        )
+        folder.write_metrics(record | {"stacked": group.stacked_record(k)})
+    print(f"{reason}: the stacked group {group.group} stopped; go on with: {resume}", flush=True)
+
+
+def output_failed(group: GroupTrainer, err: OutputError) -> None:
+    """A file could not be written (disk full, ...): every member still training is failed with the error,
+    where its folder can still take it; the files written before are intact."""
+    resume = "no resume file was written: run the sweep again"
+    if group.resume_file.exists():
+        resume = f"{group.go_on()} (from the group's last resume file)"
+    for k, (m, folder) in enumerate(zip(group.members, group.folders)):
+        if m.status not in ("running", "stopped"):
+            continue
+        try:
+            folder.log(f"stopped: {err}")
+            record = unfinished_record("failed", str(err), m.epochs, resume)
+            folder.write_metrics(record | {"stacked": group.stacked_record(k)})
+        except (OutputError, OSError):  # the folder takes nothing more (train.log's append is a plain write)
+            pass
+
+
+def warn_unvalidated(group: GroupTrainer) -> None:
+    """A run's warnings, in its words, in the folder of each member that ended without a validation."""
+    for m, folder, on_best in zip(group.members, group.folders, group.tests_on_best):
+        if m.status != "failed" and m.val_ppl is None:
+            folder.log(
+                f"no validation ran ({counted(m.epochs, 'epoch')} trained, trainer.check_val_every_n_epoch="
+                f"{group.val_every}): metrics.json has no val_ppl and no best_val_ppl",
+                "WARNING",
+            )
+            if on_best and group.cfg.get("test"):
+                folder.log("no validation ran, so there is no best checkpoint: testing the final weights", "WARNING")
+
+
+def record_results(group: GroupTrainer, tests: dict[str, list[float]]) -> list[tuple[str, object]]:
+    """Each member's metrics.json as the group ends (`tests`: every member's test perplexities by name, empty
+    without a test), and its test row; returns each member's ("completed", best val ppl) or ("failed", error)."""
+    results = []
+    for k, (m, folder) in enumerate(zip(group.members, group.folders)):
+        if m.status == "failed":
+            metrics = unfinished_record("failed", m.error, m.epochs, resume_from(folder.last_checkpoint()))
+            results.append(("failed", TrainingDiverged(m.error)))
+        else:
+            m.status = "completed"
+            metrics = completed_metrics(group, k, {name: values[k] for name, values in tests.items()})
+            validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
+            results.append(("completed", m.best_val if validated else None))  # as a run's main() hands on
+            if tests:
+                group.record(
+                    k,
+                    {
+                        "epoch": m.epochs,
+                        "step": m.epochs * group.n_train,  # its own steps (early stopping: fewer than the group's)
+                        "test/ppl": tests["test_ppl"][k],
+                        "test/ppl_batched": tests["test_ppl_batched"][k],
+                    },
+                )
+                folder.write_csv(m.rows)
+        metrics["stacked"] = group.stacked_record(k)
+        folder.write_metrics(metrics)
+        folder.log(f"metrics: {metrics}")
+    return results
+
+
+def completed_metrics(group: GroupTrainer, k: int, tests: dict[str, float]) -> dict:
+    """Member k's metrics.json as its job's run writes it, `tests` its test perplexities."""
+    m = group.members[k]
+    validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
+    speeds = Speeds(
+        m.words / m.train_seconds if m.train_seconds else 0.0,  # of the group's time while it trained
+        # the last epoch's (none on CUDA)
+        median_step_words_per_second(group.words_per_window, group.window_seconds, group.device.type == "cuda"),
+        group.last_epoch_words_per_second,
+    )
+    return completed_record(
+        (m.val_ppl, group.last_validation(m.epochs)) if validated else None,
+        tests,
+        m.best_val if validated else None,
+        m.epochs,
+        m.fit_seconds,
+        speeds,
+        group.model.parameters_per_member,
+        group.jobs[k].cfg.experiment_name,
+    )

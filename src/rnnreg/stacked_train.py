@@ -22,26 +22,26 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from rnnreg.checkpoints import tests_best
-from rnnreg.console import counted, device_name
-from rnnreg.errors import ConfigError, OutputError, TrainingDiverged
+from rnnreg.console import device_name
+from rnnreg.errors import ConfigError, OutputError
 from rnnreg.instantiation import instantiate
 from rnnreg.io import FileWriter, save_atomically
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.optim import paper_lr_factor
 from rnnreg.recorded_commands import go_on_command
 from rnnreg.resumed_run import checked_run_id
-from rnnreg.run_record import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    STOPPED_BY,
-    Speeds,
-    completed_record,
-    resume_from,
-    unfinished_record,
-)
+from rnnreg.run_record import BEST_CHECKPOINT, LAST_CHECKPOINT, STOPPED_BY
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
-from rnnreg.stacked_outputs import JobFolder, stacked_record, stopped_while_built
+from rnnreg.stacked_outputs import (
+    JobFolder,
+    output_failed,
+    record_results,
+    record_stop,
+    stacked_record,
+    stopped_while_built,
+    warn_unvalidated,
+)
 from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_resume import (
     Member,
@@ -54,7 +54,7 @@ from rnnreg.stacked_resume import (
 from rnnreg.stacked_settings import on_a_cpu, padded_size, running_program, under_bf16_autocast
 from rnnreg.stacked_step import group_step
 from rnnreg.stacked_stop import Stopped, StoppedBuilding, StopRequest
-from rnnreg.timing import device_clock, estimated_test_seconds, median_step_words_per_second
+from rnnreg.timing import device_clock, estimated_test_seconds
 from rnnreg.training_signals import divergence_message
 
 if TYPE_CHECKING:
@@ -486,10 +486,10 @@ class GroupTrainer:
                 results = self.fit_and_test()
             except KeyboardInterrupt:  # a second Ctrl-C: abort at once, the members' folders saying so
                 self.stop.signal = signal.SIGINT
-                self.record_stop()
+                record_stop(self)
                 raise SystemExit(128 + signal.SIGINT) from None
             except OutputError as err:
-                self.output_failed(err)
+                output_failed(self, err)
                 raise
             finally:
                 self.writer.close()  # whatever happened: the files handed over are written before we go
@@ -527,42 +527,11 @@ class GroupTrainer:
             # has trained: no checkpoint), from which it goes on as this group, in its W&B runs
             self.save_resume(self.host_copies())
         self.writer.wait()  # every file written before the members' metrics.json say interrupted
-        self.record_stop()
-
-    def record_stop(self) -> None:
-        """Each member's csv, train.log and metrics.json say the signal stopped it (a single run's words), and
-        one console line says how to go on."""
-        reason = STOPPED_BY[self.stop.signal]
-        resume = self.go_on()
-        for k, (m, folder) in enumerate(zip(self.members, self.folders)):
-            folder.write_csv(m.rows)
-            folder.log(f"{reason}: stopped at epoch {self.epoch + 1}, window {self.window}")
-            running = m.status == "running"
-            record = unfinished_record(
-                "interrupted" if running else m.status, reason if running else m.error, m.epochs, resume
-            )
-            folder.write_metrics(record | {"stacked": self.stacked_record(k)})
-        print(f"{reason}: the stacked group {self.group} stopped; go on with: {resume}", flush=True)
+        record_stop(self)
 
     def go_on(self) -> str:
         """The command that goes on with this sweep (its folder: the jobs' folders' parent)."""
         return go_on_command(self.folders[0].path.parent)
-
-    def output_failed(self, err: OutputError) -> None:
-        """A file could not be written (disk full, ...): every member still training is failed with the error,
-        where its folder can still take it; the files written before are intact."""
-        resume = "no resume file was written: run the sweep again"
-        if self.resume_file.exists():
-            resume = f"{self.go_on()} (from the group's last resume file)"
-        for k, (m, folder) in enumerate(zip(self.members, self.folders)):
-            if m.status not in ("running", "stopped"):
-                continue
-            try:
-                folder.log(f"stopped: {err}")
-                record = unfinished_record("failed", str(err), m.epochs, resume)
-                folder.write_metrics(record | {"stacked": self.stacked_record(k)})
-            except (OutputError, OSError):  # the folder takes nothing more (train.log's append is a plain write)
-                pass
 
     def test_params(self) -> list[torch.Tensor] | None:
         """The weights each member is tested on: its best validation weights where its job's test_ckpt
@@ -580,7 +549,7 @@ class GroupTrainer:
     def finish(self) -> list[tuple[str, object]]:
         """Test both protocols (all members at once, each on its final or best weights), write metrics.json."""
         self.stop.stage = "test"
-        self.warn_unvalidated()
+        warn_unvalidated(self)
         tests = {}
         if self.cfg.get("test"):
             start, statuses = time.perf_counter(), [m.status for m in self.members]
@@ -588,45 +557,7 @@ class GroupTrainer:
             tests = self.test()
             self.progress.test_done(time.perf_counter() - start, tests["test_ppl"], statuses)
         self.writer.wait()  # the checkpoints metrics.json and a W&B run's artifact point to
-        results = []
-        for k, (m, folder) in enumerate(zip(self.members, self.folders)):
-            if m.status == "failed":
-                metrics = unfinished_record("failed", m.error, m.epochs, resume_from(folder.last_checkpoint()))
-                results.append(("failed", TrainingDiverged(m.error)))
-            else:
-                m.status = "completed"
-                metrics = self.completed_metrics(k, {name: values[k] for name, values in tests.items()})
-                validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
-                results.append(("completed", m.best_val if validated else None))  # as a run's main() hands on
-                if tests:
-                    self.record(
-                        k,
-                        {
-                            "epoch": m.epochs,
-                            "step": m.epochs * self.n_train,  # its own steps (early stopping: fewer than the group's)
-                            "test/ppl": tests["test_ppl"][k],
-                            "test/ppl_batched": tests["test_ppl_batched"][k],
-                        },
-                    )
-                    folder.write_csv(m.rows)
-            metrics["stacked"] = self.stacked_record(k)
-            folder.write_metrics(metrics)
-            folder.log(f"metrics: {metrics}")
-        return results
-
-    def warn_unvalidated(self) -> None:
-        """A run's warnings, in its words, in the folder of each member that ended without a validation."""
-        for m, folder, on_best in zip(self.members, self.folders, self.tests_on_best):
-            if m.status != "failed" and m.val_ppl is None:
-                folder.log(
-                    f"no validation ran ({counted(m.epochs, 'epoch')} trained, trainer.check_val_every_n_epoch="
-                    f"{self.val_every}): metrics.json has no val_ppl and no best_val_ppl",
-                    "WARNING",
-                )
-                if on_best and self.cfg.get("test"):
-                    folder.log(
-                        "no validation ran, so there is no best checkpoint: testing the final weights", "WARNING"
-                    )
+        return record_results(self, tests)
 
     def test(self) -> dict[str, list[float]]:
         """Every member's test perplexity in both protocols (test_ppl: the paper's; test_ppl_batched); Stopped at a
@@ -642,27 +573,6 @@ class GroupTrainer:
             if self.stop.signal is not None:  # a program that evaluates member by member may have read all first
                 raise Stopped()
         return tests
-
-    def completed_metrics(self, k: int, tests: dict[str, float]) -> dict:
-        """Member k's metrics.json as its job's run writes it, `tests` its test perplexities."""
-        m = self.members[k]
-        validated = m.val_ppl is not None  # none: trainer.check_val_every_n_epoch over its epochs
-        speeds = Speeds(
-            m.words / m.train_seconds if m.train_seconds else 0.0,  # of the group's time while it trained
-            # the last epoch's (none on CUDA)
-            median_step_words_per_second(self.words_per_window, self.window_seconds, self.device.type == "cuda"),
-            self.last_epoch_words_per_second,
-        )
-        return completed_record(
-            (m.val_ppl, self.last_validation(m.epochs)) if validated else None,
-            tests,
-            m.best_val if validated else None,
-            m.epochs,
-            m.fit_seconds,
-            speeds,
-            self.model.parameters_per_member,
-            self.jobs[k].cfg.experiment_name,
-        )
 
 
 def train_group(
