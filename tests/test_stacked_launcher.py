@@ -43,7 +43,7 @@ from helpers import (
 from rnnreg import stacked_outputs, stacked_resume, stacked_settings, stacked_stop, stacked_train
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
-from rnnreg.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError, TrainingDiverged
 from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16, net_kwargs
@@ -752,6 +752,24 @@ def test_a_member_that_diverges_after_an_epoch_says_to_go_on_from_its_last_good_
     assert failed["status"] == "failed" and "at epoch 2" in failed["error"] and failed["epochs"] == 1
     assert failed["resume"] == f"rnnreg-train ... ckpt_path={last}"
     assert load_checkpoint(last)["epoch"] == 0
+
+
+def test_a_checkpoint_that_cannot_be_written_fails_every_training_member_with_its_error(tmp_path, tiny_corpus):
+    """Member 0's checkpoints/ is a file (a real write that fails, as a full or read-only disk's): the group
+    raises the OutputError, and each member still training says in its metrics.json and train.log that it failed
+    with it, with how the sweep goes on (stacked_outputs.output_failed)."""
+    budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=1", "test=false")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
+    (tmp_path / "0" / "checkpoints").write_text("not a folder")
+    with pytest.raises(OutputError, match=r"^could not write best\.ckpt in ") as failed:
+        stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=False)
+    for k in (0, 1):
+        record = metrics(tmp_path / str(k))
+        assert record["status"] == "failed" and record["error"] == str(failed.value), k
+        # (on a CPU the files are written in line: the epoch's checkpoint fails before its resume file is handed over)
+        assert record["resume"] == "no resume file was written: run the sweep again", record
+        assert record["stacked"]["member"] == k and record["stacked"]["members"] == 2
+        assert (tmp_path / str(k) / "train.log").read_text().splitlines()[-1].endswith(f"stopped: {failed.value}")
 
 
 def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monkeypatch):
