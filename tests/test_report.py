@@ -178,6 +178,8 @@ def test_a_placement_has_one_colour_in_every_figure_and_report(tmp_path):
                 seen.setdefault(e["placement"], set()).add(found[e["label"]])
     assert {p: c.pop() for p, c in seen.items() if len(c) == 1} == {p: PLACEMENT_COLOURS[p].lower() for p in seen}
     assert len(set(PLACEMENT_COLOURS.values())) == len(PLACEMENT_COLOURS)  # no two placements alike
+    # in PLACEMENT_COLOURS' order, whatever order the jobs ran in (variational's job came first)
+    assert [e["placement"] for e in configurations(second)] == ["none", "variational", "variational"]
     # configurations of one placement that differ in the rate: the same colour, another marker and line
     variational = [e for e in configurations(second) if e["placement"] == "variational"]
     assert [e["label"] for e in variational] == ["variational, p=0.3", "variational, p=0.5"]
@@ -194,6 +196,9 @@ def test_test_axis_spans_the_data_not_zero(tmp_path):
     # horizontal labels, one per configuration, placement first
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == list(ABLATION) and all(t.get_rotation() == 0 for t in ax.get_yticklabels())
+    # the first configuration on top, the rest below it in order (as the legend and the table list them)
+    heights = [ax.transData.transform((lo, y))[1] for y in ax.get_yticks()]
+    assert heights == sorted(heights, reverse=True)
 
 
 def test_interval_names_its_statistic_and_seeds(tmp_path):
@@ -256,6 +261,16 @@ def test_paper_lines_only_beside_the_paper_recipe_in_full(tmp_path):
     )
     assert paper_lines(figure_test_ppl(short, PAPER)) == paper_lines(figure_test_ppl(limited, PAPER)) == []
     assert paper_size_of(full[0], PAPER) == "medium" and paper_size_of(toy[0], PAPER) is None
+    # a limit of the fraction 1.0 leaves every batch in; the count 1 is one batch
+    for limit, size in ((1.0, "medium"), (1, None)):
+        for key in ("limit_train_batches", "limit_val_batches"):
+            (row,) = collect(
+                ablation(tmp_path / f"{key}{limit!r}", {"none": (100.0,)}, "paper_medium", FULL_MEDIUM | {key: limit})
+            )
+            assert paper_size_of(row, PAPER) == size, (key, limit)
+    # model=medium over experiment=paper_small is no recipe of the paper's (small's dropout, medium's size)
+    (mixed,) = collect(ablation(tmp_path / "mixed", {"none": (100.0,)}, "paper_small", FULL_MEDIUM))
+    assert mixed["model"] == "medium" and paper_size_of(mixed, PAPER) is None
     assert paper_size_of(full[0], None) is None
 
 
@@ -290,6 +305,12 @@ def test_a_configurations_validation_curve_is_its_seeds_mean_within_their_range(
     for epoch in epochs:
         low, high = min(c[epoch] for c in curves), max(c[epoch] for c in curves)
         assert low < high and sorted({y for x, y in edges if x == epoch}) == pytest.approx([low, high]), epoch
+    # two seeds have their band too; one seed is its line alone
+    for seeds, bands in ((2, 1), (1, 0)):
+        ax = figure_val_ppl(
+            collect(ablation(tmp_path / f"seeds{seeds}", {"none": ABLATION["none"][:seeds]})), PAPER
+        ).axes[0]
+        assert len(ax.collections) == bands, seeds
 
 
 def test_validation_axis_has_readable_ticks(tmp_path):
@@ -312,6 +333,8 @@ def test_validation_axis_labels_the_bottom_where_the_curves_end(lo, hi):
     15 % (the small recipe's 103.5-203 once had none below 120)."""
     ticks = log_ticks(lo, hi)
     assert len(ticks) >= 4 and all(lo <= t <= hi for t in ticks)
+    # spread on the log scale: no two labels closer than a tenth of the axis (80-1200 has 18 round values)
+    assert all(math.log(b / a) >= math.log(hi / lo) / 10 for a, b in zip(ticks, ticks[1:])), ticks
     assert math.log(ticks[0] / lo) <= 0.15 * math.log(hi / lo)
 
 
