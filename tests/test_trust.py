@@ -1037,6 +1037,15 @@ def test_a_sweep_folder_that_differs_between_jobs_is_one_line_before_anything_is
         "changes, and tell the jobs apart in hydra.sweep.subdir (each job's folder inside it)"
     ]
     assert not (tmp_path / "sweep").exists()
+    # one job whose folder is the sweep's own (the default seed's) leaves the other's differing all the same
+    args[-1] = "seed=1234,2"
+    short = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]  # (were it run)
+    status, stderr = finish(popen("rnnreg-train", *args, *short, f"hydra.sweep.dir={tmp_path}/sweep/${{seed}}"))
+    assert status == 2 and stderr[0].startswith(
+        f"error: hydra.sweep.dir={tmp_path}/sweep/${{seed}} differs between the multirun's jobs (job 1 (seed=2) would "
+        f"go to {tmp_path}/sweep/2, the sweep's record to {tmp_path}/sweep/1234): "
+    )
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_a_sweep_folder_named_by_the_time_to_the_microsecond_is_one_folder(tiny_corpus, tmp_path):
