@@ -1494,6 +1494,11 @@ def test_a_grid_of_a_range_optuna_counts_otherwise_is_one_line_before_any_runs(t
     check_grid_search_space(study("dropout.p=range(0.1,0.5,step=0.1)", "optim.decay=range(1.2,1.6,step=0.2)"))
     ints = ("dropout.p=choice(0.3,0.5)", "model.num_layers=range(1,3)")
     check_grid_search_space(study(*ints, "seed=range(1,9,step=4)"))
+    # the grid's points as the range's are written (0.30000000000000004 is the plugin's 0.1 + 0.2)
+    with pytest.raises(ConfigError, match=r"dropout.p=range\(0.1,0.7,step=0.2\) at 0.1, 0.3, not at 0.1, 0.3, 0.5 "):
+        check_grid_search_space(study("dropout.p=range(0.1,0.7,step=0.2)"))
+    # a shuffled range is a choice of its points to the plugin: all of them, in another order
+    check_grid_search_space(study(*ints, "seed=shuffle(range(1,10,step=4))"))
     # of ints too, where the span is no multiple of the step: the plugin's grid ends a step early
     ended_early = r"^hydra/sweeper/sampler=grid would run seed=range\(1,10,step=4\) at 1, 5, not at 1, 5, 9 \(.*\): "
     with pytest.raises(
