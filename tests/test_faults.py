@@ -400,6 +400,8 @@ def test_a_value_a_config_target_refuses_is_its_own_one_line_error_not_hydras(ti
             "callbacks.model_checkpoint.monitor=train/loss",
             r"^callbacks.model_checkpoint.monitor=train/loss: .*val/ppl$",
         ),
+        # without a monitor, ModelCheckpoint keeps the latest weights, not the best
+        ("~callbacks.model_checkpoint.monitor", r"^callbacks.model_checkpoint.monitor=None: .*val/ppl$"),
         ("callbacks.model_checkpoint.mode=max", r"^callbacks.model_checkpoint.mode=max: .*: leave mode at min$"),
         # saved on other beats than every validation: best.ckpt would miss a best epoch, or not be its weights
         (
@@ -410,6 +412,7 @@ def test_a_value_a_config_target_refuses_is_its_own_one_line_error_not_hydras(ti
         ("+callbacks.model_checkpoint.train_time_interval=1", r"^callbacks.model_checkpoint.train_time_interval=1: "),
         # its processes hand their results back in Lightning's .temp.ckpt, which is not rnnreg's
         ("+trainer.strategy=ddp_spawn", r"^trainer.strategy=ddp_spawn starts its processes .* trainer=ddp"),
+        ("+trainer.strategy=ddp_fork", r"^trainer.strategy=ddp_fork starts its processes .* trainer=ddp"),
     ],
 )
 def test_bad_config_values_stop_before_training(tiny_cfg, tmp_path, override, message):

@@ -261,6 +261,10 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
             ["experiment=smoke", "dropout.input=${dropout.p}"],
             r"^dropout=none drops nothing: its sites \(dropout.input\) use dropout.p, which is 0 here",
         ),
+        (  # spaces inside the interpolation, which OmegaConf reads as the same
+            ["experiment=smoke", "dropout.input=${ dropout.p }"],
+            r"^dropout=none drops nothing: its sites \(dropout.input\) use dropout.p, which is 0 here",
+        ),
         (["-m", "seed=1,-1"], r"^seed=-1 must be an integer in \[0, 4294967295\] \(sweep job seed=-1\)$"),
         # Hydra's own fix or options, on the lines after its first, kept in the one line
         (
@@ -473,6 +477,12 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
 def test_cross_key_rules_and_sweeps(args, message):
     with pytest.raises(ConfigError, match=message):
         validate_args("train", args)
+
+
+def test_a_placement_given_p_zero_that_drops_at_a_site_of_its_own_rate_validates():
+    """dropout.p=0 where a site has a rate of its own (dropout.output=0.3) drops something: not refused as a
+    placement that drops nothing."""
+    validate_args("train", ["dropout=non_recurrent", "dropout.p=0", "dropout.output=0.3"])
 
 
 NO_SEARCH_SPACE = "this command's sweeper (basic) has no search space to add to (hydra.sweeper.params is null)"
@@ -769,6 +779,11 @@ def test_a_value_where_a_mapping_goes_names_its_keys(override, message):
         validate_args("report", ["path=.", override])
     with pytest.raises(ConfigError, match=r"^data.files=4 must be a mapping of train, valid, test: set its keys one"):
         validate_args("train", ["data.files=4"])
+    with pytest.raises(ConfigError, match=r"^data.files=null must be a mapping of train, valid, test: set its keys"):
+        validate_args("train", ["data.files=null"])  # (null only where the schema takes it)
+    # an entry of callbacks is a class to instantiate: a mapping without _target_ is none
+    with pytest.raises(ConfigError, match=r"^callbacks.mine=\{'x': 1\} must be null or a mapping with _target_ \(the"):
+        validate_args("train", ["+callbacks.mine={x:1}"])
 
 
 @pytest.mark.skipif(CUDA, reason="a GPU is present")
@@ -1057,11 +1072,20 @@ def test_bf16_on_a_cpu_without_a_bf16_lstm_is_refused_wherever_lightning_would_p
     assert validate_args("train", [*args, "trainer.accelerator=auto"]) == 1
 
 
-def test_a_precision_given_as_a_number_is_the_precision_of_its_text(tmp_path):
+def test_a_precision_given_as_a_number_is_the_precision_of_its_text(tmp_path, monkeypatch):
     """trainer.precision=16 or 32 (a number on the command line, which Lightning takes as '16' and '32'): 16 on a CPU
-    is refused as 16-mixed is, and a stacked sweep takes 32 as it takes 32-true."""
+    is refused as 16-mixed is (on trainer.accelerator=auto too, where the machine has no GPU), and a stacked sweep
+    takes 32 as it takes 32-true."""
     with pytest.raises(ConfigError, match=r"^trainer.precision=16 needs a GPU \(fp16 on CPU is not supported\)"):
         validate_args("train", ["trainer.accelerator=cpu", "trainer.precision=16"])
+    # trainer.accelerator=auto is the CPU on a machine without a GPU (their count stood in for), a GPU on one with
+    for gpus in (0, 1):
+        monkeypatch.setattr(trainer_rules, "cuda_gpus", lambda gpus=gpus: gpus)
+        if gpus:
+            validate_args("train", ["trainer.precision=16"])
+            continue
+        with pytest.raises(ConfigError, match=r"^trainer.precision=16 needs a GPU \(fp16 on CPU is not supported\)"):
+            validate_args("train", ["trainer.precision=16"])
     stacked = ["-m", "hydra/launcher=stacked", "seed=1,2", "trainer.accelerator=cpu", "trainer.precision=32"]
     assert validate_args("train", [*stacked, f"hydra.sweep.dir={tmp_path / 'sweep'}"]) == 2
 
@@ -1121,16 +1145,19 @@ def test_trainer_processes_are_the_processes_lightnings_trainer_starts(trainer, 
             "trainer.devices=[2] names GPU 2 but this machine has 2 GPU(s), 0 to 1: name GPUs among them, or set "
             "trainer.devices=auto",
         ),
+        # a count of GPUs: as many as there are, not one more
+        (2, None),
+        (3, "trainer.devices=3 but this machine has 2 GPU(s): set trainer.devices to at most 2"),
     ],
 )
 def test_gpu_indices_this_machine_lacks_are_one_line(tmp_path, monkeypatch, devices, refusal):
-    """On a machine with 2 GPUs (their count stood in for): an index past them is refused naming it, not by
-    Lightning's traceback from inside Hydra's instantiate."""
+    """On a machine with 2 GPUs (their count stood in for): an index past them, or a count over them, is refused
+    naming it, not by Lightning's traceback from inside Hydra's instantiate."""
     from helpers import compose_config
     from rnnreg.validation import validate
 
     monkeypatch.setattr(trainer_rules, "cuda_gpus", lambda: 2)
-    given = "[" + ",".join(str(d) for d in devices) + "]"
+    given = str(devices) if isinstance(devices, int) else "[" + ",".join(str(d) for d in devices) + "]"
     cfg = compose_config(["trainer=ddp", "trainer.accelerator=gpu", f"trainer.devices={given}"], tmp_path)
     if refusal is None:
         validate(cfg, "train")
