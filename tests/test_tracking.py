@@ -1220,18 +1220,13 @@ def test_two_jobs_at_once_on_one_machine_share_its_cores(launcher, why, tiny_cli
     assert job_threads(sweep) == {"0": (half, said), "1": (half, said)}
 
 
-@pytest.mark.parametrize(
-    ("launcher", "why"),
-    [
-        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "cores // hydra.launcher.n_jobs"),
-        (["hydra/launcher=submitit_local"], "cores // the jobs it starts at once"),
-    ],
-    ids=["joblib", "submitit_local"],
-)
-def test_an_omp_num_threads_the_user_set_is_what_each_job_takes(launcher, why, tiny_cli, tmp_path, monkeypatch):
+def test_an_omp_num_threads_the_user_set_is_what_each_joblib_job_takes(tiny_cli, tmp_path, monkeypatch):
     """OMP_NUM_THREADS given where rnnreg-train starts is each job's: here every core, where two jobs at once would
     take half of them each (torch takes no more than the cores from it). Under joblib it was lost: loky set
-    MKL_NUM_THREADS to cores // n_jobs in each worker, and torch takes MKL_NUM_THREADS over OMP_NUM_THREADS."""
+    MKL_NUM_THREADS to cores // n_jobs in each worker, and torch takes MKL_NUM_THREADS over OMP_NUM_THREADS.
+    (submitit_local's jobs take this process's environment as it is: test_submitit_local_keeps_the_users_threads.)"""
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    why = "cores // hydra.launcher.n_jobs"
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     cores = len(os.sched_getaffinity(0))
     sweep = tmp_path / "sweep"
@@ -1276,6 +1271,35 @@ def test_submitit_local_counts_the_processes_it_starts_at_once(overrides, at_onc
         for launcher in ("joblib", "basic"):
             other = loader.load_configuration("train", [f"hydra/launcher={launcher}", "seed=1,2"], RunMode.MULTIRUN)
             assert jobs_at_once(other) is None
+
+
+@pytest.mark.parametrize("given", ["OMP_NUM_THREADS", "MKL_NUM_THREADS"])
+def test_submitit_local_keeps_the_users_threads(given, monkeypatch):
+    """A thread count the user gave (either variable torch reads) is left as it is for submitit_local's jobs, which
+    take the multirun's environment: nothing set, nothing to take back (cpu_threads.share_cores). Without it, the
+    multirun sets OMP_NUM_THREADS for them."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from rnnreg import CONF_DIR
+    from rnnreg.cpu_threads import share_cores
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        multirun = loader.load_configuration("train", ["hydra/launcher=submitit_local", "seed=1,2"], RunMode.MULTIRUN)
+        monkeypatch.setenv(given, "7")
+        assert share_cores(multirun) == [] and os.environ.get(given) == "7"
+        assert {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} == {
+            "OMP_NUM_THREADS": "7" if given == "OMP_NUM_THREADS" else None,
+            "MKL_NUM_THREADS": "7" if given == "MKL_NUM_THREADS" else None,
+        }
+        monkeypatch.delenv(given)
+        assert share_cores(multirun) == ["OMP_NUM_THREADS"]
+        assert os.environ["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+        monkeypatch.delenv("OMP_NUM_THREADS")
 
 
 def test_a_runs_threads_line_names_the_variable_torch_took(monkeypatch):
