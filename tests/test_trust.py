@@ -1106,6 +1106,28 @@ def test_a_search_over_experiments_puts_its_trials_in_one_folder_named_after_the
     assert {"0", "1", "optimization_results.yaml"} <= {p.name for p in sweep.iterdir()}
 
 
+def test_a_given_sweep_folder_that_differs_between_a_searchs_trials_is_one_line_before_anything_is_made(
+    tiny_corpus, tmp_path
+):
+    """Optuna's search over experiments with a hydra.sweep.dir given that reads ${experiment_name}: the trials of
+    another experiment than the sweep's own went to a folder of their own (multirun/smoke/3 beside the record in
+    multirun/paper_medium), as Hydra's basic sweeper's jobs would, which are refused. One line, nothing made; a
+    folder no searched key changes is left as given."""
+    args = ["-m", "hparams_search=optuna", "experiment=choice(paper_medium,smoke)", *TINY]
+    args += [f"data.data_dir={tiny_corpus}", "test=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    args += ["trainer.limit_val_batches=2", "hydra.sweeper.n_trials=2"]
+    status, stderr = finish(popen("rnnreg-train", *args, f"hydra.sweep.dir={tmp_path}/sweep/${{experiment_name}}"))
+    assert status == 2 and stderr == [
+        f"error: hydra.sweep.dir={tmp_path}/sweep/${{experiment_name}} differs between the search's trials (a trial "
+        f"of experiment=smoke would go to {tmp_path}/sweep/smoke, the sweep's record to {tmp_path}/sweep/paper_medium)"
+        ": give a folder that no searched key changes, and tell the trials apart in hydra.sweep.subdir (each trial's "
+        "folder inside it)"
+    ]
+    assert not (tmp_path / "sweep").exists()
+    status, _ = finish(popen("rnnreg-train", *args, f"hydra.sweep.dir={tmp_path}/fixed"), error=False)
+    assert status == 0 and {"0", "1", "optimization_results.yaml"} <= {p.name for p in (tmp_path / "fixed").iterdir()}
+
+
 @pytest.mark.parametrize("sweeper", ["basic", "optuna"])
 def test_a_sweep_record_that_cannot_be_written_is_one_line_before_any_job(tiny_corpus, tmp_path, sweeper):
     """The sweep's own records (sweep.yaml, the keys it varies; multirun.yaml for Optuna, whose sweeper writes

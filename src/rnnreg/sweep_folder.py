@@ -26,6 +26,7 @@ from rnnreg.override_text import quoted_for_hydra
 # conf/hydra/default.yaml, its one owner: a sweep's folder named after its experiment
 DEFAULT_SWEEP_DIR = str(yaml.safe_load(Path(CONF_DIR, "hydra", "default.yaml").read_text())["sweep"]["dir"])
 EXPERIMENT_NAME = "${experiment_name}"
+ALL_EXPERIMENTS = "experiments"  # the name of a search over experiments that it does not list
 LONGEST_NAME = 80  # a folder named after more experiments than this holds says how many instead
 # the folder of the sweep that rank zero runs, for the DDP processes that Lightning starts with its command line
 RANK_ZERO_SWEEP = "RNNREG_RANK_ZERO_SWEEP"
@@ -43,9 +44,11 @@ def pin_sweep_folder(config: DictConfig) -> None:
     except OmegaConfBaseException as err:  # (a job that does not compose: the pre-check said so for the command line)
         raise ConfigError(first_line(err)) from None
     if jobs is None:  # another sweeper's jobs come one by one: what it searches is known before
-        names = searched_experiments(config)
+        key, names = searched_experiments(config)
         if names and template == DEFAULT_SWEEP_DIR:
             pin(config, template, names)
+        elif names != [ALL_EXPERIMENTS]:  # (a space that lists no experiment: no trial's folder to know before)
+            check_trials_share_the_folder(config, template, sweep_dir, key, names)
         return
     folders = [job_sweep_dir(job_config) for _, job_config in jobs]
     if all(folder == sweep_dir for folder in folders):
@@ -84,6 +87,38 @@ def follow_rank_zero(config: DictConfig) -> None:
     JobsComposedOnce.forget()
 
 
+def check_trials_share_the_folder(
+    config: DictConfig, template: str, sweep_dir: str, key: str, names: list[str]
+) -> None:
+    """A hydra.sweep.dir given to a search over experiments is each trial's too: a ConfigError where one experiment's
+    trials would resolve it to another folder than the sweep's (its record, the study's results), as for Hydra's
+    basic sweeper."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    loader, fixed = GlobalHydra.instance().config_loader(), fixed_task_overrides(config)
+    for name in names:
+        try:  # (a trial's overrides: the command line's fixed values and the ones it searches, here the experiment)
+            job_config = loader.load_sweep_config(config, [*fixed, f"{key}={quoted_for_hydra(name)}"])
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(first_line(err)) from None
+        folder = job_sweep_dir(job_config)
+        if folder != sweep_dir:
+            raise ConfigError(
+                f"hydra.sweep.dir={template} differs between the search's trials (a trial of {key}={name} would go to "
+                f"{folder}, the sweep's record to {sweep_dir}): give a folder that no searched key changes, and tell "
+                "the trials apart in hydra.sweep.subdir (each trial's folder inside it)"
+            )
+
+
+def fixed_task_overrides(config: DictConfig) -> list[str]:
+    """The command line's overrides that every trial of a search takes as given (Optuna's plugin adds them)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(task_overrides(config.hydra))
+    return [override.input_line for override in parsed if not override.is_sweep_override()]
+
+
 def pin(config: DictConfig, template: str, names: list[str]) -> None:
     """Name the sweep's folder after `names` (its experiments) and give it to every job: as an override of Hydra's
     config, which each job's composition starts from (Hydra's load_sweep_config)."""
@@ -109,9 +144,9 @@ def job_sweep_dir(job_config: DictConfig) -> str:
         return resolved_sweep_dir(job_config)
 
 
-def searched_experiments(config: DictConfig) -> list[str]:
-    """The experiments a search sweeper's space holds (experiment or experiment_name, on the command line or in
-    hydra.sweeper.params): its choices where listed, else a name for all of them; none where a fixed value is
+def searched_experiments(config: DictConfig) -> tuple[str, list[str]]:
+    """The key and the experiments a search sweeper's space holds (experiment or experiment_name, on the command
+    line or in hydra.sweeper.params): its choices where listed, else ALL_EXPERIMENTS; none where a fixed value is
     given too (Optuna's plugin takes a key given a fixed value out of its search: every trial's is that one). A
     name given (experiment_name) is what names the trials, whatever experiment they compose."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -121,12 +156,12 @@ def searched_experiments(config: DictConfig) -> list[str]:
     try:
         parsed = OverridesParser.create().parse_overrides(lines)
     except Exception:  # (the sweeper says what is wrong with its own space)
-        return []
+        return "", []
     for key in ("experiment_name", "experiment"):
         given = [override for override in parsed if override.key_or_group == key]
         if any(not override.is_sweep_override() for override in given):
-            return []
+            return key, []
         if given:  # (the command line's, after the space's: the plugin's search takes the last)
             searched = given[-1]
-            return list(searched.sweep_string_iterator()) if searched.is_discrete_sweep() else ["experiments"]
-    return []
+            return key, list(searched.sweep_string_iterator()) if searched.is_discrete_sweep() else [ALL_EXPERIMENTS]
+    return "", []
