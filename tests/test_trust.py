@@ -1128,6 +1128,44 @@ def test_a_given_sweep_folder_that_differs_between_a_searchs_trials_is_one_line_
     assert status == 0 and {"0", "1", "optimization_results.yaml"} <= {p.name for p in (tmp_path / "fixed").iterdir()}
 
 
+LONG_NAMES = ("an_experiment_named_at_length_to_say_what_it_is", "another_named_at_length_to_say_what_it_is")
+OPTUNA = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "dropout=non_recurrent"]
+
+
+@pytest.mark.parametrize(
+    ("swept", "name"),
+    [
+        (["experiment_name=a,b", "seed=1,2"], "a+b"),  # each experiment once, however many jobs it has
+        ([f"experiment_name={','.join(LONG_NAMES)}"], "2_experiments"),  # past LONGEST_NAME: how many
+        # the command line's search after the space's: Optuna's plugin searches the last
+        (
+            [
+                *OPTUNA,
+                "+hydra.sweeper.params.experiment='choice(paper_medium,paper_large)'",
+                "experiment=choice(paper_small,smoke)",
+            ],
+            "paper_small+smoke",
+        ),
+        ([*OPTUNA, "experiment=choice(paper_small,smoke)", "experiment_name=choice(a,b)"], "a+b"),  # the name given
+        ([*OPTUNA, "experiment_name=interval(1,2)"], "experiments"),  # a search that lists none
+    ],
+)
+def test_a_sweep_over_experiments_names_its_folder_after_them_before_anything_runs(tiny_corpus, tmp_path, swept, name):
+    """The folder a sweep over experiments goes to, seen where it stops before any job (a file where the folder
+    goes): named after each swept or searched experiment once, or after how many where their names are long, or
+    after none that a search lists."""
+    blocker = tmp_path / "train" / "multirun" / name
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("")
+    args = ["-m", *swept, *TINY, f"data.data_dir={tiny_corpus}", "test=false", "trainer.max_epochs=1"]
+    args += ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]  # (were it run)
+    status, stderr = finish(popen("rnnreg-train", *args, f"paths.output_root={tmp_path}"))
+    assert status == 2 and len(stderr) == 1, stderr
+    assert stderr[0].startswith(f"error: could not lock {blocker}/") and stderr[0].endswith(
+        ": Not a directory: give hydra.sweep.dir a folder you can write in"
+    ), stderr[0]
+
+
 @pytest.mark.parametrize("sweeper", ["basic", "optuna"])
 def test_a_sweep_record_that_cannot_be_written_is_one_line_before_any_job(tiny_corpus, tmp_path, sweeper):
     """The sweep's own records (sweep.yaml, the keys it varies; multirun.yaml for Optuna, whose sweeper writes
