@@ -1147,6 +1147,8 @@ OPTUNA = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "dropout=non_recu
             "paper_small+smoke",
         ),
         ([*OPTUNA, "experiment=choice(paper_small,smoke)", "experiment_name=choice(a,b)"], "a+b"),  # the name given
+        # a fixed value beside the space's search: Optuna's plugin takes the key out of its search
+        ([*OPTUNA, "+hydra.sweeper.params.experiment='choice(paper_medium,paper_large)'", "experiment=smoke"], "smoke"),
         ([*OPTUNA, "experiment_name=interval(1,2)"], "experiments"),  # a search that lists none
     ],
 )
