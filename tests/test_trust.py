@@ -1128,6 +1128,32 @@ def test_a_given_sweep_folder_that_differs_between_a_searchs_trials_is_one_line_
     assert status == 0 and {"0", "1", "optimization_results.yaml"} <= {p.name for p in (tmp_path / "fixed").iterdir()}
 
 
+@pytest.mark.parametrize(
+    ("search", "folder_key", "trial", "sweeps"),
+    [
+        # the space's interval (hparams_search=optuna: dropout.p in [0.2, 0.7]): a trial at its start
+        ([], "dropout.p", "dropout.p=0.2", "0.5"),
+        (["optim.lr=choice(1.0,0.5)"], "optim.lr", "optim.lr=0.5", "1.0"),  # a choice the command line searches
+    ],
+    ids=["interval", "choice"],
+)
+def test_a_given_sweep_folder_that_reads_a_searched_key_is_one_line_before_anything_is_made(
+    search, folder_key, trial, sweeps, tiny_corpus, tmp_path
+):
+    """Not only experiments: a hydra.sweep.dir given to an Optuna search that reads any key it searches would put
+    the trials in folders of their own beside the study's record. One line, nothing made."""
+    args = ["-m", "hparams_search=optuna", *search, *TINY, f"data.data_dir={tiny_corpus}", "hydra.sweeper.n_trials=2"]
+    template = f"{tmp_path}/sweep/${{{folder_key}}}"
+    status, stderr = finish(popen("rnnreg-train", *args, f"hydra.sweep.dir={template}"))
+    value = trial.partition("=")[2]
+    assert status == 2 and stderr == [
+        f"error: hydra.sweep.dir={template} differs between the search's trials (a trial of {trial} would go to "
+        f"{tmp_path}/sweep/{value}, the sweep's record to {tmp_path}/sweep/{sweeps}): give a folder that no searched "
+        "key changes, and tell the trials apart in hydra.sweep.subdir (each trial's folder inside it)"
+    ]
+    assert not (tmp_path / "sweep").exists()
+
+
 LONG_NAMES = ("an_experiment_named_at_length_to_say_what_it_is", "another_named_at_length_to_say_what_it_is")
 OPTUNA = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "dropout=non_recurrent"]
 

@@ -44,11 +44,11 @@ def pin_sweep_folder(config: DictConfig) -> None:
     except OmegaConfBaseException as err:  # (a job that does not compose: the pre-check said so for the command line)
         raise ConfigError(first_line(err)) from None
     if jobs is None:  # another sweeper's jobs come one by one: what it searches is known before
-        key, names = searched_experiments(config)
+        names = searched_experiments(config)
         if names and template == DEFAULT_SWEEP_DIR:
             pin(config, template, names)
-        elif names != [ALL_EXPERIMENTS]:  # (a space that lists no experiment: no trial's folder to know before)
-            check_trials_share_the_folder(config, template, sweep_dir, key, names)
+        elif "${" in template.replace("${now:", ""):  # (a folder that reads no key is every trial's)
+            check_trials_share_the_folder(config, template, sweep_dir)
         return
     folders = [job_sweep_dir(job_config) for _, job_config in jobs]
     if all(folder == sweep_dir for folder in folders):
@@ -87,28 +87,59 @@ def follow_rank_zero(config: DictConfig) -> None:
     JobsComposedOnce.forget()
 
 
-def check_trials_share_the_folder(
-    config: DictConfig, template: str, sweep_dir: str, key: str, names: list[str]
-) -> None:
-    """A hydra.sweep.dir given to a search over experiments is each trial's too: a ConfigError where one experiment's
-    trials would resolve it to another folder than the sweep's (its record, the study's results), as for Hydra's
-    basic sweeper."""
+def check_trials_share_the_folder(config: DictConfig, template: str, sweep_dir: str) -> None:
+    """A hydra.sweep.dir given to a search sweeper (Optuna) is each trial's too: a ConfigError where a trial would
+    resolve it to another folder than the sweep's (its record, the study's results), as for Hydra's basic sweeper.
+    Each searched key is tried at each of its values (searched_values) with the command line's fixed values."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
     loader, fixed = GlobalHydra.instance().config_loader(), fixed_task_overrides(config)
-    for name in names:
-        try:  # (a trial's overrides: the command line's fixed values and the ones it searches, here the experiment)
-            job_config = loader.load_sweep_config(config, [*fixed, f"{key}={quoted_for_hydra(name)}"])
+    for key, value in searched_values(config):
+        try:
+            job_config = loader.load_sweep_config(config, [*fixed, f"{key}={value}"])
         except (HydraException, OmegaConfBaseException) as err:
             raise ConfigError(first_line(err)) from None
         folder = job_sweep_dir(job_config)
         if folder != sweep_dir:
             raise ConfigError(
-                f"hydra.sweep.dir={template} differs between the search's trials (a trial of {key}={name} would go to "
-                f"{folder}, the sweep's record to {sweep_dir}): give a folder that no searched key changes, and tell "
-                "the trials apart in hydra.sweep.subdir (each trial's folder inside it)"
+                f"hydra.sweep.dir={template} differs between the search's trials (a trial of {key}={value} would go "
+                f"to {folder}, the sweep's record to {sweep_dir}): give a folder that no searched key changes, and "
+                "tell the trials apart in hydra.sweep.subdir (each trial's folder inside it)"
             )
+
+
+def searched_values(config: DictConfig) -> list[tuple[str, str]]:
+    """Each key a search sweeper searches (its space's params, then the command line's: the last search of a key
+    is its search; none for a key given a fixed value too, which every trial takes) with the values its trials may
+    take, as override values: a choice's or range's each, an interval's two ends."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
+    from hydra.errors import HydraException
+
+    from rnnreg.optuna_grid import search_lines, searched_key
+
+    lines = search_lines(config)
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except Exception:  # (the sweeper says what is wrong with its own space)
+        return []
+    searches: dict[str, tuple] = {}  # a key's last search: its key as written (`+` and all), its override
+    for line, override in zip(lines, parsed):
+        written = line.partition("=")[0].removeprefix("hydra.sweeper.params.")
+        searches[searched_key(line)] = (written, override if override.is_sweep_override() else None)
+    values = []
+    for key, override in searches.values():
+        if override is None:
+            continue
+        if override.is_discrete_sweep():
+            try:
+                values += [(key, value) for value in override.sweep_string_iterator()]
+            except HydraException:  # (a glob of a group's options: the sweeper reads it, if it can)
+                continue
+        elif isinstance(override.value(), IntervalSweep):
+            values += [(key, str(end)) for end in (override.value().start, override.value().end)]
+    return values
 
 
 def fixed_task_overrides(config: DictConfig) -> list[str]:
@@ -144,9 +175,9 @@ def job_sweep_dir(job_config: DictConfig) -> str:
         return resolved_sweep_dir(job_config)
 
 
-def searched_experiments(config: DictConfig) -> tuple[str, list[str]]:
-    """The key and the experiments a search sweeper's space holds (experiment or experiment_name, on the command
-    line or in hydra.sweeper.params): its choices where listed, else ALL_EXPERIMENTS; none where a fixed value is
+def searched_experiments(config: DictConfig) -> list[str]:
+    """The experiments a search sweeper's space holds (experiment or experiment_name, on the command line or in
+    hydra.sweeper.params): its choices where listed, else ALL_EXPERIMENTS; none where a fixed value is
     given too (Optuna's plugin takes a key given a fixed value out of its search: every trial's is that one). A
     name given (experiment_name) is what names the trials, whatever experiment they compose."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -156,12 +187,12 @@ def searched_experiments(config: DictConfig) -> tuple[str, list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(lines)
     except Exception:  # (the sweeper says what is wrong with its own space)
-        return "", []
+        return []
     for key in ("experiment_name", "experiment"):
         given = [override for override in parsed if override.key_or_group == key]
         if any(not override.is_sweep_override() for override in given):
-            return key, []
+            return []
         if given:  # (the command line's, after the space's: the plugin's search takes the last)
             searched = given[-1]
-            return key, list(searched.sweep_string_iterator()) if searched.is_discrete_sweep() else [ALL_EXPERIMENTS]
-    return "", []
+            return list(searched.sweep_string_iterator()) if searched.is_discrete_sweep() else [ALL_EXPERIMENTS]
+    return []
