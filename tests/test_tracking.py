@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -1206,11 +1208,13 @@ def test_two_jobs_at_once_on_one_machine_share_its_cores(launcher, why, tiny_cli
     each: on 2 cores, 2 threads each ran smoke at a quarter of its speed, docs/cpu_2026-12-06/threads_under_load):
     joblib's workers as loky starts them, submitit_local's jobs as rnnreg-train starts them (before: every core
     each). Each job's train.log says its thread count and why."""
-    from joblib import cpu_count
-
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # (make test's workers set it for the processes they start)
         monkeypatch.delenv(name, raising=False)
-    cores = cpu_count() if "joblib" in launcher[0] else len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    if "joblib" in launcher[0]:  # loky's count, asked of a process of its own: importing joblib sets
+        # KMP_INIT_AT_FORK in its process, which would then differ from what tests/warm_start.py's server started with
+        count = "from joblib import cpu_count; print(cpu_count())"
+        cores = int(subprocess.run([sys.executable, "-c", count], capture_output=True, text=True, check=True).stdout)
     half = max(1, cores // 2)
     sweep = tmp_path / "sweep"
     overrides = ["-m", *tiny_cli, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
