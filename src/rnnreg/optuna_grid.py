@@ -35,18 +35,14 @@ def check_grid_search_space(config: DictConfig) -> None:
     after it too."""
     if not uses_grid_sampler(config):
         return
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep
 
     searches: dict[str, tuple[str, Any]] = {}  # key: (its search as given, parsed)
-    for line in search_lines(config):
-        key, value = searched_key(line), line.partition("=")[2]
-        try:
-            (override,) = OverridesParser.create().parse_overrides([f"x={value}"])
-        except Exception:  # (Hydra says what it cannot parse itself)
+    for line, override in parsed_search_lines(config):
+        if override is None:  # (Hydra says what it cannot parse itself)
             return
         if override.is_sweep_override():
-            searches[key] = (value, override)
+            searches[searched_key(line)] = (line.partition("=")[2], override)
     continuous = [
         (key, value, search)
         for key, (value, override) in searches.items()
@@ -109,6 +105,21 @@ def search_lines(config: DictConfig) -> list[str]:
     overrides (each `key=value` as given)."""
     params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
     return [f"hydra.sweeper.params.{key}={value}" for key, value in params.items()] + task_overrides(config.hydra)
+
+
+def parsed_search_lines(config: DictConfig) -> list[tuple[str, Any]]:
+    """search_lines, each with its value as Hydra's override parser reads it: None for one it cannot parse (Hydra,
+    or the sweeper, says what is wrong with it itself)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, parsed = OverridesParser.create(), []
+    for line in search_lines(config):
+        try:
+            (override,) = parser.parse_overrides([f"x={line.partition('=')[2]}"])
+        except Exception:
+            override = None
+        parsed.append((line, override))
+    return parsed
 
 
 def searched_key(line: str) -> str:

@@ -113,19 +113,16 @@ def searched_values(config: DictConfig) -> list[tuple[str, str]]:
     """Each key a search sweeper searches (its space's params, then the command line's: the last search of a key
     is its search; none for a key given a fixed value too, which every trial takes) with the values its trials may
     take, as override values: a choice's or range's each, an interval's two ends."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep
     from hydra.errors import HydraException
 
-    from rnnreg.optuna_grid import search_lines, searched_key
+    from rnnreg.optuna_grid import parsed_search_lines, searched_key
 
-    lines = search_lines(config)
-    try:
-        parsed = OverridesParser.create().parse_overrides(lines)
-    except Exception:  # (the sweeper says what is wrong with its own space)
+    parsed = parsed_search_lines(config)
+    if any(override is None for _, override in parsed):  # (the sweeper says what is wrong with its own space)
         return []
     searches: dict[str, tuple] = {}  # a key's last search: its key as written (`+` and all), its override
-    for line, override in zip(lines, parsed):
+    for line, override in parsed:
         written = line.partition("=")[0].removeprefix("hydra.sweeper.params.")
         searches[searched_key(line)] = (written, override if override.is_sweep_override() else None)
     values = []

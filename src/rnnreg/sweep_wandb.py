@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -29,7 +28,7 @@ from rnnreg.multirun_jobs import (
     swept_keys,
     task_overrides,
 )
-from rnnreg.optuna_grid import search_lines, searched_key, uses_grid_sampler
+from rnnreg.optuna_grid import parsed_search_lines, search_lines, searched_key, uses_grid_sampler
 from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
 
 ID_KEY = "logger.wandb.id"
@@ -284,13 +283,11 @@ def study_ckpt_paths(config: DictConfig) -> tuple[str | None, list[str]] | None:
     None and a fixed ckpt_path (the config's where none is given), or a searched one as given
     (`hydra.sweeper.params.ckpt_path=choice(a,b)`, `ckpt_path=a,b`) and its choices. None where no trial resumes,
     or one is searched by what is no choice (a range or an interval of a path: Optuna stops on it itself)."""
-    lines = [line for line in search_lines(config) if searched_key(line) == "ckpt_path"]
     fixed, searched = None, None
-    for line in lines:
-        value = line.partition("=")[2]
-        try:
-            (override,) = OverridesParser.create().parse_overrides([f"ckpt_path={value}"])
-        except Exception:  # (Hydra says what it cannot parse itself)
+    for line, override in parsed_search_lines(config):
+        if searched_key(line) != "ckpt_path":
+            continue
+        if override is None:  # (Hydra says what it cannot parse itself)
             return None
         if override.is_sweep_override():
             searched = (line.lstrip("+"), list(override.sweep_iterator()) if override.is_choice_sweep() else None)
@@ -318,10 +315,8 @@ def why_drawn_twice(config: DictConfig) -> str | None:
     if sweeper.get("search_space") is not None:
         return "Optuna's grid holds it once for each point of hydra.sweeper.search_space"
     points = {}  # each searched key's values, as the plugin's grid takes them (a search given later replaces one)
-    for line in search_lines(config):
-        try:
-            (override,) = OverridesParser.create().parse_overrides([f"x={line.partition('=')[2]}"])
-        except Exception:  # (Hydra says what it cannot parse itself)
+    for line, override in parsed_search_lines(config):
+        if override is None:  # (Hydra says what it cannot parse itself)
             return "Optuna's grid is not known before it runs"
         if override.is_sweep_override():  # (a fixed value given later leaves the key in the grid: the plugin's way)
             discrete = override.is_choice_sweep() or override.is_range_sweep()
