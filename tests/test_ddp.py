@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -88,6 +89,18 @@ class MaskRecorder(L.Callback):
         (self.folder / f"masks{trainer.global_rank}.json").write_text(json.dumps(self.masks))
 
 
+class RankRecorder(L.Callback):
+    """Each rank writes `folder`/rank<r>.json when training ends: its process, the world it is a rank of and the
+    torch threads it trains with."""
+
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        said = {"pid": os.getpid(), "world_size": trainer.world_size, "threads": torch.get_num_threads()}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(said))
+
+
 def ddp_args(corpus: Path) -> list[str]:
     return ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", *COMMON, "trainer=ddp", "trainer.devices=2"]
 
@@ -121,7 +134,8 @@ def test_a_ddp_run_says_its_lines_once(ddp_run):
     assert "sync_dist=True" not in ddp_run.stdout + ddp_run.stderr
     # the two processes share the cores (Lightning's OMP_NUM_THREADS, where make test's workers set none)
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // 2))
-    said = f"{threads} torch thread{'s' if threads > 1 else ''}, from OMP_NUM_THREADS={threads} (DDP on a CPU: "
+    said = f"{threads} torch thread{'s' if threads > 1 else ''} in each of the 2 DDP processes, from "
+    said += f"OMP_NUM_THREADS={threads} (DDP on a CPU: "
     assert said + "Lightning sets it to cores // trainer.devices where it was not set)" in ddp_run.stdout
 
 
@@ -487,6 +501,50 @@ def test_ddp_jobs_under_joblib_are_one_line_before_any_runs(tiny_corpus, tmp_pat
         "with the basic launcher (one after another), or joblib's jobs on one device each (sweep job seed=1)"
     ], proc.stderr[-3000:]
     assert not sweep.exists()
+
+
+def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
+    tiny_corpus, tiny_cfg, tmp_path, monkeypatch
+):
+    """hydra.launcher.tasks_per_node=2 with trainer=ddp trainer.devices=2: submitit's two tasks are the job's two DDP
+    processes (they find each other at a port from the job's id), and the job's records come once: rank 0's
+    metrics.json and train.log, rank 1's own log beside them, as Lightning's own DDP processes leave them; the
+    training is one process's over the same streams. Before: each task took itself for rank 0 of a DDP run of its
+    own and started its rank 1 with submitit's command line, which failed, and the sweep ended in a traceback.
+    Each rank trains with the thread count rank 0's train.log says, set by submitit_local for its 2 processes."""
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # (make test's workers set it: here rnnreg-train does)
+    sweep = tmp_path / "sweep"
+    short = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false"]
+    longer = ("trainer.max_epochs", "trainer.limit_train_batches")
+    args = [a for a in ddp_args(tiny_corpus) if not a.startswith(longer)]
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=1"]
+    recorder = ["+callbacks.ranks._target_=test_ddp.RankRecorder", f"+callbacks.ranks.folder={tmp_path}"]
+    proc = run("rnnreg-train", "-m", *args, *short, *launcher, *recorder, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    job = sweep / "0"
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
+    submitit_logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
+    assert "global_rank=1(2)" in submitit_logs  # rank 1: submitit's second task, not a process Lightning started
+    log, own = (job / "train.log").read_text(), (job / "train_ddp_process_1.log").read_text()
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in own
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert re.findall(r"^\[.*\]\[rnnreg\]\[INFO\] - metrics: (.*)$", log, re.M) == [str(metrics)]
+    assert "metrics: " not in own and not (job / "error.txt").exists() and not (job / ".rnnreg.lock").exists()
+    single = train(tiny_cfg(*[a for a in COMMON if not a.startswith(longer)], *short))  # one process, in this one
+    for key in ("val_ppl", "best_val_ppl"):
+        assert metrics[key] == pytest.approx(single[key], rel=1e-5), key
+    assert history(job, "train/loss") == pytest.approx(history(tmp_path / "run", "train/loss"), rel=1e-5)
+    # one threads line, rank 0's, true of both ranks: submitit_local's count for the 2 processes it starts
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert [r["threads"] for r in ranks] == [threads, threads]
+    assert re.findall(r"^  threads: (.*)$", log, re.M) == [
+        f"{threads} torch thread{'s' if threads > 1 else ''} in each of the 2 DDP processes, from "
+        f"OMP_NUM_THREADS={threads} (hydra/launcher=submitit_local sets it to cores // the processes it starts at "
+        "once where it was not set)"
+    ]
+    assert "threads: " not in own
 
 
 @pytest.fixture(scope="module")

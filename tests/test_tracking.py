@@ -1199,7 +1199,7 @@ def job_threads(sweep: Path) -> dict[str, tuple[int, str]]:
     ("launcher", "why"),
     [
         (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "cores // hydra.launcher.n_jobs"),
-        (["hydra/launcher=submitit_local"], "cores // the jobs it starts at once"),
+        (["hydra/launcher=submitit_local"], "cores // the processes it starts at once"),
     ],
     ids=["joblib", "submitit_local"],
 )
@@ -1318,8 +1318,8 @@ def test_a_runs_threads_line_names_the_variable_torch_took(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert threads_said() == f"{threads}, from OMP_NUM_THREADS=2"
     assert threads_said(world_size=2) == (
-        f"{threads}, from OMP_NUM_THREADS=2 (DDP on a CPU: Lightning sets it to cores // trainer.devices where it "
-        "was not set)"
+        f"{threads} in each of the 2 DDP processes, from OMP_NUM_THREADS=2 (DDP on a CPU: Lightning sets it to "
+        "cores // trainer.devices where it was not set)"
     )
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
     assert threads_said() == f"{threads}, from MKL_NUM_THREADS=1 (over OMP_NUM_THREADS=2)"

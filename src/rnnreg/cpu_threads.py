@@ -4,10 +4,11 @@ processes with every core each spin against each other (docs/cpu_2026-12-06/thre
 of its speed on 2 cores). Who shares the cores out, where the user set neither variable:
 - hydra/launcher=joblib: loky starts each worker with OMP_NUM_THREADS and MKL_NUM_THREADS = cores //
   hydra.launcher.n_jobs (the user's OMP_NUM_THREADS kept: share_cores);
-- DDP on a CPU (trainer=ddp): Lightning sets it to cores // trainer.devices in rank 0, and the ranks it starts
-  take rank 0's environment;
-- hydra/launcher=submitit_local, which starts every job of a batch at once, each a process of its own: the
-  multirun's process, here (share_cores), before its launcher starts them;
+- DDP on a CPU (trainer=ddp): Lightning sets it to cores // trainer.devices in each of its processes (rank 0
+  starts the others before it sets its own: each sets the same count);
+- hydra/launcher=submitit_local, which starts every job of a batch at once, each a process a task
+  (hydra.launcher.tasks_per_node: a DDP job's processes, rnnreg.submitit_tasks): the multirun's process, here
+  (share_cores), before its launcher starts them;
 - the basic and stacked launchers run one job, or one group, at a time in one process: every core is its.
 A run's train.log says its thread count and where it came from (threads_said). No torch at import."""
 
@@ -32,7 +33,9 @@ SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalL
 # why a job found OMP_NUM_THREADS set where the user did not set it, by its launcher
 SET_BY = {
     JOBLIB: "hydra/launcher=joblib sets it to cores // hydra.launcher.n_jobs where it was not set",
-    SUBMITIT_LOCAL: "hydra/launcher=submitit_local sets it to cores // the jobs it starts at once where it was not set",
+    SUBMITIT_LOCAL: (
+        "hydra/launcher=submitit_local sets it to cores // the processes it starts at once where it was not set"
+    ),
 }
 DDP_SET_BY = "DDP on a CPU: Lightning sets it to cores // trainer.devices where it was not set"
 
@@ -92,12 +95,16 @@ def threads_said(world_size: int = 1) -> str:
     processes). torch takes MKL_NUM_THREADS where it is set, else OMP_NUM_THREADS."""
     import torch  # called where torch is loaded already
 
+    # (every DDP process takes the same count: the same variables, or Lightning's cores // trainer.devices in each)
     threads = counted(torch.get_num_threads(), "torch thread")
+    if world_size > 1:
+        threads += f" in each of the {world_size} DDP processes"
     omp, mkl = (os.environ.get(name) for name in THREAD_VARIABLES)
     if omp is None and mkl is None:
         return f"{threads}, torch's own count (no OMP_NUM_THREADS set: set it to choose another)"
     if mkl is not None and mkl != omp:
         return f"{threads}, from MKL_NUM_THREADS={mkl}" + (f" (over OMP_NUM_THREADS={omp})" if omp else "")
     launcher = OmegaConf.select(HydraConfig.get(), "launcher._target_") if HydraConfig.initialized() else None
-    why = DDP_SET_BY if world_size > 1 else SET_BY.get(launcher)
+    # (submitit_local's count is set in the multirun's process, before Lightning's in a DDP job's processes)
+    why = SET_BY.get(launcher) or (DDP_SET_BY if world_size > 1 else None)
     return f"{threads}, from OMP_NUM_THREADS={omp}" + (f" ({why})" if why else "")

@@ -47,6 +47,7 @@ from rnnreg.run_folder_check import check_no_links, earlier_results, results_mes
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.run_record import CHECKPOINTS, last_checkpoint_path
 from rnnreg.stacked_settings import check_launcher_settings
+from rnnreg.submitit_tasks import join_the_jobs_ddp
 from rnnreg.sweep_folder import RANK_ZERO_SWEEP, follow_rank_zero, pin_sweep_folder
 from rnnreg.sweep_wandb import check_wandb_runs
 
@@ -210,6 +211,10 @@ class SweepCallback(Callback):
             sys.exit(1)
         if self.lock is not None:  # a sweep a job ends early (rnnreg-generate -m ... | head) ends here too
             atexit.register(self.let_go, config)
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        # (a submitit_local job of several tasks: each task one DDP process of the job, before the run reads its rank)
+        join_the_jobs_ddp(config.hydra.runtime.output_dir, config.hydra.job.name)
 
     def let_go(self, config: DictConfig) -> None:
         """The sweep folder as the sweep leaves it, however it ends: its lock removed, and an rnnreg-generate
