@@ -503,6 +503,54 @@ def test_ddp_jobs_under_joblib_are_one_line_before_any_runs(tiny_corpus, tmp_pat
     assert not sweep.exists()
 
 
+@pytest.mark.parametrize(
+    ("launcher", "said"),
+    [
+        (
+            ["trainer=ddp", "trainer.devices=2"],
+            "trainer.devices=2 / trainer.strategy=ddp under hydra/launcher=submitit_local: Lightning would start DDP's "
+            "other processes with the command line of the process that runs the job, which is submitit's: set "
+            "hydra.launcher.tasks_per_node=2 (submitit starts the job's 2 processes, each one of its DDP processes)",
+        ),
+        (
+            ["hydra.launcher.tasks_per_node=2"],
+            "hydra.launcher.tasks_per_node=2 under hydra/launcher=submitit_local runs each job 2 times side by side in "
+            "its one folder, and this job is one process: leave hydra.launcher.tasks_per_node out, or make the job 2 "
+            "DDP processes (trainer=ddp trainer.devices=2)",
+        ),
+        (
+            ["hydra.launcher.tasks_per_node=4", "trainer=ddp", "trainer.devices=2"],
+            "trainer.devices=2 / trainer.strategy=ddp is 2 DDP processes a job, and hydra.launcher.tasks_per_node=4 "
+            "starts 4 under hydra/launcher=submitit_local, each one of them: set hydra.launcher.tasks_per_node=2",
+        ),
+        (
+            ["hydra.launcher.tasks_per_node=2", "trainer=ddp", "trainer.devices=1", "trainer.num_nodes=2"],
+            "trainer.num_nodes=2 under hydra/launcher=submitit_local, which runs each job on this machine alone: set "
+            "trainer.num_nodes=1 (or run on several nodes with hydra/launcher=slurm)",
+        ),
+    ],
+    ids=["ddp_in_one_task", "two_tasks_one_process", "more_tasks_than_processes", "two_nodes"],
+)
+def test_submitit_local_jobs_whose_tasks_are_not_their_processes_are_one_line(launcher, said, tiny_corpus, tmp_path):
+    """Every task of a submitit_local job runs the whole job. Before: DDP in a job of one task started its other
+    rank with submitit's command line (argparse refused it) and the sweep ended in submitit's UncompletedJobError
+    traceback after 30 s; a one-process job of two tasks ran twice in its folder, the second run failed on the
+    first's results and wrote error.txt there, and the sweep said the completed job failed; two nodes' ranks on
+    one machine waited for each other for ever. Refused before the sweep folder is made."""
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=1",
+        *TINY,
+        f"data.data_dir={tiny_corpus}",
+    ]
+    args += ["experiment=paper_small", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    proc = run("rnnreg-train", *args, *launcher, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {said}"], proc.stderr[-3000:]
+    assert not sweep.exists()
+
+
 def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     tiny_corpus, tiny_cfg, tmp_path, monkeypatch
 ):
