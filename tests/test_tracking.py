@@ -1646,6 +1646,89 @@ def test_an_optuna_grid_whose_last_point_fails_on_its_checkpoint_ends_as_a_basic
     assert proc.stderr.strip().splitlines()[-1] == f"error: 2 job(s) of the multirun in {sweep} failed: {listed}"
 
 
+def test_an_optuna_study_whose_every_checkpoint_stops_its_trials_is_refused_before_it_starts(
+    resumable, tmp_path, monkeypatch
+):
+    """A study whose every ckpt_path (its fixed one, or each choice of a searched one) is one a trial stops on (a
+    file that is no rnnreg checkpoint, a missing file or a folder, `last` that finds none, under logger=wandb one
+    whose W&B run id is none) is refused with the lines its trials would stop on, exit 2, before the sweep folder
+    is made (before: each trial ran to its failure, exit 1). A study with one choice a trial may go on from (null,
+    a checkpoint it reads, one whose bad run id a trial without W&B never reads) is left to its trials, and a basic
+    sweep to its jobs, each failing alone (test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.optuna_study import check_study_checkpoints
+
+    not_ours, also_not_ours, no_run_id = tmp_path / "x1.ckpt", tmp_path / "x2.ckpt", tmp_path / "no_run_id.ckpt"
+    torch.save({"x": torch.zeros(1)}, not_ours)
+    torch.save({"x": 2}, also_not_ours)
+    checkpoint = torch.load(resumable["w1"] / "last.ckpt", weights_only=True)
+    checkpoint["wandb_run_id"] = "a/b"
+    torch.save(checkpoint, no_run_id)
+    missing, folder, plain = tmp_path / "missing.ckpt", tmp_path, resumable["plain"]
+
+    def ours(path: Path) -> str:
+        return f"{path} is not a rnnreg checkpoint (no state_dict and hyper_parameters): give a checkpoint written by"
+
+    def study(*given: str, ckpt_path: str | None = None, sweeper: tuple = ("hparams_search=optuna",)):
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            config = compose("train", ["experiment=paper_small", *sweeper, *given], return_hydra_config=True)
+        if ckpt_path is not None:
+            with open_dict(config):  # as Hydra records the command line's search
+                config.hydra.overrides.task.append(f"ckpt_path={ckpt_path}")
+        return config
+
+    searched = f"choice({not_ours},{no_run_id})"
+    with pytest.raises(ConfigError) as refused:
+        check_study_checkpoints(study("logger=wandb", ckpt_path=searched))
+    every = f"ckpt_path={searched}: every trial would stop on the checkpoint it draws: "
+    assert str(refused.value).startswith(f"{every}{ours(not_ours)} rnnreg-train; {no_run_id} holds 'a/b' as its W&B")
+    with pytest.raises(ConfigError, match=f"^{re.escape(ours(not_ours))} rnnreg-train$"):
+        check_study_checkpoints(study(f"ckpt_path={not_ours}"))  # (every trial's: a single run's line)
+    marker, crafted = tmp_path / "ran", tmp_path / "crafted.ckpt"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "wandb_run_id": Payload()}, crafted)
+    with pytest.raises(ConfigError, match=re.escape(f"{crafted} is not a rnnreg checkpoint: it contains objects")):
+        check_study_checkpoints(study(ckpt_path=f"choice({not_ours},{crafted})"))
+    assert not marker.exists()  # (read as data only)
+    with pytest.raises(ConfigError, match=f"^{re.escape(every.replace(searched, f'choice({missing},{folder})'))}"):
+        check_study_checkpoints(study(ckpt_path=f"choice({missing},{folder})"))
+    empty = tmp_path / "no_runs"
+    with pytest.raises(ConfigError, match=f"^ckpt_path=last: no earlier run of paper_small .* under {empty}/train"):
+        check_study_checkpoints(study(f"paths.output_root={empty}", "ckpt_path=last"))
+    grid = ("hydra/sweeper=optuna", "hydra/sweeper/sampler=grid")
+    with pytest.raises(ConfigError, match=re.escape(f"ckpt_path=last,{not_ours}: every trial would stop")):
+        check_study_checkpoints(study(f"paths.output_root={empty}", ckpt_path=f"last,{not_ours}", sweeper=grid))
+    for left, given in [
+        (f"choice({not_ours},{no_run_id})", ["logger=csv"]),  # (a trial without W&B reads no run id)
+        (f"choice({not_ours},{plain})", []),
+        (f"choice({not_ours},null)", []),
+        (f"choice({not_ours},last)", [f"paths.output_root={resumable['root']}"]),  # (it finds w2's)
+        (f"choice({not_ours},{tmp_path}/${{dropout.p}}.ckpt)", []),  # (a searched key: known as a trial runs)
+    ]:
+        check_study_checkpoints(study(*given, ckpt_path=left))
+    check_study_checkpoints(study(ckpt_path=f"{not_ours},{also_not_ours}", sweeper=()))  # (a basic sweep's)
+    # a space's ${...} that the plugin resolves to a search (its params read resolved), of one good checkpoint
+    monkeypatch.setenv("SEARCHED_CKPTS", f"choice({not_ours},{plain})")
+    check_study_checkpoints(study("+hydra.sweeper.params.ckpt_path=${oc.env:SEARCHED_CKPTS}"))
+
+    sweep = tmp_path / "new" / "study"
+    args = [*resumable["tiny"], "hparams_search=optuna", "dropout=non_recurrent", "hydra/sweeper/sampler=random"]
+    searched = f"choice({not_ours},{also_not_ours})"
+    proc = run("rnnreg-train", *args, f"ckpt_path={searched}", f"hydra.sweep.dir={sweep}", check=False)
+    lines = f"{ours(not_ours)} rnnreg-train; {ours(also_not_ours)} rnnreg-train"
+    expected = f"error: ckpt_path={searched}: every trial would stop on the checkpoint it draws: {lines}"
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [expected], proc.stderr[-3000:]
+    assert not (tmp_path / "new").exists()
+
+
 def test_an_optuna_study_shows_no_alembic_lines_and_records_its_command(tiny_corpus, tmp_path):
     """hparams_search=optuna began with seven `[HYDRA] setup plugin alembic...` lines: Optuna's database layer logs
     at INFO as it is imported, through Hydra's console handler. Its folder has the study's command and search space

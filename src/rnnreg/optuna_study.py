@@ -7,17 +7,27 @@ hydra.sweeper.max_failure_rate allows (the plugin's default, 0.0, under hydra/sw
 failed trial's error); and Optuna's grid sampler, once the trial of its last point is told FAIL, ends it with a
 RuntimeError (grid_told_to_its_end). Each such trial's error reaches the plugin without Hydra's second line for
 it (FailedOnItsLine). A trial that failed otherwise (a crash, a value that is no perplexity) keeps the
-plugin's traceback."""
+plugin's traceback. A study whose every trial surely stops on the checkpoint it resumes is refused before it starts
+(check_study_checkpoints, which rnnreg.sweep.SweepCallback calls as the multirun starts)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
+from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.job_records import JobFailed
+from rnnreg.multirun_jobs import basic_sweeper, inside_job, swept_keys
+from rnnreg.optuna_grid import search_lines, searched_key
+from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
+from rnnreg.sweep_wandb import LAST_ROOT, study_ckpt_paths, varies_per_job
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # hydra/sweeper=optuna's class
 
@@ -105,3 +115,72 @@ def end_studies_as_sweeps_end() -> None:
 
     sweep.ends_as_a_sweep = True
     OptunaSweeperImpl.sweep = sweep
+
+
+def check_study_checkpoints(config: DictConfig) -> None:
+    """A ConfigError, before the sweep folder is made, where every trial of a search sweeper's study (Optuna) surely
+    stops on the checkpoint it resumes: its ckpt_path, or each choice of a searched one, is a missing file, `last`
+    that finds none, a file that is no rnnreg checkpoint, or under logger=wandb one whose W&B run id is none; said
+    with the lines its trials would stop on (trial_stops_on). A study with one choice a trial may go on from (null,
+    a checkpoint it reads, one that reads what the search varies) is left to its trials, as a basic sweep's jobs
+    are: each fails alone with its line, and the sweep's end lists them; so is a space whose ckpt_path reads ${...}
+    (the plugin reads its params resolved, study_ckpt_paths as written: `${oc.env:X}` may give a search)."""
+    if basic_sweeper(config):
+        return
+    params = [line for line in search_lines(config) if line.startswith("hydra.sweeper.params.")]
+    if any(searched_key(line) == "ckpt_path" and "${" in line for line in params):
+        return
+    found = study_ckpt_paths(config)
+    if found is None:
+        return
+    setting, choices = found
+    lines = []
+    for ckpt in dict.fromkeys(choices):
+        line = trial_stops_on(config, ckpt)
+        if line is None:
+            return
+        lines.append(line)
+    if setting is None:  # (every trial resumes it: a single run's line)
+        raise ConfigError(lines[0])
+    raise ConfigError(f"{setting}: every trial would stop on the checkpoint it draws: {'; '.join(lines)}")
+
+
+def trial_stops_on(config: DictConfig, ckpt: str | None) -> str | None:
+    """The line the first trial of the study `config` stops on, resuming `ckpt` (a ckpt_path as given, `last` too),
+    as the job says it (rnnreg.resumed_run.resolve_ckpt_path's, then rnnreg.io.load_checkpoint's or, under W&B,
+    checked_run_id's: Unreadable.line); the file read as data only, its tensors mapped. None where the trial goes
+    on from it (or from none: null), or where that is not known before it runs (a ckpt_path that reads what the
+    search varies, or that the job cannot resolve: it says why itself)."""
+    if ckpt is None or varies_per_job(config, ckpt, at="ckpt_path"):
+        return None
+    if ckpt == "last" and varies_per_job(config, LAST_ROOT):
+        return None
+    trial = copy.deepcopy(config)
+    OmegaConf.set_readonly(trial.hydra, False)
+    with open_dict(trial):
+        trial.ckpt_path = ckpt
+        trial.hydra.job.id = trial.hydra.job.num = 0  # (its folder, which `last`'s line names)
+    try:
+        with inside_job(trial):
+            folder = Path(str(trial.hydra.sweep.dir), str(trial.hydra.sweep.subdir)).absolute()
+            path = resolve_ckpt_path(trial, folder)
+    except ConfigError as err:
+        return str(err)
+    except (OmegaConfBaseException, OSError, TypeError, ValueError):
+        return None
+    try:
+        checkpoint_run_id(path)
+    except Unreadable as err:
+        if isinstance(err.__cause__, CheckpointError) and not surely_wandb(config):
+            return None  # (its W&B run id: read only by a trial that logs to W&B)
+        return err.line()
+    return None
+
+
+def surely_wandb(config: DictConfig) -> bool:
+    """Whether every trial of the study `config` logs to W&B: its logger.wandb, where the search varies no logger
+    and no config group (whose options may set one)."""
+    groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
+    swept = swept_keys(config.hydra)
+    varied = any(key in groups or key.split(".")[0] == "logger" for key in swept)
+    return "wandb" in (config.get("logger") or {}) and not varied

@@ -40,7 +40,7 @@ from rnnreg.multirun_jobs import (
     uses_stacked_launcher,
 )
 from rnnreg.optuna_grid import check_grid_search_space
-from rnnreg.optuna_study import OPTUNA_SWEEPER, end_studies_as_sweeps_end
+from rnnreg.optuna_study import OPTUNA_SWEEPER, check_study_checkpoints, end_studies_as_sweeps_end
 from rnnreg.override_text import pasted_override
 from rnnreg.record_yaml import recorded_launcher, recorded_overrides
 from rnnreg.run_folder_check import check_no_links, earlier_results, results_message
@@ -239,6 +239,7 @@ class SweepCallback(Callback):
             return
         pin_sweep_folder(config)  # every job's folder in the sweep's own
         check_grid_search_space(config)
+        check_study_checkpoints(config)  # (before the W&B check: a trial that stops on its checkpoint logs nothing)
         check_wandb_runs(config)  # (it reads no folder: before the lock makes the sweep folder's parents)
         self.lock = RunLock(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
         self.lock.acquire()
