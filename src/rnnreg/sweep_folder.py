@@ -179,6 +179,7 @@ def searched_experiments(config: DictConfig) -> list[str]:
     name given (experiment_name) is what names the trials, whatever experiment they compose."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    # resolved, as Optuna's plugin reads its params (not parsed_search_lines, as written: ${oc.env:X} is no search)
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     lines = [f"{key}={value}" for key, value in params.items()] + task_overrides(config.hydra)
     try:
