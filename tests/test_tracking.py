@@ -617,6 +617,51 @@ def test_a_study_that_surely_resumes_a_checkpoint_it_cannot_read_is_refused_with
     assert not (tmp_path / "new").exists()
 
 
+def test_a_study_of_checkpoints_searched_through_an_interpolation_is_checked_as_optunas_plugin_reads_it(
+    resumable, monkeypatch, no_wandb_credentials
+):
+    """A search space's value that reads ${oc.env:...} is the search it holds, as Optuna's plugin reads its params
+    (Hydra resolves them as it makes the plugin): a ckpt_path so searched over two checkpoints of one W&B run is
+    refused as two trials that may go on in it, and on a grid, checkpoints of two runs beside a seed so searched (each
+    checkpoint once for each seed). Before: read as written, a fixed ckpt_path and a fixed seed, neither refused (the
+    first study's two trials went on in w1). A seed so given one value leaves each checkpoint to one trial."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.sweep_wandb import check_wandb_runs
+
+    best, w1, w2 = resumable["w1"] / "best.ckpt", resumable["w1"] / "last.ckpt", resumable["w2"] / "last.ckpt"
+
+    def study(*given: str, ckpt_paths: tuple = ()):
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            config = compose("train", ["logger=wandb", "dropout=non_recurrent", *given], return_hydra_config=True)
+        if ckpt_paths:
+            with open_dict(config):  # as Hydra records `-m ckpt_path=a,b`
+                config.hydra.overrides.task.append(f"ckpt_path={','.join(map(str, ckpt_paths))}")
+        return config
+
+    monkeypatch.setenv("CKPTS", f"choice({best},{w1})")
+    searched = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "+hydra.sweeper.params.ckpt_path=${oc.env:CKPTS}"]
+    with pytest.raises(
+        ConfigError,
+        match="^" + re.escape(f"hydra.sweeper.params.ckpt_path=choice({best},{w1}) lets two trials resume {best} and "),
+    ):
+        check_wandb_runs(study(*searched))
+    space = "{dropout.p:'choice(0.3)',optim.decay:'choice(1.2)',model.init_scale:'choice(0.05)'}"
+    grid = ["hparams_search=optuna", "hydra/sweeper/sampler=grid", f"hydra.sweeper.params={space}"]
+    grid.append("+hydra.sweeper.params.seed=${oc.env:SEEDS}")
+    monkeypatch.setenv("SEEDS", "choice(1,2)")
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"lets two trials both resume {w1} (Optuna's grid holds it once for each value of seed)"),
+    ):
+        check_wandb_runs(study(*grid, ckpt_paths=(w1, w2)))
+    monkeypatch.setenv("SEEDS", "choice(1)")
+    check_wandb_runs(study(*grid, ckpt_paths=(w1, w2)))
+
+
 @pytest.mark.parametrize("version", [[], ["+logger.wandb.version=w1"]], ids=["id", "version-and-id"])
 def test_jobs_resuming_a_checkpoint_with_another_wandb_id_are_left_to_their_own_line(
     resumable, tmp_path, no_wandb_credentials, version
@@ -1533,6 +1578,41 @@ def test_a_grid_of_a_range_optuna_counts_otherwise_is_one_line_before_any_runs(t
         ConfigError, match=ended_early + r"give the points you mean as a choice \('seed=choice\(1,5,9\)'"
     ):
         check_grid_search_space(study(*ints, "seed=range(1,10,step=4)"))
+
+
+def test_a_grid_searched_through_an_interpolation_is_checked_as_optunas_plugin_reads_it(
+    tiny_cli, tmp_path, monkeypatch
+):
+    """Hydra resolves the sweeper's config as it makes Optuna's plugin, so a search space's value that reads
+    ${oc.env:SPACE} is the search SPACE holds: an interval on the grid is refused in one line, exit 2, before the
+    sweep folder is made, as one written out is (before: read as written, a fixed value, the grid was not checked:
+    the plugin's ValueError traceback, exit 1, its folder made); a choice so given is not refused."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg import CONF_DIR
+    from rnnreg.optuna_grid import check_grid_search_space
+
+    sweep = tmp_path / "new" / "sweep"
+    space = "{dropout.p:'choice(0.3,0.5)',optim.decay:'choice(1.2)',model.init_scale:'${oc.env:SPACE}'}"
+    grid = [
+        "hparams_search=optuna",
+        "hydra/sweeper/sampler=grid",
+        "dropout=non_recurrent",
+        f"hydra.sweeper.params={space}",
+    ]
+    proc = run(
+        "rnnreg-train", *tiny_cli, *grid, f"hydra.sweep.dir={sweep}", check=False, env={"SPACE": "interval(0.05,0.1)"}
+    )
+    line = (
+        "hydra/sweeper/sampler=grid visits a finite grid, but model.init_scale=interval(0.05,0.1) is an interval: "
+        "search it as a choice ('model.init_scale=choice(0.05,0.1)') or a range with a step, or use another sampler "
+        "(leave out hydra/sweeper/sampler=grid)"
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr[-3000:]
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setenv("SPACE", "choice(0.05,0.1)")
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        check_grid_search_space(compose("train", grid, return_hydra_config=True))
 
 
 def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):

@@ -1154,6 +1154,25 @@ def test_a_given_sweep_folder_that_reads_a_searched_key_is_one_line_before_anyth
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_given_sweep_folder_that_reads_a_key_searched_through_an_interpolation_is_one_line(tiny_corpus, tmp_path):
+    """A search space's value that reads ${oc.env:SEEDS} is the search SEEDS holds (Hydra resolves the sweeper's
+    config as it makes Optuna's plugin): a hydra.sweep.dir that reads ${seed} would put the trials beside the study's
+    record, refused as one written out is, nothing made (before: read as written, the seed fixed; the trials went
+    to sweep/1, the record to sweep/1234)."""
+    args = ["-m", "hparams_search=optuna", *TINY, f"data.data_dir={tiny_corpus}", "hydra.sweeper.n_trials=2"]
+    args += ["test=false", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]
+    template = f"{tmp_path}/sweep/${{seed}}"
+    searched = "+hydra.sweeper.params.seed=${oc.env:SEEDS}"
+    proc = popen("rnnreg-train", *args, searched, f"hydra.sweep.dir={template}", env={"SEEDS": "choice(1,2)"})
+    status, stderr = finish(proc)
+    assert status == 2 and stderr == [
+        f"error: hydra.sweep.dir={template} differs between the search's trials (a trial of seed=1 would go to "
+        f"{tmp_path}/sweep/1, the sweep's record to {tmp_path}/sweep/1234): give a folder that no searched key "
+        "changes, and tell the trials apart in hydra.sweep.subdir (each trial's folder inside it)"
+    ]
+    assert not (tmp_path / "sweep").exists()
+
+
 LONG_NAMES = ("an_experiment_named_at_length_to_say_what_it_is", "another_named_at_length_to_say_what_it_is")
 OPTUNA = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "dropout=non_recurrent"]
 
@@ -1176,12 +1195,18 @@ OPTUNA = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "dropout=non_recu
         # a fixed value beside the space's search: Optuna's plugin takes the key out of its search
         ([*OPTUNA, "+hydra.sweeper.params.experiment='choice(paper_medium,paper_large)'", "experiment=smoke"], "smoke"),
         ([*OPTUNA, "experiment_name=interval(1,2)"], "experiments"),  # a search that lists none
+        # the space's params resolved, as the plugin reads them: the search the variable holds, the config's seed
+        ([*OPTUNA, "+hydra.sweeper.params.experiment=${oc.env:SEARCHED}"], "paper_small+smoke"),
+        ([*OPTUNA, "+hydra.sweeper.params.experiment_name='choice(a_${seed},b)'"], "a_1234+b"),
     ],
 )
-def test_a_sweep_over_experiments_names_its_folder_after_them_before_anything_runs(tiny_corpus, tmp_path, swept, name):
+def test_a_sweep_over_experiments_names_its_folder_after_them_before_anything_runs(
+    tiny_corpus, tmp_path, monkeypatch, swept, name
+):
     """The folder a sweep over experiments goes to, seen where it stops before any job (a file where the folder
     goes): named after each swept or searched experiment once, or after how many where their names are long, or
     after none that a search lists."""
+    monkeypatch.setenv("SEARCHED", "choice(paper_small,smoke)")
     blocker = tmp_path / "train" / "multirun" / name
     blocker.parent.mkdir(parents=True)
     blocker.write_text("")

@@ -10,6 +10,7 @@ import warnings
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError
 from rnnreg.multirun_jobs import task_overrides
@@ -102,24 +103,45 @@ def misread_grid_ranges(searches: dict[str, tuple[str, Any]]) -> list[tuple[str,
 
 def search_lines(config: DictConfig) -> list[str]:
     """What a search sweeper (Optuna) reads its search space from, in its order: its params, then the command line's
-    overrides (each `key=value` as given)."""
+    overrides (each `key=value` as given: ${...} unresolved; parsed_search_lines reads them as the plugin does)."""
     params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
     return [f"hydra.sweeper.params.{key}={value}" for key, value in params.items()] + task_overrides(config.hydra)
 
 
 def parsed_search_lines(config: DictConfig) -> list[tuple[str, Any]]:
-    """search_lines, each with its value as Hydra's override parser reads it: None for one it cannot parse (Hydra,
-    or the sweeper, says what is wrong with it itself)."""
+    """search_lines as Optuna's plugin reads them, each with its value as Hydra's override parser reads it: the
+    params resolved (Hydra resolves the sweeper's config as it makes the plugin, so `seed: ${oc.env:SEEDS}` with
+    SEEDS=choice(1,2) is a search), the command line's as given. None for one that cannot be resolved or parsed
+    (Hydra, or the sweeper, says what is wrong with it itself)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    params = [(f"hydra.sweeper.params.{key}={value}", err is None) for key, value, err in resolved_params(config)]
     parser, parsed = OverridesParser.create(), []
-    for line in search_lines(config):
+    for line, resolved in params + [(line, True) for line in task_overrides(config.hydra)]:
+        override = None
         try:
-            (override,) = parser.parse_overrides([f"x={line.partition('=')[2]}"])
+            if resolved:
+                (override,) = parser.parse_overrides([f"x={line.partition('=')[2]}"])
         except Exception:
-            override = None
+            pass
         parsed.append((line, override))
     return parsed
+
+
+def resolved_params(config: DictConfig) -> list[tuple[str, Any, OmegaConfBaseException | None]]:
+    """Each key of a search sweeper's params (hydra.sweeper.params) with its value as the plugin reads it, resolved
+    (a config node as a container), and None; or, where it cannot be resolved, its value as given and the error."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", throw_on_resolution_failure=False)
+    given = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
+    resolved = []
+    for key, value in given.items():
+        try:
+            node = params[key]
+            value, err = (OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node), None
+        except OmegaConfBaseException as error:
+            err = error
+        resolved.append((key, value, err))
+    return resolved
 
 
 def searched_key(line: str) -> str:

@@ -177,17 +177,13 @@ def searched_experiments(config: DictConfig) -> list[str]:
     hydra.sweeper.params): its choices where listed, else ALL_EXPERIMENTS; none where a fixed value is
     given too (Optuna's plugin takes a key given a fixed value out of its search: every trial's is that one). A
     name given (experiment_name) is what names the trials, whatever experiment they compose."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from rnnreg.optuna_grid import parsed_search_lines, searched_key
 
-    # resolved, as Optuna's plugin reads its params (not parsed_search_lines, as written: ${oc.env:X} is no search)
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    lines = [f"{key}={value}" for key, value in params.items()] + task_overrides(config.hydra)
-    try:
-        parsed = OverridesParser.create().parse_overrides(lines)
-    except Exception:  # (the sweeper says what is wrong with its own space)
+    parsed = parsed_search_lines(config)  # (its params resolved, as the plugin reads them: ${oc.env:X} may search)
+    if any(override is None for _, override in parsed):  # (the sweeper says what is wrong with its own space)
         return []
     for key in ("experiment_name", "experiment"):
-        given = [override for override in parsed if override.key_or_group == key]
+        given = [override for line, override in parsed if searched_key(line) == key]
         if any(not override.is_sweep_override() for override in given):
             return []
         if given:  # (the command line's, after the space's: the plugin's search takes the last)

@@ -278,9 +278,9 @@ def check_fresh_trials(config: DictConfig, found: tuple[str, object], fresh: lis
 
 
 def study_ckpt_paths(config: DictConfig) -> tuple[str | None, list[str]] | None:
-    """The checkpoints a search sweeper's trials may resume, as given (`last`, ${...} unresolved), read as Optuna
-    reads its search space (its params, then the command line's overrides; a fixed value in either over a search):
-    None and a fixed ckpt_path (the config's where none is given), or a searched one as given
+    """The checkpoints a search sweeper's trials may resume, as given (`last`; the command line's ${...} unresolved),
+    read as Optuna reads its search space (its params resolved, then the command line's overrides; a fixed value in
+    either over a search): None and a fixed ckpt_path (the config's where none is given), or a searched one as given
     (`hydra.sweeper.params.ckpt_path=choice(a,b)`, `ckpt_path=a,b`) and its choices. None where no trial resumes,
     or one is searched by what is no choice (a range or an interval of a path: Optuna stops on it itself)."""
     fixed, searched = None, None
