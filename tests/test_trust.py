@@ -1173,6 +1173,23 @@ def test_a_given_sweep_folder_that_reads_a_key_searched_through_an_interpolation
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_search_space_value_that_cannot_be_resolved_is_one_line_before_anything_is_made(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    """Hydra resolves a search sweeper's params as it makes Optuna's plugin: one that cannot be resolved (a variable
+    not set) is one line naming the key as given and why, exit 2, before the sweep folder is made (before: OmegaConf's
+    traceback, exit 1, from the sweep folder's reading of the space, or from the plugin once the folder was made)."""
+    monkeypatch.delenv("RNNREG_NOT_SET", raising=False)
+    args = ["-m", "hparams_search=optuna", *TINY, f"data.data_dir={tiny_corpus}", "hydra.sweeper.n_trials=1"]
+    searched = "+hydra.sweeper.params.seed=${oc.env:RNNREG_NOT_SET}"
+    status, stderr = finish(popen("rnnreg-train", *args, searched, f"hydra.sweep.dir={tmp_path}/sweep"))
+    assert status == 2 and stderr == [
+        "error: hydra.sweeper.params.seed=${oc.env:RNNREG_NOT_SET}: KeyError raised while resolving interpolation: "
+        "\"Environment variable 'RNNREG_NOT_SET' not found\""
+    ]
+    assert not (tmp_path / "sweep").exists()
+
+
 LONG_NAMES = ("an_experiment_named_at_length_to_say_what_it_is", "another_named_at_length_to_say_what_it_is")
 OPTUNA = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "dropout=non_recurrent"]
 

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnreg.errors import ConfigError
+from rnnreg.errors import ConfigError, first_line
 from rnnreg.multirun_jobs import task_overrides
 from rnnreg.override_refusals import miscounted
 
@@ -112,7 +112,7 @@ def parsed_search_lines(config: DictConfig) -> list[tuple[str, Any]]:
     """search_lines as Optuna's plugin reads them, each with its value as Hydra's override parser reads it: the
     params resolved (Hydra resolves the sweeper's config as it makes the plugin, so `seed: ${oc.env:SEEDS}` with
     SEEDS=choice(1,2) is a search), the command line's as given. None for one that cannot be resolved or parsed
-    (Hydra, or the sweeper, says what is wrong with it itself)."""
+    (Hydra, or the sweeper, says what is wrong with it itself; check_search_params of one not resolved)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = [(f"hydra.sweeper.params.{key}={value}", err is None) for key, value, err in resolved_params(config)]
@@ -142,6 +142,14 @@ def resolved_params(config: DictConfig) -> list[tuple[str, Any, OmegaConfBaseExc
             err = error
         resolved.append((key, value, err))
     return resolved
+
+
+def check_search_params(config: DictConfig) -> None:
+    """A ConfigError, before the sweep folder is made, where a search sweeper's params hold a value that cannot be
+    resolved (`seed: ${oc.env:NOT_SET}`): Hydra resolves them as it makes the sweeper, and stops with a traceback."""
+    for key, value, err in resolved_params(config):
+        if err is not None:
+            raise ConfigError(f"hydra.sweeper.params.{key}={value}: {first_line(err)}")
 
 
 def searched_key(line: str) -> str:

@@ -39,7 +39,7 @@ from rnnreg.multirun_jobs import (
     swept_keys,
     uses_stacked_launcher,
 )
-from rnnreg.optuna_grid import check_grid_search_space
+from rnnreg.optuna_grid import check_grid_search_space, check_search_params
 from rnnreg.optuna_study import OPTUNA_SWEEPER, check_study_checkpoints, end_studies_as_sweeps_end
 from rnnreg.override_text import pasted_override
 from rnnreg.record_yaml import recorded_launcher, recorded_overrides
@@ -237,6 +237,7 @@ class SweepCallback(Callback):
         if not launched_as_rank_zero():  # a DDP process that Lightning started with rank 0's command line (-m too)
             follow_rank_zero(config)
             return
+        check_search_params(config)  # (Hydra resolves them as it makes the sweeper, after this: a traceback)
         pin_sweep_folder(config)  # every job's folder in the sweep's own
         check_grid_search_space(config)
         check_study_checkpoints(config)  # (before the W&B check: a trial that stops on its checkpoint logs nothing)
