@@ -662,6 +662,39 @@ def test_a_study_of_checkpoints_searched_through_an_interpolation_is_checked_as_
     check_wandb_runs(study(*grid, ckpt_paths=(w1, w2)))
 
 
+def test_an_optuna_study_whose_every_checkpoint_an_interpolation_gives_stops_its_trials_is_refused(
+    tmp_path, monkeypatch
+):
+    """A space's ckpt_path that reads ${oc.env:CKPTS} is the search CKPTS holds, as Optuna's plugin reads its params
+    (resolved): where every choice is a checkpoint a trial stops on, refused with their lines as one written out is
+    (before: a space's ckpt_path that read ${...} was left to its trials, each running to its failure); one with a
+    choice a trial goes on from (null) is left to its trials."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnreg import CONF_DIR
+    from rnnreg.errors import ConfigError
+    from rnnreg.optuna_study import check_study_checkpoints
+
+    not_ours, also_not_ours = tmp_path / "x1.ckpt", tmp_path / "x2.ckpt"
+    torch.save({"x": torch.zeros(1)}, not_ours)
+    torch.save({"x": 2}, also_not_ours)
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        study = compose(
+            "train",
+            ["experiment=paper_small", "hparams_search=optuna", "+hydra.sweeper.params.ckpt_path=${oc.env:CKPTS}"],
+            return_hydra_config=True,
+        )
+    monkeypatch.setenv("CKPTS", f"choice({not_ours},{also_not_ours})")
+    searched = f"hydra.sweeper.params.ckpt_path=choice({not_ours},{also_not_ours})"
+    with pytest.raises(ConfigError) as refused:
+        check_study_checkpoints(study)
+    line = str(refused.value)
+    assert line.startswith(f"{searched}: every trial would stop on the checkpoint it draws: {not_ours} is not a "), line
+    assert f"; {also_not_ours} is not a rnnreg checkpoint" in line
+    monkeypatch.setenv("CKPTS", f"choice({not_ours},null)")
+    check_study_checkpoints(study)
+
+
 @pytest.mark.parametrize("version", [[], ["+logger.wandb.version=w1"]], ids=["id", "version-and-id"])
 def test_jobs_resuming_a_checkpoint_with_another_wandb_id_are_left_to_their_own_line(
     resumable, tmp_path, no_wandb_credentials, version

@@ -25,7 +25,6 @@ from omegaconf.errors import OmegaConfBaseException
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.job_records import JobFailed
 from rnnreg.multirun_jobs import basic_sweeper, inside_job, swept_keys
-from rnnreg.optuna_grid import search_lines, searched_key
 from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
 from rnnreg.sweep_wandb import LAST_ROOT, study_ckpt_paths, varies_per_job
 
@@ -123,12 +122,9 @@ def check_study_checkpoints(config: DictConfig) -> None:
     that finds none, a file that is no rnnreg checkpoint, or under logger=wandb one whose W&B run id is none; said
     with the lines its trials would stop on (trial_stops_on). A study with one choice a trial may go on from (null,
     a checkpoint it reads, one that reads what the search varies) is left to its trials, as a basic sweep's jobs
-    are: each fails alone with its line, and the sweep's end lists them; so is a space whose ckpt_path reads ${...}
-    (the plugin reads its params resolved, study_ckpt_paths as written: `${oc.env:X}` may give a search)."""
+    are: each fails alone with its line, and the sweep's end lists them. The space's params are read resolved, as
+    the plugin reads them (study_ckpt_paths: `${oc.env:X}` may give a search)."""
     if basic_sweeper(config):
-        return
-    params = [line for line in search_lines(config) if line.startswith("hydra.sweeper.params.")]
-    if any(searched_key(line) == "ckpt_path" and "${" in line for line in params):
         return
     found = study_ckpt_paths(config)
     if found is None:
