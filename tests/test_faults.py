@@ -220,6 +220,26 @@ def test_a_stopped_run_prints_the_command_that_goes_on(tiny_corpus, tmp_path, si
     assert torch.load(second / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_multirun_stopped_in_a_job_ends_with_the_report_that_goes_on(tiny_corpus, tmp_path, signum):
+    """A signal in a basic multirun's job ends the multirun (Hydra's basic launcher runs the jobs in its process), so
+    neither the job's line nor the sweep's end says anything: the console's last line names the job and the
+    rnnreg-report command, which lists the stopped job and the job that never started, each with how it goes on (before:
+    the console ended on the progress bar, exit 130, with no word of how to go on)."""
+    sweep = tmp_path / "sweep"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    args += ["trainer.limit_train_batches=6", "test=false", *signal_at(signum, 3)]
+    proc = run("rnnreg-train", "-m", *args, "seed=1,2", f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 128 + signum, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == (
+        f"{STOPPED_BY[signum]}: the multirun stopped in job 0 (seed=1); rnnreg-report path={sweep} gives the "
+        f"commands that go on (with it, and with each job not yet started)"
+    )
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "interrupted"
+    said = report(sweep)  # (no command shown here: the test's signal is a callback Hydra builds)
+    assert "\n- 0 (interrupted): " in said and "\n- 1 (never started: no folder): " in said
+
+
 def test_a_run_stopped_in_its_final_test_prints_the_command_that_tests_it(tiny_corpus, tmp_path):
     """Ctrl-C in the final test, once training completed: the command printed tests the weights the run was testing
     (a resume from its last.ckpt is refused: nothing is left to train); pasted, it writes the test perplexities."""

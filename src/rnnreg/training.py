@@ -29,7 +29,8 @@ from rnnreg.instantiation import instantiate, instantiate_callbacks, instantiate
 from rnnreg.io import load_checkpoint, write_json_atomic
 from rnnreg.loggers import checked_parts, finish_wandb, hyperparameters
 from rnnreg.model import StepLSTM
-from rnnreg.multirun_jobs import in_multirun
+from rnnreg.multirun_jobs import BASIC_LAUNCHER, BASIC_SWEEPER, in_multirun, job_named, job_swept_keys
+from rnnreg.override_text import pasted_override
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.report_commands import again_command, eval_command, resume_command
@@ -319,6 +320,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
             if rank_zero and not in_multirun() and preemption.submitit_stop() is None:  # (a sweep's end says it)
                 say_how_to_go_on(cfg, stop, kept_checkpoint(cfg, True, ckpt_path), tested)
+            elif rank_zero and jobs_run_in_this_process():  # the exit ends the multirun: its end says nothing
+                say_the_multirun_stopped(stop)
             raise SystemExit(128 + stop) from None
         raise
     best_val = validation.best  # absent with no validation (rnnreg-report shows none)
@@ -397,6 +400,35 @@ def say_how_to_go_on(cfg: DictConfig, stop: int, checkpoint: Path | None, tested
     else:
         then = f"no checkpoint was written: run it again, {again_command(run)}"
     print(f"{STOPPED_BY[stop]}: the run stopped; {then}", flush=True)
+
+
+def jobs_run_in_this_process() -> bool:
+    """Whether this run is a job of a multirun whose launcher runs its jobs in this process (Hydra's basic one), so
+    that a signal's exit ends the multirun with it, before its end lists the jobs that did not complete."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return in_multirun() and HydraConfig.get().launcher.get("_target_") == BASIC_LAUNCHER
+
+
+def say_the_multirun_stopped(stop: int) -> None:
+    """The console's last line for a multirun a signal stopped in one of its jobs: the job, and the rnnreg-report
+    command that gives the commands that go on (the job's from its last.ckpt; a basic sweep's, each job that never
+    started)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    job = HydraConfig.get()
+    try:
+        swept = job_swept_keys()
+    except DataError:  # (its sweep.yaml cut short or edited: the job named by its overrides)
+        swept = None
+    named = job_named(job.job.num, list(job.overrides.task), swept)
+    unstarted = ", and with each job not yet started" if job.sweeper.get("_target_") == BASIC_SWEEPER else ""
+    report = f"rnnreg-report {pasted_override('path', job.sweep.dir)}"
+    print(
+        f"{STOPPED_BY[stop]}: the multirun stopped in job {named}; {report} gives the commands that go on (with it"
+        f"{unstarted})",
+        flush=True,
+    )
 
 
 def stop_signal(err: BaseException, trainer: L.Trainer | None, signum: int | None = None) -> int | None:
