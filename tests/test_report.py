@@ -953,6 +953,28 @@ def test_a_seed_run_twice_is_counted_once_in_the_table_and_the_figures(tmp_path)
     assert "over 3 seeds" in ax.get_xlabel()
 
 
+def test_a_single_run_refused_once_its_folder_existed_is_failed_with_its_line(tiny_corpus, tmp_path):
+    """A single run stopped by bad input found once Hydra had made its folder (ckpt_path=last finding no run; a
+    checkpoint of another vocabulary, nothing left to train) leaves error.txt with its line: the report lists it as
+    failed, with that line, and gives no command (before: `unfinished`, as if killed hard, with "run it again" and the
+    command that fails again). A folder given again, a completed run's refused resume there, stays as it was."""
+    runs, args = tmp_path / "runs", ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}"]
+    args += ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    outputs = f"paths.output_root={tmp_path / 'outputs'}"  # (ckpt_path=last looks for earlier runs there: none)
+    refused = run("rnnreg-train", *args, "ckpt_path=last", outputs, f"hydra.run.dir={runs / 'refused'}", check=False)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    line = refused.stderr.strip().splitlines()[-1].removeprefix("error: ")
+    assert line.startswith("ckpt_path=last: no earlier run of paper_small")
+    assert (runs / "refused" / "error.txt").read_text() == f"{line}\n"
+    run("rnnreg-train", *args, f"hydra.run.dir={runs / 'completed'}")
+    again = run("rnnreg-train", *args, "ckpt_path=last", f"hydra.run.dir={runs / 'completed'}", check=False)
+    assert again.returncode == 2 and "nothing is left to train" in again.stderr, again.stderr[-3000:]
+    assert not (runs / "completed" / "error.txt").exists()
+    table = report(runs, PAPER)
+    assert "| completed | (same) | completed |" in table and "| refused | (same) | failed |" in table
+    assert f"Failed, and why:\n\n- refused: {line}\n" in table and "how each goes on" not in table
+
+
 def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path):
     """A basic sweep stopped by SIGTERM: an interrupted job goes on from its last checkpoint, one without a
     checkpoint (only .hydra/) runs again, and one that never got a folder is listed from multirun.yaml; a stacked

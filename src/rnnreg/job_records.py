@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from rnnreg.errors import DataError
 from rnnreg.multirun_jobs import in_multirun, job_named
 from rnnreg.record_yaml import recorded_overrides
+from rnnreg.run_folder_check import earlier_record_kept, earlier_results
 from rnnreg.run_lock import launched_as_rank_zero
 from rnnreg.run_record import metrics_path, recorded_metrics
 
@@ -57,6 +58,20 @@ def record_job_error(message: str, folder: str | Path | None = None) -> None:
         Path(folder, ERROR_FILE).write_text(f"{message}\n")
     except OSError:  # the line on stderr has said it
         pass
+
+
+def record_refused_run(folder: str | Path, message: str, record_subdir: str | None) -> None:
+    """A single run's error.txt where its one-line error (bad input found once Hydra had made its folder: a
+    checkpoint of another vocabulary, ckpt_path=last finding no run) leaves a folder of its own holding only its
+    record (`record_subdir`, Hydra's .hydra; None: a command that keeps none, rnnreg-generate's) and its log:
+    rnnreg-report lists it as failed, with that line, not as killed hard with a command that would fail again.
+    Nothing in a folder given again (its earlier record is put back) or holding results (a run that trained says why
+    in its metrics.json)."""
+    if record_subdir is None or not Path(folder, record_subdir).is_dir():
+        return
+    if earlier_record_kept(str(folder)) or earlier_results(folder):
+        return
+    record_job_error(message, folder)
 
 
 def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str], str]]:

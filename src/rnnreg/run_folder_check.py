@@ -336,6 +336,12 @@ def put_back_earlier_record(output_dir: str) -> None:
                 replace_atomically(folder / ".hydra" / name, lambda tmp, data=data: tmp.write_bytes(data))
 
 
+def earlier_record_kept(output_dir: str) -> bool:
+    """Whether the folder `output_dir` held an earlier command's record when this command started (keep_earlier_record):
+    a folder given again, not one this command made."""
+    return any(folder == Path(output_dir).resolve() for folder, _, _ in EARLIER_RECORDS)
+
+
 def _stamp(folder: str | Path) -> dict[str, tuple | None]:
     """A run's results (RESULT_FILES: metrics.json, every checkpoint) as a stamp that a new write,
     or removal, of any changes: the put-back is right only where the command left no result (a run that trained

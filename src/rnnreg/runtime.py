@@ -24,7 +24,7 @@ from rnnreg import CONF_DIR
 from rnnreg.command_flags import answered_by_hydra, check_flags
 from rnnreg.command_line import MODE_NOT_READ, check_command_line, check_group_options
 from rnnreg.errors import ConfigError, DataError, UserError
-from rnnreg.job_records import report_failed_job
+from rnnreg.job_records import record_refused_run, report_failed_job
 from rnnreg.multirun_jobs import BASIC_SWEEPER, in_multirun, job_swept_keys, override_key, task_overrides
 from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put_back_earlier_record
 from rnnreg.validation import missing_message, validate
@@ -95,6 +95,9 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
             if not in_multirun():
                 if HydraConfig.initialized():  # a refused resume in its own folder keeps that run's record
                     put_back_earlier_record(HydraConfig.get().runtime.output_dir)
+                    record_refused_run(
+                        HydraConfig.get().runtime.output_dir, str(message), HydraConfig.get().output_subdir
+                    )
                 print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
             job = HydraConfig.get()
