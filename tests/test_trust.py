@@ -1538,6 +1538,52 @@ def test_a_folder_that_cannot_be_made_is_one_line_and_nothing_is_made(tiny_corpu
     assert not any(os.path.exists(p) for p in ("/proc/rnnreg_sweep", "/proc/rnnreg_run", "/sys/rnnreg_out"))
 
 
+def test_a_folder_that_starts_with_a_tilde_is_one_line_with_the_folder_meant(tiny_corpus, tmp_path):
+    """A shell expands ~ only at a word's start, unquoted: `hydra.run.dir=~/runs` reaches Hydra as it is (its grammar
+    refuses it), and the quoting the line gave for it, "hydra.run.dir='~/runs'", ran the whole run in a folder named ~
+    in the working folder, as did paths.output_root, $RNNREG_OUTPUT_DIR and hydra.sweep.dir given so. Each is one
+    line that gives the folder meant, $HOME's, exit 2, nothing made (ckpt_path and data.data_dir, which are read,
+    expand a ~ themselves)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    at = {"cwd": work, "env": {"HOME": str(home)}}
+    made = (
+        "would make a folder named ~ in {}, for nothing expands its ~ (a shell does only at a word's start, unquoted)"
+    )
+    cases = {
+        "unquoted": (
+            [*tiny, "hydra.run.dir=~/runs"],
+            at,
+            "hydra.run.dir=~/runs is not an override Hydra can read (LexerNoViableAltException), and a shell expands "
+            f"~ only at a word's start: give hydra.run.dir={home}/runs",
+        ),
+        "run": (
+            [*tiny, "hydra.run.dir='~/runs'"],
+            at,
+            f"hydra.run.dir=~/runs {made.format(work)}: give hydra.run.dir={home}/runs",
+        ),
+        "root": (
+            [*tiny, "paths.output_root='~/out'"],
+            at,
+            f"paths.output_root=~/out {made.format(work)}: give paths.output_root={home}/out",
+        ),
+        "env": (
+            tiny,
+            {"cwd": work, "env": {"HOME": str(home), "RNNREG_OUTPUT_DIR": "~/out"}},
+            f"RNNREG_OUTPUT_DIR=~/out {made.format(work)}: give RNNREG_OUTPUT_DIR={home}/out",
+        ),
+        "sweep": (
+            ["-m", *tiny, "seed=1,2", "hydra.sweep.dir='~/sweep'"],
+            at,
+            f"hydra.sweep.dir=~/sweep {made.format(work)}: give hydra.sweep.dir={home}/sweep",
+        ),
+    }
+    assert_each_refused_in_one_line(cases)
+    assert not any(work.iterdir()) and not any(home.iterdir())
+
+
 @pytest.mark.skipif(not root_can("mount"), reason="needs root to mount a tmpfs")
 def test_a_folder_on_a_filesystem_out_of_inodes_is_one_line_and_nothing_is_made(tiny_corpus, tmp_path):
     """A filesystem with no inode left (as a full disk or a quota: permissions allow it, mkdir does not) for a run's

@@ -6,6 +6,7 @@ these."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 from pathlib import Path
@@ -189,11 +190,30 @@ def parse_error(args: list[str], err: Exception) -> str:
             reason = reason.split(":")[0] if reason.endswith(arg) else reason
             if value.startswith("tag(") and value.endswith(")"):  # (a quoted tag() is a string: not a sweep's value)
                 return f"{arg} is not an override Hydra can read ({reason}): {tag_fix(key, value)}"
+            home = os.path.expanduser(value)
+            if value.startswith("~") and home != value:  # quoted, Hydra would pass the ~ on: a folder named ~ here
+                fix = f"{key}={home}" if plain_override(f"{key}={home}") else quoted_override(key, home)
+                return (
+                    f"{arg} is not an override Hydra can read ({reason}), and a shell expands ~ only at a word's "
+                    f"start: give {fix}"
+                )
             return (
                 f"{arg} is not an override Hydra can read ({reason}): quote the value inside the override, "
                 f"e.g. {quoted_override(key, value)} (the outer quotes for the shell, the inner ones for Hydra)"
             )
     return reason
+
+
+def plain_override(line: str) -> bool:
+    """Whether Hydra's grammar reads `line` as it is, unquoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        OverridesParser.create().parse_overrides([line])
+    except HydraException:
+        return False
+    return True
 
 
 def tag_fix(key: str, value: str) -> str:

@@ -145,7 +145,15 @@ def check_not_in_checkpoints(folder: str | Path, key: str, program: str = "rnnre
 def check_folder_can_be_made(folder: str | Path, key: str) -> None:
     """A run or sweep folder that could not be made or written in (a file on its path, a folder this user
     cannot write in, a read-only or full filesystem, a quota, a pseudo-filesystem such as /proc): one line before
-    Hydra tries, whose answer is a traceback."""
+    Hydra tries, whose answer is a traceback. A folder that starts with ~ too: nothing on the way expands it (a
+    shell expands only an unquoted ~ at a word's start), so Hydra would make a folder named ~ in this one."""
+    if str(folder).startswith("~"):
+        home = os.path.expanduser(folder)
+        given = f"{key}={home}" if home != str(folder) else f"{key} an absolute path"
+        raise ConfigError(
+            f"{key}={folder} would make a folder named {Path(folder).parts[0]} in {os.getcwd()}, for nothing expands "
+            f"its ~ (a shell does only at a word's start, unquoted): give {given}"
+        )
     path = Path(os.path.abspath(folder))
     existing = next(p for p in (path, *path.parents) if os.path.exists(p))  # (False where it cannot look)
     if not existing.is_dir():
@@ -211,6 +219,8 @@ def check_run_dir_free(
         if key == "hydra.run.dir" and not multirun:  # as Hydra resolves it (${paths.output_root}/run), if it is used
             resolved = run_dir_used(args, config_name, job_name, config_multirun)
             value = value if resolved is None else resolved
+        elif key == "hydra.sweep.dir":  # as Hydra reads it: a quoted value without its quotes
+            value = plain_value(f"{key}={value}") or value
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
             message = RunLock.in_use(os.path.abspath(value), key)  # as Hydra makes it
             if message:
