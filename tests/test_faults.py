@@ -474,6 +474,14 @@ def test_checkpoint_from_another_vocabulary_is_refused(tiny_corpus, tmp_path):
     )
     assert not (tmp_path / "eval" / "metrics.json").exists()
     assert load_task(str(ckpt)).vocab  # the checkpoint itself is untouched and loads
+    # resumed on the other data: the same line, naming the checkpoint (it said "the checkpoint", with no data)
+    resumed = ["experiment=paper_small", *TINY, f"data.data_dir={other}", f"ckpt_path={ckpt}", "trainer.max_epochs=2"]
+    proc = run("rnnreg-train", *resumed, f"hydra.run.dir={tmp_path}/resumed", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: {ckpt} was trained on another vocabulary (42 words) than this data (27 words): resume it on the data "
+        f"it was trained on (data=text data.bptt=5 data.batch_size=4 data.data_dir={tiny_corpus}, from its run's "
+        ".hydra/overrides.yaml)"
+    ), proc.stderr[-3000:]
 
 
 def test_a_bug_inside_training_keeps_its_traceback(tiny_corpus, tmp_path):

@@ -16,7 +16,7 @@ another LSTM implementation (model.lstm).
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import NamedTuple
 
 import torch
@@ -25,9 +25,10 @@ from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from rnnreg.checkpoint_contents import not_written_by_train
 from rnnreg.console import counted
 from rnnreg.data import limit_batches
-from rnnreg.errors import CheckpointError, ConfigError
+from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.loggers import offline_run_parts, wandb_run_id
 from rnnreg.model import build_net
+from rnnreg.record_yaml import recorded_overrides
 
 
 def windows_done(trainer) -> int:
@@ -337,6 +338,16 @@ def check_resume_window(checkpoint_window: int, epoch: int, datamodule, limit, c
         )
 
 
+def data_overrides(ckpt_path: str) -> str:
+    """The data=... overrides of the run a checkpoint was written by (<run>/checkpoints/x.ckpt), or "" (none, or no
+    record it can read: the refusal it adds to says enough without them)."""
+    try:
+        overrides = recorded_overrides(Path(ckpt_path).parent.parent) or []
+    except (DataError, OSError):  # (OSError: recorded_overrides lets a file it may not open through)
+        return ""
+    return " ".join(o for o in overrides if o.startswith(("data=", "data.")))
+
+
 def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     """Before training resumes: the RNG, the stream position and this rank's share of the carried state."""
     task.vocab = checkpoint.get("vocab")
@@ -345,9 +356,12 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     datamodule = getattr(trainer, "datamodule", None)
     corpus = getattr(datamodule, "load", None)
     if task.vocab is not None and corpus is not None and task.vocab != corpus().itos:
+        ckpt_path = getattr(trainer, "ckpt_path", None)  # (the one fit() restores from)
+        data = data_overrides(str(ckpt_path)) if ckpt_path else ""
         raise CheckpointError(
-            f"the checkpoint was trained on another vocabulary ({len(task.vocab)} words) than "
+            f"{ckpt_path or 'the checkpoint'} was trained on another vocabulary ({len(task.vocab)} words) than "
             f"this data ({len(corpus().itos)} words): resume it on the data it was trained on"
+            + (f" ({data}, from its run's .hydra/overrides.yaml)" if data else "")
         )
     ours = task.state_dict()
     theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}

@@ -9,14 +9,13 @@ import torch
 from torch import nn
 
 from rnnreg.checkpoint_contents import not_this_version, not_written_by_train, trained_net
-from rnnreg.errors import ConfigError, DataError, first_line
+from rnnreg.errors import ConfigError, first_line
 from rnnreg.fast import FastStep, fast_step_wanted
 from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
 from rnnreg.model import State, build_net, mean_nll, paper_objective
 from rnnreg.optim import paper_optimizer
-from rnnreg.record_yaml import recorded_overrides
-from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
+from rnnreg.resume import data_overrides, restore_resume_state, save_resume_state, validate_again
 from rnnreg.schema import paper_values
 from rnnreg.training_signals import TrainingSignals
 
@@ -189,13 +188,3 @@ def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTa
             + (f" ({data}, from its run's .hydra/overrides.yaml)" if data else "")
         )
     return task
-
-
-def data_overrides(ckpt_path: str) -> str:
-    """The data=... overrides of the run a checkpoint was written by (<run>/checkpoints/x.ckpt), or "" (none, or no
-    record it can read: the refusal it adds to says enough without them)."""
-    try:
-        overrides = recorded_overrides(Path(ckpt_path).parent.parent) or []
-    except (DataError, OSError):  # (OSError: recorded_overrides lets a file it may not open through)
-        return ""
-    return " ".join(o for o in overrides if o.startswith(("data=", "data.")))
