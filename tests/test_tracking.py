@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -1382,6 +1383,58 @@ def test_submitit_local_keeps_the_users_threads(given, monkeypatch):
         assert share_cores(multirun) == ["OMP_NUM_THREADS"]
         assert os.environ["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
         monkeypatch.delenv("OMP_NUM_THREADS")
+
+
+def test_the_multiruns_thread_variables_by_launcher(monkeypatch, caplog):
+    """What cpu_threads.share_cores sets in the multirun's process, by launcher: under joblib the user's
+    OMP_NUM_THREADS copied to MKL_NUM_THREADS (and handed back to be taken back), unless MKL_NUM_THREADS was set
+    too; under the basic launcher nothing; under submitit_local at least one thread a process, however many it
+    starts at once, said in one line."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from rnnreg import CONF_DIR
+    from rnnreg.cpu_threads import cores, share_cores
+
+    def thread_variables() -> dict:
+        return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+
+        def multirun(*overrides: str):
+            return loader.load_configuration("train", [*overrides, "seed=1,2"], RunMode.MULTIRUN)
+
+        joblib, basic = multirun("hydra/launcher=joblib"), multirun("hydra/launcher=basic")
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert share_cores(basic) == [] and thread_variables() == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": None}
+        monkeypatch.setenv("MKL_NUM_THREADS", "1")
+        assert share_cores(joblib) == [] and thread_variables() == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
+        monkeypatch.delenv("MKL_NUM_THREADS")
+        assert share_cores(joblib) == ["MKL_NUM_THREADS"]
+        assert thread_variables() == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.delenv("MKL_NUM_THREADS")
+        # more processes at once than cores: one thread each, not none
+        many = multirun("hydra/launcher=submitit_local", f"hydra.launcher.tasks_per_node={cores() + 1}")
+        with caplog.at_level(logging.INFO, logger="rnnreg"):
+            assert share_cores(many) == ["OMP_NUM_THREADS"]
+        assert thread_variables() == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": None}
+        processes = 2 * (cores() + 1)
+        assert caplog.messages == [
+            f"hydra/launcher=submitit_local starts {processes} processes at once on {cores()} core"
+            f"{'s' if cores() > 1 else ''}: OMP_NUM_THREADS=1 for each (set OMP_NUM_THREADS to choose another count)"
+        ]
+        monkeypatch.delenv("OMP_NUM_THREADS")
+    # the cores are those this process may run on (taskset, a container's cpuset), not the machine's
+    one_core = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from rnnreg.cpu_threads import cores"
+    )
+    proc = subprocess.run([sys.executable, "-c", f"{one_core}; print(cores())"], capture_output=True, text=True)
+    assert proc.stdout == "1\n", proc.stderr[-2000:]
 
 
 def test_a_runs_threads_line_names_the_variable_torch_took(monkeypatch):
