@@ -742,6 +742,10 @@ def test_key_values_on_both_sides_of_a_flag_are_one_line_with_the_command_in_ord
     "argv, says",
     [
         (["--run", "-m"], "--multirun and --run cannot be combined (Hydra does one at a time): keep one"),
+        # (leaving out -m is the fix only for --cfg beside -m)
+        (["--cfg", "job", "--run"], "--cfg and --run cannot be combined (Hydra does one at a time): keep one"),
+        # beside a mode the command meant is the flag's example: the reader's words would give a second mode
+        (["-m", "-p", "model"], "--package works with --cfg, to show the config: rnnreg-train --cfg job -p model"),
         (["-sc"], "-sc takes install, uninstall or query: rnnreg-train -sc install=bash (or zsh, fish)"),
         (["-sc", "bogus"], "-sc takes install, uninstall or query: rnnreg-train -sc install=bash (or zsh, fish)"),
         (
@@ -829,6 +833,39 @@ def test_a_relative_config_path_is_one_line_that_gives_the_absolute_one(tmp_path
             "rnnreg-train", flag, str(tmp_path / "conf2") if flag == "--config-path" else "conf2", "--cfg", "job"
         )
         assert shown.stdout.startswith("task_name: train\n")
+
+
+def test_a_config_path_hydra_reads_as_given_is_left_to_it(tmp_path, monkeypatch):
+    """No line for a --config-path Hydra finds: an absolute folder, a package's (pkg://), or a relative one that names
+    a folder of rnnreg's package (an installed package's `conf`, here the checkout's conf/ from src/rnnreg)."""
+    from rnnreg.command_flags import relative_config_path
+
+    monkeypatch.chdir(tmp_path)
+    in_package = os.path.relpath(CONF_DIR, Path(rnnreg.__file__).parent)
+    assert [relative_config_path(path) for path in (CONF_DIR, "pkg://rnnreg.conf", in_package)] == [None] * 3
+    assert relative_config_path("conf").startswith("--config-path conf: no such folder: ")
+
+
+def test_the_commands_a_flags_line_gives_are_the_ones_meant():
+    """The words of a flag's line: rnnreg-report -m's commands, one per folder of a list, each a shell word (a
+    folder with a space), the example's where the folders are not a list (range(), none given); the glued flag
+    each of -cd, -cn and -cp makes; and a script's own --config-name is no other script's."""
+    from rnnreg.command_flags import check_flags, glued_flag_hint, report_multirun_message
+
+    def commands(*overrides: str) -> str:
+        return re.search(r"run it once per folder \((.*)\), or report", report_multirun_message(overrides))[1]
+
+    # (Hydra's string of a value escapes its space, which it reads back)
+    assert commands("path=my runs,b") == "rnnreg-report 'path=my\\ runs', then rnnreg-report path=b"
+    assert commands("path=range(1,3)") == commands() == "rnnreg-report path=<folder>"
+    assert glued_flag_hint(["-cpconf"]) == " (-cpconf reads as -c pconf: write -cp conf)"
+    check_flags(["-cn", "train", "--cfg", "job"], "rnnreg-train")
+
+
+def test_help_takes_resolve_as_cfg_does():
+    """--resolve with --help is Hydra's help of the resolved config, as with --cfg: not the line for --resolve alone."""
+    proc = run("rnnreg-train", "--help", "--resolve")
+    assert proc.stdout.startswith("rnnreg-train: train an LSTM language model") and not proc.stderr
 
 
 @pytest.mark.parametrize(
