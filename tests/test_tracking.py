@@ -1895,6 +1895,42 @@ def test_an_optuna_study_whose_every_checkpoint_stops_its_trials_is_refused_befo
     assert not (tmp_path / "new").exists()
 
 
+def test_an_optuna_study_with_a_trial_that_crashed_keeps_the_plugins_traceback(resumable, tmp_path):
+    """A batch of two trials, one failed on its line (a file that is no rnnreg checkpoint), then one that crashed
+    (a bug in a callback, in the epoch it resumes): the crash keeps Hydra's line for it and the plugin's traceback,
+    where more of the batch failed than max_failure_rate allows; it is not ended as a basic sweep ends."""
+    not_ours = tmp_path / "not_ours.ckpt"
+    torch.save({"x": torch.zeros(1)}, not_ours)
+    plain = resumable["plain"]  # (of this model's shape, its one epoch completed: the crash is in the second)
+    sweep = tmp_path / "optuna"
+    study = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0"]
+    study += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.max_failure_rate=0"]
+    crash = ["+callbacks.crash._target_=helpers.RaiseAtFirstWindow", "trainer.max_epochs=2"]
+    args = ["-m", *resumable["tiny"], *crash, *study, f"ckpt_path=choice({plain},{not_ours})"]
+    proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False)
+    drawn = [yaml.safe_load((sweep / job / ".hydra/config.yaml").read_text())["ckpt_path"] for job in ("0", "1")]
+    assert drawn == [str(not_ours), str(plain)]  # (the seed's draws: the plugin raises the first failed trial's error)
+    assert (sweep / "0" / "error.txt").read_text().startswith(f"{not_ours} is not a rnnreg checkpoint")
+    assert re.search(
+        rf"^Error executing job with overrides: \[.*'ckpt_path={re.escape(str(plain))}'", proc.stderr, re.M
+    )
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "of the multirun in" not in proc.stderr
+
+
+def test_the_optuna_sweeps_end_is_changed_once_in_a_process(monkeypatch):
+    """A process that runs a second multirun (the API, a notebook) asks again: the plugin's sweep is wrapped once
+    (twice, the inner wrapper's end took back the launcher's launch and the outer one's then failed)."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+
+    from rnnreg.optuna_study import end_studies_as_sweeps_end
+
+    monkeypatch.setattr(OptunaSweeperImpl, "sweep", OptunaSweeperImpl.sweep)  # (the plugin's own after the test)
+    end_studies_as_sweeps_end()
+    once = OptunaSweeperImpl.sweep
+    end_studies_as_sweeps_end()
+    assert OptunaSweeperImpl.sweep is once and once.ends_as_a_sweep
+
+
 def test_an_optuna_study_shows_no_alembic_lines_and_records_its_command(tiny_corpus, tmp_path):
     """hparams_search=optuna began with seven `[HYDRA] setup plugin alembic...` lines: Optuna's database layer logs
     at INFO as it is imported, through Hydra's console handler. Its folder has the study's command and search space
