@@ -341,6 +341,12 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
             r"^optimized_metric=test_ppl needs the final test",
         ),
         (["-m", "hparams_search=optuna", "optim.lr=interval(0.0,1.0)"], r"^optim.lr=0.0 must be a number > 0"),
+        # (an Optuna study of no trial ended with Optuna's traceback, `No trials are completed yet`)
+        (
+            ["hparams_search=optuna", "hydra.sweeper.n_trials=0"],
+            r"^hydra.sweeper.n_trials=0: an Optuna study runs .*: give 1 or more$",
+        ),
+        (["hparams_search=optuna", "hydra.sweeper.n_jobs=-1"], r"^hydra.sweeper.n_jobs=-1: an Optuna study runs "),
         (["-m", "optim.lr=interval(0.1,1.0)"], r"^optim.lr=interval\(0.1,1.0\) is a range to search, .*optuna\)"),
         (  # a study over a rate that no site uses: every trial the same model in that respect
             ["experiment=smoke", "hparams_search=optuna"],

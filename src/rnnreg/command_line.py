@@ -29,6 +29,7 @@ from rnnreg.config_search import (
 )
 from rnnreg.errors import ConfigError, MissingValue
 from rnnreg.multirun_jobs import basic_sweeper, uses_stacked_launcher
+from rnnreg.optuna_study import OPTUNA_SWEEPER
 from rnnreg.override_refusals import (
     added_group_in_config,
     deleted_absent_option,
@@ -179,6 +180,14 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                     )
                 if refusal := miscounted_range(o):
                     raise ConfigError(refusal)
+        elif multirun and OmegaConf.select(base, "hydra.sweeper._target_") == OPTUNA_SWEEPER:
+            # (the plugin's loop ran no trial, then Optuna's traceback for no trial completed, or divided by 0)
+            for key in ("n_trials", "n_jobs"):
+                if (count := OmegaConf.select(base, f"hydra.sweeper.{key}")) < 1:
+                    raise ConfigError(
+                        f"hydra.sweeper.{key}={count}: an Optuna study runs hydra.sweeper.n_trials trials, "
+                        f"hydra.sweeper.n_jobs at a time: give 1 or more"
+                    )
         group_sweeps = {k: o for k, o in sweeps.items() if _is_group(o, roots)}
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
