@@ -1895,16 +1895,18 @@ def test_an_optuna_study_whose_every_checkpoint_stops_its_trials_is_refused_befo
     assert not (tmp_path / "new").exists()
 
 
-def test_an_optuna_study_with_a_trial_that_crashed_keeps_the_plugins_traceback(resumable, tmp_path):
+@pytest.mark.parametrize("rate", [0, 1], ids=["max-failure-rate-stops-it", "no-trial-completed"])
+def test_an_optuna_study_with_a_trial_that_crashed_keeps_the_plugins_traceback(resumable, tmp_path, rate):
     """A batch of two trials, one failed on its line (a file that is no rnnreg checkpoint), then one that crashed
     (a bug in a callback, in the epoch it resumes): the crash keeps Hydra's line for it and the plugin's traceback,
-    where more of the batch failed than max_failure_rate allows; it is not ended as a basic sweep ends."""
+    where more of the batch failed than max_failure_rate allows and where no trial completed; it is not ended as a
+    basic sweep ends."""
     not_ours = tmp_path / "not_ours.ckpt"
     torch.save({"x": torch.zeros(1)}, not_ours)
     plain = resumable["plain"]  # (of this model's shape, its one epoch completed: the crash is in the second)
     sweep = tmp_path / "optuna"
     study = ["hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0"]
-    study += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.max_failure_rate=0"]
+    study += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", f"hydra.sweeper.max_failure_rate={rate}"]
     crash = ["+callbacks.crash._target_=helpers.RaiseAtFirstWindow", "trainer.max_epochs=2"]
     args = ["-m", *resumable["tiny"], *crash, *study, f"ckpt_path=choice({plain},{not_ours})"]
     proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False)
