@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -739,6 +740,24 @@ def test_a_members_train_log_has_a_runs_lines_and_levels(tmp_path, tiny_corpus):
     ), warned
 
 
+def test_only_a_member_that_ended_without_a_validation_warns_of_it(tmp_path, tiny_corpus):
+    """No validation in a group's one epoch (trainer.check_val_every_n_epoch=2): each member that ended warns of it
+    as a run alone does, the one tested on its best weights (test_ckpt=best) also that it tests the final ones;
+    a member that failed (diverged) has its error, not these warnings (stacked_outputs.warn_unvalidated)."""
+    budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget, "test_ckpt=last", members=3)
+    cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *budget]
+    jobs[1].cfg = compose_config([*cli, "seed=1", "test_ckpt=best"], jobs[1].output_dir)
+    jobs[2].cfg = compose_config([*cli, "seed=2", "test_ckpt=last", "optim.lr=1e20"], jobs[2].output_dir)
+    results = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=False)
+    assert [status for status, _ in results] == ["completed", "completed", "failed"]
+    logs = [(tmp_path / str(k) / "train.log").read_text() for k in range(3)]
+    no_best = "no validation ran, so there is no best checkpoint: testing the final weights"
+    assert [log.count("][WARNING] - no validation ran (") for log in logs] == [1, 1, 0]
+    assert "][WARNING] - no validation ran (1 epoch trained, trainer.check_val_every_n_epoch=2)" in logs[0]
+    assert [no_best in log for log in logs] == [False, True, False]
+
+
 def test_a_member_that_diverges_after_an_epoch_says_to_go_on_from_its_last_good_checkpoint(tmp_path, tiny_corpus):
     """Member 1's lr is 1e20 from epoch 2 on: it fails alone in epoch 2, and its metrics.json, as a run alone's,
     names the command that goes on from its last.ckpt (epoch 1's finite weights), which rnnreg-report gives."""
@@ -752,6 +771,29 @@ def test_a_member_that_diverges_after_an_epoch_says_to_go_on_from_its_last_good_
     assert failed["status"] == "failed" and "at epoch 2" in failed["error"] and failed["epochs"] == 1
     assert failed["resume"] == f"rnnreg-train ... ckpt_path={last}"
     assert load_checkpoint(last)["epoch"] == 0
+
+
+def test_a_signal_after_a_member_failed_records_each_members_own_end(tmp_path, tiny_corpus):
+    """SIGTERM in epoch 2, after member 1 diverged in it (stacked_outputs.record_stop): member 0 interrupted with the
+    signal's words, its csv holding the windows it trained in the stopped epoch (written at the stop, not only at an
+    epoch's end), member 1 failed with its own error; each train.log ends with where the group stopped."""
+    budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=3", "test=false", "logger=csv")
+    budget += ("trainer.log_every_n_steps=1",)
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
+    cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "seed=1", *budget]
+    jobs[1].cfg = compose_config([*cli, "optim.decay=1e-20", "optim.decay_start=1"], jobs[1].output_dir)
+    with pytest.raises(SystemExit) as stopped:
+        stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt", stop_after_windows=5).run(
+            resume=False
+        )
+    assert stopped.value.code == 128 + signal.SIGTERM
+    interrupted, failed = metrics(tmp_path / "0"), metrics(tmp_path / "1")
+    assert (interrupted["status"], interrupted["error"]) == ("interrupted", STOPPED_BY[signal.SIGTERM])
+    assert failed["status"] == "failed" and re.match(r"training loss became \S+ at epoch 2, ", failed["error"])
+    assert steps(tmp_path / "0", "train/loss") == [0, 1, 2, 3, 4]
+    for k in (0, 1):
+        last = (tmp_path / str(k) / "train.log").read_text().splitlines()[-1]
+        assert last.endswith(f"] - {STOPPED_BY[signal.SIGTERM]}: stopped at epoch 2, window 2"), last
 
 
 def test_a_checkpoint_that_cannot_be_written_fails_every_training_member_with_its_error(tmp_path, tiny_corpus):
@@ -770,6 +812,34 @@ def test_a_checkpoint_that_cannot_be_written_fails_every_training_member_with_it
         assert record["resume"] == "no resume file was written: run the sweep again", record
         assert record["stacked"]["member"] == k and record["stacked"]["members"] == 2
         assert (tmp_path / str(k) / "train.log").read_text().splitlines()[-1].endswith(f"stopped: {failed.value}")
+
+
+def test_a_write_that_fails_after_a_member_stopped_early_fails_that_member_too(tmp_path, tiny_corpus):
+    """Member 0 stops early after epoch 2 (it waits for the group's test), then member 1's checkpoints/ becomes a
+    file: epoch 3's checkpoint cannot be written, and both members fail with that error, the stopped one too (it
+    would never be tested)."""
+    budget = ("trainer.max_epochs=3", "trainer.limit_train_batches=3", "test=false")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
+    stop = ("callbacks=early_stopping", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1e9")
+    cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "seed=0", *budget, *stop]
+    jobs[0].cfg = compose_config(cli, jobs[0].output_dir)
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt")
+    end_epoch = trainer.end_epoch
+
+    def ended(*args) -> None:
+        end_epoch(*args)
+        if trainer.epoch == 2:  # (member 0 stopped at this end)
+            trainer.writer.wait()
+            shutil.rmtree(tmp_path / "1" / "checkpoints")
+            (tmp_path / "1" / "checkpoints").write_text("not a folder")
+
+    trainer.end_epoch = ended
+    with pytest.raises(OutputError, match=r"^could not write \S+ in ") as failed:
+        trainer.run(resume=False)
+    assert [m.status for m in trainer.members] == ["stopped", "running"]  # as the write failed
+    for k in (0, 1):
+        record = metrics(tmp_path / str(k))
+        assert (record["status"], record["error"]) == ("failed", str(failed.value)), k
 
 
 def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monkeypatch):
