@@ -796,6 +796,32 @@ def test_a_signal_after_a_member_failed_records_each_members_own_end(tmp_path, t
         assert last.endswith(f"] - {STOPPED_BY[signal.SIGTERM]}: stopped at epoch 2, window 2"), last
 
 
+def test_a_signal_after_a_member_stopped_early_records_it_interrupted_and_the_resume_completes_it(
+    tmp_path, tiny_corpus
+):
+    """Member 0 stops early after epoch 2 (it waits for the group's end), then SIGTERM in epoch 3: its metrics.json
+    says interrupted with the signal's words, as a single run stopped before its test says it (before: "stopped",
+    no status a run's metrics.json has, with no error), and the group's resume completes both members."""
+    budget = ("trainer.max_epochs=3", "trainer.limit_train_batches=3", "test=false")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
+    stop = ("callbacks=early_stopping", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1e9")
+    cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "seed=0", *budget, *stop]
+    jobs[0].cfg = compose_config(cli, jobs[0].output_dir)
+    resume_file = tmp_path / ".stacked" / "group_0.pt"
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file, stop_after_windows=7)  # (epoch 3, window 1)
+    with pytest.raises(SystemExit) as stopped:
+        trainer.run(resume=False)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert [m.status for m in trainer.members] == ["stopped", "running"]  # (member 0 early, as the signal came)
+    for k in (0, 1):
+        record = metrics(tmp_path / str(k))
+        assert (record["status"], record["error"]) == ("interrupted", STOPPED_BY[signal.SIGTERM]), k
+    assert metrics(tmp_path / "0")["epochs"] == 2
+    results = stacked_train.GroupTrainer(jobs, 0, resume_file).run(resume=True)
+    assert [status for status, _ in results] == ["completed"] * 2 and not resume_file.exists()
+    assert [metrics(tmp_path / str(k))["epochs"] for k in (0, 1)] == [2, 3]
+
+
 def test_a_checkpoint_that_cannot_be_written_fails_every_training_member_with_its_error(tmp_path, tiny_corpus):
     """Member 0's checkpoints/ is a file (a real write that fails, as a full or read-only disk's): the group
     raises the OutputError, and each member still training says in its metrics.json and train.log that it failed

@@ -207,9 +207,10 @@ def record_stop(group: GroupTrainer) -> None:
     for k, (m, folder) in enumerate(zip(group.members, group.folders)):
         folder.write_csv(m.rows)
         folder.log(f"{reason}: stopped at epoch {group.epoch + 1}, window {group.window}")
-        running = m.status == "running"
+        # (a member stopped early waits for the group's end, its test: interrupted before it, as a single run)
+        going_on = m.status in ("running", "stopped")
         record = unfinished_record(
-            "interrupted" if running else m.status, reason if running else m.error, m.epochs, resume
+            "interrupted" if going_on else m.status, reason if going_on else m.error, m.epochs, resume
         )
         folder.write_metrics(record | {"stacked": group.stacked_record(k)})
     print(f"{reason}: the stacked group {group.group} stopped; go on with: {resume}", flush=True)
