@@ -244,7 +244,7 @@ def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corp
     """The commands that go on with a sweep of a user's configs (from the report: an interrupted job's, a job that
     never started; the stacked sweep's own line) give its --config-dir, --config-name and hydra.searchpath too (Hydra
     records them in hydra.yaml and multirun.yaml, not among the task's overrides): each, run as given, goes on to
-    the end."""
+    the end (a basic sweep's job: in its folder there)."""
     folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT)
     (folder / "my_train.yaml").write_text(YOUR_PRIMARY)
     (tmp_path / "lab" / "extra").mkdir(parents=True)  # a group of its own, in a folder hydra.searchpath adds
@@ -280,8 +280,8 @@ def test_a_sweep_of_your_own_config_goes_on_with_the_commands_it_gives(tiny_corp
     assert go_on.startswith(f"rnnreg-train -m --config-dir {folder} "), go_on
     for command in [*commands, go_on]:
         run(*shlex.split(command))  # exit 0
-    ran = [p for p in tmp_path.glob("train/mine/*") if p.is_dir()]  # job 0 going on, job 1: each a run of its own
-    assert len(ran) == 2
+    ran = [sweep / "0", sweep / "1"]  # job 0 going on, job 1: each in its own folder of the sweep, no other made
+    assert not list(tmp_path.glob("train/mine/*"))
     for finished in [*ran, stacked / "0", stacked / "1"]:
         assert json.loads((finished / "metrics.json").read_text())["status"] == "completed"
     assert {OmegaConf.load(f / ".hydra" / "config.yaml").seed for f in ran} == {5}  # my_train's

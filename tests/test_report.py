@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import statistics
 import struct
 import time
@@ -977,8 +978,9 @@ def test_a_single_run_refused_once_its_folder_existed_is_failed_with_its_line(ti
 
 def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path):
     """A basic sweep stopped by SIGTERM: an interrupted job goes on from its last checkpoint, one without a
-    checkpoint (only .hydra/) runs again, and one that never got a folder is listed from multirun.yaml; a stacked
-    sweep's interrupted jobs go on with its resume switch. One row alone shows its overrides."""
+    checkpoint (only .hydra/) runs again, and one that never got a folder is listed from multirun.yaml, each in its
+    own numbered folder; a stacked sweep's interrupted jobs go on with its resume switch. One row alone shows its
+    overrides."""
     sweep = tmp_path / "sweep"
     multirun = {
         "hydra": {
@@ -1003,10 +1005,11 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path):
     assert table.endswith(
         "how each goes on\n\n"
         f"- 1 (interrupted): `rnnreg-train experiment=paper_small dropout=none seed=2 "
-        f"ckpt_path={sweep / '1' / 'checkpoints' / 'last.ckpt'}`\n"
+        f"ckpt_path=last hydra.run.dir={sweep / '1'}`\n"
         "- 2 (unfinished): no checkpoint was written: run it again, "
-        "`rnnreg-train experiment=paper_small dropout=recurrent seed=1`\n"
-        "- 3 (never started: no folder): `rnnreg-train experiment=paper_small dropout=recurrent seed=2`\n"
+        f"`rnnreg-train experiment=paper_small dropout=recurrent seed=1 hydra.run.dir={sweep / '2'}`\n"
+        "- 3 (never started: no folder): "
+        f"`rnnreg-train experiment=paper_small dropout=recurrent seed=2 hydra.run.dir={sweep / '3'}`\n"
     )
     with RunLock(sweep, "hydra.sweep.dir"):  # a live sweep: job 3 is yet to come
         assert "never started" not in report(sweep, PAPER)
@@ -1020,6 +1023,43 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path):
         "(from the start: no epoch had ended)\n"
     )
     assert "| 0 | experiment=paper_small dropout=none seed=1 | completed |" in report(sweep / "0", PAPER)
+
+
+def test_a_basic_sweep_stopped_by_ctrl_c_completes_in_its_folder_with_the_commands_its_report_gives(
+    tiny_corpus, tmp_path
+):
+    """Ctrl-C in a basic sweep's first job ends the sweep; the report's commands, run as printed, go on with that job
+    in its own folder from its last.ckpt (exactly: as the uninterrupted job of the same training ends) and run the
+    job that never started in the folder the sweep would have given it, so that the sweep's report then lists every
+    job completed (before: each ran in a new folder of its own, and the sweep's report listed one job interrupted and
+    the other never started for ever)."""
+    stop = tmp_path / "lab" / "stop"  # (a group of the user's: the report shows no command for a recorded _target_)
+    stop.mkdir(parents=True)
+    for name, window in (("at2", 2), ("never", 1000)):
+        (stop / f"{name}.yaml").write_text(
+            f"# @package _global_\ncallbacks:\n  signal_at:\n    _target_: helpers.SignalAt\n"
+            f"    signum: {int(signal.SIGINT)}\n    window: {window}\n"
+        )
+    sweep = tmp_path / "sweep"
+    args = [f"hydra.searchpath=[file://{tmp_path / 'lab'}]", "experiment=paper_small", *TINY]
+    args += [f"data.data_dir={tiny_corpus}", f"paths.output_root={tmp_path}", "trainer.max_epochs=1", "test=false"]
+    args += ["trainer.limit_train_batches=6"]
+    stopped = run("rnnreg-train", "-m", *args, "+stop=at2,never", f"hydra.sweep.dir={sweep}", check=False)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-2000:]
+    table = run("rnnreg-report", f"path={sweep}").stdout
+    commands = re.findall(r"^- (\d) \((?:interrupted|never started: no folder)\): `(rnnreg-train [^`]*)`$", table, re.M)
+    assert [job for job, _ in commands] == ["0", "1"], table
+    for _, command in commands:
+        run(*shlex.split(command))  # exit 0
+    table = run("rnnreg-report", f"path={sweep}").stdout
+    assert re.findall(r"^\| (\d) \| [^|]* \| (\w+) \|", table, re.M) == [("0", "completed"), ("1", "completed")]
+    assert "how each goes on" not in table and not list(tmp_path.glob("train")), table  # (no folder of its own)
+    resumed, uninterrupted = (json.loads((sweep / job / "metrics.json").read_text()) for job in ("0", "1"))
+    assert resumed["best_val_ppl"] == uninterrupted["best_val_ppl"] and resumed["epochs"] == 1
+    assert yaml.safe_load((sweep / "0" / ".hydra" / "overrides.yaml").read_text())[-2:] == [
+        "+stop=at2",
+        "ckpt_path=last",
+    ]
 
 
 def test_a_runs_row_shows_each_of_its_numbers_in_the_column_that_names_it(tmp_path):
@@ -1774,7 +1814,8 @@ def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_pa
 
     basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
     assert report(sweep("numbered", "${hydra.job.num}", basic, "0")).endswith(
-        "- 1 (never started: no folder): `rnnreg-train dropout=none seed=2`\n"
+        "- 1 (never started: no folder): "
+        f"`rnnreg-train dropout=none seed=2 hydra.run.dir={tmp_path / 'numbered' / '1'}`\n"
     )
     assert "never started" not in report(sweep("named", "s${seed}", basic, "s1"))
     assert "never started" not in report(sweep("stacked", "${hydra.job.num}", STACKED_LAUNCHER, "0"))
@@ -1794,7 +1835,7 @@ def test_jobs_that_never_started_of_a_sweep_below_the_reports_folder_are_listed_
     table = report(tmp_path / "runs", PAPER)
     assert table.endswith(
         f"how each goes on\n\n- a/1 (never started: no folder): `rnnreg-train --config-dir {configs} dropout=none "
-        "seed=2`\n"
+        f"seed=2 hydra.run.dir={sweep / '1'}`\n"
     )
 
 

@@ -4,6 +4,7 @@ began. A record from someone else's folder gets no command where pasting it coul
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -15,6 +16,7 @@ from rnnreg.multirun_jobs import BASIC_SWEEPER, NUMBERED_SUBDIR, STACKED_LAUNCHE
 from rnnreg.override_text import path_override
 from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
 from rnnreg.recorded_commands import go_on_command, recorded_command, recorded_run_command
+from rnnreg.run_folder_check import earlier_results
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import last_checkpoint_path
 
@@ -23,8 +25,8 @@ GOES_ON = ("interrupted", "stopped", "unfinished")  # stopped by a signal, or ki
 
 def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
     """For the interrupted and unfinished runs: the command that goes on with each, from what it left (a
-    stacked sweep's members: one line for the sweep); under `root`, the jobs of a basic sweep that never
-    started (never_started)."""
+    stacked sweep's members: one line for the sweep; a basic sweep's job: in its own folder, in_its_folder); under
+    `root`, the jobs of a basic sweep that never started (never_started)."""
     lines, sweeps = [], {}
     for r in rows:
         if r["status"] not in GOES_ON:
@@ -36,11 +38,12 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
             test = pasteable(eval_command(run, r["tested"]), run / ".hydra" / "overrides.yaml")
             lines.append(f"- {r['run']} ({r['status']}): its training completed: test it with: {test}")
         elif last_checkpoint_path(run).is_file():
-            lines.append(
-                f"- {r['run']} ({r['status']}): {pasteable(resume_command(run), run / '.hydra' / 'overrides.yaml')}"
-            )
+            resume = resume_command(run, in_its_folder=basic_sweeps_job(run))
+            lines.append(f"- {r['run']} ({r['status']}): {pasteable(resume, run / '.hydra' / 'overrides.yaml')}")
         else:
-            again = pasteable(again_command(run), run / ".hydra" / "overrides.yaml")
+            # (a folder with an earlier result and no checkpoint is refused to a run that starts over: a new one)
+            here = basic_sweeps_job(run) and not earlier_results(run)
+            again = pasteable(again_command(run, in_its_folder=here), run / ".hydra" / "overrides.yaml")
             lines.append(f"- {r['run']} ({r['status']}): no checkpoint was written: run it again, {again}")
     if root is not None:
         lines += [
@@ -96,12 +99,16 @@ def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:
     return "each group from where it stopped: the window of a signal, the last epoch's end of a hard kill"
 
 
-def resume_command(run: Path, checkpoint: Path | None = None) -> str:
+def resume_command(run: Path, checkpoint: Path | None = None, in_its_folder: bool = False) -> str:
     """The command that goes on exactly from `run`'s last checkpoint (or `checkpoint`: the one a resumed run stopped
     before its first window goes on from), in a new run folder: its overrides (a multirun job's own values, without
-    Hydra's), less the checkpoint it may itself have resumed from."""
+    Hydra's), less the checkpoint it may itself have resumed from. `in_its_folder`: in `run` itself, from its own
+    last.ckpt (`ckpt_path=last hydra.run.dir=<run>`): a basic sweep's job, which its sweep's report then lists as
+    completed."""
     overrides = recorded_overrides(run) or []
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
+    if in_its_folder:
+        return shlex.join([*recorded_run_command(run), *kept, "ckpt_path=last", folder_override(run)])
     last = path_override("ckpt_path", checkpoint or last_checkpoint_path(run))
     return shlex.join([*recorded_run_command(run), *kept, last])
 
@@ -113,30 +120,53 @@ def eval_command(run: Path, checkpoint: Path | str) -> str:
     return shlex.join(["rnnreg-eval", *data, path_override("ckpt_path", checkpoint)])
 
 
-def again_command(run: Path) -> str:
-    """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept)."""
+def again_command(run: Path, in_its_folder: bool = False) -> str:
+    """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept);
+    `in_its_folder`: in `run` itself (a basic sweep's job whose folder holds no result)."""
     overrides = recorded_overrides(run) or []
-    return shlex.join([*recorded_run_command(run), *overrides])
+    return shlex.join([*recorded_run_command(run), *overrides, *([folder_override(run)] if in_its_folder else [])])
+
+
+def folder_override(run: Path) -> str:
+    """hydra.run.dir=<run>: a basic sweep's job run alone in its own numbered folder, where its sweep's report reads
+    it (absolute: the command is pasted anywhere)."""
+    return path_override("hydra.run.dir", os.path.abspath(run))
+
+
+def basic_sweeps_job(run: Path) -> bool:
+    """Whether `run` is a job of a basic sweep (basic_sweep_record), in the numbered folder its sweep gave it."""
+    return run.name.isdigit() and basic_sweep_record(run.parent) is not None
+
+
+def basic_sweep_record(sweep: Path) -> dict | None:
+    """The hydra node of `sweep`'s multirun.yaml where Hydra's basic sweeper ran its jobs in numbered folders, each a
+    process of its own to go on with (not the stacked launcher's: it goes on by its resume switch); else None."""
+    record = sweep / "multirun.yaml"
+    hydra = section(read_yaml(record), record, "hydra")
+    sweeper, subdir = section(hydra, record, "sweeper"), section(hydra, record, "sweep").get("subdir")
+    if sweeper.get("_target_") != BASIC_SWEEPER or subdir != NUMBERED_SUBDIR:
+        return None
+    if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER:
+        return None
+    return hydra
 
 
 def never_started(rows: list[dict], root: Path) -> list[tuple[str, str, Path]]:
     """(job, command, its sweep's multirun.yaml) of each job of a basic sweep under `root` that has no folder: the
-    sweep was stopped (SIGTERM, Ctrl-C) before it. Its jobs are recomputed from its multirun.yaml as Hydra's basic
-    sweeper splits them (rnnreg.multirun_jobs.basic_sweep_jobs), in numbered folders; nothing for a live sweep,
-    another sweeper, another subdir, or overrides that need the config to expand."""
+    sweep was stopped (SIGTERM, Ctrl-C) before it; the command runs it in the folder the sweep would have given it.
+    Its jobs are recomputed from its multirun.yaml as Hydra's basic sweeper splits them
+    (rnnreg.multirun_jobs.basic_sweep_jobs), in numbered folders; nothing for a live sweep, another sweeper, another
+    subdir, or overrides that need the config to expand."""
     found = []
     sweeps = {root, *(r["path"].parent for r in rows)}
     for sweep in sorted((s for s in sweeps if s == root or root in s.parents), key=lambda p: job_order(str(p))):
         record = sweep / "multirun.yaml"
-        hydra = section(read_yaml(record), record, "hydra")
-        sweeper, subdir = section(hydra, record, "sweeper"), section(hydra, record, "sweep").get("subdir")
-        if sweeper.get("_target_") != BASIC_SWEEPER or subdir != NUMBERED_SUBDIR:
-            continue
-        if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER:  # its resume switch
+        hydra = basic_sweep_record(sweep)
+        if hydra is None:
             continue
         if RunLock.in_use(sweep):  # still running: the jobs to come have not started yet
             continue
-        params = section(sweeper, record, "params")
+        params = section(section(hydra, record, "sweeper"), record, "params")
         task = section(hydra, record, "overrides").get("task") or []
         if not isinstance(task, list) or not all(isinstance(o, str) for o in task):
             raise unreadable(record, "hydra.overrides.task is not a list of overrides")
@@ -146,6 +176,6 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str, Path]]:
             continue
         for num, overrides in enumerate(jobs):
             if not (sweep / str(num) / ".hydra" / "config.yaml").is_file():
-                command = shlex.join([*recorded_command(hydra), *overrides])
+                command = shlex.join([*recorded_command(hydra), *overrides, folder_override(sweep / str(num))])
                 found.append((str((sweep / str(num)).relative_to(root)), command, record))
     return found
