@@ -751,6 +751,7 @@ def test_only_a_member_that_ended_without_a_validation_warns_of_it(tmp_path, tin
     jobs[2].cfg = compose_config([*cli, "seed=2", "test_ckpt=last", "optim.lr=1e20"], jobs[2].output_dir)
     results = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=False)
     assert [status for status, _ in results] == ["completed", "completed", "failed"]
+    assert [best for _, best in results[:2]] == [None, None]  # no best val ppl to hand on, as a run's main()
     logs = [(tmp_path / str(k) / "train.log").read_text() for k in range(3)]
     no_best = "no validation ran, so there is no best checkpoint: testing the final weights"
     assert [log.count("][WARNING] - no validation ran (") for log in logs] == [1, 1, 0]
@@ -765,8 +766,12 @@ def test_a_member_that_diverges_after_an_epoch_says_to_go_on_from_its_last_good_
     jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
     cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "seed=1", *budget]
     jobs[1].cfg = compose_config([*cli, "optim.decay=1e-20", "optim.decay_start=1"], jobs[1].output_dir)
-    results = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=False)
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt")
+    results = trainer.run(resume=False)
     assert [status for status, _ in results] == ["completed", "failed"]
+    # its words/s over its training time, its validations left out (not over its fit's seconds)
+    completed = trainer.members[0]
+    assert metrics(tmp_path / "0")["words_per_second"] == round(completed.words / completed.train_seconds, 1)
     failed, last = metrics(tmp_path / "1"), tmp_path / "1" / "checkpoints" / "last.ckpt"
     assert failed["status"] == "failed" and "at epoch 2" in failed["error"] and failed["epochs"] == 1
     assert failed["resume"] == f"rnnreg-train ... ckpt_path={last}"
@@ -825,18 +830,22 @@ def test_a_signal_after_a_member_stopped_early_records_it_interrupted_and_the_re
 def test_a_checkpoint_that_cannot_be_written_fails_every_training_member_with_its_error(tmp_path, tiny_corpus):
     """Member 0's checkpoints/ is a file (a real write that fails, as a full or read-only disk's): the group
     raises the OutputError, and each member still training says in its metrics.json and train.log that it failed
-    with it, with how the sweep goes on (stacked_outputs.output_failed)."""
+    with it, with how the sweep goes on (stacked_outputs.output_failed); a member whose folder takes no
+    more writes (its metrics.json a folder) is passed over, the group's error raised as it was."""
     budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=1", "test=false")
-    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget, members=3)
     (tmp_path / "0" / "checkpoints").write_text("not a folder")
+    (tmp_path / "1" / "metrics.json").mkdir()  # member 1's folder takes no more records: passed over
     with pytest.raises(OutputError, match=r"^could not write best\.ckpt in ") as failed:
         stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=False)
-    for k in (0, 1):
+    assert (tmp_path / "1" / "metrics.json").is_dir()
+    for k in (0, 2):
         record = metrics(tmp_path / str(k))
         assert record["status"] == "failed" and record["error"] == str(failed.value), k
         # (on a CPU the files are written in line: the epoch's checkpoint fails before its resume file is handed over)
         assert record["resume"] == "no resume file was written: run the sweep again", record
-        assert record["stacked"]["member"] == k and record["stacked"]["members"] == 2
+        assert record["stacked"]["member"] == k and record["stacked"]["members"] == 3
+    for k in (0, 1, 2):
         assert (tmp_path / str(k) / "train.log").read_text().splitlines()[-1].endswith(f"stopped: {failed.value}")
 
 
