@@ -49,7 +49,7 @@ from rnnreg.io import load_checkpoint, save_atomically, write_json_atomic
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.model import cpu_runs_fused_lstm_in_bf16, net_kwargs
 from rnnreg.recorded_commands import go_on_command
-from rnnreg.run_record import STOPPED_BY
+from rnnreg.run_record import STOPPED_BY, unfinished_record
 from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
 from rnnreg.stacked_launcher import Job, group_jobs, group_key, resumed_groups
@@ -847,6 +847,25 @@ def test_a_checkpoint_that_cannot_be_written_fails_every_training_member_with_it
         assert record["stacked"]["member"] == k and record["stacked"]["members"] == 3
     for k in (0, 1, 2):
         assert (tmp_path / str(k) / "train.log").read_text().splitlines()[-1].endswith(f"stopped: {failed.value}")
+
+
+def test_a_failed_members_folder_ends_its_loggers_as_a_failed_run_does(tmp_path, no_wandb_credentials):
+    """A member's metrics.json that says it failed ends its loggers as Lightning ends a failed run's
+    (JobFolder.write_metrics): its TensorBoard events flushed and closed, its W&B run finished with exit code 1
+    and the record as its summary (real loggers, W&B offline)."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    folder = stacked_outputs.JobFolder(SimpleNamespace(output_dir=tmp_path))
+    folder.wandb = WandbLogger(save_dir=str(tmp_path), offline=True, reinit="create_new")
+    board = TensorBoardLogger(str(tmp_path), name="tensorboard", version="")
+    folder.others.append(board)
+    folder.log_metrics({"epoch": 0, "step": 0, "train/loss": 5.0})
+    folder.write_metrics(unfinished_record("failed", "training loss became nan", 0, "no checkpoint was written"))
+    (part,) = wandb_run_parts(tmp_path)
+    assert (part["exit_code"], part["summary"]["status"]) == (1, "failed")
+    assert tensorboard_scalars(tmp_path)["train/loss"] == [(0, 5.0)]
+    assert board.experiment.file_writer is None  # its SummaryWriter closed (a group's run goes on after the member)
+    assert folder.wandb is None and folder.others == []  # (closed once)
 
 
 def test_a_write_that_fails_after_a_member_stopped_early_fails_that_member_too(tmp_path, tiny_corpus):
