@@ -752,6 +752,7 @@ def test_only_a_member_that_ended_without_a_validation_warns_of_it(tmp_path, tin
     results = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=False)
     assert [status for status, _ in results] == ["completed", "completed", "failed"]
     assert [best for _, best in results[:2]] == [None, None]  # no best val ppl to hand on, as a run's main()
+    assert metrics(tmp_path / "2")["resume"] == "no checkpoint was written"  # (it failed in its first epoch)
     logs = [(tmp_path / str(k) / "train.log").read_text() for k in range(3)]
     no_best = "no validation ran, so there is no best checkpoint: testing the final weights"
     assert [log.count("][WARNING] - no validation ran (") for log in logs] == [1, 1, 0]
