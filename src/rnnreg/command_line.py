@@ -183,7 +183,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         elif multirun and OmegaConf.select(base, "hydra.sweeper._target_") == OPTUNA_SWEEPER:
             # (the plugin's loop ran no trial, then Optuna's traceback for no trial completed, or divided by 0)
             for key in ("n_trials", "n_jobs"):
-                if (count := OmegaConf.select(base, f"hydra.sweeper.{key}")) < 1:
+                count = OmegaConf.select(base, f"hydra.sweeper.{key}")
+                if isinstance(count, int) and count < 1:  # (the plugin's schema types them: int, or null)
                     raise ConfigError(
                         f"hydra.sweeper.{key}={count}: an Optuna study runs hydra.sweeper.n_trials trials, "
                         f"hydra.sweeper.n_jobs at a time: give 1 or more"
