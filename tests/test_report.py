@@ -976,7 +976,7 @@ def test_a_single_run_refused_once_its_folder_existed_is_failed_with_its_line(ti
     assert f"Failed, and why:\n\n- refused: {line}\n" in table and "how each goes on" not in table
 
 
-def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path):
+def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path, monkeypatch):
     """A basic sweep stopped by SIGTERM: an interrupted job goes on from its last checkpoint, one without a
     checkpoint (only .hydra/) runs again, and one that never got a folder is listed from multirun.yaml, each in its
     own numbered folder; a stacked sweep's interrupted jobs go on with its resume switch. One row alone shows its
@@ -1023,6 +1023,11 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path):
         "(from the start: no epoch had ended)\n"
     )
     assert "| 0 | experiment=paper_small dropout=none seed=1 | completed |" in report(sweep / "0", PAPER)
+    monkeypatch.chdir(tmp_path)  # (a folder given relative: the commands still paste in any folder)
+    assert report("stacked", PAPER).endswith(
+        f"hydra.launcher.resume=true hydra.sweep.dir={stacked}` (from the start: no epoch had ended)\n"
+    )
+    assert report("sweep", PAPER) == table
 
 
 def test_a_basic_sweep_stopped_by_ctrl_c_completes_in_its_folder_with_the_commands_its_report_gives(

@@ -474,7 +474,7 @@ def seeds_table(groups: list[dict]) -> str:
 def report(path: str | Path, paper: dict | None = None) -> str:
     """report.md and the figures in the folder `path`; the markdown returned. `paper`: conf/report.yaml's
     `paper` (the paper's perplexities by model size), drawn only beside runs of that size's full recipe."""
-    root = Path(path)
+    root = Path(path).absolute()  # (the commands it gives are pasted in any folder)
     if not root.is_dir():
         raise ConfigError(f"path={path} is not a folder: give a run or multirun folder under outputs/")
     rows = collect(root)
