@@ -24,9 +24,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.job_records import JobFailed
-from rnnreg.multirun_jobs import basic_sweeper, inside_job, swept_keys
+from rnnreg.multirun_jobs import basic_sweeper, inside_job
 from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
-from rnnreg.sweep_wandb import LAST_ROOT, study_ckpt_paths, varies_per_job
+from rnnreg.sweep_wandb import LAST_ROOT, study_ckpt_paths, surely_wandb, varies_per_job
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # hydra/sweeper=optuna's class
 
@@ -171,12 +171,3 @@ def trial_stops_on(config: DictConfig, ckpt: str | None) -> str | None:
             return None  # (its W&B run id: read only by a trial that logs to W&B)
         return err.line()
     return None
-
-
-def surely_wandb(config: DictConfig) -> bool:
-    """Whether every trial of the study `config` logs to W&B: its logger.wandb, where the search varies no logger
-    and no config group (whose options may set one)."""
-    groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
-    swept = swept_keys(config.hydra)
-    varied = any(key in groups or key.split(".")[0] == "logger" for key in swept)
-    return "wandb" in (config.get("logger") or {}) and not varied

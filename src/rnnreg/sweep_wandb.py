@@ -99,6 +99,15 @@ def names_wandb(config: DictConfig) -> bool:
     )
 
 
+def surely_wandb(config: DictConfig) -> bool:
+    """Whether every trial of the study `config` logs to W&B: its logger.wandb, where the search varies no logger
+    and no config group (whose options may set one)."""
+    groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
+    swept = swept_keys(config.hydra)
+    varied = any(key in groups or key.split(".")[0] == "logger" for key in swept)
+    return "wandb" in (config.get("logger") or {}) and not varied
+
+
 def wandb_id_key(job_config: DictConfig) -> tuple[str, object] | None:
     """The key that names a job's W&B run and its value as given (Lightning's WandbLogger takes `version`
     before `id`, and before a resumed checkpoint's run); None without a W&B logger."""
