@@ -1881,6 +1881,9 @@ def test_an_optuna_study_whose_every_checkpoint_stops_its_trials_is_refused_befo
     ]:
         check_study_checkpoints(study(*given, ckpt_path=left))
     check_study_checkpoints(study(ckpt_path=f"{not_ours},{also_not_ours}", sweeper=()))  # (a basic sweep's)
+    with monkeypatch.context() as off:  # W&B off: no trial has a W&B logger, none reads the run id
+        off.setenv("WANDB_MODE", "disabled")
+        check_study_checkpoints(study("logger=wandb", ckpt_path=searched))
     # a space's ${...} that the plugin resolves to a search (its params read resolved), of one good checkpoint
     monkeypatch.setenv("SEARCHED_CKPTS", f"choice({not_ours},{plain})")
     check_study_checkpoints(study("+hydra.sweeper.params.ckpt_path=${oc.env:SEARCHED_CKPTS}"))

@@ -101,7 +101,9 @@ def names_wandb(config: DictConfig) -> bool:
 
 def surely_wandb(config: DictConfig) -> bool:
     """Whether every trial of the study `config` logs to W&B: its logger.wandb, where the search varies no logger
-    and no config group (whose options may set one)."""
+    and no config group (whose options may set one), and W&B is not off (WANDB_MODE=disabled: no trial has one)."""
+    if wandb_off():
+        return False
     groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
     swept = swept_keys(config.hydra)
     varied = any(key in groups or key.split(".")[0] == "logger" for key in swept)
