@@ -1005,11 +1005,11 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path, 
     assert table.endswith(
         "how each goes on\n\n"
         f"- 1 (interrupted): `rnnreg-train experiment=paper_small dropout=none seed=2 "
-        f"ckpt_path=last hydra.run.dir={sweep / '1'}`\n"
+        f"ckpt_path=last hydra.run.dir={sweep / '1'} hydra.mode=RUN`\n"
         "- 2 (unfinished): no checkpoint was written: run it again, "
-        f"`rnnreg-train experiment=paper_small dropout=recurrent seed=1 hydra.run.dir={sweep / '2'}`\n"
+        f"`rnnreg-train experiment=paper_small dropout=recurrent seed=1 hydra.run.dir={sweep / '2'} hydra.mode=RUN`\n"
         "- 3 (never started: no folder): "
-        f"`rnnreg-train experiment=paper_small dropout=recurrent seed=2 hydra.run.dir={sweep / '3'}`\n"
+        f"`rnnreg-train experiment=paper_small dropout=recurrent seed=2 hydra.run.dir={sweep / '3'} hydra.mode=RUN`\n"
     )
     with RunLock(sweep, "hydra.sweep.dir"):  # a live sweep: job 3 is yet to come
         assert "never started" not in report(sweep, PAPER)
@@ -1030,14 +1030,21 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path, 
     assert report("sweep", PAPER) == table
 
 
+@pytest.mark.parametrize(
+    "launch",
+    [("-m", "experiment=paper_small"), ("experiment=ablation_placement", "dropout=none", "seed=1")],
+    ids=["dash_m", "experiment_that_is_a_multirun"],
+)
 def test_a_basic_sweep_stopped_by_ctrl_c_completes_in_its_folder_with_the_commands_its_report_gives(
-    tiny_corpus, tmp_path
+    tiny_corpus, tmp_path, launch
 ):
     """Ctrl-C in a basic sweep's first job ends the sweep; the report's commands, run as printed, go on with that job
     in its own folder from its last.ckpt (exactly: as the uninterrupted job of the same training ends) and run the
     job that never started in the folder the sweep would have given it, so that the sweep's report then lists every
     job completed (before: each ran in a new folder of its own, and the sweep's report listed one job interrupted and
-    the other never started for ever)."""
+    the other never started for ever). Also for a sweep that an experiment makes a multirun by itself
+    (experiment=ablation_placement, no -m; before: its commands ran each job as a sweep of one in a new dated
+    folder, hydra.run.dir unread, and the resume stopped on ckpt_path=last finding no run)."""
     stop = tmp_path / "lab" / "stop"  # (a group of the user's: the report shows no command for a recorded _target_)
     stop.mkdir(parents=True)
     for name, window in (("at2", 2), ("never", 1000)):
@@ -1045,11 +1052,11 @@ def test_a_basic_sweep_stopped_by_ctrl_c_completes_in_its_folder_with_the_comman
             f"# @package _global_\ncallbacks:\n  signal_at:\n    _target_: helpers.SignalAt\n"
             f"    signum: {int(signal.SIGINT)}\n    window: {window}\n"
         )
-    sweep = tmp_path / "sweep"
-    args = [f"hydra.searchpath=[file://{tmp_path / 'lab'}]", "experiment=paper_small", *TINY]
+    args = [*launch, f"hydra.searchpath=[file://{tmp_path / 'lab'}]", *TINY]
     args += [f"data.data_dir={tiny_corpus}", f"paths.output_root={tmp_path}", "trainer.max_epochs=1", "test=false"]
     args += ["trainer.limit_train_batches=6"]
-    stopped = run("rnnreg-train", "-m", *args, "+stop=at2,never", f"hydra.sweep.dir={sweep}", check=False)
+    sweep = tmp_path / "sweep"
+    stopped = run("rnnreg-train", *args, "+stop=at2,never", f"hydra.sweep.dir={sweep}", check=False)
     assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-2000:]
     table = run("rnnreg-report", f"path={sweep}").stdout
     commands = re.findall(r"^- (\d) \((?:interrupted|never started: no folder)\): `(rnnreg-train [^`]*)`$", table, re.M)
@@ -1820,7 +1827,7 @@ def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_pa
     basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
     assert report(sweep("numbered", "${hydra.job.num}", basic, "0")).endswith(
         "- 1 (never started: no folder): "
-        f"`rnnreg-train dropout=none seed=2 hydra.run.dir={tmp_path / 'numbered' / '1'}`\n"
+        f"`rnnreg-train dropout=none seed=2 hydra.run.dir={tmp_path / 'numbered' / '1'} hydra.mode=RUN`\n"
     )
     assert "never started" not in report(sweep("named", "s${seed}", basic, "s1"))
     assert "never started" not in report(sweep("stacked", "${hydra.job.num}", STACKED_LAUNCHER, "0"))
@@ -1840,7 +1847,7 @@ def test_jobs_that_never_started_of_a_sweep_below_the_reports_folder_are_listed_
     table = report(tmp_path / "runs", PAPER)
     assert table.endswith(
         f"how each goes on\n\n- a/1 (never started: no folder): `rnnreg-train --config-dir {configs} dropout=none "
-        f"seed=2 hydra.run.dir={sweep / '1'}`\n"
+        f"seed=2 hydra.run.dir={sweep / '1'} hydra.mode=RUN`\n"
     )
 
 

@@ -103,12 +103,12 @@ def resume_command(run: Path, checkpoint: Path | None = None, in_its_folder: boo
     """The command that goes on exactly from `run`'s last checkpoint (or `checkpoint`: the one a resumed run stopped
     before its first window goes on from), in a new run folder: its overrides (a multirun job's own values, without
     Hydra's), less the checkpoint it may itself have resumed from. `in_its_folder`: in `run` itself, from its own
-    last.ckpt (`ckpt_path=last hydra.run.dir=<run>`): a basic sweep's job, which its sweep's report then lists as
-    completed."""
+    last.ckpt (`ckpt_path=last hydra.run.dir=<run> hydra.mode=RUN`): a basic sweep's job, which its sweep's report
+    then lists as completed."""
     overrides = recorded_overrides(run) or []
     kept = [o for o in overrides if override_key(o) != "ckpt_path"]
     if in_its_folder:
-        return shlex.join([*recorded_run_command(run), *kept, "ckpt_path=last", folder_override(run)])
+        return shlex.join([*recorded_run_command(run), *kept, "ckpt_path=last", *in_folder_overrides(run)])
     last = path_override("ckpt_path", checkpoint or last_checkpoint_path(run))
     return shlex.join([*recorded_run_command(run), *kept, last])
 
@@ -124,13 +124,15 @@ def again_command(run: Path, in_its_folder: bool = False) -> str:
     """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept);
     `in_its_folder`: in `run` itself (a basic sweep's job whose folder holds no result)."""
     overrides = recorded_overrides(run) or []
-    return shlex.join([*recorded_run_command(run), *overrides, *([folder_override(run)] if in_its_folder else [])])
+    return shlex.join([*recorded_run_command(run), *overrides, *(in_folder_overrides(run) if in_its_folder else [])])
 
 
-def folder_override(run: Path) -> str:
-    """hydra.run.dir=<run>: a basic sweep's job run alone in its own numbered folder, where its sweep's report reads
-    it (absolute: the command is pasted anywhere)."""
-    return path_override("hydra.run.dir", os.path.abspath(run))
+def in_folder_overrides(run: Path) -> list[str]:
+    """hydra.run.dir=<run> hydra.mode=RUN: a basic sweep's job run alone in its own numbered folder, where its sweep's
+    report reads it (absolute: the command is pasted anywhere). hydra.mode=RUN: an experiment that is a multirun by
+    itself (experiment=ablation_placement) would otherwise run the job as a sweep of one in a new dated folder,
+    hydra.run.dir unread."""
+    return [path_override("hydra.run.dir", os.path.abspath(run)), "hydra.mode=RUN"]
 
 
 def basic_sweeps_job(run: Path) -> bool:
@@ -176,6 +178,6 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str, Path]]:
             continue
         for num, overrides in enumerate(jobs):
             if not (sweep / str(num) / ".hydra" / "config.yaml").is_file():
-                command = shlex.join([*recorded_command(hydra), *overrides, folder_override(sweep / str(num))])
+                command = shlex.join([*recorded_command(hydra), *overrides, *in_folder_overrides(sweep / str(num))])
                 found.append((str((sweep / str(num)).relative_to(root)), command, record))
     return found
