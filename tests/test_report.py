@@ -1538,6 +1538,24 @@ def test_the_mean_over_seeds_names_the_seeds_that_did_not_complete(tmp_path):
     assert "configuration `dropout=both`: its mean" not in text
 
 
+def test_a_configuration_with_one_seed_completed_of_several_keeps_its_row_over_seeds(tmp_path):
+    """A placement two of whose three seeds diverged keeps its row in the table over seeds (its one seed's
+    perplexities, no sd), as its figure draws it and as the note that names the others says (before: the row was
+    left out, while the note spoke of its mean over 1 completed seed: a table copied for a paper lost the placement).
+    A configuration run with one seed alone has no row there."""
+    root = ablation(tmp_path / "sweep", {"none": ABLATION["none"], "both": ABLATION["both"]})
+    diverged = {"status": "failed", "error": "training loss became nan at epoch 2, step 3", "epochs": 2}
+    for job in ("4", "5"):  # dropout=both's seeds 1 and 2
+        (root / job / "metrics.json").write_text(json.dumps(diverged))
+    write_job(tmp_path / "sweep" / "more" / "0", ["dropout=recurrent", "seed=1"], {"dropout": "recurrent"}, TOY, 430.0)
+    text = report(root)
+    over_seeds = text.split("Over seeds:")[1].split("Notes:")[0]
+    assert "| dropout=none | 3 | " in over_seeds
+    assert re.search(r"^\| dropout=both \| 1 \| [0-9.]+ ± — \| 402\.56 ± — \| [0-9.]+ ± — \|$", over_seeds, re.M)
+    assert "dropout=recurrent" not in over_seeds, over_seeds
+    assert "- configuration `dropout=both`: its mean is over its 1 completed seed(s) only; not counted: " in text
+
+
 def test_a_value_written_another_way_is_one_configuration(tmp_path):
     """`dropout.p=.5`, `++dropout.p=0.50` and `+dropout.p=5e-1` set one value: their seeds are one configuration
     (before: three, each of one seed, and no row over seeds)."""

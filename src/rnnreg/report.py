@@ -421,19 +421,22 @@ def spans(numbers: list[int]) -> str:
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation; nan for both when a run lacks the value (test=false: no test)."""
+    """Mean and sample standard deviation; nan for both when a run lacks the value (test=false: no test), nan
+    for the deviation of one value."""
     if any(math.isnan(v) for v in values):
         return math.nan, math.nan
-    return statistics.mean(values), statistics.stdev(values)
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def over_seeds(rows: list[dict]) -> list[dict]:
-    """Configurations completed with 2 or more seeds: the number of seeds (each counted once: by_config) and
-    each perplexity's mean and sample standard deviation."""
+    """Configurations completed with 2 or more seeds, or with one whose other seeds did not complete (the note of
+    seeds_left_out names them: its row is that seed's, as its figure draws it, not left out of the table): the
+    number of seeds (each counted once: by_config) and each perplexity's mean and sample standard deviation."""
     return [
         {"config": config, "seeds": len(runs)} | {key: mean_sd([r[key] for r in runs]) for key in PPL_COLUMNS}
         for config, runs in by_config(rows).items()
-        if runs[0]["status"] == "completed" and len(runs) > 1
+        if runs[0]["status"] == "completed"
+        and (len(runs) > 1 or any(left_out(r, {runs[0]["seed"]}, configuration_of(runs[0])) for r in rows))
     ]
 
 
@@ -465,7 +468,8 @@ def seeds_table(groups: list[dict]) -> str:
     ]
     for g in groups:
         cells = " | ".join(
-            fmt(g[key][0]) if math.isnan(g[key][0]) else f"{g[key][0]:.2f} ± {g[key][1]:.2f}" for key in PPL_COLUMNS
+            fmt(g[key][0]) if math.isnan(g[key][0]) else f"{g[key][0]:.2f} ± {fmt(g[key][1], '.2f')}"
+            for key in PPL_COLUMNS
         )
         lines.append(f"| {g['config']} | {g['seeds']} | {cells} |")
     return "\n".join(lines) + "\n"
