@@ -202,6 +202,23 @@ def test_test_axis_spans_the_data_not_zero(tmp_path):
     assert heights == sorted(heights, reverse=True)
 
 
+def test_each_error_bar_of_the_test_figure_lies_whole_inside_its_axis(tmp_path):
+    """Two seeds far apart (a budget of a few windows): each configuration's bar, mean ± sd, ends inside the x axis
+    at both sides, caps drawn (before: the axis began at the lowest seed, and a bar reaching below it was cut at the
+    axis, its cap hidden, a narrower spread than the sd drawn), on a linear axis and on a log one."""
+    for name, tests in (("linear", {"none": (420.0, 480.0), "recurrent": (440.0, 445.0)}), ("log", TWO_SEEDS_APART)):
+        ax = figure_test_ppl(collect(ablation(tmp_path / name, tests)), PAPER).axes[0]
+        lo, hi = ax.get_xlim()
+        assert (ax.get_xscale() == "log") == (name == "log")
+        for placement, seeds in tests.items():
+            mean, sd = statistics.mean(seeds), statistics.stdev(seeds)
+            assert lo < mean - sd and mean + sd < hi, (name, placement, lo, mean - sd)
+
+
+# test perplexities of two seeds of 3 windows' training (a real sweep's): a log axis, the bars wide
+TWO_SEEDS_APART = {"none": (7468.86, 18348.69), "non_recurrent": (8049.75, 15438.20), "recurrent": (10508.13, 6940.14)}
+
+
 def test_interval_names_its_statistic_and_seeds(tmp_path):
     ax = figure_test_ppl(collect(ablation(tmp_path / "three")), PAPER).axes[0]
     assert "mean ± sample sd over 3 seeds" in ax.get_xlabel()

@@ -297,7 +297,7 @@ def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
         ax.set_axis_off()
         return fig
     counts = seed_counts(entries, "test_ppl")
-    values, ends = [], []
+    values, starts, ends = [], [], []
     for y, e in enumerate(entries):
         tests = [r["test_ppl"] for r in e["runs"] if not math.isnan(r["test_ppl"])]
         mean = statistics.mean(tests)
@@ -328,6 +328,8 @@ def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
         )
         values += tests
         ends.append(max(mean + sd, *tests))
+        if 0 < mean - sd < min(tests):  # the error bar's lower end, drawn whole (on a log axis, where it is above 0)
+            starts.append(mean - sd)
     refs = references(rows, paper)
     for size, ref in refs.items():
         ax.axvline(ref["test_ppl"], **PAPER_LINE, label=f"paper {size} ({ref['dropout']}): {ref['test_ppl']}", zorder=1)
@@ -343,7 +345,7 @@ def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
             color="0.25",
         )
         values.append(ref["test_ppl"])
-    lo, hi = min(values), max(values + ends)
+    lo, hi = min(values + starts), max(values + ends)
     scale = ""
     if hi > LOG_AXIS_SPREAD * lo:  # one far from the rest (no dropout over 39 epochs): on a linear axis the rest meet
         scale = "; log scale"
