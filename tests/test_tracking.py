@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -1057,6 +1058,37 @@ def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_crede
     steps = [[row["trainer/global_step"] for row in part["history"]] for part in (part1, part2)]
     assert max(steps[0]) < min(steps[1])
     assert part2["summary"]["test_ppl"] == pytest.approx(json.loads((second / "metrics.json").read_text())["test_ppl"])
+
+
+def test_a_sweeps_jobs_run_alone_in_their_folders_stay_in_its_wandb_group_under_their_names(
+    tiny_cli, tmp_path, no_wandb_credentials
+):
+    """A basic sweep under logger=wandb stopped by Ctrl-C in its first job: the commands its report gives (the
+    stopped job goes on in its folder, the job that never started starts in its) log into the sweep's W&B group under
+    the names the sweep gives its jobs, the resumed part as its first part did (before: as single runs, in the
+    experiment's group and named by all their overrides, so that a synced job left its sweep's group)."""
+    stop = tmp_path / "lab" / "stop"  # (a group of the user's: the report shows no command for a recorded _target_)
+    stop.mkdir(parents=True)
+    for name, window in (("at2", 2), ("never", 1000)):
+        (stop / f"{name}.yaml").write_text(
+            f"# @package _global_\ncallbacks:\n  signal_at:\n    _target_: helpers.SignalAt\n"
+            f"    signum: {int(signal.SIGINT)}\n    window: {window}\n"
+        )
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"hydra.searchpath=[file://{tmp_path / 'lab'}]", *tiny_cli, "logger=wandb", "trainer.max_epochs=1"]
+    args += ["test=false", f"paths.output_root={tmp_path}", "+stop=at2,never", f"hydra.sweep.dir={sweep}"]
+    stopped = run("rnnreg-train", *args, check=False)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-2000:]
+    table = run("rnnreg-report", f"path={sweep}").stdout
+    commands = re.findall(r"^- \d \((?:interrupted|never started: no folder)\): `(rnnreg-train [^`]*)`$", table, re.M)
+    assert len(commands) == 2, table
+    for command in commands:
+        run(*shlex.split(command))
+    parts = {job: wandb_run_parts(sweep / job) for job in ("0", "1")}
+    assert [len(p) for p in parts.values()] == [2, 1]
+    assert {p["group"] for job in parts.values() for p in job} == {"paper_small/sweep"}
+    assert [[p["name"] for p in job] for job in parts.values()] == [["+stop=at2", "+stop=at2"], ["+stop=never"]]
+    assert parts["0"][0]["id"] == parts["0"][1]["id"] and parts["0"][1]["exit_code"] == 0
 
 
 def test_a_resume_stopped_before_its_first_window_leaves_no_wandb_part_the_next_sync_misses(

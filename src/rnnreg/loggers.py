@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from rnnreg.errors import CheckpointError
 from rnnreg.multirun_jobs import SWEEP_FILE, differing, in_multirun, job_swept_keys, task_overrides
+from rnnreg.record_yaml import recorded_swept_keys
 from rnnreg.run_record import CHECKPOINTS
 from rnnreg.task_config import plain
 
@@ -113,14 +114,26 @@ def wandb_disabled() -> bool:
     return os.environ.get("WANDB_MODE") == "disabled" or os.environ.get("WANDB_DISABLED", "").lower() == "true"
 
 
-def run_name(fallback: str | None) -> str | None:
-    """What tells this run apart from the other jobs of its sweep (`dropout=recurrent,seed=2`); outside a
-    sweep, or in one that sweeps no key (`-m seed=3`), its overrides that change what is computed; `fallback`
-    when there are none (an empty name would make W&B draw a random one)."""
+def run_name(fallback: str | None, job_of: Path | None = None) -> str | None:
+    """What tells this run apart from the other jobs of its sweep (`dropout=recurrent,seed=2`; `job_of`: the
+    sweep whose job this single run is, sweep_of_job_run); outside a sweep, or in one that sweeps no key
+    (`-m seed=3`), its overrides that change what is computed; `fallback` when there are none (an empty name would
+    make W&B draw a random one)."""
     if not HydraConfig.initialized():
         return fallback
     overrides = task_overrides(HydraConfig.get())
-    return ",".join(differing(overrides, job_swept_keys()) or differing(overrides, None)) or fallback
+    swept = job_swept_keys() if job_of is None else recorded_swept_keys(job_of / SWEEP_FILE)
+    return ",".join(differing(overrides, swept) or differing(overrides, None)) or fallback
+
+
+def sweep_of_job_run() -> Path | None:
+    """The sweep whose job this single run is: one run in a sweep's numbered job folder (`hydra.run.dir=<sweep>/3`,
+    as rnnreg-report's commands go on with a basic sweep's stopped job or start one that never started there);
+    None elsewhere, and in a multirun."""
+    if not HydraConfig.initialized() or in_multirun():
+        return None
+    folder = Path(os.path.abspath(HydraConfig.get().runtime.output_dir))
+    return folder.parent if folder.name.isdigit() and is_sweep_folder(folder.parent) else None
 
 
 def is_sweep_folder(folder: Path) -> bool:
@@ -147,17 +160,20 @@ def wandb_logger(
     **kwargs,
 ) -> WandbLogger:
     """Lightning's WandbLogger; `offline: null` means offline exactly when no credentials are configured.
-    In a multirun (group_by_sweep) the group is `<group>/<multirun folder>` (sweep_group): one group per sweep.
+    In a multirun (group_by_sweep) the group is `<group>/<multirun folder>` (sweep_group): one group per sweep; so
+    is a sweep's job run alone in its numbered folder (sweep_of_job_run).
     `name: null`: run_name, else `group` (the experiment). Offline, `log_model` is kept for finish_wandb
     (WandbLogger refuses it)."""
     if offline is None:
         offline = os.environ.get("WANDB_MODE") == "offline" or not has_wandb_credentials()
     experiment = group
-    if group_by_sweep and in_multirun():
-        sweep = sweep_group(HydraConfig.get().sweep.dir)
+    # a sweep's job run alone in its folder (resumed, or started late) is one of that sweep's runs, named as such
+    job_of = sweep_of_job_run()
+    if group_by_sweep and (in_multirun() or job_of is not None):
+        sweep = sweep_group(HydraConfig.get().sweep.dir if job_of is None else job_of)
         group = f"{group}/{sweep}" if group else sweep
     Path(kwargs.get("save_dir", ".")).mkdir(parents=True, exist_ok=True)
-    name = name or run_name(experiment or group)
+    name = name or run_name(experiment or group, job_of)
     logger = WandbLogger(offline=offline, group=group, name=name, log_model=log_model and not offline, **kwargs)
     if logger._wandb_init.get("anonymous") is None:  # Lightning's None: W&B warns of a setting with no effect
         logger._wandb_init.pop("anonymous", None)
