@@ -565,19 +565,22 @@ def test_a_checkpoint_the_check_cannot_read_is_left_to_its_jobs_own_line(
     assert "failed: 0 (trainer.max_epochs=2), 1 (trainer.max_epochs=3)" in proc.stderr
 
 
-def test_a_study_that_surely_resumes_a_checkpoint_it_cannot_read_is_refused_with_that_checkpoints_own_line(
+def test_a_study_that_surely_resumes_a_checkpoint_it_cannot_read_is_refused_and_a_grid_point_fails_alone(
     resumable, tmp_path, monkeypatch, no_wandb_credentials
 ):
-    """An Optuna grid (each point one trial's) of checkpoints, one of them no rnnreg checkpoint or one whose W&B run
-    id is none, or a study whose every trial resumes such a file: a trial surely stops on it, so the study is refused
-    with the line a single run with that ckpt_path gives, exit 2, before the sweep folder is made (before: with
-    WANDB_RUN_ID, as every job in one W&B run; without it, the study ran until that trial stopped it, a traceback).
-    A sampler that may never draw it is refused for what it may draw twice, as before."""
+    """A study whose every trial resumes a file that is no rnnreg checkpoint is refused with the line a single run
+    with that ckpt_path gives (before: with WANDB_RUN_ID, as every job in one W&B run). An Optuna grid (each point
+    one trial's) of checkpoints, one of them no rnnreg checkpoint or one whose W&B run id is none, runs under
+    logger=wandb as without W&B (check_study_checkpoints' rule: a study with one good choice runs): that point's
+    trial fails alone with its line, logging into no W&B run, and the others go on in their runs (before: under
+    logger=wandb the W&B check refused the whole study, exit 2). A sampler that may never draw it is refused for
+    what it may draw twice, as before."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
     from rnnreg import CONF_DIR
     from rnnreg.errors import ConfigError
+    from rnnreg.optuna_study import check_study_checkpoints
     from rnnreg.sweep_wandb import check_wandb_runs
 
     w1, w2 = resumable["w1"] / "last.ckpt", resumable["w2"] / "last.ckpt"
@@ -602,21 +605,29 @@ def test_a_study_that_surely_resumes_a_checkpoint_it_cannot_read_is_refused_with
         with monkeypatch.context() as patched:
             for name, value in env.items():
                 patched.setenv(name, value)
-            with pytest.raises(ConfigError, match=f"^{re.escape(not_ours)}"):
-                check_wandb_runs(study(*grid, ckpt_paths=(w1, w2, other)))
-            with pytest.raises(ConfigError, match=f"^{re.escape(not_a_run)}"):
-                check_wandb_runs(study(*grid, ckpt_paths=(w1, no_run_id, "null")))
+            for ckpt_paths in ((w1, w2, other), (w1, no_run_id, "null")):  # (one rule: each check lets it run)
+                check_study_checkpoints(study(*grid, ckpt_paths=ckpt_paths))
+                check_wandb_runs(study(*grid, ckpt_paths=ckpt_paths))
+            every = f"ckpt_path={no_run_id},{other}: every trial would stop on the checkpoint it draws: {not_a_run}"
+            with pytest.raises(ConfigError, match=f"^{re.escape(every)}"):  # (every point stops on its own line)
+                check_study_checkpoints(study(*grid, ckpt_paths=(no_run_id, other)))
     every_trial = ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=2"]
     with pytest.raises(ConfigError, match=f"^{re.escape(not_ours)}"):
         check_wandb_runs(study(*every_trial, f"ckpt_path={other}"))
     with pytest.raises(ConfigError, match=re.escape(f"lets two trials both resume {w1} (Optuna draws each")):
         check_wandb_runs(study(*every_trial, f"+hydra.sweeper.params.ckpt_path='choice({w1},{w2},{other})'"))
 
-    sweep = tmp_path / "new" / "sweep"
-    args = ["-m", *resumable["tiny"], "trainer.max_epochs=2", "logger=wandb", *grid, f"ckpt_path={w1},{w2},{other}"]
-    proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False, env={"WANDB_RUN_ID": "envid"})
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {not_ours} rnnreg-train"], proc.stderr
-    assert not (tmp_path / "new").exists()
+    for logger in ("wandb", "csv"):  # the same study, with and without W&B: the bad point's trial fails alone
+        sweep = tmp_path / logger
+        args = ["-m", *resumable["tiny"], "trainer.max_epochs=2", f"logger={logger}", *grid, f"ckpt_path={w1},{other}"]
+        proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False, env={"WANDB_RUN_ID": "envid"})
+        drawn = {yaml.safe_load((job / ".hydra/config.yaml").read_text())["ckpt_path"]: job for job in sweep.glob("?")}
+        assert proc.returncode == 1 and sorted(drawn) == sorted([str(w1), str(other)]), proc.stderr[-3000:]
+        failed = f"error: job {drawn[str(other)].name} (ckpt_path={other}) failed: {not_ours}"
+        assert failed in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("error: 1 job(s)")
+        assert json.loads((drawn[str(w1)] / "metrics.json").read_text())["status"] == "completed"
+        parts = [wandb_run_parts(drawn[point]) for point in (str(w1), str(other))] if logger == "wandb" else []
+        assert [[part["id"] for part in found] for found in parts] == ([["w1"], []] if parts else [])
 
 
 def test_a_study_of_checkpoints_searched_through_an_interpolation_is_checked_as_optunas_plugin_reads_it(

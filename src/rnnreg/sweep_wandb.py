@@ -171,6 +171,7 @@ class CheckpointRuns:
     def __init__(self) -> None:
         self.runs: dict[str, str | None | bool] = {}
         self.unreadable: dict[str, Unreadable] = {}
+        self.stopped = False  # whether the last checkpoint read is one the job stops on
 
     def __call__(self, checkpoint: str) -> str | None | bool:
         if checkpoint not in self.runs:
@@ -179,6 +180,7 @@ class CheckpointRuns:
             except Unreadable as err:
                 self.runs[checkpoint] = False
                 self.unreadable[checkpoint] = err
+        self.stopped = checkpoint in self.unreadable
         return self.runs[checkpoint]
 
 
@@ -222,7 +224,8 @@ def check_study_wandb_run(config: DictConfig) -> None:
     checkpoints of distinct runs, the id of its trials that resume none only: check_fresh_trials), or the
     run of a checkpoint that every trial resumes (a fixed ckpt_path: each trial would go on in its run), or that
     two trials may resume (a searched ckpt_path: Optuna draws each trial's choice anew, so one checkpoint twice,
-    or two checkpoints of one run; a grid that gives each checkpoint to one trial, only two of one run)."""
+    or two checkpoints of one run; a grid that gives each checkpoint to one trial, only two of one run). A grid's
+    trial that stops on its checkpoint logs into no run: it fails alone, as it does without W&B."""
     trials = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
     found = wandb_id_key(config)
     if found is None or (trials is not None and trials < 2):  # (one trial shares its run with no other)
@@ -232,11 +235,21 @@ def check_study_wandb_run(config: DictConfig) -> None:
     if ckpt_paths is not None:
         setting, choices = ckpt_paths
         read = CheckpointRuns()
-        resumed = [None if ckpt is None else study_resumed_run(config, given, ckpt, read) for ckpt in choices]
-        runs = [run for run in resumed if isinstance(run, JobRun)]
+        resumed, stops = [], []
+        for ckpt in choices:
+            read.stopped = False
+            resumed.append(None if ckpt is None else study_resumed_run(config, given, ckpt, read))
+            stops.append(read.stopped)
         drawn_twice = why_drawn_twice(config) if setting is not None else None
-        if read.unreadable and drawn_twice is None:  # (a fixed ckpt_path, or a grid's: a trial surely resumes it)
+        if read.unreadable and setting is None:  # (every trial resumes it: a single run's line)
             raise ConfigError(next(iter(read.unreadable.values())).line())
+        if drawn_twice is None:  # a grid's trial that stops on its checkpoint logs nothing: it fails alone, as without
+            # W&B (rnnreg.optuna_study.check_study_checkpoints refuses a study whose every trial stops so)
+            kept = [(ckpt, run) for ckpt, run, stop in zip(choices, resumed, stops) if not stop]
+            choices, resumed = [ckpt for ckpt, _ in kept], [run for _, run in kept]
+            if not choices:  # (no trial logs to W&B: those without it go on from a bad run id, unread)
+                return
+        runs = [run for run in resumed if isinstance(run, JobRun)]
         # a grid's trials resuming checkpoints of distinct runs each go on in its own; the others start in the run
         # their config gives, checked below as a study that resumes nothing
         once = setting is not None and drawn_twice is None and len({r.run_id for r in runs}) == len(runs)
