@@ -617,17 +617,17 @@ def test_a_study_that_surely_resumes_a_checkpoint_it_cannot_read_is_refused_and_
     with pytest.raises(ConfigError, match=re.escape(f"lets two trials both resume {w1} (Optuna draws each")):
         check_wandb_runs(study(*every_trial, f"+hydra.sweeper.params.ckpt_path='choice({w1},{w2},{other})'"))
 
-    for logger in ("wandb", "csv"):  # the same study, with and without W&B: the bad point's trial fails alone
-        sweep = tmp_path / logger
-        args = ["-m", *resumable["tiny"], "trainer.max_epochs=2", f"logger={logger}", *grid, f"ckpt_path={w1},{other}"]
-        proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False, env={"WANDB_RUN_ID": "envid"})
-        drawn = {yaml.safe_load((job / ".hydra/config.yaml").read_text())["ckpt_path"]: job for job in sweep.glob("?")}
-        assert proc.returncode == 1 and sorted(drawn) == sorted([str(w1), str(other)]), proc.stderr[-3000:]
-        failed = f"error: job {drawn[str(other)].name} (ckpt_path={other}) failed: {not_ours}"
-        assert failed in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("error: 1 job(s)")
-        assert json.loads((drawn[str(w1)] / "metrics.json").read_text())["status"] == "completed"
-        parts = [wandb_run_parts(drawn[point]) for point in (str(w1), str(other))] if logger == "wandb" else []
-        assert [[part["id"] for part in found] for found in parts] == ([["w1"], []] if parts else [])
+    # the bad point's trial fails alone, as without W&B
+    # (test_an_optuna_grid_whose_last_point_fails_on_its_checkpoint_ends_as_a_basic_sweep_does)
+    sweep = tmp_path / "sweep"
+    args = ["-m", *resumable["tiny"], "trainer.max_epochs=2", "logger=wandb", *grid, f"ckpt_path={w1},{other}"]
+    proc = run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}", check=False, env={"WANDB_RUN_ID": "envid"})
+    drawn = {yaml.safe_load((job / ".hydra/config.yaml").read_text())["ckpt_path"]: job for job in sweep.glob("?")}
+    assert proc.returncode == 1 and sorted(drawn) == sorted([str(w1), str(other)]), proc.stderr[-3000:]
+    failed = f"error: job {drawn[str(other)].name} (ckpt_path={other}) failed: {not_ours}"
+    assert failed in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("error: 1 job(s)")
+    assert json.loads((drawn[str(w1)] / "metrics.json").read_text())["status"] == "completed"
+    assert [[part["id"] for part in wandb_run_parts(drawn[point])] for point in (str(w1), str(other))] == [["w1"], []]
 
 
 def test_a_study_of_checkpoints_searched_through_an_interpolation_is_checked_as_optunas_plugin_reads_it(
