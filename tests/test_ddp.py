@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -18,6 +19,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from hydra.experimental.callback import Callback
 
 import warm_start
 from helpers import BIN, TINY, assert_diverges_in_epoch_2, free_port, run, speed_state, srun_env, write_corpus
@@ -99,6 +101,18 @@ class RankRecorder(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         said = {"pid": os.getpid(), "world_size": trainer.world_size, "threads": torch.get_num_threads()}
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(said))
+
+
+class OccupyLightningsPort(Callback):
+    """A Hydra callback: in a submitit_local job's first task, as the job starts, a listening socket on the port
+    Lightning's SLURM rule gives the job (15000 + the job id's last four digits), held while the task lives: another
+    program on that port, or another job whose id ends alike."""
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if os.environ.get("SUBMITIT_LOCAL_GLOBALID") == "0":
+            self.held = socket.socket()
+            self.held.bind(("127.0.0.1", 15000 + int(os.environ["SUBMITIT_LOCAL_JOB_ID"][-4:])))
+            self.held.listen()
 
 
 def ddp_args(corpus: Path) -> list[str]:
@@ -555,7 +569,7 @@ def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     tiny_corpus, tiny_cfg, tmp_path, monkeypatch
 ):
     """hydra.launcher.tasks_per_node=2 with trainer=ddp trainer.devices=2: submitit's two tasks are the job's two DDP
-    processes (they find each other at a port from the job's id), and the job's records come once: rank 0's
+    processes (they find each other at a port rank 0 found free), and the job's records come once: rank 0's
     metrics.json and train.log, rank 1's own log beside them, as Lightning's own DDP processes leave them; the
     training is one process's over the same streams. Before: each task took itself for rank 0 of a DDP run of its
     own and started its rank 1 with submitit's command line, which failed, and the sweep ended in a traceback.
@@ -593,6 +607,21 @@ def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
         "once where it was not set)"
     ]
     assert "threads: " not in own
+
+
+def test_a_submitit_local_job_of_two_tasks_meets_on_a_free_port(tiny_corpus, tmp_path):
+    """The port Lightning's SLURM rule gives the job is in use (another program, or another job of the sweep whose id
+    ends in the same four digits): the job's tasks meet on a port that is free. Before: rank 0 failed to bind it
+    (DistNetworkError, EADDRINUSE) and the sweep ended in a traceback."""
+    sweep = tmp_path / "sweep"
+    args = [a for a in ddp_args(tiny_corpus) if not a.startswith(("trainer.max_epochs", "trainer.limit_train_batches"))]
+    args += ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"]
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=1"]
+    occupy = "+hydra.callbacks.occupy._target_=test_ddp.OccupyLightningsPort"
+    proc = run("rnnreg-train", "-m", *args, *launcher, occupy, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "completed"
+    assert [p.parent.parent for p in sweep.rglob("*_ddp_port")] == [sweep / ".submitit"]  # submitit's, not the run's
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ each only its own SUBMITIT_LOCAL_* variables, which no Lightning cluster environ
 SLURMEnvironment reads SLURM_PROCID and the rest): without them every task took itself for rank 0 of a DDP run of
 its own and started its other ranks with submitit's command line, which cannot run them. Here each task is given
 what Lightning's own launcher gives the DDP processes it starts (LOCAL_RANK, the main process's address and port),
-so that Lightning takes the processes as started for it and the tasks find each other; and the records of a task
-other than the first are its own, as Lightning's processes' are (train_ddp_process_<rank>.log, not train.log).
+so that Lightning takes the processes as started for it and the tasks find each other at a port the first task
+found free and wrote down for the others (meeting_port); and the records of a task other than the first are its own,
+as Lightning's processes' are (train_ddp_process_<rank>.log, not train.log).
 
 How many tasks a job must have (as many as its DDP processes): submitit_local_refusal, checked with the command line."""
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -20,9 +23,8 @@ from omegaconf import DictConfig
 from rnnreg.cpu_threads import SUBMITIT_LOCAL
 from rnnreg.trainer_rules import trainer_processes
 
-# Lightning's own ports for a SLURM job (SLURMEnvironment): 15000 + the job id's last four digits, which every task
-# of the job computes alike with no word between them
-FIRST_PORT = 15000
+# how long a task waits for the first task's port: it writes it as the job starts, before any data or model
+PORT_WAIT_S = 300.0
 
 
 def submitit_local_task() -> tuple[int, int, str] | None:
@@ -39,7 +41,7 @@ def submitit_local_task() -> tuple[int, int, str] | None:
 def join_the_jobs_ddp(output_dir: str, job_name: str) -> None:
     """In a task of a submitit_local job of several tasks, when Hydra starts the job there (before the run reads
     its rank): the task is DDP process LOCAL_RANK=<its rank> on this one node, all meeting at 127.0.0.1 on a port
-    from the job's id (MASTER_ADDR or MASTER_PORT given by the user are kept). A task other than the first logs to
+    rank 0 found free (MASTER_ADDR or MASTER_PORT given by the user are kept). A task other than the first logs to
     <output_dir>/<job_name>_ddp_process_<rank>.log rather than the job's <job_name>.log, which is rank 0's."""
     task = submitit_local_task()
     if task is None:
@@ -48,9 +50,52 @@ def join_the_jobs_ddp(output_dir: str, job_name: str) -> None:
     os.environ["LOCAL_RANK"] = str(rank)
     os.environ["NODE_RANK"] = "0"
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(FIRST_PORT + int(job_id[-4:])))
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(meeting_port(rank, job_id))
     if rank:
         own_log(Path(output_dir) / f"{job_name}.log", Path(output_dir) / f"{job_name}_ddp_process_{rank}.log")
+
+
+def meeting_port(rank: int, job_id: str) -> int:
+    """The port the tasks of job `job_id` meet at: rank 0 takes one the system finds free and writes it, with its
+    pid, to <submitit's folder>/<job id>_ddp_port; the other ranks wait for that file written by a task of this run of
+    the job (its rank 0 alive and their sibling: a requeued job finds its last run's file there).
+    Lightning's rule for SLURM (15000 + the job id's last four digits) failed to bind where another program had the
+    port, or another job of the sweep ended in the same four digits (submitit_local runs them at once)."""
+    from rnnreg.io import replace_atomically
+
+    port_file = Path(os.environ.get("SUBMITIT_FOLDER", ".")) / f"{job_id}_ddp_port"
+    if rank == 0:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        replace_atomically(port_file, lambda tmp: tmp.write_text(f"{port} {os.getpid()}"))
+        return port
+    deadline = time.monotonic() + PORT_WAIT_S
+    while time.monotonic() < deadline:
+        said = port_file.read_text().split() if port_file.exists() else []
+        if len(said) == 2 and is_my_sibling(int(said[1])):
+            return int(said[0])
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"task {rank} of submitit job {job_id} waited {PORT_WAIT_S:.0f} s for task 0 to write its DDP port to "
+        f"{port_file}: task 0 did not start the job (its log in {port_file.parent} says why)"
+    )
+
+
+def is_my_sibling(pid: int) -> bool:
+    """Whether process `pid` is alive and has this process's parent (submitit's controller of the job's tasks)."""
+    if not Path("/proc/self").exists():  # (not Linux: alive is the most that can be known)
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return int(stat.rsplit(")", 1)[1].split()[1]) == os.getppid()  # (the name in parentheses may hold spaces)
 
 
 def own_log(shared: Path, own: Path) -> None:
