@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,7 +18,6 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from hydra.experimental.callback import Callback
 
 import warm_start
 from helpers import BIN, TINY, assert_diverges_in_epoch_2, free_port, run, speed_state, srun_env, write_corpus
@@ -101,18 +99,6 @@ class RankRecorder(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         said = {"pid": os.getpid(), "world_size": trainer.world_size, "threads": torch.get_num_threads()}
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(said))
-
-
-class OccupyLightningsPort(Callback):
-    """A Hydra callback: in a submitit_local job's first task, as the job starts, a listening socket on the port
-    Lightning's SLURM rule gives the job (15000 + the job id's last four digits), held while the task lives: another
-    program on that port, or another job whose id ends alike."""
-
-    def on_job_start(self, config, **kwargs) -> None:
-        if os.environ.get("SUBMITIT_LOCAL_GLOBALID") == "0":
-            self.held = socket.socket()
-            self.held.bind(("127.0.0.1", 15000 + int(os.environ["SUBMITIT_LOCAL_JOB_ID"][-4:])))
-            self.held.listen()
 
 
 def ddp_args(corpus: Path) -> list[str]:
@@ -609,19 +595,45 @@ def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     assert "threads: " not in own
 
 
-def test_a_submitit_local_job_of_two_tasks_meets_on_a_free_port(tiny_corpus, tmp_path):
-    """The port Lightning's SLURM rule gives the job is in use (another program, or another job of the sweep whose id
-    ends in the same four digits): the job's tasks meet on a port that is free. Before: rank 0 failed to bind it
-    (DistNetworkError, EADDRINUSE) and the sweep ended in a traceback."""
+def test_a_submitit_local_ddp_job_stopped_by_a_signal_to_its_tasks_stops_them_together_and_goes_on_exactly(
+    tiny_corpus, tiny_cfg, tmp_path
+):
+    """Two submitit_local jobs of two DDP tasks side by side, each task signalled after window 2 as submitit's
+    controller signals every task. Job 0, submitit's SIGUSR2 (its time limit): both ranks stop after window 2, rank 0
+    writes last.ckpt and submitit requeues the job, whose two tasks go on from it: the uninterrupted run's results and
+    weights. Job 1, SIGTERM: both ranks stop after window 2 with last.ckpt, the job's result.
+    The port Lightning's SLURM rule gives each job (15000 + its id's last four digits) is in use (another program, or
+    another job whose id ends alike): the tasks meet on a port rank 0 found free, and the requeued job's on a new one
+    (not the port its last run wrote down). Before: rank 0 failed to bind Lightning's port (EADDRINUSE) and rank 1
+    waited for it until submitit's time limit killed the job; the sweep ended in a traceback."""
     sweep = tmp_path / "sweep"
+    short = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "test=false"]
     args = [a for a in ddp_args(tiny_corpus) if not a.startswith(("trainer.max_epochs", "trainer.limit_train_batches"))]
-    args += ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"]
-    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=1"]
-    occupy = "+hydra.callbacks.occupy._target_=test_ddp.OccupyLightningsPort"
-    proc = run("rnnreg-train", "-m", *args, *launcher, occupy, f"hydra.sweep.dir={sweep}", check=False)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "completed"
-    assert [p.parent.parent for p in sweep.rglob("*_ddp_port")] == [sweep / ".submitit"]  # submitit's, not the run's
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=2"]
+    signals = ["+callbacks.signal_at._target_=helpers.SignalAt", "+callbacks.signal_at.window=2"]
+    signals.append(f"+callbacks.signal_at.signum={int(signal.SIGUSR2)},{int(signal.SIGTERM)}")  # job 0's, job 1's
+    occupy = "+hydra.callbacks.occupy._target_=occupied_port.OccupyLightningsPort"
+    proc = run(
+        "rnnreg-train", "-m", *args, *short, *launcher, *signals, occupy, f"hydra.sweep.dir={sweep}", check=False
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert {p.parent.parent for p in sweep.rglob("*_ddp_port")} == {sweep / ".submitit"}  # submitit's, not the run's
+    assert proc.stderr.splitlines()[-1].startswith("error: 1 job(s) of the multirun"), proc.stderr[-3000:]
+    requeued, stopped = sweep / "0", sweep / "1"
+    log = (requeued / "train.log").read_text()
+    assert "SIGUSR2: every process stops after this step" in log
+    assert f"resuming from {requeued / 'checkpoints' / 'last.ckpt'}" in log
+    assert json.loads((requeued / "metrics.json").read_text())["status"] == "completed"
+    last = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 2 and last["train_window"] == 2
+    assert json.loads((stopped / "metrics.json").read_text())["error"] == STOPPED_BY[signal.SIGTERM]
+    alone = train(tiny_cfg(*[a for a in COMMON if not a.startswith(("trainer.max_epochs", "trainer.limit_t"))], *short))
+    metrics = json.loads((requeued / "metrics.json").read_text())
+    for key in ("val_ppl", "best_val_ppl"):
+        assert metrics[key] == pytest.approx(alone[key], rel=1e-5), key
+    a, b = (torch.load(d / "checkpoints/last.ckpt", weights_only=False) for d in (requeued, tmp_path / "run"))
+    for name, value in b["state_dict"].items():
+        torch.testing.assert_close(a["state_dict"][name], value, rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
