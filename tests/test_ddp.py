@@ -101,6 +101,19 @@ class RankRecorder(L.Callback):
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(said))
 
 
+# a sitecustomize: a submitit task other than the first notes each file under a .hydra/ it opens to write
+NOTE_HYDRA_WRITES = """
+import os, sys
+from pathlib import Path
+if os.environ.get("SUBMITIT_LOCAL_GLOBALID", "0") != "0":
+    def note(event, args):
+        if event == "open" and "/.hydra/" in str(args[0]) and set(args[1] or "") & set("wax+"):
+            with open(Path(__file__).with_name("hydra_writes"), "a") as notes:
+                notes.write(f"{args[0]}\\n")
+    sys.addaudithook(note)
+"""
+
+
 def ddp_args(corpus: Path) -> list[str]:
     return ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", *COMMON, "trainer=ddp", "trainer.devices=2"]
 
@@ -559,7 +572,8 @@ def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     metrics.json and train.log, rank 1's own log beside them, as Lightning's own DDP processes leave them; the
     training is one process's over the same streams. Before: each task took itself for rank 0 of a DDP run of its
     own and started its rank 1 with submitit's command line, which failed, and the sweep ended in a traceback.
-    Each rank trains with the thread count rank 0's train.log says, set by submitit_local for its 2 processes."""
+    Each rank trains with the thread count rank 0's train.log says, set by submitit_local for its 2 processes.
+    Rank 0 alone writes the job's .hydra/ (before: each task wrote it, truncating the files rank 0 may be reading)."""
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # (make test's workers set it: here rnnreg-train does)
     sweep = tmp_path / "sweep"
@@ -568,9 +582,15 @@ def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     args = [a for a in ddp_args(tiny_corpus) if not a.startswith(longer)]
     launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=1"]
     recorder = ["+callbacks.ranks._target_=test_ddp.RankRecorder", f"+callbacks.ranks.folder={tmp_path}"]
-    proc = run("rnnreg-train", "-m", *args, *short, *launcher, *recorder, f"hydra.sweep.dir={sweep}", check=False)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(NOTE_HYDRA_WRITES)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
+    overrides = [*args, *short, *launcher, *recorder, f"hydra.sweep.dir={sweep}"]
+    proc = run("rnnreg-train", "-m", *overrides, check=False, env=env)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     job = sweep / "0"
+    assert (job / ".hydra" / "config.yaml").is_file() and not (hook / "hydra_writes").exists()
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
     submitit_logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))

@@ -6,7 +6,8 @@ its own and started its other ranks with submitit's command line, which cannot r
 what Lightning's own launcher gives the DDP processes it starts (LOCAL_RANK, the main process's address and port),
 so that Lightning takes the processes as started for it and the tasks find each other at a port the first task
 found free and wrote down for the others (meeting_port); and the records of a task other than the first are its own,
-as Lightning's processes' are (train_ddp_process_<rank>.log, not train.log).
+as Lightning's processes' are (train_ddp_process_<rank>.log, not train.log), and only the first task writes the
+job's .hydra/ record (RankZeroRecords), as Lightning's DDP processes other than rank 0 are started without one.
 
 How many tasks a job must have (as many as its DDP processes): submitit_local_refusal, checked with the command line."""
 
@@ -16,9 +17,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from rnnreg.cpu_threads import SUBMITIT_LOCAL
 from rnnreg.trainer_rules import trainer_processes
@@ -96,6 +98,35 @@ def is_my_sibling(pid: int) -> bool:
     except OSError:
         return False
     return int(stat.rsplit(")", 1)[1].split()[1]) == os.getppid()  # (the name in parentheses may hold spaces)
+
+
+class RankZeroRecords:
+    """A config loader's load_sweep_config that composes a job of a submitit_local job of several tasks with
+    hydra.output_subdir=null in every task but the first: Hydra writes the job's .hydra/ record in each task, each
+    truncating and writing the same files at once, while the first task reads them (a requeued job's own run, the
+    checkpoint's config): it could find one empty or half-written."""
+
+    def __init__(self, compose: Callable[[DictConfig, list[str]], DictConfig]) -> None:
+        self.compose = compose
+
+    def __call__(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        config = self.compose(master_config, sweep_overrides)
+        task = submitit_local_task()
+        if task is not None and task[0]:
+            with open_dict(config.hydra):
+                config.hydra.output_subdir = None
+        return config
+
+    @staticmethod
+    def install(config: DictConfig) -> None:
+        """On Hydra's config loader, for a multirun under submitit_local with several tasks a job (submitit pickles
+        the loader to compose each job in its tasks)."""
+        from hydra.core.global_hydra import GlobalHydra
+
+        launcher = config.hydra.launcher
+        if launcher.get("_target_") == SUBMITIT_LOCAL and (launcher.get("tasks_per_node") or 1) > 1:
+            loader = GlobalHydra.instance().config_loader()
+            loader.load_sweep_config = RankZeroRecords(loader.load_sweep_config)
 
 
 def own_log(shared: Path, own: Path) -> None:

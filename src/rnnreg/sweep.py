@@ -47,7 +47,7 @@ from rnnreg.run_folder_check import check_no_links, earlier_results, results_mes
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.run_record import CHECKPOINTS, last_checkpoint_path
 from rnnreg.stacked_settings import check_launcher_settings
-from rnnreg.submitit_tasks import join_the_jobs_ddp
+from rnnreg.submitit_tasks import RankZeroRecords, join_the_jobs_ddp
 from rnnreg.sweep_folder import RANK_ZERO_SWEEP, follow_rank_zero, pin_sweep_folder
 from rnnreg.sweep_wandb import check_wandb_runs
 
@@ -197,6 +197,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time() - 1  # file times can be coarser than time.time()
         JobsComposedOnce.install(config)
+        RankZeroRecords.install(config)  # (a submitit_local job of several tasks: the first alone writes .hydra/)
         if OmegaConf.select(config, "hydra.sweeper._target_") == OPTUNA_SWEEPER:
             end_studies_as_sweeps_end()  # (its failed trials listed below, at the sweep's end, not by a traceback)
         try:
