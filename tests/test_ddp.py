@@ -90,14 +90,15 @@ class MaskRecorder(L.Callback):
 
 
 class RankRecorder(L.Callback):
-    """Each rank writes `folder`/rank<r>.json when training ends: its process, the world it is a rank of and the
-    torch threads it trains with."""
+    """Each rank writes `folder`/rank<r>.json when training ends: its process, the world it is a rank of, the
+    torch threads it trains with and the address its ranks met at."""
 
     def __init__(self, folder: str):
         self.folder = Path(folder)
 
     def on_train_end(self, trainer, pl_module) -> None:
         said = {"pid": os.getpid(), "world_size": trainer.world_size, "threads": torch.get_num_threads()}
+        said["master_addr"] = os.environ.get("MASTER_ADDR")
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(said))
 
 
@@ -573,10 +574,15 @@ def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     training is one process's over the same streams. Before: each task took itself for rank 0 of a DDP run of its
     own and started its rank 1 with submitit's command line, which failed, and the sweep ended in a traceback.
     Each rank trains with the thread count rank 0's train.log says, set by submitit_local for its 2 processes.
-    Rank 0 alone writes the job's .hydra/ (before: each task wrote it, truncating the files rank 0 may be reading)."""
+    Rank 0 alone writes the job's .hydra/ (before: each task wrote it, truncating the files rank 0 may be reading).
+    The sweep folder is reached through a link (rank 1 wrote into train.log beside rank 0: its log's path has the
+    link, which was compared with the link's target), the ranks meet at the user's MASTER_ADDR, and a NODE_RANK left
+    in the environment does not move them off node 0 (the only one)."""
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # (make test's workers set it: here rnnreg-train does)
-    sweep = tmp_path / "sweep"
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    sweep = tmp_path / "link" / "sweep"
     short = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false"]
     longer = ("trainer.max_epochs", "trainer.limit_train_batches")
     args = [a for a in ddp_args(tiny_corpus) if not a.startswith(longer)]
@@ -586,6 +592,7 @@ def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(NOTE_HYDRA_WRITES)
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
+    env |= {"MASTER_ADDR": "localhost", "NODE_RANK": "1"}
     overrides = [*args, *short, *launcher, *recorder, f"hydra.sweep.dir={sweep}"]
     proc = run("rnnreg-train", "-m", *overrides, check=False, env=env)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -593,10 +600,14 @@ def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     assert (job / ".hydra" / "config.yaml").is_file() and not (hook / "hydra_writes").exists()
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
+    assert [r["master_addr"] for r in ranks] == ["localhost", "localhost"]
     submitit_logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
     assert "global_rank=1(2)" in submitit_logs  # rank 1: submitit's second task, not a process Lightning started
     log, own = (job / "train.log").read_text(), (job / "train_ddp_process_1.log").read_text()
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in own
+    assert "GLOBAL_RANK: 1" not in log and "GLOBAL_RANK: 0" not in own
+    # (rank 1's lines in the job log's format)
+    assert re.search(r"^\[[-\d :,]+\]\[[\w.]+\]\[INFO\] - .*GLOBAL_RANK: 1, MEMBER: 2/2", own, re.M), own
     metrics = json.loads((job / "metrics.json").read_text())
     assert re.findall(r"^\[.*\]\[rnnreg\]\[INFO\] - metrics: (.*)$", log, re.M) == [str(metrics)]
     assert "metrics: " not in own and not (job / "error.txt").exists() and not (job / ".rnnreg.lock").exists()

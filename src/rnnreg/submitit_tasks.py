@@ -133,7 +133,7 @@ def own_log(shared: Path, own: Path) -> None:
     """The handlers of the root logger (Hydra's job log) that write to `shared` write to `own` instead."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == shared.resolve():
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve() == shared.resolve():
             mine = logging.FileHandler(own, mode=handler.mode, encoding=handler.encoding)
             mine.setLevel(handler.level)
             mine.setFormatter(handler.formatter)
