@@ -542,8 +542,26 @@ def test_ddp_jobs_under_joblib_are_one_line_before_any_runs(tiny_corpus, tmp_pat
             "trainer.num_nodes=2 under hydra/launcher=submitit_local, which runs each job on this machine alone: set "
             "trainer.num_nodes=1 (or run on several nodes with hydra/launcher=slurm)",
         ),
+        (  # devices=auto: one process per GPU of the job's node, as submitit gives it (not this machine's: none)
+            ["hydra.launcher.gpus_per_node=2", "trainer=ddp", "trainer.accelerator=auto"],
+            "trainer.devices=auto / trainer.strategy=ddp under hydra/launcher=submitit_local: Lightning would start "
+            "DDP's other processes with the command line of the process that runs the job, which is submitit's: set "
+            "hydra.launcher.tasks_per_node=2 (submitit starts the job's 2 processes, each one of its DDP processes)",
+        ),
+        (
+            ["hydra.launcher.tasks_per_node=2", "trainer=ddp", "trainer.devices=4"],
+            "trainer.devices=4 / trainer.strategy=ddp is 4 DDP processes a job, and hydra.launcher.tasks_per_node=2 "
+            "starts 2 under hydra/launcher=submitit_local, each one of them: set hydra.launcher.tasks_per_node=4",
+        ),
     ],
-    ids=["ddp_in_one_task", "two_tasks_one_process", "more_tasks_than_processes", "two_nodes"],
+    ids=[
+        "ddp_in_one_task",
+        "two_tasks_one_process",
+        "more_tasks_than_processes",
+        "two_nodes",
+        "devices_auto_on_the_jobs_gpus",
+        "fewer_tasks_than_processes",
+    ],
 )
 def test_submitit_local_jobs_whose_tasks_are_not_their_processes_are_one_line(launcher, said, tiny_corpus, tmp_path):
     """Every task of a submitit_local job runs the whole job. Before: DDP in a job of one task started its other
