@@ -1998,6 +1998,29 @@ def test_an_optuna_study_shows_no_alembic_lines_and_records_its_command(tiny_cor
     assert list(record.hydra.overrides.task) == [*tiny, *study[:2]]
 
 
+def test_an_optuna_trial_that_completed_with_no_validation_fails_on_its_line(tiny_corpus, tmp_path):
+    """A trial whose run validated no epoch (trainer.check_val_every_n_epoch over its epochs) gives the study no
+    best_val_ppl: it fails with its line and its error.txt, and the study ends as a basic sweep ends (before: Optuna
+    was told FAIL, `Return value must be float-castable. Got 'None'`, and where no trial completed the study ended
+    in Optuna's `No trials are completed yet` traceback, its sweep's end never reached)."""
+    tiny = [*TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    tiny += ["test=false", "trainer.check_val_every_n_epoch=2"]
+    sweep = tmp_path / "optuna"
+    study = ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=1"]
+    proc = run("rnnreg-train", *tiny, *study, f"hydra.sweep.dir={sweep}", check=False)
+    line = (
+        "it completed with no best_val_ppl, the value the study minimises (no validation ran: its train.log says "
+        "why): validate at least once (trainer.check_val_every_n_epoch at most trainer.max_epochs)"
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert re.search(rf"^error: job 0 \(dropout\.p=[^)]*\) failed: {re.escape(line)}$", proc.stderr, re.M)
+    assert (sweep / "0" / "error.txt").read_text() == f"{line}\n"
+    assert re.fullmatch(
+        rf"error: 1 job\(s\) of the multirun in {re.escape(str(sweep))} failed: 0 \(dropout\.p=[^)]*\)",
+        proc.stderr.strip().splitlines()[-1],
+    )
+
+
 def test_a_run_resumed_in_its_folder_keeps_its_earlier_csv_rows(tiny_cli, tmp_path):
     """SIGTERM in epoch 1, then `ckpt_path=last` in the same folder: csv/metrics.csv keeps the rows logged before
     the stop (Lightning's CSVLogger deleted them) and no row twice; the report has every epoch's validation."""

@@ -6,7 +6,9 @@ trial completed (Optuna has no best trial for optimization_results.yaml), and wh
 hydra.sweeper.max_failure_rate allows (the plugin's default, 0.0, under hydra/sweeper=optuna: it raises the first
 failed trial's error); and Optuna's grid sampler, once the trial of its last point is told FAIL, ends it with a
 RuntimeError (grid_told_to_its_end). Each such trial's error reaches the plugin without Hydra's second line for
-it (FailedOnItsLine). A trial that failed otherwise (a crash, a value that is no perplexity) keeps the
+it (FailedOnItsLine). A trial that completed with no value for the study (no validation ran: no best_val_ppl)
+fails on its line too (no_value_line): the plugin told Optuna FAIL for it, and where no trial completed ended the
+study with Optuna's traceback. A trial that failed otherwise (a crash, a value that is no perplexity) keeps the
 plugin's traceback. A study whose every trial surely stops on the checkpoint it resumes is refused before it starts
 (check_study_checkpoints, which rnnreg.sweep.SweepCallback calls as the multirun starts)."""
 
@@ -23,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import CheckpointError, ConfigError
-from rnnreg.job_records import JobFailed
-from rnnreg.multirun_jobs import basic_sweeper, inside_job
+from rnnreg.job_records import JobFailed, report_failed_job
+from rnnreg.multirun_jobs import basic_sweeper, inside_job, swept_keys
 from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
 from rnnreg.sweep_wandb import LAST_ROOT, study_ckpt_paths, surely_wandb, varies_per_job
 
@@ -41,11 +43,30 @@ class FailedOnItsLine(JobReturn):
         raise self._return_value
 
 
-def trial_return(ret: JobReturn) -> JobReturn:
-    """A launched trial's return as the plugin reads it: FailedOnItsLine where it failed with its one-line error."""
+def trial_return(ret: JobReturn, swept: list[str] | None) -> JobReturn:
+    """A launched trial's return as the plugin reads it: FailedOnItsLine where it failed with its one-line error, or
+    completed with no value (None), which is reported as a failed job reports it (its line naming it among `swept`,
+    its error.txt)."""
+    fields = {field.name: getattr(ret, field.name) for field in dataclasses.fields(ret)}
+    if ret.status is JobStatus.COMPLETED and ret._return_value is None:
+        job = ret.hydra_cfg.hydra
+        line = no_value_line(ret.cfg)
+        failed = report_failed_job(job.job.num, list(ret.overrides), swept, line, job.runtime.output_dir, basic=False)
+        return FailedOnItsLine(**fields | {"status": JobStatus.FAILED, "_return_value": failed})
     if ret.status is JobStatus.COMPLETED or not isinstance(ret._return_value, JobFailed):
         return ret
-    return FailedOnItsLine(**{field.name: getattr(ret, field.name) for field in dataclasses.fields(ret)})
+    return FailedOnItsLine(**fields)
+
+
+def no_value_line(cfg: DictConfig) -> str:
+    """Why a trial (its config `cfg`) that completed gave its study no value to minimise."""
+    metric = cfg.get("optimized_metric")
+    if metric is None:
+        return "optimized_metric=null gives the study no value to minimise: set optimized_metric=best_val_ppl"
+    return (
+        f"it completed with no {metric}, the value the study minimises (no validation ran: its train.log says why): "
+        "validate at least once (trainer.check_val_every_n_epoch at most trainer.max_epochs)"
+    )
 
 
 def failed_on_their_lines(returns: Sequence[JobReturn]) -> bool:
@@ -95,7 +116,8 @@ def end_studies_as_sweeps_end() -> None:
             # (the grid sampler the plugin made of its config by now: the study's, to tell its trials)
             if isinstance(self.sampler, GridSampler) and "after_trial" not in vars(self.sampler):
                 grid_told_to_its_end(self.sampler)
-            batch = [trial_return(ret) for ret in launch(job_overrides, initial_job_idx=initial_job_idx)]
+            swept = swept_keys(self.config.hydra)
+            batch = [trial_return(ret, swept) for ret in launch(job_overrides, initial_job_idx=initial_job_idx)]
             returns.extend(batch)
             return batch
 
