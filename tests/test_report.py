@@ -1843,14 +1843,15 @@ def test_a_key_given_twice_is_the_configuration_of_its_last_value(tmp_path):
 
 def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_path):
     """A basic sweep's job without a folder never started, but only where its folder is its number: jobs in folders
-    named by their overrides (hydra.sweep.subdir=s${seed}) are where the report found them, and a stacked sweep's
-    jobs go on with its resume switch, not one command each."""
+    named by their overrides (hydra.sweep.subdir=s${seed}) are where the report found them, a stacked sweep's
+    jobs go on with its resume switch, not one command each, and an Optuna study's trials are drawn as it runs."""
     from rnnreg.multirun_jobs import BASIC_SWEEPER, STACKED_LAUNCHER
+    from rnnreg.optuna_study import OPTUNA_SWEEPER
 
-    def sweep(name: str, subdir: str, launcher: str, job: str) -> Path:
+    def sweep(name: str, subdir: str, launcher: str, job: str, sweeper: str = BASIC_SWEEPER) -> Path:
         folder = tmp_path / name
         hydra = {
-            "sweeper": {"_target_": BASIC_SWEEPER, "params": None},
+            "sweeper": {"_target_": sweeper, "params": None},
             "launcher": {"_target_": launcher},
             "sweep": {"dir": str(folder), "subdir": subdir},
             "overrides": {"task": ["dropout=none", "seed=1,2"]},
@@ -1866,6 +1867,7 @@ def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_pa
     )
     assert "never started" not in report(sweep("named", "s${seed}", basic, "s1"))
     assert "never started" not in report(sweep("stacked", "${hydra.job.num}", STACKED_LAUNCHER, "0"))
+    assert "never started" not in report(sweep("optuna", "${hydra.job.num}", basic, "0", OPTUNA_SWEEPER))
 
 
 def test_jobs_that_never_started_of_a_sweep_below_the_reports_folder_are_listed_by_their_path(tmp_path):
