@@ -583,6 +583,22 @@ def test_submitit_local_jobs_whose_tasks_are_not_their_processes_are_one_line(la
     assert not sweep.exists()
 
 
+def test_a_generation_sweep_of_two_tasks_a_job_is_told_to_leave_them_out(tmp_path):
+    """rnnreg-generate has no trainer, so no DDP: its sweep under submitit_local with two tasks a job is told to
+    leave hydra.launcher.tasks_per_node out, and not to make the job DDP processes, which it cannot be (before:
+    `or make the job 2 DDP processes (trainer=ddp trainer.devices=2)`)."""
+    sweep, checkpoint = tmp_path / "sweep", tmp_path / "model.ckpt"
+    torch.save({}, checkpoint)  # (what it holds is read by the job: the command line sees torch.save's file)
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"]
+    args = ["-m", *launcher, f"ckpt_path={checkpoint}", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    proc = run("rnnreg-generate", *args, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: hydra.launcher.tasks_per_node=2 under hydra/launcher=submitit_local runs each job 2 times side by side "
+        "in its one folder, and this job is one process: leave hydra.launcher.tasks_per_node out (sweep job seed=1)"
+    ], proc.stderr[-3000:]
+    assert not sweep.exists()
+
+
 def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     tiny_corpus, tiny_cfg, tmp_path, monkeypatch
 ):

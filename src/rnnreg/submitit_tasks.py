@@ -163,10 +163,14 @@ def submitit_local_refusal(launcher: DictConfig, trainer: DictConfig | None) -> 
     if tasks == processes:
         return None
     if processes == 1:
+        # (a command without a trainer, rnnreg-generate, runs no DDP)
+        or_ddp = (
+            "" if trainer is None else f", or make the job {tasks} DDP processes (trainer=ddp trainer.devices={tasks})"
+        )
         return (
             f"hydra.launcher.tasks_per_node={tasks} under hydra/launcher=submitit_local runs each job {tasks} times "
-            f"side by side in its one folder, and this job is one process: leave hydra.launcher.tasks_per_node out, "
-            f"or make the job {tasks} DDP processes (trainer=ddp trainer.devices={tasks})"
+            f"side by side in its one folder, and this job is one process: leave hydra.launcher.tasks_per_node "
+            f"out{or_ddp}"
         )
     ddp = f"trainer.devices={trainer.get('devices')} / trainer.strategy={trainer.get('strategy')}"
     if tasks == 1:
