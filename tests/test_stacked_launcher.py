@@ -860,11 +860,13 @@ def test_a_failed_members_folder_ends_its_loggers_as_a_failed_run_does(tmp_path,
     folder.wandb = WandbLogger(save_dir=str(tmp_path), offline=True, reinit="create_new")
     board = TensorBoardLogger(str(tmp_path), name="tensorboard", version="")
     folder.others.append(board)
-    folder.log_metrics({"epoch": 0, "step": 0, "train/loss": 5.0})
+    # (a csv row as read back: "" where nothing was logged, which no logger takes)
+    folder.log_metrics({"epoch": 0, "step": 0, "train/loss": 5.0, "val/ppl": ""})
     folder.write_metrics(unfinished_record("failed", "training loss became nan", 0, "no checkpoint was written"))
     (part,) = wandb_run_parts(tmp_path)
     assert (part["exit_code"], part["summary"]["status"]) == (1, "failed")
-    assert tensorboard_scalars(tmp_path)["train/loss"] == [(0, 5.0)]
+    scalars = tensorboard_scalars(tmp_path)
+    assert scalars["train/loss"] == [(0, 5.0)] and "val/ppl" not in scalars
     assert board.experiment.file_writer is None  # its SummaryWriter closed (a group's run goes on after the member)
     assert folder.wandb is None and folder.others == []  # (closed once)
 
@@ -895,6 +897,7 @@ def test_a_write_that_fails_after_a_member_stopped_early_fails_that_member_too(t
     for k in (0, 1):
         record = metrics(tmp_path / str(k))
         assert (record["status"], record["error"]) == ("failed", str(failed.value)), k
+        assert record["resume"] == f"{trainer.go_on()} (from the group's last resume file)", k
 
 
 def test_stop_at_an_epochs_end_writes_its_files_once(tmp_path, tiny_corpus, monkeypatch):
