@@ -97,6 +97,22 @@ def test_bad_input_is_one_line_error(tmp_path: Path):
     assert proc.returncode == 2 and "is not a file" in proc.stderr and not run_dir.exists()
 
 
+def test_ckpt_path_last_with_nothing_to_resume_names_where_it_looked_and_how_to_name_the_run(tiny_corpus, tmp_path):
+    """ckpt_path=last that finds no earlier run: the line names the folder it looked in for this experiment's runs
+    and how to name the run to go on from; the run's own folder only where it was given again (before: always, as
+    "nor in <the folder Hydra had just made>", of no use to anyone)."""
+    outputs = tmp_path / "outputs"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "ckpt_path=last"]
+    proc = run("rnnreg-train", *args, f"paths.output_root={outputs}", check=False)
+    (made,) = (outputs / "train" / "paper_small").iterdir()
+    looked = f"under {outputs / 'train' / 'paper_small'}: give ckpt_path=<a checkpoint file>, or the earlier run's"
+    assert proc.returncode == 2 and looked in proc.stderr and str(made) not in proc.stderr, proc.stderr[-3000:]
+    assert "hydra.run.dir=<folder>" in proc.stderr.splitlines()[-1]
+    again = run("rnnreg-train", *args, f"paths.output_root={tmp_path / 'none'}", f"hydra.run.dir={made}", check=False)
+    line = again.stderr.strip().splitlines()[-1]
+    assert again.returncode == 2 and f"(no such folder: check paths.output_root and experiment) nor in {made}," in line
+
+
 @pytest.mark.parametrize(
     "args,says",
     [

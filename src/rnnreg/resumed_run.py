@@ -4,11 +4,14 @@ run it goes on in (its `wandb_run_id`). rnnreg.training resumes from them; a mul
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from rnnreg.errors import CheckpointError, ConfigError
+from rnnreg.multirun_jobs import in_multirun
+from rnnreg.run_folder_check import earlier_record_kept
 from rnnreg.run_record import last_checkpoint_path
 
 # W&B refuses these in a run id (wandb_settings.validate_run_id); a backslash is refused here too
@@ -34,11 +37,21 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: str | Path | None = None) -> 
     # the pattern's "*": any earlier run's folder under root
     found = [p for p in root.glob(str(last_checkpoint_path("*"))) if here not in p.resolve().parents]
     if not found:
-        raise ConfigError(
-            f"ckpt_path=last: no earlier run of {cfg.experiment_name} with checkpoints/last.ckpt "
-            f"under {root} nor in {here}; give the checkpoint's path instead"
-        )
+        raise ConfigError(nothing_to_resume(cfg.experiment_name, root, here, output_dir is None and not in_multirun()))
     return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def nothing_to_resume(experiment: str, root: Path, here: Path, single_run: bool) -> str:
+    """The line ckpt_path=last stops on where it finds no checkpoints/last.ckpt: the folder it looked in for earlier
+    runs (`root`, where this experiment's runs go by default) and how to name the run to go on from. The run's own
+    folder `here` is named only where it was given again: one Hydra has just made holds nothing to name."""
+    missing = "" if root.is_dir() else " (no such folder: check paths.output_root and experiment)"
+    own = f" nor in {here}, the folder given" if single_run and earlier_record_kept(str(here)) else ""
+    folder = ", or the earlier run's folder as hydra.run.dir=<folder> (it goes on from its last.ckpt)"
+    return (
+        f"ckpt_path=last: no earlier run of {experiment} with checkpoints/last.ckpt under "
+        f"{os.path.abspath(root)}{missing}{own}: give ckpt_path=<a checkpoint file>{folder if single_run else ''}"
+    )
 
 
 def checked_run_id(value, source: str | Path) -> str | None:
