@@ -113,6 +113,28 @@ def test_ckpt_path_last_with_nothing_to_resume_names_where_it_looked_and_how_to_
     assert again.returncode == 2 and f"(no such folder: check paths.output_root and experiment) nor in {made}," in line
 
 
+def test_a_refused_run_leaves_no_empty_folder_it_made(tiny_cfg, tmp_path):
+    """A run refused once its logger had made csv/ (a checkpoint of another vocabulary, found as the fit restores it)
+    leaves its record, its log and error.txt, no empty csv/ (before: left, as if it had logged nothing); in a folder
+    given again, an empty folder that was there before stays."""
+    from helpers import write_corpus
+    from rnnreg.train import train
+
+    short = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false")
+    train(tiny_cfg(*short, run="first"))
+    other = write_corpus(tmp_path / "other", vocab=30)
+    args = ["experiment=paper_small", *TINY, "logger=csv", f"data.data_dir={other}", "trainer.max_epochs=2"]
+    first, refused = tmp_path / "first", tmp_path / "refused"
+    given = [f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={refused}"]
+    proc = run("rnnreg-train", *args, *given, check=False)
+    assert proc.returncode == 2 and "trained on another vocabulary" in proc.stderr, proc.stderr[-3000:]
+    assert sorted(p.name for p in refused.iterdir()) == [".hydra", "error.txt", "train.log"]
+    (first / "notes").mkdir()
+    again = run("rnnreg-train", *args, "ckpt_path=last", f"hydra.run.dir={first}", check=False)
+    assert again.returncode == 2 and "trained on another vocabulary" in again.stderr, again.stderr[-3000:]
+    assert (first / "notes").is_dir() and not (first / "csv").exists()
+
+
 @pytest.mark.parametrize(
     "args,says",
     [

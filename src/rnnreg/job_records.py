@@ -5,6 +5,8 @@ jobs of a sweep did not complete, listed as the sweep ends (failed_jobs, in rnnr
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +74,27 @@ def record_refused_run(folder: str | Path, message: str, record_subdir: str | No
     if earlier_record_kept(str(folder)) or earlier_results(folder):
         return
     record_job_error(message, folder)
+
+
+def folders_in(folder: str | Path) -> set[str]:
+    """The names of the folders in `folder` (one level: a folder given again may be large) as a run starts, which
+    remove_folders_made_empty leaves be."""
+    try:
+        return {entry.name for entry in os.scandir(folder) if entry.is_dir(follow_symlinks=False)}
+    except OSError:
+        return set()
+
+
+def remove_folders_made_empty(folder: str | Path, before: set[str]) -> None:
+    """The folders a refused run made in its folder (not in `before`: folders_in's as it started) that hold no file
+    (a logger's csv/, made as it was built), removed with the empty folders inside them: they record nothing and read
+    as a run that logged nothing. A folder that was there before, or holds anything but empty folders, stays."""
+    if not launched_as_rank_zero():  # (rank 0 tells of the run)
+        return
+    for name in folders_in(folder) - before:
+        for top, _, _ in os.walk(Path(folder, name), topdown=False):  # inner folders first, the made one last
+            with contextlib.suppress(OSError):  # rmdir removes an empty folder only: one holding a file stays
+                os.rmdir(top)
 
 
 def failed_jobs(sweep_dir: Path, since: float = 0.0) -> list[tuple[str, list[str], str]]:

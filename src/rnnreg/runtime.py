@@ -24,7 +24,7 @@ from rnnreg import CONF_DIR
 from rnnreg.command_flags import answered_by_hydra, check_flags
 from rnnreg.command_line import MODE_NOT_READ, check_command_line, check_group_options
 from rnnreg.errors import ConfigError, DataError, UserError
-from rnnreg.job_records import record_refused_run, report_failed_job
+from rnnreg.job_records import folders_in, record_refused_run, remove_folders_made_empty, report_failed_job
 from rnnreg.multirun_jobs import BASIC_SWEEPER, in_multirun, job_swept_keys, override_key, task_overrides
 from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put_back_earlier_record
 from rnnreg.validation import missing_message, validate
@@ -81,6 +81,9 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
     def wrapper(cfg: DictConfig) -> Any:
         while PRECHECK_SKIPPED:  # (hydra.verbose=true or [rnnreg] shows it)
             log.debug("config pre-check skipped", exc_info=PRECHECK_SKIPPED.pop())
+        # a single run's folder as Hydra left it: a refused run removes the empty folders it made after this
+        single_run = HydraConfig.initialized() and not in_multirun()
+        folders_before = folders_in(HydraConfig.get().runtime.output_dir) if single_run else set()
         try:
             missing = sorted(OmegaConf.missing_keys(cfg))
             if missing:  # before any work (loading data, building a model)
@@ -98,6 +101,7 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
                     record_refused_run(
                         HydraConfig.get().runtime.output_dir, str(message), HydraConfig.get().output_subdir
                     )
+                    remove_folders_made_empty(HydraConfig.get().runtime.output_dir, folders_before)
                 print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
             job = HydraConfig.get()
