@@ -679,6 +679,26 @@ def test_generate_prints_clean_lines(checkpoints):
     assert text == text.lstrip() and not any(line != line.strip() for line in text.splitlines())
 
 
+def test_a_capitalised_prompt_is_read_in_lower_case_where_the_vocabulary_has_no_capitals(checkpoints):
+    """A lower-case corpus (PTB's, whose one capital is N, its numbers' token; the tiny corpus's here) reads a
+    capitalised prompt word in lower case, said on one line (before: warned of, then read as <unk>); a vocabulary
+    with capitals reads the prompt as given."""
+    from rnnreg.generate import sample
+    from rnnreg.model import LSTMLanguageModel
+
+    _, (a, _), _ = checkpoints
+    proc = run("rnnreg-generate", f"ckpt_path={a}", "prompt=W1 w2 W1 zebra", "num_words=3", "seed=2")
+    assert proc.stderr.strip().splitlines() == [
+        "warning: prompt words read in lower case, as the checkpoint's vocabulary is: W1",
+        "warning: prompt words not in the vocabulary, read as <unk>: zebra",
+    ]
+    assert proc.stdout.startswith("w1 w2 w1 <unk> ")
+    vocab = ["<eos>", "<unk>", "The", "the", "N", "n"]
+    net = LSTMLanguageModel(len(vocab), 8, 1, init_scale=0.1)
+    with pytest.warns(UserWarning, match="read as <unk>: THE$"):
+        assert sample(net, vocab, "THE the N", 0, 1.0, 0, "cpu") == ["<unk>", "the", "N"]
+
+
 def test_a_prompt_a_vocabulary_without_unk_cannot_read_is_one_line_with_words_it_can(tmp_path):
     """A checkpoint whose corpus has no <unk> cannot read an unknown prompt word: one line that says so and gives a
     prompt of its words, which then samples (before: the line gave no fix)."""

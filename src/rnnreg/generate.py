@@ -49,11 +49,19 @@ def sample(net, vocab: list[str], prompt: str, num_words: int, temperature: floa
 def sampled(
     net, vocab: list[str], prompt: str, num_words: int, temperature: float, seed: int, device: str
 ) -> Iterator[str]:
-    """sample()'s words as they are drawn; the prompt is read (and its unknown words warned of) at the call."""
+    """sample()'s words as they are drawn; the prompt is read (and its unknown words warned of) at the call. A
+    vocabulary without capitals (PTB's) reads a capitalised prompt word in lower case, and says so."""
     import torch
 
     stoi = {w: i for i, w in enumerate(vocab)}
     words = prompt.split() or [EOS]  # no prompt: start as after a sentence (the <eos> is not part of the text)
+    capitalised = list(dict.fromkeys(w for w in words if w not in stoi and w != w.lower()))
+    if capitalised and not tells_case(vocab):  # (PTB's): read as <unk>, "The" would lose the word itself
+        warnings.warn(
+            f"prompt words read in lower case, as the checkpoint's vocabulary is: {', '.join(capitalised)}",
+            stacklevel=3,
+        )
+        words = [w.lower() if w in capitalised else w for w in words]
     unknown = [w for w in words if w not in stoi]
     if unknown:
         if UNK not in stoi:
@@ -81,6 +89,12 @@ def sampled(
             yield vocab[token.item()]
 
     return draw()
+
+
+def tells_case(vocab: list[str]) -> bool:
+    """Whether a vocabulary tells capitals from lower case: it has a word of two characters or more with a capital
+    (PTB, lower-cased, has N alone: its numbers' token)."""
+    return any(len(w) > 1 and w != w.lower() for w in vocab)
 
 
 def pieces(words: Iterable[str]) -> Iterator[str]:
