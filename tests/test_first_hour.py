@@ -790,6 +790,25 @@ def test_package_or_resolve_without_cfg_is_one_line_with_the_command_meant(tmp_p
 
 
 @pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--help", "-sc", "install=bash"], "rnnreg-train -sc install=bash for shell completion"),
+        (["-sc", "query=zsh", "--hel"], "rnnreg-train -sc query=zsh for shell completion"),  # (--help abbreviated)
+        (["--hydra-help", "-sc"], "rnnreg-train -sc install=bash for shell completion"),
+        (["-h", "-p", "model", "seed=3"], "--help ignores it: rnnreg-train --cfg job -p model seed=3"),
+    ],
+)
+def test_help_beside_shell_completion_or_package_is_one_line(tmp_path, argv, says):
+    """--help (or --hydra-help) beside -sc or -p: Hydra shows its help first, so -sc's word was a config key it could
+    not override (a traceback, exit 1) and -p went unused (the whole help, exit 0): one line with the command meant,
+    exit 2, nothing made."""
+    proc = run("rnnreg-train", *argv, check=False, env={"RNNREG_OUTPUT_DIR": str(tmp_path)})
+    (line,) = proc.stderr.splitlines()
+    assert proc.returncode == 2 and line.startswith("error: ") and says in line and not proc.stdout, proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
     "script, argv, says",
     [
         ("rnnreg-train", ["--info", "bogus"], "argument --info/-i: invalid choice: 'bogus' (choose from 'all', "),

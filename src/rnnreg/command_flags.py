@@ -15,6 +15,8 @@ from pathlib import Path
 from rnnreg.config_search import SCRIPT_CONFIGS, HydraCommandLine, parser_refusal, read_command_line
 from rnnreg.errors import ConfigError
 
+SHELL_COMPLETION = ("install", "uninstall", "query")  # -sc's subcommands
+
 
 def answered_by_hydra(argv: list[str]) -> bool:
     """Whether Hydra answers this command line itself, without running the task or making a folder (help,
@@ -44,6 +46,19 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
         if refusal is not None:
             raise ConfigError(f"{refusal}{glued_flag_hint(argv)}: see {script} --hydra-help for the flags")
         return
+    helps = sorted(command.flags & {"--help", "--hydra-help"})
+    if helps and "--shell-completion" in command.flags:  # Hydra shows the help, -sc's word read as a config key
+        word = next((w for w in command.overrides[:1] if w.partition("=")[0] in SHELL_COMPLETION), "install=bash")
+        raise ConfigError(
+            f"{helps[0]} and -sc cannot be combined (Hydra does one at a time): {script} -sc {word} for shell "
+            f"completion, or {script} {helps[0]} for the help"
+        )
+    if helps and "--package" in command.flags:  # (Hydra's help shows no package: -p would go unused)
+        without = [a for a in (command.in_order or argv) if not is_help_flag(a)]
+        raise ConfigError(
+            f"--package works with --cfg, to show the config; {helps[0]} ignores it: "
+            f"{shlex.join([script, '--cfg', 'job', *without])}"
+        )
     modes = command.modes
     if len(modes) > 1:
         cfg_of_a_sweep = modes == ["--cfg", "--multirun"]
@@ -56,7 +71,7 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
             meant = ["--cfg", "job", *((command.in_order or argv) if not modes else example)]
             raise ConfigError(f"{flag} works with --cfg, to show the config: {shlex.join([script, *meant])}")
     subcommand = command.overrides[0].partition("=")[0] if command.overrides else ""
-    if "--shell-completion" in command.flags and subcommand not in ("install", "uninstall", "query"):
+    if "--shell-completion" in command.flags and subcommand not in SHELL_COMPLETION:
         raise ConfigError(f"-sc takes install, uninstall or query: {script} -sc install=bash (or zsh, fish)")
     if "--experimental-rerun" in command.flags:
         raise ConfigError(
@@ -75,6 +90,11 @@ def check_flags(argv: list[str], script: str = "rnnreg-train") -> None:
             f"key=value words on both sides of a flag, which Hydra's parser refuses: give them together, after the "
             f"flags: {shlex.join([script, *command.in_order])}"
         )
+
+
+def is_help_flag(word: str) -> bool:
+    """Whether Hydra's parser reads `word` as --help or --hydra-help (-h, or a unique abbreviation: --hel, --hyd)."""
+    return word == "-h" or (len(word) > 3 and any(flag.startswith(word) for flag in ("--help", "--hydra-help")))
 
 
 def relative_config_path(path: str) -> str | None:
