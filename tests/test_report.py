@@ -787,7 +787,7 @@ def test_the_report_replaces_a_link_in_its_folder_and_leaves_what_it_points_at(t
     run("rnnreg-report", f"path={root}")
     for name, target in precious.items():
         assert target.read_text() == "mine\n" and not (root / name).is_symlink(), name
-    assert (root / "report.md").read_text().startswith("| run |")
+    assert (root / "report.md").read_text().startswith("every run: seed=1234\n\n| run |")  # (each placement's one seed)
 
 
 def test_unfinished_stacked_sweep_goes_on_with_its_resume_switch(tmp_path):
@@ -1526,6 +1526,22 @@ def test_sweeps_of_the_same_overrides_from_configs_that_differ_are_never_seeds_o
     assert f"| optim.lr=0.5 | 2 | {mean_sd_text({r['run']: r for r in rows}, ['b/0', 'b/1'])} | " in over_seeds
     assert f"{statistics.mean(b):.2f} ± {statistics.stdev(b):.2f}" in over_seeds.split("| optim.lr=0.5 |")[1]
     assert sorted(e["label"] for e in configurations(rows)) == ["none, lr=0.5", "none, lr=1.0"]
+
+
+def test_overrides_every_run_shares_are_shown_once_above_the_table(tmp_path):
+    """A budget given to every job of a sweep (`trainer.max_epochs=1` on the multirun's command line) tells no run
+    apart, so each row leaves it out; it is shown once, above the table, whose columns stay as they are (before:
+    it was nowhere, and a reader could not tell the budget). A run alone shows its own overrides in its row."""
+    budget = ["experiment=paper_small", "trainer.max_epochs=1", "trainer.limit_train_batches=6"]
+    for job, placement in enumerate(("none", "recurrent")):
+        write_job(tmp_path / str(job), [*budget[:1], f"dropout={placement}", *budget[1:]], {}, TOY, 440.0 + job)
+    table = report(tmp_path)
+    assert table.startswith(
+        "every run: experiment=paper_small trainer.max_epochs=1 trainer.limit_train_batches=6\n\n| run | overrides |"
+    )
+    assert "| 0 | dropout=none | completed |" in table and "| 1 | dropout=recurrent | completed |" in table
+    alone = report(tmp_path / "0")
+    assert alone.startswith("| run |") and "| 0 | experiment=paper_small dropout=none trainer.max_epochs=1 " in alone
 
 
 def test_overrides_given_in_another_order_are_one_configuration(tmp_path):

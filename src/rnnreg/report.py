@@ -1,4 +1,5 @@
-"""rnnreg-report: one row per run of a run or multirun folder, as markdown, plus figures (validation curves,
+"""rnnreg-report: one row per run of a run or multirun folder, as markdown (the overrides every run shares on a
+line above the table, each row's overrides those that tell it apart), plus figures (validation curves,
 test perplexity per configuration; rnnreg.report_figures) as PNG (300 dpi) and PDF.
 
 Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`. A job without `metrics.json`
@@ -199,14 +200,23 @@ def collect(root: Path) -> list[dict]:
                 },
             }
         )
-    # what all rows share is left out of each; one row alone shares with nothing: its overrides are shown
-    common = set.intersection(*(set(r["overrides"]) for r in rows)) if len(rows) > 1 else set()
+    common = set(shared_overrides(rows))  # shown once, above the table (report)
     shown = told_apart_by_config(rows)
     for r in rows:
         told = [o for o in r["overrides"] if o not in common] + shown[id(r)]
         r["differs"] = " ".join(told) or "(same)"
         r["seedless"] = " ".join(o for o in told if override_key(o) != "seed") or "(same)"
     return rows
+
+
+def shared_overrides(rows: list[dict]) -> list[str]:
+    """The overrides every row has, in the first row's order: left out of each row's, and shown once above the table
+    (a budget given to every job of a sweep, `trainer.max_epochs=1`, is read there); none for one row alone, which
+    shares with nothing: its own are shown in its row."""
+    if len(rows) < 2:
+        return []
+    common = set.intersection(*(set(r["overrides"]) for r in rows))
+    return [o for o in dict.fromkeys(rows[0]["overrides"]) if o in common]
 
 
 def seedless_overrides(row: dict) -> tuple[str, ...]:
@@ -483,6 +493,8 @@ def report(path: str | Path, paper: dict | None = None) -> str:
         raise ConfigError(f"path={path} is not a folder: give a run or multirun folder under outputs/")
     rows = collect(root)
     table = markdown_table(rows)
+    if shared := shared_overrides(rows):  # (the table's overrides column shows only what tells its runs apart)
+        table = f"every run: {' '.join(shared)}\n\n{table}"
     groups = over_seeds(rows)
     if groups:
         table += "\nOver seeds:\n\n" + seeds_table(groups)
