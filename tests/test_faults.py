@@ -240,32 +240,46 @@ def test_a_multirun_stopped_in_a_job_ends_with_the_report_that_goes_on(tiny_corp
     assert "\n- 0 (interrupted): " in said and "\n- 1 (never started: no folder): " in said
 
 
-def test_a_run_stopped_in_its_final_test_prints_the_command_that_tests_it(tiny_corpus, tmp_path):
-    """Ctrl-C in the final test, once training completed: the command printed tests the weights the run was testing
-    (a resume from its last.ckpt is refused: nothing is left to train); pasted, it writes the test perplexities."""
-    first, tested = tmp_path / "first", tmp_path / "tested"
-    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
-    args += ["trainer.limit_train_batches=3", "trainer.limit_test_batches=3"]
-    in_test = [
-        "+callbacks.signal_in_test._target_=helpers.SignalInTest",
-        f"+callbacks.signal_in_test.signum={int(signal.SIGINT)}",
-    ]
-    proc = run("rnnreg-train", *args, *in_test, f"hydra.run.dir={first}", check=False)
+def test_a_run_stopped_in_its_final_test_completes_in_its_folder_with_the_command_it_prints(tiny_corpus, tmp_path):
+    """Ctrl-C in the final test, once training completed: the command printed (and in metrics.json, and the
+    report's) runs that test again in the run's folder, on the weights it was testing, without training, and
+    completes its record: the report then lists it completed, with the numbers of the uninterrupted run (before: an
+    rnnreg-eval command, which tested the weights in a folder of its own and left the run interrupted for ever;
+    going on with ckpt_path=last was refused, nothing being left to train)."""
+    stop = tmp_path / "lab" / "stop"  # (a group of the user's: the report shows no command for a recorded _target_)
+    stop.mkdir(parents=True)
+    (stop / "in_test.yaml").write_text(
+        "# @package _global_\ncallbacks:\n  signal_in_test:\n    _target_: helpers.SignalInTest\n"
+        f"    signum: {int(signal.SIGINT)}\n"
+    )
+    first, whole = tmp_path / "first", tmp_path / "whole"
+    args = [f"hydra.searchpath=[file://{tmp_path / 'lab'}]", "experiment=paper_small", *TINY]
+    args += [f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "trainer.limit_train_batches=3"]
+    args += ["trainer.limit_test_batches=3"]
+    proc = run("rnnreg-train", *args, "+stop=in_test", f"hydra.run.dir={first}", check=False)
     assert proc.returncode == 130, proc.stderr[-3000:]
-    assert json.loads((first / "metrics.json").read_text())["status"] == "interrupted"
-    last = proc.stdout.strip().splitlines()[-1]
-    said = "Ctrl-C (stopped by the user): the run stopped; its training completed: test it with: "
-    data = [arg for arg in args if arg.startswith("data")]  # the run's corpus: rnnreg-eval reads PTB without them
-    test = shlex.join(["rnnreg-eval", *data, f"ckpt_path={first}/checkpoints/last.ckpt"])
-    assert last == said + test, last
-    # its record and rnnreg-report say the same (a resume from last.ckpt would be refused: nothing left to train)
     record = json.loads((first / "metrics.json").read_text())
-    assert record["tested"] == f"{first}/checkpoints/last.ckpt"
-    assert record["resume"] == f"rnnreg-eval ... ckpt_path={first}/checkpoints/last.ckpt"
-    assert f"- {first.name} (interrupted): its training completed: test it with: `{test}`" in report(first)
-    script, *overrides = shlex.split(last.removeprefix(said))
-    run(script, *overrides, "trainer.limit_test_batches=3", f"hydra.run.dir={tested}")
-    assert {"test_ppl", "test_ppl_batched"} <= json.loads((tested / "metrics.json").read_text()).keys()
+    assert record["status"] == "interrupted" and record["tested"] == f"{first}/checkpoints/last.ckpt"
+    assert record["resume"] == f"rnnreg-train ... ckpt_path=last hydra.run.dir={first}"
+    last = proc.stdout.strip().splitlines()[-1]
+    said = "Ctrl-C (stopped by the user): the run stopped; its training completed: test it in its folder with: "
+    assert last.startswith(said) and last.endswith(f" +stop=in_test ckpt_path=last hydra.run.dir={first}"), last
+    command = last.removeprefix(said)
+    assert f"- {first.name} (interrupted): its training completed: test it in its folder with: `{command}`" in report(
+        first
+    )
+    (stop / "in_test.yaml").write_text("# @package _global_\n{}\n")  # (the test goes on unstopped this time)
+    resumed = run(*shlex.split(command))
+    assert "its training completed: testing" in resumed.stdout + resumed.stderr
+    assert "| first | " in report(first) and "| completed |" in report(first)
+    assert "how each goes on" not in report(first)
+    run("rnnreg-train", *args, f"hydra.run.dir={whole}")
+    completed, uninterrupted = (json.loads((run / "metrics.json").read_text()) for run in (first, whole))
+    timed = ("train_seconds", "words_per_second", "words_per_second_median_step", "words_per_second_last_epoch")
+    assert {k: v for k, v in completed.items() if k not in timed} == {
+        k: v for k, v in uninterrupted.items() if k not in timed
+    }
+    assert list(completed) == list(uninterrupted)  # (its keys in the order a run writes them)
 
 
 @pytest.mark.slow

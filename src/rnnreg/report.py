@@ -182,6 +182,7 @@ def collect(root: Path) -> list[dict]:
                 "epochs": metrics.get("epochs", max(curve, default=0)),
                 # (interrupted in its final test, its training completed: the weights it was testing)
                 "tested": metrics.get("tested") if isinstance(metrics.get("tested"), str) else None,
+                "trained": isinstance(metrics.get("trained"), dict),  # (then that test completes it in its folder)
                 "train_seconds": metrics.get("train_seconds"),
                 "words_per_second": metrics.get("words_per_second"),
                 "val_history": curve,

@@ -34,7 +34,10 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
         run = r["path"]
         if r["launcher"] == "stacked":
             sweeps.setdefault(run.parent, []).append((r["run"], r["status"]))
-        elif r.get("tested"):  # stopped in its final test: nothing is left to train
+        elif r.get("tested") and r.get("trained"):  # stopped in its final test: only that test is left to run
+            test = pasteable(resume_command(run, in_its_folder=True), run / ".hydra" / "overrides.yaml")
+            lines.append(f"- {r['run']} ({r['status']}): its training completed: test it in its folder with: {test}")
+        elif r.get("tested"):  # (a record from before its training's was kept: a test that leaves it interrupted)
             test = pasteable(eval_command(run, r["tested"]), run / ".hydra" / "overrides.yaml")
             lines.append(f"- {r['run']} ({r['status']}): its training completed: test it with: {test}")
         elif last_checkpoint_path(run).is_file():

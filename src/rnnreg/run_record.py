@@ -81,6 +81,13 @@ def completed_record(
     return record | {"params": params, "experiment": experiment, "status": "completed"}
 
 
+def tested_record(trained: dict, tests: dict[str, float]) -> dict:
+    """A completed run's record from the one its training left (`trained`: completed_record's without the final
+    test) and that test's perplexities (`tests`), in completed_record's order."""
+    validation = {key: trained[key] for key in ("val_ppl", "val_epoch") if key in trained}
+    return validation | tests | {key: value for key, value in trained.items() if key not in validation}
+
+
 def unfinished_record(status: str, error: str, epochs: int, resume: str) -> dict:
     """A run that did not complete: `status` interrupted or failed, why, the epochs it trained and how it goes
     on (resume_from)."""
@@ -92,10 +99,10 @@ def resume_from(last: Path | None) -> str:
     return f"rnnreg-train ... {pasted_override('ckpt_path', last)}" if last is not None else "no checkpoint was written"
 
 
-def tested_from(tested: str) -> str:
-    """How a run stopped in its final test, its training completed, goes on: a test of the weights it was testing
-    (a resume would have nothing left to train)."""
-    return f"rnnreg-eval ... {pasted_override('ckpt_path', tested)}"
+def test_left_in(run: str | Path) -> str:
+    """How a run stopped in its final test, its training completed, goes on: in its folder `run`, where that test
+    runs again on the weights it was testing and completes its record (nothing is trained)."""
+    return f"rnnreg-train ... ckpt_path=last {pasted_override('hydra.run.dir', run)}"
 
 
 def read_metrics(folder: str | Path) -> dict:

@@ -33,7 +33,7 @@ from rnnreg.multirun_jobs import BASIC_LAUNCHER, BASIC_SWEEPER, in_multirun, job
 from rnnreg.override_text import pasted_override
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
-from rnnreg.report_commands import again_command, eval_command, resume_command
+from rnnreg.report_commands import again_command, resume_command
 from rnnreg.resume import callback_class, check_resume_settings, check_resume_window
 from rnnreg.resumed_run import checked_run_id, resolve_ckpt_path
 from rnnreg.run_folder_check import check_no_earlier_results, check_no_links, check_not_in_checkpoints
@@ -41,12 +41,14 @@ from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.run_record import (
     STOPPED_BY,
     Speeds,
+    best_checkpoint_path,
     completed_record,
     last_checkpoint_path,
     metrics_path,
     recorded_metrics,
     resume_from,
-    tested_from,
+    test_left_in,
+    tested_record,
     unfinished_record,
 )
 from rnnreg.runtime import log, route_lightning_logs, unwarned_default_log_interval
@@ -233,12 +235,16 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     # after (a best.ckpt the final test refuses), the checkpoints have moved on, so metrics.json says the run failed
     trainer, started, first_step, ckpt_path = None, False, 0, None
     tested: str | None = None  # the final test's weights, once training has completed
+    training_record: dict | None = None  # and that training's record, which the test's perplexities complete
+    pending = None
     try:
         apply_speed(cfg.speed)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         # a submitit job requeued after a signal stopped it here (by submitit, or by SLURM) goes on from its last.ckpt,
         # not from a ckpt_path it started from (the command line it runs again)
         ckpt_path = requeued_checkpoint(cfg.paths.output_dir, preemption.submitit_job_id) or resolve_ckpt_path(cfg)
+        # stopped in its final test and gone on with in its folder: only that test is left to run
+        pending = pending_test(cfg.paths.output_dir, ckpt_path)
         if launched_as_rank_zero():  # DDP's other processes are given rank 0's folder
             key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
             check_not_in_checkpoints(cfg.paths.output_dir, key, "rnnreg-train")
@@ -248,15 +254,16 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
             checkpoint = load_checkpoint(ckpt_path)
             stopping = (cfg.get("callbacks") or {}).get("early_stopping") or {}
-            check_resume_settings(
-                plain(cfg.optim),
-                cfg.trainer.max_epochs,
-                checkpoint,
-                ckpt_path,
-                cfg.data.batch_size,
-                cfg.data.bptt,
-                stopping.get("patience"),
-            )
+            if pending is None:  # (a pending test trains nothing: it is refused nothing left to train)
+                check_resume_settings(
+                    plain(cfg.optim),
+                    cfg.trainer.max_epochs,
+                    checkpoint,
+                    ckpt_path,
+                    cfg.data.batch_size,
+                    cfg.data.bptt,
+                    stopping.get("patience"),
+                )
             if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
                 wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
                 for key in ("version", "id"):  # (Lightning's WandbLogger takes a version before an id)
@@ -286,27 +293,21 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
         if ckpt_path:
             say("resuming from %s", ckpt_path)
-        start, started = time.perf_counter(), True
-        with unwarned_default_log_interval(cfg.trainer):
-            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
-        preemption.check()
-        train_seconds = time.perf_counter() - start
-        validated = None
-        if validation.epoch is not None:  # its epoch said: with validation every n epochs it may not be the last
-            validated = float(trainer.callback_metrics["val/ppl"]), validation.epoch
+        started = True
+        if pending is not None:
+            tested, training_record = pending
+            say("its training completed: testing %s", tested)
         else:
-            warn(
-                "no validation ran (%s trained, trainer.check_val_every_n_epoch=%s): metrics.json has no val_ppl "
-                "and no best_val_ppl",
-                counted(trainer.current_epoch, "epoch"),
-                trainer.check_val_every_n_epoch,
-            )
+            training_record = fit(cfg, trainer, task, datamodule, ckpt_path, validation, preemption)
         tests = {}
         if cfg.get("test"):
-            weights = test_checkpoint(cfg, trainer)
-            last = last_checkpoint_path(cfg.paths.output_dir)  # the final weights (none: fast_dev_run)
-            tested = weights or (str(last) if last.exists() else None)
-            results = trainer.test(task, datamodule=datamodule, ckpt_path=weights)
+            if pending is None:
+                weights = test_checkpoint(cfg, trainer)
+                last = last_checkpoint_path(cfg.paths.output_dir)  # the final weights (none: fast_dev_run)
+                tested = weights or (str(last) if last.exists() else None)
+                results = trainer.test(task, datamodule=datamodule, ckpt_path=weights)
+            else:  # (a trainer that did not fit has no final weights: the test loads the ones it was testing)
+                results = trainer.test(task, datamodule=datamodule, ckpt_path=tested)
             preemption.check()
             tests = {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
@@ -316,7 +317,9 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         trained = trainer is not None and trainer.global_step > first_step
         bad_input_first = isinstance(err, BAD_INPUT) and not trained  # it writes nothing
         if (started or interrupted) and rank_zero and not bad_input_first:
-            record_failure(cfg, trainer, err, interrupted, stop, preemption.submitit_stop(), ckpt_path, tested)
+            record_failure(
+                cfg, trainer, err, interrupted, stop, preemption.submitit_stop(), ckpt_path, tested, training_record
+            )
         if stop is not None:  # Lightning exits 0 on SIGTERM and 1 on Ctrl-C: a scheduler must see which
             if rank_zero and not in_multirun() and preemption.submitit_stop() is None:  # (a sweep's end says it)
                 say_how_to_go_on(cfg, stop, kept_checkpoint(cfg, True, ckpt_path), tested)
@@ -324,21 +327,71 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
                 say_the_multirun_stopped(stop)
             raise SystemExit(128 + stop) from None
         raise
+    metrics = tested_record(training_record, tests)
+    if trainer.is_global_zero:
+        write_json_atomic(metrics_path(cfg.paths.output_dir), metrics)
+        checkpoint = best_checkpoint(trainer)
+        best = checkpoint.best_model_path if checkpoint else None
+        if pending is not None:  # (a trainer that did not fit knows of no best checkpoint: its folder's)
+            kept = best_checkpoint_path(cfg.paths.output_dir)
+            best = str(kept) if kept.is_file() else None
+        last = last_checkpoint_path(cfg.paths.output_dir)
+        finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
+    say("metrics: %s", metrics)
+    return metrics
+
+
+def fit(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    task: LanguageModelTask,
+    datamodule,
+    ckpt_path: str | None,
+    validation: LastValidation,
+    preemption: Preemption,
+) -> dict:
+    """Trains the run (from `ckpt_path`, where it goes on); the record its training leaves (completed_record
+    without the final test's perplexities: tested_record adds them)."""
+    start = time.perf_counter()
+    with unwarned_default_log_interval(cfg.trainer):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    preemption.check()
+    train_seconds = time.perf_counter() - start
+    validated = None
+    if validation.epoch is not None:  # its epoch said: with validation every n epochs it may not be the last
+        validated = float(trainer.callback_metrics["val/ppl"]), validation.epoch
+    else:
+        warn(
+            "no validation ran (%s trained, trainer.check_val_every_n_epoch=%s): metrics.json has no val_ppl "
+            "and no best_val_ppl",
+            counted(trainer.current_epoch, "epoch"),
+            trainer.check_val_every_n_epoch,
+        )
     best_val = validation.best  # absent with no validation (rnnreg-report shows none)
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
     speeds = None
     if speed is not None:
         speeds = Speeds(speed.words_per_second, speed.median_words_per_second, speed.epoch_words_per_second)
     epochs, params = trainer.current_epoch, task.num_params
-    metrics = completed_record(validated, tests, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
-    if trainer.is_global_zero:
-        write_json_atomic(metrics_path(cfg.paths.output_dir), metrics)
-        checkpoint = best_checkpoint(trainer)
-        best = checkpoint.best_model_path if checkpoint else None
-        last = last_checkpoint_path(cfg.paths.output_dir)
-        finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
-    say("metrics: %s", metrics)
-    return metrics
+    return completed_record(validated, {}, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
+
+
+def pending_test(run: str | Path, ckpt_path: str | None) -> tuple[str, dict] | None:
+    """(the weights, the record of its training) of a run in folder `run` that a signal stopped in its final test,
+    its training completed (its metrics.json: interrupted, with `tested` and `trained`), where `ckpt_path` goes on
+    from its own last.ckpt (`ckpt_path=last hydra.run.dir=<run>`): only that test is left to run, on weights of its
+    folder. None for any other run (a record from before `trained` was kept: a resume is refused, nothing being
+    left to train; rnnreg-eval tests its weights)."""
+    record = recorded_metrics(run)
+    tested, trained = record.get("tested"), record.get("trained")
+    own = last_checkpoint_path(os.path.abspath(run))
+    if record.get("status") != "interrupted" or not isinstance(tested, str) or not isinstance(trained, dict):
+        return None
+    if ckpt_path is None or Path(os.path.abspath(ckpt_path)) != own or not own.is_file():
+        return None
+    if Path(os.path.abspath(tested)).parent != own.parent or not Path(tested).is_file():
+        return None
+    return tested, trained
 
 
 def record_failure(
@@ -350,21 +403,25 @@ def record_failure(
     submitit_job: str | None = None,
     resumed: str | None = None,
     tested: str | None = None,
+    trained: dict | None = None,
 ) -> None:
     """metrics.json says that (and why) the run did not complete; the W&B run ends marked failed. `stop`: the
     signal that stopped it (stop_signal); `submitit_job`: the submitit job a signal stopped (when that job runs
     again, requeued, it goes on from here: rnnreg.preemption.requeued_checkpoint); `resumed`: the checkpoint the run
     resumed from, where an interrupted run that wrote none in its folder goes on (stopped before its first window,
     it has trained nothing since); `tested`: the weights its final test was testing, once training completed (an
-    interrupted run goes on with a test of them: `tested` in metrics.json, which rnnreg-report reads); its offline
-    W&B part, where it logged nothing (only the config and its status), is removed: no later resume's sync line
+    interrupted run goes on with a test of them: `tested` in metrics.json, which rnnreg-report reads), `trained`
+    the record of that training (kept beside it: that test, run in the run's folder, completes it: pending_test); its
+    offline W&B part, where it logged nothing (only the config and its status), is removed: no later resume's sync line
     would name it (it names the checkpoint's parts and its own)."""
     status = "interrupted" if interrupted else "failed"
     error = STOPPED_BY.get(stop) or str(err) or type(err).__name__
     try:
         epochs = trainer.current_epoch if trainer is not None else 0
         if interrupted and tested is not None:
-            record = unfinished_record(status, error, epochs, tested_from(tested)) | {"tested": tested}
+            run = os.path.abspath(cfg.paths.output_dir)
+            record = unfinished_record(status, error, epochs, test_left_in(run)) | {"tested": tested}
+            record |= {"trained": trained} if trained is not None else {}
         else:
             record = unfinished_record(status, error, epochs, resume_from(kept_checkpoint(cfg, interrupted, resumed)))
         write_json_atomic(
@@ -390,11 +447,11 @@ def kept_checkpoint(cfg: DictConfig, interrupted: bool, resumed: str | None) -> 
 def say_how_to_go_on(cfg: DictConfig, stop: int, checkpoint: Path | None, tested: str | None = None) -> None:
     """The console's last line for a run a signal stopped: the command that goes on from `checkpoint` (its
     metrics.json's `resume` holds only the checkpoint), or the one that runs it again where it wrote none; stopped
-    in its final test (`tested`: the weights it tested), the rnnreg-eval command that tests them (a resume would
-    have nothing left to train)."""
+    in its final test (`tested`: the weights it tested), the one that runs that test again in its folder and
+    completes its record (pending_test)."""
     run = Path(cfg.paths.output_dir)
     if tested is not None:
-        then = f"its training completed: test it with: {eval_command(run, tested)}"
+        then = f"its training completed: test it in its folder with: {resume_command(run, in_its_folder=True)}"
     elif checkpoint is not None:
         then = f"go on with: {resume_command(run, checkpoint)}"
     else:
