@@ -1091,6 +1091,43 @@ def test_a_basic_sweep_stopped_by_ctrl_c_completes_in_its_folder_with_the_comman
     ]
 
 
+def test_an_optuna_trial_stopped_by_ctrl_c_completes_in_its_folder_outside_its_study(tiny_corpus, tmp_path):
+    """Ctrl-C in an Optuna study's first trial ends the study; the report's command goes on with that trial in its
+    own folder, from its own last.ckpt, as a run alone (its sampled values, without hparams_search=optuna), so that
+    the report then lists it completed; a line says that the study's record never counts it and that the trials it
+    had yet to sample are not listed (before: the command ran in a new folder, and, holding hparams_search=optuna,
+    started a new study of 20 trials of that trial's values)."""
+    stop = tmp_path / "lab" / "stop"  # (a group of the user's: the report shows no command for a recorded _target_)
+    stop.mkdir(parents=True)
+    (stop / "at2.yaml").write_text(
+        f"# @package _global_\ncallbacks:\n  signal_at:\n    _target_: helpers.SignalAt\n"
+        f"    signum: {int(signal.SIGINT)}\n    window: 2\n"
+    )
+    study = tmp_path / "study"
+    args = [f"hydra.searchpath=[file://{tmp_path / 'lab'}]", "experiment=paper_small", *TINY]
+    args += [f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "trainer.limit_train_batches=6", "test=false"]
+    args += ["hparams_search=optuna", "dropout=non_recurrent", "hydra.sweeper.n_trials=2", "+stop=at2"]
+    stopped = run("rnnreg-train", *args, f"hydra.sweep.dir={study}", check=False)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-2000:]
+    sampled = yaml.safe_load((study / "0" / ".hydra" / "config.yaml").read_text())["dropout"]["p"]
+    table = report(study)
+    [command] = re.findall(r"^- 0 \(interrupted\): `(rnnreg-train [^`]*)`$", table, re.M)
+    assert (
+        command.endswith(f" +stop=at2 ckpt_path=last hydra.run.dir={study / '0'}") and "hparams_search" not in command
+    )
+    assert table.endswith(
+        f"- 0: trials of the Optuna study in {study}, which go on in their folders, outside it: its record "
+        "(optimization_results.yaml, a hydra.sweeper.storage) never counts them, and the trials it had yet to sample "
+        "are not listed: to search on, run the study again\n"
+    )
+    run(*shlex.split(command))  # exit 0
+    table = report(study)
+    assert re.findall(r"^\| (\d) \| [^|]* \| (\w+) \|", table, re.M) == [("0", "completed")], table
+    assert "how each goes on" not in table and sorted(p.name for p in study.iterdir() if p.is_dir()) == ["0"]
+    assert yaml.safe_load((study / "0" / ".hydra" / "config.yaml").read_text())["dropout"]["p"] == sampled
+    assert json.loads((study / "0" / "metrics.json").read_text())["epochs"] == 1
+
+
 def test_a_runs_row_shows_each_of_its_numbers_in_the_column_that_names_it(tmp_path):
     """A run's row: the one-stream and the batched test perplexities each in its own column, the training time
     in seconds and the words per second each in theirs (all from its metrics.json)."""

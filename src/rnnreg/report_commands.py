@@ -1,6 +1,7 @@
 """What rnnreg-report tells a user to run next for each run that did not complete: the command that resumes it
-from its last checkpoint, runs it again, goes on with a stacked sweep, or starts a basic sweep's jobs that never
-began. A record from someone else's folder gets no command where pasting it could run code (pasteable)."""
+from its last checkpoint (an Optuna study's trial in its folder, outside its study), runs it again, goes on with a
+stacked sweep, or starts a basic sweep's jobs that never began. A record from someone else's folder gets no command
+where pasting it could run code (pasteable)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rnnreg.config_search import command_config_folders
 from rnnreg.folder_trust import others_can_write
 from rnnreg.job_records import job_order
 from rnnreg.multirun_jobs import BASIC_SWEEPER, NUMBERED_SUBDIR, STACKED_LAUNCHER, basic_sweep_jobs, override_key
+from rnnreg.optuna_study import OPTUNA_SWEEPER
 from rnnreg.override_text import path_override
 from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
 from rnnreg.recorded_commands import go_on_command, recorded_command, recorded_run_command
@@ -25,13 +27,16 @@ GOES_ON = ("interrupted", "stopped", "unfinished")  # stopped by a signal, or ki
 
 def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
     """For the interrupted and unfinished runs: the command that goes on with each, from what it left (a
-    stacked sweep's members: one line for the sweep; a basic sweep's job: in its own folder, in_its_folder); under
-    `root`, the jobs of a basic sweep that never started (never_started)."""
-    lines, sweeps = [], {}
+    stacked sweep's members: one line for the sweep; a basic sweep's job or an Optuna study's trial: in its own
+    folder, in_its_folder, the trials with a line saying that their study never counts them); under `root`, the jobs
+    of a basic sweep that never started (never_started)."""
+    lines, sweeps, studies = [], {}, {}
     for r in rows:
         if r["status"] not in GOES_ON:
             continue
         run = r["path"]
+        if r["launcher"] != "stacked" and optuna_trial(run):  # (a stacked study's batch goes on by its launcher)
+            studies.setdefault(run.parent, []).append(r["run"])
         if r["launcher"] == "stacked":
             sweeps.setdefault(run.parent, []).append((r["run"], r["status"]))
         elif r.get("tested") and r.get("trained"):  # stopped in its final test: only that test is left to run
@@ -41,11 +46,11 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
             test = pasteable(eval_command(run, r["tested"]), run / ".hydra" / "overrides.yaml")
             lines.append(f"- {r['run']} ({r['status']}): its training completed: test it with: {test}")
         elif last_checkpoint_path(run).is_file():
-            resume = resume_command(run, in_its_folder=basic_sweeps_job(run))
+            resume = resume_command(run, in_its_folder=basic_sweeps_job(run) or optuna_trial(run))
             lines.append(f"- {r['run']} ({r['status']}): {pasteable(resume, run / '.hydra' / 'overrides.yaml')}")
         else:
             # (a folder with an earlier result and no checkpoint is refused to a run that starts over: a new one)
-            here = basic_sweeps_job(run) and not earlier_results(run)
+            here = (basic_sweeps_job(run) or optuna_trial(run)) and not earlier_results(run)
             again = pasteable(again_command(run, in_its_folder=here), run / ".hydra" / "overrides.yaml")
             lines.append(f"- {r['run']} ({r['status']}): no checkpoint was written: run it again, {again}")
     if root is not None:
@@ -53,6 +58,12 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
             f"- {job} (never started: no folder): {pasteable(command, record)}"
             for job, command, record in never_started(rows, root)
         ]
+    for study, runs in studies.items():
+        lines.append(
+            f"- {', '.join(runs)}: trials of the Optuna study in {study}, which go on in their folders, outside it: "
+            "its record (optimization_results.yaml, a hydra.sweeper.storage) never counts them, and the trials it "
+            "had yet to sample are not listed: to search on, run the study again"
+        )
     for sweep, runs in sweeps.items():
         lines.append(
             f"- {', '.join(run for run, _ in runs)}: the stacked sweep goes on with "
@@ -105,11 +116,10 @@ def stacked_resume_point(sweep: Path, statuses: set[str]) -> str:
 def resume_command(run: Path, checkpoint: Path | None = None, in_its_folder: bool = False) -> str:
     """The command that goes on exactly from `run`'s last checkpoint (or `checkpoint`: the one a resumed run stopped
     before its first window goes on from), in a new run folder: its overrides (a multirun job's own values, without
-    Hydra's), less the checkpoint it may itself have resumed from. `in_its_folder`: in `run` itself, from its own
-    last.ckpt (`ckpt_path=last hydra.run.dir=<run> hydra.mode=RUN`): a basic sweep's job, which its sweep's report
-    then lists as completed."""
-    overrides = recorded_overrides(run) or []
-    kept = [o for o in overrides if override_key(o) != "ckpt_path"]
+    Hydra's, less what made it a study's trial: job_overrides), less the checkpoint it may itself have resumed from.
+    `in_its_folder`: in `run` itself, from its own last.ckpt (`ckpt_path=last hydra.run.dir=<run> hydra.mode=RUN`): a basic sweep's
+    job or a study's trial, which its sweep's report then lists as completed."""
+    kept = [o for o in job_overrides(run) if override_key(o) != "ckpt_path"]
     if in_its_folder:
         return shlex.join([*recorded_run_command(run), *kept, "ckpt_path=last", *in_folder_overrides(run)])
     last = path_override("ckpt_path", checkpoint or last_checkpoint_path(run))
@@ -125,9 +135,25 @@ def eval_command(run: Path, checkpoint: Path | str) -> str:
 
 def again_command(run: Path, in_its_folder: bool = False) -> str:
     """The command that runs `run` again from where it started (its overrides, an earlier ckpt_path kept);
-    `in_its_folder`: in `run` itself (a basic sweep's job whose folder holds no result)."""
-    overrides = recorded_overrides(run) or []
+    `in_its_folder`: in `run` itself (a basic sweep's job or a study's trial whose folder holds no result)."""
+    overrides = job_overrides(run)
     return shlex.join([*recorded_run_command(run), *overrides, *(in_folder_overrides(run) if in_its_folder else [])])
+
+
+def job_overrides(run: Path) -> list[str]:
+    """`run`'s recorded overrides, less `hparams_search=`: a study's trial holds its sampled values, and that
+    option (hydra.mode MULTIRUN) would make its command a new study of them, not the trial."""
+    return [o for o in recorded_overrides(run) or [] if override_key(o) != "hparams_search"]
+
+
+def optuna_trial(run: Path) -> bool:
+    """Whether `run` is a trial of an Optuna study (its .hydra/hydra.yaml names Optuna's sweeper), in the numbered
+    folder its study gave it; it goes on in that folder alone, outside the study (its sweeper sampled it)."""
+    record = run / ".hydra" / "hydra.yaml"
+    if not run.name.isdigit() or not record.is_file():
+        return False
+    hydra = section(read_yaml(record), record, "hydra")
+    return section(hydra, record, "sweeper").get("_target_") == OPTUNA_SWEEPER
 
 
 def in_folder_overrides(run: Path) -> list[str]:
