@@ -2129,7 +2129,9 @@ def test_outputs_eval_and_report(stacked, setup, tmp_path):
         assert evaluated[key] == pytest.approx(metrics(job)[key], rel=1e-5), key
     run("rnnreg-report", f"path={stacked}")
     written = (stacked / "report.md").read_text()
-    rows = written.split("\n\n")[0].splitlines()[2:]  # the table: up to the first blank line
+    above, table = written.split("| run |", 1)  # (above it, on a line of its own, what every job was given)
+    assert above == "" or re.fullmatch(r"every run: [^\n]+\n\n", above), above
+    rows = table.split("\n\n")[0].splitlines()[2:]  # the table: up to the first blank line
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
     assert [c[2] for c in cells] == ["completed"] * 4 + ["failed"]
     assert f"Failed, and why:\n\n- 4: {metrics(stacked / '4')['error']}\n" in written

@@ -1563,6 +1563,8 @@ def test_a_diverged_job_fails_alone_the_sweep_goes_on_and_the_report_lists_it(ti
     report = run("rnnreg-report", f"path={sweep}").stdout
     assert "failed" in report
     written = (sweep / "report.md").read_text()
+    shared, _, written = written.partition("\n\n")  # what every job was given, once above the table
+    assert shared.startswith("every run: experiment=paper_small ") and shared.endswith(" optim.decay_start=1"), shared
     table, _, rest = written.partition("\n\n")
     table = table.splitlines()
     assert len(table) == 2 + 3
