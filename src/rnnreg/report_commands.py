@@ -117,8 +117,8 @@ def resume_command(run: Path, checkpoint: Path | None = None, in_its_folder: boo
     """The command that goes on exactly from `run`'s last checkpoint (or `checkpoint`: the one a resumed run stopped
     before its first window goes on from), in a new run folder: its overrides (a multirun job's own values, without
     Hydra's, less what made it a study's trial: job_overrides), less the checkpoint it may itself have resumed from.
-    `in_its_folder`: in `run` itself, from its own last.ckpt (`ckpt_path=last hydra.run.dir=<run> hydra.mode=RUN`): a basic sweep's
-    job or a study's trial, which its sweep's report then lists as completed."""
+    `in_its_folder`: in `run` itself, from its own last.ckpt (`ckpt_path=last hydra.run.dir=<run> hydra.mode=RUN`):
+    a basic sweep's job or a study's trial, which its sweep's report then lists as completed."""
     kept = [o for o in job_overrides(run) if override_key(o) != "ckpt_path"]
     if in_its_folder:
         return shlex.join([*recorded_run_command(run), *kept, "ckpt_path=last", *in_folder_overrides(run)])
