@@ -260,10 +260,12 @@ def test_a_run_stopped_in_its_final_test_completes_in_its_folder_with_the_comman
     assert proc.returncode == 130, proc.stderr[-3000:]
     record = json.loads((first / "metrics.json").read_text())
     assert record["status"] == "interrupted" and record["tested"] == f"{first}/checkpoints/last.ckpt"
-    assert record["resume"] == f"rnnreg-train ... ckpt_path=last hydra.run.dir={first}"
+    assert record["resume"] == f"rnnreg-train ... ckpt_path=last hydra.run.dir={first} hydra.mode=RUN"
     last = proc.stdout.strip().splitlines()[-1]
     said = "Ctrl-C (stopped by the user): the run stopped; its training completed: test it in its folder with: "
-    assert last.startswith(said) and last.endswith(f" +stop=in_test ckpt_path=last hydra.run.dir={first}"), last
+    assert last.startswith(said) and last.endswith(
+        f" +stop=in_test ckpt_path=last hydra.run.dir={first} hydra.mode=RUN"
+    ), last
     command = last.removeprefix(said)
     assert f"- {first.name} (interrupted): its training completed: test it in its folder with: `{command}`" in report(
         first

@@ -1113,7 +1113,8 @@ def test_an_optuna_trial_stopped_by_ctrl_c_completes_in_its_folder_outside_its_s
     table = report(study)
     [command] = re.findall(r"^- 0 \(interrupted\): `(rnnreg-train [^`]*)`$", table, re.M)
     assert (
-        command.endswith(f" +stop=at2 ckpt_path=last hydra.run.dir={study / '0'}") and "hparams_search" not in command
+        command.endswith(f" +stop=at2 ckpt_path=last hydra.run.dir={study / '0'} hydra.mode=RUN")
+        and "hparams_search" not in command
     )
     assert table.endswith(
         f"- 0: trials of the Optuna study in {study}, which go on in their folders, outside it: its record "

@@ -101,8 +101,9 @@ def resume_from(last: Path | None) -> str:
 
 def test_left_in(run: str | Path) -> str:
     """How a run stopped in its final test, its training completed, goes on: in its folder `run`, where that test
-    runs again on the weights it was testing and completes its record (nothing is trained)."""
-    return f"rnnreg-train ... ckpt_path=last {pasted_override('hydra.run.dir', run)}"
+    runs again on the weights it was testing and completes its record (nothing is trained); hydra.mode=RUN, as
+    rnnreg.report_commands.in_folder_overrides gives it: alone also where its experiment is a multirun by itself."""
+    return f"rnnreg-train ... ckpt_path=last {pasted_override('hydra.run.dir', run)} hydra.mode=RUN"
 
 
 def read_metrics(folder: str | Path) -> dict:
