@@ -82,14 +82,23 @@ class Rule:
 
 
 @functools.cache
-def paper_values(key: str) -> str:
-    """What the paper's experiments set `key` to, for a message: "the paper's: 20 (small), 35 (medium, large)",
-    composed from conf/experiment/paper_<size>.yaml (the numbers' one owner); "" where they cannot be composed."""
+def _paper_configs() -> tuple[DictConfig, ...]:
+    """The paper's experiments composed, small to large: once a process (a Hydra compose is a quarter second of
+    CPU, and each key's message would compose all three again)."""
     from rnnreg.recipes import SIZES, compose_config  # (Hydra's compose, for the message that shows it only; recipes
     # imports the config check, which imports this module)
 
+    return tuple(compose_config(f"experiment=paper_{size}") for size in SIZES)
+
+
+@functools.cache
+def paper_values(key: str) -> str:
+    """What the paper's experiments set `key` to, for a message: "the paper's: 20 (small), 35 (medium, large)",
+    composed from conf/experiment/paper_<size>.yaml (the numbers' one owner); "" where they cannot be composed."""
+    from rnnreg.recipes import SIZES
+
     try:
-        values = [OmegaConf.select(compose_config(f"experiment=paper_{size}"), key) for size in SIZES]
+        values = [OmegaConf.select(cfg, key) for cfg in _paper_configs()]
     except Exception:  # (a message's hint: never the reason a message is not shown)
         return ""
     sizes: dict[str, list[str]] = {}
