@@ -144,43 +144,47 @@ def has_key(cfg: DictConfig, key: str) -> bool:
     return True
 
 
-def table() -> list[tuple[str, str, str]]:
-    """(entry point, override, the key the message must name) for every bad value of every key."""
-    cases = []
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        for name, schema in SCHEMAS.items():
-            cfg = compose(name, overrides=base_args(name))
-            nodes = {""}
-            for key, r in fields(schema, cfg):
-                exists = has_key(cfg, key)
-                if r.kind in ("node", "nodes") and group_dir(key):
-                    continue  # a config group: `data=abc` is an unknown option (test_faults)
-                for value in bad_values(r):
-                    cases.append((name, f"{'' if exists else '+'}{key}={show(value)}", key))
-                if r.kind == "node":
-                    nodes.add(key + ".")
-                parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
-                if exists and len(key.rsplit(".", 1)[-1]) > 3:
-                    cases.append((name, f"{parent}{typo(key.rsplit('.', 1)[-1])}=1", key))
-            for node in sorted(nodes):
-                if node and OmegaConf.select(cfg, node[:-1]) is None:
-                    continue
-                cases.append((name, f"+{node}zzz_unknown=1", f"{node}zzz_unknown"))
-    return cases
-
-
-TABLE = table()
-
-
-@pytest.fixture(scope="module")
-def composed() -> dict[str, DictConfig]:
+@functools.cache
+def composed_configs() -> dict[str, DictConfig]:
+    """Each entry point's config as its command composes it (with Hydra's node), once a process: composed at the
+    first test that reads it, not where pytest collects this module (on every pytest-xdist worker)."""
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         return {name: compose(name, overrides=base_args(name), return_hydra_config=True) for name in SCHEMAS}
 
 
+@functools.cache
+def table() -> list[tuple[str, str, str]]:
+    """(entry point, override, the key the message must name) for every bad value of every key."""
+    cases = []
+    for name, schema in SCHEMAS.items():
+        cfg = composed_configs()[name]
+        nodes = {""}
+        for key, r in fields(schema, cfg):
+            exists = has_key(cfg, key)
+            if r.kind in ("node", "nodes") and group_dir(key):
+                continue  # a config group: `data=abc` is an unknown option (test_faults)
+            for value in bad_values(r):
+                cases.append((name, f"{'' if exists else '+'}{key}={show(value)}", key))
+            if r.kind == "node":
+                nodes.add(key + ".")
+            parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+            if exists and len(key.rsplit(".", 1)[-1]) > 3:
+                cases.append((name, f"{parent}{typo(key.rsplit('.', 1)[-1])}=1", key))
+        for node in sorted(nodes):
+            if node and OmegaConf.select(cfg, node[:-1]) is None:
+                continue
+            cases.append((name, f"+{node}zzz_unknown=1", f"{node}zzz_unknown"))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def composed() -> dict[str, DictConfig]:
+    return composed_configs()
+
+
 def test_the_table_covers_every_key_of_every_schema():
-    keys = {(name, key) for name, _, key in TABLE}
-    assert len(keys) > 100 and len(TABLE) > 500, (len(keys), len(TABLE))
+    keys = {(name, key) for name, _, key in table()}
+    assert len(keys) > 100 and len(table()) > 500, (len(keys), len(table()))
     for must in ["dropout.input", "optim.decay", "trainer.gradient_clip_val", "data.bptt", "model.hidden_size"]:
         assert ("train", must) in keys
     assert (
@@ -193,7 +197,7 @@ def test_the_table_covers_every_key_of_every_schema():
 def test_every_bad_value_is_refused_in_one_line_naming_the_key(composed):
     parser = OverridesParser.create()
     accepted = []
-    for name, line, key in TABLE:
+    for name, line, key in table():
         try:
             check_job(composed[name], name, parser.parse_overrides([line]))
         except ConfigError as err:
