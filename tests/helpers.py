@@ -10,6 +10,7 @@ import math
 import os
 import random
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +54,31 @@ def run(script: str, *overrides: str, check: bool = True, env: dict | None = Non
     if check and proc.returncode:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def piped(argv: list[str], reader: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`argv | reader` as a shell runs it: `argv`'s stdout a pipe whose read end only `reader` holds (a real process:
+    `head -2`, `true`), `argv` a fork of the warm-start server where it can be one (warm_start.py), each in a session
+    of its own. Returns `argv`'s exit status, the reader's stdout, and both one's stderr (argv's first); a process
+    still running at the end (past `timeout`) is killed with its session."""
+    read, write = os.pipe()
+    try:
+        reading = subprocess.Popen(reader, stdin=read, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)  # fmt: skip
+    finally:
+        os.close(read)  # (the reader's alone: argv's writes fail once it is gone)
+    try:
+        writing = warm_start.popen(argv, stdout=write, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    finally:
+        os.close(write)  # (argv's alone: the reader sees the end of its input when argv ends)
+    try:
+        _, err = writing.communicate(timeout=timeout)
+        out, reader_err = reading.communicate(timeout=timeout)
+    finally:
+        for proc in (writing, reading):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(argv, writing.returncode, out, err + reader_err)
 
 
 @contextlib.contextmanager

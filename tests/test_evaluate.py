@@ -3,7 +3,6 @@ rnnreg-generate refuse, and how an evaluation stops on a signal."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -27,6 +26,7 @@ from helpers import (
     TINY,
     compose_config,
     perplexity_by_hand,
+    piped,
     run,
     run_signal_at_import,
     strict_json,
@@ -835,18 +835,8 @@ def test_a_generation_read_by_head_stops_quietly(checkpoints):
     """`rnnreg-generate num_words=<huge> | head -2`: it stops when head has its lines, exit 0, no BrokenPipeError
     (before: nothing reached head until the whole sample was drawn)."""
     _, (a, _), _ = checkpoints
-    shell = (
-        f"{BIN / 'rnnreg-generate'} ckpt_path={a} prompt=w1 num_words=1000000000 | head -2; echo ${{PIPESTATUS[0]}} >&2"
-    )
-    proc = subprocess.Popen(
-        ["bash", "-c", shell], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=300)
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # the generation too, where it did not stop
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert err.strip().splitlines() == ["0"] and len(out.splitlines()) == 2, err[-3000:]
+    proc = piped([str(BIN / "rnnreg-generate"), f"ckpt_path={a}", "prompt=w1", "num_words=1000000000"], ["head", "-2"])
+    assert proc.returncode == 0 and not proc.stderr.strip() and len(proc.stdout.splitlines()) == 2, proc.stderr[-3000:]
 
 
 def test_a_generation_sweep_read_by_head_leaves_no_lock_and_no_empty_folder(checkpoints, tmp_path):
@@ -855,20 +845,9 @@ def test_a_generation_sweep_read_by_head_leaves_no_lock_and_no_empty_folder(chec
     empty folder (its samples went to stdout)."""
     _, (a, b), _ = checkpoints
     sweep = tmp_path / "sweep"
-    command = f"{BIN / 'rnnreg-generate'} -m ckpt_path={a},{b} prompt=w1 num_words=1000000000 hydra.sweep.dir={sweep}"
-    proc = subprocess.Popen(
-        ["bash", "-c", f"{command} | head -2; echo ${{PIPESTATUS[0]}} >&2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=300)
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # the generation too, where it did not stop
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert err.strip().splitlines()[-1] == "0" and len(out.splitlines()) == 2, err[-3000:]
+    command = [str(BIN / "rnnreg-generate"), "-m", f"ckpt_path={a},{b}", "prompt=w1", "num_words=1000000000"]
+    proc = piped([*command, f"hydra.sweep.dir={sweep}"], ["head", "-2"])
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2, proc.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir()) == ["multirun.yaml", "sweep.yaml"]
 
 

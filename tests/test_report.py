@@ -26,7 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.colors import to_hex
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from helpers import TINY, run, strict_json
+from helpers import BIN, TINY, piped, run, strict_json
 from rnnreg import CONF_DIR
 from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
@@ -1361,14 +1361,11 @@ def test_a_report_multirun_is_one_line_that_gives_a_command_per_folder(tmp_path,
 def test_report_piped_into_head_exits_quietly(tmp_path):
     """`rnnreg-report ... | head -1`: the pipe may close before the report is printed (`| true` closes it at
     once); no BrokenPipeError traceback."""
-    import subprocess
-    import sys
-
     ablation(tmp_path)
-    command = f"{shlex.quote(str(Path(sys.executable).parent / 'rnnreg-report'))} path={shlex.quote(str(tmp_path))}"
-    head = subprocess.run(f"{command} | head -1", shell=True, capture_output=True, text=True)
+    command = [str(BIN / "rnnreg-report"), f"path={tmp_path}"]
+    head = piped(command, ["head", "-1"])
     assert head.stdout.startswith("| run |") and head.stdout.count("\n") == 1
-    closed = subprocess.run(f"{command} | true", shell=True, capture_output=True, text=True)
+    closed = piped(command, ["true"])
     for proc in (head, closed):
         assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
