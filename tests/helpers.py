@@ -253,6 +253,19 @@ def signal_at(signum: int, window: int, **settings: int) -> tuple[str, ...]:
     )
 
 
+def ctrl_c_group(lab: Path) -> Path:
+    """A config group of the user's, `stop`, in `lab` (hydra.searchpath=[file://<lab>]): +stop=at2 sends Ctrl-C after
+    window 2, +stop=never never does (a recorded _target_ of the user's: the report shows no command for it)."""
+    stop = lab / "stop"
+    stop.mkdir(parents=True)
+    for name, window in (("at2", 2), ("never", 1000)):
+        (stop / f"{name}.yaml").write_text(
+            f"# @package _global_\ncallbacks:\n  signal_at:\n    _target_: helpers.SignalAt\n"
+            f"    signum: {int(signal.SIGINT)}\n    window: {window}\n"
+        )
+    return lab
+
+
 def srun_env(rank: int = 0, tasks: int = 1, port: int | None = None) -> dict[str, str]:
     """What srun sets for task `rank` of a one-node job step of `tasks` tasks (what Lightning's SLURMEnvironment
     reads: to Lightning a process started with these is a SLURM task); `port`: the ranks' rendezvous."""

@@ -26,7 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.colors import to_hex
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from helpers import BIN, TINY, piped, run, strict_json
+from helpers import BIN, TINY, ctrl_c_group, piped, run, strict_json
 from rnnreg import CONF_DIR
 from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
@@ -1062,13 +1062,7 @@ def test_a_basic_sweep_stopped_by_ctrl_c_completes_in_its_folder_with_the_comman
     the other never started for ever). Also for a sweep that an experiment makes a multirun by itself
     (experiment=ablation_placement, no -m; before: its commands ran each job as a sweep of one in a new dated
     folder, hydra.run.dir unread, and the resume stopped on ckpt_path=last finding no run)."""
-    stop = tmp_path / "lab" / "stop"  # (a group of the user's: the report shows no command for a recorded _target_)
-    stop.mkdir(parents=True)
-    for name, window in (("at2", 2), ("never", 1000)):
-        (stop / f"{name}.yaml").write_text(
-            f"# @package _global_\ncallbacks:\n  signal_at:\n    _target_: helpers.SignalAt\n"
-            f"    signum: {int(signal.SIGINT)}\n    window: {window}\n"
-        )
+    ctrl_c_group(tmp_path / "lab")  # (+stop=at2 / +stop=never)
     args = [*launch, f"hydra.searchpath=[file://{tmp_path / 'lab'}]", *TINY]
     args += [f"data.data_dir={tiny_corpus}", f"paths.output_root={tmp_path}", "trainer.max_epochs=1", "test=false"]
     args += ["trainer.limit_train_batches=6"]

@@ -18,7 +18,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from helpers import TINY, compose_config, run, signal_at, wandb_run_parts, wandb_runs
+from helpers import TINY, compose_config, ctrl_c_group, run, signal_at, wandb_run_parts, wandb_runs
 from rnnreg.io import load_checkpoint
 from rnnreg.preemption import requeued_checkpoint
 from rnnreg.report import by_epoch, collect, history
@@ -1078,13 +1078,7 @@ def test_a_sweeps_jobs_run_alone_in_their_folders_stay_in_its_wandb_group_under_
     stopped job goes on in its folder, the job that never started starts in its) log into the sweep's W&B group under
     the names the sweep gives its jobs, the resumed part as its first part did (before: as single runs, in the
     experiment's group and named by all their overrides, so that a synced job left its sweep's group)."""
-    stop = tmp_path / "lab" / "stop"  # (a group of the user's: the report shows no command for a recorded _target_)
-    stop.mkdir(parents=True)
-    for name, window in (("at2", 2), ("never", 1000)):
-        (stop / f"{name}.yaml").write_text(
-            f"# @package _global_\ncallbacks:\n  signal_at:\n    _target_: helpers.SignalAt\n"
-            f"    signum: {int(signal.SIGINT)}\n    window: {window}\n"
-        )
+    ctrl_c_group(tmp_path / "lab")  # (+stop=at2 / +stop=never)
     sweep = tmp_path / "sweep"
     args = ["-m", f"hydra.searchpath=[file://{tmp_path / 'lab'}]", *tiny_cli, "logger=wandb", "trainer.max_epochs=1"]
     args += ["test=false", f"paths.output_root={tmp_path}", "+stop=at2,never", f"hydra.sweep.dir={sweep}"]
