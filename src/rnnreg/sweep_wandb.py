@@ -171,7 +171,6 @@ class CheckpointRuns:
     def __init__(self) -> None:
         self.runs: dict[str, str | None | bool] = {}
         self.unreadable: dict[str, Unreadable] = {}
-        self.stopped = False  # whether the last checkpoint read is one the job stops on
 
     def __call__(self, checkpoint: str) -> str | None | bool:
         if checkpoint not in self.runs:
@@ -180,8 +179,11 @@ class CheckpointRuns:
             except Unreadable as err:
                 self.runs[checkpoint] = False
                 self.unreadable[checkpoint] = err
-        self.stopped = checkpoint in self.unreadable
         return self.runs[checkpoint]
+
+    def stops_on(self, checkpoint: str) -> bool:
+        """Whether a job stops on `checkpoint`, read before: it is no rnnreg checkpoint, or holds no run id."""
+        return checkpoint in self.unreadable
 
 
 def given_id(job_config: DictConfig, key: str = ID_KEY) -> object:
@@ -237,9 +239,9 @@ def check_study_wandb_run(config: DictConfig) -> None:
         read = CheckpointRuns()
         resumed, stops = [], []
         for ckpt in choices:
-            read.stopped = False
-            resumed.append(None if ckpt is None else study_resumed_run(config, given, ckpt, read))
-            stops.append(read.stopped)
+            found = None if ckpt is None else study_checkpoint(config, ckpt)
+            resumed.append(None if ckpt is None else study_resumed_run(config, given, found, read))
+            stops.append(found is not None and read.stops_on(found[0]))
         drawn_twice = why_drawn_twice(config) if setting is not None else None
         if read.unreadable and setting is None:  # (every trial resumes it: a single run's line)
             raise ConfigError(next(iter(read.unreadable.values())).line())
@@ -349,24 +351,31 @@ def why_drawn_twice(config: DictConfig) -> str | None:
     return f"Optuna's grid holds it once for each value of {more[0]}" if more else None
 
 
-def study_resumed_run(config: DictConfig, given: object, ckpt: str, read: CheckpointRuns) -> JobRun | None | bool:
-    """The W&B run a trial of a search sweeper goes on in, resuming the checkpoint `ckpt` names (as given, `last`
-    too, where the search varies nothing that changes where it looks); None where that checkpoint has no run (the
-    trial's is then its config's, as a fresh one's); False where the trial's checkpoint or run is not known before
-    it runs (a ckpt_path that reads what the search varies), or the trial stops on it (rnnreg.training: a
-    checkpoint it cannot read, an id given that is not its run)."""
+def study_checkpoint(config: DictConfig, ckpt: str) -> tuple[str, bool] | None:
+    """The checkpoint a trial of a search sweeper resumes where its ckpt_path is `ckpt` (as given, `last` too, where
+    the search varies nothing that changes where it looks), as resumed_checkpoint gives it; None where it is not known
+    before the trial runs (a ckpt_path that reads what the search varies), or the trial stops on its ckpt_path."""
     if varies_per_job(config, ckpt, at="ckpt_path") or (ckpt == "last" and varies_per_job(config, LAST_ROOT)):
-        return False
+        return None
     try:
         with inside_job(config):
             sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()  # (no trial's own folder has a checkpoint yet)
     except OmegaConfBaseException:
-        return False
+        return None
     trial = copy.deepcopy(config)
     with open_dict(trial):
         trial.ckpt_path = ckpt
-    resumed = resumed_checkpoint(trial, sweep_dir)
-    if not resumed:
+    return resumed_checkpoint(trial, sweep_dir) or None
+
+
+def study_resumed_run(
+    config: DictConfig, given: object, resumed: tuple[str, bool] | None, read: CheckpointRuns
+) -> JobRun | None | bool:
+    """The W&B run a trial of a search sweeper goes on in, resuming the checkpoint `resumed` (study_checkpoint's);
+    None where that checkpoint has no run (the trial's is then its config's, as a fresh one's); False where the
+    trial's checkpoint (`resumed` None) or run is not known before it runs, or the trial stops on it
+    (rnnreg.training: a checkpoint it cannot read, an id given that is not its run)."""
+    if resumed is None:
         return False
     run_id = read(resumed[0])
     if run_id is None or run_id is False:
