@@ -10,6 +10,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 from hydra.errors import InstantiationException
@@ -236,7 +237,6 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     trainer, started, first_step, ckpt_path = None, False, 0, None
     tested: str | None = None  # the final test's weights, once training has completed
     training_record: dict | None = None  # and that training's record, which the test's perplexities complete
-    pending = None
     try:
         apply_speed(cfg.speed)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -246,70 +246,26 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         # stopped in its final test and gone on with in its folder: only that test is left to run
         pending = pending_test(cfg.paths.output_dir, ckpt_path)
         if launched_as_rank_zero():  # DDP's other processes are given rank 0's folder
-            key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
-            check_not_in_checkpoints(cfg.paths.output_dir, key, "rnnreg-train")
-            check_no_links(cfg.paths.output_dir, key)  # (a folder the command's check could not name)
-            check_no_earlier_results(cfg.paths.output_dir, key, ckpt_path)
-        wandb_id, wandb_parts = None, None
-        if ckpt_path:  # read as data only, whatever the checkpoint IO: refused before any output
-            checkpoint = load_checkpoint(ckpt_path)
-            stopping = (cfg.get("callbacks") or {}).get("early_stopping") or {}
-            if pending is None:  # (a pending test trains nothing: it is refused nothing left to train)
-                check_resume_settings(
-                    plain(cfg.optim),
-                    cfg.trainer.max_epochs,
-                    checkpoint,
-                    ckpt_path,
-                    cfg.data.batch_size,
-                    cfg.data.bptt,
-                    stopping.get("patience"),
-                )
-            if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
-                wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
-                for key in ("version", "id"):  # (Lightning's WandbLogger takes a version before an id)
-                    given = (cfg.logger.wandb or {}).get(key)
-                    if wandb_id is not None and given not in (None, "") and str(given) != wandb_id:
-                        raise ConfigError(  # the resume's run wins
-                            f"logger.wandb.{key}={given}, but {ckpt_path} goes on in W&B run {wandb_id}: leave "
-                            f"logger.wandb.{key} out to resume that run, or start a fresh run (no ckpt_path) with id "
-                            f"{given}"
-                        )
-                wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
-            stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
-            first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
-            del checkpoint  # fit loads it again: its weights are not held twice
-        datamodule, task, trainer = build(cfg, wandb_id, wandb_parts)
+            check_run_folder(cfg.paths.output_dir, ckpt_path)
+        resumed = read_resumed(cfg, ckpt_path, trains=pending is None)
+        first_step = resumed.first_step
+        datamodule, task, trainer = build(cfg, resumed.wandb_id, resumed.wandb_parts)
         if ckpt_path:  # the epoch's windows: known once the corpus is read (nothing is written yet)
-            check_resume_window(*stopped_at, datamodule, cfg.trainer.get("limit_train_batches"), ckpt_path)
+            check_resume_window(*resumed.stopped_at, datamodule, cfg.trainer.get("limit_train_batches"), ckpt_path)
         preemption.watch(trainer)
-        tree = None
-        if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
-            tree = rank_zero_only(print_config_tree)(cfg)
-        trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
-        trainer.callbacks.append(RankDropoutStreams(cfg.seed))  # DDP: each rank its own masks
-        trainer.callbacks.append(CommandLinePatience(trainer.callbacks))
-        validation = LastValidation()
-        trainer.callbacks.insert(0, validation)  # its validation counted before best.ckpt saves its state with it
+        validation = add_run_callbacks(cfg, trainer)
         say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
         if ckpt_path:
             say("resuming from %s", ckpt_path)
         started = True
-        if pending is not None:
-            tested, training_record = pending
-            say("its training completed: testing %s", tested)
-        else:
+        if pending is None:
             training_record = fit(cfg, trainer, task, datamodule, ckpt_path, validation, preemption)
-        tests = {}
-        if cfg.get("test"):
-            if pending is None:
-                weights = test_checkpoint(cfg, trainer)
-                last = last_checkpoint_path(cfg.paths.output_dir)  # the final weights (none: fast_dev_run)
-                tested = weights or (str(last) if last.exists() else None)
-                results = trainer.test(task, datamodule=datamodule, ckpt_path=weights)
-            else:  # (a trainer that did not fit has no final weights: the test loads the ones it was testing)
-                results = trainer.test(task, datamodule=datamodule, ckpt_path=tested)
-            preemption.check()
-            tests = {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
+            weights, tested = weights_to_test(cfg, trainer) if cfg.get("test") else (None, None)
+        else:  # (a trainer that did not fit has no final weights: the test loads the ones it was testing)
+            tested, training_record = pending
+            weights = tested
+            say("its training completed: testing %s", tested)
+        tests = final_test(trainer, task, datamodule, weights, preemption) if cfg.get("test") else {}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
         interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
         stop = stop_signal(err, trainer, preemption.signum)
@@ -330,15 +286,107 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
     metrics = tested_record(training_record, tests)
     if trainer.is_global_zero:
         write_json_atomic(metrics_path(cfg.paths.output_dir), metrics)
-        checkpoint = best_checkpoint(trainer)
-        best = checkpoint.best_model_path if checkpoint else None
-        if pending is not None:  # (a trainer that did not fit knows of no best checkpoint: its folder's)
-            kept = best_checkpoint_path(cfg.paths.output_dir)
-            best = str(kept) if kept.is_file() else None
-        last = last_checkpoint_path(cfg.paths.output_dir)
-        finish_wandb(trainer.loggers, metrics, checkpoints=(best, last))
+        best = best_weights(cfg, trainer, fitted=pending is None)
+        finish_wandb(trainer.loggers, metrics, checkpoints=(best, last_checkpoint_path(cfg.paths.output_dir)))
     say("metrics: %s", metrics)
     return metrics
+
+
+def check_run_folder(run: str, ckpt_path: str | None) -> None:
+    """An OutputError where the run's folder `run` is one it must not write in: in a folder of checkpoints, behind
+    a link, or holding an earlier run's results that `ckpt_path` does not go on from."""
+    key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
+    check_not_in_checkpoints(run, key, "rnnreg-train")
+    check_no_links(run, key)  # (a folder the command's check could not name)
+    check_no_earlier_results(run, key, ckpt_path)
+
+
+class Resumed(NamedTuple):
+    """What a run reads of the checkpoint it resumes before any output: the W&B run it goes on in (`wandb_id`) and
+    that run's offline parts so far (`wandb_parts`), None without W&B; where it stopped (`stopped_at`: its train
+    window and epoch, check_resume_window's) and its global step (`first_step`). A fresh run's: Resumed()."""
+
+    wandb_id: str | None = None
+    wandb_parts: list[str] | None = None
+    stopped_at: tuple[int, int] | None = None
+    first_step: int = 0
+
+
+def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resumed:
+    """What the run reads of the checkpoint `ckpt_path` it resumes (Resumed() where there is none), which is let go
+    once read (fit loads it again: its weights are not held twice); refused where the run cannot go on from it with
+    its settings (check_resume_settings, where the run `trains`) or is given a logger.wandb id or version that is not
+    the checkpoint's W&B run."""
+    if not ckpt_path:
+        return Resumed()
+    checkpoint = load_checkpoint(ckpt_path)  # read as data only, whatever the checkpoint IO: refused before any output
+    if trains:  # (a pending test trains nothing: it is refused nothing left to train)
+        stopping = (cfg.get("callbacks") or {}).get("early_stopping") or {}
+        check_resume_settings(
+            plain(cfg.optim),
+            cfg.trainer.max_epochs,
+            checkpoint,
+            ckpt_path,
+            cfg.data.batch_size,
+            cfg.data.bptt,
+            stopping.get("patience"),
+        )
+    wandb_id, wandb_parts = None, None
+    if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
+        wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
+        for key in ("version", "id"):  # (Lightning's WandbLogger takes a version before an id)
+            given = (cfg.logger.wandb or {}).get(key)
+            if wandb_id is not None and given not in (None, "") and str(given) != wandb_id:
+                raise ConfigError(  # the resume's run wins
+                    f"logger.wandb.{key}={given}, but {ckpt_path} goes on in W&B run {wandb_id}: leave "
+                    f"logger.wandb.{key} out to resume that run, or start a fresh run (no ckpt_path) with id "
+                    f"{given}"
+                )
+        wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
+    stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
+    first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
+    return Resumed(wandb_id, wandb_parts, stopped_at, first_step)
+
+
+def add_run_callbacks(cfg: DictConfig, trainer: L.Trainer) -> LastValidation:
+    """The callbacks every run adds to its config's; the one that keeps its latest validation's epoch, returned."""
+    tree = None
+    if (cfg.get("extras") or {}).get("print_config"):  # saved as config_tree.log once fit has started
+        tree = rank_zero_only(print_config_tree)(cfg)
+    trainer.callbacks.append(LogConfig(hyperparameters(cfg), tree, Path(cfg.paths.output_dir, "config_tree.log")))
+    trainer.callbacks.append(RankDropoutStreams(cfg.seed))  # DDP: each rank its own masks
+    trainer.callbacks.append(CommandLinePatience(trainer.callbacks))
+    validation = LastValidation()
+    trainer.callbacks.insert(0, validation)  # its validation counted before best.ckpt saves its state with it
+    return validation
+
+
+def weights_to_test(cfg: DictConfig, trainer: L.Trainer) -> tuple[str | None, str | None]:
+    """The weights the final test of a run that fitted loads (test_checkpoint's: None, the trainer's final ones),
+    and the file that holds them (`tested` in metrics.json, should the test stop: last.ckpt for the final weights;
+    None where there is none: fast_dev_run)."""
+    weights = test_checkpoint(cfg, trainer)
+    last = last_checkpoint_path(cfg.paths.output_dir)  # the final weights (none: fast_dev_run)
+    return weights, weights or (str(last) if last.exists() else None)
+
+
+def final_test(
+    trainer: L.Trainer, task: LanguageModelTask, datamodule, weights: str | None, preemption: Preemption
+) -> dict:
+    """The final test's perplexities, both protocols, of `weights` (a checkpoint; None: the trainer's final ones)."""
+    results = trainer.test(task, datamodule=datamodule, ckpt_path=weights)
+    preemption.check()
+    return {"test_ppl": results[0]["test/ppl"], "test_ppl_batched": results[1]["test/ppl_batched"]}
+
+
+def best_weights(cfg: DictConfig, trainer: L.Trainer, fitted: bool) -> str | None:
+    """The best checkpoint W&B is given with the run's record: best.ckpt's callback's where the trainer `fitted`;
+    else (a trainer that did not fit knows of no best checkpoint) its folder's, where it has one."""
+    if not fitted:
+        kept = best_checkpoint_path(cfg.paths.output_dir)
+        return str(kept) if kept.is_file() else None
+    checkpoint = best_checkpoint(trainer)
+    return checkpoint.best_model_path if checkpoint else None
 
 
 def fit(
