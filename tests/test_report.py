@@ -1890,8 +1890,7 @@ def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_pa
     """A basic sweep's job without a folder never started, but only where its folder is its number: jobs in folders
     named by their overrides (hydra.sweep.subdir=s${seed}) are where the report found them, a stacked sweep's
     jobs go on with its resume switch, not one command each, and an Optuna study's trials are drawn as it runs."""
-    from rnnreg.multirun_jobs import BASIC_SWEEPER, STACKED_LAUNCHER
-    from rnnreg.optuna_study import OPTUNA_SWEEPER
+    from rnnreg.multirun_jobs import BASIC_SWEEPER, OPTUNA_SWEEPER, STACKED_LAUNCHER
 
     def sweep(name: str, subdir: str, launcher: str, job: str, sweeper: str = BASIC_SWEEPER) -> Path:
         folder = tmp_path / name

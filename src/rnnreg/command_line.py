@@ -28,8 +28,7 @@ from rnnreg.config_search import (
     read_command_line,
 )
 from rnnreg.errors import ConfigError, MissingValue
-from rnnreg.multirun_jobs import basic_sweeper, uses_stacked_launcher
-from rnnreg.optuna_study import OPTUNA_SWEEPER
+from rnnreg.multirun_jobs import OPTUNA_SWEEPER, basic_sweeper, uses_stacked_launcher
 from rnnreg.override_refusals import (
     added_group_in_config,
     deleted_absent_option,

@@ -21,7 +21,15 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
 
 from rnnreg.errors import CheckpointError
-from rnnreg.multirun_jobs import SWEEP_FILE, differing, in_multirun, job_swept_keys, task_overrides
+from rnnreg.multirun_jobs import (
+    SWEEP_FILE,
+    differing,
+    in_multirun,
+    is_sweep_folder,
+    job_swept_keys,
+    sweep_job,
+    task_overrides,
+)
 from rnnreg.record_yaml import recorded_swept_keys
 from rnnreg.run_record import CHECKPOINTS
 from rnnreg.task_config import plain
@@ -128,17 +136,12 @@ def run_name(fallback: str | None, job_of: Path | None = None) -> str | None:
 
 def sweep_of_job_run() -> Path | None:
     """The sweep whose job this single run is: one run in a sweep's numbered job folder (`hydra.run.dir=<sweep>/3`,
-    as rnnreg-report's commands go on with a basic sweep's stopped job or start one that never started there);
-    None elsewhere, and in a multirun."""
+    as rnnreg-report's commands go on with a basic sweep's stopped job or start one that never started there:
+    multirun_jobs.sweep_job); None elsewhere, and in a multirun."""
     if not HydraConfig.initialized() or in_multirun():
         return None
-    folder = Path(os.path.abspath(HydraConfig.get().runtime.output_dir))
-    return folder.parent if folder.name.isdigit() and is_sweep_folder(folder.parent) else None
-
-
-def is_sweep_folder(folder: Path) -> bool:
-    """A multirun's folder: Hydra's multirun.yaml or rnnreg's sweep.yaml in it."""
-    return (folder / "multirun.yaml").is_file() or (folder / SWEEP_FILE).is_file()
+    job = sweep_job(Path(os.path.abspath(HydraConfig.get().runtime.output_dir)))
+    return job.sweep if job is not None else None
 
 
 def sweep_group(sweep_dir: str | Path) -> str:

@@ -1,8 +1,9 @@
 """What a multirun's jobs are and what each knows of its sweep: the keys the sweep varies (sweep.yaml, for run
 names), the overrides that tell its jobs apart (in a message, a run's name, the report), its sweeper and launcher,
-and each job's overrides, config and folder composed as Hydra's basic sweeper and launcher will compose them (once:
-JobsComposedOnce). Hydra, OmegaConf and YAML only: read by the command line's checks, the sweep's callback
-(rnnreg.sweep), its folder (rnnreg.sweep_folder), its W&B runs (rnnreg.sweep_wandb), the launchers and the report.
+which sweep, and of which kind, a job in its numbered folder ran in (sweep_job), and each job's overrides, config
+and folder composed as Hydra's basic sweeper and launcher will compose them (once: JobsComposedOnce). Hydra,
+OmegaConf and YAML only: read by the command line's checks, the sweep's callback (rnnreg.sweep), its folder
+(rnnreg.sweep_folder), its W&B runs (rnnreg.sweep_wandb), the launchers, the W&B logger and the report.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -22,14 +24,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError
-from rnnreg.record_yaml import recorded_swept_keys
+from rnnreg.record_yaml import read_yaml, recorded_swept_keys, section
 
 SWEEP_FILE = "sweep.yaml"
 # hydra/launcher=stacked's class as its config names it for Hydra: conf/hydra/launcher/stacked.yaml, its one owner
 STACKED_LAUNCHER = str(yaml.safe_load(Path(CONF_DIR, "hydra", "launcher", "stacked.yaml").read_text())["_target_"])
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default sweeper
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # ... and launcher
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # hydra/sweeper=optuna's class
 NUMBERED_SUBDIR = "${hydra.job.num}"  # a job's folder in its sweep's: its number (conf/hydra/default.yaml)
+# the kinds of sweep a job in a numbered folder ran in (SweepJob.kind)
+BASIC_SWEEP, OPTUNA_STUDY, STACKED_SWEEP = "basic sweep", "Optuna study", "stacked sweep"
 
 
 def uses_stacked_launcher(config: DictConfig) -> bool:
@@ -112,6 +117,54 @@ def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
 def same_overrides(a: list[str], b: list[str]) -> bool:
     """One job's overrides, in whatever order the command gives them (the same key=value pairs: the same job)."""
     return set(a) == set(b)
+
+
+def is_sweep_folder(folder: Path) -> bool:
+    """A multirun's folder: Hydra's multirun.yaml or rnnreg's sweep.yaml in it."""
+    return (folder / "multirun.yaml").is_file() or (folder / SWEEP_FILE).is_file()
+
+
+class SweepJob(NamedTuple):
+    """A job in the numbered folder its sweep gave it (`<sweep>/3`): `folder`, and `sweep`, its sweep's folder."""
+
+    folder: Path
+    sweep: Path
+
+    def kind(self) -> str | None:
+        """The kind of sweep that ran the job, as the records say (read when asked; a DataError where one cannot
+        be read): OPTUNA_STUDY where its own .hydra/hydra.yaml names Optuna's sweeper (its trial goes on in its
+        folder alone, outside its study: its sweeper sampled it); BASIC_SWEEP where the sweep's multirun.yaml is
+        basic_sweep_record's; STACKED_SWEEP where it names hydra/launcher=stacked (its sweep goes on by its resume
+        switch); None for any other."""
+        record = self.folder / ".hydra" / "hydra.yaml"
+        if record.is_file():
+            hydra = section(read_yaml(record), record, "hydra")
+            if section(hydra, record, "sweeper").get("_target_") == OPTUNA_SWEEPER:
+                return OPTUNA_STUDY
+        if basic_sweep_record(self.sweep) is not None:
+            return BASIC_SWEEP
+        record = self.sweep / "multirun.yaml"
+        hydra = section(read_yaml(record), record, "hydra")
+        return STACKED_SWEEP if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER else None
+
+
+def sweep_job(folder: Path) -> SweepJob | None:
+    """`folder` as a sweep's job in the numbered folder its sweep gave it: its name a number, in a multirun's folder
+    (is_sweep_folder); None elsewhere."""
+    return SweepJob(folder, folder.parent) if folder.name.isdigit() and is_sweep_folder(folder.parent) else None
+
+
+def basic_sweep_record(sweep: Path) -> dict | None:
+    """The hydra node of `sweep`'s multirun.yaml where Hydra's basic sweeper ran its jobs in numbered folders, each a
+    process of its own to go on with (not the stacked launcher's: it goes on by its resume switch); else None."""
+    record = sweep / "multirun.yaml"
+    hydra = section(read_yaml(record), record, "hydra")
+    sweeper, subdir = section(hydra, record, "sweeper"), section(hydra, record, "sweep").get("subdir")
+    if sweeper.get("_target_") != BASIC_SWEEPER or subdir != NUMBERED_SUBDIR:
+        return None
+    if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER:
+        return None
+    return hydra
 
 
 def basic_sweeper(config: DictConfig) -> bool:

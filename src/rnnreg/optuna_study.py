@@ -30,8 +30,6 @@ from rnnreg.multirun_jobs import basic_sweeper, inside_job, swept_keys
 from rnnreg.resumed_run import Unreadable, checkpoint_run_id, resolve_ckpt_path
 from rnnreg.sweep_wandb import LAST_ROOT, study_ckpt_paths, surely_wandb, varies_per_job
 
-OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # hydra/sweeper=optuna's class
-
 
 class FailedOnItsLine(JobReturn):
     """A trial that failed with its one-line error (JobFailed), which it has said: its return_value raises it as

@@ -13,10 +13,16 @@ from pathlib import Path
 from rnnreg.config_search import command_config_folders
 from rnnreg.folder_trust import others_can_write
 from rnnreg.job_records import job_order
-from rnnreg.multirun_jobs import BASIC_SWEEPER, NUMBERED_SUBDIR, STACKED_LAUNCHER, basic_sweep_jobs, override_key
-from rnnreg.optuna_study import OPTUNA_SWEEPER
+from rnnreg.multirun_jobs import (
+    BASIC_SWEEP,
+    OPTUNA_STUDY,
+    basic_sweep_jobs,
+    basic_sweep_record,
+    override_key,
+    sweep_job,
+)
 from rnnreg.override_text import path_override
-from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
+from rnnreg.record_yaml import recorded_overrides, section, unreadable
 from rnnreg.recorded_commands import go_on_command, recorded_command, recorded_run_command
 from rnnreg.run_folder_check import earlier_results
 from rnnreg.run_lock import RunLock
@@ -35,7 +41,11 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
         if r["status"] not in GOES_ON:
             continue
         run = r["path"]
-        if r["launcher"] != "stacked" and optuna_trial(run):  # (a stacked study's batch goes on by its launcher)
+        # (a stacked study's batch goes on by its launcher)
+        job = sweep_job(run) if r["launcher"] != "stacked" else None
+        kind = job.kind() if job is not None else None
+        in_its_folder = kind in (BASIC_SWEEP, OPTUNA_STUDY)  # (a job its sweep's report then lists as completed)
+        if kind == OPTUNA_STUDY:
             studies.setdefault(run.parent, []).append(r["run"])
         if r["launcher"] == "stacked":
             sweeps.setdefault(run.parent, []).append((r["run"], r["status"]))
@@ -46,11 +56,11 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
             test = pasteable(eval_command(run, r["tested"]), run / ".hydra" / "overrides.yaml")
             lines.append(f"- {r['run']} ({r['status']}): its training completed: test it with: {test}")
         elif last_checkpoint_path(run).is_file():
-            resume = resume_command(run, in_its_folder=basic_sweeps_job(run) or optuna_trial(run))
+            resume = resume_command(run, in_its_folder=in_its_folder)
             lines.append(f"- {r['run']} ({r['status']}): {pasteable(resume, run / '.hydra' / 'overrides.yaml')}")
         else:
             # (a folder with an earlier result and no checkpoint is refused to a run that starts over: a new one)
-            here = (basic_sweeps_job(run) or optuna_trial(run)) and not earlier_results(run)
+            here = in_its_folder and not earlier_results(run)
             again = pasteable(again_command(run, in_its_folder=here), run / ".hydra" / "overrides.yaml")
             lines.append(f"- {r['run']} ({r['status']}): no checkpoint was written: run it again, {again}")
     if root is not None:
@@ -146,40 +156,12 @@ def job_overrides(run: Path) -> list[str]:
     return [o for o in recorded_overrides(run) or [] if override_key(o) != "hparams_search"]
 
 
-def optuna_trial(run: Path) -> bool:
-    """Whether `run` is a trial of an Optuna study (its .hydra/hydra.yaml names Optuna's sweeper), in the numbered
-    folder its study gave it; it goes on in that folder alone, outside the study (its sweeper sampled it)."""
-    record = run / ".hydra" / "hydra.yaml"
-    if not run.name.isdigit() or not record.is_file():
-        return False
-    hydra = section(read_yaml(record), record, "hydra")
-    return section(hydra, record, "sweeper").get("_target_") == OPTUNA_SWEEPER
-
-
 def in_folder_overrides(run: Path) -> list[str]:
     """hydra.run.dir=<run> hydra.mode=RUN: a basic sweep's job run alone in its own numbered folder, where its sweep's
     report reads it (absolute: the command is pasted anywhere). hydra.mode=RUN: an experiment that is a multirun by
     itself (experiment=ablation_placement) would otherwise run the job as a sweep of one in a new dated folder,
     hydra.run.dir unread."""
     return [path_override("hydra.run.dir", os.path.abspath(run)), "hydra.mode=RUN"]
-
-
-def basic_sweeps_job(run: Path) -> bool:
-    """Whether `run` is a job of a basic sweep (basic_sweep_record), in the numbered folder its sweep gave it."""
-    return run.name.isdigit() and basic_sweep_record(run.parent) is not None
-
-
-def basic_sweep_record(sweep: Path) -> dict | None:
-    """The hydra node of `sweep`'s multirun.yaml where Hydra's basic sweeper ran its jobs in numbered folders, each a
-    process of its own to go on with (not the stacked launcher's: it goes on by its resume switch); else None."""
-    record = sweep / "multirun.yaml"
-    hydra = section(read_yaml(record), record, "hydra")
-    sweeper, subdir = section(hydra, record, "sweeper"), section(hydra, record, "sweep").get("subdir")
-    if sweeper.get("_target_") != BASIC_SWEEPER or subdir != NUMBERED_SUBDIR:
-        return None
-    if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER:
-        return None
-    return hydra
 
 
 def never_started(rows: list[dict], root: Path) -> list[tuple[str, str, Path]]:

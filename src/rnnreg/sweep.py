@@ -28,6 +28,7 @@ from rnnreg.errors import ConfigError, OutputError, UserError
 from rnnreg.job_records import failed_jobs, job_order
 from rnnreg.multirun_jobs import (
     NUMBERED_SUBDIR,
+    OPTUNA_SWEEPER,
     STACKED_LAUNCHER,
     SWEEP_FILE,
     JobsComposedOnce,
@@ -40,7 +41,7 @@ from rnnreg.multirun_jobs import (
     uses_stacked_launcher,
 )
 from rnnreg.optuna_grid import check_grid_search_space, check_search_params
-from rnnreg.optuna_study import OPTUNA_SWEEPER, check_study_checkpoints, end_studies_as_sweeps_end
+from rnnreg.optuna_study import check_study_checkpoints, end_studies_as_sweeps_end
 from rnnreg.override_text import pasted_override
 from rnnreg.record_yaml import recorded_launcher, recorded_overrides
 from rnnreg.run_folder_check import check_no_links, earlier_results, results_message
