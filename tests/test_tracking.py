@@ -1096,6 +1096,48 @@ def test_a_sweeps_jobs_run_alone_in_their_folders_stay_in_its_wandb_group_under_
     assert parts["0"][0]["id"] == parts["0"][1]["id"] and parts["0"][1]["exit_code"] == 0
 
 
+def test_a_run_stopped_in_its_final_test_tests_on_in_its_wandb_run_at_its_last_step(
+    tiny_corpus, tmp_path, no_wandb_credentials
+):
+    """SIGTERM in the final test of a run under logger=wandb (offline), its training completed: the command it prints
+    tests on in its folder, in the same W&B run (a second part with its id, both named by the sync line), with the
+    test perplexities in its summary and their row at the step and epoch where training ended, as an uninterrupted
+    run's test (W&B's trainer/global_step and epoch); its csv/metrics.csv keeps the training's rows before that row.
+    Before: the test's row was logged at step 0, epoch 0, and csv/metrics.csv lost every row of the training."""
+    stop = tmp_path / "lab" / "stop"  # (a group of the user's, emptied before the command that goes on runs)
+    stop.mkdir(parents=True)
+    (stop / "in_test.yaml").write_text(
+        "# @package _global_\ncallbacks:\n  signal_in_test:\n    _target_: helpers.SignalInTest\n"
+        f"    signum: {int(signal.SIGTERM)}\n"
+    )
+    first = tmp_path / "first"
+    args = [f"hydra.searchpath=[file://{tmp_path / 'lab'}]", "experiment=paper_small", *TINY, "logger=wandb"]
+    args += [f"data.data_dir={tiny_corpus}", "trainer.max_epochs=2", "trainer.limit_train_batches=3"]
+    args += ["trainer.limit_test_batches=3", "+stop=in_test", f"hydra.run.dir={first}"]
+    proc = run("rnnreg-train", *args, check=False)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    said = "its training completed: test it in its folder with: "
+    command = proc.stdout.strip().splitlines()[-1].split(said)[1]
+    (stop / "in_test.yaml").write_text("# @package _global_\n{}\n")  # (the test goes on unstopped this time)
+    resumed = run(*shlex.split(command))
+    part1, part2 = wandb_run_parts(first)
+    assert part1["id"] == part2["id"] and [part1["exit_code"], part2["exit_code"]] == [1, 0]
+    folders = sorted(map(str, (first / "wandb").glob("offline-run-*")))
+    assert (
+        f"in 2 parts (it was resumed); upload them into the one run, in order, with: wandb sync {' '.join(folders)}\n"
+        in (resumed.stdout)
+    ), resumed.stdout[-3000:]
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and part2["summary"]["status"] == "completed"
+    assert part2["summary"]["test_ppl"] == pytest.approx(metrics["test_ppl"])
+    assert part2["summary"]["test_ppl_batched"] == pytest.approx(metrics["test_ppl_batched"])
+    (row,) = [row for row in part2["history"] if "test/ppl" in row]
+    steps = load_checkpoint(first / "checkpoints" / "last.ckpt")["global_step"]  # 2 epochs x 3 windows
+    assert (row["trainer/global_step"], row["epoch"]) == (steps, 2) == (6, 2)
+    assert max(r["trainer/global_step"] for r in part1["history"]) < steps
+    assert len(history(first, "val/ppl")) == 2 and history(first, "test/ppl") == [pytest.approx(metrics["test_ppl"])]
+
+
 def test_a_resume_stopped_before_its_first_window_leaves_no_wandb_part_the_next_sync_misses(
     tiny_cli, tmp_path, no_wandb_credentials
 ):

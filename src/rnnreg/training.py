@@ -264,6 +264,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         else:  # (a trainer that did not fit has no final weights: the test loads the ones it was testing)
             tested, training_record = pending
             weights = tested
+            at_training_end(trainer, training_record.get("epochs"), resumed.logged_step)
             say("its training completed: testing %s", tested)
         tests = final_test(trainer, task, datamodule, weights, preemption) if cfg.get("test") else {}
     except BaseException as err:  # say in metrics.json that (and why) the run did not complete
@@ -304,12 +305,14 @@ def check_run_folder(run: str, ckpt_path: str | None) -> None:
 class Resumed(NamedTuple):
     """What a run reads of the checkpoint it resumes before any output: the W&B run it goes on in (`wandb_id`) and
     that run's offline parts so far (`wandb_parts`), None without W&B; where it stopped (`stopped_at`: its train
-    window and epoch, check_resume_window's) and its global step (`first_step`). A fresh run's: Resumed()."""
+    window and epoch, check_resume_window's), its global step (`first_step`) and the step its loggers write their next
+    row at (`logged_step`: where a pending test logs). A fresh run's: Resumed()."""
 
     wandb_id: str | None = None
     wandb_parts: list[str] | None = None
     stopped_at: tuple[int, int] | None = None
     first_step: int = 0
+    logged_step: int = 0
 
 
 def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resumed:
@@ -345,7 +348,7 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
         wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
     stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
     first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
-    return Resumed(wandb_id, wandb_parts, stopped_at, first_step)
+    return Resumed(wandb_id, wandb_parts, stopped_at, first_step, logged_step(checkpoint))
 
 
 def add_run_callbacks(cfg: DictConfig, trainer: L.Trainer) -> LastValidation:
@@ -422,6 +425,26 @@ def fit(
         speeds = Speeds(speed.words_per_second, speed.median_words_per_second, speed.epoch_words_per_second)
     epochs, params = trainer.current_epoch, task.num_params
     return completed_record(validated, {}, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
+
+
+def logged_step(checkpoint: dict) -> int:
+    """The step a checkpoint's run logs its next row at: Lightning's count of batches that stepped (its loggers'
+    x-axis, W&B's trainer/global_step), else the global step."""
+    stepped = checkpoint.get("loops")
+    for key in ("fit_loop", "epoch_loop.state_dict", "_batches_that_stepped"):
+        stepped = stepped.get(key) if isinstance(stepped, dict) else None
+    return stepped if isinstance(stepped, int) and stepped >= 0 else checkpoint["global_step"]
+
+
+def at_training_end(trainer: L.Trainer, epochs, step: int) -> None:
+    """A trainer that runs a stopped run's final test without fitting (pending_test) set to where that run's training
+    ended (`epochs` trained, the loggers at `step`), as the trainer of its fit was: its loggers write the test's row at
+    the step and epoch the uninterrupted run's test has (W&B's trainer/global_step and epoch; csv/metrics.csv, which
+    keeps the earlier rows before its first step), not at step 0, epoch 0."""
+    # (Lightning's loggers read the step from the epoch loop's count and the epoch from the fit loop's progress)
+    trainer.fit_loop.epoch_loop._batches_that_stepped = step
+    if isinstance(epochs, int) and epochs >= 0:
+        trainer.fit_loop.epoch_progress.current.completed = epochs
 
 
 def pending_test(run: str | Path, ckpt_path: str | None) -> tuple[str, dict] | None:
