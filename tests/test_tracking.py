@@ -1005,6 +1005,48 @@ def test_a_key_given_twice_is_in_the_wandb_run_name_once_with_its_last_value(tin
     (wandb_run,) = wandb_run_parts(tmp_path)
     epochs = [part for part in wandb_run["name"].split(",") if part.startswith("trainer.max_epochs")]
     assert epochs == ["trainer.max_epochs=1"] and json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 1
+    assert "test=false" not in wandb_run["name"].split(",")  # (a switch: it names no run)
+
+
+@pytest.mark.parametrize(
+    "overrides,swept,name",
+    [
+        # a run alone: what it computes (test_ckpt: which weights it tests), not whether it tests nor how fast
+        (
+            ["dropout.p=0.3", "test=false", "test_ckpt=best", "optimized_metric=val_ppl", "speed.tf32=true"],
+            None,
+            "experiment=paper_small,dropout.p=0.3,test_ckpt=best",
+        ),
+        (
+            ["seed=2", "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=5", "hydra/launcher=joblib"],
+            None,
+            "experiment=paper_small,seed=2",
+        ),
+        # a sweep's job: its swept overrides; those of a sweep of what names no run as they are, which tell it apart
+        (["seed=2", "dropout.p=0.3", "test=false"], ["seed"], "seed=2"),
+        (["speed.tf32=true", "dropout.p=0.3"], ["speed.tf32"], "speed.tf32=true"),
+    ],
+)
+def test_a_wandb_run_is_named_by_what_it_computes_not_by_its_switches(overrides, swept, name, tmp_path):
+    """A W&B run's name lists the overrides that change what it computes (seed, dropout, rates, which weights it
+    tests), not switches that leave that alone (test=, optimized_metric=, speed.*, the sanity check, the log interval,
+    Hydra's): before, a run alone was named `...,test=false,...` beside a run that tested. Composed by Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from rnnreg import CONF_DIR
+    from rnnreg.loggers import run_name
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=paper_small", *overrides], return_hydra_config=True)
+    if swept is not None:  # (the sweep whose job it is: its record of the keys it varies)
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"swept": swept}))
+    hydra, before = HydraConfig.instance(), HydraConfig.instance().cfg
+    hydra.set_config(cfg)
+    try:
+        assert run_name("paper_small", tmp_path if swept is not None else None) == name
+    finally:
+        hydra.cfg = before
 
 
 def test_offline_log_model_keeps_one_version_when_the_last_checkpoint_is_the_best(

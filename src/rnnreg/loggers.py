@@ -27,6 +27,7 @@ from rnnreg.multirun_jobs import (
     in_multirun,
     is_sweep_folder,
     job_swept_keys,
+    override_key,
     sweep_job,
     task_overrides,
 )
@@ -131,7 +132,9 @@ def run_name(fallback: str | None, job_of: Path | None = None) -> str | None:
         return fallback
     overrides = task_overrides(HydraConfig.get())
     swept = job_swept_keys() if job_of is None else recorded_swept_keys(job_of / SWEEP_FILE)
-    return ",".join(differing(overrides, swept) or differing(overrides, None)) or fallback
+    # a sweep of what names no run (speed.tf32=true,false): its swept overrides as they are, which tell its jobs apart
+    told_apart = differing(overrides, swept) or [o for o in overrides if swept and override_key(o) in swept]
+    return ",".join(told_apart or differing(overrides, None)) or fallback
 
 
 def sweep_of_job_run() -> Path | None:

@@ -79,8 +79,11 @@ def job_swept_keys() -> list[str] | None:
 # Overrides that say where a run wrote or how it was watched, never what it computed: runs that differ only in
 # these are one configuration (rnnreg-report: seeds of one recipe run into two output roots, one with W&B).
 NOT_COMPARED = ("hydra", "paths", "logger", "tags", "extras", "callbacks.progress_bar", "trainer.enable_progress_bar")
-# ... nor, in a run's name, how it was budgeted, resumed or where its data lay.
+# ... nor, in a run's name, how it was budgeted, resumed or where its data lay, nor switches that leave what it
+# trains alone: whether it tests at the end, the metric a sweeper is told, its speed settings (conf/train.yaml), its
+# sanity check and log interval. A key, its children (`speed.tf32`, `hydra/launcher`), or keys it begins (`limit_`).
 NOT_IN_NAMES = NOT_COMPARED + ("ckpt_path", "trainer.limit_", "data.data_dir")
+NOT_IN_NAMES += ("test", "optimized_metric", "speed", "trainer.num_sanity_val_steps", "trainer.log_every_n_steps")
 
 
 def override_key(override: str) -> str:
@@ -102,6 +105,14 @@ def job_named(num: int | str, overrides: list[str], swept: list[str] | None) -> 
     return f"{num} ({label})" if label else str(num)
 
 
+def in_names(key: str) -> bool:
+    """Whether an override of `key` may name a run: none of NOT_IN_NAMES (`test`, not `test_ckpt`, which changes what
+    the run tests)."""
+    return not any(
+        key == k or key.startswith((f"{k}.", f"{k}/")) or (k.endswith("_") and key.startswith(k)) for k in NOT_IN_NAMES
+    )
+
+
 def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
     """The overrides that tell a sweep's jobs apart: the swept ones (all of them outside a sweep), less
     those in NOT_IN_NAMES; a key given twice once, with its last value (the one Hydra applies last)."""
@@ -110,7 +121,7 @@ def differing(overrides: list[str], swept: list[str] | None) -> list[str]:
     return [
         o
         for i, (o, key) in enumerate(zip(overrides, keys))
-        if last[key] == i and (swept is None or key in swept) and not key.startswith(NOT_IN_NAMES)
+        if last[key] == i and (swept is None or key in swept) and in_names(key)
     ]
 
 

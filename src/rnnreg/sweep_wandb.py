@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnreg.errors import ConfigError
 from rnnreg.multirun_jobs import (
-    NOT_IN_NAMES,
+    in_names,
     inside_job,
     job_configs,
     job_named,
@@ -553,7 +553,7 @@ def per_job_part(config: DictConfig) -> str:
     parts, numbered = [], False
     groups = set(OmegaConf.select(config, "hydra.runtime.choices", default={}) or {})
     for key in swept_keys(config.hydra):
-        if key.startswith(NOT_IN_NAMES):
+        if not in_names(key):
             continue
         node = OmegaConf.select(config, key, default="<absent>", throw_on_resolution_failure=False)
         if key in groups or isinstance(node, DictConfig):  # (experiment: a group with no node of its own)
