@@ -4,6 +4,7 @@ reading offline W&B runs back."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import math
@@ -451,6 +452,12 @@ def read_wandb_run(run_dir: Path) -> dict:
                 | {"files": files}
             )
     return run
+
+
+def named_sweep_group(folder: Path) -> str:
+    """The W&B group (after `<experiment>/`) of a sweep in `folder`, a folder not named by the default date: its name
+    and the first 6 hex digits of the SHA-256 of its real path."""
+    return f"{folder.name}-{hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:6]}"
 
 
 def wandb_run_parts(folder: Path) -> list[dict]:

@@ -30,6 +30,7 @@ from helpers import (
     RunsCode,
     compose_config,
     folder_contents,
+    named_sweep_group,
     needs_triton,
     run,
     run_signal_at_import,
@@ -2471,7 +2472,7 @@ def test_wandb_one_run_per_member(setup, no_wandb_credentials):
     assert "3 jobs in 1 group\n" in proc.stdout
     runs = wandb_runs(sweep)  # exactly one offline run in each job's folder
     placements = ["none", "non_recurrent", "recurrent"]
-    assert {r["group"] for r in runs.values()} == {"paper_small/wandb"}  # one group per sweep
+    assert {r["group"] for r in runs.values()} == {f"paper_small/{named_sweep_group(sweep)}"}  # one per sweep
     assert [runs[job]["job_type"] for job in "012"] == placements
     assert [runs[job]["name"] for job in "012"] == [f"dropout={p}" for p in placements]
     for job, placement in zip("012", placements):

@@ -18,7 +18,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from helpers import TINY, compose_config, ctrl_c_group, run, signal_at, wandb_run_parts, wandb_runs
+from helpers import TINY, compose_config, ctrl_c_group, named_sweep_group, run, signal_at, wandb_run_parts, wandb_runs
 from rnnreg.io import load_checkpoint
 from rnnreg.preemption import requeued_checkpoint
 from rnnreg.report import by_epoch, collect, history
@@ -61,7 +61,7 @@ def test_wandb_offline_multirun_with_joblib_answers_recurrent_vs_non_recurrent(
     )
     assert proc.stdout.count("wandb sync") == 3
     runs = wandb_runs(sweep)  # exactly one offline run in each job's folder
-    assert len(runs) == 3 and {r["group"] for r in runs.values()} == {"paper_small/placements"}
+    assert len(runs) == 3 and {r["group"] for r in runs.values()} == {f"paper_small/{named_sweep_group(sweep)}"}
     placements = ["none", "non_recurrent", "recurrent"]
     assert [runs[job]["job_type"] for job in "012"] == placements
     assert [runs[job]["name"] for job in "012"] == [f"dropout={p}" for p in placements]
@@ -1133,7 +1133,7 @@ def test_a_sweeps_jobs_run_alone_in_their_folders_stay_in_its_wandb_group_under_
         run(*shlex.split(command))
     parts = {job: wandb_run_parts(sweep / job) for job in ("0", "1")}
     assert [len(p) for p in parts.values()] == [2, 1]
-    assert {p["group"] for job in parts.values() for p in job} == {"paper_small/sweep"}
+    assert {p["group"] for job in parts.values() for p in job} == {f"paper_small/{named_sweep_group(sweep)}"}
     assert [[p["name"] for p in job] for job in parts.values()] == [["+stop=at2", "+stop=at2"], ["+stop=never"]]
     assert parts["0"][0]["id"] == parts["0"][1]["id"] and parts["0"][1]["exit_code"] == 0
 
@@ -2162,7 +2162,26 @@ def test_seeds_added_two_sweeps_deep_join_the_outermost_sweeps_group(tmp_path):
     (study / "more_seeds" / "again").mkdir(parents=True)
     (study / "sweep.yaml").write_text("swept: [seed]\n")
     (study / "more_seeds" / "multirun.yaml").write_text("hydra: {}\n")
-    assert [sweep_group(study / sub) for sub in ("more_seeds/again", "more_seeds", ".")] == ["study"] * 3
+    assert [sweep_group(study / sub) for sub in ("more_seeds/again", "more_seeds", ".")] == [
+        named_sweep_group(study)
+    ] * 3
+
+
+def test_sweeps_in_folders_of_one_name_are_two_wandb_groups_and_a_dated_sweep_keeps_its_name(tmp_path):
+    """Two sweeps into folders of one name (hydra.sweep.dir=<parent>/ablation from two parents) are two W&B groups,
+    each the name and a short hash of its real path (the same folder reached through a link: the same group); a sweep
+    in its default dated folder keeps that name alone, unique and readable. Before: both were `ablation`, one group
+    whose mean mixed two sweeps."""
+    from rnnreg.loggers import sweep_group
+
+    first, second = tmp_path / "lab_a" / "ablation", tmp_path / "lab_b" / "ablation"
+    assert sweep_group(first) == named_sweep_group(first) != sweep_group(second) == named_sweep_group(second)
+    assert re.fullmatch(r"ablation-[0-9a-f]{6}", sweep_group(first))
+    first.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "lab_a")
+    assert sweep_group(tmp_path / "link" / "ablation") == sweep_group(first)
+    dated = tmp_path / "train" / "multirun" / "paper_small" / "2026-12-06_15-40-00-123456"
+    assert sweep_group(dated) == "2026-12-06_15-40-00-123456"
 
 
 def test_stacked_seeds_added_in_a_sweep_join_its_wandb_group_named_and_tagged_in_csv(
@@ -2188,7 +2207,7 @@ def test_stacked_seeds_added_in_a_sweep_join_its_wandb_group_named_and_tagged_in
         f"hydra.sweep.dir={sweep}",
     )
     (wandb_run,) = wandb_runs(sweep).values()
-    assert wandb_run["group"] == "paper_small/study"
+    assert wandb_run["group"] == f"paper_small/{named_sweep_group(study)}"
     assert wandb_run["name"] and "seed=3" in wandb_run["name"].split(",") and "hydra" not in wandb_run["name"]
     hparams = yaml.safe_load((sweep / "0" / "csv" / "hparams.yaml").read_text())
     assert hparams["tags"] == ["ablation", "tiny"] and hparams["choices"]["dropout"] == "none"

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import netrc
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -147,14 +149,22 @@ def sweep_of_job_run() -> Path | None:
     return job.sweep if job is not None else None
 
 
+# the default sweep folder's name (conf/hydra/default.yaml: ${now:%Y-%m-%d_%H-%M-%S-%f}), one sweep's alone
+DATED_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(-\d+)?")
+
+
 def sweep_group(sweep_dir: str | Path) -> str:
-    """The part of a multirun's W&B group after `<group>/`: the sweep folder's name; a sweep run into a folder
-    inside another sweep (more seeds: hydra.sweep.dir=<sweep>/more_seeds) joins that sweep's group (the
-    outermost one's), so two studies' `more_seeds` never share a group."""
+    """The part of a multirun's W&B group after `<group>/`, one sweep's only: the sweep folder's name, where it is a
+    default dated one (2026-12-06_15-40-00-123456), else the name and a short hash of its real path (ablation-1a2b3c:
+    two sweeps into an `ablation` folder of two parent folders are two groups). A sweep run into a folder inside
+    another sweep (more seeds: hydra.sweep.dir=<sweep>/more_seeds) joins that sweep's group (the outermost one's), so
+    two studies' `more_seeds` never share a group."""
     folder = Path(os.path.abspath(sweep_dir))
     while is_sweep_folder(folder.parent) and folder.parent != folder:
         folder = folder.parent
-    return folder.name
+    if DATED_FOLDER.fullmatch(folder.name):
+        return folder.name
+    return f"{folder.name}-{hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:6]}"
 
 
 def wandb_logger(
