@@ -1180,6 +1180,37 @@ def test_a_run_stopped_in_its_final_test_tests_on_in_its_wandb_run_at_its_last_s
     assert len(history(first, "val/ppl")) == 2 and history(first, "test/ppl") == [pytest.approx(metrics["test_ppl"])]
 
 
+def test_an_optuna_trial_resumed_in_new_folders_keeps_its_wandb_run_group_and_name(
+    tiny_cli, tmp_path, no_wandb_credentials
+):
+    """An Optuna study's trial under logger=wandb stopped by Ctrl-C, resumed from its checkpoint in a new folder (not
+    its numbered one), and that resume resumed in another: each part logs into the trial's W&B run (its id), under
+    its study's group and the trial's name, which its checkpoints keep; a name given on the command line is the one
+    it takes. Before: a resume in a new folder was a single run's, in the experiment's group (`paper_small`) and named
+    by all its overrides, so that, synced, the trial left its study's group."""
+    ctrl_c_group(tmp_path / "lab")  # (+stop=at2)
+    study, first, second = tmp_path / "study", tmp_path / "first", tmp_path / "second"
+    args = [f"hydra.searchpath=[file://{tmp_path / 'lab'}]", *tiny_cli, "logger=wandb", "test=false"]
+    args += ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "dropout=non_recurrent"]
+    search = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "+stop=at2", f"hydra.sweep.dir={study}"]
+    stopped = run("rnnreg-train", *args, *search, check=False)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-2000:]
+    searched = ("dropout.p", "optim.decay", "model.init_scale")  # (conf/hparams_search/optuna.yaml)
+    recorded = yaml.safe_load((study / "0" / ".hydra" / "overrides.yaml").read_text())
+    trial = [o for o in recorded if o.split("=")[0] in searched]  # the values it sampled, as the trial ran them
+    assert len(trial) == 3
+    run("rnnreg-train", *args, *trial, f"ckpt_path={study / '0/checkpoints/last.ckpt'}", f"hydra.run.dir={first}")
+    resume = [f"ckpt_path={first / 'checkpoints/last.ckpt'}", "trainer.max_epochs=2", f"hydra.run.dir={second}"]
+    run("rnnreg-train", *args, *trial, *resume, "logger.wandb.name=renamed")
+    (part0,), (part1,), (part2,) = (wandb_run_parts(folder) for folder in (study / "0", first, second))
+    assert part0["id"] == part1["id"] == part2["id"]
+    assert part0["group"] == part1["group"] == part2["group"] == f"paper_small/{named_sweep_group(study)}"
+    assert part0["name"] == part1["name"] and part2["name"] == "renamed"
+    assert set(part0["name"].split(",")) == set(trial)  # (its name in the study: what it sampled)
+    checkpoint = load_checkpoint(second / "checkpoints" / "last.ckpt")
+    assert (checkpoint["wandb_group"], checkpoint["wandb_name"]) == (part0["group"], "renamed")
+
+
 def test_a_resume_stopped_before_its_first_window_leaves_no_wandb_part_the_next_sync_misses(
     tiny_cli, tmp_path, no_wandb_credentials
 ):

@@ -270,15 +270,18 @@ def test_a_checkpoints_w_and_b_parts_are_checked_before_anything_is_written(trai
         ("wandb_run_id", "abc ", "as its W&B run id, which is not one"),  # W&B's own check refuses it, later
         ("wandb_run_id", "x" * 129, "as its W&B run id, which is not one"),
         ("wandb_parts", ["wandb/offline-run-x\n$(touch pwned)"], "as its W&B run's offline folders"),
+        ("wandb_group", "paper_small\n$(touch pwned)", "as its W&B run's group, which is not one"),
+        ("wandb_name", ["seed=1"], "as its W&B run's name, which is not one"),
     ],
-    ids=["trailing-space", "129-characters", "line-break"],
+    ids=["trailing-space", "129-characters", "line-break", "group-line-break", "name-not-text"],
 )
 def test_a_checkpoints_w_and_b_run_id_or_parts_w_and_b_cannot_take_are_refused_before_anything_is_written(
     tiny_cfg, tmp_path, no_wandb_credentials, key, value, said
 ):
-    """Whatever is no W&B run id (space around it, over 128 characters) or no list of printable paths, in a
-    checkpoint a run resumes with logger=wandb, is refused naming the file, before any W&B or run file is written
-    (before: a space or a long id got to W&B, which refused it once the run had started)."""
+    """Whatever is no W&B run id (space around it, over 128 characters), no list of printable paths, or no group or
+    name (a line of printable text), in a checkpoint a run resumes with logger=wandb, is refused naming the file,
+    before any W&B or run file is written (before: a space or a long id got to W&B, which refused it once the run had
+    started)."""
     budget = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false")
     train(tiny_cfg(*budget))
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)

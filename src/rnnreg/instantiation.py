@@ -22,10 +22,13 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def instantiate_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb_parts: list[str] | None = None) -> list:
+def instantiate_loggers(
+    cfg: DictConfig, wandb_id: str | None = None, wandb_parts: list[str] | None = None, wandb_labels: dict | None = None
+) -> list:
     """The config's loggers; `wandb_id`: the W&B run a resumed run goes on in (Lightning's WandbLogger
     resumes a run with that id, or starts one; None: a fresh run, with logger.wandb.id if the config sets one);
-    `wandb_parts`: offline, the folders of that run's earlier parts."""
+    `wandb_parts`: offline, the folders of that run's earlier parts; `wandb_labels`: its group and name
+    (rnnreg.resumed_run.checked_labels)."""
     from rnnreg.loggers import wandb_disabled  # (here: it imports Lightning, which --help must not)
 
     loggers = []
@@ -33,7 +36,7 @@ def instantiate_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb_part
         if not spec or "_target_" not in spec or (name == "wandb" and wandb_disabled()):
             continue
         resumed = name == "wandb" and wandb_id is not None
-        logger = instantiate(spec, id=wandb_id) if resumed else instantiate(spec)
+        logger = instantiate(spec, id=wandb_id, **(wandb_labels or {})) if resumed else instantiate(spec)
         if name == "wandb":
             logger.earlier_parts = list(wandb_parts or [])  # named again by its checkpoints and its sync command
         loggers.append(logger)

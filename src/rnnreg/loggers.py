@@ -1,6 +1,7 @@
 """Weights & Biases: online when credentials are configured, otherwise offline with real run files; one
 group per sweep (seeds added in a folder inside it join it), run names from the swept overrides, the checkpoint
-kept as an artifact offline too; a resumed run goes on in its W&B run (its id is kept in the checkpoints).
+kept as an artifact offline too; a resumed run goes on in its W&B run (its id, group and name are kept in the
+checkpoints).
 The CSV logger: Lightning's, keeping the rows an earlier part of a run resumed in its own folder wrote."""
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rnnreg.multirun_jobs import (
     task_overrides,
 )
 from rnnreg.record_yaml import recorded_swept_keys
+from rnnreg.resumed_run import WANDB_LABELS
 from rnnreg.run_record import CHECKPOINTS
 from rnnreg.task_config import plain
 
@@ -173,28 +175,53 @@ def wandb_logger(
     group_by_sweep: bool = True,
     name: str | None = None,
     log_model: bool | str = False,
+    resumed_group: str | None = None,
+    resumed_name: str | None = None,
     **kwargs,
 ) -> WandbLogger:
     """Lightning's WandbLogger; `offline: null` means offline exactly when no credentials are configured.
     In a multirun (group_by_sweep) the group is `<group>/<multirun folder>` (sweep_group): one group per sweep; so
     is a sweep's job run alone in its numbered folder (sweep_of_job_run).
     `name: null`: run_name, else `group` (the experiment). Offline, `log_model` is kept for finish_wandb
-    (WandbLogger refuses it)."""
+    (WandbLogger refuses it). `resumed_group`, `resumed_name`: those of the W&B run a resume goes on in (its
+    checkpoint's: wandb_run_labels), kept wherever it runs (an Optuna trial resumed in a new folder stays in its
+    study's group, under its name), unless the command line gives logger.wandb.group or name."""
     if offline is None:
         offline = os.environ.get("WANDB_MODE") == "offline" or not has_wandb_credentials()
     experiment = group
     # a sweep's job run alone in its folder (resumed, or started late) is one of that sweep's runs, named as such
     job_of = sweep_of_job_run()
-    if group_by_sweep and (in_multirun() or job_of is not None):
+    if resumed_group is not None and not command_line_sets("group"):
+        group = resumed_group
+    elif group_by_sweep and (in_multirun() or job_of is not None):
         sweep = sweep_group(HydraConfig.get().sweep.dir if job_of is None else job_of)
         group = f"{group}/{sweep}" if group else sweep
     Path(kwargs.get("save_dir", ".")).mkdir(parents=True, exist_ok=True)
+    if resumed_name is not None and not command_line_sets("name"):
+        name = resumed_name
     name = name or run_name(experiment or group, job_of)
     logger = WandbLogger(offline=offline, group=group, name=name, log_model=log_model and not offline, **kwargs)
     if logger._wandb_init.get("anonymous") is None:  # Lightning's None: W&B warns of a setting with no effect
         logger._wandb_init.pop("anonymous", None)
     logger.offline_log_model = bool(log_model) and offline
     return logger
+
+
+def command_line_sets(key: str) -> bool:
+    """Whether the command line gives logger.wandb.<key>: a resume given a group or a name takes it."""
+    return HydraConfig.initialized() and any(
+        override_key(o) == f"logger.wandb.{key}" for o in task_overrides(HydraConfig.get())
+    )
+
+
+def wandb_run_labels(loggers) -> dict[str, str]:
+    """The group and name of the W&B run among `loggers` (`wandb_group`, `wandb_name`: kept in its checkpoints beside
+    its id, so that a run resumed from one, in whatever folder, goes on under them); {} without one."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            labels = {key: logger._wandb_init.get(key) for key in WANDB_LABELS}
+            return {f"wandb_{key}": value for key, value in labels.items() if isinstance(value, str)}
+    return {}
 
 
 def wandb_run_id(loggers) -> str | None:

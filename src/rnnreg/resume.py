@@ -2,7 +2,8 @@
 
 - the vocabulary (rnnreg-eval and rnnreg-generate need it; training refuses another vocabulary's checkpoint),
 - the RNG state (dropout masks after a resume continue the uninterrupted run's random stream),
-- the W&B run's id (a resumed run logs on into the same W&B run) and, offline, the folders of its parts,
+- the W&B run's id (a resumed run logs on into the same W&B run), its group and name (it goes on under them,
+  wherever it is resumed) and, offline, the folders of its parts,
 - mid-epoch (SIGTERM, Ctrl-C): the window reached, every stream's carried (h, c) gathered from all DDP
   ranks in stream order, and the epoch's training NLL and token sums so far,
 - stopped inside an epoch's validation: the epoch's training sums and that its validation is still to run,
@@ -26,7 +27,7 @@ from rnnreg.checkpoint_contents import not_written_by_train
 from rnnreg.console import counted
 from rnnreg.data import limit_batches
 from rnnreg.errors import CheckpointError, ConfigError, DataError
-from rnnreg.loggers import offline_run_parts, wandb_run_id
+from rnnreg.loggers import offline_run_parts, wandb_run_id, wandb_run_labels
 from rnnreg.model import build_net
 from rnnreg.record_yaml import recorded_overrides
 
@@ -47,6 +48,7 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
     run_id = wandb_run_id(trainer.loggers) if trainer is not None else None
     if run_id is not None:
         checkpoint["wandb_run_id"] = run_id
+        checkpoint |= wandb_run_labels(trainer.loggers)
         parts = offline_run_parts(trainer.loggers) if trainer.is_global_zero else None
         if parts:  # offline: a resume from here names every part in its `wandb sync` command
             checkpoint["wandb_parts"] = [str(part) for part in parts]

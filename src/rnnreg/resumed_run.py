@@ -16,6 +16,8 @@ from rnnreg.run_record import last_checkpoint_path
 
 # W&B refuses these in a run id (wandb_settings.validate_run_id); a backslash is refused here too
 RUN_ID_RESERVED = ":;,#?/'\\"
+# what a checkpoint keeps of its W&B run beside its id (`wandb_group`, `wandb_name`): a resume goes on under them
+WANDB_LABELS = ("group", "name")
 
 
 def resolve_ckpt_path(cfg: DictConfig, output_dir: str | Path | None = None) -> str | None:
@@ -71,6 +73,24 @@ def checked_run_id(value, source: str | Path) -> str | None:
             f"none of {RUN_ID_RESERVED}): resume it without logger=wandb, or from a checkpoint rnnreg-train wrote"
         )
     return value
+
+
+def checked_labels(checkpoint: dict, source: str | Path) -> dict[str, str]:
+    """A checkpoint's `wandb_group` and `wandb_name` (untrusted input, like the whole file), those it holds, as
+    `resumed_group` and `resumed_name` (rnnreg.loggers.wandb_logger's); one that is not a line of printable text is a
+    one-line CheckpointError naming the file, before anything is written."""
+    labels = {}
+    for key in WANDB_LABELS:
+        value = checkpoint.get(f"wandb_{key}")
+        if value is None:
+            continue
+        if not isinstance(value, str) or not 0 < len(value) <= 4096 or not value.isprintable():
+            raise CheckpointError(
+                f"{source} holds {str(value)[:80]!r} as its W&B run's {key}, which is not one (1-4096 printable "
+                f"characters): resume it without logger=wandb, or from a checkpoint rnnreg-train wrote"
+            )
+        labels[f"resumed_{key}"] = value
+    return labels
 
 
 class Unreadable(Exception):

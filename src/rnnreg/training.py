@@ -36,7 +36,7 @@ from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.report_commands import again_command, resume_command
 from rnnreg.resume import callback_class, check_resume_settings, check_resume_window
-from rnnreg.resumed_run import checked_run_id, resolve_ckpt_path
+from rnnreg.resumed_run import checked_labels, checked_run_id, resolve_ckpt_path
 from rnnreg.run_folder_check import check_no_earlier_results, check_no_links, check_not_in_checkpoints
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.run_record import (
@@ -70,14 +70,14 @@ route_lightning_logs()
 
 
 def build(
-    cfg: DictConfig, wandb_id: str | None = None, wandb_parts: list[str] | None = None
+    cfg: DictConfig, wandb_id: str | None = None, wandb_parts: list[str] | None = None, wandb_labels: dict | None = None
 ) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
     """`wandb_id`: the W&B run of the checkpoint a run resumes (it logs on into that run); `wandb_parts`: the
-    folders of that run's offline parts so far."""
+    folders of that run's offline parts so far; `wandb_labels`: its group and name (it goes on under them)."""
     datamodule = instantiate(cfg.data)
     # (optim holds the clip: it is the update rule's, rnnreg.optim; Lightning's own clipping stays off)
     task = LanguageModelTask(datamodule.vocab_size, **task_arguments(cfg))
-    loggers = instantiate_loggers(cfg, wandb_id, wandb_parts)
+    loggers = instantiate_loggers(cfg, wandb_id, wandb_parts, wandb_labels)
     # LearningRateMonitor has nowhere to write without a logger (logger=none); Lightning refuses a progress
     # bar callback under trainer.enable_progress_bar=false
     bar = cfg.trainer.get("enable_progress_bar", True)
@@ -249,7 +249,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             check_run_folder(cfg.paths.output_dir, ckpt_path)
         resumed = read_resumed(cfg, ckpt_path, trains=pending is None)
         first_step = resumed.first_step
-        datamodule, task, trainer = build(cfg, resumed.wandb_id, resumed.wandb_parts)
+        datamodule, task, trainer = build(cfg, resumed.wandb_id, resumed.wandb_parts, resumed.wandb_labels)
         if ckpt_path:  # the epoch's windows: known once the corpus is read (nothing is written yet)
             check_resume_window(*resumed.stopped_at, datamodule, cfg.trainer.get("limit_train_batches"), ckpt_path)
         preemption.watch(trainer)
@@ -303,13 +303,15 @@ def check_run_folder(run: str, ckpt_path: str | None) -> None:
 
 
 class Resumed(NamedTuple):
-    """What a run reads of the checkpoint it resumes before any output: the W&B run it goes on in (`wandb_id`) and
-    that run's offline parts so far (`wandb_parts`), None without W&B; where it stopped (`stopped_at`: its train
-    window and epoch, check_resume_window's), its global step (`first_step`) and the step its loggers write their next
-    row at (`logged_step`: where a pending test logs). A fresh run's: Resumed()."""
+    """What a run reads of the checkpoint it resumes before any output: the W&B run it goes on in (`wandb_id`),
+    that run's offline parts so far (`wandb_parts`) and its group and name (`wandb_labels`), None without W&B; where
+    it stopped (`stopped_at`: its train window and epoch, check_resume_window's), its global step (`first_step`) and
+    the step its loggers write their next row at (`logged_step`: where a pending test logs). A fresh run's:
+    Resumed()."""
 
     wandb_id: str | None = None
     wandb_parts: list[str] | None = None
+    wandb_labels: dict | None = None
     stopped_at: tuple[int, int] | None = None
     first_step: int = 0
     logged_step: int = 0
@@ -334,7 +336,7 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
             cfg.data.bptt,
             stopping.get("patience"),
         )
-    wandb_id, wandb_parts = None, None
+    wandb_id, wandb_parts, wandb_labels = None, None, None
     if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
         wandb_id = checked_run_id(checkpoint.get("wandb_run_id"), ckpt_path)
         for key in ("version", "id"):  # (Lightning's WandbLogger takes a version before an id)
@@ -346,9 +348,10 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
                     f"{given}"
                 )
         wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
+        wandb_labels = checked_labels(checkpoint, ckpt_path)
     stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
     first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
-    return Resumed(wandb_id, wandb_parts, stopped_at, first_step, logged_step(checkpoint))
+    return Resumed(wandb_id, wandb_parts, wandb_labels, stopped_at, first_step, logged_step(checkpoint))
 
 
 def add_run_callbacks(cfg: DictConfig, trainer: L.Trainer) -> LastValidation:
