@@ -345,6 +345,31 @@ def test_validation_axis_has_readable_ticks(tmp_path):
     assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1  # beside the axes, not over the data
 
 
+def test_a_one_epoch_validation_figure_has_whole_epoch_ticks_and_each_seeds_range_beside_the_others(tmp_path):
+    """Runs of one epoch: the epoch axis is labelled 1 alone (matplotlib's integer ticks want two integers in view
+    and fell back to 0.945, 0.96, ...), each configuration's point set apart from the others' around that tick (they
+    hid one another), its seeds' range drawn as a bar (a band over one epoch has no width: the legend promised a
+    shaded range that was not there), the legend naming each point and saying what the bar is."""
+    one_epoch = {"max_epochs": 1, "limit_train_batches": 80, "limit_val_batches": 40}
+    placements = {"none": ABLATION["none"][:2], "recurrent": ABLATION["recurrent"][:2]}
+    rows = collect(ablation(tmp_path, placements, trainer=one_epoch))
+    ax = figure_val_ppl(rows, PAPER).axes[0]
+    ax.figure.canvas.draw()
+    low, high = ax.get_xlim()
+    shown = [t.get_text() for t in ax.get_xticklabels() if low <= t.get_position()[0] <= high]
+    assert shown == ["1"]
+    points = {line.get_label(): line.get_xdata()[0] for line in ax.get_lines()}
+    assert list(points) == ["none", "recurrent"] and len(set(points.values())) == 2
+    assert all(abs(x - 1) < 0.25 and low < x < high for x in points.values())
+    for (label, x), bar in zip(points.items(), ax.collections):
+        seeds = [r["val_history"][1] for r in rows if r["placement"] == label]
+        ((bottom, top),) = [sorted(y for _, y in segment) for segment in bar.get_segments()]
+        assert bar.get_segments()[0][0][0] == x and (bottom, top) == pytest.approx((min(seeds), max(seeds))), label
+    title = ax.get_legend().get_title().get_text()
+    assert "bar: min–max over seeds" in title and "shaded" not in title
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["none", "recurrent"]
+
+
 @pytest.mark.parametrize("lo, hi", [(103.5, 203.0), (98.0, 125.0), (400.0, 1000.0), (80.0, 1200.0), (75.0, 180.0)])
 def test_validation_axis_labels_the_bottom_where_the_curves_end(lo, hi):
     """The final perplexities sit at the bottom of the validation axis: a labelled tick within its lowest

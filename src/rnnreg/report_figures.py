@@ -49,6 +49,8 @@ PLACEMENT_COLOURS = {
 PAPER_LINE = {"color": "0.25", "linestyle": (0, (4, 3)), "linewidth": 1}
 # the test figure's x axis is a log one where its largest value is over this many times its smallest
 LOG_AXIS_SPREAD = 2
+# how far apart (in epochs) the validation figure sets configurations whose curve is one epoch
+ONE_EPOCH_APART = 0.06
 # Configurations of one placement that differ in something else (rates, sizes): one marker and line style each.
 MARKERS = ("o", "s", "^", "D", "v", "P")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -207,9 +209,16 @@ def log_ticks(lo: float, hi: float, most: int = 10) -> list[float]:
     return ticks
 
 
+def epochs_reached(runs: list[dict]) -> set[int]:
+    """The epochs at which every run of a configuration that logged validation logged it."""
+    curves = [set(r["val_history"]) for r in runs if r["val_history"]]
+    return set.intersection(*curves) if curves else set()
+
+
 def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
     """Validation perplexity per epoch: one curve per configuration, the mean over its seeds with their
-    min–max range shaded, in its placement's colour; the paper's validation perplexity as a dashed line
+    min–max range shaded, in its placement's colour (a curve of one epoch: a point with its range as a bar, points
+    at one epoch set apart a little so that none hides another); the paper's validation perplexity as a dashed line
     when the runs are its full recipe."""
     entries = [e for e in configurations(rows) if any(r["val_history"] for r in e["runs"])]
     # room for the legend beside the axes (8 pt: ~0.06 inch a character, 0.17 a line): a legend wider than the
@@ -218,18 +227,24 @@ def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
     fig = Figure(figsize=(max(7.5, 5.2 + 0.062 * longest), max(4.2, 1.4 + 0.17 * len(entries))), layout="constrained")
     ax = fig.subplots()
     values = []
+    spreads = set()  # how the seeds' ranges are drawn: "shaded" bands, a "bar" at a one-epoch curve's epoch
     counts = [sum(1 for r in e["runs"] if r["val_history"]) for e in entries]
+    alone = [e["key"] for e in entries if len(epochs_reached(e["runs"])) == 1]
+    drawn = set().union(*(epochs_reached(e["runs"]) for e in entries))
     for e, n in zip(entries, counts):
         curves = [r["val_history"] for r in e["runs"] if r["val_history"]]
-        reached = set.intersection(*(set(c) for c in curves))  # the epochs every seed logged
+        reached = epochs_reached(e["runs"])
         if not reached:
             continue
         # each value at its logged epoch; an epoch missing in between is a gap in the line (nan), not joined
         epochs = range(min(reached), max(reached) + 1)
         per_epoch = [[c[epoch] for c in curves] if epoch in reached else [math.nan] for epoch in epochs]
         mean = [statistics.mean(v) for v in per_epoch]
+        x = list(epochs)
+        if e["key"] in alone:  # each point of one epoch beside the others, centred on its epoch's tick
+            x = [x[0] + ONE_EPOCH_APART * (alone.index(e["key"]) - (len(alone) - 1) / 2)]
         ax.plot(
-            epochs,
+            x,
             mean,
             color=e["colour"],
             marker=e["marker"],
@@ -239,7 +254,7 @@ def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
             linewidth=1.6,
             label=e["label"] + (f" (n={n})" if len(set(counts)) > 1 else ""),
         )
-        if len(curves) > 1:
+        if len(curves) > 1 and len(epochs) > 1:
             ax.fill_between(
                 epochs,
                 [min(v) for v in per_epoch],
@@ -248,6 +263,10 @@ def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
                 alpha=0.18,
                 linewidth=0,
             )
+            spreads.add("shaded")
+        elif len(curves) > 1:  # one epoch: a band over a single epoch has no width, so the seeds' range is a bar
+            ax.vlines(x, min(per_epoch[0]), max(per_epoch[0]), color=e["colour"], alpha=0.5, linewidth=3)
+            spreads.add("bar")
         values += [v for epoch in per_epoch for v in epoch if not math.isnan(v)]
     for size, ref in references(rows, paper).items():
         ax.axhline(ref["valid_ppl"], **PAPER_LINE, label=f"paper {size} ({ref['dropout']}): {ref['valid_ppl']}")
@@ -262,19 +281,24 @@ def figure_val_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
     ax.yaxis.set_major_locator(FixedLocator(log_ticks(lo, hi)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # epochs are whole: min_n_ticks=1 keeps integer ticks where one epoch is in view (the default wants 2, and
+    # falls back to 0.945, 0.96, ...)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if len(drawn) == 1:  # one epoch: its points set apart inside half an epoch each side, not at the axis' ends
+        ax.set_xlim(min(drawn) - 0.5, min(drawn) + 0.5)
     ax.grid(True, which="major", color="0.9", linewidth=0.8)
     ax.set_axisbelow(True)
     ax.set(xlabel="epoch", ylabel="validation perplexity (log scale)")
     ax.set_title("Validation perplexity per epoch", fontsize=11)
     n = sorted(set(counts))
     seeds = f"{n[0]} seeds" if len(n) == 1 else f"{n[0]}–{n[-1]} seeds (n)"
+    spread = "shaded (one epoch: bar)" if spreads == {"shaded", "bar"} else "bar" if spreads == {"bar"} else "shaded"
     ax.legend(
         loc="upper left",
         bbox_to_anchor=(1.01, 1),
         fontsize=8,
         frameon=False,
-        title="dropout placement" + (f"\nline: mean over {seeds}\nshaded: min–max over seeds" if n[-1] > 1 else ""),
+        title="dropout placement" + (f"\nline: mean over {seeds}\n{spread}: min–max over seeds" if n[-1] > 1 else ""),
         title_fontsize=8,
         alignment="left",
     )
