@@ -4,7 +4,8 @@ Trains the paper's small model (2 layers; --hidden units) on Penn Treebank three
 and budget: no dropout, dropout on the non-recurrent connections (the paper) and dropout on the recurrent
 connection h_{t-1} -> h_t (what the paper argues against), each with dropout probability --p. Each run
 writes a run folder that rnnreg-report reads (metrics.json, csv/metrics.csv, .hydra/), then the report
-(report.md, val_ppl.png/pdf, test_ppl.png/pdf) is written into --out, which must not hold an earlier comparison.
+(report.md, report.csv, summary.csv, summary.tex, val_ppl.png/pdf, test_ppl.png/pdf) is written into --out, which
+must not hold an earlier comparison.
 
     python examples/compare_placements.py                          # a few minutes on a CPU
     python examples/compare_placements.py --windows 3 --val-windows 2 --epochs 1 --hidden 16 \
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> str:
         print(f"{placement}: best val ppl {metrics['best_val_ppl']:.1f}, test ppl {metrics['test_ppl']:.1f}")
     table = report(args.out)
     print(table)
-    print(f"wrote {args.out}/report.md, val_ppl.png, test_ppl.png (and .pdf)")
+    print(f"wrote {args.out}/report.md, report.csv, summary.csv, summary.tex, val_ppl.png, test_ppl.png (and .pdf)")
     return table
 
 

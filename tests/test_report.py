@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import functools
 import json
@@ -32,7 +33,7 @@ from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
 from rnnreg.job_records import JobFailed, failed_jobs, record_job_stopped, report_failed_job
 from rnnreg.multirun_jobs import inside_job
-from rnnreg.report import collect, find_runs, report
+from rnnreg.report import RUN_COLUMNS, collect, find_runs, report, written_files
 from rnnreg.report_commands import resume_command
 from rnnreg.report_figures import (
     PLACEMENT_COLOURS,
@@ -805,7 +806,8 @@ def test_the_report_replaces_a_link_in_its_folder_and_leaves_what_it_points_at(t
     """A shared folder's report.md or figure may be a link someone left to a file of yours (~/.bashrc): the report
     replaces the link with its own file; the file it pointed at keeps its contents (it was written over)."""
     root = ablation(tmp_path / "shared", {"none": (450.0,), "recurrent": (430.0,)})
-    precious = {name: tmp_path / f"precious_{name}" for name in ("report.md", "val_ppl.png", "test_ppl.pdf")}
+    names = ("report.md", "report.csv", "summary.tex", "val_ppl.png", "test_ppl.pdf")
+    precious = {name: tmp_path / f"precious_{name}" for name in names}
     for name, target in precious.items():
         target.write_text("mine\n")
         (root / name).symlink_to(target)
@@ -905,6 +907,68 @@ def test_the_row_over_seeds_is_the_completed_seeds_mean_and_sd(tmp_path):
     none_row += f"{statistics.mean(completed):.2f} ± {statistics.stdev(completed):.2f} |"
     assert none_row in text.split("Over seeds:")[1]
     assert re.search(r"\| 5 \| dropout=none seed=2 \| failed \| 900\.00 \|", text)
+
+
+def test_the_reports_tables_read_back_as_data_to_the_numbers_in_metrics_json(tmp_path):
+    """report.csv (a row per run) and summary.csv (a row per completed configuration) hold the numbers unrounded: read
+    back, each is the number metrics.json has (or the mean and sample sd of its seeds'); a number a run lacks (a
+    diverged test written null, an unfinished run's test) is an empty cell, never 'nan'. summary.tex is the table
+    over seeds in LaTeX, rounded as report.md's."""
+    root = ablation(tmp_path, {"none": ABLATION["none"], "non_recurrent": (430.0,)})
+    write_job(root / "4", ["dropout=non_recurrent", "seed=1"], {}, TOY, None)  # unfinished: no metrics.json
+    write_job(root / "5", ["dropout=non_recurrent", "seed=2"], {}, TOY, 415.0)
+    diverged = json.loads((root / "5" / "metrics.json").read_text()) | {"status": "failed", "error": "diverged"}
+    write_json_atomic(root / "5" / "metrics.json", diverged | {"test_ppl": math.nan, "test_ppl_batched": None})
+    markdown = report(root)
+    assert {p.name for p in written_files(root)} == {p.name for p in root.iterdir() if p.is_file()}
+    with open(root / "report.csv", newline="") as f:
+        runs = list(csv.DictReader(f))
+    assert list(runs[0]) == ["run", "dropout", "seed", *RUN_COLUMNS, "why"]
+    assert [(r["run"], r["dropout"], r["seed"], r["status"]) for r in runs][3:] == [
+        ("3", "non_recurrent", "1234", "completed"),
+        ("4", "non_recurrent", "1", "unfinished"),
+        ("5", "non_recurrent", "2", "failed"),
+    ]
+    for r in runs:
+        assert "nan" not in r.values() and r["why"] == ("diverged" if r["run"] == "5" else ""), r
+        if r["run"] == "4":  # its best validation from csv/metrics.csv, no test
+            with open(root / "4" / "csv" / "metrics.csv", newline="") as f:
+                logged = [float(line["val/ppl"]) for line in csv.DictReader(f) if line["val/ppl"]]
+            assert float(r["best_val_ppl"]) == min(logged) and (r["test_ppl"], r["epochs"]) == ("", "2")
+            continue
+        metrics = json.loads((root / r["run"] / "metrics.json").read_text())
+        for key in RUN_COLUMNS[1:]:
+            assert (float(r[key]) if r[key] else None) == metrics[key], (r["run"], key)
+    with open(root / "summary.csv", newline="") as f:
+        done = list(csv.DictReader(f))
+    assert [(c["configuration"], c["dropout"], c["n"], c["seeds"]) for c in done] == [
+        ("dropout=none", "none", "3", "1234 1 2"),
+        ("dropout=non_recurrent", "non_recurrent", "1", "1234"),
+    ]
+    for key in ("best_val_ppl", "test_ppl", "test_ppl_batched"):
+        seeds = [json.loads((root / job / "metrics.json").read_text())[key] for job in ("0", "1", "2")]
+        assert (float(done[0][f"{key}_mean"]), float(done[0][f"{key}_sd"])) == (
+            statistics.mean(seeds),
+            statistics.stdev(seeds),
+        )
+        one = json.loads((root / "3" / "metrics.json").read_text())[key]
+        assert float(done[1][f"{key}_mean"]) == one and done[1][f"{key}_sd"] == "", key
+    over_seeds = markdown.split("Over seeds:")[1].split("\n\n")[1].splitlines()[2:]
+    latex = (root / "summary.tex").read_text().splitlines()
+    assert latex[1:5] == [r"\begin{tabular}{lrrrr}", r"\hline", latex[3], r"\hline"] and latex[-2:] == [
+        r"\hline",
+        r"\end{tabular}",
+    ]
+    assert latex[3] == (
+        r"overrides (seed aside) & seeds & best val ppl, mean $\pm$ sd & test ppl (1 stream), mean $\pm$ sd & "
+        r"test ppl (batched), mean $\pm$ sd \\"
+    )
+    none = over_seeds[0].strip("| ").split(" | ")
+    assert (
+        latex[5] == " & ".join(["dropout=none", "3", *("$" + c.replace("±", r"\pm") + "$" for c in none[2:])]) + r" \\"
+    )
+    test = f"{json.loads((root / '3' / 'metrics.json').read_text())['test_ppl']:.2f}"
+    assert latex[6].startswith(r"dropout=non\_recurrent & 1 & $") and f" & ${test}$ & " in latex[6]
 
 
 def test_a_fast_dev_run_is_its_own_row_never_one_of_the_seeds_averaged(tmp_path):

@@ -1,5 +1,6 @@
 """rnnreg-report: one row per run of a run or multirun folder, as markdown (the overrides every run shares on a
-line above the table, each row's overrides those that tell it apart), plus figures (validation curves,
+line above the table, each row's overrides those that tell it apart) and as data (report.csv, summary.csv: the numbers
+unrounded; summary.tex: the table over seeds in LaTeX), plus figures (validation curves,
 test perplexity per configuration; rnnreg.report_figures) as PNG (300 dpi) and PDF.
 
 Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`. A job without `metrics.json`
@@ -204,9 +205,9 @@ def collect(root: Path) -> list[dict]:
     common = set(shared_overrides(rows))  # shown once, above the table (report)
     shown = told_apart_by_config(rows)
     for r in rows:
-        told = [o for o in r["overrides"] if o not in common] + shown[id(r)]
-        r["differs"] = " ".join(told) or "(same)"
-        r["seedless"] = " ".join(o for o in told if override_key(o) != "seed") or "(same)"
+        r["told"] = [o for o in r["overrides"] if o not in common] + shown[id(r)]  # (report.csv's columns)
+        r["differs"] = " ".join(r["told"]) or "(same)"
+        r["seedless"] = " ".join(o for o in r["told"] if override_key(o) != "seed") or "(same)"
     return rows
 
 
@@ -486,9 +487,130 @@ def seeds_table(groups: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# report.csv's columns after the run's overrides: report.md's per-run table, by metrics.json's names, and a failed
+# run's reason
+TABLES = ("report.csv", "summary.csv", "summary.tex")  # report.md's tables as data (write_tables)
+RUN_COLUMNS = ("status", "epochs", "best_val_ppl", "test_ppl", "test_ppl_batched", "train_seconds", "words_per_second")
+
+
+def cell(value) -> str | int | float:
+    """A number as a CSV cell: unrounded (a float's repr reads back as itself), empty where there is none (nan,
+    None): a notebook reads an empty cell as missing, and 'nan' as a string or a number it did not log."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return value
+
+
+def override_columns(overrides: list[list[str]]) -> list[str]:
+    """The keys of `overrides` (each row's), in the order they first come: one column each."""
+    return list(dict.fromkeys(override_key(o) for told in overrides for o in told))
+
+
+def override_cells(told: list[str]) -> dict[str, str]:
+    """key -> value of each override that tells a run apart (`~key`, which deletes, as itself); a key given twice is
+    the value Hydra applied last."""
+    return {override_key(o): o.partition("=")[2] if "=" in o else o for o in told}
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    replace_atomically(path, lambda tmp: write_rows(tmp, columns, rows))
+
+
+def write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def runs_csv(rows: list[dict]) -> tuple[list[str], list[dict]]:
+    """report.csv: one row per run, report.md's per-run table as data: its overrides that tell it apart, one column a
+    key, then RUN_COLUMNS and why a failed run failed."""
+    keys = override_columns([r["told"] for r in rows])
+    lines = [
+        {"run": r["run"]} | override_cells(r["told"]) | {c: cell(r[c]) for c in RUN_COLUMNS} | {"why": r["why"]}
+        for r in rows
+    ]
+    return ["run", *keys, *RUN_COLUMNS, "why"], lines
+
+
+def configurations_done(rows: list[dict]) -> list[dict]:
+    """Each completed configuration (by_config: each seed once), with one seed or more: its overrides (seed aside),
+    seeds and each perplexity's mean and sample standard deviation (mean_sd)."""
+    return [
+        {
+            "config": config,
+            "told": [o for o in runs[0]["told"] if override_key(o) != "seed"],
+            "seeds": [r["seed"] for r in runs],
+        }
+        | {key: mean_sd([r[key] for r in runs]) for key in PPL_COLUMNS}
+        for config, runs in by_config(rows).items()
+        if runs[0]["status"] == "completed"
+    ]
+
+
+def summary_csv(rows: list[dict]) -> tuple[list[str], list[dict]]:
+    """summary.csv: one row per completed configuration (configurations_done), unrounded: its overrides (seed
+    aside) as report.md writes them and one column a key, n (its seeds), the seeds, and each perplexity's mean and
+    sd (empty for one seed)."""
+    done = configurations_done(rows)
+    stats = [f"{key}_{stat}" for key in PPL_COLUMNS for stat in ("mean", "sd")]
+    lines = [
+        {"configuration": c["config"]}
+        | override_cells(c["told"])
+        | {"n": len(c["seeds"]), "seeds": " ".join(c["seeds"])}
+        | {f"{key}_{stat}": cell(value) for key in PPL_COLUMNS for stat, value in zip(("mean", "sd"), c[key])}
+        for c in done
+    ]
+    return ["configuration", *override_columns([c["told"] for c in done]), "n", "seeds", *stats], lines
+
+
+# LaTeX's special characters, as text
+LATEX_TEXT = {c: "\\" + c for c in "&%$#_{}"} | {
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+}
+
+
+def latex_text(text: str) -> str:
+    return "".join(LATEX_TEXT.get(c, c) for c in text)
+
+
+def summary_latex(rows: list[dict]) -> str:
+    """summary.tex: summary_csv as a plain LaTeX tabular (no package needed), rounded as report.md rounds them:
+    mean ± sd to two decimals (the mean alone for one seed, -- where a seed has none: test=false)."""
+
+    def stat(mean: float, sd: float) -> str:
+        if math.isnan(mean):
+            return "--"
+        return f"${mean:.2f}$" if math.isnan(sd) else f"${mean:.2f} \\pm {sd:.2f}$"
+
+    head = ["overrides (seed aside)", "seeds", *(f"{name}, mean $\\pm$ sd" for name in PPL_COLUMNS.values())]
+    lines = [
+        "% rnnreg-report: each completed configuration's perplexities, mean and sample sd over its seeds",
+        "\\begin{tabular}{lr" + "r" * len(PPL_COLUMNS) + "}",
+        "\\hline",
+        " & ".join(head) + " \\\\",
+        "\\hline",
+    ]
+    for c in configurations_done(rows):
+        cells = [latex_text(c["config"]), str(len(c["seeds"])), *(stat(*c[key]) for key in PPL_COLUMNS)]
+        lines.append(" & ".join(cells) + " \\\\")
+    return "\n".join([*lines, "\\hline", "\\end{tabular}"]) + "\n"
+
+
+def write_tables(rows: list[dict], root: Path) -> None:
+    """report.csv, summary.csv and summary.tex in `root`, each replaced whole (replace_atomically)."""
+    write_csv(root / "report.csv", *runs_csv(rows))
+    write_csv(root / "summary.csv", *summary_csv(rows))
+    replace_atomically(root / "summary.tex", lambda tmp: tmp.write_text(summary_latex(rows)))
+
+
 def report(path: str | Path, paper: dict | None = None) -> str:
-    """report.md and the figures in the folder `path`; the markdown returned. `paper`: conf/report.yaml's
-    `paper` (the paper's perplexities by model size), drawn only beside runs of that size's full recipe."""
+    """report.md, its tables as data (write_tables) and the figures in the folder `path`; the markdown returned.
+    `paper`: conf/report.yaml's `paper` (the paper's perplexities by model size), drawn only beside runs of that size's
+    full recipe."""
     root = Path(path).absolute()  # (the commands it gives are pasted in any folder)
     if not root.is_dir():
         raise ConfigError(f"path={path} is not a folder: give a run or multirun folder under outputs/")
@@ -511,6 +633,7 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     try:
         # replaced, not written through: a report.md that is a link (a shared folder's) leaves what it points at
         replace_atomically(root / "report.md", lambda tmp: tmp.write_text(table))
+        write_tables(rows, root)
         plot(rows, root, paper)
     except OSError as err:  # a folder where a file goes, a read-only folder, a full disk
         where = Path(err.filename) if err.filename else root
@@ -525,7 +648,8 @@ def written_files(root: Path) -> list[Path]:
     """What report() writes in `root`."""
     from rnnreg.report_figures import FIGURES, FORMATS
 
-    return [root / "report.md", *(root / f"{name}.{ext}" for name in FIGURES for ext in FORMATS)]
+    tables = [root / name for name in ("report.md", *TABLES)]
+    return [*tables, *(root / f"{name}.{ext}" for name in FIGURES for ext in FORMATS)]
 
 
 @hydra_entry("report")
