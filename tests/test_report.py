@@ -436,6 +436,70 @@ def test_an_unfinished_runs_command_goes_on_from_its_last_checkpoint(tmp_path):
     assert shlex.split(command)[1:] == [*overrides[:2], overrides[3], f"ckpt_path={last}"]
 
 
+def test_a_run_stopped_in_its_final_test_is_tested_in_its_folder_or_by_rnnreg_eval_on_its_corpus(tmp_path):
+    """A run interrupted in its final test, its training completed (metrics.json's `tested`): where its record of
+    that training was kept (`trained`) the test completes it in its folder (its overrides, ckpt_path=last, its own
+    folder, hydra.mode=RUN); a record from before that was kept is tested by rnnreg-eval on the run's own corpus
+    (its data overrides: rnnreg-eval reads PTB otherwise), never by a training command that would train again."""
+    overrides = ["data=text", "data.data_dir=/corpora/mine", "dropout=none"]
+    for job, trained in (("0", {"epochs": 6}), ("1", None)):
+        write_job(tmp_path / job, [*overrides, f"seed={job}"], {}, TOY, None)
+        best = tmp_path / job / "checkpoints" / "best.ckpt"
+        record = {"status": "interrupted", "epochs": 6, "tested": str(best)} | ({"trained": trained} if trained else {})
+        (tmp_path / job / "metrics.json").write_text(json.dumps(record))
+    table = report(tmp_path)
+    in_folder = (
+        f"rnnreg-train {' '.join(overrides)} seed=0 ckpt_path=last hydra.run.dir={tmp_path / '0'} hydra.mode=RUN"
+    )
+    assert f"- 0 (interrupted): its training completed: test it in its folder with: `{in_folder}`\n" in table
+    evaluate = f"rnnreg-eval data=text data.data_dir=/corpora/mine ckpt_path={tmp_path / '1' / 'checkpoints'}/best.ckpt"
+    assert f"- 1 (interrupted): its training completed: test it with: `{evaluate}`\n" in table
+
+
+def test_a_stacked_studys_unfinished_members_go_on_by_its_launcher_not_as_trials_outside_it(tmp_path):
+    """Members of an Optuna study run by the stacked launcher (hydra.yaml names Optuna's sweeper) go on by the
+    launcher's resume switch, as any stacked sweep's: the line for a basic launcher's trials (which go on in their
+    folders, outside their study) is not theirs."""
+    sweep = tmp_path / "study"
+    for job, p in enumerate(("0.3", "0.5")):
+        write_job(sweep / str(job), [f"dropout.p={p}"], {"hydra/launcher": "stacked"}, TOY, None)
+        record = yaml.safe_load((sweep / str(job) / ".hydra" / "hydra.yaml").read_text())
+        record["hydra"]["sweeper"] = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"}
+        (sweep / str(job) / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(record))
+    assert report(sweep, PAPER).endswith(
+        "how each goes on\n\n"
+        f"- 0, 1: the stacked sweep goes on with `rnnreg-train -m ... hydra/launcher=stacked "
+        f"hydra.launcher.resume=true hydra.sweep.dir={sweep}` (from the start: no epoch had ended)\n"
+    )
+
+
+def test_a_sweeps_job_stopped_before_its_first_checkpoint_runs_again_in_a_new_folder_its_own_holding_a_result(
+    tmp_path,
+):
+    """A basic sweep's job that a signal stopped before its first checkpoint wrote its metrics.json (interrupted):
+    run again, it starts over, which its own folder refuses (it holds a result): its command runs it in a new folder;
+    a job that left no result runs again in its own."""
+    sweep = tmp_path / "sweep"
+    multirun = {
+        "hydra": {
+            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+            "sweep": {"dir": str(sweep), "subdir": "${hydra.job.num}"},
+            "overrides": {"task": ["seed=1,2"]},
+        }
+    }
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    for job in (0, 1):
+        write_job(sweep / str(job), [f"seed={job + 1}"], {}, TOY, None)
+    (sweep / "0" / "metrics.json").write_text(json.dumps({"status": "interrupted", "error": "SIGTERM", "epochs": 0}))
+    assert report(sweep, PAPER).endswith(
+        "how each goes on\n\n"
+        "- 0 (interrupted): no checkpoint was written: run it again, `rnnreg-train seed=1`\n"
+        f"- 1 (unfinished): no checkpoint was written: run it again, `rnnreg-train seed=2 hydra.run.dir={sweep / '1'} "
+        "hydra.mode=RUN`\n"
+    )
+
+
 def test_a_recorded_override_that_makes_hydra_build_something_is_never_a_command_to_paste(tmp_path):
     """A run folder from someone else records the overrides its go-on command repeats: one naming a class or function
     for Hydra to build (`+callbacks.x._target_=torch.load` of a pickle beside it runs that pickle's code when the
