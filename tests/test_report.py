@@ -641,6 +641,28 @@ def test_a_recorded_config_folder_someone_else_can_write_is_never_a_command_to_p
             )
 
 
+def test_a_config_folder_anyone_can_write_after_ones_own_is_never_a_command_to_paste(tmp_path):
+    """Each config folder a record names is checked, not only the first: --config-dir of one's own, then a
+    hydra.searchpath folder anyone can write (/tmp): no command, naming that folder."""
+    own, anyones = tmp_path / "own", tmp_path / "anyones"
+    own.mkdir()
+    anyones.mkdir()
+    anyones.chmod(0o777)
+    run = tmp_path / "run"
+    write_job(run, ["experiment=paper_small"], {}, TOY, None)
+    record = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())
+    record["hydra"]["runtime"]["config_sources"] = [{"path": str(own), "provider": "command-line"}]
+    searchpath = f"hydra.searchpath=[file://{own},file://{anyones}]"
+    record["hydra"]["overrides"] = {"hydra": [searchpath], "task": ["experiment=paper_small"]}
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(record))
+    (line,) = [line for line in report(run, PAPER).splitlines() if line.startswith("- run (")]
+    assert line.endswith(
+        f"no command shown: its record (in {run / '.hydra'}) reads configs from {anyones}, a folder another user can "
+        "write (a config there can make Hydra build or call anything); read its configs, copy them to a folder of "
+        "yours and give that instead"
+    )
+
+
 def config_folder(root: Path, *parts: str, mode: int = 0o755) -> Path:
     """A folder of configs below `root` (its parts made), with `mode` and one config file of this user's."""
     folder = root.joinpath(*parts)
