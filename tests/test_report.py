@@ -500,6 +500,23 @@ def test_a_sweeps_job_stopped_before_its_first_checkpoint_runs_again_in_a_new_fo
     )
 
 
+def test_a_study_trials_folder_copied_out_of_its_study_goes_on_as_a_run_of_its_own(tmp_path):
+    """An Optuna trial's folder outside its study's numbered folders (copied or linked out under a name) is no
+    trial its study's report reads: it goes on from its last.ckpt in a new folder, with no line about its study."""
+    trial = tmp_path / "best_trial"
+    write_job(trial, ["dropout.p=0.41"], {}, TOY, None)
+    record = yaml.safe_load((trial / ".hydra" / "hydra.yaml").read_text())
+    record["hydra"]["sweeper"] = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"}
+    (trial / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(record))
+    (trial / "metrics.json").write_text(json.dumps({"status": "interrupted", "error": "SIGTERM", "epochs": 1}))
+    (trial / "checkpoints").mkdir()
+    (trial / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert report(trial, PAPER).endswith(
+        "how each goes on\n\n"
+        f"- best_trial (interrupted): `rnnreg-train dropout.p=0.41 ckpt_path={trial / 'checkpoints' / 'last.ckpt'}`\n"
+    )
+
+
 def test_a_recorded_override_that_makes_hydra_build_something_is_never_a_command_to_paste(tmp_path):
     """A run folder from someone else records the overrides its go-on command repeats: one naming a class or function
     for Hydra to build (`+callbacks.x._target_=torch.load` of a pickle beside it runs that pickle's code when the
