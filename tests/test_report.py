@@ -517,6 +517,27 @@ def test_a_study_trials_folder_copied_out_of_its_study_goes_on_as_a_run_of_its_o
     )
 
 
+def test_a_run_in_a_sweeps_folder_under_a_name_of_its_own_is_no_job_of_the_sweep(tmp_path):
+    """A run given a folder by name inside a basic sweep's folder (hydra.run.dir=<sweep>/rerun) is none of the jobs
+    the sweep numbered: it runs again in a new folder, as a run of its own, not in that folder."""
+    sweep = tmp_path / "sweep"
+    multirun = {
+        "hydra": {
+            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+            "sweep": {"dir": str(sweep), "subdir": "${hydra.job.num}"},
+            "overrides": {"task": ["seed=1"]},
+        }
+    }
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    write_job(sweep / "0", ["seed=1"], {}, TOY, 440.0)
+    write_job(sweep / "rerun", ["seed=1", "dropout=none"], {}, TOY, None)
+    assert report(sweep, PAPER).endswith(
+        "how each goes on\n\n- rerun (unfinished): no checkpoint was written: run it again, "
+        "`rnnreg-train seed=1 dropout=none`\n"
+    )
+
+
 def test_a_recorded_override_that_makes_hydra_build_something_is_never_a_command_to_paste(tmp_path):
     """A run folder from someone else records the overrides its go-on command repeats: one naming a class or function
     for Hydra to build (`+callbacks.x._target_=torch.load` of a pickle beside it runs that pickle's code when the
