@@ -538,6 +538,17 @@ def test_a_run_in_a_sweeps_folder_under_a_name_of_its_own_is_no_job_of_the_sweep
     )
 
 
+def test_a_stacked_sweep_whose_resume_folder_holds_no_groups_file_goes_on_from_the_start(tmp_path):
+    """A stacked sweep killed before any group's epoch ended, its .stacked folder made but no group_<k>.pt in it (or
+    only another file): its resume starts each group from the start, as the report says."""
+    sweep = tmp_path / "sweep"
+    for job, placement in enumerate(("non_recurrent", "recurrent")):
+        write_job(sweep / str(job), [f"dropout={placement}"], {"hydra/launcher": "stacked"}, TOY, None)
+    (sweep / ".stacked").mkdir()
+    (sweep / ".stacked" / "notes.txt").write_text("not a group's resume file\n")
+    assert report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (from the start: no epoch had ended)\n")
+
+
 def test_a_recorded_override_that_makes_hydra_build_something_is_never_a_command_to_paste(tmp_path):
     """A run folder from someone else records the overrides its go-on command repeats: one naming a class or function
     for Hydra to build (`+callbacks.x._target_=torch.load` of a pickle beside it runs that pickle's code when the
