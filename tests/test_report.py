@@ -549,6 +549,15 @@ def test_a_stacked_sweep_whose_resume_folder_holds_no_groups_file_goes_on_from_t
     assert report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (from the start: no epoch had ended)\n")
 
 
+def test_a_resumed_run_stopped_before_its_first_checkpoint_goes_on_from_the_checkpoint_it_resumed_from(tmp_path):
+    """The console's go-on line of a resumed run a signal stopped before it wrote a checkpoint of its own
+    (training.kept_checkpoint gives the one it resumed from): the command goes on from that checkpoint, not from the
+    last.ckpt its folder lacks."""
+    write_job(tmp_path / "run", ["seed=2", "ckpt_path=/old/run/checkpoints/last.ckpt"], {}, TOY, None)
+    earlier = Path("/old/run/checkpoints/last.ckpt")
+    assert resume_command(tmp_path / "run", earlier) == f"rnnreg-train seed=2 ckpt_path={earlier}"
+
+
 def test_a_recorded_override_that_makes_hydra_build_something_is_never_a_command_to_paste(tmp_path):
     """A run folder from someone else records the overrides its go-on command repeats: one naming a class or function
     for Hydra to build (`+callbacks.x._target_=torch.load` of a pickle beside it runs that pickle's code when the
