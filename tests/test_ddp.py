@@ -701,6 +701,46 @@ def test_a_submitit_local_ddp_job_stopped_by_a_signal_to_its_tasks_stops_them_to
         torch.testing.assert_close(a["state_dict"][name], value, rtol=1e-5, atol=1e-6)
 
 
+# a sitecustomize: task 0 of a submitit_local job fails as it starts (as it loads the job: submitit records the error
+# at once), and the other tasks wait 2 s for its port
+FIRST_TASK_FAILS_AT_ONCE = """
+import os
+if os.environ.get("SUBMITIT_LOCAL_GLOBALID") == "0":
+    import submitit.core.utils
+
+    def failing(cls, path):
+        raise RuntimeError("task 0 failed as it started")
+
+    submitit.core.utils.DelayedSubmission.load = classmethod(failing)
+elif os.environ.get("SUBMITIT_LOCAL_GLOBALID"):
+    import rnnreg.submitit_tasks
+    rnnreg.submitit_tasks.PORT_WAIT_S = 2.0
+"""
+
+
+def test_a_submitit_local_task_whose_first_task_never_wrote_the_port_says_so_in_one_line(tiny_corpus, tmp_path):
+    """Task 0 of a submitit_local job of two DDP tasks fails before it starts the job: task 1, having waited for its
+    port (PORT_WAIT_S), says so in one line naming task 0's log, and exits. Before: Hydra only warned of the
+    RuntimeError raised in the job's callback, and the task went on into DDP's rendezvous without a port and ended
+    in its C++ traceback."""
+    sweep, hook = tmp_path / "sweep", tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FIRST_TASK_FAILS_AT_ONCE)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
+    short = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    args = [a for a in ddp_args(tiny_corpus) if not a.startswith(("trainer.max_epochs", "trainer.limit_train_batches"))]
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=1"]
+    proc = run("rnnreg-train", "-m", *args, *short, *launcher, f"hydra.sweep.dir={sweep}", check=False, env=env)
+    assert "RuntimeError: task 0 failed as it started" in proc.stderr, proc.stderr[-3000:]  # (submitit's report)
+    (job,) = [d for d in (sweep / ".submitit").iterdir() if d.name != "%j"]
+    said = (job / f"{job.name}_1_log.err").read_text().strip().splitlines()
+    assert said == [
+        f"error: task 1 of submitit job {job.name} waited 2 s for task 0 to write the DDP port its tasks meet at "
+        f"({sweep / '.submitit' / '%j' / f'{job.name}_ddp_port'}) and it never did: task 0 failed or was not started "
+        f"(its log, {job / f'{job.name}_0_log.err'}, says why); fix that and run the job again"
+    ], said
+
+
 @pytest.fixture(scope="module")
 def dropout_ddp_run(tmp_path_factory) -> SimpleNamespace:
     """Two DDP processes with dropout (p = 0.5), one epoch of 12 windows, which also write each rank's masks of its

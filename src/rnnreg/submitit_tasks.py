@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +62,8 @@ def join_the_jobs_ddp(output_dir: str, job_name: str) -> None:
 def meeting_port(rank: int, job_id: str) -> int:
     """The port the tasks of job `job_id` meet at: rank 0 takes one the system finds free and writes it, with its
     pid, to <submitit's folder>/<job id>_ddp_port; the other ranks wait for that file written by a task of this run of
-    the job (its rank 0 alive and their sibling: a requeued job finds its last run's file there).
+    the job (its rank 0 alive and their sibling: a requeued job finds its last run's file there), PORT_WAIT_S at most:
+    then the task says so in one line and exits 2 (task 0 failed or was not started: its own log says why).
     Lightning's rule for SLURM (15000 + the job id's last four digits) failed to bind where another program had the
     port, or another job of the sweep ended in the same four digits (submitit_local runs them at once)."""
     from rnnreg.io import replace_atomically
@@ -79,10 +81,18 @@ def meeting_port(rank: int, job_id: str) -> int:
         if len(said) == 2 and is_my_sibling(int(said[1])):
             return int(said[0])
         time.sleep(0.1)
-    raise RuntimeError(
-        f"task {rank} of submitit job {job_id} waited {PORT_WAIT_S:.0f} s for task 0 to write its DDP port to "
-        f"{port_file}: task 0 did not start the job (its log in {port_file.parent} says why)"
+    from submitit.core.utils import JobPaths
+
+    # (Hydra only warns of an error raised in a job's callback, and the task would go on to wait in DDP's own
+    # rendezvous and end in its C++ traceback)
+    print(
+        f"error: task {rank} of submitit job {job_id} waited {PORT_WAIT_S:.0f} s for task 0 to write the DDP port "
+        f"its tasks meet at ({port_file}) and it never did: task 0 failed or was not started (its log, "
+        f"{JobPaths(port_file.parent, job_id, 0).stderr}, says why); fix that and run the job again",
+        file=sys.stderr,
+        flush=True,
     )
+    raise SystemExit(2)
 
 
 def is_my_sibling(pid: int) -> bool:
