@@ -341,6 +341,18 @@ class SignalWhileBuilding(L.Callback):
         os.kill(os.getpid(), signum)
 
 
+class SlowWindows(L.Callback):
+    """Each training window takes `seconds` longer (a sleep as it starts: a bigger model's window); the first touches
+    the file `started`."""
+
+    def __init__(self, seconds: float, started: str):
+        self.seconds, self.started = seconds, Path(started)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.started.touch()
+        time.sleep(self.seconds)
+
+
 class PauseAtEpoch(L.Callback):
     """At the start of epoch `epoch` (0-based): create the file `paused`, then wait until the file `go` exists."""
 

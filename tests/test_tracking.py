@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -18,7 +19,18 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from helpers import TINY, compose_config, ctrl_c_group, named_sweep_group, run, signal_at, wandb_run_parts, wandb_runs
+import warm_start
+from helpers import (
+    BIN,
+    TINY,
+    compose_config,
+    ctrl_c_group,
+    named_sweep_group,
+    run,
+    signal_at,
+    wandb_run_parts,
+    wandb_runs,
+)
 from rnnreg.io import load_checkpoint
 from rnnreg.preemption import requeued_checkpoint
 from rnnreg.report import by_epoch, collect, history
@@ -1412,6 +1424,51 @@ def test_submitit_local_launcher_stops_on_its_signal_and_the_requeued_job_goes_o
         assert requeued[key] == alone[key], key
     weights = [load_checkpoint(d / "checkpoints/last.ckpt")["state_dict"] for d in (job, tmp_path / "alone")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
+def test_ctrl_c_in_a_submitit_local_multirun_stops_its_job_after_the_window_with_its_checkpoint(tiny_corpus, tmp_path):
+    """The terminal's Ctrl-C (SIGINT to every process of the command: the multirun's, the job's submitit controller
+    and its task) while the job's window takes 2 s: the job stops after that window with its exact last.ckpt and
+    metrics.json (interrupted by Ctrl-C, with the command that goes on), and the multirun waits for it, then ends
+    naming it, exit 130. Before: submitit's controller, stopped by the Ctrl-C too, sent the task a second SIGINT (which
+    aborts at once) and SIGKILL 1 s later: the job was killed before it wrote its checkpoint (or wrote one from the
+    middle of its window), the multirun exited at once, and the controller's traceback came on the console."""
+    sweep, started = tmp_path / "sweep", tmp_path / "started"
+    slow = ["+callbacks.slow._target_=helpers.SlowWindows", "+callbacks.slow.seconds=2"]
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    args += ["trainer.limit_train_batches=4", *slow, f"+callbacks.slow.started={started}"]
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=2", f"hydra.sweep.dir={sweep}"]
+    proc = warm_start.popen(
+        [str(BIN / "rnnreg-train"), "-m", *args, *launcher],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"HYDRA_FULL_ERROR": "0"},
+        start_new_session=True,  # (its own process group, as a terminal's foreground command has)
+    )
+    deadline = time.monotonic() + 300
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C, as the job's first window trains
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the multirun stopped by Ctrl-C hung")
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert "Ctrl-C: each job stops after its current window and saves a resumable checkpoint" in out
+    assert err.strip().splitlines()[-1] == (
+        f"error: 1 job(s) of the multirun in {sweep} were stopped by a signal: 0 (rnnreg-report path={sweep} gives "
+        "the commands that go on)"
+    )
+    job = sweep / "0"
+    stopped = json.loads((job / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["error"] == STOPPED_BY[signal.SIGINT]
+    assert stopped["resume"].endswith(f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}")
+    last = load_checkpoint(job / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 1 and last["train_window"] == 1  # after the window the Ctrl-C came in
+    assert not (job / ".rnnreg.lock").exists()
 
 
 def job_threads(sweep: Path) -> dict[str, tuple[int, str]]:

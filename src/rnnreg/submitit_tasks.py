@@ -9,14 +9,22 @@ found free and wrote down for the others (meeting_port); and the records of a ta
 as Lightning's processes' are (train_ddp_process_<rank>.log, not train.log), and only the first task writes the
 job's .hydra/ record (RankZeroRecords), as Lightning's DDP processes other than rank 0 are started without one.
 
-How many tasks a job must have (as many as its DDP processes): submitit_local_refusal, checked with the command line."""
+How many tasks a job must have (as many as its DDP processes): submitit_local_refusal, checked with the command line.
+
+A Ctrl-C in a submitit_local multirun (of any jobs: one task or several) stops each job as it stops a run, after its
+current window with a resumable checkpoint, and the multirun waits for them (CtrlCStopsTheJobs)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import signal
 import socket
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +36,9 @@ from rnnreg.trainer_rules import trainer_processes
 
 # how long a task waits for the first task's port: it writes it as the job starts, before any data or model
 PORT_WAIT_S = 300.0
+# set for a job's controller started with Ctrl-C ignored (CtrlCStopsTheJobs), whose tasks inherit it and take it back:
+# a file that is there once the multirun has had a Ctrl-C
+CTRL_C_TO_TASKS = "RNNREG_SUBMITIT_CTRL_C"
 
 
 def submitit_local_task() -> tuple[int, int, str] | None:
@@ -57,6 +68,128 @@ def join_the_jobs_ddp(output_dir: str, job_name: str) -> None:
         os.environ["MASTER_PORT"] = str(meeting_port(rank, job_id))
     if rank:
         own_log(Path(output_dir) / f"{job_name}.log", Path(output_dir) / f"{job_name}_ddp_process_{rank}.log")
+
+
+def take_ctrl_c_back() -> None:
+    """In a task of a submitit_local job whose controller was started with Ctrl-C ignored (CtrlCStopsTheJobs), when
+    Hydra starts the job there: Ctrl-C is Python's again (a KeyboardInterrupt; a run's first one stops it after its
+    window), as in a process the user started. A Ctrl-C that came before, while the task ignored it, stops the job
+    before it starts: it says so in its log and in its folder's error.txt (a job stopped before its result: the
+    multirun's end names it, to run again), and the task exits 130."""
+    pressed = os.environ.pop(CTRL_C_TO_TASKS, None)
+    if not pressed or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if Path(pressed).exists():
+        from rnnreg.job_records import record_job_stopped
+
+        print("interrupted: the job was stopped by Ctrl-C before it started", file=sys.stderr, flush=True)
+        record_job_stopped("Ctrl-C")
+        raise SystemExit(130)  # (not an error Hydra's callbacks would only warn of)
+
+
+class CtrlCStopsTheJobs:
+    """A submitit_local multirun's Ctrl-C (the terminal's SIGINT reaches every process of the command: this one, each
+    job's controller and its tasks) stops each job as it stops a run, after its current window with a resumable
+    checkpoint, and this process waits for them; the multirun then ends as it does (`ended`: its last line names the
+    jobs a signal stopped and the rnnreg-report command that gives the commands that go on), exit 130, and starts no
+    later batch of jobs. A second Ctrl-C aborts at once, here and in each job (with its checkpoint as of then).
+    Before: submitit's controller, stopped by the Ctrl-C, sent its tasks a second SIGINT and SIGKILL 1 s later, so a
+    job whose window took longer was killed before it wrote its checkpoint and metrics.json (its lock left), and the
+    controller's traceback came on the console. Here each controller is started with Ctrl-C ignored, and its tasks,
+    which inherit that, take it back as their job starts (take_ctrl_c_back: one that came in a task's first seconds,
+    before that, stops its job before it starts). submitit's LocalJob.cancel (a SIGINT to the controller) stops no
+    job so started: a SIGTERM to the controller does (it forwards it to the tasks)."""
+
+    def __init__(self, ended: Callable[[], None]) -> None:
+        self.ended = ended
+        self.pressed = False  # Ctrl-C came while jobs ran
+        self.launch: Callable | None = None  # submitit_local's own launch, put back by uninstall
+        self.previous = None  # the Ctrl-C handler while jobs do not run
+        self.folder: str | None = None  # holds the file that tells the jobs' tasks of a Ctrl-C (CTRL_C_TO_TASKS)
+
+    @staticmethod
+    def wanted(config: DictConfig) -> bool:
+        """Whether this multirun's jobs run under submitit_local, and Ctrl-C raises KeyboardInterrupt here (a command
+        started with Ctrl-C ignored, `nohup` or `&` in a script, keeps it so in its jobs)."""
+        return (
+            config.hydra.launcher.get("_target_") == SUBMITIT_LOCAL
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
+
+    def install(self) -> None:
+        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+
+        self.launch, stopper = LocalLauncher.launch, self
+
+        def launch(launcher, job_overrides, initial_job_idx):
+            return stopper.launching(launcher, job_overrides, initial_job_idx)
+
+        LocalLauncher.launch = launch
+        self.folder = tempfile.mkdtemp(prefix="rnnreg-ctrl-c-")
+
+    def uninstall(self) -> None:
+        if self.launch is not None:
+            from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+
+            LocalLauncher.launch, self.launch = self.launch, None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    @property
+    def pressed_file(self) -> Path:
+        return Path(self.folder or ".", "pressed")
+
+    def launching(self, launcher, job_overrides, initial_job_idx):
+        """submitit_local's launch of a batch of jobs, their controllers started with Ctrl-C ignored, while a first
+        Ctrl-C here only says that the jobs stop."""
+        if self.pressed:  # a later batch (Optuna's, hydra.sweeper.max_batch_size's): the multirun ends before it
+            self.ended()  # (it exits where a job says it stopped)
+            raise KeyboardInterrupt
+        import submitit.local.local as local
+        from submitit.core.utils import UncompletedJobError
+
+        start_controller = local.start_controller
+
+        def started_ignoring_ctrl_c(*args, **kwargs):
+            # (a Ctrl-C in these few milliseconds is ignored here too)
+            handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            os.environ[CTRL_C_TO_TASKS] = str(self.pressed_file)
+            try:
+                return start_controller(*args, **kwargs)
+            finally:
+                os.environ.pop(CTRL_C_TO_TASKS, None)
+                signal.signal(signal.SIGINT, handler)
+
+        self.previous = signal.signal(signal.SIGINT, self.first_ctrl_c)
+        local.start_controller = started_ignoring_ctrl_c
+        try:
+            return self.launch(launcher, job_overrides, initial_job_idx)
+        except UncompletedJobError:
+            if not self.pressed:
+                raise
+            # a job that the Ctrl-C ended without a result (outside a run's own Ctrl-C handling: as it started, an
+            # evaluation's): the multirun ends as it does, from what its jobs' folders say
+            self.ended()
+            raise KeyboardInterrupt from None
+        finally:
+            local.start_controller = start_controller
+            if signal.getsignal(signal.SIGINT) == self.first_ctrl_c:
+                signal.signal(signal.SIGINT, self.previous)
+
+    def first_ctrl_c(self, signum, frame) -> None:
+        signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C raises KeyboardInterrupt at once
+        self.pressed = True
+        with contextlib.suppress(OSError):  # (a task that ignored it as it started: take_ctrl_c_back)
+            self.pressed_file.touch()
+        print(
+            "\nCtrl-C: each job stops after its current window and saves a resumable checkpoint; waiting for them "
+            "(Ctrl-C again to abort at once)",
+            flush=True,
+        )
 
 
 def meeting_port(rank: int, job_id: str) -> int:

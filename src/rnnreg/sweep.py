@@ -48,7 +48,7 @@ from rnnreg.run_folder_check import check_no_links, earlier_results, results_mes
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.run_record import CHECKPOINTS, last_checkpoint_path
 from rnnreg.stacked_settings import check_launcher_settings
-from rnnreg.submitit_tasks import RankZeroRecords, join_the_jobs_ddp
+from rnnreg.submitit_tasks import CtrlCStopsTheJobs, RankZeroRecords, join_the_jobs_ddp, take_ctrl_c_back
 from rnnreg.sweep_folder import RANK_ZERO_SWEEP, follow_rank_zero, pin_sweep_folder
 from rnnreg.sweep_wandb import check_wandb_runs
 
@@ -194,11 +194,15 @@ class SweepCallback(Callback):
         self.started = 0.0
         self.lock: RunLock | None = None
         self.thread_variables: list[str] = []  # set for this multirun's jobs (cpu_threads.share_cores)
+        self.ctrl_c: CtrlCStopsTheJobs | None = None  # a submitit_local multirun's Ctrl-C
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.time() - 1  # file times can be coarser than time.time()
         JobsComposedOnce.install(config)
         RankZeroRecords.install(config)  # (a submitit_local job of several tasks: the first alone writes .hydra/)
+        if CtrlCStopsTheJobs.wanted(config):
+            self.ctrl_c = CtrlCStopsTheJobs(lambda: self.on_multirun_end(config, cut_short=True))
+            self.ctrl_c.install()
         if OmegaConf.select(config, "hydra.sweeper._target_") == OPTUNA_SWEEPER:
             end_studies_as_sweeps_end()  # (its failed trials listed below, at the sweep's end, not by a traceback)
         try:
@@ -217,11 +221,14 @@ class SweepCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         # (a submitit_local job of several tasks: each task one DDP process of the job, before the run reads its rank)
         join_the_jobs_ddp(config.hydra.runtime.output_dir, config.hydra.job.name)
+        take_ctrl_c_back()  # (in a task of a submitit_local job started by CtrlCStopsTheJobs)
 
     def let_go(self, config: DictConfig) -> None:
         """The sweep folder as the sweep leaves it, however it ends: its lock removed, and an rnnreg-generate
         sweep's empty job folders (its samples went to stdout)."""
         atexit.unregister(self.let_go)
+        if self.ctrl_c is not None:
+            self.ctrl_c.uninstall()
         if self.lock is None:
             return
         os.environ.pop(RANK_ZERO_SWEEP, None)
@@ -264,13 +271,19 @@ class SweepCallback(Callback):
         os.environ[RANK_ZERO_SWEEP] = str(sweep_dir.resolve())
         self.thread_variables = share_cores(config)  # (as do joblib's and submitit_local's jobs)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+    def on_multirun_end(self, config: DictConfig, cut_short: bool = False, **kwargs) -> None:
+        """The multirun's end: the jobs that did not complete named on stderr, exit 1 (130 after a Ctrl-C); else the
+        next command. `cut_short`: ended by a Ctrl-C before its last jobs (CtrlCStopsTheJobs), where a multirun none
+        of whose jobs says it stopped returns (its caller says that it was stopped)."""
         JobsComposedOnce.uninstall()
         claimed = self.lock is not None  # (rank zero's multirun: not a DDP process that Lightning started)
         self.let_go(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         compare = f"rnnreg-report {pasted_override('path', sweep_dir)}"
         ended = failed_jobs(sweep_dir, self.started)
+        stopped = self.ctrl_c is not None and self.ctrl_c.pressed  # (a submitit_local multirun's Ctrl-C)
+        if not ended and cut_short:
+            return
         if not ended:
             if claimed and config.get("task_name") == "train":  # the next command, with the folder it needs
                 print(f"the multirun's jobs completed in {sweep_dir}: {compare} compares them")
@@ -292,7 +305,7 @@ class SweepCallback(Callback):
                     f"error: {len(listed)} job(s) of the multirun in {sweep_dir} {words}: {', '.join(listed)}{then}",
                     file=sys.stderr,
                 )
-        sys.exit(1)
+        sys.exit(130 if stopped else 1)
 
 
 def drop_empty_job_folders(sweep_dir: Path, since: float) -> None:
