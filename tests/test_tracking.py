@@ -1471,6 +1471,54 @@ def test_ctrl_c_in_a_submitit_local_multirun_stops_its_job_after_the_window_with
     assert not (job / ".rnnreg.lock").exists()
 
 
+# a sitecustomize: a submitit_local task, as it starts (before Hydra starts its job), touches the file STARTED names
+# and waits 3 s
+SLOW_TASK_START = """
+import os, time
+if os.environ.get("SUBMITIT_LOCAL_GLOBALID"):
+    open(os.environ["STARTED"], "w").close()
+    time.sleep(3)
+"""
+
+
+def test_ctrl_c_as_a_submitit_local_task_starts_stops_its_job_before_it_starts(tiny_corpus, tmp_path):
+    """The terminal's Ctrl-C while the job's task is starting (it ignores Ctrl-C until Hydra starts its job, as its
+    controller does): the job stops before it starts, its error.txt saying so, and the multirun, once submitit has
+    waited for a result, ends naming it among the jobs to run again, exit 130 (not running the whole job)."""
+    sweep, started, hook = tmp_path / "sweep", tmp_path / "started", tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_TASK_START)
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=2", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(  # (cold: a sitecustomize on its PYTHONPATH)
+        [str(BIN / "rnnreg-train"), "-m", *args, "trainer.limit_train_batches=4", *launcher],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"HYDRA_FULL_ERROR": "0", "PYTHONPATH": path, "STARTED": str(started)},
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C, as the task starts
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the multirun stopped by Ctrl-C hung")
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"error: 1 job(s) of the multirun in {sweep} were stopped by a signal before they wrote a result: 0 (run them "
+        "again)"
+    )
+    job = sweep / "0"
+    assert (job / "error.txt").read_text().startswith("stopped by Ctrl-C before it finished")
+    assert not (job / "metrics.json").exists() and not (job / "checkpoints").exists()
+
+
 def job_threads(sweep: Path) -> dict[str, tuple[int, str]]:
     """Each job's torch threads as its train.log says them: the count its device line names, and the line that says
     where it came from (`1 torch thread, from ...`)."""
