@@ -1481,10 +1481,13 @@ if os.environ.get("SUBMITIT_LOCAL_GLOBALID"):
 """
 
 
-def test_ctrl_c_as_a_submitit_local_task_starts_stops_its_job_before_it_starts(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("presses", [1, 2], ids=["once", "twice"])
+def test_ctrl_c_as_a_submitit_local_task_starts_stops_its_job_before_it_starts(presses, tiny_corpus, tmp_path):
     """The terminal's Ctrl-C while the job's task is starting (it ignores Ctrl-C until Hydra starts its job, as its
     controller does): the job stops before it starts, its error.txt saying so, and the multirun, once submitit has
-    waited for a result, ends naming it among the jobs to run again, exit 130 (not running the whole job)."""
+    waited for a result, ends naming it among the jobs to run again, exit 130 (not running the whole job). Pressed
+    twice, the multirun ends at once, and the job, starting after it, stops all the same (before: it ran to its end,
+    unseen)."""
     sweep, started, hook = tmp_path / "sweep", tmp_path / "started", tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SLOW_TASK_START)
@@ -1502,19 +1505,26 @@ def test_ctrl_c_as_a_submitit_local_task_starts_stops_its_job_before_it_starts(t
     deadline = time.monotonic() + 300
     while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C, as the task starts
+    for press in range(presses):
+        time.sleep(press)  # (the second once the first has been handled)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C, as the task starts
     try:
         out, err = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("the multirun stopped by Ctrl-C hung")
+    job = sweep / "0"
+    # (a multirun that ended at once leaves its job's controller and task to end on their own)
+    while not any((job / name).exists() for name in ("error.txt", "metrics.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert err.strip().splitlines()[-1] == (
-        f"error: 1 job(s) of the multirun in {sweep} were stopped by a signal before they wrote a result: 0 (run them "
-        "again)"
+        "interrupted: rnnreg-train stopped by Ctrl-C before it finished"
+        if presses == 2
+        else f"error: 1 job(s) of the multirun in {sweep} were stopped by a signal before they wrote a result: 0 (run "
+        "them again)"
     )
-    job = sweep / "0"
     assert (job / "error.txt").read_text().startswith("stopped by Ctrl-C before it finished")
     assert not (job / "metrics.json").exists() and not (job / "checkpoints").exists()
 

@@ -74,14 +74,15 @@ def take_ctrl_c_back() -> None:
     """In a task of a submitit_local job whose controller was started with Ctrl-C ignored (CtrlCStopsTheJobs), when
     Hydra starts the job there: Ctrl-C is Python's again (a KeyboardInterrupt; a run's first one stops it after its
     window), as in a process the user started. A Ctrl-C that came before, while the task ignored it, stops the job
-    before it starts: it says so in its log and in its folder's error.txt (a job stopped before its result: the
-    multirun's end names it, to run again), and the task exits 130."""
+    before it starts (so does a multirun that has ended meanwhile, after a second Ctrl-C: the file's folder is gone):
+    it says so in its log and in its folder's error.txt (a job stopped before its result: the multirun's end names
+    it, to run again), and the task exits 130."""
     pressed = os.environ.pop(CTRL_C_TO_TASKS, None)
     if not pressed or threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if Path(pressed).exists():
+    if Path(pressed).exists() or not Path(pressed).parent.is_dir():
         from rnnreg.job_records import record_job_stopped
 
         print("interrupted: the job was stopped by Ctrl-C before it started", file=sys.stderr, flush=True)
