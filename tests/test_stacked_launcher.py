@@ -855,6 +855,7 @@ def test_a_failed_members_folder_ends_its_loggers_as_a_failed_run_does(tmp_path,
     """A member's metrics.json that says it failed ends its loggers as Lightning ends a failed run's
     (JobFolder.write_metrics): its TensorBoard events flushed and closed, its W&B run finished with exit code 1
     and the record as its summary (real loggers, W&B offline)."""
+    import wandb
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     folder = stacked_outputs.JobFolder(SimpleNamespace(output_dir=tmp_path))
@@ -864,6 +865,9 @@ def test_a_failed_members_folder_ends_its_loggers_as_a_failed_run_does(tmp_path,
     # (a csv row as read back: "" where nothing was logged, which no logger takes)
     folder.log_metrics({"epoch": 0, "step": 0, "train/loss": 5.0, "val/ppl": ""})
     folder.write_metrics(unfinished_record("failed", "training loss became nan", 0, "no checkpoint was written"))
+    # run.finish hands the run's closing to W&B's service without waiting for it: its .wandb file is complete once
+    # the service ends, as at the process's exit (read before, under load it held its header alone: KeyError 'start')
+    wandb.teardown()
     (part,) = wandb_run_parts(tmp_path)
     assert (part["exit_code"], part["summary"]["status"]) == (1, "failed")
     scalars = tensorboard_scalars(tmp_path)
