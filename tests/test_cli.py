@@ -135,6 +135,26 @@ def test_a_refused_run_leaves_no_empty_folder_it_made(tiny_cfg, tmp_path):
     assert (first / "notes").is_dir() and not (first / "csv").exists()
 
 
+def test_a_multirun_job_refused_in_its_run_leaves_no_empty_folder_it_made(tiny_cfg, tiny_corpus, tmp_path):
+    """A sweep's job refused once its logger had made csv/ (a checkpoint of another vocabulary: a check the job
+    runs, not the command line's) leaves its record, its log and error.txt, no empty csv/, as a single run refused
+    so does (before: <sweep>/1/csv/ left empty); the sweep's other job trains."""
+    from helpers import write_corpus
+    from rnnreg.train import train
+
+    short = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false")
+    train(tiny_cfg(*short, run="first"))
+    other = write_corpus(tmp_path / "other", vocab=30)
+    ckpt, sweep = tmp_path / "first" / "checkpoints" / "last.ckpt", tmp_path / "sweep"
+    args = ["experiment=paper_small", *TINY, "logger=csv", *short[1:], "trainer.max_epochs=2", f"ckpt_path={ckpt}"]
+    corpora = f"data.data_dir={tiny_corpus},{other}"
+    proc = run("rnnreg-train", "-m", *args, corpora, f"hydra.sweep.dir={sweep}", check=False)
+    assert proc.returncode == 1 and "error: job 1 (data.data_dir=" in proc.stderr, proc.stderr[-3000:]
+    assert "trained on another vocabulary" in (sweep / "1" / "error.txt").read_text()
+    assert sorted(p.name for p in (sweep / "1").iterdir()) == [".hydra", "error.txt", "train.log"]
+    assert (sweep / "0" / "csv" / "metrics.csv").is_file()
+
+
 @pytest.mark.parametrize(
     "args,says",
     [

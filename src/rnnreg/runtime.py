@@ -81,9 +81,9 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
     def wrapper(cfg: DictConfig) -> Any:
         while PRECHECK_SKIPPED:  # (hydra.verbose=true or [rnnreg] shows it)
             log.debug("config pre-check skipped", exc_info=PRECHECK_SKIPPED.pop())
-        # a single run's own folder (with its record: not rnnreg-generate's or rnnreg-report's, the current one) as
-        # Hydra left it: a refused run removes the empty folders it made after this
-        own_folder = HydraConfig.initialized() and not in_multirun() and HydraConfig.get().output_subdir is not None
+        # a run's or a multirun job's own folder (with its record: not rnnreg-generate's or rnnreg-report's, the
+        # current one) as Hydra left it: a refused run or job removes the empty folders it made after this
+        own_folder = HydraConfig.initialized() and HydraConfig.get().output_subdir is not None
         folders_before = folders_in(HydraConfig.get().runtime.output_dir) if own_folder else None
         try:
             missing = sorted(OmegaConf.missing_keys(cfg))
@@ -107,6 +107,8 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
                 print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
             job = HydraConfig.get()
+            if folders_before is not None:
+                remove_folders_made_empty(job.runtime.output_dir, folders_before)
             basic = job.sweeper._target_ == BASIC_SWEEPER
             try:
                 swept = job_swept_keys()
