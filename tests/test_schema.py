@@ -747,6 +747,13 @@ def test_checkpointing_off_the_rnnreg_way_validates():
     assert validate_args("train", ["+trainer.enable_checkpointing=false", *off]) == 1
 
 
+@pytest.mark.parametrize("beat", ["every_n_epochs=1", "every_n_train_steps=0", "train_time_interval=null"])
+def test_a_checkpoint_beat_that_saves_at_every_validation_validates(beat):
+    """ModelCheckpoint's own values for saving at every validation, given explicitly: best.ckpt is still the lowest
+    val/ppl, so they are taken (only another beat is refused)."""
+    assert validate_args("train", [f"+callbacks.model_checkpoint.{beat}"]) == 1
+
+
 # Values no run can train with, written out by hand: the bad-value table above is made from the schema's own rules,
 # so a rule loosened by mistake would loosen the table with it.
 @pytest.mark.parametrize(
@@ -802,6 +809,13 @@ def test_a_gpu_accelerator_without_a_gpu_is_refused():
         validate_args("train", ["trainer=gpu"])
     with pytest.raises(ConfigError, match=r"^device=cuda needs a CUDA GPU"):
         validate_args("generate", [f"ckpt_path={fake_checkpoint()}", "device=cuda"])
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="an Apple GPU is present")
+def test_an_mps_accelerator_without_an_apple_gpu_is_refused():
+    """One line before the run starts, not Lightning's traceback from inside Hydra's instantiate."""
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator=mps needs an Apple GPU and this machine has none"):
+        validate_args("train", ["trainer.accelerator=mps"])
 
 
 # -- everything a user can compose is accepted ----------------------------------------------------------
