@@ -1005,6 +1005,20 @@ def test_a_signal_in_the_final_test_interrupts_the_members(
     assert all(math.isfinite(metrics(tmp_path / str(k))["test_ppl"]) for k in range(2))
 
 
+def test_a_member_without_a_test_or_a_csv_logger_writes_what_its_run_alone_writes(tmp_path, tiny_corpus):
+    """No validation in the group's one epoch, test=false with test_ckpt=best, logger=none: each member warns that no
+    validation ran, not that it tests its final weights (it tests nothing, as its run alone, which never picks the
+    weights to test), and writes no csv/ (a run with no CSV logger has none)."""
+    budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget, "test=false", "test_ckpt=best", "logger=none")
+    results = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=False)
+    assert [status for status, _ in results] == ["completed"] * 2
+    for k in range(2):
+        log = (tmp_path / str(k) / "train.log").read_text()
+        assert log.count("][WARNING] - no validation ran (") == 1 and "testing the final weights" not in log, log
+        assert not (tmp_path / str(k) / "csv").exists() and metrics(tmp_path / str(k))["status"] == "completed"
+
+
 def test_a_signal_as_a_group_starts_stops_it_before_its_first_window(
     tmp_path, tiny_corpus, monkeypatch, capsys, unhandled_signals_fail
 ):
