@@ -21,9 +21,11 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def bench(script: str, *args: str, data_dir: Path) -> subprocess.CompletedProcess:
     """`python benchmarks/<script> args` as a GPU session runs it: a real process (a fork of the warm-start
-    server, warm_start.py; the processes it starts are cold)."""
+    server, warm_start.py), and so are the Python processes it starts (`python -m rnnreg.train`, the plain loop,
+    bench_stacked.py's timings: forks too where a fork can give what they ask; joblib's workers stay cold)."""
     env = os.environ | {"RNNREG_DATA_DIR": str(data_dir.parent)}
-    proc = warm_start.run([sys.executable, str(BENCH / script), *args], text=True, env=env, timeout=600)
+    argv = [sys.executable, str(BENCH / script), *args]
+    proc = warm_start.run(argv, text=True, env=env, timeout=600, warm_children=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc
 

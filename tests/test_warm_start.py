@@ -160,3 +160,70 @@ def test_a_warm_python_file_runs_as_a_cold_one(tmp_path):
     assert (cold.returncode, cold.stdout, cold.stderr) == (warm.returncode, warm.stdout, warm.stderr)
     assert cold.returncode == 1 and cold.stderr == "stopped: b c\n"
     assert cold.stdout.startswith(f"['scripts/show.py', 'a', 'b c'] {folder} {folder / 'show.py'} __main__ ")
+
+
+def test_a_warm_scripts_children_start_warm_and_run_as_cold_ones(tmp_path):
+    """warm_children (how the tests start benchmarks/*.py): the Python scripts a warm script starts with subprocess,
+    `python -m module args` (the benchmarks' rnnreg.train) and `python path.py args`, are forks of the server too,
+    with the same sys.argv, sys.path[0], __main__'s attributes, working folder, output and exit status as cold
+    ones; `python -m` of a module that is not there says so as Python does; `python -c` still starts cold."""
+    folder = tmp_path / "scripts"
+    (folder / "pkg").mkdir(parents=True)
+    (folder / "pkg" / "__init__.py").write_text("")
+    show = (
+        "import os, sys\nwarm = 'torch' in sys.modules\nimport __main__\n"  # a fork of the server has torch
+        "print(sys.argv, sys.path[0], __file__, __name__, __package__, __spec__ and __spec__.name, os.getcwd())\n"
+        "print({k: type(v).__name__ for k, v in vars(__main__).items() if k.startswith('__')})\n"
+        "print(type(__loader__).__name__, __loader__.name, __cached__)\n"
+        "print('started warm' if warm else 'started cold', file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    (folder / "pkg" / "show.py").write_text(show)
+    (folder / "show.py").write_text(show)
+    (folder / "parent.py").write_text(
+        "import subprocess, sys\n"
+        "for argv in (['-m', 'pkg.show', 'a', 'b c'], ['show.py', 'd'], ['-m', 'pkg.absent'], ['-c', 'import sys; "
+        'print("torch" in sys.modules)\']):\n'
+        "    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=sys.argv[1])\n"
+        "    print(proc.returncode, proc.stdout, proc.stderr, sep='|')\n"
+    )
+    argv = [sys.executable, str(folder / "parent.py"), str(folder)]
+    cold = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    warm = warm_start.run(argv, text=True, timeout=120, warm_children=True)
+    assert cold.returncode == warm.returncode == 0 and cold.stderr == warm.stderr == "", cold.stderr + warm.stderr
+    assert warm.stdout.count("|started warm\n") == 2 and "started warm" not in cold.stdout
+    assert warm.stdout.replace("|started warm\n", "|started cold\n") == cold.stdout
+    module = folder / "pkg" / "show.py"
+    assert f"3|['{module}', 'a', 'b c'] {folder} {module} __main__ pkg pkg.show {folder}\n" in cold.stdout
+    assert f"3|['show.py', 'd'] {folder} {folder / 'show.py'} __main__ None None {folder}\n" in cold.stdout
+    assert f"1||{sys.executable}: No module named pkg.absent\n" in cold.stdout and cold.stdout.endswith("0|False\n|\n")
+
+
+def test_a_pythonpath_with_folders_before_the_servers_runs_warm_as_a_cold_one(tmp_path):
+    """A PYTHONPATH that puts folders before the tests' own (resume_check.py's, so that rnnreg-train finds its
+    callback) starts warm, those folders on sys.path where a cold process has them (the whole sys.path the same, a
+    module in them imported); a folder holding a sitecustomize (Python runs it at start-up) or a package the server
+    imported (torch.py: a cold process would import it instead), folders put after the server's, or a relative
+    folder, start cold."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "beside_extra.py").write_text("WHERE = __file__\n")
+    script = tmp_path / "show.py"
+    script.write_text(
+        "import sys\nwarm = 'torch' in sys.modules\nimport beside_extra\n"  # a fork of the server has torch
+        "print(sys.path, beside_extra.WHERE)\nprint(warm, file=sys.stderr)\n"
+    )
+    tests_path = os.environ["PYTHONPATH"]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(extra), tests_path])}
+    argv = [sys.executable, str(script)]
+    assert warm_start.warm_possible(argv, env)
+    cold = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    warm = warm_start.run(argv, text=True, env=env, timeout=60)
+    assert (cold.returncode, cold.stdout, cold.stderr) == (0, warm.stdout, "False\n") and warm.stderr == "True\n"
+    assert cold.stdout.startswith(repr([str(tmp_path), str(extra), *tests_path.split(os.pathsep)])[:-1])
+    for name in ("sitecustomize.py", "torch.py"):
+        (extra / name).write_text("")
+        assert not warm_start.warm_possible(argv, env)
+        (extra / name).unlink()
+    for path in ([tests_path, str(extra)], ["extra", tests_path]):
+        assert not warm_start.warm_possible(argv, os.environ | {"PYTHONPATH": os.pathsep.join(path)})

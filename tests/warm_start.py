@@ -1,21 +1,24 @@
-"""Console scripts (and `python path.py`: benchmarks/*.py) started as forks of a process that has imported torch
-and Lightning already.
+"""Console scripts (and `python path.py`: benchmarks/*.py; `python -m module`) started as forks of a process that
+has imported torch and Lightning already.
 
 Each `rnnreg-train` a test starts spends 5-7 s of CPU importing torch, Lightning (with torch._dynamo and sympy) and
 torchmetrics (with scipy and matplotlib), and W&B's client where logger=wandb, before its first window, and the
 suite starts about 180 console and benchmark scripts on two cores. So each pytest worker keeps one server process
 that imports those third-party packages once, and forks a child per script: a real process (its own pid, signals,
-exit status, stdin, stdout, stderr, environment and working directory) that runs it as `BIN/script args` or `python
-path.py args` does, our own modules imported fresh. The server imports none of rnnreg, touches no tensor (no thread
-pool exists to fork) and has no CUDA.
+exit status, stdin, stdout, stderr, environment and working directory) that runs it as `BIN/script args`, `python
+path.py args` or `python -m module args` does, our own modules imported fresh. The server imports none of rnnreg,
+touches no tensor (no thread pool exists to fork) and has no CUDA.
 A child ends as Python ends (threads joined, atexit, streams flushed) but skips the interpreter's teardown of
 every module, which in a fork costs a second of copying the server's pages.
 
 A child takes the caller's umask and soft resource limits (`ulimit -f`, say), as a process the caller
 started would inherit them. What a fork cannot give, a cold process is started for (`subprocess.Popen`, as
 before): a `preexec_fn`, an environment that changes what Python or a native library reads once at start-up
-(PYTHON*, OMP_*, LD_*, ...), a hard resource limit other than the server's, a system other than Linux, or
-TESTS_COLD_START=1 (the whole suite cold: `TESTS_COLD_START=1 make test`). What a
+(PYTHON*, OMP_*, LD_*, ...; a PYTHONPATH that puts folders before the server's is given, as sys.path entries,
+where they hold no sitecustomize and no package the server imported), a hard resource limit other than the
+server's, a system other than Linux, or TESTS_COLD_START=1 (the whole suite cold: `TESTS_COLD_START=1 make test`).
+A child started with `warm_children` (a benchmark script) starts the Python scripts it runs through subprocess as
+forks of the server too (the benchmarks' `python -m rnnreg.train` runs, bench_stacked.py's timings). What a
 process imports is tested in cold processes (test_first_hour.py starts `python -c`, never through here);
 test_warm_start.py checks that a warm run ends as a cold one.
 
@@ -50,10 +53,37 @@ STARTUP_KEYS = tuple("PYTHON OMP_ KMP_ MKL_ OPENBLAS_ GOMP_ LD_ MALLOC TORCH TRI
 READ_WHEN_USED = ("TRITON_INTERPRET",)
 STATUS = struct.Struct("i")
 WARM_ARGUMENTS = ("stdin", "stdout", "stderr", "text", "cwd", "start_new_session")
+# in the server and its children: the start-up environment and resource limits the server started with
+_SERVER_START: dict = {}
 
 
 def _startup_env(env: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in env.items() if key.startswith(STARTUP_KEYS) and key not in READ_WHEN_USED}
+
+
+def _path_added(env: dict[str, str], server_env: dict[str, str]) -> list[str] | None:
+    """The folders `env`'s PYTHONPATH puts before the server's (a cold process has them on sys.path after its
+    script's folder, before the server's); None where its PYTHONPATH is not the server's with absolute folders put
+    before it."""
+
+    def folders(startup: dict[str, str]) -> list[str]:
+        return startup["PYTHONPATH"].split(os.pathsep) if startup.get("PYTHONPATH") else []
+
+    given, server = folders(env), folders(server_env)
+    added = given[: len(given) - len(server)]
+    if given[len(added) :] != server or not all(os.path.isabs(folder) for folder in added):
+        return None
+    return added
+
+
+def _shadows(folder: str, modules: set[str]) -> bool:
+    """Whether a module in `folder` would change a cold process's start-up (a sitecustomize Python runs) or take the
+    place of a package the server imported (first on sys.path, a cold process would import it instead)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:  # not a folder (yet): nothing in it to import
+        return False
+    return any(name.partition(".")[0] in modules | {"sitecustomize", "usercustomize"} for name in names)
 
 
 def _limits() -> dict[str, tuple[int, int]]:
@@ -73,32 +103,46 @@ def _umask() -> int:
 # --- the server ------------------------------------------------------------------------------------------------
 
 
-def serve(sock: socket.socket) -> str:
-    """Forks a child per request until the client goes; returns (in a child only) the script it is to run."""
+def serve(sock: socket.socket) -> tuple[list[str], socket.socket | None]:
+    """Forks a child per request until the pytest worker (`sock`) goes; returns, in a child only, what it is to run
+    (its argv after the interpreter) and, for a child that starts its own children warm, its connection here."""
     statuses: dict[int, int] = {}  # child pid -> the write end of its status pipe
+    clients = [sock]  # the pytest worker, then each running child that starts its own children warm
     while True:
-        ready, _, _ = select.select([sock], [], [], 0.02)
-        if ready:
+        ready, _, _ = select.select(clients, [], [], 0.02)
+        for client in ready:
             try:
-                message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
+                message, fds, _, _ = socket.recv_fds(client, 1 << 20, 8)
             except ConnectionError:
                 message = b""
-            if not message:
+            if not message and client is sock:
                 os._exit(0)  # the pytest worker is gone; running children go on, as subprocesses would
+            if not message:  # a child that started its children here has ended
+                clients.remove(client)
+                client.close()
+                continue
             request = json.loads(message)
             stdin, stdout, stderr, status = fds
+            # a child that starts its children warm asks for them on a connection of its own
+            ours, theirs = (
+                socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if request["warm_children"] else 2 * [None]
+            )
             sys.stdout.flush(), sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                sock.close()
-                os.close(status)
-                for fd in statuses.values():
+                for connection in [*clients, ours]:
+                    if connection is not None:
+                        connection.close()
+                for fd in [status, *statuses.values()]:
                     os.close(fd)
-                return _become_child(request, stdin, stdout, stderr)
+                return _become_child(request, stdin, stdout, stderr), theirs
             for fd in (stdin, stdout, stderr):
                 os.close(fd)
+            if theirs is not None:
+                theirs.close()
+                clients.append(ours)
             statuses[pid] = status
-            sock.send(json.dumps({"pid": pid}).encode())
+            client.send(json.dumps({"pid": pid}).encode())
         while statuses:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -111,9 +155,9 @@ def serve(sock: socket.socket) -> str:
             os.close(fd)
 
 
-def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> str:
-    """This fork as a fresh `script args` process would start: its streams, session, folder, umask, soft resource
-    limits, environment, signal handlers, argv and sys.path[0]."""
+def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> list[str]:
+    """This fork as a fresh `script args` (or `python -m module args`) process would start: its streams, session,
+    folder, umask, soft resource limits, environment, signal handlers, argv and sys.path[0]."""
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
     for fd in {stdin, stdout, stderr} - {0, 1, 2}:
@@ -137,10 +181,23 @@ def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> str:
         sys.modules["tempfile"].tempdir = None  # found again from this environment's TMPDIR
     if "numpy.random" in sys.modules:
         sys.modules["numpy.random"].seed()  # a fresh process draws its own seed; forks would share one
-    script = os.path.abspath(request["argv"][0])  # __main__.__file__ (sys.argv[0] stays as it was given)
-    sys.argv = list(request["argv"])
+    argv = request["argv"]
+    if argv[0] == "-m":  # as Python has it while it finds the module (runpy sets argv[0] to its file)
+        sys.argv = ["-m", *argv[2:]]
+        sys.path[0] = os.getcwd()
+        _put_path_added(request["env"])
+        return argv
+    script = os.path.abspath(argv[0])  # __main__.__file__ (sys.argv[0] stays as it was given)
+    sys.argv = list(argv)
     sys.path[0] = os.path.dirname(script)
-    return script
+    _put_path_added(request["env"])
+    return [script]
+
+
+def _put_path_added(env: dict[str, str]) -> None:
+    """sys.path with the folders `env`'s PYTHONPATH puts before the server's, where a cold process has them: after
+    sys.path[0] (warm_possible has checked that none holds a module the server imported)."""
+    sys.path[1:1] = _path_added(env, _SERVER_START["env"])
 
 
 def _run_as_main(script: str) -> None:
@@ -155,6 +212,35 @@ def _run_as_main(script: str) -> None:
     exec(code, main.__dict__)
 
 
+def _run_module_as_main(name: str) -> None:
+    """Runs the module as `python -m name` does (Python's own runpy._run_module_as_main: its errors, a package's
+    __main__, sys.argv[0]), in a fresh __main__ module as the interpreter starts one (this one's objects unseen)."""
+    import runpy
+
+    main = types.ModuleType("__main__")
+    main.__annotations__, main.__builtins__ = {}, builtins
+    sys.modules["__main__"] = main
+    runpy._run_module_as_main(name)
+
+
+def _start_children_warm(connection: socket.socket) -> None:
+    """In a child asked to (popen's warm_children): the Python scripts it starts with subprocess (`subprocess.run`,
+    `subprocess.Popen`) are forks of the server as well, through `connection`, where a fork can give what is asked
+    (warm_possible); cold processes otherwise. Their own children start cold."""
+    global _server
+    _server = _Server(connection)
+    cold = subprocess.Popen
+
+    class WarmOrColdPopen(cold):
+        def __new__(cls, args, *rest, **kwargs):
+            env, others = kwargs.get("env"), {key: value for key, value in kwargs.items() if key != "env"}
+            if not rest and not isinstance(args, str | bytes) and warm_possible(list(args), env, **others):
+                return WarmPopen(args, **kwargs)
+            return super().__new__(cls)
+
+    subprocess.Popen = WarmOrColdPopen
+
+
 def _serve_main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     # what each console script imports before it trains (none of rnnreg: a child imports ours fresh)
@@ -167,11 +253,18 @@ def _serve_main() -> None:
     import wandb.sdk.launch  # noqa: F401  (logger=wandb: 1.7 s; wandb.init imports its launch package)
 
     gc.freeze()  # the imports' objects: no collection in a child walks them (nor copies their pages)
-    sock.send(b"ready")
-    script = serve(sock)
+    modules = sorted({name.partition(".")[0] for name in sys.modules})
+    _SERVER_START.update(env=_startup_env(dict(os.environ)), limits=_limits(), modules=modules)
+    sock.send(b"ready" + json.dumps(modules).encode())
+    argv, connection = serve(sock)
     # a child from here on
     try:
-        _run_as_main(script)
+        if connection is not None:
+            _start_children_warm(connection)
+        if argv[0] == "-m":
+            _run_module_as_main(argv[1])
+        else:
+            _run_as_main(argv[0])
         status = 0
     except SystemExit as stop:  # as the interpreter reads it: None is 0, a message goes to stderr with 1
         status = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
@@ -204,7 +297,14 @@ def _exit(status: int) -> None:
 
 
 class _Server:
-    def __init__(self) -> None:
+    def __init__(self, connection: socket.socket | None = None) -> None:
+        """The server started from this process, or (in a child that starts its children warm) the one this
+        process is a fork of, through its `connection`."""
+        if connection is not None:
+            self.sock, self.lock, self.proc = connection, threading.Lock(), None
+            self.env, self.limits = _SERVER_START["env"], _SERVER_START["limits"]
+            self.modules = set(_SERVER_START["modules"])
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.env, self.limits = _startup_env(dict(os.environ)), _limits()
         self.proc = subprocess.Popen(
@@ -217,8 +317,10 @@ class _Server:
         theirs.close()
         self.sock, self.lock = ours, threading.Lock()
         ready, _, _ = select.select([ours], [], [], 300)
-        if not ready or ours.recv(16) != b"ready":
+        message = ours.recv(1 << 20) if ready else b""
+        if not message.startswith(b"ready"):
             raise RuntimeError("the warm-start server did not start (TESTS_COLD_START=1 runs without it)")
+        self.modules = set(json.loads(message.removeprefix(b"ready")))  # the top-level packages it imported
 
     def start(self, request: dict, fds: list[int]) -> int:
         with self.lock:
@@ -231,7 +333,7 @@ _server: _Server | None = None
 
 def _the_server() -> _Server:
     global _server
-    if _server is None or _server.proc.poll() is not None:
+    if _server is None or (_server.proc is not None and _server.proc.poll() is not None):
         _server = _Server()
     return _server
 
@@ -239,8 +341,11 @@ def _the_server() -> _Server:
 def script_argv(argv: list[str], cwd=None) -> list[str] | None:
     """The script's own argv (its sys.argv) when `argv` runs a Python script as this venv runs it: a console
     script (`BIN/script args`) or a file given to this interpreter (`python path.py args`, no flags before it, as
-    the tests start benchmarks/*.py); None for anything else."""
+    the tests start benchmarks/*.py); `-m module args` for a module this interpreter runs (`python -m module args`,
+    as the benchmarks start rnnreg.train); None for anything else."""
     args = [str(a) for a in argv]
+    if len(args) > 2 and args[0] == sys.executable and args[1] == "-m":
+        return args[1:]
     if len(args) > 1 and args[0] == sys.executable and args[1].endswith(".py"):
         return args[1:] if os.path.isfile(os.path.join(cwd or "", args[1])) else None
     script = args[0]
@@ -263,7 +368,13 @@ def warm_possible(argv: list[str], env: dict[str, str] | None, **kwargs) -> bool
     server = _the_server()
     if any(hard != server.limits[name][1] for name, (_, hard) in _limits().items()):  # a child cannot raise one
         return False
-    return _startup_env(dict(os.environ if env is None else env)) == server.env
+    startup = _startup_env(dict(os.environ if env is None else env))
+    if startup | {"PYTHONPATH": ""} != server.env | {"PYTHONPATH": ""}:
+        return False
+    # a PYTHONPATH with folders put before the server's (resume_check.py's, for its callback): those folders
+    # first on the child's sys.path, where they hold nothing that starts differently cold
+    added = _path_added(startup, server.env)
+    return added is not None and not any(_shadows(folder, server.modules) for folder in added)
 
 
 class WarmPopen:
@@ -271,7 +382,7 @@ class WarmPopen:
     pipes, poll, wait, communicate, send_signal, terminate, kill, returncode."""
 
     def __init__(self, args, *, stdin=None, stdout=None, stderr=None, text=False, env=None, cwd=None,
-                 start_new_session=False):  # fmt: skip
+                 start_new_session=False, warm_children=False):  # fmt: skip
         self.args, self.returncode, self.text = list(map(str, args)), None, text
         self.stdin = self.stdout = self.stderr = None
         self._pipes: dict[str, int] = {}  # our ends of the PIPEs: name -> fd
@@ -302,7 +413,7 @@ class WarmPopen:
         server = _the_server()
         soft_limits = {name: soft for name, (soft, _) in _limits().items() if soft != server.limits[name][0]}
         request = {"argv": argv, "env": env, "cwd": str(cwd or os.getcwd()), "new_session": start_new_session,
-                   "umask": _umask(), "soft_limits": soft_limits}  # fmt: skip
+                   "umask": _umask(), "soft_limits": soft_limits, "warm_children": warm_children}  # fmt: skip
         try:
             self.pid = server.start(request, [*fds, status_write])
         finally:
@@ -381,16 +492,19 @@ class WarmPopen:
         self.wait()
 
 
-def popen(args, *, env: dict | None = None, **kwargs):
-    """`subprocess.Popen(args, env=env, **kwargs)`, as a fork of the warm server where it can be one."""
+def popen(args, *, env: dict | None = None, warm_children: bool = False, **kwargs):
+    """`subprocess.Popen(args, env=env, **kwargs)`, as a fork of the warm server where it can be one;
+    `warm_children`: the Python scripts that fork starts (with subprocess) are forks of the server too."""
     if warm_possible(list(args), env, **kwargs):
-        return WarmPopen(args, env=env, **kwargs)
+        return WarmPopen(args, env=env, warm_children=warm_children, **kwargs)
     return subprocess.Popen(args, env=env, **kwargs)
 
 
-def run(args, *, env: dict | None = None, timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
+def run(
+    args, *, env: dict | None = None, timeout: float | None = None, warm_children: bool = False, **kwargs
+) -> subprocess.CompletedProcess:
     """`subprocess.run(args, capture_output=True, env=env, timeout=timeout, **kwargs)` through `popen`."""
-    proc = popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    proc = popen(args, env=env, warm_children=warm_children, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
