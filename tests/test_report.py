@@ -2337,3 +2337,16 @@ def test_a_failed_runs_reason_is_its_metrics_json_error_before_its_error_txt(tmp
     diverged = {"status": "failed", "error": "training loss became nan at epoch 1, step 3", "epochs": 1}
     (tmp_path / "0" / "metrics.json").write_text(json.dumps(diverged))
     assert f"Failed, and why:\n\n- 0: {diverged['error']}\n" in report(tmp_path / "0", PAPER)
+
+
+def test_a_run_alone_is_labelled_by_its_placement_not_by_every_override_it_was_given(tmp_path):
+    """A report of one run: every override it was given tells it apart from no other run, so its figures' labels
+    name its placement alone (before: all of them, and a figure several times as wide as its axes)."""
+    overrides = ["dropout=both", "dropout.p=0.3", "model.hidden_size=16", "data.bptt=5", "optim.lr=0.5", "seed=7"]
+    write_job(tmp_path, overrides, {"dropout": "both"}, TOY, 430.0)
+    assert [e["label"] for e in configurations(collect(tmp_path))] == ["both"]
+    legend = figure_val_ppl(collect(tmp_path), PAPER).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["both"]
+    figure = figure_test_ppl(collect(tmp_path), PAPER)
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["both"]
+    assert figure.get_size_inches()[0] < 10

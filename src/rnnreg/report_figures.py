@@ -92,11 +92,15 @@ def short_names(keys: set[str]) -> dict[str, str]:
 def configurations(rows: list[dict]) -> list[dict]:
     """What the figures draw, one entry per configuration (plot_groups), in the order of PLACEMENT_COLOURS
     then of the jobs: its placement, a short horizontal label (the placement, plus what else differs
-    between the configurations: `both, p=0.3`), colour, marker, line style and runs."""
+    between the configurations: `both, p=0.3`; the placement alone where one is drawn), colour, marker, line style
+    and runs."""
     order = list(PLACEMENT_COLOURS)
     entries = []
+    groups = plot_groups(rows)
 
     def told(runs: list[dict]) -> list[str]:
+        if len(groups) == 1:  # one configuration drawn: nothing to tell apart (report.md's row lists its overrides)
+            return []
         status = runs[0]["status"]
         return [
             o
@@ -105,7 +109,6 @@ def configurations(rows: list[dict]) -> list[dict]:
             if o not in ("(same)", "(none)") and not o.startswith("dropout=")
         ]
 
-    groups = plot_groups(rows)
     names = short_names({o.partition("=")[0] for runs in groups.values() for o in told(runs)})
 
     def label(runs: list[dict], digits: int | None) -> str:
