@@ -730,11 +730,12 @@ def test_a_submitit_local_task_whose_first_task_never_wrote_the_port_says_so_in_
     launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=1"]
     proc = run("rnnreg-train", "-m", *args, *short, *launcher, f"hydra.sweep.dir={sweep}", check=False, env=env)
     assert "RuntimeError: task 0 failed as it started" in proc.stderr, proc.stderr[-3000:]  # (submitit's report)
-    (job,) = [d for d in (sweep / ".submitit").iterdir() if d.name != "%j"]
+    (job,) = [d for d in (sweep / ".submitit").iterdir() if d.name != "%j"]  # (submitit's `%j`: the submission's)
+    assert not list((sweep / ".submitit").glob("%j/*_ddp_port"))  # the port file in its job's folder
     said = (job / f"{job.name}_1_log.err").read_text().strip().splitlines()
     assert said == [
         f"error: task 1 of submitit job {job.name} waited 2 s for task 0 to write the DDP port its tasks meet at "
-        f"({sweep / '.submitit' / '%j' / f'{job.name}_ddp_port'}) and it never did: task 0 failed or was not started "
+        f"({job / f'{job.name}_ddp_port'}) and it never did: task 0 failed or was not started "
         f"(its log, {job / f'{job.name}_0_log.err'}, says why); fix that and run the job again"
     ], said
 

@@ -195,14 +195,19 @@ class CtrlCStopsTheJobs:
 
 def meeting_port(rank: int, job_id: str) -> int:
     """The port the tasks of job `job_id` meet at: rank 0 takes one the system finds free and writes it, with its
-    pid, to <submitit's folder>/<job id>_ddp_port; the other ranks wait for that file written by a task of this run of
-    the job (its rank 0 alive and their sibling: a requeued job finds its last run's file there), PORT_WAIT_S at most:
-    then the task says so in one line and exits 2 (task 0 failed or was not started: its own log says why).
+    pid, to <submitit's folder of the job>/<job id>_ddp_port; the other ranks wait for that file written by a task of
+    this run of the job (its rank 0 alive and their sibling: a requeued job finds its last run's file there),
+    PORT_WAIT_S at most: then the task says so in one line and exits 2 (task 0 failed or was not started: its own log
+    says why).
     Lightning's rule for SLURM (15000 + the job id's last four digits) failed to bind where another program had the
     port, or another job of the sweep ended in the same four digits (submitit_local runs them at once)."""
+    from submitit.core.utils import JobPaths
+
     from rnnreg.io import replace_atomically
 
-    port_file = Path(os.environ.get("SUBMITIT_FOLDER", ".")) / f"{job_id}_ddp_port"
+    # (submitit's folder as its own files have it: its `%j` is the job's id, beside the tasks' logs)
+    paths = JobPaths(os.environ.get("SUBMITIT_FOLDER", "."), job_id, 0)
+    port_file = paths.folder / f"{job_id}_ddp_port"
     if rank == 0:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -215,14 +220,12 @@ def meeting_port(rank: int, job_id: str) -> int:
         if len(said) == 2 and is_my_sibling(int(said[1])):
             return int(said[0])
         time.sleep(0.1)
-    from submitit.core.utils import JobPaths
-
     # (Hydra only warns of an error raised in a job's callback, and the task would go on to wait in DDP's own
     # rendezvous and end in its C++ traceback)
     print(
         f"error: task {rank} of submitit job {job_id} waited {PORT_WAIT_S:.0f} s for task 0 to write the DDP port "
         f"its tasks meet at ({port_file}) and it never did: task 0 failed or was not started (its log, "
-        f"{JobPaths(port_file.parent, job_id, 0).stderr}, says why); fix that and run the job again",
+        f"{paths.stderr}, says why); fix that and run the job again",
         file=sys.stderr,
         flush=True,
     )
