@@ -480,15 +480,7 @@ def test_a_sweeps_job_stopped_before_its_first_checkpoint_runs_again_in_a_new_fo
     run again, it starts over, which its own folder refuses (it holds a result): its command runs it in a new folder;
     a job that left no result runs again in its own."""
     sweep = tmp_path / "sweep"
-    multirun = {
-        "hydra": {
-            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
-            "sweep": {"dir": str(sweep), "subdir": "${hydra.job.num}"},
-            "overrides": {"task": ["seed=1,2"]},
-        }
-    }
-    sweep.mkdir()
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    basic_sweep_record(sweep, ["seed=1,2"])
     for job in (0, 1):
         write_job(sweep / str(job), [f"seed={job + 1}"], {}, TOY, None)
     (sweep / "0" / "metrics.json").write_text(json.dumps({"status": "interrupted", "error": "SIGTERM", "epochs": 0}))
@@ -521,15 +513,7 @@ def test_a_run_in_a_sweeps_folder_under_a_name_of_its_own_is_no_job_of_the_sweep
     """A run given a folder by name inside a basic sweep's folder (hydra.run.dir=<sweep>/rerun) is none of the jobs
     the sweep numbered: it runs again in a new folder, as a run of its own, not in that folder."""
     sweep = tmp_path / "sweep"
-    multirun = {
-        "hydra": {
-            "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
-            "sweep": {"dir": str(sweep), "subdir": "${hydra.job.num}"},
-            "overrides": {"task": ["seed=1"]},
-        }
-    }
-    sweep.mkdir()
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    basic_sweep_record(sweep, ["seed=1"])
     write_job(sweep / "0", ["seed=1"], {}, TOY, 440.0)
     write_job(sweep / "rerun", ["seed=1", "dropout=none"], {}, TOY, None)
     assert report(sweep, PAPER).endswith(
