@@ -444,11 +444,12 @@ def over_seeds(rows: list[dict]) -> list[dict]:
     """Configurations completed with 2 or more seeds, or with one whose other seeds did not complete (the note of
     seeds_left_out names them: its row is that seed's, as its figure draws it, not left out of the table): the
     number of seeds (each counted once: by_config) and each perplexity's mean and sample standard deviation."""
+    configs = by_config(rows)
     return [
-        {"config": config, "seeds": len(runs)} | {key: mean_sd([r[key] for r in runs]) for key in PPL_COLUMNS}
-        for config, runs in by_config(rows).items()
-        if runs[0]["status"] == "completed"
-        and (len(runs) > 1 or any(left_out(r, {runs[0]["seed"]}, configuration_of(runs[0])) for r in rows))
+        c
+        for c in configurations_done(rows)
+        if len(c["seeds"]) > 1
+        or any(left_out(r, set(c["seeds"]), configuration_of(configs[c["config"]][0])) for r in rows)
     ]
 
 
@@ -483,7 +484,7 @@ def seeds_table(groups: list[dict]) -> str:
             fmt(g[key][0]) if math.isnan(g[key][0]) else f"{g[key][0]:.2f} ± {fmt(g[key][1], '.2f')}"
             for key in PPL_COLUMNS
         )
-        lines.append(f"| {g['config']} | {g['seeds']} | {cells} |")
+        lines.append(f"| {g['config']} | {len(g['seeds'])} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
