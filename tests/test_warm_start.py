@@ -100,6 +100,12 @@ def test_what_a_fork_cannot_give_starts_cold():
     # a flag for the interpreter before the script, or code instead of a file: cold
     assert not warm_start.warm_possible([sys.executable, "-c", "pass"], None)
     assert not warm_start.warm_possible([sys.executable, "-X", "importtime", __file__], None)
+    assert not warm_start.warm_possible([sys.executable, "-u", "-X", "importtime", __file__], None)
+    assert not warm_start.warm_possible([sys.executable, "-m", "rnnreg.train"], None, shell=True)
+    # what a fork gives: -u (submitit's tasks), a console script given to the interpreter (Lightning's DDP processes)
+    assert warm_start.script_argv([sys.executable, "-u", "-m", "rnnreg.train", "a"]) == ["-m", "rnnreg.train", "a"]
+    assert warm_start.script_argv([sys.executable, script, "a"]) == [script, "a"]
+    assert warm_start.warm_possible([sys.executable, script], None, shell=False, encoding="utf-8")
 
 
 def test_a_warm_process_takes_the_callers_umask_and_soft_limits_as_a_cold_one(tmp_path, monkeypatch):
@@ -199,6 +205,70 @@ def test_a_warm_scripts_children_start_warm_and_run_as_cold_ones(tmp_path):
     assert f"3|['{module}', 'a', 'b c'] {folder} {module} __main__ pkg pkg.show {folder}\n" in cold.stdout
     assert f"3|['show.py', 'd'] {folder} {folder / 'show.py'} __main__ None None {folder}\n" in cold.stdout
     assert f"1||{sys.executable}: No module named pkg.absent\n" in cold.stdout and cold.stdout.endswith("0|False\n|\n")
+
+
+def test_a_warm_scripts_grandchildren_start_warm_with_what_exec_gives_them(tmp_path):
+    """The Python scripts a warm script's children start are forks of the server too (Lightning's DDP processes
+    started by a warm rnnreg-train, the tasks of submitit_local's controller), each as a cold one would start: with
+    the signals its parent ignores ignored (rnnreg starts submitit's controllers with Ctrl-C ignored: its tasks take
+    it back), `python -u`'s unbuffered stdout and stderr, text in the encoding asked for. A script in a process
+    group other than the server's (a session of its own) starts its children cold, in its group, where a signal to
+    the group reaches them."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "show.py").write_text(
+        "import os, signal, sys\nwarm = 'torch' in sys.modules\n"  # a fork of the server has torch
+        "print(sys.argv[2:], signal.getsignal(signal.SIGINT) is signal.SIG_IGN, type(sys.stdout.buffer).__name__,"
+        " sys.stdout.write_through, type(sys.stderr.buffer).__name__, os.getpgrp() == int(sys.argv[1]), flush=True)\n"
+        "print('started warm' if warm else 'started cold', file=sys.stderr)\n"
+        "if sys.argv[2:] == ['again']:\n"
+        "    import subprocess\n"
+        "    proc = subprocess.run([sys.executable, '-m', 'pkg.show', sys.argv[1]], capture_output=True, text=True)\n"
+        "    print('grandchild', proc.returncode, proc.stdout, proc.stderr, sep='|', end='')\n"
+    )
+    (tmp_path / "parent.py").write_text(
+        "import os, signal, subprocess, sys\n"
+        "def show(*flags, again=True, **kwargs):\n"
+        "    argv = [sys.executable, *flags, '-m', 'pkg.show', str(os.getpgrp()), *(['again'] if again else [])]\n"
+        "    proc = subprocess.run(argv, capture_output=True, encoding='utf-8', **kwargs)\n"
+        "    print(proc.returncode, proc.stdout, proc.stderr, sep='|', end='')\n"
+        "show()\n"
+        "show('-u', again=False)\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "show()\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "os.setsid()\n"
+        "show()\n"
+    )
+    argv = [sys.executable, str(tmp_path / "parent.py")]
+    cold = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    warm = warm_start.run(argv, text=True, cwd=tmp_path, timeout=120)
+    assert cold.returncode == warm.returncode == 0 and cold.stderr == warm.stderr == "", cold.stderr + warm.stderr
+    assert "started warm" not in cold.stdout and warm.stdout.count("started warm") == 5  # all but the last two
+    assert warm.stdout.replace("started warm", "started cold") == cold.stdout
+    lines = cold.stdout.splitlines()
+    # as Python starts: stdout and stderr buffered (pipes) but where PYTHONUNBUFFERED is set (in the server's
+    # environment too), -u unbuffered; SIGINT ignored where its parent ignores it
+    buffered = "FileIO True FileIO" if os.environ.get("PYTHONUNBUFFERED") else "BufferedWriter False BufferedWriter"
+    assert lines[0] == f"0|['again'] False {buffered} True" and lines[1] == f"grandchild|0|[] False {buffered} True"
+    assert lines[4] == "0|[] False FileIO True FileIO True"
+    assert lines[6] == f"0|['again'] True {buffered} True" and lines[7] == f"grandchild|0|[] True {buffered} True"
+    assert warm.stdout.splitlines()[-4:] == lines[-4:]  # in a session of its own: cold, in its group
+
+
+def test_the_server_goes_on_after_a_script_that_ended_before_its_warm_child(tmp_path):
+    """A warm script that ends before the warm child it started (a DDP rank 0 killed before its other ranks): the
+    server, telling the gone script of its child's end, goes on serving (before: it ended on a broken pipe, and
+    every later test of the worker failed to start its processes)."""
+    (tmp_path / "child.py").write_text("import time\ntime.sleep(0.5)\n")
+    (tmp_path / "parent.py").write_text(
+        "import subprocess, sys\nsubprocess.Popen([sys.executable, 'child.py'])\nprint(subprocess.Popen.__name__)"
+    )
+    parent = warm_start.run([sys.executable, str(tmp_path / "parent.py")], text=True, cwd=tmp_path, timeout=60)
+    assert (parent.returncode, parent.stdout, parent.stderr) == (0, "WarmOrColdPopen\n", "")
+    time.sleep(1.5)  # the child has ended, and the server has written its status to the pipe no one reads
+    after = warm_start.run([sys.executable, str(tmp_path / "child.py")], timeout=60)
+    assert after.returncode == 0 and isinstance(after.args, list)
 
 
 def test_a_pythonpath_with_folders_before_the_servers_runs_warm_as_a_cold_one(tmp_path):

@@ -1,5 +1,5 @@
-"""Console scripts (and `python path.py`: benchmarks/*.py; `python -m module`) started as forks of a process that
-has imported torch and Lightning already.
+"""Console scripts (and `python path.py`: benchmarks/*.py; `python [-u] -m module`; `python BIN/script`) started as
+forks of a process that has imported torch and Lightning already.
 
 Each `rnnreg-train` a test starts spends 5-7 s of CPU importing torch, Lightning (with torch._dynamo and sympy) and
 torchmetrics (with scipy and matplotlib), and W&B's client where logger=wandb, before its first window, and the
@@ -17,10 +17,12 @@ before): a `preexec_fn`, an environment that changes what Python or a native lib
 (PYTHON*, OMP_*, LD_*, ...; a PYTHONPATH that puts folders before the server's is given, as sys.path entries,
 where they hold no sitecustomize and no package the server imported), a hard resource limit other than the
 server's, a system other than Linux, or TESTS_COLD_START=1 (the whole suite cold: `TESTS_COLD_START=1 make test`).
-A child started with `warm_children` (a benchmark script) starts the Python scripts it runs through subprocess as
-forks of the server too (the benchmarks' `python -m rnnreg.train` runs, bench_stacked.py's timings). What a
-process imports is tested in cold processes (test_first_hour.py starts `python -c`, never through here);
-test_warm_start.py checks that a warm run ends as a cold one.
+A child starts the Python scripts it runs through subprocess as forks of the server too, and they theirs, in the
+server's process group (`warm_children`, _start_children_warm): Lightning's other DDP processes, submitit_local's
+job controllers and their tasks (`python -u -m submitit.core._submit`), the benchmarks' `python -m rnnreg.train`
+runs; joblib's loky workers, started by loky itself, stay cold. What a process imports is tested in cold processes
+(test_first_hour.py starts `python -c`, never through here); test_warm_start.py checks that a warm run ends as a
+cold one.
 
     python tests/warm_start.py <socket fd>     the server (started by `_the_server()`, one per pytest worker)
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import contextlib
 import gc
 import importlib.machinery
 import io
@@ -49,10 +52,14 @@ import types
 # asking for other values than the server's is started cold
 STARTUP_KEYS = tuple("PYTHON OMP_ KMP_ MKL_ OPENBLAS_ GOMP_ LD_ MALLOC TORCH TRITON CUDA MPL".split())
 # ... except what is read each time it is used: Triton's knobs read TRITON_INTERPRET when a kernel is defined
-# (rnnreg.triton_cell, imported in the child) and launched
-READ_WHEN_USED = ("TRITON_INTERPRET",)
+# (rnnreg.triton_cell, imported in the child) and launched; CUDA_VISIBLE_DEVICES is read as CUDA starts, which it
+# never did in the server (submitit_local sets it for a job's controller)
+READ_WHEN_USED = ("TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")
 STATUS = struct.Struct("i")
-WARM_ARGUMENTS = ("stdin", "stdout", "stderr", "text", "cwd", "start_new_session")
+# (shell=False only; encoding: of the pipes, as subprocess's, which it makes text)
+WARM_ARGUMENTS = ("stdin", "stdout", "stderr", "text", "encoding", "cwd", "start_new_session", "shell")
+# the interpreter's flags a fork gives: -u (unbuffered stdout and stderr: submitit's tasks)
+WARM_FLAGS = ("-u",)
 # in the server and its children: the start-up environment and resource limits the server started with
 _SERVER_START: dict = {}
 
@@ -142,7 +149,8 @@ def serve(sock: socket.socket) -> tuple[list[str], socket.socket | None]:
                 theirs.close()
                 clients.append(ours)
             statuses[pid] = status
-            client.send(json.dumps({"pid": pid}).encode())
+            with contextlib.suppress(OSError):  # (a child that asked and was gone before the answer)
+                client.send(json.dumps({"pid": pid}).encode())
         while statuses:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -151,7 +159,8 @@ def serve(sock: socket.socket) -> tuple[list[str], socket.socket | None]:
             if pid == 0:
                 break
             fd = statuses.pop(pid)
-            os.write(fd, STATUS.pack(status))
+            with contextlib.suppress(OSError):  # (its starter has ended: a rank 0 killed before its other ranks)
+                os.write(fd, STATUS.pack(status))
             os.close(fd)
 
 
@@ -177,6 +186,10 @@ def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> list[s
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_DFL)
+    for signum in request["ignored_signals"]:  # inherited through exec (Python keeps SIGINT so: no KeyboardInterrupt)
+        signal.signal(signum, signal.SIG_IGN)
+    if request["unbuffered"]:
+        _unbuffered_streams()
     if "tempfile" in sys.modules:
         sys.modules["tempfile"].tempdir = None  # found again from this environment's TMPDIR
     if "numpy.random" in sys.modules:
@@ -192,6 +205,17 @@ def _become_child(request: dict, stdin: int, stdout: int, stderr: int) -> list[s
     sys.path[0] = os.path.dirname(script)
     _put_path_added(request["env"])
     return [script]
+
+
+def _unbuffered_streams() -> None:
+    """stdout and stderr as `python -u` makes them: text written through to the file descriptor at once."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        stream.flush()
+        raw = io.FileIO(stream.fileno(), "wb", closefd=False)
+        unbuffered = io.TextIOWrapper(raw, stream.encoding, stream.errors, newline="\n", write_through=True)
+        setattr(sys, name, unbuffered)
+        setattr(sys, f"__{name}__", unbuffered)
 
 
 def _put_path_added(env: dict[str, str]) -> None:
@@ -224,9 +248,14 @@ def _run_module_as_main(name: str) -> None:
 
 
 def _start_children_warm(connection: socket.socket) -> None:
-    """In a child asked to (popen's warm_children): the Python scripts it starts with subprocess (`subprocess.run`,
-    `subprocess.Popen`) are forks of the server as well, through `connection`, where a fork can give what is asked
-    (warm_possible); cold processes otherwise. Their own children start cold."""
+    """In a child asked to (popen's warm_children, the default): the Python scripts it starts with subprocess
+    (`subprocess.run`, `subprocess.Popen`: Lightning's DDP processes, submitit_local's job controller and the
+    controller's tasks) are forks of the server as well, through `connection`, and start theirs so in turn, where a
+    fork can give what is asked (warm_possible) and in this child's process group, which is the server's; cold
+    processes otherwise. A fork of the server cannot join another group: a child in a session of its own (a test's
+    Ctrl-C goes to its group) starts its children cold, in its group. A warm one starts ignoring the signals this
+    child ignores, as a process started by exec does (submitit_local's controller, with Ctrl-C ignored: rnnreg's
+    CtrlCStopsTheJobs)."""
     global _server
     _server = _Server(connection)
     cold = subprocess.Popen
@@ -234,11 +263,32 @@ def _start_children_warm(connection: socket.socket) -> None:
     class WarmOrColdPopen(cold):
         def __new__(cls, args, *rest, **kwargs):
             env, others = kwargs.get("env"), {key: value for key, value in kwargs.items() if key != "env"}
-            if not rest and not isinstance(args, str | bytes) and warm_possible(list(args), env, **others):
-                return WarmPopen(args, **kwargs)
+            in_group = kwargs.get("start_new_session") or os.getpgrp() == _SERVER_START["group"]
+            if rest or isinstance(args, str | bytes):
+                return super().__new__(cls)
+            warm = in_group and warm_possible(list(args), env, **others)
+            _note_start(list(args), warm, kwargs.get("cwd"))
+            if warm:
+                return WarmPopen(args, warm_children=True, ignored_signals=_ignored_signals(), **kwargs)
             return super().__new__(cls)
 
     subprocess.Popen = WarmOrColdPopen
+
+
+def _note_start(argv: list[str], warm: bool, cwd=None) -> None:
+    """With TESTS_WARM_START_LOG=<file>: a line per Python script started here, warm or cold, and in which test
+    (`TESTS_WARM_START_LOG=/tmp/starts make test`: which processes still start cold)."""
+    log = os.environ.get("TESTS_WARM_START_LOG")
+    if log and (warm or script_argv(argv, cwd) is not None or argv[:1] == [sys.executable]):
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").removesuffix(" (call)")
+        with open(log, "a") as f:
+            f.write(f"{'warm' if warm else 'cold'}\t{test}\t{' '.join(map(str, argv))[:300]}\n")
+
+
+def _ignored_signals() -> list[int]:
+    """The signals this process ignores (SIG_IGN), which a process it starts by exec inherits."""
+    uncatchable = {signal.SIGKILL, signal.SIGSTOP}
+    return [int(s) for s in signal.valid_signals() if s not in uncatchable and signal.getsignal(s) == signal.SIG_IGN]
 
 
 def _serve_main() -> None:
@@ -254,7 +304,7 @@ def _serve_main() -> None:
 
     gc.freeze()  # the imports' objects: no collection in a child walks them (nor copies their pages)
     modules = sorted({name.partition(".")[0] for name in sys.modules})
-    _SERVER_START.update(env=_startup_env(dict(os.environ)), limits=_limits(), modules=modules)
+    _SERVER_START.update(env=_startup_env(dict(os.environ)), limits=_limits(), modules=modules, group=os.getpgrp())
     sock.send(b"ready" + json.dumps(modules).encode())
     argv, connection = serve(sock)
     # a child from here on
@@ -344,22 +394,35 @@ def script_argv(argv: list[str], cwd=None) -> list[str] | None:
     the tests start benchmarks/*.py); `-m module args` for a module this interpreter runs (`python -m module args`,
     as the benchmarks start rnnreg.train); None for anything else."""
     args = [str(a) for a in argv]
-    if len(args) > 2 and args[0] == sys.executable and args[1] == "-m":
-        return args[1:]
-    if len(args) > 1 and args[0] == sys.executable and args[1].endswith(".py"):
-        return args[1:] if os.path.isfile(os.path.join(cwd or "", args[1])) else None
-    script = args[0]
-    if os.path.dirname(script) != os.path.dirname(sys.executable) or not os.path.isfile(script):
-        return None
-    with open(script, "rb") as f:
+    if args[:1] == [sys.executable]:
+        args = [args[0], *args[1 + _unbuffered(args) :]]
+        if len(args) > 2 and args[1] == "-m":
+            return args[1:]
+        if len(args) > 1 and args[1].endswith(".py"):
+            return args[1:] if os.path.isfile(os.path.join(cwd or "", args[1])) else None
+        # `python BIN/script args`: how Lightning starts a console script's other DDP processes
+        return args[1:] if len(args) > 1 and _console_script(args[1]) else None
+    return args if args and _console_script(args[0]) else None
+
+
+def _console_script(path: str) -> bool:
+    """Whether `path` is a Python console script of this venv (BIN/<name>, its first line naming python)."""
+    if os.path.dirname(path) != os.path.dirname(sys.executable) or not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
         first = f.readline(200)
-    return args if first.startswith(b"#!") and b"python" in first else None
+    return first.startswith(b"#!") and b"python" in first
+
+
+def _unbuffered(args: list[str]) -> bool:
+    """Whether `python -u ...` (WARM_FLAGS: the one flag a fork gives)."""
+    return len(args) > 1 and args[1] == "-u"
 
 
 def warm_possible(argv: list[str], env: dict[str, str] | None, **kwargs) -> bool:
     """Whether `argv` can start as a fork of the server: a Python script as this venv runs it (script_argv),
     nothing asked of the start that a fork cannot give."""
-    if os.environ.get("TESTS_COLD_START") == "1" or set(kwargs) - set(WARM_ARGUMENTS):
+    if os.environ.get("TESTS_COLD_START") == "1" or set(kwargs) - set(WARM_ARGUMENTS) or kwargs.get("shell"):
         return False
     if sys.platform != "linux":  # a fork of a process that imported torch: as DataLoader's workers on Linux only
         return False
@@ -381,9 +444,10 @@ class WarmPopen:
     """A forked Python script with `subprocess.Popen`'s interface (the part tests use): pid, stdout/stderr
     pipes, poll, wait, communicate, send_signal, terminate, kill, returncode."""
 
-    def __init__(self, args, *, stdin=None, stdout=None, stderr=None, text=False, env=None, cwd=None,
-                 start_new_session=False, warm_children=False):  # fmt: skip
-        self.args, self.returncode, self.text = list(map(str, args)), None, text
+    def __init__(self, args, *, stdin=None, stdout=None, stderr=None, text=False, encoding=None, env=None, cwd=None,
+                 start_new_session=False, shell=False, warm_children=True, ignored_signals=()):  # fmt: skip
+        self.args, self.returncode = list(map(str, args)), None
+        self.text, self.encoding = text or encoding is not None, encoding  # (subprocess's: an encoding is text)
         self.stdin = self.stdout = self.stderr = None
         self._pipes: dict[str, int] = {}  # our ends of the PIPEs: name -> fd
         close_after: list[int] = []
@@ -413,7 +477,8 @@ class WarmPopen:
         server = _the_server()
         soft_limits = {name: soft for name, (soft, _) in _limits().items() if soft != server.limits[name][0]}
         request = {"argv": argv, "env": env, "cwd": str(cwd or os.getcwd()), "new_session": start_new_session,
-                   "umask": _umask(), "soft_limits": soft_limits, "warm_children": warm_children}  # fmt: skip
+                   "umask": _umask(), "soft_limits": soft_limits, "warm_children": warm_children,
+                   "ignored_signals": list(ignored_signals), "unbuffered": _unbuffered(self.args)}  # fmt: skip
         try:
             self.pid = server.start(request, [*fds, status_write])
         finally:
@@ -421,7 +486,7 @@ class WarmPopen:
                 os.close(fd)
         for name, fd in self._pipes.items():
             mode = "w" if name == "stdin" else "r"
-            setattr(self, name, open(fd, mode) if text else open(fd, mode + "b"))
+            setattr(self, name, open(fd, mode, encoding=encoding) if self.text else open(fd, mode + "b"))
 
     def _reap(self, timeout: float | None) -> int | None:
         if self.returncode is None:
@@ -469,7 +534,7 @@ class WarmPopen:
         self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         out = {name: b"".join(parts) for name, parts in chunks.items()}
         if self.text:
-            out = {name: io.TextIOWrapper(io.BytesIO(data)).read() for name, data in out.items()}
+            out = {name: io.TextIOWrapper(io.BytesIO(data), self.encoding).read() for name, data in out.items()}
         return out.get("stdout"), out.get("stderr")
 
     def send_signal(self, signum: int) -> None:
@@ -492,16 +557,19 @@ class WarmPopen:
         self.wait()
 
 
-def popen(args, *, env: dict | None = None, warm_children: bool = False, **kwargs):
+def popen(args, *, env: dict | None = None, warm_children: bool = True, **kwargs):
     """`subprocess.Popen(args, env=env, **kwargs)`, as a fork of the warm server where it can be one;
-    `warm_children`: the Python scripts that fork starts (with subprocess) are forks of the server too."""
-    if warm_possible(list(args), env, **kwargs):
+    `warm_children`: the Python scripts that fork starts (with subprocess) are forks of the server too, and theirs
+    (_start_children_warm)."""
+    warm = warm_possible(list(args), env, **kwargs)
+    _note_start(list(args), warm, kwargs.get("cwd"))
+    if warm:
         return WarmPopen(args, env=env, warm_children=warm_children, **kwargs)
     return subprocess.Popen(args, env=env, **kwargs)
 
 
 def run(
-    args, *, env: dict | None = None, timeout: float | None = None, warm_children: bool = False, **kwargs
+    args, *, env: dict | None = None, timeout: float | None = None, warm_children: bool = True, **kwargs
 ) -> subprocess.CompletedProcess:
     """`subprocess.run(args, capture_output=True, env=env, timeout=timeout, **kwargs)` through `popen`."""
     proc = popen(args, env=env, warm_children=warm_children, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
