@@ -1484,10 +1484,10 @@ if os.environ.get("SUBMITIT_LOCAL_GLOBALID"):
 @pytest.mark.parametrize("presses", [1, 2], ids=["once", "twice"])
 def test_ctrl_c_as_a_submitit_local_task_starts_stops_its_job_before_it_starts(presses, tiny_corpus, tmp_path):
     """The terminal's Ctrl-C while the job's task is starting (it ignores Ctrl-C until Hydra starts its job, as its
-    controller does): the job stops before it starts, its error.txt saying so, and the multirun, once submitit has
-    waited for a result, ends naming it among the jobs to run again, exit 130 (not running the whole job). Pressed
-    twice, the multirun ends at once, and the job, starting after it, stops all the same (before: it ran to its end,
-    unseen)."""
+    controller does): the job stops before it starts, its error.txt saying so, and the multirun ends within seconds
+    of it, naming it among the jobs to run again, exit 130 (not running the whole job; before: submitit waited 15 s
+    for the result that job never writes). Pressed twice, the multirun ends at once, and the job, starting after it,
+    stops all the same (before: it ran to its end, unseen)."""
     sweep, started, hook = tmp_path / "sweep", tmp_path / "started", tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SLOW_TASK_START)
@@ -1514,6 +1514,7 @@ def test_ctrl_c_as_a_submitit_local_task_starts_stops_its_job_before_it_starts(p
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("the multirun stopped by Ctrl-C hung")
+    exited = time.time()
     job = sweep / "0"
     # (a multirun that ended at once leaves its job's controller and task to end on their own)
     while not any((job / name).exists() for name in ("error.txt", "metrics.json")) and time.monotonic() < deadline:
@@ -1527,6 +1528,8 @@ def test_ctrl_c_as_a_submitit_local_task_starts_stops_its_job_before_it_starts(p
     )
     assert (job / "error.txt").read_text().startswith("stopped by Ctrl-C before it finished")
     assert not (job / "metrics.json").exists() and not (job / "checkpoints").exists()
+    if presses == 1:  # the multirun waited for the job's end, and not for the result it will never write
+        assert exited - (job / "error.txt").stat().st_mtime < 5
 
 
 def job_threads(sweep: Path) -> dict[str, tuple[int, str]]:

@@ -165,6 +165,7 @@ class CtrlCStopsTheJobs:
                 os.environ.pop(CTRL_C_TO_TASKS, None)
                 signal.signal(signal.SIGINT, handler)
 
+        results_timeout = local.LocalJob._results_timeout_s  # (first_ctrl_c lowers it)
         self.previous = signal.signal(signal.SIGINT, self.first_ctrl_c)
         local.start_controller = started_ignoring_ctrl_c
         try:
@@ -180,10 +181,18 @@ class CtrlCStopsTheJobs:
             local.start_controller = start_controller
             if signal.getsignal(signal.SIGINT) == self.first_ctrl_c:
                 signal.signal(signal.SIGINT, self.previous)
+            if self.pressed:
+                local.LocalJob._results_timeout_s = results_timeout
 
     def first_ctrl_c(self, signum, frame) -> None:
+        import submitit.local.local as local
+
         signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C raises KeyboardInterrupt at once
         self.pressed = True
+        # submitit (1.5.4: Job._results_timeout_s, 15 s) waits that long for the result of a job whose process has
+        # ended, for a slow shared file system; a local job's tasks have ended with it, their result written or never
+        # to be (a job the Ctrl-C stopped before it wrote one: take_ctrl_c_back), and the user would wait 15 s for it
+        local.LocalJob._results_timeout_s = 0
         with contextlib.suppress(OSError):  # (a task that ignored it as it started: take_ctrl_c_back)
             self.pressed_file.touch()
         print(
