@@ -249,10 +249,29 @@ def signal_when_held(hold: Path, ranks: tuple[int, ...], signum: int) -> None:
         if time.monotonic() > deadline:
             return  # the run never got there: its own output says why
         time.sleep(0.05)
-    time.sleep(1)  # rank 1 is blocked in its next collective, where a Python signal handler cannot run
+    waiting_in_a_collective(int((hold / "rank1").read_text()))  # where a Python signal handler cannot run
     for rank in ranks:
         os.kill(int((hold / f"rank{rank}").read_text()), signum)
     (hold / "go").touch()
+
+
+def waiting_in_a_collective(pid: int, asleep_s: float = 0.2, most_s: float = 1.0) -> None:
+    """Returns once process `pid` (DDP's rank 1, rank 0 held) has slept `asleep_s` without a break, as it does in its
+    next collective, waiting for rank 0 (a window's work never sleeps that long), or after `most_s` at most."""
+    if not Path("/proc/self").exists():  # (not Linux: the states cannot be read)
+        time.sleep(most_s)
+        return
+    start = time.monotonic()
+    asleep_since = None
+    while (now := time.monotonic()) - start < most_s:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return  # (it has ended: its own output says why)
+        asleep_since = (asleep_since or now) if state == "S" else None
+        if asleep_since is not None and now - asleep_since >= asleep_s:
+            return
+        time.sleep(0.01)
 
 
 def stop_with_signal(
