@@ -1472,12 +1472,12 @@ def test_ctrl_c_in_a_submitit_local_multirun_stops_its_job_after_the_window_with
 
 
 # a sitecustomize: a submitit_local task, as it starts (before Hydra starts its job), touches the file STARTED names
-# and waits 3 s
+# and waits START_DELAY seconds
 SLOW_TASK_START = """
 import os, time
 if os.environ.get("SUBMITIT_LOCAL_GLOBALID"):
     open(os.environ["STARTED"], "w").close()
-    time.sleep(3)
+    time.sleep(float(os.environ["START_DELAY"]))
 """
 
 
@@ -1494,12 +1494,15 @@ def test_ctrl_c_as_a_submitit_local_task_starts_stops_its_job_before_it_starts(p
     path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
     launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=2", f"hydra.sweep.dir={sweep}"]
+    # the presses come in the task's delay (the second 1 s after the first), and it loads its job for seconds more
+    # before Hydra starts it and it takes Ctrl-C back
+    delay = "1" if presses == 1 else "3"
     proc = subprocess.Popen(  # (cold: a sitecustomize on its PYTHONPATH)
         [str(BIN / "rnnreg-train"), "-m", *args, "trainer.limit_train_batches=4", *launcher],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=os.environ | {"HYDRA_FULL_ERROR": "0", "PYTHONPATH": path, "STARTED": str(started)},
+        env=os.environ | {"HYDRA_FULL_ERROR": "0", "PYTHONPATH": path, "STARTED": str(started), "START_DELAY": delay},
         start_new_session=True,
     )
     deadline = time.monotonic() + 300
