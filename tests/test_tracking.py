@@ -1535,6 +1535,70 @@ def test_ctrl_c_as_a_submitit_local_task_starts_stops_its_job_before_it_starts(p
         assert exited - (job / "error.txt").stat().st_mtime < 5
 
 
+# a sitecustomize: the task of the submitit_local job whose submission matches MARKER (a regular expression), as it
+# starts (before Hydra starts its job), waits for the file WINDOW names (another job's first window) and 1 s more
+TASK_STARTS_AFTER_A_WINDOW = """
+import os, re, sys, time
+from pathlib import Path
+if os.environ.get("SUBMITIT_LOCAL_GLOBALID"):  # (`python -u -m submitit.core._submit <folder>`)
+    from submitit.core.utils import JobPaths
+    job = JobPaths(sys.argv[-1], os.environ["SUBMITIT_LOCAL_JOB_ID"], 0)
+    if re.search(os.environ["MARKER"].encode(), job.submitted_pickle.read_bytes()):
+        while not Path(os.environ["WINDOW"]).exists():
+            time.sleep(0.05)
+        time.sleep(1)
+"""
+
+
+def test_a_ctrl_c_multirun_waits_for_its_later_jobs_after_one_that_wrote_no_result(tiny_corpus, tmp_path):
+    """Ctrl-C while job 0's task is starting and job 1 is in a 6 s window: job 0 stops before it starts (no
+    result), and the multirun still waits for job 1 to stop after its window with its checkpoint, then ends naming
+    both, exit 130. Before: the first job without a result ended the wait (submitit's UncompletedJobError), and the
+    multirun exited while job 1 was still in its window, its checkpoint not yet written nor its job named."""
+    sweep, window, hook = tmp_path / "sweep", tmp_path / "window", tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(TASK_STARTS_AFTER_A_WINDOW)
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    slow = ["+callbacks.slow._target_=helpers.SlowWindows", f"+callbacks.slow.started={window}"]
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    args += ["trainer.limit_train_batches=4", *slow, "+callbacks.slow.seconds=0.01,6"]
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=2", f"hydra.sweep.dir={sweep}"]
+    # job 0's own override, not the sweep's "+callbacks.slow.seconds=0.01,6", which every job's submission holds
+    marker = r"seconds=0\.01(?![,\d])"
+    env = {"HYDRA_FULL_ERROR": "0", "PYTHONPATH": path, "WINDOW": str(window), "MARKER": marker}
+    proc = subprocess.Popen(  # (cold: a sitecustomize on its PYTHONPATH)
+        [str(BIN / "rnnreg-train"), "-m", *args, *launcher],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not window.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: job 0 still starting, job 1 in its first window
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the multirun stopped by Ctrl-C hung")
+    stopped = sweep / "1" / "metrics.json"
+    written = stopped.exists() and json.loads(stopped.read_text())  # as the multirun ended
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert (sweep / "0" / "error.txt").read_text().startswith("stopped by Ctrl-C before it finished")
+    assert written and written["status"] == "interrupted" and written["error"] == STOPPED_BY[signal.SIGINT]
+    last = load_checkpoint(sweep / "1" / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 1 and last["train_window"] == 1  # after the window the Ctrl-C came in
+    assert err.strip().splitlines()[-2:] == [
+        f"error: 1 job(s) of the multirun in {sweep} were stopped by a signal: 1 (+callbacks.slow.seconds=6) "
+        f"(rnnreg-report path={sweep} gives the commands that go on)",
+        f"error: 1 job(s) of the multirun in {sweep} were stopped by a signal before they wrote a result: 0 "
+        "(+callbacks.slow.seconds=0.01) (run them again)",
+    ]
+
+
 def job_threads(sweep: Path) -> dict[str, tuple[int, str]]:
     """Each job's torch threads as its train.log says them: the count its device line names, and the line that says
     where it came from (`1 torch thread, from ...`)."""

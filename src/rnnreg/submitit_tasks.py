@@ -154,13 +154,15 @@ class CtrlCStopsTheJobs:
         from submitit.core.utils import UncompletedJobError
 
         start_controller = local.start_controller
+        controllers = []  # this batch's jobs' controller processes
 
         def started_ignoring_ctrl_c(*args, **kwargs):
             # (a Ctrl-C in these few milliseconds is ignored here too)
             handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
             os.environ[CTRL_C_TO_TASKS] = str(self.pressed_file)
             try:
-                return start_controller(*args, **kwargs)
+                controllers.append(start_controller(*args, **kwargs))
+                return controllers[-1]
             finally:
                 os.environ.pop(CTRL_C_TO_TASKS, None)
                 signal.signal(signal.SIGINT, handler)
@@ -174,7 +176,10 @@ class CtrlCStopsTheJobs:
             if not self.pressed:
                 raise
             # a job that the Ctrl-C ended without a result (outside a run's own Ctrl-C handling: as it started, an
-            # evaluation's): the multirun ends as it does, from what its jobs' folders say
+            # evaluation's): once the batch's other jobs have stopped after their windows (submitit's wait for the
+            # results ended at this one), the multirun ends as it does, from what its jobs' folders say
+            for controller in controllers:
+                controller.wait()  # (a second Ctrl-C: KeyboardInterrupt, the multirun aborts at once)
             self.ended()
             raise KeyboardInterrupt from None
         finally:
