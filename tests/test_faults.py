@@ -164,20 +164,23 @@ def test_where_the_filesystem_refuses_hard_links_last_ckpt_is_a_copy(tiny_cfg, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
-def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):
-    corpus = write_corpus(tmp_path / "corpus", lines=(1500, 60, 60))  # an epoch of ~640 windows: seconds
-    args = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}"]
-    first = tmp_path / "first"
+def test_stop_signal_writes_a_resumable_checkpoint(tiny_corpus, tmp_path, signum, status):
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.limit_train_batches=10"]
+    first, paused, go = tmp_path / "first", tmp_path / "paused", tmp_path / "go"
+    # held at the start of epoch 2 until the signal is sent: it lands in epoch 2 however loaded the machine is
+    pause = ["+callbacks.pause._target_=helpers.PauseAtEpoch", f"+callbacks.pause.paused={paused}"]
+    pause += [f"+callbacks.pause.go={go}"]
     proc = warm_start.popen(
-        [str(BIN / "rnnreg-train"), *args, "trainer.max_epochs=30", f"hydra.run.dir={first}"],
+        [str(BIN / "rnnreg-train"), *args, *pause, "trainer.max_epochs=30", f"hydra.run.dir={first}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.time() + 120
-    while not (first / "checkpoints" / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+    while not paused.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    os.kill(proc.pid, signum)  # during epoch 2
+    os.kill(proc.pid, signum)  # as epoch 2 starts
+    go.touch()
     proc.communicate(timeout=120)
     assert proc.returncode == status
     metrics = json.loads((first / "metrics.json").read_text())
@@ -185,6 +188,7 @@ def test_stop_signal_writes_a_resumable_checkpoint(tmp_path, signum, status):
     assert "weights_only" not in (first / "train.log").read_text()  # (Lightning's note on a save given no choice)
     interrupted = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
     assert interrupted["global_step"] > 0
+    assert (interrupted["epoch"], interrupted["train_window"]) == (1, 1), interrupted["train_window"]  # mid-epoch 2
     log = (first / "train.log").read_text()
     said = ["Ctrl-C: stopping after this window"] if signum == signal.SIGINT else ["SIGTERM: every process stops"]
     assert [line for line in said if line in log] == said and ("SIGTERM" not in log) == (signum == signal.SIGINT)
