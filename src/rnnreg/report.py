@@ -229,6 +229,7 @@ def seedless_overrides(row: dict) -> tuple[str, ...]:
     return tuple(sorted(same_override(o) for key, o in last.items() if key != "seed"))
 
 
+@functools.cache  # (rows share their overrides, and Hydra's parser takes a millisecond for each)
 def same_override(override: str) -> str:
     """An override as the value it sets, as Hydra reads it: without `+`/`++` (which add or force the same value),
     each value in one spelling (.5, 0.50, 5e-1 -> 0.5; false, False -> False, as an Optuna study records a choice;
