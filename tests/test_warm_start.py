@@ -70,18 +70,22 @@ def test_a_warm_refusal_and_a_warm_traceback_end_as_cold_ones(tiny_corpus, tmp_p
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_warm_process_takes_signals_as_a_cold_one(tiny_corpus, tmp_path, signum):
-    """Signalled in its first epoch's training: the same exit status and metrics.json."""
+    """Signalled in training, as its second epoch starts (held there until the signal is sent): the same exit
+    status and metrics.json."""
     args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=50"]
+    args += ["trainer.limit_train_batches=10", "+callbacks.pause._target_=helpers.PauseAtEpoch"]
     statuses = []
     for mode, start in (("cold", subprocess.Popen), ("warm", warm_start.popen)):
-        folder = tmp_path / mode
-        proc = start([str(BIN / "rnnreg-train"), *args, f"hydra.run.dir={folder}"], stdout=subprocess.PIPE,
+        folder, paused, go = tmp_path / mode, tmp_path / f"{mode}_paused", tmp_path / f"{mode}_go"
+        pause = [f"+callbacks.pause.paused={paused}", f"+callbacks.pause.go={go}"]
+        proc = start([str(BIN / "rnnreg-train"), *args, *pause, f"hydra.run.dir={folder}"], stdout=subprocess.PIPE,
                      stderr=subprocess.PIPE, text=True)  # fmt: skip
         deadline = time.monotonic() + 120
-        while not (folder / "checkpoints" / "last.ckpt").exists():  # its first epoch ended: training
+        while not paused.exists():  # its first epoch ended: held at the start of the second
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
             time.sleep(0.05)
         proc.send_signal(signum)
+        go.touch()
         proc.communicate(timeout=120)
         metrics = json.loads((folder / "metrics.json").read_text())
         resume = metrics["resume"].replace(str(folder), "")
