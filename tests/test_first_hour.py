@@ -631,14 +631,15 @@ def test_the_check_reads_the_mode_hydra_would_read(tmp_path):
         ("train", (searchpath, "experiment=sweep")): RunMode.MULTIRUN,
         ("train", (searchpath, "experiment=run")): RunMode.RUN,
     }
+    checks = {key: check_command_line(key[0], list(key[1])) for key in read}
     for (config_name, argv), mode in read.items():
-        assert check_command_line(config_name, list(argv)).hydra_mode == hydras(config_name, list(argv)) == mode, argv
+        assert checks[config_name, argv].hydra_mode == hydras(config_name, list(argv)) == mode, argv
     for argv in (["-m", "experiment=smoke,ablation_placement_small"], ["-m", "dropout=none,recurrent"]):
         assert check_command_line("train", argv).hydra_mode is hydras("train", argv) is None, argv
     swept = ["-m", "experiment=ablation_placement_small,ablation_placement"]  # each a multirun by itself
     assert check_command_line("train", swept).hydra_mode is hydras("train", swept) is None
     assert check_command_line("train", ["--info"]).hydra_mode is MODE_NOT_READ  # (not composed: Hydra answers it)
-    jobs = check_command_line("train", ["experiment=ablation_placement_small"]).jobs  # its own sweep's
+    jobs = checks["train", ("experiment=ablation_placement_small",)].jobs  # its own sweep's
     for option, mode, count in (("sweep", RunMode.MULTIRUN, jobs), ("run", RunMode.RUN, 1)):
         checked = check_command_line("train", ["--config-dir", str(yours.parent), f"experiment={option}"])
         assert (checked.hydra_mode, checked.multirun, checked.jobs) == (mode, mode == RunMode.MULTIRUN, count)
