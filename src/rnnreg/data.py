@@ -6,6 +6,7 @@ contiguous streams (columns) and walked in order in windows of `bptt` steps; the
 
 from __future__ import annotations
 
+import array
 import hashlib
 import http.client
 import math
@@ -134,16 +135,20 @@ class Corpus:
         return len(self.itos)
 
     def encode(self, words: list[str], path: Path) -> torch.Tensor:
-        unk = self.stoi.get(UNK)
-        unknown = [w for w in words if w not in self.stoi]
-        if unknown and unk is None:
-            examples = ", ".join(list(dict.fromkeys(unknown))[:5])
-            raise DataError(
-                f"{path} has {counted(len(unknown), 'word')} not in the training vocabulary "
-                f"(e.g. {examples}) and the corpus has no {UNK} token: add {UNK} to train "
-                f"or map rare words to it"
-            )
-        return torch.tensor([self.stoi.get(w, unk) for w in words], dtype=torch.long)
+        ids = list(map(self.stoi.get, words))  # None: a word not in the vocabulary
+        if None in ids:
+            unk = self.stoi.get(UNK)
+            if unk is None:
+                unknown = [w for w, i in zip(words, ids) if i is None]
+                examples = ", ".join(list(dict.fromkeys(unknown))[:5])
+                raise DataError(
+                    f"{path} has {counted(len(unknown), 'word')} not in the training vocabulary "
+                    f"(e.g. {examples}) and the corpus has no {UNK} token: add {UNK} to train "
+                    f"or map rare words to it"
+                )
+            ids = [unk if i is None else i for i in ids]
+        # (through an int64 array: torch.tensor of a list of PTB's 930,000 ints takes twice as long)
+        return torch.frombuffer(array.array("q", ids), dtype=torch.long)
 
 
 def batchify(ids: torch.Tensor, num_streams: int, split: str = "a split", key: str = "") -> torch.Tensor:
