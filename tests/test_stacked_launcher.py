@@ -77,7 +77,7 @@ GOOD = ["a", "b", "c", "es"]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("stacked")
-    corpus = write_corpus(root / "corpus", lines=(400, 20, 20))  # short validation and test passes: cheap members
+    corpus = write_corpus(root / "corpus", lines=(400, 20, 8))  # short validation and test passes: cheap members
     conf = root / "conf" / "member"
     conf.mkdir(parents=True)
     for name, text in MEMBERS.items():
