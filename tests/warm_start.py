@@ -58,8 +58,6 @@ READ_WHEN_USED = ("TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")
 STATUS = struct.Struct("i")
 # (shell=False only; encoding: of the pipes, as subprocess's, which it makes text)
 WARM_ARGUMENTS = ("stdin", "stdout", "stderr", "text", "encoding", "cwd", "start_new_session", "shell")
-# the interpreter's flags a fork gives: -u (unbuffered stdout and stderr: submitit's tasks)
-WARM_FLAGS = ("-u",)
 # in the server and its children: the start-up environment and resource limits the server started with
 _SERVER_START: dict = {}
 
@@ -263,9 +261,9 @@ def _start_children_warm(connection: socket.socket) -> None:
     class WarmOrColdPopen(cold):
         def __new__(cls, args, *rest, **kwargs):
             env, others = kwargs.get("env"), {key: value for key, value in kwargs.items() if key != "env"}
-            in_group = kwargs.get("start_new_session") or os.getpgrp() == _SERVER_START["group"]
             if rest or isinstance(args, str | bytes):
                 return super().__new__(cls)
+            in_group = kwargs.get("start_new_session") or os.getpgrp() == _SERVER_START["group"]
             warm = in_group and warm_possible(list(args), env, **others)
             _note_start(list(args), warm, kwargs.get("cwd"))
             if warm:
@@ -390,9 +388,10 @@ def _the_server() -> _Server:
 
 def script_argv(argv: list[str], cwd=None) -> list[str] | None:
     """The script's own argv (its sys.argv) when `argv` runs a Python script as this venv runs it: a console
-    script (`BIN/script args`) or a file given to this interpreter (`python path.py args`, no flags before it, as
-    the tests start benchmarks/*.py); `-m module args` for a module this interpreter runs (`python -m module args`,
-    as the benchmarks start rnnreg.train); None for anything else."""
+    script (`BIN/script args`, or `python BIN/script args` as Lightning starts its other DDP processes) or a file
+    given to this interpreter (`python path.py args`, as the tests start benchmarks/*.py); `-m module args` for a
+    module this interpreter runs (`python -m module args`, as the benchmarks start rnnreg.train); no flag before
+    it but -u (`python -u -m submitit.core._submit`: _unbuffered); None for anything else."""
     args = [str(a) for a in argv]
     if args[:1] == [sys.executable]:
         args = [args[0], *args[1 + _unbuffered(args) :]]
@@ -415,7 +414,7 @@ def _console_script(path: str) -> bool:
 
 
 def _unbuffered(args: list[str]) -> bool:
-    """Whether `python -u ...` (WARM_FLAGS: the one flag a fork gives)."""
+    """Whether `python -u ...`: unbuffered stdout and stderr (submitit's tasks), the one flag a fork gives."""
     return len(args) > 1 and args[1] == "-u"
 
 
