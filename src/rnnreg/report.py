@@ -441,16 +441,15 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def over_seeds(rows: list[dict]) -> list[dict]:
+def over_seeds(rows: list[dict], done: list[dict]) -> list[dict]:
     """Configurations completed with 2 or more seeds, or with one whose other seeds did not complete (the note of
     seeds_left_out names them: its row is that seed's, as its figure draws it, not left out of the table): the
-    number of seeds (each counted once: by_config) and each perplexity's mean and sample standard deviation."""
-    configs = by_config(rows)
+    number of seeds (each counted once: by_config) and each perplexity's mean and sample standard deviation (of
+    `done`: configurations_done)."""
     return [
         c
-        for c in configurations_done(rows)
-        if len(c["seeds"]) > 1
-        or any(left_out(r, set(c["seeds"]), configuration_of(configs[c["config"]][0])) for r in rows)
+        for c in done
+        if len(c["seeds"]) > 1 or any(left_out(r, set(c["seeds"]), configuration_of(c["runs"][0])) for r in rows)
     ]
 
 
@@ -538,12 +537,13 @@ def runs_csv(rows: list[dict]) -> tuple[list[str], list[dict]]:
 
 def configurations_done(rows: list[dict]) -> list[dict]:
     """Each completed configuration (by_config: each seed once), with one seed or more: its overrides (seed aside),
-    seeds and each perplexity's mean and sample standard deviation (mean_sd)."""
+    seeds, runs and each perplexity's mean and sample standard deviation (mean_sd)."""
     return [
         {
             "config": config,
             "told": [o for o in runs[0]["told"] if override_key(o) != "seed"],
             "seeds": [r["seed"] for r in runs],
+            "runs": runs,
         }
         | {key: mean_sd([r[key] for r in runs]) for key in PPL_COLUMNS}
         for config, runs in by_config(rows).items()
@@ -551,11 +551,10 @@ def configurations_done(rows: list[dict]) -> list[dict]:
     ]
 
 
-def summary_csv(rows: list[dict]) -> tuple[list[str], list[dict]]:
+def summary_csv(done: list[dict]) -> tuple[list[str], list[dict]]:
     """summary.csv: one row per completed configuration (configurations_done), unrounded: its overrides (seed
     aside) as report.md writes them and one column a key, n (its seeds), the seeds, and each perplexity's mean and
     sd (empty for one seed)."""
-    done = configurations_done(rows)
     stats = [f"{key}_{stat}" for key in PPL_COLUMNS for stat in ("mean", "sd")]
     lines = [
         {"configuration": c["config"]}
@@ -579,7 +578,7 @@ def latex_text(text: str) -> str:
     return "".join(LATEX_TEXT.get(c, c) for c in text)
 
 
-def summary_latex(rows: list[dict]) -> str:
+def summary_latex(done: list[dict]) -> str:
     """summary.tex: summary_csv as a plain LaTeX tabular (no package needed), rounded as report.md rounds them:
     mean ± sd to two decimals (the mean alone for one seed, -- where a seed has none: test=false)."""
 
@@ -596,17 +595,18 @@ def summary_latex(rows: list[dict]) -> str:
         " & ".join(head) + " \\\\",
         "\\hline",
     ]
-    for c in configurations_done(rows):
+    for c in done:
         cells = [latex_text(c["config"]), str(len(c["seeds"])), *(stat(*c[key]) for key in PPL_COLUMNS)]
         lines.append(" & ".join(cells) + " \\\\")
     return "\n".join([*lines, "\\hline", "\\end{tabular}"]) + "\n"
 
 
-def write_tables(rows: list[dict], root: Path) -> None:
-    """report.csv, summary.csv and summary.tex in `root`, each replaced whole (replace_atomically)."""
+def write_tables(rows: list[dict], done: list[dict], root: Path) -> None:
+    """report.csv (of `rows`), summary.csv and summary.tex (of `done`: configurations_done) in `root`, each replaced
+    whole (replace_atomically)."""
     write_csv(root / "report.csv", *runs_csv(rows))
-    write_csv(root / "summary.csv", *summary_csv(rows))
-    replace_atomically(root / "summary.tex", lambda tmp: tmp.write_text(summary_latex(rows)))
+    write_csv(root / "summary.csv", *summary_csv(done))
+    replace_atomically(root / "summary.tex", lambda tmp: tmp.write_text(summary_latex(done)))
 
 
 def report(path: str | Path, paper: dict | None = None) -> str:
@@ -620,7 +620,8 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     table = markdown_table(rows)
     if shared := shared_overrides(rows):  # (the table's overrides column shows only what tells its runs apart)
         table = f"every run: {' '.join(shared)}\n\n{table}"
-    groups = over_seeds(rows)
+    done = configurations_done(rows)  # (the table over seeds, summary.csv and summary.tex)
+    groups = over_seeds(rows, done)
     if groups:
         table += "\nOver seeds:\n\n" + seeds_table(groups)
     notes = config_changes(rows) + seeds_left_out(rows) + repeated_seeds(rows) + partial_curves(rows)
@@ -635,7 +636,7 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     try:
         # replaced, not written through: a report.md that is a link (a shared folder's) leaves what it points at
         replace_atomically(root / "report.md", lambda tmp: tmp.write_text(table))
-        write_tables(rows, root)
+        write_tables(rows, done, root)
         plot(rows, root, paper)
     except OSError as err:  # a folder where a file goes, a read-only folder, a full disk
         where = Path(err.filename) if err.filename else root
