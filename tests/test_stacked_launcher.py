@@ -617,6 +617,12 @@ def test_the_auto_program_runs_the_members_in_turn_on_a_cpu_and_batched_elsewher
         ),
         (lambda s: s | {"members": [s["members"][0] | {"epochs": 1.5}, s["members"][1]]}, "epochs=1.5 is not a whole"),
         (lambda s: s | {"members": [s["members"][0], s["members"][1] | {"words": True}]}, "words=True is not a whole"),
+        # the members' W&B groups and names, which a resumed group's runs go on under
+        (lambda s: s | {"wandb_labels": [{}]}, "wandb_labels: not one dict per member"),
+        (
+            lambda s: s | {"wandb_labels": [{}, {"wandb_group": "sweep\n$(touch pwned)"}]},
+            "member 1: its W&B group or name is not a line of printable text",
+        ),
     ],
 )
 def test_a_resume_file_edited_by_hand_is_one_line(tmp_path, tiny_corpus, change, why):
@@ -2520,7 +2526,8 @@ def test_wandb_one_run_per_member(setup, no_wandb_credentials):
 def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb_credentials):
     """A real Ctrl-C (SIGINT from outside) during the second epoch: every member saved and `interrupted`,
     exit 130; the same command with hydra.launcher.resume=true finishes every member, each logging on into
-    its job's W&B run."""
+    its job's W&B run under its group and name, the sweep's folder moved elsewhere first (its path names the
+    group: before, the resumed parts went into another group)."""
     sweep = tmp_path / "ctrl_c"
     args = [
         str(BIN / "rnnreg-train"),
@@ -2552,7 +2559,12 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
         assert stopped["status"] == "interrupted" and stopped["error"] == "Ctrl-C (stopped by the user)"
         assert stopped["epochs"] < 3 and stopped["resume"] == go_on
         assert load_checkpoint(sweep / job / "checkpoints" / "last.ckpt")["stacked"]["member"] == int(job)
-    resumed = run(*shlex.split(go_on))  # the command printed is the one that goes on
+    # the sweep's folder moved (a cluster's scratch copied home): the command printed, in its new folder, goes on
+    moved = tmp_path / "elsewhere" / sweep.name
+    moved.parent.mkdir()
+    sweep.rename(moved)
+    first, sweep, go_on = sweep, moved, go_on.replace(str(sweep), str(moved))
+    resumed = run(*shlex.split(go_on))
     ids = set()
     for job in ("0", "1"):
         done = metrics(sweep / job)
@@ -2563,6 +2575,8 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
         assert (
             stopped_part["id"] == done_part["id"]
             and stopped_part["name"] == done_part["name"] == f"+member={'ab'[int(job)]}"
+            and stopped_part["group"] == done_part["group"]
+            and stopped_part["group"].endswith(f"/{named_sweep_group(first)}")
         )
         assert (stopped_part["exit_code"], stopped_part["summary"]["status"]) == (1, "interrupted")
         assert (done_part["exit_code"], done_part["summary"]["status"]) == (0, "completed")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
 from rnnreg.instantiation import instantiate_callbacks
-from rnnreg.loggers import offline_run_parts, wandb_run_labels
+from rnnreg.loggers import offline_run_parts
 from rnnreg.optim import paper_optimizer
 from rnnreg.run_record import BEST_CHECKPOINT, LAST_CHECKPOINT, best_checkpoint_path, last_checkpoint_path
 from rnnreg.stacked import UNITS
@@ -72,7 +72,7 @@ def member_checkpoint(group: GroupTrainer, k: int, copies: HostCopies, validatio
     extra["stacked"] = group.stacked_record(k)
     if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
         extra["wandb_run_id"] = folder.wandb_id
-        extra |= wandb_run_labels([folder.wandb])
+        extra |= folder.wandb_labels
         if parts := offline_run_parts([folder.wandb]):
             extra["wandb_parts"] = [str(part) for part in parts]
     generator = group.model.generators()[k]

@@ -23,7 +23,7 @@ from rnnreg.console import counted
 from rnnreg.errors import OutputError, TrainingDiverged
 from rnnreg.instantiation import instantiate
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
-from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id
+from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id, wandb_run_labels
 from rnnreg.recorded_commands import go_on_command
 from rnnreg.run_record import (
     CHECKPOINTS,
@@ -65,14 +65,16 @@ class JobFolder:
         self.others: list = []  # its other Lightning loggers (logger=tensorboard: a TensorBoardLogger); csv is ours
 
     # -- loggers -----------------------------------------------------------------------------------------
-    def open_loggers(self, vocab_size: int, run_id: str | None = None) -> None:
+    def open_loggers(self, vocab_size: int, run_id: str | None = None, labels: dict | None = None) -> None:
         """What a run writes as its fit starts: config_tree.log (extras.print_config; not on the console here, a
         tree per member), the CSV logger's hparams.yaml, the job's other loggers (TensorBoard), and its W&B run
         when its config asks for one (logger=wandb), made as its run alone makes it: one group per sweep, the
         swept overrides as its name, the placement as its job type, the config with Hydra's group choices. Every
         logger gets the hyperparameters a run's loggers get (`hparams`). The members' runs are open at once
         (wandb's reinit="create_new"). `run_id`: the run a resumed group goes on in (one W&B run per job, however
-        often it was interrupted); None: a fresh run, with logger.wandb.id if the job's config sets one."""
+        often it was interrupted), and `labels` its group and name as it ran (resumed_group, resumed_name: the same
+        after the sweep's folder moved, whose path names the group); None: a fresh run, with logger.wandb.id if the
+        job's config sets one."""
         if (self.job.cfg.get("extras") or {}).get("print_config"):
             with job_hydra_config(self.job):
                 tree = print_config_tree(self.job.cfg, console=False)
@@ -91,13 +93,18 @@ class JobFolder:
                 self.others.append(logger)
             spec = loggers.get("wandb")
             if spec and "_target_" in spec and not wandb_disabled():
-                resumed = {} if run_id is None else {"id": run_id}  # a fresh run keeps its logger.wandb.id
+                resumed = {} if run_id is None else {"id": run_id, **(labels or {})}  # a fresh one keeps its config's
                 self.wandb = instantiate(spec, reinit="create_new", **resumed)
                 self.wandb.log_hyperparams(params)
 
     @property
     def wandb_id(self) -> str | None:
         return wandb_run_id([self.wandb] if self.wandb is not None else [])
+
+    @property
+    def wandb_labels(self) -> dict[str, str]:
+        """Its W&B run's group and name (wandb_group, wandb_name), as a checkpoint keeps them; {} without one."""
+        return wandb_run_labels([self.wandb] if self.wandb is not None else [])
 
     def log_metrics(self, row: dict) -> None:
         """A csv row's metrics to the W&B run and the other loggers, at its step (epoch as Lightning logs it,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from rnnreg.errors import CheckpointError, ConfigError, TrainingDiverged, first_line
 from rnnreg.multirun_jobs import same_overrides
+from rnnreg.resumed_run import checked_labels
 from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_settings import padded_size
 
@@ -72,6 +73,7 @@ def group_state(trainer: GroupTrainer, copies: HostCopies) -> dict:
         "fit_seconds": trainer.fit_seconds,
         "epoch_seconds_before": trainer.epoch_seconds_before,
         "wandb_runs": [folder.wandb_id for folder in trainer.folders],  # a resumed group logs on into them
+        "wandb_labels": [folder.wandb_labels for folder in trainer.folders],  # under their groups and names
     }
 
 
@@ -139,6 +141,21 @@ def resume_fingerprints(stacked_dir: Path) -> list[tuple[int, Path, list]]:
         except Exception as err:
             raise unreadable_resume(path, err) from None
     return found
+
+
+def checked_wandb_labels(labels, members: int, path: Path) -> list[dict]:
+    """A resume file's `wandb_labels` (each member's W&B group and name, untrusted input like the whole file) as
+    rnnreg.loggers.wandb_logger takes them (resumed_group, resumed_name), checked as a checkpoint's are."""
+    if not (isinstance(labels, list) and len(labels) == members and all(isinstance(x, dict) for x in labels)):
+        raise unreadable_resume(path, ValueError("wandb_labels: not one dict per member"))
+    checked = []
+    for k, member in enumerate(labels):
+        try:
+            checked.append(checked_labels(member, path))
+        except CheckpointError:
+            why = f"member {k}: its W&B group or name is not a line of printable text"
+            raise unreadable_resume(path, ValueError(why)) from None
+    return checked
 
 
 def unreadable_resume(path: Path, why) -> CheckpointError:

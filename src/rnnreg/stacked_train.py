@@ -46,6 +46,7 @@ from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_resume import (
     Member,
     apply_group_state,
+    checked_wandb_labels,
     group_done,
     group_state,
     read_group_resume,
@@ -97,6 +98,7 @@ class GroupTrainer:
         self.jobs, self.group, self.resume_file = jobs, group, resume_file
         self.folders = [JobFolder(job) for job in jobs]
         self.wandb_runs: list[str | None] = [None] * len(jobs)  # the W&B runs a resumed group goes on in
+        self.wandb_labels: list[dict] = [{}] * len(jobs)  # and their groups and names (resumed_group, resumed_name)
         self.stop_after_windows = stop_after_windows
         cfg = self.cfg = jobs[0].cfg  # what every member shares
         self.datamodule = instantiate(cfg.data)
@@ -458,6 +460,8 @@ class GroupTrainer:
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
             raise unreadable_resume(self.resume_file, err) from None
         self.wandb_runs = [checked_run_id(run, self.resume_file) for run in state.get("wandb_runs") or self.wandb_runs]
+        if (labels := state.get("wandb_labels")) is not None:  # (a file from before they were kept has none)
+            self.wandb_labels = checked_wandb_labels(labels, len(self.jobs), self.resume_file)
 
     # -- the group's run ------------------------------------------------------------------------------
     def run(self, resume: bool) -> list[tuple[str, object]]:
@@ -480,8 +484,8 @@ class GroupTrainer:
         self.stop.stage = "start"
         handlers = None if self.stop.installed else self.stop.install()
         try:
-            for folder, run_id in zip(self.folders, self.wandb_runs):
-                folder.open_loggers(len(self.vocab), run_id)
+            for folder, run_id, labels in zip(self.folders, self.wandb_runs, self.wandb_labels):
+                folder.open_loggers(len(self.vocab), run_id, labels)
             try:
                 results = self.fit_and_test()
             except KeyboardInterrupt:  # a second Ctrl-C: abort at once, the members' folders saying so
