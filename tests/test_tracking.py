@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -1095,9 +1096,13 @@ def test_a_failed_stacked_member_keeps_no_model_artifact(tiny_cli, tmp_path, no_
 def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_credentials):
     """The checkpoint keeps the W&B run's id; a run resumed from it logs on into that run (offline: a second
     run folder with the same id, which `wandb sync` uploads into the one run after the first), from the
-    step where the first part stopped: one W&B run per job, not one per attempt."""
+    step where the first part stopped: one W&B run per job, not one per attempt. The first run's folder was moved
+    before the resume (its checkpoint names its part where it was written): the part is found beside the
+    checkpoint; a copy of the checkpoint with no part beside it says, in one line, which part its sync leaves out."""
     first, second = tmp_path / "first", tmp_path / "second"
-    run("rnnreg-train", *tiny_cli, "logger=wandb", "trainer.max_epochs=1", "test=false", f"hydra.run.dir={first}")
+    written = tmp_path / "written_here"
+    run("rnnreg-train", *tiny_cli, "logger=wandb", "trainer.max_epochs=1", "test=false", f"hydra.run.dir={written}")
+    written.rename(first)  # (before: its part left out of the sync command, without a word)
     (part1,) = wandb_run_parts(first)
     assert torch.load(first / "checkpoints/last.ckpt", weights_only=True)["wandb_run_id"] == part1["id"]
     resume = f"ckpt_path={first}/checkpoints/last.ckpt"
@@ -1123,6 +1128,19 @@ def test_resumed_run_goes_on_in_its_wandb_run(tiny_cli, tmp_path, no_wandb_crede
     steps = [[row["trainer/global_step"] for row in part["history"]] for part in (part1, part2)]
     assert max(steps[0]) < min(steps[1])
     assert part2["summary"]["test_ppl"] == pytest.approx(json.loads((second / "metrics.json").read_text())["test_ppl"])
+    # a copy of the first checkpoint alone: its part is in neither place; the run goes on and says so, once
+    lone = tmp_path / "lone.ckpt"
+    shutil.copy(first / "checkpoints/last.ckpt", lone)
+    third = tmp_path / "third"
+    proc = run("rnnreg-train", *tiny_cli, "logger=wandb", f"ckpt_path={lone}", "test=false", f"hydra.run.dir={third}")
+    stale = f"{written}/wandb/{Path(folders[0]).name}"
+    missing = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if stale in line]
+    assert len(missing) == 1 and missing[0].endswith(
+        f"{stale}, an earlier part of W&B run {part1['id']} that {lone} names, is not there, nor beside the "
+        "checkpoint: the wandb sync command printed at the run's end leaves it out (add its folder there, in the "
+        "order the parts ran)"
+    ), missing
+    assert f"wandb sync {next((third / 'wandb').glob('offline-run-*'))}\n" in proc.stdout
 
 
 def test_a_sweeps_jobs_run_alone_in_their_folders_stay_in_its_wandb_group_under_their_names(

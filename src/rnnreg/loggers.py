@@ -249,6 +249,24 @@ def checked_parts(value, source: str | Path) -> list[str]:
     return value
 
 
+def located_parts(parts: list[str], run_id: str | None, ckpt_path: str | Path) -> tuple[list[str], list[str]]:
+    """(found, missing): the earlier parts of offline W&B run `run_id` that checkpoint `ckpt_path` names, each where it
+    is now: at its path, else in the `wandb` folder of the run folder that holds the checkpoint (`<run>/checkpoints/`;
+    the run's folder moved, or copied, with its parts); `missing`: those in neither place, which no sync command
+    can name."""
+    beside = Path(ckpt_path).resolve().parent.parent / "wandb"
+    found, missing = [], []
+    for part in parts:
+        path = Path(part)
+        if run_id is None or offline_part_start(path, run_id):
+            found.append(part)
+        elif offline_part_start(moved := beside / path.name, run_id):
+            found.append(str(moved))
+        else:
+            missing.append(part)
+    return found, missing
+
+
 def offline_parts(run_dir: str | Path, run_id: str, earlier: list[str] | tuple = ()) -> list[Path]:
     """Every folder of an offline W&B run, in the order its parts started: the earlier parts a resumed run's
     checkpoint named (a resume into another run folder) and each `offline-run-<start>-<id>` beside `run_dir`

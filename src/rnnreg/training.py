@@ -28,7 +28,7 @@ from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
 from rnnreg.instantiation import instantiate, instantiate_callbacks, instantiate_loggers
 from rnnreg.io import load_checkpoint, write_json_atomic
-from rnnreg.loggers import checked_parts, finish_wandb, hyperparameters
+from rnnreg.loggers import checked_parts, finish_wandb, hyperparameters, located_parts
 from rnnreg.model import StepLSTM
 from rnnreg.multirun_jobs import BASIC_LAUNCHER, BASIC_SWEEPER, in_multirun, job_named, job_swept_keys
 from rnnreg.override_text import pasted_override
@@ -347,7 +347,17 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
                     f"logger.wandb.{key} out to resume that run, or start a fresh run (no ckpt_path) with id "
                     f"{given}"
                 )
-        wandb_parts = checked_parts(checkpoint.get("wandb_parts"), ckpt_path)
+        wandb_parts, missing = located_parts(
+            checked_parts(checkpoint.get("wandb_parts"), ckpt_path), wandb_id, ckpt_path
+        )
+        for part in missing:  # (one line each: the run goes on; its sync command can only leave the part out)
+            warn(
+                "%s, an earlier part of W&B run %s that %s names, is not there, nor beside the checkpoint: the wandb "
+                "sync command printed at the run's end leaves it out (add its folder there, in the order the parts ran)",
+                part,
+                wandb_id,
+                ckpt_path,
+            )
         wandb_labels = checked_labels(checkpoint, ckpt_path)
     stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
     first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
