@@ -352,8 +352,9 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
         )
         for part in missing:  # (one line each: the run goes on; its sync command can only leave the part out)
             warn(
-                "%s, an earlier part of W&B run %s that %s names, is not there, nor beside the checkpoint: the wandb "
-                "sync command printed at the run's end leaves it out (add its folder there, in the order the parts ran)",
+                "%s, an earlier part of W&B run %s that %s names, is not there, nor beside the checkpoint: the "
+                "wandb sync command printed at the run's end leaves it out (add its folder there, in the order the "
+                "parts ran)",
                 part,
                 wandb_id,
                 ckpt_path,
