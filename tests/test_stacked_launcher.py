@@ -1011,6 +1011,41 @@ def test_a_signal_in_the_final_test_interrupts_the_members(
     assert all(math.isfinite(metrics(tmp_path / str(k))["test_ppl"]) for k in range(2))
 
 
+def test_a_signal_in_the_final_test_stops_the_members_in_turn_within_a_window(
+    tmp_path, tiny_corpus, unhandled_signals_fail
+):
+    """The members in turn (a CPU's program) are tested window by window: a SIGTERM as member 0 evaluates its first
+    test window stops the group before any member evaluates another window (before: the split's windows were read
+    first, then each member's whole test ran, so the group stopped "now" only after every member's test of the
+    split: minutes on PTB)."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "trainer.limit_train_batches=3", "trainer.max_epochs=1", members=3)
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt")
+    assert trainer.step.name == "in_turn"
+    after = []  # the member of each test forward from the one that sent the signal on
+
+    def forward(k):
+        def hook(module, args, output) -> None:
+            if trainer.stop.stage != "test":
+                return
+            if after or k == 0 and trainer.stop.signal is None:
+                after.append(k)
+            if k == 0 and trainer.stop.signal is None:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.01)  # its handler runs before the next window
+
+        return hook
+
+    for k, net in enumerate(trainer.step.nets):
+        net.register_forward_hook(forward(k))
+    windows, count = trainer.windows("test", 1, trainer.datamodule.eval_bptt, False, None)
+    assert count > 1  # a window left after the first, which no member may evaluate
+    with pytest.raises(SystemExit) as stopped:
+        trainer.run(resume=False)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert after == [0, 1, 2]  # the first window's, for each member: none after it
+    assert all(metrics(tmp_path / str(k))["status"] == "interrupted" for k in range(3))
+
+
 def test_a_member_without_a_test_or_a_csv_logger_writes_what_its_run_alone_writes(tmp_path, tiny_corpus):
     """No validation in the group's one epoch, test=false with test_ckpt=best, logger=none: each member warns that no
     validation ran, not that it tests its final weights (it tests nothing, as its run alone, which never picks the

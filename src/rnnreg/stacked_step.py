@@ -311,22 +311,26 @@ class InTurnStep(GroupStep):
 
     @torch.no_grad()
     def nll_sums(self, batches: Batches, members: list[bool] | None = None) -> torch.Tensor:
-        """Member by member, each member's windows as its single model evaluates them; a member `members`
-        does not want (stopped, failed) costs nothing and gets NaN."""
-        batches = list(batches)
+        """Each member's windows as its single model evaluates them, window by window: each window read once, for
+        every member (a signal's Stopped, raised as a window is read, stops them all within a window; member by
+        member, a Ctrl-C in the final test waited for every member's test of the split); a member `members` does
+        not want (stopped, failed) costs nothing and gets NaN."""
+        wanted = [k for k in range(len(self.nets)) if members is None or members[k]]
         total = torch.full((len(self.nets),), math.nan, dtype=torch.float64)
-        for k, net in enumerate(self.nets):
-            if members is not None and not members[k]:
-                continue
-            total[k] = 0.0
-            net.eval()
-            state = None
+        total[wanted] = 0.0
+        states = dict.fromkeys(wanted)
+        for k in wanted:
+            self.nets[k].eval()
+        try:
             for x, y in batches:
-                with self.forward_context():
-                    logits, state = net(x, state)
-                    nll = mean_nll(logits, y)
-                total[k] += nll.double() * y.numel()
-            net.train()
+                for k in wanted:
+                    with self.forward_context():
+                        logits, states[k] = self.nets[k](x, states[k])
+                        nll = mean_nll(logits, y)
+                    total[k] += nll.double() * y.numel()
+        finally:
+            for k in wanted:
+                self.nets[k].train()
         return total
 
 
