@@ -27,10 +27,12 @@ class PredictiveAverage(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
         state = state or [None] * len(self.passes)
-        log_probs, carried = [], []
+        summed, carried = None, []
         for (k, stochastic), pass_state in zip(self.passes, state):
             net = self.members[k].train(stochastic)  # dropout on for Monte-Carlo passes only
             logits, new_state = net(tokens, pass_state)
-            log_probs.append(F.log_softmax(logits.float(), dim=-1))
+            log_prob = F.log_softmax(logits.float(), dim=-1)
+            # summed as the passes go: memory of one window's distributions, however many passes (mc_samples=1000)
+            summed = log_prob if summed is None else torch.logaddexp(summed, log_prob)
             carried.append(new_state)
-        return torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs)), carried
+        return summed - math.log(len(self.passes)), carried
