@@ -415,13 +415,15 @@ def test_a_members_checkpoint_inside_an_epoch_holds_its_own_carry_and_words(tmp_
     """Stopped inside an epoch, each member's last.ckpt holds its own carried state and NLL sum (not another
     member's: ckpt_path= goes on from them), the epoch's tokens and window, and the words it trained with the
     epoch's so far, and the seconds it trained in all and in the stopped epoch so far, not in the last whole one
-    (SpeedMonitor's, which the run that goes on divides its words/s by)."""
+    (SpeedMonitor's, which the run that goes on divides its words/s by), and the group's time in fit (which the
+    run's train_seconds goes on from)."""
     jobs = group_jobs_here(tmp_path, tiny_corpus, members=3)
     trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt", program="batched")
     step = trainer.step
     trainer.n_train, trainer.n_val = 6, 1
     trainer.epoch, trainer.window, trainer.global_step, trainer.tokens = 1, 2, 8, 40  # 2 windows of 5 x 4
     trainer.train_seconds, trainer.epoch_seconds, trainer.epoch_seconds_before = 12.5, 10.0, 2.5
+    trainer.fit_seconds = 14.0
     for m in trainer.members:
         m.epochs, m.words = 1, 120
     with torch.no_grad():
@@ -438,6 +440,7 @@ def test_a_members_checkpoint_inside_an_epoch_holds_its_own_carry_and_words(tmp_
         speed = speed_state(checkpoint)
         assert speed["train_words"] == 120 + 40
         assert (speed["train_seconds"], speed["epoch_words"], speed["epoch_seconds"]) == (12.5, 40, 2.5)
+        assert speed["fit_seconds"] == 14.0
 
 
 def test_best_weights_are_kept_only_for_a_test_on_them(tmp_path, tiny_corpus):
@@ -1917,7 +1920,7 @@ def assert_same_training_state(stacked: Path, alone: Path, job: str, file: str) 
                 assert ours["callbacks"][key][name] == value.replace(str(alone), str(stacked)), (key, name)
             elif isinstance(value, torch.Tensor):
                 torch.testing.assert_close(ours["callbacks"][key][name], value, rtol=1e-5, atol=0), (key, name)
-            elif name not in ("train_seconds", "epoch_seconds", "best_k_models"):  # (times: each run's own)
+            elif name not in ("train_seconds", "epoch_seconds", "fit_seconds", "best_k_models"):  # (times: its own)
                 assert ours["callbacks"][key][name] == value, (key, name)
     return ours
 

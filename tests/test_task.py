@@ -307,6 +307,22 @@ def test_train_writes_metrics_json(tiny_cfg, tmp_path):
     assert written["words_per_second"] == round(speed["train_words"] / speed["train_seconds"], 1)  # as written
 
 
+def test_a_resumed_runs_train_seconds_count_its_earlier_part(tiny_cfg, tmp_path):
+    """metrics.json's train_seconds of a run trained 2 epochs, then resumed for a third: the whole run's time in fit,
+    at least the training windows' time its checkpoint counts over all 3 epochs, and more than the first part's
+    (before: the resumed part's alone, while words_per_second counted the whole run)."""
+    first = train(tiny_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=30", "test=false", run="first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    words_2 = speed_state(torch.load(last, weights_only=True))["train_words"]
+    resumed = train(
+        tiny_cfg("trainer.max_epochs=3", "trainer.limit_train_batches=30", "test=false", f"ckpt_path={last}")
+    )
+    speed = speed_state(torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True))
+    assert speed["train_words"] == words_2 * 3 // 2  # the 3 epochs' windows
+    assert resumed["train_seconds"] >= round(speed["train_seconds"], 2)
+    assert resumed["train_seconds"] > first["train_seconds"]
+
+
 def test_words_per_second_is_every_epochs_words_over_every_epochs_training_time(tiny_cfg, tmp_path):
     """metrics.json's words_per_second: all 3 epochs' training words over the sum of the 3 epochs' training times
     (train/epoch_seconds in csv/metrics.csv), not over the last epoch's time alone."""

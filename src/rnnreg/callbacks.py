@@ -42,6 +42,10 @@ class SpeedMonitor(L.Callback):
         self.epoch_open = False  # an epoch's windows trained and not yet added to the totals
         self.epoch_start = self.last_batch_end = time.perf_counter()
         self.epoch_words = 0
+        # the run's time in fit (metrics.json's train_seconds): this fit's from its start (None outside a fit: a
+        # stacked member's state, built), a resumed run's earlier parts' (a member's) from its checkpoint
+        self.fit_start: float | None = None
+        self.fit_seconds_before = 0.0
         # the epoch under way's words and seconds before a resume inside it: its words/s and time count them
         self.words_before, self.seconds_before = 0, 0.0
         self.step_seconds: list[float] = []  # batch end to batch end: the whole loop, hooks included
@@ -95,6 +99,9 @@ class SpeedMonitor(L.Callback):
     @property
     def median_words_per_second(self) -> float | None:
         return median_step_words_per_second(self.words_per_step, self.step_seconds, self.steps_queued)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.fit_start = time.perf_counter()
 
     def on_train_start(self, trainer, pl_module) -> None:  # a mid-epoch resume has no epoch start
         self.steps_queued = pl_module.device.type == "cuda"
@@ -157,19 +164,25 @@ class SpeedMonitor(L.Callback):
 
     def state_dict(self) -> dict:
         """The totals so far, the epoch under way included: a checkpoint saved inside an epoch (a stop) or as its
-        validation ends goes on from its words and seconds, not from the last epoch's end."""
+        validation ends goes on from its words and seconds, not from the last epoch's end; and the run's time in fit
+        so far, which a resumed run's train_seconds goes on from."""
+        fit = {"fit_seconds": self.fit_seconds_before}
+        if self.fit_start is not None:
+            fit["fit_seconds"] += time.perf_counter() - self.fit_start
         if not self.epoch_open:
-            return {"train_seconds": self.train_seconds, "train_words": self.train_words}
+            return {"train_seconds": self.train_seconds, "train_words": self.train_words} | fit
         seconds = self.train_seconds + self.last_batch_end - self.epoch_start
         return {
             "train_seconds": seconds,
             "train_words": self.train_words + self.epoch_words,
             "epoch_seconds": self.epoch_seconds,  # (in the totals above too)
             "epoch_words": self.words_before + self.epoch_words,
-        }
+        } | fit
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.train_seconds, self.train_words = state_dict["train_seconds"], state_dict["train_words"]
+        # (none in a checkpoint from before it was kept: its training windows' time)
+        self.fit_seconds_before = state_dict.get("fit_seconds", self.train_seconds)
         self.words_before = state_dict.get("epoch_words", 0)  # (none in a checkpoint from an epoch's end)
         self.seconds_before = state_dict.get("epoch_seconds", 0.0)
 

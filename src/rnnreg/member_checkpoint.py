@@ -50,6 +50,7 @@ def member_checkpoint(group: GroupTrainer, k: int, copies: HostCopies, validatio
         early_stopping=m.early_stopping,
         words=m.words + (group.tokens if window else 0),  # a stop inside an epoch: its words so far too
         seconds=group.train_seconds,
+        fit_seconds=group.fit_seconds,
         epoch_words=group.tokens,
         epoch_seconds=group.epoch_seconds_before if window else group.epoch_seconds,
         last_path=str(last_checkpoint_path(folder.path)),
@@ -98,6 +99,7 @@ class Progress:
     seconds: float
     epoch_words: int  # the epoch under way's (at a stop inside it) or the last one's
     epoch_seconds: float
+    fit_seconds: float = 0.0  # the group's time in fit (metrics.json's train_seconds), validation included
     last_path: str = ""  # the job's checkpoints/last.ckpt
     val_every: int = 1  # trainer.check_val_every_n_epoch: a validation after each val_every-th epoch
     validation_end: bool = False
@@ -207,6 +209,7 @@ def callback_states(callbacks: list, p: Progress) -> dict:
             callback.load_state_dict(p.early_stopping)
         elif isinstance(callback, SpeedMonitor):
             callback.train_seconds, callback.train_words = p.seconds, p.words
+            callback.fit_seconds_before = p.fit_seconds
             if p.inside_epoch:  # the epoch's part so far, which a resumed run's epoch words/s goes on from
                 callback.epoch_open = True
                 callback.words_before, callback.seconds_before = p.epoch_words, p.epoch_seconds

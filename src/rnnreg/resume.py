@@ -231,6 +231,7 @@ CALLBACK_STATES: dict[str, dict[str, tuple[Kind, bool]]] = {
         "train_words": (WHOLE, True),
         "epoch_seconds": (NUMBER, False),
         "epoch_words": (WHOLE, False),
+        "fit_seconds": (NUMBER, False),
     },
     "LastValidation": {"best": (or_none(NUMBER), True)},
 }

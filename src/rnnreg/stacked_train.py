@@ -266,6 +266,7 @@ class GroupTrainer:
                 val_seconds, self.stop.stage = time.perf_counter() - val_start, "training"
             self.writer.wait()  # the last epoch's files: one epoch's copies in memory at most
             copies = self.host_copies()
+            self.fit_seconds = time.perf_counter() - fit_start  # (in the members' checkpoints end_epoch saves)
             self.end_epoch(val_ppl, epoch_seconds, copies)
             for m in self.members:
                 if m.epochs == epoch + 1:  # it trained this epoch

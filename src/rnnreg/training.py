@@ -416,7 +416,8 @@ def fit(
     preemption: Preemption,
 ) -> dict:
     """Trains the run (from `ckpt_path`, where it goes on); the record its training leaves (completed_record
-    without the final test's perplexities: tested_record adds them)."""
+    without the final test's perplexities: tested_record adds them), its train_seconds the whole run's time in fit
+    (a resumed run's earlier parts' from its checkpoint)."""
     start = time.perf_counter()
     with unwarned_default_log_interval(cfg.trainer):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -436,6 +437,7 @@ def fit(
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
     speeds = None
     if speed is not None:
+        train_seconds += speed.fit_seconds_before
         speeds = Speeds(speed.words_per_second, speed.median_words_per_second, speed.epoch_words_per_second)
     epochs, params = trainer.current_epoch, task.num_params
     return completed_record(validated, {}, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
