@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import rnnreg.callbacks
-from helpers import signal_at, speed_state
+from helpers import TINY, run, signal_at, speed_state
 from rnnreg.checkpoints import CheckpointOnInterrupt
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.report import history
@@ -295,6 +295,19 @@ def test_resume_last_finds_the_newest_earlier_run(tiny_cfg, tmp_path, caplog):
     own = tmp_path / "train/paper_small/2026-01-01"
     restored = [m for m in caplog.messages if m.startswith("Restored all states from the checkpoint at ")]
     assert again["epochs"] == 3 and restored[-1].endswith(f" at {own}/checkpoints/last.ckpt")
+
+
+def test_a_run_going_on_in_its_own_folder_is_not_warned_of_its_checkpoints(tiny_corpus, tmp_path):
+    """The command a stop prints (`ckpt_path=last hydra.run.dir=<its folder>`) goes on where its checkpoints are:
+    Lightning's warning that the checkpoint directory exists and is not empty (before: at every such resume) is not
+    said, a folder holding another run's checkpoints being refused before Lightning sees it."""
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.limit_train_batches=3"]
+    args += ["test=false", f"hydra.run.dir={tmp_path / 'run'}"]
+    run("rnnreg-train", *args, "trainer.max_epochs=1")
+    resumed = run("rnnreg-train", *args, "trainer.max_epochs=2", "ckpt_path=last")
+    said = resumed.stdout + resumed.stderr
+    assert f"resuming from {tmp_path / 'run'}/checkpoints/last.ckpt" in said
+    assert "exists and is not empty" not in said, said[-3000:]
 
 
 def test_resume_last_is_the_run_of_this_experiment_that_wrote_its_checkpoint_last(tiny_cfg, tmp_path):

@@ -36,6 +36,9 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*`srun` command is available.*")
 # LMDataModule itself records and restores the stream position of a mid-epoch checkpoint.
 warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+# A run goes on in a folder of checkpoints only from its own last.ckpt (the command a stop prints): any other run is
+# refused before Lightning sees the folder (run_folder_check), so Lightning's warning would only alarm a resume.
+warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
 # Lightning 2.6 on torch 2.13, inside Lightning: nothing a user can act on, said at every run.
 warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
 # Rank 0's measures of the whole job (its words x the processes; the gradient norm after the all-reduce, the same on
