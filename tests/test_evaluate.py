@@ -592,6 +592,22 @@ def test_eval_of_a_fused_model_in_float32_runs_on_a_cpu_without_a_bf16_lstm(chec
     assert math.isfinite(evaluate(eval_cfg(corpus, root, a, "trainer.precision=32-true"))["test_ppl"])
 
 
+def test_an_eval_limit_that_leaves_a_split_no_window_is_one_line(checkpoints, tmp_path):
+    """rnnreg-eval trainer.limit_val_batches=0.01 (or limit_test_batches) of a split of one window: one line, exit 2,
+    as rnnreg-train says it, and no metrics.json (before: Lightning's MisconfigurationException, a traceback, exit
+    1)."""
+    corpus, (a, _), _ = checkpoints
+    data = ["data=text", f"data.data_dir={corpus}", "data.bptt=5", "data.batch_size=4", f"ckpt_path={a}"]
+    for key, split in (("limit_val_batches", "valid"), ("limit_test_batches", "test")):
+        out = tmp_path / key
+        proc = run("rnnreg-eval", *data, f"trainer.{key}=0.01", f"hydra.run.dir={out}", check=False)
+        line = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and line.startswith(
+            f"error: trainer.{key}=0.01 leaves the {split} split none of its 1 "
+        ), proc.stderr[-3000:]
+        assert not (out / "metrics.json").exists()
+
+
 def test_every_member_of_an_ensemble_is_checked_against_the_datas_vocabulary(checkpoints, tmp_path):
     """Each checkpoint of an ensemble, not the first only, must be trained on this data's vocabulary: a member
     with the same words in another order (the same size, other ids) would be averaged in, predicting the wrong

@@ -75,6 +75,8 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     check_not_in_checkpoints(cfg.paths.output_dir, "hydra.run.dir")  # a caller of evaluate() was not checked before
     check_no_earlier_results(cfg.paths.output_dir, "hydra.run.dir", trains=False)  # its metrics.json is kept
     datamodule = instantiate(cfg.data)
+    # a fraction that leaves a split no window: one line (Lightning's refusal is a traceback), as rnnreg-train says it
+    datamodule.check_limits({key: cfg.trainer.get(key) for key in ("limit_val_batches", "limit_test_batches")})
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
     paths = [str(Path(p).expanduser()) for p in paths]
     tasks = [load_task(path, datamodule.load().itos) for path in paths]
