@@ -333,6 +333,34 @@ def test_eval_records_its_batch_size_and_names_its_runs(checkpoints, caplog):
     assert note.endswith("add data.batch_size=4 to reproduce them")
 
 
+def test_eval_of_a_run_validated_on_part_of_its_split_says_how_to_reproduce_its_val_ppl(tiny_corpus, tmp_path, caplog):
+    """A run that validated on its valid split's first windows (trainer.limit_val_batches, as experiment=smoke):
+    rnnreg-eval validates on all of it, and says that val_ppl differs from the run's and which settings reproduce
+    it; with those, it is the run's val_ppl, and nothing is said (before: another val_ppl without a word)."""
+    run_dir = tmp_path / "run"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    args += ["trainer.limit_train_batches=3", "trainer.limit_val_batches=3", "data.eval_bptt=null"]
+    run("rnnreg-train", *args, f"hydra.run.dir={run_dir}")
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    data = ["data=text", f"data.data_dir={tiny_corpus}", "data.bptt=5", "data.batch_size=4", f"ckpt_path={ckpt}"]
+    data += ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        whole = evaluate(compose_config(data, tmp_path / "whole", config_name="eval"))
+    [note] = [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
+    assert note.startswith(
+        f"{ckpt} was validated in its run on trainer.limit_val_batches=3 of the valid split in windows of 5 steps, "
+        "and is evaluated on all of it: val_ppl differs from its run's metrics.json; add "
+    ), note
+    fix = note.split("; add ")[1].removesuffix(" to reproduce it").split()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        again = evaluate(compose_config([*data, *fix], tmp_path / "again", config_name="eval"))
+    assert not [r for r in caplog.records if r.name == "rnnreg"]
+    assert again["val_ppl"] == pytest.approx(trained["val_ppl"], rel=1e-6)
+    assert whole["val_ppl"] != pytest.approx(trained["val_ppl"], rel=1e-3)
+
+
 def test_a_run_record_eval_cannot_read_is_left_out_of_what_it_says(checkpoints, tmp_path, caplog):
     """A checkpoint's run folder whose .hydra/config.yaml and overrides.yaml are not UTF-8 (a folder from elsewhere):
     the evaluation runs without the batch-size note, and another vocabulary is refused in its one line without the

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from rnnreg.errors import ConfigError, DataError
 from rnnreg.instantiation import instantiate
 from rnnreg.job_records import record_job_stopped
-from rnnreg.record_yaml import read_yaml, section
+from rnnreg.record_yaml import full_budget, read_yaml, section
 from rnnreg.run_record import metrics_path
 from rnnreg.runtime import hydra_entry, log, route_lightning_logs
 from rnnreg.trainer_rules import bf16_lstm_refusal
@@ -84,6 +84,7 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
         raise ConfigError(why)
     if launched_as_rank_zero():  # said once: DDP's other processes run this function too
         warn_other_batch_size(paths, datamodule.batch_size)
+        warn_other_validation(paths, cfg.trainer.get("limit_val_batches"), datamodule.eval_bptt)
     mc_samples = cfg.mc_samples
     if mc_samples > 1 and not any(t.net.drops for t in tasks):
         which = paths[0] if len(paths) == 1 else "none of the checkpoints"
@@ -143,12 +144,53 @@ def warn_other_batch_size(paths: list[str], batch_size: int) -> None:
 def trained_batch_size(ckpt_path: str) -> int | None:
     """The data.batch_size of the run a checkpoint was written by, from its run's .hydra/config.yaml (the
     checkpoint does not hold it), or None where that is not there or cannot be read (the warning is left out)."""
+    size = run_settings(ckpt_path, "data").get("batch_size")
+    return size if whole_number(size) else None
+
+
+def warn_other_validation(paths: list[str], limit, eval_bptt: int) -> None:
+    """A warning for each checkpoint whose run validated on part of the valid split (trainer.limit_val_batches, as
+    experiment=smoke does: its first 40 windows) and is evaluated on another part or all of it: val_ppl differs
+    from its run's metrics.json."""
+    for path in paths:
+        trainer, data = run_settings(path, "trainer"), run_settings(path, "data")
+        trained, window = trainer.get("limit_val_batches"), data.get("eval_bptt") or data.get("bptt")
+        if (
+            full_budget(trained)
+            or not (whole_number(trained) or isinstance(trained, float))
+            or not whole_number(window)
+        ):
+            continue  # (the whole split, or a record that does not say which part)
+        if trained == limit and window == eval_bptt:
+            continue
+        evaluated = (
+            "all of it" if full_budget(limit) else f"trainer.limit_val_batches={limit} in windows of {eval_bptt}"
+        )
+        log.warning(
+            "%s was validated in its run on trainer.limit_val_batches=%s of the valid split in windows of %d steps, "
+            "and is evaluated on %s: val_ppl differs from its run's metrics.json; add trainer.limit_val_batches=%s "
+            "data.eval_bptt=%d to reproduce it",
+            path,
+            trained,
+            window,
+            evaluated,
+            trained,
+            window,
+        )
+
+
+def whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def run_settings(ckpt_path: str, key: str) -> dict:
+    """The `key` section of the config of the run a checkpoint was written by, from its run's .hydra/config.yaml
+    (the checkpoint does not hold it); {} where that is not there or cannot be read (its warnings are left out)."""
     config_file = Path(ckpt_path).parent.parent / ".hydra" / "config.yaml"
     try:
-        size = section(read_yaml(config_file), config_file, "data").get("batch_size")
+        return section(read_yaml(config_file), config_file, key)
     except DataError:
-        return None
-    return size if isinstance(size, int) and not isinstance(size, bool) else None
+        return {}
 
 
 @hydra_entry("eval")

@@ -19,6 +19,11 @@ def loaded(path: Path) -> tuple[object, str | None]:
         return None, first_line(err)
 
 
+def full_budget(limit) -> bool:
+    """A (recorded) trainer.limit_*_batches that leaves every batch in: null, or the fraction 1.0."""
+    return limit is None or (isinstance(limit, float) and limit == 1.0)
+
+
 def read_yaml(path: Path) -> dict:
     """A run's YAML file, a mapping; {} without the file."""
     if not path.exists():

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 from rnnreg.io import replace_atomically
+from rnnreg.record_yaml import full_budget
 from rnnreg.report import by_config
 
 
@@ -131,11 +132,6 @@ def configurations(rows: list[dict]) -> list[dict]:
                 "linestyle": LINESTYLES[i % len(LINESTYLES)],
             }
     return entries
-
-
-def full_budget(limit) -> bool:
-    """A trainer.limit_*_batches that leaves every batch in: null, or the fraction 1.0."""
-    return limit is None or (isinstance(limit, float) and limit == 1.0)
 
 
 @functools.cache
