@@ -255,6 +255,22 @@ def test_a_bad_value_in_your_own_config_is_one_line_before_anything_is_made(tiny
     assert proc.stderr.splitlines() == ["error: seed=five must be an integer in [0, 4294967295]"]
 
 
+def test_your_own_config_that_is_not_yaml_is_one_line_before_anything_is_made(tiny_corpus, tmp_path):
+    """An experiment file of the user's that the YAML parser refuses (a bracket left open), in a sweep beside a good
+    one: one line naming the file, where and what the parser met, exit 2, and nothing of the sweep made (before:
+    yaml's ParserError as a traceback, exit 1)."""
+    folder = your_folder(tmp_path / "my_configs", mine=YOUR_EXPERIMENT, broken="model:\n  hidden_size: [\n")
+    out = tmp_path / "outputs"
+    args = ["--config-dir", str(folder), "experiment=mine,broken", *TINY, f"data.data_dir={tiny_corpus}"]
+    proc = run("rnnreg-train", "-m", *args, f"paths.output_root={out}", check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {folder}/experiment/broken.yaml is not valid YAML (line 3, column 1: while parsing a flow node, "
+        "expected the node content, but found '<stream end>'): correct it there"
+    ]
+    assert not out.exists()
+
+
 @pytest.mark.filterwarnings("ignore:provider=hydra.searchpath in command-line")  # Hydra's, of the missing
 def test_an_option_from_no_folder_names_every_folder_looked_in(tmp_path, monkeypatch):
     """An option none of conf/, a --config-dir and hydra.searchpath's entries (a folder, a package) holds is one line

@@ -27,7 +27,7 @@ from rnnreg.config_search import (
     hydra_as_main,
     read_command_line,
 )
-from rnnreg.errors import ConfigError, MissingValue
+from rnnreg.errors import ConfigError, MissingValue, first_line
 from rnnreg.multirun_jobs import OPTUNA_SWEEPER, basic_sweeper, uses_stacked_launcher
 from rnnreg.override_refusals import (
     added_group_in_config,
@@ -80,6 +80,7 @@ def validate_args(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -
 
 def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_DIR) -> Checked:
     """validate_args, and what its compositions say of the command line's mode."""
+    import yaml
     from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -128,6 +129,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                     or hydra_message(err)
                 )
                 raise ConfigError(why) from None
+            except yaml.YAMLError as err:  # a config file of the user's (--config-dir): Hydra's answer is a traceback
+                raise ConfigError(not_yaml_message(err)) from None
 
         plain_groups = tuple(o.input_line for o in groups if not o.is_sweep_override())
         first = tuple(f"{o.get_key_element()}={_first(o, roots)}" for o in groups if o.is_sweep_override())
@@ -227,6 +230,15 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     for warning in warned:
         print(f"warning: {warning}", file=sys.stderr)
     return Checked(checked, multirun, hydra_mode, own_run_dir)
+
+
+def not_yaml_message(err: Exception) -> str:
+    """A config file the YAML parser refused, as one line: the file, where in it and what the parser met."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    what = ", ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None)))) or first_line(err)
+    if mark is None:
+        return f"a config file is not valid YAML ({what}): correct it"
+    return f"{mark.name} is not valid YAML (line {mark.line + 1}, column {mark.column + 1}: {what}): correct it there"
 
 
 @functools.cache
