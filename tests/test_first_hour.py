@@ -963,6 +963,20 @@ def test_debug_fast_dev_run_trains(tiny_cfg, tmp_path):
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # fast_dev_run writes none
 
 
+def test_debug_overfit_trains_on_its_windows_without_a_word_of_shuffling(tiny_corpus, tmp_path):
+    """debug=overfit trains on the same 3 windows every epoch, and its training perplexity falls; Lightning's
+    warning that the run "enabled train dataloader shuffling" (before: at every such run) is not said, the windows
+    coming in order."""
+    run_dir = tmp_path / "run"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "debug=overfit", "logger=csv"]
+    proc = run("rnnreg-train", *args, "trainer.max_epochs=10", f"hydra.run.dir={run_dir}")
+    assert "shuffling" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    from rnnreg.report import history
+
+    train_ppl = history(run_dir, "train/ppl")
+    assert len(train_ppl) == 10 and train_ppl[-1] < 0.75 * train_ppl[0]
+
+
 def test_a_fast_dev_run_says_no_plan_and_no_time_estimate(tiny_cfg, monkeypatch):
     """debug=fast_dev_run runs a window of each loop to check the code: no run plan nor an estimate of a run's
     time from that one window (the real run's is said when it starts)."""

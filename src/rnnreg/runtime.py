@@ -39,6 +39,9 @@ warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
 # A run goes on in a folder of checkpoints only from its own last.ckpt (the command a stop prints): any other run is
 # refused before Lightning sees the folder (run_folder_check), so Lightning's warning would only alarm a resume.
 warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
+# debug=overfit (trainer.overfit_batches): Lightning takes any sampler but its own SequentialSampler for shuffling, and
+# rnnreg's training windows come in order (rnnreg.data.StartAt): "you enabled shuffling" would be untrue.
+warnings.filterwarnings("ignore", r"You requested to overfit but enabled train dataloader shuffling")
 # Lightning 2.6 on torch 2.13, inside Lightning: nothing a user can act on, said at every run.
 warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
 # Rank 0's measures of the whole job (its words x the processes; the gradient norm after the all-reduce, the same on
