@@ -1188,6 +1188,33 @@ def test_a_seed_run_twice_is_counted_once_in_the_table_and_the_figures(tmp_path)
     assert "over 3 seeds" in ax.get_xlabel()
 
 
+def test_an_evaluation_sweeps_checkpoints_are_configurations_of_their_own(tiny_cfg, tiny_corpus, tmp_path):
+    """`rnnreg-eval -m ckpt_path=a,b`: each checkpoint evaluated is a configuration of its own in the report (its
+    row names it, the table over seeds has one line each), not one configuration whose seed 0 ran twice, the second
+    checkpoint's numbers left out (before: ckpt_path, a training run's resume, was no configuration's)."""
+    from rnnreg.train import train
+
+    short = ("trainer.max_epochs=1", "trainer.limit_train_batches=3", "test=false")
+    checkpoints = []
+    for seed in (1, 2):
+        train(tiny_cfg(*short, f"seed={seed}", run=f"run{seed}"))
+        checkpoints.append(str(tmp_path / f"run{seed}" / "checkpoints" / "last.ckpt"))
+    sweep = tmp_path / "evaluations"
+    data = ["data=text", f"data.data_dir={tiny_corpus}", "data.bptt=5", "data.batch_size=4"]
+    args = [*data, "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"]
+    run("rnnreg-eval", "-m", *args, f"ckpt_path={','.join(checkpoints)}")
+    run("rnnreg-report", f"path={sweep}")
+    table = (sweep / "report.md").read_text()
+    assert "ran 2 times" not in table, table
+    for job, checkpoint in enumerate(checkpoints):
+        assert f"| {job} | ckpt_path={checkpoint} | completed |" in table, table
+    with open(sweep / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [row["ckpt_path"] for row in summary] == checkpoints
+    tested = [json.loads((sweep / str(job) / "metrics.json").read_text())["test_ppl"] for job in (0, 1)]
+    assert [float(row["test_ppl_mean"]) for row in summary] == tested and tested[0] != tested[1]
+
+
 def test_a_single_run_refused_once_its_folder_existed_is_failed_with_its_line(tiny_corpus, tmp_path):
     """A single run stopped by bad input found once Hydra had made its folder (ckpt_path=last finding no run; a
     checkpoint of another vocabulary, nothing left to train) leaves error.txt with its line: the report lists it as

@@ -113,20 +113,24 @@ def group_option(choices: dict, overrides: list[str], group: str) -> str | None:
 SAME_CONFIGURATION = (*NOT_COMPARED, "ckpt_path")
 
 
-# ... nor, in a run's config.yaml, its speed settings (how fast, never what is computed: conf/train.yaml)
-NOT_COMPARED_IN_CONFIG = (*SAME_CONFIGURATION, "speed")
+def same_configuration(config: dict) -> tuple[str, ...]:
+    """SAME_CONFIGURATION for a run of this config; an evaluation's checkpoint (rnnreg-eval's, task_name eval) is
+    what it measures, another checkpoint another configuration."""
+    return NOT_COMPARED if config.get("task_name") == "eval" else SAME_CONFIGURATION
 
 
 def settings_of(config: dict) -> dict[str, str]:
     """A run's config.yaml as flat key -> value (JSON), less its seed and what never makes another configuration:
-    what the seeds of one configuration share, whichever overrides gave it (or a config file changed between them)."""
+    what the seeds of one configuration share, whichever overrides gave it (or a config file changed between them).
+    Nor its speed settings (how fast, never what is computed: conf/train.yaml)."""
+    not_compared = (*same_configuration(config), "speed")
     flat: dict[str, str] = {}
 
     def walk(value, key: str) -> None:
         if isinstance(value, dict) and value:
             for k, v in value.items():
                 walk(v, f"{key}.{k}" if key else str(k))
-        elif key != "seed" and not key.startswith(NOT_COMPARED_IN_CONFIG):
+        elif key != "seed" and not key.startswith(not_compared):
             flat[key] = json.dumps(value, sort_keys=True, separators=(",", ":"))
 
     walk(config, "")
@@ -173,7 +177,7 @@ def collect(root: Path) -> list[dict]:
             {
                 "run": str(run.relative_to(root)) if run != root else run.name,
                 "path": run,
-                "overrides": [o for o in overrides if not override_key(o).startswith(SAME_CONFIGURATION)],
+                "overrides": [o for o in overrides if not override_key(o).startswith(same_configuration(config))],
                 "seed": seed_of(overrides, config),
                 "status": status,
                 "why": why_failed(run, {} if error_is_last else metrics) if status == "failed" else "",
