@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import struct
@@ -1188,6 +1189,19 @@ def test_a_seed_run_twice_is_counted_once_in_the_table_and_the_figures(tmp_path)
     assert "over 3 seeds" in ax.get_xlabel()
 
 
+def test_a_running_job_without_a_csv_logger_has_no_epoch_count(tmp_path):
+    """A job running under logger=none has no csv/metrics.csv and no metrics.json yet: its epochs are unknown, "—"
+    (before: 0, however many it had trained); a job with its CSV logger shows those it validated."""
+    write_job(tmp_path / "0", ["seed=1"], {}, TOY, None)
+    write_job(tmp_path / "1", ["seed=2"], {}, TOY, None)
+    shutil.rmtree(tmp_path / "1" / "csv")  # (logger=none)
+    with RunLock(tmp_path / "0"), RunLock(tmp_path / "1"):
+        table = report(tmp_path, PAPER)
+    logged = table.split("| 0 | seed=1 | running | ")[1].splitlines()[0].split(" | ")[3]
+    assert logged.isdigit() and int(logged) > 0, table  # (the epochs its CSV logger validated)
+    assert "| 1 | seed=2 | running | — | — | — | — | — | — |" in table, table
+
+
 def test_an_evaluation_sweeps_checkpoints_are_configurations_of_their_own(tiny_cfg, tiny_corpus, tmp_path):
     """`rnnreg-eval -m ckpt_path=a,b`: each checkpoint evaluated is a configuration of its own in the report (its
     row names it, the table over seeds has one line each), not one configuration whose seed 0 ran twice, the second
@@ -1213,6 +1227,11 @@ def test_an_evaluation_sweeps_checkpoints_are_configurations_of_their_own(tiny_c
     assert [row["ckpt_path"] for row in summary] == checkpoints
     tested = [json.loads((sweep / str(job) / "metrics.json").read_text())["test_ppl"] for job in (0, 1)]
     assert [float(row["test_ppl_mean"]) for row in summary] == tested and tested[0] != tested[1]
+    # each row's validation perplexity is its evaluation's, and it trained no epochs: none is said (before: —, 0)
+    for job in (0, 1):
+        validated = json.loads((sweep / str(job) / "metrics.json").read_text())["val_ppl"]
+        row = table.split(f"| {job} | ckpt_path=")[1].splitlines()[0]
+        assert row.split(" | ")[1:3] == ["completed", f"{validated:.2f}"] and row.split(" | ")[5] == "—", row
 
 
 def test_a_single_run_refused_once_its_folder_existed_is_failed_with_its_line(tiny_corpus, tmp_path):

@@ -152,6 +152,14 @@ def seed_of(overrides: list[str], config: dict) -> str:
     return given[-1] if given else str(config.get("seed"))
 
 
+def validated(metrics: dict, config: dict, curve: dict[int, float]) -> float:
+    """A run's validation perplexity where its metrics.json has no best_val_ppl: an evaluation's (rnnreg-eval's
+    val_ppl, of the checkpoint it measured), else the best of its logged curve (a run that did not complete)."""
+    if config.get("task_name") == "eval" and "val_ppl" in metrics:
+        return metrics["val_ppl"]
+    return min(curve.values(), default=math.nan)
+
+
 def collect(root: Path) -> list[dict]:
     """One row per job: its overrides, seed, status, perplexities, validation curve (epoch -> value), and
     what the figures need (dropout placement, model size, experiment, trainer budget, the recipe's data,
@@ -181,10 +189,11 @@ def collect(root: Path) -> list[dict]:
                 "seed": seed_of(overrides, config),
                 "status": status,
                 "why": why_failed(run, {} if error_is_last else metrics) if status == "failed" else "",
-                "best_val_ppl": metrics.get("best_val_ppl", min(curve.values(), default=math.nan)),
+                "best_val_ppl": metrics.get("best_val_ppl", validated(metrics, config, curve)),
                 "test_ppl": metrics.get("test_ppl", math.nan),
                 "test_ppl_batched": metrics.get("test_ppl_batched", math.nan),
-                "epochs": metrics.get("epochs", max(curve, default=0)),
+                # (none said: its validations', else unknown, as for a run without a CSV logger or an evaluation)
+                "epochs": metrics.get("epochs", max(curve, default=None)),
                 # (interrupted in its final test, its training completed: the weights it was testing)
                 "tested": metrics.get("tested") if isinstance(metrics.get("tested"), str) else None,
                 "trained": isinstance(metrics.get("trained"), dict),  # (then that test completes it in its folder)
@@ -472,7 +481,7 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['differs']} | {r['status']} | {fmt(r['best_val_ppl'], '.2f')} | "
-            f"{fmt(r['test_ppl'], '.2f')} | {fmt(r['test_ppl_batched'], '.2f')} | {r['epochs']} | "
+            f"{fmt(r['test_ppl'], '.2f')} | {fmt(r['test_ppl_batched'], '.2f')} | {fmt(r['epochs'], '')} | "
             f"{fmt(r['train_seconds'], '.0f')} | {fmt(r['words_per_second'], ',.0f')} |"
         )
     return "\n".join(lines) + "\n"
