@@ -222,6 +222,12 @@ def test_a_momentum_checkpoint_resumes_with_another_lstm_implementation(tiny_cfg
     same = train(tiny_cfg(*common, "trainer.max_epochs=2", "model.lstm=fused", ckpt, run="fused"))
     other = train(tiny_cfg(*common, "trainer.max_epochs=2", "model.lstm=step", ckpt, run="step"))
     assert other["val_ppl"] == pytest.approx(same["val_ppl"], rel=1e-6)
+    # the buffers are restored, not restarted from zeros: the resumed run is the uninterrupted one, to the bit
+    whole = train(tiny_cfg(*common, "trainer.max_epochs=2", "model.lstm=fused", run="whole"))
+    assert same["val_ppl"] == whole["val_ppl"]
+    a, b = (torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=False) for run in ("fused", "whole"))
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), name
     a, b = (torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=False) for run in ("fused", "step"))
     for name, value in a["state_dict"].items():  # one function, two kernels: apart by rounding only
         assert torch.allclose(value, b["state_dict"][name], atol=1e-6), name
