@@ -2302,6 +2302,9 @@ def test_interrupt_and_resume_is_exact(stacked, setup):
             assert mine[key] == reference[key], (i, key)
         reference_job = stacked / str(list(MEMBERS).index(name))
         assert losses(sweep / str(i)) == losses(reference_job)
+        # the stopped epoch's training NLL sum goes on from the resume file: its train/ppl is the uninterrupted one's
+        for key in ("train/ppl", "val/ppl", "train/grad_norm"):
+            assert losses(sweep / str(i), key) == losses(reference_job, key), (i, key)
         # every epoch's words/s x its time is an epoch's words, the resumed epoch's too (its windows before the stop
         # counted with their time; the rest alone would be 4 of its 6 windows)
         timed = [
