@@ -732,6 +732,34 @@ def test_each_member_stops_early_on_its_own_validation(tmp_path, tiny_corpus, pr
             assert same == (epoch > stopped_after), (k, epoch)
 
 
+@pytest.mark.parametrize("stop_after_windows", [None, 5], ids=["whole", "stopped-and-resumed"])
+def test_each_member_is_tested_on_its_own_best_weights(tmp_path, tiny_corpus, stop_after_windows):
+    """test_ckpt=best: each member is tested on its own best validation weights, its best.ckpt's. Member 1 (lr 1 on
+    3 windows an epoch) is best after epoch 1 and worse after it; member 0 (lr 0.1) improves every epoch: its
+    improvements copy its own weights only, not member 1's, and a group stopped in epoch 2 (window 5) and resumed
+    keeps member 1's best from its resume file, not the weights it started from."""
+    budget = ("trainer.max_epochs=3", "trainer.limit_train_batches=3", "test_ckpt=best")
+    jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
+    for k, lr in enumerate([0.1, 1.0]):
+        cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", f"seed={k}", *budget, f"optim.lr={lr}"]
+        jobs[k].cfg = compose_config(cli, jobs[k].output_dir)
+    resume_file = tmp_path / ".stacked" / "group_0.pt"
+    if stop_after_windows:
+        with pytest.raises(SystemExit):
+            stacked_train.GroupTrainer(jobs, 0, resume_file, stop_after_windows=stop_after_windows).run(resume=False)
+        assert resume_file.is_file()
+    trainer = stacked_train.GroupTrainer(jobs, 0, resume_file)
+    trainer.run(resume=bool(stop_after_windows))
+    records = [metrics(job.output_dir) for job in jobs]
+    # the premise: member 0's last validation is its best, member 1's best is an earlier one
+    assert records[0]["best_val_ppl"] == records[0]["val_ppl"] and records[1]["best_val_ppl"] < records[1]["val_ppl"]
+    tested = trainer.test_params()
+    for k, job in enumerate(jobs):
+        best = weights(job.output_dir, "best.ckpt")
+        for name, p in zip(trainer.names, tested):
+            assert torch.equal(best["net." + trainer.model.single_names[name]], p[k]), (k, name)
+
+
 def test_a_members_train_log_has_a_runs_lines_and_levels(tmp_path, tiny_corpus):
     """Each line of a member's train.log is written as Hydra's logging writes a run's (time, logger, level, message),
     appended to what is there, and a warning is at WARNING (grep WARNING finds what a run alone warns of): here,
