@@ -861,9 +861,14 @@ def test_a_signal_after_a_member_stopped_early_records_it_interrupted_and_the_re
         record = metrics(tmp_path / str(k))
         assert (record["status"], record["error"]) == ("interrupted", STOPPED_BY[signal.SIGTERM]), k
     assert metrics(tmp_path / "0")["epochs"] == 2
-    results = stacked_train.GroupTrainer(jobs, 0, resume_file).run(resume=True)
+    resumed = stacked_train.GroupTrainer(jobs, 0, resume_file)
+    results = resumed.run(resume=True)
     assert [status for status, _ in results] == ["completed"] * 2 and not resume_file.exists()
     assert [metrics(tmp_path / str(k))["epochs"] for k in (0, 1)] == [2, 3]
+    # stopped in the resumed group too: member 0 did not train on, its weights are those it stopped with
+    saved = weights(tmp_path / "0")
+    for name, param in zip(resumed.names, resumed.params):
+        assert torch.equal(saved["net." + resumed.model.single_names[name]], param[0].detach()), name
 
 
 def test_a_checkpoint_that_cannot_be_written_fails_every_training_member_with_its_error(tmp_path, tiny_corpus):
