@@ -443,6 +443,31 @@ def test_a_members_checkpoint_inside_an_epoch_holds_its_own_carry_and_words(tmp_
         assert speed["fit_seconds"] == 14.0
 
 
+def test_a_members_checkpoint_holds_its_own_momentum_buffers_in_its_models_order(tmp_path, tiny_corpus):
+    """Member 1 (optim.momentum, model.lstm=step) beside member 0 (model.lstm=fused: nn.LSTM orders its parameters
+    otherwise): member 1's checkpoint holds its own momentum buffers, each under the index its single model's
+    optimiser gives that parameter (StepLSTM's order), not in member 0's order."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus)
+    for k, own in enumerate([("model.lstm=fused",), ("model.lstm=step", "optim.momentum=0.9")]):
+        cli = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", f"seed={k}", *own]
+        jobs[k].cfg = compose_config(cli, jobs[k].output_dir)
+    trainer = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt")
+    assert trainer.model.member_orders[0] != trainer.model.member_orders[1]  # the premise
+    trainer.n_train, trainer.n_val = 6, 1
+    for m in trainer.members:
+        m.epochs = 1
+    with torch.no_grad():
+        for buffer in trainer.step.buffers:
+            buffer.uniform_(-1, 1)
+    state = member_checkpoint(trainer, 1, trainer.host_copies())["optimizer_states"][0]["state"]
+    with torch.device("meta"):
+        names = [name for name, _ in trainer.model.single_model(trainer.model.members[1]).named_parameters()]
+    assert sorted(state) == list(range(len(names)))
+    for i, name in enumerate(names):
+        buffer = trainer.step.buffers[trainer.names.index(name.replace(".", "_"))][1]
+        assert torch.equal(state[i]["momentum_buffer"], buffer), name
+
+
 def test_best_weights_are_kept_only_for_a_test_on_them(tmp_path, tiny_corpus):
     """A copy of every member's best validation weights (K models' memory, and half of each resume file) is
     kept only when some member's test uses them: test_ckpt=best, or auto with early stopping."""
