@@ -19,6 +19,7 @@ from rnnreg.job_records import record_job_stopped
 from rnnreg.record_yaml import full_budget, read_yaml, section
 from rnnreg.run_record import metrics_path
 from rnnreg.runtime import hydra_entry, log, route_lightning_logs
+from rnnreg.schema import is_int
 from rnnreg.trainer_rules import bf16_lstm_refusal
 
 
@@ -145,7 +146,7 @@ def trained_batch_size(ckpt_path: str) -> int | None:
     """The data.batch_size of the run a checkpoint was written by, from its run's .hydra/config.yaml (the
     checkpoint does not hold it), or None where that is not there or cannot be read (the warning is left out)."""
     size = run_settings(ckpt_path, "data").get("batch_size")
-    return size if whole_number(size) else None
+    return size if is_int(size) else None
 
 
 def warn_other_validation(paths: list[str], limit, eval_bptt: int) -> None:
@@ -157,8 +158,8 @@ def warn_other_validation(paths: list[str], limit, eval_bptt: int) -> None:
         trained, window = trainer.get("limit_val_batches"), data.get("eval_bptt") or data.get("bptt")
         if (
             full_budget(trained)
-            or not (whole_number(trained) or isinstance(trained, float))
-            or not whole_number(window)
+            or not (is_int(trained) or isinstance(trained, float))
+            or not is_int(window)
         ):
             continue  # (the whole split, or a record that does not say which part)
         if trained == limit and window == eval_bptt:
@@ -177,10 +178,6 @@ def warn_other_validation(paths: list[str], limit, eval_bptt: int) -> None:
             trained,
             window,
         )
-
-
-def whole_number(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def run_settings(ckpt_path: str, key: str) -> dict:
