@@ -156,11 +156,7 @@ def warn_other_validation(paths: list[str], limit, eval_bptt: int) -> None:
     for path in paths:
         trainer, data = run_settings(path, "trainer"), run_settings(path, "data")
         trained, window = trainer.get("limit_val_batches"), data.get("eval_bptt") or data.get("bptt")
-        if (
-            full_budget(trained)
-            or not (is_int(trained) or isinstance(trained, float))
-            or not is_int(window)
-        ):
+        if full_budget(trained) or not (is_int(trained) or isinstance(trained, float)) or not is_int(window):
             continue  # (the whole split, or a record that does not say which part)
         if trained == limit and window == eval_bptt:
             continue
