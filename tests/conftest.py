@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from pathlib import Path
@@ -38,6 +39,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # rnnreg.triton_cell is imported, in this process and the ones it starts.
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
+    import lightning.pytorch  # noqa: F401  (what the test modules import)
+
+    # torch's and Lightning's objects, here for the whole session: no full collection in this worker walks them
+    gc.freeze()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Collected as usual at exit again (a native module counts what is still alive then as leaked)."""
+    gc.unfreeze()
 
 
 @pytest.fixture

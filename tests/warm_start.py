@@ -293,6 +293,7 @@ def _serve_main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     # what each console script imports before it trains (none of rnnreg: a child imports ours fresh)
     import hydra  # noqa: F401
+    import hydra_plugins.hydra_optuna_sweeper._impl  # noqa: F401  (hparams_search=optuna: Optuna and its plugin)
     import lightning  # noqa: F401
     import lightning.pytorch  # noqa: F401
     import omegaconf  # noqa: F401
