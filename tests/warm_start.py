@@ -301,6 +301,14 @@ def _serve_main() -> None:
     import torchmetrics  # noqa: F401
     import wandb.sdk.launch  # noqa: F401  (logger=wandb: 1.7 s; wandb.init imports its launch package)
 
+    # The parsers of Hydra's overrides and OmegaConf's interpolations build ANTLR's lookahead tables as they are
+    # first used: built here once, not again in each child
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    OverridesParser.create().parse_overrides(["a=1", "+b=x,y", "c=choice(1,2)", "d=interval(0,1)", "~e", "f=[1,{g:2}]"])
+    omegaconf.OmegaConf.to_container(
+        omegaconf.OmegaConf.create({"a": 1, "b": "x_${a}", "c": "${oc.env:HOME,/}"}), resolve=True
+    )
     gc.freeze()  # the imports' objects: no collection in a child walks them (nor copies their pages)
     modules = sorted({name.partition(".")[0] for name in sys.modules})
     _SERVER_START.update(env=_startup_env(dict(os.environ)), limits=_limits(), modules=modules, group=os.getpgrp())
