@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -95,6 +97,16 @@ def test_non_recurrent_fused_path_keeps_the_recurrence_clean():
     out2, (h2, c2) = net(x)
     assert not torch.equal(out1, out2)
     assert torch.equal(h1, h2) and torch.equal(c1, c2)
+
+
+def test_a_one_layer_model_is_built_without_torchs_warning_of_a_rate_it_never_uses():
+    """`model.num_layers=1 dropout=non_recurrent`: one layer has no site between layers, so nn.LSTM is given no
+    rate there (torch would warn a user of it at every run); the input and output sites still drop."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net = LSTMLanguageModel(V, H, 1, 0.1, dropout_input=0.5, dropout_between=0.5, dropout_output=0.5)
+    assert net.fused and net.lstm.dropout == 0.0
+    assert net.dropout_input == net.dropout_output == 0.5
 
 
 def test_non_recurrent_fused_path_drops_between_layers():

@@ -265,7 +265,9 @@ class LSTMLanguageModel(nn.Module):
         if lstm == "layers":
             self.lstm = LayerByLayerLSTM(hidden_size, num_layers, dropout_between)
         elif self.fused:
-            self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers, dropout=dropout_between)
+            # one layer has no site between layers: torch would warn of a rate it never uses, at every run
+            between = dropout_between if num_layers > 1 else 0.0
+            self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers, dropout=between)
         else:
             self.lstm = StepLSTM(hidden_size, num_layers, dropout_between, dropout_recurrent, variational, layer_norm)
         self.decoder = nn.Linear(hidden_size, vocab_size)
