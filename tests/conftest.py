@@ -41,6 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     import lightning.pytorch  # noqa: F401  (what the test modules import)
 
+    # rnnreg's own warning filters, as a console script has them before its run: installed here, before pytest
+    # copies the filter list for each test, not inside the first test to import rnnreg.runtime (and lost at its end)
+    import rnnreg.runtime  # noqa: F401
+
     # torch's and Lightning's objects, here for the whole session: no full collection in this worker walks them
     gc.freeze()
 
