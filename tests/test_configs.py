@@ -246,6 +246,7 @@ def test_the_run_plan_names_each_dropout_sites_own_rate(tiny_cfg, overrides, say
     assert RunPlan.plan(SimpleNamespace(num_training_batches=168), 1) == "1 epoch x 168 windows per epoch"
 
 
+@pytest.mark.filterwarnings("ignore:The number of training batches")  # its own fit, outside a run's (rnnreg.runtime)
 def test_tensorboard_logger_writes_events(tiny_cfg, tmp_path):
     datamodule, task, trainer = build(
         tiny_cfg("logger=tensorboard", "trainer.max_epochs=1", "trainer.limit_train_batches=3")

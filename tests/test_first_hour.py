@@ -408,6 +408,7 @@ def test_a_validation_not_yet_run_is_estimated_as_a_third_of_training_on_as_many
     assert validation_seconds(trainer, speed, 1.0) == speed.val_seconds > 0
 
 
+@pytest.mark.filterwarnings("ignore:The number of training batches")  # its own fit, outside a run's (rnnreg.runtime)
 def test_progress_bar_shows_no_logger_version(tiny_cfg, tmp_path, no_wandb_credentials):
     """With a W&B logger (whose version is its run id), the bar shows the loss, perplexity, words/s and ETA, not
     Lightning's v_num (the id's last 4 characters, which say nothing of the run)."""

@@ -14,6 +14,9 @@ from rnnreg.metrics import Perplexity
 from rnnreg.task import LanguageModelTask
 from rnnreg.train import build, train
 
+# Some tests here call the task's steps by hand, with no Trainer: Lightning then says that self.log() has none
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)` but the `self.trainer`")
+
 OPTIM = {"lr": 1.0, "decay": 2.0, "decay_start": 4, "clip": 5.0}
 NO_DROPOUT = {"input": 0.0, "between": 0.0, "output": 0.0}
 
