@@ -1746,3 +1746,17 @@ def test_a_config_that_is_a_multirun_by_itself_has_its_sweep_folder_checked_as_w
         f"error: hydra.sweep.dir={blocker}/s: {blocker} is a file, not a folder: give hydra.sweep.dir a folder you "
         "can write in"
     ]
+
+
+@pytest.mark.parametrize("program", ["generate", "report"])
+def test_generate_and_report_run_in_a_folder_that_holds_a_link(tmp_path, monkeypatch, program):
+    """rnnreg-generate and rnnreg-report run in the current folder (hydra.run.dir=.) and write nothing there (no
+    .hydra/, no log): a link in it (a corpus linked in beside one's runs) is no reason to refuse them, as it is for
+    a run that writes in its folder."""
+    (tmp_path / "corpus").symlink_to(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = ["ckpt_path=/x/best.ckpt"] if program == "generate" else ["path=/x"]
+    # (own_run_dir: their configs set hydra.run.dir=., as check_command_line finds)
+    run_folder_check.check_run_dir_free(args, program, program, False, own_run_dir=True)
+    with pytest.raises(OutputError, match="^hydra.run.dir=. holds corpus, a link to "):  # (a run there writes)
+        run_folder_check.check_run_dir_free(["hydra.run.dir=."], "train", "train", False)

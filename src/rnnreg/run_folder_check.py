@@ -227,7 +227,8 @@ def check_run_dir_free(
                 raise OutputError(message)
             if key == folder_key:  # the folder Hydra makes
                 check_folder_can_be_made(value, key)
-                check_no_links(value, key, below=multirun or bool(config_multirun))
+                if config_name in ("train", "eval"):  # (rnnreg-generate and rnnreg-report write nothing in theirs, .)
+                    check_no_links(value, key, below=multirun or bool(config_multirun))
             if config_name in ("train", "eval") and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra uses
                 check_not_in_checkpoints(value, key, f"rnnreg-{config_name}")
             if key != "hydra.run.dir" or multirun or config_name not in ("train", "eval"):
