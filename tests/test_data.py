@@ -396,3 +396,20 @@ def test_a_ptb_split_without_its_pinned_sum_is_refused(ptb_config):
         message = rf"^data.files.{split}.sha256 is missing: it must be a non-empty string or null \(the file's pinned"
         with pytest.raises(ConfigError, match=message):
             validate_args("train", ["experiment=paper_small", f"~data.files.{split}.sha256"])
+
+
+def test_a_split_under_another_name_is_named_with_the_key_that_reads_it(tmp_path: Path):
+    """A corpus whose files are named otherwise (WikiText-2's wiki.train.tokens, ...): the missing file's line names
+    the setting that reads it under its own name, data.files.SPLIT.name, and the file the folder holds."""
+    for split in SPLITS:
+        (tmp_path / f"wiki.{split}.tokens").write_text("a b\n")
+    files = {s: {"name": f"{s}.txt"} for s in SPLITS}
+    with pytest.raises(DataError) as refused:
+        ensure_files(tmp_path, files)
+    assert str(refused.value) == (
+        f"missing train file {tmp_path / 'train.txt'}: put the train text file there, or set data.data_dir to the "
+        f"folder holding it, or data.files.train.name to its name in {tmp_path} (it holds wiki.train.tokens: "
+        f"data.files.train.name=wiki.train.tokens)"
+    )
+    files = {s: {"name": f"wiki.{s}.tokens"} for s in SPLITS}
+    assert ensure_files(tmp_path, files)["valid"] == tmp_path / "wiki.valid.tokens"

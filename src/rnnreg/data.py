@@ -80,8 +80,9 @@ def ensure_files(data_dir: str | Path, files: dict, url_base: str | None = None)
         if not path.exists():
             if not url_base:
                 raise DataError(
-                    f"missing {split} file {path}: put the {split} text file there "
-                    f"(or set data.data_dir to the folder holding it)"
+                    f"missing {split} file {path}: put the {split} text file there, or set data.data_dir to the "
+                    f"folder holding it, or data.files.{split}.name to its name in {data_dir}"
+                    + named_like(data_dir, split)
                 )
             urls = ", ".join(f"{url_base.rstrip('/')}/{files[s]['name']}" for s in SPLITS)
             try:
@@ -97,6 +98,16 @@ def ensure_files(data_dir: str | Path, files: dict, url_base: str | None = None)
             )
         paths[split] = path
     return paths
+
+
+def named_like(folder: Path, split: str) -> str:
+    """The words " (it holds NAME: ...)" where `folder` holds one file whose name has `split` in it (WikiText-2's
+    wiki.train.tokens), else ""."""
+    try:
+        found = [p.name for p in folder.iterdir() if split in p.name.lower() and p.is_file()]
+    except OSError:  # (no such folder, or one this user cannot read)
+        return ""
+    return f" (it holds {found[0]}: data.files.{split}.name={found[0]})" if len(found) == 1 else ""
 
 
 def read_words(path: Path) -> list[str]:
