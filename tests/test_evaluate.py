@@ -385,6 +385,28 @@ def test_a_run_record_eval_cannot_read_is_left_out_of_what_it_says(checkpoints, 
     )
 
 
+def test_a_checkpoint_whose_train_file_changed_since_its_run_is_refused_saying_so(checkpoints, tmp_path):
+    """A corpus edited after the run (words added to its train file): the line said to evaluate the checkpoint on
+    the data it was trained on, naming the very data.data_dir the command gave. It says the file changed, and how."""
+    corpus, (a, _), root = checkpoints
+    run_dir, edited = tmp_path / "run1", tmp_path / "corpus"
+    shutil.copytree(Path(a).parent.parent, run_dir)
+    shutil.copytree(corpus, edited)
+    config = run_dir / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace(str(corpus), str(edited)))
+    with open(edited / "train.txt", "a") as f:
+        f.write("brand new words\n")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError) as refused:
+        evaluate(eval_cfg(edited, root, ckpt))
+    assert str(refused.value) == (
+        f"{ckpt} was trained on another vocabulary (42 words) than this data (45 words): its run trained on this "
+        f"train file {edited / 'train.txt'} (its .hydra/config.yaml), which has changed since, now with 3 words its "
+        "vocabulary lacks (e.g. brand, new, words): evaluate it on that file as it was (restore it), or train a new "
+        "run on the corpus as it is"
+    )
+
+
 def test_eval_writes_each_protocols_perplexity_computed_by_hand(checkpoints, tmp_path):
     """rnnreg-eval's metrics.json holds each split's and protocol's own perplexity, each equal to the model run by
     hand from a zero state carried across windows: test_ppl over the test split as one stream, test_ppl_batched

@@ -80,7 +80,7 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     datamodule.check_limits({key: cfg.trainer.get(key) for key in ("limit_val_batches", "limit_test_batches")})
     paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path)
     paths = [str(Path(p).expanduser()) for p in paths]
-    tasks = [load_task(path, datamodule.load().itos) for path in paths]
+    tasks = [load_task(path, datamodule.load().itos, datamodule.load().paths["train"]) for path in paths]
     if why := bf16_lstm_refusal(cfg.trainer, any(t.net.fused for t in tasks), "use trainer.precision=32-true"):
         raise ConfigError(why)
     if launched_as_rank_zero():  # said once: DDP's other processes run this function too

@@ -29,7 +29,7 @@ from rnnreg.data import limit_batches
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.loggers import offline_run_parts, wandb_run_id, wandb_run_labels
 from rnnreg.model import build_net
-from rnnreg.record_yaml import recorded_overrides
+from rnnreg.record_yaml import read_yaml, recorded_overrides, section
 
 
 def windows_done(trainer) -> int:
@@ -351,6 +351,55 @@ def data_overrides(ckpt_path: str) -> str:
     return " ".join(o for o in overrides if o.startswith(("data=", "data.")))
 
 
+def vocabulary_refusal(ckpt_path: str | None, trained: list[str], vocab: list[str], train_file, verb: str) -> str:
+    """The line refusing to `verb` (evaluate, resume) a checkpoint trained on the vocabulary `trained` with this
+    data's `vocab`, read from `train_file`. Where its run's record gives this very train file, the file changed since
+    the run: the line says so and how, rather than naming the data the command already gives."""
+    head = (
+        f"{ckpt_path or 'the checkpoint'} was trained on another vocabulary ({len(trained)} words) than this data "
+        f"({len(vocab)} words)"
+    )
+    recorded = recorded_train_file(str(ckpt_path)) if ckpt_path else None
+    if recorded is not None and train_file is not None and same_file(recorded, train_file):
+        known, ours = set(trained), set(vocab)
+        added, lost = [w for w in vocab if w not in known], [w for w in trained if w not in ours]
+        change = "; ".join(
+            f"{counted(len(words), 'word')} {what} (e.g. {', '.join(words[:3])})"
+            for words, what in ((added, "its vocabulary lacks"), (lost, "of its vocabulary gone"))
+            if words
+        )
+        return (
+            f"{head}: its run trained on this train file {train_file} (its .hydra/config.yaml), which has changed "
+            f"since, now with {change or 'its words first seen in another order'}: {verb} it on that file as it was "
+            f"(restore it), or train a new run on the corpus as it is"
+        )
+    data = data_overrides(str(ckpt_path)) if ckpt_path else ""
+    return f"{head}: {verb} it on the data it was trained on" + (
+        f" ({data}, from its run's .hydra/overrides.yaml)" if data else ""
+    )
+
+
+def recorded_train_file(ckpt_path: str) -> Path | None:
+    """The train file of the run a checkpoint was written by (<run>/checkpoints/x.ckpt), from its .hydra/config.yaml,
+    or None where that does not say it plainly."""
+    config_file = Path(ckpt_path).parent.parent / ".hydra" / "config.yaml"
+    try:
+        data = section(read_yaml(config_file), config_file, "data")
+        folder, name = data.get("data_dir"), section(data, config_file, "files", "train").get("name")
+    except (DataError, OSError):
+        return None
+    if not (isinstance(folder, str) and isinstance(name, str)) or "${" in folder + name:
+        return None  # (PTB's folder is an interpolation: its files are checked against their sums)
+    return Path(folder).expanduser() / name
+
+
+def same_file(a: Path, b) -> bool:
+    try:
+        return a.resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
 def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     """Before training resumes: the RNG, the stream position and this rank's share of the carried state."""
     task.vocab = checkpoint.get("vocab")
@@ -360,11 +409,8 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     corpus = getattr(datamodule, "load", None)
     if task.vocab is not None and corpus is not None and task.vocab != corpus().itos:
         ckpt_path = getattr(trainer, "ckpt_path", None)  # (the one fit() restores from)
-        data = data_overrides(str(ckpt_path)) if ckpt_path else ""
         raise CheckpointError(
-            f"{ckpt_path or 'the checkpoint'} was trained on another vocabulary ({len(task.vocab)} words) than "
-            f"this data ({len(corpus().itos)} words): resume it on the data it was trained on"
-            + (f" ({data}, from its run's .hydra/overrides.yaml)" if data else "")
+            vocabulary_refusal(ckpt_path, task.vocab, corpus().itos, corpus().paths.get("train"), "resume")
         )
     ours = task.state_dict()
     theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}

@@ -15,7 +15,7 @@ from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
 from rnnreg.model import State, build_net, mean_nll, paper_objective
 from rnnreg.optim import paper_optimizer
-from rnnreg.resume import data_overrides, restore_resume_state, save_resume_state, validate_again
+from rnnreg.resume import restore_resume_state, save_resume_state, validate_again, vocabulary_refusal
 from rnnreg.schema import paper_values
 from rnnreg.training_signals import TrainingSignals
 
@@ -164,9 +164,10 @@ class LanguageModelTask(L.LightningModule):
         restore_resume_state(self, self._trainer, checkpoint)
 
 
-def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTask:
+def load_task(ckpt_path: str, vocab: list[str] | None = None, train_file=None) -> LanguageModelTask:
     """A trained task from a checkpoint, loaded as data only (rnnreg.io); with `vocab`, refuse a checkpoint
-    trained on another vocabulary."""
+    trained on another vocabulary (`train_file`: the file `vocab` is read from, named where it changed since the
+    checkpoint's run)."""
     ckpt_path = str(Path(ckpt_path).expanduser())
     checkpoint = load_checkpoint(ckpt_path)
     net = trained_net(checkpoint, ckpt_path)  # its hyper_parameters, weights and vocabulary checked
@@ -181,10 +182,5 @@ def load_task(ckpt_path: str, vocab: list[str] | None = None) -> LanguageModelTa
         raise not_written_by_train(ckpt_path, f"its hyper_parameters are not valid ({first_line(err)})") from None
     task.on_load_checkpoint(checkpoint)
     if vocab is not None and task.vocab != vocab:
-        data = data_overrides(ckpt_path)
-        raise ConfigError(
-            f"{ckpt_path} was trained on another vocabulary ({len(task.vocab)} words) than "
-            f"this data ({len(vocab)} words): evaluate it on the data it was trained on"
-            + (f" ({data}, from its run's .hydra/overrides.yaml)" if data else "")
-        )
+        raise ConfigError(vocabulary_refusal(ckpt_path, task.vocab, vocab, train_file, "evaluate"))
     return task
