@@ -26,6 +26,7 @@ from rnnreg.data import (
     BPTTWindows,
     Corpus,
     DataError,
+    LMDataModule,
     batchify,
     ensure_files,
     limit_batches,
@@ -413,3 +414,24 @@ def test_a_split_under_another_name_is_named_with_the_key_that_reads_it(tmp_path
     )
     files = {s: {"name": f"wiki.{s}.tokens"} for s in SPLITS}
     assert ensure_files(tmp_path, files)["valid"] == tmp_path / "wiki.valid.tokens"
+
+
+@pytest.mark.parametrize(
+    "loader,key,streams", [("val_dataloader", "batch_size", 20), ("test_dataloader", "test_batch_size", 9)]
+)
+def test_a_split_too_short_for_its_streams_when_loaded_names_it_and_its_setting(tmp_path: Path, loader, key, streams):
+    """rnnreg-eval checks no split before it loads them (rnnreg-train's check_splits also wants a training window of
+    data.bptt): a split too short for the streams it is cut into said "a split of N tokens is too short for K
+    streams ... use fewer streams", naming neither the file nor the setting, as rnnreg-train's line does."""
+    for split in SPLITS:
+        (tmp_path / f"{split}.txt").write_text("a b c <unk>\nd e\n")  # 8 tokens
+    files = {s: {"name": f"{s}.txt"} for s in SPLITS}
+    settings = {"batch_size": 4, "test_batch_size": 1, key: streams}
+    data = LMDataModule(str(tmp_path), files, bptt=5, **settings)
+    split = "valid" if loader == "val_dataloader" else "test"
+    with pytest.raises(DataError) as refused:
+        getattr(data, loader)()
+    assert str(refused.value) == (
+        f"the {split} split {tmp_path / f'{split}.txt'} of 8 tokens is too short for {streams} streams "
+        f"(data.{key}={streams}): each stream needs 2 tokens or more; lower data.{key} or give a longer file"
+    )

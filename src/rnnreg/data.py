@@ -334,8 +334,11 @@ class LMDataModule(L.LightningDataModule):
                 )
 
     def streams(self, split: str, num_streams: int) -> torch.Tensor:
-        """This rank's columns: the global streams are split across DDP ranks, never reshuffled."""
-        columns = batchify(self.load().ids[split], num_streams)
+        """This rank's columns: the global streams are split across DDP ranks, never reshuffled. A split too short
+        for its streams names itself and the setting (rnnreg-eval, which checks no split before)."""
+        key = "test_batch_size" if split == "test" and num_streams == self.test_batch_size else "batch_size"
+        corpus = self.load()
+        columns = batchify(corpus.ids[split], num_streams, f"the {split} split {corpus.paths[split]}", f"data.{key}")
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         if num_streams % world:
