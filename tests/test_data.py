@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import functools
 import http.server
 import math
@@ -30,6 +31,7 @@ from rnnreg.data import (
     batchify,
     ensure_files,
     limit_batches,
+    read_words,
     sha256_of,
     smallest_fraction,
 )
@@ -435,3 +437,15 @@ def test_a_split_too_short_for_its_streams_when_loaded_names_it_and_its_setting(
         f"the {split} split {tmp_path / f'{split}.txt'} of 8 tokens is too short for {streams} streams "
         f"(data.{key}={streams}): each stream needs 2 tokens or more; lower data.{key} or give a longer file"
     )
+
+
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8])
+def test_a_byte_that_is_not_utf8_is_counted_from_the_files_start(tmp_path: Path, bom):
+    """A file saved with a byte-order mark and a Latin-1 byte further on: the line named the byte 3 before it (the
+    decoder counts from after the mark), so `head -c N` showed text before the byte at fault."""
+    (tmp_path / "train.txt").write_bytes(bom + b"a b\ncaf\xe9 au lait\n")
+    with pytest.raises(DataError) as refused:
+        read_words(tmp_path / "train.txt")
+    at = len(bom) + 7
+    assert (bom + b"a b\ncaf\xe9")[at] == 0xE9
+    assert str(refused.value) == f"{tmp_path / 'train.txt'} is not UTF-8 text (byte {at}): re-encode it as UTF-8"

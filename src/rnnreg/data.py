@@ -7,6 +7,7 @@ contiguous streams (columns) and walked in order in windows of `bptt` steps; the
 from __future__ import annotations
 
 import array
+import codecs
 import hashlib
 import http.client
 import math
@@ -118,7 +119,9 @@ def read_words(path: Path) -> list[str]:
         with open(path, encoding="utf-8-sig", newline="") as f:  # newline="": a lone \r stays in its line
             text = f.read()
     except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text (byte {err.start}): re-encode it as UTF-8") from None
+        with open(path, "rb") as f:  # (the decoder counts from after a byte-order mark: 3 bytes more in the file)
+            start = err.start + (3 if f.read(3) == codecs.BOM_UTF8 else 0)
+        raise DataError(f"{path} is not UTF-8 text (byte {start}): re-encode it as UTF-8") from None
     except OSError as err:
         raise DataError(f"cannot read {path} ({err.strerror}): make it a readable text file") from None
     lines = text.split("\n")
