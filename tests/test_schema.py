@@ -1233,3 +1233,22 @@ def test_a_trainer_config_without_devices_starts_as_many_processes_as_lightnings
     """trainer.devices left out (a trainer config of the user's, or ~trainer.devices): Lightning's default is auto,
     one process per GPU where the accelerator may be one (not one process)."""
     assert trainer_processes(OmegaConf.create({"accelerator": accelerator}), gpus=4) == processes
+
+
+def test_an_own_corpus_given_without_data_text_is_not_read_as_ptb(tiny_corpus, tmp_path):
+    """data.data_dir=<a folder of train.txt, valid.txt, test.txt> without data=text: PTB's config (the default)
+    downloaded ptb.*.txt into the folder and trained on PTB, or, offline, said to download PTB there by hand. Refused
+    before anything is made, naming the word the command lacks; data=text reads it, and PTB's own folder passes."""
+    before = sorted(p.name for p in tiny_corpus.iterdir())
+    with pytest.raises(ConfigError) as refused:
+        validate_args("train", [f"data.data_dir={tiny_corpus}"])
+    assert str(refused.value) == (
+        f"data.data_dir={tiny_corpus} holds train.txt, valid.txt, test.txt, a corpus of your own, and PTB's config "
+        "(data=ptb, the default) would download ptb.train.txt, ptb.valid.txt, ptb.test.txt there and use PTB, not "
+        "that corpus: add data=text to read it"
+    )
+    assert sorted(p.name for p in tiny_corpus.iterdir()) == before
+    assert validate_args("train", ["data=text", f"data.data_dir={tiny_corpus}"]) == 1
+    ptb = tmp_path / "ptb"  # (an empty folder: PTB is downloaded there)
+    ptb.mkdir()
+    assert validate_args("train", [f"data.data_dir={ptb}"]) == 1

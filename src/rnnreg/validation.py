@@ -228,6 +228,24 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
                 f"data.data_dir={data.data_dir} is not a folder: give the folder holding the "
                 f"{', '.join(data.files[s].name for s in ('train', 'valid', 'test'))} files"
             )
+        _check_own_corpus_read_as_ptb(data, folder)
+
+
+def _check_own_corpus_read_as_ptb(data: DictConfig, folder: Path) -> None:
+    """data.data_dir given without data=text: PTB's config (data=ptb, the default) downloads its files into that
+    folder and uses PTB, not the corpus there. A folder holding a text corpus's files (train.txt, ...) and
+    none of PTB's is refused, with the word the command lacks."""
+    splits = ("train", "valid", "test")
+    if data.get("url_base") is None or not folder.is_dir():
+        return
+    names = [str(data.files[s].name) for s in splits]
+    own = [f"{s}.txt" for s in splits if (folder / f"{s}.txt").is_file() and f"{s}.txt" not in names]
+    if own and not any((folder / name).exists() for name in names):
+        raise ConfigError(
+            f"data.data_dir={data.data_dir} holds {', '.join(own)}, a corpus of your own, and PTB's config (data=ptb, "
+            f"the default) would download {', '.join(names)} there and use PTB, not that corpus: add data=text to read "
+            "it"
+        )
 
 
 def _check_trainer(cfg: DictConfig) -> None:
