@@ -14,8 +14,10 @@ import torch
 import rnnreg.callbacks
 from helpers import TINY, run, signal_at, speed_state
 from rnnreg.checkpoints import CheckpointOnInterrupt
+from rnnreg.data import LMDataModule
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.report import history
+from rnnreg.resume import check_resume_window
 from rnnreg.task import load_task
 from rnnreg.train import train
 from rnnreg.training import resolve_ckpt_path
@@ -210,6 +212,24 @@ def test_a_mid_epoch_checkpoint_resumed_with_another_batch_size_or_bptt_is_refus
             train(tiny_cfg(*common, f"trainer.limit_train_batches={limit}", f"ckpt_path={ckpt}", run="fourth"))
         assert not (tmp_path / "fourth" / "metrics.json").exists()
         assert not (tmp_path / "fourth" / "checkpoints").exists()
+
+
+def test_a_mid_epoch_checkpoint_resumed_on_a_shorter_train_file_says_the_file_is_shorter(tmp_path):
+    """A train file cut since the run (the same words, fewer lines) where a checkpoint stopped inside an epoch past
+    the new epoch's end: the line told to resume with the trainer.limit_train_batches the run was trained with,
+    which was the one given (none). It names the train file and its windows instead."""
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("a b c d e f g h i\n" * 4)  # 40 tokens: 10 steps, 1 window of 5
+    files = {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}
+    data = LMDataModule(str(tmp_path), files, batch_size=4, bptt=5)
+    data.load()
+    with pytest.raises(ConfigError) as refused:
+        check_resume_window(3, 0, data, None, "last.ckpt")
+    assert str(refused.value) == (
+        f"last.ckpt was stopped inside epoch 1 after 3 windows and this data's train split {tmp_path / 'train.txt'} "
+        "has 1 window in an epoch (data.batch_size=4 streams of data.bptt=5): it is shorter than the train file the "
+        "run trained on (changed since?): resume it on that file as it was, or train a new run"
+    )
 
 
 def test_a_momentum_checkpoint_resumes_with_another_lstm_implementation(tiny_cfg, tmp_path):

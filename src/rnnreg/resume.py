@@ -332,7 +332,16 @@ def check_resume_window(checkpoint_window: int, epoch: int, datamodule, limit, c
     trainer.limit_train_batches, `limit`): the resumed epoch would train none and end as if complete."""
     if not checkpoint_window or not hasattr(datamodule, "train_windows"):
         return
-    windows = limit_batches(datamodule.train_windows(), limit)
+    total = datamodule.train_windows()
+    windows = limit_batches(total, limit)
+    corpus = getattr(datamodule, "corpus", None)
+    if checkpoint_window >= total and corpus is not None:  # no limit's doing: the train split itself is shorter
+        raise ConfigError(
+            f"{ckpt_path} was stopped inside epoch {epoch + 1} after {counted(checkpoint_window, 'window')} and this "
+            f"data's train split {corpus.paths['train']} has {counted(total, 'window')} in an epoch "
+            f"(data.batch_size={datamodule.batch_size} streams of data.bptt={datamodule.bptt}): it is shorter than the "
+            f"train file the run trained on (changed since?): resume it on that file as it was, or train a new run"
+        )
     if checkpoint_window >= windows:
         raise ConfigError(
             f"{ckpt_path} was stopped inside epoch {epoch + 1} after {counted(checkpoint_window, 'window')} and "
