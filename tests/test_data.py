@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import functools
 import http.server
+import logging
 import math
 import re
 import socket
@@ -36,6 +37,7 @@ from rnnreg.data import (
     smallest_fraction,
 )
 from rnnreg.errors import ConfigError
+from rnnreg.train import train
 
 PTB_FILES = {s: {"name": f"ptb.{s}.txt"} for s in ("train", "valid", "test")}
 
@@ -449,3 +451,23 @@ def test_a_byte_that_is_not_utf8_is_counted_from_the_files_start(tmp_path: Path,
     at = len(bom) + 7
     assert (bom + b"a b\ncaf\xe9")[at] == 0xE9
     assert str(refused.value) == f"{tmp_path / 'train.txt'} is not UTF-8 text (byte {at}): re-encode it as UTF-8"
+
+
+def test_words_read_as_unk_are_counted_and_said(tmp_path: Path, tiny_cfg, tiny_corpus, caplog):
+    """valid or test words not in the training vocabulary, with <unk> in train, are read as <unk> (PTB's way): a
+    corpus of one's own where most are (a vocabulary of its train file that its other files hardly share) had a
+    perplexity of predicting <unk> over and over, and no word said so. Each such split is counted in a warning."""
+    (tmp_path / "train.txt").write_text("a b <unk>\nb c\n")
+    (tmp_path / "valid.txt").write_text("a z y\n")
+    (tmp_path / "test.txt").write_text("c a\n")
+    corpus = Corpus(ensure_files(tmp_path, {s: {"name": f"{s}.txt"} for s in SPLITS}))
+    assert corpus.unknown_words() == [
+        f"{tmp_path / 'valid.txt'}: 2 of its 4 words (50.0%) are not in the training vocabulary, read as <unk>: its "
+        "perplexity predicts them as that one word"
+    ]
+    with open(tiny_corpus / "test.txt", "a") as f:
+        f.write("unseen words\n")
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=1", "test=false"))
+    said = [r.getMessage() for r in caplog.records if "not in the training vocabulary" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{tiny_corpus / 'test.txt'}: 2 of its "), said

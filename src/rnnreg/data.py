@@ -141,16 +141,29 @@ class Corpus:
         train = read_words(paths["train"])
         self.itos = list(dict.fromkeys(train))
         self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.unknown = {split: 0 for split in SPLITS}  # each split's words not in the vocabulary, read as <unk>
         self.ids = {"train": self.encode(train, paths["train"])}
         for split in ("valid", "test"):
-            self.ids[split] = self.encode(read_words(paths[split]), paths[split])
+            self.ids[split] = self.encode(read_words(paths[split]), paths[split], split)
+
+    def unknown_words(self) -> list[str]:
+        """A note for each split some of whose words are not in the training vocabulary, read as <unk>: its
+        perplexity predicts them all as that one word, lower than over the words themselves."""
+        return [
+            f"{self.paths[split]}: {count:,} of its {counted(self.ids[split].numel(), 'word')} "
+            f"({100 * count / self.ids[split].numel():.1f}%) are not in the training vocabulary, read as {UNK}: its "
+            f"perplexity predicts them as that one word"
+            for split, count in self.unknown.items()
+            if count
+        ]
 
     def __len__(self) -> int:
         return len(self.itos)
 
-    def encode(self, words: list[str], path: Path) -> torch.Tensor:
+    def encode(self, words: list[str], path: Path, split: str = "train") -> torch.Tensor:
         ids = list(map(self.stoi.get, words))  # None: a word not in the vocabulary
         if None in ids:
+            self.unknown[split] = ids.count(None)
             unk = self.stoi.get(UNK)
             if unk is None:
                 unknown = [w for w, i in zip(words, ids) if i is None]

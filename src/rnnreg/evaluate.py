@@ -84,6 +84,8 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     if why := bf16_lstm_refusal(cfg.trainer, any(t.net.fused for t in tasks), "use trainer.precision=32-true"):
         raise ConfigError(why)
     if launched_as_rank_zero():  # said once: DDP's other processes run this function too
+        for note in datamodule.load().unknown_words():
+            log.warning("%s", note)
         warn_other_batch_size(paths, datamodule.batch_size)
         warn_other_validation(paths, cfg.trainer.get("limit_val_batches"), datamodule.eval_bptt)
     mc_samples = cfg.mc_samples

@@ -255,6 +255,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         preemption.watch(trainer)
         validation = add_run_callbacks(cfg, trainer)
         say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
+        for note in getattr(getattr(datamodule, "corpus", None), "unknown_words", list)():  # (read by vocab_size)
+            warn("%s", note)
         if ckpt_path:
             say("resuming from %s", ckpt_path)
         started = True
