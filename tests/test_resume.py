@@ -17,7 +17,7 @@ from rnnreg.checkpoints import CheckpointOnInterrupt
 from rnnreg.data import LMDataModule
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.report import history
-from rnnreg.resume import check_resume_window
+from rnnreg.resume import check_resume_window, vocabulary_refusal
 from rnnreg.task import load_task
 from rnnreg.train import train
 from rnnreg.training import resolve_ckpt_path
@@ -378,3 +378,29 @@ def test_a_resume_that_would_not_do_what_it_says_is_refused(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"is from a run that early stopping ended after epoch \d: nothing is left"):
         train(tiny_cfg(*stops, "trainer.max_epochs=5", f"ckpt_path={tmp_path}/es/checkpoints/last.ckpt", run="on"))
     assert not (tmp_path / "on" / "checkpoints").exists()
+
+
+def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, monkeypatch):
+    """A run given a relative data.data_dir (fine without hydra.job.chdir) read it from the folder it started in;
+    evaluated from another folder holding a folder of that name, another corpus, the refusal said the train file
+    "has changed since". A relative folder is no evidence of the same file: the line names the run's data."""
+    run_dir, corpus = tmp_path / "run", tmp_path / "corpus"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        "data:\n  data_dir: corpus\n  files:\n    train: {name: train.txt}\n"
+    )
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- data=text\n- data.data_dir=corpus\n")
+    corpus.mkdir()
+    (corpus / "train.txt").write_text("b a\n")
+    monkeypatch.chdir(tmp_path)
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    assert vocabulary_refusal(ckpt, ["a", "b", "<eos>"], ["b", "a", "<eos>"], corpus / "train.txt", "evaluate") == (
+        f"{ckpt} was trained on another vocabulary (3 words) than this data (3 words): evaluate it on the data it was "
+        "trained on (data=text data.data_dir=corpus, from its run's .hydra/overrides.yaml)"
+    )
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        f"data:\n  data_dir: {corpus}\n  files:\n    train: {{name: train.txt}}\n"
+    )
+    assert "which has changed since, now with its words first seen in another order: evaluate it on that file" in (
+        vocabulary_refusal(ckpt, ["a", "b", "<eos>"], ["b", "a", "<eos>"], corpus / "train.txt", "evaluate")
+    )

@@ -399,6 +399,8 @@ def recorded_train_file(ckpt_path: str) -> Path | None:
         return None
     if not (isinstance(folder, str) and isinstance(name, str)) or "${" in folder + name:
         return None  # (PTB's folder is an interpolation: its files are checked against their sums)
+    if not Path(folder).expanduser().is_absolute():
+        return None  # (relative to the folder the run started in, which this command need not be in)
     return Path(folder).expanduser() / name
 
 
