@@ -2889,3 +2889,26 @@ def test_unknown_program_is_one_line_error(setup, tmp_path):
     model = StackedLanguageModel(10, 4, 1, [MemberSpec(seed=1, init_scale=0.1)])
     with pytest.raises(ConfigError, match="in_turn runs on a CPU only, this group is on meta: use auto or batched"):
         group_step(model, (3, 2), [5.0], None, torch.device("meta"), program="in_turn")
+
+
+def test_a_stacked_group_warns_of_words_read_as_unk(tmp_path):
+    """A stacked group builds no Lightning run (rnnreg.training warns there): valid or test words outside the
+    training vocabulary, read as <unk>, are warned of on the console and in each member's train.log as well."""
+    corpus = write_corpus(tmp_path / "corpus", lines=(400, 20, 8))
+    with open(corpus / "valid.txt", "a") as f:
+        f.write("unseen words here\n")
+    sweep = tmp_path / "sweep"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", "trainer.max_epochs=1", "test=false"]
+    proc = run(
+        "rnnreg-train",
+        "-m",
+        "hydra/launcher=stacked",
+        *args,
+        "trainer.limit_train_batches=2",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    note = f"{corpus / 'valid.txt'}: 3 of its "
+    assert f"warning: group 0: {note}" in proc.stderr, proc.stderr[-3000:]
+    for job in ("0", "1"):
+        assert f"[rnnreg][WARNING] - {note}" in (sweep / job / "train.log").read_text()

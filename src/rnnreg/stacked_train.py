@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -480,6 +481,10 @@ class GroupTrainer:
                     f"{job.cfg.experiment_name}: {per_member:,} parameters, vocabulary {len(self.vocab)} "
                     f"(stacked group {self.group}, member {k} of {len(self.jobs)}) on {device_name(self.device)}"
                 )
+            for note in self.datamodule.load().unknown_words():  # (as rnnreg.training warns of them)
+                print(f"warning: group {self.group}: {note}", file=sys.stderr, flush=True)
+                for folder in self.folders:
+                    folder.log(note, "WARNING")
         # built: a signal from here stops the group before its first window, its W&B runs open (fit says "training"
         # as its first window comes); handled by train_group's request since the group's build began, else from now
         self.stop.stage = "start"
