@@ -145,6 +145,24 @@ def test_evaluation_loaders_walk_windows_of_eval_bptt_and_training_of_bptt(tiny_
         assert lengths == [7] * (predictions // 7) + [predictions % 7], (split, streams)
 
 
+def test_a_trainer_that_would_deal_the_windows_out_again_across_ranks_is_refused(tiny_cfg):
+    """Each DDP rank takes its own streams; Lightning's distributed sampler (on unless a Trainer turns it off, as
+    conf/trainer does) would give each rank every other window of them, the carried state skipping one: a library
+    user's own Trainer(devices=2) is told to turn it off, not trained on half the windows out of order."""
+    import lightning as L
+
+    dm = instantiate(tiny_cfg().data)
+    for use_distributed_sampler in (True, False):
+        dm.trainer = L.Trainer(
+            accelerator="cpu", devices=2, logger=False, use_distributed_sampler=use_distributed_sampler
+        )
+        if use_distributed_sampler:
+            with pytest.raises(ConfigError, match=r"pass lightning.Trainer\(use_distributed_sampler=False\)$"):
+                dm.train_dataloader()
+        else:
+            assert next(iter(dm.train_dataloader()))[0].shape == (5, 2)  # this rank's 2 of the 4 streams
+
+
 def test_a_resumed_epoch_starts_at_its_window_and_every_later_pass_at_the_first(tiny_cfg):
     """rnnreg.resume sets resume_window from a checkpoint stopped after 3 windows: the loader's first pass walks
     windows 3.. to the end, each later pass (the next epochs, same loader) all of them from window 0."""

@@ -357,6 +357,13 @@ class LMDataModule(L.LightningDataModule):
         columns = batchify(corpus.ids[split], num_streams, f"the {split} split {corpus.paths[split]}", f"data.{key}")
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        if world > 1 and trainer._accelerator_connector.use_distributed_sampler:
+            # Lightning would deal this rank's windows out again across the ranks: every other window, the carried
+            # state skipping one between them (rnnreg-train's conf/trainer sets it off)
+            raise ConfigError(
+                f"Trainer(use_distributed_sampler=True) would split rnnreg's BPTT windows across the {world} "
+                f"processes, which already split the streams: pass lightning.Trainer(use_distributed_sampler=False)"
+            )
         if num_streams % world:
             if num_streams == 1:
                 return columns  # the one-stream test runs whole on every rank
