@@ -225,6 +225,13 @@ def test_paper_recipe_carries_data_and_trainer_overrides(tiny_corpus):
     assert data.data_dir == str(tiny_corpus) and len(data.load()) == 42 and data.url_base is None
 
 
+def test_paper_recipe_carries_a_trainer_override_that_repeats_the_configs_value():
+    """trainer.devices=1 is conf/trainer's own value, not Lightning's ("auto": every GPU, and DDP): the Trainer
+    argument an override names comes in `trainer` (before: left out, as not changed from the config)."""
+    recipe = rnnreg.paper_recipe("small", "trainer.devices=1", "trainer.enable_model_summary=false")
+    assert recipe["trainer"] == {"max_epochs": 13, "devices": 1, "enable_model_summary": False}
+
+
 @pytest.mark.parametrize(
     "overrides,says",
     [

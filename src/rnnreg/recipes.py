@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, MissingValue
+from rnnreg.multirun_jobs import override_key
 from rnnreg.task_config import optim_settings, plain
 from rnnreg.validation import not_given
 
@@ -121,7 +122,10 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
             f"paper_recipe cannot carry {' '.join(refused or overrides)}{sets}: a recipe holds model, dropout, "
             f"optim, data, trainer and seed; set the rest on the objects you build from it, or run rnnreg-train"
         )
-    data, trainer = ({k.split(".")[1] for k in changed if k.startswith(group)} for group in ("data.", "trainer."))
+    # a key an override names comes with it, its value the config's or not (trainer.devices=1: else Lightning's "auto")
+    named = [override_key(o) for o in overrides if not o.startswith("~")]
+    given = [k for k in named if _carried(k)] + list(changed)
+    data, trainer = ({k.split(".")[1] for k in given if k.startswith(group)} for group in ("data.", "trainer."))
     return {
         "experiment": cfg.experiment_name,
         "model": plain(cfg.model),
