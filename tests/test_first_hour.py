@@ -1006,6 +1006,25 @@ def test_paper_recipe_is_the_config_files(tmp_path):
     assert data.files == cfg.data.files and data.data_dir == cfg.data.data_dir and data.url_base
 
 
+def test_importing_rnnreg_leaves_the_users_warning_filters_and_lightnings_log_alone():
+    """A library user's process (examples/compare_placements.py imports rnnreg.report) keeps its own warning filters
+    and Lightning's log lines: the ones a console script's run hides are set by its entry (before: by importing
+    rnnreg.runtime, which hid the user's own ModelCheckpoint's "directory is not empty")."""
+    check = """
+import logging, warnings
+import rnnreg.generate, rnnreg.report
+def ours():
+    hidden = [f[1].pattern for f in warnings.filters if f[1] is not None and "is not empty" in f[1].pattern]
+    return hidden, logging.getLogger("lightning.pytorch.utilities.rank_zero").filters
+assert ours() == ([], []), ours()
+from rnnreg.runtime import hide_expected_warnings
+hide_expected_warnings(), hide_expected_warnings()  # a console script's entry: each said once
+assert [len(kind) for kind in ours()] == [1, 1], ours()
+"""
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_library_trains_in_a_few_lines(tiny_corpus, tmp_path):
     recipe = rnnreg.paper_recipe("small", "dropout=non_recurrent", "dropout.p=0.3", "model.hidden_size=16")
     data = rnnreg.LMDataModule(

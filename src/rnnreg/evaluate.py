@@ -18,7 +18,7 @@ from rnnreg.instantiation import instantiate
 from rnnreg.job_records import record_job_stopped
 from rnnreg.record_yaml import full_budget, read_yaml, section
 from rnnreg.run_record import metrics_path
-from rnnreg.runtime import hydra_entry, log, route_lightning_logs
+from rnnreg.runtime import hide_expected_warnings, hydra_entry, log, route_lightning_logs
 from rnnreg.schema import is_int
 from rnnreg.trainer_rules import bf16_lstm_refusal
 
@@ -34,6 +34,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from rnnreg.preemption import Preemption
     from rnnreg.run_lock import RunLock, launched_as_rank_zero
 
+    hide_expected_warnings()  # (rnnreg-eval's entry did; a caller of evaluate() has not)
     lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
     if lock is not None:
         lock.acquire()  # a second evaluation (or a run) in this folder stops here, before it writes anything

@@ -31,34 +31,43 @@ from rnnreg.validation import missing_message, validate
 
 log = logging.getLogger("rnnreg")
 
-# Expected here: the stream windows are cheap and must stay in order, so they load in the main process (rnnreg.data).
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-warnings.filterwarnings("ignore", ".*`srun` command is available.*")
-# LMDataModule itself records and restores the stream position of a mid-epoch checkpoint.
-warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
-# A run goes on in a folder of checkpoints only from its own last.ckpt (the command a stop prints): any other run is
-# refused before Lightning sees the folder (run_folder_check), so Lightning's warning would only alarm a resume.
-warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
-# debug=overfit (trainer.overfit_batches): Lightning takes any sampler but its own SequentialSampler for shuffling, and
-# rnnreg's training windows come in order (rnnreg.data.StartAt): "you enabled shuffling" would be untrue.
-warnings.filterwarnings("ignore", r"You requested to overfit but enabled train dataloader shuffling")
-# A run that ends before its first validation (trainer.max_steps inside an epoch): Lightning's hint that val/ppl was
-# never logged blames the model; rnnreg says itself that no validation ran and what it tested (rnnreg.training).
-warnings.filterwarnings("ignore", r"`ModelCheckpoint\(monitor='val/ppl'\)` could not find the monitored key")
-# Lightning 2.6 on torch 2.13, inside Lightning: nothing a user can act on, said at every run.
-warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
-# Rank 0's measures of the whole job (its words x the processes; the gradient norm after the all-reduce, the same on
-# every rank): nothing for sync_dist to average, which DDP runs were told at every epoch.
-warnings.filterwarnings(
-    "ignore", r".*self\.log\('train/(words_per_sec|epoch_seconds|grad_norm)', \.\.\., sync_dist=True"
-)
 # Lightning's warning of an epoch shorter than trainer.log_every_n_steps: left out only where the interval is not the
 # user's (unwarned_default_log_interval), for a first short run would be told of a setting it never chose.
 LOG_INTERVAL_WARNING = r"The number of training batches \(\d+\) is smaller than the logging interval"
-# Lightning's advertisements for its cloud services, at every run and into train.log.
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: not str(record.msg).startswith("💡 Tip:")
-)
+
+
+def hide_expected_warnings() -> None:
+    """The warnings and log lines of Lightning that a console script's run hides, each where it says nothing the user
+    can act on: set by the entry points (hydra_entry, train, evaluate), not by importing a module of rnnreg, so that a
+    library user's process keeps its own filters (their ModelCheckpoint's "directory is not empty", say)."""
+    # Expected here: the stream windows are cheap and must stay in order, so they load in the main process
+    # (rnnreg.data).
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*`srun` command is available.*")
+    # LMDataModule itself records and restores the stream position of a mid-epoch checkpoint.
+    warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+    # A run goes on in a folder of checkpoints only from its own last.ckpt (the command a stop prints): any other run is
+    # refused before Lightning sees the folder (run_folder_check), so Lightning's warning would only alarm a resume.
+    warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
+    # debug=overfit (trainer.overfit_batches): Lightning takes any sampler but its own SequentialSampler for shuffling,
+    # and rnnreg's training windows come in order (rnnreg.data.StartAt): "you enabled shuffling" would be untrue.
+    warnings.filterwarnings("ignore", r"You requested to overfit but enabled train dataloader shuffling")
+    # A run that ends before its first validation (trainer.max_steps inside an epoch): Lightning's hint that val/ppl
+    # was never logged blames the model; rnnreg says itself that no validation ran and what it tested (rnnreg.training).
+    warnings.filterwarnings("ignore", r"`ModelCheckpoint\(monitor='val/ppl'\)` could not find the monitored key")
+    # Lightning 2.6 on torch 2.13, inside Lightning: nothing a user can act on, said at every run.
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
+    # Rank 0's measures of the whole job (its words x the processes; the gradient norm after the all-reduce, the same on
+    # every rank): nothing for sync_dist to average, which DDP runs were told at every epoch.
+    warnings.filterwarnings(
+        "ignore", r".*self\.log\('train/(words_per_sec|epoch_seconds|grad_norm)', \.\.\., sync_dist=True"
+    )
+    # Lightning's advertisements for its cloud services, at every run and into train.log.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_tip)  # (added once however often)
+
+
+def no_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip:")
 
 
 # why hydra_entry's pre-check could not check a command line, logged (DEBUG) once the run has configured logging:
@@ -88,6 +97,7 @@ def user_errors_as_one_line(fn: Callable[[DictConfig], Any], config_name: str = 
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
+        hide_expected_warnings()  # (a job in a process of its own: submitit's)
         while PRECHECK_SKIPPED:  # (hydra.verbose=true or [rnnreg] shows it)
             log.debug("config pre-check skipped", exc_info=PRECHECK_SKIPPED.pop())
         # a run's or a multirun job's own folder (with its record: not rnnreg-generate's or rnnreg-report's, the
@@ -161,6 +171,7 @@ def hydra_entry(config_name: str) -> Callable:
                 raise SystemExit(130) from None
 
         def checked_main() -> Any:
+            hide_expected_warnings()
             find_our_hydra_plugins()
             args = sys.argv[1:]
             checked = None

@@ -52,7 +52,7 @@ from rnnreg.run_record import (
     tested_record,
     unfinished_record,
 )
-from rnnreg.runtime import log, route_lightning_logs, unwarned_default_log_interval
+from rnnreg.runtime import hide_expected_warnings, log, route_lightning_logs, unwarned_default_log_interval
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.task import LanguageModelTask
 from rnnreg.task_config import plain, task_arguments
@@ -213,6 +213,7 @@ def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
 
 
 def train(cfg: DictConfig) -> dict:
+    hide_expected_warnings()  # (rnnreg-train's entry did; a caller of train() has not)
     validate(cfg, "train")  # rnnreg-train did before Hydra started; a caller of train() has not
     lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
     if lock is not None:
