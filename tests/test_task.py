@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import counted_calls, needs_triton, perplexity_by_hand, speed_state
+from rnnreg.errors import ConfigError
 from rnnreg.metrics import Perplexity
 from rnnreg.task import LanguageModelTask
 from rnnreg.train import build, train
@@ -25,6 +26,29 @@ def tiny_task(seed: int = 0, **optim) -> LanguageModelTask:
     torch.manual_seed(seed)
     model = {"hidden_size": 12, "num_layers": 2, "init_scale": 0.1}
     return LanguageModelTask(30, model, NO_DROPOUT, OPTIM | optim)
+
+
+@pytest.mark.parametrize(
+    "model, dropout, optim, says",
+    [
+        ({"hidden_size": 12}, NO_DROPOUT, OPTIM, r"^model has no num_layers, init_scale: give them, or start from "),
+        ({"hiden_size": 12}, NO_DROPOUT, OPTIM, r"^model.hiden_size is not a key of model: did you mean model.hidden_"),
+        (
+            None,
+            NO_DROPOUT,
+            OPTIM | {"lr_decay": 3},
+            r"^optim.lr_decay is not a key of optim: did you mean optim.decay\?$",
+        ),
+        (None, NO_DROPOUT, {"lr": 1.0}, r"^optim has no decay, decay_start, clip: give them, or start from rnnreg."),
+        (None, NO_DROPOUT | {"between": "0.5"}, OPTIM, r"^dropout.between='0.5' must be a number in \[0, 1\)"),
+    ],
+)
+def test_a_library_users_task_settings_are_checked_as_a_config_is(model, dropout, optim, says):
+    """LanguageModelTask's own dicts: a key left out is named at once (before: a KeyError once training began, or
+    for the optim, at configure_optimizers), a misspelt one refused (before: silently ignored), a value checked."""
+    model = model or {"hidden_size": 12, "num_layers": 2, "init_scale": 0.1}
+    with pytest.raises(ConfigError, match=says):
+        LanguageModelTask(30, model, dropout, optim)
 
 
 def test_objective_is_sum_over_steps_of_batch_mean_nll():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -16,8 +18,44 @@ from rnnreg.metrics import Perplexity
 from rnnreg.model import State, build_net, mean_nll, paper_objective
 from rnnreg.optim import paper_optimizer
 from rnnreg.resume import restore_resume_state, save_resume_state, validate_again, vocabulary_refusal
-from rnnreg.schema import paper_values
+from rnnreg.schema import Dropout, Model, Optim, Speed, group_problem, paper_values, rules
 from rnnreg.training_signals import TrainingSignals
+
+# each group's keys that the network and the update rule read without a default (rnnreg.model.net_kwargs,
+# rnnreg.optim.paper_optimizer); optim holds the clip too (trainer.gradient_clip_val), which the optim group does not
+TASK_GROUPS = {"model": Model, "dropout": Dropout, "optim": Optim, "speed": Speed}
+REQUIRED = {
+    "model": ("hidden_size", "num_layers", "init_scale"),
+    "dropout": ("input", "between", "output"),
+    "optim": ("lr", "decay", "decay_start", "clip"),
+    "speed": (),
+}
+
+
+def check_task_groups(groups: dict) -> None:
+    """LanguageModelTask's model, dropout, optim and speed (None: no speed) as rnnreg-train checks its config: a key
+    misspelt or left out, or a value out of range, is one ConfigError naming it (not a KeyError once training has
+    begun, nor a misspelt key silently ignored)."""
+    for name, values in groups.items():
+        if values is None and name == "speed":
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{name}={values!r} must be a mapping of its keys, as rnnreg.paper_recipe gives it")
+        known = [*rules(TASK_GROUPS[name]), *(["clip"] if name == "optim" else [])]
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {name}.{close[0]}?" if close else f"the keys are {', '.join(known)}"
+                raise ConfigError(f"{name}.{key} is not a key of {name}: {hint}")
+        missing = [key for key in REQUIRED[name] if key not in values]
+        if missing:
+            raise ConfigError(
+                f"{name} has no {', '.join(missing)}: give {'it' if len(missing) == 1 else 'them'}, or start from "
+                f"rnnreg.paper_recipe('small')['{name}']"
+            )
+        problem = group_problem(values, TASK_GROUPS[name], name)
+        if problem:
+            raise ConfigError(problem)
 
 
 class LanguageModelTask(L.LightningModule):
@@ -37,6 +75,8 @@ class LanguageModelTask(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
+        if net is None:  # (a trained net comes with the checked hyper_parameters of its checkpoint: load_task)
+            check_task_groups({"model": model, "dropout": dropout, "optim": optim, "speed": speed})
         if not optim["lr"] > 0:
             raise ConfigError(f"optim.lr={optim['lr']} must be positive ({paper_values('optim.lr')})")
         self.net = net if net is not None else build_net(vocab_size, model, dropout)
