@@ -225,6 +225,14 @@ def test_paper_recipe_carries_data_and_trainer_overrides(tiny_corpus):
     assert data.data_dir == str(tiny_corpus) and len(data.load()) == 42 and data.url_base is None
 
 
+def test_paper_recipe_takes_its_overrides_unpacked():
+    """A list of overrides given as one argument is one line saying to unpack it (before: Hydra's TypeError)."""
+    with pytest.raises(
+        ConfigError, match=r"^paper_recipe's overrides are strings .* paper_recipe\('small', \*overrides\)$"
+    ):
+        rnnreg.paper_recipe("small", ["dropout=recurrent", "dropout.p=0.3"])
+
+
 def test_paper_recipe_carries_a_trainer_override_that_repeats_the_configs_value():
     """trainer.devices=1 is conf/trainer's own value, not Lightning's ("auto": every GPU, and DDP): the Trainer
     argument an override names comes in `trainer` (before: left out, as not changed from the config)."""

@@ -99,6 +99,12 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     for (logger, callbacks, regularizer=early_stopping, test, speed, paths, hydra) is refused (ConfigError)."""
     if size not in SIZES:
         raise ConfigError(f"paper_recipe({size!r}): choose one of {', '.join(SIZES)}")
+    bad = [o for o in overrides if not isinstance(o, str)]
+    if bad:  # (a list of them: Hydra's parser would fail on it with a TypeError)
+        raise ConfigError(
+            f"paper_recipe's overrides are strings such as 'dropout.p=0.3', not {bad[0]!r}: pass a list of them "
+            f"unpacked, paper_recipe({size!r}, *overrides)"
+        )
     base_args = (f"experiment=paper_{size}",)
     try:
         cfg = checked_config(*base_args, *overrides)
