@@ -145,6 +145,23 @@ def test_evaluation_loaders_walk_windows_of_eval_bptt_and_training_of_bptt(tiny_
         assert lengths == [7] * (predictions // 7) + [predictions % 7], (split, streams)
 
 
+@pytest.mark.parametrize(
+    "files, sizes, says",
+    [
+        ({"train": "train.txt"}, {}, r"^data.files\['train'\]='train.txt' must be a mapping \{'name': <file name>\}"),
+        ({"train": {"name": "train.txt"}}, {}, r"^data.files has no valid split: add 'valid': \{'name': <its file"),
+        (None, {"batch_size": "4"}, r"^data.batch_size='4' must be an integer >= 1$"),
+        (None, {"bptt": 5.0}, r"^data.bptt=5.0 must be an integer >= 1$"),
+    ],
+)
+def test_a_library_users_datamodule_arguments_are_one_line_each(tiny_corpus, files, sizes, says):
+    """LMDataModule built by hand (rnnreg.LMDataModule): a file given by its bare name or a split left out, a size
+    not an integer, is one DataError (before: a TypeError, a KeyError, or a float's error at the first window)."""
+    files = files or {split: {"name": f"{split}.txt"} for split in ("train", "valid", "test")}
+    with pytest.raises(DataError, match=says):
+        LMDataModule(str(tiny_corpus), files, **({"batch_size": 4, "bptt": 5} | sizes))
+
+
 def test_a_trainer_that_would_deal_the_windows_out_again_across_ranks_is_refused(tiny_cfg):
     """Each DDP rank takes its own streams; Lightning's distributed sampler (on unless a Trainer turns it off, as
     conf/trainer does) would give each rank every other window of them, the carried state skipping one: a library

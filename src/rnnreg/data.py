@@ -15,7 +15,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import lightning as L
@@ -245,6 +245,25 @@ def smallest_fraction(windows: int) -> float:
     return math.ceil(10 ** (digits + 1) / windows) / 10 ** (digits + 1)
 
 
+def check_arguments(files: Mapping, **sizes: int | None) -> None:
+    """LMDataModule's files and sizes as a library user may give them: a split left out of `files`, a file given as
+    a bare name, a size that is not an integer, is one DataError naming it (Hydra's config is checked before)."""
+    if not isinstance(files, Mapping):
+        raise DataError(f"data.files={files!r} must be a mapping of train, valid and test to {{'name': <file name>}}")
+    for split in SPLITS:
+        spec = files.get(split)
+        if spec is None:
+            raise DataError(f"data.files has no {split} split: add {split!r}: {{'name': <its file name>}}")
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+            raise DataError(
+                f"data.files[{split!r}]={spec!r} must be a mapping {{'name': <file name>}} (and an optional 'sha256'), "
+                f"e.g. {{'name': '{split}.txt'}}"
+            )
+    for key, value in sizes.items():
+        if not (value is None and key == "eval_bptt") and (not isinstance(value, int) or isinstance(value, bool)):
+            raise DataError(f"data.{key}={value!r} must be an integer >= 1")
+
+
 class LMDataModule(L.LightningDataModule):
     """Train/valid on `batch_size` streams; test both on one stream (the paper) and on `batch_size`."""
 
@@ -260,6 +279,7 @@ class LMDataModule(L.LightningDataModule):
         test_batch_size: int = 1,  # the paper's test protocol: one stream over the whole test set
     ):
         super().__init__()
+        check_arguments(files, batch_size=batch_size, bptt=bptt, eval_bptt=eval_bptt, test_batch_size=test_batch_size)
         if batch_size <= 0 or bptt <= 0 or test_batch_size <= 0:
             raise DataError(
                 f"data.batch_size ({batch_size}), data.bptt ({bptt}) and "
