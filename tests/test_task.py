@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import counted_calls, needs_triton, perplexity_by_hand, speed_state
+from rnnreg.ensemble import PredictiveAverage
 from rnnreg.errors import ConfigError
 from rnnreg.metrics import Perplexity
 from rnnreg.task import LanguageModelTask
@@ -49,6 +50,39 @@ def test_a_library_users_task_settings_are_checked_as_a_config_is(model, dropout
     model = model or {"hidden_size": 12, "num_layers": 2, "init_scale": 0.1}
     with pytest.raises(ConfigError, match=says):
         LanguageModelTask(30, model, dropout, optim)
+
+
+def test_a_task_is_not_scored_on_another_vocabularys_data(tiny_corpus):
+    """trainer.test(task, datamodule=...) from Python: a task trained on other words (a checkpoint's vocabulary), or
+    built for another vocab_size, is refused before a window (before: scored, word ids meaning other words)."""
+    from rnnreg.data import LMDataModule
+
+    data = LMDataModule(
+        str(tiny_corpus), {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}, batch_size=4, bptt=5
+    )
+    words = data.load().itos
+    quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    trainer = L.Trainer(accelerator="cpu", limit_test_batches=1, **quiet)
+    model = {"hidden_size": 4, "num_layers": 1, "init_scale": 0.1}
+    refused = [
+        (
+            len(words),
+            [*words[1:], words[0]],
+            r"^this task was trained on another vocabulary \(42 words\) than its data",
+        ),
+        (30, None, r"^this task reads 30 words \(vocab_size\) and its data has 42 \(.*\): build it as LanguageModel"),
+    ]
+    for vocab_size, vocab, says in refused:
+        task = LanguageModelTask(vocab_size, model, NO_DROPOUT, OPTIM)
+        task.vocab = vocab
+        with pytest.raises(ConfigError, match=says):
+            trainer.test(task, datamodule=data, verbose=False)
+    task = LanguageModelTask(len(words), model, NO_DROPOUT, OPTIM)
+    task.vocab = words  # its own words: scored
+    assert trainer.test(task, datamodule=data, verbose=False)[0]["test/ppl"] > 1
+    averaged = PredictiveAverage([task.net, task.net])  # rnnreg-eval's ensemble: a net without an embedding of its own
+    ensemble = LanguageModelTask(len(words), model, NO_DROPOUT, OPTIM, net=averaged)
+    assert trainer.test(ensemble, datamodule=data, verbose=False)[0]["test/ppl"] > 1
 
 
 def test_objective_is_sum_over_steps_of_batch_mean_nll():

@@ -140,9 +140,30 @@ class LanguageModelTask(L.LightningModule):
 
     # -- which step: speed.fast_step (auto: on for a single-GPU run) ---------------------------------
     def setup(self, stage: str) -> None:
+        self.check_vocabulary()
         if stage == "fit":
             mode = (self.hparams.get("speed") or {}).get("fast_step", False)
             self.automatic_optimization = not fast_step_wanted(mode, self.trainer)
+
+    def check_vocabulary(self) -> None:
+        """The trainer's data (an LMDataModule) against the words this task reads: the vocabulary it was trained on
+        (a checkpoint's), else its vocab_size. Another corpus's word ids would index other words: refused, not
+        scored (a library user's trainer.test(load_task(...), datamodule=...); rnnreg-eval checks before)."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if not callable(getattr(datamodule, "load", None)):
+            return
+        words = datamodule.load().itos
+        rows = self.hparams.vocab_size  # (a net given to evaluate, rnnreg.ensemble's, need not have an embedding)
+        if self.vocab is not None and self.vocab != words:
+            raise ConfigError(
+                f"this task was trained on another vocabulary ({len(self.vocab)} words) than its data "
+                f"({len(words)} words in {datamodule.data_dir}): evaluate or train it on the data it was trained on"
+            )
+        if self.vocab is None and rows != len(words):
+            raise ConfigError(
+                f"this task reads {rows} words (vocab_size) and its data has {len(words)} ({datamodule.data_dir}): "
+                f"build it as LanguageModelTask(datamodule.vocab_size, ...)"
+            )
 
     @property
     def fast_step_on(self) -> bool:
