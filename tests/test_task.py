@@ -85,6 +85,16 @@ def test_a_task_is_not_scored_on_another_vocabularys_data(tiny_corpus):
     assert trainer.test(ensemble, datamodule=data, verbose=False)[0]["test/ppl"] > 1
 
 
+def test_a_recipe_changed_after_a_task_is_built_leaves_the_task_as_built():
+    """A notebook's loop that changes one recipe for the next task (recipe["optim"]["lr"] = 0.5): the task built
+    before trains with its own lr and records its own model (before: both were the caller's dicts, changed after)."""
+    model, optim = {"hidden_size": 12, "num_layers": 2, "init_scale": 0.1}, dict(OPTIM)
+    task = LanguageModelTask(30, model, NO_DROPOUT, optim)
+    model["hidden_size"], optim["lr"] = 32, 0.5
+    assert task.configure_optimizers()["optimizer"].param_groups[0]["lr"] == 1.0
+    assert task.hparams.model["hidden_size"] == task.net.embedding.embedding_dim == 12
+
+
 def test_objective_is_sum_over_steps_of_batch_mean_nll():
     task = tiny_task()
     x, y = torch.randint(30, (7, 4)), torch.randint(30, (7, 4))

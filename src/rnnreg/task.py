@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,6 +75,9 @@ class LanguageModelTask(L.LightningModule):
         net: nn.Module | None = None,
     ):
         super().__init__()
+        # its own copies: a caller's recipe changed afterwards (recipe["optim"]["lr"] = 0.5 for the next task) changes
+        # neither what this task trains with nor what its checkpoints record
+        model, dropout, optim, speed = copy.deepcopy((model, dropout, optim, speed))
         self.save_hyperparameters(ignore=["net"])
         if net is None:  # (a trained net comes with the checked hyper_parameters of its checkpoint: load_task)
             check_task_groups({"model": model, "dropout": dropout, "optim": optim, "speed": speed})
