@@ -404,3 +404,29 @@ def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, m
     assert "which has changed since, now with its words first seen in another order: evaluate it on that file" in (
         vocabulary_refusal(ckpt, ["a", "b", "<eos>"], ["b", "a", "<eos>"], corpus / "train.txt", "evaluate")
     )
+
+
+def test_testing_a_mid_epoch_checkpoint_leaves_the_rng_and_the_next_fits_first_window(tiny_corpus, tmp_path):
+    """trainer.test(task, datamodule=data, ckpt_path=...) from Python: only the weights are the checkpoint's (before:
+    it put back the checkpoint's RNG, and the data module's window, so the next fresh fit began its epoch there)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from rnnreg.data import LMDataModule
+    from rnnreg.task import LanguageModelTask
+
+    data = LMDataModule(
+        str(tiny_corpus), {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}, batch_size=4, bptt=5
+    )
+    model, dropout = {"hidden_size": 4, "num_layers": 1, "init_scale": 0.1}, {"input": 0, "between": 0, "output": 0}
+    task = LanguageModelTask(data.vocab_size, model, dropout, {"lr": 1.0, "decay": 2.0, "decay_start": 4, "clip": 5.0})
+    quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}
+    mid = ModelCheckpoint(tmp_path, every_n_train_steps=3)
+    L.Trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=1, callbacks=[mid], **quiet).fit(task, data)
+    assert torch.load(mid.best_model_path, weights_only=False)["train_window"] > 0  # a mid-epoch checkpoint
+    torch.manual_seed(0)
+    drawn = torch.rand(3)
+    torch.manual_seed(0)
+    L.Trainer(limit_test_batches=1, **quiet).test(task, datamodule=data, ckpt_path=mid.best_model_path, verbose=False)
+    assert torch.equal(torch.rand(3), drawn)  # the caller's random stream goes on
+    assert data.resume_window == 0 and next(iter(data.train_dataloader()))[0][0, 0] == data.load().ids["train"][0]

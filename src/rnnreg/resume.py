@@ -435,6 +435,8 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
             f"the model config it was trained with"
         )
     optimizer_state_by_name(task, checkpoint)
+    if trainer.state.fn != "fit":  # trainer.test(ckpt_path=...): its weights, not the RNG or the data's position
+        return
     if "rng" in checkpoint:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
