@@ -95,6 +95,22 @@ def test_a_recipe_changed_after_a_task_is_built_leaves_the_task_as_built():
     assert task.hparams.model["hidden_size"] == task.net.embedding.embedding_dim == 12
 
 
+def test_numpy_numbers_in_a_library_users_settings_are_the_python_numbers_they_hold(tiny_corpus):
+    """A sweep's np.arange or np.float32 values: a task is built with them (before: np.int64 units were a TypeError
+    from nn.LSTM) and records Python numbers, which a checkpoint loaded as data only can hold; a data module too."""
+    import numpy as np
+
+    from rnnreg.data import LMDataModule
+
+    model = {"hidden_size": np.int64(12), "num_layers": 2, "init_scale": 0.1}
+    task = LanguageModelTask(30, model, NO_DROPOUT | {"input": np.float32(0.25)}, OPTIM | {"lr": np.float64(0.5)})
+    hparams = (task.hparams.model["hidden_size"], task.hparams.dropout["input"], task.hparams.optim["lr"])
+    assert hparams == (12, 0.25, 0.5) and [type(v) for v in hparams] == [int, float, float]
+    files = {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}
+    data = LMDataModule(str(tiny_corpus), files, batch_size=np.int64(4), bptt=np.int64(5))
+    assert next(iter(data.train_dataloader()))[0].shape == (5, 4)
+
+
 def test_objective_is_sum_over_steps_of_batch_mean_nll():
     task = tiny_task()
     x, y = torch.randint(30, (7, 4)), torch.randint(30, (7, 4))

@@ -16,6 +16,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from numbers import Integral
 from pathlib import Path
 
 import lightning as L
@@ -260,7 +261,8 @@ def check_arguments(files: Mapping, **sizes: int | None) -> None:
                 f"e.g. {{'name': '{split}.txt'}}"
             )
     for key, value in sizes.items():
-        if not (value is None and key == "eval_bptt") and (not isinstance(value, int) or isinstance(value, bool)):
+        # (an integer of numpy's too: a sweep's np.arange)
+        if not (value is None and key == "eval_bptt") and (not isinstance(value, Integral) or isinstance(value, bool)):
             raise DataError(f"data.{key}={value!r} must be an integer >= 1")
 
 
@@ -280,6 +282,8 @@ class LMDataModule(L.LightningDataModule):
     ):
         super().__init__()
         check_arguments(files, batch_size=batch_size, bptt=bptt, eval_bptt=eval_bptt, test_batch_size=test_batch_size)
+        batch_size, bptt, test_batch_size = int(batch_size), int(bptt), int(test_batch_size)
+        eval_bptt = None if eval_bptt is None else int(eval_bptt)
         if batch_size <= 0 or bptt <= 0 or test_batch_size <= 0:
             raise DataError(
                 f"data.batch_size ({batch_size}), data.bptt ({bptt}) and "

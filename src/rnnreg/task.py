@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 from collections.abc import Mapping
+from numbers import Number
 from pathlib import Path
 
 import lightning as L
@@ -31,6 +32,14 @@ REQUIRED = {
     "optim": ("lr", "decay", "decay_start", "clip"),
     "speed": (),
 }
+
+
+def python_numbers(group):
+    """A plain mapping's numpy scalars (a sweep's np.arange, np.float32) as the Python numbers they hold: checked as a
+    config's values are, and in a checkpoint's hyper_parameters, which load as data only (rnnreg.io)."""
+    if not isinstance(group, dict):
+        return group
+    return {k: v.item() if isinstance(v, Number) and hasattr(v, "item") else v for k, v in group.items()}
 
 
 def check_task_groups(groups: dict) -> None:
@@ -77,7 +86,7 @@ class LanguageModelTask(L.LightningModule):
         super().__init__()
         # its own copies: a caller's recipe changed afterwards (recipe["optim"]["lr"] = 0.5 for the next task) changes
         # neither what this task trains with nor what its checkpoints record
-        model, dropout, optim, speed = copy.deepcopy((model, dropout, optim, speed))
+        model, dropout, optim, speed = (python_numbers(g) for g in copy.deepcopy((model, dropout, optim, speed)))
         self.save_hyperparameters(ignore=["net"])
         if net is None:  # (a trained net comes with the checked hyper_parameters of its checkpoint: load_task)
             check_task_groups({"model": model, "dropout": dropout, "optim": optim, "speed": speed})
