@@ -162,6 +162,15 @@ def test_a_library_users_datamodule_arguments_are_one_line_each(tiny_corpus, fil
         LMDataModule(str(tiny_corpus), files, **({"batch_size": 4, "bptt": 5} | sizes))
 
 
+def test_an_evaluation_window_of_no_steps_is_refused_not_read_as_the_training_windows(tiny_corpus):
+    """LMDataModule(eval_bptt=0) by hand (the config refuses it): before, 0 was read as None (data.bptt) and a
+    negative one failed in Python's len()."""
+    files = {split: {"name": f"{split}.txt"} for split in ("train", "valid", "test")}
+    for eval_bptt in (0, -5):
+        with pytest.raises(DataError, match=rf"^data.eval_bptt={eval_bptt} must be an integer >= 1, or None for data"):
+            LMDataModule(str(tiny_corpus), files, batch_size=4, bptt=5, eval_bptt=eval_bptt)
+
+
 def test_a_trainer_that_would_deal_the_windows_out_again_across_ranks_is_refused(tiny_cfg):
     """Each DDP rank takes its own streams; Lightning's distributed sampler (on unless a Trainer turns it off, as
     conf/trainer does) would give each rank every other window of them, the carried state skipping one: a library

@@ -284,6 +284,8 @@ class LMDataModule(L.LightningDataModule):
         check_arguments(files, batch_size=batch_size, bptt=bptt, eval_bptt=eval_bptt, test_batch_size=test_batch_size)
         batch_size, bptt, test_batch_size = int(batch_size), int(bptt), int(test_batch_size)
         eval_bptt = None if eval_bptt is None else int(eval_bptt)
+        if eval_bptt is not None and eval_bptt <= 0:  # (0 was read as None: data.bptt)
+            raise DataError(f"data.eval_bptt={eval_bptt} must be an integer >= 1, or None for data.bptt ({bptt})")
         if batch_size <= 0 or bptt <= 0 or test_batch_size <= 0:
             raise DataError(
                 f"data.batch_size ({batch_size}), data.bptt ({bptt}) and "
