@@ -233,6 +233,20 @@ def test_paper_recipe_takes_its_overrides_unpacked():
         rnnreg.paper_recipe("small", ["dropout=recurrent", "dropout.p=0.3"])
 
 
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (["seed=1,2"], r"^seed=1,2 is a sweep and a recipe is one run: call paper_recipe once per value, such as "),
+        (["-m", "seed=1"], r"^paper_recipe takes overrides, not rnnreg-train's flag -m: leave it out$"),
+    ],
+)
+def test_paper_recipe_refuses_a_sweep_as_one_run(overrides, says):
+    """rnnreg-train's advice for a sweep, to add -m, does not apply to a recipe (before: following it was Hydra's
+    OverrideParseException traceback)."""
+    with pytest.raises(ConfigError, match=says):
+        rnnreg.paper_recipe("small", *overrides)
+
+
 def test_paper_recipe_carries_a_trainer_override_that_repeats_the_configs_value():
     """trainer.devices=1 is conf/trainer's own value, not Lightning's ("auto": every GPU, and DDP): the Trainer
     argument an override names comes in `trainer` (before: left out, as not changed from the config)."""

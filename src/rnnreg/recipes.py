@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, MissingValue
 from rnnreg.multirun_jobs import override_key
+from rnnreg.override_refusals import quoted_override
 from rnnreg.task_config import optim_settings, plain
 from rnnreg.validation import not_given
 
@@ -84,6 +85,28 @@ def _changed(cfg: DictConfig, base: DictConfig) -> dict[str, Any]:
     return {k: a.get(k) for k in a.keys() | b.keys() if a.get(k, gone) != b.get(k, gone)}
 
 
+def one_run(size: str, overrides: tuple[str, ...]) -> None:
+    """A recipe is one run: rnnreg-train's flags (-m) and sweeps (seed=1,2) are refused in one line saying so, not
+    with rnnreg-train's advice to add -m (which Hydra's parser would then fail on with a traceback)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    flag = next((o for o in overrides if o.startswith("-")), None)
+    if flag is not None:
+        raise ConfigError(f"paper_recipe takes overrides, not rnnreg-train's flag {flag}: leave it out")
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # (said by rnnreg-train's checks, in its one line)
+        return
+    sweep = next((o for o in parsed if o.is_sweep_override()), None)
+    if sweep is not None:
+        key, _, value = sweep.input_line.partition("=")
+        raise ConfigError(
+            f"{sweep.input_line} is a sweep and a recipe is one run: call paper_recipe once per value, such as "
+            f"paper_recipe({size!r}, f'{key}={{value}}'), or quote the value ({quoted_override(key, value)}) for a "
+            "string"
+        )
+
+
 def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     """The paper's recipe for `size` (small, medium, large), as keyword arguments:
 
@@ -105,6 +128,7 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
             f"paper_recipe's overrides are strings such as 'dropout.p=0.3', not {bad[0]!r}: pass a list of them "
             f"unpacked, paper_recipe({size!r}, *overrides)"
         )
+    one_run(size, overrides)
     base_args = (f"experiment=paper_{size}",)
     try:
         cfg = checked_config(*base_args, *overrides)
