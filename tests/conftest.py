@@ -41,9 +41,11 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     import lightning.pytorch  # noqa: F401  (what the test modules import)
 
-    # rnnreg's own warning filters, as a console script has them before its run: installed here, before pytest
-    # copies the filter list for each test, not inside the first test to import rnnreg.runtime (and lost at its end)
-    import rnnreg.runtime  # noqa: F401
+    # the warnings a console script's run hides, hidden here too: set before pytest copies the filter list for each
+    # test, so that a test's own trainer.fit (outside rnnreg's train()) shows what a run would show
+    from rnnreg.runtime import hide_expected_warnings
+
+    hide_expected_warnings()
 
     # torch's and Lightning's objects, here for the whole session: no full collection in this worker walks them
     gc.freeze()
