@@ -30,6 +30,7 @@ from rnnreg.io import write_json_atomic
 from rnnreg.report import history, report
 from rnnreg.run_folder_check import check_no_earlier_results
 from rnnreg.run_record import metrics_path
+from rnnreg.runtime import hide_expected_warnings
 
 PLACEMENTS = ("none", "non_recurrent", "recurrent")
 
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> str:
         except ConfigError as err:
             parser.exit(2, f"error: {err}\n")
 
+    hide_expected_warnings()  # Lightning's lines that say nothing here (its cloud tips), hidden as rnnreg-train does
     recipe = rnnreg.paper_recipe("small")
     # one-stream test over the whole test set is slow at batch size 1: batched windows of 35 steps when limited
     extra = {"eval_bptt": 35} if args.val_windows else {}
