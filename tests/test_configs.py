@@ -247,6 +247,17 @@ def test_paper_recipe_refuses_a_sweep_as_one_run(overrides, says):
         rnnreg.paper_recipe("small", *overrides)
 
 
+@pytest.mark.parametrize("override", ["experiment=paper_large", "+experiment=ablation_placement"])
+def test_paper_recipe_refuses_another_experiment_under_its_sizes_name(override):
+    """paper_recipe("small", "experiment=paper_large") was the large recipe (1,500 units), as the small one's."""
+    with pytest.raises(ConfigError) as refused:
+        rnnreg.paper_recipe("small", override)
+    assert str(refused.value) == (
+        f"paper_recipe('small', {override!r}): the size picks the experiment (paper_small): call "
+        "paper_recipe('small' | 'medium' | 'large') without experiment=, or train other experiments with rnnreg-train"
+    )
+
+
 def test_paper_recipe_carries_a_trainer_override_that_repeats_the_configs_value():
     """trainer.devices=1 is conf/trainer's own value, not Lightning's ("auto": every GPU, and DDP): the Trainer
     argument an override names comes in `trainer` (before: left out, as not changed from the config)."""

@@ -129,6 +129,13 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
             f"unpacked, paper_recipe({size!r}, *overrides)"
         )
     one_run(size, overrides)
+    chosen = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == "experiment"), None)
+    if chosen is not None:  # (the later experiment= would be the recipe, under paper_recipe(size)'s name)
+        raise ConfigError(
+            f"paper_recipe({size!r}, {chosen!r}): the size picks the experiment (paper_{size}): call "
+            f"paper_recipe('small' | 'medium' | 'large') without experiment=, or train other experiments with "
+            f"rnnreg-train"
+        )
     base_args = (f"experiment=paper_{size}",)
     try:
         cfg = checked_config(*base_args, *overrides)
