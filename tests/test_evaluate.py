@@ -407,6 +407,31 @@ def test_a_checkpoint_whose_train_file_changed_since_its_run_is_refused_saying_s
     )
 
 
+def test_eval_on_a_split_other_than_its_runs_says_its_perplexity_is_not_its_runs(checkpoints, tmp_path, caplog):
+    """A test file changed since the run (words of its vocabulary: nothing refuses it): the evaluation runs and says
+    that its test perplexities are not comparable with its run's (before: not a word); its val_ppl is, and is not
+    warned of. A checkpoint from before the fingerprint was recorded evaluates as it did, without the line."""
+    corpus, (a, b), root = checkpoints
+    assert torch.load(a, weights_only=True)["data_fingerprint"] == torch.load(b, weights_only=True)["data_fingerprint"]
+    edited = tmp_path / "corpus"
+    shutil.copytree(corpus, edited)
+    with open(edited / "test.txt", "a") as f:
+        f.write("w7 w8 w9\n")
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        evaluate(eval_cfg(edited, root, a))
+    said = [r.getMessage() for r in caplog.records if "not the one its run was" in r.getMessage()]
+    assert said == [
+        f"{a}: the test split {edited / 'test.txt'} is not the one its run was tested on (its words or their order "
+        "differ): its test_ppl and test_ppl_batched are not comparable with its run's metrics.json here"
+    ]
+    old = tmp_path / "old.ckpt"
+    torch.save({k: v for k, v in torch.load(a, weights_only=True).items() if k != "data_fingerprint"}, old)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        assert evaluate(eval_cfg(edited, root, old))["test_ppl"] > 0
+    assert not [r for r in caplog.records if "not the one its run was" in r.getMessage()]
+
+
 def test_eval_writes_each_protocols_perplexity_computed_by_hand(checkpoints, tmp_path):
     """rnnreg-eval's metrics.json holds each split's and protocol's own perplexity, each equal to the model run by
     hand from a zero state carried across windows: test_ppl over the test split as one stream, test_ppl_batched
@@ -583,6 +608,16 @@ BAD_CHECKPOINTS = {
         lambda c: c.update(hyper_parameters=dict(c["hyper_parameters"], vocab_size="42")),
         "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (vocab_size='42' must be an "
         "integer >= 1)",
+    ),
+    "fingerprint_not_a_mapping": (
+        lambda c: c.update(data_fingerprint="abc"),
+        "is not a checkpoint rnnreg-train wrote: its data_fingerprint 'abc' is not a mapping of train, valid and test "
+        "to sha256 sums; give a checkpoint it wrote",
+    ),
+    "fingerprint_not_a_sum": (
+        lambda c: c.update(data_fingerprint={"train": "0" * 64, "valid": "ABC", "test": "0" * 64}),
+        "is not a checkpoint rnnreg-train wrote: its data_fingerprint['valid'] is 'ABC', not a sha256 sum (64 hex "
+        "digits); give a checkpoint it wrote",
     ),
     "shape": (
         lambda c: nested(c, "model", "hidden_size", 24),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -430,3 +431,61 @@ def test_testing_a_mid_epoch_checkpoint_leaves_the_rng_and_the_next_fits_first_w
     L.Trainer(limit_test_batches=1, **quiet).test(task, datamodule=data, ckpt_path=mid.best_model_path, verbose=False)
     assert torch.equal(torch.rand(3), drawn)  # the caller's random stream goes on
     assert data.resume_window == 0 and next(iter(data.train_dataloader()))[0][0, 0] == data.load().ids["train"][0]
+
+
+def test_a_mid_epoch_checkpoint_on_a_train_split_changed_since_is_refused_in_one_line(tiny_cfg, tiny_corpus, tmp_path):
+    """A train file given words since the run (words of its vocabulary: the vocabulary check passes) where the
+    checkpoint stopped inside an epoch: its window would count windows of streams cut from other text (before: it
+    went on there without a word). Refused before anything is written; as it was, it resumes."""
+    common = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false")
+    with pytest.raises(SystemExit):
+        train(tiny_cfg(*common, *signal_at(signal.SIGTERM, 2), run="first"))
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["train_window"] == 2
+    assert set(saved["data_fingerprint"]) == {"train", "valid", "test"}
+    train_file = tiny_corpus / "train.txt"
+    text = train_file.read_text()
+    train_file.write_text(text + "w1 w2 w3\n")  # words it knows: the same vocabulary, other streams
+    with pytest.raises(ConfigError) as refused:
+        train(tiny_cfg(*common, f"ckpt_path={ckpt}", run="second"))
+    assert str(refused.value) == (
+        f"{ckpt} was stopped inside epoch 1 after 2 windows and this data's train split {train_file} is not the one "
+        "its run trained on (changed since the checkpoint: its words or their order differ): the resume would go on "
+        "at window 3 of streams cut from other text; resume it on that file as it was (restore it), or from a "
+        "checkpoint taken at an epoch's end, or train a new run"
+    )
+    assert not (tmp_path / "second" / "metrics.json").exists() and not (tmp_path / "second" / "checkpoints").exists()
+    # a checkpoint from before fingerprints were recorded goes on as it did; so does this one on its own train file
+    old = tmp_path / "old.ckpt"
+    torch.save({k: v for k, v in saved.items() if k != "data_fingerprint"}, old)
+    assert train(tiny_cfg(*common, f"ckpt_path={old}", run="old"))["status"] == "completed"
+    train_file.write_text(text)
+    assert train(tiny_cfg(*common, f"ckpt_path={ckpt}", run="third"))["status"] == "completed"
+
+
+def test_a_resume_at_an_epochs_end_on_splits_changed_since_warns_of_each(tiny_cfg, tiny_corpus, tmp_path, caplog):
+    """At an epoch's end a changed train split is trained on, and a changed valid split validated on, each with a
+    warning (before: without a word, the run's best score, measured on the old split, deciding best.ckpt); the
+    unchanged corpus gives none."""
+    common = ("trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "test=false")
+    train(tiny_cfg(*common, "trainer.max_epochs=1", run="first"))
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    best = json.loads((tmp_path / "first" / "metrics.json").read_text())["best_val_ppl"]
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        train(tiny_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={ckpt}", run="same"))
+    assert not [r for r in caplog.records if "changed since the checkpoint" in r.getMessage()]
+    for split in ("train", "valid"):
+        with open(tiny_corpus / f"{split}.txt", "a") as f:
+            f.write("w4 w5 w6\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        assert train(tiny_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={ckpt}", run="second"))["epochs"] == 2
+    said = [r.getMessage() for r in caplog.records if "changed since the checkpoint" in r.getMessage()]
+    assert said == [
+        f"{ckpt} was trained on another train split than {tiny_corpus / 'train.txt'} (changed since the checkpoint: "
+        "its words or their order differ): the resumed run trains on over other text than its run's",
+        f"{ckpt}: its run's best_val_ppl {best:.2f} and best.ckpt were measured on another validation split than "
+        f"{tiny_corpus / 'valid.txt'} (changed since the checkpoint): the resumed run's best.ckpt and early stopping "
+        "compare them with perplexities of this one",
+    ]

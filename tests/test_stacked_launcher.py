@@ -600,6 +600,54 @@ def test_a_resume_file_gives_the_group_back_where_it_stopped(tmp_path, tiny_corp
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+def test_a_resume_file_on_a_corpus_changed_since_is_refused_inside_an_epoch_and_said_at_its_end(
+    tmp_path, tiny_corpus, capsys
+):
+    """A group's resume file records its data's fingerprint, as a run's checkpoint does: a train file given words
+    since (of its vocabulary: nothing else notices) is refused where the group stopped inside an epoch, the file left
+    as it was; at an epoch's end it goes on, with a warning on the console and in each member's train.log for the
+    train split and for a valid split changed since (the members' best scores were measured on the other)."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus)
+    inside = stacked_train.GroupTrainer(jobs, 0, tmp_path / "inside.pt", program="batched")
+    at_end = stacked_train.GroupTrainer(jobs, 0, tmp_path / "at_end.pt", program="batched")
+    inside.epoch, inside.window, inside.global_step = 1, 2, 8
+    at_end.epoch, at_end.global_step = 1, 6
+    at_end.members[0].best_val, at_end.members[0].epochs = 90.5, 1
+    saved = written_resume(inside)
+    written_resume(at_end)
+    fingerprint = torch.load(tmp_path / "inside.pt", weights_only=True)["data_fingerprint"]
+    assert fingerprint == inside.datamodule.load().fingerprints()
+    for split in ("train", "valid"):
+        with open(tiny_corpus / f"{split}.txt", "a") as f:
+            f.write("w1 w2 w3\n")
+    assert_resume_refused(
+        stacked_train.GroupTrainer(jobs, 0, tmp_path / "inside.pt", program="batched"),
+        re.escape(
+            f"{tmp_path / 'inside.pt'} was stopped inside epoch 2 after 2 windows and this data's train split "
+            f"{tiny_corpus / 'train.txt'} is not the one its run trained on (changed since the checkpoint: its words "
+            "or their order differ): the resume would go on at window 3 of streams cut from other text; resume it "
+            "on that file as it was (restore it), or from a checkpoint taken at an epoch's end, or train a new run"
+        ),
+        saved,
+    )
+    capsys.readouterr()
+    again = stacked_train.GroupTrainer(jobs, 0, tmp_path / "at_end.pt", program="batched")
+    again.load_resume()
+    assert (again.epoch, again.window) == (1, 0)
+    lines = [
+        f"{tmp_path / 'at_end.pt'} was trained on another train split than {tiny_corpus / 'train.txt'} (changed "
+        "since the checkpoint: its words or their order differ): the resumed run trains on over other text than its "
+        "run's",
+        f"{tmp_path / 'at_end.pt'}: its members' best_val_ppl (90.50) and best.ckpt were measured on another "
+        f"validation split than {tiny_corpus / 'valid.txt'} (changed since the checkpoint): the resumed run's "
+        "best.ckpt and early stopping compare them with perplexities of this one",
+    ]
+    assert capsys.readouterr().err.splitlines() == [f"warning: group 0: {line}" for line in lines]
+    for job in jobs:
+        logged = (job.output_dir / "train.log").read_text().splitlines()
+        assert [line.split(" - ", 1)[1] for line in logged if "[WARNING]" in line] == lines
+
+
 def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
     """The launcher's "on a CPU" (which program auto runs, whether auto pads) is the group trainer's placement:
     gpu and cuda on the GPU, auto where CUDA is, anything else on the CPU."""
@@ -647,6 +695,8 @@ def test_the_auto_program_runs_the_members_in_turn_on_a_cpu_and_batched_elsewher
         (lambda s: s | {"members": [s["members"][0], s["members"][1] | {"words": True}]}, "words=True is not a whole"),
         # the members' W&B groups and names, which a resumed group's runs go on under
         (lambda s: s | {"wandb_labels": [{}]}, "wandb_labels: not one dict per member"),
+        # the data's fingerprint, which a resumed group compares with its corpus
+        (lambda s: s | {"data_fingerprint": ["x"]}, "data_fingerprint ['x'] is not a mapping of train, valid and"),
         (
             lambda s: s | {"wandb_labels": [{}, {"wandb_group": "sweep\n$(touch pwned)"}]},
             "member 1: its W&B group or name is not a line of printable text",
@@ -1968,7 +2018,8 @@ def assert_same_training_state(stacked: Path, alone: Path, job: str, file: str) 
     ours, theirs = (load_checkpoint(sweep / job / "checkpoints" / file) for sweep in (stacked, alone))
     assert ours.keys() - {"stacked"} == theirs.keys()
     assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])  # the masks' stream where the job's stands
-    for key in ("epoch", "global_step", "loops", "lr_schedulers", "hparams_name", "train_window", "hyper_parameters"):
+    keys = ("epoch", "global_step", "loops", "lr_schedulers", "hparams_name", "train_window", "hyper_parameters")
+    for key in (*keys, "data_fingerprint"):
         assert ours[key] == theirs[key], key
     assert_same_optimizer_state(ours, theirs)
     assert ours["callbacks"].keys() == theirs["callbacks"].keys()

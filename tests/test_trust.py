@@ -355,6 +355,7 @@ def test_a_checkpoint_of_the_weights_only_is_not_resumed_and_says_what_to_do(tra
         ("hyper_parameters", {"optim": {"lr": "x"}}, "its hyper_parameters['optim'] is {'lr': 'x'}"),
         ("hyper_parameters", "x", "its hyper_parameters is 'x'"),
         ("train_carry", "x", "its train_carry is 'x'"),
+        ("data_fingerprint", {"train": "x"}, "its data_fingerprint {'train': 'x'} is not a mapping of train, valid"),
         ("state_dict", {"net.encoder.weight": "x"}, "its state_dict is {'net.encoder.weight': 'x'}"),
         (
             "rng",

@@ -1,8 +1,11 @@
 """A checkpoint from elsewhere (untrusted input, loaded as data only by rnnreg.io), checked to hold what
 rnnreg-train writes before anything uses it: hyper_parameters that build a model, weights of that model's shapes,
-all finite, a vocabulary of its size; one line naming the file and the fix where it does not."""
+all finite, a vocabulary of its size, and (where it has one) a data fingerprint of each split; one line naming the file
+and the fix where it does not."""
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -11,6 +14,8 @@ from rnnreg.model import LSTMLanguageModel, build_net
 from rnnreg.schema import Dropout, Model, Optim, Rule, check_value, group_problem, shown_from_file
 
 VOCAB_SIZE = Rule("int", lo=1)
+SPLITS = ("train", "valid", "test")  # (rnnreg.data's: that module imports Lightning, this one does not)
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
@@ -64,7 +69,33 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
         raise not_written_by_train(
             source, f"its vocabulary has {len(vocab)} words, its model {net.embedding.num_embeddings}"
         )
+    check_data_fingerprint(checkpoint, source)
     return net
+
+
+def data_fingerprint_problem(fingerprint) -> str | None:
+    """What is off in a checkpoint's `data_fingerprint` (rnnreg.data.Corpus.fingerprints: each split's sha256, 64
+    lower-case hex digits), said as "its data_fingerprint ..."; None where it fits."""
+    if not isinstance(fingerprint, dict) or sorted(fingerprint, key=str) != sorted(SPLITS):
+        return f"its data_fingerprint {repr(fingerprint)[:60]} is not a mapping of train, valid and test to sha256 sums"
+    bad = next(
+        (
+            split
+            for split in SPLITS
+            if not (isinstance(fingerprint[split], str) and SHA256.fullmatch(fingerprint[split]))
+        ),
+        None,
+    )
+    if bad is not None:
+        return f"its data_fingerprint[{bad!r}] is {repr(fingerprint[bad])[:60]}, not a sha256 sum (64 hex digits)"
+    return None
+
+
+def check_data_fingerprint(checkpoint: dict, source: str) -> None:
+    """A CheckpointError where a checkpoint's `data_fingerprint` is not what rnnreg writes; none without one (a
+    checkpoint from before it was recorded)."""
+    if "data_fingerprint" in checkpoint and (problem := data_fingerprint_problem(checkpoint["data_fingerprint"])):
+        raise not_written_by_train(source, problem)
 
 
 def hyper_parameters_problem(vocab_size, model, dropout, optim) -> str | None:

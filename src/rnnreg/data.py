@@ -146,6 +146,18 @@ class Corpus:
         self.ids = {"train": self.encode(train, paths["train"])}
         for split in ("valid", "test"):
             self.ids[split] = self.encode(read_words(paths[split]), paths[split], split)
+        self._fingerprints: dict[str, str] | None = None
+
+    def fingerprints(self) -> dict[str, str]:
+        """Each split's fingerprint: the sha256 (hex) of its token ids' bytes, which any edit of its words or their
+        order changes (with the vocabulary: a word's id is its place in it). A checkpoint records them
+        (data_fingerprint): a resume or evaluation on a split changed since says so. Computed once (PTB: ~10 ms)."""
+        if self._fingerprints is None:
+            self._fingerprints = {
+                split: hashlib.sha256(self.ids[split].numpy().astype("<i8", copy=False).tobytes()).hexdigest()
+                for split in SPLITS
+            }
+        return dict(self._fingerprints)
 
     def unknown_words(self) -> list[str]:
         """A note for each split some of whose words are not in the training vocabulary, read as <unk>: its

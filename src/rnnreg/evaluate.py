@@ -89,6 +89,7 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
             log.warning("%s", note)
         warn_other_batch_size(paths, datamodule.batch_size)
         warn_other_validation(paths, cfg.trainer.get("limit_val_batches"), datamodule.eval_bptt)
+        warn_other_splits(paths, [t.data_fingerprint for t in tasks], datamodule.load())
     mc_samples = cfg.mc_samples
     if mc_samples > 1 and not any(t.net.drops for t in tasks):
         which = paths[0] if len(paths) == 1 else "none of the checkpoints"
@@ -143,6 +144,29 @@ def warn_other_batch_size(paths: list[str], batch_size: int) -> None:
                 batch_size,
                 trained,
             )
+
+
+def warn_other_splits(paths: list[str], fingerprints: list[dict | None], corpus) -> None:
+    """A warning for each checkpoint whose run was validated or tested on another valid or test split than the one it
+    is evaluated on (the split's fingerprint is not its checkpoint's data_fingerprint: the file changed since, or is
+    another): its perplexity there is not comparable with its run's metrics.json. Evaluating on another split on
+    purpose is fine; it is said. A checkpoint without a fingerprint (from before it was recorded) is not warned of."""
+    ours = corpus.fingerprints()
+    for path, theirs in zip(paths, fingerprints):
+        for split, done, keys in (
+            ("valid", "validated", "val_ppl is"),
+            ("test", "tested", "test_ppl and test_ppl_batched are"),
+        ):
+            if theirs is not None and theirs[split] != ours[split]:
+                log.warning(
+                    "%s: the %s split %s is not the one its run was %s on (its words or their order differ): its %s "
+                    "not comparable with its run's metrics.json here",
+                    path,
+                    split,
+                    corpus.paths[split],
+                    done,
+                    keys,
+                )
 
 
 def trained_batch_size(ckpt_path: str) -> int | None:

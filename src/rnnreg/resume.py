@@ -1,6 +1,8 @@
 """Exact resume: what a checkpoint holds beyond weights, optimiser and loops, and how it is restored.
 
 - the vocabulary (rnnreg-eval and rnnreg-generate need it; training refuses another vocabulary's checkpoint),
+- the data's fingerprint (each split's sha256: a resume stopped inside an epoch refuses a train split changed since,
+  one at an epoch's end and rnnreg-eval say which split changed),
 - the RNG state (dropout masks after a resume continue the uninterrupted run's random stream),
 - the W&B run's id (a resumed run logs on into the same W&B run), its group and name (it goes on under them,
   wherever it is resumed) and, offline, the folders of its parts,
@@ -23,7 +25,7 @@ from typing import NamedTuple
 import torch
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
-from rnnreg.checkpoint_contents import not_written_by_train
+from rnnreg.checkpoint_contents import check_data_fingerprint, not_written_by_train
 from rnnreg.console import counted
 from rnnreg.data import limit_batches
 from rnnreg.errors import CheckpointError, ConfigError, DataError
@@ -45,6 +47,8 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
     if datamodule is not None and getattr(datamodule, "corpus", None) is not None:
         task.vocab = datamodule.corpus.itos
     checkpoint["vocab"] = task.vocab
+    if datamodule is not None and callable(getattr(getattr(datamodule, "corpus", None), "fingerprints", None)):
+        checkpoint["data_fingerprint"] = datamodule.corpus.fingerprints()  # the splits it was trained and validated on
     run_id = wandb_run_id(trainer.loggers) if trainer is not None else None
     if run_id is not None:
         checkpoint["wandb_run_id"] = run_id
@@ -170,6 +174,7 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         raise not_written_by_train(ckpt_path, f"its {key} is {repr(value)[:60]}, not a training state's")
     if problem := callback_state_problem(checkpoint.get("callbacks", {})):
         raise not_written_by_train(ckpt_path, problem)
+    check_data_fingerprint(checkpoint, ckpt_path)
 
 
 class Kind(NamedTuple):
@@ -350,6 +355,72 @@ def check_resume_window(checkpoint_window: int, epoch: int, datamodule, limit, c
         )
 
 
+class ResumedData(NamedTuple):
+    """What a resume compares with the data it is given (check_resume_data): the data fingerprint its checkpoint (or
+    resume file) records (None: one from before it was recorded), its vocabulary, the window and epoch it stopped at,
+    and its best validation score in words ("its run's best_val_ppl 123.45"; None before any validation)."""
+
+    fingerprint: dict | None
+    vocab: list | None
+    window: int
+    epoch: int
+    best: str | None
+
+
+def resumed_data(checkpoint: dict) -> ResumedData:
+    """A checkpoint's ResumedData (its training state checked: check_training_state)."""
+    best = None
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        name = callback_class(key)
+        if name == "LastValidation" and NUMBER.fits(state.get("best")):
+            best = float(state["best"])
+            break
+        if name == "BestCheckpoint" and SCORE.fits(state.get("best_model_score")):
+            best = float(state["best_model_score"])
+    return ResumedData(
+        checkpoint.get("data_fingerprint"),
+        checkpoint.get("vocab"),
+        checkpoint.get("train_window", 0),
+        checkpoint.get("epoch", 0),
+        None if best is None else f"its run's best_val_ppl {best:.2f}",
+    )
+
+
+def check_resume_data(resumed: ResumedData, corpus, ckpt_path) -> list[str]:
+    """Where the data a resume is given is not the data its checkpoint `ckpt_path` was trained on (rnnreg.data.Corpus's
+    fingerprints against the checkpoint's): a ConfigError before anything is written where the train split changed
+    and the checkpoint was stopped inside an epoch (its window would be counted in streams cut from other text); else
+    the lines to warn with: a train split changed at an epoch's end (training goes on over other text), a validation
+    split changed (the run's best score was measured on the other). [] for a checkpoint without a fingerprint, or of
+    another vocabulary (restore_resume_state refuses it, saying why)."""
+    fingerprints = getattr(corpus, "fingerprints", None)
+    if resumed.fingerprint is None or fingerprints is None or resumed.vocab != corpus.itos:
+        return []
+    ours, theirs = fingerprints(), resumed.fingerprint
+    lines = []
+    if ours["train"] != theirs["train"]:
+        train = corpus.paths["train"]
+        if resumed.window:
+            raise ConfigError(
+                f"{ckpt_path} was stopped inside epoch {resumed.epoch + 1} after "
+                f"{counted(resumed.window, 'window')} and this data's train split {train} is not the one its run "
+                f"trained on (changed since the checkpoint: its words or their order differ): the resume would go on "
+                f"at window {resumed.window + 1} of streams cut from other text; resume it on that file as it was "
+                f"(restore it), or from a checkpoint taken at an epoch's end, or train a new run"
+            )
+        lines.append(
+            f"{ckpt_path} was trained on another train split than {train} (changed since the checkpoint: its words "
+            f"or their order differ): the resumed run trains on over other text than its run's"
+        )
+    if ours["valid"] != theirs["valid"] and resumed.best is not None:
+        lines.append(
+            f"{ckpt_path}: {resumed.best} and best.ckpt were measured on another validation split than "
+            f"{corpus.paths['valid']} (changed since the checkpoint): the resumed run's best.ckpt and early stopping "
+            f"compare them with perplexities of this one"
+        )
+    return lines
+
+
 def data_overrides(ckpt_path: str) -> str:
     """The data=... overrides of the run a checkpoint was written by (<run>/checkpoints/x.ckpt), or "" (none, or no
     record it can read: the refusal it adds to says enough without them)."""
@@ -414,6 +485,7 @@ def same_file(a: Path, b) -> bool:
 def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     """Before training resumes: the RNG, the stream position and this rank's share of the carried state."""
     task.vocab = checkpoint.get("vocab")
+    task.data_fingerprint = checkpoint.get("data_fingerprint")  # (None: a checkpoint from before it was recorded)
     if trainer is None:  # loaded for evaluation
         return
     datamodule = getattr(trainer, "datamodule", None)

@@ -20,6 +20,7 @@ from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_settings import padded_size
 
 if TYPE_CHECKING:
+    from rnnreg.resume import ResumedData
     from rnnreg.stacked_launcher import Job
     from rnnreg.stacked_train import GroupTrainer, HostCopies
 
@@ -52,6 +53,7 @@ def group_state(trainer: GroupTrainer, copies: HostCopies) -> dict:
     host, step, names = trainer.host, trainer.step, trainer.names
     return {
         "fingerprint": trainer.fingerprint(),
+        "data_fingerprint": trainer.datamodule.load().fingerprints(),  # the splits it trained and validated on
         "program": step.name,
         "device": trainer.device.type,
         "units": trainer.model.units,  # everything here unpadded; the program's rounding is that width's
@@ -258,8 +260,11 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
         raise ValueError(f"epoch={state['epoch']} is beyond the group's trainer.max_epochs={max_epochs}")
     if not isinstance(state["members"], list) or len(state["members"]) != members:
         raise ValueError(f"members: not the group's {members}")
+    from rnnreg.checkpoint_contents import data_fingerprint_problem
     from rnnreg.resume import callback_state_problem  # (torch and Lightning: at a resume only)
 
+    if "data_fingerprint" in state and (why := data_fingerprint_problem(state["data_fingerprint"])):
+        raise ValueError(why.removeprefix("its "))
     for k, member in enumerate(state["members"]):  # what a member's epochs read: its status, early stopping, counts
         if not isinstance(member, dict) or member.get("status", "running") not in MEMBER_STATUSES:
             raise ValueError(
@@ -271,6 +276,19 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
         for name in ("epochs", "words"):
             if isinstance(member.get(name, 0), bool) or not isinstance(member.get(name, 0), int):
                 raise ValueError(f"member {k}: {name}={member[name]!r} is not a whole number")
+
+
+def resumed_group_data(state: dict, vocab: list[str]) -> ResumedData:
+    """What a group's resume file (read_group_resume's `state`) gives a check of the data it goes on with
+    (rnnreg.resume.check_resume_data): its data fingerprint (None in a file from before it was kept), where it stopped,
+    and its members' best validation scores. The file holds no vocabulary (the group's params are of its size): the
+    group's own, `vocab`, stands for it; a vocabulary in another order changes the fingerprint."""
+    best = [m.get("best_val") for m in state["members"]]
+    scores = [f"{b:.2f}" for b in best if isinstance(b, int | float) and math.isfinite(b)]
+    said = f"its members' best_val_ppl ({', '.join(scores)})" if scores else None
+    from rnnreg.resume import ResumedData  # (torch and Lightning: at a resume only)
+
+    return ResumedData(state.get("data_fingerprint"), vocab, state["window"], state["epoch"], said)
 
 
 def setting_differences(before: str, now: str) -> str:

@@ -30,6 +30,7 @@ from rnnreg.io import FileWriter, save_atomically
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.optim import paper_lr_factor
 from rnnreg.recorded_commands import go_on_command
+from rnnreg.resume import check_resume_data
 from rnnreg.resumed_run import checked_run_id
 from rnnreg.run_record import BEST_CHECKPOINT, LAST_CHECKPOINT, STOPPED_BY
 from rnnreg.speed_settings import apply_speed, require_triton
@@ -51,6 +52,7 @@ from rnnreg.stacked_resume import (
     group_done,
     group_state,
     read_group_resume,
+    resumed_group_data,
     unreadable_resume,
 )
 from rnnreg.stacked_settings import on_a_cpu, padded_size, running_program, under_bf16_autocast
@@ -457,6 +459,11 @@ class GroupTrainer:
             (self.step.name, self.device.type, self.model.hidden_size, self.pad_hidden_to),
             self.cfg.trainer.max_epochs,
         )
+        # the corpus it trained on changed since: refused inside an epoch, else said (rnnreg.resume's rule for a run)
+        for line in check_resume_data(resumed_group_data(state, self.vocab), self.datamodule.load(), self.resume_file):
+            print(f"warning: group {self.group}: {line}", file=sys.stderr, flush=True)
+            for folder in self.folders:
+                folder.log(line, "WARNING")
         try:  # its fingerprint and counts intact: the first tensor that does not fit says so
             apply_group_state(self, state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:

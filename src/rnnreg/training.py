@@ -35,7 +35,14 @@ from rnnreg.override_text import pasted_override
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.report_commands import again_command, resume_command
-from rnnreg.resume import callback_class, check_resume_settings, check_resume_window
+from rnnreg.resume import (
+    ResumedData,
+    callback_class,
+    check_resume_data,
+    check_resume_settings,
+    check_resume_window,
+    resumed_data,
+)
 from rnnreg.resumed_run import checked_labels, checked_run_id, resolve_ckpt_path
 from rnnreg.run_folder_check import check_no_earlier_results, check_no_links, check_not_in_checkpoints
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
@@ -251,6 +258,9 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         resumed = read_resumed(cfg, ckpt_path, trains=pending is None)
         first_step = resumed.first_step
         datamodule, task, trainer = build(cfg, resumed.wandb_id, resumed.wandb_parts, resumed.wandb_labels)
+        if ckpt_path and resumed.data is not None:  # the data it trained on changed since? (the corpus is read)
+            for line in check_resume_data(resumed.data, getattr(datamodule, "corpus", None), ckpt_path):
+                warn("%s", line)
         if ckpt_path:  # the epoch's windows: known once the corpus is read (nothing is written yet)
             check_resume_window(*resumed.stopped_at, datamodule, cfg.trainer.get("limit_train_batches"), ckpt_path)
         preemption.watch(trainer)
@@ -309,8 +319,8 @@ class Resumed(NamedTuple):
     """What a run reads of the checkpoint it resumes before any output: the W&B run it goes on in (`wandb_id`),
     that run's offline parts so far (`wandb_parts`) and its group and name (`wandb_labels`), None without W&B; where
     it stopped (`stopped_at`: its train window and epoch, check_resume_window's), its global step (`first_step`) and
-    the step its loggers write their next row at (`logged_step`: where a pending test logs). A fresh run's:
-    Resumed()."""
+    the step its loggers write their next row at (`logged_step`: where a pending test logs); what it compares with
+    the data (`data`: check_resume_data's, where it trains). A fresh run's: Resumed()."""
 
     wandb_id: str | None = None
     wandb_parts: list[str] | None = None
@@ -318,6 +328,7 @@ class Resumed(NamedTuple):
     stopped_at: tuple[int, int] | None = None
     first_step: int = 0
     logged_step: int = 0
+    data: ResumedData | None = None
 
 
 def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resumed:
@@ -365,7 +376,8 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
         wandb_labels = checked_labels(checkpoint, ckpt_path)
     stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
     first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
-    return Resumed(wandb_id, wandb_parts, wandb_labels, stopped_at, first_step, logged_step(checkpoint))
+    data = resumed_data(checkpoint) if trains else None
+    return Resumed(wandb_id, wandb_parts, wandb_labels, stopped_at, first_step, logged_step(checkpoint), data)
 
 
 def add_run_callbacks(cfg: DictConfig, trainer: L.Trainer) -> LastValidation:
