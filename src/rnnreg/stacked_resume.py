@@ -283,11 +283,11 @@ def resumed_group_data(state: dict, vocab: list[str]) -> ResumedData:
     (rnnreg.resume.check_resume_data): its data fingerprint (None in a file from before it was kept), where it stopped,
     and its members' best validation scores. The file holds no vocabulary (the group's params are of its size): the
     group's own, `vocab`, stands for it; a vocabulary in another order changes the fingerprint."""
-    best = [m.get("best_val") for m in state["members"]]
-    scores = [f"{b:.2f}" for b in best if isinstance(b, int | float) and math.isfinite(b)]
-    said = f"its members' best_val_ppl ({', '.join(scores)})" if scores else None
     from rnnreg.resume import ResumedData  # (torch and Lightning: at a resume only)
 
+    best = [m.get("best_val") for m in state["members"]]
+    scores = [f"{b:.2f}" for b in best if isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b)]
+    said = f"its members' best_val_ppl ({', '.join(scores)})" if scores else None
     return ResumedData(state.get("data_fingerprint"), vocab, state["window"], state["epoch"], said)
 
 
