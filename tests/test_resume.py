@@ -407,6 +407,7 @@ def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, m
     )
 
 
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # (a test needs no ModelCheckpoint)
 def test_testing_a_mid_epoch_checkpoint_leaves_the_rng_and_the_next_fits_first_window(tiny_corpus, tmp_path):
     """trainer.test(task, datamodule=data, ckpt_path=...) from Python: only the weights are the checkpoint's (before:
     it put back the checkpoint's RNG, and the data module's window, so the next fresh fit began its epoch there)."""
