@@ -491,3 +491,23 @@ def test_a_speed_not_measured_is_null_in_metrics_json_and_the_others_rounded():
     assert record["words_per_second"] == 1000.0 and record["words_per_second_last_epoch"] == 990.1
     assert record["words_per_second_median_step"] is None and record["train_seconds"] == 12.35
     assert json.loads(json.dumps(record))["words_per_second_median_step"] is None
+
+
+def test_a_library_users_speed_settings_apply_as_the_guide_says():
+    """docs/guide.md, As a library: tf32 is a process setting that rnnreg.speed_settings.apply_speed applies from a
+    plain dict (the task itself does not), and triton_cell is the step-loop LSTM's attribute."""
+    from rnnreg.model import StepLSTM
+    from rnnreg.speed_settings import apply_speed
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = False
+        model = {"hidden_size": 12, "num_layers": 2, "init_scale": 0.1, "lstm": "step"}
+        task = LanguageModelTask(30, model, NO_DROPOUT, OPTIM, speed={"tf32": True})
+        assert not matmul.allow_tf32  # (building the task sets nothing process-wide)
+        apply_speed({"tf32": True})
+        assert matmul.allow_tf32 and cudnn.allow_tf32
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = before
+    assert isinstance(task.net.lstm, StepLSTM) and task.net.lstm.triton_cell is False

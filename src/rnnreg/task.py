@@ -70,9 +70,10 @@ def check_task_groups(groups: dict) -> None:
 
 class LanguageModelTask(L.LightningModule):
     """The paper's language-model task: `model`, `dropout`, `optim` as a paper_recipe gives them; `speed`
-    (optional): rnnreg-train's speed group (fast_step, cuda_graph), without which the step is Lightning's own
-    (automatic optimisation), as a library user's Trainer expects; `net` (optional): evaluate this module instead
-    of building one (model averaging, rnnreg.ensemble)."""
+    (optional): rnnreg-train's speed group, of which the task acts on fast_step, cuda_graph and triton_update
+    (without them the step is Lightning's own, automatic optimisation, as a library user's Trainer expects; tf32,
+    keep_freed_memory and triton_cell are set around a run: rnnreg.speed_settings.apply_speed, the step-loop LSTM's
+    triton_cell); `net` (optional): evaluate this module instead of building one (model averaging, rnnreg.ensemble)."""
 
     def __init__(
         self,
