@@ -247,6 +247,19 @@ def callback_class(key: str) -> str:
     return key.split("{", 1)[0]
 
 
+def recorded_best_val(checkpoint: dict) -> float | None:
+    """The lowest val/ppl of a checkpoint's run: its LastValidation state's (rnnreg.training; None before any
+    validation), else, in a checkpoint from before that state was kept, its best.ckpt callback's score."""
+    states = checkpoint.get("callbacks") or {}
+    for key, state in states.items():
+        if callback_class(key) == "LastValidation" and "best" in state:
+            return None if state["best"] is None else float(state["best"])
+    for key, state in states.items():
+        if callback_class(key) == "BestCheckpoint" and state.get("best_model_score") is not None:
+            return float(state["best_model_score"])
+    return None
+
+
 def callback_state_problem(callbacks: dict) -> str | None:
     """The first value in a checkpoint's callback states (a mapping of mappings) that a resume reads and that is not
     of the kind rnnreg-train writes (CALLBACK_STATES), said as "its callbacks[key][field] is value, not kind"; None
@@ -369,14 +382,7 @@ class ResumedData(NamedTuple):
 
 def resumed_data(checkpoint: dict) -> ResumedData:
     """A checkpoint's ResumedData (its training state checked: check_training_state)."""
-    best = None
-    for key, state in (checkpoint.get("callbacks") or {}).items():
-        name = callback_class(key)
-        if name == "LastValidation" and NUMBER.fits(state.get("best")):
-            best = float(state["best"])
-            break
-        if name == "BestCheckpoint" and SCORE.fits(state.get("best_model_score")):
-            best = float(state["best_model_score"])
+    best = recorded_best_val(checkpoint)
     return ResumedData(
         checkpoint.get("data_fingerprint"),
         checkpoint.get("vocab"),

@@ -37,10 +37,10 @@ from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.report_commands import again_command, resume_command
 from rnnreg.resume import (
     ResumedData,
-    callback_class,
     check_resume_data,
     check_resume_settings,
     check_resume_window,
+    recorded_best_val,
     resumed_data,
 )
 from rnnreg.resumed_run import checked_labels, checked_run_id, resolve_ckpt_path
@@ -153,16 +153,10 @@ class LastValidation(L.Callback):
                 self.best = ppl
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        # a checkpoint written before this state was kept (or a stacked member's): its best.ckpt callback's score
-        for key, state in checkpoint.get("callbacks", {}).items():
-            if callback_class(key) == "BestCheckpoint" and state.get("best_model_score") is not None:
-                self.best = float(state["best_model_score"])
+        self.best = recorded_best_val(checkpoint)  # (its own state, read there: load_state_dict is Callback's no-op)
 
     def state_dict(self) -> dict:
         return {"best": self.best}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.best = state_dict["best"]
 
 
 class CommandLinePatience(L.Callback):
