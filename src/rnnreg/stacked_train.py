@@ -461,9 +461,7 @@ class GroupTrainer:
         )
         # the corpus it trained on changed since: refused inside an epoch, else said (rnnreg.resume's rule for a run)
         for line in check_resume_data(resumed_group_data(state, self.vocab), self.datamodule.load(), self.resume_file):
-            print(f"warning: group {self.group}: {line}", file=sys.stderr, flush=True)
-            for folder in self.folders:
-                folder.log(line, "WARNING")
+            self.warn(line)
         try:  # its fingerprint and counts intact: the first tensor that does not fit says so
             apply_group_state(self, state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
@@ -471,6 +469,12 @@ class GroupTrainer:
         self.wandb_runs = [checked_run_id(run, self.resume_file) for run in state.get("wandb_runs") or self.wandb_runs]
         if (labels := state.get("wandb_labels")) is not None:  # (a file from before they were kept has none)
             self.wandb_labels = checked_wandb_labels(labels, len(self.jobs), self.resume_file)
+
+    def warn(self, line: str) -> None:
+        """A warning of the whole group: on the console and in each member's train.log."""
+        print(f"warning: group {self.group}: {line}", file=sys.stderr, flush=True)
+        for folder in self.folders:
+            folder.log(line, "WARNING")
 
     # -- the group's run ------------------------------------------------------------------------------
     def run(self, resume: bool) -> list[tuple[str, object]]:
@@ -489,9 +493,7 @@ class GroupTrainer:
                     f"(stacked group {self.group}, member {k} of {len(self.jobs)}) on {device_name(self.device)}"
                 )
             for note in self.datamodule.load().unknown_words():  # (as rnnreg.training warns of them)
-                print(f"warning: group {self.group}: {note}", file=sys.stderr, flush=True)
-                for folder in self.folders:
-                    folder.log(note, "WARNING")
+                self.warn(note)
         # built: a signal from here stops the group before its first window, its W&B runs open (fit says "training"
         # as its first window comes); handled by train_group's request since the group's build began, else from now
         self.stop.stage = "start"
