@@ -129,7 +129,7 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
             f"unpacked, paper_recipe({size!r}, *overrides)"
         )
     one_run(size, overrides)
-    chosen = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == "experiment"), None)
+    chosen = next((o for o in overrides if override_key(o) == "experiment"), None)
     if chosen is not None:  # (the later experiment= would be the recipe, under paper_recipe(size)'s name)
         raise ConfigError(
             f"paper_recipe({size!r}, {chosen!r}): the size picks the experiment (paper_{size}): call "
