@@ -495,6 +495,40 @@ def test_a_placement_given_p_zero_that_drops_at_a_site_of_its_own_rate_validates
     validate_args("train", ["dropout=non_recurrent", "dropout.p=0", "dropout.output=0.3"])
 
 
+VARIATIONAL_NOTHING = (
+    "error: dropout.variational=true changes nothing here: it draws one mask per window for dropout.input"
+)
+
+
+def test_variational_with_no_site_it_applies_to_is_one_line(tmp_path):
+    """dropout.variational=true on the small recipe (dropout=none) or beside only whole-word dropout trained the
+    model without dropout, on the step loop, filed as variational: one line, exit 2, no run folder."""
+    for extra in (
+        [],
+        ["regularizer=embedding_dropout"],
+        [
+            "dropout=variational",
+            "dropout.p=0.3",
+            "model.num_layers=1",
+            "dropout.input=0",
+            "dropout.output=0",
+            "dropout.recurrent=0",
+        ],
+    ):
+        with pytest.raises(ConfigError, match=r"^dropout.variational=true changes nothing here"):
+            validate_args("train", ["experiment=smoke", "dropout.variational=true", *extra])
+    proc = run(
+        "rnnreg-train", "experiment=smoke", "dropout.variational=true", f"hydra.run.dir={tmp_path}/run", check=False
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(VARIATIONAL_NOTHING) and "use dropout=variational with dropout.p" in line
+    assert not (tmp_path / "run").exists()
+    # where a site it applies to drops, it is what it says (between with 2 layers, or only the recurrent site)
+    validate_args("train", ["experiment=smoke", "dropout=variational", "dropout.p=0.3", "dropout.input=0"])
+    validate_args("train", ["experiment=smoke", "dropout=recurrent", "dropout.p=0.3", "dropout.variational=true"])
+
+
 NO_SEARCH_SPACE = "this command's sweeper (basic) has no search space to add to (hydra.sweeper.params is null)"
 
 

@@ -400,6 +400,21 @@ def _check_dropout(cfg: DictConfig, choices: Any) -> None:
             f"dropout={placement or '...'} drops nothing: its sites ({', '.join('dropout.' + k for k in uses_p)}) "
             f"use dropout.p, which is 0 here: set dropout.p (e.g. dropout.p=0.5) or use dropout=none"
         )
+    # variational=true alone would train without dropout on the slower step loop, filed as variational dropout
+    if dropout.variational and not variational_sites(dropout, model.num_layers):
+        raise ConfigError(
+            "dropout.variational=true changes nothing here: it draws one mask per window for dropout.input, "
+            "dropout.output, dropout.recurrent and (with 2 or more layers) dropout.between, and none of them drops "
+            "(dropout.weight_drop and dropout.embedding draw one per window already): use dropout=variational with "
+            "dropout.p (e.g. dropout.p=0.5), or leave dropout.variational out"
+        )
+
+
+def variational_sites(dropout: DictConfig, num_layers: int) -> list[str]:
+    """The sites that dropout.variational changes (masks over time steps) and that drop here; `between` only with
+    a layer above another."""
+    sites = ("input", "between", "output", "recurrent") if num_layers > 1 else ("input", "output", "recurrent")
+    return [k for k in sites if dropout[k]]
 
 
 def sites_using_p(dropout: DictConfig) -> list[str]:
