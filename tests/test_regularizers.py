@@ -133,3 +133,18 @@ def test_layer_norm_lstm_computes_ba_et_als_equations(tiny_cfg):
             cs.append(c)
     torch.testing.assert_close(logits, net.decoder(x))
     torch.testing.assert_close((h_end, c_end), (torch.stack(hs), torch.stack(cs)))
+
+
+def test_the_run_plan_names_layer_norm_and_tied_embeddings(tiny_cfg, caplog):
+    """A layer-norm run's plan line said `LSTM 2 x 16` as a plain run's, where the stacked launcher's says `with layer
+    norm`: two runs of a comparison read alike in their train.log."""
+    cfg = tiny_cfg(
+        "regularizer=[layer_norm,tied_embeddings]",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "test=false",
+    )
+    with caplog.at_level("INFO"):
+        train(cfg)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rnnreg: training ")]
+    assert "(LSTM 2 x 16 with layer norm, tied embedding, " in line, line

@@ -357,6 +357,9 @@ class RunPlan(L.Callback):
         model = pl_module.hparams.get("model") or {}
         dropout = pl_module.hparams.get("dropout") or {}
         size = f"LSTM {model.get('num_layers', '?')} x {model.get('hidden_size', '?')}"
+        # a run's shape as the stacked launcher names a group's: without it a layer-norm run's log reads as a plain one
+        size += " with layer norm" if model.get("layer_norm") else ""
+        size += ", tied embedding" if model.get("tie_weights") else ""
         sites = [k for k in SITES if dropout.get(k)]
         if model.get("num_layers") == 1:  # no layer above another: nothing between them is dropped
             sites = [k for k in sites if k != "between"]
