@@ -22,7 +22,7 @@ from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batch
 from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from helpers import compose_config
+from helpers import TINY, compose_config, run
 from rnnreg.command_line import validate_args
 from rnnreg.data import (
     SPLITS,
@@ -526,6 +526,30 @@ def test_a_byte_that_is_not_utf8_is_counted_from_the_files_start(tmp_path: Path,
     at = len(bom) + 7
     assert (bom + b"a b\ncaf\xe9")[at] == 0xE9
     assert str(refused.value) == f"{tmp_path / 'train.txt'} is not UTF-8 text (byte {at}): re-encode it as UTF-8"
+
+
+def test_a_byte_order_mark_inside_a_file_is_refused_with_its_line_and_byte(tmp_path: Path):
+    """`cat a.txt b.txt` of two files that each begin with a byte-order mark leaves the second one inside the text:
+    it was read as part of a word ('\ufeffc', another word than 'c', silently); refused (rnnreg-train: exit 2, one
+    line) with its line and byte, and how to remove it. One at the very start is still no part of the first word."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "valid", "test"):
+        (corpus / f"{split}.txt").write_bytes(codecs.BOM_UTF8 + b"a b <unk>\n")
+    assert read_words(corpus / "valid.txt") == ["a", "b", "<unk>", "<eos>"]
+    joined = codecs.BOM_UTF8 + b"a b\n" + codecs.BOM_UTF8 + b"c a\n" + codecs.BOM_UTF8 + b"b\n"
+    (corpus / "valid.txt").write_bytes(joined)
+    with pytest.raises(DataError) as refused:
+        read_words(corpus / "valid.txt")
+    assert joined[7:10] == codecs.BOM_UTF8
+    assert str(refused.value) == (
+        f"{corpus / 'valid.txt'} has a UTF-8 byte-order mark (U+FEFF) inside its text at line 2, byte 7, and 1 more "
+        "after it (as `cat` of files that each begin with one leaves it): it would be read as part of a word; remove "
+        f"it: sed -i 's/\\xEF\\xBB\\xBF//g' {corpus / 'valid.txt'}"
+    )
+    proc = run("rnnreg-train", *TINY, f"data.data_dir={corpus}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {refused.value}"], proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_words_read_as_unk_are_counted_and_said(tmp_path: Path, tiny_cfg, tiny_corpus, caplog):

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import math
 import os
+import shlex
 import tempfile
 import urllib.error
 import urllib.request
@@ -125,6 +126,8 @@ def read_words(path: Path) -> list[str]:
         raise DataError(f"{path} is not UTF-8 text (byte {start}): re-encode it as UTF-8") from None
     except OSError as err:
         raise DataError(f"cannot read {path} ({err.strerror}): make it a readable text file") from None
+    if "\ufeff" in text:  # (past the start: utf-8-sig took a first one) a word would hold it, unseen
+        raise DataError(byte_order_mark_inside(path))
     lines = text.split("\n")
     if lines[-1] == "":  # the final newline ends the last line, it starts no other
         lines.pop()
@@ -132,6 +135,21 @@ def read_words(path: Path) -> list[str]:
     if not words:
         raise DataError(f"{path} is empty: a split needs at least one line of text")
     return words
+
+
+def byte_order_mark_inside(path: Path) -> str:
+    """The line refusing a file with a UTF-8 byte-order mark past its start (`cat a.txt b.txt` of two files that
+    each begin with one): read, it would be part of a word ('\ufeffc', another word than 'c'); stripped unasked, the
+    words would differ from the file's as other tools read it. Names its line and byte (from the file's start)."""
+    data = path.read_bytes()
+    at = data.find(codecs.BOM_UTF8, 1)  # (from byte 1: one at the start is no part of a word)
+    line, count = data.count(b"\n", 0, at) + 1, data.count(codecs.BOM_UTF8, 1)
+    more = f", and {count - 1} more after it" if count > 1 else ""
+    return (
+        f"{path} has a UTF-8 byte-order mark (U+FEFF) inside its text at line {line}, byte {at}{more} (as `cat` of "
+        f"files that each begin with one leaves it): it would be read as part of a word; remove it: "
+        f"sed -i 's/\\xEF\\xBB\\xBF//g' {shlex.quote(str(path))}"
+    )
 
 
 class Corpus:
