@@ -181,16 +181,60 @@ def test_evaluation_loaders_walk_windows_of_eval_bptt_and_training_of_bptt(tiny_
     [
         ({"train": "train.txt"}, {}, r"^data.files\['train'\]='train.txt' must be a mapping \{'name': <file name>\}"),
         ({"train": {"name": "train.txt"}}, {}, r"^data.files has no valid split: add 'valid': \{'name': <its file"),
-        (None, {"batch_size": "4"}, r"^data.batch_size='4' must be an integer >= 1$"),
-        (None, {"bptt": 5.0}, r"^data.bptt=5.0 must be an integer >= 1$"),
+        (
+            None,
+            {"batch_size": "4"},
+            r"^data.batch_size='4' must be an integer >= 1 \(parallel streams; the paper's: 20\)$",
+        ),
+        (
+            None,
+            {"bptt": 5.0},
+            r"^data.bptt=5.0 must be an integer >= 1 \(unroll length; the paper's: 20 \(small\), 35 ",
+        ),
+        # each size alone by the config's rule (before: three keys named together for any one's fault)
+        (None, {"test_batch_size": 0}, r"^data.test_batch_size=0 must be an integer >= 1 \(1 is the paper's test "),
+        (
+            None,
+            {"batch_size": -1},
+            r"^data.batch_size=-1 must be an integer >= 1 \(parallel streams; the paper's: 20\)$",
+        ),
+        # what the config's rules catch and the hand-written checks let through (before: accepted)
+        (
+            {"sha265": "ab"},
+            {},
+            r"^data.files\['train'\] has a key 'sha265': its keys are 'name', 'sha256': did you mean ",
+        ),
+        ({"tarin": {"name": "a"}}, {}, r"^data.files has a split 'tarin': the splits are train, valid, test: did you "),
+        ({"name": ""}, {}, r"^data.files\['train'\]\['name'\]='' must be a non-empty string$"),
+        ({"sha256": ""}, {}, r"^data.files\['train'\]\['sha256'\]='' must be a non-empty string or null \(the file's"),
+        (None, {"url_base": ["http://a"]}, r"^data.url_base=\['http://a'\] must be a non-empty string or null \(where"),
+        (None, {"data_dir": ""}, r"^data.data_dir='' must be a non-empty string \(the folder holding the train/valid"),
     ],
 )
 def test_a_library_users_datamodule_arguments_are_one_line_each(tiny_corpus, files, sizes, says):
     """LMDataModule built by hand (rnnreg.LMDataModule): a file given by its bare name or a split left out, a size
-    not an integer, is one DataError (before: a TypeError, a KeyError, or a float's error at the first window)."""
-    files = files or {split: {"name": f"{split}.txt"} for split in ("train", "valid", "test")}
+    not an integer, is one DataError (before: a TypeError, a KeyError, or a float's error at the first window); each
+    key by the rule rnnreg-train's config is checked with (rnnreg.schema.Data), in the same words. A misspelt
+    sha256 left the file unchecked, unsaid; an extra split was ignored; an empty name read the folder as the file."""
+    plain = {split: {"name": f"{split}.txt"} for split in ("train", "valid", "test")}
+    if files and ("sha265" in files or "name" in files or "sha256" in files):
+        files = {split: spec | files for split, spec in plain.items()}  # (a key of each split's)
+    elif files and "tarin" in files:
+        files = plain | files
+    arguments = {"data_dir": str(tiny_corpus), "files": files or plain, "batch_size": 4, "bptt": 5} | sizes
     with pytest.raises(DataError, match=says):
-        LMDataModule(str(tiny_corpus), files, **({"batch_size": 4, "bptt": 5} | sizes))
+        LMDataModule(**arguments)
+
+
+def test_a_library_users_datamodule_takes_what_the_config_takes(tiny_corpus):
+    """A Path for the folder, a numpy integer for a size (a sweep's np.arange), a number for a file's name (as a Hydra
+    override reads `data.files.train.name=2024`): taken as the config takes them, each read as the text it names."""
+    import numpy as np
+
+    (tiny_corpus / "2024").write_bytes((tiny_corpus / "train.txt").read_bytes())
+    files = {"train": {"name": 2024}, "valid": {"name": "valid.txt"}, "test": {"name": "test.txt", "sha256": None}}
+    data = LMDataModule(tiny_corpus, files, batch_size=np.int64(4), bptt=np.int32(5))
+    assert data.vocab_size == 42 and data.batch_size == 4 and data.files["train"] == {"name": "2024"}
 
 
 def test_an_evaluation_window_of_no_steps_is_refused_not_read_as_the_training_windows(tiny_corpus):

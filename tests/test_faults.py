@@ -407,7 +407,9 @@ def test_bad_data_stops_before_training(tiny_cfg, tiny_corpus, tmp_path, corrupt
 def test_a_value_a_config_target_refuses_is_its_own_one_line_error_not_hydras(tiny_cfg):
     """build() (rnnreg.train's, which a library user calls without train()'s checks): the data module's own refusal
     of data.bptt=0 comes as its DataError, not wrapped in Hydra's InstantiationException."""
-    refused = r"^data.batch_size \(4\), data.bptt \(0\) and data.test_batch_size \(1\) must be positive integers$"
+    refused = (
+        r"^data.bptt=0 must be an integer >= 1 \(unroll length; the paper's: 20 \(small\), 35 \(medium, large\)\)$"
+    )
     with pytest.raises(DataError, match=refused):
         build(tiny_cfg("data.bptt=0"))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import codecs
+import difflib
 import hashlib
 import http.client
 import math
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rnnreg.console import counted
 from rnnreg.errors import ConfigError, DataError
+from rnnreg.schema import Data, DataFile, check_value, rules
 from rnnreg.tokens import EOS, UNK
 
 SPLITS = ("train", "valid", "test")
@@ -276,24 +278,58 @@ def smallest_fraction(windows: int) -> float:
     return math.ceil(10 ** (digits + 1) / windows) / 10 ** (digits + 1)
 
 
-def check_arguments(files: Mapping, **sizes: int | None) -> None:
-    """LMDataModule's files and sizes as a library user may give them: a split left out of `files`, a file given as
-    a bare name, a size that is not an integer, is one DataError naming it (Hydra's config is checked before)."""
+def check_arguments(data_dir, files, url_base, **sizes) -> None:
+    """LMDataModule's arguments as a library user may give them, by the rules rnnreg-train's config is checked with
+    (rnnreg.schema's Data and DataFile): a split left out of `files` or a key of it misspelt, a file given as a bare
+    name, a size that is not an integer >= 1, is one DataError naming it (Hydra's config is checked before)."""
+    data = rules(Data)
+    for key, value in (("data_dir", data_dir), ("url_base", url_base)):
+        if problem := check_value(os.fspath(value) if isinstance(value, os.PathLike) else value, data[key]):
+            raise DataError(f"data.{key}={value!r} {problem}")
     if not isinstance(files, Mapping):
         raise DataError(f"data.files={files!r} must be a mapping of train, valid and test to {{'name': <file name>}}")
+    for split in files:
+        if split not in SPLITS:
+            raise DataError(f"data.files has a split {split!r}: the splits are {', '.join(SPLITS)}{close_to(split)}")
+    file_rules = rules(DataFile)
     for split in SPLITS:
         spec = files.get(split)
         if spec is None:
             raise DataError(f"data.files has no {split} split: add {split!r}: {{'name': <its file name>}}")
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        if not isinstance(spec, Mapping) or "name" not in spec:
             raise DataError(
                 f"data.files[{split!r}]={spec!r} must be a mapping {{'name': <file name>}} (and an optional 'sha256'), "
                 f"e.g. {{'name': '{split}.txt'}}"
             )
+        for key, value in spec.items():
+            if key not in file_rules:  # a misspelt sha256 would leave the file unchecked, unsaid
+                known = ", ".join(map(repr, file_rules))
+                raise DataError(
+                    f"data.files[{split!r}] has a key {key!r}: its keys are {known}{close_to(key, file_rules)}"
+                )
+            if problem := check_value(value, file_rules[key]):
+                raise DataError(f"data.files[{split!r}][{key!r}]={value!r} {problem}")
     for key, value in sizes.items():
-        # (an integer of numpy's too: a sweep's np.arange)
-        if not (value is None and key == "eval_bptt") and (not isinstance(value, Integral) or isinstance(value, bool)):
-            raise DataError(f"data.{key}={value!r} must be an integer >= 1")
+        value = int(value) if isinstance(value, Integral) and not isinstance(value, bool) else value  # (numpy's too)
+        problem = check_value(value, data[key])
+        if problem and key == "eval_bptt":  # (None, not the config's null)
+            raise DataError(
+                f"data.eval_bptt={value!r} must be an integer >= 1, or None for data.bptt ({sizes['bptt']})"
+            )
+        if problem:
+            raise DataError(f"data.{key}={value!r} {problem}")
+
+
+def as_text(value):
+    """A text key's value as the str it names: a Path's, or a number's (the config's rule takes one: a Hydra
+    override reads `data.data_dir=2024` as the number); None as it is."""
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def close_to(word, words=SPLITS) -> str:
+    """ ": did you mean X?" for a word close to one of `words`, else ""."""
+    close = difflib.get_close_matches(str(word), list(words), n=1)
+    return f": did you mean {close[0]!r}?" if close else ""
 
 
 class LMDataModule(L.LightningDataModule):
@@ -311,17 +347,12 @@ class LMDataModule(L.LightningDataModule):
         test_batch_size: int = 1,  # the paper's test protocol: one stream over the whole test set
     ):
         super().__init__()
-        check_arguments(files, batch_size=batch_size, bptt=bptt, eval_bptt=eval_bptt, test_batch_size=test_batch_size)
+        sizes = {"batch_size": batch_size, "bptt": bptt, "eval_bptt": eval_bptt, "test_batch_size": test_batch_size}
+        check_arguments(data_dir, files, url_base, **sizes)
         batch_size, bptt, test_batch_size = int(batch_size), int(bptt), int(test_batch_size)
         eval_bptt = None if eval_bptt is None else int(eval_bptt)
-        if eval_bptt is not None and eval_bptt <= 0:  # (0 was read as None: data.bptt)
-            raise DataError(f"data.eval_bptt={eval_bptt} must be an integer >= 1, or None for data.bptt ({bptt})")
-        if batch_size <= 0 or bptt <= 0 or test_batch_size <= 0:
-            raise DataError(
-                f"data.batch_size ({batch_size}), data.bptt ({bptt}) and "
-                f"data.test_batch_size ({test_batch_size}) must be positive integers"
-            )
-        self.data_dir, self.files, self.url_base = data_dir, files, url_base
+        files = {split: {key: as_text(value) for key, value in files[split].items()} for split in SPLITS}
+        self.data_dir, self.files, self.url_base = as_text(data_dir), files, as_text(url_base)
         self.batch_size, self.bptt = batch_size, bptt
         self.eval_bptt = eval_bptt or bptt
         self.test_batch_size = test_batch_size
