@@ -615,6 +615,18 @@ def test_a_validation_interval_past_the_epoch_is_one_line_and_leaves_the_folder_
     assert metrics["status"] == "completed" and metrics["val_epoch"] == 1
 
 
+def test_a_validation_interval_of_no_windows_is_one_line_before_the_run(tiny_corpus, tmp_path):
+    """+trainer.val_check_interval=0: Lightning takes it, and its loop fails with a ZeroDivisionError (a traceback,
+    exit 1, a failed metrics.json refusing the folder); now one line, exit 2, before the run folder is made."""
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    proc = run("rnnreg-train", *tiny, "+trainer.val_check_interval=0", f"hydra.run.dir={tmp_path}/run", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: trainer.val_check_interval=0 must be a count of training windows >= 1 or a fraction of the epoch in "
+        "(0, 1] (e.g. 0.5); to validate less often, set trainer.check_val_every_n_epoch"
+    ], proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_ctrl_c_while_a_run_starts_is_one_line_and_leaves_the_folder_reusable(tiny_corpus, tmp_path):
     """Ctrl-C while rnnreg-train still imports its training code (the first seconds): one line, exit 130 (before:
     a KeyboardInterrupt traceback through the imports), the last (a library's INFO lines at exit once followed it);

@@ -255,6 +255,12 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
 
 
 # -- rules across keys, and sweeps ---------------------------------------------------------------------
+NO_INTERVAL = (
+    r"must be a count of training windows >= 1 or a fraction of the epoch in \(0, 1\] \(e.g. 0.5\); to validate "
+    r"less often, set trainer.check_val_every_n_epoch"
+)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -462,6 +468,11 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
         ),
         (["trainer.limit_test_batches=0"], r"^trainer.limit_test_batches=0 must be .* \(to skip the final test, set "),
         (["trainer.max_epochs=-1"], r"^trainer.max_epochs=-1 must be an integer >= 1 \(a set number: rnnreg's lr "),
+        # Lightning's loop divides by 0 (a traceback once training began); 0.0 and true validated after every window
+        *(
+            ([f"+trainer.val_check_interval={given}"], rf"^trainer.val_check_interval={shown} {NO_INTERVAL}$")
+            for given, shown in (("0", "0"), ("0.0", "0.0"), ("true", "true"), ("-1", "-1"), ("-0.5", "-0.5"))
+        ),
         (["trainer.gradient_clip_val=0"], r"^trainer.gradient_clip_val=0 must be .*which rnnreg's recipe always app"),
         (["trainer.gradient_clip_val=null"], r"^trainer.gradient_clip_val=null must be .*which rnnreg's recipe always"),
         (

@@ -266,6 +266,13 @@ def _check_trainer(cfg: DictConfig) -> None:
             f"trainer.strategy={trainer.strategy} starts its processes inside the run, whose results come back through "
             f"a file rnnreg cannot read: use trainer=ddp (trainer.strategy=ddp: its processes start with the run)"
         )
+    interval = trainer.get("val_check_interval")
+    # 0 fails in Lightning's loop with a ZeroDivisionError; 0.0 and true validate after every window, unsaid
+    if isinstance(interval, bool) or (isinstance(interval, (int, float)) and not interval > 0):
+        raise ConfigError(
+            f"trainer.val_check_interval={show_value(interval)} must be a count of training windows >= 1 or a fraction "
+            "of the epoch in (0, 1] (e.g. 0.5); to validate less often, set trainer.check_val_every_n_epoch"
+        )
     devices = trainer.get("devices", "auto")
     precision = trainer_precision(trainer)
     # the GPUs here, counted only where a check needs them
