@@ -52,6 +52,42 @@ def test_a_library_users_task_settings_are_checked_as_a_config_is(model, dropout
         LanguageModelTask(30, model, dropout, optim)
 
 
+def test_a_checkpoint_of_a_fit_without_the_datamodule_says_it_records_no_vocabulary(tiny_corpus, tmp_path):
+    """trainer.fit(task, train_dataloaders=...) without rnnreg's LMDataModule gives the task no words: its checkpoint
+    records none, and rnnreg-generate (as rnnreg-eval) said "is not a checkpoint rnnreg-train wrote ... give a
+    checkpoint it wrote" of a model a library user had trained. Now one line, exit 2, with what is missing and how to
+    record it; the task given its words (task.vocab) before the fit saves a checkpoint both read."""
+    from helpers import run
+    from rnnreg.data import LMDataModule
+
+    data = LMDataModule(
+        tiny_corpus, {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}, batch_size=4, bptt=5
+    )
+    quiet = {
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+    }
+    model = {"hidden_size": 4, "num_layers": 1, "init_scale": 0.1}
+    for words in (None, data.load().itos):
+        task = LanguageModelTask(data.vocab_size, model, NO_DROPOUT, OPTIM)
+        task.vocab = words
+        trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1, **quiet)
+        trainer.fit(task, train_dataloaders=data.train_dataloader(), val_dataloaders=data.val_dataloader())
+        trainer.save_checkpoint(tmp_path / "task.ckpt")
+        proc = run("rnnreg-generate", f"ckpt_path={tmp_path / 'task.ckpt'}", "num_words=3", "device=cpu", check=False)
+        if words is None:
+            assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+                f"error: {tmp_path / 'task.ckpt'} records no vocabulary (its 'vocab' is None): it was saved by a fit "
+                "without rnnreg's LMDataModule (trainer.fit(task, train_dataloaders=...)), which gives the task no "
+                "words: fit with trainer.fit(task, datamodule=LMDataModule(...)), or set task.vocab to the training "
+                "words in id order (LMDataModule(...).load().itos) before fit or trainer.save_checkpoint"
+            ], proc.stderr
+        else:
+            assert proc.returncode == 0 and len(proc.stdout.split()) >= 3, proc.stderr[-3000:]
+
+
 def test_a_task_is_not_scored_on_another_vocabularys_data(tiny_corpus):
     """trainer.test(task, datamodule=...) from Python: a task trained on other words (a checkpoint's vocabulary), or
     built for another vocab_size, is refused before a window (before: scored, word ids meaning other words)."""

@@ -63,6 +63,8 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
             "checkpoint (an earlier one of that run)"
         )
     vocab = checkpoint.get("vocab")
+    if vocab is None and "vocab" in checkpoint:  # LanguageModelTask saved it, given no words: a library user's fit
+        raise CheckpointError(no_vocabulary_recorded(source))
     if not isinstance(vocab, list) or not all(isinstance(word, str) for word in vocab):
         raise not_written_by_train(source, "it holds no vocabulary (its 'vocab' entry, a list of words)")
     if len(vocab) != net.embedding.num_embeddings:
@@ -120,6 +122,18 @@ def state_mismatch(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor
             )
     extra = next((key for key in theirs if key not in ours), None)
     return None if extra is None else f"net.{extra} is not in the model its hyper_parameters give"
+
+
+def no_vocabulary_recorded(source: str) -> str:
+    """The line for a LanguageModelTask's checkpoint that records no vocabulary (its 'vocab' entry None): a fit
+    without rnnreg's LMDataModule (trainer.fit(task, train_dataloaders=...)) gives the task no words, and a
+    perplexity or a sample needs them to read the data or write the words."""
+    return (
+        f"{source} records no vocabulary (its 'vocab' is None): it was saved by a fit without rnnreg's LMDataModule "
+        "(trainer.fit(task, train_dataloaders=...)), which gives the task no words: fit with "
+        "trainer.fit(task, datamodule=LMDataModule(...)), or set task.vocab to the training words in id order "
+        "(LMDataModule(...).load().itos) before fit or trainer.save_checkpoint"
+    )
 
 
 def not_this_version(source: str, err: Exception | str) -> CheckpointError:
