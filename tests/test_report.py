@@ -1017,6 +1017,40 @@ def test_report_follows_links_to_other_sweeps_and_reads_each_run_once(tmp_path):
     assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in report(compare).split("Over seeds:")[1]
 
 
+def test_a_run_copied_beside_itself_is_one_row_and_a_rerun_is_two(tiny_corpus, tmp_path):
+    """A comparison folder holding a sweep through a link and a copy of it (cp -r, as to keep it): each run is one
+    row, named where it was written (through the link), and a note names its copy (before: every run twice, in the
+    table, report.csv and the figures). The copy is known by its contents: the folder hydra.yaml records it was
+    written in, and the same records. A run rerun into that folder (another metrics.json) is another run: two rows."""
+    sweep, compare = tmp_path / "sweep", tmp_path / "compare"
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    run(
+        "rnnreg-train",
+        "-m",
+        *tiny,
+        "trainer.limit_train_batches=2",
+        "test=false",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    compare.mkdir()
+    (compare / "a").symlink_to(sweep)
+    shutil.copytree(sweep, compare / "b", symlinks=True)
+    run("rnnreg-report", f"path={compare}")
+    table = (compare / "report.md").read_text()
+    assert re.findall(r"^\| (\S+) \| seed=", table, re.M) == ["a/0", "a/1"], table
+    for job in (0, 1):
+        note = f"- b/{job} is a copy of a/{job} (written in {sweep / str(job)}, with the same records): the same run"
+        assert f"{note}, shown once as a/{job}\n" in table, table
+    with open(compare / "report.csv") as f:
+        assert [row["run"] for row in csv.DictReader(f)] == ["a/0", "a/1"]
+    rerun = json.loads((sweep / "1" / "metrics.json").read_text())
+    write_json_atomic(sweep / "1" / "metrics.json", rerun | {"train_seconds": rerun["train_seconds"] + 1.0})
+    table = report(compare)
+    assert re.findall(r"^\| (\S+) \| seed=", table, re.M) == ["a/0", "a/1", "b/1"], table
+    assert "b/0 is a copy of a/0" in table and "copy of a/1" not in table
+
+
 def test_the_row_over_seeds_is_the_completed_seeds_mean_and_sd(tmp_path):
     """Over seeds: the mean and sample sd of each configuration's completed seeds; a seed that failed (or was
     interrupted) is its own row of the table, never one of the seeds averaged."""

@@ -9,13 +9,15 @@ error.txt is `failed` (the report says why, as for a run whose metrics.json says
 before a result); else it is `unfinished` (killed hard, or lost with its machine). The report says how each goes on,
 as for a job `interrupted` (SIGTERM, Ctrl-C) and a basic sweep's jobs that never started. When completed runs
 differ only in their seed (`-m ... seed=1,2,3`), a second table gives each configuration's mean and standard
-deviation over seeds, each seed counted once.
+deviation over seeds, each seed counted once. A run copied beside itself (`cp -r`) is one row, which a note names the
+copies of (its records are the same bytes, written in the one folder).
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import json
 import math
 import os
@@ -160,12 +162,65 @@ def validated(metrics: dict, config: dict, curve: dict[int, float]) -> float:
     return min(curve.values(), default=math.nan)
 
 
+# what a run recorded, and the report reads: a folder whose files are all these bytes is that run's copy
+RECORDS = (".hydra/hydra.yaml", ".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "csv/metrics.csv")
+
+
+def run_identity(run: Path, output_dir) -> tuple | None:
+    """What makes two folders one run (a copy, `cp -r`, beside its original, or two copies): the folder the run
+    was written in (hydra.yaml's runtime.output_dir, which a copy keeps) and the bytes of each record the report reads
+    (RECORDS and error.txt). Two runs of one folder (rerun after the first was copied away) differ in their
+    metrics.json's times. None without a recorded folder: no run is taken for another's copy."""
+    if not isinstance(output_dir, str):
+        return None
+    records = []
+    for name in (*RECORDS, ERROR_FILE):
+        try:
+            records.append(hashlib.sha256((run / name).read_bytes()).hexdigest())
+        except FileNotFoundError:
+            records.append(None)
+        except OSError as err:
+            raise unreadable(run / name, err.strerror or err) from None
+    return (output_dir, *records)
+
+
+def originals(runs: list[Path], root: Path) -> dict[Path, list[str]]:
+    """Each run of `runs` once (run_identity), by the folder it was written in where that folder is among them, else
+    its first copy in job order: folder -> the names of its copies left out (report's note). Links to one folder are
+    read once already (find_runs)."""
+    kept: dict[tuple, Path] = {}
+    identities = {run: run_identity(run, recorded_output_dir(run)) for run in runs}
+    for run, identity in identities.items():
+        written_here = identity is not None and os.path.realpath(run) == os.path.realpath(identity[0])
+        if identity is None:
+            kept[(run,)] = run
+        elif identity not in kept or written_here:
+            kept[identity] = run
+    shown = set(kept.values())
+    copies: dict[Path, list[str]] = {run: [] for run in runs if run in shown}
+    for run, identity in identities.items():
+        if run not in copies:
+            copies[kept[identity]].append(name(run, root))
+    return {run: copies[run] for run in runs if run in copies}
+
+
+def recorded_output_dir(run: Path):
+    """The folder a run was written in, as its hydra.yaml records it (hydra.runtime.output_dir); None without one."""
+    hydra_file = run / ".hydra" / "hydra.yaml"
+    return section(read_yaml(hydra_file), hydra_file, "hydra", "runtime").get("output_dir")
+
+
+def name(run: Path, root: Path) -> str:
+    """A run as the report's table names it: its folder under `root` (root's own name for a run given alone)."""
+    return str(run.relative_to(root)) if run != root else run.name
+
+
 def collect(root: Path) -> list[dict]:
     """One row per job: its overrides, seed, status, perplexities, validation curve (epoch -> value), and
     what the figures need (dropout placement, model size, experiment, trainer budget, the recipe's data,
-    sizes and batches)."""
+    sizes and batches). A run copied beside itself is one row, which names its copies (originals)."""
     rows = []
-    for run in find_runs(root):
+    for run, copies in originals(find_runs(root), root).items():
         overrides = recorded_overrides(run) or []
         hydra_file, config_file = run / ".hydra" / "hydra.yaml", run / ".hydra" / "config.yaml"
         runtime = section(read_yaml(hydra_file), hydra_file, "hydra", "runtime")
@@ -183,7 +238,9 @@ def collect(root: Path) -> list[dict]:
         curve = by_epoch(run)
         rows.append(
             {
-                "run": str(run.relative_to(root)) if run != root else run.name,
+                "run": name(run, root),
+                "copies": copies,
+                "written_in": runtime.get("output_dir"),
                 "path": run,
                 "overrides": [o for o in overrides if not override_key(o).startswith(same_configuration(config))],
                 "seed": seed_of(overrides, config),
@@ -419,6 +476,16 @@ def left_out(row: dict, seeds: set[str], mine: tuple) -> bool:
     )
 
 
+def copied_runs(rows: list[dict]) -> list[str]:
+    """One note per run whose copies the report found beside it (originals): each is that run, shown once."""
+    return [
+        f"{', '.join(r['copies'])} {'is a copy' if len(r['copies']) == 1 else 'are copies'} of {r['run']} (written in "
+        f"{r['written_in']}, with the same records): the same run, shown once as {r['run']}"
+        for r in rows
+        if r["copies"]
+    ]
+
+
 def partial_curves(rows: list[dict]) -> list[str]:
     """One note per run whose csv/metrics.csv lacks validation for epochs it trained (it was resumed into its
     folder from another's checkpoint): its curve is drawn at the epochs it has."""
@@ -637,7 +704,9 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     groups = over_seeds(rows, done)
     if groups:
         table += "\nOver seeds:\n\n" + seeds_table(groups)
-    notes = config_changes(rows) + seeds_left_out(rows) + repeated_seeds(rows) + partial_curves(rows)
+    notes = (
+        copied_runs(rows) + config_changes(rows) + seeds_left_out(rows) + repeated_seeds(rows) + partial_curves(rows)
+    )
     if notes:
         table += "\nNotes:\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     failed = [r for r in rows if r["status"] == "failed"]
