@@ -498,11 +498,13 @@ def test_group_without_dropout_trains_as_each_member_alone(schedule, shape):
     losses, gradient norms and weights are those of the single model trained alone (clip_grad_norm_ + torch
     SGD), to float32 tolerance. Layer norm divides by a spread that can be small, which lifts rounding that
     ten windows of training grow past that tolerance (1.3e-6 in one weight): its group and its single models
-    run in float64 here, where the two agree to 1e-14, and are compared at 1e-10."""
+    run in float64 here. There the losses agree to 1e-14 and the weights to 1.6e-11 (the embedding of the member
+    whose W_ih x has the smallest spread: the gates' biases after the norms, as Ba et al. place them, leave that
+    spread W_ih x's own; with them inside it was the biases', and the weights agreed to 1e-15), compared at 1e-10."""
     specs = MIXED_KERNELS
     lr, clip, weight_decay = SCHEDULES[schedule]
     layer_norm = "layer_norm" in shape
-    tolerance = {"rtol": 1e-10, "atol": 1e-12} if layer_norm else {"rtol": 1e-5, "atol": 1e-6}
+    tolerance = {"rtol": 1e-10, "atol": 1e-10} if layer_norm else {"rtol": 1e-5, "atol": 1e-6}
     data = windows(10)
     with default_dtype(torch.float64 if layer_norm else torch.float32):
         net = StackedLanguageModel(V, H, L, specs, **shape).train()

@@ -109,7 +109,7 @@ class StepLSTM(nn.Module):
             for kind in ("ih", "hh"):
                 self.register_parameter(f"weight_{kind}_l{k}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size)))
                 self.register_parameter(f"bias_{kind}_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
-        if layer_norm:  # Ba et al. (2016): normalise both gate pre-activations and the cell
+        if layer_norm:  # Ba et al. (2016): normalise both gate pre-activations and the cell (StepLSTM.layer)
             self.norms = nn.ModuleList(
                 nn.ModuleList([nn.LayerNorm(4 * hidden_size), nn.LayerNorm(4 * hidden_size), nn.LayerNorm(hidden_size)])
                 for _ in range(num_layers)
@@ -131,19 +131,16 @@ class StepLSTM(nn.Module):
                 )
             gates_x = F.linear(x, weight_ih, bias_ih + bias_hh)
             return LSTMLayerFunction.apply(gates_x, h, c, weight_hh, masks, self.triton_cell)
-        # layer norm (of the two gate pre-activations apart, and of the cell): autograd, step by step
-        gates_x = F.linear(x, weight_ih, bias_ih)
-        if self.layer_norm:
-            norm_x, norm_h, norm_c = self.norms[k]
-            gates_x = norm_x(gates_x)
+        # layer norm (Ba et al. 2016): the two gate pre-activations normalised apart, the biases added after the
+        # norms (inside them a norm would scale them up where W h is small), and the cell; autograd, step by step
+        norm_x, norm_h, norm_c = self.norms[k]
+        gates_x = norm_x(F.linear(x, weight_ih)) + (bias_ih + bias_hh)
         outputs = []
         for t in range(x.size(0)):
             h_in = h
             if p:  # dropout on h_{t-1} -> h_t: the recurrent connection
                 h_in = h * (window_mask if window_mask is not None else dropout_mask(h.shape, p, h))
-            gates_h = F.linear(h_in, weight_hh, bias_hh)
-            gates = gates_x[t] + (norm_h(gates_h) if self.layer_norm else gates_h)
-            h, c = lstm_cell(gates, c, norm_c if self.layer_norm else None)
+            h, c = lstm_cell(gates_x[t] + norm_h(F.linear(h_in, weight_hh)), c, norm_c)
             outputs.append(h)
         return torch.stack(outputs), h, c
 

@@ -100,19 +100,23 @@ class StackedLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
+        if bias is None:
+            return torch.bmm(x, weight.transpose(1, 2))
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, d_out):
         x, weight = ctx.saved_tensors
         d_x = torch.bmm(d_out, weight) if ctx.needs_input_grad[0] else None
-        return d_x, torch.bmm(d_out.transpose(1, 2), x), d_out.sum(1)
+        return d_x, torch.bmm(d_out.transpose(1, 2), x), d_out.sum(1) if ctx.needs_input_grad[2] else None
 
 
-def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """F.linear of K members: StackedLinearFunction, or under autocast (trainer.precision=bf16-mixed) the batched GEMM
-    autocast casts to 16 bits, as it casts a single model's F.linear, with autograd's backward."""
+def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear of K members (bias None: none): StackedLinearFunction, or under autocast (trainer.precision=bf16-mixed)
+    the batched GEMM autocast casts to 16 bits, as it casts a single model's F.linear, with autograd's backward."""
     if torch.is_autocast_enabled(x.device.type):
+        if bias is None:
+            return torch.bmm(x, weight.transpose(1, 2))
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
     return StackedLinearFunction.apply(x, weight, bias)
 
@@ -399,12 +403,12 @@ class StackedLanguageModel(nn.Module):
         weight_ih, bias_ih, weight_hh, bias_hh = weights
         gain_x, shift_x, gain_h, shift_h, gain_c, shift_c = norms
         members, steps, streams, units = x.shape
-        gates_x = stacked_linear(x.reshape(members, -1, units), weight_ih, bias_ih)
-        gates_x = member_layer_norm(gates_x, gain_x, shift_x).view(members, steps, streams, -1)
+        gates_x = member_layer_norm(stacked_linear(x.reshape(members, -1, units), weight_ih, None), gain_x, shift_x)
+        gates_x = (gates_x + (bias_ih + bias_hh).unsqueeze(1)).view(members, steps, streams, -1)  # after the norms
         outputs = []
         for t in range(steps):
             h_in = h if recurrent is None else h * recurrent[:, t]  # dropout on h_{t-1}: the recurrent connection
-            gates_h = member_layer_norm(stacked_linear(h_in, weight_hh, bias_hh), gain_h, shift_h)
+            gates_h = member_layer_norm(stacked_linear(h_in, weight_hh, None), gain_h, shift_h)
             h, c = lstm_cell(gates_x[:, t] + gates_h, c, lambda cell: member_layer_norm(cell, gain_c, shift_c))
             outputs.append(h)
         return torch.stack(outputs, 1), h, c
