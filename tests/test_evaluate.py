@@ -652,6 +652,46 @@ def test_a_damaged_or_foreign_checkpoint_is_refused_by_eval_and_generate(checkpo
     assert not os.path.exists(f"{cfg.paths.output_dir}/metrics.json")
 
 
+def test_a_layer_norm_checkpoint_from_before_its_biases_moved_is_refused_in_one_line(checkpoints, tmp_path):
+    """A layer-norm model's checkpoint records that its gate biases sit after the norms (Ba et al. 2016). One from
+    before (nothing recorded: they sat inside the norms) computes another function of its weights here, so
+    rnnreg-eval, rnnreg-generate, a resume (ckpt_path=) and a library user's own trainer.test refuse it in one line,
+    writing nothing. A checkpoint without layer norm needs no record (this module's others have none)."""
+    import lightning as L
+
+    import rnnreg
+
+    corpus, _, root = checkpoints
+    tiny = [*TINY, f"data.data_dir={corpus}", "regularizer=layer_norm", "test=false"]
+    train(compose_config(["experiment=paper_small", *tiny, "trainer.max_epochs=1"], tmp_path / "run"))
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["layer_norm_biases"] == "after_norms"
+    assert math.isfinite(
+        evaluate(eval_cfg(corpus, root, str(tmp_path / "run" / "checkpoints" / "last.ckpt")))["test_ppl"]
+    )
+    old = tmp_path / "old.ckpt"
+    torch.save({k: v for k, v in checkpoint.items() if k != "layer_norm_biases"}, old)
+    said = re.escape(f"{old} is a layer-norm model from an rnnreg that added its gate biases inside the norms (before ")
+    with pytest.raises(CheckpointError, match=f"^{said}"):
+        generate(str(old), "w1", 5)
+    cfg = eval_cfg(corpus, root, str(old))
+    with pytest.raises(CheckpointError, match=f"^{said}"):
+        evaluate(cfg)
+    assert not os.path.exists(f"{cfg.paths.output_dir}/metrics.json")
+    resumed = tmp_path / "resumed"
+    with pytest.raises(CheckpointError, match=f"^{said}"):
+        train(compose_config(["experiment=paper_small", *tiny, "trainer.max_epochs=2", f"ckpt_path={old}"], resumed))
+    assert not (resumed / "metrics.json").exists()
+    recipe = rnnreg.paper_recipe("small", "data=text", f"data.data_dir={corpus}", "data.bptt=5", "model.hidden_size=16")
+    data = rnnreg.ptb_datamodule(**recipe["data"])
+    task = rnnreg.LanguageModelTask(
+        data.vocab_size, recipe["model"] | {"layer_norm": True}, recipe["dropout"], recipe["optim"]
+    )
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+    with pytest.raises(CheckpointError, match=f"^{said}"):
+        trainer.test(task, datamodule=data, ckpt_path=str(old))
+
+
 def test_eval_under_bf16_of_a_fused_model_is_refused_on_a_cpu_without_a_bf16_lstm(checkpoints):
     """rnnreg-eval trainer.precision=bf16-mixed of a checkpoint whose LSTM is nn.LSTM: where this CPU's oneDNN has
     no bf16 LSTM (AVX2 alone), one line before any window, nothing written; elsewhere it evaluates."""

@@ -719,6 +719,27 @@ def test_a_resume_file_edited_by_hand_is_one_line(tmp_path, tiny_corpus, change,
     assert resume_file.read_bytes() == saved
 
 
+def test_a_layer_norm_groups_resume_file_from_before_its_biases_moved_is_one_line(tmp_path, tiny_corpus):
+    """A layer-norm group's resume file records that its gate biases sit after the norms; one from before (none
+    recorded: they sat inside) would go on training another function of its weights, so it is refused in one line
+    and left as it is. A group without layer norm records nothing of it."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus, "model.layer_norm=true")
+    resume_file = tmp_path / ".stacked" / "group_0.pt"
+    written_resume(stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched"))
+    state = torch.load(resume_file, weights_only=True)
+    assert state["layer_norm_biases"] == "after_norms"
+    stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()  # its own loads
+    torch.save({k: v for k, v in state.items() if k != "layer_norm_biases"}, resume_file)
+    saved = resume_file.read_bytes()
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(resume_file))} is a layer-norm model from an rnnreg "):
+        stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()
+    assert resume_file.read_bytes() == saved
+    plain = group_jobs_here(tmp_path / "plain", tiny_corpus)
+    plain_file = tmp_path / "plain" / "group_0.pt"
+    written_resume(stacked_train.GroupTrainer(plain, 0, plain_file, program="batched"))
+    assert "layer_norm_biases" not in torch.load(plain_file, weights_only=True)
+
+
 def test_padding_a_group_cannot_have_is_one_line(tmp_path, tiny_corpus):
     """hydra.launcher.pad_hidden_to: auto pads only the batched program on a GPU without layer norm; asked for,
     a padding is refused where the members run as their own models (in turn) or layer norm normalises over the
@@ -1911,6 +1932,7 @@ def test_layer_norm_and_tied_members_are_their_jobs_run_alone(setup, alone):
             load_checkpoint(sweep / str(index) / "checkpoints" / "last.ckpt") for sweep in (stacked, single)
         )
         assert ours.keys() - {"stacked"} == its_job.keys()
+        assert ours["layer_norm_biases"] == its_job["layer_norm_biases"] == "after_norms"  # (rnnreg-eval reads it)
         assert_same_optimizer_state(ours, its_job)
         # member a has momentum: a buffer per parameter (the tied decoder weight is the embedding, one parameter)
         assert len(ours["optimizer_states"][0]["state"]) == (len(ours["state_dict"]) - 1 if index == 0 else 0)

@@ -14,6 +14,8 @@ from rnnreg.model import LSTMLanguageModel, build_net
 from rnnreg.schema import Dropout, Model, Optim, Rule, check_value, group_problem, shown_from_file
 
 VOCAB_SIZE = Rule("int", lo=1)
+# where a layer-norm model's gate biases sit: after the norms, as Ba et al. (2016) (rnnreg.model.StepLSTM.layer)
+LAYER_NORM_BIASES = "after_norms"
 SPLITS = ("train", "valid", "test")  # (rnnreg.data's: that module imports Lightning, this one does not)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -46,6 +48,8 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
         raise not_this_version(source, err) from None
     except ValueError as err:  # model.num_layers=0, a rate of 2 (a ConfigError): the file's, not the command line's
         raise not_written_by_train(source, f"its hyper_parameters are not valid ({first_line(err)})") from None
+    if why := layer_norm_problem(checkpoint, bool(hparams["model"].get("layer_norm")), source):
+        raise CheckpointError(why)
     state = {key.removeprefix("net."): value for key, value in weights.items()}
     mismatch = state_mismatch(state, declared)
     if mismatch:
@@ -73,6 +77,23 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
         )
     check_data_fingerprint(checkpoint, source)
     return net
+
+
+def layer_norm_record(layer_norm: bool) -> dict:
+    """What a checkpoint (or a stacked group's resume file) of a model with `layer_norm` records of its form."""
+    return {"layer_norm_biases": LAYER_NORM_BIASES} if layer_norm else {}
+
+
+def layer_norm_problem(checkpoint: dict, layer_norm: bool, source) -> str | None:
+    """One line where `checkpoint` is of a layer-norm model whose gate biases sat inside the norms (an rnnreg from
+    before 2026-12-07): the same weights compute another function now, so its perplexities would not be its run's."""
+    if not layer_norm or checkpoint.get("layer_norm_biases") == LAYER_NORM_BIASES:
+        return None
+    return (
+        f"{source} is a layer-norm model from an rnnreg that added its gate biases inside the norms (before "
+        "2026-12-07; now after them, as Ba et al. 2016 do): its weights compute another function in this version; "
+        "train it again with this one, or evaluate it with the rnnreg it was trained with"
+    )
 
 
 def data_fingerprint_problem(fingerprint) -> str | None:

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
+from rnnreg.checkpoint_contents import layer_norm_record
 from rnnreg.instantiation import instantiate_callbacks
 from rnnreg.loggers import offline_run_parts
 from rnnreg.optim import paper_optimizer
@@ -72,6 +73,7 @@ def member_checkpoint(group: GroupTrainer, k: int, copies: HostCopies, validatio
     extra = training_state(group.jobs[k].cfg, group.callbacks[k], len(group.names), progress, carry, buffers)
     extra["stacked"] = group.stacked_record(k)
     extra["data_fingerprint"] = group.datamodule.load().fingerprints()  # as rnnreg.resume records a run's
+    extra |= layer_norm_record(group.model.layer_norm)
     if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does
         extra["wandb_run_id"] = folder.wandb_id
         extra |= folder.wandb_labels

@@ -25,7 +25,12 @@ from typing import NamedTuple
 import torch
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
-from rnnreg.checkpoint_contents import check_data_fingerprint, not_written_by_train
+from rnnreg.checkpoint_contents import (
+    check_data_fingerprint,
+    layer_norm_problem,
+    layer_norm_record,
+    not_written_by_train,
+)
 from rnnreg.console import counted
 from rnnreg.data import limit_batches
 from rnnreg.errors import CheckpointError, ConfigError, DataError
@@ -47,6 +52,7 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
     if datamodule is not None and getattr(datamodule, "corpus", None) is not None:
         task.vocab = datamodule.corpus.itos
     checkpoint["vocab"] = task.vocab
+    checkpoint |= layer_norm_record(bool(task.hparams["model"].get("layer_norm")))
     if datamodule is not None and callable(getattr(getattr(datamodule, "corpus", None), "fingerprints", None)):
         checkpoint["data_fingerprint"] = datamodule.corpus.fingerprints()  # the splits it was trained and validated on
     run_id = wandb_run_id(trainer.loggers) if trainer is not None else None
@@ -174,6 +180,9 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         raise not_written_by_train(ckpt_path, f"its {key} is {repr(value)[:60]}, not a training state's")
     if problem := callback_state_problem(checkpoint.get("callbacks", {})):
         raise not_written_by_train(ckpt_path, problem)
+    model = hparams.get("model") if isinstance(hparams, dict) else None
+    if why := layer_norm_problem(checkpoint, isinstance(model, dict) and bool(model.get("layer_norm")), ckpt_path):
+        raise CheckpointError(why)
     check_data_fingerprint(checkpoint, ckpt_path)
 
 
@@ -490,6 +499,9 @@ def same_file(a: Path, b) -> bool:
 
 def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     """Before training resumes: the RNG, the stream position and this rank's share of the carried state."""
+    source = getattr(trainer, "ckpt_path", None) or "the checkpoint"  # (a library user's own trainer.fit/test too)
+    if why := layer_norm_problem(checkpoint, bool(task.hparams["model"].get("layer_norm")), source):
+        raise CheckpointError(why)
     task.vocab = checkpoint.get("vocab")
     task.data_fingerprint = checkpoint.get("data_fingerprint")  # (None: a checkpoint from before it was recorded)
     if trainer is None:  # loaded for evaluation

@@ -50,10 +50,13 @@ def group_state(trainer: GroupTrainer, copies: HostCopies) -> dict:
     read_group_resume checks."""
     import torch  # (only a group trainer calls this: grouping is plain Hydra and OmegaConf)
 
+    from rnnreg.checkpoint_contents import layer_norm_record
+
     host, step, names = trainer.host, trainer.step, trainer.names
     return {
         "fingerprint": trainer.fingerprint(),
         "data_fingerprint": trainer.datamodule.load().fingerprints(),  # the splits it trained and validated on
+        **layer_norm_record(trainer.model.layer_norm),
         "program": step.name,
         "device": trainer.device.type,
         "units": trainer.model.units,  # everything here unpadded; the program's rounding is that width's
@@ -239,6 +242,11 @@ def read_group_resume(path: Path, fingerprint: list, group: int, run: tuple, max
         )
     if why := resume_refusal(path, state, *run):
         raise ConfigError(why)
+    from rnnreg.checkpoint_contents import layer_norm_problem  # (torch: at a resume only)
+
+    layer_norm = isinstance(state.get("params"), dict) and any("_norms_" in name for name in state["params"])
+    if why := layer_norm_problem(state, layer_norm, path):
+        raise CheckpointError(why)
     state.setdefault("epoch_seconds_before", 0.0)  # (a file from before it was kept)
     try:
         check_counts(state, max_epochs, len(fingerprint[1]))
