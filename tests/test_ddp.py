@@ -639,7 +639,8 @@ def test_a_submitit_local_job_of_two_tasks_is_one_ddp_run_of_two_processes(
     short = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false"]
     longer = ("trainer.max_epochs", "trainer.limit_train_batches")
     args = [a for a in ddp_args(tiny_corpus) if not a.startswith(longer)]
-    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=1"]
+    # (submitit's time limit kills the job: 1 minute was passed on a 2-core machine kept busy by other work)
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10"]
     recorder = ["+callbacks.ranks._target_=test_ddp.RankRecorder", f"+callbacks.ranks.folder={tmp_path}"]
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -695,7 +696,7 @@ def test_a_submitit_local_ddp_job_stopped_by_a_signal_to_its_tasks_stops_them_to
     sweep = tmp_path / "sweep"
     short = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "test=false"]
     args = [a for a in ddp_args(tiny_corpus) if not a.startswith(("trainer.max_epochs", "trainer.limit_train_batches"))]
-    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=2"]
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10"]
     signals = ["+callbacks.signal_at._target_=helpers.SignalAt", "+callbacks.signal_at.window=2"]
     signals.append(f"+callbacks.signal_at.signum={int(signal.SIGUSR2)}")
     occupy = "+hydra.callbacks.occupy._target_=occupied_port.OccupyLightningsPort"
