@@ -434,6 +434,55 @@ def test_testing_a_mid_epoch_checkpoint_leaves_the_rng_and_the_next_fits_first_w
     assert data.resume_window == 0 and next(iter(data.train_dataloader()))[0][0, 0] == data.load().ids["train"][0]
 
 
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # (a test needs no ModelCheckpoint)
+def test_a_library_fit_from_a_checkpoint_on_a_train_split_changed_since_applies_rnnreg_trains_rule(
+    tiny_corpus, tmp_path
+):
+    """A library user's own trainer.fit(task, datamodule=..., ckpt_path=...) checks the data as rnnreg-train does
+    (before: it went on at window N of streams cut from other text without a word): a mid-epoch checkpoint on a train
+    split changed since is refused in one line naming the fix, an epoch-end one trains on with a warning."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from rnnreg.task import LanguageModelTask
+
+    def data() -> LMDataModule:
+        return LMDataModule(
+            str(tiny_corpus), {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}, batch_size=4, bptt=5
+        )
+
+    def task(vocab_size: int) -> LanguageModelTask:
+        model, dropout = {"hidden_size": 4, "num_layers": 1, "init_scale": 0.1}, {"input": 0, "between": 0, "output": 0}
+        return LanguageModelTask(vocab_size, model, dropout, {"lr": 1.0, "decay": 2.0, "decay_start": 4, "clip": 5.0})
+
+    quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}
+    limits = {"limit_train_batches": 5, "limit_val_batches": 1, "default_root_dir": tmp_path}
+    first = data()
+    mid, end = ModelCheckpoint(tmp_path / "mid", every_n_train_steps=3), ModelCheckpoint(tmp_path / "end")
+    L.Trainer(max_epochs=1, callbacks=[mid, end], **limits, **quiet).fit(task(first.vocab_size), first)
+    assert torch.load(mid.best_model_path, weights_only=False)["train_window"] == 2
+    assert torch.load(end.best_model_path, weights_only=False)["train_window"] == 0
+    train_file = tiny_corpus / "train.txt"
+    with open(train_file, "a") as f:
+        f.write("w1 w2 w3\n")  # words it knows: the same vocabulary, other streams
+    changed = data()
+    with pytest.raises(ConfigError) as refused:
+        L.Trainer(max_epochs=1, **limits, **quiet).fit(task(changed.vocab_size), changed, ckpt_path=mid.best_model_path)
+    assert str(refused.value) == (
+        f"{mid.best_model_path} was stopped inside epoch 1 after 2 windows and this data's train split {train_file} is "
+        "not the one its run trained on (changed since the checkpoint: its words or their order differ): the resume "
+        "would go on at window 3 of streams cut from other text; resume it on that file as it was (restore it), or "
+        "from a checkpoint taken at an epoch's end, or train a new run"
+    )
+    with pytest.warns(UserWarning) as warned:
+        L.Trainer(max_epochs=2, **limits, **quiet).fit(task(changed.vocab_size), changed, ckpt_path=end.best_model_path)
+    said = [str(w.message) for w in warned if "changed since the checkpoint" in str(w.message)]
+    assert said == [
+        f"{end.best_model_path} was trained on another train split than {train_file} (changed since the checkpoint: "
+        "its words or their order differ): the resumed run trains on over other text than its run's"
+    ]
+
+
 def test_a_mid_epoch_checkpoint_on_a_train_split_changed_since_is_refused_in_one_line(tiny_cfg, tiny_corpus, tmp_path):
     """A train file given words since the run (words of its vocabulary: the vocabulary check passes) where the
     checkpoint stopped inside an epoch: its window would count windows of streams cut from other text (before: it
@@ -465,7 +514,9 @@ def test_a_mid_epoch_checkpoint_on_a_train_split_changed_since_is_refused_in_one
     assert train(tiny_cfg(*common, f"ckpt_path={ckpt}", run="third"))["status"] == "completed"
 
 
-def test_a_resume_at_an_epochs_end_on_splits_changed_since_warns_of_each(tiny_cfg, tiny_corpus, tmp_path, caplog):
+def test_a_resume_at_an_epochs_end_on_splits_changed_since_warns_of_each(
+    tiny_cfg, tiny_corpus, tmp_path, caplog, recwarn
+):
     """At an epoch's end a changed train split is trained on, and a changed valid split validated on, each with a
     warning (before: without a word, the run's best score, measured on the old split, deciding best.ckpt); the
     unchanged corpus gives none."""
@@ -490,3 +541,5 @@ def test_a_resume_at_an_epochs_end_on_splits_changed_since_warns_of_each(tiny_cf
         f"{tiny_corpus / 'valid.txt'} (changed since the checkpoint): the resumed run's best.ckpt and early stopping "
         "compare them with perplexities of this one",
     ]
+    # once, in the run's log: not again as Lightning's fit loads the checkpoint (the library's check)
+    assert not [w for w in recwarn if "changed since the checkpoint" in str(w.message)]

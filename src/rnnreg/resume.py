@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import torch
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from rnnreg.checkpoint_contents import (
     check_data_fingerprint,
@@ -527,6 +528,11 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     optimizer_state_by_name(task, checkpoint)
     if trainer.state.fn != "fit":  # trainer.test(ckpt_path=...): its weights, not the RNG or the data's position
         return
+    if not task.resume_data_checked and corpus is not None:  # a library user's fit (rnnreg-train checked before)
+        ckpt_path = getattr(trainer, "ckpt_path", None)
+        check_data_fingerprint(checkpoint, str(ckpt_path))  # (a fingerprint edited by hand: one line, not a KeyError)
+        for line in check_resume_data(resumed_data(checkpoint), corpus(), ckpt_path):
+            rank_zero_warn(line)
     if "rng" in checkpoint:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():

@@ -255,6 +255,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         if ckpt_path and resumed.data is not None:  # the data it trained on changed since? (the corpus is read)
             for line in check_resume_data(resumed.data, getattr(datamodule, "corpus", None), ckpt_path):
                 warn("%s", line)
+            task.resume_data_checked = True  # (not again, with its warnings, as fit loads the checkpoint)
         if ckpt_path:  # the epoch's windows: known once the corpus is read (nothing is written yet)
             check_resume_window(*resumed.stopped_at, datamodule, cfg.trainer.get("limit_train_batches"), ckpt_path)
         preemption.watch(trainer)
