@@ -543,3 +543,23 @@ def test_a_resume_at_an_epochs_end_on_splits_changed_since_warns_of_each(
     ]
     # once, in the run's log: not again as Lightning's fit loads the checkpoint (the library's check)
     assert not [w for w in recwarn if "changed since the checkpoint" in str(w.message)]
+
+
+def test_a_resume_on_a_test_split_changed_since_warns_that_its_final_test_scores_the_new_one(
+    tiny_cfg, tiny_corpus, tmp_path, caplog
+):
+    """A test file changed since the checkpoint (before: the final test ran on it without a word, its perplexity not
+    comparable with one on the run's test file): the resume warns as it does of a changed valid split."""
+    common = ("trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
+    train(tiny_cfg(*common, "trainer.max_epochs=1", "test=false", run="first"))
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    with open(tiny_corpus / "test.txt", "a") as f:
+        f.write("w4 w5 w6\n")
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        assert train(tiny_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={ckpt}", run="second"))["epochs"] == 2
+    said = [r.getMessage() for r in caplog.records if "changed since the checkpoint" in r.getMessage()]
+    assert said == [
+        f"{ckpt}: the test split {tiny_corpus / 'test.txt'} is not the one its run had (changed since the checkpoint: "
+        "its words or their order differ): the resumed run's final test scores this one, not comparable with a test "
+        "on its run's"
+    ]

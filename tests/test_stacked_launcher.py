@@ -648,6 +648,30 @@ def test_a_resume_file_on_a_corpus_changed_since_is_refused_inside_an_epoch_and_
         assert [line.split(" - ", 1)[1] for line in logged if "[WARNING]" in line] == lines
 
 
+def test_a_resume_file_on_a_test_split_changed_since_warns_that_the_final_test_scores_the_new_one(
+    tmp_path, tiny_corpus, capsys
+):
+    """A test file changed since the group's resume file (before: its members' final test ran on it without a word):
+    the resumed group warns on the console and in each member's train.log, as of a changed valid split."""
+    jobs = group_jobs_here(tmp_path, tiny_corpus)
+    at_end = stacked_train.GroupTrainer(jobs, 0, tmp_path / "at_end.pt", program="batched")
+    at_end.epoch, at_end.global_step = 1, 6
+    written_resume(at_end)
+    with open(tiny_corpus / "test.txt", "a") as f:
+        f.write("w1 w2 w3\n")
+    capsys.readouterr()
+    stacked_train.GroupTrainer(jobs, 0, tmp_path / "at_end.pt", program="batched").load_resume()
+    line = (
+        f"{tmp_path / 'at_end.pt'}: the test split {tiny_corpus / 'test.txt'} is not the one its run had (changed "
+        "since the checkpoint: its words or their order differ): the resumed run's final test scores this one, not "
+        "comparable with a test on its run's"
+    )
+    assert capsys.readouterr().err.splitlines() == [f"warning: group 0: {line}"]
+    for job in jobs:
+        logged = (job.output_dir / "train.log").read_text().splitlines()
+        assert [entry.split(" - ", 1)[1] for entry in logged if "[WARNING]" in entry] == [line]
+
+
 def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():
     """The launcher's "on a CPU" (which program auto runs, whether auto pads) is the group trainer's placement:
     gpu and cuda on the GPU, auto where CUDA is, anything else on the CPU."""

@@ -407,8 +407,9 @@ def check_resume_data(resumed: ResumedData, corpus, ckpt_path) -> list[str]:
     fingerprints against the checkpoint's): a ConfigError before anything is written where the train split changed
     and the checkpoint was stopped inside an epoch (its window would be counted in streams cut from other text); else
     the lines to warn with: a train split changed at an epoch's end (training goes on over other text), a validation
-    split changed (the run's best score was measured on the other). [] for a checkpoint without a fingerprint, or of
-    another vocabulary (restore_resume_state refuses it, saying why)."""
+    split changed (the run's best score was measured on the other), a test split changed (the final test scores it).
+    [] for a checkpoint without a fingerprint, or of another vocabulary (restore_resume_state refuses it, saying
+    why)."""
     fingerprints = getattr(corpus, "fingerprints", None)
     if resumed.fingerprint is None or fingerprints is None or resumed.vocab != corpus.itos:
         return []
@@ -433,6 +434,12 @@ def check_resume_data(resumed: ResumedData, corpus, ckpt_path) -> list[str]:
             f"{ckpt_path}: {resumed.best} and best.ckpt were measured on another validation split than "
             f"{corpus.paths['valid']} (changed since the checkpoint): the resumed run's best.ckpt and early stopping "
             f"compare them with perplexities of this one"
+        )
+    if ours["test"] != theirs["test"]:
+        lines.append(
+            f"{ckpt_path}: the test split {corpus.paths['test']} is not the one its run had (changed since the "
+            f"checkpoint: its words or their order differ): the resumed run's final test scores this one, not "
+            f"comparable with a test on its run's"
         )
     return lines
 
