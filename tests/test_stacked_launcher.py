@@ -3009,3 +3009,22 @@ def test_a_stacked_group_warns_of_words_read_as_unk(tmp_path):
     assert f"warning: group 0: {note}" in proc.stderr, proc.stderr[-3000:]
     for job in ("0", "1"):
         assert f"[rnnreg][WARNING] - {note}" in (sweep / job / "train.log").read_text()
+
+
+def test_a_resumed_stacked_group_warns_of_words_read_as_unk_again(tmp_path, capsys):
+    """A run warns of valid or test words read as <unk> at every start, a resumed one's too; so does a stacked group
+    (before: only as it started fresh, a resumed group's console and train.log said nothing of them)."""
+    corpus = write_corpus(tmp_path / "corpus", lines=(400, 20, 8))
+    with open(corpus / "valid.txt", "a") as f:
+        f.write("unseen words here\n")
+    jobs = group_jobs_here(tmp_path, corpus, "trainer.max_epochs=1", "test=false")
+    resume_file = tmp_path / ".stacked" / "group_0.pt"
+    stopped = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
+    stopped.epoch, stopped.global_step = 1, 6  # at its last epoch's end: the resumed group trains no window
+    written_resume(stopped)
+    capsys.readouterr()
+    stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").run(resume=True)
+    note = f"{corpus / 'valid.txt'}: 3 of its "
+    assert f"warning: group 0: {note}" in capsys.readouterr().err
+    for job in jobs:
+        assert f"[rnnreg][WARNING] - {note}" in (job.output_dir / "train.log").read_text()

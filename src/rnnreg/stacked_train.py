@@ -492,8 +492,8 @@ class GroupTrainer:
                     f"{job.cfg.experiment_name}: {per_member:,} parameters, vocabulary {len(self.vocab)} "
                     f"(stacked group {self.group}, member {k} of {len(self.jobs)}) on {device_name(self.device)}"
                 )
-            for note in self.datamodule.load().unknown_words():  # (as rnnreg.training warns of them)
-                self.warn(note)
+        for note in self.datamodule.load().unknown_words():  # at every start, a resumed one's too (as rnnreg.training)
+            self.warn(note)
         # built: a signal from here stops the group before its first window, its W&B runs open (fit says "training"
         # as its first window comes); handled by train_group's request since the group's build began, else from now
         self.stop.stage = "start"
