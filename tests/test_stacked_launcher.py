@@ -648,6 +648,36 @@ def test_a_resume_file_on_a_corpus_changed_since_is_refused_inside_an_epoch_and_
         assert [line.split(" - ", 1)[1] for line in logged if "[WARNING]" in line] == lines
 
 
+def test_a_resume_file_on_a_reordered_train_file_is_refused_as_a_runs_checkpoint_is(tmp_path, tiny_corpus):
+    """A group's resume file records its vocabulary, as a run's checkpoint does: a train file whose lines were
+    reordered since (the same words, first seen in another order: every word id means another word) is refused with
+    a run's line, naming the member's recorded train file (before: read as a changed train split, and at an epoch's
+    end trained on with a warning), the file left as it was."""
+    from omegaconf import OmegaConf
+
+    jobs = group_jobs_here(tmp_path, tiny_corpus)
+    for job in jobs:  # each member's record, as the launcher writes it
+        (job.output_dir / ".hydra").mkdir()
+        OmegaConf.save(job.cfg, job.output_dir / ".hydra" / "config.yaml")
+    resume_file = tmp_path / "group_0.pt"
+    stopped = stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched")
+    stopped.epoch, stopped.global_step = 1, 6
+    saved = written_resume(stopped)
+    assert torch.load(resume_file, weights_only=True)["vocab"] == stopped.vocab
+    train_file = tiny_corpus / "train.txt"
+    train_file.write_text("\n".join(reversed(train_file.read_text().splitlines())) + "\n")
+    with pytest.raises(CheckpointError) as refused:
+        stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()
+    words = len(stopped.vocab)
+    assert str(refused.value) == (
+        f"{resume_file} was trained on another vocabulary ({words} words) than this data ({words} words): its run "
+        f"trained on this train file {train_file} (its .hydra/config.yaml), which has changed since, now with its "
+        "words first seen in another order: resume it on that file as it was (restore it), or train a new run on the "
+        "corpus as it is"
+    )
+    assert resume_file.read_bytes() == saved
+
+
 def test_a_resume_file_on_a_test_split_changed_since_warns_that_the_final_test_scores_the_new_one(
     tmp_path, tiny_corpus, capsys
 ):
@@ -721,6 +751,7 @@ def test_the_auto_program_runs_the_members_in_turn_on_a_cpu_and_batched_elsewher
         (lambda s: s | {"wandb_labels": [{}]}, "wandb_labels: not one dict per member"),
         # the data's fingerprint, which a resumed group compares with its corpus
         (lambda s: s | {"data_fingerprint": ["x"]}, "data_fingerprint ['x'] is not a mapping of train, valid and"),
+        (lambda s: s | {"vocab": "x"}, "vocab 'x' is not a list of words"),
         (
             lambda s: s | {"wandb_labels": [{}, {"wandb_group": "sweep\n$(touch pwned)"}]},
             "member 1: its W&B group or name is not a line of printable text",

@@ -444,25 +444,30 @@ def check_resume_data(resumed: ResumedData, corpus, ckpt_path) -> list[str]:
     return lines
 
 
-def data_overrides(ckpt_path: str) -> str:
-    """The data=... overrides of the run a checkpoint was written by (<run>/checkpoints/x.ckpt), or "" (none, or no
-    record it can read: the refusal it adds to says enough without them)."""
+def data_overrides(run: Path) -> str:
+    """The data=... overrides of the run in folder `run`, or "" (none, or no record it can read: the refusal it adds
+    to says enough without them)."""
     try:
-        overrides = recorded_overrides(Path(ckpt_path).parent.parent) or []
+        overrides = recorded_overrides(run) or []
     except (DataError, OSError):  # (OSError: recorded_overrides lets a file it may not open through)
         return ""
     return " ".join(o for o in overrides if o.startswith(("data=", "data.")))
 
 
-def vocabulary_refusal(ckpt_path: str | None, trained: list[str], vocab: list[str], train_file, verb: str) -> str:
+def vocabulary_refusal(
+    ckpt_path: str | None, trained: list[str], vocab: list[str], train_file, verb: str, run: Path | None = None
+) -> str:
     """The line refusing to `verb` (evaluate, resume) a checkpoint trained on the vocabulary `trained` with this
-    data's `vocab`, read from `train_file`. Where its run's record gives this very train file, the file changed since
-    the run: the line says so and how, rather than naming the data the command already gives."""
+    data's `vocab`, read from `train_file`. Where its run's record (in `run`, its run's folder: by default the one
+    above its checkpoints/) gives this very train file, the file changed since the run: the line says so and how,
+    rather than naming the data the command already gives."""
+    if run is None and ckpt_path:
+        run = Path(str(ckpt_path)).parent.parent
     head = (
         f"{ckpt_path or 'the checkpoint'} was trained on another vocabulary ({len(trained)} words) than this data "
         f"({len(vocab)} words)"
     )
-    recorded = recorded_train_file(str(ckpt_path)) if ckpt_path else None
+    recorded = recorded_train_file(run) if run is not None else None
     if recorded is not None and train_file is not None and same_file(recorded, train_file):
         known, ours = set(trained), set(vocab)
         added, lost = [w for w in vocab if w not in known], [w for w in trained if w not in ours]
@@ -476,16 +481,16 @@ def vocabulary_refusal(ckpt_path: str | None, trained: list[str], vocab: list[st
             f"since, now with {change or 'its words first seen in another order'}: {verb} it on that file as it was "
             f"(restore it), or train a new run on the corpus as it is"
         )
-    data = data_overrides(str(ckpt_path)) if ckpt_path else ""
+    data = data_overrides(run) if run is not None else ""
     return f"{head}: {verb} it on the data it was trained on" + (
         f" ({data}, from its run's .hydra/overrides.yaml)" if data else ""
     )
 
 
-def recorded_train_file(ckpt_path: str) -> Path | None:
-    """The train file of the run a checkpoint was written by (<run>/checkpoints/x.ckpt), from its .hydra/config.yaml,
-    or None where that does not say it plainly."""
-    config_file = Path(ckpt_path).parent.parent / ".hydra" / "config.yaml"
+def recorded_train_file(run: Path) -> Path | None:
+    """The train file of the run in folder `run`, from its .hydra/config.yaml, or None where that does not say it
+    plainly."""
+    config_file = run / ".hydra" / "config.yaml"
     try:
         data = section(read_yaml(config_file), config_file, "data")
         folder, name = data.get("data_dir"), section(data, config_file, "files", "train").get("name")
@@ -505,6 +510,16 @@ def same_file(a: Path, b) -> bool:
         return False
 
 
+def check_resume_vocabulary(trained: list[str] | None, corpus, ckpt_path, run: Path | None = None) -> None:
+    """A CheckpointError where the checkpoint (or group resume file) `ckpt_path` was trained on another vocabulary,
+    `trained` (None: one that records none), than this data's `corpus`: vocabulary_refusal's line (`run`: the folder
+    whose .hydra/config.yaml names the train file it trained on; by default the one above its checkpoints/)."""
+    if trained is not None and trained != corpus.itos:
+        raise CheckpointError(
+            vocabulary_refusal(ckpt_path, trained, corpus.itos, corpus.paths.get("train"), "resume", run)
+        )
+
+
 def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     """Before training resumes: the RNG, the stream position and this rank's share of the carried state."""
     source = getattr(trainer, "ckpt_path", None) or "the checkpoint"  # (a library user's own trainer.fit/test too)
@@ -516,11 +531,8 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
         return
     datamodule = getattr(trainer, "datamodule", None)
     corpus = getattr(datamodule, "load", None)
-    if task.vocab is not None and corpus is not None and task.vocab != corpus().itos:
-        ckpt_path = getattr(trainer, "ckpt_path", None)  # (the one fit() restores from)
-        raise CheckpointError(
-            vocabulary_refusal(ckpt_path, task.vocab, corpus().itos, corpus().paths.get("train"), "resume")
-        )
+    if corpus is not None:
+        check_resume_vocabulary(task.vocab, corpus(), getattr(trainer, "ckpt_path", None))  # (fit's checkpoint)
     ours = task.state_dict()
     theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
     if theirs != {k: tuple(v.shape) for k, v in ours.items()}:

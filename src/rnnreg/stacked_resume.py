@@ -57,6 +57,7 @@ def group_state(trainer: GroupTrainer, copies: HostCopies) -> dict:
         "fingerprint": trainer.fingerprint(),
         "data_fingerprint": trainer.datamodule.load().fingerprints(),  # the splits it trained and validated on
         **layer_norm_record(trainer.model.layer_norm),
+        "vocab": trainer.vocab,  # as a run's checkpoint: a resume on another (a reordered train file) says so
         "program": step.name,
         "device": trainer.device.type,
         "units": trainer.model.units,  # everything here unpadded; the program's rounding is that width's
@@ -273,6 +274,9 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
 
     if "data_fingerprint" in state and (why := data_fingerprint_problem(state["data_fingerprint"])):
         raise ValueError(why.removeprefix("its "))
+    vocab = state.get("vocab", [])
+    if not (isinstance(vocab, list) and all(isinstance(w, str) for w in vocab)):
+        raise ValueError(f"vocab {repr(vocab)[:60]} is not a list of words")
     for k, member in enumerate(state["members"]):  # what a member's epochs read: its status, early stopping, counts
         if not isinstance(member, dict) or member.get("status", "running") not in MEMBER_STATUSES:
             raise ValueError(
@@ -286,17 +290,28 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
                 raise ValueError(f"member {k}: {name}={member[name]!r} is not a whole number")
 
 
+def check_group_data(state: dict, corpus, path: Path, run: Path) -> list[str]:
+    """A group's resume file `path` (read_group_resume's `state`) against the data it goes on with (`corpus`), by a
+    run's rules (rnnreg.resume): a CheckpointError where it trained on another vocabulary (`run`: a member's folder,
+    whose record names its train file), a ConfigError where its train split changed and it stopped inside an epoch;
+    else the lines to warn with."""
+    from rnnreg.resume import check_resume_data, check_resume_vocabulary  # (torch and Lightning: at a resume only)
+
+    check_resume_vocabulary(state.get("vocab"), corpus, path, run)
+    return check_resume_data(resumed_group_data(state, corpus.itos), corpus, path)
+
+
 def resumed_group_data(state: dict, vocab: list[str]) -> ResumedData:
     """What a group's resume file (read_group_resume's `state`) gives a check of the data it goes on with
-    (rnnreg.resume.check_resume_data): its data fingerprint (None in a file from before it was kept), where it stopped,
-    and its members' best validation scores. The file holds no vocabulary (the group's params are of its size): the
-    group's own, `vocab`, stands for it; a vocabulary in another order changes the fingerprint."""
+    (rnnreg.resume.check_resume_data): its data fingerprint (None in a file from before it was kept), its vocabulary
+    (a file from before it was kept: the group's own, `vocab`), where it stopped, and its members' best validation
+    scores."""
     from rnnreg.resume import ResumedData  # (torch and Lightning: at a resume only)
 
     best = [m.get("best_val") for m in state["members"]]
     scores = [f"{b:.2f}" for b in best if isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b)]
     said = f"its members' best_val_ppl ({', '.join(scores)})" if scores else None
-    return ResumedData(state.get("data_fingerprint"), vocab, state["window"], state["epoch"], said)
+    return ResumedData(state.get("data_fingerprint"), state.get("vocab", vocab), state["window"], state["epoch"], said)
 
 
 def setting_differences(before: str, now: str) -> str:

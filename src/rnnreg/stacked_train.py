@@ -30,7 +30,6 @@ from rnnreg.io import FileWriter, save_atomically
 from rnnreg.member_checkpoint import member_checkpoint
 from rnnreg.optim import paper_lr_factor
 from rnnreg.recorded_commands import go_on_command
-from rnnreg.resume import check_resume_data
 from rnnreg.resumed_run import checked_run_id
 from rnnreg.run_record import BEST_CHECKPOINT, LAST_CHECKPOINT, STOPPED_BY
 from rnnreg.speed_settings import apply_speed, require_triton
@@ -48,11 +47,11 @@ from rnnreg.stacked_progress import GroupProgress, member_labels
 from rnnreg.stacked_resume import (
     Member,
     apply_group_state,
+    check_group_data,
     checked_wandb_labels,
     group_done,
     group_state,
     read_group_resume,
-    resumed_group_data,
     unreadable_resume,
 )
 from rnnreg.stacked_settings import on_a_cpu, padded_size, running_program, under_bf16_autocast
@@ -460,7 +459,7 @@ class GroupTrainer:
             self.cfg.trainer.max_epochs,
         )
         # the corpus it trained on changed since: refused inside an epoch, else said (rnnreg.resume's rule for a run)
-        for line in check_resume_data(resumed_group_data(state, self.vocab), self.datamodule.load(), self.resume_file):
+        for line in check_group_data(state, self.datamodule.load(), self.resume_file, self.jobs[0].output_dir):
             self.warn(line)
         try:  # its fingerprint and counts intact: the first tensor that does not fit says so
             apply_group_state(self, state)
