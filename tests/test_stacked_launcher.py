@@ -53,7 +53,7 @@ from rnnreg.recorded_commands import go_on_command
 from rnnreg.run_record import STOPPED_BY, unfinished_record
 from rnnreg.schema import trainer_arguments
 from rnnreg.stacked import MemberSpec, StackedLanguageModel
-from rnnreg.stacked_launcher import Job, group_jobs, group_key, resumed_groups
+from rnnreg.stacked_launcher import Job, check_resume_files, describe, group_jobs, group_key, resumed_groups
 from rnnreg.stacked_settings import check_stackable
 from rnnreg.stacked_step import group_step
 from rnnreg.trainer_rules import trainer_precision
@@ -646,6 +646,34 @@ def test_a_resume_file_on_a_corpus_changed_since_is_refused_inside_an_epoch_and_
     for job in jobs:
         logged = (job.output_dir / "train.log").read_text().splitlines()
         assert [line.split(" - ", 1)[1] for line in logged if "[WARNING]" in line] == lines
+
+
+def test_a_sweeps_resume_files_are_each_checked_against_the_data_before_its_first_group_trains(tmp_path, tiny_corpus):
+    """The launcher checks every interrupted group's resume file against its data as it plans the groups, before the
+    first one trains (before: each group only as it loaded its file, so group 0, stopped at an epoch's end, trained on
+    before group 1, stopped inside an epoch, was refused): the later group's refusal comes first, in one line."""
+    sweep = tmp_path / "sweep"
+    first, second = (group_jobs_here(tmp_path / name, tiny_corpus, members=1) for name in ("a", "b"))
+    at_end = stacked_train.GroupTrainer(first, 0, sweep / ".stacked" / "group_0.pt", program="batched")
+    at_end.epoch, at_end.global_step = 1, 6
+    inside = stacked_train.GroupTrainer(second, 1, sweep / ".stacked" / "group_1.pt", program="batched")
+    inside.epoch, inside.window, inside.global_step = 1, 2, 8
+    written_resume(at_end)
+    written_resume(inside)
+    groups, pads = [(0, first), (1, second)], {0: 1, 1: 1}
+    check_resume_files(sweep, groups, "batched", True, pads, 1)  # the data as it was: both go on
+    train_file = tiny_corpus / "train.txt"
+    with open(train_file, "a") as f:
+        f.write("w1 w2 w3\n")  # words it knows: the same vocabulary, other streams
+    with pytest.raises(ConfigError) as refused:
+        check_resume_files(sweep, groups, "batched", True, pads, 1)
+    assert str(refused.value) == (
+        f"{describe(second, 1)}: {sweep / '.stacked' / 'group_1.pt'} was stopped inside epoch 2 after 2 windows and "
+        f"this data's train split {train_file} is not the one its run trained on (changed since the checkpoint: its "
+        "words or their order differ): the resume would go on at window 3 of streams cut from other text; resume it "
+        "on that file as it was (restore it), or from a checkpoint taken at an epoch's end, or train a new run"
+    )
+    check_resume_files(sweep, groups[:1], "batched", True, pads, 1)  # (at an epoch's end: said as it loads its file)
 
 
 def test_a_resume_file_on_a_reordered_train_file_is_refused_as_a_runs_checkpoint_is(tmp_path, tiny_corpus):

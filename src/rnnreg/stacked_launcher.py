@@ -31,7 +31,15 @@ from rnnreg.job_records import report_failed_job
 from rnnreg.multirun_jobs import NOT_COMPARED, basic_sweeper, job_label, swept_keys
 from rnnreg.recorded_commands import go_on_command
 from rnnreg.run_record import STOPPED_BY, last_checkpoint_path, recorded_metrics
-from rnnreg.stacked_resume import load_resume_file, resume_fingerprints, resume_refusal, setting_differences
+from rnnreg.stacked_resume import (
+    check_counts,
+    check_group_data,
+    load_resume_file,
+    resume_fingerprints,
+    resume_refusal,
+    setting_differences,
+    unreadable_resume,
+)
 from rnnreg.stacked_settings import (
     check_launcher_settings,
     check_stackable,
@@ -183,9 +191,12 @@ def check_resume_files(
 ) -> None:
     """A ConfigError, before anything is written, when an interrupted group would go on with another program,
     on another device or with other padding than its resume file's (resume_refusal; `pads`: each group's
-    pad_hidden_to, `pad` the setting; the group's trainer checks again as it loads it). With `pad` auto an
-    interrupted group goes on at its file's padding (`pads` takes it; a file from before padding: none)."""
+    pad_hidden_to, `pad` the setting; the group's trainer checks again as it loads it), or on data its file refuses
+    (check_group_data: another vocabulary, a train split changed inside an epoch), so that no earlier group trains
+    before a later one is refused. With `pad` auto an interrupted group goes on at its file's padding (`pads` takes
+    it; a file from before padding: none)."""
     device = "cpu" if on_cpu else "cuda"
+    corpora: dict[str, object] = {}  # each data config's corpus, read once (a sweep's groups share it)
     for number, group in groups:
         path = sweep_dir / ".stacked" / f"group_{number}.pt"
         if not path.is_file():
@@ -196,6 +207,30 @@ def check_resume_files(
         hidden = group[0].cfg.model.hidden_size
         if why := resume_refusal(path, state, running_program(program, on_cpu), device, hidden, pads[number]):
             raise ConfigError(f"{describe(group, number)}: {why}")
+        try:  # (what the data check reads of it)
+            check_counts(state, group[0].cfg.trainer.max_epochs, len(group))
+        except (KeyError, TypeError, ValueError) as err:
+            raise unreadable_resume(path, err) from None
+        corpus = group_corpus(group[0], corpora)
+        if corpus is None:  # its data cannot be read: its jobs fail as it starts, as a basic job's would
+            continue
+        try:  # (its warnings are said as the group loads its file, in its members' train.log too)
+            check_group_data(state, corpus, path, group[0].output_dir)
+        except UserError as err:
+            raise type(err)(f"{describe(group, number, pads[number])}: {err}") from None
+
+
+def group_corpus(job: Job, corpora: dict):
+    """The corpus of `job`'s data config, from `corpora` where read before; None where it cannot be read."""
+    from rnnreg.instantiation import instantiate  # (Lightning: at a resume only)
+
+    key = json.dumps(OmegaConf.to_container(job.cfg.data, resolve=True), sort_keys=True, default=str)
+    if key not in corpora:
+        try:
+            corpora[key] = instantiate(job.cfg.data).load()
+        except DataError:
+            corpora[key] = None
+    return corpora[key]
 
 
 def recorded_status(job) -> str | None:
