@@ -24,6 +24,7 @@ from rnnreg.train import train
 from rnnreg.training import resolve_ckpt_path
 
 DROPOUT = ("dropout=non_recurrent", "dropout.p=0.3")
+SIGTERM = int(signal.SIGTERM)
 # metrics.json's `error` for a run a signal stopped
 STOPPED_BY = {signal.SIGTERM: "SIGTERM (pre-empted or stopped)", signal.SIGINT: "Ctrl-C (stopped by the user)"}
 
@@ -557,6 +558,33 @@ def test_a_resume_on_a_test_split_changed_since_warns_that_its_final_test_scores
         f.write("w4 w5 w6\n")
     with caplog.at_level(logging.WARNING, logger="rnnreg"):
         assert train(tiny_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={ckpt}", run="second"))["epochs"] == 2
+    said = [r.getMessage() for r in caplog.records if "changed since the checkpoint" in r.getMessage()]
+    assert said == [
+        f"{ckpt}: the test split {tiny_corpus / 'test.txt'} is not the one its run had (changed since the checkpoint: "
+        "its words or their order differ): the resumed run's final test scores this one, not comparable with a test "
+        "on its run's"
+    ]
+
+
+def test_a_run_stopped_in_its_final_test_warns_that_its_test_split_changed_since(
+    tiny_cfg, tiny_corpus, tmp_path, caplog
+):
+    """A run stopped in its final test, gone on with in its folder, trains nothing and tests: a test file changed since
+    is warned of there too (before: its data was not compared, the test ran on the new file without a word); its
+    train and valid files, which it neither trains nor validates on, are not."""
+    common = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2")
+    common += ("trainer.limit_test_batches=3",)
+    stop = ("+callbacks.signal_in_test._target_=helpers.SignalInTest", f"+callbacks.signal_in_test.signum={SIGTERM}")
+    with pytest.raises(SystemExit):
+        train(tiny_cfg(*common, *stop, run="first"))
+    first = tmp_path / "first"
+    assert json.loads((first / "metrics.json").read_text())["status"] == "interrupted"
+    for split in ("train", "valid", "test"):
+        with open(tiny_corpus / f"{split}.txt", "a") as f:
+            f.write("w4 w5 w6\n")
+    ckpt = first / "checkpoints" / "last.ckpt"
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        assert train(tiny_cfg(*common, f"ckpt_path={ckpt}", run="first"))["status"] == "completed"
     said = [r.getMessage() for r in caplog.records if "changed since the checkpoint" in r.getMessage()]
     assert said == [
         f"{ckpt}: the test split {tiny_corpus / 'test.txt'} is not the one its run had (changed since the checkpoint: "

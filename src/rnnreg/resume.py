@@ -402,20 +402,20 @@ def resumed_data(checkpoint: dict) -> ResumedData:
     )
 
 
-def check_resume_data(resumed: ResumedData, corpus, ckpt_path) -> list[str]:
+def check_resume_data(resumed: ResumedData, corpus, ckpt_path, trains: bool = True) -> list[str]:
     """Where the data a resume is given is not the data its checkpoint `ckpt_path` was trained on (rnnreg.data.Corpus's
     fingerprints against the checkpoint's): a ConfigError before anything is written where the train split changed
     and the checkpoint was stopped inside an epoch (its window would be counted in streams cut from other text); else
     the lines to warn with: a train split changed at an epoch's end (training goes on over other text), a validation
     split changed (the run's best score was measured on the other), a test split changed (the final test scores it).
     [] for a checkpoint without a fingerprint, or of another vocabulary (restore_resume_state refuses it, saying
-    why)."""
+    why). Where the resume `trains` nothing (a run stopped in its final test), only its test split is said."""
     fingerprints = getattr(corpus, "fingerprints", None)
     if resumed.fingerprint is None or fingerprints is None or resumed.vocab != corpus.itos:
         return []
     ours, theirs = fingerprints(), resumed.fingerprint
     lines = []
-    if ours["train"] != theirs["train"]:
+    if ours["train"] != theirs["train"] and trains:
         train = corpus.paths["train"]
         if resumed.window:
             raise ConfigError(
@@ -429,7 +429,7 @@ def check_resume_data(resumed: ResumedData, corpus, ckpt_path) -> list[str]:
             f"{ckpt_path} was trained on another train split than {train} (changed since the checkpoint: its words "
             f"or their order differ): the resumed run trains on over other text than its run's"
         )
-    if ours["valid"] != theirs["valid"] and resumed.best is not None:
+    if ours["valid"] != theirs["valid"] and resumed.best is not None and trains:
         lines.append(
             f"{ckpt_path}: {resumed.best} and best.ckpt were measured on another validation split than "
             f"{corpus.paths['valid']} (changed since the checkpoint): the resumed run's best.ckpt and early stopping "

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from rnnreg.callbacks import SpeedMonitor
+from rnnreg.checkpoint_contents import check_data_fingerprint
 from rnnreg.checkpoints import stopped_by_ctrl_c, tests_best
 from rnnreg.config_tree import print_config_tree
 from rnnreg.console import counted
@@ -253,7 +254,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         first_step = resumed.first_step
         datamodule, task, trainer = build(cfg, resumed.wandb_id, resumed.wandb_parts, resumed.wandb_labels)
         if ckpt_path and resumed.data is not None:  # the data it trained on changed since? (the corpus is read)
-            for line in check_resume_data(resumed.data, getattr(datamodule, "corpus", None), ckpt_path):
+            corpus = getattr(datamodule, "corpus", None)
+            for line in check_resume_data(resumed.data, corpus, ckpt_path, trains=pending is None):
                 warn("%s", line)
             task.resume_data_checked = True  # (not again, with its warnings, as fit loads the checkpoint)
         if ckpt_path:  # the epoch's windows: known once the corpus is read (nothing is written yet)
@@ -315,7 +317,7 @@ class Resumed(NamedTuple):
     that run's offline parts so far (`wandb_parts`) and its group and name (`wandb_labels`), None without W&B; where
     it stopped (`stopped_at`: its train window and epoch, check_resume_window's), its global step (`first_step`) and
     the step its loggers write their next row at (`logged_step`: where a pending test logs); what it compares with
-    the data (`data`: check_resume_data's, where it trains). A fresh run's: Resumed()."""
+    the data (`data`: check_resume_data's). A fresh run's: Resumed()."""
 
     wandb_id: str | None = None
     wandb_parts: list[str] | None = None
@@ -371,7 +373,11 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
         wandb_labels = checked_labels(checkpoint, ckpt_path)
     stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
     first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
-    data = resumed_data(checkpoint) if trains else None
+    if trains:
+        data = resumed_data(checkpoint)
+    else:  # a pending test: only its test split is compared (its fingerprint checked, as a resume's is)
+        check_data_fingerprint(checkpoint, ckpt_path)
+        data = ResumedData(checkpoint.get("data_fingerprint"), checkpoint.get("vocab"), 0, 0, None)
     return Resumed(wandb_id, wandb_parts, wandb_labels, stopped_at, first_step, logged_step(checkpoint), data)
 
 
