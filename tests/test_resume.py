@@ -484,6 +484,48 @@ def test_a_library_fit_from_a_checkpoint_on_a_train_split_changed_since_applies_
     ]
 
 
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # (a test needs no ModelCheckpoint)
+def test_a_library_fit_from_a_mid_epoch_checkpoint_with_other_streams_or_windows_is_one_line(tiny_corpus, tmp_path):
+    """A library user's own trainer.fit(..., ckpt_path=<a mid-epoch checkpoint>) with another batch size or bptt in
+    its data module: rnnreg-train's line (check_resume_streams), before any window (before: the carried state of 4
+    streams met a batch of 8 in a traceback from nn.LSTM; another bptt went on at another place in the stream)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from rnnreg.task import LanguageModelTask
+
+    def data(batch_size: int = 4, bptt: int = 5) -> LMDataModule:
+        files = {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}
+        return LMDataModule(str(tiny_corpus), files, batch_size=batch_size, bptt=bptt)
+
+    def task(vocab_size: int) -> LanguageModelTask:
+        model, dropout = {"hidden_size": 4, "num_layers": 1, "init_scale": 0.1}, {"input": 0, "between": 0, "output": 0}
+        return LanguageModelTask(vocab_size, model, dropout, {"lr": 1.0, "decay": 2.0, "decay_start": 4, "clip": 5.0})
+
+    quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}
+    limits = {"limit_train_batches": 5, "limit_val_batches": 1, "default_root_dir": tmp_path}
+    mid = ModelCheckpoint(tmp_path / "mid", every_n_train_steps=3)
+    L.Trainer(max_epochs=1, callbacks=[mid], **limits, **quiet).fit(task(data().vocab_size), data())
+    for other, says in (
+        (
+            data(batch_size=8),
+            "data.batch_size=8 where {} was stopped inside an epoch trained with data.batch_size=4 "
+            "(its carried state holds 4 streams): resume with data.batch_size=4",
+        ),
+        (
+            data(bptt=3),
+            "data.bptt=3 where {} was stopped inside an epoch after 2 windows of data.bptt=5: resume with "
+            "data.bptt=5 (or from an epoch's end)",
+        ),
+    ):
+        resumed = task(other.vocab_size)
+        with pytest.raises(ConfigError) as refused:
+            L.Trainer(max_epochs=1, **limits, **quiet).fit(resumed, other, ckpt_path=mid.best_model_path)
+        assert str(refused.value) == says.format(mid.best_model_path)
+        assert resumed.global_step == 0  # refused before its first window
+    L.Trainer(max_epochs=1, **limits, **quiet).fit(task(data().vocab_size), data(), ckpt_path=mid.best_model_path)
+
+
 def test_a_mid_epoch_checkpoint_on_a_train_split_changed_since_is_refused_in_one_line(tiny_cfg, tiny_corpus, tmp_path):
     """A train file given words since the run (words of its vocabulary: the vocabulary check passes) where the
     checkpoint stopped inside an epoch: its window would count windows of streams cut from other text (before: it

@@ -329,6 +329,21 @@ def check_resume_settings(
                 f"nothing is left to train (a resume would train on): evaluate it with rnnreg-eval, or start a "
                 f"new run{longer}"
             )
+    check_resume_streams(checkpoint, ckpt_path, batch_size, bptt)
+    saved = (checkpoint.get("hyper_parameters") or {}).get("optim") or {}
+    for key in SAVED_WITH_THE_OPTIMISER:
+        if key in saved and key in optim and float(saved[key]) != float(optim[key]):
+            raise ConfigError(
+                f"optim.{key}={optim[key]} where {ckpt_path} was trained with {saved[key]}: a resumed run goes on "
+                f"with the optimiser state it saved, so the new value would not be used: resume with "
+                f"optim.{key}={saved[key]}"
+            )
+
+
+def check_resume_streams(checkpoint: dict, ckpt_path, batch_size: int | None, bptt: int | None) -> None:
+    """A ConfigError where `checkpoint` stopped inside an epoch and this run's data.batch_size is not the streams its
+    carried state holds, or its data.bptt not the windows it counted: it would go on from another place in the stream
+    (rnnreg-train's check_resume_settings, and a library user's own fit: before, a traceback at its first step)."""
     carry = checkpoint.get("train_carry")
     streams = carry["state"][0].size(1) if carry else None
     if batch_size is not None and streams is not None and streams != batch_size:
@@ -344,14 +359,6 @@ def check_resume_settings(
             f"{counted(checkpoint.get('train_window', 0), 'window')} of data.bptt={counted_in}: resume with "
             f"data.bptt={counted_in} (or from an epoch's end)"
         )
-    saved = (checkpoint.get("hyper_parameters") or {}).get("optim") or {}
-    for key in SAVED_WITH_THE_OPTIMISER:
-        if key in saved and key in optim and float(saved[key]) != float(optim[key]):
-            raise ConfigError(
-                f"optim.{key}={optim[key]} where {ckpt_path} was trained with {saved[key]}: a resumed run goes on "
-                f"with the optimiser state it saved, so the new value would not be used: resume with "
-                f"optim.{key}={saved[key]}"
-            )
 
 
 def check_resume_window(checkpoint_window: int, epoch: int, datamodule, limit, ckpt_path: str) -> None:
@@ -550,6 +557,9 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     if not task.resume_data_checked and corpus is not None:  # a library user's fit (rnnreg-train checked before)
         ckpt_path = getattr(trainer, "ckpt_path", None)
         check_data_fingerprint(checkpoint, str(ckpt_path))  # (a fingerprint edited by hand: one line, not a KeyError)
+        check_resume_streams(
+            checkpoint, ckpt_path, getattr(datamodule, "batch_size", None), getattr(datamodule, "bptt", None)
+        )
         for line in check_resume_data(resumed_data(checkpoint), corpus(), ckpt_path):
             rank_zero_warn(line)
     if "rng" in checkpoint:
