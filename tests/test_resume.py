@@ -488,7 +488,9 @@ def test_a_library_fit_from_a_checkpoint_on_a_train_split_changed_since_applies_
 def test_a_library_fit_from_a_mid_epoch_checkpoint_with_other_streams_or_windows_is_one_line(tiny_corpus, tmp_path):
     """A library user's own trainer.fit(..., ckpt_path=<a mid-epoch checkpoint>) with another batch size or bptt in
     its data module: rnnreg-train's line (check_resume_streams), before any window (before: the carried state of 4
-    streams met a batch of 8 in a traceback from nn.LSTM; another bptt went on at another place in the stream)."""
+    streams met a batch of 8 in a traceback from nn.LSTM; another bptt went on at another place in the stream). Its
+    Trainer's limit_train_batches at no more windows than the checkpoint stopped after: rnnreg-train's line too
+    (check_resume_against; before: the resumed epoch trained none and ended as if complete)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -506,21 +508,30 @@ def test_a_library_fit_from_a_mid_epoch_checkpoint_with_other_streams_or_windows
     limits = {"limit_train_batches": 5, "limit_val_batches": 1, "default_root_dir": tmp_path}
     mid = ModelCheckpoint(tmp_path / "mid", every_n_train_steps=3)
     L.Trainer(max_epochs=1, callbacks=[mid], **limits, **quiet).fit(task(data().vocab_size), data())
-    for other, says in (
+    for other, trainer_limits, says in (
         (
             data(batch_size=8),
+            limits,
             "data.batch_size=8 where {} was stopped inside an epoch trained with data.batch_size=4 "
             "(its carried state holds 4 streams): resume with data.batch_size=4",
         ),
         (
             data(bptt=3),
+            limits,
             "data.bptt=3 where {} was stopped inside an epoch after 2 windows of data.bptt=5: resume with "
             "data.bptt=5 (or from an epoch's end)",
+        ),
+        (
+            data(),
+            limits | {"limit_train_batches": 2},
+            "{} was stopped inside epoch 1 after 2 windows and this run's epochs have 2 windows "
+            "(trainer.limit_train_batches=2): the resumed epoch would train none; resume with the "
+            "trainer.limit_train_batches it was trained with",
         ),
     ):
         resumed = task(other.vocab_size)
         with pytest.raises(ConfigError) as refused:
-            L.Trainer(max_epochs=1, **limits, **quiet).fit(resumed, other, ckpt_path=mid.best_model_path)
+            L.Trainer(max_epochs=1, **trainer_limits, **quiet).fit(resumed, other, ckpt_path=mid.best_model_path)
         assert str(refused.value) == says.format(mid.best_model_path)
         assert resumed.global_step == 0  # refused before its first window
     L.Trainer(max_epochs=1, **limits, **quiet).fit(task(data().vocab_size), data(), ckpt_path=mid.best_model_path)

@@ -451,6 +451,18 @@ def check_resume_data(resumed: ResumedData, corpus, ckpt_path, trains: bool = Tr
     return lines
 
 
+def check_resume_against(resumed: ResumedData, corpus, datamodule, limit, ckpt_path, trains: bool = True) -> list[str]:
+    """The checks of a resume against the data and the trainer it is given, one function for rnnreg-train (before
+    its fit) and a library user's own trainer.fit(..., ckpt_path=...) (restore_resume_state), so that the two cannot
+    drift: check_resume_data's (its ConfigError, else the lines to warn with, returned), then check_resume_window's
+    (`limit`: the trainer's limit_train_batches). Where the resume `trains` nothing (a run stopped in its final
+    test), only its test split is compared: it trains no window."""
+    lines = check_resume_data(resumed, corpus, ckpt_path, trains)
+    if trains:
+        check_resume_window(resumed.window, resumed.epoch, datamodule, limit, ckpt_path)
+    return lines
+
+
 def data_overrides(run: Path) -> str:
     """The data=... overrides of the run in folder `run`, or "" (none, or no record it can read: the refusal it adds
     to says enough without them)."""
@@ -560,7 +572,8 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
         check_resume_streams(
             checkpoint, ckpt_path, getattr(datamodule, "batch_size", None), getattr(datamodule, "bptt", None)
         )
-        for line in check_resume_data(resumed_data(checkpoint), corpus(), ckpt_path):
+        limit = getattr(trainer, "limit_train_batches", None)
+        for line in check_resume_against(resumed_data(checkpoint), corpus(), datamodule, limit, ckpt_path):
             rank_zero_warn(line)
     if "rng" in checkpoint:
         torch.set_rng_state(checkpoint["rng"]["torch"])

@@ -38,9 +38,8 @@ from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.report_commands import again_command, resume_command
 from rnnreg.resume import (
     ResumedData,
-    check_resume_data,
+    check_resume_against,
     check_resume_settings,
-    check_resume_window,
     recorded_best_val,
     resumed_data,
 )
@@ -253,13 +252,12 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
         resumed = read_resumed(cfg, ckpt_path, trains=pending is None)
         first_step = resumed.first_step
         datamodule, task, trainer = build(cfg, resumed.wandb_id, resumed.wandb_parts, resumed.wandb_labels)
-        if ckpt_path and resumed.data is not None:  # the data it trained on changed since? (the corpus is read)
-            corpus = getattr(datamodule, "corpus", None)
-            for line in check_resume_data(resumed.data, corpus, ckpt_path, trains=pending is None):
+        if ckpt_path and resumed.data is not None:  # the data it trained on changed since, the epoch's windows?
+            corpus = getattr(datamodule, "corpus", None)  # (read: nothing is written yet)
+            limit = cfg.trainer.get("limit_train_batches")
+            for line in check_resume_against(resumed.data, corpus, datamodule, limit, ckpt_path, pending is None):
                 warn("%s", line)
             task.resume_data_checked = True  # (not again, with its warnings, as fit loads the checkpoint)
-        if ckpt_path:  # the epoch's windows: known once the corpus is read (nothing is written yet)
-            check_resume_window(*resumed.stopped_at, datamodule, cfg.trainer.get("limit_train_batches"), ckpt_path)
         preemption.watch(trainer)
         validation = add_run_callbacks(cfg, trainer)
         say("%s: %s parameters, vocabulary %d", cfg.experiment_name, f"{task.num_params:,}", datamodule.vocab_size)
@@ -314,15 +312,14 @@ def check_run_folder(run: str, ckpt_path: str | None) -> None:
 
 class Resumed(NamedTuple):
     """What a run reads of the checkpoint it resumes before any output: the W&B run it goes on in (`wandb_id`),
-    that run's offline parts so far (`wandb_parts`) and its group and name (`wandb_labels`), None without W&B; where
-    it stopped (`stopped_at`: its train window and epoch, check_resume_window's), its global step (`first_step`) and
-    the step its loggers write their next row at (`logged_step`: where a pending test logs); what it compares with
-    the data (`data`: check_resume_data's). A fresh run's: Resumed()."""
+    that run's offline parts so far (`wandb_parts`) and its group and name (`wandb_labels`), None without W&B; its
+    global step (`first_step`) and the step its loggers write their next row at (`logged_step`: where a pending test
+    logs); what it compares with the data and the epoch's windows (`data`: check_resume_against's, where it stopped
+    among them). A fresh run's: Resumed()."""
 
     wandb_id: str | None = None
     wandb_parts: list[str] | None = None
     wandb_labels: dict | None = None
-    stopped_at: tuple[int, int] | None = None
     first_step: int = 0
     logged_step: int = 0
     data: ResumedData | None = None
@@ -371,14 +368,13 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
                 ckpt_path,
             )
         wandb_labels = checked_labels(checkpoint, ckpt_path)
-    stopped_at = checkpoint.get("train_window", 0), checkpoint["epoch"]
     first_step = checkpoint["global_step"]  # (check_resume_settings checked it)
     if trains:
         data = resumed_data(checkpoint)
     else:  # a pending test: only its test split is compared (its fingerprint checked, as a resume's is)
         check_data_fingerprint(checkpoint, ckpt_path)
         data = ResumedData(checkpoint.get("data_fingerprint"), checkpoint.get("vocab"), 0, 0, None)
-    return Resumed(wandb_id, wandb_parts, wandb_labels, stopped_at, first_step, logged_step(checkpoint), data)
+    return Resumed(wandb_id, wandb_parts, wandb_labels, first_step, logged_step(checkpoint), data)
 
 
 def add_run_callbacks(cfg: DictConfig, trainer: L.Trainer) -> LastValidation:
