@@ -710,24 +710,43 @@ def test_a_resume_file_on_a_test_split_changed_since_warns_that_the_final_test_s
     tmp_path, tiny_corpus, capsys
 ):
     """A test file changed since the group's resume file (before: its members' final test ran on it without a word):
-    the resumed group warns on the console and in each member's train.log, as of a changed valid split."""
+    the resumed group warns on the console and in each member's train.log, as of a changed valid split. A group with
+    nothing left to train (stopped in its final test: its last epoch done) warns of that test split only, as a run
+    stopped in its final test does (before: of its train and valid splits changed since too, which it no longer
+    uses)."""
     jobs = group_jobs_here(tmp_path, tiny_corpus)
     at_end = stacked_train.GroupTrainer(jobs, 0, tmp_path / "at_end.pt", program="batched")
     at_end.epoch, at_end.global_step = 1, 6
     written_resume(at_end)
+    done = group_jobs_here(tmp_path / "done", tiny_corpus, "trainer.max_epochs=1")
+    in_test = stacked_train.GroupTrainer(done, 0, tmp_path / "in_test.pt", program="batched")
+    in_test.epoch, in_test.global_step = 1, 6  # the resume file of its last epoch's end: only the test is left
+    in_test.members[0].best_val, in_test.members[0].epochs = 90.5, 1
+    written_resume(in_test)
     with open(tiny_corpus / "test.txt", "a") as f:
         f.write("w1 w2 w3\n")
     capsys.readouterr()
     stacked_train.GroupTrainer(jobs, 0, tmp_path / "at_end.pt", program="batched").load_resume()
-    line = (
-        f"{tmp_path / 'at_end.pt'}: the test split {tiny_corpus / 'test.txt'} is not the one its run had (changed "
-        "since the checkpoint: its words or their order differ): the resumed run's final test scores this one, not "
-        "comparable with a test on its run's"
-    )
-    assert capsys.readouterr().err.splitlines() == [f"warning: group 0: {line}"]
+
+    def line(resume_file: Path) -> str:
+        return (
+            f"{resume_file}: the test split {tiny_corpus / 'test.txt'} is not the one its run had (changed since the "
+            "checkpoint: its words or their order differ): the resumed run's final test scores this one, not "
+            "comparable with a test on its run's"
+        )
+
+    assert capsys.readouterr().err.splitlines() == [f"warning: group 0: {line(tmp_path / 'at_end.pt')}"]
     for job in jobs:
         logged = (job.output_dir / "train.log").read_text().splitlines()
-        assert [entry.split(" - ", 1)[1] for entry in logged if "[WARNING]" in entry] == [line]
+        assert [entry.split(" - ", 1)[1] for entry in logged if "[WARNING]" in entry] == [line(tmp_path / "at_end.pt")]
+    for split in ("train", "valid"):
+        with open(tiny_corpus / f"{split}.txt", "a") as f:
+            f.write("w1 w2 w3\n")
+    stacked_train.GroupTrainer(done, 0, tmp_path / "in_test.pt", program="batched").load_resume()
+    assert capsys.readouterr().err.splitlines() == [f"warning: group 0: {line(tmp_path / 'in_test.pt')}"]
+    for job in done:
+        logged = (job.output_dir / "train.log").read_text().splitlines()
+        assert [entry.split(" - ", 1)[1] for entry in logged if "[WARNING]" in entry] == [line(tmp_path / "in_test.pt")]
 
 
 def test_a_group_is_on_a_cpu_where_its_trainer_puts_it():

@@ -215,7 +215,7 @@ def check_resume_files(
         if corpus is None:  # its data cannot be read: its jobs fail as it starts, as a basic job's would
             continue
         try:  # (its warnings are said as the group loads its file, in its members' train.log too)
-            check_group_data(state, corpus, path, group[0].output_dir)
+            check_group_data(state, corpus, path, group[0].output_dir, group[0].cfg.trainer.max_epochs)
         except UserError as err:
             raise type(err)(f"{describe(group, number, pads[number])}: {err}") from None
 

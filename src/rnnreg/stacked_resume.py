@@ -290,15 +290,24 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
                 raise ValueError(f"member {k}: {name}={member[name]!r} is not a whole number")
 
 
-def check_group_data(state: dict, corpus, path: Path, run: Path) -> list[str]:
+def check_group_data(state: dict, corpus, path: Path, run: Path, max_epochs: int) -> list[str]:
     """A group's resume file `path` (read_group_resume's `state`) against the data it goes on with (`corpus`), by a
     run's rules (rnnreg.resume): a CheckpointError where it trained on another vocabulary (`run`: a member's folder,
     whose record names its train file), a ConfigError where its train split changed and it stopped inside an epoch;
-    else the lines to warn with."""
+    else the lines to warn with. A group with nothing left to train (group_trains: stopped in its final test) is
+    compared on its test split only, as a run stopped in its final test is: its train and valid splits are unused."""
     from rnnreg.resume import check_resume_data, check_resume_vocabulary  # (torch and Lightning: at a resume only)
 
     check_resume_vocabulary(state.get("vocab"), corpus, path, run)
-    return check_resume_data(resumed_group_data(state, corpus.itos), corpus, path)
+    resumed = resumed_group_data(state, corpus.itos)
+    return check_resume_data(resumed, corpus, path, trains=group_trains(state, max_epochs))
+
+
+def group_trains(state: dict, max_epochs: int) -> bool:
+    """Whether a group resumed from its resume file (read_group_resume's `state`) trains any window: an epoch of its
+    trainer.max_epochs left and a member still running (GroupTrainer.fit's loop); else only its final test is left."""
+    running = any(member.get("status", "running") == "running" for member in state["members"])
+    return state["epoch"] < max_epochs and running
 
 
 def resumed_group_data(state: dict, vocab: list[str]) -> ResumedData:

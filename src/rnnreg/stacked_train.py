@@ -459,7 +459,8 @@ class GroupTrainer:
             self.cfg.trainer.max_epochs,
         )
         # the corpus it trained on changed since: refused inside an epoch, else said (rnnreg.resume's rule for a run)
-        for line in check_group_data(state, self.datamodule.load(), self.resume_file, self.jobs[0].output_dir):
+        run, max_epochs = self.jobs[0].output_dir, self.cfg.trainer.max_epochs
+        for line in check_group_data(state, self.datamodule.load(), self.resume_file, run, max_epochs):
             self.warn(line)
         try:  # its fingerprint and counts intact: the first tensor that does not fit says so
             apply_group_state(self, state)
