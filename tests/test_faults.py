@@ -427,7 +427,13 @@ def test_a_value_a_config_target_refuses_is_its_own_one_line_error_not_hydras(ti
         # Lightning's registry, after the config's usual values (before: its list, cut before them)
         ("trainer.precision=8", r"^trainer.precision=8 must be one of 32-true, 16-mixed, bf16-mixed, 64, "),
         # an argument the schema passes on to Lightning, which refuses it: one line, not Hydra's page
-        ("+trainer.max_steps=-5", r"^trainer.max_steps=-5 is refused by Lightning's Trainer: `max_steps` must be a "),
+        (
+            "+trainer.overfit_batches=-1",
+            r"^trainer.overfit_batches=-1 is refused by Lightning's Trainer: You have passed invalid value -1 for ",
+        ),
+        # ... and one it takes that would train no window, filed as completed all the same
+        ("+trainer.max_steps=0", r"^trainer.max_steps=0 must be -1 or a count of training windows >= 1 \(-1, the "),
+        ("+trainer.max_steps=-5", r"^trainer.max_steps=-5 must be -1 or a count of training windows >= 1 "),
         # refused by the Trainer's constructor with a ValueError, or an ImportError (a package a setting needs)
         ("+trainer.barebones=true", r"^trainer.barebones=True is refused by Lightning's Trainer: `Trainer\(barebones="),
         (

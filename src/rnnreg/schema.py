@@ -59,6 +59,8 @@ class Rule:
                 what = f"{noun} in {self.bounds[0]}{lo}, {hi}{self.bounds[1]}"
         elif self.kind == "limit":
             what = "a count of windows >= 1, a fraction in (0, 1]"
+        elif self.kind == "steps":
+            what = "-1 or a count of training windows >= 1"
         elif self.kind == "bool":
             what = "true or false"
         elif self.kind == "choice":
@@ -290,6 +292,8 @@ class TrainTrainer(Trainer):
     max_epochs: int = integer(
         1, hint="a set number: rnnreg's lr schedule (optim.decay_start, as the paper's) counts epochs"
     )
+    # (Lightning's Trainer takes 0 and trains nothing, and the run would be filed as completed)
+    max_steps: int = rule("steps", required=False, hint="-1, the default, trains trainer.max_epochs epochs")
     gradient_clip_val: float = positive(
         hint="the global-norm clip, which rnnreg's recipe always applies", paper="trainer.gradient_clip_val"
     )
@@ -459,6 +463,9 @@ def check_value(value: Any, r: Rule) -> str | None:
             return None
     elif kind == "limit":  # trainer.limit_*: a count of windows, or a fraction in (0, 1]
         if (is_int(value) and value >= 1) or (isinstance(value, float) and _in_range(value, r)):
+            return None
+    elif kind == "steps":  # trainer.max_steps: -1 (no bound), or the windows after which the fit ends
+        if is_int(value) and (value == -1 or value >= 1):
             return None
     elif kind == "float":
         if _is_number(value) and _in_range(value, r):
