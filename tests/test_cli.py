@@ -97,6 +97,17 @@ def test_bad_input_is_one_line_error(tmp_path: Path):
     assert proc.returncode == 2 and "is not a file" in proc.stderr and not run_dir.exists()
 
 
+def test_a_split_too_short_is_its_one_line_and_nothing_else(tiny_corpus, tmp_path):
+    """The data's own refusal (checked in the run: the corpus is read there) comes before the loggers and the
+    Trainer are made: its line on stderr and nothing on stdout (before: Lightning's GPU and TPU lines first)."""
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "logger=csv", "data.bptt=100000"]
+    proc = run("rnnreg-train", *args, f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: the train split ") and "is shorter than one training window" in line
+    assert not (tmp_path / "run" / "csv").exists()
+
+
 def test_ckpt_path_last_with_nothing_to_resume_names_where_it_looked_and_how_to_name_the_run(tiny_corpus, tmp_path):
     """ckpt_path=last that finds no earlier run: the line names the folder it looked in for this experiment's runs
     and how to name the run to go on from; the run's own folder only where it was given again (before: always, as

@@ -82,6 +82,10 @@ def build(
     """`wandb_id`: the W&B run of the checkpoint a run resumes (it logs on into that run); `wandb_parts`: the
     folders of that run's offline parts so far; `wandb_labels`: its group and name (it goes on under them)."""
     datamodule = instantiate(cfg.data)
+    # every split cut into its streams now: a split too short for them stops here, before the loggers and the
+    # Trainer are made (and Lightning prints its device lines)
+    datamodule.check_splits()
+    datamodule.check_limits(cfg.trainer)
     # (optim holds the clip: it is the update rule's, rnnreg.optim; Lightning's own clipping stays off)
     task = LanguageModelTask(datamodule.vocab_size, **task_arguments(cfg))
     loggers = instantiate_loggers(cfg, wandb_id, wandb_parts, wandb_labels)
@@ -117,9 +121,6 @@ def build(
         task.net.lstm.triton_cell = True
     if cfg.speed.triton_update:
         require_triton(trainer.strategy.root_device, "speed.triton_update")
-    # every split cut into its streams now: a split too short for them stops here, before anything is written
-    datamodule.check_splits()
-    datamodule.check_limits(cfg.trainer)
     return datamodule, task, trainer
 
 
