@@ -25,7 +25,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 import rnnreg
 import warm_start
-from helpers import BIN, TINY, compose_config, run
+from helpers import BIN, TINY, compose_config, piped, run
 from rnnreg import CONF_DIR
 from rnnreg.callbacks import LMProgressBar, SpeedMonitor, run_seconds_left, validation_seconds
 from rnnreg.command_line import validate_args
@@ -537,6 +537,17 @@ def test_progress_bar_can_be_switched_off(tiny_corpus, tmp_path, capsys):
 
 
 # -- console scripts: fast --help, one-line errors -------------------------------------------------
+def test_help_piped_into_head_ends_quietly():
+    """`rnnreg-train --help | head`: the reader may close the pipe before Hydra has printed the page (`| true`
+    closes it at once); exit 0 and nothing on stderr (before: a BrokenPipeError traceback, exit 1)."""
+    head = piped([str(BIN / "rnnreg-train"), "--help"], ["head", "-1"])
+    assert head.stdout.startswith("rnnreg-train") and head.stdout.count("\n") == 1, head.stdout
+    for script in ("rnnreg-train", "rnnreg-eval", "rnnreg-generate", "rnnreg-report"):
+        closed = piped([str(BIN / script), "--help"], ["true"])
+        assert closed.returncode == 0 and closed.stderr == "", (script, closed.stderr[-2000:])
+    assert head.returncode == 0 and head.stderr == "", head.stderr[-2000:]
+
+
 def test_help_and_completion_do_not_import_torch():
     proc = run("rnnreg-train", "--help")
     assert proc.returncode == 0 and "debug: default, fast_dev_run, limit, overfit" in proc.stdout

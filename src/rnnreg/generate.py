@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rnnreg.errors import ConfigError
-from rnnreg.runtime import hydra_entry
+from rnnreg.runtime import hydra_entry, reader_gone
 from rnnreg.tokens import EOS, UNK
 
 
@@ -129,7 +128,7 @@ def main(cfg: DictConfig) -> None:
         print(f"interrupted: rnnreg-generate stopped by Ctrl-C: {so_far}", file=sys.stderr)
         raise SystemExit(130) from None
     except BrokenPipeError:  # its reader stopped (| head): it has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's flush at exit would fail again)
+        reader_gone()
         raise SystemExit(0) from None
 
 

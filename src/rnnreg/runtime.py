@@ -30,6 +30,14 @@ from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put
 from rnnreg.validation import missing_message, validate
 
 log = logging.getLogger("rnnreg")
+log = logging.getLogger("rnnreg")
+
+
+def reader_gone() -> None:
+    """After a BrokenPipeError on stdout: its reader stopped (`| head` read what it wanted). The rest goes nowhere,
+    and Python's flush of stdout at exit with it, which would fail again on the closed pipe (a traceback)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
 
 # Lightning's warning of an epoch shorter than trainer.log_every_n_steps: left out only where the interval is not the
 # user's (unwarned_default_log_interval), for a first short run would be told of a setting it never chose.
@@ -174,12 +182,13 @@ def hydra_entry(config_name: str) -> Callable:
             hide_expected_warnings()
             find_our_hydra_plugins()
             args = sys.argv[1:]
-            checked = None
+            checked, answered = None, False
             try:
                 check_group_options(args, config_name=config_name)
                 check_flags(args, f"rnnreg-{config_name}")
                 checked = check_command_line(config_name, args)  # (a config Hydra shows: --cfg, --help with overrides)
-                if answered_by_hydra(args):  # no run, no folder: Hydra reads its mode itself
+                answered = answered_by_hydra(args)
+                if answered:  # no run, no folder: Hydra reads its mode itself
                     checked = None
                 else:
                     check_run_dir_free(args, config_name, job_name, checked.multirun, checked.own_run_dir)
@@ -191,6 +200,11 @@ def hydra_entry(config_name: str) -> Callable:
                 sys.exit(2)
             except Exception as err:  # a command line the pre-check cannot compose: Hydra says what is wrong with it
                 PRECHECK_SKIPPED.append(err)
+            if answered:  # its help, config or info: a reader may stop early (`--help | head`)
+                try:
+                    return hydra_main()
+                except BrokenPipeError:
+                    return reader_gone()
             if checked is None or checked.hydra_mode is MODE_NOT_READ:  # Hydra reads the mode itself
                 return hydra_main()
             with hydra_mode_known(checked.hydra_mode):
