@@ -1072,6 +1072,38 @@ def test_the_row_over_seeds_is_the_completed_seeds_mean_and_sd(tmp_path):
     assert re.search(r"\| 5 \| dropout=none seed=2 \| failed \| 900\.00 \|", text)
 
 
+def test_each_configuration_is_paired_seed_by_seed_against_the_lowest_mean(tmp_path):
+    """Paired by seed: the configuration of the lowest mean test ppl over 2+ seeds is the reference; every other that
+    shares 2+ of its seeds gets its test ppl minus the reference's in each of them, their mean and sd, and in how many
+    it tested worse. A seed that failed is in no pair; one configuration alone, or none sharing 2 seeds: no section."""
+    placements = {"none": ABLATION["none"], "non_recurrent": ABLATION["non_recurrent"], "both": ABLATION["both"][:2]}
+    root = ablation(tmp_path / "sweep", placements)
+    text = report(root)
+    reference = dict(zip(("1234", "1", "2"), ABLATION["non_recurrent"]))  # the lowest mean: 405.52
+
+    def row(config: str, tests: dict[str, float]) -> str:
+        differences = {seed: test - reference[seed] for seed, test in tests.items()}
+        values = list(differences.values())
+        mean, sd = statistics.mean(values), statistics.stdev(values)
+        each = ", ".join(f"{seed}: {d:+.2f}" for seed, d in differences.items())
+        worse = sum(d > 0 for d in values)
+        return f"| {config} | {len(values)} | {mean:+.2f} ± {sd:.2f} | {each} | {worse} of {len(values)} |"
+
+    paired = text.split("\nPaired by seed, ")[1]
+    assert paired.startswith("against `dropout=non_recurrent` (the lowest mean test ppl): each configuration's ")
+    lines = paired.split("\n\n")[1].splitlines()
+    none, both = (dict(zip(("1234", "1", "2"), ABLATION[p])) for p in ("none", "both"))
+    assert lines[2:] == [row("dropout=none", none), row("dropout=both", {s: both[s] for s in ("1234", "1")})]
+    assert lines[3].endswith("| 1 of 2 |")  # both: ahead in seed 1234, behind in seed 1
+    # both's seed 1 diverged: one seed of it left to pair, so no row
+    metrics = json.loads((root / "7" / "metrics.json").read_text()) | {"status": "failed"}
+    (root / "7" / "metrics.json").write_text(json.dumps(metrics))
+    assert "dropout=both |" not in report(root).split("Paired by seed")[1]
+    # one configuration over three seeds: nothing to pair
+    alone = ablation(tmp_path / "alone", {"none": ABLATION["none"]})
+    assert "Over seeds:" in report(alone) and "Paired by seed" not in report(alone)
+
+
 def test_the_reports_tables_read_back_as_data_to_the_numbers_in_metrics_json(tmp_path):
     """report.csv (a row per run) and summary.csv (a row per completed configuration) hold the numbers unrounded: read
     back, each is the number metrics.json has (or the mean and sample sd of its seeds'); a number a run lacks (a

@@ -1371,8 +1371,10 @@ def test_report_gives_mean_and_sd_over_seeds(tiny_cli, tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     run("rnnreg-report", f"path={sweep}")
-    table = (sweep / "report.md").read_text().split("Over seeds:")[1].strip().splitlines()
+    over_seeds, paired = (sweep / "report.md").read_text().split("Over seeds:")[1].split("\nPaired by seed, ")
+    table = over_seeds.strip().splitlines()
     assert len(table) == 2 + 2  # one row per init scale, over its two seeds
+    assert len(paired.strip().splitlines()) == 2 + 2 + 1  # and the other against the better, seed by seed
     jobs = [p for p in sweep.iterdir() if (p / "metrics.json").exists()]
     for line in table[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]

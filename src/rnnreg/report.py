@@ -22,7 +22,6 @@ import json
 import math
 import os
 import statistics
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadabl
 from rnnreg.report_commands import how_to_go_on
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import MAX_NLL, metrics_path, null_as_nan, read_metrics
-from rnnreg.runtime import hydra_entry
+from rnnreg.runtime import hydra_entry, reader_gone
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -568,6 +567,45 @@ def seeds_table(groups: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_by_seed(done: list[dict]) -> tuple[dict, list[dict]] | None:
+    """Each completed configuration (configurations_done) against the one of the lowest mean test perplexity (1
+    stream) over two or more seeds, seed by seed: its test perplexity minus the reference's in each seed both ran
+    (two or more), their mean and sample sd, and in how many of those seeds it tested worse. None where no other
+    configuration shares two seeds with it."""
+    tested = [c for c in done if not math.isnan(c["test_ppl"][0])]
+    candidates = [c for c in tested if len(c["seeds"]) > 1]
+    if not candidates:
+        return None
+    reference = min(candidates, key=lambda c: c["test_ppl"][0])
+    theirs = {r["seed"]: r["test_ppl"] for r in reference["runs"]}
+    rows = []
+    for c in tested:
+        mine = {r["seed"]: r["test_ppl"] for r in c["runs"]}
+        seeds = [seed for seed in reference["seeds"] if seed in mine]
+        if c is reference or len(seeds) < 2:
+            continue
+        differences = [mine[seed] - theirs[seed] for seed in seeds]
+        mean, sd = mean_sd(differences)
+        worse = sum(d > 0 for d in differences)
+        rows.append(dict(config=c["config"], seeds=seeds, differences=differences, mean=mean, sd=sd, worse=worse))
+    return (reference, rows) if rows else None
+
+
+def paired_table(reference: dict, rows: list[dict]) -> str:
+    lines = [
+        f"Paired by seed, against `{reference['config']}` (the lowest mean test ppl): each configuration's test ppl "
+        "(1 stream) minus its own, in each seed both ran:",
+        "",
+        "| overrides (seed aside) | seeds | difference, mean ± sd | each seed | worse in |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        each = ", ".join(f"{seed}: {d:+.2f}" for seed, d in zip(r["seeds"], r["differences"]))
+        n = len(r["seeds"])
+        lines.append(f"| {r['config']} | {n} | {r['mean']:+.2f} ± {r['sd']:.2f} | {each} | {r['worse']} of {n} |")
+    return "\n".join(lines) + "\n"
+
+
 # report.csv's columns after the run's overrides: report.md's per-run table, by metrics.json's names, and a failed
 # run's reason
 TABLES = ("report.csv", "summary.csv", "summary.tex")  # report.md's tables as data (write_tables)
@@ -704,6 +742,8 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     groups = over_seeds(rows, done)
     if groups:
         table += "\nOver seeds:\n\n" + seeds_table(groups)
+    if paired := paired_by_seed(done):
+        table += "\n" + paired_table(*paired)
     notes = (
         copied_runs(rows) + config_changes(rows) + seeds_left_out(rows) + repeated_seeds(rows) + partial_curves(rows)
     )
@@ -746,8 +786,8 @@ def main(cfg: DictConfig) -> None:
     try:
         print(text)
         print("wrote " + ", ".join(str(p) for p in written_files(Path(cfg.path))), flush=True)
-    except BrokenPipeError:  # `| head` read what it wanted: the rest goes nowhere, without a traceback at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # `| head` read what it wanted
+        reader_gone()
 
 
 if __name__ == "__main__":
