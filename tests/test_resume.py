@@ -382,6 +382,27 @@ def test_a_resume_that_would_not_do_what_it_says_is_refused(tiny_cfg, tmp_path):
     assert not (tmp_path / "on" / "checkpoints").exists()
 
 
+def test_a_resume_of_another_model_is_one_line_naming_the_setting_and_the_runs_own(tiny_cfg, tiny_corpus, tmp_path):
+    """A resume with a model of other weight shapes (another size, forgotten experiment=paper_large, say) is one
+    line before anything is written, naming the setting and the model overrides of the checkpoint's run from its
+    record, a key given twice as Hydra applied it (before: two tensors' shapes, once the run had begun)."""
+    first = tmp_path / "first"
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.limit_train_batches=2"]
+    run("rnnreg-train", *tiny, "model.hidden_size=8", "trainer.max_epochs=1", "test=false", f"hydra.run.dir={first}")
+    ckpt = first / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError) as refused:
+        train(tiny_cfg("trainer.max_epochs=2", f"ckpt_path={ckpt}", run="second"))  # (TINY: hidden 16)
+    assert str(refused.value) == (
+        f"model.hidden_size=16 where {ckpt} was trained with model.hidden_size=8: its weights fit that model only: "
+        "resume with the model it was trained with (experiment=paper_small model=small model.hidden_size=8, from "
+        "its run's .hydra/overrides.yaml)"
+    )
+    assert not (tmp_path / "second").exists()
+    layer_norm = ["model.hidden_size=8", "regularizer=layer_norm", "trainer.max_epochs=2", f"ckpt_path={ckpt}"]
+    with pytest.raises(ConfigError, match=r"^model.layer_norm=true where .* was trained with model.layer_norm=false: "):
+        train(tiny_cfg(*layer_norm, run="third"))
+
+
 def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, monkeypatch):
     """A run given a relative data.data_dir (fine without hydra.job.chdir) read it from the folder it started in;
     evaluated from another folder holding a folder of that name, another corpus, the refusal said the train file
@@ -500,8 +521,9 @@ def test_a_library_fit_from_a_mid_epoch_checkpoint_with_other_streams_or_windows
         files = {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}
         return LMDataModule(str(tiny_corpus), files, batch_size=batch_size, bptt=bptt)
 
-    def task(vocab_size: int) -> LanguageModelTask:
-        model, dropout = {"hidden_size": 4, "num_layers": 1, "init_scale": 0.1}, {"input": 0, "between": 0, "output": 0}
+    def task(vocab_size: int, hidden_size: int = 4) -> LanguageModelTask:
+        model = {"hidden_size": hidden_size, "num_layers": 1, "init_scale": 0.1}
+        dropout = {"input": 0, "between": 0, "output": 0}
         return LanguageModelTask(vocab_size, model, dropout, {"lr": 1.0, "decay": 2.0, "decay_start": 4, "clip": 5.0})
 
     quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}
@@ -534,6 +556,10 @@ def test_a_library_fit_from_a_mid_epoch_checkpoint_with_other_streams_or_windows
             L.Trainer(max_epochs=1, **trainer_limits, **quiet).fit(resumed, other, ckpt_path=mid.best_model_path)
         assert str(refused.value) == says.format(mid.best_model_path)
         assert resumed.global_step == 0  # refused before its first window
+    # a task of another size: its weights cannot take the checkpoint's (rnnreg-train names the setting before)
+    with pytest.raises(CheckpointError, match=r"^the checkpoint holds another model shape \(net\.decoder\.weight: "):
+        wider = task(data().vocab_size, hidden_size=6)
+        L.Trainer(max_epochs=1, **limits, **quiet).fit(wider, data(), ckpt_path=mid.best_model_path)
     L.Trainer(max_epochs=1, **limits, **quiet).fit(task(data().vocab_size), data(), ckpt_path=mid.best_model_path)
 
 

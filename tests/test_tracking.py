@@ -2102,7 +2102,7 @@ def test_optuna_study_goes_on_past_a_failed_trial(tiny_cli, tmp_path):
 )
 def test_an_optuna_study_whose_trials_fail_on_their_checkpoints_ends_as_a_basic_sweep_does(resumable, tmp_path, stop):
     """A study whose trials draw checkpoints they stop on (a file torch reads that is no rnnreg checkpoint, one of
-    another model shape): each is a FAIL trial with its line and its error.txt, and the study ends as a basic sweep
+    another model size): each is a FAIL trial with its line and its error.txt, and the study ends as a basic sweep
     ends, its failed jobs listed on the last line, exit 1, where no trial completed (before: Optuna's `No trials are
     completed yet` traceback, without the list) and where more of a batch failed than hydra.sweeper.max_failure_rate
     allows (before: the first failed trial's traceback), then with the trials after it not run."""
@@ -2112,7 +2112,7 @@ def test_an_optuna_study_whose_trials_fail_on_their_checkpoints_ends_as_a_basic_
     lines = {
         str(not_ours): f"{not_ours} is not a rnnreg checkpoint (no state_dict and hyper_parameters): give a checkpoint "
         "written by rnnreg-train",
-        str(plain): "the checkpoint holds another model shape (",
+        str(plain): f"model.hidden_size=24 where {plain} was trained with model.hidden_size=16: ",
     }
     sweep = tmp_path / "optuna"
     study = [
@@ -2166,7 +2166,7 @@ def test_an_optuna_grid_whose_last_point_fails_on_its_checkpoint_ends_as_a_basic
         assert line.startswith(
             f"{not_ours} is not a rnnreg checkpoint"
             if checkpoint == str(not_ours)
-            else "the checkpoint holds another model shape ("
+            else f"model.hidden_size=24 where {plain} was trained with model.hidden_size=16: "
         )
         assert f"error: job {job} (ckpt_path={checkpoint}) failed: {line}" in proc.stderr.splitlines()
     listed = f"0 (ckpt_path={drawn['0']}), 1 (ckpt_path={drawn['1']})"

@@ -37,6 +37,7 @@ from rnnreg.data import limit_batches
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.loggers import offline_run_parts, wandb_run_id, wandb_run_labels
 from rnnreg.model import build_net
+from rnnreg.multirun_jobs import override_key
 from rnnreg.record_yaml import read_yaml, recorded_overrides, section
 
 
@@ -466,11 +467,47 @@ def check_resume_against(resumed: ResumedData, corpus, datamodule, limit, ckpt_p
 def data_overrides(run: Path) -> str:
     """The data=... overrides of the run in folder `run`, or "" (none, or no record it can read: the refusal it adds
     to says enough without them)."""
+    return recorded_overrides_of(run, ("data=", "data."))
+
+
+def recorded_overrides_of(run: Path, prefixes: tuple[str, ...]) -> str:
+    """The overrides of the run in folder `run` that start with one of `prefixes`, a key given twice once, as Hydra
+    applied it (its last value), or "" (none, or no record it can read)."""
     try:
         overrides = recorded_overrides(run) or []
     except (DataError, OSError):  # (OSError: recorded_overrides lets a file it may not open through)
         return ""
-    return " ".join(o for o in overrides if o.startswith(("data=", "data.")))
+    applied = {override_key(o): o for o in overrides if o.startswith(prefixes)}
+    return " ".join(applied.values())
+
+
+# the model settings that decide its weights' shapes, and the option that sets each where one does
+MODEL_SHAPE = {
+    "hidden_size": None,
+    "num_layers": None,
+    "layer_norm": "regularizer=layer_norm",
+    "tie_weights": "regularizer=tied_embeddings",
+}
+
+
+def check_resume_model(model: dict, checkpoint: dict, ckpt_path) -> None:
+    """A ConfigError before anything is written where this run's `model` config is not the one `checkpoint` was
+    trained with in a setting that shapes its weights (a resume goes on with them): the line names the setting, and
+    the model overrides of the checkpoint's run (experiment=paper_large, say) where its record gives them (before:
+    a tensor's shapes, once the run had begun)."""
+    saved = (checkpoint.get("hyper_parameters") or {}).get("model") or {}
+    for key, option in MODEL_SHAPE.items():
+        if key not in saved or key not in model or saved[key] == model[key]:
+            continue
+        was, given = (str(v).lower() if isinstance(v, bool) else v for v in (saved[key], model[key]))
+        run = Path(str(ckpt_path)).parent.parent
+        recorded = recorded_overrides_of(run, ("experiment=", "model=", "model.", "regularizer="))
+        fix = f"{recorded}, from its run's .hydra/overrides.yaml" if recorded else f"model.{key}={was}"
+        raise ConfigError(
+            f"model.{key}={given} where {ckpt_path} was trained with model.{key}={was}"
+            + (f" ({option})" if option and saved[key] else "")
+            + f": its weights fit that model only: resume with the model it was trained with ({fix})"
+        )
 
 
 def vocabulary_refusal(

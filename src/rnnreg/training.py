@@ -39,6 +39,7 @@ from rnnreg.report_commands import again_command, resume_command
 from rnnreg.resume import (
     ResumedData,
     check_resume_against,
+    check_resume_model,
     check_resume_settings,
     recorded_best_val,
     resumed_data,
@@ -334,6 +335,7 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
     if not ckpt_path:
         return Resumed()
     checkpoint = load_checkpoint(ckpt_path)  # read as data only, whatever the checkpoint IO: refused before any output
+    check_resume_model(plain(cfg.model), checkpoint, ckpt_path)
     if trains:  # (a pending test trains nothing: it is refused nothing left to train)
         stopping = (cfg.get("callbacks") or {}).get("early_stopping") or {}
         check_resume_settings(
