@@ -17,6 +17,7 @@ from helpers import TINY, run, signal_at, speed_state
 from rnnreg.checkpoints import CheckpointOnInterrupt
 from rnnreg.data import LMDataModule
 from rnnreg.errors import CheckpointError, ConfigError
+from rnnreg.io import load_checkpoint
 from rnnreg.report import history
 from rnnreg.resume import check_resume_window, vocabulary_refusal
 from rnnreg.task import load_task
@@ -401,6 +402,30 @@ def test_a_resume_of_another_model_is_one_line_naming_the_setting_and_the_runs_o
     layer_norm = ["model.hidden_size=8", "regularizer=layer_norm", "trainer.max_epochs=2", f"ckpt_path={ckpt}"]
     with pytest.raises(ConfigError, match=r"^model.layer_norm=true where .* was trained with model.layer_norm=false: "):
         train(tiny_cfg(*layer_norm, run="third"))
+
+
+def test_a_resume_with_another_seed_is_refused_as_its_record_would_name_a_seed_it_did_not_use(tiny_cfg, tmp_path):
+    """A checkpoint records its run's seed; a resume given another (`seed=1,2 ckpt_path=<one checkpoint>`: two
+    "seeds" that would train on as one, the report's sd 0) is one line before anything is written: it goes on with the
+    random state it saved, so the new seed would be recorded yet not used. A checkpoint without a seed (a library
+    user's, an older rnnreg's) is not refused."""
+    train(tiny_cfg(*DROPOUT, "seed=7", "trainer.max_epochs=1", "test=false", run="first"))
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(ckpt)["seed"] == 7
+    resume = [*DROPOUT, "trainer.max_epochs=2", "test=false", f"ckpt_path={ckpt}"]
+    with pytest.raises(ConfigError) as refused:
+        train(tiny_cfg(*resume, "seed=8", run="other"))
+    assert str(refused.value) == (
+        f"seed=8 where {ckpt} was trained with seed=7: a resume goes on with the random state it saved (seed 7's "
+        "dropout masks), so its record would name a seed it did not use: resume with seed=7"
+    )
+    assert not (tmp_path / "other" / "checkpoints").exists()
+    assert train(tiny_cfg(*resume, "seed=7", run="same"))["epochs"] == 2
+    unrecorded = load_checkpoint(ckpt)
+    del unrecorded["seed"]
+    torch.save(unrecorded, tmp_path / "unrecorded.ckpt")
+    resume[-1] = f"ckpt_path={tmp_path / 'unrecorded.ckpt'}"
+    assert train(tiny_cfg(*resume, "seed=8", run="unrecorded"))["epochs"] == 2
 
 
 def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, monkeypatch):

@@ -72,6 +72,7 @@ def member_checkpoint(group: GroupTrainer, k: int, copies: HostCopies, validatio
         buffers = [copies.buffers[i][k].clone() for i in group.model.member_orders[k]]
     extra = training_state(group.jobs[k].cfg, group.callbacks[k], len(group.names), progress, carry, buffers)
     extra["stacked"] = group.stacked_record(k)
+    extra["seed"] = group.jobs[k].cfg.seed  # as a run's own checkpoint records it (rnnreg.resume.save_resume_state)
     extra["data_fingerprint"] = group.datamodule.load().fingerprints()  # as rnnreg.resume records a run's
     extra |= layer_norm_record(group.model.layer_norm)
     if folder.wandb_id is not None:  # ckpt_path= goes on in the job's W&B run, as a run's own checkpoint does

@@ -54,6 +54,8 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
     if datamodule is not None and getattr(datamodule, "corpus", None) is not None:
         task.vocab = datamodule.corpus.itos
     checkpoint["vocab"] = task.vocab
+    if task.seed is not None:  # a resume given another is refused (check_resume_settings)
+        checkpoint["seed"] = task.seed
     checkpoint |= layer_norm_record(bool(task.hparams["model"].get("layer_norm")))
     if datamodule is not None and callable(getattr(getattr(datamodule, "corpus", None), "fingerprints", None)):
         checkpoint["data_fingerprint"] = datamodule.corpus.fingerprints()  # the splits it was trained and validated on
@@ -150,6 +152,7 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         "epoch": whole(checkpoint.get("epoch")),
         "global_step": whole(checkpoint.get("global_step")),
         "train_window": whole(checkpoint.get("train_window", 0)),
+        "seed": whole(checkpoint.get("seed", 0)),
         "callbacks": mapping_of_mappings(checkpoint.get("callbacks", {})),
         "loops": mapping_of_mappings(checkpoint.get("loops", {})),
         "lr_schedulers": isinstance(checkpoint.get("lr_schedulers", []), list)
@@ -296,12 +299,14 @@ def check_resume_settings(
     batch_size: int | None = None,
     bptt: int | None = None,
     patience: int | None = None,
+    seed: int | None = None,
 ) -> None:
     """A ConfigError before anything is written when resuming from `checkpoint` would not do what the command
     says: nothing left to train (the run's last epoch done: in its folder it rewrote metrics.json without its
     validation), a run early stopping ended (Lightning would train on) unless it ran out of a patience below
     `patience` (callbacks.early_stopping.patience, None without early stopping), optim values that the checkpoint's
-    optimiser state would silently replace (the new run's records would name values it did not use), or, stopped
+    optimiser state would silently replace (the new run's records would name values it did not use), another `seed`
+    than the one it was trained with (where it records one: it goes on with that seed's random state), or, stopped
     inside an epoch, another data.batch_size than the streams its carried state holds or another data.bptt than
     the windows it counted (the resumed run would go on from another place in the stream)."""
     check_training_state(checkpoint, ckpt_path)
@@ -331,6 +336,12 @@ def check_resume_settings(
                 f"new run{longer}"
             )
     check_resume_streams(checkpoint, ckpt_path, batch_size, bptt)
+    if seed is not None and checkpoint.get("seed", seed) != seed:
+        raise ConfigError(
+            f"seed={seed} where {ckpt_path} was trained with seed={checkpoint['seed']}: a resume goes on with the "
+            f"random state it saved (seed {checkpoint['seed']}'s dropout masks), so its record would name a seed it "
+            f"did not use: resume with seed={checkpoint['seed']}"
+        )
     saved = (checkpoint.get("hyper_parameters") or {}).get("optim") or {}
     for key in SAVED_WITH_THE_OPTIMISER:
         if key in saved and key in optim and float(saved[key]) != float(optim[key]):

@@ -103,6 +103,7 @@ class LanguageModelTask(L.LightningModule):
         self.data_fingerprint: dict | None = None  # each split's sha256 its checkpoint records (rnnreg.resume)
         # the data a fit resumes on checked against its checkpoint's (rnnreg.training does before building its trainer)
         self.resume_data_checked = False
+        self.seed: int | None = None  # the run's seed (rnnreg-train's), which its checkpoints record (rnnreg.resume)
         self.signals = TrainingSignals()  # what callbacks read of the step (rnnreg.training_signals)
         self.fast: FastStep | None = None  # speed.fast_step: built at the first window
         self.validation_pending = False  # resumed from a stop inside an epoch's validation (rnnreg.resume)

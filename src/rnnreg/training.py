@@ -89,6 +89,7 @@ def build(
     datamodule.check_limits(cfg.trainer)
     # (optim holds the clip: it is the update rule's, rnnreg.optim; Lightning's own clipping stays off)
     task = LanguageModelTask(datamodule.vocab_size, **task_arguments(cfg))
+    task.seed = cfg.seed  # recorded in its checkpoints: a resume with another seed is refused
     loggers = instantiate_loggers(cfg, wandb_id, wandb_parts, wandb_labels)
     # LearningRateMonitor has nowhere to write without a logger (logger=none); Lightning refuses a progress
     # bar callback under trainer.enable_progress_bar=false
@@ -346,6 +347,7 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
             cfg.data.batch_size,
             cfg.data.bptt,
             stopping.get("patience"),
+            cfg.seed,
         )
     wandb_id, wandb_parts, wandb_labels = None, None, None
     if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
