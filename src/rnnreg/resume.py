@@ -506,7 +506,10 @@ def check_resume_model(model: dict, checkpoint: dict, ckpt_path) -> None:
     trained with in a setting that shapes its weights (a resume goes on with them): the line names the setting, and
     the model overrides of the checkpoint's run (experiment=paper_large, say) where its record gives them (before:
     a tensor's shapes, once the run had begun)."""
-    saved = (checkpoint.get("hyper_parameters") or {}).get("model") or {}
+    hparams = checkpoint.get("hyper_parameters")
+    saved = hparams.get("model") if isinstance(hparams, dict) else None
+    if not isinstance(saved, dict):  # (a file not written by rnnreg-train: check_training_state says what is off)
+        return
     for key, option in MODEL_SHAPE.items():
         if key not in saved or key not in model or saved[key] == model[key]:
             continue

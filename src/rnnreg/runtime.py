@@ -30,7 +30,6 @@ from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put
 from rnnreg.validation import missing_message, validate
 
 log = logging.getLogger("rnnreg")
-log = logging.getLogger("rnnreg")
 
 
 def reader_gone() -> None:
