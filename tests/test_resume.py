@@ -19,7 +19,7 @@ from rnnreg.data import LMDataModule
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.io import load_checkpoint
 from rnnreg.report import history
-from rnnreg.resume import check_resume_window, vocabulary_refusal
+from rnnreg.resume import check_resume_model, check_resume_window, vocabulary_refusal
 from rnnreg.task import load_task
 from rnnreg.train import train
 from rnnreg.training import resolve_ckpt_path
@@ -402,6 +402,8 @@ def test_a_resume_of_another_model_is_one_line_naming_the_setting_and_the_runs_o
     layer_norm = ["model.hidden_size=8", "regularizer=layer_norm", "trainer.max_epochs=2", f"ckpt_path={ckpt}"]
     with pytest.raises(ConfigError, match=r"^model.layer_norm=true where .* was trained with model.layer_norm=false: "):
         train(tiny_cfg(*layer_norm, run="third"))
+    # hyper_parameters that hold no model mapping are left to check_training_state's line (test_trust)
+    assert check_resume_model({"hidden_size": 16}, {"hyper_parameters": "x"}, "x.ckpt") is None
 
 
 def test_a_resume_with_another_seed_is_refused_as_its_record_would_name_a_seed_it_did_not_use(tiny_cfg, tmp_path):

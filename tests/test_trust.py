@@ -350,6 +350,7 @@ def test_a_checkpoint_of_the_weights_only_is_not_resumed_and_says_what_to_do(tra
         ("epoch", "x", "its epoch is 'x'"),
         ("epoch", None, "its epoch is None"),  # None: the key removed
         ("train_window", -5, "its train_window is -5"),
+        ("seed", "x", "its seed is 'x'"),  # (compared with the command line's: check_resume_settings)
         ("callbacks", "x", "its callbacks is 'x'"),
         ("rng", "x", "its rng is 'x'"),
         ("rng", {"torch": torch.zeros(3)}, "its rng is {'torch': tensor([0., 0., 0.])}"),  # not a generator's bytes
