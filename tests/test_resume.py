@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -406,28 +407,36 @@ def test_a_resume_of_another_model_is_one_line_naming_the_setting_and_the_runs_o
     assert check_resume_model({"hidden_size": 16}, {"hyper_parameters": "x"}, "x.ckpt") is None
 
 
-def test_a_resume_with_another_seed_is_refused_as_its_record_would_name_a_seed_it_did_not_use(tiny_cfg, tmp_path):
-    """A checkpoint records its run's seed; a resume given another (`seed=1,2 ckpt_path=<one checkpoint>`: two
-    "seeds" that would train on as one, the report's sd 0) is one line before anything is written: it goes on with the
-    random state it saved, so the new seed would be recorded yet not used. A checkpoint without a seed (a library
-    user's, an older rnnreg's) is not refused."""
+def test_a_resume_given_another_seed_is_refused_as_its_record_would_name_a_seed_it_did_not_use(
+    tiny_cfg, tiny_corpus, tmp_path
+):
+    """A checkpoint records its run's seed; a resume given another (`seed=7,8 ckpt_path=<seed 7's checkpoint>`: two
+    "seeds" that would train on as one, the report's sd 0) is one line before anything is written, as it goes on with
+    the random state it saved. A seed the command line does not give (the config's) is not compared: a sweep over
+    ckpt_path=a,b of runs of other seeds goes on. A library caller's config is compared; a checkpoint without a seed (a
+    library user's, an older rnnreg's) is not."""
     train(tiny_cfg(*DROPOUT, "seed=7", "trainer.max_epochs=1", "test=false", run="first"))
     ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert load_checkpoint(ckpt)["seed"] == 7
-    resume = [*DROPOUT, "trainer.max_epochs=2", "test=false", f"ckpt_path={ckpt}"]
-    with pytest.raises(ConfigError) as refused:
-        train(tiny_cfg(*resume, "seed=8", run="other"))
-    assert str(refused.value) == (
-        f"seed=8 where {ckpt} was trained with seed=7: a resume goes on with the random state it saved (seed 7's "
-        "dropout masks), so its record would name a seed it did not use: resume with seed=7"
-    )
-    assert not (tmp_path / "other" / "checkpoints").exists()
-    assert train(tiny_cfg(*resume, "seed=7", run="same"))["epochs"] == 2
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *DROPOUT, "test=false"]
+    resume = [*tiny, "trainer.max_epochs=2", f"ckpt_path={ckpt}"]
+    proc = run("rnnreg-train", "-m", *resume, "seed=7,8", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-2] == (
+        f"error: job 1 (seed=8) failed: seed=8 where {ckpt} was trained with seed=7: a resume goes on with the random "
+        "state it saved (seed 7's dropout masks), so its record would name a seed it did not use: resume with seed=7"
+    ), proc.stderr[-3000:]
+    assert json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())["epochs"] == 2
+    assert not (tmp_path / "sweep" / "1" / "checkpoints").exists()
+    run("rnnreg-train", *resume, f"hydra.run.dir={tmp_path / 'default'}")  # the config's seed=1234: not compared
+    with pytest.raises(ConfigError, match=r"^seed=8 where .* was trained with seed=7: "):
+        train(tiny_cfg(*DROPOUT, "test=false", "trainer.max_epochs=2", f"ckpt_path={ckpt}", "seed=8", run="library"))
     unrecorded = load_checkpoint(ckpt)
     del unrecorded["seed"]
-    torch.save(unrecorded, tmp_path / "unrecorded.ckpt")
-    resume[-1] = f"ckpt_path={tmp_path / 'unrecorded.ckpt'}"
-    assert train(tiny_cfg(*resume, "seed=8", run="unrecorded"))["epochs"] == 2
+    copy = tmp_path / "copy" / "checkpoints" / "last.ckpt"
+    copy.parent.mkdir(parents=True)
+    torch.save(unrecorded, copy)
+    shutil.copyfile(ckpt.parent / "best.ckpt", copy.parent / "best.ckpt")  # (looked for beside it: checkpoints.py)
+    assert train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", "test=false", f"ckpt_path={copy}", "seed=8"))["epochs"] == 2
 
 
 def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, monkeypatch):

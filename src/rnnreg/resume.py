@@ -497,8 +497,7 @@ MODEL_SHAPE = {
     "hidden_size": None,
     "num_layers": None,
     "layer_norm": "regularizer=layer_norm",
-    "tie_weights": "regularizer=tied_embeddings",
-}
+}  # (model.tie_weights: restore_resume_state's own line names the decoder's weight)
 
 
 def check_resume_model(model: dict, checkpoint: dict, ckpt_path) -> None:
