@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from rnnreg.errors import CheckpointError
 from rnnreg.multirun_jobs import (
     SWEEP_FILE,
+    command_line_gives,
     differing,
     in_multirun,
     is_sweep_folder,
@@ -191,13 +192,13 @@ def wandb_logger(
     experiment = group
     # a sweep's job run alone in its folder (resumed, or started late) is one of that sweep's runs, named as such
     job_of = sweep_of_job_run()
-    if resumed_group is not None and not command_line_sets("group"):
+    if resumed_group is not None and not command_line_gives("logger.wandb.group"):
         group = resumed_group
     elif group_by_sweep and (in_multirun() or job_of is not None):
         sweep = sweep_group(HydraConfig.get().sweep.dir if job_of is None else job_of)
         group = f"{group}/{sweep}" if group else sweep
     Path(kwargs.get("save_dir", ".")).mkdir(parents=True, exist_ok=True)
-    if resumed_name is not None and not command_line_sets("name"):
+    if resumed_name is not None and not command_line_gives("logger.wandb.name"):
         name = resumed_name
     name = name or run_name(experiment or group, job_of)
     logger = WandbLogger(offline=offline, group=group, name=name, log_model=log_model and not offline, **kwargs)
@@ -205,13 +206,6 @@ def wandb_logger(
         logger._wandb_init.pop("anonymous", None)
     logger.offline_log_model = bool(log_model) and offline
     return logger
-
-
-def command_line_sets(key: str) -> bool:
-    """Whether the command line gives logger.wandb.<key>: a resume given a group or a name takes it."""
-    return HydraConfig.initialized() and any(
-        override_key(o) == f"logger.wandb.{key}" for o in task_overrides(HydraConfig.get())
-    )
 
 
 def wandb_run_labels(loggers) -> dict[str, str]:

@@ -52,6 +52,12 @@ def task_overrides(hydra_cfg: DictConfig) -> list[str]:
     return list(OmegaConf.to_container(hydra_cfg.overrides, resolve=False)["task"])
 
 
+def command_line_gives(key: str) -> bool:
+    """Whether this job's command line (its overrides, a sweep's value included) sets `key`; False outside a Hydra
+    run (a library caller's config)."""
+    return HydraConfig.initialized() and any(override_key(o) == key for o in task_overrides(HydraConfig.get()))
+
+
 def swept_keys(hydra_cfg: DictConfig) -> list[str]:
     """The keys a multirun varies: sweep overrides (`dropout=none,recurrent`, `seed=range(3)`) and the
     sweeper's search space (hydra.sweeper.params: the basic sweeper's and Optuna's)."""

@@ -25,7 +25,7 @@ from rnnreg.command_flags import answered_by_hydra, check_flags
 from rnnreg.command_line import MODE_NOT_READ, check_command_line, check_group_options
 from rnnreg.errors import ConfigError, DataError, UserError
 from rnnreg.job_records import folders_in, record_refused_run, remove_folders_made_empty, report_failed_job
-from rnnreg.multirun_jobs import BASIC_SWEEPER, in_multirun, job_swept_keys, override_key, task_overrides
+from rnnreg.multirun_jobs import BASIC_SWEEPER, command_line_gives, in_multirun, job_swept_keys
 from rnnreg.run_folder_check import check_run_dir_free, keep_earlier_record, put_back_earlier_record
 from rnnreg.validation import missing_message, validate
 
@@ -253,8 +253,7 @@ def chose_log_interval(trainer_cfg: DictConfig) -> bool:
     ours = OmegaConf.load(Path(CONF_DIR, "trainer", "default.yaml")).get("log_every_n_steps")
     if trainer_cfg.get("log_every_n_steps") != ours:
         return True
-    overrides = task_overrides(HydraConfig.get()) if HydraConfig.initialized() else []
-    return any(override_key(o) == "trainer.log_every_n_steps" for o in overrides)
+    return command_line_gives("trainer.log_every_n_steps")
 
 
 @contextlib.contextmanager

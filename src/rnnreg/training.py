@@ -34,11 +34,10 @@ from rnnreg.model import StepLSTM
 from rnnreg.multirun_jobs import (
     BASIC_LAUNCHER,
     BASIC_SWEEPER,
+    command_line_gives,
     in_multirun,
     job_named,
     job_swept_keys,
-    override_key,
-    task_overrides,
 )
 from rnnreg.override_text import pasted_override
 from rnnreg.preemption import Preemption, requeued_checkpoint
@@ -355,7 +354,7 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
             cfg.data.batch_size,
             cfg.data.bptt,
             stopping.get("patience"),
-            cfg.seed if seed_given(cfg) else None,
+            cfg.seed if seed_given() else None,
         )
     wandb_id, wandb_parts, wandb_labels = None, None, None
     if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
@@ -390,15 +389,13 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
     return Resumed(wandb_id, wandb_parts, wandb_labels, first_step, logged_step(checkpoint), data)
 
 
-def seed_given(cfg: DictConfig) -> bool:
+def seed_given() -> bool:
     """Whether the run's seed is one its command line gave (seed=N among its job's overrides), or a library caller's
     config (no Hydra run): a resume refuses such a seed where its checkpoint was trained with another. A seed the
     config file gave goes on as the checkpoint's (a sweep over ckpt_path=a,b of runs of other seeds)."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return True
-    return any(override_key(o) == "seed" for o in task_overrides(HydraConfig.get()))
+    return not HydraConfig.initialized() or command_line_gives("seed")
 
 
 def add_run_callbacks(cfg: DictConfig, trainer: L.Trainer) -> LastValidation:
