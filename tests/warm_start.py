@@ -6,8 +6,8 @@ torchmetrics (with scipy and matplotlib), W&B's client where logger=wandb and Op
 its first window, and the suite starts about 180 console and benchmark scripts on two cores. So each pytest worker keeps
 one server process that imports those third-party packages once, and forks a child per script: a real process (its own
 pid, signals, exit status, stdin, stdout, stderr, environment and working directory) that runs it as `BIN/script args`,
-`python path.py args` or `python -m module args` does, our own modules imported fresh. The server imports none of
-rnnreg, touches no tensor (no thread pool exists to fork) and has no CUDA.
+`python path.py args` or `python -m module args` does. The server imports our own modules too (not yet used, as a
+fresh import leaves them), touches no tensor (no thread pool exists to fork) and has no CUDA.
 A child ends as Python ends (threads joined, atexit, streams flushed) but skips the interpreter's teardown of
 every module, which in a fork costs a second of copying the server's pages.
 
@@ -242,6 +242,11 @@ def _run_module_as_main(name: str) -> None:
     main = types.ModuleType("__main__")
     main.__annotations__, main.__builtins__ = {}, builtins
     sys.modules["__main__"] = main
+    if name in sys.modules:  # one of ours the server imported (_import_ours): not yet imported, as in a cold process
+        del sys.modules[name]
+        package, _, attribute = name.rpartition(".")
+        if package in sys.modules:
+            vars(sys.modules[package]).pop(attribute, None)
     runpy._run_module_as_main(name)
 
 
@@ -291,7 +296,7 @@ def _ignored_signals() -> list[int]:
 
 def _serve_main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
-    # what each console script imports before it trains (none of rnnreg: a child imports ours fresh)
+    # what each console script imports before it trains
     import hydra  # noqa: F401
     import hydra_plugins.hydra_optuna_sweeper._impl  # noqa: F401  (hparams_search=optuna: Optuna and its plugin)
     import lightning  # noqa: F401
@@ -309,6 +314,7 @@ def _serve_main() -> None:
     omegaconf.OmegaConf.to_container(
         omegaconf.OmegaConf.create({"a": 1, "b": "x_${a}", "c": "${oc.env:HOME,/}"}), resolve=True
     )
+    _import_ours()
     gc.freeze()  # the imports' objects: no collection in a child walks them (nor copies their pages)
     modules = sorted({name.partition(".")[0] for name in sys.modules})
     _SERVER_START.update(env=_startup_env(dict(os.environ)), limits=_limits(), modules=modules, group=os.getpgrp())
@@ -331,6 +337,21 @@ def _serve_main() -> None:
         sys.excepthook(type(error), error, error.__traceback__)
         status = -signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
     _exit(status)
+
+
+def _import_ours() -> None:
+    """Every module of rnnreg and its Hydra launcher, as imported and not yet used (0.5 s of CPU a child would spend
+    again), but Triton's kernels: a kernel reads TRITON_INTERPRET as it is defined, which a child may set otherwise.
+    None of them reads the environment, the folder or argv as it is imported: a child has what a fresh import gives."""
+    import importlib
+    import pkgutil
+
+    import rnnreg
+
+    for module in pkgutil.iter_modules(rnnreg.__path__, "rnnreg."):
+        if not module.name.startswith("rnnreg.triton_"):
+            importlib.import_module(module.name)
+    importlib.import_module("hydra_plugins.rnnreg_stacked_launcher.stacked_launcher")
 
 
 def _exit(status: int) -> None:

@@ -81,9 +81,6 @@ BAD_INPUT = (ConfigError, DataError, CheckpointError)
 say, warn = rank_zero_only(log.info), rank_zero_only(log.warning)
 
 
-route_lightning_logs()
-
-
 def build(
     cfg: DictConfig, wandb_id: str | None = None, wandb_parts: list[str] | None = None, wandb_labels: dict | None = None
 ) -> tuple[L.LightningDataModule, LanguageModelTask, L.Trainer]:
@@ -225,6 +222,7 @@ def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
 
 def train(cfg: DictConfig) -> dict:
     hide_expected_warnings()  # (rnnreg-train's entry did; a caller of train() has not)
+    route_lightning_logs()  # (as the run starts, once Hydra has set up its logging: not as this module is imported)
     validate(cfg, "train")  # rnnreg-train did before Hydra started; a caller of train() has not
     lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
     if lock is not None:
