@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import rnnreg.callbacks
 from helpers import TINY, run, signal_at, speed_state
@@ -427,7 +428,14 @@ def test_a_resume_given_another_seed_is_refused_as_its_record_would_name_a_seed_
     ), proc.stderr[-3000:]
     assert json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())["epochs"] == 2
     assert not (tmp_path / "sweep" / "1" / "checkpoints").exists()
-    run("rnnreg-train", *resume, f"hydra.run.dir={tmp_path / 'default'}")  # the config's seed=1234: not compared
+    # the config's seed=1234 is not compared: the run goes on as seed 7, which its records name (a later resume
+    # compares its checkpoint's; the report reads its config.yaml's), to the digits of job 0's, given seed=7
+    proc = run("rnnreg-train", *resume, f"hydra.run.dir={tmp_path / 'default'}")
+    assert f"{ckpt} was trained with seed=7: the run goes on with its random state, as seed=7" in proc.stdout
+    assert yaml.safe_load((tmp_path / "default" / ".hydra" / "config.yaml").read_text())["seed"] == 7
+    assert load_checkpoint(tmp_path / "default" / "checkpoints" / "last.ckpt")["seed"] == 7
+    given = json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "default" / "metrics.json").read_text())["val_ppl"] == given["val_ppl"]
     with pytest.raises(ConfigError, match=r"^seed=8 where .* was trained with seed=7: "):
         train(tiny_cfg(*DROPOUT, "test=false", "trainer.max_epochs=2", f"ckpt_path={ckpt}", "seed=8", run="library"))
     unrecorded = load_checkpoint(ckpt)

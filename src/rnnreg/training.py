@@ -28,7 +28,7 @@ from rnnreg.console import counted
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError
 from rnnreg.fast import fast_step_wanted
 from rnnreg.instantiation import instantiate, instantiate_callbacks, instantiate_loggers
-from rnnreg.io import load_checkpoint, write_json_atomic
+from rnnreg.io import load_checkpoint, replace_atomically, write_json_atomic
 from rnnreg.loggers import checked_parts, finish_wandb, hyperparameters, located_parts
 from rnnreg.model import StepLSTM
 from rnnreg.multirun_jobs import (
@@ -259,6 +259,8 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
             check_run_folder(cfg.paths.output_dir, ckpt_path)
         resumed = read_resumed(cfg, ckpt_path, trains=pending is None)
         first_step = resumed.first_step
+        if resumed.seed is not None and resumed.seed != cfg.seed:  # (one the command line gives was refused)
+            take_checkpoint_seed(cfg, resumed.seed, ckpt_path)
         datamodule, task, trainer = build(cfg, resumed.wandb_id, resumed.wandb_parts, resumed.wandb_labels)
         if ckpt_path and resumed.data is not None:  # the data it trained on changed since, the epoch's windows?
             corpus = getattr(datamodule, "corpus", None)  # (read: nothing is written yet)
@@ -323,7 +325,8 @@ class Resumed(NamedTuple):
     that run's offline parts so far (`wandb_parts`) and its group and name (`wandb_labels`), None without W&B; its
     global step (`first_step`) and the step its loggers write their next row at (`logged_step`: where a pending test
     logs); what it compares with the data and the epoch's windows (`data`: check_resume_against's, where it stopped
-    among them). A fresh run's: Resumed()."""
+    among them); the seed it was trained with (`seed`: None where it records none, or only its test is left). A fresh
+    run's: Resumed()."""
 
     wandb_id: str | None = None
     wandb_parts: list[str] | None = None
@@ -331,6 +334,7 @@ class Resumed(NamedTuple):
     first_step: int = 0
     logged_step: int = 0
     data: ResumedData | None = None
+    seed: int | None = None
 
 
 def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resumed:
@@ -384,7 +388,30 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
     else:  # a pending test: only its test split is compared (its fingerprint checked, as a resume's is)
         check_data_fingerprint(checkpoint, ckpt_path)
         data = ResumedData(checkpoint.get("data_fingerprint"), checkpoint.get("vocab"), 0, 0, None)
-    return Resumed(wandb_id, wandb_parts, wandb_labels, first_step, logged_step(checkpoint), data)
+    seed = checkpoint.get("seed") if trains else None  # (check_resume_settings checked it)
+    return Resumed(wandb_id, wandb_parts, wandb_labels, first_step, logged_step(checkpoint), data, seed)
+
+
+def take_checkpoint_seed(cfg: DictConfig, seed: int, ckpt_path: str) -> None:
+    """A resume that leaves its seed to the config goes on with the random state its checkpoint `ckpt_path` saved,
+    seed `seed`'s: the run takes that seed, so that what it records names the seed it uses (its checkpoints, which a
+    later resume compares; its hyperparameters and W&B config; its .hydra/config.yaml, whose seed rnnreg-report
+    reads), and DDP's per-rank streams draw from it, as they did before the stop."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    say("%s was trained with seed=%d: the run goes on with its random state, as seed=%d", ckpt_path, seed, seed)
+    cfg.seed = seed
+    if not (HydraConfig.initialized() and launched_as_rank_zero()):
+        return
+    hydra = HydraConfig.get()
+    if hydra.output_subdir is None:  # (no record of its own: a submitit task after its job's first)
+        return
+    record = Path(hydra.runtime.output_dir, hydra.output_subdir, "config.yaml")
+    if record.is_file():  # Hydra's record of the composed config, as Hydra saves it, with the seed the run uses
+        composed = OmegaConf.load(record)
+        composed.seed = seed
+        replace_atomically(record, lambda tmp: OmegaConf.save(composed, tmp))
 
 
 def seed_given() -> bool:
