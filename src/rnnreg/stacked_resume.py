@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -303,11 +304,16 @@ def check_group_data(state: dict, corpus, path: Path, run: Path, max_epochs: int
     return check_resume_data(resumed, corpus, path, trains=group_trains(state, max_epochs))
 
 
+def trains_on(epoch: int, max_epochs: int, statuses: Iterable[str]) -> bool:
+    """Whether a group at 0-based `epoch` trains another epoch (GroupTrainer.fit's loop): one of its trainer.max_epochs
+    left and a member whose status is still "running"."""
+    return epoch < max_epochs and any(status == "running" for status in statuses)
+
+
 def group_trains(state: dict, max_epochs: int) -> bool:
-    """Whether a group resumed from its resume file (read_group_resume's `state`) trains any window: an epoch of its
-    trainer.max_epochs left and a member still running (GroupTrainer.fit's loop); else only its final test is left."""
-    running = any(member.get("status", "running") == "running" for member in state["members"])
-    return state["epoch"] < max_epochs and running
+    """Whether a group resumed from its resume file (read_group_resume's `state`) trains any window (trains_on); else
+    only its final test is left."""
+    return trains_on(state["epoch"], max_epochs, (member.get("status", "running") for member in state["members"]))
 
 
 def resumed_group_data(state: dict, vocab: list[str]) -> ResumedData:

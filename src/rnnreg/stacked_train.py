@@ -52,6 +52,7 @@ from rnnreg.stacked_resume import (
     group_done,
     group_state,
     read_group_resume,
+    trains_on,
     unreadable_resume,
 )
 from rnnreg.stacked_settings import on_a_cpu, padded_size, running_program, under_bf16_autocast
@@ -224,7 +225,7 @@ class GroupTrainer:
         )
         progress.started()
         fit_start = time.perf_counter() - self.fit_seconds
-        while self.epoch < cfg.trainer.max_epochs and any(self.running()):
+        while trains_on(self.epoch, cfg.trainer.max_epochs, (m.status for m in self.members)):
             epoch, lrs = self.epoch, self.lrs(self.epoch)
             self.stop.stage = "training"
             if self.stop.signal is not None:  # it came as the group started (or went on): before its first window
