@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.install.stamp
 ARGS ?=
 # make test runs the tests on pytest-xdist workers, one per core, each test module on one worker (its
-# module-scoped runs made once); TEST_WORKERS=0: one process, in order
+# module-scoped runs made once), the longest modules first (tests/conftest.py); TEST_WORKERS=0: one process, in order
 TEST_WORKERS ?= auto
 
 .PHONY: install constraints train test lint format bench clean
@@ -34,7 +34,7 @@ train: install
 	$(BIN)/rnnreg-train trainer.accelerator=auto $(ARGS)
 
 test: install lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(ARGS)
 
 # ruff (pyproject.toml): lint and formatting, checked by make test and CI; `make format` applies both.
 lint: install
