@@ -34,7 +34,7 @@ from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
 from rnnreg.job_records import JobFailed, failed_jobs, record_job_stopped, report_failed_job
 from rnnreg.multirun_jobs import inside_job
-from rnnreg.report import RUN_COLUMNS, collect, find_runs, report, written_files
+from rnnreg.report import PAIRED_COLUMNS, RUN_COLUMNS, collect, find_runs, report, written_files
 from rnnreg.report_commands import resume_command
 from rnnreg.report_figures import (
     PLACEMENT_COLOURS,
@@ -1095,6 +1095,22 @@ def test_each_configuration_is_paired_seed_by_seed_against_the_lowest_mean(tmp_p
     none, both = (dict(zip(("1234", "1", "2"), ABLATION[p])) for p in ("none", "both"))
     assert lines[2:] == [row("dropout=none", none), row("dropout=both", {s: both[s] for s in ("1234", "1")})]
     assert lines[3].endswith("| 1 of 2 |")  # both: ahead in seed 1234, behind in seed 1
+    # summary.csv holds the same rows, unrounded (empty cells where a configuration is not paired: the reference)
+    with open(root / "summary.csv", newline="") as f:
+        summary = {c["configuration"]: c for c in csv.DictReader(f)}
+    assert not any(summary["dropout=non_recurrent"][key] for key in PAIRED_COLUMNS)
+    for config, tests in (("dropout=none", none), ("dropout=both", {s: both[s] for s in ("1234", "1")})):
+        values = [test - reference[seed] for seed, test in tests.items()]
+        c = summary[config]
+        assert (c["paired_against"], c["paired_seeds"], c["paired_worse"]) == (
+            "dropout=non_recurrent",
+            " ".join(tests),
+            str(sum(d > 0 for d in values)),
+        )
+        assert (float(c["test_ppl_paired_mean"]), float(c["test_ppl_paired_sd"])) == (
+            statistics.mean(values),
+            statistics.stdev(values),
+        )
     # both's seed 1 diverged: one seed of it left to pair, so no row
     metrics = json.loads((root / "7" / "metrics.json").read_text()) | {"status": "failed"}
     (root / "7" / "metrics.json").write_text(json.dumps(metrics))

@@ -669,19 +669,33 @@ def configurations_done(rows: list[dict]) -> list[dict]:
     ]
 
 
+# summary.csv's columns of report.md's "Paired by seed" table (paired_by_seed), empty in a row it does not pair
+PAIRED_COLUMNS = ("paired_against", "paired_seeds", "test_ppl_paired_mean", "test_ppl_paired_sd", "paired_worse")
+
+
 def summary_csv(done: list[dict]) -> tuple[list[str], list[dict]]:
     """summary.csv: one row per completed configuration (configurations_done), unrounded: its overrides (seed
-    aside) as report.md writes them and one column a key, n (its seeds), the seeds, and each perplexity's mean and
-    sd (empty for one seed)."""
+    aside) as report.md writes them and one column a key, n (its seeds), the seeds, each perplexity's mean and
+    sd (empty for one seed), and its row of the table paired by seed (PAIRED_COLUMNS): the configuration it is paired
+    against, the seeds both ran, the mean and sd of its test ppl minus that one's in each, and in how many of them it
+    tested worse."""
     stats = [f"{key}_{stat}" for key in PPL_COLUMNS for stat in ("mean", "sd")]
+    reference, pairs = paired_by_seed(done) or (None, [])
+    against = reference["config"] if reference else None
+    paired = {
+        r["config"]: dict(zip(PAIRED_COLUMNS, (against, " ".join(r["seeds"]), r["mean"], r["sd"], r["worse"])))
+        for r in pairs
+    }
     lines = [
         {"configuration": c["config"]}
         | override_cells(c["told"])
         | {"n": len(c["seeds"]), "seeds": " ".join(c["seeds"])}
         | {f"{key}_{stat}": cell(value) for key in PPL_COLUMNS for stat, value in zip(("mean", "sd"), c[key])}
+        | {key: cell(value) for key, value in paired.get(c["config"], {}).items()}
         for c in done
     ]
-    return ["configuration", *override_columns([c["told"] for c in done]), "n", "seeds", *stats], lines
+    columns = ["configuration", *override_columns([c["told"] for c in done]), "n", "seeds", *stats, *PAIRED_COLUMNS]
+    return columns, lines
 
 
 # LaTeX's special characters, as text
