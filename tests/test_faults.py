@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 import warm_start
@@ -260,7 +261,7 @@ def test_a_run_stopped_in_its_final_test_completes_in_its_folder_with_the_comman
     first, whole = tmp_path / "first", tmp_path / "whole"
     args = [f"hydra.searchpath=[file://{tmp_path / 'lab'}]", "experiment=paper_small", *TINY]
     args += [f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "trainer.limit_train_batches=3"]
-    args += ["trainer.limit_test_batches=3"]
+    args += ["trainer.limit_test_batches=3", "seed=7"]
     proc = run("rnnreg-train", *args, "+stop=in_test", f"hydra.run.dir={first}", check=False)
     assert proc.returncode == 130, proc.stderr[-3000:]
     record = json.loads((first / "metrics.json").read_text())
@@ -276,8 +277,12 @@ def test_a_run_stopped_in_its_final_test_completes_in_its_folder_with_the_comman
         first
     )
     (stop / "in_test.yaml").write_text("# @package _global_\n{}\n")  # (the test goes on unstopped this time)
-    resumed = run(*shlex.split(command))
+    # retyped without its seed=7: the run's record (Hydra writes it anew) still names the seed it trained with
+    assert " seed=7 " in command
+    resumed = run(*shlex.split(command.replace(" seed=7 ", " ")))
     assert "its training completed: testing" in resumed.stdout + resumed.stderr
+    assert f"{first}/checkpoints/last.ckpt was trained with seed=7: the run goes on with " in resumed.stdout
+    assert yaml.safe_load((first / ".hydra" / "config.yaml").read_text())["seed"] == 7
     assert "| first | " in report(first) and "| completed |" in report(first)
     assert "how each goes on" not in report(first)
     run("rnnreg-train", *args, f"hydra.run.dir={whole}")

@@ -202,6 +202,15 @@ def whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def recorded_seed(checkpoint: dict, ckpt_path) -> int | None:
+    """The seed a checkpoint records (its run's: a resume goes on with that seed's random state), None where it
+    records none (an older rnnreg's, a library user's); a CheckpointError where it is not a seed."""
+    seed = checkpoint.get("seed")
+    if seed is not None and not whole(seed):
+        raise not_written_by_train(ckpt_path, f"its seed is {repr(seed)[:60]}, not a training state's")
+    return seed
+
+
 def or_none(kind: Kind) -> Kind:
     return Kind(lambda v: v is None or kind.fits(v), f"{kind.what} or None")
 

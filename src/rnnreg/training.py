@@ -49,6 +49,7 @@ from rnnreg.resume import (
     check_resume_model,
     check_resume_settings,
     recorded_best_val,
+    recorded_seed,
     resumed_data,
 )
 from rnnreg.resumed_run import checked_labels, checked_run_id, resolve_ckpt_path
@@ -325,8 +326,7 @@ class Resumed(NamedTuple):
     that run's offline parts so far (`wandb_parts`) and its group and name (`wandb_labels`), None without W&B; its
     global step (`first_step`) and the step its loggers write their next row at (`logged_step`: where a pending test
     logs); what it compares with the data and the epoch's windows (`data`: check_resume_against's, where it stopped
-    among them); the seed it was trained with (`seed`: None where it records none, or only its test is left). A fresh
-    run's: Resumed()."""
+    among them); the seed it was trained with (`seed`: None where it records none). A fresh run's: Resumed()."""
 
     wandb_id: str | None = None
     wandb_parts: list[str] | None = None
@@ -388,7 +388,7 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
     else:  # a pending test: only its test split is compared (its fingerprint checked, as a resume's is)
         check_data_fingerprint(checkpoint, ckpt_path)
         data = ResumedData(checkpoint.get("data_fingerprint"), checkpoint.get("vocab"), 0, 0, None)
-    seed = checkpoint.get("seed") if trains else None  # (check_resume_settings checked it)
+    seed = recorded_seed(checkpoint, ckpt_path)  # (a pending test's too: its record names the seed it trained with)
     return Resumed(wandb_id, wandb_parts, wandb_labels, first_step, logged_step(checkpoint), data, seed)
 
 
