@@ -53,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # make test's workers take the longest modules first, so that both end together: pytest-xdist's loadscope hands a
 # module to each worker as it frees up, and by its own order (the most tests first) test_ddp, test_cli and
-# test_warm_start (few tests, 190 s) came last and one worker ran on alone for 30-40 s. Kept by --no-loadscope-reorder
+# test_warm_start (few tests, 190 s) came last and one worker ran on alone for 25-40 s. Kept by --no-loadscope-reorder
 # (Makefile); each module's test time: `make test ARGS=--durations=0`. A module not named here comes after these.
 LONGEST_FIRST = [
     f"test_{name}.py"
