@@ -673,16 +673,16 @@ def configurations_done(rows: list[dict]) -> list[dict]:
 PAIRED_COLUMNS = ("paired_against", "paired_seeds", "test_ppl_paired_mean", "test_ppl_paired_sd", "paired_worse")
 
 
-def summary_csv(done: list[dict]) -> tuple[list[str], list[dict]]:
+def summary_csv(done: list[dict], paired: tuple[dict, list[dict]] | None) -> tuple[list[str], list[dict]]:
     """summary.csv: one row per completed configuration (configurations_done), unrounded: its overrides (seed
     aside) as report.md writes them and one column a key, n (its seeds), the seeds, each perplexity's mean and
-    sd (empty for one seed), and its row of the table paired by seed (PAIRED_COLUMNS): the configuration it is paired
-    against, the seeds both ran, the mean and sd of its test ppl minus that one's in each, and in how many of them it
-    tested worse."""
+    sd (empty for one seed), and its row of the table paired by seed (`paired`: paired_by_seed's, in PAIRED_COLUMNS):
+    the configuration it is paired against, the seeds both ran, the mean and sd of its test ppl minus that one's in
+    each, and in how many of them it tested worse."""
     stats = [f"{key}_{stat}" for key in PPL_COLUMNS for stat in ("mean", "sd")]
-    reference, pairs = paired_by_seed(done) or (None, [])
+    reference, pairs = paired or (None, [])
     against = reference["config"] if reference else None
-    paired = {
+    rows = {
         r["config"]: dict(zip(PAIRED_COLUMNS, (against, " ".join(r["seeds"]), r["mean"], r["sd"], r["worse"])))
         for r in pairs
     }
@@ -691,7 +691,7 @@ def summary_csv(done: list[dict]) -> tuple[list[str], list[dict]]:
         | override_cells(c["told"])
         | {"n": len(c["seeds"]), "seeds": " ".join(c["seeds"])}
         | {f"{key}_{stat}": cell(value) for key in PPL_COLUMNS for stat, value in zip(("mean", "sd"), c[key])}
-        | {key: cell(value) for key, value in paired.get(c["config"], {}).items()}
+        | {key: cell(value) for key, value in rows.get(c["config"], {}).items()}
         for c in done
     ]
     columns = ["configuration", *override_columns([c["told"] for c in done]), "n", "seeds", *stats, *PAIRED_COLUMNS]
@@ -733,11 +733,11 @@ def summary_latex(done: list[dict]) -> str:
     return "\n".join([*lines, "\\hline", "\\end{tabular}"]) + "\n"
 
 
-def write_tables(rows: list[dict], done: list[dict], root: Path) -> None:
-    """report.csv (of `rows`), summary.csv and summary.tex (of `done`: configurations_done) in `root`, each replaced
-    whole (replace_atomically)."""
+def write_tables(rows: list[dict], done: list[dict], paired: tuple[dict, list[dict]] | None, root: Path) -> None:
+    """report.csv (of `rows`), summary.csv and summary.tex (of `done`: configurations_done; `paired`: paired_by_seed's)
+    in `root`, each replaced whole (replace_atomically)."""
     write_csv(root / "report.csv", *runs_csv(rows))
-    write_csv(root / "summary.csv", *summary_csv(done))
+    write_csv(root / "summary.csv", *summary_csv(done, paired))
     replace_atomically(root / "summary.tex", lambda tmp: tmp.write_text(summary_latex(done)))
 
 
@@ -772,7 +772,7 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     try:
         # replaced, not written through: a report.md that is a link (a shared folder's) leaves what it points at
         replace_atomically(root / "report.md", lambda tmp: tmp.write_text(table))
-        write_tables(rows, done, root)
+        write_tables(rows, done, paired, root)
         plot(rows, root, paper)
     except OSError as err:  # a folder where a file goes, a read-only folder, a full disk
         where = Path(err.filename) if err.filename else root
