@@ -58,6 +58,9 @@ ABLATION = {
 }
 TOY = {"max_epochs": 6, "limit_train_batches": 80, "limit_val_batches": 40}
 FULL_MEDIUM = {"max_epochs": 39, "limit_train_batches": None, "limit_val_batches": None}
+# report() with its figures as PNG only: the tests of the tables and commands draw every figure still, and leave the
+# PDFs (each report's PDFs take as long as its PNGs) to the tests of the formats
+png_report = functools.partial(report, formats=("png",))
 
 
 def write_job(
@@ -157,6 +160,45 @@ def test_report_writes_png_and_pdf_figures(tmp_path):
         image = matplotlib.image.imread(root / f"{name}.png")
         assert image.ndim == 3 and image.shape[1] >= 6 * 200  # >= 200 dpi on a figure >= 6 inches wide
         assert (root / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_formats_writes_the_figures_asked_for_and_removes_an_earlier_reports_others(tmp_path):
+    """formats=[png] writes each figure as PNG only, and removes the PDFs an earlier report left (they would show the
+    runs as they were then); a PDF that is a link goes, not what it points at; formats=[] writes the tables alone; a
+    format it cannot write is one line, exit 2, and the folder as it was."""
+    root = ablation(tmp_path / "sweep", {"none": (450.0, 440.0), "recurrent": (430.0, 431.0)})
+    run("rnnreg-report", f"path={root}")
+    figures = {f"{name}.{ext}" for name in ("val_ppl", "test_ppl") for ext in ("png", "pdf")}
+    assert figures <= set(os.listdir(root))
+    (root / "test_ppl.pdf").unlink()
+    (tmp_path / "mine.pdf").write_text("mine\n")
+    (root / "test_ppl.pdf").symlink_to(tmp_path / "mine.pdf")
+    before = (root / "val_ppl.png").stat().st_mtime_ns
+    proc = run("rnnreg-report", f"path={root}", "formats=[png]")
+    assert proc.stdout.splitlines()[-1] == (
+        "removed val_ppl.pdf, test_ppl.pdf: an earlier report's, in a format not asked for (formats=[png])"
+    )
+    wrote = proc.stdout.splitlines()[-2]
+    assert wrote.endswith(f"summary.tex, {root / 'val_ppl.png'}, {root / 'test_ppl.png'}") and ".pdf" not in wrote
+    assert not list(root.glob("*.pdf")) and (tmp_path / "mine.pdf").read_text() == "mine\n"
+    assert (root / "val_ppl.png").stat().st_mtime_ns > before  # (redrawn, not left)
+    assert matplotlib.image.imread(root / "test_ppl.png").ndim == 3
+    kept = {name: (root / name).read_bytes() for name in os.listdir(root) if (root / name).is_file()}
+    for bad, shown in (("[png,svg]", "[png,svg]"), ("jpg", "[jpg]"), ("null", "null")):
+        proc = run("rnnreg-report", f"path={root}", f"formats={bad}", check=False)
+        assert proc.returncode == 2 and proc.stdout == "", bad
+        assert proc.stderr == (
+            f"error: formats={shown}: the figures' formats are png and pdf: give formats=[png,pdf], formats=[png] or "
+            "formats=[] (no figures)\n"
+        )
+        assert {name: (root / name).read_bytes() for name in kept} == kept and set(os.listdir(root)) >= set(kept)
+    png_report(root)  # (a caller of report() passes a tuple)
+    assert not list(root.glob("*.pdf")) and len(list(root.glob("*.png"))) == 2
+    report(root, formats="pdf")  # (one format as a word, as formats=pdf gives it)
+    assert not list(root.glob("*.png")) and len(list(root.glob("*.pdf"))) == 2
+    markdown = report(root, formats=())
+    assert (root / "report.md").read_text() == markdown and not list(root.glob("*_ppl.*"))
+    assert (root / "summary.csv").is_file() and (root / "summary.tex").is_file()
 
 
 def test_a_placement_has_one_colour_in_every_figure_and_report(tmp_path):
@@ -395,14 +437,14 @@ def test_jobs_not_completed_listed_and_left_out_of_the_test_figure(tmp_path):
     (tmp_path / "3" / "checkpoints" / "last.ckpt").write_bytes(b"")
     write_job(tmp_path / "4", ["dropout=weight_drop"], {"dropout": "weight_drop"}, TOY, None)
     with RunLock(tmp_path / "4"):  # a live run's folder
-        table = report(root, PAPER)
+        table = png_report(root, PAPER)
     assert "| 2 | dropout=both | failed |" in table
     assert "| 3 | dropout=variational | unfinished |" in table and "| 4 | dropout=weight_drop | running |" in table
     assert table.endswith(
         f"how each goes on\n\n- 3 (unfinished): `rnnreg-train dropout=variational "
         f"ckpt_path={tmp_path / '3' / 'checkpoints' / 'last.ckpt'}`\n"
     )
-    assert report(root, PAPER).count("| unfinished |") == 2  # the lock released: no process holds job 4
+    assert png_report(root, PAPER).count("| unfinished |") == 2  # the lock released: no process holds job 4
     labels = [t.get_text() for t in figure_test_ppl(collect(root), PAPER).axes[0].get_yticklabels()]
     assert labels == ["none", "recurrent"]
     lines = colours(figure_val_ppl(collect(root), PAPER).axes[0])
@@ -420,7 +462,7 @@ def test_a_non_finite_perplexity_is_written_as_null_and_reported_as_none(tmp_pat
     )
     written = strict_json((root / "1" / "metrics.json").read_text())
     assert written == metrics | {"test_ppl": None, "test_ppl_batched": None, "stacked": {"spread": [None, 1.5]}}
-    row = next(line for line in report(root, PAPER).splitlines() if line.startswith("| 1 |"))
+    row = next(line for line in png_report(root, PAPER).splitlines() if line.startswith("| 1 |"))
     assert row.split(" | ")[2:6] == ["completed", f"{metrics['best_val_ppl']:.2f}", "—", "—"]
     labels = [t.get_text() for t in figure_test_ppl(collect(root), PAPER).axes[0].get_yticklabels()]
     assert labels == ["none"]
@@ -448,7 +490,7 @@ def test_a_run_stopped_in_its_final_test_is_tested_in_its_folder_or_by_rnnreg_ev
         best = tmp_path / job / "checkpoints" / "best.ckpt"
         record = {"status": "interrupted", "epochs": 6, "tested": str(best)} | ({"trained": trained} if trained else {})
         (tmp_path / job / "metrics.json").write_text(json.dumps(record))
-    table = report(tmp_path)
+    table = png_report(tmp_path)
     in_folder = (
         f"rnnreg-train {' '.join(overrides)} seed=0 ckpt_path=last hydra.run.dir={tmp_path / '0'} hydra.mode=RUN"
     )
@@ -467,7 +509,7 @@ def test_a_stacked_studys_unfinished_members_go_on_by_its_launcher_not_as_trials
         record = yaml.safe_load((sweep / str(job) / ".hydra" / "hydra.yaml").read_text())
         record["hydra"]["sweeper"] = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"}
         (sweep / str(job) / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(record))
-    assert report(sweep, PAPER).endswith(
+    assert png_report(sweep, PAPER).endswith(
         "how each goes on\n\n"
         f"- 0, 1: the stacked sweep goes on with `rnnreg-train -m ... hydra/launcher=stacked "
         f"hydra.launcher.resume=true hydra.sweep.dir={sweep}` (from the start: no epoch had ended)\n"
@@ -485,7 +527,7 @@ def test_a_sweeps_job_stopped_before_its_first_checkpoint_runs_again_in_a_new_fo
     for job in (0, 1):
         write_job(sweep / str(job), [f"seed={job + 1}"], {}, TOY, None)
     (sweep / "0" / "metrics.json").write_text(json.dumps({"status": "interrupted", "error": "SIGTERM", "epochs": 0}))
-    assert report(sweep, PAPER).endswith(
+    assert png_report(sweep, PAPER).endswith(
         "how each goes on\n\n"
         "- 0 (interrupted): no checkpoint was written: run it again, `rnnreg-train seed=1`\n"
         f"- 1 (unfinished): no checkpoint was written: run it again, `rnnreg-train seed=2 hydra.run.dir={sweep / '1'} "
@@ -504,7 +546,7 @@ def test_a_study_trials_folder_copied_out_of_its_study_goes_on_as_a_run_of_its_o
     (trial / "metrics.json").write_text(json.dumps({"status": "interrupted", "error": "SIGTERM", "epochs": 1}))
     (trial / "checkpoints").mkdir()
     (trial / "checkpoints" / "last.ckpt").write_bytes(b"")
-    assert report(trial, PAPER).endswith(
+    assert png_report(trial, PAPER).endswith(
         "how each goes on\n\n"
         f"- best_trial (interrupted): `rnnreg-train dropout.p=0.41 ckpt_path={trial / 'checkpoints' / 'last.ckpt'}`\n"
     )
@@ -517,7 +559,7 @@ def test_a_run_in_a_sweeps_folder_under_a_name_of_its_own_is_no_job_of_the_sweep
     basic_sweep_record(sweep, ["seed=1"])
     write_job(sweep / "0", ["seed=1"], {}, TOY, 440.0)
     write_job(sweep / "rerun", ["seed=1", "dropout=none"], {}, TOY, None)
-    assert report(sweep, PAPER).endswith(
+    assert png_report(sweep, PAPER).endswith(
         "how each goes on\n\n- rerun (unfinished): no checkpoint was written: run it again, "
         "`rnnreg-train seed=1 dropout=none`\n"
     )
@@ -531,7 +573,7 @@ def test_a_stacked_sweep_whose_resume_folder_holds_no_groups_file_goes_on_from_t
         write_job(sweep / str(job), [f"dropout={placement}"], {"hydra/launcher": "stacked"}, TOY, None)
     (sweep / ".stacked").mkdir()
     (sweep / ".stacked" / "notes.txt").write_text("not a group's resume file\n")
-    assert report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (from the start: no epoch had ended)\n")
+    assert png_report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (from the start: no epoch had ended)\n")
 
 
 def test_a_resumed_run_stopped_before_its_first_checkpoint_goes_on_from_the_checkpoint_it_resumed_from(tmp_path):
@@ -549,7 +591,7 @@ def test_a_recorded_override_that_makes_hydra_build_something_is_never_a_command
     pasted command starts) gives no command, but the override and the record to read."""
     payload = ["+callbacks.x._target_=torch.load", "+callbacks.x.f=/shared/notes.pt", "+callbacks.x.weights_only=false"]
     write_job(tmp_path / "run", ["experiment=paper_small", *payload], {}, TOY, None)
-    (line,) = [line for line in report(tmp_path, PAPER).splitlines() if line.startswith("- run (")]
+    (line,) = [line for line in png_report(tmp_path, PAPER).splitlines() if line.startswith("- run (")]
     record = tmp_path / "run" / ".hydra" / "overrides.yaml"
     assert line == (
         f"- run (unfinished): no checkpoint was written: run it again, no command shown: its record ({record}) has "
@@ -563,10 +605,10 @@ def test_a_mapping_naming_what_hydra_builds_is_never_a_command_to_paste_either(t
     takes): no command (before: only the override's key was read, and the command was shown)."""
     payload = "+callbacks.x={_target_:os.system,_args_:[id]}"
     write_job(tmp_path / "run", ["experiment=paper_small", payload, "tags=[_x_]"], {}, TOY, None)
-    (line,) = [line for line in report(tmp_path, PAPER).splitlines() if line.startswith("- run (")]
+    (line,) = [line for line in png_report(tmp_path, PAPER).splitlines() if line.startswith("- run (")]
     assert f"no command shown: its record ({tmp_path / 'run' / '.hydra' / 'overrides.yaml'}) has `{payload}`" in line
     write_job(tmp_path / "plain", ["experiment=paper_small", "tags=[_x_]"], {}, TOY, None)  # a word, not a key
-    assert "run it again, `rnnreg-train experiment=paper_small 'tags=[_x_]'`" in report(tmp_path / "plain", PAPER)
+    assert "run it again, `rnnreg-train experiment=paper_small 'tags=[_x_]'`" in png_report(tmp_path / "plain", PAPER)
 
 
 def basic_sweep_record(
@@ -601,14 +643,14 @@ def test_no_command_that_goes_on_repeats_a_recorded_override_that_makes_hydra_bu
     write_job(resumed, ["experiment=paper_small", payload], {}, TOY, None)
     (resumed / "checkpoints").mkdir()
     (resumed / "checkpoints" / "last.ckpt").write_bytes(b"")
-    assert report(resumed, PAPER).endswith(
+    assert png_report(resumed, PAPER).endswith(
         f"- resumed (unfinished): no command shown: its record ({resumed / '.hydra' / 'overrides.yaml'}) has "
         f"`{payload}`, which makes Hydra build or call what it names; read the record before running it again\n"
     )
     basic = tmp_path / "basic"
     basic_sweep_record(basic, [payload, "seed=1,2"])
     write_job(basic / "0", [payload, "seed=1"], {}, TOY, 440.0)
-    assert report(basic, PAPER).endswith(
+    assert png_report(basic, PAPER).endswith(
         f"- 1 (never started: no folder): no command shown: its record ({basic / 'multirun.yaml'}) has `{payload}`, "
         "which makes Hydra build or call what it names; read the record before running it again\n"
     )
@@ -616,7 +658,7 @@ def test_no_command_that_goes_on_repeats_a_recorded_override_that_makes_hydra_bu
     basic_sweep_record(stacked, [payload, "seed=1,2"], launcher=STACKED_LAUNCHER)
     for job in (0, 1):
         write_job(stacked / str(job), [payload, f"seed={job + 1}"], {"hydra/launcher": "stacked"}, TOY, None)
-    assert report(stacked, PAPER).endswith(
+    assert png_report(stacked, PAPER).endswith(
         f"- 0, 1: the stacked sweep goes on with no command shown: its record ({stacked / 'multirun.yaml'}) has "
         f"`{payload}`, which makes Hydra build or call what it names; read the record before running it again "
         "(from the start: no epoch had ended)\n"
@@ -638,7 +680,9 @@ def test_a_mapping_naming_what_hydra_builds_anywhere_in_it_is_never_a_command_to
     for job, payload in enumerate(given):
         parser.parse_override(payload)  # (each an override rnnreg-train takes)
         write_job(tmp_path / str(job), ["experiment=paper_small", payload], {}, TOY, None)
-    lines = [line for line in report(tmp_path, PAPER).splitlines() if line.startswith("- ") and "(unfinished)" in line]
+    lines = [
+        line for line in png_report(tmp_path, PAPER).splitlines() if line.startswith("- ") and "(unfinished)" in line
+    ]
     assert len(lines) == len(given)
     for job, (line, payload) in enumerate(zip(lines, given)):
         record = tmp_path / str(job) / ".hydra" / "overrides.yaml"
@@ -670,7 +714,7 @@ def test_a_recorded_config_folder_someone_else_can_write_is_never_a_command_to_p
             record["hydra"]["runtime"]["config_sources"] = [{"path": str(folder), "provider": "command-line"}]
         record["hydra"]["overrides"] = {"hydra": searchpath, "task": ["experiment=paper_small"]}
         (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(record))
-        (line,) = [line for line in report(run, PAPER).splitlines() if line.startswith(f"- {run.name} (")]
+        (line,) = [line for line in png_report(run, PAPER).splitlines() if line.startswith(f"- {run.name} (")]
         return line
 
     for form, given in (("config_dir", "--config-dir {}"), ("searchpath", "'hydra.searchpath=[file://{}]'")):
@@ -698,7 +742,7 @@ def test_a_config_folder_anyone_can_write_after_ones_own_is_never_a_command_to_p
     searchpath = f"hydra.searchpath=[file://{own},file://{anyones}]"
     record["hydra"]["overrides"] = {"hydra": [searchpath], "task": ["experiment=paper_small"]}
     (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(record))
-    (line,) = [line for line in report(run, PAPER).splitlines() if line.startswith("- run (")]
+    (line,) = [line for line in png_report(run, PAPER).splitlines() if line.startswith("- run (")]
     assert line.endswith(
         f"no command shown: its record (in {run / '.hydra'}) reads configs from {anyones}, a folder another user can "
         "write (a config there can make Hydra build or call anything); read its configs, copy them to a folder of "
@@ -955,18 +999,20 @@ def test_unfinished_stacked_sweep_goes_on_with_its_resume_switch(tmp_path):
             sweep / str(job), [f"dropout={placement}"], {"dropout": placement, "hydra/launcher": "stacked"}, TOY, None
         )
     with RunLock(sweep, "hydra.sweep.dir"):
-        assert report(sweep, PAPER).count("| running |") == 2
-    assert report(sweep, PAPER).endswith(
+        assert png_report(sweep, PAPER).count("| running |") == 2
+    assert png_report(sweep, PAPER).endswith(
         f"- 0, 1: the stacked sweep goes on with `rnnreg-train -m ... hydra/launcher=stacked "
         f"hydra.launcher.resume=true hydra.sweep.dir={sweep}` "
         "(from the start: no epoch had ended)\n"
     )
     (sweep / ".stacked").mkdir()
     (sweep / ".stacked" / "group_0.pt").write_bytes(b"")
-    assert report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (each group from its last epoch's end)\n")
+    assert png_report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (each group from its last epoch's end)\n")
     for job in (0, 1):  # stopped by a signal: the group's file holds the window it stopped in
         (sweep / str(job) / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 1}))
-    assert report(sweep, PAPER).endswith(f"hydra.sweep.dir={sweep}` (each group from the window where it stopped)\n")
+    assert png_report(sweep, PAPER).endswith(
+        f"hydra.sweep.dir={sweep}` (each group from the window where it stopped)\n"
+    )
 
 
 def test_a_stacked_sweep_stopped_by_a_signal_and_killed_hard_says_where_each_group_goes_on_from(tmp_path):
@@ -978,7 +1024,7 @@ def test_a_stacked_sweep_stopped_by_a_signal_and_killed_hard_says_where_each_gro
     (sweep / "0" / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 1}))
     (sweep / ".stacked").mkdir()
     (sweep / ".stacked" / "group_0.pt").write_bytes(b"")
-    assert report(sweep, PAPER).endswith(
+    assert png_report(sweep, PAPER).endswith(
         f"hydra.sweep.dir={sweep}` (each group from where it stopped: the window of a signal, the last epoch's end of "
         "a hard kill)\n"
     )
@@ -1014,7 +1060,7 @@ def test_report_follows_links_to_other_sweeps_and_reads_each_run_once(tmp_path):
     (compare / "b_again").symlink_to(tmp_path / "sweeps/b")
     (compare / "up").symlink_to(compare)
     assert [str(p.relative_to(compare)) for p in find_runs(compare)] == ["a/0", "b/0"]
-    assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in report(compare).split("Over seeds:")[1]
+    assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in png_report(compare).split("Over seeds:")[1]
 
 
 def test_a_run_copied_beside_itself_is_one_row_and_a_rerun_is_two(tiny_corpus, tmp_path):
@@ -1046,7 +1092,7 @@ def test_a_run_copied_beside_itself_is_one_row_and_a_rerun_is_two(tiny_corpus, t
         assert [row["run"] for row in csv.DictReader(f)] == ["a/0", "a/1"]
     rerun = json.loads((sweep / "1" / "metrics.json").read_text())
     write_json_atomic(sweep / "1" / "metrics.json", rerun | {"train_seconds": rerun["train_seconds"] + 1.0})
-    table = report(compare)
+    table = png_report(compare)
     assert re.findall(r"^\| (\S+) \| seed=", table, re.M) == ["a/0", "a/1", "b/1"], table
     assert "b/0 is a copy of a/0" in table and "copy of a/1" not in table
 
@@ -1060,11 +1106,11 @@ def test_the_row_over_seeds_is_the_completed_seeds_mean_and_sd(tmp_path):
     mean, sd = statistics.mean(tests), statistics.stdev(tests)
     assert (
         f"| dropout=non_recurrent | 3 | {mean_sd_text(rows, ['0', '1', '2'])} | {mean:.2f} ± {sd:.2f} |"
-        in (report(root).split("Over seeds:")[1])
+        in (png_report(root).split("Over seeds:")[1])
     )
     metrics = json.loads((root / "5" / "metrics.json").read_text()) | {"status": "failed", "best_val_ppl": 900.0}
     (root / "5" / "metrics.json").write_text(json.dumps(metrics))  # dropout=none's seed 2
-    text = report(root)
+    text = png_report(root)
     completed = ABLATION["none"][:2]
     none_row = f"| dropout=none | 2 | {mean_sd_text(rows, ['3', '4'])} | "
     none_row += f"{statistics.mean(completed):.2f} ± {statistics.stdev(completed):.2f} |"
@@ -1078,7 +1124,7 @@ def test_each_configuration_is_paired_seed_by_seed_against_the_lowest_mean(tmp_p
     it tested worse. A seed that failed is in no pair; one configuration alone, or none sharing 2 seeds: no section."""
     placements = {"none": ABLATION["none"], "non_recurrent": ABLATION["non_recurrent"], "both": ABLATION["both"][:2]}
     root = ablation(tmp_path / "sweep", placements)
-    text = report(root)
+    text = png_report(root)
     reference = dict(zip(("1234", "1", "2"), ABLATION["non_recurrent"]))  # the lowest mean: 405.52
 
     def row(config: str, tests: dict[str, float]) -> str:
@@ -1114,10 +1160,10 @@ def test_each_configuration_is_paired_seed_by_seed_against_the_lowest_mean(tmp_p
     # both's seed 1 diverged: one seed of it left to pair, so no row
     metrics = json.loads((root / "7" / "metrics.json").read_text()) | {"status": "failed"}
     (root / "7" / "metrics.json").write_text(json.dumps(metrics))
-    assert "dropout=both |" not in report(root).split("Paired by seed")[1]
+    assert "dropout=both |" not in png_report(root).split("Paired by seed")[1]
     # one configuration over three seeds: nothing to pair
     alone = ablation(tmp_path / "alone", {"none": ABLATION["none"]})
-    assert "Over seeds:" in report(alone) and "Paired by seed" not in report(alone)
+    assert "Over seeds:" in png_report(alone) and "Paired by seed" not in png_report(alone)
 
 
 def test_the_reports_tables_read_back_as_data_to_the_numbers_in_metrics_json(tmp_path):
@@ -1130,8 +1176,8 @@ def test_the_reports_tables_read_back_as_data_to_the_numbers_in_metrics_json(tmp
     write_job(root / "5", ["dropout=non_recurrent", "seed=2"], {}, TOY, 415.0)
     diverged = json.loads((root / "5" / "metrics.json").read_text()) | {"status": "failed", "error": "diverged"}
     write_json_atomic(root / "5" / "metrics.json", diverged | {"test_ppl": math.nan, "test_ppl_batched": None})
-    markdown = report(root)
-    assert {p.name for p in written_files(root)} == {p.name for p in root.iterdir() if p.is_file()}
+    markdown = png_report(root)
+    assert {p.name for p in written_files(root, ("png",))} == {p.name for p in root.iterdir() if p.is_file()}
     with open(root / "report.csv", newline="") as f:
         runs = list(csv.DictReader(f))
     assert list(runs[0]) == ["run", "dropout", "seed", *RUN_COLUMNS, "why"]
@@ -1188,7 +1234,7 @@ def test_a_fast_dev_run_is_its_own_row_never_one_of_the_seeds_averaged(tmp_path)
     tests = ABLATION["non_recurrent"]
     root = ablation(tmp_path / "sweep", {"non_recurrent": tests})
     write_job(root / "3", ["dropout=non_recurrent", "seed=3"], {}, TOY | {"fast_dev_run": True}, 9000.0)
-    text = report(root)
+    text = png_report(root)
     mean, sd = statistics.mean(tests), statistics.stdev(tests)
     over_seeds = text.split("Over seeds:")[1]
     assert "| (same) | 3 | " in over_seeds and f"| {mean:.2f} ± {sd:.2f} |" in over_seeds
@@ -1208,7 +1254,7 @@ def test_seeds_run_without_a_test_have_a_mean_validation_and_no_test(tmp_path):
         metrics = json.loads((tmp_path / job / "metrics.json").read_text())
         del metrics["test_ppl"], metrics["test_ppl_batched"]
         (tmp_path / job / "metrics.json").write_text(json.dumps(metrics))
-    assert "| (same) | 2 | 459.78 ± 7.23 | — | — |" in report(tmp_path).split("Over seeds:")[1]
+    assert "| (same) | 2 | 459.78 ± 7.23 | — | — |" in png_report(tmp_path).split("Over seeds:")[1]
 
 
 def test_runs_that_differ_only_in_where_they_wrote_are_one_configuration(tmp_path):
@@ -1218,7 +1264,7 @@ def test_runs_that_differ_only_in_where_they_wrote_are_one_configuration(tmp_pat
     write_job(tmp_path / "b/0", ["dropout=none", "seed=1", "logger=wandb", "tags=[rerun]"], {}, TOY, 450.0)
     write_job(tmp_path / "b/1", ["dropout=recurrent", "seed=1234"], {}, TOY, 430.0)
     write_job(tmp_path / "b/2", ["dropout=recurrent", "seed=1", "trainer.limit_train_batches=40"], {}, TOY, 470.0)
-    text = report(tmp_path)
+    text = png_report(tmp_path)
     assert "paths.output_root" not in text and "logger=" not in text and "tags=" not in text
     over_seeds = text.split("Over seeds:")[1]
     assert "| dropout=none | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in over_seeds
@@ -1230,7 +1276,7 @@ def test_a_run_that_deleted_its_logger_is_a_seed_of_the_same_configuration(tmp_p
     seeds, as for a run that only chose another logger; the deletion is not a setting of its own."""
     write_job(tmp_path / "a/0", ["dropout=none", "seed=1234", "~logger"], {}, TOY, 440.0)
     write_job(tmp_path / "b/0", ["dropout=none", "seed=1", "logger=wandb"], {}, TOY, 450.0)
-    text = report(tmp_path)
+    text = png_report(tmp_path)
     assert "logger" not in text
     assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in text.split("Over seeds:")[1]  # one configuration
 
@@ -1248,7 +1294,7 @@ def test_validation_is_drawn_at_its_logged_epochs_after_a_resume(tmp_path):
     lines = {line.get_label(): line for line in figure_val_ppl(rows, PAPER).axes[0].get_lines()}
     assert list(lines["none"].get_xdata()) == [3, 4, 5, 6] and list(lines["recurrent"].get_xdata())[0] == 1
     assert list(lines["none"].get_ydata()) == list(rows[0]["val_history"].values())
-    assert "- 0: csv/metrics.csv has no validation perplexity for epoch(s) 1–2" in report(tmp_path, PAPER)
+    assert "- 0: csv/metrics.csv has no validation perplexity for epoch(s) 1–2" in png_report(tmp_path, PAPER)
 
 
 def test_a_seed_run_twice_is_counted_once_in_the_table_and_the_figures(tmp_path):
@@ -1260,7 +1306,7 @@ def test_a_seed_run_twice_is_counted_once_in_the_table_and_the_figures(tmp_path)
     compare.mkdir()
     (compare / "basic").symlink_to(tmp_path / "sweeps/basic")
     (compare / "stacked").symlink_to(tmp_path / "sweeps/stacked")
-    table = report(compare, PAPER)
+    table = png_report(compare, PAPER)
     mean, sd = statistics.mean(ABLATION["none"]), statistics.stdev(ABLATION["none"])
     assert "| (same) | 3 | " in table and f"{mean:.2f} ± {sd:.2f}" in table.split("Over seeds:")[1]
     assert "configuration `(same)`: seed 1234 ran 2 times (basic/0, stacked/0); counted once, from basic/0" in table
@@ -1278,7 +1324,7 @@ def test_a_running_job_without_a_csv_logger_has_no_epoch_count(tmp_path):
     write_job(tmp_path / "1", ["seed=2"], {}, TOY, None)
     shutil.rmtree(tmp_path / "1" / "csv")  # (logger=none)
     with RunLock(tmp_path / "0"), RunLock(tmp_path / "1"):
-        table = report(tmp_path, PAPER)
+        table = png_report(tmp_path, PAPER)
     logged = table.split("| 0 | seed=1 | running | ")[1].splitlines()[0].split(" | ")[3]
     assert logged.isdigit() and int(logged) > 0, table  # (the epochs its CSV logger validated)
     assert "| 1 | seed=2 | running | — | — | — | — | — | — |" in table, table
@@ -1333,7 +1379,7 @@ def test_a_single_run_refused_once_its_folder_existed_is_failed_with_its_line(ti
     again = run("rnnreg-train", *args, "ckpt_path=last", f"hydra.run.dir={runs / 'completed'}", check=False)
     assert again.returncode == 2 and "nothing is left to train" in again.stderr, again.stderr[-3000:]
     assert not (runs / "completed" / "error.txt").exists()
-    table = report(runs, PAPER)
+    table = png_report(runs, PAPER)
     assert "| completed | (same) | completed |" in table and "| refused | (same) | failed |" in table
     assert f"Failed, and why:\n\n- refused: {line}\n" in table and "how each goes on" not in table
 
@@ -1362,7 +1408,7 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path, 
     (sweep / "2" / ".hydra").mkdir(parents=True)  # started, then stopped before it wrote anything
     (sweep / "2" / ".hydra" / "config.yaml").write_text("{}")
     (sweep / "2" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(jobs[2]))
-    table = report(sweep, PAPER)
+    table = png_report(sweep, PAPER)
     assert "| 1 | dropout=none seed=2 | interrupted |" in table
     assert table.endswith(
         "how each goes on\n\n"
@@ -1374,22 +1420,22 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path, 
         f"`rnnreg-train experiment=paper_small dropout=recurrent seed=2 hydra.run.dir={sweep / '3'} hydra.mode=RUN`\n"
     )
     with RunLock(sweep, "hydra.sweep.dir"):  # a live sweep: job 3 is yet to come
-        assert "never started" not in report(sweep, PAPER)
+        assert "never started" not in png_report(sweep, PAPER)
     stacked = tmp_path / "stacked"
     for job, placement in enumerate(("none", "recurrent")):
         write_job(stacked / str(job), [f"dropout={placement}"], {"hydra/launcher": "stacked"}, TOY, None)
         (stacked / str(job) / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 1}))
-    assert report(stacked, PAPER).endswith(
+    assert png_report(stacked, PAPER).endswith(
         f"- 0, 1: the stacked sweep goes on with `rnnreg-train -m ... hydra/launcher=stacked "
         f"hydra.launcher.resume=true hydra.sweep.dir={stacked}` "
         "(from the start: no epoch had ended)\n"
     )
-    assert "| 0 | experiment=paper_small dropout=none seed=1 | completed |" in report(sweep / "0", PAPER)
+    assert "| 0 | experiment=paper_small dropout=none seed=1 | completed |" in png_report(sweep / "0", PAPER)
     monkeypatch.chdir(tmp_path)  # (a folder given relative: the commands still paste in any folder)
-    assert report("stacked", PAPER).endswith(
+    assert png_report("stacked", PAPER).endswith(
         f"hydra.launcher.resume=true hydra.sweep.dir={stacked}` (from the start: no epoch had ended)\n"
     )
-    assert report("sweep", PAPER) == table
+    assert png_report("sweep", PAPER) == table
 
 
 @pytest.mark.parametrize(
@@ -1449,7 +1495,7 @@ def test_an_optuna_trial_stopped_by_ctrl_c_completes_in_its_folder_outside_its_s
     stopped = run("rnnreg-train", *args, f"hydra.sweep.dir={study}", check=False)
     assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-2000:]
     sampled = yaml.safe_load((study / "0" / ".hydra" / "config.yaml").read_text())["dropout"]["p"]
-    table = report(study)
+    table = png_report(study)
     [command] = re.findall(r"^- 0 \(interrupted\): `(rnnreg-train [^`]*)`$", table, re.M)
     assert (
         command.endswith(f" +stop=at2 ckpt_path=last hydra.run.dir={study / '0'} hydra.mode=RUN")
@@ -1461,7 +1507,7 @@ def test_an_optuna_trial_stopped_by_ctrl_c_completes_in_its_folder_outside_its_s
         "are not listed: to search on, run the study again\n"
     )
     run(*shlex.split(command))  # exit 0
-    table = report(study)
+    table = png_report(study)
     assert re.findall(r"^\| (\d) \| [^|]* \| (\w+) \|", table, re.M) == [("0", "completed")], table
     assert "how each goes on" not in table and sorted(p.name for p in study.iterdir() if p.is_dir()) == ["0"]
     assert yaml.safe_load((study / "0" / ".hydra" / "config.yaml").read_text())["dropout"]["p"] == sampled
@@ -1475,7 +1521,7 @@ def test_a_runs_row_shows_each_of_its_numbers_in_the_column_that_names_it(tmp_pa
     metrics = json.loads((tmp_path / "0" / "metrics.json").read_text())
     metrics |= {"test_ppl_batched": 452.25, "train_seconds": 3725.0, "words_per_second": 12345.6}
     (tmp_path / "0" / "metrics.json").write_text(json.dumps(metrics))
-    header, _, row = report(tmp_path / "0", PAPER).splitlines()[:3]
+    header, _, row = png_report(tmp_path / "0", PAPER).splitlines()[:3]
     cells = dict(zip((c.strip() for c in header.strip("|").split("|")), (c.strip() for c in row.strip("|").split("|"))))
     assert cells["test ppl (1 stream)"] == "440.00" and cells["test ppl (batched)"] == "452.25"
     assert cells["train s"] == "3725" and cells["words/s"] == "12,346" and cells["epochs"] == "6"
@@ -1492,7 +1538,7 @@ def test_a_job_that_said_why_it_has_no_result_is_failed_or_stopped_and_the_repor
     (tmp_path / "1" / "error.txt").write_text("stopped by SIGTERM before it finished; it wrote no metrics.json\n")
     diverged = {"status": "failed", "error": "training loss became nan at epoch 1, step 3", "epochs": 1}
     (tmp_path / "2" / "metrics.json").write_text(json.dumps(diverged))
-    table = report(tmp_path, PAPER)
+    table = png_report(tmp_path, PAPER)
     statuses = {r["run"]: r["status"] for r in collect(tmp_path)}
     assert statuses == {"0": "failed", "1": "stopped", "2": "failed", "3": "unfinished"}
     assert f"Failed, and why:\n\n- 0: {reason}\n- 2: {diverged['error']}\n" in table
@@ -1508,7 +1554,7 @@ def test_an_unfinished_runs_row_has_the_best_of_its_logged_validations(tmp_path)
     (row,) = collect(tmp_path / "0")
     logged = row["val_history"]
     assert list(logged) == [1, 2] and logged[2] < logged[1]  # a falling curve: its best is its last
-    line = report(tmp_path / "0", PAPER).splitlines()[2]
+    line = png_report(tmp_path / "0", PAPER).splitlines()[2]
     assert line.startswith(f"| 0 | dropout=none | unfinished | {logged[2]:.2f} | — | — | 2 |")
 
 
@@ -1518,7 +1564,7 @@ def test_a_resumed_job_stopped_before_its_first_checkpoint_runs_again_from_the_c
     overrides = ["experiment=paper_small", "ckpt_path=/old/run/checkpoints/last.ckpt", "seed=2"]
     write_job(tmp_path / "job", overrides, {}, TOY, None)
     (tmp_path / "job" / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 0}))
-    assert report(tmp_path / "job", PAPER).endswith(
+    assert png_report(tmp_path / "job", PAPER).endswith(
         "- job (interrupted): no checkpoint was written: run it again, "
         "`rnnreg-train experiment=paper_small ckpt_path=/old/run/checkpoints/last.ckpt seed=2`\n"
     )
@@ -1542,7 +1588,7 @@ def test_labels_round_floats_and_figures_fit_long_labels(tmp_path, recwarn):
     for job in range(12):
         overrides = [f"dropout.p={0.2 + job / 100!r}", *(f"optim.key{k}=value-{job}-{k}" for k in range(5))]
         write_job(long / str(job), overrides, {}, TOY, 420.0 + job)
-    report(long, PAPER)
+    png_report(long, PAPER)
     assert not [w for w in recwarn if "constrained_layout" in str(w.message)]
 
 
@@ -1638,7 +1684,7 @@ def test_an_empty_yaml_record_is_read_as_a_run_without_those_settings(tmp_path):
     rows = {r["run"]: r for r in collect(tmp_path)}
     assert rows["1"]["placement"] == "none" and rows["1"]["test_ppl"] == ABLATION["none"][1]
     assert rows["2"]["status"] == "completed" and rows["2"]["test_ppl"] == ABLATION["none"][2]
-    assert "| 1 | seed=1 | completed |" in report(tmp_path, PAPER)
+    assert "| 1 | seed=1 | completed |" in png_report(tmp_path, PAPER)
 
 
 def test_a_run_whose_hydra_record_has_no_hydra_node_gets_its_command_from_its_overrides(tmp_path):
@@ -1646,7 +1692,7 @@ def test_a_run_whose_hydra_record_has_no_hydra_node_gets_its_command_from_its_ov
     report's command to run it again is rnnreg-train with its overrides, not a traceback."""
     write_job(tmp_path / "0", ["dropout=none", "seed=1"], {}, TOY, None)
     (tmp_path / "0" / ".hydra" / "hydra.yaml").write_text("job: {name: train}\n")
-    assert "run it again, `rnnreg-train dropout=none seed=1`" in report(tmp_path, PAPER)
+    assert "run it again, `rnnreg-train dropout=none seed=1`" in png_report(tmp_path, PAPER)
 
 
 def test_odd_run_files_the_report_can_read_and_folders_it_cannot_write(tmp_path):
@@ -1661,17 +1707,17 @@ def test_odd_run_files_the_report_can_read_and_folders_it_cannot_write(tmp_path)
     (tmp_path / "5" / ".hydra" / "overrides.yaml").write_text("- dropout=recurrent\n- ~seed\n")
     rows = {r["run"]: r for r in collect(tmp_path)}
     assert rows["3"]["val_history"] == {3: 812.5} and rows["4"]["model"] == "5" and rows["5"]["seed"] == "1"
-    report(tmp_path)
+    png_report(tmp_path)
     assert (tmp_path / "val_ppl.png").is_file()
     (tmp_path / "multirun.yaml").write_text("hydra:\n  sweeper: [1]\n")
     with pytest.raises(DataError, match=r"multirun.yaml is not readable \(sweeper is not a mapping\)"):
-        report(tmp_path)
+        png_report(tmp_path)
     (tmp_path / "multirun.yaml").unlink()
     (tmp_path / "report.md").unlink()
     (tmp_path / "report.md").mkdir()
     written = f"could not write report.md in {re.escape(str(tmp_path))}: Is a directory; move the folder report.md away"
     with pytest.raises(OutputError, match=written):
-        report(tmp_path)
+        png_report(tmp_path)
     proc = run("rnnreg-report", f"path={tmp_path / '0'}", "paper=null", check=False)  # no reference lines
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
 
@@ -1891,7 +1937,7 @@ def test_sweeps_of_the_same_overrides_from_configs_that_differ_are_never_seeds_o
             f"hydra.searchpath=[file://{tmp_path / 'conf' / name}]",
             f"hydra.sweep.dir={tmp_path / 'compare' / name}",
         )
-    table = report(tmp_path / "compare")
+    table = png_report(tmp_path / "compare")
     over_seeds = table.split("Over seeds:")[1]
     assert "| optim.lr=1.0 | 2 | " in over_seeds and "| optim.lr=0.5 | 2 | " in over_seeds
     assert "ran 2 times" not in table and "differ in their .hydra/config.yaml (optim.lr: " in table
@@ -1909,12 +1955,12 @@ def test_overrides_every_run_shares_are_shown_once_above_the_table(tmp_path):
     budget = ["experiment=paper_small", "trainer.max_epochs=1", "trainer.limit_train_batches=6"]
     for job, placement in enumerate(("none", "recurrent")):
         write_job(tmp_path / str(job), [*budget[:1], f"dropout={placement}", *budget[1:]], {}, TOY, 440.0 + job)
-    table = report(tmp_path)
+    table = png_report(tmp_path)
     assert table.startswith(
         "every run: experiment=paper_small trainer.max_epochs=1 trainer.limit_train_batches=6\n\n| run | overrides |"
     )
     assert "| 0 | dropout=none | completed |" in table and "| 1 | dropout=recurrent | completed |" in table
-    alone = report(tmp_path / "0")
+    alone = png_report(tmp_path / "0")
     assert alone.startswith("| run |") and "| 0 | experiment=paper_small dropout=none trainer.max_epochs=1 " in alone
 
 
@@ -1924,7 +1970,7 @@ def test_overrides_given_in_another_order_are_one_configuration(tmp_path):
     write_job(tmp_path / "a/0", ["dropout=none", "model.init_scale=0.05", "seed=1"], {"dropout": "none"}, TOY, 440.0)
     write_job(tmp_path / "b/0", ["seed=2", "model.init_scale=0.05", "dropout=none"], {"dropout": "none"}, TOY, 450.0)
     write_job(tmp_path / "b/1", ["seed=2", "model.init_scale=0.1", "dropout=recurrent"], {}, TOY, 430.0)
-    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    over_seeds = png_report(tmp_path).split("Over seeds:")[1]
     assert "| dropout=none model.init_scale=0.05 | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in over_seeds
     assert [len(e["runs"]) for e in configurations(collect(tmp_path))] == [2, 1]
 
@@ -1936,7 +1982,7 @@ def test_the_mean_over_seeds_names_the_seeds_that_did_not_complete(tmp_path):
     diverged = {"status": "failed", "error": "training loss became nan at epoch 2, step 3", "epochs": 2}
     (root / "2" / "metrics.json").write_text(json.dumps(diverged))  # dropout=none's seed 2
     write_job(root / "6", ["dropout=none", "seed=3"], {"dropout": "none"}, TOY, None)  # killed: unfinished
-    text = report(root)
+    text = png_report(root)
     assert "| dropout=none | 2 | " in text.split("Over seeds:")[1]
     assert (
         "- configuration `dropout=none`: its mean is over its 2 completed seed(s) only; not counted: "
@@ -1955,7 +2001,7 @@ def test_a_configuration_with_one_seed_completed_of_several_keeps_its_row_over_s
     for job in ("4", "5"):  # dropout=both's seeds 1 and 2
         (root / job / "metrics.json").write_text(json.dumps(diverged))
     write_job(tmp_path / "sweep" / "more" / "0", ["dropout=recurrent", "seed=1"], {"dropout": "recurrent"}, TOY, 430.0)
-    text = report(root)
+    text = png_report(root)
     over_seeds = text.split("Over seeds:")[1].split("Notes:")[0]
     assert "| dropout=none | 3 | " in over_seeds
     assert re.search(r"^\| dropout=both \| 1 \| [0-9.]+ ± — \| 402\.56 ± — \| [0-9.]+ ± — \|$", over_seeds, re.M)
@@ -1969,7 +2015,7 @@ def test_a_value_written_another_way_is_one_configuration(tmp_path):
     for job, (p, seed) in enumerate((("dropout.p=.5", 1), ("++dropout.p=0.50", 2), ("+dropout.p=5e-1", 3))):
         write_job(tmp_path / str(job), ["dropout=both", p, f"seed={seed}"], {"dropout": "both"}, TOY, 430.0 + job)
     write_job(tmp_path / "3", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 450.0)
-    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    over_seeds = png_report(tmp_path).split("Over seeds:")[1]
     assert "| dropout=both dropout.p=.5 | 3 | " in over_seeds and "| 431.00 ± 1.00 |" in over_seeds
 
 
@@ -1983,7 +2029,7 @@ def test_a_flag_as_an_optuna_study_records_it_is_the_value_a_command_line_writes
             tmp_path / str(job), ["dropout=both", *overrides, f"seed={job + 1}"], {"dropout": "both"}, TOY, 430 + job
         )
     write_job(tmp_path / "3", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 450.0)
-    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    over_seeds = png_report(tmp_path).split("Over seeds:")[1]
     assert "| dropout=both test=false dropout.p=null | 3 | " in over_seeds and "| 431.00 ± 1.00 |" in over_seeds
 
 
@@ -2015,14 +2061,14 @@ def test_one_relative_corpus_folder_given_from_two_folders_is_two_configurations
     job("a/0", "/home/me/one", "corpus", 1, 400.0)
     job("a/1", "/home/me/one", "corpus", 2, 402.0)
     job("b/0", "/home/me/two", "corpus", 3, 500.0)
-    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    over_seeds = png_report(tmp_path).split("Over seeds:")[1]
     assert "| data.data_dir=/home/me/one/corpus | 2 | 414.81 ± 1.45 | 401.00 ± 1.41 |" in over_seeds
     assert "(data.data_dir: a relative folder, given from two working folders)" in over_seeds
-    runs = report(tmp_path).split("Over seeds:")[0]
+    runs = png_report(tmp_path).split("Over seeds:")[0]
     assert "| b/0 | seed=3 data.data_dir=/home/me/two/corpus |" in runs
     job("c/0", "/home/me/one", "/data/corpus", 1, 300.0)
     job("c/1", "/home/me/two", "/data/corpus", 2, 302.0)
-    assert "| (same) | 2 | 312.62 ± 1.45 | 301.00 ± 1.41 |" in report(tmp_path / "c").split("Over seeds:")[1]
+    assert "| (same) | 2 | 312.62 ± 1.45 | 301.00 ± 1.41 |" in png_report(tmp_path / "c").split("Over seeds:")[1]
 
 
 def test_a_key_a_later_version_added_or_a_speed_setting_makes_no_other_configuration(tmp_path):
@@ -2035,7 +2081,7 @@ def test_a_key_a_later_version_added_or_a_speed_setting_makes_no_other_configura
     config["optim"] = {**config.get("optim", {}), "a_later_key": False}
     config["speed"] = {"tf32": True}
     (tmp_path / "b/0/.hydra/config.yaml").write_text(yaml.safe_dump(config))
-    table = report(tmp_path)
+    table = png_report(tmp_path)
     assert "| (same) | 2 | 459.78 ± 7.23 | " in table.split("Over seeds:")[1] and "config.yaml" not in table
 
 
@@ -2066,7 +2112,7 @@ def test_the_mean_over_seeds_names_only_the_seeds_it_lacks(tmp_path):
     (root / "2" / "metrics.json").write_text(json.dumps(diverged))  # dropout=none's seed 2 ...
     write_job(tmp_path / "b" / "0", ["dropout=none", "seed=2"], {"dropout": "none"}, TOY, 450.0)  # ... run again
     write_job(root / "6", ["dropout=none", "seed=3"], {"dropout": "none"}, TOY, None)  # killed: unfinished
-    text = report(tmp_path)
+    text = png_report(tmp_path)
     assert "| dropout=none | 3 | " in text.split("Over seeds:")[1]
     notes = text.split("\nNotes:\n\n")[1].split("\n\n")[0]
     assert notes == (
@@ -2082,7 +2128,7 @@ def test_a_fast_dev_run_beside_the_seeds_of_its_configuration_adds_no_note(tmp_p
     tests = ABLATION["non_recurrent"]
     root = ablation(tmp_path / "sweep", {"non_recurrent": tests}, trainer=TOY | {"fast_dev_run": False})
     write_job(root / "3", ["dropout=non_recurrent", "seed=3"], {}, TOY | {"fast_dev_run": True}, 9000.0)
-    text = report(root)
+    text = png_report(root)
     mean, sd = statistics.mean(tests), statistics.stdev(tests)
     assert "| (same) | 3 | " in text.split("Over seeds:")[1] and f"| {mean:.2f} ± {sd:.2f} |" in text
     assert "| 0 | seed=1234 | completed |" in text and "Notes:" not in text, text
@@ -2099,7 +2145,7 @@ def test_an_unfinished_run_resumed_into_its_folder_shows_its_last_epoch_and_each
     csv_file.write_text("\n".join([header, *kept]) + "\n")
     (row,) = collect(tmp_path / "0")
     assert list(row["val_history"]) == [3, 5, 6]
-    table = report(tmp_path / "0", PAPER)
+    table = png_report(tmp_path / "0", PAPER)
     best = min(row["val_history"].values())
     assert table.splitlines()[2].startswith(f"| 0 | dropout=none | unfinished | {best:.2f} | — | — | 6 |")
     assert "- 0: csv/metrics.csv has no validation perplexity for epoch(s) 1–2, 4 (a resumed run" in table
@@ -2112,7 +2158,7 @@ def test_a_seed_given_twice_is_the_seed_hydra_applied_last(tmp_path):
     write_job(tmp_path / "b" / "0", ["dropout=none", "seed=1", "seed=2"], {"dropout": "none"}, TOY, 450.0)
     config = yaml.safe_load((tmp_path / "b/0/.hydra/config.yaml").read_text())
     (tmp_path / "b/0/.hydra/config.yaml").write_text(yaml.safe_dump(config | {"seed": 2}))
-    text = report(tmp_path)
+    text = png_report(tmp_path)
     assert "| (same) | 2 | " in text.split("Over seeds:")[1] and "ran 2 times" not in text
     assert "Notes:" not in text  # (a seed is no config key of its own: its value differs from run to run)
 
@@ -2128,7 +2174,7 @@ def test_runs_that_did_not_complete_are_never_a_mean_over_seeds(tmp_path):
         diverged = {"status": "failed", "error": "training loss became nan at epoch 6, step 3"}
         (tmp_path / name / "metrics.json").write_text(json.dumps(metrics | diverged))
     assert [(r["seed"], r["status"]) for r in collect(tmp_path)] == [("1", "failed"), ("2", "failed")]
-    assert "Over seeds:" not in report(tmp_path)
+    assert "Over seeds:" not in png_report(tmp_path)
 
 
 def test_a_failed_job_is_named_by_the_overrides_that_count(tmp_path, capsys):
@@ -2226,7 +2272,7 @@ def test_a_key_given_twice_is_the_configuration_of_its_last_value(tmp_path):
     overrides = ["dropout=none", "model.init_scale=0.1", "seed=2", "model.init_scale=0.05"]
     write_job(tmp_path / "b/0", overrides, {"dropout": "none"}, TOY, 450.0)
     write_job(tmp_path / "b/1", ["dropout=none", "model.init_scale=0.1", "seed=1"], {"dropout": "none"}, TOY, 430.0)
-    over_seeds = report(tmp_path).split("Over seeds:")[1]
+    over_seeds = png_report(tmp_path).split("Over seeds:")[1]
     assert "| model.init_scale=0.05 | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in over_seeds
     assert [len(e["runs"]) for e in configurations(collect(tmp_path))] == [2, 1]
 
@@ -2250,13 +2296,13 @@ def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_pa
         return folder
 
     basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-    assert report(sweep("numbered", "${hydra.job.num}", basic, "0")).endswith(
+    assert png_report(sweep("numbered", "${hydra.job.num}", basic, "0")).endswith(
         "- 1 (never started: no folder): "
         f"`rnnreg-train dropout=none seed=2 hydra.run.dir={tmp_path / 'numbered' / '1'} hydra.mode=RUN`\n"
     )
-    assert "never started" not in report(sweep("named", "s${seed}", basic, "s1"))
-    assert "never started" not in report(sweep("stacked", "${hydra.job.num}", STACKED_LAUNCHER, "0"))
-    assert "never started" not in report(sweep("optuna", "${hydra.job.num}", basic, "0", OPTUNA_SWEEPER))
+    assert "never started" not in png_report(sweep("named", "s${seed}", basic, "s1"))
+    assert "never started" not in png_report(sweep("stacked", "${hydra.job.num}", STACKED_LAUNCHER, "0"))
+    assert "never started" not in png_report(sweep("optuna", "${hydra.job.num}", basic, "0", OPTUNA_SWEEPER))
 
 
 def test_jobs_that_never_started_of_a_sweep_below_the_reports_folder_are_listed_by_their_path(tmp_path):
@@ -2270,7 +2316,7 @@ def test_jobs_that_never_started_of_a_sweep_below_the_reports_folder_are_listed_
     globbed = tmp_path / "runs" / "b"
     basic_sweep_record(globbed, ["dropout=glob(*)", "seed=1"])
     write_job(globbed / "0", ["dropout=both", "seed=1"], {"dropout": "both"}, TOY, 430.0)
-    table = report(tmp_path / "runs", PAPER)
+    table = png_report(tmp_path / "runs", PAPER)
     assert table.endswith(
         f"how each goes on\n\n- a/1 (never started: no folder): `rnnreg-train --config-dir {configs} dropout=none "
         f"seed=2 hydra.run.dir={sweep / '1'} hydra.mode=RUN`\n"
@@ -2284,7 +2330,7 @@ def test_a_never_started_job_below_the_reports_folder_names_its_own_sweeps_recor
     sweep = tmp_path / "runs" / "a"
     basic_sweep_record(sweep, [payload, "seed=1,2"])
     write_job(sweep / "0", [payload, "seed=1"], {}, TOY, 440.0)
-    assert report(tmp_path / "runs", PAPER).endswith(
+    assert png_report(tmp_path / "runs", PAPER).endswith(
         f"- a/1 (never started: no folder): no command shown: its record ({sweep / 'multirun.yaml'}) has `{payload}`, "
         "which makes Hydra build or call what it names; read the record before running it again\n"
     )
@@ -2299,7 +2345,7 @@ def test_a_sweeps_record_whose_overrides_are_no_list_is_one_line(tmp_path):
     with pytest.raises(
         DataError, match=rf"^{record} is not readable \(hydra.overrides.task is not a list of overrides\)"
     ):
-        report(tmp_path, PAPER)
+        png_report(tmp_path, PAPER)
 
 
 def test_runs_of_the_default_corpus_from_two_folders_are_one_configuration(tmp_path):
@@ -2314,7 +2360,7 @@ def test_runs_of_the_default_corpus_from_two_folders_are_one_configuration(tmp_p
             config["data"]["data_dir"], hydra["hydra"]["runtime"]["cwd"] = data_dir, cwd
             (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
             (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
-        text = report(tmp_path / data_dir[:2])
+        text = png_report(tmp_path / data_dir[:2])
         assert "| (same) | 2 | 459.78 ± 7.23 | 445.00 ± 7.07 |" in text.split("Over seeds:")[1], text
         assert "config.yaml" not in text
 
@@ -2384,12 +2430,12 @@ def test_a_job_that_ran_again_after_its_result_and_failed_is_failed_in_the_repor
     (job / "error.txt").write_text(refused + "\n")
     later = (job / "metrics.json").stat().st_mtime + 5
     os.utime(job / "error.txt", (later, later))
-    table = report(tmp_path, PAPER)
+    table = png_report(tmp_path, PAPER)
     assert failed_jobs(tmp_path) == [("0", ["dropout=none", "seed=1"], "failed")]
     assert "| failed |" in table and f"Failed, and why:\n\n- 0: {refused}\n" in table
     assert "interrupted" not in table and "goes on" not in table
     os.utime(job / "metrics.json", (later + 5, later + 5))  # it ran again once more: interrupted again
-    assert "| interrupted |" in report(tmp_path, PAPER) and failed_jobs(tmp_path)[0][2] == "interrupted"
+    assert "| interrupted |" in png_report(tmp_path, PAPER) and failed_jobs(tmp_path)[0][2] == "interrupted"
 
 
 def test_the_report_and_the_sweeps_end_read_how_a_job_ended_alike(tmp_path):
@@ -2428,7 +2474,7 @@ def test_runs_told_apart_by_a_string_and_a_number_that_print_alike_are_two_confi
         config = yaml.safe_load((tmp_path / str(job) / ".hydra" / "config.yaml").read_text())
         config["data"]["name"] = name
         (tmp_path / str(job) / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    over_seeds = report(tmp_path, PAPER).split("Over seeds:")[1]
+    over_seeds = png_report(tmp_path, PAPER).split("Over seeds:")[1]
     assert "| data.name='1.0' | 2 |" in over_seeds and "| data.name=1.0 | 2 |" in over_seeds, over_seeds
     from rnnreg.report import setting  # (a string with a space: quoted, as the report joins overrides with spaces)
 
@@ -2448,7 +2494,7 @@ def test_a_failed_runs_reason_is_its_metrics_json_error_before_its_error_txt(tmp
     (tmp_path / "0" / "error.txt").write_text("an earlier try's line\n")
     diverged = {"status": "failed", "error": "training loss became nan at epoch 1, step 3", "epochs": 1}
     (tmp_path / "0" / "metrics.json").write_text(json.dumps(diverged))
-    assert f"Failed, and why:\n\n- 0: {diverged['error']}\n" in report(tmp_path / "0", PAPER)
+    assert f"Failed, and why:\n\n- 0: {diverged['error']}\n" in png_report(tmp_path / "0", PAPER)
 
 
 def test_a_run_alone_is_labelled_by_its_placement_not_by_every_override_it_was_given(tmp_path):

@@ -1,7 +1,7 @@
 """rnnreg-report: one row per run of a run or multirun folder, as markdown (the overrides every run shares on a
 line above the table, each row's overrides those that tell it apart) and as data (report.csv, summary.csv: the numbers
 unrounded; summary.tex: the table over seeds in LaTeX), plus figures (validation curves,
-test perplexity per configuration; rnnreg.report_figures) as PNG (300 dpi) and PDF.
+test perplexity per configuration; rnnreg.report_figures) as PNG (300 dpi) and PDF, or the formats asked for.
 
 Reads each job's `.hydra/overrides.yaml`, `metrics.json` and `csv/metrics.csv`. A job without `metrics.json`
 is `running` while a live rnnreg process holds its folder (rnnreg.run_lock); a multirun job that left its reason in
@@ -28,7 +28,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg.errors import ConfigError, OutputError
 from rnnreg.io import replace_atomically
@@ -40,6 +40,7 @@ from rnnreg.report_commands import how_to_go_on
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import MAX_NLL, metrics_path, null_as_nan, read_metrics
 from rnnreg.runtime import hydra_entry, reader_gone
+from rnnreg.schema import show_value
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -609,6 +610,10 @@ def paired_table(reference: dict, rows: list[dict]) -> str:
 # report.csv's columns after the run's overrides: report.md's per-run table, by metrics.json's names, and a failed
 # run's reason
 TABLES = ("report.csv", "summary.csv", "summary.tex")  # report.md's tables as data (write_tables)
+FIGURES = ("val_ppl", "test_ppl")  # rnnreg.report_figures draws them
+# savefig's options per figure format: PNG at 300 dpi (screens, the README), PDF (vector, for papers; no creation
+# date, so that a report of the same runs is the same bytes)
+FORMATS = {"png": {"dpi": 300}, "pdf": {"metadata": {"CreationDate": None}}}
 RUN_COLUMNS = ("status", "epochs", "best_val_ppl", "test_ppl", "test_ppl_batched", "train_seconds", "words_per_second")
 
 
@@ -741,10 +746,30 @@ def write_tables(rows: list[dict], done: list[dict], paired: tuple[dict, list[di
     replace_atomically(root / "summary.tex", lambda tmp: tmp.write_text(summary_latex(done)))
 
 
-def report(path: str | Path, paper: dict | None = None) -> str:
-    """report.md, its tables as data (write_tables) and the figures in the folder `path`; the markdown returned.
-    `paper`: conf/report.yaml's `paper` (the paper's perplexities by model size), drawn only beside runs of that size's
-    full recipe."""
+def figure_formats(formats) -> tuple[str, ...]:
+    """conf/report.yaml's `formats` (a list, or one format as a word) as a tuple, each format once, in its order."""
+    given = [formats] if isinstance(formats, str) else list(formats) if isinstance(formats, (list, tuple)) else None
+    if given is None or not all(isinstance(f, str) for f in given) or not set(given) <= set(FORMATS):
+        shown = show_value(formats) if given is None else "[" + ",".join(show_value(f) for f in given) + "]"
+        raise ConfigError(
+            f"formats={shown}: the figures' formats are {' and '.join(FORMATS)}: give formats=[png,pdf], formats=[png] "
+            f"or formats=[] (no figures)"
+        )
+    return tuple(dict.fromkeys(given))
+
+
+def stale_figures(root: Path, formats: tuple[str, ...]) -> list[Path]:
+    """The figures in `root` in a format not in `formats`: an earlier report's, which this one does not redraw."""
+    others = [root / f"{name}.{ext}" for name in FIGURES for ext in FORMATS if ext not in formats]
+    return [p for p in others if p.is_symlink() or p.is_file()]
+
+
+def report(path: str | Path, paper: dict | None = None, formats=tuple(FORMATS)) -> str:
+    """report.md, its tables as data (write_tables) and the figures in `formats` (figure_formats) in the folder `path`;
+    the markdown returned. `paper`: conf/report.yaml's `paper` (the paper's perplexities by model size), drawn only
+    beside runs of that size's full recipe. An earlier report's figures in another format are removed (stale_figures):
+    they would show runs as they were then."""
+    formats = figure_formats(formats)
     root = Path(path).absolute()  # (the commands it gives are pasted in any folder)
     if not root.is_dir():
         raise ConfigError(f"path={path} is not a folder: give a run or multirun folder under outputs/")
@@ -767,13 +792,16 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     if failed:
         table += "\nFailed, and why:\n\n" + "\n".join(f"- {r['run']}: {r['why']}" for r in failed) + "\n"
     table += how_to_go_on(rows, root)
-    from rnnreg.report_figures import plot  # (matplotlib: seconds to import, only once the rows are read)
-
     try:
         # replaced, not written through: a report.md that is a link (a shared folder's) leaves what it points at
         replace_atomically(root / "report.md", lambda tmp: tmp.write_text(table))
         write_tables(rows, done, paired, root)
-        plot(rows, root, paper)
+        for stale in stale_figures(root, formats):
+            stale.unlink()  # (a link: the link, not what it points at)
+        if formats:
+            from rnnreg.report_figures import plot  # (matplotlib: seconds to import, only once the rows are read)
+
+            plot(rows, root, paper, formats)
     except OSError as err:  # a folder where a file goes, a read-only folder, a full disk
         where = Path(err.filename) if err.filename else root
         raise OutputError(
@@ -783,12 +811,10 @@ def report(path: str | Path, paper: dict | None = None) -> str:
     return table
 
 
-def written_files(root: Path) -> list[Path]:
-    """What report() writes in `root`."""
-    from rnnreg.report_figures import FIGURES, FORMATS
-
+def written_files(root: Path, formats: tuple[str, ...] = tuple(FORMATS)) -> list[Path]:
+    """What report() writes in `root` given `formats` (figure_formats)."""
     tables = [root / name for name in ("report.md", *TABLES)]
-    return [*tables, *(root / f"{name}.{ext}" for name in FIGURES for ext in FORMATS)]
+    return [*tables, *(root / f"{name}.{ext}" for name in FIGURES for ext in formats)]
 
 
 @hydra_entry("report")
@@ -796,10 +822,17 @@ def main(cfg: DictConfig) -> None:
     if cfg.paper is not None and not isinstance(cfg.paper, DictConfig):
         raise ConfigError(f"paper={cfg.paper} must be the paper's numbers by model size (conf/report.yaml), or null")
     paper = None if cfg.paper is None else OmegaConf.to_container(cfg.paper, resolve=True)
-    text = report(str(cfg.path), paper)
+    listed = isinstance(cfg.formats, ListConfig)
+    formats = figure_formats(OmegaConf.to_container(cfg.formats) if listed else cfg.formats)
+    root = Path(cfg.path)
+    stale = stale_figures(root, formats) if root.is_dir() else []
+    text = report(str(cfg.path), paper, formats)
     try:
         print(text)
-        print("wrote " + ", ".join(str(p) for p in written_files(Path(cfg.path))), flush=True)
+        print("wrote " + ", ".join(str(p) for p in written_files(root, formats)), flush=True)
+        if stale:
+            names, shown = ", ".join(p.name for p in stale), "[" + ",".join(formats) + "]"
+            print(f"removed {names}: an earlier report's, in a format not asked for (formats={shown})", flush=True)
     except BrokenPipeError:  # `| head` read what it wanted
         reader_gone()
 

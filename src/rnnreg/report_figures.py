@@ -17,7 +17,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from rnnreg.io import replace_atomically
 from rnnreg.record_yaml import full_budget
-from rnnreg.report import by_config
+from rnnreg.report import FORMATS, by_config
 
 
 def plot_groups(rows: list[dict]) -> dict[str, list[dict]]:
@@ -55,11 +55,8 @@ ONE_EPOCH_APART = 0.06
 # Configurations of one placement that differ in something else (rates, sizes): one marker and line style each.
 MARKERS = ("o", "s", "^", "D", "v", "P")
 LINESTYLES = ("-", "--", ":", "-.")
-FIGURES = ("val_ppl", "test_ppl")
 # a float as an override writes it (0.3, .5, 5e-1), not an int or a word
 FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][-+]?\d+)?")
-# Each figure as PNG (300 dpi, for screens and the README) and PDF (vector, for papers), cropped to its contents.
-FORMATS = {"png": {"dpi": 300}, "pdf": {"metadata": {"CreationDate": None}}}
 
 
 def placement_colour(placement: str) -> str:
@@ -395,20 +392,23 @@ def figure_test_ppl(rows: list[dict], paper: dict | None = None) -> Figure:
     return fig
 
 
-def save(fig: Figure, out: Path, name: str) -> list[Path]:
-    """The figure as <name>.png (300 dpi) and <name>.pdf (vector, text kept as text)."""
+def save(fig: Figure, out: Path, name: str, formats: tuple[str, ...]) -> list[Path]:
+    """The figure as <name>.<format> for each of `formats` (FORMATS: png at 300 dpi, pdf with its text as text)."""
     written = []
     with matplotlib.rc_context({"pdf.fonttype": 42}):
-        for ext, options in FORMATS.items():
+        for ext in formats:
             # replaced, not written through a link a shared folder may hold there
             replace_atomically(
                 out / f"{name}.{ext}",
-                lambda tmp, ext=ext, options=options: fig.savefig(tmp, format=ext, bbox_inches="tight", **options),
+                lambda tmp, ext=ext: fig.savefig(tmp, format=ext, bbox_inches="tight", **FORMATS[ext]),
             )
             written.append(out / f"{name}.{ext}")
     return written
 
 
-def plot(rows: list[dict], out: Path, paper: dict | None = None) -> list[Path]:
-    """val_ppl.{png,pdf} and test_ppl.{png,pdf} in `out`; the paths written."""
-    return [*save(figure_val_ppl(rows, paper), out, "val_ppl"), *save(figure_test_ppl(rows, paper), out, "test_ppl")]
+def plot(rows: list[dict], out: Path, paper: dict | None, formats: tuple[str, ...]) -> list[Path]:
+    """val_ppl and test_ppl in `out`, each in `formats`; the paths written."""
+    return [
+        *save(figure_val_ppl(rows, paper), out, "val_ppl", formats),
+        *save(figure_test_ppl(rows, paper), out, "test_ppl", formats),
+    ]
