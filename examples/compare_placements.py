@@ -27,7 +27,8 @@ from lightning.pytorch.loggers import CSVLogger
 import rnnreg
 from rnnreg.errors import ConfigError, OutputError
 from rnnreg.io import write_json_atomic
-from rnnreg.report import history, report
+from rnnreg.report import report
+from rnnreg.report_runs import history
 from rnnreg.run_folder_check import check_no_earlier_results
 from rnnreg.run_record import metrics_path
 from rnnreg.runtime import hide_expected_warnings

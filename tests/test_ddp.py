@@ -22,7 +22,7 @@ import yaml
 import warm_start
 from helpers import BIN, TINY, assert_diverges_in_epoch_2, free_port, run, speed_state, srun_env, write_corpus
 from rnnreg.preemption import Preemption
-from rnnreg.report import history
+from rnnreg.report_runs import history
 from rnnreg.run_record import STOPPED_BY
 from rnnreg.train import train
 

@@ -8,7 +8,7 @@ import torch
 from omegaconf import open_dict
 
 from rnnreg.errors import TrainingDiverged
-from rnnreg.report import history
+from rnnreg.report_runs import history
 from rnnreg.train import build, train
 
 LOGGED = ("logger=csv", "trainer.log_every_n_steps=1", "trainer.max_epochs=2", "trainer.limit_train_batches=25")

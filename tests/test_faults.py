@@ -35,7 +35,8 @@ from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import FileWriter, replace_atomically
-from rnnreg.report import history, report
+from rnnreg.report import report
+from rnnreg.report_runs import history
 from rnnreg.run_record import STOPPED_BY
 from rnnreg.task import load_task
 from rnnreg.train import build, train

@@ -985,7 +985,7 @@ def test_debug_overfit_trains_on_its_windows_without_a_word_of_shuffling(tiny_co
     args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "debug=overfit", "logger=csv"]
     proc = run("rnnreg-train", *args, "trainer.max_epochs=10", f"hydra.run.dir={run_dir}")
     assert "shuffling" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
-    from rnnreg.report import history
+    from rnnreg.report_runs import history
 
     train_ppl = history(run_dir, "train/ppl")
     assert len(train_ppl) == 10 and train_ppl[-1] < 0.75 * train_ppl[0]

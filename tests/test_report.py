@@ -34,7 +34,7 @@ from rnnreg.errors import DataError, OutputError
 from rnnreg.io import write_json_atomic
 from rnnreg.job_records import JobFailed, failed_jobs, record_job_stopped, report_failed_job
 from rnnreg.multirun_jobs import inside_job
-from rnnreg.report import PAIRED_COLUMNS, RUN_COLUMNS, collect, find_runs, report, written_files
+from rnnreg.report import report, written_files
 from rnnreg.report_commands import resume_command
 from rnnreg.report_figures import (
     PLACEMENT_COLOURS,
@@ -44,6 +44,8 @@ from rnnreg.report_figures import (
     log_ticks,
     paper_size_of,
 )
+from rnnreg.report_runs import collect, find_runs
+from rnnreg.report_tables import PAIRED_COLUMNS, RUN_COLUMNS
 from rnnreg.run_lock import RunLock
 from rnnreg.sweep import SweepCallback
 
@@ -2476,7 +2478,7 @@ def test_runs_told_apart_by_a_string_and_a_number_that_print_alike_are_two_confi
         (tmp_path / str(job) / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     over_seeds = png_report(tmp_path, PAPER).split("Over seeds:")[1]
     assert "| data.name='1.0' | 2 |" in over_seeds and "| data.name=1.0 | 2 |" in over_seeds, over_seeds
-    from rnnreg.report import setting  # (a string with a space: quoted, as the report joins overrides with spaces)
+    from rnnreg.report_runs import setting  # (a string with a space: quoted, as the report joins overrides with spaces)
 
     assert [setting(json.dumps(v)) for v in ("a b", "paper_small", "null", None, 0.5)] == [
         "'a b'",

@@ -449,7 +449,7 @@ def test_a_resumed_runs_train_seconds_count_its_earlier_part(tiny_cfg, tmp_path)
 def test_words_per_second_is_every_epochs_words_over_every_epochs_training_time(tiny_cfg, tmp_path):
     """metrics.json's words_per_second: all 3 epochs' training words over the sum of the 3 epochs' training times
     (train/epoch_seconds in csv/metrics.csv), not over the last epoch's time alone."""
-    from rnnreg.report import history
+    from rnnreg.report_runs import history
 
     cfg = tiny_cfg("trainer.max_epochs=3", "trainer.limit_train_batches=5", "test=false", "logger=csv")
     metrics = train(cfg)

@@ -34,8 +34,8 @@ from helpers import (
 )
 from rnnreg.io import load_checkpoint
 from rnnreg.preemption import requeued_checkpoint
-from rnnreg.report import by_epoch, collect, history
 from rnnreg.report_figures import plot_groups
+from rnnreg.report_runs import by_epoch, collect, history
 from rnnreg.run_record import STOPPED_BY
 from rnnreg.training import train
 

@@ -30,7 +30,7 @@ from rnnreg.command_line import check_command_line
 from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
-from rnnreg.report import collect
+from rnnreg.report_runs import collect
 from rnnreg.resume import check_training_state
 from rnnreg.run_folder_check import cannot_make_a_folder_in
 from rnnreg.run_lock import RunLock

@@ -17,7 +17,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from rnnreg.io import replace_atomically
 from rnnreg.record_yaml import full_budget
-from rnnreg.report import FORMATS, by_config
+from rnnreg.report import FORMATS
+from rnnreg.report_tables import by_config
 
 
 def plot_groups(rows: list[dict]) -> dict[str, list[dict]]:
