@@ -178,7 +178,8 @@ def test_formats_writes_the_figures_asked_for_and_removes_an_earlier_reports_oth
     before = (root / "val_ppl.png").stat().st_mtime_ns
     proc = run("rnnreg-report", f"path={root}", "formats=[png]")
     assert proc.stdout.splitlines()[-1] == (
-        "removed val_ppl.pdf, test_ppl.pdf: an earlier report's, in a format not asked for (formats=[png])"
+        f"removed {root / 'val_ppl.pdf'}, {root / 'test_ppl.pdf'}: an earlier report's, in a format not asked for "
+        "(formats=[png])"
     )
     wrote = proc.stdout.splitlines()[-2]
     assert wrote.endswith(f"summary.tex, {root / 'val_ppl.png'}, {root / 'test_ppl.png'}") and ".pdf" not in wrote
@@ -186,18 +187,34 @@ def test_formats_writes_the_figures_asked_for_and_removes_an_earlier_reports_oth
     assert (root / "val_ppl.png").stat().st_mtime_ns > before  # (redrawn, not left)
     assert matplotlib.image.imread(root / "test_ppl.png").ndim == 3
     kept = {name: (root / name).read_bytes() for name in os.listdir(root) if (root / name).is_file()}
-    for bad, shown in (("[png,svg]", "[png,svg]"), ("jpg", "[jpg]"), ("null", "null")):
-        proc = run("rnnreg-report", f"path={root}", f"formats={bad}", check=False)
+    listed, written = set(os.listdir(root)), {name: (root / name).stat().st_mtime_ns for name in kept}
+    given = (
+        ("[png,svg]", "[png,svg]"),
+        ("jpg", "jpg"),
+        ("null", "null"),
+        ("'png,pdf'", "'png,pdf'"),
+        ("[PNG]", "[PNG]"),
+    )
+    for bad, shown in (*given, ("[svg] --cfg job", "[svg]")):  # (its value shown as given; checked before --cfg too)
+        proc = run("rnnreg-report", f"path={root}", *f"formats={bad}".split(), check=False)
         assert proc.returncode == 2 and proc.stdout == "", bad
         assert proc.stderr == (
             f"error: formats={shown}: the figures' formats are png and pdf: give formats=[png,pdf], formats=[png] or "
             "formats=[] (no figures)\n"
         )
-        assert {name: (root / name).read_bytes() for name in kept} == kept and set(os.listdir(root)) >= set(kept)
+        assert {name: (root / name).read_bytes() for name in kept} == kept and set(os.listdir(root)) == listed
+        assert {name: (root / name).stat().st_mtime_ns for name in kept} == written  # (nothing written again)
     png_report(root)  # (a caller of report() passes a tuple)
     assert not list(root.glob("*.pdf")) and len(list(root.glob("*.png"))) == 2
     report(root, formats="pdf")  # (one format as a word, as formats=pdf gives it)
     assert not list(root.glob("*.png")) and len(list(root.glob("*.pdf"))) == 2
+    (root / "val_ppl.png").mkdir()  # a report that cannot write its figures keeps the earlier report's
+    with pytest.raises(
+        OutputError, match=r"^could not write val_ppl\.png in .*: Is a directory; move the folder val_ppl\.png away"
+    ):
+        report(root, formats=["png"])
+    assert len(list(root.glob("*.pdf"))) == 2
+    (root / "val_ppl.png").rmdir()
     markdown = report(root, formats=())
     assert (root / "report.md").read_text() == markdown and not list(root.glob("*_ppl.*"))
     assert (root / "summary.csv").is_file() and (root / "summary.tex").is_file()

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg.errors import ConfigError, OutputError
 from rnnreg.io import replace_atomically
+from rnnreg.override_text import string_value
 from rnnreg.report_commands import how_to_go_on
 from rnnreg.report_runs import collect, shared_overrides
 from rnnreg.report_tables import (
@@ -50,14 +51,23 @@ FORMATS = {"png": {"dpi": 300}, "pdf": {"metadata": {"CreationDate": None}}}
 
 def figure_formats(formats) -> tuple[str, ...]:
     """conf/report.yaml's `formats` (a list, or one format as a word) as a tuple, each format once, in its order."""
-    given = [formats] if isinstance(formats, str) else list(formats) if isinstance(formats, (list, tuple)) else None
+    listed = isinstance(formats, (list, tuple, ListConfig))
+    given = [formats] if isinstance(formats, str) else list(formats) if listed else None
     if given is None or not all(isinstance(f, str) for f in given) or not set(given) <= set(FORMATS):
-        shown = show_value(formats) if given is None else "[" + ",".join(show_value(f) for f in given) + "]"
         raise ConfigError(
-            f"formats={shown}: the figures' formats are {' and '.join(FORMATS)}: give formats=[png,pdf], formats=[png] "
-            f"or formats=[] (no figures)"
+            f"formats={as_given(formats)}: the figures' formats are {' and '.join(FORMATS)}: give formats=[png,pdf], "
+            f"formats=[png] or formats=[] (no figures)"
         )
     return tuple(dict.fromkeys(given))
+
+
+def as_given(value) -> str:
+    """A value as an override writes it: a string in Hydra's quotes where it would read otherwise ('png,pdf', '')."""
+    if isinstance(value, str):
+        return string_value(value)
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "[" + ",".join(as_given(v) for v in value) + "]"
+    return show_value(value)
 
 
 def stale_figures(root: Path, formats: tuple[str, ...]) -> list[Path]:
@@ -98,8 +108,6 @@ def report(path: str | Path, paper: dict | None = None, formats=tuple(FORMATS)) 
         # replaced, not written through: a report.md that is a link (a shared folder's) leaves what it points at
         replace_atomically(root / "report.md", lambda tmp: tmp.write_text(table))
         write_tables(rows, done, paired, root)
-        for stale in stale_figures(root, formats):
-            stale.unlink()  # (a link: the link, not what it points at)
         if formats:
             from rnnreg.report_figures import plot  # (matplotlib: seconds to import, only once the rows are read)
 
@@ -110,6 +118,14 @@ def report(path: str | Path, paper: dict | None = None, formats=tuple(FORMATS)) 
             f"could not write {where.name} in {where.parent}: {err.strerror or err}: move what is in the way, or "
             f"copy the runs to a folder you can write"
         ) from None
+    for stale in stale_figures(root, formats):  # (once the figures asked for are written: a failed report keeps them)
+        try:
+            stale.unlink()  # (a link: the link, not what it points at)
+        except OSError as err:
+            raise OutputError(
+                f"could not remove {stale.name} in {root}, an earlier report's figure in a format not asked for "
+                f"(formats={as_given(list(formats))}): {err.strerror or err}: remove it, or ask for its format too"
+            ) from None
     return table
 
 
@@ -124,8 +140,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.paper is not None and not isinstance(cfg.paper, DictConfig):
         raise ConfigError(f"paper={cfg.paper} must be the paper's numbers by model size (conf/report.yaml), or null")
     paper = None if cfg.paper is None else OmegaConf.to_container(cfg.paper, resolve=True)
-    listed = isinstance(cfg.formats, ListConfig)
-    formats = figure_formats(OmegaConf.to_container(cfg.formats) if listed else cfg.formats)
+    formats = figure_formats(cfg.formats)
     root = Path(cfg.path)
     stale = stale_figures(root, formats) if root.is_dir() else []
     text = report(str(cfg.path), paper, formats)
@@ -133,8 +148,10 @@ def main(cfg: DictConfig) -> None:
         print(text)
         print("wrote " + ", ".join(str(p) for p in written_files(root, formats)), flush=True)
         if stale:
-            names, shown = ", ".join(p.name for p in stale), "[" + ",".join(formats) + "]"
-            print(f"removed {names}: an earlier report's, in a format not asked for (formats={shown})", flush=True)
+            removed = ", ".join(str(p) for p in stale)
+            print(
+                f"removed {removed}: an earlier report's, in a format not asked for (formats={as_given(list(formats))})"
+            )
     except BrokenPipeError:  # `| head` read what it wanted
         reader_gone()
 

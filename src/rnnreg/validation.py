@@ -21,6 +21,7 @@ from rnnreg.lstm_choice import runs_fused, step_loop_settings
 from rnnreg.schema import (
     SCHEMAS,
     SITES,
+    Report,
     Rule,
     Train,
     Trainer,
@@ -191,6 +192,10 @@ def _entry_name(schema: type) -> str:
 
 # -- rules across keys --------------------------------------------------------------------------------
 def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
+    if schema is Report:
+        from rnnreg.report import figure_formats  # (the key's one check; rnnreg.report imports this module's callers)
+
+        figure_formats(cfg.formats)
     metric = cfg.get("optimized_metric") if schema is Train else None
     if isinstance(metric, str) and metric.startswith("test") and not cfg.get("test"):  # before any run folder
         raise ConfigError(f"optimized_metric={metric} needs the final test: set test=true or choose best_val_ppl")
