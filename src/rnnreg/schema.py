@@ -372,7 +372,7 @@ class Generate:
 @dataclass
 class Report:
     path: str = text(hint="a run folder or a multirun folder")
-    formats: Any = anything()  # (rnnreg.report.figure_formats checks it, for rnnreg-report and a caller of report())
+    formats: Any = anything()  # (rnnreg.report.figure_formats checks it: for the command line, validation.cross_checks)
     paper: Any = nodes(PaperResult)
     paths: Paths = node(Paths)
 
