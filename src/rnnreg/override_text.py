@@ -27,6 +27,21 @@ def string_value(value: str) -> str:
     return value if plain else quoted_for_hydra(value)
 
 
+def override_value(value) -> str:
+    """A value as an override writes it, for a message that shows what was given: a string in Hydra's quotes where
+    its grammar reads it otherwise (string_value: 'png,pdf', ''), a list as [a,b], anything else as
+    rnnreg.schema.show_value (null, true)."""
+    from omegaconf import ListConfig
+
+    from rnnreg.schema import show_value  # (the schema's messages import this module's callers)
+
+    if isinstance(value, str):
+        return string_value(value)
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    return show_value(value)
+
+
 def path_override(key: str, path) -> str:
     """`key=path` as Hydra reads back the path (string_value)."""
     return f"{key}={string_value(str(path))}"

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg.errors import ConfigError, OutputError
 from rnnreg.io import replace_atomically
-from rnnreg.override_text import string_value
+from rnnreg.override_text import override_value
 from rnnreg.report_commands import how_to_go_on
 from rnnreg.report_runs import collect, shared_overrides
 from rnnreg.report_tables import (
@@ -40,7 +40,6 @@ from rnnreg.report_tables import (
     write_tables,
 )
 from rnnreg.runtime import hydra_entry, reader_gone
-from rnnreg.schema import show_value
 
 TABLES = ("report.csv", "summary.csv", "summary.tex")  # report.md's tables as data (report_tables.write_tables)
 FIGURES = ("val_ppl", "test_ppl")  # rnnreg.report_figures draws them
@@ -55,19 +54,10 @@ def figure_formats(formats) -> tuple[str, ...]:
     given = [formats] if isinstance(formats, str) else list(formats) if listed else None
     if given is None or not all(isinstance(f, str) for f in given) or not set(given) <= set(FORMATS):
         raise ConfigError(
-            f"formats={as_given(formats)}: the figures' formats are {' and '.join(FORMATS)}: give formats=[png,pdf], "
-            f"formats=[png] or formats=[] (no figures)"
+            f"formats={override_value(formats)}: the figures' formats are {' and '.join(FORMATS)}: give "
+            f"formats=[png,pdf], formats=[png] or formats=[] (no figures)"
         )
     return tuple(dict.fromkeys(given))
-
-
-def as_given(value) -> str:
-    """A value as an override writes it: a string in Hydra's quotes where it would read otherwise ('png,pdf', '')."""
-    if isinstance(value, str):
-        return string_value(value)
-    if isinstance(value, (list, tuple, ListConfig)):
-        return "[" + ",".join(as_given(v) for v in value) + "]"
-    return show_value(value)
 
 
 def stale_figures(root: Path, formats: tuple[str, ...]) -> list[Path]:
@@ -124,7 +114,7 @@ def report(path: str | Path, paper: dict | None = None, formats=tuple(FORMATS)) 
         except OSError as err:
             raise OutputError(
                 f"could not remove {stale.name} in {root}, an earlier report's figure in a format not asked for "
-                f"(formats={as_given(list(formats))}): {err.strerror or err}: remove it, or ask for its format too"
+                f"(formats={override_value(formats)}): {err.strerror or err}: remove it, or ask for its format too"
             ) from None
     return table
 
@@ -148,10 +138,8 @@ def main(cfg: DictConfig) -> None:
         print(text)
         print("wrote " + ", ".join(str(p) for p in written_files(root, formats)), flush=True)
         if stale:
-            removed = ", ".join(str(p) for p in stale)
-            print(
-                f"removed {removed}: an earlier report's, in a format not asked for (formats={as_given(list(formats))})"
-            )
+            removed, asked = ", ".join(str(p) for p in stale), override_value(formats)
+            print(f"removed {removed}: an earlier report's, in a format not asked for (formats={asked})", flush=True)
     except BrokenPipeError:  # `| head` read what it wanted
         reader_gone()
 
