@@ -21,7 +21,7 @@ from rnnreg.data import LMDataModule
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.io import load_checkpoint
 from rnnreg.report_runs import history
-from rnnreg.resume import check_resume_model, check_resume_window, vocabulary_refusal
+from rnnreg.resume_checks import check_resume_model, check_resume_window, vocabulary_refusal
 from rnnreg.task import load_task
 from rnnreg.train import train
 from rnnreg.training import resolve_ckpt_path

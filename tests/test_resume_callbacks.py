@@ -14,7 +14,7 @@ import torch
 
 from helpers import TINY, folder_contents, run, write_corpus
 from rnnreg.errors import CheckpointError, ConfigError
-from rnnreg.resume import check_training_state
+from rnnreg.resume_checks import check_training_state
 from rnnreg.train import train
 
 STOPPING = ("callbacks=early_stopping", "trainer.limit_train_batches=3", "test=false")
@@ -107,7 +107,7 @@ def test_an_early_stop_recorded_without_its_reason_is_read_from_its_stopped_epoc
     """An EarlyStopping state without stopping_reason (as Lightning before 2.6 wrote it, and a hand-edited file) that
     stopped (stopped_epoch > 0) is a run early stopping ended: its resume is refused, not trained on as if it had not
     stopped; one that did not stop goes on. An empty state, which Lightning does not load, is not checked."""
-    from rnnreg.resume import callback_state_problem, check_resume_settings
+    from rnnreg.resume_checks import callback_state_problem, check_resume_settings
 
     checkpoint = torch.load(stopped_run["run"] / "checkpoints/last.ckpt", weights_only=True)
     state = state_of(checkpoint, "EarlyStopping")

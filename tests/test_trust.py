@@ -31,7 +31,7 @@ from rnnreg.errors import CheckpointError, OutputError
 from rnnreg.evaluate import evaluate
 from rnnreg.io import load_checkpoint, replace_atomically
 from rnnreg.report_runs import collect
-from rnnreg.resume import check_training_state
+from rnnreg.resume_checks import check_training_state
 from rnnreg.run_folder_check import cannot_make_a_folder_in
 from rnnreg.run_lock import RunLock
 from rnnreg.task import load_task

@@ -21,7 +21,7 @@ from rnnreg.run_record import recorded_metrics
 from rnnreg.stacked_settings import padded_size
 
 if TYPE_CHECKING:
-    from rnnreg.resume import ResumedData
+    from rnnreg.resume_checks import ResumedData
     from rnnreg.stacked_launcher import Job
     from rnnreg.stacked_train import GroupTrainer, HostCopies
 
@@ -271,7 +271,7 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
     if not isinstance(state["members"], list) or len(state["members"]) != members:
         raise ValueError(f"members: not the group's {members}")
     from rnnreg.checkpoint_contents import data_fingerprint_problem
-    from rnnreg.resume import callback_state_problem  # (torch and Lightning: at a resume only)
+    from rnnreg.resume_checks import callback_state_problem  # (torch and Lightning: at a resume only)
 
     if "data_fingerprint" in state and (why := data_fingerprint_problem(state["data_fingerprint"])):
         raise ValueError(why.removeprefix("its "))
@@ -293,11 +293,14 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
 
 def check_group_data(state: dict, corpus, path: Path, run: Path, max_epochs: int) -> list[str]:
     """A group's resume file `path` (read_group_resume's `state`) against the data it goes on with (`corpus`), by a
-    run's rules (rnnreg.resume): a CheckpointError where it trained on another vocabulary (`run`: a member's folder,
-    whose record names its train file), a ConfigError where its train split changed and it stopped inside an epoch;
-    else the lines to warn with. A group with nothing left to train (group_trains: stopped in its final test) is
+    run's rules (rnnreg.resume_checks): a CheckpointError where it trained on another vocabulary (`run`: a member's
+    folder, whose record names its train file), a ConfigError where its train split changed and it stopped inside an
+    epoch; else the lines to warn with. A group with nothing left to train (group_trains: stopped in its final test) is
     compared on its test split only, as a run stopped in its final test is: its train and valid splits are unused."""
-    from rnnreg.resume import check_resume_data, check_resume_vocabulary  # (torch and Lightning: at a resume only)
+    from rnnreg.resume_checks import (  # (torch and Lightning: at a resume only)
+        check_resume_data,
+        check_resume_vocabulary,
+    )
 
     check_resume_vocabulary(state.get("vocab"), corpus, path, run)
     resumed = resumed_group_data(state, corpus.itos)
@@ -318,10 +321,10 @@ def group_trains(state: dict, max_epochs: int) -> bool:
 
 def resumed_group_data(state: dict, vocab: list[str]) -> ResumedData:
     """What a group's resume file (read_group_resume's `state`) gives a check of the data it goes on with
-    (rnnreg.resume.check_resume_data): its data fingerprint (None in a file from before it was kept), its vocabulary
-    (a file from before it was kept: the group's own, `vocab`), where it stopped, and its members' best validation
-    scores."""
-    from rnnreg.resume import ResumedData  # (torch and Lightning: at a resume only)
+    (rnnreg.resume_checks.check_resume_data): its data fingerprint (None in a file from before it was kept), its
+    vocabulary (a file from before it was kept: the group's own, `vocab`), where it stopped, and its members' best
+    validation scores."""
+    from rnnreg.resume_checks import ResumedData  # (torch and Lightning: at a resume only)
 
     best = [m.get("best_val") for m in state["members"]]
     scores = [f"{b:.2f}" for b in best if isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b)]

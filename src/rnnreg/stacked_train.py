@@ -459,7 +459,7 @@ class GroupTrainer:
             (self.step.name, self.device.type, self.model.hidden_size, self.pad_hidden_to),
             self.cfg.trainer.max_epochs,
         )
-        # the corpus it trained on changed since: refused inside an epoch, else said (rnnreg.resume's rule for a run)
+        # the corpus changed since it trained: refused inside an epoch, else said (a run's rule, rnnreg.resume_checks)
         run, max_epochs = self.jobs[0].output_dir, self.cfg.trainer.max_epochs
         for line in check_group_data(state, self.datamodule.load(), self.resume_file, run, max_epochs):
             self.warn(line)

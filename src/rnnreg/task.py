@@ -19,7 +19,8 @@ from rnnreg.io import load_checkpoint
 from rnnreg.metrics import Perplexity
 from rnnreg.model import State, build_net, mean_nll, paper_objective
 from rnnreg.optim import paper_optimizer
-from rnnreg.resume import restore_resume_state, save_resume_state, validate_again, vocabulary_refusal
+from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
+from rnnreg.resume_checks import vocabulary_refusal
 from rnnreg.schema import Dropout, Model, Optim, Speed, group_problem, paper_values, rules
 from rnnreg.training_signals import TrainingSignals
 

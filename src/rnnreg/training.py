@@ -43,7 +43,7 @@ from rnnreg.override_text import pasted_override
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
 from rnnreg.report_commands import again_command, resume_command
-from rnnreg.resume import (
+from rnnreg.resume_checks import (
     ResumedData,
     check_resume_against,
     check_resume_model,
