@@ -338,8 +338,8 @@ def test_a_checkpoint_of_the_weights_only_is_not_resumed_and_says_what_to_do(tra
     status, stderr = trained["cli"]["weights_only"]
     assert status == 2 and len(stderr) == 1, stderr
     assert stderr[0] == (
-        f"error: {root}/weights_only.ckpt holds no optimiser state (a checkpoint of the weights only): a resume goes "
-        "on from it; evaluate it with rnnreg-eval, or give the run's checkpoints/last.ckpt"
+        f"error: {root}/weights_only.ckpt holds no optimiser state (a checkpoint of the weights only), which a resume "
+        "needs: evaluate it with rnnreg-eval, or resume from the run's checkpoints/last.ckpt"
     )
     assert not (root / "weights_only" / "metrics.json").exists() and not list((root / "weights_only").rglob("*.ckpt"))
 
@@ -348,21 +348,28 @@ def test_a_checkpoint_of_the_weights_only_is_not_resumed_and_says_what_to_do(tra
     "key, value, why",
     [
         ("epoch", "x", "its epoch is 'x'"),
-        ("epoch", None, "its epoch is None"),  # None: the key removed
+        ("epoch", None, "it holds no epoch, which a training state has"),  # None: the key removed
         ("train_window", -5, "its train_window is -5"),
         ("seed", "x", "its seed is 'x'"),  # (compared with the command line's: check_resume_settings)
         ("callbacks", "x", "its callbacks is 'x'"),
         ("rng", "x", "its rng is 'x'"),
         ("rng", {"torch": torch.zeros(3)}, "its rng is {'torch': tensor([0., 0., 0.])}"),  # not a generator's bytes
+        ("rng", {"torch": None}, "its rng is {'torch': None}"),
         ("global_step", "x", "its global_step is 'x'"),
         ("loops", "x", "its loops is 'x'"),
-        ("pytorch-lightning_version", None, "its pytorch-lightning_version is None"),
+        ("pytorch-lightning_version", None, "it holds no pytorch-lightning_version, which a training state has"),
         ("optimizer_states", [{}], "its optimizer_states are not an optimiser's state"),
         # what Lightning's restore or our own checks read before training: a traceback, metrics.json "failed"
         ("callbacks", {"LastValidation": "x"}, "its callbacks['LastValidation'] is 'x'"),
         ("lr_schedulers", "x", "its lr_schedulers is 'x'"),
+        ("lr_schedulers", None, "it holds no lr_schedulers, which a training state has"),  # Lightning's KeyError
+        ("lr_schedulers", [], "its lr_schedulers is []"),  # (the schedule not restored: lr 1 again)
         ("loops", {"fit_loop": "x"}, "its loops['fit_loop'] is 'x'"),
-        ("hyper_parameters", {"optim": {"lr": "x"}}, "its hyper_parameters['optim'] is {'lr': 'x'}"),
+        # without its loops (or the fit loop's) Lightning trained the epochs anew on top of the checkpoint's
+        ("loops", None, "it holds no loops, which a training state has"),
+        ("loops", {}, "its loops hold no 'fit_loop', which a training state's have"),
+        ("hyper_parameters", {"optim": {"lr": "x"}}, "its hyper_parameters['optim']['lr'] is 'x'"),
+        ("hyper_parameters", {"optim": "x"}, "its hyper_parameters['optim'] is 'x'"),
         ("hyper_parameters", "x", "its hyper_parameters is 'x'"),
         ("train_carry", "x", "its train_carry is 'x'"),
         ("data_fingerprint", {"train": "x"}, "its data_fingerprint {'train': 'x'} is not a mapping of train, valid"),
@@ -384,6 +391,55 @@ def test_a_training_state_edited_by_hand_is_one_line(trained, key, value, why):
         del checkpoint[key]
     else:
         checkpoint[key] = value
+    with pytest.raises(CheckpointError, match=f"^x.ckpt is not a checkpoint rnnreg-train wrote: {re.escape(why)}"):
+        check_training_state(checkpoint, "x.ckpt")
+
+
+def edit_rng(checkpoint: dict) -> None:
+    checkpoint["rng"] = None
+
+
+def edit_lr(checkpoint: dict) -> None:
+    checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] = "x"
+
+
+def edit_groups(checkpoint: dict) -> None:
+    (group,) = checkpoint["optimizer_states"][0]["param_groups"]
+    checkpoint["optimizer_states"][0]["param_groups"] = [group, dict(group, params=[])]
+
+
+def edit_params(checkpoint: dict) -> None:
+    checkpoint["optimizer_states"][0]["param_groups"][0]["params"].pop()
+
+
+def edit_momentum(checkpoint: dict) -> None:
+    checkpoint["optimizer_states"][0]["state"] = {0: {"momentum_buffer": torch.zeros(3)}}
+
+
+def edit_carry(checkpoint: dict) -> None:  # a stop inside an epoch, its state of other units than the model's
+    model = checkpoint["hyper_parameters"]["model"]
+    state = torch.zeros(model["num_layers"], 4, model["hidden_size"] + 1)
+    checkpoint["train_carry"] = {"state": (state, state), "nll_sum": torch.tensor(1.0), "tokens": torch.tensor(1)}
+
+
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (edit_rng, "its rng is None"),  # (it was rng["torch"] of None: a TypeError once the run had begun)
+        (edit_lr, "its optimizer_states[0]['param_groups'][0]['lr'] is 'x', not a number"),
+        (edit_groups, "its optimizer_states[0]['param_groups'] is [{"),  # torch's ValueError at its restore
+        (edit_params, "its optimizer_states[0] holds the state of 10 parameters, not of its model's 11"),
+        (edit_momentum, "its optimizer_states[0]['state'][0] is {'momentum_buffer': tensor([0., 0., 0.])}, not a "),
+        (edit_carry, "its train_carry is {'state': (tensor([[[0., 0., 0."),  # a RuntimeError at its first window
+    ],
+)
+def test_an_optimiser_rng_or_carried_state_edited_by_hand_is_one_line(trained, edit, why):
+    """The optimiser's state, the random state and the carried state as a resume loads them (found by a probe:
+    each was a traceback from inside torch once the run had begun, metrics.json "failed"): one line before
+    anything is written, naming the entry."""
+    checkpoint = torch.load(trained["good"], weights_only=True)
+    check_training_state(checkpoint, "good.ckpt")
+    edit(checkpoint)
     with pytest.raises(CheckpointError, match=f"^x.ckpt is not a checkpoint rnnreg-train wrote: {re.escape(why)}"):
         check_training_state(checkpoint, "x.ckpt")
 

@@ -100,7 +100,7 @@ def data_fingerprint_problem(fingerprint) -> str | None:
     """What is off in a checkpoint's `data_fingerprint` (rnnreg.data.Corpus.fingerprints: each split's sha256, 64
     lower-case hex digits), said as "its data_fingerprint ..."; None where it fits."""
     if not isinstance(fingerprint, dict) or sorted(fingerprint, key=str) != sorted(SPLITS):
-        return f"its data_fingerprint {repr(fingerprint)[:60]} is not a mapping of train, valid and test to sha256 sums"
+        return f"its data_fingerprint {briefly(fingerprint)} is not a mapping of train, valid and test to sha256 sums"
     bad = next(
         (
             split
@@ -110,7 +110,7 @@ def data_fingerprint_problem(fingerprint) -> str | None:
         None,
     )
     if bad is not None:
-        return f"its data_fingerprint[{bad!r}] is {repr(fingerprint[bad])[:60]}, not a sha256 sum (64 hex digits)"
+        return f"its data_fingerprint[{bad!r}] is {briefly(fingerprint[bad])}, not a sha256 sum (64 hex digits)"
     return None
 
 
@@ -163,6 +163,12 @@ def not_this_version(source: str, err: Exception | str) -> CheckpointError:
         f"{source} is not a rnnreg checkpoint of this version ({first_line(err)}): give a checkpoint "
         "written by rnnreg-train"
     )
+
+
+def briefly(value) -> str:
+    """A value read from a file, for a message: its repr, cut to 60 characters ("..." where it was cut)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def not_written_by_train(source: str, why: str) -> CheckpointError:

@@ -25,8 +25,13 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from rnnreg.checkpoint_contents import check_data_fingerprint, layer_norm_problem, layer_norm_record
 from rnnreg.errors import CheckpointError
 from rnnreg.loggers import offline_run_parts, wandb_run_id, wandb_run_labels
-from rnnreg.model import build_net
-from rnnreg.resume_checks import check_resume_against, check_resume_streams, check_resume_vocabulary, resumed_data
+from rnnreg.resume_checks import (
+    check_resume_against,
+    check_resume_streams,
+    check_resume_vocabulary,
+    resumed_data,
+    trained_parameter_order,
+)
 
 
 def windows_done(trainer) -> int:
@@ -181,17 +186,3 @@ def optimizer_state_by_name(task, checkpoint: dict) -> None:
         state = saved["state"]
         moved = {ids[i]: ids[position[name]] for i, name in enumerate(ours)}
         saved["state"] = {new: state[old] for new, old in moved.items() if old in state}
-
-
-def trained_parameter_order(checkpoint: dict) -> list[str] | None:
-    """The parameter names of the model a checkpoint was trained with, in its optimiser's order (the model built
-    from its hyper_parameters on the meta device: no memory, no initialisation); None when they build none."""
-    if not checkpoint.get("optimizer_states"):
-        return None
-    hparams = checkpoint.get("hyper_parameters") or {}
-    try:
-        with torch.device("meta"):
-            net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return [f"net.{name}" for name, _ in net.named_parameters()]

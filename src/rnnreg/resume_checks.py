@@ -13,10 +13,11 @@ from typing import NamedTuple
 import torch
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
-from rnnreg.checkpoint_contents import check_data_fingerprint, layer_norm_problem, not_written_by_train
+from rnnreg.checkpoint_contents import briefly, check_data_fingerprint, layer_norm_problem, not_written_by_train
 from rnnreg.console import counted
 from rnnreg.data import limit_batches
 from rnnreg.errors import CheckpointError, ConfigError, DataError
+from rnnreg.model import build_net
 from rnnreg.multirun_jobs import override_key
 from rnnreg.record_yaml import read_yaml, recorded_overrides, section
 
@@ -31,8 +32,8 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
     optimizers = checkpoint.get("optimizer_states")
     if not optimizers:
         raise CheckpointError(
-            f"{ckpt_path} holds no optimiser state (a checkpoint of the weights only): a resume goes on from it; "
-            f"evaluate it with rnnreg-eval, or give the run's checkpoints/last.ckpt"
+            f"{ckpt_path} holds no optimiser state (a checkpoint of the weights only), which a resume needs: evaluate "
+            f"it with rnnreg-eval, or resume from the run's checkpoints/last.ckpt"
         )
     if not isinstance(optimizers, list) or not all(
         isinstance(o, dict) and isinstance(o.get("param_groups"), list) and isinstance(o.get("state"), dict)
@@ -48,6 +49,7 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
 
     hparams, carry = checkpoint.get("hyper_parameters"), checkpoint.get("train_carry", {})
     optim = hparams.get("optim", {}) if isinstance(hparams, dict) else None
+    model = hparams.get("model") if isinstance(hparams, dict) else None
     checks = {
         "pytorch-lightning_version": isinstance(checkpoint.get("pytorch-lightning_version"), str),
         "epoch": whole(checkpoint.get("epoch")),
@@ -55,41 +57,108 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         "train_window": whole(checkpoint.get("train_window", 0)),
         "seed": whole(checkpoint.get("seed", 0)),
         "callbacks": mapping_of_mappings(checkpoint.get("callbacks", {})),
-        "loops": mapping_of_mappings(checkpoint.get("loops", {})),
-        "lr_schedulers": isinstance(checkpoint.get("lr_schedulers", []), list)
-        and all(isinstance(s, dict) for s in checkpoint.get("lr_schedulers", [])),
+        # Lightning resumes the loops' progress from it; without it a resume trains its epochs anew from the first
+        "loops": mapping_of_mappings(checkpoint.get("loops")) and "fit_loop" in checkpoint["loops"],
+        "lr_schedulers": isinstance(checkpoint.get("lr_schedulers"), list)
+        and len(checkpoint["lr_schedulers"]) == len(optimizers)
+        and all(isinstance(s, dict) for s in checkpoint["lr_schedulers"]),
         # what a resume compares with the command line's optim (check_resume_settings): numbers
         "hyper_parameters": isinstance(optim, dict)
         and all(number(optim[k]) for k in SAVED_WITH_THE_OPTIMISER if k in optim),
         "state_dict": isinstance(checkpoint["state_dict"], dict)
         and all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values()),
-        # a stop inside an epoch: every stream's carried (h, c) and the epoch's sums
+        # a stop inside an epoch: every stream's carried (h, c), of the model's layers and units, and the epoch's sums
         "train_carry": isinstance(carry, dict)
         and (
             not carry
             or isinstance(carry.get("state"), tuple | list)
             and len(carry["state"]) == 2
             and all(isinstance(t, torch.Tensor) and t.dim() == 3 for t in carry["state"])
+            and carry["state"][0].shape == carry["state"][1].shape
+            and carried_shape_fits(carry["state"][0].shape, model)
             and all(isinstance(carry.get(k), torch.Tensor) for k in ("nll_sum", "tokens"))
         ),
     }
-    rng = checkpoint.get("rng")
-    if rng is not None:  # torch's generator state is a byte tensor
+    if "rng" in checkpoint:  # torch's generator state is a byte tensor
+        rng = checkpoint["rng"]
         state = rng.get("torch") if isinstance(rng, dict) else None
         checks["rng"] = isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and "cuda" in rng
     if bad := [key for key, fits in checks.items() if not fits]:
         key, value = bad[0], checkpoint.get(bad[0])
-        inner = {"hyper_parameters": "optim"}.get(key)
-        if isinstance(value, dict) and key in ("callbacks", "loops", "hyper_parameters"):  # name the entry that is off
-            name = inner or next(k for k, v in value.items() if not isinstance(v, dict))
-            key, value = f"{key}[{name!r}]", value.get(name)
-        raise not_written_by_train(ckpt_path, f"its {key} is {repr(value)[:60]}, not a training state's")
+        if key not in checkpoint:
+            raise not_written_by_train(ckpt_path, f"it holds no {key}, which a training state has")
+        if key == "hyper_parameters" and isinstance(optim, dict):  # name the entry that is off
+            name = next(k for k in SAVED_WITH_THE_OPTIMISER if k in optim and not number(optim[k]))
+            key, value = f"hyper_parameters['optim'][{name!r}]", optim[name]
+        elif key == "hyper_parameters" and isinstance(hparams, dict):
+            key, value = "hyper_parameters['optim']", optim
+        elif key in ("callbacks", "loops") and isinstance(value, dict):
+            name = next((k for k, v in value.items() if not isinstance(v, dict)), None)
+            if name is None:  # (loops without the fit loop's)
+                raise not_written_by_train(ckpt_path, f"its {key} hold no 'fit_loop', which a training state's have")
+            key, value = f"{key}[{name!r}]", value[name]
+        raise not_written_by_train(ckpt_path, f"its {key} is {briefly(value)}, not a training state's")
+    if problem := optimizer_state_problem(checkpoint):
+        raise not_written_by_train(ckpt_path, problem)
     if problem := callback_state_problem(checkpoint.get("callbacks", {})):
         raise not_written_by_train(ckpt_path, problem)
-    model = hparams.get("model") if isinstance(hparams, dict) else None
     if why := layer_norm_problem(checkpoint, isinstance(model, dict) and bool(model.get("layer_norm")), ckpt_path):
         raise CheckpointError(why)
     check_data_fingerprint(checkpoint, ckpt_path)
+
+
+def carried_shape_fits(shape: torch.Size, model) -> bool:
+    """A stop inside an epoch carries (layers, streams, units) of state: the layers and units of its model."""
+    if not isinstance(model, dict):  # (hyper_parameters without a model: trained_net's line says so)
+        return True
+    return shape[0] == model.get("num_layers", shape[0]) and shape[2] == model.get("hidden_size", shape[2])
+
+
+# what ClippedSGD reads of its one parameter group, besides the parameters
+GROUP_NUMBERS = ("lr", "clip", "momentum", "weight_decay")
+
+
+def optimizer_state_problem(checkpoint: dict) -> str | None:
+    """The first entry of a checkpoint's optimiser state (check_training_state checked its form) that a resume would
+    load and that is not as rnnreg-train writes it, said as "its optimizer_states[0]... is value, not kind": one
+    parameter group, numbers where ClippedSGD reads them, as many parameters as its model has, a momentum buffer of
+    its parameter's shape; None where all fit. (Before: a traceback from inside torch once the run had begun.)"""
+    order = trained_parameter_order(checkpoint)  # (None where its hyper_parameters build no model: trained_net's line)
+    weights = checkpoint["state_dict"]
+    for i, saved in enumerate(checkpoint["optimizer_states"]):
+        where = f"optimizer_states[{i}]"
+        if len(saved["param_groups"]) != 1 or not isinstance(saved["param_groups"][0], dict):
+            return f"its {where}['param_groups'] is {briefly(saved['param_groups'])}, not one parameter group"
+        (group,) = saved["param_groups"]
+        ids = group.get("params")
+        if not (isinstance(ids, list) and all(whole(i) for i in ids) and len(set(ids)) == len(ids)):
+            return f"its {where}['param_groups'][0]['params'] is {briefly(ids)}, not a list of parameter ids"
+        for name in GROUP_NUMBERS:
+            if not NUMBER.fits(group.get(name)):
+                return f"its {where}['param_groups'][0][{name!r}] is {briefly(group.get(name))}, not a number"
+        if order is not None and len(ids) != len(order):
+            return f"its {where} holds the state of {len(ids)} parameters, not of its model's {len(order)}"
+        shapes = {i: tuple(weights[name].shape) for i, name in zip(ids, order or []) if name in weights}
+        for i, state in saved["state"].items():
+            buffer = state.get("momentum_buffer") if isinstance(state, dict) else None
+            fits = isinstance(buffer, torch.Tensor) and tuple(buffer.shape) == shapes.get(i, tuple(buffer.shape))
+            if i not in ids or not fits:
+                return f"its {where}['state'][{briefly(i)}] is {briefly(state)}, not a momentum buffer of its parameter"
+    return None
+
+
+def trained_parameter_order(checkpoint: dict) -> list[str] | None:
+    """The parameter names of the model a checkpoint was trained with, in its optimiser's order (the model built
+    from its hyper_parameters on the meta device: no memory, no initialisation); None when they build none."""
+    if not checkpoint.get("optimizer_states"):
+        return None
+    hparams = checkpoint.get("hyper_parameters") or {}
+    try:
+        with torch.device("meta"):
+            net = build_net(hparams["vocab_size"], hparams["model"], hparams["dropout"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return [f"net.{name}" for name, _ in net.named_parameters()]
 
 
 class Kind(NamedTuple):
@@ -108,7 +177,7 @@ def recorded_seed(checkpoint: dict, ckpt_path) -> int | None:
     records none (an older rnnreg's, a library user's); a CheckpointError where it is not a seed."""
     seed = checkpoint.get("seed")
     if seed is not None and not whole(seed):
-        raise not_written_by_train(ckpt_path, f"its seed is {repr(seed)[:60]}, not a training state's")
+        raise not_written_by_train(ckpt_path, f"its seed is {briefly(seed)}, not a training state's")
     return seed
 
 
@@ -190,14 +259,14 @@ def callback_state_problem(callbacks: dict) -> str | None:
     where all fit. (Wrongly typed, it stopped the resumed run with a traceback from inside Lightning.)"""
     for key, state in callbacks.items():
         if not isinstance(key, str):  # Lightning keys every state by its callback's state_key, a string
-            return f"its callbacks key {repr(key)[:60]} is not a callback's name (a string)"
+            return f"its callbacks key {briefly(key)} is not a callback's name (a string)"
         fields = CALLBACK_STATES.get(callback_class(key), {})
         for field, (kind, read_where_absent) in fields.items() if state else ():  # Lightning loads no empty state
             if field not in state:
                 if read_where_absent:
                     return f"its callbacks[{key!r}] has no {field!r}"
             elif not kind.fits(state[field]):
-                return f"its callbacks[{key!r}][{field!r}] is {repr(state[field])[:60]}, not {kind.what}"
+                return f"its callbacks[{key!r}][{field!r}] is {briefly(state[field])}, not {kind.what}"
     return None
 
 

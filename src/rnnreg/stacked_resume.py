@@ -270,14 +270,14 @@ def check_counts(state: dict, max_epochs: int, members: int) -> None:
         raise ValueError(f"epoch={state['epoch']} is beyond the group's trainer.max_epochs={max_epochs}")
     if not isinstance(state["members"], list) or len(state["members"]) != members:
         raise ValueError(f"members: not the group's {members}")
-    from rnnreg.checkpoint_contents import data_fingerprint_problem
+    from rnnreg.checkpoint_contents import briefly, data_fingerprint_problem
     from rnnreg.resume_checks import callback_state_problem  # (torch and Lightning: at a resume only)
 
     if "data_fingerprint" in state and (why := data_fingerprint_problem(state["data_fingerprint"])):
         raise ValueError(why.removeprefix("its "))
     vocab = state.get("vocab", [])
     if not (isinstance(vocab, list) and all(isinstance(w, str) for w in vocab)):
-        raise ValueError(f"vocab {repr(vocab)[:60]} is not a list of words")
+        raise ValueError(f"vocab {briefly(vocab)} is not a list of words")
     for k, member in enumerate(state["members"]):  # what a member's epochs read: its status, early stopping, counts
         if not isinstance(member, dict) or member.get("status", "running") not in MEMBER_STATUSES:
             raise ValueError(
