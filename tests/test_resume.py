@@ -21,8 +21,9 @@ from rnnreg.data import LMDataModule
 from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.io import load_checkpoint
 from rnnreg.report_runs import history
+from rnnreg.resume import optimizer_state_by_name
 from rnnreg.resume_checks import check_resume_model, check_resume_window, vocabulary_refusal
-from rnnreg.task import load_task
+from rnnreg.task import LanguageModelTask, load_task
 from rnnreg.train import train
 from rnnreg.training import resolve_ckpt_path
 
@@ -256,9 +257,20 @@ def test_a_momentum_checkpoint_resumes_with_another_lstm_implementation(tiny_cfg
     a, b = (torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=False) for run in ("fused", "step"))
     for name, value in a["state_dict"].items():  # one function, two kernels: apart by rounding only
         assert torch.allclose(value, b["state_dict"][name], atol=1e-6), name
+    # before anything is written (before: the optimiser's line, once the run folder and its config tree were written)
+    tied = r"^model.tie_weights=true where .* was trained with model.tie_weights=false: its weights fit that model only"
+    with pytest.raises(ConfigError, match=tied):
+        train(tiny_cfg(*common, "trainer.max_epochs=2", "model.tie_weights=true", ckpt, run="tied"))
+    assert not (tmp_path / "tied").exists()
+    # a library user's own fit: the optimiser's line names the decoder's weight
+    checkpoint = torch.load(tmp_path / "first/checkpoints/last.ckpt", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    tied_task = LanguageModelTask(
+        hparams["vocab_size"], {**hparams["model"], "tie_weights": True}, hparams["dropout"], hparams["optim"]
+    )
     tied = r"net.decoder.weight is a parameter of its own there, not here\): .* \(model.tie_weights=false\)$"
     with pytest.raises(CheckpointError, match=tied):
-        train(tiny_cfg(*common, "trainer.max_epochs=2", "model.tie_weights=true", ckpt, run="tied"))
+        optimizer_state_by_name(tied_task, checkpoint)
 
 
 def assert_stopped_by_ctrl_c(code: int, run_dir: Path) -> None:

@@ -476,7 +476,8 @@ MODEL_SHAPE = {
     "hidden_size": None,
     "num_layers": None,
     "layer_norm": "regularizer=layer_norm",
-}  # (model.tie_weights: restore_resume_state's own line names the decoder's weight)
+    "tie_weights": "regularizer=tied_embeddings",  # (the decoder's weight a parameter of its own or the embedding's)
+}
 
 
 def check_resume_model(model: dict, checkpoint: dict, ckpt_path) -> None:
