@@ -49,7 +49,7 @@ from rnnreg.override_refusals import (
 )
 from rnnreg.run_lock import launched_as_rank_zero
 from rnnreg.schema import target_arguments, trainer_arguments
-from rnnreg.stacked_settings import check_stackable
+from rnnreg.stacked_settings import check_padding, check_stackable
 from rnnreg.submitit_tasks import submitit_local_refusal
 from rnnreg.validation import SAVE_BEATS, run_folder_refusal, save_beat_refusal, sites_using_p, unknown_key, validate
 
@@ -205,6 +205,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
                     job = check_job(cfg, config_name, fixed_values + parser.parse_overrides(list(value_job)), chdir)
                     if multirun and uses_stacked_launcher(cfg):  # its refusals before Hydra writes the sweep folder
                         check_stackable(job)
+                        check_padding(job, base.hydra.launcher)
                     if multirun and (why := submitit_local_refusal(base.hydra.launcher, job.get("trainer"))):
                         raise ConfigError(why)
                 except ConfigError as err:

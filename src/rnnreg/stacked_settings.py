@@ -61,6 +61,16 @@ def pad_hidden_to(cfg, pad, program: str, on_cpu: bool) -> int:
     return pad
 
 
+def check_padding(job, launcher) -> None:
+    """pad_hidden_to's refusals for a sweep's job, as a command line's check (before Hydra writes the sweep folder);
+    only where a padding is asked for (a number above 1): on_a_cpu may import torch."""
+    pad, program = launcher.get("pad_hidden_to", "auto"), launcher.get("program", "auto")
+    if not isinstance(pad, int) or isinstance(pad, bool) or pad <= 1 or program not in PROGRAMS:
+        return  # (none asked for; a value check_launcher_settings refuses)
+    on_cpu = on_a_cpu(str(job.trainer.get("accelerator", "auto")))
+    pad_hidden_to(job, pad, running_program(program, on_cpu), on_cpu)
+
+
 def running_program(program: str, on_cpu: bool) -> str:
     """The program a group runs (rnnreg.stacked_step.group_step): hydra.launcher.program, auto being the members
     in turn on a CPU and batched elsewhere."""
