@@ -291,6 +291,15 @@ def test_a_bad_launcher_setting_is_one_line_before_anything_is_written(tmp_path,
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith(f"error: hydra.launcher.{line}"), proc.stderr
         assert not sweep.exists()
+    # a resume into the default folder, new and dated at every start, could never find the sweep (before: it
+    # trained every job anew there, with no word)
+    outputs = tmp_path / "outputs"
+    proc = run("rnnreg-train", *args, "hydra.launcher.resume=true", f"paths.output_root={outputs}", check=False)
+    assert proc.returncode == 2 and proc.stderr == (
+        "error: hydra.launcher.resume=true goes on with the sweep in hydra.sweep.dir, and here that is a new folder "
+        "at every start (dated: ${now:...}): add hydra.sweep.dir=<the sweep's folder, which its first command wrote>\n"
+    ), proc.stderr
+    assert not outputs.exists()
 
 
 @pytest.mark.parametrize(

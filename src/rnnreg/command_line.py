@@ -155,6 +155,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         multirun = multirun or base.hydra.mode == RunMode.MULTIRUN
         if config_name == "report" and multirun:  # (hydra.mode=MULTIRUN: -m by another name)
             raise ConfigError(report_multirun_message(command.overrides, "hydra.mode=MULTIRUN"))
+        if multirun and uses_stacked_launcher(base) and base.hydra.launcher.get("resume") is True:
+            check_resumed_sweep_folder(base)
         hydra_sweeps = [o for o in values if _is_hydra(o) and o.is_sweep_override()]
         if hydra_sweeps:  # Hydra's own lines ("Sweeping over Hydra's configuration"; "Ambiguous value") say no more
             raise ConfigError(hydra_sweep_message(base, hydra_sweeps[0]))
@@ -231,6 +233,18 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     for warning in warned:
         print(f"warning: {warning}", file=sys.stderr)
     return Checked(checked, multirun, hydra_mode, own_run_dir)
+
+
+def check_resumed_sweep_folder(base: DictConfig) -> None:
+    """hydra.launcher.resume=true goes on with the sweep in hydra.sweep.dir: a ConfigError where that folder is new at
+    every start (dated: the default's ${now:...}), so that it could never find the sweep (before: every job trained
+    anew in a new folder, with no word)."""
+    folder = str(OmegaConf.to_container(base.hydra.sweep, resolve=False)["dir"])
+    if "${now:" in folder:
+        raise ConfigError(
+            "hydra.launcher.resume=true goes on with the sweep in hydra.sweep.dir, and here that is a new folder at "
+            "every start (dated: ${now:...}): add hydra.sweep.dir=<the sweep's folder, which its first command wrote>"
+        )
 
 
 def not_yaml_message(err: Exception) -> str:
