@@ -1759,6 +1759,20 @@ def test_a_report_multirun_is_one_line_that_gives_a_command_per_folder(tmp_path,
     proc = run("rnnreg-report", "path=a", "hydra.mode=MULTIRUN", check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: hydra.mode=MULTIRUN: rnnreg-report writes ")
     assert "(rnnreg-report path=a)" in proc.stderr and sorted(os.listdir(tmp_path)) == ["a", "b"]
+    # the commands keep the command's other values; a sweep without -m is the same line, and a sweep of formats is a
+    # list (before: "add -m, or quote the value", two fixes that rnnreg-report refuses; found by a probe)
+    proc = run("rnnreg-report", "path=a,b", "formats=[png]", check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "error: path=a,b: rnnreg-report writes each folder's report into that folder, and a multirun would add Hydra's "
+        "sweep folder (multirun/<date>/<time>) here: run it once per folder (rnnreg-report path=a 'formats=[png]', "
+        "then rnnreg-report path=b 'formats=[png]'), or report the runs of several folders together from a folder of "
+        "links to them (path=<folder of links>)"
+    ]
+    proc = run("rnnreg-report", "path=a", "formats=png,pdf", check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "error: formats=png,pdf is a sweep, which rnnreg-report does not run: give a list (formats=[png,pdf])"
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"] and not list(tmp_path.rglob("report.md"))
     assert run("rnnreg-report", "path=a").returncode == 0 and (tmp_path / "a" / "report.md").is_file()
 
 

@@ -118,14 +118,17 @@ def relative_config_path(path: str) -> str | None:
 
 def report_multirun_message(overrides: tuple[str, ...], given: str = "-m") -> str:
     """rnnreg-report -m: a report goes into the folder it reports, and a sweep would add Hydra's sweep folder."""
-    lines = ["path=<folder>"]
+    lines, rest = ["path=<folder>"], ""
     with contextlib.suppress(Exception):  # (a path= Hydra cannot read: the example's)
-        (path,) = [o for o in parse_overrides(overrides) if o.key_or_group == "path"]
+        parsed = parse_overrides(overrides)
+        (path,) = [o for o in parsed if o.key_or_group == "path"]
         if path.is_discrete_sweep() and "(" not in path.input_line:  # a list of folders (not glob(*), range())
             lines = [f"path={folder}" for folder in path.sweep_string_iterator()]
         elif not path.is_sweep_override():
             lines = [path.input_line]
-    each = ", then ".join("rnnreg-report " + (line if "<" in line else shlex.quote(line)) for line in lines)
+        # the command's other values, as given (formats=[png]), each folder's report the one asked for
+        rest = "".join(f" {shlex.quote(o.input_line)}" for o in parsed if o.key_or_group not in ("path", "hydra.mode"))
+    each = ", then ".join("rnnreg-report " + (line if "<" in line else shlex.quote(line)) + rest for line in lines)
     return (
         f"{given}: rnnreg-report writes each folder's report into that folder, and a multirun would add Hydra's sweep "
         f"folder (multirun/<date>/<time>) here: run it once per folder ({each}), or report the runs of several "

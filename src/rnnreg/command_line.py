@@ -166,6 +166,10 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             key, _, value = line.partition("=")
             if flag := shown_config(command):  # Hydra's own advice, to add -m, is refused with --cfg
                 raise ConfigError(f"{line} is a sweep, and {flag} shows one job's config: give one value of {key}")
+            if config_name == "report":  # (-m is refused there, and a quoted string is no list of formats)
+                if key == "path":
+                    raise ConfigError(report_multirun_message(command.overrides, line))
+                raise ConfigError(f"{line} is a sweep, which rnnreg-report does not run: give a list ({key}=[{value}])")
             raise ConfigError(
                 f"{line} is a sweep: add -m (--multirun) to run one job per value, or quote the value "
                 f"({quoted_override(key, value)}) for a string"
