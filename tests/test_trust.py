@@ -1774,6 +1774,28 @@ def test_a_runs_checkpoints_folder_without_a_checkpoint_is_still_a_folder_of_che
     run_folder_check.check_run_dir_free([f"hydra.run.dir={tmp_path}/other/checkpoints"], "eval", "evaluate")
 
 
+def test_a_runs_record_or_a_sweeps_own_folder_is_no_folder_for_a_run(tmp_path):
+    """rnnreg-eval's or rnnreg-train's folder in a run's .hydra/ or csv/, or a sweep's own folder (its
+    multirun.yaml), is refused before anything is written, as a folder of checkpoints is: its metrics.json would
+    read as another run of that run or sweep (before: written there; found by a probe, which rnnreg-report then
+    listed as a completed run of the sweep). A job's folder in a sweep, and a sweep folder for a multirun, are not."""
+    run_dir, sweep = tmp_path / "run", tmp_path / "sweep"
+    for folder in (run_dir / ".hydra", run_dir / "csv", sweep / "0" / ".hydra"):
+        folder.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    for folder, where in (
+        (run_dir / ".hydra", f"is the record of the run in {run_dir} (.hydra/)"),
+        (run_dir / "csv" / "x", f"is inside {run_dir}/csv, the record of the run in {run_dir} (csv/)"),
+        (sweep, "is a sweep's folder (its multirun.yaml)"),
+    ):
+        for config_name, job_name, program in (("eval", "evaluate", "rnnreg-eval"), ("train", "train", "rnnreg-train")):
+            with pytest.raises(OutputError, match=f"^hydra.run.dir={re.escape(f'{folder} {where}')}, and {program} "):
+                run_folder_check.check_run_dir_free([f"hydra.run.dir={folder}"], config_name, job_name)
+    assert not (run_dir / "csv" / "x").exists()
+    run_folder_check.check_run_dir_free([f"hydra.run.dir={sweep}/1"], "train", "train")  # a job's folder of its own
+    run_folder_check.check_run_dir_free(["-m", f"hydra.sweep.dir={tmp_path}/new"], "train", "train")
+
+
 def test_an_empty_run_folder_setting_is_the_current_folder_and_its_results_are_kept(tiny_corpus, tmp_path):
     """`hydra.run.dir=` (empty: Hydra runs in the current folder) where that folder holds an earlier run's results:
     refused with one line before Hydra writes there (the earlier run's .hydra/ record kept, no log written)."""

@@ -69,12 +69,12 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     from rnnreg.callbacks import LMProgressBar
     from rnnreg.ensemble import PredictiveAverage
     from rnnreg.io import write_json_atomic
-    from rnnreg.run_folder_check import check_no_earlier_results, check_not_in_checkpoints
+    from rnnreg.run_folder_check import check_no_earlier_results, check_not_in_records
     from rnnreg.run_lock import launched_as_rank_zero
     from rnnreg.task import LanguageModelTask, load_task
 
     route_lightning_logs()
-    check_not_in_checkpoints(cfg.paths.output_dir, "hydra.run.dir")  # a caller of evaluate() was not checked before
+    check_not_in_records(cfg.paths.output_dir, "hydra.run.dir")  # a caller of evaluate() was not checked before
     check_no_earlier_results(cfg.paths.output_dir, "hydra.run.dir", trains=False)  # its metrics.json is kept
     datamodule = instantiate(cfg.data)
     # a fraction that leaves a split no window: one line (Lightning's refusal is a traceback), as rnnreg-train says it

@@ -128,18 +128,37 @@ WRITES = {
 }
 
 
-def check_not_in_checkpoints(folder: str | Path, key: str, program: str = "rnnreg-eval") -> None:
-    """An OutputError when `program`'s `folder` (`key`) is or lies in a folder of checkpoints: its results would lie
-    among a run's checkpoints (rnnreg-report would read them as another run of it)."""
-    found = checkpoints_folder(folder)
-    if found is None:
-        return
-    where = "" if found == Path(os.path.abspath(folder)) else f"inside {found}, "
+def check_not_in_records(folder: str | Path, key: str, program: str = "rnnreg-eval") -> None:
+    """An OutputError when `program`'s `folder` (`key`) is or lies in a folder of checkpoints, or in a run's record
+    (its .hydra/ or csv/), or is a sweep's own folder (`key` hydra.run.dir): its results would lie among a run's
+    files, or a sweep's, where rnnreg-report would read them as another run of it."""
     writes, what = WRITES[program]
-    raise OutputError(
-        f"{key}={folder} is {where}a folder of checkpoints, and {program} writes {writes} there: give {what} a "
-        f"folder of its own ({key}=<a new folder>, or leave {key} out)"
-    )
+    fix = f"give {what} a folder of its own ({key}=<a new folder>, or leave {key} out)"
+    if (found := checkpoints_folder(folder)) is not None:
+        where = "" if found == Path(os.path.abspath(folder)) else f"inside {found}, "
+        raise OutputError(
+            f"{key}={folder} is {where}a folder of checkpoints, and {program} writes {writes} there: {fix}"
+        )
+    if (found := run_record_folder(folder)) is not None:
+        where = "" if found == Path(os.path.abspath(folder)) else f"inside {found}, "
+        raise OutputError(
+            f"{key}={folder} is {where}the record of the run in {found.parent} ({found.name}/), and {program} writes "
+            f"{writes} there: {fix}"
+        )
+    if key == "hydra.run.dir" and (Path(folder) / "multirun.yaml").is_file():
+        raise OutputError(
+            f"{key}={folder} is a sweep's folder (its multirun.yaml), and {program} writes {writes} there, which "
+            f"rnnreg-report would read as one of the sweep's runs: {fix}"
+        )
+
+
+def run_record_folder(folder: str | Path) -> Path | None:
+    """The run's record folder that `folder` is or lies in, else None: a .hydra/ or csv/ beside a run's .hydra/."""
+    folder = Path(os.path.abspath(folder))
+    for above in (folder, *folder.parents):
+        if above.name in (".hydra", "csv") and (above.parent / ".hydra").is_dir():
+            return above
+    return None
 
 
 def check_folder_can_be_made(folder: str | Path, key: str) -> None:
@@ -230,7 +249,7 @@ def check_run_dir_free(
                 if config_name in ("train", "eval"):  # (rnnreg-generate and rnnreg-report write nothing in theirs, .)
                     check_no_links(value, key, below=multirun or bool(config_multirun))
             if config_name in ("train", "eval") and (key == "hydra.sweep.dir") == multirun:  # the folder Hydra uses
-                check_not_in_checkpoints(value, key, f"rnnreg-{config_name}")
+                check_not_in_records(value, key, f"rnnreg-{config_name}")
             if key != "hydra.run.dir" or multirun or config_name not in ("train", "eval"):
                 continue
             if config_name == "eval":  # its checkpoint's folder is no exception: eval writes no checkpoint

@@ -53,7 +53,7 @@ from rnnreg.resume_checks import (
     resumed_data,
 )
 from rnnreg.resumed_run import checked_labels, checked_run_id, resolve_ckpt_path
-from rnnreg.run_folder_check import check_no_earlier_results, check_no_links, check_not_in_checkpoints
+from rnnreg.run_folder_check import check_no_earlier_results, check_no_links, check_not_in_records
 from rnnreg.run_lock import RunLock, launched_as_rank_zero
 from rnnreg.run_record import (
     STOPPED_BY,
@@ -316,7 +316,7 @@ def check_run_folder(run: str, ckpt_path: str | None) -> None:
     """An OutputError where the run's folder `run` is one it must not write in: in a folder of checkpoints, behind
     a link, or holding an earlier run's results that `ckpt_path` does not go on from."""
     key = "hydra.sweep.subdir" if in_multirun() else "hydra.run.dir"
-    check_not_in_checkpoints(run, key, "rnnreg-train")
+    check_not_in_records(run, key, "rnnreg-train")
     check_no_links(run, key)  # (a folder the command's check could not name)
     check_no_earlier_results(run, key, ckpt_path)
 
