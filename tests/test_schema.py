@@ -218,6 +218,13 @@ def test_a_typo_names_the_key_meant(composed):
         check_job(composed["train"], "train", parser.parse_overrides(["+foo=1"]))
     with pytest.raises(ConfigError, match=r"add it with \+trainer.accumulate_grad_batches=2$"):
         check_job(composed["train"], "train", parser.parse_overrides(["trainer.accumulate_grad_batches=2"]))
+    # the ways in that each config has: rnnreg-eval has a trainer but no tags, rnnreg-generate neither (before: both
+    # were told of +trainer.KEY and tags=[...]; found by a probe)
+    eval_line = r"^\+split=foo: rnnreg's eval config .*, trainer\); a Lightning Trainer argument goes in with \+trainer"
+    with pytest.raises(ConfigError, match=eval_line + r".KEY=...$"):
+        check_job(composed["eval"], "eval", parser.parse_overrides(["+split=foo"]))
+    with pytest.raises(ConfigError, match=r"^\+foo=1: rnnreg's generate config .*, temperature\)$"):
+        check_job(composed["generate"], "generate", parser.parse_overrides(["+foo=1"]))
 
 
 def test_a_resolved_config_keeps_lightnings_run_folder_its_own(tmp_path):

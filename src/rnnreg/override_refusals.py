@@ -231,10 +231,15 @@ def tag_fix(key: str, value: str) -> str:
 def new_key_message(override: Any, cfg: DictConfig, config_name: str) -> str:
     """`+foo=1`: Hydra's + adds a key, and rnnreg's schema (rnnreg.schema) takes no top-level key of its own."""
     keys = ", ".join(sorted(str(k) for k in cfg.keys()))
+    # the config's own ways in for what is not a key of it, where it has them (rnnreg-eval has no tags)
+    ways = {
+        "trainer": "a Lightning Trainer argument goes in with +trainer.KEY=...",
+        "tags": "a label for the run in tags=[...]",
+    }
+    said = ", ".join(way for key, way in ways.items() if key in cfg)
     return (
         f"{override.input_line}: rnnreg's {config_name} config takes no new top-level keys (its schema checks every "
-        f"key): set one of its keys ({keys}); a Lightning Trainer argument goes in with +trainer.KEY=..., a label for "
-        f"the run in tags=[...]"
+        f"key): set one of its keys ({keys})" + (f"; {said}" if said else "")
     )
 
 
