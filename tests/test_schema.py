@@ -327,6 +327,13 @@ NO_INTERVAL = (
             r"^hydra/launcher=stacked,basic: Hydra's own config groups cannot be swept: run one command per option "
             r"\(hydra/launcher=stacked, then hydra/launcher=basic\)$",
         ),
+        # a key swept, then given again: Hydra runs every job with the later value (the sweep's others dropped)
+        (
+            ["-m", "model.hidden_size=16,24", "seed=1,2", "model.hidden_size=16"],
+            r"^model.hidden_size=16,24, then model.hidden_size=16: Hydra gives every job a key's last value, so the "
+            r"sweep's other values would not run: give model.hidden_size once$",
+        ),
+        (["-m", "dropout=none,recurrent", "dropout=both,none"], r"^dropout=none,recurrent, then dropout=both,none: "),
         # every quoting hint as a shell passes it to Hydra: the inner quotes in the outer ones
         (["seed=1,2"], r"^seed=1,2 is a sweep: add -m .*\(\"seed='1,2'\"\) for a string$"),
         (

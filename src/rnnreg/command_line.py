@@ -96,6 +96,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         overrides = parser.parse_overrides(command.overrides)
     except HydraException as err:
         raise ConfigError(parse_error(command.overrides, err)) from None
+    check_no_sweep_given_again(overrides)
     roots = config_roots(overrides, command.config_dir, conf_dir, primary)  # conf/, a --config-dir, searchpath's
     groups = [o for o in overrides if _is_group(o, roots)]
     values = [o for o in overrides if not _is_group(o, roots)]
@@ -237,6 +238,20 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
     for warning in warned:
         print(f"warning: {warning}", file=sys.stderr)
     return Checked(checked, multirun, hydra_mode, own_run_dir)
+
+
+def check_no_sweep_given_again(overrides: list) -> None:
+    """A ConfigError where a key swept is given again later in the command: Hydra gives every job the later value,
+    and the sweep's other values do not run (before: dropped with no word, `model.hidden_size=16,24` then a
+    `model.hidden_size=16` of the user's own presets; found by a probe)."""
+    for i, o in enumerate(overrides):
+        if o.is_sweep_override():
+            same = (o.key_or_group, o.package)
+            if later := next((x for x in overrides[i + 1 :] if (x.key_or_group, x.package) == same), None):
+                raise ConfigError(
+                    f"{o.input_line}, then {later.input_line}: Hydra gives every job a key's last value, so the "
+                    f"sweep's other values would not run: give {o.key_or_group} once"
+                )
 
 
 def check_resumed_sweep_folder(base: DictConfig) -> None:
