@@ -61,7 +61,7 @@ from rnnreg.trainer_rules import trainer_precision
 # Members differ in everything a member can hold: seed, lr, clip, weight decay, momentum, schedule, early
 # stopping, dropout and the LSTM (a: the paper's dropout on oneDNN's fused LSTM, with momentum; b: no dropout on
 # the step loop; c: dropout on h_{t-1}, the step loop; es: no dropout, fused; each as its job alone runs it on a
-# CPU).
+# CPU). wd (the batched program's sweeps only): DropConnect on both layers' W_hh beside the paper's dropout, fused.
 MEMBERS = {
     "a": "defaults:\n  - override /dropout: non_recurrent\nseed: 1\ndropout: {p: 0.3}\n"
     "optim: {lr: 1.0, momentum: 0.5}\ntrainer: {gradient_clip_val: 5.0}\n",
@@ -70,8 +70,10 @@ MEMBERS = {
     "optim: {lr: 2.0, weight_decay: 0.001, decay_start: 1}\ntrainer: {gradient_clip_val: 1.0}\n",
     "es": "defaults:\n  - override /callbacks: early_stopping\nseed: 4\ncallbacks: {early_stopping: {patience: 1}}\n",
     "diverge": "seed: 5\noptim: {lr: 1000.0}\n",
+    "wd": "defaults:\n  - override /dropout: weight_drop\nseed: 6\ndropout: {p: 0.3}\n",
 }
 GOOD = ["a", "b", "c", "es"]
+ALONE = [*GOOD, "wd"]  # the jobs run alone (`alone`), in its folders' order
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +129,10 @@ def stacked(setup) -> Path:
 
 @pytest.fixture(scope="module")
 def alone(setup) -> Path:
-    """The same good jobs, each run alone by the basic launcher."""
+    """The same good jobs (and wd, a batched sweep's), each run alone by the basic launcher."""
     sweep = setup.root / "alone"
     proc = run(
-        "rnnreg-train", "-m", *with_tensorboard(setup.cli), f"+member={','.join(GOOD)}", f"hydra.sweep.dir={sweep}"
+        "rnnreg-train", "-m", *with_tensorboard(setup.cli), f"+member={','.join(ALONE)}", f"hydra.sweep.dir={sweep}"
     )
     (setup.root / "alone_stdout.txt").write_text(proc.stdout)
     return sweep
@@ -2880,6 +2882,17 @@ def test_ctrl_c_stops_the_group_and_resume_finishes_it(setup, tmp_path, no_wandb
 # clip_and_sgd_ over the members, the members' state read at log intervals, a sync on CUDA), driven by the same
 # launcher and group loop. Log every 5 windows: the member that diverges (window 3) is read two windows late.
 BATCHED_LOG_EVERY = 5
+# the batched sweeps' members, in their folders' order: the reference group, and wd, whose masks (every layer's on
+# W_hh, then the dropout between the layers) come in its job's order only if the stacked model draws them so
+BATCHED = [*GOOD, "diverge", "wd"]
+
+
+def batched_member(sweep: Path, name: str) -> Path:
+    return sweep / str(BATCHED.index(name))
+
+
+def job_alone(alone: Path, name: str) -> Path:
+    return alone / str(ALONE.index(name))
 
 
 def batched_args(setup, sweep: Path) -> list[str]:
@@ -2891,7 +2904,7 @@ def batched_args(setup, sweep: Path) -> list[str]:
         f"trainer.log_every_n_steps={BATCHED_LOG_EVERY}",
         "hydra/launcher=stacked",
         "hydra.launcher.program=batched",
-        "+member=a,b,c,es,diverge",
+        f"+member={','.join(BATCHED)}",
         f"hydra.sweep.dir={sweep}",
     ]
 
@@ -2910,12 +2923,12 @@ def logged_losses(job: Path) -> dict[int, float]:
         return {int(row["step"]): float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")}
 
 
-@pytest.mark.parametrize("index", range(len(GOOD)))
-def test_batched_program_member_equals_its_job_to_float32_rounding(batched, alone, index):
+@pytest.mark.parametrize("name", ALONE)
+def test_batched_program_member_equals_its_job_to_float32_rounding(batched, alone, name):
     """The batched program computes each member's job (its masks too: on a CPU they come from its job's
-    stream, drawn in its single model's order) with other float32 rounding: batched GEMMs, the step loop where
-    the job ran oneDNN's fused LSTM."""
-    assert_member_is_its_job_to_float32_rounding(batched / str(index), alone / str(index))
+    stream, drawn in its single model's order; wd: every layer's W_hh mask before the dropout between the layers)
+    with other float32 rounding: batched GEMMs, the step loop where the job ran oneDNN's fused LSTM."""
+    assert_member_is_its_job_to_float32_rounding(batched_member(batched, name), job_alone(alone, name))
 
 
 def assert_member_is_its_job_to_float32_rounding(member: Path, job: Path) -> None:
@@ -2943,25 +2956,24 @@ def batched_padded(setup) -> Path:
     sweep = setup.root / "batched_padded"
     proc = run(*batched_args(setup, sweep), "hydra.launcher.pad_hidden_to=12", check=False)
     assert proc.returncode != 0 and "training loss became" in proc.stderr
-    assert "group 0: jobs [0, 1, 2, 3, 4], 5 members, 2 x 16 (held as 24) LSTM" in proc.stdout
+    assert "group 0: jobs [0, 1, 2, 3, 4, 5], 6 members, 2 x 16 (held as 24) LSTM" in proc.stdout
     return sweep
 
 
-@pytest.mark.parametrize("index", range(len(GOOD)))
-def test_batched_program_padded_member_equals_its_job(batched_padded, batched, alone, index):
+@pytest.mark.parametrize("name", ALONE)
+def test_batched_program_padded_member_equals_its_job(batched_padded, batched, alone, name):
     """Padded, every member computes its job to float32 rounding as unpadded, and writes its job's files: its
     checkpoints hold its own (unpadded) weights."""
-    assert_member_is_its_job_to_float32_rounding(batched_padded / str(index), alone / str(index))
-    assert metrics(batched_padded / str(index))["stacked"] | {"member": 0} == {
+    member = batched_member(batched_padded, name)
+    assert_member_is_its_job_to_float32_rounding(member, job_alone(alone, name))
+    assert metrics(member)["stacked"] | {"member": 0} == {
         "group": 0,
-        "members": 5,
+        "members": len(BATCHED),
         "member": 0,
         "program": "batched",
         "units": 24,
     }
-    assert metrics(batched_padded / str(index))["test_ppl"] == pytest.approx(
-        metrics(batched / str(index))["test_ppl"], rel=1e-5
-    )
+    assert metrics(member)["test_ppl"] == pytest.approx(metrics(batched_member(batched, name))["test_ppl"], rel=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -2975,12 +2987,12 @@ def batched_triton(setup) -> Path:
 
 
 @needs_triton
-@pytest.mark.parametrize("index", range(len(GOOD)))
-def test_batched_program_on_the_triton_cell_member_equals_its_job(batched_triton, batched, alone, index):
+@pytest.mark.parametrize("name", ALONE)
+def test_batched_program_on_the_triton_cell_member_equals_its_job(batched_triton, batched, alone, name):
     """Every member on the Triton cell computes its job to float32 rounding, as on the torch ops, and differs
     from the torch ops' batched run in the last bits (the Triton cell ran)."""
-    assert_member_is_its_job_to_float32_rounding(batched_triton / str(index), alone / str(index))
-    ours, torch_ops = weights(batched_triton / str(index)), weights(batched / str(index))
+    assert_member_is_its_job_to_float32_rounding(batched_member(batched_triton, name), job_alone(alone, name))
+    ours, torch_ops = weights(batched_member(batched_triton, name)), weights(batched_member(batched, name))
     assert any(not torch.equal(ours[key], torch_ops[key]) for key in ours)
 
 
@@ -3015,11 +3027,11 @@ def test_batched_program_under_bf16_autocast_member_equals_its_job(batched_bf16,
 def test_batched_program_diverged_member_fails_at_its_window(batched, stacked):
     """Read two windows late, the member's failure still names the window where its loss went bad, the one its
     job run alone stops at; it keeps its last finite weights (no checkpoint: no epoch completed)."""
-    failed, reference = metrics(batched / "4"), metrics(stacked / "4")
+    failed, reference = metrics(batched_member(batched, "diverge")), metrics(stacked / "4")
     assert failed["status"] == "failed" and failed["error"].startswith("training loss became")
     assert failed["error"].split(" at ")[1] == reference["error"].split(" at ")[1]
     assert "at epoch 1, step 4 (global step 4)" in failed["error"]  # as a run alone counts it; read at step 5
-    assert not (batched / "4" / "checkpoints" / "last.ckpt").exists()
+    assert not (batched_member(batched, "diverge") / "checkpoints" / "last.ckpt").exists()
 
 
 @pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
@@ -3042,7 +3054,7 @@ def test_batched_program_interrupt_and_resume_is_exact(request, setup, padded):
     proc = run(*auto, "hydra.launcher.resume=true", check=False)
     assert proc.returncode != 0 and "training loss became" in proc.stderr
     assert ("(held as 24)" in proc.stdout) == padded
-    for i in range(5):
+    for i in range(len(BATCHED)):
         mine, reference = metrics(sweep / str(i)), metrics(batched / str(i))
         assert mine["status"] == reference["status"], i
         if mine["status"] == "failed":

@@ -1099,6 +1099,26 @@ def test_a_members_masks_do_not_depend_on_its_group():
         assert all(torch.equal(a[3][n], b[3][n]) for n in a[3])
 
 
+@pytest.mark.parametrize("layers", [2, 3])
+def test_the_stacked_forward_draws_weight_drop_masks_in_the_single_models_order(layers):
+    """On a CPU a member's masks are its job's only when drawn in its single model's order: every layer's W_hh
+    mask up front (LSTMLanguageModel.run_lstm), then the dropout between the layers and on h_{t-1} layer by layer
+    (before: layer l's W_hh mask after layer l-1's between-layer mask). Each member's first window in training
+    gives its job's logits (seeded, built, a window on the global stream), fused and step-loop members alike."""
+    specs = [
+        MemberSpec(1, 0.1, **PLACEMENTS["non_recurrent"], weight_drop=0.3),  # dropout=weight_drop
+        MemberSpec(2, 0.1, **EVERYWHERE),
+        MemberSpec(3, 0.1, **PLACEMENTS["variational"], weight_drop=0.3),
+    ]
+    net = StackedLanguageModel(V, H, layers, specs).train()
+    x = windows(1)[0][0]
+    logits, _ = net(x)
+    for k, spec in enumerate(specs):
+        torch.manual_seed(spec.seed)
+        alone = LSTMLanguageModel(V, H, layers, **spec.model_kwargs()).train()
+        torch.testing.assert_close(logits[k], alone(x)[0], rtol=1e-5, atol=1e-6, msg=f"member {k}")
+
+
 def test_generator_states_restore_every_members_masks():
     net = StackedLanguageModel(
         V, H, L, [MemberSpec(1, 0.1, **EVERYWHERE), MemberSpec(2, 0.1, **PLACEMENTS["variational"])]

@@ -371,6 +371,19 @@ class StackedLanguageModel(nn.Module):
         masks = self.site_masks(rate, (*x.shape[1:-1], self.hidden_size), x, over_time=True, axes=(UNITS,))
         return x if masks is None else x * masks
 
+    def dropped_weights_hh(self) -> list[torch.Tensor]:
+        """Every layer's W_hh (K, 4H, H) as the window uses it: DropConnect (one mask per window) on a copy, so the
+        parameters stay intact. Every layer's masks are drawn before the first layer runs, as the single model
+        draws them (LSTMLanguageModel.run_lstm): a member's draws then come in its job's order, the layers'
+        masks ahead of the dropout between them (on a CPU, its job's masks)."""
+        single = (4 * self.hidden_size, self.hidden_size)
+        weights = []
+        for layer in range(self.num_layers):
+            weight_hh = getattr(self, f"lstm_weight_hh_l{layer}")
+            masks = self.site_masks("weight_drop", single, weight_hh, axes=(GATES, UNITS))
+            weights.append(weight_hh if masks is None else weight_hh * masks)
+        return weights
+
     # -- the window ----------------------------------------------------------------------------------
     def lstm_layer(
         self,
@@ -429,17 +442,15 @@ class StackedLanguageModel(nn.Module):
         if state is None:
             zeros = x.new_zeros(members, self.num_layers, streams, units)
             state = (zeros, zeros)
+        weights_hh = self.dropped_weights_hh()
         hs, cs = [], []
         for layer in range(self.num_layers):
             if layer > 0:
                 x = self.drop(x, "dropout_between")
-            weight_ih, bias_ih, weight_hh, bias_hh = (
-                getattr(self, f"lstm_{name}_l{layer}") for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh")
+            weight_ih, bias_ih, bias_hh = (
+                getattr(self, f"lstm_{name}_l{layer}") for name in ("weight_ih", "bias_ih", "bias_hh")
             )
-            single = (4 * self.hidden_size, self.hidden_size)  # DropConnect, one mask per window
-            masks = self.site_masks("weight_drop", single, weight_hh, axes=(GATES, UNITS))
-            if masks is not None:  # on a copy: the parameters stay intact
-                weight_hh = weight_hh * masks
+            weight_hh = weights_hh[layer]
             recurrent = self.site_masks(
                 "dropout_recurrent", (steps, streams, self.hidden_size), x, over_time=True, axes=(UNITS,)
             )
