@@ -477,6 +477,13 @@ def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, m
         f"{ckpt} was trained on another vocabulary (3 words) than this data (3 words): evaluate it on the data it was "
         "trained on (data=text data.data_dir=corpus, from its run's .hydra/overrides.yaml)"
     )
+    # a run on its config's default data (PTB): no data override, the option its hydra.yaml records (before: none)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (run_dir / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      data: ptb\n")
+    assert vocabulary_refusal(ckpt, ["a", "b", "<eos>"], ["b", "a", "<eos>"], corpus / "train.txt", "evaluate") == (
+        f"{ckpt} was trained on another vocabulary (3 words) than this data (3 words): evaluate it on the data it was "
+        "trained on (data=ptb, its run's .hydra/hydra.yaml records)"
+    )
     (run_dir / ".hydra" / "config.yaml").write_text(
         f"data:\n  data_dir: {corpus}\n  files:\n    train: {{name: train.txt}}\n"
     )

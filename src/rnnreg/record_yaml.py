@@ -90,3 +90,12 @@ def recorded_launcher(job_dir: Path) -> str | None:
         return str(hydra["launcher"]["_target_"])
     except (OSError, TypeError, KeyError, yaml.YAMLError):
         return None
+
+
+def recorded_choice(job_dir: Path, group: str) -> str | None:
+    """The option of config group `group` that a run's `.hydra/hydra.yaml` says it ran with; None without one."""
+    try:
+        choice = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"][group]
+    except (OSError, TypeError, KeyError, yaml.YAMLError):
+        return None
+    return choice if isinstance(choice, str) else None

@@ -19,7 +19,7 @@ from rnnreg.data import limit_batches
 from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.model import build_net
 from rnnreg.multirun_jobs import override_key
-from rnnreg.record_yaml import read_yaml, recorded_overrides, section
+from rnnreg.record_yaml import read_yaml, recorded_choice, recorded_overrides, section
 
 # optimiser settings a resume takes from the checkpoint's optimiser state, not from the command line
 SAVED_WITH_THE_OPTIMISER = ("lr", "momentum", "weight_decay")
@@ -531,6 +531,8 @@ def vocabulary_refusal(
             f"(restore it), or train a new run on the corpus as it is"
         )
     data = data_overrides(run) if run is not None else ""
+    if not data and run is not None and (choice := recorded_choice(run, "data")):  # its data the config's default
+        return f"{head}: {verb} it on the data it was trained on (data={choice}, its run's .hydra/hydra.yaml records)"
     return f"{head}: {verb} it on the data it was trained on" + (
         f" ({data}, from its run's .hydra/overrides.yaml)" if data else ""
     )
