@@ -236,6 +236,25 @@ def test_a_checkpoint_declaring_a_model_its_weights_are_not_is_refused_before_it
         load_task(str(path))
 
 
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (lambda c: c.update(hyper_parameters=[1, 2]), "its hyper_parameters are [1, 2], not a mapping"),
+        (lambda c: c["hyper_parameters"].pop("model"), "its hyper_parameters hold no 'model'"),
+    ],
+    ids=["a-list", "no-model"],
+)
+def test_hyper_parameters_that_are_no_mapping_or_lack_the_model_say_so(trained, edit, why):
+    """hyper_parameters not a mapping, or without its model: the entry named (before: Python's own words,
+    "list indices must be integers or slices, not str", or "of this version ('model')"; found by a probe)."""
+    checkpoint = torch.load(trained["good"], weights_only=True)
+    edit(checkpoint)
+    path = trained["root"] / "edited_hyper_parameters.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=f"is not a checkpoint rnnreg-train wrote: {re.escape(why)}; give"):
+        load_task(str(path))
+
+
 def test_a_checkpoints_w_and_b_run_id_is_checked_before_anything_is_written(trained):
     """The id a resumed run goes on in (logger=wandb) comes from the checkpoint: one that is no W&B run id is
     one line and exit 2, before anything of the run's or of W&B's is written."""
@@ -350,6 +369,7 @@ def test_a_checkpoint_of_the_weights_only_is_not_resumed_and_says_what_to_do(tra
         ("epoch", "x", "its epoch is 'x'"),
         ("epoch", None, "it holds no epoch, which a training state has"),  # None: the key removed
         ("train_window", -5, "its train_window is -5"),
+        ("train_bptt", 0, "its train_bptt is 0"),  # (its resume line would have said: resume with data.bptt=0)
         ("seed", "x", "its seed is 'x'"),  # (compared with the command line's: check_resume_settings)
         ("callbacks", "x", "its callbacks is 'x'"),
         ("rng", "x", "its rng is 'x'"),

@@ -25,8 +25,12 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
     is checked to hold what rnnreg-train writes: hyper_parameters that build a model, weights of that model's
     shapes, all finite, and a vocabulary of its size (rnnreg.io.load_checkpoint checks only its two main entries).
     Without Lightning, for rnnreg-generate. `source` names the file in the errors."""
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict):  # (before: Python's own words, "list indices must be integers ...")
+        raise not_written_by_train(source, f"its hyper_parameters are {briefly(hparams)}, not a mapping")
+    if missing := [key for key in ("vocab_size", "model", "dropout") if key not in hparams]:
+        raise not_written_by_train(source, f"its hyper_parameters hold no {missing[0]!r}")
     try:
-        hparams = checkpoint["hyper_parameters"]
         problem = hyper_parameters_problem(
             hparams["vocab_size"], hparams["model"], hparams["dropout"], hparams.get("optim", {})
         )

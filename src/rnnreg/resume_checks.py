@@ -55,6 +55,7 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         "epoch": whole(checkpoint.get("epoch")),
         "global_step": whole(checkpoint.get("global_step")),
         "train_window": whole(checkpoint.get("train_window", 0)),
+        "train_bptt": whole(checkpoint.get("train_bptt", 1)) and checkpoint.get("train_bptt", 1) > 0,
         "seed": whole(checkpoint.get("seed", 0)),
         "callbacks": mapping_of_mappings(checkpoint.get("callbacks", {})),
         # Lightning resumes the loops' progress from it; without it a resume trains its epochs anew from the first
