@@ -6,6 +6,7 @@ The command-line refusals run as real processes, started together (one fixture) 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -504,24 +505,31 @@ def test_resume_in_a_new_folder_keeps_the_best_checkpoint_and_early_stopping(tin
     assert stopping["wait_count"] == 2 and float(stopping["best_score"]) == whole["best_val_ppl"]
 
 
-def test_resume_in_a_new_folder_without_the_earlier_best_checkpoint_warns_and_goes_on(tiny_cfg, tmp_path):
-    """The earlier run's best.ckpt deleted (its last.ckpt kept): the run resumed into another folder says that its
-    best checkpoint counts only its own epochs from here on (best_val_ppl, every epoch's), and trains them (it does
-    not stop on a file it cannot copy)."""
+def test_resume_in_a_new_folder_without_the_earlier_best_checkpoint_warns_and_goes_on(tiny_cfg, tmp_path, caplog):
+    """The earlier run's last.ckpt copied elsewhere without its best.ckpt (the run's own still there): the run
+    resumed into another folder says, in one line of its log, that no best.ckpt is beside the checkpoint it resumes
+    and that its best checkpoint counts only its own epochs from here on (best_val_ppl, every epoch's), and trains
+    them (it does not stop on a file it cannot copy). Before, a two-line Python warning said the run's best.ckpt "is
+    gone", which was not so (found by a probe)."""
     budget = ("trainer.limit_train_batches=2", "test=false")
     train(tiny_cfg(*budget, "trainer.max_epochs=1", run="first"))
-    gone = tmp_path / "first/checkpoints/best.ckpt"
-    gone.unlink()
-    warned = f"the resumed run's best checkpoint ({gone}) is gone: test_ckpt=best will only count the epochs from "
-    with pytest.warns(UserWarning, match=re.escape(warned)):
-        resumed = train(
-            tiny_cfg(*budget, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/first/checkpoints/last.ckpt", run="second")
-        )
+    sent = tmp_path / "sent" / "last.ckpt"
+    sent.parent.mkdir()
+    shutil.copyfile(tmp_path / "first/checkpoints/last.ckpt", sent)
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        resumed = train(tiny_cfg(*budget, "trainer.max_epochs=2", f"ckpt_path={sent}", run="second"))
+    said = [r.getMessage() for r in caplog.records if r.name == "rnnreg" and r.levelno == logging.WARNING]
+    assert (
+        f"no best.ckpt beside {sent}, its run's best checkpoint (rnnreg-train keeps it beside last.ckpt): "
+        f"test_ckpt=best will count only the epochs from here on (best_val_ppl counts them all); to keep it, copy it "
+        f"beside {sent} and resume again"
+    ) in said
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
     assert torch.load(tmp_path / "second/checkpoints/best.ckpt", weights_only=True)["epoch"] == 1  # its own epoch
+    assert (tmp_path / "first/checkpoints/best.ckpt").is_file()
 
 
-def test_a_resumed_checkpoint_copies_no_file_but_the_best_checkpoints_beside_it(tiny_cfg, tmp_path):
+def test_a_resumed_checkpoint_copies_no_file_but_the_best_checkpoints_beside_it(tiny_cfg, tmp_path, caplog):
     """A checkpoint names its best checkpoint's path (best.ckpt's callback state): a crafted one naming a private
     file elsewhere (an ssh key, a token) must not have it copied into the new run's folder (world-readable, where W&B
     uploads the best checkpoint): only files beside the resumed checkpoint are carried over; the others are gone."""
@@ -536,43 +544,47 @@ def test_a_resumed_checkpoint_copies_no_file_but_the_best_checkpoints_beside_it(
     state |= {"dirpath": str(secret.parent), "best_model_path": str(secret), "kth_best_model_path": str(secret)}
     state["best_k_models"] = {str(secret): state["best_model_score"]}
     torch.save(checkpoint, tmp_path / "shared.ckpt")
-    with pytest.warns(UserWarning, match="best checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
         resumed = train(tiny_cfg(*budget, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/shared.ckpt", run="second"))
     assert resumed["status"] == "completed"
+    said = [r.getMessage() for r in caplog.records if r.name == "rnnreg" and r.levelno == logging.WARNING]
+    assert any(
+        line.startswith(f"no token.txt beside {tmp_path}/shared.ckpt, its run's best checkpoint") for line in said
+    )
     copied = [p for p in (tmp_path / "second").rglob("*") if p.is_file() and p.read_bytes() == secret.read_bytes()]
     assert copied == []
 
 
-def test_a_run_folder_copied_elsewhere_resumes_with_its_own_best_checkpoint(tiny_cfg, tmp_path):
+def test_a_run_folder_copied_elsewhere_resumes_with_its_own_best_checkpoint(tiny_cfg, tmp_path, caplog):
     """A run folder copied (or moved) elsewhere: its checkpoints name the folder they were written in; resumed from the
     copy, the best checkpoint of that name beside it is carried over (before: the original's path was required, and
     the copy's best.ckpt was warned of as gone)."""
     budget = ("trainer.limit_train_batches=2", "test=false")
     train(tiny_cfg(*budget, "trainer.max_epochs=1", run="first"))
     shutil.move(tmp_path / "first", tmp_path / "copied")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*best checkpoint.*")
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
         resumed = train(
             tiny_cfg(
                 *budget, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/copied/checkpoints/last.ckpt", run="second"
             )
         )
     assert resumed["status"] == "completed" and (tmp_path / "second" / "checkpoints" / "best.ckpt").is_file()
+    assert not [r for r in caplog.records if "best checkpoint" in r.getMessage()]
 
 
-def test_a_run_resumed_through_a_link_to_its_checkpoint_keeps_its_best_and_warns_of_nothing(tiny_cfg, tmp_path):
+def test_a_run_resumed_through_a_link_to_its_checkpoint_keeps_its_best_and_warns_of_nothing(tiny_cfg, tmp_path, caplog):
     """ckpt_path a link to a run's last.ckpt (`latest.ckpt` kept beside the runs): the best checkpoint carried over is
     the one beside the file the link names, and the resume into another folder warns of nothing (no best checkpoint
     said gone, no Lightning "dirpath has changed" for last.ckpt, which is written anew)."""
     budget = ("trainer.limit_train_batches=2", "test=false")
     train(tiny_cfg(*budget, "trainer.max_epochs=1", run="first"))
     (tmp_path / "latest.ckpt").symlink_to(tmp_path / "first" / "checkpoints" / "last.ckpt")
-    with warnings.catch_warnings(record=True) as said:
+    with warnings.catch_warnings(record=True) as said, caplog.at_level(logging.WARNING, logger="rnnreg"):
         warnings.simplefilter("always")
         resumed = train(tiny_cfg(*budget, "trainer.max_epochs=2", f"ckpt_path={tmp_path}/latest.ckpt", run="second"))
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
     warned = [str(w.message) for w in said if "checkpoint" in str(w.message) or "dirpath" in str(w.message)]
-    assert warned == []
+    assert warned == [] and not [r for r in caplog.records if "best checkpoint" in r.getMessage()]
     best = tmp_path / "second" / "checkpoints" / "best.ckpt"
     assert best.is_file() and not best.is_symlink()
 

@@ -16,10 +16,11 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from rnnreg.io import link_atomically, load_checkpoint, replace_atomically, save_atomically
 from rnnreg.run_record import LAST_CHECKPOINT
+from rnnreg.runtime import log
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -156,10 +157,13 @@ class BestCheckpoint(ModelCheckpoint):
                 replace_atomically(moved(source), lambda tmp, source=source: shutil.copyfile(source, tmp))
         found = trainer.strategy.broadcast(found)
         trainer.strategy.barrier("best_checkpoint_copied")
-        if not found:
-            rank_zero_warn(
-                f"the resumed run's best checkpoint ({', '.join(sources)}) is gone: test_ckpt=best will only "
-                f"count the epochs from here on (best_val_ppl counts them all)"
+        if not found:  # (in the run's log, one line: a Python warning was two, and said a file was gone that is not)
+            names = ", ".join(sorted({os.path.basename(p) for p in sources}))
+            resumed = getattr(trainer, "ckpt_path", None)
+            rank_zero_only(log.warning)(
+                f"no {names} beside {resumed}, its run's best checkpoint (rnnreg-train keeps it beside last.ckpt): "
+                f"test_ckpt=best will count only the epochs from here on (best_val_ppl counts them all); to keep it, "
+                f"copy it beside {resumed} and resume again"
             )
             return
         self.best_model_score = state_dict["best_model_score"]
