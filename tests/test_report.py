@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from helpers import BIN, TINY, ctrl_c_group, piped, run, strict_json
 from rnnreg import CONF_DIR
-from rnnreg.errors import DataError, OutputError
+from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.io import write_json_atomic
 from rnnreg.job_records import JobFailed, failed_jobs, record_job_stopped, report_failed_job
 from rnnreg.multirun_jobs import inside_job
@@ -162,6 +162,15 @@ def test_report_writes_png_and_pdf_figures(tmp_path):
         image = matplotlib.image.imread(root / f"{name}.png")
         assert image.ndim == 3 and image.shape[1] >= 6 * 200  # >= 200 dpi on a figure >= 6 inches wide
         assert (root / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_path_that_is_no_folder_says_what_it_is(tmp_path):
+    """path= a file, or nothing at all: one line that says which (before: "is not a folder" for both)."""
+    (tmp_path / "metrics.json").write_text("{}\n")
+    for path, what in ((tmp_path / "metrics.json", "is a file, not a folder"), (tmp_path / "gone", "does not exist")):
+        with pytest.raises(ConfigError, match=f"^path={re.escape(str(path))} {what}: give a run or multirun folder"):
+            report(path)
+    assert not (tmp_path / "gone").exists()
 
 
 def test_formats_writes_the_figures_asked_for_and_removes_an_earlier_reports_others(tmp_path):

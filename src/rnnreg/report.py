@@ -74,7 +74,8 @@ def report(path: str | Path, paper: dict | None = None, formats=tuple(FORMATS)) 
     formats = figure_formats(formats)
     root = Path(path).absolute()  # (the commands it gives are pasted in any folder)
     if not root.is_dir():
-        raise ConfigError(f"path={path} is not a folder: give a run or multirun folder under outputs/")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise ConfigError(f"path={path} {what}: give a run or multirun folder under outputs/")
     rows = collect(root)
     table = markdown_table(rows)
     if shared := shared_overrides(rows):  # (the table's overrides column shows only what tells its runs apart)
