@@ -527,6 +527,19 @@ def test_a_run_stopped_in_its_final_test_is_tested_in_its_folder_or_by_rnnreg_ev
     assert f"- 1 (interrupted): its training completed: test it with: `{evaluate}`\n" in table
 
 
+def test_stacked_runs_speeds_are_said_to_be_their_groups(tmp_path):
+    """A report that shows runs of a stacked sweep says that their train s and words/s are their group's, not each
+    run's alone (found by a probe: beside runs trained alone they read as slower); a report of none says nothing."""
+    for job, launcher in enumerate(("stacked", "stacked", "basic")):
+        write_job(tmp_path / str(job), [f"seed={job + 1}"], {"hydra/launcher": launcher}, TOY, 100.0 + job)
+    note = (
+        "- 0, 1 trained in stacked sweeps (hydra/launcher=stacked): their train s and words/s are their group's, whose "
+        "members trained as one program, not each run's alone\n"
+    )
+    assert note in png_report(tmp_path, PAPER)
+    assert "stacked sweeps" not in png_report(tmp_path / "2", PAPER)
+
+
 def test_a_stacked_studys_unfinished_members_go_on_by_its_launcher_not_as_trials_outside_it(tmp_path):
     """Members of an Optuna study run by the stacked launcher (hydra.yaml names Optuna's sweeper) go on by the
     launcher's resume switch, as any stacked sweep's: the line for a basic launcher's trials (which go on in their

@@ -29,6 +29,7 @@ from rnnreg.report_tables import (
     config_changes,
     configurations_done,
     copied_runs,
+    group_speeds,
     markdown_table,
     over_seeds,
     paired_by_seed,
@@ -87,7 +88,12 @@ def report(path: str | Path, paper: dict | None = None, formats=tuple(FORMATS)) 
     if paired := paired_by_seed(done):
         table += "\n" + paired_table(*paired)
     notes = (
-        copied_runs(rows) + config_changes(rows) + seeds_left_out(rows) + repeated_seeds(rows) + partial_curves(rows)
+        copied_runs(rows)
+        + config_changes(rows)
+        + seeds_left_out(rows)
+        + repeated_seeds(rows)
+        + partial_curves(rows)
+        + group_speeds(rows)
     )
     if notes:
         table += "\nNotes:\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"

@@ -114,6 +114,18 @@ def copied_runs(rows: list[dict]) -> list[str]:
     ]
 
 
+def group_speeds(rows: list[dict]) -> list[str]:
+    """One note where runs of a stacked sweep are shown: their train s and words/s are their group's (its members
+    trained as one program), not what each would take alone, so not comparable with a run trained alone."""
+    stacked = [r["run"] for r in rows if r["launcher"] == "stacked" and r["status"] == "completed"]
+    if not stacked:
+        return []
+    return [
+        f"{', '.join(stacked)} trained in stacked sweeps (hydra/launcher=stacked): their train s and words/s are their "
+        f"group's, whose members trained as one program, not each run's alone"
+    ]
+
+
 def partial_curves(rows: list[dict]) -> list[str]:
     """One note per run whose csv/metrics.csv lacks validation for epochs it trained (it was resumed into its
     folder from another's checkpoint): its curve is drawn at the epochs it has."""
