@@ -1047,6 +1047,23 @@ def test_a_signal_after_a_member_failed_records_each_members_own_end(tmp_path, t
     for k in (0, 1):
         last = (tmp_path / str(k) / "train.log").read_text().splitlines()[-1]
         assert last.endswith(f"] - {STOPPED_BY[signal.SIGTERM]}: stopped at epoch 2, window 2"), last
+    # the failed member goes on by itself, from its last good checkpoint (before: the group's resume, which trains
+    # nothing of it); resumed, the group leaves its record and loggers as they ended (before: they were opened again,
+    # an empty part of its W&B run; found by a probe)
+    assert failed["resume"] == f"rnnreg-train ... ckpt_path={tmp_path / '1' / 'checkpoints' / 'last.ckpt'}"
+    logged = [(tmp_path / str(k) / "csv" / "hparams.yaml").stat().st_mtime_ns for k in (0, 1)]
+    log_lines = (tmp_path / "1" / "train.log").read_text()
+    time.sleep(0.01)
+    results = stacked_train.GroupTrainer(jobs, 0, tmp_path / ".stacked" / "group_0.pt").run(resume=True)
+    assert [status for status, _ in results] == ["completed", "failed"]
+    assert (tmp_path / "0" / "csv" / "hparams.yaml").stat().st_mtime_ns != logged[0]  # its loggers opened again
+    assert (tmp_path / "1" / "csv" / "hparams.yaml").stat().st_mtime_ns == logged[1]
+    added = (tmp_path / "1" / "train.log").read_text().removeprefix(log_lines).splitlines()
+    assert len(added) == 1 and "] - metrics: {'status': 'failed'" in added[0], added  # (no "resuming ..." line)
+    ended = metrics(tmp_path / "1")
+    assert {k: ended[k] for k in ("status", "error", "epochs", "resume")} == {
+        k: failed[k] for k in ended if k != "stacked"
+    }
 
 
 def test_a_signal_after_a_member_stopped_early_records_it_interrupted_and_the_resume_completes_it(

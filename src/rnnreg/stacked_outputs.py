@@ -214,11 +214,13 @@ def record_stop(group: GroupTrainer) -> None:
     for k, (m, folder) in enumerate(zip(group.members, group.folders)):
         folder.write_csv(m.rows)
         folder.log(f"{reason}: stopped at epoch {group.epoch + 1}, window {group.window}")
-        # (a member stopped early waits for the group's end, its test: interrupted before it, as a single run)
+        # (a member stopped early waits for the group's end, its test: interrupted before it, as a single run; one
+        # that failed goes on by itself, from its last good checkpoint, as record_results says at the group's end)
         going_on = m.status in ("running", "stopped")
-        record = unfinished_record(
-            "interrupted" if going_on else m.status, reason if going_on else m.error, m.epochs, resume
-        )
+        if going_on:
+            record = unfinished_record("interrupted", reason, m.epochs, resume)
+        else:
+            record = unfinished_record(m.status, m.error, m.epochs, resume_from(folder.last_checkpoint()))
         folder.write_metrics(record | {"stacked": group.stacked_record(k)})
     print(f"{reason}: the stacked group {group.group} stopped; go on with: {resume}", flush=True)
 

@@ -477,11 +477,17 @@ class GroupTrainer:
         for folder in self.folders:
             folder.log(line, "WARNING")
 
+    def going_on_folders(self) -> list:
+        """The folders of the members that train or wait for their test: not of one that failed before the group
+        stopped (resumed, it trains nothing: its record and loggers ended at the stop, and its W&B run would get an
+        empty part)."""
+        return [folder for m, folder in zip(self.members, self.folders) if m.status != "failed"]
+
     # -- the group's run ------------------------------------------------------------------------------
     def run(self, resume: bool) -> list[tuple[str, object]]:
         if resume and self.resume_file.exists():
             self.load_resume()
-            for folder in self.folders:
+            for folder in self.going_on_folders():
                 folder.log(
                     f"resuming the stacked group {self.group} at epoch {self.epoch + 1}, window {self.window}, "
                     f"on {device_name(self.device)}"
@@ -501,7 +507,8 @@ class GroupTrainer:
         handlers = None if self.stop.installed else self.stop.install()
         try:
             for folder, run_id, labels in zip(self.folders, self.wandb_runs, self.wandb_labels):
-                folder.open_loggers(len(self.vocab), run_id, labels)
+                if folder in self.going_on_folders():  # (a member that failed before a stop: its runs stay ended)
+                    folder.open_loggers(len(self.vocab), run_id, labels)
             try:
                 results = self.fit_and_test()
             except KeyboardInterrupt:  # a second Ctrl-C: abort at once, the members' folders saying so
