@@ -847,6 +847,15 @@ def test_generate_prints_clean_lines(checkpoints):
     assert text == text.lstrip() and not any(line != line.strip() for line in text.splitlines())
 
 
+def test_a_null_prompt_is_no_prompt(checkpoints):
+    """prompt=null, which the schema takes, starts as prompt='' does, after a sentence (before: it read as the word
+    None, warned of as a capital and an unknown word, and drawn after <unk>)."""
+    _, (a, _), _ = checkpoints
+    null = run("rnnreg-generate", f"ckpt_path={a}", "prompt=null", "num_words=5", "seed=2")
+    empty = run("rnnreg-generate", f"ckpt_path={a}", "prompt=", "num_words=5", "seed=2")
+    assert null.stderr == "" and null.stdout == empty.stdout and len(null.stdout.split()) == 5
+
+
 def test_a_capitalised_prompt_is_read_in_lower_case_where_the_vocabulary_has_no_capitals(checkpoints):
     """A lower-case corpus (PTB's, whose one capital is N, its numbers' token; the tiny corpus's here) reads a
     capitalised prompt word in lower case, said on one line (before: warned of, then read as <unk>); a vocabulary
