@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -299,6 +300,28 @@ def test_a_truncated_checkpoint_is_one_line_on_the_command_line(trained):
     assert status == 2 and len(stderr) == 1, stderr
     # the config check (rnnreg.schema) sees it is no file torch.save finished, before Hydra starts
     assert stderr[0].startswith(f"error: ckpt_path={trained['root']}/truncated.ckpt is not a checkpoint")
+
+
+def test_a_file_pickle_dump_wrote_is_one_line_from_every_command(tiny_corpus, tmp_path):
+    """A plain pickle.dump file as ckpt_path (pickle protocol 4): each command's one error line, without torch's
+    two-line "UserWarning: Detected pickle protocol 4 ..." before it (rnnreg-eval and rnnreg-train printed it)."""
+    path = tmp_path / "pickled.ckpt"
+    path.write_bytes(pickle.dumps({"state_dict": {}, "hyper_parameters": {}}, protocol=4))
+    procs = {
+        "eval": popen(
+            "rnnreg-eval",
+            "data=text",
+            f"data.data_dir={tiny_corpus}",
+            f"ckpt_path={path}",
+            f"hydra.run.dir={tmp_path}/e",
+        ),
+        "train": popen("rnnreg-train", *train_args(tiny_corpus, tmp_path / "train", f"ckpt_path={path}")),
+        "generate": popen("rnnreg-generate", f"ckpt_path={path}"),
+    }
+    for script, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2 and len(err.splitlines()) == 1, (script, err[-3000:])
+        assert err.startswith(f"error: {path} is not a rnnreg checkpoint"), (script, err)
 
 
 @pytest.mark.parametrize(

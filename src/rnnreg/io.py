@@ -8,6 +8,7 @@ import math
 import os
 import pickle
 import tempfile
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -125,6 +126,14 @@ def link_atomically(source: str | Path, path: str | Path) -> bool:
     return True
 
 
+def load_data_only(path: str | Path, **kwargs: Any) -> Any:
+    """torch.load(path, weights_only=True, **kwargs) without torch's two-line warning of a file pickle.dump wrote
+    ("Detected pickle protocol 4 ..."): the caller loads it or refuses it in its own one line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Detected pickle protocol", UserWarning)
+        return torch.load(path, weights_only=True, **kwargs)
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """A checkpoint's contents as tensors and plain data (torch's weights_only loader: unpickling can
     build nothing else, so a crafted file cannot run code). Refusals are one-line CheckpointErrors."""
@@ -135,7 +144,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
             f"outputs/train/<experiment>/<time>/checkpoints/last.ckpt"
         )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = load_data_only(path, map_location=map_location)
     except Exception as err:  # garbage makes the data-only unpickler fail in many ways (KeyError, EOFError, ...)
         if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
             raise CheckpointError(

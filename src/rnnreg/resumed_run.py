@@ -116,14 +116,14 @@ def checkpoint_run_id(path: str | Path) -> str | None:
     none; Unreadable where the file is no rnnreg checkpoint, or holds what is no run id. Read as data only, as
     rnnreg.io.load_checkpoint reads it (torch's weights_only unpickler: a file from someone else runs no code),
     but with its tensors mapped, not read (mmap): the time of a small file's, however large the checkpoint."""
-    import torch  # (here: a multirun that resumes nothing with W&B never waits for it)
+    from rnnreg.io import load_data_only  # (here: a multirun that resumes nothing with W&B never waits for torch)
 
     path = Path(path).expanduser()
     try:
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            checkpoint = load_data_only(path, map_location="cpu", mmap=True)
         except RuntimeError:  # a file torch saved in its legacy format, which it cannot map: read whole
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = load_data_only(path, map_location="cpu")
         if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
             raise Unreadable(path)
         return checked_run_id(checkpoint.get("wandb_run_id"), path)
