@@ -45,6 +45,14 @@ def fake_checkpoint() -> str:
     return str(path)
 
 
+def truncated_checkpoint() -> str:
+    """fake_checkpoint() cut short, beside it: it starts as a zip archive, without the archive's end."""
+    fake = Path(fake_checkpoint())
+    path = fake.with_name("truncated.ckpt")
+    path.write_bytes(fake.read_bytes()[:40])
+    return str(path)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def remove_fake_checkpoint():
     """Its folder goes with this module's tests (it was left in /tmp by every test run)."""
@@ -435,6 +443,11 @@ NO_INTERVAL = (
         ([f"data.data_dir={NOT_A_CKPT}"], r"^data.data_dir=\S+ is not a folder: .*ptb.train.txt"),  # PTB: a file
         (["ckpt_path=/nonexistent.ckpt"], r"^ckpt_path=/nonexistent.ckpt is not a file: .*ckpt_path=last"),
         ([f"ckpt_path={NOT_A_CKPT}"], r"is not a checkpoint \(not a file torch.save wrote\)"),
+        # a zip archive cut short (a copy that stopped): torch.save wrote it, so it is not called another file
+        (
+            [f"ckpt_path={truncated_checkpoint()}"],
+            r"^ckpt_path=\S+ is not a readable checkpoint \(truncated or damaged: ",
+        ),
         # a key a callback's or logger's class takes, not in its config yet; a callback that is not selected
         (
             ["logger=wandb", "logger.wandb.notes=hi"],

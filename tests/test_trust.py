@@ -298,8 +298,12 @@ def test_a_checkpoints_w_and_b_run_id_or_parts_w_and_b_cannot_take_are_refused_b
 def test_a_truncated_checkpoint_is_one_line_on_the_command_line(trained):
     status, stderr = trained["cli"]["truncated"]
     assert status == 2 and len(stderr) == 1, stderr
-    # the config check (rnnreg.schema) sees it is no file torch.save finished, before Hydra starts
-    assert stderr[0].startswith(f"error: ckpt_path={trained['root']}/truncated.ckpt is not a checkpoint")
+    # the config check (rnnreg.schema) sees it is no file torch.save finished, before Hydra starts: a zip archive cut
+    # short is said to be one (it was "not a file torch.save wrote"), as rnnreg.io.load_checkpoint says it
+    assert stderr[0] == (
+        f"error: ckpt_path={trained['root']}/truncated.ckpt is not a readable checkpoint (truncated or damaged: a zip "
+        "archive as torch.save writes, whose end cannot be read): give a whole checkpoint written by rnnreg-train"
+    )
 
 
 def test_a_file_pickle_dump_wrote_is_one_line_from_every_command(tiny_corpus, tmp_path):

@@ -452,6 +452,13 @@ def is_checkpoint_file(path: str) -> bool:
         return f.read(1) == b"\x80"
 
 
+def is_damaged_zip(path: str) -> bool:
+    """A file that starts as the zip archive torch.save writes, but that zipfile cannot read (its end, the archive's
+    directory, is missing or damaged): a checkpoint cut short, by a copy or a download that stopped."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+
+
 def check_value(value: Any, r: Rule) -> str | None:
     """None when `value` is valid, else what is wrong (after 'key=value')."""
     if value is None:
@@ -547,6 +554,11 @@ def _check_ckpt(value: Any, r: Rule) -> str | None:
             return "is not a file: give a checkpoint, or ckpt_path=last to resume the newest run of this experiment"
         return "is not a file: give a checkpoint written by rnnreg-train"
     try:
+        if is_damaged_zip(str(path)):  # (not "not a file torch.save wrote": it did, and the file lost its end)
+            return (
+                "is not a readable checkpoint (truncated or damaged: a zip archive as torch.save writes, whose end "
+                "cannot be read): give a whole checkpoint written by rnnreg-train"
+            )
         if not is_checkpoint_file(str(path)):
             return "is not a checkpoint (not a file torch.save wrote): give a .ckpt written by rnnreg-train"
     except OSError as err:
