@@ -513,6 +513,32 @@ def test_cross_key_rules_and_sweeps(args, message):
         validate_args("train", args)
 
 
+def test_a_run_folder_as_ckpt_path_names_the_checkpoint_in_it(tmp_path):
+    """ckpt_path=<a run folder> (or its checkpoints/): one line that names the checkpoint in it to give (before: "is
+    not a file" alone), from every command's check, and where a library call reaches the loader or a resume."""
+    from rnnreg.io import load_checkpoint
+    from rnnreg.resumed_run import resolve_ckpt_path
+
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    shutil.copy(fake_checkpoint(), last)
+    for folder in (tmp_path / "run", last.parent):
+        said = f"ckpt_path={folder} is a folder: give a checkpoint in it, e.g. ckpt_path={last}"
+        for script in ("train", "eval", "generate"):
+            with pytest.raises(ConfigError) as refused:
+                validate_args(script, [*base_args(script), f"ckpt_path={folder}"])
+            assert str(refused.value) == said, script
+        with pytest.raises(CheckpointError) as refused:
+            load_checkpoint(folder)
+        assert str(refused.value) == said
+        with pytest.raises(ConfigError) as refused:
+            resolve_ckpt_path(OmegaConf.create({"ckpt_path": str(folder)}))
+        assert str(refused.value) == said
+    # a folder without one is not a file, as before
+    with pytest.raises(ConfigError, match=r"^ckpt_path=\S+ is not a file: "):
+        validate_args("eval", [f"ckpt_path={tmp_path}"])
+
+
 def test_a_placement_given_p_zero_that_drops_at_a_site_of_its_own_rate_validates():
     """dropout.p=0 where a site has a rate of its own (dropout.output=0.3) drops something: not refused as a
     placement that drops nothing."""

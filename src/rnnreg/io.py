@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from rnnreg.errors import CheckpointError, OutputError
+from rnnreg.schema import folder_problem
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
@@ -139,10 +140,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     build nothing else, so a crafted file cannot run code). Refusals are one-line CheckpointErrors."""
     path = Path(path).expanduser()  # a quoted ckpt_path='~/x.ckpt' reaches us unexpanded (the schema expands it)
     if not path.is_file():
-        raise CheckpointError(
-            f"ckpt_path={path} is not a file: give a checkpoint, e.g. "
-            f"outputs/train/<experiment>/<time>/checkpoints/last.ckpt"
+        why = folder_problem(path) or (  # (a run folder: the checkpoint in it named)
+            "is not a file: give a checkpoint, e.g. outputs/train/<experiment>/<time>/checkpoints/last.ckpt"
         )
+        raise CheckpointError(f"ckpt_path={path} {why}")
     try:
         checkpoint = load_data_only(path, map_location=map_location)
     except Exception as err:  # garbage makes the data-only unpickler fail in many ways (KeyError, EOFError, ...)

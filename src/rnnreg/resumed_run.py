@@ -13,6 +13,7 @@ from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.multirun_jobs import in_multirun
 from rnnreg.run_folder_check import earlier_record_kept
 from rnnreg.run_record import last_checkpoint_path
+from rnnreg.schema import folder_problem
 
 # W&B refuses these in a run id (wandb_settings.validate_run_id); a backslash is refused here too
 RUN_ID_RESERVED = ":;,#?/'\\"
@@ -27,10 +28,10 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: str | Path | None = None) -> 
     path = cfg.get("ckpt_path")
     if path is None or path != "last":
         if path is not None and not Path(path).is_file():
-            raise ConfigError(
-                f"ckpt_path={path} is not a file: give a checkpoint, or ckpt_path=last to resume "
-                f"the newest run of this experiment"
+            why = folder_problem(Path(path)) or (  # (a run folder: the checkpoint in it named)
+                "is not a file: give a checkpoint, or ckpt_path=last to resume the newest run of this experiment"
             )
+            raise ConfigError(f"ckpt_path={path} {why}")
         return path
     root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
     here = Path(cfg.paths.output_dir if output_dir is None else output_dir).resolve()
