@@ -361,6 +361,25 @@ def test_eval_of_a_run_validated_on_part_of_its_split_says_how_to_reproduce_its_
     assert whole["val_ppl"] != pytest.approx(trained["val_ppl"], rel=1e-3)
 
 
+def test_eval_of_a_run_whose_limit_cut_nothing_of_its_valid_split_says_nothing(tiny_corpus, tmp_path, caplog):
+    """trainer.limit_val_batches=30 in a run whose valid split has fewer windows (24 of 5 steps here; a tiny corpus
+    under experiment=smoke's 40): its run validated on the whole split, so rnnreg-eval's val_ppl is its run's, in
+    windows of any length (39 of 3 steps here, more than 30), and nothing is said (before: that val_ppl differs from
+    its run's, and settings to reproduce it)."""
+    run_dir = tmp_path / "run"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    args += ["trainer.limit_train_batches=3", "trainer.limit_val_batches=30", "data.eval_bptt=null"]
+    run("rnnreg-train", *args, f"hydra.run.dir={run_dir}")
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    data = ["data=text", f"data.data_dir={tiny_corpus}", "data.bptt=5", "data.batch_size=4", f"ckpt_path={ckpt}"]
+    data += ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "data.eval_bptt=3"]
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        whole = evaluate(compose_config(data, tmp_path / "whole", config_name="eval"))
+    assert not [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
+    assert whole["val_ppl"] == pytest.approx(trained["val_ppl"], rel=1e-5)
+
+
 def test_a_run_record_eval_cannot_read_is_left_out_of_what_it_says(checkpoints, tmp_path, caplog):
     """A checkpoint's run folder whose .hydra/config.yaml and overrides.yaml are not UTF-8 (a folder from elsewhere):
     the evaluation runs without the batch-size note, and another vocabulary is refused in its one line without the

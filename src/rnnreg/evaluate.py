@@ -88,7 +88,7 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
         for note in datamodule.load().unknown_words():
             log.warning("%s", note)
         warn_other_batch_size(paths, datamodule.batch_size)
-        warn_other_validation(paths, cfg.trainer.get("limit_val_batches"), datamodule.eval_bptt)
+        warn_other_validation(paths, cfg.trainer.get("limit_val_batches"), datamodule)
         warn_other_splits(paths, [t.data_fingerprint for t in tasks], datamodule.load())
     mc_samples = cfg.mc_samples
     if mc_samples > 1 and not any(t.net.drops for t in tasks):
@@ -176,20 +176,25 @@ def trained_batch_size(ckpt_path: str) -> int | None:
     return size if is_int(size) else None
 
 
-def warn_other_validation(paths: list[str], limit, eval_bptt: int) -> None:
+def warn_other_validation(paths: list[str], limit, datamodule) -> None:
     """A warning for each checkpoint whose run validated on part of the valid split (trainer.limit_val_batches, as
     experiment=smoke does: its first 40 windows) and is evaluated on another part or all of it: val_ppl differs
-    from its run's metrics.json."""
+    from its run's metrics.json. A limit that cut nothing in its run (40 windows of a split of 2, counted in its
+    run's streams and windows) is not warned of: its run validated on the whole split."""
+    eval_bptt = datamodule.eval_bptt
+    ours = windows_evaluated(datamodule, "valid", datamodule.batch_size, eval_bptt, limit)
     for path in paths:
         trainer, data = run_settings(path, "trainer"), run_settings(path, "data")
         trained, window = trainer.get("limit_val_batches"), data.get("eval_bptt") or data.get("bptt")
         if full_budget(trained) or not (is_int(trained) or isinstance(trained, float)) or not is_int(window):
             continue  # (the whole split, or a record that does not say which part)
+        theirs = windows_evaluated(datamodule, "valid", data.get("batch_size"), window, trained)
+        if theirs is not None and theirs[0] == theirs[1]:
+            continue  # its limit left its run every window
         if trained == limit and window == eval_bptt:
             continue
-        evaluated = (
-            "all of it" if full_budget(limit) else f"trainer.limit_val_batches={limit} in windows of {eval_bptt}"
-        )
+        whole = full_budget(limit) or (ours is not None and ours[0] == ours[1])
+        evaluated = "all of it" if whole else f"trainer.limit_val_batches={limit} in windows of {eval_bptt}"
         log.warning(
             "%s was validated in its run on trainer.limit_val_batches=%s of the valid split in windows of %d steps, "
             "and is evaluated on %s: val_ppl differs from its run's metrics.json; add trainer.limit_val_batches=%s "
@@ -201,6 +206,23 @@ def warn_other_validation(paths: list[str], limit, eval_bptt: int) -> None:
             trained,
             window,
         )
+
+
+def windows_evaluated(datamodule, split: str, streams, window, limit) -> tuple[int, int] | None:
+    """(the windows evaluated, the split's windows) of `split` cut into `streams` streams of `window` steps under
+    trainer.limit_*_batches=`limit`, counted as Lightning counts them (rnnreg.data.limit_batches); None where a run's
+    record does not say them, or the split is too short for its streams."""
+    from rnnreg.data import BPTTWindows, batchify, limit_batches
+
+    if not (is_int(streams) and is_int(window) and streams >= 1 and window >= 1):
+        return None
+    if not (limit is None or is_int(limit) or isinstance(limit, float)):
+        return None
+    try:
+        windows = len(BPTTWindows(batchify(datamodule.load().ids[split], streams), window, drop_last=False))
+    except DataError:
+        return None
+    return limit_batches(windows, limit), windows
 
 
 def run_settings(ckpt_path: str, key: str) -> dict:
