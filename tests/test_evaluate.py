@@ -333,6 +333,29 @@ def test_eval_records_its_batch_size_and_names_its_runs(checkpoints, caplog):
     assert note.endswith("add data.batch_size=4 to reproduce them")
 
 
+def test_eval_records_the_part_of_each_split_it_evaluated(checkpoints, caplog):
+    """metrics.json records data.test_batch_size and trainer.limit_val_batches and limit_test_batches (null: the whole
+    split), as it records batch_size and eval_bptt: a test cut to its first windows does not read as the whole
+    split's. With another data.batch_size than its run's, the line no longer says test_ppl is its run's where the
+    test was cut: it names the cut, and the overrides that reproduce its run's numbers (before: "(test_ppl does
+    not)", and neither key in metrics.json)."""
+    corpus, (a, _), root = checkpoints
+    whole = evaluate(eval_cfg(corpus, root, a))
+    assert (whole["test_batch_size"], whole["limit_val_batches"], whole["limit_test_batches"]) == (1, None, None)
+    cut_args = ("data.batch_size=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=2")  # 2 of 3 windows
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        cut = evaluate(eval_cfg(corpus, root, a, *cut_args))
+    assert (cut["test_batch_size"], cut["limit_val_batches"], cut["limit_test_batches"]) == (1, 1, 2)
+    assert cut["test_ppl"] != pytest.approx(whole["test_ppl"], rel=1e-4)
+    [note] = [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
+    assert note == (
+        f"{a} was trained with data.batch_size=4 and is evaluated with 2: val_ppl and test_ppl_batched differ from "
+        "its run's metrics.json, and test_ppl and test_ppl_batched cover another part of the test split "
+        "(trainer.limit_test_batches=2 here, null in its run); add data.batch_size=4 trainer.limit_test_batches=null "
+        "to reproduce them"
+    )
+
+
 def test_eval_of_a_run_validated_on_part_of_its_split_says_how_to_reproduce_its_val_ppl(tiny_corpus, tmp_path, caplog):
     """A run that validated on its valid split's first windows (trainer.limit_val_batches, as experiment=smoke):
     rnnreg-eval validates on all of it, and says that val_ppl differs from the run's and which settings reproduce
