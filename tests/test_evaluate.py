@@ -333,6 +333,29 @@ def test_eval_records_its_batch_size_and_names_its_runs(checkpoints, caplog):
     assert note.endswith("add data.batch_size=4 to reproduce them")
 
 
+def test_eval_records_the_part_of_each_split_it_evaluated(checkpoints, caplog):
+    """metrics.json records data.test_batch_size and trainer.limit_val_batches and limit_test_batches (null: the whole
+    split), as it records batch_size and eval_bptt: a test cut to its first windows does not read as the whole
+    split's. With another data.batch_size than its run's, the line no longer says test_ppl is its run's where the
+    test was cut: it names the cut, and the overrides that reproduce its run's numbers (before: "(test_ppl does
+    not)", and neither key in metrics.json)."""
+    corpus, (a, _), root = checkpoints
+    whole = evaluate(eval_cfg(corpus, root, a))
+    assert (whole["test_batch_size"], whole["limit_val_batches"], whole["limit_test_batches"]) == (1, None, None)
+    cut_args = ("data.batch_size=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=2")  # 2 of 3 windows
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        cut = evaluate(eval_cfg(corpus, root, a, *cut_args))
+    assert (cut["test_batch_size"], cut["limit_val_batches"], cut["limit_test_batches"]) == (1, 1, 2)
+    assert cut["test_ppl"] != pytest.approx(whole["test_ppl"], rel=1e-4)
+    [note] = [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
+    assert note == (
+        f"{a} was trained with data.batch_size=4 and is evaluated with 2: val_ppl and test_ppl_batched differ from "
+        "its run's metrics.json, and test_ppl and test_ppl_batched cover another part of the test split "
+        "(trainer.limit_test_batches=2 here, null in its run); add data.batch_size=4 trainer.limit_test_batches=null "
+        "to reproduce them"
+    )
+
+
 def test_eval_of_a_run_validated_on_part_of_its_split_says_how_to_reproduce_its_val_ppl(tiny_corpus, tmp_path, caplog):
     """A run that validated on its valid split's first windows (trainer.limit_val_batches, as experiment=smoke):
     rnnreg-eval validates on all of it, and says that val_ppl differs from the run's and which settings reproduce
@@ -359,6 +382,25 @@ def test_eval_of_a_run_validated_on_part_of_its_split_says_how_to_reproduce_its_
     assert not [r for r in caplog.records if r.name == "rnnreg"]
     assert again["val_ppl"] == pytest.approx(trained["val_ppl"], rel=1e-6)
     assert whole["val_ppl"] != pytest.approx(trained["val_ppl"], rel=1e-3)
+
+
+def test_eval_of_a_run_whose_limit_cut_nothing_of_its_valid_split_says_nothing(tiny_corpus, tmp_path, caplog):
+    """trainer.limit_val_batches=30 in a run whose valid split has fewer windows (24 of 5 steps here; a tiny corpus
+    under experiment=smoke's 40): its run validated on the whole split, so rnnreg-eval's val_ppl is its run's, in
+    windows of any length (39 of 3 steps here, more than 30), and nothing is said (before: that val_ppl differs from
+    its run's, and settings to reproduce it)."""
+    run_dir = tmp_path / "run"
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
+    args += ["trainer.limit_train_batches=3", "trainer.limit_val_batches=30", "data.eval_bptt=null"]
+    run("rnnreg-train", *args, f"hydra.run.dir={run_dir}")
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    data = ["data=text", f"data.data_dir={tiny_corpus}", "data.bptt=5", "data.batch_size=4", f"ckpt_path={ckpt}"]
+    data += ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "data.eval_bptt=3"]
+    with caplog.at_level(logging.WARNING, logger="rnnreg"):
+        whole = evaluate(compose_config(data, tmp_path / "whole", config_name="eval"))
+    assert not [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
+    assert whole["val_ppl"] == pytest.approx(trained["val_ppl"], rel=1e-5)
 
 
 def test_a_run_record_eval_cannot_read_is_left_out_of_what_it_says(checkpoints, tmp_path, caplog):
@@ -845,6 +887,15 @@ def test_generate_prints_clean_lines(checkpoints):
     assert proc.stdout.startswith("w1 <unk> ")
     text = run("rnnreg-generate", f"ckpt_path={a}", "prompt=", "num_words=30", "seed=2").stdout
     assert text == text.lstrip() and not any(line != line.strip() for line in text.splitlines())
+
+
+def test_a_null_prompt_is_no_prompt(checkpoints):
+    """prompt=null, which the schema takes, starts as prompt='' does, after a sentence (before: it read as the word
+    None, warned of as a capital and an unknown word, and drawn after <unk>)."""
+    _, (a, _), _ = checkpoints
+    null = run("rnnreg-generate", f"ckpt_path={a}", "prompt=null", "num_words=5", "seed=2")
+    empty = run("rnnreg-generate", f"ckpt_path={a}", "prompt=", "num_words=5", "seed=2")
+    assert null.stderr == "" and null.stdout == empty.stdout and len(null.stdout.split()) == 5
 
 
 def test_a_capitalised_prompt_is_read_in_lower_case_where_the_vocabulary_has_no_capitals(checkpoints):

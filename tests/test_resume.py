@@ -564,7 +564,7 @@ def test_a_library_fit_from_a_checkpoint_on_a_train_split_changed_since_applies_
     said = [str(w.message) for w in warned if "changed since the checkpoint" in str(w.message)]
     assert said == [
         f"{end.best_model_path} was trained on another train split than {train_file} (changed since the checkpoint: "
-        "its words or their order differ): the resumed run trains on over other text than its run's"
+        "its words or their order differ): the resumed run trains on other text than its run's"
     ]
 
 
@@ -679,7 +679,7 @@ def test_a_resume_at_an_epochs_end_on_splits_changed_since_warns_of_each(
     said = [r.getMessage() for r in caplog.records if "changed since the checkpoint" in r.getMessage()]
     assert said == [
         f"{ckpt} was trained on another train split than {tiny_corpus / 'train.txt'} (changed since the checkpoint: "
-        "its words or their order differ): the resumed run trains on over other text than its run's",
+        "its words or their order differ): the resumed run trains on other text than its run's",
         f"{ckpt}: its run's best_val_ppl {best:.2f} and best.ckpt were measured on another validation split than "
         f"{tiny_corpus / 'valid.txt'} (changed since the checkpoint): the resumed run's best.ckpt and early stopping "
         "compare them with perplexities of this one",

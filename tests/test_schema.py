@@ -45,6 +45,14 @@ def fake_checkpoint() -> str:
     return str(path)
 
 
+def truncated_checkpoint() -> str:
+    """fake_checkpoint() cut short, beside it: it starts as a zip archive, without the archive's end."""
+    fake = Path(fake_checkpoint())
+    path = fake.with_name("truncated.ckpt")
+    path.write_bytes(fake.read_bytes()[:40])
+    return str(path)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def remove_fake_checkpoint():
     """Its folder goes with this module's tests (it was left in /tmp by every test run)."""
@@ -449,6 +457,11 @@ NO_INTERVAL = (
         ([f"data.data_dir={NOT_A_CKPT}"], r"^data.data_dir=\S+ is not a folder: .*ptb.train.txt"),  # PTB: a file
         (["ckpt_path=/nonexistent.ckpt"], r"^ckpt_path=/nonexistent.ckpt is not a file: .*ckpt_path=last"),
         ([f"ckpt_path={NOT_A_CKPT}"], r"is not a checkpoint \(not a file torch.save wrote\)"),
+        # a zip archive cut short (a copy that stopped): torch.save wrote it, so it is not called another file
+        (
+            [f"ckpt_path={truncated_checkpoint()}"],
+            r"^ckpt_path=\S+ is not a readable checkpoint \(truncated or damaged: ",
+        ),
         # a key a callback's or logger's class takes, not in its config yet; a callback that is not selected
         (
             ["logger=wandb", "logger.wandb.notes=hi"],
@@ -512,6 +525,32 @@ NO_INTERVAL = (
 def test_cross_key_rules_and_sweeps(args, message):
     with pytest.raises(ConfigError, match=message):
         validate_args("train", args)
+
+
+def test_a_run_folder_as_ckpt_path_names_the_checkpoint_in_it(tmp_path):
+    """ckpt_path=<a run folder> (or its checkpoints/): one line that names the checkpoint in it to give (before: "is
+    not a file" alone), from every command's check, and where a library call reaches the loader or a resume."""
+    from rnnreg.io import load_checkpoint
+    from rnnreg.resumed_run import resolve_ckpt_path
+
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    shutil.copy(fake_checkpoint(), last)
+    for folder in (tmp_path / "run", last.parent):
+        said = f"ckpt_path={folder} is a folder: give a checkpoint in it, e.g. ckpt_path={last}"
+        for script in ("train", "eval", "generate"):
+            with pytest.raises(ConfigError) as refused:
+                validate_args(script, [*base_args(script), f"ckpt_path={folder}"])
+            assert str(refused.value) == said, script
+        with pytest.raises(CheckpointError) as refused:
+            load_checkpoint(folder)
+        assert str(refused.value) == said
+        with pytest.raises(ConfigError) as refused:
+            resolve_ckpt_path(OmegaConf.create({"ckpt_path": str(folder)}))
+        assert str(refused.value) == said
+    # a folder without one is not a file, as before
+    with pytest.raises(ConfigError, match=r"^ckpt_path=\S+ is not a file: "):
+        validate_args("eval", [f"ckpt_path={tmp_path}"])
 
 
 def test_a_placement_given_p_zero_that_drops_at_a_site_of_its_own_rate_validates():

@@ -647,7 +647,7 @@ def test_a_resume_file_on_a_corpus_changed_since_is_refused_inside_an_epoch_and_
     assert (again.epoch, again.window) == (1, 0)
     lines = [
         f"{tmp_path / 'at_end.pt'} was trained on another train split than {tiny_corpus / 'train.txt'} (changed "
-        "since the checkpoint: its words or their order differ): the resumed run trains on over other text than its "
+        "since the checkpoint: its words or their order differ): the resumed run trains on other text than its "
         "run's",
         f"{tmp_path / 'at_end.pt'}: its members' best_val_ppl (90.50) and best.ckpt were measured on another "
         f"validation split than {tiny_corpus / 'valid.txt'} (changed since the checkpoint): the resumed run's "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -317,8 +318,34 @@ def test_a_checkpoints_w_and_b_run_id_or_parts_w_and_b_cannot_take_are_refused_b
 def test_a_truncated_checkpoint_is_one_line_on_the_command_line(trained):
     status, stderr = trained["cli"]["truncated"]
     assert status == 2 and len(stderr) == 1, stderr
-    # the config check (rnnreg.schema) sees it is no file torch.save finished, before Hydra starts
-    assert stderr[0].startswith(f"error: ckpt_path={trained['root']}/truncated.ckpt is not a checkpoint")
+    # the config check (rnnreg.schema) sees it is no file torch.save finished, before Hydra starts: a zip archive cut
+    # short is said to be one (it was "not a file torch.save wrote"), as rnnreg.io.load_checkpoint says it
+    assert stderr[0] == (
+        f"error: ckpt_path={trained['root']}/truncated.ckpt is not a readable checkpoint (truncated or damaged: a zip "
+        "archive as torch.save writes, whose end cannot be read): give a whole checkpoint written by rnnreg-train"
+    )
+
+
+def test_a_file_pickle_dump_wrote_is_one_line_from_every_command(tiny_corpus, tmp_path):
+    """A plain pickle.dump file as ckpt_path (pickle protocol 4): each command's one error line, without torch's
+    two-line "UserWarning: Detected pickle protocol 4 ..." before it (rnnreg-eval and rnnreg-train printed it)."""
+    path = tmp_path / "pickled.ckpt"
+    path.write_bytes(pickle.dumps({"state_dict": {}, "hyper_parameters": {}}, protocol=4))
+    procs = {
+        "eval": popen(
+            "rnnreg-eval",
+            "data=text",
+            f"data.data_dir={tiny_corpus}",
+            f"ckpt_path={path}",
+            f"hydra.run.dir={tmp_path}/e",
+        ),
+        "train": popen("rnnreg-train", *train_args(tiny_corpus, tmp_path / "train", f"ckpt_path={path}")),
+        "generate": popen("rnnreg-generate", f"ckpt_path={path}"),
+    }
+    for script, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2 and len(err.splitlines()) == 1, (script, err[-3000:])
+        assert err.startswith(f"error: {path} is not a rnnreg checkpoint"), (script, err)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -19,7 +20,7 @@ from rnnreg.job_records import record_job_stopped
 from rnnreg.record_yaml import full_budget, read_yaml, section
 from rnnreg.run_record import metrics_path
 from rnnreg.runtime import hide_expected_warnings, hydra_entry, log, route_lightning_logs
-from rnnreg.schema import is_int
+from rnnreg.schema import is_int, show_value
 from rnnreg.trainer_rules import bf16_lstm_refusal
 
 
@@ -87,8 +88,8 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     if launched_as_rank_zero():  # said once: DDP's other processes run this function too
         for note in datamodule.load().unknown_words():
             log.warning("%s", note)
-        warn_other_batch_size(paths, datamodule.batch_size)
-        warn_other_validation(paths, cfg.trainer.get("limit_val_batches"), datamodule.eval_bptt)
+        warn_other_batch_size(paths, datamodule, cfg.trainer.get("limit_test_batches"))
+        warn_other_validation(paths, cfg.trainer.get("limit_val_batches"), datamodule)
         warn_other_splits(paths, [t.data_fingerprint for t in tasks], datamodule.load())
     mc_samples = cfg.mc_samples
     if mc_samples > 1 and not any(t.net.drops for t in tasks):
@@ -123,6 +124,10 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
         "seed": seed,
         "batch_size": datamodule.batch_size,  # the streams of val_ppl and test_ppl_batched
         "eval_bptt": datamodule.eval_bptt,
+        "test_batch_size": datamodule.test_batch_size,  # test_ppl's streams (1: the paper's protocol)
+        # the part of each split evaluated (null: all of it): a cut one reads as the whole split's number otherwise
+        "limit_val_batches": cfg.trainer.get("limit_val_batches"),
+        "limit_test_batches": cfg.trainer.get("limit_test_batches"),
     }
     if trainer.is_global_zero:  # as a single process: DDP's other processes have the same (reduced) numbers
         write_json_atomic(metrics_path(cfg.paths.output_dir), metrics)
@@ -130,12 +135,18 @@ def run_evaluation(cfg: DictConfig, preemption) -> dict:
     return metrics
 
 
-def warn_other_batch_size(paths: list[str], batch_size: int) -> None:
+def warn_other_batch_size(paths: list[str], datamodule, test_limit) -> None:
     """A warning for each checkpoint trained with another data.batch_size: val_ppl and test_ppl_batched depend on
-    the number of streams (test_ppl's is 1)."""
+    the number of streams (test_ppl's is data.test_batch_size). That test_ppl does not differ is said only where it
+    covers the test windows its run's covered (trainer.limit_test_batches, here and in its run); else the line says
+    that the test split was cut, and how to reproduce its run's numbers."""
+    batch_size = datamodule.batch_size
     for path in paths:
         trained = trained_batch_size(path)
-        if trained is not None and trained != batch_size:
+        if trained is None or trained == batch_size:
+            continue
+        other_test = other_test_part(path, datamodule, test_limit)
+        if other_test is None:
             log.warning(
                 "%s was trained with data.batch_size=%d and is evaluated with %d: val_ppl and test_ppl_batched differ "
                 "from its run's metrics.json (test_ppl does not); add data.batch_size=%d to reproduce them",
@@ -144,6 +155,41 @@ def warn_other_batch_size(paths: list[str], batch_size: int) -> None:
                 batch_size,
                 trained,
             )
+            continue
+        theirs, fix = other_test
+        log.warning(
+            "%s was trained with data.batch_size=%d and is evaluated with %d: val_ppl and test_ppl_batched differ "
+            "from its run's metrics.json, and test_ppl and test_ppl_batched cover another part of the test split "
+            "(trainer.limit_test_batches=%s here, %s in its run); add data.batch_size=%d %s to reproduce them",
+            path,
+            trained,
+            batch_size,
+            show_value(test_limit),
+            show_value(theirs),
+            trained,
+            fix,
+        )
+
+
+def other_test_part(path: str, datamodule, limit) -> tuple[Any, str] | None:
+    """Where trainer.limit_test_batches (`limit` here, or its run's) makes the one-stream test cover other windows of
+    the test split than its run's test did: its run's limit, and the overrides that cover its run's part; None where
+    both cover the same windows (the whole split, or its first windows alike). A run's record that does not say its
+    limit is read as the whole split (the default)."""
+    trainer, data = run_settings(path, "trainer"), run_settings(path, "data")
+    trained, window = trainer.get("limit_test_batches"), data.get("eval_bptt") or data.get("bptt")
+    streams = data.get("test_batch_size", 1)
+    ours = windows_evaluated(datamodule, "test", datamodule.test_batch_size, datamodule.eval_bptt, limit)
+    theirs = windows_evaluated(datamodule, "test", streams, window, trained)
+    ours_cut, theirs_cut = ours is not None and ours[0] < ours[1], theirs is not None and theirs[0] < theirs[1]
+    if not ours_cut and not theirs_cut:
+        return None
+    if ours == theirs and (streams, window) == (datamodule.test_batch_size, datamodule.eval_bptt):
+        return None  # (the same first windows)
+    fix = f"trainer.limit_test_batches={show_value(trained)}"
+    if theirs_cut and window != datamodule.eval_bptt:  # a count of windows of another length
+        fix += f" data.eval_bptt={window}"
+    return trained, fix
 
 
 def warn_other_splits(paths: list[str], fingerprints: list[dict | None], corpus) -> None:
@@ -176,20 +222,25 @@ def trained_batch_size(ckpt_path: str) -> int | None:
     return size if is_int(size) else None
 
 
-def warn_other_validation(paths: list[str], limit, eval_bptt: int) -> None:
+def warn_other_validation(paths: list[str], limit, datamodule) -> None:
     """A warning for each checkpoint whose run validated on part of the valid split (trainer.limit_val_batches, as
     experiment=smoke does: its first 40 windows) and is evaluated on another part or all of it: val_ppl differs
-    from its run's metrics.json."""
+    from its run's metrics.json. A limit that cut nothing in its run (40 windows of a split of 2, counted in its
+    run's streams and windows) is not warned of: its run validated on the whole split."""
+    eval_bptt = datamodule.eval_bptt
+    ours = windows_evaluated(datamodule, "valid", datamodule.batch_size, eval_bptt, limit)
     for path in paths:
         trainer, data = run_settings(path, "trainer"), run_settings(path, "data")
         trained, window = trainer.get("limit_val_batches"), data.get("eval_bptt") or data.get("bptt")
         if full_budget(trained) or not (is_int(trained) or isinstance(trained, float)) or not is_int(window):
             continue  # (the whole split, or a record that does not say which part)
+        theirs = windows_evaluated(datamodule, "valid", data.get("batch_size"), window, trained)
+        if theirs is not None and theirs[0] == theirs[1]:
+            continue  # its limit left its run every window
         if trained == limit and window == eval_bptt:
             continue
-        evaluated = (
-            "all of it" if full_budget(limit) else f"trainer.limit_val_batches={limit} in windows of {eval_bptt}"
-        )
+        whole = full_budget(limit) or (ours is not None and ours[0] == ours[1])
+        evaluated = "all of it" if whole else f"trainer.limit_val_batches={limit} in windows of {eval_bptt}"
         log.warning(
             "%s was validated in its run on trainer.limit_val_batches=%s of the valid split in windows of %d steps, "
             "and is evaluated on %s: val_ppl differs from its run's metrics.json; add trainer.limit_val_batches=%s "
@@ -201,6 +252,23 @@ def warn_other_validation(paths: list[str], limit, eval_bptt: int) -> None:
             trained,
             window,
         )
+
+
+def windows_evaluated(datamodule, split: str, streams, window, limit) -> tuple[int, int] | None:
+    """(the windows evaluated, the split's windows) of `split` cut into `streams` streams of `window` steps under
+    trainer.limit_*_batches=`limit`, counted as Lightning counts them (rnnreg.data.limit_batches); None where a run's
+    record does not say them, or the split is too short for its streams."""
+    from rnnreg.data import BPTTWindows, batchify, limit_batches
+
+    if not (is_int(streams) and is_int(window) and streams >= 1 and window >= 1):
+        return None
+    if not (limit is None or is_int(limit) or isinstance(limit, float)):
+        return None
+    try:
+        windows = len(BPTTWindows(batchify(datamodule.load().ids[split], streams), window, drop_last=False))
+    except DataError:
+        return None
+    return limit_batches(windows, limit), windows
 
 
 def run_settings(ckpt_path: str, key: str) -> dict:

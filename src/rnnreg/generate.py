@@ -111,8 +111,9 @@ def pieces(words: Iterable[str]) -> Iterator[str]:
 def main(cfg: DictConfig) -> None:
     printed = False
     try:
+        prompt = "" if cfg.prompt is None else str(cfg.prompt)  # null: no prompt, as prompt='' (not the word None)
         with warnings.catch_warnings(record=True) as caught:  # as `warning: ...` lines, not Python's two-line form
-            words = generated(cfg.ckpt_path, str(cfg.prompt), cfg.num_words, cfg.temperature, cfg.seed, cfg.device)
+            words = generated(cfg.ckpt_path, prompt, cfg.num_words, cfg.temperature, cfg.seed, cfg.device)
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
         for piece in pieces(words):

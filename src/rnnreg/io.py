@@ -8,6 +8,7 @@ import math
 import os
 import pickle
 import tempfile
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from rnnreg.errors import CheckpointError, OutputError
+from rnnreg.schema import folder_problem
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], Any]) -> None:
@@ -125,17 +127,25 @@ def link_atomically(source: str | Path, path: str | Path) -> bool:
     return True
 
 
+def load_data_only(path: str | Path, **kwargs: Any) -> Any:
+    """torch.load(path, weights_only=True, **kwargs) without torch's two-line warning of a file pickle.dump wrote
+    ("Detected pickle protocol 4 ..."): the caller loads it or refuses it in its own one line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Detected pickle protocol", UserWarning)
+        return torch.load(path, weights_only=True, **kwargs)
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """A checkpoint's contents as tensors and plain data (torch's weights_only loader: unpickling can
     build nothing else, so a crafted file cannot run code). Refusals are one-line CheckpointErrors."""
     path = Path(path).expanduser()  # a quoted ckpt_path='~/x.ckpt' reaches us unexpanded (the schema expands it)
     if not path.is_file():
-        raise CheckpointError(
-            f"ckpt_path={path} is not a file: give a checkpoint, e.g. "
-            f"outputs/train/<experiment>/<time>/checkpoints/last.ckpt"
+        why = folder_problem(path) or (  # (a run folder: the checkpoint in it named)
+            "is not a file: give a checkpoint, e.g. outputs/train/<experiment>/<time>/checkpoints/last.ckpt"
         )
+        raise CheckpointError(f"ckpt_path={path} {why}")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = load_data_only(path, map_location=map_location)
     except Exception as err:  # garbage makes the data-only unpickler fail in many ways (KeyError, EOFError, ...)
         if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
             raise CheckpointError(

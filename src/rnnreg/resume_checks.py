@@ -426,7 +426,7 @@ def check_resume_data(resumed: ResumedData, corpus, ckpt_path, trains: bool = Tr
             )
         lines.append(
             f"{ckpt_path} was trained on another train split than {train} (changed since the checkpoint: its words "
-            f"or their order differ): the resumed run trains on over other text than its run's"
+            f"or their order differ): the resumed run trains on other text than its run's"
         )
     if ours["valid"] != theirs["valid"] and resumed.best is not None and trains:
         lines.append(

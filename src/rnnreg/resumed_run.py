@@ -13,6 +13,7 @@ from rnnreg.errors import CheckpointError, ConfigError
 from rnnreg.multirun_jobs import in_multirun
 from rnnreg.run_folder_check import earlier_record_kept
 from rnnreg.run_record import last_checkpoint_path
+from rnnreg.schema import folder_problem
 
 # W&B refuses these in a run id (wandb_settings.validate_run_id); a backslash is refused here too
 RUN_ID_RESERVED = ":;,#?/'\\"
@@ -27,10 +28,10 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: str | Path | None = None) -> 
     path = cfg.get("ckpt_path")
     if path is None or path != "last":
         if path is not None and not Path(path).is_file():
-            raise ConfigError(
-                f"ckpt_path={path} is not a file: give a checkpoint, or ckpt_path=last to resume "
-                f"the newest run of this experiment"
+            why = folder_problem(Path(path)) or (  # (a run folder: the checkpoint in it named)
+                "is not a file: give a checkpoint, or ckpt_path=last to resume the newest run of this experiment"
             )
+            raise ConfigError(f"ckpt_path={path} {why}")
         return path
     root = Path(cfg.paths.output_root, cfg.task_name, cfg.experiment_name)
     here = Path(cfg.paths.output_dir if output_dir is None else output_dir).resolve()
@@ -116,14 +117,14 @@ def checkpoint_run_id(path: str | Path) -> str | None:
     none; Unreadable where the file is no rnnreg checkpoint, or holds what is no run id. Read as data only, as
     rnnreg.io.load_checkpoint reads it (torch's weights_only unpickler: a file from someone else runs no code),
     but with its tensors mapped, not read (mmap): the time of a small file's, however large the checkpoint."""
-    import torch  # (here: a multirun that resumes nothing with W&B never waits for it)
+    from rnnreg.io import load_data_only  # (here: a multirun that resumes nothing with W&B never waits for torch)
 
     path = Path(path).expanduser()
     try:
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            checkpoint = load_data_only(path, map_location="cpu", mmap=True)
         except RuntimeError:  # a file torch saved in its legacy format, which it cannot map: read whole
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = load_data_only(path, map_location="cpu")
         if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
             raise Unreadable(path)
         return checked_run_id(checkpoint.get("wandb_run_id"), path)

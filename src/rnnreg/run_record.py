@@ -54,6 +54,15 @@ def last_checkpoint_path(run: str | Path) -> Path:
     return Path(run, CHECKPOINTS, LAST_CHECKPOINT)
 
 
+def checkpoint_in_folder(folder: str | Path) -> Path | None:
+    """The last.ckpt a folder holds, given where a checkpoint goes (ckpt_path): a run folder's checkpoints/last.ckpt,
+    or a checkpoints/ folder's own; None where it holds neither."""
+    for path in (last_checkpoint_path(folder), Path(folder, LAST_CHECKPOINT)):
+        if path.is_file():
+            return path
+    return None
+
+
 def metrics_path(run: str | Path) -> Path:
     """The run folder `run`'s metrics.json: how the run ended, and its numbers."""
     return Path(run, METRICS_FILE)

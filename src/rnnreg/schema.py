@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rnnreg.lstm_choice import LSTM_CHOICES
+from rnnreg.run_record import checkpoint_in_folder
 
 
 @dataclass(frozen=True)
@@ -452,6 +453,20 @@ def is_checkpoint_file(path: str) -> bool:
         return f.read(1) == b"\x80"
 
 
+def folder_problem(path: Path) -> str | None:
+    """What is wrong with a folder given as ckpt_path that holds a checkpoint (a run folder, its checkpoints/), after
+    'ckpt_path=VALUE': the file to give instead; None for anything else."""
+    found = checkpoint_in_folder(path) if path.is_dir() else None
+    return None if found is None else f"is a folder: give a checkpoint in it, e.g. ckpt_path={found}"
+
+
+def is_damaged_zip(path: str) -> bool:
+    """A file that starts as the zip archive torch.save writes, but that zipfile cannot read (its end, the archive's
+    directory, is missing or damaged): a checkpoint cut short, by a copy or a download that stopped."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+
+
 def check_value(value: Any, r: Rule) -> str | None:
     """None when `value` is valid, else what is wrong (after 'key=value')."""
     if value is None:
@@ -543,10 +558,17 @@ def _check_ckpt(value: Any, r: Rule) -> str | None:
         return None  # resolved (and checked) by rnnreg.resumed_run.resolve_ckpt_path
     path = Path(value).expanduser()
     if not path.is_file():
+        if inside := folder_problem(path):
+            return inside
         if "last" in r.hint:
             return "is not a file: give a checkpoint, or ckpt_path=last to resume the newest run of this experiment"
         return "is not a file: give a checkpoint written by rnnreg-train"
     try:
+        if is_damaged_zip(str(path)):  # (not "not a file torch.save wrote": it did, and the file lost its end)
+            return (
+                "is not a readable checkpoint (truncated or damaged: a zip archive as torch.save writes, whose end "
+                "cannot be read): give a whole checkpoint written by rnnreg-train"
+            )
         if not is_checkpoint_file(str(path)):
             return "is not a checkpoint (not a file torch.save wrote): give a .ckpt written by rnnreg-train"
     except OSError as err:
