@@ -2426,11 +2426,12 @@ def test_stacked_seeds_added_in_a_sweep_join_its_wandb_group_named_and_tagged_in
     tiny_cli, tmp_path, no_wandb_credentials
 ):
     """More seeds in a folder inside a sweep (hydra.sweep.dir=<sweep>/more_seeds) join that sweep's W&B group,
-    not a `more_seeds` group that another study shares; a multirun that sweeps no key (`-m seed=3`) still names
-    its run (its overrides); a stacked job's csv/hparams.yaml has the tags and choices, as a job run alone."""
+    not a `more_seeds` group that another study shares, named as that sweep names its jobs: by its swept keys and
+    their own (before: `dropout=none` beside the sweep's `dropout=none,seed=1`, its seed left out; found by a probe);
+    a stacked job's csv/hparams.yaml has the tags and choices, as a job run alone."""
     study = tmp_path / "study"
     study.mkdir()
-    (study / "sweep.yaml").write_text("swept: [seed]\n")  # the sweep the seeds are added to
+    (study / "sweep.yaml").write_text("swept: [dropout, seed]\n")  # the sweep the seeds are added to
     sweep = study / "more_seeds"
     run(
         "rnnreg-train",
@@ -2441,12 +2442,15 @@ def test_stacked_seeds_added_in_a_sweep_join_its_wandb_group_named_and_tagged_in
         "tags=[ablation,tiny]",
         "trainer.max_epochs=1",
         "test=false",
+        "dropout=none,recurrent",
+        "dropout.p=0.3",
         "seed=3",
         f"hydra.sweep.dir={sweep}",
     )
-    (wandb_run,) = wandb_runs(sweep).values()
-    assert wandb_run["group"] == f"paper_small/{named_sweep_group(study)}"
-    assert wandb_run["name"] and "seed=3" in wandb_run["name"].split(",") and "hydra" not in wandb_run["name"]
+    runs = wandb_runs(sweep)
+    assert {r["group"] for r in runs.values()} == {f"paper_small/{named_sweep_group(study)}"}
+    assert [runs[job]["name"] for job in "01"] == ["dropout=none,seed=3", "dropout=recurrent,seed=3"]
+    wandb_run = runs["0"]
     hparams = yaml.safe_load((sweep / "0" / "csv" / "hparams.yaml").read_text())
     assert hparams["tags"] == ["ablation", "tiny"] and hparams["choices"]["dropout"] == "none"
     assert hparams["seed"] == 3 and hparams["vocab_size"] > 0 and hparams["optim"]["clip"] == 5.0

@@ -6,6 +6,7 @@ The CSV logger: Lightning's, keeping the rows an earlier part of a run resumed i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import hashlib
@@ -23,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
 
-from rnnreg.errors import CheckpointError
+from rnnreg.errors import CheckpointError, DataError
 from rnnreg.multirun_jobs import (
     SWEEP_FILE,
     command_line_gives,
@@ -137,6 +138,11 @@ def run_name(fallback: str | None, job_of: Path | None = None) -> str | None:
         return fallback
     overrides = task_overrides(HydraConfig.get())
     swept = job_swept_keys() if job_of is None else recorded_swept_keys(job_of / SWEEP_FILE)
+    if job_of is None and swept is not None:  # more seeds in a folder inside a sweep: named as that sweep's jobs too
+        sweep = Path(os.path.abspath(HydraConfig.get().sweep.dir))
+        if (outer := outermost_sweep(sweep)) != sweep:
+            with contextlib.suppress(DataError):  # (its record unreadable: this sweep's own keys name the run)
+                swept = [*swept, *(recorded_swept_keys(outer / SWEEP_FILE) or [])]
     # a sweep of what names no run (speed.tf32=true,false): its swept overrides as they are, which tell its jobs apart
     told_apart = differing(overrides, swept) or [o for o in overrides if swept and override_key(o) in swept]
     return ",".join(told_apart or differing(overrides, None)) or fallback
@@ -162,12 +168,18 @@ def sweep_group(sweep_dir: str | Path) -> str:
     two sweeps into an `ablation` folder of two parent folders are two groups). A sweep run into a folder inside
     another sweep (more seeds: hydra.sweep.dir=<sweep>/more_seeds) joins that sweep's group (the outermost one's), so
     two studies' `more_seeds` never share a group."""
-    folder = Path(os.path.abspath(sweep_dir))
-    while is_sweep_folder(folder.parent) and folder.parent != folder:
-        folder = folder.parent
+    folder = outermost_sweep(Path(os.path.abspath(sweep_dir)))
     if DATED_FOLDER.fullmatch(folder.name):
         return folder.name
     return f"{folder.name}-{hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:6]}"
+
+
+def outermost_sweep(folder: Path) -> Path:
+    """The sweep folder `folder` (absolute) lies in at the outermost: itself unless it is inside another sweep's
+    (more seeds: hydra.sweep.dir=<sweep>/more_seeds)."""
+    while is_sweep_folder(folder.parent) and folder.parent != folder:
+        folder = folder.parent
+    return folder
 
 
 def wandb_logger(
