@@ -42,7 +42,14 @@ from helpers import (
     wandb_runs,
     write_corpus,
 )
-from rnnreg import stacked_outputs, stacked_resume, stacked_settings, stacked_stop, stacked_train
+from rnnreg import (
+    stacked_outputs,
+    stacked_progress,
+    stacked_resume,
+    stacked_settings,
+    stacked_stop,
+    stacked_train,
+)
 from rnnreg.command_line import validate_args
 from rnnreg.console import cpu_model
 from rnnreg.errors import CheckpointError, ConfigError, DataError, OutputError, TrainingDiverged
@@ -1998,6 +2005,22 @@ def test_optuna_batch_of_trials_is_one_group(setup):
     assert len(rates) == 6
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(r["best_val_ppl"] for r in results))
+
+
+def test_members_are_labelled_on_the_console_by_what_their_sweep_varies():
+    """A member's console label is its overrides of the keys its sweep varies, as its W&B run is named: a group of
+    one, or one a resume regrouped (its members share a placement), says them too (before: `#12`, and `seed=1`
+    without its placement; found by a probe). Where the sweep is not known, what tells the group's members apart."""
+    labels = stacked_progress.member_labels
+    assert labels([["dropout=weight_drop", "seed=1", "model.hidden_size=16"]], [12], ["dropout", "seed"]) == [
+        "dropout=weight_drop seed=1"
+    ]
+    regrouped = [["dropout=weight_drop", "seed=1"], ["dropout=weight_drop", "seed=2"]]
+    swept = ["dropout", "seed"]
+    assert labels(regrouped, [8, 9], swept) == ["dropout=weight_drop seed=1", "dropout=weight_drop seed=2"]
+    assert labels(regrouped, [8, 9], None) == ["seed=1", "seed=2"]
+    assert labels([["seed=1"]], [12], None) == ["#12"]
+    assert labels([["+member=a"], ["+member=b"]], [0, 1], ["member"]) == ["+member=a", "+member=b"]
 
 
 def test_group_says_its_estimate_each_epoch_and_its_test_on_the_console(stacked, setup):

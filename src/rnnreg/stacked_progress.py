@@ -13,17 +13,22 @@ from collections.abc import Callable, Sequence
 import torch
 
 from rnnreg.console import counted, format_duration
+from rnnreg.multirun_jobs import differing
 from rnnreg.timing import VALIDATION_COST, FirstWindows, device_clock, estimate_run_seconds
 
 
-def member_labels(overrides: Sequence[Sequence[str]], indices: Sequence[int]) -> list[str]:
-    """Each member's overrides that not every member of the group shares (`dropout=both seed=2`), else its job
-    number (`#3`)."""
+def member_labels(
+    overrides: Sequence[Sequence[str]], indices: Sequence[int], swept: Sequence[str] | None = None
+) -> list[str]:
+    """Each member's overrides of the keys its sweep varies (`swept`: `dropout=both seed=2`, as its W&B run is
+    named), where the sweep is known; else those that not every member of the group shares; else its job number
+    (`#3`). (By the group alone, a group of one was `#12`, and one a resume regrouped lost what its members share.)"""
     shared = set.intersection(*(set(o) for o in overrides)) if overrides else set()
     labels = []
     for own, idx in zip(overrides, indices):
-        differing = [o for o in own if o not in shared and not o.startswith("hydra")]
-        labels.append(" ".join(differing) or f"#{idx}")
+        told_apart = differing(list(own), list(swept)) if swept else []
+        told_apart = told_apart or [o for o in own if o not in shared and not o.startswith("hydra")]
+        labels.append(" ".join(told_apart) or f"#{idx}")
     return labels
 
 

@@ -12,6 +12,7 @@ continues exactly (what it holds, read and checked: rnnreg.stacked_resume).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -24,11 +25,13 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from rnnreg.checkpoints import tests_best
 from rnnreg.console import device_name
-from rnnreg.errors import ConfigError, OutputError
+from rnnreg.errors import ConfigError, DataError, OutputError
 from rnnreg.instantiation import instantiate
 from rnnreg.io import FileWriter, save_atomically
 from rnnreg.member_checkpoint import member_checkpoint
+from rnnreg.multirun_jobs import SWEEP_FILE
 from rnnreg.optim import paper_lr_factor
+from rnnreg.record_yaml import recorded_swept_keys
 from rnnreg.recorded_commands import go_on_command
 from rnnreg.resumed_run import checked_run_id
 from rnnreg.run_record import BEST_CHECKPOINT, LAST_CHECKPOINT, STOPPED_BY
@@ -212,7 +215,7 @@ class GroupTrainer:
         plan = (cfg.get("callbacks") or {}).get("run_plan")  # a run's RunPlan settings (none: no estimate, as a run)
         self.progress = progress = GroupProgress(
             self.group,
-            member_labels([j.overrides for j in self.jobs], [j.idx for j in self.jobs]),
+            member_labels([j.overrides for j in self.jobs], [j.idx for j in self.jobs], self.swept_keys()),
             cfg.trainer.max_epochs,
             n_train,
             n_val * eval_bptt / data.bptt,
@@ -476,6 +479,16 @@ class GroupTrainer:
         print(f"warning: group {self.group}: {line}", file=sys.stderr, flush=True)
         for folder in self.folders:
             folder.log(line, "WARNING")
+
+    def swept_keys(self) -> list[str] | None:
+        """The keys the sweep varies, as its sweep.yaml records them (rnnreg.sweep writes it as the sweep starts);
+        None where the jobs have no Hydra config (a group built outside Hydra) or the file says nothing."""
+        hydra_cfg = self.jobs[0].hydra_cfg if self.jobs else None
+        if hydra_cfg is None:
+            return None
+        with contextlib.suppress(DataError):  # (unreadable: the labels say what tells the group's members apart)
+            return recorded_swept_keys(Path(str(hydra_cfg.hydra.sweep.dir), SWEEP_FILE))
+        return None
 
     def going_on_folders(self) -> list:
         """The folders of the members that train or wait for their test: not of one that failed before the group
