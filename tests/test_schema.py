@@ -527,6 +527,20 @@ def test_cross_key_rules_and_sweeps(args, message):
         validate_args("train", args)
 
 
+def test_an_ensemble_that_lists_one_checkpoint_twice_is_refused(tmp_path):
+    """rnnreg-eval 'ckpt_path=[a,a]' (or a link to a beside a): a model averaged with itself is that model, and its
+    params counted twice (before: taken, its params doubled; found by a probe). Two files of the same bytes are two
+    checkpoints (a copy kept on purpose is the user's choice)."""
+    a = fake_checkpoint()
+    (tmp_path / "link.ckpt").symlink_to(a)
+    shutil.copy(a, tmp_path / "copy.ckpt")
+    for twice in (f"[{a},{a}]", f"[{a},{tmp_path}/link.ckpt]"):
+        said = rf"^ckpt_path=\[.*\] lists {re.escape(a)} \(one file\) twice: give each checkpoint once$"
+        with pytest.raises(ConfigError, match=said):
+            validate_args("eval", [f"ckpt_path={twice}"])
+    validate_args("eval", [f"ckpt_path=[{a},{tmp_path}/copy.ckpt]"])
+
+
 def test_a_run_folder_as_ckpt_path_names_the_checkpoint_in_it(tmp_path):
     """ckpt_path=<a run folder> (or its checkpoints/): one line that names the checkpoint in it to give (before: "is
     not a file" alone), from every command's check, and where a library call reaches the loader or a resume."""
@@ -939,7 +953,8 @@ def test_every_config_a_user_can_compose_validates(tmp_path):
     jobs += validate_args("train", ["+trainer.accumulate_grad_batches=2", "trainer.limit_train_batches=0.5"])
     jobs += validate_args("train", ["-m", "seed=1,2,3", "dropout=none,non_recurrent"])
     jobs += validate_args("train", ["experiment=ablation_placement_small", "hydra.sweeper.params.dropout='none,both'"])
-    jobs += validate_args("eval", [f"ckpt_path=[{fake_checkpoint()},{fake_checkpoint()}]", "mc_samples=4"])
+    other = shutil.copy(fake_checkpoint(), tmp_path / "other.ckpt")  # (an ensemble of one file twice is refused)
+    jobs += validate_args("eval", [f"ckpt_path=[{fake_checkpoint()},{other}]", "mc_samples=4"])
     jobs += validate_args("generate", [f"ckpt_path={fake_checkpoint()}", "prompt=the market", "num_words=0"])
     jobs += validate_args("report", ["path=outputs"])
     assert jobs >= 60

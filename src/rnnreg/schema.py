@@ -551,7 +551,12 @@ def _check_ckpt(value: Any, r: Rule) -> str | None:
     if isinstance(value, ListConfig) and "list" in r.hint:
         if not len(value):
             return "is an empty list: give at least one checkpoint"
-        return next((f"({show_value(v)}) {p}" for v in value if (p := _check_ckpt(v, Rule("ckpt")))), None)
+        if problem := next((f"({show_value(v)}) {p}" for v in value if (p := _check_ckpt(v, Rule("ckpt")))), None):
+            return problem
+        # a model averaged with itself is that model, and its params would count twice
+        files = [Path(str(v)).expanduser().resolve() for v in value]
+        twice = next((str(v) for v, f in zip(value, files) if files.count(f) > 1), None)
+        return None if twice is None else f"lists {twice} (one file) twice: give each checkpoint once"
     if not isinstance(value, str) or not value:
         return f"must be {r.describe()}"
     if value == "last" and "last" in r.hint:
