@@ -532,11 +532,23 @@ def vocabulary_refusal(
             f"(restore it), or train a new run on the corpus as it is"
         )
     data = data_overrides(run) if run is not None else ""
-    if not data and run is not None and (choice := recorded_choice(run, "data")):  # its data the config's default
+    if not data and run is not None and (choice := default_data(run)):
         return f"{head}: {verb} it on the data it was trained on (data={choice}, its run's .hydra/hydra.yaml records)"
     return f"{head}: {verb} it on the data it was trained on" + (
         f" ({data}, from its run's .hydra/overrides.yaml)" if data else ""
     )
+
+
+def default_data(run: Path) -> str | None:
+    """The data option the run in folder `run` ran with where its overrides gave none (its config's default, PTB),
+    as its hydra.yaml records it; None where its overrides give its data, or its record cannot be read."""
+    try:
+        overrides = recorded_overrides(run)
+    except (DataError, OSError):  # (OSError: recorded_overrides lets a file it may not open through)
+        return None
+    if overrides is None or any(override_key(o).split(".")[0] == "data" for o in overrides):
+        return None
+    return recorded_choice(run, "data")
 
 
 def recorded_train_file(run: Path) -> Path | None:
