@@ -151,7 +151,7 @@ def trained(tmp_path_factory) -> dict:
     return files
 
 
-NOT_ALLOWED = "is not a rnnreg checkpoint: it contains objects that are not allowed"
+NOT_ALLOWED = "is not a rnnreg checkpoint: it contains objects that are not allowed, or is damaged"
 
 
 @pytest.mark.parametrize("script", ["eval", "generate", "train"])

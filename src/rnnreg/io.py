@@ -149,7 +149,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     except Exception as err:  # garbage makes the data-only unpickler fail in many ways (KeyError, EOFError, ...)
         if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
             raise CheckpointError(
-                f"{path} is not a rnnreg checkpoint: it contains objects that are not allowed "
+                f"{path} is not a rnnreg checkpoint: it contains objects that are not allowed, or is damaged "
                 f"(only tensors and plain data are loaded; nothing in it was run)"
             ) from None
         first = str(err).splitlines()[0] if str(err) else ""
