@@ -279,8 +279,9 @@ def test_monte_carlo_dropout_of_a_model_without_dropout_is_one_line(checkpoints,
     overrides = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", "dropout=none", "trainer.max_epochs=1"]
     train(compose_config([*overrides, "trainer.limit_train_batches=2", "test=false"], tmp_path / "plain"))
     plain = tmp_path / "plain" / "checkpoints" / "last.ckpt"
+    copy = shutil.copy(plain, tmp_path / "plain_copy.ckpt")  # (one file listed twice is refused as such)
     data = ["data=text", f"data.data_dir={corpus}", "data.bptt=5", "data.batch_size=4", "trainer.accelerator=cpu"]
-    for given, which in ((str(plain), str(plain)), (f"[{plain},{plain}]", "none of the checkpoints")):
+    for given, which in ((str(plain), str(plain)), (f"[{plain},{copy}]", "none of the checkpoints")):
         out = tmp_path / f"eval_{len(which)}"
         proc = run("rnnreg-eval", *data, f"ckpt_path={given}", "mc_samples=2", f"hydra.run.dir={out}", check=False)
         assert proc.returncode == 2 and proc.stderr.splitlines() == [
