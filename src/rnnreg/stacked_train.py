@@ -519,8 +519,9 @@ class GroupTrainer:
         self.stop.stage = "start"
         handlers = None if self.stop.installed else self.stop.install()
         try:
+            going_on = self.going_on_folders()  # (a member that failed before a stop: its runs stay ended)
             for folder, run_id, labels in zip(self.folders, self.wandb_runs, self.wandb_labels):
-                if folder in self.going_on_folders():  # (a member that failed before a stop: its runs stay ended)
+                if folder in going_on:
                     folder.open_loggers(len(self.vocab), run_id, labels)
             try:
                 results = self.fit_and_test()
