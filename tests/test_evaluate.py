@@ -357,18 +357,23 @@ def test_eval_records_the_part_of_each_split_it_evaluated(checkpoints, caplog):
     )
 
 
+def run_validated_on(corpus: Path, run_dir: Path, limit: int) -> tuple[dict, Path, list[str]]:
+    """A tiny run (windows of 5 steps) validated on trainer.limit_val_batches=`limit`: its metrics.json, its
+    last.ckpt, and the overrides of an rnnreg-eval of that checkpoint on the same data."""
+    args = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", "trainer.max_epochs=1", "test=false"]
+    args += ["trainer.limit_train_batches=3", f"trainer.limit_val_batches={limit}", "data.eval_bptt=null"]
+    run("rnnreg-train", *args, f"hydra.run.dir={run_dir}")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    data = ["data=text", f"data.data_dir={corpus}", "data.bptt=5", "data.batch_size=4", f"ckpt_path={ckpt}"]
+    data += ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+    return json.loads((run_dir / "metrics.json").read_text()), ckpt, data
+
+
 def test_eval_of_a_run_validated_on_part_of_its_split_says_how_to_reproduce_its_val_ppl(tiny_corpus, tmp_path, caplog):
     """A run that validated on its valid split's first windows (trainer.limit_val_batches, as experiment=smoke):
     rnnreg-eval validates on all of it, and says that val_ppl differs from the run's and which settings reproduce
     it; with those, it is the run's val_ppl, and nothing is said (before: another val_ppl without a word)."""
-    run_dir = tmp_path / "run"
-    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
-    args += ["trainer.limit_train_batches=3", "trainer.limit_val_batches=3", "data.eval_bptt=null"]
-    run("rnnreg-train", *args, f"hydra.run.dir={run_dir}")
-    trained = json.loads((run_dir / "metrics.json").read_text())
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    data = ["data=text", f"data.data_dir={tiny_corpus}", "data.bptt=5", "data.batch_size=4", f"ckpt_path={ckpt}"]
-    data += ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+    trained, ckpt, data = run_validated_on(tiny_corpus, tmp_path / "run", limit=3)
     with caplog.at_level(logging.WARNING, logger="rnnreg"):
         whole = evaluate(compose_config(data, tmp_path / "whole", config_name="eval"))
     [note] = [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
@@ -390,14 +395,8 @@ def test_eval_of_a_run_whose_limit_cut_nothing_of_its_valid_split_says_nothing(t
     under experiment=smoke's 40): its run validated on the whole split, so rnnreg-eval's val_ppl is its run's, in
     windows of any length (39 of 3 steps here, more than 30), and nothing is said (before: that val_ppl differs from
     its run's, and settings to reproduce it)."""
-    run_dir = tmp_path / "run"
-    args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1", "test=false"]
-    args += ["trainer.limit_train_batches=3", "trainer.limit_val_batches=30", "data.eval_bptt=null"]
-    run("rnnreg-train", *args, f"hydra.run.dir={run_dir}")
-    trained = json.loads((run_dir / "metrics.json").read_text())
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    data = ["data=text", f"data.data_dir={tiny_corpus}", "data.bptt=5", "data.batch_size=4", f"ckpt_path={ckpt}"]
-    data += ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "data.eval_bptt=3"]
+    trained, ckpt, data = run_validated_on(tiny_corpus, tmp_path / "run", limit=30)
+    data += ["data.eval_bptt=3"]
     with caplog.at_level(logging.WARNING, logger="rnnreg"):
         whole = evaluate(compose_config(data, tmp_path / "whole", config_name="eval"))
     assert not [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
