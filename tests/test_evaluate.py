@@ -621,6 +621,10 @@ BAD_CHECKPOINTS = {
         lambda c: c.update(vocab=c["vocab"][:-1]),
         "is not a checkpoint rnnreg-train wrote: its vocabulary has 41 words, its model 42",
     ),
+    "vocab_word_twice": (  # its size, but one word in two places (its ids of that word could not both be read)
+        lambda c: c.update(vocab=[*c["vocab"][:-1], c["vocab"][3]]),
+        "is not a checkpoint rnnreg-train wrote: its vocabulary lists a word twice (",
+    ),
     "no_layers": (
         lambda c: nested(c, "model", "num_layers", 0),
         "is not a checkpoint rnnreg-train wrote: its hyper_parameters are not valid (model.num_layers=0 must be",
@@ -788,8 +792,8 @@ def test_every_member_of_an_ensemble_is_checked_against_the_datas_vocabulary(che
     with pytest.raises(ConfigError) as refused:
         evaluate(cfg)
     assert str(refused.value) == (
-        f"{reordered} was trained on another vocabulary (42 words) than this data (42 words): evaluate it on the "
-        "data it was trained on"
+        f"{reordered} was trained on another vocabulary than this data (both 42 words, 42 words at another id): "
+        "evaluate it on the data it was trained on"
     )
     assert not os.path.exists(f"{cfg.paths.output_dir}/metrics.json")
 
@@ -925,11 +929,11 @@ def test_a_prompt_a_vocabulary_without_unk_cannot_read_is_one_line_with_words_it
     overrides = ["experiment=paper_small", *TINY, f"data.data_dir={corpus}", "trainer.max_epochs=1", "test=false"]
     run("rnnreg-train", *overrides, f"hydra.run.dir={tmp_path / 'run'}")
     ckpt = f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"
-    proc = run("rnnreg-generate", ckpt, "prompt=w1 zebra", "num_words=3", check=False)
+    proc = run("rnnreg-generate", ckpt, "prompt=w1 zebra w1 yak zebra", "num_words=3", check=False)
     vocab = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["vocab"]
     (line,) = proc.stderr.strip().splitlines()
     given = re.search(r"prompt='([^']*)'", line).group(1)
-    assert proc.returncode == 2 and line.startswith("error: prompt words ['zebra'] are not in the checkpoint's")
+    assert proc.returncode == 2 and line.startswith("error: prompt words zebra, yak are not in the checkpoint's")
     assert f"({len(vocab)} words, no <unk> to read them as)" in line and "<unk>" not in vocab
     assert given and set(given.split()) <= set(vocab) - {"<eos>"}
     assert run("rnnreg-generate", ckpt, f"prompt={given}", "num_words=3").stdout.startswith(f"{given} ")

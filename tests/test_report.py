@@ -1207,6 +1207,15 @@ def test_each_configuration_is_paired_seed_by_seed_against_the_lowest_mean(tmp_p
     assert "Over seeds:" in png_report(alone) and "Paired by seed" not in png_report(alone)
 
 
+def test_a_paired_difference_that_rounds_to_nothing_shows_no_sign():
+    """+0.00 and -0.00 read as a gain and a loss of nothing: shown 0.00 (the worse count keeps its true sign)."""
+    from rnnreg.report_tables import signed
+
+    assert [signed(d) for d in (-0.004, 0.0, 0.0049, 0.006, -0.006, 12.345, -3.5)] == [
+        "0.00", "0.00", "0.00", "+0.01", "-0.01", "+12.35", "-3.50",
+    ]  # fmt: skip
+
+
 def test_the_reports_tables_read_back_as_data_to_the_numbers_in_metrics_json(tmp_path):
     """report.csv (a row per run) and summary.csv (a row per completed configuration) hold the numbers unrounded: read
     back, each is the number metrics.json has (or the mean and sample sd of its seeds'); a number a run lacks (a

@@ -715,8 +715,11 @@ def test_a_resume_file_on_a_reordered_train_file_is_refused_as_a_runs_checkpoint
     with pytest.raises(CheckpointError) as refused:
         stacked_train.GroupTrainer(jobs, 0, resume_file, program="batched").load_resume()
     words = len(stopped.vocab)
-    assert str(refused.value) == (
-        f"{resume_file} was trained on another vocabulary ({words} words) than this data ({words} words): its run "
+    now = stacked_train.GroupTrainer(jobs, 0, resume_file).vocab
+    moved = sum(a != b for a, b in zip(stopped.vocab, now, strict=True))
+    assert moved and str(refused.value) == (
+        f"{resume_file} was trained on another vocabulary than this data (both {words} words, {moved} words at "
+        "another id): its run "
         f"trained on this train file {train_file} (its .hydra/config.yaml), which has changed since, now with its "
         "words first seen in another order: resume it on that file as it was (restore it), or train a new run on the "
         "corpus as it is"
@@ -1033,10 +1036,11 @@ def test_a_member_that_diverges_after_an_epoch_says_to_go_on_from_its_last_good_
     assert load_checkpoint(last)["epoch"] == 0
 
 
-def test_a_signal_after_a_member_failed_records_each_members_own_end(tmp_path, tiny_corpus):
+def test_a_signal_after_a_member_failed_records_each_members_own_end(tmp_path, tiny_corpus, capsys):
     """SIGTERM in epoch 2, after member 1 diverged in it (stacked_outputs.record_stop): member 0 interrupted with the
     signal's words, its csv holding the windows it trained in the stopped epoch (written at the stop, not only at an
-    epoch's end), member 1 failed with its own error; each train.log ends with where the group stopped."""
+    epoch's end), member 1 failed with its own error, said on the console as the group's end would have said it
+    (before: only the command to go on); each train.log ends with where the group stopped."""
     budget = ("trainer.limit_train_batches=3", "trainer.max_epochs=3", "test=false", "logger=csv")
     budget += ("trainer.log_every_n_steps=1",)
     jobs = group_jobs_here(tmp_path, tiny_corpus, *budget)
@@ -1050,6 +1054,9 @@ def test_a_signal_after_a_member_failed_records_each_members_own_end(tmp_path, t
     interrupted, failed = metrics(tmp_path / "0"), metrics(tmp_path / "1")
     assert (interrupted["status"], interrupted["error"]) == ("interrupted", STOPPED_BY[signal.SIGTERM])
     assert failed["status"] == "failed" and re.match(r"training loss became \S+ at epoch 2, ", failed["error"])
+    said = capsys.readouterr()
+    assert said.err.splitlines()[-1] == f"error: job 1 (seed=1) failed: {failed['error']}", said.err
+    assert said.out.splitlines()[-1].startswith(f"{STOPPED_BY[signal.SIGTERM]}: the stacked group 0 stopped; ")
     assert steps(tmp_path / "0", "train/loss") == [0, 1, 2, 3, 4]
     for k in (0, 1):
         last = (tmp_path / str(k) / "train.log").read_text().splitlines()[-1]

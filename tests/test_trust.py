@@ -353,7 +353,8 @@ def test_a_file_pickle_dump_wrote_is_one_line_from_every_command(tiny_corpus, tm
     [
         (
             "vocab",
-            r"{good} was trained on another vocabulary \((\d+) words\) than this data \(\1 words\): resume it .*",
+            r"{good} was trained on another vocabulary than this data \(both \d+ words, \d+ words? at another id\): "
+            r"resume it .*",
         ),
         # named as a setting, with the model overrides of the checkpoint's run (before: two tensors' shapes, once the
         # run had begun)

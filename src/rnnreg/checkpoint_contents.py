@@ -6,6 +6,7 @@ and the fix where it does not."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import torch
 
@@ -79,6 +80,8 @@ def trained_net(checkpoint: dict, source: str) -> LSTMLanguageModel:
         raise not_written_by_train(
             source, f"its vocabulary has {len(vocab)} words, its model {net.embedding.num_embeddings}"
         )
+    if twice := next((word for word, n in Counter(vocab).items() if n > 1), None):
+        raise not_written_by_train(source, f"its vocabulary lists a word twice ({twice!r})")
     check_data_fingerprint(checkpoint, source)
     return net
 

@@ -65,8 +65,9 @@ def sampled(
     if unknown:
         if UNK not in stoi:
             known = " ".join([w for w in vocab if w.isalnum()][:4])  # (words a shell and Hydra read as they are)
+            listed = ", ".join(dict.fromkeys(unknown))
             raise ConfigError(
-                f"prompt words {unknown} are not in the checkpoint's vocabulary ({len(vocab):,} words, no {UNK} to "
+                f"prompt words {listed} are not in the checkpoint's vocabulary ({len(vocab):,} words, no {UNK} to "
                 f"read them as): give a prompt of its words (such as prompt='{known}'), or prompt='' to start as "
                 f"after a sentence"
             )

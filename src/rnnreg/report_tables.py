@@ -241,10 +241,16 @@ def paired_table(reference: dict, rows: list[dict]) -> str:
         "|---|---|---|---|---|",
     ]
     for r in rows:
-        each = ", ".join(f"{seed}: {d:+.2f}" for seed, d in zip(r["seeds"], r["differences"]))
+        each = ", ".join(f"{seed}: {signed(d)}" for seed, d in zip(r["seeds"], r["differences"]))
         n = len(r["seeds"])
-        lines.append(f"| {r['config']} | {n} | {r['mean']:+.2f} ± {r['sd']:.2f} | {each} | {r['worse']} of {n} |")
+        lines.append(f"| {r['config']} | {n} | {signed(r['mean'])} ± {r['sd']:.2f} | {each} | {r['worse']} of {n} |")
     return "\n".join(lines) + "\n"
+
+
+def signed(difference: float) -> str:
+    """A difference to 2 decimals with its sign; one that rounds to nothing shows none (not +0.00 or -0.00)."""
+    shown = f"{difference:+.2f}"
+    return shown[1:] if float(shown) == 0 else shown
 
 
 # report.csv's columns after the run's overrides: report.md's per-run table, by metrics.json's names, and a failed

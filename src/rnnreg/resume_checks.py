@@ -513,10 +513,12 @@ def vocabulary_refusal(
     rather than naming the data the command already gives."""
     if run is None and ckpt_path:
         run = Path(str(ckpt_path)).parent.parent
-    head = (
-        f"{ckpt_path or 'the checkpoint'} was trained on another vocabulary ({len(trained)} words) than this data "
-        f"({len(vocab)} words)"
-    )
+    if len(trained) == len(vocab):  # (a word in two places, or words in another order: the sizes say nothing)
+        moved = sum(a != b for a, b in zip(trained, vocab, strict=True))
+        sizes = f" than this data (both {len(vocab)} words, {counted(moved, 'word')} at another id)"
+    else:
+        sizes = f" ({len(trained)} words) than this data ({len(vocab)} words)"
+    head = f"{ckpt_path or 'the checkpoint'} was trained on another vocabulary{sizes}"
     recorded = recorded_train_file(run) if run is not None else None
     if recorded is not None and train_file is not None and same_file(recorded, train_file):
         known, ours = set(trained), set(vocab)

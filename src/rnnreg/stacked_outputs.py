@@ -8,6 +8,7 @@ stopped_while_built while it is built) or can write no more (output_failed)."""
 from __future__ import annotations
 
 import csv
+import sys
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from rnnreg.errors import OutputError, TrainingDiverged
 from rnnreg.instantiation import instantiate
 from rnnreg.io import link_atomically, replace_atomically, save_atomically, write_json_atomic
 from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id, wandb_run_labels
+from rnnreg.multirun_jobs import job_named
 from rnnreg.recorded_commands import go_on_command
 from rnnreg.run_record import (
     CHECKPOINTS,
@@ -222,6 +224,10 @@ def record_stop(group: GroupTrainer) -> None:
         else:
             record = unfinished_record(m.status, m.error, m.epochs, resume_from(folder.last_checkpoint()))
         folder.write_metrics(record | {"stacked": group.stacked_record(k)})
+    swept = group.swept_keys()
+    for m, job in zip(group.members, group.jobs):  # as the group's end would have said (the resume says it again)
+        if m.status == "failed":
+            print(f"error: job {job_named(job.idx, job.overrides, swept)} failed: {m.error}", file=sys.stderr)
     print(f"{reason}: the stacked group {group.group} stopped; go on with: {resume}", flush=True)
 
 
