@@ -373,11 +373,16 @@ def test_resume_last_without_earlier_run_is_a_clear_error(tiny_cfg, tmp_path):
         train(tiny_cfg(f"paths.output_root={tmp_path}/empty", "ckpt_path=last"))
 
 
-def test_a_resume_that_would_not_do_what_it_says_is_refused(tiny_cfg, tmp_path):
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # (the library fit needs no ModelCheckpoint)
+def test_a_resume_that_would_not_do_what_it_says_is_refused(tiny_cfg, tiny_corpus, tmp_path):
     """A finished run given nothing more to train (before: in its folder, its metrics.json rewritten without its
-    validation); an lr the checkpoint's optimiser state would replace (before: ignored, yet recorded as used); a
-    run early stopping ended (before: Lightning trained another epoch). Each is one line before anything is
-    trained."""
+    validation); an lr the checkpoint's optimiser state would replace (before: ignored, yet recorded as used), or a
+    clip, which ClippedSGD keeps there too (before: a resume given trainer.gradient_clip_val=0.1 trained on with 5.0
+    while its records said 0.1); another lr schedule (before: given optim.decay_start=1, it trained epoch 2 at the old
+    schedule's lr and epoch 3 at the new one's, neither schedule); a run early stopping ended (before: Lightning
+    trained another epoch). Each is one line before anything is trained, the update rule's in a library fit too."""
+    import lightning as L
+
     train(tiny_cfg(*DROPOUT, "trainer.max_epochs=1", "test=false", run="first"))
     first = tmp_path / "first"
     before = (first / "metrics.json").read_bytes()
@@ -385,10 +390,35 @@ def test_a_resume_that_would_not_do_what_it_says_is_refused(tiny_cfg, tmp_path):
         train(tiny_cfg(*DROPOUT, "trainer.max_epochs=1", "ckpt_path=last", run="first"))
     assert (first / "metrics.json").read_bytes() == before
     ckpt = first / "checkpoints" / "last.ckpt"
-    for key, value, trained in (("lr", 0.5, 1.0), ("momentum", 0.9, 0.0), ("weight_decay", 0.01, 0.0)):
-        with pytest.raises(ConfigError, match=rf"^optim.{key}={value} where .* was trained with {trained}: .*"):
-            train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", f"ckpt_path={ckpt}", f"optim.{key}={value}", run=key))
+    for key, value, trained in (
+        ("optim.lr", 0.5, 1.0),
+        ("optim.momentum", 0.9, 0.0),
+        ("optim.weight_decay", 0.01, 0.0),
+        ("trainer.gradient_clip_val", 0.1, 5.0),
+        ("optim.decay_start", 1, 4),
+        ("optim.decay", 3, 2.0),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", f"ckpt_path={ckpt}", f"{key}={value}", run=key))
+        assert str(refused.value).startswith(f"{key}={value} where {ckpt} was trained with {trained}: "), key
+        assert str(refused.value).endswith(f": resume with {key}={trained}, or start a new run"), key
         assert not (tmp_path / key / "checkpoints").exists()
+    tiny = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", *DROPOUT, "trainer.max_epochs=3"]
+    proc = run("rnnreg-train", *tiny, f"ckpt_path={ckpt}", "optim.decay_start=1", check=False)
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: optim.decay_start=1 where {ckpt} was trained with 4: its epochs so far followed that lr schedule and "
+        "a resume goes on from the lr it saved, so the run would follow neither schedule: resume with "
+        "optim.decay_start=4, or start a new run\n"
+    )
+    # a library user's own fit of a task of another clip
+    data = LMDataModule(
+        str(tiny_corpus), {s: {"name": f"{s}.txt"} for s in ("train", "valid", "test")}, batch_size=4, bptt=5
+    )
+    saved = load_checkpoint(ckpt)["hyper_parameters"]
+    task = LanguageModelTask(data.vocab_size, saved["model"], saved["dropout"], dict(saved["optim"], clip=0.1))
+    quiet = {"logger": False, "enable_progress_bar": False, "enable_checkpointing": False, "num_sanity_val_steps": 0}
+    with pytest.raises(ConfigError, match=r"^trainer.gradient_clip_val=0.1 where .* was trained with 5.0: a resumed "):
+        L.Trainer(max_epochs=2, default_root_dir=tmp_path, **quiet).fit(task, data, ckpt_path=ckpt)
     stops = ["regularizer=early_stopping", "callbacks.early_stopping.patience=1", "optim.lr=6", "optim.decay_start=10"]
     stops += ["dropout=recurrent", "dropout.p=0.2", "test=false"]
     assert train(tiny_cfg(*stops, "trainer.max_epochs=5", run="es"))["epochs"] < 5  # it stopped early

@@ -27,6 +27,7 @@ from rnnreg.errors import CheckpointError
 from rnnreg.loggers import offline_run_parts, wandb_run_id, wandb_run_labels
 from rnnreg.resume_checks import (
     check_resume_against,
+    check_resume_optim,
     check_resume_streams,
     check_resume_vocabulary,
     resumed_data,
@@ -142,6 +143,7 @@ def restore_resume_state(task, trainer, checkpoint: dict) -> None:
     if not task.resume_data_checked and corpus is not None:  # a library user's fit (rnnreg-train checked before)
         ckpt_path = getattr(trainer, "ckpt_path", None)
         check_data_fingerprint(checkpoint, str(ckpt_path))  # (a fingerprint edited by hand: one line, not a KeyError)
+        check_resume_optim(task.hparams.get("optim") or {}, checkpoint, ckpt_path)
         check_resume_streams(
             checkpoint, ckpt_path, getattr(datamodule, "batch_size", None), getattr(datamodule, "bptt", None)
         )

@@ -21,8 +21,11 @@ from rnnreg.model import build_net
 from rnnreg.multirun_jobs import override_key
 from rnnreg.record_yaml import read_yaml, recorded_choice, recorded_overrides, section
 
-# optimiser settings a resume takes from the checkpoint's optimiser state, not from the command line
-SAVED_WITH_THE_OPTIMISER = ("lr", "momentum", "weight_decay")
+# optimiser settings a resume takes from the checkpoint's optimiser state, not from the command line (clip:
+# trainer.gradient_clip_val, which rnnreg.optim.ClippedSGD keeps in its parameter group)
+SAVED_WITH_THE_OPTIMISER = ("lr", "momentum", "weight_decay", "clip")
+# the lr schedule's: the epochs trained so far followed the checkpoint's, and a resume starts from the lr it saved
+SCHEDULE = ("decay", "decay_start")
 
 
 def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
@@ -65,7 +68,7 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         and all(isinstance(s, dict) for s in checkpoint["lr_schedulers"]),
         # what a resume compares with the command line's optim (check_resume_settings): numbers
         "hyper_parameters": isinstance(optim, dict)
-        and all(number(optim[k]) for k in SAVED_WITH_THE_OPTIMISER if k in optim),
+        and all(number(optim[k]) for k in SAVED_WITH_THE_OPTIMISER + SCHEDULE if k in optim),
         "state_dict": isinstance(checkpoint["state_dict"], dict)
         and all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values()),
         # a stop inside an epoch: every stream's carried (h, c), of the model's layers and units, and the epoch's sums
@@ -89,7 +92,7 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         if key not in checkpoint:
             raise not_written_by_train(ckpt_path, f"it holds no {key}, which a training state has")
         if key == "hyper_parameters" and isinstance(optim, dict):  # name the entry that is off
-            name = next(k for k in SAVED_WITH_THE_OPTIMISER if k in optim and not number(optim[k]))
+            name = next(k for k in SAVED_WITH_THE_OPTIMISER + SCHEDULE if k in optim and not number(optim[k]))
             key, value = f"hyper_parameters['optim'][{name!r}]", optim[name]
         elif key == "hyper_parameters" and isinstance(hparams, dict):
             key, value = "hyper_parameters['optim']", optim
@@ -322,14 +325,29 @@ def check_resume_settings(
             f"random state it saved (seed {checkpoint['seed']}'s dropout masks), so its record would name a seed it "
             f"did not use: resume with seed={checkpoint['seed']}"
         )
+    check_resume_optim(optim, checkpoint, ckpt_path)
+
+
+def check_resume_optim(optim: dict, checkpoint: dict, ckpt_path) -> None:
+    """A ConfigError where this run's update rule (`optim`: rnnreg.task_config.optim_settings, the clip included) is
+    not the one `checkpoint` was trained with, in a setting a resume cannot change: one its optimiser state holds
+    (the new value would not be used) or the lr schedule's (its epochs so far followed the old schedule, and it goes
+    on from the lr it saved: the run would follow neither). Its record would name values it did not train with."""
     saved = (checkpoint.get("hyper_parameters") or {}).get("optim") or {}
-    for key in SAVED_WITH_THE_OPTIMISER:
-        if key in saved and key in optim and float(saved[key]) != float(optim[key]):
-            raise ConfigError(
-                f"optim.{key}={optim[key]} where {ckpt_path} was trained with {saved[key]}: a resumed run goes on "
-                f"with the optimiser state it saved, so the new value would not be used: resume with "
-                f"optim.{key}={saved[key]}"
-            )
+    for key in SAVED_WITH_THE_OPTIMISER + SCHEDULE:
+        if key not in saved or key not in optim or float(saved[key]) == float(optim[key]):
+            continue
+        name = "trainer.gradient_clip_val" if key == "clip" else f"optim.{key}"
+        why = (
+            "a resumed run goes on with the optimiser state it saved, so the new value would not be used"
+            if key in SAVED_WITH_THE_OPTIMISER
+            else "its epochs so far followed that lr schedule and a resume goes on from the lr it saved, so the run "
+            "would follow neither schedule"
+        )
+        raise ConfigError(
+            f"{name}={optim[key]} where {ckpt_path} was trained with {saved[key]}: {why}: resume with "
+            f"{name}={saved[key]}, or start a new run"
+        )
 
 
 def check_resume_streams(checkpoint: dict, ckpt_path, batch_size: int | None, bptt: int | None) -> None:

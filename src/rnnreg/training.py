@@ -71,7 +71,7 @@ from rnnreg.run_record import (
 from rnnreg.runtime import hide_expected_warnings, log, route_lightning_logs, unwarned_default_log_interval
 from rnnreg.speed_settings import apply_speed, require_triton
 from rnnreg.task import LanguageModelTask
-from rnnreg.task_config import plain, task_arguments
+from rnnreg.task_config import optim_settings, plain, task_arguments
 from rnnreg.validation import validate
 
 # Errors in the input, found before training starts: the run folder gets no metrics.json (a run that started
@@ -349,7 +349,7 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
     if trains:  # (a pending test trains nothing: it is refused nothing left to train)
         stopping = (cfg.get("callbacks") or {}).get("early_stopping") or {}
         check_resume_settings(
-            plain(cfg.optim),
+            optim_settings(cfg),
             cfg.trainer.max_epochs,
             checkpoint,
             ckpt_path,
