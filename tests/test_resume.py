@@ -489,6 +489,25 @@ def test_a_resume_given_another_seed_is_refused_as_its_record_would_name_a_seed_
     assert train(tiny_cfg(*DROPOUT, "trainer.max_epochs=2", "test=false", f"ckpt_path={copy}", "seed=8"))["epochs"] == 2
 
 
+def test_a_run_that_trainer_max_steps_stopped_inside_an_epoch_resumes_exactly(tiny_cfg, tmp_path):
+    """trainer.max_steps inside an epoch: its record counts the epochs it finished and says where it stopped (before:
+    2 epochs, for 1 and a half), and a resume trains the epoch's other windows, to the digits of a run never stopped
+    (before: Lightning took the epoch as done, and every later epoch ran a window short on a schedule an epoch
+    behind); given the same max_steps again, nothing is left to train."""
+    budget = ("trainer.limit_train_batches=6", "optim.decay_start=1", "test=false")
+    stopped = train(tiny_cfg(*budget, "trainer.max_epochs=4", "+trainer.max_steps=9", run="stopped"))
+    assert (stopped["epochs"], stopped["stopped_at"]) == (1, "window 3 of 6 of epoch 2 (trainer.max_steps=9)")
+    ckpt = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    resumed = train(tiny_cfg(*budget, "trainer.max_epochs=4", f"ckpt_path={ckpt}", run="resumed"))
+    whole = train(tiny_cfg(*budget, "trainer.max_epochs=4", run="whole"))
+    assert {k: resumed[k] for k in ("val_ppl", "best_val_ppl", "epochs")} == {
+        k: whole[k] for k in ("val_ppl", "best_val_ppl", "epochs")
+    }
+    assert "stopped_at" not in resumed and "stopped_at" not in whole
+    with pytest.raises(ConfigError, match=r"holds 9 trained windows and trainer.max_steps=9: nothing is left to train"):
+        train(tiny_cfg(*budget, "trainer.max_epochs=4", "+trainer.max_steps=9", f"ckpt_path={ckpt}", run="again"))
+
+
 def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, monkeypatch):
     """A run given a relative data.data_dir (fine without hydra.job.chdir) read it from the folder it started in;
     evaluated from another folder holding a folder of that name, another corpus, the refusal said the train file
@@ -504,14 +523,16 @@ def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, m
     monkeypatch.chdir(tmp_path)
     ckpt = str(run_dir / "checkpoints" / "last.ckpt")
     assert vocabulary_refusal(ckpt, ["a", "b", "<eos>"], ["b", "a", "<eos>"], corpus / "train.txt", "evaluate") == (
-        f"{ckpt} was trained on another vocabulary (3 words) than this data (3 words): evaluate it on the data it was "
+        f"{ckpt} was trained on another vocabulary than this data (both 3 words, 2 words at another id): evaluate it "
+        "on the data it was "
         "trained on (data=text data.data_dir=corpus, from its run's .hydra/overrides.yaml)"
     )
     # a run on its config's default data (PTB): no data override, the option its hydra.yaml records (before: none)
     (run_dir / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
     (run_dir / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      data: ptb\n")
     assert vocabulary_refusal(ckpt, ["a", "b", "<eos>"], ["b", "a", "<eos>"], corpus / "train.txt", "evaluate") == (
-        f"{ckpt} was trained on another vocabulary (3 words) than this data (3 words): evaluate it on the data it was "
+        f"{ckpt} was trained on another vocabulary than this data (both 3 words, 2 words at another id): evaluate it "
+        "on the data it was "
         "trained on (data=ptb, its run's .hydra/hydra.yaml records)"
     )
     (run_dir / ".hydra" / "config.yaml").write_text(

@@ -283,12 +283,13 @@ def check_resume_settings(
     bptt: int | None = None,
     patience: int | None = None,
     seed: int | None = None,
+    max_steps: int | None = None,
 ) -> None:
     """A ConfigError before anything is written when resuming from `checkpoint` would not do what the command
     says: nothing left to train (the run's last epoch done: in its folder it rewrote metrics.json without its
-    validation), a run early stopping ended (Lightning would train on) unless it ran out of a patience below
-    `patience` (callbacks.early_stopping.patience, None without early stopping), optim values that the checkpoint's
-    optimiser state would silently replace (the new run's records would name values it did not use), another `seed`
+    validation; or trainer.max_steps, `max_steps`, reached), a run early stopping ended (Lightning would train on)
+    unless it ran out of a patience below `patience` (callbacks.early_stopping.patience, None without early
+    stopping), an update rule or lr schedule other than the checkpoint's (check_resume_optim), another `seed`
     than the one it was trained with (where it records one: it goes on with that seed's random state), or, stopped
     inside an epoch, another data.batch_size than the streams its carried state holds or another data.bptt than
     the windows it counted (the resumed run would go on from another place in the stream)."""
@@ -300,6 +301,13 @@ def check_resume_settings(
         raise ConfigError(
             f"{ckpt_path} holds {counted(done, 'trained epoch')} and trainer.max_epochs={max_epochs}: nothing is "
             f"left to train: raise trainer.max_epochs to train on, or evaluate it with rnnreg-eval"
+        )
+    steps = checkpoint.get("global_step", 0)
+    if max_steps is not None and 0 <= max_steps <= steps:
+        raise ConfigError(
+            f"{ckpt_path} holds {counted(steps, 'trained window')} and trainer.max_steps={max_steps}: nothing is left "
+            f"to train: raise trainer.max_steps (or leave it out: trainer.max_epochs) to train on, or evaluate it "
+            f"with rnnreg-eval"
         )
     for name, state in (checkpoint.get("callbacks") or {}).items():
         if callback_class(name) == "EarlyStopping" and state:  # (check_training_state checked its values)

@@ -357,6 +357,7 @@ def read_resumed(cfg: DictConfig, ckpt_path: str | None, trains: bool) -> Resume
             cfg.data.bptt,
             stopping.get("patience"),
             cfg.seed if seed_given() else None,
+            cfg.trainer.get("max_steps"),
         )
     wandb_id, wandb_parts, wandb_labels = None, None, None
     if "wandb" in (cfg.get("logger") or {}):  # the W&B run it goes on in (offline: its parts so far)
@@ -486,10 +487,10 @@ def fit(
         validated = float(trainer.callback_metrics["val/ppl"]), validation.epoch
     else:
         warn(
-            "no validation ran (%s trained, trainer.check_val_every_n_epoch=%s): metrics.json has no val_ppl "
-            "and no best_val_ppl",
+            "no validation ran (%s trained, trainer.check_val_every_n_epoch=%s): metrics.json has no val_ppl%s",
             counted(trainer.current_epoch, "epoch"),
             trainer.check_val_every_n_epoch,
+            "" if validation.best is not None else " and no best_val_ppl",
         )
     best_val = validation.best  # absent with no validation (rnnreg-report shows none)
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
@@ -498,7 +499,15 @@ def fit(
         train_seconds += speed.fit_seconds_before
         speeds = Speeds(speed.words_per_second, speed.median_words_per_second, speed.epoch_words_per_second)
     epochs, params = trainer.current_epoch, task.num_params
-    return completed_record(validated, {}, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
+    window = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    inside = 0 < window < trainer.num_training_batches  # trainer.max_steps ended it inside an epoch
+    if inside:  # (Lightning counts that epoch as trained)
+        epochs -= 1
+    record = completed_record(validated, {}, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
+    if inside:
+        where = f"window {window} of {trainer.num_training_batches} of epoch {epochs + 1}"
+        record["stopped_at"] = f"{where} (trainer.max_steps={trainer.max_steps})"
+    return record
 
 
 def logged_step(checkpoint: dict) -> int:
