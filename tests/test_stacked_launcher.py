@@ -1830,6 +1830,19 @@ def test_unsupported_member_settings_are_one_line_errors(tiny_cfg, override, key
     assert "\n" not in str(err.value) and "drop hydra/launcher=stacked" in str(err.value)
 
 
+def test_a_callback_of_ones_own_is_refused_as_a_stacked_group_would_not_run_it(tiny_cfg):
+    """A stacked group trains without Lightning's Trainer: a callback a user adds would never run (before: the sweep
+    completed without it, and without a word); rnnreg's own callbacks, whose work the group does, stack."""
+    with pytest.raises(ConfigError) as err:
+        check_stackable(tiny_cfg("+callbacks.mine._target_=helpers.RaiseAtFirstWindow"))
+    assert str(err.value) == (
+        "callbacks.mine (helpers.RaiseAtFirstWindow) is not run by hydra/launcher=stacked, which trains its groups "
+        "without Lightning's Trainer and runs only rnnreg's own callbacks: drop it (~callbacks.mine), or drop "
+        "hydra/launcher=stacked to run these jobs with Hydra's basic launcher"
+    )
+    check_stackable(tiny_cfg("callbacks=early_stopping", "callbacks.lr_monitor=null"))
+
+
 @pytest.mark.parametrize(
     "overrides, refused",
     [

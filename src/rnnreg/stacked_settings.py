@@ -153,6 +153,21 @@ TRAINER_ASSUMED = {
 }
 
 
+# conf/callbacks' callbacks, whose work a stacked group does itself (its checkpoints, timing, progress, lr in the logs,
+# divergence guard, stop on a signal, and early stopping per member); it runs no other callback
+STACKED_CALLBACKS = (
+    "model_checkpoint",
+    "last_checkpoint",
+    "speed_monitor",
+    "run_plan",
+    "lr_monitor",
+    "progress_bar",
+    "nonfinite_guard",
+    "checkpoint_on_interrupt",
+    "early_stopping",
+)
+
+
 def is_one_of(value, values: tuple) -> bool:
     """`value` equal to one of `values` and of its type (1 is not 1.0 to val_check_interval, nor True)."""
     return any(value == v and type(value) is type(v) for v in values)
@@ -178,6 +193,14 @@ def check_stackable(cfg: DictConfig) -> None:
     """A one-line ConfigError naming the first setting a stacked member cannot hold."""
     trainer = cfg.trainer
     check_trainer_assumed(trainer)
+    for name, spec in (cfg.get("callbacks") or {}).items():
+        if spec is not None and name not in STACKED_CALLBACKS:  # (a callback of one's own: +callbacks.mine._target_)
+            target = spec.get("_target_") if isinstance(spec, DictConfig) else None
+            raise ConfigError(
+                f"callbacks.{name}" + (f" ({target})" if target else "") + " is not run by hydra/launcher=stacked, "
+                f"which trains its groups without Lightning's Trainer and runs only rnnreg's own callbacks: drop it "
+                f"(~callbacks.{name}), or drop hydra/launcher=stacked to run these jobs with Hydra's basic launcher"
+            )
     unsupported = [
         ("ckpt_path", cfg.get("ckpt_path"), "null (resume a stacked sweep with hydra.launcher.resume=true)"),
         ("trainer.fast_dev_run", trainer.get("fast_dev_run", False), "false"),
