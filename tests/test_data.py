@@ -294,7 +294,8 @@ def test_a_train_fraction_that_leaves_no_window_counts_the_windows_training_walk
         dm.check_limits(cfg.trainer)
     assert str(refused.value) == (
         "trainer.limit_train_batches=0.001 leaves the train split none of its 168 windows (data.batch_size=4 "
-        "streams of 5 steps): set trainer.limit_train_batches=0.00596 or more, or a count of windows (e.g. 1)"
+        "streams of 5 steps): set trainer.limit_train_batches to a fraction of at least 0.00596 (1.0: the whole "
+        "split) or a whole number of windows (e.g. trainer.limit_train_batches=1)"
     )
     # 0.9996 of a window: none, as Lightning truncates it, though it rounds to 1
     with pytest.raises(
@@ -303,6 +304,27 @@ def test_a_train_fraction_that_leaves_no_window_counts_the_windows_training_walk
         dm.check_limits({"limit_train_batches": 0.00595})
     dm.check_limits({"limit_train_batches": 0.00596})
     dm.check_limits({"limit_train_batches": 1})
+
+
+def test_an_overfit_fraction_that_leaves_a_split_no_window_names_overfit_batches(tiny_cfg):
+    """+trainer.overfit_batches=0.1, which Lightning takes as the train and the valid split's limit both, on a valid
+    split of one window (before: Lightning's traceback, exit 1, asking to increase limit_val_batches, a key never
+    set): one line naming overfit_batches, with a fraction that keeps a window of both splits, or a count; both
+    pass, and the limit_*_batches overfit_batches replaces are not checked."""
+    cfg = tiny_cfg("+trainer.overfit_batches=0.1", "data.eval_bptt=200")  # the valid split's streams in one window
+    dm = instantiate(cfg.data)
+    assert sum(1 for _ in dm.val_dataloader()) == 1
+    with pytest.raises(ConfigError) as refused:
+        dm.check_limits(cfg.trainer)
+    assert str(refused.value) == (
+        "trainer.overfit_batches=0.1 leaves the valid split none of its 1 window (data.batch_size=4 streams of 200 "
+        "steps), and it limits the train and the valid split both: set trainer.overfit_batches=1.0 (a fraction: the "
+        "whole splits) or a whole number of windows (e.g. trainer.overfit_batches=1)"
+    )
+    with pytest.raises(ConfigError, match=r"^trainer.overfit_batches=0.001 leaves the train split none of its 168 "):
+        dm.check_limits({"overfit_batches": 0.001, "limit_val_batches": 1.0})
+    for overfit in (1.0, 1):
+        dm.check_limits({"overfit_batches": overfit, "limit_val_batches": 0.01, "limit_train_batches": 0.001})
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 10, 11, 100, 168, 1327, 2323])

@@ -270,6 +270,8 @@ def test_a_config_file_that_moves_lightnings_run_folder_is_refused(tmp_path):
 
 
 # -- rules across keys, and sweeps ---------------------------------------------------------------------
+LAST_READ = "a resume, ckpt_path=last, rnnreg-eval and rnnreg-report read"
+BEST_HINT = r" \(the best epoch's is checkpoints/best.ckpt, callbacks.model_checkpoint's\)"
 NO_INTERVAL = (
     r"must be a count of training windows >= 1 or a fraction of the epoch in \(0, 1\] \(e.g. 0.5\); to validate "
     r"less often, set trainer.check_val_every_n_epoch"
@@ -481,6 +483,16 @@ NO_INTERVAL = (
             r"^callbacks.early_stopping is not in the config: select it with callbacks=early_stopping or "
             r"regularizer=early_stopping, then set callbacks.early_stopping.patience=2$",
         ),
+        (  # the same with + (before: "callbacks.early_stopping={...} must be null or a mapping with _target_")
+            ["+callbacks.early_stopping.patience=2"],
+            r"^callbacks.early_stopping is not in the config: select it with callbacks=early_stopping or "
+            r"regularizer=early_stopping, then set callbacks.early_stopping.patience=2$",
+        ),
+        (  # a key early stopping's config leaves out keeps its +
+            ["+callbacks.early_stopping.verbose=true"],
+            r"^callbacks.early_stopping is not in the config: select it with callbacks=early_stopping or "
+            r"regularizer=early_stopping, then set \+callbacks.early_stopping.verbose=true$",
+        ),
         (["logger=wandb", "logger.wandb.nottes=hi"], r"^logger.wandb.nottes is not a key of logger.wandb: the keys"),
         # Lightning's idioms rnnreg does not take, each with rnnreg's way (or why it needs the value) in its line
         (
@@ -502,6 +514,78 @@ NO_INTERVAL = (
         ),
         (["trainer.gradient_clip_val=0"], r"^trainer.gradient_clip_val=0 must be .*which rnnreg's recipe always app"),
         (["trainer.gradient_clip_val=null"], r"^trainer.gradient_clip_val=null must be .*which rnnreg's recipe always"),
+        # checkpoints/last.ckpt is the last epoch's full state, in the run's checkpoints/ (before: a monitor made it
+        # the best epoch's, save_top_k=2 Hydra's page in a run folder, another filename one ckpt_path=last missed)
+        *(
+            (
+                args,
+                rf"^callbacks.last_checkpoint.{key}={shown}: checkpoints/last.ckpt is the last epoch's full state, "
+                rf"saved at every epoch's end, which {LAST_READ}{best}: leave {key} {fix}$",
+            )
+            for args, key, shown, best, fix in (
+                (["callbacks.last_checkpoint.monitor=val/ppl"], "monitor", "val/ppl", BEST_HINT, "at null"),
+                (["callbacks.last_checkpoint.save_top_k=2"], "save_top_k", "2", "", "at 1"),
+                (
+                    ["callbacks.last_checkpoint.save_on_train_epoch_end=false"],
+                    "save_on_train_epoch_end",
+                    "false",
+                    "",
+                    "at true",
+                ),
+                (
+                    ["callbacks.last_checkpoint.enable_version_counter=true"],
+                    "enable_version_counter",
+                    "true",
+                    "",
+                    "at false",
+                ),
+                (["+callbacks.last_checkpoint.save_weights_only=true"], "save_weights_only", "true", "", "at false"),
+                (["callbacks.last_checkpoint.save_weights_only=true"], "save_weights_only", "true", "", "at false"),
+                (["+callbacks.last_checkpoint.save_on_exception=true"], "save_on_exception", "true", "", "at false"),
+                (["+callbacks.last_checkpoint.save_last=true"], "save_last", "true", "", "out"),
+                (["callbacks.last_checkpoint.every_n_epochs=2"], "every_n_epochs", "2", "", "out"),
+                (["+callbacks.last_checkpoint.every_n_train_steps=5"], "every_n_train_steps", "5", "", "out"),
+                # (Lightning: a beat given turns the epoch's end off)
+                (["+callbacks.last_checkpoint.every_n_train_steps=0"], "every_n_train_steps", "0", "", "out"),
+                (["+callbacks.last_checkpoint.train_time_interval=1"], "train_time_interval", "1", "", "out"),
+            )
+        ),
+        *(
+            (
+                [f"callbacks.{name}.filename={given}"],
+                rf"^callbacks.{name}.filename={given}: the run's last checkpoint "
+                rf"is checkpoints/last.ckpt, which {LAST_READ}: leave filename at last$",
+            )
+            for name in ("last_checkpoint", "checkpoint_on_interrupt")
+            for given in ("final",)
+        ),
+        (
+            ["~callbacks.last_checkpoint.filename"],
+            rf"^callbacks.last_checkpoint.filename=null: .*, which {LAST_READ}: leave filename at last$",
+        ),
+        (
+            ["callbacks.last_checkpoint.dirpath=/tmp/elsewhere"],
+            r"^callbacks.last_checkpoint.dirpath=/tmp/elsewhere: checkpoints/last.ckpt is in the run's own folder, "
+            rf"where {LAST_READ} it: leave dirpath at \$\{{paths.output_dir\}}/checkpoints \(move the run with "
+            r"hydra.run.dir=...\)$",
+        ),
+        # Lightning would deal each process's windows out again (before: refused in the run folder, once per process,
+        # naming lightning.Trainer(use_distributed_sampler=False))
+        (
+            ["trainer.use_distributed_sampler=true", "trainer.devices=2", "trainer.accelerator=cpu"],
+            r"^trainer.use_distributed_sampler=true would split rnnreg's BPTT windows across the 2 processes "
+            r"\(trainer.devices x trainer.num_nodes\), which already split the streams: set "
+            r"trainer.use_distributed_sampler=false \(conf/trainer's default\)$",
+        ),
+        # (before: Lightning's words with a logger's repr, or with logger=none its next complaint)
+        *(
+            (
+                ["+trainer.barebones=true", *more],
+                r"^trainer.barebones=true turns off the loggers, checkpoints and progress bar that rnnreg's runs need: "
+                r"remove \+trainer.barebones=true$",
+            )
+            for more in ([], ["logger=none"])
+        ),
         (
             ["+trainer.enable_checkpointing=false"],
             r"^trainer.enable_checkpointing=false: rnnreg's own callbacks write the checkpoints: turn them off with "
@@ -859,6 +943,25 @@ def test_checkpointing_off_the_rnnreg_way_validates():
     assert validate_args("train", ["+trainer.enable_checkpointing=false", *off]) == 1
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["+callbacks.last_checkpoint.verbose=true"],
+        ["+callbacks.last_checkpoint.every_n_epochs=1"],
+        ["+callbacks.last_checkpoint.every_n_train_steps=0", "+callbacks.last_checkpoint.every_n_epochs=1"],
+        ["+callbacks.last_checkpoint.save_last=false"],
+        ["callbacks.last_checkpoint=null"],
+        ["trainer.use_distributed_sampler=true", "trainer.accelerator=cpu"],  # one process: nothing to deal out
+        ["+trainer.barebones=false"],
+        ["callbacks=early_stopping", "+callbacks.early_stopping.verbose=true"],  # the fix the + line gives
+    ],
+)
+def test_settings_that_keep_last_ckpt_and_the_run_whole_validate(args):
+    """What the refusals of last_checkpoint's, barebones' and use_distributed_sampler's settings leave alone: a
+    harmless key, ModelCheckpoint's own values for saving at every epoch's end, a single process."""
+    assert validate_args("train", args) == 1
+
+
 @pytest.mark.parametrize("beat", ["every_n_epochs=1", "every_n_train_steps=0", "train_time_interval=null"])
 def test_a_checkpoint_beat_that_saves_at_every_validation_validates(beat):
     """ModelCheckpoint's own values for saving at every validation, given explicitly: best.ckpt is still the lowest
@@ -1121,7 +1224,8 @@ def test_a_fraction_of_windows_that_leaves_none_stops_before_any_file(tiny_cfg, 
     windows = int(re.search(r"none of its (\d+) windows", str(refused.value))[1])
     assert str(refused.value) == (
         f"trainer.{key}=0.001 leaves the {split} split none of its {windows} windows ({streams} streams of 5 "
-        f"steps): set trainer.{key}={smallest_fraction(windows):g} or more, or a count of windows (e.g. 1)"
+        f"steps): set trainer.{key} to a fraction of at least {smallest_fraction(windows):g} (1.0: the whole split) "
+        f"or a whole number of windows (e.g. trainer.{key}=1)"
     )
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
     fraction = f"trainer.{key}={smallest_fraction(windows):g}"  # the one it gives: the run validates and tests

@@ -51,7 +51,16 @@ from rnnreg.run_lock import launched_as_rank_zero
 from rnnreg.schema import target_arguments, trainer_arguments
 from rnnreg.stacked_settings import check_padding, check_stackable
 from rnnreg.submitit_tasks import submitit_local_refusal
-from rnnreg.validation import SAVE_BEATS, run_folder_refusal, save_beat_refusal, sites_using_p, unknown_key, validate
+from rnnreg.validation import (
+    SAVE_BEATS,
+    last_setting_refusal,
+    last_setting_refused,
+    run_folder_refusal,
+    save_beat_refusal,
+    sites_using_p,
+    unknown_key,
+    validate,
+)
 
 MAX_JOBS_CHECKED = 256
 
@@ -351,6 +360,8 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
                 f"{line}: Could not append to config. An item is already at '{key}'. Either remove + prefix: "
                 f"'{line[1:]}'; Or add a second + to add or override '{key}': '+{line}'"
             )
+        if (override.is_add() or override.is_force_add()) and (why := _unselected_option_added(cfg, override)):
+            raise ConfigError(why)
         if key.split(".")[:3] == ["hydra", "sweeper", "params"] and no_search_space(cfg):
             fix = search_space_fix(override)
             raise ConfigError(f"{override.input_line}: {no_search_space(cfg)}: sweep the key itself with -m: {fix}")
@@ -403,20 +414,46 @@ def _check_key_exists(cfg: DictConfig, key: str, override: Any, config_name: str
             refused = parts[:2] == ["callbacks", "model_checkpoint"] and part in SAVE_BEATS
             if refused and override.value() not in SAVE_BEATS[part]:  # (its + hint would lead to this refusal)
                 raise ConfigError(save_beat_refusal(part, override.value()))
+            last = parts[:2] == ["callbacks", "last_checkpoint"] and i == 2
+            if last and last_setting_refused(part, override.value()):  # (as above: last.ckpt the last epoch's)
+                raise ConfigError(last_setting_refusal(part, override.value()))
             if i == 2 and parts[0] in ("callbacks", "logger") and part in target_arguments(str(node.get("_target_"))):
                 raise ConfigError(f"{key} is not in the config yet: add it with +{override.input_line.lstrip('+')}")
             options = _options_with(prefix, part) if i == 1 and not override.is_delete() else []
             if options:  # callbacks.early_stopping.patience=2 without early stopping
-                also = [f"regularizer={o}" for o in options if Path(CONF_DIR, "regularizer", f"{o}.yaml").is_file()]
-                raise ConfigError(
-                    f"{prefix}.{part} is not in the config: select it with "
-                    f"{' or '.join([f'{prefix}={o}' for o in options] + also)}, then set {override.input_line}"
-                )
+                raise ConfigError(unselected_option_message(prefix, part, options, override.input_line))
             where = prefix or f"the {config_name} config"
             if override.is_delete():
                 raise ConfigError(f"~{key}: {key} is not in the config, nothing to delete")
             raise unknown_key(f"{prefix}." if prefix else "", part, known, where)
         node = node._get_node(part)
+
+
+def unselected_option_message(group: str, key: str, options: list[str], line: str) -> str:
+    """`line` sets a key of `group`.`key` (callbacks.early_stopping), which only `options` of the config group put
+    in the config: select one of them, then set it."""
+    also = [f"regularizer={o}" for o in options if Path(CONF_DIR, "regularizer", f"{o}.yaml").is_file()]
+    return (
+        f"{group}.{key} is not in the config: select it with "
+        f"{' or '.join([f'{group}={o}' for o in options] + also)}, then set {line}"
+    )
+
+
+def _unselected_option_added(cfg: DictConfig, override: Any) -> str | None:
+    """`+callbacks.early_stopping.patience=1` without early stopping selected: + would add a callback of that one key
+    (refused as having no _target_); the refusal of the same key without + instead, selecting it. The key the
+    option has is then set without + (+ on a key that is there is refused)."""
+    parts = override.key_or_group.split(".")
+    group = parts[0]
+    if len(parts) < 3 or parts[2] == "_target_" or not isinstance(cfg.get(group), DictConfig) or parts[1] in cfg[group]:
+        return None  # (a callback of one's own, from its _target_ on)
+    options = _options_with(group, parts[1])
+    if not options:
+        return None
+    path = Path(CONF_DIR, group, f"{options[0]}.yaml")
+    there = OmegaConf.select(OmegaConf.load(path), ".".join(parts[1:]), default="<absent>") != "<absent>"
+    line = override.input_line[1:] if override.is_add() and there else override.input_line
+    return unselected_option_message(group, parts[1], options, line)
 
 
 def _options_with(group: str, key: str) -> list[str]:

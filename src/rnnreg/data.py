@@ -278,6 +278,15 @@ def smallest_fraction(windows: int) -> float:
     return math.ceil(10 ** (digits + 1) / windows) / 10 ** (digits + 1)
 
 
+def fraction_or_count(key: str, smallest: float, whole: str = "the whole split") -> str:
+    """The fix for trainer.<key>, a fraction that leaves a split no window: the smallest fraction that keeps one
+    (smallest_fraction; written as a fraction, 1.0 not 1, which Lightning reads as one window), or a count."""
+    count = f"a whole number of windows (e.g. trainer.{key}=1)"
+    if smallest >= 1:
+        return f"set trainer.{key}=1.0 (a fraction: {whole}) or {count}"
+    return f"set trainer.{key} to a fraction of at least {smallest:g} (1.0: {whole}) or {count}"
+
+
 def check_arguments(data_dir, files, url_base, **sizes) -> None:
     """LMDataModule's arguments as a library user may give them, by the rules rnnreg-train's config is checked with
     (rnnreg.schema's Data and DataFile): a split left out of `files` or a key of it misspelt, a file given as a bare
@@ -394,8 +403,9 @@ class LMDataModule(L.LightningDataModule):
             )
 
     def check_limits(self, trainer_cfg) -> None:
-        """A fraction trainer.limit_*_batches that leaves a split no window, or a trainer.val_check_interval past an
-        epoch's windows, stops here in one line (Lightning refuses it with a traceback once training has begun)."""
+        """A fraction trainer.limit_*_batches (or trainer.overfit_batches, which Lightning takes as the train and
+        valid splits' limit both) that leaves a split no window, or a trainer.val_check_interval past an epoch's
+        windows, stops here in one line (Lightning refuses it with a traceback once training has begun)."""
         corpus = self.load()
         loaders = {  # key: (split, its streams' key, window length, whether the last partial window is dropped)
             "limit_train_batches": [("train", "batch_size", self.bptt, True)],
@@ -405,12 +415,14 @@ class LMDataModule(L.LightningDataModule):
                 ("test", "batch_size", self.eval_bptt, False),
             ],
         }
-        for key, specs in loaders.items():
-            limit = trainer_cfg.get(key)
-            if not isinstance(limit, float) or limit <= 0:
-                continue
-            # the loader with the fewest windows is the one a fraction leaves empty first
-            windows, split, streams, bptt = min(
+        overfit = trainer_cfg.get("overfit_batches")
+        overfitting = isinstance(overfit, (int, float)) and not isinstance(overfit, bool) and overfit > 0
+        limits = {key: trainer_cfg.get(key) for key in loaders}
+        if overfitting:  # (Lightning: overfit_batches replaces both limits)
+            limits.update(limit_train_batches=overfit, limit_val_batches=overfit)
+        # the loader with the fewest windows of each key's split: the one a fraction leaves empty first
+        fewest = {
+            key: min(
                 (
                     len(BPTTWindows(batchify(corpus.ids[split], getattr(self, streams)), bptt, drop)),
                     split,
@@ -419,17 +431,31 @@ class LMDataModule(L.LightningDataModule):
                 )
                 for split, streams, bptt, drop in specs
             )
-            if limit_batches(windows, limit) < 1:
+            for key, specs in loaders.items()
+            if isinstance(limits[key], float) and limits[key] > 0
+        }
+        for key, (windows, split, streams, bptt) in fewest.items():
+            limit = limits[key]
+            if limit_batches(windows, limit) >= 1:
+                continue
+            where = f"{split} split none of its {counted(windows, 'window')} (data.{streams}={getattr(self, streams)} "
+            if overfitting and key != "limit_test_batches":
+                train, val = fewest["limit_train_batches"][0], fewest["limit_val_batches"][0]
+                smallest = max(smallest_fraction(train), smallest_fraction(val))
+                fix = fraction_or_count("overfit_batches", smallest, "the whole splits")
                 raise ConfigError(
-                    f"trainer.{key}={limit} leaves the {split} split none of its {counted(windows, 'window')} "
-                    f"(data.{streams}={getattr(self, streams)} streams of {bptt} steps): set "
-                    f"trainer.{key}={smallest_fraction(windows):g} or more, or a count of windows (e.g. 1)"
+                    f"trainer.overfit_batches={limit} leaves the {where}streams of {bptt} steps), and it limits the "
+                    f"train and the valid split both: {fix}"
                 )
+            raise ConfigError(
+                f"trainer.{key}={limit} leaves the {where}streams of {bptt} steps): "
+                f"{fraction_or_count(key, smallest_fraction(windows))}"
+            )
         interval = trainer_cfg.get("val_check_interval")
         # a count past the epoch's windows: Lightning refuses it with a traceback once training has begun
         if isinstance(interval, int) and not isinstance(interval, bool) and not trainer_cfg.get("fast_dev_run"):
             train = BPTTWindows(batchify(corpus.ids["train"], self.batch_size), self.bptt, True)
-            epoch = limit_batches(len(train), trainer_cfg.get("limit_train_batches"))
+            epoch = limit_batches(len(train), limits["limit_train_batches"])
             if interval > epoch:
                 raise ConfigError(
                     f"trainer.val_check_interval={interval} is more than the {counted(epoch, 'training window')} of "

@@ -18,6 +18,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from rnnreg import CONF_DIR, trainer_rules  # (cuda_gpus through the module: a test stands in for the GPU count)
 from rnnreg.errors import ConfigError, MissingValue
 from rnnreg.lstm_choice import runs_fused, step_loop_settings
+from rnnreg.run_record import CHECKPOINTS, LAST_CHECKPOINT
 from rnnreg.schema import (
     SCHEMAS,
     SITES,
@@ -222,6 +223,9 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
             )
     if schema is Train and cfg.get("callbacks"):
         _check_best_checkpoint(cfg.callbacks.get("model_checkpoint"))
+        for name in ("last_checkpoint", "checkpoint_on_interrupt"):
+            if why := last_checkpoint_refusal(cfg, name):
+                raise ConfigError(why)
     if "dropout" in cfg and "model" in cfg:
         _check_dropout(cfg, choices)
     if "data" in cfg:
@@ -270,6 +274,19 @@ def _check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.strategy={trainer.strategy} starts its processes inside the run, whose results come back through "
             f"a file rnnreg cannot read: use trainer=ddp (trainer.strategy=ddp: its processes start with the run)"
+        )
+    if trainer.get("barebones") is True:  # (Lightning refuses it with each of them, one at a time)
+        raise ConfigError(
+            "trainer.barebones=true turns off the loggers, checkpoints and progress bar that rnnreg's runs need: "
+            "remove +trainer.barebones=true"
+        )
+    # Lightning would deal each process's windows out again across the processes: each skips windows, its carried
+    # state jumping over them (rnnreg.data splits the streams across processes; a library Trainer is refused there)
+    if trainer.get("use_distributed_sampler") is True and (processes := trainer_processes(trainer)) > 1:
+        raise ConfigError(
+            f"trainer.use_distributed_sampler=true would split rnnreg's BPTT windows across the {processes} "
+            f"processes (trainer.devices x trainer.num_nodes), which already split the streams: set "
+            f"trainer.use_distributed_sampler=false (conf/trainer's default)"
         )
     interval = trainer.get("val_check_interval")
     # 0 fails in Lightning's loop with a ZeroDivisionError; 0.0 and true validate after every window, unsaid
@@ -373,6 +390,8 @@ def _check_best_checkpoint(best: Any) -> None:
 # Lightning's folder for what a run writes, set to the run's own in conf/trainer/default.yaml (its one owner): every
 # file goes there through paths.output_dir, so another value would move nothing (a divergence's message looks there)
 RUN_FOLDER = OmegaConf.load(Path(CONF_DIR, "trainer", "default.yaml"))._get_node("default_root_dir")._value()
+# where conf/callbacks/default.yaml puts checkpoints/last.ckpt (${paths.output_dir}/checkpoints)
+LAST_DIRPATH = OmegaConf.load(Path(CONF_DIR, "callbacks", "default.yaml")).last_checkpoint._get_node("dirpath")._value()
 
 
 def run_folder_refusal(given: str) -> str:
@@ -393,6 +412,79 @@ def save_beat_refusal(key: str, value: Any) -> str:
     return (
         f"callbacks.model_checkpoint.{key}={value}: checkpoints/best.ckpt is saved at every validation that lowers "
         f"val/ppl: leave {key} out (to validate less often, set trainer.check_val_every_n_epoch)"
+    )
+
+
+# checkpoints/last.ckpt (callbacks.last_checkpoint, and callbacks.checkpoint_on_interrupt on a stop): the last
+# epoch's full state, where a resume, ckpt_path=last, rnnreg-eval and rnnreg-report look for it. Its settings that would
+# make it something else, or put it elsewhere: the values it must keep (the first one is the fix the line gives) and
+# Lightning's own when the key is left out; a key not here (verbose, mode without a monitor) changes neither.
+LAST_SETTINGS = {
+    "monitor": ((None,), None),  # a monitored top-k keeps the best epoch, not the last
+    "save_top_k": ((1,), 1),
+    "save_last": ((None, False), None),  # Lightning's own last.ckpt, over this one
+    "save_weights_only": ((False,), False),  # not resumable: no optimiser, no position
+    "save_on_exception": ((False,), False),  # would save a diverged state over the last good one
+    "save_on_train_epoch_end": ((True,), None),  # after validation only: an epoch without one is lost
+    "enable_version_counter": ((False,), True),  # last-v1.ckpt beside an earlier last.ckpt
+}
+# ModelCheckpoint's beats: last.ckpt is saved at every epoch's end, and only there
+LAST_BEATS = ("every_n_epochs", "every_n_train_steps", "train_time_interval")
+LAST_NAME = Path(LAST_CHECKPOINT).stem  # (checkpoints/last.ckpt)
+LAST_READERS = "a resume, ckpt_path=last, rnnreg-eval and rnnreg-report read"
+
+
+def last_checkpoint_refusal(cfg: DictConfig, name: str) -> str | None:
+    """Why callbacks.<name> (last_checkpoint, or checkpoint_on_interrupt: its path only) would not write the run's
+    checkpoints/last.ckpt as the last epoch's full state (None: it would)."""
+    node = cfg.callbacks.get(name)
+    if node is None:
+        return None
+    prefix = f"callbacks.{name}"
+    raw = node._get_node("dirpath")._value() if "dirpath" in node else None
+    output = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
+    own = (LAST_DIRPATH, None if output is None else str(Path(str(output), CHECKPOINTS)))
+    if raw not in own:
+        return (
+            f"{prefix}.dirpath={show_value(raw)}: checkpoints/last.ckpt is in the run's own folder, where "
+            f"{LAST_READERS} it: leave dirpath at {LAST_DIRPATH} (move the run with hydra.run.dir=...)"
+        )
+    filename = node.get("filename", None if name == "last_checkpoint" else LAST_NAME)
+    if filename != LAST_NAME:
+        return (
+            f"{prefix}.filename={show_value(filename)}: the run's last checkpoint is checkpoints/last.ckpt, which "
+            f"{LAST_READERS}: leave filename at {LAST_NAME}"
+        )
+    if name != "last_checkpoint":
+        return None
+    for key, (kept, default) in LAST_SETTINGS.items():
+        if (value := node.get(key, default)) not in kept:
+            return last_setting_refusal(key, value)
+    steps, interval, epochs = (node.get(key, None) for key in LAST_BEATS[1:] + LAST_BEATS[:1])
+    if steps not in (None, 0) or interval is not None:
+        key = "every_n_train_steps" if steps not in (None, 0) else "train_time_interval"
+        return last_setting_refusal(key, node.get(key))
+    if (steps, epochs) != (None, None) and epochs != 1:  # (Lightning: a beat given turns an unset one off)
+        key = "every_n_epochs" if epochs is not None else "every_n_train_steps"
+        return last_setting_refusal(key, node.get(key))
+    return None
+
+
+def last_setting_refused(key: str, value: Any) -> bool:
+    """Whether callbacks.last_checkpoint.<key>=<value>, a key conf/callbacks leaves out, is refused whatever the
+    other keys (a command line's key given without +: refused at once, not sent to add it with + first)."""
+    if key in LAST_SETTINGS:
+        return value not in LAST_SETTINGS[key][0]
+    return key in LAST_BEATS and value is not None and (key, value) != ("every_n_epochs", 1)
+
+
+def last_setting_refusal(key: str, value: Any) -> str:
+    kept = show_value(LAST_SETTINGS[key][0][0]) if key in LAST_SETTINGS else None
+    fix = f"leave {key} at {kept}" if kept not in (None, "null") or key == "monitor" else f"leave {key} out"
+    best = " (the best epoch's is checkpoints/best.ckpt, callbacks.model_checkpoint's)" if key == "monitor" else ""
+    return (
+        f"callbacks.last_checkpoint.{key}={show_value(value)}: checkpoints/last.ckpt is the last epoch's full "
+        f"state, saved at every epoch's end, which {LAST_READERS}{best}: {fix}"
     )
 
 
