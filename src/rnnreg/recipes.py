@@ -16,7 +16,7 @@ from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, MissingValue
 from rnnreg.multirun_jobs import override_key
 from rnnreg.override_refusals import quoted_override
-from rnnreg.task_config import optim_settings, plain
+from rnnreg.task_config import optim_settings, plain, site_rates
 from rnnreg.validation import not_given
 
 SIZES = ("small", "medium", "large")
@@ -110,7 +110,9 @@ def one_run(size: str, overrides: tuple[str, ...]) -> None:
 def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     """The paper's recipe for `size` (small, medium, large), as keyword arguments:
 
-    - `model`, `dropout`, `optim` (the clip included): LanguageModelTask(vocab_size, model, dropout, optim)
+    - `model`, `dropout`, `optim` (the clip included): LanguageModelTask(vocab_size, model, dropout, optim);
+      `dropout` holds each site's rate, not dropout.p, which only fills a placement's sites as the config is
+      composed: another rate is an override (paper_recipe("medium", "dropout.p=0.3")), or set the sites
     - `data`: ptb_datamodule(**data) (batch size, bptt, evaluation window, test streams; and the folder and
       files an override sets)
     - `trainer`: lightning.Trainer(**trainer) (max_epochs, and the Trainer arguments an override sets)
@@ -166,7 +168,7 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     return {
         "experiment": cfg.experiment_name,
         "model": plain(cfg.model),
-        "dropout": plain(cfg.dropout),
+        "dropout": site_rates(cfg.dropout),  # each site's rate (dropout.p filled them: an override sets it)
         "optim": optim_settings(cfg),
         # ptb_datamodule(**data): another corpus's folder and files (data=text) come with it
         "data": {key: plain(cfg.data[key]) for key in (*DATA_KEYS, *sorted(data - set(DATA_KEYS)))},
