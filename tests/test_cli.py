@@ -393,6 +393,66 @@ def test_an_experiment_that_keeps_anothers_name_is_warned_once(tmp_path, capsys)
         assert capsys.readouterr().err == ""
 
 
+def test_your_config_named_as_one_of_ours_is_refused_where_the_command_selects_it(tmp_path):
+    """Hydra's search path has conf/ first (before a --config-dir and hydra.searchpath's folders): a file of the user's
+    with the path of one of ours (experiment/paper_small.yaml, dropout/non_recurrent.yaml, train.yaml) is never read.
+    Where the command selects it (given, or a group's default, or the primary config) that is one line saying to give
+    it another name (before: ours composed with no word); a copy the command does not select is left alone."""
+    from rnnreg.command_line import check_command_line
+
+    edited = (Path(CONF_DIR) / "experiment" / "paper_small.yaml").read_text().replace("bptt: 20", "bptt: 7")
+    folder = your_folder(tmp_path / "my_configs", paper_small=edited)
+    (folder / "dropout").mkdir()
+    (folder / "dropout" / "non_recurrent.yaml").write_text("defaults: [none]\ninput: 0.3\n")
+
+    def says(group: str, option: str) -> str:
+        return (
+            f"{group}={option}: {folder}/{group}/{option}.yaml has the name of rnnreg's own {group}/{option}.yaml, "
+            f"which Hydra reads instead (its search path has rnnreg's conf/ first), so yours would be ignored: give "
+            f"yours another name ({group}/my_{option}.yaml) and select it with {group}={'my_' + option}"
+        )
+
+    for adds in (["--config-dir", str(folder)], [f"hydra.searchpath=[file://{folder}]"]):
+        with pytest.raises(ConfigError) as refused:
+            check_command_line("train", [*adds, "experiment=paper_small"])
+        assert str(refused.value) == says("experiment", "paper_small")
+        with pytest.raises(ConfigError) as refused:  # paper_medium's dropout, the default
+            check_command_line("train", [*adds, "seed=1"])
+        assert str(refused.value) == says("dropout", "non_recurrent")
+        with pytest.raises(ConfigError) as refused:  # one job of a sweep
+            check_command_line("train", ["-m", *adds, "experiment=smoke,paper_small", "dropout=none"])
+        assert str(refused.value) == says("experiment", "paper_small")
+        assert check_command_line("train", [*adds, "experiment=smoke", "dropout=none"]).jobs == 1  # not selected
+    (folder / "train.yaml").write_text((Path(CONF_DIR) / "train.yaml").read_text().replace("seed: 1234", "seed: 7"))
+    with pytest.raises(ConfigError) as refused:
+        check_command_line("train", ["--config-dir", str(folder), "experiment=smoke", "dropout=none"])
+    assert str(refused.value) == (
+        f"the primary config train: {folder}/train.yaml has the name of rnnreg's own train.yaml, which Hydra reads "
+        "instead (its search path has rnnreg's conf/ first), so yours would be ignored: give yours another name "
+        "(my_train.yaml) and select it with --config-name my_train"
+    )
+    (folder / "my_paper_small.yaml").write_text("defaults: [train, _self_]\n")  # renamed as it says: composes
+    renamed = ["--config-dir", str(folder), "--config-name", "my_paper_small", "experiment=smoke", "dropout=none"]
+    assert check_command_line("train", renamed).jobs == 1
+
+
+def test_a_group_of_your_own_without_package_global_says_to_add_it(tmp_path):
+    """A new group of the user's whose file lacks `# @package _global_` puts its keys under the group's name, which
+    the train config does not have: the refusal says to start the file with it (before: "did you mean test?")."""
+    from rnnreg.command_line import check_command_line
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.yaml").write_text("tags: [hello]\n")
+    with pytest.raises(ConfigError) as refused:
+        check_command_line("train", ["--config-dir", str(tmp_path), "+notes=a"])
+    assert str(refused.value) == (
+        "notes is not a key of the train config: notes=a is a config group of yours, whose file's keys Hydra puts "
+        "under notes; start notes/a.yaml with `# @package _global_` so that its keys are the train config's"
+    )
+    (tmp_path / "notes" / "a.yaml").write_text("# @package _global_\ntags: [hello]\n")
+    assert check_command_line("train", ["--config-dir", str(tmp_path), "+notes=a"]).jobs == 1
+
+
 def test_a_primary_config_of_yours_brings_its_own_searchpath_and_subfolders(tmp_path):
     """A primary config of the user's that sets hydra.searchpath itself (as Hydra reads it: where the command line
     gives none) adds those folders' groups and options to the check, as to Hydra; an option in a subfolder of a

@@ -225,6 +225,29 @@ def test_paper_recipe_carries_data_and_trainer_overrides(tiny_corpus):
     assert data.data_dir == str(tiny_corpus) and len(data.load()) == 42 and data.url_base is None
 
 
+def test_ptb_datamodule_refuses_a_folder_of_your_own_corpus(tiny_corpus, tmp_path):
+    """rnnreg.ptb_datamodule(data_dir=<a folder holding train.txt, ...>) would download PTB beside the user's files and
+    train on PTB (offline: a line saying to download PTB by hand into their folder): one line, as rnnreg-train's for
+    data.data_dir without data=text, with the call that reads the corpus (which does); nothing is written there. A
+    folder of PTB's files, or one that does not exist yet (PTB's cache), is PTB's."""
+    before = sorted(p.name for p in tiny_corpus.iterdir())
+    with pytest.raises(ConfigError) as refused:
+        rnnreg.ptb_datamodule(data_dir=str(tiny_corpus), batch_size=4, bptt=5)
+    fix = (
+        f"rnnreg.LMDataModule('{tiny_corpus}', {{'train': {{'name': 'train.txt'}}, 'valid': {{'name': 'valid.txt'}}, "
+        "'test': {'name': 'test.txt'}}, batch_size=4, bptt=5)"
+    )
+    assert str(refused.value) == (
+        f"ptb_datamodule(data_dir='{tiny_corpus}'): that folder holds train.txt, valid.txt, test.txt, a corpus of your "
+        "own, and ptb_datamodule would download PTB's ptb.train.txt, ptb.valid.txt, ptb.test.txt there and use PTB, "
+        f"not that corpus: read it with {fix}"
+    )
+    assert sorted(p.name for p in tiny_corpus.iterdir()) == before
+    files = {split: {"name": f"{split}.txt"} for split in ("train", "valid", "test")}
+    assert rnnreg.LMDataModule(str(tiny_corpus), files, batch_size=4, bptt=5).vocab_size == 42  # the call it gives
+    assert rnnreg.ptb_datamodule(data_dir=str(tmp_path / "ptb"), batch_size=4, bptt=5).url_base  # PTB's cache: taken
+
+
 def test_paper_recipe_takes_its_overrides_unpacked():
     """A list of overrides given as one argument is one line saying to unpack it (before: Hydra's TypeError)."""
     with pytest.raises(

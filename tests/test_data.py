@@ -206,7 +206,16 @@ def test_evaluation_loaders_walk_windows_of_eval_bptt_and_training_of_bptt(tiny_
         ),
         ({"tarin": {"name": "a"}}, {}, r"^data.files has a split 'tarin': the splits are train, valid, test: did you "),
         ({"name": ""}, {}, r"^data.files\['train'\]\['name'\]='' must be a non-empty string$"),
-        ({"sha256": ""}, {}, r"^data.files\['train'\]\['sha256'\]='' must be a non-empty string or null \(the file's"),
+        (
+            {"sha256": ""},
+            {},
+            r"^data.files\['train'\]\['sha256'\]='' must be a sha256 sum of 64 hexadecimal digits or null \(the file's",
+        ),
+        (  # (before: taken, and every file refused as a checksum mismatch, with advice to delete it)
+            {"sha256": "abc"},
+            {},
+            r"^data.files\['train'\]\['sha256'\]='abc' must be a sha256 sum of 64 hexadecimal digits or null \(the",
+        ),
         (None, {"url_base": ["http://a"]}, r"^data.url_base=\['http://a'\] must be a non-empty string or null \(where"),
         (None, {"data_dir": ""}, r"^data.data_dir='' must be a non-empty string \(the folder holding the train/valid"),
     ],
@@ -520,6 +529,36 @@ def test_cached_file_with_wrong_checksum_is_rejected(ptb_dir: Path, pinned_files
     assert (cache / f"ptb.{split}.txt").read_bytes() == b"truncated"  # reported, not silently replaced
 
 
+def test_a_sum_your_own_corpus_does_not_match_says_to_correct_it_not_to_delete_the_file(tiny_corpus, tmp_path):
+    """data=text (no url_base): a file that is not the one its data.files.SPLIT.sha256 names is the user's own, with
+    nothing to download it from: the line says to correct the sum or set it to null (before: "delete the file to
+    download it again", of their only copy). A sum in upper case is the same sum; one that is not 64 hexadecimal
+    digits is refused as such before anything is made; a downloaded corpus's file still says to download it again."""
+    files = {split: {"name": f"{split}.txt"} for split in SPLITS}
+    path = tiny_corpus / "train.txt"
+    before = path.read_bytes()
+    with pytest.raises(DataError) as err:
+        ensure_files(tiny_corpus, files | {"train": {"name": "train.txt", "sha256": "a" * 64}})
+    assert str(err.value) == (
+        f"checksum mismatch for {path}: sha256 {sha256_of(path)}, expected {'a' * 64} (data.files.train.sha256): "
+        "the file is not the one that sum names: correct data.files.train.sha256 to the file's sum, or set it to "
+        "null not to check it"
+    )
+    assert path.read_bytes() == before
+    upper = files | {"train": {"name": "train.txt", "sha256": sha256_of(path).upper()}}
+    assert ensure_files(tiny_corpus, upper)["train"] == path
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"data.data_dir={tiny_corpus}", f"hydra.run.dir={run_dir}", "data.files.train.sha256=abc"]
+    with pytest.raises(ConfigError) as err:
+        validate_args("train", args)
+    assert str(err.value) == (
+        "data.files.train.sha256=abc must be a sha256 sum of 64 hexadecimal digits or null (the file's pinned sum, "
+        "or null not to check it)"
+    )
+    with pytest.raises(DataError, match=r"; delete the file to download it again$"):  # a copy of url_base's file
+        ensure_files(tiny_corpus, files | {"train": {"name": "train.txt", "sha256": "a" * 64}}, "http://127.0.0.1:9")
+
+
 def test_every_split_is_pinned_to_ptbs_sum(ptb_dir: Path, pinned_files):
     """conf/data/ptb.yaml pins each split to the sha256 of the paper's PTB file (a split without a sum would be
     used unchecked)."""
@@ -539,7 +578,7 @@ def test_a_ptb_split_without_its_pinned_sum_is_refused(ptb_config):
         assert re.fullmatch(r"[0-9a-f]{64}", str(pinned)), f"conf/data/ptb.yaml pins no sha256 for {split}: {pinned}"
     assert validate_args("train", ["experiment=paper_small"]) == 1
     for split in SPLITS:
-        message = rf"^data.files.{split}.sha256 is missing: it must be a non-empty string or null \(the file's pinned"
+        message = rf"^data.files.{split}.sha256 is missing: it must be a sha256 sum of 64 hexadecimal digits or null \("
         with pytest.raises(ConfigError, match=message):
             validate_args("train", ["experiment=paper_small", f"~data.files.{split}.sha256"])
 

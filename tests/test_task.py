@@ -42,11 +42,14 @@ def tiny_task(seed: int = 0, **optim) -> LanguageModelTask:
         ),
         (None, NO_DROPOUT, {"lr": 1.0}, r"^optim has no decay, decay_start, clip: give them, or start from rnnreg."),
         (None, NO_DROPOUT | {"between": "0.5"}, OPTIM, r"^dropout.between='0.5' must be a number in \[0, 1\)"),
+        (None, NO_DROPOUT, OPTIM | {"clip": 0}, r"^optim.clip=0 must be a number > 0 \(the global-norm clip, "),
+        (None, NO_DROPOUT, OPTIM | {"clip": None}, r"^optim.clip=null must be a number > 0 \(.*\), not null$"),
     ],
 )
 def test_a_library_users_task_settings_are_checked_as_a_config_is(model, dropout, optim, says):
     """LanguageModelTask's own dicts: a key left out is named at once (before: a KeyError once training began, or
-    for the optim, at configure_optimizers), a misspelt one refused (before: silently ignored), a value checked."""
+    for the optim, at configure_optimizers), a misspelt one refused (before: silently ignored), a value checked; the
+    clip by rnnreg-train's rule for trainer.gradient_clip_val (before: 0 trained nothing, None a TypeError later)."""
     model = model or {"hidden_size": 12, "num_layers": 2, "init_scale": 0.1}
     with pytest.raises(ConfigError, match=says):
         LanguageModelTask(30, model, dropout, optim)
@@ -119,6 +122,40 @@ def test_a_task_is_not_scored_on_another_vocabularys_data(tiny_corpus):
     averaged = PredictiveAverage([task.net, task.net])  # rnnreg-eval's ensemble: a net without an embedding of its own
     ensemble = LanguageModelTask(len(words), model, NO_DROPOUT, OPTIM, net=averaged)
     assert trainer.test(ensemble, datamodule=data, verbose=False)[0]["test/ppl"] > 1
+
+
+def test_a_dropout_p_the_sites_do_not_drop_at_is_refused_not_recorded():
+    """The network drops each site at its own rate; dropout.p only fills a placement's sites as a config is composed.
+    A recipe's dropout holds the sites' rates, no p; a p set in it that its dropping sites do not have is refused
+    (before: `recipe["dropout"]["p"] = 0.0` still dropped 0.5 everywhere, with p 0.0 in the hyper_parameters). A p
+    that every dropping site has (a run's, an older checkpoint's hyper_parameters) builds, as does one no site drops
+    at (dropout=none); a run whose site has a rate of its own beside p gives its task the sites' rates alone."""
+    import rnnreg
+    from rnnreg.recipes import compose_config
+    from rnnreg.task_config import task_arguments
+
+    recipe = rnnreg.paper_recipe("medium")
+    assert "p" not in recipe["dropout"] and recipe["dropout"]["input"] == 0.5
+    model = recipe["model"] | {"hidden_size": 8}
+    for p, composed in ((0.0, "'dropout=none'"), (0.3, "'dropout.p=0.3'")):
+        with pytest.raises(ConfigError) as refusal:
+            LanguageModelTask(30, model, recipe["dropout"] | {"p": p}, recipe["optim"])
+        assert str(refusal.value) == (
+            f"dropout.p={p} is not the rate of the sites that drop (input 0.5, between 0.5, output 0.5): the network "
+            "drops each site at its own rate, and p only fills a placement's sites as a config is composed: leave p "
+            "out, and set the sites' rates (dropout['input'] = ...) or compose the recipe with it "
+            f"(rnnreg.paper_recipe(size, {composed}))"
+        )
+    for cfg in (compose_config(), compose_config("dropout=none")):  # p 0.5: at every dropping site, or none drops
+        arguments = task_arguments(cfg)
+        assert arguments["dropout"]["p"] == cfg.dropout.p == 0.5  # kept: what the run's loggers record
+        task = LanguageModelTask(30, arguments["model"] | {"hidden_size": 8}, arguments["dropout"], arguments["optim"])
+        assert task.net.lstm.dropout == (0.5 if cfg.dropout.between else 0.0)
+    # a run with a site's own rate beside p (p 0.0, paper_small's): its task has the sites' rates, no p
+    cfg = compose_config("experiment=paper_small", "dropout.input=0.3")
+    arguments = task_arguments(cfg)
+    assert cfg.dropout.p == 0.0 and arguments["dropout"]["input"] == 0.3 and "p" not in arguments["dropout"]
+    LanguageModelTask(30, arguments["model"] | {"hidden_size": 8}, arguments["dropout"], arguments["optim"])
 
 
 def test_a_recipe_changed_after_a_task_is_built_leaves_the_task_as_built():

@@ -26,6 +26,7 @@ from rnnreg.config_search import (
     config_roots,
     hydra_as_main,
     read_command_line,
+    shadowed_config,
 )
 from rnnreg.errors import ConfigError, MissingValue, first_line
 from rnnreg.multirun_jobs import OPTUNA_SWEEPER, basic_sweeper, uses_stacked_launcher
@@ -215,6 +216,8 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         value_jobs = job_combinations({k: sweep_lines(o, roots) for k, o in value_sweeps.items()})
         for group_job in group_jobs:
             cfg = base if set(group_job) == set(first) else compose_groups(plain_groups + tuple(group_job))
+            if shadowed := shadowed_config(cfg.hydra.runtime.choices, primary, roots, command.config_dir, conf_dir):
+                raise ConfigError(shadowed)
             for value_job in value_jobs:
                 where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""
                 try:
@@ -335,8 +338,28 @@ def check_job(composed: DictConfig, config_name: str, overrides: list, chdir: bo
     apply_overrides(job, [o for o in overrides if not _is_hydra(o)], config_name)
     if chdir:  # (before the schema reads a checkpoint or a folder from here)
         check_paths_from_run_folder(job)
-    validate(job, config_name, choices=composed.hydra.runtime.choices)
+    choices = composed.hydra.runtime.choices
+    try:
+        validate(job, config_name, choices=choices)
+    except ConfigError as err:
+        if hint := group_package_hint(job, choices, config_name, str(err)):
+            raise ConfigError(hint) from None
+        raise
     return job
+
+
+def group_package_hint(job: DictConfig, choices: Any, config_name: str, refusal: str) -> str | None:
+    """The refusal of an unknown top-level key that is a config group's name (a group of the user's own, whose file
+    lacks `# @package _global_`: Hydra puts its keys under the group's name), with what to do; None otherwise."""
+    for key in job.keys():
+        option = (choices or {}).get(key)
+        if isinstance(option, str) and refusal.startswith(f"{key} is not a key of the {config_name} config"):
+            return (
+                f"{key} is not a key of the {config_name} config: {key}={option} is a config group of yours, whose "
+                f"file's keys Hydra puts under {key}; start {key}/{option}.yaml with `# @package _global_` so that "
+                f"its keys are the {config_name} config's"
+            )
+    return None
 
 
 def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> None:

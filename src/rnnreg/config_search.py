@@ -267,3 +267,50 @@ def borrowed_experiment_name(choices: Any, job: Any, roots: ConfigRoots) -> str 
         f"experiment={choice} keeps experiment_name={name} from the experiment it builds on: its runs go to {name}'s "
         f"folders, where ckpt_path=last of experiment={name} finds them; set experiment_name: {choice} in its file"
     )
+
+
+def shadowed_config(
+    choices: Any, primary: str, roots: ConfigRoots, config_dir: str | None, conf_dir: str = CONF_DIR
+) -> str | None:
+    """A refusal where a config the command selects (an option of a group, given or a default, or the primary config)
+    is a file of the user's folders with the name of one of conf/'s: Hydra's search path has conf/ first, so it reads
+    ours and never the user's (before: the user's edited copy was ignored with no word). A file of that name the
+    command does not select is left alone. None where no selected config is shadowed."""
+    ours = Path(conf_dir)
+    theirs = [root for root in roots.found if not _same_folder(root, ours)]
+    primary_folders = [Path(config_dir)] if config_dir and not _same_folder(Path(config_dir), ours) else []
+    selected = [(None, primary)]
+    for group, option in (choices or {}).items():
+        options = option if isinstance(option, (list, tuple)) or _is_list_config(option) else [option]
+        selected += [(str(group), o) for o in options if isinstance(o, str)]
+    for group, option in selected:
+        relative = f"{group}/{option}.yaml" if group else f"{option}.yaml"
+        if not ours.joinpath(relative).is_file():
+            continue
+        folders = theirs if group else primary_folders  # (a primary config is looked for in a --config-dir only)
+        if (root := next((r for r in folders if r.joinpath(relative).is_file()), None)) is None:
+            continue
+        head, _, name = option.rpartition("/")
+        renamed = f"{head}/my_{name}" if head else f"my_{name}"
+        select = f"{group}={renamed}" if group else f"--config-name {renamed}"
+        given = f"{group}={option}" if group else f"the primary config {option}"
+        renamed_file = f"{group}/{renamed}.yaml" if group else f"{renamed}.yaml"
+        return (
+            f"{given}: {root.joinpath(relative)} has the name of rnnreg's own {relative}, which Hydra reads instead "
+            f"(its search path has rnnreg's conf/ first), so yours would be ignored: give yours another name "
+            f"({renamed_file}) and select it with {select}"
+        )
+    return None
+
+
+def _is_list_config(value: Any) -> bool:
+    from omegaconf import ListConfig
+
+    return isinstance(value, ListConfig)
+
+
+def _same_folder(a: Traversable, b: Path) -> bool:
+    try:
+        return Path(str(a)).resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False

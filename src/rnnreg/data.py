@@ -54,7 +54,7 @@ def fetch_file(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) 
         # a connection closed early ends the reads quietly: without a pinned sha256 only the length tells
         if size is not None and size.isdigit() and received != int(size):
             raise OSError(f"the connection closed after {received:,} of {int(size):,} bytes")
-        if sha256 and (got := sha256_of(Path(tmp))) != sha256:
+        if sha256 and (got := sha256_of(Path(tmp))) != sha256.lower():  # (an upper-case digest is the same sum)
             raise DataError(
                 f"checksum mismatch for {dest.name} downloaded from {url}: sha256 {got}, "
                 f"expected {sha256}; the file was not used"
@@ -97,9 +97,17 @@ def ensure_files(data_dir: str | Path, files: dict, url_base: str | None = None)
                     f"could not download {spec['name']} ({err}); download {urls} "
                     f"by hand into {data_dir} (or set RNNREG_DATA_DIR)"
                 ) from None
-        elif sha256 and (got := sha256_of(path)) != sha256:
+        elif sha256 and (got := sha256_of(path)) != sha256.lower():  # (an upper-case digest is the same sum)
+            if url_base:  # (a download's folder: the file is a copy of the one at url_base)
+                raise DataError(
+                    f"checksum mismatch for {path}: sha256 {got}, expected {sha256}; delete the file to download it "
+                    f"again"
+                )
+            # the user's own corpus: nothing to download, and the file may be their only copy
             raise DataError(
-                f"checksum mismatch for {path}: sha256 {got}, expected {sha256}; delete the file to download it again"
+                f"checksum mismatch for {path}: sha256 {got}, expected {sha256} (data.files.{split}.sha256): the file "
+                f"is not the one that sum names: correct data.files.{split}.sha256 to the file's sum, or set it to "
+                f"null not to check it"
             )
         paths[split] = path
     return paths

@@ -16,7 +16,7 @@ from rnnreg import CONF_DIR
 from rnnreg.errors import ConfigError, MissingValue
 from rnnreg.multirun_jobs import override_key
 from rnnreg.override_refusals import quoted_override
-from rnnreg.task_config import optim_settings, plain
+from rnnreg.task_config import optim_settings, plain, site_rates
 from rnnreg.validation import not_given
 
 SIZES = ("small", "medium", "large")
@@ -110,7 +110,9 @@ def one_run(size: str, overrides: tuple[str, ...]) -> None:
 def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     """The paper's recipe for `size` (small, medium, large), as keyword arguments:
 
-    - `model`, `dropout`, `optim` (the clip included): LanguageModelTask(vocab_size, model, dropout, optim)
+    - `model`, `dropout`, `optim` (the clip included): LanguageModelTask(vocab_size, model, dropout, optim);
+      `dropout` holds each site's rate, not dropout.p, which only fills a placement's sites as the config is
+      composed: another rate is an override (paper_recipe("medium", "dropout.p=0.3")), or set the sites
     - `data`: ptb_datamodule(**data) (batch size, bptt, evaluation window, test streams; and the folder and
       files an override sets)
     - `trainer`: lightning.Trainer(**trainer) (max_epochs, and the Trainer arguments an override sets)
@@ -166,7 +168,7 @@ def paper_recipe(size: str = "small", *overrides: str) -> dict[str, Any]:
     return {
         "experiment": cfg.experiment_name,
         "model": plain(cfg.model),
-        "dropout": plain(cfg.dropout),
+        "dropout": site_rates(cfg.dropout),  # each site's rate (dropout.p filled them: an override sets it)
         "optim": optim_settings(cfg),
         # ptb_datamodule(**data): another corpus's folder and files (data=text) come with it
         "data": {key: plain(cfg.data[key]) for key in (*DATA_KEYS, *sorted(data - set(DATA_KEYS)))},
@@ -184,4 +186,37 @@ def ptb_datamodule(**kwargs: Any):
 
     data = plain(compose_config("experiment=paper_small").data)
     data.pop("_target_")
-    return LMDataModule(**(data | kwargs))
+    arguments = data | kwargs
+    if refusal := own_corpus_refusal(arguments, kwargs):
+        raise ConfigError(refusal)
+    return LMDataModule(**arguments)
+
+
+def own_corpus_refusal(arguments: dict, given: dict) -> str | None:
+    """ptb_datamodule(data_dir=<a folder holding a corpus of the user's own>): PTB's url_base would download PTB's
+    files beside theirs and train on PTB (offline: a line saying to download PTB by hand into their folder). As
+    rnnreg-train refuses data.data_dir=<that folder> without data=text: a folder holding train.txt, ... and none of
+    PTB's files is refused, with the call that reads it. None otherwise."""
+    import os
+    from pathlib import Path
+
+    from rnnreg.data import SPLITS
+
+    files, folder = arguments.get("files"), arguments.get("data_dir")
+    if not arguments.get("url_base") or not isinstance(files, dict) or not isinstance(folder, (str, os.PathLike)):
+        return None  # (LMDataModule says what is wrong with the arguments themselves)
+    folder = Path(folder).expanduser()
+    try:
+        names = [str(files[split]["name"]) for split in SPLITS]
+    except (KeyError, TypeError):
+        return None
+    own = [f"{s}.txt" for s in SPLITS if (folder / f"{s}.txt").is_file() and f"{s}.txt" not in names]
+    if not own or any((folder / name).exists() for name in names):
+        return None
+    own_files = {s: {"name": f"{s}.txt"} for s in SPLITS if (folder / f"{s}.txt").is_file()}
+    sizes = "".join(f", {k}={v!r}" for k, v in given.items() if k not in ("data_dir", "files", "url_base"))
+    return (
+        f"ptb_datamodule(data_dir={os.fspath(given['data_dir'])!r}): that folder holds {', '.join(own)}, a corpus of "
+        f"your own, and ptb_datamodule would download PTB's {', '.join(names)} there and use PTB, not that corpus: "
+        f"read it with rnnreg.LMDataModule({os.fspath(given['data_dir'])!r}, {own_files!r}{sizes})"
+    )

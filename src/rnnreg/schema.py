@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import re
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from rnnreg.run_record import checkpoint_in_folder
 
 @dataclass(frozen=True)
 class Rule:
-    """What one key accepts. kind: int | float | bool | text | choice | ckpt | devices | any | node | nodes."""
+    """What one key accepts. kind: int | float | bool | text | sha256 | choice | ckpt | devices | any | node | nodes."""
 
     kind: str
     lo: float | None = None
@@ -69,6 +70,8 @@ class Rule:
             what = "one of " + ", ".join(shown if len(shown) <= 10 else [*shown[:8], "..."])
         elif self.kind == "text":
             what = "a non-empty string"
+        elif self.kind == "sha256":
+            what = "a sha256 sum of 64 hexadecimal digits"
         elif self.kind == "words":
             what = "words separated by spaces (quoted where they hold a comma or brackets)"
         elif self.kind == "ckpt":
@@ -161,7 +164,7 @@ def nodes(schema: type | None = None, **kw: Any) -> Any:
 @dataclass
 class DataFile:
     name: str = text()
-    sha256: str = text(null=True, hint="the file's pinned sum, or null not to check it")
+    sha256: str = rule("sha256", null=True, hint="the file's pinned sum, or null not to check it")
 
 
 @dataclass
@@ -496,6 +499,9 @@ def check_value(value: Any, r: Rule) -> str | None:
             return None
     elif kind == "text":
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value):
+            return None
+    elif kind == "sha256":  # (a file's sum: a typo or a cut-off copy would fail every file, as a checksum mismatch)
+        if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value):
             return None
     elif kind == "words":  # (a list or mapping would be split as its printed text)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -21,7 +21,19 @@ from rnnreg.model import State, build_net, mean_nll, paper_objective
 from rnnreg.optim import paper_optimizer
 from rnnreg.resume import restore_resume_state, save_resume_state, validate_again
 from rnnreg.resume_checks import vocabulary_refusal
-from rnnreg.schema import Dropout, Model, Optim, Speed, group_problem, paper_values, rules
+from rnnreg.schema import (
+    Dropout,
+    Model,
+    Optim,
+    Speed,
+    TrainTrainer,
+    check_value,
+    group_problem,
+    paper_values,
+    rules,
+    shown_from_file,
+)
+from rnnreg.task_config import unused_rate
 from rnnreg.training_signals import TrainingSignals
 
 # each group's keys that the network and the update rule read without a default (rnnreg.model.net_kwargs,
@@ -65,7 +77,14 @@ def check_task_groups(groups: dict) -> None:
                 f"rnnreg.paper_recipe('small')['{name}']"
             )
         problem = group_problem(values, TASK_GROUPS[name], name)
+        if name == "optim" and not problem:  # the clip by rnnreg-train's rule for trainer.gradient_clip_val (before:
+            # 0 trained nothing, each update scaled to 0, and None was a TypeError once training had begun)
+            clip = check_value(values["clip"], rules(TrainTrainer)["gradient_clip_val"])
+            problem = clip and f"optim.clip={shown_from_file(values['clip'])} {clip}"
         if problem:
+            raise ConfigError(problem)
+    if isinstance(groups.get("dropout"), Mapping) and "p" in groups["dropout"]:
+        if problem := unused_rate(groups["dropout"]):  # (rnnreg.task_config's: a run's task leaves such a p out)
             raise ConfigError(problem)
 
 
