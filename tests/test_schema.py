@@ -483,6 +483,18 @@ NO_INTERVAL = (
             r"^callbacks.early_stopping is not in the config: select it with callbacks=early_stopping or "
             r"regularizer=early_stopping, then set callbacks.early_stopping.patience=2$",
         ),
+        # regularizer=early_stopping selects callbacks=early_stopping, and a callbacks= given selects another over it
+        # (before: the run trained without early stopping, its record saying regularizer=early_stopping)
+        (
+            ["callbacks=default", "regularizer=early_stopping"],
+            r"^regularizer=early_stopping selects callbacks=early_stopping, and callbacks=default given here selects "
+            r"another over it: the run would train without early stopping: give callbacks=early_stopping \(or leave "
+            r"callbacks= out\)$",
+        ),
+        (
+            ["-m", "regularizer=[weight_decay],[early_stopping,weight_decay]", "callbacks=default"],
+            r"^regularizer=\[early_stopping,weight_decay\] selects callbacks=early_stopping, and callbacks=default ",
+        ),
         (  # the same with + (before: "callbacks.early_stopping={...} must be null or a mapping with _target_")
             ["+callbacks.early_stopping.patience=2"],
             r"^callbacks.early_stopping is not in the config: select it with callbacks=early_stopping or "

@@ -218,6 +218,7 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
             cfg = base if set(group_job) == set(first) else compose_groups(plain_groups + tuple(group_job))
             if shadowed := shadowed_config(cfg.hydra.runtime.choices, primary, roots, command.config_dir, conf_dir):
                 raise ConfigError(shadowed)
+            check_early_stopping_kept(parser.parse_overrides([*plain_groups, *group_job]), cfg.hydra.runtime.choices)
             for value_job in value_jobs:
                 where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""
                 try:
@@ -346,6 +347,24 @@ def check_job(composed: DictConfig, config_name: str, overrides: list, chdir: bo
             raise ConfigError(hint) from None
         raise
     return job
+
+
+def check_early_stopping_kept(group_overrides: list, choices: Any) -> None:
+    """regularizer=early_stopping selects the callbacks option of that name, and a callbacks= of the command line
+    selects another over it (Hydra's command line wins): a ConfigError, as the run would train without early stopping
+    and its record would say regularizer=early_stopping (Hydra records no list group's choice: read from the job's
+    group overrides)."""
+    for o in group_overrides:
+        if o.key_or_group != "regularizer" or o.is_delete():
+            continue
+        options = o.value() if isinstance(o.value(), list) else [o.value()]
+        callbacks = (choices or {}).get("callbacks")
+        if "early_stopping" in options and callbacks != "early_stopping":
+            raise ConfigError(
+                f"{o.input_line} selects callbacks=early_stopping, and callbacks={callbacks} given here selects "
+                f"another over it: the run would train without early stopping: give callbacks=early_stopping (or "
+                f"leave callbacks= out)"
+            )
 
 
 def group_package_hint(job: DictConfig, choices: Any, config_name: str, refusal: str) -> str | None:
