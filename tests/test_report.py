@@ -351,9 +351,10 @@ def test_paper_lines_only_beside_the_paper_recipe_in_full(tmp_path):
     )
     assert paper_lines(figure_test_ppl(short, PAPER)) == paper_lines(figure_test_ppl(limited, PAPER)) == []
     assert paper_size_of(full[0], PAPER) == "medium" and paper_size_of(toy[0], PAPER) is None
-    # a limit of the fraction 1.0 leaves every batch in; the count 1 is one batch
+    # a limit of the fraction 1.0 leaves every batch in; the count 1 is one batch (of the test split too: before, a
+    # cut test was set beside the paper's)
     for limit, size in ((1.0, "medium"), (1, None)):
-        for key in ("limit_train_batches", "limit_val_batches"):
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
             (row,) = collect(
                 ablation(tmp_path / f"{key}{limit!r}", {"none": (100.0,)}, "paper_medium", FULL_MEDIUM | {key: limit})
             )

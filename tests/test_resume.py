@@ -504,6 +504,7 @@ def test_a_run_that_trainer_max_steps_stopped_inside_an_epoch_resumes_exactly(ti
         k: whole[k] for k in ("val_ppl", "best_val_ppl", "epochs")
     }
     assert "stopped_at" not in resumed and "stopped_at" not in whole
+    assert "limit_val_batches" not in whole  # (its validation whole: only a cut split's limit is recorded)
     with pytest.raises(ConfigError, match=r"holds 9 trained windows and trainer.max_steps=9: nothing is left to train"):
         train(tiny_cfg(*budget, "trainer.max_epochs=4", "+trainer.max_steps=9", f"ckpt_path={ckpt}", run="again"))
 

@@ -19,6 +19,9 @@ def loaded(path: Path) -> tuple[object, str | None]:
         return None, first_line(err)
 
 
+LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")  # trainer's, a run's splits' budget
+
+
 def full_budget(limit) -> bool:
     """A (recorded) trainer.limit_*_batches that leaves every batch in: null, or the fraction 1.0."""
     return limit is None or (isinstance(limit, float) and limit == 1.0)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 from rnnreg.io import replace_atomically
-from rnnreg.record_yaml import full_budget
+from rnnreg.record_yaml import LIMITS, full_budget
 from rnnreg.report import FORMATS
 from rnnreg.report_tables import by_config
 
@@ -162,7 +162,7 @@ def paper_size_of(row: dict, paper: dict | None) -> str | None:
     trainer = row.get("trainer") or {}
     if trainer.get("max_epochs") != wanted["max_epochs"]:
         return None
-    if not (full_budget(trainer.get("limit_train_batches")) and full_budget(trainer.get("limit_val_batches"))):
+    if not all(full_budget(trainer.get(key)) for key in LIMITS):  # (a cut test split too: not the paper's test)
         return None
     return size
 

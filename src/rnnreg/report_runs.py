@@ -23,7 +23,7 @@ from rnnreg.errors import ConfigError
 from rnnreg.job_records import ERROR_FILE, error_written_last, first_words, how_it_ended, job_order
 from rnnreg.multirun_jobs import NOT_COMPARED, override_key
 from rnnreg.override_text import quoted_for_hydra, string_value
-from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
+from rnnreg.record_yaml import LIMITS, read_yaml, recorded_overrides, section, unreadable
 from rnnreg.run_lock import RunLock
 from rnnreg.run_record import MAX_NLL, metrics_path, null_as_nan, read_metrics
 
@@ -247,7 +247,7 @@ def collect(root: Path) -> list[dict]:
                 "model": group_option(choices, overrides, "model"),
                 "experiment": group_option(choices, overrides, "experiment"),
                 "launcher": group_option(choices, overrides, "hydra/launcher"),
-                "trainer": {k: trainer.get(k) for k in ("max_epochs", "limit_train_batches", "limit_val_batches")},
+                "trainer": {k: trainer.get(k) for k in ("max_epochs", *LIMITS)},
                 "recipe": {
                     "data": group_option(choices, overrides, "data"),
                     "hidden_size": model.get("hidden_size"),

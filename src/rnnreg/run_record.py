@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rnnreg.override_text import pasted_override
+from rnnreg.record_yaml import full_budget
 
 # A run's folder: the checkpoints conf/callbacks/default.yaml's callbacks write (a stacked member's job writes the
 # same files) and its metrics.json. Names, for a glob or a check of a folder's entries; the paths below build on them.
@@ -95,6 +96,15 @@ def tested_record(trained: dict, tests: dict[str, float]) -> dict:
     test) and that test's perplexities (`tests`), in completed_record's order."""
     validation = {key: trained[key] for key in ("val_ppl", "val_epoch") if key in trained}
     return validation | tests | {key: value for key, value in trained.items() if key not in validation}
+
+
+def with_cut_splits(record: dict, trainer) -> dict:
+    """`record` with the trainer.limit_val_batches and limit_test_batches that cut its val_ppl and test_ppl short (as
+    rnnreg-eval's record has them): not to be read as the whole split's."""
+    cut = {"limit_val_batches": "val_ppl", "limit_test_batches": "test_ppl"}
+    return record | {
+        key: trainer.get(key) for key, score in cut.items() if score in record and not full_budget(trainer.get(key))
+    }
 
 
 def unfinished_record(status: str, error: str, epochs: int, resume: str) -> dict:

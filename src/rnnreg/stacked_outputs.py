@@ -38,6 +38,7 @@ from rnnreg.run_record import (
     recorded_metrics,
     resume_from,
     unfinished_record,
+    with_cut_splits,
 )
 from rnnreg.task_config import task_arguments
 from rnnreg.timing import median_step_words_per_second
@@ -301,7 +302,7 @@ def completed_metrics(group: GroupTrainer, k: int, tests: dict[str, float]) -> d
         median_step_words_per_second(group.words_per_window, group.window_seconds, group.device.type == "cuda"),
         group.last_epoch_words_per_second,
     )
-    return completed_record(
+    record = completed_record(
         (m.val_ppl, group.last_validation(m.epochs)) if validated else None,
         tests,
         m.best_val if validated else None,
@@ -311,3 +312,4 @@ def completed_metrics(group: GroupTrainer, k: int, tests: dict[str, float]) -> d
         group.model.parameters_per_member,
         group.jobs[k].cfg.experiment_name,
     )
+    return with_cut_splits(record, group.jobs[k].cfg.trainer)

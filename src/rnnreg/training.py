@@ -67,6 +67,7 @@ from rnnreg.run_record import (
     test_left_in,
     tested_record,
     unfinished_record,
+    with_cut_splits,
 )
 from rnnreg.runtime import hide_expected_warnings, log, route_lightning_logs, unwarned_default_log_interval
 from rnnreg.speed_settings import apply_speed, require_triton
@@ -303,7 +304,7 @@ def run_training(cfg: DictConfig, preemption: Preemption) -> dict:
                 say_the_multirun_stopped(stop)
             raise SystemExit(128 + stop) from None
         raise
-    metrics = tested_record(training_record, tests)
+    metrics = with_cut_splits(tested_record(training_record, tests), cfg.trainer)
     if trainer.is_global_zero:
         write_json_atomic(metrics_path(cfg.paths.output_dir), metrics)
         best = best_weights(cfg, trainer, fitted=pending is None)
