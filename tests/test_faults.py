@@ -580,6 +580,39 @@ def test_a_run_that_skips_validation_saves_its_final_model_and_says_what_was_val
     assert (tmp_path / "run/checkpoints/best.ckpt").exists() == bool(val_epoch)
 
 
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        (  # a mistyped argument of one's own callback (before: Hydra's page, exit 1)
+            ["+callbacks.mine._target_=helpers.RaiseAtFirstWindow", "+callbacks.mine.tagg=1"],
+            "callbacks.mine (helpers.RaiseAtFirstWindow) could not be made: RaiseAtFirstWindow() takes no arguments: "
+            "check callbacks.mine._target_ and the arguments its class takes",
+        ),
+        (
+            ["+callbacks.lr_monitor.foo=1"],
+            "callbacks.lr_monitor (lightning.pytorch.callbacks.LearningRateMonitor) could not be made: "
+            "LearningRateMonitor.__init__() got an unexpected keyword argument 'foo': check "
+            "callbacks.lr_monitor._target_ and the arguments its class takes",
+        ),
+        (
+            ["+logger.mine._target_=nomodule.Logger"],
+            "logger.mine (nomodule.Logger) could not be made: it cannot be imported (No module named 'nomodule'): "
+            "check logger.mine._target_ and the arguments its class takes",
+        ),
+        (  # no callback at all (before: a traceback at Lightning's first hook)
+            ["+callbacks.mine._target_=collections.OrderedDict"],
+            "callbacks.mine._target_=collections.OrderedDict is not a Lightning callback (lightning.pytorch.Callback): "
+            "give a callback's class, or remove callbacks.mine",
+        ),
+    ],
+    ids=["argument", "rnnreg-callback-argument", "logger-import", "not-a-callback"],
+)
+def test_a_callback_or_logger_that_cannot_be_made_is_one_line_naming_its_entry(tiny_cfg, overrides, line):
+    with pytest.raises(ConfigError) as refused:
+        train(tiny_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", *overrides))
+    assert str(refused.value) == line
+
+
 def test_runs_without_the_speed_monitor(tiny_cfg):
     metrics = train(tiny_cfg("callbacks.speed_monitor=null", "trainer.max_epochs=1", "trainer.limit_train_batches=3"))
     assert metrics["status"] == "completed" and "words_per_second" not in metrics
