@@ -509,6 +509,31 @@ def test_a_run_that_trainer_max_steps_stopped_inside_an_epoch_resumes_exactly(ti
         train(tiny_cfg(*budget, "trainer.max_epochs=4", "+trainer.max_steps=9", f"ckpt_path={ckpt}", run="again"))
 
 
+def test_the_records_fix_for_a_run_of_ones_own_configs_names_its_config_dir_and_its_corpus_only(tmp_path):
+    """A run of one's own experiment (--config-dir myconf experiment=mine data.bptt=5, its data chosen by the
+    experiment): the vocabulary refusal gave `data.bptt=5` as the data it was trained on, which reads the same words,
+    and the model refusal `experiment=mine` without the --config-dir it needs (found by a probe). Both name the
+    folder of the run's configs, and the vocabulary line the options that chose its corpus."""
+    run_dir, myconf = tmp_path / "run", tmp_path / "myconf"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- experiment=mine\n- data.bptt=5\n- model.hidden_size=16\n")
+    sources = [{"path": str(myconf), "schema": "file", "provider": "command-line"}]
+    hydra = {"job": {"config_name": "train"}, "runtime": {"config_sources": sources, "choices": {"data": "tiny"}}}
+    (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    assert vocabulary_refusal(ckpt, ["a", "<eos>"], ["b", "a", "<eos>"], None, "evaluate") == (
+        f"{ckpt} was trained on another vocabulary (2 words) than this data (3 words): evaluate it on the data it was "
+        f"trained on (--config-dir {myconf} data=tiny, its run's .hydra/hydra.yaml records)"
+    )
+    checkpoint = {"hyper_parameters": {"model": {"hidden_size": 16, "num_layers": 2}}}
+    with pytest.raises(ConfigError) as refused:
+        check_resume_model({"hidden_size": 8, "num_layers": 2}, checkpoint, ckpt)
+    assert str(refused.value).endswith(
+        f"resume with the model it was trained with (--config-dir {myconf} experiment=mine model.hidden_size=16, "
+        "from its run's .hydra/overrides.yaml)"
+    )
+
+
 def test_a_relative_recorded_data_dir_is_not_taken_for_this_commands(tmp_path, monkeypatch):
     """A run given a relative data.data_dir (fine without hydra.job.chdir) read it from the folder it started in;
     evaluated from another folder holding a folder of that name, another corpus, the refusal said the train file

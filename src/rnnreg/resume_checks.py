@@ -6,6 +6,7 @@ line naming the key and the fix where they do not. Restoring the state is rnnreg
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import NamedTuple
@@ -20,6 +21,7 @@ from rnnreg.errors import CheckpointError, ConfigError, DataError
 from rnnreg.model import build_net
 from rnnreg.multirun_jobs import override_key
 from rnnreg.record_yaml import read_yaml, recorded_choice, recorded_overrides, section
+from rnnreg.recorded_commands import recorded_run_command
 
 # optimiser settings a resume takes from the checkpoint's optimiser state, not from the command line (clip:
 # trainer.gradient_clip_val, which rnnreg.optim.ClippedSGD keeps in its parameter group)
@@ -481,10 +483,22 @@ def check_resume_against(resumed: ResumedData, corpus, datamodule, limit, ckpt_p
     return lines
 
 
+# the overrides that choose a run's corpus (its words): the data option, its folder, its files
+CORPUS_OVERRIDES = ("data=", "data.data_dir=", "data.files.")
+
+
 def data_overrides(run: Path) -> str:
-    """The data=... overrides of the run in folder `run`, or "" (none, or no record it can read: the refusal it adds
-    to says enough without them)."""
-    return recorded_overrides_of(run, ("data=", "data."))
+    """The overrides of the run in folder `run` that chose its corpus (data=..., data.data_dir, data.files: not its
+    data.bptt, say, which reads the same words), after the command-line flags its record keeps (--config-dir ...),
+    or "" (none, or no record it can read: the refusal it adds to says enough without them)."""
+    return with_recorded_flags(run, recorded_overrides_of(run, CORPUS_OVERRIDES))
+
+
+def with_recorded_flags(run: Path, overrides: str) -> str:
+    """`overrides` of the run in folder `run` after the flags its command had that Hydra keeps apart (--config-dir
+    of the user's own configs, which its experiment= or data= options may need); "" where `overrides` is."""
+    flags = recorded_run_command(run)[1:]
+    return " ".join([*map(shlex.quote, flags), overrides]) if overrides else ""
 
 
 def recorded_overrides_of(run: Path, prefixes: tuple[str, ...]) -> str:
@@ -521,7 +535,9 @@ def check_resume_model(model: dict, checkpoint: dict, ckpt_path) -> None:
             continue
         was, given = (str(v).lower() if isinstance(v, bool) else v for v in (saved[key], model[key]))
         run = Path(str(ckpt_path)).parent.parent
-        recorded = recorded_overrides_of(run, ("experiment=", "model=", "model.", "regularizer="))
+        recorded = with_recorded_flags(
+            run, recorded_overrides_of(run, ("experiment=", "model=", "model.", "regularizer="))
+        )
         fix = f"{recorded}, from its run's .hydra/overrides.yaml" if recorded else f"model.{key}={was}"
         raise ConfigError(
             f"model.{key}={given} where {ckpt_path} was trained with model.{key}={was}"
@@ -561,20 +577,22 @@ def vocabulary_refusal(
         )
     data = data_overrides(run) if run is not None else ""
     if not data and run is not None and (choice := default_data(run)):
-        return f"{head}: {verb} it on the data it was trained on (data={choice}, its run's .hydra/hydra.yaml records)"
+        given = with_recorded_flags(run, f"data={choice}")
+        return f"{head}: {verb} it on the data it was trained on ({given}, its run's .hydra/hydra.yaml records)"
     return f"{head}: {verb} it on the data it was trained on" + (
         f" ({data}, from its run's .hydra/overrides.yaml)" if data else ""
     )
 
 
 def default_data(run: Path) -> str | None:
-    """The data option the run in folder `run` ran with where its overrides gave none (its config's default, PTB),
-    as its hydra.yaml records it; None where its overrides give its data, or its record cannot be read."""
+    """The data option the run in folder `run` ran with where its overrides chose no corpus (its config's default,
+    PTB, or its experiment's), as its hydra.yaml records it; None where its overrides chose its corpus, or its
+    record cannot be read."""
     try:
         overrides = recorded_overrides(run)
     except (DataError, OSError):  # (OSError: recorded_overrides lets a file it may not open through)
         return None
-    if overrides is None or any(override_key(o).split(".")[0] == "data" for o in overrides):
+    if overrides is None or any(o.lstrip("+").startswith(CORPUS_OVERRIDES) for o in overrides):
         return None
     return recorded_choice(run, "data")
 
