@@ -974,11 +974,21 @@ def test_settings_that_keep_last_ckpt_and_the_run_whole_validate(args):
     assert validate_args("train", args) == 1
 
 
-@pytest.mark.parametrize("beat", ["every_n_epochs=1", "every_n_train_steps=0", "train_time_interval=null"])
-def test_a_checkpoint_beat_that_saves_at_every_validation_validates(beat):
+@pytest.mark.parametrize(
+    "beats",
+    [["every_n_epochs=1"], ["every_n_train_steps=0", "every_n_epochs=1"], ["train_time_interval=null"]],
+)
+def test_a_checkpoint_beat_that_saves_at_every_validation_validates(beats):
     """ModelCheckpoint's own values for saving at every validation, given explicitly: best.ckpt is still the lowest
     val/ppl, so they are taken (only another beat is refused)."""
-    assert validate_args("train", [f"+callbacks.model_checkpoint.{beat}"]) == 1
+    assert validate_args("train", [f"+callbacks.model_checkpoint.{beat}" for beat in beats]) == 1
+
+
+def test_every_n_train_steps_0_alone_is_refused_as_it_would_save_no_best_checkpoint():
+    """Lightning takes every_n_train_steps=0 given alone as every_n_epochs=0 too: best.ckpt was never written, and the
+    final test took the final weights without a word (found by a probe); given with every_n_epochs=1 it is taken."""
+    with pytest.raises(ConfigError, match=r"^callbacks.model_checkpoint.every_n_train_steps=0: checkpoints/best.ckpt "):
+        validate_args("train", ["+callbacks.model_checkpoint.every_n_train_steps=0"])
 
 
 # Values no run can train with, written out by hand: the bad-value table above is made from the schema's own rules,

@@ -385,6 +385,9 @@ def _check_best_checkpoint(best: Any) -> None:
     for key, unset in SAVE_BEATS.items():
         if best.get(key, None) not in unset:
             raise ConfigError(save_beat_refusal(key, best.get(key)))
+    # (Lightning: a beat given turns an unset one off: every_n_train_steps=0 alone saves at no validation at all)
+    if best.get("every_n_train_steps", None) is not None and best.get("every_n_epochs", None) is None:
+        raise ConfigError(save_beat_refusal("every_n_train_steps", best.get("every_n_train_steps")))
 
 
 # Lightning's folder for what a run writes, set to the run's own in conf/trainer/default.yaml (its one owner): every
