@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> str:
     data = rnnreg.ptb_datamodule(**(recipe["data"] | extra))
     for placement in PLACEMENTS:
         metrics = train_one(placement, args, data, args.out)
-        print(f"{placement}: best val ppl {metrics['best_val_ppl']:.1f}, test ppl {metrics['test_ppl']:.1f}")
+        cut = f" (the first {args.val_windows} windows of each split)" if args.val_windows else ""
+        print(f"{placement}: best val ppl {metrics['best_val_ppl']:.1f}, test ppl {metrics['test_ppl']:.1f}{cut}")
     table = report(args.out)
     print(table)
     print(f"wrote {args.out}/report.md, report.csv, summary.csv, summary.tex, val_ppl.png, test_ppl.png (and .pdf)")

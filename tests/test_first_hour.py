@@ -1077,6 +1077,8 @@ def test_example_compare_placements(ptb_dir, tmp_path, capsys, caplog, monkeypat
         warnings.resetwarnings()  # (Python's defaults: what a user's own process starts with)
         table = example.main([*args, "--out", str(out)])
     assert table.count("| completed |") == 3
+    printed = [line for line in capsys.readouterr().out.splitlines() if ": best val ppl " in line]
+    assert len(printed) == 3 and all(line.endswith(" (the first 2 windows of each split)") for line in printed)
     assert not [w for w in shown if "logging interval" in str(w.message) or "is deprecated" in str(w.message)]
     assert not [r for r in caplog.records if "Tip:" in r.getMessage()]
     for placement in example.PLACEMENTS:
