@@ -136,6 +136,7 @@ def test_a_stop_in_validation_resumes_with_that_validation(tiny_cfg, tmp_path):
     first = tmp_path / "first"
     ckpt = torch.load(first / "checkpoints/last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6 and ckpt["validation_pending"] and ckpt["train_carry"]["tokens"] == 6 * 5 * 4
+    assert ckpt["train_bptt"] == 5  # (what a resume's data.bptt is checked against)
     resumed = train(tiny_cfg(*common, f"ckpt_path={first}/checkpoints/last.ckpt", run="second"))
     for key in ("val_ppl", "val_epoch", "best_val_ppl", "epochs"):
         assert resumed[key] == whole[key], key

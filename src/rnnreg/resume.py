@@ -69,13 +69,13 @@ def save_resume_state(task, trainer, checkpoint: dict) -> None:
     validating = in_validation(trainer)
     if window or validating:  # the epoch's training sums (its train/ppl) go on in the resumed run
         checkpoint["train_carry"] = mid_epoch_carry(task, trainer)
+        if datamodule is not None and hasattr(datamodule, "bptt"):  # the window reached counts windows of this length
+            checkpoint["train_bptt"] = datamodule.bptt
     if window and not validating:
         # trainer.max_steps inside an epoch ends its epoch loop as if the epoch were done: counted as one stopped in
         # it, as a signal's checkpoint is, a resume trains the epoch's other windows (before: it skipped them)
         for counts in checkpoint["loops"]["fit_loop"]["epoch_progress"].values():
             counts["processed"] = counts["completed"]
-        if datamodule is not None and hasattr(datamodule, "bptt"):  # the window reached counts windows of this length
-            checkpoint["train_bptt"] = datamodule.bptt
     if validating:
         checkpoint["validation_pending"] = True
     if validating or (trainer is not None and trainer.sanity_checking):  # (a stop in Lightning's sanity check)
