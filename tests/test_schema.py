@@ -483,6 +483,15 @@ NO_INTERVAL = (
             r"^callbacks.early_stopping is not in the config: select it with callbacks=early_stopping or "
             r"regularizer=early_stopping, then set callbacks.early_stopping.patience=2$",
         ),
+        # Lightning's SWA: another lr schedule, a test of weights no checkpoint holds (before: taken; found by a probe)
+        (
+            [
+                "+callbacks.swa._target_=lightning.pytorch.callbacks.StochasticWeightAveraging",
+                "+callbacks.swa.swa_lrs=0.1",
+            ],
+            r"^callbacks.swa._target_=lightning.pytorch.callbacks.StochasticWeightAveraging: stochastic weight "
+            r"averaging replaces the run's lr schedule",
+        ),
         # regularizer=early_stopping selects callbacks=early_stopping, and a callbacks= given selects another over it
         # (before: the run trained without early stopping, its record saying regularizer=early_stopping)
         (

@@ -222,6 +222,14 @@ def cross_checks(cfg: DictConfig, schema: type, choices: Any = None) -> None:
                 f"another), or joblib's jobs on one device each"
             )
     if schema is Train and cfg.get("callbacks"):
+        for name, spec in cfg.callbacks.items():  # (Lightning's SWA swaps the lr schedule and tests weights no
+            # checkpoint holds: rnnreg-eval of best.ckpt or last.ckpt would not give the run's test_ppl)
+            if isinstance(spec, DictConfig) and str(spec.get("_target_", "")).endswith("StochasticWeightAveraging"):
+                raise ConfigError(
+                    f"callbacks.{name}._target_={spec._target_}: stochastic weight averaging replaces the run's lr "
+                    f"schedule (optim.decay) with its own and tests averaged weights that no checkpoint holds, so "
+                    f"rnnreg-eval and a resume could not reproduce the run: remove callbacks.{name}"
+                )
         _check_best_checkpoint(cfg.callbacks.get("model_checkpoint"))
         for name in ("last_checkpoint", "checkpoint_on_interrupt"):
             if why := last_checkpoint_refusal(cfg, name):
