@@ -71,6 +71,13 @@ def pad_hidden_to(check_path: str | Path) -> str:
 
 
 def main(argv: list[str]) -> str:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        raise SystemExit(0)
+    if len(argv) not in (2, 3) or not (len(argv) == 2 or argv[2].isdigit() and int(argv[2]) > 0):
+        usage = "python benchmarks/gpu_decisions.py DECISION CHECK.json [K]"
+        print(f"error: {' '.join(argv) or 'no arguments'}: give {usage} (--help: the decisions)", file=sys.stderr)
+        raise SystemExit(2)
     what, path, *rest = argv
     if what == "cuda_graph":
         return str(cuda_graph(path)).lower()

@@ -613,6 +613,24 @@ def test_the_sweeps_triton_update_follows_its_check(tmp_path, monkeypatch, updat
     assert gpu_decisions.triton_update(tmp_path / "missing.json") is False
 
 
+def test_gpu_decisions_answers_help_and_bad_arguments_in_one_line(monkeypatch, capsys):
+    """--help prints the decisions; no arguments, or a K that is no whole number, is a usage line and exit 2 (before:
+    Python's traceback; found by a probe)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import gpu_decisions
+
+    with pytest.raises(SystemExit) as ended:
+        gpu_decisions.main(["--help"])
+    assert ended.value.code == 0 and "speed.cuda_graph" in capsys.readouterr().out
+    for argv in ([], ["triton_update", "check.json", "x"], ["triton_cell"]):
+        with pytest.raises(SystemExit) as ended:
+            gpu_decisions.main(argv)
+        (line,) = capsys.readouterr().err.splitlines()
+        assert ended.value.code == 2 and line.endswith(
+            ": give python benchmarks/gpu_decisions.py DECISION CHECK.json [K] (--help: the decisions)"
+        ), argv
+
+
 def test_gpu_check_sweep_settings(tmp_path):
     """gpu_check.sh's `settings` mode: what each sweep mode would run with, from the files in WORK_DIR (the same
     functions the modes call). It reads those files and writes none: the device
