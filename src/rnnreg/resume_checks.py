@@ -28,6 +28,7 @@ from rnnreg.recorded_commands import recorded_run_command
 SAVED_WITH_THE_OPTIMISER = ("lr", "momentum", "weight_decay", "clip")
 # the lr schedule's: the epochs trained so far followed the checkpoint's, and a resume starts from the lr it saved
 SCHEDULE = ("decay", "decay_start")
+RESUMED_OPTIM = SAVED_WITH_THE_OPTIMISER + SCHEDULE  # what a resume's optim is compared in (check_resume_optim)
 
 
 def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
@@ -69,8 +70,7 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         and len(checkpoint["lr_schedulers"]) == len(optimizers)
         and all(isinstance(s, dict) for s in checkpoint["lr_schedulers"]),
         # what a resume compares with the command line's optim (check_resume_settings): numbers
-        "hyper_parameters": isinstance(optim, dict)
-        and all(number(optim[k]) for k in SAVED_WITH_THE_OPTIMISER + SCHEDULE if k in optim),
+        "hyper_parameters": isinstance(optim, dict) and all(number(optim[k]) for k in RESUMED_OPTIM if k in optim),
         "state_dict": isinstance(checkpoint["state_dict"], dict)
         and all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values()),
         # a stop inside an epoch: every stream's carried (h, c), of the model's layers and units, and the epoch's sums
@@ -94,7 +94,7 @@ def check_training_state(checkpoint: dict, ckpt_path: str) -> None:
         if key not in checkpoint:
             raise not_written_by_train(ckpt_path, f"it holds no {key}, which a training state has")
         if key == "hyper_parameters" and isinstance(optim, dict):  # name the entry that is off
-            name = next(k for k in SAVED_WITH_THE_OPTIMISER + SCHEDULE if k in optim and not number(optim[k]))
+            name = next(k for k in RESUMED_OPTIM if k in optim and not number(optim[k]))
             key, value = f"hyper_parameters['optim'][{name!r}]", optim[name]
         elif key == "hyper_parameters" and isinstance(hparams, dict):
             key, value = "hyper_parameters['optim']", optim
@@ -344,7 +344,7 @@ def check_resume_optim(optim: dict, checkpoint: dict, ckpt_path) -> None:
     (the new value would not be used) or the lr schedule's (its epochs so far followed the old schedule, and it goes
     on from the lr it saved: the run would follow neither). Its record would name values it did not train with."""
     saved = (checkpoint.get("hyper_parameters") or {}).get("optim") or {}
-    for key in SAVED_WITH_THE_OPTIMISER + SCHEDULE:
+    for key in RESUMED_OPTIM:
         if key not in saved or key not in optim or float(saved[key]) == float(optim[key]):
             continue
         name = "trainer.gradient_clip_val" if key == "clip" else f"optim.{key}"
