@@ -89,16 +89,18 @@ def write_job(
             }
         )
     )
-    (job / ".hydra" / "config.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "seed": 1,
-                "trainer": {"max_epochs": epochs} | trainer,
-                "model": {"hidden_size": 650, "num_layers": 2},  # the medium model on PTB, as paper_medium
-                "data": {"batch_size": 20, "bptt": 35},
-            }
-        )
-    )
+    config = {
+        "seed": 1,
+        "trainer": {"max_epochs": epochs} | trainer,
+        "model": {"hidden_size": 650, "num_layers": 2},  # the medium model on PTB, as paper_medium
+        "data": {"batch_size": 20, "bptt": 35},
+    }
+    for override in overrides:  # a key the config holds has the value its override gave it, as Hydra records it
+        key, _, value = override.lstrip("+").partition("=")
+        section, _, leaf = key.partition(".")
+        if isinstance(config.get(section), dict) and leaf in config[section]:
+            config[section][leaf] = yaml.safe_load(value)
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     final = test_ppl if test_ppl is not None else 900.0
     val = [final * (1.0 + 1.2 * math.exp(-0.8 * e)) + 5 for e in range(epochs if test_ppl is not None else 2)]
     (job / "csv").mkdir()
@@ -1231,11 +1233,11 @@ def test_the_reports_tables_read_back_as_data_to_the_numbers_in_metrics_json(tmp
     assert {p.name for p in written_files(root, ("png",))} == {p.name for p in root.iterdir() if p.is_file()}
     with open(root / "report.csv", newline="") as f:
         runs = list(csv.DictReader(f))
-    assert list(runs[0]) == ["run", "dropout", "seed", *RUN_COLUMNS, "why"]
-    assert [(r["run"], r["dropout"], r["seed"], r["status"]) for r in runs][3:] == [
-        ("3", "non_recurrent", "1234", "completed"),
-        ("4", "non_recurrent", "1", "unfinished"),
-        ("5", "non_recurrent", "2", "failed"),
+    assert list(runs[0]) == ["run", "configuration", "dropout", "seed", *RUN_COLUMNS, "why"]
+    assert [(r["run"], r["configuration"], r["dropout"], r["seed"], r["status"]) for r in runs][3:] == [
+        ("3", "dropout=non_recurrent", "non_recurrent", "1234", "completed"),
+        ("4", "dropout=non_recurrent", "non_recurrent", "1", "unfinished"),
+        ("5", "dropout=non_recurrent", "non_recurrent", "2", "failed"),
     ]
     for r in runs:
         assert "nan" not in r.values() and r["why"] == ("diverged" if r["run"] == "5" else ""), r
@@ -2573,3 +2575,133 @@ def test_a_run_alone_is_labelled_by_its_placement_not_by_every_override_it_was_g
     figure = figure_test_ppl(collect(tmp_path), PAPER)
     assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["both"]
     assert figure.get_size_inches()[0] < 10
+
+
+def composed_job(job: Path, overrides: list[str], seed: int, test_ppl: float) -> None:
+    """A job as rnnreg-train leaves it, its .hydra/config.yaml the config its overrides compose (as Hydra records it:
+    interpolations unresolved) and hydra.yaml the option each config group took: two spellings of one config are
+    records alike but for their overrides."""
+    from rnnreg.recipes import compose_config as composed
+
+    cfg = composed(*overrides, f"seed={seed}", hydra_node=True)
+    choices = {k: v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items() if isinstance(v, str)}
+    write_job(job, [*overrides, f"seed={seed}"], choices, TOY, test_ppl)
+    with open_dict(cfg):
+        del cfg.hydra
+    (job / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+
+
+SMALL = ["experiment=paper_small", "trainer.max_epochs=1"]
+# experiment=paper_small's keys spelled out, on the default experiment (paper_medium)
+SMALL_SPELLED_OUT = [
+    "model=small",
+    "dropout=none",
+    "dropout.p=0.0",
+    "data.bptt=20",
+    "trainer.max_epochs=13",
+    "trainer.gradient_clip_val=5.0",
+    "optim.decay=2.0",
+    "optim.decay_start=4",
+]
+
+
+def pooled_sweeps(root: Path) -> Path:
+    """Two sweeps of one configuration, the first giving dropout.p its default (seeds 1, 2), the second leaving it
+    out (seed 3), beside a placement that differs (seeds 1-3)."""
+    for job, seed, test in (("a/0", 1, 400.0), ("a/1", 2, 402.0)):
+        composed_job(root / job, [*SMALL, "dropout.p=0.0"], seed, test)
+    composed_job(root / "b/0", SMALL, 3, 410.0)
+    for job, seed, test in (("c/0", 1, 390.0), ("c/1", 2, 391.0), ("c/2", 3, 395.0)):
+        composed_job(root / job, [*SMALL, "dropout=recurrent", "dropout.p=0.3"], seed, test)
+    return root
+
+
+def test_a_key_given_at_its_default_and_a_key_left_out_are_one_configuration_of_every_seed(tmp_path):
+    """`dropout.p=0.0` (experiment=paper_small's own value) in one sweep and no dropout.p in another train the same
+    config: one configuration of all three seeds, its mean and sd over them, named by its shortest spelling (before:
+    two, `dropout.p=0.0` of 2 seeds and `(same)` of 1, with two means). A placement that differs stays apart."""
+    root = pooled_sweeps(tmp_path)
+    text = png_report(root)
+    assert text.startswith("every run: experiment=paper_small trainer.max_epochs=1\n"), text
+    assert "| a/0 | dropout.p=0.0 seed=1 | completed |" in text and "| b/0 | seed=3 | completed |" in text
+    over_seeds = text.split("Over seeds:")[1].split("\n\n")[1].splitlines()[2:]
+    rows = {r["run"]: r for r in collect(root)}
+    pooled = f"{statistics.mean([400.0, 402.0, 410.0]):.2f} ± {statistics.stdev([400.0, 402.0, 410.0]):.2f}"
+    assert over_seeds[0] == f"| (same) | 3 | {mean_sd_text(rows, ['a/0', 'a/1', 'b/0'])} | {pooled} | " + (
+        f"{statistics.mean([400.1, 402.1, 410.1]):.2f} ± {statistics.stdev([400.1, 402.1, 410.1]):.2f} |"
+    )
+    assert over_seeds[1].startswith("| dropout=recurrent dropout.p=0.3 | 3 | ") and len(over_seeds) == 2, over_seeds
+    assert "ran 2 times" not in text and "config.yaml" not in text
+    entries = configurations(collect(root))
+    assert [(e["label"], len(e["runs"])) for e in entries] == [("none", 3), ("recurrent, p=0.3", 3)]
+
+
+def test_an_experiment_and_its_keys_spelled_out_are_one_configuration_named_by_the_shorter(tmp_path):
+    """`experiment=paper_small` and its keys given one by one on the default experiment compose the same config
+    (but for experiment_name, the name its folders go under): one configuration of both seeds, named by the shorter
+    spelling; `experiment=paper_medium` stays apart (before: three configurations of one seed each, no mean)."""
+    composed_job(tmp_path / "a/0", SMALL_SPELLED_OUT, 1, 400.0)
+    composed_job(tmp_path / "b/0", ["experiment=paper_small"], 2, 402.0)
+    composed_job(tmp_path / "c/0", ["experiment=paper_medium"], 1, 300.0)
+    text = png_report(tmp_path)
+    over_seeds = text.split("Over seeds:")[1]
+    assert "| experiment=paper_small | 2 | " in over_seeds and "| 401.00 ± 1.41 |" in over_seeds, over_seeds
+    assert "experiment=paper_medium" not in over_seeds and "model=small" not in over_seeds
+    assert sorted(r["configuration"] for r in collect(tmp_path)) == [
+        "experiment=paper_medium",
+        "experiment=paper_small",
+        "experiment=paper_small",
+    ]
+
+
+def test_runs_that_differ_in_one_resolved_key_stay_apart_whichever_overrides_gave_them(tmp_path):
+    """Pooling is by the resolved config: a run given optim.lr=0.5 is no seed of the runs at the experiment's lr 1.0
+    (one of which spells lr out), and a key a run was given that an earlier rnnreg's config lacks is a difference,
+    while that key left at its default (the later version's, not given) is not."""
+    composed_job(tmp_path / "a/0", ["experiment=paper_small"], 1, 400.0)
+    composed_job(tmp_path / "a/1", ["experiment=paper_small", "optim.lr=1.0"], 2, 402.0)
+    composed_job(tmp_path / "b/0", ["experiment=paper_small", "optim.lr=0.5"], 1, 450.0)
+    composed_job(tmp_path / "b/1", ["experiment=paper_small", "optim.lr=0.5"], 2, 452.0)
+    over_seeds = png_report(tmp_path).split("Over seeds:")[1]
+    assert "| (same) | 2 | " in over_seeds and "| 401.00 ± 1.41 |" in over_seeds, over_seeds
+    assert "| optim.lr=0.5 | 2 | " in over_seeds and "| 451.00 ± 1.41 |" in over_seeds
+    # an earlier version lacked optim.a_later_key: the later run given it is another configuration, not one more seed
+    write_job(tmp_path / "later/0", ["dropout=none", "seed=1"], {"dropout": "none"}, TOY, 440.0)
+    write_job(tmp_path / "later/1", ["dropout=none", "seed=2", "optim.a_later_key=true"], {}, TOY, 460.0)
+    write_job(tmp_path / "later/2", ["dropout=none", "seed=3"], {"dropout": "none"}, TOY, 450.0)
+    for job, value in (("1", True), ("2", False)):
+        config = yaml.safe_load((tmp_path / "later" / job / ".hydra" / "config.yaml").read_text())
+        config["optim"] = {"a_later_key": value}
+        (tmp_path / "later" / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    configurations_of = {r["run"]: r["configuration"] for r in collect(tmp_path / "later")}
+    assert configurations_of["0"] == configurations_of["2"] != configurations_of["1"], configurations_of
+
+
+def test_the_paired_differences_and_the_tables_as_data_follow_the_pooled_configuration(tmp_path):
+    """The configuration pooled from two sweeps is paired seed by seed in all three of its seeds (before: its first
+    sweep's two, the second's seed in no pair), and report.csv names each run's configuration as summary.csv does,
+    one name for runs given it in other words."""
+    root = pooled_sweeps(tmp_path)
+    text = png_report(root)
+    paired = text.split("\nPaired by seed, ")[1]
+    assert paired.startswith("against `dropout=recurrent dropout.p=0.3` (the lowest mean test ppl)"), paired
+    differences = [400.0 - 390.0, 402.0 - 391.0, 410.0 - 395.0]
+    mean, sd = statistics.mean(differences), statistics.stdev(differences)
+    each = ", ".join(f"{seed}: {d:+.2f}" for seed, d in zip((1, 2, 3), differences))
+    assert paired.split("\n\n")[1].splitlines()[2:] == [f"| (same) | 3 | {mean:+.2f} ± {sd:.2f} | {each} | 3 of 3 |"]
+    with open(root / "report.csv", newline="") as f:
+        runs = {r["run"]: r for r in csv.DictReader(f)}
+    assert {run: (r["configuration"], r["dropout.p"]) for run, r in runs.items()} == {
+        "a/0": ("(same)", "0.0"),
+        "a/1": ("(same)", "0.0"),
+        "b/0": ("(same)", ""),
+        **{f"c/{job}": ("dropout=recurrent dropout.p=0.3", "0.3") for job in range(3)},
+    }
+    with open(root / "summary.csv", newline="") as f:
+        summary = {c["configuration"]: c for c in csv.DictReader(f)}
+    assert list(summary) == ["(same)", "dropout=recurrent dropout.p=0.3"]
+    same = summary["(same)"]
+    assert (same["n"], same["seeds"], same["dropout.p"], same["paired_seeds"]) == ("3", "1 2 3", "", "1 2 3")
+    assert float(same["test_ppl_paired_mean"]) == mean and float(same["test_ppl_mean"]) == statistics.mean(
+        [400.0, 402.0, 410.0]
+    )

@@ -9,8 +9,9 @@ is `running` while a live rnnreg process holds its folder (rnnreg.run_lock); a m
 error.txt is `failed` (the report says why, as for a run whose metrics.json says failed) or `stopped` (by a signal
 before a result); else it is `unfinished` (killed hard, or lost with its machine). The report says how each goes on,
 as for a job `interrupted` (SIGTERM, Ctrl-C) and a basic sweep's jobs that never started. When completed runs
-differ only in their seed (`-m ... seed=1,2,3`), a second table gives each configuration's mean and standard
-deviation over seeds, each seed counted once. A run copied beside itself (`cp -r`) is one row, which a note names the
+differ only in their seed (`-m ... seed=1,2,3`; their resolved config the same, whichever overrides gave it:
+rnnreg.report_runs.pool), a second table gives each configuration's mean and standard deviation over seeds, each
+seed counted once. A run copied beside itself (`cp -r`) is one row, which a note names the
 copies of (its records are the same bytes, written in the one folder).
 """
 

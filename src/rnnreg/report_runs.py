@@ -1,7 +1,8 @@
 """rnnreg-report's rows: each run of a run or multirun folder read from its records (`.hydra/hydra.yaml`,
 `config.yaml`, `overrides.yaml`, `metrics.json`, `csv/metrics.csv`) into one row: its overrides, seed, status,
-perplexities and validation curve, and what tells it apart from the runs beside it (the overrides it does not share,
-the config keys in which runs of the same overrides differ). A record the report cannot read is one line
+perplexities and validation curve, the configuration it is a seed of (runs of the same resolved config, whichever
+overrides gave it: pool) and what tells it apart from the runs beside it (the overrides it does not share, the
+config keys in which configurations of the same overrides differ). A record the report cannot read is one line
 (rnnreg.record_yaml.unreadable)."""
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def same_configuration(config: dict) -> tuple[str, ...]:
 def settings_of(config: dict) -> dict[str, str]:
     """A run's config.yaml as flat key -> value (JSON), less its seed and what never makes another configuration:
     what the seeds of one configuration share, whichever overrides gave it (or a config file changed between them).
-    Nor its speed settings (how fast, never what is computed: conf/train.yaml)."""
-    not_compared = (*same_configuration(config), "speed")
+    Nor its speed settings (how fast, never what is computed: conf/train.yaml), nor its experiment_name (the name
+    its folders and loggers file it under: `experiment=paper_small` and its keys spelled out train the same)."""
+    not_compared = (*same_configuration(config), "speed", "experiment_name")
     flat: dict[str, str] = {}
 
     def walk(value, key: str) -> None:
@@ -258,11 +260,14 @@ def collect(root: Path) -> list[dict]:
             }
         )
     common = set(shared_overrides(rows))  # shown once, above the table (report)
-    shown = told_apart_by_config(rows)
     for r in rows:
-        r["told"] = [o for o in r["overrides"] if o not in common] + shown[id(r)]  # (report.csv's columns)
+        r |= {"configuration": None, "config_told": [], "config_keys": []}  # (a fast_dev_run's: in none)
+    name_configurations(pool(rows), common)
+    for r in rows:
+        shown = [f"{k}={setting(r['settings'][k])}" for k in r["config_keys"]]
+        r["told"] = [o for o in r["overrides"] if o not in common] + shown  # (report.csv's columns)
         r["differs"] = " ".join(r["told"]) or "(same)"
-        r["seedless"] = " ".join(o for o in r["told"] if override_key(o) != "seed") or "(same)"
+        r["seedless"] = r["configuration"] or " ".join(o for o in r["told"] if override_key(o) != "seed") or "(same)"
     return rows
 
 
@@ -304,30 +309,84 @@ def overrides_parser() -> OverridesParser:
     return OverridesParser.create()
 
 
-def configuration_of(row: dict) -> tuple:
-    """What the seeds of one configuration share: their overrides (seed aside, any order), and their values of the
-    config keys in which runs of those overrides differ (told_apart_by_config)."""
-    return seedless_overrides(row), tuple((k, row["settings"][k]) for k in row["config_keys"])
+def configuration_of(row: dict) -> str | None:
+    """The configuration a run is a seed of, by its name in the report (name_configurations): runs of the same
+    resolved config (pool), whichever overrides gave it; None for a fast_dev_run, no seed of any."""
+    return row["configuration"]
 
 
-def told_apart_by_config(rows: list[dict]) -> dict[int, list[str]]:
-    """id(row) -> `key=value` of each config key in which runs of the same overrides differ (a config file or
-    default changed between two sweeps): shown with the overrides, so that they are not pooled unseen; each row's
-    `config_keys` names those keys. A fast_dev_run is no seed (its status says so): it is not compared."""
-    shown: dict[int, list[str]] = {id(r): [] for r in rows}
-    alike: dict[tuple, list[dict]] = {}
+def identity(row: dict) -> tuple[dict[str, str], dict[str, str], set[str], set[str]]:
+    """What pool compares of a run: its settings; the overrides whose key its config does not record (an
+    experiment's name, whose file sets keys of others; a record written without that key), each as the value it
+    sets (same_override); the keys (or groups) it was given that its config does record; and every key and group
+    its settings name."""
+    settings = row["settings"]
+    names = {".".join(key.split(".")[:n]) for key in settings for n in range(1, key.count(".") + 2)}
+    given = {override_key(o): same_override(o) for o in row["overrides"] if override_key(o) != "seed"}
+    unrecorded = {key: o for key, o in given.items() if key not in names}
+    return settings, unrecorded, set(given) - set(unrecorded), names
+
+
+def alike(a: tuple, b: tuple) -> bool:
+    """Whether two runs' identities are one configuration: the same value of every key both settings have (a key
+    one lacks was added by a later rnnreg, at the earlier behaviour), and of every override neither config records
+    that both were given; a key one run was given that the other's config lacks is a difference."""
+    (settings, unrecorded, recorded, names), (others, their_unrecorded, their_recorded, their_names) = a, b
+    return (
+        all(settings[k] == others[k] for k in settings.keys() & others.keys())
+        and all(unrecorded[k] == their_unrecorded[k] for k in unrecorded.keys() & their_unrecorded.keys())
+        and recorded <= their_names
+        and their_recorded <= names
+    )
+
+
+def pool(rows: list[dict]) -> list[list[dict]]:
+    """The runs of `rows` in configurations, in job order: a run joins the first configuration every run of which is
+    alike it, whichever overrides gave each (a key given at its default and left out, `experiment=paper_small` and
+    its keys spelled out: one configuration), else begins one. A fast_dev_run is no seed (its status says so): it is
+    in none."""
+    pools: list[tuple[list[dict], list[tuple], set]] = []  # its runs, their distinct identities, the keys of each
     for r in rows:
-        r["config_keys"] = []
-        if r["status"] != "fast_dev_run":
-            alike.setdefault(seedless_overrides(r), []).append(r)
-    for runs in alike.values():
-        # a key some runs lack is left out: a later version of rnnreg added it, its default the earlier behaviour
-        keys = sorted(set.intersection(*(set(r["settings"]) for r in runs)))
-        differ = [k for k in keys if len({r["settings"][k] for r in runs}) > 1]
-        for r in runs:
-            shown[id(r)] = [f"{k}={setting(r['settings'][k])}" for k in differ]
-            r["config_keys"] = differ
-    return shown
+        if r["status"] == "fast_dev_run":
+            continue
+        me = identity(r)
+        shape = (frozenset(me[0]), frozenset(me[1]), frozenset(me[2]))
+        # (an identity of the same keys that is not this one differs in a value: not alike)
+        joined = (p for p in pools if me in p[1] or (shape not in p[2] and all(alike(me, other) for other in p[1])))
+        runs, identities, shapes = next(joined, None) or ([], [], set())
+        if not runs:
+            pools.append((runs, identities, shapes))
+        runs.append(r)
+        if me not in identities:
+            identities.append(me)
+            shapes.add(shape)
+    return [runs for runs, _, _ in pools]
+
+
+def name_configurations(configurations: list[list[dict]], common: set[str]) -> None:
+    """Each run's `configuration`: its configuration's name, the overrides of its shortest spelling (the run given
+    the fewest, the first of them) less the `common` ones and the seed, which a researcher can run again; with
+    `key=value` of each config key in which configurations of the same such overrides differ (a config file or
+    default changed between two sweeps), which each run's `config_keys` names, so that they are not pooled unseen.
+    `config_told`: the name's overrides and keys, one a list item (summary.csv's columns)."""
+    spelled: dict[tuple, list[tuple[list[dict], list[str]]]] = {}
+    for runs in configurations:
+        shortest = min(runs, key=lambda r: len(seedless_overrides(r)))
+        told = [o for o in shortest["overrides"] if o not in common and override_key(o) != "seed"]
+        spelled.setdefault(seedless_overrides(shortest), []).append((runs, told))
+    names: set[str] = set()
+    for alike_named in spelled.values():
+        every = [r for runs, _ in alike_named for r in runs]
+        keys = sorted(set.intersection(*(set(r["settings"]) for r in every)))
+        differ = [k for k in keys if len({r["settings"][k] for r in every}) > 1]  # (none within one configuration)
+        for runs, told in alike_named:
+            told = told + [f"{k}={setting(runs[0]['settings'][k])}" for k in differ]
+            name = " ".join(told) or "(same)"
+            if name in names:  # (two that differ only where a record lacks a key: named apart by their first run)
+                name = f"{name} [as {runs[0]['run']}]"
+            names.add(name)
+            for r in runs:
+                r |= {"configuration": name, "config_told": told, "config_keys": differ}
 
 
 def setting(value: str) -> str:

@@ -16,7 +16,7 @@ from rnnreg.report_runs import configuration_of
 
 
 def config_changes(rows: list[dict]) -> list[str]:
-    """A note when runs of the same overrides ran different configs: which keys, and why they are shown."""
+    """A note when configurations of the same overrides ran different configs: which keys, and why they are shown."""
     keys = sorted({k for r in rows for k in r["config_keys"]})
     why = {"data.data_dir": "a relative folder, given from two working folders"}
     if not keys:
@@ -39,13 +39,13 @@ PPL_COLUMNS = {
 
 
 def with_repeats(rows: list[dict]) -> dict[str, list[dict]]:
-    """Runs grouped by their overrides other than `seed` (a configuration and its seeds); runs not completed
-    apart, keyed "<overrides> (<status>)". A seed may come more than once (one sweep linked twice under two
-    names, or rerun with other tags): by_config keeps it once."""
+    """Completed runs grouped by their configuration (rnnreg.report_runs.pool: the same resolved config, whichever
+    overrides gave it), keyed by its name; runs not completed apart, keyed "<overrides> (<status>)". A seed may come
+    more than once (one sweep linked twice under two names, rerun with other tags, or given its default by another
+    sweep): by_config keeps it once."""
     groups: dict[str, list[dict]] = {}
-    names: dict[tuple, str] = {}  # a configuration by the name of its first run (overrides in that run's order)
     for r in rows:
-        key = names.setdefault(configuration_of(r), r["seedless"]) if r["status"] == "completed" else None
+        key = configuration_of(r) if r["status"] == "completed" else None
         groups.setdefault(key or f"{r['differs']} ({r['status']})", []).append(r)
     return groups
 
@@ -95,7 +95,7 @@ def seeds_left_out(rows: list[dict]) -> list[str]:
     return notes
 
 
-def left_out(row: dict, seeds: set[str], mine: tuple) -> bool:
+def left_out(row: dict, seeds: set[str], mine: str | None) -> bool:
     """A run of the configuration `mine` that did not complete, with a seed none of its completed runs has."""
     return (
         row["status"] not in ("completed", "fast_dev_run")
@@ -289,23 +289,28 @@ def write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def runs_csv(rows: list[dict]) -> tuple[list[str], list[dict]]:
-    """report.csv: one row per run, report.md's per-run table as data: its overrides that tell it apart, one column a
-    key, then RUN_COLUMNS and why a failed run failed."""
+    """report.csv: one row per run, report.md's per-run table as data: the configuration it is a seed of (its name in
+    summary.csv; empty for a fast_dev_run: no seed), its overrides that tell it apart, one column a key (runs of one
+    configuration given it in other words differ there), then RUN_COLUMNS and why a failed run failed."""
     keys = override_columns([r["told"] for r in rows])
     lines = [
-        {"run": r["run"]} | override_cells(r["told"]) | {c: cell(r[c]) for c in RUN_COLUMNS} | {"why": r["why"]}
+        {"run": r["run"], "configuration": r["configuration"] or ""}
+        | override_cells(r["told"])
+        | {c: cell(r[c]) for c in RUN_COLUMNS}
+        | {"why": r["why"]}
         for r in rows
     ]
-    return ["run", *keys, *RUN_COLUMNS, "why"], lines
+    return ["run", "configuration", *keys, *RUN_COLUMNS, "why"], lines
 
 
 def configurations_done(rows: list[dict]) -> list[dict]:
-    """Each completed configuration (by_config: each seed once), with one seed or more: its overrides (seed aside),
-    seeds, runs and each perplexity's mean and sample standard deviation (mean_sd)."""
+    """Each completed configuration (by_config: each seed once), with one seed or more: its name's overrides (seed
+    aside: rnnreg.report_runs.name_configurations), seeds, runs and each perplexity's mean and sample standard
+    deviation (mean_sd)."""
     return [
         {
             "config": config,
-            "told": [o for o in runs[0]["told"] if override_key(o) != "seed"],
+            "told": runs[0]["config_told"],
             "seeds": [r["seed"] for r in runs],
             "runs": runs,
         }
