@@ -208,7 +208,7 @@ class RunsCode:
 
 
 def write_corpus(
-    folder: Path, vocab: int = 40, lines: tuple[int, int, int] = (400, 60, 60), seed: int = 0, unk: bool = True
+    folder: Path, vocab: int = 40, lines: tuple[int, int, int] = (200, 30, 30), seed: int = 0, unk: bool = True
 ) -> Path:
     """A small train/valid/test corpus with learnable structure (each word tends to follow its predecessor)."""
     rng = random.Random(seed)

@@ -292,26 +292,26 @@ def test_a_resumed_epoch_starts_at_its_window_and_every_later_pass_at_the_first(
 
 
 def test_a_train_fraction_that_leaves_no_window_counts_the_windows_training_walks(tiny_cfg):
-    """trainer.limit_train_batches=0.001 of 168 windows is none: refused in one line counting the windows the
-    training loader walks (drop_last, data.bptt=5; not the 169 evaluation would cut, nor eval_bptt=7's 120),
+    """trainer.limit_train_batches=0.001 of 69 windows is none: refused in one line counting the windows the
+    training loader walks (drop_last, data.bptt=6; not the 70 evaluation would cut, nor eval_bptt=7's 60),
     with the smallest fraction that keeps one; that fraction passes."""
-    cfg = tiny_cfg("trainer.limit_train_batches=0.001", "data.eval_bptt=7")
+    cfg = tiny_cfg("trainer.limit_train_batches=0.001", "data.bptt=6", "data.eval_bptt=7")
     dm = instantiate(cfg.data)
     walked = sum(1 for _ in dm.train_dataloader())
-    assert walked == 168
+    assert walked == 69
     with pytest.raises(ConfigError) as refused:
         dm.check_limits(cfg.trainer)
     assert str(refused.value) == (
-        "trainer.limit_train_batches=0.001 leaves the train split none of its 168 windows (data.batch_size=4 "
-        "streams of 5 steps): set trainer.limit_train_batches to a fraction of at least 0.00596 (1.0: the whole "
+        "trainer.limit_train_batches=0.001 leaves the train split none of its 69 windows (data.batch_size=4 "
+        "streams of 6 steps): set trainer.limit_train_batches to a fraction of at least 0.0145 (1.0: the whole "
         "split) or a whole number of windows (e.g. trainer.limit_train_batches=1)"
     )
-    # 0.9996 of a window: none, as Lightning truncates it, though it rounds to 1
+    # 0.9936 of a window: none, as Lightning truncates it, though it rounds to 1
     with pytest.raises(
-        ConfigError, match=r"^trainer.limit_train_batches=0.00595 leaves the train split none of its 168 "
+        ConfigError, match=r"^trainer.limit_train_batches=0.0144 leaves the train split none of its 69 "
     ):
-        dm.check_limits({"limit_train_batches": 0.00595})
-    dm.check_limits({"limit_train_batches": 0.00596})
+        dm.check_limits({"limit_train_batches": 0.0144})
+    dm.check_limits({"limit_train_batches": 0.0145})
     dm.check_limits({"limit_train_batches": 1})
 
 
@@ -330,7 +330,7 @@ def test_an_overfit_fraction_that_leaves_a_split_no_window_names_overfit_batches
         "steps), and it limits the train and the valid split both: set trainer.overfit_batches=1.0 (a fraction: the "
         "whole splits) or a whole number of windows (e.g. trainer.overfit_batches=1)"
     )
-    with pytest.raises(ConfigError, match=r"^trainer.overfit_batches=0.001 leaves the train split none of its 168 "):
+    with pytest.raises(ConfigError, match=r"^trainer.overfit_batches=0.001 leaves the train split none of its 83 "):
         dm.check_limits({"overfit_batches": 0.001, "limit_val_batches": 1.0})
     for overfit in (1.0, 1):
         dm.check_limits({"overfit_batches": overfit, "limit_val_batches": 0.01, "limit_train_batches": 0.001})

@@ -343,16 +343,16 @@ def test_eval_records_the_part_of_each_split_it_evaluated(checkpoints, caplog):
     corpus, (a, _), root = checkpoints
     whole = evaluate(eval_cfg(corpus, root, a))
     assert (whole["test_batch_size"], whole["limit_val_batches"], whole["limit_test_batches"]) == (1, None, None)
-    cut_args = ("data.batch_size=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=2")  # 2 of 3 windows
+    cut_args = ("data.batch_size=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")  # 1 of 2 windows
     with caplog.at_level(logging.WARNING, logger="rnnreg"):
         cut = evaluate(eval_cfg(corpus, root, a, *cut_args))
-    assert (cut["test_batch_size"], cut["limit_val_batches"], cut["limit_test_batches"]) == (1, 1, 2)
+    assert (cut["test_batch_size"], cut["limit_val_batches"], cut["limit_test_batches"]) == (1, 1, 1)
     assert cut["test_ppl"] != pytest.approx(whole["test_ppl"], rel=1e-4)
     [note] = [r.getMessage() for r in caplog.records if r.name == "rnnreg"]
     assert note == (
         f"{a} was trained with data.batch_size=4 and is evaluated with 2: val_ppl and test_ppl_batched differ from "
         "its run's metrics.json, and test_ppl and test_ppl_batched cover another part of the test split "
-        "(trainer.limit_test_batches=2 here, null in its run); add data.batch_size=4 trainer.limit_test_batches=null "
+        "(trainer.limit_test_batches=1 here, null in its run); add data.batch_size=4 trainer.limit_test_batches=null "
         "to reproduce them"
     )
 

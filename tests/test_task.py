@@ -421,7 +421,7 @@ def test_test_protocols_match_a_manual_evaluation(tiny_cfg, precision):
     and trainer.validate's batched streams, equal exp(sum NLL / tokens) computed by hand over every predicted
     token: a perplexity per word, not per window (each split's last window is shorter). With bf16 weights too:
     the perplexity's sums stay float64 (bf16 counts tokens exactly only up to 256)."""
-    eval_bptt = 10
+    eval_bptt = 9
     cfg = tiny_cfg(
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=5",
