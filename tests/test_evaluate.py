@@ -90,12 +90,29 @@ def eval_cfg(corpus, root, ckpt, *extra):
     )
 
 
-def test_ensemble_of_one_equals_the_model(checkpoints):
+def test_ensemble_of_one_equals_the_model(checkpoints, tmp_path):
+    """A model averaged with a copy of itself (two files: one file listed twice is refused) is that model."""
     corpus, (a, _), root = checkpoints
+    copy = shutil.copy(a, tmp_path / "copy.ckpt")
     single = evaluate(eval_cfg(corpus, root, a))
-    ensemble = evaluate(eval_cfg(corpus, root, f"[{a},{a}]"))
+    ensemble = evaluate(eval_cfg(corpus, root, f"[{a},{copy}]"))
     for key in ("val_ppl", "test_ppl", "test_ppl_batched"):
         assert ensemble[key] == pytest.approx(single[key], rel=1e-5), key
+
+
+def test_evaluate_from_python_checks_its_config_as_rnnreg_eval_does(checkpoints):
+    """evaluate(cfg) from Python refuses what rnnreg-eval's command line refuses, in the same line, before anything
+    is written (before: a checkpoint listed twice was averaged with itself, its params counted twice, and a bad
+    value reached Lightning)."""
+    corpus, (a, _), root = checkpoints
+    for extra, said in (
+        ((f"ckpt_path=[{a},{a}]",), rf"^ckpt_path=\[.*\] lists {re.escape(a)} \(one file\) twice: give each "),
+        (("mc_samples=0",), r"^mc_samples=0 must be "),
+    ):
+        cfg = eval_cfg(corpus, root, a, *extra)
+        with pytest.raises(ConfigError, match=said):
+            evaluate(cfg)
+        assert not Path(cfg.paths.output_dir).exists()
 
 
 def test_ensemble_of_two_is_no_worse_than_the_worse(checkpoints):

@@ -34,8 +34,10 @@ def evaluate(cfg: DictConfig) -> dict:
 
     from rnnreg.preemption import Preemption
     from rnnreg.run_lock import RunLock, launched_as_rank_zero
+    from rnnreg.validation import validate
 
     hide_expected_warnings()  # (rnnreg-eval's entry did; a caller of evaluate() has not)
+    validate(cfg, "eval")  # rnnreg-eval did before Hydra started; a caller of evaluate() has not
     lock = RunLock(cfg.paths.output_dir) if launched_as_rank_zero() else None
     if lock is not None:
         lock.acquire()  # a second evaluation (or a run) in this folder stops here, before it writes anything
