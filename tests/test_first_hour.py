@@ -978,9 +978,10 @@ def test_debug_fast_dev_run_trains(tiny_cfg, tmp_path):
 
 
 def test_debug_overfit_trains_on_its_windows_without_a_word_of_shuffling(tiny_corpus, tmp_path):
-    """debug=overfit trains on the same 3 windows every epoch, and its training perplexity falls; Lightning's
-    warning that the run "enabled train dataloader shuffling" (before: at every such run) is not said, the windows
-    coming in order."""
+    """debug=overfit trains on the same 3 windows every epoch, and its training perplexity falls, at the experiment's
+    lr to the last epoch (before: paper_small's decay halved it every epoch after the 4th, 1/2^26 by the 30th, and the
+    loss went flat as a bug's would); Lightning's warning that the run "enabled train dataloader shuffling" (before:
+    at every such run) is not said, the windows coming in order."""
     run_dir = tmp_path / "run"
     args = ["experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "debug=overfit", "logger=csv"]
     proc = run("rnnreg-train", *args, "trainer.max_epochs=10", f"hydra.run.dir={run_dir}")
@@ -989,6 +990,7 @@ def test_debug_overfit_trains_on_its_windows_without_a_word_of_shuffling(tiny_co
 
     train_ppl = history(run_dir, "train/ppl")
     assert len(train_ppl) == 10 and train_ppl[-1] < 0.75 * train_ppl[0]
+    assert set(history(run_dir, "train/lr")) == {1.0}
 
 
 def test_a_fast_dev_run_says_no_plan_and_no_time_estimate(tiny_cfg, monkeypatch):
