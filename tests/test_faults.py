@@ -267,13 +267,13 @@ def test_a_run_stopped_in_its_final_test_completes_in_its_folder_with_the_comman
     assert proc.returncode == 130, proc.stderr[-3000:]
     record = json.loads((first / "metrics.json").read_text())
     assert record["status"] == "interrupted" and record["tested"] == f"{first}/checkpoints/last.ckpt"
-    assert record["resume"] == f"rnnreg-train ... ckpt_path=last hydra.run.dir={first} hydra.mode=RUN"
     last = proc.stdout.strip().splitlines()[-1]
     said = "Ctrl-C (stopped by the user): the run stopped; its training completed: test it in its folder with: "
     assert last.startswith(said) and last.endswith(
         f" +stop=in_test ckpt_path=last hydra.run.dir={first} hydra.mode=RUN"
     ), last
     command = last.removeprefix(said)
+    assert record["resume"] == command  # the console's command, the run's own overrides in it (before: "...")
     assert f"- {first.name} (interrupted): its training completed: test it in its folder with: `{command}`" in report(
         first
     )
@@ -307,11 +307,13 @@ def test_slurm_time_limit_signal_stops_like_sigterm(tiny_corpus, tmp_path):
     args += ["trainer.limit_train_batches=10", f"hydra.run.dir={run_dir}"]
     proc = run("rnnreg-train", *args, *signal_at(signal.SIGUSR1, 7), check=False, env=srun_env())  # one SLURM task
     assert proc.returncode == 128 + signal.SIGUSR1, proc.stderr[-3000:]
+    go_on = proc.stdout.strip().splitlines()[-1].partition("go on with: ")[2]  # the console's command
+    assert go_on.endswith(f" ckpt_path={run_dir}/checkpoints/last.ckpt"), proc.stdout[-2000:]
     assert json.loads((run_dir / "metrics.json").read_text()) == {
         "status": "interrupted",
         "error": STOPPED_BY[signal.SIGUSR1],
         "epochs": 0,
-        "resume": f"rnnreg-train ... ckpt_path={run_dir}/checkpoints/last.ckpt",
+        "resume": go_on,
     }
     ckpt = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["global_step"] == 7 and ckpt["train_window"] == 7
@@ -353,12 +355,9 @@ def test_a_stop_in_the_sanity_check_stops_before_training_and_resumes_exactly(
     assert proc.returncode == status, proc.stderr[-3000:]
     last = first / "checkpoints" / "last.ckpt"
     stopped = json.loads((first / "metrics.json").read_text())
-    assert stopped == {
-        "status": "interrupted",
-        "error": STOPPED_BY[signum],
-        "epochs": 0,
-        "resume": f"rnnreg-train ... ckpt_path={last}",
-    }
+    go_on = proc.stdout.strip().splitlines()[-1].partition("go on with: ")[2]  # the console's command
+    assert go_on.startswith("rnnreg-train experiment=paper_small ") and go_on.endswith(f" ckpt_path={last}")
+    assert stopped == {"status": "interrupted", "error": STOPPED_BY[signum], "epochs": 0, "resume": go_on}
     ckpt = torch.load(last, weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["global_step"] == 0 and ckpt["train_window"] == 0 and "train_carry" not in ckpt
     assert ckpt["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]["total"]["completed"] == 0

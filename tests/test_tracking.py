@@ -1258,7 +1258,11 @@ def test_a_resume_stopped_before_its_first_window_leaves_no_wandb_part_the_next_
     stop = ["+callbacks.stop._target_=helpers.SignalAsFitStarts", f"+callbacks.stop.signum={int(signal.SIGTERM)}"]
     proc = run("rnnreg-train", *tiny, f"ckpt_path={resumed}", *stop, f"hydra.run.dir={second}", check=False)
     assert proc.returncode == 143, proc.stderr[-3000:]
-    assert json.loads((second / "metrics.json").read_text())["resume"] == f"rnnreg-train ... ckpt_path={resumed}"
+    # the command the console gave: the run's own overrides (before: "rnnreg-train ... ckpt_path=..."), its checkpoint
+    # the one it resumed from, as it wrote none
+    go_on = json.loads((second / "metrics.json").read_text())["resume"]
+    assert go_on.startswith("rnnreg-train experiment=paper_small ") and go_on.endswith(f" ckpt_path={resumed}")
+    assert go_on in proc.stdout
     assert not (second / "wandb").exists()
     said = proc.stdout + proc.stderr  # (W&B's own closing lines too)
     assert said.count("wandb sync") == 1 and f"wandb sync {part1}\n" in proc.stdout, said[-3000:]
@@ -1868,7 +1872,8 @@ def test_a_diverged_job_fails_alone_the_sweep_goes_on_and_the_report_lists_it(ti
     assert [(sweep / job / "error.txt").exists() for job in "012"] == [False, True, False]
     # the resume hint names the checkpoint left by epoch 1, which exists
     checkpoint = sweep / "1" / "checkpoints" / "last.ckpt"
-    assert status["1"]["resume"] == f"rnnreg-train ... ckpt_path={checkpoint}" and checkpoint.is_file()
+    assert status["1"]["resume"].endswith(f" optim.decay_start=1 ckpt_path={checkpoint}") and checkpoint.is_file()
+    assert status["1"]["resume"].startswith("rnnreg-train experiment=paper_small ")  # (its own overrides: no "...")
     runs = wandb_runs(sweep)
     assert [runs[job]["exit_code"] for job in "012"] == [0, 1, 0]
     assert runs["1"]["summary"]["status"] == "failed" and "training loss became" in runs["1"]["summary"]["error"]

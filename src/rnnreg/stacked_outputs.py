@@ -223,7 +223,7 @@ def record_stop(group: GroupTrainer) -> None:
         if going_on:
             record = unfinished_record("interrupted", reason, m.epochs, resume)
         else:
-            record = unfinished_record(m.status, m.error, m.epochs, resume_from(folder.last_checkpoint()))
+            record = unfinished_record(m.status, m.error, m.epochs, resume_from(folder.last_checkpoint(), folder.path))
         folder.write_metrics(record | {"stacked": group.stacked_record(k)})
     swept = group.swept_keys()
     for m, job in zip(group.members, group.jobs):  # as the group's end would have said (the resume says it again)
@@ -268,7 +268,7 @@ def record_results(group: GroupTrainer, tests: dict[str, list[float]]) -> list[t
     results = []
     for k, (m, folder) in enumerate(zip(group.members, group.folders)):
         if m.status == "failed":
-            metrics = unfinished_record("failed", m.error, m.epochs, resume_from(folder.last_checkpoint()))
+            metrics = unfinished_record("failed", m.error, m.epochs, resume_from(folder.last_checkpoint(), folder.path))
             results.append(("failed", TrainingDiverged(m.error)))
         else:
             m.status = "completed"

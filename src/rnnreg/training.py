@@ -578,7 +578,8 @@ def record_failure(
             record = unfinished_record(status, error, epochs, test_left_in(run)) | {"tested": tested}
             record |= {"trained": trained} if trained is not None else {}
         else:
-            record = unfinished_record(status, error, epochs, resume_from(kept_checkpoint(cfg, interrupted, resumed)))
+            go_on = resume_from(kept_checkpoint(cfg, interrupted, resumed), cfg.paths.output_dir)
+            record = unfinished_record(status, error, epochs, go_on)
         write_json_atomic(
             metrics_path(cfg.paths.output_dir), record | ({"submitit_job": submitit_job} if submitit_job else {})
         )
@@ -601,7 +602,7 @@ def kept_checkpoint(cfg: DictConfig, interrupted: bool, resumed: str | None) -> 
 
 def say_how_to_go_on(cfg: DictConfig, stop: int, checkpoint: Path | None, tested: str | None = None) -> None:
     """The console's last line for a run a signal stopped: the command that goes on from `checkpoint` (its
-    metrics.json's `resume` holds only the checkpoint), or the one that runs it again where it wrote none; stopped
+    metrics.json's `resume` too), or the one that runs it again where it wrote none; stopped
     in its final test (`tested`: the weights it tested), the one that runs that test again in its folder and
     completes its record (pending_test)."""
     run = Path(cfg.paths.output_dir)
