@@ -319,6 +319,17 @@ NO_INTERVAL = (
                 "~trainer.default_root_dir",
             )
         ),
+        # the run's folder itself: Hydra writes .hydra/ and train.log in its own whatever it says (before: the
+        # checkpoints and metrics.json went to the one given, the records to Hydra's; found by a probe)
+        *(
+            (
+                [given],
+                rf"^{re.escape(given)}: paths.output_dir is the run's folder as Hydra makes it \(its .hydra/ records "
+                r"and train.log are written there, whatever this key says\): move a run with hydra.run.dir=..., a "
+                r"multirun with hydra.sweep.dir=..., or every run with paths.output_root=...$",
+            )
+            for given in ("paths.output_dir=/tmp/x", "++paths.output_dir=/tmp/x", "~paths.output_dir")
+        ),
         (
             ["-m", "hydra/launcher=nope", "seed=1,2"],
             r"^In 'hydra/config': Could not find 'hydra/launcher/nope'; Available options in 'hydra/launcher': basic, "

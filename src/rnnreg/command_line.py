@@ -56,6 +56,7 @@ from rnnreg.validation import (
     SAVE_BEATS,
     last_setting_refusal,
     last_setting_refused,
+    output_dir_refusal,
     run_folder_refusal,
     save_beat_refusal,
     sites_using_p,
@@ -390,6 +391,8 @@ def apply_overrides(cfg: DictConfig, overrides: list, config_name: str = "") -> 
         key = override.key_or_group
         if key == "trainer.default_root_dir" and config_name == "train":  # (+ would be Hydra's four lines)
             raise ConfigError(run_folder_refusal(override.input_line))
+        if key == "paths.output_dir" and not override.is_add():  # (+: Hydra's line, that the key is there)
+            raise ConfigError(output_dir_refusal(override.input_line))
         if not override.is_add() and not override.is_force_add() and not key.startswith("hydra."):
             _check_key_exists(cfg, key, override, config_name)
         top = key.split(".")[0]

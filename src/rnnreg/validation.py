@@ -405,6 +405,17 @@ RUN_FOLDER = OmegaConf.load(Path(CONF_DIR, "trainer", "default.yaml"))._get_node
 LAST_DIRPATH = OmegaConf.load(Path(CONF_DIR, "callbacks", "default.yaml")).last_checkpoint._get_node("dirpath")._value()
 
 
+def output_dir_refusal(given: str) -> str:
+    """paths.output_dir given: Hydra would still write the run's .hydra/ records, train.log and lock in its own run
+    folder, and the checkpoints and metrics.json in the one given: a record split in two, which rnnreg-report, a
+    resume (ckpt_path=last) and the run lock read as two runs, neither whole."""
+    return (
+        f"{given}: paths.output_dir is the run's folder as Hydra makes it (its .hydra/ records and train.log are "
+        f"written there, whatever this key says): move a run with hydra.run.dir=..., a multirun with "
+        f"hydra.sweep.dir=..., or every run with paths.output_root=..."
+    )
+
+
 def run_folder_refusal(given: str) -> str:
     return (
         f"{given}: a run writes all its files in its own folder (paths.output_dir), which trainer.default_root_dir "
