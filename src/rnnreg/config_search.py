@@ -411,12 +411,6 @@ def _users_config(path: str | None, roots: ConfigRoots, conf_dir: str) -> bool:
     return any(root.joinpath(*f"{path}.yaml".split("/")).is_file() for root in roots.found)
 
 
-def _is_list_config(value: Any) -> bool:
-    from omegaconf import ListConfig
-
-    return isinstance(value, ListConfig)
-
-
 def _same_folder(a: Traversable, b: Path) -> bool:
     try:
         return Path(str(a)).resolve() == b.resolve()
