@@ -399,7 +399,8 @@ def test_your_config_named_as_one_of_ours_is_refused_where_the_command_selects_i
     """Hydra's search path has conf/ first (before a --config-dir and hydra.searchpath's folders): a file of the user's
     with the path of one of ours (experiment/paper_small.yaml, dropout/non_recurrent.yaml, train.yaml) is never read.
     Where the command selects it (given, or a group's default, or the primary config) that is one line saying to give
-    it another name (before: ours composed with no word); a copy the command does not select is left alone."""
+    it another name (before: ours composed with no word); so it is where a config the command reads builds on it (ours
+    too: smoke builds on paper_small); a copy the command does not read is left alone."""
     from rnnreg.command_line import check_command_line
 
     edited = (Path(CONF_DIR) / "experiment" / "paper_small.yaml").read_text().replace("bptt: 20", "bptt: 7")
@@ -422,20 +423,133 @@ def test_your_config_named_as_one_of_ours_is_refused_where_the_command_selects_i
             check_command_line("train", [*adds, "seed=1"])
         assert str(refused.value) == says("dropout", "non_recurrent")
         with pytest.raises(ConfigError) as refused:  # one job of a sweep
-            check_command_line("train", ["-m", *adds, "experiment=smoke,paper_small", "dropout=none"])
+            check_command_line("train", ["-m", *adds, "experiment=paper_large,paper_small", "dropout=none"])
         assert str(refused.value) == says("experiment", "paper_small")
-        assert check_command_line("train", [*adds, "experiment=smoke", "dropout=none"]).jobs == 1  # not selected
+        with pytest.raises(ConfigError) as refused:  # read by ours: smoke builds on paper_small (`- paper_small`)
+            check_command_line("train", [*adds, "experiment=smoke", "dropout=none"])
+        assert str(refused.value).startswith(
+            f"experiment=smoke builds on experiment/paper_small, and {folder}/experiment/paper_small.yaml has the name "
+        )
+        assert check_command_line("train", [*adds, "experiment=paper_large", "dropout=none"]).jobs == 1  # not read
     (folder / "train.yaml").write_text((Path(CONF_DIR) / "train.yaml").read_text().replace("seed: 1234", "seed: 7"))
     with pytest.raises(ConfigError) as refused:
-        check_command_line("train", ["--config-dir", str(folder), "experiment=smoke", "dropout=none"])
+        check_command_line("train", ["--config-dir", str(folder), "experiment=paper_large", "dropout=none"])
     assert str(refused.value) == (
         f"the primary config train: {folder}/train.yaml has the name of rnnreg's own train.yaml, which Hydra reads "
         "instead (its search path has rnnreg's conf/ first), so yours would be ignored: give yours another name "
         "(my_train.yaml) and select it with --config-name my_train"
     )
-    (folder / "my_paper_small.yaml").write_text("defaults: [train, _self_]\n")  # renamed as it says: composes
-    renamed = ["--config-dir", str(folder), "--config-name", "my_paper_small", "experiment=smoke", "dropout=none"]
+    (folder / "my_paper_large.yaml").write_text("defaults: [train, _self_]\n")  # builds on train: ours is read
+    with pytest.raises(ConfigError) as refused:
+        check_command_line("train", ["--config-dir", str(folder), "--config-name", "my_paper_large", "dropout=none"])
+    assert str(refused.value) == (
+        f"the primary config my_paper_large builds on train, and {folder}/train.yaml has the name of rnnreg's own "
+        "train.yaml, which Hydra reads instead (its search path has rnnreg's conf/ first), so yours would be ignored: "
+        "give yours another name (my_train.yaml) and build on that"
+    )
+    (folder / "train.yaml").rename(folder / "my_train.yaml")  # renamed as it says: composes
+    renamed = ["--config-dir", str(folder), "--config-name", "my_train", "experiment=paper_large", "dropout=none"]
     assert check_command_line("train", renamed).jobs == 1
+
+
+# a tiny run of a user's experiment (its own model: not TINY's model=small): each a few windows, where one ran
+SHADOW_TINY = [a for a in TINY if a != "model=small"] + [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
+
+
+def shadow_says(given: str, path: str, file: Path, where: str = "") -> str:
+    """The refusal of a user's `file` named as conf/'s `path` that a config of the user's builds on."""
+    head, _, name = path.rpartition("/")
+    return (
+        f"error: {given} builds on {path}{where}, and {file} has the name of rnnreg's own {path}.yaml, which Hydra "
+        f"reads instead (its search path has rnnreg's conf/ first), so yours would be ignored: give yours another "
+        f"name ({head}/my_{name}.yaml) and build on that"
+    )
+
+
+def refused_before_anything(script: str, tmp_path: Path, *args: str) -> str:
+    """`script args` refused: exit 2 and one line on stderr, no run or sweep folder made; the line."""
+    out = tmp_path / "outputs"
+    proc = run(script, *args, f"paths.output_root={out}", check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert not out.exists()
+    return line
+
+
+def test_your_experiment_that_builds_on_your_copy_named_as_ours_is_refused(tiny_corpus, tmp_path):
+    """An experiment of the user's that builds on another (`- paper_small`, or `- /experiment/paper_small`) where
+    the user's folder holds an edited copy named as ours: Hydra reads conf/'s paper_small, never the copy beside it
+    (before: ours trained with no word, the copy's bptt 7 ignored). One line naming the experiment selected, exit 2,
+    nothing made; so for rnnreg-eval, whose data option of the user's builds on a copy of data/text."""
+    from rnnreg.command_line import check_command_line
+
+    edited = (Path(CONF_DIR) / "experiment" / "paper_small.yaml").read_text().replace("bptt: 20", "bptt: 7")
+    mine = "# @package _global_\ndefaults: [paper_small]\nexperiment_name: mine\n"
+    folder = your_folder(tmp_path / "my_configs", paper_small=edited, mine=mine)
+    args = ["--config-dir", str(folder), "experiment=mine", *SHADOW_TINY, f"data.data_dir={tiny_corpus}"]
+    line = refused_before_anything("rnnreg-train", tmp_path, *args)
+    assert line == shadow_says("experiment=mine", "experiment/paper_small", folder / "experiment" / "paper_small.yaml")
+    (folder / "experiment" / "mine.yaml").write_text(mine.replace("[paper_small]", "[/experiment/paper_small]"))
+    with pytest.raises(ConfigError) as refused:  # an absolute entry, the folder on hydra.searchpath
+        check_command_line("train", [f"hydra.searchpath=[file://{folder}]", "experiment=mine"])
+    assert f"error: {refused.value}" == line
+    (folder / "data").mkdir()
+    (folder / "data" / "text.yaml").write_text((Path(CONF_DIR) / "data" / "text.yaml").read_text())
+    (folder / "data" / "my_text.yaml").write_text("defaults: [text, _self_]\n")
+    args = ["--config-dir", str(folder), "data=my_text", f"ckpt_path={tmp_path / 'missing.ckpt'}"]
+    line = refused_before_anything("rnnreg-eval", tmp_path, *args)  # (before its checkpoint is looked at)
+    assert line == shadow_says("data=my_text", "data/text", folder / "data" / "text.yaml")
+
+
+def test_your_experiment_that_overrides_a_group_with_your_copy_named_as_ours_is_refused(tiny_corpus, tmp_path):
+    """`- override /model: small` in an experiment of the user's, whose folder holds model/small.yaml (an edited
+    copy): Hydra reads conf/'s model/small. The line names the experiment and says to rename the copy and build on
+    it there (before: a line naming model=small as if given, saying to select model=my_small on the command line)."""
+    mine = "# @package _global_\ndefaults:\n  - override /model: small\nexperiment_name: mine\n"
+    mine += "optim: {decay: 2.0, decay_start: 4}\n"
+    folder = your_folder(tmp_path / "my_configs", mine=mine)
+    (folder / "model").mkdir()
+    (folder / "model" / "small.yaml").write_text("defaults: [/_model@_here_]\nhidden_size: 24\ninit_scale: 0.1\n")
+    args = ["--config-dir", str(folder), "experiment=mine", *SHADOW_TINY, f"data.data_dir={tiny_corpus}"]
+    line = refused_before_anything("rnnreg-train", tmp_path, *args)
+    assert line == shadow_says("experiment=mine", "model/small", folder / "model" / "small.yaml")
+
+
+def test_a_copy_named_as_ours_deep_in_your_experiments_is_refused_in_a_sweep(tiny_corpus, tmp_path):
+    """Own experiments building on own experiments (outer -> middle -> a copy of paper_small): the line names the
+    experiment selected and the file whose defaults name the copy; in a multirun, the job that reads it refuses the
+    whole sweep before any job runs or any folder is made (before: both jobs trained on ours)."""
+    edited = (Path(CONF_DIR) / "experiment" / "paper_small.yaml").read_text().replace("bptt: 20", "bptt: 7")
+    middle = "# @package _global_\ndefaults: [/experiment/paper_small]\nexperiment_name: middle\n"
+    outer = "# @package _global_\ndefaults: [middle]\nexperiment_name: outer\n"
+    folder = your_folder(tmp_path / "my_configs", paper_small=edited, middle=middle, outer=outer)
+    sweep = tmp_path / "sweep"
+    args = ["-m", "--config-dir", str(folder), "experiment=paper_large,outer", *SHADOW_TINY]
+    line = refused_before_anything(
+        "rnnreg-train", tmp_path, *args, f"data.data_dir={tiny_corpus}", f"hydra.sweep.dir={sweep}"
+    )
+    copy = folder / "experiment" / "paper_small.yaml"
+    where = " (in experiment/middle.yaml's defaults)"
+    assert line == shadow_says("experiment=outer", "experiment/paper_small", copy, where)
+    assert not sweep.exists()
+
+
+def test_a_copy_named_as_ours_that_the_command_does_not_read_is_left_alone(tiny_corpus, tmp_path):
+    """A user's folder holding a copy of paper_large (named as ours) and an experiment building on our paper_small:
+    the command reads ours only where the user has no copy, and runs."""
+    edited = (Path(CONF_DIR) / "experiment" / "paper_large.yaml").read_text().replace("bptt: 35", "bptt: 7")
+    mine = "# @package _global_\ndefaults: [paper_small]\nexperiment_name: mine\n"
+    folder = your_folder(tmp_path / "my_configs", paper_large=edited, mine=mine)
+    run_dir = tmp_path / "run"
+    args = ["--config-dir", str(folder), "experiment=mine", *SHADOW_TINY, f"data.data_dir={tiny_corpus}"]
+    run("rnnreg-train", *args, f"hydra.run.dir={run_dir}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["experiment"] == "mine"
 
 
 def test_a_group_of_your_own_without_package_global_says_to_add_it(tmp_path):

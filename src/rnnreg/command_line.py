@@ -25,8 +25,10 @@ from rnnreg.config_search import (
     borrowed_experiment_name,
     config_roots,
     hydra_as_main,
+    loaded_defaults,
     read_command_line,
     shadowed_config,
+    shadowing_files,
 )
 from rnnreg.errors import ConfigError, MissingValue, first_line
 from rnnreg.multirun_jobs import OPTUNA_SWEEPER, basic_sweeper, uses_stacked_launcher
@@ -213,12 +215,15 @@ def check_command_line(config_name: str, argv: list[str], conf_dir: str = CONF_D
         value_sweeps = {k: o for k, o in sweeps.items() if not _is_group(o, roots)}
         fixed_values = [o for o in values if not o.is_sweep_override()]
         checked, rate_used, warned = 0, False, {}  # (a dict: each warning once, in the order of the jobs)
+        shadows = shadowing_files(roots, conf_dir)  # (none, most commands: no defaults list made)
         group_jobs = job_combinations({k: sweep_lines(o, roots) for k, o in group_sweeps.items()})
         value_jobs = job_combinations({k: sweep_lines(o, roots) for k, o in value_sweeps.items()})
         for group_job in group_jobs:
             cfg = base if set(group_job) == set(first) else compose_groups(plain_groups + tuple(group_job))
-            if shadowed := shadowed_config(cfg.hydra.runtime.choices, primary, roots, command.config_dir, conf_dir):
-                raise ConfigError(shadowed)
+            if shadows:  # every config the job reads, as Hydra's defaults list has them
+                read = loaded_defaults(primary, [*searchpath, *plain_groups, *group_job])
+                if shadowed := shadowed_config(read, primary, roots, shadows, command.config_dir, conf_dir):
+                    raise ConfigError(shadowed)
             check_early_stopping_kept(parser.parse_overrides([*plain_groups, *group_job]), cfg.hydra.runtime.choices)
             for value_job in value_jobs:
                 where = f" (sweep job {' '.join(group_job + value_job)})" if group_job or value_job else ""

@@ -269,44 +269,146 @@ def borrowed_experiment_name(choices: Any, job: Any, roots: ConfigRoots) -> str 
     )
 
 
-def shadowed_config(
-    choices: Any, primary: str, roots: ConfigRoots, config_dir: str | None, conf_dir: str = CONF_DIR
-) -> str | None:
-    """A refusal where a config the command selects (an option of a group, given or a default, or the primary config)
-    is a file of the user's folders with the name of one of conf/'s: Hydra's search path has conf/ first, so it reads
-    ours and never the user's (before: the user's edited copy was ignored with no word). A file of that name the
-    command does not select is left alone. None where no selected config is shadowed."""
+@functools.lru_cache(maxsize=4)
+def own_configs(conf_dir: str = CONF_DIR) -> frozenset[str]:
+    """conf/'s configs by the path Hydra gives them (experiment/paper_small, _model, train): read once."""
+    ours = Path(conf_dir)
+    return frozenset(f.relative_to(ours).with_suffix("").as_posix() for f in ours.rglob("*.yaml") if f.is_file())
+
+
+def shadowing_files(roots: ConfigRoots, conf_dir: str = CONF_DIR) -> dict[str, Traversable]:
+    """The files of the user's folders (a --config-dir, hydra.searchpath's) with the path of one of conf/'s, by that
+    path (experiment/paper_small), the first folder's where several hold it: Hydra's search path has conf/ first, so
+    it reads ours and never these. Empty where there are none (most commands: then no defaults list is made)."""
     ours = Path(conf_dir)
     theirs = [root for root in roots.found if not _same_folder(root, ours)]
-    primary_folders = [Path(config_dir)] if config_dir and not _same_folder(Path(config_dir), ours) else []
-    selected = [(None, primary)]
-    for group, option in (choices or {}).items():
-        options = option if isinstance(option, (list, tuple)) or _is_list_config(option) else [option]
-        selected += [(str(group), o) for o in options if isinstance(o, str)]
-    for group, option in selected:
-        relative = f"{group}/{option}.yaml" if group else f"{option}.yaml"
-        if not ours.joinpath(relative).is_file():
-            continue
-        folders = theirs if group else primary_folders  # (a primary config is looked for in a --config-dir only)
-        if (root := next((r for r in folders if r.joinpath(relative).is_file()), None)) is None:
-            continue
-        head, _, name = option.rpartition("/")
-        renamed = f"{head}/my_{name}" if head else f"my_{name}"
-        select = f"{group}={renamed}" if group else f"--config-name {renamed}"
-        given = f"{group}={option}" if group else f"the primary config {option}"
-        renamed_file = f"{group}/{renamed}.yaml" if group else f"{renamed}.yaml"
-        return (
-            f"{given}: {root.joinpath(relative)} has the name of rnnreg's own {relative}, which Hydra reads instead "
-            f"(its search path has rnnreg's conf/ first), so yours would be ignored: give yours another name "
-            f"({renamed_file}) and select it with {select}"
+    found: dict[str, Traversable] = {}
+    for path in sorted(own_configs(conf_dir)) if theirs else ():
+        parts = f"{path}.yaml".split("/")
+        if (file := next((f for r in theirs if (f := r.joinpath(*parts)).is_file()), None)) is not None:
+            found[path] = file
+    return found
+
+
+def loaded_defaults(primary: str, overrides: list[str]) -> Any:
+    """Hydra's own defaults list of the config that compose(primary, overrides) makes (its tree, and where each
+    group's choice came from): every config file it reads. Inside hydra_as_main."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    return GlobalHydra.instance().config_loader().compute_defaults_list(primary, overrides, RunMode.RUN)
+
+
+class _Loaded(NamedTuple):
+    """A config a defaults list reads: its path, the group choice that reads it (`experiment=paper_small`; None: an
+    entry naming a config, such as `- paper_small` or `- /_model@_here_`), and the configs it is read under, the
+    outermost first."""
+
+    path: str
+    choice: str | None
+    key: str | None  # the group choice's override key (model, paths@foo)
+    chain: tuple[_Loaded, ...]
+
+
+def _loaded_configs(tree: Any, chain: tuple[_Loaded, ...] = ()) -> Iterator[_Loaded]:
+    """Every config of a defaults tree (Hydra's DefaultsTreeNode), parents before their own defaults, in order."""
+    from hydra.core.default_element import GroupDefault
+
+    for child in tree.children or []:
+        node = getattr(child, "node", child)  # (a leaf is the default itself)
+        if node.is_self() or node.is_deleted() or (isinstance(node, GroupDefault) and not isinstance(node.value, str)):
+            continue  # (a group chosen null: no config; a list of options is in the tree as its configs)
+        group = isinstance(node, GroupDefault)
+        key = node.get_override_key() if group else None
+        loaded = _Loaded(node.get_config_path(), f"{key}={node.value}" if group else None, key, chain)
+        yield loaded
+        if child is not node:
+            yield from _loaded_configs(child, (*chain, loaded))
+
+
+def shadowed_config(
+    defaults: Any,
+    primary: str,
+    roots: ConfigRoots,
+    shadows: dict[str, Traversable],
+    config_dir: str | None,
+    conf_dir: str = CONF_DIR,
+) -> str | None:
+    """A refusal where a config the command reads is a file of the user's folders with the name of one of conf/'s
+    (`shadows`, shadowing_files'): Hydra's search path has conf/ first, so it reads ours and never the user's
+    (before: the user's edited copy was ignored with no word). Whatever reads it: the command line's choice of a
+    group, a group's default, the primary config (looked for in a --config-dir only), or a config that builds on
+    it, an own experiment's `- paper_small`, `- /experiment/paper_small` or `- override /model: small`, at any depth
+    (`defaults`: loaded_defaults', Hydra's own list of what it reads). A file of that name the command does not read
+    is left alone. None where no config read is shadowed."""
+    if not shadows:
+        return None
+    if (  # (a primary config is looked for in a --config-dir only)
+        primary in shadows
+        and config_dir
+        and not _same_folder(Path(config_dir), Path(conf_dir))
+        and Path(config_dir, f"{primary}.yaml").is_file()
+    ):
+        return _shadow_refusal(
+            f"the primary config {primary}:",
+            primary,
+            str(Path(config_dir, f"{primary}.yaml")),
+            f"select it with --config-name {_renamed(primary)}",
         )
+    loaded = list(_loaded_configs(defaults.defaults_tree))
+    first = {}
+    for config in loaded:
+        first.setdefault(config.path, config)
+    overrides = defaults.overrides
+    for config in loaded:
+        if config.path not in shadows or (not config.chain and config.path == primary):
+            continue
+        choice, key = config.choice, config.key
+        head, _, name = config.path.rpartition("/")
+        chosen = overrides.override_choices.get(head)  # a list group's option (regularizer=[a, b]): a config each
+        if choice is None and isinstance(chosen, list) and name in chosen:
+            choice, key = f"{head}={name}", head
+        meta = overrides.override_metadata.get(key) if key else None
+        if meta is not None and meta.used:  # the choice of an override: the command line's, or a config's
+            by = None if meta.external_override else meta.containing_config_path
+        else:  # a group's default, or a config named in a defaults list: the config whose list it is
+            by = config.chain[-1].path if config.chain else None
+        file = str(shadows[config.path])
+        if choice is not None and not _users_config(by, roots, conf_dir):
+            option = choice.partition("=")[2]
+            select = f"{key}={_renamed(option)}"
+            if isinstance(chosen, list) and option in chosen:  # regularizer=[a,my_b]
+                select = f"{key}=[{','.join(_renamed(o) if o == option else str(o) for o in chosen)}]"
+            return _shadow_refusal(f"{choice}:", config.path, file, f"select it with {select}")
+        under = first.get(by) if by else None
+        outer = next((c for c in (*under.chain, under) if c.choice), None) if under else None
+        given = outer.choice if outer else f"the primary config {primary}"
+        where = "" if by in (None, outer.path if outer else primary) else f" (in {by}.yaml's defaults)"
+        return _shadow_refusal(f"{given} builds on {config.path}{where}, and", config.path, file, "build on that")
     return None
 
 
-def _is_list_config(value: Any) -> bool:
-    from omegaconf import ListConfig
+def _shadow_refusal(given: str, path: str, file: str, fix: str) -> str:
+    """The one line: `given` (what reads config `path`) then why the user's `file` is never read, and what to do."""
+    return (
+        f"{given} {file} has the name of rnnreg's own {path}.yaml, which Hydra reads instead (its search path has "
+        f"rnnreg's conf/ first), so yours would be ignored: give yours another name ({_renamed(path)}.yaml) and {fix}"
+    )
 
-    return isinstance(value, ListConfig)
+
+def _renamed(path: str) -> str:
+    """The name to give a config of the user's instead: experiment/paper_small -> experiment/my_paper_small (_model:
+    _my_model, still a shared part, not an option)."""
+    head, _, name = path.rpartition("/")
+    name = f"_my{name}" if name.startswith("_") else f"my_{name}"
+    return f"{head}/{name}" if head else name
+
+
+def _users_config(path: str | None, roots: ConfigRoots, conf_dir: str) -> bool:
+    """Whether Hydra reads config `path` from the user's folders (not conf/'s, nor one of Hydra's own)."""
+    if path is None or path in own_configs(conf_dir):
+        return False
+    return any(root.joinpath(*f"{path}.yaml".split("/")).is_file() for root in roots.found)
 
 
 def _same_folder(a: Traversable, b: Path) -> bool:
