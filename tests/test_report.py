@@ -1491,6 +1491,43 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path, 
     assert png_report("sweep", PAPER) == table
 
 
+def test_jobs_of_a_sweep_with_its_own_subdir_that_never_started_get_their_commands(tmp_path):
+    """A basic sweep with hydra.sweep.subdir=s${seed} (errors.md's own fix for jobs that would share a folder) stopped
+    by SIGTERM: each job that never started is listed from multirun.yaml, its job number read from the job folders'
+    own records, and runs in a numbered folder inside the sweep (before: left out of the report, whose command the
+    multirun's last line had promised; found by a probe). A stopped sweep's glob over a group's options, which the
+    report cannot expand, is said in a line, not passed over."""
+    sweep = tmp_path / "sweep"
+    basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+    def multirun(task: list[str]) -> dict:
+        sweep_dir = {"dir": str(sweep), "subdir": "s${seed}"}
+        return {
+            "hydra": {"sweeper": {"_target_": basic, "params": None}, "sweep": sweep_dir, "overrides": {"task": task}}
+        }
+
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun(["experiment=paper_small", "seed=1,2,3"])))
+    for num, (seed, ppl) in enumerate(((1, 440.0), (2, None))):
+        job = sweep / f"s{seed}"
+        write_job(job, ["experiment=paper_small", f"seed={seed}"], {}, TOY, ppl)
+        hydra = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())
+        hydra["hydra"] |= {"job": {"num": num}, "sweep": {"dir": str(sweep), "subdir": "s${seed}"}}
+        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    table = png_report(sweep, PAPER)
+    assert table.endswith(
+        "- 2 (never started: no folder): "
+        f"`rnnreg-train experiment=paper_small seed=3 hydra.run.dir={sweep / '2'} hydra.mode=RUN`\n"
+    ), table
+    assert "seed=2 hydra.run.dir" not in table  # (job 1, in s2, started: its own line says how it goes on)
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun(["experiment=paper_small", "dropout=glob(n*)"])))
+    assert png_report(sweep, PAPER).endswith(
+        "- sweep: jobs of this sweep that never started are not listed: its overrides expand over a config group's "
+        f"options (glob), which the report does not compose: compare the jobs of {sweep / 'multirun.yaml'} with the "
+        "folders here\n"
+    )
+
+
 @pytest.mark.parametrize(
     "launch",
     [("-m", "experiment=paper_small"), ("experiment=ablation_placement", "dropout=none", "seed=1")],
@@ -2345,9 +2382,10 @@ def test_a_key_given_twice_is_the_configuration_of_its_last_value(tmp_path):
 
 
 def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_path):
-    """A basic sweep's job without a folder never started, but only where its folder is its number: jobs in folders
-    named by their overrides (hydra.sweep.subdir=s${seed}) are where the report found them, a stacked sweep's
-    jobs go on with its resume switch, not one command each, and an Optuna study's trials are drawn as it runs."""
+    """A basic sweep's job without a folder never started: where its folder is its number, or (another subdir,
+    hydra.sweep.subdir=s${seed}) where no job folder's record names its number; one whose records do not say lists
+    none. A stacked sweep's jobs go on with its resume switch, not one command each, and an Optuna study's trials
+    are drawn as it runs."""
     from rnnreg.multirun_jobs import BASIC_SWEEPER, OPTUNA_SWEEPER, STACKED_LAUNCHER
 
     def sweep(name: str, subdir: str, launcher: str, job: str, sweeper: str = BASIC_SWEEPER) -> Path:
@@ -2367,7 +2405,15 @@ def test_only_a_basic_launchers_numbered_jobs_are_listed_as_never_started(tmp_pa
         "- 1 (never started: no folder): "
         f"`rnnreg-train dropout=none seed=2 hydra.run.dir={tmp_path / 'numbered' / '1'} hydra.mode=RUN`\n"
     )
-    assert "never started" not in png_report(sweep("named", "s${seed}", basic, "s1"))
+    assert "never started" not in png_report(sweep("named", "s${seed}", basic, "s1"))  # (s1's record: no number)
+    record = tmp_path / "named" / "s1" / ".hydra" / "hydra.yaml"
+    hydra = yaml.safe_load(record.read_text())
+    hydra["hydra"] |= {"job": {"num": 0}, "sweep": {"dir": str(tmp_path / "named"), "subdir": "s${seed}"}}
+    record.write_text(yaml.safe_dump(hydra))
+    assert png_report(tmp_path / "named").endswith(
+        "- 1 (never started: no folder): "
+        f"`rnnreg-train dropout=none seed=2 hydra.run.dir={tmp_path / 'named' / '1'} hydra.mode=RUN`\n"
+    )
     assert "never started" not in png_report(sweep("stacked", "${hydra.job.num}", STACKED_LAUNCHER, "0"))
     assert "never started" not in png_report(sweep("optuna", "${hydra.job.num}", basic, "0", OPTUNA_SWEEPER))
 
@@ -2387,7 +2433,7 @@ def test_jobs_that_never_started_of_a_sweep_below_the_reports_folder_are_listed_
     assert table.endswith(
         f"how each goes on\n\n- a/1 (never started: no folder): `rnnreg-train --config-dir {configs} dropout=none "
         f"seed=2 hydra.run.dir={sweep / '1'} hydra.mode=RUN`\n"
-    )
+    )  # (b's one job completed: its sweep was not stopped)
 
 
 def test_a_never_started_job_below_the_reports_folder_names_its_own_sweeps_record(tmp_path):

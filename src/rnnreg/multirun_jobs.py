@@ -171,13 +171,14 @@ def sweep_job(folder: Path) -> SweepJob | None:
     return SweepJob(folder, folder.parent) if folder.name.isdigit() and is_sweep_folder(folder.parent) else None
 
 
-def basic_sweep_record(sweep: Path) -> dict | None:
-    """The hydra node of `sweep`'s multirun.yaml where Hydra's basic sweeper ran its jobs in numbered folders, each a
-    process of its own to go on with (not the stacked launcher's: it goes on by its resume switch); else None."""
+def basic_sweep_record(sweep: Path, any_subdir: bool = False) -> dict | None:
+    """The hydra node of `sweep`'s multirun.yaml where Hydra's basic sweeper ran its jobs in numbered folders (or,
+    `any_subdir`, in folders of any hydra.sweep.subdir), each a process of its own to go on with (not the stacked
+    launcher's: it goes on by its resume switch); else None."""
     record = sweep / "multirun.yaml"
     hydra = section(read_yaml(record), record, "hydra")
     sweeper, subdir = section(hydra, record, "sweeper"), section(hydra, record, "sweep").get("subdir")
-    if sweeper.get("_target_") != BASIC_SWEEPER or subdir != NUMBERED_SUBDIR:
+    if sweeper.get("_target_") != BASIC_SWEEPER or (subdir != NUMBERED_SUBDIR and not any_subdir):
         return None
     if section(hydra, record, "launcher").get("_target_") == STACKED_LAUNCHER:
         return None

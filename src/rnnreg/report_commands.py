@@ -11,10 +11,12 @@ import shlex
 from pathlib import Path
 
 from rnnreg.config_search import command_config_folders
+from rnnreg.errors import DataError
 from rnnreg.folder_trust import others_can_write
 from rnnreg.job_records import job_order
 from rnnreg.multirun_jobs import (
     BASIC_SWEEP,
+    NUMBERED_SUBDIR,
     OPTUNA_STUDY,
     basic_sweep_jobs,
     basic_sweep_record,
@@ -22,7 +24,7 @@ from rnnreg.multirun_jobs import (
     sweep_job,
 )
 from rnnreg.override_text import path_override
-from rnnreg.record_yaml import recorded_overrides, section, unreadable
+from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
 from rnnreg.recorded_commands import go_on_command, recorded_command, recorded_run_command
 from rnnreg.run_folder_check import earlier_results
 from rnnreg.run_lock import RunLock
@@ -66,6 +68,10 @@ def how_to_go_on(rows: list[dict], root: Path | None = None) -> str:
     if root is not None:
         lines += [
             f"- {job} (never started: no folder): {pasteable(command, record)}"
+            if command is not None
+            else f"- {job}: jobs of this sweep that never started are not listed: its overrides expand over a config "
+            f"group's options (glob), which the report does not compose: compare the jobs of {record} with the "
+            f"folders here"
             for job, command, record in never_started(rows, root)
         ]
     for study, runs in studies.items():
@@ -164,17 +170,21 @@ def in_folder_overrides(run: Path) -> list[str]:
     return [path_override("hydra.run.dir", os.path.abspath(run)), "hydra.mode=RUN"]
 
 
-def never_started(rows: list[dict], root: Path) -> list[tuple[str, str, Path]]:
+def never_started(rows: list[dict], root: Path) -> list[tuple[str, str | None, Path]]:
     """(job, command, its sweep's multirun.yaml) of each job of a basic sweep under `root` that has no folder: the
-    sweep was stopped (SIGTERM, Ctrl-C) before it; the command runs it in the folder the sweep would have given it.
-    Its jobs are recomputed from its multirun.yaml as Hydra's basic sweeper splits them
-    (rnnreg.multirun_jobs.basic_sweep_jobs), in numbered folders; nothing for a live sweep, another sweeper, another
-    subdir, or overrides that need the config to expand."""
-    found = []
+    sweep was stopped (SIGTERM, Ctrl-C) before it; the command runs it in the folder the sweep would have given it
+    (`<sweep>/<its number>`; under another hydra.sweep.subdir, `s${seed}` say, which needs the job's config to
+    resolve, in `<sweep>/<its number>` too: the report reads every folder below the sweep). Its jobs are recomputed
+    from its multirun.yaml as Hydra's basic sweeper splits them (rnnreg.multirun_jobs.basic_sweep_jobs); a job of
+    another subdir has started where a job folder's own record names its number and this sweep. Overrides that need
+    the config to expand (a glob over a group's options): one entry for the sweep where one of its jobs did not
+    complete (it was stopped), its command None (the report cannot list them). Nothing for a live sweep or another
+    sweeper."""
+    found: list[tuple[str, str | None, Path]] = []
     sweeps = {root, *(r["path"].parent for r in rows)}
     for sweep in sorted((s for s in sweeps if s == root or root in s.parents), key=lambda p: job_order(str(p))):
         record = sweep / "multirun.yaml"
-        hydra = basic_sweep_record(sweep)
+        hydra = basic_sweep_record(sweep, any_subdir=True)
         if hydra is None:
             continue
         if RunLock.in_use(sweep):  # still running: the jobs to come have not started yet
@@ -183,12 +193,41 @@ def never_started(rows: list[dict], root: Path) -> list[tuple[str, str, Path]]:
         task = section(hydra, record, "overrides").get("task") or []
         if not isinstance(task, list) or not all(isinstance(o, str) for o in task):
             raise unreadable(record, "hydra.overrides.task is not a list of overrides")
+        numbered = section(hydra, record, "sweep").get("subdir") == NUMBERED_SUBDIR
+        started = None if numbered else started_jobs(rows, sweep, section(hydra, record, "sweep").get("dir"))
         try:
             jobs = basic_sweep_jobs(params, task)
         except Exception:  # a glob over config options needs the config: the report cannot list them
+            if any(r["status"] in GOES_ON and sweep in r["path"].parents for r in rows):  # (stopped: some may not)
+                found.append((str(sweep.relative_to(root)) if sweep != root else sweep.name, None, record))
             continue
         for num, overrides in enumerate(jobs):
-            if not (sweep / str(num) / ".hydra" / "config.yaml").is_file():
-                command = shlex.join([*recorded_command(hydra), *overrides, *in_folder_overrides(sweep / str(num))])
-                found.append((str((sweep / str(num)).relative_to(root)), command, record))
+            if numbered and (sweep / str(num) / ".hydra" / "config.yaml").is_file():
+                continue
+            if not numbered and (started is None or num in started or (sweep / str(num)).exists()):
+                continue  # (a record that names no number: nothing is said of the sweep's jobs)
+            command = shlex.join([*recorded_command(hydra), *overrides, *in_folder_overrides(sweep / str(num))])
+            found.append((str((sweep / str(num)).relative_to(root)), command, record))
     return found
+
+
+def started_jobs(rows: list[dict], sweep: Path, sweep_dir) -> set[int] | None:
+    """The job numbers of `sweep` that have a folder (its runs' .hydra/hydra.yaml: hydra.job.num, and the sweep's
+    hydra.sweep.dir as this sweep's multirun.yaml has it: a sweep inside it is another); None where a run below it
+    does not say (a record written otherwise: its jobs are not listed)."""
+    numbers: set[int] = set()
+    for r in rows:
+        if sweep not in r["path"].parents:
+            continue
+        record = r["path"] / ".hydra" / "hydra.yaml"
+        try:
+            hydra = section(read_yaml(record), record, "hydra")
+            num, its_sweep = section(hydra, record, "job").get("num"), section(hydra, record, "sweep").get("dir")
+        except DataError:
+            return None
+        if isinstance(its_sweep, str) and its_sweep != sweep_dir:
+            continue  # (a sweep of its own inside this one)
+        if its_sweep is None or not isinstance(num, int) or isinstance(num, bool):
+            return None
+        numbers.add(num)
+    return numbers
