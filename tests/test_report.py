@@ -1491,6 +1491,22 @@ def test_jobs_stopped_by_a_signal_or_never_started_get_their_commands(tmp_path, 
     assert png_report("sweep", PAPER) == table
 
 
+def test_a_seed_given_as_an_interpolation_is_each_jobs_own_seed_in_the_report(tiny_corpus, tmp_path):
+    """`seed=${hydra:job.num}`: each job ran its own seed (0, 1), which its metrics.json records resolved, and the
+    report counts both, one configuration of two seeds (before: it read the override's text, one seed "ran 2 times",
+    and the second job was left out of the mean; found by a probe)."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment=paper_small", *TINY, f"data.data_dir={tiny_corpus}", "trainer.max_epochs=1"]
+    args += ["trainer.limit_train_batches=2", "test=false", "seed=${hydra:job.num}", "extras.print_config=true,false"]
+    run("rnnreg-train", *args, f"hydra.sweep.dir={sweep}")
+    assert [json.loads((sweep / job / "metrics.json").read_text())["seed"] for job in "01"] == [0, 1]
+    table = report(sweep, formats=())
+    assert "ran 2 times" not in table, table
+    with open(sweep / "summary.csv", newline="") as f:
+        (configuration,) = csv.DictReader(f)
+    assert (configuration["n"], configuration["seeds"]) == ("2", "0 1"), configuration
+
+
 def test_jobs_of_a_sweep_with_its_own_subdir_that_never_started_get_their_commands(tmp_path):
     """A basic sweep with hydra.sweep.subdir=s${seed} (errors.md's own fix for jobs that would share a folder) stopped
     by SIGTERM: each job that never started is listed from multirun.yaml, its job number read from the job folders'

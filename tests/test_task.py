@@ -560,7 +560,7 @@ def test_a_speed_not_measured_is_null_in_metrics_json_and_the_others_rounded():
     # the median window of steps the device queued (single runs' SpeedMonitor and groups alike): none
     assert median_step_words_per_second(700, [0.2, 0.1, 0.3], queued=True) is None
     assert median_step_words_per_second(700, [0.2, 0.1, 0.3]) == 3500.0
-    record = completed_record((90.0, 3), {"test_ppl": 85.0}, 88.0, 3, 12.345, Speeds(1000.04, None, 990.06), 10, "x")
+    record = completed_record((90.0, 3), {"test_ppl": 85.0}, 88.0, 3, 12.345, Speeds(1000.04, None, 990.06), 10, "x", 1)
     assert record["words_per_second"] == 1000.0 and record["words_per_second_last_epoch"] == 990.1
     assert record["words_per_second_median_step"] is None and record["train_seconds"] == 12.35
     assert json.loads(json.dumps(record))["words_per_second_median_step"] is None

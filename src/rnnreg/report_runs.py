@@ -135,8 +135,12 @@ def corpus_folder(data: dict, cwd) -> dict[str, str]:
     return {"data.data_dir": json.dumps(os.path.join(cwd, given))}  # (an absolute path: join gives it as it is)
 
 
-def seed_of(overrides: list[str], config: dict) -> str:
-    """The seed a job ran with: its `seed=` override, else its config's."""
+def seed_of(overrides: list[str], config: dict, metrics: dict) -> str:
+    """The seed a job ran with: its metrics.json's (a completed run's, resolved: `seed=${hydra:job.num}` is each
+    job's own), else its `seed=` override, else its config's."""
+    recorded = metrics.get("seed")
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        return str(recorded)
     given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "seed" and "=" in o]  # (~seed: none)
     return given[-1] if given else str(config.get("seed"))
 
@@ -230,7 +234,7 @@ def collect(root: Path) -> list[dict]:
                 "written_in": runtime.get("output_dir"),
                 "path": run,
                 "overrides": [o for o in overrides if not override_key(o).startswith(same_configuration(config))],
-                "seed": seed_of(overrides, config),
+                "seed": seed_of(overrides, config, metrics),
                 "status": status,
                 "why": why_failed(run, {} if error_is_last else metrics) if status == "failed" else "",
                 "best_val_ppl": metrics.get("best_val_ppl", validated(metrics, config, curve)),

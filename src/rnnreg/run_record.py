@@ -78,9 +78,11 @@ def completed_record(
     speeds: Speeds | None,
     params: int,
     experiment: str,
+    seed: int,
 ) -> dict:
     """A completed run's: `validation` (the last validation's perplexity and epoch; None: none ran), `tests`
-    (test_ppl and test_ppl_batched, {} without the final test), `speeds` (None: not measured)."""
+    (test_ppl and test_ppl_batched, {} without the final test), `speeds` (None: not measured), `seed` the one it ran
+    with, resolved (`seed=${hydra:job.num}` reads as one seed in its overrides: rnnreg-report reads this)."""
     record = {"val_ppl": validation[0], "val_epoch": validation[1]} if validation is not None else {}
     record |= tests
     record |= {"best_val_ppl": best_val_ppl} if best_val_ppl is not None else {}
@@ -88,7 +90,7 @@ def completed_record(
     record |= {
         key: value if value is None else round(value, 1) for key, value in (speeds._asdict() if speeds else {}).items()
     }
-    return record | {"params": params, "experiment": experiment, "status": "completed"}
+    return record | {"params": params, "experiment": experiment, "seed": seed, "status": "completed"}
 
 
 def tested_record(trained: dict, tests: dict[str, float]) -> dict:

@@ -311,5 +311,6 @@ def completed_metrics(group: GroupTrainer, k: int, tests: dict[str, float]) -> d
         speeds,
         group.model.parameters_per_member,
         group.jobs[k].cfg.experiment_name,
+        int(group.jobs[k].cfg.seed),
     )
     return with_cut_splits(record, group.jobs[k].cfg.trainer)

@@ -504,7 +504,9 @@ def fit(
     inside = 0 < window < trainer.num_training_batches  # trainer.max_steps ended it inside an epoch
     if inside:  # (Lightning counts that epoch as trained)
         epochs -= 1
-    record = completed_record(validated, {}, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name)
+    record = completed_record(
+        validated, {}, best_val, epochs, train_seconds, speeds, params, cfg.experiment_name, int(cfg.seed)
+    )
     if inside:
         where = f"window {window} of {trainer.num_training_batches} of epoch {epochs + 1}"
         record["stopped_at"] = f"{where} (trainer.max_steps={trainer.max_steps})"
