@@ -23,7 +23,7 @@ from rnnreg.multirun_jobs import (
     override_key,
     sweep_job,
 )
-from rnnreg.override_text import path_override
+from rnnreg.override_text import pasted_override, path_override
 from rnnreg.record_yaml import read_yaml, recorded_overrides, section, unreadable
 from rnnreg.recorded_commands import go_on_command, recorded_command, recorded_run_command
 from rnnreg.run_folder_check import earlier_results
@@ -168,6 +168,33 @@ def in_folder_overrides(run: Path) -> list[str]:
     itself (experiment=ablation_placement) would otherwise run the job as a sweep of one in a new dated folder,
     hydra.run.dir unread."""
     return [path_override("hydra.run.dir", os.path.abspath(run)), "hydra.mode=RUN"]
+
+
+def resume_from(last: Path | None, run: str | Path | None = None) -> str:
+    """How a run that stopped goes on from its last checkpoint (None: it wrote none): the command the console gave,
+    with the run's own overrides, where its folder `run` holds Hydra's record of them; else (a run train() was
+    called for from Python, its settings its caller's) `rnnreg-train ... ckpt_path=<last>`."""
+    if last is None:
+        return "no checkpoint was written"
+    if run is not None and has_overrides_record(run):
+        return resume_command(Path(run), last)
+    return f"rnnreg-train ... {pasted_override('ckpt_path', last)}"
+
+
+def test_left_in(run: str | Path) -> str:
+    """How a run stopped in its final test, its training completed, goes on: in its folder `run`, where that test
+    runs again on the weights it was testing and completes its record (nothing is trained); hydra.mode=RUN, as
+    in_folder_overrides gives it: alone also where its experiment is a multirun by itself.
+    With the run's own overrides where its folder holds Hydra's record of them (resume_from)."""
+    if has_overrides_record(run):
+        return resume_command(Path(run), in_its_folder=True)
+    return f"rnnreg-train ... ckpt_path=last {pasted_override('hydra.run.dir', run)} hydra.mode=RUN"
+
+
+def has_overrides_record(run: str | Path) -> bool:
+    """Whether `run`'s folder holds Hydra's record of its command and overrides (a run train() was called for from
+    Python has none)."""
+    return (Path(run) / ".hydra" / "overrides.yaml").is_file() and (Path(run) / ".hydra" / "hydra.yaml").is_file()
 
 
 def never_started(rows: list[dict], root: Path) -> list[tuple[str, str | None, Path]]:

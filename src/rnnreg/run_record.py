@@ -11,7 +11,6 @@ import signal
 from pathlib import Path
 from typing import NamedTuple
 
-from rnnreg.override_text import pasted_override
 from rnnreg.record_yaml import full_budget
 
 # A run's folder: the checkpoints conf/callbacks/default.yaml's callbacks write (a stacked member's job writes the
@@ -111,37 +110,8 @@ def with_cut_splits(record: dict, trainer) -> dict:
 
 def unfinished_record(status: str, error: str, epochs: int, resume: str) -> dict:
     """A run that did not complete: `status` interrupted or failed, why, the epochs it trained and how it goes
-    on (resume_from)."""
+    on (rnnreg.report_commands.resume_from)."""
     return {"status": status, "error": error, "epochs": epochs, "resume": resume}
-
-
-def resume_from(last: Path | None, run: str | Path | None = None) -> str:
-    """How a run that stopped goes on from its last checkpoint (None: it wrote none): the command the console gave,
-    with the run's own overrides, where its folder `run` holds Hydra's record of them; else (a run train() was
-    called for from Python, its settings its caller's) `rnnreg-train ... ckpt_path=<last>`."""
-    if last is None:
-        return "no checkpoint was written"
-    if run is not None and has_overrides_record(run):
-        from rnnreg.report_commands import resume_command
-
-        return resume_command(Path(run), last)
-    return f"rnnreg-train ... {pasted_override('ckpt_path', last)}"
-
-
-def test_left_in(run: str | Path) -> str:
-    """How a run stopped in its final test, its training completed, goes on: in its folder `run`, where that test
-    runs again on the weights it was testing and completes its record (nothing is trained); hydra.mode=RUN, as
-    rnnreg.report_commands.in_folder_overrides gives it: alone also where its experiment is a multirun by itself.
-    With the run's own overrides where its folder holds Hydra's record of them (resume_from)."""
-    if has_overrides_record(run):
-        from rnnreg.report_commands import resume_command
-
-        return resume_command(Path(run), in_its_folder=True)
-    return f"rnnreg-train ... ckpt_path=last {pasted_override('hydra.run.dir', run)} hydra.mode=RUN"
-
-
-def has_overrides_record(run: str | Path) -> bool:
-    return (Path(run) / ".hydra" / "overrides.yaml").is_file() and (Path(run) / ".hydra" / "hydra.yaml").is_file()
 
 
 def read_metrics(folder: str | Path) -> dict:

@@ -27,6 +27,7 @@ from rnnreg.io import link_atomically, replace_atomically, save_atomically, writ
 from rnnreg.loggers import finish_wandb, hyperparameters, wandb_disabled, wandb_run_id, wandb_run_labels
 from rnnreg.multirun_jobs import job_named
 from rnnreg.recorded_commands import go_on_command
+from rnnreg.report_commands import resume_from
 from rnnreg.run_record import (
     CHECKPOINTS,
     STOPPED_BY,
@@ -36,7 +37,6 @@ from rnnreg.run_record import (
     last_checkpoint_path,
     metrics_path,
     recorded_metrics,
-    resume_from,
     unfinished_record,
     with_cut_splits,
 )

@@ -42,7 +42,7 @@ from rnnreg.multirun_jobs import (
 from rnnreg.override_text import pasted_override
 from rnnreg.preemption import Preemption, requeued_checkpoint
 from rnnreg.rank_streams import RankDropoutStreams
-from rnnreg.report_commands import again_command, resume_command
+from rnnreg.report_commands import again_command, resume_command, resume_from, test_left_in
 from rnnreg.resume_checks import (
     ResumedData,
     check_resume_against,
@@ -63,8 +63,6 @@ from rnnreg.run_record import (
     last_checkpoint_path,
     metrics_path,
     recorded_metrics,
-    resume_from,
-    test_left_in,
     tested_record,
     unfinished_record,
     with_cut_splits,
